@@ -1,0 +1,183 @@
+// dtx wire contract: the Participant and Coordinator services.
+//
+// Transport: framed transport + binary protocol (TFramedTransport +
+// TBinaryProtocol), so any stock Thrift client can call both services.
+// Generated at build time (C++: cob_style async processors; Python: the
+// bindings package). Never commit generated code.
+
+namespace cpp dtx.rpc
+namespace py dtx_thrift
+
+// A transaction id, chosen by the client (random hi, per-client counter lo)
+// so a commit can be retried idempotently after an unknown outcome.
+struct TxId {
+  1: required i64 hi,
+  2: required i64 lo,
+}
+
+// Coordinator epoch. Every coordinator->participant call carries it;
+// participants refuse calls stamped with an older epoch than they adopted.
+typedef i64 Epoch
+
+// Per-key version at a participant. 0 means "the key does not exist".
+typedef i64 Version
+
+enum AbortReason {
+  CONFLICT = 1,                 // lock conflict or stale read at prepare
+  PARTICIPANT_UNAVAILABLE = 2,  // a participant could not be reached / is suspected
+  TIMEOUT = 3,                  // votes did not arrive in time
+  CLIENT_ABORT = 4,             // the client asked for it
+  COORDINATOR_FAILOVER = 5,     // undecided at a coordinator failover
+}
+
+enum ErrorCode {
+  BAD_ARGUMENT = 1,   // empty/oversized key or value, malformed request
+  UNKNOWN_TX = 2,     // no such transaction
+  NOT_PRIMARY = 3,    // this coordinator is not the primary; see `primary`
+  STALE_EPOCH = 4,    // the caller's epoch is older than the participant's
+  UNAVAILABLE = 5,    // the node cannot serve now (recovering, overloaded, failed)
+  TIMEOUT = 6,        // the operation did not finish in time
+  INTERNAL = 7,
+  WRONG_SHARD = 8,    // the key does not belong to this participant / shard map moved
+}
+
+exception DtxError {
+  1: required ErrorCode code,
+  2: required string message,
+  3: optional string primary,   // with NOT_PRIMARY: host:port of the primary if known
+}
+
+struct ReadItem {
+  1: required binary key,
+  2: required Version version,  // the version the client read (0: absent)
+}
+
+struct WriteItem {
+  1: required binary key,
+  2: optional binary value,     // unset: delete the key
+}
+
+struct ReadResult {
+  1: required bool found,
+  2: required binary value,
+  3: required Version version,
+}
+
+enum Vote {
+  YES = 1,
+  NO = 2,
+  READ_ONLY = 3,   // nothing to write here; only for wholly read-only transactions
+}
+
+struct PrepareRequest {
+  1: required TxId txid,
+  2: required Epoch epoch,
+  3: required list<ReadItem> reads,
+  4: required list<WriteItem> writes,
+  // The only participant of the transaction: validate, log and apply in one
+  // step; the vote is the outcome (YES = committed).
+  5: required bool one_phase,
+  // The whole transaction writes nothing anywhere: a participant may vote
+  // READ_ONLY and release its locks at once (see docs: read-only optimisation).
+  6: required bool read_only_tx,
+  7: optional string coordinator,  // host:port to ask with QueryDecision
+}
+
+struct PrepareResponse {
+  1: required Vote vote,
+  2: optional AbortReason reason,  // with NO
+  3: optional string detail,       // with NO: which key, why
+}
+
+enum Decision {
+  COMMIT = 1,
+  ABORT = 2,
+  UNKNOWN = 3,   // the asked node cannot tell (yet)
+}
+
+// How keys map to participants. scheme "hash": participant index =
+// fnv1a64(key) % len(participants).
+struct ShardMap {
+  1: required i64 version,
+  2: required string scheme,
+  3: required list<string> participants,   // host:port, index = shard number
+}
+
+struct CommitRequest {
+  1: required TxId txid,
+  2: required list<ReadItem> reads,
+  3: required list<WriteItem> writes,
+  4: required i64 shard_map_version,
+}
+
+enum Outcome {
+  COMMITTED = 1,
+  ABORTED = 2,
+  UNKNOWN = 3,   // the outcome is not known here; ask again with the same txid
+}
+
+struct CommitResult {
+  1: required Outcome outcome,
+  2: optional AbortReason reason,   // with ABORTED
+  3: optional string detail,
+}
+
+struct PeerStatus {
+  1: required string name,
+  2: required string address,
+  3: required i64 heartbeat_age_ms,   // -1: never heard
+  4: required bool suspected,
+}
+
+struct NodeStatus {
+  1: required string name,
+  2: required string role,          // "participant", "primary", "backup"
+  3: required Epoch epoch,
+  4: required i64 uptime_ms,
+  5: required i64 durable_lsn,
+  6: required i64 in_flight,        // transactions in progress here
+  7: required i64 in_doubt,         // prepared without a known outcome
+  8: required list<PeerStatus> peers,
+  9: optional map<string, i64> counters,
+}
+
+struct InDoubtTx {
+  1: required TxId txid,
+  2: required i64 age_ms,
+  3: required string coordinator,
+}
+
+service Participant {
+  // Reads the committed value and version. Waits (bounded) while a prepared
+  // transaction holds the key for writing.
+  ReadResult Read(1: binary key) throws (1: DtxError err),
+
+  // Phase 1 (or the whole commit with one_phase).
+  PrepareResponse Prepare(1: PrepareRequest req) throws (1: DtxError err),
+
+  // Phase 2. Returns once the decision is durable here and applied.
+  // Idempotent: repeating a delivered decision is OK; an unknown txid is OK
+  // for Abort (presumed abort) and for Commit of an already-finished tx.
+  void Commit(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
+  void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
+
+  NodeStatus GetStatus(),
+  list<InDoubtTx> ListInDoubt(),
+  // Admin: arm a failpoint (docs/failpoints.md) on this node.
+  void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
+}
+
+service Coordinator {
+  ShardMap GetShardMap() throws (1: DtxError err),
+
+  // Runs two-phase commit for the client's read and write sets. Idempotent
+  // by txid: repeating a commit returns the recorded outcome.
+  CommitResult Commit(1: CommitRequest req) throws (1: DtxError err),
+
+  // The decision for txid: COMMIT if it was decided commit; ABORT if it
+  // provably was never decided commit (presumed abort); UNKNOWN otherwise.
+  Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
+
+  NodeStatus GetStatus(),
+  void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
+}

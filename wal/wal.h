@@ -1,0 +1,117 @@
+// dtx write-ahead log: append records, learn when they are durable.
+//
+// On-disk format and recovery rules: docs/wal-format.md (constants in
+// wal/format.h). The log knows nothing about transactions: a record is a
+// one-byte type chosen by the caller plus an opaque payload.
+//
+// Durability contract: a record is durable only after the fdatasync covering
+// it returned 0. Group commit: one flusher thread takes every record appended
+// while the previous sync was in flight and writes them with one write() and
+// one fdatasync(). A failed write or fdatasync is fail-stop: the error is
+// sticky, every waiting and every later append gets it, and no sync is ever
+// retried.
+//
+// Thread-safety: all public methods of Log are thread-safe. Durable callbacks
+// run on the flusher thread, exactly once per successful Append, in LSN
+// order; they must be short and must not block (post to an event loop,
+// signal a condition variable). They may call TryAppend but not Append.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace dtx::wal {
+
+class Env;  // wal/env.h: the file-system seam
+
+// Log sequence number. The first record ever appended is LSN 1; 0 means "no
+// record". LSNs are dense: every append takes the next one.
+using Lsn = uint64_t;
+
+// Largest payload a record may carry. Anything larger is InvalidArgument on
+// append and Corruption when read back (never an allocation).
+inline constexpr uint32_t kRecordPayloadBytesMax = 16u << 20;
+
+struct Options {
+  // Roll to a new segment when the current one would exceed this size.
+  uint64_t segment_bytes = 64u << 20;
+  // Bytes appended but not yet written that the queue may hold. When full,
+  // Append blocks and TryAppend returns Busy: back-pressure, not memory.
+  uint64_t queue_bytes_max = 32u << 20;
+  // Largest payload accepted (<= kRecordPayloadBytesMax).
+  uint32_t record_payload_bytes_max = kRecordPayloadBytesMax;
+  // Preallocate each new segment to segment_bytes (fallocate) so syncs do
+  // not also have to update the file size's metadata.
+  bool preallocate = true;
+  // File-system seam; nullptr means the real POSIX one. Not owned; must
+  // outlive the Log.
+  Env* env = nullptr;
+};
+
+// Called once per recovered record during Open, in LSN order. A non-OK
+// return stops Open with that status.
+using ReplayFn = std::function<Status(Lsn lsn, uint8_t type, std::string_view payload)>;
+
+// Called on the flusher thread when the record is durable (OK) or can never
+// become durable (the sticky error).
+using DurableFn = std::function<void(const Status&)>;
+
+struct Stats {
+  uint64_t syncs = 0;            // fdatasync calls that returned 0
+  uint64_t records_synced = 0;   // records made durable
+  uint64_t bytes_written = 0;
+  uint64_t segments_created = 0;
+  uint64_t segments_deleted = 0;
+};
+
+class Log {
+ public:
+  // Opens the log in `dir` (created if missing), replays every record with
+  // `replay` (may be empty), cuts a torn tail of the last segment, and starts
+  // the flusher thread. A bad record anywhere but the tail of the last
+  // segment is Corruption naming the file and byte offset.
+  static Result<std::unique_ptr<Log>> Open(const Options& options, const std::string& dir,
+                                           const ReplayFn& replay);
+
+  // Flushes and syncs whatever is queued, stops the flusher, closes files.
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Queues a record and returns its LSN. `on_durable` (may be empty) is
+  // called once when the record is durable or has failed. Blocks while the
+  // queue is full. Fails at once with the sticky error after a failure, and
+  // with InvalidArgument for an oversized payload or type 0 (reserved).
+  Result<Lsn> Append(uint8_t type, std::string_view payload, DurableFn on_durable = nullptr);
+
+  // As Append, but returns Busy instead of blocking when the queue is full.
+  Result<Lsn> TryAppend(uint8_t type, std::string_view payload, DurableFn on_durable = nullptr);
+
+  // Blocks until `lsn` is durable (OK) or the log has failed (the error).
+  Status WaitDurable(Lsn lsn);
+
+  // Highest LSN known durable; every LSN <= it is durable.
+  Lsn durable_lsn() const;
+  // Highest LSN handed out by Append (0 if none).
+  Lsn last_lsn() const;
+  // OK, or the sticky error after a failed write/sync.
+  Status health() const;
+
+  // Deletes every segment all of whose records are < `lsn`, then syncs the
+  // directory. Never deletes the segment being written.
+  Status TruncateBefore(Lsn lsn);
+
+  Stats stats() const;
+
+ private:
+  class Impl;
+  explicit Log(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dtx::wal
