@@ -1,0 +1,225 @@
+"""The Python binding against a real local cluster."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+import dtx
+
+
+def _uniq(prefix: str) -> bytes:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns()}".encode()
+
+
+def test_commit_and_read_back_across_participants(client):
+    keys = [_uniq(f"k{i}") for i in range(12)]  # 12 keys land on all 3 participants
+    with client.transaction() as tx:
+        for i, k in enumerate(keys):
+            tx.put(k, f"v{i}".encode())
+    with client.transaction() as tx:
+        assert [tx.get(k) for k in keys] == [f"v{i}".encode() for i in range(len(keys))]
+
+
+def test_delete_removes_the_key(client):
+    k = _uniq("del")
+    with client.transaction() as tx:
+        tx.put(k, b"x")
+    with client.transaction() as tx:
+        assert tx.get(k) == b"x"
+        tx.delete(k)
+        assert tx.get(k) is None  # reads its own buffered delete
+    with client.transaction() as tx:
+        assert tx.get(k) is None
+
+
+def test_exception_in_block_aborts_and_leaves_nothing(client):
+    k1, k2 = _uniq("a"), _uniq("b")
+    with pytest.raises(RuntimeError):
+        with client.transaction() as tx:
+            tx.put(k1, b"1")
+            tx.put(k2, b"2")
+            raise RuntimeError("boom")
+    assert tx.finished
+    with client.transaction() as tx:
+        assert tx.get(k1) is None and tx.get(k2) is None
+
+
+def test_conflicting_transactions_one_aborts_with_reason_conflict(client):
+    k = _uniq("c")
+    with client.transaction() as tx:
+        tx.put(k, b"0")
+    t1, t2 = client.transaction(), client.transaction()
+    assert t1.get(k) == b"0" and t2.get(k) == b"0"
+    t1.put(k, b"1")
+    t2.put(k, b"2")
+    errors = []
+
+    def commit(tx):
+        try:
+            tx.commit()
+        except dtx.Aborted as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=commit, args=(t,)) for t in (t1, t2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(errors) == 1, errors
+    assert errors[0].reason == "conflict"
+    with client.transaction() as tx:
+        assert tx.get(k) in (b"1", b"2")
+
+
+def test_run_retries_conflicts_to_success(client):
+    k = _uniq("counter")
+    with client.transaction() as tx:
+        tx.put(k, b"0")
+    n_threads, n_incr = 4, 10
+
+    def incr(tx):
+        v = int(tx.get(k))
+        tx.put(k, str(v + 1).encode())
+
+    def worker():
+        for _ in range(n_incr):
+            client.run(incr, retries=200)
+
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    with client.transaction() as tx:
+        assert int(tx.get(k)) == n_threads * n_incr
+
+
+def test_bank_invariant_with_8_threads(client):
+    accounts = [_uniq(f"acct{i}") for i in range(20)]
+    with client.transaction() as tx:
+        for a in accounts:
+            tx.put(a, b"100")
+    stop = time.monotonic() + 5
+
+    def transfer_loop(seed):
+        import random
+        rnd = random.Random(seed)
+        while time.monotonic() < stop:
+            a, b = rnd.sample(accounts, 2)
+
+            def transfer(tx):
+                va, vb = int(tx.get(a)), int(tx.get(b))
+                amount = rnd.randint(1, 10)
+                tx.put(a, str(va - amount).encode())
+                tx.put(b, str(vb + amount).encode())
+
+            client.run(transfer, retries=100)
+
+    threads = [threading.Thread(target=transfer_loop, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    total = client.run(lambda tx: sum(int(tx.get(a)) for a in accounts))
+    assert total == 100 * len(accounts)
+
+
+def test_str_keys_and_values_are_type_errors(client):
+    tx = client.transaction()
+    with pytest.raises(TypeError):
+        tx.get("str-key")
+    with pytest.raises(TypeError):
+        tx.put("str-key", b"v")
+    with pytest.raises(TypeError):
+        tx.put(b"k", "str-value")
+    tx.abort()
+
+
+def test_bad_sizes_are_invalid_argument(client):
+    tx = client.transaction()
+    with pytest.raises(dtx.InvalidArgument):
+        tx.put(b"", b"v")
+    with pytest.raises(dtx.InvalidArgument):
+        tx.put(b"k" * (dtx.KEY_BYTES_MAX + 1), b"v")
+    with pytest.raises(dtx.InvalidArgument):
+        tx.put(b"k", b"v" * (dtx.VALUE_BYTES_MAX + 1))
+    tx.abort()
+
+
+def test_finished_transaction_cannot_be_used(client):
+    k = _uniq("fin")
+    tx = client.transaction()
+    tx.put(k, b"1")
+    tx.commit()
+    for use in (lambda: tx.get(k), lambda: tx.put(k, b"2"), lambda: tx.delete(k), tx.commit):
+        with pytest.raises(dtx.InvalidArgument):
+            use()
+    tx2 = client.transaction()
+    tx2.put(k, b"3")
+    tx2.abort()
+    with pytest.raises(dtx.InvalidArgument):
+        tx2.commit()
+    with client.transaction() as tx3:
+        assert tx3.get(k) == b"1"
+
+
+def test_bad_address_is_invalid_argument():
+    with pytest.raises(dtx.InvalidArgument):
+        dtx.Client("no-port")
+    with pytest.raises(dtx.Unavailable):
+        dtx.Client("127.0.0.1:1", timeout=1.0)
+
+
+def test_stopped_participant_gives_an_error_not_a_hang(cluster):
+    """A participant that stops answering (SIGSTOP: alive but silent, the
+    hardest case for timeouts) makes operations on its keys fail with a
+    named error within the timeouts; it serves again once resumed."""
+    c = dtx.Client(cluster.coordinator, timeout=1.0)
+    try:
+        pid = cluster.pid("participant-0")
+        # find a key owned by participant-0
+        key = next(k for k in (_uniq(f"p0-{i}") for i in range(1000))
+                   if c._participant_for(k) is c._participants[0])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises((dtx.Aborted, dtx.Unavailable)):
+                with c.transaction() as tx:
+                    tx.get(key)
+            with pytest.raises((dtx.Aborted, dtx.Unavailable, dtx.UnknownOutcome)):
+                with c.transaction() as tx:
+                    tx.put(key, b"x")
+                    tx.put(_uniq("elsewhere"), b"y")
+            assert time.monotonic() - t0 < 30
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c.run(lambda tx: tx.put(key, b"back"), retries=5)
+                break
+            except (dtx.Aborted, dtx.Unavailable):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+    finally:
+        c.close()
+
+
+def test_killed_participant_gives_an_error_or_recovers(cluster, client):
+    """SIGKILL a participant: operations never hang; once the supervisor has
+    restarted it, committed data is still there."""
+    k = _uniq("survivor")
+    client.run(lambda tx: tx.put(k, b"kept"))
+    r = cluster.ctl("kill", "participant-1")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert client.run(lambda tx: tx.get(k), retries=3) == b"kept"
+            break
+        except (dtx.Aborted, dtx.Unavailable):
+            assert time.monotonic() < deadline, "participant did not come back"
+            time.sleep(0.2)
