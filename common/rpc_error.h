@@ -1,0 +1,61 @@
+// The one place where the wire's rpc::DtxError and dtx::Status meet.
+//
+// Reply -> Status (clients, stubs: StatusFromDtxError):
+//   BAD_ARGUMENT -> InvalidArgument     UNKNOWN_TX  -> NotFound
+//   NOT_PRIMARY  -> Unavailable ("not primary; primary=<host:port>" when the
+//                   reply named one; RpcStatus::primary() has it too)
+//   STALE_EPOCH  -> Aborted("stale epoch: ...")
+//   UNAVAILABLE  -> Unavailable          TIMEOUT     -> Timeout
+//   INTERNAL     -> Internal             WRONG_SHARD -> InvalidArgument
+//   unknown code -> Internal
+// The raw code stays available: RpcStatus::error_code().
+// Transport failures (no connection, connection lost, reply undecodable) are
+// Unavailable (undecodable: Internal) and a per-request timeout is Timeout;
+// those carry no error_code().
+//
+// Status -> DtxError (handlers, the Thrift edge: DtxErrorFromStatus):
+//   InvalidArgument -> BAD_ARGUMENT     NotFound -> UNKNOWN_TX
+//   Unavailable, Busy, Failed -> UNAVAILABLE   Timeout -> TIMEOUT
+//   anything else -> INTERNAL. Handlers needing NOT_PRIMARY, STALE_EPOCH or
+//   WRONG_SHARD build the error with MakeDtxError.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "dtx_types.h"
+
+namespace dtx {
+
+// A Status plus, when the peer answered with a DtxError, its raw code and the
+// primary it named. Callbacks typed `const RpcStatus&` accept lambdas taking
+// `const Status&`.
+class [[nodiscard]] RpcStatus : public Status {
+ public:
+  RpcStatus() = default;
+  RpcStatus(Status s) : Status(std::move(s)) {}  // NOLINT: implicit by design
+  RpcStatus(Status s, rpc::ErrorCode::type code, std::optional<std::string> primary)
+      : Status(std::move(s)), error_code_(code), primary_(std::move(primary)) {}
+
+  // Set iff the peer replied with a DtxError.
+  const std::optional<rpc::ErrorCode::type>& error_code() const { return error_code_; }
+  // With NOT_PRIMARY, the primary's host:port if the peer knew it.
+  const std::optional<std::string>& primary() const { return primary_; }
+
+ private:
+  std::optional<rpc::ErrorCode::type> error_code_;
+  std::optional<std::string> primary_;
+};
+
+RpcStatus StatusFromDtxError(const rpc::DtxError& err);
+
+rpc::DtxError MakeDtxError(rpc::ErrorCode::type code, std::string message,
+                           std::optional<std::string> primary = std::nullopt);
+// Requires !s.ok().
+rpc::DtxError DtxErrorFromStatus(const Status& s);
+
+// Name of an rpc::ErrorCode ("NOT_PRIMARY"), "UNKNOWN(<n>)" for others.
+std::string ErrorCodeName(rpc::ErrorCode::type code);
+
+}  // namespace dtx

@@ -1,0 +1,116 @@
+// RpcServer: a framed binary Thrift server on the EventLoop, dispatching every
+// frame to a cob_style AsyncProcessor (rpc::ParticipantAsyncProcessor,
+// rpc::CoordinatorAsyncProcessor from the dtx_idl target).
+//
+// Wire format (docs: DESIGN.md "Network layer"): standard Thrift framed
+// transport + binary protocol. A frame is a 4-byte big-endian payload length
+// followed by that many bytes; the payload is one TBinaryProtocol message.
+// Any stock Thrift client (TSocket + TFramedTransport + TBinaryProtocol) can
+// call the server. We do the framing ourselves over libuv (not Thrift's
+// TFramedTransport, which in 0.17 counts consumed bytes against
+// MaxMessageSize across frames) and parse each frame from a fresh
+// TMemoryBuffer.
+//
+// Dispatch: each complete frame is handed to processor->process(cob, in, out)
+// at once, on the loop thread; the handler runs there. The handler answers
+// by calling its completion callback (cob or exn_cob) later, possibly much
+// later and in any order relative to other requests on the same connection
+// (replies carry the request's seqid, so clients match them). COMPLETIONS
+// MUST BE CALLED ON THE LOOP THREAD: a runtime whose work finishes on another
+// thread (WAL sync, LevelDB) Post()s back to the loop first. This is checked
+// (DTX_CHECK) and a violation stops the process. A completion that arrives
+// after its connection closed (or after the server closed) is dropped.
+//
+// Bad input never crashes the process and only costs the offending
+// connection: a zero-length frame, a frame longer than frame_bytes_max,
+// garbage bytes (which read as an absurd length), a payload the processor
+// cannot parse, a message that is not a call, EOF in the middle of a frame,
+// and a call to an unknown method (answered first with Thrift's
+// TApplicationException UNKNOWN_METHOD, then closed) each close that
+// connection with one log line; other connections are unaffected.
+//
+// Limits: frame_bytes_max per frame; connections_max open connections (an
+// accept past it is closed at once with a log line); in_flight_per_connection
+// _max requests dispatched and not yet answered per connection (past it the
+// server stops reading that connection until replies drain: back-pressure,
+// not an error).
+//
+// Ownership: the server shares ownership of the processor (and through it of
+// the handler) with every request in flight, so a late completion never
+// touches freed memory. Thread-safety: loop thread only (see event_loop.h).
+#pragma once
+
+#include <thrift/async/TAsyncProcessor.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/event_loop.h"
+#include "common/status.h"
+
+namespace dtx {
+
+// 16 MiB of payload (4 MiB transaction + slack for large status replies)
+// plus 64 KiB of headroom for the message envelope and struct overhead.
+inline constexpr size_t kRpcFrameBytesMax = (16u << 20) + (64u << 10);
+inline constexpr size_t kRpcServerConnectionsMax = 1024;
+inline constexpr size_t kRpcServerInFlightPerConnectionMax = 4096;
+// Largest list/map/set length a decoded message may claim (Thrift's
+// container_limit). Bounds the allocation a hostile length can cause.
+inline constexpr size_t kRpcContainerItemsMax = 1u << 18;
+
+struct RpcServerOptions {
+  std::string host = "127.0.0.1";  // numeric IPv4/IPv6 address to bind
+  int port = 0;                    // 0: the kernel picks one; see port()
+  std::string name = "rpc";        // for log lines
+  size_t frame_bytes_max = kRpcFrameBytesMax;
+  size_t connections_max = kRpcServerConnectionsMax;
+  size_t in_flight_per_connection_max = kRpcServerInFlightPerConnectionMax;
+  size_t container_items_max = kRpcContainerItemsMax;
+};
+
+// Counters since Start(), for tests and metrics. Loop thread only.
+struct RpcServerStats {
+  uint64_t connections_accepted = 0;
+  uint64_t connections_rejected = 0;  // over connections_max
+  uint64_t connections_closed_bad_input = 0;
+  uint64_t frames_received = 0;
+  uint64_t replies_sent = 0;
+  uint64_t replies_dropped = 0;  // completion after its connection closed
+};
+
+class RpcServer {
+ public:
+  // `loop` must outlive the server. `processor` must not be null.
+  RpcServer(EventLoop* loop, std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+            RpcServerOptions options);
+  // Close()s.
+  ~RpcServer();
+  RpcServer(const RpcServer&) = delete;
+  RpcServer& operator=(const RpcServer&) = delete;
+
+  // Binds and listens. InvalidArgument for a bad host/port, IOError (with
+  // errno text) when bind/listen fails (e.g. address in use). Once only.
+  Status Start();
+  // The bound port (after a successful Start(); useful with port 0).
+  int port() const { return port_; }
+  // "host:port" as bound.
+  std::string address() const;
+
+  // Stops accepting and closes every connection. Requests in flight are
+  // abandoned: their completions become no-ops. Safe to call twice.
+  void Close();
+
+  size_t connection_count() const;
+  const RpcServerStats& stats() const;
+
+ private:
+  struct State;  // shared with connections and in-flight requests
+  EventLoop* loop_;
+  std::shared_ptr<State> state_;
+  int port_ = 0;
+};
+
+}  // namespace dtx
