@@ -26,8 +26,10 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -106,8 +108,7 @@ class EventLoop {
 
   uv_loop_t loop_;
   uv_async_t* async_ = nullptr;  // freed in its close callback
-  std::thread::id loop_thread_;
-  mutable std::mutex loop_thread_mu_;
+  std::atomic<std::thread::id> loop_thread_;
 
   std::mutex mu_;
   std::deque<std::function<void()>> posted_;  // GUARDED_BY(mu_)
@@ -146,5 +147,24 @@ class LoopThread {
   std::thread thread_;
   bool running_ = false;
 };
+
+namespace internal {
+// A user callback run from a libuv callback threw: a programmer error. Logs
+// and stops the process (check failure) naming `what`.
+[[noreturn]] void CallbackThrew(const char* what, const char* message);
+
+// Runs `f()`; a throw ends in CallbackThrew(what, ...). For use inside libuv
+// callbacks, which must never throw.
+template <typename F>
+void InvokeCallback(const char* what, F&& f) noexcept {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    CallbackThrew(what, e.what());
+  } catch (...) {
+    CallbackThrew(what, "non-std exception");
+  }
+}
+}  // namespace internal
 
 }  // namespace dtx

@@ -1,0 +1,678 @@
+#include "common/rpc_client.h"
+
+#include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <utility>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "common/rpc_framing.h"
+
+namespace dtx {
+
+using apache::thrift::TApplicationException;
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::protocol::TProtocol;
+using apache::thrift::transport::TMemoryBuffer;
+
+Status ParseHostPort(const std::string& address, std::string* host, int* port) {
+  std::string h;
+  std::string p;
+  if (!address.empty() && address[0] == '[') {
+    size_t close = address.find(']');
+    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
+      return Status::InvalidArgument("bad address '" + address + "' (want [v6]:port)");
+    }
+    h = address.substr(1, close - 1);
+    p = address.substr(close + 2);
+  } else {
+    size_t colon = address.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return Status::InvalidArgument("bad address '" + address + "' (want host:port)");
+    }
+    h = address.substr(0, colon);
+    p = address.substr(colon + 1);
+  }
+  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::InvalidArgument("bad port in address '" + address + "'");
+  }
+  int n = std::stoi(p);
+  if (n <= 0 || n > 65535) return Status::InvalidArgument("port out of range in '" + address + "'");
+  *host = h;
+  *port = n;
+  return Status::OK();
+}
+
+namespace {
+
+struct OutFrame {
+  uv_write_t req;
+  std::string bytes;  // header + payload
+};
+
+}  // namespace
+
+struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
+  enum class State { kIdle, kConnecting, kConnected, kBackoff, kClosed };
+
+  struct Conn {
+    uv_tcp_t handle;
+    uv_connect_t connect_req;
+    std::weak_ptr<Impl> owner;
+    std::vector<uint8_t> in;
+    bool closing = false;
+  };
+
+  struct Pending {
+    OnReply on_reply;
+    std::multimap<uint64_t, int32_t>::iterator deadline;
+  };
+
+  EventLoop* loop = nullptr;
+  std::string address;
+  PeerChannelOptions options;
+  Status address_status;
+  sockaddr_storage addr{};
+
+  State state = State::kIdle;
+  Conn* conn = nullptr;  // freed in its close callback
+  int32_t next_seqid = 1;
+  std::unordered_map<int32_t, Pending> pending;
+  std::multimap<uint64_t, int32_t> deadlines;  // deadline_ms -> seqid
+  std::vector<std::string> queued;             // frames waiting for the connection
+  TimerId deadline_timer = 0;
+  uint64_t deadline_timer_at = 0;
+  TimerId connect_timer = 0;
+  TimerId backoff_timer = 0;
+  int backoff_ms = 0;
+  std::minstd_rand rng;
+  PeerChannelStats stats;
+
+  void FailLater(OnReply on_reply, RpcStatus status);
+  void StartConnect();
+  void OnConnected(int status);
+  void Lost(const std::string& why, bool was_connected);
+  void FailAllPending(const RpcStatus& status);
+  void WriteFrame(std::string frame);
+  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  // False if the connection was dropped.
+  bool HandleReply(const uint8_t* data, uint32_t len);
+  void ArmDeadlineTimer();
+  void OnDeadlineTimer();
+  void CloseConn();
+  void CancelTimer(TimerId* id) {
+    if (*id != 0) loop->Cancel(*id);
+    *id = 0;
+  }
+};
+
+void PeerChannel::Impl::FailLater(OnReply on_reply, RpcStatus status) {
+  loop->RunAfter(0, [cb = std::move(on_reply), st = std::move(status)] { cb(st, nullptr); });
+}
+
+void PeerChannel::Impl::StartConnect() {
+  DTX_CHECK(state == State::kIdle && conn == nullptr);
+  state = State::kConnecting;
+  conn = new Conn();
+  int rc = uv_tcp_init(loop->uv_loop(), &conn->handle);
+  DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
+  conn->handle.data = conn;
+  conn->connect_req.data = conn;
+  conn->owner = weak_from_this();
+  rc = uv_tcp_connect(&conn->connect_req, &conn->handle, reinterpret_cast<sockaddr*>(&addr),
+                      [](uv_connect_t* req, int status) {
+                        auto* c = static_cast<Conn*>(req->data);
+                        if (c->closing) return;
+                        auto self = c->owner.lock();
+                        if (!self || self->conn != c) return;
+                        internal::InvokeCallback("PeerChannel connect",
+                                                 [&] { self->OnConnected(status); });
+                      });
+  if (rc != 0) {
+    // Fail asynchronously: we may be inside Call().
+    std::weak_ptr<Impl> weak = weak_from_this();
+    loop->RunAfter(0, [weak, rc] {
+      if (auto self = weak.lock(); self && self->state == State::kConnecting) {
+        self->Lost(std::string("connect failed: ") + uv_strerror(rc), false);
+      }
+    });
+    return;
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  connect_timer = loop->RunAfter(static_cast<uint64_t>(options.connect_timeout_ms), [weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->connect_timer = 0;
+    if (self->state == State::kConnecting) self->Lost("connect timed out", false);
+  });
+}
+
+void PeerChannel::Impl::OnConnected(int status) {
+  CancelTimer(&connect_timer);
+  if (status != 0) {
+    Lost(std::string("connect failed: ") + uv_strerror(status), false);
+    return;
+  }
+  state = State::kConnected;
+  ++stats.connects;
+  backoff_ms = 0;
+  uv_tcp_nodelay(&conn->handle, 1);
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&conn->handle),
+      [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
+        // One buffer per channel read is fine: libuv reads one stream at a
+        // time on this thread.
+        static thread_local std::vector<char> chunk(64u << 10);
+        (void)suggested;
+        *buf = uv_buf_init(chunk.data(), static_cast<unsigned>(chunk.size()));
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+        auto* c = static_cast<Conn*>(s->data);
+        if (c->closing) return;
+        auto self = c->owner.lock();
+        if (!self || self->conn != c) return;
+        internal::InvokeCallback("PeerChannel read", [&] { self->OnRead(nread, buf); });
+      });
+  std::vector<std::string> frames;
+  frames.swap(queued);
+  for (auto& f : frames) {
+    if (state != State::kConnected) break;
+    WriteFrame(std::move(f));
+  }
+}
+
+void PeerChannel::Impl::CloseConn() {
+  if (conn == nullptr) return;
+  Conn* c = conn;
+  conn = nullptr;
+  c->closing = true;
+  uv_close(reinterpret_cast<uv_handle_t*>(&c->handle),
+           [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+}
+
+void PeerChannel::Impl::FailAllPending(const RpcStatus& status) {
+  std::unordered_map<int32_t, Pending> failed;
+  failed.swap(pending);
+  deadlines.clear();
+  queued.clear();
+  CancelTimer(&deadline_timer);
+  for (auto& [seqid, p] : failed) {
+    internal::InvokeCallback("PeerChannel reply", [&] { p.on_reply(status, nullptr); });
+  }
+}
+
+void PeerChannel::Impl::Lost(const std::string& why, bool was_connected) {
+  if (state == State::kClosed) return;
+  auto keep = shared_from_this();
+  CloseConn();
+  CancelTimer(&connect_timer);
+  if (was_connected) {
+    ++stats.disconnects;
+  } else {
+    ++stats.connect_failures;
+  }
+  int base = backoff_ms == 0 ? options.reconnect_backoff_initial_ms
+                             : std::min(backoff_ms * 2, options.reconnect_backoff_max_ms);
+  backoff_ms = std::max(base, 1);
+  std::uniform_int_distribution<int> jitter(-backoff_ms / 5, backoff_ms / 5);
+  int wait_ms = std::max(1, backoff_ms + jitter(rng));
+  state = State::kBackoff;
+  std::weak_ptr<Impl> weak = weak_from_this();
+  backoff_timer = loop->RunAfter(static_cast<uint64_t>(wait_ms), [weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->backoff_timer = 0;
+    if (self->state == State::kBackoff) self->state = State::kIdle;
+  });
+  std::string msg = "peer " + address + " unavailable: " + why;
+  if (was_connected || !pending.empty()) {
+    DTX_LOG_INFO("{}; {} call(s) failed; retry in {} ms", msg, pending.size(), wait_ms);
+  }
+  FailAllPending(Status::Unavailable(msg));
+}
+
+void PeerChannel::Impl::WriteFrame(std::string frame) {
+  auto* out = new OutFrame{{}, std::move(frame)};
+  out->req.data = out;
+  uv_buf_t buf = uv_buf_init(out->bytes.data(), static_cast<unsigned>(out->bytes.size()));
+  int rc = uv_write(&out->req, reinterpret_cast<uv_stream_t*>(&conn->handle), &buf, 1,
+                    [](uv_write_t* w, int status) {
+                      delete static_cast<OutFrame*>(w->data);
+                      if (status == 0) return;
+                      auto* c = static_cast<Conn*>(w->handle->data);
+                      if (c->closing) return;
+                      auto self = c->owner.lock();
+                      if (!self || self->conn != c) return;
+                      internal::InvokeCallback("PeerChannel write", [&] {
+                        self->Lost(std::string("write failed: ") + uv_strerror(status), true);
+                      });
+                    });
+  if (rc != 0) {
+    delete out;
+    // Called from Call(): report asynchronously.
+    std::weak_ptr<Impl> weak = weak_from_this();
+    Conn* c = conn;
+    loop->RunAfter(0, [weak, c, rc] {
+      auto self = weak.lock();
+      if (self && self->conn == c && self->state == State::kConnected) {
+        self->Lost(std::string("write failed: ") + uv_strerror(rc), true);
+      }
+    });
+  }
+}
+
+void PeerChannel::Impl::OnRead(ssize_t nread, const uv_buf_t* buf) {
+  if (nread == UV_EOF) {
+    Lost("connection closed by peer", true);
+    return;
+  }
+  if (nread < 0) {
+    Lost(std::string("read failed: ") + uv_strerror(static_cast<int>(nread)), true);
+    return;
+  }
+  if (nread == 0) return;
+  auto keep = shared_from_this();
+  Conn* c = conn;
+  c->in.insert(c->in.end(), buf->base, buf->base + nread);
+  size_t pos = 0;
+  while (conn == c && c->in.size() - pos >= kFrameHeaderBytes) {
+    uint32_t len = DecodeFrameLength(c->in.data() + pos);
+    if (len == 0 || len > options.frame_bytes_max) {
+      DTX_LOG_WARN("peer {}: bad reply frame length {}; dropping connection", address, len);
+      Lost("bad reply frame", true);
+      return;
+    }
+    if (c->in.size() - pos < kFrameHeaderBytes + len) {
+      c->in.reserve(pos + kFrameHeaderBytes + len);
+      break;
+    }
+    // `c` (and its buffer) stays allocated until its close callback even if
+    // a reply callback drops the connection.
+    if (!HandleReply(c->in.data() + pos + kFrameHeaderBytes, len)) return;
+    pos += kFrameHeaderBytes + len;
+  }
+  if (conn == c && pos > 0) c->in.erase(c->in.begin(), c->in.begin() + static_cast<ptrdiff_t>(pos));
+}
+
+bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {
+  auto buf = std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(data), len,
+                                             TMemoryBuffer::OBSERVE);
+  TBinaryProtocol proto(buf);
+  proto.setStringSizeLimit(static_cast<int32_t>(len));
+  proto.setContainerSizeLimit(
+      static_cast<int32_t>(std::min<size_t>(options.container_items_max, len)));
+  std::string name;
+  apache::thrift::protocol::TMessageType type;
+  int32_t seqid = 0;
+  RpcStatus exception_status;
+  try {
+    proto.readMessageBegin(name, type, seqid);
+    if (type == apache::thrift::protocol::T_EXCEPTION) {
+      TApplicationException x;
+      x.read(&proto);
+      proto.readMessageEnd();
+      std::string msg = "peer " + address + " raised TApplicationException in " + name + ": " +
+                        x.what();
+      exception_status = x.getType() == TApplicationException::UNKNOWN_METHOD
+                             ? Status::NotSupported(msg)
+                             : Status::Internal(msg);
+    } else if (type != apache::thrift::protocol::T_REPLY) {
+      throw apache::thrift::protocol::TProtocolException("message type is not a reply");
+    }
+  } catch (const std::exception& e) {
+    DTX_LOG_WARN("peer {}: undecodable reply ({}); dropping connection", address, e.what());
+    Lost(std::string("undecodable reply: ") + e.what(), true);
+    return false;
+  }
+  auto it = pending.find(seqid);
+  if (it == pending.end()) {
+    ++stats.late_replies;
+    return true;
+  }
+  OnReply on_reply = std::move(it->second.on_reply);
+  deadlines.erase(it->second.deadline);
+  pending.erase(it);
+  if (!exception_status.ok()) {
+    internal::InvokeCallback("PeerChannel reply", [&] { on_reply(exception_status, nullptr); });
+  } else {
+    internal::InvokeCallback("PeerChannel reply", [&] { on_reply(RpcStatus(), &proto); });
+  }
+  return true;
+}
+
+void PeerChannel::Impl::ArmDeadlineTimer() {
+  if (deadlines.empty()) {
+    CancelTimer(&deadline_timer);
+    return;
+  }
+  uint64_t earliest = deadlines.begin()->first;
+  if (deadline_timer != 0 && deadline_timer_at <= earliest) return;
+  CancelTimer(&deadline_timer);
+  uint64_t now = loop->NowMs();
+  deadline_timer_at = earliest;
+  std::weak_ptr<Impl> weak = weak_from_this();
+  deadline_timer = loop->RunAfter(earliest > now ? earliest - now : 0, [weak] {
+    if (auto self = weak.lock()) {
+      self->deadline_timer = 0;
+      self->OnDeadlineTimer();
+    }
+  });
+}
+
+void PeerChannel::Impl::OnDeadlineTimer() {
+  auto keep = shared_from_this();
+  uint64_t now = loop->NowMs();
+  std::vector<OnReply> expired;
+  while (!deadlines.empty() && deadlines.begin()->first <= now) {
+    int32_t seqid = deadlines.begin()->second;
+    deadlines.erase(deadlines.begin());
+    auto it = pending.find(seqid);
+    if (it == pending.end()) continue;
+    expired.push_back(std::move(it->second.on_reply));
+    pending.erase(it);
+  }
+  stats.timeouts += expired.size();
+  ArmDeadlineTimer();
+  RpcStatus timeout = Status::Timeout("call to " + address + " timed out");
+  for (auto& cb : expired) {
+    internal::InvokeCallback("PeerChannel timeout", [&] { cb(timeout, nullptr); });
+  }
+}
+
+std::shared_ptr<PeerChannel> PeerChannel::Create(EventLoop* loop, std::string address,
+                                                 PeerChannelOptions options) {
+  return std::shared_ptr<PeerChannel>(new PeerChannel(loop, std::move(address), options));
+}
+
+PeerChannel::PeerChannel(EventLoop* loop, std::string address, PeerChannelOptions options)
+    : address_(address), impl_(std::make_shared<Impl>()) {
+  DTX_CHECK(loop != nullptr);
+  impl_->loop = loop;
+  impl_->address = std::move(address);
+  impl_->options = options;
+  impl_->rng.seed(static_cast<unsigned>(
+      std::hash<std::string>()(impl_->address) ^
+      static_cast<size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
+  std::string host;
+  int port = 0;
+  impl_->address_status = ParseHostPort(impl_->address, &host, &port);
+  if (impl_->address_status.ok()) {
+    if (host == "localhost") host = "127.0.0.1";
+    if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&impl_->addr)) != 0 &&
+        uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&impl_->addr)) != 0) {
+      impl_->address_status = Status::InvalidArgument(
+          "bad peer address '" + impl_->address + "' (numeric host or localhost required)");
+    }
+  }
+}
+
+PeerChannel::~PeerChannel() { Close(); }
+
+void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, int timeout_ms,
+                       OnReply on_reply) {
+  Impl* d = impl_.get();
+  DTX_CHECK(timeout_ms > 0);
+  DTX_CHECK(on_reply != nullptr);
+  ++d->stats.calls;
+  if (d->state == Impl::State::kClosed) {
+    d->FailLater(std::move(on_reply), Status::Unavailable("channel to " + address_ + " closed"));
+    return;
+  }
+  if (!d->address_status.ok()) {
+    d->FailLater(std::move(on_reply), d->address_status);
+    return;
+  }
+  if (d->pending.size() >= d->options.in_flight_max) {
+    d->FailLater(std::move(on_reply),
+                 Status::Busy("peer " + address_ + ": " + std::to_string(d->pending.size()) +
+                              " calls in flight (max " +
+                              std::to_string(d->options.in_flight_max) + ")"));
+    return;
+  }
+  if (d->state == Impl::State::kBackoff) {
+    d->FailLater(std::move(on_reply),
+                 Status::Unavailable("peer " + address_ + " unavailable (reconnecting)"));
+    return;
+  }
+  int32_t seqid = d->next_seqid;
+  d->next_seqid = d->next_seqid == INT32_MAX ? 1 : d->next_seqid + 1;
+  std::string frame;
+  try {
+    auto out_buf = std::make_shared<TMemoryBuffer>();
+    TBinaryProtocol out(out_buf);
+    out.writeMessageBegin(method, apache::thrift::protocol::T_CALL, seqid);
+    write_args(&out);
+    out.writeMessageEnd();
+    uint8_t* data = nullptr;
+    uint32_t len = 0;
+    out_buf->getBuffer(&data, &len);
+    if (len > d->options.frame_bytes_max) {
+      d->FailLater(std::move(on_reply),
+                   Status::InvalidArgument("request of " + std::to_string(len) +
+                                           " bytes exceeds the frame limit"));
+      return;
+    }
+    frame.resize(kFrameHeaderBytes + len);
+    EncodeFrameLength(len, reinterpret_cast<uint8_t*>(frame.data()));
+    std::memcpy(frame.data() + kFrameHeaderBytes, data, len);
+  } catch (const std::exception& e) {
+    d->FailLater(std::move(on_reply),
+                 Status::Internal(std::string("cannot encode request: ") + e.what()));
+    return;
+  }
+  uint64_t deadline = d->loop->NowMs() + static_cast<uint64_t>(timeout_ms);
+  auto dl = d->deadlines.emplace(deadline, seqid);
+  d->pending.emplace(seqid, Impl::Pending{std::move(on_reply), dl});
+  d->ArmDeadlineTimer();
+  switch (d->state) {
+    case Impl::State::kIdle:
+      d->queued.push_back(std::move(frame));
+      d->StartConnect();
+      break;
+    case Impl::State::kConnecting:
+      d->queued.push_back(std::move(frame));
+      break;
+    case Impl::State::kConnected:
+      d->WriteFrame(std::move(frame));
+      break;
+    default:
+      DTX_CHECK(false);
+  }
+}
+
+void PeerChannel::Close() {
+  Impl* d = impl_.get();
+  if (d->state == Impl::State::kClosed) return;
+  d->state = Impl::State::kClosed;
+  d->CloseConn();
+  d->CancelTimer(&d->connect_timer);
+  d->CancelTimer(&d->backoff_timer);
+  d->FailAllPending(Status::Unavailable("channel to " + address_ + " closed"));
+}
+
+bool PeerChannel::connected() const { return impl_->state == Impl::State::kConnected; }
+size_t PeerChannel::in_flight() const { return impl_->pending.size(); }
+const PeerChannelStats& PeerChannel::stats() const { return impl_->stats; }
+
+// ---- typed stubs ----
+
+namespace {
+
+// Builds the reply handler for one method: reads the generated _presult into
+// a T, maps a DtxError through rpc_error.h, then calls `done` (outside the
+// decode try-block, so a callback bug is not mistaken for a bad reply).
+template <typename PResult, typename T>
+PeerChannel::OnReply ValueReply(RpcCallback<T> done) {
+  return [done = std::move(done)](const RpcStatus& st, TProtocol* in) {
+    T value{};
+    if (!st.ok()) {
+      done(st, value);
+      return;
+    }
+    RpcStatus result;
+    try {
+      PResult r;
+      r.success = &value;
+      r.read(in);
+      in->readMessageEnd();
+      if (r.__isset.success) {
+        result = RpcStatus();
+      } else if constexpr (requires { r.err; }) {
+        if (r.__isset.err) {
+          result = StatusFromDtxError(r.err);
+        } else {
+          result = Status::Internal("reply has neither a result nor an error");
+        }
+      } else {
+        result = Status::Internal("reply has no result");
+      }
+    } catch (const std::exception& e) {
+      result = Status::Internal(std::string("undecodable reply: ") + e.what());
+    }
+    if (!result.ok()) value = T{};
+    done(result, value);
+  };
+}
+
+template <typename PResult>
+PeerChannel::OnReply VoidReply(RpcDoneCallback done) {
+  return [done = std::move(done)](const RpcStatus& st, TProtocol* in) {
+    if (!st.ok()) {
+      done(st);
+      return;
+    }
+    RpcStatus result;
+    try {
+      PResult r;
+      r.read(in);
+      in->readMessageEnd();
+      if (r.__isset.err) result = StatusFromDtxError(r.err);
+    } catch (const std::exception& e) {
+      result = Status::Internal(std::string("undecodable reply: ") + e.what());
+    }
+    done(result);
+  };
+}
+
+template <typename PArgs>
+PeerChannel::WriteArgs Args(const PArgs& args) {
+  return [&args](TProtocol* out) { args.write(out); };
+}
+
+PeerChannel* Channel(const std::shared_ptr<PeerChannel>& c) {
+  DTX_CHECK_MSG(c != nullptr, "stub used without a channel");
+  return c.get();
+}
+
+}  // namespace
+
+void ParticipantStub::Read(const std::string& key, int timeout_ms,
+                           RpcCallback<rpc::ReadResult> done) {
+  rpc::Participant_Read_pargs a;
+  a.key = &key;
+  Channel(channel_)->Call("Read", Args(a), timeout_ms,
+                          ValueReply<rpc::Participant_Read_presult>(std::move(done)));
+}
+
+void ParticipantStub::Prepare(const rpc::PrepareRequest& req, int timeout_ms,
+                              RpcCallback<rpc::PrepareResponse> done) {
+  rpc::Participant_Prepare_pargs a;
+  a.req = &req;
+  Channel(channel_)->Call("Prepare", Args(a), timeout_ms,
+                          ValueReply<rpc::Participant_Prepare_presult>(std::move(done)));
+}
+
+void ParticipantStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+                             RpcDoneCallback done) {
+  rpc::Participant_Commit_pargs a;
+  a.txid = &txid;
+  a.epoch = &epoch;
+  Channel(channel_)->Call("Commit", Args(a), timeout_ms,
+                          VoidReply<rpc::Participant_Commit_presult>(std::move(done)));
+}
+
+void ParticipantStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+                            RpcDoneCallback done) {
+  rpc::Participant_Abort_pargs a;
+  a.txid = &txid;
+  a.epoch = &epoch;
+  Channel(channel_)->Call("Abort", Args(a), timeout_ms,
+                          VoidReply<rpc::Participant_Abort_presult>(std::move(done)));
+}
+
+void ParticipantStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
+  rpc::Participant_GetStatus_pargs a;
+  Channel(channel_)->Call("GetStatus", Args(a), timeout_ms,
+                          ValueReply<rpc::Participant_GetStatus_presult>(std::move(done)));
+}
+
+void ParticipantStub::ListInDoubt(int timeout_ms,
+                                  RpcCallback<std::vector<rpc::InDoubtTx>> done) {
+  rpc::Participant_ListInDoubt_pargs a;
+  Channel(channel_)->Call("ListInDoubt", Args(a), timeout_ms,
+                          ValueReply<rpc::Participant_ListInDoubt_presult>(std::move(done)));
+}
+
+void ParticipantStub::SetFailpoint(const std::string& name, const std::string& action,
+                                   int timeout_ms, RpcDoneCallback done) {
+  rpc::Participant_SetFailpoint_pargs a;
+  a.name = &name;
+  a.action = &action;
+  Channel(channel_)->Call("SetFailpoint", Args(a), timeout_ms,
+                          VoidReply<rpc::Participant_SetFailpoint_presult>(std::move(done)));
+}
+
+void CoordinatorStub::GetShardMap(int timeout_ms, RpcCallback<rpc::ShardMap> done) {
+  rpc::Coordinator_GetShardMap_pargs a;
+  Channel(channel_)->Call("GetShardMap", Args(a), timeout_ms,
+                          ValueReply<rpc::Coordinator_GetShardMap_presult>(std::move(done)));
+}
+
+void CoordinatorStub::Commit(const rpc::CommitRequest& req, int timeout_ms,
+                             RpcCallback<rpc::CommitResult> done) {
+  rpc::Coordinator_Commit_pargs a;
+  a.req = &req;
+  Channel(channel_)->Call("Commit", Args(a), timeout_ms,
+                          ValueReply<rpc::Coordinator_Commit_presult>(std::move(done)));
+}
+
+void CoordinatorStub::QueryDecision(const rpc::TxId& txid, int timeout_ms,
+                                    RpcCallback<rpc::Decision::type> done) {
+  rpc::Coordinator_QueryDecision_pargs a;
+  a.txid = &txid;
+  Channel(channel_)->Call("QueryDecision", Args(a), timeout_ms,
+                          ValueReply<rpc::Coordinator_QueryDecision_presult>(std::move(done)));
+}
+
+void CoordinatorStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
+  rpc::Coordinator_GetStatus_pargs a;
+  Channel(channel_)->Call("GetStatus", Args(a), timeout_ms,
+                          ValueReply<rpc::Coordinator_GetStatus_presult>(std::move(done)));
+}
+
+void CoordinatorStub::SetFailpoint(const std::string& name, const std::string& action,
+                                   int timeout_ms, RpcDoneCallback done) {
+  rpc::Coordinator_SetFailpoint_pargs a;
+  a.name = &name;
+  a.action = &action;
+  Channel(channel_)->Call("SetFailpoint", Args(a), timeout_ms,
+                          VoidReply<rpc::Coordinator_SetFailpoint_presult>(std::move(done)));
+}
+
+rpc::TxId ToRpc(const TxId& t) {
+  rpc::TxId r;
+  r.hi = static_cast<int64_t>(t.hi);
+  r.lo = static_cast<int64_t>(t.lo);
+  return r;
+}
+
+TxId FromRpc(const rpc::TxId& t) {
+  return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)};
+}
+
+}  // namespace dtx

@@ -1,0 +1,72 @@
+#include "common/rpc_error.h"
+
+#include "common/check.h"
+
+namespace dtx {
+
+std::string ErrorCodeName(rpc::ErrorCode::type code) {
+  switch (code) {
+    case rpc::ErrorCode::BAD_ARGUMENT: return "BAD_ARGUMENT";
+    case rpc::ErrorCode::UNKNOWN_TX: return "UNKNOWN_TX";
+    case rpc::ErrorCode::NOT_PRIMARY: return "NOT_PRIMARY";
+    case rpc::ErrorCode::STALE_EPOCH: return "STALE_EPOCH";
+    case rpc::ErrorCode::UNAVAILABLE: return "UNAVAILABLE";
+    case rpc::ErrorCode::TIMEOUT: return "TIMEOUT";
+    case rpc::ErrorCode::INTERNAL: return "INTERNAL";
+    case rpc::ErrorCode::WRONG_SHARD: return "WRONG_SHARD";
+  }
+  return "UNKNOWN(" + std::to_string(static_cast<int>(code)) + ")";
+}
+
+RpcStatus StatusFromDtxError(const rpc::DtxError& err) {
+  std::optional<std::string> primary;
+  if (err.__isset.primary && !err.primary.empty()) primary = err.primary;
+  const std::string& m = err.message;
+  Status s;
+  switch (err.code) {
+    case rpc::ErrorCode::BAD_ARGUMENT: s = Status::InvalidArgument(m); break;
+    case rpc::ErrorCode::UNKNOWN_TX: s = Status::NotFound(m); break;
+    case rpc::ErrorCode::NOT_PRIMARY:
+      s = Status::Unavailable("not primary: " + m +
+                              (primary ? "; primary=" + *primary : std::string()));
+      break;
+    case rpc::ErrorCode::STALE_EPOCH: s = Status::Aborted("stale epoch: " + m); break;
+    case rpc::ErrorCode::UNAVAILABLE: s = Status::Unavailable(m); break;
+    case rpc::ErrorCode::TIMEOUT: s = Status::Timeout(m); break;
+    case rpc::ErrorCode::INTERNAL: s = Status::Internal(m); break;
+    case rpc::ErrorCode::WRONG_SHARD: s = Status::InvalidArgument("wrong shard: " + m); break;
+    default:
+      s = Status::Internal("error code " + ErrorCodeName(err.code) + ": " + m);
+      break;
+  }
+  return RpcStatus(std::move(s), err.code, std::move(primary));
+}
+
+rpc::DtxError MakeDtxError(rpc::ErrorCode::type code, std::string message,
+                           std::optional<std::string> primary) {
+  rpc::DtxError e;
+  e.code = code;
+  e.message = std::move(message);
+  if (primary) {
+    e.primary = std::move(*primary);
+    e.__isset.primary = true;
+  }
+  return e;
+}
+
+rpc::DtxError DtxErrorFromStatus(const Status& s) {
+  DTX_CHECK(!s.ok());
+  rpc::ErrorCode::type code = rpc::ErrorCode::INTERNAL;
+  switch (s.code()) {
+    case Status::Code::kInvalidArgument: code = rpc::ErrorCode::BAD_ARGUMENT; break;
+    case Status::Code::kNotFound: code = rpc::ErrorCode::UNKNOWN_TX; break;
+    case Status::Code::kUnavailable:
+    case Status::Code::kBusy:
+    case Status::Code::kFailed: code = rpc::ErrorCode::UNAVAILABLE; break;
+    case Status::Code::kTimeout: code = rpc::ErrorCode::TIMEOUT; break;
+    default: break;
+  }
+  return MakeDtxError(code, s.message());
+}
+
+}  // namespace dtx

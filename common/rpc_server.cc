@@ -1,0 +1,491 @@
+#include "common/rpc_server.h"
+
+#include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <cstring>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "common/rpc_framing.h"
+
+namespace dtx {
+
+using apache::thrift::TApplicationException;
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::protocol::TProtocol;
+using apache::thrift::transport::TMemoryBuffer;
+
+namespace {
+
+constexpr size_t kReadChunkBytes = 64u << 10;
+constexpr int kListenBacklog = 511;
+
+// One request from dispatch until its reply is written (or dropped).
+struct Request {
+  std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // outlives the cob
+  std::shared_ptr<TMemoryBuffer> out_buf;
+  std::shared_ptr<TProtocol> out;
+  bool done = false;
+  uint8_t header[4];
+};
+
+struct WriteReq {
+  uv_write_t req;
+  std::shared_ptr<Request> request;
+};
+
+}  // namespace
+
+struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
+  struct Connection;
+  struct Listener {
+    uv_tcp_t handle;
+    std::weak_ptr<State> state;
+  };
+
+  EventLoop* loop = nullptr;
+  std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;
+  RpcServerOptions options;
+  Listener* listener = nullptr;
+  std::unordered_map<Connection*, std::shared_ptr<Connection>> connections;
+  RpcServerStats stats;
+  uint64_t next_connection_id = 1;
+  bool closed = false;
+  std::vector<char> read_chunk = std::vector<char>(kReadChunkBytes);
+
+  void OnNewConnection(int status);
+  void CloseAll();
+};
+
+struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
+  uv_tcp_t handle;
+  std::weak_ptr<State> server;
+  EventLoop* loop = nullptr;
+  std::shared_ptr<Connection> self;  // released in the close callback
+  uint64_t id = 0;
+  std::string peer;
+  std::vector<uint8_t> in;  // bytes received, not yet consumed
+  size_t in_flight = 0;     // dispatched, reply not yet written
+  bool reading = false;
+  bool parsing = false;
+  bool closing = false;
+  bool close_after_writes = false;
+
+  void StartReading();
+  void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void ParseFrames();
+  void Dispatch(const uint8_t* payload, uint32_t len, const std::shared_ptr<State>& st);
+  void Complete(const std::shared_ptr<Request>& req, bool ok);
+  void OnWriteDone(int status);
+  void MaybeResume();
+  void CloseForBadInput(const std::string& why);
+  void Close();
+};
+
+namespace {
+
+std::string PeerName(uv_tcp_t* h) {
+  sockaddr_storage ss{};
+  int len = sizeof(ss);
+  if (uv_tcp_getpeername(h, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char ip[64] = {0};
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    uv_ip4_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    uv_ip6_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin6_port);
+  }
+  return std::string(ip) + ":" + std::to_string(port);
+}
+
+// True if `reply` is a T_EXCEPTION message carrying UNKNOWN_METHOD.
+bool IsUnknownMethodReply(uint8_t* reply, uint32_t len) {
+  // Strict binary protocol: 0x80 0x01 0x00 <type>.
+  if (len < 4 || reply[3] != apache::thrift::protocol::T_EXCEPTION) return false;
+  try {
+    auto buf = std::make_shared<TMemoryBuffer>(reply, len, TMemoryBuffer::OBSERVE);
+    TBinaryProtocol proto(buf);
+    std::string name;
+    apache::thrift::protocol::TMessageType type;
+    int32_t seqid = 0;
+    proto.readMessageBegin(name, type, seqid);
+    if (type != apache::thrift::protocol::T_EXCEPTION) return false;
+    TApplicationException x;
+    x.read(&proto);
+    return x.getType() == TApplicationException::UNKNOWN_METHOD;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+}  // namespace
+
+void RpcServer::State::OnNewConnection(int status) {
+  if (status < 0) {
+    DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(status));
+    return;
+  }
+  auto conn = std::make_shared<Connection>();
+  int rc = uv_tcp_init(loop->uv_loop(), &conn->handle);
+  DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
+  conn->handle.data = conn.get();
+  conn->self = conn;
+  conn->server = weak_from_this();
+  conn->loop = loop;
+  conn->id = next_connection_id++;
+  rc = uv_accept(reinterpret_cast<uv_stream_t*>(&listener->handle),
+                 reinterpret_cast<uv_stream_t*>(&conn->handle));
+  if (rc != 0) {
+    DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(rc));
+    conn->closing = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle), [](uv_handle_t* h) {
+      static_cast<Connection*>(h->data)->self.reset();
+    });
+    return;
+  }
+  conn->peer = PeerName(&conn->handle);
+  if (connections.size() >= options.connections_max) {
+    ++stats.connections_rejected;
+    DTX_LOG_WARN("{}: rejecting connection from {}: {} connections open (max {})", options.name,
+                 conn->peer, connections.size(), options.connections_max);
+    conn->Close();
+    return;
+  }
+  ++stats.connections_accepted;
+  uv_tcp_nodelay(&conn->handle, 1);
+  connections.emplace(conn.get(), conn);
+  DTX_LOG_DEBUG("{}: connection {} from {}", options.name, conn->id, conn->peer);
+  conn->StartReading();
+}
+
+void RpcServer::State::CloseAll() {
+  std::vector<std::shared_ptr<Connection>> all;
+  all.reserve(connections.size());
+  for (auto& [raw, c] : connections) all.push_back(c);
+  for (auto& c : all) c->Close();
+  connections.clear();
+}
+
+void RpcServer::State::Connection::StartReading() {
+  if (reading || closing) return;
+  reading = true;
+  uv_read_start(
+      reinterpret_cast<uv_stream_t*>(&handle),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* c = static_cast<Connection*>(h->data);
+        auto st = c->server.lock();
+        if (!st) {
+          *buf = uv_buf_init(nullptr, 0);
+          return;
+        }
+        *buf = uv_buf_init(st->read_chunk.data(), static_cast<unsigned>(st->read_chunk.size()));
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+        auto* c = static_cast<Connection*>(s->data);
+        c->OnRead(nread, buf);
+      });
+}
+
+void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
+  if (closing) return;
+  if (nread == UV_EOF) {
+    if (!in.empty()) {
+      CloseForBadInput("truncated frame: EOF after " + std::to_string(in.size()) +
+                       " byte(s) of an incomplete frame");
+    } else if (in_flight > 0) {
+      // The peer finished sending; answer what it asked, then close.
+      close_after_writes = true;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+      reading = false;
+    } else {
+      DTX_LOG_DEBUG("connection {} from {} closed by peer", id, peer);
+      Close();
+    }
+    return;
+  }
+  if (nread < 0) {
+    DTX_LOG_INFO("connection {} from {}: read error: {}; closing", id, peer,
+                 uv_strerror(static_cast<int>(nread)));
+    Close();
+    return;
+  }
+  if (nread == 0) return;  // EAGAIN
+  in.insert(in.end(), buf->base, buf->base + nread);
+  ParseFrames();
+}
+
+void RpcServer::State::Connection::ParseFrames() {
+  auto st = server.lock();
+  if (!st) {
+    Close();
+    return;
+  }
+  std::shared_ptr<Connection> keep = self;  // Close() inside dispatch must not free us
+  parsing = true;
+  size_t pos = 0;
+  while (!closing && !close_after_writes) {
+    if (in_flight >= st->options.in_flight_per_connection_max) {
+      if (reading) {
+        uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+        reading = false;
+      }
+      break;
+    }
+    if (in.size() - pos < kFrameHeaderBytes) break;
+    uint32_t len = DecodeFrameLength(in.data() + pos);
+    if (len == 0) {
+      CloseForBadInput("malformed frame: zero length");
+      break;
+    }
+    if (len > st->options.frame_bytes_max) {
+      CloseForBadInput("oversized frame: length " + std::to_string(len) + " > max " +
+                       std::to_string(st->options.frame_bytes_max) +
+                       " (garbage bytes or not a framed Thrift client)");
+      break;
+    }
+    if (in.size() - pos < kFrameHeaderBytes + len) {
+      in.reserve(pos + kFrameHeaderBytes + len);
+      break;
+    }
+    ++st->stats.frames_received;
+    Dispatch(in.data() + pos + kFrameHeaderBytes, len, st);
+    pos += kFrameHeaderBytes + len;
+  }
+  parsing = false;
+  if (closing) return;
+  if (pos > 0) in.erase(in.begin(), in.begin() + static_cast<ptrdiff_t>(pos));
+  if (!reading && !close_after_writes && in_flight < st->options.in_flight_per_connection_max) {
+    StartReading();
+  }
+}
+
+void RpcServer::State::Connection::Dispatch(const uint8_t* payload, uint32_t len,
+                                            const std::shared_ptr<State>& st) {
+  auto req = std::make_shared<Request>();
+  req->processor = st->processor;
+  req->out_buf = std::make_shared<TMemoryBuffer>();
+  req->out = std::make_shared<TBinaryProtocol>(req->out_buf);
+  // A fresh transport per frame: nothing is counted across frames.
+  auto in_buf = std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(payload), len,
+                                                TMemoryBuffer::OBSERVE);
+  auto in_proto = std::make_shared<TBinaryProtocol>(in_buf);
+  in_proto->setStringSizeLimit(static_cast<int32_t>(len));
+  in_proto->setContainerSizeLimit(static_cast<int32_t>(
+      std::min<size_t>(st->options.container_items_max, len)));
+  ++in_flight;
+  std::weak_ptr<Connection> weak = weak_from_this();
+  std::weak_ptr<State> weak_server = server;
+  EventLoop* ev = loop;
+  auto cob = [weak, weak_server, ev, req](bool ok) {
+    DTX_CHECK_MSG(ev->InLoopThread(),
+                  "RpcServer: a handler completion was called off the loop thread; "
+                  "Post() it back to the loop");
+    if (req->done) {
+      DTX_LOG_ERROR("RpcServer: a handler completed one request twice; ignored");
+      return;
+    }
+    req->done = true;
+    auto c = weak.lock();
+    if (!c || c->closing) {
+      if (auto st = weak_server.lock()) ++st->stats.replies_dropped;
+      return;
+    }
+    c->Complete(req, ok);
+  };
+  try {
+    st->processor->process(cob, in_proto, req->out);
+  } catch (const std::exception& e) {
+    if (!req->done) {
+      req->done = true;
+      --in_flight;
+    }
+    CloseForBadInput(std::string("request failed to dispatch: ") + e.what());
+  }
+}
+
+void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req, bool ok) {
+  if (!ok) {
+    --in_flight;
+    CloseForBadInput("malformed request: the processor could not decode the message");
+    return;
+  }
+  uint8_t* data = nullptr;
+  uint32_t len = 0;
+  req->out_buf->getBuffer(&data, &len);
+  if (len == 0) {
+    // Nothing to send (a oneway call); nothing waits on it.
+    --in_flight;
+    MaybeResume();
+    return;
+  }
+  if (IsUnknownMethodReply(data, len)) {
+    DTX_LOG_WARN("connection {} from {}: call to an unknown method; replying and closing", id,
+                 peer);
+    if (auto st = server.lock()) ++st->stats.connections_closed_bad_input;
+    close_after_writes = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+    reading = false;
+  }
+  EncodeFrameLength(len, req->header);
+  auto* wr = new WriteReq{{}, req};
+  wr->req.data = wr;
+  uv_buf_t bufs[2] = {uv_buf_init(reinterpret_cast<char*>(req->header), kFrameHeaderBytes),
+                      uv_buf_init(reinterpret_cast<char*>(data), len)};
+  // The write callback owns `wr` and finds the connection through the
+  // stream, which stays valid until the close callback (after all write
+  // callbacks).
+  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), bufs, 2,
+                    [](uv_write_t* w, int status) {
+                      auto* owned = static_cast<WriteReq*>(w->data);
+                      auto* c = static_cast<Connection*>(w->handle->data);
+                      delete owned;
+                      c->OnWriteDone(status);
+                    });
+  if (rc != 0) {
+    delete wr;
+    --in_flight;
+    DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(rc));
+    Close();
+  }
+}
+
+void RpcServer::State::Connection::OnWriteDone(int status) {
+  --in_flight;
+  if (closing) return;
+  if (auto st = server.lock()) ++st->stats.replies_sent;
+  if (status < 0) {
+    DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer,
+                 uv_strerror(status));
+    Close();
+    return;
+  }
+  MaybeResume();
+}
+
+void RpcServer::State::Connection::MaybeResume() {
+  if (closing) return;
+  if (close_after_writes) {
+    // Close once every request dispatched before has been answered.
+    if (in_flight == 0) Close();
+    return;
+  }
+  if (parsing || reading) return;
+  auto st = server.lock();
+  if (!st || in_flight >= st->options.in_flight_per_connection_max) return;
+  ParseFrames();  // handles buffered frames, then restarts reading
+}
+
+void RpcServer::State::Connection::CloseForBadInput(const std::string& why) {
+  if (closing) return;
+  auto st = server.lock();
+  if (st) ++st->stats.connections_closed_bad_input;
+  DTX_LOG_WARN("{}: closing connection {} from {}: {}", st ? st->options.name : "rpc", id, peer,
+               why);
+  Close();
+}
+
+void RpcServer::State::Connection::Close() {
+  if (closing) return;
+  closing = true;
+  reading = false;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+  uv_close(reinterpret_cast<uv_handle_t*>(&handle), [](uv_handle_t* h) {
+    auto* c = static_cast<Connection*>(h->data);
+    if (auto st = c->server.lock()) st->connections.erase(c);
+    c->self.reset();  // may free `c`
+  });
+}
+
+RpcServer::RpcServer(EventLoop* loop,
+                     std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+                     RpcServerOptions options)
+    : loop_(loop), state_(std::make_shared<State>()) {
+  DTX_CHECK(loop != nullptr);
+  DTX_CHECK(processor != nullptr);
+  state_->loop = loop;
+  state_->processor = std::move(processor);
+  state_->options = std::move(options);
+}
+
+RpcServer::~RpcServer() { Close(); }
+
+Status RpcServer::Start() {
+  DTX_CHECK(state_->listener == nullptr && !state_->closed);
+  const RpcServerOptions& o = state_->options;
+  if (o.port < 0 || o.port > 65535) {
+    return Status::InvalidArgument("bad port " + std::to_string(o.port));
+  }
+  if (o.frame_bytes_max < 16 || o.frame_bytes_max > (1u << 30)) {
+    return Status::InvalidArgument("frame_bytes_max out of range");
+  }
+  sockaddr_storage addr{};
+  if (uv_ip4_addr(o.host.c_str(), o.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+      uv_ip6_addr(o.host.c_str(), o.port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+    return Status::InvalidArgument("bad listen host '" + o.host + "' (numeric address required)");
+  }
+  auto* l = new State::Listener{{}, state_};
+  int rc = uv_tcp_init(loop_->uv_loop(), &l->handle);
+  DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
+  l->handle.data = l;
+  auto close_listener = [](State::Listener* lst) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&lst->handle),
+             [](uv_handle_t* h) { delete static_cast<State::Listener*>(h->data); });
+  };
+  rc = uv_tcp_bind(&l->handle, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), kListenBacklog,
+                   [](uv_stream_t* s, int status) {
+                     auto* lst = static_cast<State::Listener*>(s->data);
+                     if (auto st = lst->state.lock()) {
+                       internal::InvokeCallback("RpcServer accept",
+                                                [&] { st->OnNewConnection(status); });
+                     }
+                   });
+  }
+  if (rc != 0) {
+    close_listener(l);
+    return Status::IOError("listen on " + o.host + ":" + std::to_string(o.port) + ": " +
+                           uv_strerror(rc));
+  }
+  sockaddr_storage bound{};
+  int len = sizeof(bound);
+  uv_tcp_getsockname(&l->handle, reinterpret_cast<sockaddr*>(&bound), &len);
+  port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  state_->listener = l;
+  DTX_LOG_INFO("{}: listening on {}", o.name, address());
+  return Status::OK();
+}
+
+std::string RpcServer::address() const {
+  const std::string& h = state_->options.host;
+  bool v6 = h.find(':') != std::string::npos;
+  return (v6 ? "[" + h + "]" : h) + ":" + std::to_string(port_);
+}
+
+void RpcServer::Close() {
+  if (state_->closed) return;
+  state_->closed = true;
+  if (state_->listener != nullptr) {
+    State::Listener* l = state_->listener;
+    state_->listener = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&l->handle),
+             [](uv_handle_t* h) { delete static_cast<State::Listener*>(h->data); });
+  }
+  state_->CloseAll();
+}
+
+size_t RpcServer::connection_count() const { return state_->connections.size(); }
+
+const RpcServerStats& RpcServer::stats() const { return state_->stats; }
+
+}  // namespace dtx

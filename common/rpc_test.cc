@@ -1,0 +1,657 @@
+// RpcServer + PeerChannel/stubs: round trips, pipelining with out-of-order
+// completion, timeouts, reconnects, back-pressure, a stock Thrift client, and
+// bad input that must close only the offending connection.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <thrift/TApplicationException.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "Participant.h"
+#include "common/event_loop.h"
+#include "common/rpc_client.h"
+#include "common/rpc_error.h"
+#include "common/rpc_framing.h"
+#include "common/rpc_server.h"
+
+namespace dtx {
+namespace {
+
+using apache::thrift::TDelayedException;
+
+// Read(key) semantics for the tests:
+//   "hold:<anything>"  the reply is held until Release*() is called
+//   "notprimary"       DtxError NOT_PRIMARY with primary "10.0.0.9:7000"
+//   anything else      found=true, value="v:"+key, version=key.size()
+class TestParticipant : public rpc::ParticipantCobSvIf {
+ public:
+  struct Held {
+    std::string key;
+    std::function<void(const rpc::ReadResult&)> cob;
+  };
+
+  void Read(std::function<void(const rpc::ReadResult&)> cob,
+            std::function<void(TDelayedException*)> exn_cob, const std::string& key) override {
+    ++reads;
+    if (key.rfind("hold:", 0) == 0) {
+      held.push_back({key, std::move(cob)});
+      return;
+    }
+    if (key == "notprimary") {
+      exn_cob(TDelayedException::delayException(
+          MakeDtxError(rpc::ErrorCode::NOT_PRIMARY, "ask the primary", "10.0.0.9:7000")));
+      return;
+    }
+    cob(Result(key));
+  }
+  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
+               std::function<void(TDelayedException*)>, const rpc::PrepareRequest& req) override {
+    rpc::PrepareResponse r;
+    r.vote = req.writes.empty() ? rpc::Vote::READ_ONLY : rpc::Vote::YES;
+    cob(r);
+  }
+  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)> exn_cob,
+              const rpc::TxId& txid, const rpc::Epoch epoch) override {
+    if (epoch < 5) {
+      exn_cob(TDelayedException::delayException(
+          MakeDtxError(rpc::ErrorCode::STALE_EPOCH, "epoch " + std::to_string(epoch) + " < 5")));
+      return;
+    }
+    last_commit = FromRpc(txid);
+    cob();
+  }
+  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>,
+             const rpc::TxId&, const rpc::Epoch) override {
+    cob();
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    rpc::NodeStatus s;
+    s.name = "participant-test";
+    s.role = "participant";
+    cob(s);
+  }
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+    cob({});
+  }
+  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
+                    const std::string&, const std::string&) override {
+    cob();
+  }
+
+  static rpc::ReadResult Result(const std::string& key) {
+    rpc::ReadResult r;
+    r.found = true;
+    r.value = "v:" + key;
+    r.version = static_cast<int64_t>(key.size());
+    return r;
+  }
+  void ReleaseReverse() {
+    auto h = std::move(held);
+    held.clear();
+    for (auto it = h.rbegin(); it != h.rend(); ++it) it->cob(Result(it->key));
+  }
+
+  int reads = 0;
+  TxId last_commit;
+  std::vector<Held> held;
+};
+
+// Runs `loop` until `done()` or `timeout_ms`; returns done().
+bool RunUntil(EventLoop& loop, const std::function<bool()>& done, int timeout_ms = 5000) {
+  if (done()) return true;
+  TimerId poll = loop.RunEvery(1, [&] {
+    if (done()) loop.Stop();
+  });
+  TimerId guard = loop.RunAfter(static_cast<uint64_t>(timeout_ms), [&] { loop.Stop(); });
+  loop.Run();
+  loop.Cancel(poll);
+  loop.Cancel(guard);
+  return done();
+}
+
+void RunFor(EventLoop& loop, int ms) {
+  loop.RunAfter(static_cast<uint64_t>(ms), [&] { loop.Stop(); });
+  loop.Run();
+}
+
+class RpcTest : public ::testing::Test {
+ protected:
+  void StartServer(RpcServerOptions options = {}) {
+    handler_ = std::make_shared<TestParticipant>();
+    server_ = std::make_unique<RpcServer>(
+        &loop_, std::make_shared<rpc::ParticipantAsyncProcessor>(handler_), options);
+    ASSERT_TRUE(server_->Start().ok());
+  }
+  std::string Address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+
+  EventLoop loop_;
+  std::shared_ptr<TestParticipant> handler_;
+  std::unique_ptr<RpcServer> server_;
+};
+
+TEST_F(RpcTest, StubRoundTripAndErrorMapping) {
+  StartServer();
+  ParticipantStub stub(&loop_, Address());
+
+  int done = 0;
+  rpc::ReadResult got;
+  RpcStatus read_status = Status::Internal("unset");
+  stub.Read("apple", 1000, [&](const RpcStatus& s, const rpc::ReadResult& r) {
+    read_status = s;
+    got = r;
+    ++done;
+  });
+  RpcStatus np = Status::OK();
+  stub.Read("notprimary", 1000, [&](const RpcStatus& s, const rpc::ReadResult&) {
+    np = s;
+    ++done;
+  });
+  Status commit_ok = Status::Internal("unset");
+  Status stale = Status::OK();
+  rpc::TxId txid = ToRpc(TxId{0xabcdefull, 42});
+  stub.Commit(txid, 7, 1000, [&](const Status& s) {
+    commit_ok = s;
+    ++done;
+  });
+  stub.Commit(txid, 1, 1000, [&](const Status& s) {
+    stale = s;
+    ++done;
+  });
+  rpc::NodeStatus node;
+  stub.GetStatus(1000, [&](const Status& s, const rpc::NodeStatus& n) {
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    node = n;
+    ++done;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 5; }));
+
+  ASSERT_TRUE(read_status.ok()) << read_status.ToString();
+  EXPECT_TRUE(got.found);
+  EXPECT_EQ(got.value, "v:apple");
+  EXPECT_EQ(got.version, 5);
+  EXPECT_FALSE(read_status.error_code().has_value());
+
+  EXPECT_TRUE(np.IsUnavailable()) << np.ToString();
+  ASSERT_TRUE(np.error_code().has_value());
+  EXPECT_EQ(*np.error_code(), rpc::ErrorCode::NOT_PRIMARY);
+  ASSERT_TRUE(np.primary().has_value());
+  EXPECT_EQ(*np.primary(), "10.0.0.9:7000");
+  EXPECT_NE(np.message().find("10.0.0.9:7000"), std::string::npos);
+
+  EXPECT_TRUE(commit_ok.ok()) << commit_ok.ToString();
+  EXPECT_EQ(handler_->last_commit, (TxId{0xabcdefull, 42}));
+  EXPECT_TRUE(stale.IsAborted()) << stale.ToString();
+  EXPECT_NE(stale.message().find("stale epoch"), std::string::npos);
+  EXPECT_EQ(node.name, "participant-test");
+
+  EXPECT_EQ(stub.channel()->stats().connects, 1u);
+  EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+TEST_F(RpcTest, PipelinedRequestsCompleteOutOfOrderOnOneConnection) {
+  StartServer();
+  ParticipantStub stub(&loop_, Address());
+  constexpr int kCalls = 300;
+  std::map<std::string, std::string> replies;
+  int failures = 0;
+  std::vector<int> completion_order;
+  for (int i = 0; i < kCalls; ++i) {
+    std::string key = "hold:" + std::to_string(i);
+    stub.Read(key, 5000, [&, key, i](const Status& s, const rpc::ReadResult& r) {
+      if (!s.ok()) ++failures;
+      replies[key] = r.value;
+      completion_order.push_back(i);
+    });
+  }
+  EXPECT_EQ(stub.channel()->in_flight(), static_cast<size_t>(kCalls));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == kCalls; }));
+  handler_->ReleaseReverse();
+  ASSERT_TRUE(RunUntil(loop_, [&] { return replies.size() == kCalls; }));
+  EXPECT_EQ(failures, 0);
+  for (const auto& [key, value] : replies) EXPECT_EQ(value, "v:" + key);
+  ASSERT_EQ(completion_order.size(), static_cast<size_t>(kCalls));
+  EXPECT_EQ(completion_order.front(), kCalls - 1);  // completed in reverse
+  EXPECT_EQ(completion_order.back(), 0);
+  EXPECT_EQ(stub.channel()->stats().connects, 1u);
+  EXPECT_EQ(server_->stats().connections_accepted, 1u);
+}
+
+TEST_F(RpcTest, PerRequestTimeoutLeavesConnectionUsable) {
+  StartServer();
+  ParticipantStub stub(&loop_, Address());
+  Status held = Status::OK();
+  bool held_done = false;
+  auto start = std::chrono::steady_clock::now();
+  stub.Read("hold:slow", 50, [&](const Status& s, const rpc::ReadResult&) {
+    held = s;
+    held_done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return held_done; }));
+  auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_TRUE(held.IsTimeout()) << held.ToString();
+  EXPECT_GE(waited, std::chrono::milliseconds(45));
+  EXPECT_LT(waited, std::chrono::milliseconds(2000));
+  EXPECT_EQ(stub.channel()->stats().timeouts, 1u);
+
+  // The late reply is dropped; the same connection serves the next call.
+  handler_->ReleaseReverse();
+  Status next = Status::Internal("unset");
+  stub.Read("fast", 1000, [&](const Status& s, const rpc::ReadResult&) { next = s; });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return next.ok(); }));
+  EXPECT_EQ(stub.channel()->stats().late_replies, 1u);
+  EXPECT_EQ(stub.channel()->stats().connects, 1u);
+}
+
+TEST_F(RpcTest, InFlightCallsFailAtOnceWhenConnectionDropsThenReconnect) {
+  StartServer();
+  int port = server_->port();
+  PeerChannelOptions opts;
+  opts.reconnect_backoff_initial_ms = 10;
+  ParticipantStub stub(&loop_, Address(), opts);
+  Status first = Status::Internal("unset");
+  stub.Read("a", 1000, [&](const Status& s, const rpc::ReadResult&) { first = s; });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return first.ok(); }));
+
+  Status held = Status::OK();
+  bool held_done = false;
+  stub.Read("hold:x", 10000, [&](const Status& s, const rpc::ReadResult&) {
+    held = s;
+    held_done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == 1; }));
+  auto start = std::chrono::steady_clock::now();
+  server_.reset();  // server goes away with the request in flight
+  ASSERT_TRUE(RunUntil(loop_, [&] { return held_done; }));
+  EXPECT_TRUE(held.IsUnavailable()) << held.ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
+  EXPECT_FALSE(stub.channel()->connected());
+
+  // Restart on the same port; the channel reconnects after its backoff.
+  RpcServerOptions so;
+  so.port = port;
+  StartServer(so);
+  Status again = Status::Internal("unset");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!again.ok() && std::chrono::steady_clock::now() < deadline) {
+    bool done = false;
+    stub.Read("b", 1000, [&](const Status& s, const rpc::ReadResult&) {
+      again = s;
+      done = true;
+    });
+    ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
+    if (!again.ok()) RunFor(loop_, 5);
+  }
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  EXPECT_EQ(stub.channel()->stats().connects, 2u);
+  EXPECT_EQ(stub.channel()->stats().disconnects, 1u);
+}
+
+TEST_F(RpcTest, ConnectRefusedIsUnavailableNotACrash) {
+  StartServer();
+  int port = server_->port();
+  server_.reset();
+  RunFor(loop_, 5);
+  ParticipantStub stub(&loop_, "127.0.0.1:" + std::to_string(port));
+  Status s = Status::OK();
+  bool done = false;
+  stub.Read("a", 1000, [&](const Status& st, const rpc::ReadResult&) {
+    s = st;
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+}
+
+TEST_F(RpcTest, BadAddressIsInvalidArgument) {
+  ParticipantStub stub(&loop_, "no-port-here");
+  Status s = Status::OK();
+  bool done = false;
+  stub.Read("a", 1000, [&](const Status& st, const rpc::ReadResult&) {
+    s = st;
+    done = true;
+  });
+  EXPECT_FALSE(done);  // never inside the call
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
+  EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+}
+
+TEST_F(RpcTest, InFlightLimitGivesBusy) {
+  StartServer();
+  PeerChannelOptions opts;
+  opts.in_flight_max = 2;
+  ParticipantStub stub(&loop_, Address(), opts);
+  std::vector<Status> results;
+  for (int i = 0; i < 3; ++i) {
+    stub.Read("hold:" + std::to_string(i), 2000,
+              [&](const Status& s, const rpc::ReadResult&) { results.push_back(s); });
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return results.size() == 1; }));
+  EXPECT_TRUE(results[0].IsBusy()) << results[0].ToString();
+  handler_->ReleaseReverse();
+  ASSERT_TRUE(RunUntil(loop_, [&] {
+    if (handler_->held.size() > 0) handler_->ReleaseReverse();
+    return results.size() == 3;
+  }));
+  EXPECT_TRUE(results[1].ok());
+  EXPECT_TRUE(results[2].ok());
+}
+
+TEST_F(RpcTest, ServerStopsReadingPastPerConnectionInFlightLimit) {
+  RpcServerOptions so;
+  so.in_flight_per_connection_max = 4;
+  StartServer(so);
+  ParticipantStub stub(&loop_, Address());
+  int ok = 0;
+  for (int i = 0; i < 10; ++i) {
+    stub.Read("hold:" + std::to_string(i), 5000, [&](const Status& s, const rpc::ReadResult&) {
+      if (s.ok()) ++ok;
+    });
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == 4; }));
+  RunFor(loop_, 30);
+  EXPECT_EQ(handler_->held.size(), 4u);  // the rest wait in the socket
+  ASSERT_TRUE(RunUntil(loop_, [&] {
+    if (!handler_->held.empty()) handler_->ReleaseReverse();
+    return ok == 10;
+  }));
+  EXPECT_EQ(handler_->reads, 10);
+}
+
+TEST_F(RpcTest, CompletionAfterConnectionClosedIsDropped) {
+  StartServer();
+  {
+    ParticipantStub stub(&loop_, Address());
+    bool done = false;
+    stub.Read("hold:1", 5000, [&](const Status&, const rpc::ReadResult&) { done = true; });
+    ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == 1; }));
+    stub.channel()->Close();
+    EXPECT_TRUE(done);  // Close() fails pending calls synchronously
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return server_->connection_count() == 0; }));
+  handler_->ReleaseReverse();  // must not crash
+  EXPECT_EQ(server_->stats().replies_dropped, 1u);
+}
+
+TEST_F(RpcTest, ConnectionLimitRejectsExtraConnections) {
+  RpcServerOptions so;
+  so.connections_max = 2;
+  StartServer(so);
+  std::vector<ParticipantStub> stubs;
+  for (int i = 0; i < 3; ++i) stubs.emplace_back(&loop_, Address());
+  std::vector<Status> results(3, Status::Internal("unset"));
+  int done = 0;
+  for (int i = 0; i < 2; ++i) {
+    stubs[i].Read("a", 2000, [&, i](const Status& s, const rpc::ReadResult&) {
+      results[i] = s;
+      ++done;
+    });
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 2; }));
+  stubs[2].Read("a", 2000, [&](const Status& s, const rpc::ReadResult&) {
+    results[2] = s;
+    ++done;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 3; }));
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_TRUE(results[1].ok());
+  EXPECT_TRUE(results[2].IsUnavailable()) << results[2].ToString();
+  EXPECT_EQ(server_->stats().connections_rejected, 1u);
+}
+
+TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
+  struct Case {
+    rpc::ErrorCode::type code;
+    Status::Code want;
+  };
+  for (Case c : {Case{rpc::ErrorCode::BAD_ARGUMENT, Status::Code::kInvalidArgument},
+                 Case{rpc::ErrorCode::UNKNOWN_TX, Status::Code::kNotFound},
+                 Case{rpc::ErrorCode::NOT_PRIMARY, Status::Code::kUnavailable},
+                 Case{rpc::ErrorCode::STALE_EPOCH, Status::Code::kAborted},
+                 Case{rpc::ErrorCode::UNAVAILABLE, Status::Code::kUnavailable},
+                 Case{rpc::ErrorCode::TIMEOUT, Status::Code::kTimeout},
+                 Case{rpc::ErrorCode::INTERNAL, Status::Code::kInternal},
+                 Case{rpc::ErrorCode::WRONG_SHARD, Status::Code::kInvalidArgument},
+                 Case{static_cast<rpc::ErrorCode::type>(99), Status::Code::kInternal}}) {
+    RpcStatus s = StatusFromDtxError(MakeDtxError(c.code, "why"));
+    EXPECT_EQ(s.code(), c.want) << ErrorCodeName(c.code);
+    ASSERT_TRUE(s.error_code().has_value());
+    EXPECT_EQ(*s.error_code(), c.code);
+    EXPECT_NE(s.message().find("why"), std::string::npos);
+  }
+  EXPECT_EQ(DtxErrorFromStatus(Status::InvalidArgument("x")).code, rpc::ErrorCode::BAD_ARGUMENT);
+  EXPECT_EQ(DtxErrorFromStatus(Status::NotFound("x")).code, rpc::ErrorCode::UNKNOWN_TX);
+  EXPECT_EQ(DtxErrorFromStatus(Status::Busy("x")).code, rpc::ErrorCode::UNAVAILABLE);
+  EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).code, rpc::ErrorCode::TIMEOUT);
+  EXPECT_EQ(DtxErrorFromStatus(Status::Corruption("x")).code, rpc::ErrorCode::INTERNAL);
+  EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).message, "x");
+}
+
+TEST(RpcErrorTest, ParseHostPort) {
+  std::string h;
+  int p = 0;
+  ASSERT_TRUE(ParseHostPort("127.0.0.1:80", &h, &p).ok());
+  EXPECT_EQ(h, "127.0.0.1");
+  EXPECT_EQ(p, 80);
+  ASSERT_TRUE(ParseHostPort("[::1]:9000", &h, &p).ok());
+  EXPECT_EQ(h, "::1");
+  EXPECT_EQ(p, 9000);
+  EXPECT_FALSE(ParseHostPort("127.0.0.1", &h, &p).ok());
+  EXPECT_FALSE(ParseHostPort("127.0.0.1:0", &h, &p).ok());
+  EXPECT_FALSE(ParseHostPort("127.0.0.1:70000", &h, &p).ok());
+  EXPECT_FALSE(ParseHostPort("127.0.0.1:8x", &h, &p).ok());
+  EXPECT_FALSE(ParseHostPort(":80", &h, &p).ok());
+}
+
+// ---- a server on its own loop thread, called with blocking sockets ----
+
+class ThreadedServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    loop_thread_.Start();
+    loop_thread_.RunSync([&] {
+      handler_ = std::make_shared<TestParticipant>();
+      RpcServerOptions so;
+      so.frame_bytes_max = 64 << 10;
+      server_ = std::make_unique<RpcServer>(
+          loop_thread_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(handler_), so);
+      start_status_ = server_->Start();
+      port_ = server_->port();
+    });
+    ASSERT_TRUE(start_status_.ok()) << start_status_.ToString();
+  }
+  void TearDown() override {
+    loop_thread_.RunSync([&] { server_.reset(); });
+    loop_thread_.Stop();
+  }
+
+  // A stock generated client: TSocket + TFramedTransport + TBinaryProtocol.
+  rpc::ReadResult StockRead(const std::string& key) {
+    auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", port_);
+    socket->setRecvTimeout(5000);
+    auto transport = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
+    auto protocol = std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport);
+    rpc::ParticipantClient client(protocol);
+    transport->open();
+    rpc::ReadResult r;
+    client.Read(r, key);
+    transport->close();
+    return r;
+  }
+
+  int Connect() {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port_));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    return fd;
+  }
+  static void SendAll(int fd, const std::string& bytes) {
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may close first
+      off += static_cast<size_t>(n);
+    }
+  }
+  // Reads until EOF. True if the peer closed (within the 5 s receive
+  // timeout); `*got` receives what arrived before.
+  static bool ReadUntilClosed(int fd, std::string* got) {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+      got->append(buf, static_cast<size_t>(n));
+    }
+  }
+  static std::string Frame(const std::string& payload) {
+    std::string f(4, '\0');
+    EncodeFrameLength(static_cast<uint32_t>(payload.size()), reinterpret_cast<uint8_t*>(f.data()));
+    return f + payload;
+  }
+  static std::string CallPayload(const std::string& method, const std::string& key) {
+    auto buf = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+    apache::thrift::protocol::TBinaryProtocol p(buf);
+    p.writeMessageBegin(method, apache::thrift::protocol::T_CALL, 7);
+    rpc::Participant_Read_pargs a;
+    a.key = &key;
+    a.write(&p);
+    p.writeMessageEnd();
+    return buf->getBufferAsString();
+  }
+
+  // Sends `bytes` (then half-closes if asked), expects the server to close
+  // the connection, and checks a stock client is still served.
+  void ExpectClosedAndServerStillServes(const std::string& bytes, bool shutdown_write,
+                                        std::string* got = nullptr) {
+    int fd = Connect();
+    SendAll(fd, bytes);
+    if (shutdown_write) shutdown(fd, SHUT_WR);
+    std::string received;
+    EXPECT_TRUE(ReadUntilClosed(fd, &received)) << "server did not close the connection";
+    close(fd);
+    if (got) *got = received;
+    rpc::ReadResult r = StockRead("still-alive");
+    EXPECT_EQ(r.value, "v:still-alive");
+  }
+
+  uint64_t ClosedForBadInput() {
+    uint64_t n = 0;
+    loop_thread_.RunSync([&] { n = server_->stats().connections_closed_bad_input; });
+    return n;
+  }
+
+  LoopThread loop_thread_;
+  std::shared_ptr<TestParticipant> handler_;
+  std::unique_ptr<RpcServer> server_;
+  Status start_status_;
+  int port_ = 0;
+};
+
+TEST_F(ThreadedServerTest, StockThriftClientCallsTheServer) {
+  rpc::ReadResult r = StockRead("hello");
+  EXPECT_TRUE(r.found);
+  EXPECT_EQ(r.value, "v:hello");
+  EXPECT_EQ(r.version, 5);
+
+  auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", port_);
+  socket->setRecvTimeout(5000);
+  auto transport = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
+  rpc::ParticipantClient client(std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport));
+  transport->open();
+  client.Commit(ToRpc(TxId{1, 2}), 9);  // void call
+  try {
+    client.Commit(ToRpc(TxId{1, 3}), 1);
+    ADD_FAILURE() << "expected DtxError";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::STALE_EPOCH);
+  }
+  rpc::NodeStatus st;
+  client.GetStatus(st);
+  EXPECT_EQ(st.name, "participant-test");
+  transport->close();
+}
+
+TEST_F(ThreadedServerTest, ZeroLengthFrameClosesConnection) {
+  ExpectClosedAndServerStillServes(std::string(4, '\0'), false);
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+}
+
+TEST_F(ThreadedServerTest, OversizedFrameClosesConnection) {
+  std::string header(4, '\0');
+  EncodeFrameLength((64 << 10) + 1, reinterpret_cast<uint8_t*>(header.data()));
+  ExpectClosedAndServerStillServes(header + std::string(100, 'x'), false);
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+}
+
+TEST_F(ThreadedServerTest, GarbageBytesCloseConnection) {
+  ExpectClosedAndServerStillServes("GET / HTTP/1.1\r\nHost: x\r\n\r\n", false);
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+}
+
+TEST_F(ThreadedServerTest, MalformedPayloadClosesConnection) {
+  // A well-framed payload that is not a Thrift message.
+  ExpectClosedAndServerStillServes(Frame(std::string("\x80\x01\x00\x01\xff\xff\xff\xff junk", 17)),
+                                   false);
+  // A valid header whose args struct is cut short.
+  std::string call = CallPayload("Read", "some-key");
+  ExpectClosedAndServerStillServes(Frame(call.substr(0, call.size() - 6)), false);
+  EXPECT_EQ(ClosedForBadInput(), 2u);
+}
+
+TEST_F(ThreadedServerTest, TruncatedFrameAtEofClosesConnection) {
+  std::string call = Frame(CallPayload("Read", "k"));
+  ExpectClosedAndServerStillServes(call.substr(0, call.size() - 3), true);
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+}
+
+TEST_F(ThreadedServerTest, UnknownMethodGetsExceptionThenClose) {
+  std::string got;
+  ExpectClosedAndServerStillServes(Frame(CallPayload("NoSuchMethod", "k")), false, &got);
+  ASSERT_GE(got.size(), 8u);
+  uint32_t len = DecodeFrameLength(reinterpret_cast<const uint8_t*>(got.data()));
+  ASSERT_EQ(got.size(), 4 + len);
+  auto buf = std::make_shared<apache::thrift::transport::TMemoryBuffer>(
+      reinterpret_cast<uint8_t*>(got.data() + 4), len);
+  apache::thrift::protocol::TBinaryProtocol p(buf);
+  std::string name;
+  apache::thrift::protocol::TMessageType type;
+  int32_t seqid = 0;
+  p.readMessageBegin(name, type, seqid);
+  EXPECT_EQ(type, apache::thrift::protocol::T_EXCEPTION);
+  EXPECT_EQ(seqid, 7);
+  apache::thrift::TApplicationException x;
+  x.read(&p);
+  EXPECT_EQ(x.getType(), apache::thrift::TApplicationException::UNKNOWN_METHOD);
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+}
+
+TEST_F(ThreadedServerTest, ValidCallsBeforeBadFrameStillAnswered) {
+  // Two pipelined good calls, then garbage: both answers arrive, then EOF.
+  std::string good = Frame(CallPayload("Read", "k"));
+  std::string got;
+  ExpectClosedAndServerStillServes(good + good + std::string(4, '\0'), false, &got);
+  // Replies were written before the close (they are synchronous here).
+  EXPECT_EQ(ClosedForBadInput(), 1u);
+  EXPECT_GT(got.size(), 8u);
+}
+
+}  // namespace
+}  // namespace dtx
