@@ -38,10 +38,13 @@ using Lsn = uint64_t;
 inline constexpr uint32_t kRecordPayloadBytesMax = 16u << 20;
 
 struct Options {
-  // Roll to a new segment when the current one would exceed this size.
+  // Roll to a new segment when the current one would exceed this size
+  // (a single record larger than a segment gets a segment of its own).
+  // At least format::kSegmentBytesMin.
   uint64_t segment_bytes = 64u << 20;
   // Bytes appended but not yet written that the queue may hold. When full,
   // Append blocks and TryAppend returns Busy: back-pressure, not memory.
+  // (The batch being written is a second buffer of at most this size.)
   uint64_t queue_bytes_max = 32u << 20;
   // Largest payload accepted (<= kRecordPayloadBytesMax).
   uint32_t record_payload_bytes_max = kRecordPayloadBytesMax;
@@ -67,6 +70,9 @@ struct Stats {
   uint64_t bytes_written = 0;
   uint64_t segments_created = 0;
   uint64_t segments_deleted = 0;
+  uint64_t sync_micros_total = 0;  // time spent in successful fdatasync calls
+  uint64_t records_recovered = 0;  // records replayed by Open
+  uint64_t torn_tails_cut = 0;     // 1 if Open cut a torn tail off the last segment
 };
 
 class Log {
