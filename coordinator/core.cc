@@ -1,0 +1,710 @@
+#include "coordinator/core.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "common/check.h"
+
+namespace dtx::coordinator {
+namespace {
+
+constexpr size_t kNpos = std::numeric_limits<size_t>::max();
+
+CommitResult Committed(std::string detail = {}) {
+  return CommitResult{Outcome::kCommitted, std::nullopt, std::move(detail)};
+}
+
+CommitResult Aborted(AbortReason reason, std::string detail) {
+  return CommitResult{Outcome::kAborted, reason, std::move(detail)};
+}
+
+}  // namespace
+
+CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)) {
+  for (const std::string& p : opts_.participants) {
+    DTX_CHECK_MSG(!p.empty() && p.size() <= kParticipantAddressBytesMax,
+                  "participant address empty or too long");
+  }
+  DTX_CHECK(opts_.participants_per_tx_max <= kDecisionParticipantsMax);
+  DTX_CHECK(opts_.commit_retry_initial_ms > 0 && opts_.commit_timeout_ms > 0);
+  DTX_CHECK(opts_.prepare_timeout_ms > 0);
+  DTX_CHECK(opts_.committed_outcomes_max > 0 && opts_.other_outcomes_max > 0);
+}
+
+// ---- recovery -------------------------------------------------------------------
+
+Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
+  DTX_CHECK(!started_);
+  Result<Record> rec = DecodeRecord(type, payload);
+  if (!rec.ok()) {
+    return Status::Corruption("LSN " + std::to_string(lsn) + ": " + rec.status().message());
+  }
+  max_lsn_seen_ = std::max(max_lsn_seen_, lsn);
+  if (const auto* e = std::get_if<EpochRecord>(&*rec)) {
+    if (e->epoch < epoch_) {
+      return Status::Corruption("LSN " + std::to_string(lsn) + ": EPOCH " +
+                                std::to_string(e->epoch) + " after EPOCH " +
+                                std::to_string(epoch_));
+    }
+    epoch_ = e->epoch;
+    epoch_lsn_ = lsn;
+    epoch_durable_ = true;
+  } else if (auto* d = std::get_if<DecisionRecord>(&*rec)) {
+    RememberCommitted(d->txid, lsn);
+    replayed_open_[d->txid] = {lsn, std::move(*d)};
+  } else {
+    replayed_open_.erase(std::get<EndRecord>(*rec).txid);
+  }
+  return Status::OK();
+}
+
+void CoordinatorCore::Start(uint64_t now_ms) {
+  DTX_CHECK(!started_);
+  started_ = true;
+  if (epoch_ == 0) {
+    epoch_ = 1;
+    epoch_tag_ = Persist(EpochRecord{epoch_}, /*forced=*/true, TxId{});
+  }
+  // Every DECISION without END: the participants may not all have heard
+  // COMMIT, so deliver it again until each acknowledges.
+  for (auto& [txid, entry] : replayed_open_) {
+    Tx tx;
+    tx.txid = txid;
+    tx.phase = Phase::kCommitting;
+    tx.decision_lsn = entry.first;
+    tx.first_commit_sent = true;  // a re-send, not the first COMMIT of phase 2
+    for (const std::string& address : entry.second.participants) {
+      Part p;
+      p.address = address;
+      tx.parts.push_back(std::move(p));
+    }
+    auto [it, inserted] = txs_.emplace(txid, std::move(tx));
+    DTX_CHECK(inserted);
+    ++committing_count_;
+    active_decisions_.emplace(entry.first, txid);
+    EnterCommitting(now_ms, it->second);
+    MaybeEnd(it->second);  // a DECISION naming no participant needs no phase 2
+  }
+  replayed_open_.clear();
+  UpdateTruncation();
+}
+
+// ---- client requests ------------------------------------------------------------
+
+void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
+  if (!started_ || !epoch_durable_) {
+    ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
+    return;
+  }
+  // Idempotency by txid: join a running transaction or return its outcome.
+  if (Tx* tx = FindTx(req.txid)) {
+    if (tx->phase == Phase::kCommitting) {
+      ReplyTo(token, Committed());
+    } else {
+      // The first request's read and write sets are the transaction; a
+      // repeat only waits for its outcome.
+      tx->waiters.push_back(token);
+    }
+    return;
+  }
+  if (const CommitResult* outcome = FindOutcome(req.txid)) {
+    ReplyTo(token, *outcome);
+    return;
+  }
+  if (fenced_) {
+    ReplyTo(token, Error{ErrorCode::kNotPrimary,
+                         "a participant reported a newer coordinator epoch than " +
+                             std::to_string(epoch_) + "; this coordinator no longer decides"});
+    return;
+  }
+  if (std::optional<Error> err = Validate(req)) {
+    if (err->code == ErrorCode::kBadArgument) ++stats_.rejected_bad_argument;
+    ReplyTo(token, std::move(*err));
+    return;
+  }
+  StartTx(now_ms, token, std::move(req));
+}
+
+std::optional<Error> CoordinatorCore::Validate(const CommitRequest& req) const {
+  if (req.shard_map_version != opts_.shard_map_version) {
+    return Error{ErrorCode::kWrongShard,
+                 "shard map version " + std::to_string(req.shard_map_version) +
+                     " is not current (" + std::to_string(opts_.shard_map_version) +
+                     "); fetch GetShardMap and retry"};
+  }
+  size_t keys = req.reads.size() + req.writes.size();
+  if (keys > kTxKeysMax) {
+    return Error{ErrorCode::kBadArgument, "transaction has " + std::to_string(keys) +
+                                              " keys (reads + writes), max " +
+                                              std::to_string(kTxKeysMax)};
+  }
+  if (keys > 0 && opts_.participants.empty()) {
+    return Error{ErrorCode::kUnavailable, "no participants configured"};
+  }
+  size_t bytes = 0;
+  auto check_key = [&](const std::string& key, const char* what) -> std::optional<Error> {
+    if (key.empty()) return Error{ErrorCode::kBadArgument, std::string("empty ") + what + " key"};
+    if (key.size() > kKeyBytesMax) {
+      return Error{ErrorCode::kBadArgument, std::string(what) + " key of " +
+                                                std::to_string(key.size()) + " bytes, max " +
+                                                std::to_string(kKeyBytesMax)};
+    }
+    bytes += key.size();
+    return std::nullopt;
+  };
+  std::set<std::string_view> seen;
+  for (const ReadItem& r : req.reads) {
+    if (auto e = check_key(r.key, "read")) return *e;
+    if (r.version < 0) {
+      return Error{ErrorCode::kBadArgument, "negative read version " + std::to_string(r.version)};
+    }
+    if (!seen.insert(r.key).second) return Error{ErrorCode::kBadArgument, "key read twice"};
+  }
+  seen.clear();
+  for (const WriteItem& w : req.writes) {
+    if (auto e = check_key(w.key, "write")) return *e;
+    if (w.value && w.value->size() > kValueBytesMax) {
+      return Error{ErrorCode::kBadArgument, "value of " + std::to_string(w.value->size()) +
+                                                " bytes, max " + std::to_string(kValueBytesMax)};
+    }
+    if (w.value) bytes += w.value->size();
+    if (!seen.insert(w.key).second) return Error{ErrorCode::kBadArgument, "key written twice"};
+  }
+  if (bytes > kTxBytesMax) {
+    return Error{ErrorCode::kBadArgument, "transaction carries " + std::to_string(bytes) +
+                                              " bytes of keys and values, max " +
+                                              std::to_string(kTxBytesMax)};
+  }
+  return std::nullopt;
+}
+
+void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest req) {
+  if (req.reads.empty() && req.writes.empty()) {
+    // Nothing to validate or write anywhere: trivially committed, nothing
+    // to remember.
+    ReplyTo(token, Committed("empty transaction"));
+    return;
+  }
+  const size_t n = opts_.participants.size();
+  std::map<size_t, PrepareMsg> by_shard;  // ordered: PREPAREs go out in shard order
+  for (ReadItem& r : req.reads) {
+    by_shard[ShardHash(r.key) % n].reads.push_back(std::move(r));
+  }
+  for (WriteItem& w : req.writes) {
+    by_shard[ShardHash(w.key) % n].writes.push_back(std::move(w));
+  }
+  if (by_shard.size() > opts_.participants_per_tx_max) {
+    ++stats_.rejected_bad_argument;
+    ReplyTo(token, Error{ErrorCode::kBadArgument,
+                         "transaction spans " + std::to_string(by_shard.size()) +
+                             " participants, max " +
+                             std::to_string(opts_.participants_per_tx_max)});
+    return;
+  }
+  const size_t undecided = txs_.size() - committing_count_;
+  if (undecided >= opts_.in_flight_tx_max) {
+    ++stats_.rejected_busy;
+    ReplyTo(token, Error{ErrorCode::kUnavailable,
+                         "too busy: " + std::to_string(undecided) +
+                             " transactions in flight (max " +
+                             std::to_string(opts_.in_flight_tx_max) + ")"});
+    return;
+  }
+  if (committing_count_ >= opts_.committing_tx_max) {
+    ++stats_.rejected_busy;
+    ReplyTo(token, Error{ErrorCode::kUnavailable,
+                         "too busy: " + std::to_string(committing_count_) +
+                             " decided transactions still delivering COMMIT (max " +
+                             std::to_string(opts_.committing_tx_max) + ")"});
+    return;
+  }
+
+  Tx tx;
+  tx.txid = req.txid;
+  tx.one_phase = by_shard.size() == 1;
+  tx.read_only = req.writes.empty();
+  tx.waiters.push_back(token);
+  tx.deadline_ms = now_ms + opts_.prepare_timeout_ms;
+  for (auto& [shard, msg] : by_shard) {
+    msg.txid = tx.txid;
+    msg.epoch = epoch_;
+    msg.one_phase = tx.one_phase;
+    msg.read_only_tx = tx.read_only;
+    msg.coordinator = opts_.self_address;
+    Part p;
+    p.address = opts_.participants[shard];
+    p.state = PState::kPrepareSent;
+    p.msg_id = Send(p.address, opts_.prepare_timeout_ms, std::move(msg));
+    tx.parts.push_back(std::move(p));
+  }
+  auto [it, inserted] = txs_.emplace(tx.txid, std::move(tx));
+  DTX_CHECK(inserted);
+  SetTimer(it->second, it->second.deadline_ms);
+}
+
+void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxId txid) {
+  ++stats_.queries;
+  if (!started_) {
+    ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
+    return;
+  }
+  if (Tx* tx = FindTx(txid)) {
+    switch (tx->phase) {
+      case Phase::kCommitting:
+        ReplyTo(token, Decision::kCommit);
+        return;
+      case Phase::kDeciding:
+        // DECISION is in the log but not yet durable: it cannot be taken
+        // back, so answer COMMIT once it is durable.
+        tx->query_waiters.push_back(token);
+        return;
+      case Phase::kPreparing:
+        if (tx->one_phase) {
+          // The participant itself decides a one-phase transaction.
+          ReplyTo(token, Decision::kUnknown);
+          return;
+        }
+        // Presumed abort: undecided means not committed; abort it now so the
+        // answer stays true.
+        Abort(*tx, AbortReason::kParticipantUnavailable,
+              "a participant asked for the decision before all votes arrived");
+        ReplyTo(token, Decision::kAbort);
+        return;
+    }
+  }
+  if (const CommitResult* outcome = FindOutcome(txid)) {
+    ReplyTo(token, outcome->outcome == Outcome::kCommitted ? Decision::kCommit : Decision::kAbort);
+    return;
+  }
+  // Unknown: a commit decision is forced to the log before any participant
+  // hears of it and its committed outcome is kept as long as the log keeps
+  // the DECISION (and until every participant acknowledged), so an unknown
+  // txid provably never committed here. A fenced coordinator cannot say
+  // that: a newer one may have decided it.
+  ReplyTo(token, fenced_ ? Decision::kUnknown : Decision::kAbort);
+}
+
+// ---- participant replies --------------------------------------------------------
+
+void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
+  if (r.status == RpcStatus::kStaleEpoch) Fence();
+  Tx* tx = FindTx(r.txid);
+  if (tx == nullptr || tx->phase != Phase::kPreparing) {
+    // Late or duplicate vote. A YES for a transaction aborted here means
+    // the participant holds locks (our ABORT may have overtaken its
+    // PREPARE): tell it again. Anything else needs nothing.
+    if (tx == nullptr && r.status == RpcStatus::kOk && r.vote == Vote::kYes) {
+      const CommitResult* outcome = FindOutcome(r.txid);
+      if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
+        Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_});
+      }
+    }
+    return;
+  }
+  size_t i = FindPart(*tx, r.participant);
+  if (i == kNpos) return;
+  Part& p = tx->parts[i];
+  if (p.state != PState::kPrepareSent || p.msg_id != r.msg_id) return;
+
+  if (tx->one_phase) {
+    CommitResult result;
+    switch (r.status) {
+      case RpcStatus::kOk:
+        if (r.vote == Vote::kNo) {
+          result = Aborted(r.reason.value_or(AbortReason::kConflict), r.detail);
+        } else {
+          result = Committed();
+        }
+        break;
+      case RpcStatus::kUnavailable:
+      case RpcStatus::kTimeout:
+        // The participant may have committed: only it knows. Not recorded
+        // here, so a retry with the same txid asks it again.
+        result = CommitResult{Outcome::kUnknown, std::nullopt,
+                              "no answer from participant " + r.participant + ": " + r.error};
+        break;
+      case RpcStatus::kStaleEpoch:
+        result = Aborted(AbortReason::kCoordinatorFailover,
+                         "participant " + r.participant + " has a newer coordinator epoch");
+        break;
+      case RpcStatus::kError:
+        result = Aborted(AbortReason::kParticipantUnavailable,
+                         "participant " + r.participant + " refused: " + r.error);
+        break;
+    }
+    FinishOnePhase(*tx, std::move(result));
+    return;
+  }
+
+  switch (r.status) {
+    case RpcStatus::kOk:
+      if (r.vote == Vote::kYes) {
+        p.state = PState::kYes;
+      } else if (r.vote == Vote::kReadOnly) {
+        p.state = PState::kReadOnly;
+      } else {
+        p.state = PState::kNo;
+        Abort(*tx, r.reason.value_or(AbortReason::kConflict),
+              "participant " + r.participant + " voted NO" +
+                  (r.detail.empty() ? std::string() : ": " + r.detail));
+        return;
+      }
+      break;
+    case RpcStatus::kUnavailable:
+      p.state = PState::kFailed;
+      Abort(*tx, AbortReason::kParticipantUnavailable,
+            "participant " + r.participant + " unreachable: " + r.error);
+      return;
+    case RpcStatus::kTimeout:
+      p.state = PState::kFailed;
+      Abort(*tx, AbortReason::kTimeout, "no vote from participant " + r.participant + ": " + r.error);
+      return;
+    case RpcStatus::kStaleEpoch:
+      // Fence() above already aborted every undecided transaction.
+      return;
+    case RpcStatus::kError:
+      p.state = PState::kFailed;
+      Abort(*tx, AbortReason::kParticipantUnavailable,
+            "participant " + r.participant + " refused prepare: " + r.error);
+      return;
+  }
+  for (const Part& q : tx->parts) {
+    if (q.state != PState::kYes && q.state != PState::kReadOnly) return;
+  }
+  Decide(now_ms, *tx);
+}
+
+void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
+  if (r.status == RpcStatus::kStaleEpoch) Fence();
+  Tx* tx = FindTx(r.txid);
+  if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
+  size_t i = FindPart(*tx, r.participant);
+  if (i == kNpos) return;
+  Part& p = tx->parts[i];
+  if (p.state == PState::kAcked) return;
+  if (r.status == RpcStatus::kOk) {
+    // An ack from any attempt counts: COMMIT is idempotent at the participant.
+    p.state = PState::kAcked;
+    if (MaybeEnd(*tx)) return;
+  } else if (p.state == PState::kCommitSent && p.msg_id == r.msg_id) {
+    CommitAttemptFailed(now_ms, p);
+  } else {
+    return;
+  }
+  SetTimer(*tx, NextTimer(*tx));
+}
+
+void CoordinatorCore::OnAbortReply(uint64_t /*now_ms*/, const AckReply& r) {
+  // ABORT is fire-and-forget (a participant still in doubt asks
+  // QueryDecision); only a newer epoch matters.
+  if (r.status == RpcStatus::kStaleEpoch) Fence();
+}
+
+void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
+  max_lsn_seen_ = std::max(max_lsn_seen_, lsn);
+  if (tag != 0 && tag == epoch_tag_) {
+    epoch_tag_ = 0;
+    epoch_durable_ = true;
+    epoch_lsn_ = lsn;
+    UpdateTruncation();
+    return;
+  }
+  auto pending = pending_decisions_.find(tag);
+  if (pending == pending_decisions_.end()) return;
+  TxId txid = pending->second;
+  pending_decisions_.erase(pending);
+  Tx* tx = FindTx(txid);
+  DTX_CHECK(tx != nullptr && tx->phase == Phase::kDeciding);
+  // The commit point: DECISION is durable. Only now may anyone hear of it.
+  tx->decision_lsn = lsn;
+  tx->phase = Phase::kCommitting;
+  ++committing_count_;
+  ++stats_.commits;
+  active_decisions_.emplace(lsn, txid);
+  RememberCommitted(txid, lsn);
+  ReplyAll(*tx, Committed());
+  for (RequestToken t : tx->query_waiters) ReplyTo(t, Decision::kCommit);
+  tx->query_waiters.clear();
+  EnterCommitting(now_ms, *tx);
+  UpdateTruncation();
+}
+
+void CoordinatorCore::Tick(uint64_t now_ms) {
+  while (!timers_.empty() && timers_.begin()->first <= now_ms) {
+    TxId txid = timers_.begin()->second;
+    Tx* tx = FindTx(txid);
+    DTX_CHECK(tx != nullptr);
+    SetTimer(*tx, 0);
+    if (tx->phase == Phase::kPreparing) {
+      std::string missing;
+      for (Part& p : tx->parts) {
+        if (p.state == PState::kPrepareSent) {
+          p.state = PState::kFailed;
+          missing += (missing.empty() ? "" : ",") + p.address;
+        }
+      }
+      std::string detail = "no vote within " + std::to_string(opts_.prepare_timeout_ms) +
+                           " ms from " + missing;
+      if (tx->one_phase) {
+        FinishOnePhase(*tx, CommitResult{Outcome::kUnknown, std::nullopt, std::move(detail)});
+      } else {
+        Abort(*tx, AbortReason::kTimeout, std::move(detail));
+      }
+    } else if (tx->phase == Phase::kCommitting) {
+      for (Part& p : tx->parts) {
+        if (p.deadline_ms > now_ms) continue;
+        if (p.state == PState::kCommitSent) {
+          CommitAttemptFailed(now_ms, p);  // no reply at all: the message was lost
+        } else if (p.state == PState::kBackoff) {
+          ++stats_.commit_resends;
+          SendCommit(now_ms, *tx, p);
+        }
+      }
+      SetTimer(*tx, NextTimer(*tx));
+    }
+  }
+}
+
+// ---- transitions --------------------------------------------------------------------
+
+void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
+  DTX_CHECK(tx.phase == Phase::kPreparing && !fenced_);
+  SetTimer(tx, 0);
+  // READ_ONLY participants released their locks and need no phase 2.
+  std::erase_if(tx.parts, [](const Part& p) { return p.state == PState::kReadOnly; });
+  if (tx.parts.empty()) {
+    ++stats_.commits_read_only;
+    CommitResult result = Committed("read-only");
+    ReplyAll(tx, result);
+    RememberOther(tx.txid, result);
+    Forget(tx.txid);
+    return;
+  }
+  DecisionRecord d;
+  d.txid = tx.txid;
+  d.epoch = epoch_;
+  d.commit = true;
+  for (const Part& p : tx.parts) d.participants.push_back(p.address);
+  tx.phase = Phase::kDeciding;
+  tx.decision_tag = Persist(d, /*forced=*/true, tx.txid);
+  pending_decisions_.emplace(tx.decision_tag, tx.txid);
+}
+
+void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail) {
+  DTX_CHECK(tx.phase == Phase::kPreparing);
+  // Presumed abort: nothing is logged. No record means "not committed", which
+  // is what QueryDecision answers for a txid it does not know, so an ABORT
+  // record would change no answer; it would only cost log space (and backup
+  // traffic) for the common case under contention.
+  for (const Part& p : tx.parts) {
+    // NO voters released their locks; the rest may hold them.
+    if (p.state == PState::kPrepareSent || p.state == PState::kYes ||
+        p.state == PState::kFailed) {
+      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
+    }
+  }
+  switch (reason) {
+    case AbortReason::kConflict: ++stats_.aborts_conflict; break;
+    case AbortReason::kParticipantUnavailable: ++stats_.aborts_unavailable; break;
+    case AbortReason::kTimeout: ++stats_.aborts_timeout; break;
+    case AbortReason::kCoordinatorFailover: ++stats_.aborts_failover; break;
+    case AbortReason::kClientAbort: break;
+  }
+  CommitResult result = Aborted(reason, std::move(detail));
+  ReplyAll(tx, result);
+  RememberOther(tx.txid, result);
+  Forget(tx.txid);
+}
+
+void CoordinatorCore::FinishOnePhase(Tx& tx, CommitResult result) {
+  // One participant: its forced COMMIT record is the commit point and no
+  // other participant can be in doubt, so the coordinator logs nothing. Its
+  // memory of the outcome only serves repeated client requests.
+  switch (result.outcome) {
+    case Outcome::kCommitted: ++stats_.commits_one_phase; break;
+    case Outcome::kAborted:
+      if (result.reason == AbortReason::kConflict) ++stats_.aborts_conflict;
+      else if (result.reason == AbortReason::kCoordinatorFailover) ++stats_.aborts_failover;
+      else ++stats_.aborts_unavailable;
+      break;
+    case Outcome::kUnknown: ++stats_.outcomes_unknown; break;
+  }
+  ReplyAll(tx, result);
+  if (result.outcome != Outcome::kUnknown) RememberOther(tx.txid, result);
+  Forget(tx.txid);
+}
+
+void CoordinatorCore::EnterCommitting(uint64_t now_ms, Tx& tx) {
+  for (Part& p : tx.parts) SendCommit(now_ms, tx, p);
+  SetTimer(tx, NextTimer(tx));
+}
+
+void CoordinatorCore::SendCommit(uint64_t now_ms, Tx& tx, Part& p) {
+  CommitMsg msg{tx.txid, epoch_, /*first_of_tx=*/!tx.first_commit_sent};
+  tx.first_commit_sent = true;
+  p.state = PState::kCommitSent;
+  p.msg_id = Send(p.address, opts_.commit_timeout_ms, msg);
+  p.deadline_ms = now_ms + opts_.commit_timeout_ms;
+  if (p.backoff_ms == 0) p.backoff_ms = opts_.commit_retry_initial_ms;
+}
+
+void CoordinatorCore::CommitAttemptFailed(uint64_t now_ms, Part& p) {
+  p.state = PState::kBackoff;
+  p.deadline_ms = now_ms + p.backoff_ms;
+  p.backoff_ms = std::min(p.backoff_ms * 2, opts_.commit_retry_max_ms);
+}
+
+bool CoordinatorCore::MaybeEnd(Tx& tx) {
+  for (const Part& p : tx.parts) {
+    if (p.state != PState::kAcked) return false;
+  }
+  // Every participant has COMMIT durably: END needs no sync (losing it only
+  // re-sends COMMIT after a restart). The committed outcome stays remembered.
+  Persist(EndRecord{tx.txid}, /*forced=*/false, tx.txid);
+  DTX_CHECK(committing_count_ > 0);
+  --committing_count_;
+  active_decisions_.erase({tx.decision_lsn, tx.txid});
+  Forget(tx.txid);
+  UpdateTruncation();
+  return true;
+}
+
+void CoordinatorCore::Fence() {
+  if (fenced_) return;
+  fenced_ = true;
+  // Never decide commit again here: abort everything undecided (a one-phase
+  // transaction is decided by its participant and runs to its end).
+  std::vector<TxId> undecided;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.phase == Phase::kPreparing && !tx.one_phase) undecided.push_back(txid);
+  }
+  for (const TxId& txid : undecided) {
+    Abort(*FindTx(txid), AbortReason::kCoordinatorFailover,
+          "a participant reported a newer coordinator epoch");
+  }
+}
+
+// ---- helpers ----------------------------------------------------------------------
+
+void CoordinatorCore::Forget(const TxId& txid) {
+  Tx* tx = FindTx(txid);
+  DTX_CHECK(tx != nullptr);
+  SetTimer(*tx, 0);
+  DTX_CHECK(tx->waiters.empty() && tx->query_waiters.empty());
+  txs_.erase(txid);
+}
+
+void CoordinatorCore::SetTimer(Tx& tx, uint64_t at_ms) {
+  if (tx.timer_ms != 0) timers_.erase({tx.timer_ms, tx.txid});
+  tx.timer_ms = at_ms;
+  if (at_ms != 0) timers_.emplace(at_ms, tx.txid);
+}
+
+uint64_t CoordinatorCore::NextTimer(const Tx& tx) const {
+  if (tx.phase == Phase::kPreparing) return tx.deadline_ms;
+  if (tx.phase == Phase::kDeciding) return 0;
+  uint64_t next = 0;
+  for (const Part& p : tx.parts) {
+    if (p.state == PState::kAcked) continue;
+    if (next == 0 || p.deadline_ms < next) next = p.deadline_ms;
+  }
+  return next;
+}
+
+void CoordinatorCore::ReplyTo(RequestToken token, std::variant<CommitResult, Decision, Error> body) {
+  ready_.replies.push_back(Reply{token, std::move(body)});
+}
+
+void CoordinatorCore::ReplyAll(Tx& tx, const CommitResult& result) {
+  for (RequestToken t : tx.waiters) ReplyTo(t, result);
+  tx.waiters.clear();
+  for (RequestToken t : tx.query_waiters) {
+    ReplyTo(t, result.outcome == Outcome::kCommitted ? Decision::kCommit : Decision::kAbort);
+  }
+  tx.query_waiters.clear();
+}
+
+MessageId CoordinatorCore::Send(std::string to, uint64_t timeout_ms,
+                                std::variant<PrepareMsg, CommitMsg, AbortMsg> body) {
+  MessageId id = next_msg_id_++;
+  ready_.send.push_back(OutMessage{id, std::move(to), timeout_ms, std::move(body)});
+  return id;
+}
+
+PersistTag CoordinatorCore::Persist(const Record& r, bool forced, TxId txid) {
+  PersistTag tag = next_tag_++;
+  ready_.persist.push_back(PersistRecord{tag, TypeOf(r), EncodePayload(r), forced, txid});
+  return tag;
+}
+
+void CoordinatorCore::RememberCommitted(const TxId& txid, uint64_t lsn) {
+  if (!committed_.emplace(txid, lsn).second) return;
+  committed_fifo_.emplace_back(lsn, txid);
+  while (committed_fifo_.size() > opts_.committed_outcomes_max) {
+    auto [old_lsn, old_txid] = committed_fifo_.front();
+    committed_fifo_.pop_front();
+    auto it = committed_.find(old_txid);
+    if (it != committed_.end() && it->second == old_lsn) committed_.erase(it);
+  }
+}
+
+void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result) {
+  if (!other_.emplace(txid, result).second) return;
+  other_fifo_.push_back(txid);
+  while (other_fifo_.size() > opts_.other_outcomes_max) {
+    other_.erase(other_fifo_.front());
+    other_fifo_.pop_front();
+  }
+}
+
+const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {
+  static const CommitResult kCommitted = Committed();
+  if (committed_.count(txid) != 0) return &kCommitted;
+  auto it = other_.find(txid);
+  return it == other_.end() ? nullptr : &it->second;
+}
+
+void CoordinatorCore::UpdateTruncation() {
+  if (!started_ || epoch_lsn_ == 0) return;
+  // The oldest LSN still needed: an un-ENDed DECISION (must be re-driven
+  // after a restart), a remembered committed outcome (idempotency), or the
+  // EPOCH record.
+  uint64_t keep = max_lsn_seen_ + 1;
+  if (!committed_fifo_.empty()) keep = std::min(keep, committed_fifo_.front().first);
+  if (!active_decisions_.empty()) keep = std::min(keep, active_decisions_.begin()->first);
+  if (epoch_tag_ == 0 && keep > epoch_lsn_ && keep - epoch_lsn_ > opts_.epoch_rewrite_lsn_gap) {
+    // Only the EPOCH record holds truncation back: write it again; once the
+    // copy is durable the old one may go.
+    epoch_tag_ = Persist(EpochRecord{epoch_}, /*forced=*/true, TxId{});
+  }
+  keep = std::min(keep, epoch_lsn_);
+  if (keep > truncate_emitted_) {
+    truncate_emitted_ = keep;
+    ready_.truncate_before = keep;
+  }
+}
+
+CoordinatorCore::Tx* CoordinatorCore::FindTx(const TxId& txid) {
+  auto it = txs_.find(txid);
+  return it == txs_.end() ? nullptr : &it->second;
+}
+
+size_t CoordinatorCore::FindPart(const Tx& tx, std::string_view address) const {
+  for (size_t i = 0; i < tx.parts.size(); ++i) {
+    if (tx.parts[i].address == address) return i;
+  }
+  return kNpos;
+}
+
+Ready CoordinatorCore::TakeReady() {
+  Ready out = std::move(ready_);
+  ready_ = Ready{};
+  return out;
+}
+
+ShardMap CoordinatorCore::shard_map() const {
+  return ShardMap{opts_.shard_map_version, "hash", opts_.participants};
+}
+
+}  // namespace dtx::coordinator

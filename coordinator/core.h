@@ -1,0 +1,385 @@
+// The coordinator's two-phase-commit state machine: pure, deterministic, no I/O.
+//
+// Shape (etcd raft's RawNode; /work/briefs/core_shape.md): inputs are method
+// calls - a client request arrived (with an opaque RequestToken), a reply from
+// a participant arrived (or its transport failure/timeout), a forced record
+// became durable (OnPersisted), a timer tick (Tick), recovery replay (Replay).
+// Time comes in as `now_ms` on every input; the core has no clock, thread,
+// randomness or I/O of its own. Outputs collect in a Ready the caller drains
+// with TakeReady() after every input (see Ready for the ordering rule).
+//
+// Protocol (DESIGN.md "Durability and the commit path (presumed abort)"):
+//   * one participant involved: one-phase Prepare; its vote is the outcome.
+//   * several: PREPARE to all in parallel; all YES/READ_ONLY -> DECISION
+//     (forced) -> reply COMMITTED + COMMIT to every YES participant, re-sent
+//     with backoff until acknowledged -> END (not forced) -> forget, keeping
+//     the outcome in a bounded table. Any NO / error / timeout -> ABORTED,
+//     nothing logged (presumed abort), ABORT sent once to the participants that
+//     may hold locks (anyone still in doubt asks QueryDecision and hears ABORT).
+//
+// Ownership and threading: a CoordinatorCore owns all of its state; it keeps
+// no pointers to caller objects. It is not thread-safe: one thread (the
+// runtime's loop thread, or the simulator) calls every method.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+#include "coordinator/records.h"
+
+namespace dtx::coordinator {
+
+// Identifies a client request; chosen by the caller, echoed in Reply.
+using RequestToken = uint64_t;
+// Identifies one outgoing message; chosen by the core, echoed in the reply
+// input so a late reply to an older message is told apart.
+using MessageId = uint64_t;
+// Identifies a forced record; echoed in OnPersisted.
+using PersistTag = uint64_t;
+
+// Mirrors idl/dtx.thrift ErrorCode (same numbers).
+enum class ErrorCode : int {
+  kBadArgument = 1,
+  kUnknownTx = 2,
+  kNotPrimary = 3,
+  kStaleEpoch = 4,
+  kUnavailable = 5,
+  kTimeout = 6,
+  kInternal = 7,
+  kWrongShard = 8,
+};
+
+struct Error {
+  ErrorCode code = ErrorCode::kInternal;
+  std::string message;
+  friend bool operator==(const Error&, const Error&) = default;
+};
+
+struct ReadItem {
+  std::string key;
+  Version version = 0;
+};
+
+struct WriteItem {
+  std::string key;
+  std::optional<std::string> value;  // nullopt: delete the key
+};
+
+struct CommitRequest {
+  TxId txid;
+  std::vector<ReadItem> reads;
+  std::vector<WriteItem> writes;
+  int64_t shard_map_version = 0;
+};
+
+// Mirrors idl/dtx.thrift Outcome / Decision / Vote (same numbers).
+enum class Outcome : int { kCommitted = 1, kAborted = 2, kUnknown = 3 };
+enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
+enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
+
+struct CommitResult {
+  Outcome outcome = Outcome::kUnknown;
+  std::optional<AbortReason> reason;  // with kAborted
+  std::string detail;
+  friend bool operator==(const CommitResult&, const CommitResult&) = default;
+};
+
+struct ShardMap {
+  int64_t version = 0;
+  std::string scheme;                     // "hash"
+  std::vector<std::string> participants;  // host:port, index = shard
+};
+
+// ---- outputs ----------------------------------------------------------------
+
+// A record to append to the WAL. `forced`: the core waits for
+// OnPersisted(tag, lsn) before emitting anything that depends on it. A
+// non-forced record needs no notification (the caller still appends it in
+// order and treats a failure to make it durable as fatal).
+struct PersistRecord {
+  PersistTag tag = 0;
+  RecordType type = RecordType::kEpoch;
+  std::string payload;
+  bool forced = false;
+  TxId txid;  // the record's transaction (DECISION, END); zero for EPOCH
+};
+
+struct PrepareMsg {
+  TxId txid;
+  Epoch epoch = 0;
+  std::vector<ReadItem> reads;
+  std::vector<WriteItem> writes;
+  bool one_phase = false;
+  bool read_only_tx = false;
+  std::string coordinator;  // our address, for QueryDecision
+};
+struct CommitMsg {
+  TxId txid;
+  Epoch epoch = 0;
+  // The first COMMIT of this transaction's phase 2 (failpoint
+  // coordinator.phase2.after_first_commit goes right after sending it).
+  bool first_of_tx = false;
+};
+struct AbortMsg {
+  TxId txid;
+  Epoch epoch = 0;
+};
+
+struct OutMessage {
+  MessageId id = 0;
+  std::string to;        // participant host:port
+  uint64_t timeout_ms = 0;  // give up and report kTimeout after this long
+  std::variant<PrepareMsg, CommitMsg, AbortMsg> body;
+};
+
+// The answer to one request: CommitResult for Commit, Decision for
+// QueryDecision, Error for either.
+struct Reply {
+  RequestToken token = 0;
+  std::variant<CommitResult, Decision, Error> body;
+};
+
+// Everything the caller must do after an input.
+//
+// ORDERING RULE: append `persist` to the WAL in order BEFORE sending `send`
+// and delivering `replies`. Nothing in `send` or `replies` depends on a forced
+// record of the same Ready: the core emits dependants only after
+// OnPersisted(tag), i.e. only once the record is durable. So "a record is
+// durable before any message that depends on it is sent" holds as long as
+// the caller calls OnPersisted only after fdatasync returned 0.
+struct Ready {
+  std::vector<PersistRecord> persist;
+  std::vector<OutMessage> send;
+  std::vector<Reply> replies;
+  // When non-zero: every WAL record with LSN < truncate_before is no longer
+  // needed (the caller may wal::Log::TruncateBefore it, at its own pace).
+  uint64_t truncate_before = 0;
+
+  bool empty() const {
+    return persist.empty() && send.empty() && replies.empty() && truncate_before == 0;
+  }
+};
+
+// ---- inputs from participants ---------------------------------------------------
+
+// How an outgoing call ended.
+enum class RpcStatus {
+  kOk,
+  kUnavailable,  // transport failure: could not send / connection lost
+  kTimeout,      // no reply within the message's timeout
+  kStaleEpoch,   // the participant adopted a newer epoch: a newer coordinator exists
+  kError,        // any other error reply (DtxError)
+};
+
+struct PrepareReply {
+  MessageId msg_id = 0;
+  TxId txid;
+  std::string participant;
+  RpcStatus status = RpcStatus::kOk;
+  std::string error;  // with status != kOk
+  Vote vote = Vote::kNo;
+  std::optional<AbortReason> reason;  // with kNo
+  std::string detail;                 // with kNo
+};
+
+// Reply to a CommitMsg or AbortMsg.
+struct AckReply {
+  MessageId msg_id = 0;
+  TxId txid;
+  std::string participant;
+  RpcStatus status = RpcStatus::kOk;
+  std::string error;
+};
+
+// ---- configuration and observability ---------------------------------------------
+
+struct CoreOptions {
+  std::vector<std::string> participants;  // host:port, index = shard
+  int64_t shard_map_version = 1;
+  std::string self_address;  // sent in PREPARE for QueryDecision
+
+  uint64_t prepare_timeout_ms = 2000;
+  uint64_t commit_timeout_ms = 2000;     // one COMMIT attempt
+  uint64_t abort_timeout_ms = 1000;
+  uint64_t commit_retry_initial_ms = 50;  // phase-2 re-send backoff
+  uint64_t commit_retry_max_ms = 2000;
+
+  // Undecided transactions (preparing or waiting for DECISION to be durable).
+  size_t in_flight_tx_max = 4096;
+  // Decided transactions still delivering COMMIT (bounded so a participant
+  // that stays down turns into "too busy", not unbounded memory).
+  size_t committing_tx_max = 65536;
+  size_t participants_per_tx_max = kDecisionParticipantsMax;
+  // Committed outcomes remembered for idempotency; the WAL is kept back far
+  // enough (truncate_before) that these are exactly the DECISIONs it holds.
+  size_t committed_outcomes_max = 100000;
+  // Aborted and one-phase outcomes remembered (memory only: presumed abort
+  // needs no record of aborts; one-phase commits are recorded by the
+  // participant, not here).
+  size_t other_outcomes_max = 100000;
+  // Re-write EPOCH when it is this many LSNs behind, so truncation can move.
+  uint64_t epoch_rewrite_lsn_gap = 100000;
+};
+
+struct CoreStats {
+  uint64_t commits = 0;           // multi-participant, decided commit
+  uint64_t commits_one_phase = 0;
+  uint64_t commits_read_only = 0;  // every participant voted READ_ONLY
+  uint64_t aborts_conflict = 0;
+  uint64_t aborts_unavailable = 0;
+  uint64_t aborts_timeout = 0;
+  uint64_t aborts_failover = 0;
+  uint64_t outcomes_unknown = 0;  // one-phase without an answer
+  uint64_t commit_resends = 0;
+  uint64_t rejected_busy = 0;
+  uint64_t rejected_bad_argument = 0;
+  uint64_t queries = 0;
+};
+
+// ---- the core ---------------------------------------------------------------
+
+class CoordinatorCore {
+ public:
+  explicit CoordinatorCore(CoreOptions options);
+
+  CoordinatorCore(const CoordinatorCore&) = delete;
+  CoordinatorCore& operator=(const CoordinatorCore&) = delete;
+
+  // Recovery: every WAL record, in LSN order, before Start. Corruption for a
+  // record that does not decode.
+  Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
+  // Ends recovery: on a fresh log writes EPOCH 1 (commits are refused with
+  // UNAVAILABLE until it is durable); re-sends COMMIT for every DECISION
+  // without END. Called once.
+  void Start(uint64_t now_ms);
+
+  // A client's Commit. Replies (now or later) with a CommitResult or Error.
+  void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
+  // A participant's QueryDecision. Replies with a Decision or Error.
+  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid);
+
+  void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
+  void OnCommitReply(uint64_t now_ms, const AckReply& r);
+  void OnAbortReply(uint64_t now_ms, const AckReply& r);
+  // A forced record is durable; `lsn` is its WAL LSN. Unknown tags are ignored.
+  void OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn);
+  // Drives timeouts and re-sends; call periodically (e.g. every 10 ms).
+  void Tick(uint64_t now_ms);
+
+  Ready TakeReady();
+
+  ShardMap shard_map() const;
+  Epoch epoch() const { return epoch_; }
+  bool started() const { return started_; }
+  // A participant reported STALE_EPOCH: a newer coordinator exists; no new
+  // commits are decided here.
+  bool fenced() const { return fenced_; }
+  // Undecided + committing transactions.
+  size_t in_flight() const { return txs_.size(); }
+  size_t committing() const { return committing_count_; }
+  const CoreStats& stats() const { return stats_; }
+
+ private:
+  enum class Phase { kPreparing, kDeciding, kCommitting };
+  enum class PState { kPrepareSent, kYes, kNo, kReadOnly, kFailed, kCommitSent, kBackoff, kAcked };
+
+  struct Part {
+    std::string address;
+    std::vector<ReadItem> reads;
+    std::vector<WriteItem> writes;
+    PState state = PState::kPrepareSent;
+    MessageId msg_id = 0;      // outstanding message
+    uint64_t deadline_ms = 0;  // kCommitSent: give up on this attempt; kBackoff: send again
+    uint64_t backoff_ms = 0;
+  };
+
+  struct Tx {
+    TxId txid;
+    Phase phase = Phase::kPreparing;
+    bool one_phase = false;
+    bool read_only = false;
+    std::vector<Part> parts;        // shard order
+    std::vector<RequestToken> waiters;        // Commit callers
+    std::vector<RequestToken> query_waiters;  // QueryDecision while kDeciding
+    uint64_t deadline_ms = 0;       // kPreparing: the prepare timeout
+    uint64_t timer_ms = 0;          // key in timers_, 0 if none
+    PersistTag decision_tag = 0;
+    uint64_t decision_lsn = 0;      // kCommitting: 0 until durable (recovered: from replay)
+    bool first_commit_sent = false;
+  };
+
+  // nullopt when the request may run.
+  std::optional<Error> Validate(const CommitRequest& req) const;
+  void StartTx(uint64_t now_ms, RequestToken token, CommitRequest req);
+  void Decide(uint64_t now_ms, Tx& tx);
+  void Abort(Tx& tx, AbortReason reason, std::string detail);
+  void FinishOnePhase(Tx& tx, CommitResult result);
+  void EnterCommitting(uint64_t now_ms, Tx& tx);
+  void SendCommit(uint64_t now_ms, Tx& tx, Part& p);
+  void CommitAttemptFailed(uint64_t now_ms, Part& p);
+  // Logs END and forgets tx once every participant acknowledged; true then.
+  bool MaybeEnd(Tx& tx);
+  void Fence();
+  void Forget(const TxId& txid);
+  // Re-arms tx's single timer (0: none).
+  void SetTimer(Tx& tx, uint64_t at_ms);
+  uint64_t NextTimer(const Tx& tx) const;
+
+  void ReplyTo(RequestToken token, std::variant<CommitResult, Decision, Error> body);
+  void ReplyAll(Tx& tx, const CommitResult& result);
+  MessageId Send(std::string to, uint64_t timeout_ms,
+                 std::variant<PrepareMsg, CommitMsg, AbortMsg> body);
+  PersistTag Persist(const Record& r, bool forced, TxId txid);
+
+  void RememberCommitted(const TxId& txid, uint64_t lsn);
+  void RememberOther(const TxId& txid, const CommitResult& result);
+  const CommitResult* FindOutcome(const TxId& txid) const;
+  void UpdateTruncation();
+
+  Tx* FindTx(const TxId& txid);
+  size_t FindPart(const Tx& tx, std::string_view address) const;  // npos if absent
+
+  CoreOptions opts_;
+  bool started_ = false;
+  bool epoch_durable_ = false;
+  bool fenced_ = false;
+  Epoch epoch_ = 0;
+  uint64_t epoch_lsn_ = 0;         // LSN of the durable EPOCH record
+  PersistTag epoch_tag_ = 0;       // pending EPOCH record, 0 if none
+  uint64_t max_lsn_seen_ = 0;      // highest LSN replayed or persisted
+  uint64_t truncate_emitted_ = 0;  // highest truncate_before handed out
+
+  MessageId next_msg_id_ = 1;
+  PersistTag next_tag_ = 1;
+
+  std::map<TxId, Tx> txs_;  // ordered: deterministic iteration
+  size_t committing_count_ = 0;
+  std::set<std::pair<uint64_t, TxId>> timers_;   // (at_ms, txid), one per tx at most
+  std::map<PersistTag, TxId> pending_decisions_;  // DECISION appended, not yet durable
+  std::set<std::pair<uint64_t, TxId>> active_decisions_;  // (DECISION LSN, txid) in phase 2
+
+  // Committed outcomes, oldest first, with their DECISION LSN.
+  std::deque<std::pair<uint64_t, TxId>> committed_fifo_;
+  std::unordered_map<TxId, uint64_t, TxIdHash> committed_;  // txid -> DECISION LSN
+  // Aborted and one-phase outcomes, oldest first.
+  std::deque<TxId> other_fifo_;
+  std::unordered_map<TxId, CommitResult, TxIdHash> other_;
+
+  // Replay: DECISION records without END yet, by txid.
+  std::map<TxId, std::pair<uint64_t, DecisionRecord>> replayed_open_;
+
+  CoreStats stats_;
+  Ready ready_;
+};
+
+}  // namespace dtx::coordinator

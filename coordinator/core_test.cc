@@ -1,0 +1,894 @@
+// Step-by-step tests of the coordinator core. A small harness plays the
+// runtime: it keeps an in-memory WAL (records get LSNs when appended and are
+// "durable" only once the test syncs them), and the tests feed votes, acks,
+// ticks and crashes by hand.
+#include "coordinator/core.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace dtx::coordinator {
+namespace {
+
+const std::vector<std::string> kParticipants = {"127.0.0.1:5000", "127.0.0.1:5001",
+                                                "127.0.0.1:5002"};
+
+CoreOptions Opts(size_t n = 3) {
+  CoreOptions o;
+  o.participants.assign(kParticipants.begin(), kParticipants.begin() + n);
+  o.self_address = "127.0.0.1:4000";
+  return o;
+}
+
+// A key that the "hash" scheme places on `shard` of `n`.
+std::string KeyOn(size_t shard, size_t n = 3, int nth = 0) {
+  for (int i = 0;; ++i) {
+    std::string k = "key" + std::to_string(i);
+    if (ShardHash(k) % n == shard && nth-- == 0) return k;
+  }
+}
+
+CommitRequest Req(TxId txid, std::vector<ReadItem> reads, std::vector<WriteItem> writes) {
+  CommitRequest r;
+  r.txid = txid;
+  r.reads = std::move(reads);
+  r.writes = std::move(writes);
+  r.shard_map_version = 1;
+  return r;
+}
+
+// A write on each of the given shards.
+CommitRequest Writes(TxId txid, std::vector<size_t> shards, size_t n = 3) {
+  std::vector<WriteItem> w;
+  for (size_t s : shards) w.push_back(WriteItem{KeyOn(s, n), std::string("v")});
+  return Req(txid, {}, std::move(w));
+}
+
+struct LogEntry {
+  uint64_t lsn;
+  uint8_t type;
+  std::string payload;
+  PersistTag tag;
+  bool forced;
+  bool durable;
+};
+
+class Harness {
+ public:
+  explicit Harness(CoreOptions o = Opts()) : options_(o), core_(std::make_unique<CoordinatorCore>(o)) {}
+
+  CoordinatorCore& core() { return *core_; }
+
+  // Drains the core's output, appending records to the in-memory log.
+  Ready Drain() {
+    Ready r = core_->TakeReady();
+    for (const PersistRecord& p : r.persist) {
+      log_.push_back(LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag,
+                              p.forced, false});
+    }
+    return r;
+  }
+
+  // Syncs the log: every appended record becomes durable, forced ones are
+  // reported to the core in LSN order. Returns what that produced.
+  Ready Sync() {
+    for (LogEntry& e : log_) {
+      if (e.durable) continue;
+      e.durable = true;
+      if (e.forced) core_->OnPersisted(now, e.tag, e.lsn);
+    }
+    return Drain();
+  }
+
+  void StartFresh() {
+    core_->Start(now);
+    Ready r = Drain();
+    EXPECT_EQ(r.persist.size(), 1u);
+    Sync();
+  }
+
+  // Crash: unsynced records are lost; a new core replays the rest.
+  Status CrashAndRecover() {
+    std::erase_if(log_, [](const LogEntry& e) { return !e.durable; });
+    core_ = std::make_unique<CoordinatorCore>(options_);
+    for (const LogEntry& e : log_) DTX_RETURN_IF_ERROR(core_->Replay(e.lsn, e.type, e.payload));
+    // LSNs are never reused, as in wal::Log (the lost ones were never durable).
+    if (!log_.empty()) next_lsn_ = std::max(next_lsn_, log_.back().lsn + 1);
+    core_->Start(now);
+    return Status::OK();
+  }
+
+  const std::vector<LogEntry>& log() const { return log_; }
+  void TruncateBefore(uint64_t lsn) {
+    std::erase_if(log_, [lsn](const LogEntry& e) { return e.lsn < lsn; });
+  }
+
+  uint64_t now = 1000;
+
+ private:
+  CoreOptions options_;
+  std::unique_ptr<CoordinatorCore> core_;
+  std::vector<LogEntry> log_;
+  uint64_t next_lsn_ = 1;
+};
+
+template <typename T>
+std::vector<std::pair<OutMessage, T>> Msgs(const Ready& r) {
+  std::vector<std::pair<OutMessage, T>> out;
+  for (const OutMessage& m : r.send) {
+    if (const T* t = std::get_if<T>(&m.body)) out.emplace_back(m, *t);
+  }
+  return out;
+}
+
+const CommitResult& ResultFor(const Ready& r, RequestToken token) {
+  for (const Reply& rep : r.replies) {
+    if (rep.token == token) {
+      const CommitResult* c = std::get_if<CommitResult>(&rep.body);
+      EXPECT_NE(c, nullptr) << "reply is not a CommitResult";
+      if (c != nullptr) return *c;
+    }
+  }
+  ADD_FAILURE() << "no reply for token " << token;
+  static CommitResult none;
+  return none;
+}
+
+const Error* ErrorFor(const Ready& r, RequestToken token) {
+  for (const Reply& rep : r.replies) {
+    if (rep.token == token) return std::get_if<Error>(&rep.body);
+  }
+  return nullptr;
+}
+
+std::optional<Decision> DecisionFor(const Ready& r, RequestToken token) {
+  for (const Reply& rep : r.replies) {
+    if (rep.token == token) {
+      if (const Decision* d = std::get_if<Decision>(&rep.body)) return *d;
+    }
+  }
+  return std::nullopt;
+}
+
+PrepareReply Vote_(const OutMessage& m, Vote v, RpcStatus s = RpcStatus::kOk) {
+  PrepareReply r;
+  r.msg_id = m.id;
+  r.txid = std::get<PrepareMsg>(m.body).txid;
+  r.participant = m.to;
+  r.status = s;
+  r.vote = v;
+  if (v == Vote::kNo) {
+    r.reason = AbortReason::kConflict;
+    r.detail = "key 'x' locked";
+  }
+  if (s != RpcStatus::kOk) r.error = "boom";
+  return r;
+}
+
+AckReply Ack(const OutMessage& m, RpcStatus s = RpcStatus::kOk) {
+  AckReply a;
+  a.msg_id = m.id;
+  a.txid = std::holds_alternative<CommitMsg>(m.body) ? std::get<CommitMsg>(m.body).txid
+                                                     : std::get<AbortMsg>(m.body).txid;
+  a.participant = m.to;
+  a.status = s;
+  if (s != RpcStatus::kOk) a.error = "boom";
+  return a;
+}
+
+const TxId kTx1{0xabc, 1};
+const TxId kTx2{0xabc, 2};
+const TxId kTx3{0xabc, 3};
+
+// Runs kTx-style multi-participant tx up to "DECISION durable"; returns the
+// COMMIT messages sent.
+std::vector<std::pair<OutMessage, CommitMsg>> CommitThrough(Harness& h, TxId txid,
+                                                            RequestToken token,
+                                                            std::vector<size_t> shards) {
+  h.core().Commit(h.now, token, Writes(txid, shards));
+  Ready r = h.Drain();
+  for (auto& [m, p] : Msgs<PrepareMsg>(r)) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  Ready after = h.Sync();
+  EXPECT_EQ(ResultFor(after, token).outcome, Outcome::kCommitted);
+  return Msgs<CommitMsg>(after);
+}
+
+// ---- start-up and epoch -------------------------------------------------------------
+
+TEST(CoordinatorCore, FreshLogWritesEpochOneForcedAndRefusesCommitsUntilDurable) {
+  Harness h;
+  h.core().Start(h.now);
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEpoch);
+  EXPECT_TRUE(r.persist[0].forced);
+  EXPECT_EQ(h.core().epoch(), 1);
+
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  r = h.Drain();
+  const Error* e = ErrorFor(r, 1);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kUnavailable);
+  EXPECT_TRUE(r.send.empty());
+
+  h.Sync();
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
+  r = h.Drain();
+  EXPECT_EQ(Msgs<PrepareMsg>(r).size(), 2u);
+  for (auto& [m, p] : Msgs<PrepareMsg>(r)) EXPECT_EQ(p.epoch, 1);
+}
+
+// ---- the multi-participant commit path, step by step ------------------------------
+
+TEST(CoordinatorCore, TwoPhaseCommitEveryStep) {
+  Harness h;
+  h.StartFresh();
+  CommitRequest req = Writes(kTx1, {0, 2});
+  req.reads.push_back(ReadItem{KeyOn(1), 7});
+  h.core().Commit(h.now, 11, req);
+
+  // Step 1: PREPARE to every involved participant, in shard order, in parallel.
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.persist.empty());
+  EXPECT_TRUE(r.replies.empty());
+  auto prepares = Msgs<PrepareMsg>(r);
+  ASSERT_EQ(prepares.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(prepares[i].first.to, kParticipants[i]);
+    EXPECT_EQ(prepares[i].first.timeout_ms, 2000u);
+    EXPECT_FALSE(prepares[i].second.one_phase);
+    EXPECT_FALSE(prepares[i].second.read_only_tx);
+    EXPECT_EQ(prepares[i].second.coordinator, "127.0.0.1:4000");
+    EXPECT_EQ(prepares[i].second.txid, kTx1);
+  }
+  EXPECT_EQ(prepares[1].second.reads.size(), 1u);
+  EXPECT_EQ(prepares[1].second.reads[0].version, 7);
+  EXPECT_TRUE(prepares[1].second.writes.empty());
+  EXPECT_EQ(prepares[0].second.writes.size(), 1u);
+  EXPECT_EQ(h.core().in_flight(), 1u);
+
+  // Step 2: votes. Nothing happens until the last YES.
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes));
+  EXPECT_TRUE(h.Drain().empty());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[2].first, Vote::kYes));
+
+  // Step 3: DECISION forced; no reply and no COMMIT before it is durable.
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kDecision);
+  EXPECT_TRUE(r.persist[0].forced);
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_TRUE(r.replies.empty());
+  Result<Record> rec = DecodeRecord(2, r.persist[0].payload);
+  ASSERT_TRUE(rec.ok());
+  const auto& d = std::get<DecisionRecord>(*rec);
+  EXPECT_EQ(d.txid, kTx1);
+  EXPECT_EQ(d.epoch, 1);
+  EXPECT_EQ(d.participants, kParticipants);
+
+  // The commit point: COMMITTED to the client and COMMIT to every YES voter.
+  r = h.Sync();
+  EXPECT_EQ(ResultFor(r, 11).outcome, Outcome::kCommitted);
+  auto commits = Msgs<CommitMsg>(r);
+  ASSERT_EQ(commits.size(), 3u);
+  EXPECT_TRUE(commits[0].second.first_of_tx);
+  EXPECT_FALSE(commits[1].second.first_of_tx);
+  EXPECT_EQ(commits[0].second.epoch, 1);
+  EXPECT_EQ(h.core().committing(), 1u);
+
+  // Step 4: acks; END (not forced) after the last one, then the tx is forgotten.
+  h.core().OnCommitReply(h.now, Ack(commits[0].first));
+  h.core().OnCommitReply(h.now, Ack(commits[1].first));
+  EXPECT_TRUE(h.Drain().persist.empty());
+  h.core().OnCommitReply(h.now, Ack(commits[2].first));
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
+  EXPECT_FALSE(r.persist[0].forced);
+  EXPECT_EQ(h.core().in_flight(), 0u);
+  EXPECT_EQ(h.core().committing(), 0u);
+  EXPECT_EQ(h.core().stats().commits, 1u);
+
+  // END'ed transactions stay idempotent.
+  h.core().Commit(h.now, 12, Writes(kTx1, {0, 2}));
+  h.core().QueryDecision(h.now, 13, kTx1);
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 12).outcome, Outcome::kCommitted);
+  EXPECT_EQ(DecisionFor(r, 13), Decision::kCommit);
+  EXPECT_TRUE(r.send.empty());
+}
+
+TEST(CoordinatorCore, VoteNoAbortsWithConflictAndReleasesOnlyLockHolders) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1, 2}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kNo));
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.persist.empty()) << "presumed abort logs nothing";
+  const CommitResult& c = ResultFor(r, 1);
+  EXPECT_EQ(c.outcome, Outcome::kAborted);
+  EXPECT_EQ(c.reason, AbortReason::kConflict);
+  EXPECT_NE(c.detail.find("key 'x' locked"), std::string::npos);
+  auto aborts = Msgs<AbortMsg>(r);
+  ASSERT_EQ(aborts.size(), 2u);  // the YES voter and the one that has not voted
+  EXPECT_EQ(aborts[0].first.to, kParticipants[0]);
+  EXPECT_EQ(aborts[1].first.to, kParticipants[2]);
+  EXPECT_EQ(h.core().in_flight(), 0u);
+  // Abort acks (and their failures) need nothing.
+  h.core().OnAbortReply(h.now, Ack(aborts[0].first));
+  h.core().OnAbortReply(h.now, Ack(aborts[1].first, RpcStatus::kUnavailable));
+  EXPECT_TRUE(h.Drain().empty());
+}
+
+TEST(CoordinatorCore, PrepareTimeoutAbortsWithTimeout) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().Tick(h.now + 1999);
+  EXPECT_TRUE(h.Drain().empty());
+  h.core().Tick(h.now + 2000);
+  Ready r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kTimeout);
+  EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);
+  // The vote that arrives afterwards is late and harmless; a late YES gets
+  // the ABORT again (it may have overtaken the PREPARE).
+  h.core().OnPrepareReply(h.now + 2500, Vote_(prepares[1].first, Vote::kYes));
+  r = h.Drain();
+  EXPECT_TRUE(r.replies.empty());
+  EXPECT_TRUE(r.persist.empty());
+  ASSERT_EQ(Msgs<AbortMsg>(r).size(), 1u);
+  EXPECT_EQ(Msgs<AbortMsg>(r)[0].first.to, kParticipants[1]);
+}
+
+TEST(CoordinatorCore, TransportFailureAbortsWithParticipantUnavailable) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, RpcStatus::kUnavailable));
+  Ready r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kParticipantUnavailable);
+  EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);  // the failed one may have prepared
+}
+
+TEST(CoordinatorCore, RpcTimeoutAndErrorRepliesAbort) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kTimeout));
+  EXPECT_EQ(ResultFor(h.Drain(), 1).reason, AbortReason::kTimeout);
+
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kError));
+  EXPECT_EQ(ResultFor(h.Drain(), 2).reason, AbortReason::kParticipantUnavailable);
+}
+
+TEST(CoordinatorCore, DuplicateAndStaleVotesAreIgnored) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));  // duplicate
+  EXPECT_TRUE(h.Drain().empty());
+  PrepareReply stale = Vote_(prepares[1].first, Vote::kNo);
+  stale.msg_id = 999;  // a reply to some other message
+  h.core().OnPrepareReply(h.now, stale);
+  PrepareReply stranger = Vote_(prepares[1].first, Vote::kNo);
+  stranger.participant = "127.0.0.1:9";  // not in this transaction
+  h.core().OnPrepareReply(h.now, stranger);
+  PrepareReply unknown = Vote_(prepares[1].first, Vote::kYes);
+  unknown.txid = TxId{77, 77};  // no such transaction
+  h.core().OnPrepareReply(h.now, unknown);
+  EXPECT_TRUE(h.Drain().empty());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes));
+  Ready r = h.Drain();
+  EXPECT_EQ(r.persist.size(), 1u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes));  // late duplicate
+  EXPECT_TRUE(h.Drain().empty());
+}
+
+TEST(CoordinatorCore, DuplicateLateAndUnknownAcksAreHarmless) {
+  Harness h;
+  h.StartFresh();
+  auto commits = CommitThrough(h, kTx1, 1, {0, 1});
+  ASSERT_EQ(commits.size(), 2u);
+  h.core().OnCommitReply(h.now, Ack(commits[0].first));
+  h.core().OnCommitReply(h.now, Ack(commits[0].first));  // duplicate
+  AckReply stranger = Ack(commits[1].first);
+  stranger.participant = "127.0.0.1:9";
+  h.core().OnCommitReply(h.now, stranger);
+  AckReply unknown = Ack(commits[1].first);
+  unknown.txid = TxId{5, 5};
+  h.core().OnCommitReply(h.now, unknown);
+  EXPECT_TRUE(h.Drain().empty());
+  h.core().OnCommitReply(h.now, Ack(commits[1].first));
+  EXPECT_EQ(h.Drain().persist.size(), 1u);  // END
+  h.core().OnCommitReply(h.now, Ack(commits[1].first));  // after END
+  h.core().OnCommitReply(h.now, Ack(commits[0].first, RpcStatus::kUnavailable));
+  EXPECT_TRUE(h.Drain().empty());
+}
+
+TEST(CoordinatorCore, Phase2ResendsCommitWithBackoffUntilAcked) {
+  Harness h;
+  h.StartFresh();
+  auto commits = CommitThrough(h, kTx1, 1, {0, 1});
+  h.core().OnCommitReply(h.now, Ack(commits[0].first));
+  OutMessage last = commits[1].first;
+  uint64_t t = h.now;
+  // Failed attempts: re-sent after 50, 100, 200, ... ms, capped at 2000.
+  std::vector<uint64_t> expected = {50, 100, 200, 400, 800, 1600, 2000, 2000};
+  for (uint64_t wait : expected) {
+    h.core().OnCommitReply(t, Ack(last, RpcStatus::kUnavailable));
+    h.core().Tick(t + wait - 1);
+    EXPECT_TRUE(h.Drain().send.empty()) << "re-sent before " << wait << " ms";
+    h.core().Tick(t + wait);
+    auto again = Msgs<CommitMsg>(h.Drain());
+    ASSERT_EQ(again.size(), 1u) << "not re-sent after " << wait << " ms";
+    EXPECT_EQ(again[0].first.to, kParticipants[1]);
+    EXPECT_FALSE(again[0].second.first_of_tx);
+    last = again[0].first;
+    t += wait;
+  }
+  // A lost message (no reply at all) counts as failed once its timeout passes.
+  h.core().Tick(t + 2000);
+  EXPECT_TRUE(h.Drain().send.empty());
+  h.core().Tick(t + 2000 + 2000);
+  auto again = Msgs<CommitMsg>(h.Drain());
+  ASSERT_EQ(again.size(), 1u);
+  // A late ack of an older attempt still counts: COMMIT is idempotent.
+  h.core().OnCommitReply(t, Ack(commits[1].first));
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
+  EXPECT_GE(h.core().stats().commit_resends, expected.size());
+}
+
+// ---- idempotency by txid --------------------------------------------------------------
+
+TEST(CoordinatorCore, RepeatedCommitJoinsTheRunningTransaction) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));  // while preparing
+  EXPECT_TRUE(h.Drain().empty()) << "no second 2PC run";
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  h.core().Commit(h.now, 3, Writes(kTx1, {0, 1}));  // while the DECISION syncs
+  EXPECT_TRUE(h.Drain().empty());
+  Ready r = h.Sync();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kCommitted);
+  h.core().Commit(h.now, 4, Writes(kTx1, {0, 1}));  // in phase 2
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kCommitted);
+  EXPECT_TRUE(r.send.empty());
+}
+
+TEST(CoordinatorCore, RepeatedCommitAfterAbortReturnsTheRecordedOutcome) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  Ready r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kConflict);
+  EXPECT_EQ(ResultFor(r, 2).reason, AbortReason::kConflict);
+  h.core().Commit(h.now, 3, Writes(kTx1, {0, 1}));
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(r, 3).reason, AbortReason::kConflict);
+  EXPECT_TRUE(r.send.empty()) << "no new 2PC run";
+}
+
+// ---- QueryDecision in every state -------------------------------------------------------
+
+TEST(CoordinatorCore, QueryDecisionInEveryState) {
+  Harness h;
+  h.StartFresh();
+  // Unknown txid: presumed abort.
+  h.core().QueryDecision(h.now, 100, TxId{9, 9});
+  EXPECT_EQ(DecisionFor(h.Drain(), 100), Decision::kAbort);
+
+  // Preparing: aborted on the spot, the client hears ABORTED.
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().QueryDecision(h.now, 101, kTx1);
+  Ready r = h.Drain();
+  EXPECT_EQ(DecisionFor(r, 101), Decision::kAbort);
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kAborted);
+  EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);
+  // ... and stays aborted: a YES arriving now decides nothing.
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  EXPECT_TRUE(h.Drain().persist.empty());
+  h.core().QueryDecision(h.now, 102, kTx1);
+  EXPECT_EQ(DecisionFor(h.Drain(), 102), Decision::kAbort);
+
+  // Deciding (DECISION appended, not durable): answered COMMIT once durable.
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  h.core().QueryDecision(h.now, 103, kTx2);
+  EXPECT_TRUE(h.Drain().replies.empty());
+  r = h.Sync();
+  EXPECT_EQ(DecisionFor(r, 103), Decision::kCommit);
+  auto commits = Msgs<CommitMsg>(r);
+
+  // Committing: COMMIT.
+  h.core().QueryDecision(h.now, 104, kTx2);
+  EXPECT_EQ(DecisionFor(h.Drain(), 104), Decision::kCommit);
+  // Ended: COMMIT.
+  for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+  h.Drain();
+  h.core().QueryDecision(h.now, 105, kTx2);
+  EXPECT_EQ(DecisionFor(h.Drain(), 105), Decision::kCommit);
+
+  // One-phase in progress: only the participant knows.
+  h.core().Commit(h.now, 3, Writes(kTx3, {2}));
+  h.Drain();
+  h.core().QueryDecision(h.now, 106, kTx3);
+  EXPECT_EQ(DecisionFor(h.Drain(), 106), Decision::kUnknown);
+  EXPECT_EQ(h.core().in_flight(), 1u);
+}
+
+// ---- read-only and one-phase -----------------------------------------------------------
+
+TEST(CoordinatorCore, ReadOnlyTransactionNeedsNoLogAndNoPhase2) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Req(kTx1, {{KeyOn(0), 3}, {KeyOn(1), 4}}, {}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  for (auto& [m, p] : prepares) {
+    EXPECT_TRUE(p.read_only_tx);
+    EXPECT_FALSE(p.one_phase);
+  }
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kReadOnly));
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.persist.empty());
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
+  EXPECT_EQ(h.core().stats().commits_read_only, 1u);
+}
+
+TEST(CoordinatorCore, ReadOnlyVotersAreLeftOutOfPhase2) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Req(kTx1, {{KeyOn(0), 3}, {KeyOn(1), 4}}, {}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kReadOnly));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes));
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  auto rec = DecodeRecord(2, r.persist[0].payload);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(std::get<DecisionRecord>(*rec).participants,
+            std::vector<std::string>{kParticipants[1]});
+  r = h.Sync();
+  ASSERT_EQ(Msgs<CommitMsg>(r).size(), 1u);
+  EXPECT_EQ(Msgs<CommitMsg>(r)[0].first.to, kParticipants[1]);
+}
+
+TEST(CoordinatorCore, OnePhaseCommitLogsNothingHere) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Req(kTx1, {{KeyOn(1, 3, 1), 2}}, {{KeyOn(1), std::string("v")}}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  EXPECT_TRUE(prepares[0].second.one_phase);
+  EXPECT_EQ(prepares[0].first.to, kParticipants[1]);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.persist.empty());
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
+  h.core().Commit(h.now, 2, Writes(kTx1, {1}));
+  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kCommitted);
+  h.core().QueryDecision(h.now, 3, kTx1);
+  EXPECT_EQ(DecisionFor(h.Drain(), 3), Decision::kCommit);
+}
+
+TEST(CoordinatorCore, OnePhaseNoIsAbortedAndSilenceIsUnknown) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  Ready r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kConflict);
+  EXPECT_TRUE(Msgs<AbortMsg>(r).empty()) << "a one-phase NO holds no locks";
+
+  // No answer: the participant may have committed, so the outcome is UNKNOWN
+  // and not remembered: a retry with the same txid asks the participant again.
+  h.core().Commit(h.now, 2, Writes(kTx2, {0}));
+  h.Drain();
+  h.core().Tick(h.now + 2000);
+  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kUnknown);
+  h.core().Commit(h.now, 3, Writes(kTx2, {0}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kUnavailable));
+  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kUnknown);
+}
+
+// ---- validation and limits ---------------------------------------------------------------
+
+TEST(CoordinatorCore, BadRequestsGetClearErrors) {
+  Harness h;
+  h.StartFresh();
+  auto expect_error = [&](CommitRequest req, ErrorCode code, std::string_view needle) {
+    static RequestToken token = 1000;
+    ++token;
+    h.core().Commit(h.now, token, std::move(req));
+    Ready r = h.Drain();
+    const Error* e = ErrorFor(r, token);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(e->code, code);
+    EXPECT_NE(e->message.find(needle), std::string::npos) << e->message;
+    EXPECT_TRUE(r.send.empty());
+  };
+  expect_error(Req(kTx1, {}, {{"", std::string("v")}}), ErrorCode::kBadArgument, "empty");
+  expect_error(Req(kTx1, {{"", 1}}, {}), ErrorCode::kBadArgument, "empty");
+  expect_error(Req(kTx1, {}, {{std::string(kKeyBytesMax + 1, 'k'), std::string("v")}}),
+               ErrorCode::kBadArgument, "key of");
+  expect_error(Req(kTx1, {}, {{"k", std::string(kValueBytesMax + 1, 'v')}}),
+               ErrorCode::kBadArgument, "value of");
+  expect_error(Req(kTx1, {}, {{"k", std::string("a")}, {"k", std::nullopt}}),
+               ErrorCode::kBadArgument, "written twice");
+  expect_error(Req(kTx1, {{"k", -1}}, {}), ErrorCode::kBadArgument, "negative");
+  std::vector<WriteItem> many;
+  for (size_t i = 0; i <= kTxKeysMax; ++i) many.push_back({"k" + std::to_string(i), std::nullopt});
+  expect_error(Req(kTx1, {}, many), ErrorCode::kBadArgument, "keys");
+  std::vector<WriteItem> big;
+  for (int i = 0; i < 5; ++i) big.push_back({"k" + std::to_string(i), std::string(kValueBytesMax, 'v')});
+  expect_error(Req(kTx1, {}, big), ErrorCode::kBadArgument, "bytes");
+  CommitRequest wrong = Writes(kTx1, {0});
+  wrong.shard_map_version = 2;
+  expect_error(wrong, ErrorCode::kWrongShard, "shard map version");
+  EXPECT_EQ(h.core().in_flight(), 0u);
+
+  Harness empty(Opts(0));
+  empty.StartFresh();
+  empty.core().Commit(empty.now, 1, Req(kTx1, {}, {{"k", std::string("v")}}));
+  Ready er = empty.Drain();
+  const Error* e = ErrorFor(er, 1);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kUnavailable);
+  EXPECT_EQ(empty.core().shard_map().participants.size(), 0u);
+}
+
+TEST(CoordinatorCore, InFlightLimitRefusesWithTooBusy) {
+  CoreOptions o = Opts();
+  o.in_flight_tx_max = 2;
+  Harness h(o);
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
+  h.core().Commit(h.now, 3, Writes(kTx3, {0, 1}));
+  Ready r = h.Drain();
+  const Error* e = ErrorFor(r, 3);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kUnavailable);
+  EXPECT_NE(e->message.find("too busy"), std::string::npos);
+  EXPECT_EQ(Msgs<PrepareMsg>(r).size(), 4u);
+  EXPECT_EQ(h.core().stats().rejected_busy, 1u);
+}
+
+TEST(CoordinatorCore, TooManyParticipantsIsRefused) {
+  CoreOptions o = Opts();
+  o.participants_per_tx_max = 2;
+  Harness h(o);
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1, 2}));
+  Ready r = h.Drain();
+  const Error* e = ErrorFor(r, 1);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+}
+
+// ---- epochs and fencing ----------------------------------------------------------------
+
+TEST(CoordinatorCore, StaleEpochFencesTheCoordinator) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 2}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kStaleEpoch));
+  Ready r = h.Drain();
+  EXPECT_TRUE(h.core().fenced());
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kCoordinatorFailover);
+  EXPECT_EQ(ResultFor(r, 2).reason, AbortReason::kCoordinatorFailover);
+  EXPECT_TRUE(r.persist.empty());
+  h.core().Commit(h.now, 3, Writes(kTx3, {0, 1}));
+  h.core().QueryDecision(h.now, 4, TxId{8, 8});
+  r = h.Drain();
+  ASSERT_NE(ErrorFor(r, 3), nullptr);
+  EXPECT_EQ(ErrorFor(r, 3)->code, ErrorCode::kNotPrimary);
+  EXPECT_EQ(DecisionFor(r, 4), Decision::kUnknown);
+  // Known outcomes are still answered.
+  h.core().Commit(h.now, 5, Writes(kTx1, {0, 1}));
+  EXPECT_EQ(ResultFor(h.Drain(), 5).reason, AbortReason::kCoordinatorFailover);
+}
+
+// ---- recovery ------------------------------------------------------------------------------
+
+TEST(CoordinatorCore, RecoveryResendsCommitForDecisionWithoutEnd) {
+  Harness h;
+  h.StartFresh();
+  auto c1 = CommitThrough(h, kTx1, 1, {0, 1});  // stays without END
+  auto c2 = CommitThrough(h, kTx2, 2, {1, 2});
+  for (auto& [m, c] : c2) h.core().OnCommitReply(h.now, Ack(m));
+  h.Drain();
+  h.Sync();  // END of kTx2 durable
+
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.persist.empty()) << "the epoch is in the log already";
+  EXPECT_EQ(h.core().epoch(), 1);
+  auto commits = Msgs<CommitMsg>(r);
+  ASSERT_EQ(commits.size(), 2u);
+  EXPECT_EQ(commits[0].second.txid, kTx1);
+  EXPECT_FALSE(commits[0].second.first_of_tx);
+  EXPECT_EQ(commits[0].first.to, kParticipants[0]);
+  EXPECT_EQ(commits[1].first.to, kParticipants[1]);
+
+  // Both outcomes are known after the restart.
+  h.core().Commit(h.now, 10, Writes(kTx1, {0, 1}));
+  h.core().Commit(h.now, 11, Writes(kTx2, {1, 2}));
+  h.core().QueryDecision(h.now, 12, kTx2);
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 10).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(r, 11).outcome, Outcome::kCommitted);
+  EXPECT_EQ(DecisionFor(r, 12), Decision::kCommit);
+  EXPECT_TRUE(r.send.empty());
+
+  // The re-driven transaction ends normally.
+  for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
+}
+
+TEST(CoordinatorCore, CrashBeforeDecisionIsDurableMeansAbort) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  for (auto& [m, p] : Msgs<PrepareMsg>(h.Drain())) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  EXPECT_EQ(h.Drain().persist.size(), 1u);  // DECISION appended, never synced
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  EXPECT_TRUE(h.Drain().send.empty());
+  h.core().QueryDecision(h.now, 2, kTx1);
+  EXPECT_EQ(DecisionFor(h.Drain(), 2), Decision::kAbort);
+}
+
+TEST(CoordinatorCore, CrashAfterEndLostOnlyResendsCommit) {
+  Harness h;
+  h.StartFresh();
+  auto commits = CommitThrough(h, kTx1, 1, {0, 2});
+  for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+  EXPECT_EQ(h.Drain().persist.size(), 1u);  // END, not synced: lost in the crash
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  auto again = Msgs<CommitMsg>(h.Drain());
+  EXPECT_EQ(again.size(), 2u);
+}
+
+TEST(CoordinatorCore, CorruptRecordStopsReplay) {
+  CoordinatorCore core(Opts());
+  EXPECT_TRUE(core.Replay(1, 1, EncodePayload(EpochRecord{2})).ok());
+  Status s = core.Replay(2, 2, "short");
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("LSN 2"), std::string::npos);
+  EXPECT_TRUE(core.Replay(3, 1, EncodePayload(EpochRecord{1})).IsCorruption())
+      << "the epoch never goes back";
+}
+
+TEST(CoordinatorCore, RecoveredEpochIsStampedOnEveryMessage) {
+  CoordinatorCore core(Opts());
+  ASSERT_TRUE(core.Replay(1, 1, EncodePayload(EpochRecord{1})).ok());
+  ASSERT_TRUE(core.Replay(2, 1, EncodePayload(EpochRecord{4})).ok());
+  core.Start(5);
+  EXPECT_TRUE(core.TakeReady().persist.empty());
+  EXPECT_EQ(core.epoch(), 4);
+  core.Commit(5, 1, Writes(kTx1, {0, 1}));
+  Ready r = core.TakeReady();
+  for (auto& [m, p] : Msgs<PrepareMsg>(r)) EXPECT_EQ(p.epoch, 4);
+}
+
+// ---- log retention ------------------------------------------------------------------------
+
+TEST(CoordinatorCore, TruncationKeepsUnendedDecisionsRememberedCommitsAndTheEpoch) {
+  CoreOptions o = Opts();
+  o.committed_outcomes_max = 2;
+  o.epoch_rewrite_lsn_gap = 3;
+  Harness h(o);
+  h.StartFresh();  // EPOCH at LSN 1
+  // kTx1: DECISION at LSN 2, never acknowledged: it pins the log.
+  CommitThrough(h, kTx1, 1, {0, 1});
+  uint64_t truncate = 0;
+  for (uint64_t i = 10; i < 20; ++i) {  // DECISION at 3, 5, ..., 21; END at 4, ..., 22
+    auto commits = CommitThrough(h, TxId{1, i}, i, {1, 2});
+    for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+    truncate = std::max(truncate, h.Drain().truncate_before);
+    truncate = std::max(truncate, h.Sync().truncate_before);
+  }
+  EXPECT_LE(truncate, 2u) << "kTx1's DECISION (LSN 2) is still needed";
+
+  // After a restart kTx1 is re-driven; once it ends, only the two remembered
+  // commits (DECISIONs at 19 and 21) and the EPOCH are needed. The EPOCH is
+  // re-written so the cut can pass the old one.
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  for (auto& [m, c] : Msgs<CommitMsg>(h.Drain())) h.core().OnCommitReply(h.now, Ack(m));
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 2u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
+  EXPECT_EQ(r.persist[1].type, RecordType::kEpoch);
+  EXPECT_TRUE(r.persist[1].forced);
+  EXPECT_EQ(r.truncate_before, 0u) << "not before the new EPOCH is durable";
+  r = h.Sync();
+  EXPECT_EQ(r.truncate_before, 19u);
+
+  h.TruncateBefore(r.truncate_before);
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  r = h.Drain();
+  EXPECT_TRUE(r.persist.empty()) << "the EPOCH survived the cut";
+  EXPECT_TRUE(r.send.empty()) << "nothing left to re-drive";
+  EXPECT_EQ(h.core().epoch(), 1);
+  h.core().Commit(h.now, 98, Writes(TxId{1, 18}, {1, 2}));
+  h.core().Commit(h.now, 99, Writes(TxId{1, 19}, {1, 2}));
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 98).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(r, 99).outcome, Outcome::kCommitted);
+}
+
+// ---- determinism ---------------------------------------------------------------------------
+
+std::string Trace(Harness& h) {
+  std::string out;
+  auto dump = [&](const Ready& r) {
+    for (const PersistRecord& p : r.persist) out += "P" + std::to_string(static_cast<int>(p.type)) + p.payload;
+    for (const OutMessage& m : r.send) out += "S" + std::to_string(m.id) + m.to + std::to_string(m.body.index());
+    for (const Reply& rep : r.replies) out += "R" + std::to_string(rep.token) + std::to_string(rep.body.index());
+  };
+  h.core().Start(h.now);
+  dump(h.Drain());
+  dump(h.Sync());
+  for (uint64_t i = 1; i <= 20; ++i) {
+    h.core().Commit(h.now, i, Writes(TxId{3, i}, {i % 3, (i + 1) % 3}));
+  }
+  Ready r = h.Drain();
+  dump(r);
+  int n = 0;
+  for (auto& [m, p] : Msgs<PrepareMsg>(r)) {
+    h.core().OnPrepareReply(h.now, Vote_(m, ++n % 7 == 0 ? Vote::kNo : Vote::kYes));
+  }
+  dump(h.Drain());
+  dump(h.Sync());
+  h.core().Tick(h.now + 5000);
+  dump(h.Drain());
+  return out;
+}
+
+TEST(CoordinatorCore, SameInputsGiveSameOutputs) {
+  Harness a, b;
+  std::string ta = Trace(a), tb = Trace(b);
+  EXPECT_FALSE(ta.empty());
+  EXPECT_EQ(ta, tb);
+}
+
+}  // namespace
+}  // namespace dtx::coordinator

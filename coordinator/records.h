@@ -1,0 +1,68 @@
+// Coordinator decision-log records: a pure codec (no I/O).
+//
+// Format and grammar: coordinator/log_format.md. Each record is a WAL record
+// whose type byte is a RecordType below (0 is reserved by the WAL) and whose
+// payload is the encoding described there. Decoding never trusts a length:
+// every read is bounds-checked and every failure is Status::Corruption.
+//
+// Thread-safety: free functions on values; safe from any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+
+namespace dtx::coordinator {
+
+enum class RecordType : uint8_t {
+  kEpoch = 1,
+  kDecision = 2,
+  kEnd = 3,
+};
+static_assert(static_cast<uint8_t>(RecordType::kEpoch) == 1, "log_format.md: EPOCH is type 1");
+static_assert(static_cast<uint8_t>(RecordType::kDecision) == 2, "log_format.md: DECISION is type 2");
+static_assert(static_cast<uint8_t>(RecordType::kEnd) == 3, "log_format.md: END is type 3");
+
+// Largest number of participants one DECISION may name; also the largest
+// number of participants one transaction may touch.
+inline constexpr uint32_t kDecisionParticipantsMax = 256;
+// Largest participant address ("host:port") a DECISION may carry.
+inline constexpr uint32_t kParticipantAddressBytesMax = 256;
+
+struct EpochRecord {
+  Epoch epoch = 0;
+  friend bool operator==(const EpochRecord&, const EpochRecord&) = default;
+};
+
+struct DecisionRecord {
+  TxId txid;
+  Epoch epoch = 0;
+  bool commit = true;  // the coordinator only ever writes commit decisions
+  std::vector<std::string> participants;  // host:port, shard order
+  friend bool operator==(const DecisionRecord&, const DecisionRecord&) = default;
+};
+
+struct EndRecord {
+  TxId txid;
+  friend bool operator==(const EndRecord&, const EndRecord&) = default;
+};
+
+using Record = std::variant<EpochRecord, DecisionRecord, EndRecord>;
+
+// The WAL type byte for a record.
+RecordType TypeOf(const Record& r);
+
+// Encodes the payload of `r`. DTX_CHECKs the limits above (a record that
+// breaks them is a programmer error: the core validates before it logs).
+std::string EncodePayload(const Record& r);
+
+// Decodes a payload read back from the WAL. Corruption for an unknown type,
+// a short or over-long payload, or a field past its limit.
+Result<Record> DecodeRecord(uint8_t type, std::string_view payload);
+
+}  // namespace dtx::coordinator

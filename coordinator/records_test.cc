@@ -1,0 +1,91 @@
+#include "coordinator/records.h"
+
+#include <gtest/gtest.h>
+
+namespace dtx::coordinator {
+namespace {
+
+Record RoundTrip(const Record& r) {
+  std::string payload = EncodePayload(r);
+  Result<Record> back = DecodeRecord(static_cast<uint8_t>(TypeOf(r)), payload);
+  EXPECT_TRUE(back.ok()) << back.status().ToString();
+  return back.ok() ? *back : Record(EpochRecord{});
+}
+
+DecisionRecord SampleDecision() {
+  DecisionRecord d;
+  d.txid = TxId{0x0102030405060708ull, 0xa1a2a3a4a5a6a7a8ull};
+  d.epoch = 7;
+  d.participants = {"127.0.0.1:4001", "127.0.0.1:4002"};
+  return d;
+}
+
+TEST(CoordinatorRecords, EveryRecordRoundTrips) {
+  EXPECT_EQ(RoundTrip(EpochRecord{42}), Record(EpochRecord{42}));
+  EXPECT_EQ(RoundTrip(SampleDecision()), Record(SampleDecision()));
+  EXPECT_EQ(RoundTrip(EndRecord{TxId{1, 2}}), Record(EndRecord{TxId{1, 2}}));
+}
+
+TEST(CoordinatorRecords, EncodingIsLittleEndianAsSpecified) {
+  std::string p = EncodePayload(EpochRecord{0x0102});
+  ASSERT_EQ(p.size(), 8u);
+  EXPECT_EQ(static_cast<uint8_t>(p[0]), 0x02);
+  EXPECT_EQ(static_cast<uint8_t>(p[1]), 0x01);
+  std::string d = EncodePayload(SampleDecision());
+  // txid(16) epoch(8) decision(1) count(4) 2 x (4 + 14)
+  EXPECT_EQ(d.size(), 16u + 8 + 1 + 4 + 2 * (4 + 14));
+  EXPECT_EQ(static_cast<uint8_t>(d[0]), 0x08);  // hi, least significant byte first
+  EXPECT_EQ(static_cast<uint8_t>(d[24]), 1);     // decision = commit
+}
+
+TEST(CoordinatorRecords, EveryTruncationOfAPayloadIsCorruption) {
+  for (const Record& r : {Record(EpochRecord{3}), Record(SampleDecision()),
+                          Record(EndRecord{TxId{5, 6}})}) {
+    std::string p = EncodePayload(r);
+    for (size_t n = 0; n < p.size(); ++n) {
+      Result<Record> back = DecodeRecord(static_cast<uint8_t>(TypeOf(r)), p.substr(0, n));
+      EXPECT_TRUE(back.status().IsCorruption()) << "prefix " << n;
+    }
+  }
+}
+
+TEST(CoordinatorRecords, TrailingBytesAreCorruption) {
+  std::string p = EncodePayload(EndRecord{TxId{1, 1}}) + "x";
+  EXPECT_TRUE(DecodeRecord(3, p).status().IsCorruption());
+}
+
+TEST(CoordinatorRecords, UnknownTypeIsCorruption) {
+  EXPECT_TRUE(DecodeRecord(0, "").status().IsCorruption());
+  EXPECT_TRUE(DecodeRecord(99, "abc").status().IsCorruption());
+}
+
+TEST(CoordinatorRecords, HugeLengthsAreRejectedWithoutAllocating) {
+  std::string p = EncodePayload(SampleDecision());
+  // participant count (offset 25) = 0xffffffff
+  std::string bad_count = p;
+  for (int i = 0; i < 4; ++i) bad_count[25 + i] = static_cast<char>(0xff);
+  EXPECT_TRUE(DecodeRecord(2, bad_count).status().IsCorruption());
+  // first address length (offset 29) = 0x7fffffff
+  std::string bad_len = p;
+  bad_len[29] = static_cast<char>(0xff);
+  bad_len[30] = static_cast<char>(0xff);
+  bad_len[31] = static_cast<char>(0xff);
+  bad_len[32] = static_cast<char>(0x7f);
+  EXPECT_TRUE(DecodeRecord(2, bad_len).status().IsCorruption());
+  // an address length within the limit but past the payload's end
+  std::string past_end = p;
+  past_end[29] = static_cast<char>(200);
+  EXPECT_TRUE(DecodeRecord(2, past_end).status().IsCorruption());
+}
+
+TEST(CoordinatorRecords, UnknownDecisionValueAndBadEpochAreCorruption) {
+  std::string p = EncodePayload(SampleDecision());
+  p[24] = 0;
+  EXPECT_TRUE(DecodeRecord(2, p).status().IsCorruption());
+  EXPECT_TRUE(DecodeRecord(1, EncodePayload(EpochRecord{1})).ok());
+  std::string zero(8, '\0');
+  EXPECT_TRUE(DecodeRecord(1, zero).status().IsCorruption());
+}
+
+}  // namespace
+}  // namespace dtx::coordinator
