@@ -370,7 +370,7 @@ TEST_F(RpcTest, ServerStopsReadingPastPerConnectionInFlightLimit) {
   EXPECT_EQ(handler_->reads, 10);
 }
 
-TEST_F(RpcTest, CompletionAfterConnectionClosedIsDropped) {
+TEST_F(RpcTest, ClientGoneWithRequestInFlightIsAnsweredThenClosed) {
   StartServer();
   {
     ParticipantStub stub(&loop_, Address());
@@ -380,9 +380,29 @@ TEST_F(RpcTest, CompletionAfterConnectionClosedIsDropped) {
     stub.channel()->Close();
     EXPECT_TRUE(done);  // Close() fails pending calls synchronously
   }
+  RunFor(loop_, 20);
+  // The server treats EOF as a half-close: it keeps the connection until the
+  // handler answers, then closes it.
+  EXPECT_EQ(server_->connection_count(), 1u);
+  handler_->ReleaseReverse();
   ASSERT_TRUE(RunUntil(loop_, [&] { return server_->connection_count() == 0; }));
-  handler_->ReleaseReverse();  // must not crash
+}
+
+TEST_F(RpcTest, CompletionAfterServerClosedIsDropped) {
+  StartServer();
+  ParticipantStub stub(&loop_, Address());
+  Status s = Status::OK();
+  bool done = false;
+  stub.Read("hold:1", 5000, [&](const Status& st, const rpc::ReadResult&) {
+    s = st;
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == 1; }));
+  server_->Close();
+  handler_->ReleaseReverse();  // must not crash or write anywhere
   EXPECT_EQ(server_->stats().replies_dropped, 1u);
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
 }
 
 TEST_F(RpcTest, ConnectionLimitRejectsExtraConnections) {
