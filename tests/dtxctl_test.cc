@@ -1,0 +1,257 @@
+// dtxctl and its supervisor against stand-in nodes (dtx_fake_node symlinked
+// as dtx-participant / dtx-coordinator): cluster up/down, status, kill and
+// restart by the supervisor, failpoint, in-doubt, usage errors, and clean-up
+// after failures.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/harness.h"
+#include "tools/cluster_config.h"
+
+namespace dtx::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return cond();
+}
+
+class DtxctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* name : {"dtx-participant", "dtx-coordinator"}) {
+      std::filesystem::create_symlink(DTX_FAKE_NODE_PATH, bin_.path() + "/" + name);
+    }
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << cluster_.LogTails(15);
+    cluster_.Down();
+  }
+  LocalCluster::Options FakeOptions(int participants) {
+    LocalCluster::Options o;
+    o.participants = participants;
+    o.bin_dir = bin_.path();
+    o.up_timeout_s = 10;
+    return o;
+  }
+  std::vector<pid_t> AllNodePids() {
+    std::vector<pid_t> out;
+    for (const auto& n : cluster_.config().nodes()) out.push_back(cluster_.NodePid(n.name));
+    return out;
+  }
+
+  TempDir bin_{"dtx-fake-bin"};
+  LocalCluster cluster_;
+};
+
+TEST_F(DtxctlTest, BadUsageExitsTwoWithAMessage) {
+  std::string d = DtxctlPath();
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {d},
+           {d, "frobnicate"},
+           {d, "cluster"},
+           {d, "cluster", "sideways"},
+           {d, "cluster", "up", "--dir", "/tmp/x"},
+           {d, "cluster", "up", "--participants", "0"},
+           {d, "cluster", "up", "--participants", "three"},
+           {d, "status", "--no-such-flag"},
+           {d, "kill"},
+           {d, "failpoint", "participant-0", "wal.before_sync"},
+           {d, "status", "extra-positional"},
+       }) {
+    CommandResult r = RunCommand(argv, 10000);
+    std::string joined;
+    for (const auto& a : argv) joined += a + " ";
+    EXPECT_EQ(r.exit_code, 2) << joined << r.Describe();
+    EXPECT_NE(r.err.find("dtxctl: "), std::string::npos) << joined << r.Describe();
+  }
+  CommandResult help = RunCommand({d, "--help"}, 10000);
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("cluster up"), std::string::npos);
+}
+
+TEST_F(DtxctlTest, UpStartsEveryNodeAndDownStopsThemAll) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(3)).ok());
+  ASSERT_EQ(cluster_.config().nodes().size(), 4u);
+  EXPECT_EQ(cluster_.config().participants().size(), 3u);
+  auto sup = tools::ReadPidFile(cluster_.dir() + "/supervisor.pid");
+  ASSERT_TRUE(sup.ok());
+  EXPECT_TRUE(tools::ProcessAlive(*sup));
+  std::vector<pid_t> pids = AllNodePids();
+  for (size_t i = 0; i < pids.size(); ++i) {
+    const auto& name = cluster_.config().nodes()[i].name;
+    EXPECT_TRUE(tools::IsNodeProcess(pids[i], name)) << name;
+  }
+  // The supervisor passed the conventional flags.
+  std::string cmdline = ReadFile("/proc/" + std::to_string(pids[0]) + "/cmdline");
+  EXPECT_NE(cmdline.find("--participants"), std::string::npos);
+
+  CommandResult st = cluster_.Dtxctl({"status"});
+  ASSERT_EQ(st.exit_code, 0) << st.Describe();
+  EXPECT_NE(st.out.find("supervisor: running"), std::string::npos) << st.out;
+  for (const auto& n : cluster_.config().nodes()) {
+    size_t line = st.out.find(n.name);
+    ASSERT_NE(line, std::string::npos) << st.out;
+    std::string row = st.out.substr(line, st.out.find('\n', line) - line);
+    EXPECT_NE(row.find(n.address), std::string::npos) << row;
+    EXPECT_NE(row.find(" up"), std::string::npos) << row;
+  }
+
+  CommandResult down = cluster_.Dtxctl({"cluster", "down"});
+  ASSERT_EQ(down.exit_code, 0) << down.Describe();
+  EXPECT_FALSE(tools::ProcessAlive(*sup));
+  for (pid_t p : pids) EXPECT_FALSE(tools::ProcessAlive(p)) << p;
+  EXPECT_FALSE(std::filesystem::exists(cluster_.dir() + "/supervisor.pid"));
+  EXPECT_NE(ReadFile(cluster_.dir() + "/supervisor.log").find("every node is down"),
+            std::string::npos);
+
+  // A stopped cluster shows every node down, and that is not an error.
+  CommandResult st2 = cluster_.Dtxctl({"status"});
+  EXPECT_EQ(st2.exit_code, 0) << st2.Describe();
+  EXPECT_NE(st2.out.find("supervisor: not running"), std::string::npos);
+  EXPECT_NE(st2.out.find("down"), std::string::npos);
+  EXPECT_EQ(st2.out.find(" up\n"), std::string::npos) << st2.out;
+
+  // The same directory starts again with the same addresses.
+  std::string conf = ReadFile(cluster_.dir() + "/cluster.conf");
+  ASSERT_TRUE(cluster_.Up(FakeOptions(3)).ok());
+  EXPECT_EQ(ReadFile(cluster_.dir() + "/cluster.conf"), conf);
+  // A second `up` over a running cluster is refused.
+  CommandResult again =
+      cluster_.Dtxctl({"cluster", "up", "--participants", "3", "--bin-dir", bin_.path()});
+  EXPECT_EQ(again.exit_code, 1) << again.Describe();
+  EXPECT_NE(again.err.find("already running"), std::string::npos) << again.err;
+}
+
+TEST_F(DtxctlTest, KilledNodeIsRestartedBySupervisor) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  pid_t old_pid = cluster_.NodePid("participant-1");
+  ASSERT_GT(old_pid, 0);
+  CommandResult k = cluster_.Dtxctl({"kill", "participant-1"});
+  ASSERT_EQ(k.exit_code, 0) << k.Describe();
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        pid_t p = cluster_.NodePid("participant-1");
+        return p > 0 && p != old_pid && tools::IsNodeProcess(p, "participant-1");
+      },
+      10s));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return ReadFile(cluster_.dir() + "/supervisor.log")
+                   .find("restarted participant-1 (killed by signal 9)") != std::string::npos;
+      },
+      5s))
+      << ReadFile(cluster_.dir() + "/supervisor.log");
+
+  // restart = kill + wait until it answers again.
+  pid_t before = cluster_.NodePid("coordinator-0");
+  CommandResult r = cluster_.Dtxctl({"restart", "coordinator-0"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("restarted coordinator-0"), std::string::npos) << r.out;
+  EXPECT_NE(cluster_.NodePid("coordinator-0"), before);
+  CommandResult st = cluster_.Dtxctl({"status"});
+  EXPECT_EQ(st.out.find("down"), std::string::npos) << st.out;
+
+  CommandResult unknown = cluster_.Dtxctl({"kill", "participant-7"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.Describe();
+  EXPECT_NE(unknown.err.find("no node 'participant-7'"), std::string::npos) << unknown.err;
+}
+
+TEST_F(DtxctlTest, NodeThatCannotStartFailsUpAndLeavesNothingRunning) {
+  auto o = FakeOptions(2);
+  o.up_timeout_s = 3;
+  o.env = {"DTX_FAKE_EXIT_AT_START=3", "DTX_FAKE_EXIT_NODE=participant-1"};
+  Status s = cluster_.Up(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("participant-1"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("exiting at start as told"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("exit 1"), std::string::npos) << s.message();
+  auto config = tools::ClusterConfig::Load(cluster_.dir());
+  ASSERT_TRUE(config.ok());
+  for (const auto& n : config->nodes()) {
+    auto pid = tools::ReadPidFile(tools::NodeDir(cluster_.dir(), n.name) + "/pid");
+    EXPECT_FALSE(pid.ok() && tools::IsNodeProcess(*pid, n.name)) << n.name << " still runs";
+  }
+  EXPECT_FALSE(std::filesystem::exists(cluster_.dir() + "/supervisor.pid"));
+  // The supervisor logged the restarts it tried.
+  EXPECT_NE(ReadFile(cluster_.dir() + "/supervisor.log").find("participant-1 exited (exit status 3)"),
+            std::string::npos);
+}
+
+TEST_F(DtxctlTest, MissingBinariesAreReportedNotStarted) {
+  TempDir empty("dtx-empty-bin");
+  auto o = FakeOptions(1);
+  o.bin_dir = empty.path();
+  Status s = cluster_.Up(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("cannot find dtx-participant"), std::string::npos) << s.message();
+}
+
+TEST_F(DtxctlTest, FailpointAndInDoubtCallTheNodes) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  CommandResult ok = cluster_.Dtxctl({"failpoint", "participant-0", "wal.before_sync", "sleep(5)"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.Describe();
+  // The fake node reports what was armed in its status counters.
+  CommandResult bad = cluster_.Dtxctl({"failpoint", "participant-1", "bad", "crash"});
+  EXPECT_EQ(bad.exit_code, 1) << bad.Describe();
+  EXPECT_NE(bad.err.find("unknown failpoint 'bad'"), std::string::npos) << bad.err;
+  CommandResult id = cluster_.Dtxctl({"in-doubt"});
+  EXPECT_EQ(id.exit_code, 0) << id.Describe();
+  EXPECT_NE(id.out.find("0 in-doubt transaction(s)"), std::string::npos) << id.out;
+  // A participant that does not answer makes in-doubt incomplete: exit 1.
+  pid_t p0 = cluster_.NodePid("participant-0");
+  ASSERT_EQ(::kill(p0, SIGSTOP), 0);
+  CommandResult partial = cluster_.Dtxctl({"in-doubt"});
+  ::kill(p0, SIGCONT);
+  EXPECT_EQ(partial.exit_code, 1) << partial.Describe();
+  EXPECT_NE(partial.err.find("participant-0"), std::string::npos) << partial.err;
+}
+
+TEST_F(DtxctlTest, DownCleansUpNodesOfAKilledSupervisor) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(1)).ok());
+  auto sup = tools::ReadPidFile(cluster_.dir() + "/supervisor.pid");
+  ASSERT_TRUE(sup.ok());
+  std::vector<pid_t> pids = AllNodePids();
+  ASSERT_EQ(::kill(*sup, SIGKILL), 0);
+  ASSERT_TRUE(WaitFor([&] { return !tools::ProcessAlive(*sup); }, 5s));
+  for (pid_t p : pids) EXPECT_TRUE(tools::ProcessAlive(p));
+  // `up` refuses while the orphans run.
+  CommandResult up = cluster_.Dtxctl({"cluster", "up", "--participants", "1", "--bin-dir",
+                                      bin_.path()});
+  EXPECT_EQ(up.exit_code, 1) << up.Describe();
+  EXPECT_NE(up.err.find("still running"), std::string::npos) << up.err;
+  CommandResult down = cluster_.Dtxctl({"cluster", "down"});
+  EXPECT_EQ(down.exit_code, 0) << down.Describe();
+  for (pid_t p : pids) EXPECT_FALSE(tools::ProcessAlive(p)) << p;
+}
+
+TEST_F(DtxctlTest, DownWithoutAClusterIsANoOp) {
+  CommandResult r = cluster_.Dtxctl({"cluster", "down"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  CommandResult st = cluster_.Dtxctl({"status"});
+  EXPECT_EQ(st.exit_code, 1) << st.Describe();
+  EXPECT_NE(st.err.find("no cluster in"), std::string::npos) << st.err;
+}
+
+}  // namespace
+}  // namespace dtx::testing

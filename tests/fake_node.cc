@@ -1,0 +1,138 @@
+// dtx_fake_node: a test-only stand-in for dtx-participant / dtx-coordinator so
+// the supervisor and dtxctl can be tested without the real nodes. It takes the
+// nodes' flags (conventions.md), serves GetStatus / ListInDoubt / SetFailpoint
+// of the service its --name implies with the stock TSimpleServer, and exits 0
+// on SIGTERM. Started through a symlink named dtx-participant or
+// dtx-coordinator.
+//
+// Environment knobs (tests set them for `dtxctl cluster up`):
+//   DTX_FAKE_EXIT_AT_START=<code>   print a message and exit with <code> at once
+//   DTX_FAKE_EXIT_NODE=<name>       ... only for this node (default: every node)
+#include <signal.h>
+#include <unistd.h>
+
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/server/TSimpleServer.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TServerSocket.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "Coordinator.h"
+#include "Participant.h"
+#include "tools/cluster_config.h"
+
+namespace po = boost::program_options;
+using namespace apache::thrift;
+
+namespace {
+
+const auto kStart = std::chrono::steady_clock::now();
+std::string g_name;
+std::string g_armed;
+
+void FillStatus(dtx::rpc::NodeStatus& s, const std::string& role) {
+  s.name = g_name;
+  s.role = role;
+  s.epoch = 1;
+  s.uptime_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - kStart)
+                    .count();
+  s.durable_lsn = 0;
+  s.in_flight = 0;
+  s.in_doubt = 0;
+  if (!g_armed.empty()) s.__set_counters({{"fake_failpoint_" + g_armed, 1}});
+}
+
+class FakeParticipant : public dtx::rpc::ParticipantIf {
+ public:
+  void Read(dtx::rpc::ReadResult& r, const std::string&) override { r.found = false; }
+  void Prepare(dtx::rpc::PrepareResponse& r, const dtx::rpc::PrepareRequest&) override {
+    r.vote = dtx::rpc::Vote::NO;
+  }
+  void Commit(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
+  void Abort(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
+  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, "participant"); }
+  void ListInDoubt(std::vector<dtx::rpc::InDoubtTx>&) override {}
+  void SetFailpoint(const std::string& name, const std::string& action) override {
+    if (name == "bad") {
+      dtx::rpc::DtxError e;
+      e.code = dtx::rpc::ErrorCode::BAD_ARGUMENT;
+      e.message = "unknown failpoint 'bad'";
+      throw e;
+    }
+    g_armed = name + "=" + action;
+  }
+};
+
+class FakeCoordinator : public dtx::rpc::CoordinatorIf {
+ public:
+  void GetShardMap(dtx::rpc::ShardMap& m) override { m.scheme = "hash"; }
+  void Commit(dtx::rpc::CommitResult& r, const dtx::rpc::CommitRequest&) override {
+    r.outcome = dtx::rpc::Outcome::ABORTED;
+  }
+  dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
+    return dtx::rpc::Decision::ABORT;
+  }
+  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, "primary"); }
+  void SetFailpoint(const std::string& name, const std::string& action) override {
+    g_armed = name + "=" + action;
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string listen, dir, coordinator, participants, log_file, log_level;
+  po::options_description desc("dtx_fake_node");
+  desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
+      "listen", po::value<std::string>(&listen)->required(), "")(
+      "dir", po::value<std::string>(&dir)->required(), "")(
+      "coordinator", po::value<std::string>(&coordinator), "")(
+      "participants", po::value<std::string>(&participants), "")(
+      "log-file", po::value<std::string>(&log_file), "")(
+      "log-level", po::value<std::string>(&log_level), "");
+  try {
+    po::variables_map vm;
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "dtx_fake_node: " << e.what() << "\n";
+    return 2;
+  }
+  const char* exit_code = std::getenv("DTX_FAKE_EXIT_AT_START");
+  const char* exit_node = std::getenv("DTX_FAKE_EXIT_NODE");
+  if (exit_code != nullptr && (exit_node == nullptr || g_name == exit_node)) {
+    std::cerr << "dtx_fake_node " << g_name << ": exiting at start as told\n";
+    return std::atoi(exit_code);
+  }
+  auto hp = dtx::tools::ParseHostPort(listen);
+  if (!hp.ok()) {
+    std::cerr << "dtx_fake_node: " << hp.status().ToString() << "\n";
+    return 2;
+  }
+  ::signal(SIGTERM, [](int) { ::_exit(0); });
+  std::shared_ptr<TProcessor> processor;
+  auto dash = g_name.find('-');
+  if (g_name.substr(0, dash) == "coordinator") {
+    processor = std::make_shared<dtx::rpc::CoordinatorProcessor>(std::make_shared<FakeCoordinator>());
+  } else {
+    processor = std::make_shared<dtx::rpc::ParticipantProcessor>(std::make_shared<FakeParticipant>());
+  }
+  try {
+    auto socket = std::make_shared<transport::TServerSocket>(hp->host, hp->port);
+    server::TSimpleServer server(processor, socket,
+                                 std::make_shared<transport::TFramedTransportFactory>(),
+                                 std::make_shared<protocol::TBinaryProtocolFactory>());
+    std::cerr << "dtx_fake_node " << g_name << " serving on " << listen << "\n";
+    server.serve();
+  } catch (const std::exception& e) {
+    std::cerr << "dtx_fake_node " << g_name << ": " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,194 @@
+#include "tests/harness.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace dtx::testing {
+namespace fs = std::filesystem;
+
+namespace {
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+std::string CommandResult::Describe() const {
+  std::string s = timed_out ? "timed out" : "exit " + std::to_string(exit_code);
+  return s + "\n--- stdout:\n" + out + "\n--- stderr:\n" + err;
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms,
+                         const std::vector<std::string>& extra_env) {
+  CommandResult r;
+  TempDir io("dtx-cmd");
+  std::string out_path = io.path() + "/stdout";
+  std::string err_path = io.path() + "/stderr";
+  std::vector<std::string> env_s;
+  for (char** e = environ; *e != nullptr; ++e) env_s.emplace_back(*e);
+  env_s.insert(env_s.end(), extra_env.begin(), extra_env.end());
+  std::vector<char*> env;
+  for (auto& e : env_s) env.push_back(e.data());
+  env.push_back(nullptr);
+  std::vector<std::string> argv_s = argv;
+  std::vector<char*> args;
+  for (auto& a : argv_s) args.push_back(a.data());
+  args.push_back(nullptr);
+  int out_fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int err_fd = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out_fd < 0 || err_fd < 0 || null_fd < 0 || argv.empty()) {
+    r.err = "cannot set up the command's output files";
+    return r;
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(err_fd, 2);
+    ::execve(args[0], args.data(), env.data());
+    ::_exit(127);
+  }
+  ::close(out_fd);
+  ::close(err_fd);
+  ::close(null_fd);
+  if (pid < 0) {
+    r.err = std::string("fork: ") + std::strerror(errno);
+    return r;
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  for (;;) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (w < 0 && errno != EINTR) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      r.timed_out = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.exit_code = 128 + WTERMSIG(status);
+  r.out = ReadAll(out_path);
+  r.err = ReadAll(err_path);
+  return r;
+}
+
+TempDir::TempDir(const std::string& prefix) {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string base = (tmp != nullptr && tmp[0] != '\0') ? tmp : "/tmp";
+  std::string templ = base + "/" + prefix + "-XXXXXX";
+  std::vector<char> buf(templ.begin(), templ.end());
+  buf.push_back('\0');
+  char* p = ::mkdtemp(buf.data());
+  DTX_CHECK_MSG(p != nullptr, "mkdtemp failed");
+  path_ = p;
+}
+
+TempDir::~TempDir() {
+  if (keep_) return;
+  std::error_code ec;
+  fs::remove_all(path_, ec);
+}
+
+std::string DtxctlPath() { return DTX_DTXCTL_PATH; }
+
+LocalCluster::LocalCluster() : dir_("dtx-cluster") {}
+
+LocalCluster::~LocalCluster() { Down(); }
+
+Status LocalCluster::Up(const Options& options) {
+  std::vector<std::string> argv = {DtxctlPath(),   "cluster", "up", "--dir", dir(),
+                                   "--participants", std::to_string(options.participants),
+                                   "--timeout",      std::to_string(options.up_timeout_s)};
+  if (!options.bin_dir.empty()) {
+    argv.push_back("--bin-dir");
+    argv.push_back(options.bin_dir);
+  }
+  up_ = true;  // even a failed `up` may have left something to clean up
+  CommandResult r = RunCommand(argv, (options.up_timeout_s + 30) * 1000, options.env);
+  if (r.exit_code != 0) {
+    return Status::Unavailable("dtxctl cluster up failed: " + r.Describe());
+  }
+  auto config = tools::ClusterConfig::Load(dir());
+  if (!config.ok()) return config.status();
+  config_ = *config;
+  return Status::OK();
+}
+
+void LocalCluster::Down() {
+  if (!up_) return;
+  up_ = false;
+  RunCommand({DtxctlPath(), "cluster", "down", "--dir", dir()}, 30000);
+  if (config_.nodes().empty()) {
+    auto config = tools::ClusterConfig::Load(dir());
+    if (config.ok()) config_ = *config;
+  }
+  // Whatever survived (a hung dtxctl, a killed supervisor): SIGKILL by pid.
+  auto sup = tools::ReadPidFile(dir() + "/" + tools::kSupervisorPidFile);
+  if (sup.ok() && tools::ProcessAlive(*sup)) {
+    std::ifstream in("/proc/" + std::to_string(*sup) + "/cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmdline.find("supervise") != std::string::npos) ::kill(*sup, SIGKILL);
+  }
+  for (const tools::NodeEntry& n : config_.nodes()) {
+    pid_t pid = NodePid(n.name);
+    if (pid > 0 && tools::IsNodeProcess(pid, n.name)) ::kill(pid, SIGKILL);
+  }
+}
+
+CommandResult LocalCluster::Dtxctl(std::vector<std::string> args, int timeout_ms) const {
+  args.insert(args.begin(), DtxctlPath());
+  args.push_back("--dir");
+  args.push_back(dir());
+  return RunCommand(args, timeout_ms);
+}
+
+std::string LocalCluster::coordinator_address() const {
+  const tools::NodeEntry* p = config_.primary();
+  return p == nullptr ? "" : p->address;
+}
+
+std::vector<std::string> LocalCluster::participant_addresses() const {
+  std::vector<std::string> out;
+  for (const auto& n : config_.participants()) out.push_back(n.address);
+  return out;
+}
+
+pid_t LocalCluster::NodePid(const std::string& node) const {
+  auto pid = tools::ReadPidFile(tools::NodeDir(dir(), node) + "/" + tools::kNodePidFile);
+  return pid.ok() ? *pid : -1;
+}
+
+std::string LocalCluster::LogTails(size_t lines) const {
+  std::string out;
+  auto add = [&](const std::string& path) {
+    std::string tail = tools::TailFile(path, lines);
+    if (!tail.empty()) out += "---- " + path + "\n" + tail + "\n";
+  };
+  add(dir() + "/" + tools::kSupervisorLogFile);
+  for (const auto& n : config_.nodes()) {
+    add(tools::NodeDir(dir(), n.name) + "/" + tools::kNodeConsoleFile);
+    add(tools::NodeDir(dir(), n.name) + "/" + tools::kNodeLogFile);
+  }
+  return out;
+}
+
+}  // namespace dtx::testing

@@ -1,0 +1,94 @@
+// Test harness for tests that run real processes: run a command with a
+// timeout, a temporary directory, and a local cluster (dtxctl cluster up) that
+// is always torn down (dtxctl cluster down, then SIGKILL to any pid left in the
+// cluster's pid files).
+//
+// Paths of the binaries come from the build (compile definitions
+// DTX_DTXCTL_PATH, DTX_FAKE_NODE_PATH); see tests/CMakeLists.txt.
+//
+// Thread-safety: none of this is thread-safe; use it from the test's thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "tools/cluster_config.h"
+
+namespace dtx::testing {
+
+struct CommandResult {
+  int exit_code = -1;     // exit status, or 128+signal, or -1 if it could not run
+  bool timed_out = false; // killed after the timeout
+  std::string out;        // stdout
+  std::string err;        // stderr
+  std::string Describe() const;  // "exit 1; stdout: ...; stderr: ..."
+};
+
+// Runs argv[0] (a path) with argv, extra "NAME=value" environment entries
+// added to ours, and a timeout after which it is SIGKILLed.
+CommandResult RunCommand(const std::vector<std::string>& argv, int timeout_ms,
+                         const std::vector<std::string>& extra_env = {});
+
+// A fresh directory under $TMPDIR (or /tmp), removed on destruction unless
+// Keep() was called.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& prefix = "dtx-test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  void Keep() { keep_ = true; }
+
+ private:
+  std::string path_;
+  bool keep_ = false;
+};
+
+std::string DtxctlPath();
+
+// A cluster started with `dtxctl cluster up` in its own temporary directory.
+// The destructor (and Down()) stops it: `dtxctl cluster down`, then SIGKILL to
+// the supervisor and every node pid still alive, so nothing outlives the test.
+class LocalCluster {
+ public:
+  struct Options {
+    int participants = 3;
+    std::string bin_dir;                 // empty: dtxctl's own search
+    std::vector<std::string> env;        // extra environment for cluster up
+    int up_timeout_s = 20;
+  };
+
+  LocalCluster();
+  ~LocalCluster();
+  LocalCluster(const LocalCluster&) = delete;
+  LocalCluster& operator=(const LocalCluster&) = delete;
+
+  // Runs `dtxctl cluster up`; on failure the status carries its output.
+  Status Up(const Options& options);
+  void Down();
+
+  // Runs `dtxctl <args...> --dir DIR`.
+  CommandResult Dtxctl(std::vector<std::string> args, int timeout_ms = 30000) const;
+
+  const std::string& dir() const { return dir_.path(); }
+  const tools::ClusterConfig& config() const { return config_; }
+  std::string coordinator_address() const;
+  std::vector<std::string> participant_addresses() const;
+  // The node's current pid from its pid file, or -1.
+  pid_t NodePid(const std::string& node) const;
+  // Tails of supervisor.log and every node's logs, for a failed test.
+  std::string LogTails(size_t lines) const;
+  // Keeps the directory after the test (for debugging).
+  void KeepDir() { dir_.Keep(); }
+
+ private:
+  TempDir dir_;
+  tools::ClusterConfig config_;
+  bool up_ = false;
+};
+
+}  // namespace dtx::testing

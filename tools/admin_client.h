@@ -1,0 +1,79 @@
+// Admin calls to dtx nodes with the stock generated synchronous Thrift
+// clients (ParticipantClient / CoordinatorClient over TSocket +
+// TFramedTransport + TBinaryProtocol), as any operator tool in any language
+// would make them. Every call has a connect and a receive timeout; Thrift
+// exceptions stop here and come back as Status values:
+//   DtxError BAD_ARGUMENT / WRONG_SHARD -> InvalidArgument, UNKNOWN_TX -> NotFound,
+//   UNAVAILABLE / NOT_PRIMARY -> Unavailable, TIMEOUT -> Timeout, others -> Internal;
+//   connection refused / reset / timed out -> Unavailable (message says which).
+//
+// Thread-safety: the free functions are thread-safe (each opens its own
+// connection). A StockConnection is used by one thread at a time.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "Coordinator.h"
+#include "Participant.h"
+#include "common/status.h"
+#include "tools/cluster_config.h"
+
+namespace apache::thrift::transport {
+class TSocket;
+class TTransport;
+}  // namespace apache::thrift::transport
+
+namespace dtx::tools {
+
+struct AdminTimeouts {
+  int connect_timeout_ms = 1000;
+  int recv_timeout_ms = 5000;
+};
+
+// One open framed/binary connection to `address` with a generated client
+// `ClientT` (rpc::ParticipantClient or rpc::CoordinatorClient). Closes on
+// destruction. Calls on client() throw Thrift exceptions; use RunThrift() to
+// turn them into a Status.
+template <class ClientT>
+class StockConnection {
+ public:
+  static Result<std::unique_ptr<StockConnection>> Open(const std::string& address,
+                                                       const AdminTimeouts& timeouts);
+  ~StockConnection();
+  ClientT& client() { return *client_; }
+  // The raw socket, for tests that write bytes of their own.
+  apache::thrift::transport::TSocket& socket() { return *socket_; }
+
+ private:
+  StockConnection() = default;
+  std::shared_ptr<apache::thrift::transport::TSocket> socket_;
+  std::shared_ptr<apache::thrift::transport::TTransport> transport_;
+  std::unique_ptr<ClientT> client_;
+};
+
+using ParticipantConnection = StockConnection<rpc::ParticipantClient>;
+using CoordinatorConnection = StockConnection<rpc::CoordinatorClient>;
+
+// Runs `fn` and converts any exception it throws (DtxError, Thrift transport
+// and protocol exceptions, std::exception) into a Status naming `what`.
+Status RunThrift(const std::string& what, const std::function<void()>& fn);
+
+// GetStatus on a participant or coordinator (by the node's role).
+Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts& timeouts = {});
+// SetFailpoint on a node.
+Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
+                        const std::string& action, const AdminTimeouts& timeouts = {});
+// ListInDoubt on a participant (InvalidArgument for a coordinator).
+Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
+                                                    const AdminTimeouts& timeouts = {});
+// Polls GetStatus until it answers or `timeout_ms` passes (Timeout then, with
+// the last error).
+Status WaitUntilReady(const NodeEntry& node, int timeout_ms);
+
+// "0123...ef" (32 hex digits) for a wire TxId.
+std::string TxIdHex(const rpc::TxId& txid);
+
+}  // namespace dtx::tools

@@ -1,0 +1,345 @@
+#include "tools/cluster_config.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace dtx::tools {
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, size_t bytes_max) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Status::NotFound(path + ": no such file");
+    return Status::FromErrno(path, errno);
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      return Status::FromErrno(path, err);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > bytes_max) {
+      ::close(fd);
+      return Status::InvalidArgument(path + ": larger than " + std::to_string(bytes_max) +
+                                     " bytes");
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+bool RoleLess(const NodeEntry& a, const NodeEntry& b) {
+  if (a.role != b.role) return a.role == NodeRole::kCoordinator;
+  return a.index < b.index;
+}
+
+}  // namespace
+
+Result<HostPort> ParseHostPort(std::string_view address) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return Status::InvalidArgument("address '" + std::string(address) +
+                                   "' is not host:port");
+  }
+  std::string_view port_text = address.substr(colon + 1);
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535) {
+    return Status::InvalidArgument("address '" + std::string(address) +
+                                   "': port must be 1..65535");
+  }
+  return HostPort{std::string(address.substr(0, colon)), static_cast<uint16_t>(port)};
+}
+
+Result<NodeEntry> ParseNodeName(std::string_view name) {
+  NodeEntry e;
+  std::string_view rest;
+  if (name.starts_with("coordinator-")) {
+    e.role = NodeRole::kCoordinator;
+    rest = name.substr(12);
+  } else if (name.starts_with("participant-")) {
+    e.role = NodeRole::kParticipant;
+    rest = name.substr(12);
+  } else {
+    return Status::InvalidArgument("node name '" + std::string(name) +
+                                   "' is not coordinator-N or participant-N");
+  }
+  int index = 0;
+  auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), index);
+  if (rest.empty() || ec != std::errc() || end != rest.data() + rest.size() || index < 0 ||
+      (rest.size() > 1 && rest[0] == '0')) {
+    return Status::InvalidArgument("node name '" + std::string(name) +
+                                   "' is not coordinator-N or participant-N");
+  }
+  e.name = std::string(name);
+  e.index = index;
+  return e;
+}
+
+Status ClusterConfig::Add(std::string_view name, std::string_view address) {
+  if (nodes_.size() >= kClusterNodesMax) {
+    return Status::InvalidArgument("more than " + std::to_string(kClusterNodesMax) + " nodes");
+  }
+  auto entry = ParseNodeName(name);
+  if (!entry.ok()) return entry.status();
+  auto hp = ParseHostPort(address);
+  if (!hp.ok()) return hp.status();
+  if (Find(name) != nullptr) {
+    return Status::InvalidArgument("node '" + std::string(name) + "' listed twice");
+  }
+  for (const NodeEntry& n : nodes_) {
+    if (n.address == address) {
+      return Status::InvalidArgument("address " + std::string(address) + " used by both " +
+                                     n.name + " and " + std::string(name));
+    }
+  }
+  entry->address = std::string(address);
+  auto pos = std::upper_bound(nodes_.begin(), nodes_.end(), *entry, RoleLess);
+  nodes_.insert(pos, std::move(*entry));
+  return Status::OK();
+}
+
+Status ClusterConfig::Validate() const {
+  if (primary() == nullptr) return Status::InvalidArgument("no coordinator-0");
+  int expect = 0;
+  for (const NodeEntry& n : nodes_) {
+    if (n.role != NodeRole::kParticipant) continue;
+    if (n.index != expect) {
+      return Status::InvalidArgument("participants must be numbered 0..N-1; participant-" +
+                                     std::to_string(expect) + " is missing");
+    }
+    ++expect;
+  }
+  if (expect == 0) return Status::InvalidArgument("no participants");
+  return Status::OK();
+}
+
+Result<ClusterConfig> ClusterConfig::Parse(std::string_view text) {
+  ClusterConfig config;
+  int line_no = 0;
+  while (!text.empty()) {
+    ++line_no;
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (size_t hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = Trim(line);
+    if (line.empty()) continue;
+    size_t sp = line.find_first_of(" \t");
+    if (sp == std::string_view::npos) {
+      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
+                                     ": expected 'NAME ADDRESS'");
+    }
+    std::string_view name = line.substr(0, sp);
+    std::string_view address = Trim(line.substr(sp));
+    if (address.find_first_of(" \t") != std::string_view::npos) {
+      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
+                                     ": extra fields after the address");
+    }
+    Status s = config.Add(name, address);
+    if (!s.ok()) {
+      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
+                                     s.message());
+    }
+  }
+  DTX_RETURN_IF_ERROR(config.Validate());
+  return config;
+}
+
+Result<ClusterConfig> ClusterConfig::Load(const std::string& dir) {
+  std::string path = dir + "/" + kClusterConfFile;
+  auto text = ReadSmallFile(path, kClusterConfBytesMax);
+  if (!text.ok()) return text.status();
+  auto config = Parse(*text);
+  if (!config.ok()) return Status::InvalidArgument(path + ": " + config.status().message());
+  return config;
+}
+
+std::string ClusterConfig::Serialize() const {
+  std::string out = "# dtx local cluster: NAME ADDRESS (written by dtxctl cluster up)\n";
+  for (const NodeEntry& n : nodes_) out += n.name + " " + n.address + "\n";
+  return out;
+}
+
+Status ClusterConfig::Save(const std::string& dir) const {
+  DTX_RETURN_IF_ERROR(Validate());
+  return WriteFileAtomic(dir + "/" + kClusterConfFile, Serialize());
+}
+
+const NodeEntry* ClusterConfig::Find(std::string_view name) const {
+  for (const NodeEntry& n : nodes_) {
+    if (n.name == name) return &n;
+  }
+  return nullptr;
+}
+
+std::vector<NodeEntry> ClusterConfig::participants() const {
+  std::vector<NodeEntry> out;
+  for (const NodeEntry& n : nodes_) {
+    if (n.role == NodeRole::kParticipant) out.push_back(n);
+  }
+  return out;
+}
+
+std::string NodeDir(const std::string& dir, std::string_view node) {
+  return dir + "/" + std::string(node);
+}
+
+std::string DefaultClusterDir() {
+  const char* env = std::getenv("DTX_CLUSTER_DIR");
+  if (env != nullptr && env[0] != '\0') return env;
+  return "./dtx-cluster";
+}
+
+Result<pid_t> ReadPidFile(const std::string& path) {
+  auto text = ReadSmallFile(path, 64);
+  if (!text.ok()) return text.status();
+  std::string_view t = Trim(*text);
+  while (!t.empty() && t.back() == '\n') t.remove_suffix(1);
+  long pid = 0;
+  auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), pid);
+  if (t.empty() || ec != std::errc() || end != t.data() + t.size() || pid <= 1) {
+    return Status::Corruption(path + ": not a pid");
+  }
+  return static_cast<pid_t>(pid);
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view text) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno(tmp, errno);
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return Status::FromErrno(tmp, err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Status::FromErrno(tmp + ": fsync", err);
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return Status::FromErrno("rename to " + path, err);
+  }
+  return Status::OK();
+}
+
+Status WritePidFile(const std::string& path, pid_t pid) {
+  return WriteFileAtomic(path, std::to_string(pid) + "\n");
+}
+
+namespace {
+// The state letter from /proc/<pid>/stat, or 0 if the process is gone.
+char ProcState(pid_t pid, std::string* stat_out) {
+  auto text = ReadSmallFile("/proc/" + std::to_string(pid) + "/stat", 4096);
+  if (!text.ok()) return 0;
+  // "pid (comm) S ...": comm may contain spaces and parentheses; the state
+  // follows the last ')'.
+  size_t rp = text->rfind(')');
+  if (rp == std::string::npos || rp + 2 >= text->size()) return 0;
+  if (stat_out != nullptr) *stat_out = text->substr(rp + 2);
+  return (*text)[rp + 2];
+}
+}  // namespace
+
+bool ProcessAlive(pid_t pid) {
+  if (pid <= 1) return false;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  char state = ProcState(pid, nullptr);
+  return state != 0 && state != 'Z' && state != 'X';
+}
+
+bool IsNodeProcess(pid_t pid, std::string_view node) {
+  if (!ProcessAlive(pid)) return false;
+  auto cmdline = ReadSmallFile("/proc/" + std::to_string(pid) + "/cmdline", 1u << 16);
+  if (!cmdline.ok()) return false;
+  std::string needle = "--name";
+  needle.push_back('\0');
+  needle += node;
+  needle.push_back('\0');
+  return cmdline->find(needle) != std::string::npos;
+}
+
+Result<double> ProcessCpuSeconds(pid_t pid) {
+  std::string rest;
+  if (ProcState(pid, &rest) == 0) {
+    return Status::NotFound("process " + std::to_string(pid) + " is gone");
+  }
+  // Fields after ')': 3 state, 4 ppid, ... 14 utime, 15 stime (1-based in proc(5)).
+  std::istringstream in(rest);
+  std::string field;
+  unsigned long long utime = 0;
+  unsigned long long stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
+  }
+  long ticks = ::sysconf(_SC_CLK_TCK);
+  if (ticks <= 0) ticks = 100;
+  return static_cast<double>(utime + stime) / static_cast<double>(ticks);
+}
+
+std::string TailFile(const std::string& path, size_t lines_max) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  constexpr std::streamoff kTailBytesMax = 64 << 10;
+  std::streamoff start = size > kTailBytesMax ? size - kTailBytesMax : 0;
+  in.seekg(start);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t pos = data.size();
+  if (pos > 0 && data[pos - 1] == '\n') --pos;
+  size_t lines = 0;
+  while (pos > 0) {
+    size_t nl = data.rfind('\n', pos - 1);
+    if (nl == std::string::npos) {
+      pos = 0;
+      break;
+    }
+    if (++lines == lines_max) {
+      pos = nl + 1;
+      break;
+    }
+    pos = nl;
+  }
+  return data.substr(pos);
+}
+
+}  // namespace dtx::tools

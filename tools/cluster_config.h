@@ -1,0 +1,124 @@
+// The local-cluster directory written by `dtxctl cluster up` (conventions:
+// /work/briefs/conventions.md, README "Cluster directory"):
+//
+//   DIR/cluster.conf       one line per node: "NAME ADDRESS" (e.g.
+//                          "coordinator-0 127.0.0.1:40101"); '#' starts a
+//                          comment; blank lines are ignored
+//   DIR/<node>/            that node's NODEDIR (wal/, data/, node.log)
+//   DIR/<node>/pid         its current pid, written by the supervisor
+//   DIR/supervisor.pid     the supervisor's pid
+//   DIR/supervisor.log     the supervisor's log
+//
+// Grammar of cluster.conf:
+//   file    = { line "\n" }
+//   line    = [ name ws address ] [ ws ] [ "#" comment ]
+//   name    = ("coordinator-" | "participant-") digits
+//   address = host ":" port            (port 1..65535)
+// Participants must be numbered 0..N-1 without gaps (the order is the shard
+// index); names are unique; there is at least coordinator-0.
+//
+// This library has no Thrift or libuv dependency: the benchmark, the tests and
+// other tools link it to find a cluster's nodes.
+//
+// Thread-safety: ClusterConfig is a value; the free functions are thread-safe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace dtx::tools {
+
+inline constexpr const char* kClusterConfFile = "cluster.conf";
+inline constexpr const char* kSupervisorPidFile = "supervisor.pid";
+inline constexpr const char* kSupervisorLogFile = "supervisor.log";
+inline constexpr const char* kSupervisorLockFile = "supervisor.lock";
+inline constexpr const char* kNodePidFile = "pid";
+inline constexpr const char* kNodeLogFile = "node.log";
+// The node's stdout and stderr (start-up errors before its logger is set up).
+inline constexpr const char* kNodeConsoleFile = "console.log";
+inline constexpr size_t kClusterNodesMax = 256;
+inline constexpr size_t kClusterConfBytesMax = 64u << 10;
+
+enum class NodeRole { kCoordinator, kParticipant };
+
+struct NodeEntry {
+  std::string name;     // "coordinator-0", "participant-3"
+  std::string address;  // "127.0.0.1:40102"
+  NodeRole role = NodeRole::kParticipant;
+  int index = 0;        // the number after the dash
+};
+
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+
+// "host:port" -> parts. InvalidArgument names what is wrong.
+Result<HostPort> ParseHostPort(std::string_view address);
+
+// "coordinator-N" / "participant-N" -> role and N; anything else is
+// InvalidArgument.
+Result<NodeEntry> ParseNodeName(std::string_view name);
+
+class ClusterConfig {
+ public:
+  ClusterConfig() = default;
+
+  // Parses cluster.conf text. Errors are InvalidArgument/Corruption naming the
+  // line number.
+  static Result<ClusterConfig> Parse(std::string_view text);
+  // Reads DIR/cluster.conf. NotFound when there is none.
+  static Result<ClusterConfig> Load(const std::string& dir);
+
+  // Adds a node; InvalidArgument for a bad name or address or a duplicate.
+  Status Add(std::string_view name, std::string_view address);
+  // Checks the whole-file rules (coordinator-0 present, participants 0..N-1).
+  Status Validate() const;
+
+  // The cluster.conf text (coordinators first, then participants by index).
+  std::string Serialize() const;
+  // Writes DIR/cluster.conf atomically (temp file, fsync, rename).
+  Status Save(const std::string& dir) const;
+
+  const std::vector<NodeEntry>& nodes() const { return nodes_; }
+  const NodeEntry* Find(std::string_view name) const;
+  // coordinator-0, the primary at start; nullptr if absent.
+  const NodeEntry* primary() const { return Find("coordinator-0"); }
+  // Participants ordered by index (= shard index).
+  std::vector<NodeEntry> participants() const;
+
+ private:
+  std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
+};
+
+// DIR/<node>
+std::string NodeDir(const std::string& dir, std::string_view node);
+// $DTX_CLUSTER_DIR, or "./dtx-cluster".
+std::string DefaultClusterDir();
+
+// Reads a pid file ("<pid>\n"). NotFound if missing; Corruption if garbled.
+Result<pid_t> ReadPidFile(const std::string& path);
+// Writes "<pid>\n" atomically (temp file + rename).
+Status WritePidFile(const std::string& path, pid_t pid);
+// Writes `text` to `path` atomically (temp file, fsync, rename).
+Status WriteFileAtomic(const std::string& path, std::string_view text);
+
+// True if `pid` is a live process (not a zombie).
+bool ProcessAlive(pid_t pid);
+// True if `pid` is alive and its command line contains the argument pair
+// "--name <node>", i.e. it is that dtx node and not a recycled pid.
+bool IsNodeProcess(pid_t pid, std::string_view node);
+// utime + stime of `pid` in seconds, from /proc/<pid>/stat. NotFound if gone.
+Result<double> ProcessCpuSeconds(pid_t pid);
+
+// The last `lines_max` lines of a file (empty if it cannot be read).
+std::string TailFile(const std::string& path, size_t lines_max);
+
+}  // namespace dtx::tools

@@ -1,0 +1,124 @@
+#include "tools/cluster_config.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace dtx::tools {
+namespace {
+
+TEST(ClusterConfigTest, ParsesNodesInShardOrderWithCommentsAndBlankLines) {
+  auto c = ClusterConfig::Parse(
+      "# a cluster\n"
+      "participant-1 127.0.0.1:40003\n"
+      "\n"
+      "coordinator-0   127.0.0.1:40001   # primary\n"
+      "participant-0\t127.0.0.1:40002\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_EQ(c->nodes().size(), 3u);
+  EXPECT_EQ(c->nodes()[0].name, "coordinator-0");
+  ASSERT_NE(c->primary(), nullptr);
+  EXPECT_EQ(c->primary()->address, "127.0.0.1:40001");
+  auto ps = c->participants();
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].name, "participant-0");
+  EXPECT_EQ(ps[0].address, "127.0.0.1:40002");
+  EXPECT_EQ(ps[1].index, 1);
+  EXPECT_EQ(ps[1].role, NodeRole::kParticipant);
+}
+
+TEST(ClusterConfigTest, RejectsBadLinesNamingTheLine) {
+  struct Case {
+    const char* text;
+    const char* expect;
+  } cases[] = {
+      {"coordinator-0\n", "line 1"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1\n", "line 2"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:70000\n", "port"},
+      {"coordinator-0 127.0.0.1:1\nworker-0 127.0.0.1:2\n", "worker-0"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2 extra\n", "extra"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2\nparticipant-0 127.0.0.1:3\n",
+       "twice"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:1\n", "used by both"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-1 127.0.0.1:2\n", "participant-0 is missing"},
+      {"participant-0 127.0.0.1:2\n", "coordinator-0"},
+      {"coordinator-0 127.0.0.1:1\n", "no participants"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-01 127.0.0.1:2\n", "participant-01"},
+  };
+  for (const Case& c : cases) {
+    auto r = ClusterConfig::Parse(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos)
+        << c.text << " -> " << r.status().ToString();
+  }
+}
+
+TEST(ClusterConfigTest, SaveAndLoadRoundTrip) {
+  char templ[] = "/tmp/dtx-cc-XXXXXX";
+  ASSERT_NE(::mkdtemp(templ), nullptr);
+  std::string dir = templ;
+  ClusterConfig c;
+  ASSERT_TRUE(c.Add("participant-0", "127.0.0.1:5001").ok());
+  ASSERT_TRUE(c.Add("coordinator-0", "127.0.0.1:5000").ok());
+  ASSERT_TRUE(c.Add("participant-1", "127.0.0.1:5002").ok());
+  ASSERT_TRUE(c.Save(dir).ok());
+  auto loaded = ClusterConfig::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(loaded->Serialize(), c.Serialize());
+  EXPECT_EQ(loaded->participants().size(), 2u);
+  auto missing = ClusterConfig::Load(dir + "/nope");
+  EXPECT_TRUE(missing.status().IsNotFound());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterConfigTest, PidFilesAndProcessChecks) {
+  char templ[] = "/tmp/dtx-cc-XXXXXX";
+  ASSERT_NE(::mkdtemp(templ), nullptr);
+  std::string path = std::string(templ) + "/pid";
+  EXPECT_TRUE(ReadPidFile(path).status().IsNotFound());
+  ASSERT_TRUE(WritePidFile(path, ::getpid()).ok());
+  auto pid = ReadPidFile(path);
+  ASSERT_TRUE(pid.ok());
+  EXPECT_EQ(*pid, ::getpid());
+  ASSERT_TRUE(WriteFileAtomic(path, "12x\n").ok());
+  EXPECT_TRUE(ReadPidFile(path).status().IsCorruption());
+  EXPECT_TRUE(ProcessAlive(::getpid()));
+  // Our own command line has no "--name participant-0".
+  EXPECT_FALSE(IsNodeProcess(::getpid(), "participant-0"));
+  auto cpu = ProcessCpuSeconds(::getpid());
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_GE(*cpu, 0.0);
+  EXPECT_FALSE(ProcessCpuSeconds(0x3ffffff).ok());
+  std::filesystem::remove_all(templ);
+}
+
+TEST(ClusterConfigTest, TailFileReturnsTheLastLines) {
+  char templ[] = "/tmp/dtx-cc-XXXXXX";
+  ASSERT_NE(::mkdtemp(templ), nullptr);
+  std::string path = std::string(templ) + "/log";
+  ASSERT_TRUE(WriteFileAtomic(path, "a\nb\nc\nd\n").ok());
+  EXPECT_EQ(TailFile(path, 2), "c\nd\n");
+  EXPECT_EQ(TailFile(path, 10), "a\nb\nc\nd\n");
+  EXPECT_EQ(TailFile(path + ".missing", 3), "");
+  std::filesystem::remove_all(templ);
+}
+
+TEST(ClusterConfigTest, ParseHostPortAndNodeNames) {
+  auto hp = ParseHostPort("127.0.0.1:8080");
+  ASSERT_TRUE(hp.ok());
+  EXPECT_EQ(hp->host, "127.0.0.1");
+  EXPECT_EQ(hp->port, 8080);
+  EXPECT_FALSE(ParseHostPort(":80").ok());
+  EXPECT_FALSE(ParseHostPort("host:").ok());
+  EXPECT_FALSE(ParseHostPort("host:0").ok());
+  EXPECT_FALSE(ParseHostPort("host:12ab").ok());
+  EXPECT_TRUE(ParseNodeName("coordinator-1").ok());
+  EXPECT_EQ(ParseNodeName("participant-12")->index, 12);
+  EXPECT_FALSE(ParseNodeName("participant-").ok());
+  EXPECT_FALSE(ParseNodeName("participant--1").ok());
+}
+
+}  // namespace
+}  // namespace dtx::tools

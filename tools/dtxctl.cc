@@ -1,0 +1,773 @@
+// dtxctl: the admin CLI of dtx. See `dtxctl --help` and README "dtxctl".
+//
+// Exit codes: 0 success; 1 the operation failed (message on stderr);
+// 2 bad usage (unknown command or flag, missing argument).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/log.h"
+#include "tools/admin_client.h"
+#include "tools/cluster_config.h"
+#include "tools/supervisor.h"
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+using namespace dtx;
+using namespace dtx::tools;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitUsage = 2;
+
+constexpr int kParticipantsMax = 64;
+constexpr int kUpTimeoutSecondsDefault = 20;
+constexpr int kSupervisorStartTimeoutMs = 5000;
+constexpr int kDownTimeoutMs = 15000;          // > the supervisor's stop grace period
+constexpr int kLeftoverKillTimeoutMs = 5000;
+constexpr int kRestartTimeoutMs = 20000;
+constexpr int kLogTailLines = 20;
+constexpr uint16_t kPortRangeLow = 20000;      // below the usual ephemeral range
+constexpr uint16_t kPortRangeHigh = 32000;
+
+const char* kUsage =
+    "usage: dtxctl <command> [options]   (--dir defaults to $DTX_CLUSTER_DIR or ./dtx-cluster)\n"
+    "\n"
+    "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
+    "                        start a local cluster (coordinator-0, participant-0..N-1) under a\n"
+    "                        supervisor that restarts crashed nodes; returns when all answer\n"
+    "  cluster down --dir DIR\n"
+    "                        stop the supervisor and every node\n"
+    "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt\n"
+    "  kill NODE --dir DIR   SIGKILL a node (the supervisor restarts it)\n"
+    "  restart NODE --dir DIR\n"
+    "                        kill a node and wait until it answers again\n"
+    "  failpoint NODE NAME ACTION --dir DIR\n"
+    "                        arm a failpoint on a running node (docs/failpoints.md)\n"
+    "  in-doubt --dir DIR    prepared transactions without a known outcome, per participant\n"
+    "  supervise --dir DIR --participant-bin P --coordinator-bin C\n"
+    "                        run the supervisor in the foreground (cluster up does this)\n"
+    "\n"
+    "exit status: 0 ok, 1 failed, 2 bad usage\n";
+
+int Usage(const std::string& error) {
+  std::cerr << "dtxctl: " << error << "\n\n" << kUsage;
+  return kExitUsage;
+}
+
+int Fail(const std::string& message) {
+  std::cerr << "dtxctl: " << message << "\n";
+  return kExitFailed;
+}
+
+std::string SelfExe() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string() : p.string();
+}
+
+std::string Absolute(const std::string& path) {
+  std::error_code ec;
+  fs::path p = fs::absolute(path, ec);
+  return ec ? path : p.lexically_normal().string();
+}
+
+// Parses `args` (after the command words) with `desc` and `positional`.
+// Returns false after printing the usage error.
+bool ParseArgs(const std::vector<std::string>& args, const po::options_description& desc,
+               const po::positional_options_description& positional, po::variables_map* vm,
+               int* exit_code) {
+  try {
+    po::store(po::command_line_parser(args).options(desc).positional(positional).run(), *vm);
+    if (vm->count("help")) {
+      std::cout << kUsage << "\n" << desc;
+      *exit_code = kExitOk;
+      return false;
+    }
+    po::notify(*vm);
+  } catch (const po::error& e) {
+    *exit_code = Usage(e.what());
+    return false;
+  }
+  return true;
+}
+
+po::options_description DirOptions(std::string* dir) {
+  po::options_description d("options");
+  d.add_options()("help,h", "show help")(
+      "dir", po::value<std::string>(dir)->default_value(DefaultClusterDir()), "cluster directory");
+  return d;
+}
+
+// ---------------------------------------------------------------------------
+// The supervisor lock: DIR/supervisor.lock, flock()ed by the running
+// supervisor for its whole life. Free lock = no supervisor.
+
+// Opens (creating) the lock file; -1 on error (errno set).
+int OpenLock(const std::string& dir, bool cloexec) {
+  std::string path = dir + "/" + kSupervisorLockFile;
+  return ::open(path.c_str(), O_RDWR | O_CREAT | (cloexec ? O_CLOEXEC : 0), 0644);
+}
+
+bool SupervisorRunning(const std::string& dir) {
+  std::string path = dir + "/" + kSupervisorLockFile;
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool running = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // also drops our lock if we got it
+  return running;
+}
+
+std::string SupervisorPidText(const std::string& dir) {
+  auto pid = ReadPidFile(dir + "/" + kSupervisorPidFile);
+  return pid.ok() ? std::to_string(*pid) : "unknown";
+}
+
+// Live node processes (by their pid files, checked against /proc cmdline).
+std::vector<std::pair<std::string, pid_t>> LiveNodes(const std::string& dir,
+                                                     const ClusterConfig& config) {
+  std::vector<std::pair<std::string, pid_t>> out;
+  for (const NodeEntry& n : config.nodes()) {
+    auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
+    if (pid.ok() && IsNodeProcess(*pid, n.name)) out.emplace_back(n.name, *pid);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Binaries
+
+std::string FindBinary(const std::string& name, const std::string& bin_dir,
+                       std::vector<std::string>* tried) {
+  std::vector<fs::path> candidates;
+  if (!bin_dir.empty()) {
+    candidates.push_back(fs::path(bin_dir) / name);
+  } else {
+    fs::path exe_dir = fs::path(SelfExe()).parent_path();
+    std::string part = name.substr(name.find('-') + 1);  // "participant" / "coordinator"
+    candidates = {exe_dir / name, exe_dir / ".." / part / name, exe_dir / ".." / "bin" / name,
+                  exe_dir / ".." / name};
+  }
+  for (const fs::path& c : candidates) {
+    tried->push_back(c.lexically_normal().string());
+    if (::access(c.c_str(), X_OK) == 0 && fs::is_regular_file(c)) {
+      return Absolute(c.string());
+    }
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+
+bool PortFree(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// `count` distinct free loopback ports from a random start in
+// [kPortRangeLow, kPortRangeHigh) (below the ephemeral range, so outgoing
+// connections do not take them while a node restarts).
+Result<std::vector<uint16_t>> PickPorts(int count) {
+  std::random_device rd;
+  std::mt19937 rng(rd() ^ static_cast<unsigned>(::getpid()));
+  const int span = kPortRangeHigh - kPortRangeLow;
+  int start = static_cast<int>(rng() % static_cast<unsigned>(span));
+  std::vector<uint16_t> out;
+  for (int i = 0; i < span && static_cast<int>(out.size()) < count; ++i) {
+    auto port = static_cast<uint16_t>(kPortRangeLow + (start + i) % span);
+    if (PortFree(port)) out.push_back(port);
+  }
+  if (static_cast<int>(out.size()) < count) {
+    return Status::Unavailable("could not find " + std::to_string(count) + " free ports");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// cluster down (also the clean-up of a failed cluster up)
+
+// Stops the supervisor and any leftover node. Returns a message for what
+// could not be stopped, or OK.
+Status StopCluster(const std::string& dir, bool quiet) {
+  if (SupervisorRunning(dir)) {
+    auto pid = ReadPidFile(dir + "/" + kSupervisorPidFile);
+    if (!pid.ok()) {
+      return Status::Unavailable("a supervisor holds " + dir + "/" + kSupervisorLockFile +
+                                 " but " + kSupervisorPidFile + " is unreadable: " +
+                                 pid.status().ToString());
+    }
+    if (::kill(*pid, SIGTERM) != 0 && errno != ESRCH) {
+      return Status::FromErrno("kill supervisor " + std::to_string(*pid), errno);
+    }
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kDownTimeoutMs);
+    while (SupervisorRunning(dir) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (SupervisorRunning(dir)) {
+      std::cerr << "dtxctl: supervisor pid " << *pid << " did not stop within "
+                << kDownTimeoutMs << " ms; SIGKILL\n";
+      ::kill(*pid, SIGKILL);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (!quiet) std::cout << "supervisor pid " << *pid << " stopped\n";
+  }
+  ::unlink((dir + "/" + kSupervisorPidFile).c_str());
+  auto config = ClusterConfig::Load(dir);
+  if (!config.ok()) return Status::OK();
+  // Nodes left behind by a supervisor that was killed with SIGKILL.
+  auto leftovers = LiveNodes(dir, *config);
+  for (const auto& [name, pid] : leftovers) {
+    std::cerr << "dtxctl: " << name << " pid " << pid << " outlived its supervisor; SIGKILL\n";
+    ::kill(pid, SIGKILL);
+  }
+  auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kLeftoverKillTimeoutMs);
+  for (const auto& [name, pid] : leftovers) {
+    while (ProcessAlive(pid) && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (ProcessAlive(pid)) {
+      return Status::Unavailable(name + " pid " + std::to_string(pid) + " did not die");
+    }
+  }
+  for (const NodeEntry& n : config->nodes()) {
+    ::unlink((NodeDir(dir, n.name) + "/" + kNodePidFile).c_str());
+  }
+  return Status::OK();
+}
+
+int CmdClusterDown(const std::vector<std::string>& args) {
+  std::string dir;
+  po::options_description desc = DirOptions(&dir);
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  if (!fs::is_directory(dir)) {
+    std::cout << "no cluster in " << dir << " (no such directory)\n";
+    return kExitOk;
+  }
+  Status s = StopCluster(Absolute(dir), false);
+  if (!s.ok()) return Fail(s.ToString());
+  std::cout << "cluster in " << dir << " is down\n";
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// cluster up
+
+void PrintNodeLogs(const std::string& dir, const std::string& node) {
+  for (const char* file : {kNodeConsoleFile, kNodeLogFile}) {
+    std::string path = NodeDir(dir, node) + "/" + file;
+    std::string tail = TailFile(path, kLogTailLines);
+    if (tail.empty()) continue;
+    std::cerr << "---- last lines of " << path << "\n" << tail;
+    if (tail.back() != '\n') std::cerr << "\n";
+  }
+}
+
+// Starts `dtxctl supervise` detached from the terminal (double fork, setsid),
+// with the supervisor lock fd `lock_fd` inherited.
+Status StartSupervisorDaemon(const std::string& dir, const std::string& participant_bin,
+                             const std::string& coordinator_bin, const std::string& log_level,
+                             int lock_fd) {
+  std::string self = SelfExe();
+  if (self.empty()) return Status::Internal("cannot read /proc/self/exe");
+  std::string log_path = dir + "/" + kSupervisorLogFile;
+  int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) return Status::FromErrno(log_path, errno);
+  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) {
+    ::close(log_fd);
+    return Status::FromErrno("/dev/null", errno);
+  }
+  std::vector<std::string> argv_s = {self,
+                                     "supervise",
+                                     "--dir",
+                                     dir,
+                                     "--participant-bin",
+                                     participant_bin,
+                                     "--coordinator-bin",
+                                     coordinator_bin,
+                                     "--log-level",
+                                     log_level,
+                                     "--lock-fd",
+                                     std::to_string(lock_fd)};
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(nullptr);
+  pid_t child = ::fork();
+  if (child < 0) {
+    int err = errno;
+    ::close(log_fd);
+    ::close(null_fd);
+    return Status::FromErrno("fork", err);
+  }
+  if (child == 0) {
+    // Only async-signal-safe calls from here on.
+    ::setsid();
+    pid_t grandchild = ::fork();
+    if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+    ::dup2(null_fd, 0);
+    ::dup2(log_fd, 1);
+    ::dup2(log_fd, 2);
+    ::execv(argv[0], argv.data());
+    const char msg[] = "dtxctl: exec of the supervisor failed\n";
+    ssize_t ignored = ::write(2, msg, sizeof(msg) - 1);
+    (void)ignored;
+    ::_exit(127);
+  }
+  ::close(log_fd);
+  ::close(null_fd);
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return Status::Internal("could not daemonise the supervisor");
+  }
+  return Status::OK();
+}
+
+int CmdClusterUp(const std::vector<std::string>& args) {
+  std::string dir;
+  int participants = 0;
+  std::string bin_dir;
+  int timeout_s = kUpTimeoutSecondsDefault;
+  std::string log_level;
+  po::options_description desc = DirOptions(&dir);
+  desc.add_options()("participants", po::value<int>(&participants)->required(),
+                     "number of participants (1..64)")(
+      "bin-dir", po::value<std::string>(&bin_dir),
+      "directory holding dtx-participant and dtx-coordinator (default: next to dtxctl)")(
+      "timeout", po::value<int>(&timeout_s)->default_value(kUpTimeoutSecondsDefault),
+      "seconds to wait for every node to answer")(
+      "log-level", po::value<std::string>(&log_level)->default_value("info"), "nodes' log level");
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  if (participants < 1 || participants > kParticipantsMax) {
+    return Usage("--participants must be 1.." + std::to_string(kParticipantsMax));
+  }
+  if (timeout_s < 1 || timeout_s > 600) return Usage("--timeout must be 1..600 seconds");
+
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Fail("cannot create " + dir + ": " + ec.message());
+  dir = Absolute(dir);
+
+  int lock_fd = OpenLock(dir, /*cloexec=*/false);
+  if (lock_fd < 0) return Fail("cannot open " + dir + "/" + kSupervisorLockFile + ": " +
+                               std::strerror(errno));
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd);
+    return Fail("a cluster is already running in " + dir + " (supervisor pid " +
+                SupervisorPidText(dir) + "); run `dtxctl cluster down --dir " + dir + "` first");
+  }
+  auto fail_locked = [&](const std::string& m) {
+    ::close(lock_fd);
+    return Fail(m);
+  };
+
+  std::vector<std::string> tried;
+  std::string participant_bin = FindBinary("dtx-participant", bin_dir, &tried);
+  std::string coordinator_bin = FindBinary("dtx-coordinator", bin_dir, &tried);
+  if (participant_bin.empty() || coordinator_bin.empty()) {
+    std::string list;
+    for (const auto& t : tried) list += "\n  " + t;
+    return fail_locked(std::string("cannot find ") +
+                (participant_bin.empty() ? "dtx-participant" : "dtx-coordinator") +
+                " (use --bin-dir); looked at:" + list);
+  }
+
+  // An existing cluster.conf is reused (the data in the node directories was
+  // sharded over its participants); otherwise pick fresh ports.
+  ClusterConfig config;
+  auto existing = ClusterConfig::Load(dir);
+  if (existing.ok()) {
+    if (static_cast<int>(existing->participants().size()) != participants) {
+      return fail_locked(dir + " holds a cluster of " +
+                         std::to_string(existing->participants().size()) +
+                         " participants; use that number or a new directory");
+    }
+    auto live = LiveNodes(dir, *existing);
+    if (!live.empty()) {
+      return fail_locked(live.front().first + " (pid " + std::to_string(live.front().second) +
+                         ") from an earlier cluster is still running in " + dir +
+                         "; run `dtxctl cluster down --dir " + dir + "` first");
+    }
+    for (const NodeEntry& n : existing->nodes()) {
+      auto hp = ParseHostPort(n.address);
+      if (!hp.ok() || !PortFree(hp->port)) {
+        return fail_locked(n.name + "'s address " + n.address + " (from " + dir +
+                           "/cluster.conf) is in use by another program");
+      }
+    }
+    config = *existing;
+  } else if (existing.status().IsNotFound()) {
+    auto ports = PickPorts(participants + 1);
+    if (!ports.ok()) return fail_locked(ports.status().ToString());
+    Status s = config.Add("coordinator-0", "127.0.0.1:" + std::to_string((*ports)[0]));
+    for (int i = 0; s.ok() && i < participants; ++i) {
+      s = config.Add("participant-" + std::to_string(i),
+                     "127.0.0.1:" + std::to_string((*ports)[i + 1]));
+    }
+    if (s.ok()) s = config.Save(dir);
+    if (!s.ok()) return fail_locked(s.ToString());
+  } else {
+    return fail_locked(existing.status().ToString());
+  }
+  for (const NodeEntry& n : config.nodes()) {
+    fs::create_directories(NodeDir(dir, n.name), ec);
+    if (ec) return fail_locked("cannot create " + NodeDir(dir, n.name) + ": " + ec.message());
+    ::unlink((NodeDir(dir, n.name) + "/" + kNodePidFile).c_str());
+  }
+  ::unlink((dir + "/" + kSupervisorPidFile).c_str());
+
+  Status s = StartSupervisorDaemon(dir, participant_bin, coordinator_bin, log_level, lock_fd);
+  ::close(lock_fd);  // the supervisor holds the lock now
+  if (!s.ok()) return Fail(s.ToString());
+
+  auto teardown = [&](const std::string& why) {
+    std::cerr << "dtxctl: " << why << "\n";
+    Status st = StopCluster(dir, true);
+    if (!st.ok()) std::cerr << "dtxctl: tearing down: " << st.ToString() << "\n";
+    std::cerr << "dtxctl: cluster up failed; everything it started is stopped\n";
+    return kExitFailed;
+  };
+
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  auto start_deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(kSupervisorStartTimeoutMs);
+  while (!ReadPidFile(dir + "/" + kSupervisorPidFile).ok()) {
+    if (std::chrono::steady_clock::now() > start_deadline || !SupervisorRunning(dir)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (ReadPidFile(dir + "/" + kSupervisorPidFile).ok()) break;
+      std::cerr << "---- last lines of " << dir << "/" << kSupervisorLogFile << "\n"
+                << TailFile(dir + "/" + kSupervisorLogFile, kLogTailLines);
+      return teardown("the supervisor did not start");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+
+  for (const NodeEntry& n : config.nodes()) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    Status ready = WaitUntilReady(n, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+    if (!ready.ok()) {
+      PrintNodeLogs(dir, n.name);
+      return teardown(n.name + " (" + n.address + ") is not ready: " + ready.message());
+    }
+  }
+  std::cout << "cluster up in " << dir << " (supervisor pid " << SupervisorPidText(dir) << ")\n";
+  for (const NodeEntry& n : config.nodes()) std::cout << "  " << n.name << " " << n.address << "\n";
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// supervise
+
+int CmdSupervise(const std::vector<std::string>& args) {
+  std::string dir;
+  SupervisorOptions options;
+  int lock_fd = -1;
+  po::options_description desc = DirOptions(&dir);
+  desc.add_options()("participant-bin", po::value<std::string>(&options.participant_bin)->required(),
+                     "dtx-participant binary")(
+      "coordinator-bin", po::value<std::string>(&options.coordinator_bin)->required(),
+      "dtx-coordinator binary")(
+      "log-level", po::value<std::string>(&options.log_level)->default_value("info"),
+      "nodes' log level")("lock-fd", po::value<int>(&lock_fd),
+                          "inherited descriptor of the locked supervisor.lock (internal)");
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  dir = Absolute(dir);
+  options.dir = dir;
+
+  log::Options lo;
+  lo.node = "supervisor";
+  Status s = log::Init(lo);
+  if (!s.ok()) return Fail(s.ToString());
+  spdlog::default_logger()->flush_on(spdlog::level::info);
+
+  if (lock_fd >= 0) {
+    struct stat fd_st {};
+    struct stat path_st {};
+    std::string path = dir + "/" + kSupervisorLockFile;
+    if (::fstat(lock_fd, &fd_st) != 0 || ::stat(path.c_str(), &path_st) != 0 ||
+        fd_st.st_ino != path_st.st_ino || fd_st.st_dev != path_st.st_dev) {
+      return Fail("--lock-fd " + std::to_string(lock_fd) + " is not " + path);
+    }
+    ::fcntl(lock_fd, F_SETFD, FD_CLOEXEC);
+  } else {
+    lock_fd = OpenLock(dir, /*cloexec=*/true);
+    if (lock_fd < 0) return Fail("cannot open lock in " + dir + ": " + std::strerror(errno));
+  }
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    return Fail("a supervisor is already running in " + dir + " (pid " + SupervisorPidText(dir) +
+                ")");
+  }
+  auto config = ClusterConfig::Load(dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+  s = WritePidFile(dir + "/" + kSupervisorPidFile, ::getpid());
+  if (!s.ok()) return Fail(s.ToString());
+  DTX_LOG_INFO("supervisor pid={} dir={} nodes={}", ::getpid(), dir, config->nodes().size());
+  s = RunSupervisor(options, *config);
+  ::unlink((dir + "/" + kSupervisorPidFile).c_str());
+  if (!s.ok()) {
+    DTX_LOG_ERROR("supervisor: {}", s.ToString());
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// status, kill, restart, failpoint, in-doubt
+
+Result<ClusterConfig> LoadOrExplain(const std::string& dir) {
+  auto config = ClusterConfig::Load(dir);
+  if (!config.ok() && config.status().IsNotFound()) {
+    return Status::NotFound("no cluster in " + dir + " (no cluster.conf; start one with "
+                            "`dtxctl cluster up --dir " + dir + " --participants N`)");
+  }
+  return config;
+}
+
+int CmdStatus(const std::vector<std::string>& args) {
+  std::string dir;
+  po::options_description desc = DirOptions(&dir);
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  auto config = LoadOrExplain(dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+  if (SupervisorRunning(dir)) {
+    std::printf("supervisor: running, pid %s\n", SupervisorPidText(dir).c_str());
+  } else {
+    std::printf("supervisor: not running\n");
+  }
+  std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", "NODE", "ADDRESS", "PID", "ROLE",
+              "EPOCH", "DURABLE_LSN", "IN_FLIGHT", "IN_DOUBT", "STATE");
+  AdminTimeouts t{.connect_timeout_ms = 500, .recv_timeout_ms = 2000};
+  for (const NodeEntry& n : config->nodes()) {
+    auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
+    std::string pid_text = pid.ok() && IsNodeProcess(*pid, n.name) ? std::to_string(*pid) : "-";
+    auto st = GetNodeStatus(n, t);
+    if (st.ok()) {
+      std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
+                  n.address.c_str(), pid_text.c_str(), st->role.c_str(),
+                  static_cast<long long>(st->epoch), static_cast<long long>(st->durable_lsn),
+                  static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
+                  "up");
+    } else {
+      std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(),
+                  n.address.c_str(), pid_text.c_str(), "-", "-", "-", "-", "-", "down");
+    }
+  }
+  return kExitOk;
+}
+
+struct NodeArgs {
+  std::string dir;
+  std::string node;
+};
+
+// Parses "NODE --dir DIR" (plus `extra` positional names after NODE).
+bool ParseNodeCommand(const std::vector<std::string>& args, NodeArgs* out,
+                      const std::vector<std::pair<const char*, std::string*>>& extra,
+                      int* exit_code) {
+  po::options_description desc = DirOptions(&out->dir);
+  po::options_description hidden;
+  hidden.add_options()("node", po::value<std::string>(&out->node)->required(), "node name");
+  for (const auto& [name, target] : extra) {
+    hidden.add_options()(name, po::value<std::string>(target)->required(), name);
+  }
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("node", 1);
+  for (const auto& [name, target] : extra) pos.add(name, 1);
+  po::variables_map vm;
+  return ParseArgs(args, all, pos, &vm, exit_code);
+}
+
+Result<NodeEntry> FindNode(const std::string& dir, const std::string& name) {
+  auto config = LoadOrExplain(dir);
+  if (!config.ok()) return config.status();
+  const NodeEntry* n = config->Find(name);
+  if (n == nullptr) {
+    std::string names;
+    for (const NodeEntry& e : config->nodes()) names += " " + e.name;
+    return Status::NotFound("no node '" + name + "' in " + dir + " (nodes:" + names + ")");
+  }
+  return *n;
+}
+
+Result<pid_t> KillNode(const std::string& dir, const NodeEntry& n) {
+  auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
+  if (!pid.ok() || !IsNodeProcess(*pid, n.name)) {
+    return Status::Unavailable(n.name + " is not running");
+  }
+  if (::kill(*pid, SIGKILL) != 0) return Status::FromErrno("kill " + std::to_string(*pid), errno);
+  return *pid;
+}
+
+int CmdKill(const std::vector<std::string>& args) {
+  NodeArgs a;
+  int code = 0;
+  if (!ParseNodeCommand(args, &a, {}, &code)) return code;
+  auto n = FindNode(a.dir, a.node);
+  if (!n.ok()) return Fail(n.status().message());
+  auto pid = KillNode(a.dir, *n);
+  if (!pid.ok()) return Fail(pid.status().message());
+  std::cout << "killed " << a.node << " (pid " << *pid << ")"
+            << (SupervisorRunning(a.dir) ? "; the supervisor will restart it"
+                                         : "; no supervisor is running to restart it")
+            << "\n";
+  return kExitOk;
+}
+
+int CmdRestart(const std::vector<std::string>& args) {
+  NodeArgs a;
+  int code = 0;
+  if (!ParseNodeCommand(args, &a, {}, &code)) return code;
+  auto n = FindNode(a.dir, a.node);
+  if (!n.ok()) return Fail(n.status().message());
+  if (!SupervisorRunning(a.dir)) return Fail("no supervisor is running in " + a.dir);
+  auto old_pid = KillNode(a.dir, *n);
+  if (!old_pid.ok()) return Fail(old_pid.status().message());
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + std::chrono::milliseconds(kRestartTimeoutMs);
+  std::string pid_path = NodeDir(a.dir, a.node) + "/" + kNodePidFile;
+  pid_t new_pid = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto pid = ReadPidFile(pid_path);
+    if (pid.ok() && *pid != *old_pid && IsNodeProcess(*pid, a.node)) {
+      new_pid = *pid;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (new_pid == 0) {
+    PrintNodeLogs(a.dir, a.node);
+    return Fail(a.node + " was not started again within " + std::to_string(kRestartTimeoutMs) +
+                " ms");
+  }
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+  Status s = WaitUntilReady(*n, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+  if (!s.ok()) {
+    PrintNodeLogs(a.dir, a.node);
+    return Fail(s.message());
+  }
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - start);
+  std::cout << "restarted " << a.node << ": pid " << *old_pid << " -> " << new_pid
+            << ", answering after " << took.count() << " ms\n";
+  return kExitOk;
+}
+
+int CmdFailpoint(const std::vector<std::string>& args) {
+  NodeArgs a;
+  std::string name;
+  std::string action;
+  int code = 0;
+  if (!ParseNodeCommand(args, &a, {{"name", &name}, {"action", &action}}, &code)) return code;
+  auto n = FindNode(a.dir, a.node);
+  if (!n.ok()) return Fail(n.status().message());
+  Status s = SetNodeFailpoint(*n, name, action);
+  if (!s.ok()) return Fail(s.ToString());
+  std::cout << a.node << ": " << name << "=" << action << "\n";
+  return kExitOk;
+}
+
+int CmdInDoubt(const std::vector<std::string>& args) {
+  std::string dir;
+  po::options_description desc = DirOptions(&dir);
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  auto config = LoadOrExplain(dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+  std::printf("%-15s %-32s %10s %s\n", "PARTICIPANT", "TXID", "AGE_MS", "COORDINATOR");
+  int failed = 0;
+  size_t total = 0;
+  for (const NodeEntry& n : config->participants()) {
+    auto list = ListNodeInDoubt(n);
+    if (!list.ok()) {
+      std::fprintf(stderr, "dtxctl: %s\n", list.status().ToString().c_str());
+      ++failed;
+      continue;
+    }
+    for (const rpc::InDoubtTx& tx : *list) {
+      std::printf("%-15s %-32s %10lld %s\n", n.name.c_str(), TxIdHex(tx.txid).c_str(),
+                  static_cast<long long>(tx.age_ms), tx.coordinator.c_str());
+    }
+    total += list->size();
+  }
+  std::printf("%zu in-doubt transaction(s)%s\n", total,
+              failed > 0 ? " (incomplete: some participants did not answer)" : "");
+  return failed > 0 ? kExitFailed : kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::signal(SIGPIPE, SIG_IGN);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return Usage("missing command");
+  std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    std::cout << kUsage;
+    return kExitOk;
+  }
+  try {
+    if (cmd == "cluster") {
+      if (args.empty()) return Usage("cluster: expected 'up' or 'down'");
+      std::string sub = args[0];
+      args.erase(args.begin());
+      if (sub == "up") return CmdClusterUp(args);
+      if (sub == "down") return CmdClusterDown(args);
+      return Usage("cluster: unknown subcommand '" + sub + "' (expected 'up' or 'down')");
+    }
+    if (cmd == "supervise") return CmdSupervise(args);
+    if (cmd == "status") return CmdStatus(args);
+    if (cmd == "kill") return CmdKill(args);
+    if (cmd == "restart") return CmdRestart(args);
+    if (cmd == "failpoint") return CmdFailpoint(args);
+    if (cmd == "in-doubt") return CmdInDoubt(args);
+  } catch (const std::exception& e) {
+    return Fail(std::string("unexpected error: ") + e.what());
+  }
+  return Usage("unknown command '" + cmd + "'");
+}

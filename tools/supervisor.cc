@@ -1,0 +1,297 @@
+#include "tools/supervisor.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "common/log.h"
+
+extern char** environ;
+
+namespace dtx::tools {
+namespace {
+
+class Supervisor;
+
+// One supervised node. Owned by Supervisor; its handles' `data` point here and
+// it outlives the loop (the loop is run to completion before nodes are freed).
+struct Node {
+  Supervisor* owner = nullptr;
+  NodeEntry entry;
+  std::string bin;
+  std::vector<std::string> args;  // argv[1..]
+  uv_process_t process{};
+  uv_timer_t restart_timer{};
+  bool running = false;        // process handle active (spawned, not yet exited)
+  bool handle_open = false;    // process handle needs uv_close
+  bool started_once = false;
+  int backoff_ms = 0;
+  uint64_t started_at_ms = 0;
+  std::string last_exit;       // "exit status 1" / "killed by signal 9"
+};
+
+class Supervisor {
+ public:
+  Supervisor(const SupervisorOptions& options, const ClusterConfig& config)
+      : options_(options), config_(config) {}
+
+  Status Run() {
+    int rc = uv_loop_init(&loop_);
+    if (rc != 0) return Status::Internal(std::string("uv_loop_init: ") + uv_strerror(rc));
+    BuildEnvironments();
+    BuildNodes();
+    uv_signal_init(&loop_, &sigterm_);
+    uv_signal_init(&loop_, &sigint_);
+    sigterm_.data = this;
+    sigint_.data = this;
+    uv_signal_start(&sigterm_, &Supervisor::OnSignal, SIGTERM);
+    uv_signal_start(&sigint_, &Supervisor::OnSignal, SIGINT);
+    uv_timer_init(&loop_, &grace_timer_);
+    grace_timer_.data = this;
+    for (auto& n : nodes_) {
+      uv_timer_init(&loop_, &n->restart_timer);
+      n->restart_timer.data = n.get();
+      n->backoff_ms = options_.restart_backoff_min_ms;
+      Spawn(n.get());
+    }
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    rc = uv_loop_close(&loop_);
+    if (rc != 0) DTX_LOG_WARN("uv_loop_close: {}", uv_strerror(rc));
+    DTX_LOG_INFO("supervisor stopped; every node is down");
+    return Status::OK();
+  }
+
+ private:
+  void BuildEnvironments() {
+    for (char** e = environ; *e != nullptr; ++e) {
+      first_env_.emplace_back(*e);
+      if (std::string_view(*e).starts_with("DTX_FAILPOINTS=")) continue;
+      restart_env_.emplace_back(*e);
+    }
+  }
+
+  void BuildNodes() {
+    const NodeEntry* primary = config_.primary();
+    std::string participants;
+    for (const NodeEntry& p : config_.participants()) {
+      if (!participants.empty()) participants += ",";
+      participants += p.address;
+    }
+    for (const NodeEntry& e : config_.nodes()) {
+      auto n = std::make_unique<Node>();
+      n->owner = this;
+      n->entry = e;
+      std::string node_dir = NodeDir(options_.dir, e.name);
+      n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir};
+      if (e.role == NodeRole::kCoordinator) {
+        n->bin = options_.coordinator_bin;
+        n->args.insert(n->args.end(), {"--participants", participants});
+      } else {
+        n->bin = options_.participant_bin;
+        n->args.insert(n->args.end(), {"--coordinator", primary->address});
+      }
+      n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
+                                     options_.log_level});
+      nodes_.push_back(std::move(n));
+    }
+  }
+
+  static std::vector<char*> CStrings(std::vector<std::string>& v) {
+    std::vector<char*> out;
+    for (std::string& s : v) out.push_back(s.data());
+    out.push_back(nullptr);
+    return out;
+  }
+
+  void Spawn(Node* n) {
+    std::string node_dir = NodeDir(options_.dir, n->entry.name);
+    std::string console = node_dir + "/" + kNodeConsoleFile;
+    int out_fd = ::open(console.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out_fd < 0) {
+      DTX_LOG_ERROR("{}: cannot open {}: {}", n->entry.name, console, strerror(errno));
+      ScheduleRestart(n, std::string("cannot open console log: ") + strerror(errno));
+      return;
+    }
+    std::vector<std::string> argv_s;
+    argv_s.push_back(n->bin);
+    argv_s.insert(argv_s.end(), n->args.begin(), n->args.end());
+    std::vector<char*> argv = CStrings(argv_s);
+    std::vector<char*> env = CStrings(n->started_once ? restart_env_ : first_env_);
+
+    uv_stdio_container_t stdio[3];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD;
+    stdio[1].data.fd = out_fd;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = out_fd;
+    uv_process_options_t po{};
+    po.exit_cb = &Supervisor::OnExit;
+    po.file = n->bin.c_str();
+    po.args = argv.data();
+    po.env = env.data();
+    po.cwd = node_dir.c_str();
+    po.stdio_count = 3;
+    po.stdio = stdio;
+    n->process.data = n;
+    int rc = uv_spawn(&loop_, &n->process, &po);
+    ::close(out_fd);
+    n->handle_open = true;
+    bool restart = n->started_once;
+    n->started_once = true;
+    if (rc != 0) {
+      DTX_LOG_ERROR("cannot start {} ({}): {}", n->entry.name, n->bin, uv_strerror(rc));
+      n->last_exit = std::string("spawn failed: ") + uv_strerror(rc);
+      n->running = false;
+      n->started_at_ms = uv_now(&loop_);
+      uv_close(reinterpret_cast<uv_handle_t*>(&n->process), &Supervisor::OnProcessClosed);
+      return;
+    }
+    n->running = true;
+    n->started_at_ms = uv_now(&loop_);
+    std::string pid_path = node_dir + "/" + kNodePidFile;
+    Status s = WritePidFile(pid_path, n->process.pid);
+    if (!s.ok()) DTX_LOG_ERROR("{}: {}", n->entry.name, s.ToString());
+    if (restart) {
+      DTX_LOG_INFO("restarted {} ({}) pid={}", n->entry.name, n->last_exit, n->process.pid);
+    } else {
+      DTX_LOG_INFO("started {} pid={} address={}", n->entry.name, n->process.pid,
+                   n->entry.address);
+    }
+  }
+
+  void ScheduleRestart(Node* n, const std::string& why) {
+    if (stopping_) return;
+    uint64_t ran_ms = uv_now(&loop_) - n->started_at_ms;
+    if (ran_ms >= static_cast<uint64_t>(options_.stable_run_ms)) {
+      n->backoff_ms = options_.restart_backoff_min_ms;
+    }
+    DTX_LOG_WARN("{} exited ({}) after {} ms; restarting in {} ms", n->entry.name, why, ran_ms,
+                 n->backoff_ms);
+    n->last_exit = why;
+    uv_timer_start(&n->restart_timer, &Supervisor::OnRestartTimer,
+                   static_cast<uint64_t>(n->backoff_ms), 0);
+    n->backoff_ms = std::min(n->backoff_ms * 2, options_.restart_backoff_max_ms);
+  }
+
+  static void OnExit(uv_process_t* process, int64_t exit_status, int term_signal) {
+    auto* n = static_cast<Node*>(process->data);
+    n->running = false;
+    if (term_signal != 0) {
+      n->last_exit = "killed by signal " + std::to_string(term_signal);
+    } else {
+      n->last_exit = "exit status " + std::to_string(exit_status);
+    }
+    ::unlink((NodeDir(n->owner->options_.dir, n->entry.name) + "/" + kNodePidFile).c_str());
+    if (n->owner->stopping_) {
+      DTX_LOG_INFO("{} stopped ({})", n->entry.name, n->last_exit);
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(process), &Supervisor::OnProcessClosed);
+  }
+
+  static void OnProcessClosed(uv_handle_t* handle) {
+    auto* n = static_cast<Node*>(handle->data);
+    n->handle_open = false;
+    Supervisor* self = n->owner;
+    if (self->stopping_) {
+      self->MaybeFinish();
+      return;
+    }
+    self->ScheduleRestart(n, n->last_exit);
+  }
+
+  static void OnRestartTimer(uv_timer_t* timer) {
+    auto* n = static_cast<Node*>(timer->data);
+    if (n->owner->stopping_ || n->handle_open) return;
+    n->owner->Spawn(n);
+  }
+
+  static void OnSignal(uv_signal_t* handle, int signum) {
+    auto* self = static_cast<Supervisor*>(handle->data);
+    self->Stop(signum);
+  }
+
+  void Stop(int signum) {
+    if (stopping_) {
+      DTX_LOG_INFO("signal {} again while stopping; killing every node now", signum);
+      KillAll(SIGKILL);
+      return;
+    }
+    stopping_ = true;
+    DTX_LOG_INFO("signal {}: stopping every node (SIGTERM, SIGKILL after {} ms)", signum,
+                 options_.stop_grace_ms);
+    for (auto& n : nodes_) uv_timer_stop(&n->restart_timer);
+    KillAll(SIGTERM);
+    uv_timer_start(&grace_timer_, &Supervisor::OnGraceTimer,
+                   static_cast<uint64_t>(options_.stop_grace_ms), 0);
+    MaybeFinish();
+  }
+
+  void KillAll(int signum) {
+    for (auto& n : nodes_) {
+      if (n->running) {
+        int rc = uv_process_kill(&n->process, signum);
+        if (rc != 0 && rc != UV_ESRCH) {
+          DTX_LOG_WARN("kill {} pid={}: {}", n->entry.name, n->process.pid, uv_strerror(rc));
+        }
+      }
+    }
+  }
+
+  static void OnGraceTimer(uv_timer_t* timer) {
+    auto* self = static_cast<Supervisor*>(timer->data);
+    for (auto& n : self->nodes_) {
+      if (n->running) {
+        DTX_LOG_WARN("{} pid={} still running after {} ms; SIGKILL", n->entry.name,
+                     n->process.pid, self->options_.stop_grace_ms);
+      }
+    }
+    self->KillAll(SIGKILL);
+  }
+
+  void MaybeFinish() {
+    if (finished_) return;
+    for (auto& n : nodes_) {
+      if (n->running || n->handle_open) return;
+    }
+    finished_ = true;
+    auto close = [](auto* h) { uv_close(reinterpret_cast<uv_handle_t*>(h), nullptr); };
+    close(&sigterm_);
+    close(&sigint_);
+    close(&grace_timer_);
+    for (auto& n : nodes_) close(&n->restart_timer);
+  }
+
+  const SupervisorOptions& options_;
+  const ClusterConfig& config_;
+  uv_loop_t loop_{};
+  uv_signal_t sigterm_{};
+  uv_signal_t sigint_{};
+  uv_timer_t grace_timer_{};
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::string> first_env_;
+  std::vector<std::string> restart_env_;
+  bool stopping_ = false;
+  bool finished_ = false;
+};
+
+}  // namespace
+
+Status RunSupervisor(const SupervisorOptions& options, const ClusterConfig& config) {
+  DTX_RETURN_IF_ERROR(config.Validate());
+  if (options.participant_bin.empty() || options.coordinator_bin.empty()) {
+    return Status::InvalidArgument("supervisor needs the participant and coordinator binaries");
+  }
+  // A terminal hang-up must not stop the cluster (cluster up detaches anyway).
+  ::signal(SIGHUP, SIG_IGN);
+  ::signal(SIGPIPE, SIG_IGN);
+  Supervisor supervisor(options, config);
+  return supervisor.Run();
+}
+
+}  // namespace dtx::tools
