@@ -1,0 +1,209 @@
+// dtx C++ client: serializable optimistic transactions over a dtx cluster.
+//
+//   auto client = dtx::Client::Connect({.coordinators = {"127.0.0.1:40101"}});
+//   if (!client.ok()) ...;
+//   dtx::Status s = (*client)->Run([](dtx::Transaction& tx) -> dtx::Status {
+//     auto v = tx.Get("alice");                  // Result<optional<string>>
+//     if (!v.ok()) return v.status();
+//     return tx.Put("alice", "42");
+//   }, /*retries=*/10);                          // commits when fn returns OK
+//
+// How a transaction runs (DESIGN.md "Transactions"):
+// - Get() reads straight from the participant owning the key (shard map
+//   fetched from the coordinator at Connect and cached; index =
+//   ShardHash(key) % participants) and records the version it read. A
+//   repeated Get of a key returns the transaction's own buffered write if
+//   there is one, else the value of the first read (never a newer one).
+// - Put() and Delete() are buffered in the client; nothing is sent.
+// - Commit() sends the read set (keys + versions) and the write set to the
+//   coordinator's Commit with a client-chosen TxId (random `hi` per Client,
+//   counter `lo`). A transaction with no reads and no writes commits locally.
+//   If the commit RPC fails in a way that leaves the outcome open (timeout,
+//   connection lost, coordinator not primary), the client repeats the same
+//   commit (same TxId: the coordinator is idempotent by TxId) on the primary
+//   or the next coordinator, up to kCommitAttemptsMax times.
+// - Abort() drops the buffers; nothing is sent (reads take no locks).
+//
+// Commit results (the Status, plus accessors for the typed details):
+//   OK                     committed.
+//   Aborted("transaction aborted: <reason>: <detail>")
+//                          the cluster aborted it; abort_reason() gives the
+//                          AbortReason (kConflict, kParticipantUnavailable,
+//                          kTimeout, kCoordinatorFailover). Retry is safe.
+//   Unavailable("outcome unknown: ...")
+//                          the commit may or may not have happened (the
+//                          coordinator answered UNKNOWN, or could not be asked
+//                          again); outcome_unknown() is true. NOT safe to
+//                          retry blindly; Run() does not retry it.
+//   Unavailable / Timeout  (outcome_unknown() false) nothing was committed:
+//                          the coordinator could not be reached before the
+//                          commit was sent.
+//   InvalidArgument        bad argument (empty key, key > kKeyBytesMax, value
+//                          > kValueBytesMax, more than kTxKeysMax keys, more
+//                          than kTxBytesMax bytes) -- detected in Get/Put/
+//                          Delete before anything is sent -- or
+//                          "transaction already finished" for any call after
+//                          Commit() or Abort() (nothing is sent).
+// Get errors: Unavailable / Timeout (participant unreachable or slow),
+// InvalidArgument (bad key; "wrong shard" after a shard-map change, which also
+// refreshes the cached map), "transaction already finished".
+//
+// Threads: the Client owns one I/O thread running an event loop with one
+// pipelined connection per node. Client, Transaction and AsyncTransaction
+// methods are thread-safe. Sync calls (Transaction, Run, Connect) block the
+// calling thread and must not be called from an async callback (the loop
+// thread): that is a checked error. Async callbacks run on the client's loop
+// thread, never inside the call that started them, and must not block or
+// throw. No thread per transaction: thousands of AsyncTransactions may be in
+// flight from one thread, up to ClientOptions::in_flight_tx_max.
+//
+// Lifetime: transactions hold the client's internals alive, so a transaction
+// may outlive its Client; once the Client is destroyed every operation fails
+// with Unavailable("client closed") (async callbacks then run on the calling
+// thread, since there is no loop any more). Destroying the Client fails the
+// operations in flight with Unavailable and joins its thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+
+namespace dtx {
+
+inline constexpr size_t kClientInFlightTxMax = 4096;  // open async transactions
+inline constexpr int kCommitAttemptsMax = 3;
+inline constexpr int kRunRetriesDefault = 10;
+inline constexpr int kClientRequestTimeoutMsDefault = 5000;
+inline constexpr int kClientCommitTimeoutMsDefault = 10000;
+
+struct ClientOptions {
+  // Coordinator addresses "host:port" (numeric host or localhost), primary
+  // first. At least one.
+  std::vector<std::string> coordinators;
+  int request_timeout_ms = kClientRequestTimeoutMsDefault;  // Get, GetShardMap
+  int commit_timeout_ms = kClientCommitTimeoutMsDefault;    // one Commit attempt
+  size_t in_flight_tx_max = kClientInFlightTxMax;
+  // Run(): jittered exponential backoff between attempts.
+  int retry_backoff_initial_ms = 2;
+  int retry_backoff_max_ms = 200;
+};
+
+// The outcome of a commit, for the async API (the sync API exposes the same
+// fields through Transaction accessors).
+struct CommitOutcome {
+  Status status;                            // see the table above
+  std::optional<AbortReason> abort_reason;  // set iff status.IsAborted()
+  bool outcome_unknown = false;             // status.IsUnavailable() and maybe committed
+  TxId txid;
+};
+
+using GetResult = Result<std::optional<std::string>>;  // nullopt: key absent
+
+namespace internal {
+class ClientCore;
+class TxState;
+}  // namespace internal
+
+// Asynchronous transaction (see the file comment for threads). Held by
+// shared_ptr; dropping the last reference of an unfinished transaction
+// aborts it.
+class AsyncTransaction {
+ public:
+  ~AsyncTransaction();
+  AsyncTransaction(const AsyncTransaction&) = delete;
+  AsyncTransaction& operator=(const AsyncTransaction&) = delete;
+
+  // `done` runs once on the loop thread.
+  void Get(const std::string& key, std::function<void(GetResult)> done);
+  // Buffered; returns at once (InvalidArgument for bad arguments or a
+  // finished transaction).
+  Status Put(const std::string& key, const std::string& value);
+  Status Delete(const std::string& key);
+  // `done` runs once on the loop thread.
+  void Commit(std::function<void(const CommitOutcome&)> done);
+  // Finishes the transaction without committing. InvalidArgument if already
+  // finished.
+  Status Abort();
+
+  TxId txid() const;
+  bool finished() const;
+
+ private:
+  friend class Client;
+  friend class Transaction;
+  explicit AsyncTransaction(std::shared_ptr<internal::TxState> state);
+  std::shared_ptr<internal::TxState> state_;
+};
+
+// Synchronous transaction: the async one, blocking on each call. Not for use
+// on the loop thread. Movable; destroying an unfinished one aborts it.
+class Transaction {
+ public:
+  Transaction(Transaction&&) noexcept = default;
+  Transaction& operator=(Transaction&&) noexcept = default;
+  ~Transaction() = default;
+
+  GetResult Get(const std::string& key);
+  Status Put(const std::string& key, const std::string& value);
+  Status Delete(const std::string& key);
+  Status Commit();
+  Status Abort();
+
+  // After Commit() returned Aborted: why.
+  std::optional<AbortReason> abort_reason() const { return last_.abort_reason; }
+  // After Commit() returned Unavailable: true if it may have committed.
+  bool outcome_unknown() const { return last_.outcome_unknown; }
+  TxId txid() const;
+  bool finished() const;
+
+ private:
+  friend class Client;
+  explicit Transaction(std::shared_ptr<AsyncTransaction> tx) : tx_(std::move(tx)) {}
+  std::shared_ptr<AsyncTransaction> tx_;
+  CommitOutcome last_;
+};
+
+class Client {
+ public:
+  // Starts the client's I/O thread, fetches the shard map from the first
+  // coordinator that answers (following NOT_PRIMARY hints) and connects
+  // lazily to participants. InvalidArgument for bad options; Unavailable if
+  // no coordinator served the shard map.
+  static Result<std::unique_ptr<Client>> Connect(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Begins a transaction. Busy when in_flight_tx_max transactions are open.
+  Result<Transaction> Begin();
+  Result<std::shared_ptr<AsyncTransaction>> BeginAsync();
+
+  // Calls fn(tx) on a fresh transaction, commits it if fn returned OK (and
+  // did not finish it), and retries -- up to `retries` more times, with
+  // jittered exponential backoff -- when the attempt failed with Aborted
+  // (reason other than client abort) or with Unavailable/Timeout that left
+  // no unknown outcome (e.g. a participant was unreachable for a Get).
+  // fn returning non-OK aborts the attempt; that status is returned unless
+  // it is retryable by the same rule. Returns the final status.
+  Status Run(const std::function<Status(Transaction&)>& fn, int retries = kRunRetriesDefault);
+
+  // The cached shard map: participant addresses, shard index order.
+  std::vector<std::string> participants() const;
+  int64_t shard_map_version() const;
+  // Index of the participant owning `key` in participants().
+  size_t ShardOf(const std::string& key) const;
+  size_t open_transactions() const;
+
+ private:
+  explicit Client(std::shared_ptr<internal::ClientCore> core) : core_(std::move(core)) {}
+  std::shared_ptr<internal::ClientCore> core_;
+};
+
+}  // namespace dtx
