@@ -1,0 +1,753 @@
+#include "participant/core.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/check.h"
+
+namespace dtx::participant {
+
+namespace {
+
+// Keys are binary: print at most this many bytes, escaping the rest.
+constexpr size_t kKeyPrintBytesMax = 64;
+
+std::string Printable(std::string_view key) {
+  std::string out;
+  for (size_t i = 0; i < key.size() && i < kKeyPrintBytesMax; ++i) {
+    unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\' && c != '\'') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[5];
+      std::snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += buf;
+    }
+  }
+  if (key.size() > kKeyPrintBytesMax) out += "...";
+  return "'" + out + "'";
+}
+
+std::optional<std::string> CheckKey(std::string_view key) {
+  if (key.empty()) return "empty key";
+  if (key.size() > kKeyBytesMax) {
+    return "key of " + std::to_string(key.size()) + " bytes exceeds kKeyBytesMax (" +
+           std::to_string(kKeyBytesMax) + ")";
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> CheckPrepare(const PrepareRequest& req) {
+  if (req.epoch < 0) return "negative epoch " + std::to_string(req.epoch);
+  if (req.reads.size() + req.writes.size() > kTxKeysMax) {
+    return std::to_string(req.reads.size() + req.writes.size()) + " keys exceed kTxKeysMax (" +
+           std::to_string(kTxKeysMax) + ")";
+  }
+  if (req.coordinator.size() > kCoordinatorAddressBytesMax) return "coordinator address too long";
+  if (req.read_only_tx && !req.writes.empty()) return "read_only_tx with writes";
+  size_t bytes = 0;
+  std::set<std::string_view> written;
+  for (const WriteOp& w : req.writes) {
+    if (auto e = CheckKey(w.key)) return "write: " + *e;
+    if (w.value.has_value() && w.value->size() > kValueBytesMax) {
+      return "value of " + std::to_string(w.value->size()) + " bytes for key " + Printable(w.key) +
+             " exceeds kValueBytesMax (" + std::to_string(kValueBytesMax) + ")";
+    }
+    if (!written.insert(w.key).second) return "key " + Printable(w.key) + " written twice";
+    bytes += w.key.size() + (w.value ? w.value->size() : 0);
+  }
+  for (const ReadOp& r : req.reads) {
+    if (auto e = CheckKey(r.key)) return "read: " + *e;
+    if (r.version < 0) return "negative read version for key " + Printable(r.key);
+    bytes += r.key.size();
+  }
+  if (bytes > kTxBytesMax) {
+    return std::to_string(bytes) + " bytes of keys and values exceed kTxBytesMax (" +
+           std::to_string(kTxBytesMax) + ")";
+  }
+  return std::nullopt;
+}
+
+Status AtLsn(uint64_t lsn, const Status& s) {
+  if (!s.IsCorruption()) return s;
+  return Status::Corruption("LSN " + std::to_string(lsn) + ": " + s.message());
+}
+
+}  // namespace
+
+const char* ErrorCodeName(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kOk: return "OK";
+    case ErrorCode::kBadArgument: return "BAD_ARGUMENT";
+    case ErrorCode::kUnknownTx: return "UNKNOWN_TX";
+    case ErrorCode::kStaleEpoch: return "STALE_EPOCH";
+    case ErrorCode::kUnavailable: return "UNAVAILABLE";
+    case ErrorCode::kTimeout: return "TIMEOUT";
+    case ErrorCode::kInternal: return "INTERNAL";
+  }
+  return "UNKNOWN";
+}
+
+struct Core::ParkedRead : LockWaiter {
+  uint64_t id = 0;
+  Token token = 0;
+  std::string key;
+  uint64_t deadline_ms = 0;
+  uint64_t parked_at_ms = 0;
+  TxId holder;
+};
+
+Core::Core(const CoreOptions& options, Store* store) : options_(options), store_(store) {
+  DTX_CHECK(store_ != nullptr);
+  DTX_CHECK(options_.decision_query_interval_ms > 0);
+}
+
+Core::~Core() = default;
+
+// ---------------------------------------------------------------------------
+// Output helpers
+
+uint64_t Core::Append(RecordType type, std::string payload, bool forced, const TxId& txid) {
+  PersistOp op;
+  op.tag = next_tag_++;
+  op.type = type;
+  op.payload = std::move(payload);
+  op.forced = forced;
+  op.txid = txid;
+  ready_.persist.push_back(std::move(op));
+  return ready_.persist.back().tag;
+}
+
+void Core::Respond(Reply r, uint64_t wait_tag) {
+  DTX_CHECK(r.token != 0);
+  if (wait_tag <= durable_tag_) {
+    ready_.replies.push_back(std::move(r));
+  } else {
+    deferred_.emplace(wait_tag, std::move(r));
+  }
+}
+
+void Core::RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCode code,
+                        std::string message) {
+  Reply r;
+  r.token = token;
+  r.kind = kind;
+  r.txid = txid;
+  r.error = code;
+  r.message = std::move(message);
+  Respond(std::move(r), 0);
+}
+
+void Core::RespondVote(Token token, const TxId& txid, Vote vote, uint64_t wait_tag,
+                       AbortReason reason, std::string detail) {
+  Reply r;
+  r.token = token;
+  r.kind = Reply::Kind::kPrepare;
+  r.txid = txid;
+  r.vote = vote;
+  if (vote == Vote::kNo) {
+    r.reason = reason;
+    r.detail = std::move(detail);
+  }
+  Respond(std::move(r), wait_tag);
+}
+
+void Core::RespondAck(Token token, Reply::Kind kind, const TxId& txid, uint64_t wait_tag) {
+  Reply r;
+  r.token = token;
+  r.kind = kind;
+  r.txid = txid;
+  Respond(std::move(r), wait_tag);
+}
+
+void Core::Fail(Status s) {
+  DTX_CHECK(!s.ok());
+  if (fatal_.ok()) {
+    fatal_ = s;
+    ready_.fatal = std::move(s);
+  }
+}
+
+Ready Core::TakeReady() {
+  Ready out = std::move(ready_);
+  ready_ = Ready();
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Bookkeeping
+
+void Core::Remember(const TxId& txid, Outcome o) {
+  auto [it, inserted] = outcomes_.try_emplace(txid, o);
+  if (!inserted) {
+    it->second = o;
+    return;
+  }
+  outcome_order_.push_back(txid);
+  while (outcome_order_.size() > options_.outcomes_remembered_max) {
+    outcomes_.erase(outcome_order_.front());
+    outcome_order_.pop_front();
+  }
+}
+
+std::optional<Core::Outcome> Core::Recall(const TxId& txid) const {
+  auto it = outcomes_.find(txid);
+  if (it == outcomes_.end()) return std::nullopt;
+  return it->second;
+}
+
+void Core::Schedule(Tx& tx, uint64_t at_ms) {
+  Unschedule(tx);
+  tx.query_at_ms = std::max<uint64_t>(at_ms, 1);
+  queries_.emplace(tx.query_at_ms, tx.txid);
+}
+
+void Core::Unschedule(Tx& tx) {
+  if (tx.query_at_ms != 0) queries_.erase({tx.query_at_ms, tx.txid});
+  tx.query_at_ms = 0;
+}
+
+void Core::EraseTx(std::map<TxId, Tx>::iterator it) {
+  Tx& tx = it->second;
+  Unschedule(tx);
+  for (uint64_t tag : {tx.prepare_tag, tx.commit_tag}) {
+    auto d = on_durable_.find(tag);
+    if (tag != 0 && d != on_durable_.end() && d->second == tx.txid) on_durable_.erase(d);
+  }
+  txs_.erase(it);
+}
+
+void Core::ReleaseLocks(const TxId& txid) {
+  std::vector<LockWaiter*> woken;
+  locks_.ReleaseAll(txid, &woken);
+  for (LockWaiter* w : woken) {
+    auto* p = static_cast<ParkedRead*>(w);
+    if (auto holder = locks_.ExclusiveHolder(p->key)) {
+      p->holder = *holder;
+      locks_.Park(p->key, p);
+      continue;
+    }
+    uint64_t id = p->id;
+    read_deadlines_.erase({p->deadline_ms, id});
+    ServeRead(p->token, p->key);
+    parked_.erase(id);
+  }
+}
+
+bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epoch) {
+  if (epoch < epoch_) {
+    ++stats_.stale_epoch_refusals;
+    RespondError(token, kind, txid, ErrorCode::kStaleEpoch,
+                 "epoch " + std::to_string(epoch) + " is older than this participant's epoch " +
+                     std::to_string(epoch_));
+    return false;
+  }
+  if (epoch > epoch_) {
+    epoch_ = epoch;
+    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch}), /*forced=*/true, TxId{});
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+void Core::ServeRead(Token token, const std::string& key) {
+  auto got = store_->Get(key);
+  if (!got.ok()) {
+    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kInternal,
+                 "store read of key " + Printable(key) + " failed: " + got.status().ToString());
+    return;
+  }
+  Reply r;
+  r.token = token;
+  r.kind = Reply::Kind::kRead;
+  r.found = got->found;
+  r.value = std::move(got->value);
+  r.version = got->version;
+  Respond(std::move(r), 0);
+}
+
+void Core::Read(Token token, std::string key, uint64_t now_ms) {
+  DTX_CHECK(!recovering_);
+  if (!fatal_.ok()) {
+    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    return;
+  }
+  if (auto e = CheckKey(key)) {
+    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kBadArgument, *e);
+    return;
+  }
+  std::optional<TxId> holder = locks_.ExclusiveHolder(key);
+  if (!holder.has_value()) {
+    ServeRead(token, key);
+    return;
+  }
+  // A transaction that may commit holds the key for writing: wait for its
+  // outcome, so no reader sees a value older than a commit already reported.
+  if (parked_.size() >= options_.parked_reads_max) {
+    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kUnavailable,
+                 "too many reads waiting on locked keys (" + std::to_string(options_.parked_reads_max) + ")");
+    return;
+  }
+  auto p = std::make_unique<ParkedRead>();
+  p->id = next_read_id_++;
+  p->token = token;
+  p->key = std::move(key);
+  p->parked_at_ms = now_ms;
+  p->deadline_ms = now_ms + options_.read_wait_ms;
+  p->holder = *holder;
+  locks_.Park(p->key, p.get());
+  read_deadlines_.emplace(p->deadline_ms, p->id);
+  parked_.emplace(p->id, std::move(p));
+}
+
+// ---------------------------------------------------------------------------
+// Prepare
+
+std::optional<std::string> Core::LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
+                                         const std::vector<WriteOp>& writes) {
+  auto conflict = [&](const std::string& key, LockMode mode) -> std::optional<std::string> {
+    if (locks_.TryLock(txid, key, mode) != LockTable::Result::kConflict) return std::nullopt;
+    std::optional<TxId> holder = locks_.ConflictingHolder(txid, key, mode);
+    DTX_CHECK(holder.has_value());
+    ReleaseLocks(txid);
+    return std::string("lock conflict on key ") + Printable(key) + " (" +
+           (mode == LockMode::kExclusive ? "write" : "read") + ") with transaction " + holder->ToString();
+  };
+  for (const WriteOp& w : writes) {
+    if (auto c = conflict(w.key, LockMode::kExclusive)) return c;
+  }
+  for (const ReadOp& r : reads) {
+    if (auto c = conflict(r.key, LockMode::kShared)) return c;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> Core::ValidateReads(const std::vector<ReadOp>& reads) {
+  for (const ReadOp& r : reads) {
+    auto got = store_->Get(r.key);
+    if (!got.ok()) return "store read of key " + Printable(r.key) + " failed: " + got.status().ToString();
+    if (got->version != r.version) {
+      return "stale read of key " + Printable(r.key) + ": read version " + std::to_string(r.version) +
+             ", current version " + std::to_string(got->version);
+    }
+  }
+  return std::nullopt;
+}
+
+void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
+  DTX_CHECK(!recovering_);
+  (void)now_ms;
+  const TxId txid = req.txid;
+  if (!fatal_.ok()) {
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    return;
+  }
+  if (auto e = CheckPrepare(req)) {
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kBadArgument, *e);
+    return;
+  }
+  if (!CheckEpoch(token, Reply::Kind::kPrepare, txid, req.epoch)) return;
+
+  // Duplicate or late Prepare: the same answer again.
+  if (auto it = txs_.find(txid); it != txs_.end()) {
+    Tx& tx = it->second;
+    if (tx.phase == Phase::kPreparing || (tx.phase == Phase::kCommitting && tx.one_phase)) {
+      tx.prepare_waiters.push_back({token, epoch_tag_});
+    } else {
+      RespondVote(token, txid, Vote::kYes, std::max(tx.prepare_tag, epoch_tag_));
+    }
+    return;
+  }
+  if (auto o = Recall(txid)) {
+    if (*o == Outcome::kCommitted) {
+      RespondVote(token, txid, Vote::kYes, epoch_tag_);
+    } else {
+      RespondVote(token, txid, Vote::kNo, epoch_tag_, AbortReason::kConflict,
+                  "transaction already aborted here");
+    }
+    return;
+  }
+  if (txs_.size() >= options_.tx_in_flight_max) {
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable,
+                 "too many transactions in flight (" + std::to_string(options_.tx_in_flight_max) + ")");
+    return;
+  }
+  ++stats_.prepares;
+
+  // Atomically (nothing else runs in between): lock, then validate.
+  std::optional<std::string> no = LockAll(txid, req.reads, req.writes);
+  if (!no.has_value()) {
+    no = ValidateReads(req.reads);
+    if (no.has_value()) ReleaseLocks(txid);
+  }
+  if (no.has_value()) {
+    // Remembered so a duplicate of this Prepare (a one-phase one above all)
+    // cannot commit what was refused.
+    Remember(txid, Outcome::kAborted);
+    ++stats_.votes_no;
+    RespondVote(token, txid, Vote::kNo, epoch_tag_, AbortReason::kConflict, std::move(*no));
+    return;
+  }
+
+  if (req.read_only_tx || (req.one_phase && req.writes.empty())) {
+    // The whole transaction writes nothing: it is serializable at this
+    // validation point, so its locks go at once and nothing is logged.
+    ReleaseLocks(txid);
+    if (req.read_only_tx) {
+      ++stats_.votes_read_only;
+      RespondVote(token, txid, Vote::kReadOnly, epoch_tag_);
+    } else {
+      ++stats_.votes_yes;
+      RespondVote(token, txid, Vote::kYes, epoch_tag_);
+    }
+    return;
+  }
+
+  Tx& tx = txs_[txid];
+  tx.txid = txid;
+  tx.epoch = req.epoch;
+  tx.coordinator = std::move(req.coordinator);
+  tx.writes = std::move(req.writes);
+  for (ReadOp& r : req.reads) {
+    if (locks_.Holds(txid, r.key, LockMode::kExclusive)) continue;  // read and written
+    tx.read_keys.push_back(std::move(r.key));
+  }
+  std::sort(tx.read_keys.begin(), tx.read_keys.end());
+  tx.read_keys.erase(std::unique(tx.read_keys.begin(), tx.read_keys.end()), tx.read_keys.end());
+  tx.prepare_waiters.push_back({token, epoch_tag_});
+
+  if (req.one_phase) {
+    tx.one_phase = true;
+    StartCommit(tx);
+    return;
+  }
+  PrepareRecord rec;
+  rec.txid = txid;
+  rec.epoch = tx.epoch;
+  rec.coordinator = tx.coordinator;
+  rec.writes = tx.writes;
+  rec.read_keys = tx.read_keys;
+  tx.phase = Phase::kPreparing;
+  tx.prepare_tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
+  on_durable_.emplace(tx.prepare_tag, txid);
+}
+
+// ---------------------------------------------------------------------------
+// Commit / abort
+
+void Core::StartCommit(Tx& tx) {
+  DTX_CHECK(tx.phase != Phase::kCommitting);
+  Unschedule(tx);
+  tx.phase = Phase::kCommitting;
+  tx.commit_version = ++commit_counter_;
+  CommitRecord rec;
+  rec.txid = tx.txid;
+  rec.version = tx.commit_version;
+  rec.one_phase = tx.one_phase;
+  if (tx.one_phase) rec.writes = tx.writes;
+  tx.commit_tag = Append(RecordType::kCommit, EncodeCommit(rec), /*forced=*/true, tx.txid);
+  on_durable_.emplace(tx.commit_tag, tx.txid);
+}
+
+void Core::FinishCommit(Tx& tx) {
+  Status s = store_->Apply(tx.writes, tx.commit_version);
+  if (!s.ok()) {
+    // The COMMIT is durable but the store refused it: reads would go stale.
+    Fail(Status::IOError("applying committed transaction " + tx.txid.ToString() + " failed: " + s.ToString()));
+    return;
+  }
+  ++stats_.commits;
+  if (tx.one_phase) ++stats_.votes_yes;
+  Remember(tx.txid, Outcome::kCommitted);
+  for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
+  for (const Waiter& w : tx.commit_waiters) RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
+  TxId txid = tx.txid;
+  EraseTx(txs_.find(txid));
+  ReleaseLocks(txid);  // after the apply: woken reads see the new values
+}
+
+void Core::DropAborted(Tx& tx, bool log_abort) {
+  DTX_CHECK(tx.phase != Phase::kCommitting);
+  // Not forced: under presumed abort a lost ABORT only makes recovery ask
+  // the coordinator, which answers ABORT. Logging it at all spares that
+  // question (and lets a checkpoint drop the PREPARE).
+  // Every preparing/prepared transaction has a PREPARE (appended live or
+  // replayed).
+  if (log_abort) Append(RecordType::kAbort, EncodeAbort({tx.txid}), /*forced=*/false, tx.txid);
+  for (const Waiter& w : tx.prepare_waiters) {
+    RespondVote(w.token, tx.txid, Vote::kNo, w.wait_tag, AbortReason::kTimeout,
+                "aborted by the coordinator before the vote was durable");
+  }
+  ++stats_.aborts;
+  Remember(tx.txid, Outcome::kAborted);
+  TxId txid = tx.txid;
+  EraseTx(txs_.find(txid));
+  ReleaseLocks(txid);
+}
+
+void Core::Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
+  DTX_CHECK(!recovering_);
+  (void)now_ms;
+  if (!fatal_.ok()) {
+    RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    return;
+  }
+  if (epoch < 0) {
+    RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kBadArgument, "negative epoch");
+    return;
+  }
+  if (!CheckEpoch(token, Reply::Kind::kCommit, txid, epoch)) return;
+  if (auto it = txs_.find(txid); it != txs_.end()) {
+    Tx& tx = it->second;
+    tx.commit_waiters.push_back({token, epoch_tag_});
+    if (tx.phase != Phase::kCommitting) StartCommit(tx);
+    return;
+  }
+  if (Recall(txid) == Outcome::kAborted) {
+    RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kInternal,
+                 "commit of transaction " + txid.ToString() + ", which was aborted here");
+    return;
+  }
+  // Committed here already, or committed and forgotten.
+  RespondAck(token, Reply::Kind::kCommit, txid, epoch_tag_);
+}
+
+void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
+  DTX_CHECK(!recovering_);
+  (void)now_ms;
+  if (!fatal_.ok()) {
+    RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    return;
+  }
+  if (epoch < 0) {
+    RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kBadArgument, "negative epoch");
+    return;
+  }
+  if (!CheckEpoch(token, Reply::Kind::kAbort, txid, epoch)) return;
+  if (auto it = txs_.find(txid); it != txs_.end()) {
+    Tx& tx = it->second;
+    if (tx.phase == Phase::kCommitting) {
+      RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kInternal,
+                   "abort of transaction " + txid.ToString() + ", which is committing here");
+      return;
+    }
+    DropAborted(tx, /*log_abort=*/true);
+    RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
+    return;
+  }
+  if (Recall(txid) == Outcome::kCommitted) {
+    RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kInternal,
+                 "abort of transaction " + txid.ToString() + ", which committed here");
+    return;
+  }
+  // Presumed abort: unknown is fine. Remembered so a late Prepare votes NO.
+  Remember(txid, Outcome::kAborted);
+  RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
+}
+
+void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms) {
+  (void)now_ms;
+  if (recovering_ || !fatal_.ok()) return;
+  auto it = txs_.find(txid);
+  if (it == txs_.end()) return;  // late answer: already decided
+  Tx& tx = it->second;
+  if (tx.phase == Phase::kCommitting) return;
+  switch (decision) {
+    case Decision::kCommit: StartCommit(tx); break;
+    case Decision::kAbort: DropAborted(tx, /*log_abort=*/true); break;
+    case Decision::kUnknown: break;  // asked again at the next query time
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Durability and time
+
+void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
+  DTX_CHECK(tag < next_tag_);
+  if (tag <= durable_tag_) return;
+  durable_tag_ = tag;
+  while (!on_durable_.empty() && on_durable_.begin()->first <= durable_tag_ && fatal_.ok()) {
+    auto [t, txid] = *on_durable_.begin();
+    on_durable_.erase(on_durable_.begin());
+    auto it = txs_.find(txid);
+    if (it == txs_.end()) continue;
+    Tx& tx = it->second;
+    if (t == tx.prepare_tag) {
+      if (tx.phase == Phase::kPreparing) {
+        tx.phase = Phase::kPrepared;
+        tx.prepared_at_ms = now_ms;
+        Schedule(tx, now_ms + options_.decision_query_after_ms);
+        ++stats_.votes_yes;
+      }
+      for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, txid, Vote::kYes, w.wait_tag);
+      tx.prepare_waiters.clear();
+    } else if (t == tx.commit_tag) {
+      FinishCommit(tx);
+    }
+  }
+  while (!deferred_.empty() && deferred_.begin()->first <= durable_tag_) {
+    ready_.replies.push_back(std::move(deferred_.begin()->second));
+    deferred_.erase(deferred_.begin());
+  }
+}
+
+void Core::Tick(uint64_t now_ms) {
+  if (recovering_) return;
+  while (!read_deadlines_.empty() && read_deadlines_.begin()->first <= now_ms) {
+    uint64_t id = read_deadlines_.begin()->second;
+    read_deadlines_.erase(read_deadlines_.begin());
+    auto it = parked_.find(id);
+    DTX_CHECK(it != parked_.end());
+    ParkedRead& p = *it->second;
+    ++stats_.read_timeouts;
+    RespondError(p.token, Reply::Kind::kRead, TxId{}, ErrorCode::kTimeout,
+                 "read of key " + Printable(p.key) + " waited " + std::to_string(now_ms - p.parked_at_ms) +
+                     " ms for prepared transaction " + p.holder.ToString());
+    parked_.erase(it);  // the waiter unlinks itself
+  }
+  size_t sent = 0;
+  while (!queries_.empty() && queries_.begin()->first <= now_ms &&
+         sent < options_.decision_queries_per_tick_max) {
+    TxId txid = queries_.begin()->second;
+    auto it = txs_.find(txid);
+    DTX_CHECK(it != txs_.end());
+    Tx& tx = it->second;
+    tx.queried = true;
+    ready_.send.push_back({txid, tx.coordinator});
+    ++stats_.decision_queries;
+    ++sent;
+    Schedule(tx, now_ms + options_.decision_query_interval_ms);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Recovery
+
+Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
+  DTX_CHECK_MSG(recovering_, "Replay after FinishRecovery");
+  ++stats_.replayed_records;
+  switch (static_cast<RecordType>(type)) {
+    case RecordType::kPrepare: {
+      auto r = DecodePrepare(payload);
+      if (!r.ok()) return AtLsn(lsn, r.status());
+      return AtLsn(lsn, ReplayPrepare(std::move(r.value()), lsn));
+    }
+    case RecordType::kCommit: {
+      auto r = DecodeCommit(payload);
+      if (!r.ok()) return AtLsn(lsn, r.status());
+      return AtLsn(lsn, ReplayCommit(*r, lsn));
+    }
+    case RecordType::kAbort: {
+      auto r = DecodeAbort(payload);
+      if (!r.ok()) return AtLsn(lsn, r.status());
+      if (auto it = txs_.find(r->txid); it != txs_.end()) {
+        EraseTx(it);
+        ReleaseLocks(r->txid);
+      }
+      Remember(r->txid, Outcome::kAborted);
+      return Status::OK();
+    }
+    case RecordType::kEpoch: {
+      auto r = DecodeEpoch(payload);
+      if (!r.ok()) return AtLsn(lsn, r.status());
+      epoch_ = std::max(epoch_, r->epoch);
+      return Status::OK();
+    }
+  }
+  return Status::Corruption("LSN " + std::to_string(lsn) + ": unknown participant record type " +
+                            std::to_string(type));
+}
+
+Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
+  (void)lsn;
+  if (txs_.count(r.txid) != 0) return Status::OK();  // prepared again by a duplicate: same state
+  auto take = [&](const std::string& key, LockMode mode) -> Status {
+    for (;;) {
+      if (locks_.TryLock(r.txid, key, mode) != LockTable::Result::kConflict) return Status::OK();
+      // The holder released this lock before this PREPARE was written. A
+      // prepared transaction releases only on commit (its forced COMMIT
+      // precedes this record and was replayed) or on abort: so it aborted
+      // and its non-forced ABORT was lost.
+      std::optional<TxId> holder = locks_.ConflictingHolder(r.txid, key, mode);
+      DTX_CHECK(holder.has_value());
+      auto it = txs_.find(*holder);
+      if (it == txs_.end()) {
+        return Status::Corruption("PREPARE of " + r.txid.ToString() + " conflicts on key " + Printable(key) +
+                                  " with unknown holder " + holder->ToString());
+      }
+      ++stats_.replay_inferred_aborts;
+      EraseTx(it);
+      ReleaseLocks(*holder);
+      Remember(*holder, Outcome::kAborted);
+    }
+  };
+  for (const WriteOp& w : r.writes) DTX_RETURN_IF_ERROR(take(w.key, LockMode::kExclusive));
+  for (const std::string& k : r.read_keys) DTX_RETURN_IF_ERROR(take(k, LockMode::kShared));
+  Tx& tx = txs_[r.txid];
+  tx.txid = r.txid;
+  tx.epoch = r.epoch;
+  tx.coordinator = std::move(r.coordinator);
+  tx.writes = std::move(r.writes);
+  tx.read_keys = std::move(r.read_keys);
+  tx.phase = Phase::kPrepared;
+  tx.recovered = true;
+  return Status::OK();
+}
+
+Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
+  (void)lsn;
+  commit_counter_ = std::max(commit_counter_, r.version);
+  if (r.one_phase) {
+    DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
+    Remember(r.txid, Outcome::kCommitted);
+    return Status::OK();
+  }
+  auto it = txs_.find(r.txid);
+  if (it == txs_.end()) {
+    return Status::Corruption("COMMIT of " + r.txid.ToString() + " without a PREPARE before it");
+  }
+  DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
+  EraseTx(it);
+  ReleaseLocks(r.txid);
+  Remember(r.txid, Outcome::kCommitted);
+  return Status::OK();
+}
+
+void Core::FinishRecovery(uint64_t now_ms) {
+  DTX_CHECK(recovering_);
+  recovering_ = false;
+  for (auto& [txid, tx] : txs_) {
+    tx.prepared_at_ms = now_ms;
+    Schedule(tx, now_ms);  // in doubt: ask at the first tick
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Queries
+
+std::vector<InDoubtInfo> Core::ListInDoubt(uint64_t now_ms) const {
+  std::vector<InDoubtInfo> out;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.phase != Phase::kPrepared || !(tx.recovered || tx.queried)) continue;
+    out.push_back({txid, now_ms >= tx.prepared_at_ms ? now_ms - tx.prepared_at_ms : 0, tx.coordinator});
+  }
+  return out;
+}
+
+CoreStats Core::stats() const {
+  CoreStats s = stats_;
+  s.epoch = epoch_;
+  s.commit_counter = commit_counter_;
+  s.in_flight = txs_.size();
+  s.in_doubt = 0;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.phase == Phase::kPrepared && (tx.recovered || tx.queried)) ++s.in_doubt;
+  }
+  s.parked_reads = parked_.size();
+  s.locked_keys = locks_.key_count();
+  return s;
+}
+
+}  // namespace dtx::participant

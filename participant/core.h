@@ -1,0 +1,326 @@
+// The participant's protocol core: a pure state machine for reads, prepare,
+// commit, abort, epochs and recovery (DESIGN.md "Transactions", "Durability and
+// the commit path", "Recovery"; the pattern is etcd raft's RawNode).
+//
+// It includes no libuv, Thrift, LevelDB or logging header, has no threads,
+// clocks or randomness: time comes in as `now_ms` on every input, and the same
+// inputs always give the same outputs. The runtime (participant/runtime.h) and
+// the simulator drive it:
+//
+//   inputs   Read / Prepare / Commit / Abort   a request arrived (`token` is
+//                                             the runtime's, non-zero, opaque)
+//            OnDecision                       the coordinator answered a
+//                                             QueryDecision (or did not: kUnknown)
+//            OnPersisted(tag)                 records up to `tag` are durable
+//            Tick(now_ms)                     time passed (read timeouts,
+//                                             decision queries)
+//            Replay + FinishRecovery          the WAL read back at start
+//   outputs  TakeReady(): see Ready.
+//
+// Committed writes are applied through the Store interface (below) by the
+// core itself, synchronously, once their COMMIT record is durable; reads are
+// served from it.
+//
+// Ownership: the Core does not own `store`, which must outlive it.
+// Thread-safety: none; call every method from one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+#include "participant/lock_table.h"
+#include "participant/records.h"
+
+namespace dtx::participant {
+
+// The committed key-value state. The runtime implements it on LevelDB; tests
+// and the simulator on an in-memory map (participant/mem_store.h).
+class Store {
+ public:
+  struct Item {
+    bool found = false;
+    std::string value;
+    Version version = 0;  // 0 when not found
+  };
+  virtual ~Store() = default;
+  virtual Result<Item> Get(std::string_view key) = 0;
+  // Applies `writes` (unset value: delete) with `version`, idempotently: a key
+  // whose stored version is >= `version` is left alone. Need not be synced:
+  // the WAL holds durability and replay re-applies.
+  virtual Status Apply(const std::vector<WriteOp>& writes, Version version) = 0;
+};
+
+// Mirrors idl/dtx.thrift ErrorCode (same numbers); kOk is 0.
+enum class ErrorCode : int {
+  kOk = 0,
+  kBadArgument = 1,
+  kUnknownTx = 2,
+  kStaleEpoch = 4,
+  kUnavailable = 5,
+  kTimeout = 6,
+  kInternal = 7,
+};
+const char* ErrorCodeName(ErrorCode c);
+
+// Mirrors idl/dtx.thrift Vote and Decision.
+enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
+enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
+
+struct ReadOp {
+  std::string key;
+  Version version = 0;  // as the client read it (0: absent)
+};
+
+struct PrepareRequest {
+  TxId txid;
+  Epoch epoch = 0;
+  std::vector<ReadOp> reads;
+  std::vector<WriteOp> writes;
+  bool one_phase = false;     // the only participant: the vote is the outcome
+  bool read_only_tx = false;  // the whole transaction writes nothing anywhere
+  std::string coordinator;    // host:port to ask with QueryDecision
+};
+
+using Token = uint64_t;  // runtime's request handle; never 0
+
+struct Reply {
+  enum class Kind : uint8_t { kRead, kPrepare, kCommit, kAbort };
+  Token token = 0;
+  Kind kind = Kind::kRead;
+  TxId txid;                        // kPrepare, kCommit, kAbort
+  ErrorCode error = ErrorCode::kOk;  // not kOk: an error reply; `message` says why
+  std::string message;
+  // kRead
+  bool found = false;
+  std::string value;
+  Version version = 0;
+  // kPrepare
+  Vote vote = Vote::kNo;
+  AbortReason reason = AbortReason::kConflict;  // with kNo
+  std::string detail;                           // with kNo
+};
+
+// A record to append to the WAL. Tags increase by one per record, from 1.
+struct PersistOp {
+  uint64_t tag = 0;
+  RecordType type = RecordType::kPrepare;
+  std::string payload;
+  // Forced: something waits for OnPersisted(tag) (group commit shares the sync).
+  // Not forced: nothing waits; it becomes durable with the next sync.
+  bool forced = true;
+  TxId txid;  // for logs and failpoints; zero for EPOCH
+};
+
+// Ask `coordinator` (empty: the runtime's configured coordinator) for the
+// decision on `txid`; answer with OnDecision.
+struct QueryDecisionMsg {
+  TxId txid;
+  std::string coordinator;
+};
+
+// The output of the inputs since the last TakeReady.
+//
+// Ordering rule: append `persist` to the WAL in order, all of it, before
+// sending `send` and `replies` (so the log's LSN order is the tag order). No
+// reply or message in a Ready depends on a record of the same Ready: whatever
+// depends on a record is emitted only after OnPersisted covered its tag -
+// records are durable BEFORE the messages that depend on them are sent.
+struct Ready {
+  std::vector<PersistOp> persist;
+  std::vector<QueryDecisionMsg> send;
+  std::vector<Reply> replies;
+  // Not OK: the core can no longer be trusted (the store failed to apply a
+  // durable commit). The runtime must log it and stop the process.
+  Status fatal;
+  bool empty() const { return persist.empty() && send.empty() && replies.empty() && fatal.ok(); }
+};
+
+// Defaults of CoreOptions.
+inline constexpr uint64_t kReadWaitMsDefault = 1000;
+inline constexpr uint64_t kDecisionQueryAfterMsDefault = 2000;
+inline constexpr uint64_t kDecisionQueryIntervalMsDefault = 500;
+inline constexpr size_t kTxInFlightMaxDefault = 10000;
+inline constexpr size_t kParkedReadsMaxDefault = 10000;
+inline constexpr size_t kOutcomesRememberedMaxDefault = 100000;
+inline constexpr size_t kDecisionQueriesPerTickMaxDefault = 256;
+
+struct CoreOptions {
+  // A read of a key held for writing by a prepared transaction waits at most
+  // this long for its outcome, then fails with kTimeout.
+  uint64_t read_wait_ms = kReadWaitMsDefault;
+  // A prepared transaction without a decision after this long is in doubt: the
+  // core asks its coordinator with QueryDecision (recovered ones at once).
+  uint64_t decision_query_after_ms = kDecisionQueryAfterMsDefault;
+  // ... and asks again this often until the answer is COMMIT or ABORT.
+  uint64_t decision_query_interval_ms = kDecisionQueryIntervalMsDefault;
+  // Transactions prepared or committing here; a new Prepare past it fails
+  // with kUnavailable.
+  size_t tx_in_flight_max = kTxInFlightMaxDefault;
+  // Reads parked on locked keys; a read past it fails with kUnavailable.
+  size_t parked_reads_max = kParkedReadsMaxDefault;
+  // Recent outcomes (committed / aborted / voted NO) kept so duplicate and
+  // late messages get the recorded answer; oldest forgotten first.
+  size_t outcomes_remembered_max = kOutcomesRememberedMaxDefault;
+  size_t decision_queries_per_tick_max = kDecisionQueriesPerTickMaxDefault;
+};
+
+struct InDoubtInfo {
+  TxId txid;
+  uint64_t age_ms = 0;  // since PREPARE was durable, or since recovery for a replayed one
+  std::string coordinator;
+};
+
+struct CoreStats {
+  Epoch epoch = 0;
+  Version commit_counter = 0;  // the last version handed out
+  size_t in_flight = 0;        // transactions preparing, prepared or committing
+  size_t in_doubt = 0;         // prepared, replayed or overdue, decision asked for
+  size_t parked_reads = 0;
+  size_t locked_keys = 0;
+  uint64_t prepares = 0;       // Prepare requests taken (not errors)
+  uint64_t votes_yes = 0;
+  uint64_t votes_no = 0;
+  uint64_t votes_read_only = 0;
+  uint64_t commits = 0;        // transactions committed (applied) here, 1PC and 2PC
+  uint64_t aborts = 0;         // prepared transactions aborted here
+  uint64_t read_timeouts = 0;
+  uint64_t decision_queries = 0;
+  uint64_t stale_epoch_refusals = 0;
+  uint64_t replayed_records = 0;
+  uint64_t replay_inferred_aborts = 0;  // see records.md "Meaning on replay"
+};
+
+class Core {
+ public:
+  Core(const CoreOptions& options, Store* store);
+  ~Core();
+  Core(const Core&) = delete;
+  Core& operator=(const Core&) = delete;
+
+  // Recovery: feed every WAL record in LSN order, then FinishRecovery once,
+  // before any other input. Corruption for a malformed record or one that
+  // contradicts the log before it; the store's error if re-applying fails.
+  Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
+  void FinishRecovery(uint64_t now_ms);
+
+  void Read(Token token, std::string key, uint64_t now_ms);
+  void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
+  void Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
+  void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
+  void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
+  // Every record with tag <= `tag` is durable (the WAL syncs in order).
+  void OnPersisted(uint64_t tag, uint64_t now_ms);
+  void Tick(uint64_t now_ms);
+
+  Ready TakeReady();
+  bool HasReady() const { return !ready_.empty(); }
+
+  std::vector<InDoubtInfo> ListInDoubt(uint64_t now_ms) const;  // ordered by txid
+  CoreStats stats() const;
+  Epoch epoch() const { return epoch_; }
+  bool recovering() const { return recovering_; }
+
+ private:
+  enum class Phase : uint8_t {
+    kPreparing,   // PREPARE appended, not yet durable
+    kPrepared,    // PREPARE durable, YES sent, waiting for the decision
+    kCommitting,  // COMMIT appended, not yet durable (2PC or 1PC)
+  };
+  struct Waiter {
+    Token token = 0;
+    uint64_t wait_tag = 0;  // its reply also waits for this record (the epoch)
+  };
+  struct Tx {
+    TxId txid;
+    Epoch epoch = 0;
+    std::string coordinator;
+    std::vector<WriteOp> writes;
+    std::vector<std::string> read_keys;
+    Phase phase = Phase::kPreparing;
+    bool one_phase = false;
+    bool recovered = false;  // replayed from the log
+    bool queried = false;    // a QueryDecision was sent
+    uint64_t prepare_tag = 0;
+    uint64_t commit_tag = 0;
+    Version commit_version = 0;
+    uint64_t prepared_at_ms = 0;
+    uint64_t query_at_ms = 0;  // 0: not scheduled
+    std::vector<Waiter> prepare_waiters;  // Prepare calls owed a vote
+    std::vector<Waiter> commit_waiters;   // Commit calls owed an ack
+  };
+  struct ParkedRead;
+  enum class Outcome : uint8_t { kCommitted, kAborted };
+
+  // Epoch check for a stamped call: true to go on; false when a STALE_EPOCH
+  // reply was emitted. Raising the epoch appends an EPOCH record.
+  bool CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epoch);
+  uint64_t Append(RecordType type, std::string payload, bool forced, const TxId& txid);
+  // Emits `r` once every record up to `wait_tag` is durable.
+  void Respond(Reply r, uint64_t wait_tag);
+  void RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCode code, std::string message);
+  void RespondVote(Token token, const TxId& txid, Vote vote, uint64_t wait_tag,
+                   AbortReason reason = AbortReason::kConflict, std::string detail = "");
+  void RespondAck(Token token, Reply::Kind kind, const TxId& txid, uint64_t wait_tag);
+  void ServeRead(Token token, const std::string& key);
+
+  // Takes the locks of a prepare; on conflict releases what it took and
+  // returns the reason.
+  std::optional<std::string> LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
+                                     const std::vector<WriteOp>& writes);
+  std::optional<std::string> ValidateReads(const std::vector<ReadOp>& reads);
+  void ReleaseLocks(const TxId& txid);
+  void StartCommit(Tx& tx);
+  void FinishCommit(Tx& tx);
+  void DropAborted(Tx& tx, bool log_abort);
+  void Remember(const TxId& txid, Outcome o);
+  std::optional<Outcome> Recall(const TxId& txid) const;
+  void Schedule(Tx& tx, uint64_t at_ms);
+  void Unschedule(Tx& tx);
+  void EraseTx(std::map<TxId, Tx>::iterator it);
+  Status ReplayPrepare(PrepareRecord r, uint64_t lsn);
+  Status ReplayCommit(const CommitRecord& r, uint64_t lsn);
+  void Fail(Status s);
+
+  CoreOptions options_;
+  Store* store_;  // not owned
+  LockTable locks_;
+  std::map<TxId, Tx> txs_;
+  bool recovering_ = true;
+  Status fatal_;
+
+  Epoch epoch_ = 0;
+  uint64_t epoch_tag_ = 0;  // tag of the last EPOCH record (0: none this run)
+  Version commit_counter_ = 0;
+
+  uint64_t next_tag_ = 1;
+  uint64_t durable_tag_ = 0;
+  std::map<uint64_t, TxId> on_durable_;  // PREPARE/COMMIT tag -> its transaction
+  std::multimap<uint64_t, Reply> deferred_;  // replies waiting for a tag
+
+  // Parked reads, owned here; ordered by deadline for Tick.
+  uint64_t next_read_id_ = 1;
+  std::map<uint64_t, std::unique_ptr<ParkedRead>> parked_;  // id -> read
+  std::set<std::pair<uint64_t, uint64_t>> read_deadlines_;  // (deadline_ms, id)
+
+  std::set<std::pair<uint64_t, TxId>> queries_;  // (query_at_ms, txid)
+
+  std::unordered_map<TxId, Outcome, TxIdHash> outcomes_;
+  std::deque<TxId> outcome_order_;  // oldest first
+
+  Ready ready_;
+  CoreStats stats_;
+};
+
+}  // namespace dtx::participant

@@ -1,0 +1,899 @@
+// Step-by-step tests of the participant core: every protocol step, NO votes,
+// duplicate and late messages, unknown txids, read-only and one-phase paths,
+// reads waiting on prepared keys, epochs, and replay after a crash that loses
+// the unsynced tail of the log.
+#include "participant/core.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "participant/mem_store.h"
+
+namespace dtx::participant {
+namespace {
+
+constexpr TxId kT1{7, 1};
+constexpr TxId kT2{7, 2};
+constexpr TxId kT3{7, 3};
+
+// One participant with an in-memory log: records appended by the core stay
+// "unsynced" until Sync(); Crash() drops them, builds a new core and replays
+// the synced ones (the store survives or not, as asked).
+class Node {
+ public:
+  explicit Node(CoreOptions options = {}) : options_(options) {
+    Status s = Restart(/*keep_store=*/true);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+
+  Core& core() { return *core_; }
+  MemStore& store() { return *store_; }
+  uint64_t now = 1000;
+
+  Token Read(const std::string& key) {
+    Token t = next_token_++;
+    core_->Read(t, key, now);
+    Drain();
+    return t;
+  }
+  Token Prepare(PrepareRequest req) {
+    Token t = next_token_++;
+    core_->Prepare(t, std::move(req), now);
+    Drain();
+    return t;
+  }
+  Token Commit(const TxId& tx, Epoch epoch = 1) {
+    Token t = next_token_++;
+    core_->Commit(t, tx, epoch, now);
+    Drain();
+    return t;
+  }
+  Token Abort(const TxId& tx, Epoch epoch = 1) {
+    Token t = next_token_++;
+    core_->Abort(t, tx, epoch, now);
+    Drain();
+    return t;
+  }
+  void Decide(const TxId& tx, Decision d) {
+    core_->OnDecision(tx, d, now);
+    Drain();
+  }
+  void Tick(uint64_t advance_ms) {
+    now += advance_ms;
+    core_->Tick(now);
+    Drain();
+  }
+  // Makes every appended record durable.
+  void Sync() {
+    if (unsynced_.empty()) return;
+    uint64_t last = unsynced_.back().tag;
+    for (PersistOp& op : unsynced_) log_.push_back({static_cast<uint8_t>(op.type), op.payload});
+    unsynced_.clear();
+    core_->OnPersisted(last, now);
+    Drain();
+  }
+  // Crash: unsynced records are lost; replay the rest into a new core.
+  Status Crash(bool keep_store) {
+    unsynced_.clear();
+    replies_.clear();
+    sent_.clear();
+    return Restart(keep_store);
+  }
+
+  bool Replied(Token t) const { return replies_.count(t) != 0; }
+  const Reply& reply(Token t) const {
+    auto it = replies_.find(t);
+    EXPECT_NE(it, replies_.end()) << "no reply for token " << t;
+    static const Reply kNone;
+    return it == replies_.end() ? kNone : it->second;
+  }
+  const std::vector<PersistOp>& unsynced() const { return unsynced_; }
+  size_t log_size() const { return log_.size(); }
+  std::vector<QueryDecisionMsg>& sent() { return sent_; }
+  const Status& fatal() const { return fatal_; }
+  std::vector<std::pair<uint8_t, std::string>>& log() { return log_; }
+
+  Status Restart(bool keep_store) {
+    core_.reset();
+    if (!keep_store || !store_) store_ = std::make_unique<MemStore>();
+    core_ = std::make_unique<Core>(options_, store_.get());
+    uint64_t lsn = 1;
+    for (auto& [type, payload] : log_) DTX_RETURN_IF_ERROR(core_->Replay(lsn++, type, payload));
+    core_->FinishRecovery(now);
+    Drain();
+    return Status::OK();
+  }
+
+ private:
+  void Drain() {
+    Ready r = core_->TakeReady();
+    for (PersistOp& op : r.persist) {
+      if (!unsynced_.empty()) {
+        EXPECT_EQ(op.tag, unsynced_.back().tag + 1);
+      }
+      unsynced_.push_back(std::move(op));
+    }
+    for (Reply& rep : r.replies) {
+      EXPECT_EQ(replies_.count(rep.token), 0u) << "two replies for token " << rep.token;
+      replies_[rep.token] = std::move(rep);
+    }
+    for (auto& m : r.send) sent_.push_back(std::move(m));
+    if (!r.fatal.ok()) fatal_ = r.fatal;
+  }
+
+  CoreOptions options_;
+  std::unique_ptr<MemStore> store_;
+  std::unique_ptr<Core> core_;
+  std::vector<std::pair<uint8_t, std::string>> log_;  // synced records
+  std::vector<PersistOp> unsynced_;
+  std::map<Token, Reply> replies_;
+  std::vector<QueryDecisionMsg> sent_;
+  Status fatal_;
+  Token next_token_ = 1;
+};
+
+PrepareRequest Req(const TxId& tx, std::vector<ReadOp> reads, std::vector<WriteOp> writes,
+                   bool one_phase = false, bool read_only_tx = false, Epoch epoch = 1) {
+  PrepareRequest r;
+  r.txid = tx;
+  r.epoch = epoch;
+  r.reads = std::move(reads);
+  r.writes = std::move(writes);
+  r.one_phase = one_phase;
+  r.read_only_tx = read_only_tx;
+  r.coordinator = "127.0.0.1:9";
+  return r;
+}
+WriteOp Put(const std::string& k, const std::string& v) { return {k, v}; }
+WriteOp Del(const std::string& k) { return {k, std::nullopt}; }
+
+// Commits key=value through one-phase and returns the version it got.
+Version Seed(Node& n, const std::string& key, const std::string& value) {
+  static uint64_t lo = 1000;
+  Token t = n.Prepare(Req({99, ++lo}, {}, {Put(key, value)}, /*one_phase=*/true));
+  n.Sync();
+  EXPECT_EQ(n.reply(t).vote, Vote::kYes);
+  return n.store().data().at(key).first;
+}
+
+// --- reads -------------------------------------------------------------------
+
+TEST(ParticipantCoreTest, ReadOfAbsentKeyIsNotFoundWithVersionZero) {
+  Node n;
+  Token t = n.Read("nope");
+  ASSERT_TRUE(n.Replied(t));
+  EXPECT_EQ(n.reply(t).error, ErrorCode::kOk);
+  EXPECT_FALSE(n.reply(t).found);
+  EXPECT_EQ(n.reply(t).version, 0);
+}
+
+TEST(ParticipantCoreTest, ReadRejectsEmptyAndOversizedKeys) {
+  Node n;
+  Token a = n.Read("");
+  Token b = n.Read(std::string(kKeyBytesMax + 1, 'k'));
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kBadArgument);
+  EXPECT_EQ(n.reply(b).error, ErrorCode::kBadArgument);
+  EXPECT_NE(n.reply(b).message.find("kKeyBytesMax"), std::string::npos);
+}
+
+TEST(ParticipantCoreTest, SharedLocksNeverBlockReads) {
+  Node n;
+  Version v = Seed(n, "k", "old");
+  n.Prepare(Req(kT1, {{"k", v}}, {Put("other", "x")}));
+  n.Sync();
+  Token t = n.Read("k");
+  ASSERT_TRUE(n.Replied(t));
+  EXPECT_EQ(n.reply(t).value, "old");
+}
+
+TEST(ParticipantCoreTest, ReadOfKeyHeldByPreparedWriterWaitsAndSeesTheCommit) {
+  Node n;
+  Seed(n, "k", "old");
+  n.Prepare(Req(kT1, {}, {Put("k", "new")}));
+  n.Sync();
+  Token r = n.Read("k");
+  EXPECT_FALSE(n.Replied(r)) << "a read of a prepared key must wait for the outcome";
+  n.Tick(10);
+  EXPECT_FALSE(n.Replied(r));
+  n.Commit(kT1);
+  EXPECT_FALSE(n.Replied(r)) << "the read must not see the value before COMMIT is durable";
+  n.Sync();
+  ASSERT_TRUE(n.Replied(r));
+  EXPECT_EQ(n.reply(r).value, "new");
+}
+
+TEST(ParticipantCoreTest, ReadOfKeyHeldByPreparedWriterSeesOldValueAfterAbort) {
+  Node n;
+  Seed(n, "k", "old");
+  n.Prepare(Req(kT1, {}, {Put("k", "new")}));
+  n.Sync();
+  Token r = n.Read("k");
+  EXPECT_FALSE(n.Replied(r));
+  n.Abort(kT1);
+  ASSERT_TRUE(n.Replied(r));
+  EXPECT_EQ(n.reply(r).value, "old");
+}
+
+TEST(ParticipantCoreTest, ReadWaitingOnPreparedKeyTimesOut) {
+  CoreOptions o;
+  o.read_wait_ms = 50;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("k", "new")}));
+  n.Sync();
+  Token r = n.Read("k");
+  n.Tick(49);
+  EXPECT_FALSE(n.Replied(r));
+  n.Tick(1);
+  ASSERT_TRUE(n.Replied(r));
+  EXPECT_EQ(n.reply(r).error, ErrorCode::kTimeout);
+  EXPECT_NE(n.reply(r).message.find(kT1.ToString()), std::string::npos);
+  EXPECT_EQ(n.core().stats().parked_reads, 0u);
+  n.Commit(kT1);  // the timed-out read is not answered twice (Drain checks)
+  n.Sync();
+}
+
+TEST(ParticipantCoreTest, ParkedReadsAreBounded) {
+  CoreOptions o;
+  o.parked_reads_max = 2;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("k", "v")}));
+  n.Read("k");
+  n.Read("k");
+  Token third = n.Read("k");
+  EXPECT_EQ(n.reply(third).error, ErrorCode::kUnavailable);
+}
+
+// --- prepare -------------------------------------------------------------------
+
+TEST(ParticipantCoreTest, PrepareVotesYesOnlyAfterPrepareRecordIsDurable) {
+  Node n;
+  Token p = n.Prepare(Req(kT1, {{"r", 0}}, {Put("w", "1")}));
+  EXPECT_FALSE(n.Replied(p));
+  ASSERT_EQ(n.unsynced().size(), 2u);  // EPOCH (epoch rose 0 -> 1), PREPARE
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kEpoch);
+  EXPECT_EQ(n.unsynced()[1].type, RecordType::kPrepare);
+  EXPECT_TRUE(n.unsynced()[1].forced);
+  auto rec = DecodePrepare(n.unsynced()[1].payload);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->read_keys, std::vector<std::string>{"r"});
+  EXPECT_EQ(rec->coordinator, "127.0.0.1:9");
+  n.Sync();
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kYes);
+}
+
+TEST(ParticipantCoreTest, PrepareVotesNoAtOnceOnLockConflictAndLogsNothing) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  size_t logged = n.log_size();
+  Token p = n.Prepare(Req(kT2, {}, {Put("j", "2"), Put("k", "2")}));
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(p).reason, AbortReason::kConflict);
+  EXPECT_NE(n.reply(p).detail.find("'k'"), std::string::npos) << n.reply(p).detail;
+  EXPECT_TRUE(n.unsynced().empty());
+  EXPECT_EQ(n.log_size(), logged);
+  // T2's lock on j was released: T3 can take it.
+  Token p3 = n.Prepare(Req(kT3, {}, {Put("j", "3")}));
+  n.Sync();
+  EXPECT_EQ(n.reply(p3).vote, Vote::kYes);
+}
+
+TEST(ParticipantCoreTest, SharedLockConflictsWithWriterBothWays) {
+  Node n;
+  n.Prepare(Req(kT1, {{"k", 0}}, {Put("a", "1")}));
+  n.Sync();
+  Token w = n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+  EXPECT_EQ(n.reply(w).vote, Vote::kNo);
+  Token r = n.Prepare(Req(kT3, {{"k", 0}}, {Put("b", "3")}));  // shared + shared: fine
+  n.Sync();
+  EXPECT_EQ(n.reply(r).vote, Vote::kYes);
+}
+
+TEST(ParticipantCoreTest, PrepareVotesNoOnStaleRead) {
+  Node n;
+  Version v1 = Seed(n, "k", "a");
+  Seed(n, "k", "b");
+  Token p = n.Prepare(Req(kT1, {{"k", v1}}, {Put("w", "1")}));
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_NE(n.reply(p).detail.find("stale read of key 'k'"), std::string::npos) << n.reply(p).detail;
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  // Reading "absent" is stale once the key exists.
+  Token q = n.Prepare(Req(kT2, {{"k", 0}}, {}));
+  EXPECT_EQ(n.reply(q).vote, Vote::kNo);
+}
+
+TEST(ParticipantCoreTest, KeyBothReadAndWrittenTakesExclusiveLock) {
+  Node n;
+  Version v = Seed(n, "k", "a");
+  n.Prepare(Req(kT1, {{"k", v}}, {Put("k", "b")}));
+  n.Sync();
+  Token other = n.Prepare(Req(kT2, {{"k", v}}, {}));
+  EXPECT_EQ(n.reply(other).vote, Vote::kNo);
+  Token r = n.Read("k");
+  EXPECT_FALSE(n.Replied(r));
+}
+
+TEST(ParticipantCoreTest, PrepareRejectsBadArguments) {
+  Node n;
+  auto err = [&](PrepareRequest req) {
+    Token t = n.Prepare(std::move(req));
+    return n.reply(t).error;
+  };
+  EXPECT_EQ(err(Req(kT1, {}, {Put("", "v")})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put(std::string(kKeyBytesMax + 1, 'k'), "v")})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", std::string(kValueBytesMax + 1, 'v'))})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1"), Put("k", "2")})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, /*read_only_tx=*/true)), ErrorCode::kBadArgument);
+  std::vector<ReadOp> many;
+  for (size_t i = 0; i <= kTxKeysMax; ++i) many.push_back({"k" + std::to_string(i), 0});
+  EXPECT_EQ(err(Req(kT1, many, {})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, false, /*epoch=*/-1)), ErrorCode::kBadArgument);
+  EXPECT_TRUE(n.unsynced().empty());
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, DuplicatePrepareWhilePreparingGetsTheSameVoteAfterDurability) {
+  Node n;
+  Token a = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  Token b = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  EXPECT_FALSE(n.Replied(a));
+  EXPECT_FALSE(n.Replied(b));
+  EXPECT_EQ(n.unsynced().size(), 2u) << "a duplicate must not log PREPARE again";
+  n.Sync();
+  EXPECT_EQ(n.reply(a).vote, Vote::kYes);
+  EXPECT_EQ(n.reply(b).vote, Vote::kYes);
+  Token c = n.Prepare(Req(kT1, {}, {Put("k", "1")}));  // after durability: at once
+  ASSERT_TRUE(n.Replied(c));
+  EXPECT_EQ(n.reply(c).vote, Vote::kYes);
+}
+
+TEST(ParticipantCoreTest, PrepareOfDecidedTransactionGetsTheRecordedOutcome) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Commit(kT1);
+  n.Sync();
+  Token late = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  EXPECT_EQ(n.reply(late).vote, Vote::kYes);
+  EXPECT_TRUE(n.unsynced().empty());
+  n.Prepare(Req(kT2, {}, {Put("j", "1")}));
+  n.Sync();
+  n.Abort(kT2);
+  Token late2 = n.Prepare(Req(kT2, {}, {Put("j", "1")}));
+  EXPECT_EQ(n.reply(late2).vote, Vote::kNo);
+  // Abort of a never-seen transaction, then its late Prepare: NO, not a new prepare.
+  n.Abort(kT3);
+  Token late3 = n.Prepare(Req(kT3, {}, {Put("z", "1")}));
+  EXPECT_EQ(n.reply(late3).vote, Vote::kNo);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, InFlightTransactionsAreBounded) {
+  CoreOptions o;
+  o.tx_in_flight_max = 1;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("a", "1")}));
+  Token p = n.Prepare(Req(kT2, {}, {Put("b", "1")}));
+  EXPECT_EQ(n.reply(p).error, ErrorCode::kUnavailable);
+}
+
+// --- commit / abort --------------------------------------------------------------
+
+TEST(ParticipantCoreTest, CommitLogsForcedCommitThenAppliesReleasesAndAcks) {
+  Node n;
+  Seed(n, "gone", "x");
+  n.Prepare(Req(kT1, {}, {Put("k", "1"), Del("gone")}));
+  n.Sync();
+  Version before = n.core().stats().commit_counter;
+  Token c = n.Commit(kT1);
+  EXPECT_FALSE(n.Replied(c));
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kCommit);
+  EXPECT_TRUE(n.unsynced()[0].forced);
+  EXPECT_EQ(n.store().data().count("k"), 0u) << "applied before COMMIT was durable";
+  n.Sync();
+  ASSERT_TRUE(n.Replied(c));
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  EXPECT_EQ(n.store().data().at("k"), (std::pair<Version, std::string>{before + 1, "1"}));
+  EXPECT_EQ(n.store().data().count("gone"), 0u);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+}
+
+TEST(ParticipantCoreTest, EveryCommitGetsANewHigherVersion) {
+  Node n;
+  Version v1 = Seed(n, "a", "1");
+  Version v2 = Seed(n, "b", "1");
+  n.Prepare(Req(kT1, {}, {Put("a", "2"), Put("b", "2")}));
+  n.Sync();
+  n.Commit(kT1);
+  n.Sync();
+  EXPECT_LT(v1, v2);
+  EXPECT_EQ(n.store().data().at("a").first, v2 + 1);
+  EXPECT_EQ(n.store().data().at("b").first, v2 + 1);
+}
+
+TEST(ParticipantCoreTest, DuplicateAndUnknownCommitsAreAcked) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  Token a = n.Commit(kT1);
+  Token b = n.Commit(kT1);  // while COMMIT is not durable yet
+  EXPECT_EQ(n.unsynced().size(), 1u);
+  n.Sync();
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  EXPECT_EQ(n.reply(b).error, ErrorCode::kOk);
+  Token c = n.Commit(kT1);  // already committed
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  Token d = n.Commit(kT3);  // never seen: committed and forgotten
+  EXPECT_EQ(n.reply(d).error, ErrorCode::kOk);
+  EXPECT_TRUE(n.unsynced().empty());
+  EXPECT_EQ(n.store().applies(), 1);
+}
+
+TEST(ParticipantCoreTest, AbortReleasesLocksLogsNonForcedAbortAndAcksAtOnce) {
+  Node n;
+  n.Prepare(Req(kT1, {{"r", 0}}, {Put("k", "1")}));
+  n.Sync();
+  Token a = n.Abort(kT1);
+  ASSERT_TRUE(n.Replied(a));
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kAbort);
+  EXPECT_FALSE(n.unsynced()[0].forced);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  EXPECT_EQ(n.store().data().count("k"), 0u);
+  Token again = n.Abort(kT1);
+  EXPECT_EQ(n.reply(again).error, ErrorCode::kOk);
+  Token unknown = n.Abort(kT3);
+  EXPECT_EQ(n.reply(unknown).error, ErrorCode::kOk);
+  EXPECT_EQ(n.unsynced().size(), 1u) << "unknown txids log nothing";
+}
+
+TEST(ParticipantCoreTest, AbortWhilePrepareIsNotDurableAnswersNoNotYes) {
+  Node n;
+  n.Abort(kT3);  // adopt epoch 1 first, so no reply waits for an EPOCH record
+  n.Sync();
+  Token p = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Abort(kT1);
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  n.Sync();  // PREPARE becomes durable late: nothing more happens
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, AbortOfCommittedTransactionIsAnError) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Commit(kT1);
+  Token during = n.Abort(kT1);
+  EXPECT_EQ(n.reply(during).error, ErrorCode::kInternal);
+  n.Sync();
+  Token after = n.Abort(kT1);
+  EXPECT_EQ(n.reply(after).error, ErrorCode::kInternal);
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+}
+
+TEST(ParticipantCoreTest, CommitOfAbortedTransactionIsAnError) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Abort(kT1);
+  Token c = n.Commit(kT1);
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kInternal);
+  EXPECT_EQ(n.store().data().count("k"), 0u);
+}
+
+// --- read-only and one-phase --------------------------------------------------------
+
+TEST(ParticipantCoreTest, ReadOnlyTransactionVotesReadOnlyReleasesLocksAndLogsNothing) {
+  Node n;
+  Version v = Seed(n, "k", "a");
+  size_t logged = n.log_size();
+  Token p = n.Prepare(Req(kT1, {{"k", v}}, {}, false, /*read_only_tx=*/true));
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kReadOnly);
+  EXPECT_TRUE(n.unsynced().empty());
+  EXPECT_EQ(n.log_size(), logged);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  // Still validated: a stale read-only transaction votes NO.
+  Seed(n, "k", "b");
+  Token q = n.Prepare(Req(kT2, {{"k", v}}, {}, false, true));
+  EXPECT_EQ(n.reply(q).vote, Vote::kNo);
+}
+
+TEST(ParticipantCoreTest, ParticipantWithoutWritesInAWritingTransactionKeepsSharedLocks) {
+  Node n;
+  Version v = Seed(n, "k", "a");
+  Token p = n.Prepare(Req(kT1, {{"k", v}}, {}));  // read_only_tx = false: full path
+  EXPECT_FALSE(n.Replied(p)) << "must force PREPARE before voting";
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kPrepare);
+  n.Sync();
+  EXPECT_EQ(n.reply(p).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().locked_keys, 1u);
+  Token w = n.Prepare(Req(kT2, {}, {Put("k", "b")}));
+  EXPECT_EQ(n.reply(w).vote, Vote::kNo);
+  n.Commit(kT1);
+  n.Sync();
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+// Write skew across two participants A (holds x) and B (holds y):
+//   T1 reads y, writes x; T2 reads x, writes y; both read the initial values.
+// Any serial order lets one see the other's write, so at most one may commit.
+// Schedule: T1 prepares at B (its read-only participant), T2 prepares at B and
+// A, T2 commits, T1 prepares at A. If B dropped T1's shared lock on y early,
+// every step would succeed and both would commit.
+TEST(ParticipantCoreTest, WriteSkewScheduleIsRefusedBecauseReadLocksAreHeldUntilTheDecision) {
+  Node a, b;
+  Version vx = Seed(a, "x", "0");
+  Version vy = Seed(b, "y", "0");
+
+  Token t1b = b.Prepare(Req(kT1, {{"y", vy}}, {}));  // B is read-only for T1
+  b.Sync();
+  ASSERT_EQ(b.reply(t1b).vote, Vote::kYes);
+
+  Token t2b = b.Prepare(Req(kT2, {}, {Put("y", "T2")}));
+  ASSERT_TRUE(b.Replied(t2b));
+  EXPECT_EQ(b.reply(t2b).vote, Vote::kNo) << "T2's write of y must conflict with T1's held read lock";
+  EXPECT_NE(b.reply(t2b).detail.find(kT1.ToString()), std::string::npos);
+
+  // T2 aborts (one NO); T1 goes on and commits: one of the two, serializable.
+  b.Abort(kT2);
+  Token t1a = a.Prepare(Req(kT1, {}, {Put("x", "T1")}));
+  a.Sync();
+  ASSERT_EQ(a.reply(t1a).vote, Vote::kYes);
+  a.Commit(kT1);
+  b.Commit(kT1);
+  a.Sync();
+  b.Sync();
+  EXPECT_EQ(a.store().data().at("x").second, "T1");
+  EXPECT_EQ(b.store().data().at("y").second, "0");
+  (void)vx;
+}
+
+// The same schedule with T1 marked read-only at B would be the mistake the
+// read_only_tx flag exists to prevent: show that the participant does then
+// release at once (so the coordinator must only set it for wholly read-only
+// transactions) and that the write skew would go through.
+TEST(ParticipantCoreTest, ReadOnlyVoteReleasesLocksSoItIsOnlySafeForWhollyReadOnlyTransactions) {
+  Node a, b;
+  Version vx = Seed(a, "x", "0");
+  Version vy = Seed(b, "y", "0");
+  Token t1b = b.Prepare(Req(kT1, {{"y", vy}}, {}, false, /*read_only_tx=*/true));
+  EXPECT_EQ(b.reply(t1b).vote, Vote::kReadOnly);
+  Token t2b = b.Prepare(Req(kT2, {}, {Put("y", "T2")}));
+  Token t2a = a.Prepare(Req(kT2, {{"x", vx}}, {}));
+  b.Sync();
+  a.Sync();
+  EXPECT_EQ(b.reply(t2b).vote, Vote::kYes);
+  EXPECT_EQ(a.reply(t2a).vote, Vote::kYes);
+  // With correct flags T1 would still be prepared at B and T2 refused (test above).
+}
+
+TEST(ParticipantCoreTest, OnePhaseCommitIsOneForcedRecordAndYesMeansCommitted) {
+  Node n;
+  Seed(n, "x", "0");
+  size_t logged = n.log_size();
+  Version v = n.store().data().at("x").first;
+  Token p = n.Prepare(Req(kT1, {{"x", v}}, {Put("x", "1"), Put("y", "1")}, /*one_phase=*/true));
+  EXPECT_FALSE(n.Replied(p));
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kCommit);
+  auto rec = DecodeCommit(n.unsynced()[0].payload);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_TRUE(rec->one_phase);
+  EXPECT_EQ(rec->writes.size(), 2u);
+  Token r = n.Read("x");
+  EXPECT_FALSE(n.Replied(r)) << "read of a key being committed waits";
+  n.Sync();
+  EXPECT_EQ(n.log_size(), logged + 1);
+  EXPECT_EQ(n.reply(p).vote, Vote::kYes);
+  EXPECT_EQ(n.reply(r).value, "1");
+  EXPECT_EQ(n.store().data().at("y").second, "1");
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, OnePhaseRefusedThenDuplicatedStaysRefused) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "held")}));
+  n.Sync();
+  Token p = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  n.Abort(kT1);
+  Token dup = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
+  EXPECT_EQ(n.reply(dup).vote, Vote::kNo) << "a duplicate must not commit what the client was told aborted";
+  EXPECT_EQ(n.store().data().count("k"), 0u);
+}
+
+TEST(ParticipantCoreTest, OnePhaseWithoutWritesCommitsWithoutLogging) {
+  Node n;
+  Token p = n.Prepare(Req(kT1, {{"k", 0}}, {}, true));
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kEpoch);
+  n.Sync();
+  EXPECT_EQ(n.reply(p).vote, Vote::kYes);
+  Token q = n.Prepare(Req(kT2, {{"k", 0}}, {}, true));
+  EXPECT_EQ(n.reply(q).vote, Vote::kYes);
+  EXPECT_TRUE(n.unsynced().empty());
+}
+
+// --- epochs ----------------------------------------------------------------------------
+
+TEST(ParticipantCoreTest, OlderEpochIsRefusedWithStaleEpoch) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("a", "1")}, false, false, /*epoch=*/5));
+  n.Sync();
+  Token p = n.Prepare(Req(kT2, {}, {Put("b", "1")}, false, false, 4));
+  EXPECT_EQ(n.reply(p).error, ErrorCode::kStaleEpoch);
+  Token c = n.Commit(kT1, 4);
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kStaleEpoch);
+  Token a = n.Abort(kT1, 3);
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(n.core().stats().in_flight, 1u);
+}
+
+TEST(ParticipantCoreTest, RaisedEpochIsLoggedAndTheReplyWaitsForIt) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("a", "1")}, false, false, 1));
+  n.Sync();
+  Token a = n.Abort(kT3, 2);  // unknown tx, but the epoch rises
+  EXPECT_FALSE(n.Replied(a)) << "the reply reveals the new epoch: it waits for the EPOCH record";
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kEpoch);
+  n.Sync();
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  EXPECT_EQ(n.core().epoch(), 2);
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().epoch(), 2);
+  Token old = n.Commit(kT1, 1);
+  EXPECT_EQ(n.reply(old).error, ErrorCode::kStaleEpoch);
+}
+
+// --- recovery --------------------------------------------------------------------------
+
+TEST(ParticipantCoreTest, CrashBeforePrepareIsDurableForgetsTheTransaction) {
+  Node n;
+  Token p = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  EXPECT_FALSE(n.Replied(p));
+  ASSERT_TRUE(n.Crash(true).ok());
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  Token r = n.Read("k");
+  EXPECT_TRUE(n.Replied(r));
+}
+
+TEST(ParticipantCoreTest, CrashAfterPrepareIsDurableLeavesItInDoubtAskingTheCoordinator) {
+  CoreOptions o;
+  o.read_wait_ms = 100;
+  o.decision_query_interval_ms = 500;
+  Node n(o);
+  n.Prepare(Req(kT1, {{"r", 0}}, {Put("k", "1")}));
+  n.Sync();
+  ASSERT_TRUE(n.Crash(true).ok());
+  EXPECT_EQ(n.core().stats().in_flight, 1u);
+  auto doubt = n.core().ListInDoubt(n.now);
+  ASSERT_EQ(doubt.size(), 1u);
+  EXPECT_EQ(doubt[0].txid, kT1);
+  EXPECT_EQ(doubt[0].coordinator, "127.0.0.1:9");
+  // Its locks are back: a conflicting prepare votes NO, a read of k waits.
+  Token w = n.Prepare(Req(kT2, {}, {Put("r", "2")}));
+  EXPECT_EQ(n.reply(w).vote, Vote::kNo);
+  Token r = n.Read("k");
+  EXPECT_FALSE(n.Replied(r));
+  Token free_read = n.Read("other");  // keys not in doubt are served meanwhile
+  EXPECT_TRUE(n.Replied(free_read));
+  // Asked at the first tick, then every interval while the answer is UNKNOWN.
+  n.Tick(1);
+  ASSERT_EQ(n.sent().size(), 1u);
+  EXPECT_EQ(n.sent()[0].txid, kT1);
+  n.Decide(kT1, Decision::kUnknown);
+  n.Tick(100);
+  EXPECT_EQ(n.reply(r).error, ErrorCode::kTimeout);
+  EXPECT_EQ(n.sent().size(), 1u);
+  n.Tick(400);
+  EXPECT_EQ(n.sent().size(), 2u);
+  EXPECT_EQ(n.core().ListInDoubt(n.now)[0].age_ms, 501u);
+  n.Decide(kT1, Decision::kCommit);
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kCommit);
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+  EXPECT_TRUE(n.core().ListInDoubt(n.now).empty());
+  n.Tick(1000);
+  EXPECT_EQ(n.sent().size(), 2u) << "no more questions once decided";
+  n.Decide(kT1, Decision::kAbort);  // a late, contradictory answer changes nothing
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+}
+
+TEST(ParticipantCoreTest, InDoubtTransactionResolvedAbortReleasesItsLocks) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  ASSERT_TRUE(n.Crash(true).ok());
+  n.Tick(1);
+  n.Decide(kT1, Decision::kAbort);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  EXPECT_EQ(n.unsynced().size(), 1u);
+  n.Sync();
+  ASSERT_TRUE(n.Crash(true).ok());
+  EXPECT_EQ(n.core().stats().in_flight, 0u) << "the ABORT record settles it on the next replay";
+}
+
+TEST(ParticipantCoreTest, PreparedTransactionWithoutDecisionIsAskedAfterTheQueryDelay) {
+  CoreOptions o;
+  o.decision_query_after_ms = 2000;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Tick(1999);
+  EXPECT_TRUE(n.sent().empty());
+  EXPECT_TRUE(n.core().ListInDoubt(n.now).empty());
+  n.Tick(1);
+  ASSERT_EQ(n.sent().size(), 1u);
+  EXPECT_EQ(n.core().stats().in_doubt, 1u);
+  n.Commit(kT1);
+  n.Sync();
+  EXPECT_EQ(n.core().stats().in_doubt, 0u);
+}
+
+TEST(ParticipantCoreTest, CommitForInDoubtTransactionFromTheCoordinatorCompletesIt) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  ASSERT_TRUE(n.Crash(false).ok());
+  Token c = n.Commit(kT1);
+  n.Sync();
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+}
+
+TEST(ParticipantCoreTest, CrashAfterCommitIsDurableReappliesOnReplayIdempotently) {
+  for (bool keep_store : {true, false}) {
+    Node n;
+    Seed(n, "k", "0");
+    n.Prepare(Req(kT1, {}, {Put("k", "1"), Put("j", "1")}));
+    n.Sync();
+    n.Commit(kT1);
+    n.Sync();
+    auto before = n.store().data();
+    // A later commit must not be undone by replaying the earlier one.
+    n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+    n.Sync();
+    n.Commit(kT2);
+    n.Sync();
+    auto expected = n.store().data();
+    ASSERT_TRUE(n.Crash(keep_store).ok());
+    EXPECT_EQ(n.store().data(), expected) << "keep_store=" << keep_store;
+    EXPECT_EQ(n.core().stats().in_flight, 0u);
+    EXPECT_EQ(n.core().stats().locked_keys, 0u);
+    // The commit counter resumes above every replayed version.
+    Token p = n.Prepare(Req(kT3, {}, {Put("z", "1")}, true));
+    n.Sync();
+    EXPECT_EQ(n.reply(p).vote, Vote::kYes);
+    EXPECT_GT(n.store().data().at("z").first, expected.at("k").first);
+    (void)before;
+  }
+}
+
+TEST(ParticipantCoreTest, CrashWithCommitNotYetDurableIsInDoubtAgain) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  Token c = n.Commit(kT1);
+  ASSERT_TRUE(n.Crash(true).ok());
+  EXPECT_FALSE(n.Replied(c));
+  EXPECT_EQ(n.store().data().count("k"), 0u);
+  EXPECT_EQ(n.core().ListInDoubt(n.now).size(), 1u);
+  Token again = n.Commit(kT1);  // the coordinator re-sends COMMIT
+  n.Sync();
+  EXPECT_EQ(n.reply(again).error, ErrorCode::kOk);
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+}
+
+TEST(ParticipantCoreTest, CrashWithAbortRecordLostIsInDoubtAndTheLaterPrepareWinsItsLocks) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Abort(kT1);  // ABORT not forced ...
+  Token p2 = n.Prepare(Req(kT2, {{"k", 0}}, {Put("k", "2")}));
+  // ... T2's PREPARE is synced, but pretend the ABORT record before it was not
+  // written (its write lost): drop it from the log by hand.
+  n.Sync();
+  EXPECT_EQ(n.reply(p2).vote, Vote::kYes);
+  auto& log = n.log();
+  for (size_t i = 0; i < log.size(); ++i) {
+    if (log[i].first == static_cast<uint8_t>(RecordType::kAbort)) {
+      log.erase(log.begin() + static_cast<long>(i));
+      break;
+    }
+  }
+  ASSERT_TRUE(n.Crash(true).ok());
+  // T1's later conflicting PREPARE proves T1 aborted; T2 holds k.
+  EXPECT_EQ(n.core().stats().replay_inferred_aborts, 1u);
+  auto doubt = n.core().ListInDoubt(n.now);
+  ASSERT_EQ(doubt.size(), 1u);
+  EXPECT_EQ(doubt[0].txid, kT2);
+  n.Commit(kT2);
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("k").second, "2");
+}
+
+TEST(ParticipantCoreTest, OnePhaseCommitSurvivesCrashOnlyOnceDurable) {
+  Node n;
+  Token p = n.Prepare(Req(kT1, {}, {Put("k", "1")}, true));
+  ASSERT_TRUE(n.Crash(false).ok());
+  EXPECT_FALSE(n.Replied(p));
+  EXPECT_EQ(n.store().data().count("k"), 0u);
+  Token q = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
+  n.Sync();
+  EXPECT_EQ(n.reply(q).vote, Vote::kYes);
+  ASSERT_TRUE(n.Crash(false).ok());
+  EXPECT_EQ(n.store().data().at("k").second, "2");
+  Token dup = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
+  EXPECT_EQ(n.reply(dup).vote, Vote::kYes) << "recorded outcome after replay";
+  EXPECT_TRUE(n.unsynced().empty());
+}
+
+TEST(ParticipantCoreTest, CorruptOrUnknownRecordStopsReplayNamingTheLsn) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.log()[1].second.resize(5);
+  Status s = n.Crash(true);
+  EXPECT_TRUE(s.IsCorruption());
+  EXPECT_NE(s.message().find("LSN 2"), std::string::npos) << s.ToString();
+  Node m;
+  m.log().push_back({77, "x"});
+  Status u = m.Crash(true);
+  EXPECT_TRUE(u.IsCorruption()) << u.ToString();
+  Node c;
+  c.log().push_back({static_cast<uint8_t>(RecordType::kCommit), EncodeCommit({kT3, 5, false, {}})});
+  EXPECT_TRUE(c.Crash(true).IsCorruption());
+}
+
+TEST(ParticipantCoreTest, StoreFailureAfterDurableCommitIsFatal) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  Token c = n.Commit(kT1);
+  n.store().FailApplyWith(Status::IOError("disk gone"));
+  n.Sync();
+  EXPECT_FALSE(n.fatal().ok());
+  EXPECT_FALSE(n.Replied(c)) << "never ack a commit that was not applied";
+  Token r = n.Read("x");
+  EXPECT_EQ(n.reply(r).error, ErrorCode::kUnavailable);
+}
+
+TEST(ParticipantCoreTest, SameInputsGiveSameOutputs) {
+  auto run = [] {
+    Node n;
+    std::string trace;
+    for (uint64_t i = 0; i < 50; ++i) {
+      TxId tx{3, i};
+      Token p = n.Prepare(Req(tx, {{"k" + std::to_string(i % 7), 0}}, {Put("k" + std::to_string(i % 5), "v")},
+                              i % 3 == 0));
+      if (i % 4 == 0) n.Sync();
+      if (i % 2 == 0) n.Commit(tx); else n.Abort(tx);
+      n.Tick(3);
+      if (n.Replied(p)) trace += std::to_string(static_cast<int>(n.reply(p).vote));
+    }
+    n.Sync();
+    for (auto& [k, v] : n.store().data()) trace += k + std::to_string(v.first);
+    return trace;
+  };
+  EXPECT_EQ(run(), run());
+}
+
+}  // namespace
+}  // namespace dtx::participant

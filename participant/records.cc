@@ -1,0 +1,242 @@
+#include "participant/records.h"
+
+#include <cstring>
+
+namespace dtx::participant {
+
+namespace {
+
+// Flag bits of a COMMIT record.
+constexpr uint8_t kCommitFlagOnePhase = 0x01;
+constexpr uint8_t kCommitFlagsKnown = kCommitFlagOnePhase;
+
+class Writer {
+ public:
+  void U8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
+  void U32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
+  void U64(uint64_t v) {
+    for (int i = 0; i < 8; ++i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  }
+  void I64(int64_t v) { U64(static_cast<uint64_t>(v)); }
+  void Bytes(std::string_view s) {
+    DTX_CHECK(s.size() <= UINT32_MAX);
+    U32(static_cast<uint32_t>(s.size()));
+    out_.append(s);
+  }
+  void Tx(const TxId& t) {
+    U64(t.hi);
+    U64(t.lo);
+  }
+  void Writes(const std::vector<WriteOp>& writes) {
+    DTX_CHECK(writes.size() <= kTxKeysMax);
+    U32(static_cast<uint32_t>(writes.size()));
+    for (const WriteOp& w : writes) {
+      DTX_CHECK(!w.key.empty() && w.key.size() <= kKeyBytesMax);
+      Bytes(w.key);
+      U8(w.value.has_value() ? 1 : 0);
+      if (w.value.has_value()) {
+        DTX_CHECK(w.value->size() <= kValueBytesMax);
+        Bytes(*w.value);
+      }
+    }
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+class Reader {
+ public:
+  Reader(std::string_view in, const char* what) : in_(in), what_(what) {}
+
+  Status U8(uint8_t* v) {
+    DTX_RETURN_IF_ERROR(Need(1, "u8"));
+    *v = static_cast<uint8_t>(in_[0]);
+    in_.remove_prefix(1);
+    return Status::OK();
+  }
+  Status U32(uint32_t* v) {
+    DTX_RETURN_IF_ERROR(Need(4, "u32"));
+    uint32_t x = 0;
+    for (int i = 0; i < 4; ++i) x |= static_cast<uint32_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
+    *v = x;
+    in_.remove_prefix(4);
+    return Status::OK();
+  }
+  Status U64(uint64_t* v) {
+    DTX_RETURN_IF_ERROR(Need(8, "u64"));
+    uint64_t x = 0;
+    for (int i = 0; i < 8; ++i) x |= static_cast<uint64_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
+    *v = x;
+    in_.remove_prefix(8);
+    return Status::OK();
+  }
+  Status I64(int64_t* v) {
+    uint64_t x = 0;
+    DTX_RETURN_IF_ERROR(U64(&x));
+    *v = static_cast<int64_t>(x);
+    return Status::OK();
+  }
+  Status Bytes(std::string* s, size_t bytes_max, const char* field) {
+    uint32_t n = 0;
+    DTX_RETURN_IF_ERROR(U32(&n));
+    if (n > bytes_max) {
+      return Bad(std::string(field) + " length " + std::to_string(n) + " exceeds " + std::to_string(bytes_max));
+    }
+    DTX_RETURN_IF_ERROR(Need(n, field));
+    s->assign(in_.data(), n);
+    in_.remove_prefix(n);
+    return Status::OK();
+  }
+  Status Tx(TxId* t) {
+    DTX_RETURN_IF_ERROR(U64(&t->hi));
+    return U64(&t->lo);
+  }
+  Status Count(uint32_t* n, const char* field) {
+    DTX_RETURN_IF_ERROR(U32(n));
+    if (*n > kTxKeysMax) {
+      return Bad(std::string(field) + " count " + std::to_string(*n) + " exceeds " + std::to_string(kTxKeysMax));
+    }
+    return Status::OK();
+  }
+  Status Writes(std::vector<WriteOp>* writes) {
+    uint32_t n = 0;
+    DTX_RETURN_IF_ERROR(Count(&n, "write"));
+    writes->clear();
+    writes->reserve(n);
+    for (uint32_t i = 0; i < n; ++i) {
+      WriteOp w;
+      DTX_RETURN_IF_ERROR(Key(&w.key));
+      uint8_t has_value = 0;
+      DTX_RETURN_IF_ERROR(U8(&has_value));
+      if (has_value > 1) return Bad("write value flag " + std::to_string(has_value));
+      if (has_value == 1) {
+        w.value.emplace();
+        DTX_RETURN_IF_ERROR(Bytes(&*w.value, kValueBytesMax, "value"));
+      }
+      writes->push_back(std::move(w));
+    }
+    return Status::OK();
+  }
+  Status Key(std::string* key) {
+    DTX_RETURN_IF_ERROR(Bytes(key, kKeyBytesMax, "key"));
+    if (key->empty()) return Bad("empty key");
+    return Status::OK();
+  }
+  Status End() {
+    if (!in_.empty()) return Bad(std::to_string(in_.size()) + " trailing bytes");
+    return Status::OK();
+  }
+  Status Bad(const std::string& why) const {
+    return Status::Corruption(std::string(what_) + " record: " + why);
+  }
+
+ private:
+  Status Need(size_t n, const char* field) const {
+    if (in_.size() < n) {
+      return Bad(std::string("truncated at ") + field + " (need " + std::to_string(n) + ", have " +
+                 std::to_string(in_.size()) + ")");
+    }
+    return Status::OK();
+  }
+  std::string_view in_;
+  const char* what_;
+};
+
+}  // namespace
+
+std::string EncodePrepare(const PrepareRecord& r) {
+  DTX_CHECK(r.coordinator.size() <= kCoordinatorAddressBytesMax);
+  DTX_CHECK(r.read_keys.size() <= kTxKeysMax);
+  Writer w;
+  w.Tx(r.txid);
+  w.I64(r.epoch);
+  w.Bytes(r.coordinator);
+  w.Writes(r.writes);
+  w.U32(static_cast<uint32_t>(r.read_keys.size()));
+  for (const std::string& k : r.read_keys) {
+    DTX_CHECK(!k.empty() && k.size() <= kKeyBytesMax);
+    w.Bytes(k);
+  }
+  return w.Take();
+}
+
+std::string EncodeCommit(const CommitRecord& r) {
+  DTX_CHECK(r.version > 0);
+  DTX_CHECK(r.one_phase || r.writes.empty());
+  Writer w;
+  w.Tx(r.txid);
+  w.I64(r.version);
+  w.U8(r.one_phase ? kCommitFlagOnePhase : 0);
+  if (r.one_phase) w.Writes(r.writes);
+  return w.Take();
+}
+
+std::string EncodeAbort(const AbortRecord& r) {
+  Writer w;
+  w.Tx(r.txid);
+  return w.Take();
+}
+
+std::string EncodeEpoch(const EpochRecord& r) {
+  Writer w;
+  w.I64(r.epoch);
+  return w.Take();
+}
+
+Result<PrepareRecord> DecodePrepare(std::string_view payload) {
+  Reader in(payload, "PREPARE");
+  PrepareRecord r;
+  DTX_RETURN_IF_ERROR(in.Tx(&r.txid));
+  DTX_RETURN_IF_ERROR(in.I64(&r.epoch));
+  DTX_RETURN_IF_ERROR(in.Bytes(&r.coordinator, kCoordinatorAddressBytesMax, "coordinator"));
+  DTX_RETURN_IF_ERROR(in.Writes(&r.writes));
+  uint32_t n = 0;
+  DTX_RETURN_IF_ERROR(in.Count(&n, "read key"));
+  if (n + r.writes.size() > kTxKeysMax) return in.Bad("more than kTxKeysMax keys");
+  r.read_keys.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string k;
+    DTX_RETURN_IF_ERROR(in.Key(&k));
+    r.read_keys.push_back(std::move(k));
+  }
+  DTX_RETURN_IF_ERROR(in.End());
+  return r;
+}
+
+Result<CommitRecord> DecodeCommit(std::string_view payload) {
+  Reader in(payload, "COMMIT");
+  CommitRecord r;
+  DTX_RETURN_IF_ERROR(in.Tx(&r.txid));
+  DTX_RETURN_IF_ERROR(in.I64(&r.version));
+  if (r.version <= 0) return in.Bad("version " + std::to_string(r.version) + " is not positive");
+  uint8_t flags = 0;
+  DTX_RETURN_IF_ERROR(in.U8(&flags));
+  if ((flags & ~kCommitFlagsKnown) != 0) return in.Bad("unknown flags " + std::to_string(flags));
+  r.one_phase = (flags & kCommitFlagOnePhase) != 0;
+  if (r.one_phase) DTX_RETURN_IF_ERROR(in.Writes(&r.writes));
+  DTX_RETURN_IF_ERROR(in.End());
+  return r;
+}
+
+Result<AbortRecord> DecodeAbort(std::string_view payload) {
+  Reader in(payload, "ABORT");
+  AbortRecord r;
+  DTX_RETURN_IF_ERROR(in.Tx(&r.txid));
+  DTX_RETURN_IF_ERROR(in.End());
+  return r;
+}
+
+Result<EpochRecord> DecodeEpoch(std::string_view payload) {
+  Reader in(payload, "EPOCH");
+  EpochRecord r;
+  DTX_RETURN_IF_ERROR(in.I64(&r.epoch));
+  if (r.epoch < 0) return in.Bad("negative epoch");
+  DTX_RETURN_IF_ERROR(in.End());
+  return r;
+}
+
+}  // namespace dtx::participant

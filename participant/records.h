@@ -1,0 +1,81 @@
+// Participant WAL records: types and a pure codec (no I/O).
+//
+// Format (participant/records.md has the grammar): little-endian fixed-width
+// integers and u32-length-prefixed byte strings. Every decoder is bounds-checked
+// and returns Status::Corruption for a short, overlong or malformed payload; no
+// length read from disk is trusted before it is checked against the bytes left
+// and the limits in common/types.h.
+//
+// Thread-safety: pure functions over values.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "common/types.h"
+
+namespace dtx::participant {
+
+// WAL record type byte (0 is reserved by the WAL).
+enum class RecordType : uint8_t {
+  kPrepare = 1,  // forced: the YES vote depends on it
+  kCommit = 2,   // forced: the commit ack (or one-phase YES) depends on it
+  kAbort = 3,    // not forced: presumed abort makes a lost ABORT harmless
+  kEpoch = 4,    // forced: the reply to the call that raised the epoch depends on it
+};
+static_assert(static_cast<uint8_t>(RecordType::kPrepare) != 0, "WAL type 0 is reserved");
+
+// One write of a transaction. An unset value deletes the key.
+struct WriteOp {
+  std::string key;
+  std::optional<std::string> value;
+  friend bool operator==(const WriteOp&, const WriteOp&) = default;
+};
+
+struct PrepareRecord {
+  TxId txid;
+  Epoch epoch = 0;
+  std::string coordinator;             // host:port to ask with QueryDecision ("" if unknown)
+  std::vector<WriteOp> writes;         // exclusive locks
+  std::vector<std::string> read_keys;  // shared locks (keys not also written)
+  friend bool operator==(const PrepareRecord&, const PrepareRecord&) = default;
+};
+
+// Two-phase COMMIT names its transaction, whose writes are in its PREPARE.
+// One-phase COMMIT carries the writes itself (there is no PREPARE).
+struct CommitRecord {
+  TxId txid;
+  Version version = 0;                 // the version every written key gets
+  bool one_phase = false;
+  std::vector<WriteOp> writes;         // only with one_phase
+  friend bool operator==(const CommitRecord&, const CommitRecord&) = default;
+};
+
+struct AbortRecord {
+  TxId txid;
+  friend bool operator==(const AbortRecord&, const AbortRecord&) = default;
+};
+
+struct EpochRecord {
+  Epoch epoch = 0;
+  friend bool operator==(const EpochRecord&, const EpochRecord&) = default;
+};
+
+// Coordinator address length accepted in a PREPARE.
+inline constexpr size_t kCoordinatorAddressBytesMax = 256;
+
+std::string EncodePrepare(const PrepareRecord& r);
+std::string EncodeCommit(const CommitRecord& r);
+std::string EncodeAbort(const AbortRecord& r);
+std::string EncodeEpoch(const EpochRecord& r);
+
+Result<PrepareRecord> DecodePrepare(std::string_view payload);
+Result<CommitRecord> DecodeCommit(std::string_view payload);
+Result<AbortRecord> DecodeAbort(std::string_view payload);
+Result<EpochRecord> DecodeEpoch(std::string_view payload);
+
+}  // namespace dtx::participant

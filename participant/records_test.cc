@@ -1,0 +1,97 @@
+#include "participant/records.h"
+
+#include <gtest/gtest.h>
+
+namespace dtx::participant {
+namespace {
+
+PrepareRecord SamplePrepare() {
+  PrepareRecord r;
+  r.txid = {0x0102030405060708ull, 42};
+  r.epoch = 7;
+  r.coordinator = "127.0.0.1:4000";
+  r.writes = {{"a", std::string("value-a")}, {"b", std::nullopt}, {std::string("\0k", 2), std::string()}};
+  r.read_keys = {"r1", "r2"};
+  return r;
+}
+
+TEST(RecordsTest, PrepareRoundTrips) {
+  PrepareRecord r = SamplePrepare();
+  auto back = DecodePrepare(EncodePrepare(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, r);
+}
+
+TEST(RecordsTest, CommitAbortEpochRoundTrip) {
+  CommitRecord two{{1, 2}, 99, false, {}};
+  auto c2 = DecodeCommit(EncodeCommit(two));
+  ASSERT_TRUE(c2.ok());
+  EXPECT_EQ(*c2, two);
+  CommitRecord one{{1, 3}, 100, true, {{"x", std::string("1")}, {"y", std::nullopt}}};
+  auto c1 = DecodeCommit(EncodeCommit(one));
+  ASSERT_TRUE(c1.ok());
+  EXPECT_EQ(*c1, one);
+  auto a = DecodeAbort(EncodeAbort({{5, 6}}));
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->txid, (TxId{5, 6}));
+  auto e = DecodeEpoch(EncodeEpoch({12}));
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->epoch, 12);
+}
+
+TEST(RecordsTest, EveryTruncationIsCorruption) {
+  std::string p = EncodePrepare(SamplePrepare());
+  for (size_t n = 0; n < p.size(); ++n) {
+    auto r = DecodePrepare(std::string_view(p).substr(0, n));
+    ASSERT_FALSE(r.ok()) << n;
+    EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+  }
+  std::string c = EncodeCommit({{1, 3}, 100, true, {{"x", std::string("1")}}});
+  for (size_t n = 0; n < c.size(); ++n) EXPECT_TRUE(DecodeCommit(std::string_view(c).substr(0, n)).status().IsCorruption());
+}
+
+TEST(RecordsTest, TrailingBytesAreCorruption) {
+  EXPECT_TRUE(DecodePrepare(EncodePrepare(SamplePrepare()) + "x").status().IsCorruption());
+  EXPECT_TRUE(DecodeAbort(EncodeAbort({{1, 1}}) + "x").status().IsCorruption());
+  EXPECT_TRUE(DecodeEpoch(EncodeEpoch({1}) + "x").status().IsCorruption());
+}
+
+TEST(RecordsTest, HugeLengthsAndCountsAreRejectedWithoutAllocating) {
+  // A PREPARE whose coordinator length claims 4 GiB.
+  std::string p(16 + 8, '\0');
+  p += std::string("\xff\xff\xff\xff", 4);
+  auto r = DecodePrepare(p);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("coordinator length"), std::string::npos) << r.status().ToString();
+  // A one-phase COMMIT claiming 2^32-1 writes.
+  std::string c(16, '\0');
+  c += std::string("\x01\0\0\0\0\0\0\0", 8);  // version 1
+  c += '\x01';                                  // one-phase
+  c += std::string("\xff\xff\xff\xff", 4);
+  auto cr = DecodeCommit(c);
+  ASSERT_FALSE(cr.ok());
+  EXPECT_NE(cr.status().message().find("count"), std::string::npos) << cr.status().ToString();
+}
+
+TEST(RecordsTest, BadFieldValuesAreCorruption) {
+  std::string c = EncodeCommit({{1, 3}, 100, false, {}});
+  c[24] = 0x02;  // unknown flag
+  EXPECT_TRUE(DecodeCommit(c).status().IsCorruption());
+  std::string zero = EncodeCommit({{1, 3}, 100, false, {}});
+  for (int i = 16; i < 24; ++i) zero[i] = 0;  // version 0
+  EXPECT_TRUE(DecodeCommit(zero).status().IsCorruption());
+  PrepareRecord pr = SamplePrepare();
+  pr.writes = {{"k", std::string("v")}};
+  pr.read_keys = {};
+  std::string p = EncodePrepare(pr);
+  // Layout: txid 16, epoch 8, coord len 4 + 14, count 4, key len 4 + 1, flag.
+  size_t flag = 16 + 8 + 4 + pr.coordinator.size() + 4 + 4 + 1;
+  p[flag] = 2;
+  EXPECT_TRUE(DecodePrepare(p).status().IsCorruption());
+  std::string empty_key = EncodePrepare(pr);
+  empty_key[16 + 8 + 4 + pr.coordinator.size() + 4] = 0;  // key length 0
+  EXPECT_TRUE(DecodePrepare(empty_key).status().IsCorruption());
+}
+
+}  // namespace
+}  // namespace dtx::participant
