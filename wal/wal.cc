@@ -448,6 +448,10 @@ Status Log::Impl::CreateSegment(Lsn first_lsn) {
   DTX_RETURN_IF_ERROR((*file)->Sync());
   DTX_RETURN_IF_ERROR(env_->RenameFile(tmp, path));
   DTX_RETURN_IF_ERROR(env_->SyncDir(dir_));
+  // Write through a handle opened by the final name, so every later error
+  // message (and the fault-injecting Env) names the real segment file.
+  file = env_->OpenFile(path, OpenMode::kExisting);
+  if (!file.ok()) return file.status();
   seg_file_ = std::move(file.value());
   seg_first_lsn_ = first_lsn;
   seg_offset_ = f::kSegmentHeaderBytes;
