@@ -71,6 +71,11 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
   struct Pending {
     OnReply on_reply;
     std::multimap<uint64_t, int32_t>::iterator deadline;
+    bool written = false;  // handed to the socket
+  };
+  struct QueuedFrame {
+    int32_t seqid;
+    std::string bytes;
   };
 
   EventLoop* loop = nullptr;
@@ -84,7 +89,7 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
   int32_t next_seqid = 1;
   std::unordered_map<int32_t, Pending> pending;
   std::multimap<uint64_t, int32_t> deadlines;  // deadline_ms -> seqid
-  std::vector<std::string> queued;             // frames waiting for the connection
+  std::vector<QueuedFrame> queued;             // frames waiting for the connection
   TimerId deadline_timer = 0;
   uint64_t deadline_timer_at = 0;
   TimerId connect_timer = 0;
@@ -178,11 +183,14 @@ void PeerChannel::Impl::OnConnected(int status) {
         if (!self || self->conn != c) return;
         internal::InvokeCallback("PeerChannel read", [&] { self->OnRead(nread, buf); });
       });
-  std::vector<std::string> frames;
+  std::vector<QueuedFrame> frames;
   frames.swap(queued);
   for (auto& f : frames) {
     if (state != State::kConnected) break;
-    WriteFrame(std::move(f));
+    auto it = pending.find(f.seqid);
+    if (it == pending.end()) continue;  // timed out while queued: never send it
+    it->second.written = true;
+    WriteFrame(std::move(f.bytes));
   }
 }
 
@@ -202,7 +210,8 @@ void PeerChannel::Impl::FailAllPending(const RpcStatus& status) {
   queued.clear();
   CancelTimer(&deadline_timer);
   for (auto& [seqid, p] : failed) {
-    internal::InvokeCallback("PeerChannel reply", [&] { p.on_reply(status, nullptr); });
+    RpcStatus st = p.written ? status : RpcStatus::NotSent(status);
+    internal::InvokeCallback("PeerChannel reply", [&] { p.on_reply(st, nullptr); });
   }
 }
 
@@ -367,20 +376,21 @@ void PeerChannel::Impl::ArmDeadlineTimer() {
 void PeerChannel::Impl::OnDeadlineTimer() {
   auto keep = shared_from_this();
   uint64_t now = loop->NowMs();
-  std::vector<OnReply> expired;
+  std::vector<std::pair<OnReply, bool>> expired;  // callback, written
   while (!deadlines.empty() && deadlines.begin()->first <= now) {
     int32_t seqid = deadlines.begin()->second;
     deadlines.erase(deadlines.begin());
     auto it = pending.find(seqid);
     if (it == pending.end()) continue;
-    expired.push_back(std::move(it->second.on_reply));
+    expired.emplace_back(std::move(it->second.on_reply), it->second.written);
     pending.erase(it);
   }
   stats.timeouts += expired.size();
   ArmDeadlineTimer();
-  RpcStatus timeout = Status::Timeout("call to " + address + " timed out");
-  for (auto& cb : expired) {
-    internal::InvokeCallback("PeerChannel timeout", [&] { cb(timeout, nullptr); });
+  Status timeout = Status::Timeout("call to " + address + " timed out");
+  for (auto& [cb, written] : expired) {
+    RpcStatus st = written ? RpcStatus(timeout) : RpcStatus::NotSent(timeout);
+    internal::InvokeCallback("PeerChannel timeout", [&] { cb(st, nullptr); });
   }
 }
 
@@ -420,7 +430,8 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
   DTX_CHECK(on_reply != nullptr);
   ++d->stats.calls;
   if (d->state == Impl::State::kClosed) {
-    d->FailLater(std::move(on_reply), Status::Unavailable("channel to " + address_ + " closed"));
+    d->FailLater(std::move(on_reply),
+                 RpcStatus::NotSent(Status::Unavailable("channel to " + address_ + " closed")));
     return;
   }
   if (!d->address_status.ok()) {
@@ -429,14 +440,14 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
   }
   if (d->pending.size() >= d->options.in_flight_max) {
     d->FailLater(std::move(on_reply),
-                 Status::Busy("peer " + address_ + ": " + std::to_string(d->pending.size()) +
-                              " calls in flight (max " +
-                              std::to_string(d->options.in_flight_max) + ")"));
+                 RpcStatus::NotSent(Status::Busy(
+                     "peer " + address_ + ": " + std::to_string(d->pending.size()) +
+                     " calls in flight (max " + std::to_string(d->options.in_flight_max) + ")")));
     return;
   }
   if (d->state == Impl::State::kBackoff) {
-    d->FailLater(std::move(on_reply),
-                 Status::Unavailable("peer " + address_ + " unavailable (reconnecting)"));
+    d->FailLater(std::move(on_reply), RpcStatus::NotSent(Status::Unavailable(
+                                          "peer " + address_ + " unavailable (reconnecting)")));
     return;
   }
   int32_t seqid = d->next_seqid;
@@ -467,15 +478,16 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
   }
   uint64_t deadline = d->loop->NowMs() + static_cast<uint64_t>(timeout_ms);
   auto dl = d->deadlines.emplace(deadline, seqid);
-  d->pending.emplace(seqid, Impl::Pending{std::move(on_reply), dl});
+  bool write_now = d->state == Impl::State::kConnected;
+  d->pending.emplace(seqid, Impl::Pending{std::move(on_reply), dl, write_now});
   d->ArmDeadlineTimer();
   switch (d->state) {
     case Impl::State::kIdle:
-      d->queued.push_back(std::move(frame));
+      d->queued.push_back({seqid, std::move(frame)});
       d->StartConnect();
       break;
     case Impl::State::kConnecting:
-      d->queued.push_back(std::move(frame));
+      d->queued.push_back({seqid, std::move(frame)});
       break;
     case Impl::State::kConnected:
       d->WriteFrame(std::move(frame));

@@ -22,6 +22,9 @@
 //   callback gets Timeout and a late reply is dropped; the connection stays.
 // - At most in_flight_max calls may be in flight; a call past it fails at once
 //   with Busy.
+// - A failure that struck before any byte of the call reached a socket (busy,
+//   backoff, connect failure or timeout while still queued, closed channel)
+//   carries RpcStatus::not_sent(): the peer never saw the call.
 //
 // Callbacks: every callback runs exactly once, on the loop thread, never
 // inside the Call() that issued it (failures detected at call time are

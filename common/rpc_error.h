@@ -42,8 +42,18 @@ class [[nodiscard]] RpcStatus : public Status {
   const std::optional<rpc::ErrorCode::type>& error_code() const { return error_code_; }
   // With NOT_PRIMARY, the primary's host:port if the peer knew it.
   const std::optional<std::string>& primary() const { return primary_; }
+  // True when a transport failure (Unavailable, Timeout, Busy) struck before
+  // any byte of the call was written to a socket: the peer certainly never
+  // saw it. False for every other status.
+  bool not_sent() const { return not_sent_; }
+  static RpcStatus NotSent(Status s) {
+    RpcStatus r(std::move(s));
+    r.not_sent_ = true;
+    return r;
+  }
 
  private:
+  bool not_sent_ = false;
   std::optional<rpc::ErrorCode::type> error_code_;
   std::optional<std::string> primary_;
 };

@@ -235,13 +235,16 @@ TEST_F(RpcTest, PerRequestTimeoutLeavesConnectionUsable) {
   Status held = Status::OK();
   bool held_done = false;
   auto start = std::chrono::steady_clock::now();
-  stub.Read("hold:slow", 50, [&](const Status& s, const rpc::ReadResult&) {
+  bool not_sent = true;
+  stub.Read("hold:slow", 50, [&](const RpcStatus& s, const rpc::ReadResult&) {
     held = s;
+    not_sent = s.not_sent();
     held_done = true;
   });
   ASSERT_TRUE(RunUntil(loop_, [&] { return held_done; }));
   auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_TRUE(held.IsTimeout()) << held.ToString();
+  EXPECT_FALSE(not_sent);
   EXPECT_GE(waited, std::chrono::milliseconds(45));
   EXPECT_LT(waited, std::chrono::milliseconds(2000));
   EXPECT_EQ(stub.channel()->stats().timeouts, 1u);
@@ -265,9 +268,9 @@ TEST_F(RpcTest, InFlightCallsFailAtOnceWhenConnectionDropsThenReconnect) {
   stub.Read("a", 1000, [&](const Status& s, const rpc::ReadResult&) { first = s; });
   ASSERT_TRUE(RunUntil(loop_, [&] { return first.ok(); }));
 
-  Status held = Status::OK();
+  RpcStatus held = Status::OK();
   bool held_done = false;
-  stub.Read("hold:x", 10000, [&](const Status& s, const rpc::ReadResult&) {
+  stub.Read("hold:x", 10000, [&](const RpcStatus& s, const rpc::ReadResult&) {
     held = s;
     held_done = true;
   });
@@ -276,6 +279,7 @@ TEST_F(RpcTest, InFlightCallsFailAtOnceWhenConnectionDropsThenReconnect) {
   server_.reset();  // server goes away with the request in flight
   ASSERT_TRUE(RunUntil(loop_, [&] { return held_done; }));
   EXPECT_TRUE(held.IsUnavailable()) << held.ToString();
+  EXPECT_FALSE(held.not_sent());  // the server had it
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
   EXPECT_FALSE(stub.channel()->connected());
 
@@ -305,14 +309,24 @@ TEST_F(RpcTest, ConnectRefusedIsUnavailableNotACrash) {
   server_.reset();
   RunFor(loop_, 5);
   ParticipantStub stub(&loop_, "127.0.0.1:" + std::to_string(port));
-  Status s = Status::OK();
+  RpcStatus s = Status::OK();
   bool done = false;
-  stub.Read("a", 1000, [&](const Status& st, const rpc::ReadResult&) {
+  stub.Read("a", 1000, [&](const RpcStatus& st, const rpc::ReadResult&) {
     s = st;
     done = true;
   });
   ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
   EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_TRUE(s.not_sent());
+  // During backoff, calls fail fast, also marked not sent.
+  done = false;
+  stub.Read("b", 1000, [&](const RpcStatus& st, const rpc::ReadResult&) {
+    s = st;
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done; }));
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_TRUE(s.not_sent());
 }
 
 TEST_F(RpcTest, BadAddressIsInvalidArgument) {
