@@ -26,6 +26,11 @@ CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)
     DTX_CHECK_MSG(!p.empty() && p.size() <= kParticipantAddressBytesMax,
                   "participant address empty or too long");
   }
+  for (size_t i = 0; i < opts_.participants.size(); ++i) {
+    for (size_t j = i + 1; j < opts_.participants.size(); ++j) {
+      DTX_CHECK_MSG(opts_.participants[i] != opts_.participants[j], "participant listed twice");
+    }
+  }
   DTX_CHECK(opts_.participants_per_tx_max <= kDecisionParticipantsMax);
   DTX_CHECK(opts_.commit_retry_initial_ms > 0 && opts_.commit_timeout_ms > 0);
   DTX_CHECK(opts_.prepare_timeout_ms > 0);
@@ -288,13 +293,13 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
 // ---- participant replies --------------------------------------------------------
 
 void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
-  if (r.status == RpcStatus::kStaleEpoch) Fence();
+  if (r.status == CallStatus::kStaleEpoch) Fence();
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kPreparing) {
     // Late or duplicate vote. A YES for a transaction aborted here means
     // the participant holds locks (our ABORT may have overtaken its
     // PREPARE): tell it again. Anything else needs nothing.
-    if (tx == nullptr && r.status == RpcStatus::kOk && r.vote == Vote::kYes) {
+    if (tx == nullptr && r.status == CallStatus::kOk && r.vote == Vote::kYes) {
       const CommitResult* outcome = FindOutcome(r.txid);
       if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
         Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_});
@@ -310,25 +315,25 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
   if (tx->one_phase) {
     CommitResult result;
     switch (r.status) {
-      case RpcStatus::kOk:
+      case CallStatus::kOk:
         if (r.vote == Vote::kNo) {
           result = Aborted(r.reason.value_or(AbortReason::kConflict), r.detail);
         } else {
           result = Committed();
         }
         break;
-      case RpcStatus::kUnavailable:
-      case RpcStatus::kTimeout:
+      case CallStatus::kUnavailable:
+      case CallStatus::kTimeout:
         // The participant may have committed: only it knows. Not recorded
         // here, so a retry with the same txid asks it again.
         result = CommitResult{Outcome::kUnknown, std::nullopt,
                               "no answer from participant " + r.participant + ": " + r.error};
         break;
-      case RpcStatus::kStaleEpoch:
+      case CallStatus::kStaleEpoch:
         result = Aborted(AbortReason::kCoordinatorFailover,
                          "participant " + r.participant + " has a newer coordinator epoch");
         break;
-      case RpcStatus::kError:
+      case CallStatus::kError:
         result = Aborted(AbortReason::kParticipantUnavailable,
                          "participant " + r.participant + " refused: " + r.error);
         break;
@@ -338,7 +343,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
   }
 
   switch (r.status) {
-    case RpcStatus::kOk:
+    case CallStatus::kOk:
       if (r.vote == Vote::kYes) {
         p.state = PState::kYes;
       } else if (r.vote == Vote::kReadOnly) {
@@ -351,19 +356,19 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
         return;
       }
       break;
-    case RpcStatus::kUnavailable:
+    case CallStatus::kUnavailable:
       p.state = PState::kFailed;
       Abort(*tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " unreachable: " + r.error);
       return;
-    case RpcStatus::kTimeout:
+    case CallStatus::kTimeout:
       p.state = PState::kFailed;
       Abort(*tx, AbortReason::kTimeout, "no vote from participant " + r.participant + ": " + r.error);
       return;
-    case RpcStatus::kStaleEpoch:
+    case CallStatus::kStaleEpoch:
       // Fence() above already aborted every undecided transaction.
       return;
-    case RpcStatus::kError:
+    case CallStatus::kError:
       p.state = PState::kFailed;
       Abort(*tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " refused prepare: " + r.error);
@@ -376,14 +381,14 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
 }
 
 void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
-  if (r.status == RpcStatus::kStaleEpoch) Fence();
+  if (r.status == CallStatus::kStaleEpoch) Fence();
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
   size_t i = FindPart(*tx, r.participant);
   if (i == kNpos) return;
   Part& p = tx->parts[i];
   if (p.state == PState::kAcked) return;
-  if (r.status == RpcStatus::kOk) {
+  if (r.status == CallStatus::kOk) {
     // An ack from any attempt counts: COMMIT is idempotent at the participant.
     p.state = PState::kAcked;
     if (MaybeEnd(*tx)) return;
@@ -398,7 +403,7 @@ void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
 void CoordinatorCore::OnAbortReply(uint64_t /*now_ms*/, const AckReply& r) {
   // ABORT is fire-and-forget (a participant still in doubt asks
   // QueryDecision); only a newer epoch matters.
-  if (r.status == RpcStatus::kStaleEpoch) Fence();
+  if (r.status == CallStatus::kStaleEpoch) Fence();
 }
 
 void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {

@@ -173,7 +173,7 @@ struct Ready {
 // ---- inputs from participants ---------------------------------------------------
 
 // How an outgoing call ended.
-enum class RpcStatus {
+enum class CallStatus {
   kOk,
   kUnavailable,  // transport failure: could not send / connection lost
   kTimeout,      // no reply within the message's timeout
@@ -185,7 +185,7 @@ struct PrepareReply {
   MessageId msg_id = 0;
   TxId txid;
   std::string participant;
-  RpcStatus status = RpcStatus::kOk;
+  CallStatus status = CallStatus::kOk;
   std::string error;  // with status != kOk
   Vote vote = Vote::kNo;
   std::optional<AbortReason> reason;  // with kNo
@@ -197,7 +197,7 @@ struct AckReply {
   MessageId msg_id = 0;
   TxId txid;
   std::string participant;
-  RpcStatus status = RpcStatus::kOk;
+  CallStatus status = CallStatus::kOk;
   std::string error;
 };
 

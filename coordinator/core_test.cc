@@ -152,7 +152,7 @@ std::optional<Decision> DecisionFor(const Ready& r, RequestToken token) {
   return std::nullopt;
 }
 
-PrepareReply Vote_(const OutMessage& m, Vote v, RpcStatus s = RpcStatus::kOk) {
+PrepareReply Vote_(const OutMessage& m, Vote v, CallStatus s = CallStatus::kOk) {
   PrepareReply r;
   r.msg_id = m.id;
   r.txid = std::get<PrepareMsg>(m.body).txid;
@@ -163,18 +163,18 @@ PrepareReply Vote_(const OutMessage& m, Vote v, RpcStatus s = RpcStatus::kOk) {
     r.reason = AbortReason::kConflict;
     r.detail = "key 'x' locked";
   }
-  if (s != RpcStatus::kOk) r.error = "boom";
+  if (s != CallStatus::kOk) r.error = "boom";
   return r;
 }
 
-AckReply Ack(const OutMessage& m, RpcStatus s = RpcStatus::kOk) {
+AckReply Ack(const OutMessage& m, CallStatus s = CallStatus::kOk) {
   AckReply a;
   a.msg_id = m.id;
   a.txid = std::holds_alternative<CommitMsg>(m.body) ? std::get<CommitMsg>(m.body).txid
                                                      : std::get<AbortMsg>(m.body).txid;
   a.participant = m.to;
   a.status = s;
-  if (s != RpcStatus::kOk) a.error = "boom";
+  if (s != CallStatus::kOk) a.error = "boom";
   return a;
 }
 
@@ -322,7 +322,7 @@ TEST(CoordinatorCore, VoteNoAbortsWithConflictAndReleasesOnlyLockHolders) {
   EXPECT_EQ(h.core().in_flight(), 0u);
   // Abort acks (and their failures) need nothing.
   h.core().OnAbortReply(h.now, Ack(aborts[0].first));
-  h.core().OnAbortReply(h.now, Ack(aborts[1].first, RpcStatus::kUnavailable));
+  h.core().OnAbortReply(h.now, Ack(aborts[1].first, CallStatus::kUnavailable));
   EXPECT_TRUE(h.Drain().empty());
 }
 
@@ -353,7 +353,7 @@ TEST(CoordinatorCore, TransportFailureAbortsWithParticipantUnavailable) {
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
-  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, RpcStatus::kUnavailable));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, CallStatus::kUnavailable));
   Ready r = h.Drain();
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kParticipantUnavailable);
   EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);  // the failed one may have prepared
@@ -364,12 +364,12 @@ TEST(CoordinatorCore, RpcTimeoutAndErrorRepliesAbort) {
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
-  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kTimeout));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kTimeout));
   EXPECT_EQ(ResultFor(h.Drain(), 1).reason, AbortReason::kTimeout);
 
   h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
   prepares = Msgs<PrepareMsg>(h.Drain());
-  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kError));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kError));
   EXPECT_EQ(ResultFor(h.Drain(), 2).reason, AbortReason::kParticipantUnavailable);
 }
 
@@ -415,7 +415,7 @@ TEST(CoordinatorCore, DuplicateLateAndUnknownAcksAreHarmless) {
   h.core().OnCommitReply(h.now, Ack(commits[1].first));
   EXPECT_EQ(h.Drain().persist.size(), 1u);  // END
   h.core().OnCommitReply(h.now, Ack(commits[1].first));  // after END
-  h.core().OnCommitReply(h.now, Ack(commits[0].first, RpcStatus::kUnavailable));
+  h.core().OnCommitReply(h.now, Ack(commits[0].first, CallStatus::kUnavailable));
   EXPECT_TRUE(h.Drain().empty());
 }
 
@@ -429,7 +429,7 @@ TEST(CoordinatorCore, Phase2ResendsCommitWithBackoffUntilAcked) {
   // Failed attempts: re-sent after 50, 100, 200, ... ms, capped at 2000.
   std::vector<uint64_t> expected = {50, 100, 200, 400, 800, 1600, 2000, 2000};
   for (uint64_t wait : expected) {
-    h.core().OnCommitReply(t, Ack(last, RpcStatus::kUnavailable));
+    h.core().OnCommitReply(t, Ack(last, CallStatus::kUnavailable));
     h.core().Tick(t + wait - 1);
     EXPECT_TRUE(h.Drain().send.empty()) << "re-sent before " << wait << " ms";
     h.core().Tick(t + wait);
@@ -621,7 +621,7 @@ TEST(CoordinatorCore, OnePhaseNoIsAbortedAndSilenceIsUnknown) {
   h.core().Commit(h.now, 3, Writes(kTx2, {0}));
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 1u);
-  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kUnavailable));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kUnavailable));
   EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kUnknown);
 }
 
@@ -708,7 +708,7 @@ TEST(CoordinatorCore, StaleEpochFencesTheCoordinator) {
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   h.core().Commit(h.now, 2, Writes(kTx2, {0, 2}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
-  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, RpcStatus::kStaleEpoch));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch));
   Ready r = h.Drain();
   EXPECT_TRUE(h.core().fenced());
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kCoordinatorFailover);

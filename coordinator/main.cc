@@ -1,0 +1,182 @@
+// dtx-coordinator: the coordinator node (/work/briefs/conventions.md).
+//
+//   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
+//                   --participants 127.0.0.1:P0,127.0.0.1:P1,... [--log-file PATH]
+//                   [--log-level info] [--prepare-timeout-ms 2000]
+//
+// Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
+// DTX_FAILPOINTS spec; 1 when the node cannot start or fails (WAL failure);
+// 86 for a failpoint `crash`.
+#include <signal.h>
+
+#include <boost/program_options.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/failpoint.h"
+#include "common/log.h"
+#include "common/rpc_client.h"
+#include "coordinator/records.h"
+#include "coordinator/runtime.h"
+
+namespace {
+
+constexpr int kExitBadUsage = 2;
+constexpr int kExitFailure = 1;
+
+int Usage(const std::string& message, const boost::program_options::options_description&) {
+  std::cerr << "dtx-coordinator: " << message << " (see --help)" << std::endl;
+  return kExitBadUsage;
+}
+
+// "host:port" with port 0..65535 (0: the kernel picks one). The host is
+// checked when the server binds.
+bool ParseListen(const std::string& s, std::string* host, int* port) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  std::string digits = s.substr(colon + 1);
+  if (digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+  int p = std::stoi(digits);
+  if (p > 65535) return false;
+  *host = s.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  *port = p;
+  return true;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  if (s.empty()) return out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = s.find(sep, start);
+    out.push_back(s.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  namespace po = boost::program_options;
+  using dtx::coordinator::RuntimeOptions;
+
+  std::string name, listen, dir, participants, log_file, log_level;
+  uint64_t prepare_timeout_ms = 0;
+  po::options_description desc("dtx-coordinator options");
+  desc.add_options()
+      ("help", "print this help")
+      ("name", po::value(&name)->default_value("coordinator-0"), "node name (in logs, GetStatus)")
+      ("listen", po::value(&listen)->required(), "host:port to serve the Coordinator service on")
+      ("dir", po::value(&dir)->required(), "node directory: holds wal/ and node.log")
+      ("participants", po::value(&participants)->default_value(""),
+       "comma-separated participant host:port list; the order is the shard index")
+      ("log-file", po::value(&log_file), "log file (default: <dir>/node.log)")
+      ("log-level", po::value(&log_level)->default_value("info"),
+       "trace, debug, info, warn, error, critical, off")
+      ("prepare-timeout-ms", po::value(&prepare_timeout_ms)->default_value(2000),
+       "abort a transaction whose votes are not all in after this long");
+
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::cout << desc << std::endl;
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return Usage(e.what(), desc);
+  }
+
+  RuntimeOptions options;
+  options.name = name;
+  options.dir = dir;
+  if (dir.empty()) return Usage("--dir must not be empty", desc);
+  if (!ParseListen(listen, &options.listen_host, &options.listen_port)) {
+    return Usage("--listen '" + listen + "' is not host:port", desc);
+  }
+  std::set<std::string> seen;
+  for (const std::string& p : Split(participants, ',')) {
+    std::string host;
+    int port = 0;
+    if (!dtx::ParseHostPort(p, &host, &port).ok() || port == 0 ||
+        p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
+      return Usage("--participants: '" + p + "' is not host:port", desc);
+    }
+    if (!seen.insert(p).second) return Usage("--participants: '" + p + "' listed twice", desc);
+    options.participants.push_back(p);
+  }
+  if (prepare_timeout_ms == 0 || prepare_timeout_ms > 3600u * 1000) {
+    return Usage("--prepare-timeout-ms must be in 1..3600000", desc);
+  }
+  options.core.prepare_timeout_ms = prepare_timeout_ms;
+
+  dtx::Status s = dtx::fp::InitFromEnv();
+  if (!s.ok()) {
+    std::cerr << "dtx-coordinator: DTX_FAILPOINTS: " << s.ToString() << std::endl;
+    return kExitBadUsage;
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(dir) / "wal", ec);
+  if (ec) {
+    std::cerr << "dtx-coordinator: cannot create " << dir << "/wal: " << ec.message() << std::endl;
+    return kExitFailure;
+  }
+  dtx::log::Options lo;
+  lo.node = name;
+  lo.file = log_file.empty() ? dir + "/node.log" : log_file;
+  lo.level = log_level;
+  s = dtx::log::Init(lo);
+  if (!s.ok()) {
+    if (s.IsInvalidArgument()) return Usage(s.message(), desc);
+    std::cerr << "dtx-coordinator: " << s.ToString() << std::endl;
+    return kExitFailure;
+  }
+  for (const std::string& armed : dtx::fp::Armed()) DTX_LOG_INFO("failpoint {} armed from the environment", armed);
+
+  // A peer that closes its socket must not kill us with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  int rc = 0;
+  {
+    dtx::EventLoop loop;
+    auto runtime = dtx::coordinator::Runtime::Start(&loop, options);
+    if (!runtime.ok()) {
+      DTX_LOG_ERROR("cannot start: {}", runtime.status().ToString());
+      std::cerr << "dtx-coordinator: cannot start: " << runtime.status().ToString() << std::endl;
+      dtx::log::Flush();
+      return kExitFailure;
+    }
+    std::unique_ptr<dtx::coordinator::Runtime> rt = std::move(*runtime);
+    s = loop.HandleStopSignals([&](int signum) {
+      DTX_LOG_INFO("signal {}: shutting down", signum);
+      rt->Shutdown();
+      loop.Stop();
+    });
+    if (!s.ok()) {
+      DTX_LOG_ERROR("cannot install signal handlers: {}", s.ToString());
+      rc = kExitFailure;
+    } else {
+      std::printf("dtx-coordinator %s listening on %s\n", name.c_str(), rt->address().c_str());
+      std::fflush(stdout);
+      loop.Run();
+    }
+    rt->Shutdown();
+    rt.reset();  // closes the WAL: syncs whatever is queued
+  }
+  DTX_LOG_INFO("stopped");
+  dtx::log::Flush();
+  return rc;
+}

@@ -1,0 +1,171 @@
+// The coordinator node's runtime: drives a CoordinatorCore with real I/O.
+//
+// It owns the decision log (wal::Log in NODEDIR/wal, group commit), the
+// RpcServer serving the Coordinator service (a CoordinatorCobSvIf handler that
+// converts Thrift <-> core types at the edge), one ParticipantStub per
+// participant address, and a periodic tick timer. After every input it drains
+// the core's Ready in the order the core requires: append records, then send
+// messages, then deliver replies. A forced record is reported to the core
+// (OnPersisted) only from the WAL's durable callback, Post()ed to the loop,
+// i.e. after its fdatasync returned 0.
+//
+// Failpoints (common/failpoint.h), evaluated on the loop thread:
+//   coordinator.votes.after_all, coordinator.decision.before_log
+//       before a DECISION record is appended (all votes are in);
+//   coordinator.decision.after_log
+//       when the DECISION is durable, before anyone hears of it;
+//   coordinator.phase2.after_first_commit
+//       right after the first COMMIT of a transaction was handed to its
+//       channel, before the other COMMITs;
+//   coordinator.end.before_log  before an END record is appended.
+// `crash` exits at once; `sleep` blocks the loop; `error` is fail-stop here
+// (the node logs it and exits with status 1), as the coordinator has no
+// other safe way to fail a step of the commit path.
+//
+// A WAL failure (Append error, durable callback with an error, failed
+// truncation) logs and exits the process with status 1: it never carries on.
+//
+// Threading: every method runs on the loop thread (see common/event_loop.h);
+// only the WAL's durable callbacks run on the WAL flusher thread, and they
+// only Post() to the loop (or exit the process).
+// Lifetime: `loop` must outlive the Runtime. Call Shutdown() (on the loop
+// thread) before destroying it; the destructor then closes the WAL (which
+// syncs whatever is queued).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "Coordinator.h"
+#include "common/event_loop.h"
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "common/status.h"
+#include "coordinator/core.h"
+#include "wal/wal.h"
+
+namespace dtx::coordinator {
+
+// How often the core's Tick runs (timeouts, COMMIT re-sends).
+inline constexpr uint64_t kTickIntervalMs = 10;
+// How often a pending WAL truncation is carried out.
+inline constexpr uint64_t kTruncateIntervalMs = 1000;
+
+struct RuntimeOptions {
+  std::string name = "coordinator-0";
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 0;  // 0: the kernel picks one; see Runtime::address()
+  std::string dir;      // NODEDIR: the WAL lives in dir/wal
+  // host:port per shard; copied into core.participants.
+  std::vector<std::string> participants;
+  // Timeouts, limits; `participants` and `self_address` are filled in here.
+  CoreOptions core;
+  wal::Options wal;
+};
+
+class Handler;
+
+class Runtime {
+ public:
+  // Binds the server, opens the WAL (replaying it into the core) and starts
+  // the core (re-sending COMMIT for decisions without END). Requests are
+  // served once the loop runs. Loop thread (or before the loop runs).
+  static Result<std::unique_ptr<Runtime>> Start(EventLoop* loop, RuntimeOptions options);
+
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Stops serving: closes the server and every participant channel, cancels
+  // timers. Pending client requests get no reply (their connections close).
+  // Safe to call twice.
+  void Shutdown();
+
+  // "host:port" the server is bound to.
+  std::string address() const;
+  const CoordinatorCore& core() const { return *core_; }
+
+  // ---- the Coordinator service (called by Handler, loop thread) ----
+  rpc::ShardMap GetShardMap() const;
+  void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
+              std::function<void(const rpc::DtxError&)> fail);
+  void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+                     std::function<void(const rpc::DtxError&)> fail);
+  rpc::NodeStatus GetStatus() const;
+
+ private:
+  struct Pending {
+    TxId txid;
+    std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
+    std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
+    std::function<void(const rpc::DtxError&)> fail;
+  };
+
+  Runtime(EventLoop* loop, RuntimeOptions options);
+  Status Init();
+
+  // Drains the core's Ready (append, send, reply) and logs state changes.
+  void Process();
+  void Append(const PersistRecord& p);
+  void SendMessage(const OutMessage& m);
+  void Deliver(Reply& reply);
+  void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
+  void MaybeTruncate();
+  ParticipantStub& StubFor(const std::string& address);
+  uint64_t NowMs() const;
+
+  EventLoop* loop_;
+  RuntimeOptions options_;
+  std::unique_ptr<CoordinatorCore> core_;
+  std::unique_ptr<wal::Log> log_;
+  std::shared_ptr<Handler> handler_;
+  std::unique_ptr<RpcServer> server_;
+  std::string address_;
+  std::map<std::string, ParticipantStub> stubs_;
+  std::unordered_map<RequestToken, Pending> pending_;
+  RequestToken next_token_ = 1;
+  TimerId tick_timer_ = 0;
+  TimerId truncate_timer_ = 0;
+  uint64_t truncate_wanted_ = 0;
+  uint64_t truncate_done_ = 0;
+  uint64_t start_ms_ = 0;
+  bool fenced_logged_ = false;
+  bool shut_down_ = false;
+  bool in_process_ = false;
+  // Expires with the Runtime: WAL callbacks posted after it is gone find it
+  // expired (they run on the loop thread, as does the destructor).
+  std::shared_ptr<int> alive_;
+};
+
+// The Thrift edge: converts and forwards to the Runtime. Holds a plain
+// pointer that Runtime::Shutdown clears; a call after that answers
+// UNAVAILABLE. Loop thread only.
+class Handler : public rpc::CoordinatorCobSvIf {
+ public:
+  explicit Handler(Runtime* runtime) : runtime_(runtime) {}
+  void Detach() { runtime_ = nullptr; }
+
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob,
+                   std::function<void(apache::thrift::TDelayedException*)> exn_cob) override;
+  void Commit(std::function<void(const rpc::CommitResult&)> cob,
+              std::function<void(apache::thrift::TDelayedException*)> exn_cob,
+              const rpc::CommitRequest& req) override;
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
+                     std::function<void(apache::thrift::TDelayedException*)> exn_cob,
+                     const rpc::TxId& txid) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+  void SetFailpoint(std::function<void()> cob,
+                    std::function<void(apache::thrift::TDelayedException*)> exn_cob,
+                    const std::string& name, const std::string& action) override;
+
+ private:
+  Runtime* runtime_;
+};
+
+}  // namespace dtx::coordinator
