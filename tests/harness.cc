@@ -122,6 +122,14 @@ Status LocalCluster::Up(const Options& options) {
     argv.push_back("--bin-dir");
     argv.push_back(options.bin_dir);
   }
+  if (!options.participant_bin.empty()) {
+    argv.push_back("--participant-bin");
+    argv.push_back(options.participant_bin);
+  }
+  if (!options.coordinator_bin.empty()) {
+    argv.push_back("--coordinator-bin");
+    argv.push_back(options.coordinator_bin);
+  }
   up_ = true;  // even a failed `up` may have left something to clean up
   CommandResult r = RunCommand(argv, (options.up_timeout_s + 30) * 1000, options.env);
   if (r.exit_code != 0) {

@@ -58,6 +58,8 @@ class LocalCluster {
   struct Options {
     int participants = 3;
     std::string bin_dir;                 // empty: dtxctl's own search
+    std::string participant_bin;         // explicit paths (override bin_dir)
+    std::string coordinator_bin;
     std::vector<std::string> env;        // extra environment for cluster up
     int up_timeout_s = 20;
   };

@@ -53,6 +53,7 @@ const char* kUsage =
     "usage: dtxctl <command> [options]   (--dir defaults to $DTX_CLUSTER_DIR or ./dtx-cluster)\n"
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
+    "             [--participant-bin PATH] [--coordinator-bin PATH]\n"
     "                        start a local cluster (coordinator-0, participant-0..N-1) under a\n"
     "                        supervisor that restarts crashed nodes; returns when all answer\n"
     "  cluster down --dir DIR\n"
@@ -156,10 +157,14 @@ std::vector<std::pair<std::string, pid_t>> LiveNodes(const std::string& dir,
 // ---------------------------------------------------------------------------
 // Binaries
 
-std::string FindBinary(const std::string& name, const std::string& bin_dir,
-                       std::vector<std::string>* tried) {
+// `exact` (a path given by flag) wins, then `bin_dir`, then places near dtxctl
+// (the build tree puts each binary in its part's folder).
+std::string FindBinary(const std::string& name, const std::string& exact,
+                       const std::string& bin_dir, std::vector<std::string>* tried) {
   std::vector<fs::path> candidates;
-  if (!bin_dir.empty()) {
+  if (!exact.empty()) {
+    candidates.push_back(fs::path(exact));
+  } else if (!bin_dir.empty()) {
     candidates.push_back(fs::path(bin_dir) / name);
   } else {
     fs::path exe_dir = fs::path(SelfExe()).parent_path();
@@ -361,6 +366,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   std::string dir;
   int participants = 0;
   std::string bin_dir;
+  std::string participant_bin_flag;
+  std::string coordinator_bin_flag;
   int timeout_s = kUpTimeoutSecondsDefault;
   std::string log_level;
   po::options_description desc = DirOptions(&dir);
@@ -368,6 +375,10 @@ int CmdClusterUp(const std::vector<std::string>& args) {
                      "number of participants (1..64)")(
       "bin-dir", po::value<std::string>(&bin_dir),
       "directory holding dtx-participant and dtx-coordinator (default: next to dtxctl)")(
+      "participant-bin", po::value<std::string>(&participant_bin_flag),
+      "path of dtx-participant (overrides --bin-dir)")(
+      "coordinator-bin", po::value<std::string>(&coordinator_bin_flag),
+      "path of dtx-coordinator (overrides --bin-dir)")(
       "timeout", po::value<int>(&timeout_s)->default_value(kUpTimeoutSecondsDefault),
       "seconds to wait for every node to answer")(
       "log-level", po::value<std::string>(&log_level)->default_value("info"), "nodes' log level");
@@ -398,8 +409,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   };
 
   std::vector<std::string> tried;
-  std::string participant_bin = FindBinary("dtx-participant", bin_dir, &tried);
-  std::string coordinator_bin = FindBinary("dtx-coordinator", bin_dir, &tried);
+  std::string participant_bin = FindBinary("dtx-participant", participant_bin_flag, bin_dir, &tried);
+  std::string coordinator_bin = FindBinary("dtx-coordinator", coordinator_bin_flag, bin_dir, &tried);
   if (participant_bin.empty() || coordinator_bin.empty()) {
     std::string list;
     for (const auto& t : tried) list += "\n  " + t;
