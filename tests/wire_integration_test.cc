@@ -1,0 +1,246 @@
+// The wire contract on real nodes: a stock Thrift client (the generated
+// CoordinatorClient + ParticipantClient, not the dtx client) runs a
+// transaction; malformed, oversized, garbage, truncated frames and unknown
+// methods close only their own connection while the node keeps serving.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <random>
+
+#include "common/types.h"
+#include "tests/harness.h"
+#include "tools/admin_client.h"
+
+namespace dtx::testing {
+namespace {
+
+class WireTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    LocalCluster::Options o;
+    o.participants = 2;
+    o.participant_bin = DTX_PARTICIPANT_PATH;
+    o.coordinator_bin = DTX_COORDINATOR_PATH;
+    Status s = cluster_.Up(o);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << cluster_.LogTails(30);
+    cluster_.Down();
+  }
+  LocalCluster cluster_;
+};
+
+rpc::WriteItem Write(const std::string& k, const std::string& v) {
+  rpc::WriteItem w;
+  w.key = k;
+  w.__set_value(v);
+  return w;
+}
+
+TEST_F(WireTest, StockThriftClientCommitsATransaction) {
+  auto coord = tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {});
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  rpc::ShardMap map;
+  ASSERT_TRUE(tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }).ok());
+  ASSERT_EQ(map.scheme, "hash");
+  ASSERT_EQ(map.participants, cluster_.participant_addresses());
+  // One key per participant, by the documented scheme.
+  std::string keys[2];
+  for (size_t shard = 0; shard < 2; ++shard) {
+    for (int i = 0;; ++i) {
+      std::string k = "stock-" + std::to_string(i);
+      if (ShardHash(k) % map.participants.size() == shard) {
+        keys[shard] = k;
+        break;
+      }
+    }
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  rpc::CommitRequest req;
+  req.txid.hi = static_cast<int64_t>(rng() >> 1);
+  req.txid.lo = 1;
+  req.shard_map_version = map.version;
+  req.writes = {Write(keys[0], "zero"), Write(keys[1], "one")};
+  rpc::CommitResult res;
+  Status s = tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, req); });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED) << res.detail;
+  // Idempotent by txid.
+  rpc::CommitResult again;
+  ASSERT_TRUE(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(again, req); }).ok());
+  EXPECT_EQ(again.outcome, rpc::Outcome::COMMITTED);
+  rpc::Decision::type decision = rpc::Decision::UNKNOWN;
+  ASSERT_TRUE(tools::RunThrift("QueryDecision", [&] {
+                decision = (*coord)->client().QueryDecision(req.txid);
+              }).ok());
+  EXPECT_EQ(decision, rpc::Decision::COMMIT);
+
+  // Read both straight from their participants.
+  rpc::Version v0 = 0;
+  for (size_t shard = 0; shard < 2; ++shard) {
+    auto p = tools::ParticipantConnection::Open(map.participants[shard], {});
+    ASSERT_TRUE(p.ok());
+    rpc::ReadResult r;
+    ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, keys[shard]); }).ok());
+    EXPECT_TRUE(r.found);
+    EXPECT_EQ(r.value, shard == 0 ? "zero" : "one");
+    if (shard == 0) v0 = r.version;
+  }
+  // Read-modify-write with the version read; a second one with the same,
+  // now stale, version aborts with CONFLICT.
+  rpc::ReadItem read;
+  read.key = keys[0];
+  read.version = v0;
+  rpc::CommitRequest rmw;
+  rmw.txid.hi = req.txid.hi;
+  rmw.txid.lo = 2;
+  rmw.shard_map_version = map.version;
+  rmw.reads = {read};
+  rmw.writes = {Write(keys[0], "zero-2")};
+  ASSERT_TRUE(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, rmw); }).ok());
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED) << res.detail;
+  rmw.txid.lo = 3;
+  rmw.writes = {Write(keys[0], "zero-3")};
+  ASSERT_TRUE(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, rmw); }).ok());
+  EXPECT_EQ(res.outcome, rpc::Outcome::ABORTED);
+  ASSERT_TRUE(res.__isset.reason);
+  EXPECT_EQ(res.reason, rpc::AbortReason::CONFLICT);
+  auto p0 = tools::ParticipantConnection::Open(map.participants[0], {});
+  ASSERT_TRUE(p0.ok());
+  rpc::ReadResult r;
+  ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p0)->client().Read(r, keys[0]); }).ok());
+  EXPECT_EQ(r.value, "zero-2");
+}
+
+// A raw TCP connection for sending bytes of our own.
+class RawConn {
+ public:
+  explicit RawConn(const std::string& address) {
+    auto hp = tools::ParseHostPort(address);
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(hp->port);
+    ::inet_pton(AF_INET, hp->host.c_str(), &a.sin_addr);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  }
+  ~RawConn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connected() const { return connected_; }
+  void Send(const std::string& bytes) {
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may close early; that is fine
+      done += static_cast<size_t>(n);
+    }
+  }
+  void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  // True if the peer closes the connection (EOF or reset) within timeout_ms;
+  // bytes it sent first (e.g. an exception reply) are skipped.
+  bool ClosedByPeerWithin(int timeout_ms) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    char buf[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n == 0) return true;
+      if (n < 0 && errno == ECONNRESET) return true;
+    }
+    return false;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+std::string Frame(const std::string& payload) {
+  uint32_t n = htonl(static_cast<uint32_t>(payload.size()));
+  return std::string(reinterpret_cast<const char*>(&n), 4) + payload;
+}
+
+std::string Header(uint32_t length) {
+  uint32_t n = htonl(length);
+  return std::string(reinterpret_cast<const char*>(&n), 4);
+}
+
+// A well-formed binary-protocol call of `method` with no arguments.
+std::string CallMessage(const std::string& method) {
+  auto buf = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+  apache::thrift::protocol::TBinaryProtocol proto(buf);
+  proto.writeMessageBegin(method, apache::thrift::protocol::T_CALL, 7);
+  proto.writeStructBegin("args");
+  proto.writeFieldStop();
+  proto.writeStructEnd();
+  proto.writeMessageEnd();
+  return buf->getBufferAsString();
+}
+
+TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
+  struct Case {
+    const char* name;
+    std::string bytes;
+    bool shutdown_write;
+  };
+  std::vector<Case> cases = {
+      {"garbage bytes", "GET / HTTP/1.1\r\nHost: dtx\r\n\r\n", false},
+      {"oversized frame", Header(0x7fffffffu) + std::string(64, 'x'), false},
+      {"negative frame length", Header(0xffffffffu) + "xxxx", false},
+      {"malformed frame", Frame(std::string("\x12\x34\x56\x78\x9a\xbc\xde\xf0garbage", 15)), false},
+      {"empty frame", Frame(""), false},
+      {"truncated frame", Header(100) + std::string(10, 'x'), true},
+      {"unknown method", Frame(CallMessage("NoSuchMethod")), false},
+  };
+  for (const auto& node : cluster_.config().nodes()) {
+    pid_t pid = cluster_.NodePid(node.name);
+    // A connection opened before the bad ones must keep working.
+    std::unique_ptr<tools::ParticipantConnection> p_conn;
+    std::unique_ptr<tools::CoordinatorConnection> c_conn;
+    auto status_on_old = [&]() -> Status {
+      rpc::NodeStatus st;
+      if (c_conn) return tools::RunThrift("GetStatus", [&] { c_conn->client().GetStatus(st); });
+      return tools::RunThrift("GetStatus", [&] { p_conn->client().GetStatus(st); });
+    };
+    if (node.role == tools::NodeRole::kCoordinator) {
+      auto c = tools::CoordinatorConnection::Open(node.address, {});
+      ASSERT_TRUE(c.ok());
+      c_conn = std::move(*c);
+    } else {
+      auto c = tools::ParticipantConnection::Open(node.address, {});
+      ASSERT_TRUE(c.ok());
+      p_conn = std::move(*c);
+    }
+    ASSERT_TRUE(status_on_old().ok());
+    for (const Case& c : cases) {
+      RawConn raw(node.address);
+      ASSERT_TRUE(raw.connected()) << node.name << " " << c.name;
+      raw.Send(c.bytes);
+      if (c.shutdown_write) raw.ShutdownWrite();
+      EXPECT_TRUE(raw.ClosedByPeerWithin(5000)) << node.name << ": " << c.name
+                                                << " did not close the connection";
+      Status old_ok = status_on_old();
+      EXPECT_TRUE(old_ok.ok()) << node.name << " after " << c.name << ": " << old_ok.ToString();
+      auto fresh = tools::GetNodeStatus(node);
+      EXPECT_TRUE(fresh.ok()) << node.name << " after " << c.name << ": "
+                              << fresh.status().ToString();
+    }
+    EXPECT_EQ(cluster_.NodePid(node.name), pid) << node.name << " restarted";
+    EXPECT_TRUE(tools::IsNodeProcess(pid, node.name)) << node.name << " died";
+  }
+}
+
+}  // namespace
+}  // namespace dtx::testing
