@@ -1,0 +1,39 @@
+// The participant's committed state on LevelDB (NODEDIR/data).
+//
+// Each LevelDB value is the key's version (8 bytes, little-endian) followed by
+// the value bytes; a deleted key is absent. Writes are not synced: the WAL's
+// COMMIT records hold durability, and replay re-applies them (Apply is
+// idempotent by version), so LevelDB losing its unsynced tail is harmless.
+//
+// Thread-safety: Get and Apply may be called from any one thread at a time
+// (the participant calls them on its loop thread).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "participant/core.h"
+
+namespace leveldb {
+class DB;
+}
+
+namespace dtx::participant {
+
+inline constexpr size_t kStoredVersionBytes = 8;
+
+class LevelStore final : public Store {
+ public:
+  // Opens (creating if missing) the database in `dir`.
+  static Result<std::unique_ptr<LevelStore>> Open(const std::string& dir);
+  ~LevelStore() override;
+
+  Result<Item> Get(std::string_view key) override;
+  Status Apply(const std::vector<WriteOp>& writes, Version version) override;
+
+ private:
+  explicit LevelStore(leveldb::DB* db);
+  std::unique_ptr<leveldb::DB> db_;
+};
+
+}  // namespace dtx::participant

@@ -1,0 +1,127 @@
+// dtx-participant: one participant node.
+//
+//   dtx-participant --name participant-0 --listen 127.0.0.1:PORT --dir NODEDIR
+//                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
+//
+// NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
+// file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
+// DTX_FAILPOINTS spec, 1 when the node cannot start or fails (WAL/store error),
+// 86 for a failpoint crash.
+#include <boost/program_options.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+
+#include "common/event_loop.h"
+#include "common/failpoint.h"
+#include "common/log.h"
+#include "common/rpc_client.h"
+#include "participant/runtime.h"
+
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr int kExitBadUsage = 2;
+constexpr int kExitFailed = 1;
+
+int Usage(const po::options_description& desc, const std::string& error) {
+  std::cerr << "dtx-participant: " << error << "\n" << desc << "\n";
+  return kExitBadUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description desc("Options");
+  std::string name, listen, dir, coordinator, log_file, log_level;
+  desc.add_options()
+      ("help,h", "print this help")
+      ("name", po::value<std::string>(&name)->required(), "node name, e.g. participant-0")
+      ("listen", po::value<std::string>(&listen)->required(), "host:port to serve on")
+      ("dir", po::value<std::string>(&dir)->required(), "node directory (wal/, data/, node.log)")
+      ("coordinator", po::value<std::string>(&coordinator)->required(),
+       "host:port of the coordinator (asked about in-doubt transactions)")
+      ("log-file", po::value<std::string>(&log_file), "log file (default NODEDIR/node.log)")
+      ("log-level", po::value<std::string>(&log_level)->default_value("info"),
+       "trace, debug, info, warn, error, critical, off");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help") != 0) {
+      std::cout << "usage: dtx-participant --name NAME --listen HOST:PORT --dir NODEDIR "
+                   "--coordinator HOST:PORT [--log-file PATH] [--log-level LEVEL]\n"
+                << desc << "\n";
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return Usage(desc, e.what());
+  }
+
+  dtx::participant::RuntimeOptions options;
+  options.name = name;
+  options.dir = dir;
+  options.coordinator = coordinator;
+  if (dir.empty()) return Usage(desc, "--dir must not be empty");
+  dtx::Status s = dtx::ParseHostPort(listen, &options.listen_host, &options.listen_port);
+  if (!s.ok()) return Usage(desc, "--listen: " + s.message());
+  if (options.listen_port <= 0 || options.listen_port > 65535) {
+    return Usage(desc, "--listen: port must be in 1..65535");
+  }
+  std::string coord_host;
+  int coord_port = 0;
+  s = dtx::ParseHostPort(coordinator, &coord_host, &coord_port);
+  if (!s.ok()) return Usage(desc, "--coordinator: " + s.message());
+
+  s = dtx::fp::InitFromEnv();
+  if (!s.ok()) {
+    std::cerr << "dtx-participant: " << s.message() << "\n";
+    return kExitBadUsage;
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    std::cerr << "dtx-participant: cannot create " << dir << ": " << ec.message() << "\n";
+    return kExitFailed;
+  }
+  dtx::log::Options lo;
+  lo.node = name;
+  lo.file = log_file.empty() ? (std::filesystem::path(dir) / "node.log").string() : log_file;
+  lo.level = log_level;
+  s = dtx::log::Init(lo);
+  if (!s.ok()) return Usage(desc, "--log-level/--log-file: " + s.message());
+
+  int rc = 0;
+  {
+    dtx::EventLoop loop;
+    auto rt = dtx::participant::Runtime::Start(&loop, options);
+    if (!rt.ok()) {
+      DTX_LOG_ERROR("cannot start: {}", rt.status().ToString());
+      std::cerr << "dtx-participant: cannot start: " << rt.status().ToString() << "\n";
+      dtx::log::Flush();
+      return kExitFailed;
+    }
+    std::unique_ptr<dtx::participant::Runtime> runtime = std::move(rt.value());
+    for (const std::string& a : dtx::fp::Armed()) DTX_LOG_INFO("failpoint armed from DTX_FAILPOINTS: {}", a);
+    s = loop.HandleStopSignals([&](int signum) {
+      DTX_LOG_INFO("signal {}: shutting down", signum);
+      runtime->Shutdown();
+      loop.Stop();
+    });
+    if (!s.ok()) {
+      DTX_LOG_ERROR("cannot install signal handlers: {}", s.ToString());
+      rc = kExitFailed;
+    } else {
+      loop.Run();
+    }
+    runtime->Shutdown();
+    runtime.reset();  // closes the WAL (syncing what is queued) and LevelDB
+  }
+  DTX_LOG_INFO("stopped");
+  dtx::log::Flush();
+  return rc;
+}

@@ -1,0 +1,171 @@
+// The participant node's runtime: drives a participant Core with real I/O.
+//
+// It owns the WAL (wal::Log in NODEDIR/wal, group commit), the LevelDB store
+// (NODEDIR/data), the RpcServer serving the Participant service through a
+// ParticipantCobSvIf handler that converts Thrift <-> core types at the edge,
+// CoordinatorStubs for QueryDecision, and a periodic tick timer. After every
+// input it drains the core's Ready in the order the core requires: append
+// records, then send messages, then deliver replies. A record is reported to
+// the core (OnPersisted) only from the WAL's durable callback, Post()ed to the
+// loop, i.e. after its fdatasync returned 0.
+//
+// Failpoints (common/failpoint.h), evaluated on the loop thread:
+//   participant.prepare.before_log   before a PREPARE is appended
+//   participant.prepare.after_log    PREPARE durable, before the core hears it
+//   participant.prepare.after_vote   right after a YES vote was handed to the
+//                                    server (also a one-phase YES = committed)
+//   participant.commit.before_log    before a COMMIT is appended (2PC and 1PC)
+//   participant.commit.after_log     COMMIT durable, before it is applied
+//   participant.commit.after_apply   writes applied to LevelDB, locks not yet
+//                                    released, nothing acked
+//   participant.commit.before_ack    before a Commit ack is sent
+// `crash` exits at once (86); `sleep` blocks the loop. `error` at a *_log
+// point or at after_apply is fail-stop (log, exit 1): the participant has no
+// safe way to skip a step of the commit path. `error` at before_ack answers
+// that Commit with DtxError INTERNAL instead of the ack (the commit itself is
+// done); at after_vote it is logged and ignored (the vote is already sent).
+//
+// A WAL failure (Append error, durable callback with an error) and a store
+// failure after a durable COMMIT log and exit the process with status 1.
+//
+// Threading: every method runs on the loop thread (common/event_loop.h); the
+// WAL's durable callbacks run on its flusher thread and only Post() to the
+// loop (or exit the process).
+// Lifetime: `loop` must outlive the Runtime. Call Shutdown() (loop thread)
+// before destroying it; the destructor closes the WAL (syncing what is
+// queued) and LevelDB.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "Participant.h"
+#include "common/event_loop.h"
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "common/status.h"
+#include "participant/core.h"
+#include "participant/level_store.h"
+#include "wal/wal.h"
+
+namespace dtx::participant {
+
+// How often the core's Tick runs (read timeouts, decision queries).
+inline constexpr uint64_t kTickIntervalMs = 10;
+// Per-request timeout of a QueryDecision call.
+inline constexpr int kQueryDecisionTimeoutMs = 1000;
+// Coordinator addresses (from PREPARE records) with their own channel; past
+// it, the configured coordinator is asked instead.
+inline constexpr size_t kCoordinatorChannelsMax = 16;
+
+struct RuntimeOptions {
+  std::string name = "participant-0";
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 0;      // 0: the kernel picks one; see Runtime::address()
+  std::string dir;          // NODEDIR: wal/ and data/ live here
+  std::string coordinator;  // host:port asked with QueryDecision by default
+  CoreOptions core;
+  wal::Options wal;
+};
+
+class Handler;
+
+class Runtime {
+ public:
+  // Opens LevelDB and the WAL (replaying it into the core), starts the core,
+  // binds the server. Requests are served once the loop runs. Loop thread (or
+  // before the loop runs).
+  static Result<std::unique_ptr<Runtime>> Start(EventLoop* loop, RuntimeOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Stops serving: closes the server and the coordinator channels, cancels
+  // the tick. Requests in flight get no reply. Safe to call twice.
+  void Shutdown();
+
+  std::string address() const;
+  const Core& core() const { return *core_; }
+
+  // ---- the Participant service (called by Handler, loop thread) ----
+  using Fail = std::function<void(const rpc::DtxError&)>;
+  void Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
+  void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob, Fail fail);
+  void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  rpc::NodeStatus GetStatus() const;
+  std::vector<rpc::InDoubtTx> ListInDoubt() const;
+
+ private:
+  struct Pending {
+    Reply::Kind kind = Reply::Kind::kRead;
+    std::function<void(const rpc::ReadResult&)> read;
+    std::function<void(const rpc::PrepareResponse&)> prepare;
+    std::function<void()> done;
+    Fail fail;
+  };
+  class FailpointStore;
+
+  Runtime(EventLoop* loop, RuntimeOptions options);
+  Status Init();
+  Token NewToken(Pending p);
+  // Drains the core's Ready: append, send, reply.
+  void Process();
+  void Append(PersistOp& op);
+  void OnDurable(uint64_t tag, RecordType type, TxId txid);
+  void AskDecision(const TxId& txid, const std::string& address, bool may_fall_back);
+  void Deliver(Reply& r);
+  CoordinatorStub& StubFor(const std::string& address);
+  uint64_t NowMs() const;
+  void HeardFromCoordinator();
+
+  EventLoop* loop_;
+  RuntimeOptions options_;
+  std::unique_ptr<LevelStore> level_;
+  std::unique_ptr<FailpointStore> store_;
+  std::unique_ptr<Core> core_;
+  std::unique_ptr<wal::Log> log_;
+  std::shared_ptr<Handler> handler_;
+  std::unique_ptr<RpcServer> server_;
+  std::map<std::string, CoordinatorStub> stubs_;
+  std::unordered_map<Token, Pending> pending_;
+  Token next_token_ = 1;
+  TimerId tick_timer_ = 0;
+  uint64_t start_ms_ = 0;
+  uint64_t coordinator_heard_ms_ = 0;  // 0: never
+  uint64_t replayed_ = 0;
+  bool shut_down_ = false;
+  // Expires with the Runtime: WAL callbacks posted after it is gone find it
+  // expired (they run on the loop thread, as does the destructor).
+  std::shared_ptr<int> alive_;
+};
+
+// The Thrift edge: converts and forwards to the Runtime. Holds a plain
+// pointer that Runtime::Shutdown clears; a call after that answers
+// UNAVAILABLE. Loop thread only.
+class Handler : public rpc::ParticipantCobSvIf {
+ public:
+  explicit Handler(Runtime* runtime) : runtime_(runtime) {}
+  void Detach() { runtime_ = nullptr; }
+
+  using ExnCob = std::function<void(apache::thrift::TDelayedException*)>;
+  void Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob, const std::string& key) override;
+  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
+               const rpc::PrepareRequest& req) override;
+  void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
+  void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override;
+  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
+                    const std::string& action) override;
+
+ private:
+  Runtime* runtime_;
+};
+
+}  // namespace dtx::participant

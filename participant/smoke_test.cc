@@ -1,0 +1,358 @@
+// Smoke test of the dtx-participant binary: starts it on a free loopback port
+// in a temporary directory and calls it with the stock synchronous Thrift
+// client (TSocket + TFramedTransport + TBinaryProtocol). Every process started
+// here is killed by pid in TearDown, even when a check failed.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "Participant.h"
+#include "common/types.h"
+
+namespace dtx::participant {
+namespace {
+
+using apache::thrift::TException;
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TSocket;
+
+constexpr int kReadyTimeoutMs = 15000;
+constexpr int kExitTimeoutMs = 10000;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class Client {
+ public:
+  explicit Client(int port) {
+    socket_ = std::make_shared<TSocket>("127.0.0.1", port);
+    socket_->setConnTimeout(1000);
+    socket_->setRecvTimeout(5000);
+    socket_->setSendTimeout(5000);
+    transport_ = std::make_shared<TFramedTransport>(socket_);
+    client_ = std::make_unique<rpc::ParticipantClient>(std::make_shared<TBinaryProtocol>(transport_));
+    transport_->open();
+  }
+  ~Client() {
+    try {
+      transport_->close();
+    } catch (...) {
+    }
+  }
+  rpc::ParticipantClient* operator->() { return client_.get(); }
+
+ private:
+  std::shared_ptr<TSocket> socket_;
+  std::shared_ptr<TFramedTransport> transport_;
+  std::unique_ptr<rpc::ParticipantClient> client_;
+};
+
+rpc::TxId Tx(int64_t lo) {
+  rpc::TxId t;
+  t.hi = 0x5eed;
+  t.lo = lo;
+  return t;
+}
+
+rpc::PrepareRequest Put(const rpc::TxId& txid, const std::string& key, const std::string& value, bool one_phase) {
+  rpc::PrepareRequest req;
+  req.txid = txid;
+  req.epoch = 1;
+  rpc::WriteItem w;
+  w.key = key;
+  w.__set_value(value);
+  req.writes.push_back(w);
+  req.one_phase = one_phase;
+  req.read_only_tx = false;
+  return req;
+}
+
+class ParticipantSmokeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dtx-participant-smoke-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    coordinator_port_ = FreePort();  // nothing listens there: QueryDecision fails
+    ASSERT_GT(coordinator_port_, 0);
+  }
+  void TearDown() override {
+    for (pid_t pid : pids_) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::vector<std::string> Args(int port) const {
+    return {"--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port), "--dir", dir_ + "/node",
+            "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
+  }
+
+  pid_t Spawn(const std::vector<std::string>& args, const std::string& failpoints = "") {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::vector<char*> argv;
+      std::string bin = DTX_PARTICIPANT_BIN;
+      argv.push_back(bin.data());
+      std::vector<std::string> copy = args;
+      for (std::string& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      if (failpoints.empty()) {
+        ::unsetenv("DTX_FAILPOINTS");
+      } else {
+        ::setenv("DTX_FAILPOINTS", failpoints.c_str(), 1);
+      }
+      int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0) ::dup2(devnull, 2);
+      ::execv(bin.c_str(), argv.data());
+      ::_exit(127);
+    }
+    if (pid > 0) pids_.push_back(pid);
+    return pid;
+  }
+
+  // Waits for exit; returns the exit code, 128+signal, or -1 on timeout.
+  int WaitExit(pid_t pid, int timeout_ms = kExitTimeoutMs) {
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+      int status = 0;
+      pid_t r = ::waitpid(pid, &status, WNOHANG);
+      if (r == pid) {
+        std::erase(pids_, pid);
+        if (WIFEXITED(status)) return WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return -1;
+  }
+
+  int RunToExit(const std::vector<std::string>& args, const std::string& failpoints = "") {
+    pid_t pid = Spawn(args, failpoints);
+    return WaitExit(pid);
+  }
+
+  // Starts the node and waits until GetStatus answers.
+  void StartNode(int port, const std::string& failpoints = "") {
+    pid_ = Spawn(Args(port), failpoints);
+    ASSERT_GT(pid_, 0);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << "dtx-participant exited early; see " << dir_ << "/node/node.log";
+      try {
+        Client c(port);
+        rpc::NodeStatus st;
+        c->GetStatus(st);
+        return;
+      } catch (const TException&) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+    }
+    FAIL() << "dtx-participant not ready after " << kReadyTimeoutMs << " ms";
+  }
+
+  void KillNode() {
+    ASSERT_EQ(::kill(pid_, SIGKILL), 0);
+    EXPECT_EQ(WaitExit(pid_), 128 + SIGKILL);
+  }
+
+  std::string dir_;
+  int coordinator_port_ = 0;
+  pid_t pid_ = -1;
+  std::vector<pid_t> pids_;
+};
+
+TEST_F(ParticipantSmokeTest, BadFlagsExitWithTwo) {
+  int port = FreePort();
+  EXPECT_EQ(RunToExit({}), 2);
+  EXPECT_EQ(RunToExit({"--bogus"}), 2);
+  auto args = Args(port);
+  args.push_back("--no-such-flag");
+  EXPECT_EQ(RunToExit(args), 2);
+  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "nohostport", "--dir", dir_ + "/x", "--coordinator", "127.0.0.1:1"}), 2);
+  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "127.0.0.1:1", "--dir", dir_ + "/x", "--coordinator", "bad"}), 2);
+  auto level = Args(port);
+  level.insert(level.end(), {"--log-level", "loud"});
+  EXPECT_EQ(RunToExit(level), 2);
+  EXPECT_EQ(RunToExit(Args(port), "no.such.point=crash"), 2);
+  EXPECT_EQ(RunToExit(Args(port), "participant.prepare.before_log=explode"), 2);
+}
+
+TEST_F(ParticipantSmokeTest, OnePhaseCommitIsReadBackAndSurvivesSigkill) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  rpc::ReadResult before;
+  {
+    Client c(port);
+    c->Read(before, "k");
+    EXPECT_FALSE(before.found);
+    EXPECT_EQ(before.version, 0);
+
+    rpc::PrepareResponse vote;
+    c->Prepare(vote, Put(Tx(1), "k", "hello", /*one_phase=*/true));
+    EXPECT_EQ(vote.vote, rpc::Vote::YES);
+
+    c->Read(before, "k");
+    EXPECT_TRUE(before.found);
+    EXPECT_EQ(before.value, "hello");
+    EXPECT_GT(before.version, 0);
+
+    rpc::NodeStatus st;
+    c->GetStatus(st);
+    EXPECT_EQ(st.name, "participant-0");
+    EXPECT_EQ(st.role, "participant");
+    EXPECT_EQ(st.epoch, 1);
+    EXPECT_GE(st.durable_lsn, 2);  // EPOCH + COMMIT
+  }
+  ASSERT_NO_FATAL_FAILURE(KillNode());
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  rpc::ReadResult after;
+  c->Read(after, "k");
+  EXPECT_TRUE(after.found);
+  EXPECT_EQ(after.value, "hello");
+  EXPECT_EQ(after.version, before.version);
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.epoch, 1) << "the epoch survives a restart";
+}
+
+TEST_F(ParticipantSmokeTest, BadInputGetsAClearDtxError) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  rpc::ReadResult r;
+  try {
+    c->Read(r, "");
+    ADD_FAILURE() << "empty key accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+    EXPECT_NE(e.message.find("empty key"), std::string::npos) << e.message;
+  }
+  rpc::PrepareResponse vote;
+  try {
+    c->Prepare(vote, Put(Tx(2), "k", std::string(kValueBytesMax + 1, 'v'), true));
+    ADD_FAILURE() << "oversized value accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+    EXPECT_NE(e.message.find("kValueBytesMax"), std::string::npos) << e.message;
+  }
+  auto req = Put(Tx(3), "k", "v", true);
+  req.epoch = 5;
+  c->Prepare(vote, req);
+  EXPECT_EQ(vote.vote, rpc::Vote::YES);
+  try {
+    c->Commit(Tx(4), 4);
+    ADD_FAILURE() << "stale epoch accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::STALE_EPOCH);
+  }
+  try {
+    c->SetFailpoint("no.such.point", "crash");
+    ADD_FAILURE() << "unknown failpoint accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+  }
+}
+
+TEST_F(ParticipantSmokeTest, PreparedTransactionIsInDoubtAfterSigkillUntilCommitted) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  {
+    Client c(port);
+    rpc::PrepareResponse vote;
+    c->Prepare(vote, Put(Tx(10), "d", "decided", /*one_phase=*/false));
+    EXPECT_EQ(vote.vote, rpc::Vote::YES);
+  }
+  ASSERT_NO_FATAL_FAILURE(KillNode());
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  std::vector<rpc::InDoubtTx> doubt;
+  c->ListInDoubt(doubt);
+  ASSERT_EQ(doubt.size(), 1u);
+  EXPECT_EQ(doubt[0].txid, Tx(10));
+  EXPECT_EQ(doubt[0].coordinator, "127.0.0.1:" + std::to_string(coordinator_port_));
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.in_doubt, 1);
+  rpc::ReadResult r;
+  try {
+    c->Read(r, "d");  // held by the in-doubt transaction: waits, then times out
+    ADD_FAILURE() << "read of an in-doubt key answered";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::TIMEOUT);
+  }
+  c->Read(r, "elsewhere");  // other keys are served meanwhile
+  EXPECT_FALSE(r.found);
+  c->Commit(Tx(10), 1);
+  c->Read(r, "d");
+  EXPECT_TRUE(r.found);
+  EXPECT_EQ(r.value, "decided");
+  c->ListInDoubt(doubt);
+  EXPECT_TRUE(doubt.empty());
+}
+
+TEST_F(ParticipantSmokeTest, CrashAfterCommitIsDurableKeepsTheCommit) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  {
+    Client c(port);
+    rpc::PrepareResponse vote;
+    c->Prepare(vote, Put(Tx(20), "c", "kept", false));
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);
+    c->SetFailpoint("participant.commit.after_log", "crash");
+    EXPECT_THROW(c->Commit(Tx(20), 1), TException);  // the node dies before acking
+  }
+  EXPECT_EQ(WaitExit(pid_), 86);
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  rpc::ReadResult r;
+  c->Read(r, "c");
+  EXPECT_TRUE(r.found);
+  EXPECT_EQ(r.value, "kept");
+  c->Commit(Tx(20), 1);  // the coordinator's re-sent COMMIT is acked
+}
+
+TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  ASSERT_EQ(::kill(pid_, SIGTERM), 0);
+  EXPECT_EQ(WaitExit(pid_), 0);
+}
+
+}  // namespace
+}  // namespace dtx::participant
