@@ -137,6 +137,7 @@ class LoopThread {
   // Stops the loop and joins the thread. Safe to call twice.
   void Stop();
   EventLoop* loop() { return loop_.get(); }
+  const EventLoop* loop() const { return loop_.get(); }
   // Runs `fn` on the loop thread and waits for it to finish. Must not be
   // called from the loop thread. If the loop is not running, runs `fn` on the
   // calling thread.

@@ -1,0 +1,784 @@
+// dtx C++ client: Client, Transaction, AsyncTransaction (dtx/client.h).
+//
+// Internals: ClientCore owns the I/O thread (LoopThread), the coordinator and
+// participant channels, the cached shard map and the open-transaction count.
+// TxState holds one transaction's read set, write set and limits. Everything
+// that touches a channel runs on the loop thread; TxState fields are guarded
+// by its mutex because user threads (Put/Delete, sync calls) and the loop
+// thread (RPC callbacks) both reach them.
+#include "dtx/client.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include "common/check.h"
+#include "common/event_loop.h"
+#include "common/log.h"
+#include "common/rpc_client.h"
+
+namespace dtx {
+namespace internal {
+
+namespace {
+
+constexpr int kCommitRetryDelayMs = 50;       // times the attempt number
+constexpr int kShardMapRetryDelayMs = 30;
+
+Status ClientClosed() { return Status::Unavailable("client closed"); }
+
+std::optional<AbortReason> ToAbortReason(int r) {
+  if (r >= static_cast<int>(AbortReason::kConflict) &&
+      r <= static_cast<int>(AbortReason::kCoordinatorFailover)) {
+    return static_cast<AbortReason>(r);
+  }
+  return std::nullopt;
+}
+
+CommitOutcome OutcomeUnknown(const TxId& txid, const std::string& why) {
+  CommitOutcome o;
+  o.txid = txid;
+  o.outcome_unknown = true;
+  o.status = Status::Unavailable("outcome unknown: " + why + " (txid " + txid.ToString() +
+                                 "; ask again with the same txid)");
+  return o;
+}
+
+CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
+  CommitOutcome o;
+  o.txid = txid;
+  std::string detail = r.__isset.detail && !r.detail.empty() ? ": " + r.detail : "";
+  switch (r.outcome) {
+    case rpc::Outcome::COMMITTED:
+      o.status = Status::OK();
+      break;
+    case rpc::Outcome::ABORTED: {
+      o.abort_reason = r.__isset.reason ? ToAbortReason(r.reason) : std::nullopt;
+      const char* name = o.abort_reason ? AbortReasonName(*o.abort_reason) : "unspecified";
+      o.status = Status::Aborted(std::string("transaction aborted: ") + name + detail);
+      break;
+    }
+    case rpc::Outcome::UNKNOWN:
+      return OutcomeUnknown(txid, "the coordinator could not tell" + detail);
+    default:
+      return OutcomeUnknown(txid, "the coordinator sent outcome " +
+                                      std::to_string(static_cast<int>(r.outcome)));
+  }
+  return o;
+}
+
+}  // namespace
+
+class ClientCore : public std::enable_shared_from_this<ClientCore> {
+ public:
+  explicit ClientCore(ClientOptions options)
+      : options_(std::move(options)), coordinator_addresses_(options_.coordinators) {
+    std::random_device rd;
+    tx_hi_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+             static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+    if (tx_hi_ == 0) tx_hi_ = 1;
+  }
+  ~ClientCore() { Shutdown(); }
+
+  const ClientOptions& options() const { return options_; }
+
+  // Starts the loop thread and fetches the shard map (blocking).
+  Status Start() {
+    io_.Start();
+    std::promise<Status> fetched;
+    auto future = fetched.get_future();
+    Dispatch(
+        [&] {
+          FetchShardMap(static_cast<int>(2 * coordinator_addresses_.size() + 1), "",
+                        [&](const Status& s) { fetched.set_value(s); });
+        },
+        [&] { fetched.set_value(ClientClosed()); });
+    return future.get();
+  }
+
+  // Fails everything in flight with Unavailable("client closed") and joins
+  // the loop thread. Not on the loop thread. Safe twice.
+  void Shutdown() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    DTX_CHECK_MSG(!io_.loop()->InLoopThread(),
+                  "dtx::Client destroyed on its own loop thread (inside a callback)");
+    io_.RunSync([&] {
+      shutting_down_ = true;
+      auto timers = std::move(delayed_);
+      delayed_.clear();
+      for (auto& [key, d] : timers) {
+        io_.loop()->Cancel(d.timer);
+        d.fn();  // sees shutting_down_ and fails its operation
+      }
+      for (auto& [addr, ch] : channels_) ch->Close();
+    });
+    io_.Stop();
+  }
+
+  // Runs `fn` on the loop thread (always posted: never inside the caller),
+  // or `on_closed` on the calling thread once the client is closed.
+  void Dispatch(std::function<void()> fn, const std::function<void()>& on_closed) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!closed_ && io_.loop()->Post(std::move(fn))) return;
+    }
+    on_closed();
+  }
+  // Delivers a ready result to a callback on the loop thread (or inline once
+  // closed).
+  void Deliver(std::function<void()> fn) {
+    auto shared = std::make_shared<std::function<void()>>(std::move(fn));
+    Dispatch([shared] { (*shared)(); }, [shared] { (*shared)(); });
+  }
+
+  bool InLoopThread() const { return io_.loop()->InLoopThread(); }
+
+  Status AcquireTxSlot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return ClientClosed();
+    if (open_tx_ >= options_.in_flight_tx_max) {
+      return Status::Busy(std::to_string(open_tx_) + " transactions open (max " +
+                          std::to_string(options_.in_flight_tx_max) + ")");
+    }
+    ++open_tx_;
+    return Status::OK();
+  }
+  void ReleaseTxSlot() {
+    std::lock_guard<std::mutex> lock(mu_);
+    DTX_CHECK(open_tx_ > 0);
+    --open_tx_;
+  }
+  size_t open_transactions() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return open_tx_;
+  }
+  TxId NextTxId() { return TxId{tx_hi_, tx_lo_.fetch_add(1) + 1}; }
+
+  std::vector<std::string> participants() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return participants_;
+  }
+  int64_t shard_map_version() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return map_version_;
+  }
+  size_t ShardOf(const std::string& key) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    DTX_CHECK(!participants_.empty());
+    return static_cast<size_t>(ShardHash(key) % participants_.size());
+  }
+
+  // ---- loop thread only ----
+
+  void Read(const std::string& key, RpcCallback<rpc::ReadResult> done) {
+    if (shutting_down_) {
+      done(ClientClosed(), {});
+      return;
+    }
+    if (participant_stubs_.empty()) {
+      done(Status::Unavailable("no shard map"), {});
+      return;
+    }
+    size_t shard = static_cast<size_t>(ShardHash(key) % participant_stubs_.size());
+    auto self = shared_from_this();
+    participant_stubs_[shard].Read(
+        key, options_.request_timeout_ms,
+        [self, done = std::move(done)](const RpcStatus& s, const rpc::ReadResult& r) {
+          if (s.error_code() == rpc::ErrorCode::WRONG_SHARD) self->RefreshShardMap();
+          done(s, r);
+        });
+  }
+
+  void Commit(std::shared_ptr<const rpc::CommitRequest> req, TxId txid,
+              std::function<void(const CommitOutcome&)> done) {
+    CommitAttempt(std::move(req), txid, 1, false, std::move(done));
+  }
+
+ private:
+  struct Delayed {
+    TimerId timer;
+    std::function<void()> fn;
+  };
+
+  std::shared_ptr<PeerChannel> Channel(const std::string& address) {
+    auto& ch = channels_[address];
+    if (!ch) ch = PeerChannel::Create(io_.loop(), address);
+    return ch;
+  }
+
+  // Runs `fn` after `delay_ms` on the loop; at shutdown, runs it at once
+  // (it must check shutting_down_).
+  void After(int delay_ms, std::function<void()> fn) {
+    uint64_t key = next_delayed_++;
+    TimerId t = io_.loop()->RunAfter(static_cast<uint64_t>(delay_ms), [this, key] {
+      auto it = delayed_.find(key);
+      if (it == delayed_.end()) return;
+      auto f = std::move(it->second.fn);
+      delayed_.erase(it);
+      f();
+    });
+    delayed_.emplace(key, Delayed{t, std::move(fn)});
+  }
+
+  void SwitchCoordinator(const std::optional<std::string>& primary) {
+    if (primary && !primary->empty()) {
+      auto it = std::find(coordinator_addresses_.begin(), coordinator_addresses_.end(), *primary);
+      if (it == coordinator_addresses_.end()) {
+        coordinator_addresses_.push_back(*primary);
+        it = coordinator_addresses_.end() - 1;
+      }
+      coordinator_index_ = static_cast<size_t>(it - coordinator_addresses_.begin());
+      return;
+    }
+    coordinator_index_ = (coordinator_index_ + 1) % coordinator_addresses_.size();
+  }
+
+  void CommitAttempt(std::shared_ptr<const rpc::CommitRequest> req, TxId txid, int attempt,
+                     bool maybe_sent, std::function<void(const CommitOutcome&)> done) {
+    if (shutting_down_) {
+      if (maybe_sent) {
+        done(OutcomeUnknown(txid, "client closed while committing"));
+      } else {
+        done(CommitOutcome{ClientClosed(), std::nullopt, false, txid});
+      }
+      return;
+    }
+    std::string addr = coordinator_addresses_[coordinator_index_];
+    auto self = shared_from_this();
+    CoordinatorStub(Channel(addr))
+        .Commit(*req, options_.commit_timeout_ms,
+                [self, req, txid, attempt, maybe_sent, addr, done = std::move(done)](
+                    const RpcStatus& s, const rpc::CommitResult& r) mutable {
+                  if (s.ok()) {
+                    done(FromCommitResult(txid, r));
+                    return;
+                  }
+                  self->OnCommitError(std::move(req), txid, attempt, maybe_sent, addr, s,
+                                      std::move(done));
+                });
+  }
+
+  void OnCommitError(std::shared_ptr<const rpc::CommitRequest> req, TxId txid, int attempt,
+                     bool maybe_sent, const std::string& addr, const RpcStatus& s,
+                     std::function<void(const CommitOutcome&)> done) {
+    bool retry = false;
+    bool may_have_run = false;  // the coordinator may have acted on this attempt
+    int delay_ms = 0;
+    if (s.error_code()) {
+      switch (*s.error_code()) {
+        case rpc::ErrorCode::NOT_PRIMARY:
+          SwitchCoordinator(s.primary());
+          retry = true;
+          break;
+        case rpc::ErrorCode::UNAVAILABLE:
+          SwitchCoordinator(std::nullopt);
+          retry = true;
+          delay_ms = kCommitRetryDelayMs * attempt;
+          break;
+        case rpc::ErrorCode::WRONG_SHARD:
+          RefreshShardMap();
+          break;
+        case rpc::ErrorCode::TIMEOUT:
+        case rpc::ErrorCode::INTERNAL:
+          may_have_run = true;
+          break;
+        default:
+          break;
+      }
+    } else if (s.IsUnavailable() || s.IsTimeout()) {
+      may_have_run = !s.not_sent();
+      SwitchCoordinator(std::nullopt);
+      retry = true;
+      delay_ms = kCommitRetryDelayMs * attempt;
+    } else {
+      may_have_run = true;  // undecodable reply and the like
+    }
+    maybe_sent = maybe_sent || may_have_run;
+    if (retry && attempt < kCommitAttemptsMax) {
+      DTX_LOG_DEBUG("commit txid={} attempt {} at {} failed: {}; retrying", txid.ToString(),
+                    attempt, addr, s.ToString());
+      auto self = shared_from_this();
+      After(delay_ms, [self, req = std::move(req), txid, attempt, maybe_sent,
+                       done = std::move(done)]() mutable {
+        self->CommitAttempt(std::move(req), txid, attempt + 1, maybe_sent, std::move(done));
+      });
+      return;
+    }
+    if (maybe_sent) {
+      done(OutcomeUnknown(txid, "commit at " + addr + " failed: " + s.ToString()));
+    } else {
+      done(CommitOutcome{s, std::nullopt, false, txid});
+    }
+  }
+
+  void FetchShardMap(int attempts_left, std::string last_error,
+                     std::function<void(const Status&)> done) {
+    if (shutting_down_) {
+      done(ClientClosed());
+      return;
+    }
+    if (attempts_left <= 0) {
+      done(Status::Unavailable("no coordinator served the shard map; last error: " +
+                               last_error));
+      return;
+    }
+    std::string addr = coordinator_addresses_[coordinator_index_];
+    auto self = shared_from_this();
+    CoordinatorStub(Channel(addr))
+        .GetShardMap(options_.request_timeout_ms,
+                     [self, addr, attempts_left, done = std::move(done)](
+                         const RpcStatus& s, const rpc::ShardMap& m) mutable {
+                       if (s.ok()) {
+                         done(self->InstallShardMap(m, addr));
+                         return;
+                       }
+                       bool hinted = s.error_code() == rpc::ErrorCode::NOT_PRIMARY &&
+                                     s.primary().has_value();
+                       self->SwitchCoordinator(hinted ? s.primary() : std::nullopt);
+                       std::string err = addr + ": " + s.ToString();
+                       self->After(hinted ? 0 : kShardMapRetryDelayMs,
+                                   [self, attempts_left, err, done = std::move(done)]() mutable {
+                                     self->FetchShardMap(attempts_left - 1, err, std::move(done));
+                                   });
+                     });
+  }
+
+  Status InstallShardMap(const rpc::ShardMap& m, const std::string& from) {
+    if (m.scheme != "hash") {
+      return Status::NotSupported("shard map scheme '" + m.scheme + "' from " + from);
+    }
+    if (m.participants.empty()) return Status::Unavailable("empty shard map from " + from);
+    for (const auto& p : m.participants) {
+      std::string host;
+      int port = 0;
+      Status s = ParseHostPort(p, &host, &port);
+      if (!s.ok()) return Status::Corruption("shard map from " + from + ": " + s.message());
+    }
+    std::vector<ParticipantStub> stubs;
+    stubs.reserve(m.participants.size());
+    for (const auto& p : m.participants) stubs.emplace_back(Channel(p));
+    participant_stubs_ = std::move(stubs);
+    std::lock_guard<std::mutex> lock(mu_);
+    participants_ = m.participants;
+    map_version_ = m.version;
+    return Status::OK();
+  }
+
+  void RefreshShardMap() {
+    if (refreshing_ || shutting_down_) return;
+    refreshing_ = true;
+    auto self = shared_from_this();
+    FetchShardMap(static_cast<int>(coordinator_addresses_.size() + 1), "",
+                  [self](const Status& s) {
+                    self->refreshing_ = false;
+                    if (!s.ok()) DTX_LOG_WARN("shard map refresh failed: {}", s.ToString());
+                  });
+  }
+
+  const ClientOptions options_;
+  LoopThread io_;  // first member after options_: destroyed after the channels
+
+  mutable std::mutex mu_;
+  bool closed_ = false;                  // GUARDED_BY(mu_)
+  size_t open_tx_ = 0;                   // GUARDED_BY(mu_)
+  std::vector<std::string> participants_;  // GUARDED_BY(mu_)
+  int64_t map_version_ = 0;              // GUARDED_BY(mu_)
+
+  uint64_t tx_hi_ = 0;
+  std::atomic<uint64_t> tx_lo_{0};
+
+  // Loop thread only.
+  bool shutting_down_ = false;
+  bool refreshing_ = false;
+  std::vector<std::string> coordinator_addresses_;
+  size_t coordinator_index_ = 0;
+  std::map<std::string, std::shared_ptr<PeerChannel>> channels_;
+  std::vector<ParticipantStub> participant_stubs_;
+  std::unordered_map<uint64_t, Delayed> delayed_;
+  uint64_t next_delayed_ = 1;
+};
+
+class TxState : public std::enable_shared_from_this<TxState> {
+ public:
+  TxState(std::shared_ptr<ClientCore> core, TxId txid) : core_(std::move(core)), txid_(txid) {}
+  ~TxState() { Finish(); }
+
+  const std::shared_ptr<ClientCore>& core() const { return core_; }
+  TxId txid() const { return txid_; }
+  bool finished() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return finished_;
+  }
+
+  void Get(const std::string& key, std::function<void(GetResult)> done) {
+    auto deliver = [this, &done](GetResult r) {
+      auto shared = std::make_shared<GetResult>(std::move(r));
+      core_->Deliver([done = std::move(done), shared] { done(std::move(*shared)); });
+    };
+    Status bad = CheckKey(key);
+    if (!bad.ok()) {
+      deliver(bad);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) {
+        deliver(Finished());
+        return;
+      }
+      if (auto w = writes_.find(key); w != writes_.end()) {
+        deliver(GetResult(w->second));
+        return;
+      }
+      if (auto r = reads_.find(key); r != reads_.end()) {
+        deliver(GetResult(r->second.found ? std::optional<std::string>(r->second.value)
+                                          : std::nullopt));
+        return;
+      }
+      Status s = AddKey(key, 0);
+      if (!s.ok()) {
+        deliver(s);
+        return;
+      }
+      ++reads_in_flight_;
+    }
+    auto self = shared_from_this();
+    auto shared_done = std::make_shared<std::function<void(GetResult)>>(std::move(done));
+    core_->Dispatch(
+        [self, key, shared_done] {
+          self->core_->Read(key, [self, key, shared_done](const RpcStatus& s,
+                                                          const rpc::ReadResult& r) {
+            GetResult result = self->OnReadDone(key, s, r);
+            (*shared_done)(std::move(result));
+          });
+        },
+        [self, shared_done] {
+          {
+            std::lock_guard<std::mutex> lock(self->mu_);
+            --self->reads_in_flight_;
+          }
+          (*shared_done)(GetResult(ClientClosed()));
+        });
+  }
+
+  Status Put(const std::string& key, std::optional<std::string> value) {
+    DTX_RETURN_IF_ERROR(CheckKey(key));
+    if (value && value->size() > kValueBytesMax) {
+      return Status::InvalidArgument("value of " + std::to_string(value->size()) +
+                                     " bytes exceeds kValueBytesMax (" +
+                                     std::to_string(kValueBytesMax) + ")");
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return Finished();
+    size_t old_value = 0;
+    if (auto w = writes_.find(key); w != writes_.end() && w->second) old_value = w->second->size();
+    size_t new_value = value ? value->size() : 0;
+    DTX_RETURN_IF_ERROR(AddKey(key, new_value > old_value ? new_value - old_value : 0));
+    bytes_ -= std::min(bytes_, old_value > new_value ? old_value - new_value : 0);
+    writes_[key] = std::move(value);
+    return Status::OK();
+  }
+
+  void Commit(std::function<void(const CommitOutcome&)> done) {
+    auto shared_done = std::make_shared<std::function<void(const CommitOutcome&)>>(std::move(done));
+    auto deliver = [&](CommitOutcome o) {
+      core_->Deliver([shared_done, o = std::move(o)] { (*shared_done)(o); });
+    };
+    auto req = std::make_shared<rpc::CommitRequest>();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (finished_) {
+        deliver(CommitOutcome{Finished(), std::nullopt, false, txid_});
+        return;
+      }
+      if (reads_in_flight_ > 0) {
+        deliver(CommitOutcome{Status::InvalidArgument(
+                                  "commit while a Get of this transaction is in flight"),
+                              std::nullopt, false, txid_});
+        return;
+      }
+      FinishLocked();
+      req->txid = ToRpc(txid_);
+      req->reads.reserve(reads_.size());
+      for (const auto& [key, r] : reads_) {
+        rpc::ReadItem item;
+        item.key = key;
+        item.version = r.version;
+        req->reads.push_back(std::move(item));
+      }
+      req->writes.reserve(writes_.size());
+      for (auto& [key, v] : writes_) {
+        rpc::WriteItem item;
+        item.key = key;
+        if (v) item.__set_value(*v);
+        req->writes.push_back(std::move(item));
+      }
+      reads_.clear();
+      writes_.clear();
+    }
+    if (req->reads.empty() && req->writes.empty()) {
+      deliver(CommitOutcome{Status::OK(), std::nullopt, false, txid_});
+      return;
+    }
+    req->shard_map_version = core_->shard_map_version();
+    auto core = core_;
+    TxId txid = txid_;
+    core_->Dispatch(
+        [core, req, txid, shared_done] {
+          core->Commit(req, txid, [shared_done](const CommitOutcome& o) { (*shared_done)(o); });
+        },
+        [txid, shared_done] {
+          (*shared_done)(CommitOutcome{ClientClosed(), std::nullopt, false, txid});
+        });
+  }
+
+  Status Abort() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return Finished();
+    FinishLocked();
+    reads_.clear();
+    writes_.clear();
+    return Status::OK();
+  }
+
+  // Finishes without committing if still open (destruction).
+  void Finish() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!finished_) FinishLocked();
+  }
+
+ private:
+  struct ReadEntry {
+    bool found = false;
+    std::string value;
+    Version version = 0;
+  };
+
+  static Status Finished() { return Status::InvalidArgument("transaction already finished"); }
+
+  static Status CheckKey(const std::string& key) {
+    if (key.empty()) return Status::InvalidArgument("empty key");
+    if (key.size() > kKeyBytesMax) {
+      return Status::InvalidArgument("key of " + std::to_string(key.size()) +
+                                     " bytes exceeds kKeyBytesMax (" +
+                                     std::to_string(kKeyBytesMax) + ")");
+    }
+    return Status::OK();
+  }
+
+  // Accounts for `key` (if new) plus `extra_bytes`; InvalidArgument past the
+  // per-transaction limits. Requires mu_.
+  Status AddKey(const std::string& key, size_t extra_bytes) {
+    bool is_new = keys_.find(key) == keys_.end();
+    if (is_new && keys_.size() >= kTxKeysMax) {
+      return Status::InvalidArgument("too many keys in one transaction (max " +
+                                     std::to_string(kTxKeysMax) + ")");
+    }
+    size_t add = extra_bytes + (is_new ? key.size() : 0);
+    if (bytes_ + add > kTxBytesMax) {
+      return Status::InvalidArgument("transaction exceeds kTxBytesMax (" +
+                                     std::to_string(kTxBytesMax) + " bytes of keys and values)");
+    }
+    if (is_new) keys_.insert(key);
+    bytes_ += add;
+    return Status::OK();
+  }
+
+  GetResult OnReadDone(const std::string& key, const RpcStatus& s, const rpc::ReadResult& r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --reads_in_flight_;
+    if (!s.ok()) return Status(s);
+    // The first read of a key wins: a concurrent second Get returns it too.
+    auto [it, inserted] = reads_.try_emplace(key, ReadEntry{r.found, r.found ? r.value : "",
+                                                            r.found ? r.version : 0});
+    (void)inserted;
+    if (!it->second.found) return GetResult(std::optional<std::string>());
+    return GetResult(std::optional<std::string>(it->second.value));
+  }
+
+  void FinishLocked() {
+    finished_ = true;
+    if (slot_held_) {
+      slot_held_ = false;
+      core_->ReleaseTxSlot();
+    }
+  }
+
+  std::shared_ptr<ClientCore> core_;
+  const TxId txid_;
+  mutable std::mutex mu_;
+  bool finished_ = false;    // GUARDED_BY(mu_)
+  bool slot_held_ = true;    // GUARDED_BY(mu_)
+  size_t reads_in_flight_ = 0;                                  // GUARDED_BY(mu_)
+  std::map<std::string, ReadEntry> reads_;                      // GUARDED_BY(mu_)
+  std::map<std::string, std::optional<std::string>> writes_;    // GUARDED_BY(mu_)
+  std::unordered_set<std::string> keys_;                        // GUARDED_BY(mu_)
+  size_t bytes_ = 0;                                            // GUARDED_BY(mu_)
+};
+
+}  // namespace internal
+
+// ---- AsyncTransaction ----
+
+AsyncTransaction::AsyncTransaction(std::shared_ptr<internal::TxState> state)
+    : state_(std::move(state)) {}
+
+AsyncTransaction::~AsyncTransaction() { state_->Finish(); }
+
+void AsyncTransaction::Get(const std::string& key, std::function<void(GetResult)> done) {
+  state_->Get(key, std::move(done));
+}
+Status AsyncTransaction::Put(const std::string& key, const std::string& value) {
+  return state_->Put(key, value);
+}
+Status AsyncTransaction::Delete(const std::string& key) { return state_->Put(key, std::nullopt); }
+void AsyncTransaction::Commit(std::function<void(const CommitOutcome&)> done) {
+  state_->Commit(std::move(done));
+}
+Status AsyncTransaction::Abort() { return state_->Abort(); }
+TxId AsyncTransaction::txid() const { return state_->txid(); }
+bool AsyncTransaction::finished() const { return state_->finished(); }
+
+// ---- Transaction (sync) ----
+
+namespace {
+void CheckNotLoopThread(const std::shared_ptr<AsyncTransaction>& tx,
+                        const std::shared_ptr<internal::TxState>& state) {
+  DTX_CHECK_MSG(tx != nullptr, "use of a moved-from dtx::Transaction");
+  DTX_CHECK_MSG(!state->core()->InLoopThread(),
+                "synchronous dtx call on the client's loop thread (inside an async callback) "
+                "would deadlock");
+}
+}  // namespace
+
+GetResult Transaction::Get(const std::string& key) {
+  CheckNotLoopThread(tx_, tx_ ? tx_->state_ : nullptr);
+  std::promise<GetResult> p;
+  auto f = p.get_future();
+  tx_->Get(key, [&p](GetResult r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+Status Transaction::Put(const std::string& key, const std::string& value) {
+  return tx_->Put(key, value);
+}
+
+Status Transaction::Delete(const std::string& key) { return tx_->Delete(key); }
+
+Status Transaction::Commit() {
+  CheckNotLoopThread(tx_, tx_ ? tx_->state_ : nullptr);
+  bool was_finished = tx_->finished();
+  std::promise<CommitOutcome> p;
+  auto f = p.get_future();
+  tx_->Commit([&p](const CommitOutcome& o) { p.set_value(o); });
+  CommitOutcome o = f.get();
+  // A Commit on a finished transaction reports "already finished" and keeps
+  // the details (abort reason, unknown outcome) of the real one.
+  if (!was_finished) last_ = o;
+  return o.status;
+}
+
+Status Transaction::Abort() { return tx_->Abort(); }
+TxId Transaction::txid() const { return tx_->txid(); }
+bool Transaction::finished() const { return tx_->finished(); }
+
+// ---- Client ----
+
+Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
+  if (options.coordinators.empty()) {
+    return Status::InvalidArgument("no coordinator address given");
+  }
+  for (const auto& a : options.coordinators) {
+    std::string host;
+    int port = 0;
+    Status s = ParseHostPort(a, &host, &port);
+    if (!s.ok()) return s;
+  }
+  if (options.request_timeout_ms <= 0 || options.commit_timeout_ms <= 0) {
+    return Status::InvalidArgument("timeouts must be > 0 ms");
+  }
+  if (options.in_flight_tx_max == 0) return Status::InvalidArgument("in_flight_tx_max is 0");
+  if (options.retry_backoff_initial_ms <= 0 ||
+      options.retry_backoff_max_ms < options.retry_backoff_initial_ms) {
+    return Status::InvalidArgument("bad retry backoff");
+  }
+  auto core = std::make_shared<internal::ClientCore>(std::move(options));
+  Status s = core->Start();
+  if (!s.ok()) {
+    core->Shutdown();
+    return s;
+  }
+  return std::unique_ptr<Client>(new Client(std::move(core)));
+}
+
+Client::~Client() { core_->Shutdown(); }
+
+Result<std::shared_ptr<AsyncTransaction>> Client::BeginAsync() {
+  DTX_RETURN_IF_ERROR(core_->AcquireTxSlot());
+  auto state = std::make_shared<internal::TxState>(core_, core_->NextTxId());
+  return std::shared_ptr<AsyncTransaction>(new AsyncTransaction(std::move(state)));
+}
+
+Result<Transaction> Client::Begin() {
+  auto tx = BeginAsync();
+  if (!tx.ok()) return tx.status();
+  return Transaction(std::move(tx).value());
+}
+
+namespace {
+bool Retryable(const Status& s, const Transaction& tx) {
+  if (tx.outcome_unknown()) return false;
+  if (s.IsAborted()) {
+    return !tx.abort_reason() || *tx.abort_reason() != AbortReason::kClientAbort;
+  }
+  return s.IsUnavailable() || s.IsTimeout() || s.IsBusy();
+}
+}  // namespace
+
+Status Client::Run(const std::function<Status(Transaction&)>& fn, int retries) {
+  DTX_CHECK_MSG(!core_->InLoopThread(), "Client::Run on the client's loop thread");
+  const ClientOptions& o = core_->options();
+  int backoff_ms = o.retry_backoff_initial_ms;
+  std::minstd_rand rng(static_cast<unsigned>(
+      std::chrono::steady_clock::now().time_since_epoch().count()));
+  for (int attempt = 0;; ++attempt) {
+    Status s;
+    auto begun = Begin();
+    if (!begun.ok()) {
+      s = begun.status();
+      if (!s.IsBusy() || attempt >= retries) return s;
+    } else {
+      Transaction tx = std::move(begun).value();
+      s = fn(tx);
+      if (s.ok()) {
+        if (!tx.finished()) s = tx.Commit();
+      } else if (!tx.finished()) {
+        (void)tx.Abort();
+      }
+      if (s.ok()) return s;
+      if (!Retryable(s, tx) || attempt >= retries) return s;
+    }
+    std::uniform_int_distribution<int> jitter(backoff_ms / 2, backoff_ms);
+    std::this_thread::sleep_for(std::chrono::milliseconds(jitter(rng)));
+    backoff_ms = std::min(backoff_ms * 2, o.retry_backoff_max_ms);
+  }
+}
+
+std::vector<std::string> Client::participants() const { return core_->participants(); }
+int64_t Client::shard_map_version() const { return core_->shard_map_version(); }
+size_t Client::ShardOf(const std::string& key) const { return core_->ShardOf(key); }
+size_t Client::open_transactions() const { return core_->open_transactions(); }
+
+}  // namespace dtx

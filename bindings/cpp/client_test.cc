@@ -1,0 +1,625 @@
+// The C++ binding's own logic against a fake coordinator and fake
+// participants built on RpcServer (no real cluster): shard routing, read
+// caching, the commit request, argument checks, finished-transaction errors,
+// abort reasons, unknown outcomes, NOT_PRIMARY redirects, Run()'s retries and
+// the async API with many transactions in flight.
+#include "dtx/client.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "Coordinator.h"
+#include "Participant.h"
+#include "common/event_loop.h"
+#include "common/rpc_error.h"
+#include "common/rpc_server.h"
+
+namespace dtx {
+namespace {
+
+using apache::thrift::TDelayedException;
+
+class FakeParticipant : public rpc::ParticipantCobSvIf {
+ public:
+  void Read(std::function<void(const rpc::ReadResult&)> cob,
+            std::function<void(TDelayedException*)>, const std::string& key) override {
+    std::lock_guard<std::mutex> lock(mu);
+    keys_read.push_back(key);
+    rpc::ReadResult r;
+    auto it = data.find(key);
+    r.found = it != data.end();
+    r.value = r.found ? it->second.first : "";
+    r.version = r.found ? it->second.second : 0;
+    cob(r);
+  }
+  void Prepare(std::function<void(const rpc::PrepareResponse&)>,
+               std::function<void(TDelayedException*)> exn, const rpc::PrepareRequest&) override {
+    exn(TDelayedException::delayException(MakeDtxError(rpc::ErrorCode::INTERNAL, "unused")));
+  }
+  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>,
+              const rpc::TxId&, const rpc::Epoch) override {
+    cob();
+  }
+  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>,
+             const rpc::TxId&, const rpc::Epoch) override {
+    cob();
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+    cob({});
+  }
+  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
+                    const std::string&, const std::string&) override {
+    cob();
+  }
+
+  void Set(const std::string& k, const std::string& v, int64_t version) {
+    std::lock_guard<std::mutex> lock(mu);
+    data[k] = {v, version};
+  }
+  std::vector<std::string> KeysRead() {
+    std::lock_guard<std::mutex> lock(mu);
+    return keys_read;
+  }
+
+  std::mutex mu;
+  std::map<std::string, std::pair<std::string, int64_t>> data;
+  std::vector<std::string> keys_read;
+};
+
+// Scripted commit answers; with no script left, COMMITTED.
+struct CommitAnswer {
+  std::optional<rpc::CommitResult> result;
+  std::optional<rpc::DtxError> error;
+  bool hold = false;  // never answer
+};
+
+class FakeCoordinator : public rpc::CoordinatorCobSvIf {
+ public:
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob,
+                   std::function<void(TDelayedException*)> exn) override {
+    std::lock_guard<std::mutex> lock(mu);
+    ++shard_map_calls;
+    if (redirect_to) {
+      exn(TDelayedException::delayException(
+          MakeDtxError(rpc::ErrorCode::NOT_PRIMARY, "backup", *redirect_to)));
+      return;
+    }
+    cob(map);
+  }
+  void Commit(std::function<void(const rpc::CommitResult&)> cob,
+              std::function<void(TDelayedException*)> exn, const rpc::CommitRequest& req) override {
+    std::lock_guard<std::mutex> lock(mu);
+    requests.push_back(req);
+    if (redirect_to) {
+      exn(TDelayedException::delayException(
+          MakeDtxError(rpc::ErrorCode::NOT_PRIMARY, "backup", *redirect_to)));
+      return;
+    }
+    CommitAnswer a;
+    if (!script.empty()) {
+      a = script.front();
+      script.pop_front();
+    }
+    if (a.hold) {
+      held.push_back(cob);
+      return;
+    }
+    if (a.error) {
+      exn(TDelayedException::delayException(*a.error));
+      return;
+    }
+    if (a.result) {
+      cob(*a.result);
+      return;
+    }
+    rpc::CommitResult ok;
+    ok.outcome = rpc::Outcome::COMMITTED;
+    cob(ok);
+  }
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
+                     std::function<void(TDelayedException*)>, const rpc::TxId&) override {
+    cob(rpc::Decision::UNKNOWN);
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
+  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
+                    const std::string&, const std::string&) override {
+    cob();
+  }
+
+  size_t Requests() {
+    std::lock_guard<std::mutex> lock(mu);
+    return requests.size();
+  }
+  rpc::CommitRequest Last() {
+    std::lock_guard<std::mutex> lock(mu);
+    return requests.back();
+  }
+  void Script(std::initializer_list<CommitAnswer> answers) {
+    std::lock_guard<std::mutex> lock(mu);
+    script.insert(script.end(), answers);
+  }
+
+  std::mutex mu;
+  rpc::ShardMap map;
+  std::optional<std::string> redirect_to;
+  std::vector<rpc::CommitRequest> requests;
+  std::deque<CommitAnswer> script;
+  std::vector<std::function<void(const rpc::CommitResult&)>> held;
+  int shard_map_calls = 0;
+};
+
+CommitAnswer Aborted(rpc::AbortReason::type reason, const std::string& detail) {
+  rpc::CommitResult r;
+  r.outcome = rpc::Outcome::ABORTED;
+  r.__set_reason(reason);
+  r.__set_detail(detail);
+  return CommitAnswer{r, std::nullopt, false};
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  static constexpr int kParticipants = 3;
+
+  void SetUp() override {
+    nodes_.Start();
+    nodes_.RunSync([&] {
+      std::vector<std::string> addresses;
+      for (int i = 0; i < kParticipants; ++i) {
+        participants_.push_back(std::make_shared<FakeParticipant>());
+        servers_.push_back(std::make_unique<RpcServer>(
+            nodes_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(participants_[i]),
+            RpcServerOptions{}));
+        ASSERT_TRUE(servers_.back()->Start().ok());
+        addresses.push_back(servers_.back()->address());
+      }
+      coordinator_ = std::make_shared<FakeCoordinator>();
+      coordinator_->map.version = 3;
+      coordinator_->map.scheme = "hash";
+      coordinator_->map.participants = addresses;
+      coordinator_server_ = StartCoordinator(coordinator_);
+    });
+  }
+  void TearDown() override {
+    client_.reset();
+    nodes_.RunSync([&] {
+      servers_.clear();
+      coordinator_server_.reset();
+      backup_server_.reset();
+    });
+    nodes_.Stop();
+  }
+
+  std::unique_ptr<RpcServer> StartCoordinator(std::shared_ptr<FakeCoordinator> c) {
+    auto s = std::make_unique<RpcServer>(
+        nodes_.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(c), RpcServerOptions{});
+    EXPECT_TRUE(s->Start().ok());
+    return s;
+  }
+
+  void ConnectClient(ClientOptions o = {}) {
+    if (o.coordinators.empty()) o.coordinators = {coordinator_server_->address()};
+    auto c = Client::Connect(o);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    client_ = std::move(c).value();
+  }
+
+  Transaction Begin() {
+    auto tx = client_->Begin();
+    EXPECT_TRUE(tx.ok()) << tx.status().ToString();
+    return std::move(tx).value();
+  }
+
+  size_t TotalReads() {
+    size_t n = 0;
+    for (auto& p : participants_) n += p->KeysRead().size();
+    return n;
+  }
+
+  LoopThread nodes_;
+  std::vector<std::shared_ptr<FakeParticipant>> participants_;
+  std::vector<std::unique_ptr<RpcServer>> servers_;
+  std::shared_ptr<FakeCoordinator> coordinator_;
+  std::unique_ptr<RpcServer> coordinator_server_;
+  std::unique_ptr<RpcServer> backup_server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientTest, ConnectFetchesAndCachesTheShardMap) {
+  ConnectClient();
+  EXPECT_EQ(client_->participants(), coordinator_->map.participants);
+  EXPECT_EQ(client_->shard_map_version(), 3);
+  for (std::string key : {"a", "bb", "user:17", "zzz"}) {
+    EXPECT_EQ(client_->ShardOf(key), ShardHash(key) % kParticipants);
+  }
+}
+
+TEST_F(ClientTest, GetsGoToTheOwningParticipant) {
+  ConnectClient();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 60; ++i) keys.push_back("key-" + std::to_string(i));
+  for (const auto& k : keys) participants_[ShardHash(k) % kParticipants]->Set(k, "v-" + k, 7);
+  Transaction tx = Begin();
+  for (const auto& k : keys) {
+    GetResult r = tx.Get(k);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(r->has_value()) << k;
+    EXPECT_EQ(**r, "v-" + k);
+  }
+  std::set<size_t> used;
+  for (int p = 0; p < kParticipants; ++p) {
+    for (const auto& k : participants_[p]->KeysRead()) {
+      EXPECT_EQ(ShardHash(k) % kParticipants, static_cast<size_t>(p)) << k;
+      used.insert(static_cast<size_t>(p));
+    }
+  }
+  EXPECT_EQ(used.size(), static_cast<size_t>(kParticipants));  // spread over all
+  EXPECT_EQ(TotalReads(), keys.size());
+}
+
+TEST_F(ClientTest, RepeatedGetReturnsFirstReadOrBufferedWrite) {
+  ConnectClient();
+  participants_[client_->ShardOf("k")]->Set("k", "old", 4);
+  Transaction tx = Begin();
+  GetResult a = tx.Get("k");
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ(**a, "old");
+  participants_[client_->ShardOf("k")]->Set("k", "new", 5);
+  GetResult b = tx.Get("k");
+  ASSERT_TRUE(b.ok() && b->has_value());
+  EXPECT_EQ(**b, "old");  // the first read, not a newer value
+  EXPECT_EQ(TotalReads(), 1u);
+
+  ASSERT_TRUE(tx.Put("k", "mine").ok());
+  EXPECT_EQ(**tx.Get("k"), "mine");
+  ASSERT_TRUE(tx.Delete("k").ok());
+  GetResult d = tx.Get("k");
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->has_value());
+  EXPECT_EQ(TotalReads(), 1u);  // buffered answers send nothing
+
+  GetResult absent = tx.Get("never-written");
+  ASSERT_TRUE(absent.ok());
+  EXPECT_FALSE(absent->has_value());
+}
+
+TEST_F(ClientTest, CommitSendsReadVersionsWriteSetAndClientTxId) {
+  ConnectClient();
+  participants_[client_->ShardOf("r1")]->Set("r1", "x", 11);
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Get("r1").ok());
+  ASSERT_TRUE(tx.Get("absent").ok());
+  ASSERT_TRUE(tx.Put("w1", "value-1").ok());
+  ASSERT_TRUE(tx.Delete("w2").ok());
+  TxId id = tx.txid();
+  ASSERT_TRUE(tx.Commit().ok());
+  ASSERT_EQ(coordinator_->Requests(), 1u);
+  rpc::CommitRequest req = coordinator_->Last();
+  EXPECT_EQ(static_cast<uint64_t>(req.txid.hi), id.hi);
+  EXPECT_EQ(static_cast<uint64_t>(req.txid.lo), id.lo);
+  EXPECT_EQ(req.shard_map_version, 3);
+  std::map<std::string, int64_t> reads;
+  for (const auto& r : req.reads) reads[r.key] = r.version;
+  EXPECT_EQ(reads, (std::map<std::string, int64_t>{{"absent", 0}, {"r1", 11}}));
+  ASSERT_EQ(req.writes.size(), 2u);
+  std::map<std::string, rpc::WriteItem> writes;
+  for (const auto& w : req.writes) writes[w.key] = w;
+  EXPECT_TRUE(writes["w1"].__isset.value);
+  EXPECT_EQ(writes["w1"].value, "value-1");
+  EXPECT_FALSE(writes["w2"].__isset.value);  // delete
+
+  // Same client: same hi, next lo.
+  Transaction tx2 = Begin();
+  EXPECT_EQ(tx2.txid().hi, id.hi);
+  EXPECT_EQ(tx2.txid().lo, id.lo + 1);
+}
+
+TEST_F(ClientTest, BadArgumentsFailBeforeAnythingIsSent) {
+  ConnectClient();
+  Transaction tx = Begin();
+  EXPECT_TRUE(tx.Get("").status().IsInvalidArgument());
+  EXPECT_TRUE(tx.Get(std::string(kKeyBytesMax + 1, 'k')).status().IsInvalidArgument());
+  EXPECT_TRUE(tx.Put("", "v").IsInvalidArgument());
+  EXPECT_TRUE(tx.Put(std::string(kKeyBytesMax + 1, 'k'), "v").IsInvalidArgument());
+  EXPECT_TRUE(tx.Put("k", std::string(kValueBytesMax + 1, 'v')).IsInvalidArgument());
+  EXPECT_TRUE(tx.Put(std::string(kKeyBytesMax, 'k'), std::string(kValueBytesMax, 'v')).ok());
+  EXPECT_TRUE(tx.Delete("").IsInvalidArgument());
+  EXPECT_EQ(TotalReads(), 0u);
+  EXPECT_EQ(coordinator_->Requests(), 0u);
+
+  Transaction many = Begin();
+  for (size_t i = 0; i < kTxKeysMax; ++i) {
+    ASSERT_TRUE(many.Put("k" + std::to_string(i), "v").ok()) << i;
+  }
+  Status too_many = many.Put("one-more", "v");
+  EXPECT_TRUE(too_many.IsInvalidArgument()) << too_many.ToString();
+  EXPECT_NE(too_many.message().find("too many keys"), std::string::npos);
+  EXPECT_TRUE(many.Get("another").status().IsInvalidArgument());
+  EXPECT_TRUE(many.Put("k0", "overwrite is fine").ok());
+
+  Transaction big = Begin();
+  Status last;
+  for (int i = 0; i < 10 && last.ok(); ++i) {
+    last = big.Put("big" + std::to_string(i), std::string(kValueBytesMax, 'x'));
+  }
+  EXPECT_TRUE(last.IsInvalidArgument()) << last.ToString();  // > kTxBytesMax
+  EXPECT_EQ(TotalReads(), 0u);
+  EXPECT_EQ(coordinator_->Requests(), 0u);
+}
+
+TEST_F(ClientTest, FinishedTransactionRejectsEverythingAndSendsNothing) {
+  ConnectClient();
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("a", "1").ok());
+  ASSERT_TRUE(tx.Commit().ok());
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+  for (Status s : {tx.Commit(), tx.Put("b", "2"), tx.Delete("a"), tx.Abort(),
+                   tx.Get("a").status()}) {
+    EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
+    EXPECT_EQ(s.message(), "transaction already finished");
+  }
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+
+  Transaction aborted = Begin();
+  ASSERT_TRUE(aborted.Put("a", "1").ok());
+  ASSERT_TRUE(aborted.Abort().ok());
+  Status s = aborted.Commit();
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_EQ(s.message(), "transaction already finished");
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+  EXPECT_EQ(TotalReads(), 0u);
+}
+
+TEST_F(ClientTest, EmptyTransactionCommitsLocally) {
+  ConnectClient();
+  Transaction tx = Begin();
+  EXPECT_TRUE(tx.Commit().ok());
+  EXPECT_EQ(coordinator_->Requests(), 0u);
+}
+
+TEST_F(ClientTest, AbortedCommitCarriesTypedReason) {
+  ConnectClient();
+  coordinator_->Script({Aborted(rpc::AbortReason::CONFLICT, "key w1 locked"),
+                        Aborted(rpc::AbortReason::PARTICIPANT_UNAVAILABLE, "participant-2"),
+                        Aborted(rpc::AbortReason::TIMEOUT, "votes late")});
+  struct Want {
+    AbortReason reason;
+    const char* text;
+  };
+  for (Want w : {Want{AbortReason::kConflict, "conflict"},
+                 Want{AbortReason::kParticipantUnavailable, "participant_unavailable"},
+                 Want{AbortReason::kTimeout, "timeout"}}) {
+    Transaction tx = Begin();
+    ASSERT_TRUE(tx.Put("w1", "v").ok());
+    Status s = tx.Commit();
+    EXPECT_TRUE(s.IsAborted()) << s.ToString();
+    EXPECT_NE(s.message().find(w.text), std::string::npos) << s.ToString();
+    ASSERT_TRUE(tx.abort_reason().has_value());
+    EXPECT_EQ(*tx.abort_reason(), w.reason);
+    EXPECT_FALSE(tx.outcome_unknown());
+    // The accessor survives a second (rejected) Commit.
+    EXPECT_TRUE(tx.Commit().IsInvalidArgument());
+    EXPECT_EQ(*tx.abort_reason(), w.reason);
+  }
+}
+
+TEST_F(ClientTest, UnknownOutcomeIsDistinct) {
+  ConnectClient();
+  rpc::CommitResult unknown;
+  unknown.outcome = rpc::Outcome::UNKNOWN;
+  coordinator_->Script({CommitAnswer{unknown, std::nullopt, false}});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  Status s = tx.Commit();
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_NE(s.message().find("outcome unknown"), std::string::npos);
+  EXPECT_TRUE(tx.outcome_unknown());
+  EXPECT_FALSE(tx.abort_reason().has_value());
+}
+
+TEST_F(ClientTest, ConnectionLostAfterCommitSentIsOutcomeUnknown) {
+  ClientOptions o;
+  o.commit_timeout_ms = 2000;
+  ConnectClient(o);
+  coordinator_->Script({CommitAnswer{std::nullopt, std::nullopt, true}});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  std::thread killer([&] {
+    while (coordinator_->Requests() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    nodes_.RunSync([&] { coordinator_server_->Close(); });
+  });
+  Status s = tx.Commit();
+  killer.join();
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  EXPECT_TRUE(tx.outcome_unknown()) << s.ToString();
+  EXPECT_NE(s.message().find("outcome unknown"), std::string::npos);
+}
+
+TEST_F(ClientTest, CoordinatorDownBeforeCommitIsPlainUnavailable) {
+  ConnectClient();
+  nodes_.RunSync([&] { coordinator_server_->Close(); });
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  Status s = tx.Commit();
+  EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+  // The first attempt may have raced the close; what matters is that a
+  // commit that never reached a coordinator is not reported as unknown.
+  if (coordinator_->Requests() == 0) {
+    EXPECT_FALSE(tx.outcome_unknown()) << s.ToString();
+  }
+}
+
+TEST_F(ClientTest, NotPrimaryRedirectsShardMapAndCommitToThePrimary) {
+  std::shared_ptr<FakeCoordinator> backup = std::make_shared<FakeCoordinator>();
+  nodes_.RunSync([&] {
+    backup->redirect_to = coordinator_server_->address();
+    backup_server_ = StartCoordinator(backup);
+  });
+  ClientOptions o;
+  o.coordinators = {backup_server_->address()};
+  ConnectClient(o);
+  EXPECT_EQ(client_->participants(), coordinator_->map.participants);
+  EXPECT_EQ(backup->shard_map_calls, 1);
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  Status s = tx.Commit();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+  EXPECT_EQ(backup->Requests(), 0u);  // the client now talks to the primary
+}
+
+TEST_F(ClientTest, ConnectFailsWhenNoCoordinatorAnswers) {
+  std::string dead = coordinator_server_->address();
+  nodes_.RunSync([&] { coordinator_server_->Close(); });
+  ClientOptions o;
+  o.coordinators = {dead};
+  o.request_timeout_ms = 500;
+  auto c = Client::Connect(o);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.status().IsUnavailable()) << c.status().ToString();
+
+  EXPECT_TRUE(Client::Connect(ClientOptions{}).status().IsInvalidArgument());
+  ClientOptions bad;
+  bad.coordinators = {"nonsense"};
+  EXPECT_TRUE(Client::Connect(bad).status().IsInvalidArgument());
+}
+
+TEST_F(ClientTest, RunRetriesConflictsWithBackoffThenSucceeds) {
+  ConnectClient();
+  coordinator_->Script({Aborted(rpc::AbortReason::CONFLICT, "c1"),
+                        Aborted(rpc::AbortReason::PARTICIPANT_UNAVAILABLE, "p2")});
+  int calls = 0;
+  Status s = client_->Run(
+      [&](Transaction& tx) {
+        ++calls;
+        return tx.Put("counter", std::to_string(calls));
+      },
+      5);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(coordinator_->Requests(), 3u);
+  EXPECT_EQ(client_->open_transactions(), 0u);
+}
+
+TEST_F(ClientTest, RunGivesUpAfterRetriesAndDoesNotRetryOtherErrors) {
+  ConnectClient();
+  coordinator_->Script({Aborted(rpc::AbortReason::CONFLICT, "1"),
+                        Aborted(rpc::AbortReason::CONFLICT, "2")});
+  int calls = 0;
+  Status s = client_->Run(
+      [&](Transaction& tx) {
+        ++calls;
+        return tx.Put("k", "v");
+      },
+      1);
+  EXPECT_TRUE(s.IsAborted()) << s.ToString();
+  EXPECT_EQ(calls, 2);
+
+  calls = 0;
+  s = client_->Run([&](Transaction&) {
+    ++calls;
+    return Status::InvalidArgument("application says no");
+  });
+  EXPECT_TRUE(s.IsInvalidArgument());
+  EXPECT_EQ(calls, 1);
+
+  rpc::CommitResult unknown;
+  unknown.outcome = rpc::Outcome::UNKNOWN;
+  coordinator_->Script({CommitAnswer{unknown, std::nullopt, false}});
+  calls = 0;
+  s = client_->Run([&](Transaction& tx) {
+    ++calls;
+    return tx.Put("k", "v");
+  });
+  EXPECT_TRUE(s.IsUnavailable());
+  EXPECT_EQ(calls, 1);  // an unknown outcome is never retried blindly
+  EXPECT_EQ(client_->open_transactions(), 0u);
+}
+
+TEST_F(ClientTest, ManyAsyncTransactionsFromOneThread) {
+  ClientOptions o;
+  o.in_flight_tx_max = 1000;
+  ConnectClient(o);
+  constexpr int kTx = 500;
+  std::atomic<int> committed{0};
+  std::atomic<int> failed{0};
+  std::atomic<bool> off_loop{false};
+  std::vector<std::shared_ptr<AsyncTransaction>> txs;
+  std::thread::id test_thread = std::this_thread::get_id();
+  for (int i = 0; i < kTx; ++i) {
+    auto tx = client_->BeginAsync();
+    ASSERT_TRUE(tx.ok()) << tx.status().ToString();
+    std::shared_ptr<AsyncTransaction> t = *tx;
+    txs.push_back(t);
+    std::string key = "acct-" + std::to_string(i);
+    t->Get(key, [&, t, key, test_thread](GetResult r) {
+      if (std::this_thread::get_id() == test_thread) off_loop = true;
+      if (!r.ok()) {
+        ++failed;
+        return;
+      }
+      if (!t->Put(key, "1").ok()) ++failed;
+      t->Commit([&](const CommitOutcome& c) {
+        if (c.status.ok()) {
+          ++committed;
+        } else {
+          ++failed;
+        }
+      });
+    });
+  }
+  EXPECT_EQ(client_->open_transactions(), static_cast<size_t>(kTx));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (committed + failed < kTx && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  EXPECT_EQ(committed.load(), kTx);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_FALSE(off_loop);
+  EXPECT_EQ(coordinator_->Requests(), static_cast<size_t>(kTx));
+  EXPECT_EQ(client_->open_transactions(), 0u);
+}
+
+TEST_F(ClientTest, OpenTransactionLimitGivesBusy) {
+  ClientOptions o;
+  o.in_flight_tx_max = 2;
+  ConnectClient(o);
+  auto a = client_->BeginAsync();
+  auto b = client_->Begin();
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto c = client_->BeginAsync();
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.status().IsBusy());
+  ASSERT_TRUE((*a)->Abort().ok());
+  EXPECT_TRUE(client_->BeginAsync().ok());  // freed slot (and dropped again at once)
+  a->reset();
+  EXPECT_EQ(client_->open_transactions(), 1u);
+}
+
+TEST_F(ClientTest, TransactionOutlivingTheClientFailsCleanly) {
+  ConnectClient();
+  auto tx = client_->BeginAsync();
+  ASSERT_TRUE(tx.ok());
+  std::shared_ptr<AsyncTransaction> t = *tx;
+  client_.reset();
+  std::optional<Status> got;
+  t->Get("k", [&](GetResult r) { got = r.status(); });  // inline once closed
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE(got->IsUnavailable()) << got->ToString();
+  std::optional<Status> committed;
+  ASSERT_TRUE(t->Put("k", "v").ok());
+  t->Commit([&](const CommitOutcome& o) { committed = o.status; });
+  ASSERT_TRUE(committed.has_value());
+  EXPECT_TRUE(committed->IsUnavailable());
+}
+
+}  // namespace
+}  // namespace dtx
