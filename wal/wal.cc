@@ -311,6 +311,7 @@ class Log::Impl {
 
  private:
   void FlusherLoop();
+  void Linger(std::unique_lock<std::mutex>& lock);
   Status WriteBatch(const Batch& b);
   Status WriteAt(uint64_t off, std::string_view data);
   Status SyncSegment();
@@ -328,6 +329,8 @@ class Log::Impl {
   uint64_t seg_offset_ = 0;
   uint64_t seg_records_ = 0;
   Batch inflight_;
+  size_t last_batch_records_ = 0;
+  uint64_t sync_us_ewma_ = 0;
 
   // First LSN of every segment on disk, ascending; the last is being written.
   std::mutex seg_mu_;
@@ -342,6 +345,7 @@ class Log::Impl {
   Status error_;                        // GUARDED_BY(mu_); sticky
   bool stopping_ = false;               // GUARDED_BY(mu_)
   bool flusher_sleeping_ = false;       // GUARDED_BY(mu_)
+  size_t linger_target_ = 0;            // GUARDED_BY(mu_); wake the flusher at this many queued records
   int space_waiters_ = 0;               // GUARDED_BY(mu_)
   std::atomic<int> durable_waiters_{0};
   std::atomic<Lsn> durable_lsn_{0};
@@ -480,6 +484,11 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
     if (stopping_) return Status::Failed("wal: log is closing");
     if (pending_.empty() || pending_.bytes.size() + frame <= opt_.queue_bytes_max) break;
     if (!block) return Status::Busy("wal: append queue full");
+    if (linger_target_ != 0) {
+      // The flusher is waiting for a fuller batch that cannot come: go now.
+      linger_target_ = 0;
+      flusher_cv_.notify_one();
+    }
     ++space_waiters_;
     space_cv_.wait(lock);
     --space_waiters_;
@@ -489,8 +498,12 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
   pending_.bytes.append(header, sizeof(header));
   pending_.bytes.append(payload.data(), payload.size());
   pending_.callbacks.push_back(std::move(cb));
-  const bool wake = flusher_sleeping_;
+  bool wake = flusher_sleeping_;
   flusher_sleeping_ = false;
+  if (linger_target_ != 0 && pending_.callbacks.size() >= linger_target_) {
+    linger_target_ = 0;
+    wake = true;
+  }
   lock.unlock();
   if (wake) flusher_cv_.notify_one();
   return lsn;
@@ -508,6 +521,7 @@ void Log::Impl::FlusherLoop() {
       }
       flusher_sleeping_ = false;
       if (pending_.empty()) return;  // stopping, nothing left
+      Linger(lock);
       std::swap(pending_, inflight_);
       notify_space = space_waiters_ > 0;
     }
@@ -519,6 +533,7 @@ void Log::Impl::FlusherLoop() {
       return;
     }
     st_records_synced_ += inflight_.callbacks.size();
+    last_batch_records_ = inflight_.callbacks.size();
     durable_lsn_.store(inflight_.last_lsn());
     if (durable_waiters_.load() > 0) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -529,6 +544,28 @@ void Log::Impl::FlusherLoop() {
     }
     inflight_.clear();
   }
+}
+
+// Appenders driven by completions (an event loop re-issuing work when the
+// previous batch is reported durable) send their next records in a burst.
+// Taking only the first of them would split every burst over two syncs and
+// double the latency, so when fewer records are queued than the previous
+// batch had, wait briefly for the rest: at most linger_us_max and at most
+// half a typical sync, and never when appenders are blocked on a full queue.
+void Log::Impl::Linger(std::unique_lock<std::mutex>& lock) {
+  if (opt_.linger_us_max == 0 || pending_.callbacks.size() >= last_batch_records_ || stopping_ ||
+      space_waiters_ > 0) {
+    return;
+  }
+  const uint64_t us = std::min<uint64_t>(opt_.linger_us_max, sync_us_ewma_ / 2);
+  if (us == 0) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);
+  linger_target_ = last_batch_records_;
+  while (linger_target_ != 0 && pending_.callbacks.size() < last_batch_records_ && !stopping_ &&
+         space_waiters_ == 0) {
+    if (flusher_cv_.wait_until(lock, deadline) == std::cv_status::timeout) break;
+  }
+  linger_target_ = 0;
 }
 
 void Log::Impl::Fail(const Status& s, Batch* inflight) {
@@ -563,6 +600,7 @@ Status Log::Impl::SyncSegment() {
   DTX_RETURN_IF_ERROR(seg_file_->Sync());
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
   st_sync_micros_total_ += static_cast<uint64_t>(us);
+  sync_us_ewma_ = sync_us_ewma_ == 0 ? static_cast<uint64_t>(us) : (sync_us_ewma_ * 7 + static_cast<uint64_t>(us)) / 8;
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalAfterSync));
   st_syncs_++;  // counted only when the caller will see success
   return Status::OK();

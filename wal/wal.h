@@ -48,6 +48,11 @@ struct Options {
   uint64_t queue_bytes_max = 32u << 20;
   // Largest payload accepted (<= kRecordPayloadBytesMax).
   uint32_t record_payload_bytes_max = kRecordPayloadBytesMax;
+  // Group-commit linger: when fewer records are queued than the previous
+  // batch held (completion-driven appenders re-issue in bursts), the flusher
+  // waits up to this long - and never more than half the recent fdatasync
+  // time - for the batch to fill before writing. 0 disables it.
+  uint32_t linger_us_max = 100;
   // Preallocate each new segment to segment_bytes (fallocate) so syncs do
   // not also have to update the file size's metadata.
   bool preallocate = true;
