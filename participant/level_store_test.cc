@@ -1,0 +1,90 @@
+#include "participant/level_store.h"
+
+#include <gtest/gtest.h>
+#include <leveldb/db.h>
+#include <stdlib.h>
+
+#include <filesystem>
+
+namespace dtx::participant {
+namespace {
+
+class LevelStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dtx-level-store-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::unique_ptr<LevelStore> Open() {
+    auto s = LevelStore::Open(dir_ + "/data");
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s.value()) : nullptr;
+  }
+  std::string dir_;
+};
+
+TEST_F(LevelStoreTest, ValuesCarryTheirVersionAcrossReopen) {
+  {
+    auto st = Open();
+    ASSERT_TRUE(st->Apply({{"a", std::string("1")}, {std::string("b\0", 2), std::string()}}, 3).ok());
+  }
+  auto st = Open();
+  auto a = st->Get("a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(a->found);
+  EXPECT_EQ(a->value, "1");
+  EXPECT_EQ(a->version, 3);
+  auto b = st->Get(std::string("b\0", 2));
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->found);
+  EXPECT_EQ(b->value, "");
+  auto none = st->Get("c");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->found);
+  EXPECT_EQ(none->version, 0);
+}
+
+TEST_F(LevelStoreTest, ApplyIsIdempotentByVersion) {
+  auto st = Open();
+  ASSERT_TRUE(st->Apply({{"k", std::string("v5")}}, 5).ok());
+  ASSERT_TRUE(st->Apply({{"k", std::string("v3")}}, 3).ok());  // older: left alone
+  ASSERT_TRUE(st->Apply({{"k", std::string("again")}}, 5).ok());  // same: left alone
+  EXPECT_EQ(st->Get("k")->value, "v5");
+  ASSERT_TRUE(st->Apply({{"k", std::nullopt}}, 4).ok());  // older delete: left alone
+  EXPECT_TRUE(st->Get("k")->found);
+  ASSERT_TRUE(st->Apply({{"k", std::nullopt}}, 7).ok());
+  EXPECT_FALSE(st->Get("k")->found);
+  ASSERT_TRUE(st->Apply({{"k", std::nullopt}}, 8).ok());  // deleting an absent key is fine
+  ASSERT_TRUE(st->Apply({{"k", std::string("v9")}}, 9).ok());
+  EXPECT_EQ(st->Get("k")->version, 9);
+}
+
+TEST_F(LevelStoreTest, MalformedStoredValueIsCorruption) {
+  {
+    leveldb::DB* db = nullptr;
+    leveldb::Options o;
+    o.create_if_missing = true;
+    ASSERT_TRUE(leveldb::DB::Open(o, dir_ + "/data", &db).ok());
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), "short", "abc").ok());
+    delete db;
+  }
+  auto st = Open();
+  auto r = st->Get("short");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
+
+TEST_F(LevelStoreTest, OpenFailsClearlyWhenTheDirectoryIsLocked) {
+  auto first = Open();
+  auto second = LevelStore::Open(dir_ + "/data");
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.status().message().find("opening LevelDB"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dtx::participant
