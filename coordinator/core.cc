@@ -144,9 +144,6 @@ std::optional<Error> CoordinatorCore::Validate(const CommitRequest& req) const {
                                               " keys (reads + writes), max " +
                                               std::to_string(kTxKeysMax)};
   }
-  if (keys > 0 && opts_.participants.empty()) {
-    return Error{ErrorCode::kUnavailable, "no participants configured"};
-  }
   size_t bytes = 0;
   auto check_key = [&](const std::string& key, const char* what) -> std::optional<Error> {
     if (key.empty()) return Error{ErrorCode::kBadArgument, std::string("empty ") + what + " key"};
@@ -180,6 +177,9 @@ std::optional<Error> CoordinatorCore::Validate(const CommitRequest& req) const {
     return Error{ErrorCode::kBadArgument, "transaction carries " + std::to_string(bytes) +
                                               " bytes of keys and values, max " +
                                               std::to_string(kTxBytesMax)};
+  }
+  if (keys > 0 && opts_.participants.empty()) {
+    return Error{ErrorCode::kUnavailable, "no participants configured"};
   }
   return std::nullopt;
 }

@@ -206,6 +206,7 @@ TEST(CoordinatorCore, FreshLogWritesEpochOneForcedAndRefusesCommitsUntilDurable)
   EXPECT_EQ(r.persist[0].type, RecordType::kEpoch);
   EXPECT_TRUE(r.persist[0].forced);
   EXPECT_EQ(h.core().epoch(), 1);
+  const PersistTag epoch_tag = r.persist[0].tag;
 
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   r = h.Drain();
@@ -215,6 +216,10 @@ TEST(CoordinatorCore, FreshLogWritesEpochOneForcedAndRefusesCommitsUntilDurable)
   EXPECT_TRUE(r.send.empty());
 
   h.Sync();
+  // A repeated or unknown durability notice is harmless.
+  h.core().OnPersisted(h.now, epoch_tag, 1);
+  h.core().OnPersisted(h.now, 12345, 1);
+  EXPECT_TRUE(h.Drain().empty());
   h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
   r = h.Drain();
   EXPECT_EQ(Msgs<PrepareMsg>(r).size(), 2u);

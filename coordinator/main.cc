@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::positional_options_description none;  // positional arguments are an error
+    po::store(po::command_line_parser(argc, argv).options(desc).positional(none).run(), vm);
     if (vm.count("help")) {
       std::cout << desc << std::endl;
       return 0;

@@ -153,6 +153,15 @@ Status Runtime::Init() {
                "decisions_to_redrive={}",
                replayed, core_->epoch(), log_->durable_lsn(), core_->committing());
   Process();
+  // The EPOCH record of a fresh log must be durable before commits are
+  // accepted: wait for it here so the node is ready once it serves.
+  for (const auto& [tag, lsn] : init_forced_) {
+    DTX_RETURN_IF_ERROR(log_->WaitDurable(lsn));
+    core_->OnPersisted(NowMs(), tag, lsn);  // the posted notice later finds nothing to do
+  }
+  init_forced_.clear();
+  initializing_ = false;
+  Process();
 
   tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
@@ -314,6 +323,7 @@ void Runtime::Append(const PersistRecord& p) {
   Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(p.type), p.payload, on_durable);
   if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
   *lsn_box = *lsn;
+  if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
   if (p.type == RecordType::kDecision) {
     DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended",
                   txid.ToString(), *lsn);

@@ -138,6 +138,10 @@ class Runtime {
   bool fenced_logged_ = false;
   bool shut_down_ = false;
   bool in_process_ = false;
+  // While Init runs: forced records appended (the EPOCH of a fresh log),
+  // waited for before the node serves, so "GetStatus answers" means "ready".
+  bool initializing_ = true;
+  std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
   // Expires with the Runtime: WAL callbacks posted after it is gone find it
   // expired (they run on the loop thread, as does the destructor).
   std::shared_ptr<int> alive_;

@@ -1,0 +1,552 @@
+// Process-level tests of dtx-coordinator: the real binary on loopback, called
+// with the stock synchronous Thrift CoordinatorClient, against fake
+// participants (ParticipantCobSvIf on an RpcServer in this process) that
+// record every call. End-to-end tests with real participants live in tests/.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "Coordinator.h"
+#include "Participant.h"
+#include "common/event_loop.h"
+#include "common/failpoint.h"
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "common/types.h"
+
+#ifndef DTX_COORDINATOR_BIN
+#error "DTX_COORDINATOR_BIN must name the dtx-coordinator binary"
+#endif
+
+namespace dtx {
+namespace {
+
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TSocket;
+using Clock = std::chrono::steady_clock;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/dtx-coord-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A child process, SIGKILLed and reaped on destruction if still running.
+class Process {
+ public:
+  Process(std::vector<std::string> args, std::string failpoints = {}) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      ::dup2(devnull, 1);
+      if (!failpoints.empty()) ::setenv("DTX_FAILPOINTS", failpoints.c_str(), 1);
+      std::vector<char*> argv;
+      std::string bin = DTX_COORDINATOR_BIN;
+      argv.push_back(bin.data());
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(bin.c_str(), argv.data());
+      ::_exit(127);
+    }
+  }
+  ~Process() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
+  // Exit status (or 128+signal), or nullopt if still running after timeout.
+  std::optional<int> Wait(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return std::nullopt;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+};
+
+// A stock synchronous client (what any Thrift user would write).
+class Client {
+ public:
+  explicit Client(int port, int timeout_ms = 5000)
+      : socket_(std::make_shared<TSocket>("127.0.0.1", port)),
+        transport_(std::make_shared<TFramedTransport>(socket_)),
+        client_(std::make_shared<TBinaryProtocol>(transport_)) {
+    socket_->setConnTimeout(1000);
+    socket_->setRecvTimeout(timeout_ms);
+    socket_->setSendTimeout(timeout_ms);
+  }
+  bool Open() {
+    try {
+      transport_->open();
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  rpc::CoordinatorClient* operator->() { return &client_; }
+
+ private:
+  std::shared_ptr<TSocket> socket_;
+  std::shared_ptr<TFramedTransport> transport_;
+  rpc::CoordinatorClient client_;
+};
+
+// Waits until GetStatus answers.
+bool WaitReady(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    Client c(port, 1000);
+    if (c.Open()) {
+      try {
+        rpc::NodeStatus st;
+        c->GetStatus(st);
+        return true;
+      } catch (const std::exception&) {
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// Records every call; votes `vote` on Prepare; acks Commit/Abort.
+class FakeParticipant : public rpc::ParticipantCobSvIf {
+ public:
+  struct Call {
+    std::string method;  // Prepare, Commit, Abort
+    TxId txid;
+    int64_t epoch = 0;
+    rpc::PrepareRequest prepare;
+  };
+
+  void Read(std::function<void(const rpc::ReadResult&)> cob,
+            std::function<void(apache::thrift::TDelayedException*)>, const std::string&) override {
+    cob(rpc::ReadResult());
+  }
+  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
+               std::function<void(apache::thrift::TDelayedException*)>,
+               const rpc::PrepareRequest& req) override {
+    rpc::PrepareResponse resp;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      calls_.push_back(Call{"Prepare", FromRpc(req.txid), req.epoch, req});
+      resp.vote = vote_;
+    }
+    if (resp.vote == rpc::Vote::NO) {
+      resp.__set_reason(rpc::AbortReason::CONFLICT);
+      resp.__set_detail("fake says no");
+    }
+    cob(resp);
+  }
+  void Commit(std::function<void()> cob, std::function<void(apache::thrift::TDelayedException*)>,
+              const rpc::TxId& txid, const rpc::Epoch epoch) override {
+    Record("Commit", txid, epoch);
+    cob();
+  }
+  void Abort(std::function<void()> cob, std::function<void(apache::thrift::TDelayedException*)>,
+             const rpc::TxId& txid, const rpc::Epoch epoch) override {
+    Record("Abort", txid, epoch);
+    cob();
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    cob(rpc::NodeStatus());
+  }
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+    cob({});
+  }
+  void SetFailpoint(std::function<void()> cob,
+                    std::function<void(apache::thrift::TDelayedException*)>, const std::string&,
+                    const std::string&) override {
+    cob();
+  }
+
+  void SetVote(rpc::Vote::type v) {
+    std::lock_guard<std::mutex> l(mu_);
+    vote_ = v;
+  }
+  std::vector<Call> Calls(const std::string& method, const TxId& txid) {
+    std::lock_guard<std::mutex> l(mu_);
+    std::vector<Call> out;
+    for (const Call& c : calls_) {
+      if (c.method == method && c.txid == txid) out.push_back(c);
+    }
+    return out;
+  }
+  // Waits until at least n calls of `method` for txid arrived.
+  bool WaitCalls(const std::string& method, const TxId& txid, size_t n,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (Calls(method, txid).size() >= n) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+ private:
+  void Record(const char* method, const rpc::TxId& txid, int64_t epoch) {
+    std::lock_guard<std::mutex> l(mu_);
+    calls_.push_back(Call{method, FromRpc(txid), epoch, {}});
+  }
+  std::mutex mu_;
+  std::vector<Call> calls_;  // GUARDED_BY(mu_)
+  rpc::Vote::type vote_ = rpc::Vote::YES;  // GUARDED_BY(mu_)
+};
+
+// N fake participants served from one loop thread.
+class FakeCluster {
+ public:
+  explicit FakeCluster(size_t n) {
+    thread_.Start();
+    thread_.RunSync([&] {
+      for (size_t i = 0; i < n; ++i) {
+        auto fake = std::make_shared<FakeParticipant>();
+        RpcServerOptions o;
+        o.name = "fake-participant-" + std::to_string(i);
+        auto server = std::make_unique<RpcServer>(
+            thread_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(fake), o);
+        EXPECT_TRUE(server->Start().ok());
+        addresses_.push_back(server->address());
+        fakes_.push_back(fake);
+        servers_.push_back(std::move(server));
+      }
+    });
+  }
+  ~FakeCluster() {
+    thread_.RunSync([&] { servers_.clear(); });
+    thread_.Stop();
+  }
+  FakeParticipant& at(size_t i) { return *fakes_[i]; }
+  std::string addresses() const {
+    std::string out;
+    for (const std::string& a : addresses_) out += (out.empty() ? "" : ",") + a;
+    return out;
+  }
+  const std::string& address(size_t i) const { return addresses_[i]; }
+
+ private:
+  LoopThread thread_;
+  std::vector<std::shared_ptr<FakeParticipant>> fakes_;
+  std::vector<std::unique_ptr<RpcServer>> servers_;
+  std::vector<std::string> addresses_;
+};
+
+std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
+  return {"--name", "coordinator-0", "--listen", "127.0.0.1:" + std::to_string(port),
+          "--dir", dir, "--participants", participants, "--log-level", "debug"};
+}
+
+// A key that the "hash" scheme places on `shard` of `n`.
+std::string KeyOn(size_t shard, size_t n) {
+  for (int i = 0;; ++i) {
+    std::string k = "key" + std::to_string(i);
+    if (ShardHash(k) % n == shard) return k;
+  }
+}
+
+rpc::CommitRequest WriteReq(TxId txid, const std::vector<std::string>& keys) {
+  rpc::CommitRequest req;
+  req.txid = ToRpc(txid);
+  req.shard_map_version = 1;
+  for (const std::string& k : keys) {
+    rpc::WriteItem w;
+    w.key = k;
+    w.__set_value("value-of-" + k);
+    req.writes.push_back(w);
+  }
+  return req;
+}
+
+TEST(CoordinatorBinary, BadFlagsExitTwo) {
+  TempDir dir;
+  std::string d = dir.path() + "/n";
+  std::vector<std::vector<std::string>> bad = {
+      {"--bogus"},
+      {"--listen", "127.0.0.1:1"},                      // no --dir
+      {"--dir", d},                                     // no --listen
+      {"--listen", "nonsense", "--dir", d},
+      {"--listen", "127.0.0.1:70000", "--dir", d},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--participants", "a,b"},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--participants", "127.0.0.1:1,127.0.0.1:1"},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--log-level", "loud"},
+      {"--listen", "127.0.0.1:0", "--dir", d, "stray-positional"},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--prepare-timeout-ms", "x"},
+  };
+  for (const auto& args : bad) {
+    Process p(args);
+    EXPECT_EQ(p.Wait(), 2) << "args: " << ::testing::PrintToString(args);
+  }
+  Process p({"--listen", "127.0.0.1:0", "--dir", d}, "no.such.point=crash");
+  EXPECT_EQ(p.Wait(), 2) << "bad DTX_FAILPOINTS";
+}
+
+TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
+  TempDir dir;
+  int port = FreePort();
+  Process p(Args(port, dir.path() + "/n", ""));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+
+  rpc::ShardMap map;
+  c->GetShardMap(map);
+  EXPECT_EQ(map.version, 1);
+  EXPECT_EQ(map.scheme, "hash");
+  EXPECT_TRUE(map.participants.empty());
+
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.name, "coordinator-0");
+  EXPECT_EQ(st.role, "primary");
+  EXPECT_EQ(st.epoch, 1);
+  EXPECT_GE(st.durable_lsn, 1) << "the EPOCH record is durable";
+  EXPECT_EQ(st.in_flight, 0);
+  EXPECT_TRUE(st.peers.empty());
+
+  auto expect_error = [&](const rpc::CommitRequest& req, rpc::ErrorCode::type code) {
+    rpc::CommitResult res;
+    try {
+      c->Commit(res, req);
+      ADD_FAILURE() << "no error";
+    } catch (const rpc::DtxError& e) {
+      EXPECT_EQ(e.code, code) << e.message;
+      EXPECT_FALSE(e.message.empty());
+    }
+  };
+  expect_error(WriteReq(TxId{1, 1}, {"k"}), rpc::ErrorCode::UNAVAILABLE);  // no participants
+  expect_error(WriteReq(TxId{1, 2}, {""}), rpc::ErrorCode::BAD_ARGUMENT);
+  expect_error(WriteReq(TxId{1, 3}, {std::string(kKeyBytesMax + 1, 'k')}),
+               rpc::ErrorCode::BAD_ARGUMENT);
+  rpc::CommitRequest wrong = WriteReq(TxId{1, 4}, {"k"});
+  wrong.shard_map_version = 7;
+  expect_error(wrong, rpc::ErrorCode::WRONG_SHARD);
+
+  EXPECT_EQ(c->QueryDecision(ToRpc(TxId{5, 5})), rpc::Decision::ABORT);
+  try {
+    c->SetFailpoint("no.such.point", "crash");
+    ADD_FAILURE() << "no error";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+  }
+  c->SetFailpoint("coordinator.end.before_log", "off");
+
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(), 0);
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/n/node.log"));
+  EXPECT_TRUE(std::filesystem::exists(dir.path() + "/n/wal"));
+
+  // The epoch comes back from the log; no second EPOCH record is needed.
+  Process again(Args(port, dir.path() + "/n", ""));
+  ASSERT_TRUE(WaitReady(port));
+  Client c2(port);
+  ASSERT_TRUE(c2.Open());
+  c2->GetStatus(st);
+  EXPECT_EQ(st.epoch, 1);
+}
+
+TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  Process p(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+
+  rpc::ShardMap map;
+  c->GetShardMap(map);
+  ASSERT_EQ(map.participants.size(), 2u);
+  EXPECT_EQ(map.participants[0], fakes.address(0));
+
+  // Two participants: two-phase commit.
+  TxId tx{0xfeed, 1};
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  for (size_t i = 0; i < 2; ++i) {
+    auto prepares = fakes.at(i).Calls("Prepare", tx);
+    ASSERT_EQ(prepares.size(), 1u);
+    EXPECT_EQ(prepares[0].epoch, 1);
+    EXPECT_FALSE(prepares[0].prepare.one_phase);
+    EXPECT_FALSE(prepares[0].prepare.read_only_tx);
+    EXPECT_EQ(prepares[0].prepare.coordinator, "127.0.0.1:" + std::to_string(port));
+    ASSERT_EQ(prepares[0].prepare.writes.size(), 1u);
+    EXPECT_EQ(prepares[0].prepare.writes[0].key, KeyOn(i, 2));
+    EXPECT_TRUE(fakes.at(i).WaitCalls("Commit", tx, 1));
+  }
+  // Idempotent by txid.
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
+  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+
+  // One participant: one-phase.
+  TxId one{0xfeed, 2};
+  c->Commit(res, WriteReq(one, {KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  auto prepares = fakes.at(1).Calls("Prepare", one);
+  ASSERT_EQ(prepares.size(), 1u);
+  EXPECT_TRUE(prepares[0].prepare.one_phase);
+  EXPECT_TRUE(fakes.at(0).Calls("Prepare", one).empty());
+
+  // A NO vote: ABORTED with the reason; the YES voter hears ABORT.
+  fakes.at(1).SetVote(rpc::Vote::NO);
+  TxId no{0xfeed, 3};
+  c->Commit(res, WriteReq(no, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::ABORTED);
+  EXPECT_EQ(res.reason, rpc::AbortReason::CONFLICT);
+  EXPECT_NE(res.detail.find("fake says no"), std::string::npos);
+  EXPECT_TRUE(fakes.at(0).WaitCalls("Abort", no, 1));
+  EXPECT_TRUE(fakes.at(0).Calls("Commit", no).empty());
+
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.counters["commits"], 1);
+  EXPECT_EQ(st.counters["commits_one_phase"], 1);
+  EXPECT_EQ(st.counters["aborts_conflict"], 1);
+  ASSERT_EQ(st.peers.size(), 2u);
+  EXPECT_EQ(st.peers[1].address, fakes.address(1));
+  EXPECT_EQ(st.peers[1].heartbeat_age_ms, -1);
+
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(), 0);
+}
+
+TEST(CoordinatorBinary, PrepareTimeoutAbortsWhenAParticipantIsDown) {
+  FakeCluster fakes(1);
+  TempDir dir;
+  int port = FreePort();
+  int dead = FreePort();  // nothing listens there
+  std::string participants = fakes.address(0) + ",127.0.0.1:" + std::to_string(dead);
+  Process p(Args(port, dir.path() + "/n", participants));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  TxId tx{0xdead, 1};
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::ABORTED);
+  EXPECT_EQ(res.reason, rpc::AbortReason::PARTICIPANT_UNAVAILABLE);
+  EXPECT_TRUE(fakes.at(0).WaitCalls("Abort", tx, 1));
+}
+
+TEST(CoordinatorBinary, CrashAfterFirstCommitIsRedrivenAfterRestart) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  auto p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  TxId tx{0xc0ffee, 1};
+  {
+    Client c(port);
+    ASSERT_TRUE(c.Open());
+    c->SetFailpoint("coordinator.phase2.after_first_commit", "crash");
+    rpc::CommitResult res;
+    // The client hears COMMITTED (the reply was handed over before COMMIT
+    // went out) or loses the connection; either way the decision is durable.
+    try {
+      c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+    } catch (const std::exception&) {
+    }
+  }
+  EXPECT_EQ(p->Wait(), fp::kCrashExitCode);
+  p.reset();
+  size_t commits_before = fakes.at(1).Calls("Commit", tx).size();
+  EXPECT_EQ(commits_before, 0u) << "the crash came right after the first COMMIT";
+
+  p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  // Recovery re-sends COMMIT to every participant of the DECISION.
+  EXPECT_TRUE(fakes.at(0).WaitCalls("Commit", tx, 1));
+  EXPECT_TRUE(fakes.at(1).WaitCalls("Commit", tx, 1));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u) << "no second 2PC run";
+}
+
+TEST(CoordinatorBinary, CrashBeforeDecisionIsLoggedMeansAbort) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  auto p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()),
+                                     "coordinator.decision.before_log=crash");
+  ASSERT_TRUE(WaitReady(port));
+  TxId tx{0xc0ffee, 2};
+  {
+    Client c(port);
+    ASSERT_TRUE(c.Open());
+    rpc::CommitResult res;
+    EXPECT_ANY_THROW(c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)})));
+  }
+  EXPECT_EQ(p->Wait(), fp::kCrashExitCode);
+  p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::ABORT);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
+  EXPECT_TRUE(fakes.at(1).Calls("Commit", tx).empty());
+}
+
+}  // namespace
+}  // namespace dtx
