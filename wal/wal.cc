@@ -150,20 +150,31 @@ Result<Decoded> DecodeAt(SegmentReader& reader, uint64_t off) {
 
 // Is there a valid frame starting anywhere in (bad_off, size)? See
 // docs/wal-format.md "Torn tail or corruption". Returns its offset, or 0.
+// Candidates are pre-filtered on the header in place (zero runs fail at once);
+// only plausible ones are checksummed.
 Result<uint64_t> FindValidFrameAfter(SegmentReader& reader, uint64_t bad_off) {
   uint64_t crc_bytes = 0;
-  for (uint64_t q = bad_off + 1; q + f::kRecordHeaderBytes <= reader.size(); ++q) {
-    auto h = reader.Read(q, f::kRecordHeaderBytes);
-    if (!h.ok()) return h.status();
-    const uint32_t len = f::GetU32(h->data() + 4);
-    const uint8_t type = static_cast<uint8_t>((*h)[8]);
-    if (len > f::kRecordPayloadBytesMax || q + f::kRecordHeaderBytes + len > reader.size()) continue;
-    if (type == f::kTypeSegmentEnd && len != f::kSegmentEndPayloadBytes) continue;
-    crc_bytes += len + 1;
-    if (crc_bytes > kTornScanCrcBytesMax) return q;  // too much to tell: call it corrupt
-    auto d = DecodeAt(reader, q);
-    if (!d.ok()) return d.status();
-    if (d->kind == Decoded::kRecord || d->kind == Decoded::kEndMarker) return q;
+  uint64_t q = bad_off + 1;
+  while (q + f::kRecordHeaderBytes <= reader.size()) {
+    auto view = reader.Read(q, kReadChunkBytes);
+    if (!view.ok()) return view.status();
+    DTX_CHECK(view->size() >= f::kRecordHeaderBytes);
+    const size_t positions = view->size() - f::kRecordHeaderBytes + 1;
+    for (size_t i = 0; i < positions; ++i) {
+      const char* h = view->data() + i;
+      const uint32_t len = f::GetU32(h + 4);
+      const uint8_t type = static_cast<uint8_t>(h[8]);
+      if (len > f::kRecordPayloadBytesMax || q + i + f::kRecordHeaderBytes + len > reader.size()) continue;
+      if (type == f::kTypeSegmentEnd && len != f::kSegmentEndPayloadBytes) continue;
+      crc_bytes += len + 1;
+      if (crc_bytes > kTornScanCrcBytesMax) return q + i;  // too much to tell: call it corrupt
+      auto d = DecodeAt(reader, q + i);
+      if (!d.ok()) return d.status();
+      if (d->kind == Decoded::kRecord || d->kind == Decoded::kEndMarker) return q + i;
+      view = reader.Read(q, kReadChunkBytes);  // DecodeAt may have moved the window
+      if (!view.ok()) return view.status();
+    }
+    q += positions;
   }
   return uint64_t{0};
 }
@@ -419,8 +430,8 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
       if (scan.end == SegmentScan::kTorn) {
         auto size = fp->Size();
         if (!size.ok()) return size.status();
-        DTX_LOG_WARN("wal: cutting torn tail of {} at offset {} ({}); {} bytes dropped", path, scan.end_offset,
-                     scan.torn_why, *size - scan.end_offset);
+        DTX_LOG_WARN("wal: cutting torn tail of {} at offset {} ({}); the file was {} bytes", path, scan.end_offset,
+                     scan.torn_why, *size);
         DTX_RETURN_IF_ERROR(fp->Truncate(scan.end_offset));
         if (opt_.preallocate && scan.end_offset < opt_.segment_bytes) {
           DTX_RETURN_IF_ERROR(fp->Allocate(scan.end_offset, opt_.segment_bytes - scan.end_offset));
