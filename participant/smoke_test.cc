@@ -15,6 +15,7 @@
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -23,7 +24,10 @@
 #include <thread>
 #include <vector>
 
+#include "Coordinator.h"
 #include "Participant.h"
+#include "common/event_loop.h"
+#include "common/rpc_server.h"
 #include "common/types.h"
 
 namespace dtx::participant {
@@ -97,6 +101,24 @@ rpc::PrepareRequest Put(const rpc::TxId& txid, const std::string& key, const std
   req.read_only_tx = false;
   return req;
 }
+
+// A stand-in coordinator answering QueryDecision with a set decision.
+class FakeCoordinator : public rpc::CoordinatorCobSvIf {
+ public:
+  using Exn = std::function<void(apache::thrift::TDelayedException*)>;
+  std::atomic<int> answer{rpc::Decision::UNKNOWN};
+  std::atomic<int> queries{0};
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, Exn) override { cob(rpc::ShardMap()); }
+  void Commit(std::function<void(const rpc::CommitResult&)> cob, Exn, const rpc::CommitRequest&) override {
+    cob(rpc::CommitResult());
+  }
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn, const rpc::TxId&) override {
+    ++queries;
+    cob(static_cast<rpc::Decision::type>(answer.load()));
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob(rpc::NodeStatus()); }
+  void SetFailpoint(std::function<void()> cob, Exn, const std::string&, const std::string&) override { cob(); }
+};
 
 class ParticipantSmokeTest : public ::testing::Test {
  protected:
@@ -345,6 +367,62 @@ TEST_F(ParticipantSmokeTest, CrashAfterCommitIsDurableKeepsTheCommit) {
   EXPECT_TRUE(r.found);
   EXPECT_EQ(r.value, "kept");
   c->Commit(Tx(20), 1);  // the coordinator's re-sent COMMIT is acked
+}
+
+TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator) {
+  auto coordinator = std::make_shared<FakeCoordinator>();
+  LoopThread loop;
+  loop.Start();
+  std::unique_ptr<RpcServer> server;
+  Status started;
+  loop.RunSync([&] {
+    RpcServerOptions o;
+    o.port = 0;
+    server = std::make_unique<RpcServer>(loop.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(coordinator), o);
+    started = server->Start();
+    coordinator_port_ = server->port();
+  });
+  ASSERT_TRUE(started.ok()) << started.ToString();
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  {
+    Client c(port);
+    rpc::PrepareResponse vote;
+    auto req = Put(Tx(30), "q", "resolved", false);
+    req.__set_coordinator("127.0.0.1:" + std::to_string(coordinator_port_));
+    c->Prepare(vote, req);
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);
+  }
+  ASSERT_NO_FATAL_FAILURE(KillNode());
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  // The coordinator does not know yet: the participant keeps asking.
+  for (int i = 0; i < 300 && coordinator->queries.load() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_GE(coordinator->queries.load(), 2);
+  {
+    Client c(port);
+    std::vector<rpc::InDoubtTx> doubt;
+    c->ListInDoubt(doubt);
+    EXPECT_EQ(doubt.size(), 1u);
+  }
+  coordinator->answer = rpc::Decision::COMMIT;
+  bool seen = false;
+  for (int i = 0; i < 300 && !seen; ++i) {
+    Client c(port);
+    rpc::ReadResult r;
+    try {
+      c->Read(r, "q");
+      seen = r.found && r.value == "resolved";
+    } catch (const rpc::DtxError&) {
+      // still in doubt: the read timed out
+    }
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(seen) << "the in-doubt transaction was not committed after the coordinator said COMMIT";
+  Client c(port);
+  std::vector<rpc::InDoubtTx> doubt;
+  c->ListInDoubt(doubt);
+  EXPECT_TRUE(doubt.empty());
+  loop.RunSync([&] { server.reset(); });
 }
 
 TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
