@@ -1,5 +1,7 @@
 #include "tests/harness.h"
 
+#include "tools/admin_client.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -110,7 +112,7 @@ TempDir::~TempDir() {
 
 std::string DtxctlPath() { return DTX_DTXCTL_PATH; }
 
-LocalCluster::LocalCluster() : dir_("dtx-cluster") {}
+LocalCluster::LocalCluster() : dir_("dtx-cluster") { tools::QuietThriftLogging(); }
 
 LocalCluster::~LocalCluster() { Down(); }
 

@@ -1,5 +1,6 @@
 #include "tools/admin_client.h"
 
+#include <thrift/TOutput.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
@@ -137,6 +138,10 @@ Status WaitUntilReady(const NodeEntry& node, int timeout_ms) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+}
+
+void QuietThriftLogging() {
+  apache::thrift::GlobalOutput.setOutputFunction([](const char*) {});
 }
 
 std::string TxIdHex(const rpc::TxId& txid) {

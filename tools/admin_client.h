@@ -73,6 +73,11 @@ Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
 // the last error).
 Status WaitUntilReady(const NodeEntry& node, int timeout_ms);
 
+// Stops libthrift printing its own error lines (e.g. "TSocket::open() error
+// ... Connection refused") on stderr; the Status values carry the errors.
+// Call once at start-up. Thread-safe only before other threads use Thrift.
+void QuietThriftLogging();
+
 // "0123...ef" (32 hex digits) for a wire TxId.
 std::string TxIdHex(const rpc::TxId& txid);
 

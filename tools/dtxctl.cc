@@ -498,6 +498,19 @@ int CmdClusterUp(const std::vector<std::string>& args) {
       return teardown(n.name + " (" + n.address + ") is not ready: " + ready.message());
     }
   }
+  // A node can answer before the supervisor has written its pid file; users
+  // of the pid files (kill, the bench's CPU accounting) need them now.
+  for (const NodeEntry& n : config.nodes()) {
+    std::string pid_path = NodeDir(dir, n.name) + "/" + kNodePidFile;
+    for (;;) {
+      auto pid = ReadPidFile(pid_path);
+      if (pid.ok() && IsNodeProcess(*pid, n.name)) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        return teardown(n.name + " answers but " + pid_path + " names no live " + n.name);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   std::cout << "cluster up in " << dir << " (supervisor pid " << SupervisorPidText(dir) << ")\n";
   for (const NodeEntry& n : config.nodes()) std::cout << "  " << n.name << " " << n.address << "\n";
   return kExitOk;
@@ -754,6 +767,7 @@ int CmdInDoubt(const std::vector<std::string>& args) {
 
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
+  QuietThriftLogging();
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return Usage("missing command");
   std::string cmd = args[0];
