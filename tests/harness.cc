@@ -27,6 +27,32 @@ std::string ReadAll(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
+// Pids of live processes (not us) whose command line has an argument equal
+// to `dir` or starting with `dir` + "/".
+std::vector<pid_t> ProcessesMentioning(const std::string& dir) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid == ::getpid() || !tools::ProcessAlive(pid)) continue;
+    std::string cmdline = ReadAll("/proc/" + name + "/cmdline");
+    size_t start = 0;
+    while (start < cmdline.size()) {
+      size_t end = cmdline.find('\0', start);
+      if (end == std::string::npos) end = cmdline.size();
+      std::string_view arg(cmdline.data() + start, end - start);
+      if (arg == dir || arg.starts_with(dir + "/")) {
+        out.push_back(pid);
+        break;
+      }
+      start = end + 1;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string CommandResult::Describe() const {
@@ -162,6 +188,10 @@ void LocalCluster::Down() {
     pid_t pid = NodePid(n.name);
     if (pid > 0 && tools::IsNodeProcess(pid, n.name)) ::kill(pid, SIGKILL);
   }
+  // Last resort for a process whose pid file was never written (e.g. its
+  // supervisor was killed between spawning it and writing the file): every
+  // process of this cluster has the directory in its command line.
+  for (pid_t pid : ProcessesMentioning(dir())) ::kill(pid, SIGKILL);
 }
 
 CommandResult LocalCluster::Dtxctl(std::vector<std::string> args, int timeout_ms) const {
