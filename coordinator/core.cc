@@ -192,6 +192,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
     return;
   }
   const size_t n = opts_.participants.size();
+  const bool read_only = req.writes.empty();
   std::map<size_t, PrepareMsg> by_shard;  // ordered: PREPAREs go out in shard order
   for (ReadItem& r : req.reads) {
     by_shard[ShardHash(r.key) % n].reads.push_back(std::move(r));
@@ -228,7 +229,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   Tx tx;
   tx.txid = req.txid;
   tx.one_phase = by_shard.size() == 1;
-  tx.read_only = req.writes.empty();
+  tx.read_only = read_only;
   tx.waiters.push_back(token);
   tx.deadline_ms = now_ms + opts_.prepare_timeout_ms;
   for (auto& [shard, msg] : by_shard) {
