@@ -136,6 +136,11 @@ class RpcTest : public ::testing::Test {
     ASSERT_TRUE(server_->Start().ok());
   }
   std::string Address() const { return "127.0.0.1:" + std::to_string(server_->port()); }
+  void TearDown() override {
+    // A held completion refers to the processor, which refers to the
+    // handler: break the cycle.
+    if (handler_) handler_->held.clear();
+  }
 
   EventLoop loop_;
   std::shared_ptr<TestParticipant> handler_;
@@ -283,6 +288,7 @@ TEST_F(RpcTest, InFlightCallsFailAtOnceWhenConnectionDropsThenReconnect) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
   EXPECT_FALSE(stub.channel()->connected());
 
+  handler_->held.clear();
   // Restart on the same port; the channel reconnects after its backoff.
   RpcServerOptions so;
   so.port = port;
@@ -458,7 +464,7 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
                  Case{rpc::ErrorCode::TIMEOUT, Status::Code::kTimeout},
                  Case{rpc::ErrorCode::INTERNAL, Status::Code::kInternal},
                  Case{rpc::ErrorCode::WRONG_SHARD, Status::Code::kInvalidArgument},
-                 Case{static_cast<rpc::ErrorCode::type>(99), Status::Code::kInternal}}) {
+                 Case{static_cast<rpc::ErrorCode::type>(9), Status::Code::kInternal}}) {
     RpcStatus s = StatusFromDtxError(MakeDtxError(c.code, "why"));
     EXPECT_EQ(s.code(), c.want) << ErrorCodeName(c.code);
     ASSERT_TRUE(s.error_code().has_value());
@@ -642,7 +648,7 @@ TEST_F(ThreadedServerTest, GarbageBytesCloseConnection) {
 
 TEST_F(ThreadedServerTest, MalformedPayloadClosesConnection) {
   // A well-framed payload that is not a Thrift message.
-  ExpectClosedAndServerStillServes(Frame(std::string("\x80\x01\x00\x01\xff\xff\xff\xff junk", 17)),
+  ExpectClosedAndServerStillServes(Frame(std::string("\x80\x01\x00\x01\xff\xff\xff\xff junk", 13)),
                                    false);
   // A valid header whose args struct is cut short.
   std::string call = CallPayload("Read", "some-key");

