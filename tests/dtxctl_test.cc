@@ -193,9 +193,30 @@ TEST_F(DtxctlTest, NodeThatCannotStartFailsUpAndLeavesNothingRunning) {
     EXPECT_FALSE(pid.ok() && tools::IsNodeProcess(*pid, n.name)) << n.name << " still runs";
   }
   EXPECT_FALSE(std::filesystem::exists(cluster_.dir() + "/supervisor.pid"));
-  // The supervisor logged the restarts it tried.
-  EXPECT_NE(ReadFile(cluster_.dir() + "/supervisor.log").find("participant-1 exited (exit status 3)"),
-            std::string::npos);
+  // The supervisor logged the restarts it tried, backing off more each time.
+  std::string log = ReadFile(cluster_.dir() + "/supervisor.log");
+  EXPECT_NE(log.find("participant-1 exited (exit status 3)"), std::string::npos) << log;
+  for (const char* backoff : {"restarting in 100 ms", "restarting in 200 ms",
+                              "restarting in 400 ms"}) {
+    EXPECT_NE(log.find(backoff), std::string::npos) << backoff << "\n" << log;
+  }
+}
+
+TEST_F(DtxctlTest, DownKillsNodesThatIgnoreSigtermAfterTheGracePeriod) {
+  auto o = FakeOptions(2);
+  o.env = {"DTX_FAKE_IGNORE_SIGTERM=1"};
+  o.up_flags = {"--stop-grace-ms", "300"};
+  ASSERT_TRUE(cluster_.Up(o).ok());
+  std::vector<pid_t> pids = AllNodePids();
+  auto start = std::chrono::steady_clock::now();
+  CommandResult down = cluster_.Dtxctl({"cluster", "down"});
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(down.exit_code, 0) << down.Describe();
+  for (pid_t p : pids) EXPECT_FALSE(tools::ProcessAlive(p)) << p;
+  EXPECT_LT(took, 5s);
+  std::string log = ReadFile(cluster_.dir() + "/supervisor.log");
+  EXPECT_NE(log.find("still running after 300 ms; SIGKILL"), std::string::npos) << log;
+  EXPECT_NE(log.find("participant-1 stopped (killed by signal 9)"), std::string::npos) << log;
 }
 
 TEST_F(DtxctlTest, MissingBinariesAreReportedNotStarted) {

@@ -8,6 +8,7 @@
 // Environment knobs (tests set them for `dtxctl cluster up`):
 //   DTX_FAKE_EXIT_AT_START=<code>   print a message and exit with <code> at once
 //   DTX_FAKE_EXIT_NODE=<name>       ... only for this node (default: every node)
+//   DTX_FAKE_IGNORE_SIGTERM=1       ignore SIGTERM (only SIGKILL stops it)
 #include <signal.h>
 #include <unistd.h>
 
@@ -115,7 +116,11 @@ int main(int argc, char** argv) {
     std::cerr << "dtx_fake_node: " << hp.status().ToString() << "\n";
     return 2;
   }
-  ::signal(SIGTERM, [](int) { ::_exit(0); });
+  if (std::getenv("DTX_FAKE_IGNORE_SIGTERM") != nullptr) {
+    ::signal(SIGTERM, SIG_IGN);
+  } else {
+    ::signal(SIGTERM, [](int) { ::_exit(0); });
+  }
   std::shared_ptr<TProcessor> processor;
   auto dash = g_name.find('-');
   if (g_name.substr(0, dash) == "coordinator") {

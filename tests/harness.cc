@@ -158,6 +158,7 @@ Status LocalCluster::Up(const Options& options) {
     argv.push_back("--coordinator-bin");
     argv.push_back(options.coordinator_bin);
   }
+  argv.insert(argv.end(), options.up_flags.begin(), options.up_flags.end());
   up_ = true;  // even a failed `up` may have left something to clean up
   CommandResult r = RunCommand(argv, (options.up_timeout_s + 30) * 1000, options.env);
   if (r.exit_code != 0) {

@@ -61,6 +61,7 @@ class LocalCluster {
     std::string participant_bin;         // explicit paths (override bin_dir)
     std::string coordinator_bin;
     std::vector<std::string> env;        // extra environment for cluster up
+    std::vector<std::string> up_flags;   // extra flags for cluster up
     int up_timeout_s = 20;
   };
 

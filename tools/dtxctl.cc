@@ -42,7 +42,9 @@ constexpr int kExitUsage = 2;
 constexpr int kParticipantsMax = 64;
 constexpr int kUpTimeoutSecondsDefault = 20;
 constexpr int kSupervisorStartTimeoutMs = 5000;
-constexpr int kDownTimeoutMs = 15000;          // > the supervisor's stop grace period
+constexpr int kStopGraceMsDefault = 5000;
+constexpr int kStopGraceMsMax = 60000;
+constexpr int kDownTimeoutMs = kStopGraceMsMax + 5000;  // > any stop grace period
 constexpr int kLeftoverKillTimeoutMs = 5000;
 constexpr int kRestartTimeoutMs = 20000;
 constexpr int kLogTailLines = 20;
@@ -53,7 +55,7 @@ const char* kUsage =
     "usage: dtxctl <command> [options]   (--dir defaults to $DTX_CLUSTER_DIR or ./dtx-cluster)\n"
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
-    "             [--participant-bin PATH] [--coordinator-bin PATH]\n"
+    "             [--participant-bin PATH] [--coordinator-bin PATH] [--stop-grace-ms MS]\n"
     "                        start a local cluster (coordinator-0, participant-0..N-1) under a\n"
     "                        supervisor that restarts crashed nodes; returns when all answer\n"
     "  cluster down --dir DIR\n"
@@ -301,8 +303,7 @@ void PrintNodeLogs(const std::string& dir, const std::string& node) {
 
 // Starts `dtxctl supervise` detached from the terminal (double fork, setsid),
 // with the supervisor lock fd `lock_fd` inherited.
-Status StartSupervisorDaemon(const std::string& dir, const std::string& participant_bin,
-                             const std::string& coordinator_bin, const std::string& log_level,
+Status StartSupervisorDaemon(const std::string& dir, const std::vector<std::string>& flags,
                              int lock_fd) {
   std::string self = SelfExe();
   if (self.empty()) return Status::Internal("cannot read /proc/self/exe");
@@ -314,18 +315,9 @@ Status StartSupervisorDaemon(const std::string& dir, const std::string& particip
     ::close(log_fd);
     return Status::FromErrno("/dev/null", errno);
   }
-  std::vector<std::string> argv_s = {self,
-                                     "supervise",
-                                     "--dir",
-                                     dir,
-                                     "--participant-bin",
-                                     participant_bin,
-                                     "--coordinator-bin",
-                                     coordinator_bin,
-                                     "--log-level",
-                                     log_level,
-                                     "--lock-fd",
+  std::vector<std::string> argv_s = {self, "supervise", "--dir", dir, "--lock-fd",
                                      std::to_string(lock_fd)};
+  argv_s.insert(argv_s.end(), flags.begin(), flags.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -370,6 +362,7 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   std::string coordinator_bin_flag;
   int timeout_s = kUpTimeoutSecondsDefault;
   std::string log_level;
+  int stop_grace_ms = 0;
   po::options_description desc = DirOptions(&dir);
   desc.add_options()("participants", po::value<int>(&participants)->required(),
                      "number of participants (1..64)")(
@@ -381,7 +374,9 @@ int CmdClusterUp(const std::vector<std::string>& args) {
       "path of dtx-coordinator (overrides --bin-dir)")(
       "timeout", po::value<int>(&timeout_s)->default_value(kUpTimeoutSecondsDefault),
       "seconds to wait for every node to answer")(
-      "log-level", po::value<std::string>(&log_level)->default_value("info"), "nodes' log level");
+      "log-level", po::value<std::string>(&log_level)->default_value("info"), "nodes' log level")(
+      "stop-grace-ms", po::value<int>(&stop_grace_ms)->default_value(kStopGraceMsDefault),
+      "on cluster down: SIGKILL nodes still alive this long after SIGTERM");
   po::variables_map vm;
   int code = 0;
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
@@ -389,6 +384,9 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     return Usage("--participants must be 1.." + std::to_string(kParticipantsMax));
   }
   if (timeout_s < 1 || timeout_s > 600) return Usage("--timeout must be 1..600 seconds");
+  if (stop_grace_ms < 0 || stop_grace_ms > kStopGraceMsMax) {
+    return Usage("--stop-grace-ms must be 0.." + std::to_string(kStopGraceMsMax));
+  }
 
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -463,7 +461,11 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   }
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
 
-  Status s = StartSupervisorDaemon(dir, participant_bin, coordinator_bin, log_level, lock_fd);
+  Status s = StartSupervisorDaemon(
+      dir,
+      {"--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
+       log_level, "--stop-grace-ms", std::to_string(stop_grace_ms)},
+      lock_fd);
   ::close(lock_fd);  // the supervisor holds the lock now
   if (!s.ok()) return Fail(s.ToString());
 
@@ -529,7 +531,9 @@ int CmdSupervise(const std::vector<std::string>& args) {
       "coordinator-bin", po::value<std::string>(&options.coordinator_bin)->required(),
       "dtx-coordinator binary")(
       "log-level", po::value<std::string>(&options.log_level)->default_value("info"),
-      "nodes' log level")("lock-fd", po::value<int>(&lock_fd),
+      "nodes' log level")(
+      "stop-grace-ms", po::value<int>(&options.stop_grace_ms)->default_value(kStopGraceMsDefault),
+      "SIGKILL nodes still alive this long after SIGTERM")("lock-fd", po::value<int>(&lock_fd),
                           "inherited descriptor of the locked supervisor.lock (internal)");
   po::variables_map vm;
   int code = 0;
@@ -746,7 +750,7 @@ int CmdInDoubt(const std::vector<std::string>& args) {
   int failed = 0;
   size_t total = 0;
   for (const NodeEntry& n : config->participants()) {
-    auto list = ListNodeInDoubt(n);
+    auto list = ListNodeInDoubt(n, {.connect_timeout_ms = 1000, .recv_timeout_ms = 2000});
     if (!list.ok()) {
       std::fprintf(stderr, "dtxctl: %s\n", list.status().ToString().c_str());
       ++failed;
