@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <mutex>
 #include <random>
 #include <set>
@@ -233,13 +234,15 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
   FaultInjectionEnv env(Env::Posix());
   Options o;
   o.env = &env;
-  o.segment_bytes = 8 << 10;
+  o.segment_bytes = 64 << 10;   // rolls every ~200 records
+  o.queue_bytes_max = 16 << 10;  // back-pressure keeps appenders near the flusher
   std::mt19937 rng(12345);
   std::set<Lsn> reported;  // every LSN ever reported durable
   std::mutex reported_mu;
   uint64_t total_lost_unsynced = 0;
   constexpr int kRounds = 40;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(40);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  Lsn kept_from = 1;  // records below this may have been truncated away
   int rounds = 0;
   for (; rounds < kRounds && std::chrono::steady_clock::now() < deadline; ++rounds) {
     // Reboot: recover and check.
@@ -254,6 +257,12 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
     ASSERT_TRUE(log.ok()) << "round " << rounds << ": " << log.status().ToString();
     ASSERT_TRUE(intact) << "round " << rounds;
     const Lsn recovered_last = (*log)->last_lsn();
+    // Keep the log short (and truncate under power loss too): drop segments
+    // wholly below the last 300 records.
+    if (recovered_last > 300 && rounds % 3 == 2) {
+      kept_from = recovered_last - 300;
+      ASSERT_TRUE((*log)->TruncateBefore(kept_from).ok());
+    }
     {
       std::lock_guard<std::mutex> lock(reported_mu);
       if (!reported.empty()) {
@@ -287,6 +296,8 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
     log->reset();
     env.PowerOn();
   }
+  std::printf("power-loss rounds %d, LSNs reported durable %zu, unsynced records lost %llu\n", rounds,
+              reported.size(), static_cast<unsigned long long>(total_lost_unsynced));
   // Final reboot: everything ever reported durable is there.
   std::vector<Lsn> lsns;
   bool intact = true;
@@ -300,11 +311,17 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
   std::set<Lsn> present(lsns.begin(), lsns.end());
   ASSERT_EQ(present.size(), lsns.size()) << "duplicate LSNs";
   for (size_t i = 1; i < lsns.size(); ++i) ASSERT_EQ(lsns[i - 1] + 1, lsns[i]);
-  for (Lsn l : reported) ASSERT_TRUE(present.count(l)) << "durable LSN " << l << " lost";
+  ASSERT_FALSE(lsns.empty());
+  EXPECT_LE(lsns.front(), kept_from);
+  for (Lsn l : reported) {
+    if (l >= kept_from) {
+      ASSERT_TRUE(present.count(l)) << "durable LSN " << l << " lost";
+    }
+  }
   EXPECT_GT(reported.size(), 100u);
   EXPECT_GE(rounds, 10);
   // The test is only meaningful if power losses did drop unsynced records.
-  EXPECT_GT(total_lost_unsynced + lsns.size() - reported.size(), 0u);
+  EXPECT_GT(total_lost_unsynced, 0u);
 }
 
 }  // namespace

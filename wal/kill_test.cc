@@ -87,7 +87,7 @@ TEST(WalKill, SigkilledWriterLosesNothingReportedDurable) {
   std::mt19937_64 rng(seed);
   constexpr uint64_t kSegmentBytes = 256 << 10;
   constexpr int kRoundsMax = 40;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(25);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
   Lsn max_reported = 0;
   uint64_t reported_total = 0, torn_tails = 0;
   int rounds = 0;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "wal/crc32c.h"
+#include "wal/fault_env.h"
 #include "wal/format.h"
 #include "wal/test_util.h"
 #include "wal/wal.h"
@@ -55,8 +56,16 @@ void WriteAll(const std::string& path, std::string_view data) {
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
 }
 
+// Recovery logic does not need the disk to be durable: skip real fsyncs so
+// the hundreds of reopens stay fast on a busy machine.
+Env* NoSyncEnv() {
+  static FaultInjectionEnv* env = new FaultInjectionEnv(Env::Posix(), /*real_sync=*/false);
+  return env;
+}
+
 Options Opts(bool preallocate, uint64_t segment_bytes = 64 << 10) {
   Options o;
+  o.env = NoSyncEnv();
   o.preallocate = preallocate;
   o.segment_bytes = segment_bytes;
   return o;
