@@ -205,6 +205,16 @@ class Cell {
   int outstanding_ = 0;
 };
 
+std::string JsonEscape(const std::string& in) {
+  std::string out;
+  for (char c : in) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
 std::vector<int> ParseList(const std::string& s, const char* flag) {
   std::vector<int> out;
   std::stringstream ss(s);
@@ -314,8 +324,9 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency(), cpu.c_str(), dir.c_str(), fsdesc.c_str());
 
   std::ostringstream json;
-  json << "{\n  \"command\": \"" << command << "\",\n  \"nproc\": " << std::thread::hardware_concurrency()
-       << ",\n  \"cpu\": \"" << cpu << "\",\n  \"filesystem\": \"" << fsdesc << "\",\n  \"seconds\": " << seconds
+  json << "{\n  \"command\": \"" << JsonEscape(command) << "\",\n  \"nproc\": " << std::thread::hardware_concurrency()
+       << ",\n  \"cpu\": \"" << JsonEscape(cpu) << "\",\n  \"filesystem\": \"" << JsonEscape(fsdesc)
+       << "\",\n  \"seconds\": " << seconds
        << ",\n  \"cells\": [\n";
   bool first_json = true;
   auto json_row = [&](const std::string& kind, int n, int size, const Summary& s) {

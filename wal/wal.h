@@ -7,9 +7,16 @@
 // Durability contract: a record is durable only after the fdatasync covering
 // it returned 0. Group commit: one flusher thread takes every record appended
 // while the previous sync was in flight and writes them with one write() and
-// one fdatasync(). A failed write or fdatasync is fail-stop: the error is
-// sticky, every waiting and every later append gets it, and no sync is ever
-// retried.
+// one fdatasync() (see Options::linger_us_max for how it lets a burst of
+// appends fill one batch). A failed write or fdatasync is fail-stop: the
+// error is sticky, every waiting and every later append gets it, and no sync
+// is ever retried.
+//
+// Ownership: Open returns the only owner of the Log. Destroying it flushes
+// and syncs what is queued (their callbacks run), stops the flusher thread
+// and closes the files; no callback runs after the destructor returns.
+// Directory: one open Log per directory (a LOCK file is flock()ed; a second
+// Open gets Busy).
 //
 // Thread-safety: all public methods of Log are thread-safe. Durable callbacks
 // run on the flusher thread, exactly once per successful Append, in LSN
