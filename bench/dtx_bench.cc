@@ -18,6 +18,8 @@
 // transfer is running then) and checks the total is accounts * balance.
 //
 // Exit status: 0 ok; 1 the invariant is broken or the run failed; 2 bad usage.
+#include <sys/resource.h>
+
 #include <boost/program_options.hpp>
 #include <algorithm>
 #include <atomic>
@@ -395,6 +397,14 @@ std::optional<double> ClusterCpuSeconds(const Config& cfg, const tools::ClusterC
   return total;
 }
 
+// CPU seconds (user + system) this process used so far: the client side.
+double SelfCpuSeconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
+}
+
 std::string JsonEscape(const std::string& s) {
   std::string out;
   for (char c : s) {
@@ -454,12 +464,14 @@ int RunBank(const Config& cfg) {
   std::map<std::string, pid_t> pids_before;
   std::map<std::string, pid_t> pids_after;
   auto cpu_before = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_before);
+  double self_cpu_before = SelfCpuSeconds();
   auto window_start = Clock::now();
   loop->BeginMeasuring();
   std::this_thread::sleep_for(std::chrono::duration<double>(cfg.duration_s));
   loop->Stop();
   double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
   auto cpu_after = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_after);
+  double self_cpu = SelfCpuSeconds() - self_cpu_before;
   bool drained = loop->WaitDrained(kDrainTimeout);
   Stats st = loop->TakeStats();
 
@@ -488,6 +500,12 @@ int RunBank(const Config& cfg) {
                 *cpu_per_tx_us, restarted ? " (a node restarted: undercounted)" : "");
   } else if (!cluster) {
     std::printf("cpu per committed tx: n/a (needs --cluster DIR for the node pids)\n");
+  }
+  std::optional<double> client_cpu_per_tx_us;
+  if (st.committed > 0) {
+    client_cpu_per_tx_us = self_cpu / static_cast<double>(st.committed) * 1e6;
+    std::printf("client cpu per committed tx (dtx-bench itself): %.1f us\n",
+                *client_cpu_per_tx_us);
   }
   std::fflush(stdout);
   int exit_code = kExitOk;
@@ -540,6 +558,12 @@ int RunBank(const Config& cfg) {
         << "  \"cpu_per_tx_us\": ";
     if (cpu_per_tx_us) {
       out << *cpu_per_tx_us;
+    } else {
+      out << "null";
+    }
+    out << ",\n  \"client_cpu_per_tx_us\": ";
+    if (client_cpu_per_tx_us) {
+      out << *client_cpu_per_tx_us;
     } else {
       out << "null";
     }
