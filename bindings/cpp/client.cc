@@ -601,8 +601,10 @@ class TxState : public std::enable_shared_from_this<TxState> {
     --reads_in_flight_;
     if (!s.ok()) return Status(s);
     // The first read of a key wins: a concurrent second Get returns it too.
+    // An absent key still carries a version (a deleted key keeps its
+    // tombstone's version), and validation at prepare compares it.
     auto [it, inserted] = reads_.try_emplace(key, ReadEntry{r.found, r.found ? r.value : "",
-                                                            r.found ? r.version : 0});
+                                                            r.version});
     (void)inserted;
     if (!it->second.found) return GetResult(std::optional<std::string>());
     return GetResult(std::optional<std::string>(it->second.value));
