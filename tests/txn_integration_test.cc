@@ -192,6 +192,26 @@ TEST_F(TxnTest, BankInvariantHoldsUnder64ConcurrentClients) {
   EXPECT_EQ(total, int64_t{kAccounts} * 1000);
 }
 
+TEST_F(TxnTest, BankBenchFailsWhenTheInvariantIsBroken) {
+  std::vector<std::string> argv = {DTX_BENCH_PATH, "--workload", "bank", "--cluster",
+                                   cluster_.dir(), "--clients", "4", "--duration", "0.3",
+                                   "--warmup", "0", "--accounts", "50"};
+  CommandResult first = RunCommand(argv, 60000);
+  ASSERT_EQ(first.exit_code, 0) << first.Describe();
+  // Money from nowhere: the next run (on the same accounts) must notice.
+  ASSERT_TRUE(Write({{"acct/00000007", "1000000"}}).ok());
+  argv.push_back("--no-load");
+  CommandResult second = RunCommand(argv, 60000);
+  EXPECT_EQ(second.exit_code, 1) << second.Describe();
+  EXPECT_NE(second.out.find("invariant: VIOLATED"), std::string::npos) << second.out;
+  // A missing account is reported too.
+  ASSERT_TRUE(Write({{"acct/00000007", std::nullopt}}).ok());
+  CommandResult third = RunCommand(argv, 60000);
+  EXPECT_EQ(third.exit_code, 1) << third.Describe();
+  EXPECT_NE(third.out.find("invariant: VIOLATED"), std::string::npos) << third.Describe();
+  EXPECT_NE(third.out.find("acct/00000007 is missing"), std::string::npos) << third.Describe();
+}
+
 TEST_F(TxnTest, BadInputThroughTheCppApiGetsTypedErrorsAndAppliesNothing) {
   auto tx = client_->Begin();
   ASSERT_TRUE(tx.ok());
