@@ -13,6 +13,34 @@ namespace {
 
 using TxnTest = ClusterTest;
 
+TEST(BenchUsageTest, BadFlagsExitTwoWithAMessage) {
+  std::string b = DTX_BENCH_PATH;
+  for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
+           {b},
+           {b, "--workload", "bank", "--clients", "4", "--duration", "1"},  // no target
+           {b, "--workload", "bank", "--cluster", "/x", "--coordinator", "127.0.0.1:1",
+            "--clients", "4", "--duration", "1"},
+           {b, "--workload", "tpcc", "--cluster", "/x", "--clients", "4", "--duration", "1"},
+           {b, "--workload", "ycsb-a", "--cluster", "/x", "--clients", "4", "--duration", "1"},
+           {b, "--workload", "bank", "--cluster", "/x", "--clients", "0", "--duration", "1"},
+           {b, "--workload", "bank", "--cluster", "/x", "--clients", "4", "--duration", "-1"},
+           {b, "--workload", "bank", "--cluster", "/x", "--clients", "4", "--duration", "1",
+            "--accounts", "1"},
+           {b, "--workload", "bank", "--cluster", "/x", "--clients", "x", "--duration", "1"},
+           {b, "--bogus"},
+       }) {
+    CommandResult r = RunCommand(argv, 10000);
+    EXPECT_EQ(r.exit_code, 2) << r.Describe();
+    EXPECT_NE(r.err.find("dtx-bench: "), std::string::npos) << r.Describe();
+  }
+  // A cluster directory without a cluster is a failure, not a usage error.
+  TempDir empty("dtx-bench-empty");
+  CommandResult r = RunCommand({b, "--workload", "bank", "--cluster", empty.path(), "--clients",
+                                "1", "--duration", "1"},
+                               10000);
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+}
+
 TEST_F(TxnTest, MultiKeyTransactionAcrossThreeParticipantsCommitsAllOrNothing) {
   std::map<std::string, std::optional<std::string>> writes;
   for (size_t shard = 0; shard < kParticipants; ++shard) {
