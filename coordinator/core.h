@@ -17,6 +17,18 @@
 //     nothing logged (presumed abort), ABORT sent once to the participants that
 //     may hold locks (anyone still in doubt asks QueryDecision and hears ABORT).
 //
+// Idempotency by txid: a repeated Commit joins the running transaction or gets
+// the remembered outcome. Committed outcomes are remembered as long as the log
+// keeps their DECISION (rebuilt on restart); aborted and one-phase outcomes
+// only in memory (bounded), so after a restart or eviction a repeated Commit
+// of an aborted txid runs 2PC again - a new attempt, atomic on its own, which
+// participants that remember the abort refuse with NO. A committed txid is
+// never run again while its DECISION is in the log.
+//
+// Message ids and request tokens are per instance: a restarted core starts
+// again from 1, so replies to a previous instance's messages must not be fed
+// to the new one (the runtime's connections die with the process).
+//
 // Ownership and threading: a CoordinatorCore owns all of its state; it keeps
 // no pointers to caller objects. It is not thread-safe: one thread (the
 // runtime's loop thread, or the simulator) calls every method.

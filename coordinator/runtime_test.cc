@@ -614,3 +614,47 @@ TEST(CoordinatorBinary, ConcurrentCommitsShareSyncs) {
 
 }  // namespace
 }  // namespace dtx
+
+namespace dtx {
+namespace {
+
+// A failed fdatasync is fail-stop: the node exits (status 1) instead of
+// telling anyone the outcome, and after a restart it answers consistently
+// with what it does (the DECISION was written but maybe not synced, so
+// either outcome is allowed - but only one).
+TEST(CoordinatorBinary, WalSyncFailureStopsTheNode) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  auto p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  TxId tx{0xbad, 1};
+  {
+    Client c(port);
+    ASSERT_TRUE(c.Open());
+    c->SetFailpoint("wal.before_sync", "error");
+    rpc::CommitResult res;
+    EXPECT_ANY_THROW(c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)})))
+        << "no outcome may be told when the DECISION did not sync";
+  }
+  EXPECT_EQ(p->Wait(), 1);
+  EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
+  EXPECT_TRUE(fakes.at(1).Calls("Commit", tx).empty());
+
+  p = std::make_unique<Process>(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  rpc::Decision::type d = c->QueryDecision(ToRpc(tx));
+  if (d == rpc::Decision::COMMIT) {
+    EXPECT_TRUE(fakes.at(0).WaitCalls("Commit", tx, 1));
+    EXPECT_TRUE(fakes.at(1).WaitCalls("Commit", tx, 1));
+  } else {
+    EXPECT_EQ(d, rpc::Decision::ABORT);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
+  }
+}
+
+}  // namespace
+}  // namespace dtx
