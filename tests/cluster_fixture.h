@@ -33,6 +33,7 @@ class ClusterTest : public ::testing::Test {
     o.participants = kParticipants;
     o.participant_bin = DTX_PARTICIPANT_PATH;
     o.coordinator_bin = DTX_COORDINATOR_PATH;
+    CustomizeCluster(&o);
     Status s = cluster_.Up(o);
     ASSERT_TRUE(s.ok()) << s.ToString();
     auto c = Client::Connect({.coordinators = {cluster_.coordinator_address()}});
@@ -40,6 +41,9 @@ class ClusterTest : public ::testing::Test {
     client_ = std::move(*c);
     ASSERT_EQ(client_->participants().size(), static_cast<size_t>(kParticipants));
   }
+
+  // Tests that need another environment or flags for `cluster up`.
+  virtual void CustomizeCluster(LocalCluster::Options* /*options*/) {}
 
   void TearDown() override {
     client_.reset();
