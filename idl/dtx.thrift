@@ -19,7 +19,9 @@ struct TxId {
 // participants refuse calls stamped with an older epoch than they adopted.
 typedef i64 Epoch
 
-// Per-key version at a participant. 0 means "the key does not exist".
+// Per-key version at a participant. 0: the key was never written. A deleted
+// key keeps the version of its delete (a tombstone): Read returns found=false
+// with that version, and a read set must send it back as read.
 typedef i64 Version
 
 enum AbortReason {
@@ -49,7 +51,7 @@ exception DtxError {
 
 struct ReadItem {
   1: required binary key,
-  2: required Version version,  // the version the client read (0: absent)
+  2: required Version version,  // the version Read returned (0: never written; a deleted key keeps its version)
 }
 
 struct WriteItem {

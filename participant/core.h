@@ -49,16 +49,21 @@ namespace dtx::participant {
 // and the simulator on an in-memory map (participant/mem_store.h).
 class Store {
  public:
+  // A deleted key keeps its version (a tombstone): found=false with the
+  // version of the delete, so "absent, created, deleted" does not read as
+  // unchanged (ABA). A key never written: found=false, version 0.
   struct Item {
     bool found = false;
     std::string value;
-    Version version = 0;  // 0 when not found
+    Version version = 0;  // 0: never written
   };
   virtual ~Store() = default;
   virtual Result<Item> Get(std::string_view key) = 0;
-  // Applies `writes` (unset value: delete) with `version`, idempotently: a key
-  // whose stored version is >= `version` is left alone. Need not be synced:
-  // the WAL holds durability and replay re-applies.
+  // Applies `writes` with `version`, idempotently: a key whose stored version
+  // (live or tombstone) is >= `version` is left alone. An unset value deletes
+  // the key, leaving a tombstone carrying `version`. Tombstones are kept
+  // (participant/README.md says why). Need not be synced: the WAL holds
+  // durability and replay re-applies.
   virtual Status Apply(const std::vector<WriteOp>& writes, Version version) = 0;
 };
 
@@ -80,7 +85,7 @@ enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
 
 struct ReadOp {
   std::string key;
-  Version version = 0;  // as the client read it (0: absent)
+  Version version = 0;  // as the client read it (0: never written; a deleted key's tombstone version)
 };
 
 struct PrepareRequest {

@@ -581,6 +581,51 @@ TEST(ParticipantCoreTest, ReadOnlyVoteReleasesLocksSoItIsOnlySafeForWhollyReadOn
   // With correct flags T1 would still be prepared at B and T2 refused (test above).
 }
 
+// ABA at validation: a read-only transaction reads k as absent; before it
+// validates, T2 creates k and T3 deletes it. The value is "absent" again, but
+// T1 read before T2 and validates after T3, and another participant may have
+// served T1 a read that saw T2's effects elsewhere - so "absent then absent"
+// must not validate as unchanged. The delete leaves a tombstone with its
+// version, which the stale read of version 0 no longer matches.
+TEST(ParticipantCoreTest, ReadOnlyValidationRefusesAbsentCreatedDeletedKey) {
+  Node n;
+  Token r = n.Read("k");
+  ASSERT_FALSE(n.reply(r).found);
+  ASSERT_EQ(n.reply(r).version, 0) << "never written: version 0";
+  Version created = Seed(n, "k", "v");
+  Token d = n.Prepare(Req(kT2, {}, {Del("k")}, /*one_phase=*/true));
+  n.Sync();
+  ASSERT_EQ(n.reply(d).vote, Vote::kYes);
+  Token r2 = n.Read("k");
+  EXPECT_FALSE(n.reply(r2).found);
+  EXPECT_GT(n.reply(r2).version, created) << "a deleted key keeps the version of its delete";
+  EXPECT_EQ(n.store().tombstones().at("k"), n.reply(r2).version);
+
+  Token stale = n.Prepare(Req(kT1, {{"k", 0}}, {}, false, /*read_only_tx=*/true));
+  EXPECT_EQ(n.reply(stale).vote, Vote::kNo) << "absent, created, deleted validated as unchanged";
+  EXPECT_NE(n.reply(stale).detail.find("stale read"), std::string::npos);
+  // The version Read returned with found=false validates.
+  Token fresh = n.Prepare(Req(kT3, {{"k", n.reply(r2).version}}, {}, false, /*read_only_tx=*/true));
+  EXPECT_EQ(n.reply(fresh).vote, Vote::kReadOnly);
+}
+
+TEST(ParticipantCoreTest, TombstoneSurvivesReplayAndRecreatingTheKeyGetsAHigherVersion) {
+  Node n;
+  Seed(n, "k", "v");
+  n.Prepare(Req(kT1, {}, {Del("k")}));
+  n.Sync();
+  n.Commit(kT1);
+  n.Sync();
+  Version deleted = n.store().tombstones().at("k");
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  Token r = n.Read("k");
+  EXPECT_FALSE(n.reply(r).found);
+  EXPECT_EQ(n.reply(r).version, deleted);
+  Version again = Seed(n, "k", "w");
+  EXPECT_GT(again, deleted);
+  EXPECT_EQ(n.store().tombstones().count("k"), 0u);
+}
+
 TEST(ParticipantCoreTest, OnePhaseCommitIsOneForcedRecordAndYesMeansCommitted) {
   Node n;
   Seed(n, "x", "0");

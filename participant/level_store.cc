@@ -15,10 +15,12 @@ Status FromLevel(const leveldb::Status& s, std::string_view what) {
   return Status::IOError(m);
 }
 
-std::string EncodeStored(Version version, std::string_view value) {
+std::string EncodeStored(Version version, bool tombstone, std::string_view value) {
+  DTX_CHECK(version > 0);
+  DTX_CHECK(!tombstone || value.empty());
   std::string out;
   out.reserve(kStoredVersionBytes + value.size());
-  uint64_t v = static_cast<uint64_t>(version);
+  uint64_t v = static_cast<uint64_t>(version) | (tombstone ? kStoredTombstoneBit : 0);
   for (size_t i = 0; i < kStoredVersionBytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   out.append(value);
   return out;
@@ -32,9 +34,13 @@ Result<Store::Item> DecodeStored(std::string_view key, const std::string& raw) {
   uint64_t v = 0;
   for (size_t i = 0; i < kStoredVersionBytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(raw[i])) << (8 * i);
   Store::Item item;
-  item.found = true;
-  item.version = static_cast<Version>(v);
+  item.found = (v & kStoredTombstoneBit) == 0;
+  item.version = static_cast<Version>(v & ~kStoredTombstoneBit);
   if (item.version <= 0) return Status::Corruption("stored version " + std::to_string(item.version) + " is not positive");
+  if (!item.found && raw.size() != kStoredVersionBytes) {
+    return Status::Corruption("tombstone of key (" + std::to_string(key.size()) + " bytes) carries " +
+                              std::to_string(raw.size() - kStoredVersionBytes) + " value bytes");
+  }
   item.value = raw.substr(kStoredVersionBytes);
   return item;
 }
@@ -69,15 +75,10 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   for (const WriteOp& w : writes) {
     auto cur = Get(w.key);
     if (!cur.ok()) return cur.status();
-    if (cur->found && cur->version >= version) continue;  // already applied (replay)
+    if (cur->version >= version) continue;  // already applied (replay); tombstones too
     leveldb::Slice key(w.key.data(), w.key.size());
-    if (w.value.has_value()) {
-      batch.Put(key, EncodeStored(version, *w.value));
-      ++changed;
-    } else if (cur->found) {
-      batch.Delete(key);
-      ++changed;
-    }
+    batch.Put(key, EncodeStored(version, !w.value.has_value(), w.value ? std::string_view(*w.value) : std::string_view()));
+    ++changed;
   }
   if (changed == 0) return Status::OK();
   leveldb::WriteOptions wo;

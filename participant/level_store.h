@@ -1,7 +1,10 @@
 // The participant's committed state on LevelDB (NODEDIR/data).
 //
-// Each LevelDB value is the key's version (8 bytes, little-endian) followed by
-// the value bytes; a deleted key is absent. Writes are not synced: the WAL's
+// Each LevelDB value is a 64-bit little-endian word followed by the value
+// bytes. The word is the key's version; its top bit set marks a tombstone (a
+// deleted key keeps its version; no value bytes follow). Data written before
+// tombstones existed reads the same: versions are positive int64s, so the bit
+// was always clear. Writes are not synced: the WAL's
 // COMMIT records hold durability, and replay re-applies them (Apply is
 // idempotent by version), so LevelDB losing its unsynced tail is harmless.
 //
@@ -21,6 +24,7 @@ class DB;
 namespace dtx::participant {
 
 inline constexpr size_t kStoredVersionBytes = 8;
+inline constexpr uint64_t kStoredTombstoneBit = uint64_t{1} << 63;
 
 class LevelStore final : public Store {
  public:

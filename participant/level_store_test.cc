@@ -64,6 +64,43 @@ TEST_F(LevelStoreTest, ApplyIsIdempotentByVersion) {
   EXPECT_EQ(st->Get("k")->version, 9);
 }
 
+TEST_F(LevelStoreTest, DeleteLeavesATombstoneWithItsVersion) {
+  {
+    auto st = Open();
+    ASSERT_TRUE(st->Apply({{"k", std::string("v")}}, 2).ok());
+    ASSERT_TRUE(st->Apply({{"k", std::nullopt}, {"never", std::nullopt}}, 5).ok());
+  }
+  auto st = Open();
+  auto k = st->Get("k");
+  ASSERT_TRUE(k.ok()) << k.status().ToString();
+  EXPECT_FALSE(k->found);
+  EXPECT_EQ(k->version, 5);
+  EXPECT_EQ(k->value, "");
+  EXPECT_EQ(st->Get("never")->version, 5) << "deleting an absent key is a write too";
+  EXPECT_EQ(st->Get("other")->version, 0);
+  ASSERT_TRUE(st->Apply({{"k", std::string("old")}}, 4).ok());  // older than the delete: left alone
+  EXPECT_FALSE(st->Get("k")->found);
+  ASSERT_TRUE(st->Apply({{"k", std::string("new")}}, 6).ok());
+  EXPECT_TRUE(st->Get("k")->found);
+  EXPECT_EQ(st->Get("k")->version, 6);
+}
+
+TEST_F(LevelStoreTest, TombstoneWithValueBytesIsCorruption) {
+  {
+    leveldb::DB* db = nullptr;
+    leveldb::Options o;
+    o.create_if_missing = true;
+    ASSERT_TRUE(leveldb::DB::Open(o, dir_ + "/data", &db).ok());
+    std::string raw("\x01\0\0\0\0\0\0\x80x", 9);
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), "t", raw).ok());
+    delete db;
+  }
+  auto st = Open();
+  auto r = st->Get("t");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
+
 TEST_F(LevelStoreTest, MalformedStoredValueIsCorruption) {
   {
     leveldb::DB* db = nullptr;
