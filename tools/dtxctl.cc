@@ -337,6 +337,8 @@ Status StartSupervisorDaemon(const std::string& dir, const std::vector<std::stri
     ::dup2(null_fd, 0);
     ::dup2(log_fd, 1);
     ::dup2(log_fd, 2);
+    // A daemon keeps no other directory busy; every path it uses is absolute.
+    if (::chdir(dir.c_str()) != 0) ::_exit(126);
     ::execv(argv[0], argv.data());
     const char msg[] = "dtxctl: exec of the supervisor failed\n";
     ssize_t ignored = ::write(2, msg, sizeof(msg) - 1);
