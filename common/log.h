@@ -28,7 +28,7 @@ void Flush();
 
 }  // namespace dtx::log
 
-#define DTX_LOG_DEBUG(...) SPDLOG_DEBUG(__VA_ARGS__)
+#define DTX_LOG_DEBUG(...) ::spdlog::debug(__VA_ARGS__)
 #define DTX_LOG_INFO(...) ::spdlog::info(__VA_ARGS__)
 #define DTX_LOG_WARN(...) ::spdlog::warn(__VA_ARGS__)
 #define DTX_LOG_ERROR(...) ::spdlog::error(__VA_ARGS__)
