@@ -7,7 +7,9 @@
 // Latency-to-durable is Append() call to durable callback. In the same run
 // the raw floor is measured in the same directory: write() of one record and
 // fdatasync() in a loop (growing file), and pwrite()+fdatasync() into a
-// preallocated file (what the WAL itself does).
+// preallocated file (what the WAL itself does). For each record size the
+// floor and all appender counts run interleaved in short slices, so they see
+// the same disk on a shared machine; targets are checked against that floor.
 //
 //   dtx-wal-bench [--dir DIR] [--seconds S] [--json FILE]
 //                 [--appenders 1,4,16,64] [--sizes 100,4096]
