@@ -2,6 +2,7 @@
 // argv[1] forever and writes each LSN reported durable (8 bytes, host order)
 // to stdout, until the parent SIGKILLs it.
 //   wal_kill_child DIR SEGMENT_BYTES SEED
+// DTX_FAILPOINTS is honoured, so a test can crash it at an exact WAL step.
 #include <unistd.h>
 
 #include <atomic>
@@ -11,12 +12,17 @@
 #include <random>
 #include <thread>
 
+#include "common/failpoint.h"
 #include "wal/test_util.h"
 #include "wal/wal.h"
 
 int main(int argc, char** argv) {
   if (argc != 4) {
     std::fprintf(stderr, "usage: wal_kill_child DIR SEGMENT_BYTES SEED\n");
+    return 2;
+  }
+  if (dtx::Status s = dtx::fp::InitFromEnv(); !s.ok()) {
+    std::fprintf(stderr, "wal_kill_child: %s\n", s.ToString().c_str());
     return 2;
   }
   dtx::wal::Options o;
