@@ -190,6 +190,52 @@ TEST_F(CrashTest, ParticipantCrashAfterLoggingPrepareAbortsEverywhere) {
   EXPECT_TRUE(s.ok()) << s.ToString();
 }
 
+TEST_F(CrashTest, InDoubtTransactionIsListedByDtxctlAndThenResolved) {
+  // participant-0 votes YES and crashes; the coordinator stalls before it
+  // decides, so the restarted participant holds a PREPARE without an outcome
+  // until the coordinator answers.
+  pid_t old_pid = cluster_.NodePid("participant-0");
+  Arm("coordinator-0", "coordinator.votes.after_all", "sleep(3000)");
+  Arm("participant-0", "participant.prepare.after_vote", "crash");
+  auto tx = client_->BeginAsync();
+  ASSERT_TRUE(tx.ok());
+  std::vector<std::string> keys;
+  for (size_t shard = 0; shard < kParticipants; ++shard) {
+    keys.push_back(KeyOnShard(shard, "in-doubt"));
+    ASSERT_TRUE((*tx)->Put(keys.back(), "v").ok());
+  }
+  std::string txid = (*tx)->txid().ToString();
+  std::future<CommitOutcome> outcome = AsyncCommit(**tx);
+  WaitRestarted("participant-0", old_pid);
+  bool listed = false;
+  std::string seen;
+  auto deadline = std::chrono::steady_clock::now() + 2500ms;
+  while (!listed && std::chrono::steady_clock::now() < deadline) {
+    CommandResult r = cluster_.Dtxctl({"in-doubt"});
+    seen = r.out;
+    // The row: "participant-0  <txid>  <age_ms>  <coordinator>".
+    std::istringstream rows(r.out);
+    for (std::string row; std::getline(rows, row);) {
+      if (row.starts_with("participant-0 ") && row.find(txid) != std::string::npos &&
+          row.ends_with(cluster_.coordinator_address())) {
+        listed = true;
+      }
+    }
+    if (!listed) std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_TRUE(listed) << "txid " << txid << " not listed:\n" << seen;
+  CommitOutcome o = outcome.get();
+  EXPECT_TRUE(NoInDoubt(20s));
+  size_t visible = VisibleCount(keys, o.status.ok(), 20s);
+  if (o.status.ok()) {
+    EXPECT_EQ(visible, keys.size());
+  } else if (o.status.IsAborted()) {
+    EXPECT_EQ(visible, 0u);
+  } else {
+    EXPECT_TRUE(visible == 0 || visible == keys.size()) << visible << " of " << keys.size();
+  }
+}
+
 // DTX_FAILPOINTS given to `cluster up` arms the nodes' first start only: every
 // participant crashes once after logging COMMIT, comes back without the
 // failpoint, re-applies the commit, and later transactions run normally.
