@@ -10,7 +10,8 @@
 // asynchronous API from one thread (no thread per client): each transfer reads
 // two random accounts, moves a random amount from one to the other and
 // commits; when it finishes the next one starts. Reports committed tx/s,
-// aborts by reason, commit latency p50/p99/p999/max (LatencyHistogram, within
+// aborts by reason, latency of committed transfers (begin to commit outcome:
+// both reads and the commit) p50/p99/p999/max (LatencyHistogram, within
 // 1/128 relative error), and with --cluster the CPU seconds all dtx node
 // processes used per committed transaction (/proc/<pid>/stat of the pids in
 // DIR/<node>/pid, before and after the measured window). At the end it sums
@@ -497,7 +498,7 @@ int RunBank(const Config& cfg) {
   for (const auto& [why, n] : st.failures) {
     std::printf("  %-28s %llu\n", why.c_str(), static_cast<unsigned long long>(n));
   }
-  std::printf("latency (committed, us): p50 %.1f  p99 %.1f  p999 %.1f  max %.1f  mean %.1f\n",
+  std::printf("latency (committed transfers, begin to outcome, us): p50 %.1f  p99 %.1f  p999 %.1f  max %.1f  mean %.1f\n",
               us(0.5), us(0.99), us(0.999), static_cast<double>(st.latency_ns.max()) / 1000.0,
               st.latency_ns.mean() / 1000.0);
   std::optional<double> cpu_per_tx_us;
