@@ -111,6 +111,8 @@ class Log {
   Result<Lsn> TryAppend(uint8_t type, std::string_view payload, DurableFn on_durable = nullptr);
 
   // Blocks until `lsn` is durable (OK) or the log has failed (the error).
+  // InvalidArgument for an LSN not handed out yet. After a failure, LSNs
+  // that were durable before it still return OK.
   Status WaitDurable(Lsn lsn);
 
   // Highest LSN known durable; every LSN <= it is durable.
@@ -121,7 +123,10 @@ class Log {
   Status health() const;
 
   // Deletes every segment all of whose records are < `lsn`, then syncs the
-  // directory. Never deletes the segment being written.
+  // directory. Never deletes the segment being written. Records below `lsn`
+  // that share a segment with newer ones stay, and until the directory sync
+  // returns a crash may bring deleted segments back: replay must tolerate
+  // records below the truncation point.
   Status TruncateBefore(Lsn lsn);
 
   Stats stats() const;
