@@ -183,3 +183,55 @@ service Coordinator {
   NodeStatus GetStatus(),
   void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
 }
+
+// ---- high availability: heartbeats, primary-backup replication, fencing ----
+// (coordinator/README.md "Replication and failover"). Separate services that
+// extend the public ones, so every existing implementation of Participant /
+// Coordinator stays valid; a node serving the extended service answers both.
+
+// One decision-log record (coordinator/log_format.md): WAL type byte + payload.
+struct LogRecord {
+  1: required i8 type,
+  2: required binary payload,
+}
+
+struct ReplicateRequest {
+  1: required Epoch epoch,          // the sender's (primary's) epoch
+  2: required string primary,       // host:port of the sender
+  3: required i64 generation,       // sync generation; a snapshot starts a new one
+  4: required bool snapshot,        // `records` is a full snapshot of the open decisions
+  5: required list<LogRecord> records,
+}
+
+struct ReplicateResponse {
+  1: required i64 durable_lsn,      // every record of the request is durable up to here
+}
+
+struct HeartbeatRequest {
+  1: required string sender,        // host:port of the sender
+  2: required string role,          // "primary", "backup", "participant"
+  3: required Epoch epoch,
+}
+
+struct HeartbeatResponse {
+  1: required string name,
+  2: required string role,
+  3: required Epoch epoch,
+  4: optional bool in_sync,         // a backup: it holds every decision of the primary
+}
+
+service CoordinatorPeer extends Coordinator {
+  // Primary -> backup: append `records` to the backup's log, reply once durable.
+  // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
+  ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+}
+
+service ParticipantPeer extends Participant {
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+  // A promoting coordinator (or a primary fencing out its backup) asks the
+  // participant to adopt `epoch`: accepted (and persisted before the reply)
+  // when epoch > the current epoch, or equal and asked by the same
+  // coordinator that made it current; else STALE_EPOCH.
+  void AdoptEpoch(1: Epoch epoch, 2: string coordinator) throws (1: DtxError err),
+}
