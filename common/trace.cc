@@ -46,13 +46,26 @@ TraceRing::TraceRing(Options options)
       log_events_(options.log_events) {
   DTX_CHECK_MSG(options.events_max <= kTraceEventsMax, "trace ring larger than kTraceEventsMax");
   slots_ = std::make_unique<Slot[]>(capacity_);
+  const uint64_t mono = ClockNs(CLOCK_MONOTONIC);
+  wall_offset_ns_.store(static_cast<int64_t>(ClockNs(CLOCK_REALTIME)) - static_cast<int64_t>(mono));
+  wall_offset_measured_ns_.store(mono);
 }
 
 TraceRing::~TraceRing() = default;
 
 void TraceRing::Record(const TxId& txid, const char* event, std::string_view detail) {
-  RecordAt(txid, event, ClockNs(CLOCK_MONOTONIC), static_cast<int64_t>(ClockNs(CLOCK_REALTIME)),
-           detail);
+  // One clock read: wall time is monotonic time plus an offset that is
+  // re-measured at most kWallOffsetRefreshNs after its last measurement, so a
+  // step of the wall clock shows up in traces within that time.
+  const uint64_t mono = ClockNs(CLOCK_MONOTONIC);
+  int64_t offset = wall_offset_ns_.load(std::memory_order_relaxed);
+  if (mono - wall_offset_measured_ns_.load(std::memory_order_relaxed) > kWallOffsetRefreshNs) {
+    const int64_t wall = static_cast<int64_t>(ClockNs(CLOCK_REALTIME));
+    offset = wall - static_cast<int64_t>(mono);
+    wall_offset_ns_.store(offset, std::memory_order_relaxed);
+    wall_offset_measured_ns_.store(mono, std::memory_order_relaxed);
+  }
+  RecordAt(txid, event, mono, static_cast<int64_t>(mono) + offset, detail);
 }
 
 void TraceRing::RecordAt(const TxId& txid, const char* event, uint64_t mono_ns, int64_t unix_ns,

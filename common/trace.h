@@ -6,7 +6,7 @@
 // in: docs/observability.md.
 //
 // Record() is for the hot path: one fetch_add to claim a slot, one CAS to
-// mark it, a few relaxed stores, two vDSO clock reads; no lock, no allocation.
+// mark it, a few relaxed stores, one vDSO clock read; no lock, no allocation.
 // Lookup() scans the whole ring without blocking writers (each slot is a
 // seqlock: a slot being rewritten while read is skipped).
 //
@@ -37,6 +37,9 @@ namespace dtx::obs {
 inline constexpr size_t kTraceEventsMaxDefault = 65536;
 inline constexpr size_t kTraceEventsMax = size_t{1} << 22;
 inline constexpr size_t kTraceDetailBytesMax = 39;  // longer details are cut
+// Record() reads only the monotonic clock; the wall-clock offset it adds is
+// re-measured when older than this.
+inline constexpr uint64_t kWallOffsetRefreshNs = 100'000'000;
 
 // Canonical event names (use these so timelines line up across nodes).
 namespace span {
@@ -55,7 +58,8 @@ struct SpanEvent {
   TxId txid;
   const char* event = "";  // a string with static storage duration
   uint64_t mono_ns = 0;    // CLOCK_MONOTONIC of this node
-  int64_t unix_ns = 0;     // CLOCK_REALTIME (comparable across nodes of a host)
+  int64_t unix_ns = 0;     // wall clock (comparable across nodes of a host); by
+                           // Record(): mono_ns + an offset at most 100 ms old
   std::string detail;      // optional, at most kTraceDetailBytesMax bytes
   uint64_t seq = 0;        // record order on this node
 };
@@ -96,6 +100,9 @@ class TraceRing {
   std::unique_ptr<Slot[]> slots_;
   alignas(64) std::atomic<uint64_t> next_{0};
   alignas(64) std::atomic<uint64_t> dropped_{0};
+  // CLOCK_REALTIME - CLOCK_MONOTONIC, and when (monotonic) it was measured.
+  alignas(64) std::atomic<int64_t> wall_offset_ns_{0};
+  std::atomic<uint64_t> wall_offset_measured_ns_{0};
 };
 
 // One node's answer to "what do you have for txid X".
