@@ -625,8 +625,19 @@ void Core::Tick(uint64_t now_ms) {
 // ---------------------------------------------------------------------------
 // Recovery
 
+void Core::RestoreCheckpoint(const Checkpoint& cp) {
+  DTX_CHECK_MSG(recovering_ && last_replayed_lsn_ == 0, "RestoreCheckpoint after Replay");
+  replay_from_ = cp.lsn;
+  epoch_ = std::max(epoch_, cp.epoch);
+  commit_counter_ = std::max(commit_counter_, cp.commit_counter);
+}
+
 Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
   DTX_CHECK_MSG(recovering_, "Replay after FinishRecovery");
+  if (lsn <= last_replayed_lsn_) {
+    return Status::Corruption("LSN " + std::to_string(lsn) + " replayed after LSN " + std::to_string(last_replayed_lsn_));
+  }
+  last_replayed_lsn_ = lsn;
   ++stats_.replayed_records;
   switch (static_cast<RecordType>(type)) {
     case RecordType::kPrepare: {
@@ -661,7 +672,6 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
 }
 
 Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
-  (void)lsn;
   if (txs_.count(r.txid) != 0) return Status::OK();  // prepared again by a duplicate: same state
   auto take = [&](const std::string& key, LockMode mode) -> Status {
     for (;;) {
@@ -693,35 +703,59 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
   tx.read_keys = std::move(r.read_keys);
   tx.phase = Phase::kPrepared;
   tx.recovered = true;
+  tx.prepare_tag = lsn;  // tags are LSNs: the checkpoint's retain_from needs it
   return Status::OK();
 }
 
 Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
-  (void)lsn;
   commit_counter_ = std::max(commit_counter_, r.version);
+  // Below the checkpoint the store has the writes already (durably), and the
+  // PREPARE of a 2PC COMMIT may have been truncated.
+  const bool in_store = lsn < replay_from_;
   if (r.one_phase) {
-    DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
+    if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
     Remember(r.txid, Outcome::kCommitted);
     return Status::OK();
   }
   auto it = txs_.find(r.txid);
   if (it == txs_.end()) {
+    if (in_store) {
+      Remember(r.txid, Outcome::kCommitted);
+      return Status::OK();
+    }
     return Status::Corruption("COMMIT of " + r.txid.ToString() + " without a PREPARE before it");
   }
-  DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
+  if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
   EraseTx(it);
   ReleaseLocks(r.txid);
   Remember(r.txid, Outcome::kCommitted);
   return Status::OK();
 }
 
-void Core::FinishRecovery(uint64_t now_ms) {
+void Core::FinishRecovery(uint64_t now_ms, uint64_t last_lsn) {
   DTX_CHECK(recovering_);
+  DTX_CHECK_MSG(last_lsn == 0 || last_lsn >= last_replayed_lsn_, "last LSN below a replayed one");
   recovering_ = false;
+  durable_tag_ = std::max(last_lsn, last_replayed_lsn_);
+  next_tag_ = durable_tag_ + 1;
   for (auto& [txid, tx] : txs_) {
     tx.prepared_at_ms = now_ms;
     Schedule(tx, now_ms);  // in doubt: ask at the first tick
   }
+}
+
+std::optional<Checkpoint> Core::TakeCheckpoint() const {
+  if (recovering_ || !fatal_.ok()) return std::nullopt;
+  // OnPersisted applies every COMMIT up to durable_tag_ before it returns.
+  Checkpoint cp;
+  cp.lsn = durable_tag_ + 1;
+  cp.retain_from = cp.lsn;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.prepare_tag != 0) cp.retain_from = std::min(cp.retain_from, tx.prepare_tag);
+  }
+  cp.epoch = epoch_;
+  cp.commit_counter = commit_counter_;
+  return cp;
 }
 
 // ---------------------------------------------------------------------------

@@ -14,8 +14,15 @@
 //            OnPersisted(tag)                 records up to `tag` are durable
 //            Tick(now_ms)                     time passed (read timeouts,
 //                                             decision queries)
-//            Replay + FinishRecovery          the WAL read back at start
-//   outputs  TakeReady(): see Ready.
+//            RestoreCheckpoint, Replay,       the last checkpoint and the WAL
+//            FinishRecovery                   read back at start
+//   outputs  TakeReady(): see Ready; TakeCheckpoint(): what a checkpoint may
+//            record now (the runtime makes the store durable, stores it, and
+//            truncates the WAL below its retain_from).
+//
+// Tags are LSNs: the runtime appends every PersistOp in tag order and nothing
+// else, so the record with tag t has LSN t (the first tag after recovery is
+// the log's last LSN + 1).
 //
 // Committed writes are applied through the Store interface (below) by the
 // core itself, synchronously, once their COMMIT record is durable; reads are
@@ -214,11 +221,24 @@ class Core {
   Core(const Core&) = delete;
   Core& operator=(const Core&) = delete;
 
-  // Recovery: feed every WAL record in LSN order, then FinishRecovery once,
-  // before any other input. Corruption for a malformed record or one that
-  // contradicts the log before it; the store's error if re-applying fails.
+  // Recovery: RestoreCheckpoint with the last checkpoint (if any), feed every
+  // WAL record still on disk in LSN order, then FinishRecovery once with the
+  // log's last LSN, before any other input. Records below the checkpoint's
+  // lsn rebuild prepared transactions and outcomes but are not applied to
+  // the store again (it has them). Corruption for a malformed record or one
+  // that contradicts the log before it; the store's error if re-applying
+  // fails.
+  void RestoreCheckpoint(const Checkpoint& cp);
   Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
-  void FinishRecovery(uint64_t now_ms);
+  // `last_lsn`: the log's last LSN (0: the last replayed one). Every record
+  // up to it counts as durable; the next tag is last_lsn + 1.
+  void FinishRecovery(uint64_t now_ms, uint64_t last_lsn = 0);
+
+  // A checkpoint the runtime may take now: every record below `lsn` is
+  // durable and applied to the store (once the store's writes so far are
+  // made durable); `retain_from` is the oldest PREPARE of a transaction still
+  // in flight (or `lsn`). nullopt while recovering or after a fatal error.
+  std::optional<Checkpoint> TakeCheckpoint() const;
 
   void Read(Token token, std::string key, uint64_t now_ms);
   void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
@@ -303,6 +323,8 @@ class Core {
   LockTable locks_;
   std::map<TxId, Tx> txs_;
   bool recovering_ = true;
+  uint64_t replay_from_ = 0;      // records below it are already in the store
+  uint64_t last_replayed_lsn_ = 0;
   Status fatal_;
 
   Epoch epoch_ = 0;

@@ -8,6 +8,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,12 +72,33 @@ class Node {
   void Sync() {
     if (unsynced_.empty()) return;
     uint64_t last = unsynced_.back().tag;
-    for (PersistOp& op : unsynced_) log_.push_back({static_cast<uint8_t>(op.type), op.payload});
+    for (PersistOp& op : unsynced_) {
+      EXPECT_EQ(op.tag, log_base_ + log_.size()) << "tags are LSNs";
+      log_.push_back({static_cast<uint8_t>(op.type), op.payload});
+    }
     unsynced_.clear();
     core_->OnPersisted(last, now);
     Drain();
   }
+  // A checkpoint as the runtime takes it: the store as it is now becomes
+  // what survives a crash, and the log loses every record below retain_from
+  // (exactly: the real WAL drops whole segments, so keeps more).
+  Checkpoint TakeCheckpoint() {
+    std::optional<Checkpoint> cp = core_->TakeCheckpoint();
+    EXPECT_TRUE(cp.has_value());
+    checkpoint_ = *cp;
+    checkpoint_store_ = std::make_unique<MemStore>(*store_);
+    while (log_base_ < cp->retain_from && !log_.empty()) {
+      log_.erase(log_.begin());
+      ++log_base_;
+    }
+    return *cp;
+  }
+  uint64_t log_base() const { return log_base_; }
+
   // Crash: unsynced records are lost; replay the rest into a new core.
+  // After a checkpoint the store reverts to its state at the checkpoint
+  // (later store writes were not synced), else as asked.
   Status Crash(bool keep_store) {
     unsynced_.clear();
     replies_.clear();
@@ -99,11 +121,16 @@ class Node {
 
   Status Restart(bool keep_store) {
     core_.reset();
-    if (!keep_store || !store_) store_ = std::make_unique<MemStore>();
+    if (checkpoint_.has_value()) {
+      store_ = std::make_unique<MemStore>(*checkpoint_store_);
+    } else if (!keep_store || !store_) {
+      store_ = std::make_unique<MemStore>();
+    }
     core_ = std::make_unique<Core>(options_, store_.get());
-    uint64_t lsn = 1;
+    if (checkpoint_.has_value()) core_->RestoreCheckpoint(*checkpoint_);
+    uint64_t lsn = log_base_;
     for (auto& [type, payload] : log_) DTX_RETURN_IF_ERROR(core_->Replay(lsn++, type, payload));
-    core_->FinishRecovery(now);
+    core_->FinishRecovery(now, log_base_ + log_.size() - 1);
     Drain();
     return Status::OK();
   }
@@ -128,7 +155,10 @@ class Node {
   CoreOptions options_;
   std::unique_ptr<MemStore> store_;
   std::unique_ptr<Core> core_;
-  std::vector<std::pair<uint8_t, std::string>> log_;  // synced records
+  std::vector<std::pair<uint8_t, std::string>> log_;  // synced records, from LSN log_base_
+  uint64_t log_base_ = 1;
+  std::optional<Checkpoint> checkpoint_;
+  std::unique_ptr<MemStore> checkpoint_store_;
   std::vector<PersistOp> unsynced_;
   std::map<Token, Reply> replies_;
   std::vector<QueryDecisionMsg> sent_;
@@ -152,9 +182,9 @@ WriteOp Put(const std::string& k, const std::string& v) { return {k, v}; }
 WriteOp Del(const std::string& k) { return {k, std::nullopt}; }
 
 // Commits key=value through one-phase and returns the version it got.
-Version Seed(Node& n, const std::string& key, const std::string& value) {
+Version Seed(Node& n, const std::string& key, const std::string& value, Epoch epoch = 1) {
   static uint64_t lo = 1000;
-  Token t = n.Prepare(Req({99, ++lo}, {}, {Put(key, value)}, /*one_phase=*/true));
+  Token t = n.Prepare(Req({99, ++lo}, {}, {Put(key, value)}, /*one_phase=*/true, false, epoch));
   n.Sync();
   EXPECT_EQ(n.reply(t).vote, Vote::kYes);
   return n.store().data().at(key).first;
@@ -888,6 +918,90 @@ TEST(ParticipantCoreTest, OnePhaseCommitSurvivesCrashOnlyOnceDurable) {
   Token dup = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
   EXPECT_EQ(n.reply(dup).vote, Vote::kYes) << "recorded outcome after replay";
   EXPECT_TRUE(n.unsynced().empty());
+}
+
+// --- checkpoints ---------------------------------------------------------------
+
+TEST(ParticipantCoreTest, CheckpointCoversDurableRecordsAndRetainsThePrepareOfEveryPreparedTransaction) {
+  Node n;
+  Seed(n, "a", "1");                                      // LSN 1 EPOCH 1, LSN 2 COMMIT
+  n.Prepare(Req(kT3, {}, {Put("b", "T3")}));              // LSN 3
+  n.Prepare(Req(kT1, {}, {Put("c", "T1")}));              // LSN 4: stays prepared
+  n.Sync();
+  n.Commit(kT3);                                          // LSN 5
+  n.Sync();
+  n.Prepare(Req(kT2, {}, {Put("d", "T2")}));              // LSN 6: not durable yet
+  Checkpoint cp = n.TakeCheckpoint();
+  EXPECT_EQ(cp.lsn, 6u) << "everything durable and applied";
+  EXPECT_EQ(cp.retain_from, 4u) << "T1's PREPARE";
+  EXPECT_EQ(cp.commit_counter, n.core().stats().commit_counter);
+  EXPECT_EQ(cp.epoch, 1);
+  n.Sync();
+  n.Commit(kT1);
+  n.Sync();
+  EXPECT_EQ(n.TakeCheckpoint().retain_from, 6u) << "T2's PREPARE is now the oldest needed";
+}
+
+// The WAL keeps only what the checkpoint needs: T3's PREPARE is gone, its
+// COMMIT is still there (below the checkpoint), T1's PREPARE is there. After a
+// crash the store is as of the checkpoint; records after it are re-applied.
+TEST(ParticipantCoreTest, RestartFromCheckpointKeepsCommittedWritesInDoubtTransactionsEpochAndVersions) {
+  Node n;
+  Seed(n, "a", "1", 3);
+  Seed(n, "gone", "x", 3);
+  n.Prepare(Req(kT3, {}, {Put("b", "T3")}, false, false, /*epoch=*/3));
+  n.Prepare(Req(kT1, {}, {Put("c", "T1")}, false, false, 3));
+  n.Sync();
+  n.Commit(kT3, 3);
+  Token del = n.Prepare(Req({7, 9}, {}, {Del("gone")}, /*one_phase=*/true, false, 3));
+  n.Sync();
+  ASSERT_EQ(n.reply(del).vote, Vote::kYes);
+  Checkpoint cp = n.TakeCheckpoint();
+  ASSERT_GT(n.log_base(), 1u) << "the EPOCH record and T3's PREPARE are truncated";
+  // After the checkpoint: more commits (only in the log) and a new prepare.
+  Seed(n, "a", "2", 3);
+  n.Prepare(Req(kT2, {}, {Put("d", "T2")}, false, false, 3));
+  n.Sync();
+  auto live = n.store().data();
+  auto tombstones = n.store().tombstones();
+  Version counter = n.core().stats().commit_counter;
+
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.store().data(), live) << "committed writes after the checkpoint are re-applied";
+  EXPECT_EQ(n.store().tombstones(), tombstones);
+  EXPECT_EQ(n.core().epoch(), 3) << "the epoch comes from the checkpoint";
+  EXPECT_EQ(n.core().stats().commit_counter, counter);
+  std::vector<InDoubtInfo> in_doubt = n.core().ListInDoubt(n.now);
+  ASSERT_EQ(in_doubt.size(), 2u);
+  EXPECT_EQ(in_doubt[0].txid, kT1);
+  EXPECT_EQ(in_doubt[1].txid, kT2);
+  // T1's writes come from its PREPARE below the checkpoint.
+  n.Commit(kT1, 3);
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("c").second, "T1");
+  EXPECT_GT(n.store().data().at("c").first, counter) << "versions never go back";
+  EXPECT_LE(cp.retain_from, cp.lsn);
+  Token stale = n.Prepare(Req({7, 50}, {}, {Put("x", "1")}, true, false, /*epoch=*/2));
+  EXPECT_EQ(n.reply(stale).error, ErrorCode::kStaleEpoch);
+}
+
+TEST(ParticipantCoreTest, TwoPhaseCommitBelowTheCheckpointMayLackItsPrepareButNotAbove) {
+  Node n;
+  n.Prepare(Req(kT3, {}, {Put("b", "T3")}));  // LSN 1 EPOCH, LSN 2 PREPARE: truncated
+  n.Prepare(Req(kT1, {}, {Put("c", "T1")}));  // LSN 3, in doubt
+  n.Sync();
+  n.Commit(kT3);                               // LSN 4, below the checkpoint
+  n.Sync();
+  n.TakeCheckpoint();
+  ASSERT_EQ(n.log_base(), 3u);
+  ASSERT_TRUE(n.Crash(true).ok());
+  EXPECT_EQ(n.store().data().at("b").second, "T3");
+  EXPECT_EQ(n.core().ListInDoubt(n.now).size(), 1u);
+  // The same log without a checkpoint: the COMMIT at LSN 4 lacks its PREPARE.
+  Core fresh({}, &n.store());
+  ASSERT_TRUE(fresh.Replay(3, n.log()[0].first, n.log()[0].second).ok());
+  Status s = fresh.Replay(4, n.log()[1].first, n.log()[1].second);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
 }
 
 TEST(ParticipantCoreTest, CorruptOrUnknownRecordStopsReplayNamingTheLsn) {

@@ -1,7 +1,15 @@
 #include "participant/level_store.h"
 
+#include <fcntl.h>
 #include <leveldb/db.h>
+#include <leveldb/env.h>
 #include <leveldb/write_batch.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <set>
 
 namespace dtx::participant {
 
@@ -45,19 +53,93 @@ Result<Store::Item> DecodeStored(std::string_view key, const std::string& raw) {
   return item;
 }
 
+// The key the checkpoint is stored under: user keys are never empty.
+const leveldb::Slice kCheckpointKey("", 0);
+
+Status SyncPath(const std::string& path, bool* missing) {
+  *missing = false;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) {
+      *missing = true;
+      return Status::OK();
+    }
+    return Status::IOError("open " + path + ": " + std::strerror(errno));
+  }
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::IOError("fsync " + path + ": " + std::strerror(err));
+  return Status::OK();
+}
+
 }  // namespace
 
+// Remembers the LevelDB log files (*.log) it creates, so that a checkpoint
+// can fsync the ones LevelDB closed without syncing. Thread-safe.
+class LevelStore::SyncTrackingEnv final : public leveldb::EnvWrapper {
+ public:
+  SyncTrackingEnv(std::string dir) : leveldb::EnvWrapper(leveldb::Env::Default()), dir_(std::move(dir)) {}
+
+  leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewWritableFile(f, r);
+    if (s.ok()) Track(f);
+    return s;
+  }
+  leveldb::Status NewAppendableFile(const std::string& f, leveldb::WritableFile** r) override {
+    leveldb::Status s = target()->NewAppendableFile(f, r);
+    if (s.ok()) Track(f);
+    return s;
+  }
+
+  // fsyncs every tracked log file still present, then the directory (new
+  // log files, CURRENT renames). A deleted log was obsolete: LevelDB deletes
+  // a log only after its memtable is in a synced table named by a synced
+  // manifest.
+  Status SyncAll() {
+    std::set<std::string> logs;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      logs = logs_;
+    }
+    for (const std::string& path : logs) {
+      bool missing = false;
+      DTX_RETURN_IF_ERROR(SyncPath(path, &missing));
+      if (missing) {
+        std::lock_guard<std::mutex> lock(mu_);
+        logs_.erase(path);
+      }
+    }
+    bool missing = false;
+    DTX_RETURN_IF_ERROR(SyncPath(dir_, &missing));
+    if (missing) return Status::IOError("LevelDB directory " + dir_ + " is gone");
+    return Status::OK();
+  }
+
+ private:
+  void Track(const std::string& f) {
+    if (!f.ends_with(".log")) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    logs_.insert(f);
+  }
+  const std::string dir_;
+  std::mutex mu_;
+  std::set<std::string> logs_;  // GUARDED_BY(mu_)
+};
+
 Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
+  auto env = std::make_unique<SyncTrackingEnv>(dir);
   leveldb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
+  options.env = env.get();
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, dir, &db);
   if (!s.ok()) return FromLevel(s, "opening LevelDB in " + dir);
-  return std::unique_ptr<LevelStore>(new LevelStore(db));
+  return std::unique_ptr<LevelStore>(new LevelStore(std::move(env), db));
 }
 
-LevelStore::LevelStore(leveldb::DB* db) : db_(db) {}
+LevelStore::LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db) : env_(std::move(env)), db_(db) {}
 LevelStore::~LevelStore() = default;
 
 Result<Store::Item> LevelStore::Get(std::string_view key) {
@@ -73,6 +155,7 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   leveldb::WriteBatch batch;
   size_t changed = 0;
   for (const WriteOp& w : writes) {
+    DTX_CHECK(!w.key.empty());  // the empty key holds the checkpoint
     auto cur = Get(w.key);
     if (!cur.ok()) return cur.status();
     if (cur->version >= version) continue;  // already applied (replay); tombstones too
@@ -84,6 +167,27 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   leveldb::WriteOptions wo;
   wo.sync = false;  // the WAL holds durability; see the header
   return FromLevel(db_->Write(wo, &batch), "LevelDB write");
+}
+
+Result<std::optional<Checkpoint>> LevelStore::ReadCheckpoint() {
+  std::string raw;
+  leveldb::Status s = db_->Get(leveldb::ReadOptions(), kCheckpointKey, &raw);
+  if (s.IsNotFound()) return std::optional<Checkpoint>();
+  if (!s.ok()) return FromLevel(s, "LevelDB get of the checkpoint");
+  auto cp = DecodeCheckpoint(raw);
+  if (!cp.ok()) return cp.status();
+  return std::optional<Checkpoint>(*cp);
+}
+
+Status LevelStore::WriteCheckpoint(const Checkpoint& cp) {
+  // First the data the checkpoint vouches for, outside LevelDB's write lock
+  // (the loop thread keeps applying meanwhile)...
+  DTX_RETURN_IF_ERROR(env_->SyncAll());
+  // ...then the checkpoint itself; this sync covers only what was written
+  // since, so writers queued behind it wait briefly.
+  leveldb::WriteOptions wo;
+  wo.sync = true;
+  return FromLevel(db_->Put(wo, kCheckpointKey, EncodeCheckpoint(cp)), "LevelDB checkpoint write");
 }
 
 }  // namespace dtx::participant

@@ -8,17 +8,28 @@
 // COMMIT records hold durability, and replay re-applies them (Apply is
 // idempotent by version), so LevelDB losing its unsynced tail is harmless.
 //
+// Checkpoints (records.md "Checkpoint") live under the empty key, never a
+// user key. WriteCheckpoint makes every LevelDB write made before it durable
+// and only then stores the checkpoint durably. LevelDB's own sync covers just
+// its current log file, and a memtable switch closes the previous log without
+// syncing it, so the store opens LevelDB with an Env that remembers every log
+// file it creates; WriteCheckpoint fsyncs those still present (and the
+// directory) before its synced write, which then has little left to sync.
+//
 // Thread-safety: Get and Apply may be called from any one thread at a time
-// (the participant calls them on its loop thread).
+// (the participant calls them on its loop thread); WriteCheckpoint from one
+// other thread concurrently with them (the participant's checkpoint worker).
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "participant/core.h"
 
 namespace leveldb {
 class DB;
+class Env;
 }
 
 namespace dtx::participant {
@@ -35,8 +46,17 @@ class LevelStore final : public Store {
   Result<Item> Get(std::string_view key) override;
   Status Apply(const std::vector<WriteOp>& writes, Version version) override;
 
+  // The last checkpoint written; nullopt if none. Corruption if malformed.
+  Result<std::optional<Checkpoint>> ReadCheckpoint();
+  // Makes every Apply that returned before the call durable, then stores
+  // `cp` with a synced write. An error means neither is known durable; the
+  // caller must treat it like a failed WAL sync (stop).
+  Status WriteCheckpoint(const Checkpoint& cp);
+
  private:
-  explicit LevelStore(leveldb::DB* db);
+  class SyncTrackingEnv;
+  LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db);
+  std::unique_ptr<SyncTrackingEnv> env_;  // outlives db_
   std::unique_ptr<leveldb::DB> db_;
 };
 

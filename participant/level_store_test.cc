@@ -101,6 +101,39 @@ TEST_F(LevelStoreTest, TombstoneWithValueBytesIsCorruption) {
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
 }
 
+TEST_F(LevelStoreTest, CheckpointIsStoredUnderTheEmptyKeyAndSurvivesReopen) {
+  {
+    auto st = Open();
+    auto none = st->ReadCheckpoint();
+    ASSERT_TRUE(none.ok());
+    EXPECT_FALSE(none->has_value());
+    ASSERT_TRUE(st->Apply({{"k", std::string("v")}}, 1).ok());
+    ASSERT_TRUE(st->WriteCheckpoint({5, 3, 2, 1}).ok());
+    ASSERT_TRUE(st->WriteCheckpoint({9, 4, 2, 7}).ok());
+  }
+  auto st = Open();
+  auto cp = st->ReadCheckpoint();
+  ASSERT_TRUE(cp.ok()) << cp.status().ToString();
+  ASSERT_TRUE(cp->has_value());
+  EXPECT_EQ(**cp, (Checkpoint{9, 4, 2, 7}));
+  EXPECT_EQ(st->Get("k")->value, "v");
+}
+
+TEST_F(LevelStoreTest, MalformedCheckpointIsCorruption) {
+  {
+    leveldb::DB* db = nullptr;
+    leveldb::Options o;
+    o.create_if_missing = true;
+    ASSERT_TRUE(leveldb::DB::Open(o, dir_ + "/data", &db).ok());
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), "", "\x01short").ok());
+    delete db;
+  }
+  auto st = Open();
+  auto cp = st->ReadCheckpoint();
+  ASSERT_FALSE(cp.ok());
+  EXPECT_TRUE(cp.status().IsCorruption()) << cp.status().ToString();
+}
+
 TEST_F(LevelStoreTest, MalformedStoredValueIsCorruption) {
   {
     leveldb::DB* db = nullptr;

@@ -2,6 +2,8 @@
 //
 //   dtx-participant --name participant-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
+//                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
+//                   [--wal-segment-bytes BYTES]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
@@ -19,6 +21,7 @@
 #include "common/log.h"
 #include "common/rpc_client.h"
 #include "participant/runtime.h"
+#include "wal/format.h"
 
 namespace po = boost::program_options;
 
@@ -37,6 +40,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 int main(int argc, char** argv) {
   po::options_description desc("Options");
   std::string name, listen, dir, coordinator, log_file, log_level;
+  dtx::participant::RuntimeOptions options;
   desc.add_options()
       ("help,h", "print this help")
       ("name", po::value<std::string>(&name)->required(), "node name, e.g. participant-0")
@@ -46,13 +50,21 @@ int main(int argc, char** argv) {
        "host:port of the coordinator (asked about in-doubt transactions)")
       ("log-file", po::value<std::string>(&log_file), "log file (default NODEDIR/node.log)")
       ("log-level", po::value<std::string>(&log_level)->default_value("info"),
-       "trace, debug, info, warn, error, critical, off");
+       "trace, debug, info, warn, error, critical, off")
+      ("checkpoint-interval-records",
+       po::value<uint64_t>(&options.checkpoint_interval_records)->default_value(options.checkpoint_interval_records),
+       "checkpoint after this many WAL records (0: not by count)")
+      ("checkpoint-interval-ms",
+       po::value<uint64_t>(&options.checkpoint_interval_ms)->default_value(options.checkpoint_interval_ms),
+       "checkpoint at least this often when there is something new (0: not by time)")
+      ("wal-segment-bytes", po::value<uint64_t>(&options.wal.segment_bytes)->default_value(options.wal.segment_bytes),
+       "WAL segment size; truncation deletes whole segments");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help") != 0) {
       std::cout << "usage: dtx-participant --name NAME --listen HOST:PORT --dir NODEDIR "
-                   "--coordinator HOST:PORT [--log-file PATH] [--log-level LEVEL]\n"
+                   "--coordinator HOST:PORT [--log-file PATH] [--log-level LEVEL] [options below]\n"
                 << desc << "\n";
       return 0;
     }
@@ -61,11 +73,18 @@ int main(int argc, char** argv) {
     return Usage(desc, e.what());
   }
 
-  dtx::participant::RuntimeOptions options;
   options.name = name;
   options.dir = dir;
   options.coordinator = coordinator;
   if (dir.empty()) return Usage(desc, "--dir must not be empty");
+  if (options.wal.segment_bytes < dtx::wal::format::kSegmentBytesMin ||
+      options.wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
+    return Usage(desc, "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) + ", " +
+                           std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
+  }
+  if (options.checkpoint_interval_records == 0 && options.checkpoint_interval_ms == 0) {
+    return Usage(desc, "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL would grow without bound)");
+  }
   dtx::Status s = dtx::ParseHostPort(listen, &options.listen_host, &options.listen_port);
   if (!s.ok()) return Usage(desc, "--listen: " + s.message());
   if (options.listen_port <= 0 || options.listen_port > 65535) {

@@ -6,6 +6,9 @@ namespace dtx::participant {
 
 namespace {
 
+// First byte of an encoded Checkpoint.
+constexpr uint8_t kCheckpointFormat = 1;
+
 // Flag bits of a COMMIT record.
 constexpr uint8_t kCommitFlagOnePhase = 0x01;
 constexpr uint8_t kCommitFlagsKnown = kCommitFlagOnePhase;
@@ -187,6 +190,18 @@ std::string EncodeEpoch(const EpochRecord& r) {
   return w.Take();
 }
 
+std::string EncodeCheckpoint(const Checkpoint& c) {
+  DTX_CHECK(c.retain_from <= c.lsn);
+  DTX_CHECK(c.epoch >= 0 && c.commit_counter >= 0);
+  Writer w;
+  w.U8(kCheckpointFormat);
+  w.U64(c.lsn);
+  w.U64(c.retain_from);
+  w.I64(c.epoch);
+  w.I64(c.commit_counter);
+  return w.Take();
+}
+
 Result<PrepareRecord> DecodePrepare(std::string_view payload) {
   Reader in(payload, "PREPARE");
   PrepareRecord r;
@@ -237,6 +252,23 @@ Result<EpochRecord> DecodeEpoch(std::string_view payload) {
   if (r.epoch < 0) return in.Bad("negative epoch");
   DTX_RETURN_IF_ERROR(in.End());
   return r;
+}
+
+Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
+  Reader in(bytes, "checkpoint");
+  uint8_t format = 0;
+  DTX_RETURN_IF_ERROR(in.U8(&format));
+  if (format != kCheckpointFormat) return in.Bad("unknown format " + std::to_string(format));
+  Checkpoint c;
+  DTX_RETURN_IF_ERROR(in.U64(&c.lsn));
+  DTX_RETURN_IF_ERROR(in.U64(&c.retain_from));
+  DTX_RETURN_IF_ERROR(in.I64(&c.epoch));
+  DTX_RETURN_IF_ERROR(in.I64(&c.commit_counter));
+  DTX_RETURN_IF_ERROR(in.End());
+  if (c.retain_from > c.lsn) return in.Bad("retain_from " + std::to_string(c.retain_from) + " above lsn " + std::to_string(c.lsn));
+  if (c.epoch < 0) return in.Bad("negative epoch");
+  if (c.commit_counter < 0) return in.Bad("negative commit counter");
+  return c;
 }
 
 }  // namespace dtx::participant

@@ -65,6 +65,19 @@ struct EpochRecord {
   friend bool operator==(const EpochRecord&, const EpochRecord&) = default;
 };
 
+// What a checkpoint makes durable (stored in the participant's LevelDB under
+// the empty key, which is never a user key; records.md "Checkpoint"). Every
+// record with LSN < `lsn` has its effect in the store, durably; records from
+// `retain_from` on are kept in the WAL (retain_from <= lsn: the PREPAREs of
+// transactions still prepared at the checkpoint).
+struct Checkpoint {
+  uint64_t lsn = 0;           // replay applies records from here; 0/1: no checkpoint
+  uint64_t retain_from = 0;   // the WAL keeps every record >= this
+  Epoch epoch = 0;            // the epoch adopted (EPOCH records below may be gone)
+  Version commit_counter = 0; // >= every version handed out (COMMITs below may be gone)
+  friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
+};
+
 // Coordinator address length accepted in a PREPARE.
 inline constexpr size_t kCoordinatorAddressBytesMax = 256;
 
@@ -72,10 +85,12 @@ std::string EncodePrepare(const PrepareRecord& r);
 std::string EncodeCommit(const CommitRecord& r);
 std::string EncodeAbort(const AbortRecord& r);
 std::string EncodeEpoch(const EpochRecord& r);
+std::string EncodeCheckpoint(const Checkpoint& c);
 
 Result<PrepareRecord> DecodePrepare(std::string_view payload);
 Result<CommitRecord> DecodeCommit(std::string_view payload);
 Result<AbortRecord> DecodeAbort(std::string_view payload);
 Result<EpochRecord> DecodeEpoch(std::string_view payload);
+Result<Checkpoint> DecodeCheckpoint(std::string_view bytes);
 
 }  // namespace dtx::participant

@@ -93,5 +93,27 @@ TEST(RecordsTest, BadFieldValuesAreCorruption) {
   EXPECT_TRUE(DecodePrepare(empty_key).status().IsCorruption());
 }
 
+TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) {
+  Checkpoint cp{1000, 990, 3, 12345};
+  std::string b = EncodeCheckpoint(cp);
+  ASSERT_EQ(b.size(), 33u);
+  auto back = DecodeCheckpoint(b);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, cp);
+  for (size_t n = 0; n < b.size(); ++n) {
+    EXPECT_TRUE(DecodeCheckpoint(b.substr(0, n)).status().IsCorruption()) << n;
+  }
+  EXPECT_TRUE(DecodeCheckpoint(b + "x").status().IsCorruption());
+  std::string format = b;
+  format[0] = 2;
+  EXPECT_TRUE(DecodeCheckpoint(format).status().IsCorruption());
+  std::string retain = EncodeCheckpoint({10, 10, 0, 0});
+  retain[9] = 11;  // retain_from 11 > lsn 10
+  EXPECT_TRUE(DecodeCheckpoint(retain).status().IsCorruption());
+  std::string epoch = b;
+  epoch[24] = '\x80';  // top byte of the epoch: negative
+  EXPECT_TRUE(DecodeCheckpoint(epoch).status().IsCorruption());
+}
+
 }  // namespace
 }  // namespace dtx::participant

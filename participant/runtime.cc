@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <system_error>
 
@@ -76,24 +77,19 @@ Status Runtime::Init() {
   level_ = std::move(level.value());
   store_ = std::make_unique<FailpointStore>(level_.get());
   core_ = std::make_unique<Core>(options_.core, store_.get());
-
-  auto log = wal::Log::Open(options_.wal, (dir / "wal").string(),
-                            [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-                              ++replayed_;
-                              return core_->Replay(lsn, type, payload);
-                            });
-  if (!log.ok()) return Status(log.status().IsCorruption() ? Status::Corruption("WAL: " + log.status().message())
-                                                           : log.status());
-  log_ = std::move(log.value());
-  core_->FinishRecovery(NowMs());
+  DTX_RETURN_IF_ERROR(RestoreAndReplay());
   store_->set_live();
   CoreStats st = core_->stats();
-  DTX_LOG_INFO("recovered: {} records replayed, epoch={}, commit_counter={}, in_doubt={}, inferred_aborts={}",
-               replayed_, st.epoch, st.commit_counter, st.in_flight, st.replay_inferred_aborts);
+  DTX_LOG_INFO("recovered: {} records replayed (from checkpoint lsn={}, retain_from={}), epoch={}, "
+               "commit_counter={}, in_doubt={}, inferred_aborts={}",
+               replayed_, last_checkpoint_.lsn, last_checkpoint_.retain_from, st.epoch, st.commit_counter,
+               st.in_flight, st.replay_inferred_aborts);
   for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
     DTX_LOG_INFO("txid={} in doubt after recovery; asking coordinator {}", t.txid.ToString(),
                  t.coordinator.empty() ? options_.coordinator : t.coordinator);
   }
+  last_checkpoint_ms_ = NowMs();
+  checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
   Process();
 
   handler_ = std::make_shared<Handler>(this);
@@ -106,14 +102,69 @@ Status Runtime::Init() {
   tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
     Process();
+    MaybeCheckpoint();
   });
   DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", address(), options_.dir, options_.coordinator);
   return Status::OK();
 }
 
+Status Runtime::RestoreAndReplay() {
+  auto cp = level_->ReadCheckpoint();
+  if (!cp.ok()) return cp.status();
+  if (cp->has_value()) {
+    last_checkpoint_ = **cp;
+    core_->RestoreCheckpoint(last_checkpoint_);
+  }
+  checkpoint_stats_.lsn = last_checkpoint_.lsn;
+  checkpoint_stats_.retain_from = last_checkpoint_.retain_from;
+  wal::Lsn first = 0;
+  auto log = wal::Log::Open(options_.wal, (std::filesystem::path(options_.dir) / "wal").string(),
+                            [this, &first](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+                              if (first == 0) first = lsn;
+                              ++replayed_;
+                              return core_->Replay(lsn, type, payload);
+                            });
+  if (!log.ok()) {
+    return log.status().IsCorruption() ? Status::Corruption("WAL: " + log.status().message()) : log.status();
+  }
+  log_ = std::move(log.value());
+  const wal::Lsn last = log_->last_lsn();
+  // The checkpoint vouches for records below its lsn and needs those from
+  // retain_from on: a WAL that ends before the one or starts after the
+  // other is not the WAL this store was checkpointed with.
+  if (last_checkpoint_.lsn > last + 1) {
+    return Status::Corruption("checkpoint covers the WAL up to LSN " + std::to_string(last_checkpoint_.lsn - 1) +
+                              " but the WAL ends at LSN " + std::to_string(last));
+  }
+  if (last_checkpoint_.retain_from != 0 && last_checkpoint_.retain_from <= last &&
+      (first == 0 || first > last_checkpoint_.retain_from)) {
+    return Status::Corruption("checkpoint needs WAL records from LSN " + std::to_string(last_checkpoint_.retain_from) +
+                              " but the WAL starts at LSN " + std::to_string(first));
+  }
+  core_->FinishRecovery(NowMs(), last);
+  return Status::OK();
+}
+
 Runtime::~Runtime() {
   Shutdown();
+  StopCheckpointWorker();
   alive_.reset();
+  if (options_.checkpoint_on_shutdown && core_ != nullptr && level_ != nullptr && log_ != nullptr) {
+    // Everything the core applied is in LevelDB: make it the restart point.
+    // Records still queued in the WAL are above it (not yet reported durable).
+    std::optional<Checkpoint> cp = core_->TakeCheckpoint();
+    if (cp.has_value() && cp->lsn > last_checkpoint_.lsn) {
+      Status s = level_->WriteCheckpoint(*cp);
+      if (s.ok()) {
+        Status t = log_->TruncateBefore(cp->retain_from);
+        DTX_LOG_INFO("shutdown checkpoint at lsn={} retain_from={}{}", cp->lsn, cp->retain_from,
+                     t.ok() ? "" : " (truncation failed: " + t.ToString() + ")");
+      } else {
+        DTX_LOG_ERROR("shutdown checkpoint failed: {} (the next start replays from lsn={})", s.ToString(),
+                      last_checkpoint_.lsn);
+      }
+    }
+  }
   log_.reset();  // syncs what is queued; its callbacks find alive_ expired
   core_.reset();
   store_.reset();
@@ -173,6 +224,7 @@ void Runtime::Append(PersistOp& op) {
   }
   auto lsn = log_->Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable));
   if (!lsn.ok()) Die("WAL append failed: " + lsn.status().ToString());
+  DTX_CHECK_MSG(*lsn == op.tag, "the core's tags are LSNs: nothing else may append to the WAL");
   if (op.type == RecordType::kEpoch) DTX_LOG_INFO("epoch rose; EPOCH record at lsn={}", *lsn);
 }
 
@@ -183,6 +235,88 @@ void Runtime::OnDurable(uint64_t tag, RecordType type, TxId txid) {
   if (type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitAfterLog);
   core_->OnPersisted(tag, NowMs());
   Process();
+}
+
+// ---------------------------------------------------------------------------
+// Checkpoints
+
+void Runtime::MaybeCheckpoint() {
+  if (checkpoint_in_flight_ || shut_down_) return;
+  const uint64_t now = NowMs();
+  const wal::Lsn last = log_->last_lsn();
+  const bool by_count = options_.checkpoint_interval_records != 0 &&
+                        last + 1 >= last_checkpoint_.lsn + options_.checkpoint_interval_records;
+  const bool by_time = options_.checkpoint_interval_ms != 0 && now - last_checkpoint_ms_ >= options_.checkpoint_interval_ms;
+  if (!by_count && !by_time) return;
+  std::optional<Checkpoint> cp = core_->TakeCheckpoint();
+  if (!cp.has_value()) return;
+  if (cp->lsn <= last_checkpoint_.lsn && cp->retain_from <= last_checkpoint_.retain_from) {
+    last_checkpoint_ms_ = now;  // nothing new: look again after the interval
+    return;
+  }
+  DTX_CHECK(cp->retain_from >= last_checkpoint_.retain_from);
+  checkpoint_in_flight_ = true;
+  {
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    checkpoint_job_ = *cp;
+  }
+  checkpoint_cv_.notify_one();
+}
+
+void Runtime::CheckpointWorkerLoop() {
+  for (;;) {
+    Checkpoint cp;
+    {
+      std::unique_lock<std::mutex> lock(checkpoint_mu_);
+      checkpoint_cv_.wait(lock, [this] { return checkpoint_stop_ || checkpoint_job_.has_value(); });
+      if (checkpoint_stop_) return;
+      cp = *checkpoint_job_;
+      checkpoint_job_.reset();
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Status s = level_->WriteCheckpoint(cp);
+    // Like a failed WAL sync: what LevelDB holds can no longer be trusted to
+    // be on disk, and the WAL below the old checkpoint is still there.
+    if (!s.ok()) Die("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
+    auto t1 = std::chrono::steady_clock::now();
+    Status truncated = log_->TruncateBefore(cp.retain_from);
+    auto t2 = std::chrono::steady_clock::now();
+    auto us = [](auto d) { return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()); };
+    std::weak_ptr<int> alive = alive_;
+    loop_->Post([this, alive, cp, write_us = us(t1 - t0), truncate_us = us(t2 - t1), truncated] {
+      if (alive.expired()) return;
+      OnCheckpointDone(cp, write_us, truncate_us, truncated);
+    });
+  }
+}
+
+void Runtime::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
+                               const Status& truncated) {
+  checkpoint_in_flight_ = false;
+  last_checkpoint_ = cp;
+  last_checkpoint_ms_ = NowMs();
+  ++checkpoint_stats_.taken;
+  checkpoint_stats_.lsn = cp.lsn;
+  checkpoint_stats_.retain_from = cp.retain_from;
+  checkpoint_stats_.last_write_us = write_us;
+  checkpoint_stats_.last_truncate_us = truncate_us;
+  if (!truncated.ok()) {
+    // Safe (the segments stay), but the log is no longer bounded: say so.
+    ++checkpoint_stats_.truncate_errors;
+    DTX_LOG_ERROR("WAL truncation below lsn={} failed: {}", cp.retain_from, truncated.ToString());
+  }
+  DTX_LOG_DEBUG("checkpoint lsn={} retain_from={} write={}us truncate={}us", cp.lsn, cp.retain_from, write_us,
+                truncate_us);
+}
+
+void Runtime::StopCheckpointWorker() {
+  if (!checkpoint_thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    checkpoint_stop_ = true;
+  }
+  checkpoint_cv_.notify_one();
+  checkpoint_thread_.join();
 }
 
 CoordinatorStub& Runtime::StubFor(const std::string& address) {
@@ -380,6 +514,11 @@ rpc::NodeStatus Runtime::GetStatus() const {
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},
       {"wal_bytes_written", static_cast<int64_t>(ws.bytes_written)},
+      {"wal_segments_deleted", static_cast<int64_t>(ws.segments_deleted)},
+      {"checkpoints", static_cast<int64_t>(checkpoint_stats_.taken)},
+      {"checkpoint_lsn", static_cast<int64_t>(checkpoint_stats_.lsn)},
+      {"checkpoint_retain_from", static_cast<int64_t>(checkpoint_stats_.retain_from)},
+      {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
   };
   out.__set_counters(c);
   return out;

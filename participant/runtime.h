@@ -28,19 +28,35 @@
 // A WAL failure (Append error, durable callback with an error) and a store
 // failure after a durable COMMIT log and exit the process with status 1.
 //
+// Checkpoints (participant/README.md "Checkpoints"): every
+// checkpoint_interval_records appended records or checkpoint_interval_ms, the
+// loop thread takes Core::TakeCheckpoint() and hands it to the checkpoint
+// worker thread, which makes LevelDB durable up to it and stores it
+// (LevelStore::WriteCheckpoint), then deletes the WAL segments below its
+// retain_from (wal::Log::TruncateBefore), and posts back. One at a time; the
+// loop never waits for it. A failed checkpoint write stops the process like
+// a failed WAL sync. On start the last checkpoint is restored before replay.
+// A clean shutdown writes a last checkpoint, so the next start replays
+// little.
+//
 // Threading: every method runs on the loop thread (common/event_loop.h); the
 // WAL's durable callbacks run on its flusher thread and only Post() to the
-// loop (or exit the process).
+// loop (or exit the process); the checkpoint worker touches only LevelStore::
+// WriteCheckpoint and wal::Log::TruncateBefore (both thread-safe) and Post()s.
 // Lifetime: `loop` must outlive the Runtime. Call Shutdown() (loop thread)
 // before destroying it; the destructor closes the WAL (syncing what is
 // queued) and LevelDB.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -62,6 +78,12 @@ inline constexpr int kQueryDecisionTimeoutMs = 1000;
 // Coordinator addresses (from PREPARE records) with their own channel; past
 // it, the configured coordinator is asked instead.
 inline constexpr size_t kCoordinatorChannelsMax = 16;
+// Checkpoint triggers (whichever comes first, and only when the checkpoint
+// would move forward).
+inline constexpr uint64_t kCheckpointIntervalRecordsDefault = 50000;
+inline constexpr uint64_t kCheckpointIntervalMsDefault = 10000;
+// Largest WAL segment the participant accepts from its flag.
+inline constexpr uint64_t kWalSegmentBytesMax = uint64_t{1} << 30;
 
 struct RuntimeOptions {
   std::string name = "participant-0";
@@ -71,6 +93,18 @@ struct RuntimeOptions {
   std::string coordinator;  // host:port asked with QueryDecision by default
   CoreOptions core;
   wal::Options wal;
+  uint64_t checkpoint_interval_records = kCheckpointIntervalRecordsDefault;  // 0: not by count
+  uint64_t checkpoint_interval_ms = kCheckpointIntervalMsDefault;            // 0: not by time
+  bool checkpoint_on_shutdown = true;
+};
+
+struct CheckpointStats {
+  uint64_t taken = 0;            // checkpoints written
+  uint64_t lsn = 0;              // the last one's lsn (restored or written)
+  uint64_t retain_from = 0;      // ... and retain_from
+  uint64_t last_write_us = 0;    // how long the last WriteCheckpoint took
+  uint64_t last_truncate_us = 0; // how long the last TruncateBefore took
+  uint64_t truncate_errors = 0;
 };
 
 class Handler;
@@ -91,6 +125,8 @@ class Runtime {
 
   std::string address() const;
   const Core& core() const { return *core_; }
+  const CheckpointStats& checkpoint_stats() const { return checkpoint_stats_; }
+  const wal::Log& log() const { return *log_; }
 
   // ---- the Participant service (called by Handler, loop thread) ----
   using Fail = std::function<void(const rpc::DtxError&)>;
@@ -123,6 +159,11 @@ class Runtime {
   CoordinatorStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
   void HeardFromCoordinator();
+  Status RestoreAndReplay();
+  void MaybeCheckpoint();
+  void CheckpointWorkerLoop();
+  void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us, const Status& truncated);
+  void StopCheckpointWorker();
 
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -140,6 +181,17 @@ class Runtime {
   uint64_t coordinator_heard_ms_ = 0;  // 0: never
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
+
+  // Checkpoints. Loop thread: the fields below the worker's.
+  std::thread checkpoint_thread_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  std::optional<Checkpoint> checkpoint_job_;  // GUARDED_BY(checkpoint_mu_)
+  bool checkpoint_stop_ = false;              // GUARDED_BY(checkpoint_mu_)
+  bool checkpoint_in_flight_ = false;
+  Checkpoint last_checkpoint_;
+  uint64_t last_checkpoint_ms_ = 0;
+  CheckpointStats checkpoint_stats_;
   // Expires with the Runtime: WAL callbacks posted after it is gone find it
   // expired (they run on the loop thread, as does the destructor).
   std::shared_ptr<int> alive_;
