@@ -1,0 +1,1525 @@
+#include "tests/sim/sim.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <set>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "coordinator/core.h"
+#include "participant/core.h"
+#include "participant/mem_store.h"
+
+namespace dtx::sim {
+namespace {
+
+namespace pc = ::dtx::participant;
+namespace cc = ::dtx::coordinator;
+
+// ---- fixed timings (virtual ms) --------------------------------------------
+// The cores' timeouts are scaled down from their production defaults (same
+// ratios) so that a few virtual seconds hold many protocol rounds.
+constexpr uint64_t kTickMs = 10;
+constexpr uint64_t kPrepareTimeoutMs = 400;
+constexpr uint64_t kCommitTimeoutMs = 400;
+constexpr uint64_t kAbortTimeoutMs = 200;
+constexpr uint64_t kCommitRetryInitialMs = 20;
+constexpr uint64_t kCommitRetryMaxMs = 400;
+constexpr uint64_t kReadWaitMs = 300;
+constexpr uint64_t kDecisionQueryAfterMs = 400;
+constexpr uint64_t kDecisionQueryIntervalMs = 100;
+constexpr uint64_t kQueryDecisionTimeoutMs = 200;  // the participant runtime's RPC timeout
+constexpr uint64_t kClientReadTimeoutMs = 500;
+constexpr uint64_t kClientCommitTimeoutMs = 1500;
+constexpr int kClientCommitAttemptsMax = 3;  // same txid: the coordinator deduplicates
+constexpr uint64_t kClientThinkMsMax = 20;
+constexpr uint64_t kNetDelayMsMin = 1, kNetDelayMsMax = 5;
+constexpr uint64_t kNetLongDelayMsMax = 800;
+constexpr uint64_t kSyncMsMin = 1, kSyncMsMax = 4, kSyncSlowMsMax = 60;
+constexpr uint64_t kDownMsMin = 5, kDownMsMax = 800;
+constexpr int64_t kInitialBalance = 100;
+constexpr int kSabotageLostSyncedMax = 3;
+constexpr size_t kSmallTableMax = 16;  // SimOptions::small_tables
+constexpr size_t kTraceLinesMax = 2'000'000;  // bounded memory even for a very long --trace run
+
+const char* kCoordinatorName = "coordinator-0";
+
+// splitmix64: tiny, fast, and its output is fixed by the algorithm (not by a
+// standard library's distribution code), so a seed replays on any build.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : s_(seed) {}
+  uint64_t Next() {
+    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Uniform in [lo, hi] (hi >= lo); the modulo bias is irrelevant here.
+  uint64_t Range(uint64_t lo, uint64_t hi) { return lo + Next() % (hi - lo + 1); }
+  bool Chance(double p) { return static_cast<double>(Next() >> 11) * 0x1.0p-53 < p; }
+
+ private:
+  uint64_t s_;
+};
+
+uint64_t Mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+  return h * 0xFF51AFD7ED558CCDull;
+}
+
+// ---- bank values -----------------------------------------------------------
+// A written value is "<balance>@<txid>", so every stored value names the
+// transaction that wrote it.
+
+std::string EncodeBalance(int64_t balance, const TxId& txid) {
+  return std::to_string(balance) + "@" + txid.ToString();
+}
+
+struct Decoded {
+  int64_t balance = 0;
+  TxId txid;
+};
+
+std::optional<Decoded> DecodeBalance(const std::string& v) {
+  size_t at = v.find('@');
+  if (at == std::string::npos || at == 0 || v.size() - at - 1 != 32) return std::nullopt;
+  Decoded d;
+  char* end = nullptr;
+  d.balance = std::strtoll(v.c_str(), &end, 10);
+  if (end != v.c_str() + at) return std::nullopt;
+  auto hex = [&](size_t off, uint64_t* out) {
+    *out = 0;
+    for (size_t i = 0; i < 16; ++i) {
+      char c = v[off + i];
+      int x = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (x < 0) return false;
+      *out = (*out << 4) | static_cast<uint64_t>(x);
+    }
+    return true;
+  };
+  if (!hex(at + 1, &d.txid.hi) || !hex(at + 17, &d.txid.lo)) return std::nullopt;
+  return d;
+}
+
+std::string AccountKey(int i) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "acct-%02d", i);
+  return buf;
+}
+
+// ---- the simulated RPCs ----------------------------------------------------
+
+struct ReadReq {
+  std::string key;
+};
+struct PCommitReq {
+  TxId txid;
+  Epoch epoch = 0;
+};
+struct PAbortReq {
+  TxId txid;
+  Epoch epoch = 0;
+};
+struct QueryReq {
+  TxId txid;
+};
+using Request = std::variant<ReadReq, pc::PrepareRequest, PCommitReq, PAbortReq, cc::CommitRequest, QueryReq>;
+using CoordinatorBody = std::variant<cc::CommitResult, cc::Decision, cc::Error>;
+using Response = std::variant<pc::Reply, CoordinatorBody>;
+
+// How a call ended, as the transport reports it.
+enum class CallEnd { kOk, kTimeout, kUnavailable };
+const char* CallEndName(CallEnd e) {
+  switch (e) {
+    case CallEnd::kOk: return "ok";
+    case CallEnd::kTimeout: return "timeout";
+    case CallEnd::kUnavailable: return "unavailable";
+  }
+  return "?";
+}
+using Completion = std::function<void(CallEnd, const Response*)>;
+using Responder = std::function<void(Response)>;
+
+std::string Describe(const Request& r) {
+  struct V {
+    std::string operator()(const ReadReq& x) { return "Read(" + x.key + ")"; }
+    std::string operator()(const pc::PrepareRequest& x) {
+      return "Prepare(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w" +
+             (x.one_phase ? " 1pc" : "") + (x.read_only_tx ? " ro" : "") + ")";
+    }
+    std::string operator()(const PCommitReq&) { return "Commit"; }
+    std::string operator()(const PAbortReq&) { return "Abort"; }
+    std::string operator()(const cc::CommitRequest& x) {
+      return "ClientCommit(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w)";
+    }
+    std::string operator()(const QueryReq&) { return "QueryDecision"; }
+  };
+  return std::visit(V{}, r);
+}
+
+std::string OutcomeName(const cc::CommitResult& r) {
+  switch (r.outcome) {
+    case cc::Outcome::kCommitted: return "COMMITTED";
+    case cc::Outcome::kAborted:
+      return std::string("ABORTED(") + (r.reason ? AbortReasonName(*r.reason) : "?") + ")";
+    case cc::Outcome::kUnknown: return "UNKNOWN";
+  }
+  return "?";
+}
+
+std::string Describe(const Response& r) {
+  if (const auto* p = std::get_if<pc::Reply>(&r)) {
+    if (p->error != pc::ErrorCode::kOk) return std::string("error ") + pc::ErrorCodeName(p->error) + ": " + p->message;
+    switch (p->kind) {
+      case pc::Reply::Kind::kRead:
+        return p->found ? "value v" + std::to_string(p->version) + " " + p->value : "absent v" + std::to_string(p->version);
+      case pc::Reply::Kind::kPrepare:
+        return p->vote == pc::Vote::kYes ? "YES" : p->vote == pc::Vote::kReadOnly ? "READ_ONLY" : "NO: " + p->detail;
+      case pc::Reply::Kind::kCommit: return "commit ack";
+      case pc::Reply::Kind::kAbort: return "abort ack";
+    }
+  }
+  const auto& b = std::get<CoordinatorBody>(r);
+  if (const auto* res = std::get_if<cc::CommitResult>(&b)) return OutcomeName(*res) + " " + res->detail;
+  if (const auto* d = std::get_if<cc::Decision>(&b)) {
+    return *d == cc::Decision::kCommit ? "decision COMMIT" : *d == cc::Decision::kAbort ? "decision ABORT" : "decision UNKNOWN";
+  }
+  return "error " + std::to_string(static_cast<int>(std::get<cc::Error>(b).code)) + ": " + std::get<cc::Error>(b).message;
+}
+
+// ---- the world -------------------------------------------------------------
+
+class World;
+
+// A participant's committed state: a MemStore that reports every Apply to
+// the world (which transaction, which keys, which version) so the checks see
+// what each participant applied, across crashes and replays.
+class RecordingStore final : public pc::Store {
+ public:
+  RecordingStore(World* world, int participant) : world_(world), participant_(participant) {}
+  Result<Item> Get(std::string_view key) override { return mem_.Get(key); }
+  Status Apply(const std::vector<pc::WriteOp>& writes, Version version) override;
+  const pc::MemStore& mem() const { return mem_; }
+
+ private:
+  World* world_;
+  int participant_;
+  pc::MemStore mem_;
+};
+
+struct WalEntry {
+  uint64_t lsn = 0;
+  uint8_t type = 0;
+  std::string payload;
+  uint64_t tag = 0;          // the appending core's tag
+  bool forced = false;
+  uint64_t incarnation = 0;  // which core appended it (tags are per core)
+  TxId txid;
+};
+
+// An in-memory WAL: records, a "synced up to" LSN, one sync in flight at a
+// time covering everything appended before it started (group commit).
+struct SimWal {
+  std::deque<WalEntry> entries;
+  uint64_t synced_lsn = 0;
+  uint64_t truncated_below = 1;  // every LSN below it was dropped by truncation
+  bool syncing = false;
+  uint64_t next_lsn() const { return entries.empty() ? truncated_below : entries.back().lsn + 1; }
+  bool all_synced() const { return entries.empty() || entries.back().lsn <= synced_lsn; }
+};
+
+enum class Kind { kParticipant, kCoordinator, kClient };
+
+// A node: a protocol core, its log, and up/down state. Clients are endpoints
+// of the network too, but never crash and have no core. (A coordinator backup
+// is one more kCoordinator node when failover exists.)
+struct Node {
+  int id = 0;
+  Kind kind = Kind::kClient;
+  std::string name;
+  bool up = true;
+  // Bumped at every crash and every restart: a message or reply addressed to
+  // an older incarnation is dropped (as a real connection reset would).
+  uint64_t incarnation = 1;
+  uint64_t restart_gen = 0;  // cancels a scheduled restart the heal phase overtook
+  SimWal wal;
+  // participant
+  int shard = -1;
+  std::unique_ptr<RecordingStore> store;
+  std::unique_ptr<pc::Core> pcore;
+  // coordinator
+  std::unique_ptr<cc::CoordinatorCore> ccore;
+  // requests the core owes an answer, by its token
+  std::map<uint64_t, Responder> pending;
+  uint64_t next_token = 1;
+};
+
+struct Call {
+  int from = 0;
+  uint64_t from_incarnation = 0;
+  int to = 0;
+  TxId txid;
+  Completion done;
+};
+
+enum class ClientReply { kNone, kCommitted, kAborted, kUnknown, kError, kNoReply };
+const char* ClientReplyName(ClientReply r) {
+  switch (r) {
+    case ClientReply::kNone: return "none";
+    case ClientReply::kCommitted: return "COMMITTED";
+    case ClientReply::kAborted: return "ABORTED";
+    case ClientReply::kUnknown: return "UNKNOWN";
+    case ClientReply::kError: return "ERROR";
+    case ClientReply::kNoReply: return "NO_REPLY";
+  }
+  return "?";
+}
+
+// What the world knows about one transaction a client sent to the coordinator.
+struct TxInfo {
+  TxId txid;
+  bool audit = false;
+  std::map<std::string, std::string> writes;  // key -> value
+  std::set<int> shards;                        // participants its writes touch
+  ClientReply reply = ClientReply::kNone;
+  // participant -> versions it applied this transaction with
+  std::map<int, std::set<Version>> applied;
+};
+
+struct Client {
+  int node = 0;
+  int index = 0;
+  uint64_t counter = 0;
+  bool busy = false;
+};
+
+// State of one client transaction in flight (shared by its callbacks).
+struct ClientTx {
+  TxId txid;
+  bool audit = false;
+  std::vector<std::string> keys;
+  std::vector<int64_t> balances;
+  std::vector<Version> versions;
+  size_t reads_left = 0;
+  bool failed = false;
+  int64_t amount = 0;
+  int attempts = 0;
+  // Coordinator incarnation that was up when an attempt was sent (0: none).
+  uint64_t coordinator_seen = 0;
+  cc::CommitRequest request;
+};
+
+class World {
+ public:
+  World(uint64_t seed, const SimOptions& o) : seed_(seed), opts_(o), rng_(seed), trace_on_(o.trace) {}
+
+  RunResult Run();
+  void OnApplied(int participant, const std::vector<pc::WriteOp>& writes, Version version);
+
+ private:
+  struct Event {
+    uint64_t at;
+    uint64_t seq;
+    uint32_t kind;
+    std::function<void()> fn;
+  };
+  struct Later {
+    bool operator()(const Event& a, const Event& b) const {
+      return a.at != b.at ? a.at > b.at : a.seq > b.seq;
+    }
+  };
+  enum EventKind : uint32_t { kEvTick = 1, kEvMsg, kEvSync, kEvTimeout, kEvCrash, kEvRestart, kEvClient, kEvHeal };
+
+  void At(uint64_t at, uint32_t kind, std::function<void()> fn) {
+    queue_.push(Event{at, next_seq_++, kind, std::move(fn)});
+  }
+  void After(uint64_t delay, uint32_t kind, std::function<void()> fn) { At(now_ + delay, kind, std::move(fn)); }
+
+  void Trace(const TxId& txid, std::string text) {
+    if (trace_.size() < kTraceLinesMax) trace_.push_back(TraceLine{now_, txid, std::move(text)});
+  }
+  void Fail(std::string check, const TxId& txid, std::string detail) {
+    // One report per (check, transaction): a refused COMMIT is re-sent many times.
+    if (txid != TxId{} && !reported_.emplace(check, txid).second) return;
+    if (trace_on_) Trace(txid, "VIOLATION " + check + ": " + detail);
+    violations_.push_back(Violation{std::move(check), txid, std::move(detail)});
+  }
+
+  void DrawConfig();
+  void Build();
+
+  // network and RPC
+  void SendMsg(int from, int to, const TxId& txid, const std::string& what, std::function<void()> deliver);
+  uint64_t NetDelay();
+  void StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done);
+  void FinishCall(uint64_t id, CallEnd end, const Response* resp);
+  void Dispatch(int to, uint64_t call_id, const Request& req);
+
+  // nodes
+  void HandleParticipant(Node& n, const Request& req, Responder resp);
+  void HandleCoordinator(Node& n, const Request& req, Responder resp);
+  void DrainParticipant(Node& n);
+  void DrainCoordinator(Node& n);
+  void Append(Node& n, WalEntry e);
+  void MaybeStartSync(Node& n);
+  void CompleteSync(Node& n, uint64_t target_lsn);
+  void Crash(Node& n);
+  void Restart(Node& n);
+  void StartCore(Node& n);
+  void TickAll();
+  void ScheduleNextCrash();
+
+  // clients
+  void ClientNext(Client& c);
+  void ClientRead(Client& c, std::shared_ptr<ClientTx> tx);
+  void ClientCommit(Client& c, std::shared_ptr<ClientTx> tx);
+  void ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply, const std::string& why);
+
+  // the end
+  void Heal();
+  bool Quiesced() const;
+  void FinalChecks();
+  void CheckReplayMatches(Node& n);
+
+  int ShardOf(const std::string& key) const {
+    return static_cast<int>(ShardHash(key) % static_cast<uint64_t>(participants_.size()));
+  }
+  int NodeByName(const std::string& name) const {
+    for (const Node& n : nodes_) {
+      if (n.name == name) return n.id;
+    }
+    return -1;
+  }
+
+  uint64_t seed_;
+  SimOptions opts_;
+  Rng rng_;
+  bool trace_on_;
+  std::vector<TraceLine> trace_;
+  std::vector<Violation> violations_;
+  std::set<std::pair<std::string, TxId>> reported_;
+  RunStats stats_;
+
+  std::priority_queue<Event, std::vector<Event>, Later> queue_;
+  uint64_t now_ = 0;
+  uint64_t next_seq_ = 0;
+  bool faults_on_ = true;
+  bool healed_ = false;
+  bool done_ = false;
+
+  // drawn configuration
+  int n_participants_ = 0, n_clients_ = 0, n_accounts_ = 0;
+  uint64_t fault_end_ms_ = 0;
+  double p_drop_ = 0, p_dup_ = 0, p_long_ = 0, p_slow_sync_ = 0, p_store_lost_ = 0;
+  uint64_t crash_gap_ms_ = 0;  // mean gap between crashes (0: none)
+  double p_coordinator_crash_ = 0;
+  double p_audit_ = 0;
+
+  std::vector<Node> nodes_;  // participants, coordinator, clients
+  std::vector<int> participants_;
+  int coordinator_ = -1;
+  std::vector<Client> clients_;
+
+  std::map<uint64_t, Call> calls_;
+  uint64_t next_call_ = 1;
+  std::map<TxId, TxInfo> txs_;
+};
+
+Status RecordingStore::Apply(const std::vector<pc::WriteOp>& writes, Version version) {
+  Status s = mem_.Apply(writes, version);
+  if (s.ok()) world_->OnApplied(participant_, writes, version);
+  return s;
+}
+
+// ---- configuration -----------------------------------------------------------
+
+void World::DrawConfig() {
+  n_participants_ = opts_.participants > 0 ? opts_.participants : static_cast<int>(rng_.Range(1, 4));
+  n_clients_ = opts_.clients > 0 ? opts_.clients : static_cast<int>(rng_.Range(1, 5));
+  n_accounts_ = opts_.accounts > 0 ? opts_.accounts : static_cast<int>(rng_.Range(2, 10));
+  fault_end_ms_ = opts_.fault_phase_ms > 0 ? opts_.fault_phase_ms : rng_.Range(1000, 4000);
+  if (opts_.faults) {
+    p_drop_ = static_cast<double>(rng_.Range(0, 50)) / 1000.0;
+    p_dup_ = static_cast<double>(rng_.Range(0, 50)) / 1000.0;
+    p_long_ = static_cast<double>(rng_.Range(0, 50)) / 1000.0;
+    p_slow_sync_ = static_cast<double>(rng_.Range(0, 100)) / 1000.0;
+    p_store_lost_ = static_cast<double>(rng_.Range(0, 100)) / 100.0;
+    crash_gap_ms_ = rng_.Chance(0.1) ? 0 : rng_.Range(200, 2000);
+    p_coordinator_crash_ = static_cast<double>(rng_.Range(0, 50)) / 100.0;
+  } else {
+    faults_on_ = false;
+  }
+  p_audit_ = static_cast<double>(rng_.Range(0, 40)) / 100.0;
+  char buf[320];
+  std::snprintf(buf, sizeof(buf),
+                "participants=%d clients=%d accounts=%d fault_ms=%" PRIu64
+                " drop=%.3f dup=%.3f long=%.3f slow_sync=%.2f store_lost=%.2f crash_gap_ms=%" PRIu64
+                " coord_crash=%.2f audit=%.2f",
+                n_participants_, n_clients_, n_accounts_, fault_end_ms_, p_drop_, p_dup_, p_long_,
+                p_slow_sync_, p_store_lost_, crash_gap_ms_, p_coordinator_crash_, p_audit_);
+  stats_.config = buf;
+}
+
+void World::Build() {
+  for (int i = 0; i < n_participants_; ++i) {
+    Node n;
+    n.id = static_cast<int>(nodes_.size());
+    n.kind = Kind::kParticipant;
+    n.name = "participant-" + std::to_string(i);
+    n.shard = i;
+    participants_.push_back(n.id);
+    nodes_.push_back(std::move(n));
+  }
+  {
+    Node n;
+    n.id = static_cast<int>(nodes_.size());
+    n.kind = Kind::kCoordinator;
+    n.name = kCoordinatorName;
+    coordinator_ = n.id;
+    nodes_.push_back(std::move(n));
+  }
+  for (int i = 0; i < n_clients_; ++i) {
+    Node n;
+    n.id = static_cast<int>(nodes_.size());
+    n.kind = Kind::kClient;
+    n.name = "client-" + std::to_string(i);
+    clients_.push_back(Client{n.id, i, 0, false});
+    nodes_.push_back(std::move(n));
+  }
+  for (Node& n : nodes_) {
+    if (n.kind == Kind::kParticipant) n.store = std::make_unique<RecordingStore>(this, n.shard);
+    if (n.kind != Kind::kClient) StartCore(n);
+  }
+}
+
+// ---- network -------------------------------------------------------------------
+
+uint64_t World::NetDelay() {
+  if (faults_on_ && rng_.Chance(p_long_)) return rng_.Range(kNetDelayMsMax, kNetLongDelayMsMax);
+  return rng_.Range(kNetDelayMsMin, kNetDelayMsMax);
+}
+
+// One message: dropped, duplicated or delayed (reordering follows from the
+// delays). A message to a node that is down, or that crashed or restarted
+// before it arrived, is lost (its connection is gone).
+void World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
+                    std::function<void()> deliver) {
+  ++stats_.messages;
+  Node& dst = nodes_[to];
+  if (!dst.up) {
+    if (trace_on_) Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [dest down]");
+    return;
+  }
+  if (faults_on_ && rng_.Chance(p_drop_)) {
+    ++stats_.dropped;
+    if (trace_on_) Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [dropped]");
+    return;
+  }
+  int copies = 1;
+  if (faults_on_ && rng_.Chance(p_dup_)) {
+    ++stats_.duplicated;
+    copies = 2;
+  }
+  const uint64_t dst_inc = dst.incarnation;
+  for (int i = 0; i < copies; ++i) {
+    uint64_t delay = NetDelay();
+    if (trace_on_) {
+      Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [sent, +" + std::to_string(delay) +
+                      "ms" + (i > 0 ? ", duplicate" : "") + "]");
+    }
+    // the last copy may take the closure; earlier ones copy it
+    std::function<void()> fn = i + 1 == copies ? std::move(deliver) : deliver;
+    After(delay, kEvMsg, [this, to, dst_inc, fn = std::move(fn)] {
+      const Node& d = nodes_[to];
+      if (!d.up || d.incarnation != dst_inc) return;
+      fn();
+    });
+  }
+}
+
+void World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done) {
+  uint64_t id = next_call_++;
+  calls_.emplace(id, Call{from, nodes_[from].incarnation, to, txid, std::move(done)});
+  if (!nodes_[to].up) {
+    // connection refused, promptly
+    if (trace_on_) Trace(txid, nodes_[from].name + " -> " + nodes_[to].name + " " + Describe(req) + " [refused: down]");
+    After(1, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kUnavailable, nullptr); });
+    return;
+  }
+  After(timeout_ms, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kTimeout, nullptr); });
+  std::string what = trace_on_ ? Describe(req) : std::string();
+  SendMsg(from, to, txid, what, [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
+}
+
+void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
+  auto it = calls_.find(id);
+  if (it == calls_.end()) return;  // already finished (a duplicate reply, a late timeout)
+  Call call = std::move(it->second);
+  calls_.erase(it);
+  Node& caller = nodes_[call.from];
+  if (!caller.up || caller.incarnation != call.from_incarnation) return;
+  if (trace_on_ && end != CallEnd::kOk) {
+    Trace(call.txid, caller.name + " call to " + nodes_[call.to].name + " ended: " + CallEndName(end));
+  }
+  call.done(end, resp);
+}
+
+void World::Dispatch(int to, uint64_t call_id, const Request& req) {
+  Node& n = nodes_[to];
+  auto it = calls_.find(call_id);
+  TxId txid = it != calls_.end() ? it->second.txid : TxId{};
+  int from = it != calls_.end() ? it->second.from : -1;
+  if (trace_on_) Trace(txid, n.name + " handles " + Describe(req) + (from < 0 ? " (its caller gave up)" : ""));
+  const uint64_t inc = n.incarnation;
+  Responder resp = [this, to, inc, call_id, from, txid](Response r) {
+    if (from < 0) return;  // the caller gave up and is gone: nobody to answer
+    if (nodes_[to].incarnation != inc) return;
+    std::string what = trace_on_ ? "reply " + Describe(r) : std::string();
+    SendMsg(to, from, txid, what, [this, call_id, r = std::move(r)] { FinishCall(call_id, CallEnd::kOk, &r); });
+  };
+  if (n.kind == Kind::kParticipant) {
+    HandleParticipant(n, req, std::move(resp));
+  } else {
+    HandleCoordinator(n, req, std::move(resp));
+  }
+}
+
+// ---- participants ------------------------------------------------------------------
+
+void World::HandleParticipant(Node& n, const Request& req, Responder resp) {
+  if (!n.up || !n.pcore) return;
+  uint64_t token = n.next_token++;
+  n.pending.emplace(token, std::move(resp));
+  if (const auto* r = std::get_if<ReadReq>(&req)) {
+    n.pcore->Read(token, r->key, now_);
+  } else if (const auto* p = std::get_if<pc::PrepareRequest>(&req)) {
+    n.pcore->Prepare(token, *p, now_);
+  } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
+    n.pcore->Commit(token, c->txid, c->epoch, now_);
+  } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
+    n.pcore->Abort(token, a->txid, a->epoch, now_);
+  } else {
+    n.pending.erase(token);
+    Fail("sim-internal", TxId{}, n.name + " got a coordinator request");
+    return;
+  }
+  DrainParticipant(n);
+}
+
+void World::DrainParticipant(Node& n) {
+  pc::Ready r = n.pcore->TakeReady();
+  if (!r.fatal.ok()) {
+    // The runtime would log this and exit: the node goes down for good.
+    Fail("participant-fatal", TxId{}, n.name + ": " + r.fatal.ToString());
+    Crash(n);
+    n.restart_gen = UINT64_MAX;  // never restarted
+    return;
+  }
+  for (pc::PersistOp& op : r.persist) {
+    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced, n.incarnation, op.txid});
+  }
+  MaybeStartSync(n);
+  for (const pc::QueryDecisionMsg& m : r.send) {
+    ++stats_.decision_queries;
+    int to = m.coordinator.empty() ? coordinator_ : NodeByName(m.coordinator);
+    if (to < 0) {
+      Fail("sim-internal", m.txid, n.name + " asks unknown coordinator '" + m.coordinator + "'");
+      continue;
+    }
+    const int self = n.id;
+    const TxId txid = m.txid;
+    StartCall(self, to, QueryReq{txid}, kQueryDecisionTimeoutMs, txid,
+              [this, self, txid](CallEnd end, const Response* resp) {
+                Node& me = nodes_[self];
+                if (end != CallEnd::kOk || !me.pcore) return;  // the core asks again later
+                const auto& body = std::get<CoordinatorBody>(*resp);
+                const auto* d = std::get_if<cc::Decision>(&body);
+                if (d == nullptr) return;  // an error reply: asked again later
+                me.pcore->OnDecision(txid, static_cast<pc::Decision>(static_cast<int>(*d)), now_);
+                DrainParticipant(me);
+              });
+  }
+  for (pc::Reply& rep : r.replies) {
+    auto it = n.pending.find(rep.token);
+    if (it == n.pending.end()) {
+      Fail("reply-token", rep.txid, n.name + " answered unknown or already answered token " + std::to_string(rep.token));
+      continue;
+    }
+    Responder resp = std::move(it->second);
+    n.pending.erase(it);
+    resp(Response(std::move(rep)));
+  }
+}
+
+void World::OnApplied(int participant, const std::vector<pc::WriteOp>& writes, Version version) {
+  if (writes.empty()) return;  // a read-only part of a transaction: nothing to attribute
+  std::optional<TxId> txid;
+  for (const pc::WriteOp& w : writes) {
+    std::optional<Decoded> d = w.value ? DecodeBalance(*w.value) : std::nullopt;
+    if (!d) {
+      Fail("unknown-write", TxId{}, nodes_[participants_[participant]].name + " applied an undecodable write to " + w.key);
+      return;
+    }
+    if (txid && *txid != d->txid) {
+      Fail("mixed-apply", d->txid, "one Apply carries writes of two transactions");
+      return;
+    }
+    txid = d->txid;
+  }
+  auto it = txs_.find(*txid);
+  if (it == txs_.end()) {
+    Fail("unknown-write", *txid, "applied a transaction no client sent");
+    return;
+  }
+  it->second.applied[participant].insert(version);
+  if (trace_on_) {
+    Trace(*txid, nodes_[participants_[participant]].name + " applied " + std::to_string(writes.size()) +
+                     " writes at version " + std::to_string(version));
+  }
+}
+
+// ---- coordinator --------------------------------------------------------------------
+
+void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
+  if (!n.up || !n.ccore) return;
+  uint64_t token = n.next_token++;
+  n.pending.emplace(token, std::move(resp));
+  if (const auto* c = std::get_if<cc::CommitRequest>(&req)) {
+    n.ccore->Commit(now_, token, *c);
+  } else if (const auto* q = std::get_if<QueryReq>(&req)) {
+    n.ccore->QueryDecision(now_, token, q->txid);
+  } else {
+    n.pending.erase(token);
+    Fail("sim-internal", TxId{}, n.name + " got a participant request");
+    return;
+  }
+  DrainCoordinator(n);
+}
+
+void World::DrainCoordinator(Node& n) {
+  cc::Ready r = n.ccore->TakeReady();
+  for (cc::PersistRecord& p : r.persist) {
+    Append(n, WalEntry{0, static_cast<uint8_t>(p.type), std::move(p.payload), p.tag, p.forced, n.incarnation, p.txid});
+  }
+  MaybeStartSync(n);
+  if (r.truncate_before != 0) {
+    while (!n.wal.entries.empty() && n.wal.entries.front().lsn < r.truncate_before) {
+      if (n.wal.entries.front().lsn > n.wal.synced_lsn) {
+        Fail("truncate-unsynced", n.wal.entries.front().txid,
+             n.name + " truncates before " + std::to_string(r.truncate_before) + ", past the synced LSN " +
+                 std::to_string(n.wal.synced_lsn));
+        break;
+      }
+      n.wal.entries.pop_front();
+    }
+    n.wal.truncated_below = std::max(n.wal.truncated_below, std::min(r.truncate_before, n.wal.synced_lsn + 1));
+    if (trace_on_) Trace(TxId{}, n.name + " WAL truncated below " + std::to_string(r.truncate_before));
+  }
+  const int self = n.id;
+  for (cc::OutMessage& m : r.send) {
+    int to = NodeByName(m.to);
+    if (to < 0 || nodes_[to].kind != Kind::kParticipant) {
+      Fail("sim-internal", TxId{}, "coordinator sends to unknown participant '" + m.to + "'");
+      continue;
+    }
+    const cc::MessageId msg_id = m.id;
+    const std::string address = m.to;
+    if (auto* prep = std::get_if<cc::PrepareMsg>(&m.body)) {
+      pc::PrepareRequest req;
+      req.txid = prep->txid;
+      req.epoch = prep->epoch;
+      for (const cc::ReadItem& x : prep->reads) req.reads.push_back(pc::ReadOp{x.key, x.version});
+      for (cc::WriteItem& x : prep->writes) req.writes.push_back(pc::WriteOp{x.key, std::move(x.value)});
+      req.one_phase = prep->one_phase;
+      req.read_only_tx = prep->read_only_tx;
+      req.coordinator = prep->coordinator;
+      const TxId txid = prep->txid;
+      StartCall(self, to, std::move(req), m.timeout_ms, txid,
+                [this, self, msg_id, address, txid](CallEnd end, const Response* resp) {
+                  Node& me = nodes_[self];
+                  cc::PrepareReply pr;
+                  pr.msg_id = msg_id;
+                  pr.txid = txid;
+                  pr.participant = address;
+                  if (end == CallEnd::kTimeout) {
+                    pr.status = cc::CallStatus::kTimeout;
+                    pr.error = "timeout";
+                  } else if (end == CallEnd::kUnavailable) {
+                    pr.status = cc::CallStatus::kUnavailable;
+                    pr.error = "connection refused or lost";
+                  } else {
+                    const auto& rep = std::get<pc::Reply>(*resp);
+                    if (rep.error != pc::ErrorCode::kOk) {
+                      pr.status = rep.error == pc::ErrorCode::kStaleEpoch ? cc::CallStatus::kStaleEpoch
+                                                                          : cc::CallStatus::kError;
+                      pr.error = rep.message;
+                    } else {
+                      pr.vote = static_cast<cc::Vote>(static_cast<int>(rep.vote));
+                      if (rep.vote == pc::Vote::kNo) pr.reason = rep.reason;
+                      pr.detail = rep.detail;
+                    }
+                  }
+                  me.ccore->OnPrepareReply(now_, pr);
+                  DrainCoordinator(me);
+                });
+    } else {
+      const bool is_commit = std::holds_alternative<cc::CommitMsg>(m.body);
+      const TxId txid = is_commit ? std::get<cc::CommitMsg>(m.body).txid : std::get<cc::AbortMsg>(m.body).txid;
+      const Epoch epoch = is_commit ? std::get<cc::CommitMsg>(m.body).epoch : std::get<cc::AbortMsg>(m.body).epoch;
+      Request req = is_commit ? Request(PCommitReq{txid, epoch}) : Request(PAbortReq{txid, epoch});
+      StartCall(self, to, std::move(req), m.timeout_ms, txid,
+                [this, self, msg_id, address, txid, is_commit](CallEnd end, const Response* resp) {
+                  Node& me = nodes_[self];
+                  cc::AckReply a;
+                  a.msg_id = msg_id;
+                  a.txid = txid;
+                  a.participant = address;
+                  if (end == CallEnd::kTimeout) {
+                    a.status = cc::CallStatus::kTimeout;
+                  } else if (end == CallEnd::kUnavailable) {
+                    a.status = cc::CallStatus::kUnavailable;
+                  } else {
+                    const auto& rep = std::get<pc::Reply>(*resp);
+                    if (rep.error != pc::ErrorCode::kOk) {
+                      a.status = rep.error == pc::ErrorCode::kStaleEpoch ? cc::CallStatus::kStaleEpoch
+                                                                         : cc::CallStatus::kError;
+                      a.error = rep.message;
+                      if (is_commit) {
+                        // A participant refusing a COMMIT the coordinator decided is a protocol error.
+                        Fail("commit-refused", txid, address + " refused COMMIT: " + rep.message);
+                      }
+                    }
+                  }
+                  if (is_commit) {
+                    me.ccore->OnCommitReply(now_, a);
+                  } else {
+                    me.ccore->OnAbortReply(now_, a);
+                  }
+                  DrainCoordinator(me);
+                });
+    }
+  }
+  for (cc::Reply& rep : r.replies) {
+    auto it = n.pending.find(rep.token);
+    if (it == n.pending.end()) {
+      Fail("reply-token", TxId{}, n.name + " answered unknown or already answered token " + std::to_string(rep.token));
+      continue;
+    }
+    Responder resp = std::move(it->second);
+    n.pending.erase(it);
+    resp(Response(CoordinatorBody(std::move(rep.body))));
+  }
+}
+
+// ---- WAL, crash, restart ------------------------------------------------------------
+
+void World::Append(Node& n, WalEntry e) {
+  e.lsn = n.wal.next_lsn();
+  if (trace_on_) {
+    Trace(e.txid, n.name + " WAL append lsn=" + std::to_string(e.lsn) + " type=" + std::to_string(e.type) +
+                      (e.forced ? " forced" : ""));
+  }
+  n.wal.entries.push_back(std::move(e));
+}
+
+void World::MaybeStartSync(Node& n) {
+  if (n.wal.syncing || n.wal.all_synced()) return;
+  n.wal.syncing = true;
+  const uint64_t target = n.wal.entries.back().lsn;
+  const uint64_t inc = n.incarnation;
+  const int id = n.id;
+  uint64_t delay = faults_on_ && rng_.Chance(p_slow_sync_) ? rng_.Range(kSyncMsMax, kSyncSlowMsMax)
+                                                           : rng_.Range(kSyncMsMin, kSyncMsMax);
+  After(delay, kEvSync, [this, id, inc, target] {
+    Node& m = nodes_[id];
+    if (!m.up || m.incarnation != inc) return;  // the crash took this sync with it
+    CompleteSync(m, target);
+  });
+}
+
+void World::CompleteSync(Node& n, uint64_t target_lsn) {
+  const uint64_t old = n.wal.synced_lsn;
+  n.wal.synced_lsn = std::max(old, target_lsn);
+  n.wal.syncing = false;
+  if (trace_on_) Trace(TxId{}, n.name + " WAL synced to lsn=" + std::to_string(n.wal.synced_lsn));
+  uint64_t max_tag = 0;
+  for (const WalEntry& e : n.wal.entries) {
+    if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation) continue;
+    if (n.kind == Kind::kParticipant) {
+      max_tag = std::max(max_tag, e.tag);
+    } else if (e.forced) {
+      n.ccore->OnPersisted(now_, e.tag, e.lsn);
+    }
+  }
+  if (n.kind == Kind::kParticipant) {
+    if (max_tag != 0) n.pcore->OnPersisted(max_tag, now_);
+    DrainParticipant(n);
+  } else {
+    DrainCoordinator(n);
+  }
+  if (n.up) MaybeStartSync(n);
+}
+
+void World::Crash(Node& n) {
+  if (!n.up) return;
+  ++stats_.crashes;
+  if (n.kind == Kind::kCoordinator) ++stats_.coordinator_crashes;
+  n.up = false;
+  ++n.incarnation;
+  n.wal.syncing = false;
+  // The WAL keeps every synced record and an arbitrary prefix of the rest.
+  uint64_t unsynced = 0;
+  for (const WalEntry& e : n.wal.entries) unsynced += e.lsn > n.wal.synced_lsn ? 1 : 0;
+  uint64_t keep = rng_.Range(0, unsynced);
+  uint64_t lost = unsynced - keep;
+  for (uint64_t i = 0; i < lost; ++i) n.wal.entries.pop_back();
+  if (opts_.sabotage == Sabotage::kLoseSyncedRecords) {
+    int extra = static_cast<int>(rng_.Range(1, kSabotageLostSyncedMax));
+    for (int i = 0; i < extra && !n.wal.entries.empty(); ++i) n.wal.entries.pop_back();
+  }
+  n.wal.synced_lsn = n.wal.entries.empty() ? n.wal.truncated_below - 1 : n.wal.entries.back().lsn;
+  bool store_lost = false;
+  if (n.kind == Kind::kParticipant) {
+    n.pcore.reset();
+    // Power loss: the store (not synced) is gone and replay rebuilds it; a
+    // process crash: the store survives and replay re-applies idempotently.
+    store_lost = rng_.Chance(p_store_lost_);
+    if (store_lost) n.store = std::make_unique<RecordingStore>(this, n.shard);
+  } else {
+    n.ccore.reset();
+  }
+  n.pending.clear();
+  if (trace_on_) {
+    Trace(TxId{}, "CRASH " + n.name + ": kept " + std::to_string(keep) + " of " + std::to_string(unsynced) +
+                      " unsynced WAL records" + (store_lost ? ", store lost" : ""));
+  }
+  // Calls from it vanish with it; calls to it fail as a reset connection.
+  for (auto it = calls_.begin(); it != calls_.end();) {
+    if (it->second.from == n.id) {
+      it = calls_.erase(it);
+      continue;
+    }
+    if (it->second.to == n.id) {
+      uint64_t id = it->first;
+      After(1, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kUnavailable, nullptr); });
+    }
+    ++it;
+  }
+}
+
+void World::StartCore(Node& n) {
+  if (n.kind == Kind::kParticipant) {
+    pc::CoreOptions o;
+    o.read_wait_ms = kReadWaitMs;
+    o.decision_query_after_ms = kDecisionQueryAfterMs;
+    o.decision_query_interval_ms = kDecisionQueryIntervalMs;
+    if (opts_.small_tables) o.outcomes_remembered_max = kSmallTableMax;
+    n.pcore = std::make_unique<pc::Core>(o, n.store.get());
+    for (const WalEntry& e : n.wal.entries) {
+      Status s = n.pcore->Replay(e.lsn, e.type, e.payload);
+      if (!s.ok()) {
+        Fail("replay", e.txid, n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        break;
+      }
+    }
+    n.pcore->FinishRecovery(now_);
+    pc::CoreStats st = n.pcore->stats();
+    stats_.replay_inferred_aborts += st.replay_inferred_aborts;
+    stats_.in_doubt_replayed += st.in_flight;
+    if (trace_on_ && n.pcore->stats().in_flight > 0) {
+      for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_)) Trace(d.txid, n.name + " recovered in doubt");
+    }
+    DrainParticipant(n);
+  } else {
+    cc::CoreOptions o;
+    for (int p : participants_) o.participants.push_back(nodes_[p].name);
+    o.self_address = n.name;
+    o.prepare_timeout_ms = kPrepareTimeoutMs;
+    o.commit_timeout_ms = kCommitTimeoutMs;
+    o.abort_timeout_ms = kAbortTimeoutMs;
+    o.commit_retry_initial_ms = kCommitRetryInitialMs;
+    o.commit_retry_max_ms = kCommitRetryMaxMs;
+    if (opts_.small_tables) {
+      o.committed_outcomes_max = kSmallTableMax;
+      o.other_outcomes_max = kSmallTableMax;
+      o.epoch_rewrite_lsn_gap = kSmallTableMax;
+    }
+    n.ccore = std::make_unique<cc::CoordinatorCore>(o);
+    for (const WalEntry& e : n.wal.entries) {
+      Status s = n.ccore->Replay(e.lsn, e.type, e.payload);
+      if (!s.ok()) {
+        Fail("replay", e.txid, n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        break;
+      }
+    }
+    n.ccore->Start(now_);
+    DrainCoordinator(n);
+  }
+}
+
+void World::Restart(Node& n) {
+  if (n.up) return;
+  n.up = true;
+  ++n.incarnation;
+  if (trace_on_) Trace(TxId{}, "RESTART " + n.name + " (" + std::to_string(n.wal.entries.size()) + " WAL records)");
+  StartCore(n);
+}
+
+void World::TickAll() {
+  for (Node& n : nodes_) {
+    if (!n.up) continue;
+    if (n.kind == Kind::kParticipant) {
+      n.pcore->Tick(now_);
+      DrainParticipant(n);
+    } else if (n.kind == Kind::kCoordinator) {
+      n.ccore->Tick(now_);
+      DrainCoordinator(n);
+    }
+  }
+  if (healed_ && Quiesced()) {
+    done_ = true;
+    return;
+  }
+  After(kTickMs, kEvTick, [this] { TickAll(); });
+}
+
+void World::ScheduleNextCrash() {
+  if (crash_gap_ms_ == 0) return;
+  uint64_t gap = rng_.Range(1, 2 * crash_gap_ms_);
+  if (now_ + gap >= fault_end_ms_) return;
+  After(gap, kEvCrash, [this] {
+    if (!faults_on_) return;
+    int victim = rng_.Chance(p_coordinator_crash_) ? coordinator_
+                                                   : participants_[rng_.Range(0, participants_.size() - 1)];
+    Node& n = nodes_[victim];
+    if (n.up) {
+      Crash(n);
+      uint64_t gen = ++n.restart_gen;
+      After(rng_.Range(kDownMsMin, kDownMsMax), kEvRestart, [this, victim, gen] {
+        if (nodes_[victim].restart_gen == gen) Restart(nodes_[victim]);
+      });
+    }
+    ScheduleNextCrash();
+  });
+}
+
+// ---- clients -------------------------------------------------------------------------
+
+void World::ClientNext(Client& c) {
+  c.busy = false;
+  if (now_ >= fault_end_ms_) return;  // the heal phase starts no new transactions
+  c.busy = true;
+  auto tx = std::make_shared<ClientTx>();
+  tx->txid = TxId{0xC0000000ull + static_cast<uint64_t>(c.index), ++c.counter};
+  tx->audit = n_accounts_ >= 2 && rng_.Chance(p_audit_);
+  if (tx->audit) {
+    for (int i = 0; i < n_accounts_; ++i) tx->keys.push_back(AccountKey(i));
+  } else {
+    int a = static_cast<int>(rng_.Range(0, n_accounts_ - 1));
+    int b = static_cast<int>(rng_.Range(0, n_accounts_ - 2));
+    if (b >= a) ++b;
+    tx->keys = {AccountKey(a), AccountKey(b)};
+    tx->amount = static_cast<int64_t>(rng_.Range(1, 20));
+  }
+  tx->balances.assign(tx->keys.size(), 0);
+  tx->versions.assign(tx->keys.size(), 0);
+  if (trace_on_) {
+    std::string what = tx->audit ? "audit of all accounts" : "transfer " + std::to_string(tx->amount) + " " +
+                                                                  tx->keys[0] + " -> " + tx->keys[1];
+    Trace(tx->txid, nodes_[c.node].name + " begins " + what);
+  }
+  ClientRead(c, tx);
+}
+
+void World::ClientRead(Client& c, std::shared_ptr<ClientTx> tx) {
+  tx->reads_left = tx->keys.size();
+  const int ci = c.index;
+  for (size_t i = 0; i < tx->keys.size(); ++i) {
+    int to = participants_[ShardOf(tx->keys[i])];
+    StartCall(c.node, to, ReadReq{tx->keys[i]}, kClientReadTimeoutMs, tx->txid,
+              [this, ci, tx, i](CallEnd end, const Response* resp) {
+                Client& cl = clients_[ci];
+                if (tx->failed) return;
+                const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
+                if (rep == nullptr || rep->error != pc::ErrorCode::kOk) {
+                  tx->failed = true;
+                  ++stats_.read_failures;
+                  if (trace_on_) Trace(tx->txid, nodes_[cl.node].name + " read of " + tx->keys[i] + " failed; gives up");
+                  After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+                  return;
+                }
+                int64_t balance = kInitialBalance;
+                if (rep->found) {
+                  std::optional<Decoded> d = DecodeBalance(rep->value);
+                  if (!d) {
+                    Fail("bad-read", tx->txid, tx->keys[i] + " holds '" + rep->value + "'");
+                  } else {
+                    balance = d->balance;
+                  }
+                }
+                tx->balances[i] = balance;
+                tx->versions[i] = rep->version;
+                if (--tx->reads_left == 0) ClientCommit(cl, tx);
+              });
+  }
+}
+
+void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
+  if (tx->attempts == 0) {
+    cc::CommitRequest& req = tx->request;
+    req.txid = tx->txid;
+    req.shard_map_version = 1;
+    TxInfo info;
+    info.txid = tx->txid;
+    info.audit = tx->audit;
+    if (!(opts_.sabotage == Sabotage::kBlindWrites && !tx->audit)) {
+      for (size_t i = 0; i < tx->keys.size(); ++i) req.reads.push_back(cc::ReadItem{tx->keys[i], tx->versions[i]});
+    }
+    if (!tx->audit) {
+      int64_t from = tx->balances[0] - tx->amount;
+      int64_t to = tx->balances[1] + tx->amount;
+      req.writes.push_back(cc::WriteItem{tx->keys[0], EncodeBalance(from, tx->txid)});
+      req.writes.push_back(cc::WriteItem{tx->keys[1], EncodeBalance(to, tx->txid)});
+      for (const cc::WriteItem& w : req.writes) {
+        info.writes[w.key] = *w.value;
+        info.shards.insert(ShardOf(w.key));
+      }
+    }
+    txs_.emplace(tx->txid, std::move(info));
+  } else {
+    ++stats_.commit_retries;
+  }
+  ++tx->attempts;
+  if (nodes_[coordinator_].up && tx->coordinator_seen == 0) tx->coordinator_seen = nodes_[coordinator_].incarnation;
+  const int ci = c.index;
+  StartCall(c.node, coordinator_, tx->request, kClientCommitTimeoutMs, tx->txid,
+            [this, ci, tx](CallEnd end, const Response* resp) {
+              Client& cl = clients_[ci];
+              bool may_retry = opts_.client_retries && tx->attempts < kClientCommitAttemptsMax;
+              if (may_retry && !opts_.known_bug_triggers && tx->coordinator_seen != 0 &&
+                  tx->coordinator_seen != nodes_[coordinator_].incarnation) {
+                // KB1 (README.md): a repeat after the coordinator restarted can
+                // commit what the new incarnation already told a participant
+                // was aborted.
+                may_retry = false;
+                ++stats_.retries_skipped_known_bug;
+                if (trace_on_) Trace(tx->txid, nodes_[cl.node].name + " does not repeat Commit (known bug KB1)");
+              }
+              auto retry = [&] {
+                After(rng_.Range(1, 50), kEvClient, [this, ci, tx] { ClientCommit(clients_[ci], tx); });
+              };
+              if (end != CallEnd::kOk) {
+                if (may_retry) return retry();
+                return ClientDone(cl, tx, ClientReply::kNoReply, CallEndName(end));
+              }
+              const auto& body = std::get<CoordinatorBody>(*resp);
+              if (const auto* err = std::get_if<cc::Error>(&body)) {
+                if (may_retry) return retry();
+                return ClientDone(cl, tx, ClientReply::kError, err->message);
+              }
+              const auto* res = std::get_if<cc::CommitResult>(&body);
+              if (res == nullptr) {
+                Fail("sim-internal", tx->txid, "a Decision answered a client Commit");
+                return ClientDone(cl, tx, ClientReply::kError, "decision reply");
+              }
+              switch (res->outcome) {
+                case cc::Outcome::kCommitted: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
+                case cc::Outcome::kAborted: return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
+                case cc::Outcome::kUnknown:
+                  if (may_retry) return retry();
+                  return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
+              }
+            });
+}
+
+void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply, const std::string& why) {
+  TxInfo& info = txs_[tx->txid];
+  info.reply = reply;
+  if (trace_on_) Trace(tx->txid, nodes_[c.node].name + " told " + ClientReplyName(reply) + " " + why);
+  if (tx->audit) {
+    if (reply == ClientReply::kCommitted) {
+      ++stats_.audits_committed;
+      int64_t sum = 0;
+      for (int64_t b : tx->balances) sum += b;
+      if (sum != kInitialBalance * n_accounts_) {
+        std::string seen;
+        for (size_t i = 0; i < tx->keys.size(); ++i) {
+          seen += " " + tx->keys[i] + "=" + std::to_string(tx->balances[i]) + "(v" + std::to_string(tx->versions[i]) + ")";
+        }
+        Fail("audit-total", tx->txid,
+             "a committed read-only audit saw total " + std::to_string(sum) + ", expected " +
+                 std::to_string(kInitialBalance * n_accounts_) + ":" + seen);
+      }
+    } else if (reply == ClientReply::kAborted) {
+      ++stats_.audits_aborted;
+    }
+  } else {
+    if (reply == ClientReply::kCommitted) ++stats_.transfers_committed;
+    else if (reply == ClientReply::kAborted) ++stats_.transfers_aborted;
+    else ++stats_.transfers_unknown;
+  }
+  const int ci = c.index;
+  After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+}
+
+// ---- heal and checks --------------------------------------------------------------
+
+void World::Heal() {
+  faults_on_ = false;
+  healed_ = true;
+  if (trace_on_) Trace(TxId{}, "HEAL: faults stop, every node restarts, no new transactions");
+  for (Node& n : nodes_) {
+    if (!n.up && n.restart_gen != UINT64_MAX) {
+      ++n.restart_gen;  // cancels the pending restart
+      Restart(n);
+    }
+  }
+}
+
+bool World::Quiesced() const {
+  for (const Client& c : clients_) {
+    if (c.busy) return false;
+  }
+  if (!calls_.empty()) return false;
+  for (const Node& n : nodes_) {
+    if (n.kind == Kind::kClient) continue;
+    if (!n.up || !n.wal.all_synced()) return false;
+    if (n.kind == Kind::kParticipant) {
+      pc::CoreStats s = n.pcore->stats();
+      if (s.in_flight != 0 || s.parked_reads != 0 || s.locked_keys != 0) return false;
+    } else if (n.ccore->in_flight() != 0) {
+      return false;
+    }
+  }
+  return true;
+}
+
+void World::CheckReplayMatches(Node& n) {
+  // A fresh core replaying the whole log must rebuild exactly the live store:
+  // otherwise a restart now would lose or invent committed data.
+  pc::MemStore fresh;
+  pc::Core core(pc::CoreOptions{}, &fresh);
+  for (const WalEntry& e : n.wal.entries) {
+    Status s = core.Replay(e.lsn, e.type, e.payload);
+    if (!s.ok()) {
+      Fail("final-replay", e.txid, n.name + ": " + s.ToString());
+      return;
+    }
+  }
+  core.FinishRecovery(now_);
+  const auto& live = n.store->mem().data();
+  if (fresh.data() == live) return;
+  for (const auto& [key, vv] : live) {
+    auto it = fresh.data().find(key);
+    std::optional<Decoded> d = DecodeBalance(vv.second);
+    TxId txid = d ? d->txid : TxId{};
+    if (it == fresh.data().end()) {
+      Fail("replay-mismatch", txid, n.name + ": " + key + " v" + std::to_string(vv.first) + " is live but not in the log");
+      return;
+    }
+    if (it->second != vv) {
+      Fail("replay-mismatch", txid, n.name + ": " + key + " live v" + std::to_string(vv.first) + " '" + vv.second +
+                                        "', replay v" + std::to_string(it->second.first) + " '" + it->second.second + "'");
+      return;
+    }
+  }
+  Fail("replay-mismatch", TxId{}, n.name + ": replay holds keys the live store does not");
+}
+
+void World::FinalChecks() {
+  if (!Quiesced()) {
+    std::string why;
+    TxId first;
+    for (const Node& n : nodes_) {
+      if (n.kind == Kind::kClient) continue;
+      if (!n.up) {
+        why += " " + n.name + " down;";
+        continue;
+      }
+      if (n.kind == Kind::kParticipant) {
+        pc::CoreStats s = n.pcore->stats();
+        if (s.in_flight || s.locked_keys || s.parked_reads) {
+          why += " " + n.name + " in_flight=" + std::to_string(s.in_flight) + " in_doubt=" + std::to_string(s.in_doubt) +
+                 " locked_keys=" + std::to_string(s.locked_keys) + ";";
+          for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_)) {
+            if (first == TxId{}) first = d.txid;
+            why += " in doubt " + d.txid.ToString();
+          }
+        }
+      } else if (n.ccore->in_flight() != 0) {
+        why += " " + n.name + " in_flight=" + std::to_string(n.ccore->in_flight()) + ";";
+      }
+    }
+    for (const Client& c : clients_) {
+      if (c.busy) why += " " + nodes_[c.node].name + " still busy;";
+    }
+    if (!calls_.empty()) why += " " + std::to_string(calls_.size()) + " calls pending;";
+    Fail("quiesce", first, "not quiet " + std::to_string(opts_.heal_max_ms) + " ms after the heal:" + why);
+  }
+
+  // Final balances and which transaction wrote each key.
+  int64_t total = 0;
+  std::map<std::string, std::pair<Version, TxId>> last_writer;  // key -> (version, txid)
+  for (int i = 0; i < n_accounts_; ++i) {
+    std::string key = AccountKey(i);
+    const Node& p = nodes_[participants_[ShardOf(key)]];
+    const auto& data = p.store->mem().data();
+    auto it = data.find(key);
+    if (it == data.end()) {
+      total += kInitialBalance;
+      continue;
+    }
+    std::optional<Decoded> d = DecodeBalance(it->second.second);
+    if (!d) {
+      Fail("bad-value", TxId{}, key + " holds '" + it->second.second + "'");
+      continue;
+    }
+    total += d->balance;
+    last_writer[key] = {it->second.first, d->txid};
+  }
+  for (int p : participants_) {
+    for (const auto& [key, vv] : nodes_[p].store->mem().data()) {
+      if (ShardOf(key) != nodes_[p].shard || key.rfind("acct-", 0) != 0) {
+        Fail("stray-key", TxId{}, nodes_[p].name + " holds key " + key + " it does not own");
+      }
+    }
+  }
+  if (total != kInitialBalance * n_accounts_) {
+    Fail("bank-total", TxId{}, "final total " + std::to_string(total) + ", expected " +
+                                   std::to_string(kInitialBalance * n_accounts_));
+  }
+
+  for (const auto& [txid, info] : txs_) {
+    if (info.audit) continue;
+    std::set<int> applied_at;
+    for (const auto& [p, versions] : info.applied) {
+      applied_at.insert(p);
+      if (versions.size() > 1) {
+        Fail("double-apply", txid, nodes_[participants_[p]].name + " applied it " + std::to_string(versions.size()) +
+                                       " times with different versions");
+      }
+    }
+    auto names = [&](const std::set<int>& s) {
+      std::string out;
+      for (int p : s) out += (out.empty() ? "" : ",") + nodes_[participants_[p]].name;
+      return out.empty() ? std::string("none") : out;
+    };
+    if (!applied_at.empty() && applied_at != info.shards) {
+      Fail("atomicity", txid, "applied at {" + names(applied_at) + "} but writes {" + names(info.shards) +
+                                  "} (client was told " + ClientReplyName(info.reply) + ")");
+    }
+    if (info.reply == ClientReply::kCommitted) {
+      if (applied_at != info.shards) {
+        Fail("committed-lost", txid, "client told COMMITTED, applied at {" + names(applied_at) + "} of {" +
+                                         names(info.shards) + "}");
+      }
+      for (const auto& [key, value] : info.writes) {
+        int p = ShardOf(key);
+        auto ap = info.applied.find(p);
+        if (ap == info.applied.end()) continue;
+        Version v = *ap->second.rbegin();
+        auto lw = last_writer.find(key);
+        if (lw == last_writer.end() || lw->second.first < v) {
+          Fail("committed-lost", txid, key + " was written at v" + std::to_string(v) + " but the final store has " +
+                                           (lw == last_writer.end() ? std::string("nothing")
+                                                                    : "v" + std::to_string(lw->second.first)));
+        } else if (lw->second.first == v && lw->second.second != txid) {
+          Fail("committed-lost", txid, key + " v" + std::to_string(v) + " holds another transaction's value");
+        }
+      }
+    }
+    if (info.reply == ClientReply::kAborted && !applied_at.empty()) {
+      Fail("aborted-visible", txid, "client told ABORTED, applied at {" + names(applied_at) + "}");
+    }
+  }
+  for (const auto& [key, lw] : last_writer) {
+    auto it = txs_.find(lw.second);
+    if (it != txs_.end() && it->second.reply == ClientReply::kAborted) {
+      Fail("aborted-visible", lw.second, key + " holds the value of a transaction the client was told ABORTED");
+    }
+  }
+
+  for (int p : participants_) {
+    if (nodes_[p].up) CheckReplayMatches(nodes_[p]);
+  }
+}
+
+RunResult World::Run() {
+  DrawConfig();
+  Build();
+  After(kTickMs, kEvTick, [this] { TickAll(); });
+  for (Client& c : clients_) {
+    const int ci = c.index;
+    After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+  }
+  if (faults_on_) ScheduleNextCrash();
+  At(fault_end_ms_, kEvHeal, [this] { Heal(); });
+  const uint64_t deadline = fault_end_ms_ + opts_.heal_max_ms;
+  uint64_t fp = Mix(0, seed_);
+  while (!queue_.empty() && !done_) {
+    Event e = std::move(const_cast<Event&>(queue_.top()));
+    queue_.pop();
+    if (e.at > deadline) break;
+    now_ = e.at;
+    fp = Mix(Mix(fp, e.at), e.kind);
+    ++stats_.events;
+    e.fn();
+  }
+  stats_.end_ms = now_;
+  FinalChecks();
+  for (uint64_t v : {stats_.messages, stats_.dropped, stats_.duplicated, stats_.crashes, stats_.transfers_committed,
+                     stats_.transfers_aborted, stats_.transfers_unknown, stats_.audits_committed,
+                     static_cast<uint64_t>(violations_.size())}) {
+    fp = Mix(fp, v);
+  }
+  stats_.fingerprint = fp;
+  // The most telling first: a lost commit explains the bank total, not the reverse.
+  auto rank = [](const std::string& check) {
+    static const char* const kOrder[] = {"atomicity", "committed-lost", "aborted-visible", "double-apply",
+                                         "audit-total", "bank-total", "replay", "final-replay",
+                                         "replay-mismatch", "participant-fatal", "commit-refused"};
+    for (size_t i = 0; i < sizeof(kOrder) / sizeof(kOrder[0]); ++i) {
+      if (check == kOrder[i]) return i;
+    }
+    return sizeof(kOrder) / sizeof(kOrder[0]);
+  };
+  std::stable_sort(violations_.begin(), violations_.end(),
+                   [&](const Violation& a, const Violation& b) { return rank(a.check) < rank(b.check); });
+  RunResult r;
+  r.seed = seed_;
+  r.violations = std::move(violations_);
+  r.stats = stats_;
+  r.trace = std::move(trace_);
+  return r;
+}
+
+volatile sig_atomic_t g_seed_set = 0;
+volatile uint64_t g_current_seed = 0;
+
+void OnAbort(int) {
+  if (g_seed_set) {
+    char buf[96];
+    const char* pre = "\ndtx-sim: a check aborted the process while running seed ";
+    uint64_t s = g_current_seed;
+    char digits[24];
+    int n = 0;
+    do {
+      digits[n++] = static_cast<char>('0' + s % 10);
+      s /= 10;
+    } while (s != 0);
+    size_t len = 0;
+    while (n > 0) buf[len++] = digits[--n];
+    buf[len++] = '\n';
+    ssize_t ignored = write(2, pre, std::strlen(pre));
+    ignored = write(2, buf, len);
+    (void)ignored;
+  }
+  signal(SIGABRT, SIG_DFL);
+  raise(SIGABRT);
+}
+
+}  // namespace
+
+std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
+  std::string cmd = "dtx-sim --seed " + std::to_string(seed);
+  if (o.participants > 0) cmd += " --participants " + std::to_string(o.participants);
+  if (o.clients > 0) cmd += " --clients " + std::to_string(o.clients);
+  if (o.accounts > 0) cmd += " --accounts " + std::to_string(o.accounts);
+  if (o.fault_phase_ms > 0) cmd += " --fault-ms " + std::to_string(o.fault_phase_ms);
+  if (o.heal_max_ms != SimOptions{}.heal_max_ms) cmd += " --heal-max-ms " + std::to_string(o.heal_max_ms);
+  if (!o.faults) cmd += " --no-faults";
+  if (o.small_tables) cmd += " --small-tables";
+  if (!o.client_retries) cmd += " --no-client-retries";
+  if (o.known_bug_triggers) cmd += " --known-bugs";
+  if (o.sabotage == Sabotage::kLoseSyncedRecords) cmd += " --sabotage lose-synced";
+  if (o.sabotage == Sabotage::kBlindWrites) cmd += " --sabotage blind-writes";
+  return cmd;
+}
+
+RunResult RunSeed(uint64_t seed, const SimOptions& options) {
+  World w(seed, options);
+  return w.Run();
+}
+
+std::string Summary(const RunResult& r) {
+  const RunStats& s = r.stats;
+  char buf[640];
+  std::snprintf(buf, sizeof(buf),
+                "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb1_skips=%" PRIu64 " crashes=%" PRIu64
+                " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
+                " dropped=%" PRIu64 " dup=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
+                " fingerprint=%016" PRIx64 " | %s",
+                r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
+                s.audits_committed, s.read_failures, s.commit_retries, s.retries_skipped_known_bug, s.crashes, s.coordinator_crashes,
+                s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.events, s.end_ms,
+                s.fingerprint, s.config.c_str());
+  return buf;
+}
+
+std::string ExplainFailure(const RunResult& failed, const SimOptions& options, size_t violations_max, size_t tail) {
+  SimOptions traced = options;
+  traced.trace = true;
+  RunResult again = RunSeed(failed.seed, traced);
+  std::string out = "FAILED seed " + std::to_string(failed.seed) + " (replay: " + ReplayCommand(failed.seed, options) +
+                    " --trace)\n  " + Summary(failed) + "\n";
+  if (again.stats.fingerprint != failed.stats.fingerprint) {
+    out += "  WARNING: the traced re-run took a different schedule (fingerprint " +
+           std::to_string(again.stats.fingerprint) + "): the simulator is not deterministic\n";
+  }
+  for (size_t i = 0; i < failed.violations.size() && i < violations_max; ++i) {
+    const Violation& v = failed.violations[i];
+    out += "  violation " + v.check + (v.txid == TxId{} ? std::string() : " txid " + v.txid.ToString()) + ": " +
+           v.detail + "\n";
+    std::vector<const TraceLine*> lines;
+    for (const TraceLine& t : again.trace) {
+      bool global = t.txid == TxId{} && (t.text.rfind("CRASH", 0) == 0 || t.text.rfind("RESTART", 0) == 0 ||
+                                         t.text.rfind("HEAL", 0) == 0);
+      if (v.txid == TxId{} ? true : (t.txid == v.txid || global)) lines.push_back(&t);
+    }
+    // Long histories (a COMMIT re-sent for seconds) show their start too.
+    const size_t head = lines.size() > tail && v.txid != TxId{} ? tail / 3 : 0;
+    const size_t from = lines.size() > tail ? lines.size() - (tail - head) : 0;
+    out += "    " + std::to_string(lines.size()) + " events" +
+           (v.txid == TxId{} ? std::string() : " touching it (and crashes/restarts)") +
+           (from > 0 ? ", showing the " + (head > 0 ? "first " + std::to_string(head) + " and " : std::string()) +
+                           "last " + std::to_string(lines.size() - from)
+                     : std::string()) +
+           ":\n";
+    auto print = [&](size_t j) {
+      char ts[32];
+      std::snprintf(ts, sizeof(ts), "%8" PRIu64 "ms ", lines[j]->at_ms);
+      out += "      " + std::string(ts) + lines[j]->text + "\n";
+    };
+    for (size_t j = 0; j < head; ++j) print(j);
+    if (head > 0) out += "      ...\n";
+    for (size_t j = from; j < lines.size(); ++j) print(j);
+  }
+  if (failed.violations.size() > violations_max) {
+    out += "  ... and " + std::to_string(failed.violations.size() - violations_max) + " more violations\n";
+  }
+  return out;
+}
+
+void InstallAbortReporter() { signal(SIGABRT, OnAbort); }
+
+void SetCurrentSeed(uint64_t seed) {
+  g_current_seed = seed;
+  g_seed_set = 1;
+}
+
+}  // namespace dtx::sim

@@ -1,0 +1,117 @@
+// The deterministic simulator: the real participant and coordinator protocol
+// cores (participant/core.h, coordinator/core.h) driven by one seeded schedule
+// of message delays, reordering, duplication and loss, WAL syncs, node crashes
+// that lose unsynced records, and restarts that replay the surviving log;
+// simulated bank clients on top; invariants checked after a fault-free "heal"
+// phase. tests/sim/README.md describes the model and every check.
+//
+// Determinism: one event queue ordered by (virtual time, sequence number) and
+// one splitmix64 stream per run, seeded with the run's seed; no wall clock, no
+// std::random_device, no hash-ordered iteration where it reaches the schedule.
+// So RunSeed(seed, options) gives the same events, stats, fingerprint and trace
+// every time.
+//
+// Thread-safety: RunSeed keeps all state in locals; concurrent calls are
+// independent.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/types.h"
+
+namespace dtx::sim {
+
+// Deliberate breakage of the model, used only to show that the checks can
+// fail (sim_test): a simulator whose checks never fire would prove nothing.
+enum class Sabotage {
+  kNone,
+  // A crash also loses the last few *synced* WAL records (durability lie).
+  kLoseSyncedRecords,
+  // Clients commit transfers without their read set (blind writes): lost
+  // updates, so the bank total drifts.
+  kBlindWrites,
+};
+
+// Zero/negative means "drawn from the seed" (documented ranges in README.md).
+struct SimOptions {
+  int participants = 0;      // 1..4
+  int clients = 0;           // 1..5
+  int accounts = 0;          // 2..10
+  uint64_t fault_phase_ms = 0;  // clients start transactions and faults happen until then
+  uint64_t heal_max_ms = 20000;  // after that: no faults; must quiesce within this
+  bool faults = true;        // false: a reliable network and no crashes
+  // Shrink the cores' bounded tables (remembered outcomes, EPOCH rewrite gap)
+  // so that forgetting and log truncation happen within a run.
+  bool small_tables = false;
+  // Clients repeat Commit with the same txid after a timeout or an UNKNOWN
+  // outcome (as bindings/cpp does), up to 3 attempts.
+  bool client_retries = true;
+  // false: avoid the schedules that trigger the known, reported bugs
+  // (README.md "Findings"): a client does not repeat a Commit once the
+  // coordinator that may have seen an earlier attempt has crashed (KB1).
+  // true: let them happen (dtx-sim --known-bugs).
+  bool known_bug_triggers = false;
+  Sabotage sabotage = Sabotage::kNone;
+  bool trace = false;        // keep a line per event (for --trace and failure reports)
+};
+
+struct Violation {
+  std::string check;   // e.g. "atomicity", "bank-total"
+  TxId txid;           // zero if the check is not about one transaction
+  std::string detail;
+};
+
+struct RunStats {
+  std::string config;  // the drawn parameters, one line
+  uint64_t events = 0;
+  uint64_t end_ms = 0;
+  uint64_t messages = 0, dropped = 0, duplicated = 0;
+  uint64_t crashes = 0, coordinator_crashes = 0;
+  uint64_t transfers_committed = 0, transfers_aborted = 0, transfers_unknown = 0;
+  uint64_t audits_committed = 0, audits_aborted = 0;
+  uint64_t read_failures = 0, commit_retries = 0;
+  uint64_t retries_skipped_known_bug = 0;  // see SimOptions::known_bug_triggers
+  uint64_t decision_queries = 0, replay_inferred_aborts = 0, in_doubt_replayed = 0;
+  // A hash over every event's (time, sequence, kind) and the stats above:
+  // equal fingerprints for equal seeds is the determinism check.
+  uint64_t fingerprint = 0;
+};
+
+struct TraceLine {
+  uint64_t at_ms = 0;
+  TxId txid;  // zero: about no single transaction (crash, restart, sync, ...)
+  std::string text;
+};
+
+struct RunResult {
+  uint64_t seed = 0;
+  std::vector<Violation> violations;
+  RunStats stats;
+  std::vector<TraceLine> trace;  // only with SimOptions::trace
+  bool ok() const { return violations.empty(); }
+};
+
+RunResult RunSeed(uint64_t seed, const SimOptions& options);
+
+// The dtx-sim command line that replays `seed` under `options`.
+std::string ReplayCommand(uint64_t seed, const SimOptions& options);
+
+// The summary line of a run: seed, verdict, drawn config, counters.
+std::string Summary(const RunResult& r);
+
+// A readable failure report for a failed run: the seed, how to replay it,
+// each violation (at most `violations_max`) and the last `tail` trace lines
+// touching its transaction. Re-runs the seed with tracing on (deterministic,
+// so it is the same schedule).
+std::string ExplainFailure(const RunResult& failed, const SimOptions& options,
+                           size_t violations_max = 3, size_t tail = 40);
+
+// A DTX_CHECK inside a core aborts the process; this makes the abort print
+// "seed S" first (async-signal-safe SIGABRT handler). SetCurrentSeed is cheap.
+void InstallAbortReporter();
+void SetCurrentSeed(uint64_t seed);
+
+}  // namespace dtx::sim

@@ -1,0 +1,195 @@
+// The deterministic simulator as a CI test: a bounded number of seeds through
+// every check (tests/sim/README.md), determinism of a replayed seed, and
+// proof that the checks fire when the model is broken on purpose.
+//
+// DTX_SIM_SEEDS=N runs N seeds instead of kCiSeeds (DTX_SIM_START_SEED=S
+// moves the window); `dtx-sim --seeds N` is the same outside CTest.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "tests/sim/sim.h"
+
+namespace dtx::sim {
+namespace {
+
+// About 1 ms of CPU per seed on the 2-core CI machine (measured: 20000 seeds
+// in ~20 s there, idle); sized to keep this test well under its TIMEOUT even
+// when the machine is shared.
+constexpr uint64_t kCiSeeds = 20000;
+constexpr uint64_t kCiSmallTableSeeds = 4000;
+// The sabotaged models must be caught within this many seeds.
+constexpr uint64_t kSabotageSeedsMax = 200;
+constexpr size_t kFailuresPrintedMax = 3;
+
+uint64_t EnvOr(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  unsigned long long x = std::strtoull(v, &end, 10);
+  return end != nullptr && *end == '\0' ? static_cast<uint64_t>(x) : fallback;
+}
+
+struct Sweep {
+  uint64_t failed = 0;
+  RunStats totals;
+  std::string first_failures;
+};
+
+Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
+  Sweep s;
+  for (uint64_t seed = start; seed < start + count; ++seed) {
+    SetCurrentSeed(seed);
+    RunResult r = RunSeed(seed, opts);
+    s.totals.transfers_committed += r.stats.transfers_committed;
+    s.totals.transfers_aborted += r.stats.transfers_aborted;
+    s.totals.transfers_unknown += r.stats.transfers_unknown;
+    s.totals.audits_committed += r.stats.audits_committed;
+    s.totals.crashes += r.stats.crashes;
+    s.totals.coordinator_crashes += r.stats.coordinator_crashes;
+    s.totals.in_doubt_replayed += r.stats.in_doubt_replayed;
+    s.totals.replay_inferred_aborts += r.stats.replay_inferred_aborts;
+    s.totals.decision_queries += r.stats.decision_queries;
+    s.totals.commit_retries += r.stats.commit_retries;
+    s.totals.dropped += r.stats.dropped;
+    s.totals.duplicated += r.stats.duplicated;
+    s.totals.events += r.stats.events;
+    if (!r.ok()) {
+      if (s.failed < kFailuresPrintedMax) s.first_failures += ExplainFailure(r, opts);
+      ++s.failed;
+    }
+  }
+  std::printf(
+      "seeds %llu..%llu: %llu failed; committed=%llu aborted=%llu unknown=%llu audits=%llu crashes=%llu "
+      "(coordinator %llu) in_doubt_replayed=%llu inferred_aborts=%llu queries=%llu retries=%llu dropped=%llu "
+      "duplicated=%llu events=%llu\n",
+      (unsigned long long)start, (unsigned long long)(start + count - 1), (unsigned long long)s.failed,
+      (unsigned long long)s.totals.transfers_committed, (unsigned long long)s.totals.transfers_aborted,
+      (unsigned long long)s.totals.transfers_unknown, (unsigned long long)s.totals.audits_committed,
+      (unsigned long long)s.totals.crashes, (unsigned long long)s.totals.coordinator_crashes,
+      (unsigned long long)s.totals.in_doubt_replayed, (unsigned long long)s.totals.replay_inferred_aborts,
+      (unsigned long long)s.totals.decision_queries, (unsigned long long)s.totals.commit_retries,
+      (unsigned long long)s.totals.dropped, (unsigned long long)s.totals.duplicated,
+      (unsigned long long)s.totals.events);
+  return s;
+}
+
+// The schedules must reach the paths the checks are about, or a pass means
+// little: commits and aborts, crashes of both kinds of node, recovered
+// in-doubt transactions resolved by QueryDecision, lost and duplicated messages.
+void ExpectCoverage(const RunStats& t) {
+  EXPECT_GT(t.transfers_committed, 0u);
+  EXPECT_GT(t.transfers_aborted, 0u);
+  EXPECT_GT(t.audits_committed, 0u);
+  EXPECT_GT(t.crashes, 0u);
+  EXPECT_GT(t.coordinator_crashes, 0u);
+  EXPECT_GT(t.in_doubt_replayed, 0u);
+  EXPECT_GT(t.decision_queries, 0u);
+  EXPECT_GT(t.dropped, 0u);
+  EXPECT_GT(t.duplicated, 0u);
+}
+
+TEST(SimTest, CiSeedsKeepAtomicityDurabilityAndTheBankTotal) {
+  InstallAbortReporter();
+  const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1);
+  const uint64_t count = EnvOr("DTX_SIM_SEEDS", kCiSeeds);
+  Sweep s = RunSweep(start, count, SimOptions{});
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  if (count >= 1000) ExpectCoverage(s.totals);
+}
+
+// Tiny remembered-outcome tables: forgetting, WAL truncation and EPOCH
+// rewrites happen inside a run. Clients do not repeat Commit here: with
+// repeats this finds the known problem of DISABLED_SmallTablesWithClientRetries.
+TEST(SimTest, SmallTablesWithoutClientRetries) {
+  InstallAbortReporter();
+  SimOptions o;
+  o.small_tables = true;
+  o.client_retries = false;
+  const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 1'000'000;
+  Sweep s = RunSweep(start, kCiSmallTableSeeds, o);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+}
+
+// Known problem, reported (tests/sim/README.md "Findings"): a client that
+// repeats Commit with the same txid after both the coordinator and the
+// participant forgot its outcome (bounded tables; the coordinator keeps
+// aborted and one-phase outcomes in memory only) gets the transaction run
+// again: it votes NO on its own stale reads and the client hears ABORTED for
+// a transaction that committed. Seeds 5 and 10 show it; run with
+// --gtest_also_run_disabled_tests, or `dtx-sim --seed 5 --small-tables`.
+TEST(SimTest, DISABLED_SmallTablesWithClientRetries) {
+  SimOptions o;
+  o.small_tables = true;
+  for (uint64_t seed : {5, 10}) {
+    RunResult r = RunSeed(seed, o);
+    EXPECT_TRUE(r.ok()) << ExplainFailure(r, o);
+  }
+}
+
+TEST(SimTest, ReliableNetworkWithoutCrashesCommitsAndPasses) {
+  SimOptions o;
+  o.faults = false;
+  Sweep s = RunSweep(1, 300, o);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  EXPECT_GT(s.totals.transfers_committed, 0u);
+  EXPECT_EQ(s.totals.crashes, 0u);
+  EXPECT_EQ(s.totals.dropped, 0u);
+}
+
+// --seed S replays exactly: same events, same stats, same trace.
+TEST(SimTest, ASeedReplaysExactly) {
+  SimOptions o;
+  o.trace = true;
+  for (uint64_t seed : {3, 14, 20}) {
+    RunResult a = RunSeed(seed, o);
+    RunResult b = RunSeed(seed, o);
+    EXPECT_EQ(a.stats.fingerprint, b.stats.fingerprint) << seed;
+    EXPECT_EQ(Summary(a), Summary(b)) << seed;
+    ASSERT_EQ(a.trace.size(), b.trace.size()) << seed;
+    for (size_t i = 0; i < a.trace.size(); ++i) {
+      ASSERT_EQ(a.trace[i].at_ms, b.trace[i].at_ms) << seed << " line " << i;
+      ASSERT_EQ(a.trace[i].text, b.trace[i].text) << seed << " line " << i;
+    }
+    // Tracing changes no decision: the untraced run is the same schedule.
+    SimOptions plain;
+    EXPECT_EQ(RunSeed(seed, plain).stats.fingerprint, a.stats.fingerprint) << seed;
+  }
+  EXPECT_NE(RunSeed(3, SimOptions{}).stats.fingerprint, RunSeed(4, SimOptions{}).stats.fingerprint);
+}
+
+// The checks can fail: a WAL that loses synced records must be caught.
+TEST(SimTest, LosingSyncedRecordsIsCaught) {
+  SimOptions o;
+  o.sabotage = Sabotage::kLoseSyncedRecords;
+  bool caught_commit_loss = false;
+  uint64_t failed = 0;
+  for (uint64_t seed = 1; seed <= kSabotageSeedsMax && !caught_commit_loss; ++seed) {
+    RunResult r = RunSeed(seed, o);
+    failed += r.ok() ? 0 : 1;
+    for (const Violation& v : r.violations) {
+      if (v.check == "committed-lost" || v.check == "atomicity") caught_commit_loss = true;
+    }
+  }
+  EXPECT_TRUE(caught_commit_loss) << failed << " failing seeds, none for a lost commit";
+}
+
+// ... and clients that drop their read sets (lost updates) break the bank.
+TEST(SimTest, BlindWritesBreakTheBankTotal) {
+  SimOptions o;
+  o.sabotage = Sabotage::kBlindWrites;
+  bool caught = false;
+  for (uint64_t seed = 1; seed <= kSabotageSeedsMax && !caught; ++seed) {
+    RunResult r = RunSeed(seed, o);
+    for (const Violation& v : r.violations) {
+      if (v.check == "bank-total" || v.check == "audit-total") caught = true;
+    }
+  }
+  EXPECT_TRUE(caught);
+}
+
+}  // namespace
+}  // namespace dtx::sim
