@@ -19,6 +19,7 @@
 // transfer is running then) and checks the total is accounts * balance.
 //
 // Exit status: 0 ok; 1 the invariant is broken or the run failed; 2 bad usage.
+#include <signal.h>
 #include <sys/resource.h>
 
 #include <boost/program_options.hpp>
@@ -602,6 +603,9 @@ int Usage(const std::string& error, const po::options_description& desc) {
 
 int main(int argc, char** argv) {
   using namespace dtx::bench;
+  // libuv writes with write(2): a node that dies mid-request must not kill the
+  // benchmark with SIGPIPE.
+  ::signal(SIGPIPE, SIG_IGN);
   Config cfg;
   po::options_description desc("options");
   desc.add_options()("help,h", "show help")(

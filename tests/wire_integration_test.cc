@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 #include "common/types.h"
 #include "tests/harness.h"
@@ -147,6 +148,13 @@ class RawConn {
     }
   }
   void ShutdownWrite() { ::shutdown(fd_, SHUT_WR); }
+  // Closes with RST (SO_LINGER 0): the peer's next write fails with EPIPE.
+  void Reset() {
+    linger l{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+    ::close(fd_);
+    fd_ = -1;
+  }
   // True if the peer closes the connection (EOF or reset) within timeout_ms;
   // bytes it sent first (e.g. an exception reply) are skipped.
   bool ClosedByPeerWithin(int timeout_ms) {
@@ -239,6 +247,28 @@ TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
     }
     EXPECT_EQ(cluster_.NodePid(node.name), pid) << node.name << " restarted";
     EXPECT_TRUE(tools::IsNodeProcess(pid, node.name)) << node.name << " died";
+  }
+}
+
+TEST_F(WireTest, ClientVanishingBeforeItsRepliesDoesNotKillTheNode) {
+  // Many pipelined calls, then the client resets the connection at once: the
+  // node's replies go to a dead socket (EPIPE, or SIGPIPE if not ignored).
+  std::string calls;
+  for (int i = 0; i < 2000; ++i) calls += Frame(CallMessage("GetStatus"));
+  for (const auto& node : cluster_.config().nodes()) {
+    pid_t pid = cluster_.NodePid(node.name);
+    for (int round = 0; round < 5; ++round) {
+      RawConn raw(node.address);
+      ASSERT_TRUE(raw.connected());
+      raw.Send(calls);
+      raw.Reset();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    EXPECT_EQ(cluster_.NodePid(node.name), pid) << node.name << " was restarted";
+    EXPECT_TRUE(tools::IsNodeProcess(pid, node.name))
+        << node.name << " died; supervisor.log:\n"
+        << tools::TailFile(cluster_.dir() + "/supervisor.log", 5);
+    EXPECT_TRUE(tools::GetNodeStatus(node).ok()) << node.name;
   }
 }
 
