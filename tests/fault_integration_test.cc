@@ -80,6 +80,33 @@ TEST_F(FaultTest, KilledParticipantIsRestartedAndKeepsCommittedData) {
   EXPECT_EQ(st.out.find("down"), std::string::npos) << st.out;
 }
 
+TEST_F(FaultTest, BankInvariantHoldsWhileNodesAreKilled) {
+  CommandResult bench;
+  std::thread runner([&] {
+    bench = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(),
+                        "--clients", "64", "--duration", "6", "--warmup", "0.5", "--accounts",
+                        "500"},
+                       150000);
+  });
+  for (const char* node : {"participant-1", "coordinator-0", "participant-2"}) {
+    std::this_thread::sleep_for(1500ms);
+    CommandResult k = cluster_.Dtxctl({"kill", node});
+    EXPECT_EQ(k.exit_code, 0) << k.Describe();
+  }
+  runner.join();
+  EXPECT_EQ(bench.exit_code, 0) << bench.Describe();
+  EXPECT_NE(bench.out.find("invariant: ok"), std::string::npos) << bench.Describe();
+  std::cout << bench.out;
+  CommandResult id;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  do {
+    std::this_thread::sleep_for(100ms);
+    id = cluster_.Dtxctl({"in-doubt"});
+  } while ((id.exit_code != 0 || id.out.find("\n0 in-doubt") == std::string::npos) &&
+           std::chrono::steady_clock::now() < deadline);
+  EXPECT_NE(id.out.find("\n0 in-doubt"), std::string::npos) << id.Describe();
+}
+
 // Crash tests: a node armed (dtxctl failpoint) to crash at a protocol step;
 // the supervisor restarts it and recovery must end all-or-nothing.
 class CrashTest : public ClusterTest {
