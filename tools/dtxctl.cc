@@ -409,14 +409,16 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   };
 
   std::vector<std::string> tried;
-  std::string participant_bin = FindBinary("dtx-participant", participant_bin_flag, bin_dir, &tried);
-  std::string coordinator_bin = FindBinary("dtx-coordinator", coordinator_bin_flag, bin_dir, &tried);
+  std::string participant_bin =
+      FindBinary("dtx-participant", participant_bin_flag, bin_dir, &tried);
+  std::string coordinator_bin =
+      FindBinary("dtx-coordinator", coordinator_bin_flag, bin_dir, &tried);
   if (participant_bin.empty() || coordinator_bin.empty()) {
     std::string list;
     for (const auto& t : tried) list += "\n  " + t;
     return fail_locked(std::string("cannot find ") +
-                (participant_bin.empty() ? "dtx-participant" : "dtx-coordinator") +
-                " (use --bin-dir); looked at:" + list);
+                       (participant_bin.empty() ? "dtx-participant" : "dtx-coordinator") +
+                       " (use --bin-dir); looked at:" + list);
   }
 
   // An existing cluster.conf is reused (the data in the node directories was
