@@ -78,6 +78,16 @@ TEST_F(FaultTest, KilledParticipantIsRestartedAndKeepsCommittedData) {
   CommandResult st = cluster_.Dtxctl({"status"});
   EXPECT_EQ(st.exit_code, 0);
   EXPECT_EQ(st.out.find("down"), std::string::npos) << st.out;
+  // Real nodes report their roles: one row per node.
+  for (const auto& n : cluster_.config().nodes()) {
+    size_t at = st.out.find(n.name + " ");
+    ASSERT_NE(at, std::string::npos) << st.out;
+    std::string row = st.out.substr(at, st.out.find('\n', at) - at);
+    EXPECT_NE(row.find(n.role == tools::NodeRole::kCoordinator ? " primary " : " participant "),
+              std::string::npos)
+        << row;
+    EXPECT_NE(row.find(std::to_string(cluster_.NodePid(n.name))), std::string::npos) << row;
+  }
 }
 
 TEST_F(FaultTest, BankInvariantHoldsWhileNodesAreKilled) {
