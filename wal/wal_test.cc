@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -249,6 +250,61 @@ TEST(Wal, DurableCallbacksRunOncePerRecordInLsnOrder) {
   for (size_t i = 1; i < seen.size(); ++i) ASSERT_EQ(1, seen[i]) << "lsn " << i;
   // Group commit: far fewer syncs than records.
   EXPECT_LT(st.syncs, st.records_synced);
+}
+
+// A driver that re-issues an append whenever one completes (as an event loop
+// does) sends its records in bursts; the flusher's linger must let each burst
+// share one sync instead of splitting it over two.
+void RunCompletionDriven(Log* log, int outstanding, int total, std::atomic<int>* errors) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int completed_unhandled = 0, issued = 0, done = 0;
+  auto issue = [&] {
+    ++issued;
+    auto r = log->Append(1, std::string(100, 'd'), [&](const Status& s) {
+      if (!s.ok()) (*errors)++;
+      std::lock_guard<std::mutex> lock(mu);
+      ++completed_unhandled;
+      cv.notify_one();
+    });
+    if (!r.ok()) (*errors)++;
+  };
+  for (int i = 0; i < outstanding; ++i) issue();
+  std::unique_lock<std::mutex> lock(mu);
+  while (done < total) {
+    cv.wait(lock, [&] { return completed_unhandled > 0; });
+    int n = completed_unhandled;
+    completed_unhandled = 0;
+    done += n;
+    lock.unlock();
+    for (int i = 0; i < n && issued < total; ++i) {
+      // Some work per completion (a real handler does some): the burst takes
+      // longer than the flusher needs to wake up.
+      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(15);
+      while (std::chrono::steady_clock::now() < until) {
+      }
+      issue();
+    }
+    lock.lock();
+  }
+}
+
+TEST(Wal, LingerLetsACompletionDrivenBurstShareOneSync) {
+  TempDir dir;
+  Options o;
+  o.linger_us_max = 1000;
+  auto log = Log::Open(o, dir.path(), nullptr);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE(fp::Arm("wal.before_sync", "sleep(2)").ok());  // a slow disk: linger may be up to 1 ms
+  std::atomic<int> errors{0};
+  constexpr int kOutstanding = 32;
+  RunCompletionDriven(log->get(), kOutstanding, kOutstanding * 100, &errors);
+  fp::DisarmAll();
+  EXPECT_EQ(0, errors.load());
+  Stats st = (*log)->stats();
+  const double per_sync = static_cast<double>(st.records_synced) / static_cast<double>(st.syncs);
+  // Without the linger the bursts split (about kOutstanding / 2 per sync).
+  EXPECT_GE(per_sync, 0.65 * kOutstanding) << st.records_synced << " records in " << st.syncs << " syncs";
 }
 
 TEST(Wal, TryAppendReturnsBusyWhenTheQueueIsFullAndAppendWaits) {
