@@ -88,12 +88,12 @@ TEST(TraceRingTest, LongDetailIsCut) {
   EXPECT_EQ(ring.Lookup(TxId{1, 2})[0].detail, exact);
 }
 
-TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
-  // A small ring wraps constantly. Each event's detail and timestamps encode
-  // its txid, so any torn read (fields of two records mixed) is caught.
-  TraceRing ring(TraceRing::Options{.events_max = 64});
-  constexpr int kWriters = 2;
-  constexpr uint64_t kPerWriter = 300000;
+// A tiny ring wraps constantly. Each event's detail and timestamps encode
+// its txid, so any torn read (fields of two records mixed) is caught.
+void RunTornReadCheck(int writer_count, size_t ring_events, uint64_t per_writer) {
+  TraceRing ring(TraceRing::Options{.events_max = ring_events});
+  const uint64_t kWriters = uint64_t(writer_count);
+  const uint64_t kPerWriter = per_writer;
   std::atomic<bool> done{false};
   std::atomic<uint64_t> seen{0};
   std::string error;
@@ -101,8 +101,8 @@ TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
     uint64_t probe = 0;
     while (!done.load()) {
       for (uint64_t w = 0; w < kWriters; ++w) {
-        // Look for a recent txid of writer w (ids cycle mod 16 so hits are likely).
-        TxId t{w + 1, probe % 16};
+        // Look for a recent txid of writer w (ids cycle mod 3, coprime to the ring size, so each slot sees every id).
+        TxId t{w + 1, probe % 3};
         for (const SpanEvent& e : ring.Lookup(t)) {
           seen.fetch_add(1);
           std::string want = std::to_string(t.hi) + ":" + std::to_string(t.lo);
@@ -117,10 +117,10 @@ TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
     }
   });
   std::vector<std::thread> writers;
-  for (int w = 0; w < kWriters; ++w) {
+  for (uint64_t w = 0; w < kWriters; ++w) {
     writers.emplace_back([&, w] {
       for (uint64_t i = 0; i < kPerWriter; ++i) {
-        TxId t{uint64_t(w) + 1, i % 16};
+        TxId t{w + 1, i % 3};
         std::string d = std::to_string(t.hi) + ":" + std::to_string(t.lo);
         ring.RecordAt(t, span::kApplied, t.hi * 1000 + t.lo, int64_t(t.lo), d);
       }
@@ -131,14 +131,20 @@ TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
   reader.join();
   EXPECT_EQ(error, "");
   EXPECT_GT(seen.load(), 0u);
-  EXPECT_EQ(ring.recorded(), kWriters * kPerWriter);
+  EXPECT_EQ(ring.recorded(), uint64_t(kWriters) * kPerWriter);
   // After the writers stopped, every slot holds one complete event (a
   // dropped lapped write leaves the slot's other event in place).
   size_t total = 0;
-  for (uint64_t w = 1; w <= kWriters; ++w) {
-    for (uint64_t lo = 0; lo < 16; ++lo) total += ring.Lookup(TxId{w, lo}).size();
+  for (uint64_t w = 1; w <= uint64_t(kWriters); ++w) {
+    for (uint64_t lo = 0; lo < 3; ++lo) total += ring.Lookup(TxId{w, lo}).size();
   }
   EXPECT_EQ(total, ring.capacity());
+}
+
+TEST(TraceRingTest, WriterAndReaderNeverSeeATornEvent) { RunTornReadCheck(1, 8, 2000000); }
+
+TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
+  RunTornReadCheck(2, 16, 1000000);
 }
 
 TEST(TimelineTest, MergesNodesByWallClockAndFormats) {
