@@ -44,6 +44,11 @@ void DeleteOwnerOnClose(Handle* h) {
 }  // namespace
 
 EventLoop::EventLoop() : loop_thread_(std::this_thread::get_id()) {
+  // libuv writes to sockets with write(2), so a peer that closed its end
+  // raises SIGPIPE, whose default action kills the process. Every process
+  // that runs a loop talks to peers it does not control: the write must fail
+  // with EPIPE instead (the connection is then closed and logged).
+  std::signal(SIGPIPE, SIG_IGN);
   int rc = uv_loop_init(&loop_);
   DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
   async_ = new uv_async_t;

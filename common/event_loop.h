@@ -45,6 +45,8 @@ using TimerId = uint64_t;
 
 class EventLoop {
  public:
+  // Also sets SIGPIPE to ignored for the process: a write to a closed socket
+  // must fail with EPIPE, not kill the node.
   EventLoop();
   ~EventLoop();
   EventLoop(const EventLoop&) = delete;
