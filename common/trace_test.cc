@@ -1,11 +1,15 @@
 #include "common/trace.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -145,6 +149,31 @@ TEST(TraceRingTest, WriterAndReaderNeverSeeATornEvent) { RunTornReadCheck(1, 8, 
 
 TEST(TraceRingTest, ConcurrentWritersAndReaderNeverSeeATornEvent) {
   RunTornReadCheck(2, 16, 1000000);
+}
+
+TEST(TraceRingTest, LogEventsWritesOneDebugLinePerEvent) {
+  std::ostringstream captured;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+  auto logger = std::make_shared<spdlog::logger>("trace_test", sink);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(logger);
+  TraceRing logged(TraceRing::Options{.events_max = 8, .log_events = true});
+  TraceRing quiet(TraceRing::Options{.events_max = 8});
+  logger->set_level(spdlog::level::info);
+  logged.Record(TxId{1, 2}, span::kLocked, "info-level");
+  logger->set_level(spdlog::level::debug);
+  logged.Record(TxId{1, 2}, span::kVoted, "yes");
+  quiet.Record(TxId{1, 2}, span::kVoted, "quiet");
+  logger->flush();
+  spdlog::set_default_logger(previous);
+  const std::string out = captured.str();
+  EXPECT_NE(out.find("trace txid=00000000000000010000000000000002 event=voted detail=yes"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("info-level"), std::string::npos) << out;
+  EXPECT_EQ(out.find("quiet"), std::string::npos) << out;
+  // The ring has them either way.
+  EXPECT_EQ(logged.Lookup(TxId{1, 2}).size(), 2u);
 }
 
 TEST(TimelineTest, MergesNodesByWallClockAndFormats) {
