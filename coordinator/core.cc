@@ -58,6 +58,10 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
   } else if (auto* d = std::get_if<DecisionRecord>(&*rec)) {
     RememberCommitted(d->txid, lsn);
     replayed_open_[d->txid] = {lsn, std::move(*d)};
+  } else if (std::holds_alternative<SyncRecord>(*rec)) {
+    // A backup's log: the primary's snapshot of its open decisions follows
+    // and restates every one still open; anything before is delivered.
+    replayed_open_.clear();
   } else {
     replayed_open_.erase(std::get<EndRecord>(*rec).txid);
   }
@@ -207,6 +211,20 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
                              " participants, max " +
                              std::to_string(opts_.participants_per_tx_max)});
     return;
+  }
+  for (const auto& [shard, msg] : by_shard) {
+    const std::string& address = opts_.participants[shard];
+    if (suspected_.count(address) != 0) {
+      // Fail fast: the failure detector says the participant is down, so a
+      // PREPARE would only wait for a timeout.
+      ++stats_.rejected_suspected;
+      ++stats_.aborts_unavailable;
+      CommitResult result = Aborted(AbortReason::kParticipantUnavailable,
+                                    "participant " + address + " is suspected (no heartbeat)");
+      ReplyTo(token, result);
+      RememberOther(req.txid, result);
+      return;
+    }
   }
   const size_t undecided = txs_.size() - committing_count_;
   if (undecided >= opts_.in_flight_tx_max) {
@@ -470,6 +488,70 @@ void CoordinatorCore::Tick(uint64_t now_ms) {
       SetTimer(*tx, NextTimer(*tx));
     }
   }
+}
+
+void CoordinatorCore::SetParticipantSuspected(uint64_t now_ms, const std::string& address,
+                                              bool suspected) {
+  if (std::find(opts_.participants.begin(), opts_.participants.end(), address) ==
+      opts_.participants.end()) {
+    return;
+  }
+  if (!suspected) {
+    if (suspected_.erase(address) == 0) return;
+    // It is back: deliver waiting COMMITs now rather than after the backoff.
+    for (auto& [txid, tx] : txs_) {
+      if (tx.phase != Phase::kCommitting) continue;
+      bool resent = false;
+      for (Part& p : tx.parts) {
+        if (p.address == address && p.state == PState::kBackoff) {
+          ++stats_.commit_resends;
+          p.backoff_ms = opts_.commit_retry_initial_ms;
+          SendCommit(now_ms, tx, p);
+          resent = true;
+        }
+      }
+      if (resent) SetTimer(tx, NextTimer(tx));
+    }
+    return;
+  }
+  if (!suspected_.insert(address).second) return;
+  std::vector<TxId> waiting;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.phase != Phase::kPreparing) continue;
+    for (const Part& p : tx.parts) {
+      if (p.address == address && p.state == PState::kPrepareSent) {
+        waiting.push_back(txid);
+        break;
+      }
+    }
+  }
+  for (const TxId& txid : waiting) {
+    Tx& tx = *FindTx(txid);
+    std::string detail = "participant " + address + " is suspected (no heartbeat)";
+    if (tx.one_phase) {
+      // Only the participant knows whether it committed.
+      FinishOnePhase(tx, CommitResult{Outcome::kUnknown, std::nullopt, std::move(detail)});
+    } else {
+      for (Part& p : tx.parts) {
+        if (p.address == address) p.state = PState::kFailed;
+      }
+      Abort(tx, AbortReason::kParticipantUnavailable, std::move(detail));
+    }
+  }
+}
+
+std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {
+  std::vector<DecisionRecord> out;
+  for (const auto& [txid, tx] : txs_) {
+    if (tx.phase == Phase::kPreparing) continue;
+    DecisionRecord d;
+    d.txid = txid;
+    d.epoch = epoch_;
+    d.commit = true;
+    for (const Part& p : tx.parts) d.participants.push_back(p.address);
+    out.push_back(std::move(d));
+  }
+  return out;
 }
 
 // ---- transitions --------------------------------------------------------------------

@@ -255,6 +255,7 @@ struct CoreStats {
   uint64_t commit_resends = 0;
   uint64_t rejected_busy = 0;
   uint64_t rejected_bad_argument = 0;
+  uint64_t rejected_suspected = 0;  // new transactions touching a suspected participant
   uint64_t queries = 0;
 };
 
@@ -287,6 +288,27 @@ class CoordinatorCore {
   void OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn);
   // Drives timeouts and re-sends; call periodically (e.g. every 10 ms).
   void Tick(uint64_t now_ms);
+  // The failure detector's verdict on a participant changed (heartbeats;
+  // DESIGN.md "Failure detection"). Suspected: every undecided transaction
+  // still waiting for that participant's vote ends at once (multi-participant:
+  // ABORTED/PARTICIPANT_UNAVAILABLE; one-phase: UNKNOWN, as the participant
+  // alone decides it), and new transactions touching its shard are refused
+  // with ABORTED/PARTICIPANT_UNAVAILABLE without being sent anywhere.
+  // Decided transactions keep re-sending COMMIT; when the participant is no
+  // longer suspected, COMMITs waiting in backoff for it go out at once.
+  // Unknown addresses are ignored.
+  void SetParticipantSuspected(uint64_t now_ms, const std::string& address, bool suspected);
+  bool participant_suspected(const std::string& address) const {
+    return suspected_.count(address) != 0;
+  }
+
+  // True if a DECISION (commit) for txid is remembered: decided here, or
+  // replayed. Valid before Start too (a backup's mirror of the primary).
+  bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
+
+  // Every decision not yet known to be delivered (DECISION appended, END not
+  // yet): what a backup must hold to take over. Ordered by txid.
+  std::vector<DecisionRecord> OpenDecisions() const;
 
   Ready TakeReady();
 
@@ -386,6 +408,8 @@ class CoordinatorCore {
   // Aborted and one-phase outcomes, oldest first.
   std::deque<TxId> other_fifo_;
   std::unordered_map<TxId, CommitResult, TxIdHash> other_;
+
+  std::set<std::string> suspected_;  // participants the failure detector suspects
 
   // Replay: DECISION records without END yet, by txid.
   std::map<TxId, std::pair<uint64_t, DecisionRecord>> replayed_open_;

@@ -895,5 +895,114 @@ TEST(CoordinatorCore, SameInputsGiveSameOutputs) {
   EXPECT_EQ(ta, tb);
 }
 
+
+// ---- failure detection (DESIGN.md "Failure detection, replication, fencing") ------
+
+TEST(CoordinatorCore, SuspectedParticipantAbortsUndecidedTransactionsWaitingForItsVote) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));  // waits on 0 and 1
+  h.core().Commit(h.now, 2, Writes(kTx2, {1, 2}));  // does not touch 0
+  Ready r = h.Drain();
+  auto prepares = Msgs<PrepareMsg>(r);
+  ASSERT_EQ(prepares.size(), 4u);
+  h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
+  r = h.Drain();
+  const CommitResult& c = ResultFor(r, 1);
+  EXPECT_EQ(c.outcome, Outcome::kAborted);
+  EXPECT_EQ(c.reason, AbortReason::kParticipantUnavailable);
+  // ABORT goes to both (either may hold locks); kTx2 is untouched.
+  EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);
+  EXPECT_EQ(r.replies.size(), 1u);
+  EXPECT_EQ(h.core().in_flight(), 1u);
+  // A repeated verdict changes nothing.
+  h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
+  EXPECT_TRUE(h.Drain().empty());
+}
+
+TEST(CoordinatorCore, NewTransactionTouchingASuspectedShardFailsFastWithoutSending) {
+  Harness h;
+  h.StartFresh();
+  h.core().SetParticipantSuspected(h.now, kParticipants[2], true);
+  EXPECT_TRUE(h.core().participant_suspected(kParticipants[2]));
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 2}));
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kParticipantUnavailable);
+  // Transactions that do not touch it still commit.
+  auto commits = CommitThrough(h, kTx2, 2, {0, 1});
+  EXPECT_EQ(commits.size(), 2u);
+  // Back again: new transactions reach it.
+  h.core().SetParticipantSuspected(h.now, kParticipants[2], false);
+  h.core().Commit(h.now, 3, Writes(kTx3, {0, 2}));
+  EXPECT_EQ(Msgs<PrepareMsg>(h.Drain()).size(), 2u);
+}
+
+TEST(CoordinatorCore, SuspectedOnePhaseParticipantGivesUnknownNotAbort) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {1}));
+  h.Drain();
+  h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
+  EXPECT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kUnknown);
+}
+
+TEST(CoordinatorCore, DecidedCommitIsDeliveredWhenTheSuspectedParticipantReturns) {
+  Harness h;
+  h.StartFresh();
+  auto commits = CommitThrough(h, kTx1, 1, {0, 1});
+  ASSERT_EQ(commits.size(), 2u);
+  h.core().OnCommitReply(h.now, Ack(commits[0].first));
+  h.core().OnCommitReply(h.now, Ack(commits[1].first, CallStatus::kUnavailable));  // backoff
+  h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
+  Ready r = h.Drain();
+  EXPECT_TRUE(Msgs<CommitMsg>(r).empty());
+  EXPECT_EQ(h.core().committing(), 1u);
+  h.core().SetParticipantSuspected(h.now, kParticipants[1], false);
+  r = h.Drain();
+  auto again = Msgs<CommitMsg>(r);
+  ASSERT_EQ(again.size(), 1u);  // re-sent at once, not after the backoff
+  EXPECT_EQ(again[0].first.to, kParticipants[1]);
+  h.core().OnCommitReply(h.now, Ack(again[0].first));
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
+}
+
+// ---- replication support ----------------------------------------------------------
+
+TEST(CoordinatorCore, OpenDecisionsListsDecidedTransactionsUntilEnd) {
+  Harness h;
+  h.StartFresh();
+  auto commits = CommitThrough(h, kTx1, 1, {0, 2});
+  std::vector<DecisionRecord> open = h.core().OpenDecisions();
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].txid, kTx1);
+  EXPECT_EQ(open[0].participants, (std::vector<std::string>{kParticipants[0], kParticipants[2]}));
+  for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+  h.Drain();
+  EXPECT_TRUE(h.core().OpenDecisions().empty());
+}
+
+TEST(CoordinatorCore, SyncRecordClosesEarlierOpenDecisionsOnReplay) {
+  // A backup's log: DECISION A, then a snapshot restating only B.
+  CoordinatorCore core(Opts());
+  DecisionRecord a{kTx1, 1, true, {kParticipants[0], kParticipants[1]}};
+  DecisionRecord b{kTx2, 1, true, {kParticipants[1], kParticipants[2]}};
+  ASSERT_TRUE(core.Replay(1, 1, EncodePayload(EpochRecord{1})).ok());
+  ASSERT_TRUE(core.Replay(2, 2, EncodePayload(a)).ok());
+  ASSERT_TRUE(core.Replay(3, 4, EncodePayload(SyncRecord{2})).ok());
+  ASSERT_TRUE(core.Replay(4, 1, EncodePayload(EpochRecord{1})).ok());
+  ASSERT_TRUE(core.Replay(5, 2, EncodePayload(b)).ok());
+  core.Start(1000);
+  Ready r = core.TakeReady();
+  auto commits = Msgs<CommitMsg>(r);
+  ASSERT_EQ(commits.size(), 2u);  // only B is re-driven
+  for (auto& [m, c] : commits) EXPECT_EQ(c.txid, kTx2);
+  // A is still remembered as committed (idempotency).
+  core.QueryDecision(1000, 9, kTx1);
+  EXPECT_EQ(DecisionFor(core.TakeReady(), 9), Decision::kCommit);
+}
+
 }  // namespace
 }  // namespace dtx::coordinator

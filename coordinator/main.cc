@@ -3,6 +3,11 @@
 //   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --participants 127.0.0.1:P0,127.0.0.1:P1,... [--log-file PATH]
 //                   [--log-level info] [--prepare-timeout-ms 2000]
+//                   [--role primary|backup] [--peer 127.0.0.1:PORT]
+//                   [--heartbeat-ms 100] [--suspect-after-ms 500]
+//                   [--failure-detector timeout|phi] [--phi-threshold 8]
+//                   [--replicate-timeout-ms 1000]
+// Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
 // DTX_FAILPOINTS spec; 1 when the node cannot start or fails (WAL failure);
@@ -73,6 +78,9 @@ int main(int argc, char** argv) {
 
   std::string name, listen, dir, participants, log_file, log_level;
   uint64_t prepare_timeout_ms = 0;
+  std::string role, peer, detector;
+  uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
+  double phi_threshold = 0;
   po::options_description desc("dtx-coordinator options");
   desc.add_options()
       ("help", "print this help")
@@ -85,7 +93,20 @@ int main(int argc, char** argv) {
       ("log-level", po::value(&log_level)->default_value("info"),
        "trace, debug, info, warn, error, critical, off")
       ("prepare-timeout-ms", po::value(&prepare_timeout_ms)->default_value(2000),
-       "abort a transaction whose votes are not all in after this long");
+       "abort a transaction whose votes are not all in after this long")
+      ("role", po::value(&role)->default_value("primary"),
+       "primary or backup (with --peer; without it the node runs alone as primary)")
+      ("peer", po::value(&peer)->default_value(""), "host:port of the other coordinator")
+      ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
+       "heartbeat interval to participants and the peer coordinator")
+      ("suspect-after-ms", po::value(&suspect_after_ms)->default_value(dtx::kSuspectAfterMsDefault),
+       "suspect a node silent for this long")
+      ("failure-detector", po::value(&detector)->default_value("timeout"),
+       "timeout (suspect after --suspect-after-ms) or phi (phi-accrual, capped by it)")
+      ("phi-threshold", po::value(&phi_threshold)->default_value(dtx::kPhiThresholdDefault),
+       "phi-accrual suspicion threshold")
+      ("replicate-timeout-ms", po::value(&replicate_timeout_ms)->default_value(1000),
+       "a Replicate call to the backup slower than this counts the backup as lost");
 
   po::variables_map vm;
   try {
@@ -122,6 +143,42 @@ int main(int argc, char** argv) {
     return Usage("--prepare-timeout-ms must be in 1..3600000", desc);
   }
   options.core.prepare_timeout_ms = prepare_timeout_ms;
+  if (role == "primary") {
+    options.ha.role = dtx::coordinator::Role::kPrimary;
+  } else if (role == "backup") {
+    options.ha.role = dtx::coordinator::Role::kBackup;
+  } else {
+    return Usage("--role must be primary or backup", desc);
+  }
+  if (!peer.empty()) {
+    std::string host;
+    int port = 0;
+    if (!dtx::ParseHostPort(peer, &host, &port).ok() || port == 0) {
+      return Usage("--peer: '" + peer + "' is not host:port", desc);
+    }
+  } else if (role == "backup") {
+    return Usage("--role backup needs --peer (the primary)", desc);
+  }
+  options.ha.peer = peer;
+  if (heartbeat_ms == 0 || heartbeat_ms > 60000) return Usage("--heartbeat-ms must be in 1..60000", desc);
+  if (suspect_after_ms < heartbeat_ms || suspect_after_ms > 600000) {
+    return Usage("--suspect-after-ms must be in --heartbeat-ms..600000", desc);
+  }
+  if (replicate_timeout_ms == 0 || replicate_timeout_ms > 600000) {
+    return Usage("--replicate-timeout-ms must be in 1..600000", desc);
+  }
+  if (!(phi_threshold > 0 && phi_threshold < 1000)) return Usage("--phi-threshold must be in (0, 1000)", desc);
+  options.ha.heartbeat_ms = heartbeat_ms;
+  options.ha.detector.suspect_after_ms = suspect_after_ms;
+  options.ha.detector.phi_threshold = phi_threshold;
+  options.ha.replicate_timeout_ms = replicate_timeout_ms;
+  if (detector == "timeout") {
+    options.ha.detector.mode = dtx::FailureDetectorOptions::Mode::kTimeout;
+  } else if (detector == "phi") {
+    options.ha.detector.mode = dtx::FailureDetectorOptions::Mode::kPhiAccrual;
+  } else {
+    return Usage("--failure-detector must be timeout or phi", desc);
+  }
 
   dtx::Status s = dtx::fp::InitFromEnv();
   if (!s.ok()) {

@@ -97,6 +97,7 @@ class Reader {
 RecordType TypeOf(const Record& r) {
   if (std::holds_alternative<EpochRecord>(r)) return RecordType::kEpoch;
   if (std::holds_alternative<DecisionRecord>(r)) return RecordType::kDecision;
+  if (std::holds_alternative<SyncRecord>(r)) return RecordType::kSync;
   return RecordType::kEnd;
 }
 
@@ -115,6 +116,8 @@ std::string EncodePayload(const Record& r) {
       DTX_CHECK(p.size() <= kParticipantAddressBytesMax);
       PutBytes(&out, p);
     }
+  } else if (const auto* sync = std::get_if<SyncRecord>(&r)) {
+    PutU64(&out, static_cast<uint64_t>(sync->generation));
   } else {
     PutTxId(&out, std::get<EndRecord>(r).txid);
   }
@@ -164,6 +167,12 @@ Result<Record> DecodeRecord(uint8_t type, std::string_view payload) {
       DTX_RETURN_IF_ERROR(in.TxIdField(&e.txid));
       DTX_RETURN_IF_ERROR(in.Done());
       return Record(e);
+    }
+    case static_cast<uint8_t>(RecordType::kSync): {
+      SyncRecord sync;
+      DTX_RETURN_IF_ERROR(in.I64(&sync.generation));
+      DTX_RETURN_IF_ERROR(in.Done());
+      return Record(sync);
     }
     default:
       return Status::Corruption("coordinator log: unknown record type " + std::to_string(type));

@@ -23,10 +23,12 @@ enum class RecordType : uint8_t {
   kEpoch = 1,
   kDecision = 2,
   kEnd = 3,
+  kSync = 4,
 };
 static_assert(static_cast<uint8_t>(RecordType::kEpoch) == 1, "log_format.md: EPOCH is type 1");
 static_assert(static_cast<uint8_t>(RecordType::kDecision) == 2, "log_format.md: DECISION is type 2");
 static_assert(static_cast<uint8_t>(RecordType::kEnd) == 3, "log_format.md: END is type 3");
+static_assert(static_cast<uint8_t>(RecordType::kSync) == 4, "log_format.md: SYNC is type 4");
 
 // Largest number of participants one DECISION may name; also the largest
 // number of participants one transaction may touch.
@@ -52,7 +54,14 @@ struct EndRecord {
   friend bool operator==(const EndRecord&, const EndRecord&) = default;
 };
 
-using Record = std::variant<EpochRecord, DecisionRecord, EndRecord>;
+// Written only in a backup's log: a snapshot of the primary's open decisions
+// follows (its DECISIONs); every DECISION before it without END is closed.
+struct SyncRecord {
+  int64_t generation = 0;
+  friend bool operator==(const SyncRecord&, const SyncRecord&) = default;
+};
+
+using Record = std::variant<EpochRecord, DecisionRecord, EndRecord, SyncRecord>;
 
 // The WAL type byte for a record.
 RecordType TypeOf(const Record& r);

@@ -24,6 +24,7 @@ TEST(CoordinatorRecords, EveryRecordRoundTrips) {
   EXPECT_EQ(RoundTrip(EpochRecord{42}), Record(EpochRecord{42}));
   EXPECT_EQ(RoundTrip(SampleDecision()), Record(SampleDecision()));
   EXPECT_EQ(RoundTrip(EndRecord{TxId{1, 2}}), Record(EndRecord{TxId{1, 2}}));
+  EXPECT_EQ(RoundTrip(SyncRecord{7}), Record(SyncRecord{7}));
 }
 
 TEST(CoordinatorRecords, EncodingIsLittleEndianAsSpecified) {

@@ -130,7 +130,7 @@ Status Runtime::Init() {
   so.port = options_.listen_port;
   so.name = options_.name;
   server_ = std::make_unique<RpcServer>(
-      loop_, std::make_shared<rpc::CoordinatorAsyncProcessor>(handler_), so);
+      loop_, std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler_), so);
   DTX_RETURN_IF_ERROR(server_->Start());
   address_ = server_->address();
 
@@ -148,10 +148,25 @@ Status Runtime::Init() {
       });
   if (!log.ok()) return log.status();
   log_ = std::move(*log);
-  core_->Start(NowMs());
-  DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={} "
-               "decisions_to_redrive={}",
-               replayed, core_->epoch(), log_->durable_lsn(), core_->committing());
+  role_ = options_.ha.role;
+  if (options_.ha.peer.empty()) {
+    role_ = Role::kPrimary;  // alone: nobody else could decide
+    backup_state_ = BackupState::kNone;
+  } else {
+    backup_state_ = BackupState::kDown;  // until it answers and has our snapshot
+  }
+  if (role_ == Role::kPrimary) {
+    core_->Start(NowMs());
+    DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={} "
+                 "decisions_to_redrive={}",
+                 replayed, core_->epoch(), log_->durable_lsn(), core_->committing());
+  } else {
+    // A backup mirrors the primary's log; it never decides, so its core is
+    // only fed Replay (here, and for every replicated record).
+    DTX_LOG_INFO("backup: replayed the local log: records={} epoch={} durable_lsn={}; "
+                 "not in sync until the primary's snapshot is durable here",
+                 replayed, core_->epoch(), log_->durable_lsn());
+  }
   Process();
   // The EPOCH record of a fresh log must be durable before commits are
   // accepted: wait for it here so the node is ready once it serves.
@@ -164,11 +179,27 @@ Status Runtime::Init() {
   Process();
 
   tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
-    core_->Tick(NowMs());
+    if (core_->started()) core_->Tick(NowMs());
+    CheckSuspicions();
     Process();
   });
+  FailureDetectorOptions fdo = options_.ha.detector;
+  fdo.heartbeat_interval_ms = options_.ha.heartbeat_ms;
+  for (const std::string& p : options_.participants) {
+    auto [it, inserted] = watches_.emplace(p, ParticipantWatch{FailureDetector(fdo)});
+    it->second.fd.Start(NowMs());
+  }
+  peer_fd_ = FailureDetector(fdo);
+  peer_fd_.Start(NowMs());
+  if (!options_.ha.peer.empty()) {
+    peer_stub_ = std::make_unique<CoordinatorPeerStub>(loop_, options_.ha.peer);
+  }
+  heartbeat_timer_ = loop_->RunEvery(options_.ha.heartbeat_ms, [this] { HeartbeatRound(); });
+  HeartbeatRound();
   truncate_timer_ = loop_->RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
-  DTX_LOG_INFO("serving on {} with {} participants", address_, options_.participants.size());
+  DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
+               RoleName(role_), options_.participants.size(),
+               options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }
 
@@ -185,7 +216,9 @@ void Runtime::Shutdown() {
   if (handler_) handler_->Detach();
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
   if (truncate_timer_ != 0) loop_->Cancel(truncate_timer_);
-  tick_timer_ = truncate_timer_ = 0;
+  if (heartbeat_timer_ != 0) loop_->Cancel(heartbeat_timer_);
+  tick_timer_ = truncate_timer_ = heartbeat_timer_ = 0;
+  if (peer_stub_ && peer_stub_->channel()) peer_stub_->channel()->Close();
   if (server_) server_->Close();
   for (auto& [address, stub] : stubs_) {
     if (stub.channel()) stub.channel()->Close();  // callbacks see shut_down_
@@ -210,6 +243,11 @@ rpc::ShardMap Runtime::GetShardMap() const {
 void Runtime::Commit(const rpc::CommitRequest& req,
                      std::function<void(const rpc::CommitResult&)> cob,
                      std::function<void(const rpc::DtxError&)> fail) {
+  if (role_ != Role::kPrimary) {
+    fail(MakeDtxError(rpc::ErrorCode::NOT_PRIMARY, "this coordinator is a backup",
+                      options_.ha.peer));
+    return;
+  }
   RequestToken token = next_token_++;
   CommitRequest creq = FromRpc(req);
   pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail)};
@@ -219,8 +257,14 @@ void Runtime::Commit(const rpc::CommitRequest& req,
 
 void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                             std::function<void(const rpc::DtxError&)> fail) {
-  RequestToken token = next_token_++;
   TxId t = dtx::FromRpc(txid);
+  if (role_ != Role::kPrimary) {
+    // A backup holds every DECISION of an in-sync primary but decides
+    // nothing: what it does not know may still be decided there.
+    cob(core_->KnowsCommitted(t) ? rpc::Decision::COMMIT : rpc::Decision::UNKNOWN);
+    return;
+  }
+  RequestToken token = next_token_++;
   pending_[token] = Pending{t, nullptr, std::move(cob), std::move(fail)};
   core_->QueryDecision(NowMs(), token, t);
   Process();
@@ -229,18 +273,29 @@ void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decis
 rpc::NodeStatus Runtime::GetStatus() const {
   rpc::NodeStatus st;
   st.name = options_.name;
-  st.role = "primary";
+  st.role = RoleName(role_);
   st.epoch = core_->epoch();
   st.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
   st.durable_lsn = static_cast<int64_t>(log_ ? log_->durable_lsn() : 0);
   st.in_flight = static_cast<int64_t>(core_->in_flight());
   st.in_doubt = 0;
+  const uint64_t now = NowMs();
   for (size_t i = 0; i < options_.participants.size(); ++i) {
     rpc::PeerStatus p;
     p.name = "participant-" + std::to_string(i);
     p.address = options_.participants[i];
-    p.heartbeat_age_ms = -1;  // no heartbeats yet
-    p.suspected = false;
+    auto w = watches_.find(p.address);
+    p.heartbeat_age_ms = w == watches_.end() ? -1 : w->second.fd.AgeMs(now);
+    p.suspected = w != watches_.end() && w->second.suspected;
+    st.peers.push_back(std::move(p));
+  }
+  if (!options_.ha.peer.empty()) {
+    rpc::PeerStatus p;
+    p.name = peer_name_.empty() ? "coordinator-peer" : peer_name_;
+    if (!peer_role_.empty()) p.name += " (" + peer_role_ + ")";
+    p.address = options_.ha.peer;
+    p.heartbeat_age_ms = peer_fd_.AgeMs(now);
+    p.suspected = peer_suspected_;
     st.peers.push_back(std::move(p));
   }
   const CoreStats& cs = core_->stats();
@@ -259,6 +314,23 @@ rpc::NodeStatus Runtime::GetStatus() const {
   c["queries"] = static_cast<int64_t>(cs.queries);
   c["committing"] = static_cast<int64_t>(core_->committing());
   c["fenced"] = core_->fenced() ? 1 : 0;
+  c["rejected_suspected"] = static_cast<int64_t>(cs.rejected_suspected);
+  if (role_ == Role::kPrimary) {
+    // backup_state: 0 none (alone by configuration), 1 down (committing
+    // alone), 2 syncing, 3 in sync.
+    c["backup_state"] = static_cast<int64_t>(backup_state_);
+    c["backup_in_sync"] = backup_state_ == BackupState::kInSync ? 1 : 0;
+    c["committing_alone"] = backup_state_ == BackupState::kInSync ||
+                                    backup_state_ == BackupState::kSyncing
+                                ? 0
+                                : 1;
+    c["backup_losses"] = static_cast<int64_t>(backup_losses_);
+    c["replication_generation"] = generation_;
+  } else {
+    c["in_sync"] = in_sync_ ? 1 : 0;
+    c["replication_generation"] = sync_generation_;
+    c["replicated_records"] = static_cast<int64_t>(replicated_records_);
+  }
   if (log_) {
     wal::Stats ws = log_->stats();
     c["wal_syncs"] = static_cast<int64_t>(ws.syncs);
@@ -283,6 +355,7 @@ void Runtime::Process() {
     for (Reply& rep : r.replies) Deliver(rep);
     if (r.truncate_before != 0) truncate_wanted_ = std::max(truncate_wanted_, r.truncate_before);
   }
+  FlushReplicate();
   in_process_ = false;
   if (core_->fenced() && !fenced_logged_) {
     fenced_logged_ = true;
@@ -324,6 +397,14 @@ void Runtime::Append(const PersistRecord& p) {
   if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
   *lsn_box = *lsn;
   if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
+  if (p.type == RecordType::kDecision && p.forced) {
+    DecisionWait w;
+    w.txid = p.txid;
+    w.need_backup =
+        backup_state_ == BackupState::kInSync || backup_state_ == BackupState::kSyncing;
+    decision_waits_.emplace(p.tag, w);
+  }
+  QueueReplicate(p);
   if (p.type == RecordType::kDecision) {
     DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended",
                   txid.ToString(), *lsn);
@@ -332,9 +413,30 @@ void Runtime::Append(const PersistRecord& p) {
 
 void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
   if (shut_down_) return;
+  auto w = decision_waits_.find(tag);
+  if (type == RecordType::kDecision && w != decision_waits_.end()) {
+    w->second.local = true;
+    w->second.lsn = lsn;
+    MaybeRelease(tag);
+    return;
+  }
   if (type == RecordType::kDecision) {
     EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
   }
+  core_->OnPersisted(NowMs(), tag, lsn);
+  Process();
+}
+
+void Runtime::MaybeRelease(PersistTag tag) {
+  auto it = decision_waits_.find(tag);
+  if (it == decision_waits_.end()) return;
+  const DecisionWait& w = it->second;
+  if (!w.local || (w.need_backup && !w.backup)) return;
+  // The commit point: durable here and, while the backup is in sync, there.
+  TxId txid = w.txid;
+  uint64_t lsn = w.lsn;
+  decision_waits_.erase(it);
+  EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
   core_->OnPersisted(NowMs(), tag, lsn);
   Process();
 }
@@ -448,6 +550,324 @@ void Runtime::Deliver(Reply& reply) {
   }
 }
 
+
+// ---- heartbeats and failure detection -------------------------------------------------
+
+const char* RoleName(Role r) { return r == Role::kPrimary ? "primary" : "backup"; }
+
+const char* Runtime::BackupStateName(BackupState s) {
+  switch (s) {
+    case BackupState::kNone: return "none";
+    case BackupState::kDown: return "down";
+    case BackupState::kSyncing: return "syncing";
+    case BackupState::kInSync: return "in-sync";
+  }
+  return "?";
+}
+
+void Runtime::HeartbeatRound() {
+  if (shut_down_) return;
+  // A probe still out is not duplicated: its reply (or timeout) decides.
+  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(
+      options_.ha.detector.suspect_after_ms, 1, 60000));
+  for (auto& [address, w] : watches_) {
+    if (w.probe_out) continue;
+    w.probe_out = true;
+    std::string a = address;
+    StubFor(address).GetStatus(timeout_ms, [this, a](const RpcStatus& st, const rpc::NodeStatus&) {
+      if (shut_down_) return;
+      auto it = watches_.find(a);
+      if (it == watches_.end()) return;
+      it->second.probe_out = false;
+      if (st.ok()) it->second.fd.Heartbeat(NowMs());
+      CheckSuspicions();
+    });
+  }
+  if (peer_stub_ && !peer_probe_out_) {
+    peer_probe_out_ = true;
+    rpc::HeartbeatRequest req;
+    req.sender = address_;
+    req.role = RoleName(role_);
+    req.epoch = core_->epoch();
+    peer_stub_->Heartbeat(req, timeout_ms,
+                          [this](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
+                            if (shut_down_) return;
+                            peer_probe_out_ = false;
+                            if (st.ok()) {
+                              peer_fd_.Heartbeat(NowMs());
+                              OnPeerHeartbeat(resp);
+                            }
+                            CheckSuspicions();
+                          });
+  }
+  if (role_ == Role::kPrimary && backup_state_ == BackupState::kInSync &&
+      replicated_since_snapshot_ >= options_.ha.resync_after_records) {
+    // A fresh snapshot lets the backup drop its older log.
+    StartSync();
+  }
+}
+
+void Runtime::CheckSuspicions() {
+  if (shut_down_) return;
+  const uint64_t now = NowMs();
+  for (auto& [address, w] : watches_) {
+    bool s = w.fd.Suspected(now);
+    if (s == w.suspected) continue;
+    w.suspected = s;
+    if (s) {
+      DTX_LOG_WARN("participant {} suspected: no heartbeat for {} ms", address,
+                   w.fd.heard() ? w.fd.AgeMs(now) : static_cast<int64_t>(-1));
+    } else {
+      DTX_LOG_INFO("participant {} is answering heartbeats again", address);
+    }
+    if (role_ == Role::kPrimary && core_->started()) {
+      core_->SetParticipantSuspected(now, address, s);
+    }
+  }
+  if (peer_stub_) {
+    bool s = peer_fd_.Suspected(now);
+    if (s != peer_suspected_) {
+      peer_suspected_ = s;
+      if (s) {
+        DTX_LOG_WARN("peer coordinator {} suspected: no heartbeat for {} ms", options_.ha.peer,
+                     peer_fd_.AgeMs(now));
+        if (role_ == Role::kPrimary) BackupLost("backup suspected (no heartbeat)");
+      } else {
+        DTX_LOG_INFO("peer coordinator {} is answering heartbeats again", options_.ha.peer);
+      }
+    }
+  }
+  Process();
+}
+
+void Runtime::OnPeerHeartbeat(const rpc::HeartbeatResponse& resp) {
+  peer_name_ = resp.name;
+  peer_role_ = resp.role;
+  peer_epoch_ = resp.epoch;
+  if (role_ == Role::kPrimary && resp.role == "backup" && backup_state_ == BackupState::kDown) {
+    StartSync();
+  }
+}
+
+rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
+  if (req.sender == options_.ha.peer) {
+    // Proof of life from the peer, whichever side probes.
+    peer_fd_.Heartbeat(NowMs());
+    peer_role_ = req.role;
+    peer_epoch_ = req.epoch;
+  }
+  rpc::HeartbeatResponse resp;
+  resp.name = options_.name;
+  resp.role = RoleName(role_);
+  resp.epoch = core_->epoch();
+  if (role_ == Role::kBackup) resp.__set_in_sync(in_sync_);
+  return resp;
+}
+
+// ---- replication: primary side --------------------------------------------------------
+
+void Runtime::QueueReplicate(const PersistRecord& p) {
+  if (backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing) return;
+  rpc::LogRecord r;
+  r.type = static_cast<int8_t>(p.type);
+  r.payload = p.payload;
+  repl_batch_.push_back(std::move(r));
+  if (p.type == RecordType::kDecision && p.forced) repl_batch_tags_.push_back(p.tag);
+}
+
+void Runtime::FlushReplicate() {
+  if (repl_batch_.empty() || !peer_stub_) return;
+  rpc::ReplicateRequest req;
+  req.epoch = core_->epoch();
+  req.primary = address_;
+  req.generation = generation_;
+  req.snapshot = false;
+  req.records = std::move(repl_batch_);
+  repl_batch_.clear();
+  std::vector<PersistTag> tags = std::move(repl_batch_tags_);
+  repl_batch_tags_.clear();
+  replicated_since_snapshot_ += req.records.size();
+  const int64_t gen = generation_;
+  const int timeout_ms =
+      static_cast<int>(std::clamp<uint64_t>(options_.ha.replicate_timeout_ms, 1, INT32_MAX));
+  peer_stub_->Replicate(req, timeout_ms,
+                        [this, gen, tags](const RpcStatus& st, const rpc::ReplicateResponse&) {
+                          if (shut_down_) return;
+                          OnReplicateReply(gen, tags, st);
+                        });
+}
+
+void Runtime::StartSync() {
+  if (!peer_stub_ || role_ != Role::kPrimary || !core_->started()) return;
+  ++generation_;
+  backup_state_ = BackupState::kSyncing;
+  replicated_since_snapshot_ = 0;
+  // Records queued for the previous generation are covered by the snapshot.
+  repl_batch_.clear();
+  for (PersistTag t : repl_batch_tags_) {
+    auto it = decision_waits_.find(t);
+    if (it != decision_waits_.end()) it->second.need_backup = false;
+  }
+  repl_batch_tags_.clear();
+  rpc::ReplicateRequest req;
+  req.epoch = core_->epoch();
+  req.primary = address_;
+  req.generation = generation_;
+  req.snapshot = true;
+  auto add = [&req](const Record& r) {
+    rpc::LogRecord lr;
+    lr.type = static_cast<int8_t>(TypeOf(r));
+    lr.payload = EncodePayload(r);
+    req.records.push_back(std::move(lr));
+  };
+  add(SyncRecord{generation_});
+  add(EpochRecord{core_->epoch()});
+  // Every DECISION appended and not ENDed, including ones not yet durable
+  // here: those wait for this snapshot's ack like any in-sync DECISION.
+  std::vector<PersistTag> tags;
+  for (const DecisionRecord& d : core_->OpenDecisions()) add(d);
+  for (auto& [tag, w] : decision_waits_) {
+    w.need_backup = true;
+    w.backup = false;
+    tags.push_back(tag);
+  }
+  DTX_LOG_INFO("replication: sending a snapshot to backup {} (generation {}, {} records)",
+               options_.ha.peer, generation_, req.records.size());
+  const int64_t gen = generation_;
+  const int timeout_ms = static_cast<int>(
+      std::clamp<uint64_t>(options_.ha.replicate_timeout_ms * 5, 1, INT32_MAX));
+  peer_stub_->Replicate(req, timeout_ms,
+                        [this, gen, tags](const RpcStatus& st, const rpc::ReplicateResponse&) {
+                          if (shut_down_) return;
+                          if (gen == generation_ && st.ok() &&
+                              backup_state_ == BackupState::kSyncing) {
+                            backup_state_ = BackupState::kInSync;
+                            DTX_LOG_INFO("replication: backup {} is in sync (generation {})",
+                                         options_.ha.peer, gen);
+                          }
+                          OnReplicateReply(gen, tags, st);
+                        });
+}
+
+void Runtime::OnReplicateReply(int64_t generation, const std::vector<PersistTag>& tags,
+                               const RpcStatus& st) {
+  if (generation != generation_) return;  // an older generation: already settled
+  if (!st.ok()) {
+    BackupLost("Replicate failed: " + st.ToString());
+    return;
+  }
+  for (PersistTag t : tags) {
+    auto it = decision_waits_.find(t);
+    if (it == decision_waits_.end()) continue;
+    it->second.backup = true;
+    MaybeRelease(t);
+  }
+}
+
+void Runtime::BackupLost(const std::string& why) {
+  if (backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing) return;
+  ++generation_;  // replies still out belong to the lost generation
+  ++backup_losses_;
+  backup_state_ = BackupState::kDown;
+  repl_batch_.clear();
+  repl_batch_tags_.clear();
+  DTX_LOG_WARN("replication: backup {} lost ({}); committing alone until it is re-synced",
+               options_.ha.peer, why);
+  std::vector<PersistTag> waiting;
+  for (auto& [tag, w] : decision_waits_) {
+    w.need_backup = false;
+    waiting.push_back(tag);
+  }
+  for (PersistTag t : waiting) MaybeRelease(t);
+}
+
+// ---- replication: backup side ---------------------------------------------------------
+
+void Runtime::Replicate(const rpc::ReplicateRequest& req,
+                        std::function<void(const rpc::ReplicateResponse&)> cob,
+                        std::function<void(const rpc::DtxError&)> fail) {
+  if (req.epoch < core_->epoch()) {
+    fail(MakeDtxError(rpc::ErrorCode::STALE_EPOCH,
+                      "Replicate at epoch " + std::to_string(req.epoch) + " but epoch " +
+                          std::to_string(core_->epoch()) + " is current here"));
+    return;
+  }
+  if (role_ != Role::kBackup) {
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE,
+                      "this coordinator is the primary at epoch " + std::to_string(core_->epoch()) +
+                          "; it accepts no replication"));
+    return;
+  }
+  if (req.primary == options_.ha.peer) peer_fd_.Heartbeat(NowMs());
+  if (!req.snapshot && req.generation != sync_generation_) {
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE,
+                      "not in sync for generation " + std::to_string(req.generation) +
+                          " (have " + std::to_string(sync_generation_) + "): send a snapshot"));
+    return;
+  }
+  // Validate everything before appending anything: a bad batch leaves no trace.
+  Epoch epoch = core_->epoch();
+  for (const rpc::LogRecord& r : req.records) {
+    Result<Record> rec = DecodeRecord(static_cast<uint8_t>(r.type), r.payload);
+    if (!rec.ok()) {
+      fail(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, "Replicate: " + rec.status().ToString()));
+      return;
+    }
+    if (const auto* e = std::get_if<EpochRecord>(&*rec)) {
+      if (e->epoch < epoch) {
+        fail(MakeDtxError(rpc::ErrorCode::STALE_EPOCH, "Replicate: EPOCH " +
+                                                           std::to_string(e->epoch) + " < " +
+                                                           std::to_string(epoch)));
+        return;
+      }
+      epoch = e->epoch;
+    }
+  }
+  if (req.snapshot) {
+    sync_generation_ = req.generation;
+    in_sync_ = false;
+  }
+  if (req.records.empty()) {
+    rpc::ReplicateResponse resp;
+    resp.durable_lsn = static_cast<int64_t>(log_->durable_lsn());
+    cob(resp);
+    return;
+  }
+  std::weak_ptr<int> alive = alive_;
+  EventLoop* loop = loop_;
+  const int64_t gen = req.generation;
+  const bool snapshot = req.snapshot;
+  auto first_lsn = std::make_shared<wal::Lsn>(0);
+  auto last_lsn = std::make_shared<wal::Lsn>(0);
+  for (size_t i = 0; i < req.records.size(); ++i) {
+    const rpc::LogRecord& r = req.records[i];
+    const bool last = i + 1 == req.records.size();
+    wal::DurableFn on_durable = [=, this](const Status& s) {
+      if (!s.ok()) FailStop("replicated record did not become durable: " + s.ToString());
+      if (!last) return;
+      loop->Post([=, this] {
+        if (alive.expired() || shut_down_) return;
+        if (snapshot && gen == sync_generation_) {
+          in_sync_ = true;
+          DTX_LOG_INFO("backup: snapshot of generation {} is durable: in sync", gen);
+          // Everything before the snapshot's SYNC record is superseded.
+          truncate_wanted_ = std::max(truncate_wanted_, static_cast<uint64_t>(*first_lsn));
+        }
+        rpc::ReplicateResponse resp;
+        resp.durable_lsn = static_cast<int64_t>(*last_lsn);
+        cob(resp);
+      });
+    };
+    Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(r.type), r.payload, on_durable);
+    if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
+    if (i == 0) *first_lsn = *lsn;
+    *last_lsn = *lsn;
+    Status s = core_->Replay(*lsn, static_cast<uint8_t>(r.type), r.payload);
+    DTX_CHECK_MSG(s.ok(), "a validated replicated record failed to replay");
+    ++replicated_records_;
+  }
+}
+
 void Runtime::MaybeTruncate() {
   if (shut_down_ || truncate_wanted_ <= truncate_done_) return;
   Status s = log_->TruncateBefore(truncate_wanted_);
@@ -495,6 +915,24 @@ void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
     return cob(st);
   }
   cob(runtime_->GetStatus());
+}
+
+void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob,
+                        std::function<void(TDelayedException*)> exn_cob,
+                        const rpc::ReplicateRequest& req) {
+  if (runtime_ == nullptr) return exn_cob(Delay(ShuttingDown()));
+  runtime_->Replicate(req, std::move(cob),
+                      [exn_cob](const rpc::DtxError& e) { exn_cob(Delay(e)); });
+}
+
+void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                        const rpc::HeartbeatRequest& req) {
+  if (runtime_ == nullptr) {
+    rpc::HeartbeatResponse resp;
+    resp.role = "stopping";
+    return cob(resp);
+  }
+  cob(runtime_->Heartbeat(req));
 }
 
 void Handler::SetFailpoint(std::function<void()> cob,

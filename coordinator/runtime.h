@@ -42,12 +42,14 @@
 #include <variant>
 #include <vector>
 
-#include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "common/event_loop.h"
+#include "common/failure_detector.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
 #include "coordinator/core.h"
+#include "coordinator/peer_stub.h"
 #include "wal/wal.h"
 
 namespace dtx::coordinator {
@@ -56,6 +58,28 @@ namespace dtx::coordinator {
 inline constexpr uint64_t kTickIntervalMs = 10;
 // How often a pending WAL truncation is carried out.
 inline constexpr uint64_t kTruncateIntervalMs = 1000;
+
+// Once this many records went to an in-sync backup since its last snapshot,
+// the primary sends a fresh snapshot (the backup then drops its older log).
+inline constexpr uint64_t kResyncAfterRecords = 200000;
+
+enum class Role { kPrimary, kBackup };
+const char* RoleName(Role r);
+
+// Heartbeats, failure detection and primary-backup replication
+// (coordinator/README.md "Replication and failover").
+struct HaOptions {
+  Role role = Role::kPrimary;
+  // host:port of the other coordinator; empty: this one runs alone.
+  std::string peer;
+  uint64_t heartbeat_ms = kHeartbeatIntervalMsDefault;
+  // suspect_after_ms, mode, phi_threshold; heartbeat_interval_ms is set
+  // from heartbeat_ms.
+  FailureDetectorOptions detector;
+  // One Replicate call; past it the backup counts as lost.
+  uint64_t replicate_timeout_ms = 1000;
+  uint64_t resync_after_records = kResyncAfterRecords;
+};
 
 struct RuntimeOptions {
   std::string name = "coordinator-0";
@@ -67,6 +91,7 @@ struct RuntimeOptions {
   // Timeouts, limits; `participants` and `self_address` are filled in here.
   CoreOptions core;
   wal::Options wal;
+  HaOptions ha;
 };
 
 class Handler;
@@ -98,8 +123,37 @@ class Runtime {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
+  // CoordinatorPeer (from the other coordinator).
+  void Replicate(const rpc::ReplicateRequest& req,
+                 std::function<void(const rpc::ReplicateResponse&)> cob,
+                 std::function<void(const rpc::DtxError&)> fail);
+  rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
+
+  Role role() const { return role_; }
 
  private:
+  // What the primary knows about its backup.
+  enum class BackupState {
+    kNone,     // no --peer: alone by configuration
+    kDown,     // suspected or a call failed: commits go ahead alone
+    kSyncing,  // snapshot sent, not yet durable at the backup
+    kInSync,   // every DECISION is durable at the backup before its commit point
+  };
+  // A DECISION between "appended" and "commit point".
+  struct DecisionWait {
+    TxId txid;
+    uint64_t lsn = 0;
+    bool local = false;        // durable in our log
+    bool need_backup = false;  // the backup must ack it too
+    bool backup = false;       // the backup acked it
+  };
+  struct ParticipantWatch {
+    FailureDetector fd;
+    bool probe_out = false;
+    bool suspected = false;
+  };
+  static const char* BackupStateName(BackupState s);
+
   struct Pending {
     TxId txid;
     std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
@@ -117,6 +171,18 @@ class Runtime {
   void Deliver(Reply& reply);
   void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
   void MaybeTruncate();
+  // Heartbeats (every ha.heartbeat_ms) and the suspicion check (every tick).
+  void HeartbeatRound();
+  void CheckSuspicions();
+  void OnPeerHeartbeat(const rpc::HeartbeatResponse& resp);
+  // Primary: replication to the backup.
+  void QueueReplicate(const PersistRecord& p);
+  void FlushReplicate();
+  void StartSync();
+  void OnReplicateReply(int64_t generation, const std::vector<PersistTag>& tags,
+                        const RpcStatus& st);
+  void BackupLost(const std::string& why);
+  void MaybeRelease(PersistTag tag);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
 
@@ -142,6 +208,31 @@ class Runtime {
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
   std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
+  // ---- high availability ----
+  Role role_ = Role::kPrimary;
+  TimerId heartbeat_timer_ = 0;
+  std::map<std::string, ParticipantWatch> watches_;  // by participant address
+  std::unique_ptr<CoordinatorPeerStub> peer_stub_;
+  FailureDetector peer_fd_;
+  bool peer_probe_out_ = false;
+  bool peer_suspected_ = false;
+  std::string peer_name_;
+  std::string peer_role_;
+  Epoch peer_epoch_ = 0;
+  // Primary side.
+  BackupState backup_state_ = BackupState::kNone;
+  int64_t generation_ = 0;
+  uint64_t replicated_since_snapshot_ = 0;
+  uint64_t backup_losses_ = 0;
+  std::vector<rpc::LogRecord> repl_batch_;
+  std::vector<PersistTag> repl_batch_tags_;
+  std::map<PersistTag, DecisionWait> decision_waits_;
+  // Backup side: the generation whose snapshot we received; in sync once
+  // that snapshot is durable here.
+  int64_t sync_generation_ = -1;
+  bool in_sync_ = false;
+  uint64_t replicated_records_ = 0;
+
   // Expires with the Runtime: WAL callbacks posted after it is gone find it
   // expired (they run on the loop thread, as does the destructor).
   std::shared_ptr<int> alive_;
@@ -150,7 +241,7 @@ class Runtime {
 // The Thrift edge: converts and forwards to the Runtime. Holds a plain
 // pointer that Runtime::Shutdown clears; a call after that answers
 // UNAVAILABLE. Loop thread only.
-class Handler : public rpc::CoordinatorCobSvIf {
+class Handler : public rpc::CoordinatorPeerCobSvIf {
  public:
   explicit Handler(Runtime* runtime) : runtime_(runtime) {}
   void Detach() { runtime_ = nullptr; }
@@ -167,6 +258,11 @@ class Handler : public rpc::CoordinatorCobSvIf {
   void SetFailpoint(std::function<void()> cob,
                     std::function<void(apache::thrift::TDelayedException*)> exn_cob,
                     const std::string& name, const std::string& action) override;
+  void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob,
+                 std::function<void(apache::thrift::TDelayedException*)> exn_cob,
+                 const rpc::ReplicateRequest& req) override;
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest& req) override;
 
  private:
   Runtime* runtime_;
