@@ -606,8 +606,10 @@ Status Log::Impl::WriteAt(uint64_t off, std::string_view data) {
 }
 
 Status Log::Impl::SyncSegment() {
-  DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSync));
+  // Timed from before the failpoint, so an injected sleep(ms) looks exactly
+  // like a slow disk to the stats and to the linger bound.
   auto t0 = std::chrono::steady_clock::now();
+  DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSync));
   DTX_RETURN_IF_ERROR(seg_file_->Sync());
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
   st_sync_micros_total_ += static_cast<uint64_t>(us);

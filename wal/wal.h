@@ -82,7 +82,7 @@ struct Stats {
   uint64_t bytes_written = 0;
   uint64_t segments_created = 0;
   uint64_t segments_deleted = 0;
-  uint64_t sync_micros_total = 0;  // time spent in successful fdatasync calls
+  uint64_t sync_micros_total = 0;  // time in successful fdatasync calls (incl. wal.before_sync delays)
   uint64_t records_recovered = 0;  // records replayed by Open
   uint64_t torn_tails_cut = 0;     // 1 if Open cut a torn tail off the last segment
 };
