@@ -628,6 +628,7 @@ void Core::Tick(uint64_t now_ms) {
 void Core::RestoreCheckpoint(const Checkpoint& cp) {
   DTX_CHECK_MSG(recovering_ && last_replayed_lsn_ == 0, "RestoreCheckpoint after Replay");
   replay_from_ = cp.lsn;
+  replay_retain_from_ = cp.retain_from;
   epoch_ = std::max(epoch_, cp.epoch);
   commit_counter_ = std::max(commit_counter_, cp.commit_counter);
 }
@@ -639,6 +640,10 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
   }
   last_replayed_lsn_ = lsn;
   ++stats_.replayed_records;
+  // Below retain_from every transaction finished before the checkpoint, and
+  // the checkpoint carries the epoch and the commit counter: nothing to do
+  // (the WAL keeps such records only because it truncates whole segments).
+  if (lsn < replay_retain_from_) return Status::OK();
   switch (static_cast<RecordType>(type)) {
     case RecordType::kPrepare: {
       auto r = DecodePrepare(payload);

@@ -323,7 +323,8 @@ class Core {
   LockTable locks_;
   std::map<TxId, Tx> txs_;
   bool recovering_ = true;
-  uint64_t replay_from_ = 0;      // records below it are already in the store
+  uint64_t replay_from_ = 0;         // records below it are already in the store
+  uint64_t replay_retain_from_ = 0;  // records below it are not needed at all
   uint64_t last_replayed_lsn_ = 0;
   Status fatal_;
 

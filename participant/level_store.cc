@@ -23,14 +23,20 @@ Status FromLevel(const leveldb::Status& s, std::string_view what) {
   return Status::IOError(m);
 }
 
-std::string EncodeStored(Version version, bool tombstone, std::string_view value) {
+// Writes the stored form into `*out` (reusing its capacity).
+void EncodeStoredTo(Version version, bool tombstone, std::string_view value, std::string* out) {
   DTX_CHECK(version > 0);
   DTX_CHECK(!tombstone || value.empty());
-  std::string out;
-  out.reserve(kStoredVersionBytes + value.size());
+  char word[kStoredVersionBytes];
   uint64_t v = static_cast<uint64_t>(version) | (tombstone ? kStoredTombstoneBit : 0);
-  for (size_t i = 0; i < kStoredVersionBytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-  out.append(value);
+  for (size_t i = 0; i < kStoredVersionBytes; ++i) word[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out->assign(word, kStoredVersionBytes);
+  out->append(value);
+}
+
+std::string EncodeStored(Version version, bool tombstone, std::string_view value) {
+  std::string out;
+  EncodeStoredTo(version, tombstone, value, &out);
   return out;
 }
 
@@ -142,7 +148,29 @@ Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
 LevelStore::LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db) : env_(std::move(env)), db_(db) {}
 LevelStore::~LevelStore() = default;
 
+void LevelStore::BeginReplay() {
+  replaying_ = true;
+  replay_batch_ = std::make_unique<leveldb::WriteBatch>();
+}
+
+Status LevelStore::FlushReplayBatch() {
+  if (replay_batch_ == nullptr || replay_batch_->ApproximateSize() == 0) return Status::OK();
+  leveldb::WriteOptions wo;
+  wo.sync = false;  // the WAL holds durability; see the header
+  Status s = FromLevel(db_->Write(wo, replay_batch_.get()), "LevelDB write (replay)");
+  replay_batch_->Clear();
+  return s;
+}
+
+Status LevelStore::EndReplay() {
+  Status s = FlushReplayBatch();
+  replaying_ = false;
+  replay_batch_.reset();
+  return s;
+}
+
 Result<Store::Item> LevelStore::Get(std::string_view key) {
+  if (replaying_) DTX_RETURN_IF_ERROR(FlushReplayBatch());
   std::string raw;
   leveldb::Status s = db_->Get(leveldb::ReadOptions(), leveldb::Slice(key.data(), key.size()), &raw);
   if (s.IsNotFound()) return Item{};
@@ -152,6 +180,16 @@ Result<Store::Item> LevelStore::Get(std::string_view key) {
 
 Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   DTX_CHECK(version > 0);
+  if (replaying_) {
+    for (const WriteOp& w : writes) {
+      DTX_CHECK(!w.key.empty());
+      EncodeStoredTo(version, !w.value.has_value(), w.value ? std::string_view(*w.value) : std::string_view(),
+                     &replay_scratch_);
+      replay_batch_->Put(leveldb::Slice(w.key.data(), w.key.size()), replay_scratch_);
+    }
+    if (replay_batch_->ApproximateSize() >= kReplayBatchBytesMax) return FlushReplayBatch();
+    return Status::OK();
+  }
   leveldb::WriteBatch batch;
   size_t changed = 0;
   for (const WriteOp& w : writes) {

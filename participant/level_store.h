@@ -29,13 +29,16 @@
 
 namespace leveldb {
 class DB;
-class Env;
-}
+class WriteBatch;
+}  // namespace leveldb
+
 
 namespace dtx::participant {
 
 inline constexpr size_t kStoredVersionBytes = 8;
 inline constexpr uint64_t kStoredTombstoneBit = uint64_t{1} << 63;
+// Replay mode writes its batch to LevelDB once it holds this many bytes.
+inline constexpr size_t kReplayBatchBytesMax = 4u << 20;
 
 class LevelStore final : public Store {
  public:
@@ -45,6 +48,18 @@ class LevelStore final : public Store {
 
   Result<Item> Get(std::string_view key) override;
   Status Apply(const std::vector<WriteOp>& writes, Version version) override;
+
+  // Replay mode (recovery, before the store serves anything): Apply appends
+  // to one WriteBatch, written to LevelDB every kReplayBatchBytesMax, instead
+  // of one LevelDB write (and one log write(2)) per commit, and skips the
+  // per-key version check (a LevelDB read per written key). That is safe because
+  // replay applies every COMMIT from the checkpoint on, in LSN order, which is
+  // version order, and LevelDB never holds a write the WAL does not (a COMMIT
+  // is applied only once durable): the last write of each key wins, as it did
+  // before the crash. EndReplay writes what is left; Get in replay mode
+  // writes the batch out first.
+  void BeginReplay();
+  Status EndReplay();
 
   // The last checkpoint written; nullopt if none. Corruption if malformed.
   Result<std::optional<Checkpoint>> ReadCheckpoint();
@@ -56,8 +71,13 @@ class LevelStore final : public Store {
  private:
   class SyncTrackingEnv;
   LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db);
+  Status FlushReplayBatch();
+
   std::unique_ptr<SyncTrackingEnv> env_;  // outlives db_
   std::unique_ptr<leveldb::DB> db_;
+  bool replaying_ = false;
+  std::unique_ptr<leveldb::WriteBatch> replay_batch_;  // replay mode only
+  std::string replay_scratch_;  // one stored value, reused
 };
 
 }  // namespace dtx::participant

@@ -134,6 +134,31 @@ TEST_F(LevelStoreTest, MalformedCheckpointIsCorruption) {
   EXPECT_TRUE(cp.status().IsCorruption()) << cp.status().ToString();
 }
 
+TEST_F(LevelStoreTest, ReplayModeBatchesWritesInOrderAndTheLastWriteWins) {
+  {
+    auto st = Open();
+    ASSERT_TRUE(st->Apply({{"k", std::string("live")}}, 10).ok());
+    st->BeginReplay();
+    // Replay re-applies from the checkpoint in version order: no version
+    // check against what LevelDB holds, the last write wins.
+    ASSERT_TRUE(st->Apply({{"k", std::string("v4")}, {"d", std::string("x")}}, 4).ok());
+    ASSERT_TRUE(st->Apply({{"d", std::nullopt}}, 5).ok());
+    ASSERT_TRUE(st->Apply({{"k", std::string("v11")}}, 11).ok());
+    auto k = st->Get("k");  // writes the batch out first
+    ASSERT_TRUE(k.ok());
+    EXPECT_EQ(k->value, "v11");
+    ASSERT_TRUE(st->Apply({{"k", std::string("v12")}}, 12).ok());
+    ASSERT_TRUE(st->EndReplay().ok());
+    // Out of replay mode the version check is back.
+    ASSERT_TRUE(st->Apply({{"k", std::string("older")}}, 7).ok());
+  }
+  auto st = Open();
+  EXPECT_EQ(st->Get("k")->value, "v12");
+  EXPECT_EQ(st->Get("k")->version, 12);
+  EXPECT_FALSE(st->Get("d")->found);
+  EXPECT_EQ(st->Get("d")->version, 5);
+}
+
 TEST_F(LevelStoreTest, MalformedStoredValueIsCorruption) {
   {
     leveldb::DB* db = nullptr;

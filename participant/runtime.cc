@@ -118,6 +118,7 @@ Status Runtime::RestoreAndReplay() {
   checkpoint_stats_.lsn = last_checkpoint_.lsn;
   checkpoint_stats_.retain_from = last_checkpoint_.retain_from;
   wal::Lsn first = 0;
+  level_->BeginReplay();
   auto log = wal::Log::Open(options_.wal, (std::filesystem::path(options_.dir) / "wal").string(),
                             [this, &first](wal::Lsn lsn, uint8_t type, std::string_view payload) {
                               if (first == 0) first = lsn;
@@ -128,6 +129,7 @@ Status Runtime::RestoreAndReplay() {
     return log.status().IsCorruption() ? Status::Corruption("WAL: " + log.status().message()) : log.status();
   }
   log_ = std::move(log.value());
+  DTX_RETURN_IF_ERROR(level_->EndReplay());
   const wal::Lsn last = log_->last_lsn();
   // The checkpoint vouches for records below its lsn and needs those from
   // retain_from on: a WAL that ends before the one or starts after the
