@@ -50,6 +50,10 @@ constexpr uint64_t kNetDelayMsMin = 1, kNetDelayMsMax = 5;
 constexpr uint64_t kNetLongDelayMsMax = 800;
 constexpr uint64_t kSyncMsMin = 1, kSyncMsMax = 4, kSyncSlowMsMax = 60;
 constexpr uint64_t kDownMsMin = 5, kDownMsMax = 800;
+constexpr uint64_t kCheckpointGapMsMin = 50, kCheckpointGapMsMax = 600;  // participant checkpoints
+constexpr uint64_t kCheckpointWriteMsMax = 20;  // the store's synced write + checkpoint record
+constexpr uint64_t kSuspectAfterMs = 50;        // the coordinator's failure detector
+constexpr uint64_t kFalseSuspicionMsMax = 200;
 constexpr int64_t kInitialBalance = 100;
 constexpr int kSabotageLostSyncedMax = 3;
 constexpr size_t kSmallTableMax = 16;  // SimOptions::small_tables
@@ -210,7 +214,8 @@ class World;
 // what each participant applied, across crashes and replays.
 class RecordingStore final : public pc::Store {
  public:
-  RecordingStore(World* world, int participant) : world_(world), participant_(participant) {}
+  RecordingStore(World* world, int participant, pc::MemStore image = pc::MemStore())
+      : world_(world), participant_(participant), mem_(std::move(image)) {}
   Result<Item> Get(std::string_view key) override { return mem_.Get(key); }
   Status Apply(const std::vector<pc::WriteOp>& writes, Version version) override;
   const pc::MemStore& mem() const { return mem_; }
@@ -260,6 +265,15 @@ struct Node {
   // participant
   int shard = -1;
   std::unique_ptr<RecordingStore> store;
+  // The last completed checkpoint and the store as it was made durable then
+  // (what a power loss leaves of the store).
+  std::optional<pc::Checkpoint> checkpoint;
+  pc::MemStore checkpoint_image;
+  bool checkpointing = false;
+  uint64_t down_since_ms = 0;
+  uint64_t falsely_suspected_until_ms = 0;  // a false suspicion by the failure detector
+  // coordinator: the participants (node ids) its failure detector suspects now
+  std::set<int> suspected;
   std::unique_ptr<pc::Core> pcore;
   // coordinator
   std::unique_ptr<cc::CoordinatorCore> ccore;
@@ -318,6 +332,7 @@ struct ClientTx {
   bool failed = false;
   int64_t amount = 0;
   int attempts = 0;
+  bool single_shard = false;  // every key on one participant: one-phase commit
   // Coordinator incarnation that was up when an attempt was sent (0: none).
   uint64_t coordinator_seen = 0;
   cc::CommitRequest request;
@@ -342,7 +357,9 @@ class World {
       return a.at != b.at ? a.at > b.at : a.seq > b.seq;
     }
   };
-  enum EventKind : uint32_t { kEvTick = 1, kEvMsg, kEvSync, kEvTimeout, kEvCrash, kEvRestart, kEvClient, kEvHeal };
+  enum EventKind : uint32_t {
+    kEvTick = 1, kEvMsg, kEvSync, kEvTimeout, kEvCrash, kEvRestart, kEvClient, kEvHeal, kEvCheckpoint
+  };
 
   void At(uint64_t at, uint32_t kind, std::function<void()> fn) {
     queue_.push(Event{at, next_seq_++, kind, std::move(fn)});
@@ -381,7 +398,10 @@ class World {
   void Restart(Node& n);
   void StartCore(Node& n);
   void TickAll();
+  void DetectFailures(Node& coordinator);
   void ScheduleNextCrash();
+  void ScheduleCheckpoint(int id);
+  void CompleteCheckpoint(Node& n, const pc::Checkpoint& cp);
 
   // clients
   void ClientNext(Client& c);
@@ -427,6 +447,7 @@ class World {
   double p_drop_ = 0, p_dup_ = 0, p_long_ = 0, p_slow_sync_ = 0, p_store_lost_ = 0;
   uint64_t crash_gap_ms_ = 0;  // mean gap between crashes (0: none)
   double p_coordinator_crash_ = 0;
+  double p_false_suspicion_ = 0;  // per participant per tick
   double p_audit_ = 0;
 
   std::vector<Node> nodes_;  // participants, coordinator, clients
@@ -460,17 +481,18 @@ void World::DrawConfig() {
     p_store_lost_ = static_cast<double>(rng_.Range(0, 100)) / 100.0;
     crash_gap_ms_ = rng_.Chance(0.1) ? 0 : rng_.Range(200, 2000);
     p_coordinator_crash_ = static_cast<double>(rng_.Range(0, 50)) / 100.0;
+    p_false_suspicion_ = static_cast<double>(rng_.Range(0, 20)) / 10000.0;
   } else {
     faults_on_ = false;
   }
   p_audit_ = static_cast<double>(rng_.Range(0, 40)) / 100.0;
-  char buf[320];
+  char buf[400];
   std::snprintf(buf, sizeof(buf),
                 "participants=%d clients=%d accounts=%d fault_ms=%" PRIu64
                 " drop=%.3f dup=%.3f long=%.3f slow_sync=%.2f store_lost=%.2f crash_gap_ms=%" PRIu64
-                " coord_crash=%.2f audit=%.2f",
+                " coord_crash=%.2f false_suspicion=%.4f audit=%.2f",
                 n_participants_, n_clients_, n_accounts_, fault_end_ms_, p_drop_, p_dup_, p_long_,
-                p_slow_sync_, p_store_lost_, crash_gap_ms_, p_coordinator_crash_, p_audit_);
+                p_slow_sync_, p_store_lost_, crash_gap_ms_, p_coordinator_crash_, p_false_suspicion_, p_audit_);
   stats_.config = buf;
 }
 
@@ -829,6 +851,10 @@ void World::DrainCoordinator(Node& n) {
 
 void World::Append(Node& n, WalEntry e) {
   e.lsn = n.wal.next_lsn();
+  if (n.kind == Kind::kParticipant && e.tag != e.lsn) {
+    // participant/core.h: "Tags are LSNs" - the runtime relies on it.
+    Fail("tag-lsn", e.txid, n.name + " appended tag " + std::to_string(e.tag) + " at LSN " + std::to_string(e.lsn));
+  }
   if (trace_on_) {
     Trace(e.txid, n.name + " WAL append lsn=" + std::to_string(e.lsn) + " type=" + std::to_string(e.type) +
                       (e.forced ? " forced" : ""));
@@ -879,6 +905,8 @@ void World::Crash(Node& n) {
   ++stats_.crashes;
   if (n.kind == Kind::kCoordinator) ++stats_.coordinator_crashes;
   n.up = false;
+  n.down_since_ms = now_;
+  n.suspected.clear();  // the failure detector restarts with the process
   ++n.incarnation;
   n.wal.syncing = false;
   // The WAL keeps every synced record and an arbitrary prefix of the rest.
@@ -898,7 +926,8 @@ void World::Crash(Node& n) {
     // Power loss: the store (not synced) is gone and replay rebuilds it; a
     // process crash: the store survives and replay re-applies idempotently.
     store_lost = rng_.Chance(p_store_lost_);
-    if (store_lost) n.store = std::make_unique<RecordingStore>(this, n.shard);
+    if (store_lost) n.store = std::make_unique<RecordingStore>(this, n.shard, n.checkpoint_image);
+    n.checkpointing = false;  // an unfinished checkpoint is not one
   } else {
     n.ccore.reset();
   }
@@ -929,6 +958,7 @@ void World::StartCore(Node& n) {
     o.decision_query_interval_ms = kDecisionQueryIntervalMs;
     if (opts_.small_tables) o.outcomes_remembered_max = kSmallTableMax;
     n.pcore = std::make_unique<pc::Core>(o, n.store.get());
+    if (n.checkpoint) n.pcore->RestoreCheckpoint(*n.checkpoint);
     for (const WalEntry& e : n.wal.entries) {
       Status s = n.pcore->Replay(e.lsn, e.type, e.payload);
       if (!s.ok()) {
@@ -936,7 +966,7 @@ void World::StartCore(Node& n) {
         break;
       }
     }
-    n.pcore->FinishRecovery(now_);
+    n.pcore->FinishRecovery(now_, n.wal.next_lsn() - 1);
     pc::CoreStats st = n.pcore->stats();
     stats_.replay_inferred_aborts += st.replay_inferred_aborts;
     stats_.in_doubt_replayed += st.in_flight;
@@ -986,6 +1016,7 @@ void World::TickAll() {
       n.pcore->Tick(now_);
       DrainParticipant(n);
     } else if (n.kind == Kind::kCoordinator) {
+      DetectFailures(n);
       n.ccore->Tick(now_);
       DrainCoordinator(n);
     }
@@ -995,6 +1026,77 @@ void World::TickAll() {
     return;
   }
   After(kTickMs, kEvTick, [this] { TickAll(); });
+}
+
+// The coordinator's failure detector, modelled on what heartbeats would show:
+// a participant down for kSuspectAfterMs is suspected, one that is up is not,
+// and now and then an up participant is suspected for a while by mistake.
+void World::DetectFailures(Node& c) {
+  for (int p : participants_) {
+    Node& n = nodes_[p];
+    if (faults_on_ && n.up && rng_.Chance(p_false_suspicion_)) {
+      n.falsely_suspected_until_ms = now_ + rng_.Range(kTickMs, kFalseSuspicionMsMax);
+    }
+    const bool suspect = (!n.up && now_ - n.down_since_ms >= kSuspectAfterMs) ||
+                         (faults_on_ && n.falsely_suspected_until_ms > now_);
+    if (suspect == (c.suspected.count(p) != 0)) continue;
+    if (suspect) {
+      c.suspected.insert(p);
+    } else {
+      c.suspected.erase(p);
+    }
+    if (trace_on_) Trace(TxId{}, c.name + (suspect ? " suspects " : " no longer suspects ") + n.name);
+    c.ccore->SetParticipantSuspected(now_, n.name, suspect);
+    DrainCoordinator(c);
+  }
+}
+
+void World::ScheduleCheckpoint(int id) {
+  After(rng_.Range(kCheckpointGapMsMin, kCheckpointGapMsMax), kEvCheckpoint, [this, id] {
+    Node& n = nodes_[id];
+    if (n.up && !n.checkpointing) {
+      std::optional<pc::Checkpoint> cp = n.pcore->TakeCheckpoint();
+      if (cp && (!n.checkpoint || cp->lsn > n.checkpoint->lsn || cp->retain_from > n.checkpoint->retain_from)) {
+        n.checkpointing = true;
+        const uint64_t inc = n.incarnation;
+        const pc::Checkpoint taken = *cp;
+        After(rng_.Range(1, kCheckpointWriteMsMax), kEvCheckpoint, [this, id, inc, taken] {
+          Node& m = nodes_[id];
+          if (!m.up || m.incarnation != inc) return;  // crashed before the checkpoint was durable
+          CompleteCheckpoint(m, taken);
+        });
+      }
+    }
+    ScheduleCheckpoint(id);
+  });
+}
+
+void World::CompleteCheckpoint(Node& n, const pc::Checkpoint& cp) {
+  n.checkpointing = false;
+  if (n.checkpoint && cp.retain_from < n.checkpoint->retain_from) {
+    Fail("checkpoint", TxId{}, n.name + " checkpoint retain_from went back from " +
+                                   std::to_string(n.checkpoint->retain_from) + " to " + std::to_string(cp.retain_from));
+    return;
+  }
+  if (cp.lsn > n.wal.synced_lsn + 1) {
+    Fail("checkpoint", TxId{}, n.name + " checkpoint at lsn " + std::to_string(cp.lsn) + " beyond the synced LSN " +
+                                   std::to_string(n.wal.synced_lsn));
+    return;
+  }
+  // The store's synced write makes everything applied so far durable.
+  n.checkpoint = cp;
+  n.checkpoint_image = n.store->mem();
+  size_t dropped = 0;
+  while (!n.wal.entries.empty() && n.wal.entries.front().lsn < cp.retain_from) {
+    n.wal.entries.pop_front();
+    ++dropped;
+  }
+  n.wal.truncated_below = std::max(n.wal.truncated_below, cp.retain_from);
+  ++stats_.checkpoints;
+  if (trace_on_) {
+    Trace(TxId{}, n.name + " checkpoint lsn=" + std::to_string(cp.lsn) + " retain_from=" +
+                      std::to_string(cp.retain_from) + ", " + std::to_string(dropped) + " WAL records truncated");
+  }
 }
 
 void World::ScheduleNextCrash() {
@@ -1035,6 +1137,9 @@ void World::ClientNext(Client& c) {
     tx->keys = {AccountKey(a), AccountKey(b)};
     tx->amount = static_cast<int64_t>(rng_.Range(1, 20));
   }
+  std::set<int> shards;
+  for (const std::string& k : tx->keys) shards.insert(ShardOf(k));
+  tx->single_shard = shards.size() == 1;
   tx->balances.assign(tx->keys.size(), 0);
   tx->versions.assign(tx->keys.size(), 0);
   if (trace_on_) {
@@ -1138,7 +1243,15 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
               }
               switch (res->outcome) {
                 case cc::Outcome::kCommitted: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
-                case cc::Outcome::kAborted: return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
+                case cc::Outcome::kAborted:
+                  if (!opts_.known_bug_triggers && tx->attempts > 1 && tx->single_shard) {
+                    // KB2 (README.md): a repeated one-phase Commit whose earlier
+                    // attempt had no definite answer can hear ABORTED although
+                    // that attempt committed; the client cannot trust it.
+                    ++stats_.kb2_discounted;
+                    return ClientDone(cl, tx, ClientReply::kUnknown, "KB2, not trusted: " + OutcomeName(*res) + " " + res->detail);
+                  }
+                  return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
                 case cc::Outcome::kUnknown:
                   if (may_retry) return retry();
                   return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
@@ -1182,6 +1295,7 @@ void World::Heal() {
   faults_on_ = false;
   healed_ = true;
   if (trace_on_) Trace(TxId{}, "HEAL: faults stop, every node restarts, no new transactions");
+  for (Node& n : nodes_) n.falsely_suspected_until_ms = 0;
   for (Node& n : nodes_) {
     if (!n.up && n.restart_gen != UINT64_MAX) {
       ++n.restart_gen;  // cancels the pending restart
@@ -1211,8 +1325,9 @@ bool World::Quiesced() const {
 void World::CheckReplayMatches(Node& n) {
   // A fresh core replaying the whole log must rebuild exactly the live store:
   // otherwise a restart now would lose or invent committed data.
-  pc::MemStore fresh;
+  pc::MemStore fresh = n.checkpoint_image;
   pc::Core core(pc::CoreOptions{}, &fresh);
+  if (n.checkpoint) core.RestoreCheckpoint(*n.checkpoint);
   for (const WalEntry& e : n.wal.entries) {
     Status s = core.Replay(e.lsn, e.type, e.payload);
     if (!s.ok()) {
@@ -1220,7 +1335,7 @@ void World::CheckReplayMatches(Node& n) {
       return;
     }
   }
-  core.FinishRecovery(now_);
+  core.FinishRecovery(now_, n.wal.next_lsn() - 1);
   const auto& live = n.store->mem().data();
   if (fresh.data() == live) return;
   for (const auto& [key, vv] : live) {
@@ -1367,6 +1482,7 @@ RunResult World::Run() {
     After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
   }
   if (faults_on_) ScheduleNextCrash();
+  for (int p : participants_) ScheduleCheckpoint(p);
   At(fault_end_ms_, kEvHeal, [this] { Heal(); });
   const uint64_t deadline = fault_end_ms_ + opts_.heal_max_ms;
   uint64_t fp = Mix(0, seed_);
@@ -1457,15 +1573,15 @@ RunResult RunSeed(uint64_t seed, const SimOptions& options) {
 
 std::string Summary(const RunResult& r) {
   const RunStats& s = r.stats;
-  char buf[640];
+  char buf[800];
   std::snprintf(buf, sizeof(buf),
                 "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
-                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb1_skips=%" PRIu64 " crashes=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb1_skips=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
                 " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
                 " dropped=%" PRIu64 " dup=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
                 " fingerprint=%016" PRIx64 " | %s",
                 r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
-                s.audits_committed, s.read_failures, s.commit_retries, s.retries_skipped_known_bug, s.crashes, s.coordinator_crashes,
+                s.audits_committed, s.read_failures, s.commit_retries, s.retries_skipped_known_bug, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
                 s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.events, s.end_ms,
                 s.fingerprint, s.config.c_str());
   return buf;
