@@ -306,7 +306,15 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
   // the DECISION (and until every participant acknowledged), so an unknown
   // txid provably never committed here. A fenced coordinator cannot say
   // that: a newer one may have decided it.
-  ReplyTo(token, fenced_ ? Decision::kUnknown : Decision::kAbort);
+  if (fenced_) {
+    ReplyTo(token, Decision::kUnknown);
+    return;
+  }
+  // Remember the answer: a later Commit of the same txid (a client resolving
+  // an unknown outcome) must not decide it the other way.
+  RememberOther(txid, Aborted(AbortReason::kParticipantUnavailable,
+                              "presumed abort: a participant asked before any decision here"));
+  ReplyTo(token, Decision::kAbort);
 }
 
 // ---- participant replies --------------------------------------------------------
@@ -540,8 +548,20 @@ void CoordinatorCore::SetParticipantSuspected(uint64_t now_ms, const std::string
   }
 }
 
+void CoordinatorCore::BumpEpoch(uint64_t /*now_ms*/, Epoch e) {
+  DTX_CHECK(started_ && e > epoch_);
+  epoch_ = e;
+  epoch_durable_ = false;
+  fenced_ = false;
+  epoch_tag_ = Persist(EpochRecord{e}, /*forced=*/true, TxId{});
+}
+
 std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {
   std::vector<DecisionRecord> out;
+  if (!started_) {
+    for (const auto& [txid, entry] : replayed_open_) out.push_back(entry.second);
+    return out;
+  }
   for (const auto& [txid, tx] : txs_) {
     if (tx.phase == Phase::kPreparing) continue;
     DecisionRecord d;

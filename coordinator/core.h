@@ -307,8 +307,17 @@ class CoordinatorCore {
   bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
 
   // Every decision not yet known to be delivered (DECISION appended, END not
-  // yet): what a backup must hold to take over. Ordered by txid.
+  // yet; before Start: replayed without END): what a backup must hold to take
+  // over. Ordered by txid.
   std::vector<DecisionRecord> OpenDecisions() const;
+
+  // A running core moves to epoch `e` (> epoch()): EPOCH e is persisted
+  // (forced), every later message carries e, and new commits wait (refused
+  // UNAVAILABLE) until the record is durable. The caller has made a majority
+  // of participants adopt e first (coordinator/README.md "Fencing").
+  void BumpEpoch(uint64_t now_ms, Epoch e);
+  // True while a forced EPOCH record is not yet durable.
+  bool epoch_pending() const { return epoch_tag_ != 0; }
 
   Ready TakeReady();
 

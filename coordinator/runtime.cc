@@ -137,6 +137,7 @@ Status Runtime::Init() {
   CoreOptions co = options_.core;
   co.participants = options_.participants;
   co.self_address = address_;
+  core_options_ = co;
   core_ = std::make_unique<CoordinatorCore>(co);
 
   uint64_t replayed = 0;
@@ -155,11 +156,22 @@ Status Runtime::Init() {
   } else {
     backup_state_ = BackupState::kDown;  // until it answers and has our snapshot
   }
-  if (role_ == Role::kPrimary) {
+  if (role_ == Role::kPrimary && options_.ha.peer.empty()) {
     core_->Start(NowMs());
+    established_ = true;
+    solo_ok_ = true;
     DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={} "
                  "decisions_to_redrive={}",
                  replayed, core_->epoch(), log_->durable_lsn(), core_->committing());
+  } else if (role_ == Role::kPrimary) {
+    // With a peer, a starting primary does not know whether the peer took
+    // over while it was down, nor whether the peer holds the DECISIONs in
+    // our log: it decides (and re-drives) nothing until it has moved to a
+    // newer epoch at a majority of participants, or steps down when the
+    // peer is primary (DriveRole).
+    DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={}; starting: "
+                 "will establish a newer epoch before serving",
+                 replayed, core_->epoch(), log_->durable_lsn());
   } else {
     // A backup mirrors the primary's log; it never decides, so its core is
     // only fed Replay (here, and for every replicated record).
@@ -273,7 +285,7 @@ void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decis
 rpc::NodeStatus Runtime::GetStatus() const {
   rpc::NodeStatus st;
   st.name = options_.name;
-  st.role = RoleName(role_);
+  st.role = RoleLabel();
   st.epoch = core_->epoch();
   st.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
   st.durable_lsn = static_cast<int64_t>(log_ ? log_->durable_lsn() : 0);
@@ -315,6 +327,10 @@ rpc::NodeStatus Runtime::GetStatus() const {
   c["committing"] = static_cast<int64_t>(core_->committing());
   c["fenced"] = core_->fenced() ? 1 : 0;
   c["rejected_suspected"] = static_cast<int64_t>(cs.rejected_suspected);
+  c["established"] = established_ ? 1 : 0;
+  c["promotions"] = static_cast<int64_t>(promotions_);
+  c["step_downs"] = static_cast<int64_t>(step_downs_);
+  c["epoch_bump_in_progress"] = bump_.epoch;
   if (role_ == Role::kPrimary) {
     // backup_state: 0 none (alone by configuration), 1 down (committing
     // alone), 2 syncing, 3 in sync.
@@ -362,6 +378,7 @@ void Runtime::Process() {
     DTX_LOG_WARN("a participant reported a newer coordinator epoch than {}: this coordinator "
                  "is fenced and refuses new commits (NOT_PRIMARY)",
                  core_->epoch());
+    if (!options_.ha.peer.empty()) StepDownLater("a participant reported a newer epoch");
   }
 }
 
@@ -400,8 +417,6 @@ void Runtime::Append(const PersistRecord& p) {
   if (p.type == RecordType::kDecision && p.forced) {
     DecisionWait w;
     w.txid = p.txid;
-    w.need_backup =
-        backup_state_ == BackupState::kInSync || backup_state_ == BackupState::kSyncing;
     decision_waits_.emplace(p.tag, w);
   }
   QueueReplicate(p);
@@ -424,6 +439,19 @@ void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn
     EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
   }
   core_->OnPersisted(NowMs(), tag, lsn);
+  if (type == RecordType::kEpoch && solo_epoch_pending_ != 0 && !core_->epoch_pending() &&
+      core_->epoch() == solo_epoch_pending_) {
+    DTX_LOG_WARN("epoch {} is durable and held by a majority of participants: the backup is "
+                 "fenced out; committing alone until it is re-synced",
+                 solo_epoch_pending_);
+    solo_epoch_pending_ = 0;
+    if (backup_state_ == BackupState::kDown) {
+      solo_ok_ = true;
+      std::vector<PersistTag> waiting;
+      for (const auto& [t, w] : decision_waits_) waiting.push_back(t);
+      for (PersistTag t : waiting) MaybeRelease(t);
+    }
+  }
   Process();
 }
 
@@ -431,8 +459,10 @@ void Runtime::MaybeRelease(PersistTag tag) {
   auto it = decision_waits_.find(tag);
   if (it == decision_waits_.end()) return;
   const DecisionWait& w = it->second;
-  if (!w.local || (w.need_backup && !w.backup)) return;
-  // The commit point: durable here and, while the backup is in sync, there.
+  // The commit point: durable here and at the backup - or, with no backup
+  // that could take over (alone by configuration, or after fencing it out
+  // with a newer epoch at a majority of participants), here alone.
+  if (!w.local || (!w.backup && !solo_ok_)) return;
   TxId txid = w.txid;
   uint64_t lsn = w.lsn;
   decision_waits_.erase(it);
@@ -587,7 +617,7 @@ void Runtime::HeartbeatRound() {
     peer_probe_out_ = true;
     rpc::HeartbeatRequest req;
     req.sender = address_;
-    req.role = RoleName(role_);
+    req.role = RoleLabel();
     req.epoch = core_->epoch();
     peer_stub_->Heartbeat(req, timeout_ms,
                           [this](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
@@ -624,6 +654,7 @@ void Runtime::CheckSuspicions() {
       core_->SetParticipantSuspected(now, address, s);
     }
   }
+  DriveRole();
   if (peer_stub_) {
     bool s = peer_fd_.Suspected(now);
     if (s != peer_suspected_) {
@@ -632,6 +663,7 @@ void Runtime::CheckSuspicions() {
         DTX_LOG_WARN("peer coordinator {} suspected: no heartbeat for {} ms", options_.ha.peer,
                      peer_fd_.AgeMs(now));
         if (role_ == Role::kPrimary) BackupLost("backup suspected (no heartbeat)");
+        peer_suspected_at_ms_ = now;
       } else {
         DTX_LOG_INFO("peer coordinator {} is answering heartbeats again", options_.ha.peer);
       }
@@ -644,9 +676,16 @@ void Runtime::OnPeerHeartbeat(const rpc::HeartbeatResponse& resp) {
   peer_name_ = resp.name;
   peer_role_ = resp.role;
   peer_epoch_ = resp.epoch;
-  if (role_ == Role::kPrimary && resp.role == "backup" && backup_state_ == BackupState::kDown) {
+  if (role_ == Role::kPrimary && resp.role == "primary" && resp.epoch > core_->epoch()) {
+    StepDownLater("peer " + options_.ha.peer + " is primary at epoch " +
+                  std::to_string(resp.epoch));
+    return;
+  }
+  if (role_ == Role::kPrimary && established_ && resp.role == "backup" &&
+      backup_state_ == BackupState::kDown && bump_.epoch == 0) {
     StartSync();
   }
+  DriveRole();
 }
 
 rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
@@ -656,9 +695,12 @@ rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
     peer_role_ = req.role;
     peer_epoch_ = req.epoch;
   }
+  if (role_ == Role::kPrimary && req.role == "primary" && req.epoch > core_->epoch()) {
+    StepDownLater("peer " + req.sender + " is primary at epoch " + std::to_string(req.epoch));
+  }
   rpc::HeartbeatResponse resp;
   resp.name = options_.name;
-  resp.role = RoleName(role_);
+  resp.role = RoleLabel();
   resp.epoch = core_->epoch();
   if (role_ == Role::kBackup) resp.__set_in_sync(in_sync_);
   return resp;
@@ -698,16 +740,15 @@ void Runtime::FlushReplicate() {
 }
 
 void Runtime::StartSync() {
-  if (!peer_stub_ || role_ != Role::kPrimary || !core_->started()) return;
+  if (!peer_stub_ || role_ != Role::kPrimary || !established_) return;
   ++generation_;
   backup_state_ = BackupState::kSyncing;
   replicated_since_snapshot_ = 0;
+  // From now on the backup may count itself in sync and take over if we
+  // die: every decision needs its ack.
+  solo_ok_ = false;
   // Records queued for the previous generation are covered by the snapshot.
   repl_batch_.clear();
-  for (PersistTag t : repl_batch_tags_) {
-    auto it = decision_waits_.find(t);
-    if (it != decision_waits_.end()) it->second.need_backup = false;
-  }
   repl_batch_tags_.clear();
   rpc::ReplicateRequest req;
   req.epoch = core_->epoch();
@@ -727,7 +768,6 @@ void Runtime::StartSync() {
   std::vector<PersistTag> tags;
   for (const DecisionRecord& d : core_->OpenDecisions()) add(d);
   for (auto& [tag, w] : decision_waits_) {
-    w.need_backup = true;
     w.backup = false;
     tags.push_back(tag);
   }
@@ -771,14 +811,241 @@ void Runtime::BackupLost(const std::string& why) {
   backup_state_ = BackupState::kDown;
   repl_batch_.clear();
   repl_batch_tags_.clear();
-  DTX_LOG_WARN("replication: backup {} lost ({}); committing alone until it is re-synced",
+  // The backup may still think it is in sync (it may only be cut off from
+  // us), so committing alone now could let it take over without our
+  // decisions. Decisions wait until DriveRole has fenced it out with a newer
+  // epoch at a majority of participants (then we commit alone) or we learn
+  // that it took over (then we step down and they never commit here).
+  DTX_LOG_WARN("replication: backup {} lost ({}); fencing it out before committing alone",
                options_.ha.peer, why);
-  std::vector<PersistTag> waiting;
-  for (auto& [tag, w] : decision_waits_) {
-    w.need_backup = false;
-    waiting.push_back(tag);
+  DriveRole();
+}
+
+
+// ---- failover and fencing -------------------------------------------------------------
+
+const char* Runtime::RoleLabel() const {
+  if (role_ == Role::kBackup) return "backup";
+  return established_ ? "primary" : "starting";
+}
+
+ParticipantPeerStub& Runtime::AdoptStubFor(const std::string& address) {
+  // Its own channel: a participant without the ParticipantPeer service
+  // closes the connection on the unknown method, which must not cost the
+  // 2PC traffic on the shared channel.
+  auto it = adopt_stubs_.find(address);
+  if (it == adopt_stubs_.end()) {
+    it = adopt_stubs_.emplace(address, ParticipantPeerStub(loop_, address)).first;
   }
-  for (PersistTag t : waiting) MaybeRelease(t);
+  return it->second;
+}
+
+void Runtime::DriveRole() {
+  if (shut_down_ || options_.ha.peer.empty() || bump_.epoch != 0 || establishing_) return;
+  const uint64_t now = NowMs();
+  if (now < bump_retry_at_ms_) return;
+  if (role_ == Role::kPrimary && !established_) {
+    if (peer_role_ == "primary" && peer_epoch_ >= core_->epoch()) {
+      StepDownLater("peer " + options_.ha.peer + " is primary at epoch " +
+                    std::to_string(peer_epoch_));
+      return;
+    }
+    if (peer_role_.empty() && !peer_suspected_) return;  // wait to hear from it, or suspect it
+    if (peer_role_ == "starting" && !peer_suspected_ && address_ > options_.ha.peer) {
+      return;  // both starting: the lower address goes first
+    }
+    StartBump(core_->epoch() + 1, "starting as primary");
+  } else if (role_ == Role::kPrimary && established_ && !solo_ok_ &&
+             backup_state_ == BackupState::kDown && solo_epoch_pending_ == 0) {
+    StartBump(core_->epoch() + 1, "backup lost: fencing it out before committing alone");
+  } else if (role_ == Role::kBackup && in_sync_ && peer_suspected_) {
+    StartBump(core_->epoch() + 1, "primary suspected: promoting");
+  }
+}
+
+void Runtime::StartBump(Epoch epoch, const std::string& why) {
+  bump_ = Bump{};
+  bump_.id = ++next_bump_id_;
+  bump_.epoch = epoch;
+  bump_.started_ms = NowMs();
+  bump_.why = why;
+  DTX_LOG_INFO("epoch {}: asking {} participants to adopt it ({})", epoch,
+               options_.participants.size(), why);
+  if (options_.participants.empty()) {
+    bump_.decided = true;
+    BumpSucceeded();
+    return;
+  }
+  const int timeout_ms = static_cast<int>(
+      std::clamp<uint64_t>(options_.ha.detector.suspect_after_ms, 1, 60000));
+  const uint64_t id = bump_.id;
+  for (const std::string& p : options_.participants) {
+    AdoptStubFor(p).AdoptEpoch(epoch, address_, timeout_ms, [this, id, p](const RpcStatus& st) {
+      if (shut_down_) return;
+      OnAdoptEpochReply(id, p, st);
+    });
+  }
+}
+
+void Runtime::OnAdoptEpochReply(uint64_t bump_id, const std::string& participant,
+                                const RpcStatus& st) {
+  if (bump_id != bump_.id || bump_.epoch == 0 || bump_.decided) return;
+  if (st.ok()) {
+    ++bump_.ok;
+  } else {
+    ++bump_.failed;
+    bump_.last_error = participant + ": " + st.ToString();
+    if (st.error_code() && *st.error_code() == rpc::ErrorCode::STALE_EPOCH) bump_.stale = true;
+  }
+  const size_t n = options_.participants.size();
+  const size_t majority = n / 2 + 1;
+  if (bump_.stale) {
+    // Someone else holds this epoch (or a newer one) somewhere: we are not
+    // the one to move on, even if a majority might still say yes.
+    bump_.decided = true;
+    BumpFailed(true, bump_.last_error);
+  } else if (bump_.ok >= majority) {
+    bump_.decided = true;
+    BumpSucceeded();
+  } else if (bump_.ok + bump_.failed == n) {
+    bump_.decided = true;
+    BumpFailed(false, "only " + std::to_string(bump_.ok) + " of " + std::to_string(n) +
+                          " participants adopted it; last error " + bump_.last_error);
+  }
+}
+
+void Runtime::BumpSucceeded() {
+  const Epoch e = bump_.epoch;
+  DTX_LOG_INFO("epoch {} adopted by a majority of participants in {} ms ({})", e,
+               NowMs() - bump_.started_ms, bump_.why);
+  bump_.epoch = 0;
+  if (role_ == Role::kPrimary && established_) {
+    // The backup (which may think it is in sync) can no longer take over
+    // at e: commit alone once EPOCH e is durable here.
+    solo_epoch_pending_ = e;
+    core_->BumpEpoch(NowMs(), e);
+    Process();
+    return;
+  }
+  if (role_ == Role::kBackup && !in_sync_) {
+    // A snapshot arrived meanwhile and is not durable yet: try again later.
+    bump_retry_at_ms_ = NowMs() + options_.ha.heartbeat_ms;
+    return;
+  }
+  if (role_ == Role::kBackup) ++promotions_;
+  role_ = Role::kPrimary;  // refuses Replicate from now on
+  EstablishAt(e);
+}
+
+void Runtime::BumpFailed(bool stale, const std::string& why) {
+  const Epoch e = bump_.epoch;
+  bump_.epoch = 0;
+  bump_retry_at_ms_ = NowMs() + options_.ha.detector.suspect_after_ms;
+  DTX_LOG_WARN("epoch {} not adopted ({}): {}", e, stale ? "a newer coordinator exists" : "no majority",
+               why);
+  if (!stale) return;  // try again later
+  if (role_ == Role::kBackup) {
+    // Someone moved past our epoch without us: we do not hold its decisions.
+    in_sync_ = false;
+    return;
+  }
+  StepDownLater("epoch " + std::to_string(e) + " is held by another coordinator");
+}
+
+void Runtime::EstablishAt(Epoch epoch) {
+  DTX_CHECK(!core_->started() && !establishing_);
+  establishing_ = true;
+  std::string payload = EncodePayload(EpochRecord{epoch});
+  std::weak_ptr<int> alive = alive_;
+  EventLoop* loop = loop_;
+  auto lsn_box = std::make_shared<wal::Lsn>(0);
+  wal::DurableFn on_durable = [=, this](const Status& s) {
+    if (!s.ok()) FailStop("EPOCH record did not become durable: " + s.ToString());
+    loop->Post([=, this] {
+      if (alive.expired() || shut_down_) return;
+      Status r = core_->Replay(*lsn_box, static_cast<uint8_t>(RecordType::kEpoch), payload);
+      if (!r.ok()) FailStop("cannot adopt epoch " + std::to_string(epoch) + ": " + r.ToString());
+      core_->Start(NowMs());
+      establishing_ = false;
+      established_ = true;
+      solo_ok_ = backup_state_ == BackupState::kDown;
+      DTX_LOG_WARN("serving as primary at epoch {} ({} ms after the peer was last suspected); "
+                   "re-driving {} decisions",
+                   epoch,
+                   peer_suspected_at_ms_ == 0 ? std::string("never")
+                                              : std::to_string(NowMs() - peer_suspected_at_ms_),
+                   core_->committing());
+      for (const auto& [address, w] : watches_) {
+        if (w.suspected) core_->SetParticipantSuspected(NowMs(), address, true);
+      }
+      Process();
+    });
+  };
+  Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(RecordType::kEpoch), payload, on_durable);
+  if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
+  *lsn_box = *lsn;
+}
+
+void Runtime::StepDownLater(const std::string& why) {
+  std::weak_ptr<int> alive = alive_;
+  loop_->Post([this, alive, why] {
+    if (alive.expired() || shut_down_) return;
+    BecomeBackup(why);
+  });
+}
+
+void Runtime::BecomeBackup(const std::string& why) {
+  if (shut_down_ || role_ == Role::kBackup) return;
+  if (establishing_) {
+    // Our EPOCH record is on its way; stepping down now would race it.
+    StepDownLater(why);
+    return;
+  }
+  const bool was_established = established_;
+  DTX_LOG_WARN("stepping down to backup: {}", why);
+  role_ = Role::kBackup;
+  established_ = false;
+  solo_ok_ = false;
+  solo_epoch_pending_ = 0;
+  backup_state_ = BackupState::kDown;
+  ++generation_;
+  bump_ = Bump{};
+  repl_batch_.clear();
+  repl_batch_tags_.clear();
+  decision_waits_.clear();
+  in_sync_ = false;
+  sync_generation_ = -1;
+  if (!was_established) return;
+  ++step_downs_;
+  // Requests in flight: whether they committed is the new primary's to tell
+  // (a DECISION that reached the commit point is held by the backup).
+  std::unordered_map<RequestToken, Pending> pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [token, p] : pending) {
+    if (p.commit_cob) {
+      rpc::CommitResult r;
+      r.outcome = rpc::Outcome::UNKNOWN;
+      r.__set_detail("coordinator " + options_.name + " stepped down (" + why +
+                     "); ask the primary with the same txid");
+      p.commit_cob(r);
+    } else if (p.query_cob) {
+      p.query_cob(rpc::Decision::UNKNOWN);
+    }
+  }
+  // Rebuild the core as an unstarted mirror of our log. Callbacks of the old
+  // log find alive_ expired.
+  alive_ = std::make_shared<int>(0);
+  log_.reset();
+  core_ = std::make_unique<CoordinatorCore>(core_options_);
+  Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
+      options_.wal, options_.dir + "/wal",
+      [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+        return core_->Replay(lsn, type, payload);
+      });
+  if (!log.ok()) FailStop("cannot reopen the decision log after stepping down: " +
+                          log.status().ToString());
+  log_ = std::move(*log);
+  truncate_wanted_ = truncate_done_ = 0;
 }
 
 // ---- replication: backup side ---------------------------------------------------------
@@ -793,9 +1060,16 @@ void Runtime::Replicate(const rpc::ReplicateRequest& req,
     return;
   }
   if (role_ != Role::kBackup) {
-    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE,
-                      "this coordinator is the primary at epoch " + std::to_string(core_->epoch()) +
-                          "; it accepts no replication"));
+    const Epoch mine = std::max<Epoch>(core_->epoch(), bump_.epoch);
+    if (req.epoch > mine) {
+      // A primary at a newer epoch: we were deposed.
+      StepDownLater("Replicate from " + req.primary + " at epoch " + std::to_string(req.epoch));
+      fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "stepping down; send a snapshot"));
+      return;
+    }
+    fail(MakeDtxError(rpc::ErrorCode::STALE_EPOCH,
+                      "this coordinator is the primary at epoch " + std::to_string(mine) +
+                          "; Replicate at epoch " + std::to_string(req.epoch) + " is stale"));
     return;
   }
   if (req.primary == options_.ha.peer) peer_fd_.Heartbeat(NowMs());

@@ -182,6 +182,27 @@ class Runtime {
   void OnReplicateReply(int64_t generation, const std::vector<PersistTag>& tags,
                         const RpcStatus& st);
   void BackupLost(const std::string& why);
+  // Failover and fencing (coordinator/README.md "Replication and failover").
+  // Decides, from what we know of the peer, whether to move to a newer
+  // epoch: a starting primary establishes itself, a primary that lost its
+  // backup fences it out, an in-sync backup whose primary is suspected
+  // promotes itself. Called on every tick and heartbeat.
+  void DriveRole();
+  void StartBump(Epoch epoch, const std::string& why);
+  void OnAdoptEpochReply(uint64_t bump_id, const std::string& participant, const RpcStatus& st);
+  void BumpSucceeded();
+  void BumpFailed(bool stale, const std::string& why);
+  // An unstarted core (starting primary, promoting backup) starts at epoch e
+  // once EPOCH e is durable here.
+  void EstablishAt(Epoch epoch);
+  // Stops deciding: pending requests get UNKNOWN, the core is rebuilt from
+  // the log as a backup's mirror (not in sync until the new primary's
+  // snapshot). StepDownLater posts it (safe inside Process and callbacks).
+  void BecomeBackup(const std::string& why);
+  void StepDownLater(const std::string& why);
+  // "primary" (established), "starting" (a primary not yet established) or "backup".
+  const char* RoleLabel() const;
+  ParticipantPeerStub& AdoptStubFor(const std::string& address);
   void MaybeRelease(PersistTag tag);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
@@ -209,7 +230,31 @@ class Runtime {
   bool initializing_ = true;
   std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
   // ---- high availability ----
+  struct Bump {
+    uint64_t id = 0;
+    Epoch epoch = 0;  // 0: none in progress
+    size_t ok = 0;
+    size_t failed = 0;
+    bool stale = false;
+    bool decided = false;
+    uint64_t started_ms = 0;
+    std::string why;
+    std::string last_error;
+  };
+  CoreOptions core_options_;
   Role role_ = Role::kPrimary;
+  bool established_ = false;  // the core is started: this node decides
+  bool establishing_ = false;  // EstablishAt waits for its EPOCH record
+  // Decisions may reach the commit point without the backup's ack.
+  bool solo_ok_ = false;
+  Bump bump_;
+  uint64_t next_bump_id_ = 0;
+  uint64_t bump_retry_at_ms_ = 0;
+  Epoch solo_epoch_pending_ = 0;  // BumpEpoch on a running core, until durable
+  uint64_t peer_suspected_at_ms_ = 0;
+  uint64_t promotions_ = 0;
+  uint64_t step_downs_ = 0;
+  std::map<std::string, ParticipantPeerStub> adopt_stubs_;
   TimerId heartbeat_timer_ = 0;
   std::map<std::string, ParticipantWatch> watches_;  // by participant address
   std::unique_ptr<CoordinatorPeerStub> peer_stub_;

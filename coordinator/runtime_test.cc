@@ -28,7 +28,9 @@
 #include <gtest/gtest.h>
 
 #include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/rpc_client.h"
@@ -67,6 +69,7 @@ class TempDir {
     path_ = ::mkdtemp(tmpl);
   }
   ~TempDir() {
+    if (std::getenv("DTX_TEST_KEEP_DIR") != nullptr) return;  // for debugging
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
@@ -166,8 +169,12 @@ bool WaitReady(int port, std::chrono::milliseconds timeout = std::chrono::second
   return false;
 }
 
-// Records every call; votes `vote` on Prepare; acks Commit/Abort.
-class FakeParticipant : public rpc::ParticipantCobSvIf {
+// Records every call; votes `vote` on Prepare; acks Commit/Abort. Keeps an
+// epoch like a real participant: calls stamped with an older epoch get
+// STALE_EPOCH (and are recorded as refused), a newer one is adopted;
+// AdoptEpoch follows the ParticipantPeer contract (newer, or equal from the
+// same coordinator).
+class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
  public:
   struct Call {
     std::string method;  // Prepare, Commit, Abort
@@ -181,11 +188,15 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     cob(rpc::ReadResult());
   }
   void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
-               std::function<void(apache::thrift::TDelayedException*)>,
+               std::function<void(apache::thrift::TDelayedException*)> exn_cob,
                const rpc::PrepareRequest& req) override {
     rpc::PrepareResponse resp;
     {
       std::lock_guard<std::mutex> l(mu_);
+      if (!EpochOk(req.epoch)) {
+        calls_.push_back(Call{"RefusedPrepare", FromRpc(req.txid), req.epoch, req});
+        return exn_cob(Stale(req.epoch));
+      }
       calls_.push_back(Call{"Prepare", FromRpc(req.txid), req.epoch, req});
       resp.vote = vote_;
     }
@@ -195,15 +206,74 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     }
     cob(resp);
   }
-  void Commit(std::function<void()> cob, std::function<void(apache::thrift::TDelayedException*)>,
+  void Commit(std::function<void()> cob,
+              std::function<void(apache::thrift::TDelayedException*)> exn_cob,
               const rpc::TxId& txid, const rpc::Epoch epoch) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!EpochOk(epoch)) {
+        calls_.push_back(Call{"RefusedCommit", FromRpc(txid), epoch, {}});
+        return exn_cob(Stale(epoch));
+      }
+      if (refuse_commits_) {
+        calls_.push_back(Call{"FailedCommit", FromRpc(txid), epoch, {}});
+        return exn_cob(apache::thrift::TDelayedException::delayException(
+            MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "fake refuses commits")));
+      }
+    }
     Record("Commit", txid, epoch);
     cob();
   }
-  void Abort(std::function<void()> cob, std::function<void(apache::thrift::TDelayedException*)>,
+  void Abort(std::function<void()> cob,
+             std::function<void(apache::thrift::TDelayedException*)> exn_cob,
              const rpc::TxId& txid, const rpc::Epoch epoch) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!EpochOk(epoch)) {
+        calls_.push_back(Call{"RefusedAbort", FromRpc(txid), epoch, {}});
+        return exn_cob(Stale(epoch));
+      }
+    }
     Record("Abort", txid, epoch);
     cob();
+  }
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest&) override {
+    rpc::HeartbeatResponse r;
+    r.name = "fake";
+    r.role = "participant";
+    std::lock_guard<std::mutex> l(mu_);
+    r.epoch = epoch_;
+    cob(r);
+  }
+  void AdoptEpoch(std::function<void()> cob,
+                  std::function<void(apache::thrift::TDelayedException*)> exn_cob,
+                  const rpc::Epoch epoch, const std::string& coordinator) override {
+    std::lock_guard<std::mutex> l(mu_);
+    if (epoch > epoch_ || (epoch == epoch_ && owner_ == coordinator)) {
+      epoch_ = epoch;
+      owner_ = coordinator;
+      adoptions_.emplace_back(epoch, coordinator);
+      return cob();
+    }
+    exn_cob(Stale(epoch));
+  }
+  int64_t epoch() {
+    std::lock_guard<std::mutex> l(mu_);
+    return epoch_;
+  }
+  std::vector<std::pair<int64_t, std::string>> adoptions() {
+    std::lock_guard<std::mutex> l(mu_);
+    return adoptions_;
+  }
+  void SetRefuseCommits(bool refuse) {
+    std::lock_guard<std::mutex> l(mu_);
+    refuse_commits_ = refuse;
+  }
+  // Every accepted call (not refused), in arrival order.
+  std::vector<Call> AllCalls() {
+    std::lock_guard<std::mutex> l(mu_);
+    return calls_;
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
@@ -245,6 +315,24 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     std::lock_guard<std::mutex> l(mu_);
     calls_.push_back(Call{method, FromRpc(txid), epoch, {}});
   }
+  // REQUIRES mu_ held.
+  bool EpochOk(int64_t epoch) {
+    if (epoch < epoch_) return false;
+    if (epoch > epoch_) {
+      epoch_ = epoch;
+      owner_.clear();  // adopted from a call: owner unknown
+    }
+    return true;
+  }
+  apache::thrift::TDelayedException* Stale(int64_t epoch) {
+    return apache::thrift::TDelayedException::delayException(
+        MakeDtxError(rpc::ErrorCode::STALE_EPOCH, "epoch " + std::to_string(epoch) + " < " +
+                                                      std::to_string(epoch_)));
+  }
+  int64_t epoch_ = 0;                 // GUARDED_BY(mu_)
+  std::string owner_;                 // GUARDED_BY(mu_)
+  bool refuse_commits_ = false;       // GUARDED_BY(mu_)
+  std::vector<std::pair<int64_t, std::string>> adoptions_;  // GUARDED_BY(mu_)
   std::mutex mu_;
   std::vector<Call> calls_;  // GUARDED_BY(mu_)
   rpc::Vote::type vote_ = rpc::Vote::YES;  // GUARDED_BY(mu_)
@@ -261,7 +349,7 @@ class FakeCluster {
         RpcServerOptions o;
         o.name = "fake-participant-" + std::to_string(i);
         auto server = std::make_unique<RpcServer>(
-            thread_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(fake), o);
+            thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fake), o);
         EXPECT_TRUE(server->Start().ok());
         addresses_.push_back(server->address());
         fakes_.push_back(fake);
@@ -286,7 +374,7 @@ class FakeCluster {
       o.name = "fake-participant-" + std::to_string(i);
       o.port = std::stoi(addresses_[i].substr(addresses_[i].rfind(':') + 1));
       auto server = std::make_unique<RpcServer>(
-          thread_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(fakes_[i]), o);
+          thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fakes_[i]), o);
       ok = server->Start().ok();
       servers_[i] = std::move(server);
     });
@@ -839,10 +927,163 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   EXPECT_EQ(primary.Wait(), 0);
 }
 
+// Waits until the coordinator on `port` says it is the established primary.
+int64_t WaitPrimary(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  if (!WaitReady(port, timeout)) return -1;
+  return WaitStatus(port, [](const rpc::NodeStatus& st) { return st.role == "primary"; }, timeout);
+}
+
+// Kill the primary (SIGKILL) with a decision whose COMMIT is not yet
+// delivered: the in-sync backup gets a majority of participants to adopt
+// epoch 2, re-sends COMMIT at epoch 2, answers QueryDecision, and commits new
+// transactions. Failover time (kill -> new primary committing) is printed.
+TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  auto primary = std::make_unique<Process>(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  EXPECT_EQ(StatusOf(pport).epoch, 1);
+  EXPECT_EQ(fakes.at(0).epoch(), 1);
+
+  fakes.at(1).SetRefuseCommits(true);  // phase 2 cannot finish: no END
+  TxId tx{0xfa11, 1};
+  {
+    Client c(pport);
+    ASSERT_TRUE(c.Open());
+    rpc::CommitResult res;
+    c->Commit(res, WriteReq(tx, {KeyOn(0, 3), KeyOn(1, 3)}));
+    ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  }
+  ASSERT_TRUE(fakes.at(0).WaitCalls("Commit", tx, 1));
+  auto killed_at = Clock::now();
+  primary.reset();  // SIGKILL
+  fakes.at(1).SetRefuseCommits(false);
+  // The new primary re-drives the decision at the new epoch.
+  ASSERT_TRUE(fakes.at(1).WaitCalls("Commit", tx, 1));
+  EXPECT_EQ(fakes.at(1).Calls("Commit", tx).back().epoch, 2);
+  // It commits new transactions.
+  Client c(bport);
+  ASSERT_TRUE(c.Open());
+  int64_t failover_ms = -1;
+  for (uint64_t i = 2; Clock::now() - killed_at < std::chrono::seconds(10); ++i) {
+    rpc::CommitResult res;
+    try {
+      c->Commit(res, WriteReq(TxId{0xfa11, i}, {KeyOn(0, 3), KeyOn(2, 3)}));
+      if (res.outcome == rpc::Outcome::COMMITTED) {
+        failover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed_at).count();
+        break;
+      }
+    } catch (const rpc::DtxError&) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_GE(failover_ms, 0);
+  std::printf("failover (SIGKILL primary -> backup committing), heartbeat 100 ms, suspect-after "
+              "500 ms: %lld ms\n",
+              static_cast<long long>(failover_ms));
+  rpc::NodeStatus st = StatusOf(bport);
+  EXPECT_EQ(st.role, "primary");
+  EXPECT_EQ(st.epoch, 2);
+  EXPECT_EQ(st.counters["promotions"], 1);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fakes.at(i).epoch(), 2) << i;
+  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  // A repeated commit of the same txid is idempotent: COMMITTED, not run again.
+  rpc::CommitResult again;
+  c->Commit(again, WriteReq(tx, {KeyOn(0, 3), KeyOn(1, 3)}));
+  EXPECT_EQ(again.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
+  // Never heard of: presumed abort.
+  EXPECT_EQ(c->QueryDecision(ToRpc(TxId{0xfa11, 999})), rpc::Decision::ABORT);
+  backup.Signal(SIGTERM);
+  EXPECT_EQ(backup.Wait(), 0);
+}
+
+// Pause the primary past the detection time: the backup promotes; resumed,
+// the old primary steps down, and no participant accepts a call of its after
+// it adopted the new epoch. The old primary then follows as an in-sync backup.
+TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  {
+    Client c(pport);
+    ASSERT_TRUE(c.Open());
+    rpc::CommitResult res;
+    c->Commit(res, WriteReq(TxId{0x57, 1}, {KeyOn(0, 3), KeyOn(1, 3)}));
+    ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  }
+  primary.Signal(SIGSTOP);
+  ASSERT_GE(WaitPrimary(bport), 0);
+  EXPECT_EQ(StatusOf(bport).epoch, 2);
+  primary.Signal(SIGCONT);
+  ASSERT_GE(WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == "backup"; }), 0);
+  {
+    Client old(pport);
+    ASSERT_TRUE(old.Open());
+    rpc::CommitResult res;
+    try {
+      old->Commit(res, WriteReq(TxId{0x57, 2}, {KeyOn(0, 3), KeyOn(1, 3)}));
+      ADD_FAILURE() << "the deposed primary accepted a commit";
+    } catch (const rpc::DtxError& e) {
+      EXPECT_EQ(e.code, rpc::ErrorCode::NOT_PRIMARY);
+    }
+  }
+  // The new primary re-syncs the old one as its backup.
+  ASSERT_GE(WaitStatus(bport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  Client c(bport);
+  ASSERT_TRUE(c.Open());
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(TxId{0x57, 3}, {KeyOn(0, 3), KeyOn(1, 3)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  // Fencing: every call a participant accepted after adopting epoch 2 is
+  // stamped 2 or later.
+  for (size_t i = 0; i < 3; ++i) {
+    bool adopted = false;
+    for (const auto& call : fakes.at(i).AllCalls()) {
+      if (call.method.rfind("Refused", 0) == 0) continue;
+      if (call.epoch >= 2) adopted = true;
+      if (adopted) {
+        EXPECT_GE(call.epoch, 2) << "participant " << i << " accepted " << call.method;
+      }
+    }
+  }
+  EXPECT_EQ(StatusOf(pport).counters["step_downs"], 1);
+  primary.Signal(SIGTERM);
+  backup.Signal(SIGTERM);
+  EXPECT_EQ(primary.Wait(), 0);
+  EXPECT_EQ(backup.Wait(), 0);
+}
+
+// A backup that is not in sync never promotes: start the backup alone (its
+// primary never existed) - it stays backup and no participant adopts a
+// newer epoch.
+TEST(CoordinatorBinary, BackupThatIsNotInSyncNeverPromotes) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  ASSERT_TRUE(WaitReady(bport));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  rpc::NodeStatus st = StatusOf(bport);
+  EXPECT_EQ(st.role, "backup");
+  EXPECT_EQ(st.counters["in_sync"], 0);
+  for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(fakes.at(i).adoptions().empty());
+}
+
 // Throughput of two-participant commits with and without a backup (printed).
 TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
-  FakeCluster fakes(2);
   auto run = [&](bool with_backup) -> double {
+    // Fresh participants: a fresh coordinator pair cannot take over epochs
+    // that another coordinator left at the participants.
+    FakeCluster fakes(2);
     TempDir dir;
     int pport = FreePort(), bport = FreePort();
     std::vector<std::string> pargs =
