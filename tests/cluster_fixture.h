@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 
 #include "dtx/client.h"
 #include "tests/harness.h"
@@ -59,25 +60,47 @@ class ClusterTest : public ::testing::Test {
     }
   }
 
-  // Commits `writes` (nullopt = delete) in one transaction, with retries.
-  Status Write(const std::map<std::string, std::optional<std::string>>& writes) {
-    return client_->Run([&](Transaction& tx) -> Status {
-      for (const auto& [k, v] : writes) {
-        DTX_RETURN_IF_ERROR(v ? tx.Put(k, *v) : tx.Delete(k));
-      }
-      return Status::OK();
-    });
+  static constexpr int kUnknownOutcomeRetries = 20;
+
+  static bool OutcomeUnknown(const Status& s) {
+    return s.IsUnavailable() && s.message().find("outcome unknown") != std::string::npos;
   }
 
-  // Reads `key` in a read-only transaction that commits.
+  // Commits `writes` (nullopt = delete) in one transaction, with retries.
+  // Run() does not retry an unknown outcome (right in general); these blind
+  // writes of fixed values are idempotent, so the tests may: a node that was
+  // just restarted can make the coordinator answer UNKNOWN while it
+  // reconnects.
+  Status Write(const std::map<std::string, std::optional<std::string>>& writes) {
+    Status s;
+    for (int i = 0; i < kUnknownOutcomeRetries; ++i) {
+      s = client_->Run([&](Transaction& tx) -> Status {
+        for (const auto& [k, v] : writes) {
+          DTX_RETURN_IF_ERROR(v ? tx.Put(k, *v) : tx.Delete(k));
+        }
+        return Status::OK();
+      });
+      if (!OutcomeUnknown(s)) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return s;
+  }
+
+  // Reads `key` in a read-only transaction that commits (retried when its
+  // outcome is unknown: it wrote nothing).
   Result<std::optional<std::string>> Read(const std::string& key) {
     std::optional<std::string> out;
-    Status s = client_->Run([&](Transaction& tx) -> Status {
-      auto r = tx.Get(key);
-      if (!r.ok()) return r.status();
-      out = *r;
-      return Status::OK();
-    });
+    Status s;
+    for (int i = 0; i < kUnknownOutcomeRetries; ++i) {
+      s = client_->Run([&](Transaction& tx) -> Status {
+        auto r = tx.Get(key);
+        if (!r.ok()) return r.status();
+        out = *r;
+        return Status::OK();
+      });
+      if (!OutcomeUnknown(s)) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     if (!s.ok()) return s;
     return out;
   }
