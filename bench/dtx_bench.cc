@@ -429,6 +429,7 @@ std::string JsonEscape(const std::string& s) {
 int RunBank(const Config& cfg) {
   std::optional<tools::ClusterConfig> cluster;
   std::string coordinator = cfg.coordinator;
+  std::vector<std::string> coordinators = {cfg.coordinator};
   if (!cfg.cluster_dir.empty()) {
     auto c = tools::ClusterConfig::Load(cfg.cluster_dir);
     if (!c.ok()) {
@@ -437,8 +438,12 @@ int RunBank(const Config& cfg) {
     }
     cluster = *c;
     coordinator = cluster->primary()->address;
+    coordinators.clear();  // coordinator-0 first, then its backup(s)
+    for (const tools::NodeEntry& n : cluster->nodes()) {
+      if (n.role == tools::NodeRole::kCoordinator) coordinators.push_back(n.address);
+    }
   }
-  auto client = Client::Connect({.coordinators = {coordinator}});
+  auto client = Client::Connect({.coordinators = coordinators});
   if (!client.ok()) {
     std::cerr << "dtx-bench: cannot connect to " << coordinator << ": "
               << client.status().ToString() << "\n";

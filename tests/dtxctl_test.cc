@@ -177,6 +177,47 @@ TEST_F(DtxctlTest, KilledNodeIsRestartedBySupervisor) {
   EXPECT_NE(unknown.err.find("no node 'participant-7'"), std::string::npos) << unknown.err;
 }
 
+TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailover) {
+  auto o = FakeOptions(1);
+  o.backup = true;
+  ASSERT_TRUE(cluster_.Up(o).ok());
+  const tools::NodeEntry* c0 = cluster_.config().Find("coordinator-0");
+  const tools::NodeEntry* c1 = cluster_.config().Find("coordinator-1");
+  ASSERT_TRUE(c0 != nullptr && c1 != nullptr);
+  auto args_of = [&](const std::string& node) {
+    return ReadFile("/proc/" + std::to_string(cluster_.NodePid(node)) + "/cmdline");
+  };
+  auto has = [](const std::string& cmdline, const std::string& a, const std::string& b) {
+    return cmdline.find(a + std::string(1, '\0') + b + std::string(1, '\0')) !=
+           std::string::npos;
+  };
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "primary"));
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--peer", c1->address));
+  EXPECT_TRUE(has(args_of("coordinator-1"), "--role", "backup"));
+  EXPECT_TRUE(has(args_of("coordinator-1"), "--peer", c0->address));
+  // The participant still names coordinator-0 (the primary at start).
+  EXPECT_TRUE(has(args_of("participant-0"), "--coordinator", c0->address));
+  // The primary dies with its peer still a backup: it comes back as primary.
+  CommandResult r = cluster_.Dtxctl({"restart", "coordinator-0"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "primary"));
+  // After a failover (the backup reports "primary") it comes back as backup.
+  r = cluster_.Dtxctl({"failpoint", "coordinator-1", "fake.role", "primary"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  r = cluster_.Dtxctl({"restart", "coordinator-0"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "backup"));
+  EXPECT_NE(ReadFile(cluster_.dir() + "/supervisor.log")
+                .find("coordinator-1 is primary now; restarting coordinator-0 as backup"),
+            std::string::npos);
+  // The directory remembers it has a backup.
+  ASSERT_EQ(cluster_.Dtxctl({"cluster", "down"}).exit_code, 0);
+  CommandResult without = cluster_.Dtxctl(
+      {"cluster", "up", "--participants", "1", "--bin-dir", bin_.path()});
+  EXPECT_EQ(without.exit_code, 1) << without.Describe();
+  EXPECT_NE(without.err.find("with a backup coordinator"), std::string::npos) << without.err;
+}
+
 TEST_F(DtxctlTest, NodeThatCannotStartFailsUpAndLeavesNothingRunning) {
   auto o = FakeOptions(2);
   o.up_timeout_s = 3;

@@ -9,6 +9,8 @@
 //   DTX_FAKE_EXIT_AT_START=<code>   print a message and exit with <code> at once
 //   DTX_FAKE_EXIT_NODE=<name>       ... only for this node (default: every node)
 //   DTX_FAKE_IGNORE_SIGTERM=1       ignore SIGTERM (only SIGKILL stops it)
+// A coordinator reports the --role it was given ("primary" by default);
+// SetFailpoint("fake.role", ROLE) changes it (a stand-in for a failover).
 #include <signal.h>
 #include <unistd.h>
 
@@ -35,6 +37,7 @@ namespace {
 const auto kStart = std::chrono::steady_clock::now();
 std::string g_name;
 std::string g_armed;
+std::string g_role = "primary";  // a coordinator's reported role
 
 void FillStatus(dtx::rpc::NodeStatus& s, const std::string& role) {
   s.name = g_name;
@@ -79,8 +82,13 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
     return dtx::rpc::Decision::ABORT;
   }
-  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, "primary"); }
+  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, g_role); }
+  // "fake.role" sets the role GetStatus reports (a stand-in for a failover).
   void SetFailpoint(const std::string& name, const std::string& action) override {
+    if (name == "fake.role") {
+      g_role = action;
+      return;
+    }
     g_armed = name + "=" + action;
   }
 };
@@ -88,7 +96,7 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, dir, coordinator, participants, log_file, log_level;
+  std::string listen, dir, coordinator, participants, log_file, log_level, role, peer;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
       "listen", po::value<std::string>(&listen)->required(), "")(
@@ -96,7 +104,8 @@ int main(int argc, char** argv) {
       "coordinator", po::value<std::string>(&coordinator), "")(
       "participants", po::value<std::string>(&participants), "")(
       "log-file", po::value<std::string>(&log_file), "")(
-      "log-level", po::value<std::string>(&log_level), "");
+      "log-level", po::value<std::string>(&log_level), "")(
+      "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -111,6 +120,7 @@ int main(int argc, char** argv) {
     std::cerr << "dtx_fake_node " << g_name << ": exiting at start as told\n";
     return std::atoi(exit_code);
   }
+  if (!role.empty()) g_role = role;
   auto hp = dtx::tools::ParseHostPort(listen);
   if (!hp.ok()) {
     std::cerr << "dtx_fake_node: " << hp.status().ToString() << "\n";

@@ -163,6 +163,7 @@ Status LocalCluster::Up(const Options& options) {
     argv.push_back("--coordinator-bin");
     argv.push_back(options.coordinator_bin);
   }
+  if (options.backup) argv.push_back("--backup");
   argv.insert(argv.end(), options.up_flags.begin(), options.up_flags.end());
   up_ = true;  // even a failed `up` may have left something to clean up
   CommandResult r = RunCommand(argv, (options.up_timeout_s + 30) * 1000, options.env);

@@ -63,6 +63,7 @@ class LocalCluster {
     std::vector<std::string> env;        // extra environment for cluster up
     std::vector<std::string> up_flags;   // extra flags for cluster up
     int up_timeout_s = 20;
+    bool backup = false;                 // --backup: coordinator-1 too
   };
 
   LocalCluster();

@@ -56,8 +56,10 @@ const char* kUsage =
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
     "             [--participant-bin PATH] [--coordinator-bin PATH] [--stop-grace-ms MS]\n"
-    "                        start a local cluster (coordinator-0, participant-0..N-1) under a\n"
-    "                        supervisor that restarts crashed nodes; returns when all answer\n"
+    "             [--backup]\n"
+    "                        start a local cluster (coordinator-0, with --backup coordinator-1,\n"
+    "                        participant-0..N-1) under a supervisor that restarts crashed\n"
+    "                        nodes; returns when all answer\n"
     "  cluster down --dir DIR\n"
     "                        stop the supervisor and every node\n"
     "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt\n"
@@ -365,9 +367,12 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   int timeout_s = kUpTimeoutSecondsDefault;
   std::string log_level;
   int stop_grace_ms = 0;
+  bool backup = false;
   po::options_description desc = DirOptions(&dir);
   desc.add_options()("participants", po::value<int>(&participants)->required(),
                      "number of participants (1..64)")(
+      "backup", po::bool_switch(&backup),
+      "also start coordinator-1 as the primary's backup (replication, failover)")(
       "bin-dir", po::value<std::string>(&bin_dir),
       "directory holding dtx-participant and dtx-coordinator (default: next to dtxctl)")(
       "participant-bin", po::value<std::string>(&participant_bin_flag),
@@ -431,6 +436,12 @@ int CmdClusterUp(const std::vector<std::string>& args) {
                          std::to_string(existing->participants().size()) +
                          " participants; use that number or a new directory");
     }
+    if ((existing->Find("coordinator-1") != nullptr) != backup) {
+      return fail_locked(dir + " holds a cluster " +
+                         (backup ? "without" : "with") +
+                         " a backup coordinator; " + (backup ? "drop" : "add") +
+                         " --backup or use a new directory");
+    }
     auto live = LiveNodes(dir, *existing);
     if (!live.empty()) {
       return fail_locked(live.front().first + " (pid " + std::to_string(live.front().second) +
@@ -446,12 +457,17 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     }
     config = *existing;
   } else if (existing.status().IsNotFound()) {
-    auto ports = PickPorts(participants + 1);
+    int coordinators = backup ? 2 : 1;
+    auto ports = PickPorts(participants + coordinators);
     if (!ports.ok()) return fail_locked(ports.status().ToString());
-    Status s = config.Add("coordinator-0", "127.0.0.1:" + std::to_string((*ports)[0]));
+    Status s;
+    for (int i = 0; s.ok() && i < coordinators; ++i) {
+      s = config.Add("coordinator-" + std::to_string(i),
+                     "127.0.0.1:" + std::to_string((*ports)[i]));
+    }
     for (int i = 0; s.ok() && i < participants; ++i) {
       s = config.Add("participant-" + std::to_string(i),
-                     "127.0.0.1:" + std::to_string((*ports)[i + 1]));
+                     "127.0.0.1:" + std::to_string((*ports)[i + coordinators]));
     }
     if (s.ok()) s = config.Save(dir);
     if (!s.ok()) return fail_locked(s.ToString());

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "tools/admin_client.h"
 
 extern char** environ;
 
@@ -25,7 +26,11 @@ struct Node {
   Supervisor* owner = nullptr;
   NodeEntry entry;
   std::string bin;
-  std::vector<std::string> args;  // argv[1..]
+  std::vector<std::string> args;  // argv[1..], without --role
+  // Coordinators with a peer (coordinator-0 + coordinator-1): the role of the
+  // first start, and the peer asked before a restart.
+  std::string role;
+  const NodeEntry* peer = nullptr;
   uv_process_t process{};
   uv_timer_t restart_timer{};
   bool running = false;        // process handle active (spawned, not yet exited)
@@ -92,6 +97,13 @@ class Supervisor {
       if (e.role == NodeRole::kCoordinator) {
         n->bin = options_.coordinator_bin;
         n->args.insert(n->args.end(), {"--participants", participants});
+        const NodeEntry* c0 = config_.Find("coordinator-0");
+        const NodeEntry* c1 = config_.Find("coordinator-1");
+        if (c0 != nullptr && c1 != nullptr && (e.index == 0 || e.index == 1)) {
+          n->role = e.index == 0 ? "primary" : "backup";
+          n->peer = e.index == 0 ? c1 : c0;
+          n->args.insert(n->args.end(), {"--peer", n->peer->address});
+        }
       } else {
         n->bin = options_.participant_bin;
         n->args.insert(n->args.end(), {"--coordinator", primary->address});
@@ -121,6 +133,10 @@ class Supervisor {
     std::vector<std::string> argv_s;
     argv_s.push_back(n->bin);
     argv_s.insert(argv_s.end(), n->args.begin(), n->args.end());
+    if (n->peer != nullptr) {
+      std::string role = n->started_once ? RestartRole(n) : n->role;
+      argv_s.insert(argv_s.end(), {"--role", role});
+    }
     std::vector<char*> argv = CStrings(argv_s);
     std::vector<char*> env = CStrings(n->started_once ? restart_env_ : first_env_);
 
@@ -163,6 +179,24 @@ class Supervisor {
       DTX_LOG_INFO("started {} pid={} address={}", n->entry.name, n->process.pid,
                    n->entry.address);
     }
+  }
+
+  // A coordinator that restarts while its peer serves as primary comes back as
+  // the backup (two nodes started as primary would only fence each other);
+  // otherwise it takes the role it started with. Blocks the loop for at most
+  // kPeerQueryTimeoutMs.
+  std::string RestartRole(Node* n) {
+    constexpr int kPeerQueryTimeoutMs = 500;
+    auto st = GetNodeStatus(*n->peer, {.connect_timeout_ms = kPeerQueryTimeoutMs,
+                                       .recv_timeout_ms = kPeerQueryTimeoutMs});
+    if (st.ok() && st->role == "primary") {
+      if (n->role != "backup") {
+        DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name,
+                     n->peer->name, n->entry.name);
+      }
+      return "backup";
+    }
+    return n->role;
   }
 
   void ScheduleRestart(Node* n, const std::string& why) {

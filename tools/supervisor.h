@@ -15,6 +15,12 @@
 // would otherwise loop forever); arm failpoints on restarted nodes with
 // `dtxctl failpoint`.
 //
+// With a backup (coordinator-0 and coordinator-1 both in cluster.conf) the
+// coordinators start as "--role primary --peer <c1>" and "--role backup
+// --peer <c0>"; a coordinator restarted while its peer answers GetStatus as
+// primary comes back as the backup (failover happened), else in its first
+// role.
+//
 // SIGTERM or SIGINT: SIGTERM to every node, SIGKILL to those still alive after
 // stop_grace_ms, remove the pid files, return.
 //
