@@ -195,7 +195,6 @@ std::string Describe(const Response& r) {
         return p->vote == pc::Vote::kYes ? "YES" : p->vote == pc::Vote::kReadOnly ? "READ_ONLY" : "NO: " + p->detail;
       case pc::Reply::Kind::kCommit: return "commit ack";
       case pc::Reply::Kind::kAbort: return "abort ack";
-      default: return "reply kind " + std::to_string(static_cast<int>(p->kind));  // kinds the simulator does not send
     }
   }
   const auto& b = std::get<CoordinatorBody>(r);
@@ -334,6 +333,8 @@ struct ClientTx {
   int64_t amount = 0;
   int attempts = 0;
   bool single_shard = false;  // every key on one participant: one-phase commit
+  // Coordinator incarnation that was up when an attempt was sent (0: none).
+  uint64_t coordinator_seen = 0;
   cc::CommitRequest request;
 };
 
@@ -1208,11 +1209,21 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
     ++stats_.commit_retries;
   }
   ++tx->attempts;
+  if (nodes_[coordinator_].up && tx->coordinator_seen == 0) tx->coordinator_seen = nodes_[coordinator_].incarnation;
   const int ci = c.index;
   StartCall(c.node, coordinator_, tx->request, kClientCommitTimeoutMs, tx->txid,
             [this, ci, tx](CallEnd end, const Response* resp) {
               Client& cl = clients_[ci];
-              const bool may_retry = opts_.client_retries && tx->attempts < kClientCommitAttemptsMax;
+              bool may_retry = opts_.client_retries && tx->attempts < kClientCommitAttemptsMax;
+              if (may_retry && !opts_.known_bug_triggers && tx->coordinator_seen != 0 &&
+                  tx->coordinator_seen != nodes_[coordinator_].incarnation) {
+                // KB1 (README.md): a repeat after the coordinator restarted can
+                // commit what the new incarnation already told a participant
+                // was aborted.
+                may_retry = false;
+                ++stats_.retries_skipped_known_bug;
+                if (trace_on_) Trace(tx->txid, nodes_[cl.node].name + " does not repeat Commit (known bug KB1)");
+              }
               auto retry = [&] {
                 After(rng_.Range(1, 50), kEvClient, [this, ci, tx] { ClientCommit(clients_[ci], tx); });
               };
@@ -1565,12 +1576,12 @@ std::string Summary(const RunResult& r) {
   char buf[800];
   std::snprintf(buf, sizeof(buf),
                 "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
-                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb1_skips=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
                 " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
                 " dropped=%" PRIu64 " dup=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
                 " fingerprint=%016" PRIx64 " | %s",
                 r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
-                s.audits_committed, s.read_failures, s.commit_retries, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
+                s.audits_committed, s.read_failures, s.commit_retries, s.retries_skipped_known_bug, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
                 s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.events, s.end_ms,
                 s.fingerprint, s.config.c_str());
   return buf;
