@@ -244,9 +244,39 @@ bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epo
   }
   if (epoch > epoch_) {
     epoch_ = epoch;
+    epoch_owner_.clear();
     epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch}), /*forced=*/true, TxId{});
   }
   return true;
+}
+
+void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms) {
+  DTX_CHECK(!recovering_);
+  (void)now_ms;
+  if (!fatal_.ok()) {
+    RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kUnavailable,
+                 "participant failed: " + fatal_.ToString());
+    return;
+  }
+  if (epoch < 1 || coordinator.empty()) {
+    RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kBadArgument,
+                 "AdoptEpoch needs an epoch >= 1 and a coordinator address");
+    return;
+  }
+  if (epoch > epoch_) {
+    epoch_ = epoch;
+    epoch_owner_ = coordinator;
+    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch}), /*forced=*/true, TxId{});
+  } else if (epoch < epoch_ || epoch_owner_ != coordinator) {
+    ++stats_.stale_epoch_refusals;
+    RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kStaleEpoch,
+                 "epoch " + std::to_string(epoch) + " is not newer than this participant's epoch " +
+                     std::to_string(epoch_) +
+                     (epoch == epoch_ ? " (made current by another coordinator or before a restart)"
+                                      : ""));
+    return;
+  }
+  RespondAck(token, Reply::Kind::kAdoptEpoch, TxId{}, epoch_tag_);
 }
 
 // ---------------------------------------------------------------------------
@@ -615,7 +645,7 @@ void Core::Tick(uint64_t now_ms) {
     DTX_CHECK(it != txs_.end());
     Tx& tx = it->second;
     tx.queried = true;
-    ready_.send.push_back({txid, tx.coordinator});
+    ready_.send.push_back({txid, tx.coordinator, tx.epoch});
     ++stats_.decision_queries;
     ++sent;
     Schedule(tx, now_ms + options_.decision_query_interval_ms);

@@ -108,7 +108,7 @@ struct PrepareRequest {
 using Token = uint64_t;  // runtime's request handle; never 0
 
 struct Reply {
-  enum class Kind : uint8_t { kRead, kPrepare, kCommit, kAbort };
+  enum class Kind : uint8_t { kRead, kPrepare, kCommit, kAbort, kAdoptEpoch };
   Token token = 0;
   Kind kind = Kind::kRead;
   TxId txid;                        // kPrepare, kCommit, kAbort
@@ -140,6 +140,9 @@ struct PersistOp {
 struct QueryDecisionMsg {
   TxId txid;
   std::string coordinator;
+  // The epoch the transaction was prepared under: another coordinator may
+  // answer for it only if it is primary at this epoch or a later one.
+  Epoch epoch = 0;
 };
 
 // The output of the inputs since the last TakeReady.
@@ -244,6 +247,15 @@ class Core {
   void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
   void Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
   void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
+  // ParticipantPeer.AdoptEpoch (coordinator fencing, coordinator/README.md):
+  // acked (kAdoptEpoch) when `epoch` is newer than the current one - it is
+  // adopted and its EPOCH record forced before the ack - or equal and made
+  // current by an AdoptEpoch from the same `coordinator` (a retry); anything
+  // else is kStaleEpoch. Which coordinator adopted the epoch is kept in
+  // memory only: after a restart, or when a stamped call raised the epoch,
+  // an equal epoch is refused to everyone (safe: the caller cannot tell it
+  // from "held by another coordinator" and does not take over).
+  void AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms);
   void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
   // Every record with tag <= `tag` is durable (the WAL syncs in order).
   void OnPersisted(uint64_t tag, uint64_t now_ms);
@@ -329,6 +341,7 @@ class Core {
   Status fatal_;
 
   Epoch epoch_ = 0;
+  std::string epoch_owner_;  // coordinator whose AdoptEpoch made epoch_ current; empty: unknown
   uint64_t epoch_tag_ = 0;  // tag of the last EPOCH record (0: none this run)
   Version commit_counter_ = 0;
 

@@ -59,6 +59,12 @@ class Node {
     Drain();
     return t;
   }
+  Token AdoptEpoch(Epoch epoch, const std::string& coordinator) {
+    Token t = next_token_++;
+    core_->AdoptEpoch(t, epoch, coordinator, now);
+    Drain();
+    return t;
+  }
   void Decide(const TxId& tx, Decision d) {
     core_->OnDecision(tx, d, now);
     Drain();
@@ -733,6 +739,36 @@ TEST(ParticipantCoreTest, RaisedEpochIsLoggedAndTheReplyWaitsForIt) {
   EXPECT_EQ(n.core().epoch(), 2);
   Token old = n.Commit(kT1, 1);
   EXPECT_EQ(n.reply(old).error, ErrorCode::kStaleEpoch);
+}
+
+// AdoptEpoch (coordinator fencing): one coordinator per epoch.
+TEST(ParticipantCoreTest, AdoptEpochGrantsEachEpochToOneCoordinatorOnly) {
+  Node n;
+  Token a = n.AdoptEpoch(3, "c0");
+  EXPECT_FALSE(n.Replied(a)) << "acked only once EPOCH 3 is durable";
+  n.Sync();
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  EXPECT_EQ(n.core().epoch(), 3);
+  // A retry by the same coordinator is acked; anyone else gets STALE_EPOCH.
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c1")).error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(2, "c1")).error, ErrorCode::kStaleEpoch);
+  Token b = n.AdoptEpoch(4, "c1");
+  n.Sync();
+  EXPECT_EQ(n.reply(b).error, ErrorCode::kOk);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(4, "c0")).error, ErrorCode::kStaleEpoch);
+  // An epoch raised by a stamped call has no known owner: refused to all.
+  n.Abort(kT3, 5);
+  n.Sync();
+  EXPECT_EQ(n.reply(n.AdoptEpoch(5, "c1")).error, ErrorCode::kStaleEpoch);
+  // After a restart the owner is forgotten: equal is refused, newer adopted.
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().epoch(), 5);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(5, "c1")).error, ErrorCode::kStaleEpoch);
+  Token c = n.AdoptEpoch(6, "c1");
+  n.Sync();
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(0, "c1")).error, ErrorCode::kBadArgument);
 }
 
 // --- recovery --------------------------------------------------------------------------

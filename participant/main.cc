@@ -39,7 +39,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 
 int main(int argc, char** argv) {
   po::options_description desc("Options");
-  std::string name, listen, dir, coordinator, log_file, log_level;
+  std::string name, listen, dir, coordinator, coordinators, log_file, log_level;
   dtx::participant::RuntimeOptions options;
   desc.add_options()
       ("help,h", "print this help")
@@ -48,6 +48,9 @@ int main(int argc, char** argv) {
       ("dir", po::value<std::string>(&dir)->required(), "node directory (wal/, data/, node.log)")
       ("coordinator", po::value<std::string>(&coordinator)->required(),
        "host:port of the coordinator (asked about in-doubt transactions)")
+      ("coordinators", po::value<std::string>(&coordinators)->default_value(""),
+       "comma-separated host:port of every coordinator (primary and backup); in-doubt "
+       "transactions are asked of whichever is primary when the one that prepared them cannot answer")
       ("log-file", po::value<std::string>(&log_file), "log file (default NODEDIR/node.log)")
       ("log-level", po::value<std::string>(&log_level)->default_value("info"),
        "trace, debug, info, warn, error, critical, off")
@@ -94,6 +97,15 @@ int main(int argc, char** argv) {
   int coord_port = 0;
   s = dtx::ParseHostPort(coordinator, &coord_host, &coord_port);
   if (!s.ok()) return Usage(desc, "--coordinator: " + s.message());
+  for (size_t start = 0; !coordinators.empty() && start <= coordinators.size();) {
+    size_t end = coordinators.find(',', start);
+    if (end == std::string::npos) end = coordinators.size();
+    std::string c = coordinators.substr(start, end - start);
+    s = dtx::ParseHostPort(c, &coord_host, &coord_port);
+    if (!s.ok()) return Usage(desc, "--coordinators: '" + c + "': " + s.message());
+    options.coordinators.push_back(c);
+    start = end + 1;
+  }
 
   s = dtx::fp::InitFromEnv();
   if (!s.ok()) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <system_error>
@@ -97,7 +98,7 @@ Status Runtime::Init() {
   so.host = options_.listen_host;
   so.port = options_.listen_port;
   so.name = options_.name;
-  server_ = std::make_unique<RpcServer>(loop_, std::make_shared<rpc::ParticipantAsyncProcessor>(handler_), so);
+  server_ = std::make_unique<RpcServer>(loop_, std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler_), so);
   DTX_RETURN_IF_ERROR(server_->Start());
   tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
@@ -204,7 +205,7 @@ void Runtime::Process() {
   if (!r.fatal.ok()) Die(r.fatal.ToString());
   for (PersistOp& op : r.persist) Append(op);
   for (const QueryDecisionMsg& m : r.send) {
-    AskDecision(m.txid, m.coordinator.empty() ? options_.coordinator : m.coordinator,
+    AskDecision(m.txid, m.coordinator.empty() ? options_.coordinator : m.coordinator, m.epoch,
                 /*may_fall_back=*/true);
   }
   for (Reply& rep : r.replies) Deliver(rep);
@@ -330,20 +331,21 @@ CoordinatorStub& Runtime::StubFor(const std::string& address) {
   return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
 }
 
-void Runtime::AskDecision(const TxId& txid, const std::string& address, bool may_fall_back) {
+void Runtime::AskDecision(const TxId& txid, const std::string& address, Epoch epoch,
+                          bool may_fall_back) {
   if (address.empty()) return;
   std::weak_ptr<int> alive = alive_;
   StubFor(address).QueryDecision(
       ToRpc(txid), kQueryDecisionTimeoutMs,
-      [this, alive, txid, address, may_fall_back](const RpcStatus& s, const rpc::Decision::type& d) {
+      [this, alive, txid, address, epoch, may_fall_back](const RpcStatus& s,
+                                                         const rpc::Decision::type& d) {
         if (alive.expired() || shut_down_) return;
         if (!s.ok()) {
-          // Not the primary: ask the one it named. Unreachable: ask the
-          // configured coordinator. Otherwise the core asks again later.
-          if (may_fall_back && s.primary().has_value() && *s.primary() != address) {
-            AskDecision(txid, *s.primary(), false);
-          } else if (may_fall_back && !s.error_code().has_value() && address != options_.coordinator) {
-            AskDecision(txid, options_.coordinator, false);
+          // Not the primary, unreachable, starting: ask the other
+          // coordinators that are primary at the transaction's epoch or
+          // later. Otherwise the core asks again later.
+          if (may_fall_back) {
+            AskOtherCoordinators(txid, address, epoch, s.primary());
           } else {
             DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", txid.ToString(), address, s.ToString());
           }
@@ -356,10 +358,36 @@ void Runtime::AskDecision(const TxId& txid, const std::string& address, bool may
         if (decision != Decision::kUnknown) {
           DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", txid.ToString(), address,
                        decision == Decision::kCommit ? "COMMIT" : "ABORT");
+        } else if (may_fall_back) {
+          // A backup (or a deposed primary) cannot tell: ask the primary.
+          AskOtherCoordinators(txid, address, epoch, std::nullopt);
         }
         core_->OnDecision(txid, decision, NowMs());
         Process();
       });
+}
+
+void Runtime::AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
+                                   const std::optional<std::string>& hinted) {
+  std::vector<std::string> candidates = options_.coordinators;
+  candidates.push_back(options_.coordinator);
+  if (hinted && !hinted->empty()) candidates.push_back(*hinted);
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  std::weak_ptr<int> alive = alive_;
+  for (const std::string& c : candidates) {
+    if (c.empty() || c == except) continue;
+    // Only a primary at the transaction's epoch or later may answer for
+    // it: the owner of an epoch holds every commit decision of the epochs
+    // before it, while a deposed primary at an older epoch does not know
+    // what its successor decided (and would presume abort).
+    StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c, epoch](
+                                                       const RpcStatus& s, const rpc::NodeStatus& st) {
+      if (alive.expired() || shut_down_) return;
+      if (!s.ok() || st.role != "primary" || st.epoch < epoch) return;
+      AskDecision(txid, c, epoch, /*may_fall_back=*/false);
+    });
+  }
 }
 
 void Runtime::Deliver(Reply& r) {
@@ -370,7 +398,10 @@ void Runtime::Deliver(Reply& r) {
   if (r.error != ErrorCode::kOk) {
     if (r.kind != Reply::Kind::kRead) {
       DTX_LOG_WARN("txid={} {} refused: {} {}", r.txid.ToString(),
-                   r.kind == Reply::Kind::kPrepare ? "Prepare" : r.kind == Reply::Kind::kCommit ? "Commit" : "Abort",
+                   r.kind == Reply::Kind::kPrepare  ? "Prepare"
+                   : r.kind == Reply::Kind::kCommit ? "Commit"
+                   : r.kind == Reply::Kind::kAbort  ? "Abort"
+                                                    : "AdoptEpoch",
                    ErrorCodeName(r.error), r.message);
     }
     p.fail(ToDtxError(r.error, r.message));
@@ -414,6 +445,7 @@ void Runtime::Deliver(Reply& r) {
       break;
     }
     case Reply::Kind::kAbort:
+    case Reply::Kind::kAdoptEpoch:
       p.done();
       break;
   }
@@ -482,6 +514,34 @@ void Runtime::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void(
   Process();
 }
 
+void Runtime::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
+                         Fail fail) {
+  Pending p;
+  p.kind = Reply::Kind::kAdoptEpoch;
+  p.done = [this, epoch, coordinator, cob = std::move(cob)] {
+    DTX_LOG_INFO("epoch {} adopted at the request of coordinator {}", epoch, coordinator);
+    cob();
+  };
+  p.fail = std::move(fail);
+  core_->AdoptEpoch(NewToken(std::move(p)), epoch, coordinator, NowMs());
+  Process();
+}
+
+rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
+  if (!req.sender.empty() && (coordinators_seen_.count(req.sender) != 0 ||
+                              coordinators_seen_.size() < kCoordinatorChannelsMax)) {
+    CoordinatorSeen& seen = coordinators_seen_[req.sender];
+    seen.heard_ms = std::max<uint64_t>(NowMs(), 1);
+    seen.role = req.role;
+    seen.epoch = req.epoch;
+  }
+  rpc::HeartbeatResponse resp;
+  resp.name = options_.name;
+  resp.role = "participant";
+  resp.epoch = core_->stats().epoch;
+  return resp;
+}
+
 rpc::NodeStatus Runtime::GetStatus() const {
   CoreStats st = core_->stats();
   rpc::NodeStatus out;
@@ -497,7 +557,16 @@ rpc::NodeStatus Runtime::GetStatus() const {
   coord.address = options_.coordinator;
   coord.heartbeat_age_ms = coordinator_heard_ms_ == 0 ? -1 : static_cast<int64_t>(NowMs() - coordinator_heard_ms_);
   coord.suspected = false;
-  out.peers.push_back(coord);
+  if (coordinators_seen_.empty()) out.peers.push_back(coord);
+  // Coordinators that send heartbeats: one entry each, with their role.
+  for (const auto& [address, seen] : coordinators_seen_) {
+    rpc::PeerStatus ps;
+    ps.name = "coordinator (" + seen.role + ", epoch " + std::to_string(seen.epoch) + ")";
+    ps.address = address;
+    ps.heartbeat_age_ms = static_cast<int64_t>(NowMs() - seen.heard_ms);
+    ps.suspected = NowMs() - seen.heard_ms >= options_.coordinator_suspect_after_ms;
+    out.peers.push_back(std::move(ps));
+  }
   wal::Stats ws = log_->stats();
   std::map<std::string, int64_t> c = {
       {"prepares", static_cast<int64_t>(st.prepares)},
@@ -569,6 +638,27 @@ void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId&
 void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) {
   if (runtime_ == nullptr) return exn_cob(TDelayedException::delayException(Unavailable()));
   runtime_->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+}
+
+void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                        const rpc::HeartbeatRequest& req) {
+  if (runtime_ == nullptr) {
+    rpc::HeartbeatResponse r;
+    r.role = "participant";
+    return cob(r);
+  }
+  cob(runtime_->Heartbeat(req));
+}
+
+void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
+                         const std::string& coordinator) {
+  if (runtime_ == nullptr) {
+    return exn_cob(apache::thrift::TDelayedException::delayException(
+        MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "participant is shutting down")));
+  }
+  runtime_->AdoptEpoch(epoch, coordinator, std::move(cob), [exn_cob](const rpc::DtxError& e) {
+    exn_cob(apache::thrift::TDelayedException::delayException(e));
+  });
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {

@@ -60,7 +60,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/event_loop.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
@@ -91,6 +91,14 @@ struct RuntimeOptions {
   int listen_port = 0;      // 0: the kernel picks one; see Runtime::address()
   std::string dir;          // NODEDIR: wal/ and data/ live here
   std::string coordinator;  // host:port asked with QueryDecision by default
+  // Every coordinator (primary and backup; may include `coordinator`): when
+  // the coordinator named in a PREPARE cannot answer, an in-doubt
+  // transaction is asked of whichever of these is primary at the
+  // transaction's epoch or later.
+  std::vector<std::string> coordinators;
+  // A coordinator not heard from (heartbeat or call) for this long shows as
+  // suspected in GetStatus.
+  uint64_t coordinator_suspect_after_ms = 500;
   CoreOptions core;
   wal::Options wal;
   uint64_t checkpoint_interval_records = kCheckpointIntervalRecordsDefault;  // 0: not by count
@@ -136,6 +144,10 @@ class Runtime {
   void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
   rpc::NodeStatus GetStatus() const;
   std::vector<rpc::InDoubtTx> ListInDoubt() const;
+  // ---- ParticipantPeer (coordinators) ----
+  void AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
+                  Fail fail);
+  rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
 
  private:
   struct Pending {
@@ -154,7 +166,10 @@ class Runtime {
   void Process();
   void Append(PersistOp& op);
   void OnDurable(uint64_t tag, RecordType type, TxId txid);
-  void AskDecision(const TxId& txid, const std::string& address, bool may_fall_back);
+  void AskDecision(const TxId& txid, const std::string& address, Epoch epoch, bool may_fall_back);
+  // Asks every other known coordinator that is primary at `epoch` or later.
+  void AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
+                            const std::optional<std::string>& hinted);
   void Deliver(Reply& r);
   CoordinatorStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
@@ -179,6 +194,12 @@ class Runtime {
   TimerId tick_timer_ = 0;
   uint64_t start_ms_ = 0;
   uint64_t coordinator_heard_ms_ = 0;  // 0: never
+  struct CoordinatorSeen {
+    uint64_t heard_ms = 0;
+    std::string role;
+    int64_t epoch = 0;
+  };
+  std::map<std::string, CoordinatorSeen> coordinators_seen_;  // by address, from Heartbeat
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
 
@@ -200,7 +221,7 @@ class Runtime {
 // The Thrift edge: converts and forwards to the Runtime. Holds a plain
 // pointer that Runtime::Shutdown clears; a call after that answers
 // UNAVAILABLE. Loop thread only.
-class Handler : public rpc::ParticipantCobSvIf {
+class Handler : public rpc::ParticipantPeerCobSvIf {
  public:
   explicit Handler(Runtime* runtime) : runtime_(runtime) {}
   void Detach() { runtime_ = nullptr; }
@@ -215,6 +236,10 @@ class Handler : public rpc::ParticipantCobSvIf {
   void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override;
   void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
                     const std::string& action) override;
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest& req) override;
+  void AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
+                  const std::string& coordinator) override;
 
  private:
   Runtime* runtime_;
