@@ -195,6 +195,7 @@ std::string Describe(const Response& r) {
         return p->vote == pc::Vote::kYes ? "YES" : p->vote == pc::Vote::kReadOnly ? "READ_ONLY" : "NO: " + p->detail;
       case pc::Reply::Kind::kCommit: return "commit ack";
       case pc::Reply::Kind::kAbort: return "abort ack";
+      default: return "reply kind " + std::to_string(static_cast<int>(p->kind));  // kinds the simulator does not send
     }
   }
   const auto& b = std::get<CoordinatorBody>(r);
@@ -333,8 +334,7 @@ struct ClientTx {
   int64_t amount = 0;
   int attempts = 0;
   bool single_shard = false;  // every key on one participant: one-phase commit
-  // Coordinator incarnation that was up when an attempt was sent (0: none).
-  uint64_t coordinator_seen = 0;
+  bool repeated = false;      // the coordinator may see this Commit more than once
   cc::CommitRequest request;
 };
 
@@ -380,9 +380,11 @@ class World {
   void Build();
 
   // network and RPC
-  void SendMsg(int from, int to, const TxId& txid, const std::string& what, std::function<void()> deliver);
+  // Returns how many copies went out (0: lost, 2: duplicated).
+  int SendMsg(int from, int to, const TxId& txid, const std::string& what, std::function<void()> deliver);
   uint64_t NetDelay();
-  void StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done);
+  // Returns how many copies of the request went out.
+  int StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done);
   void FinishCall(uint64_t id, CallEnd end, const Response* resp);
   void Dispatch(int to, uint64_t call_id, const Request& req);
 
@@ -538,18 +540,18 @@ uint64_t World::NetDelay() {
 // One message: dropped, duplicated or delayed (reordering follows from the
 // delays). A message to a node that is down, or that crashed or restarted
 // before it arrived, is lost (its connection is gone).
-void World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
-                    std::function<void()> deliver) {
+int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
+                   std::function<void()> deliver) {
   ++stats_.messages;
   Node& dst = nodes_[to];
   if (!dst.up) {
     if (trace_on_) Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [dest down]");
-    return;
+    return 0;
   }
   if (faults_on_ && rng_.Chance(p_drop_)) {
     ++stats_.dropped;
     if (trace_on_) Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [dropped]");
-    return;
+    return 0;
   }
   int copies = 1;
   if (faults_on_ && rng_.Chance(p_dup_)) {
@@ -571,20 +573,21 @@ void World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
       fn();
     });
   }
+  return copies;
 }
 
-void World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done) {
+int World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done) {
   uint64_t id = next_call_++;
   calls_.emplace(id, Call{from, nodes_[from].incarnation, to, txid, std::move(done)});
   if (!nodes_[to].up) {
     // connection refused, promptly
     if (trace_on_) Trace(txid, nodes_[from].name + " -> " + nodes_[to].name + " " + Describe(req) + " [refused: down]");
     After(1, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kUnavailable, nullptr); });
-    return;
+    return 0;
   }
   After(timeout_ms, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kTimeout, nullptr); });
   std::string what = trace_on_ ? Describe(req) : std::string();
-  SendMsg(from, to, txid, what, [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
+  return SendMsg(from, to, txid, what, [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
 }
 
 void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
@@ -1209,21 +1212,13 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
     ++stats_.commit_retries;
   }
   ++tx->attempts;
-  if (nodes_[coordinator_].up && tx->coordinator_seen == 0) tx->coordinator_seen = nodes_[coordinator_].incarnation;
   const int ci = c.index;
-  StartCall(c.node, coordinator_, tx->request, kClientCommitTimeoutMs, tx->txid,
+  // A duplicated Commit is a repeat the client did not make: KB2 counts it.
+  tx->repeated |= tx->attempts > 1;
+  const int copies = StartCall(c.node, coordinator_, tx->request, kClientCommitTimeoutMs, tx->txid,
             [this, ci, tx](CallEnd end, const Response* resp) {
               Client& cl = clients_[ci];
-              bool may_retry = opts_.client_retries && tx->attempts < kClientCommitAttemptsMax;
-              if (may_retry && !opts_.known_bug_triggers && tx->coordinator_seen != 0 &&
-                  tx->coordinator_seen != nodes_[coordinator_].incarnation) {
-                // KB1 (README.md): a repeat after the coordinator restarted can
-                // commit what the new incarnation already told a participant
-                // was aborted.
-                may_retry = false;
-                ++stats_.retries_skipped_known_bug;
-                if (trace_on_) Trace(tx->txid, nodes_[cl.node].name + " does not repeat Commit (known bug KB1)");
-              }
+              const bool may_retry = opts_.client_retries && tx->attempts < kClientCommitAttemptsMax;
               auto retry = [&] {
                 After(rng_.Range(1, 50), kEvClient, [this, ci, tx] { ClientCommit(clients_[ci], tx); });
               };
@@ -1244,7 +1239,7 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
               switch (res->outcome) {
                 case cc::Outcome::kCommitted: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
                 case cc::Outcome::kAborted:
-                  if (!opts_.known_bug_triggers && tx->attempts > 1 && tx->single_shard) {
+                  if (!opts_.known_bug_triggers && tx->repeated && tx->single_shard) {
                     // KB2 (README.md): a repeated one-phase Commit whose earlier
                     // attempt had no definite answer can hear ABORTED although
                     // that attempt committed; the client cannot trust it.
@@ -1257,6 +1252,7 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
                   return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
               }
             });
+  tx->repeated |= copies > 1;
 }
 
 void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply, const std::string& why) {
@@ -1576,12 +1572,12 @@ std::string Summary(const RunResult& r) {
   char buf[800];
   std::snprintf(buf, sizeof(buf),
                 "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
-                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb1_skips=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
                 " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
                 " dropped=%" PRIu64 " dup=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
                 " fingerprint=%016" PRIx64 " | %s",
                 r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
-                s.audits_committed, s.read_failures, s.commit_retries, s.retries_skipped_known_bug, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
+                s.audits_committed, s.read_failures, s.commit_retries, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
                 s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.events, s.end_ms,
                 s.fingerprint, s.config.c_str());
   return buf;
