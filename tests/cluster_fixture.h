@@ -37,7 +37,11 @@ class ClusterTest : public ::testing::Test {
     CustomizeCluster(&o);
     Status s = cluster_.Up(o);
     ASSERT_TRUE(s.ok()) << s.ToString();
-    auto c = Client::Connect({.coordinators = {cluster_.coordinator_address()}});
+    std::vector<std::string> coordinators;  // coordinator-0 first, then a backup
+    for (const auto& n : cluster_.config().nodes()) {
+      if (n.role == tools::NodeRole::kCoordinator) coordinators.push_back(n.address);
+    }
+    auto c = Client::Connect({.coordinators = coordinators});
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     client_ = std::move(*c);
     ASSERT_EQ(client_->participants().size(), static_cast<size_t>(kParticipants));
