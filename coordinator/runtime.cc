@@ -600,18 +600,37 @@ void Runtime::HeartbeatRound() {
   // A probe still out is not duplicated: its reply (or timeout) decides.
   const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(
       options_.ha.detector.suspect_after_ms, 1, 60000));
+  rpc::HeartbeatRequest hb;
+  hb.sender = address_;
+  hb.role = RoleLabel();
+  hb.epoch = core_->epoch();
   for (auto& [address, w] : watches_) {
     if (w.probe_out) continue;
     w.probe_out = true;
     std::string a = address;
-    StubFor(address).GetStatus(timeout_ms, [this, a](const RpcStatus& st, const rpc::NodeStatus&) {
+    auto done = [this, a](const RpcStatus& st) {
       if (shut_down_) return;
       auto it = watches_.find(a);
       if (it == watches_.end()) return;
       it->second.probe_out = false;
-      if (st.ok()) it->second.fd.Heartbeat(NowMs());
+      if (st.ok()) {
+        it->second.fd.Heartbeat(NowMs());
+      } else if (st.code() == Status::Code::kNotSupported && !it->second.heartbeat_unsupported) {
+        it->second.heartbeat_unsupported = true;
+        DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", a);
+      }
       CheckSuspicions();
-    });
+    };
+    if (w.heartbeat_unsupported) {
+      StubFor(address).GetStatus(timeout_ms, [done](const RpcStatus& st, const rpc::NodeStatus&) {
+        done(st);
+      });
+    } else {
+      // On the AdoptEpoch channel: a participant without the service closes
+      // that connection, not the one carrying 2PC.
+      AdoptStubFor(address).Heartbeat(
+          hb, timeout_ms, [done](const RpcStatus& st, const rpc::HeartbeatResponse&) { done(st); });
+    }
   }
   if (peer_stub_ && !peer_probe_out_) {
     peer_probe_out_ = true;

@@ -151,6 +151,9 @@ class Runtime {
     FailureDetector fd;
     bool probe_out = false;
     bool suspected = false;
+    // The participant does not serve ParticipantPeer.Heartbeat (an older
+    // or stand-in participant): probe it with GetStatus instead.
+    bool heartbeat_unsupported = false;
   };
   static const char* BackupStateName(BackupState s);
 
