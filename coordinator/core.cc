@@ -218,6 +218,14 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
       // Fail fast: the failure detector says the participant is down, so a
       // PREPARE would only wait for a timeout.
       ++stats_.rejected_suspected;
+      if (unknown_.count(req.txid) != 0) {
+        // A retry of a one-phase commit whose first attempt got no answer:
+        // only the participant knows, so the outcome stays unknown.
+        ReplyTo(token, CommitResult{Outcome::kUnknown, std::nullopt,
+                                    "participant " + address + " is suspected (no heartbeat) and "
+                                    "an earlier attempt of this transaction may have committed"});
+        return;
+      }
       ++stats_.aborts_unavailable;
       CommitResult result = Aborted(AbortReason::kParticipantUnavailable,
                                     "participant " + address + " is suspected (no heartbeat)");
@@ -639,7 +647,15 @@ void CoordinatorCore::FinishOnePhase(Tx& tx, CommitResult result) {
     case Outcome::kUnknown: ++stats_.outcomes_unknown; break;
   }
   ReplyAll(tx, result);
-  if (result.outcome != Outcome::kUnknown) RememberOther(tx.txid, result);
+  if (result.outcome != Outcome::kUnknown) {
+    RememberOther(tx.txid, result);
+  } else if (unknown_.emplace(tx.txid, true).second) {
+    unknown_fifo_.push_back(tx.txid);
+    while (unknown_fifo_.size() > opts_.other_outcomes_max) {
+      unknown_.erase(unknown_fifo_.front());
+      unknown_fifo_.pop_front();
+    }
+  }
   Forget(tx.txid);
 }
 

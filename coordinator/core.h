@@ -414,6 +414,11 @@ class CoordinatorCore {
   // Committed outcomes, oldest first, with their DECISION LSN.
   std::deque<std::pair<uint64_t, TxId>> committed_fifo_;
   std::unordered_map<TxId, uint64_t, TxIdHash> committed_;  // txid -> DECISION LSN
+  // One-phase transactions whose participant did not answer (bounded like
+  // other_): a retry of one while that participant is suspected must not be
+  // fast-failed as ABORTED - it may have committed.
+  std::deque<TxId> unknown_fifo_;
+  std::unordered_map<TxId, bool, TxIdHash> unknown_;
   // Aborted and one-phase outcomes, oldest first.
   std::deque<TxId> other_fifo_;
   std::unordered_map<TxId, CommitResult, TxIdHash> other_;

@@ -945,6 +945,12 @@ TEST(CoordinatorCore, SuspectedOnePhaseParticipantGivesUnknownNotAbort) {
   h.Drain();
   h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
   EXPECT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kUnknown);
+  // A retry of the same txid while it is suspected: still unknown, never a
+  // fast-fail ABORTED (it may have committed there).
+  h.core().Commit(h.now, 2, Writes(kTx1, {1}));
+  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kUnknown);
+  h.core().Commit(h.now, 3, Writes(kTx2, {1}));
+  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kAborted);
 }
 
 TEST(CoordinatorCore, DecidedCommitIsDeliveredWhenTheSuspectedParticipantReturns) {

@@ -31,6 +31,7 @@ namespace internal {
 namespace {
 
 constexpr int kCommitRetryDelayMs = 50;       // times the attempt number
+constexpr int kCommitRetryDelayMaxMs = 200;
 constexpr int kShardMapRetryDelayMs = 30;
 
 Status ClientClosed() { return Status::Unavailable("client closed"); }
@@ -203,7 +204,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   void Commit(std::shared_ptr<const rpc::CommitRequest> req, TxId txid,
               std::function<void(const CommitOutcome&)> done) {
-    CommitAttempt(std::move(req), txid, 1, false, std::move(done));
+    commit_deadline_ms_[txid] = io_.loop()->NowMs() + static_cast<uint64_t>(options_.failover_timeout_ms);
+    CommitAttempt(std::move(req), txid, 1, false,
+                  [self = shared_from_this(), txid, done = std::move(done)](const CommitOutcome& o) {
+                    self->commit_deadline_ms_.erase(txid);
+                    done(o);
+                  });
   }
 
  private:
@@ -230,6 +236,17 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       f();
     });
     delayed_.emplace(key, Delayed{t, std::move(fn)});
+  }
+
+  // A commit may be tried again (same txid) while under kCommitAttemptsMax
+  // attempts and within failover_timeout_ms of the first.
+  bool MayRetry(const TxId& txid, int attempt) const {
+    if (attempt >= kCommitAttemptsMax) return false;
+    auto it = commit_deadline_ms_.find(txid);
+    return it != commit_deadline_ms_.end() && io_.loop()->NowMs() < it->second;
+  }
+  static int RetryDelayMs(int attempt) {
+    return std::min(kCommitRetryDelayMs * attempt, kCommitRetryDelayMaxMs);
   }
 
   void SwitchCoordinator(const std::optional<std::string>& primary) {
@@ -261,6 +278,22 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
         .Commit(*req, options_.commit_timeout_ms,
                 [self, req, txid, attempt, maybe_sent, addr, done = std::move(done)](
                     const RpcStatus& s, const rpc::CommitResult& r) mutable {
+                  if (s.ok() && r.outcome == rpc::Outcome::UNKNOWN &&
+                      self->MayRetry(txid, attempt)) {
+                    // The coordinator cannot tell (it stepped down, or a
+                    // one-phase participant did not answer): ask again with
+                    // the same txid - commit is idempotent by txid - which
+                    // reaches the new primary after a failover.
+                    DTX_LOG_DEBUG("commit txid={} attempt {} at {}: outcome unknown; asking again",
+                                  txid.ToString(), attempt, addr);
+                    self->After(self->RetryDelayMs(attempt),
+                                [self, req = std::move(req), txid, attempt,
+                                 done = std::move(done)]() mutable {
+                                  self->CommitAttempt(std::move(req), txid, attempt + 1, true,
+                                                      std::move(done));
+                                });
+                    return;
+                  }
                   if (s.ok()) {
                     done(FromCommitResult(txid, r));
                     return;
@@ -285,7 +318,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
         case rpc::ErrorCode::UNAVAILABLE:
           SwitchCoordinator(std::nullopt);
           retry = true;
-          delay_ms = kCommitRetryDelayMs * attempt;
+          delay_ms = RetryDelayMs(attempt);
           break;
         case rpc::ErrorCode::WRONG_SHARD:
           RefreshShardMap();
@@ -301,12 +334,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       may_have_run = !s.not_sent();
       SwitchCoordinator(std::nullopt);
       retry = true;
-      delay_ms = kCommitRetryDelayMs * attempt;
+      delay_ms = RetryDelayMs(attempt);
     } else {
       may_have_run = true;  // undecodable reply and the like
     }
     maybe_sent = maybe_sent || may_have_run;
-    if (retry && attempt < kCommitAttemptsMax) {
+    if (retry && MayRetry(txid, attempt)) {
       DTX_LOG_DEBUG("commit txid={} attempt {} at {} failed: {}; retrying", txid.ToString(),
                     attempt, addr, s.ToString());
       auto self = shared_from_this();
@@ -408,6 +441,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::vector<ParticipantStub> participant_stubs_;
   std::unordered_map<uint64_t, Delayed> delayed_;
   uint64_t next_delayed_ = 1;
+  std::unordered_map<TxId, uint64_t, TxIdHash> commit_deadline_ms_;  // commits in progress
 };
 
 class TxState : public std::enable_shared_from_this<TxState> {
@@ -711,6 +745,7 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.request_timeout_ms <= 0 || options.commit_timeout_ms <= 0) {
     return Status::InvalidArgument("timeouts must be > 0 ms");
   }
+  if (options.failover_timeout_ms < 0) return Status::InvalidArgument("failover_timeout_ms < 0");
   if (options.in_flight_tx_max == 0) return Status::InvalidArgument("in_flight_tx_max is 0");
   if (options.retry_backoff_initial_ms <= 0 ||
       options.retry_backoff_max_ms < options.retry_backoff_initial_ms) {

@@ -415,11 +415,28 @@ TEST_F(ClientTest, AbortedCommitCarriesTypedReason) {
   }
 }
 
-TEST_F(ClientTest, UnknownOutcomeIsDistinct) {
+TEST_F(ClientTest, UnknownOutcomeIsResolvedByAskingAgainWithTheSameTxid) {
   ConnectClient();
   rpc::CommitResult unknown;
   unknown.outcome = rpc::Outcome::UNKNOWN;
   coordinator_->Script({CommitAnswer{unknown, std::nullopt, false}});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  EXPECT_TRUE(tx.Commit().ok());
+  EXPECT_FALSE(tx.outcome_unknown());
+  ASSERT_EQ(coordinator_->Requests(), 2u);
+  EXPECT_EQ(coordinator_->requests[0].txid, coordinator_->requests[1].txid);
+}
+
+TEST_F(ClientTest, UnknownOutcomeIsDistinct) {
+  ClientOptions o;
+  o.failover_timeout_ms = 300;  // keeps asking (same txid) for this long
+  ConnectClient(o);
+  rpc::CommitResult unknown;
+  unknown.outcome = rpc::Outcome::UNKNOWN;
+  for (int i = 0; i < kCommitAttemptsMax; ++i) {
+    coordinator_->Script({CommitAnswer{unknown, std::nullopt, false}});
+  }
   Transaction tx = Begin();
   ASSERT_TRUE(tx.Put("k", "v").ok());
   Status s = tx.Commit();
@@ -432,6 +449,7 @@ TEST_F(ClientTest, UnknownOutcomeIsDistinct) {
 TEST_F(ClientTest, ConnectionLostAfterCommitSentIsOutcomeUnknown) {
   ClientOptions o;
   o.commit_timeout_ms = 2000;
+  o.failover_timeout_ms = 300;
   ConnectClient(o);
   coordinator_->Script({CommitAnswer{std::nullopt, std::nullopt, true}});
   Transaction tx = Begin();
@@ -535,6 +553,9 @@ TEST_F(ClientTest, RunGivesUpAfterRetriesAndDoesNotRetryOtherErrors) {
   EXPECT_TRUE(s.IsInvalidArgument());
   EXPECT_EQ(calls, 1);
 
+  ClientOptions no_failover_wait;
+  no_failover_wait.failover_timeout_ms = 0;  // report an unknown outcome at once
+  ConnectClient(no_failover_wait);
   rpc::CommitResult unknown;
   unknown.outcome = rpc::Outcome::UNKNOWN;
   coordinator_->Script({CommitAnswer{unknown, std::nullopt, false}});

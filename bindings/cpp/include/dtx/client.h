@@ -19,9 +19,14 @@
 //   coordinator's Commit with a client-chosen TxId (random `hi` per Client,
 //   counter `lo`). A transaction with no reads and no writes commits locally.
 //   If the commit RPC fails in a way that leaves the outcome open (timeout,
-//   connection lost, coordinator not primary), the client repeats the same
-//   commit (same TxId: the coordinator is idempotent by TxId) on the primary
-//   or the next coordinator, up to kCommitAttemptsMax times.
+//   connection lost, coordinator not primary or starting) or the coordinator
+//   answers UNKNOWN (it stepped down after a failover, or a one-phase
+//   participant did not answer), the client repeats the same commit (same
+//   TxId: the coordinator is idempotent by TxId, and a new primary holds
+//   every commit decision of the old one) on the primary it is pointed to or
+//   the next coordinator, with backoff, up to kCommitAttemptsMax attempts
+//   and ClientOptions::failover_timeout_ms after the first. Only then does
+//   Commit report an unknown outcome.
 // - Abort() drops the buffers; nothing is sent (reads take no locks).
 //
 // Commit results (the Status, plus accessors for the typed details):
@@ -78,7 +83,8 @@
 namespace dtx {
 
 inline constexpr size_t kClientInFlightTxMax = 4096;  // open async transactions
-inline constexpr int kCommitAttemptsMax = 3;
+inline constexpr int kCommitAttemptsMax = 40;
+inline constexpr int kClientFailoverTimeoutMsDefault = 5000;
 inline constexpr int kRunRetriesDefault = 10;
 inline constexpr int kClientRequestTimeoutMsDefault = 5000;
 inline constexpr int kClientCommitTimeoutMsDefault = 10000;
@@ -89,6 +95,9 @@ struct ClientOptions {
   std::vector<std::string> coordinators;
   int request_timeout_ms = kClientRequestTimeoutMsDefault;  // Get, GetShardMap
   int commit_timeout_ms = kClientCommitTimeoutMsDefault;    // one Commit attempt
+  // How long a commit whose outcome is open keeps being retried with the
+  // same txid (covers a coordinator failover: detection + promotion).
+  int failover_timeout_ms = kClientFailoverTimeoutMsDefault;
   size_t in_flight_tx_max = kClientInFlightTxMax;
   // Run(): jittered exponential backoff between attempts.
   int retry_backoff_initial_ms = 2;
