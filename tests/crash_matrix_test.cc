@@ -68,15 +68,15 @@ constexpr int kRecoveryBoundMsDefault = 5000;
 constexpr int kRandomKillSecondsDefault = 15;
 constexpr int kRandomKillGapMsMin = 200;
 constexpr int kRandomKillGapMsMax = 1200;
-constexpr int kFireTimeoutMs = 10000;      // an armed point must fire within this
-constexpr int kObserveTimeoutMs = 20000;   // keep watching past the bound to report the time
-constexpr int kQuiesceTimeoutMs = 20000;   // in-doubt empty / markers readable after the run
-constexpr int kWarmCommitsMin = 20;        // commits before a point is armed
+constexpr int kFireTimeoutMs = 10000;     // an armed point must fire within this
+constexpr int kObserveTimeoutMs = 20000;  // keep watching past the bound to report the time
+constexpr int kQuiesceTimeoutMs = 20000;  // in-doubt empty / markers readable after the run
+constexpr int kWarmCommitsMin = 20;       // commits before a point is armed
 constexpr int kWarmTimeoutMs = 15000;
 constexpr size_t kReadBatchKeysMax = 256;  // Gets in flight in one verification transaction
 constexpr size_t kExamplesMax = 5;         // violations quoted per kind
 constexpr int kPollMs = 10;
-constexpr int kCrashExitStatus = 86;       // fp::kCrashExitCode
+constexpr int kCrashExitStatus = 86;  // fp::kCrashExitCode
 
 int EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -133,9 +133,9 @@ std::vector<Row>& Rows() {
 
 std::string FormatTable() {
   std::ostringstream out;
-  out << "Crash matrix: 3 participants, 1 coordinator, bank workload (" << kWorkers
-      << " clients, " << kParticipants * kAccountsPerShard << " accounts), recovery bound "
-      << RecoveryBoundMs() << " ms\n\n";
+  out << "Crash matrix: 3 participants, 1 coordinator, bank workload (" << kWorkers << " clients, "
+      << kParticipants * kAccountsPerShard << " accounts), recovery bound " << RecoveryBoundMs()
+      << " ms\n\n";
   out << "| cell | node | result | restart ms | recovery ms | after restart ms | committed | "
          "aborted | unknown | not committed | note |\n";
   out << "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n";
@@ -199,7 +199,7 @@ struct Attempt {
   std::string markers[2];  // one marker key on each participant touched
   uint32_t shards = 0;     // bit per participant touched
   Outcome outcome = Outcome::kNotCommitted;
-  std::string detail;      // the commit status, for reports
+  std::string detail;  // the commit status, for reports
   Clock::time_point start, end;
 };
 
@@ -251,12 +251,13 @@ class BankCluster {
     }
     for (int shard = 0; shard < kParticipants; ++shard) {
       for (int i = 0; i < kAccountsPerShard; ++i) {
-        accounts_.push_back(KeyOnShard(shard, "acct/" + std::to_string(shard) + "." +
-                                                  std::to_string(i)));
+        accounts_.push_back(
+            KeyOnShard(shard, "acct/" + std::to_string(shard) + "." + std::to_string(i)));
       }
     }
     Status s = client_->Run([&](Transaction& tx) -> Status {
-      for (const auto& a : accounts_) DTX_RETURN_IF_ERROR(tx.Put(a, std::to_string(kInitialBalance)));
+      for (const auto& a : accounts_)
+        DTX_RETURN_IF_ERROR(tx.Put(a, std::to_string(kInitialBalance)));
       return Status::OK();
     });
     if (!s.ok()) return Status::Internal("loading the accounts: " + s.ToString());
@@ -412,10 +413,18 @@ class BankCluster {
       std::string what = "transfer " + std::to_string(a.id) + " (" + a.markers[0] + ", " +
                          a.markers[1] + "; told: " + a.detail + ")";
       switch (a.outcome) {
-        case Outcome::kCommitted: ++v.committed; break;
-        case Outcome::kAborted: ++v.aborted; break;
-        case Outcome::kUnknown: ++v.unknown; break;
-        case Outcome::kNotCommitted: ++v.not_committed; break;
+        case Outcome::kCommitted:
+          ++v.committed;
+          break;
+        case Outcome::kAborted:
+          ++v.aborted;
+          break;
+        case Outcome::kUnknown:
+          ++v.unknown;
+          break;
+        case Outcome::kNotCommitted:
+          ++v.not_committed;
+          break;
       }
       if (n == 1) {
         partial.push_back(what + " has its marker on " +
@@ -473,8 +482,8 @@ class BankCluster {
     }
     const int64_t want_total = kInitialBalance * static_cast<int64_t>(accounts_.size());
     if (total != want_total) {
-      v.failures.push_back("total balance " + std::to_string(total) + " != " +
-                           std::to_string(want_total));
+      v.failures.push_back("total balance " + std::to_string(total) +
+                           " != " + std::to_string(want_total));
     }
     quote("balances that do not match the visible transfers", wrong);
 
@@ -709,10 +718,9 @@ class CrashMatrixTest : public ::testing::TestWithParam<Cell> {
     BankCluster& bank = *bank_;
     const std::string node = cell.node;
     const bool is_participant = node.starts_with("participant-");
-    const uint32_t mask =
-        is_participant ? 1u << bank.ShardOfNode(node) : (1u << kParticipants) - 1;
-    const std::string exit_line = "restarted " + node + " (exit status " +
-                                  std::to_string(kCrashExitStatus) + ")";
+    const uint32_t mask = is_participant ? 1u << bank.ShardOfNode(node) : (1u << kParticipants) - 1;
+    const std::string exit_line =
+        "restarted " + node + " (exit status " + std::to_string(kCrashExitStatus) + ")";
     std::string log_before = bank.SupervisorLog();
     size_t restarts_before = CountOf(log_before, "restarted ");
     size_t exits_before = CountOf(log_before, exit_line);
@@ -850,7 +858,8 @@ TEST(CrashMatrixRandomTest, RandomKillsUnderLoadRecoverAllOrNothing) {
   const uint64_t seed = static_cast<uint64_t>(
       EnvInt("DTX_CRASH_MATRIX_SEED", static_cast<int>(std::random_device{}() & 0x7fffffff)));
   std::cout << "random-kill run: seed " << seed << " (DTX_CRASH_MATRIX_SEED=" << seed
-            << " replays the schedule), " << seconds << " s" << std::endl;
+            << ": the same kill times and picks; process timing still varies), " << seconds << " s"
+            << std::endl;
   Row row;
   row.cell = "random SIGKILL " + std::to_string(seconds) + " s";
   row.node = "any";
