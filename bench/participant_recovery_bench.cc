@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -30,11 +31,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -70,6 +73,13 @@ constexpr uint64_t kGenKeys = 200000;
 
 double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// CPU time (user + system) of this thread / of the whole process, in ms.
+double CpuMs(int who) {
+  rusage u{};
+  ::getrusage(who, &u);
+  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+}
+
 int FreePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
@@ -85,24 +95,49 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
+void KillChildren();
+
 [[noreturn]] void Fail(const std::string& why) {
   std::cerr << "dtx-participant-recovery-bench: " << why << "\n";
-  std::exit(1);
+  KillChildren();
+  std::fflush(stdout);
+  ::_exit(1);  // not exit(): client threads may still be running
 }
 
-// Processes started here; all killed by pid at exit (normal or Fail()).
-std::vector<pid_t>& Children() {
-  static std::vector<pid_t> pids;
-  return pids;
+// Processes started here; all killed by pid at exit (normal, Fail(), or
+// SIGTERM/SIGINT). A fixed array, so the signal handler can walk it.
+constexpr int kChildrenMax = 16;
+std::atomic<pid_t> g_children[kChildrenMax];
+
+void AddChild(pid_t pid) {
+  for (auto& c : g_children) {
+    pid_t zero = 0;
+    if (c.compare_exchange_strong(zero, pid)) return;
+  }
+  ::kill(pid, SIGKILL);
+  Fail("too many child processes");
+}
+void ForgetChild(pid_t pid) {
+  for (auto& c : g_children) {
+    pid_t p = pid;
+    c.compare_exchange_strong(p, 0);
+  }
 }
 void KillChildren() {
-  for (pid_t pid : Children()) {
+  for (auto& c : g_children) {
+    pid_t pid = c.exchange(0);
     if (pid > 0) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
     }
   }
-  Children().clear();
+}
+extern "C" void OnStopSignal(int) {
+  for (auto& c : g_children) {
+    pid_t pid = c.load();
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
+  ::_exit(1);
 }
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& failpoints) {
@@ -120,7 +155,7 @@ pid_t Spawn(const std::vector<std::string>& argv, const std::string& failpoints)
     ::execv(args[0], args.data());
     ::_exit(127);
   }
-  Children().push_back(pid);
+  AddChild(pid);
   return pid;
 }
 
@@ -130,7 +165,7 @@ std::optional<int> WaitExit(pid_t pid, int timeout_ms) {
   while (Clock::now() < deadline) {
     int st = 0;
     if (::waitpid(pid, &st, WNOHANG) == pid) {
-      std::erase(Children(), pid);
+      ForgetChild(pid);
       return st;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -181,7 +216,7 @@ bool WaitReady(int port, pid_t pid, int timeout_ms) {
     }
     int status = 0;
     if (::waitpid(pid, &status, WNOHANG) == pid) {
-      std::erase(Children(), pid);
+      ForgetChild(pid);
       return false;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(500));
@@ -256,7 +291,9 @@ void CopyDir(const std::string& from, const std::string& to) {
 struct ReplayResult {
   uint64_t records = 0;
   double ms = 0;
-  double end_replay_ms = 0;  // writing the replay buffer to LevelDB
+  double end_replay_ms = 0;  // writing the last replay batch to LevelDB
+  double thread_cpu_ms = 0;  // CPU of the replaying thread
+  double process_cpu_ms = 0; // ... and of the process (LevelDB's compaction thread too)
 };
 
 ReplayResult ReplayInProcess(const std::string& node_dir, bool scan_only) {
@@ -267,6 +304,7 @@ ReplayResult ReplayInProcess(const std::string& node_dir, bool scan_only) {
   if (!store.ok()) Fail(store.status().ToString());
   Core core({}, store->get());
   ReplayResult r;
+  const double thread0 = CpuMs(RUSAGE_THREAD), process0 = CpuMs(RUSAGE_SELF);
   auto t0 = Clock::now();
   (*store)->BeginReplay();
   dtx::wal::ReplayFn fn = [&](dtx::wal::Lsn lsn, uint8_t type, std::string_view payload) {
@@ -282,6 +320,8 @@ ReplayResult ReplayInProcess(const std::string& node_dir, bool scan_only) {
   r.end_replay_ms = Ms(Clock::now() - t_end);
   core.FinishRecovery(0, (*log)->last_lsn());
   r.ms = Ms(Clock::now() - t0);
+  r.thread_cpu_ms = CpuMs(RUSAGE_THREAD) - thread0;
+  r.process_cpu_ms = CpuMs(RUSAGE_SELF) - process0;
   return r;
 }
 
@@ -289,8 +329,31 @@ ReplayResult ReplayInProcess(const std::string& node_dir, bool scan_only) {
 
 struct StartResult {
   double ready_ms = 0;
+  double cpu_ms = 0;  // the node's CPU time (all threads) until it answered
   int64_t replayed = 0;
 };
+
+// utime + stime of `pid` from /proc, in ms; -1 if unreadable.
+double ProcessCpuMs(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::vector<std::string> fields;
+  std::string f;
+  for (size_t i = close + 2; i <= stat.size(); ++i) {
+    if (i == stat.size() || stat[i] == ' ') {
+      fields.push_back(f);
+      f.clear();
+    } else {
+      f.push_back(stat[i]);
+    }
+  }
+  // After the command: field 3 is the state, so utime (14) and stime (15) are at 11 and 12.
+  if (fields.size() < 13) return -1;
+  const double tick_ms = 1000.0 / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return (std::atof(fields[11].c_str()) + std::atof(fields[12].c_str())) * tick_ms;
+}
 
 StartResult StartBinary(const std::string& bin, const std::string& node_dir) {
   int port = FreePort();
@@ -302,6 +365,7 @@ StartResult StartBinary(const std::string& bin, const std::string& node_dir) {
   if (!WaitReady<dtx::rpc::ParticipantClient>(port, pid, kReadyTimeoutMs)) Fail("dtx-participant did not come up");
   StartResult r;
   r.ready_ms = Ms(Clock::now() - t0);
+  r.cpu_ms = ProcessCpuMs(pid);
   PConn c(port, 5000);
   dtx::rpc::NodeStatus st;
   c->GetStatus(st);
@@ -341,9 +405,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
                   "--dir", dir + "/participant-" + std::to_string(i), "--coordinator", caddr},
                  fps);
   };
-  // The first clients-1 PREPAREs pass (and vote YES), the next crashes the
-  // node once it is durable: several undecided PREPAREs are in its log.
-  pid_t pid0 = participant(0, p0, "participant.prepare.after_log=crash-after(" + std::to_string(clients - 1) + ")");
+  pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
   pid_t cpid = Spawn({cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
                       "--participants", "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
@@ -367,8 +429,41 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
       if (static_cast<int>(dtx::ShardHash(k) % 2) == shard) return k;
     }
   };
+  auto request = [&](int64_t lo, int i) {
+    dtx::rpc::CommitRequest req;
+    req.txid.hi = 0x1dbe;
+    req.txid.lo = lo;
+    req.shard_map_version = map_version;
+    for (int shard = 0; shard < 2; ++shard) {
+      dtx::rpc::WriteItem w;
+      w.key = key_on(shard, i);
+      w.__set_value("balance-100");
+      req.writes.push_back(w);
+    }
+    return req;
+  };
+  // Until the coordinator's channels to both participants are up, commits
+  // abort with PARTICIPANT_UNAVAILABLE: warm up first.
+  {
+    auto deadline = Clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
+    CConn c(cport, 10000);
+    for (int64_t lo = 1000000;; ++lo) {
+      dtx::rpc::CommitResult res;
+      c->Commit(res, request(lo, 1000));
+      if (res.outcome == dtx::rpc::Outcome::COMMITTED) break;
+      if (Clock::now() > deadline) Fail("warm-up commit never committed");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  // The next clients-1 PREPAREs pass (and vote YES), the one after crashes
+  // the node once it is durable: several undecided PREPAREs are in its log.
+  {
+    PConn c(p0, 5000);
+    c->SetFailpoint("participant.prepare.after_log", "crash-after(" + std::to_string(clients - 1) + ")");
+  }
   InDoubtResult r;
   std::atomic<int> committed{0}, aborted{0}, failed{0};
+  std::vector<int> outcome(clients, 0);  // 1 committed, 2 aborted
   std::atomic<int> connected{0};
   std::atomic<bool> go{false};
   std::vector<std::thread> threads;
@@ -376,21 +471,13 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
     threads.emplace_back([&, i] {
       try {
         CConn c(cport, 20000);
-        dtx::rpc::CommitRequest req;
-        req.txid.hi = 0x1dbe;
-        req.txid.lo = i + 1;
-        req.shard_map_version = map_version;
-        for (int shard = 0; shard < 2; ++shard) {
-          dtx::rpc::WriteItem w;
-          w.key = key_on(shard, i);
-          w.__set_value("balance-100");
-          req.writes.push_back(w);
-        }
+        dtx::rpc::CommitRequest req = request(i + 1, i);
         ++connected;
         while (!go.load()) std::this_thread::yield();
         dtx::rpc::CommitResult res;
         c->Commit(res, req);
         (res.outcome == dtx::rpc::Outcome::COMMITTED ? committed : aborted)++;
+        outcome[i] = res.outcome == dtx::rpc::Outcome::COMMITTED ? 1 : 2;
       } catch (const std::exception&) {
         ++failed;
       }
@@ -419,6 +506,17 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   r.zero_ms = Ms(Clock::now() - t0);
+  // Every transaction the client was told committed has its write at
+  // participant-0 now; the others do not.
+  for (int i = 0; i < clients; ++i) {
+    if (outcome[i] == 0) continue;
+    dtx::rpc::ReadResult rr;
+    c->Read(rr, key_on(0, i));
+    if (rr.found != (outcome[i] == 1)) {
+      Fail("after recovery, key of client " + std::to_string(i) + " is " + (rr.found ? "" : "not ") +
+           "at participant-0 but its commit was " + (outcome[i] == 1 ? "COMMITTED" : "ABORTED"));
+    }
+  }
   r.in_doubt_after_replay = RecoveredInDoubt(dir + "/participant-0/node.log");
   KillChildren();
   return r;
@@ -458,6 +556,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::atexit(KillChildren);
+  std::signal(SIGTERM, OnStopSignal);
+  std::signal(SIGINT, OnStopSignal);
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   apache::thrift::GlobalOutput.setOutputFunction([](const char*) {});  // connection-refused noise while polling
   const bool made_dir = dir.empty();
   if (made_dir) {
@@ -491,6 +592,15 @@ int main(int argc, char** argv) {
               "%.0f records/s (target >= %.0f: %s)\n",
               static_cast<unsigned long long>(rep.records), rep.ms, rep.end_replay_ms, rate, kReplayTargetRecordsPerS,
               rate >= kReplayTargetRecordsPerS ? "met" : "MISSED");
+  std::printf("  CPU: replaying thread %.0f ms (%.0f records per CPU-second), whole process %.0f ms; load average now %s",
+              rep.thread_cpu_ms, rep.records / (rep.thread_cpu_ms / 1000), rep.process_cpu_ms, [] {
+                static char buf[64] = "?\n";
+                if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+                  if (std::fgets(buf, sizeof(buf), f) == nullptr) std::snprintf(buf, sizeof(buf), "?\n");
+                  std::fclose(f);
+                }
+                return buf;
+              }());
 
   if (replay_only) {
     KillChildren();
@@ -503,10 +613,11 @@ int main(int argc, char** argv) {
 
   CopyDir(dir + "/gen/wal", dir + "/binary/wal");
   StartResult b = StartBinary(pbin, dir + "/binary");
-  std::printf("dtx-participant restart-to-serving on that WAL: %.0f ms (%lld records replayed, %.0f records/s end to end)\n",
-              b.ready_ms, static_cast<long long>(b.replayed), b.replayed / (b.ready_ms / 1000));
+  std::printf("dtx-participant restart-to-serving on that WAL: %.0f ms (%lld records replayed, %.0f records/s end to "
+              "end; the node used %.0f ms of CPU until then)\n",
+              b.ready_ms, static_cast<long long>(b.replayed), b.replayed / (b.ready_ms / 1000), b.cpu_ms);
   StartResult again = StartBinary(pbin, dir + "/binary");
-  std::printf("  ... and again after its clean shutdown (checkpoint): %.0f ms (%lld records replayed)\n",
+  std::printf("  ... and again after its clean shutdown (checkpoint): %.0f ms (%lld records read, those below the checkpoint skipped)\n",
               again.ready_ms, static_cast<long long>(again.replayed));
 
   InDoubtResult d = InDoubt(pbin, cbin, dir + "/cluster", clients);
