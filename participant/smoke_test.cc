@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -139,9 +140,13 @@ class ParticipantSmokeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Args(int port) const {
-    return {"--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port), "--dir", dir_ + "/node",
-            "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
+    std::vector<std::string> a = {"--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port),
+                                  "--dir", dir_ + "/node", "--coordinator",
+                                  "127.0.0.1:" + std::to_string(coordinator_port_)};
+    a.insert(a.end(), extra_args_.begin(), extra_args_.end());
+    return a;
   }
+  std::vector<std::string> extra_args_;
 
   pid_t Spawn(const std::vector<std::string>& args, const std::string& failpoints = "") {
     pid_t pid = ::fork();
@@ -423,6 +428,76 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
   c->ListInDoubt(doubt);
   EXPECT_TRUE(doubt.empty());
   loop.RunSync([&] { server.reset(); });
+}
+
+// Small segments and frequent checkpoints: the WAL is truncated while
+// commits go on and a prepared transaction stays undecided; SIGKILL between
+// checkpoints; the restart has every commit, the delete's tombstone and the
+// in-doubt transaction, and replays far less than was written.
+TEST_F(ParticipantSmokeTest, SigkillAfterWalTruncationKeepsCommitsTombstonesAndInDoubtTransactions) {
+  extra_args_ = {"--wal-segment-bytes", "65536", "--checkpoint-interval-records", "100", "--checkpoint-interval-ms", "20"};
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  constexpr int kCommits = 1200;
+  const std::string pad(400, 'p');
+  std::map<std::string, std::string> model;
+  {
+    Client c(port);
+    for (int i = 0; i < kCommits; ++i) {
+      std::string key = "k" + std::to_string(i % 50);
+      rpc::PrepareResponse vote;
+      if (i % 10 == 9) {
+        rpc::PrepareRequest del = Put(Tx(1000 + i), key, "", /*one_phase=*/true);
+        del.writes[0].__isset.value = false;
+        c->Prepare(vote, del);
+        model.erase(key);
+      } else {
+        c->Prepare(vote, Put(Tx(1000 + i), key, std::to_string(i) + pad, /*one_phase=*/true));
+        model[key] = std::to_string(i) + pad;
+      }
+      ASSERT_EQ(vote.vote, rpc::Vote::YES) << i;
+      if (i == kCommits / 2) {
+        rpc::PrepareResponse held;
+        c->Prepare(held, Put(Tx(7), "held", "v", /*one_phase=*/false));
+        ASSERT_EQ(held.vote, rpc::Vote::YES);
+      }
+    }
+    // Wait for a checkpoint that truncated the log below the in-doubt PREPARE's segment.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    rpc::NodeStatus st;
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      c->GetStatus(st);
+    } while (st.counters["wal_segments_deleted"] < 3 && std::chrono::steady_clock::now() < deadline);
+    EXPECT_GE(st.counters["wal_segments_deleted"], 3);
+    EXPECT_GT(st.counters["checkpoint_retain_from"], 0);
+  }
+  ASSERT_NO_FATAL_FAILURE(KillNode());
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_LT(st.counters["replayed_records"], kCommits) << "replay starts near the oldest in-doubt PREPARE";
+  EXPECT_EQ(st.in_doubt, 1);
+  std::vector<rpc::InDoubtTx> in_doubt;
+  c->ListInDoubt(in_doubt);
+  ASSERT_EQ(in_doubt.size(), 1u);
+  EXPECT_EQ(in_doubt[0].txid.lo, 7);
+  for (int k = 0; k < 50; ++k) {
+    std::string key = "k" + std::to_string(k);
+    rpc::ReadResult r;
+    c->Read(r, key);
+    auto it = model.find(key);
+    EXPECT_EQ(r.found, it != model.end()) << key;
+    if (it != model.end()) {
+      EXPECT_EQ(r.value, it->second) << key;
+    }
+    EXPECT_GT(r.version, 0) << key << ": deleted keys keep their version";
+  }
+  c->Commit(Tx(7), 1);
+  rpc::ReadResult held;
+  c->Read(held, "held");
+  EXPECT_TRUE(held.found);
 }
 
 TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
