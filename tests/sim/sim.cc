@@ -272,6 +272,7 @@ struct Node {
   pc::MemStore checkpoint_image;
   bool checkpointing = false;
   uint64_t down_since_ms = 0;
+  uint64_t up_since_ms = 0;
   uint64_t falsely_suspected_until_ms = 0;  // a false suspicion by the failure detector
   // coordinator: the participants (node ids) its failure detector suspects now
   std::set<int> suspected;
@@ -1007,6 +1008,7 @@ void World::StartCore(Node& n) {
 void World::Restart(Node& n) {
   if (n.up) return;
   n.up = true;
+  n.up_since_ms = now_;
   ++n.incarnation;
   if (trace_on_) Trace(TxId{}, "RESTART " + n.name + " (" + std::to_string(n.wal.entries.size()) + " WAL records)");
   StartCore(n);
@@ -1040,7 +1042,9 @@ void World::DetectFailures(Node& c) {
     if (faults_on_ && n.up && rng_.Chance(p_false_suspicion_)) {
       n.falsely_suspected_until_ms = now_ + rng_.Range(kTickMs, kFalseSuspicionMsMax);
     }
-    const bool suspect = (!n.up && now_ - n.down_since_ms >= kSuspectAfterMs) ||
+    // A freshly started detector has heard nothing yet: it needs the same time.
+    const bool silent_ms_enough = now_ - std::max(n.down_since_ms, c.up_since_ms) >= kSuspectAfterMs;
+    const bool suspect = (!n.up && silent_ms_enough) ||
                          (faults_on_ && n.falsely_suspected_until_ms > now_);
     if (suspect == (c.suspected.count(p) != 0)) continue;
     if (suspect) {
