@@ -25,7 +25,8 @@
 // run time otherwise); after a failing cell the next one gets a fresh cluster
 // so one bug does not fail every later cell. The random-kill run has its own
 // cluster. Environment knobs: DTX_CRASH_MATRIX_BOUND_MS (5000),
-// DTX_CRASH_MATRIX_RANDOM_S (15), DTX_CRASH_MATRIX_SEED (random; printed).
+// DTX_CRASH_MATRIX_RANDOM_S (15), DTX_CRASH_MATRIX_SEED (random; printed),
+// DTX_CRASH_MATRIX_CLIENTS (8 transfer threads, at most 256).
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -62,7 +63,8 @@ using namespace std::chrono_literals;
 constexpr int kParticipants = 3;
 constexpr int kAccountsPerShard = 8;
 constexpr int64_t kInitialBalance = 1000;
-constexpr int kWorkers = 8;
+constexpr int kWorkersDefault = 8;  // client threads, each one transfer at a time
+constexpr int kWorkersMax = 256;
 constexpr int64_t kAmountMax = 10;
 constexpr int kRecoveryBoundMsDefault = 5000;
 constexpr int kRandomKillSecondsDefault = 15;
@@ -89,6 +91,8 @@ int EnvInt(const char* name, int fallback) {
   }
   return out;
 }
+
+int Workers() { return std::min(EnvInt("DTX_CRASH_MATRIX_CLIENTS", kWorkersDefault), kWorkersMax); }
 
 int RecoveryBoundMs() { return EnvInt("DTX_CRASH_MATRIX_BOUND_MS", kRecoveryBoundMsDefault); }
 
@@ -133,7 +137,7 @@ std::vector<Row>& Rows() {
 
 std::string FormatTable() {
   std::ostringstream out;
-  out << "Crash matrix: 3 participants, 1 coordinator, bank workload (" << kWorkers << " clients, "
+  out << "Crash matrix: 3 participants, 1 coordinator, bank workload (" << Workers() << " clients, "
       << kParticipants * kAccountsPerShard << " accounts), recovery bound " << RecoveryBoundMs()
       << " ms\n\n";
   out << "| cell | node | result | restart ms | recovery ms | after restart ms | committed | "
@@ -209,6 +213,14 @@ struct HealthTimes {
   std::optional<Clock::time_point> commit;  // transfers begun after `since` covered the mask
   bool done() const { return ready && clear && commit; }
   Clock::time_point last() const { return std::max({*ready, *clear, *commit}); }
+  // "answers +a, in-doubt empty +b, new commits +c ms" after `t0`.
+  std::string Breakdown(Clock::time_point t0) const {
+    auto at = [&](const std::optional<Clock::time_point>& t) {
+      return t ? "+" + std::to_string(Ms(*t - t0)) : std::string("never");
+    };
+    return "answers " + at(ready) + ", in-doubt empty " + at(clear) + ", new commits " +
+           at(commit) + " ms";
+  }
   std::string Missing() const {
     std::string s;
     if (!ready) s += " node-not-answering";
@@ -280,7 +292,7 @@ class BankCluster {
 
   void StartWorkload() {
     stop_ = false;
-    for (int i = 0; i < kWorkers; ++i) {
+    for (int i = 0; i < Workers(); ++i) {
       uint64_t seed = worker_seed_++;
       workers_.emplace_back([this, seed] { Worker(seed); });
     }
@@ -786,12 +798,10 @@ class CrashMatrixTest : public ::testing::TestWithParam<Cell> {
                   " ms after the crash:" + h.Missing());
     } else {
       row->recovery_ms = Ms(h.last() - crash);
+      row->note += (row->note.empty() ? "" : "; ") + h.Breakdown(crash);
       if (row->recovery_ms > RecoveryBoundMs()) {
         f.push_back("recovery took " + std::to_string(row->recovery_ms) + " ms > bound " +
-                    std::to_string(RecoveryBoundMs()) + " ms (ready +" +
-                    std::to_string(Ms(*h.ready - crash)) + ", in-doubt empty +" +
-                    std::to_string(Ms(*h.clear - crash)) + ", new commit +" +
-                    std::to_string(Ms(*h.commit - crash)) + ")");
+                    std::to_string(RecoveryBoundMs()) + " ms (" + h.Breakdown(crash) + ")");
       }
     }
     bank.StopWorkload();
@@ -935,6 +945,7 @@ TEST(CrashMatrixRandomTest, RandomKillsUnderLoadRecoverAllOrNothing) {
                     " ms after the last kill:" + h.Missing());
       } else {
         row.recovery_ms = Ms(h.last() - *last_kill);
+        row.note += "; " + h.Breakdown(*last_kill);
         int64_t after = Ms(h.last() - *all_running);
         if (after > RecoveryBoundMs()) {
           f.push_back("healing took " + std::to_string(after) +
