@@ -194,9 +194,11 @@ TEST_F(CheckpointTest, SteadyWorkloadKeepsTheWalUnderABound) {
   uint64_t max_bytes = Workload(1, 20000, 64, 500, &model);
   const int64_t deleted = Counter("wal_segments_deleted");
   const int64_t checkpoints = Counter("checkpoints");
-  std::printf("wal bytes max=%llu (%.1f segments), segments deleted=%lld, checkpoints=%lld\n",
+  std::printf("wal bytes max=%llu (%.1f segments), segments deleted=%lld, checkpoints=%lld, last checkpoint write "
+              "(on the worker) %lld us\n",
               static_cast<unsigned long long>(max_bytes), static_cast<double>(max_bytes) / kSegmentBytes,
-              static_cast<long long>(deleted), static_cast<long long>(checkpoints));
+              static_cast<long long>(deleted), static_cast<long long>(checkpoints),
+              static_cast<long long>(Counter("checkpoint_write_us")));
   EXPECT_GE(deleted, 20) << "the workload rolled many segments; most must be gone";
   // A checkpoint every 500 records (~1 segment) or 50 ms, one in flight: the
   // WAL holds the segment being written, the one or two since the last
