@@ -252,7 +252,6 @@ bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epo
 
 void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms) {
   DTX_CHECK(!recovering_);
-  (void)now_ms;
   if (!fatal_.ok()) {
     RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kUnavailable,
                  "participant failed: " + fatal_.ToString());
@@ -275,6 +274,14 @@ void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, 
                      (epoch == epoch_ ? " (made current by another coordinator or before a restart)"
                                       : ""));
     return;
+  }
+  // Transactions prepared under an older epoch will get no decision from
+  // their coordinator any more (a newer one took over, or fenced it out):
+  // ask about them soon rather than after decision_query_after_ms.
+  for (auto& [txid, tx] : txs_) {
+    if (tx.phase == Phase::kPrepared && !tx.one_phase && tx.epoch < epoch_) {
+      Schedule(tx, now_ms + kQueryAfterEpochChangeMs);
+    }
   }
   RespondAck(token, Reply::Kind::kAdoptEpoch, TxId{}, epoch_tag_);
 }
@@ -608,7 +615,8 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
       if (tx.phase == Phase::kPreparing) {
         tx.phase = Phase::kPrepared;
         tx.prepared_at_ms = now_ms;
-        Schedule(tx, now_ms + options_.decision_query_after_ms);
+        Schedule(tx, now_ms + (tx.epoch < epoch_ ? kQueryAfterEpochChangeMs
+                                                 : options_.decision_query_after_ms));
         ++stats_.votes_yes;
       }
       for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, txid, Vote::kYes, w.wait_tag);

@@ -137,6 +137,10 @@ struct PersistOp {
 
 // Ask `coordinator` (empty: the runtime's configured coordinator) for the
 // decision on `txid`; answer with OnDecision.
+// After AdoptEpoch raised the epoch, transactions prepared under an older one
+// are asked about this soon (the new coordinator needs a moment to serve).
+inline constexpr uint64_t kQueryAfterEpochChangeMs = 50;
+
 struct QueryDecisionMsg {
   TxId txid;
   std::string coordinator;

@@ -771,6 +771,21 @@ TEST(ParticipantCoreTest, AdoptEpochGrantsEachEpochToOneCoordinatorOnly) {
   EXPECT_EQ(n.reply(n.AdoptEpoch(0, "c1")).error, ErrorCode::kBadArgument);
 }
 
+TEST(ParticipantCoreTest, AdoptedEpochAsksAboutTransactionsPreparedUnderAnOlderOneSoon) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("a", "1")}, false, false, /*epoch=*/1));
+  n.Sync();
+  n.Tick(100);
+  EXPECT_TRUE(n.sent().empty()) << "normally asked only after decision_query_after_ms";
+  Token a = n.AdoptEpoch(2, "c1");
+  n.Sync();
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  n.Tick(kQueryAfterEpochChangeMs);
+  ASSERT_EQ(n.sent().size(), 1u);
+  EXPECT_EQ(n.sent()[0].txid, kT1);
+  EXPECT_EQ(n.sent()[0].epoch, 1);
+}
+
 // --- recovery --------------------------------------------------------------------------
 
 TEST(ParticipantCoreTest, CrashBeforePrepareIsDurableForgetsTheTransaction) {

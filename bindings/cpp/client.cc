@@ -249,6 +249,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     return std::min(kCommitRetryDelayMs * attempt, kCommitRetryDelayMaxMs);
   }
 
+  // After `failed` did not serve: move on to the next coordinator, unless
+  // another request already moved the client off it (concurrent failures
+  // must not toggle it back).
+  void SwitchAwayFrom(const std::string& failed) {
+    if (coordinator_addresses_[coordinator_index_] == failed) SwitchCoordinator(std::nullopt);
+  }
+
   void SwitchCoordinator(const std::optional<std::string>& primary) {
     if (primary && !primary->empty()) {
       auto it = std::find(coordinator_addresses_.begin(), coordinator_addresses_.end(), *primary);
@@ -316,7 +323,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
           retry = true;
           break;
         case rpc::ErrorCode::UNAVAILABLE:
-          SwitchCoordinator(std::nullopt);
+          SwitchAwayFrom(addr);
           retry = true;
           delay_ms = RetryDelayMs(attempt);
           break;
@@ -332,7 +339,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       }
     } else if (s.IsUnavailable() || s.IsTimeout()) {
       may_have_run = !s.not_sent();
-      SwitchCoordinator(std::nullopt);
+      SwitchAwayFrom(addr);
       retry = true;
       delay_ms = RetryDelayMs(attempt);
     } else {
@@ -379,7 +386,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                        }
                        bool hinted = s.error_code() == rpc::ErrorCode::NOT_PRIMARY &&
                                      s.primary().has_value();
-                       self->SwitchCoordinator(hinted ? s.primary() : std::nullopt);
+                       if (hinted) {
+                         self->SwitchCoordinator(s.primary());
+                       } else {
+                         self->SwitchAwayFrom(addr);
+                       }
                        std::string err = addr + ": " + s.ToString();
                        self->After(hinted ? 0 : kShardMapRetryDelayMs,
                                    [self, attempts_left, err, done = std::move(done)]() mutable {

@@ -1,0 +1,456 @@
+// Failover under the bank workload with real processes: three dtx-participant
+// binaries, a primary and a backup dtx-coordinator, and client threads using
+// the C++ binding (which knows both coordinators). The primary is killed
+// (SIGKILL, or `crash` armed at one coordinator failpoint); the backup takes
+// over. Checked afterwards, once no participant has anything in doubt:
+//   - the invariant: the balances still sum to the initial total (a transfer
+//     applied on one participant and not the other breaks it);
+//   - every transfer the client saw COMMITTED is visible (its marker key
+//     exists) and no transfer the client saw ABORTED is (its marker is absent);
+//   - clients committed transfers against the new primary after the kill.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "Coordinator.h"
+#include "Participant.h"
+#include "common/log.h"
+#include "dtx/client.h"
+
+#ifndef DTX_COORDINATOR_BIN
+#error "DTX_COORDINATOR_BIN must name the dtx-coordinator binary"
+#endif
+#ifndef DTX_PARTICIPANT_BIN
+#error "DTX_PARTICIPANT_BIN must name the dtx-participant binary"
+#endif
+
+namespace dtx {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using apache::thrift::protocol::TBinaryProtocol;
+using apache::thrift::transport::TFramedTransport;
+using apache::thrift::transport::TSocket;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/dtx-failover-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    if (std::getenv("DTX_TEST_KEEP_DIR") != nullptr) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A child process, SIGKILLed (after SIGCONT) and reaped on destruction.
+class Process {
+ public:
+  Process(const std::string& bin, std::vector<std::string> args) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int devnull = ::open("/dev/null", O_WRONLY);
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+      std::vector<char*> argv;
+      std::string b = bin;
+      argv.push_back(b.data());
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(b.c_str(), argv.data());
+      ::_exit(127);
+    }
+  }
+  ~Process() { Kill(); }
+  void Kill() {
+    if (pid_ > 0 && !exited_) {
+      ::kill(pid_, SIGCONT);
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      exited_ = true;
+    }
+  }
+  bool Exited() {
+    if (exited_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) exited_ = true;
+    return exited_;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool exited_ = false;
+};
+
+template <typename ClientT>
+class Sync {
+ public:
+  explicit Sync(int port)
+      : socket_(std::make_shared<TSocket>("127.0.0.1", port)),
+        transport_(std::make_shared<TFramedTransport>(socket_)),
+        client_(std::make_shared<TBinaryProtocol>(transport_)) {
+    socket_->setConnTimeout(500);
+    socket_->setRecvTimeout(2000);
+    socket_->setSendTimeout(2000);
+  }
+  bool Open() {
+    try {
+      transport_->open();
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  ClientT* operator->() { return &client_; }
+
+ private:
+  std::shared_ptr<TSocket> socket_;
+  std::shared_ptr<TFramedTransport> transport_;
+  ClientT client_;
+};
+
+std::optional<rpc::NodeStatus> CoordinatorStatus(int port) {
+  Sync<rpc::CoordinatorClient> c(port);
+  if (!c.Open()) return std::nullopt;
+  try {
+    rpc::NodeStatus st;
+    c->GetStatus(st);
+    return st;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<rpc::NodeStatus> ParticipantStatus(int port) {
+  Sync<rpc::ParticipantClient> c(port);
+  if (!c.Open()) return std::nullopt;
+  try {
+    rpc::NodeStatus st;
+    c->GetStatus(st);
+    return st;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+constexpr int kAccounts = 16;
+constexpr int kInitialBalance = 100;
+constexpr int kParticipants = 3;
+
+std::string Account(int i) { return "acct-" + std::to_string(i); }
+
+struct Attempt {
+  std::string marker;
+  enum { kCommitted, kAborted, kUnknown } outcome;
+  Clock::time_point at;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(const std::string& dir) : dir_(dir) {
+    for (int i = 0; i < kParticipants; ++i) pports_.push_back(FreePort());
+    c0_ = FreePort();
+    c1_ = FreePort();
+    std::string plist;
+    for (int p : pports_) plist += (plist.empty() ? "" : ",") + Addr(p);
+    plist_ = plist;
+    for (int i = 0; i < kParticipants; ++i) {
+      participants_.push_back(std::make_unique<Process>(
+          DTX_PARTICIPANT_BIN,
+          std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
+                                   Addr(pports_[i]), "--dir", dir + "/p" + std::to_string(i),
+                                   "--coordinator", Addr(c0_), "--coordinators",
+                                   Addr(c0_) + "," + Addr(c1_)}));
+    }
+    primary_ = StartCoordinator(0, "primary", {});
+    backup_ = StartCoordinator(1, "backup", {});
+  }
+
+  std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
+                                            std::vector<std::string> extra) {
+    int port = which == 0 ? c0_ : c1_;
+    int peer = which == 0 ? c1_ : c0_;
+    std::vector<std::string> args = {"--name", "coordinator-" + std::to_string(which),
+                                     "--listen", Addr(port), "--dir",
+                                     dir_ + "/c" + std::to_string(which), "--participants",
+                                     plist_, "--role", role, "--peer", Addr(peer)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
+  }
+
+  bool WaitServing() {
+    return WaitFor(
+        [&] {
+          for (int p : pports_) {
+            if (!ParticipantStatus(p)) return false;
+          }
+          auto st = CoordinatorStatus(c0_);
+          return st && st->role == "primary" && st->counters["backup_in_sync"] == 1;
+        },
+        std::chrono::seconds(20));
+  }
+
+  bool WaitNothingInDoubt() {
+    return WaitFor(
+        [&] {
+          for (int p : pports_) {
+            auto st = ParticipantStatus(p);
+            if (!st || st->in_flight != 0 || st->in_doubt != 0) return false;
+          }
+          return true;
+        },
+        std::chrono::seconds(20));
+  }
+
+  int c0_ = 0, c1_ = 0;
+  std::vector<int> pports_;
+  std::string plist_;
+  std::string dir_;
+  std::vector<std::unique_ptr<Process>> participants_;
+  std::unique_ptr<Process> primary_;
+  std::unique_ptr<Process> backup_;
+};
+
+// Runs the bank workload; `fault` is called once, `fault_after` into it.
+// Returns the attempts seen by clients.
+void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milliseconds fault_after,
+             std::chrono::milliseconds duration, int64_t* failover_ms, uint64_t* commits_after) {
+  if (std::getenv("DTX_TEST_CLIENT_LOG") != nullptr) {
+    log::Options lo;
+    lo.node = "client";
+    lo.file = cl.dir_ + "/client.log";
+    lo.level = "debug";
+    (void)log::Init(lo);
+  }
+  ClientOptions o;
+  o.coordinators = {Addr(cl.c0_), Addr(cl.c1_)};
+  o.commit_timeout_ms = 3000;
+  o.request_timeout_ms = 2000;
+  auto client = Client::Connect(o);
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  // Load the accounts.
+  Status s = (*client)->Run([](Transaction& tx) {
+    for (int i = 0; i < kAccounts; ++i) DTX_RETURN_IF_ERROR(tx.Put(Account(i), std::to_string(kInitialBalance)));
+    return Status::OK();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+
+  constexpr int kThreads = 4;
+  std::mutex mu;
+  std::vector<Attempt> attempts;
+  std::atomic<bool> faulted{false};
+  std::atomic<int64_t> fault_at_ns{0};
+  std::atomic<int64_t> first_commit_after_ns{-1};
+  std::atomic<uint64_t> after{0};
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(1234 + t);
+      for (int i = 0; Clock::now() - start < duration; ++i) {
+        int a = static_cast<int>(rng() % kAccounts), b = static_cast<int>(rng() % kAccounts);
+        if (a == b) continue;
+        int amount = 1 + static_cast<int>(rng() % 5);
+        auto tx = (*client)->Begin();
+        if (!tx.ok()) continue;
+        auto va = tx->Get(Account(a));
+        auto vb = tx->Get(Account(b));
+        if (!va.ok() || !vb.ok() || !va->has_value() || !vb->has_value()) {
+          (void)tx->Abort();
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          continue;
+        }
+        std::string marker = "marker-" + std::to_string(t) + "-" + std::to_string(i);
+        (void)tx->Put(Account(a), std::to_string(std::stoi(**va) - amount));
+        (void)tx->Put(Account(b), std::to_string(std::stoi(**vb) + amount));
+        (void)tx->Put(marker, "1");
+        Status c = tx->Commit();
+        Attempt at{marker, Attempt::kAborted, Clock::now()};
+        if (c.ok()) {
+          at.outcome = Attempt::kCommitted;
+          if (faulted.load()) {
+            ++after;
+            int64_t expected = -1;
+            first_commit_after_ns.compare_exchange_strong(
+                expected, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              at.at.time_since_epoch()).count());
+          }
+        } else if (tx->outcome_unknown()) {
+          at.outcome = Attempt::kUnknown;
+        } else if (!c.IsAborted()) {
+          at.outcome = Attempt::kAborted;  // nothing was committed (not sent)
+        }
+        std::lock_guard<std::mutex> l(mu);
+        attempts.push_back(at);
+      }
+    });
+  }
+  std::this_thread::sleep_for(fault_after);
+  fault_at_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  fault();
+  faulted = true;
+  for (auto& th : threads) th.join();
+  if (first_commit_after_ns >= 0) {
+    *failover_ms = (first_commit_after_ns - fault_at_ns) / 1000000;
+  } else {
+    *failover_ms = -1;
+  }
+  *commits_after = after;
+
+  ASSERT_TRUE(cl.WaitNothingInDoubt()) << "participants still hold transactions";
+  // The invariant and visibility, read through a fresh transaction.
+  auto check = (*client)->Begin();
+  ASSERT_TRUE(check.ok());
+  int64_t sum = 0;
+  for (int i = 0; i < kAccounts; ++i) {
+    auto v = check->Get(Account(i));
+    ASSERT_TRUE(v.ok() && v->has_value()) << Account(i) << " " << v.status().ToString();
+    sum += std::stoi(**v);
+  }
+  EXPECT_EQ(sum, static_cast<int64_t>(kAccounts) * kInitialBalance) << "invariant broken";
+  (void)check->Abort();
+  size_t committed = 0, aborted = 0, unknown = 0, reads = 0;
+  for (const Attempt& at : attempts) {
+    if (at.outcome == Attempt::kUnknown) {
+      ++unknown;
+      continue;
+    }
+    if (reads++ % 500 == 0) {  // a transaction reads at most kTxKeysMax keys
+      (void)check->Abort();
+      check = (*client)->Begin();
+      ASSERT_TRUE(check.ok());
+    }
+    auto v = check->Get(at.marker);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    if (at.outcome == Attempt::kCommitted) {
+      ++committed;
+      EXPECT_TRUE(v->has_value()) << at.marker << " was acknowledged COMMITTED but is not visible";
+    } else {
+      ++aborted;
+      EXPECT_FALSE(v->has_value()) << at.marker << " was reported aborted but is visible";
+    }
+  }
+  (void)check->Abort();
+  std::printf("bank: %zu committed, %zu aborted, %zu unknown; %llu committed after the fault\n",
+              committed, aborted, unknown, static_cast<unsigned long long>(*commits_after));
+  EXPECT_GT(committed, 10u);
+}
+
+TEST(FailoverTest, SigkillPrimaryUnderBankWorkload) {
+  TempDir dir;
+  Cluster cl(dir.path());
+  ASSERT_TRUE(cl.WaitServing());
+  int64_t failover_ms = -1;
+  uint64_t after = 0;
+  RunBank(cl, [&] { cl.primary_->Kill(); }, std::chrono::milliseconds(1500),
+          std::chrono::milliseconds(5000), &failover_ms, &after);
+  std::printf("failover under load (SIGKILL primary -> first client commit on the new primary): "
+              "%lld ms\n",
+              static_cast<long long>(failover_ms));
+  EXPECT_GT(after, 0u) << "clients did not carry on against the new primary";
+  auto st = CoordinatorStatus(cl.c1_);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->role, "primary");
+  // The old primary comes back: it steps down and follows as an in-sync backup.
+  cl.primary_ = cl.StartCoordinator(0, "primary", {});
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto s0 = CoordinatorStatus(cl.c0_);
+        auto s1 = CoordinatorStatus(cl.c1_);
+        return s0 && s0->role == "backup" && s1 && s1->counters["backup_in_sync"] == 1;
+      },
+      std::chrono::seconds(15)));
+}
+
+// `crash` at each coordinator failpoint of the commit path, armed on the
+// primary while the workload runs.
+class FailpointCrash : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(FailpointCrash, BackupTakesOverAndNothingDiverges) {
+  TempDir dir;
+  Cluster cl(dir.path());
+  ASSERT_TRUE(cl.WaitServing());
+  int64_t failover_ms = -1;
+  uint64_t after = 0;
+  RunBank(
+      cl,
+      [&] {
+        Sync<rpc::CoordinatorClient> c(cl.c0_);
+        ASSERT_TRUE(c.Open());
+        c->SetFailpoint(GetParam(), "crash");
+        ASSERT_TRUE(WaitFor([&] { return cl.primary_->Exited(); }, std::chrono::seconds(5)))
+            << "the failpoint was never reached";
+      },
+      std::chrono::milliseconds(1000), std::chrono::milliseconds(4000), &failover_ms, &after);
+  std::printf("crash at %s: first commit on the new primary %lld ms after arming\n", GetParam(),
+              static_cast<long long>(failover_ms));
+  EXPECT_GT(after, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(CoordinatorFailpoints, FailpointCrash,
+                         ::testing::Values("coordinator.votes.after_all",
+                                           "coordinator.decision.before_log",
+                                           "coordinator.decision.after_log",
+                                           "coordinator.phase2.after_first_commit",
+                                           "coordinator.end.before_log"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           std::string n = info.param;
+                           for (char& ch : n) {
+                             if (ch == '.') ch = '_';
+                           }
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace dtx
