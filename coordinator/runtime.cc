@@ -329,6 +329,8 @@ rpc::NodeStatus Runtime::GetStatus() const {
   c["rejected_suspected"] = static_cast<int64_t>(cs.rejected_suspected);
   c["established"] = established_ ? 1 : 0;
   c["promotions"] = static_cast<int64_t>(promotions_);
+  c["participant_suspicions"] = static_cast<int64_t>(participant_suspicions_);
+  c["peer_suspicions"] = static_cast<int64_t>(peer_suspicions_);
   c["step_downs"] = static_cast<int64_t>(step_downs_);
   c["epoch_bump_in_progress"] = bump_.epoch;
   if (role_ == Role::kPrimary) {
@@ -664,6 +666,7 @@ void Runtime::CheckSuspicions() {
     if (s == w.suspected) continue;
     w.suspected = s;
     if (s) {
+      ++participant_suspicions_;
       DTX_LOG_WARN("participant {} suspected: no heartbeat for {} ms", address,
                    w.fd.heard() ? w.fd.AgeMs(now) : static_cast<int64_t>(-1));
     } else {
@@ -679,6 +682,7 @@ void Runtime::CheckSuspicions() {
     if (s != peer_suspected_) {
       peer_suspected_ = s;
       if (s) {
+        ++peer_suspicions_;
         DTX_LOG_WARN("peer coordinator {} suspected: no heartbeat for {} ms", options_.ha.peer,
                      peer_fd_.AgeMs(now));
         if (role_ == Role::kPrimary) BackupLost("backup suspected (no heartbeat)");

@@ -256,6 +256,8 @@ class Runtime {
   Epoch solo_epoch_pending_ = 0;  // BumpEpoch on a running core, until durable
   uint64_t peer_suspected_at_ms_ = 0;
   uint64_t promotions_ = 0;
+  uint64_t participant_suspicions_ = 0;  // transitions to suspected
+  uint64_t peer_suspicions_ = 0;
   uint64_t step_downs_ = 0;
   std::map<std::string, ParticipantPeerStub> adopt_stubs_;
   TimerId heartbeat_timer_ = 0;

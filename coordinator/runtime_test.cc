@@ -1078,6 +1078,67 @@ TEST(CoordinatorBinary, BackupThatIsNotInSyncNeverPromotes) {
   for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(fakes.at(i).adoptions().empty());
 }
 
+// No false suspicions at full load: 32 client threads against a primary with
+// a backup, for DTX_LOAD_SECONDS (default 5; the report's figure used 60).
+// Counts every transition to "suspected" on both coordinators.
+TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  std::vector<std::string> pargs =
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport);
+  pargs[pargs.size() - 5] = "info";
+  std::vector<std::string> bargs =
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport);
+  bargs[bargs.size() - 5] = "info";
+  Process primary(pargs);
+  Process backup(bargs);
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  const char* env = std::getenv("DTX_LOAD_SECONDS");
+  const int seconds = env != nullptr ? std::max(1, std::atoi(env)) : 5;
+  constexpr int kThreads = 32;
+  std::atomic<uint64_t> committed{0}, failed{0};
+  std::vector<std::thread> threads;
+  auto start = Clock::now();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Client c(pport);
+      if (!c.Open()) {
+        ++failed;
+        return;
+      }
+      for (uint64_t i = 0; Clock::now() - start < std::chrono::seconds(seconds); ++i) {
+        rpc::CommitResult res;
+        try {
+          c->Commit(res, WriteReq(TxId{static_cast<uint64_t>(7000 + t), i},
+                                  {KeyOn(0, 3), KeyOn(1, 3), KeyOn(2, 3)}));
+          if (res.outcome == rpc::Outcome::COMMITTED) ++committed; else ++failed;
+        } catch (const std::exception&) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  rpc::NodeStatus ps = StatusOf(pport), bs = StatusOf(bport);
+  std::printf("full load %d s, %d clients, 3-participant commits with an in-sync backup: %.0f/s; "
+              "false suspicions: primary %lld (participants) + %lld (peer), backup %lld "
+              "(participants) + %lld (peer)\n",
+              seconds, kThreads, committed / secs,
+              static_cast<long long>(ps.counters["participant_suspicions"]),
+              static_cast<long long>(ps.counters["peer_suspicions"]),
+              static_cast<long long>(bs.counters["participant_suspicions"]),
+              static_cast<long long>(bs.counters["peer_suspicions"]));
+  EXPECT_EQ(failed.load(), 0u);
+  EXPECT_EQ(ps.counters["participant_suspicions"], 0);
+  EXPECT_EQ(ps.counters["peer_suspicions"], 0);
+  EXPECT_EQ(bs.counters["participant_suspicions"], 0);
+  EXPECT_EQ(bs.counters["peer_suspicions"], 0);
+  EXPECT_EQ(ps.counters["backup_in_sync"], 1);
+}
+
 // Throughput of two-participant commits with and without a backup (printed).
 TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
   auto run = [&](bool with_backup) -> double {
