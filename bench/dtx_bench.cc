@@ -1,72 +1,111 @@
-// dtx-bench: closed-loop workloads against a running dtx cluster.
+// dtx-bench: workloads against a running dtx cluster (tools/README.md,
+// "dtx-bench"; flags in bench/dtx_bench_lib.cc).
 //
-//   dtx-bench --workload bank (--cluster DIR | --coordinator HOST:PORT)
-//             --clients N --duration S [--accounts 100000] [--warmup S]
-//             [--initial-balance 1000] [--json FILE] [--seed N] [--no-load]
+//   dtx-bench --workload bank|ycsb-a|ycsb-b|ycsb-f
+//             (--cluster DIR | --coordinator HOST:PORT)
+//             (--clients N | --rate R) --duration S [--warmup S] [options]
+//   dtx-bench plot REPORT.json [...] [--out PREFIX] [--format png|svg]
 //
-// bank: loads --accounts accounts ("acct/<8 digits>" -> decimal balance) with
-// batched load transactions (they spread over the participants by the shard
-// hash), then keeps --clients transfers in flight through the C++ client's
-// asynchronous API from one thread (no thread per client): each transfer reads
-// two random accounts, moves a random amount from one to the other and
-// commits; when it finishes the next one starts. Reports committed tx/s,
-// aborts by reason, latency of committed transfers (begin to commit outcome:
-// both reads and the commit) p50/p99/p999/max (LatencyHistogram, within
-// 1/128 relative error), and with --cluster the CPU seconds all dtx node
-// processes used per committed transaction (/proc/<pid>/stat of the pids in
-// DIR/<node>/pid, before and after the measured window). At the end it sums
-// every balance with read-only transactions (each validated at commit; no
-// transfer is running then) and checks the total is accounts * balance.
+// Every transaction goes through the C++ client's asynchronous API from one
+// thread (no thread per client). Closed loop (--clients N): N transactions in
+// flight, the next starts when one finishes. Open loop (--rate R): transaction
+// i is meant to start at t0 + i/R; its latency counts from that intended start
+// (no coordinated omission), and at most --max-in-flight run at once (later
+// ones wait, and their wait counts).
+//
+// Workloads (keys chosen uniform or zipfian, --keys-per-tx distinct keys,
+// optionally spanning exactly --participants-per-tx participants):
+//   bank    read K accounts, move a random amount from the first to each of
+//           the others, commit. The total is checked at the end (read-only
+//           transactions after the load stopped) and, with --check-interval,
+//           periodically by one consistent read-only transaction over all
+//           accounts while transfers run.
+//   ycsb-a  each key: read (50%) or blind update (50%); ycsb-b: 95% / 5%.
+//   ycsb-f  each key: read, then write a modified value (read-modify-write).
+//
+// Phases per transaction, as the client sees them: read (begin to the last
+// Get answer), commit (Commit call to its outcome: prepare + decision inside
+// the cluster; the client cannot split those), total (intended start to
+// outcome). Node-side prepare/decision timings are not measured here.
 //
 // Exit status: 0 ok; 1 the invariant is broken or the run failed; 2 bad usage.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
-#include <boost/program_options.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "bench/dtx_bench_histogram.h"
+#include "bench/dtx_bench_lib.h"
+#include "bench/dtx_bench_plot.h"
 #include "dtx/client.h"
 #include "tools/cluster_config.h"
 
-namespace po = boost::program_options;
+extern char** environ;
+
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
 
 namespace dtx::bench {
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitUsage = 2;
-
-constexpr int kClientsMax = 4000;             // below the client's in-flight limit
-constexpr int kDurationSecondsMax = 24 * 3600;
-constexpr int64_t kAccountsMax = 100'000'000;
-constexpr int kLoadBatchAccounts = 200;       // accounts written per load transaction
-constexpr int kLoadInFlight = 16;             // load transactions in flight
-constexpr int kSumBatchAccounts = 500;        // accounts read per read-only transaction
+constexpr int kLoadBatchKeys = 200;        // keys written per load transaction
+constexpr int kLoadInFlight = 16;          // load transactions in flight
+constexpr int kSumBatchAccounts = 500;     // accounts read per read-only transaction
 constexpr int kSumInFlight = 16;
-constexpr int kBatchAttemptsMax = 20;         // load/sum batch retries on aborts
+constexpr int kBatchAttemptsMax = 20;      // load/sum batch retries on aborts
+constexpr int kCheckAttemptsMax = 20;      // periodic consistent check retries
 constexpr int kTransferAmountMax = 100;
-constexpr auto kDrainTimeout = 60s;           // in-flight transfers after the stop
+constexpr int kShardPickAttemptsMax = 1000;  // --participants-per-tx key search
+constexpr auto kDrainTimeout = 60s;          // in-flight transactions after the stop
+constexpr int kFloorFsyncs = 200;
+constexpr int kFloorRoundTrips = 2000;
+constexpr size_t kFloorRecordBytes = 256;
 
 std::string AccountKey(int64_t i) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "acct/%08lld", static_cast<long long>(i));
   return buf;
+}
+std::string YcsbKey(int64_t i) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "user/%010lld", static_cast<long long>(i));
+  return buf;
+}
+std::string KeyName(const Config& cfg, int64_t i) {
+  return cfg.workload == Workload::kBank ? AccountKey(i) : YcsbKey(i);
+}
+std::string LoadValue(const Config& cfg, int64_t i) {
+  if (cfg.workload == Workload::kBank) return std::to_string(cfg.initial_balance);
+  std::string v(static_cast<size_t>(cfg.value_size), 'a');
+  for (size_t j = 0; j < v.size(); ++j) v[j] = static_cast<char>('a' + (i + j) % 26);
+  return v;
 }
 
 bool ParseBalance(const std::string& s, int64_t* out) {
@@ -82,19 +121,10 @@ bool ParseBalance(const std::string& s, int64_t* out) {
   return true;
 }
 
-struct Config {
-  std::string workload;
-  std::string cluster_dir;
-  std::string coordinator;
-  int clients = 0;
-  double duration_s = 0;
-  double warmup_s = 0;
-  int64_t accounts = 100000;
-  int64_t initial_balance = 1000;
-  std::string json_path;
-  uint64_t seed = 0;
-  bool no_load = false;
-};
+uint64_t Ns(Clock::duration d) {
+  return static_cast<uint64_t>(std::max<int64_t>(
+      0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+}
 
 // ---------------------------------------------------------------------------
 // Batches (load and sum): async transactions over ranges of accounts, a few
@@ -167,18 +197,21 @@ class BatchRunner {
   Attempt attempt_;
 };
 
-Status LoadAccounts(Client& client, const Config& cfg) {
+// Writes every key of the workload (bank: the accounts with their initial
+// balance; ycsb: --value-size bytes).
+Status LoadKeys(Client& client, const Config& cfg) {
+  int batch = std::max<int>(1, std::min<int64_t>(kLoadBatchKeys, (2 << 20) / (cfg.value_size + 32)));
   auto attempt = [&](int64_t first, int64_t count, std::function<void(const Status&)> done) {
     auto tx = client.BeginAsync();
     if (!tx.ok()) return done(tx.status());
     for (int64_t i = first; i < first + count; ++i) {
-      Status s = (*tx)->Put(AccountKey(i), std::to_string(cfg.initial_balance));
+      Status s = (*tx)->Put(KeyName(cfg, i), LoadValue(cfg, i));
       if (!s.ok()) return done(s);
     }
     auto keep = *tx;
     keep->Commit([keep, done](const CommitOutcome& o) { done(o.status); });
   };
-  return BatchRunner::Run(cfg.accounts, kLoadBatchAccounts, kLoadInFlight, attempt);
+  return BatchRunner::Run(cfg.key_count(), batch, kLoadInFlight, attempt);
 }
 
 // Sums every balance with read-only transactions; fails on a missing or
@@ -239,28 +272,71 @@ Result<int64_t> SumBalances(Client& client, const Config& cfg) {
   return total;
 }
 
+
 // ---------------------------------------------------------------------------
-// The closed loop of transfers.
+// The transaction loop (closed or open).
 
 struct Stats {
   uint64_t committed = 0;
+  uint64_t started = 0;
   std::map<std::string, uint64_t> failures;  // "conflict", "get:Unavailable", ...
-  LatencyHistogram latency_ns;
+  LatencyHistogram total_ns;                 // committed: intended start to outcome
+  LatencyHistogram read_ns;                  // committed: begin to the last Get answer
+  LatencyHistogram commit_ns;                // committed: Commit call to outcome
+  LatencyHistogram start_delay_ns;           // open loop: actual - intended start
+  std::map<int, uint64_t> participants_per_tx;  // committed, by distinct participants
 };
 
-class TransferLoop : public std::enable_shared_from_this<TransferLoop> {
+class TxLoop : public std::enable_shared_from_this<TxLoop> {
  public:
-  TransferLoop(Client* client, const Config& cfg) : client_(client), cfg_(cfg), rng_(cfg.seed) {}
+  TxLoop(Client* client, const Config& cfg, Clock::time_point t0)
+      : client_(client),
+        cfg_(cfg),
+        chooser_(cfg.key_count(), cfg.distribution, cfg.zipf_theta),
+        rng_(cfg.seed),
+        timeline_(t0),
+        shards_(client->participants().size()) {}
 
-  void Start() {
-    for (int i = 0; i < cfg_.clients; ++i) StartOne();
+  // Closed loop: fill every slot.
+  void StartClosed() {
+    for (int i = 0; i < cfg_.clients; ++i) StartOne(Clock::now());
   }
-  // From now on, finished transfers count.
+
+  // Open loop: runs on the calling thread until Stop(); starts transaction i
+  // at its intended time (or as soon as a slot frees up).
+  void RunOpen(Clock::time_point t0) {
+    OpenLoopSchedule sched(t0, cfg_.rate);
+    uint64_t next = 0;
+    while (!stopping_.load()) {
+      auto now = Clock::now();
+      uint64_t due = sched.DueBy(now);
+      while (next < due && !stopping_.load()) {
+        {
+          std::lock_guard lock(mu_);
+          if (in_flight_ >= static_cast<uint64_t>(cfg_.open_loop_in_flight_max)) break;
+        }
+        StartOne(sched.IntendedStart(next));
+        ++next;
+      }
+      std::unique_lock lock(mu_);
+      bool behind = next < sched.DueBy(Clock::now());
+      if (behind) {
+        // Wait for a slot (a finishing transaction notifies).
+        cv_.wait_for(lock, 1ms);
+      } else {
+        lock.unlock();
+        std::this_thread::sleep_until(std::min(sched.IntendedStart(next), Clock::now() + 50ms));
+      }
+    }
+    std::lock_guard lock(mu_);
+    backlog_at_stop_ = sched.DueBy(Clock::now()) - next;
+  }
+
   void BeginMeasuring() { measuring_.store(true); }
-  // No new transfers; those in flight still finish.
   void Stop() {
     measuring_.store(false);
     stopping_.store(true);
+    cv_.notify_all();
   }
   bool WaitDrained(std::chrono::seconds timeout) {
     std::unique_lock lock(mu_);
@@ -270,80 +346,162 @@ class TransferLoop : public std::enable_shared_from_this<TransferLoop> {
     std::lock_guard lock(mu_);
     return stats_;
   }
+  Timeline TakeTimeline() {
+    std::lock_guard lock(mu_);
+    return timeline_;
+  }
   uint64_t in_flight() {
     std::lock_guard lock(mu_);
     return in_flight_;
   }
+  uint64_t backlog_at_stop() {
+    std::lock_guard lock(mu_);
+    return backlog_at_stop_;
+  }
+  // Committed, failed and p99 (us) of timeline second `s` (for the progress line).
+  std::tuple<uint64_t, uint64_t, double> Second(size_t s) {
+    std::lock_guard lock(mu_);
+    if (s >= timeline_.seconds().size()) return {0, 0, 0};
+    const TimelineSecond& t = timeline_.seconds()[s];
+    return {t.committed, t.failed, static_cast<double>(t.latency_ns.ValueAtQuantile(0.99)) / 1e3};
+  }
 
  private:
-  struct Transfer {
+  struct Tx {
     std::shared_ptr<AsyncTransaction> tx;
-    std::string from;
-    std::string to;
-    int64_t amount = 0;
+    std::vector<std::string> keys;
+    std::vector<bool> is_read;          // ycsb-a/b: read or blind update
+    std::vector<std::optional<std::string>> values;
+    Clock::time_point intended;
     Clock::time_point start;
+    Clock::time_point reads_done;
+    Clock::time_point commit_start;
+    int participants = 0;
+    int64_t amount = 0;
     std::mutex mu;
-    int pending_reads = 2;
-    std::optional<int64_t> from_balance;
-    std::optional<int64_t> to_balance;
+    int pending_reads = 0;
     Status error;
   };
 
-  void StartOne() {
-    auto t = std::make_shared<Transfer>();
+  // Picks the keys of one transaction (mu_ held).
+  void PickKeys(Tx* t) {
+    int k = cfg_.keys_per_tx;
+    std::set<int64_t> used;
+    std::vector<size_t> targets;
+    if (cfg_.participants_per_tx > 0 && shards_ > 1) {
+      std::vector<size_t> all(shards_);
+      for (size_t i = 0; i < shards_; ++i) all[i] = i;
+      std::shuffle(all.begin(), all.end(), rng_);
+      targets.assign(all.begin(),
+                     all.begin() + std::min<size_t>(static_cast<size_t>(cfg_.participants_per_tx), shards_));
+    }
+    std::set<size_t> touched;
+    for (int j = 0; j < k; ++j) {
+      int64_t idx = 0;
+      for (int attempt = 0;; ++attempt) {
+        idx = chooser_.Next(rng_);
+        if (used.count(idx)) {
+          if (attempt < kShardPickAttemptsMax) continue;
+          idx = 0;  // fall back to the first unused index
+          while (used.count(idx)) ++idx;
+          break;
+        }
+        if (targets.empty() || attempt >= kShardPickAttemptsMax) break;
+        if (client_->ShardOf(KeyName(cfg_, idx)) == targets[static_cast<size_t>(j) % targets.size()]) break;
+      }
+      used.insert(idx);
+      t->keys.push_back(KeyName(cfg_, idx));
+      touched.insert(client_->ShardOf(t->keys.back()));
+    }
+    t->participants = static_cast<int>(touched.size());
+    double read_share = cfg_.workload == Workload::kYcsbA ? 0.5 : cfg_.workload == Workload::kYcsbB ? 0.95 : 1.0;
+    std::uniform_real_distribution<double> u(0, 1);
+    for (int j = 0; j < k; ++j) t->is_read.push_back(read_share >= 1.0 || u(rng_) < read_share);
+    t->values.resize(static_cast<size_t>(k));
+    t->amount = std::uniform_int_distribution<int64_t>(1, kTransferAmountMax)(rng_);
+  }
+
+  std::string NewValue(const std::string& old) {
+    std::string v = old.empty() ? std::string(static_cast<size_t>(cfg_.value_size), 'x') : old;
+    std::lock_guard lock(mu_);
+    v[0] = static_cast<char>('A' + rng_() % 26);
+    return v;
+  }
+
+  void StartOne(Clock::time_point intended) {
+    auto t = std::make_shared<Tx>();
     {
       std::lock_guard lock(mu_);
       if (stopping_.load()) return;
       ++in_flight_;
-      std::uniform_int_distribution<int64_t> pick(0, cfg_.accounts - 1);
-      int64_t a = pick(rng_);
-      int64_t b = pick(rng_);
-      while (b == a) b = pick(rng_);
-      t->from = AccountKey(a);
-      t->to = AccountKey(b);
-      t->amount = std::uniform_int_distribution<int64_t>(1, kTransferAmountMax)(rng_);
+      if (measuring_.load()) ++stats_.started;
+      PickKeys(t.get());
     }
+    t->intended = intended;
     t->start = Clock::now();
     auto tx = client_->BeginAsync();
     if (!tx.ok()) {
-      // This client slot ends here (a closed or overloaded client would
-      // otherwise fail again at once, forever).
-      return Finish(t, "begin:" + std::string(CodeName(tx.status().code())), false);
+      // In the closed loop this slot ends here (a closed or overloaded client
+      // would otherwise fail again at once, forever).
+      return Finish(t, "begin:" + std::string(CodeName(tx.status().code())), cfg_.open_loop());
     }
     t->tx = *tx;
+    for (size_t j = 0; j < t->keys.size(); ++j) t->pending_reads += t->is_read[j] ? 1 : 0;
+    if (t->pending_reads == 0) return AfterReads(t);
     auto self = shared_from_this();
-    for (bool from : {true, false}) {
-      t->tx->Get(from ? t->from : t->to,
-                 [self, t, from](GetResult r) { self->OnRead(t, from, r); });
+    for (size_t j = 0; j < t->keys.size(); ++j) {
+      if (!t->is_read[j]) continue;
+      t->tx->Get(t->keys[j], [self, t, j](GetResult r) { self->OnRead(t, j, r); });
     }
   }
 
-  void OnRead(const std::shared_ptr<Transfer>& t, bool from, const GetResult& r) {
+  void OnRead(const std::shared_ptr<Tx>& t, size_t j, const GetResult& r) {
     {
       std::lock_guard lock(t->mu);
       if (!r.ok()) {
         if (t->error.ok()) t->error = r.status();
+      } else if (!r->has_value()) {
+        t->error = Status::Corruption("key " + t->keys[j] + " is missing");
       } else {
-        int64_t v = 0;
-        if (!r->has_value() || !ParseBalance(**r, &v)) {
-          t->error = Status::Corruption("bad account");
-        }
-        (from ? t->from_balance : t->to_balance) = v;
+        t->values[j] = **r;
       }
       if (--t->pending_reads > 0) return;
     }
+    AfterReads(t);
+  }
+
+  void AfterReads(const std::shared_ptr<Tx>& t) {
+    t->reads_done = Clock::now();
     if (!t->error.ok()) {
       (void)t->tx->Abort();
-      return Finish(t, t->error.IsCorruption()
-                           ? "bad_account"
-                           : "get:" + std::string(CodeName(t->error.code())));
+      return Finish(t, t->error.IsCorruption() ? "missing_key"
+                                               : "get:" + std::string(CodeName(t->error.code())));
     }
-    Status s = t->tx->Put(t->from, std::to_string(*t->from_balance - t->amount));
-    if (s.ok()) s = t->tx->Put(t->to, std::to_string(*t->to_balance + t->amount));
+    Status s;
+    if (cfg_.workload == Workload::kBank) {
+      std::vector<int64_t> bal(t->keys.size());
+      for (size_t j = 0; j < t->keys.size() && s.ok(); ++j) {
+        if (!ParseBalance(*t->values[j], &bal[j])) s = Status::Corruption("bad balance");
+      }
+      int64_t others = static_cast<int64_t>(t->keys.size()) - 1;
+      if (s.ok()) s = t->tx->Put(t->keys[0], std::to_string(bal[0] - t->amount * others));
+      for (size_t j = 1; j < t->keys.size() && s.ok(); ++j) {
+        s = t->tx->Put(t->keys[j], std::to_string(bal[j] + t->amount));
+      }
+    } else {
+      for (size_t j = 0; j < t->keys.size() && s.ok(); ++j) {
+        if (cfg_.workload == Workload::kYcsbF) {
+          s = t->tx->Put(t->keys[j], NewValue(*t->values[j]));
+        } else if (!t->is_read[j]) {
+          s = t->tx->Put(t->keys[j], NewValue(""));
+        }
+      }
+    }
     if (!s.ok()) {
       (void)t->tx->Abort();
-      return Finish(t, "put:" + std::string(CodeName(s.code())));
+      return Finish(t, s.IsCorruption() ? "bad_account" : "put:" + std::string(CodeName(s.code())));
     }
+    t->commit_start = Clock::now();
     t->tx->Commit([self = shared_from_this(), t](const CommitOutcome& o) {
       if (o.status.ok()) return self->Finish(t, "");
       if (o.abort_reason.has_value()) return self->Finish(t, AbortReasonName(*o.abort_reason));
@@ -352,36 +510,300 @@ class TransferLoop : public std::enable_shared_from_this<TransferLoop> {
     });
   }
 
-  // `failure` empty: committed. `next`: start the next transfer of this slot.
-  void Finish(const std::shared_ptr<Transfer>& t, const std::string& failure, bool next = true) {
-    auto elapsed = Clock::now() - t->start;
+  // `failure` empty: committed. `next`: closed loop, start the next one.
+  void Finish(const std::shared_ptr<Tx>& t, const std::string& failure, bool next = true) {
+    auto now = Clock::now();
     {
       std::lock_guard lock(mu_);
+      TimelineSecond& sec = timeline_.At(now);
+      if (failure.empty()) {
+        ++sec.committed;
+        sec.latency_ns.Record(Ns(now - t->intended));
+      } else {
+        ++sec.failed;
+      }
       if (measuring_.load()) {
         if (failure.empty()) {
           ++stats_.committed;
-          stats_.latency_ns.Record(static_cast<uint64_t>(
-              std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count()));
+          stats_.total_ns.Record(Ns(now - t->intended));
+          stats_.read_ns.Record(Ns(t->reads_done - t->start));
+          stats_.commit_ns.Record(Ns(now - t->commit_start));
+          ++stats_.participants_per_tx[t->participants];
         } else {
           ++stats_.failures[failure];
         }
+        if (cfg_.open_loop()) stats_.start_delay_ns.Record(Ns(t->start - t->intended));
       }
       --in_flight_;
     }
     cv_.notify_all();
-    if (next && !stopping_.load()) StartOne();
+    if (next && !cfg_.open_loop() && !stopping_.load()) StartOne(Clock::now());
   }
 
   Client* client_;
   const Config& cfg_;
+  KeyChooser chooser_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::mt19937_64 rng_;   // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;     // GUARDED_BY(mu_)
   uint64_t in_flight_ = 0;  // GUARDED_BY(mu_)
-  Stats stats_;           // GUARDED_BY(mu_)
+  uint64_t backlog_at_stop_ = 0;  // GUARDED_BY(mu_)
+  Stats stats_;             // GUARDED_BY(mu_)
+  Timeline timeline_;       // GUARDED_BY(mu_)
+  size_t shards_;
   std::atomic<bool> measuring_{false};
   std::atomic<bool> stopping_{false};
 };
+
+// ---------------------------------------------------------------------------
+// Bank: a periodic consistent check (one read-only transaction over every
+// account, validated at commit) while transfers run.
+
+struct CheckResult {
+  double t_s = 0;        // since the load started
+  std::string outcome;   // "ok", "violated", "not_checked"
+  int64_t total = 0;
+  int attempts = 0;
+  std::string detail;
+};
+
+CheckResult ConsistentCheck(Client& client, const Config& cfg) {
+  CheckResult r;
+  int64_t expected = cfg.accounts * cfg.initial_balance;
+  for (r.attempts = 1; r.attempts <= kCheckAttemptsMax; ++r.attempts) {
+    auto tx = client.BeginAsync();
+    if (!tx.ok()) {
+      r.detail = tx.status().ToString();
+      continue;
+    }
+    auto keep = *tx;
+    struct Acc {
+      std::mutex mu;
+      int64_t pending = 0;
+      int64_t sum = 0;
+      Status error;
+      std::promise<void> done;
+    };
+    auto acc = std::make_shared<Acc>();
+    acc->pending = cfg.accounts;
+    for (int64_t i = 0; i < cfg.accounts; ++i) {
+      std::string key = AccountKey(i);
+      keep->Get(key, [acc, key](GetResult g) {
+        std::lock_guard lock(acc->mu);
+        int64_t v = 0;
+        if (!g.ok()) {
+          if (acc->error.ok()) acc->error = g.status();
+        } else if (!g->has_value()) {
+          acc->error = Status::Corruption("account " + key + " is missing");
+        } else if (!ParseBalance(**g, &v)) {
+          acc->error = Status::Corruption("account " + key + " holds '" + **g + "'");
+        }
+        acc->sum += v;
+        if (--acc->pending == 0) acc->done.set_value();
+      });
+    }
+    acc->done.get_future().wait();
+    if (!acc->error.ok()) {
+      (void)keep->Abort();
+      r.detail = acc->error.ToString();
+      if (acc->error.IsCorruption()) {
+        r.outcome = "violated";
+        return r;
+      }
+      continue;
+    }
+    std::promise<CommitOutcome> p;
+    keep->Commit([&p](const CommitOutcome& o) { p.set_value(o); });
+    CommitOutcome o = p.get_future().get();
+    if (!o.status.ok()) {
+      r.detail = o.status.ToString();
+      continue;
+    }
+    r.total = acc->sum;
+    r.outcome = acc->sum == expected ? "ok" : "violated";
+    if (acc->sum != expected) {
+      r.detail = "total " + std::to_string(acc->sum) + ", expected " + std::to_string(expected);
+    }
+    return r;
+  }
+  r.attempts = kCheckAttemptsMax;
+  r.outcome = "not_checked";
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// The fault schedule.
+
+struct FaultRecord {
+  FaultEvent event;
+  double ran_at_s = 0;   // since the load started
+  double took_s = 0;
+  int exit_code = 0;
+  std::string error;
+};
+
+std::string FindDtxctl(const Config& cfg) {
+  if (!cfg.dtxctl.empty()) return cfg.dtxctl;
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto dir = self.parent_path();
+    for (auto p : {dir / ".." / "tools" / "dtxctl", dir / "dtxctl", dir / ".." / "bin" / "dtxctl"}) {
+      if (::access(p.c_str(), X_OK) == 0) return p.lexically_normal().string();
+    }
+  }
+  return "dtxctl";  // PATH
+}
+
+// Runs argv (stdout to our stderr, so the report stays clean); exit status
+// or -1.
+int RunProcess(const std::vector<std::string>& argv) {
+  std::vector<char*> a;
+  for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+  a.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, 2, 1);
+  pid_t pid = -1;
+  int rc = ::posix_spawnp(&pid, a[0], &fa, nullptr, a.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  if (rc != 0) return -1;
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  return 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+FaultRecord RunFault(const Config& cfg, const std::string& dtxctl, const FaultEvent& e,
+                     Clock::time_point t0) {
+  FaultRecord r;
+  r.event = e;
+  auto start = Clock::now();
+  r.ran_at_s = std::chrono::duration<double>(start - t0).count();
+  if (e.action == "stop" || e.action == "cont") {
+    auto pid = tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, e.node) + "/" + tools::kNodePidFile);
+    if (!pid.ok()) {
+      r.exit_code = 1;
+      r.error = pid.status().ToString();
+    } else if (!tools::IsNodeProcess(*pid, e.node)) {
+      r.exit_code = 1;
+      r.error = "pid " + std::to_string(*pid) + " is not " + e.node;
+    } else if (::kill(*pid, e.action == "stop" ? SIGSTOP : SIGCONT) != 0) {
+      r.exit_code = 1;
+      r.error = std::strerror(errno);
+    }
+  } else {
+    std::vector<std::string> argv = {dtxctl, e.action, e.node};
+    argv.insert(argv.end(), e.args.begin(), e.args.end());
+    argv.insert(argv.end(), {"--dir", cfg.cluster_dir});
+    r.exit_code = RunProcess(argv);
+    if (r.exit_code != 0) r.error = dtxctl + " " + e.action + " exited " + std::to_string(r.exit_code);
+  }
+  r.took_s = std::chrono::duration<double>(Clock::now() - start).count();
+  return r;
+}
+
+// ---------------------------------------------------------------------------
+// The floor: this machine's append+fdatasync and loopback round trip.
+
+struct Floor {
+  double fsync_p50_us = 0;
+  double fsync_p99_us = 0;
+  double rtt_p50_us = 0;
+  double rtt_p99_us = 0;
+  std::string fsync_dir;
+  // Commit call, >= 2 participants: client->coordinator->participants
+  // (prepare, forced) -> coordinator (decision, forced) -> client.
+  double commit_floor_us() const { return 2 * rtt_p50_us + 2 * fsync_p50_us; }
+  // A transaction: the parallel reads (one round trip) + the commit.
+  double tx_floor_us() const { return 3 * rtt_p50_us + 2 * fsync_p50_us; }
+};
+
+Result<Floor> MeasureFloor(const std::string& dir) {
+  Floor f;
+  f.fsync_dir = dir;
+  std::string path = dir + "/dtx-bench-floor." + std::to_string(::getpid());
+  int fd = ::open(path.c_str(), O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::FromErrno("open " + path, errno);
+  LatencyHistogram h;
+  std::string rec(kFloorRecordBytes, 'f');
+  for (int i = 0; i < kFloorFsyncs; ++i) {
+    auto s = Clock::now();
+    if (::write(fd, rec.data(), rec.size()) != static_cast<ssize_t>(rec.size()) || ::fdatasync(fd) != 0) {
+      int e = errno;
+      ::close(fd);
+      ::unlink(path.c_str());
+      return Status::FromErrno("append+fdatasync " + path, e);
+    }
+    h.Record(Ns(Clock::now() - s));
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  f.fsync_p50_us = static_cast<double>(h.ValueAtQuantile(0.5)) / 1e3;
+  f.fsync_p99_us = static_cast<double>(h.ValueAtQuantile(0.99)) / 1e3;
+
+  int ls = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(ls, 1) != 0 ||
+      ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    int e = errno;
+    if (ls >= 0) ::close(ls);
+    return Status::FromErrno("loopback listen", e);
+  }
+  int one = 1;
+  std::thread echo([ls, one] {
+    int c = ::accept(ls, nullptr, nullptr);
+    if (c < 0) return;
+    ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char buf[64];
+    for (;;) {
+      ssize_t n = ::read(c, buf, sizeof(buf));
+      if (n <= 0 || ::write(c, buf, static_cast<size_t>(n)) != n) break;
+    }
+    ::close(c);
+  });
+  int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  Status st;
+  LatencyHistogram rtt;
+  if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    st = Status::FromErrno("loopback connect", errno);
+  } else {
+    ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    char buf[64] = {};
+    for (int i = 0; i < kFloorRoundTrips && st.ok(); ++i) {
+      auto s = Clock::now();
+      if (::write(c, buf, sizeof(buf)) != static_cast<ssize_t>(sizeof(buf))) {
+        st = Status::FromErrno("loopback write", errno);
+        break;
+      }
+      size_t got = 0;
+      while (got < sizeof(buf)) {
+        ssize_t n = ::read(c, buf + got, sizeof(buf) - got);
+        if (n <= 0) {
+          st = Status::IOError("loopback read failed");
+          break;
+        }
+        got += static_cast<size_t>(n);
+      }
+      rtt.Record(Ns(Clock::now() - s));
+    }
+  }
+  if (c >= 0) ::shutdown(c, SHUT_RDWR);
+  ::shutdown(ls, SHUT_RDWR);
+  echo.join();
+  if (c >= 0) ::close(c);
+  ::close(ls);
+  if (!st.ok()) return st;
+  f.rtt_p50_us = static_cast<double>(rtt.ValueAtQuantile(0.5)) / 1e3;
+  f.rtt_p99_us = static_cast<double>(rtt.ValueAtQuantile(0.99)) / 1e3;
+  return f;
+}
+
+// ---------------------------------------------------------------------------
 
 // CPU seconds of every node process of the cluster (by its pid file), or
 // nullopt without --cluster. `pids` gets the pids read.
@@ -390,8 +812,7 @@ std::optional<double> ClusterCpuSeconds(const Config& cfg, const tools::ClusterC
   if (cluster == nullptr) return std::nullopt;
   double total = 0;
   for (const tools::NodeEntry& n : cluster->nodes()) {
-    auto pid = tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, n.name) + "/" +
-                                  tools::kNodePidFile);
+    auto pid = tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, n.name) + "/" + tools::kNodePidFile);
     if (!pid.ok()) continue;
     auto cpu = tools::ProcessCpuSeconds(*pid);
     if (!cpu.ok()) continue;
@@ -401,7 +822,6 @@ std::optional<double> ClusterCpuSeconds(const Config& cfg, const tools::ClusterC
   return total;
 }
 
-// CPU seconds (user + system) this process used so far: the client side.
 double SelfCpuSeconds() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
@@ -409,24 +829,28 @@ double SelfCpuSeconds() {
   return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
 }
 
-int RunBank(const Config& cfg) {
+std::string HistJson(const LatencyHistogram& h) {
+  auto us = [&](double q) { return JsonNumber(static_cast<double>(h.ValueAtQuantile(q)) / 1e3); };
+  return "{\"count\": " + std::to_string(h.count()) + ", \"p50\": " + us(0.5) + ", \"p90\": " + us(0.9) +
+         ", \"p99\": " + us(0.99) + ", \"p999\": " + us(0.999) +
+         ", \"max\": " + JsonNumber(static_cast<double>(h.max()) / 1e3) +
+         ", \"mean\": " + JsonNumber(h.mean() / 1e3) + "}";
+}
+
+void PrintHist(const char* name, const LatencyHistogram& h) {
+  auto us = [&](double q) { return static_cast<double>(h.ValueAtQuantile(q)) / 1e3; };
+  std::printf("  %-8s %10.1f %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, us(0.5), us(0.9), us(0.99),
+              us(0.999), static_cast<double>(h.max()) / 1e3, h.mean() / 1e3);
+}
+
+int Run(const Config& cfg, const std::string& command_line) {
   std::optional<tools::ClusterConfig> cluster;
   std::string coordinator = cfg.coordinator;
   std::vector<std::string> coordinators = {cfg.coordinator};
@@ -443,164 +867,368 @@ int RunBank(const Config& cfg) {
       if (n.role == tools::NodeRole::kCoordinator) coordinators.push_back(n.address);
     }
   }
+  std::vector<FaultEvent> faults;
+  if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
+  if (!faults.empty()) {
+    for (const FaultEvent& e : faults) {
+      if (cluster->Find(e.node) == nullptr) {
+        std::cerr << "dtx-bench: --faults: no node " << e.node << " in " << cfg.cluster_dir << "\n";
+        return kExitUsage;
+      }
+    }
+  }
+
+  std::optional<Floor> floor;
+  if (cfg.floor) {
+    std::string dir = !cfg.floor_dir.empty() ? cfg.floor_dir : !cfg.cluster_dir.empty() ? cfg.cluster_dir : "/tmp";
+    auto f = MeasureFloor(dir);
+    if (!f.ok()) {
+      std::cerr << "dtx-bench: floor: " << f.status().ToString() << "\n";
+      return kExitFailed;
+    }
+    floor = *f;
+    std::printf("floor (%s): append+fdatasync p50 %.1f us (p99 %.1f), loopback round trip p50 %.1f us "
+                "(p99 %.1f)\n  2PC floor: commit call 2 RTT + 2 fdatasync = %.1f us; transaction "
+                "(reads + commit) 3 RTT + 2 fdatasync = %.1f us\n",
+                dir.c_str(), floor->fsync_p50_us, floor->fsync_p99_us, floor->rtt_p50_us, floor->rtt_p99_us,
+                floor->commit_floor_us(), floor->tx_floor_us());
+  }
+
   auto client = Client::Connect({.coordinators = coordinators});
   if (!client.ok()) {
-    std::cerr << "dtx-bench: cannot connect to " << coordinator << ": "
-              << client.status().ToString() << "\n";
+    std::cerr << "dtx-bench: cannot connect to " << coordinator << ": " << client.status().ToString() << "\n";
     return kExitFailed;
   }
-  std::printf("dtx-bench bank: coordinator %s, %zu participants, %lld accounts x %lld, "
-              "%d clients, %.1f s (+%.1f s warm-up)\n",
-              coordinator.c_str(), (*client)->participants().size(),
-              static_cast<long long>(cfg.accounts), static_cast<long long>(cfg.initial_balance),
-              cfg.clients, cfg.duration_s, cfg.warmup_s);
+  size_t participants = (*client)->participants().size();
+  std::string load_desc = cfg.open_loop() ? "open loop " + JsonNumber(cfg.rate) + " tx/s"
+                                          : std::to_string(cfg.clients) + " clients (closed loop)";
+  std::printf("dtx-bench %s: coordinator %s, %zu participants, %lld keys, %d keys/tx%s, %s, %s, "
+              "%.1f s (+%.1f s warm-up), load average %s\n",
+              cfg.workload_name.c_str(), coordinator.c_str(), participants,
+              static_cast<long long>(cfg.key_count()), cfg.keys_per_tx,
+              cfg.participants_per_tx > 0 ? (" on " + std::to_string(cfg.participants_per_tx) + " participants").c_str() : "",
+              cfg.distribution == KeyDistribution::kZipfian ? ("zipfian theta " + JsonNumber(cfg.zipf_theta)).c_str() : "uniform",
+              load_desc.c_str(), cfg.duration_s, cfg.warmup_s, LoadAverage().c_str());
   std::fflush(stdout);
 
-  auto load_start = Clock::now();
   double load_s = 0;
   if (cfg.no_load) {
-    std::printf("not loading: using the %lld accounts already in the cluster\n",
-                static_cast<long long>(cfg.accounts));
+    std::printf("not loading: using the %lld keys already in the cluster\n", static_cast<long long>(cfg.key_count()));
   } else {
-    Status s = LoadAccounts(**client, cfg);
+    auto load_start = Clock::now();
+    Status s = LoadKeys(**client, cfg);
     if (!s.ok()) {
-      std::cerr << "dtx-bench: loading accounts failed: " << s.ToString() << "\n";
+      std::cerr << "dtx-bench: loading keys failed: " << s.ToString() << "\n";
       return kExitFailed;
     }
     load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
-    std::printf("loaded %lld accounts in %.2f s\n", static_cast<long long>(cfg.accounts), load_s);
+    std::printf("loaded %lld keys in %.2f s\n", static_cast<long long>(cfg.key_count()), load_s);
   }
   std::fflush(stdout);
 
-  // Shared with its callbacks, so it outlives transfers that never drained.
-  auto loop = std::make_shared<TransferLoop>(client->get(), cfg);
-  loop->Start();
-  std::this_thread::sleep_for(std::chrono::duration<double>(cfg.warmup_s));
+  // t0: the load starts (timeline and fault times count from here).
+  auto t0 = Clock::now();
+  auto loop = std::make_shared<TxLoop>(client->get(), cfg, t0);
+  std::thread open_thread;
+  if (cfg.open_loop()) {
+    open_thread = std::thread([loop, t0] { loop->RunOpen(t0); });
+  } else {
+    loop->StartClosed();
+  }
+  std::atomic<bool> done{false};
+  std::mutex side_mu;
+  std::vector<FaultRecord> fault_records;  // GUARDED_BY(side_mu)
+  std::vector<CheckResult> checks;         // GUARDED_BY(side_mu)
+  std::condition_variable side_cv;
+  std::thread fault_thread;
+  if (!faults.empty()) {
+    std::string dtxctl = FindDtxctl(cfg);
+    fault_thread = std::thread([&, dtxctl] {
+      for (const FaultEvent& e : faults) {
+        auto when = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e.at_s));
+        std::unique_lock lock(side_mu);
+        if (side_cv.wait_until(lock, when, [&] { return done.load(); })) return;
+        lock.unlock();
+        if (cfg.progress) std::fprintf(stderr, "fault at %.1f s: %s\n", e.at_s, e.text.c_str());
+        FaultRecord r = RunFault(cfg, dtxctl, e, t0);
+        if (!r.error.empty()) std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(), r.error.c_str());
+        lock.lock();
+        fault_records.push_back(r);
+      }
+    });
+  }
+  std::thread check_thread;
+  if (cfg.check_interval_s > 0) {
+    check_thread = std::thread([&] {
+      auto next = t0;
+      for (;;) {
+        next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.check_interval_s));
+        {
+          std::unique_lock lock(side_mu);
+          if (side_cv.wait_until(lock, next, [&] { return done.load(); })) return;
+        }
+        CheckResult r = ConsistentCheck(**client, cfg);
+        r.t_s = std::chrono::duration<double>(Clock::now() - t0).count();
+        std::lock_guard lock(side_mu);
+        checks.push_back(r);
+      }
+    });
+  }
+
+  auto window_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.warmup_s));
+  auto window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
   std::map<std::string, pid_t> pids_before;
   std::map<std::string, pid_t> pids_after;
-  auto cpu_before = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_before);
-  double self_cpu_before = SelfCpuSeconds();
-  auto window_start = Clock::now();
-  loop->BeginMeasuring();
-  std::this_thread::sleep_for(std::chrono::duration<double>(cfg.duration_s));
+  std::optional<double> cpu_before;
+  double self_cpu_before = 0;
+  bool measuring = false;
+  size_t reported = 0;
+  for (;;) {
+    auto now = Clock::now();
+    if (!measuring && now >= window_start) {
+      cpu_before = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_before);
+      self_cpu_before = SelfCpuSeconds();
+      window_start = Clock::now();
+      window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
+      loop->BeginMeasuring();
+      measuring = true;
+    }
+    if (measuring && now >= window_end) break;
+    auto sec = static_cast<size_t>(std::chrono::duration<double>(now - t0).count());
+    if (cfg.progress && sec > reported) {
+      reported = sec;
+      auto [c, f, p99] = loop->Second(sec - 1);
+      std::fprintf(stderr, "[%4zus] %-9s %8llu tx/s  p99 %9.1f us  not committed %llu  in flight %llu\n", sec,
+                   measuring ? "measuring" : "warm-up", static_cast<unsigned long long>(c), p99,
+                   static_cast<unsigned long long>(f), static_cast<unsigned long long>(loop->in_flight()));
+    }
+    auto wake = std::min(t0 + std::chrono::seconds(sec + 1), measuring ? window_end : window_start);
+    std::this_thread::sleep_until(std::min(wake, Clock::now() + 100ms));
+  }
   loop->Stop();
   double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
   auto cpu_after = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_after);
   double self_cpu = SelfCpuSeconds() - self_cpu_before;
+  if (open_thread.joinable()) open_thread.join();
+  {
+    std::lock_guard lock(side_mu);
+    done.store(true);
+  }
+  side_cv.notify_all();
+  if (fault_thread.joinable()) fault_thread.join();
+  if (check_thread.joinable()) check_thread.join();
   bool drained = loop->WaitDrained(kDrainTimeout);
   Stats st = loop->TakeStats();
+  Timeline timeline = loop->TakeTimeline();
 
   uint64_t failed = 0;
   for (const auto& [why, n] : st.failures) failed += n;
   double tps = static_cast<double>(st.committed) / window_s;
-  double abort_rate =
-      st.committed + failed == 0 ? 0.0
-                                 : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
-  auto us = [&](double q) { return static_cast<double>(st.latency_ns.ValueAtQuantile(q)) / 1000.0; };
-  std::printf("committed: %llu in %.2f s = %.1f tx/s\n",
-              static_cast<unsigned long long>(st.committed), window_s, tps);
-  std::printf("not committed: %llu (%.2f%%)\n", static_cast<unsigned long long>(failed),
-              abort_rate * 100);
+  double abort_rate = st.committed + failed == 0 ? 0.0 : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
+  std::printf("committed: %llu in %.2f s = %.1f tx/s\n", static_cast<unsigned long long>(st.committed), window_s, tps);
+  std::printf("not committed: %llu (%.2f%%)\n", static_cast<unsigned long long>(failed), abort_rate * 100);
   for (const auto& [why, n] : st.failures) {
     std::printf("  %-28s %llu\n", why.c_str(), static_cast<unsigned long long>(n));
   }
-  std::printf("latency (committed transfers, begin to outcome, us): p50 %.1f  p99 %.1f  p999 %.1f  max %.1f  mean %.1f\n",
-              us(0.5), us(0.99), us(0.999), static_cast<double>(st.latency_ns.max()) / 1000.0,
-              st.latency_ns.mean() / 1000.0);
+  std::printf("latency of committed transactions, us (client-side phases; prepare/decision are inside 'commit'):\n"
+              "  %-8s %10s %10s %10s %10s %10s %10s\n", "phase", "p50", "p90", "p99", "p999", "max", "mean");
+  PrintHist("read", st.read_ns);
+  PrintHist("commit", st.commit_ns);
+  PrintHist(cfg.open_loop() ? "total*" : "total", st.total_ns);
+  if (cfg.open_loop()) {
+    std::printf("  * open loop: total counts from the intended start; start delay p99 %.1f us, %llu behind schedule at the stop\n",
+                static_cast<double>(st.start_delay_ns.ValueAtQuantile(0.99)) / 1e3,
+                static_cast<unsigned long long>(loop->backlog_at_stop()));
+  }
+  std::string ppt;
+  for (const auto& [p, n] : st.participants_per_tx) ppt += " " + std::to_string(p) + ":" + std::to_string(n);
+  std::printf("participants per committed tx (count):%s\n", ppt.c_str());
+  if (floor) {
+    std::printf("vs. the 2PC floor: commit p50 %.2fx (%.1f us floor), total p50 %.2fx (%.1f us floor)\n",
+                static_cast<double>(st.commit_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us(),
+                floor->commit_floor_us(),
+                static_cast<double>(st.total_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us(), floor->tx_floor_us());
+  }
   std::optional<double> cpu_per_tx_us;
   bool restarted = pids_before != pids_after;
   if (cpu_before && cpu_after && st.committed > 0) {
     cpu_per_tx_us = (*cpu_after - *cpu_before) / static_cast<double>(st.committed) * 1e6;
-    std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(),
-                *cpu_per_tx_us, restarted ? " (a node restarted: undercounted)" : "");
+    std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(), *cpu_per_tx_us,
+                restarted ? " (a node restarted: undercounted)" : "");
   } else if (!cluster) {
     std::printf("cpu per committed tx: n/a (needs --cluster DIR for the node pids)\n");
   }
   std::optional<double> client_cpu_per_tx_us;
   if (st.committed > 0) {
     client_cpu_per_tx_us = self_cpu / static_cast<double>(st.committed) * 1e6;
-    std::printf("client cpu per committed tx (dtx-bench itself): %.1f us\n",
-                *client_cpu_per_tx_us);
+    std::printf("client cpu per committed tx (dtx-bench itself): %.1f us\n", *client_cpu_per_tx_us);
   }
+  for (const FaultRecord& f : fault_records) {
+    std::printf("fault at %.2f s: %s -> %s (%.2f s)\n", f.ran_at_s, f.event.text.c_str(),
+                f.exit_code == 0 ? "ok" : f.error.c_str(), f.took_s);
+  }
+  std::printf("timeline (s: committed/s, p99 us):");
+  for (size_t i = 0; i < timeline.seconds().size(); ++i) {
+    const TimelineSecond& s = timeline.seconds()[i];
+    std::printf("%s%zu:%llu/%.0f", i % 8 == 0 ? "\n  " : "  ", i, static_cast<unsigned long long>(s.committed),
+                static_cast<double>(s.latency_ns.ValueAtQuantile(0.99)) / 1e3);
+  }
+  std::printf("\n");
   std::fflush(stdout);
+
   int exit_code = kExitOk;
   if (!drained) {
-    std::cerr << "dtx-bench: " << loop->in_flight() << " transfers still unfinished after "
-              << kDrainTimeout.count() << " s\n";
+    std::cerr << "dtx-bench: " << loop->in_flight() << " transactions still unfinished after " << kDrainTimeout.count() << " s\n";
     exit_code = kExitFailed;
   }
+  uint64_t checks_ok = 0, checks_violated = 0, checks_not = 0;
+  for (const CheckResult& c : checks) {
+    if (c.outcome == "ok") ++checks_ok;
+    if (c.outcome == "violated") ++checks_violated;
+    if (c.outcome == "not_checked") ++checks_not;
+  }
+  if (!checks.empty()) {
+    std::printf("periodic consistent checks: %llu ok, %llu violated, %llu not checked (aborted %d times)\n",
+                static_cast<unsigned long long>(checks_ok), static_cast<unsigned long long>(checks_violated),
+                static_cast<unsigned long long>(checks_not), kCheckAttemptsMax);
+    for (const CheckResult& c : checks) {
+      if (c.outcome == "violated") std::printf("  at %.1f s: VIOLATED: %s\n", c.t_s, c.detail.c_str());
+    }
+    if (checks_violated > 0) exit_code = kExitFailed;
+  }
 
-  int64_t expected = cfg.accounts * cfg.initial_balance;
-  auto total = drained ? SumBalances(**client, cfg)
-                       : Result<int64_t>(Status::Aborted("transfers still running"));
-  bool invariant_ok = total.ok() && *total == expected;
-  if (!total.ok() && total.status().IsCorruption()) {  // a missing or garbled account
-    std::printf("invariant: VIOLATED: %s\n", total.status().ToString().c_str());
-    exit_code = kExitFailed;
-  } else if (!total.ok()) {
-    std::printf("invariant: NOT CHECKED: %s\n", total.status().ToString().c_str());
-    exit_code = kExitFailed;
-  } else if (!invariant_ok) {
-    std::printf("invariant: VIOLATED: total balance %lld, expected %lld\n",
-                static_cast<long long>(*total), static_cast<long long>(expected));
-    exit_code = kExitFailed;
-  } else {
-    std::printf("invariant: ok (total balance %lld)\n", static_cast<long long>(*total));
+  bool invariant_ok = true;
+  std::optional<int64_t> total_balance;
+  if (cfg.workload == Workload::kBank) {
+    int64_t expected = cfg.accounts * cfg.initial_balance;
+    auto total = drained ? SumBalances(**client, cfg) : Result<int64_t>(Status::Aborted("transfers still running"));
+    invariant_ok = total.ok() && *total == expected && checks_violated == 0;
+    if (total.ok()) total_balance = *total;
+    if (!total.ok() && total.status().IsCorruption()) {  // a missing or garbled account
+      std::printf("invariant: VIOLATED: %s\n", total.status().ToString().c_str());
+      exit_code = kExitFailed;
+    } else if (!total.ok()) {
+      std::printf("invariant: NOT CHECKED: %s\n", total.status().ToString().c_str());
+      exit_code = kExitFailed;
+    } else if (*total != expected) {
+      std::printf("invariant: VIOLATED: total balance %lld, expected %lld\n", static_cast<long long>(*total),
+                  static_cast<long long>(expected));
+      exit_code = kExitFailed;
+    } else if (checks_violated > 0) {
+      std::printf("invariant: VIOLATED during the run (periodic check)\n");
+    } else {
+      std::printf("invariant: ok (total balance %lld)\n", static_cast<long long>(*total));
+    }
   }
 
   if (!cfg.json_path.empty()) {
-    std::ofstream out(cfg.json_path);
-    out << "{\n  \"workload\": \"bank\",\n"
-        << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
-        << "  \"participants\": " << (*client)->participants().size() << ",\n"
-        << "  \"clients\": " << cfg.clients << ",\n"
-        << "  \"accounts\": " << cfg.accounts << ",\n"
-        << "  \"warmup_s\": " << cfg.warmup_s << ",\n"
-        << "  \"duration_s\": " << window_s << ",\n"
-        << "  \"load_s\": " << load_s << ",\n"
-        << "  \"committed\": " << st.committed << ",\n"
-        << "  \"committed_per_s\": " << tps << ",\n"
-        << "  \"not_committed\": " << failed << ",\n"
-        << "  \"abort_rate\": " << abort_rate << ",\n"
-        << "  \"not_committed_by_reason\": {";
+    std::ostringstream o;
+    utsname un{};
+    ::uname(&un);
+    o << "{\n  \"workload\": \"" << cfg.workload_name << "\",\n"
+      << "  \"command\": \"" << JsonEscape(command_line) << "\",\n"
+      << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \"" << JsonEscape(un.release)
+      << "\", \"cpus\": " << std::thread::hardware_concurrency() << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
+      << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
+      << "  \"participants\": " << participants << ",\n"
+      << "  \"load\": \"" << (cfg.open_loop() ? "open" : "closed") << "\",\n"
+      << "  \"clients\": " << (cfg.open_loop() ? 0 : cfg.clients) << ",\n"
+      << "  \"rate\": " << JsonNumber(cfg.rate) << ",\n"
+      << "  \"keys\": " << cfg.key_count() << ",\n"
+      << "  \"accounts\": " << cfg.accounts << ",\n"
+      << "  \"value_size\": " << cfg.value_size << ",\n"
+      << "  \"keys_per_tx\": " << cfg.keys_per_tx << ",\n"
+      << "  \"participants_per_tx\": " << cfg.participants_per_tx << ",\n"
+      << "  \"distribution\": \"" << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
+      << "  \"theta\": " << JsonNumber(cfg.zipf_theta) << ",\n"
+      << "  \"seed\": " << cfg.seed << ",\n"
+      << "  \"warmup_s\": " << JsonNumber(cfg.warmup_s) << ",\n"
+      << "  \"duration_s\": " << JsonNumber(window_s) << ",\n"
+      << "  \"load_s\": " << JsonNumber(load_s) << ",\n"
+      << "  \"committed\": " << st.committed << ",\n"
+      << "  \"committed_per_s\": " << JsonNumber(tps) << ",\n"
+      << "  \"not_committed\": " << failed << ",\n"
+      << "  \"abort_rate\": " << JsonNumber(abort_rate) << ",\n"
+      << "  \"not_committed_by_reason\": {";
     bool first = true;
     for (const auto& [why, n] : st.failures) {
-      out << (first ? "" : ",") << "\n    \"" << JsonEscape(why) << "\": " << n;
+      o << (first ? "" : ",") << "\n    \"" << JsonEscape(why) << "\": " << n;
       first = false;
     }
-    out << (first ? "" : "\n  ") << "},\n"
-        << "  \"latency_us\": {\"p50\": " << us(0.5) << ", \"p99\": " << us(0.99)
-        << ", \"p999\": " << us(0.999)
-        << ", \"max\": " << static_cast<double>(st.latency_ns.max()) / 1000.0
-        << ", \"mean\": " << st.latency_ns.mean() / 1000.0 << "},\n"
-        << "  \"cpu_per_tx_us\": ";
-    if (cpu_per_tx_us) {
-      out << *cpu_per_tx_us;
-    } else {
-      out << "null";
+    o << (first ? "" : "\n  ") << "},\n"
+      << "  \"latency_us\": " << HistJson(st.total_ns) << ",\n"
+      << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns) << ",\n    \"commit\": " << HistJson(st.commit_ns)
+      << ",\n    \"total\": " << HistJson(st.total_ns)
+      << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call to outcome "
+         "(prepare and decision inside the cluster, not split); total = intended start to outcome\"},\n"
+      << "  \"start_delay_us\": " << (cfg.open_loop() ? HistJson(st.start_delay_ns) : "null") << ",\n"
+      << "  \"latency_cdf_us\": [";
+    std::vector<double> qs;
+    for (int i = 0; i <= 99; ++i) qs.push_back(i / 100.0);
+    for (double q : {0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0}) qs.push_back(q);
+    for (size_t i = 0; i < qs.size(); ++i) {
+      o << (i ? ", " : "") << "[" << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
+        << JsonNumber(qs[i]) << "]";
     }
-    out << ",\n  \"client_cpu_per_tx_us\": ";
-    if (client_cpu_per_tx_us) {
-      out << *client_cpu_per_tx_us;
-    } else {
-      out << "null";
+    o << "],\n  \"participants_per_committed_tx\": {";
+    first = true;
+    for (const auto& [p, n] : st.participants_per_tx) {
+      o << (first ? "" : ", ") << "\"" << p << "\": " << n;
+      first = false;
     }
-    out << ",\n  \"node_restarted\": " << (restarted ? "true" : "false") << ",\n"
-        << "  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
+    o << "},\n  \"timeline\": [";
+    double warm = cfg.warmup_s;
+    for (size_t i = 0; i < timeline.seconds().size(); ++i) {
+      const TimelineSecond& s = timeline.seconds()[i];
+      auto us = [&](double q) { return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3); };
+      o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed << ", \"not_committed\": " << s.failed
+        << ", \"p50_us\": " << us(0.5) << ", \"p99_us\": " << us(0.99)
+        << ", \"max_us\": " << JsonNumber(static_cast<double>(s.latency_ns.max()) / 1e3)
+        << ", \"warmup\": " << (static_cast<double>(i) < warm ? "true" : "false") << "}";
+    }
+    o << "\n  ],\n  \"faults\": [";
+    for (size_t i = 0; i < fault_records.size(); ++i) {
+      const FaultRecord& f = fault_records[i];
+      o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s) << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s)
+        << ", \"took_s\": " << JsonNumber(f.took_s) << ", \"event\": \"" << JsonEscape(f.event.text)
+        << "\", \"action\": \"" << f.event.action << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
+        << ", \"error\": \"" << JsonEscape(f.error) << "\"}";
+    }
+    o << (fault_records.empty() ? "" : "\n  ") << "],\n  \"checks\": [";
+    for (size_t i = 0; i < checks.size(); ++i) {
+      const CheckResult& c = checks[i];
+      o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \"" << c.outcome
+        << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts << ", \"detail\": \""
+        << JsonEscape(c.detail) << "\"}";
+    }
+    o << (checks.empty() ? "" : "\n  ") << "],\n  \"floor\": ";
+    if (floor) {
+      o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us) << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
+        << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us) << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us)
+        << ", \"fsync_dir\": \"" << JsonEscape(floor->fsync_dir) << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
+        << ", \"tx_floor_us\": " << JsonNumber(floor->tx_floor_us()) << ", \"commit_p50_ratio\": "
+        << JsonNumber(static_cast<double>(st.commit_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us())
+        << ", \"total_p50_ratio\": "
+        << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us())
+        << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at the coordinator); "
+           "tx = 3 RTT + 2 fdatasync\"}";
+    } else {
+      o << "null";
+    }
+    o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
+      << ",\n  \"client_cpu_per_tx_us\": " << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
+      << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
+      << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
+      << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
+    std::ofstream out(cfg.json_path);
+    out << o.str();
+    out.flush();
     if (!out) {
       std::cerr << "dtx-bench: cannot write " << cfg.json_path << "\n";
       exit_code = kExitFailed;
     }
   }
   return exit_code;
-}
-
-int Usage(const std::string& error, const po::options_description& desc) {
-  std::cerr << "dtx-bench: " << error << "\n\n"
-            << "usage: dtx-bench --workload bank (--cluster DIR | --coordinator HOST:PORT) "
-               "--clients N --duration S [options]\n"
-            << desc;
-  return kExitUsage;
 }
 
 }  // namespace
@@ -611,60 +1239,19 @@ int main(int argc, char** argv) {
   // libuv writes with write(2): a node that dies mid-request must not kill the
   // benchmark with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
-  Config cfg;
-  po::options_description desc("options");
-  desc.add_options()("help,h", "show help")(
-      "workload", po::value<std::string>(&cfg.workload)->required(),
-      "bank (ycsb-a, ycsb-b, ycsb-f: later)")(
-      "cluster", po::value<std::string>(&cfg.cluster_dir), "cluster directory (dtxctl cluster up)")(
-      "coordinator", po::value<std::string>(&cfg.coordinator), "coordinator HOST:PORT")(
-      "clients", po::value<int>(&cfg.clients)->required(), "transactions in flight")(
-      "duration", po::value<double>(&cfg.duration_s)->required(), "measured seconds")(
-      "warmup", po::value<double>(&cfg.warmup_s)->default_value(1.0), "seconds before measuring")(
-      "accounts", po::value<int64_t>(&cfg.accounts)->default_value(100000), "bank accounts")(
-      "initial-balance", po::value<int64_t>(&cfg.initial_balance)->default_value(1000),
-      "balance of each account at load")(
-      "json", po::value<std::string>(&cfg.json_path), "write a JSON report here")(
-      "seed", po::value<uint64_t>(&cfg.seed), "random seed (default: random)")(
-      "no-load", po::bool_switch(&cfg.no_load),
-      "use the accounts already loaded (same --accounts and --initial-balance)");
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, desc), vm);
-    if (vm.count("help")) {
-      std::cout << "usage: dtx-bench --workload bank (--cluster DIR | --coordinator HOST:PORT) "
-                   "--clients N --duration S [options]\n"
-                << desc;
-      return kExitOk;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return Usage(e.what(), desc);
+  if (argc >= 2 && std::string(argv[1]) == "plot") return PlotMain(argc - 1, argv + 1);
+  bool help = false;
+  std::string usage;
+  auto cfg = ParseFlags(argc, argv, &help, &usage);
+  if (help) {
+    std::cout << usage;
+    return kExitOk;
   }
-  if (cfg.workload != "bank") {
-    if (cfg.workload == "ycsb-a" || cfg.workload == "ycsb-b" || cfg.workload == "ycsb-f") {
-      return Usage("workload '" + cfg.workload + "' is not implemented yet (only bank)", desc);
-    }
-    return Usage("unknown workload '" + cfg.workload + "'", desc);
+  if (!cfg.ok()) {
+    std::cerr << "dtx-bench: " << cfg.status().message() << "\n\n" << usage;
+    return kExitUsage;
   }
-  if (cfg.cluster_dir.empty() == cfg.coordinator.empty()) {
-    return Usage("give exactly one of --cluster DIR and --coordinator HOST:PORT", desc);
-  }
-  if (cfg.clients < 1 || cfg.clients > kClientsMax) {
-    return Usage("--clients must be 1.." + std::to_string(kClientsMax), desc);
-  }
-  if (!(cfg.duration_s > 0) || cfg.duration_s > kDurationSecondsMax) {
-    return Usage("--duration must be > 0 and <= " + std::to_string(kDurationSecondsMax), desc);
-  }
-  if (!(cfg.warmup_s >= 0) || cfg.warmup_s > kDurationSecondsMax) {
-    return Usage("--warmup must be >= 0", desc);
-  }
-  if (cfg.accounts < 2 || cfg.accounts > kAccountsMax) {
-    return Usage("--accounts must be 2.." + std::to_string(kAccountsMax), desc);
-  }
-  if (cfg.initial_balance < 0 || cfg.initial_balance > 1'000'000'000) {
-    return Usage("--initial-balance must be 0..1000000000", desc);
-  }
-  if (!vm.count("seed")) cfg.seed = std::random_device{}();
-  return RunBank(cfg);
+  std::string command_line;
+  for (int i = 0; i < argc; ++i) command_line += (i ? " " : "") + std::string(argv[i]);
+  return Run(*cfg, command_line);
 }
