@@ -177,15 +177,21 @@ Ready Core::TakeReady() {
 // ---------------------------------------------------------------------------
 // Bookkeeping
 
-void Core::Remember(const TxId& txid, Outcome o) {
-  auto [it, inserted] = outcomes_.try_emplace(txid, o);
+void Core::Remember(const TxId& txid, Outcome o, Version version) {
+  const Remembered r{o, o == Outcome::kCommitted ? version : 0};
+  auto [it, inserted] = outcomes_.try_emplace(txid, r);
   if (!inserted) {
-    it->second = o;
+    it->second = r;
     return;
   }
   outcome_order_.push_back(txid);
   while (outcome_order_.size() > options_.outcomes_remembered_max) {
-    outcomes_.erase(outcome_order_.front());
+    auto old = outcomes_.find(outcome_order_.front());
+    DTX_CHECK(old != outcomes_.end());
+    if (old->second.outcome == Outcome::kCommitted) {
+      forgotten_version_ = std::max(forgotten_version_, old->second.version);
+    }
+    outcomes_.erase(old);
     outcome_order_.pop_front();
   }
 }
@@ -193,7 +199,25 @@ void Core::Remember(const TxId& txid, Outcome o) {
 std::optional<Core::Outcome> Core::Recall(const TxId& txid) const {
   auto it = outcomes_.find(txid);
   if (it == outcomes_.end()) return std::nullopt;
-  return it->second;
+  return it->second.outcome;
+}
+
+bool Core::MayBeForgottenCommit(const PrepareRequest& req) {
+  // Had the transaction committed here at version v, with its outcome
+  // forgotten since: v <= forgotten_version_ (every later commit is
+  // remembered); v > every version it read (it read before it committed);
+  // and every key it wrote has a version >= v now (versions only grow).
+  // If any of that fails, it did not commit here: a NO is the truth.
+  if (forgotten_version_ == 0 || req.writes.empty()) return false;
+  Version read_max = 0;
+  for (const ReadOp& r : req.reads) read_max = std::max(read_max, r.version);
+  if (read_max >= forgotten_version_) return false;
+  for (const WriteOp& w : req.writes) {
+    auto got = store_->Get(w.key);
+    if (!got.ok()) return true;  // cannot tell: do not claim an outcome
+    if (got->version <= read_max) return false;
+  }
+  return true;
 }
 
 void Core::Schedule(Tx& tx, uint64_t at_ms) {
@@ -420,6 +444,19 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     if (no.has_value()) ReleaseLocks(txid);
   }
   if (no.has_value()) {
+    if (MayBeForgottenCommit(req)) {
+      // Perhaps a client's retry of a transaction that committed here long
+      // ago: a NO would tell it "aborted". Say that the outcome is unknown,
+      // and remember nothing (it may be committed).
+      ++stats_.forgotten_outcome_refusals;
+      RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
+                   "outcome of transaction " + txid.ToString() +
+                       " unknown: it is not among the outcomes remembered here, and it may have "
+                       "committed here before its outcome was forgotten (commits up to version " +
+                       std::to_string(forgotten_version_) + "); evaluated afresh it would vote NO: " +
+                       *no + ". A new transaction should read again and use a new txid");
+      return;
+    }
     // Remembered so a duplicate of this Prepare (a one-phase one above all)
     // cannot commit what was refused.
     Remember(txid, Outcome::kAborted);
@@ -497,7 +534,7 @@ void Core::FinishCommit(Tx& tx) {
   }
   ++stats_.commits;
   if (tx.one_phase) ++stats_.votes_yes;
-  Remember(tx.txid, Outcome::kCommitted);
+  Remember(tx.txid, Outcome::kCommitted, tx.commit_version);
   for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
   for (const Waiter& w : tx.commit_waiters) RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
   TxId txid = tx.txid;
@@ -669,6 +706,10 @@ void Core::RestoreCheckpoint(const Checkpoint& cp) {
   replay_retain_from_ = cp.retain_from;
   epoch_ = std::max(epoch_, cp.epoch);
   commit_counter_ = std::max(commit_counter_, cp.commit_counter);
+  forgotten_version_ = std::max(forgotten_version_, cp.forgotten_version);
+  for (const CheckpointOutcome& o : cp.outcomes) {
+    Remember(o.txid, o.version > 0 ? Outcome::kCommitted : Outcome::kAborted, o.version);
+  }
 }
 
 Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
@@ -757,13 +798,13 @@ Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
   const bool in_store = lsn < replay_from_;
   if (r.one_phase) {
     if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
-    Remember(r.txid, Outcome::kCommitted);
+    Remember(r.txid, Outcome::kCommitted, r.version);
     return Status::OK();
   }
   auto it = txs_.find(r.txid);
   if (it == txs_.end()) {
     if (in_store) {
-      Remember(r.txid, Outcome::kCommitted);
+      Remember(r.txid, Outcome::kCommitted, r.version);
       return Status::OK();
     }
     return Status::Corruption("COMMIT of " + r.txid.ToString() + " without a PREPARE before it");
@@ -771,7 +812,7 @@ Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
   if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
   EraseTx(it);
   ReleaseLocks(r.txid);
-  Remember(r.txid, Outcome::kCommitted);
+  Remember(r.txid, Outcome::kCommitted, r.version);
   return Status::OK();
 }
 
@@ -798,6 +839,21 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
   }
   cp.epoch = epoch_;
   cp.commit_counter = commit_counter_;
+  // Newest first up to the limit, then oldest first as recorded.
+  cp.forgotten_version = forgotten_version_;
+  const size_t n = std::min(outcome_order_.size(), kCheckpointOutcomesMax);
+  cp.outcomes.reserve(n);
+  for (auto it = outcome_order_.end() - static_cast<std::ptrdiff_t>(n); it != outcome_order_.end(); ++it) {
+    const Remembered& r = outcomes_.at(*it);
+    cp.outcomes.push_back({*it, r.outcome == Outcome::kCommitted ? r.version : 0});
+  }
+  if (n < outcome_order_.size()) {
+    // The older ones are left out: forgotten from the checkpoint's view.
+    for (auto it = outcome_order_.begin(); it != outcome_order_.end() - static_cast<std::ptrdiff_t>(n); ++it) {
+      const Remembered& r = outcomes_.at(*it);
+      if (r.outcome == Outcome::kCommitted) cp.forgotten_version = std::max(cp.forgotten_version, r.version);
+    }
+  }
   return cp;
 }
 
@@ -824,6 +880,7 @@ CoreStats Core::stats() const {
   }
   s.parked_reads = parked_.size();
   s.locked_keys = locks_.key_count();
+  s.forgotten_version = forgotten_version_;
   return s;
 }
 

@@ -190,7 +190,11 @@ struct CoreOptions {
   // Reads parked on locked keys; a read past it fails with kUnavailable.
   size_t parked_reads_max = kParkedReadsMaxDefault;
   // Recent outcomes (committed / aborted / voted NO) kept so duplicate and
-  // late messages get the recorded answer; oldest forgotten first.
+  // late messages - and a client's retry of a commit with the same txid -
+  // get the recorded answer; oldest forgotten first. Carried across restarts
+  // by the checkpoint (Checkpoint::outcomes) and the WAL. A Prepare for a
+  // txid not remembered that votes NO although it may be a commit made here
+  // and forgotten since is answered kUnknownTx instead (see Prepare).
   size_t outcomes_remembered_max = kOutcomesRememberedMaxDefault;
   size_t decision_queries_per_tick_max = kDecisionQueriesPerTickMaxDefault;
 };
@@ -219,6 +223,10 @@ struct CoreStats {
   uint64_t stale_epoch_refusals = 0;
   uint64_t replayed_records = 0;
   uint64_t replay_inferred_aborts = 0;  // see records.md "Meaning on replay"
+  // Prepares of a txid not remembered that would have voted NO but may be a
+  // forgotten commit: answered kUnknownTx (Core::Prepare).
+  uint64_t forgotten_outcome_refusals = 0;
+  Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
 class Core {
@@ -244,10 +252,21 @@ class Core {
   // A checkpoint the runtime may take now: every record below `lsn` is
   // durable and applied to the store (once the store's writes so far are
   // made durable); `retain_from` is the oldest PREPARE of a transaction still
-  // in flight (or `lsn`). nullopt while recovering or after a fatal error.
+  // in flight (or `lsn`); `outcomes` the remembered outcomes (newest
+  // kCheckpointOutcomesMax) and `forgotten_version`. nullopt while
+  // recovering or after a fatal error.
   std::optional<Checkpoint> TakeCheckpoint() const;
 
   void Read(Token token, std::string key, uint64_t now_ms);
+  // A txid prepared or remembered gets its recorded answer again (a committed
+  // one: YES, never applied twice). A txid not remembered is evaluated. If
+  // that votes NO (lock conflict, stale read) while the request could be a
+  // repeat of a transaction that committed here and whose outcome was
+  // forgotten since (beyond outcomes_remembered_max: every read version below
+  // the forgotten watermark and every written key changed since those reads),
+  // the reply is the error kUnknownTx "outcome unknown" instead of a NO that
+  // would read as "aborted" - and nothing is remembered. participant/README.md
+  // "Remembered outcomes" has the argument and the residual case.
   void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
   void Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
   void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
@@ -325,8 +344,12 @@ class Core {
   void StartCommit(Tx& tx);
   void FinishCommit(Tx& tx);
   void DropAborted(Tx& tx, bool log_abort);
-  void Remember(const TxId& txid, Outcome o);
+  // `version`: the commit version of a committed outcome (0 for aborted).
+  void Remember(const TxId& txid, Outcome o, Version version = 0);
   std::optional<Outcome> Recall(const TxId& txid) const;
+  // True if `req` (a txid not remembered) could be a repeat of a transaction
+  // committed here whose outcome was forgotten (see Prepare).
+  bool MayBeForgottenCommit(const PrepareRequest& req);
   void Schedule(Tx& tx, uint64_t at_ms);
   void Unschedule(Tx& tx);
   void EraseTx(std::map<TxId, Tx>::iterator it);
@@ -361,8 +384,15 @@ class Core {
 
   std::set<std::pair<uint64_t, TxId>> queries_;  // (query_at_ms, txid)
 
-  std::unordered_map<TxId, Outcome, TxIdHash> outcomes_;
+  struct Remembered {
+    Outcome outcome = Outcome::kAborted;
+    Version version = 0;  // kCommitted: its commit version
+  };
+  std::unordered_map<TxId, Remembered, TxIdHash> outcomes_;
   std::deque<TxId> outcome_order_;  // oldest first
+  // Every transaction committed here with a higher version is remembered
+  // (in outcomes_, or not yet applied); commits up to it may be forgotten.
+  Version forgotten_version_ = 0;
 
   Ready ready_;
   CoreStats stats_;

@@ -1036,6 +1036,107 @@ TEST(ParticipantCoreTest, RestartFromCheckpointKeepsCommittedWritesInDoubtTransa
   EXPECT_EQ(n.reply(stale).error, ErrorCode::kStaleEpoch);
 }
 
+// tests/sim/README.md KB2b: a one-phase transaction commits, its YES is lost,
+// a checkpoint truncates its COMMIT and the participant restarts. The
+// client's retry (same txid, same reads) must hear YES (= committed), not a
+// NO on its own stale read, and must not be applied again.
+TEST(ParticipantCoreTest, OnePhaseRetryAfterCheckpointTruncationAndRestartIsStillCommitted) {
+  Node n;
+  Version v = Seed(n, "acct", "100");
+  PrepareRequest t = Req(kT1, {{"acct", v}}, {Put("acct", "90")}, /*one_phase=*/true);
+  Token first = n.Prepare(t);
+  n.Sync();
+  ASSERT_EQ(n.reply(first).vote, Vote::kYes);
+  const Version committed = n.store().data().at("acct").first;
+  n.TakeCheckpoint();
+  ASSERT_EQ(n.log_size(), 0u) << "the COMMIT is truncated";
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  const int applies = n.store().applies();
+  Token again = n.Prepare(t);
+  ASSERT_TRUE(n.Replied(again));
+  EXPECT_EQ(n.reply(again).error, ErrorCode::kOk);
+  EXPECT_EQ(n.reply(again).vote, Vote::kYes) << n.reply(again).detail;
+  EXPECT_EQ(n.store().applies(), applies) << "not applied again";
+  EXPECT_EQ(n.store().data().at("acct").first, committed);
+  EXPECT_TRUE(n.unsynced().empty()) << "nothing logged";
+}
+
+// The two-phase case: a repeated Prepare of a transaction that committed
+// before the checkpoint and restart answers YES from the remembered outcome
+// without taking locks or preparing again; a repeated Commit is acked.
+TEST(ParticipantCoreTest, TwoPhaseRepeatAfterCheckpointAndRestartAnswersTheRecordedOutcome) {
+  Node n;
+  PrepareRequest t = Req(kT1, {}, {Put("b", "T1")});
+  n.Prepare(t);
+  n.Sync();
+  n.Commit(kT1);
+  n.Sync();
+  const Version committed = n.store().data().at("b").first;
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  Token again = n.Prepare(t);
+  EXPECT_EQ(n.reply(again).vote, Vote::kYes);
+  EXPECT_TRUE(n.unsynced().empty()) << "not prepared again";
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+  Token commit = n.Commit(kT1);
+  EXPECT_EQ(n.reply(commit).error, ErrorCode::kOk);
+  EXPECT_EQ(n.store().data().at("b").first, committed) << "not applied again";
+  // A refused transaction stays refused across the restart too.
+  Token stale = n.Prepare(Req(kT2, {{"b", committed - 1}}, {Put("b", "T2")}, /*one_phase=*/true));
+  ASSERT_EQ(n.reply(stale).vote, Vote::kNo);
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  Token dup = n.Prepare(Req(kT2, {{"b", committed}}, {Put("b", "T2")}, /*one_phase=*/true));
+  EXPECT_EQ(n.reply(dup).vote, Vote::kNo) << "the NO is remembered through the checkpoint";
+}
+
+// Past outcomes_remembered_max the outcome is forgotten. A retry that votes
+// NO but may be that forgotten commit is told "outcome unknown" (kUnknownTx),
+// not NO, and is not remembered as aborted; transactions that provably did
+// not commit here still get their NO. The watermark survives a restart.
+TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) {
+  CoreOptions o;
+  o.outcomes_remembered_max = 2;
+  Node n(o);
+  Version va = Seed(n, "a", "1");
+  Version vb = Seed(n, "b", "1");
+  PrepareRequest t = Req(kT1, {{"a", va}, {"b", vb}}, {Put("a", "0"), Put("b", "2")}, /*one_phase=*/true);
+  Token first = n.Prepare(t);
+  n.Sync();
+  ASSERT_EQ(n.reply(first).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().forgotten_version, va) << "the first seed is forgotten";
+  Seed(n, "c", "1");
+  Seed(n, "d", "1");  // T1 is forgotten now
+  const Version forgotten = n.core().stats().forgotten_version;
+  ASSERT_GE(forgotten, vb + 1);
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  EXPECT_EQ(n.core().stats().forgotten_version, forgotten) << "carried by the checkpoint";
+
+  const auto before = n.store().data();
+  Token again = n.Prepare(t);
+  EXPECT_EQ(n.reply(again).error, ErrorCode::kUnknownTx) << n.reply(again).message;
+  EXPECT_NE(n.reply(again).message.find("stale read"), std::string::npos) << n.reply(again).message;
+  EXPECT_EQ(n.store().data(), before);
+  EXPECT_EQ(n.core().stats().forgotten_outcome_refusals, 1u);
+  Token twice = n.Prepare(t);
+  EXPECT_EQ(n.reply(twice).error, ErrorCode::kUnknownTx) << "not remembered as aborted";
+
+  // Stale on "a", and it writes "e", never written: it never committed here
+  // (it would have written "e"), so a plain NO.
+  Token partly = n.Prepare(Req(kT2, {{"a", va}}, {Put("a", "0"), Put("e", "2")}, true));
+  EXPECT_EQ(n.reply(partly).vote, Vote::kNo);
+  // A read at or above the watermark: any commit of it would be remembered.
+  Version vd = n.store().data().at("d").first;
+  ASSERT_GE(vd, forgotten);
+  Token recent = n.Prepare(Req(kT3, {{"d", vd - 1}}, {Put("d", "2")}, true));
+  EXPECT_EQ(n.reply(recent).vote, Vote::kNo);
+  // A new transaction with current reads commits as usual.
+  Token fresh = n.Prepare(Req({7, 4}, {{"a", n.store().data().at("a").first}}, {Put("a", "5")}, true));
+  n.Sync();
+  EXPECT_EQ(n.reply(fresh).vote, Vote::kYes);
+}
+
 TEST(ParticipantCoreTest, TwoPhaseCommitBelowTheCheckpointMayLackItsPrepareButNotAbove) {
   Node n;
   n.Prepare(Req(kT3, {}, {Put("b", "T3")}));  // LSN 1 EPOCH, LSN 2 PREPARE: truncated

@@ -108,14 +108,14 @@ TEST_F(LevelStoreTest, CheckpointIsStoredUnderTheEmptyKeyAndSurvivesReopen) {
     ASSERT_TRUE(none.ok());
     EXPECT_FALSE(none->has_value());
     ASSERT_TRUE(st->Apply({{"k", std::string("v")}}, 1).ok());
-    ASSERT_TRUE(st->WriteCheckpoint({5, 3, 2, 1}).ok());
-    ASSERT_TRUE(st->WriteCheckpoint({9, 4, 2, 7}).ok());
+    ASSERT_TRUE(st->WriteCheckpoint({5, 3, 2, 1, 0, {}}).ok());
+    ASSERT_TRUE(st->WriteCheckpoint({9, 4, 2, 7, 5, {{{1, 2}, 6}}}).ok());
   }
   auto st = Open();
   auto cp = st->ReadCheckpoint();
   ASSERT_TRUE(cp.ok()) << cp.status().ToString();
   ASSERT_TRUE(cp->has_value());
-  EXPECT_EQ(**cp, (Checkpoint{9, 4, 2, 7}));
+  EXPECT_EQ(**cp, (Checkpoint{9, 4, 2, 7, 5, {{{1, 2}, 6}}}));
   EXPECT_EQ(st->Get("k")->value, "v");
 }
 

@@ -6,8 +6,12 @@ namespace dtx::participant {
 
 namespace {
 
-// First byte of an encoded Checkpoint.
-constexpr uint8_t kCheckpointFormat = 1;
+// First byte of an encoded Checkpoint. Format 1 (before remembered outcomes)
+// is still read.
+constexpr uint8_t kCheckpointFormatV1 = 1;
+constexpr uint8_t kCheckpointFormat = 2;
+// Bytes of one encoded CheckpointOutcome: txid + version.
+constexpr size_t kCheckpointOutcomeBytes = 16 + 8;
 
 // Flag bits of a COMMIT record.
 constexpr uint8_t kCommitFlagOnePhase = 0x01;
@@ -129,6 +133,7 @@ class Reader {
     if (key->empty()) return Bad("empty key");
     return Status::OK();
   }
+  size_t left() const { return in_.size(); }
   Status End() {
     if (!in_.empty()) return Bad(std::to_string(in_.size()) + " trailing bytes");
     return Status::OK();
@@ -199,6 +204,15 @@ std::string EncodeCheckpoint(const Checkpoint& c) {
   w.U64(c.retain_from);
   w.I64(c.epoch);
   w.I64(c.commit_counter);
+  DTX_CHECK(c.forgotten_version >= 0 && c.forgotten_version <= c.commit_counter);
+  DTX_CHECK(c.outcomes.size() <= kCheckpointOutcomesMax);
+  w.I64(c.forgotten_version);
+  w.U32(static_cast<uint32_t>(c.outcomes.size()));
+  for (const CheckpointOutcome& o : c.outcomes) {
+    DTX_CHECK(o.version >= 0 && o.version <= c.commit_counter);
+    w.Tx(o.txid);
+    w.I64(o.version);
+  }
   return w.Take();
 }
 
@@ -258,16 +272,45 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   Reader in(bytes, "checkpoint");
   uint8_t format = 0;
   DTX_RETURN_IF_ERROR(in.U8(&format));
-  if (format != kCheckpointFormat) return in.Bad("unknown format " + std::to_string(format));
+  if (format != kCheckpointFormat && format != kCheckpointFormatV1) {
+    return in.Bad("unknown format " + std::to_string(format));
+  }
   Checkpoint c;
   DTX_RETURN_IF_ERROR(in.U64(&c.lsn));
   DTX_RETURN_IF_ERROR(in.U64(&c.retain_from));
   DTX_RETURN_IF_ERROR(in.I64(&c.epoch));
   DTX_RETURN_IF_ERROR(in.I64(&c.commit_counter));
-  DTX_RETURN_IF_ERROR(in.End());
   if (c.retain_from > c.lsn) return in.Bad("retain_from " + std::to_string(c.retain_from) + " above lsn " + std::to_string(c.lsn));
   if (c.epoch < 0) return in.Bad("negative epoch");
   if (c.commit_counter < 0) return in.Bad("negative commit counter");
+  if (format == kCheckpointFormatV1) {
+    // Written before outcomes were kept: every commit below it may be forgotten.
+    DTX_RETURN_IF_ERROR(in.End());
+    c.forgotten_version = c.commit_counter;
+    return c;
+  }
+  DTX_RETURN_IF_ERROR(in.I64(&c.forgotten_version));
+  if (c.forgotten_version < 0 || c.forgotten_version > c.commit_counter) {
+    return in.Bad("forgotten_version " + std::to_string(c.forgotten_version) + " outside 0..commit counter");
+  }
+  uint32_t n = 0;
+  DTX_RETURN_IF_ERROR(in.U32(&n));
+  if (n > kCheckpointOutcomesMax) {
+    return in.Bad("outcome count " + std::to_string(n) + " exceeds " + std::to_string(kCheckpointOutcomesMax));
+  }
+  if (in.left() != size_t{n} * kCheckpointOutcomeBytes) {
+    return in.Bad(std::to_string(n) + " outcomes need " + std::to_string(size_t{n} * kCheckpointOutcomeBytes) +
+                  " bytes, " + std::to_string(in.left()) + " left");
+  }
+  c.outcomes.resize(n);
+  for (CheckpointOutcome& o : c.outcomes) {
+    DTX_RETURN_IF_ERROR(in.Tx(&o.txid));
+    DTX_RETURN_IF_ERROR(in.I64(&o.version));
+    if (o.version < 0 || o.version > c.commit_counter) {
+      return in.Bad("outcome version " + std::to_string(o.version) + " outside 0..commit counter");
+    }
+  }
+  DTX_RETURN_IF_ERROR(in.End());
   return c;
 }
 

@@ -70,11 +70,32 @@ struct EpochRecord {
 // record with LSN < `lsn` has its effect in the store, durably; records from
 // `retain_from` on are kept in the WAL (retain_from <= lsn: the PREPAREs of
 // transactions still prepared at the checkpoint).
+//
+// It also carries the outcomes the participant remembers (so that a client's
+// retry of a committed transaction is still recognised after the COMMIT
+// record was truncated and the node restarted; tests/sim/README.md KB2b):
+// `outcomes`, oldest first, and `forgotten_version`, above which every
+// commit made here before the checkpoint is in `outcomes`.
+struct CheckpointOutcome {
+  TxId txid;
+  Version version = 0;  // > 0: committed at this version; 0: aborted (or voted NO)
+  friend bool operator==(const CheckpointOutcome&, const CheckpointOutcome&) = default;
+};
+
+// At most this many outcomes in one checkpoint (encoder and decoder limit;
+// the core keeps outcomes_remembered_max, 100 000 by default, 24 bytes each).
+inline constexpr size_t kCheckpointOutcomesMax = size_t{1} << 20;
+
 struct Checkpoint {
   uint64_t lsn = 0;           // replay applies records from here; 0/1: no checkpoint
   uint64_t retain_from = 0;   // the WAL keeps every record >= this
   Epoch epoch = 0;            // the epoch adopted (EPOCH records below may be gone)
   Version commit_counter = 0; // >= every version handed out (COMMITs below may be gone)
+  // Every transaction committed here with a version above this (and below
+  // `lsn`) is in `outcomes`; at most commit_counter. A format-1 checkpoint
+  // decodes with forgotten_version = commit_counter and no outcomes.
+  Version forgotten_version = 0;
+  std::vector<CheckpointOutcome> outcomes;  // oldest first, <= kCheckpointOutcomesMax
   friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
 };
 

@@ -94,9 +94,9 @@ TEST(RecordsTest, BadFieldValuesAreCorruption) {
 }
 
 TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) {
-  Checkpoint cp{1000, 990, 3, 12345};
+  Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}, {{7, 2}, 0}}};
   std::string b = EncodeCheckpoint(cp);
-  ASSERT_EQ(b.size(), 33u);
+  ASSERT_EQ(b.size(), 33u + 8 + 4 + 2 * 24);
   auto back = DecodeCheckpoint(b);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, cp);
@@ -105,14 +105,43 @@ TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) 
   }
   EXPECT_TRUE(DecodeCheckpoint(b + "x").status().IsCorruption());
   std::string format = b;
-  format[0] = 2;
+  format[0] = 3;
   EXPECT_TRUE(DecodeCheckpoint(format).status().IsCorruption());
-  std::string retain = EncodeCheckpoint({10, 10, 0, 0});
+  std::string count = b;
+  count[33 + 8] = 3;  // three outcomes announced, two present
+  EXPECT_TRUE(DecodeCheckpoint(count).status().IsCorruption());
+  std::string huge = b;
+  huge[33 + 8 + 3] = '\x7f';  // a count far beyond kCheckpointOutcomesMax: no allocation
+  EXPECT_TRUE(DecodeCheckpoint(huge).status().IsCorruption());
+  std::string forgotten = b;
+  forgotten[33 + 7] = '\x7f';  // forgotten_version above the commit counter
+  EXPECT_TRUE(DecodeCheckpoint(forgotten).status().IsCorruption());
+  std::string version = b;
+  version[33 + 8 + 4 + 16 + 7] = '\x80';  // negative outcome version
+  EXPECT_TRUE(DecodeCheckpoint(version).status().IsCorruption());
+  std::string retain = EncodeCheckpoint({10, 10, 0, 0, 0, {}});
   retain[9] = 11;  // retain_from 11 > lsn 10
   EXPECT_TRUE(DecodeCheckpoint(retain).status().IsCorruption());
   std::string epoch = b;
   epoch[24] = '\x80';  // top byte of the epoch: negative
   EXPECT_TRUE(DecodeCheckpoint(epoch).status().IsCorruption());
+}
+
+// Data dirs written before outcomes were checkpointed hold format 1: it still
+// reads, with every commit below it counted as possibly forgotten.
+TEST(RecordsTest, FormatOneCheckpointStillReadsWithEveryEarlierCommitPossiblyForgotten) {
+  std::string v1 = EncodeCheckpoint({1000, 990, 3, 12345, 0, {}});
+  v1.resize(33);
+  v1[0] = 1;
+  auto back = DecodeCheckpoint(v1);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->lsn, 1000u);
+  EXPECT_EQ(back->retain_from, 990u);
+  EXPECT_EQ(back->epoch, 3);
+  EXPECT_EQ(back->commit_counter, 12345);
+  EXPECT_EQ(back->forgotten_version, 12345);
+  EXPECT_TRUE(back->outcomes.empty());
+  EXPECT_TRUE(DecodeCheckpoint(v1 + "x").status().IsCorruption());
 }
 
 }  // namespace
