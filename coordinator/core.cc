@@ -327,8 +327,15 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
 
 // ---- participant replies --------------------------------------------------------
 
-void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
-  if (r.status == CallStatus::kStaleEpoch) Fence();
+void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) {
+  PrepareReply r = r_in;
+  if (r.status == CallStatus::kStaleEpoch) {
+    if (r.msg_id >= first_msg_of_epoch_) {
+      Fence();
+    } else {
+      r.status = CallStatus::kError;  // stamped with our previous epoch
+    }
+  }
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kPreparing) {
     // Late or duplicate vote. A YES for a transaction aborted here means
@@ -416,7 +423,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r) {
 }
 
 void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
-  if (r.status == CallStatus::kStaleEpoch) Fence();
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence();
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
   size_t i = FindPart(*tx, r.participant);
@@ -438,7 +445,7 @@ void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
 void CoordinatorCore::OnAbortReply(uint64_t /*now_ms*/, const AckReply& r) {
   // ABORT is fire-and-forget (a participant still in doubt asks
   // QueryDecision); only a newer epoch matters.
-  if (r.status == CallStatus::kStaleEpoch) Fence();
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence();
 }
 
 void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
@@ -561,6 +568,7 @@ void CoordinatorCore::BumpEpoch(uint64_t /*now_ms*/, Epoch e) {
   epoch_ = e;
   epoch_durable_ = false;
   fenced_ = false;
+  first_msg_of_epoch_ = next_msg_id_;
   epoch_tag_ = Persist(EpochRecord{e}, /*forced=*/true, TxId{});
 }
 

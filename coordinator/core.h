@@ -403,6 +403,9 @@ class CoordinatorCore {
   uint64_t truncate_emitted_ = 0;  // highest truncate_before handed out
 
   MessageId next_msg_id_ = 1;
+  // First message stamped with the current epoch: a STALE_EPOCH answer to an
+  // older message (sent before BumpEpoch) proves no newer coordinator.
+  MessageId first_msg_of_epoch_ = 1;
   PersistTag next_tag_ = 1;
 
   std::map<TxId, Tx> txs_;  // ordered: deterministic iteration

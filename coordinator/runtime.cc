@@ -922,18 +922,16 @@ void Runtime::OnAdoptEpochReply(uint64_t bump_id, const std::string& participant
   }
   const size_t n = options_.participants.size();
   const size_t majority = n / 2 + 1;
-  if (bump_.stale) {
-    // Someone else holds this epoch (or a newer one) somewhere: we are not
-    // the one to move on, even if a majority might still say yes.
-    bump_.decided = true;
-    BumpFailed(true, bump_.last_error);
-  } else if (bump_.ok >= majority) {
+  // Each participant grants an epoch to one coordinator only, so at most one
+  // of two contenders reaches a majority; a STALE_EPOCH from some
+  // participants does not stop us from winning at the others.
+  if (bump_.ok >= majority) {
     bump_.decided = true;
     BumpSucceeded();
   } else if (bump_.ok + bump_.failed == n) {
     bump_.decided = true;
-    BumpFailed(false, "only " + std::to_string(bump_.ok) + " of " + std::to_string(n) +
-                          " participants adopted it; last error " + bump_.last_error);
+    BumpFailed(bump_.stale, "only " + std::to_string(bump_.ok) + " of " + std::to_string(n) +
+                                " participants adopted it; last error " + bump_.last_error);
   }
 }
 

@@ -3,6 +3,7 @@
 // participants (ParticipantCobSvIf on an RpcServer in this process) that
 // record every call. End-to-end tests with real participants live in tests/.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -927,6 +929,16 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   EXPECT_EQ(primary.Wait(), 0);
 }
 
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 // Waits until the coordinator on `port` says it is the established primary.
 int64_t WaitPrimary(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   if (!WaitReady(port, timeout)) return -1;
@@ -1091,6 +1103,10 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
   std::vector<std::string> bargs =
       HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport);
   bargs[bargs.size() - 5] = "info";
+  if (const char* d = std::getenv("DTX_TEST_DETECTOR")) {  // timeout (default) or phi
+    pargs.insert(pargs.end(), {"--failure-detector", d});
+    bargs.insert(bargs.end(), {"--failure-detector", d});
+  }
   Process primary(pargs);
   Process backup(bargs);
   ASSERT_GE(WaitPrimary(pport), 0);
@@ -1137,6 +1153,228 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
   EXPECT_EQ(bs.counters["participant_suspicions"], 0);
   EXPECT_EQ(bs.counters["peer_suspicions"], 0);
   EXPECT_EQ(ps.counters["backup_in_sync"], 1);
+}
+
+// A TCP relay on loopback standing for a network link: it accepts on its own
+// port and pipes every connection to `target_port`. Cut() drops every
+// connection and refuses new ones (a partition of that link, both ways);
+// Heal() accepts again. Used instead of network namespaces, which need
+// privileges CI does not have.
+class Relay {
+ public:
+  explicit Relay(int target_port) : target_(target_port) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    EXPECT_EQ(::listen(listen_fd_, 64), 0);
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~Relay() {
+    stop_ = true;
+    acceptor_.join();
+    for (auto& t : pumps_) t.join();
+    ::close(listen_fd_);
+  }
+  int port() const { return port_; }
+  void Cut() {
+    cut_ = true;
+    ++cut_generation_;
+  }
+  void Heal() { cut_ = false; }
+
+ private:
+  void AcceptLoop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int fd = ::accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      if (cut_) {
+        ::close(fd);
+        continue;
+      }
+      int out = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(static_cast<uint16_t>(target_));
+      if (::connect(out, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+        ::close(fd);
+        ::close(out);
+        continue;
+      }
+      int gen = cut_generation_;
+      pumps_.emplace_back([this, fd, out, gen] { Pump(fd, out, gen); });
+    }
+  }
+  void Pump(int a, int b, int gen) {
+    char buf[65536];
+    while (!stop_ && !cut_ && cut_generation_ == gen) {
+      pollfd p[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+      if (::poll(p, 2, 20) <= 0) continue;
+      bool done = false;
+      for (int i = 0; i < 2 && !done; ++i) {
+        if ((p[i].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
+        ssize_t n = ::read(p[i].fd, buf, sizeof(buf));
+        if (n <= 0) {
+          done = true;
+          break;
+        }
+        int to = i == 0 ? b : a;
+        for (ssize_t off = 0; off < n;) {
+          ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+          if (w <= 0) {
+            done = true;
+            break;
+          }
+          off += w;
+        }
+      }
+      if (done) break;
+    }
+    ::close(a);
+    ::close(b);
+  }
+
+  int target_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> cut_{false};
+  std::atomic<int> cut_generation_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> pumps_;  // acceptor thread only, joined at the end
+};
+
+// Every epoch was granted (AdoptEpoch) to one coordinator only, across all
+// participants.
+void ExpectOneOwnerPerEpoch(FakeCluster& fakes, size_t n) {
+  std::map<int64_t, std::string> owner;
+  for (size_t i = 0; i < n; ++i) {
+    for (const auto& [epoch, who] : fakes.at(i).adoptions()) {
+      auto [it, inserted] = owner.emplace(epoch, who);
+      EXPECT_EQ(it->second, who) << "epoch " << epoch << " granted to two coordinators";
+    }
+  }
+}
+
+// Partition the primary from the backup (both still reach the participants):
+// one of them ends up the only primary; the other refuses commits; no epoch
+// is granted to two coordinators; after healing, the survivor re-syncs the
+// other as its backup.
+TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  Relay to_backup(bport), to_primary(pport);
+  std::vector<std::string> pargs = Args(pport, dir.path() + "/c0", fakes.addresses());
+  pargs.insert(pargs.end(), {"--role", "primary", "--peer", "127.0.0.1:" + std::to_string(to_backup.port())});
+  std::vector<std::string> bargs = Args(bport, dir.path() + "/c1", fakes.addresses());
+  bargs[1] = "coordinator-1";
+  bargs.insert(bargs.end(), {"--role", "backup", "--peer", "127.0.0.1:" + std::to_string(to_primary.port())});
+  Process primary(pargs);
+  Process backup(bargs);
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  // Load while the partition starts, so the old primary has decisions in flight.
+  std::atomic<bool> stop{false};
+  std::thread load([&] {
+    for (uint64_t i = 0; !stop; ++i) {
+      Client c(pport, 2000);
+      if (!c.Open()) continue;
+      try {
+        rpc::CommitResult res;
+        c->Commit(res, WriteReq(TxId{0x9a7, i}, {KeyOn(0, 3), KeyOn(1, 3)}));
+      } catch (const std::exception&) {
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  to_backup.Cut();
+  to_primary.Cut();
+  // Settles: exactly one established primary, at epoch 2.
+  auto one_primary = [&] {
+    rpc::NodeStatus a = StatusOf(pport), b = StatusOf(bport);
+    int primaries = (a.role == "primary") + (b.role == "primary");
+    return primaries == 1 && (a.role == "primary" ? a.epoch : b.epoch) == 2 &&
+           (a.role == "backup" || b.role == "backup");
+  };
+  EXPECT_TRUE(WaitFor(one_primary, std::chrono::seconds(10)));
+  stop = true;
+  load.join();
+  rpc::NodeStatus a = StatusOf(pport), b = StatusOf(bport);
+  std::printf("partition primary|backup: coordinator-0 %s epoch %lld, coordinator-1 %s epoch %lld\n",
+              a.role.c_str(), static_cast<long long>(a.epoch), b.role.c_str(),
+              static_cast<long long>(b.epoch));
+  ExpectOneOwnerPerEpoch(fakes, 3);
+  const int winner = a.role == "primary" ? pport : bport;
+  const int loser = winner == pport ? bport : pport;
+  {
+    Client c(loser);
+    ASSERT_TRUE(c.Open());
+    rpc::CommitResult res;
+    try {
+      c->Commit(res, WriteReq(TxId{0x9a7, 1u << 20}, {KeyOn(0, 3), KeyOn(1, 3)}));
+      ADD_FAILURE() << "the coordinator that is not primary accepted a commit";
+    } catch (const rpc::DtxError& e) {
+      EXPECT_EQ(e.code, rpc::ErrorCode::NOT_PRIMARY);
+    }
+    Client w(winner);
+    ASSERT_TRUE(w.Open());
+    w->Commit(res, WriteReq(TxId{0x9a7, (1u << 20) + 1}, {KeyOn(0, 3), KeyOn(1, 3)}));
+    EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  }
+  // Heal: the survivor re-syncs the other.
+  to_backup.Heal();
+  to_primary.Heal();
+  EXPECT_GE(WaitStatus(winner, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ExpectOneOwnerPerEpoch(fakes, 3);
+}
+
+// Cut the backup off from the participants (it still reaches the primary),
+// then kill the primary: the backup cannot get a majority for epoch 2 and
+// does not promote; once its links heal, it does.
+TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  std::vector<std::unique_ptr<Relay>> links;
+  std::string via;
+  for (size_t i = 0; i < 3; ++i) {
+    std::string a = fakes.address(i);
+    links.push_back(std::make_unique<Relay>(std::stoi(a.substr(a.rfind(':') + 1))));
+    via += (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
+  }
+  Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  // The backup reaches the participants only through the relays.
+  auto backup = std::make_unique<Process>(
+      HaArgs(bport, dir.path() + "/c1", via, "coordinator-1", "backup", pport));
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  for (auto& l : links) l->Cut();
+  EXPECT_GE(WaitStatus(bport, [](rpc::NodeStatus& s) {
+              for (const auto& p : s.peers) {
+                if (p.name.rfind("participant", 0) == 0 && !p.suspected) return false;
+              }
+              return true;
+            }), 0) << "the backup should suspect every participant";
+  primary.Signal(SIGKILL);
+  EXPECT_EQ(primary.Wait(), 128 + SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  rpc::NodeStatus st = StatusOf(bport);
+  EXPECT_EQ(st.role, "backup") << "promoted without a majority of participants";
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fakes.at(i).epoch(), 1);
+  for (auto& l : links) l->Heal();
+  EXPECT_GE(WaitPrimary(bport), 0);
+  EXPECT_EQ(StatusOf(bport).epoch, 2);
+  ExpectOneOwnerPerEpoch(fakes, 3);
 }
 
 // Throughput of two-participant commits with and without a backup (printed).
