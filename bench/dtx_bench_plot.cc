@@ -53,7 +53,11 @@ Result<Report> ReadReport(const std::string& path) {
     r.p99_us = t.get<double>("latency_us.p99");
     r.warmup_s = t.get<double>("warmup_s", 0);
     for (const auto& [k, s] : t.get_child("timeline")) {
-      r.timeline.push_back({s.get<int>("t"), s.get<double>("committed"), s.get<double>("p99_us")});
+      // Per second; a partial last second is scaled by its span, a second
+      // that only saw the drain after the stop is left out.
+      double span = s.get<double>("span_s", 1.0);
+      if (span < 0.2) continue;
+      r.timeline.push_back({s.get<int>("t"), s.get<double>("committed") / span, s.get<double>("p99_us")});
     }
     for (const auto& [k, pair] : t.get_child("latency_cdf_us")) {
       std::vector<double> v;
