@@ -20,6 +20,7 @@
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -217,6 +218,15 @@ class Cluster {
     backup_ = StartCoordinator(1, "backup", {});
   }
 
+  std::unique_ptr<Process> StartParticipant(int i) {
+    return std::make_unique<Process>(
+        DTX_PARTICIPANT_BIN,
+        std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
+                                 Addr(pports_[i]), "--dir", dir_ + "/p" + std::to_string(i),
+                                 "--coordinator", Addr(c0_), "--coordinators",
+                                 Addr(c0_) + "," + Addr(c1_)});
+  }
+
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
                                             std::vector<std::string> extra) {
     int port = which == 0 ? c0_ : c1_;
@@ -411,6 +421,73 @@ TEST(FailoverTest, SigkillPrimaryUnderBankWorkload) {
         return s0 && s0->role == "backup" && s1 && s1->counters["backup_in_sync"] == 1;
       },
       std::chrono::seconds(15)));
+}
+
+// SIGKILL a real participant 20 times: time until the primary's status shows
+// it suspected (printed: p50/p99), and transactions not touching it keep
+// committing while it is down.
+TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
+  TempDir dir;
+  Cluster cl(dir.path());
+  ASSERT_TRUE(cl.WaitServing());
+  ClientOptions o;
+  o.coordinators = {Addr(cl.c0_), Addr(cl.c1_)};
+  auto client = Client::Connect(o);
+  ASSERT_TRUE(client.ok());
+  // Keys on participants 0 and 1 only.
+  std::vector<std::string> keys01;
+  for (int i = 0; keys01.size() < 4; ++i) {
+    std::string k = "k" + std::to_string(i);
+    if ((*client)->ShardOf(k) != 2) keys01.push_back(k);
+  }
+  std::string key2;
+  for (int i = 0; key2.empty(); ++i) {
+    std::string k = "x" + std::to_string(i);
+    if ((*client)->ShardOf(k) == 2) key2 = k;
+  }
+  const std::string victim = Addr(cl.pports_[2]);
+  auto suspected = [&](bool want) {
+    auto st = CoordinatorStatus(cl.c0_);
+    if (!st) return false;
+    for (const auto& p : st->peers) {
+      if (p.address == victim) return p.suspected == want && (want || p.heartbeat_age_ms >= 0);
+    }
+    return false;
+  };
+  std::vector<int64_t> ms;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(WaitFor([&] { return suspected(false); }, std::chrono::seconds(10))) << i;
+    std::this_thread::sleep_for(std::chrono::milliseconds(37 * i % 100));
+    auto t0 = Clock::now();
+    cl.participants_[2]->Kill();
+    ASSERT_TRUE(WaitFor([&] { return suspected(true); }, std::chrono::seconds(5))) << i;
+    ms.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+    if (i == 0) {
+      // While it is down: a transaction touching it fails fast; others commit.
+      auto tx = (*client)->Begin();
+      ASSERT_TRUE(tx.ok());
+      ASSERT_TRUE(tx->Put(keys01[0], "a").ok());
+      ASSERT_TRUE(tx->Put(key2, "b").ok());
+      Status s = tx->Commit();
+      EXPECT_TRUE(s.IsAborted()) << s.ToString();
+      EXPECT_EQ(tx->abort_reason(), AbortReason::kParticipantUnavailable);
+      for (int j = 0; j < 20; ++j) {
+        Status c = (*client)->Run([&](Transaction& t) {
+          DTX_RETURN_IF_ERROR(t.Put(keys01[j % 2], std::to_string(j)));
+          return t.Put(keys01[2 + j % 2], std::to_string(j));
+        });
+        EXPECT_TRUE(c.ok()) << c.ToString();
+      }
+    }
+    cl.participants_[2] = cl.StartParticipant(2);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("detection (SIGKILL real participant -> primary suspects it), 20 kills, heartbeat "
+              "100 ms, suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
+              static_cast<long long>(ms[ms.size() / 2]),
+              static_cast<long long>(ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]),
+              static_cast<long long>(ms.back()));
+  EXPECT_LE(ms.back(), 1000);
 }
 
 // `crash` at each coordinator failpoint of the commit path, armed on the
