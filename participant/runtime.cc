@@ -115,6 +115,7 @@ Status Runtime::RestoreAndReplay() {
   if (cp->has_value()) {
     last_checkpoint_ = **cp;
     core_->RestoreCheckpoint(last_checkpoint_);
+    last_checkpoint_.outcomes.clear();  // only its LSNs are used from here on
   }
   checkpoint_stats_.lsn = last_checkpoint_.lsn;
   checkpoint_stats_.retain_from = last_checkpoint_.retain_from;
@@ -261,7 +262,7 @@ void Runtime::MaybeCheckpoint() {
   checkpoint_in_flight_ = true;
   {
     std::lock_guard<std::mutex> lock(checkpoint_mu_);
-    checkpoint_job_ = *cp;
+    checkpoint_job_ = std::move(*cp);  // carries the outcome table: moved, not copied
   }
   checkpoint_cv_.notify_one();
 }
@@ -273,7 +274,7 @@ void Runtime::CheckpointWorkerLoop() {
       std::unique_lock<std::mutex> lock(checkpoint_mu_);
       checkpoint_cv_.wait(lock, [this] { return checkpoint_stop_ || checkpoint_job_.has_value(); });
       if (checkpoint_stop_) return;
-      cp = *checkpoint_job_;
+      cp = std::move(*checkpoint_job_);
       checkpoint_job_.reset();
     }
     auto t0 = std::chrono::steady_clock::now();
@@ -286,7 +287,7 @@ void Runtime::CheckpointWorkerLoop() {
     auto t2 = std::chrono::steady_clock::now();
     auto us = [](auto d) { return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()); };
     std::weak_ptr<int> alive = alive_;
-    loop_->Post([this, alive, cp, write_us = us(t1 - t0), truncate_us = us(t2 - t1), truncated] {
+    loop_->Post([this, alive, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1), truncated] {
       if (alive.expired()) return;
       OnCheckpointDone(cp, write_us, truncate_us, truncated);
     });
@@ -297,6 +298,7 @@ void Runtime::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t
                                const Status& truncated) {
   checkpoint_in_flight_ = false;
   last_checkpoint_ = cp;
+  last_checkpoint_.outcomes.clear();  // only its LSNs are used here; the core holds the outcomes
   last_checkpoint_ms_ = NowMs();
   ++checkpoint_stats_.taken;
   checkpoint_stats_.lsn = cp.lsn;
@@ -582,6 +584,8 @@ rpc::NodeStatus Runtime::GetStatus() const {
       {"stale_epoch_refusals", static_cast<int64_t>(st.stale_epoch_refusals)},
       {"commit_counter", static_cast<int64_t>(st.commit_counter)},
       {"replayed_records", static_cast<int64_t>(st.replayed_records)},
+      {"forgotten_outcome_refusals", static_cast<int64_t>(st.forgotten_outcome_refusals)},
+      {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},
       {"wal_bytes_written", static_cast<int64_t>(ws.bytes_written)},
