@@ -60,8 +60,12 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
     replayed_open_[d->txid] = {lsn, std::move(*d)};
   } else if (std::holds_alternative<SyncRecord>(*rec)) {
     // A backup's log: the primary's snapshot of its open decisions follows
-    // and restates every one still open; anything before is delivered.
+    // and restates every one still open; anything before is delivered - or
+    // was never a decision: a node that stepped down may hold DECISIONs that
+    // never reached a commit point. So nothing learnt before SYNC counts.
     replayed_open_.clear();
+    committed_.clear();
+    committed_fifo_.clear();
   } else {
     replayed_open_.erase(std::get<EndRecord>(*rec).txid);
   }

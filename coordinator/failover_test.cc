@@ -275,7 +275,8 @@ class Cluster {
 // Runs the bank workload; `fault` is called once, `fault_after` into it.
 // Returns the attempts seen by clients.
 void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milliseconds fault_after,
-             std::chrono::milliseconds duration, int64_t* failover_ms, uint64_t* commits_after) {
+             std::chrono::milliseconds duration, int64_t* failover_ms, uint64_t* commits_after,
+             int threads_n = 4) {
   if (std::getenv("DTX_TEST_CLIENT_LOG") != nullptr) {
     log::Options lo;
     lo.node = "client";
@@ -296,7 +297,7 @@ void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milli
   });
   ASSERT_TRUE(s.ok()) << s.ToString();
 
-  constexpr int kThreads = 4;
+  const int kThreads = threads_n;
   std::mutex mu;
   std::vector<Attempt> attempts;
   std::atomic<bool> faulted{false};
@@ -488,6 +489,35 @@ TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
               static_cast<long long>(ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]),
               static_cast<long long>(ms.back()));
   EXPECT_LE(ms.back(), 1000);
+}
+
+// No false suspicions under load with real processes: 16 bank clients for
+// DTX_LOAD_SECONDS (default 5); every transition to "suspected" on either
+// coordinator is counted.
+TEST(FailoverTest, NoFalseSuspicionsUnderBankLoad) {
+  TempDir dir;
+  Cluster cl(dir.path());
+  ASSERT_TRUE(cl.WaitServing());
+  const char* env = std::getenv("DTX_LOAD_SECONDS");
+  const int seconds = env != nullptr ? std::max(1, std::atoi(env)) : 5;
+  int64_t unused_ms = 0;
+  uint64_t unused = 0;
+  auto start = Clock::now();
+  RunBank(cl, [] {}, std::chrono::milliseconds(100), std::chrono::seconds(seconds), &unused_ms,
+          &unused, 16);
+  (void)start;
+  auto s0 = CoordinatorStatus(cl.c0_);
+  auto s1 = CoordinatorStatus(cl.c1_);
+  ASSERT_TRUE(s0 && s1);
+  std::printf("bank load %d s, 16 clients, real participants: false suspicions primary %lld+%lld, "
+              "backup %lld+%lld (participants+peer); backup in sync %lld\n",
+              seconds, static_cast<long long>(s0->counters["participant_suspicions"]),
+              static_cast<long long>(s0->counters["peer_suspicions"]),
+              static_cast<long long>(s1->counters["participant_suspicions"]),
+              static_cast<long long>(s1->counters["peer_suspicions"]),
+              static_cast<long long>(s0->counters["backup_in_sync"]));
+  EXPECT_EQ(s0->counters["participant_suspicions"] + s0->counters["peer_suspicions"], 0);
+  EXPECT_EQ(s1->counters["participant_suspicions"] + s1->counters["peer_suspicions"], 0);
 }
 
 // `crash` at each coordinator failpoint of the commit path, armed on the

@@ -271,9 +271,10 @@ void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decis
                             std::function<void(const rpc::DtxError&)> fail) {
   TxId t = dtx::FromRpc(txid);
   if (role_ != Role::kPrimary) {
-    // A backup holds every DECISION of an in-sync primary but decides
-    // nothing: what it does not know may still be decided there.
-    cob(core_->KnowsCommitted(t) ? rpc::Decision::COMMIT : rpc::Decision::UNKNOWN);
+    // A backup decides nothing, and its log may hold DECISIONs that never
+    // reached a commit point (from before it stepped down, until the next
+    // snapshot): only the primary answers.
+    cob(rpc::Decision::UNKNOWN);
     return;
   }
   RequestToken token = next_token_++;
