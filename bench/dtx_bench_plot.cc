@@ -192,7 +192,7 @@ int PlotMain(int argc, char** argv) {
     }
     std::string out = prefix + "-sweep." + format;
     outputs.push_back(out);
-    gp << "set output " << GpQuote(out) << "\nset multiplot layout 1,2 title 'dtx-bench sweep (closed loop)'\n"
+    gp << "set output " << GpQuote(out) << "\nunset title\nset multiplot layout 1,2 title 'dtx-bench sweep (closed loop)'\n"
        << "set logscale x 2\nset xlabel 'clients (transactions in flight)'\n";
     std::vector<std::string> dats;
     for (const auto& [w, m] : by_workload) {
@@ -202,7 +202,8 @@ int PlotMain(int argc, char** argv) {
       dats.push_back(dat);
     }
     auto plot = [&](int col, const char* ylabel, bool logy) {
-      gp << "set ylabel '" << ylabel << "'\n" << (logy ? "set logscale y\n" : "unset logscale y\nset yrange [0:*]\n") << "plot ";
+      gp << "set ylabel '" << ylabel << "'\n"
+         << (logy ? "set logscale y\nset yrange [*:*]\n" : "unset logscale y\nset yrange [0:*]\n") << "plot ";
       size_t i = 0;
       for (const auto& [w, m] : by_workload) {
         gp << (i ? ", " : "") << GpQuote(dats[i]) << " using 1:" << col << " with linespoints lw 2 pt 7 title "
