@@ -373,6 +373,9 @@ void Runtime::AskOtherCoordinators(const TxId& txid, const std::string& except, 
                                    const std::optional<std::string>& hinted) {
   std::vector<std::string> candidates = options_.coordinators;
   candidates.push_back(options_.coordinator);
+  // Every coordinator that sends us heartbeats (primary and backup do), so a
+  // participant started with only --coordinator still finds a new primary.
+  for (const auto& [address, seen] : coordinators_seen_) candidates.push_back(address);
   if (hinted && !hinted->empty()) candidates.push_back(*hinted);
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());

@@ -93,8 +93,8 @@ struct RuntimeOptions {
   std::string coordinator;  // host:port asked with QueryDecision by default
   // Every coordinator (primary and backup; may include `coordinator`): when
   // the coordinator named in a PREPARE cannot answer, an in-doubt
-  // transaction is asked of whichever of these is primary at the
-  // transaction's epoch or later.
+  // transaction is asked of whichever of these - or of the coordinators that
+  // send heartbeats - is primary at the transaction's epoch or later.
   std::vector<std::string> coordinators;
   // A coordinator not heard from (heartbeat or call) for this long shows as
   // suspected in GetStatus.
