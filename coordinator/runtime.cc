@@ -884,6 +884,20 @@ void Runtime::DriveRole() {
     StartBump(core_->epoch() + 1, "backup lost: fencing it out before committing alone");
   } else if (role_ == Role::kBackup && in_sync_ && peer_suspected_) {
     StartBump(core_->epoch() + 1, "primary suspected: promoting");
+  } else if (role_ == Role::kBackup && !in_sync_ && !peer_suspected_ && peer_role_ == "backup" &&
+             core_->epoch() > 0 &&
+             (core_->epoch() > peer_epoch_ ||
+              (core_->epoch() == peer_epoch_ && address_ < options_.ha.peer))) {
+    // Both coordinators are backups (e.g. both restarted, the one started
+    // as primary with the older log stepped down). The newest log is the
+    // owner of its epoch - the other's epoch is lower - or, at equal epochs,
+    // acked every decision of it: it holds every commit decision and takes
+    // over. Exclusive epoch grants keep a race with the peer safe.
+    DTX_LOG_WARN("both coordinators are backups; our log (epoch {}) is at least as new as the "
+                 "peer's (epoch {}): taking over",
+                 core_->epoch(), peer_epoch_);
+    role_ = Role::kPrimary;  // starting; established once the new epoch is durable
+    StartBump(core_->epoch() + 1, "both coordinators are backups: the newest log takes over");
   }
 }
 

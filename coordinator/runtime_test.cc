@@ -1380,6 +1380,45 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   ExpectOneOwnerPerEpoch(fakes, 3);
 }
 
+// Both coordinators down; the one restarted as primary has the older log
+// (its peer went on alone at a newer epoch): it steps down, and the other,
+// restarted as backup, sees both are backups and takes over because its log
+// is the newest.
+TEST(CoordinatorBinary, BothBackupsTheNewestLogTakesOver) {
+  FakeCluster fakes(3);
+  TempDir dir;
+  int pport = FreePort(), bport = FreePort();
+  auto c0 = std::make_unique<Process>(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  auto c1 = std::make_unique<Process>(
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  ASSERT_GE(WaitPrimary(pport), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  c1.reset();  // SIGKILL the backup: coordinator-0 fences it out at epoch 2
+  TxId tx{0xb0b, 1};
+  {
+    Client c(pport);
+    ASSERT_TRUE(c.Open());
+    rpc::CommitResult res;
+    c->Commit(res, WriteReq(tx, {KeyOn(0, 3), KeyOn(1, 3)}));
+    ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  }
+  EXPECT_EQ(StatusOf(pport).epoch, 2);
+  c0.reset();  // SIGKILL: both down; coordinator-0's log is at epoch 2, coordinator-1's at 1
+  c1 = std::make_unique<Process>(
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "primary", pport));
+  ASSERT_TRUE(WaitReady(bport));
+  c0 = std::make_unique<Process>(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "backup", bport));
+  ASSERT_GE(WaitPrimary(pport, std::chrono::seconds(15)), 0) << "nobody took over";
+  EXPECT_EQ(StatusOf(bport).role, "backup");
+  EXPECT_EQ(StatusOf(pport).epoch, 3);
+  Client c(pport);
+  ASSERT_TRUE(c.Open());
+  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  ExpectOneOwnerPerEpoch(fakes, 3);
+}
+
 // Throughput of two-participant commits with and without a backup (printed).
 TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
   auto run = [&](bool with_backup) -> double {
