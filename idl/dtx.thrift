@@ -110,6 +110,12 @@ struct CommitRequest {
   2: required list<ReadItem> reads,
   3: required list<WriteItem> writes,
   4: required i64 shard_map_version,
+  // Set by a client re-sending a txid whose earlier attempt's outcome it does
+  // not know (transport failure, UNKNOWN answer, failover). The coordinator
+  // then never answers ABORTED unless it can prove the transaction did not
+  // commit (e.g. a restarted coordinator that fast-fails a suspected
+  // participant answers UNKNOWN instead). Unset: a first attempt.
+  5: optional bool is_retry,
 }
 
 enum Outcome {
@@ -122,6 +128,14 @@ struct CommitResult {
   1: required Outcome outcome,
   2: optional AbortReason reason,   // with ABORTED
   3: optional string detail,
+  // Per-phase latency measured by the coordinator that ran the commit (only
+  // set by the attempt that ran it; unset for remembered outcomes):
+  // prepare_us = first PREPARE sent -> last vote in (one-phase: the whole
+  // one-phase Prepare); decision_us = DECISION record appended -> durable
+  // locally and acknowledged by the backup (two-phase commits only). Phase 2
+  // runs after the reply and is in neither.
+  4: optional i64 prepare_us,
+  5: optional i64 decision_us,
 }
 
 struct PeerStatus {
