@@ -445,7 +445,10 @@ class Client:
         last: Optional[Exception] = None
         # A transport failure after the request may have left the coordinator
         # deciding: ask again with the same txid (commit is idempotent by txid).
-        for _ in range(3):
+        for attempt in range(3):
+            # A re-sent txid may already have committed: the coordinator must
+            # then answer UNKNOWN rather than ABORTED when it cannot tell.
+            req.is_retry = attempt > 0 or None
             try:
                 result = self._call_coordinator("Commit", req)
                 break
