@@ -222,9 +222,13 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
       // Fail fast: the failure detector says the participant is down, so a
       // PREPARE would only wait for a timeout.
       ++stats_.rejected_suspected;
-      if (unknown_.count(req.txid) != 0) {
-        // A retry of a one-phase commit whose first attempt got no answer:
-        // only the participant knows, so the outcome stays unknown.
+      if (req.is_retry || unknown_.count(req.txid) != 0) {
+        // A retry whose earlier attempt's outcome the client does not know
+        // (or a one-phase commit whose first attempt got no answer here):
+        // it may have committed - a one-phase commit leaves no record here,
+        // and a restarted coordinator remembers no unknown outcomes - so
+        // without asking the participant the outcome stays unknown.
+        ++stats_.outcomes_unknown;
         ReplyTo(token, CommitResult{Outcome::kUnknown, std::nullopt,
                                     "participant " + address + " is suspected (no heartbeat) and "
                                     "an earlier attempt of this transaction may have committed"});
@@ -260,6 +264,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   tx.txid = req.txid;
   tx.one_phase = by_shard.size() == 1;
   tx.read_only = read_only;
+  tx.retry = req.is_retry || unknown_.count(req.txid) != 0;
   tx.waiters.push_back(token);
   tx.deadline_ms = now_ms + opts_.prepare_timeout_ms;
   for (auto& [shard, msg] : by_shard) {
@@ -376,12 +381,32 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
                               "no answer from participant " + r.participant + ": " + r.error};
         break;
       case CallStatus::kStaleEpoch:
-        result = Aborted(AbortReason::kCoordinatorFailover,
-                         "participant " + r.participant + " has a newer coordinator epoch");
+        if (tx->retry) {
+          // This attempt was refused, but an earlier one may have committed.
+          result = CommitResult{Outcome::kUnknown, std::nullopt,
+                                "participant " + r.participant +
+                                    " has a newer coordinator epoch and an earlier attempt of "
+                                    "this transaction may have committed"};
+        } else {
+          result = Aborted(AbortReason::kCoordinatorFailover,
+                           "participant " + r.participant + " has a newer coordinator epoch");
+        }
         break;
       case CallStatus::kError:
-        result = Aborted(AbortReason::kParticipantUnavailable,
-                         "participant " + r.participant + " refused: " + r.error);
+        if (r.error_code == ErrorCode::kUnknownTx) {
+          // The participant forgot an old outcome of this txid and cannot
+          // tell whether it committed: an ABORTED answer would be a lie.
+          result = CommitResult{Outcome::kUnknown, std::nullopt,
+                                "participant " + r.participant +
+                                    " does not know the outcome: " + r.error};
+        } else if (tx->retry) {
+          result = CommitResult{Outcome::kUnknown, std::nullopt,
+                                "participant " + r.participant + " refused: " + r.error +
+                                    "; an earlier attempt of this transaction may have committed"};
+        } else {
+          result = Aborted(AbortReason::kParticipantUnavailable,
+                           "participant " + r.participant + " refused: " + r.error);
+        }
         break;
     }
     FinishOnePhase(*tx, std::move(result));

@@ -92,6 +92,11 @@ struct CommitRequest {
   std::vector<ReadItem> reads;
   std::vector<WriteItem> writes;
   int64_t shard_map_version = 0;
+  // The client re-sends a txid whose earlier attempt's outcome it does not
+  // know. Such a request is never answered ABORTED unless the core can prove
+  // the transaction did not commit: the suspected-participant fast-fail and a
+  // one-phase Prepare that fails without a vote answer UNKNOWN instead.
+  bool is_retry = false;
 };
 
 // Mirrors idl/dtx.thrift Outcome / Decision / Vote (same numbers).
@@ -199,6 +204,10 @@ struct PrepareReply {
   std::string participant;
   CallStatus status = CallStatus::kOk;
   std::string error;  // with status != kOk
+  // With kError: the participant's DtxError code, if known. kUnknownTx from a
+  // participant means "outcome unknown" (it forgot an old outcome of this
+  // txid): a one-phase transaction then ends UNKNOWN, never ABORTED.
+  std::optional<ErrorCode> error_code;
   Vote vote = Vote::kNo;
   std::optional<AbortReason> reason;  // with kNo
   std::string detail;                 // with kNo
@@ -251,7 +260,7 @@ struct CoreStats {
   uint64_t aborts_unavailable = 0;
   uint64_t aborts_timeout = 0;
   uint64_t aborts_failover = 0;
-  uint64_t outcomes_unknown = 0;  // one-phase without an answer
+  uint64_t outcomes_unknown = 0;  // one-phase without an answer; retries fast-failed UNKNOWN
   uint64_t commit_resends = 0;
   uint64_t rejected_busy = 0;
   uint64_t rejected_bad_argument = 0;
@@ -351,6 +360,10 @@ class CoordinatorCore {
     Phase phase = Phase::kPreparing;
     bool one_phase = false;
     bool read_only = false;
+    // An earlier attempt of this txid may have committed (the request said
+    // is_retry, or an earlier one-phase attempt here ended UNKNOWN): a
+    // failure without a vote must not be answered ABORTED.
+    bool retry = false;
     std::vector<Part> parts;        // shard order
     std::vector<RequestToken> waiters;        // Commit callers
     std::vector<RequestToken> query_waiters;  // QueryDecision while kDeciding

@@ -953,6 +953,89 @@ TEST(CoordinatorCore, SuspectedOnePhaseParticipantGivesUnknownNotAbort) {
   EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kAborted);
 }
 
+// KB2a (tests/sim): after a coordinator restart the in-memory memory of an
+// unknown one-phase outcome is gone, so only the client's is_retry flag says
+// that an earlier attempt may have committed.
+TEST(CoordinatorCore, RetryAfterRestartIsNotFastFailedAsAborted) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {1}));  // one-phase, answer lost
+  Ready r = h.Drain();
+  ASSERT_EQ(Msgs<PrepareMsg>(r).size(), 1u);
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  h.Drain();
+  h.Sync();
+  h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
+  h.Drain();
+  CommitRequest retry = Writes(kTx1, {1});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 2, retry);
+  r = h.Drain();
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kUnknown) << ResultFor(r, 2).detail;
+  // Not remembered as anything: once the participant is back, a further retry asks it.
+  h.core().SetParticipantSuspected(h.now, kParticipants[1], false);
+  h.Drain();
+  h.core().Commit(h.now, 3, retry);
+  r = h.Drain();
+  auto prepares = Msgs<PrepareMsg>(r);
+  ASSERT_EQ(prepares.size(), 1u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kCommitted);
+  // A multi-participant retry is not fast-failed as ABORTED either; a first
+  // attempt (no is_retry) still is.
+  h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
+  h.Drain();
+  CommitRequest multi = Writes(kTx2, {0, 2});
+  multi.is_retry = true;
+  h.core().Commit(h.now, 4, multi);
+  EXPECT_EQ(ResultFor(h.Drain(), 4).outcome, Outcome::kUnknown);
+  h.core().Commit(h.now, 5, Writes(kTx3, {0, 2}));
+  EXPECT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kAborted);
+}
+
+TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
+  Harness h;
+  h.StartFresh();
+  // Not even a retry: the participant's "outcome unknown" alone decides it.
+  h.core().Commit(h.now, 1, Writes(kTx1, {2}));
+  Ready r = h.Drain();
+  auto prepares = Msgs<PrepareMsg>(r);
+  ASSERT_EQ(prepares.size(), 1u);
+  ASSERT_TRUE(prepares[0].second.one_phase);
+  PrepareReply unknown = Vote_(prepares[0].first, Vote::kNo, CallStatus::kError);
+  unknown.error_code = ErrorCode::kUnknownTx;
+  h.core().OnPrepareReply(h.now, unknown);
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
+  EXPECT_TRUE(Msgs<AbortMsg>(r).empty());
+  // Another error code on a first attempt is still an abort ...
+  h.core().Commit(h.now, 2, Writes(kTx2, {2}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  PrepareReply refused = Vote_(prepares[0].first, Vote::kNo, CallStatus::kError);
+  refused.error_code = ErrorCode::kUnavailable;
+  h.core().OnPrepareReply(h.now, refused);
+  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kAborted);
+  // ... but not on a retry (an earlier attempt may have committed), nor a stale epoch.
+  CommitRequest retry = Writes(kTx3, {2});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 3, retry);
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  refused.msg_id = prepares[0].first.id;
+  refused.txid = kTx3;
+  h.core().OnPrepareReply(h.now, refused);
+  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kUnknown);
+  CommitRequest retry2 = Writes(TxId{0xabc, 4}, {2});
+  retry2.is_retry = true;
+  h.core().Commit(h.now, 4, retry2);
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo, CallStatus::kStaleEpoch));
+  EXPECT_EQ(ResultFor(h.Drain(), 4).outcome, Outcome::kUnknown);
+}
+
 TEST(CoordinatorCore, DecidedCommitIsDeliveredWhenTheSuspectedParticipantReturns) {
   Harness h;
   h.StartFresh();

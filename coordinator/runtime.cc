@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <utility>
 
@@ -76,6 +77,7 @@ CommitRequest FromRpc(const rpc::CommitRequest& in) {
   CommitRequest req;
   req.txid = dtx::FromRpc(in.txid);
   req.shard_map_version = in.shard_map_version;
+  req.is_retry = in.__isset.is_retry && in.is_retry;
   req.reads.reserve(in.reads.size());
   for (const rpc::ReadItem& r : in.reads) req.reads.push_back(ReadItem{r.key, r.version});
   req.writes.reserve(in.writes.size());
@@ -418,6 +420,7 @@ void Runtime::Append(const PersistRecord& p) {
   *lsn_box = *lsn;
   if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
   if (p.type == RecordType::kDecision && p.forced) {
+    if (auto t = timings_.find(p.txid); t != timings_.end()) t->second.decision_appended = PhaseNow();
     DecisionWait w;
     w.txid = p.txid;
     decision_waits_.emplace(p.tag, w);
@@ -440,6 +443,7 @@ void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn
   }
   if (type == RecordType::kDecision) {
     EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
+    NoteDecisionReleased(txid);
   }
   core_->OnPersisted(NowMs(), tag, lsn);
   if (type == RecordType::kEpoch && solo_epoch_pending_ != 0 && !core_->epoch_pending() &&
@@ -470,8 +474,51 @@ void Runtime::MaybeRelease(PersistTag tag) {
   uint64_t lsn = w.lsn;
   decision_waits_.erase(it);
   EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
+  NoteDecisionReleased(txid);
   core_->OnPersisted(NowMs(), tag, lsn);
   Process();
+}
+
+// ---- per-phase latency ------------------------------------------------------------------
+
+int64_t Runtime::PhaseNow() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void Runtime::NotePrepareSent(const TxId& txid) {
+  auto it = timings_.find(txid);
+  if (it == timings_.end()) {
+    if (timings_.size() >= kPhaseTimingsMax) return;  // unmeasured, not unbounded
+    it = timings_.emplace(txid, PhaseTiming{}).first;
+  }
+  if (it->second.prepare_sent == 0) it->second.prepare_sent = PhaseNow();
+}
+
+void Runtime::NoteVote(const TxId& txid) {
+  auto it = timings_.find(txid);
+  if (it != timings_.end() && it->second.decision_appended == 0) it->second.last_vote = PhaseNow();
+}
+
+void Runtime::NoteDecisionReleased(const TxId& txid) {
+  auto it = timings_.find(txid);
+  if (it != timings_.end() && it->second.decision_appended != 0) {
+    it->second.decision_released = PhaseNow();
+  }
+}
+
+void Runtime::FillTimings(const TxId& txid, rpc::CommitResult& out) {
+  auto it = timings_.find(txid);
+  if (it == timings_.end()) return;
+  const PhaseTiming& t = it->second;
+  if (t.prepare_sent != 0 && t.last_vote >= t.prepare_sent) {
+    out.__set_prepare_us(t.last_vote - t.prepare_sent);
+  }
+  if (t.decision_appended != 0 && t.decision_released >= t.decision_appended) {
+    out.__set_decision_us(t.decision_released - t.decision_appended);
+  }
+  timings_.erase(it);
 }
 
 ParticipantStub& Runtime::StubFor(const std::string& address) {
@@ -489,6 +536,7 @@ void Runtime::SendMessage(const OutMessage& m) {
   std::string to = m.to;
   if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
     TxId txid = prep->txid;
+    NotePrepareSent(txid);
     stub.Prepare(ToRpc(*prep), timeout_ms,
                  [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
                    if (shut_down_) return;
@@ -498,6 +546,11 @@ void Runtime::SendMessage(const OutMessage& m) {
                    r.participant = to;
                    r.status = ToCallStatus(st);
                    r.error = st.ToString();
+                   if (st.error_code()) {
+                     // Same numbers (core.h mirrors idl/dtx.thrift ErrorCode).
+                     r.error_code = static_cast<ErrorCode>(*st.error_code());
+                   }
+                   NoteVote(txid);
                    if (st.ok()) {
                      switch (resp.vote) {
                        case rpc::Vote::YES: r.vote = Vote::kYes; break;
@@ -568,7 +621,9 @@ void Runtime::Deliver(Reply& reply) {
                     res->detail);
     }
     if (p.commit_cob) {
-      p.commit_cob(ToRpc(*res));
+      rpc::CommitResult out = ToRpc(*res);
+      FillTimings(p.txid, out);
+      p.commit_cob(out);
     } else {
       p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "commit result for a non-commit request"));
     }
@@ -1049,6 +1104,7 @@ void Runtime::BecomeBackup(const std::string& why) {
   repl_batch_.clear();
   repl_batch_tags_.clear();
   decision_waits_.clear();
+  timings_.clear();
   in_sync_ = false;
   sync_generation_ = -1;
   if (!was_established) return;

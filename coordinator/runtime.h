@@ -157,6 +157,19 @@ class Runtime {
   };
   static const char* BackupStateName(BackupState s);
 
+  // Per-phase latency of one transaction (steady clock, microseconds; 0:
+  // not yet): reported in CommitResult.prepare_us / decision_us. Measured
+  // here rather than in the core, whose time input is milliseconds.
+  struct PhaseTiming {
+    int64_t prepare_sent = 0;       // first PREPARE handed to the stub
+    int64_t last_vote = 0;          // latest vote (or call failure) before DECISION
+    int64_t decision_appended = 0;  // DECISION appended to the WAL
+    int64_t decision_released = 0;  // durable here and acked by the backup (commit point)
+  };
+  // Bounds timings_ (the core's undecided + committing limits); past it
+  // transactions go unmeasured.
+  static constexpr size_t kPhaseTimingsMax = 1 << 17;
+
   struct Pending {
     TxId txid;
     std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
@@ -173,6 +186,12 @@ class Runtime {
   void SendMessage(const OutMessage& m);
   void Deliver(Reply& reply);
   void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
+  static int64_t PhaseNow();
+  void NotePrepareSent(const TxId& txid);
+  void NoteVote(const TxId& txid);
+  void NoteDecisionReleased(const TxId& txid);
+  // Sets prepare_us / decision_us from txid's timing and forgets it.
+  void FillTimings(const TxId& txid, rpc::CommitResult& out);
   void MaybeTruncate();
   // Heartbeats (every ha.heartbeat_ms) and the suspicion check (every tick).
   void HeartbeatRound();
@@ -277,6 +296,8 @@ class Runtime {
   std::vector<rpc::LogRecord> repl_batch_;
   std::vector<PersistTag> repl_batch_tags_;
   std::map<PersistTag, DecisionWait> decision_waits_;
+  // Commits being measured, by txid; erased when the result is delivered.
+  std::unordered_map<TxId, PhaseTiming, TxIdHash> timings_;
   // Backup side: the generation whose snapshot we received; in sync once
   // that snapshot is durable here.
   int64_t sync_generation_ = -1;

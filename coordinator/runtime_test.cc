@@ -1331,7 +1331,17 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
     }
     Client w(winner);
     ASSERT_TRUE(w.Open());
-    w->Commit(res, WriteReq(TxId{0x9a7, (1u << 20) + 1}, {KeyOn(0, 3), KeyOn(1, 3)}));
+    // Status may show epoch 2 a moment before its EPOCH record is durable;
+    // until then commits are refused UNAVAILABLE ("coordinator is starting").
+    for (int attempt = 0;; ++attempt) {
+      try {
+        w->Commit(res, WriteReq(TxId{0x9a7, (1u << 20) + 1}, {KeyOn(0, 3), KeyOn(1, 3)}));
+        break;
+      } catch (const rpc::DtxError& e) {
+        if (e.code != rpc::ErrorCode::UNAVAILABLE || attempt >= 100) throw;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
     EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   }
   // Heal: the survivor re-syncs the other.

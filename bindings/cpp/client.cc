@@ -44,6 +44,14 @@ std::optional<AbortReason> ToAbortReason(int r) {
   return std::nullopt;
 }
 
+// A result with nothing but a status (no abort reason, known outcome).
+CommitOutcome PlainOutcome(Status status, const TxId& txid) {
+  CommitOutcome o;
+  o.status = std::move(status);
+  o.txid = txid;
+  return o;
+}
+
 CommitOutcome OutcomeUnknown(const TxId& txid, const std::string& why) {
   CommitOutcome o;
   o.txid = txid;
@@ -73,6 +81,8 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
       return OutcomeUnknown(txid, "the coordinator sent outcome " +
                                       std::to_string(static_cast<int>(r.outcome)));
   }
+  if (r.__isset.prepare_us) o.prepare_us = r.prepare_us;
+  if (r.__isset.decision_us) o.decision_us = r.decision_us;
   return o;
 }
 
@@ -275,9 +285,17 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       if (maybe_sent) {
         done(OutcomeUnknown(txid, "client closed while committing"));
       } else {
-        done(CommitOutcome{ClientClosed(), std::nullopt, false, txid});
+        done(PlainOutcome(ClientClosed(), txid));
       }
       return;
+    }
+    if (maybe_sent && !(req->__isset.is_retry && req->is_retry)) {
+      // An earlier attempt may have reached a coordinator: say so, so that a
+      // coordinator that cannot prove it did not commit answers UNKNOWN
+      // rather than ABORTED.
+      auto flagged = std::make_shared<rpc::CommitRequest>(*req);
+      flagged->__set_is_retry(true);
+      req = std::move(flagged);
     }
     std::string addr = coordinator_addresses_[coordinator_index_];
     auto self = shared_from_this();
@@ -359,7 +377,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     if (maybe_sent) {
       done(OutcomeUnknown(txid, "commit at " + addr + " failed: " + s.ToString()));
     } else {
-      done(CommitOutcome{s, std::nullopt, false, txid});
+      done(PlainOutcome(s, txid));
     }
   }
 
@@ -545,13 +563,12 @@ class TxState : public std::enable_shared_from_this<TxState> {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (finished_) {
-        deliver(CommitOutcome{Finished(), std::nullopt, false, txid_});
+        deliver(PlainOutcome(Finished(), txid_));
         return;
       }
       if (reads_in_flight_ > 0) {
-        deliver(CommitOutcome{Status::InvalidArgument(
-                                  "commit while a Get of this transaction is in flight"),
-                              std::nullopt, false, txid_});
+        deliver(PlainOutcome(
+            Status::InvalidArgument("commit while a Get of this transaction is in flight"), txid_));
         return;
       }
       FinishLocked();
@@ -574,7 +591,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
       writes_.clear();
     }
     if (req->reads.empty() && req->writes.empty()) {
-      deliver(CommitOutcome{Status::OK(), std::nullopt, false, txid_});
+      deliver(PlainOutcome(Status::OK(), txid_));
       return;
     }
     req->shard_map_version = core_->shard_map_version();
@@ -585,7 +602,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
           core->Commit(req, txid, [shared_done](const CommitOutcome& o) { (*shared_done)(o); });
         },
         [txid, shared_done] {
-          (*shared_done)(CommitOutcome{ClientClosed(), std::nullopt, false, txid});
+          (*shared_done)(PlainOutcome(ClientClosed(), txid));
         });
   }
 

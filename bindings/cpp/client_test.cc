@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <deque>
+#include <future>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -426,6 +427,34 @@ TEST_F(ClientTest, UnknownOutcomeIsResolvedByAskingAgainWithTheSameTxid) {
   EXPECT_FALSE(tx.outcome_unknown());
   ASSERT_EQ(coordinator_->Requests(), 2u);
   EXPECT_EQ(coordinator_->requests[0].txid, coordinator_->requests[1].txid);
+  // The repeat says it is one (KB2a): the coordinator must not answer
+  // ABORTED unless it can prove the first attempt did not commit.
+  EXPECT_FALSE(coordinator_->requests[0].__isset.is_retry && coordinator_->requests[0].is_retry);
+  EXPECT_TRUE(coordinator_->requests[1].__isset.is_retry && coordinator_->requests[1].is_retry);
+}
+
+TEST_F(ClientTest, PhaseTimingsOfTheCommitResultAreExposed) {
+  ConnectClient();
+  rpc::CommitResult timed;
+  timed.outcome = rpc::Outcome::COMMITTED;
+  timed.__set_prepare_us(321);
+  timed.__set_decision_us(654);
+  coordinator_->Script({CommitAnswer{timed, std::nullopt, false}});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  ASSERT_TRUE(tx.Commit().ok());
+  EXPECT_EQ(tx.prepare_us(), std::optional<int64_t>(321));
+  EXPECT_EQ(tx.decision_us(), std::optional<int64_t>(654));
+  // Async API; a result without timings leaves them unset.
+  auto atx = client_->BeginAsync();
+  ASSERT_TRUE(atx.ok());
+  ASSERT_TRUE((*atx)->Put("k", "w").ok());
+  std::promise<CommitOutcome> p;
+  (*atx)->Commit([&p](const CommitOutcome& o) { p.set_value(o); });
+  CommitOutcome o = p.get_future().get();
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_FALSE(o.prepare_us.has_value());
+  EXPECT_FALSE(o.decision_us.has_value());
 }
 
 TEST_F(ClientTest, UnknownOutcomeIsDistinct) {

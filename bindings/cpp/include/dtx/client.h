@@ -26,7 +26,10 @@
 //   every commit decision of the old one) on the primary it is pointed to or
 //   the next coordinator, with backoff, up to kCommitAttemptsMax attempts
 //   and ClientOptions::failover_timeout_ms after the first. Only then does
-//   Commit report an unknown outcome.
+//   Commit report an unknown outcome. Every repeat after an attempt that may
+//   have reached the coordinator is flagged CommitRequest.is_retry, so the
+//   coordinator answers UNKNOWN rather than ABORTED when it cannot prove the
+//   earlier attempt did not commit (e.g. after its own restart).
 // - Abort() drops the buffers; nothing is sent (reads take no locks).
 //
 // Commit results (the Status, plus accessors for the typed details):
@@ -111,6 +114,13 @@ struct CommitOutcome {
   std::optional<AbortReason> abort_reason;  // set iff status.IsAborted()
   bool outcome_unknown = false;             // status.IsUnavailable() and maybe committed
   TxId txid;
+  // Per-phase latency as measured by the coordinator that ran the commit
+  // (idl/dtx.thrift CommitResult): prepare_us = first PREPARE sent -> last
+  // vote in; decision_us = DECISION appended -> durable there and at its
+  // backup (two-phase commits only). Unset when the coordinator did not
+  // report them (an older coordinator, a remembered outcome, an error).
+  std::optional<int64_t> prepare_us;
+  std::optional<int64_t> decision_us;
 };
 
 using GetResult = Result<std::optional<std::string>>;  // nullopt: key absent
@@ -169,6 +179,10 @@ class Transaction {
   std::optional<AbortReason> abort_reason() const { return last_.abort_reason; }
   // After Commit() returned Unavailable: true if it may have committed.
   bool outcome_unknown() const { return last_.outcome_unknown; }
+  // After Commit() returned: the coordinator's per-phase latency, if reported
+  // (see CommitOutcome).
+  std::optional<int64_t> prepare_us() const { return last_.prepare_us; }
+  std::optional<int64_t> decision_us() const { return last_.decision_us; }
   TxId txid() const;
   bool finished() const;
 
