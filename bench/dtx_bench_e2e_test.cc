@@ -67,7 +67,8 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
        {"workload", "command", "machine.load_average", "participants", "clients", "keys_per_tx", "distribution",
         "duration_s", "committed", "committed_per_s", "not_committed", "abort_rate", "not_committed_by_reason",
         "latency_us.p50", "latency_us.p90", "latency_us.p99", "latency_us.p999", "latency_us.max",
-        "phases_us.read.p99", "phases_us.commit.p99", "phases_us.total.p999", "phases_us.note", "latency_cdf_us",
+        "phases_us.read.p99", "phases_us.commit.p99", "phases_us.prepare.p99", "phases_us.decision.p99",
+        "phases_us.total.p999", "phases_us.note", "latency_cdf_us",
         "participants_per_committed_tx", "timeline", "faults", "checks", "floor.fsync_p50_us", "floor.rtt_p50_us",
         "floor.commit_floor_us", "floor.commit_p50_ratio", "cpu_per_tx_us", "total_balance", "invariant_ok"}) {
     EXPECT_TRUE(t.get_child_optional(pt::ptree::path_type(key, '.')).has_value()) << "missing " << key;
@@ -82,6 +83,13 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   EXPECT_GT(p50, 0);
   EXPECT_LE(p50, p99);
   EXPECT_LE(p99, mx * (1 + 1.0 / 128));
+  // The coordinator's per-phase split: every committed transaction reports
+  // prepare; full-2PC ones report decision; both fit inside commit.
+  EXPECT_GT(t.get<int64_t>("phases_us.prepare.count", 0), 0);
+  EXPECT_GT(t.get<int64_t>("phases_us.decision.count", 0), 0);
+  EXPECT_GT(t.get<double>("phases_us.decision.p50", 0), 0);
+  EXPECT_LE(t.get<double>("phases_us.prepare.p50", 1e18), t.get<double>("phases_us.commit.p50", 0));
+  EXPECT_LE(t.get<double>("phases_us.decision.p50", 1e18), t.get<double>("phases_us.commit.p50", 0));
   EXPECT_GT(t.get<double>("floor.fsync_p50_us", 0), 0);
   EXPECT_GT(t.get<double>("floor.rtt_p50_us", 0), 0);
   // The timeline covers warm-up + duration, one row per second.
