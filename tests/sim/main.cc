@@ -42,8 +42,6 @@ int main(int argc, char** argv) {
       ("no-faults", "reliable network, no crashes")
       ("small-tables", po::bool_switch(&opts.small_tables),
        "shrink the cores' remembered-outcome tables to 16 entries (forgetting, WAL truncation)")
-      ("known-bugs", po::bool_switch(&opts.known_bug_triggers),
-       "also run the schedules that trigger the known bugs (README.md Findings); default: avoid them")
       ("no-client-retries", "clients never repeat a Commit (default: up to 3 attempts, same txid)")
       ("sabotage", po::value<std::string>(&sabotage)->default_value("none"),
        "break the model on purpose to see a check fire: none | lose-synced | blind-writes");

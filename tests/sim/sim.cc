@@ -793,6 +793,8 @@ void World::DrainCoordinator(Node& n) {
                       pr.status = rep.error == pc::ErrorCode::kStaleEpoch ? cc::CallStatus::kStaleEpoch
                                                                           : cc::CallStatus::kError;
                       pr.error = rep.message;
+                      // Same numbers on both sides (idl/dtx.thrift ErrorCode).
+                      pr.error_code = static_cast<cc::ErrorCode>(static_cast<int>(rep.error));
                     } else {
                       pr.vote = static_cast<cc::Vote>(static_cast<int>(rep.vote));
                       if (rep.vote == pc::Vote::kNo) pr.reason = rep.reason;
@@ -1214,6 +1216,7 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
     txs_.emplace(tx->txid, std::move(info));
   } else {
     ++stats_.commit_retries;
+    tx->request.is_retry = true;  // as bindings/cpp marks a re-sent txid
   }
   ++tx->attempts;
   const int ci = c.index;
@@ -1243,13 +1246,6 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
               switch (res->outcome) {
                 case cc::Outcome::kCommitted: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
                 case cc::Outcome::kAborted:
-                  if (!opts_.known_bug_triggers && tx->repeated && tx->single_shard) {
-                    // KB2 (README.md): a repeated one-phase Commit whose earlier
-                    // attempt had no definite answer can hear ABORTED although
-                    // that attempt committed; the client cannot trust it.
-                    ++stats_.kb2_discounted;
-                    return ClientDone(cl, tx, ClientReply::kUnknown, "KB2, not trusted: " + OutcomeName(*res) + " " + res->detail);
-                  }
                   return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
                 case cc::Outcome::kUnknown:
                   if (may_retry) return retry();
@@ -1560,7 +1556,6 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
   if (!o.faults) cmd += " --no-faults";
   if (o.small_tables) cmd += " --small-tables";
   if (!o.client_retries) cmd += " --no-client-retries";
-  if (o.known_bug_triggers) cmd += " --known-bugs";
   if (o.sabotage == Sabotage::kLoseSyncedRecords) cmd += " --sabotage lose-synced";
   if (o.sabotage == Sabotage::kBlindWrites) cmd += " --sabotage blind-writes";
   return cmd;
@@ -1576,12 +1571,12 @@ std::string Summary(const RunResult& r) {
   char buf[800];
   std::snprintf(buf, sizeof(buf),
                 "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
-                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " kb2_discounted=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
                 " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
                 " dropped=%" PRIu64 " dup=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
                 " fingerprint=%016" PRIx64 " | %s",
                 r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
-                s.audits_committed, s.read_failures, s.commit_retries, s.kb2_discounted, s.checkpoints, s.crashes, s.coordinator_crashes,
+                s.audits_committed, s.read_failures, s.commit_retries, s.checkpoints, s.crashes, s.coordinator_crashes,
                 s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.events, s.end_ms,
                 s.fingerprint, s.config.c_str());
   return buf;

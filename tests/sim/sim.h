@@ -49,11 +49,6 @@ struct SimOptions {
   // Clients repeat Commit with the same txid after a timeout or an UNKNOWN
   // outcome (as bindings/cpp does), up to 3 attempts.
   bool client_retries = true;
-  // false: discount the known, reported bug KB2 (README.md "Findings"): an
-  // ABORTED answer to a repeated one-phase Commit counts as UNKNOWN (the
-  // client cannot trust it). true: judge it like any answer (dtx-sim
-  // --known-bugs).
-  bool known_bug_triggers = false;
   Sabotage sabotage = Sabotage::kNone;
   bool trace = false;        // keep a line per event (for --trace and failure reports)
 };
@@ -73,7 +68,6 @@ struct RunStats {
   uint64_t transfers_committed = 0, transfers_aborted = 0, transfers_unknown = 0;
   uint64_t audits_committed = 0, audits_aborted = 0;
   uint64_t read_failures = 0, commit_retries = 0;
-  uint64_t kb2_discounted = 0;  // KB2: ABORTED answers not trusted (SimOptions::known_bug_triggers)
   uint64_t decision_queries = 0, replay_inferred_aborts = 0, in_doubt_replayed = 0;
   uint64_t checkpoints = 0;
   // A hash over every event's (time, sequence, kind) and the stats above:

@@ -59,7 +59,6 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
     s.totals.duplicated += r.stats.duplicated;
     s.totals.events += r.stats.events;
     s.totals.checkpoints += r.stats.checkpoints;
-    s.totals.kb2_discounted += r.stats.kb2_discounted;
     if (!r.ok()) {
       if (s.failed < kFailuresPrintedMax) s.first_failures += ExplainFailure(r, opts);
       ++s.failed;
@@ -68,7 +67,7 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
   std::printf(
       "seeds %llu..%llu: %llu failed; committed=%llu aborted=%llu unknown=%llu audits=%llu crashes=%llu "
       "(coordinator %llu) in_doubt_replayed=%llu inferred_aborts=%llu queries=%llu retries=%llu dropped=%llu "
-      "duplicated=%llu checkpoints=%llu kb2_discounted=%llu events=%llu\n",
+      "duplicated=%llu checkpoints=%llu events=%llu\n",
       (unsigned long long)start, (unsigned long long)(start + count - 1), (unsigned long long)s.failed,
       (unsigned long long)s.totals.transfers_committed, (unsigned long long)s.totals.transfers_aborted,
       (unsigned long long)s.totals.transfers_unknown, (unsigned long long)s.totals.audits_committed,
@@ -76,8 +75,7 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
       (unsigned long long)s.totals.in_doubt_replayed, (unsigned long long)s.totals.replay_inferred_aborts,
       (unsigned long long)s.totals.decision_queries, (unsigned long long)s.totals.commit_retries,
       (unsigned long long)s.totals.dropped, (unsigned long long)s.totals.duplicated,
-      (unsigned long long)s.totals.checkpoints,
-      (unsigned long long)s.totals.kb2_discounted, (unsigned long long)s.totals.events);
+      (unsigned long long)s.totals.checkpoints, (unsigned long long)s.totals.events);
   return s;
 }
 
@@ -120,16 +118,6 @@ TEST(SimTest, SmallTablesWithoutClientRetries) {
   EXPECT_EQ(s.failed, 0u) << s.first_failures;
 }
 
-// The known bug KB2 (tests/sim/README.md "Findings") is discounted by
-// default. This runs the same seeds letting them happen: it fails while they
-// exist; once they are fixed, enable it and drop SimOptions::known_bug_triggers.
-TEST(SimTest, DISABLED_KnownBugTriggers) {
-  SimOptions o;
-  o.known_bug_triggers = true;
-  Sweep s = RunSweep(EnvOr("DTX_SIM_START_SEED", 1), EnvOr("DTX_SIM_SEEDS", kCiSeeds), o);
-  EXPECT_EQ(s.failed, 0u) << s.first_failures;
-}
-
 // Known problem, reported (tests/sim/README.md "Findings", KB2 with small
 // tables): a client that repeats Commit with the same txid after both the
 // coordinator and the participant forgot its outcome (bounded tables) gets
@@ -140,7 +128,6 @@ TEST(SimTest, DISABLED_KnownBugTriggers) {
 TEST(SimTest, DISABLED_SmallTablesWithClientRetries) {
   SimOptions o;
   o.small_tables = true;
-  o.known_bug_triggers = true;
   Sweep s = RunSweep(1, kCiSmallTableSeeds, o);
   EXPECT_EQ(s.failed, 0u) << s.first_failures;
 }
