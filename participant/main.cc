@@ -3,7 +3,7 @@
 //   dtx-participant --name participant-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
-//                   [--wal-segment-bytes BYTES]
+//                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
@@ -39,7 +39,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 
 int main(int argc, char** argv) {
   po::options_description desc("Options");
-  std::string name, listen, dir, coordinator, coordinators, log_file, log_level;
+  std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen;
   dtx::participant::RuntimeOptions options;
   desc.add_options()
       ("help,h", "print this help")
@@ -61,7 +61,10 @@ int main(int argc, char** argv) {
        po::value<uint64_t>(&options.checkpoint_interval_ms)->default_value(options.checkpoint_interval_ms),
        "checkpoint at least this often when there is something new (0: not by time)")
       ("wal-segment-bytes", po::value<uint64_t>(&options.wal.segment_bytes)->default_value(options.wal.segment_bytes),
-       "WAL segment size; truncation deletes whole segments");
+       "WAL segment size; truncation deletes whole segments")
+      ("metrics-listen", po::value<std::string>(&metrics_listen)->default_value("127.0.0.1:0"),
+       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
+       "written to NODEDIR/metrics.addr), or \"off\"");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -92,6 +95,19 @@ int main(int argc, char** argv) {
   if (!s.ok()) return Usage(desc, "--listen: " + s.message());
   if (options.listen_port <= 0 || options.listen_port > 65535) {
     return Usage(desc, "--listen: port must be in 1..65535");
+  }
+  if (metrics_listen == "off") {
+    options.metrics_enabled = false;
+  } else {
+    // ParseHostPort refuses port 0, which is allowed here: "any free port".
+    const size_t colon = metrics_listen.rfind(':');
+    const std::string mport = colon == std::string::npos ? "" : metrics_listen.substr(colon + 1);
+    if (colon == 0 || colon == std::string::npos || mport.empty() || mport.size() > 5 ||
+        mport.find_first_not_of("0123456789") != std::string::npos || std::stoi(mport) > 65535) {
+      return Usage(desc, "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
+    }
+    options.metrics_host = metrics_listen.substr(0, colon);
+    options.metrics_port = std::stoi(mport);
   }
   std::string coord_host;
   int coord_port = 0;

@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <filesystem>
 #include <system_error>
 
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/process_stats.h"
 #include "common/rpc_error.h"
 
 namespace dtx::participant {
@@ -28,6 +30,15 @@ void EvalFailStop(fp::Point p) {
   Status s = fp::Eval(p);
   if (!s.ok()) Die(std::string("failpoint ") + fp::Name(p) + ": " + s.ToString());
 }
+
+uint64_t SteadyNs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
+// Metrics gauges that need a scan (in-doubt list) are refreshed every this
+// many ticks.
+constexpr uint64_t kMetricsScanEveryTicks = 10;
 
 rpc::DtxError ToDtxError(ErrorCode code, const std::string& message) {
   return MakeDtxError(static_cast<rpc::ErrorCode::type>(static_cast<int>(code)), message);
@@ -52,6 +63,41 @@ class Runtime::FailpointStore final : public Store {
   Store* inner_;
   bool live_ = false;
 };
+
+ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
+    : read(r.AddHistogram("dtx_read_seconds", "Read latency at this participant (request to reply).",
+                          obs::LatencyBucketsSeconds())),
+      prepare(r.AddHistogram("dtx_prepare_seconds", "Prepare received to vote sent.", obs::LatencyBucketsSeconds())),
+      commit(r.AddHistogram("dtx_commit_seconds", "Commit received to ack sent.", obs::LatencyBucketsSeconds())),
+      commits(r.AddCounter("dtx_commits_total", "Commit calls acked here (one-phase commits count as dtx_votes_total{vote=\"yes\"}).")),
+      aborts(r.AddCounterFamily("dtx_aborts_total",
+                                "Transactions aborted here: reason=coordinator for an Abort call, else the NO vote's reason.",
+                                {"reason"})),
+      votes(r.AddCounterFamily("dtx_votes_total", "Prepare votes sent.", {"vote"})),
+      vote_yes(votes.Get({"yes"})),
+      vote_no(votes.Get({"no"})),
+      vote_read_only(votes.Get({"read_only"})),
+      abort_by_coordinator(aborts.Get({"coordinator"})),
+      in_doubt(r.AddGauge("dtx_in_doubt", "Prepared transactions without a known outcome.")),
+      in_doubt_oldest_age(r.AddGauge("dtx_in_doubt_oldest_age_seconds", "Age of the oldest in-doubt transaction (0: none).")),
+      lock_table(r.AddGauge("dtx_lock_table_entries", "Keys in the lock table.")),
+      epoch(r.AddGauge("dtx_epoch", "The participant's epoch.")),
+      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Seconds since this coordinator was last heard from.",
+                                     {"peer"})),
+      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})) {
+  r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"}).Get({"participant"}).Set(1);
+  for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
+                        AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
+    abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
+  }
+  r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.",
+                       [this] { return static_cast<double>(wal_syncs.load(std::memory_order_relaxed)); });
+  r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.",
+                       [this] { return static_cast<double>(wal_records_synced.load(std::memory_order_relaxed)); });
+  r.AddCounterCallback("dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.",
+                       [this] { return static_cast<double>(wal_sync_micros.load(std::memory_order_relaxed)) * 1e-6; });
+  obs::RegisterProcessMetrics(&r);
+}
 
 Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
     : loop_(loop), options_(std::move(options)), alive_(std::make_shared<int>(0)) {}
@@ -104,9 +150,63 @@ Status Runtime::Init() {
     core_->Tick(NowMs());
     Process();
     MaybeCheckpoint();
+    UpdateMetrics();
   });
+  UpdateMetrics();
+  DTX_RETURN_IF_ERROR(StartMetrics());
   DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", address(), options_.dir, options_.coordinator);
   return Status::OK();
+}
+
+Status Runtime::StartMetrics() {
+  const std::filesystem::path file = std::filesystem::path(options_.dir) / "metrics.addr";
+  std::error_code ec;
+  std::filesystem::remove(file, ec);  // a stale address must not point at someone else
+  if (!options_.metrics_enabled) return Status::OK();
+  if (options_.metrics_port < 0 || options_.metrics_port > 65535) {
+    return Status::InvalidArgument("metrics port out of range");
+  }
+  auto http = obs::MetricsHttpServer::Start(&registry_, options_.metrics_host,
+                                            static_cast<uint16_t>(options_.metrics_port));
+  if (!http.ok()) return http.status();
+  metrics_http_ = std::move(*http);
+  const std::string addr = metrics_address();
+  const std::filesystem::path tmp = std::filesystem::path(options_.dir) / "metrics.addr.tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
+  const bool written = std::fprintf(f, "%s\n", addr.c_str()) > 0;
+  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
+  DTX_LOG_INFO("metrics on http://{}/metrics", addr);
+  return Status::OK();
+}
+
+std::string Runtime::metrics_address() const {
+  if (metrics_http_ == nullptr) return "";
+  return options_.metrics_host + ":" + std::to_string(metrics_http_->port());
+}
+
+void Runtime::UpdateMetrics() {
+  CoreStats st = core_->stats();
+  metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
+  metrics_.epoch.Set(static_cast<double>(st.epoch));
+  metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
+  wal::Stats ws = log_->stats();
+  metrics_.wal_syncs.store(ws.syncs, std::memory_order_relaxed);
+  metrics_.wal_records_synced.store(ws.records_synced, std::memory_order_relaxed);
+  metrics_.wal_sync_micros.store(ws.sync_micros_total, std::memory_order_relaxed);
+  if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
+  uint64_t oldest_ms = 0;
+  if (st.in_doubt != 0) {
+    for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) oldest_ms = std::max<uint64_t>(oldest_ms, t.age_ms);
+  }
+  metrics_.in_doubt_oldest_age.Set(static_cast<double>(oldest_ms) * 1e-3);
+  for (const auto& [address, seen] : coordinators_seen_) {
+    const uint64_t age = NowMs() - seen.heard_ms;
+    metrics_.heartbeat_age.Get({address}).Set(static_cast<double>(age) * 1e-3);
+    metrics_.suspected.Get({address}).Set(age >= options_.coordinator_suspect_after_ms ? 1 : 0);
+  }
 }
 
 Status Runtime::RestoreAndReplay() {
@@ -178,6 +278,7 @@ Runtime::~Runtime() {
 void Runtime::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (metrics_http_) metrics_http_->Stop();
   if (handler_) handler_->Detach();
   if (server_) server_->Close();
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
@@ -193,6 +294,7 @@ uint64_t Runtime::NowMs() const { return loop_->NowMs(); }
 void Runtime::HeardFromCoordinator() { coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1); }
 
 Token Runtime::NewToken(Pending p) {
+  p.start_ns = SteadyNs();
   Token t = next_token_++;
   pending_.emplace(t, std::move(p));
   return t;
@@ -400,6 +502,10 @@ void Runtime::Deliver(Reply& r) {
   if (it == pending_.end()) return;  // shut down meanwhile
   Pending p = std::move(it->second);
   pending_.erase(it);
+  const uint64_t elapsed_ns = SteadyNs() - p.start_ns;
+  if (r.kind == Reply::Kind::kRead) metrics_.read.ObserveNs(elapsed_ns);
+  if (r.kind == Reply::Kind::kPrepare) metrics_.prepare.ObserveNs(elapsed_ns);
+  if (r.kind == Reply::Kind::kCommit) metrics_.commit.ObserveNs(elapsed_ns);
   if (r.error != ErrorCode::kOk) {
     if (r.kind != Reply::Kind::kRead) {
       DTX_LOG_WARN("txid={} {} refused: {} {}", r.txid.ToString(),
@@ -426,6 +532,12 @@ void Runtime::Deliver(Reply& r) {
       out.vote = r.vote == Vote::kYes    ? rpc::Vote::YES
                  : r.vote == Vote::kNo   ? rpc::Vote::NO
                                          : rpc::Vote::READ_ONLY;
+      (r.vote == Vote::kYes ? metrics_.vote_yes : r.vote == Vote::kNo ? metrics_.vote_no : metrics_.vote_read_only).Inc();
+      if (r.vote == Vote::kNo) {
+        const int reason = static_cast<int>(r.reason);
+        obs::Counter* c = reason >= 1 && reason <= 5 ? metrics_.abort_by_reason[reason] : nullptr;
+        if (c != nullptr) c->Inc();
+      }
       if (r.vote == Vote::kNo) {
         out.__set_reason(static_cast<rpc::AbortReason::type>(static_cast<int>(r.reason)));
         out.__set_detail(r.detail);
@@ -446,10 +558,14 @@ void Runtime::Deliver(Reply& r) {
                             "failpoint participant.commit.before_ack: " + s.ToString() + " (the commit is done)"));
         break;
       }
+      metrics_.commits.Inc();
       p.done();
       break;
     }
     case Reply::Kind::kAbort:
+      metrics_.abort_by_coordinator.Inc();
+      p.done();
+      break;
     case Reply::Kind::kAdoptEpoch:
       p.done();
       break;

@@ -48,6 +48,7 @@
 // queued) and LevelDB.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -62,6 +63,8 @@
 
 #include "ParticipantPeer.h"
 #include "common/event_loop.h"
+#include "common/metrics.h"
+#include "common/metrics_http.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
@@ -104,6 +107,41 @@ struct RuntimeOptions {
   uint64_t checkpoint_interval_records = kCheckpointIntervalRecordsDefault;  // 0: not by count
   uint64_t checkpoint_interval_ms = kCheckpointIntervalMsDefault;            // 0: not by time
   bool checkpoint_on_shutdown = true;
+  // Prometheus endpoint (docs/observability.md): GET /metrics on
+  // metrics_host:metrics_port (0: the kernel picks), the bound address
+  // written to NODEDIR/metrics.addr. Off when !metrics_enabled.
+  bool metrics_enabled = true;
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 0;
+};
+
+// The participant's metrics (names in docs/observability.md). Histograms and
+// counters are updated where things happen (loop thread); the gauges are set
+// from the tick (loop thread); WAL totals are snapshotted into atomics on the
+// tick and read by scrape-time callbacks.
+struct ParticipantMetrics {
+  explicit ParticipantMetrics(obs::Registry& r);
+  obs::Histogram& read;
+  obs::Histogram& prepare;
+  obs::Histogram& commit;
+  obs::Counter& commits;
+  obs::CounterFamily& aborts;    // reason: "coordinator" (Abort call) or a NO-vote reason
+  obs::CounterFamily& votes;     // vote: yes, no, read_only
+  // Children created at start-up, for the hot path (Get takes a mutex).
+  obs::Counter& vote_yes;
+  obs::Counter& vote_no;
+  obs::Counter& vote_read_only;
+  obs::Counter& abort_by_coordinator;
+  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value (1..5)
+  obs::Gauge& in_doubt;
+  obs::Gauge& in_doubt_oldest_age;
+  obs::Gauge& lock_table;
+  obs::Gauge& epoch;
+  obs::GaugeFamily& heartbeat_age;  // peer: coordinator address
+  obs::GaugeFamily& suspected;
+  std::atomic<uint64_t> wal_syncs{0};
+  std::atomic<uint64_t> wal_records_synced{0};
+  std::atomic<uint64_t> wal_sync_micros{0};
 };
 
 struct CheckpointStats {
@@ -135,6 +173,9 @@ class Runtime {
   const Core& core() const { return *core_; }
   const CheckpointStats& checkpoint_stats() const { return checkpoint_stats_; }
   const wal::Log& log() const { return *log_; }
+  // "127.0.0.1:PORT" of the metrics endpoint, "" when off.
+  std::string metrics_address() const;
+  const obs::Registry& registry() const { return registry_; }
 
   // ---- the Participant service (called by Handler, loop thread) ----
   using Fail = std::function<void(const rpc::DtxError&)>;
@@ -156,6 +197,7 @@ class Runtime {
     std::function<void(const rpc::PrepareResponse&)> prepare;
     std::function<void()> done;
     Fail fail;
+    uint64_t start_ns = 0;  // steady clock, for the latency histograms
   };
   class FailpointStore;
 
@@ -179,6 +221,8 @@ class Runtime {
   void CheckpointWorkerLoop();
   void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us, const Status& truncated);
   void StopCheckpointWorker();
+  Status StartMetrics();
+  void UpdateMetrics();
 
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -216,6 +260,13 @@ class Runtime {
   // Expires with the Runtime: WAL callbacks posted after it is gone find it
   // expired (they run on the loop thread, as does the destructor).
   std::shared_ptr<int> alive_;
+
+  // Metrics: the HTTP server is declared last so it is destroyed (stopped)
+  // before everything its scrapes read.
+  obs::Registry registry_;
+  ParticipantMetrics metrics_{registry_};
+  uint64_t metrics_ticks_ = 0;
+  std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
 };
 
 // The Thrift edge: converts and forwards to the Runtime. Holds a plain

@@ -19,7 +19,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <thread>
@@ -505,6 +507,109 @@ TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   ASSERT_EQ(::kill(pid_, SIGTERM), 0);
   EXPECT_EQ(WaitExit(pid_), 0);
+}
+
+// GET http://127.0.0.1:PORT/metrics over a plain socket; "" on any failure.
+std::string HttpGetMetrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// Parses a text-format body into series -> value; fails the test on a line
+// that is neither a comment nor "series value".
+std::map<std::string, double> ParseMetrics(const std::string& body) {
+  std::map<std::string, double> out;
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t sp = line.rfind(' ');
+    EXPECT_NE(sp, std::string::npos) << line;
+    if (sp == std::string::npos) continue;
+    char* end = nullptr;
+    std::string v = line.substr(sp + 1);
+    double d = std::strtod(v.c_str(), &end);
+    EXPECT_EQ(*end, '\0') << line;
+    out[line.substr(0, sp)] = d;
+  }
+  return out;
+}
+
+TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  std::ifstream f(dir_ + "/node/metrics.addr");
+  std::string addr;
+  ASSERT_TRUE(std::getline(f, addr)) << "metrics.addr missing";
+  ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
+  const int metrics_port = std::stoi(addr.substr(addr.find(':') + 1));
+  ASSERT_GT(metrics_port, 0);
+  {
+    Client c(port);
+    rpc::PrepareResponse vote;
+    c->Prepare(vote, Put(Tx(1), "k", "v", /*one_phase=*/false));
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);
+    c->Commit(Tx(1), 1);
+    rpc::ReadResult r;
+    c->Read(r, "k");
+    ASSERT_TRUE(r.found);
+    c->Prepare(vote, Put(Tx(2), "k2", "v", /*one_phase=*/false));
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);  // stays prepared: holds a lock
+  }
+  // Gauges are refreshed from the tick (every 10 ms; the in-doubt scan every
+  // 100 ms). Tx 2 becomes in doubt once its decision is overdue (about 1 s).
+  std::map<std::string, double> m;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    std::string resp = HttpGetMetrics(metrics_port);
+    ASSERT_EQ(resp.find(" 200 OK\r\n"), 8u) << resp.substr(0, 200);
+    ASSERT_NE(resp.find("text/plain; version=0.0.4"), std::string::npos);
+    m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
+  } while ((m["dtx_wal_syncs_total"] < 1 || m["dtx_in_doubt"] != 1 || m["dtx_in_doubt_oldest_age_seconds"] <= 0) &&
+           std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(m["dtx_commits_total"], 1);
+  EXPECT_EQ(m["dtx_votes_total{vote=\"yes\"}"], 2);
+  EXPECT_EQ(m["dtx_read_seconds_count"], 1);
+  EXPECT_EQ(m["dtx_prepare_seconds_count"], 2);
+  EXPECT_EQ(m["dtx_commit_seconds_count"], 1);
+  EXPECT_EQ(m["dtx_prepare_seconds_bucket{le=\"+Inf\"}"], 2);
+  EXPECT_GT(m["dtx_prepare_seconds_sum"], 0);
+  EXPECT_EQ(m["dtx_in_doubt"], 1);
+  EXPECT_GT(m["dtx_in_doubt_oldest_age_seconds"], 0);
+  EXPECT_EQ(m["dtx_lock_table_entries"], 1);
+  EXPECT_EQ(m["dtx_epoch"], 1);
+  EXPECT_EQ(m["dtx_role{role=\"participant\"}"], 1);
+  EXPECT_GE(m["dtx_wal_syncs_total"], 1);
+  EXPECT_GE(m["dtx_wal_records_synced_total"], 3);  // EPOCH, PREPARE, COMMIT, PREPARE
+  EXPECT_EQ(m.count("dtx_aborts_total{reason=\"conflict\"}"), 1u);
+  EXPECT_GT(m["process_resident_memory_bytes"], 0);
+  EXPECT_EQ(m.count("process_cpu_seconds_total"), 1u);
+}
+
+TEST_F(ParticipantSmokeTest, MetricsCanBeTurnedOffAndBadMetricsFlagsExitWithTwo) {
+  int port = FreePort();
+  auto bad = Args(port);
+  bad.insert(bad.end(), {"--metrics-listen", "nonsense"});
+  EXPECT_EQ(RunToExit(bad), 2);
+  extra_args_ = {"--metrics-listen", "off"};
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/node/metrics.addr"));
 }
 
 }  // namespace
