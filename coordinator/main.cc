@@ -6,7 +6,7 @@
 //                   [--role primary|backup] [--peer 127.0.0.1:PORT]
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
-//                   [--replicate-timeout-ms 1000]
+//                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
 // Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
   namespace po = boost::program_options;
   using dtx::coordinator::RuntimeOptions;
 
-  std::string name, listen, dir, participants, log_file, log_level;
+  std::string name, listen, dir, participants, log_file, log_level, metrics_listen;
   uint64_t prepare_timeout_ms = 0;
   std::string role, peer, detector;
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
@@ -106,7 +106,10 @@ int main(int argc, char** argv) {
       ("phi-threshold", po::value(&phi_threshold)->default_value(dtx::kPhiThresholdDefault),
        "phi-accrual suspicion threshold")
       ("replicate-timeout-ms", po::value(&replicate_timeout_ms)->default_value(1000),
-       "a Replicate call to the backup slower than this counts the backup as lost");
+       "a Replicate call to the backup slower than this counts the backup as lost")
+      ("metrics-listen", po::value(&metrics_listen)->default_value("127.0.0.1:0"),
+       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
+       "written to NODEDIR/metrics.addr), or \"off\"");
 
   po::variables_map vm;
   try {
@@ -127,6 +130,11 @@ int main(int argc, char** argv) {
   if (dir.empty()) return Usage("--dir must not be empty", desc);
   if (!ParseListen(listen, &options.listen_host, &options.listen_port)) {
     return Usage("--listen '" + listen + "' is not host:port", desc);
+  }
+  if (metrics_listen == "off") {
+    options.metrics_enabled = false;
+  } else if (!ParseListen(metrics_listen, &options.metrics_host, &options.metrics_port)) {
+    return Usage("--metrics-listen '" + metrics_listen + "' is not host:port or off", desc);
   }
   std::set<std::string> seen;
   for (const std::string& p : Split(participants, ',')) {

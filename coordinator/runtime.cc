@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <utility>
 
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/process_stats.h"
 #include "common/rpc_error.h"
 
 namespace dtx::coordinator {
@@ -109,6 +112,112 @@ const char* OutcomeName(Outcome o) {
 
 }  // namespace
 
+// ---- metrics --------------------------------------------------------------------------
+
+CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
+    : commits(r.AddCounter("dtx_commits_total", "Transactions committed (2PC, one-phase and read-only).")),
+      aborts(r.AddCounterFamily("dtx_aborts_total", "Transactions aborted, by reason.", {"reason"})),
+      outcomes_unknown(r.AddCounter("dtx_outcomes_unknown_total",
+                                    "Commit requests answered UNKNOWN (e.g. on a step-down).")),
+      phase(r.AddHistogramFamily("dtx_phase_seconds",
+                                 "Commit phases: prepare (first PREPARE sent to last vote), decision (DECISION "
+                                 "appended to commit point), phase2 (commit point to END appended), total "
+                                 "(request received to result sent).",
+                                 obs::LatencyBucketsSeconds(), {"phase"})),
+      prepare(phase.Get({"prepare"})),
+      decision(phase.Get({"decision"})),
+      phase2(phase.Get({"phase2"})),
+      total(phase.Get({"total"})),
+      role(r.AddGaugeFamily("dtx_role", "1 for the node's current role (starting: a primary not yet established).",
+                            {"role"})),
+      epoch(r.AddGauge("dtx_epoch", "The coordinator's epoch.")),
+      in_flight(r.AddGauge("dtx_in_flight", "Transactions in the core (undecided or committing).")),
+      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
+                                     "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
+      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})) {
+  for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
+                        AbortReason::kCoordinatorFailover}) {
+    abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
+  }
+  for (const char* x : {"primary", "backup", "starting"}) role.Get({x});
+  r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.",
+                       [this] { return static_cast<double>(wal_syncs.load(std::memory_order_relaxed)); });
+  r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.",
+                       [this] { return static_cast<double>(wal_records_synced.load(std::memory_order_relaxed)); });
+  r.AddCounterCallback("dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.",
+                       [this] { return static_cast<double>(wal_sync_micros.load(std::memory_order_relaxed)) * 1e-6; });
+  obs::RegisterProcessMetrics(&r);
+}
+
+Status Runtime::StartMetrics() {
+  const std::filesystem::path file = std::filesystem::path(options_.dir) / "metrics.addr";
+  std::error_code ec;
+  std::filesystem::remove(file, ec);  // a stale address must not point at someone else
+  if (!options_.metrics_enabled) return Status::OK();
+  if (options_.metrics_port < 0 || options_.metrics_port > 65535) {
+    return Status::InvalidArgument("metrics port out of range");
+  }
+  auto http = obs::MetricsHttpServer::Start(&registry_, options_.metrics_host,
+                                            static_cast<uint16_t>(options_.metrics_port));
+  if (!http.ok()) return http.status();
+  metrics_http_ = std::move(*http);
+  const std::string addr = metrics_address();
+  const std::filesystem::path tmp = std::filesystem::path(options_.dir) / "metrics.addr.tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
+  const bool written = std::fprintf(f, "%s\n", addr.c_str()) > 0;
+  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
+  DTX_LOG_INFO("metrics on http://{}/metrics", addr);
+  return Status::OK();
+}
+
+std::string Runtime::metrics_address() const {
+  if (metrics_http_ == nullptr) return "";
+  return options_.metrics_host + ":" + std::to_string(metrics_http_->port());
+}
+
+void Runtime::UpdateMetrics() {
+  const std::string label = RoleLabel();
+  for (const char* x : {"primary", "backup", "starting"}) metrics_.role.Get({x}).Set(label == x ? 1 : 0);
+  metrics_.epoch.Set(static_cast<double>(core_->epoch()));
+  metrics_.in_flight.Set(static_cast<double>(core_->in_flight()));
+  const uint64_t now = NowMs();
+  auto age = [](int64_t ms) { return ms < 0 ? -1.0 : static_cast<double>(ms) * 1e-3; };
+  for (const auto& [address, w] : watches_) {
+    metrics_.heartbeat_age.Get({address}).Set(age(w.fd.AgeMs(now)));
+    metrics_.suspected.Get({address}).Set(w.suspected ? 1 : 0);
+  }
+  if (peer_stub_) {
+    metrics_.heartbeat_age.Get({options_.ha.peer}).Set(age(peer_fd_.AgeMs(now)));
+    metrics_.suspected.Get({options_.ha.peer}).Set(peer_suspected_ ? 1 : 0);
+  }
+  // Outcome counters follow the core's own counts (a retried Commit is
+  // answered again but counted once). A rebuilt core (step-down) starts
+  // again from 0: its counts are then new.
+  const CoreStats& cs = core_->stats();
+  auto feed = [](obs::Counter& c, uint64_t& last, uint64_t now_value) {
+    c.Inc(now_value >= last ? now_value - last : now_value);
+    last = now_value;
+  };
+  CoordinatorMetrics::CoreSeen& seen = metrics_.seen;
+  feed(metrics_.commits, seen.commits, cs.commits + cs.commits_one_phase + cs.commits_read_only);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kConflict)], seen.conflict, cs.aborts_conflict);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kParticipantUnavailable)], seen.unavailable,
+       cs.aborts_unavailable);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kTimeout)], seen.timeout, cs.aborts_timeout);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)], seen.failover,
+       cs.aborts_failover);
+  feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
+  if (log_) {
+    wal::Stats ws = log_->stats();
+    metrics_.wal_syncs.store(ws.syncs, std::memory_order_relaxed);
+    metrics_.wal_records_synced.store(ws.records_synced, std::memory_order_relaxed);
+    metrics_.wal_sync_micros.store(ws.sync_micros_total, std::memory_order_relaxed);
+  }
+}
+
 // ---- Runtime ------------------------------------------------------------------------
 
 Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
@@ -196,6 +305,7 @@ Status Runtime::Init() {
     if (core_->started()) core_->Tick(NowMs());
     CheckSuspicions();
     Process();
+    UpdateMetrics();
   });
   FailureDetectorOptions fdo = options_.ha.detector;
   fdo.heartbeat_interval_ms = options_.ha.heartbeat_ms;
@@ -211,6 +321,8 @@ Status Runtime::Init() {
   heartbeat_timer_ = loop_->RunEvery(options_.ha.heartbeat_ms, [this] { HeartbeatRound(); });
   HeartbeatRound();
   truncate_timer_ = loop_->RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
+  UpdateMetrics();
+  DTX_RETURN_IF_ERROR(StartMetrics());
   DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
                RoleName(role_), options_.participants.size(),
                options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
@@ -227,6 +339,7 @@ Runtime::~Runtime() {
 void Runtime::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (metrics_http_) metrics_http_->Stop();
   if (handler_) handler_->Detach();
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
   if (truncate_timer_ != 0) loop_->Cancel(truncate_timer_);
@@ -264,7 +377,7 @@ void Runtime::Commit(const rpc::CommitRequest& req,
   }
   RequestToken token = next_token_++;
   CommitRequest creq = FromRpc(req);
-  pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail)};
+  pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail), PhaseNow()};
   core_->Commit(NowMs(), token, std::move(creq));
   Process();
 }
@@ -393,6 +506,10 @@ void Runtime::Append(const PersistRecord& p) {
     EvalOrFailStop(fp::Point::kCoordinatorDecisionBeforeLog, p.txid);
   } else if (p.type == RecordType::kEnd) {
     EvalOrFailStop(fp::Point::kCoordinatorEndBeforeLog, p.txid);
+    if (auto it = phase2_start_.find(p.txid); it != phase2_start_.end()) {
+      metrics_.phase2.Observe(static_cast<double>(PhaseNow() - it->second) * 1e-6);
+      phase2_start_.erase(it);
+    }
   }
   // The LSN is known only when Append returns; the posted callback runs on
   // this (the loop) thread after this Process() returns, so it reads the
@@ -514,9 +631,12 @@ void Runtime::FillTimings(const TxId& txid, rpc::CommitResult& out) {
   const PhaseTiming& t = it->second;
   if (t.prepare_sent != 0 && t.last_vote >= t.prepare_sent) {
     out.__set_prepare_us(t.last_vote - t.prepare_sent);
+    metrics_.prepare.Observe(static_cast<double>(t.last_vote - t.prepare_sent) * 1e-6);
   }
   if (t.decision_appended != 0 && t.decision_released >= t.decision_appended) {
     out.__set_decision_us(t.decision_released - t.decision_appended);
+    metrics_.decision.Observe(static_cast<double>(t.decision_released - t.decision_appended) * 1e-6);
+    if (phase2_start_.size() < kPhaseTimingsMax) phase2_start_[txid] = t.decision_released;
   }
   timings_.erase(it);
 }
@@ -620,6 +740,7 @@ void Runtime::Deliver(Reply& reply) {
       DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
                     res->detail);
     }
+    if (p.received_us != 0) metrics_.total.Observe(static_cast<double>(PhaseNow() - p.received_us) * 1e-6);
     if (p.commit_cob) {
       rpc::CommitResult out = ToRpc(*res);
       FillTimings(p.txid, out);

@@ -33,6 +33,7 @@
 // syncs whatever is queued).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -45,6 +46,8 @@
 #include "CoordinatorPeer.h"
 #include "common/event_loop.h"
 #include "common/failure_detector.h"
+#include "common/metrics.h"
+#include "common/metrics_http.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
@@ -92,6 +95,41 @@ struct RuntimeOptions {
   CoreOptions core;
   wal::Options wal;
   HaOptions ha;
+  // Prometheus endpoint (docs/observability.md): GET /metrics on
+  // metrics_host:metrics_port (0: the kernel picks), the bound address
+  // written to NODEDIR/metrics.addr. Off when !metrics_enabled.
+  bool metrics_enabled = true;
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 0;
+};
+
+// The coordinator's metrics (names in docs/observability.md). Counters and
+// histograms are updated where things happen (loop thread); gauges are set
+// from the tick (loop thread); WAL totals are snapshotted into atomics on the
+// tick and read by scrape-time callbacks.
+struct CoordinatorMetrics {
+  explicit CoordinatorMetrics(obs::Registry& r);
+  obs::Counter& commits;
+  obs::CounterFamily& aborts;  // reason: AbortReasonName() (the core's abort reasons)
+  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value; client_abort never set here
+  obs::Counter& outcomes_unknown;
+  obs::HistogramFamily& phase;  // phase: prepare, decision, phase2, total
+  obs::Histogram& prepare;
+  obs::Histogram& decision;
+  obs::Histogram& phase2;
+  obs::Histogram& total;
+  obs::GaugeFamily& role;
+  obs::Gauge& epoch;
+  obs::Gauge& in_flight;
+  obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
+  obs::GaugeFamily& suspected;
+  std::atomic<uint64_t> wal_syncs{0};
+  std::atomic<uint64_t> wal_records_synced{0};
+  std::atomic<uint64_t> wal_sync_micros{0};
+  // The core's counts at the last tick (loop thread), fed into the counters.
+  struct CoreSeen {
+    uint64_t commits = 0, conflict = 0, unavailable = 0, timeout = 0, failover = 0, unknown = 0;
+  } seen;
 };
 
 class Handler;
@@ -130,6 +168,8 @@ class Runtime {
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
 
   Role role() const { return role_; }
+  // "127.0.0.1:PORT" of the metrics endpoint, "" when off.
+  std::string metrics_address() const;
 
  private:
   // What the primary knows about its backup.
@@ -175,9 +215,12 @@ class Runtime {
     std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
     std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
     std::function<void(const rpc::DtxError&)> fail;
+    int64_t received_us = 0;  // PhaseNow() when the request arrived
   };
 
   Runtime(EventLoop* loop, RuntimeOptions options);
+  Status StartMetrics();
+  void UpdateMetrics();
   Status Init();
 
   // Drains the core's Ready (append, send, reply) and logs state changes.
@@ -307,6 +350,16 @@ class Runtime {
   // Expires with the Runtime: WAL callbacks posted after it is gone find it
   // expired (they run on the loop thread, as does the destructor).
   std::shared_ptr<int> alive_;
+
+  // Decided transactions whose END is not yet logged: decision_released
+  // (PhaseNow) by txid, for dtx_phase_seconds{phase="phase2"}. Bounded by
+  // kPhaseTimingsMax.
+  std::unordered_map<TxId, int64_t, TxIdHash> phase2_start_;
+  // Metrics: the HTTP server is declared last so it is destroyed (stopped)
+  // before everything its scrapes read.
+  obs::Registry registry_;
+  CoordinatorMetrics metrics_{registry_};
+  std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
 };
 
 // The Thrift edge: converts and forwards to the Runtime. Holds a plain

@@ -20,7 +20,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -577,6 +579,116 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
 
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
+}
+
+// GET http://127.0.0.1:PORT/metrics over a plain socket; "" on failure.
+std::string HttpGetMetrics(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
+    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+// Text-format body -> series -> value; a malformed sample line fails the test.
+std::map<std::string, double> ParseMetrics(const std::string& body) {
+  std::map<std::string, double> out;
+  std::istringstream in(body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    size_t sp = line.rfind(' ');
+    EXPECT_NE(sp, std::string::npos) << line;
+    if (sp == std::string::npos) continue;
+    std::string v = line.substr(sp + 1);
+    char* end = nullptr;
+    double d = std::strtod(v.c_str(), &end);
+    EXPECT_EQ(*end, '\0') << line;
+    out[line.substr(0, sp)] = d;
+  }
+  return out;
+}
+
+TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  Process p(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  std::ifstream f(dir.path() + "/n/metrics.addr");
+  std::string addr;
+  ASSERT_TRUE(std::getline(f, addr)) << "metrics.addr missing";
+  ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
+  const int metrics_port = std::stoi(addr.substr(addr.find(':') + 1));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  rpc::CommitResult res;
+  TxId tx{0xbeef, 1};
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));  // a retry counts once
+  ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  fakes.at(1).SetVote(rpc::Vote::NO);
+  c->Commit(res, WriteReq(TxId{0xbeef, 2}, {KeyOn(0, 2), KeyOn(1, 2)}));
+  ASSERT_EQ(res.outcome, rpc::Outcome::ABORTED);
+
+  std::map<std::string, double> m;
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::string resp = HttpGetMetrics(metrics_port);
+    ASSERT_EQ(resp.find(" 200 OK\r\n"), 8u) << resp.substr(0, 200);
+    m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
+  } while ((m["dtx_phase_seconds_count{phase=\"phase2\"}"] < 1 ||
+            m["dtx_heartbeat_age_seconds{peer=\"" + fakes.address(1) + "\"}"] < 0) &&
+           Clock::now() < deadline);
+  EXPECT_EQ(m["dtx_commits_total"], 1);
+  EXPECT_EQ(m["dtx_aborts_total{reason=\"conflict\"}"], 1);
+  EXPECT_EQ(m["dtx_aborts_total{reason=\"timeout\"}"], 0);
+  EXPECT_EQ(m["dtx_phase_seconds_count{phase=\"prepare\"}"], 2);
+  EXPECT_GE(m["dtx_phase_seconds_count{phase=\"decision\"}"], 1);
+  EXPECT_GE(m["dtx_phase_seconds_count{phase=\"phase2\"}"], 1);
+  EXPECT_EQ(m["dtx_phase_seconds_count{phase=\"total\"}"], 3);
+  EXPECT_GT(m["dtx_phase_seconds_sum{phase=\"total\"}"], 0);
+  EXPECT_EQ(m["dtx_role{role=\"primary\"}"], 1);
+  EXPECT_EQ(m["dtx_role{role=\"backup\"}"], 0);
+  EXPECT_EQ(m["dtx_epoch"], 1);
+  EXPECT_EQ(m.count("dtx_in_flight"), 1u);
+  EXPECT_GE(m["dtx_heartbeat_age_seconds{peer=\"" + fakes.address(1) + "\"}"], 0);
+  EXPECT_EQ(m["dtx_peer_suspected{peer=\"" + fakes.address(0) + "\"}"], 0);
+  EXPECT_GE(m["dtx_wal_syncs_total"], 1);
+  EXPECT_GE(m["dtx_wal_records_synced_total"], 2);
+  EXPECT_GT(m["process_resident_memory_bytes"], 0);
+
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(), 0);
+  EXPECT_TRUE(HttpGetMetrics(metrics_port).empty()) << "the endpoint closes on shutdown";
+}
+
+TEST(CoordinatorBinary, MetricsOffWritesNoAddressAndBadFlagExitsTwo) {
+  TempDir dir;
+  int port = FreePort();
+  auto bad = Args(port, dir.path() + "/b", "");
+  bad.insert(bad.end(), {"--metrics-listen", "nope"});
+  Process b(bad);
+  EXPECT_EQ(b.Wait(), 2);
+  auto args = Args(port, dir.path() + "/n", "");
+  args.insert(args.end(), {"--metrics-listen", "off"});
+  Process p(args);
+  ASSERT_TRUE(WaitReady(port));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/n/metrics.addr"));
 }
 
 TEST(CoordinatorBinary, PrepareTimeoutAbortsWhenAParticipantIsDown) {
