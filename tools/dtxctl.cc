@@ -3,6 +3,7 @@
 // Exit codes: 0 success; 1 the operation failed (message on stderr);
 // 2 bad usage (unknown command or flag, missing argument).
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <string>
@@ -48,6 +50,9 @@ constexpr int kDownTimeoutMs = kStopGraceMsMax + 5000;  // > any stop grace peri
 constexpr int kLeftoverKillTimeoutMs = 5000;
 constexpr int kRestartTimeoutMs = 20000;
 constexpr int kLogTailLines = 20;
+constexpr int kMetricsConnectTimeoutMs = 1000;
+constexpr int kMetricsReadTimeoutMs = 5000;
+constexpr size_t kMetricsResponseBytesMax = 16 << 20;
 constexpr uint16_t kPortRangeLow = 20000;      // below the usual ephemeral range
 constexpr uint16_t kPortRangeHigh = 32000;
 
@@ -69,6 +74,9 @@ const char* kUsage =
     "  failpoint NODE NAME ACTION --dir DIR\n"
     "                        arm a failpoint on a running node (docs/failpoints.md)\n"
     "  in-doubt --dir DIR    prepared transactions without a known outcome, per participant\n"
+    "  metrics NODE --dir DIR\n"
+    "                        print the node's Prometheus metrics (GET /metrics at the address\n"
+    "                        in DIR/NODE/metrics.addr)\n"
     "  supervise --dir DIR --participant-bin P --coordinator-bin C\n"
     "                        run the supervisor in the foreground (cluster up does this)\n"
     "\n"
@@ -787,6 +795,100 @@ int CmdInDoubt(const std::vector<std::string>& args) {
   return failed > 0 ? kExitFailed : kExitOk;
 }
 
+// GET /metrics from an IPv4 "host:port" over a plain socket (HTTP/1.0, the
+// server closes after the response). Returns the body of a 200 response.
+Result<std::string> HttpGetMetrics(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) return Status::InvalidArgument("bad address '" + address + "'");
+  const std::string host = address.substr(0, colon);
+  const std::string port_text = address.substr(colon + 1);
+  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
+    return Status::InvalidArgument("bad port in '" + address + "'");
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(port_text)));
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
+    return Status::InvalidArgument("not an IPv4 address: '" + host + "'");
+  }
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("socket", errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    if (errno != EINPROGRESS) return Status::FromErrno("connect " + address, errno);
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, kMetricsConnectTimeoutMs) != 1) return Status::Unavailable("connect " + address + ": timed out");
+    int err = 0;
+    socklen_t len = sizeof(err);
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) return Status::FromErrno("connect " + address, err);
+  }
+  const std::string req = "GET /metrics HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
+  size_t sent = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kMetricsReadTimeoutMs);
+  auto left_ms = [&] {
+    return static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count()));
+  };
+  while (sent < req.size()) {
+    ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) return Status::FromErrno("send to " + address, errno);
+    pollfd p{fd, POLLOUT, 0};
+    if (::poll(&p, 1, left_ms()) != 1) return Status::Unavailable("send to " + address + ": timed out");
+  }
+  std::string resp;
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    if (n > 0) {
+      resp.append(buf, static_cast<size_t>(n));
+      if (resp.size() > kMetricsResponseBytesMax) return Status::Corruption("response from " + address + " too large");
+      continue;
+    }
+    if (n == 0) break;
+    if (errno != EAGAIN && errno != EINTR) return Status::FromErrno("recv from " + address, errno);
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, left_ms()) != 1) return Status::Unavailable("reading from " + address + ": timed out");
+  }
+  const size_t eol = resp.find("\r\n");
+  const size_t body = resp.find("\r\n\r\n");
+  if (eol == std::string::npos || body == std::string::npos || resp.compare(0, 5, "HTTP/") != 0) {
+    return Status::Corruption("not an HTTP response from " + address);
+  }
+  const std::string status_line = resp.substr(0, eol);
+  const size_t sp = status_line.find(' ');
+  if (sp == std::string::npos || status_line.compare(sp + 1, 3, "200") != 0) {
+    return Status::Unavailable(address + " answered '" + status_line + "'");
+  }
+  return resp.substr(body + 4);
+}
+
+int CmdMetrics(const std::vector<std::string>& args) {
+  NodeArgs a;
+  int code = 0;
+  if (!ParseNodeCommand(args, &a, {}, &code)) return code;
+  auto n = FindNode(a.dir, a.node);
+  if (!n.ok()) return Fail(n.status().message());
+  const std::string file = NodeDir(a.dir, n->name) + "/metrics.addr";
+  std::ifstream in(file);
+  std::string address;
+  if (!in || !std::getline(in, address) || address.empty()) {
+    return Fail("cannot read " + file + " (node never started, or started with --metrics-listen off)");
+  }
+  auto body = HttpGetMetrics(address);
+  if (!body.ok()) return Fail(a.node + " did not answer at " + address + ": " + body.status().ToString());
+  std::fwrite(body->data(), 1, body->size(), stdout);
+  return std::fflush(stdout) == 0 ? kExitOk : kExitFailed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -815,6 +917,7 @@ int main(int argc, char** argv) {
     if (cmd == "restart") return CmdRestart(args);
     if (cmd == "failpoint") return CmdFailpoint(args);
     if (cmd == "in-doubt") return CmdInDoubt(args);
+    if (cmd == "metrics") return CmdMetrics(args);
   } catch (const std::exception& e) {
     return Fail(std::string("unexpected error: ") + e.what());
   }
