@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 
@@ -146,6 +148,29 @@ int MetricsHttpServer::HandleRequest(mg_connection* conn, void* self_ptr) {
   mg_send_http_ok(conn, kTextContentType, static_cast<long long>(body.size()));
   if (!head) mg_write(conn, body.data(), body.size());
   return 200;
+}
+
+Result<std::unique_ptr<MetricsHttpServer>> StartNodeMetricsEndpoint(const Registry* registry,
+                                                                    bool enabled,
+                                                                    const std::string& host,
+                                                                    int port,
+                                                                    const std::string& node_dir) {
+  const std::filesystem::path file = std::filesystem::path(node_dir) / "metrics.addr";
+  std::error_code ec;
+  std::filesystem::remove(file, ec);
+  if (!enabled) return std::unique_ptr<MetricsHttpServer>();
+  if (port < 0 || port > 65535) return Status::InvalidArgument("metrics port out of range");
+  auto http = MetricsHttpServer::Start(registry, host, static_cast<uint16_t>(port));
+  if (!http.ok()) return http.status();
+  const std::string addr = host + ":" + std::to_string((*http)->port());
+  const std::filesystem::path tmp = std::filesystem::path(node_dir) / "metrics.addr.tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
+  const bool written = std::fprintf(f, "%s\n", addr.c_str()) > 0;
+  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
+  return std::move(*http);
 }
 
 }  // namespace dtx::obs

@@ -60,4 +60,15 @@ class MetricsHttpServer {
   uint16_t port_ = 0;
 };
 
+// The endpoint of a node whose directory is `node_dir`: removes a stale
+// node_dir/metrics.addr (it must never point at another process); unless
+// `enabled` is false, listens on host:port (0: any free port) and writes
+// "host:port" with the bound port to node_dir/metrics.addr atomically (temp
+// file, then rename) for dtxctl to find. nullptr when disabled.
+Result<std::unique_ptr<MetricsHttpServer>> StartNodeMetricsEndpoint(const Registry* registry,
+                                                                    bool enabled,
+                                                                    const std::string& host,
+                                                                    int port,
+                                                                    const std::string& node_dir);
+
 }  // namespace dtx::obs

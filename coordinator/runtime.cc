@@ -150,26 +150,12 @@ CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
 }
 
 Status Runtime::StartMetrics() {
-  const std::filesystem::path file = std::filesystem::path(options_.dir) / "metrics.addr";
-  std::error_code ec;
-  std::filesystem::remove(file, ec);  // a stale address must not point at someone else
-  if (!options_.metrics_enabled) return Status::OK();
-  if (options_.metrics_port < 0 || options_.metrics_port > 65535) {
-    return Status::InvalidArgument("metrics port out of range");
-  }
-  auto http = obs::MetricsHttpServer::Start(&registry_, options_.metrics_host,
-                                            static_cast<uint16_t>(options_.metrics_port));
+  auto http = obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled,
+                                            options_.metrics_host, options_.metrics_port,
+                                            options_.dir);
   if (!http.ok()) return http.status();
   metrics_http_ = std::move(*http);
-  const std::string addr = metrics_address();
-  const std::filesystem::path tmp = std::filesystem::path(options_.dir) / "metrics.addr.tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
-  const bool written = std::fprintf(f, "%s\n", addr.c_str()) > 0;
-  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
-  std::filesystem::rename(tmp, file, ec);
-  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
-  DTX_LOG_INFO("metrics on http://{}/metrics", addr);
+  if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
   return Status::OK();
 }
 
