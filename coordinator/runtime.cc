@@ -11,6 +11,7 @@
 
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/trace_rpc.h"
 #include "common/process_stats.h"
 #include "common/rpc_error.h"
 
@@ -1417,6 +1418,13 @@ void Handler::SetFailpoint(std::function<void()> cob,
   }
   DTX_LOG_INFO("failpoint {}={} armed by SetFailpoint", name, action);
   cob();
+}
+
+void Handler::GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) {
+  if (runtime_ == nullptr) {
+    return cob(rpc::TraceResponse());
+  }
+  cob(obs::TraceToRpc(runtime_->name(), runtime_->trace().Lookup(dtx::FromRpc(txid))));
 }
 
 }  // namespace dtx::coordinator

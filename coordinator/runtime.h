@@ -47,6 +47,7 @@
 #include "common/event_loop.h"
 #include "common/failure_detector.h"
 #include "common/metrics.h"
+#include "common/trace.h"
 #include "common/metrics_http.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
@@ -161,6 +162,9 @@ class Runtime {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
+  // Span events of recent transactions (common/trace.h); thread-safe.
+  obs::TraceRing& trace() { return trace_; }
+  const std::string& name() const { return options_.name; }
   // CoordinatorPeer (from the other coordinator).
   void Replicate(const rpc::ReplicateRequest& req,
                  std::function<void(const rpc::ReplicateResponse&)> cob,
@@ -357,6 +361,7 @@ class Runtime {
   std::unordered_map<TxId, int64_t, TxIdHash> phase2_start_;
   // Metrics: the HTTP server is declared last so it is destroyed (stopped)
   // before everything its scrapes read.
+  obs::TraceRing trace_;
   obs::Registry registry_;
   CoordinatorMetrics metrics_{registry_};
   std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
@@ -387,6 +392,7 @@ class Handler : public rpc::CoordinatorPeerCobSvIf {
                  const rpc::ReplicateRequest& req) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                  const rpc::HeartbeatRequest& req) override;
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) override;
 
  private:
   Runtime* runtime_;

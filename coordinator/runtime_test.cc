@@ -262,6 +262,9 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     }
     exn_cob(Stale(epoch));
   }
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId&) override {
+    cob(rpc::TraceResponse());
+  }
   int64_t epoch() {
     std::lock_guard<std::mutex> l(mu_);
     return epoch_;

@@ -234,11 +234,28 @@ struct HeartbeatResponse {
   4: optional bool in_sync,         // a backup: it holds every decision of the primary
 }
 
+// ---- tracing (docs/observability.md): the txid is the trace id ----
+// One span event a node recorded for a transaction (common/trace.h).
+struct SpanEventMsg {
+  1: required string event,         // received, locked, logged, synced, voted, decided, applied, acked, ...
+  2: required i64 unix_ns,          // wall clock of the recording node
+  3: required i64 mono_ns,          // CLOCK_MONOTONIC of the recording node
+  4: required i64 seq,              // record order on that node
+  5: optional string detail,
+}
+
+struct TraceResponse {
+  1: required string name,          // the answering node
+  2: required list<SpanEventMsg> events,  // in record order; empty: nothing (left) in the ring
+}
+
 service CoordinatorPeer extends Coordinator {
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
   HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+  // The span events this node still holds for txid (bounded ring).
+  TraceResponse GetTrace(1: TxId txid),
 }
 
 service ParticipantPeer extends Participant {
@@ -248,4 +265,6 @@ service ParticipantPeer extends Participant {
   // when epoch > the current epoch, or equal and asked by the same
   // coordinator that made it current; else STALE_EPOCH.
   void AdoptEpoch(1: Epoch epoch, 2: string coordinator) throws (1: DtxError err),
+  // The span events this node still holds for txid (bounded ring).
+  TraceResponse GetTrace(1: TxId txid),
 }

@@ -10,6 +10,7 @@
 
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/trace_rpc.h"
 #include "common/process_stats.h"
 #include "common/rpc_error.h"
 
@@ -792,6 +793,13 @@ void Handler::SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std:
   }
   DTX_LOG_INFO("failpoint {} armed: {}", name, action);
   cob();
+}
+
+void Handler::GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) {
+  if (runtime_ == nullptr) {
+    return cob(rpc::TraceResponse());
+  }
+  cob(obs::TraceToRpc(runtime_->name(), runtime_->trace().Lookup(dtx::FromRpc(txid))));
 }
 
 }  // namespace dtx::participant

@@ -65,6 +65,7 @@
 #include "common/event_loop.h"
 #include "common/metrics.h"
 #include "common/metrics_http.h"
+#include "common/trace.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
@@ -176,6 +177,9 @@ class Runtime {
   // "127.0.0.1:PORT" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
   const obs::Registry& registry() const { return registry_; }
+  // Span events of recent transactions (common/trace.h); thread-safe.
+  obs::TraceRing& trace() { return trace_; }
+  const std::string& name() const { return options_.name; }
 
   // ---- the Participant service (called by Handler, loop thread) ----
   using Fail = std::function<void(const rpc::DtxError&)>;
@@ -263,6 +267,7 @@ class Runtime {
 
   // Metrics: the HTTP server is declared last so it is destroyed (stopped)
   // before everything its scrapes read.
+  obs::TraceRing trace_;
   obs::Registry registry_;
   ParticipantMetrics metrics_{registry_};
   uint64_t metrics_ticks_ = 0;
@@ -291,6 +296,7 @@ class Handler : public rpc::ParticipantPeerCobSvIf {
                  const rpc::HeartbeatRequest& req) override;
   void AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
                   const std::string& coordinator) override;
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) override;
 
  private:
   Runtime* runtime_;
