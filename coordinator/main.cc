@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
   std::string role, peer, detector;
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
+  uint64_t trace_events = 0;
   po::options_description desc("dtx-coordinator options");
   desc.add_options()
       ("help", "print this help")
@@ -109,7 +110,10 @@ int main(int argc, char** argv) {
        "a Replicate call to the backup slower than this counts the backup as lost")
       ("metrics-listen", po::value(&metrics_listen)->default_value("127.0.0.1:0"),
        "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
-       "written to NODEDIR/metrics.addr), or \"off\"");
+       "written to NODEDIR/metrics.addr), or \"off\"")
+      ("trace-events", po::value(&trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
+       "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
+       "level debug; 0 turns tracing off");
 
   po::variables_map vm;
   try {
@@ -151,6 +155,10 @@ int main(int argc, char** argv) {
     return Usage("--prepare-timeout-ms must be in 1..3600000", desc);
   }
   options.core.prepare_timeout_ms = prepare_timeout_ms;
+  if (trace_events > dtx::obs::kTraceEventsMax) {
+    return Usage("--trace-events must be in 0.." + std::to_string(dtx::obs::kTraceEventsMax), desc);
+  }
+  options.trace_events = static_cast<size_t>(trace_events);
   if (role == "primary") {
     options.ha.role = dtx::coordinator::Role::kPrimary;
   } else if (role == "backup") {

@@ -208,7 +208,24 @@ void Runtime::UpdateMetrics() {
 // ---- Runtime ------------------------------------------------------------------------
 
 Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
-    : loop_(loop), options_(std::move(options)), alive_(std::make_shared<int>(0)) {}
+    : loop_(loop),
+      options_(std::move(options)),
+      alive_(std::make_shared<int>(0)),
+      tracing_(options_.trace_events > 0),
+      trace_(obs::TraceRing::Options{.events_max = std::clamp<size_t>(options_.trace_events, 1,
+                                                                      obs::kTraceEventsMax),
+                                     .log_events = true}) {}
+
+void Runtime::Trace(const TxId& txid, const char* event, std::string_view detail) {
+  if (tracing_) trace_.Record(txid, event, detail);
+}
+
+std::string Runtime::ParticipantName(const std::string& address) const {
+  for (size_t i = 0; i < options_.participants.size(); ++i) {
+    if (options_.participants[i] == address) return "participant-" + std::to_string(i);
+  }
+  return address;
+}
 
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
   std::unique_ptr<Runtime> rt(new Runtime(loop, std::move(options)));
@@ -364,6 +381,7 @@ void Runtime::Commit(const rpc::CommitRequest& req,
   }
   RequestToken token = next_token_++;
   CommitRequest creq = FromRpc(req);
+  Trace(creq.txid, obs::span::kReceived, creq.is_retry ? "retry" : "");
   pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail), PhaseNow()};
   core_->Commit(NowMs(), token, std::move(creq));
   Process();
@@ -522,6 +540,11 @@ void Runtime::Append(const PersistRecord& p) {
   Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(p.type), p.payload, on_durable);
   if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
   *lsn_box = *lsn;
+  if (p.type == RecordType::kDecision) {
+    Trace(p.txid, obs::span::kLogged);
+  } else if (p.type == RecordType::kEnd) {
+    Trace(p.txid, "ended");
+  }
   if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
   if (p.type == RecordType::kDecision && p.forced) {
     if (auto t = timings_.find(p.txid); t != timings_.end()) t->second.decision_appended = PhaseNow();
@@ -538,6 +561,7 @@ void Runtime::Append(const PersistRecord& p) {
 
 void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
   if (shut_down_) return;
+  if (type == RecordType::kDecision) Trace(txid, obs::span::kSynced);
   auto w = decision_waits_.find(tag);
   if (type == RecordType::kDecision && w != decision_waits_.end()) {
     w->second.local = true;
@@ -644,6 +668,7 @@ void Runtime::SendMessage(const OutMessage& m) {
   if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
     TxId txid = prep->txid;
     NotePrepareSent(txid);
+    if (tracing_) Trace(txid, "prepare", ParticipantName(to));
     stub.Prepare(ToRpc(*prep), timeout_ms,
                  [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
                    if (shut_down_) return;
@@ -658,6 +683,18 @@ void Runtime::SendMessage(const OutMessage& m) {
                      r.error_code = static_cast<ErrorCode>(*st.error_code());
                    }
                    NoteVote(txid);
+                   if (tracing_) {
+                     std::string d = ParticipantName(to) + " ";
+                     if (!st.ok()) {
+                       d += "error:" + st.ToString();
+                     } else {
+                       d += resp.vote == rpc::Vote::YES         ? "yes"
+                            : resp.vote == rpc::Vote::READ_ONLY ? "read_only"
+                            : resp.vote == rpc::Vote::NO        ? "no"
+                                                                : "error:bad vote";
+                     }
+                     Trace(txid, obs::span::kVoted, d);
+                   }
                    if (st.ok()) {
                      switch (resp.vote) {
                        case rpc::Vote::YES: r.vote = Vote::kYes; break;
@@ -687,6 +724,7 @@ void Runtime::SendMessage(const OutMessage& m) {
                     DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}",
                                  txid.ToString(), to, st.ToString());
                   }
+                  if (st.ok() && tracing_) Trace(txid, obs::span::kAcked, ParticipantName(to));
                   AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
                   core_->OnCommitReply(NowMs(), a);
                   Process();
@@ -714,6 +752,10 @@ void Runtime::Deliver(Reply& reply) {
   if (const auto* err = std::get_if<Error>(&reply.body)) {
     DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(),
                   ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)), err->message);
+    if (tracing_ && p.commit_cob) {
+      Trace(p.txid, "replied",
+            std::string("error:") + ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)));
+    }
     p.fail(MakeDtxError(static_cast<rpc::ErrorCode::type>(err->code), err->message));
     return;
   }
@@ -726,6 +768,14 @@ void Runtime::Deliver(Reply& reply) {
     } else {
       DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
                     res->detail);
+    }
+    if (tracing_) {
+      std::string d = res->outcome == Outcome::kCommitted ? "commit"
+                      : res->outcome == Outcome::kAborted ? "abort"
+                                                          : "unknown";
+      if (res->reason) d += std::string(" ") + AbortReasonName(*res->reason);
+      Trace(p.txid, obs::span::kDecided, d);
+      Trace(p.txid, "replied", OutcomeName(res->outcome));
     }
     if (p.received_us != 0) metrics_.total.Observe(static_cast<double>(PhaseNow() - p.received_us) * 1e-6);
     if (p.commit_cob) {
@@ -987,6 +1037,7 @@ void Runtime::OnReplicateReply(int64_t generation, const std::vector<PersistTag>
     auto it = decision_waits_.find(t);
     if (it == decision_waits_.end()) continue;
     it->second.backup = true;
+    Trace(it->second.txid, "replicated");
     MaybeRelease(t);
   }
 }

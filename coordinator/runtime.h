@@ -102,6 +102,10 @@ struct RuntimeOptions {
   bool metrics_enabled = true;
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;
+  // Per-transaction span events (common/trace.h, GetTrace): the ring's size;
+  // 0 turns tracing off (no Record calls). Events also go to the log at
+  // level debug.
+  size_t trace_events = obs::kTraceEventsMaxDefault;
 };
 
 // The coordinator's metrics (names in docs/observability.md). Counters and
@@ -275,6 +279,11 @@ class Runtime {
   void MaybeRelease(PersistTag tag);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
+  // Records a span event for txid when tracing is on (trace_events > 0).
+  // `event` has static storage duration.
+  void Trace(const TxId& txid, const char* event, std::string_view detail = {});
+  // "participant-<shard index>" for an address in the shard map, else the address.
+  std::string ParticipantName(const std::string& address) const;
 
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -361,6 +370,7 @@ class Runtime {
   std::unordered_map<TxId, int64_t, TxIdHash> phase2_start_;
   // Metrics: the HTTP server is declared last so it is destroyed (stopped)
   // before everything its scrapes read.
+  bool tracing_ = true;
   obs::TraceRing trace_;
   obs::Registry registry_;
   CoordinatorMetrics metrics_{registry_};

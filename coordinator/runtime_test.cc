@@ -147,12 +147,12 @@ class Client {
       return false;
     }
   }
-  rpc::CoordinatorClient* operator->() { return &client_; }
+  rpc::CoordinatorPeerClient* operator->() { return &client_; }
 
  private:
   std::shared_ptr<TSocket> socket_;
   std::shared_ptr<TFramedTransport> transport_;
-  rpc::CoordinatorClient client_;
+  rpc::CoordinatorPeerClient client_;
 };
 
 // Waits until GetStatus answers.
@@ -580,6 +580,97 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
   EXPECT_GE(st.peers[1].heartbeat_age_ms, 0);
   EXPECT_FALSE(st.peers[1].suspected);
 
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(), 0);
+}
+
+// "event detail" lines of txid's span events at the coordinator, in record order.
+std::vector<std::string> TraceOf(Client& c, const TxId& txid) {
+  rpc::TraceResponse resp;
+  c->GetTrace(resp, ToRpc(txid));
+  std::vector<std::string> out;
+  for (const rpc::SpanEventMsg& e : resp.events) {
+    out.push_back(e.event + (e.detail.empty() ? "" : " " + e.detail));
+  }
+  return out;
+}
+
+bool Has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+TEST(CoordinatorBinary, TraceRecordsEveryStepOfATransaction) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  Process p(Args(port, dir.path() + "/n", fakes.addresses()));
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  TxId tx{0x7ace, 1};
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  std::vector<std::string> ev;
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  do {
+    ev = TraceOf(c, tx);
+    if (Has(ev, "ended")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  } while (Clock::now() < deadline);
+  const std::vector<std::string> want = {
+      "received", "prepare participant-0", "prepare participant-1", "voted participant-0 yes",
+      "voted participant-1 yes", "logged", "synced", "decided commit", "replied committed",
+      "acked participant-0", "acked participant-1", "ended"};
+  for (const std::string& w : want) EXPECT_TRUE(Has(ev, w)) << w << " in " << ::testing::PrintToString(ev);
+  // Record order: received first, ended last; logged before synced before replied.
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.front(), "received");
+  EXPECT_EQ(ev.back(), "ended");
+  auto at = [&](const std::string& s) { return std::find(ev.begin(), ev.end(), s) - ev.begin(); };
+  EXPECT_LT(at("logged"), at("synced"));
+  EXPECT_LT(at("synced"), at("decided commit"));
+  EXPECT_LT(at("decided commit"), at("replied committed"));
+
+  // A NO vote: the voter and the reason show.
+  fakes.at(1).SetVote(rpc::Vote::NO);
+  TxId no{0x7ace, 2};
+  c->Commit(res, WriteReq(no, {KeyOn(0, 2), KeyOn(1, 2)}));
+  ASSERT_EQ(res.outcome, rpc::Outcome::ABORTED);
+  ev = TraceOf(c, no);
+  EXPECT_TRUE(Has(ev, "voted participant-1 no")) << ::testing::PrintToString(ev);
+  EXPECT_TRUE(Has(ev, "decided abort conflict")) << ::testing::PrintToString(ev);
+  EXPECT_FALSE(Has(ev, "logged")) << "presumed abort logs nothing";
+  EXPECT_TRUE(TraceOf(c, TxId{0x7ace, 99}).empty()) << "unknown txid";
+
+  p.Signal(SIGTERM);
+  EXPECT_EQ(p.Wait(), 0);
+  // --log-level debug: each event is a log line too.
+  std::ifstream log(dir.path() + "/n/node.log");
+  std::stringstream body;
+  body << log.rdbuf();
+  EXPECT_NE(body.str().find("trace txid=" + tx.ToString() + " event=ended"), std::string::npos);
+}
+
+TEST(CoordinatorBinary, TraceEventsZeroTurnsTracingOff) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  int port = FreePort();
+  auto bad = Args(port, dir.path() + "/b", fakes.addresses());
+  bad.insert(bad.end(), {"--trace-events", "99999999999"});
+  Process b(bad);
+  EXPECT_EQ(b.Wait(), 2);
+  auto args = Args(port, dir.path() + "/n", fakes.addresses());
+  args.insert(args.end(), {"--trace-events", "0"});
+  Process p(args);
+  ASSERT_TRUE(WaitReady(port));
+  Client c(port);
+  ASSERT_TRUE(c.Open());
+  TxId tx{0x7ace, 3};
+  rpc::CommitResult res;
+  c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
+  ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_TRUE(TraceOf(c, tx).empty());
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
 }
@@ -1012,6 +1103,13 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   TxId tx1{0xbac, 1};
   c->Commit(res, WriteReq(tx1, {KeyOn(0, 2), KeyOn(1, 2)}));
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  {
+    // The trace shows the backup's ack before the decision.
+    std::vector<std::string> ev = TraceOf(c, tx1);
+    auto at = [&](const std::string& s) { return std::find(ev.begin(), ev.end(), s) - ev.begin(); };
+    EXPECT_TRUE(Has(ev, "replicated")) << ::testing::PrintToString(ev);
+    EXPECT_LT(at("replicated"), at("decided commit")) << ::testing::PrintToString(ev);
+  }
   {
     // The backup has the DECISION (the commit point waited for it) but
     // answers nothing itself and refuses to decide.
