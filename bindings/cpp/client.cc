@@ -279,6 +279,151 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     coordinator_index_ = (coordinator_index_ + 1) % coordinator_addresses_.size();
   }
 
+  // ---- following a hung primary (see dtx/client.h) ----
+
+  // A request outstanding at coordinator `addr`. `redirect` moves it to the
+  // (new) current coordinator and returns true, or returns false to keep
+  // waiting for the old one's reply.
+  struct Outstanding {
+    std::string addr;
+    uint64_t started_ms = 0;
+    std::function<bool()> redirect;
+  };
+
+  uint64_t Track(const std::string& addr, std::function<bool()> redirect) {
+    const uint64_t id = next_outstanding_++;
+    outstanding_.emplace(id, Outstanding{addr, io_.loop()->NowMs(), std::move(redirect)});
+    if (options_.primary_probe_delay_ms > 0 && !probe_timer_armed_) {
+      ArmProbeTimer(options_.primary_probe_delay_ms);
+    }
+    return id;
+  }
+  // False if the request was already redirected (its reply is to be dropped).
+  bool Untrack(uint64_t id) { return outstanding_.erase(id) > 0; }
+
+  void ArmProbeTimer(int delay_ms) {
+    probe_timer_armed_ = true;
+    auto self = shared_from_this();
+    After(delay_ms, [self] {
+      self->probe_timer_armed_ = false;
+      if (!self->shutting_down_) self->ProbeCheck();
+    });
+  }
+
+  // Starts a probe round if a request at the current coordinator is overdue;
+  // re-arms the timer while anything is outstanding.
+  void ProbeCheck() {
+    if (outstanding_.empty()) return;
+    const uint64_t now = io_.loop()->NowMs();
+    const uint64_t delay = static_cast<uint64_t>(options_.primary_probe_delay_ms);
+    const std::string& current = coordinator_addresses_[coordinator_index_];
+    uint64_t oldest = now;
+    for (const auto& [id, o] : outstanding_) oldest = std::min(oldest, o.started_ms);
+    bool overdue = false;
+    for (const auto& [id, o] : outstanding_) {
+      if (o.addr == current && now - o.started_ms >= delay) overdue = true;
+    }
+    if (overdue && !probe_running_ && coordinator_addresses_.size() > 1) StartProbeRound();
+    // Next look: half a delay from now if something is overdue already, else
+    // when the oldest request becomes overdue.
+    const uint64_t next = now - oldest >= delay ? static_cast<uint64_t>(ProbeTimeoutMs())
+                                                : delay - (now - oldest);
+    ArmProbeTimer(static_cast<int>(std::max<uint64_t>(next, 1)));
+  }
+
+  // One round: GetStatus to every coordinator, each with a timeout of half
+  // the probe delay (so a hung one does not hold up the next round long).
+  struct ProbeRound {
+    std::string current;        // the coordinator the round is about
+    bool current_done = false;  // it answered (or failed to)
+    std::string candidate;      // another one that says primary at a newer epoch
+    Epoch candidate_epoch = 0;
+    size_t pending = 0;
+  };
+
+  int ProbeTimeoutMs() const { return std::max(options_.primary_probe_delay_ms / 2, 1); }
+
+  void StartProbeRound() {
+    probe_running_ = true;
+    auto round = std::make_shared<ProbeRound>();
+    round->current = coordinator_addresses_[coordinator_index_];
+    round->pending = coordinator_addresses_.size();
+    auto self = shared_from_this();
+    for (const std::string& addr : coordinator_addresses_) {
+      CoordinatorStub(Channel(addr))
+          .GetStatus(ProbeTimeoutMs(),
+                     [self, addr, round](const RpcStatus& s, const rpc::NodeStatus& st) {
+                       if (--round->pending == 0) self->probe_running_ = false;
+                       if (self->shutting_down_) return;
+                       self->OnProbeAnswer(*round, addr, s.ok() ? &st : nullptr);
+                     });
+    }
+  }
+
+  // Learns `addr`'s epoch if it is primary (no switch): after it served the
+  // shard map, so that a later probe can tell a newer primary from a stale one
+  // without waiting for this one's answer.
+  void LearnPrimaryEpoch(const std::string& addr) {
+    if (options_.primary_probe_delay_ms <= 0 || coordinator_addresses_.size() < 2) return;
+    auto self = shared_from_this();
+    CoordinatorStub(Channel(addr))
+        .GetStatus(options_.request_timeout_ms,
+                   [self, addr](const RpcStatus& s, const rpc::NodeStatus& st) {
+                     if (s.ok() && st.role == "primary") {
+                       Epoch& e = self->primary_epoch_seen_[addr];
+                       e = std::max<Epoch>(e, static_cast<Epoch>(st.epoch));
+                     }
+                   });
+  }
+
+  // Switches away from round.current when another coordinator says it is
+  // primary at an epoch newer than any round.current reported - decided at
+  // once if round.current's epoch is known, else once round.current has
+  // answered or timed out (it may be a newer primary still).
+  void OnProbeAnswer(ProbeRound& round, const std::string& addr, const rpc::NodeStatus* st) {
+    if (st != nullptr && st->role == "primary") {
+      Epoch& e = primary_epoch_seen_[addr];
+      e = std::max<Epoch>(e, static_cast<Epoch>(st->epoch));
+      if (addr != round.current && static_cast<Epoch>(st->epoch) > round.candidate_epoch) {
+        round.candidate = addr;
+        round.candidate_epoch = static_cast<Epoch>(st->epoch);
+      }
+    }
+    if (addr == round.current) round.current_done = true;
+    if (round.candidate.empty()) return;
+    const Epoch current_epoch = primary_epoch_seen_[round.current];
+    if (round.candidate_epoch <= current_epoch) return;
+    if (current_epoch == 0 && !round.current_done) return;
+    // The client may have moved on meanwhile (a NOT_PRIMARY hint).
+    if (coordinator_addresses_[coordinator_index_] != round.current) return;
+    const std::string from = round.current;
+    const std::string to = round.candidate;
+    round.candidate.clear();
+    DTX_LOG_INFO("coordinator {} is primary at epoch {} (newer than the {} seen from {}); "
+                 "requests outstanding at {} move to it",
+                 to, round.candidate_epoch, current_epoch, from, from);
+    SwitchCoordinator(to);
+    primary_switches_.fetch_add(1, std::memory_order_relaxed);
+    std::vector<uint64_t> moving;
+    for (const auto& [id, o] : outstanding_) {
+      if (o.addr == from) moving.push_back(id);
+    }
+    for (uint64_t id : moving) {
+      auto it = outstanding_.find(id);
+      if (it == outstanding_.end()) continue;
+      // Untracked before it runs, so the old coordinator's reply is dropped;
+      // put back if it chooses to keep waiting.
+      Outstanding o = std::move(it->second);
+      outstanding_.erase(it);
+      auto redirect = o.redirect;
+      if (!redirect()) outstanding_.emplace(id, std::move(o));
+    }
+  }
+
+ public:
+  uint64_t primary_switches() const { return primary_switches_.load(std::memory_order_relaxed); }
+
+ private:
   void CommitAttempt(std::shared_ptr<const rpc::CommitRequest> req, TxId txid, int attempt,
                      bool maybe_sent, std::function<void(const CommitOutcome&)> done) {
     if (shutting_down_) {
@@ -299,10 +444,26 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     std::string addr = coordinator_addresses_[coordinator_index_];
     auto self = shared_from_this();
+    // `done` is shared by the reply and the redirect (a probe found a newer
+    // primary): whichever comes first untracks the attempt and runs; the
+    // other sees it untracked and does nothing.
+    auto shared_done =
+        std::make_shared<std::function<void(const CommitOutcome&)>>(std::move(done));
+    const uint64_t track = Track(addr, [self, req, txid, attempt, shared_done] {
+      if (!self->MayRetry(txid, attempt)) return false;  // keep waiting for the reply
+      DTX_LOG_DEBUG("commit txid={} attempt {}: a newer primary answered the probe; asking it",
+                    txid.ToString(), attempt);
+      // The abandoned attempt may have reached the old primary: the outcome
+      // is open, and resolved like any unknown one (same txid, is_retry).
+      self->CommitAttempt(req, txid, attempt + 1, true, std::move(*shared_done));
+      return true;
+    });
     CoordinatorStub(Channel(addr))
         .Commit(*req, options_.commit_timeout_ms,
-                [self, req, txid, attempt, maybe_sent, addr, done = std::move(done)](
+                [self, req, txid, attempt, maybe_sent, addr, track, shared_done](
                     const RpcStatus& s, const rpc::CommitResult& r) mutable {
+                  if (!self->Untrack(track)) return;  // redirected to a newer primary
+                  auto done = std::move(*shared_done);
                   if (s.ok() && r.outcome == rpc::Outcome::UNKNOWN &&
                       self->MayRetry(txid, attempt)) {
                     // The coordinator cannot tell (it stepped down, or a
@@ -394,12 +555,22 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     std::string addr = coordinator_addresses_[coordinator_index_];
     auto self = shared_from_this();
+    auto shared_done = std::make_shared<std::function<void(const Status&)>>(std::move(done));
+    const uint64_t track = Track(addr, [self, attempts_left, addr, shared_done] {
+      self->FetchShardMap(attempts_left - 1, addr + ": a newer primary answered the probe",
+                          std::move(*shared_done));
+      return true;
+    });
     CoordinatorStub(Channel(addr))
         .GetShardMap(options_.request_timeout_ms,
-                     [self, addr, attempts_left, done = std::move(done)](
+                     [self, addr, attempts_left, track, shared_done](
                          const RpcStatus& s, const rpc::ShardMap& m) mutable {
+                       if (!self->Untrack(track)) return;  // redirected to a newer primary
+                       auto done = std::move(*shared_done);
                        if (s.ok()) {
-                         done(self->InstallShardMap(m, addr));
+                         Status installed = self->InstallShardMap(m, addr);
+                         if (installed.ok()) self->LearnPrimaryEpoch(addr);
+                         done(installed);
                          return;
                        }
                        bool hinted = s.error_code() == rpc::ErrorCode::NOT_PRIMARY &&
@@ -471,6 +642,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::unordered_map<uint64_t, Delayed> delayed_;
   uint64_t next_delayed_ = 1;
   std::unordered_map<TxId, uint64_t, TxIdHash> commit_deadline_ms_;  // commits in progress
+  std::unordered_map<uint64_t, Outstanding> outstanding_;  // Commit/GetShardMap calls out
+  uint64_t next_outstanding_ = 1;
+  bool probe_timer_armed_ = false;
+  bool probe_running_ = false;
+  std::map<std::string, Epoch> primary_epoch_seen_;  // highest epoch each reported as primary
+  std::atomic<uint64_t> primary_switches_{0};        // any thread reads it
 };
 
 class TxState : public std::enable_shared_from_this<TxState> {
@@ -774,6 +951,9 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
     return Status::InvalidArgument("timeouts must be > 0 ms");
   }
   if (options.failover_timeout_ms < 0) return Status::InvalidArgument("failover_timeout_ms < 0");
+  if (options.primary_probe_delay_ms < 0) {
+    return Status::InvalidArgument("primary_probe_delay_ms < 0");
+  }
   if (options.in_flight_tx_max == 0) return Status::InvalidArgument("in_flight_tx_max is 0");
   if (options.retry_backoff_initial_ms <= 0 ||
       options.retry_backoff_max_ms < options.retry_backoff_initial_ms) {
@@ -845,5 +1025,6 @@ std::vector<std::string> Client::participants() const { return core_->participan
 int64_t Client::shard_map_version() const { return core_->shard_map_version(); }
 size_t Client::ShardOf(const std::string& key) const { return core_->ShardOf(key); }
 size_t Client::open_transactions() const { return core_->open_transactions(); }
+uint64_t Client::primary_switches() const { return core_->primary_switches(); }
 
 }  // namespace dtx

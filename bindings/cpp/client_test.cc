@@ -130,7 +130,15 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
                      std::function<void(TDelayedException*)>, const rpc::TxId&) override {
     cob(rpc::Decision::UNKNOWN);
   }
-  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    std::lock_guard<std::mutex> lock(mu);
+    ++status_calls;
+    if (hang_status) {
+      held_status.push_back(cob);  // a hung process: never answers
+      return;
+    }
+    cob(status);
+  }
   void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
                     const std::string&, const std::string&) override {
     cob();
@@ -156,7 +164,19 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
   std::deque<CommitAnswer> script;
   std::vector<std::function<void(const rpc::CommitResult&)>> held;
   int shard_map_calls = 0;
+  rpc::NodeStatus status;  // GetStatus answer (role "" by default: not primary)
+  bool hang_status = false;
+  int status_calls = 0;
+  std::vector<std::function<void(const rpc::NodeStatus&)>> held_status;
 };
+
+rpc::NodeStatus CoordinatorStatusAs(const std::string& role, rpc::Epoch epoch) {
+  rpc::NodeStatus st;
+  st.name = "fake";
+  st.role = role;
+  st.epoch = epoch;
+  return st;
+}
 
 CommitAnswer Aborted(rpc::AbortReason::type reason, const std::string& detail) {
   rpc::CommitResult r;
@@ -197,8 +217,12 @@ class ClientTest : public ::testing::Test {
       backup_server_.reset();
       // A held completion refers to the processor, which refers to the
       // handler: break the cycle.
-      std::lock_guard<std::mutex> lock(coordinator_->mu);
-      coordinator_->held.clear();
+      for (auto* c : {coordinator_.get(), backup_.get()}) {
+        if (c == nullptr) continue;
+        std::lock_guard<std::mutex> lock(c->mu);
+        c->held.clear();
+        c->held_status.clear();
+      }
     });
     nodes_.Stop();
   }
@@ -235,6 +259,7 @@ class ClientTest : public ::testing::Test {
   std::shared_ptr<FakeCoordinator> coordinator_;
   std::unique_ptr<RpcServer> coordinator_server_;
   std::unique_ptr<RpcServer> backup_server_;
+  std::shared_ptr<FakeCoordinator> backup_;  // set by tests that use a second coordinator
   std::unique_ptr<Client> client_;
 };
 
@@ -525,6 +550,120 @@ TEST_F(ClientTest, NotPrimaryRedirectsShardMapAndCommitToThePrimary) {
   EXPECT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(coordinator_->Requests(), 1u);
   EXPECT_EQ(backup->Requests(), 0u);  // the client now talks to the primary
+}
+
+// The primary hangs (its Commit and GetStatus never answer) and the other
+// coordinator says it is primary at a newer epoch: the commit moves there
+// well before commit_timeout_ms, with the same txid flagged is_retry, and the
+// result is the new primary's answer; the old primary's late answer is
+// ignored.
+TEST_F(ClientTest, CommitHangingAtThePrimaryMovesToANewerPrimary) {
+  backup_ = std::make_shared<FakeCoordinator>();
+  nodes_.RunSync([&] {
+    coordinator_->status = CoordinatorStatusAs("primary", 3);
+    backup_->map = coordinator_->map;
+    backup_->status = CoordinatorStatusAs("backup", 3);
+    backup_server_ = StartCoordinator(backup_);
+  });
+  ClientOptions o;
+  o.coordinators = {coordinator_server_->address(), backup_server_->address()};
+  o.commit_timeout_ms = 20000;
+  o.primary_probe_delay_ms = 200;
+  ConnectClient(o);
+  // The client learns the primary's epoch after the shard map.
+  for (int i = 0; i < 200; ++i) {
+    std::lock_guard<std::mutex> lock(coordinator_->mu);
+    if (coordinator_->status_calls > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  nodes_.RunSync([&] {
+    std::lock_guard<std::mutex> lock(coordinator_->mu);
+    coordinator_->hang_status = true;
+  });
+  coordinator_->Script({CommitAnswer{std::nullopt, std::nullopt, true}});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  auto promote = std::thread([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    nodes_.RunSync([&] {
+      std::lock_guard<std::mutex> lock(backup_->mu);
+      backup_->status = CoordinatorStatusAs("primary", 4);
+    });
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = tx.Commit();
+  auto took = std::chrono::steady_clock::now() - t0;
+  promote.join();
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  EXPECT_LT(took, std::chrono::milliseconds(2500));
+  EXPECT_GE(took, std::chrono::milliseconds(450));  // not before the promotion
+  EXPECT_EQ(client_->primary_switches(), 1u);
+  ASSERT_EQ(coordinator_->Requests(), 1u);
+  ASSERT_EQ(backup_->Requests(), 1u);
+  EXPECT_EQ(backup_->Last().txid, coordinator_->Last().txid);
+  EXPECT_TRUE(backup_->Last().__isset.is_retry && backup_->Last().is_retry);
+  EXPECT_FALSE(coordinator_->Last().__isset.is_retry && coordinator_->Last().is_retry);
+  // The old primary's late ABORTED changes nothing; the next commit goes to
+  // the new primary directly.
+  nodes_.RunSync([&] {
+    std::lock_guard<std::mutex> lock(coordinator_->mu);
+    rpc::CommitResult r;
+    r.outcome = rpc::Outcome::ABORTED;
+    for (auto& cob : coordinator_->held) cob(r);
+    coordinator_->held.clear();
+  });
+  Transaction tx2 = Begin();
+  ASSERT_TRUE(tx2.Put("k2", "v").ok());
+  EXPECT_TRUE(tx2.Commit().ok());
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+  EXPECT_EQ(backup_->Requests(), 2u);
+}
+
+// A slow primary whose peer claims "primary" at an older epoch (a deposed
+// primary that has not noticed) is not abandoned: the commit waits for the
+// primary's answer.
+TEST_F(ClientTest, SlowCommitStaysWhenNoNewerPrimaryAnswers) {
+  backup_ = std::make_shared<FakeCoordinator>();
+  nodes_.RunSync([&] {
+    coordinator_->status = CoordinatorStatusAs("primary", 5);
+    backup_->map = coordinator_->map;
+    backup_->status = CoordinatorStatusAs("primary", 4);
+    backup_server_ = StartCoordinator(backup_);
+  });
+  ClientOptions o;
+  o.coordinators = {coordinator_server_->address(), backup_server_->address()};
+  o.primary_probe_delay_ms = 100;
+  ConnectClient(o);
+  coordinator_->Script({CommitAnswer{std::nullopt, std::nullopt, true}});
+  auto tx = client_->BeginAsync();
+  ASSERT_TRUE(tx.ok());
+  ASSERT_TRUE((*tx)->Put("k", "v").ok());
+  std::promise<CommitOutcome> p;
+  auto f = p.get_future();
+  (*tx)->Commit([&p](const CommitOutcome& out) { p.set_value(out); });
+  ASSERT_EQ(f.wait_for(std::chrono::milliseconds(800)), std::future_status::timeout);
+  {
+    std::lock_guard<std::mutex> lock(backup_->mu);
+    EXPECT_GE(backup_->status_calls, 2);  // it was probed, repeatedly
+  }
+  EXPECT_EQ(backup_->Requests(), 0u);
+  EXPECT_EQ(client_->primary_switches(), 0u);
+  nodes_.RunSync([&] {
+    std::lock_guard<std::mutex> lock(coordinator_->mu);
+    rpc::CommitResult r;
+    r.outcome = rpc::Outcome::COMMITTED;
+    for (auto& cob : coordinator_->held) cob(r);
+    coordinator_->held.clear();
+  });
+  CommitOutcome out = f.get();
+  EXPECT_TRUE(out.status.ok()) << out.status.ToString();
+}
+
+TEST_F(ClientTest, NegativeProbeDelayIsRejected) {
+  ClientOptions o;
+  o.coordinators = {coordinator_server_->address()};
+  o.primary_probe_delay_ms = -1;
+  EXPECT_TRUE(Client::Connect(o).status().IsInvalidArgument());
 }
 
 TEST_F(ClientTest, ConnectFailsWhenNoCoordinatorAnswers) {

@@ -30,6 +30,17 @@
 //   have reached the coordinator is flagged CommitRequest.is_retry, so the
 //   coordinator answers UNKNOWN rather than ABORTED when it cannot prove the
 //   earlier attempt did not commit (e.g. after its own restart).
+// - A hung primary (paused, or cut off from the client's replies) is not
+//   waited out: once a Commit or GetShardMap to the current coordinator has
+//   been outstanding for ClientOptions::primary_probe_delay_ms, the client
+//   asks every coordinator's GetStatus (at most one such probe round at a
+//   time, one round per delay while requests stay outstanding). If another
+//   coordinator answers role "primary" with an epoch higher than any the
+//   current one reported, the client switches to it: each outstanding commit
+//   is abandoned at the old coordinator (its late reply is ignored) and asked
+//   again at the new primary with the same TxId, flagged is_retry - exactly
+//   the unknown-outcome path above, so it reports COMMITTED or ABORTED only
+//   on the new primary's answer. Outstanding shard-map fetches move too.
 // - Abort() drops the buffers; nothing is sent (reads take no locks).
 //
 // Commit results (the Status, plus accessors for the typed details):
@@ -91,6 +102,10 @@ inline constexpr int kClientFailoverTimeoutMsDefault = 5000;
 inline constexpr int kRunRetriesDefault = 10;
 inline constexpr int kClientRequestTimeoutMsDefault = 5000;
 inline constexpr int kClientCommitTimeoutMsDefault = 10000;
+// Above the coordinators' usual commit latency under load (tens of ms) and
+// below the failure detector's 400 ms, so that a probe round is already
+// running when the backup promotes.
+inline constexpr int kClientPrimaryProbeDelayMsDefault = 300;
 
 struct ClientOptions {
   // Coordinator addresses "host:port" (numeric host or localhost), primary
@@ -101,6 +116,11 @@ struct ClientOptions {
   // How long a commit whose outcome is open keeps being retried with the
   // same txid (covers a coordinator failover: detection + promotion).
   int failover_timeout_ms = kClientFailoverTimeoutMsDefault;
+  // A Commit or GetShardMap outstanding this long at the current coordinator
+  // makes the client ask the coordinators who is primary (see the file
+  // comment). Also the timeout of each GetStatus probe. 0: never probe (wait
+  // for commit_timeout_ms / request_timeout_ms as before).
+  int primary_probe_delay_ms = kClientPrimaryProbeDelayMsDefault;
   size_t in_flight_tx_max = kClientInFlightTxMax;
   // Run(): jittered exponential backoff between attempts.
   int retry_backoff_initial_ms = 2;
@@ -223,6 +243,9 @@ class Client {
   // Index of the participant owning `key` in participants().
   size_t ShardOf(const std::string& key) const;
   size_t open_transactions() const;
+  // How many times a probe moved this client to a newer primary (see the
+  // file comment); for tests and diagnostics.
+  uint64_t primary_switches() const;
 
  private:
   explicit Client(std::shared_ptr<internal::ClientCore> core) : core_(std::move(core)) {}
