@@ -4,6 +4,7 @@
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
+//                   [--trace-events N]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
@@ -64,7 +65,9 @@ int main(int argc, char** argv) {
        "WAL segment size; truncation deletes whole segments")
       ("metrics-listen", po::value<std::string>(&metrics_listen)->default_value("127.0.0.1:0"),
        "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
-       "written to NODEDIR/metrics.addr), or \"off\"");
+       "written to NODEDIR/metrics.addr), or \"off\"")
+      ("trace-events", po::value<size_t>(&options.trace_events)->default_value(options.trace_events),
+       "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -87,6 +90,9 @@ int main(int argc, char** argv) {
       options.wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
     return Usage(desc, "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) + ", " +
                            std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
+  }
+  if (options.trace_events > dtx::obs::kTraceEventsMax) {
+    return Usage(desc, "--trace-events must be at most " + std::to_string(dtx::obs::kTraceEventsMax));
   }
   if (options.checkpoint_interval_records == 0 && options.checkpoint_interval_ms == 0) {
     return Usage(desc, "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL would grow without bound)");

@@ -85,7 +85,12 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
       epoch(r.AddGauge("dtx_epoch", "The participant's epoch.")),
       heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Seconds since this coordinator was last heard from.",
                                      {"peer"})),
-      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})) {
+      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})),
+      wal_sync(r.AddHistogram("dtx_wal_sync_seconds",
+                              "WAL fdatasync latency per group commit (the batch's syncs; two when it sealed a segment).",
+                              obs::LatencyBucketsSeconds())),
+      wal_records_per_sync(r.AddHistogram("dtx_wal_records_per_sync", "Records made durable by one WAL group commit.",
+                                          obs::ExponentialBuckets(1, 2, 12))) {
   r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"}).Get({"participant"}).Set(1);
   for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
                         AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
@@ -101,7 +106,12 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
 }
 
 Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
-    : loop_(loop), options_(std::move(options)), alive_(std::make_shared<int>(0)) {}
+    : loop_(loop),
+      options_(std::move(options)),
+      alive_(std::make_shared<int>(0)),
+      tracing_(options_.trace_events > 0),
+      trace_(obs::TraceRing::Options{.events_max = std::clamp<size_t>(options_.trace_events, 2, obs::kTraceEventsMax),
+                                     .log_events = true}) {}
 
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
   std::unique_ptr<Runtime> rt(new Runtime(loop, std::move(options)));
@@ -135,6 +145,7 @@ Status Runtime::Init() {
   for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
     DTX_LOG_INFO("txid={} in doubt after recovery; asking coordinator {}", t.txid.ToString(),
                  t.coordinator.empty() ? options_.coordinator : t.coordinator);
+    Trace(t.txid, "in_doubt", "after recovery");
   }
   last_checkpoint_ms_ = NowMs();
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
@@ -208,7 +219,15 @@ Status Runtime::RestoreAndReplay() {
   checkpoint_stats_.retain_from = last_checkpoint_.retain_from;
   wal::Lsn first = 0;
   level_->BeginReplay();
-  auto log = wal::Log::Open(options_.wal, (std::filesystem::path(options_.dir) / "wal").string(),
+  wal::Options wal_options = options_.wal;
+  // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
+  // Log (log_ is reset in the destructor before the members go).
+  wal_options.on_sync = [this](uint64_t records, uint64_t bytes, uint64_t sync_ns) {
+    (void)bytes;
+    metrics_.wal_sync.ObserveNs(sync_ns);
+    metrics_.wal_records_per_sync.Observe(static_cast<double>(records));
+  };
+  auto log = wal::Log::Open(wal_options, (std::filesystem::path(options_.dir) / "wal").string(),
                             [this, &first](wal::Lsn lsn, uint8_t type, std::string_view payload) {
                               if (first == 0) first = lsn;
                               ++replayed_;
@@ -304,15 +323,39 @@ void Runtime::Process() {
 void Runtime::Append(PersistOp& op) {
   if (op.type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareBeforeLog);
   if (op.type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitBeforeLog);
+  const bool traced = tracing_ && op.type != RecordType::kEpoch;
+  if (traced) {
+    // A PREPARE (or a one-phase COMMIT) appended while its Prepare call is
+    // processed: the core has just taken and validated its locks.
+    const bool from_prepare = preparing_.active && preparing_.txid == op.txid && !preparing_.locked_recorded;
+    if (op.type == RecordType::kPrepare || (op.type == RecordType::kCommit && from_prepare)) {
+      char keys[24];
+      std::snprintf(keys, sizeof(keys), "keys=%zu", from_prepare ? preparing_.keys : size_t{0});
+      trace_.Record(op.txid, obs::span::kLocked, from_prepare ? std::string_view(keys) : std::string_view());
+      if (from_prepare) preparing_.locked_recorded = true;
+      if (op.type == RecordType::kCommit) trace_.Record(op.txid, obs::span::kDecided, "commit (one-phase)");
+    }
+    trace_.Record(op.txid, obs::span::kLogged,
+                  op.type == RecordType::kPrepare  ? "PREPARE"
+                  : op.type == RecordType::kCommit ? "COMMIT"
+                  : op.type == RecordType::kAbort  ? "ABORT"
+                                                   : "record");
+  }
   wal::DurableFn on_durable;
   if (op.forced) {
     std::weak_ptr<int> alive = alive_;
-    on_durable = [this, alive, loop = loop_, tag = op.tag, type = op.type, txid = op.txid](const Status& s) {
+    on_durable = [this, alive, loop = loop_, tag = op.tag, type = op.type, txid = op.txid, traced](const Status& s) {
       if (!s.ok()) Die("WAL sync failed: " + s.ToString());
+      if (traced) trace_.Record(txid, obs::span::kSynced);  // flusher thread; the ring is thread-safe
       loop->Post([this, alive, tag, type, txid] {
         if (alive.expired()) return;
         OnDurable(tag, type, txid);
       });
+    };
+  } else if (traced) {
+    // Nothing waits for it (an ABORT): only the trace wants to know.
+    on_durable = [this, txid = op.txid](const Status& s) {
+      if (s.ok()) trace_.Record(txid, obs::span::kSynced);
     };
   }
   auto lsn = log_->Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable));
@@ -323,10 +366,12 @@ void Runtime::Append(PersistOp& op) {
 
 void Runtime::OnDurable(uint64_t tag, RecordType type, TxId txid) {
   if (shut_down_) return;
-  (void)txid;
   if (type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareAfterLog);
   if (type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitAfterLog);
   core_->OnPersisted(tag, NowMs());
+  // The core applies a durable COMMIT to the store inside OnPersisted (a
+  // failed apply makes Process() below stop the node).
+  if (type == RecordType::kCommit) Trace(txid, obs::span::kApplied);
   Process();
 }
 
@@ -449,6 +494,10 @@ void Runtime::AskDecision(const TxId& txid, const std::string& address, Epoch ep
         if (decision != Decision::kUnknown) {
           DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", txid.ToString(), address,
                        decision == Decision::kCommit ? "COMMIT" : "ABORT");
+          if (tracing_) {
+            trace_.Record(txid, obs::span::kDecided,
+                          (decision == Decision::kCommit ? "commit, resolved by " : "abort, resolved by ") + address);
+          }
         } else if (may_fall_back) {
           // A backup (or a deposed primary) cannot tell: ask the primary.
           AskOtherCoordinators(txid, address, epoch, std::nullopt);
@@ -501,6 +550,7 @@ void Runtime::Deliver(Reply& r) {
                    : r.kind == Reply::Kind::kAbort  ? "Abort"
                                                     : "AdoptEpoch",
                    ErrorCodeName(r.error), r.message);
+      Trace(r.txid, "refused", ErrorCodeName(r.error));
     }
     p.fail(ToDtxError(r.error, r.message));
     return;
@@ -530,6 +580,7 @@ void Runtime::Deliver(Reply& r) {
         out.__set_detail(r.detail);
         DTX_LOG_DEBUG("txid={} vote NO: {}", r.txid.ToString(), r.detail);
       }
+      if (tracing_) TraceVote(r);
       p.prepare(out);
       if (r.vote == Vote::kYes) {
         Status s = fp::Eval(fp::Point::kParticipantPrepareAfterVote);
@@ -541,22 +592,49 @@ void Runtime::Deliver(Reply& r) {
     case Reply::Kind::kCommit: {
       Status s = fp::Eval(fp::Point::kParticipantCommitBeforeAck);
       if (!s.ok()) {
+        Trace(r.txid, "refused", "failpoint before_ack");
         p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL,
                             "failpoint participant.commit.before_ack: " + s.ToString() + " (the commit is done)"));
         break;
       }
       metrics_.commits.Inc();
+      Trace(r.txid, obs::span::kAcked, "commit");
       p.done();
       break;
     }
     case Reply::Kind::kAbort:
       metrics_.abort_by_coordinator.Inc();
+      Trace(r.txid, obs::span::kAcked, "abort");
       p.done();
       break;
     case Reply::Kind::kAdoptEpoch:
       p.done();
       break;
   }
+}
+
+void Runtime::TraceVote(const Reply& r) {
+  const bool this_prepare = preparing_.active && preparing_.txid == r.txid;
+  if (r.vote == Vote::kNo) {
+    // The core's detail starts with what failed: "lock conflict on key ...",
+    // "stale read of key ...", "transaction already aborted here", ...
+    if (r.detail.rfind("lock conflict", 0) == 0) {
+      trace_.Record(r.txid, "conflict", "lock");
+    } else if (r.detail.rfind("stale read", 0) == 0) {
+      trace_.Record(r.txid, "conflict", "stale read");
+    }
+    char detail[40];
+    std::snprintf(detail, sizeof(detail), "no:%s", AbortReasonName(r.reason));
+    trace_.Record(r.txid, obs::span::kVoted, detail);
+    return;
+  }
+  if (this_prepare && preparing_.read_only && !preparing_.locked_recorded) {
+    // Nothing to log: the locks were taken, the reads validated, and the
+    // locks released at once.
+    trace_.Record(r.txid, obs::span::kLocked, "read-only: validated, released");
+    preparing_.locked_recorded = true;
+  }
+  trace_.Record(r.txid, obs::span::kVoted, r.vote == Vote::kYes ? "yes" : "read_only");
 }
 
 // ---------------------------------------------------------------------------
@@ -598,8 +676,18 @@ void Runtime::Prepare(const rpc::PrepareRequest& req, std::function<void(const r
   p.kind = Reply::Kind::kPrepare;
   p.prepare = std::move(cob);
   p.fail = std::move(fail);
+  if (tracing_) {
+    trace_.Record(in.txid, obs::span::kReceived,
+                  in.read_only_tx ? "prepare (read-only)" : in.one_phase ? "prepare (one-phase)" : "prepare");
+    preparing_ = PrepareInProgress{.active = true,
+                                   .txid = in.txid,
+                                   .read_only = in.read_only_tx || (in.one_phase && in.writes.empty()),
+                                   .keys = in.reads.size() + in.writes.size(),
+                                   .locked_recorded = false};
+  }
   core_->Prepare(NewToken(std::move(p)), std::move(in), NowMs());
   Process();
+  preparing_.active = false;
 }
 
 void Runtime::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
@@ -608,7 +696,12 @@ void Runtime::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void
   p.kind = Reply::Kind::kCommit;
   p.done = std::move(cob);
   p.fail = std::move(fail);
-  core_->Commit(NewToken(std::move(p)), FromRpc(txid), epoch, NowMs());
+  const TxId t = FromRpc(txid);
+  if (tracing_) {
+    trace_.Record(t, obs::span::kReceived, "commit");
+    trace_.Record(t, obs::span::kDecided, "commit");
+  }
+  core_->Commit(NewToken(std::move(p)), t, epoch, NowMs());
   Process();
 }
 
@@ -618,7 +711,12 @@ void Runtime::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void(
   p.kind = Reply::Kind::kAbort;
   p.done = std::move(cob);
   p.fail = std::move(fail);
-  core_->Abort(NewToken(std::move(p)), FromRpc(txid), epoch, NowMs());
+  const TxId t = FromRpc(txid);
+  if (tracing_) {
+    trace_.Record(t, obs::span::kReceived, "abort");
+    trace_.Record(t, obs::span::kDecided, "abort");
+  }
+  core_->Abort(NewToken(std::move(p)), t, epoch, NowMs());
   Process();
 }
 

@@ -39,6 +39,13 @@
 // A clean shutdown writes a last checkpoint, so the next start replays
 // little.
 //
+// Tracing (docs/observability.md "Span events on a participant"): with
+// options.trace_events > 0 the runtime records span events of each txid in
+// trace_ (received, locked / conflict, logged, synced, voted, decided,
+// applied, acked, refused, in_doubt) and, at --log-level debug, in node.log;
+// GetTrace answers from it. `synced` is recorded on the WAL flusher thread
+// (TraceRing::Record is thread-safe), everything else on the loop thread.
+//
 // Threading: every method runs on the loop thread (common/event_loop.h); the
 // WAL's durable callbacks run on its flusher thread and only Post() to the
 // loop (or exit the process); the checkpoint worker touches only LevelStore::
@@ -57,6 +64,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -114,6 +122,10 @@ struct RuntimeOptions {
   bool metrics_enabled = true;
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;
+  // Span events kept in the trace ring (common/trace.h; rounded up to a power
+  // of two, at most obs::kTraceEventsMax). 0: tracing off, nothing recorded
+  // and GetTrace answers with no events.
+  size_t trace_events = obs::kTraceEventsMaxDefault;
 };
 
 // The participant's metrics (names in docs/observability.md). Histograms and
@@ -140,6 +152,9 @@ struct ParticipantMetrics {
   obs::Gauge& epoch;
   obs::GaugeFamily& heartbeat_age;  // peer: coordinator address
   obs::GaugeFamily& suspected;
+  // Observed on the WAL flusher thread (wal::Options::on_sync).
+  obs::Histogram& wal_sync;
+  obs::Histogram& wal_records_per_sync;
   std::atomic<uint64_t> wal_syncs{0};
   std::atomic<uint64_t> wal_records_synced{0};
   std::atomic<uint64_t> wal_sync_micros{0};
@@ -217,6 +232,7 @@ class Runtime {
   void AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
                             const std::optional<std::string>& hinted);
   void Deliver(Reply& r);
+  void TraceVote(const Reply& r);
   CoordinatorStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
   void HeardFromCoordinator();
@@ -227,6 +243,10 @@ class Runtime {
   void StopCheckpointWorker();
   Status StartMetrics();
   void UpdateMetrics();
+  // Records a span event when tracing is on. `event` must be a literal.
+  void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
+    if (tracing_) trace_.Record(txid, event, detail);
+  }
 
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -267,6 +287,17 @@ class Runtime {
 
   // Metrics: the HTTP server is declared last so it is destroyed (stopped)
   // before everything its scrapes read.
+  // The Prepare call being processed right now (for the `locked` event of
+  // the record its Process() appends). Loop thread.
+  struct PrepareInProgress {
+    bool active = false;
+    TxId txid;
+    bool read_only = false;   // nothing will be logged: locks validated and released at once
+    size_t keys = 0;
+    bool locked_recorded = false;
+  };
+  PrepareInProgress preparing_;
+  const bool tracing_;
   obs::TraceRing trace_;
   obs::Registry registry_;
   ParticipantMetrics metrics_{registry_};
