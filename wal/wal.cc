@@ -342,6 +342,7 @@ class Log::Impl {
   Batch inflight_;
   size_t last_batch_records_ = 0;
   uint64_t sync_us_ewma_ = 0;
+  uint64_t batch_sync_ns_ = 0;  // flusher thread: fdatasync time of the batch being written
 
   // First LSN of every segment on disk, ascending; the last is being written.
   std::mutex seg_mu_;
@@ -545,6 +546,7 @@ void Log::Impl::FlusherLoop() {
     }
     st_records_synced_ += inflight_.callbacks.size();
     last_batch_records_ = inflight_.callbacks.size();
+    if (opt_.on_sync) opt_.on_sync(inflight_.callbacks.size(), inflight_.bytes.size(), batch_sync_ns_);
     durable_lsn_.store(inflight_.last_lsn());
     if (durable_waiters_.load() > 0) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -611,7 +613,9 @@ Status Log::Impl::SyncSegment() {
   auto t0 = std::chrono::steady_clock::now();
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSync));
   DTX_RETURN_IF_ERROR(seg_file_->Sync());
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  const auto elapsed = std::chrono::steady_clock::now() - t0;
+  batch_sync_ns_ += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
   st_sync_micros_total_ += static_cast<uint64_t>(us);
   sync_us_ewma_ = sync_us_ewma_ == 0 ? static_cast<uint64_t>(us) : (sync_us_ewma_ * 7 + static_cast<uint64_t>(us)) / 8;
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalAfterSync));
@@ -620,6 +624,7 @@ Status Log::Impl::SyncSegment() {
 }
 
 Status Log::Impl::WriteBatch(const Batch& b) {
+  batch_sync_ns_ = 0;
   const char* p = b.bytes.data();
   const size_t n = b.bytes.size();
   size_t pos = 0;

@@ -66,6 +66,17 @@ struct Options {
   // File-system seam; nullptr means the real POSIX one. Not owned; must
   // outlive the Log.
   Env* env = nullptr;
+  // Observability hook (may be empty): called once per group commit after
+  // the batch's last fdatasync returned 0, before that batch's durable
+  // callbacks, with the records and bytes (record frames) the batch made
+  // durable and the nanoseconds spent in its fdatasync calls (steady clock,
+  // including a wal.before_sync failpoint delay; normally one sync, two when
+  // the batch sealed a full segment). Never called for a failed batch nor
+  // during Open's replay. Runs on the flusher thread, so the same rules as
+  // for DurableFn apply: short, non-blocking, thread-safe with respect to
+  // whatever it touches, no Append (TryAppend is allowed); it must not throw.
+  // What it captures must outlive the Log.
+  std::function<void(uint64_t records, uint64_t bytes, uint64_t sync_ns)> on_sync = nullptr;
 };
 
 // Called once per recovered record during Open, in LSN order. A non-OK

@@ -425,5 +425,82 @@ TEST(Wal, CallbackMayTryAppend) {
   EXPECT_TRUE(l->WaitDurable(2).ok());
 }
 
+
+// Options::on_sync: once per group commit, after its fdatasync and before the
+// batch's durable callbacks, with the batch's records, frame bytes and sync
+// time; never for a batch whose sync failed.
+TEST(Wal, OnSyncHookReportsEveryGroupCommitBeforeItsCallbacks) {
+  TempDir dir;
+  struct Seen {
+    std::mutex mu;
+    uint64_t calls = 0, records = 0, bytes = 0, min_ns = UINT64_MAX, max_ns = 0;
+  } seen;
+  Options o;
+  o.on_sync = [&seen](uint64_t records, uint64_t bytes, uint64_t sync_ns) {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    ++seen.calls;
+    seen.records += records;
+    seen.bytes += bytes;
+    seen.min_ns = std::min(seen.min_ns, sync_ns);
+    seen.max_ns = std::max(seen.max_ns, sync_ns);
+  };
+  auto opened = Log::Open(o, dir.path(), nullptr);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Log* log = opened->get();
+  constexpr int kThreads = 4;
+  constexpr Lsn kPerThread = 100;
+  std::atomic<uint64_t> expected_bytes{0};
+  std::atomic<int> callbacks_before_hook{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (Lsn i = 1; i <= kPerThread; ++i) {
+        const std::string payload = MakePayload(i, PayloadSizeFor(i + t, 200));
+        expected_bytes += format::kRecordHeaderBytes + payload.size();
+        auto lsn = log->Append(7, payload, [&](const Status& s) {
+          EXPECT_TRUE(s.ok());
+          // The hook ran for this batch already: it has counted this record.
+          std::lock_guard<std::mutex> lock(seen.mu);
+          if (seen.records == 0) ++callbacks_before_hook;
+        });
+        ASSERT_TRUE(lsn.ok()) << lsn.status().ToString();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_TRUE(log->WaitDurable(kThreads * kPerThread).ok());
+  Stats st = log->stats();
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    EXPECT_EQ(kThreads * kPerThread, seen.records);
+    EXPECT_EQ(expected_bytes.load(), seen.bytes);
+    EXPECT_EQ(st.syncs, seen.calls);  // no segment was sealed: one sync per batch
+    EXPECT_GT(seen.min_ns, 0u);
+  }
+  EXPECT_EQ(0, callbacks_before_hook.load());
+
+  // A slow sync shows in sync_ns.
+  ASSERT_TRUE(fp::Arm("wal.before_sync", "sleep(30)").ok());
+  auto lsn = log->Append(7, "slow");
+  ASSERT_TRUE(lsn.ok());
+  ASSERT_TRUE(log->WaitDurable(*lsn).ok());
+  fp::DisarmAll();
+  uint64_t calls_before_failure = 0;
+  {
+    std::lock_guard<std::mutex> lock(seen.mu);
+    EXPECT_GE(seen.max_ns, 30'000'000u);
+    calls_before_failure = seen.calls;
+  }
+
+  // A failed sync is not reported.
+  ASSERT_TRUE(fp::Arm("wal.before_sync", "error").ok());
+  lsn = log->Append(7, "lost");
+  ASSERT_TRUE(lsn.ok());
+  EXPECT_FALSE(log->WaitDurable(*lsn).ok());
+  fp::DisarmAll();
+  std::lock_guard<std::mutex> lock(seen.mu);
+  EXPECT_EQ(calls_before_failure, seen.calls);
+}
+
 }  // namespace
 }  // namespace dtx::wal
