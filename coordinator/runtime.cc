@@ -799,8 +799,6 @@ void Runtime::Deliver(Reply& reply) {
 
 // ---- heartbeats and failure detection -------------------------------------------------
 
-const char* RoleName(Role r) { return r == Role::kPrimary ? "primary" : "backup"; }
-
 const char* Runtime::BackupStateName(BackupState s) {
   switch (s) {
     case BackupState::kNone: return "none";

@@ -53,6 +53,7 @@
 #include "common/rpc_server.h"
 #include "common/status.h"
 #include "coordinator/core.h"
+#include "coordinator/ha_core.h"
 #include "coordinator/peer_stub.h"
 #include "wal/wal.h"
 
@@ -63,12 +64,6 @@ inline constexpr uint64_t kTickIntervalMs = 10;
 // How often a pending WAL truncation is carried out.
 inline constexpr uint64_t kTruncateIntervalMs = 1000;
 
-// Once this many records went to an in-sync backup since its last snapshot,
-// the primary sends a fresh snapshot (the backup then drops its older log).
-inline constexpr uint64_t kResyncAfterRecords = 200000;
-
-enum class Role { kPrimary, kBackup };
-const char* RoleName(Role r);
 
 // Heartbeats, failure detection and primary-backup replication
 // (coordinator/README.md "Replication and failover").

@@ -1,0 +1,386 @@
+// HaCore: one coordinator node's whole protocol state machine - the 2PC core
+// (CoordinatorCore, which it owns) plus high availability: role (primary /
+// backup), epoch ownership, heartbeats and failure detection, primary-backup
+// replication of the decision log, the backup's sync state, promotion, step
+// down and fencing (coordinator/README.md "Replication and failover").
+//
+// Why it owns the 2PC core instead of sitting beside it: the HA logic gates
+// the core at its commit point (a DECISION counts as durable only when it is
+// durable here AND acked by an in-sync backup, or the backup is fenced out),
+// feeds replicated records into the backup's mirror core, starts the mirror
+// on promotion and rebuilds it on step-down. Owning the core makes those
+// steps one input each, in one deterministic order, for both drivers: the
+// runtime (coordinator/runtime.cc: libuv timers, Thrift, WAL) and the
+// simulator (tests/sim: seeded network, in-memory WALs). Neither re-implements
+// any of it.
+//
+// Pure (/work/briefs/core_shape.md): no libuv/Thrift/LevelDB/spdlog, no
+// clock, thread or randomness. Time is `now_ms` on every input. Outputs
+// collect in an HaReady drained with TakeReady() after every input.
+//
+// Inputs:
+//   recovery      Replay (every WAL record, in order), then Start once.
+//   2PC           Commit, QueryDecision, OnPrepareReply, OnCommitReply,
+//                 OnAbortReply - forwarded to the core while this node is the
+//                 primary (a backup refuses Commit NOT_PRIMARY and answers
+//                 QueryDecision UNKNOWN).
+//   durability    OnPersisted(tag, lsn) for every forced record of
+//                 HaReady::persist, in LSN order.
+//   time          Tick (every ~10 ms): core timeouts, suspicion, heartbeats.
+//   heartbeats    OnProbeReply (our probe of a participant or the peer ended),
+//                 OnPeerHeartbeat (the peer's probe reached us; returns our
+//                 answer).
+//   replication   OnReplicateReply (primary: our Replicate call ended),
+//                 OnReplicate (backup: the primary's Replicate arrived).
+//   fencing       OnAdoptEpochReply (our AdoptEpoch call to a participant ended).
+//
+// Outputs (HaReady): persist, released, send, replies (the core's, merged
+// with HA's own records and refusals), probes, replicate calls, replicate
+// answers, adopt-epoch calls, reload_log (after a step-down: replay the whole
+// log again into the fresh mirror with Replay before any other input),
+// truncate_before, notes (log lines).
+//
+// Ids: message ids and persist tags handed out carry the core's incarnation
+// (bumped at every step-down rebuild) in their top bits, so a late reply or
+// durability notice addressed to a replaced core is dropped, never fed to its
+// successor. HA's own records use tags with bit 63 set.
+//
+// Thread-safety: none; one thread calls every method.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/failure_detector.h"
+#include "coordinator/core.h"
+
+namespace dtx::coordinator {
+
+enum class Role { kPrimary, kBackup };
+const char* RoleName(Role r);
+
+// Once this many records went to an in-sync backup since its last snapshot,
+// the primary sends a fresh snapshot (the backup then drops its older log).
+inline constexpr uint64_t kResyncAfterRecords = 200000;
+
+struct HaCoreOptions {
+  Role role = Role::kPrimary;
+  std::string self_address;  // host:port (also CoreOptions::self_address)
+  // host:port of the other coordinator; empty: alone, primary, no HA.
+  std::string peer;
+  uint64_t heartbeat_ms = kHeartbeatIntervalMsDefault;
+  // suspect_after_ms, mode, phi_threshold; heartbeat_interval_ms is set from
+  // heartbeat_ms.
+  FailureDetectorOptions detector;
+  // One Replicate call; past it the backup counts as lost. A snapshot gets 5x.
+  uint64_t replicate_timeout_ms = 1000;
+  uint64_t resync_after_records = kResyncAfterRecords;
+};
+
+// What the primary knows about its backup.
+enum class BackupState {
+  kNone,     // no peer: alone by configuration
+  kDown,     // suspected or a call failed
+  kSyncing,  // snapshot sent, not yet durable at the backup
+  kInSync,   // every DECISION is durable at the backup before its commit point
+};
+const char* BackupStateName(BackupState s);
+
+// A heartbeat probe to send: to a participant (ParticipantPeer.Heartbeat) or
+// to the peer coordinator (CoordinatorPeer.Heartbeat). Answer with
+// OnProbeReply. At most one probe per destination is out at a time.
+struct ProbeMsg {
+  std::string to;
+  bool peer = false;
+  std::string role;  // RoleLabel() when sent
+  Epoch epoch = 0;
+};
+
+// What a coordinator says about itself in a heartbeat (either direction).
+struct PeerView {
+  std::string name;  // optional
+  std::string role;  // "primary", "starting", "backup"
+  Epoch epoch = 0;
+  std::optional<bool> in_sync;  // a backup's
+};
+
+struct ReplRecord {
+  RecordType type = RecordType::kDecision;
+  std::string payload;
+};
+
+// Primary -> backup: CoordinatorPeer.Replicate. Answer with OnReplicateReply(id).
+struct ReplicateMsg {
+  MessageId id = 0;
+  Epoch epoch = 0;
+  std::string primary;  // our address
+  int64_t generation = 0;
+  bool snapshot = false;
+  std::vector<ReplRecord> records;
+  uint64_t timeout_ms = 0;
+};
+
+// The backup's answer to a Replicate it received (OnReplicate's token).
+struct ReplicateAnswer {
+  RequestToken token = 0;
+  std::optional<Error> error;  // kStaleEpoch, kUnavailable, kBadArgument
+  uint64_t durable_lsn = 0;
+};
+
+// ParticipantPeer.AdoptEpoch(epoch, coordinator = our address). Answer with
+// OnAdoptEpochReply(id).
+struct AdoptEpochMsg {
+  MessageId id = 0;
+  std::string to;
+  Epoch epoch = 0;
+  uint64_t timeout_ms = 0;
+};
+
+struct HaNote {
+  bool warn = false;
+  std::string text;
+};
+
+// ORDERING RULE (as the core's Ready): append `persist` to the WAL in order
+// first; then handle `released`, then send `send`, `replicate`, `adopt`,
+// `probes`, then deliver `replies` and `replicate_answers`. Nothing in the
+// outputs depends on a forced record of the same HaReady: dependants come only
+// after OnPersisted(tag), i.e. once it is durable (and, for a DECISION, acked
+// by the in-sync backup).
+struct HaReady {
+  std::vector<PersistRecord> persist;
+  // DECISIONs that just reached their commit point (COMMITTED replies and
+  // COMMIT messages for them follow in `send` / `replies`). The runtime
+  // evaluates failpoint coordinator.decision.after_log here.
+  std::vector<TxId> released;
+  std::vector<OutMessage> send;
+  std::vector<Reply> replies;
+  std::vector<ProbeMsg> probes;
+  std::vector<ReplicateMsg> replicate;
+  std::vector<ReplicateAnswer> replicate_answers;
+  std::vector<AdoptEpochMsg> adopt;
+  // The node stepped down: its core was replaced by a fresh, unstarted one.
+  // The driver must Replay its whole log (every record appended so far, in
+  // order) into it before the next input, and drop any durability notices
+  // still due for records appended before (their tags are dead anyway).
+  bool reload_log = false;
+  uint64_t truncate_before = 0;
+  std::vector<HaNote> notes;
+
+  bool empty() const {
+    return persist.empty() && released.empty() && send.empty() && replies.empty() &&
+           probes.empty() && replicate.empty() && replicate_answers.empty() && adopt.empty() &&
+           !reload_log && truncate_before == 0 && notes.empty();
+  }
+};
+
+struct HaStats {
+  uint64_t promotions = 0;
+  uint64_t step_downs = 0;
+  uint64_t participant_suspicions = 0;
+  uint64_t peer_suspicions = 0;
+  uint64_t backup_losses = 0;
+  uint64_t replicated_records = 0;  // backup: records received
+  uint64_t epoch_bumps = 0;         // epochs moved to (majority reached)
+};
+
+class HaCore {
+ public:
+  HaCore(HaCoreOptions options, CoreOptions core_options);
+  HaCore(const HaCore&) = delete;
+  HaCore& operator=(const HaCore&) = delete;
+
+  // ---- recovery ----
+  // Every WAL record, in LSN order: before Start, and after a reload_log.
+  Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
+  // Ends recovery. Alone (no peer): starts the core (a fresh log gets EPOCH 1,
+  // forced). With a peer: a primary is "starting" (decides nothing until it
+  // has moved to a newer epoch, or steps down when the peer is primary); a
+  // backup is an unstarted mirror, not in sync until a snapshot is durable.
+  void Start(uint64_t now_ms);
+
+  // ---- 2PC ----
+  void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
+  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid);
+  void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
+  void OnCommitReply(uint64_t now_ms, const AckReply& r);
+  void OnAbortReply(uint64_t now_ms, const AckReply& r);
+  void OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn);
+  void Tick(uint64_t now_ms);
+
+  // ---- heartbeats ----
+  // Our probe of `to` ended: ok (with the peer's view when `to` is the peer)
+  // or failed (no answer, timeout).
+  void OnProbeReply(uint64_t now_ms, const std::string& to, bool ok,
+                    const std::optional<PeerView>& view = std::nullopt);
+  // A heartbeat from `sender` (proof of life when it is the peer); returns our view.
+  PeerView OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, const PeerView& view);
+  PeerView View() const;
+
+  // ---- replication ----
+  void OnReplicateReply(uint64_t now_ms, MessageId id, CallStatus status,
+                        const std::string& error = {});
+  struct ReplicateIn {
+    Epoch epoch = 0;
+    std::string primary;
+    int64_t generation = 0;
+    bool snapshot = false;
+    std::vector<ReplRecord> records;
+  };
+  // Answered (ReplicateAnswer with this token) at once on refusal, else once
+  // the last record is durable here.
+  void OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req);
+
+  // ---- fencing ----
+  void OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
+                         const std::string& error = {});
+
+  HaReady TakeReady();
+
+  // ---- observability ----
+  const CoordinatorCore& core() const { return *core_; }
+  Role role() const { return role_; }
+  // "primary" (established), "starting" (a primary not yet established) or "backup".
+  const char* RoleLabel() const;
+  bool established() const { return established_; }
+  Epoch epoch() const { return core_->epoch(); }
+  BackupState backup_state() const { return backup_state_; }
+  // Primary: decisions may reach the commit point without the backup's ack.
+  bool committing_alone() const {
+    return backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing;
+  }
+  bool in_sync() const { return in_sync_; }  // backup
+  int64_t generation() const { return role_ == Role::kPrimary ? generation_ : sync_generation_; }
+  Epoch bump_in_progress() const { return bump_.epoch; }
+  bool peer_suspected() const { return peer_suspected_; }
+  const FailureDetector& peer_detector() const { return peer_fd_; }
+  const PeerView& peer_view() const { return peer_view_; }
+  // nullptr for an address that is not a participant.
+  const FailureDetector* participant_detector(const std::string& address) const;
+  bool participant_suspected(const std::string& address) const;
+  const HaStats& stats() const { return stats_; }
+
+ private:
+  struct Watch {
+    FailureDetector fd;
+    bool probe_out = false;
+    bool suspected = false;
+  };
+  struct DecisionWait {
+    TxId txid;
+    uint64_t lsn = 0;
+    bool local = false;
+    bool backup = false;
+  };
+  struct ReplicateOut {
+    int64_t generation = 0;
+    bool snapshot = false;
+    std::vector<PersistTag> tags;  // DECISIONs the ack covers
+  };
+  struct Bump {
+    uint64_t id = 0;
+    Epoch epoch = 0;  // 0: none in progress
+    size_t ok = 0, failed = 0;
+    bool stale = false;
+    uint64_t started_ms = 0;
+    std::string why, last_error;
+  };
+  // A replicated record appended here, not yet durable (backup).
+  struct BackupAppend {
+    ReplRecord record;
+    // Last record of a Replicate: answer `token` once durable.
+    bool last = false;
+    RequestToken token = 0;
+    bool snapshot = false;
+    int64_t generation = 0;
+    uint64_t first_lsn_tag = 0;  // the batch's first record's tag (snapshot truncation)
+  };
+
+  static constexpr int kIncarnationShift = 40;
+  static constexpr PersistTag kHaTagBit = PersistTag{1} << 63;
+
+  void Note(bool warn, std::string text);
+  // Drains the core's Ready into ready_ (rewriting ids, holding DECISIONs
+  // for their commit point, queueing replication) and applies a pending
+  // step-down. Called at the end of every input.
+  void Drain(uint64_t now_ms);
+  uint64_t Wrap(uint64_t id) const { return (incarnation_ << kIncarnationShift) | id; }
+  // The core id of a wrapped id of the current incarnation; nullopt if stale.
+  std::optional<uint64_t> Unwrap(uint64_t id) const;
+  PersistTag HaPersist(const Record& r, bool forced, TxId txid);
+
+  void HeartbeatRound(uint64_t now_ms);
+  void CheckSuspicions(uint64_t now_ms);
+  void OnPeerView(uint64_t now_ms, const PeerView& view);
+  void FlushReplicate();
+  void StartSync(uint64_t now_ms);
+  void BackupLost(uint64_t now_ms, const std::string& why);
+  void MaybeRelease(uint64_t now_ms, PersistTag tag);
+  void DriveRole(uint64_t now_ms);
+  void StartBump(uint64_t now_ms, Epoch epoch, std::string why);
+  void BumpSucceeded(uint64_t now_ms);
+  void BumpFailed(uint64_t now_ms, bool stale, const std::string& why);
+  void EstablishAt(Epoch epoch);
+  void StepDownLater(std::string why);
+  void BecomeBackup(uint64_t now_ms, const std::string& why);
+  void OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn);
+
+  HaCoreOptions opts_;
+  CoreOptions core_opts_;
+  std::unique_ptr<CoordinatorCore> core_;
+  uint64_t incarnation_ = 1;
+  bool started_ = false;  // Start called
+
+  Role role_ = Role::kPrimary;
+  bool established_ = false;
+  // EPOCH record of EstablishAt not yet durable (its tag; 0: none).
+  PersistTag establishing_tag_ = 0;
+  Epoch establishing_epoch_ = 0;
+  bool solo_ok_ = false;
+  Epoch solo_epoch_pending_ = 0;
+  Bump bump_;
+  uint64_t next_bump_id_ = 0;
+  uint64_t bump_retry_at_ms_ = 0;
+  std::optional<std::string> step_down_pending_;
+  uint64_t peer_suspected_at_ms_ = 0;
+  uint64_t next_heartbeat_ms_ = 0;
+  bool core_fenced_seen_ = false;
+
+  std::map<std::string, Watch> watches_;  // participants, by address
+  FailureDetector peer_fd_;
+  bool peer_probe_out_ = false;
+  bool peer_suspected_ = false;
+  PeerView peer_view_;
+
+  // Primary side.
+  BackupState backup_state_ = BackupState::kNone;
+  int64_t generation_ = 0;
+  uint64_t replicated_since_snapshot_ = 0;
+  std::vector<ReplRecord> repl_batch_;
+  std::vector<PersistTag> repl_batch_tags_;
+  std::map<PersistTag, DecisionWait> decision_waits_;  // by wrapped tag
+  std::map<MessageId, ReplicateOut> replicate_out_;
+  std::map<MessageId, std::string> adopt_out_;  // id -> participant (current bump)
+  MessageId next_ha_msg_ = 1;
+
+  // Backup side.
+  int64_t sync_generation_ = -1;
+  bool in_sync_ = false;
+  std::map<PersistTag, BackupAppend> backup_appends_;  // by HA tag, in order
+  std::map<PersistTag, uint64_t> batch_first_lsn_;     // first tag -> its LSN once durable
+  uint64_t ha_tag_next_ = 1;
+
+  // Requests answered by the core or here, to answer UNKNOWN on step-down.
+  std::set<RequestToken> open_commits_;
+  std::set<RequestToken> open_queries_;
+
+  HaStats stats_;
+  HaReady ready_;
+};
+
+}  // namespace dtx::coordinator

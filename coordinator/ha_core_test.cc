@@ -1,0 +1,513 @@
+// Step-by-step tests of HaCore (coordinator/ha_core.h): heartbeats and
+// suspicion, replication and the commit point, the backup's sync state,
+// promotion, fencing a lost backup out, step-down, refusals. A small harness
+// plays the driver: an in-memory WAL per node (records become durable only
+// when the test syncs them) and hand-fed replies.
+#include "coordinator/ha_core.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace dtx::coordinator {
+namespace {
+
+const std::vector<std::string> kParticipants = {"127.0.0.1:5000", "127.0.0.1:5001",
+                                                "127.0.0.1:5002"};
+const std::string kC0 = "127.0.0.1:4000";
+const std::string kC1 = "127.0.0.1:4001";
+
+std::string KeyOn(size_t shard, size_t n = 3) {
+  for (int i = 0;; ++i) {
+    std::string k = "key" + std::to_string(i);
+    if (ShardHash(k) % n == shard) return k;
+  }
+}
+
+CommitRequest Writes(TxId txid, std::vector<size_t> shards) {
+  CommitRequest r;
+  r.txid = txid;
+  r.shard_map_version = 1;
+  for (size_t s : shards) r.writes.push_back(WriteItem{KeyOn(s), std::string("v")});
+  return r;
+}
+
+struct Entry {
+  uint64_t lsn;
+  RecordType type;
+  std::string payload;
+  PersistTag tag;
+  bool forced;
+  bool durable;
+};
+
+// One coordinator node: an HaCore and its in-memory log. Every output is
+// accumulated in `out` until the test clears it.
+class Node {
+ public:
+  Node(Role role, std::string self, std::string peer) {
+    HaCoreOptions o;
+    o.role = role;
+    o.self_address = self;
+    o.peer = std::move(peer);
+    o.heartbeat_ms = 100;
+    o.detector.suspect_after_ms = 500;
+    o.replicate_timeout_ms = 1000;
+    CoreOptions co;
+    co.participants = kParticipants;
+    co.self_address = self;
+    ha_ = std::make_unique<HaCore>(o, co);
+  }
+  HaCore& ha() { return *ha_; }
+
+  void Start() {
+    ha_->Start(now);
+    Drain();
+  }
+  // Moves the HaCore's output into `out`, appending records to the log.
+  void Drain() {
+    HaReady r = ha_->TakeReady();
+    for (PersistRecord& p : r.persist) {
+      log.push_back(Entry{next_lsn_++, p.type, p.payload, p.tag, p.forced, false});
+    }
+    if (r.reload_log) {
+      ++reloads;
+      for (Entry& e : log) {
+        e.forced = false;  // notices for older records are dead
+        ASSERT_TRUE(ha_->Replay(e.lsn, static_cast<uint8_t>(e.type), e.payload).ok());
+      }
+    }
+    auto move_all = [](auto& to, auto& from) {
+      for (auto& x : from) to.push_back(std::move(x));
+    };
+    move_all(out.persist, r.persist);
+    move_all(out.released, r.released);
+    move_all(out.send, r.send);
+    move_all(out.replies, r.replies);
+    move_all(out.probes, r.probes);
+    move_all(out.replicate, r.replicate);
+    move_all(out.replicate_answers, r.replicate_answers);
+    move_all(out.adopt, r.adopt);
+    move_all(out.notes, r.notes);
+  }
+  // Every appended record becomes durable; forced ones are reported in order.
+  void Sync() {
+    for (size_t i = 0; i < log.size(); ++i) {
+      if (log[i].durable) continue;
+      log[i].durable = true;
+      if (log[i].forced) {
+        ha_->OnPersisted(now, log[i].tag, log[i].lsn);
+        Drain();
+      }
+    }
+  }
+  void Tick(uint64_t ms) {
+    for (uint64_t t = 0; t < ms; t += 10) {
+      now += 10;
+      ha_->Tick(now);
+      Drain();
+    }
+  }
+  // Every outstanding heartbeat probe is answered (ok) or fails.
+  void AnswerProbes(bool participants_ok, std::optional<PeerView> peer) {
+    std::vector<ProbeMsg> probes = std::move(out.probes);
+    out.probes.clear();
+    for (const ProbeMsg& p : probes) {
+      if (p.peer) {
+        ha_->OnProbeReply(now, p.to, peer.has_value(), peer);
+      } else {
+        ha_->OnProbeReply(now, p.to, participants_ok);
+      }
+      Drain();
+    }
+  }
+  // Answers every outstanding AdoptEpoch with `status`.
+  void AnswerAdopts(CallStatus status, size_t max = SIZE_MAX) {
+    std::vector<AdoptEpochMsg> adopts = std::move(out.adopt);
+    out.adopt.clear();
+    // The first `max` get `status`, the rest fail (unreachable).
+    for (size_t i = 0; i < adopts.size(); ++i) {
+      ha_->OnAdoptEpochReply(now, adopts[i].id, i < max ? status : CallStatus::kUnavailable, "test");
+      Drain();
+    }
+  }
+  // Votes YES on every outstanding PREPARE.
+  void VoteYes() {
+    std::vector<OutMessage> sends = std::move(out.send);
+    out.send.clear();
+    for (const OutMessage& m : sends) {
+      if (const auto* p = std::get_if<PrepareMsg>(&m.body)) {
+        PrepareReply r;
+        r.msg_id = m.id;
+        r.txid = p->txid;
+        r.participant = m.to;
+        r.vote = Vote::kYes;
+        ha_->OnPrepareReply(now, r);
+        Drain();
+      } else {
+        out.send.push_back(m);
+      }
+    }
+  }
+  std::vector<CommitResult> CommitResults() const {
+    std::vector<CommitResult> v;
+    for (const Reply& r : out.replies) {
+      if (const auto* c = std::get_if<CommitResult>(&r.body)) v.push_back(*c);
+    }
+    return v;
+  }
+  size_t CommitsSent(Epoch epoch) const {
+    size_t n = 0;
+    for (const OutMessage& m : out.send) {
+      if (const auto* c = std::get_if<CommitMsg>(&m.body); c && c->epoch == epoch) ++n;
+    }
+    return n;
+  }
+
+  uint64_t now = 1000;
+  std::vector<Entry> log;
+  HaReady out;
+  int reloads = 0;
+
+ private:
+  std::unique_ptr<HaCore> ha_;
+  uint64_t next_lsn_ = 1;
+};
+
+// Carries every Replicate from `from` to `to` (the backup) and its answers back.
+void Replicate(Node& from, Node& to, bool sync_backup = true) {
+  std::vector<ReplicateMsg> msgs = std::move(from.out.replicate);
+  from.out.replicate.clear();
+  for (const ReplicateMsg& m : msgs) {
+    HaCore::ReplicateIn in{m.epoch, m.primary, m.generation, m.snapshot, m.records};
+    to.ha().OnReplicate(to.now, m.id, in);
+    to.Drain();
+  }
+  if (sync_backup) to.Sync();
+  std::vector<ReplicateAnswer> answers = std::move(to.out.replicate_answers);
+  to.out.replicate_answers.clear();
+  for (const ReplicateAnswer& a : answers) {
+    from.ha().OnReplicateReply(from.now, a.token, a.error ? CallStatus::kError : CallStatus::kOk,
+                               a.error ? a.error->message : "");
+    from.Drain();
+  }
+}
+
+TEST(HaCore, AloneCommitsWithoutABackupAndProbesParticipants) {
+  Node n(Role::kPrimary, kC0, "");
+  n.Start();
+  EXPECT_EQ(n.ha().RoleLabel(), std::string("primary"));
+  EXPECT_EQ(n.ha().backup_state(), BackupState::kNone);
+  ASSERT_EQ(n.out.probes.size(), 3u) << "one probe per participant, none to a peer";
+  n.Sync();  // EPOCH 1
+  EXPECT_EQ(n.ha().epoch(), 1u);
+  n.ha().Commit(n.now, 7, Writes(TxId{1, 1}, {0, 1}));
+  n.Drain();
+  n.VoteYes();
+  EXPECT_TRUE(n.out.replicate.empty());
+  EXPECT_TRUE(n.CommitResults().empty()) << "not before the DECISION is durable";
+  n.Sync();
+  ASSERT_EQ(n.out.released.size(), 1u);
+  ASSERT_EQ(n.CommitResults().size(), 1u);
+  EXPECT_EQ(n.CommitResults()[0].outcome, Outcome::kCommitted);
+  EXPECT_EQ(n.CommitsSent(1), 2u);
+}
+
+TEST(HaCore, ParticipantSilentPastTheTimeoutIsSuspectedAndClearedByAHeartbeat) {
+  Node n(Role::kPrimary, kC0, "");
+  n.Start();
+  n.Sync();
+  n.AnswerProbes(true, std::nullopt);
+  // Participant 2 never answers; the others do every round.
+  for (int i = 0; i < 6; ++i) {
+    n.Tick(100);
+    std::vector<ProbeMsg> probes = std::move(n.out.probes);
+    n.out.probes.clear();
+    for (const ProbeMsg& p : probes) {
+      if (p.to != kParticipants[2]) n.ha().OnProbeReply(n.now, p.to, true);
+      n.Drain();
+    }
+  }
+  EXPECT_TRUE(n.ha().participant_suspected(kParticipants[2]));
+  EXPECT_FALSE(n.ha().participant_suspected(kParticipants[0]));
+  EXPECT_TRUE(n.ha().core().participant_suspected(kParticipants[2])) << "the 2PC core is told";
+  EXPECT_EQ(n.ha().stats().participant_suspicions, 1u);
+  // A new transaction touching it fails fast.
+  n.ha().Commit(n.now, 9, Writes(TxId{1, 2}, {0, 2}));
+  n.Drain();
+  ASSERT_EQ(n.CommitResults().size(), 1u);
+  EXPECT_EQ(n.CommitResults()[0].reason, AbortReason::kParticipantUnavailable);
+  n.ha().OnProbeReply(n.now, kParticipants[2], true);
+  n.Drain();
+  EXPECT_FALSE(n.ha().participant_suspected(kParticipants[2]));
+  EXPECT_FALSE(n.ha().core().participant_suspected(kParticipants[2]));
+}
+
+// Brings up c0 (primary) and c1 (backup): c0 establishes epoch 2 at the
+// participants and snapshots c1.
+void PairUp(Node& c0, Node& c1) {
+  c0.Start();
+  c1.Start();
+  // c0 is starting: it refuses commits until established.
+  c0.ha().Commit(c0.now, 1, Writes(TxId{9, 9}, {0, 1}));
+  c0.Drain();
+  ASSERT_EQ(c0.out.replies.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<Error>(c0.out.replies[0].body));
+  c0.out.replies.clear();
+  EXPECT_EQ(c0.ha().RoleLabel(), std::string("starting"));
+  // c0 hears c1 is a backup: it moves to epoch 1 (a fresh log is at 0).
+  c0.AnswerProbes(true, c1.ha().View());
+  ASSERT_EQ(c0.out.adopt.size(), 3u);
+  EXPECT_EQ(c0.out.adopt[0].epoch, 1u);
+  c0.AnswerAdopts(CallStatus::kOk);
+  ASSERT_FALSE(c0.out.persist.empty());
+  EXPECT_EQ(c0.out.persist.back().type, RecordType::kEpoch);
+  EXPECT_FALSE(c0.ha().established()) << "not before its EPOCH record is durable";
+  c0.Sync();
+  EXPECT_TRUE(c0.ha().established());
+  EXPECT_EQ(c0.ha().epoch(), 1u);
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kDown);
+  // The next heartbeat reply from the backup starts a snapshot.
+  c0.Tick(100);
+  c0.AnswerProbes(true, c1.ha().View());
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  EXPECT_TRUE(c0.out.replicate[0].snapshot);
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kSyncing);
+  EXPECT_FALSE(c1.ha().in_sync());
+  Replicate(c0, c1);
+  EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().epoch(), 1u) << "the mirror replayed the snapshot's EPOCH";
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kInSync);
+  EXPECT_FALSE(c0.ha().committing_alone());
+  c0.out = HaReady{};
+  c1.out = HaReady{};
+}
+
+TEST(HaCore, CommitPointWaitsForTheBackupsDurableAck) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{2, 1}, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  ASSERT_EQ(c0.out.replicate[0].records.size(), 1u);
+  EXPECT_EQ(c0.out.replicate[0].records[0].type, RecordType::kDecision);
+  c0.Sync();
+  EXPECT_TRUE(c0.out.released.empty()) << "durable here only";
+  EXPECT_TRUE(c0.CommitResults().empty());
+  // The backup appends; its answer waits until that is durable.
+  Replicate(c0, c1, /*sync_backup=*/false);
+  EXPECT_TRUE(c0.out.released.empty());
+  c1.Sync();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  EXPECT_TRUE(c1.ha().core().KnowsCommitted(TxId{2, 1})) << "the mirror holds the decision";
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.out.released.size(), 1u);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  EXPECT_EQ(c0.CommitResults()[0].outcome, Outcome::kCommitted);
+  // The backup refuses commits and answers queries UNKNOWN.
+  c1.ha().Commit(c1.now, 3, Writes(TxId{2, 2}, {0, 1}));
+  c1.ha().QueryDecision(c1.now, 4, TxId{2, 1});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replies.size(), 2u);
+  EXPECT_EQ(std::get<Error>(c1.out.replies[0].body).code, ErrorCode::kNotPrimary);
+  EXPECT_EQ(std::get<Decision>(c1.out.replies[1].body), Decision::kUnknown);
+}
+
+TEST(HaCore, LostBackupIsFencedOutWithANewerEpochBeforeThePrimaryCommitsAlone) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{3, 1}, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  c0.Sync();
+  // The Replicate call fails: the decision does not commit alone yet.
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  c0.ha().OnReplicateReply(c0.now, c0.out.replicate[0].id, CallStatus::kTimeout, "timeout");
+  c0.out.replicate.clear();
+  c0.Drain();
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kDown);
+  EXPECT_TRUE(c0.out.released.empty());
+  ASSERT_EQ(c0.out.adopt.size(), 3u) << "fencing the backup out";
+  EXPECT_EQ(c0.out.adopt[0].epoch, 2u);
+  // One ack is not a majority (the others are unreachable): try again later.
+  c0.AnswerAdopts(CallStatus::kOk, 1);
+  EXPECT_TRUE(c0.out.released.empty());
+  EXPECT_EQ(c0.ha().bump_in_progress(), 0u);
+  // A second round: a majority; EPOCH 2 must still be durable first.
+  c0.Tick(600);
+  ASSERT_FALSE(c0.out.adopt.empty());
+  c0.AnswerAdopts(CallStatus::kOk);
+  EXPECT_TRUE(c0.out.released.empty());
+  c0.Sync();
+  EXPECT_EQ(c0.ha().epoch(), 2u);
+  ASSERT_EQ(c0.out.released.size(), 1u);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  EXPECT_EQ(c0.CommitResults()[0].outcome, Outcome::kCommitted);
+  EXPECT_TRUE(c0.ha().committing_alone());
+  // The backup, still thinking itself in sync, now can only try epoch 2,
+  // which the participants refuse: it drops out of sync and never promotes.
+  c1.Tick(600);
+  ASSERT_FALSE(c1.out.adopt.empty()) << "the primary is suspected";
+  EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
+  c1.AnswerAdopts(CallStatus::kStaleEpoch);
+  EXPECT_FALSE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().role(), Role::kBackup);
+  c1.Tick(2000);
+  EXPECT_TRUE(c1.out.adopt.empty()) << "a backup not in sync never promotes";
+  // It re-syncs when it answers heartbeats again.
+  c0.Tick(100);
+  c0.AnswerProbes(true, c1.ha().View());
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  Replicate(c0, c1);
+  EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().epoch(), 2u);
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kInSync);
+}
+
+TEST(HaCore, InSyncBackupPromotesWhenThePrimaryIsSuspectedAndRedrivesDecisions) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{4, 1}, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  c0.Sync();
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  // c0 dies before phase 2 completes. c1 hears nothing from it for 500 ms.
+  c1.out.probes.clear();
+  c1.Tick(400);
+  EXPECT_TRUE(c1.out.adopt.empty());
+  c1.Tick(200);
+  EXPECT_TRUE(c1.ha().peer_suspected());
+  ASSERT_EQ(c1.out.adopt.size(), 3u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
+  c1.AnswerAdopts(CallStatus::kOk, 2);  // a majority of 3
+  EXPECT_EQ(c1.ha().role(), Role::kPrimary);
+  EXPECT_EQ(c1.ha().RoleLabel(), std::string("starting"));
+  c1.out.send.clear();
+  c1.Sync();
+  EXPECT_TRUE(c1.ha().established());
+  EXPECT_EQ(c1.ha().epoch(), 2u);
+  EXPECT_EQ(c1.ha().stats().promotions, 1u);
+  EXPECT_EQ(c1.CommitsSent(2), 2u) << "COMMIT re-sent at the new epoch";
+  // It refuses the old primary's Replicate now.
+  HaCore::ReplicateIn old{1, kC0, 1, false, {}};
+  c1.ha().OnReplicate(c1.now, 77, old);
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kStaleEpoch);
+  // Presumed abort at the new primary for an unknown txid.
+  c1.ha().QueryDecision(c1.now, 8, TxId{4, 99});
+  c1.Drain();
+  EXPECT_EQ(std::get<Decision>(c1.out.replies.back().body), Decision::kAbort);
+}
+
+TEST(HaCore, BackupThatIsNotInSyncNeverPromotes) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  c1.Tick(3000);
+  EXPECT_TRUE(c1.ha().peer_suspected());
+  EXPECT_TRUE(c1.out.adopt.empty());
+  EXPECT_EQ(c1.ha().role(), Role::kBackup);
+}
+
+TEST(HaCore, PrimarySeeingANewerPrimaryStepsDownAnswersUnknownAndReloads) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{5, 1}, {0, 1}));
+  c0.Drain();
+  ASSERT_FALSE(c0.out.send.empty());
+  std::vector<OutMessage> old_prepares = c0.out.send;
+  PeerView newer;
+  newer.role = "primary";
+  newer.epoch = 7;
+  PeerView answer = c0.ha().OnPeerHeartbeat(c0.now, kC1, newer);
+  (void)answer;
+  c0.Drain();
+  EXPECT_EQ(c0.ha().role(), Role::kBackup);
+  EXPECT_EQ(c0.reloads, 1);
+  EXPECT_EQ(c0.ha().stats().step_downs, 1u);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  EXPECT_EQ(c0.CommitResults()[0].outcome, Outcome::kUnknown);
+  EXPECT_FALSE(c0.ha().core().started()) << "an unstarted mirror";
+  // Late votes for the old core's PREPAREs are dropped, not fed to the mirror.
+  for (const OutMessage& m : old_prepares) {
+    PrepareReply r;
+    r.msg_id = m.id;
+    r.txid = TxId{5, 1};
+    r.participant = m.to;
+    r.vote = Vote::kYes;
+    c0.ha().OnPrepareReply(c0.now, r);
+  }
+  c0.Drain();
+  EXPECT_TRUE(c0.out.persist.empty() || c0.out.persist.back().type != RecordType::kDecision);
+}
+
+TEST(HaCore, ParticipantStaleEpochFencesThePrimaryWhichStepsDown) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{6, 1}, {0, 1}));
+  c0.Drain();
+  const OutMessage m = c0.out.send[0];
+  PrepareReply r;
+  r.msg_id = m.id;
+  r.txid = TxId{6, 1};
+  r.participant = m.to;
+  r.status = CallStatus::kStaleEpoch;
+  c0.ha().OnPrepareReply(c0.now, r);
+  c0.Drain();
+  EXPECT_EQ(c0.ha().role(), Role::kBackup);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  EXPECT_NE(c0.CommitResults()[0].outcome, Outcome::kCommitted);
+}
+
+TEST(HaCore, ReplicateRefusals) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  // A batch that is not a snapshot, for a generation we do not have.
+  c1.ha().OnReplicate(c1.now, 1, HaCore::ReplicateIn{1, kC0, 3, false, {}});
+  // An undecodable record.
+  c1.ha().OnReplicate(c1.now, 2,
+                      HaCore::ReplicateIn{1, kC0, 3, true, {ReplRecord{RecordType::kDecision, "x"}}});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 2u);
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kUnavailable);
+  EXPECT_EQ(c1.out.replicate_answers[1].error->code, ErrorCode::kBadArgument);
+  EXPECT_TRUE(c1.out.persist.empty()) << "a bad batch leaves no trace";
+  EXPECT_FALSE(c1.ha().in_sync());
+  // A snapshot at epoch 3, then a batch at epoch 2: stale.
+  std::vector<ReplRecord> snap = {{RecordType::kSync, EncodePayload(SyncRecord{4})},
+                                  {RecordType::kEpoch, EncodePayload(EpochRecord{3})}};
+  c1.ha().OnReplicate(c1.now, 3, HaCore::ReplicateIn{3, kC0, 4, true, snap});
+  c1.Drain();
+  c1.Sync();
+  EXPECT_TRUE(c1.ha().in_sync());
+  c1.ha().OnReplicate(c1.now, 4, HaCore::ReplicateIn{2, kC0, 4, false, {}});
+  c1.Drain();
+  EXPECT_EQ(c1.out.replicate_answers.back().error->code, ErrorCode::kStaleEpoch);
+}
+
+TEST(HaCore, SameInputsGiveSameOutputs) {
+  auto run = [] {
+    Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+    PairUp(c0, c1);
+    c0.ha().Commit(c0.now, 5, Writes(TxId{8, 1}, {0, 1, 2}));
+    c0.Drain();
+    c0.VoteYes();
+    c0.Sync();
+    Replicate(c0, c1);
+    std::string s;
+    for (const Entry& e : c0.log) s += std::to_string(e.lsn) + ":" + e.payload + ";";
+    for (const Entry& e : c1.log) s += std::to_string(e.lsn) + ":" + e.payload + ";";
+    for (const OutMessage& m : c0.out.send) s += std::to_string(m.id) + m.to + ";";
+    return s;
+  };
+  EXPECT_EQ(run(), run());
+}
+
+}  // namespace
+}  // namespace dtx::coordinator
