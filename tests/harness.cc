@@ -138,6 +138,84 @@ TempDir::~TempDir() {
 
 std::string DtxctlPath() { return DTX_DTXCTL_PATH; }
 
+ChildProcess::~ChildProcess() { Stop(0); }
+
+Status ChildProcess::Start(const std::vector<std::string>& argv, const std::string& output_path) {
+  if (pid_ > 0) return Status::InvalidArgument("child already started");
+  if (argv.empty()) return Status::InvalidArgument("empty argv");
+  int out_fd = ::open(output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (out_fd < 0 || null_fd < 0) {
+    if (out_fd >= 0) ::close(out_fd);
+    if (null_fd >= 0) ::close(null_fd);
+    return Status::IOError("cannot open " + output_path + " or /dev/null");
+  }
+  std::vector<std::string> argv_s = argv;
+  std::vector<char*> args;
+  for (auto& a : argv_s) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(null_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(out_fd, 2);
+    ::execve(args[0], args.data(), environ);
+    ::_exit(127);
+  }
+  ::close(out_fd);
+  ::close(null_fd);
+  if (pid < 0) return Status::IOError(std::string("fork: ") + std::strerror(errno));
+  pid_ = pid;
+  return Status::OK();
+}
+
+void ChildProcess::Signal(int signum) {
+  if (pid_ > 0) ::kill(pid_, signum);
+}
+
+int ChildProcess::Stop(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  for (;;) {
+    pid_t w = ::waitpid(pid_, &status, WNOHANG);
+    if (w == pid_) break;
+    if (w < 0 && errno != EINTR) {
+      pid_ = -1;
+      return -1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid_, SIGCONT);  // a stopped child still dies of SIGKILL; be explicit
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::string TailOfFile(const std::string& path, size_t lines) {
+  std::string text = ReadAll(path);
+  size_t pos = text.size();
+  for (size_t n = 0; n <= lines && pos > 0;) {
+    pos = text.rfind('\n', pos - 1);
+    if (pos == std::string::npos) {
+      pos = 0;
+      break;
+    }
+    ++n;
+    if (n > lines) {
+      ++pos;
+      break;
+    }
+  }
+  return text.substr(pos);
+}
+
 LocalCluster::LocalCluster() : dir_("dtx-cluster") {
   tools::QuietThriftLogging();
   // Tests kill nodes while the test's own clients talk to them: a write to a

@@ -50,6 +50,32 @@ class TempDir {
 
 std::string DtxctlPath();
 
+// A long-running child (argv[0] a path), stdin from /dev/null, stdout and
+// stderr appended to `output_path`. The destructor SIGKILLs and reaps it if
+// it is still running, so it never outlives the test.
+class ChildProcess {
+ public:
+  ChildProcess() = default;
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  Status Start(const std::vector<std::string>& argv, const std::string& output_path);
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0; }
+  // Sends `signum` (no-op once reaped).
+  void Signal(int signum);
+  // Waits up to timeout_ms for it to exit; then SIGKILLs and reaps it.
+  // Returns the exit status (128+signal if killed by one), -1 if not started.
+  int Stop(int timeout_ms);
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// The last `lines` lines of a text file ("" if unreadable).
+std::string TailOfFile(const std::string& path, size_t lines);
+
 // A cluster started with `dtxctl cluster up` in its own temporary directory.
 // The destructor (and Down()) stops it: `dtxctl cluster down`, then SIGKILL to
 // the supervisor and every node pid still alive, so nothing outlives the test.

@@ -343,8 +343,24 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   int ProbeTimeoutMs() const { return std::max(options_.primary_probe_delay_ms / 2, 1); }
 
+  // A probe round now unless one ran within the last probe delay (for hints
+  // that the current coordinator may be deposed without being hung).
+  void ProbeSoon() {
+    if (options_.primary_probe_delay_ms <= 0 || probe_running_ ||
+        coordinator_addresses_.size() < 2) {
+      return;
+    }
+    const uint64_t now = io_.loop()->NowMs();
+    if (last_probe_ms_ != 0 &&
+        now - last_probe_ms_ < static_cast<uint64_t>(options_.primary_probe_delay_ms)) {
+      return;
+    }
+    StartProbeRound();
+  }
+
   void StartProbeRound() {
     probe_running_ = true;
+    last_probe_ms_ = io_.loop()->NowMs();
     auto round = std::make_shared<ProbeRound>();
     round->current = coordinator_addresses_[coordinator_index_];
     round->pending = coordinator_addresses_.size();
@@ -481,6 +497,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                     return;
                   }
                   if (s.ok()) {
+                    if (r.outcome == rpc::Outcome::ABORTED && r.__isset.reason &&
+                        r.reason == rpc::AbortReason::PARTICIPANT_UNAVAILABLE) {
+                      // Either a participant is down, or this coordinator is
+                      // cut off from them and a newer primary serves: ask.
+                      self->ProbeSoon();
+                    }
                     done(FromCommitResult(txid, r));
                     return;
                   }
@@ -646,6 +668,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   uint64_t next_outstanding_ = 1;
   bool probe_timer_armed_ = false;
   bool probe_running_ = false;
+  uint64_t last_probe_ms_ = 0;  // start of the last probe round
   std::map<std::string, Epoch> primary_epoch_seen_;  // highest epoch each reported as primary
   std::atomic<uint64_t> primary_switches_{0};        // any thread reads it
 };

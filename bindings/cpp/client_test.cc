@@ -659,6 +659,38 @@ TEST_F(ClientTest, SlowCommitStaysWhenNoNewerPrimaryAnswers) {
   EXPECT_TRUE(out.status.ok()) << out.status.ToString();
 }
 
+// A primary cut off from the participants answers ABORTED
+// (PARTICIPANT_UNAVAILABLE) at once instead of hanging: that answer stands,
+// and a probe moves the next commits to the newer primary.
+TEST_F(ClientTest, ParticipantUnavailableAbortProbesForANewerPrimary) {
+  backup_ = std::make_shared<FakeCoordinator>();
+  nodes_.RunSync([&] {
+    coordinator_->status = CoordinatorStatusAs("primary", 3);
+    backup_->map = coordinator_->map;
+    backup_->status = CoordinatorStatusAs("primary", 4);
+    backup_server_ = StartCoordinator(backup_);
+  });
+  ClientOptions o;
+  o.coordinators = {coordinator_server_->address(), backup_server_->address()};
+  ConnectClient(o);
+  coordinator_->Script({Aborted(rpc::AbortReason::PARTICIPANT_UNAVAILABLE, "suspected")});
+  Transaction tx = Begin();
+  ASSERT_TRUE(tx.Put("k", "v").ok());
+  Status s = tx.Commit();
+  EXPECT_TRUE(s.IsAborted()) << s.ToString();
+  EXPECT_EQ(tx.abort_reason(), AbortReason::kParticipantUnavailable);
+  for (int i = 0; i < 400 && client_->primary_switches() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(client_->primary_switches(), 1u);
+  Transaction tx2 = Begin();
+  ASSERT_TRUE(tx2.Put("k", "v2").ok());
+  EXPECT_TRUE(tx2.Commit().ok());
+  EXPECT_EQ(coordinator_->Requests(), 1u);
+  EXPECT_EQ(backup_->Requests(), 1u);
+  EXPECT_FALSE(backup_->Last().__isset.is_retry && backup_->Last().is_retry);  // a new txid
+}
+
 TEST_F(ClientTest, NegativeProbeDelayIsRejected) {
   ClientOptions o;
   o.coordinators = {coordinator_server_->address()};

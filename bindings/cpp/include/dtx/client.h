@@ -41,6 +41,11 @@
 //   again at the new primary with the same TxId, flagged is_retry - exactly
 //   the unknown-outcome path above, so it reports COMMITTED or ABORTED only
 //   on the new primary's answer. Outstanding shard-map fetches move too.
+//   An ABORTED answer with reason PARTICIPANT_UNAVAILABLE also starts a
+//   probe round (at most one per delay): a primary cut off from the
+//   participants fails commits fast rather than hanging, and the client
+//   moves to a newer primary for the next commits (the aborted one stays
+//   aborted: that answer is proof).
 // - Abort() drops the buffers; nothing is sent (reads take no locks).
 //
 // Commit results (the Status, plus accessors for the typed details):
