@@ -47,6 +47,8 @@ StockConnection<ClientT>::~StockConnection() {
 
 template class StockConnection<rpc::ParticipantClient>;
 template class StockConnection<rpc::CoordinatorClient>;
+template class StockConnection<rpc::ParticipantPeerClient>;
+template class StockConnection<rpc::CoordinatorPeerClient>;
 
 Status RunThrift(const std::string& what, const std::function<void()>& fn) {
   try {
@@ -121,6 +123,22 @@ Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
   std::vector<rpc::InDoubtTx> out;
   DTX_RETURN_IF_ERROR(RunThrift("ListInDoubt on " + node.name + " (" + node.address + ")",
                                 [&] { (*c)->client().ListInDoubt(out); }));
+  return out;
+}
+
+Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& txid,
+                                        const AdminTimeouts& timeouts) {
+  rpc::TraceResponse out;
+  std::string what = "GetTrace on " + node.name + " (" + node.address + ")";
+  if (node.role == NodeRole::kCoordinator) {
+    auto c = CoordinatorPeerConnection::Open(node.address, timeouts);
+    if (!c.ok()) return c.status();
+    DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetTrace(out, txid); }));
+  } else {
+    auto c = ParticipantPeerConnection::Open(node.address, timeouts);
+    if (!c.ok()) return c.status();
+    DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetTrace(out, txid); }));
+  }
   return out;
 }
 

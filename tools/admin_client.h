@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/status.h"
 #include "tools/cluster_config.h"
 
@@ -56,6 +58,9 @@ class StockConnection {
 
 using ParticipantConnection = StockConnection<rpc::ParticipantClient>;
 using CoordinatorConnection = StockConnection<rpc::CoordinatorClient>;
+// The node-to-node services (they extend the above; GetTrace lives there).
+using ParticipantPeerConnection = StockConnection<rpc::ParticipantPeerClient>;
+using CoordinatorPeerConnection = StockConnection<rpc::CoordinatorPeerClient>;
 
 // Runs `fn` and converts any exception it throws (DtxError, Thrift transport
 // and protocol exceptions, std::exception) into a Status naming `what`.
@@ -69,6 +74,10 @@ Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
 // ListInDoubt on a participant (InvalidArgument for a coordinator).
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
                                                     const AdminTimeouts& timeouts = {});
+// GetTrace on a node (ParticipantPeer / CoordinatorPeer): its span events
+// for `txid` (docs/observability.md).
+Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& txid,
+                                        const AdminTimeouts& timeouts = {});
 // Polls GetStatus until it answers or `timeout_ms` passes (Timeout then, with
 // the last error).
 Status WaitUntilReady(const NodeEntry& node, int timeout_ms);

@@ -20,7 +20,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <ctime>
+#include <map>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,7 +32,9 @@
 #include "common/log.h"
 #include "tools/admin_client.h"
 #include "tools/cluster_config.h"
+#include "tools/metrics_text.h"
 #include "tools/supervisor.h"
+#include "tools/trace_view.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -53,6 +59,11 @@ constexpr int kLogTailLines = 20;
 constexpr int kMetricsConnectTimeoutMs = 1000;
 constexpr int kMetricsReadTimeoutMs = 5000;
 constexpr size_t kMetricsResponseBytesMax = 16 << 20;
+constexpr int kTraceTimeoutMsDefault = 2000;
+constexpr int kTraceTimeoutMsMax = 60000;
+constexpr int kTopIntervalMsDefault = 1000;
+constexpr int kTopIntervalMsMin = 100;
+constexpr int kTopIntervalMsMax = 60000;
 constexpr uint16_t kPortRangeLow = 20000;      // below the usual ephemeral range
 constexpr uint16_t kPortRangeHigh = 32000;
 
@@ -61,7 +72,7 @@ const char* kUsage =
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
     "             [--participant-bin PATH] [--coordinator-bin PATH] [--stop-grace-ms MS]\n"
-    "             [--backup]\n"
+    "             [--backup] [--no-obs]\n"
     "                        start a local cluster (coordinator-0, with --backup coordinator-1,\n"
     "                        participant-0..N-1) under a supervisor that restarts crashed\n"
     "                        nodes; returns when all answer\n"
@@ -77,6 +88,12 @@ const char* kUsage =
     "  metrics NODE --dir DIR\n"
     "                        print the node's Prometheus metrics (GET /metrics at the address\n"
     "                        in DIR/NODE/metrics.addr)\n"
+    "  trace TXID --dir DIR [--json] [--timeout-ms N]\n"
+    "                        one transaction's span events from every node, merged into one\n"
+    "                        timeline; names silent nodes and where an unfinished one waits\n"
+    "  top --dir DIR [--interval-ms 1000] [--iterations N]\n"
+    "                        live view per node: role, epoch, tx/s, aborts/s, p99, in-doubt,\n"
+    "                        heartbeat ages; DOWN for a node that does not answer\n"
     "  supervise --dir DIR --participant-bin P --coordinator-bin C\n"
     "                        run the supervisor in the foreground (cluster up does this)\n"
     "\n"
@@ -376,9 +393,13 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   std::string log_level;
   int stop_grace_ms = 0;
   bool backup = false;
+  bool no_obs = false;
   po::options_description desc = DirOptions(&dir);
   desc.add_options()("participants", po::value<int>(&participants)->required(),
                      "number of participants (1..64)")(
+      "no-obs", po::bool_switch(&no_obs),
+      "start every node with --metrics-listen off --trace-events 0 (no metrics endpoint, no "
+      "tracing: for measuring their overhead)")(
       "backup", po::bool_switch(&backup),
       "also start coordinator-1 as the primary's backup (replication, failover)")(
       "bin-dir", po::value<std::string>(&bin_dir),
@@ -489,11 +510,11 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   }
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
 
-  Status s = StartSupervisorDaemon(
-      dir,
-      {"--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
-       log_level, "--stop-grace-ms", std::to_string(stop_grace_ms)},
-      lock_fd);
+  std::vector<std::string> supervisor_args = {
+      "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
+      log_level, "--stop-grace-ms", std::to_string(stop_grace_ms)};
+  if (no_obs) supervisor_args.push_back("--no-obs");
+  Status s = StartSupervisorDaemon(dir, supervisor_args, lock_fd);
   ::close(lock_fd);  // the supervisor holds the lock now
   if (!s.ok()) return Fail(s.ToString());
 
@@ -561,7 +582,9 @@ int CmdSupervise(const std::vector<std::string>& args) {
       "log-level", po::value<std::string>(&options.log_level)->default_value("info"),
       "nodes' log level")(
       "stop-grace-ms", po::value<int>(&options.stop_grace_ms)->default_value(kStopGraceMsDefault),
-      "SIGKILL nodes still alive this long after SIGTERM")("lock-fd", po::value<int>(&lock_fd),
+      "SIGKILL nodes still alive this long after SIGTERM")(
+      "no-obs", po::bool_switch(&options.no_obs),
+      "start the nodes with --metrics-listen off --trace-events 0")("lock-fd", po::value<int>(&lock_fd),
                           "inherited descriptor of the locked supervisor.lock (internal)");
   po::variables_map vm;
   int code = 0;
@@ -871,22 +894,295 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
   return resp.substr(body + 4);
 }
 
+// The text of GET /metrics of `node` (address from DIR/NODE/metrics.addr).
+Result<std::string> ScrapeNode(const std::string& dir, const std::string& node) {
+  const std::string file = NodeDir(dir, node) + "/metrics.addr";
+  std::ifstream in(file);
+  std::string address;
+  if (!in || !std::getline(in, address) || address.empty()) {
+    return Status::NotFound("cannot read " + file + " (node never started, or started with --metrics-listen off)");
+  }
+  auto body = HttpGetMetrics(address);
+  if (!body.ok()) return Status::Unavailable(node + " did not answer at " + address + ": " + body.status().ToString());
+  return body;
+}
+
 int CmdMetrics(const std::vector<std::string>& args) {
   NodeArgs a;
   int code = 0;
   if (!ParseNodeCommand(args, &a, {}, &code)) return code;
   auto n = FindNode(a.dir, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  const std::string file = NodeDir(a.dir, n->name) + "/metrics.addr";
-  std::ifstream in(file);
-  std::string address;
-  if (!in || !std::getline(in, address) || address.empty()) {
-    return Fail("cannot read " + file + " (node never started, or started with --metrics-listen off)");
-  }
-  auto body = HttpGetMetrics(address);
-  if (!body.ok()) return Fail(a.node + " did not answer at " + address + ": " + body.status().ToString());
+  auto body = ScrapeNode(a.dir, n->name);
+  if (!body.ok()) return Fail(body.status().message());
   std::fwrite(body->data(), 1, body->size(), stdout);
   return std::fflush(stdout) == 0 ? kExitOk : kExitFailed;
+}
+
+// ---------------------------------------------------------------------------
+// trace
+
+// "connection refused", "timed out", ... from an admin call's error.
+std::string ShortReason(const Status& s) {
+  const std::string m = s.message();
+  if (m.find("Connection refused") != std::string::npos) return "connection refused";
+  if (s.IsTimeout() || m.find("timed out") != std::string::npos || m.find("EAGAIN") != std::string::npos) {
+    return "timed out";
+  }
+  if (m.find("No more data") != std::string::npos || m.find("reset") != std::string::npos) {
+    return "connection closed: " + m;
+  }
+  return m;
+}
+
+int64_t WallNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int CmdTrace(const std::vector<std::string>& args) {
+  std::string dir;
+  std::string txid_text;
+  bool json = false;
+  int timeout_ms = kTraceTimeoutMsDefault;
+  po::options_description desc = DirOptions(&dir);
+  desc.add_options()("json", po::bool_switch(&json), "print one JSON object")(
+      "timeout-ms", po::value<int>(&timeout_ms)->default_value(kTraceTimeoutMsDefault),
+      "per-node connect + answer timeout");
+  po::options_description hidden;
+  hidden.add_options()("txid", po::value<std::string>(&txid_text)->required(), "txid");
+  po::options_description all;
+  all.add(desc).add(hidden);
+  po::positional_options_description pos;
+  pos.add("txid", 1);
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, all, pos, &vm, &code)) return code;
+  if (timeout_ms < 1 || timeout_ms > kTraceTimeoutMsMax) {
+    return Usage("--timeout-ms must be 1.." + std::to_string(kTraceTimeoutMsMax));
+  }
+  auto txid = ParseTxId(txid_text);
+  if (!txid.ok()) return Usage(txid.status().message());
+  auto config = LoadOrExplain(dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+
+  // Every node at once, each with its own connection and timeout.
+  const std::vector<NodeEntry>& nodes = config->nodes();
+  std::vector<NodeAnswer> answers(nodes.size());
+  std::vector<std::thread> threads;
+  rpc::TxId wire;
+  wire.hi = static_cast<int64_t>(txid->hi);
+  wire.lo = static_cast<int64_t>(txid->lo);
+  AdminTimeouts t{.connect_timeout_ms = std::min(timeout_ms, 1000), .recv_timeout_ms = timeout_ms};
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    threads.emplace_back([&, i] {
+      NodeAnswer& a = answers[i];
+      a.node = nodes[i].name;
+      a.coordinator = nodes[i].role == NodeRole::kCoordinator;
+      auto r = GetNodeTrace(nodes[i], wire, t);
+      if (!r.ok()) {
+        a.error = ShortReason(r.status());
+        return;
+      }
+      a.answered = true;
+      for (const rpc::SpanEventMsg& m : r->events) {
+        obs::SpanEvent e;
+        e.txid = *txid;
+        // Event names must have static storage: keep one copy per distinct name.
+        static std::mutex names_mu;
+        static std::set<std::string> names;
+        {
+          std::lock_guard<std::mutex> lock(names_mu);
+          e.event = names.insert(m.event).first->c_str();
+        }
+        e.mono_ns = static_cast<uint64_t>(m.mono_ns);
+        e.unix_ns = m.unix_ns;
+        e.seq = static_cast<uint64_t>(m.seq);
+        if (m.__isset.detail) e.detail = m.detail;
+        a.events.push_back(std::move(e));
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  TraceReport report = AnalyzeTrace(*txid, std::move(answers), WallNowNs());
+  const std::string out = json ? RenderTraceJson(report) : RenderTraceText(report);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  if (report.state == "not_found") {
+    bool any_answered = false;
+    for (const NodeAnswer& a : report.nodes) any_answered = any_answered || a.answered;
+    std::cerr << "dtxctl: " << (any_answered ? "no node knows txid " : "no node answered for txid ")
+              << txid->ToString() << "\n";
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+// ---------------------------------------------------------------------------
+// top
+
+struct TopSample {
+  bool up = false;
+  std::string error;
+  rpc::NodeStatus status;
+  bool scraped = false;
+  Exposition metrics;
+  std::chrono::steady_clock::time_point at;
+};
+
+TopSample SampleNode(const std::string& dir, const NodeEntry& n) {
+  TopSample s;
+  s.at = std::chrono::steady_clock::now();
+  auto st = GetNodeStatus(n, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
+  if (!st.ok()) {
+    s.error = ShortReason(st.status());
+    return s;
+  }
+  s.up = true;
+  s.status = *st;
+  auto body = ScrapeNode(dir, n.name);
+  if (body.ok()) {
+    auto e = ParseExposition(*body);
+    if (e.ok()) {
+      s.metrics = std::move(*e);
+      s.scraped = true;
+    }
+  }
+  return s;
+}
+
+int64_t Counter(const rpc::NodeStatus& st, const std::string& name) {
+  if (!st.__isset.counters) return 0;
+  auto it = st.counters.find(name);
+  return it == st.counters.end() ? 0 : it->second;
+}
+
+std::string FormatRate(double v) {
+  if (v < 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", v);
+  return buf;
+}
+
+std::string FormatLatency(double seconds) {
+  if (seconds < 0) return "-";
+  char buf[32];
+  if (seconds < 1e-3) {
+    std::snprintf(buf, sizeof(buf), "%.0fus", seconds * 1e6);
+  } else if (seconds < 1) {
+    std::snprintf(buf, sizeof(buf), "%.2fms", seconds * 1e3);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.2fs", seconds);
+  }
+  return buf;
+}
+
+// One frame: rates and p99 between `before` and `now` (per node).
+std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes, const std::vector<TopSample>& before,
+                     const std::vector<TopSample>& now, int frame) {
+  std::string out;
+  char line[512];
+  const time_t t = std::time(nullptr);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  std::snprintf(line, sizeof(line), "dtxctl top  %s  %04d-%02d-%02d %02d:%02d:%02d UTC  frame %d\n", dir.c_str(),
+                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frame);
+  out += line;
+  std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", "NODE", "STATE", "ROLE", "EPOCH",
+                "TX/S", "ABORTS/S", "P99", "IN_DOUBT", "PEERS (heartbeat age, * suspected)");
+  out += line;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const TopSample& a = before[i];
+    const TopSample& b = now[i];
+    if (!b.up) {
+      std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", nodes[i].name.c_str(), "DOWN",
+                    "-", "-", "-", "-", "-", "-", b.error.c_str());
+      out += line;
+      continue;
+    }
+    const bool coordinator = nodes[i].role == NodeRole::kCoordinator;
+    double tx_rate = -1, abort_rate = -1, p99 = -1;
+    const double secs = std::chrono::duration<double>(b.at - a.at).count();
+    if (a.up && secs > 0) {
+      if (coordinator && a.scraped && b.scraped) {
+        tx_rate = (SumSamples(b.metrics, "dtx_commits_total") - SumSamples(a.metrics, "dtx_commits_total")) / secs;
+        abort_rate = (SumSamples(b.metrics, "dtx_aborts_total") - SumSamples(a.metrics, "dtx_aborts_total")) / secs;
+      } else if (coordinator) {
+        tx_rate = static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
+        abort_rate = static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
+      } else {
+        tx_rate = static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
+        abort_rate = static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
+      }
+      if (tx_rate < 0) tx_rate = -1;  // the node restarted between the samples
+      if (abort_rate < 0) abort_rate = -1;
+      if (a.scraped && b.scraped) {
+        const std::string family = coordinator ? "dtx_phase_seconds" : "dtx_prepare_seconds";
+        const std::map<std::string, std::string> match =
+            coordinator ? std::map<std::string, std::string>{{"phase", "total"}} : std::map<std::string, std::string>{};
+        p99 = QuantileOfDelta(HistogramBuckets(a.metrics, family, match), HistogramBuckets(b.metrics, family, match),
+                              0.99);
+      }
+    }
+    std::string peers;
+    for (const rpc::PeerStatus& p : b.status.peers) {
+      if (!peers.empty()) peers += "  ";
+      peers += (p.name.empty() ? p.address : p.name.substr(0, p.name.find(' '))) + "@" + p.address + " ";
+      peers += p.heartbeat_age_ms < 0 ? "never" : std::to_string(p.heartbeat_age_ms) + "ms";
+      if (p.suspected) peers += "*";
+    }
+    std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5lld %9s %9s %9s %8lld %s\n", nodes[i].name.c_str(), "up",
+                  b.status.role.c_str(), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
+                  FormatRate(abort_rate).c_str(), FormatLatency(p99).c_str(),
+                  static_cast<long long>(b.status.in_doubt), peers.c_str());
+    out += line;
+  }
+  out += "TX/S, ABORTS/S: coordinator commits/aborts (participant: commits/aborts applied here); P99: coordinator "
+         "commit total, participant prepare (from /metrics histograms over the interval)\n";
+  return out;
+}
+
+int CmdTop(const std::vector<std::string>& args) {
+  std::string dir;
+  int interval_ms = kTopIntervalMsDefault;
+  int iterations = 0;
+  po::options_description desc = DirOptions(&dir);
+  desc.add_options()("interval-ms", po::value<int>(&interval_ms)->default_value(kTopIntervalMsDefault),
+                     "refresh interval")("iterations", po::value<int>(&iterations)->default_value(0),
+                                         "stop after this many frames (0: until interrupted)");
+  po::variables_map vm;
+  int code = 0;
+  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
+  if (interval_ms < kTopIntervalMsMin || interval_ms > kTopIntervalMsMax) {
+    return Usage("--interval-ms must be " + std::to_string(kTopIntervalMsMin) + ".." +
+                 std::to_string(kTopIntervalMsMax));
+  }
+  if (iterations < 0) return Usage("--iterations must be >= 0");
+  auto config = LoadOrExplain(dir);
+  if (!config.ok()) return Fail(config.status().ToString());
+  const std::vector<NodeEntry>& nodes = config->nodes();
+  auto sample_all = [&] {
+    std::vector<TopSample> out(nodes.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      threads.emplace_back([&, i] { out[i] = SampleNode(dir, nodes[i]); });
+    }
+    for (std::thread& t : threads) t.join();
+    return out;
+  };
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  std::vector<TopSample> before = sample_all();
+  for (int frame = 1; iterations == 0 || frame <= iterations; ++frame) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    std::vector<TopSample> now = sample_all();
+    std::string text = TopFrame(dir, nodes, before, now, frame);
+    if (tty) text = "\033[H\033[2J" + text;  // home + clear
+    else text += "\n";
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    if (std::fflush(stdout) != 0) return kExitFailed;
+    before = std::move(now);
+  }
+  return kExitOk;
 }
 
 }  // namespace
@@ -918,6 +1214,8 @@ int main(int argc, char** argv) {
     if (cmd == "failpoint") return CmdFailpoint(args);
     if (cmd == "in-doubt") return CmdInDoubt(args);
     if (cmd == "metrics") return CmdMetrics(args);
+    if (cmd == "trace") return CmdTrace(args);
+    if (cmd == "top") return CmdTop(args);
   } catch (const std::exception& e) {
     return Fail(std::string("unexpected error: ") + e.what());
   }

@@ -110,6 +110,7 @@ class Supervisor {
       }
       n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
                                      options_.log_level});
+      if (options_.no_obs) n->args.insert(n->args.end(), {"--metrics-listen", "off", "--trace-events", "0"});
       nodes_.push_back(std::move(n));
     }
   }

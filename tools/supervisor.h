@@ -45,6 +45,9 @@ struct SupervisorOptions {
   int restart_backoff_max_ms = 5000;
   int stable_run_ms = 10000;
   int stop_grace_ms = 5000;
+  // Start every node with --metrics-listen off --trace-events 0 (no metrics
+  // endpoint, no tracing; `dtxctl cluster up --no-obs`).
+  bool no_obs = false;
 };
 
 // Runs the supervisor until SIGTERM/SIGINT has stopped every node. Returns an
