@@ -146,6 +146,7 @@ Status Runtime::Init() {
     DTX_LOG_INFO("txid={} in doubt after recovery; asking coordinator {}", t.txid.ToString(),
                  t.coordinator.empty() ? options_.coordinator : t.coordinator);
     Trace(t.txid, "in_doubt", "after recovery");
+    recovered_in_doubt_.insert(t.txid);
   }
   last_checkpoint_ms_ = NowMs();
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
@@ -494,6 +495,7 @@ void Runtime::AskDecision(const TxId& txid, const std::string& address, Epoch ep
         if (decision != Decision::kUnknown) {
           DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", txid.ToString(), address,
                        decision == Decision::kCommit ? "COMMIT" : "ABORT");
+          recovered_in_doubt_.erase(txid);
           if (tracing_) {
             trace_.Record(txid, obs::span::kDecided,
                           (decision == Decision::kCommit ? "commit, resolved by " : "abort, resolved by ") + address);
@@ -701,6 +703,7 @@ void Runtime::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void
     trace_.Record(t, obs::span::kReceived, "commit");
     trace_.Record(t, obs::span::kDecided, "commit");
   }
+  if (!recovered_in_doubt_.empty()) NoteResolved(t, "Commit", "COMMIT");
   core_->Commit(NewToken(std::move(p)), t, epoch, NowMs());
   Process();
 }
@@ -716,8 +719,14 @@ void Runtime::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void(
     trace_.Record(t, obs::span::kReceived, "abort");
     trace_.Record(t, obs::span::kDecided, "abort");
   }
+  if (!recovered_in_doubt_.empty()) NoteResolved(t, "Abort", "ABORT");
   core_->Abort(NewToken(std::move(p)), t, epoch, NowMs());
   Process();
+}
+
+void Runtime::NoteResolved(const TxId& txid, const char* how, const char* decision) {
+  if (recovered_in_doubt_.erase(txid) == 0) return;
+  DTX_LOG_INFO("txid={} in-doubt resolved by the coordinator's {} call: {}", txid.ToString(), how, decision);
 }
 
 void Runtime::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,

@@ -63,6 +63,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -270,6 +271,11 @@ class Runtime {
   std::map<std::string, CoordinatorSeen> coordinators_seen_;  // by address, from Heartbeat
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
+  // Transactions in doubt after recovery and not resolved yet: each gets one
+  // "txid=... in-doubt resolved by ..." log line, whether a QueryDecision
+  // answer or the coordinator's own Commit/Abort call resolves it.
+  std::set<TxId> recovered_in_doubt_;
+  void NoteResolved(const TxId& txid, const char* how, const char* decision);
 
   // Checkpoints. Loop thread: the fields below the worker's.
   std::thread checkpoint_thread_;
