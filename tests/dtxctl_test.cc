@@ -78,6 +78,13 @@ TEST_F(DtxctlTest, BadUsageExitsTwoWithAMessage) {
            {d, "kill"},
            {d, "failpoint", "participant-0", "wal.before_sync"},
            {d, "status", "extra-positional"},
+           {d, "trace"},
+           {d, "trace", "not-a-txid"},
+           {d, "trace", "0123456789abcdef0123456789abcdef", "--timeout-ms", "0"},
+           {d, "trace", "0123456789abcdef0123456789abcdef", "--bogus"},
+           {d, "top", "--interval-ms", "5"},
+           {d, "top", "--iterations", "-1"},
+           {d, "top", "extra-positional"},
        }) {
     CommandResult r = RunCommand(argv, 10000);
     std::string joined;
@@ -287,6 +294,43 @@ TEST_F(DtxctlTest, FailpointAndInDoubtCallTheNodes) {
   ::kill(p0, SIGCONT);
   EXPECT_EQ(partial.exit_code, 1) << partial.Describe();
   EXPECT_NE(partial.err.find("participant-0"), std::string::npos) << partial.err;
+}
+
+// The stand-in nodes serve neither GetTrace nor /metrics: trace marks every
+// node as not answering and fails; top still shows them from GetStatus, and a
+// stopped node as DOWN.
+TEST_F(DtxctlTest, TraceAndTopAgainstNodesWithoutTracing) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  const std::string txid = "0123456789abcdef0123456789abcdef";
+  CommandResult r = cluster_.Dtxctl({"trace", txid});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  for (const char* n : {"coordinator-0", "participant-0", "participant-1"}) {
+    EXPECT_NE(r.out.find(std::string(n) + ": NO ANSWER ("), std::string::npos) << r.out;
+  }
+  EXPECT_NE(r.err.find("no node answered for txid " + txid), std::string::npos) << r.err;
+  r = cluster_.Dtxctl({"top", "--interval-ms", "100", "--iterations", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("frame 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("frame 2"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("DOWN"), std::string::npos) << r.out;
+
+  pid_t p0 = cluster_.NodePid("participant-0");
+  ASSERT_EQ(::kill(p0, SIGSTOP), 0);
+  CommandResult traced = cluster_.Dtxctl({"trace", txid, "--json", "--timeout-ms", "300"});
+  CommandResult top = cluster_.Dtxctl({"top", "--interval-ms", "100", "--iterations", "1"});
+  ::kill(p0, SIGCONT);
+  EXPECT_EQ(traced.exit_code, 1) << traced.Describe();
+  EXPECT_NE(traced.out.find("{\"node\":\"participant-0\",\"error\":\"timed out\"}"), std::string::npos)
+      << traced.out;
+  EXPECT_NE(traced.out.find("\"state\":\"not_found\""), std::string::npos) << traced.out;
+  ASSERT_EQ(top.exit_code, 0) << top.Describe();
+  std::istringstream lines(top.out);
+  std::string line;
+  bool down = false;
+  while (std::getline(lines, line)) {
+    if (line.rfind("participant-0 ", 0) == 0) down = line.find(" DOWN ") != std::string::npos;
+  }
+  EXPECT_TRUE(down) << top.out;
 }
 
 TEST_F(DtxctlTest, DownCleansUpNodesOfAKilledSupervisor) {
