@@ -451,6 +451,7 @@ void HaCore::OnReplicateReply(uint64_t now_ms, MessageId id, CallStatus status,
     auto w = decision_waits_.find(t);
     if (w == decision_waits_.end()) continue;
     w->second.backup = true;
+    ready_.backup_acked.push_back(w->second.txid);
     MaybeRelease(now_ms, t);
   }
   Drain(now_ms);

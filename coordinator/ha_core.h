@@ -158,6 +158,8 @@ struct HaReady {
   // COMMIT messages for them follow in `send` / `replies`). The runtime
   // evaluates failpoint coordinator.decision.after_log here.
   std::vector<TxId> released;
+  // DECISIONs the backup just acknowledged as durable (for tracing).
+  std::vector<TxId> backup_acked;
   std::vector<OutMessage> send;
   std::vector<Reply> replies;
   std::vector<ProbeMsg> probes;
@@ -173,7 +175,7 @@ struct HaReady {
   std::vector<HaNote> notes;
 
   bool empty() const {
-    return persist.empty() && released.empty() && send.empty() && replies.empty() &&
+    return persist.empty() && released.empty() && backup_acked.empty() && send.empty() && replies.empty() &&
            probes.empty() && replicate.empty() && replicate_answers.empty() && adopt.empty() &&
            !reload_log && truncate_before == 0 && notes.empty();
   }

@@ -1,11 +1,16 @@
-// The coordinator node's runtime: drives a CoordinatorCore with real I/O.
+// The coordinator node's runtime: drives an HaCore (coordinator/ha_core.h:
+// the 2PC CoordinatorCore plus failover, replication and fencing, all pure)
+// with real I/O - it is plumbing: timers, RPC, WAL.
 //
 // It owns the decision log (wal::Log in NODEDIR/wal, group commit), the
 // RpcServer serving the Coordinator service (a CoordinatorCobSvIf handler that
 // converts Thrift <-> core types at the edge), one ParticipantStub per
-// participant address, and a periodic tick timer. After every input it drains
-// the core's Ready in the order the core requires: append records, then send
-// messages, then deliver replies. A forced record is reported to the core
+// participant address, the HA stubs (CoordinatorPeer to the other coordinator,
+// ParticipantPeer for heartbeats and AdoptEpoch) and a periodic tick timer.
+// After every input it drains the HaCore's HaReady in the order it requires:
+// append records (reopening the log into a fresh mirror on reload_log), then
+// released decisions (failpoint), then messages, probes, Replicate and
+// AdoptEpoch calls, then replies. A forced record is reported to the core
 // (OnPersisted) only from the WAL's durable callback, Post()ed to the loop,
 // i.e. after its fdatasync returned 0.
 //
@@ -37,6 +42,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -152,7 +158,7 @@ class Runtime {
 
   // "host:port" the server is bound to.
   std::string address() const;
-  const CoordinatorCore& core() const { return *core_; }
+  const CoordinatorCore& core() const { return ha_->core(); }
 
   // ---- the Coordinator service (called by Handler, loop thread) ----
   rpc::ShardMap GetShardMap() const;
@@ -170,36 +176,11 @@ class Runtime {
                  std::function<void(const rpc::DtxError&)> fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
 
-  Role role() const { return role_; }
+  Role role() const { return ha_->role(); }
   // "127.0.0.1:PORT" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
 
  private:
-  // What the primary knows about its backup.
-  enum class BackupState {
-    kNone,     // no --peer: alone by configuration
-    kDown,     // suspected or a call failed: commits go ahead alone
-    kSyncing,  // snapshot sent, not yet durable at the backup
-    kInSync,   // every DECISION is durable at the backup before its commit point
-  };
-  // A DECISION between "appended" and "commit point".
-  struct DecisionWait {
-    TxId txid;
-    uint64_t lsn = 0;
-    bool local = false;        // durable in our log
-    bool need_backup = false;  // the backup must ack it too
-    bool backup = false;       // the backup acked it
-  };
-  struct ParticipantWatch {
-    FailureDetector fd;
-    bool probe_out = false;
-    bool suspected = false;
-    // The participant does not serve ParticipantPeer.Heartbeat (an older
-    // or stand-in participant): probe it with GetStatus instead.
-    bool heartbeat_unsupported = false;
-  };
-  static const char* BackupStateName(BackupState s);
-
   // Per-phase latency of one transaction (steady clock, microseconds; 0:
   // not yet): reported in CommitResult.prepare_us / decision_us. Measured
   // here rather than in the core, whose time input is milliseconds.
@@ -220,16 +201,27 @@ class Runtime {
     std::function<void(const rpc::DtxError&)> fail;
     int64_t received_us = 0;  // PhaseNow() when the request arrived
   };
+  // A Replicate call from the primary, until the HaCore answers it.
+  struct ReplicatePending {
+    std::function<void(const rpc::ReplicateResponse&)> cob;
+    std::function<void(const rpc::DtxError&)> fail;
+  };
 
   Runtime(EventLoop* loop, RuntimeOptions options);
   Status StartMetrics();
   void UpdateMetrics();
   Status Init();
 
-  // Drains the core's Ready (append, send, reply) and logs state changes.
+  // Drains the HaCore's HaReady (append, reload, release, send, reply).
   void Process();
   void Append(const PersistRecord& p);
+  // After a step-down: reopens the WAL, replaying it into the fresh mirror.
+  void ReloadLog();
   void SendMessage(const OutMessage& m);
+  void SendProbe(const ProbeMsg& m);
+  void SendReplicate(ReplicateMsg& m);
+  void SendAdoptEpoch(const AdoptEpochMsg& m);
+  void AnswerReplicate(const ReplicateAnswer& a);
   void Deliver(Reply& reply);
   void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
   static int64_t PhaseNow();
@@ -239,39 +231,9 @@ class Runtime {
   // Sets prepare_us / decision_us from txid's timing and forgets it.
   void FillTimings(const TxId& txid, rpc::CommitResult& out);
   void MaybeTruncate();
-  // Heartbeats (every ha.heartbeat_ms) and the suspicion check (every tick).
-  void HeartbeatRound();
-  void CheckSuspicions();
-  void OnPeerHeartbeat(const rpc::HeartbeatResponse& resp);
-  // Primary: replication to the backup.
-  void QueueReplicate(const PersistRecord& p);
-  void FlushReplicate();
-  void StartSync();
-  void OnReplicateReply(int64_t generation, const std::vector<PersistTag>& tags,
-                        const RpcStatus& st);
-  void BackupLost(const std::string& why);
-  // Failover and fencing (coordinator/README.md "Replication and failover").
-  // Decides, from what we know of the peer, whether to move to a newer
-  // epoch: a starting primary establishes itself, a primary that lost its
-  // backup fences it out, an in-sync backup whose primary is suspected
-  // promotes itself. Called on every tick and heartbeat.
-  void DriveRole();
-  void StartBump(Epoch epoch, const std::string& why);
-  void OnAdoptEpochReply(uint64_t bump_id, const std::string& participant, const RpcStatus& st);
-  void BumpSucceeded();
-  void BumpFailed(bool stale, const std::string& why);
-  // An unstarted core (starting primary, promoting backup) starts at epoch e
-  // once EPOCH e is durable here.
-  void EstablishAt(Epoch epoch);
-  // Stops deciding: pending requests get UNKNOWN, the core is rebuilt from
-  // the log as a backup's mirror (not in sync until the new primary's
-  // snapshot). StepDownLater posts it (safe inside Process and callbacks).
-  void BecomeBackup(const std::string& why);
-  void StepDownLater(const std::string& why);
   // "primary" (established), "starting" (a primary not yet established) or "backup".
-  const char* RoleLabel() const;
+  const char* RoleLabel() const { return ha_->RoleLabel(); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
-  void MaybeRelease(PersistTag tag);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
   // Records a span event for txid when tracing is on (trace_events > 0).
@@ -282,81 +244,38 @@ class Runtime {
 
   EventLoop* loop_;
   RuntimeOptions options_;
-  std::unique_ptr<CoordinatorCore> core_;
+  std::unique_ptr<HaCore> ha_;
   std::unique_ptr<wal::Log> log_;
   std::shared_ptr<Handler> handler_;
   std::unique_ptr<RpcServer> server_;
   std::string address_;
   std::map<std::string, ParticipantStub> stubs_;
   std::unordered_map<RequestToken, Pending> pending_;
+  std::map<RequestToken, ReplicatePending> replicate_pending_;
   RequestToken next_token_ = 1;
   TimerId tick_timer_ = 0;
   TimerId truncate_timer_ = 0;
   uint64_t truncate_wanted_ = 0;
   uint64_t truncate_done_ = 0;
   uint64_t start_ms_ = 0;
-  bool fenced_logged_ = false;
   bool shut_down_ = false;
   bool in_process_ = false;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
   std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
-  // ---- high availability ----
-  struct Bump {
-    uint64_t id = 0;
-    Epoch epoch = 0;  // 0: none in progress
-    size_t ok = 0;
-    size_t failed = 0;
-    bool stale = false;
-    bool decided = false;
-    uint64_t started_ms = 0;
-    std::string why;
-    std::string last_error;
-  };
-  CoreOptions core_options_;
-  Role role_ = Role::kPrimary;
-  bool established_ = false;  // the core is started: this node decides
-  bool establishing_ = false;  // EstablishAt waits for its EPOCH record
-  // Decisions may reach the commit point without the backup's ack.
-  bool solo_ok_ = false;
-  Bump bump_;
-  uint64_t next_bump_id_ = 0;
-  uint64_t bump_retry_at_ms_ = 0;
-  Epoch solo_epoch_pending_ = 0;  // BumpEpoch on a running core, until durable
-  uint64_t peer_suspected_at_ms_ = 0;
-  uint64_t promotions_ = 0;
-  uint64_t participant_suspicions_ = 0;  // transitions to suspected
-  uint64_t peer_suspicions_ = 0;
-  uint64_t step_downs_ = 0;
+  // ---- high availability (the logic is in ha_) ----
   std::map<std::string, ParticipantPeerStub> adopt_stubs_;
-  TimerId heartbeat_timer_ = 0;
-  std::map<std::string, ParticipantWatch> watches_;  // by participant address
+  // Participants that do not serve ParticipantPeer.Heartbeat (older or
+  // stand-in participants): probed with GetStatus instead.
+  std::set<std::string> heartbeat_unsupported_;
   std::unique_ptr<CoordinatorPeerStub> peer_stub_;
-  FailureDetector peer_fd_;
-  bool peer_probe_out_ = false;
-  bool peer_suspected_ = false;
-  std::string peer_name_;
-  std::string peer_role_;
-  Epoch peer_epoch_ = 0;
-  // Primary side.
-  BackupState backup_state_ = BackupState::kNone;
-  int64_t generation_ = 0;
-  uint64_t replicated_since_snapshot_ = 0;
-  uint64_t backup_losses_ = 0;
-  std::vector<rpc::LogRecord> repl_batch_;
-  std::vector<PersistTag> repl_batch_tags_;
-  std::map<PersistTag, DecisionWait> decision_waits_;
   // Commits being measured, by txid; erased when the result is delivered.
   std::unordered_map<TxId, PhaseTiming, TxIdHash> timings_;
-  // Backup side: the generation whose snapshot we received; in sync once
-  // that snapshot is durable here.
-  int64_t sync_generation_ = -1;
-  bool in_sync_ = false;
-  uint64_t replicated_records_ = 0;
 
-  // Expires with the Runtime: WAL callbacks posted after it is gone find it
-  // expired (they run on the loop thread, as does the destructor).
+  // Expires with the Runtime (and at a log reload): WAL callbacks posted after
+  // it is gone find it expired (they run on the loop thread, as does the
+  // destructor).
   std::shared_ptr<int> alive_;
 
   // Decided transactions whose END is not yet logged: decision_released
