@@ -7,6 +7,7 @@ Built on the Thrift-generated code for ``idl/dtx.thrift`` (package
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import socket
 import threading
@@ -30,6 +31,14 @@ except ImportError as e:  # pragma: no cover - a set-up error, said plainly
 KEY_BYTES_MAX = 1024
 VALUE_BYTES_MAX = 1 << 20
 TX_KEYS_MAX = 1024
+
+# Following a hung primary (see Client): a Commit outstanding this long at the
+# current coordinator makes the client ask the others who is primary.
+PROBE_DELAY_DEFAULT = 0.3
+# How long a commit whose outcome is open is asked again with the same txid.
+FAILOVER_TIMEOUT_DEFAULT = 5.0
+_COMMIT_THREADS_MAX = 64
+_COMMIT_RETRY_DELAY = 0.05  # times the attempt number, at most 0.2 s
 
 _RETRYABLE_REASONS = ("conflict", "participant_unavailable", "timeout")
 _REASON_NAMES = {
@@ -293,9 +302,26 @@ class Client:
     coordinator addresses: the client follows the one that answers as
     primary). The shard map is fetched once and refreshed when a node says it
     moved. Shareable between threads (see the module docstring).
+
+    Failover (with two or more addresses): a commit whose outcome is open
+    (connection lost, NOT_PRIMARY, a coordinator not serving yet, an UNKNOWN
+    answer) is asked again with the same txid - commit is idempotent by txid -
+    flagged ``is_retry``, following NOT_PRIMARY hints, for up to
+    ``failover_timeout`` seconds; only then is :class:`UnknownOutcome` raised.
+    A commit still unanswered after ``probe_delay`` seconds (a hung primary)
+    makes the client ask every coordinator's GetStatus (again every
+    ``probe_delay / 2``); if another one is primary at an epoch newer than any
+    the current one reported, the commit is abandoned there and asked again
+    at the new primary (same txid, ``is_retry``): it reports committed or
+    aborted only on that answer. ``probe_delay=0`` turns probing off (a hung
+    primary is then waited out for ``timeout``). An abort for
+    ``participant_unavailable`` also probes, so that later commits leave a
+    primary cut off from the participants.
     """
 
-    def __init__(self, addresses: Union[str, Iterable[str]], timeout: float = 5.0) -> None:
+    def __init__(self, addresses: Union[str, Iterable[str]], timeout: float = 5.0,
+                 probe_delay: float = PROBE_DELAY_DEFAULT,
+                 failover_timeout: float = FAILOVER_TIMEOUT_DEFAULT) -> None:
         if isinstance(addresses, str):
             addresses = [addresses]
         addresses = list(addresses)
@@ -305,10 +331,23 @@ class Client:
             _parse_address(a)
         if timeout <= 0:
             raise InvalidArgument("timeout must be positive")
+        if probe_delay < 0:
+            raise InvalidArgument("probe_delay must be >= 0")
+        if failover_timeout < 0:
+            raise InvalidArgument("failover_timeout must be >= 0")
         self._timeout = timeout
+        self._probe_delay = probe_delay
+        self._failover_timeout = failover_timeout
         self._coordinators = [_Pool(a, Coordinator, timeout) for a in addresses]
+        # GetStatus probes: their own connections, with a short timeout.
+        self._probers = [_Pool(a, Coordinator, max(probe_delay / 2, 0.01)) for a in addresses]
         self._primary = 0
         self._lock = threading.Lock()
+        self._epoch_seen: Dict[int, int] = {}  # coordinator index -> newest epoch it said primary at
+        self._last_probe = 0.0
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        #: How many times a probe moved this client to a newer primary.
+        self.primary_switches = 0
         self._participants: List[_Pool] = []
         self._shard_version = -1
         self._client_id = random.getrandbits(63) or 1
@@ -373,7 +412,11 @@ class Client:
     def close(self) -> None:
         """Closes every connection. Idempotent."""
         self._closed = True
-        for p in self._coordinators + self._participants:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+        for p in self._coordinators + self._probers + self._participants:
             p.close()
 
     def __enter__(self) -> "Client":
@@ -421,6 +464,10 @@ class Client:
             self._shard_version = m.version
         for p in old:
             p.close()
+        # The primary's epoch, so that a probe can tell a newer primary from a
+        # stale one without waiting for this one (best effort).
+        if self._probing():
+            self._status(self._primary)
 
     def _participant_for(self, key: bytes) -> _Pool:
         parts = self._participants
@@ -441,34 +488,151 @@ class Client:
         req = ttypes.CommitRequest(
             txid=ttypes.TxId(hi=txid[0], lo=txid[1]), reads=reads, writes=writes,
             shard_map_version=self._shard_version)
-        result = None
-        last: Optional[Exception] = None
-        # A transport failure after the request may have left the coordinator
-        # deciding: ask again with the same txid (commit is idempotent by txid).
-        for attempt in range(3):
+        deadline = time.monotonic() + self._failover_timeout
+        n = len(self._coordinators)
+        maybe_sent = False  # an earlier attempt may have reached a coordinator
+        last = ""
+        attempt = 0
+        while True:
+            attempt += 1
             # A re-sent txid may already have committed: the coordinator must
             # then answer UNKNOWN rather than ABORTED when it cannot tell.
-            req.is_retry = attempt > 0 or None
+            req.is_retry = True if maybe_sent else None
+            idx = self._primary
+            delay = min(_COMMIT_RETRY_DELAY * attempt, 0.2)
             try:
-                result = self._call_coordinator("Commit", req)
-                break
+                result = self._commit_at(idx, req)
+            except _Moved:
+                maybe_sent = True  # the abandoned attempt may have reached it
+                last = "moved to a newer primary"
+                delay = 0
             except ttypes.DtxError as e:
                 if e.code == ttypes.ErrorCode.WRONG_SHARD:
                     self._refresh_shard_map()
                     raise Aborted("conflict", "shard map changed: " + e.message) from None
-                raise _from_dtx_error(e) from None
+                if e.code == ttypes.ErrorCode.NOT_PRIMARY and n > 1:
+                    self._follow(idx, e.primary)
+                    delay = 0 if e.primary else delay
+                elif e.code == ttypes.ErrorCode.UNAVAILABLE and n > 1:
+                    self._follow(idx, None)  # e.g. a primary still establishing itself
+                else:
+                    if maybe_sent:
+                        raise UnknownOutcome(f"commit outcome unknown: {e.message}", txid) from None
+                    raise _from_dtx_error(e) from None
+                last = f"{self._coordinators[idx].address}: {e.message}"
             except _TransportError as e:
-                last = e
-                time.sleep(0.05)
-        if result is None:
-            # The request may have reached the coordinator before the failure.
-            raise UnknownOutcome(f"commit outcome unknown: {last}", txid)
-        if result.outcome == ttypes.Outcome.COMMITTED:
+                maybe_sent = True
+                last = str(e)
+                if n > 1:
+                    self._follow(idx, None)
+            else:
+                if result.outcome == ttypes.Outcome.COMMITTED:
+                    return
+                if result.outcome == ttypes.Outcome.ABORTED:
+                    reason = _REASON_NAMES.get(result.reason, "conflict")
+                    if result.reason == ttypes.AbortReason.PARTICIPANT_UNAVAILABLE:
+                        self._probe_soon(idx)
+                    raise Aborted(reason, result.detail or "")
+                maybe_sent = True  # UNKNOWN: ask again (a new primary may know)
+                last = f"the coordinator could not tell: {result.detail or ''}"
+            if time.monotonic() + delay >= deadline or attempt >= 40:
+                if not maybe_sent:
+                    raise Unavailable(f"coordinator unavailable: {last}")
+                raise UnknownOutcome(f"commit outcome unknown: {last}", txid)
+            if delay > 0:
+                time.sleep(delay)
+
+    def _probing(self) -> bool:
+        return self._probe_delay > 0 and len(self._coordinators) > 1 and not self._closed
+
+    def _follow(self, failed: int, hint: Optional[str]) -> None:
+        """After coordinator ``failed`` did not serve: to the hinted primary,
+        else the next address (unless another thread moved on already)."""
+        if hint:
+            for i, p in enumerate(self._coordinators):
+                if p.address == hint:
+                    self._primary = i
+                    return
+        if self._primary == failed:
+            self._primary = (failed + 1) % len(self._coordinators)
+
+    def _commit_at(self, idx: int, req):
+        """Commit at coordinator ``idx``; raises ``_Moved`` when a probe found
+        a newer primary while it was unanswered (the client then points at
+        it, and this attempt's late answer is dropped)."""
+        pool = self._coordinators[idx]
+        if not self._probing():
+            return pool.call("Commit", req)
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=_COMMIT_THREADS_MAX, thread_name_prefix="dtx-commit")
+            executor = self._executor
+        try:
+            future = executor.submit(pool.call, "Commit", req)
+        except RuntimeError:  # closed meanwhile
+            raise InvalidArgument("client is closed") from None
+        wait = self._probe_delay
+        while True:
+            try:
+                return future.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                pass
+            wait = self._probe_delay / 2
+            if self._primary == idx:
+                newer = self._newer_primary(idx)
+                if newer is not None and self._primary == idx:
+                    self._primary = newer
+                    self.primary_switches += 1
+            if self._primary != idx:
+                # Moved on (this probe or another thread's): ask there, with
+                # the same txid; this attempt's answer is dropped.
+                future.add_done_callback(lambda f: f.exception())
+                raise _Moved()
+
+    def _status(self, idx: int):
+        """GetStatus of coordinator ``idx`` (probe timeout), or None. Records
+        the epoch of one that says it is primary."""
+        try:
+            st = self._probers[idx].call("GetStatus")
+        except (_TransportError, ttypes.DtxError):
+            return None
+        if st.role == "primary":
+            with self._lock:
+                self._epoch_seen[idx] = max(self._epoch_seen.get(idx, 0), st.epoch)
+        return st
+
+    def _newer_primary(self, current: int) -> Optional[int]:
+        """Index of another coordinator that says it is primary at an epoch
+        newer than any ``current`` reported, or None. ``current`` is asked
+        too when its epoch is not known yet (it may be the newest)."""
+        self._last_probe = time.monotonic()
+        best, best_epoch = None, 0
+        for i in range(len(self._coordinators)):
+            if i == current:
+                continue
+            st = self._status(i)
+            if st is not None and st.role == "primary" and st.epoch > best_epoch:
+                best, best_epoch = i, st.epoch
+        if best is None:
+            return None
+        if self._epoch_seen.get(current, 0) == 0:
+            self._status(current)
+        return best if best_epoch > self._epoch_seen.get(current, 0) else None
+
+    def _probe_soon(self, current: int) -> None:
+        """A probe now unless one ran within the last probe delay; switches
+        to a newer primary for the next commits."""
+        if not self._probing() or time.monotonic() - self._last_probe < self._probe_delay:
             return
-        if result.outcome == ttypes.Outcome.ABORTED:
-            reason = _REASON_NAMES.get(result.reason, "conflict")
-            raise Aborted(reason, result.detail or "")
-        raise UnknownOutcome(f"commit outcome unknown: {result.detail or ''}", txid)
+        newer = self._newer_primary(current)
+        if newer is not None and self._primary == current:
+            self._primary = newer
+            self.primary_switches += 1
+
+
+class _Moved(Exception):
+    """A commit attempt abandoned for a newer primary (internal)."""
 
 
 __all__ = ["Client", "Transaction", "Error", "Aborted", "Unavailable", "UnknownOutcome",
