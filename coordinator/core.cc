@@ -423,7 +423,8 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
         p.state = PState::kNo;
         Abort(*tx, r.reason.value_or(AbortReason::kConflict),
               "participant " + r.participant + " voted NO" +
-                  (r.detail.empty() ? std::string() : ": " + r.detail));
+                  (r.detail.empty() ? std::string() : ": " + r.detail),
+              /*vote=*/true);
         return;
       }
       break;
@@ -490,6 +491,7 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
   if (pending == pending_decisions_.end()) return;
   TxId txid = pending->second;
   pending_decisions_.erase(pending);
+  pending_floor_.erase(tag);
   Tx* tx = FindTx(txid);
   DTX_CHECK(tx != nullptr && tx->phase == Phase::kDeciding);
   // The commit point: DECISION is durable. Only now may anyone hear of it.
@@ -642,9 +644,14 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   tx.phase = Phase::kDeciding;
   tx.decision_tag = Persist(d, /*forced=*/true, tx.txid);
   pending_decisions_.emplace(tx.decision_tag, tx.txid);
+  // Its LSN is not known until OnPersisted, but it is above every LSN known
+  // now: truncation must stay below that until the DECISION reached its
+  // commit point (the runtime may hold OnPersisted back for the backup's ack
+  // while later records - a newer EPOCH - become durable).
+  pending_floor_.emplace(tx.decision_tag, max_lsn_seen_ + 1);
 }
 
-void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail) {
+void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // Presumed abort: nothing is logged. No record means "not committed", which
   // is what QueryDecision answers for a txid it does not know, so an ABORT
@@ -656,6 +663,16 @@ void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail) {
         p.state == PState::kFailed) {
       Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
     }
+  }
+  if (tx.retry && !vote) {
+    // An earlier attempt of this txid may have committed (under another
+    // coordinator, or before this one forgot it): only a NO vote proves
+    // otherwise. The client asks again with the same txid.
+    ++stats_.outcomes_unknown;
+    ReplyAll(tx, CommitResult{Outcome::kUnknown, std::nullopt,
+                              detail + "; an earlier attempt of this transaction may have committed"});
+    Forget(tx.txid);
+    return;
   }
   switch (reason) {
     case AbortReason::kConflict: ++stats_.aborts_conflict; break;
@@ -834,6 +851,7 @@ void CoordinatorCore::UpdateTruncation() {
   uint64_t keep = max_lsn_seen_ + 1;
   if (!committed_fifo_.empty()) keep = std::min(keep, committed_fifo_.front().first);
   if (!active_decisions_.empty()) keep = std::min(keep, active_decisions_.begin()->first);
+  if (!pending_floor_.empty()) keep = std::min(keep, pending_floor_.begin()->second);  // oldest tag: lowest floor
   if (epoch_tag_ == 0 && keep > epoch_lsn_ && keep - epoch_lsn_ > opts_.epoch_rewrite_lsn_gap) {
     // Only the EPOCH record holds truncation back: write it again; once the
     // copy is durable the old one may go.

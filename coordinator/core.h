@@ -378,7 +378,13 @@ class CoordinatorCore {
   std::optional<Error> Validate(const CommitRequest& req) const;
   void StartTx(uint64_t now_ms, RequestToken token, CommitRequest req);
   void Decide(uint64_t now_ms, Tx& tx);
-  void Abort(Tx& tx, AbortReason reason, std::string detail);
+  // Ends an undecided transaction: ABORT to whoever may hold locks, nothing
+  // logged. `vote`: a participant voted NO. Without a NO vote a retried
+  // transaction (tx.retry) is answered UNKNOWN, not ABORTED, and no aborted
+  // outcome is remembered: an earlier attempt may have committed under
+  // another coordinator (after a failover the new primary does not remember
+  // decisions that were ENDed before its last snapshot).
+  void Abort(Tx& tx, AbortReason reason, std::string detail, bool vote = false);
   void FinishOnePhase(Tx& tx, CommitResult result);
   void EnterCommitting(uint64_t now_ms, Tx& tx);
   void SendCommit(uint64_t now_ms, Tx& tx, Part& p);
@@ -425,6 +431,9 @@ class CoordinatorCore {
   size_t committing_count_ = 0;
   std::set<std::pair<uint64_t, TxId>> timers_;   // (at_ms, txid), one per tx at most
   std::map<PersistTag, TxId> pending_decisions_;  // DECISION appended, not yet durable
+  // Per pending DECISION: a lower bound of its LSN (max_lsn_seen_ + 1 when
+  // appended); truncate_before never passes the lowest.
+  std::map<PersistTag, uint64_t> pending_floor_;
   std::set<std::pair<uint64_t, TxId>> active_decisions_;  // (DECISION LSN, txid) in phase 2
 
   // Committed outcomes, oldest first, with their DECISION LSN.

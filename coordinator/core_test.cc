@@ -1036,6 +1036,84 @@ TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
   EXPECT_EQ(ResultFor(h.Drain(), 4).outcome, Outcome::kUnknown);
 }
 
+// Found by the failover simulator: after a failover the new primary does not
+// remember decisions ENDed before its last snapshot, so a retried
+// multi-participant commit whose attempt fails without a NO vote may be one
+// that committed long ago: UNKNOWN (ask again), never ABORTED, and nothing
+// remembered. A NO vote still aborts it.
+TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
+  Harness h;
+  h.StartFresh();
+  CommitRequest retry = Writes(kTx1, {0, 1});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 1, retry);
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, CallStatus::kTimeout));
+  Ready r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
+  EXPECT_FALSE(Msgs<AbortMsg>(r).empty()) << "the locks of this attempt are still released";
+  // Not remembered: the next retry runs again and can commit.
+  h.core().Commit(h.now, 2, retry);
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  EXPECT_EQ(ResultFor(h.Sync(), 2).outcome, Outcome::kCommitted);
+  // Prepare timeout of a retry: UNKNOWN too; a first attempt is ABORTED.
+  h.core().Commit(h.now, 3, [] {
+    CommitRequest c = Writes(kTx2, {0, 1});
+    c.is_retry = true;
+    return c;
+  }());
+  h.core().Commit(h.now, 4, Writes(kTx3, {0, 1}));
+  h.Drain();
+  h.now += 5000;
+  h.core().Tick(h.now);
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kAborted);
+  // A NO vote proves it: ABORTED even for a retry.
+  CommitRequest no = Writes(TxId{0xabc, 9}, {0, 1});
+  no.is_retry = true;
+  h.core().Commit(h.now, 5, no);
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  EXPECT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kAborted);
+}
+
+// Found by the failover simulator: the HA layer holds a durable DECISION back
+// from OnPersisted until the backup acked it, while a later EPOCH (the
+// primary fencing its lost backup out) becomes durable. Truncation must not
+// pass the held DECISION, or a crash loses a decision that then commits.
+TEST(CoordinatorCore, TruncationNeverPassesADecisionHeldBeforeItsCommitPoint) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  ASSERT_EQ(r.persist[0].type, RecordType::kDecision);
+  const PersistTag decision_tag = r.persist[0].tag;
+  const uint64_t decision_lsn = h.log().back().lsn;
+  h.core().BumpEpoch(h.now, 2);
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  ASSERT_EQ(r.persist[0].type, RecordType::kEpoch);
+  // Only the EPOCH is reported durable; the DECISION waits.
+  uint64_t truncate = 0;
+  h.core().OnPersisted(h.now, r.persist[0].tag, h.log().back().lsn);
+  truncate = std::max(truncate, h.Drain().truncate_before);
+  EXPECT_LE(truncate, decision_lsn) << "the held DECISION would be truncated";
+  h.core().OnPersisted(h.now, decision_tag, decision_lsn);
+  r = h.Drain();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
+  EXPECT_LE(r.truncate_before, decision_lsn) << "an un-ENDed DECISION is kept";
+}
+
 TEST(CoordinatorCore, DecidedCommitIsDeliveredWhenTheSuspectedParticipantReturns) {
   Harness h;
   h.StartFresh();

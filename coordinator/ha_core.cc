@@ -482,9 +482,13 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     Drain(now_ms);
   };
   if (!started_) return refuse(ErrorCode::kUnavailable, "coordinator is starting");
-  if (req.epoch < core_->epoch()) {
+  // The newest epoch in our log, counting records appended but not yet
+  // durable (and so not yet replayed into the mirror): a delayed older
+  // batch must not follow a newer one.
+  const Epoch current = std::max(core_->epoch(), appended_epoch_);
+  if (req.epoch < current) {
     return refuse(ErrorCode::kStaleEpoch, "Replicate at epoch " + std::to_string(req.epoch) +
-                                              " but epoch " + std::to_string(core_->epoch()) +
+                                              " but epoch " + std::to_string(current) +
                                               " is current here");
   }
   if (role_ != Role::kBackup) {
@@ -506,7 +510,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
                                                "): send a snapshot");
   }
   // Validate everything before appending anything: a bad batch leaves no trace.
-  Epoch epoch = core_->epoch();
+  Epoch epoch = current;
   for (const ReplRecord& r : req.records) {
     Result<Record> rec = DecodeRecord(static_cast<uint8_t>(r.type), r.payload);
     if (!rec.ok()) return refuse(ErrorCode::kBadArgument, "Replicate: " + rec.status().ToString());
@@ -518,6 +522,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
       epoch = e->epoch;
     }
   }
+  appended_epoch_ = epoch;
   if (req.snapshot) {
     sync_generation_ = req.generation;
     in_sync_ = false;
@@ -583,7 +588,12 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
   backup_appends_.erase(it);
   if (tag == a.first_lsn_tag) batch_first_lsn_[tag] = lsn;
   Status s = core_->Replay(lsn, static_cast<uint8_t>(a.record.type), a.record.payload);
-  DTX_CHECK_MSG(s.ok(), "a validated replicated record failed to replay");
+  if (!s.ok()) {
+    const std::string why = "a validated replicated record failed to replay: " + s.ToString() +
+                            " (role " + RoleLabel() + ", core started " +
+                            std::to_string(core_->started()) + ")";
+    DTX_CHECK_MSG(s.ok(), why.c_str());
+  }
   if (!a.last) return;
   uint64_t first_lsn = lsn;
   if (auto f = batch_first_lsn_.find(a.first_lsn_tag); f != batch_first_lsn_.end()) {

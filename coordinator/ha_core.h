@@ -372,6 +372,7 @@ class HaCore {
 
   // Backup side.
   int64_t sync_generation_ = -1;
+  Epoch appended_epoch_ = 0;  // highest EPOCH replicated into our log (durable or not)
   bool in_sync_ = false;
   std::map<PersistTag, BackupAppend> backup_appends_;  // by HA tag, in order
   std::map<PersistTag, uint64_t> batch_first_lsn_;     // first tag -> its LSN once durable
