@@ -44,7 +44,10 @@ int main(int argc, char** argv) {
        "shrink the cores' remembered-outcome tables to 16 entries (forgetting, WAL truncation)")
       ("no-client-retries", "clients never repeat a Commit (default: up to 3 attempts, same txid)")
       ("sabotage", po::value<std::string>(&sabotage)->default_value("none"),
-       "break the model on purpose to see a check fire: none | lose-synced | blind-writes");
+       "break the model on purpose to see a check fire: none | lose-synced | blind-writes | "
+       "accept-old-epochs | fake-sync (the last two need --failover)")
+      ("failover", po::bool_switch(&opts.failover),
+       "two coordinators (primary + backup) with replication and failover; faults also hang and partition");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -76,6 +79,10 @@ int main(int argc, char** argv) {
     opts.sabotage = dtx::sim::Sabotage::kLoseSyncedRecords;
   } else if (sabotage == "blind-writes") {
     opts.sabotage = dtx::sim::Sabotage::kBlindWrites;
+  } else if (sabotage == "accept-old-epochs") {
+    opts.sabotage = dtx::sim::Sabotage::kAcceptOldEpochs;
+  } else if (sabotage == "fake-sync") {
+    opts.sabotage = dtx::sim::Sabotage::kFakeSync;
   } else {
     return bad("unknown --sabotage '" + sabotage + "'");
   }

@@ -1,5 +1,6 @@
 // The deterministic simulator: the real participant and coordinator protocol
-// cores (participant/core.h, coordinator/core.h) driven by one seeded schedule
+// cores (participant/core.h; coordinator/ha_core.h, which owns
+// coordinator/core.h) driven by one seeded schedule
 // of message delays, reordering, duplication and loss, WAL syncs, node crashes
 // that lose unsynced records, and restarts that replay the surviving log;
 // simulated bank clients on top; invariants checked after a fault-free "heal"
@@ -33,6 +34,13 @@ enum class Sabotage {
   // Clients commit transfers without their read set (blind writes): lost
   // updates, so the bank total drifts.
   kBlindWrites,
+  // (failover) Participants accept calls stamped with an old epoch: fencing
+  // is gone, a deposed primary's calls still count.
+  kAcceptOldEpochs,
+  // (failover) A backup that is not in sync is made to believe it is: the
+  // simulator forges an empty snapshot for it, so it may promote without the
+  // primary's decisions.
+  kFakeSync,
 };
 
 // Zero/negative means "drawn from the seed" (documented ranges in README.md).
@@ -50,6 +58,11 @@ struct SimOptions {
   // outcome (as bindings/cpp does), up to 3 attempts.
   bool client_retries = true;
   Sabotage sabotage = Sabotage::kNone;
+  // Two coordinators, coordinator-0 (primary) and coordinator-1 (backup),
+  // with replication, heartbeats and failover; faults then also hang a
+  // coordinator for a while and partition coordinators from each other or
+  // from the participants.
+  bool failover = false;
   bool trace = false;        // keep a line per event (for --trace and failure reports)
 };
 
@@ -70,6 +83,9 @@ struct RunStats {
   uint64_t read_failures = 0, commit_retries = 0;
   uint64_t decision_queries = 0, replay_inferred_aborts = 0, in_doubt_replayed = 0;
   uint64_t checkpoints = 0;
+  // failover
+  uint64_t promotions = 0, step_downs = 0, hangs = 0, partitions = 0;
+  uint64_t max_epoch = 0;  // the highest coordinator epoch reached
   // A hash over every event's (time, sequence, kind) and the stats above:
   // equal fingerprints for equal seeds is the determinism check.
   uint64_t fingerprint = 0;
