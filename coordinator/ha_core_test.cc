@@ -491,6 +491,30 @@ TEST(HaCore, ReplicateRefusals) {
   EXPECT_EQ(c1.out.replicate_answers.back().error->code, ErrorCode::kStaleEpoch);
 }
 
+// Found by the simulator: a delayed snapshot of an older epoch arriving after
+// a newer one that is appended but not yet durable (so not yet in the mirror)
+// must be refused, not appended after it.
+TEST(HaCore, OlderReplicateAfterANewerOneNotYetDurableIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  auto snapshot = [](int64_t gen, Epoch e) {
+    return std::vector<ReplRecord>{{RecordType::kSync, EncodePayload(SyncRecord{gen})},
+                                   {RecordType::kEpoch, EncodePayload(EpochRecord{e})}};
+  };
+  c1.ha().OnReplicate(c1.now, 1, HaCore::ReplicateIn{3, kC0, 6, true, snapshot(6, 3)});
+  c1.Drain();
+  c1.ha().OnReplicate(c1.now, 2, HaCore::ReplicateIn{2, kC0, 5, true, snapshot(5, 2)});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  EXPECT_EQ(c1.out.replicate_answers[0].token, 2u);
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kStaleEpoch);
+  c1.Sync();
+  EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().epoch(), 3u);
+  EXPECT_EQ(c1.ha().generation(), 6);
+}
+
 TEST(HaCore, SameInputsGiveSameOutputs) {
   auto run = [] {
     Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
