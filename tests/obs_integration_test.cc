@@ -248,13 +248,16 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     r = cluster_.Dtxctl({"trace", Hex(txid), "--json", "--timeout-ms", "1000"}, 10000);
     last = r.Describe();
-    named = r.exit_code == 0 && r.out.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\"") !=
-                                    std::string::npos;
+    // participant-1's own last event: its PREPARE is logged, not synced.
+    named = r.exit_code == 0 && r.out.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\","
+                                           "\"last_event\":\"logged\"") != std::string::npos;
   }
   EXPECT_TRUE(named) << last;
   // The text form says the same in words.
   r = cluster_.Dtxctl({"trace", Hex(txid)}, 10000);
-  EXPECT_NE(std::string::npos, r.out.find("waiting: participant-1 in prepare")) << r.Describe();
+  EXPECT_NE(std::string::npos, r.out.find("waiting: participant-1 in prepare (logged, not yet synced/voted) for "))
+      << r.Describe();
+  EXPECT_NE(std::string::npos, r.out.find("coordinator-0 sent prepare, has no vote from it")) << r.Describe();
   ASSERT_EQ(0, cluster_.Dtxctl({"failpoint", "participant-1", "wal.before_sync", "off"}).exit_code);
   auto result = commit.get();
   ASSERT_TRUE(result.ok()) << result.status().ToString();
@@ -330,7 +333,7 @@ TEST_F(ObsTest, TopShowsRatesOfAWorkload) {
                    {KeyOnShard(static_cast<size_t>((i + 1) % kParticipants), "top"), "w"}});
     }
   });
-  CommandResult r = cluster_.Dtxctl({"top", "--interval-ms", "500", "--iterations", "2"}, 20000);
+  CommandResult r = cluster_.Dtxctl({"top", "--interval-ms", "1000", "--iterations", "2"}, 20000);
   stop = true;
   load.join();
   ASSERT_EQ(0, r.exit_code) << r.Describe();
