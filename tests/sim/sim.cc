@@ -1271,6 +1271,9 @@ void World::StartCore(Node& n) {
     ho.heartbeat_ms = kHeartbeatMs;
     ho.detector.suspect_after_ms = kSuspectAfterMs;
     ho.replicate_timeout_ms = kReplicateTimeoutMs;
+    // Small tables: the primary re-snapshots its backup often (the backup then
+    // truncates its log before the new SYNC).
+    if (opts_.small_tables) ho.resync_after_records = kSmallTableMax;
     n.ha = std::make_unique<cc::HaCore>(ho, o);
     n.ha_seen = cc::HaStats{};
     for (const WalEntry& e : n.wal.entries) {

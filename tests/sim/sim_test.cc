@@ -152,6 +152,20 @@ TEST(SimTest, FailoverSeedsKeepEveryCheck) {
   }
 }
 
+// Failover with tiny tables: frequent re-snapshots of the backup (and its log
+// truncation before each SYNC), EPOCH rewrites and forgetting.
+TEST(SimTest, FailoverWithSmallTablesWithoutClientRetries) {
+  InstallAbortReporter();
+  SimOptions o;
+  o.failover = true;
+  o.small_tables = true;
+  o.client_retries = false;
+  const uint64_t count = 500;
+  Sweep s = RunSweep(EnvOr("DTX_SIM_START_SEED", 1) + 3'000'000, count, o);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  EXPECT_LE(static_cast<double>(s.livelocked), kLivelockShareMax * static_cast<double>(count));
+}
+
 // The fencing checks can fail: participants that accept a stale epoch ...
 TEST(SimTest, AcceptingOldEpochsIsCaught) {
   SimOptions o;
