@@ -323,7 +323,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     for (const auto& [id, o] : outstanding_) {
       if (o.addr == current && now - o.started_ms >= delay) overdue = true;
     }
-    if (overdue && !probe_running_ && coordinator_addresses_.size() > 1) StartProbeRound();
+    if (overdue && !probe_running_ && coordinator_addresses_.size() > 1) {
+      StartProbeRound();
+    } else if (!overdue && primary_epoch_seen_[current] == 0) {
+      // Not known yet (it was still starting when it served the shard map):
+      // learn it while it answers, so that a later probe need not wait for it.
+      LearnPrimaryEpoch(current);
+    }
     // Next look: half a delay from now if something is overdue already, else
     // when the oldest request becomes overdue.
     const uint64_t next = now - oldest >= delay ? static_cast<uint64_t>(ProbeTimeoutMs())
@@ -338,7 +344,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     bool current_done = false;  // it answered (or failed to)
     std::string candidate;      // another one that says primary at a newer epoch
     Epoch candidate_epoch = 0;
-    size_t pending = 0;
+    size_t pending = 0;         // answers still due from the others
   };
 
   int ProbeTimeoutMs() const { return std::max(options_.primary_probe_delay_ms / 2, 1); }
@@ -363,13 +369,23 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     last_probe_ms_ = io_.loop()->NowMs();
     auto round = std::make_shared<ProbeRound>();
     round->current = coordinator_addresses_[coordinator_index_];
-    round->pending = coordinator_addresses_.size();
+    round->pending = static_cast<size_t>(std::count_if(
+        coordinator_addresses_.begin(), coordinator_addresses_.end(),
+        [&](const std::string& a) { return a != round->current; }));
+    if (round->pending == 0) {
+      probe_running_ = false;
+      return;
+    }
     auto self = shared_from_this();
     for (const std::string& addr : coordinator_addresses_) {
       CoordinatorStub(Channel(addr))
           .GetStatus(ProbeTimeoutMs(),
                      [self, addr, round](const RpcStatus& s, const rpc::NodeStatus& st) {
-                       if (--round->pending == 0) self->probe_running_ = false;
+                       // The next round may start once the others answered:
+                       // a hung current one would hold it up for nothing.
+                       if (addr != round->current && --round->pending == 0) {
+                         self->probe_running_ = false;
+                       }
                        if (self->shutting_down_) return;
                        self->OnProbeAnswer(*round, addr, s.ok() ? &st : nullptr);
                      });
@@ -380,11 +396,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // shard map, so that a later probe can tell a newer primary from a stale one
   // without waiting for this one's answer.
   void LearnPrimaryEpoch(const std::string& addr) {
-    if (options_.primary_probe_delay_ms <= 0 || coordinator_addresses_.size() < 2) return;
+    if (options_.primary_probe_delay_ms <= 0 || coordinator_addresses_.size() < 2 ||
+        learning_epoch_) {
+      return;
+    }
+    learning_epoch_ = true;
     auto self = shared_from_this();
     CoordinatorStub(Channel(addr))
         .GetStatus(options_.request_timeout_ms,
                    [self, addr](const RpcStatus& s, const rpc::NodeStatus& st) {
+                     self->learning_epoch_ = false;
                      if (s.ok() && st.role == "primary") {
                        Epoch& e = self->primary_epoch_seen_[addr];
                        e = std::max<Epoch>(e, static_cast<Epoch>(st.epoch));
@@ -669,6 +690,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool probe_timer_armed_ = false;
   bool probe_running_ = false;
   uint64_t last_probe_ms_ = 0;  // start of the last probe round
+  bool learning_epoch_ = false;  // a LearnPrimaryEpoch GetStatus is out
   std::map<std::string, Epoch> primary_epoch_seen_;  // highest epoch each reported as primary
   std::atomic<uint64_t> primary_switches_{0};        // any thread reads it
 };
