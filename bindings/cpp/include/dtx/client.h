@@ -33,12 +33,14 @@
 // - A hung primary (paused, or cut off from the client's replies) is not
 //   waited out: once a Commit or GetShardMap to the current coordinator has
 //   been outstanding for ClientOptions::primary_probe_delay_ms, the client
-//   asks every coordinator's GetStatus (at most one such probe round at a
-//   time, one round per delay while requests stay outstanding). If another
-//   coordinator answers role "primary" with an epoch higher than any the
-//   current one reported, the client switches to it: each outstanding commit
-//   is abandoned at the old coordinator (its late reply is ignored) and asked
-//   again at the new primary with the same TxId, flagged is_retry - exactly
+//   asks every coordinator's GetStatus (timeout: half the delay; one round
+//   at a time, repeated every half delay while requests stay overdue). If
+//   another coordinator answers role "primary" with an epoch higher than any
+//   the current one reported (when that epoch is not known yet, once the
+//   current one answered or timed out), the client switches to it: each
+//   outstanding commit is abandoned at the old coordinator (its late reply
+//   is ignored) and asked again at the new primary with the same TxId,
+//   flagged is_retry - exactly
 //   the unknown-outcome path above, so it reports COMMITTED or ABORTED only
 //   on the new primary's answer. Outstanding shard-map fetches move too.
 //   An ABORTED answer with reason PARTICIPANT_UNAVAILABLE also starts a
@@ -123,8 +125,8 @@ struct ClientOptions {
   int failover_timeout_ms = kClientFailoverTimeoutMsDefault;
   // A Commit or GetShardMap outstanding this long at the current coordinator
   // makes the client ask the coordinators who is primary (see the file
-  // comment). Also the timeout of each GetStatus probe. 0: never probe (wait
-  // for commit_timeout_ms / request_timeout_ms as before).
+  // comment); each GetStatus probe times out after half of it. 0: never
+  // probe (wait for commit_timeout_ms / request_timeout_ms as before).
   int primary_probe_delay_ms = kClientPrimaryProbeDelayMsDefault;
   size_t in_flight_tx_max = kClientInFlightTxMax;
   // Run(): jittered exponential backoff between attempts.
