@@ -47,6 +47,10 @@ exception DtxError {
   1: required ErrorCode code,
   2: required string message,
   3: optional string primary,   // with NOT_PRIMARY: host:port of the primary if known
+  // With STALE_EPOCH from a participant: its current epoch, and the coordinator
+  // whose AdoptEpoch made it current (unset or empty: unknown).
+  4: optional Epoch current_epoch,
+  5: optional string epoch_owner,
 }
 
 struct ReadItem {

@@ -135,6 +135,10 @@ void Core::RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCo
   r.txid = txid;
   r.error = code;
   r.message = std::move(message);
+  if (code == ErrorCode::kStaleEpoch) {
+    r.current_epoch = epoch_;
+    r.epoch_owner = epoch_owner_;
+  }
   Respond(std::move(r), 0);
 }
 
@@ -269,7 +273,7 @@ bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epo
   if (epoch > epoch_) {
     epoch_ = epoch;
     epoch_owner_.clear();
-    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch}), /*forced=*/true, TxId{});
+    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch, std::string()}), /*forced=*/true, TxId{});
   }
   return true;
 }
@@ -281,22 +285,25 @@ void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, 
                  "participant failed: " + fatal_.ToString());
     return;
   }
-  if (epoch < 1 || coordinator.empty()) {
+  if (epoch < 1 || coordinator.empty() || coordinator.size() > kCoordinatorAddressBytesMax) {
     RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kBadArgument,
-                 "AdoptEpoch needs an epoch >= 1 and a coordinator address");
+                 "AdoptEpoch needs an epoch >= 1 and a coordinator address (at most " +
+                     std::to_string(kCoordinatorAddressBytesMax) + " bytes)");
     return;
   }
   if (epoch > epoch_) {
     epoch_ = epoch;
     epoch_owner_ = coordinator;
-    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch}), /*forced=*/true, TxId{});
+    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch, coordinator}), /*forced=*/true, TxId{});
   } else if (epoch < epoch_ || epoch_owner_ != coordinator) {
     ++stats_.stale_epoch_refusals;
     RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kStaleEpoch,
                  "epoch " + std::to_string(epoch) + " is not newer than this participant's epoch " +
                      std::to_string(epoch_) +
-                     (epoch == epoch_ ? " (made current by another coordinator or before a restart)"
-                                      : ""));
+                     (epoch != epoch_ ? std::string()
+                      : epoch_owner_.empty()
+                          ? std::string(" (made current by a stamped call or before a restart; owner unknown)")
+                          : " (granted to " + epoch_owner_ + ")"));
     return;
   }
   // Transactions prepared under an older epoch will get no decision from
@@ -704,7 +711,10 @@ void Core::RestoreCheckpoint(const Checkpoint& cp) {
   DTX_CHECK_MSG(recovering_ && last_replayed_lsn_ == 0, "RestoreCheckpoint after Replay");
   replay_from_ = cp.lsn;
   replay_retain_from_ = cp.retain_from;
-  epoch_ = std::max(epoch_, cp.epoch);
+  if (cp.epoch > epoch_) {
+    epoch_ = cp.epoch;
+    epoch_owner_ = cp.epoch_owner;
+  }
   commit_counter_ = std::max(commit_counter_, cp.commit_counter);
   forgotten_version_ = std::max(forgotten_version_, cp.forgotten_version);
   for (const CheckpointOutcome& o : cp.outcomes) {
@@ -747,7 +757,12 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
     case RecordType::kEpoch: {
       auto r = DecodeEpoch(payload);
       if (!r.ok()) return AtLsn(lsn, r.status());
-      epoch_ = std::max(epoch_, r->epoch);
+      if (r->epoch > epoch_) {
+        epoch_ = r->epoch;
+        epoch_owner_ = r->owner;
+      } else if (r->epoch == epoch_ && !r->owner.empty()) {
+        epoch_owner_ = r->owner;  // e.g. after a checkpoint that did not carry it
+      }
       return Status::OK();
     }
   }
@@ -838,6 +853,7 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
     if (tx.prepare_tag != 0) cp.retain_from = std::min(cp.retain_from, tx.prepare_tag);
   }
   cp.epoch = epoch_;
+  cp.epoch_owner = epoch_owner_;
   cp.commit_counter = commit_counter_;
   // Newest first up to the limit, then oldest first as recorded.
   cp.forgotten_version = forgotten_version_;

@@ -122,6 +122,12 @@ struct Reply {
   Vote vote = Vote::kNo;
   AbortReason reason = AbortReason::kConflict;  // with kNo
   std::string detail;                           // with kNo
+  // With kStaleEpoch: this participant's current epoch and the coordinator
+  // whose AdoptEpoch made it current (empty: unknown - raised by a stamped
+  // call, or adopted before owners were persisted). The caller uses them to
+  // tell "someone moved past me" from "this epoch was granted to another".
+  Epoch current_epoch = 0;
+  std::string epoch_owner;
 };
 
 // A record to append to the WAL. Tags increase by one per record, from 1.
@@ -272,12 +278,13 @@ class Core {
   void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
   // ParticipantPeer.AdoptEpoch (coordinator fencing, coordinator/README.md):
   // acked (kAdoptEpoch) when `epoch` is newer than the current one - it is
-  // adopted and its EPOCH record forced before the ack - or equal and made
-  // current by an AdoptEpoch from the same `coordinator` (a retry); anything
-  // else is kStaleEpoch. Which coordinator adopted the epoch is kept in
-  // memory only: after a restart, or when a stamped call raised the epoch,
-  // an equal epoch is refused to everyone (safe: the caller cannot tell it
-  // from "held by another coordinator" and does not take over).
+  // adopted and its EPOCH record (with `coordinator` as its owner) forced
+  // before the ack - or equal and made current by an AdoptEpoch from the same
+  // `coordinator` (a retry, also after a restart: the owner is replayed from
+  // the EPOCH record or the checkpoint); anything else is kStaleEpoch with
+  // Reply::current_epoch / epoch_owner set. An epoch is thus granted to at
+  // most one coordinator, ever. When a stamped call raised the epoch its owner
+  // is unknown and an equal epoch is refused to everyone.
   void AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms);
   void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
   // Every record with tag <= `tag` is durable (the WAL syncs in order).

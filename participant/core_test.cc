@@ -771,6 +771,45 @@ TEST(ParticipantCoreTest, AdoptEpochGrantsEachEpochToOneCoordinatorOnly) {
   EXPECT_EQ(n.reply(n.AdoptEpoch(0, "c1")).error, ErrorCode::kBadArgument);
 }
 
+// The owner of an adopted epoch is persisted with it (EPOCH record, then the
+// checkpoint): a restarted participant still grants the epoch to that
+// coordinator's retry and to nobody else, and a refusal names the current
+// epoch and its owner (the coordinator's HaCore uses them to skip an epoch
+// nobody can have established; coordinator/README.md "Epoch livelock").
+TEST(ParticipantCoreTest, AdoptedEpochOwnerSurvivesRestartAndCheckpointAndRefusalsNameIt) {
+  Node n;
+  Token a = n.AdoptEpoch(3, "c0");
+  n.Sync();
+  ASSERT_EQ(n.reply(a).error, ErrorCode::kOk);
+  const Reply& refused = n.reply(n.AdoptEpoch(3, "c1"));
+  EXPECT_EQ(refused.error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(refused.current_epoch, 3);
+  EXPECT_EQ(refused.epoch_owner, "c0");
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().epoch(), 3);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk) << "the owner's retry after a restart";
+  const Reply& again = n.reply(n.AdoptEpoch(3, "c1"));
+  EXPECT_EQ(again.error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(again.epoch_owner, "c0");
+  // Past a checkpoint that truncated the EPOCH record.
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk) << "owner from the checkpoint";
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c1")).error, ErrorCode::kStaleEpoch);
+  // A stamped call at a newer epoch: owner unknown, reported empty.
+  n.Commit(kT1, 4);
+  n.Sync();
+  const Reply& unknown = n.reply(n.AdoptEpoch(4, "c0"));
+  EXPECT_EQ(unknown.error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(unknown.current_epoch, 4);
+  EXPECT_EQ(unknown.epoch_owner, "");
+  const Reply& older = n.reply(n.Commit(kT1, 2));
+  EXPECT_EQ(older.error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(older.current_epoch, 4);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, std::string(kCoordinatorAddressBytesMax + 1, 'x'))).error,
+            ErrorCode::kBadArgument);
+}
+
 TEST(ParticipantCoreTest, AdoptedEpochAsksAboutTransactionsPreparedUnderAnOlderOneSoon) {
   Node n;
   n.Prepare(Req(kT1, {}, {Put("a", "1")}, false, false, /*epoch=*/1));

@@ -110,8 +110,10 @@ std::string EncodeAbort(const AbortRecord& r) {
 }
 
 std::string EncodeEpoch(const EpochRecord& r) {
+  DTX_CHECK(r.owner.size() <= kCoordinatorAddressBytesMax);
   Writer w;
   w.I64(r.epoch);
+  if (!r.owner.empty()) w.Bytes(r.owner);
   return w.Take();
 }
 
@@ -133,6 +135,8 @@ std::string EncodeCheckpoint(const Checkpoint& c) {
     w.Tx(o.txid);
     w.I64(o.version);
   }
+  DTX_CHECK(c.epoch_owner.size() <= kCoordinatorAddressBytesMax);
+  if (!c.epoch_owner.empty()) w.Bytes(c.epoch_owner);
   return w.Take();
 }
 
@@ -184,6 +188,10 @@ Result<EpochRecord> DecodeEpoch(std::string_view payload) {
   EpochRecord r;
   DTX_RETURN_IF_ERROR(in.I64(&r.epoch));
   if (r.epoch < 0) return in.Bad("negative epoch");
+  if (in.left() > 0) {
+    DTX_RETURN_IF_ERROR(in.Bytes(&r.owner, kCoordinatorAddressBytesMax, "owner"));
+    if (r.owner.empty()) return in.Bad("empty owner");
+  }
   DTX_RETURN_IF_ERROR(in.End());
   return r;
 }
@@ -218,7 +226,7 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   if (n > kCheckpointOutcomesMax) {
     return in.Bad("outcome count " + std::to_string(n) + " exceeds " + std::to_string(kCheckpointOutcomesMax));
   }
-  if (in.left() != size_t{n} * kCheckpointOutcomeBytes) {
+  if (in.left() < size_t{n} * kCheckpointOutcomeBytes) {
     return in.Bad(std::to_string(n) + " outcomes need " + std::to_string(size_t{n} * kCheckpointOutcomeBytes) +
                   " bytes, " + std::to_string(in.left()) + " left");
   }
@@ -229,6 +237,10 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
     if (o.version < 0 || o.version > c.commit_counter) {
       return in.Bad("outcome version " + std::to_string(o.version) + " outside 0..commit counter");
     }
+  }
+  if (in.left() > 0) {
+    DTX_RETURN_IF_ERROR(in.Bytes(&c.epoch_owner, kCoordinatorAddressBytesMax, "epoch owner"));
+    if (c.epoch_owner.empty()) return in.Bad("empty epoch owner");
   }
   DTX_RETURN_IF_ERROR(in.End());
   return c;

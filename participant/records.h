@@ -60,8 +60,14 @@ struct AbortRecord {
   friend bool operator==(const AbortRecord&, const AbortRecord&) = default;
 };
 
+// `owner`: the coordinator (host:port) whose AdoptEpoch made `epoch` current,
+// so that a restarted participant still grants it to that coordinator only
+// (an equal-epoch retry) and can name it in a STALE_EPOCH refusal. Empty:
+// raised by a stamped call, or a record written before the owner was kept
+// (the payload then ends after the epoch; both forms decode).
 struct EpochRecord {
   Epoch epoch = 0;
+  std::string owner = {};  // <= kCoordinatorAddressBytesMax
   friend bool operator==(const EpochRecord&, const EpochRecord&) = default;
 };
 
@@ -96,6 +102,9 @@ struct Checkpoint {
   // decodes with forgotten_version = commit_counter and no outcomes.
   Version forgotten_version = 0;
   std::vector<CheckpointOutcome> outcomes;  // oldest first, <= kCheckpointOutcomesMax
+  // The owner of `epoch` (EpochRecord::owner), encoded after the outcomes
+  // only when not empty; a checkpoint without it decodes with "".
+  std::string epoch_owner = {};
   friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
 };
 

@@ -37,6 +37,37 @@ TEST(RecordsTest, CommitAbortEpochRoundTrip) {
   auto e = DecodeEpoch(EncodeEpoch({12}));
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->epoch, 12);
+  EXPECT_EQ(e->owner, "");
+  auto o = DecodeEpoch(EncodeEpoch({12, "127.0.0.1:4000"}));
+  ASSERT_TRUE(o.ok());
+  EXPECT_EQ(*o, (EpochRecord{12, "127.0.0.1:4000"}));
+}
+
+// EPOCH records written before the owner was kept are the bare epoch: both
+// forms decode; a truncated, empty or oversized owner is corruption.
+TEST(RecordsTest, EpochOwnerIsOptionalAndBoundsChecked) {
+  std::string old = EncodeEpoch({7});
+  ASSERT_EQ(old.size(), 8u);
+  std::string with = EncodeEpoch({7, "c0:1"});
+  ASSERT_EQ(with.substr(0, 8), old);
+  for (size_t n = 9; n < with.size(); ++n) {
+    EXPECT_TRUE(DecodeEpoch(std::string_view(with).substr(0, n)).status().IsCorruption()) << n;
+  }
+  EXPECT_TRUE(DecodeEpoch(with + "x").status().IsCorruption());
+  std::string empty = old + std::string(4, '\0');
+  EXPECT_TRUE(DecodeEpoch(empty).status().IsCorruption());
+  std::string huge = old + std::string("\xff\xff\xff\x7f", 4);
+  EXPECT_TRUE(DecodeEpoch(huge).status().IsCorruption());
+  // The checkpoint carries the owner after its outcomes; without it, "".
+  Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}}};
+  cp.epoch_owner = "c1:2";
+  auto back = DecodeCheckpoint(EncodeCheckpoint(cp));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, cp);
+  std::string b = EncodeCheckpoint(cp);
+  for (size_t n = 33 + 8 + 4 + 24 + 1; n < b.size(); ++n) {
+    EXPECT_TRUE(DecodeCheckpoint(b.substr(0, n)).status().IsCorruption()) << n;
+  }
 }
 
 TEST(RecordsTest, EveryTruncationIsCorruption) {

@@ -554,7 +554,12 @@ void Runtime::Deliver(Reply& r) {
                    ErrorCodeName(r.error), r.message);
       Trace(r.txid, "refused", ErrorCodeName(r.error));
     }
-    p.fail(ToDtxError(r.error, r.message));
+    rpc::DtxError e = ToDtxError(r.error, r.message);
+    if (r.error == ErrorCode::kStaleEpoch) {
+      e.__set_current_epoch(r.current_epoch);
+      if (!r.epoch_owner.empty()) e.__set_epoch_owner(r.epoch_owner);
+    }
+    p.fail(e);
     return;
   }
   switch (r.kind) {
