@@ -746,7 +746,8 @@ TEST_F(NetnsHaTest, BackupCutFromParticipantsCannotPromote) {
 
 // The primary is cut from the participants and from the backup (the clients
 // still reach it): the backup promotes at E+1; the old primary commits nothing
-// more; after the heal it steps down to backup and the new primary serves.
+// more while the clients move to the new one; after the heal the old one
+// steps down to backup.
 TEST_F(NetnsHaTest, PrimaryCutFromEveryoneIsReplaced) {
   StartWorkload();
   std::this_thread::sleep_for(1500ms);
@@ -780,6 +781,10 @@ TEST_F(NetnsHaTest, PrimaryCutFromEveryoneIsReplaced) {
               static_cast<long long>(c0_after->counters["commits"]), during);
   EXPECT_EQ(c0_before->counters["commits"], c0_after->counters["commits"]);
   EXPECT_LE(c0_after->epoch, epoch0);  // it never got a newer epoch
+  // The clients left the cut-off primary (its PARTICIPANT_UNAVAILABLE aborts
+  // make them probe) and commit through the new one.
+  EXPECT_GT(during, 0u);
+  EXPECT_GE(client_->primary_switches(), 1u);
   ASSERT_TRUE(lab_.HealAll().ok());
   auto healed = Clock::now();
   // It learns of the newer epoch (heartbeat from c1 or a participant's
