@@ -613,10 +613,19 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
 // ---- failover and fencing ----------------------------------------------------------------
 
 void HaCore::DriveRole(uint64_t now_ms) {
-  if (!started_ || opts_.peer.empty() || bump_.epoch != 0 || establishing_tag_ != 0 ||
-      step_down_pending_) {
-    return;
+  if (!started_ || opts_.peer.empty()) return;
+  // Neither of us serves: we are a backup and the peer answers as a backup
+  // or as a primary still "starting" (trying to establish an epoch).
+  const bool nobody_serves = role_ == Role::kBackup && !peer_suspected_ &&
+                             (peer_view_.role == "backup" || peer_view_.role == "starting");
+  const bool both_backups = nobody_serves && peer_view_.role == "backup";
+  if (nobody_serves != both_backups_) {
+    both_backups_ = nobody_serves;
+    both_backups_since_ms_ = now_ms;
   }
+  const bool nobody_served_long =
+      nobody_serves && now_ms - both_backups_since_ms_ >= kBothBackupsYieldFactor * opts_.detector.suspect_after_ms;
+  if (bump_.epoch != 0 || establishing_tag_ != 0 || step_down_pending_) return;
   if (now_ms < bump_retry_at_ms_) return;
   const Epoch epoch = core_->epoch();
   if (role_ == Role::kPrimary && !established_) {
@@ -628,26 +637,30 @@ void HaCore::DriveRole(uint64_t now_ms) {
     if (peer_view_.role == "starting" && !peer_suspected_ && opts_.self_address > opts_.peer) {
       return;  // both starting: the lower address goes first
     }
-    StartBump(now_ms, epoch + 1, "starting as primary");
+    StartBump(now_ms, NextBumpEpoch(), "starting as primary");
   } else if (role_ == Role::kPrimary && established_ && !solo_ok_ &&
              backup_state_ == BackupState::kDown && solo_epoch_pending_ == 0) {
-    StartBump(now_ms, epoch + 1, "backup lost: fencing it out before committing alone");
+    StartBump(now_ms, NextBumpEpoch(), "backup lost: fencing it out before committing alone");
   } else if (role_ == Role::kBackup && in_sync_ && peer_suspected_) {
-    StartBump(now_ms, epoch + 1, "primary suspected: promoting");
-  } else if (role_ == Role::kBackup && !in_sync_ && !peer_suspected_ &&
-             peer_view_.role == "backup" && epoch > 0 &&
-             (epoch > peer_view_.epoch ||
-              (epoch == peer_view_.epoch && opts_.self_address < opts_.peer))) {
+    StartBump(now_ms, NextBumpEpoch(), "primary suspected: promoting");
+  } else if (nobody_serves && epoch > 0 &&
+             ((both_backups && epoch > peer_view_.epoch) ||
+              (epoch == peer_view_.epoch &&
+               ((both_backups && opts_.self_address < opts_.peer) || nobody_served_long)))) {
     // Both coordinators are backups (e.g. both restarted, the one started as
-    // primary with the older log stepped down). The newest log is the owner
+    // primary with the older log stepped down, or a deposed primary's backup
+    // still counting itself in sync with it). The newest log is the owner
     // of its epoch - the other's epoch is lower - or, at equal epochs, acked
     // every decision of it: it holds every commit decision and takes over.
+    // At equal epochs the lower address goes first; if that has not ended
+    // the situation after a while (e.g. the other holds the grants of the
+    // next epoch at a majority), the higher address tries too.
     // Exclusive epoch grants keep a race with the peer safe.
     Note(true, "both coordinators are backups; our log (epoch " + std::to_string(epoch) +
                    ") is at least as new as the peer's (epoch " +
                    std::to_string(peer_view_.epoch) + "): taking over");
     role_ = Role::kPrimary;  // starting; established once the new epoch is durable
-    StartBump(now_ms, epoch + 1, "both coordinators are backups: the newest log takes over");
+    StartBump(now_ms, NextBumpEpoch(), "both coordinators are backups: the newest log takes over");
   }
 }
 
@@ -673,7 +686,8 @@ void HaCore::StartBump(uint64_t now_ms, Epoch epoch, std::string why) {
 }
 
 void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
-                               const std::string& error) {
+                               const std::string& error, std::optional<Epoch> current_epoch,
+                               const std::string& owner) {
   auto it = adopt_out_.find(id);
   if (it == adopt_out_.end() || bump_.epoch == 0) return;
   const std::string participant = it->second;
@@ -683,21 +697,79 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
   } else {
     ++bump_.failed;
     bump_.last_error = participant + ": " + error;
-    if (status == CallStatus::kStaleEpoch) bump_.stale = true;
+    if (status == CallStatus::kStaleEpoch) {
+      // Refused: the participant holds a newer epoch, or this one granted to
+      // another coordinator (or to an unknown one).
+      ++bump_.stale;
+      if (current_epoch && *current_epoch >= bump_.highest_seen) {
+        bump_.highest_seen = *current_epoch;
+        bump_.highest_owner = owner;
+      }
+    }
   }
   const size_t n = core_opts_.participants.size();
   const size_t majority = n / 2 + 1;
-  // Each participant grants an epoch to one coordinator only, so at most one
-  // of two contenders reaches a majority; a STALE_EPOCH from some
-  // participants does not stop us from winning at the others.
+  // Each participant grants an epoch to one coordinator only, ever (the
+  // owner is persisted with it), so at most one contender reaches a majority;
+  // a STALE_EPOCH from some participants does not stop us from winning at
+  // the others.
   if (bump_.ok >= majority) {
     BumpSucceeded(now_ms);
   } else if (bump_.ok + bump_.failed == n) {
-    BumpFailed(now_ms, bump_.stale,
-               "only " + std::to_string(bump_.ok) + " of " + std::to_string(n) +
-                   " participants adopted it; last error " + bump_.last_error);
+    std::string why = "only " + std::to_string(bump_.ok) + " of " + std::to_string(n) +
+                      " participants adopted it; last error " + bump_.last_error;
+    if (bump_.highest_seen != 0) {
+      why += "; highest epoch seen " + std::to_string(bump_.highest_seen) +
+             (bump_.highest_owner.empty() ? std::string(" (owner unknown)")
+                                          : " (held by " + bump_.highest_owner + ")");
+    }
+    // A blocking set: so many participants granted the epoch to us that no
+    // other coordinator can ever hold it at a majority, while it is lost to
+    // us at others - nobody can establish it, so skip it.
+    const size_t blocking = n - majority + 1;
+    if (bump_.ok >= blocking && bump_.stale > 0) {
+      BumpBlocked(now_ms, why);
+    } else {
+      // Stale only when the refusals alone rule a majority out; otherwise
+      // the participants that did not answer may still grant it to us.
+      BumpFailed(now_ms, bump_.stale > n - majority, why);
+    }
   }
   Drain(now_ms);
+}
+
+Epoch HaCore::NextBumpEpoch() const {
+  const Epoch e = core_->epoch();
+  if (blocked_lo_ <= e && blocked_hi_ > e) return blocked_hi_ + 1;
+  return e + 1;
+}
+
+uint64_t HaCore::SkipDelayMs() const {
+  // No randomness in the core: the two coordinators move on after different
+  // delays (the lower address first), growing with the run of skipped epochs,
+  // so that two contenders splitting the grants of every epoch separate.
+  const uint64_t run = static_cast<uint64_t>(std::min<Epoch>(blocked_hi_ - blocked_lo_, 8));
+  const uint64_t base = opts_.self_address < opts_.peer ? opts_.heartbeat_ms / 2 : opts_.heartbeat_ms * 2;
+  return base + run * (opts_.heartbeat_ms / 4);
+}
+
+void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
+  const Epoch x = bump_.epoch;
+  bump_.epoch = 0;
+  adopt_out_.clear();
+  // x == NextBumpEpoch(): it extends a known run, or starts one above the
+  // core epoch (every epoch in between is in our log).
+  const Epoch e = core_->epoch();
+  if (blocked_lo_ <= e && blocked_hi_ > e && x == blocked_hi_ + 1) {
+    blocked_hi_ = x;
+  } else if (x == e + 1) {
+    blocked_lo_ = e;
+    blocked_hi_ = x;
+  }  // else the core epoch moved during the bump: nothing usable was learnt
+  bump_retry_at_ms_ = now_ms + SkipDelayMs();
+  Note(true, "epoch " + std::to_string(x) + " not adopted but blocked: " + why +
+                 "; no coordinator can establish it, next attempt at epoch " +
+                 std::to_string(NextBumpEpoch()));
 }
 
 void HaCore::BumpSucceeded(uint64_t now_ms) {

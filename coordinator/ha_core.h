@@ -54,6 +54,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/failure_detector.h"
@@ -239,8 +240,14 @@ class HaCore {
   void OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req);
 
   // ---- fencing ----
+  // With kStaleEpoch, `current_epoch` / `owner` are the participant's current
+  // epoch and the coordinator that holds it (DtxError fields 4, 5; unset or
+  // empty when unknown): used for notes only - any STALE_EPOCH answer to
+  // AdoptEpoch(X) means X can no longer be granted to us there.
   void OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
-                         const std::string& error = {});
+                         const std::string& error = {},
+                         std::optional<Epoch> current_epoch = std::nullopt,
+                         const std::string& owner = {});
 
   HaReady TakeReady();
 
@@ -259,6 +266,13 @@ class HaCore {
   bool in_sync() const { return in_sync_; }  // backup
   int64_t generation() const { return role_ == Role::kPrimary ? generation_ : sync_generation_; }
   Epoch bump_in_progress() const { return bump_.epoch; }
+  // The epoch the next bump asks for: core epoch + 1, or one past the run of
+  // epochs this node has blocked (see "Epoch skipping" in the class comment).
+  Epoch NextBumpEpoch() const;
+  // Epochs (lo, hi] that no other coordinator can ever hold at a majority of
+  // participants (each was granted to us by at least n - majority + 1 of
+  // them); lo == hi: none known.
+  std::pair<Epoch, Epoch> blocked_epochs() const { return {blocked_lo_, blocked_hi_}; }
   bool peer_suspected() const { return peer_suspected_; }
   const FailureDetector& peer_detector() const { return peer_fd_; }
   const PeerView& peer_view() const { return peer_view_; }
@@ -288,7 +302,9 @@ class HaCore {
     uint64_t id = 0;
     Epoch epoch = 0;  // 0: none in progress
     size_t ok = 0, failed = 0;
-    bool stale = false;
+    size_t stale = 0;  // STALE_EPOCH refusals: the epoch is lost at those participants
+    Epoch highest_seen = 0;
+    std::string highest_owner;
     uint64_t started_ms = 0;
     std::string why, last_error;
   };
@@ -327,6 +343,10 @@ class HaCore {
   void StartBump(uint64_t now_ms, Epoch epoch, std::string why);
   void BumpSucceeded(uint64_t now_ms);
   void BumpFailed(uint64_t now_ms, bool stale, const std::string& why);
+  // The bump at `bump_.epoch` failed, but it was granted to us by a blocking
+  // set: record it and move on to the next epoch after a per-node delay.
+  void BumpBlocked(uint64_t now_ms, const std::string& why);
+  uint64_t SkipDelayMs() const;
   void EstablishAt(Epoch epoch);
   void StepDownLater(std::string why);
   void BecomeBackup(uint64_t now_ms, const std::string& why);
@@ -348,6 +368,18 @@ class HaCore {
   Bump bump_;
   uint64_t next_bump_id_ = 0;
   uint64_t bump_retry_at_ms_ = 0;
+  // Blocked epochs (lo, hi]: a fact about the participants' persisted,
+  // exclusive grants, so it never becomes false; kept in memory only (a
+  // restart forgets it: conservative).
+  Epoch blocked_lo_ = 0;
+  Epoch blocked_hi_ = 0;
+  // Neither coordinator serves (we are a backup; the peer answers as a backup
+  // or a primary still starting): since when.
+  bool both_backups_ = false;
+  uint64_t both_backups_since_ms_ = 0;
+  // After this many suspect_after_ms as two backups at equal epochs, the
+  // higher address takes over too.
+  static constexpr uint64_t kBothBackupsYieldFactor = 4;
   std::optional<std::string> step_down_pending_;
   uint64_t peer_suspected_at_ms_ = 0;
   uint64_t next_heartbeat_ms_ = 0;

@@ -1062,8 +1062,14 @@ void World::DrainCoordinator(Node& n) {
               [this, self, id](CallEnd end, const Response* resp) {
                 Node& me = nodes_[self];
                 const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
+                std::optional<Epoch> current;
+                std::string owner;
+                if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch) {
+                  current = rep->current_epoch;
+                  owner = rep->epoch_owner;
+                }
                 me.ha->OnAdoptEpochReply(now_, id, CallStatusOf(end, rep),
-                                         rep != nullptr ? rep->message : CallEndName(end));
+                                         rep != nullptr ? rep->message : CallEndName(end), current, owner);
                 DrainCoordinator(me);
               });
   }
