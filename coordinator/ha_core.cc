@@ -332,6 +332,7 @@ PeerView HaCore::OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, con
     if (!opts_.peer.empty() && sender == opts_.peer) {
       // Proof of life from the peer, whichever side probes.
       peer_fd_.Heartbeat(now_ms);
+      UpdatePeerSuspicion(now_ms);
       peer_view_.role = view.role;
       peer_view_.epoch = view.epoch;
       if (!view.name.empty()) peer_view_.name = view.name;
@@ -359,7 +360,14 @@ void HaCore::CheckSuspicions(uint64_t now_ms) {
     }
     if (role_ == Role::kPrimary && core_->started()) core_->SetParticipantSuspected(now_ms, address, s);
   }
+  // The peer's suspicion first: DriveRole must not act on a suspicion that
+  // a heartbeat or Replicate received since has already refuted (a backup
+  // re-synced after a heal would otherwise promote at once).
+  UpdatePeerSuspicion(now_ms);
   DriveRole(now_ms);
+}
+
+void HaCore::UpdatePeerSuspicion(uint64_t now_ms) {
   if (opts_.peer.empty()) return;
   const bool s = peer_fd_.Suspected(now_ms);
   if (s == peer_suspected_) return;
@@ -370,7 +378,6 @@ void HaCore::CheckSuspicions(uint64_t now_ms) {
                    std::to_string(peer_fd_.AgeMs(now_ms)) + " ms");
     if (role_ == Role::kPrimary) BackupLost(now_ms, "backup suspected (no heartbeat)");
     peer_suspected_at_ms_ = now_ms;
-    DriveRole(now_ms);
   } else {
     Note(false, "peer coordinator " + opts_.peer + " is answering heartbeats again");
   }
@@ -502,7 +509,11 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
                                               std::to_string(mine) + "; Replicate at epoch " +
                                               std::to_string(req.epoch) + " is stale");
   }
-  if (!opts_.peer.empty() && req.primary == opts_.peer) peer_fd_.Heartbeat(now_ms);
+  if (!opts_.peer.empty() && req.primary == opts_.peer) {
+    // Proof of life of the primary at the current epoch: no longer suspected.
+    peer_fd_.Heartbeat(now_ms);
+    UpdatePeerSuspicion(now_ms);
+  }
   if (!req.snapshot && req.generation != sync_generation_) {
     return refuse(ErrorCode::kUnavailable, "not in sync for generation " +
                                                std::to_string(req.generation) + " (have " +

@@ -334,6 +334,9 @@ class HaCore {
 
   void HeartbeatRound(uint64_t now_ms);
   void CheckSuspicions(uint64_t now_ms);
+  // Recomputes peer_suspected_ from the peer's failure detector (notes, and a
+  // lost backup when we are the primary).
+  void UpdatePeerSuspicion(uint64_t now_ms);
   void OnPeerView(uint64_t now_ms, const PeerView& view);
   void FlushReplicate();
   void StartSync(uint64_t now_ms);

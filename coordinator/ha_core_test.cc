@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,7 +48,8 @@ struct Entry {
 // accumulated in `out` until the test clears it.
 class Node {
  public:
-  Node(Role role, std::string self, std::string peer) {
+  Node(Role role, std::string self, std::string peer,
+       std::vector<std::string> participants = kParticipants) {
     HaCoreOptions o;
     o.role = role;
     o.self_address = self;
@@ -56,7 +58,7 @@ class Node {
     o.detector.suspect_after_ms = 500;
     o.replicate_timeout_ms = 1000;
     CoreOptions co;
-    co.participants = kParticipants;
+    co.participants = std::move(participants);
     co.self_address = self;
     ha_ = std::make_unique<HaCore>(o, co);
   }
@@ -120,6 +122,20 @@ class Node {
       } else {
         ha_->OnProbeReply(now, p.to, participants_ok);
       }
+      Drain();
+    }
+  }
+  // Answers the outstanding AdoptEpoch to each participant as `by[participant]`
+  // says (a STALE_EPOCH names `held` / `owner`).
+  void AnswerAdoptsBy(const std::map<std::string, CallStatus>& by, Epoch held = 0,
+                      const std::string& owner = {}) {
+    std::vector<AdoptEpochMsg> adopts = std::move(out.adopt);
+    out.adopt.clear();
+    for (const AdoptEpochMsg& m : adopts) {
+      const CallStatus st = by.at(m.to);
+      ha_->OnAdoptEpochReply(now, m.id, st, "test",
+                             st == CallStatus::kStaleEpoch ? std::optional<Epoch>(held) : std::nullopt,
+                             owner);
       Drain();
     }
   }
@@ -531,6 +547,125 @@ TEST(HaCore, SameInputsGiveSameOutputs) {
     return s;
   };
   EXPECT_EQ(run(), run());
+}
+
+}  // namespace
+}  // namespace dtx::coordinator
+
+namespace dtx::coordinator {
+namespace {
+
+// A backup made in sync by a snapshot of `primary` at `epoch`.
+void SyncAsBackup(Node& b, const std::string& primary, Epoch epoch, int64_t generation = 1) {
+  HaCore::ReplicateIn snap{epoch, primary, generation, true,
+                           {{RecordType::kSync, EncodePayload(SyncRecord{generation})},
+                            {RecordType::kEpoch, EncodePayload(EpochRecord{epoch})}}};
+  b.ha().OnReplicate(b.now, 1, snap);
+  b.Drain();
+  b.Sync();
+  ASSERT_TRUE(b.ha().in_sync());
+  b.out = HaReady{};
+}
+
+// The livelock of seed 96 (tests/sim/README.md): two participants, the grants
+// of epoch 2 split between the coordinators. Neither can ever get epoch 2;
+// the one that holds a blocking set of it (n - majority + 1 = 1 grant) knows
+// nobody can establish it, skips it and establishes epoch 3.
+TEST(HaCore, EpochGrantedToUsByABlockingSetAndLostElsewhereIsSkipped) {
+  const std::vector<std::string> two = {kParticipants[0], kParticipants[1]};
+  Node c1(Role::kBackup, kC1, kC0, two);
+  c1.Start();
+  SyncAsBackup(c1, kC0, 1);
+  c1.Tick(600);
+  ASSERT_TRUE(c1.ha().peer_suspected());
+  ASSERT_EQ(c1.out.adopt.size(), 2u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
+  c1.AnswerAdoptsBy({{two[0], CallStatus::kOk}, {two[1], CallStatus::kStaleEpoch}}, 2, kC0);
+  EXPECT_TRUE(c1.ha().in_sync()) << "a blocked epoch is no sign of a newer primary";
+  EXPECT_EQ(c1.ha().role(), Role::kBackup);
+  EXPECT_EQ(c1.ha().blocked_epochs(), (std::pair<Epoch, Epoch>{1, 2}));
+  EXPECT_EQ(c1.ha().NextBumpEpoch(), 3u);
+  // Lower address than kC1? No: kC1 is the higher one, it waits 2 heartbeats.
+  c1.Tick(100);
+  EXPECT_TRUE(c1.out.adopt.empty()) << "the per-node delay";
+  c1.Tick(200);
+  ASSERT_EQ(c1.out.adopt.size(), 2u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 3u);
+  c1.AnswerAdopts(CallStatus::kOk);
+  c1.Sync();
+  EXPECT_TRUE(c1.ha().established());
+  EXPECT_EQ(c1.ha().epoch(), 3u);
+}
+
+// Without a blocking set the epoch may be established by the other
+// coordinator: never skipped, and a backup that lost it drops out of sync.
+TEST(HaCore, EpochWithoutABlockingSetIsNeverSkipped) {
+  const std::vector<std::string> two = {kParticipants[0], kParticipants[1]};
+  Node c1(Role::kBackup, kC1, kC0, two);
+  c1.Start();
+  SyncAsBackup(c1, kC0, 1);
+  c1.Tick(600);
+  ASSERT_EQ(c1.out.adopt.size(), 2u);
+  c1.AnswerAdoptsBy({{two[0], CallStatus::kUnavailable}, {two[1], CallStatus::kStaleEpoch}}, 2, kC0);
+  EXPECT_FALSE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().NextBumpEpoch(), 2u);
+  c1.Tick(3000);
+  EXPECT_TRUE(c1.out.adopt.empty());
+  // Three participants: a blocking set is a majority, so nothing is ever
+  // skipped; one refusal while another did not answer is not yet stale.
+  Node c2(Role::kBackup, kC1, kC0);
+  c2.Start();
+  SyncAsBackup(c2, kC0, 1);
+  c2.Tick(600);
+  ASSERT_EQ(c2.out.adopt.size(), 3u);
+  c2.AnswerAdoptsBy({{kParticipants[0], CallStatus::kOk},
+                     {kParticipants[1], CallStatus::kStaleEpoch},
+                     {kParticipants[2], CallStatus::kTimeout}},
+                    2, kC0);
+  EXPECT_TRUE(c2.ha().in_sync()) << "participant 2 may still grant epoch 2 to us";
+  EXPECT_EQ(c2.ha().NextBumpEpoch(), 2u);
+  c2.Tick(600);
+  ASSERT_EQ(c2.out.adopt.size(), 3u);
+  EXPECT_EQ(c2.out.adopt[0].epoch, 2u) << "the same epoch again";
+}
+
+// After a partition heals, the backup that re-synced from the primary must
+// not promote on the suspicion it held during the partition: the primary's
+// Replicate is proof of life at the current epoch (ha_netns_test saw a
+// needless failover right after a heal).
+TEST(HaCore, BackupResyncedAfterAHealDoesNotPromoteOnAnOldSuspicion) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  // Partition between the coordinators: the primary fences the backup out
+  // with epoch 2; the backup suspects the primary and loses epoch 2.
+  c0.Tick(600);
+  EXPECT_EQ(c0.ha().backup_state(), BackupState::kDown);
+  ASSERT_EQ(c0.out.adopt.size(), 3u);
+  c0.AnswerAdopts(CallStatus::kOk);
+  c0.Sync();
+  ASSERT_EQ(c0.ha().epoch(), 2u);
+  c1.Tick(600);
+  ASSERT_TRUE(c1.ha().peer_suspected());
+  ASSERT_EQ(c1.out.adopt.size(), 3u);
+  c1.AnswerAdoptsBy({{kParticipants[0], CallStatus::kStaleEpoch},
+                     {kParticipants[1], CallStatus::kStaleEpoch},
+                     {kParticipants[2], CallStatus::kStaleEpoch}},
+                    2, kC0);
+  ASSERT_FALSE(c1.ha().in_sync());
+  c1.Tick(600);  // still partitioned, past the retry delay
+  // Heal: the primary hears the backup and sends a snapshot; it becomes
+  // durable at the backup before the backup's next tick.
+  c0.Tick(100);
+  c0.AnswerProbes(true, c1.ha().View());
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  Replicate(c0, c1);
+  ASSERT_TRUE(c1.ha().in_sync());
+  EXPECT_FALSE(c1.ha().peer_suspected()) << "the Replicate cleared the suspicion";
+  c1.out.adopt.clear();
+  c1.Tick(10);
+  EXPECT_TRUE(c1.out.adopt.empty()) << "no promotion right after the heal";
+  EXPECT_EQ(c1.ha().role(), Role::kBackup);
+  EXPECT_EQ(c1.ha().stats().promotions, 0u);
 }
 
 }  // namespace
