@@ -72,6 +72,7 @@
 
 #include "ParticipantPeer.h"
 #include "common/event_loop.h"
+#include "common/failure_detector.h"
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/trace.h"
@@ -111,7 +112,7 @@ struct RuntimeOptions {
   std::vector<std::string> coordinators;
   // A coordinator not heard from (heartbeat or call) for this long shows as
   // suspected in GetStatus.
-  uint64_t coordinator_suspect_after_ms = 500;
+  uint64_t coordinator_suspect_after_ms = kSuspectAfterMsDefault;  // common/failure_detector.h
   CoreOptions core;
   wal::Options wal;
   uint64_t checkpoint_interval_records = kCheckpointIntervalRecordsDefault;  // 0: not by count
