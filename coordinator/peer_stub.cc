@@ -93,13 +93,35 @@ void ParticipantPeerStub::Heartbeat(const rpc::HeartbeatRequest& req, int timeou
                           ValueReply<rpc::ParticipantPeer_Heartbeat_presult>(std::move(done)));
 }
 
-void ParticipantPeerStub::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator,
-                                     int timeout_ms, RpcDoneCallback done) {
+void ParticipantPeerStub::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+                                     std::function<void(const RpcStatus&, const AdoptEpochRefusal&)> done) {
   rpc::ParticipantPeer_AdoptEpoch_pargs a;
   a.epoch = &epoch;
   a.coordinator = &coordinator;
+  // As VoidReply, but a DtxError's current_epoch / epoch_owner (STALE_EPOCH)
+  // are handed on too.
   Channel(channel_)->Call("AdoptEpoch", Args(a), timeout_ms,
-                          VoidReply<rpc::ParticipantPeer_AdoptEpoch_presult>(std::move(done)));
+                          [done = std::move(done)](const RpcStatus& st, TProtocol* in) {
+                            AdoptEpochRefusal refusal;
+                            if (!st.ok()) {
+                              done(st, refusal);
+                              return;
+                            }
+                            RpcStatus result;
+                            try {
+                              rpc::ParticipantPeer_AdoptEpoch_presult r;
+                              r.read(in);
+                              in->readMessageEnd();
+                              if (r.__isset.err) {
+                                result = StatusFromDtxError(r.err);
+                                if (r.err.__isset.current_epoch) refusal.current_epoch = r.err.current_epoch;
+                                if (r.err.__isset.epoch_owner) refusal.owner = r.err.epoch_owner;
+                              }
+                            } catch (const std::exception& e) {
+                              result = Status::Internal(std::string("undecodable reply: ") + e.what());
+                            }
+                            done(result, refusal);
+                          });
 }
 
 }  // namespace dtx::coordinator

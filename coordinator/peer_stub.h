@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "CoordinatorPeer.h"
@@ -43,8 +44,14 @@ class ParticipantPeerStub {
 
   void Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
                  RpcCallback<rpc::HeartbeatResponse> done);
+  // `done` gets, with a STALE_EPOCH refusal, the participant's current epoch
+  // and its owner when the participant sent them (DtxError fields 4, 5).
+  struct AdoptEpochRefusal {
+    std::optional<int64_t> current_epoch;
+    std::string owner;
+  };
   void AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
-                  RpcDoneCallback done);
+                  std::function<void(const RpcStatus&, const AdoptEpochRefusal&)> done);
   const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
 
  private:

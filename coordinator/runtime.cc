@@ -135,7 +135,12 @@ CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
       in_flight(r.AddGauge("dtx_in_flight", "Transactions in the core (undecided or committing).")),
       heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
                                      "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
-      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})) {
+      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})),
+      wal_sync(r.AddHistogram("dtx_wal_sync_seconds",
+                              "WAL fdatasync latency per group commit (the batch's syncs; two when it sealed a segment).",
+                              obs::LatencyBucketsSeconds())),
+      wal_records_per_sync(r.AddHistogram("dtx_wal_records_per_sync", "Records made durable by one WAL group commit.",
+                                          obs::ExponentialBuckets(1, 2, 12))) {
   for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
                         AbortReason::kCoordinatorFailover}) {
     abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
@@ -266,7 +271,7 @@ Status Runtime::Init() {
 
   uint64_t replayed = 0;
   Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
-      options_.wal, options_.dir + "/wal",
+      WalOptions(), options_.dir + "/wal",
       [this, &replayed](wal::Lsn lsn, uint8_t type, std::string_view payload) {
         ++replayed;
         return ha_->Replay(lsn, type, payload);
@@ -537,13 +542,24 @@ void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn
   Process();
 }
 
+wal::Options Runtime::WalOptions() {
+  wal::Options o = options_.wal;
+  // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
+  // Log (~Runtime resets log_ before the members go).
+  o.on_sync = [this](uint64_t records, uint64_t /*bytes*/, uint64_t sync_ns) {
+    metrics_.wal_sync.ObserveNs(sync_ns);
+    metrics_.wal_records_per_sync.Observe(static_cast<double>(records));
+  };
+  return o;
+}
+
 void Runtime::ReloadLog() {
   // Callbacks of the old log (durability notices of a replaced core) find
   // alive_ expired.
   alive_ = std::make_shared<int>(0);
   log_.reset();
   Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
-      options_.wal, options_.dir + "/wal",
+      WalOptions(), options_.dir + "/wal",
       [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
         return ha_->Replay(lsn, type, payload);
       });
@@ -876,9 +892,14 @@ void Runtime::SendAdoptEpoch(const AdoptEpochMsg& m) {
   const MessageId id = m.id;
   const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, 60000));
   AdoptStubFor(m.to).AdoptEpoch(static_cast<int64_t>(m.epoch), address_, timeout_ms,
-                                [this, id](const RpcStatus& st) {
+                                [this, id](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
                                   if (shut_down_) return;
-                                  ha_->OnAdoptEpochReply(NowMs(), id, ToCallStatus(st), st.ToString());
+                                  std::optional<Epoch> current;
+                                  if (r.current_epoch && *r.current_epoch >= 0) {
+                                    current = static_cast<Epoch>(*r.current_epoch);
+                                  }
+                                  ha_->OnAdoptEpochReply(NowMs(), id, ToCallStatus(st), st.ToString(), current,
+                                                         r.owner);
                                   Process();
                                 });
 }

@@ -129,6 +129,10 @@ struct CoordinatorMetrics {
   obs::Gauge& in_flight;
   obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
   obs::GaugeFamily& suspected;
+  // Fed by wal::Options::on_sync on the WAL's flusher thread (Observe is
+  // thread-safe), as on the participant (docs/observability.md).
+  obs::Histogram& wal_sync;              // dtx_wal_sync_seconds
+  obs::Histogram& wal_records_per_sync;  // dtx_wal_records_per_sync
   std::atomic<uint64_t> wal_syncs{0};
   std::atomic<uint64_t> wal_records_synced{0};
   std::atomic<uint64_t> wal_sync_micros{0};
@@ -221,6 +225,8 @@ class Runtime {
   void SendProbe(const ProbeMsg& m);
   void SendReplicate(ReplicateMsg& m);
   void SendAdoptEpoch(const AdoptEpochMsg& m);
+  // options_.wal plus the on_sync hook feeding the WAL histograms.
+  wal::Options WalOptions();
   void AnswerReplicate(const ReplicateAnswer& a);
   void Deliver(Reply& reply);
   void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
