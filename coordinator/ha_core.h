@@ -45,6 +45,17 @@
 // durability notice addressed to a replaced core is dropped, never fed to its
 // successor. HA's own records use tags with bit 63 set.
 //
+// Epoch skipping (coordinator/README.md "Skipping an epoch nobody can
+// establish"): participants grant each epoch to one coordinator, ever (the
+// owner is persisted). A round of AdoptEpoch(X) that gets no majority but
+// was granted by a blocking set (n - majority + 1 participants) and refused
+// (STALE_EPOCH) elsewhere proves that nobody can ever establish X: X is
+// recorded as blocked and the next round, after SkipDelayMs, asks for X+1.
+// Safety: a node with log epoch E establishes X only when every epoch in
+// (E, X) is blocked by it, so no other coordinator established one of them
+// and committed decisions this node lacks (epochs <= E are in its log).
+// The blocked run is in memory only (a restart forgets it: conservative).
+//
 // Thread-safety: none; one thread calls every method.
 #pragma once
 

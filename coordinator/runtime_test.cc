@@ -764,6 +764,12 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   EXPECT_EQ(m["dtx_peer_suspected{peer=\"" + fakes.address(0) + "\"}"], 0);
   EXPECT_GE(m["dtx_wal_syncs_total"], 1);
   EXPECT_GE(m["dtx_wal_records_synced_total"], 2);
+  // The WAL histograms (on_sync): one observation per successful group commit.
+  EXPECT_GE(m["dtx_wal_sync_seconds_count"], 1);
+  EXPECT_EQ(m["dtx_wal_sync_seconds_count"], m["dtx_wal_records_per_sync_count"]);
+  EXPECT_GT(m["dtx_wal_sync_seconds_sum"], 0);
+  EXPECT_GE(m["dtx_wal_records_per_sync_sum"], m["dtx_wal_records_per_sync_count"]);
+  EXPECT_EQ(m.count("dtx_wal_sync_seconds_bucket{le=\"+Inf\"}"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes"], 0);
 
   p.Signal(SIGTERM);
