@@ -81,6 +81,14 @@ PeerView HaCore::View() const {
 // ---- recovery ----------------------------------------------------------------------------
 
 Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
+  if (type == kSkipRecordType) {
+    // Our own knowledge, not the 2PC core's: the latest SKIP holds the run.
+    Result<SkipRecord> r = DecodeSkip(payload);
+    if (!r.ok()) return Status::Corruption("LSN " + std::to_string(lsn) + ": " + r.status().ToString());
+    blocked_lo_ = r->lo;
+    blocked_hi_ = r->hi;
+    return Status::OK();
+  }
   return core_->Replay(lsn, type, payload);
 }
 
@@ -777,6 +785,16 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
     blocked_lo_ = e;
     blocked_hi_ = x;
   }  // else the core epoch moved during the bump: nothing usable was learnt
+  if (blocked_hi_ == x) {
+    // Remembered across a restart (a SKIP record, not forced: the EPOCH of
+    // the next epoch we establish is forced and syncs it too).
+    PersistRecord p;
+    p.tag = kHaTagBit | ha_tag_next_++;
+    p.type = static_cast<RecordType>(kSkipRecordType);
+    p.payload = EncodeSkip(SkipRecord{blocked_lo_, blocked_hi_});
+    p.forced = false;
+    ready_.persist.push_back(std::move(p));
+  }
   bump_retry_at_ms_ = now_ms + SkipDelayMs();
   Note(true, "epoch " + std::to_string(x) + " not adopted but blocked: " + why +
                  "; no coordinator can establish it, next attempt at epoch " +

@@ -54,7 +54,8 @@
 // Safety: a node with log epoch E establishes X only when every epoch in
 // (E, X) is blocked by it, so no other coordinator established one of them
 // and committed decisions this node lacks (epochs <= E are in its log).
-// The blocked run is in memory only (a restart forgets it: conservative).
+// The blocked run is logged (SKIP record, not forced, never replicated) and
+// replayed by Replay; a SKIP lost to a crash only forgets what may be skipped.
 //
 // Thread-safety: none; one thread calls every method.
 #pragma once
@@ -211,6 +212,7 @@ class HaCore {
 
   // ---- recovery ----
   // Every WAL record, in LSN order: before Start, and after a reload_log.
+  // SKIP records (kSkipRecordType) are HaCore's own; the rest go to the core.
   Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
   // Ends recovery. Alone (no peer): starts the core (a fresh log gets EPOCH 1,
   // forced). With a peer: a primary is "starting" (decides nothing until it
@@ -383,8 +385,7 @@ class HaCore {
   uint64_t next_bump_id_ = 0;
   uint64_t bump_retry_at_ms_ = 0;
   // Blocked epochs (lo, hi]: a fact about the participants' persisted,
-  // exclusive grants, so it never becomes false; kept in memory only (a
-  // restart forgets it: conservative).
+  // exclusive grants, so it never becomes false; logged as SKIP.
   Epoch blocked_lo_ = 0;
   Epoch blocked_hi_ = 0;
   // Neither coordinator serves (we are a backup; the peer answers as a backup

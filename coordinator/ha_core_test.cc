@@ -585,7 +585,21 @@ TEST(HaCore, EpochGrantedToUsByABlockingSetAndLostElsewhereIsSkipped) {
   EXPECT_EQ(c1.ha().role(), Role::kBackup);
   EXPECT_EQ(c1.ha().blocked_epochs(), (std::pair<Epoch, Epoch>{1, 2}));
   EXPECT_EQ(c1.ha().NextBumpEpoch(), 3u);
-  // Lower address than kC1? No: kC1 is the higher one, it waits 2 heartbeats.
+  // The run is logged (SKIP, not forced) and survives a restart.
+  ASSERT_FALSE(c1.log.empty());
+  EXPECT_EQ(static_cast<uint8_t>(c1.log.back().type), kSkipRecordType);
+  EXPECT_FALSE(c1.log.back().forced);
+  {
+    Node again(Role::kBackup, kC1, kC0, two);
+    for (const Entry& e : c1.log) {
+      ASSERT_TRUE(again.ha().Replay(e.lsn, static_cast<uint8_t>(e.type), e.payload).ok());
+    }
+    again.Start();
+    EXPECT_EQ(again.ha().blocked_epochs(), (std::pair<Epoch, Epoch>{1, 2}));
+    EXPECT_EQ(again.ha().NextBumpEpoch(), 3u);
+    EXPECT_EQ(again.ha().epoch(), 1u);
+  }
+  // kC1 is the higher address: it waits 2 heartbeats before the next epoch.
   c1.Tick(100);
   EXPECT_TRUE(c1.out.adopt.empty()) << "the per-node delay";
   c1.Tick(200);

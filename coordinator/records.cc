@@ -92,4 +92,25 @@ Result<Record> DecodeRecord(uint8_t type, std::string_view payload) {
   }
 }
 
+std::string EncodeSkip(const SkipRecord& r) {
+  DTX_CHECK(r.lo >= 0 && r.hi > r.lo);
+  codec::Writer w;
+  w.I64(r.lo);
+  w.I64(r.hi);
+  return w.Take();
+}
+
+Result<SkipRecord> DecodeSkip(std::string_view payload) {
+  codec::Reader in(payload, "coordinator SKIP");
+  SkipRecord r;
+  DTX_RETURN_IF_ERROR(in.I64(&r.lo));
+  DTX_RETURN_IF_ERROR(in.I64(&r.hi));
+  DTX_RETURN_IF_ERROR(in.End());
+  if (r.lo < 0 || r.hi <= r.lo) {
+    return Status::Corruption("coordinator SKIP record: epochs (" + std::to_string(r.lo) + ", " +
+                              std::to_string(r.hi) + "] are not a range");
+  }
+  return r;
+}
+
 }  // namespace dtx::coordinator

@@ -63,6 +63,20 @@ struct SyncRecord {
 
 using Record = std::variant<EpochRecord, DecisionRecord, EndRecord, SyncRecord>;
 
+// SKIP (WAL type 5, log_format.md): epochs (lo, hi] this node may skip -
+// each was granted to it by a blocking set of participants (HaCore, "Epoch
+// skipping"). Written and read by HaCore only, never replicated and not part
+// of `Record` (the 2PC core never sees it). Not forced: losing it only
+// forgets what may be skipped.
+inline constexpr uint8_t kSkipRecordType = 5;
+struct SkipRecord {
+  Epoch lo = 0;
+  Epoch hi = 0;  // > lo >= 0
+  friend bool operator==(const SkipRecord&, const SkipRecord&) = default;
+};
+std::string EncodeSkip(const SkipRecord& r);
+Result<SkipRecord> DecodeSkip(std::string_view payload);
+
 // The WAL type byte for a record.
 RecordType TypeOf(const Record& r);
 

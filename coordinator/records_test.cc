@@ -90,3 +90,27 @@ TEST(CoordinatorRecords, UnknownDecisionValueAndBadEpochAreCorruption) {
 
 }  // namespace
 }  // namespace dtx::coordinator
+
+namespace dtx::coordinator {
+namespace {
+
+// SKIP (type 5): HaCore's run of skippable epochs; not part of Record.
+TEST(CoordinatorRecords, SkipRoundTripsAndBadRangesOrTruncationsAreCorruption) {
+  const std::string p = EncodeSkip(SkipRecord{3, 7});
+  ASSERT_EQ(p.size(), 16u);
+  Result<SkipRecord> back = DecodeSkip(p);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, (SkipRecord{3, 7}));
+  for (size_t n = 0; n < p.size(); ++n) EXPECT_TRUE(DecodeSkip(p.substr(0, n)).status().IsCorruption()) << n;
+  EXPECT_TRUE(DecodeSkip(p + "x").status().IsCorruption());
+  std::string empty = p;
+  empty[8] = 3;  // hi == lo
+  EXPECT_TRUE(DecodeSkip(empty).status().IsCorruption());
+  std::string negative = p;
+  negative[7] = '\x80';  // lo < 0
+  EXPECT_TRUE(DecodeSkip(negative).status().IsCorruption());
+  EXPECT_FALSE(DecodeRecord(kSkipRecordType, p).ok()) << "the 2PC core never reads SKIP";
+}
+
+}  // namespace
+}  // namespace dtx::coordinator
