@@ -836,6 +836,26 @@ void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result
   }
 }
 
+CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
+  Memory m;
+  m.outcomes.reserve(other_fifo_.size());
+  for (const TxId& t : other_fifo_) m.outcomes.emplace_back(t, other_.at(t));
+  m.unknown.assign(unknown_fifo_.begin(), unknown_fifo_.end());
+  return m;
+}
+
+void CoordinatorCore::ImportMemory(const Memory& m) {
+  for (const auto& [txid, result] : m.outcomes) RememberOther(txid, result);
+  for (const TxId& t : m.unknown) {
+    if (!unknown_.emplace(t, true).second) continue;
+    unknown_fifo_.push_back(t);
+    while (unknown_fifo_.size() > opts_.other_outcomes_max) {
+      unknown_.erase(unknown_fifo_.front());
+      unknown_fifo_.pop_front();
+    }
+  }
+}
+
 const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {
   static const CommitResult kCommitted = Committed();
   if (committed_.count(txid) != 0) return &kCommitted;

@@ -315,6 +315,21 @@ class CoordinatorCore {
   // replayed. Valid before Start too (a backup's mirror of the primary).
   bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
 
+  // The outcomes remembered only in memory (aborted and one-phase outcomes,
+  // one-phase transactions left unknown), oldest first. HaCore carries them
+  // into the fresh core it builds on a step-down: the process and its
+  // clients' connections live on, so a late copy of an answered request can
+  // still arrive and must not run the transaction again (found by the
+  // simulator, tests/sim/README.md).
+  struct Memory {
+    std::vector<std::pair<TxId, CommitResult>> outcomes;
+    std::vector<TxId> unknown;
+  };
+  Memory ExportMemory() const;
+  // Adds `m` to what this core remembers (bounded as usual). Call before
+  // Start; a committed outcome replayed from the log takes precedence.
+  void ImportMemory(const Memory& m);
+
   // Every decision not yet known to be delivered (DECISION appended, END not
   // yet; before Start: replayed without END): what a backup must hold to take
   // over. Ordered by txid.

@@ -89,7 +89,17 @@ Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
     blocked_hi_ = r->hi;
     return Status::OK();
   }
-  return core_->Replay(lsn, type, payload);
+  DTX_RETURN_IF_ERROR(core_->Replay(lsn, type, payload));
+  // Remember the newest snapshot in the log (a SYNC is followed by its EPOCH).
+  if (type == static_cast<uint8_t>(RecordType::kSync)) {
+    Result<Record> rec = DecodeRecord(type, payload);
+    if (rec.ok()) replayed_sync_generation_ = std::get<SyncRecord>(*rec).generation;
+  } else if (type == static_cast<uint8_t>(RecordType::kEpoch) && replayed_sync_generation_) {
+    snapshot_epoch_ = core_->epoch();
+    snapshot_generation_ = *replayed_sync_generation_;
+    replayed_sync_generation_.reset();
+  }
+  return Status::OK();
 }
 
 void HaCore::Start(uint64_t now_ms) {
@@ -522,10 +532,24 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     peer_fd_.Heartbeat(now_ms);
     UpdatePeerSuspicion(now_ms);
   }
-  if (!req.snapshot && req.generation != sync_generation_) {
+  if (req.snapshot && req.epoch == snapshot_epoch_ && req.generation <= snapshot_generation_) {
+    // A late copy of a snapshot we already have (or an older one): its SYNC
+    // would close every DECISION replicated since (found by the simulator,
+    // tests/sim/README.md).
+    return refuse(ErrorCode::kUnavailable,
+                  "snapshot of generation " + std::to_string(req.generation) + " at epoch " +
+                      std::to_string(req.epoch) + " is not newer than generation " +
+                      std::to_string(snapshot_generation_) + " here");
+  }
+  // A batch belongs to the snapshot of its epoch and generation: a primary
+  // restarted at a newer epoch numbers its generations from 1 again, so a
+  // batch that overtook its snapshot must not pass for the old one's (its
+  // DECISION would then be closed by the snapshot's SYNC arriving after it).
+  if (!req.snapshot && (req.generation != sync_generation_ || req.epoch != snapshot_epoch_)) {
     return refuse(ErrorCode::kUnavailable, "not in sync for generation " +
                                                std::to_string(req.generation) + " (have " +
-                                               std::to_string(sync_generation_) +
+                                               std::to_string(sync_generation_) + " at epoch " +
+                                               std::to_string(snapshot_epoch_) +
                                                "): send a snapshot");
   }
   // Validate everything before appending anything: a bad batch leaves no trace.
@@ -545,6 +569,8 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
   if (req.snapshot) {
     sync_generation_ = req.generation;
     in_sync_ = false;
+    snapshot_epoch_ = req.epoch;
+    snapshot_generation_ = req.generation;
   }
   if (req.records.empty()) {
     ready_.replicate_answers.push_back(ReplicateAnswer{token, std::nullopt, 0});
@@ -882,7 +908,12 @@ void HaCore::BecomeBackup(uint64_t /*now_ms*/, const std::string& why) {
   open_commits_.clear();
   open_queries_.clear();
   // Rebuild the core as an unstarted mirror of our log: the driver replays it.
+  // What this process answered from memory only (aborts, one-phase outcomes)
+  // stays remembered: a late copy of a request answered ABORTED must not run
+  // the transaction again when we are primary again.
+  const CoordinatorCore::Memory memory = core_->ExportMemory();
   core_ = std::make_unique<CoordinatorCore>(core_opts_);
+  core_->ImportMemory(memory);
   ++incarnation_;
   core_fenced_seen_ = false;
   ready_.reload_log = true;

@@ -420,6 +420,12 @@ class HaCore {
   // Backup side.
   int64_t sync_generation_ = -1;
   Epoch appended_epoch_ = 0;  // highest EPOCH replicated into our log (durable or not)
+  // The newest snapshot in our log (appended or replayed): its epoch and
+  // generation. A snapshot of the same epoch and a generation not newer is a
+  // late copy: its SYNC would close DECISIONs replicated after it.
+  Epoch snapshot_epoch_ = 0;
+  int64_t snapshot_generation_ = -1;
+  std::optional<int64_t> replayed_sync_generation_;  // Replay: SYNC seen, its EPOCH not yet
   bool in_sync_ = false;
   std::map<PersistTag, BackupAppend> backup_appends_;  // by HA tag, in order
   std::map<PersistTag, uint64_t> batch_first_lsn_;     // first tag -> its LSN once durable

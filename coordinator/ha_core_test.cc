@@ -531,6 +531,69 @@ TEST(HaCore, OlderReplicateAfterANewerOneNotYetDurableIsRefused) {
   EXPECT_EQ(c1.ha().generation(), 6);
 }
 
+// Found by the simulator (dtx-sim --failover --small-tables
+// --no-client-retries --seed 6207): a network copy of the primary's first
+// snapshot arrived at the backup 600 ms late, after a batch that replicated
+// a DECISION. Appended again, its SYNC closed that DECISION in the mirror;
+// the backup promoted and answered ABORT to a transaction the primary had
+// committed (atomicity). A snapshot not newer than the one held is refused,
+// also after a restart (the log's SYNC says which one is held).
+TEST(HaCore, LateCopyOfAnOlderOrSameSnapshotIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  const TxId tx{8, 1};
+  const std::vector<ReplRecord> snap = {{RecordType::kSync, EncodePayload(SyncRecord{1})},
+                                        {RecordType::kEpoch, EncodePayload(EpochRecord{1})}};
+  c1.ha().OnReplicate(c1.now, 1, HaCore::ReplicateIn{1, kC0, 1, true, snap});
+  c1.Drain();
+  c1.Sync();
+  ASSERT_TRUE(c1.ha().in_sync());
+  DecisionRecord d{tx, 1, true, {kParticipants[0], kParticipants[1]}};
+  c1.ha().OnReplicate(c1.now, 2,
+                      HaCore::ReplicateIn{1, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
+  c1.Drain();
+  c1.Sync();
+  ASSERT_TRUE(c1.ha().core().KnowsCommitted(tx));
+  ASSERT_EQ(c1.ha().core().OpenDecisions().size(), 1u);
+  c1.out = HaReady{};
+  const size_t log_size = c1.log.size();
+  // The late copy of the same snapshot, and an older generation.
+  c1.ha().OnReplicate(c1.now, 3, HaCore::ReplicateIn{1, kC0, 1, true, snap});
+  c1.ha().OnReplicate(c1.now, 4, HaCore::ReplicateIn{1, kC0, 0, true, snap});
+  c1.Drain();
+  c1.Sync();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 2u);
+  for (const ReplicateAnswer& a : c1.out.replicate_answers) {
+    ASSERT_TRUE(a.error.has_value());
+    EXPECT_EQ(a.error->code, ErrorCode::kUnavailable);
+  }
+  EXPECT_EQ(c1.log.size(), log_size) << "nothing appended";
+  EXPECT_EQ(c1.ha().core().OpenDecisions().size(), 1u) << "the DECISION is still open";
+  EXPECT_TRUE(c1.ha().in_sync());
+
+  // After a restart the replayed SYNC + EPOCH say which snapshot is held.
+  Node r(Role::kBackup, kC1, kC0);
+  for (const Entry& e : c1.log) {
+    ASSERT_TRUE(r.ha().Replay(e.lsn, static_cast<uint8_t>(e.type), e.payload).ok());
+  }
+  r.Start();
+  r.out = HaReady{};
+  r.ha().OnReplicate(r.now, 5, HaCore::ReplicateIn{1, kC0, 1, true, snap});
+  r.Drain();
+  ASSERT_EQ(r.out.replicate_answers.size(), 1u);
+  ASSERT_TRUE(r.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(r.ha().core().OpenDecisions().size(), 1u);
+  // A newer generation is a real re-sync and is taken.
+  const std::vector<ReplRecord> snap2 = {{RecordType::kSync, EncodePayload(SyncRecord{2})},
+                                         {RecordType::kEpoch, EncodePayload(EpochRecord{1})}};
+  r.ha().OnReplicate(r.now, 6, HaCore::ReplicateIn{1, kC0, 2, true, snap2});
+  r.Drain();
+  r.Sync();
+  ASSERT_EQ(r.out.replicate_answers.size(), 2u);
+  EXPECT_FALSE(r.out.replicate_answers[1].error.has_value());
+  EXPECT_TRUE(r.ha().in_sync());
+}
+
 TEST(HaCore, SameInputsGiveSameOutputs) {
   auto run = [] {
     Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
@@ -680,6 +743,98 @@ TEST(HaCore, BackupResyncedAfterAHealDoesNotPromoteOnAnOldSuspicion) {
   EXPECT_TRUE(c1.out.adopt.empty()) << "no promotion right after the heal";
   EXPECT_EQ(c1.ha().role(), Role::kBackup);
   EXPECT_EQ(c1.ha().stats().promotions, 0u);
+}
+
+// Found by the simulator (dtx-sim --failover --small-tables
+// --no-client-retries --seed 1826): the primary restarted and established
+// epoch 2, where its generations start from 1 again; its first batch (a
+// DECISION) overtook its snapshot and was taken as part of the backup's
+// epoch-1 generation 1; the snapshot's SYNC then closed it, the backup
+// promoted and answered ABORT to a committed transaction (atomicity). A
+// batch is accepted only for the snapshot of its own epoch and generation.
+TEST(HaCore, BatchThatOvertookItsSnapshotAtANewEpochIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  SyncAsBackup(c1, kC0, 1, 1);
+  const TxId tx{8, 2};
+  DecisionRecord d{tx, 2, true, {kParticipants[0], kParticipants[1]}};
+  c1.ha().OnReplicate(c1.now, 2,
+                      HaCore::ReplicateIn{2, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
+  c1.Drain();
+  c1.Sync();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value()) << "the batch must wait for its snapshot";
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kUnavailable);
+  EXPECT_FALSE(c1.ha().core().KnowsCommitted(tx));
+  // The snapshot of epoch 2, generation 1 (which carries the DECISION), then
+  // a batch of that generation: both taken.
+  c1.ha().OnReplicate(c1.now, 3,
+                      HaCore::ReplicateIn{2, kC0, 1, true,
+                                          {{RecordType::kSync, EncodePayload(SyncRecord{1})},
+                                           {RecordType::kEpoch, EncodePayload(EpochRecord{2})},
+                                           {RecordType::kDecision, EncodePayload(d)}}});
+  c1.Drain();
+  c1.Sync();
+  EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_TRUE(c1.ha().core().KnowsCommitted(tx));
+  c1.ha().OnReplicate(c1.now, 4, HaCore::ReplicateIn{2, kC0, 1, false, {}});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 3u);
+  EXPECT_FALSE(c1.out.replicate_answers[1].error.has_value());
+  EXPECT_FALSE(c1.out.replicate_answers[2].error.has_value());
+}
+
+// Found by the simulator (dtx-sim --failover --seed 2009560): the primary
+// answered a one-phase commit ABORTED (its PREPARE met the epoch it was
+// itself establishing: STALE_EPOCH), stepped down and rebuilt its core from
+// the log, then served again; a network copy of the same Commit arrived
+// 700 ms late and, as the fresh core had forgotten the abort, ran and
+// committed (aborted-visible). The in-memory outcomes now survive the
+// step-down: the copy gets the same ABORTED and nothing is sent.
+TEST(HaCore, StepDownKeepsTheOutcomesAnsweredFromMemory) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  const TxId tx{9, 1};
+  c0.ha().Commit(c0.now, 5, Writes(tx, {0}));
+  c0.Drain();
+  ASSERT_EQ(c0.out.send.size(), 1u);
+  ASSERT_TRUE(std::get<PrepareMsg>(c0.out.send[0].body).one_phase);
+  PrepareReply r;
+  r.msg_id = c0.out.send[0].id;
+  r.txid = tx;
+  r.participant = c0.out.send[0].to;
+  r.status = CallStatus::kStaleEpoch;
+  c0.ha().OnPrepareReply(c0.now, r);
+  c0.Drain();
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  ASSERT_EQ(c0.CommitResults()[0].outcome, Outcome::kAborted);
+  ASSERT_EQ(c0.ha().role(), Role::kBackup);
+  ASSERT_EQ(c0.reloads, 1);
+  // The rebuilt core remembers the answer.
+  const CoordinatorCore::Memory m = c0.ha().core().ExportMemory();
+  ASSERT_EQ(m.outcomes.size(), 1u);
+  EXPECT_EQ(m.outcomes[0].first, tx);
+  EXPECT_EQ(m.outcomes[0].second.outcome, Outcome::kAborted);
+
+  // Served again (here: a fresh core as a started primary would hold it),
+  // the late copy of the first Commit is answered from memory.
+  CoreOptions co;
+  co.participants = kParticipants;
+  co.self_address = kC0;
+  CoordinatorCore core(co);
+  core.ImportMemory(m);
+  core.Start(c0.now);
+  Ready start = core.TakeReady();
+  ASSERT_EQ(start.persist.size(), 1u);  // EPOCH 1
+  core.OnPersisted(c0.now, start.persist[0].tag, 1);
+  (void)core.TakeReady();
+  core.Commit(c0.now, 6, Writes(tx, {0}));
+  Ready again = core.TakeReady();
+  EXPECT_TRUE(again.send.empty()) << "the transaction must not run again";
+  ASSERT_EQ(again.replies.size(), 1u);
+  const auto* res = std::get_if<CommitResult>(&again.replies[0].body);
+  ASSERT_NE(res, nullptr);
+  EXPECT_EQ(res->outcome, Outcome::kAborted);
 }
 
 }  // namespace
