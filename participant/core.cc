@@ -456,6 +456,13 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
       // ago: a NO would tell it "aborted". Say that the outcome is unknown,
       // and remember nothing (it may be committed).
       ++stats_.forgotten_outcome_refusals;
+      if (unknown_answered_.insert(txid).second) {
+        unknown_answered_order_.push_back(txid);
+        while (unknown_answered_order_.size() > options_.outcomes_remembered_max) {
+          unknown_answered_.erase(unknown_answered_order_.front());
+          unknown_answered_order_.pop_front();
+        }
+      }
       RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
                    "outcome of transaction " + txid.ToString() +
                        " unknown: it is not among the outcomes remembered here, and it may have "
@@ -623,8 +630,11 @@ void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
                  "abort of transaction " + txid.ToString() + ", which committed here");
     return;
   }
-  // Presumed abort: unknown is fine. Remembered so a late Prepare votes NO.
-  Remember(txid, Outcome::kAborted);
+  // Presumed abort: unknown is fine. Remembered so a late Prepare votes NO -
+  // unless we answered its Prepare "outcome unknown" (it may have committed
+  // here long ago): then a late Prepare is evaluated again and, as versions
+  // only grow, answered kUnknownTx again, never YES.
+  if (unknown_answered_.count(txid) == 0) Remember(txid, Outcome::kAborted);
   RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
 }
 

@@ -275,6 +275,9 @@ class Core {
   // "Remembered outcomes" has the argument and the residual case.
   void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
   void Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
+  // An unknown txid is acked and remembered as aborted (a late Prepare votes
+  // NO), unless this core answered its Prepare kUnknownTx (then nothing is
+  // remembered: see unknown_answered_).
   void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
   // ParticipantPeer.AdoptEpoch (coordinator fencing, coordinator/README.md):
   // acked (kAdoptEpoch) when `epoch` is newer than the current one - it is
@@ -400,6 +403,14 @@ class Core {
   // Every transaction committed here with a higher version is remembered
   // (in outcomes_, or not yet applied); commits up to it may be forgotten.
   Version forgotten_version_ = 0;
+  // Txids answered kUnknownTx (maybe a forgotten commit), oldest first,
+  // bounded like outcomes_, memory only. An ABORT for one of them is acked
+  // without remembering an abort: the coordinator sends ABORT after such an
+  // answer, and a remembered abort would turn the client's next retry into a
+  // NO - "aborted" for what may have committed here (found by the simulator,
+  // tests/sim/README.md).
+  std::set<TxId> unknown_answered_;
+  std::deque<TxId> unknown_answered_order_;
 
   Ready ready_;
   CoreStats stats_;

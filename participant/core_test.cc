@@ -1160,6 +1160,14 @@ TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) 
   EXPECT_EQ(n.core().stats().forgotten_outcome_refusals, 1u);
   Token twice = n.Prepare(t);
   EXPECT_EQ(n.reply(twice).error, ErrorCode::kUnknownTx) << "not remembered as aborted";
+  // The coordinator then sends ABORT (dtx-sim --small-tables --seed 221): it
+  // is acked, but remembering it would make the client's next retry a NO -
+  // "aborted" for what committed here.
+  Token abort = n.Abort(kT1);
+  EXPECT_EQ(n.reply(abort).error, ErrorCode::kOk) << n.reply(abort).message;
+  Token thrice = n.Prepare(t);
+  EXPECT_EQ(n.reply(thrice).error, ErrorCode::kUnknownTx)
+      << "an ABORT after an unknown-outcome answer is not remembered: " << n.reply(thrice).message;
 
   // Stale on "a", and it writes "e", never written: it never committed here
   // (it would have written "e"), so a plain NO.
