@@ -15,8 +15,9 @@ import json,sys; d=json.load(open(sys.argv[1]))
 print(sys.argv[2], 'tx/s %.0f'%d['committed_per_s'], 'p50 %.2f ms'%(d['latency_us']['p50']/1e3), 'p99 %.2f ms'%(d['latency_us']['p99']/1e3), 'cpu/tx %.1f us'%d.get('cpu_per_tx_us',0), 'load', d['machine']['load_average'], 'notc', d['not_committed_by_reason'])" "$1" "$2"; }
 echo "== start $(date -u +%T) load $(cat /proc/loadavg)"
 # 1. overhead: obs on vs off, alternating
-for i in 1 2 3; do
-  for mode in on off; do
+for i in 1 2 3 4 5 6 7; do
+  order="on off"; [[ $i -le 3 ]] || order="off on"
+  for mode in $order; do
     c="$O/ov-$mode-$i"; if [[ $mode == off ]]; then up "$c" --no-obs; else up "$c"; fi
     "$X" --workload bank --cluster "$c" --clients 64 --duration 10 --warmup 2 --json "$c.json" --no-progress --seed $i >/dev/null 2>&1
     summ "$c.json" "obs-$mode run $i"; down "$c"
