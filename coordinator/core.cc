@@ -35,6 +35,7 @@ CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)
   DTX_CHECK(opts_.commit_retry_initial_ms > 0 && opts_.commit_timeout_ms > 0);
   DTX_CHECK(opts_.prepare_timeout_ms > 0);
   DTX_CHECK(opts_.committed_outcomes_max > 0 && opts_.other_outcomes_max > 0);
+  DTX_CHECK(opts_.abort_quiet_txs_max > 0);
 }
 
 // ---- recovery -------------------------------------------------------------------
@@ -129,6 +130,19 @@ void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest 
     ReplyTo(token, Error{ErrorCode::kNotPrimary,
                          "a participant reported a newer coordinator epoch than " +
                              std::to_string(epoch_) + "; this coordinator no longer decides"});
+    return;
+  }
+  if (AbortMayBeInFlight(now_ms, req.txid)) {
+    // An earlier attempt of this txid ended here without a remembered outcome
+    // (or its memory was evicted) and its ABORT may still be on its way. A new
+    // attempt now could be voted YES by a participant still prepared under the
+    // old one, which the late ABORT then drops after we decide COMMIT. The
+    // earlier attempt did not commit here, but one before it may have (a
+    // retry), so the only true answer is UNKNOWN; the client asks again.
+    ++stats_.outcomes_unknown;
+    ReplyTo(token, CommitResult{Outcome::kUnknown, std::nullopt,
+                                "an ABORT of an earlier attempt of this transaction may still be "
+                                "on its way to a participant; ask again later"});
     return;
   }
   if (std::optional<Error> err = Validate(req)) {
@@ -284,7 +298,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   SetTimer(it->second, it->second.deadline_ms);
 }
 
-void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxId txid) {
+void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid) {
   ++stats_.queries;
   if (!started_) {
     ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
@@ -308,8 +322,9 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
         }
         // Presumed abort: undecided means not committed; abort it now so the
         // answer stays true.
-        Abort(*tx, AbortReason::kParticipantUnavailable,
+        Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
               "a participant asked for the decision before all votes arrived");
+        NoteAbortSent(now_ms, txid);
         ReplyTo(token, Decision::kAbort);
         return;
     }
@@ -331,6 +346,7 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
   // an unknown outcome) must not decide it the other way.
   RememberOther(txid, Aborted(AbortReason::kParticipantUnavailable,
                               "presumed abort: a participant asked before any decision here"));
+  NoteAbortSent(now_ms, txid);
   ReplyTo(token, Decision::kAbort);
 }
 
@@ -340,7 +356,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
   PrepareReply r = r_in;
   if (r.status == CallStatus::kStaleEpoch) {
     if (r.msg_id >= first_msg_of_epoch_) {
-      Fence();
+      Fence(now_ms);
     } else {
       r.status = CallStatus::kError;  // stamped with our previous epoch
     }
@@ -354,6 +370,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       const CommitResult* outcome = FindOutcome(r.txid);
       if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
         Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_});
+        NoteAbortSent(now_ms, r.txid);
       }
     }
     return;
@@ -421,7 +438,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
         p.state = PState::kReadOnly;
       } else {
         p.state = PState::kNo;
-        Abort(*tx, r.reason.value_or(AbortReason::kConflict),
+        Abort(now_ms, *tx, r.reason.value_or(AbortReason::kConflict),
               "participant " + r.participant + " voted NO" +
                   (r.detail.empty() ? std::string() : ": " + r.detail),
               /*vote=*/true);
@@ -430,19 +447,19 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       break;
     case CallStatus::kUnavailable:
       p.state = PState::kFailed;
-      Abort(*tx, AbortReason::kParticipantUnavailable,
+      Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " unreachable: " + r.error);
       return;
     case CallStatus::kTimeout:
       p.state = PState::kFailed;
-      Abort(*tx, AbortReason::kTimeout, "no vote from participant " + r.participant + ": " + r.error);
+      Abort(now_ms, *tx, AbortReason::kTimeout, "no vote from participant " + r.participant + ": " + r.error);
       return;
     case CallStatus::kStaleEpoch:
       // Fence() above already aborted every undecided transaction.
       return;
     case CallStatus::kError:
       p.state = PState::kFailed;
-      Abort(*tx, AbortReason::kParticipantUnavailable,
+      Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " refused prepare: " + r.error);
       return;
   }
@@ -453,7 +470,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
 }
 
 void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
-  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence();
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence(now_ms);
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
   size_t i = FindPart(*tx, r.participant);
@@ -472,10 +489,10 @@ void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
   SetTimer(*tx, NextTimer(*tx));
 }
 
-void CoordinatorCore::OnAbortReply(uint64_t /*now_ms*/, const AckReply& r) {
+void CoordinatorCore::OnAbortReply(uint64_t now_ms, const AckReply& r) {
   // ABORT is fire-and-forget (a participant still in doubt asks
   // QueryDecision); only a newer epoch matters.
-  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence();
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence(now_ms);
 }
 
 void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
@@ -527,7 +544,7 @@ void CoordinatorCore::Tick(uint64_t now_ms) {
       if (tx->one_phase) {
         FinishOnePhase(*tx, CommitResult{Outcome::kUnknown, std::nullopt, std::move(detail)});
       } else {
-        Abort(*tx, AbortReason::kTimeout, std::move(detail));
+        Abort(now_ms, *tx, AbortReason::kTimeout, std::move(detail));
       }
     } else if (tx->phase == Phase::kCommitting) {
       for (Part& p : tx->parts) {
@@ -589,7 +606,7 @@ void CoordinatorCore::SetParticipantSuspected(uint64_t now_ms, const std::string
       for (Part& p : tx.parts) {
         if (p.address == address) p.state = PState::kFailed;
       }
-      Abort(tx, AbortReason::kParticipantUnavailable, std::move(detail));
+      Abort(now_ms, tx, AbortReason::kParticipantUnavailable, std::move(detail));
     }
   }
 }
@@ -651,7 +668,7 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   pending_floor_.emplace(tx.decision_tag, max_lsn_seen_ + 1);
 }
 
-void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool vote) {
+void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail, bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // Presumed abort: nothing is logged. No record means "not committed", which
   // is what QueryDecision answers for a txid it does not know, so an ABORT
@@ -662,6 +679,7 @@ void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool
     if (p.state == PState::kPrepareSent || p.state == PState::kYes ||
         p.state == PState::kFailed) {
       Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
+      NoteAbortSent(now_ms, tx.txid);
     }
   }
   if (tx.retry && !vote) {
@@ -748,7 +766,7 @@ bool CoordinatorCore::MaybeEnd(Tx& tx) {
   return true;
 }
 
-void CoordinatorCore::Fence() {
+void CoordinatorCore::Fence(uint64_t now_ms) {
   if (fenced_) return;
   fenced_ = true;
   // Never decide commit again here: abort everything undecided (a one-phase
@@ -758,7 +776,7 @@ void CoordinatorCore::Fence() {
     if (tx.phase == Phase::kPreparing && !tx.one_phase) undecided.push_back(txid);
   }
   for (const TxId& txid : undecided) {
-    Abort(*FindTx(txid), AbortReason::kCoordinatorFailover,
+    Abort(now_ms, *FindTx(txid), AbortReason::kCoordinatorFailover,
           "a participant reported a newer coordinator epoch");
   }
 }
@@ -836,11 +854,39 @@ void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result
   }
 }
 
+void CoordinatorCore::NoteAbortSent(uint64_t now_ms, const TxId& txid) {
+  if (opts_.abort_quiet_ms == 0) return;
+  NoteAbortQuiet(txid, now_ms + opts_.abort_quiet_ms);
+}
+
+void CoordinatorCore::NoteAbortQuiet(const TxId& txid, uint64_t until_ms) {
+  auto [it, inserted] = abort_quiet_.emplace(txid, until_ms);
+  if (!inserted) {
+    if (it->second >= until_ms) return;
+    abort_quiet_by_time_.erase({it->second, txid});
+    it->second = until_ms;
+  }
+  abort_quiet_by_time_.emplace(until_ms, txid);
+  while (abort_quiet_by_time_.size() > opts_.abort_quiet_txs_max) {
+    abort_quiet_.erase(abort_quiet_by_time_.begin()->second);
+    abort_quiet_by_time_.erase(abort_quiet_by_time_.begin());
+  }
+}
+
+bool CoordinatorCore::AbortMayBeInFlight(uint64_t now_ms, const TxId& txid) {
+  while (!abort_quiet_by_time_.empty() && abort_quiet_by_time_.begin()->first <= now_ms) {
+    abort_quiet_.erase(abort_quiet_by_time_.begin()->second);
+    abort_quiet_by_time_.erase(abort_quiet_by_time_.begin());
+  }
+  return abort_quiet_.count(txid) != 0;
+}
+
 CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
   Memory m;
   m.outcomes.reserve(other_fifo_.size());
   for (const TxId& t : other_fifo_) m.outcomes.emplace_back(t, other_.at(t));
   m.unknown.assign(unknown_fifo_.begin(), unknown_fifo_.end());
+  for (const auto& [until, txid] : abort_quiet_by_time_) m.abort_quiet.emplace_back(txid, until);
   return m;
 }
 
@@ -854,6 +900,7 @@ void CoordinatorCore::ImportMemory(const Memory& m) {
       unknown_fifo_.pop_front();
     }
   }
+  for (const auto& [txid, until] : m.abort_quiet) NoteAbortQuiet(txid, until);
 }
 
 const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {

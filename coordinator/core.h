@@ -23,7 +23,11 @@
 // only in memory (bounded), so after a restart or eviction a repeated Commit
 // of an aborted txid runs 2PC again - a new attempt, atomic on its own, which
 // participants that remember the abort refuse with NO. A committed txid is
-// never run again while its DECISION is in the log.
+// never run again while its DECISION is in the log. No new attempt of a txid
+// starts while an ABORT of an earlier one may still be on its way
+// (CoreOptions::abort_quiet_ms; a Commit meanwhile is answered UNKNOWN): a
+// participant cannot tell attempts apart, and a late ABORT would drop the new
+// attempt after its YES vote.
 //
 // Message ids and request tokens are per instance: a restarted core starts
 // again from 1, so replies to a previous instance's messages must not be fed
@@ -232,6 +236,18 @@ struct CoreOptions {
   uint64_t prepare_timeout_ms = 2000;
   uint64_t commit_timeout_ms = 2000;     // one COMMIT attempt
   uint64_t abort_timeout_ms = 1000;
+  // After this core sends ABORT for txid T (or answers a QueryDecision of T
+  // with ABORT), no new attempt of T starts here for this long: a Commit of T
+  // meanwhile is answered UNKNOWN. A participant cannot tell two attempts of
+  // one txid apart, so an ABORT of the earlier attempt that arrived after the
+  // new attempt's YES vote would drop the new attempt at that participant
+  // after the coordinator decided COMMIT (tests/sim/README.md, seed 21554).
+  // Must exceed the longest time an ABORT may spend on its way (a timed-out
+  // ABORT may still arrive); 0 disables the guard.
+  uint64_t abort_quiet_ms = 2000;
+  // Txids held back by abort_quiet_ms at most (memory bound; beyond it the one
+  // closest to expiry is dropped, which reopens the race for that txid).
+  size_t abort_quiet_txs_max = 100000;
   uint64_t commit_retry_initial_ms = 50;  // phase-2 re-send backoff
   uint64_t commit_retry_max_ms = 2000;
 
@@ -316,7 +332,8 @@ class CoordinatorCore {
   bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
 
   // The outcomes remembered only in memory (aborted and one-phase outcomes,
-  // one-phase transactions left unknown), oldest first. HaCore carries them
+  // one-phase transactions left unknown, txids whose ABORTs may still be on
+  // their way - see CoreOptions::abort_quiet_ms), oldest first. HaCore carries them
   // into the fresh core it builds on a step-down: the process and its
   // clients' connections live on, so a late copy of an answered request can
   // still arrive and must not run the transaction again (found by the
@@ -324,6 +341,9 @@ class CoordinatorCore {
   struct Memory {
     std::vector<std::pair<TxId, CommitResult>> outcomes;
     std::vector<TxId> unknown;
+    // Txids with an ABORT (or an ABORT answer) maybe still on its way, and
+    // until when (the caller's clock) no new attempt of them may start.
+    std::vector<std::pair<TxId, uint64_t>> abort_quiet;
   };
   Memory ExportMemory() const;
   // Adds `m` to what this core remembers (bounded as usual). Call before
@@ -399,14 +419,14 @@ class CoordinatorCore {
   // outcome is remembered: an earlier attempt may have committed under
   // another coordinator (after a failover the new primary does not remember
   // decisions that were ENDed before its last snapshot).
-  void Abort(Tx& tx, AbortReason reason, std::string detail, bool vote = false);
+  void Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail, bool vote = false);
   void FinishOnePhase(Tx& tx, CommitResult result);
   void EnterCommitting(uint64_t now_ms, Tx& tx);
   void SendCommit(uint64_t now_ms, Tx& tx, Part& p);
   void CommitAttemptFailed(uint64_t now_ms, Part& p);
   // Logs END and forgets tx once every participant acknowledged; true then.
   bool MaybeEnd(Tx& tx);
-  void Fence();
+  void Fence(uint64_t now_ms);
   void Forget(const TxId& txid);
   // Re-arms tx's single timer (0: none).
   void SetTimer(Tx& tx, uint64_t at_ms);
@@ -420,6 +440,12 @@ class CoordinatorCore {
 
   void RememberCommitted(const TxId& txid, uint64_t lsn);
   void RememberOther(const TxId& txid, const CommitResult& result);
+  // An ABORT of txid (or an ABORT answer about it) leaves now: no new
+  // attempt of txid before now + abort_quiet_ms.
+  void NoteAbortSent(uint64_t now_ms, const TxId& txid);
+  void NoteAbortQuiet(const TxId& txid, uint64_t until_ms);
+  // True while a new attempt of txid must not start (prunes expired entries).
+  bool AbortMayBeInFlight(uint64_t now_ms, const TxId& txid);
   const CommitResult* FindOutcome(const TxId& txid) const;
   void UpdateTruncation();
 
@@ -462,6 +488,12 @@ class CoordinatorCore {
   // Aborted and one-phase outcomes, oldest first.
   std::deque<TxId> other_fifo_;
   std::unordered_map<TxId, CommitResult, TxIdHash> other_;
+
+  // Txids whose ABORTs may still be on their way: txid -> until (ms), and
+  // (until, txid) for expiry, bounded by abort_quiet_txs_max (the entry
+  // closest to expiry goes first).
+  std::unordered_map<TxId, uint64_t, TxIdHash> abort_quiet_;
+  std::set<std::pair<uint64_t, TxId>> abort_quiet_by_time_;
 
   std::set<std::string> suspected_;  // participants the failure detector suspects
 

@@ -1054,7 +1054,10 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
   Ready r = h.Drain();
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
   EXPECT_FALSE(Msgs<AbortMsg>(r).empty()) << "the locks of this attempt are still released";
-  // Not remembered: the next retry runs again and can commit.
+  // Not remembered: the next retry - once the ABORTs of this attempt can no
+  // longer be on their way (CoreOptions::abort_quiet_ms) - runs again and can
+  // commit.
+  h.now += CoreOptions{}.abort_quiet_ms;
   h.core().Commit(h.now, 2, retry);
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 2u);
@@ -1082,6 +1085,92 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
   ASSERT_EQ(prepares.size(), 2u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
   EXPECT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kAborted);
+}
+
+// Found by the simulator (tests/sim/README.md, `--small-tables --seed 21554`):
+// attempt k of a retried txid ends without a vote (UNKNOWN, nothing
+// remembered) and its ABORT to participant 0 is still on its way. If a
+// Commit of the same txid started attempt k+1 now, participant 0 - still
+// prepared under attempt k - would vote YES, the late ABORT would then drop
+// the transaction there, and after a COMMIT decision participant 0 would
+// refuse COMMIT forever. So no new attempt starts until the ABORT can no
+// longer be on its way; meanwhile the answer is UNKNOWN (true: attempt k did
+// not commit, but an earlier one may have).
+TEST(CoordinatorCore, NoNewAttemptWhileThePreviousAttemptsAbortMayBeOnItsWay) {
+  CoreOptions o = Opts();
+  o.abort_quiet_ms = 1000;
+  Harness h(o);
+  h.StartFresh();
+  CommitRequest retry = Writes(kTx1, {0, 1});
+  retry.is_retry = true;
+  // Attempt k: participant 0 votes YES, participant 1 is unreachable.
+  h.core().Commit(h.now, 1, retry);
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kNo, CallStatus::kUnavailable));
+  Ready r = h.Drain();
+  ASSERT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
+  auto aborts = Msgs<AbortMsg>(r);
+  ASSERT_FALSE(aborts.empty());
+  ASSERT_EQ(aborts[0].first.to, prepares[0].first.to);  // ABORT to participant 0: in flight
+  // The client (or a network copy of its request) asks again at once: no
+  // PREPARE goes out, the answer is UNKNOWN.
+  h.now += 1;
+  h.core().Commit(h.now, 2, retry);
+  r = h.Drain();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty()) << "a new attempt started while the old ABORT may "
+                                              "still overtake its PREPARE";
+  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kUnknown);
+  // Even once the ABORT was acknowledged (a duplicate or a timed-out copy may
+  // still be on its way), until the quiet period ends.
+  h.core().OnAbortReply(h.now, Ack(aborts[0].first));
+  h.now += 500;
+  h.core().Tick(h.now);
+  h.Drain();
+  h.core().Commit(h.now, 3, retry);
+  r = h.Drain();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
+  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
+  // Another txid is not held back.
+  h.core().Commit(h.now, 4, Writes(kTx2, {0, 1}));
+  EXPECT_EQ(Msgs<PrepareMsg>(h.Drain()).size(), 2u);
+  // After the quiet period the next attempt runs and can commit.
+  h.now += 1000;
+  h.core().Commit(h.now, 5, retry);
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  EXPECT_EQ(ResultFor(h.Sync(), 5).outcome, Outcome::kCommitted);
+}
+
+// An ABORT answered to a participant's QueryDecision holds the txid back too
+// (its remembered outcome may be evicted before the answer arrives).
+TEST(CoordinatorCore, AbortAnswerToQueryDecisionHoldsTheTxidBack) {
+  CoreOptions o = Opts();
+  o.abort_quiet_ms = 1000;
+  o.other_outcomes_max = 1;
+  Harness h(o);
+  h.StartFresh();
+  h.core().QueryDecision(h.now, 1, kTx1);
+  ASSERT_EQ(std::get<Decision>(h.Drain().replies.at(0).body), Decision::kAbort);
+  h.core().QueryDecision(h.now, 2, kTx2);  // evicts kTx1's remembered abort
+  h.Drain();
+  CommitRequest retry = Writes(kTx1, {0, 1});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 3, retry);
+  Ready r = h.Drain();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
+  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
+  // The guard is carried across a step-down (HaCore rebuilds the core).
+  Harness h2(o);
+  h2.core().ImportMemory(h.core().ExportMemory());
+  h2.StartFresh();
+  h2.core().Commit(h.now, 4, retry);
+  r = h2.Drain();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
+  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kUnknown);
 }
 
 // Found by the failover simulator: the HA layer holds a durable DECISION back

@@ -1262,6 +1262,9 @@ void World::StartCore(Node& n) {
     o.prepare_timeout_ms = kPrepareTimeoutMs;
     o.commit_timeout_ms = kCommitTimeoutMs;
     o.abort_timeout_ms = kAbortTimeoutMs;
+    // An ABORT may spend up to kNetLongDelayMsMax on the network (past its
+    // call's timeout): hold new attempts of its txid back at least that long.
+    o.abort_quiet_ms = kNetLongDelayMsMax + kAbortTimeoutMs;
     o.commit_retry_initial_ms = kCommitRetryInitialMs;
     o.commit_retry_max_ms = kCommitRetryMaxMs;
     if (opts_.small_tables) {

@@ -226,7 +226,8 @@ TEST(SimTest, Issue5SeedsPass) {
   const std::vector<std::pair<uint64_t, SimOptions>> cases = {
       {2009560, failover},     {1826, small_failover}, {6207, small_failover},
       {9405, small_failover},  {221, small},           {1794, small},
-      {2662, small},           {2682, small},          {2984, small}};
+      {2662, small},           {2682, small},          {2984, small},
+      {21554, small}};  // a new attempt racing the previous attempt's ABORT
   for (const auto& [seed, o] : cases) {
     RunResult r = RunSeed(seed, o);
     EXPECT_TRUE(r.violations.empty()) << ExplainFailure(r, o);
