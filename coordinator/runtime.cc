@@ -136,22 +136,12 @@ CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
       heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
                                      "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
       suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})),
-      wal_sync(r.AddHistogram("dtx_wal_sync_seconds",
-                              "WAL fdatasync latency per group commit (the batch's syncs; two when it sealed a segment).",
-                              obs::LatencyBucketsSeconds())),
-      wal_records_per_sync(r.AddHistogram("dtx_wal_records_per_sync", "Records made durable by one WAL group commit.",
-                                          obs::ExponentialBuckets(1, 2, 12))) {
+      wal(r) {
   for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
                         AbortReason::kCoordinatorFailover}) {
     abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
   }
   for (const char* x : {"primary", "backup", "starting"}) role.Get({x});
-  r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.",
-                       [this] { return static_cast<double>(wal_syncs.load(std::memory_order_relaxed)); });
-  r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.",
-                       [this] { return static_cast<double>(wal_records_synced.load(std::memory_order_relaxed)); });
-  r.AddCounterCallback("dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.",
-                       [this] { return static_cast<double>(wal_sync_micros.load(std::memory_order_relaxed)) * 1e-6; });
   obs::RegisterProcessMetrics(&r);
 }
 
@@ -205,10 +195,7 @@ void Runtime::UpdateMetrics() {
        cs.aborts_failover);
   feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
   if (log_) {
-    wal::Stats ws = log_->stats();
-    metrics_.wal_syncs.store(ws.syncs, std::memory_order_relaxed);
-    metrics_.wal_records_synced.store(ws.records_synced, std::memory_order_relaxed);
-    metrics_.wal_sync_micros.store(ws.sync_micros_total, std::memory_order_relaxed);
+    metrics_.wal.Update(log_->stats());
   }
 }
 
@@ -546,10 +533,7 @@ wal::Options Runtime::WalOptions() {
   wal::Options o = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
   // Log (~Runtime resets log_ before the members go).
-  o.on_sync = [this](uint64_t records, uint64_t /*bytes*/, uint64_t sync_ns) {
-    metrics_.wal_sync.ObserveNs(sync_ns);
-    metrics_.wal_records_per_sync.Observe(static_cast<double>(records));
-  };
+  metrics_.wal.Hook(o);
   return o;
 }
 

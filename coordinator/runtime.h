@@ -54,6 +54,7 @@
 #include "common/failure_detector.h"
 #include "common/metrics.h"
 #include "common/trace.h"
+#include "common/wal_metrics.h"
 #include "common/metrics_http.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
@@ -129,13 +130,7 @@ struct CoordinatorMetrics {
   obs::Gauge& in_flight;
   obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
   obs::GaugeFamily& suspected;
-  // Fed by wal::Options::on_sync on the WAL's flusher thread (Observe is
-  // thread-safe), as on the participant (docs/observability.md).
-  obs::Histogram& wal_sync;              // dtx_wal_sync_seconds
-  obs::Histogram& wal_records_per_sync;  // dtx_wal_records_per_sync
-  std::atomic<uint64_t> wal_syncs{0};
-  std::atomic<uint64_t> wal_records_synced{0};
-  std::atomic<uint64_t> wal_sync_micros{0};
+  obs::WalMetrics wal;  // common/wal_metrics.h
   // The core's counts at the last tick (loop thread), fed into the counters.
   struct CoreSeen {
     uint64_t commits = 0, conflict = 0, unavailable = 0, timeout = 0, failover = 0, unknown = 0;

@@ -86,22 +86,12 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
       heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Seconds since this coordinator was last heard from.",
                                      {"peer"})),
       suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})),
-      wal_sync(r.AddHistogram("dtx_wal_sync_seconds",
-                              "WAL fdatasync latency per group commit (the batch's syncs; two when it sealed a segment).",
-                              obs::LatencyBucketsSeconds())),
-      wal_records_per_sync(r.AddHistogram("dtx_wal_records_per_sync", "Records made durable by one WAL group commit.",
-                                          obs::ExponentialBuckets(1, 2, 12))) {
+      wal(r) {
   r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"}).Get({"participant"}).Set(1);
   for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
                         AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
     abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
   }
-  r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.",
-                       [this] { return static_cast<double>(wal_syncs.load(std::memory_order_relaxed)); });
-  r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.",
-                       [this] { return static_cast<double>(wal_records_synced.load(std::memory_order_relaxed)); });
-  r.AddCounterCallback("dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.",
-                       [this] { return static_cast<double>(wal_sync_micros.load(std::memory_order_relaxed)) * 1e-6; });
   obs::RegisterProcessMetrics(&r);
 }
 
@@ -191,10 +181,7 @@ void Runtime::UpdateMetrics() {
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
-  wal::Stats ws = log_->stats();
-  metrics_.wal_syncs.store(ws.syncs, std::memory_order_relaxed);
-  metrics_.wal_records_synced.store(ws.records_synced, std::memory_order_relaxed);
-  metrics_.wal_sync_micros.store(ws.sync_micros_total, std::memory_order_relaxed);
+  metrics_.wal.Update(log_->stats());
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
   uint64_t oldest_ms = 0;
   if (st.in_doubt != 0) {
@@ -223,11 +210,7 @@ Status Runtime::RestoreAndReplay() {
   wal::Options wal_options = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
   // Log (log_ is reset in the destructor before the members go).
-  wal_options.on_sync = [this](uint64_t records, uint64_t bytes, uint64_t sync_ns) {
-    (void)bytes;
-    metrics_.wal_sync.ObserveNs(sync_ns);
-    metrics_.wal_records_per_sync.Observe(static_cast<double>(records));
-  };
+  metrics_.wal.Hook(wal_options);
   auto log = wal::Log::Open(wal_options, (std::filesystem::path(options_.dir) / "wal").string(),
                             [this, &first](wal::Lsn lsn, uint8_t type, std::string_view payload) {
                               if (first == 0) first = lsn;

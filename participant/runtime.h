@@ -76,6 +76,7 @@
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/trace.h"
+#include "common/wal_metrics.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
@@ -154,12 +155,7 @@ struct ParticipantMetrics {
   obs::Gauge& epoch;
   obs::GaugeFamily& heartbeat_age;  // peer: coordinator address
   obs::GaugeFamily& suspected;
-  // Observed on the WAL flusher thread (wal::Options::on_sync).
-  obs::Histogram& wal_sync;
-  obs::Histogram& wal_records_per_sync;
-  std::atomic<uint64_t> wal_syncs{0};
-  std::atomic<uint64_t> wal_records_synced{0};
-  std::atomic<uint64_t> wal_sync_micros{0};
+  obs::WalMetrics wal;  // common/wal_metrics.h
 };
 
 struct CheckpointStats {
