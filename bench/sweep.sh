@@ -5,10 +5,11 @@
 #
 #   bench/sweep.sh [--build DIR] [--out DIR] [--duration S] [--participants N]
 #                  [--workloads "bank ycsb-a ycsb-b ycsb-f"] [--clients "1 4 16 64 256"]
-#                  [--keys N] [--table FILE]
+#                  [--keys N] [--table FILE] [--results FILE]
 #
 # Defaults: --build build, --out sweep-out (JSON reports and pictures), --duration 10,
 # --participants 3, --keys 100000, --table OUT/table.md. Each run is dtx-bench --warmup 2.
+# --results FILE (e.g. bench/RESULTS.md) also appends the table there under a dated heading.
 # The cluster is started with `dtxctl cluster up` in OUT/cluster and stopped
 # at the end (also on failure or Ctrl-C).
 set -euo pipefail
@@ -21,6 +22,7 @@ workloads="bank ycsb-a ycsb-b ycsb-f"
 clients="1 4 16 64 256"
 keys=100000
 table=""
+results=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -31,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --clients) clients=$2; shift 2 ;;
     --keys) keys=$2; shift 2 ;;
     --table) table=$2; shift 2 ;;
+    --results) results=$2; shift 2 ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "sweep.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -110,3 +113,7 @@ print("\n".join(out))
 PY
 "$bench" plot "${reports[@]}" --out "$out/sweep" >&2 || echo "sweep.sh: plot failed" >&2
 echo "table: $table" >&2
+if [[ -n $results ]]; then
+  { echo; echo "## Sweep, $(date -u '+%Y-%m-%d %H:%M UTC') (bench/sweep.sh)"; echo; cat "$table"; } >> "$results"
+  echo "appended to $results" >&2
+fi
