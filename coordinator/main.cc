@@ -2,7 +2,7 @@
 //
 //   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --participants 127.0.0.1:P0,127.0.0.1:P1,... [--log-file PATH]
-//                   [--log-level info] [--prepare-timeout-ms 2000]
+//                   [--log-level info] [--prepare-timeout-ms 2000] [--abort-quiet-ms 2000]
 //                   [--role primary|backup] [--peer 127.0.0.1:PORT]
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
 
   std::string name, listen, dir, participants, log_file, log_level, metrics_listen;
   uint64_t prepare_timeout_ms = 0;
+  uint64_t abort_quiet_ms = 0;
   std::string role, peer, detector;
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
@@ -93,6 +94,9 @@ int main(int argc, char** argv) {
       ("log-file", po::value(&log_file), "log file (default: <dir>/node.log)")
       ("log-level", po::value(&log_level)->default_value("info"),
        "trace, debug, info, warn, error, critical, off")
+      ("abort-quiet-ms", po::value(&abort_quiet_ms)->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
+       "after sending ABORT for a txid, start no new attempt of it for this long (a Commit meanwhile "
+       "is answered UNKNOWN; coordinator/README.md \"Abort hold\"); 0 turns the hold off")
       ("prepare-timeout-ms", po::value(&prepare_timeout_ms)->default_value(2000),
        "abort a transaction whose votes are not all in after this long")
       ("role", po::value(&role)->default_value("primary"),
@@ -155,6 +159,10 @@ int main(int argc, char** argv) {
     return Usage("--prepare-timeout-ms must be in 1..3600000", desc);
   }
   options.core.prepare_timeout_ms = prepare_timeout_ms;
+  if (abort_quiet_ms > 3600u * 1000) {
+    return Usage("--abort-quiet-ms must be in 0..3600000", desc);
+  }
+  options.core.abort_quiet_ms = abort_quiet_ms;
   if (trace_events > dtx::obs::kTraceEventsMax) {
     return Usage("--trace-events must be in 0.." + std::to_string(dtx::obs::kTraceEventsMax), desc);
   }
