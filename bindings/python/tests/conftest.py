@@ -50,12 +50,14 @@ class Cluster:
         return pids
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def run_cluster(tmp_path_factory, name, *extra_args):
+    """Starts `dtxctl cluster up --participants 3 [extra_args]` in a fresh temporary
+    directory, yields a Cluster, then stops it and kills every node it started
+    (SIGCONT first, in case a test left one stopped)."""
     dtxctl = _dtxctl()
-    d = tmp_path_factory.mktemp("cluster")
-    up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3"],
-                        capture_output=True, text=True, timeout=90)
+    d = tmp_path_factory.mktemp(name)
+    up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3",
+                         *extra_args], capture_output=True, text=True, timeout=90)
     c = None
     try:
         assert up.returncode == 0, f"cluster up failed:\n{up.stdout}\n{up.stderr}"
@@ -66,9 +68,15 @@ def cluster(tmp_path_factory):
                        capture_output=True, timeout=60)
         for pid in (c.all_pids() if c else []):
             try:
+                os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from run_cluster(tmp_path_factory, "cluster")
 
 
 @pytest.fixture

@@ -4,35 +4,17 @@ primary moves to the promoted backup long before the socket timeout."""
 
 import os
 import signal
-import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import Cluster, _dtxctl
+from conftest import run_cluster
 
 
 @pytest.fixture(scope="module")
 def ha_cluster(tmp_path_factory):
-    dtxctl = _dtxctl()
-    d = tmp_path_factory.mktemp("ha-cluster")
-    up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3",
-                         "--backup"], capture_output=True, text=True, timeout=90)
-    c = None
-    try:
-        assert up.returncode == 0, f"cluster up failed:\n{up.stdout}\n{up.stderr}"
-        c = Cluster(d, dtxctl)
-        yield c
-    finally:
-        subprocess.run([str(dtxctl), "cluster", "down", "--dir", str(d)],
-                       capture_output=True, timeout=60)
-        for pid in (c.all_pids() if c else []):
-            try:
-                os.kill(pid, signal.SIGCONT)
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    yield from run_cluster(tmp_path_factory, "ha-cluster", "--backup")
 
 
 def _role(cluster, node):
