@@ -162,7 +162,7 @@ Result<std::unique_ptr<MetricsHttpServer>> StartNodeMetricsEndpoint(const Regist
   if (port < 0 || port > 65535) return Status::InvalidArgument("metrics port out of range");
   auto http = MetricsHttpServer::Start(registry, host, static_cast<uint16_t>(port));
   if (!http.ok()) return http.status();
-  const std::string addr = host + ":" + std::to_string((*http)->port());
+  const std::string addr = (*http)->address();
   const std::filesystem::path tmp = std::filesystem::path(node_dir) / "metrics.addr.tmp";
   FILE* f = std::fopen(tmp.c_str(), "w");
   if (f == nullptr) return Status::IOError("cannot write " + tmp.string());

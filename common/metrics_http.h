@@ -46,6 +46,8 @@ class MetricsHttpServer {
 
   // The bound port.
   uint16_t port() const { return port_; }
+  // "host:port" as listened on.
+  std::string address() const { return host_ + ":" + std::to_string(port_); }
   // Idempotent.
   void Stop();
 

@@ -172,8 +172,7 @@ Status Runtime::StartMetrics() {
 }
 
 std::string Runtime::metrics_address() const {
-  if (metrics_http_ == nullptr) return "";
-  return options_.metrics_host + ":" + std::to_string(metrics_http_->port());
+  return metrics_http_ == nullptr ? "" : metrics_http_->address();
 }
 
 void Runtime::UpdateMetrics() {
