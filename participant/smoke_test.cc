@@ -32,6 +32,7 @@
 #include "common/event_loop.h"
 #include "common/rpc_server.h"
 #include "common/types.h"
+#include "tests/metrics_scrape.h"
 
 namespace dtx::participant {
 namespace {
@@ -509,46 +510,8 @@ TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
   EXPECT_EQ(WaitExit(pid_), 0);
 }
 
-// GET http://127.0.0.1:PORT/metrics over a plain socket; "" on any failure.
-std::string HttpGetMetrics(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  std::string out;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) {
-    const std::string req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (::write(fd, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
-      char buf[4096];
-      for (ssize_t n; (n = ::read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
-// Parses a text-format body into series -> value; fails the test on a line
-// that is neither a comment nor "series value".
-std::map<std::string, double> ParseMetrics(const std::string& body) {
-  std::map<std::string, double> out;
-  std::istringstream in(body);
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty() || line[0] == '#') continue;
-    size_t sp = line.rfind(' ');
-    EXPECT_NE(sp, std::string::npos) << line;
-    if (sp == std::string::npos) continue;
-    char* end = nullptr;
-    std::string v = line.substr(sp + 1);
-    double d = std::strtod(v.c_str(), &end);
-    EXPECT_EQ(*end, '\0') << line;
-    out[line.substr(0, sp)] = d;
-  }
-  return out;
-}
+using test_metrics::HttpGetMetrics;
+using test_metrics::ParseMetrics;
 
 TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
   int port = FreePort();
