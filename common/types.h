@@ -57,6 +57,24 @@ inline const char* AbortReasonName(AbortReason r) {
   return "unknown";
 }
 
+// Mirrors idl/dtx.thrift NodeRole (same numbers).
+enum class NodeRole : int {
+  kParticipant = 1,
+  kPrimary = 2,   // a coordinator established at its epoch: it decides
+  kStarting = 3,  // a primary not yet established: decides nothing yet
+  kBackup = 4,
+};
+
+inline const char* NodeRoleName(NodeRole r) {
+  switch (r) {
+    case NodeRole::kParticipant: return "participant";
+    case NodeRole::kPrimary: return "primary";
+    case NodeRole::kStarting: return "starting";
+    case NodeRole::kBackup: return "backup";
+  }
+  return "unknown";
+}
+
 // Limits every part enforces (one place; "put a limit on everything").
 inline constexpr size_t kKeyBytesMax = 1024;
 inline constexpr size_t kValueBytesMax = 1u << 20;          // 1 MiB

@@ -53,6 +53,15 @@ exception DtxError {
   5: optional string epoch_owner,
 }
 
+// What a node is: sent in heartbeats and status (common/types.h NodeRole
+// mirrors it, with static_asserts in common/wire.cc).
+enum NodeRole {
+  PARTICIPANT = 1,
+  PRIMARY = 2,     // the coordinator that decides (established at its epoch)
+  STARTING = 3,    // a primary not yet established at its epoch: decides nothing yet
+  BACKUP = 4,
+}
+
 struct ReadItem {
   1: required binary key,
   2: required Version version,  // the version Read returned (0: never written; a deleted key keeps its version)
