@@ -921,7 +921,7 @@ int Run(const Config& cfg, const std::string& command_line) {
     coordinator = cluster->primary()->address;
     coordinators.clear();  // coordinator-0 first, then its backup(s)
     for (const tools::NodeEntry& n : cluster->nodes()) {
-      if (n.role == tools::NodeRole::kCoordinator) coordinators.push_back(n.address);
+      if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
     }
   }
   std::vector<FaultEvent> faults;

@@ -39,7 +39,7 @@ class ClusterTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.ToString();
     std::vector<std::string> coordinators;  // coordinator-0 first, then a backup
     for (const auto& n : cluster_.config().nodes()) {
-      if (n.role == tools::NodeRole::kCoordinator) coordinators.push_back(n.address);
+      if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
     }
     auto c = Client::Connect({.coordinators = coordinators});
     ASSERT_TRUE(c.ok()) << c.status().ToString();

@@ -83,7 +83,7 @@ TEST_F(FaultTest, KilledParticipantIsRestartedAndKeepsCommittedData) {
     size_t at = st.out.find(n.name + " ");
     ASSERT_NE(at, std::string::npos) << st.out;
     std::string row = st.out.substr(at, st.out.find('\n', at) - at);
-    EXPECT_NE(row.find(n.role == tools::NodeRole::kCoordinator ? " primary " : " participant "),
+    EXPECT_NE(row.find(n.role == tools::NodeKind::kCoordinator ? " primary " : " participant "),
               std::string::npos)
         << row;
     EXPECT_NE(row.find(std::to_string(cluster_.NodePid(n.name))), std::string::npos) << row;

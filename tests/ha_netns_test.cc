@@ -253,7 +253,7 @@ class NetnsCluster {
     tools::NodeEntry e;
     e.name = NodeName(host);
     e.address = Address(host);
-    e.role = host[0] == 'c' ? tools::NodeRole::kCoordinator : tools::NodeRole::kParticipant;
+    e.role = host[0] == 'c' ? tools::NodeKind::kCoordinator : tools::NodeKind::kParticipant;
     e.index = std::stoi(host.substr(1));
     return e;
   }

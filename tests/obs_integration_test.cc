@@ -191,7 +191,7 @@ TEST_F(ObsTest, CommitCounterMovesByExactlyTheClientsCommitsAndHistogramsAreWell
     int checked = 0;
     EXPECT_EQ("", CheckHistograms(n.name, *e, &checked));
     EXPECT_GT(checked, 0) << n.name;
-    if (n.role == tools::NodeRole::kParticipant) {
+    if (n.role == tools::NodeKind::kParticipant) {
       EXPECT_EQ("histogram", e->types["dtx_wal_sync_seconds"]) << n.name;
       EXPECT_EQ("histogram", e->types["dtx_wal_records_per_sync"]) << n.name;
       const double syncs = tools::SumSamples(*e, "dtx_wal_sync_seconds_count");

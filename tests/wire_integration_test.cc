@@ -222,7 +222,7 @@ TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
       if (c_conn) return tools::RunThrift("GetStatus", [&] { c_conn->client().GetStatus(st); });
       return tools::RunThrift("GetStatus", [&] { p_conn->client().GetStatus(st); });
     };
-    if (node.role == tools::NodeRole::kCoordinator) {
+    if (node.role == tools::NodeKind::kCoordinator) {
       auto c = tools::CoordinatorConnection::Open(node.address, {});
       ASSERT_TRUE(c.ok());
       c_conn = std::move(*c);

@@ -88,7 +88,7 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn) {
 Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts& timeouts) {
   rpc::NodeStatus out;
   std::string what = "GetStatus on " + node.name + " (" + node.address + ")";
-  if (node.role == NodeRole::kCoordinator) {
+  if (node.role == NodeKind::kCoordinator) {
     auto c = CoordinatorConnection::Open(node.address, timeouts);
     if (!c.ok()) return c.status();
     DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetStatus(out); }));
@@ -103,7 +103,7 @@ Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts
 Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
                         const std::string& action, const AdminTimeouts& timeouts) {
   std::string what = "SetFailpoint on " + node.name + " (" + node.address + ")";
-  if (node.role == NodeRole::kCoordinator) {
+  if (node.role == NodeKind::kCoordinator) {
     auto c = CoordinatorConnection::Open(node.address, timeouts);
     if (!c.ok()) return c.status();
     return RunThrift(what, [&] { (*c)->client().SetFailpoint(name, action); });
@@ -115,7 +115,7 @@ Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
 
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
                                                     const AdminTimeouts& timeouts) {
-  if (node.role != NodeRole::kParticipant) {
+  if (node.role != NodeKind::kParticipant) {
     return Status::InvalidArgument(node.name + " is not a participant");
   }
   auto c = ParticipantConnection::Open(node.address, timeouts);
@@ -130,7 +130,7 @@ Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& 
                                         const AdminTimeouts& timeouts) {
   rpc::TraceResponse out;
   std::string what = "GetTrace on " + node.name + " (" + node.address + ")";
-  if (node.role == NodeRole::kCoordinator) {
+  if (node.role == NodeKind::kCoordinator) {
     auto c = CoordinatorPeerConnection::Open(node.address, timeouts);
     if (!c.ok()) return c.status();
     DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetTrace(out, txid); }));

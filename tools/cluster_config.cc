@@ -53,7 +53,7 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t bytes_max) {
 }
 
 bool RoleLess(const NodeEntry& a, const NodeEntry& b) {
-  if (a.role != b.role) return a.role == NodeRole::kCoordinator;
+  if (a.role != b.role) return a.role == NodeKind::kCoordinator;
   return a.index < b.index;
 }
 
@@ -80,10 +80,10 @@ Result<NodeEntry> ParseNodeName(std::string_view name) {
   NodeEntry e;
   std::string_view rest;
   if (name.starts_with("coordinator-")) {
-    e.role = NodeRole::kCoordinator;
+    e.role = NodeKind::kCoordinator;
     rest = name.substr(12);
   } else if (name.starts_with("participant-")) {
-    e.role = NodeRole::kParticipant;
+    e.role = NodeKind::kParticipant;
     rest = name.substr(12);
   } else {
     return Status::InvalidArgument("node name '" + std::string(name) +
@@ -128,7 +128,7 @@ Status ClusterConfig::Validate() const {
   if (primary() == nullptr) return Status::InvalidArgument("no coordinator-0");
   int expect = 0;
   for (const NodeEntry& n : nodes_) {
-    if (n.role != NodeRole::kParticipant) continue;
+    if (n.role != NodeKind::kParticipant) continue;
     if (n.index != expect) {
       return Status::InvalidArgument("participants must be numbered 0..N-1; participant-" +
                                      std::to_string(expect) + " is missing");
@@ -201,7 +201,7 @@ const NodeEntry* ClusterConfig::Find(std::string_view name) const {
 std::vector<NodeEntry> ClusterConfig::participants() const {
   std::vector<NodeEntry> out;
   for (const NodeEntry& n : nodes_) {
-    if (n.role == NodeRole::kParticipant) out.push_back(n);
+    if (n.role == NodeKind::kParticipant) out.push_back(n);
   }
   return out;
 }

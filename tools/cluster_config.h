@@ -46,12 +46,12 @@ inline constexpr const char* kNodeConsoleFile = "console.log";
 inline constexpr size_t kClusterNodesMax = 256;
 inline constexpr size_t kClusterConfBytesMax = 64u << 10;
 
-enum class NodeRole { kCoordinator, kParticipant };
+enum class NodeKind { kCoordinator, kParticipant };
 
 struct NodeEntry {
   std::string name;     // "coordinator-0", "participant-3"
   std::string address;  // "127.0.0.1:40102"
-  NodeRole role = NodeRole::kParticipant;
+  NodeKind role = NodeKind::kParticipant;
   int index = 0;        // the number after the dash
 };
 

@@ -26,7 +26,7 @@ TEST(ClusterConfigTest, ParsesNodesInShardOrderWithCommentsAndBlankLines) {
   EXPECT_EQ(ps[0].name, "participant-0");
   EXPECT_EQ(ps[0].address, "127.0.0.1:40002");
   EXPECT_EQ(ps[1].index, 1);
-  EXPECT_EQ(ps[1].role, NodeRole::kParticipant);
+  EXPECT_EQ(ps[1].role, NodeKind::kParticipant);
 }
 
 TEST(ClusterConfigTest, RejectsBadLinesNamingTheLine) {

@@ -94,7 +94,7 @@ class Supervisor {
       n->entry = e;
       std::string node_dir = NodeDir(options_.dir, e.name);
       n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir};
-      if (e.role == NodeRole::kCoordinator) {
+      if (e.role == NodeKind::kCoordinator) {
         n->bin = options_.coordinator_bin;
         n->args.insert(n->args.end(), {"--participants", participants});
         const NodeEntry* c0 = config_.Find("coordinator-0");
