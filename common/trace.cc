@@ -42,7 +42,7 @@ struct TraceRing::Slot {
 };
 
 TraceRing::TraceRing(Options options)
-    : capacity_(RoundUpPow2(std::max<size_t>(options.events_max, 2))),
+    : capacity_(RoundUpPow2(std::max<size_t>(options.events_max, kTraceEventsMin))),
       log_events_(options.log_events) {
   DTX_CHECK_MSG(options.events_max <= kTraceEventsMax, "trace ring larger than kTraceEventsMax");
   slots_ = std::make_unique<Slot[]>(capacity_);

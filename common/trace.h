@@ -36,6 +36,9 @@ namespace dtx::obs {
 // Limits: ring size (a power of two) and the inline detail text per event.
 inline constexpr size_t kTraceEventsMaxDefault = 65536;
 inline constexpr size_t kTraceEventsMax = size_t{1} << 22;
+// The smallest ring: a smaller Options::events_max gets this many slots
+// (node/node.h clamps --trace-events to it, for both node types).
+inline constexpr size_t kTraceEventsMin = 2;
 inline constexpr size_t kTraceDetailBytesMax = 39;  // longer details are cut
 // Record() reads only the monotonic clock; the wall-clock offset it adds is
 // re-measured when older than this.

@@ -1,0 +1,73 @@
+#include "node/node.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "common/check.h"
+#include "common/log.h"
+
+namespace dtx::node {
+
+Node::Node(EventLoop* loop, NodeOptions options)
+    : loop_(loop),
+      options_(std::move(options)),
+      tracing_(options_.trace_events > 0),
+      trace_(obs::TraceRing::Options{
+          .events_max = std::clamp<size_t>(options_.trace_events, obs::kTraceEventsMin,
+                                           obs::kTraceEventsMax),
+          .log_events = true}) {}
+
+Node::~Node() {
+  Shutdown();
+  alive_.Expire();
+}
+
+Status Node::Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+                   std::shared_ptr<Detachable> handler, const std::string& host, int port) {
+  DTX_CHECK(server_ == nullptr && !shut_down_);
+  handler_ = std::move(handler);
+  RpcServerOptions so;
+  so.host = host;
+  so.port = port;
+  so.name = options_.name;
+  server_ = std::make_unique<RpcServer>(loop_, std::move(processor), so);
+  DTX_RETURN_IF_ERROR(server_->Start());
+  address_ = server_->address();
+  return Status::OK();
+}
+
+void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
+  DTX_CHECK(!shut_down_);
+  timers_.push_back(loop_->RunEvery(interval_ms, std::move(fn)));
+}
+
+void Node::PostGuarded(std::function<void()> fn) const {
+  loop_->Post(alive_.Guard(std::move(fn)));
+}
+
+Status Node::StartMetrics() {
+  auto http = obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled,
+                                            options_.metrics_host, options_.metrics_port,
+                                            options_.dir);
+  if (!http.ok()) return http.status();
+  metrics_http_ = std::move(*http);
+  if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
+  return Status::OK();
+}
+
+std::string Node::metrics_address() const {
+  return metrics_http_ == nullptr ? "" : metrics_http_->address();
+}
+
+bool Node::Shutdown() {
+  if (shut_down_) return false;
+  shut_down_ = true;
+  if (metrics_http_) metrics_http_->Stop();
+  if (handler_) handler_->Detach();
+  for (TimerId t : timers_) loop_->Cancel(t);
+  timers_.clear();
+  if (server_) server_->Close();
+  return true;
+}
+
+}  // namespace dtx::node

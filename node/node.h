@@ -1,0 +1,178 @@
+// Node: what every dtx node runtime (coordinator/runtime.cc,
+// participant/runtime.cc) needs around its protocol core, written once:
+//   - serving: the RpcServer for the node's Thrift processor, and the
+//     handler's detach at shutdown (a request arriving later never reaches
+//     a runtime that is going away);
+//   - periodic timers, cancelled at shutdown;
+//   - the lifetime token that callbacks posted from other threads check;
+//   - the Prometheus endpoint (docs/observability.md) over the node's
+//     Registry, and metrics_address();
+//   - the span-event ring (common/trace.h) and Trace();
+//   - DrainGuard, the re-entry guard of a runtime's Process().
+// Fail-stop and failpoints are in node/fail_stop.h, the WAL appender in
+// node/wal_appender.h, the Thrift handler's common admin calls in
+// node/handler.h.
+//
+// A runtime owns one Node and starts it in this order: fill the registry
+// (metric families), Serve(), RunEvery() its timers, StartMetrics(). Its
+// Shutdown() calls Node::Shutdown() first.
+//
+// Threading: every method runs on the loop thread (or before the loop runs),
+// except trace() and Trace(), which are thread-safe.
+// Lifetime: `loop` must outlive the Node. The Registry lives as long as the
+// Node; Shutdown() (also run by the destructor) stops the metrics endpoint,
+// so objects that gauge callbacks read may be destroyed after it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/event_loop.h"
+#include "common/metrics.h"
+#include "common/metrics_http.h"
+#include "common/rpc_server.h"
+#include "common/status.h"
+#include "common/trace.h"
+#include "common/types.h"
+#include "node/lifetime.h"
+
+namespace dtx::node {
+
+struct NodeOptions {
+  std::string name;  // e.g. "coordinator-0": log lines, GetTrace, RpcServer
+  std::string dir;   // NODEDIR: metrics.addr is written here
+  // Prometheus endpoint: GET /metrics on metrics_host:metrics_port (0: the
+  // kernel picks), the bound address written to dir/metrics.addr. Off when
+  // !metrics_enabled.
+  bool metrics_enabled = true;
+  std::string metrics_host = "127.0.0.1";
+  int metrics_port = 0;
+  // Span events kept (rounded up to a power of two, clamped to
+  // [obs::kTraceEventsMin, obs::kTraceEventsMax]); 0 turns tracing off:
+  // Trace() records nothing and GetTrace answers with no events. Events also
+  // go to the log at level debug.
+  size_t trace_events = obs::kTraceEventsMaxDefault;
+};
+
+// Something the node detaches from its runtime at shutdown (the Thrift
+// handler, node/handler.h).
+class Detachable {
+ public:
+  virtual ~Detachable() = default;
+  virtual void Detach() = 0;
+};
+
+// Process() of a runtime drains its core until the core has nothing left.
+// Handling an output may feed the core again and call Process() from inside
+// (a reply whose callback issues a new request, a failpoint, a synchronous
+// stub error); that inner call must not start a second drain in the middle
+// of the first: it returns at once and the outer loop drains what it would
+// have. Usage:
+//   void Process() {
+//     DrainGuard::Scope scope = drain_.Enter();
+//     if (!scope.entered()) return;
+//     while (!(r = core.TakeReady()).empty()) { ...handle r... }
+//   }
+class DrainGuard {
+ public:
+  class Scope {
+   public:
+    explicit Scope(DrainGuard* guard) : guard_(guard->draining_ ? nullptr : guard) {
+      if (guard_ != nullptr) guard_->draining_ = true;
+    }
+    ~Scope() {
+      if (guard_ != nullptr) guard_->draining_ = false;
+    }
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+    // False inside a drain already running: return, the outer one drains.
+    bool entered() const { return guard_ != nullptr; }
+
+   private:
+    DrainGuard* guard_;
+  };
+  [[nodiscard]] Scope Enter() { return Scope(this); }
+  bool draining() const { return draining_; }
+
+ private:
+  bool draining_ = false;
+};
+
+class Node {
+ public:
+  Node(EventLoop* loop, NodeOptions options);
+  ~Node();  // Shutdown()
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  const std::string& name() const { return options_.name; }
+  EventLoop* loop() const { return loop_; }
+  // The loop's clock (milliseconds, monotonic): the cores' time input.
+  uint64_t NowMs() const { return loop_->NowMs(); }
+
+  // ---- serving ----
+  // Binds host:port (0: the kernel picks) for `processor`, whose handler is
+  // `handler`: Shutdown() detaches it before closing the server.
+  Status Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
+               std::shared_ptr<Detachable> handler, const std::string& host, int port);
+  // "host:port" the server is bound to ("" before Serve).
+  const std::string& address() const { return address_; }
+
+  // ---- timers ----
+  // Runs `fn` every interval_ms on the loop until Shutdown().
+  void RunEvery(uint64_t interval_ms, std::function<void()> fn);
+
+  // ---- lifetime ----
+  // Expires when the Node is destroyed; callbacks that hop through another
+  // thread back to the loop check a watch of it.
+  const LifetimeToken& lifetime() const { return alive_; }
+  // Post()s `fn` to the loop, to run only if this node is still alive then.
+  // Thread-safe.
+  void PostGuarded(std::function<void()> fn) const;
+
+  // ---- metrics ----
+  obs::Registry& registry() { return registry_; }
+  const obs::Registry& registry() const { return registry_; }
+  // Starts the endpoint (a no-op when !metrics_enabled).
+  Status StartMetrics();
+  // "host:port" of the metrics endpoint, "" when off.
+  std::string metrics_address() const;
+
+  // ---- tracing ----
+  bool tracing() const { return tracing_; }
+  obs::TraceRing& trace() { return trace_; }
+  const obs::TraceRing& trace() const { return trace_; }
+  // Records a span event for txid when tracing is on. `event` must have
+  // static storage duration (a literal, or an obs::span constant).
+  void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
+    if (tracing_) trace_.Record(txid, event, detail);
+  }
+
+  // Stops the metrics endpoint, detaches the handler, closes the server and
+  // cancels the timers. True the first time, false afterwards (safe to call
+  // twice).
+  bool Shutdown();
+  bool shut_down() const { return shut_down_; }
+
+ private:
+  EventLoop* const loop_;
+  const NodeOptions options_;
+  std::shared_ptr<Detachable> handler_;
+  std::unique_ptr<RpcServer> server_;
+  std::string address_;
+  std::vector<TimerId> timers_;
+  bool shut_down_ = false;
+  LifetimeToken alive_;
+  const bool tracing_;
+  obs::TraceRing trace_;
+  obs::Registry registry_;
+  // Declared last: destroyed (stopped) before the registry its scrapes read.
+  std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
+};
+
+}  // namespace dtx::node

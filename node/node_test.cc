@@ -1,0 +1,173 @@
+// node/: the WAL appender hands each forced record's LSN to the loop and
+// drops notices of a closed log; fail-stop and failpoint semantics; the
+// lifetime token, the drain guard and the trace ring's minimum size.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "common/failpoint.h"
+#include "node/fail_stop.h"
+#include "node/lifetime.h"
+#include "node/node.h"
+#include "node/wal_appender.h"
+
+namespace dtx::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+class WalAppenderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/dtx-node-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    loop_.Start();
+    loop_.RunSync([&] {
+      appender_ = std::make_unique<WalAppender>(loop_.loop(), "test log");
+      ASSERT_TRUE(appender_->Open(wal::Options{}, dir_ + "/wal", nullptr).ok());
+    });
+  }
+  void TearDown() override {
+    loop_.RunSync([&] { appender_.reset(); });
+    loop_.Stop();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  // Lets every notice already posted run.
+  void Drain() {
+    for (int i = 0; i < 3; ++i) loop_.RunSync([] {});
+  }
+
+  std::string dir_;
+  LoopThread loop_;
+  std::unique_ptr<WalAppender> appender_;
+};
+
+TEST_F(WalAppenderTest, ForcedRecordsAreReportedDurableWithTheirLsnOnTheLoopThread) {
+  std::vector<wal::Lsn> returned, durable;
+  std::atomic<int> synced{0};
+  std::promise<void> done;
+  loop_.RunSync([&] {
+    for (int i = 0; i < 4; ++i) {
+      const bool forced = i % 2 == 1;
+      RecordLog::DurableFn on_durable;
+      if (forced) {
+        on_durable = [&, i](wal::Lsn lsn) {
+          EXPECT_TRUE(loop_.loop()->InLoopThread());
+          durable.push_back(lsn);
+          if (i == 3) done.set_value();
+        };
+      }
+      returned.push_back(appender_->Append(1, "payload-" + std::to_string(i), std::move(on_durable),
+                                           [&] { ++synced; }));
+    }
+  });
+  done.get_future().wait();
+  Drain();
+  loop_.RunSync([&] {
+    EXPECT_EQ(returned, (std::vector<wal::Lsn>{1, 2, 3, 4}));
+    EXPECT_EQ(durable, (std::vector<wal::Lsn>{2, 4}));  // the forced ones, with their own LSN
+    EXPECT_GE(appender_->log().durable_lsn(), 4u);
+  });
+  EXPECT_EQ(synced.load(), 4);
+}
+
+TEST_F(WalAppenderTest, NoticesOfAClosedLogDoNothing) {
+  int notices = 0;
+  loop_.RunSync([&] {
+    appender_->Append(1, "x", [&](wal::Lsn) { ++notices; });
+    // Close syncs the record; its notice is posted but must find the log's
+    // lifetime over (as after the coordinator's log reload).
+    appender_->Close();
+  });
+  Drain();
+  EXPECT_EQ(notices, 0);
+  // Reopened: notices of the new log arrive again, numbered on.
+  std::promise<wal::Lsn> lsn;
+  loop_.RunSync([&] {
+    ASSERT_TRUE(appender_->Open(wal::Options{}, dir_ + "/wal", nullptr).ok());
+    appender_->Append(1, "y", [&](wal::Lsn l) { lsn.set_value(l); });
+  });
+  EXPECT_EQ(lsn.get_future().get(), 2u);
+}
+
+TEST(FailStopTest, ExitsWithStatusOne) {
+  EXPECT_EXIT(FailStop("test"), ::testing::ExitedWithCode(kFailStopExitCode), "");
+}
+
+TEST(FailStopTest, FailpointErrorFailStopsOrIsReturnedAsTheNodeRequires) {
+  fp::DisarmAll();
+  EXPECT_TRUE(EvalFailpoint(fp::Point::kCoordinatorEndBeforeLog, OnFailpointError::kFailStop).ok());
+  ASSERT_TRUE(fp::Arm("coordinator.end.before_log", "error").ok());
+  Status s = EvalFailpoint(fp::Point::kCoordinatorEndBeforeLog, OnFailpointError::kReturn);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EXIT((void)EvalFailpoint(fp::Point::kCoordinatorEndBeforeLog, OnFailpointError::kFailStop,
+                                  "txid=1"),
+              ::testing::ExitedWithCode(kFailStopExitCode), "");
+  ASSERT_TRUE(fp::Arm("coordinator.end.before_log", "crash").ok());
+  EXPECT_EXIT((void)EvalFailpoint(fp::Point::kCoordinatorEndBeforeLog, OnFailpointError::kReturn),
+              ::testing::ExitedWithCode(fp::kCrashExitCode), "");
+  fp::DisarmAll();
+}
+
+TEST(LifetimeTokenTest, GuardedCallbacksDoNothingOnceTheLifetimeEnded) {
+  LifetimeToken token;
+  int runs = 0;
+  auto before = token.Guard([&](int n) { runs += n; });
+  before(1);
+  EXPECT_EQ(runs, 1);
+  token.Renew();
+  before(10);  // started in the old lifetime
+  EXPECT_EQ(runs, 1);
+  token.Guard([&](int n) { runs += n; })(100);
+  EXPECT_EQ(runs, 101);
+  std::weak_ptr<int> watch = token;
+  token.Expire();
+  EXPECT_TRUE(watch.expired());
+  EXPECT_TRUE(token.expired());
+}
+
+TEST(DrainGuardTest, AnInnerCallReturnsAndTheOuterDrains) {
+  DrainGuard guard;
+  int drained = 0;
+  std::function<void()> process = [&] {
+    DrainGuard::Scope scope = guard.Enter();
+    if (!scope.entered()) return;
+    while (drained < 3) {
+      ++drained;
+      process();  // an output's handler re-entering
+    }
+  };
+  process();
+  EXPECT_EQ(drained, 3);
+  EXPECT_FALSE(guard.draining());
+  EXPECT_TRUE(guard.Enter().entered());
+}
+
+TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
+  LoopThread loop;
+  loop.Start();
+  loop.RunSync([&] {
+    Node one(loop.loop(), NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 1});
+    EXPECT_TRUE(one.tracing());
+    EXPECT_EQ(one.trace().capacity(), obs::kTraceEventsMin);
+    one.Trace(TxId{1, 2}, obs::span::kReceived);
+    EXPECT_EQ(one.trace().Lookup(TxId{1, 2}).size(), 1u);
+
+    Node off(loop.loop(), NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 0});
+    EXPECT_FALSE(off.tracing());
+    off.Trace(TxId{1, 2}, obs::span::kReceived);
+    EXPECT_EQ(off.trace().recorded(), 0u);
+    EXPECT_TRUE(off.Shutdown());
+    EXPECT_FALSE(off.Shutdown());
+  });
+  loop.Stop();
+}
+
+}  // namespace
+}  // namespace dtx::node

@@ -1,0 +1,85 @@
+// RecordLog: where a node's glue appends its records - the disk seam. The
+// real one is WalAppender (a wal::Log on the event loop); a simulator can put
+// a simulated disk behind the same interface.
+//
+// WalAppender owns the node's wal::Log. Append() queues a record; a record
+// somebody waits for (a forced one: PREPARE/COMMIT, DECISION, EPOCH) passes
+// an `on_durable` callback, which runs on the loop thread with the record's
+// LSN once the fdatasync covering it returned 0 - the only way the glue
+// learns that a record is durable ("save to stable storage BEFORE messages
+// are sent"). A failed append or sync is fail-stop (node/fail_stop.h): the
+// WAL's error is sticky, nothing is retried, the node exits with status 1.
+//
+// Lifetime: the wal::Log's durable callbacks run on its flusher thread and
+// Post() to the loop; the notices carry a watch of the appender's own
+// lifetime token, so a notice of a log that was replaced (Open() again, the
+// coordinator's reload after a step-down) or closed does nothing. Callbacks
+// given to Append must stay valid while the appender is open.
+//
+// Threading: every method runs on the loop thread (checked); log() may be
+// used from other threads for the wal::Log's thread-safe methods (the
+// participant's checkpoint worker truncates through it) while the appender
+// stays open.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/event_loop.h"
+#include "common/status.h"
+#include "node/lifetime.h"
+#include "wal/wal.h"
+
+namespace dtx::node {
+
+class RecordLog {
+ public:
+  // Runs on the loop thread with the LSN of the record now durable.
+  using DurableFn = std::function<void(wal::Lsn lsn)>;
+  // Runs on the writer's own thread (the WAL flusher) as soon as the record
+  // is durable, before any notice reaches the loop: short, non-blocking,
+  // thread-safe (e.g. obs::TraceRing::Record).
+  using SyncedFn = std::function<void()>;
+
+  virtual ~RecordLog() = default;
+  // Appends a record and returns its LSN (never fails: a failure stops the
+  // node). `on_durable` may be empty for a record nobody waits for.
+  virtual wal::Lsn Append(uint8_t type, std::string_view payload, DurableFn on_durable,
+                          SyncedFn on_synced = nullptr) = 0;
+};
+
+class WalAppender final : public RecordLog {
+ public:
+  // `what` names the log in fail-stop messages ("decision log", "WAL").
+  // `loop` must outlive the appender.
+  WalAppender(EventLoop* loop, std::string what);
+  ~WalAppender() override;  // Close()
+  WalAppender(const WalAppender&) = delete;
+  WalAppender& operator=(const WalAppender&) = delete;
+
+  // Opens the wal::Log in `dir`, replaying every record into `replay`
+  // (wal::Log::Open). An open log is closed first (see Close()).
+  Status Open(const wal::Options& options, const std::string& dir, const wal::ReplayFn& replay);
+  // Drops the notices still in flight, then closes the log (which syncs what
+  // is queued; those records' on_synced still run, their on_durable not).
+  // Safe to call twice.
+  void Close();
+  bool is_open() const { return log_ != nullptr; }
+
+  wal::Lsn Append(uint8_t type, std::string_view payload, DurableFn on_durable,
+                  SyncedFn on_synced = nullptr) override;
+
+  // The open log (checked), for WaitDurable, TruncateBefore and stats.
+  wal::Log& log() const;
+
+ private:
+  EventLoop* const loop_;
+  const std::string what_;
+  std::unique_ptr<wal::Log> log_;
+  LifetimeToken alive_;  // renewed by every Close()
+};
+
+}  // namespace dtx::node
