@@ -1,36 +1,38 @@
 #include "coordinator/runtime.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
+#include <variant>
 
+#include "CoordinatorPeer.h"
+#include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/log.h"
-#include "common/trace_rpc.h"
+#include "common/metrics.h"
 #include "common/process_stats.h"
+#include "common/rpc_client.h"
 #include "common/rpc_error.h"
+#include "common/wal_metrics.h"
+#include "coordinator/peer_stub.h"
+#include "node/fail_stop.h"
+#include "node/handler.h"
+#include "node/node.h"
+#include "node/wal_appender.h"
 
 namespace dtx::coordinator {
 namespace {
 
-using apache::thrift::TDelayedException;
+using node::FailStop;
 
-// Fail-stop: the node cannot trust its state (WAL failure) or was told to
-// fail a step it has no other safe way to fail. Safe from any thread.
-[[noreturn]] void FailStop(const std::string& why) {
-  DTX_LOG_ERROR("fail-stop: {}; exiting", why);
-  log::Flush();
-  std::_Exit(1);
-}
-
+// The coordinator's failpoints: `error` is fail-stop (coordinator/runtime.h).
 void EvalOrFailStop(fp::Point p, const TxId& txid) {
-  Status s = fp::Eval(p);
-  if (!s.ok()) FailStop("txid=" + txid.ToString() + " " + s.ToString());
+  (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop, "txid=" + txid.ToString());
 }
 
 CallStatus ToCallStatus(const RpcStatus& st) {
@@ -113,6 +115,181 @@ const char* OutcomeName(Outcome o) {
 
 }  // namespace
 
+namespace {
+// How often the core's Tick runs (timeouts, COMMIT re-sends).
+constexpr uint64_t kTickIntervalMs = 10;
+// How often a pending WAL truncation is carried out.
+constexpr uint64_t kTruncateIntervalMs = 1000;
+}  // namespace
+
+// The coordinator's metrics (names in docs/observability.md). Counters and
+// histograms are updated where things happen (loop thread); gauges are set
+// from the tick (loop thread); WAL totals are snapshotted into atomics on the
+// tick and read by scrape-time callbacks.
+struct CoordinatorMetrics {
+  explicit CoordinatorMetrics(obs::Registry& r);
+  obs::Counter& commits;
+  obs::CounterFamily& aborts;  // reason: AbortReasonName() (the core's abort reasons)
+  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value; client_abort never set here
+  obs::Counter& outcomes_unknown;
+  obs::HistogramFamily& phase;  // phase: prepare, decision, phase2, total
+  obs::Histogram& prepare;
+  obs::Histogram& decision;
+  obs::Histogram& phase2;
+  obs::Histogram& total;
+  obs::GaugeFamily& role;
+  obs::Gauge& epoch;
+  obs::Gauge& in_flight;
+  obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
+  obs::GaugeFamily& suspected;
+  obs::WalMetrics wal;  // common/wal_metrics.h
+  // The core's counts at the last tick (loop thread), fed into the counters.
+  struct CoreSeen {
+    uint64_t commits = 0, conflict = 0, unavailable = 0, timeout = 0, failover = 0, unknown = 0;
+  } seen;
+};
+
+struct Runtime::Impl {
+  Impl(EventLoop* loop, RuntimeOptions options);
+  ~Impl();
+  Status Init();
+  void Shutdown();
+
+  // ---- the Coordinator service (called by Handler, loop thread) ----
+  rpc::ShardMap GetShardMap() const;
+  void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
+              std::function<void(const rpc::DtxError&)> fail);
+  void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+                     std::function<void(const rpc::DtxError&)> fail);
+  rpc::NodeStatus GetStatus() const;
+  // CoordinatorPeer (from the other coordinator).
+  void Replicate(const rpc::ReplicateRequest& req,
+                 std::function<void(const rpc::ReplicateResponse&)> cob,
+                 std::function<void(const rpc::DtxError&)> fail);
+  rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
+
+  // Per-phase latency of one transaction (steady clock, microseconds; 0:
+  // not yet): reported in CommitResult.prepare_us / decision_us. Measured
+  // here rather than in the core, whose time input is milliseconds.
+  struct PhaseTiming {
+    int64_t prepare_sent = 0;       // first PREPARE handed to the stub
+    int64_t last_vote = 0;          // latest vote (or call failure) before DECISION
+    int64_t decision_appended = 0;  // DECISION appended to the WAL
+    int64_t decision_released = 0;  // durable here and acked by the backup (commit point)
+  };
+  // Bounds timings_ (the core's undecided + committing limits); past it
+  // transactions go unmeasured.
+  static constexpr size_t kPhaseTimingsMax = 1 << 17;
+
+  struct Pending {
+    TxId txid;
+    std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
+    std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
+    std::function<void(const rpc::DtxError&)> fail;
+    int64_t received_us = 0;  // PhaseNow() when the request arrived
+  };
+  // A Replicate call from the primary, until the HaCore answers it.
+  struct ReplicatePending {
+    std::function<void(const rpc::ReplicateResponse&)> cob;
+    std::function<void(const rpc::DtxError&)> fail;
+  };
+
+  void UpdateMetrics();
+  // Drains the HaCore's HaReady (append, reload, release, send, reply).
+  void Process();
+  void Append(const PersistRecord& p);
+  // After a step-down: reopens the WAL, replaying it into the fresh mirror.
+  void ReloadLog();
+  void SendMessage(const OutMessage& m);
+  void SendProbe(const ProbeMsg& m);
+  void SendReplicate(ReplicateMsg& m);
+  void SendAdoptEpoch(const AdoptEpochMsg& m);
+  // options_.wal plus the on_sync hook feeding the WAL histograms.
+  wal::Options WalOptions();
+  void AnswerReplicate(const ReplicateAnswer& a);
+  void Deliver(Reply& reply);
+  void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
+  static int64_t PhaseNow();
+  void NotePrepareSent(const TxId& txid);
+  void NoteVote(const TxId& txid);
+  void NoteDecisionReleased(const TxId& txid);
+  // Sets prepare_us / decision_us from txid's timing and forgets it.
+  void FillTimings(const TxId& txid, rpc::CommitResult& out);
+  void MaybeTruncate();
+  // "primary" (established), "starting" (a primary not yet established) or "backup".
+  const char* RoleLabel() const { return ha_->RoleLabel(); }
+  ParticipantPeerStub& AdoptStubFor(const std::string& address);
+  ParticipantStub& StubFor(const std::string& address);
+  uint64_t NowMs() const { return node_.NowMs(); }
+  // Records a span event for txid when tracing is on (trace_events > 0).
+  // `event` has static storage duration.
+  void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
+    node_.Trace(txid, event, detail);
+  }
+  // "participant-<shard index>" for an address in the shard map, else the address.
+  std::string ParticipantName(const std::string& address) const;
+
+  EventLoop* loop_;
+  RuntimeOptions options_;
+  // Server, handler, timers, metrics endpoint, trace ring (node/node.h).
+  node::Node node_;
+  const bool tracing_;  // node_.tracing()
+  std::unique_ptr<HaCore> ha_;
+  // The decision log; its notices of a log replaced by ReloadLog are dropped.
+  node::WalAppender wal_;
+  node::DrainGuard drain_;
+  std::string address_;
+  std::map<std::string, ParticipantStub> stubs_;
+  std::unordered_map<RequestToken, Pending> pending_;
+  std::map<RequestToken, ReplicatePending> replicate_pending_;
+  RequestToken next_token_ = 1;
+  uint64_t truncate_wanted_ = 0;
+  uint64_t truncate_done_ = 0;
+  uint64_t start_ms_ = 0;
+  bool shut_down_ = false;
+  // While Init runs: forced records appended (the EPOCH of a fresh log),
+  // waited for before the node serves, so "GetStatus answers" means "ready".
+  bool initializing_ = true;
+  std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
+  // ---- high availability (the logic is in ha_) ----
+  std::map<std::string, ParticipantPeerStub> adopt_stubs_;
+  // Participants that do not serve ParticipantPeer.Heartbeat (older or
+  // stand-in participants): probed with GetStatus instead.
+  std::set<std::string> heartbeat_unsupported_;
+  std::unique_ptr<CoordinatorPeerStub> peer_stub_;
+  // Commits being measured, by txid; erased when the result is delivered.
+  std::unordered_map<TxId, PhaseTiming, TxIdHash> timings_;
+  // Decided transactions whose END is not yet logged: decision_released
+  // (PhaseNow) by txid, for dtx_phase_seconds{phase="phase2"}. Bounded by
+  // kPhaseTimingsMax.
+  std::unordered_map<TxId, int64_t, TxIdHash> phase2_start_;
+  // In node_'s registry, which outlives it; read by scrapes only until
+  // Shutdown() stops the endpoint.
+  CoordinatorMetrics metrics_{node_.registry()};
+};
+
+namespace {
+
+// The Thrift edge: converts and forwards to the Runtime. A call after
+// Shutdown (detached) answers UNAVAILABLE. Loop thread only.
+class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
+ public:
+  using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
+
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) override;
+  void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
+              const rpc::CommitRequest& req) override;
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
+                     const rpc::TxId& txid) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+  void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
+                 const rpc::ReplicateRequest& req) override;
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest& req) override;
+};
+
+}  // namespace
+
 // ---- metrics --------------------------------------------------------------------------
 
 CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
@@ -145,21 +322,7 @@ CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
   obs::RegisterProcessMetrics(&r);
 }
 
-Status Runtime::StartMetrics() {
-  auto http = obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled,
-                                            options_.metrics_host, options_.metrics_port,
-                                            options_.dir);
-  if (!http.ok()) return http.status();
-  metrics_http_ = std::move(*http);
-  if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
-  return Status::OK();
-}
-
-std::string Runtime::metrics_address() const {
-  return metrics_http_ == nullptr ? "" : metrics_http_->address();
-}
-
-void Runtime::UpdateMetrics() {
+void Runtime::Impl::UpdateMetrics() {
   const std::string label = RoleLabel();
   for (const char* x : {"primary", "backup", "starting"}) metrics_.role.Get({x}).Set(label == x ? 1 : 0);
   metrics_.epoch.Set(static_cast<double>(ha_->epoch()));
@@ -193,27 +356,24 @@ void Runtime::UpdateMetrics() {
   feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)], seen.failover,
        cs.aborts_failover);
   feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
-  if (log_) {
-    metrics_.wal.Update(log_->stats());
-  }
+  if (wal_.is_open()) metrics_.wal.Update(wal_.log().stats());
 }
 
 // ---- Runtime ------------------------------------------------------------------------
 
-Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
+Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      alive_(std::make_shared<int>(0)),
-      tracing_(options_.trace_events > 0),
-      trace_(obs::TraceRing::Options{.events_max = std::clamp<size_t>(options_.trace_events, 1,
-                                                                      obs::kTraceEventsMax),
-                                     .log_events = true}) {}
+      node_(loop, node::NodeOptions{.name = options_.name,
+                                    .dir = options_.dir,
+                                    .metrics_enabled = options_.metrics_enabled,
+                                    .metrics_host = options_.metrics_host,
+                                    .metrics_port = options_.metrics_port,
+                                    .trace_events = options_.trace_events}),
+      tracing_(node_.tracing()),
+      wal_(loop, "decision log") {}
 
-void Runtime::Trace(const TxId& txid, const char* event, std::string_view detail) {
-  if (tracing_) trace_.Record(txid, event, detail);
-}
-
-std::string Runtime::ParticipantName(const std::string& address) const {
+std::string Runtime::Impl::ParticipantName(const std::string& address) const {
   for (size_t i = 0; i < options_.participants.size(); ++i) {
     if (options_.participants[i] == address) return "participant-" + std::to_string(i);
   }
@@ -221,26 +381,23 @@ std::string Runtime::ParticipantName(const std::string& address) const {
 }
 
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
-  std::unique_ptr<Runtime> rt(new Runtime(loop, std::move(options)));
-  Status s = rt->Init();
-  if (!s.ok()) {
-    rt->Shutdown();
-    return s;
-  }
-  return rt;
+  auto impl = node::StartImpl<Impl>(loop, std::move(options));
+  if (!impl.ok()) return impl.status();
+  return std::unique_ptr<Runtime>(new Runtime(std::move(*impl)));
 }
 
-Status Runtime::Init() {
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+void Runtime::Shutdown() { impl_->Shutdown(); }
+std::string Runtime::address() const { return impl_->address_; }
+std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+
+Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
-  handler_ = std::make_shared<Handler>(this);
-  RpcServerOptions so;
-  so.host = options_.listen_host;
-  so.port = options_.listen_port;
-  so.name = options_.name;
-  server_ = std::make_unique<RpcServer>(
-      loop_, std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler_), so);
-  DTX_RETURN_IF_ERROR(server_->Start());
-  address_ = server_->address();
+  auto handler = std::make_shared<Handler>(this, &node_);
+  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler),
+                                  handler, options_.listen_host, options_.listen_port));
+  address_ = node_.address();
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
@@ -256,19 +413,16 @@ Status Runtime::Init() {
   ha_ = std::make_unique<HaCore>(ho, co);
 
   uint64_t replayed = 0;
-  Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
-      WalOptions(), options_.dir + "/wal",
-      [this, &replayed](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-        ++replayed;
-        return ha_->Replay(lsn, type, payload);
-      });
-  if (!log.ok()) return log.status();
-  log_ = std::move(*log);
+  DTX_RETURN_IF_ERROR(wal_.Open(WalOptions(), options_.dir + "/wal",
+                                [this, &replayed](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+                                  ++replayed;
+                                  return ha_->Replay(lsn, type, payload);
+                                }));
   if (!options_.ha.peer.empty()) {
     peer_stub_ = std::make_unique<CoordinatorPeerStub>(loop_, options_.ha.peer);
   }
   DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={} role={}", replayed,
-               ha_->epoch(), log_->durable_lsn(), RoleName(ho.role));
+               ha_->epoch(), wal_.log().durable_lsn(), RoleName(ho.role));
   ha_->Start(NowMs());
   if (options_.ha.peer.empty()) {
     DTX_LOG_INFO("alone (no --peer): serving as primary; decisions to re-drive={}",
@@ -278,44 +432,39 @@ Status Runtime::Init() {
   // The EPOCH record of a fresh log must be durable before commits are
   // accepted: wait for it here so the node is ready once it serves.
   for (const auto& [tag, lsn] : init_forced_) {
-    DTX_RETURN_IF_ERROR(log_->WaitDurable(lsn));
+    DTX_RETURN_IF_ERROR(wal_.log().WaitDurable(lsn));
     ha_->OnPersisted(NowMs(), tag, lsn);  // the posted notice later finds nothing to do
   }
   init_forced_.clear();
   initializing_ = false;
   Process();
 
-  tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
+  node_.RunEvery(kTickIntervalMs, [this] {
     ha_->Tick(NowMs());  // also heartbeats (every ha.heartbeat_ms) and suspicion
     Process();
     UpdateMetrics();
   });
-  truncate_timer_ = loop_->RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
+  node_.RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
   UpdateMetrics();
-  DTX_RETURN_IF_ERROR(StartMetrics());
+  DTX_RETURN_IF_ERROR(node_.StartMetrics());
   DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
                RoleName(ha_->role()), options_.participants.size(),
                options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }
 
-Runtime::~Runtime() {
+Runtime::Impl::~Impl() {
   Shutdown();
-  // ~Log syncs what is queued; its durable callbacks Post() into the loop,
-  // where they find alive_ expired and do nothing.
-  log_.reset();
+  // ~Log syncs what is queued; the notices of its durable callbacks are
+  // dropped (node/wal_appender.h).
+  wal_.Close();
 }
 
-void Runtime::Shutdown() {
+void Runtime::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  if (metrics_http_) metrics_http_->Stop();
-  if (handler_) handler_->Detach();
-  if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
-  if (truncate_timer_ != 0) loop_->Cancel(truncate_timer_);
-  tick_timer_ = truncate_timer_ = 0;
+  node_.Shutdown();  // metrics endpoint, handler, timers, server
   if (peer_stub_ && peer_stub_->channel()) peer_stub_->channel()->Close();
-  if (server_) server_->Close();
   for (auto& [address, stub] : stubs_) {
     if (stub.channel()) stub.channel()->Close();  // callbacks see shut_down_
   }
@@ -324,11 +473,7 @@ void Runtime::Shutdown() {
   replicate_pending_.clear();
 }
 
-std::string Runtime::address() const { return address_; }
-
-uint64_t Runtime::NowMs() const { return loop_->NowMs(); }
-
-rpc::ShardMap Runtime::GetShardMap() const {
+rpc::ShardMap Runtime::Impl::GetShardMap() const {
   ShardMap m = ha_->core().shard_map();
   rpc::ShardMap out;
   out.version = m.version;
@@ -337,7 +482,7 @@ rpc::ShardMap Runtime::GetShardMap() const {
   return out;
 }
 
-void Runtime::Commit(const rpc::CommitRequest& req,
+void Runtime::Impl::Commit(const rpc::CommitRequest& req,
                      std::function<void(const rpc::CommitResult&)> cob,
                      std::function<void(const rpc::DtxError&)> fail) {
   RequestToken token = next_token_++;
@@ -348,7 +493,7 @@ void Runtime::Commit(const rpc::CommitRequest& req,
   Process();
 }
 
-void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+void Runtime::Impl::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                             std::function<void(const rpc::DtxError&)> fail) {
   TxId t = dtx::FromRpc(txid);
   RequestToken token = next_token_++;
@@ -357,13 +502,13 @@ void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decis
   Process();
 }
 
-rpc::NodeStatus Runtime::GetStatus() const {
+rpc::NodeStatus Runtime::Impl::GetStatus() const {
   rpc::NodeStatus st;
   st.name = options_.name;
   st.role = RoleLabel();
   st.epoch = ha_->epoch();
   st.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
-  st.durable_lsn = static_cast<int64_t>(log_ ? log_->durable_lsn() : 0);
+  st.durable_lsn = static_cast<int64_t>(wal_.is_open() ? wal_.log().durable_lsn() : 0);
   st.in_flight = static_cast<int64_t>(ha_->core().in_flight());
   st.in_doubt = 0;
   const uint64_t now = NowMs();
@@ -423,8 +568,8 @@ rpc::NodeStatus Runtime::GetStatus() const {
     c["replication_generation"] = ha_->generation();
     c["replicated_records"] = static_cast<int64_t>(hs.replicated_records);
   }
-  if (log_) {
-    wal::Stats ws = log_->stats();
+  if (wal_.is_open()) {
+    wal::Stats ws = wal_.log().stats();
     c["wal_syncs"] = static_cast<int64_t>(ws.syncs);
     c["wal_records_synced"] = static_cast<int64_t>(ws.records_synced);
     c["wal_bytes_written"] = static_cast<int64_t>(ws.bytes_written);
@@ -435,9 +580,9 @@ rpc::NodeStatus Runtime::GetStatus() const {
 
 // ---- draining the core ----------------------------------------------------------------
 
-void Runtime::Process() {
-  if (in_process_ || shut_down_) return;  // the outer call drains what this one would
-  in_process_ = true;
+void Runtime::Impl::Process() {
+  node::DrainGuard::Scope scope = drain_.Enter();
+  if (!scope.entered() || shut_down_) return;  // the outer call drains what this one would
   for (;;) {
     HaReady r = ha_->TakeReady();
     if (r.empty()) break;
@@ -465,10 +610,9 @@ void Runtime::Process() {
     for (const ReplicateAnswer& a : r.replicate_answers) AnswerReplicate(a);
     if (r.truncate_before != 0) truncate_wanted_ = std::max(truncate_wanted_, r.truncate_before);
   }
-  in_process_ = false;
 }
 
-void Runtime::Append(const PersistRecord& p) {
+void Runtime::Impl::Append(const PersistRecord& p) {
   // The 2PC core's own records (not HaCore's: an EPOCH it establishes, or
   // records replicated from the primary) pass the commit-path failpoints.
   const bool from_core = (p.tag >> 63) == 0;
@@ -482,87 +626,65 @@ void Runtime::Append(const PersistRecord& p) {
       phase2_start_.erase(it);
     }
   }
-  // The LSN is known only when Append returns; the posted callback runs on
-  // this (the loop) thread after this Process() returns, so it reads the
-  // value set below.
-  auto lsn_box = std::make_shared<wal::Lsn>(0);
-  std::weak_ptr<int> alive = alive_;
-  EventLoop* loop = loop_;
-  Runtime* self = this;
-  PersistTag tag = p.tag;
-  RecordType type = p.type;
-  TxId txid = p.txid;
-  bool forced = p.forced;
-  // Runs on the WAL flusher thread: exit on failure, else hand the news to
-  // the loop. Non-forced records need no news.
-  wal::DurableFn on_durable = [=](const Status& s) {
-    if (!s.ok()) FailStop("decision log record did not become durable: " + s.ToString());
-    if (!forced) return;
-    loop->Post([=] {
-      if (alive.expired()) return;
-      self->OnDurable(tag, type, txid, *lsn_box);
-    });
-  };
-  Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(p.type), p.payload, on_durable);
-  if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
-  *lsn_box = *lsn;
+  // Only a forced record's durability is news for the core.
+  node::RecordLog::DurableFn on_durable;
+  if (p.forced) {
+    on_durable = [this, tag = p.tag, type = p.type, txid = p.txid](wal::Lsn lsn) {
+      OnDurable(tag, type, txid, lsn);
+    };
+  }
+  const wal::Lsn lsn = wal_.Append(static_cast<uint8_t>(p.type), p.payload, std::move(on_durable));
   if (from_core && p.type == RecordType::kDecision) {
     Trace(p.txid, obs::span::kLogged);
   } else if (from_core && p.type == RecordType::kEnd) {
     Trace(p.txid, "ended");
   }
-  if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
+  if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, lsn);
   if (from_core && p.type == RecordType::kDecision && p.forced) {
     if (auto t = timings_.find(p.txid); t != timings_.end()) t->second.decision_appended = PhaseNow();
   }
   if (p.type == RecordType::kDecision) {
     DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended",
-                  txid.ToString(), *lsn);
+                  p.txid.ToString(), lsn);
   }
 }
 
-void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
+void Runtime::Impl::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
   if (shut_down_) return;
   if (type == RecordType::kDecision && (tag >> 63) == 0) Trace(txid, obs::span::kSynced);
   ha_->OnPersisted(NowMs(), tag, lsn);
   Process();
 }
 
-wal::Options Runtime::WalOptions() {
+wal::Options Runtime::Impl::WalOptions() {
   wal::Options o = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
-  // Log (~Runtime resets log_ before the members go).
+  // Log (~Impl closes wal_ before the members go).
   metrics_.wal.Hook(o);
   return o;
 }
 
-void Runtime::ReloadLog() {
-  // Callbacks of the old log (durability notices of a replaced core) find
-  // alive_ expired.
-  alive_ = std::make_shared<int>(0);
-  log_.reset();
-  Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
-      WalOptions(), options_.dir + "/wal",
-      [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-        return ha_->Replay(lsn, type, payload);
-      });
-  if (!log.ok()) {
-    FailStop("cannot reopen the decision log after stepping down: " + log.status().ToString());
-  }
-  log_ = std::move(*log);
+void Runtime::Impl::ReloadLog() {
+  // Notices of the old log (durability of a replaced core's records) are
+  // dropped by the appender.
+  Status s = wal_.Open(WalOptions(), options_.dir + "/wal",
+                       [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+                         return ha_->Replay(lsn, type, payload);
+                       });
+  if (!s.ok()) FailStop("cannot reopen the decision log after stepping down: " + s.ToString());
   truncate_wanted_ = truncate_done_ = 0;
   timings_.clear();
 }
 
 // ---- per-phase latency ------------------------------------------------------------------
 
-int64_t Runtime::PhaseNow() {
+int64_t Runtime::Impl::PhaseNow() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
-void Runtime::NotePrepareSent(const TxId& txid) {
+void Runtime::Impl::NotePrepareSent(const TxId& txid) {
   auto it = timings_.find(txid);
   if (it == timings_.end()) {
     if (timings_.size() >= kPhaseTimingsMax) return;  // unmeasured, not unbounded
@@ -571,19 +693,19 @@ void Runtime::NotePrepareSent(const TxId& txid) {
   if (it->second.prepare_sent == 0) it->second.prepare_sent = PhaseNow();
 }
 
-void Runtime::NoteVote(const TxId& txid) {
+void Runtime::Impl::NoteVote(const TxId& txid) {
   auto it = timings_.find(txid);
   if (it != timings_.end() && it->second.decision_appended == 0) it->second.last_vote = PhaseNow();
 }
 
-void Runtime::NoteDecisionReleased(const TxId& txid) {
+void Runtime::Impl::NoteDecisionReleased(const TxId& txid) {
   auto it = timings_.find(txid);
   if (it != timings_.end() && it->second.decision_appended != 0) {
     it->second.decision_released = PhaseNow();
   }
 }
 
-void Runtime::FillTimings(const TxId& txid, rpc::CommitResult& out) {
+void Runtime::Impl::FillTimings(const TxId& txid, rpc::CommitResult& out) {
   auto it = timings_.find(txid);
   if (it == timings_.end()) return;
   const PhaseTiming& t = it->second;
@@ -599,7 +721,7 @@ void Runtime::FillTimings(const TxId& txid, rpc::CommitResult& out) {
   timings_.erase(it);
 }
 
-ParticipantStub& Runtime::StubFor(const std::string& address) {
+ParticipantStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
   if (it == stubs_.end()) {
     it = stubs_.emplace(address, ParticipantStub(loop_, address)).first;
@@ -607,7 +729,7 @@ ParticipantStub& Runtime::StubFor(const std::string& address) {
   return it->second;
 }
 
-void Runtime::SendMessage(const OutMessage& m) {
+void Runtime::Impl::SendMessage(const OutMessage& m) {
   ParticipantStub& stub = StubFor(m.to);
   const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, INT32_MAX));
   MessageId id = m.id;
@@ -691,7 +813,7 @@ void Runtime::SendMessage(const OutMessage& m) {
   });
 }
 
-void Runtime::Deliver(Reply& reply) {
+void Runtime::Impl::Deliver(Reply& reply) {
   auto it = pending_.find(reply.token);
   if (it == pending_.end()) return;  // cannot happen: every token is answered once
   Pending p = std::move(it->second);
@@ -747,7 +869,7 @@ void Runtime::Deliver(Reply& reply) {
 
 // ---- heartbeats, replication, fencing: plumbing for HaCore ---------------------------------
 
-ParticipantPeerStub& Runtime::AdoptStubFor(const std::string& address) {
+ParticipantPeerStub& Runtime::Impl::AdoptStubFor(const std::string& address) {
   // Its own channel: a participant without the ParticipantPeer service
   // closes the connection on the unknown method, which must not cost the
   // 2PC traffic on the shared channel.
@@ -758,7 +880,7 @@ ParticipantPeerStub& Runtime::AdoptStubFor(const std::string& address) {
   return it->second;
 }
 
-void Runtime::SendProbe(const ProbeMsg& m) {
+void Runtime::Impl::SendProbe(const ProbeMsg& m) {
   const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(
       options_.ha.detector.suspect_after_ms, 1, 60000));
   rpc::HeartbeatRequest hb;
@@ -798,7 +920,7 @@ void Runtime::SendProbe(const ProbeMsg& m) {
   }
 }
 
-rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
+rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
   PeerView in;
   in.role = req.role;
   in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
@@ -812,7 +934,7 @@ rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
   return resp;
 }
 
-void Runtime::SendReplicate(ReplicateMsg& m) {
+void Runtime::Impl::SendReplicate(ReplicateMsg& m) {
   if (!peer_stub_) return;
   rpc::ReplicateRequest req;
   req.epoch = static_cast<int64_t>(m.epoch);
@@ -839,7 +961,7 @@ void Runtime::SendReplicate(ReplicateMsg& m) {
   });
 }
 
-void Runtime::Replicate(const rpc::ReplicateRequest& req,
+void Runtime::Impl::Replicate(const rpc::ReplicateRequest& req,
                         std::function<void(const rpc::ReplicateResponse&)> cob,
                         std::function<void(const rpc::DtxError&)> fail) {
   HaCore::ReplicateIn in;
@@ -857,7 +979,7 @@ void Runtime::Replicate(const rpc::ReplicateRequest& req,
   Process();
 }
 
-void Runtime::AnswerReplicate(const ReplicateAnswer& a) {
+void Runtime::Impl::AnswerReplicate(const ReplicateAnswer& a) {
   auto it = replicate_pending_.find(a.token);
   if (it == replicate_pending_.end()) return;
   ReplicatePending p = std::move(it->second);
@@ -867,11 +989,11 @@ void Runtime::AnswerReplicate(const ReplicateAnswer& a) {
     return;
   }
   rpc::ReplicateResponse resp;
-  resp.durable_lsn = static_cast<int64_t>(a.durable_lsn != 0 ? a.durable_lsn : log_->durable_lsn());
+  resp.durable_lsn = static_cast<int64_t>(a.durable_lsn != 0 ? a.durable_lsn : wal_.log().durable_lsn());
   p.cob(resp);
 }
 
-void Runtime::SendAdoptEpoch(const AdoptEpochMsg& m) {
+void Runtime::Impl::SendAdoptEpoch(const AdoptEpochMsg& m) {
   const MessageId id = m.id;
   const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, 60000));
   AdoptStubFor(m.to).AdoptEpoch(static_cast<int64_t>(m.epoch), address_, timeout_ms,
@@ -887,9 +1009,9 @@ void Runtime::SendAdoptEpoch(const AdoptEpochMsg& m) {
                                 });
 }
 
-void Runtime::MaybeTruncate() {
+void Runtime::Impl::MaybeTruncate() {
   if (shut_down_ || truncate_wanted_ <= truncate_done_) return;
-  Status s = log_->TruncateBefore(truncate_wanted_);
+  Status s = wal_.log().TruncateBefore(truncate_wanted_);
   if (!s.ok()) FailStop("decision log truncation failed: " + s.ToString());
   DTX_LOG_DEBUG("decision log: records below lsn={} no longer needed", truncate_wanted_);
   truncate_done_ = truncate_wanted_;
@@ -898,78 +1020,52 @@ void Runtime::MaybeTruncate() {
 // ---- Handler: the Thrift edge ----------------------------------------------------------
 
 namespace {
-TDelayedException* Delay(const rpc::DtxError& e) { return TDelayedException::delayException(e); }
 rpc::DtxError ShuttingDown() {
   return MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "coordinator is shutting down");
 }
 }  // namespace
 
-void Handler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob,
-                          std::function<void(TDelayedException*)> exn_cob) {
-  if (runtime_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  cob(runtime_->GetShardMap());
+void Handler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) {
+  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
+  cob(target_->GetShardMap());
 }
 
-void Handler::Commit(std::function<void(const rpc::CommitResult&)> cob,
-                     std::function<void(TDelayedException*)> exn_cob,
+void Handler::Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
                      const rpc::CommitRequest& req) {
-  if (runtime_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  runtime_->Commit(req, std::move(cob),
-                   [exn_cob](const rpc::DtxError& e) { exn_cob(Delay(e)); });
+  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target_->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
-                            std::function<void(TDelayedException*)> exn_cob,
+void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
                             const rpc::TxId& txid) {
-  if (runtime_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  runtime_->QueryDecision(
-      txid, [cob](rpc::Decision::type d) { cob(d); },
-      [exn_cob](const rpc::DtxError& e) { exn_cob(Delay(e)); });
+  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target_->QueryDecision(
+      txid, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (runtime_ == nullptr) {
+  if (target_ == nullptr) {
     rpc::NodeStatus st;
     st.role = "primary";
     return cob(st);
   }
-  cob(runtime_->GetStatus());
+  cob(target_->GetStatus());
 }
 
-void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob,
-                        std::function<void(TDelayedException*)> exn_cob,
+void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                         const rpc::ReplicateRequest& req) {
-  if (runtime_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  runtime_->Replicate(req, std::move(cob),
-                      [exn_cob](const rpc::DtxError& e) { exn_cob(Delay(e)); });
+  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target_->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                         const rpc::HeartbeatRequest& req) {
-  if (runtime_ == nullptr) {
+  if (target_ == nullptr) {
     rpc::HeartbeatResponse resp;
     resp.role = "stopping";
     return cob(resp);
   }
-  cob(runtime_->Heartbeat(req));
-}
-
-void Handler::SetFailpoint(std::function<void()> cob,
-                           std::function<void(TDelayedException*)> exn_cob,
-                           const std::string& name, const std::string& action) {
-  Status s = fp::Arm(name, action);
-  if (!s.ok()) {
-    return exn_cob(Delay(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, s.message())));
-  }
-  DTX_LOG_INFO("failpoint {}={} armed by SetFailpoint", name, action);
-  cob();
-}
-
-void Handler::GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) {
-  if (runtime_ == nullptr) {
-    return cob(rpc::TraceResponse());
-  }
-  cob(obs::TraceToRpc(runtime_->name(), runtime_->trace().Lookup(dtx::FromRpc(txid))));
+  cob(target_->Heartbeat(req));
 }
 
 }  // namespace dtx::coordinator

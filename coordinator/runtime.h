@@ -28,7 +28,14 @@
 // other safe way to fail a step of the commit path.
 //
 // A WAL failure (Append error, durable callback with an error, failed
-// truncation) logs and exits the process with status 1: it never carries on.
+// truncation) logs and exits the process with status 1: it never carries on
+// (node/fail_stop.h).
+//
+// What is common to both node types - serving, handler detach, the lifetime
+// token, the WAL appender, fail-stop and failpoints, the metrics endpoint
+// and the trace ring - is node/ (node/node.h); this runtime adds the
+// coordinator's plumbing. The header shows only what main.cc and tests use:
+// the Thrift handler, the stubs and the metrics live in runtime.cc.
 //
 // Threading: every method runs on the loop thread (see common/event_loop.h);
 // only the WAL's durable callbacks run on the WAL flusher thread, and they
@@ -38,39 +45,24 @@
 // syncs whatever is queued).
 #pragma once
 
-#include <atomic>
+#include <cstddef>
 #include <cstdint>
-#include <functional>
-#include <map>
-#include <set>
 #include <memory>
 #include <string>
-#include <unordered_map>
-#include <variant>
 #include <vector>
 
-#include "CoordinatorPeer.h"
-#include "common/event_loop.h"
 #include "common/failure_detector.h"
-#include "common/metrics.h"
-#include "common/trace.h"
-#include "common/wal_metrics.h"
-#include "common/metrics_http.h"
-#include "common/rpc_client.h"
-#include "common/rpc_server.h"
 #include "common/status.h"
+#include "common/trace.h"
 #include "coordinator/core.h"
 #include "coordinator/ha_core.h"
-#include "coordinator/peer_stub.h"
 #include "wal/wal.h"
 
+namespace dtx {
+class EventLoop;
+}  // namespace dtx
+
 namespace dtx::coordinator {
-
-// How often the core's Tick runs (timeouts, COMMIT re-sends).
-inline constexpr uint64_t kTickIntervalMs = 10;
-// How often a pending WAL truncation is carried out.
-inline constexpr uint64_t kTruncateIntervalMs = 1000;
-
 
 // Heartbeats, failure detection and primary-backup replication
 // (coordinator/README.md "Replication and failover").
@@ -104,40 +96,11 @@ struct RuntimeOptions {
   bool metrics_enabled = true;
   std::string metrics_host = "127.0.0.1";
   int metrics_port = 0;
-  // Per-transaction span events (common/trace.h, GetTrace): the ring's size;
-  // 0 turns tracing off (no Record calls). Events also go to the log at
-  // level debug.
+  // Per-transaction span events (common/trace.h, GetTrace): the ring's size
+  // (node/node.h NodeOptions::trace_events); 0 turns tracing off. Events
+  // also go to the log at level debug.
   size_t trace_events = obs::kTraceEventsMaxDefault;
 };
-
-// The coordinator's metrics (names in docs/observability.md). Counters and
-// histograms are updated where things happen (loop thread); gauges are set
-// from the tick (loop thread); WAL totals are snapshotted into atomics on the
-// tick and read by scrape-time callbacks.
-struct CoordinatorMetrics {
-  explicit CoordinatorMetrics(obs::Registry& r);
-  obs::Counter& commits;
-  obs::CounterFamily& aborts;  // reason: AbortReasonName() (the core's abort reasons)
-  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value; client_abort never set here
-  obs::Counter& outcomes_unknown;
-  obs::HistogramFamily& phase;  // phase: prepare, decision, phase2, total
-  obs::Histogram& prepare;
-  obs::Histogram& decision;
-  obs::Histogram& phase2;
-  obs::Histogram& total;
-  obs::GaugeFamily& role;
-  obs::Gauge& epoch;
-  obs::Gauge& in_flight;
-  obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
-  obs::GaugeFamily& suspected;
-  obs::WalMetrics wal;  // common/wal_metrics.h
-  // The core's counts at the last tick (loop thread), fed into the counters.
-  struct CoreSeen {
-    uint64_t commits = 0, conflict = 0, unavailable = 0, timeout = 0, failover = 0, unknown = 0;
-  } seen;
-};
-
-class Handler;
 
 class Runtime {
  public:
@@ -157,170 +120,15 @@ class Runtime {
 
   // "host:port" the server is bound to.
   std::string address() const;
-  const CoordinatorCore& core() const { return ha_->core(); }
-
-  // ---- the Coordinator service (called by Handler, loop thread) ----
-  rpc::ShardMap GetShardMap() const;
-  void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
-              std::function<void(const rpc::DtxError&)> fail);
-  void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
-                     std::function<void(const rpc::DtxError&)> fail);
-  rpc::NodeStatus GetStatus() const;
-  // Span events of recent transactions (common/trace.h); thread-safe.
-  obs::TraceRing& trace() { return trace_; }
-  const std::string& name() const { return options_.name; }
-  // CoordinatorPeer (from the other coordinator).
-  void Replicate(const rpc::ReplicateRequest& req,
-                 std::function<void(const rpc::ReplicateResponse&)> cob,
-                 std::function<void(const rpc::DtxError&)> fail);
-  rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
-
-  Role role() const { return ha_->role(); }
-  // "127.0.0.1:PORT" of the metrics endpoint, "" when off.
+  // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
 
- private:
-  // Per-phase latency of one transaction (steady clock, microseconds; 0:
-  // not yet): reported in CommitResult.prepare_us / decision_us. Measured
-  // here rather than in the core, whose time input is milliseconds.
-  struct PhaseTiming {
-    int64_t prepare_sent = 0;       // first PREPARE handed to the stub
-    int64_t last_vote = 0;          // latest vote (or call failure) before DECISION
-    int64_t decision_appended = 0;  // DECISION appended to the WAL
-    int64_t decision_released = 0;  // durable here and acked by the backup (commit point)
-  };
-  // Bounds timings_ (the core's undecided + committing limits); past it
-  // transactions go unmeasured.
-  static constexpr size_t kPhaseTimingsMax = 1 << 17;
-
-  struct Pending {
-    TxId txid;
-    std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
-    std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
-    std::function<void(const rpc::DtxError&)> fail;
-    int64_t received_us = 0;  // PhaseNow() when the request arrived
-  };
-  // A Replicate call from the primary, until the HaCore answers it.
-  struct ReplicatePending {
-    std::function<void(const rpc::ReplicateResponse&)> cob;
-    std::function<void(const rpc::DtxError&)> fail;
-  };
-
-  Runtime(EventLoop* loop, RuntimeOptions options);
-  Status StartMetrics();
-  void UpdateMetrics();
-  Status Init();
-
-  // Drains the HaCore's HaReady (append, reload, release, send, reply).
-  void Process();
-  void Append(const PersistRecord& p);
-  // After a step-down: reopens the WAL, replaying it into the fresh mirror.
-  void ReloadLog();
-  void SendMessage(const OutMessage& m);
-  void SendProbe(const ProbeMsg& m);
-  void SendReplicate(ReplicateMsg& m);
-  void SendAdoptEpoch(const AdoptEpochMsg& m);
-  // options_.wal plus the on_sync hook feeding the WAL histograms.
-  wal::Options WalOptions();
-  void AnswerReplicate(const ReplicateAnswer& a);
-  void Deliver(Reply& reply);
-  void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
-  static int64_t PhaseNow();
-  void NotePrepareSent(const TxId& txid);
-  void NoteVote(const TxId& txid);
-  void NoteDecisionReleased(const TxId& txid);
-  // Sets prepare_us / decision_us from txid's timing and forgets it.
-  void FillTimings(const TxId& txid, rpc::CommitResult& out);
-  void MaybeTruncate();
-  // "primary" (established), "starting" (a primary not yet established) or "backup".
-  const char* RoleLabel() const { return ha_->RoleLabel(); }
-  ParticipantPeerStub& AdoptStubFor(const std::string& address);
-  ParticipantStub& StubFor(const std::string& address);
-  uint64_t NowMs() const;
-  // Records a span event for txid when tracing is on (trace_events > 0).
-  // `event` has static storage duration.
-  void Trace(const TxId& txid, const char* event, std::string_view detail = {});
-  // "participant-<shard index>" for an address in the shard map, else the address.
-  std::string ParticipantName(const std::string& address) const;
-
-  EventLoop* loop_;
-  RuntimeOptions options_;
-  std::unique_ptr<HaCore> ha_;
-  std::unique_ptr<wal::Log> log_;
-  std::shared_ptr<Handler> handler_;
-  std::unique_ptr<RpcServer> server_;
-  std::string address_;
-  std::map<std::string, ParticipantStub> stubs_;
-  std::unordered_map<RequestToken, Pending> pending_;
-  std::map<RequestToken, ReplicatePending> replicate_pending_;
-  RequestToken next_token_ = 1;
-  TimerId tick_timer_ = 0;
-  TimerId truncate_timer_ = 0;
-  uint64_t truncate_wanted_ = 0;
-  uint64_t truncate_done_ = 0;
-  uint64_t start_ms_ = 0;
-  bool shut_down_ = false;
-  bool in_process_ = false;
-  // While Init runs: forced records appended (the EPOCH of a fresh log),
-  // waited for before the node serves, so "GetStatus answers" means "ready".
-  bool initializing_ = true;
-  std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
-  // ---- high availability (the logic is in ha_) ----
-  std::map<std::string, ParticipantPeerStub> adopt_stubs_;
-  // Participants that do not serve ParticipantPeer.Heartbeat (older or
-  // stand-in participants): probed with GetStatus instead.
-  std::set<std::string> heartbeat_unsupported_;
-  std::unique_ptr<CoordinatorPeerStub> peer_stub_;
-  // Commits being measured, by txid; erased when the result is delivered.
-  std::unordered_map<TxId, PhaseTiming, TxIdHash> timings_;
-
-  // Expires with the Runtime (and at a log reload): WAL callbacks posted after
-  // it is gone find it expired (they run on the loop thread, as does the
-  // destructor).
-  std::shared_ptr<int> alive_;
-
-  // Decided transactions whose END is not yet logged: decision_released
-  // (PhaseNow) by txid, for dtx_phase_seconds{phase="phase2"}. Bounded by
-  // kPhaseTimingsMax.
-  std::unordered_map<TxId, int64_t, TxIdHash> phase2_start_;
-  // Metrics: the HTTP server is declared last so it is destroyed (stopped)
-  // before everything its scrapes read.
-  bool tracing_ = true;
-  obs::TraceRing trace_;
-  obs::Registry registry_;
-  CoordinatorMetrics metrics_{registry_};
-  std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
-};
-
-// The Thrift edge: converts and forwards to the Runtime. Holds a plain
-// pointer that Runtime::Shutdown clears; a call after that answers
-// UNAVAILABLE. Loop thread only.
-class Handler : public rpc::CoordinatorPeerCobSvIf {
- public:
-  explicit Handler(Runtime* runtime) : runtime_(runtime) {}
-  void Detach() { runtime_ = nullptr; }
-
-  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob,
-                   std::function<void(apache::thrift::TDelayedException*)> exn_cob) override;
-  void Commit(std::function<void(const rpc::CommitResult&)> cob,
-              std::function<void(apache::thrift::TDelayedException*)> exn_cob,
-              const rpc::CommitRequest& req) override;
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
-                     std::function<void(apache::thrift::TDelayedException*)> exn_cob,
-                     const rpc::TxId& txid) override;
-  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
-  void SetFailpoint(std::function<void()> cob,
-                    std::function<void(apache::thrift::TDelayedException*)> exn_cob,
-                    const std::string& name, const std::string& action) override;
-  void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob,
-                 std::function<void(apache::thrift::TDelayedException*)> exn_cob,
-                 const rpc::ReplicateRequest& req) override;
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
-                 const rpc::HeartbeatRequest& req) override;
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) override;
+  // The implementation (runtime.cc).
+  struct Impl;
 
  private:
-  Runtime* runtime_;
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace dtx::coordinator

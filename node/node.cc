@@ -17,10 +17,7 @@ Node::Node(EventLoop* loop, NodeOptions options)
                                            obs::kTraceEventsMax),
           .log_events = true}) {}
 
-Node::~Node() {
-  Shutdown();
-  alive_.Expire();
-}
+Node::~Node() { Shutdown(); }
 
 Status Node::Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
                    std::shared_ptr<Detachable> handler, const std::string& host, int port) {
@@ -39,10 +36,6 @@ Status Node::Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> proce
 void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
   DTX_CHECK(!shut_down_);
   timers_.push_back(loop_->RunEvery(interval_ms, std::move(fn)));
-}
-
-void Node::PostGuarded(std::function<void()> fn) const {
-  loop_->Post(alive_.Guard(std::move(fn)));
 }
 
 Status Node::StartMetrics() {

@@ -4,13 +4,13 @@
 //     handler's detach at shutdown (a request arriving later never reaches
 //     a runtime that is going away);
 //   - periodic timers, cancelled at shutdown;
-//   - the lifetime token that callbacks posted from other threads check;
 //   - the Prometheus endpoint (docs/observability.md) over the node's
 //     Registry, and metrics_address();
 //   - the span-event ring (common/trace.h) and Trace();
 //   - DrainGuard, the re-entry guard of a runtime's Process().
 // Fail-stop and failpoints are in node/fail_stop.h, the WAL appender in
-// node/wal_appender.h, the Thrift handler's common admin calls in
+// node/wal_appender.h, the lifetime token that callbacks posted back to the
+// loop check in node/lifetime.h, the Thrift handler's common admin calls in
 // node/handler.h.
 //
 // A runtime owns one Node and starts it in this order: fill the registry
@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/event_loop.h"
@@ -39,7 +40,6 @@
 #include "common/status.h"
 #include "common/trace.h"
 #include "common/types.h"
-#include "node/lifetime.h"
 
 namespace dtx::node {
 
@@ -127,14 +127,6 @@ class Node {
   // Runs `fn` every interval_ms on the loop until Shutdown().
   void RunEvery(uint64_t interval_ms, std::function<void()> fn);
 
-  // ---- lifetime ----
-  // Expires when the Node is destroyed; callbacks that hop through another
-  // thread back to the loop check a watch of it.
-  const LifetimeToken& lifetime() const { return alive_; }
-  // Post()s `fn` to the loop, to run only if this node is still alive then.
-  // Thread-safe.
-  void PostGuarded(std::function<void()> fn) const;
-
   // ---- metrics ----
   obs::Registry& registry() { return registry_; }
   const obs::Registry& registry() const { return registry_; }
@@ -167,12 +159,25 @@ class Node {
   std::string address_;
   std::vector<TimerId> timers_;
   bool shut_down_ = false;
-  LifetimeToken alive_;
   const bool tracing_;
   obs::TraceRing trace_;
   obs::Registry registry_;
   // Declared last: destroyed (stopped) before the registry its scrapes read.
   std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
 };
+
+// The Start() of a runtime, the same for every node type: builds its Impl
+// from `args` and runs Impl::Init(); when that fails, Impl::Shutdown() (so
+// nothing Init opened keeps serving) and the error.
+template <typename Impl, typename... Args>
+Result<std::unique_ptr<Impl>> StartImpl(Args&&... args) {
+  auto impl = std::make_unique<Impl>(std::forward<Args>(args)...);
+  Status s = impl->Init();
+  if (!s.ok()) {
+    impl->Shutdown();
+    return s;
+  }
+  return impl;
+}
 
 }  // namespace dtx::node

@@ -1,5 +1,6 @@
 // Checkpoints and WAL truncation in the real runtime (LevelDB, WAL, worker
-// thread), driven in-process on a LoopThread: a steady workload keeps the WAL
+// thread), run in-process on a LoopThread and called over loopback with the
+// async ParticipantStub on the same loop: a steady workload keeps the WAL
 // under a bound; a restart after truncation keeps every committed write and
 // every in-doubt transaction; a WAL that does not match the checkpoint is a
 // clear error.
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/rpc_client.h"
 #include "participant/runtime.h"
 
 namespace dtx::participant {
@@ -27,6 +29,7 @@ namespace fs = std::filesystem;
 
 constexpr uint64_t kSegmentBytes = 64 * 1024;
 constexpr int kWorkloadTimeoutS = 60;
+constexpr int kCallTimeoutMs = 10000;
 
 class CheckpointTest : public ::testing::Test {
  protected:
@@ -63,11 +66,14 @@ class CheckpointTest : public ::testing::Test {
         return;
       }
       rt_ = std::move(rt.value());
+      stub_ = std::make_unique<ParticipantStub>(loop_.loop(), rt_->address());
     });
     return out;
   }
   void Stop() {
     loop_.RunSync([&] {
+      if (stub_) stub_->channel()->Close();
+      stub_.reset();
       if (rt_) rt_->Shutdown();
       rt_.reset();
     });
@@ -82,12 +88,14 @@ class CheckpointTest : public ::testing::Test {
     return total;
   }
   int64_t Counter(const std::string& name) {
-    int64_t v = -1;
+    std::promise<int64_t> v;
     loop_.RunSync([&] {
-      auto c = rt_->GetStatus().counters;
-      if (c.count(name)) v = c.at(name);
+      stub_->GetStatus(kCallTimeoutMs, [&](const RpcStatus& st, const rpc::NodeStatus& s) {
+        EXPECT_TRUE(st.ok()) << st.ToString();
+        v.set_value(st.ok() && s.counters.count(name) ? s.counters.at(name) : -1);
+      });
     });
-    return v;
+    return v.get_future().get();
   }
 
   static rpc::PrepareRequest Req(int64_t lo, std::vector<std::pair<std::string, std::optional<std::string>>> writes,
@@ -125,18 +133,12 @@ class CheckpointTest : public ::testing::Test {
         std::optional<std::string> value;
         if (i % 7 != 3) value = "value-" + std::to_string(i) + std::string(40, 'x');
         (*model)[key] = value;
-        rt_->Prepare(
-            Req(first_lo + i, {{key, value}}, /*one_phase=*/true),
-            [&, d](const rpc::PrepareResponse& r) {
-              if (r.vote != rpc::Vote::YES) ++d->failed;
-              if (++d->finished == count) done.set_value();
-              else issue();
-            },
-            [&, d](const rpc::DtxError&) {
-              ++d->failed;
-              if (++d->finished == count) done.set_value();
-              else issue();
-            });
+        stub_->Prepare(Req(first_lo + i, {{key, value}}, /*one_phase=*/true), kCallTimeoutMs,
+                       [&, d](const RpcStatus& st, const rpc::PrepareResponse& r) {
+                         if (!st.ok() || r.vote != rpc::Vote::YES) ++d->failed;
+                         if (++d->finished == count) done.set_value();
+                         else issue();
+                       });
       }
     };
     loop_.RunSync([&] { issue(); });
@@ -161,12 +163,14 @@ class CheckpointTest : public ::testing::Test {
   std::tuple<bool, std::string, int64_t> Read(const std::string& key) {
     std::promise<std::tuple<bool, std::string, int64_t>> p;
     loop_.RunSync([&] {
-      rt_->Read(
-          key, [&](const rpc::ReadResult& r) { p.set_value({r.found, r.value, r.version}); },
-          [&](const rpc::DtxError& e) {
-            ADD_FAILURE() << e.message;
-            p.set_value({false, "", -1});
-          });
+      stub_->Read(key, kCallTimeoutMs, [&](const RpcStatus& st, const rpc::ReadResult& r) {
+        if (!st.ok()) {
+          ADD_FAILURE() << st.ToString();
+          p.set_value({false, "", -1});
+          return;
+        }
+        p.set_value({r.found, r.value, r.version});
+      });
     });
     return p.get_future().get();
   }
@@ -185,6 +189,7 @@ class CheckpointTest : public ::testing::Test {
   std::string dir_;
   LoopThread loop_;
   std::unique_ptr<Runtime> rt_;
+  std::unique_ptr<ParticipantStub> stub_;  // to rt_, on loop_
 };
 
 TEST_F(CheckpointTest, SteadyWorkloadKeepsTheWalUnderABound) {
@@ -216,13 +221,11 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
   for (int64_t lo : in_doubt) {
     std::promise<rpc::Vote::type> vote;
     loop_.RunSync([&] {
-      rt_->Prepare(
-          Req(lo, {{"held" + std::to_string(lo), std::string("v")}}, /*one_phase=*/false),
-          [&](const rpc::PrepareResponse& r) { vote.set_value(r.vote); },
-          [&](const rpc::DtxError& e) {
-            ADD_FAILURE() << e.message;
-            vote.set_value(rpc::Vote::NO);
-          });
+      stub_->Prepare(Req(lo, {{"held" + std::to_string(lo), std::string("v")}}, /*one_phase=*/false),
+                     kCallTimeoutMs, [&](const RpcStatus& st, const rpc::PrepareResponse& r) {
+                       if (!st.ok()) ADD_FAILURE() << st.ToString();
+                       vote.set_value(st.ok() ? r.vote : rpc::Vote::NO);
+                     });
     });
     ASSERT_EQ(vote.get_future().get(), rpc::Vote::YES);
   }
@@ -240,23 +243,26 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
   const int64_t replayed = Counter("replayed_records");
   EXPECT_LT(replayed, 6000) << "only what the checkpoint needs is replayed (from the segment holding the oldest in-doubt PREPARE)";
   ExpectModel(model);
-  std::vector<int64_t> seen;
+  std::promise<std::vector<int64_t>> seen;
   loop_.RunSync([&] {
-    for (const rpc::InDoubtTx& t : rt_->ListInDoubt()) seen.push_back(t.txid.lo);
+    stub_->ListInDoubt(kCallTimeoutMs, [&](const RpcStatus& st, const std::vector<rpc::InDoubtTx>& txs) {
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      std::vector<int64_t> los;
+      for (const rpc::InDoubtTx& t : txs) los.push_back(t.txid.lo);
+      seen.set_value(los);
+    });
   });
-  EXPECT_EQ(seen, in_doubt);
+  EXPECT_EQ(seen.get_future().get(), in_doubt);
   // The in-doubt transactions still commit with the writes of their PREPARE.
   std::promise<void> committed;
   loop_.RunSync([&] {
     rpc::TxId t;
     t.hi = 42;
     t.lo = in_doubt[1];
-    rt_->Commit(
-        t, 1, [&] { committed.set_value(); },
-        [&](const rpc::DtxError& e) {
-          ADD_FAILURE() << e.message;
-          committed.set_value();
-        });
+    stub_->Commit(t, 1, kCallTimeoutMs, [&](const RpcStatus& st) {
+      EXPECT_TRUE(st.ok()) << st.ToString();
+      committed.set_value();
+    });
   });
   committed.get_future().get();
   auto [found, value, version] = Read("held" + std::to_string(in_doubt[1]));

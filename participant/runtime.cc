@@ -1,35 +1,45 @@
 #include "participant/runtime.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdio>
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string_view>
 #include <system_error>
+#include <thread>
+#include <unordered_map>
 
+#include "ParticipantPeer.h"
+#include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/log.h"
-#include "common/trace_rpc.h"
+#include "common/metrics.h"
 #include "common/process_stats.h"
+#include "common/rpc_client.h"
 #include "common/rpc_error.h"
+#include "common/wal_metrics.h"
+#include "node/fail_stop.h"
+#include "node/handler.h"
+#include "node/lifetime.h"
+#include "node/node.h"
+#include "node/wal_appender.h"
+#include "participant/level_store.h"
 
 namespace dtx::participant {
 
-using apache::thrift::TDelayedException;
-
 namespace {
 
-[[noreturn]] void Die(const std::string& why) {
-  DTX_LOG_ERROR("fatal: {}; exiting", why);
-  log::Flush();
-  ::_exit(1);
-}
+using node::FailStop;
 
 // Evaluates a commit-path failpoint whose `error` must stop the node.
 void EvalFailStop(fp::Point p) {
-  Status s = fp::Eval(p);
-  if (!s.ok()) Die(std::string("failpoint ") + fp::Name(p) + ": " + s.ToString());
+  (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop);
 }
 
 uint64_t SteadyNs() {
@@ -47,9 +57,193 @@ rpc::DtxError ToDtxError(ErrorCode code, const std::string& message) {
 
 }  // namespace
 
+namespace {
+// How often the core's Tick runs (read timeouts, decision queries).
+constexpr uint64_t kTickIntervalMs = 10;
+// Per-request timeout of a QueryDecision call.
+constexpr int kQueryDecisionTimeoutMs = 1000;
+// Coordinator addresses (from PREPARE records) with their own channel; past
+// it, the configured coordinator is asked instead.
+constexpr size_t kCoordinatorChannelsMax = 16;
+}  // namespace
+
+// The participant's metrics (names in docs/observability.md). Histograms and
+// counters are updated where things happen (loop thread); the gauges are set
+// from the tick (loop thread); WAL totals are snapshotted into atomics on the
+// tick and read by scrape-time callbacks.
+struct ParticipantMetrics {
+  explicit ParticipantMetrics(obs::Registry& r);
+  obs::Histogram& read;
+  obs::Histogram& prepare;
+  obs::Histogram& commit;
+  obs::Counter& commits;
+  obs::CounterFamily& aborts;    // reason: "coordinator" (Abort call) or a NO-vote reason
+  obs::CounterFamily& votes;     // vote: yes, no, read_only
+  // Children created at start-up, for the hot path (Get takes a mutex).
+  obs::Counter& vote_yes;
+  obs::Counter& vote_no;
+  obs::Counter& vote_read_only;
+  obs::Counter& abort_by_coordinator;
+  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value (1..5)
+  obs::Gauge& in_doubt;
+  obs::Gauge& in_doubt_oldest_age;
+  obs::Gauge& lock_table;
+  obs::Gauge& epoch;
+  obs::GaugeFamily& heartbeat_age;  // peer: coordinator address
+  obs::GaugeFamily& suspected;
+  obs::WalMetrics wal;  // common/wal_metrics.h
+};
+
+struct CheckpointStats {
+  uint64_t taken = 0;            // checkpoints written
+  uint64_t lsn = 0;              // the last one's lsn (restored or written)
+  uint64_t retain_from = 0;      // ... and retain_from
+  uint64_t last_write_us = 0;    // how long the last WriteCheckpoint took
+  uint64_t last_truncate_us = 0; // how long the last TruncateBefore took
+  uint64_t truncate_errors = 0;
+};
+
+struct Runtime::Impl {
+  using Fail = std::function<void(const rpc::DtxError&)>;
+
+  Impl(EventLoop* loop, RuntimeOptions options);
+  ~Impl();
+  Status Init();
+  void Shutdown();
+
+  // ---- the Participant service (called by Handler, loop thread) ----
+  void Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
+  void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob, Fail fail);
+  void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  rpc::NodeStatus GetStatus() const;
+  std::vector<rpc::InDoubtTx> ListInDoubt() const;
+  // ---- ParticipantPeer (coordinators) ----
+  void AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
+                  Fail fail);
+  rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
+
+  struct Pending {
+    Reply::Kind kind = Reply::Kind::kRead;
+    std::function<void(const rpc::ReadResult&)> read;
+    std::function<void(const rpc::PrepareResponse&)> prepare;
+    std::function<void()> done;
+    Fail fail;
+    uint64_t start_ns = 0;  // steady clock, for the latency histograms
+  };
+  class FailpointStore;
+
+  Token NewToken(Pending p);
+  // Drains the core's Ready: append, send, reply.
+  void Process();
+  void Append(PersistOp& op);
+  void OnDurable(uint64_t tag, RecordType type, TxId txid);
+  void AskDecision(const TxId& txid, const std::string& address, Epoch epoch, bool may_fall_back);
+  // Asks every other known coordinator that is primary at `epoch` or later.
+  void AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
+                            const std::optional<std::string>& hinted);
+  void Deliver(Reply& r);
+  void TraceVote(const Reply& r);
+  CoordinatorStub& StubFor(const std::string& address);
+  uint64_t NowMs() const { return node_.NowMs(); }
+  void HeardFromCoordinator();
+  Status RestoreAndReplay();
+  void MaybeCheckpoint();
+  void CheckpointWorkerLoop();
+  void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us, const Status& truncated);
+  void StopCheckpointWorker();
+  void UpdateMetrics();
+  // Records a span event when tracing is on. `event` must be a literal.
+  void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
+    node_.Trace(txid, event, detail);
+  }
+
+  EventLoop* loop_;
+  RuntimeOptions options_;
+  // Server, handler, tick, metrics endpoint, trace ring (node/node.h).
+  node::Node node_;
+  const bool tracing_;     // node_.tracing()
+  obs::TraceRing& trace_;  // node_.trace()
+  std::unique_ptr<LevelStore> level_;
+  std::unique_ptr<FailpointStore> store_;
+  std::unique_ptr<Core> core_;
+  node::WalAppender wal_;
+  node::DrainGuard drain_;
+  std::map<std::string, CoordinatorStub> stubs_;
+  std::unordered_map<Token, Pending> pending_;
+  Token next_token_ = 1;
+  uint64_t start_ms_ = 0;
+  uint64_t coordinator_heard_ms_ = 0;  // 0: never
+  struct CoordinatorSeen {
+    uint64_t heard_ms = 0;
+    std::string role;
+    int64_t epoch = 0;
+  };
+  std::map<std::string, CoordinatorSeen> coordinators_seen_;  // by address, from Heartbeat
+  uint64_t replayed_ = 0;
+  bool shut_down_ = false;
+  // Transactions in doubt after recovery and not resolved yet: each gets one
+  // "txid=... in-doubt resolved by ..." log line, whether a QueryDecision
+  // answer or the coordinator's own Commit/Abort call resolves it.
+  std::set<TxId> recovered_in_doubt_;
+  void NoteResolved(const TxId& txid, const char* how, const char* decision);
+
+  // Checkpoints. Loop thread: the fields below the worker's.
+  std::thread checkpoint_thread_;
+  std::mutex checkpoint_mu_;
+  std::condition_variable checkpoint_cv_;
+  std::optional<Checkpoint> checkpoint_job_;  // GUARDED_BY(checkpoint_mu_)
+  bool checkpoint_stop_ = false;              // GUARDED_BY(checkpoint_mu_)
+  bool checkpoint_in_flight_ = false;
+  Checkpoint last_checkpoint_;
+  uint64_t last_checkpoint_ms_ = 0;
+  CheckpointStats checkpoint_stats_;
+  // Expires with the Runtime: callbacks posted back to the loop (checkpoint
+  // results, QueryDecision answers) after it is gone do nothing.
+  node::LifetimeToken alive_;
+
+  // The Prepare call being processed right now (for the `locked` event of
+  // the record its Process() appends). Loop thread.
+  struct PrepareInProgress {
+    bool active = false;
+    TxId txid;
+    bool read_only = false;   // nothing will be logged: locks validated and released at once
+    size_t keys = 0;
+    bool locked_recorded = false;
+  };
+  PrepareInProgress preparing_;
+  // In node_'s registry, which outlives it; read by scrapes only until
+  // Shutdown() stops the endpoint.
+  ParticipantMetrics metrics_{node_.registry()};
+  uint64_t metrics_ticks_ = 0;
+};
+
+namespace {
+
+// The Thrift edge: converts and forwards to the Runtime. A call after
+// Shutdown (detached) answers UNAVAILABLE. Loop thread only.
+class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl> {
+ public:
+  using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
+
+  void Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob, const std::string& key) override;
+  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
+               const rpc::PrepareRequest& req) override;
+  void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
+  void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override;
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest& req) override;
+  void AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
+                  const std::string& coordinator) override;
+};
+
+}  // namespace
+
 // The core's Store, evaluating participant.commit.after_apply once applied
 // (not during replay).
-class Runtime::FailpointStore final : public Store {
+class Runtime::Impl::FailpointStore final : public Store {
  public:
   explicit FailpointStore(Store* inner) : inner_(inner) {}
   void set_live() { live_ = true; }
@@ -95,25 +289,32 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
   obs::RegisterProcessMetrics(&r);
 }
 
-Runtime::Runtime(EventLoop* loop, RuntimeOptions options)
+Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      alive_(std::make_shared<int>(0)),
-      tracing_(options_.trace_events > 0),
-      trace_(obs::TraceRing::Options{.events_max = std::clamp<size_t>(options_.trace_events, 2, obs::kTraceEventsMax),
-                                     .log_events = true}) {}
+      node_(loop, node::NodeOptions{.name = options_.name,
+                                    .dir = options_.dir,
+                                    .metrics_enabled = options_.metrics_enabled,
+                                    .metrics_host = options_.metrics_host,
+                                    .metrics_port = options_.metrics_port,
+                                    .trace_events = options_.trace_events}),
+      tracing_(node_.tracing()),
+      trace_(node_.trace()),
+      wal_(loop, "WAL") {}
 
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
-  std::unique_ptr<Runtime> rt(new Runtime(loop, std::move(options)));
-  Status s = rt->Init();
-  if (!s.ok()) {
-    rt->Shutdown();
-    return s;
-  }
-  return rt;
+  auto impl = node::StartImpl<Impl>(loop, std::move(options));
+  if (!impl.ok()) return impl.status();
+  return std::unique_ptr<Runtime>(new Runtime(std::move(*impl)));
 }
 
-Status Runtime::Init() {
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Runtime::~Runtime() = default;
+void Runtime::Shutdown() { impl_->Shutdown(); }
+std::string Runtime::address() const { return impl_->node_.address(); }
+std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+
+Status Runtime::Impl::Init() {
   start_ms_ = loop_->NowMs();
   const std::filesystem::path dir(options_.dir);
   std::error_code ec;
@@ -142,45 +343,27 @@ Status Runtime::Init() {
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
   Process();
 
-  handler_ = std::make_shared<Handler>(this);
-  RpcServerOptions so;
-  so.host = options_.listen_host;
-  so.port = options_.listen_port;
-  so.name = options_.name;
-  server_ = std::make_unique<RpcServer>(loop_, std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler_), so);
-  DTX_RETURN_IF_ERROR(server_->Start());
-  tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
+  auto handler = std::make_shared<Handler>(this, &node_);
+  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler), handler,
+                                  options_.listen_host, options_.listen_port));
+  node_.RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
     Process();
     MaybeCheckpoint();
     UpdateMetrics();
   });
   UpdateMetrics();
-  DTX_RETURN_IF_ERROR(StartMetrics());
-  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", address(), options_.dir, options_.coordinator);
+  DTX_RETURN_IF_ERROR(node_.StartMetrics());
+  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", node_.address(), options_.dir, options_.coordinator);
   return Status::OK();
 }
 
-Status Runtime::StartMetrics() {
-  auto http = obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled,
-                                            options_.metrics_host, options_.metrics_port,
-                                            options_.dir);
-  if (!http.ok()) return http.status();
-  metrics_http_ = std::move(*http);
-  if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
-  return Status::OK();
-}
-
-std::string Runtime::metrics_address() const {
-  return metrics_http_ == nullptr ? "" : metrics_http_->address();
-}
-
-void Runtime::UpdateMetrics() {
+void Runtime::Impl::UpdateMetrics() {
   CoreStats st = core_->stats();
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
-  metrics_.wal.Update(log_->stats());
+  metrics_.wal.Update(wal_.log().stats());
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
   uint64_t oldest_ms = 0;
   if (st.in_doubt != 0) {
@@ -194,7 +377,7 @@ void Runtime::UpdateMetrics() {
   }
 }
 
-Status Runtime::RestoreAndReplay() {
+Status Runtime::Impl::RestoreAndReplay() {
   auto cp = level_->ReadCheckpoint();
   if (!cp.ok()) return cp.status();
   if (cp->has_value()) {
@@ -208,20 +391,19 @@ Status Runtime::RestoreAndReplay() {
   level_->BeginReplay();
   wal::Options wal_options = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
-  // Log (log_ is reset in the destructor before the members go).
+  // Log (wal_ is closed in the destructor before the members go).
   metrics_.wal.Hook(wal_options);
-  auto log = wal::Log::Open(wal_options, (std::filesystem::path(options_.dir) / "wal").string(),
+  Status opened = wal_.Open(wal_options, (std::filesystem::path(options_.dir) / "wal").string(),
                             [this, &first](wal::Lsn lsn, uint8_t type, std::string_view payload) {
                               if (first == 0) first = lsn;
                               ++replayed_;
                               return core_->Replay(lsn, type, payload);
                             });
-  if (!log.ok()) {
-    return log.status().IsCorruption() ? Status::Corruption("WAL: " + log.status().message()) : log.status();
+  if (!opened.ok()) {
+    return opened.IsCorruption() ? Status::Corruption("WAL: " + opened.message()) : opened;
   }
-  log_ = std::move(log.value());
   DTX_RETURN_IF_ERROR(level_->EndReplay());
-  const wal::Lsn last = log_->last_lsn();
+  const wal::Lsn last = wal_.log().last_lsn();
   // The checkpoint vouches for records below its lsn and needs those from
   // retain_from on: a WAL that ends before the one or starts after the
   // other is not the WAL this store was checkpointed with.
@@ -238,18 +420,18 @@ Status Runtime::RestoreAndReplay() {
   return Status::OK();
 }
 
-Runtime::~Runtime() {
+Runtime::Impl::~Impl() {
   Shutdown();
   StopCheckpointWorker();
-  alive_.reset();
-  if (options_.checkpoint_on_shutdown && core_ != nullptr && level_ != nullptr && log_ != nullptr) {
+  alive_.Expire();
+  if (options_.checkpoint_on_shutdown && core_ != nullptr && level_ != nullptr && wal_.is_open()) {
     // Everything the core applied is in LevelDB: make it the restart point.
     // Records still queued in the WAL are above it (not yet reported durable).
     std::optional<Checkpoint> cp = core_->TakeCheckpoint();
     if (cp.has_value() && cp->lsn > last_checkpoint_.lsn) {
       Status s = level_->WriteCheckpoint(*cp);
       if (s.ok()) {
-        Status t = log_->TruncateBefore(cp->retain_from);
+        Status t = wal_.log().TruncateBefore(cp->retain_from);
         DTX_LOG_INFO("shutdown checkpoint at lsn={} retain_from={}{}", cp->lsn, cp->retain_from,
                      t.ok() ? "" : " (truncation failed: " + t.ToString() + ")");
       } else {
@@ -258,31 +440,24 @@ Runtime::~Runtime() {
       }
     }
   }
-  log_.reset();  // syncs what is queued; its callbacks find alive_ expired
+  wal_.Close();  // syncs what is queued; the notices of those records are dropped
   core_.reset();
   store_.reset();
   level_.reset();
 }
 
-void Runtime::Shutdown() {
+void Runtime::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  if (metrics_http_) metrics_http_->Stop();
-  if (handler_) handler_->Detach();
-  if (server_) server_->Close();
-  if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
-  tick_timer_ = 0;
+  node_.Shutdown();  // metrics endpoint, handler, tick, server
   for (auto& [addr, stub] : stubs_) stub.channel()->Close();
   pending_.clear();
 }
 
-std::string Runtime::address() const { return server_ ? server_->address() : ""; }
 
-uint64_t Runtime::NowMs() const { return loop_->NowMs(); }
+void Runtime::Impl::HeardFromCoordinator() { coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1); }
 
-void Runtime::HeardFromCoordinator() { coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1); }
-
-Token Runtime::NewToken(Pending p) {
+Token Runtime::Impl::NewToken(Pending p) {
   p.start_ns = SteadyNs();
   Token t = next_token_++;
   pending_.emplace(t, std::move(p));
@@ -292,18 +467,22 @@ Token Runtime::NewToken(Pending p) {
 // ---------------------------------------------------------------------------
 // Draining the core
 
-void Runtime::Process() {
-  Ready r = core_->TakeReady();
-  if (!r.fatal.ok()) Die(r.fatal.ToString());
-  for (PersistOp& op : r.persist) Append(op);
-  for (const QueryDecisionMsg& m : r.send) {
-    AskDecision(m.txid, m.coordinator.empty() ? options_.coordinator : m.coordinator, m.epoch,
-                /*may_fall_back=*/true);
+void Runtime::Impl::Process() {
+  node::DrainGuard::Scope scope = drain_.Enter();
+  if (!scope.entered()) return;  // the outer call drains what this one would
+  for (Ready r = core_->TakeReady(); !r.empty(); r = core_->TakeReady()) {
+    if (!r.fatal.ok()) FailStop(r.fatal.ToString());
+    // Ready's ordering rule: records first, then messages, then replies.
+    for (PersistOp& op : r.persist) Append(op);
+    for (const QueryDecisionMsg& m : r.send) {
+      AskDecision(m.txid, m.coordinator.empty() ? options_.coordinator : m.coordinator, m.epoch,
+                  /*may_fall_back=*/true);
+    }
+    for (Reply& rep : r.replies) Deliver(rep);
   }
-  for (Reply& rep : r.replies) Deliver(rep);
 }
 
-void Runtime::Append(PersistOp& op) {
+void Runtime::Impl::Append(PersistOp& op) {
   if (op.type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareBeforeLog);
   if (op.type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitBeforeLog);
   const bool traced = tracing_ && op.type != RecordType::kEpoch;
@@ -324,30 +503,24 @@ void Runtime::Append(PersistOp& op) {
                   : op.type == RecordType::kAbort  ? "ABORT"
                                                    : "record");
   }
-  wal::DurableFn on_durable;
+  // Only a forced record's durability is news for the core; an ABORT is
+  // traced `synced` too.
+  node::RecordLog::DurableFn on_durable;
   if (op.forced) {
-    std::weak_ptr<int> alive = alive_;
-    on_durable = [this, alive, loop = loop_, tag = op.tag, type = op.type, txid = op.txid, traced](const Status& s) {
-      if (!s.ok()) Die("WAL sync failed: " + s.ToString());
-      if (traced) trace_.Record(txid, obs::span::kSynced);  // flusher thread; the ring is thread-safe
-      loop->Post([this, alive, tag, type, txid] {
-        if (alive.expired()) return;
-        OnDurable(tag, type, txid);
-      });
-    };
-  } else if (traced) {
-    // Nothing waits for it (an ABORT): only the trace wants to know.
-    on_durable = [this, txid = op.txid](const Status& s) {
-      if (s.ok()) trace_.Record(txid, obs::span::kSynced);
-    };
+    on_durable = [this, type = op.type, txid = op.txid](wal::Lsn lsn) { OnDurable(lsn, type, txid); };
   }
-  auto lsn = log_->Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable));
-  if (!lsn.ok()) Die("WAL append failed: " + lsn.status().ToString());
-  DTX_CHECK_MSG(*lsn == op.tag, "the core's tags are LSNs: nothing else may append to the WAL");
-  if (op.type == RecordType::kEpoch) DTX_LOG_INFO("epoch rose; EPOCH record at lsn={}", *lsn);
+  node::RecordLog::SyncedFn on_synced;
+  if (traced) {
+    // WAL flusher thread; the ring is thread-safe.
+    on_synced = [this, txid = op.txid] { trace_.Record(txid, obs::span::kSynced); };
+  }
+  const wal::Lsn lsn =
+      wal_.Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable), std::move(on_synced));
+  DTX_CHECK_MSG(lsn == op.tag, "the core's tags are LSNs: nothing else may append to the WAL");
+  if (op.type == RecordType::kEpoch) DTX_LOG_INFO("epoch rose; EPOCH record at lsn={}", lsn);
 }
 
-void Runtime::OnDurable(uint64_t tag, RecordType type, TxId txid) {
+void Runtime::Impl::OnDurable(uint64_t tag, RecordType type, TxId txid) {
   if (shut_down_) return;
   if (type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareAfterLog);
   if (type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitAfterLog);
@@ -361,10 +534,10 @@ void Runtime::OnDurable(uint64_t tag, RecordType type, TxId txid) {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-void Runtime::MaybeCheckpoint() {
+void Runtime::Impl::MaybeCheckpoint() {
   if (checkpoint_in_flight_ || shut_down_) return;
   const uint64_t now = NowMs();
-  const wal::Lsn last = log_->last_lsn();
+  const wal::Lsn last = wal_.log().last_lsn();
   const bool by_count = options_.checkpoint_interval_records != 0 &&
                         last + 1 >= last_checkpoint_.lsn + options_.checkpoint_interval_records;
   const bool by_time = options_.checkpoint_interval_ms != 0 && now - last_checkpoint_ms_ >= options_.checkpoint_interval_ms;
@@ -384,7 +557,7 @@ void Runtime::MaybeCheckpoint() {
   checkpoint_cv_.notify_one();
 }
 
-void Runtime::CheckpointWorkerLoop() {
+void Runtime::Impl::CheckpointWorkerLoop() {
   for (;;) {
     Checkpoint cp;
     {
@@ -398,20 +571,17 @@ void Runtime::CheckpointWorkerLoop() {
     Status s = level_->WriteCheckpoint(cp);
     // Like a failed WAL sync: what LevelDB holds can no longer be trusted to
     // be on disk, and the WAL below the old checkpoint is still there.
-    if (!s.ok()) Die("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
+    if (!s.ok()) FailStop("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
     auto t1 = std::chrono::steady_clock::now();
-    Status truncated = log_->TruncateBefore(cp.retain_from);
+    Status truncated = wal_.log().TruncateBefore(cp.retain_from);
     auto t2 = std::chrono::steady_clock::now();
     auto us = [](auto d) { return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()); };
-    std::weak_ptr<int> alive = alive_;
-    loop_->Post([this, alive, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1), truncated] {
-      if (alive.expired()) return;
-      OnCheckpointDone(cp, write_us, truncate_us, truncated);
-    });
+    loop_->Post(alive_.Guard([this, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1),
+                              truncated] { OnCheckpointDone(cp, write_us, truncate_us, truncated); }));
   }
 }
 
-void Runtime::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
+void Runtime::Impl::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
                                const Status& truncated) {
   checkpoint_in_flight_ = false;
   last_checkpoint_ = cp;
@@ -431,7 +601,7 @@ void Runtime::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t
                 truncate_us);
 }
 
-void Runtime::StopCheckpointWorker() {
+void Runtime::Impl::StopCheckpointWorker() {
   if (!checkpoint_thread_.joinable()) return;
   {
     std::lock_guard<std::mutex> lock(checkpoint_mu_);
@@ -441,7 +611,7 @@ void Runtime::StopCheckpointWorker() {
   checkpoint_thread_.join();
 }
 
-CoordinatorStub& Runtime::StubFor(const std::string& address) {
+CoordinatorStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
   if (it != stubs_.end()) return it->second;
   if (stubs_.size() >= kCoordinatorChannelsMax && address != options_.coordinator) {
@@ -450,7 +620,7 @@ CoordinatorStub& Runtime::StubFor(const std::string& address) {
   return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
 }
 
-void Runtime::AskDecision(const TxId& txid, const std::string& address, Epoch epoch,
+void Runtime::Impl::AskDecision(const TxId& txid, const std::string& address, Epoch epoch,
                           bool may_fall_back) {
   if (address.empty()) return;
   std::weak_ptr<int> alive = alive_;
@@ -491,7 +661,7 @@ void Runtime::AskDecision(const TxId& txid, const std::string& address, Epoch ep
       });
 }
 
-void Runtime::AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
+void Runtime::Impl::AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
                                    const std::optional<std::string>& hinted) {
   std::vector<std::string> candidates = options_.coordinators;
   candidates.push_back(options_.coordinator);
@@ -517,7 +687,7 @@ void Runtime::AskOtherCoordinators(const TxId& txid, const std::string& except, 
   }
 }
 
-void Runtime::Deliver(Reply& r) {
+void Runtime::Impl::Deliver(Reply& r) {
   auto it = pending_.find(r.token);
   if (it == pending_.end()) return;  // shut down meanwhile
   Pending p = std::move(it->second);
@@ -602,7 +772,7 @@ void Runtime::Deliver(Reply& r) {
   }
 }
 
-void Runtime::TraceVote(const Reply& r) {
+void Runtime::Impl::TraceVote(const Reply& r) {
   const bool this_prepare = preparing_.active && preparing_.txid == r.txid;
   if (r.vote == Vote::kNo) {
     // The core's detail starts with what failed: "lock conflict on key ...",
@@ -629,7 +799,7 @@ void Runtime::TraceVote(const Reply& r) {
 // ---------------------------------------------------------------------------
 // The service
 
-void Runtime::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
   Pending p;
   p.kind = Reply::Kind::kRead;
   p.read = std::move(cob);
@@ -638,7 +808,7 @@ void Runtime::Read(const std::string& key, std::function<void(const rpc::ReadRes
   Process();
 }
 
-void Runtime::Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
+void Runtime::Impl::Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
                       Fail fail) {
   HeardFromCoordinator();
   if (req.reads.size() + req.writes.size() > kTxKeysMax) {
@@ -679,7 +849,7 @@ void Runtime::Prepare(const rpc::PrepareRequest& req, std::function<void(const r
   preparing_.active = false;
 }
 
-void Runtime::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
+void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
   HeardFromCoordinator();
   Pending p;
   p.kind = Reply::Kind::kCommit;
@@ -695,7 +865,7 @@ void Runtime::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void
   Process();
 }
 
-void Runtime::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
+void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
   HeardFromCoordinator();
   Pending p;
   p.kind = Reply::Kind::kAbort;
@@ -711,12 +881,12 @@ void Runtime::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void(
   Process();
 }
 
-void Runtime::NoteResolved(const TxId& txid, const char* how, const char* decision) {
+void Runtime::Impl::NoteResolved(const TxId& txid, const char* how, const char* decision) {
   if (recovered_in_doubt_.erase(txid) == 0) return;
   DTX_LOG_INFO("txid={} in-doubt resolved by the coordinator's {} call: {}", txid.ToString(), how, decision);
 }
 
-void Runtime::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
+void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
                          Fail fail) {
   Pending p;
   p.kind = Reply::Kind::kAdoptEpoch;
@@ -729,7 +899,7 @@ void Runtime::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::
   Process();
 }
 
-rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
+rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
   if (!req.sender.empty() && (coordinators_seen_.count(req.sender) != 0 ||
                               coordinators_seen_.size() < kCoordinatorChannelsMax)) {
     CoordinatorSeen& seen = coordinators_seen_[req.sender];
@@ -744,14 +914,14 @@ rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
   return resp;
 }
 
-rpc::NodeStatus Runtime::GetStatus() const {
+rpc::NodeStatus Runtime::Impl::GetStatus() const {
   CoreStats st = core_->stats();
   rpc::NodeStatus out;
   out.name = options_.name;
   out.role = "participant";
   out.epoch = st.epoch;
   out.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
-  out.durable_lsn = static_cast<int64_t>(log_->durable_lsn());
+  out.durable_lsn = static_cast<int64_t>(wal_.log().durable_lsn());
   out.in_flight = static_cast<int64_t>(st.in_flight);
   out.in_doubt = static_cast<int64_t>(st.in_doubt);
   rpc::PeerStatus coord;
@@ -769,7 +939,7 @@ rpc::NodeStatus Runtime::GetStatus() const {
     ps.suspected = NowMs() - seen.heard_ms >= options_.coordinator_suspect_after_ms;
     out.peers.push_back(std::move(ps));
   }
-  wal::Stats ws = log_->stats();
+  wal::Stats ws = wal_.log().stats();
   std::map<std::string, int64_t> c = {
       {"prepares", static_cast<int64_t>(st.prepares)},
       {"votes_yes", static_cast<int64_t>(st.votes_yes)},
@@ -799,7 +969,7 @@ rpc::NodeStatus Runtime::GetStatus() const {
   return out;
 }
 
-std::vector<rpc::InDoubtTx> Runtime::ListInDoubt() const {
+std::vector<rpc::InDoubtTx> Runtime::Impl::ListInDoubt() const {
   std::vector<rpc::InDoubtTx> out;
   for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
     rpc::InDoubtTx x;
@@ -815,85 +985,58 @@ std::vector<rpc::InDoubtTx> Runtime::ListInDoubt() const {
 // Handler: the Thrift edge
 
 namespace {
-Runtime::Fail FailVia(Handler::ExnCob exn_cob) {
-  return [exn_cob = std::move(exn_cob)](const rpc::DtxError& e) {
-    exn_cob(TDelayedException::delayException(e));
-  };
-}
 rpc::DtxError Unavailable() { return MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "participant is shutting down"); }
 }  // namespace
 
 void Handler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob, const std::string& key) {
-  if (runtime_ == nullptr) return exn_cob(TDelayedException::delayException(Unavailable()));
-  runtime_->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
+  target_->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
                       const rpc::PrepareRequest& req) {
-  if (runtime_ == nullptr) return exn_cob(TDelayedException::delayException(Unavailable()));
-  runtime_->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
+  target_->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) {
-  if (runtime_ == nullptr) return exn_cob(TDelayedException::delayException(Unavailable()));
-  runtime_->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
+  target_->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) {
-  if (runtime_ == nullptr) return exn_cob(TDelayedException::delayException(Unavailable()));
-  runtime_->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
+  target_->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                         const rpc::HeartbeatRequest& req) {
-  if (runtime_ == nullptr) {
+  if (target_ == nullptr) {
     rpc::HeartbeatResponse r;
     r.role = "participant";
     return cob(r);
   }
-  cob(runtime_->Heartbeat(req));
+  cob(target_->Heartbeat(req));
 }
 
 void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
                          const std::string& coordinator) {
-  if (runtime_ == nullptr) {
-    return exn_cob(apache::thrift::TDelayedException::delayException(
-        MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "participant is shutting down")));
-  }
-  runtime_->AdoptEpoch(epoch, coordinator, std::move(cob), [exn_cob](const rpc::DtxError& e) {
-    exn_cob(apache::thrift::TDelayedException::delayException(e));
-  });
+  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
+  target_->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (runtime_ == nullptr) {
+  if (target_ == nullptr) {
     rpc::NodeStatus s;
     s.role = "participant";
     return cob(s);
   }
-  cob(runtime_->GetStatus());
+  cob(target_->GetStatus());
 }
 
 void Handler::ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) {
-  if (runtime_ == nullptr) return cob({});
-  cob(runtime_->ListInDoubt());
-}
-
-void Handler::SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
-                           const std::string& action) {
-  Status s = fp::Arm(name, action);
-  if (!s.ok()) {
-    return exn_cob(TDelayedException::delayException(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, s.message())));
-  }
-  DTX_LOG_INFO("failpoint {} armed: {}", name, action);
-  cob();
-}
-
-void Handler::GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) {
-  if (runtime_ == nullptr) {
-    return cob(rpc::TraceResponse());
-  }
-  cob(obs::TraceToRpc(runtime_->name(), runtime_->trace().Lookup(dtx::FromRpc(txid))));
+  if (target_ == nullptr) return cob({});
+  cob(target_->ListInDoubt());
 }
 
 }  // namespace dtx::participant
