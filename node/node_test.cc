@@ -9,8 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "CoordinatorPeer.h"
 #include "common/failpoint.h"
 #include "node/fail_stop.h"
+#include "node/handler.h"
 #include "node/lifetime.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
@@ -165,6 +167,82 @@ TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
     EXPECT_EQ(off.trace().recorded(), 0u);
     EXPECT_TRUE(off.Shutdown());
     EXPECT_FALSE(off.Shutdown());
+  });
+  loop.Stop();
+}
+
+// A handler whose own calls only say whether they still reach their target.
+struct Target {
+  int calls = 0;
+};
+class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
+ public:
+  using Handler<rpc::CoordinatorPeerCobSvIf, Target>::Handler;
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob) override { cob({}); }
+  void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob, const rpc::CommitRequest&) override {
+    cob({});
+  }
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob, const rpc::TxId&) override {
+    cob(rpc::Decision::UNKNOWN);
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    rpc::NodeStatus st;
+    st.role = target_ == nullptr ? "detached" : "serving";
+    if (target_ != nullptr) ++target_->calls;
+    cob(st);
+  }
+  void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob,
+                 const rpc::ReplicateRequest&) override {
+    cob({});
+  }
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, const rpc::HeartbeatRequest&) override {
+    cob({});
+  }
+};
+
+TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
+  fp::DisarmAll();
+  LoopThread loop;
+  loop.Start();
+  loop.RunSync([&] {
+    Node node(loop.loop(), NodeOptions{.name = "node-x", .dir = "/tmp", .metrics_enabled = false, .trace_events = 16});
+    Target target;
+    auto handler = std::make_shared<TestHandler>(&target, &node);
+    ASSERT_TRUE(node.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler), handler, "127.0.0.1", 0).ok());
+    EXPECT_FALSE(node.address().empty());
+    node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
+
+    std::string role;
+    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.role; });
+    EXPECT_EQ(role, "serving");
+    rpc::TraceResponse trace;
+    rpc::TxId txid;
+    txid.hi = 7;
+    txid.lo = 7;
+    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);
+    EXPECT_EQ(trace.name, "node-x");
+    ASSERT_EQ(trace.events.size(), 1u);
+    EXPECT_EQ(trace.events[0].event, "received");
+
+    bool refused = false, armed = false;
+    handler->SetFailpoint([&] { armed = true; }, [&](apache::thrift::TDelayedException* e) {
+      refused = true;
+      delete e;
+    }, "no.such.point", "error");
+    EXPECT_TRUE(refused);
+    EXPECT_FALSE(armed);
+    handler->SetFailpoint([&] { armed = true; }, [&](apache::thrift::TDelayedException* e) { delete e; },
+                          "coordinator.end.before_log", "error");
+    EXPECT_TRUE(armed);
+    EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});
+    fp::DisarmAll();
+
+    EXPECT_TRUE(node.Shutdown());
+    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.role; });
+    EXPECT_EQ(role, "detached");
+    EXPECT_EQ(target.calls, 1);
+    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);
+    EXPECT_TRUE(trace.events.empty());
   });
   loop.Stop();
 }
