@@ -16,10 +16,10 @@
 // coordinator's reload after a step-down) or closed does nothing. Callbacks
 // given to Append must stay valid while the appender is open.
 //
-// Threading: every method runs on the loop thread (checked); log() may be
-// used from other threads for the wal::Log's thread-safe methods (the
-// participant's checkpoint worker truncates through it) while the appender
-// stays open.
+// Threading: every method runs on the loop thread (Append checks it); the
+// wal::Log that log() returns may be used from other threads for its
+// thread-safe methods (the participant's checkpoint worker truncates through
+// it) while the appender stays open.
 #pragma once
 
 #include <cstdint>
