@@ -225,10 +225,11 @@ class Runtime {
   void Process();
   void Append(PersistOp& op);
   void OnDurable(uint64_t tag, RecordType type, TxId txid);
-  void AskDecision(const TxId& txid, const std::string& address, Epoch epoch, bool may_fall_back);
-  // Asks every other known coordinator that is primary at `epoch` or later.
-  void AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
-                            const std::optional<std::string>& hinted);
+  // Sends the core's question `m` (QueryDecisionMsg: the core decides whom
+  // to ask and which answers count) and feeds the answer back to it.
+  void AskDecision(const QueryDecisionMsg& m);
+  // m.kind == kFindPrimary: every known coordinator's status, to the core.
+  void AskOtherCoordinators(const QueryDecisionMsg& m);
   void Deliver(Reply& r);
   void TraceVote(const Reply& r);
   CoordinatorStub& StubFor(const std::string& address);
