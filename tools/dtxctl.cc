@@ -383,150 +383,155 @@ Status StartSupervisorDaemon(const std::string& dir, const std::vector<std::stri
   return Status::OK();
 }
 
-int CmdClusterUp(const std::vector<std::string>& args) {
+// `dtxctl cluster up` flags.
+struct UpFlags {
   std::string dir;
   int participants = 0;
   std::string bin_dir;
-  std::string participant_bin_flag;
-  std::string coordinator_bin_flag;
+  std::string participant_bin;
+  std::string coordinator_bin;
   int timeout_s = kUpTimeoutSecondsDefault;
   std::string log_level;
   int stop_grace_ms = 0;
   bool backup = false;
   bool no_obs = false;
-  po::options_description desc = DirOptions(&dir);
-  desc.add_options()("participants", po::value<int>(&participants)->required(),
+};
+
+// False when the command ends here (help, a bad flag): `*code` is its exit code.
+bool ParseUpFlags(const std::vector<std::string>& args, UpFlags* f, int* code) {
+  po::options_description desc = DirOptions(&f->dir);
+  desc.add_options()("participants", po::value<int>(&f->participants)->required(),
                      "number of participants (1..64)")(
-      "no-obs", po::bool_switch(&no_obs),
+      "no-obs", po::bool_switch(&f->no_obs),
       "start every node with --metrics-listen off --trace-events 0 (no metrics endpoint, no "
       "tracing: for measuring their overhead)")(
-      "backup", po::bool_switch(&backup),
+      "backup", po::bool_switch(&f->backup),
       "also start coordinator-1 as the primary's backup (replication, failover)")(
-      "bin-dir", po::value<std::string>(&bin_dir),
+      "bin-dir", po::value<std::string>(&f->bin_dir),
       "directory holding dtx-participant and dtx-coordinator (default: next to dtxctl)")(
-      "participant-bin", po::value<std::string>(&participant_bin_flag),
+      "participant-bin", po::value<std::string>(&f->participant_bin),
       "path of dtx-participant (overrides --bin-dir)")(
-      "coordinator-bin", po::value<std::string>(&coordinator_bin_flag),
+      "coordinator-bin", po::value<std::string>(&f->coordinator_bin),
       "path of dtx-coordinator (overrides --bin-dir)")(
-      "timeout", po::value<int>(&timeout_s)->default_value(kUpTimeoutSecondsDefault),
+      "timeout", po::value<int>(&f->timeout_s)->default_value(kUpTimeoutSecondsDefault),
       "seconds to wait for every node to answer")(
-      "log-level", po::value<std::string>(&log_level)->default_value("info"), "nodes' log level")(
-      "stop-grace-ms", po::value<int>(&stop_grace_ms)->default_value(kStopGraceMsDefault),
+      "log-level", po::value<std::string>(&f->log_level)->default_value("info"), "nodes' log level")(
+      "stop-grace-ms", po::value<int>(&f->stop_grace_ms)->default_value(kStopGraceMsDefault),
       "on cluster down: SIGKILL nodes still alive this long after SIGTERM");
   po::variables_map vm;
-  int code = 0;
-  if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
-  if (participants < 1 || participants > kParticipantsMax) {
-    return Usage("--participants must be 1.." + std::to_string(kParticipantsMax));
+  if (!ParseArgs(args, desc, {}, &vm, code)) return false;
+  if (f->participants < 1 || f->participants > kParticipantsMax) {
+    *code = Usage("--participants must be 1.." + std::to_string(kParticipantsMax));
+    return false;
   }
-  if (timeout_s < 1 || timeout_s > 600) return Usage("--timeout must be 1..600 seconds");
-  if (stop_grace_ms < 0 || stop_grace_ms > kStopGraceMsMax) {
-    return Usage("--stop-grace-ms must be 0.." + std::to_string(kStopGraceMsMax));
+  if (f->timeout_s < 1 || f->timeout_s > 600) {
+    *code = Usage("--timeout must be 1..600 seconds");
+    return false;
   }
+  if (f->stop_grace_ms < 0 || f->stop_grace_ms > kStopGraceMsMax) {
+    *code = Usage("--stop-grace-ms must be 0.." + std::to_string(kStopGraceMsMax));
+    return false;
+  }
+  return true;
+}
 
+// Creates `dir` and takes its supervisor lock: the fd (not close-on-exec:
+// the supervisor inherits it). The error's message is what to tell the user.
+Result<int> LockClusterDir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
-  if (ec) return Fail("cannot create " + dir + ": " + ec.message());
-  dir = Absolute(dir);
-
-  int lock_fd = OpenLock(dir, /*cloexec=*/false);
-  if (lock_fd < 0) return Fail("cannot open " + dir + "/" + kSupervisorLockFile + ": " +
-                               std::strerror(errno));
+  if (ec) return Status::IOError("cannot create " + dir + ": " + ec.message());
+  const std::string abs_dir = Absolute(dir);
+  int lock_fd = OpenLock(abs_dir, /*cloexec=*/false);
+  if (lock_fd < 0) {
+    return Status::IOError("cannot open " + abs_dir + "/" + kSupervisorLockFile + ": " +
+                           std::strerror(errno));
+  }
   if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(lock_fd);
-    return Fail("a cluster is already running in " + dir + " (supervisor pid " +
-                SupervisorPidText(dir) + "); run `dtxctl cluster down --dir " + dir + "` first");
+    return Status::Busy("a cluster is already running in " + abs_dir + " (supervisor pid " +
+                        SupervisorPidText(abs_dir) + "); run `dtxctl cluster down --dir " +
+                        abs_dir + "` first");
   }
-  auto fail_locked = [&](const std::string& m) {
-    ::close(lock_fd);
-    return Fail(m);
-  };
+  return lock_fd;
+}
 
+Status FindNodeBinaries(const UpFlags& f, std::string* participant_bin, std::string* coordinator_bin) {
   std::vector<std::string> tried;
-  std::string participant_bin =
-      FindBinary("dtx-participant", participant_bin_flag, bin_dir, &tried);
-  std::string coordinator_bin =
-      FindBinary("dtx-coordinator", coordinator_bin_flag, bin_dir, &tried);
-  if (participant_bin.empty() || coordinator_bin.empty()) {
-    std::string list;
-    for (const auto& t : tried) list += "\n  " + t;
-    return fail_locked(std::string("cannot find ") +
-                       (participant_bin.empty() ? "dtx-participant" : "dtx-coordinator") +
-                       " (use --bin-dir); looked at:" + list);
-  }
+  *participant_bin = FindBinary("dtx-participant", f.participant_bin, f.bin_dir, &tried);
+  *coordinator_bin = FindBinary("dtx-coordinator", f.coordinator_bin, f.bin_dir, &tried);
+  if (!participant_bin->empty() && !coordinator_bin->empty()) return Status::OK();
+  std::string list;
+  for (const auto& t : tried) list += "\n  " + t;
+  return Status::NotFound(std::string("cannot find ") +
+                          (participant_bin->empty() ? "dtx-participant" : "dtx-coordinator") +
+                          " (use --bin-dir); looked at:" + list);
+}
 
-  // An existing cluster.conf is reused (the data in the node directories was
-  // sharded over its participants); otherwise pick fresh ports.
-  ClusterConfig config;
+// An existing cluster.conf is reused (the data in the node directories was
+// sharded over its participants) if it matches the flags and nothing of it
+// still runs; otherwise fresh ports are picked and the config saved.
+Result<ClusterConfig> ReuseOrCreateConfig(const std::string& dir, int participants, bool backup) {
   auto existing = ClusterConfig::Load(dir);
   if (existing.ok()) {
     if (static_cast<int>(existing->participants().size()) != participants) {
-      return fail_locked(dir + " holds a cluster of " +
-                         std::to_string(existing->participants().size()) +
-                         " participants; use that number or a new directory");
+      return Status::InvalidArgument(dir + " holds a cluster of " +
+                                     std::to_string(existing->participants().size()) +
+                                     " participants; use that number or a new directory");
     }
     if ((existing->Find("coordinator-1") != nullptr) != backup) {
-      return fail_locked(dir + " holds a cluster " +
-                         (backup ? "without" : "with") +
-                         " a backup coordinator; " + (backup ? "drop" : "add") +
-                         " --backup or use a new directory");
+      return Status::InvalidArgument(dir + " holds a cluster " + (backup ? "without" : "with") +
+                                     " a backup coordinator; " + (backup ? "drop" : "add") +
+                                     " --backup or use a new directory");
     }
     auto live = LiveNodes(dir, *existing);
     if (!live.empty()) {
-      return fail_locked(live.front().first + " (pid " + std::to_string(live.front().second) +
-                         ") from an earlier cluster is still running in " + dir +
-                         "; run `dtxctl cluster down --dir " + dir + "` first");
+      return Status::Busy(live.front().first + " (pid " + std::to_string(live.front().second) +
+                          ") from an earlier cluster is still running in " + dir +
+                          "; run `dtxctl cluster down --dir " + dir + "` first");
     }
     for (const NodeEntry& n : existing->nodes()) {
       auto hp = ParseHostPort(n.address);
       if (!hp.ok() || !PortFree(hp->port)) {
-        return fail_locked(n.name + "'s address " + n.address + " (from " + dir +
-                           "/cluster.conf) is in use by another program");
+        return Status::Busy(n.name + "'s address " + n.address + " (from " + dir +
+                            "/cluster.conf) is in use by another program");
       }
     }
-    config = *existing;
-  } else if (existing.status().IsNotFound()) {
-    int coordinators = backup ? 2 : 1;
-    auto ports = PickPorts(participants + coordinators);
-    if (!ports.ok()) return fail_locked(ports.status().ToString());
-    Status s;
-    for (int i = 0; s.ok() && i < coordinators; ++i) {
-      s = config.Add("coordinator-" + std::to_string(i),
-                     "127.0.0.1:" + std::to_string((*ports)[i]));
-    }
-    for (int i = 0; s.ok() && i < participants; ++i) {
-      s = config.Add("participant-" + std::to_string(i),
-                     "127.0.0.1:" + std::to_string((*ports)[i + coordinators]));
-    }
-    if (s.ok()) s = config.Save(dir);
-    if (!s.ok()) return fail_locked(s.ToString());
-  } else {
-    return fail_locked(existing.status().ToString());
+    return *existing;
   }
+  if (!existing.status().IsNotFound()) return Status::Failed(existing.status().ToString());
+  ClusterConfig config;
+  int coordinators = backup ? 2 : 1;
+  auto ports = PickPorts(participants + coordinators);
+  if (!ports.ok()) return Status::Failed(ports.status().ToString());
+  Status s;
+  for (int i = 0; s.ok() && i < coordinators; ++i) {
+    s = config.Add("coordinator-" + std::to_string(i), "127.0.0.1:" + std::to_string((*ports)[i]));
+  }
+  for (int i = 0; s.ok() && i < participants; ++i) {
+    s = config.Add("participant-" + std::to_string(i),
+                   "127.0.0.1:" + std::to_string((*ports)[i + coordinators]));
+  }
+  if (s.ok()) s = config.Save(dir);
+  if (!s.ok()) return Status::Failed(s.ToString());
+  return config;
+}
+
+// Node directories exist, and no pid file of an earlier run is left to be
+// mistaken for this run's.
+Status PrepareNodeDirs(const std::string& dir, const ClusterConfig& config) {
+  std::error_code ec;
   for (const NodeEntry& n : config.nodes()) {
     fs::create_directories(NodeDir(dir, n.name), ec);
-    if (ec) return fail_locked("cannot create " + NodeDir(dir, n.name) + ": " + ec.message());
+    if (ec) return Status::IOError("cannot create " + NodeDir(dir, n.name) + ": " + ec.message());
     ::unlink((NodeDir(dir, n.name) + "/" + kNodePidFile).c_str());
   }
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
+  return Status::OK();
+}
 
-  std::vector<std::string> supervisor_args = {
-      "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
-      log_level, "--stop-grace-ms", std::to_string(stop_grace_ms)};
-  if (no_obs) supervisor_args.push_back("--no-obs");
-  Status s = StartSupervisorDaemon(dir, supervisor_args, lock_fd);
-  ::close(lock_fd);  // the supervisor holds the lock now
-  if (!s.ok()) return Fail(s.ToString());
-
-  auto teardown = [&](const std::string& why) {
-    std::cerr << "dtxctl: " << why << "\n";
-    Status st = StopCluster(dir, true);
-    if (!st.ok()) std::cerr << "dtxctl: tearing down: " << st.ToString() << "\n";
-    std::cerr << "dtxctl: cluster up failed; everything it started is stopped\n";
-    return kExitFailed;
-  };
-
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+// Waits for the daemonised supervisor's pid file; prints its log on failure.
+Status WaitForSupervisor(const std::string& dir) {
   auto start_deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(kSupervisorStartTimeoutMs);
   while (!ReadPidFile(dir + "/" + kSupervisorPidFile).ok()) {
@@ -535,35 +540,82 @@ int CmdClusterUp(const std::vector<std::string>& args) {
       if (ReadPidFile(dir + "/" + kSupervisorPidFile).ok()) break;
       std::cerr << "---- last lines of " << dir << "/" << kSupervisorLogFile << "\n"
                 << TailFile(dir + "/" + kSupervisorLogFile, kLogTailLines);
-      return teardown("the supervisor did not start");
+      return Status::Unavailable("the supervisor did not start");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  return Status::OK();
+}
 
+// Waits until every node answers and its pid file names it (users of the pid
+// files - kill, the bench's CPU accounting - need them once `up` returns; a
+// node can answer before the supervisor has written its pid file).
+Status WaitForNodes(const std::string& dir, const ClusterConfig& config,
+                    std::chrono::steady_clock::time_point deadline) {
   for (const NodeEntry& n : config.nodes()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     Status ready = WaitUntilReady(n, static_cast<int>(std::max<int64_t>(left.count(), 1)));
     if (!ready.ok()) {
       PrintNodeLogs(dir, n.name);
-      return teardown(n.name + " (" + n.address + ") is not ready: " + ready.message());
+      return Status::Unavailable(n.name + " (" + n.address + ") is not ready: " + ready.message());
     }
   }
-  // A node can answer before the supervisor has written its pid file; users
-  // of the pid files (kill, the bench's CPU accounting) need them now.
   for (const NodeEntry& n : config.nodes()) {
     std::string pid_path = NodeDir(dir, n.name) + "/" + kNodePidFile;
     for (;;) {
       auto pid = ReadPidFile(pid_path);
       if (pid.ok() && IsNodeProcess(*pid, n.name)) break;
       if (std::chrono::steady_clock::now() > deadline) {
-        return teardown(n.name + " answers but " + pid_path + " names no live " + n.name);
+        return Status::Unavailable(n.name + " answers but " + pid_path + " names no live " + n.name);
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  return Status::OK();
+}
+
+int CmdClusterUp(const std::vector<std::string>& args) {
+  UpFlags f;
+  int code = 0;
+  if (!ParseUpFlags(args, &f, &code)) return code;
+
+  Result<int> locked = LockClusterDir(f.dir);
+  if (!locked.ok()) return Fail(locked.status().message());
+  const int lock_fd = *locked;
+  const std::string dir = Absolute(f.dir);
+  auto fail_locked = [&](const Status& s) {
+    ::close(lock_fd);
+    return Fail(s.message());
+  };
+  std::string participant_bin, coordinator_bin;
+  Status found = FindNodeBinaries(f, &participant_bin, &coordinator_bin);
+  if (!found.ok()) return fail_locked(found);
+  Result<ClusterConfig> config = ReuseOrCreateConfig(dir, f.participants, f.backup);
+  if (!config.ok()) return fail_locked(config.status());
+  Status prepared = PrepareNodeDirs(dir, *config);
+  if (!prepared.ok()) return fail_locked(prepared);
+
+  std::vector<std::string> supervisor_args = {
+      "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
+      f.log_level, "--stop-grace-ms", std::to_string(f.stop_grace_ms)};
+  if (f.no_obs) supervisor_args.push_back("--no-obs");
+  Status s = StartSupervisorDaemon(dir, supervisor_args, lock_fd);
+  ::close(lock_fd);  // the supervisor holds the lock now
+  if (!s.ok()) return Fail(s.ToString());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(f.timeout_s);
+
+  Status up = WaitForSupervisor(dir);
+  if (up.ok()) up = WaitForNodes(dir, *config, deadline);
+  if (!up.ok()) {
+    std::cerr << "dtxctl: " << up.message() << "\n";
+    Status st = StopCluster(dir, true);
+    if (!st.ok()) std::cerr << "dtxctl: tearing down: " << st.ToString() << "\n";
+    std::cerr << "dtxctl: cluster up failed; everything it started is stopped\n";
+    return kExitFailed;
+  }
   std::cout << "cluster up in " << dir << " (supervisor pid " << SupervisorPidText(dir) << ")\n";
-  for (const NodeEntry& n : config.nodes()) std::cout << "  " << n.name << " " << n.address << "\n";
+  for (const NodeEntry& n : config->nodes()) std::cout << "  " << n.name << " " << n.address << "\n";
   return kExitOk;
 }
 
