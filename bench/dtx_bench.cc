@@ -907,15 +907,29 @@ void PrintHist(const char* name, const LatencyHistogram& h) {
               us(0.999), static_cast<double>(h.max()) / 1e3, h.mean() / 1e3);
 }
 
-int Run(const Config& cfg, const std::string& command_line) {
+// Where the load goes: the coordinator(s) and, with --cluster, the cluster
+// (node pids for the CPU figures, nodes for --faults) and the fault schedule.
+struct Target {
   std::optional<tools::ClusterConfig> cluster;
-  std::string coordinator = cfg.coordinator;
-  std::vector<std::string> coordinators = {cfg.coordinator};
+  std::string coordinator;
+  std::vector<std::string> coordinators;
+  std::vector<FaultEvent> faults;
+};
+
+// False when the run ends here: `*code` is the exit code.
+bool ResolveTarget(const Config& cfg, Target* t, int* code) {
+  std::optional<tools::ClusterConfig>& cluster = t->cluster;
+  std::string& coordinator = t->coordinator;
+  std::vector<std::string>& coordinators = t->coordinators;
+  std::vector<FaultEvent>& faults = t->faults;
+  coordinator = cfg.coordinator;
+  coordinators = {cfg.coordinator};
   if (!cfg.cluster_dir.empty()) {
     auto c = tools::ClusterConfig::Load(cfg.cluster_dir);
     if (!c.ok()) {
       std::cerr << "dtx-bench: " << c.status().ToString() << "\n";
-      return kExitFailed;
+      *code = kExitFailed;
+      return false;
     }
     cluster = *c;
     coordinator = cluster->primary()->address;
@@ -924,39 +938,37 @@ int Run(const Config& cfg, const std::string& command_line) {
       if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
     }
   }
-  std::vector<FaultEvent> faults;
   if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
   if (!faults.empty()) {
     for (const FaultEvent& e : faults) {
       if (cluster->Find(e.node) == nullptr) {
         std::cerr << "dtx-bench: --faults: no node " << e.node << " in " << cfg.cluster_dir << "\n";
-        return kExitUsage;
+        *code = kExitUsage;
+        return false;
       }
     }
   }
+  return true;
+}
 
-  std::optional<Floor> floor;
-  if (cfg.floor) {
-    std::string dir = !cfg.floor_dir.empty() ? cfg.floor_dir : !cfg.cluster_dir.empty() ? cfg.cluster_dir : "/tmp";
-    auto f = MeasureFloor(dir);
-    if (!f.ok()) {
-      std::cerr << "dtx-bench: floor: " << f.status().ToString() << "\n";
-      return kExitFailed;
-    }
-    floor = *f;
-    std::printf("floor (%s): append+fdatasync p50 %.1f us (p99 %.1f), loopback round trip p50 %.1f us "
-                "(p99 %.1f)\n  2PC floor: commit call 2 RTT + 2 fdatasync = %.1f us; transaction "
-                "(reads + commit) 3 RTT + 2 fdatasync = %.1f us\n",
-                dir.c_str(), floor->fsync_p50_us, floor->fsync_p99_us, floor->rtt_p50_us, floor->rtt_p99_us,
-                floor->commit_floor_us(), floor->tx_floor_us());
+// --floor: measures the machine's 2PC floor and prints it; false on failure.
+bool MeasureAndPrintFloor(const Config& cfg, std::optional<Floor>* floor) {
+  std::string dir = !cfg.floor_dir.empty() ? cfg.floor_dir : !cfg.cluster_dir.empty() ? cfg.cluster_dir : "/tmp";
+  auto f = MeasureFloor(dir);
+  if (!f.ok()) {
+    std::cerr << "dtx-bench: floor: " << f.status().ToString() << "\n";
+    return false;
   }
+  *floor = *f;
+  std::printf("floor (%s): append+fdatasync p50 %.1f us (p99 %.1f), loopback round trip p50 %.1f us "
+              "(p99 %.1f)\n  2PC floor: commit call 2 RTT + 2 fdatasync = %.1f us; transaction "
+              "(reads + commit) 3 RTT + 2 fdatasync = %.1f us\n",
+              dir.c_str(), (*floor)->fsync_p50_us, (*floor)->fsync_p99_us, (*floor)->rtt_p50_us, (*floor)->rtt_p99_us,
+              (*floor)->commit_floor_us(), (*floor)->tx_floor_us());
+  return true;
+}
 
-  auto client = Client::Connect({.coordinators = coordinators});
-  if (!client.ok()) {
-    std::cerr << "dtx-bench: cannot connect to " << coordinator << ": " << client.status().ToString() << "\n";
-    return kExitFailed;
-  }
-  size_t participants = (*client)->participants().size();
+void PrintRunHeader(const Config& cfg, const std::string& coordinator, size_t participants) {
   std::string load_desc = cfg.open_loop() ? "open loop " + JsonNumber(cfg.rate) + " tx/s"
                                           : std::to_string(cfg.clients) + " clients (closed loop)";
   std::printf("dtx-bench %s: coordinator %s, %zu participants, %lld keys, %d keys/tx%s, %s, %s, "
@@ -967,25 +979,50 @@ int Run(const Config& cfg, const std::string& command_line) {
               cfg.distribution == KeyDistribution::kZipfian ? ("zipfian theta " + JsonNumber(cfg.zipf_theta)).c_str() : "uniform",
               load_desc.c_str(), cfg.duration_s, cfg.warmup_s, LoadAverage().c_str());
   std::fflush(stdout);
+}
 
-  double load_s = 0;
+// Loads the keys unless --no-load; `*load_s`: how long it took. False on failure.
+bool LoadPhase(Client& client, const Config& cfg, double* load_s) {
   if (cfg.no_load) {
     std::printf("not loading: using the %lld keys already in the cluster\n", static_cast<long long>(cfg.key_count()));
   } else {
     auto load_start = Clock::now();
-    Status s = LoadKeys(**client, cfg);
+    Status s = LoadKeys(client, cfg);
     if (!s.ok()) {
       std::cerr << "dtx-bench: loading keys failed: " << s.ToString() << "\n";
-      return kExitFailed;
+      return false;
     }
-    load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
-    std::printf("loaded %lld keys in %.2f s\n", static_cast<long long>(cfg.key_count()), load_s);
+    *load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
+    std::printf("loaded %lld keys in %.2f s\n", static_cast<long long>(cfg.key_count()), *load_s);
   }
   std::fflush(stdout);
+  return true;
+}
 
+// What the timed run measured. `loop` stays alive as long as this (its
+// transactions may still be running when the drain timed out).
+struct RunResult {
+  std::shared_ptr<TxLoop> loop;
+  Clock::time_point t0;         // the load started: timeline and fault times count from here
+  Clock::time_point stop_time;  // the load stopped
+  double window_s = 0;          // the measured window (after the warm-up)
+  std::map<std::string, pid_t> pids_before, pids_after;  // node pids around the window
+  std::optional<double> cpu_before, cpu_after;            // their CPU seconds (nullopt: no --cluster)
+  double self_cpu = 0;                                    // dtx-bench's own CPU seconds in the window
+  bool drained = false;  // every transaction finished after the stop
+  Stats st;
+  Timeline timeline{Clock::time_point{}};  // the loop's, taken after the drain
+  std::vector<FaultRecord> fault_records;
+  std::vector<CheckResult> checks;
+};
+
+// Runs the load (closed or open loop) with the fault schedule and the
+// periodic checks beside it: warm-up, the measured window, stop, drain.
+RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
   // t0: the load starts (timeline and fault times count from here).
-  auto t0 = Clock::now();
-  auto loop = std::make_shared<TxLoop>(client->get(), cfg, t0);
+  RunResult r;
+  const auto t0 = r.t0 = Clock::now();
+  auto loop = r.loop = std::make_shared<TxLoop>(&client, cfg, t0);
   std::thread open_thread;
   if (cfg.open_loop()) {
     open_thread = std::thread([loop, t0] { loop->RunOpen(t0); });
@@ -994,10 +1031,11 @@ int Run(const Config& cfg, const std::string& command_line) {
   }
   std::atomic<bool> done{false};
   std::mutex side_mu;
-  std::vector<FaultRecord> fault_records;  // GUARDED_BY(side_mu)
-  std::vector<CheckResult> checks;         // GUARDED_BY(side_mu)
+  std::vector<FaultRecord>& fault_records = r.fault_records;  // GUARDED_BY(side_mu) until the joins
+  std::vector<CheckResult>& checks = r.checks;                 // GUARDED_BY(side_mu) until the joins
   std::condition_variable side_cv;
   std::thread fault_thread;
+  const std::vector<FaultEvent>& faults = target.faults;
   if (!faults.empty()) {
     std::string dtxctl = FindDtxctl(cfg);
     fault_thread = std::thread([&, dtxctl] {
@@ -1007,10 +1045,10 @@ int Run(const Config& cfg, const std::string& command_line) {
         if (side_cv.wait_until(lock, when, [&] { return done.load(); })) return;
         lock.unlock();
         if (cfg.progress) std::fprintf(stderr, "fault at %.1f s: %s\n", e.at_s, e.text.c_str());
-        FaultRecord r = RunFault(cfg, dtxctl, e, t0);
-        if (!r.error.empty()) std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(), r.error.c_str());
+        FaultRecord f = RunFault(cfg, dtxctl, e, t0);
+        if (!f.error.empty()) std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(), f.error.c_str());
         lock.lock();
-        fault_records.push_back(r);
+        fault_records.push_back(f);
       }
     });
   }
@@ -1027,34 +1065,34 @@ int Run(const Config& cfg, const std::string& command_line) {
         // First against the full load; if every attempt aborts, hold back
         // new transfers (those in flight still run, prepare and commit
         // around the check) and try again.
-        CheckResult r = ConsistentCheck(**client, cfg, kCheckAttemptsFree);
-        if (r.outcome == "not_checked") {
+        CheckResult c = ConsistentCheck(client, cfg, kCheckAttemptsFree);
+        if (c.outcome == "not_checked") {
           loop->Pause();
-          CheckResult q = ConsistentCheck(**client, cfg, kCheckAttemptsMax);
+          CheckResult q = ConsistentCheck(client, cfg, kCheckAttemptsMax);
           loop->Resume();
-          q.attempts += r.attempts;
+          q.attempts += c.attempts;
           q.quiesced = true;
-          r = q;
+          c = q;
         }
-        r.t_s = std::chrono::duration<double>(Clock::now() - t0).count();
+        c.t_s = std::chrono::duration<double>(Clock::now() - t0).count();
         std::lock_guard lock(side_mu);
-        checks.push_back(r);
+        checks.push_back(c);
       }
     });
   }
 
   auto window_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.warmup_s));
   auto window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
-  std::map<std::string, pid_t> pids_before;
-  std::map<std::string, pid_t> pids_after;
-  std::optional<double> cpu_before;
+  std::map<std::string, pid_t>& pids_before = r.pids_before;
+  std::map<std::string, pid_t>& pids_after = r.pids_after;
+  std::optional<double>& cpu_before = r.cpu_before;
   double self_cpu_before = 0;
   bool measuring = false;
   size_t reported = 0;
   for (;;) {
     auto now = Clock::now();
     if (!measuring && now >= window_start) {
-      cpu_before = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_before);
+      cpu_before = ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_before);
       self_cpu_before = SelfCpuSeconds();
       window_start = Clock::now();
       window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
@@ -1074,10 +1112,10 @@ int Run(const Config& cfg, const std::string& command_line) {
     std::this_thread::sleep_until(std::min(wake, Clock::now() + 100ms));
   }
   loop->Stop();
-  auto stop_time = Clock::now();
-  double window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-  auto cpu_after = ClusterCpuSeconds(cfg, cluster ? &*cluster : nullptr, &pids_after);
-  double self_cpu = SelfCpuSeconds() - self_cpu_before;
+  r.stop_time = Clock::now();
+  r.window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
+  r.cpu_after = ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_after);
+  r.self_cpu = SelfCpuSeconds() - self_cpu_before;
   if (open_thread.joinable()) open_thread.join();
   {
     std::lock_guard lock(side_mu);
@@ -1086,14 +1124,42 @@ int Run(const Config& cfg, const std::string& command_line) {
   side_cv.notify_all();
   if (fault_thread.joinable()) fault_thread.join();
   if (check_thread.joinable()) check_thread.join();
-  bool drained = loop->WaitDrained(kDrainTimeout);
-  Stats st = loop->TakeStats();
-  Timeline timeline = loop->TakeTimeline();
+  r.drained = loop->WaitDrained(kDrainTimeout);
+  r.st = loop->TakeStats();
+  r.timeline = loop->TakeTimeline();
+  return r;
 
-  uint64_t failed = 0;
+}
+
+// Figures the text report and the JSON share.
+struct Summary {
+  uint64_t failed = 0;  // transactions not committed
+  double tps = 0;
+  double abort_rate = 0;
+  std::optional<double> cpu_per_tx_us;         // all node processes
+  std::optional<double> client_cpu_per_tx_us;  // dtx-bench itself
+  bool restarted = false;                      // a node's pid changed in the window
+};
+
+// Prints the results of the run (throughput, latencies, CPU, faults, timeline).
+Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<Floor>& floor, bool have_cluster) {
+  const Stats& st = r.st;
+  const double window_s = r.window_s;
+  const std::shared_ptr<TxLoop>& loop = r.loop;
+  const std::optional<double>& cpu_before = r.cpu_before;
+  const std::optional<double>& cpu_after = r.cpu_after;
+  const std::map<std::string, pid_t>& pids_before = r.pids_before;
+  const std::map<std::string, pid_t>& pids_after = r.pids_after;
+  const double self_cpu = r.self_cpu;
+  const std::vector<FaultRecord>& fault_records = r.fault_records;
+  const Timeline& timeline = r.timeline;
+  Summary sum;
+  uint64_t& failed = sum.failed;
   for (const auto& [why, n] : st.failures) failed += n;
-  double tps = static_cast<double>(st.committed) / window_s;
-  double abort_rate = st.committed + failed == 0 ? 0.0 : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
+  double& tps = sum.tps;
+  tps = static_cast<double>(st.committed) / window_s;
+  double& abort_rate = sum.abort_rate;
+  abort_rate = st.committed + failed == 0 ? 0.0 : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
   std::printf("committed: %llu in %.2f s = %.1f tx/s\n", static_cast<unsigned long long>(st.committed), window_s, tps);
   std::printf("not committed: %llu (%.2f%%)\n", static_cast<unsigned long long>(failed), abort_rate * 100);
   for (const auto& [why, n] : st.failures) {
@@ -1131,16 +1197,17 @@ int Run(const Config& cfg, const std::string& command_line) {
                 static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us(),
                 floor->tx_floor_us());
   }
-  std::optional<double> cpu_per_tx_us;
-  bool restarted = pids_before != pids_after;
+  std::optional<double>& cpu_per_tx_us = sum.cpu_per_tx_us;
+  bool& restarted = sum.restarted;
+  restarted = pids_before != pids_after;
   if (cpu_before && cpu_after && st.committed > 0) {
     cpu_per_tx_us = (*cpu_after - *cpu_before) / static_cast<double>(st.committed) * 1e6;
     std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(), *cpu_per_tx_us,
                 restarted ? " (a node restarted: undercounted)" : "");
-  } else if (!cluster) {
+  } else if (!have_cluster) {
     std::printf("cpu per committed tx: n/a (needs --cluster DIR for the node pids)\n");
   }
-  std::optional<double> client_cpu_per_tx_us;
+  std::optional<double>& client_cpu_per_tx_us = sum.client_cpu_per_tx_us;
   if (st.committed > 0) {
     client_cpu_per_tx_us = self_cpu / static_cast<double>(st.committed) * 1e6;
     std::printf("client cpu per committed tx (dtx-bench itself): %.1f us\n", *client_cpu_per_tx_us);
@@ -1157,12 +1224,12 @@ int Run(const Config& cfg, const std::string& command_line) {
   }
   std::printf("\n");
   std::fflush(stdout);
+  return sum;
+}
 
-  int exit_code = kExitOk;
-  if (!drained) {
-    std::cerr << "dtx-bench: " << loop->in_flight() << " transactions still unfinished after " << kDrainTimeout.count() << " s\n";
-    exit_code = kExitFailed;
-  }
+// Prints the periodic consistent checks; returns how many found a violation
+// (each fails the run: `*exit_code`).
+uint64_t ReportChecks(const std::vector<CheckResult>& checks, int* exit_code) {
   uint64_t checks_ok = 0, checks_violated = 0, checks_not = 0;
   for (const CheckResult& c : checks) {
     if (c.outcome == "ok") ++checks_ok;
@@ -1179,149 +1246,211 @@ int Run(const Config& cfg, const std::string& command_line) {
     for (const CheckResult& c : checks) {
       if (c.outcome == "violated") std::printf("  at %.1f s: VIOLATED: %s\n", c.t_s, c.detail.c_str());
     }
-    if (checks_violated > 0) exit_code = kExitFailed;
+    if (checks_violated > 0) *exit_code = kExitFailed;
   }
+  return checks_violated;
+}
 
-  bool invariant_ok = true;
+// The bank workload's invariant after the drain: the total balance (other
+// workloads: nothing to check).
+struct InvariantResult {
+  bool ok = true;
   std::optional<int64_t> total_balance;
+};
+
+InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drained, uint64_t checks_violated,
+                                   int* exit_code) {
+  InvariantResult inv;
+  bool& invariant_ok = inv.ok;
+  std::optional<int64_t>& total_balance = inv.total_balance;
   if (cfg.workload == Workload::kBank) {
     int64_t expected = cfg.accounts * cfg.initial_balance;
-    auto total = drained ? SumBalances(**client, cfg) : Result<int64_t>(Status::Aborted("transfers still running"));
+    auto total = drained ? SumBalances(client, cfg) : Result<int64_t>(Status::Aborted("transfers still running"));
     invariant_ok = total.ok() && *total == expected && checks_violated == 0;
     if (total.ok()) total_balance = *total;
     if (!total.ok() && total.status().IsCorruption()) {  // a missing or garbled account
       std::printf("invariant: VIOLATED: %s\n", total.status().ToString().c_str());
-      exit_code = kExitFailed;
+      *exit_code = kExitFailed;
     } else if (!total.ok()) {
       std::printf("invariant: NOT CHECKED: %s\n", total.status().ToString().c_str());
-      exit_code = kExitFailed;
+      *exit_code = kExitFailed;
     } else if (*total != expected) {
       std::printf("invariant: VIOLATED: total balance %lld, expected %lld\n", static_cast<long long>(*total),
                   static_cast<long long>(expected));
-      exit_code = kExitFailed;
+      *exit_code = kExitFailed;
     } else if (checks_violated > 0) {
       std::printf("invariant: VIOLATED during the run (periodic check)\n");
     } else {
       std::printf("invariant: ok (total balance %lld)\n", static_cast<long long>(*total));
     }
   }
+  return inv;
+}
 
-  if (!cfg.json_path.empty()) {
-    std::ostringstream o;
-    utsname un{};
-    ::uname(&un);
-    o << "{\n  \"workload\": \"" << cfg.workload_name << "\",\n"
-      << "  \"command\": \"" << JsonEscape(command_line) << "\",\n"
-      << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \"" << JsonEscape(un.release)
-      << "\", \"cpus\": " << std::thread::hardware_concurrency() << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
-      << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
-      << "  \"participants\": " << participants << ",\n"
-      << "  \"load\": \"" << (cfg.open_loop() ? "open" : "closed") << "\",\n"
-      << "  \"clients\": " << (cfg.open_loop() ? 0 : cfg.clients) << ",\n"
-      << "  \"rate\": " << JsonNumber(cfg.rate) << ",\n"
-      << "  \"keys\": " << cfg.key_count() << ",\n"
-      << "  \"accounts\": " << cfg.accounts << ",\n"
-      << "  \"value_size\": " << cfg.value_size << ",\n"
-      << "  \"keys_per_tx\": " << cfg.keys_per_tx << ",\n"
-      << "  \"participants_per_tx\": " << cfg.participants_per_tx << ",\n"
-      << "  \"distribution\": \"" << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
-      << "  \"theta\": " << JsonNumber(cfg.zipf_theta) << ",\n"
-      << "  \"seed\": " << cfg.seed << ",\n"
-      << "  \"warmup_s\": " << JsonNumber(cfg.warmup_s) << ",\n"
-      << "  \"duration_s\": " << JsonNumber(window_s) << ",\n"
-      << "  \"load_s\": " << JsonNumber(load_s) << ",\n"
-      << "  \"committed\": " << st.committed << ",\n"
-      << "  \"committed_per_s\": " << JsonNumber(tps) << ",\n"
-      << "  \"not_committed\": " << failed << ",\n"
-      << "  \"abort_rate\": " << JsonNumber(abort_rate) << ",\n"
-      << "  \"not_committed_by_reason\": {";
-    bool first = true;
-    for (const auto& [why, n] : st.failures) {
-      o << (first ? "" : ",") << "\n    \"" << JsonEscape(why) << "\": " << n;
-      first = false;
-    }
-    o << (first ? "" : "\n  ") << "},\n"
-      << "  \"latency_us\": " << HistJson(st.total_ns) << ",\n"
-      << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns) << ",\n    \"commit\": " << HistJson(st.commit_ns)
-      << ",\n    \"prepare\": " << HistJson(st.prepare_ns) << ",\n    \"decision\": " << HistJson(st.decision_ns)
-      << ",\n    \"total\": " << HistJson(st.total_ns) << ",\n    \"commit_2pc\": " << HistJson(st.commit_2pc_ns)
-      << ",\n    \"total_2pc\": " << HistJson(st.total_2pc_ns)
-      << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call to outcome; "
-         "total = intended start to outcome; *_2pc = only transactions that wrote on >= 2 participants. "
-         "Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): prepare = first PREPARE sent to "
-         "last vote in (one-phase: the whole Prepare); decision = DECISION appended to durable at the coordinator "
-         "and acknowledged by its backup (full 2PC only); phase 2 is after the reply and in neither\"},\n"
-      << "  \"start_delay_us\": " << (cfg.open_loop() ? HistJson(st.start_delay_ns) : "null") << ",\n"
-      << "  \"latency_cdf_us\": [";
-    std::vector<double> qs;
-    for (int i = 0; i <= 99; ++i) qs.push_back(i / 100.0);
-    for (double q : {0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0}) qs.push_back(q);
-    for (size_t i = 0; i < qs.size(); ++i) {
-      o << (i ? ", " : "") << "[" << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
-        << JsonNumber(qs[i]) << "]";
-    }
-    o << "],\n  \"participants_per_committed_tx\": {";
-    first = true;
-    for (const auto& [p, n] : st.participants_per_tx) {
-      o << (first ? "" : ", ") << "\"" << p << "\": " << n;
-      first = false;
-    }
-    o << "},\n  \"timeline\": [";
-    double warm = cfg.warmup_s;
-    // The last second(s) may be partial (the stop, then the drain).
-    double end_s = std::chrono::duration<double>(stop_time - t0).count();
-    for (size_t i = 0; i < timeline.seconds().size(); ++i) {
-      const TimelineSecond& s = timeline.seconds()[i];
-      auto us = [&](double q) { return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3); };
-      o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed << ", \"not_committed\": " << s.failed
-        << ", \"p50_us\": " << us(0.5) << ", \"p99_us\": " << us(0.99)
-        << ", \"max_us\": " << JsonNumber(static_cast<double>(s.latency_ns.max()) / 1e3)
-        << ", \"span_s\": " << JsonNumber(std::clamp(end_s - static_cast<double>(i), 0.0, 1.0))
-        << ", \"warmup\": " << (static_cast<double>(i) < warm ? "true" : "false") << "}";
-    }
-    o << "\n  ],\n  \"faults\": [";
-    for (size_t i = 0; i < fault_records.size(); ++i) {
-      const FaultRecord& f = fault_records[i];
-      o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s) << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s)
-        << ", \"took_s\": " << JsonNumber(f.took_s) << ", \"event\": \"" << JsonEscape(f.event.text)
-        << "\", \"action\": \"" << f.event.action << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
-        << ", \"error\": \"" << JsonEscape(f.error) << "\"}";
-    }
-    o << (fault_records.empty() ? "" : "\n  ") << "],\n  \"checks\": [";
-    for (size_t i = 0; i < checks.size(); ++i) {
-      const CheckResult& c = checks[i];
-      o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \"" << c.outcome
-        << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts
-        << ", \"quiesced\": " << (c.quiesced ? "true" : "false") << ", \"detail\": \""
-        << JsonEscape(c.detail) << "\"}";
-    }
-    o << (checks.empty() ? "" : "\n  ") << "],\n  \"floor\": ";
-    if (floor) {
-      o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us) << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
-        << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us) << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us)
-        << ", \"fsync_dir\": \"" << JsonEscape(floor->fsync_dir) << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
-        << ", \"tx_floor_us\": " << JsonNumber(floor->tx_floor_us()) << ", \"commit_p50_ratio\": "
-        << JsonNumber(static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us())
-        << ", \"total_p50_ratio\": "
-        << JsonNumber(static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us())
-        << ", \"ratio_of\": \"p50 of committed transactions that wrote on >= 2 participants\""
-        << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at the coordinator); "
-           "tx = 3 RTT + 2 fdatasync\"}";
-    } else {
-      o << "null";
-    }
-    o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
-      << ",\n  \"client_cpu_per_tx_us\": " << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
-      << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
-      << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
-      << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
-    std::ofstream out(cfg.json_path);
-    out << o.str();
-    out.flush();
-    if (!out) {
-      std::cerr << "dtx-bench: cannot write " << cfg.json_path << "\n";
-      exit_code = kExitFailed;
-    }
+// --json: every figure of the run in one object (bench/README.md). False if
+// the file cannot be written.
+bool WriteJson(const Config& cfg, const std::string& command_line, const std::string& coordinator,
+               size_t participants, double load_s, const RunResult& r, const Summary& sum,
+               const std::optional<Floor>& floor, const InvariantResult& inv) {
+  const Stats& st = r.st;
+  const double window_s = r.window_s;
+  const Clock::time_point t0 = r.t0;
+  const Clock::time_point stop_time = r.stop_time;
+  const Timeline& timeline = r.timeline;
+  const std::vector<FaultRecord>& fault_records = r.fault_records;
+  const std::vector<CheckResult>& checks = r.checks;
+  const uint64_t failed = sum.failed;
+  const double tps = sum.tps;
+  const double abort_rate = sum.abort_rate;
+  const std::optional<double>& cpu_per_tx_us = sum.cpu_per_tx_us;
+  const std::optional<double>& client_cpu_per_tx_us = sum.client_cpu_per_tx_us;
+  const bool restarted = sum.restarted;
+  const std::optional<int64_t>& total_balance = inv.total_balance;
+  const bool invariant_ok = inv.ok;
+  std::ostringstream o;
+  utsname un{};
+  ::uname(&un);
+  o << "{\n  \"workload\": \"" << cfg.workload_name << "\",\n"
+    << "  \"command\": \"" << JsonEscape(command_line) << "\",\n"
+    << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \"" << JsonEscape(un.release)
+    << "\", \"cpus\": " << std::thread::hardware_concurrency() << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
+    << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
+    << "  \"participants\": " << participants << ",\n"
+    << "  \"load\": \"" << (cfg.open_loop() ? "open" : "closed") << "\",\n"
+    << "  \"clients\": " << (cfg.open_loop() ? 0 : cfg.clients) << ",\n"
+    << "  \"rate\": " << JsonNumber(cfg.rate) << ",\n"
+    << "  \"keys\": " << cfg.key_count() << ",\n"
+    << "  \"accounts\": " << cfg.accounts << ",\n"
+    << "  \"value_size\": " << cfg.value_size << ",\n"
+    << "  \"keys_per_tx\": " << cfg.keys_per_tx << ",\n"
+    << "  \"participants_per_tx\": " << cfg.participants_per_tx << ",\n"
+    << "  \"distribution\": \"" << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
+    << "  \"theta\": " << JsonNumber(cfg.zipf_theta) << ",\n"
+    << "  \"seed\": " << cfg.seed << ",\n"
+    << "  \"warmup_s\": " << JsonNumber(cfg.warmup_s) << ",\n"
+    << "  \"duration_s\": " << JsonNumber(window_s) << ",\n"
+    << "  \"load_s\": " << JsonNumber(load_s) << ",\n"
+    << "  \"committed\": " << st.committed << ",\n"
+    << "  \"committed_per_s\": " << JsonNumber(tps) << ",\n"
+    << "  \"not_committed\": " << failed << ",\n"
+    << "  \"abort_rate\": " << JsonNumber(abort_rate) << ",\n"
+    << "  \"not_committed_by_reason\": {";
+  bool first = true;
+  for (const auto& [why, n] : st.failures) {
+    o << (first ? "" : ",") << "\n    \"" << JsonEscape(why) << "\": " << n;
+    first = false;
+  }
+  o << (first ? "" : "\n  ") << "},\n"
+    << "  \"latency_us\": " << HistJson(st.total_ns) << ",\n"
+    << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns) << ",\n    \"commit\": " << HistJson(st.commit_ns)
+    << ",\n    \"prepare\": " << HistJson(st.prepare_ns) << ",\n    \"decision\": " << HistJson(st.decision_ns)
+    << ",\n    \"total\": " << HistJson(st.total_ns) << ",\n    \"commit_2pc\": " << HistJson(st.commit_2pc_ns)
+    << ",\n    \"total_2pc\": " << HistJson(st.total_2pc_ns)
+    << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call to outcome; "
+       "total = intended start to outcome; *_2pc = only transactions that wrote on >= 2 participants. "
+       "Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): prepare = first PREPARE sent to "
+       "last vote in (one-phase: the whole Prepare); decision = DECISION appended to durable at the coordinator "
+       "and acknowledged by its backup (full 2PC only); phase 2 is after the reply and in neither\"},\n"
+    << "  \"start_delay_us\": " << (cfg.open_loop() ? HistJson(st.start_delay_ns) : "null") << ",\n"
+    << "  \"latency_cdf_us\": [";
+  std::vector<double> qs;
+  for (int i = 0; i <= 99; ++i) qs.push_back(i / 100.0);
+  for (double q : {0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0}) qs.push_back(q);
+  for (size_t i = 0; i < qs.size(); ++i) {
+    o << (i ? ", " : "") << "[" << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
+      << JsonNumber(qs[i]) << "]";
+  }
+  o << "],\n  \"participants_per_committed_tx\": {";
+  first = true;
+  for (const auto& [p, n] : st.participants_per_tx) {
+    o << (first ? "" : ", ") << "\"" << p << "\": " << n;
+    first = false;
+  }
+  o << "},\n  \"timeline\": [";
+  double warm = cfg.warmup_s;
+  // The last second(s) may be partial (the stop, then the drain).
+  double end_s = std::chrono::duration<double>(stop_time - t0).count();
+  for (size_t i = 0; i < timeline.seconds().size(); ++i) {
+    const TimelineSecond& s = timeline.seconds()[i];
+    auto us = [&](double q) { return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3); };
+    o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed << ", \"not_committed\": " << s.failed
+      << ", \"p50_us\": " << us(0.5) << ", \"p99_us\": " << us(0.99)
+      << ", \"max_us\": " << JsonNumber(static_cast<double>(s.latency_ns.max()) / 1e3)
+      << ", \"span_s\": " << JsonNumber(std::clamp(end_s - static_cast<double>(i), 0.0, 1.0))
+      << ", \"warmup\": " << (static_cast<double>(i) < warm ? "true" : "false") << "}";
+  }
+  o << "\n  ],\n  \"faults\": [";
+  for (size_t i = 0; i < fault_records.size(); ++i) {
+    const FaultRecord& f = fault_records[i];
+    o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s) << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s)
+      << ", \"took_s\": " << JsonNumber(f.took_s) << ", \"event\": \"" << JsonEscape(f.event.text)
+      << "\", \"action\": \"" << f.event.action << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
+      << ", \"error\": \"" << JsonEscape(f.error) << "\"}";
+  }
+  o << (fault_records.empty() ? "" : "\n  ") << "],\n  \"checks\": [";
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const CheckResult& c = checks[i];
+    o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \"" << c.outcome
+      << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts
+      << ", \"quiesced\": " << (c.quiesced ? "true" : "false") << ", \"detail\": \""
+      << JsonEscape(c.detail) << "\"}";
+  }
+  o << (checks.empty() ? "" : "\n  ") << "],\n  \"floor\": ";
+  if (floor) {
+    o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us) << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
+      << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us) << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us)
+      << ", \"fsync_dir\": \"" << JsonEscape(floor->fsync_dir) << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
+      << ", \"tx_floor_us\": " << JsonNumber(floor->tx_floor_us()) << ", \"commit_p50_ratio\": "
+      << JsonNumber(static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us())
+      << ", \"total_p50_ratio\": "
+      << JsonNumber(static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us())
+      << ", \"ratio_of\": \"p50 of committed transactions that wrote on >= 2 participants\""
+      << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at the coordinator); "
+         "tx = 3 RTT + 2 fdatasync\"}";
+  } else {
+    o << "null";
+  }
+  o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
+    << ",\n  \"client_cpu_per_tx_us\": " << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
+    << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
+    << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
+    << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
+  std::ofstream out(cfg.json_path);
+  out << o.str();
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+int Run(const Config& cfg, const std::string& command_line) {
+  Target target;
+  int code = kExitOk;
+  if (!ResolveTarget(cfg, &target, &code)) return code;
+  std::optional<Floor> floor;
+  if (cfg.floor && !MeasureAndPrintFloor(cfg, &floor)) return kExitFailed;
+
+  auto client = Client::Connect({.coordinators = target.coordinators});
+  if (!client.ok()) {
+    std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": " << client.status().ToString() << "\n";
+    return kExitFailed;
+  }
+  const size_t participants = (*client)->participants().size();
+  PrintRunHeader(cfg, target.coordinator, participants);
+  double load_s = 0;
+  if (!LoadPhase(**client, cfg, &load_s)) return kExitFailed;
+
+  RunResult r = RunTimed(**client, cfg, target);
+  Summary sum = PrintReport(cfg, r, floor, target.cluster.has_value());
+  int exit_code = kExitOk;
+  if (!r.drained) {
+    std::cerr << "dtx-bench: " << r.loop->in_flight() << " transactions still unfinished after " << kDrainTimeout.count() << " s\n";
+    exit_code = kExitFailed;
+  }
+  const uint64_t checks_violated = ReportChecks(r.checks, &exit_code);
+  InvariantResult inv = CheckBankInvariant(**client, cfg, r.drained, checks_violated, &exit_code);
+  if (!cfg.json_path.empty() &&
+      !WriteJson(cfg, command_line, target.coordinator, participants, load_s, r, sum, floor, inv)) {
+    std::cerr << "dtx-bench: cannot write " << cfg.json_path << "\n";
+    exit_code = kExitFailed;
   }
   return exit_code;
 }

@@ -60,7 +60,7 @@ EventLoop::EventLoop() : loop_thread_(std::this_thread::get_id()) {
 EventLoop::~EventLoop() {
   std::deque<std::function<void()>> dropped;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     closing_ = true;
     dropped.swap(posted_);
   }
@@ -79,7 +79,7 @@ EventLoop::~EventLoop() {
   }
   {
     // Post() sends under mu_, so after this no thread touches async_.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     uv_close(reinterpret_cast<uv_handle_t*>(async_),
              [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
     async_ = nullptr;
@@ -106,18 +106,21 @@ EventLoop::~EventLoop() {
 }
 
 void EventLoop::Run() {
+  DTX_CHECK_MSG(!running_.load(), "EventLoop::Run while another Run() is in progress");
   loop_thread_.store(std::this_thread::get_id());
+  running_.store(true);
   uv_run(&loop_, UV_RUN_DEFAULT);
+  running_.store(false);
 }
 
 void EventLoop::Stop() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   stop_requested_ = true;
   if (async_ != nullptr) uv_async_send(async_);
 }
 
 bool EventLoop::Post(std::function<void()> fn) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (closing_) return false;
   posted_.push_back(std::move(fn));
   uv_async_send(async_);
@@ -128,7 +131,12 @@ bool EventLoop::InLoopThread() const {
   return loop_thread_.load() == std::this_thread::get_id();
 }
 
-uint64_t EventLoop::NowMs() const { return uv_now(&loop_); }
+bool EventLoop::InLoopThreadOrIdle() const { return !running_.load() || InLoopThread(); }
+
+uint64_t EventLoop::NowMs() const {
+  DTX_CHECK(InLoopThreadOrIdle());
+  return uv_now(&loop_);
+}
 
 void EventLoop::OnAsync(uv_async_t* handle) {
   auto* self = static_cast<EventLoop*>(handle->data);
@@ -139,7 +147,7 @@ void EventLoop::DrainPosted() {
   std::deque<std::function<void()>> batch;
   bool stop = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     batch.swap(posted_);
     stop = stop_requested_;
     stop_requested_ = false;
@@ -151,6 +159,7 @@ void EventLoop::DrainPosted() {
 }
 
 TimerId EventLoop::RunAfter(uint64_t delay_ms, std::function<void()> fn) {
+  DTX_CHECK(InLoopThreadOrIdle());
   auto* t = new TimerHandle{{}, this, next_timer_id_++, false, std::move(fn)};
   int rc = uv_timer_init(&loop_, &t->handle);
   DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
@@ -167,6 +176,7 @@ TimerId EventLoop::RunAfter(uint64_t delay_ms, std::function<void()> fn) {
 }
 
 TimerId EventLoop::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
+  DTX_CHECK(InLoopThreadOrIdle());
   DTX_CHECK(interval_ms > 0);
   auto* t = new TimerHandle{{}, this, next_timer_id_++, true, std::move(fn)};
   int rc = uv_timer_init(&loop_, &t->handle);
@@ -197,6 +207,7 @@ void EventLoop::FireTimer(TimerHandle* t) {
 }
 
 bool EventLoop::Cancel(TimerId id) {
+  DTX_CHECK(InLoopThreadOrIdle());
   auto it = timers_.find(id);
   if (it == timers_.end()) return false;
   TimerHandle* t = it->second;
@@ -207,6 +218,7 @@ bool EventLoop::Cancel(TimerId id) {
 }
 
 Status EventLoop::HandleStopSignals(std::function<void(int signum)> on_signal) {
+  DTX_CHECK(InLoopThreadOrIdle());
   on_signal_ = std::move(on_signal);
   for (auto [slot, signum] : {std::pair{&sigterm_, SIGTERM}, std::pair{&sigint_, SIGINT}}) {
     if (*slot != nullptr) continue;

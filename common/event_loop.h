@@ -13,10 +13,11 @@
 //
 // Threads: one thread runs the loop (the "loop thread": the thread that
 // called Run(); before the first Run(), the thread that constructed the
-// loop). Post(), Stop() and InLoopThread() are thread-safe; every other
-// method, and every method of every object built on the loop (RpcServer,
-// PeerChannel, stubs), must be called on the loop thread, or on any single
-// thread while the loop is not running.
+// loop). Post(), Stop(), InLoopThread() and InLoopThreadOrIdle() are
+// thread-safe; every other method, and every method of every object built on
+// the loop (RpcServer, PeerChannel, stubs), must be called on the loop thread,
+// or on any single thread while the loop is not running. Those methods
+// DTX_CHECK(InLoopThreadOrIdle()) on entry.
 //
 // Lifetime: the EventLoop must outlive every object built on it and every
 // thread that may call Post(). Destroy those objects (or Close() them) first,
@@ -32,11 +33,12 @@
 #include <exception>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <unordered_map>
 
+#include "common/check.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 
 namespace dtx {
 
@@ -72,6 +74,9 @@ class EventLoop {
 
   // Thread-safe. True on the loop thread.
   bool InLoopThread() const;
+  // Thread-safe. True where a "loop thread only" method may be called: on the
+  // loop thread, or on any thread while no Run() is in progress.
+  bool InLoopThreadOrIdle() const;
 
   // Milliseconds from the loop's monotonic clock (uv_now; updated once per
   // loop iteration). Loop thread only.
@@ -98,7 +103,10 @@ class EventLoop {
 
   // The raw loop, for wrappers in common/ that own libuv handles. Loop
   // thread only.
-  uv_loop_t* uv_loop() { return &loop_; }
+  uv_loop_t* uv_loop() {
+    DTX_CHECK(InLoopThreadOrIdle());
+    return &loop_;
+  }
 
  private:
   struct TimerHandle;  // owns a uv_timer_t; freed in its close callback
@@ -111,11 +119,12 @@ class EventLoop {
   uv_loop_t loop_;
   uv_async_t* async_ = nullptr;  // freed in its close callback
   std::atomic<std::thread::id> loop_thread_;
+  std::atomic<bool> running_{false};  // inside Run()
 
-  std::mutex mu_;
-  std::deque<std::function<void()>> posted_;  // GUARDED_BY(mu_)
-  bool stop_requested_ = false;               // GUARDED_BY(mu_)
-  bool closing_ = false;                      // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::deque<std::function<void()>> posted_ GUARDED_BY(mu_);
+  bool stop_requested_ GUARDED_BY(mu_) = false;
+  bool closing_ GUARDED_BY(mu_) = false;
 
   TimerId next_timer_id_ = 1;
   std::unordered_map<TimerId, TimerHandle*> timers_;  // pending timers

@@ -115,5 +115,30 @@ TEST(LoopThreadTest, RunSyncRunsOnTheLoopThread) {
   t.Stop();  // twice is fine
 }
 
+TEST(LoopThreadTest, LoopThreadOnlyMethodsAreUsableAnywhereWhileTheLoopIsIdle) {
+  LoopThread t;
+  EXPECT_TRUE(t.loop()->InLoopThreadOrIdle()) << "not running yet";
+  TimerId id = t.loop()->RunAfter(1000, [] {});
+  t.Start();
+  EXPECT_FALSE(t.loop()->InLoopThreadOrIdle()) << "running on another thread";
+  bool on_loop = false;
+  t.RunSync([&] { on_loop = t.loop()->InLoopThreadOrIdle(); });
+  EXPECT_TRUE(on_loop);
+  t.Stop();
+  EXPECT_TRUE(t.loop()->InLoopThreadOrIdle()) << "stopped: the owner may tear down";
+  EXPECT_TRUE(t.loop()->Cancel(id));
+}
+
+TEST(LoopThreadDeathTest, LoopThreadOnlyMethodOffTheLoopThreadStopsTheProcess) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        LoopThread t;
+        t.Start();
+        t.loop()->RunAfter(1, [] {});
+      },
+      "InLoopThreadOrIdle");
+}
+
 }  // namespace
 }  // namespace dtx

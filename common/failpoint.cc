@@ -5,8 +5,9 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
-#include <mutex>
 #include <thread>
+
+#include "common/thread_annotations.h"
 
 namespace dtx::fp {
 namespace internal {
@@ -30,8 +31,8 @@ struct Action {
   std::string text;        // as armed, for Armed()
 };
 
-std::mutex g_mu;
-Action g_actions[kPointCount];  // GUARDED_BY(g_mu)
+Mutex g_mu;
+Action g_actions[kPointCount] GUARDED_BY(g_mu);
 
 int Find(std::string_view name) {
   for (int i = 0; i < kPointCount; ++i) {
@@ -97,7 +98,7 @@ Status Arm(std::string_view name, std::string_view action) {
   if (i < 0) return Status::InvalidArgument("unknown failpoint '" + std::string(name) + "'");
   auto a = ParseAction(action);
   if (!a.ok()) return a.status();
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(&g_mu);
   g_actions[i] = std::move(a.value());
   internal::g_armed[i].store(g_actions[i].kind != Kind::kOff, std::memory_order_relaxed);
   return Status::OK();
@@ -133,7 +134,7 @@ Status InitFromEnv() {
 }
 
 void DisarmAll() {
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(&g_mu);
   for (int i = 0; i < kPointCount; ++i) {
     g_actions[i] = Action();
     internal::g_armed[i].store(false, std::memory_order_relaxed);
@@ -141,7 +142,7 @@ void DisarmAll() {
 }
 
 std::vector<std::string> Armed() {
-  std::lock_guard<std::mutex> lock(g_mu);
+  MutexLock lock(&g_mu);
   std::vector<std::string> out;
   for (int i = 0; i < kPointCount; ++i) {
     if (g_actions[i].kind != Kind::kOff) out.push_back(std::string(kNames[i]) + "=" + g_actions[i].text);
@@ -155,7 +156,7 @@ Status EvalSlow(Point p) {
   int i = static_cast<int>(p);
   int64_t sleep_ms = 0;
   {
-    std::lock_guard<std::mutex> lock(g_mu);
+    MutexLock lock(&g_mu);
     Action& a = g_actions[i];
     switch (a.kind) {
       case Kind::kOff:

@@ -226,7 +226,7 @@ void Family<T>::CheckLabelValues(const std::vector<std::string>& values) const {
 template <typename T>
 T& Family<T>::Get(const std::vector<std::string>& label_values) {
   CheckLabelValues(label_values);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = children_.find(label_values);
   if (it != children_.end()) return *it->second;
   DTX_CHECK_MSG(children_.size() < kChildrenPerFamilyMax, "too many series in one metric family");
@@ -246,7 +246,7 @@ T& Family<T>::AddCallback(const std::vector<std::string>& label_values, std::fun
   if constexpr (std::is_same_v<T, Gauge>) {
     CheckLabelValues(label_values);
     DTX_CHECK(fn != nullptr);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     DTX_CHECK_MSG(children_.count(label_values) == 0, "callback series already exists");
     DTX_CHECK_MSG(children_.size() < kChildrenPerFamilyMax, "too many series in one metric family");
     auto child = std::make_unique<Gauge>(std::move(fn));
@@ -264,7 +264,7 @@ T& Family<T>::AddCallback(const std::vector<std::string>& label_values, std::fun
 template <typename T>
 void Family<T>::Write(std::string* out) const {
   WriteHeader(out);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (const auto& [values, child] : children_) {
     if constexpr (std::is_same_v<T, Histogram>) {
       Histogram::Snapshot s = child->Read();
@@ -310,7 +310,7 @@ template class Family<Histogram>;
 // ---- Registry -------------------------------------------------------------
 
 void Registry::Insert(std::unique_ptr<FamilyBase> family) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_CHECK_MSG(families_.size() < kMetricFamiliesMax, "too many metric families");
   auto [it, inserted] = families_.emplace(family->name(), std::move(family));
   (void)it;
@@ -368,7 +368,7 @@ Histogram& Registry::AddHistogram(std::string_view name, std::string_view help,
 
 std::string Registry::Serialize() const {
   std::string out;
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (const auto& [name, family] : families_) family->Write(&out);
   return out;
 }

@@ -36,10 +36,11 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/thread_annotations.h"
 
 namespace dtx::obs {
 
@@ -172,8 +173,8 @@ class Family final : public FamilyBase {
   void CheckLabelValues(const std::vector<std::string>& values) const;
 
   const std::vector<double> bounds_;  // histograms only
-  mutable std::mutex mu_;
-  std::map<std::vector<std::string>, std::unique_ptr<T>> children_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::vector<std::string>, std::unique_ptr<T>> children_ GUARDED_BY(mu_);
 };
 
 using CounterFamily = Family<Counter>;
@@ -216,8 +217,8 @@ class Registry {
  private:
   void Insert(std::unique_ptr<FamilyBase> family);
 
-  mutable std::mutex mu_;
-  std::map<std::string, std::unique_ptr<FamilyBase>, std::less<>> families_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::string, std::unique_ptr<FamilyBase>, std::less<>> families_ GUARDED_BY(mu_);
 };
 
 // Exposition helpers (exposed for tests and for other writers of the format).

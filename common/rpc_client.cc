@@ -426,6 +426,7 @@ PeerChannel::~PeerChannel() { Close(); }
 void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, int timeout_ms,
                        OnReply on_reply) {
   Impl* d = impl_.get();
+  DTX_CHECK(d->loop->InLoopThreadOrIdle());
   DTX_CHECK(timeout_ms > 0);
   DTX_CHECK(on_reply != nullptr);
   ++d->stats.calls;
@@ -499,6 +500,7 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
 
 void PeerChannel::Close() {
   Impl* d = impl_.get();
+  DTX_CHECK(d->loop->InLoopThreadOrIdle());
   if (d->state == Impl::State::kClosed) return;
   d->state = Impl::State::kClosed;
   d->CloseConn();
@@ -507,9 +509,18 @@ void PeerChannel::Close() {
   d->FailAllPending(Status::Unavailable("channel to " + address_ + " closed"));
 }
 
-bool PeerChannel::connected() const { return impl_->state == Impl::State::kConnected; }
-size_t PeerChannel::in_flight() const { return impl_->pending.size(); }
-const PeerChannelStats& PeerChannel::stats() const { return impl_->stats; }
+bool PeerChannel::connected() const {
+  DTX_CHECK(impl_->loop->InLoopThreadOrIdle());
+  return impl_->state == Impl::State::kConnected;
+}
+size_t PeerChannel::in_flight() const {
+  DTX_CHECK(impl_->loop->InLoopThreadOrIdle());
+  return impl_->pending.size();
+}
+const PeerChannelStats& PeerChannel::stats() const {
+  DTX_CHECK(impl_->loop->InLoopThreadOrIdle());
+  return impl_->stats;
+}
 
 // ---- typed stubs ----
 

@@ -419,6 +419,7 @@ RpcServer::RpcServer(EventLoop* loop,
 RpcServer::~RpcServer() { Close(); }
 
 Status RpcServer::Start() {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
   DTX_CHECK(state_->listener == nullptr && !state_->closed);
   const RpcServerOptions& o = state_->options;
   if (o.port < 0 || o.port > 65535) {
@@ -473,6 +474,7 @@ std::string RpcServer::address() const {
 }
 
 void RpcServer::Close() {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
   if (state_->closed) return;
   state_->closed = true;
   if (state_->listener != nullptr) {
@@ -484,8 +486,14 @@ void RpcServer::Close() {
   state_->CloseAll();
 }
 
-size_t RpcServer::connection_count() const { return state_->connections.size(); }
+size_t RpcServer::connection_count() const {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
+  return state_->connections.size();
+}
 
-const RpcServerStats& RpcServer::stats() const { return state_->stats; }
+const RpcServerStats& RpcServer::stats() const {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
+  return state_->stats;
+}
 
 }  // namespace dtx

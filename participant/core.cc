@@ -88,6 +88,29 @@ const char* ErrorCodeName(ErrorCode c) {
   return "UNKNOWN";
 }
 
+const char* NoVoteCauseName(NoVoteCause c) {
+  switch (c) {
+    case NoVoteCause::kLockConflict: return "lock conflict";
+    case NoVoteCause::kStaleRead: return "stale read";
+    case NoVoteCause::kStoreReadFailed: return "store read failed";
+    case NoVoteCause::kAlreadyAborted: return "already aborted";
+    case NoVoteCause::kAbortedBeforeVote: return "aborted before the vote";
+  }
+  return "unknown";
+}
+
+AbortReason WireAbortReason(NoVoteCause c) {
+  switch (c) {
+    case NoVoteCause::kLockConflict:
+    case NoVoteCause::kStaleRead:
+    case NoVoteCause::kStoreReadFailed:
+    case NoVoteCause::kAlreadyAborted: return AbortReason::kConflict;
+    case NoVoteCause::kAbortedBeforeVote: return AbortReason::kTimeout;
+  }
+  DTX_CHECK(false);
+  return AbortReason::kConflict;
+}
+
 struct Core::ParkedRead : LockWaiter {
   uint64_t id = 0;
   Token token = 0;
@@ -143,14 +166,14 @@ void Core::RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCo
 }
 
 void Core::RespondVote(Token token, const TxId& txid, Vote vote, uint64_t wait_tag,
-                       AbortReason reason, std::string detail) {
+                       NoVoteCause cause, std::string detail) {
   Reply r;
   r.token = token;
   r.kind = Reply::Kind::kPrepare;
   r.txid = txid;
   r.vote = vote;
   if (vote == Vote::kNo) {
-    r.reason = reason;
+    r.no_cause = cause;
     r.detail = std::move(detail);
   }
   Respond(std::move(r), wait_tag);
@@ -373,15 +396,17 @@ void Core::Read(Token token, std::string key, uint64_t now_ms) {
 // ---------------------------------------------------------------------------
 // Prepare
 
-std::optional<std::string> Core::LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
-                                         const std::vector<WriteOp>& writes) {
-  auto conflict = [&](const std::string& key, LockMode mode) -> std::optional<std::string> {
+std::optional<Core::NoVote> Core::LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
+                                           const std::vector<WriteOp>& writes) {
+  auto conflict = [&](const std::string& key, LockMode mode) -> std::optional<NoVote> {
     if (locks_.TryLock(txid, key, mode) != LockTable::Result::kConflict) return std::nullopt;
     std::optional<TxId> holder = locks_.ConflictingHolder(txid, key, mode);
     DTX_CHECK(holder.has_value());
     ReleaseLocks(txid);
-    return std::string("lock conflict on key ") + Printable(key) + " (" +
-           (mode == LockMode::kExclusive ? "write" : "read") + ") with transaction " + holder->ToString();
+    return NoVote{NoVoteCause::kLockConflict,
+                  std::string("lock conflict on key ") + Printable(key) + " (" +
+                      (mode == LockMode::kExclusive ? "write" : "read") + ") with transaction " +
+                      holder->ToString()};
   };
   for (const WriteOp& w : writes) {
     if (auto c = conflict(w.key, LockMode::kExclusive)) return c;
@@ -392,13 +417,17 @@ std::optional<std::string> Core::LockAll(const TxId& txid, const std::vector<Rea
   return std::nullopt;
 }
 
-std::optional<std::string> Core::ValidateReads(const std::vector<ReadOp>& reads) {
+std::optional<Core::NoVote> Core::ValidateReads(const std::vector<ReadOp>& reads) {
   for (const ReadOp& r : reads) {
     auto got = store_->Get(r.key);
-    if (!got.ok()) return "store read of key " + Printable(r.key) + " failed: " + got.status().ToString();
+    if (!got.ok()) {
+      return NoVote{NoVoteCause::kStoreReadFailed,
+                    "store read of key " + Printable(r.key) + " failed: " + got.status().ToString()};
+    }
     if (got->version != r.version) {
-      return "stale read of key " + Printable(r.key) + ": read version " + std::to_string(r.version) +
-             ", current version " + std::to_string(got->version);
+      return NoVote{NoVoteCause::kStaleRead, "stale read of key " + Printable(r.key) + ": read version " +
+                                                 std::to_string(r.version) + ", current version " +
+                                                 std::to_string(got->version)};
     }
   }
   return std::nullopt;
@@ -432,7 +461,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     if (*o == Outcome::kCommitted) {
       RespondVote(token, txid, Vote::kYes, epoch_tag_);
     } else {
-      RespondVote(token, txid, Vote::kNo, epoch_tag_, AbortReason::kConflict,
+      RespondVote(token, txid, Vote::kNo, epoch_tag_, NoVoteCause::kAlreadyAborted,
                   "transaction already aborted here");
     }
     return;
@@ -445,7 +474,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   ++stats_.prepares;
 
   // Atomically (nothing else runs in between): lock, then validate.
-  std::optional<std::string> no = LockAll(txid, req.reads, req.writes);
+  std::optional<NoVote> no = LockAll(txid, req.reads, req.writes);
   if (!no.has_value()) {
     no = ValidateReads(req.reads);
     if (no.has_value()) ReleaseLocks(txid);
@@ -468,14 +497,14 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
                        " unknown: it is not among the outcomes remembered here, and it may have "
                        "committed here before its outcome was forgotten (commits up to version " +
                        std::to_string(forgotten_version_) + "); evaluated afresh it would vote NO: " +
-                       *no + ". A new transaction should read again and use a new txid");
+                       no->detail + ". A new transaction should read again and use a new txid");
       return;
     }
     // Remembered so a duplicate of this Prepare (a one-phase one above all)
     // cannot commit what was refused.
     Remember(txid, Outcome::kAborted);
     ++stats_.votes_no;
-    RespondVote(token, txid, Vote::kNo, epoch_tag_, AbortReason::kConflict, std::move(*no));
+    RespondVote(token, txid, Vote::kNo, epoch_tag_, no->cause, std::move(no->detail));
     return;
   }
 
@@ -565,7 +594,7 @@ void Core::DropAborted(Tx& tx, bool log_abort) {
   // replayed).
   if (log_abort) Append(RecordType::kAbort, EncodeAbort({tx.txid}), /*forced=*/false, tx.txid);
   for (const Waiter& w : tx.prepare_waiters) {
-    RespondVote(w.token, tx.txid, Vote::kNo, w.wait_tag, AbortReason::kTimeout,
+    RespondVote(w.token, tx.txid, Vote::kNo, w.wait_tag, NoVoteCause::kAbortedBeforeVote,
                 "aborted by the coordinator before the vote was durable");
   }
   ++stats_.aborts;
@@ -652,6 +681,45 @@ void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms) {
   }
 }
 
+void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer, uint64_t now_ms) {
+  DTX_CHECK(asked.kind == QueryDecisionMsg::Kind::kAsk);
+  if (answer.reached && answer.decision != Decision::kUnknown) {
+    OnDecision(asked.txid, answer.decision, now_ms);
+    return;
+  }
+  // A fall-back's question that got no decision goes no further: the
+  // transaction is asked about again at its next query time.
+  if (asked.fall_back || recovering_ || !fatal_.ok()) return;
+  auto it = txs_.find(asked.txid);
+  if (it == txs_.end() || it->second.phase != Phase::kPrepared) return;  // decided meanwhile
+  QueryDecisionMsg find;
+  find.kind = QueryDecisionMsg::Kind::kFindPrimary;
+  find.txid = asked.txid;
+  find.coordinator = asked.coordinator;
+  find.epoch = it->second.epoch;
+  if (!answer.reached) find.primary_hint = answer.primary_hint;
+  ready_.send.push_back(std::move(find));
+}
+
+void Core::OnCoordinatorStatus(const TxId& txid, const std::string& coordinator, NodeRole role,
+                               Epoch coordinator_epoch, uint64_t now_ms) {
+  (void)now_ms;
+  if (recovering_ || !fatal_.ok()) return;
+  auto it = txs_.find(txid);
+  if (it == txs_.end() || it->second.phase != Phase::kPrepared) return;  // decided meanwhile
+  const Tx& tx = it->second;
+  // QueryDecisionMsg, step 3: only a primary at the transaction's epoch or
+  // later holds its decision.
+  if (role != NodeRole::kPrimary || coordinator_epoch < tx.epoch) return;
+  QueryDecisionMsg ask;
+  ask.kind = QueryDecisionMsg::Kind::kAsk;
+  ask.txid = txid;
+  ask.coordinator = coordinator;
+  ask.epoch = tx.epoch;
+  ask.fall_back = true;
+  ready_.send.push_back(std::move(ask));
+}
+
 // ---------------------------------------------------------------------------
 // Durability and time
 
@@ -707,7 +775,12 @@ void Core::Tick(uint64_t now_ms) {
     DTX_CHECK(it != txs_.end());
     Tx& tx = it->second;
     tx.queried = true;
-    ready_.send.push_back({txid, tx.coordinator, tx.epoch});
+    QueryDecisionMsg ask;
+    ask.kind = QueryDecisionMsg::Kind::kAsk;
+    ask.txid = txid;
+    ask.coordinator = tx.coordinator;
+    ask.epoch = tx.epoch;
+    ready_.send.push_back(std::move(ask));
     ++stats_.decision_queries;
     ++sent;
     Schedule(tx, now_ms + options_.decision_query_interval_ms);

@@ -9,8 +9,9 @@
 //
 //   inputs   Read / Prepare / Commit / Abort   a request arrived (`token` is
 //                                             the runtime's, non-zero, opaque)
-//            OnDecision                       the coordinator answered a
-//                                             QueryDecision (or did not: kUnknown)
+//            OnDecisionAnswer,                a coordinator answered (or not) a
+//            OnCoordinatorStatus              QueryDecision / GetStatus the core
+//                                             asked for (QueryDecisionMsg)
 //            OnPersisted(tag)                 records up to `tag` are durable
 //            Tick(now_ms)                     time passed (read timeouts,
 //                                             decision queries)
@@ -90,6 +91,22 @@ const char* ErrorCodeName(ErrorCode c);
 enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
 enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
 
+// Why a Prepare voted NO. The runtime sends WireAbortReason(cause) and counts
+// and traces by cause; nobody parses Reply::detail.
+enum class NoVoteCause : uint8_t {
+  kLockConflict,        // a key is locked by another transaction
+  kStaleRead,           // a read version is no longer the key's current version
+  kStoreReadFailed,     // the store could not read a key to validate it
+  kAlreadyAborted,      // the outcome remembered here is aborted / voted NO
+  kAbortedBeforeVote,   // the coordinator's Abort came before the PREPARE was durable
+};
+const char* NoVoteCauseName(NoVoteCause c);
+// The idl/dtx.thrift AbortReason a NO with this cause carries: a lost
+// validation (lock, stale read, store error, earlier NO) is kConflict - the
+// client may retry with fresh reads; an Abort that overtook the vote is
+// kTimeout (the coordinator gave up waiting).
+AbortReason WireAbortReason(NoVoteCause c);
+
 struct ReadOp {
   std::string key;
   Version version = 0;  // as the client read it (0: never written; a deleted key's tombstone version)
@@ -120,8 +137,8 @@ struct Reply {
   Version version = 0;
   // kPrepare
   Vote vote = Vote::kNo;
-  AbortReason reason = AbortReason::kConflict;  // with kNo
-  std::string detail;                           // with kNo
+  NoVoteCause no_cause = NoVoteCause::kLockConflict;  // with kNo; on the wire: WireAbortReason
+  std::string detail;                                 // with kNo: names the key / holder
   // With kStaleEpoch: this participant's current epoch and the coordinator
   // whose AdoptEpoch made it current (empty: unknown - raised by a stamped
   // call, or adopted before owners were persisted). The caller uses them to
@@ -141,18 +158,45 @@ struct PersistOp {
   TxId txid;  // for logs and failpoints; zero for EPOCH
 };
 
-// Ask `coordinator` (empty: the runtime's configured coordinator) for the
-// decision on `txid`; answer with OnDecision.
 // After AdoptEpoch raised the epoch, transactions prepared under an older one
 // are asked about this soon (the new coordinator needs a moment to serve).
 inline constexpr uint64_t kQueryAfterEpochChangeMs = 50;
 
+// A question about an in-doubt transaction (participant/README.md "In
+// doubt"). The core decides whom to ask and which answers count:
+//
+//   1. kAsk the coordinator named in the PREPARE (`fall_back` false).
+//   2. If it cannot answer (down, an error, UNKNOWN: a backup or a deposed
+//      primary cannot tell), kFindPrimary: the runtime asks every other
+//      coordinator it knows for its status and feeds each answer to
+//      OnCoordinatorStatus.
+//   3. Only a primary at the transaction's epoch or later may answer for it:
+//      the owner of an epoch holds every commit decision of the epochs before
+//      it, while a deposed primary at an older epoch does not know what its
+//      successor decided (and would presume abort). To each such one the core
+//      emits kAsk with `fall_back` true; a fall-back that cannot answer
+//      falls back no further (the core asks again at the next query time).
+//
+// Every kAsk is answered with OnDecisionAnswer(the message, the answer).
 struct QueryDecisionMsg {
+  enum class Kind : uint8_t {
+    kAsk,          // QueryDecision to `coordinator` (empty: the runtime's configured one)
+    kFindPrimary,  // GetStatus to every coordinator known except `coordinator`, plus `primary_hint`
+  };
+  Kind kind = Kind::kAsk;
   TxId txid;
   std::string coordinator;
-  // The epoch the transaction was prepared under: another coordinator may
-  // answer for it only if it is primary at this epoch or a later one.
+  // The epoch the transaction was prepared under (the rule in step 3).
   Epoch epoch = 0;
+  bool fall_back = false;    // kAsk: step 3's question to a primary found by kFindPrimary
+  std::string primary_hint;  // kFindPrimary: the primary the failed kAsk's refusal named
+};
+
+// The answer to a kAsk.
+struct DecisionAnswer {
+  bool reached = false;  // false: no answer (unreachable, timeout, an error)
+  Decision decision = Decision::kUnknown;  // with `reached`
+  std::string primary_hint;  // without `reached`: the primary a NOT_PRIMARY refusal named
 };
 
 // The output of the inputs since the last TakeReady.
@@ -289,7 +333,17 @@ class Core {
   // most one coordinator, ever. When a stamped call raised the epoch its owner
   // is unknown and an equal epoch is refused to everyone.
   void AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms);
+  // The decision on `txid`, from whoever may give it (kUnknown: none yet).
   void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
+  // The answer to `asked` (a kAsk this core emitted): a decision is taken; a
+  // failed or UNKNOWN answer of the coordinator named in the PREPARE starts
+  // the fall-back (a kFindPrimary), see QueryDecisionMsg.
+  void OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer, uint64_t now_ms);
+  // `coordinator`'s GetStatus answer (its role and epoch) to a kFindPrimary
+  // about `txid`: a primary at the transaction's epoch or later is asked
+  // (kAsk, fall_back); any other is not.
+  void OnCoordinatorStatus(const TxId& txid, const std::string& coordinator, NodeRole role,
+                           Epoch coordinator_epoch, uint64_t now_ms);
   // Every record with tag <= `tag` is durable (the WAL syncs in order).
   void OnPersisted(uint64_t tag, uint64_t now_ms);
   void Tick(uint64_t now_ms);
@@ -341,15 +395,20 @@ class Core {
   void Respond(Reply r, uint64_t wait_tag);
   void RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCode code, std::string message);
   void RespondVote(Token token, const TxId& txid, Vote vote, uint64_t wait_tag,
-                   AbortReason reason = AbortReason::kConflict, std::string detail = "");
+                   NoVoteCause cause = NoVoteCause::kLockConflict, std::string detail = "");
   void RespondAck(Token token, Reply::Kind kind, const TxId& txid, uint64_t wait_tag);
   void ServeRead(Token token, const std::string& key);
 
+  // Why a Prepare votes NO, and the words for Reply::detail.
+  struct NoVote {
+    NoVoteCause cause;
+    std::string detail;
+  };
   // Takes the locks of a prepare; on conflict releases what it took and
-  // returns the reason.
-  std::optional<std::string> LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
-                                     const std::vector<WriteOp>& writes);
-  std::optional<std::string> ValidateReads(const std::vector<ReadOp>& reads);
+  // returns why.
+  std::optional<NoVote> LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
+                                const std::vector<WriteOp>& writes);
+  std::optional<NoVote> ValidateReads(const std::vector<ReadOp>& reads);
   void ReleaseLocks(const TxId& txid);
   void StartCommit(Tx& tx);
   void FinishCommit(Tx& tx);

@@ -141,7 +141,7 @@ class Node {
     return Status::OK();
   }
 
- private:
+  // Collects what the core emitted (after a direct call on core()).
   void Drain() {
     Ready r = core_->TakeReady();
     for (PersistOp& op : r.persist) {
@@ -158,6 +158,7 @@ class Node {
     if (!r.fatal.ok()) fatal_ = r.fatal;
   }
 
+ private:
   CoreOptions options_;
   std::unique_ptr<MemStore> store_;
   std::unique_ptr<Core> core_;
@@ -310,7 +311,7 @@ TEST(ParticipantCoreTest, PrepareVotesNoAtOnceOnLockConflictAndLogsNothing) {
   Token p = n.Prepare(Req(kT2, {}, {Put("j", "2"), Put("k", "2")}));
   ASSERT_TRUE(n.Replied(p));
   EXPECT_EQ(n.reply(p).vote, Vote::kNo);
-  EXPECT_EQ(n.reply(p).reason, AbortReason::kConflict);
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kLockConflict);
   EXPECT_NE(n.reply(p).detail.find("'k'"), std::string::npos) << n.reply(p).detail;
   EXPECT_TRUE(n.unsynced().empty());
   EXPECT_EQ(n.log_size(), logged);
@@ -338,6 +339,7 @@ TEST(ParticipantCoreTest, PrepareVotesNoOnStaleRead) {
   Token p = n.Prepare(Req(kT1, {{"k", v1}}, {Put("w", "1")}));
   ASSERT_TRUE(n.Replied(p));
   EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kStaleRead);
   EXPECT_NE(n.reply(p).detail.find("stale read of key 'k'"), std::string::npos) << n.reply(p).detail;
   EXPECT_EQ(n.core().stats().locked_keys, 0u);
   // Reading "absent" is stale once the key exists.
@@ -823,6 +825,192 @@ TEST(ParticipantCoreTest, AdoptedEpochAsksAboutTransactionsPreparedUnderAnOlderO
   ASSERT_EQ(n.sent().size(), 1u);
   EXPECT_EQ(n.sent()[0].txid, kT1);
   EXPECT_EQ(n.sent()[0].epoch, 1);
+}
+
+// --- NO votes: the cause is typed, the wire reason follows from it --------------------
+
+TEST(ParticipantCoreTest, PrepareNoVoteOnReadLockConflictNamesLockConflict) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  Token p = n.Prepare(Req(kT2, {{"k", 0}}, {Put("j", "2")}));
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kLockConflict);
+  EXPECT_EQ(WireAbortReason(n.reply(p).no_cause), AbortReason::kConflict);
+}
+
+TEST(ParticipantCoreTest, PrepareNoVoteOnStaleReadNamesStaleReadNotLockConflict) {
+  Node n;
+  Version v1 = Seed(n, "k", "a");
+  Seed(n, "k", "b");
+  // The detail of a stale read is free text; only no_cause classifies it.
+  Token p = n.Prepare(Req(kT1, {{"k", v1}}, {Put("w", "1")}));
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kStaleRead);
+  EXPECT_EQ(WireAbortReason(n.reply(p).no_cause), AbortReason::kConflict);
+}
+
+TEST(ParticipantCoreTest, DuplicatePrepareAfterNoVoteNamesAlreadyAborted) {
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Prepare(Req(kT2, {}, {Put("k", "2")}));  // NO: lock conflict, remembered
+  n.Commit(kT1);
+  n.Sync();
+  Token again = n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+  ASSERT_TRUE(n.Replied(again));
+  EXPECT_EQ(n.reply(again).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(again).no_cause, NoVoteCause::kAlreadyAborted);
+  EXPECT_EQ(WireAbortReason(n.reply(again).no_cause), AbortReason::kConflict);
+}
+
+TEST(ParticipantCoreTest, AbortBeforePrepareIsDurableVotesNoAbortedBeforeVoteWithReasonTimeout) {
+  Node n;
+  Token p = n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  EXPECT_FALSE(n.Replied(p));
+  n.Abort(kT1);
+  n.Sync();
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kAbortedBeforeVote);
+  EXPECT_EQ(WireAbortReason(n.reply(p).no_cause), AbortReason::kTimeout);
+}
+
+TEST(ParticipantCoreTest, EveryNoVoteCauseHasANameAndAWireReason) {
+  for (NoVoteCause c : {NoVoteCause::kLockConflict, NoVoteCause::kStaleRead, NoVoteCause::kStoreReadFailed,
+                        NoVoteCause::kAlreadyAborted, NoVoteCause::kAbortedBeforeVote}) {
+    EXPECT_STRNE(NoVoteCauseName(c), "unknown");
+    const int wire = static_cast<int>(WireAbortReason(c));
+    EXPECT_TRUE(wire == static_cast<int>(AbortReason::kConflict) || wire == static_cast<int>(AbortReason::kTimeout));
+  }
+}
+
+// --- in doubt: whom to ask, whose answer counts (QueryDecisionMsg) ---------------------
+
+// A transaction prepared under `epoch`, overdue: the core has just asked the
+// coordinator named in its PREPARE (returned).
+QueryDecisionMsg PrepareAndLetItBecomeInDoubt(Node& n, Epoch epoch) {
+  CoreOptions o;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}, false, false, epoch));
+  n.Sync();
+  n.sent().clear();
+  n.Tick(o.decision_query_after_ms);
+  EXPECT_EQ(n.sent().size(), 1u);
+  return n.sent().empty() ? QueryDecisionMsg{} : n.sent().back();
+}
+
+DecisionAnswer Unreachable(std::string hint = "") {
+  DecisionAnswer a;
+  a.primary_hint = std::move(hint);
+  return a;
+}
+DecisionAnswer Answered(Decision d) {
+  DecisionAnswer a;
+  a.reached = true;
+  a.decision = d;
+  return a;
+}
+
+TEST(ParticipantCoreTest, InDoubtStep1AsksTheCoordinatorNamedInThePrepare) {
+  Node n;
+  QueryDecisionMsg m = PrepareAndLetItBecomeInDoubt(n, 3);
+  EXPECT_EQ(m.kind, QueryDecisionMsg::Kind::kAsk);
+  EXPECT_EQ(m.txid, kT1);
+  EXPECT_EQ(m.coordinator, "127.0.0.1:9");
+  EXPECT_EQ(m.epoch, 3);
+  EXPECT_FALSE(m.fall_back);
+}
+
+TEST(ParticipantCoreTest, InDoubtStep1DecisionFromTheNamedCoordinatorIsTaken) {
+  Node n;
+  QueryDecisionMsg m = PrepareAndLetItBecomeInDoubt(n, 1);
+  n.sent().clear();
+  n.core().OnDecisionAnswer(m, Answered(Decision::kCommit), n.now);
+  n.Drain();
+  EXPECT_TRUE(n.sent().empty()) << "a decision needs no fall-back";
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+}
+
+TEST(ParticipantCoreTest, InDoubtStep2UnreachableNamedCoordinatorStartsTheSearchForAPrimary) {
+  Node n;
+  QueryDecisionMsg m = PrepareAndLetItBecomeInDoubt(n, 2);
+  n.sent().clear();
+  n.core().OnDecisionAnswer(m, Unreachable("10.0.0.2:7"), n.now);
+  n.Drain();
+  ASSERT_EQ(n.sent().size(), 1u);
+  const QueryDecisionMsg& find = n.sent()[0];
+  EXPECT_EQ(find.kind, QueryDecisionMsg::Kind::kFindPrimary);
+  EXPECT_EQ(find.txid, kT1);
+  EXPECT_EQ(find.coordinator, "127.0.0.1:9") << "the one that could not answer is skipped";
+  EXPECT_EQ(find.epoch, 2);
+  EXPECT_EQ(find.primary_hint, "10.0.0.2:7");
+}
+
+TEST(ParticipantCoreTest, InDoubtStep2UnknownFromTheNamedCoordinatorStartsTheSearchForAPrimary) {
+  Node n;
+  QueryDecisionMsg m = PrepareAndLetItBecomeInDoubt(n, 2);
+  n.sent().clear();
+  n.core().OnDecisionAnswer(m, Answered(Decision::kUnknown), n.now);
+  n.Drain();
+  ASSERT_EQ(n.sent().size(), 1u);
+  EXPECT_EQ(n.sent()[0].kind, QueryDecisionMsg::Kind::kFindPrimary);
+  EXPECT_EQ(n.sent()[0].primary_hint, "");
+  EXPECT_EQ(n.core().stats().in_flight, 1u) << "UNKNOWN decides nothing";
+}
+
+TEST(ParticipantCoreTest, InDoubtStep3AsksOnlyAPrimaryAtTheTransactionsEpochOrLater) {
+  Node n;
+  PrepareAndLetItBecomeInDoubt(n, 5);
+  n.sent().clear();
+  n.core().OnCoordinatorStatus(kT1, "backup:1", NodeRole::kBackup, 7, n.now);
+  n.core().OnCoordinatorStatus(kT1, "starting:1", NodeRole::kStarting, 7, n.now);
+  n.core().OnCoordinatorStatus(kT1, "deposed:1", NodeRole::kPrimary, 4, n.now);
+  n.Drain();
+  EXPECT_TRUE(n.sent().empty()) << "a backup, a starting primary and a primary at an older epoch may not answer";
+  n.core().OnCoordinatorStatus(kT1, "same:1", NodeRole::kPrimary, 5, n.now);
+  n.core().OnCoordinatorStatus(kT1, "later:1", NodeRole::kPrimary, 6, n.now);
+  n.Drain();
+  ASSERT_EQ(n.sent().size(), 2u);
+  for (const QueryDecisionMsg& ask : n.sent()) {
+    EXPECT_EQ(ask.kind, QueryDecisionMsg::Kind::kAsk);
+    EXPECT_TRUE(ask.fall_back);
+    EXPECT_EQ(ask.txid, kT1);
+  }
+  EXPECT_EQ(n.sent()[0].coordinator, "same:1");
+  EXPECT_EQ(n.sent()[1].coordinator, "later:1");
+}
+
+TEST(ParticipantCoreTest, InDoubtStep3FallBackDecisionIsTakenAndAFailedFallBackGoesNoFurther) {
+  Node n;
+  PrepareAndLetItBecomeInDoubt(n, 1);
+  n.sent().clear();
+  n.core().OnCoordinatorStatus(kT1, "primary:1", NodeRole::kPrimary, 2, n.now);
+  n.Drain();
+  ASSERT_EQ(n.sent().size(), 1u);
+  QueryDecisionMsg ask = n.sent()[0];
+  n.sent().clear();
+  n.core().OnDecisionAnswer(ask, Unreachable("elsewhere:1"), n.now);
+  n.core().OnDecisionAnswer(ask, Answered(Decision::kUnknown), n.now);
+  n.Drain();
+  EXPECT_TRUE(n.sent().empty()) << "no search from a fall-back's failure";
+  n.core().OnDecisionAnswer(ask, Answered(Decision::kAbort), n.now);
+  n.Drain();
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, InDoubtAnswersAfterTheDecisionAskNobody) {
+  Node n;
+  QueryDecisionMsg m = PrepareAndLetItBecomeInDoubt(n, 1);
+  n.Commit(kT1);
+  n.Sync();
+  n.sent().clear();
+  n.core().OnDecisionAnswer(m, Unreachable(), n.now);
+  n.core().OnCoordinatorStatus(kT1, "primary:1", NodeRole::kPrimary, 9, n.now);
+  n.Drain();
+  EXPECT_TRUE(n.sent().empty());
 }
 
 // --- recovery --------------------------------------------------------------------------

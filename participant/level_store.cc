@@ -8,8 +8,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <set>
+
+#include "common/thread_annotations.h"
 
 namespace dtx::participant {
 
@@ -105,14 +106,14 @@ class LevelStore::SyncTrackingEnv final : public leveldb::EnvWrapper {
   Status SyncAll() {
     std::set<std::string> logs;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       logs = logs_;
     }
     for (const std::string& path : logs) {
       bool missing = false;
       DTX_RETURN_IF_ERROR(SyncPath(path, &missing));
       if (missing) {
-        std::lock_guard<std::mutex> lock(mu_);
+        MutexLock lock(&mu_);
         logs_.erase(path);
       }
     }
@@ -125,12 +126,12 @@ class LevelStore::SyncTrackingEnv final : public leveldb::EnvWrapper {
  private:
   void Track(const std::string& f) {
     if (!f.ends_with(".log")) return;
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     logs_.insert(f);
   }
   const std::string dir_;
-  std::mutex mu_;
-  std::set<std::string> logs_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::set<std::string> logs_ GUARDED_BY(mu_);
 };
 
 Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {

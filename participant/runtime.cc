@@ -138,10 +138,11 @@ struct Runtime::Impl {
   void Process();
   void Append(PersistOp& op);
   void OnDurable(uint64_t tag, RecordType type, TxId txid);
-  void AskDecision(const TxId& txid, const std::string& address, Epoch epoch, bool may_fall_back);
-  // Asks every other known coordinator that is primary at `epoch` or later.
-  void AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
-                            const std::optional<std::string>& hinted);
+  // Sends the core's question `m` (QueryDecisionMsg: the core decides whom
+  // to ask and which answers count) and feeds the answer back to it.
+  void AskDecision(const QueryDecisionMsg& m);
+  // m.kind == kFindPrimary: every known coordinator's status, to the core.
+  void AskOtherCoordinators(const QueryDecisionMsg& m);
   void Deliver(Reply& r);
   void TraceVote(const Reply& r);
   CoordinatorStub& StubFor(const std::string& address);
@@ -475,8 +476,8 @@ void Runtime::Impl::Process() {
     // Ready's ordering rule: records first, then messages, then replies.
     for (PersistOp& op : r.persist) Append(op);
     for (const QueryDecisionMsg& m : r.send) {
-      AskDecision(m.txid, m.coordinator.empty() ? options_.coordinator : m.coordinator, m.epoch,
-                  /*may_fall_back=*/true);
+      if (m.kind == QueryDecisionMsg::Kind::kAsk) AskDecision(m);
+      if (m.kind == QueryDecisionMsg::Kind::kFindPrimary) AskOtherCoordinators(m);
     }
     for (Reply& rep : r.replies) Deliver(rep);
   }
@@ -620,69 +621,70 @@ CoordinatorStub& Runtime::Impl::StubFor(const std::string& address) {
   return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
 }
 
-void Runtime::Impl::AskDecision(const TxId& txid, const std::string& address, Epoch epoch,
-                          bool may_fall_back) {
+void Runtime::Impl::AskDecision(const QueryDecisionMsg& m) {
+  const std::string address = m.coordinator.empty() ? options_.coordinator : m.coordinator;
   if (address.empty()) return;
   std::weak_ptr<int> alive = alive_;
   StubFor(address).QueryDecision(
-      ToRpc(txid), kQueryDecisionTimeoutMs,
-      [this, alive, txid, address, epoch, may_fall_back](const RpcStatus& s,
-                                                         const rpc::Decision::type& d) {
+      ToRpc(m.txid), kQueryDecisionTimeoutMs,
+      [this, alive, m, address](const RpcStatus& s, const rpc::Decision::type& d) {
         if (alive.expired() || shut_down_) return;
+        DecisionAnswer answer;
         if (!s.ok()) {
-          // Not the primary, unreachable, starting: ask the other
-          // coordinators that are primary at the transaction's epoch or
-          // later. Otherwise the core asks again later.
-          if (may_fall_back) {
-            AskOtherCoordinators(txid, address, epoch, s.primary());
-          } else {
-            DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", txid.ToString(), address, s.ToString());
+          // Not the primary, unreachable, starting: the core decides whom
+          // to ask next (QueryDecisionMsg).
+          if (m.fall_back) {
+            DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", m.txid.ToString(), address, s.ToString());
           }
+          if (s.primary()) answer.primary_hint = *s.primary();
+          core_->OnDecisionAnswer(m, answer, NowMs());
+          Process();
           return;
         }
         HeardFromCoordinator();
-        Decision decision = d == rpc::Decision::COMMIT  ? Decision::kCommit
-                            : d == rpc::Decision::ABORT ? Decision::kAbort
-                                                        : Decision::kUnknown;
-        if (decision != Decision::kUnknown) {
-          DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", txid.ToString(), address,
-                       decision == Decision::kCommit ? "COMMIT" : "ABORT");
-          recovered_in_doubt_.erase(txid);
+        answer.reached = true;
+        answer.decision = d == rpc::Decision::COMMIT  ? Decision::kCommit
+                          : d == rpc::Decision::ABORT ? Decision::kAbort
+                                                      : Decision::kUnknown;
+        if (answer.decision != Decision::kUnknown) {
+          DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", m.txid.ToString(), address,
+                       answer.decision == Decision::kCommit ? "COMMIT" : "ABORT");
+          recovered_in_doubt_.erase(m.txid);
           if (tracing_) {
-            trace_.Record(txid, obs::span::kDecided,
-                          (decision == Decision::kCommit ? "commit, resolved by " : "abort, resolved by ") + address);
+            trace_.Record(m.txid, obs::span::kDecided,
+                          (answer.decision == Decision::kCommit ? "commit, resolved by " : "abort, resolved by ") +
+                              address);
           }
-        } else if (may_fall_back) {
-          // A backup (or a deposed primary) cannot tell: ask the primary.
-          AskOtherCoordinators(txid, address, epoch, std::nullopt);
         }
-        core_->OnDecision(txid, decision, NowMs());
+        core_->OnDecisionAnswer(m, answer, NowMs());
         Process();
       });
 }
 
-void Runtime::Impl::AskOtherCoordinators(const TxId& txid, const std::string& except, Epoch epoch,
-                                   const std::optional<std::string>& hinted) {
+void Runtime::Impl::AskOtherCoordinators(const QueryDecisionMsg& m) {
+  const std::string except = m.coordinator.empty() ? options_.coordinator : m.coordinator;
   std::vector<std::string> candidates = options_.coordinators;
   candidates.push_back(options_.coordinator);
   // Every coordinator that sends us heartbeats (primary and backup do), so a
   // participant started with only --coordinator still finds a new primary.
   for (const auto& [address, seen] : coordinators_seen_) candidates.push_back(address);
-  if (hinted && !hinted->empty()) candidates.push_back(*hinted);
+  if (!m.primary_hint.empty()) candidates.push_back(m.primary_hint);
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
   std::weak_ptr<int> alive = alive_;
+  const TxId txid = m.txid;
   for (const std::string& c : candidates) {
     if (c.empty() || c == except) continue;
-    // Only a primary at the transaction's epoch or later may answer for
-    // it: the owner of an epoch holds every commit decision of the epochs
-    // before it, while a deposed primary at an older epoch does not know
-    // what its successor decided (and would presume abort).
-    StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c, epoch](
-                                                       const RpcStatus& s, const rpc::NodeStatus& st) {
+    StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c](const RpcStatus& s,
+                                                                        const rpc::NodeStatus& st) {
       if (alive.expired() || shut_down_) return;
-      if (!s.ok() || st.role != "primary" || st.epoch < epoch) return;
-      AskDecision(txid, c, epoch, /*may_fall_back=*/false);
+      if (!s.ok()) return;
+      // Whether this one may answer is the core's rule (QueryDecisionMsg).
+      const NodeRole role = st.role == NodeRoleName(NodeRole::kPrimary)    ? NodeRole::kPrimary
+                            : st.role == NodeRoleName(NodeRole::kStarting) ? NodeRole::kStarting
+                                                                            : NodeRole::kBackup;
+      core_->OnCoordinatorStatus(txid, c, role, st.epoch, NowMs());
+      Process();
     });
   }
 }
@@ -730,12 +732,11 @@ void Runtime::Impl::Deliver(Reply& r) {
                                          : rpc::Vote::READ_ONLY;
       (r.vote == Vote::kYes ? metrics_.vote_yes : r.vote == Vote::kNo ? metrics_.vote_no : metrics_.vote_read_only).Inc();
       if (r.vote == Vote::kNo) {
-        const int reason = static_cast<int>(r.reason);
+        const AbortReason wire_reason = WireAbortReason(r.no_cause);
+        const int reason = static_cast<int>(wire_reason);
         obs::Counter* c = reason >= 1 && reason <= 5 ? metrics_.abort_by_reason[reason] : nullptr;
         if (c != nullptr) c->Inc();
-      }
-      if (r.vote == Vote::kNo) {
-        out.__set_reason(static_cast<rpc::AbortReason::type>(static_cast<int>(r.reason)));
+        out.__set_reason(static_cast<rpc::AbortReason::type>(reason));
         out.__set_detail(r.detail);
         DTX_LOG_DEBUG("txid={} vote NO: {}", r.txid.ToString(), r.detail);
       }
@@ -775,15 +776,10 @@ void Runtime::Impl::Deliver(Reply& r) {
 void Runtime::Impl::TraceVote(const Reply& r) {
   const bool this_prepare = preparing_.active && preparing_.txid == r.txid;
   if (r.vote == Vote::kNo) {
-    // The core's detail starts with what failed: "lock conflict on key ...",
-    // "stale read of key ...", "transaction already aborted here", ...
-    if (r.detail.rfind("lock conflict", 0) == 0) {
-      trace_.Record(r.txid, "conflict", "lock");
-    } else if (r.detail.rfind("stale read", 0) == 0) {
-      trace_.Record(r.txid, "conflict", "stale read");
-    }
+    if (r.no_cause == NoVoteCause::kLockConflict) trace_.Record(r.txid, "conflict", "lock");
+    if (r.no_cause == NoVoteCause::kStaleRead) trace_.Record(r.txid, "conflict", "stale read");
     char detail[40];
-    std::snprintf(detail, sizeof(detail), "no:%s", AbortReasonName(r.reason));
+    std::snprintf(detail, sizeof(detail), "no:%s", AbortReasonName(WireAbortReason(r.no_cause)));
     trace_.Record(r.txid, obs::span::kVoted, detail);
     return;
   }

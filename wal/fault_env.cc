@@ -19,18 +19,18 @@ class FaultInjectionEnv::TrackedFile final : public File {
   TrackedFile(FaultInjectionEnv* env, std::unique_ptr<File> base) : env_(env), base_(std::move(base)) {}
 
   Status ReadAt(uint64_t offset, size_t n, char* dst, size_t* got) override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kRead, path()));
     return base_->ReadAt(offset, n, dst, got);
   }
   Status WriteAt(uint64_t offset, std::string_view data) override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kWrite, path()));
     DTX_RETURN_IF_ERROR(env_->RecordChange(base_.get(), path(), offset, data.size()));
     return base_->WriteAt(offset, data);
   }
   Status Append(std::string_view data) override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kAppend, path()));
     auto size = base_->Size();
     if (!size.ok()) return size.status();
@@ -38,14 +38,14 @@ class FaultInjectionEnv::TrackedFile final : public File {
     return base_->WriteAt(*size, data);
   }
   Status Sync() override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kSync, path()));
     if (env_->real_sync_) DTX_RETURN_IF_ERROR(base_->Sync());
     env_->files_[path()].undo.clear();
     return Status::OK();
   }
   Status Truncate(uint64_t size) override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kTruncate, path()));
     auto cur = base_->Size();
     if (!cur.ok()) return cur.status();
@@ -54,7 +54,7 @@ class FaultInjectionEnv::TrackedFile final : public File {
     return base_->Truncate(size);
   }
   Status Allocate(uint64_t offset, uint64_t len) override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kAllocate, path()));
     // Allocation does not change existing bytes; only the size can grow.
     auto cur = base_->Size();
@@ -63,7 +63,7 @@ class FaultInjectionEnv::TrackedFile final : public File {
     return base_->Allocate(offset, len);
   }
   Result<uint64_t> Size() override {
-    std::lock_guard<std::mutex> lock(env_->mu_);
+    MutexLock lock(&env_->mu_);
     DTX_RETURN_IF_ERROR(env_->Before(Op::kSize, path()));
     return base_->Size();
   }
@@ -78,17 +78,17 @@ FaultInjectionEnv::FaultInjectionEnv(Env* base, bool real_sync) : base_(base), r
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
 void FaultInjectionEnv::SetFaultHook(FaultHook hook) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   hook_ = std::move(hook);
 }
 
 bool FaultInjectionEnv::powered() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return powered_;
 }
 
 uint64_t FaultInjectionEnv::count(Op op) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = counts_.find(op);
   return it == counts_.end() ? 0 : it->second;
 }
@@ -118,7 +118,7 @@ Status FaultInjectionEnv::RecordChange(File* f, const std::string& path, uint64_
 }
 
 Status FaultInjectionEnv::LosePower() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   powered_ = false;
   for (auto& [path, state] : files_) {
     if (state.undo.empty()) continue;
@@ -160,12 +160,12 @@ Status FaultInjectionEnv::LosePower() {
 }
 
 void FaultInjectionEnv::PowerOn() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   powered_ = true;
 }
 
 Result<std::unique_ptr<File>> FaultInjectionEnv::OpenFile(const std::string& path, OpenMode mode) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(mode == OpenMode::kCreate ? Op::kCreate : Op::kOpen, path));
   if (mode == OpenMode::kCreate) {
     auto existing = base_->OpenFile(path, OpenMode::kExisting);
@@ -184,13 +184,13 @@ Result<std::unique_ptr<File>> FaultInjectionEnv::OpenFile(const std::string& pat
 }
 
 Status FaultInjectionEnv::CreateDir(const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kCreateDir, path));
   return base_->CreateDir(path);
 }
 
 Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string& to) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kRename, from));
   DTX_RETURN_IF_ERROR(base_->RenameFile(from, to));
   const std::string dir = DirOf(from);
@@ -208,7 +208,7 @@ Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string&
 }
 
 Status FaultInjectionEnv::DeleteFile(const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kDelete, path));
   DTX_RETURN_IF_ERROR(base_->DeleteFile(path));
   files_.erase(path);
@@ -217,13 +217,13 @@ Status FaultInjectionEnv::DeleteFile(const std::string& path) {
 }
 
 Result<std::vector<std::string>> FaultInjectionEnv::ListDir(const std::string& dir) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kListDir, dir));
   return base_->ListDir(dir);
 }
 
 Status FaultInjectionEnv::SyncDir(const std::string& dir) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kSyncDir, dir));
   if (real_sync_) DTX_RETURN_IF_ERROR(base_->SyncDir(dir));
   std::string d = dir;
@@ -234,7 +234,7 @@ Status FaultInjectionEnv::SyncDir(const std::string& dir) {
 }
 
 Result<std::unique_ptr<FileLock>> FaultInjectionEnv::LockFile(const std::string& path) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   DTX_RETURN_IF_ERROR(Before(Op::kLock, path));
   return base_->LockFile(path);
 }

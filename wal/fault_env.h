@@ -21,11 +21,11 @@
 
 #include <functional>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "wal/env.h"
 
 namespace dtx::wal {
@@ -70,18 +70,18 @@ class FaultInjectionEnv final : public Env {
     std::vector<Undo> undo;  // changes since the last successful sync, oldest first
   };
 
-  Status Before(Op op, const std::string& path);  // REQUIRES(mu_)
-  Status RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len);  // REQUIRES(mu_)
+  Status Before(Op op, const std::string& path) REQUIRES(mu_);
+  Status RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len) REQUIRES(mu_);
 
   Env* const base_;
   const bool real_sync_;
-  mutable std::mutex mu_;
-  FaultHook hook_;                                   // GUARDED_BY(mu_)
-  bool powered_ = true;                              // GUARDED_BY(mu_)
-  std::map<std::string, FileState> files_;           // GUARDED_BY(mu_)
-  std::map<std::string, std::set<std::string>> created_since_dir_sync_;  // dir -> paths
-  std::map<std::string, std::vector<std::pair<std::string, std::string>>> renamed_since_dir_sync_;
-  std::map<Op, uint64_t> counts_;                    // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  FaultHook hook_ GUARDED_BY(mu_);
+  bool powered_ GUARDED_BY(mu_) = true;
+  std::map<std::string, FileState> files_ GUARDED_BY(mu_);
+  std::map<std::string, std::set<std::string>> created_since_dir_sync_ GUARDED_BY(mu_);  // dir -> paths
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> renamed_since_dir_sync_ GUARDED_BY(mu_);
+  std::map<Op, uint64_t> counts_ GUARDED_BY(mu_);
 };
 
 }  // namespace dtx::wal

@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "common/failpoint.h"
 #include "common/log.h"
+#include "common/thread_annotations.h"
 #include "wal/env.h"
 #include "wal/format.h"
 
@@ -295,11 +294,11 @@ class Log::Impl {
 
   ~Impl() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       stopping_ = true;
     }
-    flusher_cv_.notify_one();
-    space_cv_.notify_all();
+    flusher_cv_.Signal();
+    space_cv_.SignalAll();
     if (flusher_.joinable()) flusher_.join();
   }
 
@@ -310,11 +309,11 @@ class Log::Impl {
   Status WaitDurable(Lsn lsn);
   Lsn durable_lsn() const { return durable_lsn_.load(); }
   Lsn last_lsn() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return last_lsn_;
   }
   Status health() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return error_;
   }
   Status TruncateBefore(Lsn lsn);
@@ -322,7 +321,7 @@ class Log::Impl {
 
  private:
   void FlusherLoop();
-  void Linger(std::unique_lock<std::mutex>& lock);
+  void Linger(MutexLock* lock) REQUIRES(mu_);
   Status WriteBatch(const Batch& b);
   Status WriteAt(uint64_t off, std::string_view data);
   Status SyncSegment();
@@ -345,20 +344,20 @@ class Log::Impl {
   uint64_t batch_sync_ns_ = 0;  // flusher thread: fdatasync time of the batch being written
 
   // First LSN of every segment on disk, ascending; the last is being written.
-  std::mutex seg_mu_;
-  std::vector<Lsn> segments_;  // GUARDED_BY(seg_mu_)
+  Mutex seg_mu_;
+  std::vector<Lsn> segments_ GUARDED_BY(seg_mu_);
 
-  mutable std::mutex mu_;
-  std::condition_variable flusher_cv_;  // work for the flusher, or stop
-  std::condition_variable space_cv_;    // queue space, or failure
-  std::condition_variable durable_cv_;  // durable_lsn_ moved, or failure
-  Batch pending_;                       // GUARDED_BY(mu_)
-  Lsn last_lsn_ = 0;                    // GUARDED_BY(mu_)
-  Status error_;                        // GUARDED_BY(mu_); sticky
-  bool stopping_ = false;               // GUARDED_BY(mu_)
-  bool flusher_sleeping_ = false;       // GUARDED_BY(mu_)
-  size_t linger_target_ = 0;            // GUARDED_BY(mu_); wake the flusher at this many queued records
-  int space_waiters_ = 0;               // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  CondVar flusher_cv_;  // work for the flusher, or stop
+  CondVar space_cv_;    // queue space, or failure
+  CondVar durable_cv_;  // durable_lsn_ moved, or failure
+  Batch pending_ GUARDED_BY(mu_);
+  Lsn last_lsn_ GUARDED_BY(mu_) = 0;
+  Status error_ GUARDED_BY(mu_);  // sticky
+  bool stopping_ GUARDED_BY(mu_) = false;
+  bool flusher_sleeping_ GUARDED_BY(mu_) = false;
+  size_t linger_target_ GUARDED_BY(mu_) = 0;  // wake the flusher at this many queued records
+  int space_waiters_ GUARDED_BY(mu_) = 0;
   std::atomic<int> durable_waiters_{0};
   std::atomic<Lsn> durable_lsn_{0};
   std::thread flusher_;
@@ -399,6 +398,7 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
 
   if (firsts.empty()) {
     DTX_RETURN_IF_ERROR(CreateSegment(1));
+    MutexLock mu_lock(&mu_);  // no other thread yet: uncontended, for the analysis
     last_lsn_ = 0;
     durable_lsn_ = 0;
     return Status::OK();
@@ -422,7 +422,10 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
     expected = scan.next_lsn;
     if (!is_last) continue;
 
-    segments_ = firsts;
+    {
+      MutexLock seg_lock(&seg_mu_);
+      segments_ = firsts;
+    }
     if (scan.end == SegmentScan::kEndMarker) {
       // Sealed before the crash; the next segment was never created.
       DTX_RETURN_IF_ERROR(CreateSegment(scan.next_lsn));
@@ -446,6 +449,7 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
       seg_records_ = scan.records;
     }
   }
+  MutexLock mu_lock(&mu_);
   last_lsn_ = expected - 1;
   durable_lsn_ = expected - 1;
   st_records_recovered_ = recovered;
@@ -473,7 +477,7 @@ Status Log::Impl::CreateSegment(Lsn first_lsn) {
   seg_offset_ = f::kSegmentHeaderBytes;
   seg_records_ = 0;
   {
-    std::lock_guard<std::mutex> lock(seg_mu_);
+    MutexLock lock(&seg_mu_);
     if (segments_.empty() || segments_.back() != first_lsn) segments_.push_back(first_lsn);
   }
   st_segments_created_++;
@@ -490,7 +494,7 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
   f::EncodeRecordHeader(header, type, payload);  // checksum outside the lock
   const size_t frame = f::kRecordHeaderBytes + payload.size();
 
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (;;) {
     if (!error_.ok()) return error_;
     if (stopping_) return Status::Failed("wal: log is closing");
@@ -499,10 +503,10 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
     if (linger_target_ != 0) {
       // The flusher is waiting for a fuller batch that cannot come: go now.
       linger_target_ = 0;
-      flusher_cv_.notify_one();
+      flusher_cv_.Signal();
     }
     ++space_waiters_;
-    space_cv_.wait(lock);
+    space_cv_.Wait(&lock);
     --space_waiters_;
   }
   const Lsn lsn = ++last_lsn_;
@@ -516,8 +520,8 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
     linger_target_ = 0;
     wake = true;
   }
-  lock.unlock();
-  if (wake) flusher_cv_.notify_one();
+  lock.Unlock();
+  if (wake) flusher_cv_.Signal();
   return lsn;
 }
 
@@ -526,18 +530,18 @@ void Log::Impl::FlusherLoop() {
   for (;;) {
     bool notify_space = false;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       while (pending_.empty() && !stopping_) {
         flusher_sleeping_ = true;
-        flusher_cv_.wait(lock);
+        flusher_cv_.Wait(&lock);
       }
       flusher_sleeping_ = false;
       if (pending_.empty()) return;  // stopping, nothing left
-      Linger(lock);
+      Linger(&lock);
       std::swap(pending_, inflight_);
       notify_space = space_waiters_ > 0;
     }
-    if (notify_space) space_cv_.notify_all();
+    if (notify_space) space_cv_.SignalAll();
 
     Status s = WriteBatch(inflight_);
     if (!s.ok()) {
@@ -549,8 +553,8 @@ void Log::Impl::FlusherLoop() {
     if (opt_.on_sync) opt_.on_sync(inflight_.callbacks.size(), inflight_.bytes.size(), batch_sync_ns_);
     durable_lsn_.store(inflight_.last_lsn());
     if (durable_waiters_.load() > 0) {
-      std::lock_guard<std::mutex> lock(mu_);
-      durable_cv_.notify_all();
+      MutexLock lock(&mu_);
+      durable_cv_.SignalAll();
     }
     for (DurableFn& cb : inflight_.callbacks) {
       if (cb) cb(kOk);
@@ -565,7 +569,7 @@ void Log::Impl::FlusherLoop() {
 // double the latency, so when fewer records are queued than the previous
 // batch had, wait briefly for the rest: at most linger_us_max and at most
 // half a typical sync, and never when appenders are blocked on a full queue.
-void Log::Impl::Linger(std::unique_lock<std::mutex>& lock) {
+void Log::Impl::Linger(MutexLock* lock) {
   if (opt_.linger_us_max == 0 || pending_.callbacks.size() >= last_batch_records_ || stopping_ ||
       space_waiters_ > 0) {
     return;
@@ -576,7 +580,7 @@ void Log::Impl::Linger(std::unique_lock<std::mutex>& lock) {
   linger_target_ = last_batch_records_;
   while (linger_target_ != 0 && pending_.callbacks.size() < last_batch_records_ && !stopping_ &&
          space_waiters_ == 0) {
-    if (flusher_cv_.wait_until(lock, deadline) == std::cv_status::timeout) break;
+    if (!flusher_cv_.WaitUntil(lock, deadline)) break;
   }
   linger_target_ = 0;
 }
@@ -585,12 +589,12 @@ void Log::Impl::Fail(const Status& s, Batch* inflight) {
   DTX_LOG_ERROR("wal: {} failed: {}; the log is fail-stopped", dir_, s.ToString());
   Batch rest;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     error_ = s;
     std::swap(rest, pending_);
-    durable_cv_.notify_all();
+    durable_cv_.SignalAll();
   }
-  space_cv_.notify_all();
+  space_cv_.SignalAll();
   for (DurableFn& cb : inflight->callbacks) {
     if (cb) cb(s);
   }
@@ -663,13 +667,13 @@ Status Log::Impl::WriteBatch(const Batch& b) {
 
 Status Log::Impl::WaitDurable(Lsn lsn) {
   if (durable_lsn_.load() >= lsn) return Status::OK();
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (lsn > last_lsn_) {
     return Status::InvalidArgument("wal: WaitDurable(" + std::to_string(lsn) + ") beyond the last LSN " +
                                    std::to_string(last_lsn_));
   }
   durable_waiters_++;
-  while (durable_lsn_.load() < lsn && error_.ok()) durable_cv_.wait(lock);
+  while (durable_lsn_.load() < lsn && error_.ok()) durable_cv_.Wait(&lock);
   durable_waiters_--;
   if (durable_lsn_.load() >= lsn) return Status::OK();
   return error_;
@@ -678,7 +682,7 @@ Status Log::Impl::WaitDurable(Lsn lsn) {
 Status Log::Impl::TruncateBefore(Lsn lsn) {
   Status health_now = health();
   if (!health_now.ok()) return health_now;
-  std::lock_guard<std::mutex> lock(seg_mu_);
+  MutexLock lock(&seg_mu_);
   size_t drop = 0;
   // Segment i holds [segments_[i], segments_[i+1]); it can go when the next
   // one starts at or below lsn. The last segment is never dropped.

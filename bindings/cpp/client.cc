@@ -13,7 +13,6 @@
 #include <chrono>
 #include <future>
 #include <map>
-#include <mutex>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -24,6 +23,7 @@
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/rpc_client.h"
+#include "common/thread_annotations.h"
 
 namespace dtx {
 namespace internal {
@@ -119,7 +119,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // the loop thread. Not on the loop thread. Safe twice.
   void Shutdown() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (closed_) return;
       closed_ = true;
     }
@@ -142,7 +142,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // or `on_closed` on the calling thread once the client is closed.
   void Dispatch(std::function<void()> fn, const std::function<void()>& on_closed) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (!closed_ && io_.loop()->Post(std::move(fn))) return;
     }
     on_closed();
@@ -157,7 +157,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   bool InLoopThread() const { return io_.loop()->InLoopThread(); }
 
   Status AcquireTxSlot() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (closed_) return ClientClosed();
     if (open_tx_ >= options_.in_flight_tx_max) {
       return Status::Busy(std::to_string(open_tx_) + " transactions open (max " +
@@ -167,26 +167,26 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     return Status::OK();
   }
   void ReleaseTxSlot() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     DTX_CHECK(open_tx_ > 0);
     --open_tx_;
   }
   size_t open_transactions() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return open_tx_;
   }
   TxId NextTxId() { return TxId{tx_hi_, tx_lo_.fetch_add(1) + 1}; }
 
   std::vector<std::string> participants() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return participants_;
   }
   int64_t shard_map_version() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return map_version_;
   }
   size_t ShardOf(const std::string& key) const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     DTX_CHECK(!participants_.empty());
     return static_cast<size_t>(ShardHash(key) % participants_.size());
   }
@@ -646,7 +646,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     stubs.reserve(m.participants.size());
     for (const auto& p : m.participants) stubs.emplace_back(Channel(p));
     participant_stubs_ = std::move(stubs);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     participants_ = m.participants;
     map_version_ = m.version;
     return Status::OK();
@@ -666,11 +666,11 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   const ClientOptions options_;
   LoopThread io_;  // first member after options_: destroyed after the channels
 
-  mutable std::mutex mu_;
-  bool closed_ = false;                  // GUARDED_BY(mu_)
-  size_t open_tx_ = 0;                   // GUARDED_BY(mu_)
-  std::vector<std::string> participants_;  // GUARDED_BY(mu_)
-  int64_t map_version_ = 0;              // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  bool closed_ GUARDED_BY(mu_) = false;
+  size_t open_tx_ GUARDED_BY(mu_) = 0;
+  std::vector<std::string> participants_ GUARDED_BY(mu_);
+  int64_t map_version_ GUARDED_BY(mu_) = 0;
 
   uint64_t tx_hi_ = 0;
   std::atomic<uint64_t> tx_lo_{0};
@@ -703,7 +703,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
   const std::shared_ptr<ClientCore>& core() const { return core_; }
   TxId txid() const { return txid_; }
   bool finished() const {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return finished_;
   }
 
@@ -718,7 +718,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
       return;
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (finished_) {
         deliver(Finished());
         return;
@@ -751,7 +751,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
         },
         [self, shared_done] {
           {
-            std::lock_guard<std::mutex> lock(self->mu_);
+            MutexLock lock(&self->mu_);
             --self->reads_in_flight_;
           }
           (*shared_done)(GetResult(ClientClosed()));
@@ -765,7 +765,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
                                      " bytes exceeds kValueBytesMax (" +
                                      std::to_string(kValueBytesMax) + ")");
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (finished_) return Finished();
     size_t old_value = 0;
     if (auto w = writes_.find(key); w != writes_.end() && w->second) old_value = w->second->size();
@@ -783,7 +783,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
     };
     auto req = std::make_shared<rpc::CommitRequest>();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (finished_) {
         deliver(PlainOutcome(Finished(), txid_));
         return;
@@ -829,7 +829,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
   }
 
   Status Abort() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (finished_) return Finished();
     FinishLocked();
     reads_.clear();
@@ -839,7 +839,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
 
   // Finishes without committing if still open (destruction).
   void Finish() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (!finished_) FinishLocked();
   }
 
@@ -863,8 +863,8 @@ class TxState : public std::enable_shared_from_this<TxState> {
   }
 
   // Accounts for `key` (if new) plus `extra_bytes`; InvalidArgument past the
-  // per-transaction limits. Requires mu_.
-  Status AddKey(const std::string& key, size_t extra_bytes) {
+  // per-transaction limits.
+  Status AddKey(const std::string& key, size_t extra_bytes) REQUIRES(mu_) {
     bool is_new = keys_.find(key) == keys_.end();
     if (is_new && keys_.size() >= kTxKeysMax) {
       return Status::InvalidArgument("too many keys in one transaction (max " +
@@ -881,7 +881,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
   }
 
   GetResult OnReadDone(const std::string& key, const RpcStatus& s, const rpc::ReadResult& r) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     --reads_in_flight_;
     if (!s.ok()) return Status(s);
     // The first read of a key wins: a concurrent second Get returns it too.
@@ -894,7 +894,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
     return GetResult(std::optional<std::string>(it->second.value));
   }
 
-  void FinishLocked() {
+  void FinishLocked() REQUIRES(mu_) {
     finished_ = true;
     if (slot_held_) {
       slot_held_ = false;
@@ -904,14 +904,14 @@ class TxState : public std::enable_shared_from_this<TxState> {
 
   std::shared_ptr<ClientCore> core_;
   const TxId txid_;
-  mutable std::mutex mu_;
-  bool finished_ = false;    // GUARDED_BY(mu_)
-  bool slot_held_ = true;    // GUARDED_BY(mu_)
-  size_t reads_in_flight_ = 0;                                  // GUARDED_BY(mu_)
-  std::map<std::string, ReadEntry> reads_;                      // GUARDED_BY(mu_)
-  std::map<std::string, std::optional<std::string>> writes_;    // GUARDED_BY(mu_)
-  std::unordered_set<std::string> keys_;                        // GUARDED_BY(mu_)
-  size_t bytes_ = 0;                                            // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  bool finished_ GUARDED_BY(mu_) = false;
+  bool slot_held_ GUARDED_BY(mu_) = true;
+  size_t reads_in_flight_ GUARDED_BY(mu_) = 0;
+  std::map<std::string, ReadEntry> reads_ GUARDED_BY(mu_);
+  std::map<std::string, std::optional<std::string>> writes_ GUARDED_BY(mu_);
+  std::unordered_set<std::string> keys_ GUARDED_BY(mu_);
+  size_t bytes_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace internal

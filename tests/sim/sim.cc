@@ -442,7 +442,10 @@ class World {
   void HandleParticipant(Node& n, int from, const Request& req, Responder resp);
   // Checks a participant's answer to a call stamped with an epoch (fencing).
   void CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before, const pc::Reply& r);
-  void AskDecision(int participant, const TxId& txid, int coordinator, Epoch epoch, bool may_fall_back);
+  // Sends the participant core's question `m` (its fall-back rule decides
+  // whom to ask, participant/core.h QueryDecisionMsg) and feeds the answers back.
+  void AskDecision(int participant, const pc::QueryDecisionMsg& m);
+  void FindPrimary(int participant, const pc::QueryDecisionMsg& m);
   void HandleCoordinator(Node& n, const Request& req, Responder resp);
   void DrainParticipant(Node& n);
   void DrainCoordinator(Node& n);
@@ -789,13 +792,12 @@ void World::DrainParticipant(Node& n) {
   }
   MaybeStartSync(n);
   for (const pc::QueryDecisionMsg& m : r.send) {
-    ++stats_.decision_queries;
-    int to = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
-    if (to < 0) {
-      Fail("sim-internal", m.txid, n.name + " asks unknown coordinator '" + m.coordinator + "'");
+    if (m.kind == pc::QueryDecisionMsg::Kind::kFindPrimary) {
+      FindPrimary(n.id, m);
       continue;
     }
-    AskDecision(n.id, m.txid, to, m.epoch, /*may_fall_back=*/true);
+    if (!m.fall_back) ++stats_.decision_queries;
+    AskDecision(n.id, m);
   }
   for (pc::Reply& rep : r.replies) {
     auto it = n.pending.find(rep.token);
@@ -809,31 +811,46 @@ void World::DrainParticipant(Node& n) {
   }
 }
 
-// As the participant runtime does (participant/runtime.cc AskDecision): ask
-// the coordinator that prepared the transaction; if it cannot answer (down,
-// an error, UNKNOWN) ask whichever other coordinator reports itself primary
-// at the transaction's epoch or later (GetStatus, modelled as its state now).
-void World::AskDecision(int participant, const TxId& txid, int coordinator, Epoch epoch, bool may_fall_back) {
-  StartCall(participant, coordinator, QueryReq{txid}, kQueryDecisionTimeoutMs, txid,
-            [this, participant, txid, coordinator, epoch, may_fall_back](CallEnd end, const Response* resp) {
+// As the participant runtime does (participant/runtime.cc AskDecision).
+void World::AskDecision(int participant, const pc::QueryDecisionMsg& m) {
+  const int coordinator = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
+  if (coordinator < 0) {
+    Fail("sim-internal", m.txid, nodes_[participant].name + " asks unknown coordinator '" + m.coordinator + "'");
+    return;
+  }
+  StartCall(participant, coordinator, QueryReq{m.txid}, kQueryDecisionTimeoutMs, m.txid,
+            [this, participant, m](CallEnd end, const Response* resp) {
               Node& me = nodes_[participant];
               if (!me.pcore) return;
+              pc::DecisionAnswer answer;
               const cc::Decision* d = nullptr;
               if (end == CallEnd::kOk) d = std::get_if<cc::Decision>(&std::get<CoordinatorBody>(*resp));
               if (d != nullptr) {
-                me.pcore->OnDecision(txid, static_cast<pc::Decision>(static_cast<int>(*d)), now_);
-                DrainParticipant(me);
+                answer.reached = true;
+                answer.decision = static_cast<pc::Decision>(static_cast<int>(*d));
               }
-              if ((d == nullptr || *d == cc::Decision::kUnknown) && may_fall_back) {
-                for (int c : coordinators_) {
-                  const Node& other = nodes_[c];
-                  if (c == coordinator || !other.up || !other.ha || Hung(other)) continue;
-                  if (std::string(other.ha->RoleLabel()) != "primary" || other.ha->epoch() < epoch) continue;
-                  AskDecision(participant, txid, c, epoch, /*may_fall_back=*/false);
-                }
-              }
-              // Otherwise the core asks again later.
+              me.pcore->OnDecisionAnswer(m, answer, now_);
+              DrainParticipant(me);
             });
+}
+
+// As the participant runtime does (participant/runtime.cc AskOtherCoordinators):
+// every other coordinator's status (GetStatus, modelled as its state now; a
+// coordinator that is down or hung does not answer) goes to the core, which
+// asks those that may answer.
+void World::FindPrimary(int participant, const pc::QueryDecisionMsg& m) {
+  Node& me = nodes_[participant];
+  const int except = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
+  for (int c : coordinators_) {
+    const Node& other = nodes_[c];
+    if (c == except || !other.up || !other.ha || Hung(other)) continue;
+    const std::string role = other.ha->RoleLabel();
+    const NodeRole r = role == NodeRoleName(NodeRole::kPrimary)    ? NodeRole::kPrimary
+                       : role == NodeRoleName(NodeRole::kStarting) ? NodeRole::kStarting
+                                                                   : NodeRole::kBackup;
+    me.pcore->OnCoordinatorStatus(m.txid, other.name, r, other.ha->epoch(), now_);
+  }
+  DrainParticipant(me);
 }
 
 void World::CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before, const pc::Reply& r) {
@@ -997,7 +1014,7 @@ void World::DrainCoordinator(Node& n) {
                     pr.error_code = static_cast<cc::ErrorCode>(static_cast<int>(rep->error));
                   } else {
                     pr.vote = static_cast<cc::Vote>(static_cast<int>(rep->vote));
-                    if (rep->vote == pc::Vote::kNo) pr.reason = rep->reason;
+                    if (rep->vote == pc::Vote::kNo) pr.reason = pc::WireAbortReason(rep->no_cause);
                     pr.detail = rep->detail;
                   }
                   me.ha->OnPrepareReply(now_, pr);
