@@ -214,7 +214,7 @@ void Replicate(Node& from, Node& to, bool sync_backup = true) {
 TEST(HaCore, AloneCommitsWithoutABackupAndProbesParticipants) {
   Node n(Role::kPrimary, kC0, "");
   n.Start();
-  EXPECT_EQ(n.ha().RoleLabel(), std::string("primary"));
+  EXPECT_EQ(n.ha().node_role(), NodeRole::kPrimary);
   EXPECT_EQ(n.ha().backup_state(), BackupState::kNone);
   ASSERT_EQ(n.out.probes.size(), 3u) << "one probe per participant, none to a peer";
   n.Sync();  // EPOCH 1
@@ -272,7 +272,7 @@ void PairUp(Node& c0, Node& c1) {
   ASSERT_EQ(c0.out.replies.size(), 1u);
   ASSERT_TRUE(std::holds_alternative<Error>(c0.out.replies[0].body));
   c0.out.replies.clear();
-  EXPECT_EQ(c0.ha().RoleLabel(), std::string("starting"));
+  EXPECT_EQ(c0.ha().node_role(), NodeRole::kStarting);
   // c0 hears c1 is a backup: it moves to epoch 1 (a fresh log is at 0).
   c0.AnswerProbes(true, c1.ha().View());
   ASSERT_EQ(c0.out.adopt.size(), 3u);
@@ -402,7 +402,7 @@ TEST(HaCore, InSyncBackupPromotesWhenThePrimaryIsSuspectedAndRedrivesDecisions) 
   EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
   c1.AnswerAdopts(CallStatus::kOk, 2);  // a majority of 3
   EXPECT_EQ(c1.ha().role(), Role::kPrimary);
-  EXPECT_EQ(c1.ha().RoleLabel(), std::string("starting"));
+  EXPECT_EQ(c1.ha().node_role(), NodeRole::kStarting);
   c1.out.send.clear();
   c1.Sync();
   EXPECT_TRUE(c1.ha().established());
@@ -439,7 +439,7 @@ TEST(HaCore, PrimarySeeingANewerPrimaryStepsDownAnswersUnknownAndReloads) {
   ASSERT_FALSE(c0.out.send.empty());
   std::vector<OutMessage> old_prepares = c0.out.send;
   PeerView newer;
-  newer.role = "primary";
+  newer.role = NodeRole::kPrimary;
   newer.epoch = 7;
   PeerView answer = c0.ha().OnPeerHeartbeat(c0.now, kC1, newer);
   (void)answer;

@@ -233,7 +233,7 @@ class Runtime {
   void FillTimings(const TxId& txid, rpc::CommitResult& out);
   void MaybeTruncate();
   // "primary" (established), "starting" (a primary not yet established) or "backup".
-  const char* RoleLabel() const { return ha_->RoleLabel(); }
+  const char* RoleLabel() const { return NodeRoleName(ha_->node_role()); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const;
