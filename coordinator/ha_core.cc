@@ -186,6 +186,7 @@ void HaCore::BecomePrimarySyncing() {
 }
 
 void HaCore::BecomePrimaryInSync() {
+  DTX_CHECK(core_->started());
   Transition(HaState::kPrimaryInSync,
              "the backup acked the snapshot of generation " + std::to_string(generation_));
 }
@@ -266,6 +267,8 @@ PeerView HaCore::View() const {
 // ---- recovery ----------------------------------------------------------------------------
 
 Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
+  // Before Start, or into the fresh mirror after a step-down: never into a running core.
+  DTX_CHECK(!IsEstablished(state_) && !core_->started());
   if (type == kSkipRecordType) {
     // Our own knowledge, not the 2PC core's: the latest SKIP holds the run.
     Result<SkipRecord> r = DecodeSkip(payload);
@@ -510,6 +513,7 @@ HaReady HaCore::TakeReady() {
 // ---- heartbeats and failure detection ----------------------------------------------------
 
 void HaCore::HeartbeatRound(uint64_t now_ms) {
+  DTX_CHECK(state_ != HaState::kInit);
   // A probe still out is not duplicated: its reply (or timeout) decides.
   for (auto& [address, w] : watches_) {
     if (w.probe_out) continue;
@@ -786,6 +790,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     }
   }
   appended_epoch_ = epoch;
+  DTX_CHECK(appended_epoch_ >= core_->epoch());  // what we append never goes below the mirror
   if (req.snapshot) {
     sync_generation_ = req.generation;
     if (state_ == HaState::kBackupInSync) {
@@ -794,6 +799,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     }
     snapshot_epoch_ = req.epoch;
     snapshot_generation_ = req.generation;
+    DTX_CHECK(state_ == HaState::kBackupSyncing);  // in sync only once this snapshot is durable
   }
   if (req.records.empty()) {
     ready_.replicate_answers.push_back(ReplicateAnswer{token, std::nullopt, 0});
@@ -988,6 +994,10 @@ void HaCore::MaybeTakeOver(uint64_t now_ms) {
 }
 
 void HaCore::StartBump(uint64_t now_ms, Epoch epoch, std::string why) {
+  // Only a newer epoch, and only where a round may run (DriveRole).
+  DTX_CHECK(epoch > core_->epoch());
+  DTX_CHECK(state_ == HaState::kStarting || state_ == HaState::kPrimaryFencing ||
+            state_ == HaState::kBackupInSync);
   bump_ = Bump{};
   bump_.id = ++next_bump_id_;
   bump_.epoch = epoch;
@@ -1032,6 +1042,7 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
   }
   const size_t n = core_opts_.participants.size();
   const size_t majority = n / 2 + 1;
+  DTX_CHECK(bump_.ok + bump_.failed <= n && bump_.stale <= bump_.failed);  // one answer per participant
   // Each participant grants an epoch to one coordinator only, ever (the
   // owner is persisted with it), so at most one contender reaches a majority;
   // a STALE_EPOCH from some participants does not stop us from winning at
@@ -1099,6 +1110,7 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
     p.forced = false;
     ready_.persist.push_back(std::move(p));
   }
+  DTX_CHECK(blocked_lo_ <= blocked_hi_);
   bump_retry_at_ms_ = now_ms + SkipDelayMs();
   Note(true, "epoch " + std::to_string(x) + " not adopted but blocked: " + why +
                  "; no coordinator can establish it, next attempt at epoch " +
@@ -1146,6 +1158,7 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
 
 void HaCore::BumpFailed(uint64_t now_ms, bool stale, const std::string& why) {
   const Epoch e = bump_.epoch;
+  DTX_CHECK(e != 0);
   bump_.epoch = 0;
   adopt_out_.clear();
   bump_retry_at_ms_ = now_ms + opts_.detector.suspect_after_ms;
@@ -1163,6 +1176,8 @@ void HaCore::BumpFailed(uint64_t now_ms, bool stale, const std::string& why) {
 }
 
 void HaCore::StepDownLater(std::string why) {
+  // Only a primary (established or not) is ever deposed.
+  DTX_CHECK(role() == Role::kPrimary);
   if (!step_down_pending_) step_down_pending_ = std::move(why);
 }
 
