@@ -429,6 +429,10 @@ void HaCore::MaybeRelease(uint64_t now_ms, PersistTag tag) {
   DTX_CHECK(core_->started());
   DTX_CHECK_MSG(w.epoch <= durable_epoch_ && durable_epoch_ <= core_->epoch(),
                 "a DECISION reached its commit point before its epoch was durable here");
+  // Of an older epoch only with the backup's ack (given before the epoch
+  // moved on) or after the lost backup was fenced out.
+  DTX_CHECK_MSG(w.epoch == durable_epoch_ || w.backup || state_ == HaState::kPrimarySolo,
+                "a DECISION of an older epoch reached its commit point alone without fencing");
   const TxId txid = w.txid;
   const uint64_t lsn = w.lsn;
   decision_waits_.erase(it);

@@ -14,7 +14,7 @@
 // simulator (tests/sim: seeded network, in-memory WALs). Neither re-implements
 // any of it.
 //
-// Pure (/work/briefs/core_shape.md): no libuv/Thrift/LevelDB/spdlog, no
+// Pure (as CoordinatorCore, coordinator/core.h): no libuv/Thrift/LevelDB/spdlog, no
 // clock, thread or randomness. Time is `now_ms` on every input. Outputs
 // collect in an HaReady drained with TakeReady() after every input.
 //
