@@ -1,6 +1,7 @@
 #include "coordinator/ha_core.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "common/check.h"
@@ -789,6 +790,10 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
       if (e->epoch < epoch) {
         return refuse(ErrorCode::kStaleEpoch, "Replicate: EPOCH " + std::to_string(e->epoch) +
                                                   " < " + std::to_string(epoch));
+      }
+      if (e->epoch == std::numeric_limits<Epoch>::max()) {
+        // No epoch could follow it (NextBumpEpoch): refused, never adopted.
+        return refuse(ErrorCode::kBadArgument, "Replicate: EPOCH " + std::to_string(e->epoch) + " out of range");
       }
       epoch = e->epoch;
     }

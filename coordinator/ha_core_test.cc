@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -1003,6 +1004,23 @@ TEST(HaCore, UnknownPeerRoleIsNeitherTrustedNorFatal) {
   for (NodeRole r : {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
     EXPECT_EQ(NodeRoleFromName(NodeRoleName(r)), r);
   }
+}
+
+// An EPOCH record no epoch could follow is refused at the backup, not
+// adopted (its promotion would have to ask for the epoch after it).
+TEST(HaCore, ReplicatedEpochAtTheMaximumIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  const Epoch max = std::numeric_limits<Epoch>::max();
+  std::vector<ReplRecord> recs = {{RecordType::kSync, EncodePayload(SyncRecord{1})},
+                                  {RecordType::kEpoch, EncodePayload(EpochRecord{max})}};
+  c1.ha().OnReplicate(c1.now, 5, HaCore::ReplicateIn{1, kC0, 1, true, recs});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kBadArgument);
+  EXPECT_TRUE(c1.out.persist.empty());
+  EXPECT_EQ(c1.ha().epoch(), 0);
 }
 
 // The table of legal edges: some that must never exist.
