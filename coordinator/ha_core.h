@@ -495,6 +495,9 @@ class HaCore {
   // After this many suspect_after_ms as two backups at equal epochs, the
   // higher address takes over too.
   static constexpr uint64_t kBothBackupsYieldFactor = 4;
+  // A step-down decided (the reason), not yet applied: Drain applies it at
+  // the end of the same input - except in kEstablishing, where it waits for
+  // our EPOCH record (so it is a deferred input, not a state of its own).
   std::optional<std::string> step_down_pending_;
   uint64_t peer_suspected_at_ms_ = 0;
   uint64_t next_heartbeat_ms_ = 0;
