@@ -947,6 +947,25 @@ TEST(HaCore, TwoBackupsTheNewerLogTakesOver) {
   EXPECT_EQ(c1.ha().epoch(), 4u);
 }
 
+// kBackupInSync -> kStarting: an in-sync backup whose peer now answers as a
+// backup with an older log (e.g. restarted on a fresh disk) takes over.
+TEST(HaCore, InSyncBackupWithTheNewerLogTakesOverFromABackupPeer) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  ASSERT_EQ(c1.ha().state(), HaState::kBackupInSync);
+  PeerView restarted;
+  restarted.role = NodeRole::kBackup;
+  restarted.epoch = 0;
+  restarted.in_sync = false;
+  c1.ha().OnPeerHeartbeat(c1.now, kC0, restarted);  // its heartbeat reaches us
+  c1.Drain();
+  EXPECT_EQ(c1.ha().state(), HaState::kBackupInSync) << "acts on the next tick";
+  c1.Tick(10);
+  EXPECT_EQ(c1.ha().state(), HaState::kStarting);
+  ASSERT_EQ(c1.out.adopt.size(), 3u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
+}
+
 // kStarting -> kBackupSyncing: a starting primary that hears the peer is
 // primary at an epoch >= its own steps down (nothing to reload: its core
 // never started).
