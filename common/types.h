@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -73,6 +74,15 @@ inline const char* NodeRoleName(NodeRole r) {
     case NodeRole::kBackup: return "backup";
   }
   return "unknown";
+}
+
+// The inverse of NodeRoleName; nullopt for any other name (a role string
+// from the wire is never trusted).
+inline std::optional<NodeRole> NodeRoleFromName(std::string_view name) {
+  for (NodeRole r : {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
+    if (name == NodeRoleName(r)) return r;
+  }
+  return std::nullopt;
 }
 
 // Limits every part enforces (one place; "put a limit on everything").

@@ -611,13 +611,13 @@ void CoordinatorCore::SetParticipantSuspected(uint64_t now_ms, const std::string
   }
 }
 
-void CoordinatorCore::BumpEpoch(uint64_t /*now_ms*/, Epoch e) {
-  DTX_CHECK(started_ && e > epoch_);
-  epoch_ = e;
+void CoordinatorCore::BumpEpoch(uint64_t /*now_ms*/, Epoch epoch) {
+  DTX_CHECK(started_ && epoch > epoch_);
+  epoch_ = epoch;
   epoch_durable_ = false;
   fenced_ = false;
   first_msg_of_epoch_ = next_msg_id_;
-  epoch_tag_ = Persist(EpochRecord{e}, /*forced=*/true, TxId{});
+  epoch_tag_ = Persist(EpochRecord{epoch}, /*forced=*/true, TxId{});
 }
 
 std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {

@@ -355,11 +355,11 @@ class CoordinatorCore {
   // over. Ordered by txid.
   std::vector<DecisionRecord> OpenDecisions() const;
 
-  // A running core moves to epoch `e` (> epoch()): EPOCH e is persisted
-  // (forced), every later message carries e, and new commits wait (refused
+  // A running core moves to `epoch` (> epoch()): its EPOCH record is persisted
+  // (forced), every later message carries it, and new commits wait (refused
   // UNAVAILABLE) until the record is durable. The caller has made a majority
-  // of participants adopt e first (coordinator/README.md "Fencing").
-  void BumpEpoch(uint64_t now_ms, Epoch e);
+  // of participants adopt it first (coordinator/README.md "Fencing").
+  void BumpEpoch(uint64_t now_ms, Epoch epoch);
   // True while a forced EPOCH record is not yet durable.
   bool epoch_pending() const { return epoch_tag_ != 0; }
 

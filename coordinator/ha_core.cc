@@ -1,6 +1,7 @@
 #include "coordinator/ha_core.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "common/check.h"
@@ -8,6 +9,26 @@
 namespace dtx::coordinator {
 
 const char* RoleName(Role r) { return r == Role::kPrimary ? "primary" : "backup"; }
+
+const char* HaStateName(HaState s) {
+  switch (s) {
+    case HaState::kInit: return "init";
+    case HaState::kAlone: return "alone";
+    case HaState::kStarting: return "starting";
+    case HaState::kEstablishing: return "establishing";
+    case HaState::kPrimarySolo: return "primary-solo";
+    case HaState::kPrimarySyncing: return "primary-syncing";
+    case HaState::kPrimaryInSync: return "primary-in-sync";
+    case HaState::kPrimaryFencing: return "primary-fencing";
+    case HaState::kBackupSyncing: return "backup-syncing";
+    case HaState::kBackupInSync: return "backup-in-sync";
+  }
+  return "?";
+}
+
+const char* PeerRoleName(const std::optional<NodeRole>& role) {
+  return role ? NodeRoleName(*role) : "unknown";
+}
 
 const char* BackupStateName(BackupState s) {
   switch (s) {
@@ -34,7 +55,178 @@ HaCore::HaCore(HaCoreOptions options, CoreOptions core_options)
   DTX_CHECK(opts_.heartbeat_ms > 0);
   if (core_opts_.self_address.empty()) core_opts_.self_address = opts_.self_address;
   core_ = std::make_unique<CoordinatorCore>(core_opts_);
-  role_ = opts_.role;
+}
+
+// ---- states and transitions ----------------------------------------------------------------
+
+bool HaCore::IsLegalTransition(HaState from, HaState to) {
+  using S = HaState;
+  switch (from) {
+    case S::kInit: return to == S::kAlone || to == S::kStarting || to == S::kBackupSyncing;
+    // Alone by configuration, yet a Replicate at a newer epoch deposes it
+    // (the step-down path does not ask whether a peer is configured).
+    case S::kAlone: return to == S::kBackupSyncing;
+    case S::kStarting: return to == S::kEstablishing || to == S::kBackupSyncing;
+    // A step-down waits until our EPOCH record is durable (Drain).
+    case S::kEstablishing: return to == S::kPrimarySolo;
+    case S::kPrimarySolo: return to == S::kPrimarySyncing || to == S::kBackupSyncing;
+    case S::kPrimarySyncing:
+      return to == S::kPrimaryInSync || to == S::kPrimaryFencing || to == S::kBackupSyncing;
+    case S::kPrimaryInSync:
+      return to == S::kPrimarySyncing || to == S::kPrimaryFencing || to == S::kBackupSyncing;
+    case S::kPrimaryFencing:
+      return to == S::kPrimarySolo || to == S::kPrimarySyncing || to == S::kBackupSyncing;
+    case S::kBackupSyncing: return to == S::kBackupInSync || to == S::kStarting;
+    case S::kBackupInSync:
+      return to == S::kBackupSyncing || to == S::kEstablishing || to == S::kStarting;
+  }
+  return false;
+}
+
+bool HaCore::IsEstablished(HaState s) {
+  switch (s) {
+    case HaState::kAlone:
+    case HaState::kPrimarySolo:
+    case HaState::kPrimarySyncing:
+    case HaState::kPrimaryInSync:
+    case HaState::kPrimaryFencing:
+      return true;
+    case HaState::kInit:
+    case HaState::kStarting:
+    case HaState::kEstablishing:
+    case HaState::kBackupSyncing:
+    case HaState::kBackupInSync:
+      return false;
+  }
+  return false;
+}
+
+Role HaCore::role() const {
+  switch (state_) {
+    case HaState::kInit: return opts_.role;
+    case HaState::kBackupSyncing:
+    case HaState::kBackupInSync:
+      return Role::kBackup;
+    case HaState::kAlone:
+    case HaState::kStarting:
+    case HaState::kEstablishing:
+    case HaState::kPrimarySolo:
+    case HaState::kPrimarySyncing:
+    case HaState::kPrimaryInSync:
+    case HaState::kPrimaryFencing:
+      return Role::kPrimary;
+  }
+  return Role::kBackup;
+}
+
+NodeRole HaCore::node_role() const {
+  if (role() == Role::kBackup) return NodeRole::kBackup;
+  return IsEstablished(state_) ? NodeRole::kPrimary : NodeRole::kStarting;
+}
+
+BackupState HaCore::backup_state() const {
+  switch (state_) {
+    case HaState::kInit:
+    case HaState::kAlone:
+      return BackupState::kNone;
+    case HaState::kPrimarySyncing: return BackupState::kSyncing;
+    case HaState::kPrimaryInSync: return BackupState::kInSync;
+    case HaState::kStarting:
+    case HaState::kEstablishing:
+    case HaState::kPrimarySolo:
+    case HaState::kPrimaryFencing:
+    case HaState::kBackupSyncing:
+    case HaState::kBackupInSync:
+      return BackupState::kDown;
+  }
+  return BackupState::kDown;
+}
+
+void HaCore::Transition(HaState to, const std::string& why) {
+  const HaState from = state_;
+  if (!IsLegalTransition(from, to)) {
+    const std::string msg = std::string("invalid HA transition ") + HaStateName(from) + " -> " +
+                            HaStateName(to) + " (" + why + ")";
+    DTX_CHECK_MSG(IsLegalTransition(from, to), msg.c_str());
+  }
+  state_ = to;
+  Note(false, std::string("state ") + HaStateName(from) + " -> " + HaStateName(to) + ": " + why);
+}
+
+void HaCore::BecomeAlone() {
+  DTX_CHECK(opts_.peer.empty());
+  Transition(HaState::kAlone, "no peer: primary, committing alone");
+}
+
+void HaCore::BecomeStarting(const std::string& why) {
+  DTX_CHECK(!opts_.peer.empty() && !core_->started());
+  Transition(HaState::kStarting, why);
+}
+
+void HaCore::BecomeEstablishing(Epoch epoch, const std::string& why) {
+  // Our core is an unstarted mirror of our log, and `epoch` is newer than
+  // every epoch in it: a majority adopted it for us just now.
+  DTX_CHECK(!core_->started() && establishing_tag_ == 0);
+  DTX_CHECK(epoch > core_->epoch());
+  Transition(HaState::kEstablishing, why);
+  establishing_epoch_ = epoch;
+  establishing_tag_ = HaPersist(EpochRecord{epoch}, /*forced=*/true, TxId{});
+}
+
+void HaCore::BecomePrimarySolo(const std::string& why) {
+  // The backup cannot take over: our epoch, newer than any it could hold
+  // decisions of, is durable here (and held by a majority).
+  DTX_CHECK(core_->started() && durable_epoch_ == core_->epoch());
+  Transition(HaState::kPrimarySolo, why);
+}
+
+void HaCore::BecomePrimarySyncing() {
+  DTX_CHECK(core_->started() && !opts_.peer.empty());
+  Transition(HaState::kPrimarySyncing,
+             "snapshot of generation " + std::to_string(generation_) + " sent to the backup");
+}
+
+void HaCore::BecomePrimaryInSync() {
+  DTX_CHECK(core_->started());
+  Transition(HaState::kPrimaryInSync,
+             "the backup acked the snapshot of generation " + std::to_string(generation_));
+}
+
+void HaCore::BecomePrimaryFencing(const std::string& why) {
+  // solo_epoch_pending_ may be set: a fencing epoch adopted before the
+  // backup was re-synced and lost again still fences it once durable.
+  DTX_CHECK(core_->started());
+  Transition(HaState::kPrimaryFencing, why);
+}
+
+void HaCore::BecomeBackupSyncing(const std::string& why) {
+  // Either a step-down (its core is rebuilt as an unstarted mirror right
+  // after) or a backup that fell out of sync.
+  Transition(HaState::kBackupSyncing, why);
+}
+
+void HaCore::BecomeBackupInSync() {
+  DTX_CHECK(!core_->started() && sync_generation_ >= 0);
+  Transition(HaState::kBackupInSync,
+             "the snapshot of generation " + std::to_string(sync_generation_) + " is durable here");
+}
+
+void HaCore::CheckInvariants() const {
+  // The core decides exactly in the established states.
+  DTX_CHECK(core_->started() == IsEstablished(state_));
+  DTX_CHECK((establishing_tag_ != 0) == (state_ == HaState::kEstablishing));
+  DTX_CHECK(solo_epoch_pending_ == 0 || IsEstablished(state_));
+  // HA's count of the durable epoch never runs ahead of the core's epoch,
+  // and matches it whenever the core has no EPOCH record pending.
+  DTX_CHECK(durable_epoch_ <= core_->epoch());
+  DTX_CHECK(core_->epoch_pending() || !core_->started() || durable_epoch_ == core_->epoch());
+  // DECISIONs wait for their commit point only at a primary whose core runs.
+  DTX_CHECK(decision_waits_.empty() || IsEstablished(state_));
+  // Replication flows only to a backup being synced or in sync.
+  DTX_CHECK(repl_batch_.empty() || state_ == HaState::kPrimarySyncing ||
+            state_ == HaState::kPrimaryInSync);
+  DTX_CHECK(bump_.epoch == 0 || state_ == HaState::kStarting || state_ == HaState::kPrimaryFencing ||
+            state_ == HaState::kBackupInSync || state_ == HaState::kBackupSyncing);
 }
 
 void HaCore::Note(bool warn, std::string text) { ready_.notes.push_back(HaNote{warn, std::move(text)}); }
@@ -55,11 +247,6 @@ PersistTag HaCore::HaPersist(const Record& r, bool forced, TxId txid) {
   return ready_.persist.back().tag;
 }
 
-const char* HaCore::RoleLabel() const {
-  if (role_ == Role::kBackup) return "backup";
-  return established_ ? "primary" : "starting";
-}
-
 const FailureDetector* HaCore::participant_detector(const std::string& address) const {
   auto it = watches_.find(address);
   return it == watches_.end() ? nullptr : &it->second.fd;
@@ -72,15 +259,17 @@ bool HaCore::participant_suspected(const std::string& address) const {
 
 PeerView HaCore::View() const {
   PeerView v;
-  v.role = RoleLabel();
+  v.role = node_role();
   v.epoch = core_->epoch();
-  if (role_ == Role::kBackup) v.in_sync = in_sync_;
+  if (role() == Role::kBackup) v.in_sync = in_sync();
   return v;
 }
 
 // ---- recovery ----------------------------------------------------------------------------
 
 Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
+  // Before Start, or into the fresh mirror after a step-down: never into a running core.
+  DTX_CHECK(!IsEstablished(state_) && !core_->started());
   if (type == kSkipRecordType) {
     // Our own knowledge, not the 2PC core's: the latest SKIP holds the run.
     Result<SkipRecord> r = DecodeSkip(payload);
@@ -90,6 +279,8 @@ Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
     return Status::OK();
   }
   DTX_RETURN_IF_ERROR(core_->Replay(lsn, type, payload));
+  // Replayed records are durable.
+  if (type == static_cast<uint8_t>(RecordType::kEpoch)) durable_epoch_ = core_->epoch();
   // Remember the newest snapshot in the log (a SYNC is followed by its EPOCH).
   if (type == static_cast<uint8_t>(RecordType::kSync)) {
     Result<Record> rec = DecodeRecord(type, payload);
@@ -103,8 +294,7 @@ Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
 }
 
 void HaCore::Start(uint64_t now_ms) {
-  DTX_CHECK(!started_);
-  started_ = true;
+  DTX_CHECK(state_ == HaState::kInit);
   const FailureDetectorOptions fdo = DetectorOptions(opts_);
   for (const std::string& p : core_opts_.participants) {
     auto [it, inserted] = watches_.emplace(p, Watch{FailureDetector(fdo)});
@@ -113,19 +303,14 @@ void HaCore::Start(uint64_t now_ms) {
   peer_fd_ = FailureDetector(fdo);
   peer_fd_.Start(now_ms);
   if (opts_.peer.empty()) {
-    role_ = Role::kPrimary;  // alone: nobody else could decide
-    backup_state_ = BackupState::kNone;
+    // Alone: nobody else could decide, whatever the configured role.
     core_->Start(now_ms);
-    established_ = true;
-    solo_ok_ = true;
+    BecomeAlone();
+  } else if (opts_.role == Role::kPrimary) {
+    BecomeStarting("starting: will establish a newer epoch than " + std::to_string(core_->epoch()) +
+                   " before serving");
   } else {
-    backup_state_ = BackupState::kDown;  // until it answers and has our snapshot
-    if (role_ == Role::kPrimary) {
-      Note(false, "starting: will establish a newer epoch than " +
-                      std::to_string(core_->epoch()) + " before serving");
-    } else {
-      Note(false, "backup: not in sync until the primary's snapshot is durable here");
-    }
+    BecomeBackupSyncing("backup: not in sync until the primary's snapshot is durable here");
   }
   HeartbeatRound(now_ms);
   next_heartbeat_ms_ = now_ms + opts_.heartbeat_ms;
@@ -135,7 +320,7 @@ void HaCore::Start(uint64_t now_ms) {
 // ---- 2PC ---------------------------------------------------------------------------------
 
 void HaCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
-  if (role_ != Role::kPrimary) {
+  if (role() != Role::kPrimary) {
     ready_.replies.push_back(Reply{token, Error{ErrorCode::kNotPrimary, "this coordinator is a backup"}});
     Drain(now_ms);
     return;
@@ -146,7 +331,7 @@ void HaCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
 }
 
 void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid) {
-  if (role_ != Role::kPrimary) {
+  if (role() != Role::kPrimary) {
     // A backup decides nothing, and its log may hold DECISIONs that never
     // reached a commit point (from before it stepped down, until the next
     // snapshot): only the primary answers.
@@ -194,6 +379,12 @@ void HaCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
   }
   std::optional<uint64_t> core_tag = Unwrap(tag);
   if (!core_tag) return;  // a record of a replaced core
+  if (auto e = epoch_tags_.find(tag); e != epoch_tags_.end()) {
+    // Notices come in LSN order, and EPOCH records in epoch order.
+    DTX_CHECK(e->second >= durable_epoch_);
+    durable_epoch_ = e->second;
+    epoch_tags_.erase(e);
+  }
   auto w = decision_waits_.find(tag);
   if (w != decision_waits_.end()) {
     w->second.local = true;
@@ -208,8 +399,9 @@ void HaCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
                    " is durable and held by a majority of participants: the backup is fenced out; "
                    "committing alone until it is re-synced");
     solo_epoch_pending_ = 0;
-    if (backup_state_ == BackupState::kDown) {
-      solo_ok_ = true;
+    // Still fencing (else the backup was re-synced meanwhile: its acks count).
+    if (state_ == HaState::kPrimaryFencing) {
+      BecomePrimarySolo("epoch " + std::to_string(core_->epoch()) + " fenced the backup out");
       std::vector<PersistTag> waiting;
       for (const auto& [t, dw] : decision_waits_) waiting.push_back(t);
       for (PersistTag t : waiting) MaybeRelease(now_ms, t);
@@ -225,7 +417,23 @@ void HaCore::MaybeRelease(uint64_t now_ms, PersistTag tag) {
   // The commit point: durable here and at the backup - or, with no backup
   // that could take over (alone by configuration, or after fencing it out
   // with a newer epoch at a majority of participants), here alone.
-  if (!w.local || (!w.backup && !solo_ok_)) return;
+  const bool alone = state_ == HaState::kAlone || state_ == HaState::kPrimarySolo;
+  if (!w.local || (!w.backup && !alone)) return;
+  // Pair assertions at the commit point (the DECISION's dependants - the
+  // COMMITTED reply, COMMIT messages - follow from here): only an
+  // established primary releases a decision, and only one of an epoch that
+  // is durable in its log. The decision's epoch may be older than the
+  // current one: a DECISION that waited while a lost backup was fenced out
+  // is released under the new epoch - which is why only a decision of the
+  // newest epoch must find that epoch durable.
+  DTX_CHECK_MSG(IsEstablished(state_), "a DECISION reached its commit point at a node not established as primary");
+  DTX_CHECK(core_->started());
+  DTX_CHECK_MSG(w.epoch <= durable_epoch_ && durable_epoch_ <= core_->epoch(),
+                "a DECISION reached its commit point before its epoch was durable here");
+  // Of an older epoch only with the backup's ack (given before the epoch
+  // moved on) or after the lost backup was fenced out.
+  DTX_CHECK_MSG(w.epoch == durable_epoch_ || w.backup || state_ == HaState::kPrimarySolo,
+                "a DECISION of an older epoch reached its commit point alone without fencing");
   const TxId txid = w.txid;
   const uint64_t lsn = w.lsn;
   decision_waits_.erase(it);
@@ -236,7 +444,7 @@ void HaCore::MaybeRelease(uint64_t now_ms, PersistTag tag) {
 }
 
 void HaCore::Tick(uint64_t now_ms) {
-  if (!started_) return;
+  if (state_ == HaState::kInit) return;
   if (core_->started()) core_->Tick(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
     HeartbeatRound(now_ms);
@@ -254,8 +462,20 @@ void HaCore::Drain(uint64_t now_ms) {
     if (r.empty()) break;
     for (PersistRecord& p : r.persist) {
       p.tag = Wrap(p.tag);
-      if (p.type == RecordType::kDecision && p.forced) decision_waits_[p.tag] = DecisionWait{p.txid};
-      if (backup_state_ == BackupState::kInSync || backup_state_ == BackupState::kSyncing) {
+      if ((p.type == RecordType::kDecision && p.forced) || p.type == RecordType::kEpoch) {
+        // The core's own record: a decode failure is a bug, not an input.
+        Result<Record> rec = DecodeRecord(static_cast<uint8_t>(p.type), p.payload);
+        DTX_CHECK_MSG(rec.ok(), "the core persisted a record that does not decode");
+        if (const auto* d = std::get_if<DecisionRecord>(&*rec)) {
+          // A DECISION is made only by a running core, at its epoch.
+          DTX_CHECK(IsEstablished(state_) && d->epoch == core_->epoch());
+          decision_waits_[p.tag] = DecisionWait{p.txid, d->epoch};
+        } else if (const auto* e = std::get_if<EpochRecord>(&*rec)) {
+          DTX_CHECK(p.forced && e->epoch >= durable_epoch_);
+          epoch_tags_[p.tag] = e->epoch;
+        }
+      }
+      if (state_ == HaState::kPrimaryInSync || state_ == HaState::kPrimarySyncing) {
         repl_batch_.push_back(ReplRecord{p.type, p.payload});
         if (p.type == RecordType::kDecision && p.forced) repl_batch_tags_.push_back(p.tag);
       }
@@ -281,11 +501,12 @@ void HaCore::Drain(uint64_t now_ms) {
     if (!opts_.peer.empty()) StepDownLater("a participant reported a newer epoch");
   }
   // A step-down waits for our own EPOCH record on its way (it would race it).
-  if (step_down_pending_ && establishing_tag_ == 0) {
+  if (step_down_pending_ && state_ != HaState::kEstablishing) {
     std::string why = std::move(*step_down_pending_);
     step_down_pending_.reset();
-    BecomeBackup(now_ms, why);
+    StepDown(now_ms, why);
   }
+  CheckInvariants();
 }
 
 HaReady HaCore::TakeReady() {
@@ -297,32 +518,32 @@ HaReady HaCore::TakeReady() {
 // ---- heartbeats and failure detection ----------------------------------------------------
 
 void HaCore::HeartbeatRound(uint64_t now_ms) {
+  DTX_CHECK(state_ != HaState::kInit);
   // A probe still out is not duplicated: its reply (or timeout) decides.
   for (auto& [address, w] : watches_) {
     if (w.probe_out) continue;
     w.probe_out = true;
-    ready_.probes.push_back(ProbeMsg{address, false, RoleLabel(), core_->epoch()});
+    ready_.probes.push_back(ProbeMsg{address, false, node_role(), core_->epoch()});
   }
   if (!opts_.peer.empty() && !peer_probe_out_) {
     peer_probe_out_ = true;
-    ready_.probes.push_back(ProbeMsg{opts_.peer, true, RoleLabel(), core_->epoch()});
+    ready_.probes.push_back(ProbeMsg{opts_.peer, true, node_role(), core_->epoch()});
   }
-  if (role_ == Role::kPrimary && backup_state_ == BackupState::kInSync &&
-      replicated_since_snapshot_ >= opts_.resync_after_records) {
+  if (state_ == HaState::kPrimaryInSync && replicated_since_snapshot_ >= opts_.resync_after_records) {
     StartSync(now_ms);  // a fresh snapshot lets the backup drop its older log
   }
 }
 
-void HaCore::OnProbeReply(uint64_t now_ms, const std::string& to, bool ok,
+void HaCore::OnProbeReply(uint64_t now_ms, const std::string& address, bool ok,
                           const std::optional<PeerView>& view) {
-  if (!started_) return;
-  if (!opts_.peer.empty() && to == opts_.peer) {
+  if (state_ == HaState::kInit) return;
+  if (!opts_.peer.empty() && address == opts_.peer) {
     peer_probe_out_ = false;
     if (ok) {
       peer_fd_.Heartbeat(now_ms);
       if (view) OnPeerView(now_ms, *view);
     }
-  } else if (auto it = watches_.find(to); it != watches_.end()) {
+  } else if (auto it = watches_.find(address); it != watches_.end()) {
     it->second.probe_out = false;
     if (ok) it->second.fd.Heartbeat(now_ms);
   }
@@ -334,19 +555,21 @@ void HaCore::OnPeerView(uint64_t now_ms, const PeerView& view) {
   std::string name = view.name.empty() ? peer_view_.name : view.name;
   peer_view_ = view;
   peer_view_.name = std::move(name);
-  if (role_ == Role::kPrimary && view.role == "primary" && view.epoch > core_->epoch()) {
+  if (role() == Role::kPrimary && view.role == NodeRole::kPrimary && view.epoch > core_->epoch()) {
     StepDownLater("peer " + opts_.peer + " is primary at epoch " + std::to_string(view.epoch));
     return;
   }
-  if (role_ == Role::kPrimary && established_ && view.role == "backup" &&
-      backup_state_ == BackupState::kDown && bump_.epoch == 0) {
+  // A backup we do not replicate to answers: sync it (not during an epoch
+  // round: a fencing round decides first).
+  if ((state_ == HaState::kPrimarySolo || state_ == HaState::kPrimaryFencing) &&
+      view.role == NodeRole::kBackup && bump_.epoch == 0) {
     StartSync(now_ms);
   }
   DriveRole(now_ms);
 }
 
 PeerView HaCore::OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, const PeerView& view) {
-  if (started_) {
+  if (state_ != HaState::kInit) {
     if (!opts_.peer.empty() && sender == opts_.peer) {
       // Proof of life from the peer, whichever side probes.
       peer_fd_.Heartbeat(now_ms);
@@ -355,7 +578,7 @@ PeerView HaCore::OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, con
       peer_view_.epoch = view.epoch;
       if (!view.name.empty()) peer_view_.name = view.name;
     }
-    if (role_ == Role::kPrimary && view.role == "primary" && view.epoch > core_->epoch()) {
+    if (role() == Role::kPrimary && view.role == NodeRole::kPrimary && view.epoch > core_->epoch()) {
       StepDownLater("peer " + sender + " is primary at epoch " + std::to_string(view.epoch));
     }
   }
@@ -376,7 +599,7 @@ void HaCore::CheckSuspicions(uint64_t now_ms) {
     } else {
       Note(false, "participant " + address + " is answering heartbeats again");
     }
-    if (role_ == Role::kPrimary && core_->started()) core_->SetParticipantSuspected(now_ms, address, s);
+    if (IsEstablished(state_)) core_->SetParticipantSuspected(now_ms, address, s);
   }
   // The peer's suspicion first: DriveRole must not act on a suspicion that
   // a heartbeat or Replicate received since has already refuted (a backup
@@ -394,7 +617,7 @@ void HaCore::UpdatePeerSuspicion(uint64_t now_ms) {
     ++stats_.peer_suspicions;
     Note(true, "peer coordinator " + opts_.peer + " suspected: no heartbeat for " +
                    std::to_string(peer_fd_.AgeMs(now_ms)) + " ms");
-    if (role_ == Role::kPrimary) BackupLost(now_ms, "backup suspected (no heartbeat)");
+    if (role() == Role::kPrimary) BackupLost(now_ms, "backup suspected (no heartbeat)");
     peer_suspected_at_ms_ = now_ms;
   } else {
     Note(false, "peer coordinator " + opts_.peer + " is answering heartbeats again");
@@ -405,6 +628,7 @@ void HaCore::UpdatePeerSuspicion(uint64_t now_ms) {
 
 void HaCore::FlushReplicate() {
   if (repl_batch_.empty() || opts_.peer.empty()) return;
+  DTX_CHECK(state_ == HaState::kPrimarySyncing || state_ == HaState::kPrimaryInSync);
   ReplicateMsg m;
   m.id = next_ha_msg_++;
   m.epoch = core_->epoch();
@@ -421,13 +645,13 @@ void HaCore::FlushReplicate() {
 }
 
 void HaCore::StartSync(uint64_t /*now_ms*/) {
-  if (opts_.peer.empty() || role_ != Role::kPrimary || !established_) return;
+  DTX_CHECK(state_ == HaState::kPrimarySolo || state_ == HaState::kPrimaryFencing ||
+            state_ == HaState::kPrimaryInSync);
   ++generation_;
-  backup_state_ = BackupState::kSyncing;
   replicated_since_snapshot_ = 0;
   // From now on the backup may count itself in sync and take over if we
   // die: every decision needs its ack.
-  solo_ok_ = false;
+  BecomePrimarySyncing();
   // Records queued for the previous generation are covered by the snapshot.
   repl_batch_.clear();
   repl_batch_tags_.clear();
@@ -462,13 +686,18 @@ void HaCore::OnReplicateReply(uint64_t now_ms, MessageId id, CallStatus status,
   ReplicateOut out = std::move(it->second);
   replicate_out_.erase(it);
   if (out.generation != generation_) return;  // an older generation: already settled
+  // generation_ moves on whenever we leave kPrimarySyncing / kPrimaryInSync,
+  // so a reply of the current generation finds us in one of them - and a
+  // snapshot's, in kPrimarySyncing (one snapshot per generation).
+  DTX_CHECK(state_ == HaState::kPrimarySyncing || state_ == HaState::kPrimaryInSync);
+  DTX_CHECK(!out.snapshot || state_ == HaState::kPrimarySyncing);
   if (status != CallStatus::kOk) {
     BackupLost(now_ms, "Replicate failed: " + error);
     Drain(now_ms);
     return;
   }
-  if (out.snapshot && backup_state_ == BackupState::kSyncing) {
-    backup_state_ = BackupState::kInSync;
+  if (out.snapshot) {
+    BecomePrimaryInSync();
     Note(false, "replication: backup " + opts_.peer + " is in sync (generation " +
                     std::to_string(out.generation) + ")");
   }
@@ -483,10 +712,10 @@ void HaCore::OnReplicateReply(uint64_t now_ms, MessageId id, CallStatus status,
 }
 
 void HaCore::BackupLost(uint64_t now_ms, const std::string& why) {
-  if (backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing) return;
+  if (state_ != HaState::kPrimaryInSync && state_ != HaState::kPrimarySyncing) return;
   ++generation_;  // replies still out belong to the lost generation
   ++stats_.backup_losses;
-  backup_state_ = BackupState::kDown;
+  BecomePrimaryFencing("backup lost: " + why);
   repl_batch_.clear();
   repl_batch_tags_.clear();
   // The backup may still think it is in sync (it may only be cut off from
@@ -506,7 +735,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     ready_.replicate_answers.push_back(ReplicateAnswer{token, Error{code, std::move(message)}, 0});
     Drain(now_ms);
   };
-  if (!started_) return refuse(ErrorCode::kUnavailable, "coordinator is starting");
+  if (state_ == HaState::kInit) return refuse(ErrorCode::kUnavailable, "coordinator is starting");
   // The newest epoch in our log, counting records appended but not yet
   // durable (and so not yet replayed into the mirror): a delayed older
   // batch must not follow a newer one.
@@ -516,7 +745,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
                                               " but epoch " + std::to_string(current) +
                                               " is current here");
   }
-  if (role_ != Role::kBackup) {
+  if (role() != Role::kBackup) {
     const Epoch mine = std::max<Epoch>(core_->epoch(), bump_.epoch);
     if (req.epoch > mine) {
       // A primary at a newer epoch: we were deposed.
@@ -562,15 +791,24 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
         return refuse(ErrorCode::kStaleEpoch, "Replicate: EPOCH " + std::to_string(e->epoch) +
                                                   " < " + std::to_string(epoch));
       }
+      if (e->epoch == std::numeric_limits<Epoch>::max()) {
+        // No epoch could follow it (NextBumpEpoch): refused, never adopted.
+        return refuse(ErrorCode::kBadArgument, "Replicate: EPOCH " + std::to_string(e->epoch) + " out of range");
+      }
       epoch = e->epoch;
     }
   }
   appended_epoch_ = epoch;
+  DTX_CHECK(appended_epoch_ >= core_->epoch());  // what we append never goes below the mirror
   if (req.snapshot) {
     sync_generation_ = req.generation;
-    in_sync_ = false;
+    if (state_ == HaState::kBackupInSync) {
+      BecomeBackupSyncing("a snapshot of generation " + std::to_string(req.generation) + " at epoch " +
+                          std::to_string(req.epoch) + " arrived");
+    }
     snapshot_epoch_ = req.epoch;
     snapshot_generation_ = req.generation;
+    DTX_CHECK(state_ == HaState::kBackupSyncing);  // in sync only once this snapshot is durable
   }
   if (req.records.empty()) {
     ready_.replicate_answers.push_back(ReplicateAnswer{token, std::nullopt, 0});
@@ -599,6 +837,7 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
     a.token = token;
     a.snapshot = req.snapshot;
     a.generation = req.generation;
+    a.epoch = req.epoch;
     a.first_lsn_tag = first;
     backup_appends_.emplace(p.tag, std::move(a));
     ready_.persist.push_back(std::move(p));
@@ -609,14 +848,18 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
 
 void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
   if (tag == establishing_tag_ && tag != 0) {
+    DTX_CHECK(state_ == HaState::kEstablishing);
     establishing_tag_ = 0;
     const Epoch e = establishing_epoch_;
     const std::string payload = EncodePayload(EpochRecord{e});
     Status r = core_->Replay(lsn, static_cast<uint8_t>(RecordType::kEpoch), payload);
     DTX_CHECK_MSG(r.ok(), "the EPOCH record of a newly established epoch failed to replay");
+    DTX_CHECK(core_->epoch() == e);
+    durable_epoch_ = e;
     core_->Start(now_ms);
-    established_ = true;
-    solo_ok_ = backup_state_ == BackupState::kDown;
+    // Nobody can take over at an epoch below e any more, and the backup
+    // never acked anything of e: commit alone until it is synced.
+    BecomePrimarySolo("epoch " + std::to_string(e) + " is durable and held by a majority");
     Note(true, "serving as primary at epoch " + std::to_string(e) + " (" +
                    (peer_suspected_at_ms_ == 0 ? std::string("peer never suspected")
                                                : std::to_string(now_ms - peer_suspected_at_ms_) +
@@ -632,12 +875,22 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
   BackupAppend a = std::move(it->second);
   backup_appends_.erase(it);
   if (tag == a.first_lsn_tag) batch_first_lsn_[tag] = lsn;
+  // Pair assertions at the backup's replay (the records were validated when
+  // appended, OnReplicate): they go into an unstarted mirror - we are a
+  // backup, or a former one whose new epoch's EPOCH record follows them in
+  // the log - from a batch of an epoch no newer than the newest we appended.
+  DTX_CHECK_MSG(!IsEstablished(state_) && !core_->started(),
+                "a replicated record reached a running core");
   Status s = core_->Replay(lsn, static_cast<uint8_t>(a.record.type), a.record.payload);
   if (!s.ok()) {
     const std::string why = "a validated replicated record failed to replay: " + s.ToString() +
-                            " (role " + RoleLabel() + ", core started " +
+                            " (state " + HaStateName(state_) + ", core started " +
                             std::to_string(core_->started()) + ")";
     DTX_CHECK_MSG(s.ok(), why.c_str());
+  }
+  if (a.record.type == RecordType::kEpoch) {
+    DTX_CHECK(core_->epoch() <= appended_epoch_);
+    durable_epoch_ = core_->epoch();
   }
   if (!a.last) return;
   uint64_t first_lsn = lsn;
@@ -645,8 +898,8 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
     first_lsn = f->second;
     batch_first_lsn_.erase(f);
   }
-  if (a.snapshot && a.generation == sync_generation_ && role_ == Role::kBackup) {
-    in_sync_ = true;
+  if (a.snapshot && a.generation == sync_generation_ && role() == Role::kBackup) {
+    if (state_ == HaState::kBackupSyncing) BecomeBackupInSync();
     Note(false, "backup: snapshot of generation " + std::to_string(a.generation) +
                     " is durable: in sync");
     // Everything before the snapshot's SYNC record is superseded.
@@ -658,58 +911,102 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
 // ---- failover and fencing ----------------------------------------------------------------
 
 void HaCore::DriveRole(uint64_t now_ms) {
-  if (!started_ || opts_.peer.empty()) return;
+  if (state_ == HaState::kInit || opts_.peer.empty()) return;
+  TrackNobodyServes(now_ms);
+  // One epoch round at a time, none while a step-down is due, none before
+  // the retry delay of the last one.
+  if (bump_.epoch != 0 || step_down_pending_ || now_ms < bump_retry_at_ms_) return;
+  switch (state_) {
+    case HaState::kStarting:
+      DriveStarting(now_ms);
+      return;
+    case HaState::kPrimaryFencing:
+      // Decisions wait until a newer epoch fences the lost backup out; once
+      // it is adopted, until its EPOCH record is durable (solo_epoch_pending_).
+      if (solo_epoch_pending_ == 0) {
+        StartBump(now_ms, NextBumpEpoch(), "backup lost: fencing it out before committing alone");
+      }
+      return;
+    case HaState::kBackupInSync:
+      if (peer_suspected_) {
+        StartBump(now_ms, NextBumpEpoch(), "primary suspected: promoting");
+        return;
+      }
+      MaybeTakeOver(now_ms);
+      return;
+    case HaState::kBackupSyncing:
+      // Not in sync: never promotes on suspicion (it may lack decisions).
+      MaybeTakeOver(now_ms);
+      return;
+    case HaState::kInit:
+    case HaState::kAlone:
+    case HaState::kEstablishing:  // waiting for our EPOCH record
+    case HaState::kPrimarySolo:
+    case HaState::kPrimarySyncing:
+    case HaState::kPrimaryInSync:
+      return;
+  }
+}
+
+void HaCore::TrackNobodyServes(uint64_t now_ms) {
   // Neither of us serves: we are a backup and the peer answers as a backup
   // or as a primary still "starting" (trying to establish an epoch).
-  const bool nobody_serves = role_ == Role::kBackup && !peer_suspected_ &&
-                             (peer_view_.role == "backup" || peer_view_.role == "starting");
-  const bool both_backups = nobody_serves && peer_view_.role == "backup";
+  const bool nobody_serves = role() == Role::kBackup && !peer_suspected_ &&
+                             (peer_view_.role == NodeRole::kBackup || peer_view_.role == NodeRole::kStarting);
   if (nobody_serves != both_backups_) {
     both_backups_ = nobody_serves;
     both_backups_since_ms_ = now_ms;
   }
-  const bool nobody_served_long =
-      nobody_serves && now_ms - both_backups_since_ms_ >= kBothBackupsYieldFactor * opts_.detector.suspect_after_ms;
-  if (bump_.epoch != 0 || establishing_tag_ != 0 || step_down_pending_) return;
-  if (now_ms < bump_retry_at_ms_) return;
+}
+
+void HaCore::DriveStarting(uint64_t now_ms) {
+  DTX_CHECK(state_ == HaState::kStarting);
   const Epoch epoch = core_->epoch();
-  if (role_ == Role::kPrimary && !established_) {
-    if (peer_view_.role == "primary" && peer_view_.epoch >= epoch) {
-      StepDownLater("peer " + opts_.peer + " is primary at epoch " + std::to_string(peer_view_.epoch));
-      return;
-    }
-    if (peer_view_.role.empty() && !peer_suspected_) return;  // wait to hear from it, or suspect it
-    if (peer_view_.role == "starting" && !peer_suspected_ && opts_.self_address > opts_.peer) {
-      return;  // both starting: the lower address goes first
-    }
-    StartBump(now_ms, NextBumpEpoch(), "starting as primary");
-  } else if (role_ == Role::kPrimary && established_ && !solo_ok_ &&
-             backup_state_ == BackupState::kDown && solo_epoch_pending_ == 0) {
-    StartBump(now_ms, NextBumpEpoch(), "backup lost: fencing it out before committing alone");
-  } else if (role_ == Role::kBackup && in_sync_ && peer_suspected_) {
-    StartBump(now_ms, NextBumpEpoch(), "primary suspected: promoting");
-  } else if (nobody_serves && epoch > 0 &&
-             ((both_backups && epoch > peer_view_.epoch) ||
-              (epoch == peer_view_.epoch &&
-               ((both_backups && opts_.self_address < opts_.peer) || nobody_served_long)))) {
-    // Both coordinators are backups (e.g. both restarted, the one started as
-    // primary with the older log stepped down, or a deposed primary's backup
-    // still counting itself in sync with it). The newest log is the owner
-    // of its epoch - the other's epoch is lower - or, at equal epochs, acked
-    // every decision of it: it holds every commit decision and takes over.
-    // At equal epochs the lower address goes first; if that has not ended
-    // the situation after a while (e.g. the other holds the grants of the
-    // next epoch at a majority), the higher address tries too.
-    // Exclusive epoch grants keep a race with the peer safe.
-    Note(true, "both coordinators are backups; our log (epoch " + std::to_string(epoch) +
-                   ") is at least as new as the peer's (epoch " +
-                   std::to_string(peer_view_.epoch) + "): taking over");
-    role_ = Role::kPrimary;  // starting; established once the new epoch is durable
-    StartBump(now_ms, NextBumpEpoch(), "both coordinators are backups: the newest log takes over");
+  if (peer_view_.role == NodeRole::kPrimary && peer_view_.epoch >= epoch) {
+    StepDownLater("peer " + opts_.peer + " is primary at epoch " + std::to_string(peer_view_.epoch));
+    return;
   }
+  if (!peer_view_.role && !peer_suspected_) return;  // wait to hear from it, or suspect it
+  if (peer_view_.role == NodeRole::kStarting && !peer_suspected_ && opts_.self_address > opts_.peer) {
+    return;  // both starting: the lower address goes first
+  }
+  StartBump(now_ms, NextBumpEpoch(), "starting as primary");
+}
+
+void HaCore::MaybeTakeOver(uint64_t now_ms) {
+  DTX_CHECK(role() == Role::kBackup);
+  if (!both_backups_) return;  // the peer serves, is suspected, or is not known to be a backup
+  const Epoch epoch = core_->epoch();
+  if (epoch == 0) return;
+  const bool peer_is_backup = peer_view_.role == NodeRole::kBackup;
+  const bool newer_log = peer_is_backup && epoch > peer_view_.epoch;
+  const bool same_epoch = epoch == peer_view_.epoch;
+  const bool served_long =
+      now_ms - both_backups_since_ms_ >= kBothBackupsYieldFactor * opts_.detector.suspect_after_ms;
+  // Both coordinators are backups (e.g. both restarted, the one started as
+  // primary with the older log stepped down, or a deposed primary's backup
+  // still counting itself in sync with it). The newest log is the owner
+  // of its epoch - the other's epoch is lower - or, at equal epochs, acked
+  // every decision of it: it holds every commit decision and takes over.
+  // At equal epochs the lower address goes first; if that has not ended
+  // the situation after a while (e.g. the other holds the grants of the
+  // next epoch at a majority), the higher address tries too.
+  // Exclusive epoch grants keep a race with the peer safe.
+  const bool take_over =
+      newer_log || (same_epoch && ((peer_is_backup && opts_.self_address < opts_.peer) || served_long));
+  if (!take_over) return;
+  Note(true, "both coordinators are backups; our log (epoch " + std::to_string(epoch) +
+                 ") is at least as new as the peer's (epoch " + std::to_string(peer_view_.epoch) +
+                 "): taking over");
+  BecomeStarting("both coordinators are backups: the newest log takes over");
+  StartBump(now_ms, NextBumpEpoch(), "both coordinators are backups: the newest log takes over");
 }
 
 void HaCore::StartBump(uint64_t now_ms, Epoch epoch, std::string why) {
+  // Only a newer epoch, and only where a round may run (DriveRole).
+  DTX_CHECK(epoch > core_->epoch());
+  DTX_CHECK(state_ == HaState::kStarting || state_ == HaState::kPrimaryFencing ||
+            state_ == HaState::kBackupInSync);
   bump_ = Bump{};
   bump_.id = ++next_bump_id_;
   bump_.epoch = epoch;
@@ -754,6 +1051,7 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
   }
   const size_t n = core_opts_.participants.size();
   const size_t majority = n / 2 + 1;
+  DTX_CHECK(bump_.ok + bump_.failed <= n && bump_.stale <= bump_.failed);  // one answer per participant
   // Each participant grants an epoch to one coordinator only, ever (the
   // owner is persisted with it), so at most one contender reaches a majority;
   // a STALE_EPOCH from some participants does not stop us from winning at
@@ -821,6 +1119,7 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
     p.forced = false;
     ready_.persist.push_back(std::move(p));
   }
+  DTX_CHECK(blocked_lo_ <= blocked_hi_);
   bump_retry_at_ms_ = now_ms + SkipDelayMs();
   Note(true, "epoch " + std::to_string(x) + " not adopted but blocked: " + why +
                  "; no coordinator can establish it, next attempt at epoch " +
@@ -834,58 +1133,70 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
   bump_.epoch = 0;
   adopt_out_.clear();
   ++stats_.epoch_bumps;
-  if (role_ == Role::kPrimary && established_) {
-    // The backup (which may think it is in sync) can no longer take over at
-    // e: commit alone once EPOCH e is durable here.
-    solo_epoch_pending_ = e;
-    core_->BumpEpoch(now_ms, e);
-    return;
+  switch (state_) {
+    case HaState::kPrimaryFencing:
+      // The backup (which may think it is in sync) can no longer take over
+      // at e: commit alone once EPOCH e is durable here.
+      solo_epoch_pending_ = e;
+      core_->BumpEpoch(now_ms, e);
+      return;
+    case HaState::kBackupSyncing:
+      // A snapshot arrived meanwhile and is not durable yet: try again later.
+      bump_retry_at_ms_ = now_ms + opts_.heartbeat_ms;
+      return;
+    case HaState::kBackupInSync:
+      ++stats_.promotions;
+      BecomeEstablishing(e, "promoted at epoch " + std::to_string(e));  // refuses Replicate from now on
+      return;
+    case HaState::kStarting:
+      BecomeEstablishing(e, "epoch " + std::to_string(e) + " adopted by a majority");
+      return;
+    case HaState::kInit:
+    case HaState::kAlone:
+    case HaState::kEstablishing:
+    case HaState::kPrimarySolo:
+    case HaState::kPrimarySyncing:
+    case HaState::kPrimaryInSync: {
+      // Epoch rounds run only in the states above (DriveRole), and a state
+      // change resets the round (StepDown) or waits for it (OnPeerView).
+      const std::string msg = std::string("an epoch round succeeded in state ") + HaStateName(state_);
+      DTX_CHECK_MSG(false, msg.c_str());
+    }
   }
-  if (role_ == Role::kBackup && !in_sync_) {
-    // A snapshot arrived meanwhile and is not durable yet: try again later.
-    bump_retry_at_ms_ = now_ms + opts_.heartbeat_ms;
-    return;
-  }
-  if (role_ == Role::kBackup) ++stats_.promotions;
-  role_ = Role::kPrimary;  // refuses Replicate from now on
-  EstablishAt(e);
 }
 
 void HaCore::BumpFailed(uint64_t now_ms, bool stale, const std::string& why) {
   const Epoch e = bump_.epoch;
+  DTX_CHECK(e != 0);
   bump_.epoch = 0;
   adopt_out_.clear();
   bump_retry_at_ms_ = now_ms + opts_.detector.suspect_after_ms;
   Note(true, "epoch " + std::to_string(e) + " not adopted (" +
                  (stale ? "a newer coordinator exists" : "no majority") + "): " + why);
   if (!stale) return;  // try again later
-  if (role_ == Role::kBackup) {
+  if (role() == Role::kBackup) {
     // Someone moved past our epoch without us: we do not hold its decisions.
-    in_sync_ = false;
+    if (state_ == HaState::kBackupInSync) {
+      BecomeBackupSyncing("epoch " + std::to_string(e) + " is held by another coordinator");
+    }
     return;
   }
   StepDownLater("epoch " + std::to_string(e) + " is held by another coordinator");
 }
 
-void HaCore::EstablishAt(Epoch epoch) {
-  DTX_CHECK(!core_->started() && establishing_tag_ == 0);
-  establishing_epoch_ = epoch;
-  establishing_tag_ = HaPersist(EpochRecord{epoch}, /*forced=*/true, TxId{});
-}
-
 void HaCore::StepDownLater(std::string why) {
+  // Only a primary (established or not) is ever deposed.
+  DTX_CHECK(role() == Role::kPrimary);
   if (!step_down_pending_) step_down_pending_ = std::move(why);
 }
 
-void HaCore::BecomeBackup(uint64_t /*now_ms*/, const std::string& why) {
-  if (role_ == Role::kBackup) return;
-  const bool was_established = established_;
+void HaCore::StepDown(uint64_t /*now_ms*/, const std::string& why) {
+  if (role() == Role::kBackup) return;
+  DTX_CHECK(state_ != HaState::kEstablishing);  // Drain waits for our EPOCH record
+  const bool was_established = IsEstablished(state_);
   Note(true, "stepping down to backup: " + why);
-  role_ = Role::kBackup;
-  established_ = false;
-  solo_ok_ = false;
+  BecomeBackupSyncing("stepped down: " + why);
   solo_epoch_pending_ = 0;
-  backup_state_ = BackupState::kDown;
   ++generation_;
   bump_ = Bump{};
   adopt_out_.clear();
@@ -893,7 +1204,6 @@ void HaCore::BecomeBackup(uint64_t /*now_ms*/, const std::string& why) {
   repl_batch_tags_.clear();
   decision_waits_.clear();
   replicate_out_.clear();
-  in_sync_ = false;
   sync_generation_ = -1;
   if (!was_established) return;
   ++stats_.step_downs;
@@ -914,6 +1224,9 @@ void HaCore::BecomeBackup(uint64_t /*now_ms*/, const std::string& why) {
   const CoordinatorCore::Memory memory = core_->ExportMemory();
   core_ = std::make_unique<CoordinatorCore>(core_opts_);
   core_->ImportMemory(memory);
+  // The driver replays the log into it; Replay counts its epochs again.
+  durable_epoch_ = 0;
+  epoch_tags_.clear();
   ++incarnation_;
   core_fenced_seen_ = false;
   ready_.reload_log = true;

@@ -14,7 +14,7 @@
 // simulator (tests/sim: seeded network, in-memory WALs). Neither re-implements
 // any of it.
 //
-// Pure (/work/briefs/core_shape.md): no libuv/Thrift/LevelDB/spdlog, no
+// Pure (as CoordinatorCore, coordinator/core.h): no libuv/Thrift/LevelDB/spdlog, no
 // clock, thread or randomness. Time is `now_ms` on every input. Outputs
 // collect in an HaReady drained with TakeReady() after every input.
 //
@@ -57,6 +57,15 @@
 // The blocked run is logged (SKIP record, not forced, never replicated) and
 // replayed by Replay; a SKIP lost to a crash only forgets what may be skipped.
 //
+// States (HaState below): the node's place in the pair is one explicit state,
+// changed only by the Become*() transitions in ha_core.cc, each of which
+// checks a table of legal edges (HaCore::IsLegalTransition; as etcd raft's
+// becomeLeader / "invalid transition") and logs the move as a note. What is
+// not the node's role stays in fields of its own: per-peer suspicion, the
+// epoch round in progress (`bump_`, run from kStarting, kPrimaryFencing and
+// kBackupInSync), the blocked-epoch run, a step-down decided but waiting
+// for our EPOCH record (`step_down_pending_`), the peer's view.
+//
 // Thread-safety: none; one thread calls every method.
 #pragma once
 
@@ -74,8 +83,49 @@
 
 namespace dtx::coordinator {
 
+// The role a node is configured with (HaCoreOptions::role) and, coarsely,
+// the one it holds now (HaCore::role()).
 enum class Role { kPrimary, kBackup };
 const char* RoleName(Role r);
+
+// One coordinator node's place in the pair. Legal moves (HaCore::IsLegalTransition):
+//
+//   kInit -> kAlone | kStarting | kBackupSyncing                    (Start)
+//   kStarting -> kEstablishing       (a majority adopted our newer epoch)
+//   kBackupInSync -> kEstablishing   (promotion: the same, as a backup)
+//   kEstablishing -> kPrimarySolo    (our EPOCH record is durable: the epoch
+//                                     fences the backup out)
+//   kPrimarySolo | kPrimaryFencing | kPrimaryInSync -> kPrimarySyncing
+//                                    (snapshot sent to the backup)
+//   kPrimarySyncing -> kPrimaryInSync (the snapshot is acked)
+//   kPrimarySyncing | kPrimaryInSync -> kPrimaryFencing (backup lost)
+//   kPrimaryFencing -> kPrimarySolo  (a newer epoch is durable and held by
+//                                     a majority: the backup is fenced out)
+//   kAlone | kStarting | kPrimary* -> kBackupSyncing (step-down)
+//   kBackupSyncing <-> kBackupInSync (snapshot durable / new snapshot or our
+//                                     promotion refused STALE_EPOCH)
+//   kBackupSyncing | kBackupInSync -> kStarting (both coordinators are
+//                                     backups: the newest log takes over)
+enum class HaState {
+  kInit,            // constructed: Replay only, until Start
+  kAlone,           // no peer configured: the primary, commits alone
+  kStarting,        // a primary with a peer, not yet established: decides
+                    // nothing; hears the peer, then asks for a newer epoch
+  kEstablishing,    // a majority adopted our newer epoch; its EPOCH record
+                    // is on its way to disk (the core starts when durable)
+  kPrimarySolo,     // established; the backup cannot take over (fenced out
+                    // by our epoch): commits alone until it re-syncs
+  kPrimarySyncing,  // established; a snapshot is on its way to the backup:
+                    // every DECISION waits for the backup's ack
+  kPrimaryInSync,   // established; the backup is in sync: the same
+  kPrimaryFencing,  // established; the backup was lost but may still count
+                    // itself in sync: DECISIONs without its ack wait until
+                    // a newer epoch at a majority fences it out
+  kBackupSyncing,   // a mirror not in sync (no durable snapshot of the
+                    // primary's current generation): never promotes
+  kBackupInSync,    // a mirror in sync: promotes when the primary is suspected
+};
+const char* HaStateName(HaState s);
 
 // Once this many records went to an in-sync backup since its last snapshot,
 // the primary sends a fresh snapshot (the backup then drops its older log).
@@ -110,17 +160,22 @@ const char* BackupStateName(BackupState s);
 struct ProbeMsg {
   std::string to;
   bool peer = false;
-  std::string role;  // RoleLabel() when sent
+  NodeRole role = NodeRole::kStarting;  // node_role() when sent
   Epoch epoch = 0;
 };
 
 // What a coordinator says about itself in a heartbeat (either direction).
 struct PeerView {
   std::string name;  // optional
-  std::string role;  // "primary", "starting", "backup"
+  // kPrimary, kStarting or kBackup. nullopt: not heard yet, or a role this
+  // node does not know (the edge could not parse it). Any other value from
+  // the wire is treated as "none of those" (never trusted, never a crash).
+  std::optional<NodeRole> role;
   Epoch epoch = 0;
   std::optional<bool> in_sync;  // a backup's
 };
+// NodeRoleName of a role that may be unknown ("unknown").
+const char* PeerRoleName(const std::optional<NodeRole>& role);
 
 struct ReplRecord {
   RecordType type = RecordType::kDecision;
@@ -230,9 +285,9 @@ class HaCore {
   void Tick(uint64_t now_ms);
 
   // ---- heartbeats ----
-  // Our probe of `to` ended: ok (with the peer's view when `to` is the peer)
-  // or failed (no answer, timeout).
-  void OnProbeReply(uint64_t now_ms, const std::string& to, bool ok,
+  // Our probe of `address` ended: ok (with the peer's view when `address` is
+  // the peer) or failed (no answer, timeout).
+  void OnProbeReply(uint64_t now_ms, const std::string& address, bool ok,
                     const std::optional<PeerView>& view = std::nullopt);
   // A heartbeat from `sender` (proof of life when it is the peer); returns our view.
   PeerView OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, const PeerView& view);
@@ -266,18 +321,26 @@ class HaCore {
 
   // ---- observability ----
   const CoordinatorCore& core() const { return *core_; }
-  Role role() const { return role_; }
-  // "primary" (established), "starting" (a primary not yet established) or "backup".
-  const char* RoleLabel() const;
-  bool established() const { return established_; }
+  HaState state() const { return state_; }
+  // kPrimary for every primary state (established or not), kBackup for the
+  // backup states; before Start the configured role.
+  Role role() const;
+  // What this node says it is (heartbeats, GetStatus): kPrimary
+  // (established), kStarting (a primary not yet established) or kBackup.
+  NodeRole node_role() const;
+  // The core is started and decides (kAlone and the kPrimary* states).
+  bool established() const { return IsEstablished(state_); }
   Epoch epoch() const { return core_->epoch(); }
-  BackupState backup_state() const { return backup_state_; }
+  // Derived from the state: kNone alone (or before Start), kSyncing /
+  // kInSync while the backup is being or is in sync, else kDown.
+  BackupState backup_state() const;
   // Primary: decisions may reach the commit point without the backup's ack.
   bool committing_alone() const {
-    return backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing;
+    const BackupState b = backup_state();
+    return b != BackupState::kInSync && b != BackupState::kSyncing;
   }
-  bool in_sync() const { return in_sync_; }  // backup
-  int64_t generation() const { return role_ == Role::kPrimary ? generation_ : sync_generation_; }
+  bool in_sync() const { return state_ == HaState::kBackupInSync; }  // backup
+  int64_t generation() const { return role() == Role::kPrimary ? generation_ : sync_generation_; }
   Epoch bump_in_progress() const { return bump_.epoch; }
   // The epoch the next bump asks for: core epoch + 1, or one past the run of
   // epochs this node has blocked (see "Epoch skipping" in the class comment).
@@ -294,7 +357,16 @@ class HaCore {
   bool participant_suspected(const std::string& address) const;
   const HaStats& stats() const { return stats_; }
 
+  // The edges of the state machine (the table at HaState). Every Become*()
+  // checks its edge with DTX_CHECK.
+  static bool IsLegalTransition(HaState from, HaState to);
+  static bool IsEstablished(HaState s);
+
  private:
+  // Test-only access to the transitions (coordinator/ha_core_test.cc: an
+  // illegal one must stop the process).
+  friend struct HaCoreTestAccess;
+
   struct Watch {
     FailureDetector fd;
     bool probe_out = false;
@@ -302,6 +374,7 @@ class HaCore {
   };
   struct DecisionWait {
     TxId txid;
+    Epoch epoch = 0;  // the DECISION record's
     uint64_t lsn = 0;
     bool local = false;
     bool backup = false;
@@ -329,6 +402,7 @@ class HaCore {
     RequestToken token = 0;
     bool snapshot = false;
     int64_t generation = 0;
+    Epoch epoch = 0;  // the Replicate's
     uint64_t first_lsn_tag = 0;  // the batch's first record's tag (snapshot truncation)
   };
 
@@ -355,7 +429,14 @@ class HaCore {
   void StartSync(uint64_t now_ms);
   void BackupLost(uint64_t now_ms, const std::string& why);
   void MaybeRelease(uint64_t now_ms, PersistTag tag);
+  // What the state asks for next (an epoch round, a takeover), per state.
   void DriveRole(uint64_t now_ms);
+  void DriveStarting(uint64_t now_ms);
+  // Both coordinators backups (or the peer a primary still starting): the
+  // newest log takes over.
+  void MaybeTakeOver(uint64_t now_ms);
+  // Tracks since when neither coordinator serves (both_backups_*).
+  void TrackNobodyServes(uint64_t now_ms);
   void StartBump(uint64_t now_ms, Epoch epoch, std::string why);
   void BumpSucceeded(uint64_t now_ms);
   void BumpFailed(uint64_t now_ms, bool stale, const std::string& why);
@@ -363,24 +444,42 @@ class HaCore {
   // set: record it and move on to the next epoch after a per-node delay.
   void BumpBlocked(uint64_t now_ms, const std::string& why);
   uint64_t SkipDelayMs() const;
-  void EstablishAt(Epoch epoch);
   void StepDownLater(std::string why);
-  void BecomeBackup(uint64_t now_ms, const std::string& why);
+  void StepDown(uint64_t now_ms, const std::string& why);
   void OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn);
+
+  // ---- transitions (each DTX_CHECKs IsLegalTransition and notes the move) ----
+  void Transition(HaState to, const std::string& why);
+  void BecomeAlone();
+  void BecomeStarting(const std::string& why);
+  // Appends our EPOCH `epoch` (forced); the core starts once it is durable.
+  void BecomeEstablishing(Epoch epoch, const std::string& why);
+  void BecomePrimarySolo(const std::string& why);
+  void BecomePrimarySyncing();
+  void BecomePrimaryInSync();
+  void BecomePrimaryFencing(const std::string& why);
+  void BecomeBackupSyncing(const std::string& why);
+  void BecomeBackupInSync();
+  // The invariants that hold after every input (end of Drain).
+  void CheckInvariants() const;
 
   HaCoreOptions opts_;
   CoreOptions core_opts_;
   std::unique_ptr<CoordinatorCore> core_;
   uint64_t incarnation_ = 1;
-  bool started_ = false;  // Start called
 
-  Role role_ = Role::kPrimary;
-  bool established_ = false;
-  // EPOCH record of EstablishAt not yet durable (its tag; 0: none).
+  HaState state_ = HaState::kInit;
+  // kEstablishing: our EPOCH record's tag and epoch (tag 0 in any other state).
   PersistTag establishing_tag_ = 0;
   Epoch establishing_epoch_ = 0;
-  bool solo_ok_ = false;
+  // kPrimaryFencing: the epoch a majority adopted to fence the backup out,
+  // until its EPOCH record is durable here (0: none).
   Epoch solo_epoch_pending_ = 0;
+  // HA's own count of the newest EPOCH durable in our log (replayed, or
+  // reported by OnPersisted), paired with the core's epoch and checked at
+  // the commit point. `epoch_tags_`: the core's EPOCH records not yet durable.
+  Epoch durable_epoch_ = 0;
+  std::map<PersistTag, Epoch> epoch_tags_;
   Bump bump_;
   uint64_t next_bump_id_ = 0;
   uint64_t bump_retry_at_ms_ = 0;
@@ -389,12 +488,16 @@ class HaCore {
   Epoch blocked_lo_ = 0;
   Epoch blocked_hi_ = 0;
   // Neither coordinator serves (we are a backup; the peer answers as a backup
-  // or a primary still starting): since when.
+  // or a primary still starting): since when. An observation of the pair,
+  // not our state: it is timed from the first tick it holds.
   bool both_backups_ = false;
   uint64_t both_backups_since_ms_ = 0;
   // After this many suspect_after_ms as two backups at equal epochs, the
   // higher address takes over too.
   static constexpr uint64_t kBothBackupsYieldFactor = 4;
+  // A step-down decided (the reason), not yet applied: Drain applies it at
+  // the end of the same input - except in kEstablishing, where it waits for
+  // our EPOCH record (so it is a deferred input, not a state of its own).
   std::optional<std::string> step_down_pending_;
   uint64_t peer_suspected_at_ms_ = 0;
   uint64_t next_heartbeat_ms_ = 0;
@@ -407,7 +510,6 @@ class HaCore {
   PeerView peer_view_;
 
   // Primary side.
-  BackupState backup_state_ = BackupState::kNone;
   int64_t generation_ = 0;
   uint64_t replicated_since_snapshot_ = 0;
   std::vector<ReplRecord> repl_batch_;
@@ -426,7 +528,6 @@ class HaCore {
   Epoch snapshot_epoch_ = 0;
   int64_t snapshot_generation_ = -1;
   std::optional<int64_t> replayed_sync_generation_;  // Replay: SYNC seen, its EPOCH not yet
-  bool in_sync_ = false;
   std::map<PersistTag, BackupAppend> backup_appends_;  // by HA tag, in order
   std::map<PersistTag, uint64_t> batch_first_lsn_;     // first tag -> its LSN once durable
   uint64_t ha_tag_next_ = 1;

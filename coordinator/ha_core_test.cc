@@ -8,11 +8,18 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace dtx::coordinator {
+
+// Test-only access to HaCore's transitions (declared a friend in ha_core.h).
+struct HaCoreTestAccess {
+  static void Transition(HaCore& ha, HaState to) { ha.Transition(to, "forced by a test"); }
+};
+
 namespace {
 
 const std::vector<std::string> kParticipants = {"127.0.0.1:5000", "127.0.0.1:5001",
@@ -49,7 +56,8 @@ struct Entry {
 class Node {
  public:
   Node(Role role, std::string self, std::string peer,
-       std::vector<std::string> participants = kParticipants) {
+       std::vector<std::string> participants = kParticipants,
+       uint64_t resync_after_records = kResyncAfterRecords) {
     HaCoreOptions o;
     o.role = role;
     o.self_address = self;
@@ -57,12 +65,19 @@ class Node {
     o.heartbeat_ms = 100;
     o.detector.suspect_after_ms = 500;
     o.replicate_timeout_ms = 1000;
+    o.resync_after_records = resync_after_records;
     CoreOptions co;
     co.participants = std::move(participants);
     co.self_address = self;
     ha_ = std::make_unique<HaCore>(o, co);
   }
   HaCore& ha() { return *ha_; }
+
+  // A durable record already in the log before Start (e.g. an older run's EPOCH).
+  void Preload(const Record& r) {
+    log.push_back(Entry{next_lsn_++, TypeOf(r), EncodePayload(r), 0, false, true});
+    ASSERT_TRUE(ha_->Replay(log.back().lsn, static_cast<uint8_t>(log.back().type), log.back().payload).ok());
+  }
 
   void Start() {
     ha_->Start(now);
@@ -213,8 +228,10 @@ void Replicate(Node& from, Node& to, bool sync_backup = true) {
 
 TEST(HaCore, AloneCommitsWithoutABackupAndProbesParticipants) {
   Node n(Role::kPrimary, kC0, "");
+  EXPECT_EQ(n.ha().state(), HaState::kInit);
   n.Start();
-  EXPECT_EQ(n.ha().RoleLabel(), std::string("primary"));
+  EXPECT_EQ(n.ha().state(), HaState::kAlone);
+  EXPECT_EQ(n.ha().node_role(), NodeRole::kPrimary);
   EXPECT_EQ(n.ha().backup_state(), BackupState::kNone);
   ASSERT_EQ(n.out.probes.size(), 3u) << "one probe per participant, none to a peer";
   n.Sync();  // EPOCH 1
@@ -266,13 +283,15 @@ TEST(HaCore, ParticipantSilentPastTheTimeoutIsSuspectedAndClearedByAHeartbeat) {
 void PairUp(Node& c0, Node& c1) {
   c0.Start();
   c1.Start();
+  EXPECT_EQ(c0.ha().state(), HaState::kStarting);
+  EXPECT_EQ(c1.ha().state(), HaState::kBackupSyncing);
   // c0 is starting: it refuses commits until established.
   c0.ha().Commit(c0.now, 1, Writes(TxId{9, 9}, {0, 1}));
   c0.Drain();
   ASSERT_EQ(c0.out.replies.size(), 1u);
   ASSERT_TRUE(std::holds_alternative<Error>(c0.out.replies[0].body));
   c0.out.replies.clear();
-  EXPECT_EQ(c0.ha().RoleLabel(), std::string("starting"));
+  EXPECT_EQ(c0.ha().node_role(), NodeRole::kStarting);
   // c0 hears c1 is a backup: it moves to epoch 1 (a fresh log is at 0).
   c0.AnswerProbes(true, c1.ha().View());
   ASSERT_EQ(c0.out.adopt.size(), 3u);
@@ -281,8 +300,10 @@ void PairUp(Node& c0, Node& c1) {
   ASSERT_FALSE(c0.out.persist.empty());
   EXPECT_EQ(c0.out.persist.back().type, RecordType::kEpoch);
   EXPECT_FALSE(c0.ha().established()) << "not before its EPOCH record is durable";
+  EXPECT_EQ(c0.ha().state(), HaState::kEstablishing);
   c0.Sync();
   EXPECT_TRUE(c0.ha().established());
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySolo) << "its new epoch fences any backup out";
   EXPECT_EQ(c0.ha().epoch(), 1u);
   EXPECT_EQ(c0.ha().backup_state(), BackupState::kDown);
   // The next heartbeat reply from the backup starts a snapshot.
@@ -291,9 +312,12 @@ void PairUp(Node& c0, Node& c1) {
   ASSERT_EQ(c0.out.replicate.size(), 1u);
   EXPECT_TRUE(c0.out.replicate[0].snapshot);
   EXPECT_EQ(c0.ha().backup_state(), BackupState::kSyncing);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing);
   EXPECT_FALSE(c1.ha().in_sync());
   Replicate(c0, c1);
   EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().state(), HaState::kBackupInSync);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
   EXPECT_EQ(c1.ha().epoch(), 1u) << "the mirror replayed the snapshot's EPOCH";
   EXPECT_EQ(c0.ha().backup_state(), BackupState::kInSync);
   EXPECT_FALSE(c0.ha().committing_alone());
@@ -345,6 +369,7 @@ TEST(HaCore, LostBackupIsFencedOutWithANewerEpochBeforeThePrimaryCommitsAlone) {
   c0.out.replicate.clear();
   c0.Drain();
   EXPECT_EQ(c0.ha().backup_state(), BackupState::kDown);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryFencing);
   EXPECT_TRUE(c0.out.released.empty());
   ASSERT_EQ(c0.out.adopt.size(), 3u) << "fencing the backup out";
   EXPECT_EQ(c0.out.adopt[0].epoch, 2u);
@@ -363,6 +388,7 @@ TEST(HaCore, LostBackupIsFencedOutWithANewerEpochBeforeThePrimaryCommitsAlone) {
   ASSERT_EQ(c0.CommitResults().size(), 1u);
   EXPECT_EQ(c0.CommitResults()[0].outcome, Outcome::kCommitted);
   EXPECT_TRUE(c0.ha().committing_alone());
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySolo);
   // The backup, still thinking itself in sync, now can only try epoch 2,
   // which the participants refuse: it drops out of sync and never promotes.
   c1.Tick(600);
@@ -371,6 +397,7 @@ TEST(HaCore, LostBackupIsFencedOutWithANewerEpochBeforeThePrimaryCommitsAlone) {
   c1.AnswerAdopts(CallStatus::kStaleEpoch);
   EXPECT_FALSE(c1.ha().in_sync());
   EXPECT_EQ(c1.ha().role(), Role::kBackup);
+  EXPECT_EQ(c1.ha().state(), HaState::kBackupSyncing);
   c1.Tick(2000);
   EXPECT_TRUE(c1.out.adopt.empty()) << "a backup not in sync never promotes";
   // It re-syncs when it answers heartbeats again.
@@ -402,10 +429,12 @@ TEST(HaCore, InSyncBackupPromotesWhenThePrimaryIsSuspectedAndRedrivesDecisions) 
   EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
   c1.AnswerAdopts(CallStatus::kOk, 2);  // a majority of 3
   EXPECT_EQ(c1.ha().role(), Role::kPrimary);
-  EXPECT_EQ(c1.ha().RoleLabel(), std::string("starting"));
+  EXPECT_EQ(c1.ha().node_role(), NodeRole::kStarting);
+  EXPECT_EQ(c1.ha().state(), HaState::kEstablishing) << "promoted straight from in sync";
   c1.out.send.clear();
   c1.Sync();
   EXPECT_TRUE(c1.ha().established());
+  EXPECT_EQ(c1.ha().state(), HaState::kPrimarySolo);
   EXPECT_EQ(c1.ha().epoch(), 2u);
   EXPECT_EQ(c1.ha().stats().promotions, 1u);
   EXPECT_EQ(c1.CommitsSent(2), 2u) << "COMMIT re-sent at the new epoch";
@@ -439,12 +468,13 @@ TEST(HaCore, PrimarySeeingANewerPrimaryStepsDownAnswersUnknownAndReloads) {
   ASSERT_FALSE(c0.out.send.empty());
   std::vector<OutMessage> old_prepares = c0.out.send;
   PeerView newer;
-  newer.role = "primary";
+  newer.role = NodeRole::kPrimary;
   newer.epoch = 7;
   PeerView answer = c0.ha().OnPeerHeartbeat(c0.now, kC1, newer);
   (void)answer;
   c0.Drain();
   EXPECT_EQ(c0.ha().role(), Role::kBackup);
+  EXPECT_EQ(c0.ha().state(), HaState::kBackupSyncing);
   EXPECT_EQ(c0.reloads, 1);
   EXPECT_EQ(c0.ha().stats().step_downs, 1u);
   ASSERT_EQ(c0.CommitResults().size(), 1u);
@@ -835,6 +865,216 @@ TEST(HaCore, StepDownKeepsTheOutcomesAnsweredFromMemory) {
   const auto* res = std::get_if<CommitResult>(&again.replies[0].body);
   ASSERT_NE(res, nullptr);
   EXPECT_EQ(res->outcome, Outcome::kAborted);
+}
+
+// ---- the state machine's edges (HaState in ha_core.h) ------------------------------------
+
+// kPrimaryFencing -> kPrimarySyncing: the lost backup answers as a backup
+// once the fencing epoch was adopted but before its EPOCH record is durable.
+// It is re-synced; the durable epoch then no longer makes the primary commit
+// alone (kPrimarySolo): the waiting DECISION needs the snapshot's ack.
+TEST(HaCore, FencingPrimaryResyncsABackupThatAnswersAgainAndWaitsForItsAck) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{20, 1}, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  c0.Sync();
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  c0.ha().OnReplicateReply(c0.now, c0.out.replicate[0].id, CallStatus::kTimeout, "timeout");
+  c0.out.replicate.clear();
+  c0.Drain();
+  ASSERT_EQ(c0.ha().state(), HaState::kPrimaryFencing);
+  c0.AnswerAdopts(CallStatus::kOk);  // epoch 2 adopted; its EPOCH record not yet durable
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryFencing);
+  c0.Tick(100);
+  c0.AnswerProbes(true, c1.ha().View());
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing);
+  ASSERT_EQ(c0.out.replicate.size(), 1u);
+  EXPECT_TRUE(c0.out.replicate[0].snapshot);
+  c0.Sync();  // EPOCH 2 durable
+  EXPECT_EQ(c0.ha().epoch(), 2u);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing) << "the backup is being synced: no committing alone";
+  EXPECT_TRUE(c0.out.released.empty());
+  Replicate(c0, c1);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
+  ASSERT_EQ(c0.out.released.size(), 1u) << "released on the snapshot's ack";
+  EXPECT_EQ(c1.ha().epoch(), 2u);
+}
+
+// kPrimaryInSync -> kPrimarySyncing: after resync_after_records replicated
+// records the next heartbeat round sends a fresh snapshot.
+TEST(HaCore, InSyncPrimarySendsAFreshSnapshotAfterResyncAfterRecords) {
+  Node c0(Role::kPrimary, kC0, kC1, kParticipants, /*resync_after_records=*/1);
+  Node c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c0.ha().Commit(c0.now, 5, Writes(TxId{21, 1}, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  c0.Sync();
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.out.released.size(), 1u);
+  ASSERT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
+  const int64_t generation = c0.ha().generation();
+  c0.Tick(100);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing);
+  ASSERT_FALSE(c0.out.replicate.empty());
+  EXPECT_TRUE(c0.out.replicate.back().snapshot);
+  EXPECT_EQ(c0.ha().generation(), generation + 1);
+  Replicate(c0, c1);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
+}
+
+// kBackupSyncing -> kStarting: both coordinators are backups; the newer log
+// takes over (and the older one does not).
+TEST(HaCore, TwoBackupsTheNewerLogTakesOver) {
+  Node c0(Role::kBackup, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  c0.Preload(EpochRecord{2});
+  c1.Preload(EpochRecord{3});
+  c0.Start();
+  c1.Start();
+  c0.AnswerProbes(true, c1.ha().View());
+  EXPECT_EQ(c0.ha().state(), HaState::kBackupSyncing) << "its log is older (epoch 2 < 3)";
+  EXPECT_TRUE(c0.out.adopt.empty());
+  c1.AnswerProbes(true, c0.ha().View());
+  EXPECT_EQ(c1.ha().state(), HaState::kStarting);
+  ASSERT_EQ(c1.out.adopt.size(), 3u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 4u);
+  c1.AnswerAdopts(CallStatus::kOk);
+  EXPECT_EQ(c1.ha().state(), HaState::kEstablishing);
+  c1.Sync();
+  EXPECT_EQ(c1.ha().state(), HaState::kPrimarySolo);
+  EXPECT_EQ(c1.ha().epoch(), 4u);
+}
+
+// kBackupInSync -> kStarting: an in-sync backup whose peer now answers as a
+// backup with an older log (e.g. restarted on a fresh disk) takes over.
+TEST(HaCore, InSyncBackupWithTheNewerLogTakesOverFromABackupPeer) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  ASSERT_EQ(c1.ha().state(), HaState::kBackupInSync);
+  PeerView restarted;
+  restarted.role = NodeRole::kBackup;
+  restarted.epoch = 0;
+  restarted.in_sync = false;
+  c1.ha().OnPeerHeartbeat(c1.now, kC0, restarted);  // its heartbeat reaches us
+  c1.Drain();
+  EXPECT_EQ(c1.ha().state(), HaState::kBackupInSync) << "acts on the next tick";
+  c1.Tick(10);
+  EXPECT_EQ(c1.ha().state(), HaState::kStarting);
+  ASSERT_EQ(c1.out.adopt.size(), 3u);
+  EXPECT_EQ(c1.out.adopt[0].epoch, 2u);
+}
+
+// kStarting -> kBackupSyncing: a starting primary that hears the peer is
+// primary at an epoch >= its own steps down (nothing to reload: its core
+// never started).
+TEST(HaCore, StartingPrimaryHearingAPrimaryStepsDownWithoutReloading) {
+  Node c0(Role::kPrimary, kC0, kC1);
+  c0.Start();
+  ASSERT_EQ(c0.ha().state(), HaState::kStarting);
+  PeerView primary;
+  primary.role = NodeRole::kPrimary;
+  primary.epoch = 0;
+  c0.AnswerProbes(true, primary);
+  EXPECT_EQ(c0.ha().state(), HaState::kBackupSyncing);
+  EXPECT_TRUE(c0.out.adopt.empty());
+  EXPECT_EQ(c0.reloads, 0);
+  EXPECT_EQ(c0.ha().stats().step_downs, 0u) << "it never served";
+}
+
+// kAlone -> kBackupSyncing: even a coordinator alone by configuration is
+// deposed by a Replicate from a primary at a newer epoch (it refuses the
+// call and steps down).
+TEST(HaCore, AloneCoordinatorIsDeposedByAReplicateAtANewerEpoch) {
+  Node n(Role::kPrimary, kC0, "");
+  n.Start();
+  n.Sync();
+  ASSERT_EQ(n.ha().state(), HaState::kAlone);
+  n.ha().OnReplicate(n.now, 3, HaCore::ReplicateIn{5, kC1, 1, false, {}});
+  n.Drain();
+  ASSERT_EQ(n.out.replicate_answers.size(), 1u);
+  EXPECT_TRUE(n.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(n.ha().state(), HaState::kBackupSyncing);
+  EXPECT_EQ(n.reloads, 1);
+}
+
+// A role the peer sends that this node does not know (nullopt after the
+// edge's NodeRoleFromName, or kParticipant) is no reason to act on it as a
+// coordinator's: a starting primary does not step down for it.
+TEST(HaCore, UnknownPeerRoleIsNeitherTrustedNorFatal) {
+  Node c0(Role::kPrimary, kC0, kC1);
+  c0.Start();
+  PeerView unknown;  // role nullopt: as never heard
+  unknown.epoch = 99;
+  c0.AnswerProbes(true, unknown);
+  EXPECT_TRUE(c0.out.adopt.empty()) << "waits to hear a coordinator role, or to suspect the peer";
+  EXPECT_EQ(c0.ha().state(), HaState::kStarting);
+  PeerView participant;
+  participant.role = NodeRole::kParticipant;
+  participant.epoch = 99;
+  c0.Tick(100);
+  c0.AnswerProbes(true, participant);
+  EXPECT_EQ(c0.ha().state(), HaState::kStarting) << "not a primary: no step-down";
+  EXPECT_FALSE(c0.out.adopt.empty()) << "heard, and neither starting nor serving";
+  EXPECT_EQ(NodeRoleFromName("starting"), NodeRole::kStarting);
+  EXPECT_EQ(NodeRoleFromName("stopping"), std::nullopt);
+  EXPECT_EQ(NodeRoleFromName(""), std::nullopt);
+  for (NodeRole r : {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
+    EXPECT_EQ(NodeRoleFromName(NodeRoleName(r)), r);
+  }
+}
+
+// An EPOCH record no epoch could follow is refused at the backup, not
+// adopted (its promotion would have to ask for the epoch after it).
+TEST(HaCore, ReplicatedEpochAtTheMaximumIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  const Epoch max = std::numeric_limits<Epoch>::max();
+  std::vector<ReplRecord> recs = {{RecordType::kSync, EncodePayload(SyncRecord{1})},
+                                  {RecordType::kEpoch, EncodePayload(EpochRecord{max})}};
+  c1.ha().OnReplicate(c1.now, 5, HaCore::ReplicateIn{1, kC0, 1, true, recs});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value());
+  EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kBadArgument);
+  EXPECT_TRUE(c1.out.persist.empty());
+  EXPECT_EQ(c1.ha().epoch(), 0);
+}
+
+// The table of legal edges: some that must never exist.
+TEST(HaCore, TransitionTableForbidsPromotionOutOfSyncAndSteppingDownMidEstablish) {
+  EXPECT_FALSE(HaCore::IsLegalTransition(HaState::kBackupSyncing, HaState::kEstablishing))
+      << "a backup not in sync never promotes";
+  EXPECT_FALSE(HaCore::IsLegalTransition(HaState::kEstablishing, HaState::kBackupSyncing))
+      << "a step-down waits for our EPOCH record";
+  EXPECT_FALSE(HaCore::IsLegalTransition(HaState::kPrimaryFencing, HaState::kPrimaryInSync))
+      << "a lost backup is in sync again only through a snapshot";
+  EXPECT_FALSE(HaCore::IsLegalTransition(HaState::kStarting, HaState::kPrimarySolo))
+      << "established only once the EPOCH record is durable";
+  for (HaState s : {HaState::kInit, HaState::kAlone, HaState::kStarting, HaState::kEstablishing,
+                    HaState::kPrimarySolo, HaState::kPrimarySyncing, HaState::kPrimaryInSync,
+                    HaState::kPrimaryFencing, HaState::kBackupSyncing, HaState::kBackupInSync}) {
+    EXPECT_FALSE(HaCore::IsLegalTransition(s, s)) << HaStateName(s);
+    EXPECT_FALSE(HaCore::IsLegalTransition(s, HaState::kInit)) << HaStateName(s);
+  }
+}
+
+// Sabotage: an illegal transition stops the process (the check is on in
+// release builds) instead of leaving the node in a state nothing expects.
+TEST(HaCoreDeathTest, IllegalTransitionStopsTheProcess) {
+  EXPECT_DEATH(
+      {
+        Node n(Role::kBackup, kC1, kC0);
+        n.Start();
+        HaCoreTestAccess::Transition(n.ha(), HaState::kPrimaryInSync);
+      },
+      "invalid HA transition backup-syncing -> primary-in-sync");
+  // The same move along a legal edge passes the check.
+  Node n(Role::kBackup, kC1, kC0);
+  n.Start();
+  HaCoreTestAccess::Transition(n.ha(), HaState::kStarting);
+  EXPECT_EQ(n.ha().state(), HaState::kStarting);
 }
 
 }  // namespace

@@ -217,7 +217,7 @@ struct Runtime::Impl {
   void FillTimings(const TxId& txid, rpc::CommitResult& out);
   void MaybeTruncate();
   // "primary" (established), "starting" (a primary not yet established) or "backup".
-  const char* RoleLabel() const { return ha_->RoleLabel(); }
+  const char* RoleLabel() const { return NodeRoleName(ha_->node_role()); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
   ParticipantStub& StubFor(const std::string& address);
   uint64_t NowMs() const { return node_.NowMs(); }
@@ -525,7 +525,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     rpc::PeerStatus p;
     const PeerView& v = ha_->peer_view();
     p.name = v.name.empty() ? "coordinator-peer" : v.name;
-    if (!v.role.empty()) p.name += " (" + v.role + ")";
+    if (v.role) p.name += std::string(" (") + NodeRoleName(*v.role) + ")";
     p.address = options_.ha.peer;
     p.heartbeat_age_ms = ha_->peer_detector().AgeMs(now);
     p.suspected = ha_->peer_suspected();
@@ -885,7 +885,7 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
       options_.ha.detector.suspect_after_ms, 1, 60000));
   rpc::HeartbeatRequest hb;
   hb.sender = address_;
-  hb.role = m.role;
+  hb.role = NodeRoleName(m.role);
   hb.epoch = static_cast<int64_t>(m.epoch);
   const std::string to = m.to;
   if (m.peer) {
@@ -894,7 +894,7 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
       if (shut_down_) return;
       std::optional<PeerView> view;
       if (st.ok()) {
-        view = PeerView{resp.name, resp.role, static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
+        view = PeerView{resp.name, NodeRoleFromName(resp.role), static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
                         resp.__isset.in_sync ? std::optional<bool>(resp.in_sync) : std::nullopt};
       }
       ha_->OnProbeReply(NowMs(), to, st.ok(), view);
@@ -922,13 +922,13 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
 
 rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
   PeerView in;
-  in.role = req.role;
+  in.role = NodeRoleFromName(req.role);
   in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
   PeerView mine = ha_->OnPeerHeartbeat(NowMs(), req.sender, in);
   Process();
   rpc::HeartbeatResponse resp;
   resp.name = options_.name;
-  resp.role = mine.role;
+  resp.role = PeerRoleName(mine.role);
   resp.epoch = static_cast<int64_t>(mine.epoch);
   if (mine.in_sync) resp.__set_in_sync(*mine.in_sync);
   return resp;

@@ -199,7 +199,7 @@ std::string Describe(const Request& r) {
     std::string operator()(const AdoptReq& x) { return "AdoptEpoch(" + std::to_string(x.epoch) + ")"; }
     std::string operator()(const PHeartbeatReq&) { return "Heartbeat"; }
     std::string operator()(const CHeartbeatReq& x) {
-      return "PeerHeartbeat(" + x.view.role + " epoch " + std::to_string(x.view.epoch) + ")";
+      return std::string("PeerHeartbeat(") + cc::PeerRoleName(x.view.role) + " epoch " + std::to_string(x.view.epoch) + ")";
     }
     std::string operator()(const ReplicateReq& x) {
       return std::string(x.in.snapshot ? "Replicate snapshot(" : "Replicate(") + std::to_string(x.in.records.size()) +
@@ -220,7 +220,7 @@ std::string OutcomeName(const cc::CommitResult& r) {
 }
 
 std::string Describe(const Response& r) {
-  if (const auto* v = std::get_if<cc::PeerView>(&r)) return "peer " + v->role + " epoch " + std::to_string(v->epoch);
+  if (const auto* v = std::get_if<cc::PeerView>(&r)) return std::string("peer ") + cc::PeerRoleName(v->role) + " epoch " + std::to_string(v->epoch);
   if (const auto* a = std::get_if<cc::ReplicateAnswer>(&r)) {
     return a->error ? "replicate refused: " + a->error->message : std::string("replicated");
   }
@@ -844,11 +844,7 @@ void World::FindPrimary(int participant, const pc::QueryDecisionMsg& m) {
   for (int c : coordinators_) {
     const Node& other = nodes_[c];
     if (c == except || !other.up || !other.ha || Hung(other)) continue;
-    const std::string role = other.ha->RoleLabel();
-    const NodeRole r = role == NodeRoleName(NodeRole::kPrimary)    ? NodeRole::kPrimary
-                       : role == NodeRoleName(NodeRole::kStarting) ? NodeRole::kStarting
-                                                                   : NodeRole::kBackup;
-    me.pcore->OnCoordinatorStatus(m.txid, other.name, r, other.ha->epoch(), now_);
+    me.pcore->OnCoordinatorStatus(m.txid, other.name, other.ha->node_role(), other.ha->epoch(), now_);
   }
   DrainParticipant(me);
 }
@@ -1438,7 +1434,7 @@ void World::ScheduleNextNetFault() {
     int primary = coordinators_[rng_.Range(0, coordinators_.size() - 1)];
     for (int c : coordinators_) {
       const Node& n = nodes_[c];
-      if (n.up && n.ha && std::string(n.ha->RoleLabel()) == "primary" && rng_.Chance(0.8)) primary = c;
+      if (n.up && n.ha && n.ha->node_role() == NodeRole::kPrimary && rng_.Chance(0.8)) primary = c;
     }
     const int other = coordinators_[0] == primary ? coordinators_[1] : coordinators_[0];
     const uint64_t kind = rng_.Range(0, 2);
@@ -1744,7 +1740,7 @@ void World::FinalChecks() {
     std::string epochs;
     for (int c : coordinators_) {
       const Node& n = nodes_[c];
-      epochs += " " + n.name + " " + (n.ha ? n.ha->RoleLabel() : "down") + " epoch " +
+      epochs += " " + n.name + " " + (n.ha ? NodeRoleName(n.ha->node_role()) : "down") + " epoch " +
                 std::to_string(n.ha ? n.ha->epoch() : 0) + ";";
     }
     std::string parts;
@@ -1772,7 +1768,7 @@ void World::FinalChecks() {
           }
         }
       } else if (n.ha->core().in_flight() != 0) {
-        why += " " + n.name + " (" + n.ha->RoleLabel() + ") in_flight=" + std::to_string(n.ha->core().in_flight()) + ";";
+        why += " " + n.name + " (" + NodeRoleName(n.ha->node_role()) + ") in_flight=" + std::to_string(n.ha->core().in_flight()) + ";";
       }
     }
     for (const Client& c : clients_) {
