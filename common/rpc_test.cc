@@ -80,7 +80,7 @@ class TestParticipant : public rpc::ParticipantCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus s;
     s.name = "participant-test";
-    s.role = "participant";
+    s.role = rpc::NodeRole::PARTICIPANT;
     cob(s);
   }
   void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
@@ -477,22 +477,6 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).code, rpc::ErrorCode::TIMEOUT);
   EXPECT_EQ(DtxErrorFromStatus(Status::Corruption("x")).code, rpc::ErrorCode::INTERNAL);
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).message, "x");
-}
-
-TEST(RpcErrorTest, ParseHostPort) {
-  std::string h;
-  int p = 0;
-  ASSERT_TRUE(ParseHostPort("127.0.0.1:80", &h, &p).ok());
-  EXPECT_EQ(h, "127.0.0.1");
-  EXPECT_EQ(p, 80);
-  ASSERT_TRUE(ParseHostPort("[::1]:9000", &h, &p).ok());
-  EXPECT_EQ(h, "::1");
-  EXPECT_EQ(p, 9000);
-  EXPECT_FALSE(ParseHostPort("127.0.0.1", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:0", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:70000", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:8x", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort(":80", &h, &p).ok());
 }
 
 // ---- a server on its own loop thread, called with blocking sockets ----

@@ -13,6 +13,7 @@
 #include "common/trace_rpc.h"
 #include "common/process_stats.h"
 #include "common/rpc_error.h"
+#include "common/wire.h"
 
 namespace dtx::participant {
 
@@ -42,7 +43,7 @@ uint64_t SteadyNs() {
 constexpr uint64_t kMetricsScanEveryTicks = 10;
 
 rpc::DtxError ToDtxError(ErrorCode code, const std::string& message) {
-  return MakeDtxError(static_cast<rpc::ErrorCode::type>(static_cast<int>(code)), message);
+  return MakeDtxError(code, message);
 }
 
 }  // namespace
@@ -511,7 +512,7 @@ void Runtime::AskOtherCoordinators(const TxId& txid, const std::string& except, 
     StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c, epoch](
                                                        const RpcStatus& s, const rpc::NodeStatus& st) {
       if (alive.expired() || shut_down_) return;
-      if (!s.ok() || st.role != "primary" || st.epoch < epoch) return;
+      if (!s.ok() || st.role != rpc::NodeRole::PRIMARY || st.epoch < epoch) return;
       AskDecision(txid, c, epoch, /*may_fall_back=*/false);
     });
   }
@@ -555,9 +556,7 @@ void Runtime::Deliver(Reply& r) {
     }
     case Reply::Kind::kPrepare: {
       rpc::PrepareResponse out;
-      out.vote = r.vote == Vote::kYes    ? rpc::Vote::YES
-                 : r.vote == Vote::kNo   ? rpc::Vote::NO
-                                         : rpc::Vote::READ_ONLY;
+      out.vote = ToRpc(r.vote);
       (r.vote == Vote::kYes ? metrics_.vote_yes : r.vote == Vote::kNo ? metrics_.vote_no : metrics_.vote_read_only).Inc();
       if (r.vote == Vote::kNo) {
         const int reason = static_cast<int>(r.reason);
@@ -565,7 +564,7 @@ void Runtime::Deliver(Reply& r) {
         if (c != nullptr) c->Inc();
       }
       if (r.vote == Vote::kNo) {
-        out.__set_reason(static_cast<rpc::AbortReason::type>(static_cast<int>(r.reason)));
+        out.__set_reason(ToRpc(r.reason));
         out.__set_detail(r.detail);
         DTX_LOG_DEBUG("txid={} vote NO: {}", r.txid.ToString(), r.detail);
       }
@@ -734,12 +733,12 @@ rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
                               coordinators_seen_.size() < kCoordinatorChannelsMax)) {
     CoordinatorSeen& seen = coordinators_seen_[req.sender];
     seen.heard_ms = std::max<uint64_t>(NowMs(), 1);
-    seen.role = req.role;
+    seen.role = NodeRoleName(req.role);
     seen.epoch = req.epoch;
   }
   rpc::HeartbeatResponse resp;
   resp.name = options_.name;
-  resp.role = "participant";
+  resp.__set_role(rpc::NodeRole::PARTICIPANT);
   resp.epoch = core_->stats().epoch;
   return resp;
 }
@@ -748,7 +747,7 @@ rpc::NodeStatus Runtime::GetStatus() const {
   CoreStats st = core_->stats();
   rpc::NodeStatus out;
   out.name = options_.name;
-  out.role = "participant";
+  out.role = rpc::NodeRole::PARTICIPANT;
   out.epoch = st.epoch;
   out.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
   out.durable_lsn = static_cast<int64_t>(log_->durable_lsn());
@@ -848,7 +847,7 @@ void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                         const rpc::HeartbeatRequest& req) {
   if (runtime_ == nullptr) {
     rpc::HeartbeatResponse r;
-    r.role = "participant";
+    r.__set_role(rpc::NodeRole::PARTICIPANT);
     return cob(r);
   }
   cob(runtime_->Heartbeat(req));
@@ -868,7 +867,7 @@ void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::E
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
   if (runtime_ == nullptr) {
     rpc::NodeStatus s;
-    s.role = "participant";
+    s.role = rpc::NodeRole::PARTICIPANT;
     return cob(s);
   }
   cob(runtime_->GetStatus());

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/wire.h"
 #include "tools/admin_client.h"
 #include "tools/cluster_config.h"
 #include "tools/metrics_text.h"
@@ -663,7 +664,7 @@ int CmdStatus(const std::vector<std::string>& args) {
     auto st = GetNodeStatus(n, t);
     if (st.ok()) {
       std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
-                  n.address.c_str(), pid_text.c_str(), st->role.c_str(),
+                  n.address.c_str(), pid_text.c_str(), NodeRoleName(st->role),
                   static_cast<long long>(st->epoch), static_cast<long long>(st->durable_lsn),
                   static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
                   "up");
@@ -978,7 +979,7 @@ int CmdTrace(const std::vector<std::string>& args) {
     threads.emplace_back([&, i] {
       NodeAnswer& a = answers[i];
       a.node = nodes[i].name;
-      a.coordinator = nodes[i].role == NodeRole::kCoordinator;
+      a.coordinator = nodes[i].role == tools::NodeRole::kCoordinator;
       auto r = GetNodeTrace(nodes[i], wire, t);
       if (!r.ok()) {
         a.error = ShortReason(r.status());
@@ -1100,7 +1101,7 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
       out += line;
       continue;
     }
-    const bool coordinator = nodes[i].role == NodeRole::kCoordinator;
+    const bool coordinator = nodes[i].role == tools::NodeRole::kCoordinator;
     double tx_rate = -1, abort_rate = -1, p99 = -1;
     const double secs = std::chrono::duration<double>(b.at - a.at).count();
     if (a.up && secs > 0) {
@@ -1132,7 +1133,7 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
       if (p.suspected) peers += "*";
     }
     std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5lld %9s %9s %9s %8lld %s\n", nodes[i].name.c_str(), "up",
-                  b.status.role.c_str(), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
+                  NodeRoleName(b.status.role), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
                   FormatRate(abort_rate).c_str(), FormatLatency(p99).c_str(),
                   static_cast<long long>(b.status.in_doubt), peers.c_str());
     out += line;
