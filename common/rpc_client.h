@@ -1,5 +1,7 @@
 // Node-to-node client on the EventLoop: PeerChannel (one pipelined connection
-// to one peer) and the typed async stubs ParticipantStub / CoordinatorStub.
+// to one peer), CallRpc (one typed call of a method bound in rpc_method::) and
+// the typed async stubs ParticipantStub / CoordinatorStub built on it
+// (coordinator/peer_stub.h has those of the high-availability services).
 //
 // Wire format: the same framed binary Thrift as RpcServer (rpc_server.h).
 // Calls are written with the generated <Svc>_<method>_pargs and the channel's
@@ -52,7 +54,9 @@
 #include <vector>
 
 #include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/event_loop.h"
 #include "common/rpc_error.h"
 #include "common/rpc_server.h"
@@ -160,6 +164,11 @@ DTX_RPC_METHOD(Coordinator, Commit);
 DTX_RPC_METHOD(Coordinator, QueryDecision);
 DTX_RPC_METHOD(Coordinator, GetStatus);
 DTX_RPC_METHOD(Coordinator, SetFailpoint);
+// The high-availability services (coordinator/peer_stub.h).
+DTX_RPC_METHOD(CoordinatorPeer, Replicate);
+DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
+DTX_RPC_METHOD(ParticipantPeer, Heartbeat);
+DTX_RPC_METHOD(ParticipantPeer, AdoptEpoch);
 }  // namespace rpc_method
 
 namespace internal {

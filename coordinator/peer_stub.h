@@ -15,18 +15,7 @@
 #include <optional>
 #include <string>
 
-#include "CoordinatorPeer.h"
-#include "ParticipantPeer.h"
 #include "common/rpc_client.h"
-
-namespace dtx {
-namespace rpc_method {
-DTX_RPC_METHOD(CoordinatorPeer, Replicate);
-DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
-DTX_RPC_METHOD(ParticipantPeer, Heartbeat);
-DTX_RPC_METHOD(ParticipantPeer, AdoptEpoch);
-}  // namespace rpc_method
-}  // namespace dtx
 
 namespace dtx::coordinator {
 

@@ -4,6 +4,11 @@
 // TBinaryProtocol), so any stock Thrift client can call both services.
 // Generated at build time (C++: cob_style async processors; Python: the
 // bindings package). Never commit generated code.
+//
+// Every enum below has a C++ mirror with the same numbers in common/types.h
+// (used by the protocol cores); common/wire.cc static_asserts each value and
+// converts, and common/wire_test.cc fails when an enumerator is added here
+// alone.
 
 namespace cpp dtx.rpc
 namespace py dtx_thrift

@@ -264,7 +264,7 @@ TEST_F(ParticipantSmokeTest, OnePhaseCommitIsReadBackAndSurvivesSigkill) {
     rpc::NodeStatus st;
     c->GetStatus(st);
     EXPECT_EQ(st.name, "participant-0");
-    EXPECT_EQ(st.role, "participant");
+    EXPECT_EQ(st.role, rpc::NodeRole::PARTICIPANT);
     EXPECT_EQ(st.epoch, 1);
     EXPECT_GE(st.durable_lsn, 2);  // EPOCH + COMMIT
   }
