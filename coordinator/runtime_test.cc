@@ -35,6 +35,7 @@
 #include "CoordinatorPeer.h"
 #include "Participant.h"
 #include "ParticipantPeer.h"
+#include "common/address.h"
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/rpc_client.h"
@@ -380,7 +381,7 @@ class FakeCluster {
     thread_.RunSync([&] {
       RpcServerOptions o;
       o.name = "fake-participant-" + std::to_string(i);
-      o.port = std::stoi(addresses_[i].substr(addresses_[i].rfind(':') + 1));
+      o.port = ParseHostPort(addresses_[i])->port;
       auto server = std::make_unique<RpcServer>(
           thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fakes_[i]), o);
       ok = server->Start().ok();
@@ -689,7 +690,7 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   std::string addr;
   ASSERT_TRUE(std::getline(f, addr)) << "metrics.addr missing";
   ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
-  const int metrics_port = std::stoi(addr.substr(addr.find(':') + 1));
+  const int metrics_port = ParseHostPort(addr)->port;
   Client c(port);
   ASSERT_TRUE(c.Open());
   rpc::CommitResult res;
@@ -1545,7 +1546,7 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   std::string via;
   for (size_t i = 0; i < 3; ++i) {
     std::string a = fakes.address(i);
-    links.push_back(std::make_unique<Relay>(std::stoi(a.substr(a.rfind(':') + 1))));
+    links.push_back(std::make_unique<Relay>(ParseHostPort(a)->port));
     via += (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
   }
   Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));

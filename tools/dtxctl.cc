@@ -822,17 +822,12 @@ int CmdInDoubt(const std::vector<std::string>& args) {
 // GET /metrics from an IPv4 "host:port" over a plain socket (HTTP/1.0, the
 // server closes after the response). Returns the body of a 200 response.
 Result<std::string> HttpGetMetrics(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return Status::InvalidArgument("bad address '" + address + "'");
-  const std::string host = address.substr(0, colon);
-  const std::string port_text = address.substr(colon + 1);
-  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
-    return Status::InvalidArgument("bad port in '" + address + "'");
-  }
+  auto hp = ParseHostPort(address);
+  if (!hp.ok()) return hp.status();
+  const std::string& host = hp->host;
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(port_text)));
+  a.sin_port = htons(hp->port);
   if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
     return Status::InvalidArgument("not an IPv4 address: '" + host + "'");
   }
