@@ -9,6 +9,7 @@
 #include <random>
 #include <utility>
 
+#include "common/address.h"
 #include "common/check.h"
 #include "common/log.h"
 #include "common/rpc_framing.h"
@@ -19,34 +20,6 @@ using apache::thrift::TApplicationException;
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::protocol::TProtocol;
 using apache::thrift::transport::TMemoryBuffer;
-
-Status ParseHostPort(const std::string& address, std::string* host, int* port) {
-  std::string h;
-  std::string p;
-  if (!address.empty() && address[0] == '[') {
-    size_t close = address.find(']');
-    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
-      return Status::InvalidArgument("bad address '" + address + "' (want [v6]:port)");
-    }
-    h = address.substr(1, close - 1);
-    p = address.substr(close + 2);
-  } else {
-    size_t colon = address.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      return Status::InvalidArgument("bad address '" + address + "' (want host:port)");
-    }
-    h = address.substr(0, colon);
-    p = address.substr(colon + 1);
-  }
-  if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::InvalidArgument("bad port in address '" + address + "'");
-  }
-  int n = std::stoi(p);
-  if (n <= 0 || n > 65535) return Status::InvalidArgument("port out of range in '" + address + "'");
-  *host = h;
-  *port = n;
-  return Status::OK();
-}
 
 namespace {
 
@@ -408,11 +381,11 @@ PeerChannel::PeerChannel(EventLoop* loop, std::string address, PeerChannelOption
   impl_->rng.seed(static_cast<unsigned>(
       std::hash<std::string>()(impl_->address) ^
       static_cast<size_t>(std::chrono::steady_clock::now().time_since_epoch().count())));
-  std::string host;
-  int port = 0;
-  impl_->address_status = ParseHostPort(impl_->address, &host, &port);
-  if (impl_->address_status.ok()) {
-    if (host == "localhost") host = "127.0.0.1";
+  Result<HostPort> parsed = ParseHostPort(impl_->address);
+  impl_->address_status = parsed.status();
+  if (parsed.ok()) {
+    std::string host = parsed->host == "localhost" ? "127.0.0.1" : parsed->host;
+    const int port = parsed->port;
     if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&impl_->addr)) != 0 &&
         uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&impl_->addr)) != 0) {
       impl_->address_status = Status::InvalidArgument(
@@ -524,90 +497,27 @@ const PeerChannelStats& PeerChannel::stats() const {
 
 // ---- typed stubs ----
 
-namespace {
+namespace internal {
 
-// Builds the reply handler for one method: reads the generated _presult into
-// a T, maps a DtxError through rpc_error.h, then calls `done` (outside the
-// decode try-block, so a callback bug is not mistaken for a bad reply).
-template <typename PResult, typename T>
-PeerChannel::OnReply ValueReply(RpcCallback<T> done) {
-  return [done = std::move(done)](const RpcStatus& st, TProtocol* in) {
-    T value{};
-    if (!st.ok()) {
-      done(st, value);
-      return;
-    }
-    RpcStatus result;
-    try {
-      PResult r;
-      r.success = &value;
-      r.read(in);
-      in->readMessageEnd();
-      if (r.__isset.success) {
-        result = RpcStatus();
-      } else if constexpr (requires { r.err; }) {
-        if (r.__isset.err) {
-          result = StatusFromDtxError(r.err);
-        } else {
-          result = Status::Internal("reply has neither a result nor an error");
-        }
-      } else {
-        result = Status::Internal("reply has no result");
-      }
-    } catch (const std::exception& e) {
-      result = Status::Internal(std::string("undecodable reply: ") + e.what());
-    }
-    if (!result.ok()) value = T{};
-    done(result, value);
-  };
+PeerChannel* CheckedChannel(const std::shared_ptr<PeerChannel>& channel) {
+  DTX_CHECK_MSG(channel != nullptr, "stub used without a channel");
+  return channel.get();
 }
 
-template <typename PResult>
-PeerChannel::OnReply VoidReply(RpcDoneCallback done) {
-  return [done = std::move(done)](const RpcStatus& st, TProtocol* in) {
-    if (!st.ok()) {
-      done(st);
-      return;
-    }
-    RpcStatus result;
-    try {
-      PResult r;
-      r.read(in);
-      in->readMessageEnd();
-      if (r.__isset.err) result = StatusFromDtxError(r.err);
-    } catch (const std::exception& e) {
-      result = Status::Internal(std::string("undecodable reply: ") + e.what());
-    }
-    done(result);
-  };
-}
-
-template <typename PArgs>
-PeerChannel::WriteArgs Args(const PArgs& args) {
-  return [&args](TProtocol* out) { args.write(out); };
-}
-
-PeerChannel* Channel(const std::shared_ptr<PeerChannel>& c) {
-  DTX_CHECK_MSG(c != nullptr, "stub used without a channel");
-  return c.get();
-}
-
-}  // namespace
+}  // namespace internal
 
 void ParticipantStub::Read(const std::string& key, int timeout_ms,
                            RpcCallback<rpc::ReadResult> done) {
   rpc::Participant_Read_pargs a;
   a.key = &key;
-  Channel(channel_)->Call("Read", Args(a), timeout_ms,
-                          ValueReply<rpc::Participant_Read_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_Read>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::Prepare(const rpc::PrepareRequest& req, int timeout_ms,
                               RpcCallback<rpc::PrepareResponse> done) {
   rpc::Participant_Prepare_pargs a;
   a.req = &req;
-  Channel(channel_)->Call("Prepare", Args(a), timeout_ms,
-                          ValueReply<rpc::Participant_Prepare_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_Prepare>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
@@ -615,8 +525,7 @@ void ParticipantStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeou
   rpc::Participant_Commit_pargs a;
   a.txid = &txid;
   a.epoch = &epoch;
-  Channel(channel_)->Call("Commit", Args(a), timeout_ms,
-                          VoidReply<rpc::Participant_Commit_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_Commit>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
@@ -624,21 +533,18 @@ void ParticipantStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout
   rpc::Participant_Abort_pargs a;
   a.txid = &txid;
   a.epoch = &epoch;
-  Channel(channel_)->Call("Abort", Args(a), timeout_ms,
-                          VoidReply<rpc::Participant_Abort_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_Abort>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
   rpc::Participant_GetStatus_pargs a;
-  Channel(channel_)->Call("GetStatus", Args(a), timeout_ms,
-                          ValueReply<rpc::Participant_GetStatus_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::ListInDoubt(int timeout_ms,
                                   RpcCallback<std::vector<rpc::InDoubtTx>> done) {
   rpc::Participant_ListInDoubt_pargs a;
-  Channel(channel_)->Call("ListInDoubt", Args(a), timeout_ms,
-                          ValueReply<rpc::Participant_ListInDoubt_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_ListInDoubt>(channel_, a, timeout_ms, std::move(done));
 }
 
 void ParticipantStub::SetFailpoint(const std::string& name, const std::string& action,
@@ -646,36 +552,31 @@ void ParticipantStub::SetFailpoint(const std::string& name, const std::string& a
   rpc::Participant_SetFailpoint_pargs a;
   a.name = &name;
   a.action = &action;
-  Channel(channel_)->Call("SetFailpoint", Args(a), timeout_ms,
-                          VoidReply<rpc::Participant_SetFailpoint_presult>(std::move(done)));
+  CallRpc<rpc_method::Participant_SetFailpoint>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::GetShardMap(int timeout_ms, RpcCallback<rpc::ShardMap> done) {
   rpc::Coordinator_GetShardMap_pargs a;
-  Channel(channel_)->Call("GetShardMap", Args(a), timeout_ms,
-                          ValueReply<rpc::Coordinator_GetShardMap_presult>(std::move(done)));
+  CallRpc<rpc_method::Coordinator_GetShardMap>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::Commit(const rpc::CommitRequest& req, int timeout_ms,
                              RpcCallback<rpc::CommitResult> done) {
   rpc::Coordinator_Commit_pargs a;
   a.req = &req;
-  Channel(channel_)->Call("Commit", Args(a), timeout_ms,
-                          ValueReply<rpc::Coordinator_Commit_presult>(std::move(done)));
+  CallRpc<rpc_method::Coordinator_Commit>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::QueryDecision(const rpc::TxId& txid, int timeout_ms,
                                     RpcCallback<rpc::Decision::type> done) {
   rpc::Coordinator_QueryDecision_pargs a;
   a.txid = &txid;
-  Channel(channel_)->Call("QueryDecision", Args(a), timeout_ms,
-                          ValueReply<rpc::Coordinator_QueryDecision_presult>(std::move(done)));
+  CallRpc<rpc_method::Coordinator_QueryDecision>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
   rpc::Coordinator_GetStatus_pargs a;
-  Channel(channel_)->Call("GetStatus", Args(a), timeout_ms,
-                          ValueReply<rpc::Coordinator_GetStatus_presult>(std::move(done)));
+  CallRpc<rpc_method::Coordinator_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::SetFailpoint(const std::string& name, const std::string& action,
@@ -683,19 +584,7 @@ void CoordinatorStub::SetFailpoint(const std::string& name, const std::string& a
   rpc::Coordinator_SetFailpoint_pargs a;
   a.name = &name;
   a.action = &action;
-  Channel(channel_)->Call("SetFailpoint", Args(a), timeout_ms,
-                          VoidReply<rpc::Coordinator_SetFailpoint_presult>(std::move(done)));
-}
-
-rpc::TxId ToRpc(const TxId& t) {
-  rpc::TxId r;
-  r.hi = static_cast<int64_t>(t.hi);
-  r.lo = static_cast<int64_t>(t.lo);
-  return r;
-}
-
-TxId FromRpc(const rpc::TxId& t) {
-  return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)};
+  CallRpc<rpc_method::Coordinator_SetFailpoint>(channel_, a, timeout_ms, std::move(done));
 }
 
 }  // namespace dtx

@@ -1,5 +1,7 @@
 // Node-to-node client on the EventLoop: PeerChannel (one pipelined connection
-// to one peer) and the typed async stubs ParticipantStub / CoordinatorStub.
+// to one peer), CallRpc (one typed call of a method bound in rpc_method::) and
+// the typed async stubs ParticipantStub / CoordinatorStub built on it
+// (coordinator/peer_stub.h has those of the high-availability services).
 //
 // Wire format: the same framed binary Thrift as RpcServer (rpc_server.h).
 // Calls are written with the generated <Svc>_<method>_pargs and the channel's
@@ -46,16 +48,21 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/event_loop.h"
 #include "common/rpc_error.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/types.h"
+#include "common/wire.h"
 #include "dtx_types.h"
 
 namespace dtx {
@@ -82,10 +89,6 @@ struct PeerChannelStats {
   uint64_t timeouts = 0;
   uint64_t late_replies = 0;     // reply for an unknown (timed-out) seqid
 };
-
-// "host:port" -> (host, port). InvalidArgument when malformed. IPv6 hosts in
-// brackets: "[::1]:9000".
-Status ParseHostPort(const std::string& address, std::string* host, int* port);
 
 class PeerChannel : public std::enable_shared_from_this<PeerChannel> {
  public:
@@ -135,6 +138,109 @@ template <typename T>
 using RpcCallback = std::function<void(const RpcStatus&, const T&)>;
 using RpcDoneCallback = std::function<void(const RpcStatus&)>;
 
+// ---- one method, bound once ----
+//
+// DTX_RPC_METHOD(Svc, Method) declares rpc_method::Svc_Method with the
+// generated argument and result types of Svc.Method and its name on the wire,
+// all from the same two tokens: a call site names the method by type
+// (CallRpc<rpc_method::Participant_Read>), never by string.
+#define DTX_RPC_METHOD(Svc, Method)                        \
+  struct Svc##_##Method {                                  \
+    using PArgs = ::dtx::rpc::Svc##_##Method##_pargs;      \
+    using PResult = ::dtx::rpc::Svc##_##Method##_presult;  \
+    static constexpr const char* kName = #Method;          \
+  }
+
+namespace rpc_method {
+DTX_RPC_METHOD(Participant, Read);
+DTX_RPC_METHOD(Participant, Prepare);
+DTX_RPC_METHOD(Participant, Commit);
+DTX_RPC_METHOD(Participant, Abort);
+DTX_RPC_METHOD(Participant, GetStatus);
+DTX_RPC_METHOD(Participant, ListInDoubt);
+DTX_RPC_METHOD(Participant, SetFailpoint);
+DTX_RPC_METHOD(Coordinator, GetShardMap);
+DTX_RPC_METHOD(Coordinator, Commit);
+DTX_RPC_METHOD(Coordinator, QueryDecision);
+DTX_RPC_METHOD(Coordinator, GetStatus);
+DTX_RPC_METHOD(Coordinator, SetFailpoint);
+// The high-availability services (coordinator/peer_stub.h).
+DTX_RPC_METHOD(CoordinatorPeer, Replicate);
+DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
+DTX_RPC_METHOD(ParticipantPeer, Heartbeat);
+DTX_RPC_METHOD(ParticipantPeer, AdoptEpoch);
+}  // namespace rpc_method
+
+namespace internal {
+
+PeerChannel* CheckedChannel(const std::shared_ptr<PeerChannel>& channel);
+
+// Reads a reply's _presult (the channel positioned `in` after the message
+// header). The value method's result lands in *value (T = void: a void
+// method). OK with a result (void: without a declared exception); the
+// declared DtxError as its RpcStatus (every DtxError field kept); Internal
+// when the reply has neither or does not decode.
+template <typename PResult, typename T>
+RpcStatus ReadReply(apache::thrift::protocol::TProtocol* in, T* value) {
+  try {
+    PResult r;
+    if constexpr (!std::is_void_v<T>) r.success = value;
+    r.read(in);
+    in->readMessageEnd();
+    if constexpr (!std::is_void_v<T>) {
+      if (r.__isset.success) return RpcStatus();
+    }
+    if constexpr (requires { r.err; }) {
+      if (r.__isset.err) return StatusFromDtxError(r.err);
+    }
+    if constexpr (std::is_void_v<T>) {
+      return RpcStatus();
+    } else {
+      return Status::Internal("reply has neither a result nor an error");
+    }
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("undecodable reply: ") + e.what());
+  }
+}
+
+template <typename PArgs>
+PeerChannel::WriteArgs WriteArgsOf(const PArgs& args) {
+  // PeerChannel::Call writes the arguments before it returns.
+  return [&args](apache::thrift::protocol::TProtocol* out) { args.write(out); };
+}
+
+}  // namespace internal
+
+// Sends one call of method M (an rpc_method:: type) with `args` on `channel`
+// and hands the decoded reply to `done` (the PeerChannel rules: once, on the
+// loop thread, never inside this call). A value method's `done` gets the
+// result, default-constructed unless OK; a void method's gets the status.
+template <typename M, typename T>
+void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArgs& args,
+             int timeout_ms, RpcCallback<T> done) {
+  static_assert(std::is_same_v<decltype(std::declval<typename M::PResult&>().success), T*>,
+                "the callback's value type is not the method's result type");
+  internal::CheckedChannel(channel)->Call(
+      M::kName, internal::WriteArgsOf(args), timeout_ms,
+      [done = std::move(done)](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
+        T value{};
+        RpcStatus result = st.ok() ? internal::ReadReply<typename M::PResult>(in, &value) : st;
+        if (!result.ok()) value = T{};
+        done(result, value);  // outside ReadReply: a callback bug is not a bad reply
+      });
+}
+
+template <typename M>
+void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArgs& args,
+             int timeout_ms, RpcDoneCallback done) {
+  static_assert(!requires(typename M::PResult r) { r.success; }, "a value method needs RpcCallback<T>");
+  internal::CheckedChannel(channel)->Call(
+      M::kName, internal::WriteArgsOf(args), timeout_ms,
+      [done = std::move(done)](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
+        done(st.ok() ? internal::ReadReply<typename M::PResult, void>(in, nullptr) : st);
+      });
+}
+
 // Typed async stub for the Participant service. Every method sends one call
 // on the shared channel; `done` runs once on the loop thread (PeerChannel
 // rules). DtxError replies map to Status by rpc_error.h. Cheap to copy.
@@ -182,9 +288,5 @@ class CoordinatorStub {
  private:
   std::shared_ptr<PeerChannel> channel_;
 };
-
-// Conversions between the wire TxId and dtx::TxId (bit-preserving).
-rpc::TxId ToRpc(const TxId& t);
-TxId FromRpc(const rpc::TxId& t);
 
 }  // namespace dtx

@@ -39,7 +39,12 @@ RpcStatus StatusFromDtxError(const rpc::DtxError& err) {
       s = Status::Internal("error code " + ErrorCodeName(err.code) + ": " + m);
       break;
   }
-  return RpcStatus(std::move(s), err.code, std::move(primary));
+  std::optional<int64_t> current_epoch;
+  if (err.__isset.current_epoch) current_epoch = err.current_epoch;
+  std::optional<std::string> epoch_owner;
+  if (err.__isset.epoch_owner) epoch_owner = err.epoch_owner;
+  return RpcStatus(std::move(s), err.code, std::move(primary), current_epoch,
+                   std::move(epoch_owner));
 }
 
 rpc::DtxError MakeDtxError(rpc::ErrorCode::type code, std::string message,

@@ -20,6 +20,7 @@
 //   WRONG_SHARD build the error with MakeDtxError.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -35,13 +36,23 @@ class [[nodiscard]] RpcStatus : public Status {
  public:
   RpcStatus() = default;
   RpcStatus(Status s) : Status(std::move(s)) {}  // NOLINT: implicit by design
-  RpcStatus(Status s, rpc::ErrorCode::type code, std::optional<std::string> primary)
-      : Status(std::move(s)), error_code_(code), primary_(std::move(primary)) {}
+  RpcStatus(Status s, rpc::ErrorCode::type code, std::optional<std::string> primary,
+            std::optional<int64_t> current_epoch = std::nullopt,
+            std::optional<std::string> epoch_owner = std::nullopt)
+      : Status(std::move(s)),
+        error_code_(code),
+        primary_(std::move(primary)),
+        current_epoch_(current_epoch),
+        epoch_owner_(std::move(epoch_owner)) {}
 
   // Set iff the peer replied with a DtxError.
   const std::optional<rpc::ErrorCode::type>& error_code() const { return error_code_; }
   // With NOT_PRIMARY, the primary's host:port if the peer knew it.
   const std::optional<std::string>& primary() const { return primary_; }
+  // With STALE_EPOCH from a participant: its current epoch and the
+  // coordinator that made it current, when it sent them (DtxError fields 4, 5).
+  const std::optional<int64_t>& current_epoch() const { return current_epoch_; }
+  const std::optional<std::string>& epoch_owner() const { return epoch_owner_; }
   // True when a transport failure (Unavailable, Timeout, Busy) struck before
   // any byte of the call was written to a socket: the peer certainly never
   // saw it. False for every other status.
@@ -56,6 +67,8 @@ class [[nodiscard]] RpcStatus : public Status {
   bool not_sent_ = false;
   std::optional<rpc::ErrorCode::type> error_code_;
   std::optional<std::string> primary_;
+  std::optional<int64_t> current_epoch_;
+  std::optional<std::string> epoch_owner_;
 };
 
 RpcStatus StatusFromDtxError(const rpc::DtxError& err);

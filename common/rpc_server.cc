@@ -1,3 +1,4 @@
+#include "common/address.h"
 #include "common/rpc_server.h"
 
 #include <thrift/TApplicationException.h>
@@ -104,7 +105,7 @@ std::string PeerName(uv_tcp_t* h) {
     uv_ip6_name(a, ip, sizeof(ip));
     port = ntohs(a->sin6_port);
   }
-  return std::string(ip) + ":" + std::to_string(port);
+  return FormatHostPort(ip, port);
 }
 
 // True if `reply` is a T_EXCEPTION message carrying UNKNOWN_METHOD.
@@ -468,9 +469,7 @@ Status RpcServer::Start() {
 }
 
 std::string RpcServer::address() const {
-  const std::string& h = state_->options.host;
-  bool v6 = h.find(':') != std::string::npos;
-  return (v6 ? "[" + h + "]" : h) + ":" + std::to_string(port_);
+  return FormatHostPort(state_->options.host, port_);
 }
 
 void RpcServer::Close() {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/event_loop.h"
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
@@ -36,7 +37,7 @@ using apache::thrift::TDelayedException;
 //   "hold:<anything>"  the reply is held until Release*() is called
 //   "notprimary"       DtxError NOT_PRIMARY with primary "10.0.0.9:7000"
 //   anything else      found=true, value="v:"+key, version=key.size()
-class TestParticipant : public rpc::ParticipantCobSvIf {
+class TestParticipant : virtual public rpc::ParticipantCobSvIf {
  public:
   struct Held {
     std::string key;
@@ -80,7 +81,7 @@ class TestParticipant : public rpc::ParticipantCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus s;
     s.name = "participant-test";
-    s.role = "participant";
+    s.role = rpc::NodeRole::PARTICIPANT;
     cob(s);
   }
   void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
@@ -204,6 +205,105 @@ TEST_F(RpcTest, StubRoundTripAndErrorMapping) {
 
   EXPECT_EQ(stub.channel()->stats().connects, 1u);
   EXPECT_EQ(server_->connection_count(), 1u);
+}
+
+// The ParticipantPeer service on top of TestParticipant: Heartbeat answers as
+// a participant; AdoptEpoch refuses anything below 9 with STALE_EPOCH and the
+// current epoch and its owner (DtxError fields 4, 5).
+class TestParticipantPeer : public rpc::ParticipantPeerCobSvIf, public TestParticipant {
+ public:
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest& req) override {
+    last_heartbeat_role = req.role;
+    rpc::HeartbeatResponse r;
+    r.name = "p0";
+    r.__set_role(rpc::NodeRole::PARTICIPANT);
+    r.epoch = 9;
+    cob(r);
+  }
+  void AdoptEpoch(std::function<void()> cob, std::function<void(TDelayedException*)> exn_cob,
+                  const rpc::Epoch epoch, const std::string&) override {
+    if (epoch >= 9) return cob();
+    rpc::DtxError e = MakeDtxError(ErrorCode::kStaleEpoch, "epoch " + std::to_string(epoch) + " < 9");
+    e.__set_current_epoch(9);
+    e.__set_epoch_owner("10.0.0.9:7000");
+    exn_cob(TDelayedException::delayException(e));
+  }
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId&) override {
+    cob(rpc::TraceResponse());
+  }
+  rpc::NodeRole::type last_heartbeat_role = static_cast<rpc::NodeRole::type>(0);
+};
+
+// The rpc_method:: bindings of the extended service reach the server's
+// methods by name, and a refusal keeps every DtxError field (the coordinator
+// fences with current_epoch / epoch_owner).
+TEST_F(RpcTest, PeerMethodsReachTheServerAndRefusalsKeepTheirFields) {
+  auto handler = std::make_shared<TestParticipantPeer>();
+  server_ = std::make_unique<RpcServer>(
+      &loop_, std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler), RpcServerOptions{});
+  ASSERT_TRUE(server_->Start().ok());
+  auto channel = PeerChannel::Create(&loop_, Address());
+
+  int done = 0;
+  rpc::HeartbeatRequest hb;
+  hb.sender = "10.0.0.1:7000";
+  hb.role = ToRpc(NodeRole::kBackup);
+  hb.epoch = 3;
+  rpc::ParticipantPeer_Heartbeat_pargs hb_args;
+  hb_args.req = &hb;
+  RpcStatus hb_status = Status::Internal("unset");
+  rpc::HeartbeatResponse hb_resp;
+  CallRpc<rpc_method::ParticipantPeer_Heartbeat>(
+      channel, hb_args, 1000,
+      RpcCallback<rpc::HeartbeatResponse>([&](const RpcStatus& s, const rpc::HeartbeatResponse& r) {
+        hb_status = s;
+        hb_resp = r;
+        ++done;
+      }));
+
+  auto adopt = [&](rpc::Epoch epoch, RpcStatus* out) {
+    rpc::ParticipantPeer_AdoptEpoch_pargs a;
+    const std::string me = "10.0.0.1:7000";
+    a.epoch = &epoch;
+    a.coordinator = &me;
+    CallRpc<rpc_method::ParticipantPeer_AdoptEpoch>(channel, a, 1000,
+                                                    RpcDoneCallback([&, out](const RpcStatus& s) {
+                                                      *out = s;
+                                                      ++done;
+                                                    }));
+  };
+  RpcStatus refused = Status::OK();
+  RpcStatus adopted = Status::Internal("unset");
+  adopt(4, &refused);
+  adopt(9, &adopted);
+  // A method of the base service on the same connection.
+  rpc::Participant_Read_pargs read_args;
+  const std::string key = "pear";
+  read_args.key = &key;
+  rpc::ReadResult read;
+  CallRpc<rpc_method::Participant_Read>(
+      channel, read_args, 1000, RpcCallback<rpc::ReadResult>([&](const RpcStatus& s, const rpc::ReadResult& r) {
+        EXPECT_TRUE(s.ok()) << s.ToString();
+        read = r;
+        ++done;
+      }));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 4; }));
+
+  ASSERT_TRUE(hb_status.ok()) << hb_status.ToString();
+  EXPECT_EQ(handler->last_heartbeat_role, rpc::NodeRole::BACKUP);
+  ASSERT_TRUE(hb_resp.__isset.role);
+  EXPECT_EQ(FromRpc(hb_resp.role), NodeRole::kParticipant);
+  EXPECT_EQ(hb_resp.epoch, 9);
+
+  EXPECT_TRUE(refused.IsAborted()) << refused.ToString();
+  EXPECT_EQ(ErrorCodeOf(refused), ErrorCode::kStaleEpoch);
+  EXPECT_EQ(refused.current_epoch(), 9);
+  EXPECT_EQ(refused.epoch_owner(), "10.0.0.9:7000");
+  EXPECT_TRUE(adopted.ok()) << adopted.ToString();
+  EXPECT_FALSE(adopted.current_epoch().has_value());
+  EXPECT_EQ(read.value, "v:pear");
+  channel->Close();
 }
 
 TEST_F(RpcTest, PipelinedRequestsCompleteOutOfOrderOnOneConnection) {
@@ -477,22 +577,6 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).code, rpc::ErrorCode::TIMEOUT);
   EXPECT_EQ(DtxErrorFromStatus(Status::Corruption("x")).code, rpc::ErrorCode::INTERNAL);
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).message, "x");
-}
-
-TEST(RpcErrorTest, ParseHostPort) {
-  std::string h;
-  int p = 0;
-  ASSERT_TRUE(ParseHostPort("127.0.0.1:80", &h, &p).ok());
-  EXPECT_EQ(h, "127.0.0.1");
-  EXPECT_EQ(p, 80);
-  ASSERT_TRUE(ParseHostPort("[::1]:9000", &h, &p).ok());
-  EXPECT_EQ(h, "::1");
-  EXPECT_EQ(p, 9000);
-  EXPECT_FALSE(ParseHostPort("127.0.0.1", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:0", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:70000", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort("127.0.0.1:8x", &h, &p).ok());
-  EXPECT_FALSE(ParseHostPort(":80", &h, &p).ok());
 }
 
 // ---- a server on its own loop thread, called with blocking sockets ----

@@ -38,6 +38,46 @@ struct TxIdHash {
 using Epoch = int64_t;
 using Version = int64_t;  // per-key version at a participant; 0: absent
 
+// The wire vocabulary's enums. Each mirrors the idl/dtx.thrift enum of the
+// same name with the same numbers; common/wire.cc static_asserts every
+// enumerator against the generated value and holds the conversions.
+
+// Mirrors idl/dtx.thrift ErrorCode. kOk (0) is not on the wire: it stands for
+// "no error" in a core's reply (a reply without DtxError).
+enum class ErrorCode : int {
+  kOk = 0,
+  kBadArgument = 1,
+  kUnknownTx = 2,
+  kNotPrimary = 3,
+  kStaleEpoch = 4,
+  kUnavailable = 5,
+  kTimeout = 6,
+  kInternal = 7,
+  kWrongShard = 8,
+};
+
+inline const char* ErrorCodeName(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kOk: return "OK";
+    case ErrorCode::kBadArgument: return "BAD_ARGUMENT";
+    case ErrorCode::kUnknownTx: return "UNKNOWN_TX";
+    case ErrorCode::kNotPrimary: return "NOT_PRIMARY";
+    case ErrorCode::kStaleEpoch: return "STALE_EPOCH";
+    case ErrorCode::kUnavailable: return "UNAVAILABLE";
+    case ErrorCode::kTimeout: return "TIMEOUT";
+    case ErrorCode::kInternal: return "INTERNAL";
+    case ErrorCode::kWrongShard: return "WRONG_SHARD";
+  }
+  return "UNKNOWN";
+}
+
+// Mirrors idl/dtx.thrift Vote.
+enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
+// Mirrors idl/dtx.thrift Decision.
+enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
+// Mirrors idl/dtx.thrift Outcome.
+enum class Outcome : int { kCommitted = 1, kAborted = 2, kUnknown = 3 };
+
 // Mirrors idl/dtx.thrift AbortReason (same numbers).
 enum class AbortReason : int {
   kConflict = 1,

@@ -63,17 +63,12 @@ using MessageId = uint64_t;
 // Identifies a forced record; echoed in OnPersisted.
 using PersistTag = uint64_t;
 
-// Mirrors idl/dtx.thrift ErrorCode (same numbers).
-enum class ErrorCode : int {
-  kBadArgument = 1,
-  kUnknownTx = 2,
-  kNotPrimary = 3,
-  kStaleEpoch = 4,
-  kUnavailable = 5,
-  kTimeout = 6,
-  kInternal = 7,
-  kWrongShard = 8,
-};
+// The wire vocabulary (common/types.h; checked against idl/dtx.thrift in
+// common/wire.cc).
+using ErrorCode = ::dtx::ErrorCode;
+using Outcome = ::dtx::Outcome;
+using Decision = ::dtx::Decision;
+using Vote = ::dtx::Vote;
 
 struct Error {
   ErrorCode code = ErrorCode::kInternal;
@@ -102,11 +97,6 @@ struct CommitRequest {
   // one-phase Prepare that fails without a vote answer UNKNOWN instead.
   bool is_retry = false;
 };
-
-// Mirrors idl/dtx.thrift Outcome / Decision / Vote (same numbers).
-enum class Outcome : int { kCommitted = 1, kAborted = 2, kUnknown = 3 };
-enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
-enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
 
 struct CommitResult {
   Outcome outcome = Outcome::kUnknown;

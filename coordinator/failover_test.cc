@@ -246,7 +246,7 @@ class Cluster {
             if (!ParticipantStatus(p)) return false;
           }
           auto st = CoordinatorStatus(c0_);
-          return st && st->role == "primary" && st->counters["backup_in_sync"] == 1;
+          return st && st->role == rpc::NodeRole::PRIMARY && st->counters["backup_in_sync"] == 1;
         },
         std::chrono::seconds(20));
   }
@@ -412,14 +412,14 @@ TEST(FailoverTest, SigkillPrimaryUnderBankWorkload) {
   EXPECT_GT(after, 0u) << "clients did not carry on against the new primary";
   auto st = CoordinatorStatus(cl.c1_);
   ASSERT_TRUE(st.has_value());
-  EXPECT_EQ(st->role, "primary");
+  EXPECT_EQ(st->role, rpc::NodeRole::PRIMARY);
   // The old primary comes back: it steps down and follows as an in-sync backup.
   cl.primary_ = cl.StartCoordinator(0, "primary", {});
   EXPECT_TRUE(WaitFor(
       [&] {
         auto s0 = CoordinatorStatus(cl.c0_);
         auto s1 = CoordinatorStatus(cl.c1_);
-        return s0 && s0->role == "backup" && s1 && s1->counters["backup_in_sync"] == 1;
+        return s0 && s0->role == rpc::NodeRole::BACKUP && s1 && s1->counters["backup_in_sync"] == 1;
       },
       std::chrono::seconds(15)));
 }

@@ -26,7 +26,7 @@
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/log.h"
-#include "common/rpc_client.h"
+#include "common/address.h"
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
 
@@ -42,18 +42,12 @@ int Usage(const std::string& message, const boost::program_options::options_desc
 
 // "host:port" with port 0..65535 (0: the kernel picks one). The host is
 // checked when the server binds.
+// A listen address: port 0 is "any free port".
 bool ParseListen(const std::string& s, std::string* host, int* port) {
-  size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
-  std::string digits = s.substr(colon + 1);
-  if (digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
-  int p = std::stoi(digits);
-  if (p > 65535) return false;
-  *host = s.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  *port = p;
+  auto hp = dtx::ParseHostPort(s, dtx::PortZero::kAllow);
+  if (!hp.ok()) return false;
+  *host = hp->host;
+  *port = hp->port;
   return true;
 }
 
@@ -146,10 +140,7 @@ int main(int argc, char** argv) {
   }
   std::set<std::string> seen;
   for (const std::string& p : Split(participants, ',')) {
-    std::string host;
-    int port = 0;
-    if (!dtx::ParseHostPort(p, &host, &port).ok() || port == 0 ||
-        p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
+    if (!dtx::ParseHostPort(p).ok() || p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
       return Usage("--participants: '" + p + "' is not host:port", desc);
     }
     if (!seen.insert(p).second) return Usage("--participants: '" + p + "' listed twice", desc);
@@ -175,9 +166,7 @@ int main(int argc, char** argv) {
     return Usage("--role must be primary or backup", desc);
   }
   if (!peer.empty()) {
-    std::string host;
-    int port = 0;
-    if (!dtx::ParseHostPort(peer, &host, &port).ok() || port == 0) {
+    if (!dtx::ParseHostPort(peer).ok()) {
       return Usage("--peer: '" + peer + "' is not host:port", desc);
     }
   } else if (role == "backup") {

@@ -1,7 +1,8 @@
 // Async calls of the high-availability services (idl/dtx.thrift
-// CoordinatorPeer, ParticipantPeer) on a PeerChannel: the same rules as the
-// stubs in common/rpc_client.h (callback once, on the loop thread, never
-// inside the call; DtxError replies map to RpcStatus by rpc_error.h).
+// CoordinatorPeer, ParticipantPeer) on a PeerChannel: instantiations of
+// common/rpc_client.h CallRpc, with its rules (callback once, on the loop
+// thread, never inside the call; DtxError replies map to RpcStatus by
+// rpc_error.h).
 //
 // A peer that does not serve the extended service answers UNKNOWN_METHOD and
 // closes the connection (common/rpc_server.h): callers must not send these
@@ -14,8 +15,6 @@
 #include <optional>
 #include <string>
 
-#include "CoordinatorPeer.h"
-#include "ParticipantPeer.h"
 #include "common/rpc_client.h"
 
 namespace dtx::coordinator {

@@ -24,6 +24,7 @@
 #include "node/handler.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
+#include "common/wire.h"
 
 namespace dtx::coordinator {
 namespace {
@@ -47,32 +48,12 @@ CallStatus ToCallStatus(const RpcStatus& st) {
   return CallStatus::kUnavailable;
 }
 
-std::optional<AbortReason> ReasonFromRpc(int r) {
-  if (r >= static_cast<int>(AbortReason::kConflict) &&
-      r <= static_cast<int>(AbortReason::kCoordinatorFailover)) {
-    return static_cast<AbortReason>(r);
-  }
-  return std::nullopt;
-}
-
 rpc::PrepareRequest ToRpc(const PrepareMsg& m) {
   rpc::PrepareRequest req;
   req.txid = dtx::ToRpc(m.txid);
   req.epoch = m.epoch;
-  req.reads.reserve(m.reads.size());
-  for (const ReadItem& r : m.reads) {
-    rpc::ReadItem item;
-    item.key = r.key;
-    item.version = r.version;
-    req.reads.push_back(std::move(item));
-  }
-  req.writes.reserve(m.writes.size());
-  for (const WriteItem& w : m.writes) {
-    rpc::WriteItem item;
-    item.key = w.key;
-    if (w.value) item.__set_value(*w.value);
-    req.writes.push_back(std::move(item));
-  }
+  req.reads = ReadsToRpc(m.reads);
+  req.writes = WritesToRpc(m.writes);
   req.one_phase = m.one_phase;
   req.read_only_tx = m.read_only_tx;
   req.__set_coordinator(m.coordinator);
@@ -84,22 +65,15 @@ CommitRequest FromRpc(const rpc::CommitRequest& in) {
   req.txid = dtx::FromRpc(in.txid);
   req.shard_map_version = in.shard_map_version;
   req.is_retry = in.__isset.is_retry && in.is_retry;
-  req.reads.reserve(in.reads.size());
-  for (const rpc::ReadItem& r : in.reads) req.reads.push_back(ReadItem{r.key, r.version});
-  req.writes.reserve(in.writes.size());
-  for (const rpc::WriteItem& w : in.writes) {
-    WriteItem item;
-    item.key = w.key;
-    if (w.__isset.value) item.value = w.value;
-    req.writes.push_back(std::move(item));
-  }
+  req.reads = ReadsFromRpc<ReadItem>(in.reads);
+  req.writes = WritesFromRpc<WriteItem>(in.writes);
   return req;
 }
 
 rpc::CommitResult ToRpc(const CommitResult& c) {
   rpc::CommitResult out;
-  out.outcome = static_cast<rpc::Outcome::type>(c.outcome);
-  if (c.reason) out.__set_reason(static_cast<rpc::AbortReason::type>(*c.reason));
+  out.outcome = dtx::ToRpc(c.outcome);
+  if (c.reason) out.__set_reason(dtx::ToRpc(*c.reason));
   if (!c.detail.empty()) out.__set_detail(c.detail);
   return out;
 }
@@ -505,7 +479,7 @@ void Runtime::Impl::QueryDecision(const rpc::TxId& txid, std::function<void(rpc:
 rpc::NodeStatus Runtime::Impl::GetStatus() const {
   rpc::NodeStatus st;
   st.name = options_.name;
-  st.role = RoleLabel();
+  st.role = dtx::ToRpc(ha_->node_role());
   st.epoch = ha_->epoch();
   st.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
   st.durable_lsn = static_cast<int64_t>(wal_.is_open() ? wal_.log().durable_lsn() : 0);
@@ -748,8 +722,7 @@ void Runtime::Impl::SendMessage(const OutMessage& m) {
                    r.status = ToCallStatus(st);
                    r.error = st.ToString();
                    if (st.error_code()) {
-                     // Same numbers (core.h mirrors idl/dtx.thrift ErrorCode).
-                     r.error_code = static_cast<ErrorCode>(*st.error_code());
+                     r.error_code = ErrorCodeOf(st);
                    }
                    NoteVote(txid);
                    if (tracing_) {
@@ -773,7 +746,7 @@ void Runtime::Impl::SendMessage(const OutMessage& m) {
                          r.status = CallStatus::kError;
                          r.error = "unknown vote " + std::to_string(static_cast<int>(resp.vote));
                      }
-                     if (resp.__isset.reason) r.reason = ReasonFromRpc(resp.reason);
+                     if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
                      if (resp.__isset.detail) r.detail = resp.detail;
                    } else {
                      DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}",
@@ -820,12 +793,12 @@ void Runtime::Impl::Deliver(Reply& reply) {
   pending_.erase(it);
   if (const auto* err = std::get_if<Error>(&reply.body)) {
     DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(),
-                  ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)), err->message);
+                  ErrorCodeName(err->code), err->message);
     if (tracing_ && p.commit_cob) {
       Trace(p.txid, "replied",
-            std::string("error:") + ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)));
+            std::string("error:") + ErrorCodeName(err->code));
     }
-    p.fail(MakeDtxError(static_cast<rpc::ErrorCode::type>(err->code), err->message,
+    p.fail(MakeDtxError(err->code, err->message,
                         err->code == ErrorCode::kNotPrimary ? options_.ha.peer : std::string()));
     return;
   }
@@ -860,7 +833,7 @@ void Runtime::Impl::Deliver(Reply& reply) {
   Decision d = std::get<Decision>(reply.body);
   DTX_LOG_DEBUG("txid={} QueryDecision answered {}", p.txid.ToString(), static_cast<int>(d));
   if (p.query_cob) {
-    p.query_cob(static_cast<rpc::Decision::type>(d));
+    p.query_cob(dtx::ToRpc(d));
   } else {
     p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "decision for a non-query request"));
   }
@@ -885,7 +858,7 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
       options_.ha.detector.suspect_after_ms, 1, 60000));
   rpc::HeartbeatRequest hb;
   hb.sender = address_;
-  hb.role = NodeRoleName(m.role);
+  hb.role = dtx::ToRpc(m.role);
   hb.epoch = static_cast<int64_t>(m.epoch);
   const std::string to = m.to;
   if (m.peer) {
@@ -894,7 +867,9 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
       if (shut_down_) return;
       std::optional<PeerView> view;
       if (st.ok()) {
-        view = PeerView{resp.name, NodeRoleFromName(resp.role), static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
+        // A peer shutting down sends no role: PeerView holds none (not heard).
+        view = PeerView{resp.name, resp.__isset.role ? dtx::FromRpc(resp.role) : std::nullopt,
+                        static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
                         resp.__isset.in_sync ? std::optional<bool>(resp.in_sync) : std::nullopt};
       }
       ha_->OnProbeReply(NowMs(), to, st.ok(), view);
@@ -922,13 +897,13 @@ void Runtime::Impl::SendProbe(const ProbeMsg& m) {
 
 rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
   PeerView in;
-  in.role = NodeRoleFromName(req.role);
+  in.role = dtx::FromRpc(req.role);
   in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
   PeerView mine = ha_->OnPeerHeartbeat(NowMs(), req.sender, in);
   Process();
   rpc::HeartbeatResponse resp;
   resp.name = options_.name;
-  resp.role = PeerRoleName(mine.role);
+  if (mine.role) resp.__set_role(dtx::ToRpc(*mine.role));
   resp.epoch = static_cast<int64_t>(mine.epoch);
   if (mine.in_sync) resp.__set_in_sync(*mine.in_sync);
   return resp;
@@ -985,7 +960,7 @@ void Runtime::Impl::AnswerReplicate(const ReplicateAnswer& a) {
   ReplicatePending p = std::move(it->second);
   replicate_pending_.erase(it);
   if (a.error) {
-    p.fail(MakeDtxError(static_cast<rpc::ErrorCode::type>(a.error->code), a.error->message));
+    p.fail(MakeDtxError(a.error->code, a.error->message));
     return;
   }
   rpc::ReplicateResponse resp;
@@ -1046,7 +1021,7 @@ void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
   if (target_ == nullptr) {
     rpc::NodeStatus st;
-    st.role = "primary";
+    st.role = rpc::NodeRole::PRIMARY;
     return cob(st);
   }
   cob(target_->GetStatus());
@@ -1062,7 +1037,7 @@ void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                         const rpc::HeartbeatRequest& req) {
   if (target_ == nullptr) {
     rpc::HeartbeatResponse resp;
-    resp.role = "stopping";
+    // role unset: shutting down (idl/dtx.thrift HeartbeatResponse).
     return cob(resp);
   }
   cob(target_->Heartbeat(req));

@@ -35,6 +35,7 @@
 #include "CoordinatorPeer.h"
 #include "Participant.h"
 #include "ParticipantPeer.h"
+#include "common/address.h"
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/rpc_client.h"
@@ -246,7 +247,7 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
                  const rpc::HeartbeatRequest&) override {
     rpc::HeartbeatResponse r;
     r.name = "fake";
-    r.role = "participant";
+    r.__set_role(rpc::NodeRole::PARTICIPANT);
     std::lock_guard<std::mutex> l(mu_);
     r.epoch = epoch_;
     cob(r);
@@ -380,7 +381,7 @@ class FakeCluster {
     thread_.RunSync([&] {
       RpcServerOptions o;
       o.name = "fake-participant-" + std::to_string(i);
-      o.port = std::stoi(addresses_[i].substr(addresses_[i].rfind(':') + 1));
+      o.port = ParseHostPort(addresses_[i])->port;
       auto server = std::make_unique<RpcServer>(
           thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fakes_[i]), o);
       ok = server->Start().ok();
@@ -468,7 +469,7 @@ TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
   rpc::NodeStatus st;
   c->GetStatus(st);
   EXPECT_EQ(st.name, "coordinator-0");
-  EXPECT_EQ(st.role, "primary");
+  EXPECT_EQ(st.role, rpc::NodeRole::PRIMARY);
   EXPECT_EQ(st.epoch, 1);
   EXPECT_GE(st.durable_lsn, 1) << "the EPOCH record is durable";
   EXPECT_EQ(st.in_flight, 0);
@@ -689,7 +690,7 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   std::string addr;
   ASSERT_TRUE(std::getline(f, addr)) << "metrics.addr missing";
   ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
-  const int metrics_port = std::stoi(addr.substr(addr.find(':') + 1));
+  const int metrics_port = ParseHostPort(addr)->port;
   Client c(port);
   ASSERT_TRUE(c.Open());
   rpc::CommitResult res;
@@ -962,7 +963,7 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
 // Waits until the coordinator on `port` says it is the established primary.
 int64_t WaitPrimary(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   if (!WaitReady(port, timeout)) return -1;
-  return WaitStatus(port, [](const rpc::NodeStatus& st) { return st.role == "primary"; }, timeout);
+  return WaitStatus(port, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::PRIMARY; }, timeout);
 }
 
 TEST(CoordinatorBinary, SuspectedParticipantFailsFastAndOthersKeepCommitting) {
@@ -1064,7 +1065,7 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   ASSERT_TRUE(WaitReady(pport));
   ASSERT_TRUE(WaitReady(bport));
   ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
-  EXPECT_EQ(StatusOf(bport).role, "backup");
+  EXPECT_EQ(StatusOf(bport).role, rpc::NodeRole::BACKUP);
   EXPECT_EQ(StatusOf(bport).counters["in_sync"], 1);
 
   Client c(pport);
@@ -1184,7 +1185,7 @@ TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
               "500 ms: %lld ms\n",
               static_cast<long long>(failover_ms));
   rpc::NodeStatus st = StatusOf(bport);
-  EXPECT_EQ(st.role, "primary");
+  EXPECT_EQ(st.role, rpc::NodeRole::PRIMARY);
   EXPECT_EQ(st.epoch, 2);
   EXPECT_EQ(st.counters["promotions"], 1);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fakes.at(i).epoch(), 2) << i;
@@ -1222,7 +1223,7 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
   ASSERT_GE(WaitPrimary(bport), 0);
   EXPECT_EQ(StatusOf(bport).epoch, 2);
   primary.Signal(SIGCONT);
-  ASSERT_GE(WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == "backup"; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::BACKUP; }), 0);
   {
     Client old(pport);
     ASSERT_TRUE(old.Open());
@@ -1271,7 +1272,7 @@ TEST(CoordinatorBinary, BackupThatIsNotInSyncNeverPromotes) {
   ASSERT_TRUE(WaitReady(bport));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   rpc::NodeStatus st = StatusOf(bport);
-  EXPECT_EQ(st.role, "backup");
+  EXPECT_EQ(st.role, rpc::NodeRole::BACKUP);
   EXPECT_EQ(st.counters["in_sync"], 0);
   for (size_t i = 0; i < 3; ++i) EXPECT_TRUE(fakes.at(i).adoptions().empty());
 }
@@ -1488,19 +1489,19 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
   // Settles: exactly one established primary, at epoch 2.
   auto one_primary = [&] {
     rpc::NodeStatus a = StatusOf(pport), b = StatusOf(bport);
-    int primaries = (a.role == "primary") + (b.role == "primary");
-    return primaries == 1 && (a.role == "primary" ? a.epoch : b.epoch) == 2 &&
-           (a.role == "backup" || b.role == "backup");
+    int primaries = (a.role == rpc::NodeRole::PRIMARY) + (b.role == rpc::NodeRole::PRIMARY);
+    return primaries == 1 && (a.role == rpc::NodeRole::PRIMARY ? a.epoch : b.epoch) == 2 &&
+           (a.role == rpc::NodeRole::BACKUP || b.role == rpc::NodeRole::BACKUP);
   };
   EXPECT_TRUE(WaitFor(one_primary, std::chrono::seconds(10)));
   stop = true;
   load.join();
   rpc::NodeStatus a = StatusOf(pport), b = StatusOf(bport);
   std::printf("partition primary|backup: coordinator-0 %s epoch %lld, coordinator-1 %s epoch %lld\n",
-              a.role.c_str(), static_cast<long long>(a.epoch), b.role.c_str(),
+              NodeRoleName(a.role), static_cast<long long>(a.epoch), NodeRoleName(b.role),
               static_cast<long long>(b.epoch));
   ExpectOneOwnerPerEpoch(fakes, 3);
-  const int winner = a.role == "primary" ? pport : bport;
+  const int winner = a.role == rpc::NodeRole::PRIMARY ? pport : bport;
   const int loser = winner == pport ? bport : pport;
   {
     Client c(loser);
@@ -1545,7 +1546,7 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   std::string via;
   for (size_t i = 0; i < 3; ++i) {
     std::string a = fakes.address(i);
-    links.push_back(std::make_unique<Relay>(std::stoi(a.substr(a.rfind(':') + 1))));
+    links.push_back(std::make_unique<Relay>(ParseHostPort(a)->port));
     via += (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
   }
   Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
@@ -1565,7 +1566,7 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   EXPECT_EQ(primary.Wait(), 128 + SIGKILL);
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   rpc::NodeStatus st = StatusOf(bport);
-  EXPECT_EQ(st.role, "backup") << "promoted without a majority of participants";
+  EXPECT_EQ(st.role, rpc::NodeRole::BACKUP) << "promoted without a majority of participants";
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fakes.at(i).epoch(), 1);
   for (auto& l : links) l->Heal();
   EXPECT_GE(WaitPrimary(bport), 0);
@@ -1604,7 +1605,7 @@ TEST(CoordinatorBinary, BothBackupsTheNewestLogTakesOver) {
   c0 = std::make_unique<Process>(
       HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "backup", bport));
   ASSERT_GE(WaitPrimary(pport, std::chrono::seconds(15)), 0) << "nobody took over";
-  EXPECT_EQ(StatusOf(bport).role, "backup");
+  EXPECT_EQ(StatusOf(bport).role, rpc::NodeRole::BACKUP);
   EXPECT_EQ(StatusOf(pport).epoch, 3);
   Client c(pport);
   ASSERT_TRUE(c.Open());

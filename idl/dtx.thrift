@@ -4,6 +4,11 @@
 // TBinaryProtocol), so any stock Thrift client can call both services.
 // Generated at build time (C++: cob_style async processors; Python: the
 // bindings package). Never commit generated code.
+//
+// Every enum below has a C++ mirror with the same numbers in common/types.h
+// (used by the protocol cores); common/wire.cc static_asserts each value and
+// converts, and common/wire_test.cc fails when an enumerator is added here
+// alone.
 
 namespace cpp dtx.rpc
 namespace py dtx_thrift
@@ -160,7 +165,7 @@ struct PeerStatus {
 
 struct NodeStatus {
   1: required string name,
-  2: required string role,          // "participant", "primary", "backup"
+  2: required NodeRole role,
   3: required Epoch epoch,
   4: required i64 uptime_ms,
   5: required i64 durable_lsn,
@@ -236,13 +241,14 @@ struct ReplicateResponse {
 
 struct HeartbeatRequest {
   1: required string sender,        // host:port of the sender
-  2: required string role,          // "primary", "backup", "participant"
+  2: required NodeRole role,        // the sender's
   3: required Epoch epoch,
 }
 
 struct HeartbeatResponse {
   1: required string name,
-  2: required string role,
+  // Unset: the node is shutting down and serves in no role.
+  2: optional NodeRole role,
   3: required Epoch epoch,
   4: optional bool in_sync,         // a backup: it holds every decision of the primary
 }

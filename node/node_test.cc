@@ -187,7 +187,7 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus st;
-    st.role = target_ == nullptr ? "detached" : "serving";
+    st.name = target_ == nullptr ? "detached" : "serving";
     if (target_ != nullptr) ++target_->calls;
     cob(st);
   }
@@ -213,7 +213,7 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
 
     std::string role;
-    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.role; });
+    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
     EXPECT_EQ(role, "serving");
     rpc::TraceResponse trace;
     rpc::TxId txid;
@@ -238,7 +238,7 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     fp::DisarmAll();
 
     EXPECT_TRUE(node.Shutdown());
-    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.role; });
+    handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
     EXPECT_EQ(role, "detached");
     EXPECT_EQ(target.calls, 1);
     handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);

@@ -75,19 +75,6 @@ Status AtLsn(uint64_t lsn, const Status& s) {
 
 }  // namespace
 
-const char* ErrorCodeName(ErrorCode c) {
-  switch (c) {
-    case ErrorCode::kOk: return "OK";
-    case ErrorCode::kBadArgument: return "BAD_ARGUMENT";
-    case ErrorCode::kUnknownTx: return "UNKNOWN_TX";
-    case ErrorCode::kStaleEpoch: return "STALE_EPOCH";
-    case ErrorCode::kUnavailable: return "UNAVAILABLE";
-    case ErrorCode::kTimeout: return "TIMEOUT";
-    case ErrorCode::kInternal: return "INTERNAL";
-  }
-  return "UNKNOWN";
-}
-
 const char* NoVoteCauseName(NoVoteCause c) {
   switch (c) {
     case NoVoteCause::kLockConflict: return "lock conflict";

@@ -75,21 +75,12 @@ class Store {
   virtual Status Apply(const std::vector<WriteOp>& writes, Version version) = 0;
 };
 
-// Mirrors idl/dtx.thrift ErrorCode (same numbers); kOk is 0.
-enum class ErrorCode : int {
-  kOk = 0,
-  kBadArgument = 1,
-  kUnknownTx = 2,
-  kStaleEpoch = 4,
-  kUnavailable = 5,
-  kTimeout = 6,
-  kInternal = 7,
-};
-const char* ErrorCodeName(ErrorCode c);
-
-// Mirrors idl/dtx.thrift Vote and Decision.
-enum class Vote : int { kYes = 1, kNo = 2, kReadOnly = 3 };
-enum class Decision : int { kCommit = 1, kAbort = 2, kUnknown = 3 };
+// The wire vocabulary (common/types.h; checked against idl/dtx.thrift in
+// common/wire.cc). ErrorCode::kOk (0): no error.
+using ErrorCode = ::dtx::ErrorCode;
+using ::dtx::ErrorCodeName;
+using Vote = ::dtx::Vote;
+using Decision = ::dtx::Decision;
 
 // Why a Prepare voted NO. The runtime sends WireAbortReason(cause) and counts
 // and traces by cause; nobody parses Reply::detail.

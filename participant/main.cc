@@ -20,7 +20,7 @@
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/log.h"
-#include "common/rpc_client.h"
+#include "common/address.h"
 #include "participant/runtime.h"
 #include "wal/format.h"
 
@@ -97,39 +97,36 @@ int main(int argc, char** argv) {
   if (options.checkpoint_interval_records == 0 && options.checkpoint_interval_ms == 0) {
     return Usage(desc, "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL would grow without bound)");
   }
-  dtx::Status s = dtx::ParseHostPort(listen, &options.listen_host, &options.listen_port);
-  if (!s.ok()) return Usage(desc, "--listen: " + s.message());
-  if (options.listen_port <= 0 || options.listen_port > 65535) {
-    return Usage(desc, "--listen: port must be in 1..65535");
-  }
+  auto listen_hp = dtx::ParseHostPort(listen);
+  if (!listen_hp.ok()) return Usage(desc, "--listen: " + listen_hp.status().message());
+  options.listen_host = listen_hp->host;
+  options.listen_port = listen_hp->port;
   if (metrics_listen == "off") {
     options.metrics_enabled = false;
   } else {
-    // ParseHostPort refuses port 0, which is allowed here: "any free port".
-    const size_t colon = metrics_listen.rfind(':');
-    const std::string mport = colon == std::string::npos ? "" : metrics_listen.substr(colon + 1);
-    if (colon == 0 || colon == std::string::npos || mport.empty() || mport.size() > 5 ||
-        mport.find_first_not_of("0123456789") != std::string::npos || std::stoi(mport) > 65535) {
+    // Port 0: any free port.
+    auto metrics_hp = dtx::ParseHostPort(metrics_listen, dtx::PortZero::kAllow);
+    if (!metrics_hp.ok()) {
       return Usage(desc, "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
     }
-    options.metrics_host = metrics_listen.substr(0, colon);
-    options.metrics_port = std::stoi(mport);
+    options.metrics_host = metrics_hp->host;
+    options.metrics_port = metrics_hp->port;
   }
-  std::string coord_host;
-  int coord_port = 0;
-  s = dtx::ParseHostPort(coordinator, &coord_host, &coord_port);
-  if (!s.ok()) return Usage(desc, "--coordinator: " + s.message());
+  if (auto hp = dtx::ParseHostPort(coordinator); !hp.ok()) {
+    return Usage(desc, "--coordinator: " + hp.status().message());
+  }
   for (size_t start = 0; !coordinators.empty() && start <= coordinators.size();) {
     size_t end = coordinators.find(',', start);
     if (end == std::string::npos) end = coordinators.size();
     std::string c = coordinators.substr(start, end - start);
-    s = dtx::ParseHostPort(c, &coord_host, &coord_port);
-    if (!s.ok()) return Usage(desc, "--coordinators: '" + c + "': " + s.message());
+    if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
+      return Usage(desc, "--coordinators: '" + c + "': " + hp.status().message());
+    }
     options.coordinators.push_back(c);
     start = end + 1;
   }
 
-  s = dtx::fp::InitFromEnv();
+  dtx::Status s = dtx::fp::InitFromEnv();
   if (!s.ok()) {
     std::cerr << "dtx-participant: " << s.message() << "\n";
     return kExitBadUsage;

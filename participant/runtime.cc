@@ -30,6 +30,7 @@
 #include "node/node.h"
 #include "node/wal_appender.h"
 #include "participant/level_store.h"
+#include "common/wire.h"
 
 namespace dtx::participant {
 
@@ -52,7 +53,7 @@ uint64_t SteadyNs() {
 constexpr uint64_t kMetricsScanEveryTicks = 10;
 
 rpc::DtxError ToDtxError(ErrorCode code, const std::string& message) {
-  return MakeDtxError(static_cast<rpc::ErrorCode::type>(static_cast<int>(code)), message);
+  return MakeDtxError(code, message);
 }
 
 }  // namespace
@@ -678,12 +679,10 @@ void Runtime::Impl::AskOtherCoordinators(const QueryDecisionMsg& m) {
     StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c](const RpcStatus& s,
                                                                         const rpc::NodeStatus& st) {
       if (alive.expired() || shut_down_) return;
-      if (!s.ok()) return;
       // Whether this one may answer is the core's rule (QueryDecisionMsg).
-      const NodeRole role = st.role == NodeRoleName(NodeRole::kPrimary)    ? NodeRole::kPrimary
-                            : st.role == NodeRoleName(NodeRole::kStarting) ? NodeRole::kStarting
-                                                                            : NodeRole::kBackup;
-      core_->OnCoordinatorStatus(txid, c, role, st.epoch, NowMs());
+      const std::optional<NodeRole> role = dtx::FromRpc(st.role);
+      if (!s.ok() || !role) return;
+      core_->OnCoordinatorStatus(txid, c, *role, st.epoch, NowMs());
       Process();
     });
   }
@@ -727,16 +726,14 @@ void Runtime::Impl::Deliver(Reply& r) {
     }
     case Reply::Kind::kPrepare: {
       rpc::PrepareResponse out;
-      out.vote = r.vote == Vote::kYes    ? rpc::Vote::YES
-                 : r.vote == Vote::kNo   ? rpc::Vote::NO
-                                         : rpc::Vote::READ_ONLY;
+      out.vote = ToRpc(r.vote);
       (r.vote == Vote::kYes ? metrics_.vote_yes : r.vote == Vote::kNo ? metrics_.vote_no : metrics_.vote_read_only).Inc();
       if (r.vote == Vote::kNo) {
         const AbortReason wire_reason = WireAbortReason(r.no_cause);
         const int reason = static_cast<int>(wire_reason);
         obs::Counter* c = reason >= 1 && reason <= 5 ? metrics_.abort_by_reason[reason] : nullptr;
         if (c != nullptr) c->Inc();
-        out.__set_reason(static_cast<rpc::AbortReason::type>(reason));
+        out.__set_reason(ToRpc(wire_reason));
         out.__set_detail(r.detail);
         DTX_LOG_DEBUG("txid={} vote NO: {}", r.txid.ToString(), r.detail);
       }
@@ -900,12 +897,12 @@ rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req
                               coordinators_seen_.size() < kCoordinatorChannelsMax)) {
     CoordinatorSeen& seen = coordinators_seen_[req.sender];
     seen.heard_ms = std::max<uint64_t>(NowMs(), 1);
-    seen.role = req.role;
+    seen.role = NodeRoleName(req.role);
     seen.epoch = req.epoch;
   }
   rpc::HeartbeatResponse resp;
   resp.name = options_.name;
-  resp.role = "participant";
+  resp.__set_role(rpc::NodeRole::PARTICIPANT);
   resp.epoch = core_->stats().epoch;
   return resp;
 }
@@ -914,7 +911,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   CoreStats st = core_->stats();
   rpc::NodeStatus out;
   out.name = options_.name;
-  out.role = "participant";
+  out.role = rpc::NodeRole::PARTICIPANT;
   out.epoch = st.epoch;
   out.uptime_ms = static_cast<int64_t>(NowMs() - start_ms_);
   out.durable_lsn = static_cast<int64_t>(wal_.log().durable_lsn());
@@ -1009,7 +1006,7 @@ void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
                         const rpc::HeartbeatRequest& req) {
   if (target_ == nullptr) {
     rpc::HeartbeatResponse r;
-    r.role = "participant";
+    r.__set_role(rpc::NodeRole::PARTICIPANT);
     return cob(r);
   }
   cob(target_->Heartbeat(req));
@@ -1024,7 +1021,7 @@ void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::E
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
   if (target_ == nullptr) {
     rpc::NodeStatus s;
-    s.role = "participant";
+    s.role = rpc::NodeRole::PARTICIPANT;
     return cob(s);
   }
   cob(target_->GetStatus());

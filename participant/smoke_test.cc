@@ -29,6 +29,7 @@
 
 #include "Coordinator.h"
 #include "Participant.h"
+#include "common/address.h"
 #include "common/event_loop.h"
 #include "common/rpc_server.h"
 #include "common/types.h"
@@ -264,7 +265,7 @@ TEST_F(ParticipantSmokeTest, OnePhaseCommitIsReadBackAndSurvivesSigkill) {
     rpc::NodeStatus st;
     c->GetStatus(st);
     EXPECT_EQ(st.name, "participant-0");
-    EXPECT_EQ(st.role, "participant");
+    EXPECT_EQ(st.role, rpc::NodeRole::PARTICIPANT);
     EXPECT_EQ(st.epoch, 1);
     EXPECT_GE(st.durable_lsn, 2);  // EPOCH + COMMIT
   }
@@ -520,7 +521,7 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
   std::string addr;
   ASSERT_TRUE(std::getline(f, addr)) << "metrics.addr missing";
   ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
-  const int metrics_port = std::stoi(addr.substr(addr.find(':') + 1));
+  const int metrics_port = dtx::ParseHostPort(addr)->port;
   ASSERT_GT(metrics_port, 0);
   {
     Client c(port);

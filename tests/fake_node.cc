@@ -27,6 +27,7 @@
 
 #include "Coordinator.h"
 #include "Participant.h"
+#include "common/wire.h"
 #include "tools/cluster_config.h"
 
 namespace po = boost::program_options;
@@ -39,9 +40,18 @@ std::string g_name;
 std::string g_armed;
 std::string g_role = "primary";  // a coordinator's reported role
 
+// "primary" -> PRIMARY; a name that is no role reports as 0 (not a role).
+dtx::rpc::NodeRole::type RoleFromName(const std::string& name) {
+  for (dtx::NodeRole r : {dtx::NodeRole::kParticipant, dtx::NodeRole::kPrimary,
+                          dtx::NodeRole::kStarting, dtx::NodeRole::kBackup}) {
+    if (name == dtx::NodeRoleName(r)) return dtx::ToRpc(r);
+  }
+  return static_cast<dtx::rpc::NodeRole::type>(0);
+}
+
 void FillStatus(dtx::rpc::NodeStatus& s, const std::string& role) {
   s.name = g_name;
-  s.role = role;
+  s.role = RoleFromName(role);
   s.epoch = 1;
   s.uptime_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                     std::chrono::steady_clock::now() - kStart)

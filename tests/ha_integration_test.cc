@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/wire.h"
 #include "tests/cluster_fixture.h"
 
 namespace dtx::testing {
@@ -27,7 +28,7 @@ class HaTest : public ClusterTest {
     std::map<std::string, std::string> out;
     for (const auto& n : cluster_.config().nodes()) {
       auto st = tools::GetNodeStatus(n, {.connect_timeout_ms = 500, .recv_timeout_ms = 2000});
-      out[n.name] = st.ok() ? st->role : "down";
+      out[n.name] = st.ok() ? NodeRoleName(st->role) : "down";
     }
     return out;
   }
@@ -146,7 +147,7 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
   ASSERT_NE(c1, nullptr);
   for (;;) {
     auto st = tools::GetNodeStatus(*c1, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
-    if (st.ok() && st->role == "primary") break;
+    if (st.ok() && st->role == rpc::NodeRole::PRIMARY) break;
     if (Clock::now() > deadline) {
       ::kill(c0, SIGCONT);
       stop_workers();

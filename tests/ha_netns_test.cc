@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/wire.h"
 #include "dtx/client.h"
 #include "tests/harness.h"
 #include "tools/admin_client.h"
@@ -355,7 +356,7 @@ class NetnsHaTest : public ::testing::Test {
         [&] {
           auto s0 = cluster_->GetStatus("c0");
           auto s1 = cluster_->GetStatus("c1");
-          return s0.ok() && s0->role == "primary" && s1.ok() && s1->role == "backup" &&
+          return s0.ok() && s0->role == rpc::NodeRole::PRIMARY && s1.ok() && s1->role == rpc::NodeRole::BACKUP &&
                  s0->counters.count("backup_in_sync") && s0->counters.at("backup_in_sync") == 1;
         },
         20s))
@@ -408,7 +409,7 @@ class NetnsHaTest : public ::testing::Test {
         CoordSample s;
         s.at = Clock::now();
         s.node = h;
-        s.role = st->role;
+        s.role = NodeRoleName(st->role);
         s.epoch = st->epoch;
         if (st->counters.count("commits")) s.commits = st->counters.at("commits");
         std::lock_guard<std::mutex> lock(mu_);
@@ -611,7 +612,7 @@ class NetnsHaTest : public ::testing::Test {
   std::pair<std::string, int64_t> RoleOf(const std::string& host) {
     auto st = cluster_->GetStatus(host);
     if (!st.ok()) return {"down", 0};
-    return {st->role, st->epoch};
+    return {NodeRoleName(st->role), st->epoch};
   }
 
   // After the heal: one of the two primary and the other an in-sync backup;
@@ -623,7 +624,7 @@ class NetnsHaTest : public ::testing::Test {
           for (const auto& [p, b] : {std::pair{"c0", "c1"}, std::pair{"c1", "c0"}}) {
             auto ps = cluster_->GetStatus(p);
             auto bs = cluster_->GetStatus(b);
-            if (ps.ok() && ps->role == "primary" && bs.ok() && bs->role == "backup" &&
+            if (ps.ok() && ps->role == rpc::NodeRole::PRIMARY && bs.ok() && bs->role == rpc::NodeRole::BACKUP &&
                 ps->counters.count("backup_in_sync") && ps->counters.at("backup_in_sync") == 1) {
               primary = p;
               return true;
@@ -775,7 +776,7 @@ TEST_F(NetnsHaTest, PrimaryCutFromEveryoneIsReplaced) {
   size_t during = CommittedBetween(*promoted + 1000ms, Clock::now());
   std::printf("primary isolated: c1 primary %lld ms after the cut; c0 %s@%lld; c0 commits %lld "
               "-> %lld; %zu commits acknowledged in the last 2 s (via c1)\n",
-              static_cast<long long>(promotion_ms.count()), c0_after->role.c_str(),
+              static_cast<long long>(promotion_ms.count()), NodeRoleName(c0_after->role),
               static_cast<long long>(c0_after->epoch),
               static_cast<long long>(c0_before->counters["commits"]),
               static_cast<long long>(c0_after->counters["commits"]), during);

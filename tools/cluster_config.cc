@@ -59,23 +59,6 @@ bool RoleLess(const NodeEntry& a, const NodeEntry& b) {
 
 }  // namespace
 
-Result<HostPort> ParseHostPort(std::string_view address) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string_view::npos || colon == 0) {
-    return Status::InvalidArgument("address '" + std::string(address) +
-                                   "' is not host:port");
-  }
-  std::string_view port_text = address.substr(colon + 1);
-  unsigned port = 0;
-  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
-      port > 65535) {
-    return Status::InvalidArgument("address '" + std::string(address) +
-                                   "': port must be 1..65535");
-  }
-  return HostPort{std::string(address.substr(0, colon)), static_cast<uint16_t>(port)};
-}
-
 Result<NodeEntry> ParseNodeName(std::string_view name) {
   NodeEntry e;
   std::string_view rest;

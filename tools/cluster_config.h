@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/address.h"
 #include "common/status.h"
 
 namespace dtx::tools {
@@ -55,13 +56,9 @@ struct NodeEntry {
   int index = 0;        // the number after the dash
 };
 
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-};
-
-// "host:port" -> parts. InvalidArgument names what is wrong.
-Result<HostPort> ParseHostPort(std::string_view address);
+// "host:port" -> parts (common/address.h). InvalidArgument names what is wrong.
+using ::dtx::HostPort;
+using ::dtx::ParseHostPort;
 
 // "coordinator-N" / "participant-N" -> role and N; anything else is
 // InvalidArgument.

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/wire.h"
 #include "tools/admin_client.h"
 #include "tools/cluster_config.h"
 #include "tools/metrics_text.h"
@@ -663,7 +664,7 @@ int CmdStatus(const std::vector<std::string>& args) {
     auto st = GetNodeStatus(n, t);
     if (st.ok()) {
       std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
-                  n.address.c_str(), pid_text.c_str(), st->role.c_str(),
+                  n.address.c_str(), pid_text.c_str(), NodeRoleName(st->role),
                   static_cast<long long>(st->epoch), static_cast<long long>(st->durable_lsn),
                   static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
                   "up");
@@ -821,17 +822,12 @@ int CmdInDoubt(const std::vector<std::string>& args) {
 // GET /metrics from an IPv4 "host:port" over a plain socket (HTTP/1.0, the
 // server closes after the response). Returns the body of a 200 response.
 Result<std::string> HttpGetMetrics(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0) return Status::InvalidArgument("bad address '" + address + "'");
-  const std::string host = address.substr(0, colon);
-  const std::string port_text = address.substr(colon + 1);
-  if (port_text.empty() || port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(port_text) < 1 || std::stoi(port_text) > 65535) {
-    return Status::InvalidArgument("bad port in '" + address + "'");
-  }
+  auto hp = ParseHostPort(address);
+  if (!hp.ok()) return hp.status();
+  const std::string& host = hp->host;
   sockaddr_in a{};
   a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(std::stoi(port_text)));
+  a.sin_port = htons(hp->port);
   if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) {
     return Status::InvalidArgument("not an IPv4 address: '" + host + "'");
   }
@@ -1132,7 +1128,7 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
       if (p.suspected) peers += "*";
     }
     std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5lld %9s %9s %9s %8lld %s\n", nodes[i].name.c_str(), "up",
-                  b.status.role.c_str(), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
+                  NodeRoleName(b.status.role), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
                   FormatRate(abort_rate).c_str(), FormatLatency(p99).c_str(),
                   static_cast<long long>(b.status.in_doubt), peers.c_str());
     out += line;

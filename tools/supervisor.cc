@@ -190,7 +190,7 @@ class Supervisor {
     constexpr int kPeerQueryTimeoutMs = 500;
     auto st = GetNodeStatus(*n->peer, {.connect_timeout_ms = kPeerQueryTimeoutMs,
                                        .recv_timeout_ms = kPeerQueryTimeoutMs});
-    if (st.ok() && st->role == "primary") {
+    if (st.ok() && st->role == rpc::NodeRole::PRIMARY) {
       if (n->role != "backup") {
         DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name,
                      n->peer->name, n->entry.name);

@@ -19,11 +19,13 @@
 #include <unordered_set>
 #include <utility>
 
+#include "common/address.h"
 #include "common/check.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/rpc_client.h"
 #include "common/thread_annotations.h"
+#include "common/wire.h"
 
 namespace dtx {
 namespace internal {
@@ -35,14 +37,6 @@ constexpr int kCommitRetryDelayMaxMs = 200;
 constexpr int kShardMapRetryDelayMs = 30;
 
 Status ClientClosed() { return Status::Unavailable("client closed"); }
-
-std::optional<AbortReason> ToAbortReason(int r) {
-  if (r >= static_cast<int>(AbortReason::kConflict) &&
-      r <= static_cast<int>(AbortReason::kCoordinatorFailover)) {
-    return static_cast<AbortReason>(r);
-  }
-  return std::nullopt;
-}
 
 // A result with nothing but a status (no abort reason, known outcome).
 CommitOutcome PlainOutcome(Status status, const TxId& txid) {
@@ -70,7 +64,7 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
       o.status = Status::OK();
       break;
     case rpc::Outcome::ABORTED: {
-      o.abort_reason = r.__isset.reason ? ToAbortReason(r.reason) : std::nullopt;
+      o.abort_reason = r.__isset.reason ? FromRpc(r.reason) : std::nullopt;
       const char* name = o.abort_reason ? AbortReasonName(*o.abort_reason) : "unspecified";
       o.status = Status::Aborted(std::string("transaction aborted: ") + name + detail);
       break;
@@ -406,7 +400,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
         .GetStatus(options_.request_timeout_ms,
                    [self, addr](const RpcStatus& s, const rpc::NodeStatus& st) {
                      self->learning_epoch_ = false;
-                     if (s.ok() && st.role == "primary") {
+                     if (s.ok() && st.role == rpc::NodeRole::PRIMARY) {
                        Epoch& e = self->primary_epoch_seen_[addr];
                        e = std::max<Epoch>(e, static_cast<Epoch>(st.epoch));
                      }
@@ -418,7 +412,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // once if round.current's epoch is known, else once round.current has
   // answered or timed out (it may be a newer primary still).
   void OnProbeAnswer(ProbeRound& round, const std::string& addr, const rpc::NodeStatus* st) {
-    if (st != nullptr && st->role == "primary") {
+    if (st != nullptr && st->role == rpc::NodeRole::PRIMARY) {
       Epoch& e = primary_epoch_seen_[addr];
       e = std::max<Epoch>(e, static_cast<Epoch>(st->epoch));
       if (addr != round.current && static_cast<Epoch>(st->epoch) > round.candidate_epoch) {
@@ -637,10 +631,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     if (m.participants.empty()) return Status::Unavailable("empty shard map from " + from);
     for (const auto& p : m.participants) {
-      std::string host;
-      int port = 0;
-      Status s = ParseHostPort(p, &host, &port);
-      if (!s.ok()) return Status::Corruption("shard map from " + from + ": " + s.message());
+      auto hp = ParseHostPort(p);
+      if (!hp.ok()) return Status::Corruption("shard map from " + from + ": " + hp.status().message());
     }
     std::vector<ParticipantStub> stubs;
     stubs.reserve(m.participants.size());
@@ -796,19 +788,9 @@ class TxState : public std::enable_shared_from_this<TxState> {
       FinishLocked();
       req->txid = ToRpc(txid_);
       req->reads.reserve(reads_.size());
-      for (const auto& [key, r] : reads_) {
-        rpc::ReadItem item;
-        item.key = key;
-        item.version = r.version;
-        req->reads.push_back(std::move(item));
-      }
+      for (const auto& [key, r] : reads_) req->reads.push_back(ReadItemToRpc(key, r.version));
       req->writes.reserve(writes_.size());
-      for (auto& [key, v] : writes_) {
-        rpc::WriteItem item;
-        item.key = key;
-        if (v) item.__set_value(*v);
-        req->writes.push_back(std::move(item));
-      }
+      for (const auto& [key, v] : writes_) req->writes.push_back(WriteItemToRpc(key, v));
       reads_.clear();
       writes_.clear();
     }
@@ -987,10 +969,8 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
     return Status::InvalidArgument("no coordinator address given");
   }
   for (const auto& a : options.coordinators) {
-    std::string host;
-    int port = 0;
-    Status s = ParseHostPort(a, &host, &port);
-    if (!s.ok()) return s;
+    auto hp = ParseHostPort(a);
+    if (!hp.ok()) return hp.status();
   }
   if (options.request_timeout_ms <= 0 || options.commit_timeout_ms <= 0) {
     return Status::InvalidArgument("timeouts must be > 0 ms");

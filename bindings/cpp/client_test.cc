@@ -164,13 +164,13 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
   std::deque<CommitAnswer> script;
   std::vector<std::function<void(const rpc::CommitResult&)>> held;
   int shard_map_calls = 0;
-  rpc::NodeStatus status;  // GetStatus answer (role "" by default: not primary)
+  rpc::NodeStatus status;  // GetStatus answer (role 0 by default: not primary)
   bool hang_status = false;
   int status_calls = 0;
   std::vector<std::function<void(const rpc::NodeStatus&)>> held_status;
 };
 
-rpc::NodeStatus CoordinatorStatusAs(const std::string& role, rpc::Epoch epoch) {
+rpc::NodeStatus CoordinatorStatusAs(rpc::NodeRole::type role, rpc::Epoch epoch) {
   rpc::NodeStatus st;
   st.name = "fake";
   st.role = role;
@@ -560,9 +560,9 @@ TEST_F(ClientTest, NotPrimaryRedirectsShardMapAndCommitToThePrimary) {
 TEST_F(ClientTest, CommitHangingAtThePrimaryMovesToANewerPrimary) {
   backup_ = std::make_shared<FakeCoordinator>();
   nodes_.RunSync([&] {
-    coordinator_->status = CoordinatorStatusAs("primary", 3);
+    coordinator_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 3);
     backup_->map = coordinator_->map;
-    backup_->status = CoordinatorStatusAs("backup", 3);
+    backup_->status = CoordinatorStatusAs(rpc::NodeRole::BACKUP, 3);
     backup_server_ = StartCoordinator(backup_);
   });
   ClientOptions o;
@@ -587,7 +587,7 @@ TEST_F(ClientTest, CommitHangingAtThePrimaryMovesToANewerPrimary) {
     std::this_thread::sleep_for(std::chrono::milliseconds(500));
     nodes_.RunSync([&] {
       std::lock_guard<std::mutex> lock(backup_->mu);
-      backup_->status = CoordinatorStatusAs("primary", 4);
+      backup_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 4);
     });
   });
   auto t0 = std::chrono::steady_clock::now();
@@ -625,9 +625,9 @@ TEST_F(ClientTest, CommitHangingAtThePrimaryMovesToANewerPrimary) {
 TEST_F(ClientTest, SlowCommitStaysWhenNoNewerPrimaryAnswers) {
   backup_ = std::make_shared<FakeCoordinator>();
   nodes_.RunSync([&] {
-    coordinator_->status = CoordinatorStatusAs("primary", 5);
+    coordinator_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 5);
     backup_->map = coordinator_->map;
-    backup_->status = CoordinatorStatusAs("primary", 4);
+    backup_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 4);
     backup_server_ = StartCoordinator(backup_);
   });
   ClientOptions o;
@@ -665,9 +665,9 @@ TEST_F(ClientTest, SlowCommitStaysWhenNoNewerPrimaryAnswers) {
 TEST_F(ClientTest, ParticipantUnavailableAbortProbesForANewerPrimary) {
   backup_ = std::make_shared<FakeCoordinator>();
   nodes_.RunSync([&] {
-    coordinator_->status = CoordinatorStatusAs("primary", 3);
+    coordinator_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 3);
     backup_->map = coordinator_->map;
-    backup_->status = CoordinatorStatusAs("primary", 4);
+    backup_->status = CoordinatorStatusAs(rpc::NodeRole::PRIMARY, 4);
     backup_server_ = StartCoordinator(backup_);
   });
   ClientOptions o;

@@ -597,7 +597,7 @@ class Client:
             st = self._probers[idx].call("GetStatus")
         except (_TransportError, ttypes.DtxError):
             return None
-        if st.role == "primary":
+        if st.role == ttypes.NodeRole.PRIMARY:
             with self._lock:
                 self._epoch_seen[idx] = max(self._epoch_seen.get(idx, 0), st.epoch)
         return st
@@ -612,7 +612,7 @@ class Client:
             if i == current:
                 continue
             st = self._status(i)
-            if st is not None and st.role == "primary" and st.epoch > best_epoch:
+            if st is not None and st.role == ttypes.NodeRole.PRIMARY and st.epoch > best_epoch:
                 best, best_epoch = i, st.epoch
         if best is None:
             return None
