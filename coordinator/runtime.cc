@@ -22,96 +22,140 @@ using apache::thrift::TDelayedException;
 
 // Fail-stop: the node cannot trust its state (WAL failure) or was told to
 // fail a step it has no other safe way to fail. Safe from any thread.
-[[noreturn]] void FailStop(const std::string& why) {
+[[noreturn]] void FailStopNow(const std::string& why) {
   DTX_LOG_ERROR("fail-stop: {}; exiting", why);
   log::Flush();
   std::_Exit(1);
 }
 
-void EvalOrFailStop(fp::Point p, const TxId& txid) {
-  Status s = fp::Eval(p);
-  if (!s.ok()) FailStop("txid=" + txid.ToString() + " " + s.ToString());
-}
-
-CallStatus ToCallStatus(const RpcStatus& st) {
-  if (st.ok()) return CallStatus::kOk;
-  if (st.error_code()) {
-    return *st.error_code() == rpc::ErrorCode::STALE_EPOCH ? CallStatus::kStaleEpoch
-                                                           : CallStatus::kError;
-  }
-  if (st.IsTimeout()) return CallStatus::kTimeout;
-  // No connection, connection lost, Busy, an undecodable reply: the call may
-  // or may not have been carried out.
-  return CallStatus::kUnavailable;
-}
-
-std::optional<AbortReason> ReasonFromRpc(int r) {
-  if (r >= static_cast<int>(AbortReason::kConflict) &&
-      r <= static_cast<int>(AbortReason::kCoordinatorFailover)) {
-    return static_cast<AbortReason>(r);
-  }
-  return std::nullopt;
-}
-
-rpc::PrepareRequest ToRpc(const PrepareMsg& m) {
-  rpc::PrepareRequest req;
-  req.txid = dtx::ToRpc(m.txid);
-  req.epoch = m.epoch;
-  req.reads.reserve(m.reads.size());
-  for (const ReadItem& r : m.reads) {
-    rpc::ReadItem item;
-    item.key = r.key;
-    item.version = r.version;
-    req.reads.push_back(std::move(item));
-  }
-  req.writes.reserve(m.writes.size());
-  for (const WriteItem& w : m.writes) {
-    rpc::WriteItem item;
-    item.key = w.key;
-    if (w.value) item.__set_value(*w.value);
-    req.writes.push_back(std::move(item));
-  }
-  req.one_phase = m.one_phase;
-  req.read_only_tx = m.read_only_tx;
-  req.__set_coordinator(m.coordinator);
-  return req;
-}
-
-CommitRequest FromRpc(const rpc::CommitRequest& in) {
-  CommitRequest req;
-  req.txid = dtx::FromRpc(in.txid);
-  req.shard_map_version = in.shard_map_version;
-  req.is_retry = in.__isset.is_retry && in.is_retry;
-  req.reads.reserve(in.reads.size());
-  for (const rpc::ReadItem& r : in.reads) req.reads.push_back(ReadItem{r.key, r.version});
-  req.writes.reserve(in.writes.size());
-  for (const rpc::WriteItem& w : in.writes) {
-    WriteItem item;
-    item.key = w.key;
-    if (w.__isset.value) item.value = w.value;
-    req.writes.push_back(std::move(item));
-  }
-  return req;
-}
-
-rpc::CommitResult ToRpc(const CommitResult& c) {
-  rpc::CommitResult out;
-  out.outcome = static_cast<rpc::Outcome::type>(c.outcome);
-  if (c.reason) out.__set_reason(static_cast<rpc::AbortReason::type>(*c.reason));
-  if (!c.detail.empty()) out.__set_detail(c.detail);
-  return out;
-}
-
-const char* OutcomeName(Outcome o) {
-  switch (o) {
-    case Outcome::kCommitted: return "committed";
-    case Outcome::kAborted: return "aborted";
-    case Outcome::kUnknown: return "unknown";
-  }
-  return "?";
-}
-
 }  // namespace
+
+// ---- the driver's world: stubs, WAL, loop, metrics, tracing ----------------------------
+
+class Runtime::Glue final : public CoordinatorIo, public CoordinatorHooks {
+ public:
+  explicit Glue(Runtime* rt) : rt_(rt) {}
+
+  uint64_t NowMs() override { return rt_->NowMs(); }
+
+  void Prepare(const std::string& to, const rpc::PrepareRequest& req, int timeout_ms,
+               std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) override {
+    rt_->StubFor(to).Prepare(req, timeout_ms, std::move(done));
+  }
+  void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+              Done done) override {
+    rt_->StubFor(to).Commit(txid, epoch, timeout_ms, std::move(done));
+  }
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+             Done done) override {
+    rt_->StubFor(to).Abort(txid, epoch, timeout_ms, std::move(done));
+  }
+  void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
+                        Done done) override {
+    Runtime* rt = rt_;
+    auto wrapped = [rt, to, done = std::move(done)](const RpcStatus& st) {
+      if (rt->shut_down_) return;
+      if (!st.ok() && st.code() == Status::Code::kNotSupported && rt->heartbeat_unsupported_.insert(to).second) {
+        DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", to);
+      }
+      done(st);
+    };
+    if (rt_->heartbeat_unsupported_.count(to) != 0) {
+      rt_->StubFor(to).GetStatus(timeout_ms,
+                                 [wrapped](const RpcStatus& st, const rpc::NodeStatus&) { wrapped(st); });
+    } else {
+      // On the AdoptEpoch channel: a participant without the service closes
+      // that connection, not the one carrying 2PC.
+      rt_->AdoptStubFor(to).Heartbeat(req, timeout_ms,
+                                      [wrapped](const RpcStatus& st, const rpc::HeartbeatResponse&) { wrapped(st); });
+    }
+  }
+  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+                  AdoptDone done) override {
+    rt_->AdoptStubFor(to).AdoptEpoch(
+        epoch, coordinator, timeout_ms,
+        [done = std::move(done)](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
+          done(st, r.current_epoch, r.owner);
+        });
+  }
+  void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
+    if (rt_->peer_stub_) rt_->peer_stub_->Heartbeat(req, timeout_ms, std::move(done));
+  }
+  void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
+    if (rt_->peer_stub_) rt_->peer_stub_->Replicate(req, timeout_ms, std::move(done));
+  }
+
+  uint64_t Append(RecordType type, const std::string& payload, bool forced,
+                  std::function<void(uint64_t lsn)> on_durable) override {
+    // The LSN is known only when Append returns; the posted callback runs on
+    // the loop thread after the driver's Process() returns, so it reads the
+    // value set below.
+    auto lsn_box = std::make_shared<wal::Lsn>(0);
+    std::weak_ptr<int> alive = rt_->alive_;
+    EventLoop* loop = rt_->loop_;
+    // Runs on the WAL flusher thread: exit on failure, else hand the news to
+    // the loop. Non-forced records need no news.
+    wal::DurableFn wal_durable = [=](const Status& s) {
+      if (!s.ok()) FailStopNow("decision log record did not become durable: " + s.ToString());
+      if (!forced) return;
+      loop->Post([=] {
+        if (alive.expired()) return;
+        on_durable(*lsn_box);
+      });
+    };
+    Result<wal::Lsn> lsn = rt_->log_->Append(static_cast<uint8_t>(type), payload, wal_durable);
+    if (!lsn.ok()) FailStopNow("decision log append failed: " + lsn.status().ToString());
+    *lsn_box = *lsn;
+    if (rt_->initializing_ && forced) rt_->init_forced_.emplace_back(*lsn, on_durable);
+    return *lsn;
+  }
+  uint64_t durable_lsn() override { return rt_->log_->durable_lsn(); }
+  Status ReloadLog(const ReplayFn& replay) override {
+    // Callbacks of the old log (durability notices of a replaced core) find
+    // alive_ expired.
+    rt_->alive_ = std::make_shared<int>(0);
+    rt_->log_.reset();
+    Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(rt_->WalOptions(), rt_->options_.dir + "/wal", replay);
+    if (!log.ok()) return log.status();
+    rt_->log_ = std::move(*log);
+    return Status::OK();
+  }
+  Status TruncateBefore(uint64_t lsn) override { return rt_->log_->TruncateBefore(lsn); }
+  void FailStop(const std::string& why) override { FailStopNow(why); }
+
+  bool tracing() const override { return rt_->tracing_; }
+  void Trace(const TxId& txid, const char* event, std::string_view detail) override {
+    rt_->Trace(txid, event, detail);
+  }
+  void Note(const HaNote& n) override {
+    if (n.warn) {
+      DTX_LOG_WARN("{}", n.text);
+    } else {
+      DTX_LOG_INFO("{}", n.text);
+    }
+  }
+  void PrepareSent(const TxId& txid) override { rt_->NotePrepareSent(txid); }
+  void VoteIn(const TxId& txid) override { rt_->NoteVote(txid); }
+  void DecisionAppended(const TxId& txid) override {
+    if (auto t = rt_->timings_.find(txid); t != rt_->timings_.end()) t->second.decision_appended = PhaseNow();
+  }
+  void DecisionReleased(const TxId& txid) override { rt_->NoteDecisionReleased(txid); }
+  void EndAppended(const TxId& txid) override {
+    if (auto it = rt_->phase2_start_.find(txid); it != rt_->phase2_start_.end()) {
+      rt_->metrics_.phase2.Observe(static_cast<double>(PhaseNow() - it->second) * 1e-6);
+      rt_->phase2_start_.erase(it);
+    }
+  }
+  void LogReloaded() override { rt_->timings_.clear(); }
+  void UnmatchedReply(RequestToken token) override {
+    DTX_LOG_ERROR("the core answered request token {} it did not owe an answer", token);
+  }
+
+ private:
+  Runtime* rt_;
+};
 
 // ---- metrics --------------------------------------------------------------------------
 
@@ -213,13 +257,6 @@ void Runtime::Trace(const TxId& txid, const char* event, std::string_view detail
   if (tracing_) trace_.Record(txid, event, detail);
 }
 
-std::string Runtime::ParticipantName(const std::string& address) const {
-  for (size_t i = 0; i < options_.participants.size(); ++i) {
-    if (options_.participants[i] == address) return "participant-" + std::to_string(i);
-  }
-  return address;
-}
-
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
   std::unique_ptr<Runtime> rt(new Runtime(loop, std::move(options)));
   Status s = rt->Init();
@@ -254,6 +291,14 @@ Status Runtime::Init() {
   ho.replicate_timeout_ms = options_.ha.replicate_timeout_ms;
   ho.resync_after_records = options_.ha.resync_after_records;
   ha_ = std::make_unique<HaCore>(ho, co);
+  glue_ = std::make_unique<Glue>(this);
+  DriverOptions dopts;
+  dopts.name = options_.name;
+  dopts.self_address = address_;
+  dopts.peer = options_.ha.peer;
+  dopts.participants = options_.participants;
+  dopts.probe_timeout_ms = static_cast<int>(std::clamp<uint64_t>(options_.ha.detector.suspect_after_ms, 1, 60000));
+  driver_ = std::make_unique<CoordinatorDriver>(std::move(dopts), ha_.get(), glue_.get(), glue_.get());
 
   uint64_t replayed = 0;
   Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
@@ -274,23 +319,23 @@ Status Runtime::Init() {
     DTX_LOG_INFO("alone (no --peer): serving as primary; decisions to re-drive={}",
                  ha_->core().committing());
   }
-  Process();
+  driver_->Process();
   // The EPOCH record of a fresh log must be durable before commits are
   // accepted: wait for it here so the node is ready once it serves.
-  for (const auto& [tag, lsn] : init_forced_) {
-    DTX_RETURN_IF_ERROR(log_->WaitDurable(lsn));
-    ha_->OnPersisted(NowMs(), tag, lsn);  // the posted notice later finds nothing to do
-  }
+  std::vector<std::pair<wal::Lsn, std::function<void(uint64_t)>>> forced = std::move(init_forced_);
   init_forced_.clear();
   initializing_ = false;
-  Process();
+  for (const auto& [lsn, on_durable] : forced) {
+    DTX_RETURN_IF_ERROR(log_->WaitDurable(lsn));
+    on_durable(lsn);  // the posted notice later finds nothing to do
+  }
+  driver_->Process();
 
   tick_timer_ = loop_->RunEvery(kTickIntervalMs, [this] {
-    ha_->Tick(NowMs());  // also heartbeats (every ha.heartbeat_ms) and suspicion
-    Process();
+    driver_->Tick();  // also heartbeats (every ha.heartbeat_ms) and suspicion
     UpdateMetrics();
   });
-  truncate_timer_ = loop_->RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
+  truncate_timer_ = loop_->RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(StartMetrics());
   DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
@@ -309,6 +354,7 @@ Runtime::~Runtime() {
 void Runtime::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  if (driver_) driver_->Stop();  // the callbacks of the channels closed below do nothing
   if (metrics_http_) metrics_http_->Stop();
   if (handler_) handler_->Detach();
   if (tick_timer_ != 0) loop_->Cancel(tick_timer_);
@@ -317,11 +363,9 @@ void Runtime::Shutdown() {
   if (peer_stub_ && peer_stub_->channel()) peer_stub_->channel()->Close();
   if (server_) server_->Close();
   for (auto& [address, stub] : stubs_) {
-    if (stub.channel()) stub.channel()->Close();  // callbacks see shut_down_
+    if (stub.channel()) stub.channel()->Close();  // callbacks see the driver stopped
   }
   stubs_.clear();
-  pending_.clear();
-  replicate_pending_.clear();
 }
 
 std::string Runtime::address() const { return address_; }
@@ -340,21 +384,29 @@ rpc::ShardMap Runtime::GetShardMap() const {
 void Runtime::Commit(const rpc::CommitRequest& req,
                      std::function<void(const rpc::CommitResult&)> cob,
                      std::function<void(const rpc::DtxError&)> fail) {
-  RequestToken token = next_token_++;
-  CommitRequest creq = FromRpc(req);
-  Trace(creq.txid, obs::span::kReceived, creq.is_retry ? "retry" : "");
-  pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail), PhaseNow()};
-  ha_->Commit(NowMs(), token, std::move(creq));
-  Process();
+  const int64_t received_us = PhaseNow();
+  const TxId txid = dtx::FromRpc(req.txid);
+  driver_->Commit(
+      req,
+      [this, received_us, txid, cob = std::move(cob)](const rpc::CommitResult& res) {
+        metrics_.total.Observe(static_cast<double>(PhaseNow() - received_us) * 1e-6);
+        rpc::CommitResult out = res;
+        FillTimings(txid, out);
+        cob(out);
+      },
+      std::move(fail));
 }
 
 void Runtime::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                             std::function<void(const rpc::DtxError&)> fail) {
-  TxId t = dtx::FromRpc(txid);
-  RequestToken token = next_token_++;
-  pending_[token] = Pending{t, nullptr, std::move(cob), std::move(fail)};
-  ha_->QueryDecision(NowMs(), token, t);  // a backup answers UNKNOWN
-  Process();
+  driver_->QueryDecision(txid, std::move(cob), std::move(fail));
+}
+
+rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) { return driver_->Heartbeat(req); }
+
+void Runtime::Replicate(const rpc::ReplicateRequest& req, std::function<void(const rpc::ReplicateResponse&)> cob,
+                        std::function<void(const rpc::DtxError&)> fail) {
+  driver_->Replicate(req, std::move(cob), std::move(fail));
 }
 
 rpc::NodeStatus Runtime::GetStatus() const {
@@ -433,125 +485,12 @@ rpc::NodeStatus Runtime::GetStatus() const {
   return st;
 }
 
-// ---- draining the core ----------------------------------------------------------------
-
-void Runtime::Process() {
-  if (in_process_ || shut_down_) return;  // the outer call drains what this one would
-  in_process_ = true;
-  for (;;) {
-    HaReady r = ha_->TakeReady();
-    if (r.empty()) break;
-    for (const HaNote& n : r.notes) {
-      if (n.warn) {
-        DTX_LOG_WARN("{}", n.text);
-      } else {
-        DTX_LOG_INFO("{}", n.text);
-      }
-    }
-    // HaReady's ordering rule: records first (then the reload they precede),
-    // then released decisions, then messages, then replies.
-    for (const PersistRecord& p : r.persist) Append(p);
-    if (r.reload_log) ReloadLog();
-    for (const TxId& txid : r.backup_acked) Trace(txid, "replicated");
-    for (const TxId& txid : r.released) {
-      EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
-      NoteDecisionReleased(txid);
-    }
-    for (const OutMessage& m : r.send) SendMessage(m);
-    for (ReplicateMsg& m : r.replicate) SendReplicate(m);
-    for (const AdoptEpochMsg& m : r.adopt) SendAdoptEpoch(m);
-    for (const ProbeMsg& m : r.probes) SendProbe(m);
-    for (Reply& rep : r.replies) Deliver(rep);
-    for (const ReplicateAnswer& a : r.replicate_answers) AnswerReplicate(a);
-    if (r.truncate_before != 0) truncate_wanted_ = std::max(truncate_wanted_, r.truncate_before);
-  }
-  in_process_ = false;
-}
-
-void Runtime::Append(const PersistRecord& p) {
-  // The 2PC core's own records (not HaCore's: an EPOCH it establishes, or
-  // records replicated from the primary) pass the commit-path failpoints.
-  const bool from_core = (p.tag >> 63) == 0;
-  if (from_core && p.type == RecordType::kDecision) {
-    EvalOrFailStop(fp::Point::kCoordinatorVotesAfterAll, p.txid);
-    EvalOrFailStop(fp::Point::kCoordinatorDecisionBeforeLog, p.txid);
-  } else if (from_core && p.type == RecordType::kEnd) {
-    EvalOrFailStop(fp::Point::kCoordinatorEndBeforeLog, p.txid);
-    if (auto it = phase2_start_.find(p.txid); it != phase2_start_.end()) {
-      metrics_.phase2.Observe(static_cast<double>(PhaseNow() - it->second) * 1e-6);
-      phase2_start_.erase(it);
-    }
-  }
-  // The LSN is known only when Append returns; the posted callback runs on
-  // this (the loop) thread after this Process() returns, so it reads the
-  // value set below.
-  auto lsn_box = std::make_shared<wal::Lsn>(0);
-  std::weak_ptr<int> alive = alive_;
-  EventLoop* loop = loop_;
-  Runtime* self = this;
-  PersistTag tag = p.tag;
-  RecordType type = p.type;
-  TxId txid = p.txid;
-  bool forced = p.forced;
-  // Runs on the WAL flusher thread: exit on failure, else hand the news to
-  // the loop. Non-forced records need no news.
-  wal::DurableFn on_durable = [=](const Status& s) {
-    if (!s.ok()) FailStop("decision log record did not become durable: " + s.ToString());
-    if (!forced) return;
-    loop->Post([=] {
-      if (alive.expired()) return;
-      self->OnDurable(tag, type, txid, *lsn_box);
-    });
-  };
-  Result<wal::Lsn> lsn = log_->Append(static_cast<uint8_t>(p.type), p.payload, on_durable);
-  if (!lsn.ok()) FailStop("decision log append failed: " + lsn.status().ToString());
-  *lsn_box = *lsn;
-  if (from_core && p.type == RecordType::kDecision) {
-    Trace(p.txid, obs::span::kLogged);
-  } else if (from_core && p.type == RecordType::kEnd) {
-    Trace(p.txid, "ended");
-  }
-  if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, *lsn);
-  if (from_core && p.type == RecordType::kDecision && p.forced) {
-    if (auto t = timings_.find(p.txid); t != timings_.end()) t->second.decision_appended = PhaseNow();
-  }
-  if (p.type == RecordType::kDecision) {
-    DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended",
-                  txid.ToString(), *lsn);
-  }
-}
-
-void Runtime::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
-  if (shut_down_) return;
-  if (type == RecordType::kDecision && (tag >> 63) == 0) Trace(txid, obs::span::kSynced);
-  ha_->OnPersisted(NowMs(), tag, lsn);
-  Process();
-}
-
 wal::Options Runtime::WalOptions() {
   wal::Options o = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
   // Log (~Runtime resets log_ before the members go).
   metrics_.wal.Hook(o);
   return o;
-}
-
-void Runtime::ReloadLog() {
-  // Callbacks of the old log (durability notices of a replaced core) find
-  // alive_ expired.
-  alive_ = std::make_shared<int>(0);
-  log_.reset();
-  Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(
-      WalOptions(), options_.dir + "/wal",
-      [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-        return ha_->Replay(lsn, type, payload);
-      });
-  if (!log.ok()) {
-    FailStop("cannot reopen the decision log after stepping down: " + log.status().ToString());
-  }
-  log_ = std::move(*log);
-  truncate_wanted_ = truncate_done_ = 0;
-  timings_.clear();
 }
 
 // ---- per-phase latency ------------------------------------------------------------------
@@ -607,143 +546,6 @@ ParticipantStub& Runtime::StubFor(const std::string& address) {
   return it->second;
 }
 
-void Runtime::SendMessage(const OutMessage& m) {
-  ParticipantStub& stub = StubFor(m.to);
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, INT32_MAX));
-  MessageId id = m.id;
-  std::string to = m.to;
-  if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
-    TxId txid = prep->txid;
-    NotePrepareSent(txid);
-    if (tracing_) Trace(txid, "prepare", ParticipantName(to));
-    stub.Prepare(ToRpc(*prep), timeout_ms,
-                 [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
-                   if (shut_down_) return;
-                   PrepareReply r;
-                   r.msg_id = id;
-                   r.txid = txid;
-                   r.participant = to;
-                   r.status = ToCallStatus(st);
-                   r.error = st.ToString();
-                   if (st.error_code()) {
-                     // Same numbers (core.h mirrors idl/dtx.thrift ErrorCode).
-                     r.error_code = static_cast<ErrorCode>(*st.error_code());
-                   }
-                   NoteVote(txid);
-                   if (tracing_) {
-                     std::string d = ParticipantName(to) + " ";
-                     if (!st.ok()) {
-                       d += "error:" + st.ToString();
-                     } else {
-                       d += resp.vote == rpc::Vote::YES         ? "yes"
-                            : resp.vote == rpc::Vote::READ_ONLY ? "read_only"
-                            : resp.vote == rpc::Vote::NO        ? "no"
-                                                                : "error:bad vote";
-                     }
-                     Trace(txid, obs::span::kVoted, d);
-                   }
-                   if (st.ok()) {
-                     switch (resp.vote) {
-                       case rpc::Vote::YES: r.vote = Vote::kYes; break;
-                       case rpc::Vote::READ_ONLY: r.vote = Vote::kReadOnly; break;
-                       case rpc::Vote::NO: r.vote = Vote::kNo; break;
-                       default:
-                         r.status = CallStatus::kError;
-                         r.error = "unknown vote " + std::to_string(static_cast<int>(resp.vote));
-                     }
-                     if (resp.__isset.reason) r.reason = ReasonFromRpc(resp.reason);
-                     if (resp.__isset.detail) r.detail = resp.detail;
-                   } else {
-                     DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}",
-                                  txid.ToString(), to, st.ToString());
-                   }
-                   ha_->OnPrepareReply(NowMs(), r);
-                   Process();
-                 });
-    return;
-  }
-  if (const auto* commit = std::get_if<CommitMsg>(&m.body)) {
-    TxId txid = commit->txid;
-    stub.Commit(dtx::ToRpc(txid), commit->epoch, timeout_ms,
-                [this, id, to, txid](const RpcStatus& st) {
-                  if (shut_down_) return;
-                  if (!st.ok()) {
-                    DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}",
-                                 txid.ToString(), to, st.ToString());
-                  }
-                  if (st.ok() && tracing_) Trace(txid, obs::span::kAcked, ParticipantName(to));
-                  AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-                  ha_->OnCommitReply(NowMs(), a);
-                  Process();
-                });
-    if (commit->first_of_tx) {
-      EvalOrFailStop(fp::Point::kCoordinatorPhase2AfterFirstCommit, txid);
-    }
-    return;
-  }
-  const auto& abort = std::get<AbortMsg>(m.body);
-  TxId txid = abort.txid;
-  stub.Abort(dtx::ToRpc(txid), abort.epoch, timeout_ms, [this, id, to, txid](const RpcStatus& st) {
-    if (shut_down_) return;
-    AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-    ha_->OnAbortReply(NowMs(), a);
-    Process();
-  });
-}
-
-void Runtime::Deliver(Reply& reply) {
-  auto it = pending_.find(reply.token);
-  if (it == pending_.end()) return;  // cannot happen: every token is answered once
-  Pending p = std::move(it->second);
-  pending_.erase(it);
-  if (const auto* err = std::get_if<Error>(&reply.body)) {
-    DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(),
-                  ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)), err->message);
-    if (tracing_ && p.commit_cob) {
-      Trace(p.txid, "replied",
-            std::string("error:") + ErrorCodeName(static_cast<rpc::ErrorCode::type>(err->code)));
-    }
-    p.fail(MakeDtxError(static_cast<rpc::ErrorCode::type>(err->code), err->message,
-                        err->code == ErrorCode::kNotPrimary ? options_.ha.peer : std::string()));
-    return;
-  }
-  if (const auto* res = std::get_if<CommitResult>(&reply.body)) {
-    if (res->outcome == Outcome::kUnknown ||
-        (res->reason && *res->reason != AbortReason::kConflict)) {
-      DTX_LOG_INFO("txid={} outcome={} reason={} detail={}", p.txid.ToString(),
-                   OutcomeName(res->outcome), res->reason ? AbortReasonName(*res->reason) : "-",
-                   res->detail);
-    } else {
-      DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
-                    res->detail);
-    }
-    if (tracing_) {
-      std::string d = res->outcome == Outcome::kCommitted ? "commit"
-                      : res->outcome == Outcome::kAborted ? "abort"
-                                                          : "unknown";
-      if (res->reason) d += std::string(" ") + AbortReasonName(*res->reason);
-      Trace(p.txid, obs::span::kDecided, d);
-      Trace(p.txid, "replied", OutcomeName(res->outcome));
-    }
-    if (p.received_us != 0) metrics_.total.Observe(static_cast<double>(PhaseNow() - p.received_us) * 1e-6);
-    if (p.commit_cob) {
-      rpc::CommitResult out = ToRpc(*res);
-      FillTimings(p.txid, out);
-      p.commit_cob(out);
-    } else {
-      p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "commit result for a non-commit request"));
-    }
-    return;
-  }
-  Decision d = std::get<Decision>(reply.body);
-  DTX_LOG_DEBUG("txid={} QueryDecision answered {}", p.txid.ToString(), static_cast<int>(d));
-  if (p.query_cob) {
-    p.query_cob(static_cast<rpc::Decision::type>(d));
-  } else {
-    p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "decision for a non-query request"));
-  }
-}
-
 
 // ---- heartbeats, replication, fencing: plumbing for HaCore ---------------------------------
 
@@ -756,143 +558,6 @@ ParticipantPeerStub& Runtime::AdoptStubFor(const std::string& address) {
     it = adopt_stubs_.emplace(address, ParticipantPeerStub(loop_, address)).first;
   }
   return it->second;
-}
-
-void Runtime::SendProbe(const ProbeMsg& m) {
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(
-      options_.ha.detector.suspect_after_ms, 1, 60000));
-  rpc::HeartbeatRequest hb;
-  hb.sender = address_;
-  hb.role = m.role;
-  hb.epoch = static_cast<int64_t>(m.epoch);
-  const std::string to = m.to;
-  if (m.peer) {
-    if (!peer_stub_) return;
-    peer_stub_->Heartbeat(hb, timeout_ms, [this, to](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
-      if (shut_down_) return;
-      std::optional<PeerView> view;
-      if (st.ok()) {
-        view = PeerView{resp.name, resp.role, static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
-                        resp.__isset.in_sync ? std::optional<bool>(resp.in_sync) : std::nullopt};
-      }
-      ha_->OnProbeReply(NowMs(), to, st.ok(), view);
-      Process();
-    });
-    return;
-  }
-  auto done = [this, to](const RpcStatus& st) {
-    if (shut_down_) return;
-    if (!st.ok() && st.code() == Status::Code::kNotSupported && heartbeat_unsupported_.insert(to).second) {
-      DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", to);
-    }
-    ha_->OnProbeReply(NowMs(), to, st.ok());
-    Process();
-  };
-  if (heartbeat_unsupported_.count(to) != 0) {
-    StubFor(to).GetStatus(timeout_ms, [done](const RpcStatus& st, const rpc::NodeStatus&) { done(st); });
-  } else {
-    // On the AdoptEpoch channel: a participant without the service closes
-    // that connection, not the one carrying 2PC.
-    AdoptStubFor(to).Heartbeat(hb, timeout_ms,
-                               [done](const RpcStatus& st, const rpc::HeartbeatResponse&) { done(st); });
-  }
-}
-
-rpc::HeartbeatResponse Runtime::Heartbeat(const rpc::HeartbeatRequest& req) {
-  PeerView in;
-  in.role = req.role;
-  in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
-  PeerView mine = ha_->OnPeerHeartbeat(NowMs(), req.sender, in);
-  Process();
-  rpc::HeartbeatResponse resp;
-  resp.name = options_.name;
-  resp.role = mine.role;
-  resp.epoch = static_cast<int64_t>(mine.epoch);
-  if (mine.in_sync) resp.__set_in_sync(*mine.in_sync);
-  return resp;
-}
-
-void Runtime::SendReplicate(ReplicateMsg& m) {
-  if (!peer_stub_) return;
-  rpc::ReplicateRequest req;
-  req.epoch = static_cast<int64_t>(m.epoch);
-  req.primary = m.primary;
-  req.generation = m.generation;
-  req.snapshot = m.snapshot;
-  req.records.reserve(m.records.size());
-  for (ReplRecord& r : m.records) {
-    rpc::LogRecord lr;
-    lr.type = static_cast<int8_t>(r.type);
-    lr.payload = std::move(r.payload);
-    req.records.push_back(std::move(lr));
-  }
-  if (m.snapshot) {
-    DTX_LOG_INFO("replication: snapshot to backup {} (generation {}, {} records)", options_.ha.peer,
-                 m.generation, req.records.size());
-  }
-  const MessageId id = m.id;
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, INT32_MAX));
-  peer_stub_->Replicate(req, timeout_ms, [this, id](const RpcStatus& st, const rpc::ReplicateResponse&) {
-    if (shut_down_) return;
-    ha_->OnReplicateReply(NowMs(), id, ToCallStatus(st), st.ToString());
-    Process();
-  });
-}
-
-void Runtime::Replicate(const rpc::ReplicateRequest& req,
-                        std::function<void(const rpc::ReplicateResponse&)> cob,
-                        std::function<void(const rpc::DtxError&)> fail) {
-  HaCore::ReplicateIn in;
-  in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
-  in.primary = req.primary;
-  in.generation = req.generation;
-  in.snapshot = req.snapshot;
-  in.records.reserve(req.records.size());
-  for (const rpc::LogRecord& r : req.records) {
-    in.records.push_back(ReplRecord{static_cast<RecordType>(static_cast<uint8_t>(r.type)), r.payload});
-  }
-  const RequestToken token = next_token_++;
-  replicate_pending_[token] = ReplicatePending{std::move(cob), std::move(fail)};
-  ha_->OnReplicate(NowMs(), token, std::move(in));
-  Process();
-}
-
-void Runtime::AnswerReplicate(const ReplicateAnswer& a) {
-  auto it = replicate_pending_.find(a.token);
-  if (it == replicate_pending_.end()) return;
-  ReplicatePending p = std::move(it->second);
-  replicate_pending_.erase(it);
-  if (a.error) {
-    p.fail(MakeDtxError(static_cast<rpc::ErrorCode::type>(a.error->code), a.error->message));
-    return;
-  }
-  rpc::ReplicateResponse resp;
-  resp.durable_lsn = static_cast<int64_t>(a.durable_lsn != 0 ? a.durable_lsn : log_->durable_lsn());
-  p.cob(resp);
-}
-
-void Runtime::SendAdoptEpoch(const AdoptEpochMsg& m) {
-  const MessageId id = m.id;
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, 60000));
-  AdoptStubFor(m.to).AdoptEpoch(static_cast<int64_t>(m.epoch), address_, timeout_ms,
-                                [this, id](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
-                                  if (shut_down_) return;
-                                  std::optional<Epoch> current;
-                                  if (r.current_epoch && *r.current_epoch >= 0) {
-                                    current = static_cast<Epoch>(*r.current_epoch);
-                                  }
-                                  ha_->OnAdoptEpochReply(NowMs(), id, ToCallStatus(st), st.ToString(), current,
-                                                         r.owner);
-                                  Process();
-                                });
-}
-
-void Runtime::MaybeTruncate() {
-  if (shut_down_ || truncate_wanted_ <= truncate_done_) return;
-  Status s = log_->TruncateBefore(truncate_wanted_);
-  if (!s.ok()) FailStop("decision log truncation failed: " + s.ToString());
-  DTX_LOG_DEBUG("decision log: records below lsn={} no longer needed", truncate_wanted_);
-  truncate_done_ = truncate_wanted_;
 }
 
 // ---- Handler: the Thrift edge ----------------------------------------------------------

@@ -60,6 +60,7 @@
 #include "common/rpc_server.h"
 #include "common/status.h"
 #include "coordinator/core.h"
+#include "coordinator/driver.h"
 #include "coordinator/ha_core.h"
 #include "coordinator/peer_stub.h"
 #include "wal/wal.h"
@@ -193,45 +194,24 @@ class Runtime {
   // transactions go unmeasured.
   static constexpr size_t kPhaseTimingsMax = 1 << 17;
 
-  struct Pending {
-    TxId txid;
-    std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
-    std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
-    std::function<void(const rpc::DtxError&)> fail;
-    int64_t received_us = 0;  // PhaseNow() when the request arrived
-  };
-  // A Replicate call from the primary, until the HaCore answers it.
-  struct ReplicatePending {
-    std::function<void(const rpc::ReplicateResponse&)> cob;
-    std::function<void(const rpc::DtxError&)> fail;
-  };
+  // The CoordinatorDriver's CoordinatorIo and CoordinatorHooks: the stubs,
+  // the WAL, the loop's clock, metrics and tracing (runtime.cc).
+  class Glue;
+  friend class Glue;
 
   Runtime(EventLoop* loop, RuntimeOptions options);
   Status StartMetrics();
   void UpdateMetrics();
   Status Init();
 
-  // Drains the HaCore's HaReady (append, reload, release, send, reply).
-  void Process();
-  void Append(const PersistRecord& p);
-  // After a step-down: reopens the WAL, replaying it into the fresh mirror.
-  void ReloadLog();
-  void SendMessage(const OutMessage& m);
-  void SendProbe(const ProbeMsg& m);
-  void SendReplicate(ReplicateMsg& m);
-  void SendAdoptEpoch(const AdoptEpochMsg& m);
   // options_.wal plus the on_sync hook feeding the WAL histograms.
   wal::Options WalOptions();
-  void AnswerReplicate(const ReplicateAnswer& a);
-  void Deliver(Reply& reply);
-  void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
   static int64_t PhaseNow();
   void NotePrepareSent(const TxId& txid);
   void NoteVote(const TxId& txid);
   void NoteDecisionReleased(const TxId& txid);
   // Sets prepare_us / decision_us from txid's timing and forgets it.
   void FillTimings(const TxId& txid, rpc::CommitResult& out);
-  void MaybeTruncate();
   // "primary" (established), "starting" (a primary not yet established) or "backup".
   const char* RoleLabel() const { return ha_->RoleLabel(); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
@@ -240,31 +220,27 @@ class Runtime {
   // Records a span event for txid when tracing is on (trace_events > 0).
   // `event` has static storage duration.
   void Trace(const TxId& txid, const char* event, std::string_view detail = {});
-  // "participant-<shard index>" for an address in the shard map, else the address.
-  std::string ParticipantName(const std::string& address) const;
 
   EventLoop* loop_;
   RuntimeOptions options_;
   std::unique_ptr<HaCore> ha_;
+  std::unique_ptr<Glue> glue_;
+  // The glue between ha_ and the world (coordinator/driver.h).
+  std::unique_ptr<CoordinatorDriver> driver_;
   std::unique_ptr<wal::Log> log_;
   std::shared_ptr<Handler> handler_;
   std::unique_ptr<RpcServer> server_;
   std::string address_;
   std::map<std::string, ParticipantStub> stubs_;
-  std::unordered_map<RequestToken, Pending> pending_;
-  std::map<RequestToken, ReplicatePending> replicate_pending_;
-  RequestToken next_token_ = 1;
   TimerId tick_timer_ = 0;
   TimerId truncate_timer_ = 0;
-  uint64_t truncate_wanted_ = 0;
-  uint64_t truncate_done_ = 0;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
-  bool in_process_ = false;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
-  std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
+  // (lsn, the driver's durability notice) of each.
+  std::vector<std::pair<wal::Lsn, std::function<void(uint64_t)>>> init_forced_;
   // ---- high availability (the logic is in ha_) ----
   std::map<std::string, ParticipantPeerStub> adopt_stubs_;
   // Participants that do not serve ParticipantPeer.Heartbeat (older or

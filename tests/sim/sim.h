@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/probe.h"
 #include "common/types.h"
 
 namespace dtx::sim {
@@ -89,6 +90,9 @@ struct RunStats {
   // A hash over every event's (time, sequence, kind) and the stats above:
   // equal fingerprints for equal seeds is the determinism check.
   uint64_t fingerprint = 0;
+  // How often this run reached each coverage probe (common/probe.h); not
+  // part of the fingerprint.
+  probe::Counts probes{};
 };
 
 struct TraceLine {
