@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/probe.h"
 
 namespace dtx::coordinator {
 
@@ -309,6 +310,7 @@ void HaCore::HeartbeatRound(uint64_t now_ms) {
   }
   if (role_ == Role::kPrimary && backup_state_ == BackupState::kInSync &&
       replicated_since_snapshot_ >= opts_.resync_after_records) {
+    DTX_PROBE(coordinator_resync_snapshot);
     StartSync(now_ms);  // a fresh snapshot lets the backup drop its older log
   }
 }
@@ -486,6 +488,7 @@ void HaCore::BackupLost(uint64_t now_ms, const std::string& why) {
   if (backup_state_ != BackupState::kInSync && backup_state_ != BackupState::kSyncing) return;
   ++generation_;  // replies still out belong to the lost generation
   ++stats_.backup_losses;
+  DTX_PROBE(coordinator_backup_lost);
   backup_state_ = BackupState::kDown;
   repl_batch_.clear();
   repl_batch_tags_.clear();
@@ -812,6 +815,7 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
     blocked_hi_ = x;
   }  // else the core epoch moved during the bump: nothing usable was learnt
   if (blocked_hi_ == x) {
+    DTX_PROBE(coordinator_epoch_blocked);
     // Remembered across a restart (a SKIP record, not forced: the EPOCH of
     // the next epoch we establish is forced and syncs it too).
     PersistRecord p;
@@ -846,7 +850,10 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
     bump_retry_at_ms_ = now_ms + opts_.heartbeat_ms;
     return;
   }
-  if (role_ == Role::kBackup) ++stats_.promotions;
+  if (role_ == Role::kBackup) {
+    ++stats_.promotions;
+    DTX_PROBE(coordinator_promotion);
+  }
   role_ = Role::kPrimary;  // refuses Replicate from now on
   EstablishAt(e);
 }
@@ -897,6 +904,7 @@ void HaCore::BecomeBackup(uint64_t /*now_ms*/, const std::string& why) {
   sync_generation_ = -1;
   if (!was_established) return;
   ++stats_.step_downs;
+  DTX_PROBE(coordinator_step_down);
   // Requests in flight: whether they committed is the new primary's to tell
   // (a DECISION that reached the commit point is held by the backup).
   for (RequestToken t : open_commits_) {

@@ -2104,6 +2104,27 @@ RunResult RunSeed(uint64_t seed, const SimOptions& options) {
   return r;
 }
 
+void ProbeTotals::Add(const RunStats& s) {
+  ++runs;
+  for (size_t i = 0; i < probe::kCount; ++i) {
+    hits[i] += s.probes[i];
+    seeds[i] += s.probes[i] != 0 ? 1 : 0;
+  }
+}
+
+std::string ProbeTable(const ProbeTotals& t) {
+  std::string out = "coverage probes (common/probe.h) over " + std::to_string(t.runs) + " seeds:\n";
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "  %-38s %8s %10s  %s\n", "probe", "seeds", "hits", "branch");
+  out += buf;
+  for (size_t i = 0; i < probe::kCount; ++i) {
+    std::snprintf(buf, sizeof(buf), "  %-38s %8" PRIu64 " %10" PRIu64 "  %s%s\n", probe::kNames[i], t.seeds[i],
+                  t.hits[i], probe::kDescriptions[i], t.seeds[i] == 0 ? "  [NOT REACHED]" : "");
+    out += buf;
+  }
+  return out;
+}
+
 std::string Summary(const RunResult& r) {
   const RunStats& s = r.stats;
   char buf[1200];

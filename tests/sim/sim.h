@@ -111,6 +111,16 @@ struct RunResult {
 
 RunResult RunSeed(uint64_t seed, const SimOptions& options);
 
+// Coverage probes (common/probe.h) summed over runs.
+struct ProbeTotals {
+  uint64_t runs = 0;
+  probe::Counts hits{};   // times each probe was reached
+  probe::Counts seeds{};  // runs that reached it at least once
+  void Add(const RunStats& s);
+};
+// One line per probe: name, seeds reaching it, hits, what it is.
+std::string ProbeTable(const ProbeTotals& totals);
+
 // The dtx-sim command line that replays `seed` under `options`.
 std::string ReplayCommand(uint64_t seed, const SimOptions& options);
 
