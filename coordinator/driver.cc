@@ -223,7 +223,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
     const TxId txid = prep->txid;
     hooks_->PrepareSent(txid);
-    Trace(txid, "prepare", ParticipantName(to));
+    if (hooks_->tracing()) Trace(txid, "prepare", ParticipantName(to));
     io_->Prepare(to, ToRpc(*prep), timeout_ms,
                  [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
                    if (stopped_) return;
@@ -280,7 +280,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
         DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}", txid.ToString(), to,
                      st.ToString());
       }
-      if (st.ok()) Trace(txid, obs::span::kAcked, ParticipantName(to));
+      if (st.ok() && hooks_->tracing()) Trace(txid, obs::span::kAcked, ParticipantName(to));
       AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
       ha_->OnCommitReply(io_->NowMs(), a);
       Process();
