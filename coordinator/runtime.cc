@@ -8,11 +8,9 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
-#include <variant>
 
 #include "CoordinatorPeer.h"
 #include "common/event_loop.h"
-#include "common/failpoint.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/process_stats.h"

@@ -12,8 +12,9 @@
 // the HaCore's HaReady in the order it requires: append records (reopening
 // the log into a fresh mirror on reload_log), then released decisions
 // (failpoint), then messages, probes, Replicate and AdoptEpoch calls, then
-// replies. The runtime is the driver's CoordinatorIo (stubs, wal::Log, the
-// loop's clock) and CoordinatorHooks (metrics, phase timings, tracing). A
+// replies. The runtime (Runtime::Impl::Glue in runtime.cc) is the driver's
+// CoordinatorIo (stubs, node::WalAppender, the loop's clock, node::FailStop)
+// and CoordinatorHooks (metrics, phase timings, tracing). A
 // forced record is reported to the core (OnPersisted) only from the WAL's
 // durable callback, Post()ed to the loop, i.e. after its fdatasync returned 0.
 //
