@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/probe.h"
 
 namespace dtx::coordinator {
 namespace {
@@ -344,6 +345,7 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
   }
   // Remember the answer: a later Commit of the same txid (a client resolving
   // an unknown outcome) must not decide it the other way.
+  DTX_PROBE(coordinator_query_presumed_abort);
   RememberOther(txid, Aborted(AbortReason::kParticipantUnavailable,
                               "presumed abort: a participant asked before any decision here"));
   NoteAbortSent(now_ms, txid);
@@ -369,6 +371,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
     if (tx == nullptr && r.status == CallStatus::kOk && r.vote == Vote::kYes) {
       const CommitResult* outcome = FindOutcome(r.txid);
       if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
+        DTX_PROBE(coordinator_late_yes_aborted_again);
         Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_});
         NoteAbortSent(now_ms, r.txid);
       }
@@ -552,6 +555,7 @@ void CoordinatorCore::Tick(uint64_t now_ms) {
         if (p.state == PState::kCommitSent) {
           CommitAttemptFailed(now_ms, p);  // no reply at all: the message was lost
         } else if (p.state == PState::kBackoff) {
+          DTX_PROBE(coordinator_commit_resent);
           ++stats_.commit_resends;
           SendCommit(now_ms, *tx, p);
         }

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/probe.h"
 
 namespace dtx::coordinator {
 
@@ -530,6 +531,7 @@ void HaCore::HeartbeatRound(uint64_t now_ms) {
     ready_.probes.push_back(ProbeMsg{opts_.peer, true, node_role(), core_->epoch()});
   }
   if (state_ == HaState::kPrimaryInSync && replicated_since_snapshot_ >= opts_.resync_after_records) {
+    DTX_PROBE(coordinator_resync_snapshot);
     StartSync(now_ms);  // a fresh snapshot lets the backup drop its older log
   }
 }
@@ -715,6 +717,7 @@ void HaCore::BackupLost(uint64_t now_ms, const std::string& why) {
   if (state_ != HaState::kPrimaryInSync && state_ != HaState::kPrimarySyncing) return;
   ++generation_;  // replies still out belong to the lost generation
   ++stats_.backup_losses;
+  DTX_PROBE(coordinator_backup_lost);
   BecomePrimaryFencing("backup lost: " + why);
   repl_batch_.clear();
   repl_batch_tags_.clear();
@@ -1110,6 +1113,7 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
     blocked_hi_ = x;
   }  // else the core epoch moved during the bump: nothing usable was learnt
   if (blocked_hi_ == x) {
+    DTX_PROBE(coordinator_epoch_blocked);
     // Remembered across a restart (a SKIP record, not forced: the EPOCH of
     // the next epoch we establish is forced and syncs it too).
     PersistRecord p;
@@ -1146,6 +1150,7 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
       return;
     case HaState::kBackupInSync:
       ++stats_.promotions;
+      DTX_PROBE(coordinator_promotion);
       BecomeEstablishing(e, "promoted at epoch " + std::to_string(e));  // refuses Replicate from now on
       return;
     case HaState::kStarting:
@@ -1207,6 +1212,7 @@ void HaCore::StepDown(uint64_t /*now_ms*/, const std::string& why) {
   sync_generation_ = -1;
   if (!was_established) return;
   ++stats_.step_downs;
+  DTX_PROBE(coordinator_step_down);
   // Requests in flight: whether they committed is the new primary's to tell
   // (a DECISION that reached the commit point is held by the backup).
   for (RequestToken t : open_commits_) {

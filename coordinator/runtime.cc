@@ -8,17 +8,16 @@
 #include <string_view>
 #include <unordered_map>
 #include <utility>
-#include <variant>
 
 #include "CoordinatorPeer.h"
 #include "common/event_loop.h"
-#include "common/failpoint.h"
 #include "common/log.h"
 #include "common/metrics.h"
 #include "common/process_stats.h"
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
+#include "coordinator/driver.h"
 #include "coordinator/peer_stub.h"
 #include "node/fail_stop.h"
 #include "node/handler.h"
@@ -27,68 +26,6 @@
 #include "common/wire.h"
 
 namespace dtx::coordinator {
-namespace {
-
-using node::FailStop;
-
-// The coordinator's failpoints: `error` is fail-stop (coordinator/runtime.h).
-void EvalOrFailStop(fp::Point p, const TxId& txid) {
-  (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop, "txid=" + txid.ToString());
-}
-
-CallStatus ToCallStatus(const RpcStatus& st) {
-  if (st.ok()) return CallStatus::kOk;
-  if (st.error_code()) {
-    return *st.error_code() == rpc::ErrorCode::STALE_EPOCH ? CallStatus::kStaleEpoch
-                                                           : CallStatus::kError;
-  }
-  if (st.IsTimeout()) return CallStatus::kTimeout;
-  // No connection, connection lost, Busy, an undecodable reply: the call may
-  // or may not have been carried out.
-  return CallStatus::kUnavailable;
-}
-
-rpc::PrepareRequest ToRpc(const PrepareMsg& m) {
-  rpc::PrepareRequest req;
-  req.txid = dtx::ToRpc(m.txid);
-  req.epoch = m.epoch;
-  req.reads = ReadsToRpc(m.reads);
-  req.writes = WritesToRpc(m.writes);
-  req.one_phase = m.one_phase;
-  req.read_only_tx = m.read_only_tx;
-  req.__set_coordinator(m.coordinator);
-  return req;
-}
-
-CommitRequest FromRpc(const rpc::CommitRequest& in) {
-  CommitRequest req;
-  req.txid = dtx::FromRpc(in.txid);
-  req.shard_map_version = in.shard_map_version;
-  req.is_retry = in.__isset.is_retry && in.is_retry;
-  req.reads = ReadsFromRpc<ReadItem>(in.reads);
-  req.writes = WritesFromRpc<WriteItem>(in.writes);
-  return req;
-}
-
-rpc::CommitResult ToRpc(const CommitResult& c) {
-  rpc::CommitResult out;
-  out.outcome = dtx::ToRpc(c.outcome);
-  if (c.reason) out.__set_reason(dtx::ToRpc(*c.reason));
-  if (!c.detail.empty()) out.__set_detail(c.detail);
-  return out;
-}
-
-const char* OutcomeName(Outcome o) {
-  switch (o) {
-    case Outcome::kCommitted: return "committed";
-    case Outcome::kAborted: return "aborted";
-    case Outcome::kUnknown: return "unknown";
-  }
-  return "?";
-}
-
-}  // namespace
-
 namespace {
 // How often the core's Tick runs (timeouts, COMMIT re-sends).
 constexpr uint64_t kTickIntervalMs = 10;
@@ -155,41 +92,19 @@ struct Runtime::Impl {
   // transactions go unmeasured.
   static constexpr size_t kPhaseTimingsMax = 1 << 17;
 
-  struct Pending {
-    TxId txid;
-    std::function<void(const rpc::CommitResult&)> commit_cob;  // Commit
-    std::function<void(rpc::Decision::type)> query_cob;        // QueryDecision
-    std::function<void(const rpc::DtxError&)> fail;
-    int64_t received_us = 0;  // PhaseNow() when the request arrived
-  };
-  // A Replicate call from the primary, until the HaCore answers it.
-  struct ReplicatePending {
-    std::function<void(const rpc::ReplicateResponse&)> cob;
-    std::function<void(const rpc::DtxError&)> fail;
-  };
+  // The CoordinatorDriver's CoordinatorIo and CoordinatorHooks: the stubs,
+  // the decision log, the loop's clock, fail-stop, metrics and tracing.
+  class Glue;
 
   void UpdateMetrics();
-  // Drains the HaCore's HaReady (append, reload, release, send, reply).
-  void Process();
-  void Append(const PersistRecord& p);
-  // After a step-down: reopens the WAL, replaying it into the fresh mirror.
-  void ReloadLog();
-  void SendMessage(const OutMessage& m);
-  void SendProbe(const ProbeMsg& m);
-  void SendReplicate(ReplicateMsg& m);
-  void SendAdoptEpoch(const AdoptEpochMsg& m);
   // options_.wal plus the on_sync hook feeding the WAL histograms.
   wal::Options WalOptions();
-  void AnswerReplicate(const ReplicateAnswer& a);
-  void Deliver(Reply& reply);
-  void OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn);
   static int64_t PhaseNow();
   void NotePrepareSent(const TxId& txid);
   void NoteVote(const TxId& txid);
   void NoteDecisionReleased(const TxId& txid);
   // Sets prepare_us / decision_us from txid's timing and forgets it.
   void FillTimings(const TxId& txid, rpc::CommitResult& out);
-  void MaybeTruncate();
   // "primary" (established), "starting" (a primary not yet established) or "backup".
   const char* RoleLabel() const { return NodeRoleName(ha_->node_role()); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
@@ -200,8 +115,6 @@ struct Runtime::Impl {
   void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
     node_.Trace(txid, event, detail);
   }
-  // "participant-<shard index>" for an address in the shard map, else the address.
-  std::string ParticipantName(const std::string& address) const;
 
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -211,20 +124,18 @@ struct Runtime::Impl {
   std::unique_ptr<HaCore> ha_;
   // The decision log; its notices of a log replaced by ReloadLog are dropped.
   node::WalAppender wal_;
-  node::DrainGuard drain_;
+  std::unique_ptr<Glue> glue_;
+  // The glue between ha_ and the world (coordinator/driver.h).
+  std::unique_ptr<CoordinatorDriver> driver_;
   std::string address_;
   std::map<std::string, ParticipantStub> stubs_;
-  std::unordered_map<RequestToken, Pending> pending_;
-  std::map<RequestToken, ReplicatePending> replicate_pending_;
-  RequestToken next_token_ = 1;
-  uint64_t truncate_wanted_ = 0;
-  uint64_t truncate_done_ = 0;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
-  std::vector<std::pair<PersistTag, wal::Lsn>> init_forced_;
+  // (lsn, the driver's durability notice) of each.
+  std::vector<std::pair<wal::Lsn, node::RecordLog::DurableFn>> init_forced_;
   // ---- high availability (the logic is in ha_) ----
   std::map<std::string, ParticipantPeerStub> adopt_stubs_;
   // Participants that do not serve ParticipantPeer.Heartbeat (older or
@@ -263,6 +174,117 @@ class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime:
 };
 
 }  // namespace
+
+// ---- the driver's world: stubs, decision log, loop, metrics, tracing --------------------
+
+class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks {
+ public:
+  explicit Glue(Impl* rt) : rt_(rt) {}
+
+  uint64_t NowMs() override { return rt_->NowMs(); }
+
+  void Prepare(const std::string& to, const rpc::PrepareRequest& req, int timeout_ms,
+               std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) override {
+    rt_->StubFor(to).Prepare(req, timeout_ms, std::move(done));
+  }
+  void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+              Done done) override {
+    rt_->StubFor(to).Commit(txid, epoch, timeout_ms, std::move(done));
+  }
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+             Done done) override {
+    rt_->StubFor(to).Abort(txid, epoch, timeout_ms, std::move(done));
+  }
+  void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
+                        Done done) override {
+    Impl* rt = rt_;
+    auto wrapped = [rt, to, done = std::move(done)](const RpcStatus& st) {
+      if (rt->shut_down_) return;
+      if (!st.ok() && st.code() == Status::Code::kNotSupported && rt->heartbeat_unsupported_.insert(to).second) {
+        DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", to);
+      }
+      done(st);
+    };
+    if (rt_->heartbeat_unsupported_.count(to) != 0) {
+      rt_->StubFor(to).GetStatus(timeout_ms,
+                                 [wrapped](const RpcStatus& st, const rpc::NodeStatus&) { wrapped(st); });
+    } else {
+      // On the AdoptEpoch channel: a participant without the service closes
+      // that connection, not the one carrying 2PC.
+      rt_->AdoptStubFor(to).Heartbeat(req, timeout_ms,
+                                      [wrapped](const RpcStatus& st, const rpc::HeartbeatResponse&) { wrapped(st); });
+    }
+  }
+  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+                  AdoptDone done) override {
+    rt_->AdoptStubFor(to).AdoptEpoch(
+        epoch, coordinator, timeout_ms,
+        [done = std::move(done)](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
+          done(st, r.current_epoch, r.owner);
+        });
+  }
+  void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
+    if (rt_->peer_stub_) rt_->peer_stub_->Heartbeat(req, timeout_ms, std::move(done));
+  }
+  void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
+    if (rt_->peer_stub_) rt_->peer_stub_->Replicate(req, timeout_ms, std::move(done));
+  }
+
+  // The decision log is node's WalAppender: a failed append or sync is
+  // fail-stop there, and the notices of a log replaced by ReloadLog are
+  // dropped (node/wal_appender.h).
+  uint64_t Append(RecordType type, const std::string& payload, bool forced,
+                  std::function<void(uint64_t lsn)> on_durable) override {
+    // Only a forced record's durability is news for the driver.
+    node::RecordLog::DurableFn notice;
+    if (forced) notice = on_durable;
+    const wal::Lsn lsn = rt_->wal_.Append(static_cast<uint8_t>(type), payload, std::move(notice));
+    if (rt_->initializing_ && forced) rt_->init_forced_.emplace_back(lsn, std::move(on_durable));
+    return lsn;
+  }
+  uint64_t durable_lsn() override { return rt_->wal_.log().durable_lsn(); }
+  Status ReloadLog(const ReplayFn& replay) override {
+    return rt_->wal_.Open(rt_->WalOptions(), rt_->options_.dir + "/wal",
+                          [&replay](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+                            return replay(lsn, type, payload);
+                          });
+  }
+  Status TruncateBefore(uint64_t lsn) override { return rt_->wal_.log().TruncateBefore(lsn); }
+  void FailStop(const std::string& why) override { node::FailStop(why); }
+
+  bool tracing() const override { return rt_->tracing_; }
+  void Trace(const TxId& txid, const char* event, std::string_view detail) override {
+    rt_->Trace(txid, event, detail);
+  }
+  void Note(const HaNote& n) override {
+    if (n.warn) {
+      DTX_LOG_WARN("{}", n.text);
+    } else {
+      DTX_LOG_INFO("{}", n.text);
+    }
+  }
+  void PrepareSent(const TxId& txid) override { rt_->NotePrepareSent(txid); }
+  void VoteIn(const TxId& txid) override { rt_->NoteVote(txid); }
+  void DecisionAppended(const TxId& txid) override {
+    if (auto t = rt_->timings_.find(txid); t != rt_->timings_.end()) t->second.decision_appended = PhaseNow();
+  }
+  void DecisionReleased(const TxId& txid) override { rt_->NoteDecisionReleased(txid); }
+  void EndAppended(const TxId& txid) override {
+    if (auto it = rt_->phase2_start_.find(txid); it != rt_->phase2_start_.end()) {
+      rt_->metrics_.phase2.Observe(static_cast<double>(PhaseNow() - it->second) * 1e-6);
+      rt_->phase2_start_.erase(it);
+    }
+  }
+  void LogReloaded() override { rt_->timings_.clear(); }
+  void UnmatchedReply(RequestToken token) override {
+    DTX_LOG_ERROR("the core answered request token {} it did not owe an answer", token);
+  }
+
+ private:
+  Impl* rt_;
+};
 
 // ---- metrics --------------------------------------------------------------------------
 
@@ -347,13 +369,6 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}
 
-std::string Runtime::Impl::ParticipantName(const std::string& address) const {
-  for (size_t i = 0; i < options_.participants.size(); ++i) {
-    if (options_.participants[i] == address) return "participant-" + std::to_string(i);
-  }
-  return address;
-}
-
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
   auto impl = node::StartImpl<Impl>(loop, std::move(options));
   if (!impl.ok()) return impl.status();
@@ -385,6 +400,14 @@ Status Runtime::Impl::Init() {
   ho.replicate_timeout_ms = options_.ha.replicate_timeout_ms;
   ho.resync_after_records = options_.ha.resync_after_records;
   ha_ = std::make_unique<HaCore>(ho, co);
+  glue_ = std::make_unique<Glue>(this);
+  DriverOptions dopts;
+  dopts.name = options_.name;
+  dopts.self_address = address_;
+  dopts.peer = options_.ha.peer;
+  dopts.participants = options_.participants;
+  dopts.probe_timeout_ms = static_cast<int>(std::clamp<uint64_t>(options_.ha.detector.suspect_after_ms, 1, 60000));
+  driver_ = std::make_unique<CoordinatorDriver>(std::move(dopts), ha_.get(), glue_.get(), glue_.get());
 
   uint64_t replayed = 0;
   DTX_RETURN_IF_ERROR(wal_.Open(WalOptions(), options_.dir + "/wal",
@@ -402,23 +425,23 @@ Status Runtime::Impl::Init() {
     DTX_LOG_INFO("alone (no --peer): serving as primary; decisions to re-drive={}",
                  ha_->core().committing());
   }
-  Process();
+  driver_->Process();
   // The EPOCH record of a fresh log must be durable before commits are
   // accepted: wait for it here so the node is ready once it serves.
-  for (const auto& [tag, lsn] : init_forced_) {
-    DTX_RETURN_IF_ERROR(wal_.log().WaitDurable(lsn));
-    ha_->OnPersisted(NowMs(), tag, lsn);  // the posted notice later finds nothing to do
-  }
+  std::vector<std::pair<wal::Lsn, node::RecordLog::DurableFn>> forced = std::move(init_forced_);
   init_forced_.clear();
   initializing_ = false;
-  Process();
+  for (const auto& [lsn, on_durable] : forced) {
+    DTX_RETURN_IF_ERROR(wal_.log().WaitDurable(lsn));
+    on_durable(lsn);  // the posted notice later finds nothing to do
+  }
+  driver_->Process();
 
   node_.RunEvery(kTickIntervalMs, [this] {
-    ha_->Tick(NowMs());  // also heartbeats (every ha.heartbeat_ms) and suspicion
-    Process();
+    driver_->Tick();  // also heartbeats (every ha.heartbeat_ms) and suspicion
     UpdateMetrics();
   });
-  node_.RunEvery(kTruncateIntervalMs, [this] { MaybeTruncate(); });
+  node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
   DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
@@ -437,14 +460,15 @@ Runtime::Impl::~Impl() {
 void Runtime::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
+  // The callbacks of the channels closed below do nothing; the calls still
+  // owed an answer are dropped.
+  if (driver_) driver_->Stop();
   node_.Shutdown();  // metrics endpoint, handler, timers, server
   if (peer_stub_ && peer_stub_->channel()) peer_stub_->channel()->Close();
   for (auto& [address, stub] : stubs_) {
-    if (stub.channel()) stub.channel()->Close();  // callbacks see shut_down_
+    if (stub.channel()) stub.channel()->Close();  // callbacks see the driver stopped
   }
   stubs_.clear();
-  pending_.clear();
-  replicate_pending_.clear();
 }
 
 rpc::ShardMap Runtime::Impl::GetShardMap() const {
@@ -457,23 +481,24 @@ rpc::ShardMap Runtime::Impl::GetShardMap() const {
 }
 
 void Runtime::Impl::Commit(const rpc::CommitRequest& req,
-                     std::function<void(const rpc::CommitResult&)> cob,
-                     std::function<void(const rpc::DtxError&)> fail) {
-  RequestToken token = next_token_++;
-  CommitRequest creq = FromRpc(req);
-  Trace(creq.txid, obs::span::kReceived, creq.is_retry ? "retry" : "");
-  pending_[token] = Pending{creq.txid, std::move(cob), nullptr, std::move(fail), PhaseNow()};
-  ha_->Commit(NowMs(), token, std::move(creq));
-  Process();
+                           std::function<void(const rpc::CommitResult&)> cob,
+                           std::function<void(const rpc::DtxError&)> fail) {
+  const int64_t received_us = PhaseNow();
+  const TxId txid = dtx::FromRpc(req.txid);
+  driver_->Commit(
+      req,
+      [this, received_us, txid, cob = std::move(cob)](const rpc::CommitResult& res) {
+        metrics_.total.Observe(static_cast<double>(PhaseNow() - received_us) * 1e-6);
+        rpc::CommitResult out = res;
+        FillTimings(txid, out);
+        cob(out);
+      },
+      std::move(fail));
 }
 
 void Runtime::Impl::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
-                            std::function<void(const rpc::DtxError&)> fail) {
-  TxId t = dtx::FromRpc(txid);
-  RequestToken token = next_token_++;
-  pending_[token] = Pending{t, nullptr, std::move(cob), std::move(fail)};
-  ha_->QueryDecision(NowMs(), token, t);  // a backup answers UNKNOWN
-  Process();
+                                  std::function<void(const rpc::DtxError&)> fail) {
+  driver_->QueryDecision(txid, std::move(cob), std::move(fail));
 }
 
 rpc::NodeStatus Runtime::Impl::GetStatus() const {
@@ -552,102 +577,12 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   return st;
 }
 
-// ---- draining the core ----------------------------------------------------------------
-
-void Runtime::Impl::Process() {
-  node::DrainGuard::Scope scope = drain_.Enter();
-  if (!scope.entered() || shut_down_) return;  // the outer call drains what this one would
-  for (;;) {
-    HaReady r = ha_->TakeReady();
-    if (r.empty()) break;
-    for (const HaNote& n : r.notes) {
-      if (n.warn) {
-        DTX_LOG_WARN("{}", n.text);
-      } else {
-        DTX_LOG_INFO("{}", n.text);
-      }
-    }
-    // HaReady's ordering rule: records first (then the reload they precede),
-    // then released decisions, then messages, then replies.
-    for (const PersistRecord& p : r.persist) Append(p);
-    if (r.reload_log) ReloadLog();
-    for (const TxId& txid : r.backup_acked) Trace(txid, "replicated");
-    for (const TxId& txid : r.released) {
-      EvalOrFailStop(fp::Point::kCoordinatorDecisionAfterLog, txid);
-      NoteDecisionReleased(txid);
-    }
-    for (const OutMessage& m : r.send) SendMessage(m);
-    for (ReplicateMsg& m : r.replicate) SendReplicate(m);
-    for (const AdoptEpochMsg& m : r.adopt) SendAdoptEpoch(m);
-    for (const ProbeMsg& m : r.probes) SendProbe(m);
-    for (Reply& rep : r.replies) Deliver(rep);
-    for (const ReplicateAnswer& a : r.replicate_answers) AnswerReplicate(a);
-    if (r.truncate_before != 0) truncate_wanted_ = std::max(truncate_wanted_, r.truncate_before);
-  }
-}
-
-void Runtime::Impl::Append(const PersistRecord& p) {
-  // The 2PC core's own records (not HaCore's: an EPOCH it establishes, or
-  // records replicated from the primary) pass the commit-path failpoints.
-  const bool from_core = (p.tag >> 63) == 0;
-  if (from_core && p.type == RecordType::kDecision) {
-    EvalOrFailStop(fp::Point::kCoordinatorVotesAfterAll, p.txid);
-    EvalOrFailStop(fp::Point::kCoordinatorDecisionBeforeLog, p.txid);
-  } else if (from_core && p.type == RecordType::kEnd) {
-    EvalOrFailStop(fp::Point::kCoordinatorEndBeforeLog, p.txid);
-    if (auto it = phase2_start_.find(p.txid); it != phase2_start_.end()) {
-      metrics_.phase2.Observe(static_cast<double>(PhaseNow() - it->second) * 1e-6);
-      phase2_start_.erase(it);
-    }
-  }
-  // Only a forced record's durability is news for the core.
-  node::RecordLog::DurableFn on_durable;
-  if (p.forced) {
-    on_durable = [this, tag = p.tag, type = p.type, txid = p.txid](wal::Lsn lsn) {
-      OnDurable(tag, type, txid, lsn);
-    };
-  }
-  const wal::Lsn lsn = wal_.Append(static_cast<uint8_t>(p.type), p.payload, std::move(on_durable));
-  if (from_core && p.type == RecordType::kDecision) {
-    Trace(p.txid, obs::span::kLogged);
-  } else if (from_core && p.type == RecordType::kEnd) {
-    Trace(p.txid, "ended");
-  }
-  if (initializing_ && p.forced) init_forced_.emplace_back(p.tag, lsn);
-  if (from_core && p.type == RecordType::kDecision && p.forced) {
-    if (auto t = timings_.find(p.txid); t != timings_.end()) t->second.decision_appended = PhaseNow();
-  }
-  if (p.type == RecordType::kDecision) {
-    DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended",
-                  p.txid.ToString(), lsn);
-  }
-}
-
-void Runtime::Impl::OnDurable(PersistTag tag, RecordType type, TxId txid, uint64_t lsn) {
-  if (shut_down_) return;
-  if (type == RecordType::kDecision && (tag >> 63) == 0) Trace(txid, obs::span::kSynced);
-  ha_->OnPersisted(NowMs(), tag, lsn);
-  Process();
-}
-
 wal::Options Runtime::Impl::WalOptions() {
   wal::Options o = options_.wal;
   // Flusher thread: Histogram::Observe is thread-safe; metrics_ outlives the
   // Log (~Impl closes wal_ before the members go).
   metrics_.wal.Hook(o);
   return o;
-}
-
-void Runtime::Impl::ReloadLog() {
-  // Notices of the old log (durability of a replaced core's records) are
-  // dropped by the appender.
-  Status s = wal_.Open(WalOptions(), options_.dir + "/wal",
-                       [this](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-                         return ha_->Replay(lsn, type, payload);
-                       });
-  if (!s.ok()) FailStop("cannot reopen the decision log after stepping down: " + s.ToString());
-  truncate_wanted_ = truncate_done_ = 0;
-  timings_.clear();
 }
 
 // ---- per-phase latency ------------------------------------------------------------------
@@ -703,142 +638,6 @@ ParticipantStub& Runtime::Impl::StubFor(const std::string& address) {
   return it->second;
 }
 
-void Runtime::Impl::SendMessage(const OutMessage& m) {
-  ParticipantStub& stub = StubFor(m.to);
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, INT32_MAX));
-  MessageId id = m.id;
-  std::string to = m.to;
-  if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
-    TxId txid = prep->txid;
-    NotePrepareSent(txid);
-    if (tracing_) Trace(txid, "prepare", ParticipantName(to));
-    stub.Prepare(ToRpc(*prep), timeout_ms,
-                 [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
-                   if (shut_down_) return;
-                   PrepareReply r;
-                   r.msg_id = id;
-                   r.txid = txid;
-                   r.participant = to;
-                   r.status = ToCallStatus(st);
-                   r.error = st.ToString();
-                   if (st.error_code()) {
-                     r.error_code = ErrorCodeOf(st);
-                   }
-                   NoteVote(txid);
-                   if (tracing_) {
-                     std::string d = ParticipantName(to) + " ";
-                     if (!st.ok()) {
-                       d += "error:" + st.ToString();
-                     } else {
-                       d += resp.vote == rpc::Vote::YES         ? "yes"
-                            : resp.vote == rpc::Vote::READ_ONLY ? "read_only"
-                            : resp.vote == rpc::Vote::NO        ? "no"
-                                                                : "error:bad vote";
-                     }
-                     Trace(txid, obs::span::kVoted, d);
-                   }
-                   if (st.ok()) {
-                     switch (resp.vote) {
-                       case rpc::Vote::YES: r.vote = Vote::kYes; break;
-                       case rpc::Vote::READ_ONLY: r.vote = Vote::kReadOnly; break;
-                       case rpc::Vote::NO: r.vote = Vote::kNo; break;
-                       default:
-                         r.status = CallStatus::kError;
-                         r.error = "unknown vote " + std::to_string(static_cast<int>(resp.vote));
-                     }
-                     if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
-                     if (resp.__isset.detail) r.detail = resp.detail;
-                   } else {
-                     DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}",
-                                  txid.ToString(), to, st.ToString());
-                   }
-                   ha_->OnPrepareReply(NowMs(), r);
-                   Process();
-                 });
-    return;
-  }
-  if (const auto* commit = std::get_if<CommitMsg>(&m.body)) {
-    TxId txid = commit->txid;
-    stub.Commit(dtx::ToRpc(txid), commit->epoch, timeout_ms,
-                [this, id, to, txid](const RpcStatus& st) {
-                  if (shut_down_) return;
-                  if (!st.ok()) {
-                    DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}",
-                                 txid.ToString(), to, st.ToString());
-                  }
-                  if (st.ok() && tracing_) Trace(txid, obs::span::kAcked, ParticipantName(to));
-                  AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-                  ha_->OnCommitReply(NowMs(), a);
-                  Process();
-                });
-    if (commit->first_of_tx) {
-      EvalOrFailStop(fp::Point::kCoordinatorPhase2AfterFirstCommit, txid);
-    }
-    return;
-  }
-  const auto& abort = std::get<AbortMsg>(m.body);
-  TxId txid = abort.txid;
-  stub.Abort(dtx::ToRpc(txid), abort.epoch, timeout_ms, [this, id, to, txid](const RpcStatus& st) {
-    if (shut_down_) return;
-    AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-    ha_->OnAbortReply(NowMs(), a);
-    Process();
-  });
-}
-
-void Runtime::Impl::Deliver(Reply& reply) {
-  auto it = pending_.find(reply.token);
-  if (it == pending_.end()) return;  // cannot happen: every token is answered once
-  Pending p = std::move(it->second);
-  pending_.erase(it);
-  if (const auto* err = std::get_if<Error>(&reply.body)) {
-    DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(),
-                  ErrorCodeName(err->code), err->message);
-    if (tracing_ && p.commit_cob) {
-      Trace(p.txid, "replied",
-            std::string("error:") + ErrorCodeName(err->code));
-    }
-    p.fail(MakeDtxError(err->code, err->message,
-                        err->code == ErrorCode::kNotPrimary ? options_.ha.peer : std::string()));
-    return;
-  }
-  if (const auto* res = std::get_if<CommitResult>(&reply.body)) {
-    if (res->outcome == Outcome::kUnknown ||
-        (res->reason && *res->reason != AbortReason::kConflict)) {
-      DTX_LOG_INFO("txid={} outcome={} reason={} detail={}", p.txid.ToString(),
-                   OutcomeName(res->outcome), res->reason ? AbortReasonName(*res->reason) : "-",
-                   res->detail);
-    } else {
-      DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
-                    res->detail);
-    }
-    if (tracing_) {
-      std::string d = res->outcome == Outcome::kCommitted ? "commit"
-                      : res->outcome == Outcome::kAborted ? "abort"
-                                                          : "unknown";
-      if (res->reason) d += std::string(" ") + AbortReasonName(*res->reason);
-      Trace(p.txid, obs::span::kDecided, d);
-      Trace(p.txid, "replied", OutcomeName(res->outcome));
-    }
-    if (p.received_us != 0) metrics_.total.Observe(static_cast<double>(PhaseNow() - p.received_us) * 1e-6);
-    if (p.commit_cob) {
-      rpc::CommitResult out = ToRpc(*res);
-      FillTimings(p.txid, out);
-      p.commit_cob(out);
-    } else {
-      p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "commit result for a non-commit request"));
-    }
-    return;
-  }
-  Decision d = std::get<Decision>(reply.body);
-  DTX_LOG_DEBUG("txid={} QueryDecision answered {}", p.txid.ToString(), static_cast<int>(d));
-  if (p.query_cob) {
-    p.query_cob(dtx::ToRpc(d));
-  } else {
-    p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "decision for a non-query request"));
-  }
-}
-
 
 // ---- heartbeats, replication, fencing: plumbing for HaCore ---------------------------------
 
@@ -853,143 +652,14 @@ ParticipantPeerStub& Runtime::Impl::AdoptStubFor(const std::string& address) {
   return it->second;
 }
 
-void Runtime::Impl::SendProbe(const ProbeMsg& m) {
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(
-      options_.ha.detector.suspect_after_ms, 1, 60000));
-  rpc::HeartbeatRequest hb;
-  hb.sender = address_;
-  hb.role = dtx::ToRpc(m.role);
-  hb.epoch = static_cast<int64_t>(m.epoch);
-  const std::string to = m.to;
-  if (m.peer) {
-    if (!peer_stub_) return;
-    peer_stub_->Heartbeat(hb, timeout_ms, [this, to](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
-      if (shut_down_) return;
-      std::optional<PeerView> view;
-      if (st.ok()) {
-        // A peer shutting down sends no role: PeerView holds none (not heard).
-        view = PeerView{resp.name, resp.__isset.role ? dtx::FromRpc(resp.role) : std::nullopt,
-                        static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
-                        resp.__isset.in_sync ? std::optional<bool>(resp.in_sync) : std::nullopt};
-      }
-      ha_->OnProbeReply(NowMs(), to, st.ok(), view);
-      Process();
-    });
-    return;
-  }
-  auto done = [this, to](const RpcStatus& st) {
-    if (shut_down_) return;
-    if (!st.ok() && st.code() == Status::Code::kNotSupported && heartbeat_unsupported_.insert(to).second) {
-      DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", to);
-    }
-    ha_->OnProbeReply(NowMs(), to, st.ok());
-    Process();
-  };
-  if (heartbeat_unsupported_.count(to) != 0) {
-    StubFor(to).GetStatus(timeout_ms, [done](const RpcStatus& st, const rpc::NodeStatus&) { done(st); });
-  } else {
-    // On the AdoptEpoch channel: a participant without the service closes
-    // that connection, not the one carrying 2PC.
-    AdoptStubFor(to).Heartbeat(hb, timeout_ms,
-                               [done](const RpcStatus& st, const rpc::HeartbeatResponse&) { done(st); });
-  }
-}
-
 rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
-  PeerView in;
-  in.role = dtx::FromRpc(req.role);
-  in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
-  PeerView mine = ha_->OnPeerHeartbeat(NowMs(), req.sender, in);
-  Process();
-  rpc::HeartbeatResponse resp;
-  resp.name = options_.name;
-  if (mine.role) resp.__set_role(dtx::ToRpc(*mine.role));
-  resp.epoch = static_cast<int64_t>(mine.epoch);
-  if (mine.in_sync) resp.__set_in_sync(*mine.in_sync);
-  return resp;
-}
-
-void Runtime::Impl::SendReplicate(ReplicateMsg& m) {
-  if (!peer_stub_) return;
-  rpc::ReplicateRequest req;
-  req.epoch = static_cast<int64_t>(m.epoch);
-  req.primary = m.primary;
-  req.generation = m.generation;
-  req.snapshot = m.snapshot;
-  req.records.reserve(m.records.size());
-  for (ReplRecord& r : m.records) {
-    rpc::LogRecord lr;
-    lr.type = static_cast<int8_t>(r.type);
-    lr.payload = std::move(r.payload);
-    req.records.push_back(std::move(lr));
-  }
-  if (m.snapshot) {
-    DTX_LOG_INFO("replication: snapshot to backup {} (generation {}, {} records)", options_.ha.peer,
-                 m.generation, req.records.size());
-  }
-  const MessageId id = m.id;
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, INT32_MAX));
-  peer_stub_->Replicate(req, timeout_ms, [this, id](const RpcStatus& st, const rpc::ReplicateResponse&) {
-    if (shut_down_) return;
-    ha_->OnReplicateReply(NowMs(), id, ToCallStatus(st), st.ToString());
-    Process();
-  });
+  return driver_->Heartbeat(req);
 }
 
 void Runtime::Impl::Replicate(const rpc::ReplicateRequest& req,
-                        std::function<void(const rpc::ReplicateResponse&)> cob,
-                        std::function<void(const rpc::DtxError&)> fail) {
-  HaCore::ReplicateIn in;
-  in.epoch = static_cast<Epoch>(std::max<int64_t>(req.epoch, 0));
-  in.primary = req.primary;
-  in.generation = req.generation;
-  in.snapshot = req.snapshot;
-  in.records.reserve(req.records.size());
-  for (const rpc::LogRecord& r : req.records) {
-    in.records.push_back(ReplRecord{static_cast<RecordType>(static_cast<uint8_t>(r.type)), r.payload});
-  }
-  const RequestToken token = next_token_++;
-  replicate_pending_[token] = ReplicatePending{std::move(cob), std::move(fail)};
-  ha_->OnReplicate(NowMs(), token, std::move(in));
-  Process();
-}
-
-void Runtime::Impl::AnswerReplicate(const ReplicateAnswer& a) {
-  auto it = replicate_pending_.find(a.token);
-  if (it == replicate_pending_.end()) return;
-  ReplicatePending p = std::move(it->second);
-  replicate_pending_.erase(it);
-  if (a.error) {
-    p.fail(MakeDtxError(a.error->code, a.error->message));
-    return;
-  }
-  rpc::ReplicateResponse resp;
-  resp.durable_lsn = static_cast<int64_t>(a.durable_lsn != 0 ? a.durable_lsn : wal_.log().durable_lsn());
-  p.cob(resp);
-}
-
-void Runtime::Impl::SendAdoptEpoch(const AdoptEpochMsg& m) {
-  const MessageId id = m.id;
-  const int timeout_ms = static_cast<int>(std::clamp<uint64_t>(m.timeout_ms, 1, 60000));
-  AdoptStubFor(m.to).AdoptEpoch(static_cast<int64_t>(m.epoch), address_, timeout_ms,
-                                [this, id](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
-                                  if (shut_down_) return;
-                                  std::optional<Epoch> current;
-                                  if (r.current_epoch && *r.current_epoch >= 0) {
-                                    current = static_cast<Epoch>(*r.current_epoch);
-                                  }
-                                  ha_->OnAdoptEpochReply(NowMs(), id, ToCallStatus(st), st.ToString(), current,
-                                                         r.owner);
-                                  Process();
-                                });
-}
-
-void Runtime::Impl::MaybeTruncate() {
-  if (shut_down_ || truncate_wanted_ <= truncate_done_) return;
-  Status s = wal_.log().TruncateBefore(truncate_wanted_);
-  if (!s.ok()) FailStop("decision log truncation failed: " + s.ToString());
-  DTX_LOG_DEBUG("decision log: records below lsn={} no longer needed", truncate_wanted_);
-  truncate_done_ = truncate_wanted_;
+                              std::function<void(const rpc::ReplicateResponse&)> cob,
+                              std::function<void(const rpc::DtxError&)> fail) {
+  driver_->Replicate(req, std::move(cob), std::move(fail));
 }
 
 // ---- Handler: the Thrift edge ----------------------------------------------------------

@@ -7,12 +7,16 @@
 // converts Thrift <-> core types at the edge), one ParticipantStub per
 // participant address, the HA stubs (CoordinatorPeer to the other coordinator,
 // ParticipantPeer for heartbeats and AdoptEpoch) and a periodic tick timer.
-// After every input it drains the HaCore's HaReady in the order it requires:
-// append records (reopening the log into a fresh mirror on reload_log), then
-// released decisions (failpoint), then messages, probes, Replicate and
-// AdoptEpoch calls, then replies. A forced record is reported to the core
-// (OnPersisted) only from the WAL's durable callback, Post()ed to the loop,
-// i.e. after its fdatasync returned 0.
+// The glue between HaCore and all of that is a CoordinatorDriver
+// (coordinator/driver.h, also run by tests/sim): after every input it drains
+// the HaCore's HaReady in the order it requires: append records (reopening
+// the log into a fresh mirror on reload_log), then released decisions
+// (failpoint), then messages, probes, Replicate and AdoptEpoch calls, then
+// replies. The runtime (Runtime::Impl::Glue in runtime.cc) is the driver's
+// CoordinatorIo (stubs, node::WalAppender, the loop's clock, node::FailStop)
+// and CoordinatorHooks (metrics, phase timings, tracing). A
+// forced record is reported to the core (OnPersisted) only from the WAL's
+// durable callback, Post()ed to the loop, i.e. after its fdatasync returned 0.
 //
 // Failpoints (common/failpoint.h), evaluated on the loop thread:
 //   coordinator.votes.after_all, coordinator.decision.before_log

@@ -644,9 +644,7 @@ void Runtime::Impl::AskDecision(const QueryDecisionMsg& m) {
         }
         HeardFromCoordinator();
         answer.reached = true;
-        answer.decision = d == rpc::Decision::COMMIT  ? Decision::kCommit
-                          : d == rpc::Decision::ABORT ? Decision::kAbort
-                                                      : Decision::kUnknown;
+        answer.decision = dtx::FromRpc(d).value_or(Decision::kUnknown);
         if (answer.decision != Decision::kUnknown) {
           DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", m.txid.ToString(), address,
                        answer.decision == Decision::kCommit ? "COMMIT" : "ABORT");

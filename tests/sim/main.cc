@@ -110,6 +110,7 @@ int main(int argc, char** argv) {
 
   const auto t0 = std::chrono::steady_clock::now();
   uint64_t failed = 0, committed = 0, aborted = 0, crashes = 0, events = 0;
+  dtx::sim::ProbeTotals probes;
   for (uint64_t s = start_seed; s < start_seed + seeds; ++s) {
     dtx::sim::SetCurrentSeed(s);
     dtx::sim::RunResult r = dtx::sim::RunSeed(s, opts);
@@ -117,6 +118,7 @@ int main(int argc, char** argv) {
     aborted += r.stats.transfers_aborted;
     crashes += r.stats.crashes;
     events += r.stats.events;
+    probes.Add(r.stats);
     if (verbose) std::printf("%s\n", dtx::sim::Summary(r).c_str());
     if (!r.ok()) {
       ++failed;
@@ -129,5 +131,6 @@ int main(int argc, char** argv) {
               " transfers committed, %" PRIu64 " aborted, %" PRIu64 " crashes, %" PRIu64
               " events in %.1f s\n",
               seeds, start_seed, failed, committed, aborted, crashes, events, secs);
+  std::printf("%s", dtx::sim::ProbeTable(probes).c_str());
   return failed == 0 ? 0 : 1;
 }

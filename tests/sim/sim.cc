@@ -19,7 +19,13 @@
 #include <variant>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
+#include "common/probe.h"
+#include "common/rpc_client.h"
+#include "common/rpc_error.h"
 #include "coordinator/core.h"
+#include "coordinator/driver.h"
 #include "coordinator/ha_core.h"
 #include "participant/core.h"
 #include "participant/mem_store.h"
@@ -135,40 +141,50 @@ std::string AccountKey(int i) {
 }
 
 // ---- the simulated RPCs ----------------------------------------------------
+// Calls from the coordinator (the CoordinatorDriver, coordinator/driver.h) and
+// to it carry the wire's rpc:: types (idl/dtx.thrift), so the driver's own
+// conversions are the ones exercised. Participants are still driven by
+// HandleParticipant/DrainParticipant here: their side converts at the
+// "participant edge" below.
 
 struct ReadReq {
   std::string key;
 };
+// Participant.Commit / Abort.
 struct PCommitReq {
-  TxId txid;
-  Epoch epoch = 0;
+  rpc::TxId txid;
+  rpc::Epoch epoch = 0;
 };
 struct PAbortReq {
-  TxId txid;
-  Epoch epoch = 0;
+  rpc::TxId txid;
+  rpc::Epoch epoch = 0;
 };
+// Coordinator.QueryDecision.
 struct QueryReq {
-  TxId txid;
+  rpc::TxId txid;
 };
 // ParticipantPeer.AdoptEpoch / Heartbeat.
 struct AdoptReq {
-  Epoch epoch = 0;
+  rpc::Epoch epoch = 0;
   std::string coordinator;
 };
-struct PHeartbeatReq {};
-// CoordinatorPeer.Heartbeat / Replicate.
+struct PHeartbeatReq {
+  rpc::HeartbeatRequest hb;
+};
+// CoordinatorPeer.Heartbeat (Replicate is rpc::ReplicateRequest).
 struct CHeartbeatReq {
-  std::string sender;
-  cc::PeerView view;
+  rpc::HeartbeatRequest hb;
 };
-struct ReplicateReq {
-  cc::HaCore::ReplicateIn in;
+using Request = std::variant<ReadReq, rpc::PrepareRequest, PCommitReq, PAbortReq, rpc::CommitRequest, QueryReq,
+                             AdoptReq, PHeartbeatReq, CHeartbeatReq, rpc::ReplicateRequest>;
+struct DecisionAnswer {
+  rpc::Decision::type decision = rpc::Decision::UNKNOWN;
 };
-using Request = std::variant<ReadReq, pc::PrepareRequest, PCommitReq, PAbortReq, cc::CommitRequest, QueryReq,
-                             AdoptReq, PHeartbeatReq, CHeartbeatReq, ReplicateReq>;
-using CoordinatorBody = std::variant<cc::CommitResult, cc::Decision, cc::Error>;
+// A coordinator's answer: the result, or the DtxError the handler throws.
+using CoordinatorBody =
+    std::variant<rpc::CommitResult, DecisionAnswer, rpc::ReplicateResponse, rpc::HeartbeatResponse, rpc::DtxError>;
 struct ProbeAck {};
-using Response = std::variant<pc::Reply, CoordinatorBody, cc::PeerView, cc::ReplicateAnswer, ProbeAck>;
+using Response = std::variant<pc::Reply, CoordinatorBody, ProbeAck>;
 
 // How a call ended, as the transport reports it.
 enum class CallEnd { kOk, kTimeout, kUnavailable };
@@ -183,47 +199,105 @@ const char* CallEndName(CallEnd e) {
 using Completion = std::function<void(CallEnd, const Response*)>;
 using Responder = std::function<void(Response)>;
 
+// A call that ended without a reply, as the real stubs report it
+// (common/rpc_client.h): a per-call timeout is Timeout, anything else Unavailable.
+RpcStatus TransportStatus(CallEnd end) {
+  return end == CallEnd::kTimeout ? RpcStatus(Status::Timeout("call timed out"))
+                                  : RpcStatus(Status::Unavailable("connection refused or lost"));
+}
+
+// ---- the participant edge ----------------------------------------------------
+// What participant/runtime.cc does between its core and the wire (Prepare,
+// Deliver), for the simulated participants. It goes away when the simulator
+// runs the participant runtime's glue too.
+
+pc::PrepareRequest PrepareFromWire(const rpc::PrepareRequest& req) {
+  pc::PrepareRequest in;
+  in.txid = FromRpc(req.txid);
+  in.epoch = req.epoch;
+  in.one_phase = req.one_phase;
+  in.read_only_tx = req.read_only_tx;
+  if (req.__isset.coordinator) in.coordinator = req.coordinator;
+  in.reads = ReadsFromRpc<pc::ReadOp>(req.reads);
+  in.writes = WritesFromRpc<pc::WriteOp>(req.writes);
+  return in;
+}
+
+// An error reply as the participant's handler throws it.
+rpc::DtxError ErrorToWire(const pc::Reply& r) {
+  rpc::DtxError e = MakeDtxError(r.error, r.message);
+  if (r.error == pc::ErrorCode::kStaleEpoch) {
+    e.__set_current_epoch(r.current_epoch);
+    if (!r.epoch_owner.empty()) e.__set_epoch_owner(r.epoch_owner);
+  }
+  return e;
+}
+
+rpc::PrepareResponse VoteToWire(const pc::Reply& r) {
+  rpc::PrepareResponse out;
+  out.vote = ToRpc(r.vote);
+  if (r.vote == pc::Vote::kNo) {
+    out.__set_reason(ToRpc(pc::WireAbortReason(r.no_cause)));
+    out.__set_detail(r.detail);
+  }
+  return out;
+}
+
+// The caller's side of a participant call: the status its stub reports
+// (common/rpc_error.h StatusFromDtxError, as the stubs decode a DtxError).
+RpcStatus ParticipantCallStatus(CallEnd end, const Response* resp) {
+  if (end != CallEnd::kOk) return TransportStatus(end);
+  const pc::Reply& r = std::get<pc::Reply>(*resp);
+  if (r.error != pc::ErrorCode::kOk) return StatusFromDtxError(ErrorToWire(r));
+  return RpcStatus();
+}
+
+// The caller's side of a coordinator call.
+RpcStatus CoordinatorCallStatus(CallEnd end, const Response* resp) {
+  if (end != CallEnd::kOk) return TransportStatus(end);
+  const auto& body = std::get<CoordinatorBody>(*resp);
+  if (const auto* e = std::get_if<rpc::DtxError>(&body)) return StatusFromDtxError(*e);
+  return RpcStatus();
+}
+
 std::string Describe(const Request& r) {
   struct V {
     std::string operator()(const ReadReq& x) { return "Read(" + x.key + ")"; }
-    std::string operator()(const pc::PrepareRequest& x) {
+    std::string operator()(const rpc::PrepareRequest& x) {
       return "Prepare(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w" +
              (x.one_phase ? " 1pc" : "") + (x.read_only_tx ? " ro" : "") + ")";
     }
     std::string operator()(const PCommitReq&) { return "Commit"; }
     std::string operator()(const PAbortReq&) { return "Abort"; }
-    std::string operator()(const cc::CommitRequest& x) {
+    std::string operator()(const rpc::CommitRequest& x) {
       return "ClientCommit(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w)";
     }
     std::string operator()(const QueryReq&) { return "QueryDecision"; }
     std::string operator()(const AdoptReq& x) { return "AdoptEpoch(" + std::to_string(x.epoch) + ")"; }
     std::string operator()(const PHeartbeatReq&) { return "Heartbeat"; }
     std::string operator()(const CHeartbeatReq& x) {
-      return std::string("PeerHeartbeat(") + cc::PeerRoleName(x.view.role) + " epoch " + std::to_string(x.view.epoch) + ")";
+      return std::string("PeerHeartbeat(") + NodeRoleName(x.hb.role) + " epoch " + std::to_string(x.hb.epoch) + ")";
     }
-    std::string operator()(const ReplicateReq& x) {
-      return std::string(x.in.snapshot ? "Replicate snapshot(" : "Replicate(") + std::to_string(x.in.records.size()) +
-             " records, epoch " + std::to_string(x.in.epoch) + " gen " + std::to_string(x.in.generation) + ")";
+    std::string operator()(const rpc::ReplicateRequest& x) {
+      return std::string(x.snapshot ? "Replicate snapshot(" : "Replicate(") + std::to_string(x.records.size()) +
+             " records, epoch " + std::to_string(x.epoch) + " gen " + std::to_string(x.generation) + ")";
     }
   };
   return std::visit(V{}, r);
 }
 
-std::string OutcomeName(const cc::CommitResult& r) {
+std::string OutcomeName(const rpc::CommitResult& r) {
   switch (r.outcome) {
-    case cc::Outcome::kCommitted: return "COMMITTED";
-    case cc::Outcome::kAborted:
-      return std::string("ABORTED(") + (r.reason ? AbortReasonName(*r.reason) : "?") + ")";
-    case cc::Outcome::kUnknown: return "UNKNOWN";
+    case rpc::Outcome::COMMITTED: return "COMMITTED";
+    case rpc::Outcome::ABORTED:
+      return std::string("ABORTED(") + (r.__isset.reason ? AbortReasonName(static_cast<AbortReason>(r.reason)) : "?") +
+             ")";
+    case rpc::Outcome::UNKNOWN: return "UNKNOWN";
   }
   return "?";
 }
 
 std::string Describe(const Response& r) {
-  if (const auto* v = std::get_if<cc::PeerView>(&r)) return std::string("peer ") + cc::PeerRoleName(v->role) + " epoch " + std::to_string(v->epoch);
-  if (const auto* a = std::get_if<cc::ReplicateAnswer>(&r)) {
-    return a->error ? "replicate refused: " + a->error->message : std::string("replicated");
-  }
   if (std::holds_alternative<ProbeAck>(r)) return "heartbeat ack";
   if (const auto* p = std::get_if<pc::Reply>(&r)) {
     if (p->error != pc::ErrorCode::kOk) return std::string("error ") + pc::ErrorCodeName(p->error) + ": " + p->message;
@@ -239,16 +313,25 @@ std::string Describe(const Response& r) {
     }
   }
   const auto& b = std::get<CoordinatorBody>(r);
-  if (const auto* res = std::get_if<cc::CommitResult>(&b)) return OutcomeName(*res) + " " + res->detail;
-  if (const auto* d = std::get_if<cc::Decision>(&b)) {
-    return *d == cc::Decision::kCommit ? "decision COMMIT" : *d == cc::Decision::kAbort ? "decision ABORT" : "decision UNKNOWN";
+  if (const auto* res = std::get_if<rpc::CommitResult>(&b)) return OutcomeName(*res) + " " + res->detail;
+  if (const auto* d = std::get_if<DecisionAnswer>(&b)) {
+    return d->decision == rpc::Decision::COMMIT  ? "decision COMMIT"
+           : d->decision == rpc::Decision::ABORT ? "decision ABORT"
+                                                 : "decision UNKNOWN";
   }
-  return "error " + std::to_string(static_cast<int>(std::get<cc::Error>(b).code)) + ": " + std::get<cc::Error>(b).message;
+  if (std::holds_alternative<rpc::ReplicateResponse>(b)) return "replicated";
+  if (const auto* h = std::get_if<rpc::HeartbeatResponse>(&b)) {
+    return std::string("peer ") + (h->__isset.role ? NodeRoleName(h->role) : "stopping") + " epoch " +
+           std::to_string(h->epoch);
+  }
+  const auto& e = std::get<rpc::DtxError>(b);
+  return "error " + ErrorCodeName(e.code) + ": " + e.message;
 }
 
 // ---- the world -------------------------------------------------------------
 
 class World;
+class CoordinatorGlue;
 
 // A participant's committed state: a MemStore that reports every Apply to
 // the world (which transaction, which keys, which version) so the checks see
@@ -275,6 +358,9 @@ struct WalEntry {
   bool forced = false;
   uint64_t incarnation = 0;  // which core appended it (tags are per core)
   TxId txid;
+  // A coordinator's forced record: the driver's durability notice (cleared
+  // when the log is reloaded after a step-down).
+  std::function<void(uint64_t lsn)> on_durable;
 };
 
 // An in-memory WAL: records, a "synced up to" LSN, one sync in flight at a
@@ -284,6 +370,7 @@ struct SimWal {
   uint64_t synced_lsn = 0;
   uint64_t truncated_below = 1;  // every LSN below it was dropped by truncation
   bool syncing = false;
+  bool sync_kick_pending = false;  // a sync start is scheduled for this instant
   uint64_t next_lsn() const { return entries.empty() ? truncated_below : entries.back().lsn + 1; }
   bool all_synced() const { return entries.empty() || entries.back().lsn <= synced_lsn; }
 };
@@ -317,10 +404,13 @@ struct Node {
   // completions wait until then.
   uint64_t hung_until_ms = 0;
   std::unique_ptr<pc::Core> pcore;
-  // coordinator: HaCore (owns the 2PC CoordinatorCore)
+  // coordinator: HaCore (owns the 2PC CoordinatorCore), driven by the real
+  // glue (CoordinatorDriver) over the simulated network and WAL (CoordinatorGlue).
   std::unique_ptr<cc::HaCore> ha;
+  std::shared_ptr<CoordinatorGlue> glue;
+  std::unique_ptr<cc::CoordinatorDriver> driver;
   cc::HaStats ha_seen;  // the HaCore's counters already added to RunStats
-  // requests the core owes an answer, by its token
+  // participant: requests the core owes an answer, by its token
   std::map<uint64_t, Responder> pending;
   uint64_t next_token = 1;
 };
@@ -379,7 +469,7 @@ struct ClientTx {
   int attempts = 0;
   bool single_shard = false;  // every key on one participant: one-phase commit
   bool repeated = false;      // the coordinator may see this Commit more than once
-  cc::CommitRequest request;
+  rpc::CommitRequest request;
 };
 
 class World {
@@ -390,6 +480,7 @@ class World {
   void OnApplied(int participant, const std::vector<pc::WriteOp>& writes, Version version);
 
  private:
+  friend class CoordinatorGlue;
   struct Event {
     uint64_t at;
     uint64_t seq;
@@ -448,9 +539,14 @@ class World {
   void FindPrimary(int participant, const pc::QueryDecisionMsg& m);
   void HandleCoordinator(Node& n, const Request& req, Responder resp);
   void DrainParticipant(Node& n);
-  void DrainCoordinator(Node& n);
+  // The HaCore's counters into RunStats (before its node crashes, and every tick).
+  void NoteHaStats(Node& n);
   void Append(Node& n, WalEntry e);
   void MaybeStartSync(Node& n);
+  // Starts a sync at this instant, after whatever else is appended now (group commit).
+  void KickSync(Node& n);
+  // A coordinator's log (CoordinatorGlue).
+  void TruncateBefore(Node& n, uint64_t lsn);
   void CompleteSync(Node& n, uint64_t target_lsn);
   void Crash(Node& n);
   void Restart(Node& n);
@@ -713,15 +809,33 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
   // Calls stamped with an epoch: watch what the participant accepts.
   std::optional<Epoch> stamped;
   TxId stamped_txid;
-  if (const auto* p = std::get_if<pc::PrepareRequest>(&req)) {
-    stamped = p->epoch;
-    stamped_txid = p->txid;
+  if (const auto* p = std::get_if<rpc::PrepareRequest>(&req)) {
+    stamped = static_cast<Epoch>(p->epoch);
+    stamped_txid = FromRpc(p->txid);
   } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
-    stamped = c->epoch;
-    stamped_txid = c->txid;
+    stamped = static_cast<Epoch>(c->epoch);
+    stamped_txid = FromRpc(c->txid);
+    // A participant refusing a COMMIT the coordinator decided is a protocol
+    // error (a STALE_EPOCH refusal is fencing: the newer primary re-drives it).
+    const std::string who = n.name;
+    resp = [this, who, txid = stamped_txid, inner = std::move(resp)](Response r) {
+      const auto* rep = std::get_if<pc::Reply>(&r);
+      if (rep != nullptr && rep->error != pc::ErrorCode::kOk && rep->error != pc::ErrorCode::kStaleEpoch) {
+        Fail("commit-refused", txid, who + " refused COMMIT: " + rep->message);
+      }
+      inner(std::move(r));
+    };
   } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
-    stamped = a->epoch;
-    stamped_txid = a->txid;
+    stamped = static_cast<Epoch>(a->epoch);
+    stamped_txid = FromRpc(a->txid);
+  }
+  if (stamped) {
+    // Fencing at work: a call stamped with an older epoch refused.
+    resp = [inner = std::move(resp)](Response r) {
+      const auto* rep = std::get_if<pc::Reply>(&r);
+      if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch) DTX_PROBE(participant_stale_epoch_refusal);
+      inner(std::move(r));
+    };
   }
   if (stamped && from >= 0) {
     const Epoch before = n.pcore->epoch();
@@ -733,7 +847,7 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     };
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
     const std::string who = ad->coordinator;
-    const Epoch e = ad->epoch;
+    const Epoch e = static_cast<Epoch>(ad->epoch);
     const int self = n.id;
     resp = [this, who, e, self, inner = std::move(resp)](Response r) {
       const auto* rep = std::get_if<pc::Reply>(&r);
@@ -760,16 +874,16 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
   n.pending.emplace(token, std::move(resp));
   if (const auto* r = std::get_if<ReadReq>(&req)) {
     n.pcore->Read(token, r->key, now_);
-  } else if (const auto* p = std::get_if<pc::PrepareRequest>(&req)) {
-    pc::PrepareRequest copy = *p;
-    copy.epoch = epoch_for(p->epoch);
-    n.pcore->Prepare(token, copy, now_);
+  } else if (const auto* p = std::get_if<rpc::PrepareRequest>(&req)) {
+    pc::PrepareRequest in = PrepareFromWire(*p);
+    in.epoch = epoch_for(in.epoch);
+    n.pcore->Prepare(token, std::move(in), now_);
   } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
-    n.pcore->Commit(token, c->txid, epoch_for(c->epoch), now_);
+    n.pcore->Commit(token, FromRpc(c->txid), epoch_for(static_cast<Epoch>(c->epoch)), now_);
   } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
-    n.pcore->Abort(token, a->txid, epoch_for(a->epoch), now_);
+    n.pcore->Abort(token, FromRpc(a->txid), epoch_for(static_cast<Epoch>(a->epoch)), now_);
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
-    n.pcore->AdoptEpoch(token, ad->epoch, ad->coordinator, now_);
+    n.pcore->AdoptEpoch(token, static_cast<Epoch>(ad->epoch), ad->coordinator, now_);
   } else {
     n.pending.erase(token);
     Fail("sim-internal", TxId{}, n.name + " got a coordinator request");
@@ -788,7 +902,7 @@ void World::DrainParticipant(Node& n) {
     return;
   }
   for (pc::PersistOp& op : r.persist) {
-    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced, n.incarnation, op.txid});
+    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced, n.incarnation, op.txid, nullptr});
   }
   MaybeStartSync(n);
   for (const pc::QueryDecisionMsg& m : r.send) {
@@ -818,16 +932,20 @@ void World::AskDecision(int participant, const pc::QueryDecisionMsg& m) {
     Fail("sim-internal", m.txid, nodes_[participant].name + " asks unknown coordinator '" + m.coordinator + "'");
     return;
   }
-  StartCall(participant, coordinator, QueryReq{m.txid}, kQueryDecisionTimeoutMs, m.txid,
+  StartCall(participant, coordinator, QueryReq{ToRpc(m.txid)}, kQueryDecisionTimeoutMs, m.txid,
             [this, participant, m](CallEnd end, const Response* resp) {
               Node& me = nodes_[participant];
               if (!me.pcore) return;
               pc::DecisionAnswer answer;
-              const cc::Decision* d = nullptr;
-              if (end == CallEnd::kOk) d = std::get_if<cc::Decision>(&std::get<CoordinatorBody>(*resp));
+              const DecisionAnswer* d = nullptr;
+              if (end == CallEnd::kOk) d = std::get_if<DecisionAnswer>(&std::get<CoordinatorBody>(*resp));
               if (d != nullptr) {
+                // As participant/runtime.cc.
                 answer.reached = true;
-                answer.decision = static_cast<pc::Decision>(static_cast<int>(*d));
+                answer.decision = FromRpc(d->decision).value_or(pc::Decision::kUnknown);
+                if (m.fall_back && d->decision != rpc::Decision::UNKNOWN) {
+                  DTX_PROBE(participant_in_doubt_fallback);  // resolved by the other coordinator
+                }
               }
               me.pcore->OnDecisionAnswer(m, answer, now_);
               DrainParticipant(me);
@@ -896,239 +1014,183 @@ void World::OnApplied(int participant, const std::vector<pc::WriteOp>& writes, V
 // ---- coordinator --------------------------------------------------------------------
 
 void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
-  if (!n.up || !n.ha) return;
+  if (!n.up || !n.driver) return;
+  auto fail = [resp](const rpc::DtxError& e) { resp(Response(CoordinatorBody(e))); };
   if (const auto* hb = std::get_if<CHeartbeatReq>(&req)) {
-    cc::PeerView mine = n.ha->OnPeerHeartbeat(now_, hb->sender, hb->view);
-    mine.name = n.name;
-    resp(Response(std::move(mine)));
-    DrainCoordinator(n);
-    return;
-  }
-  uint64_t token = n.next_token++;
-  n.pending.emplace(token, std::move(resp));
-  if (const auto* c = std::get_if<cc::CommitRequest>(&req)) {
-    n.ha->Commit(now_, token, *c);
+    resp(Response(CoordinatorBody(n.driver->Heartbeat(hb->hb))));
+  } else if (const auto* c = std::get_if<rpc::CommitRequest>(&req)) {
+    n.driver->Commit(
+        *c, [resp](const rpc::CommitResult& r) { resp(Response(CoordinatorBody(r))); }, fail);
   } else if (const auto* q = std::get_if<QueryReq>(&req)) {
-    n.ha->QueryDecision(now_, token, q->txid);
-  } else if (const auto* r = std::get_if<ReplicateReq>(&req)) {
-    n.ha->OnReplicate(now_, token, r->in);
+    n.driver->QueryDecision(
+        q->txid, [resp](rpc::Decision::type d) { resp(Response(CoordinatorBody(DecisionAnswer{d}))); }, fail);
+  } else if (const auto* r = std::get_if<rpc::ReplicateRequest>(&req)) {
+    n.driver->Replicate(
+        *r, [resp](const rpc::ReplicateResponse& a) { resp(Response(CoordinatorBody(a))); }, fail);
   } else {
-    n.pending.erase(token);
     Fail("sim-internal", TxId{}, n.name + " got a participant request");
-    return;
   }
-  DrainCoordinator(n);
 }
 
-namespace {
-cc::CallStatus CallStatusOf(CallEnd end, const pc::Reply* rep) {
-  if (end == CallEnd::kTimeout) return cc::CallStatus::kTimeout;
-  if (end == CallEnd::kUnavailable) return cc::CallStatus::kUnavailable;
-  if (rep != nullptr && rep->error != pc::ErrorCode::kOk) {
-    return rep->error == pc::ErrorCode::kStaleEpoch ? cc::CallStatus::kStaleEpoch : cc::CallStatus::kError;
-  }
-  return cc::CallStatus::kOk;
-}
-}  // namespace
-
-void World::DrainCoordinator(Node& n) {
+void World::NoteHaStats(Node& n) {
   if (!n.ha) return;
-  cc::HaReady r = n.ha->TakeReady();
-  for (cc::HaNote& note : r.notes) {
-    if (trace_on_) Trace(TxId{}, n.name + (note.warn ? " WARN " : " ") + note.text);
-  }
-  for (cc::PersistRecord& p : r.persist) {
-    Append(n, WalEntry{0, static_cast<uint8_t>(p.type), std::move(p.payload), p.tag, p.forced, n.incarnation, p.txid});
-  }
-  if (r.reload_log) {
-    // Stepped down: the HaCore's core is a fresh mirror; replay the whole
-    // log into it (as the runtime reopens its WAL). Notices still due for
-    // older records are dead.
-    if (trace_on_) Trace(TxId{}, n.name + " steps down: replays its log into a fresh core");
-    for (WalEntry& e : n.wal.entries) {
-      e.forced = false;
-      Status s = n.ha->Replay(e.lsn, e.type, e.payload);
-      if (!s.ok()) {
-        Fail("replay", e.txid, n.name + " reload failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
-        break;
-      }
-    }
-  }
-  MaybeStartSync(n);
-  if (r.truncate_before != 0) {
-    while (!n.wal.entries.empty() && n.wal.entries.front().lsn < r.truncate_before) {
-      if (n.wal.entries.front().lsn > n.wal.synced_lsn) {
-        Fail("truncate-unsynced", n.wal.entries.front().txid,
-             n.name + " truncates before " + std::to_string(r.truncate_before) + ", past the synced LSN " +
-                 std::to_string(n.wal.synced_lsn));
-        break;
-      }
-      n.wal.entries.pop_front();
-    }
-    n.wal.truncated_below = std::max(n.wal.truncated_below, std::min(r.truncate_before, n.wal.synced_lsn + 1));
-    if (trace_on_) Trace(TxId{}, n.name + " WAL truncated below " + std::to_string(r.truncate_before));
-  }
-  if (trace_on_) {
-    for (const TxId& t : r.backup_acked) Trace(t, n.name + " DECISION acked by the backup");
-    for (const TxId& t : r.released) Trace(t, n.name + " DECISION at its commit point");
-  }
-  const int self = n.id;
-  for (cc::OutMessage& m : r.send) {
-    int to = NodeByName(m.to);
-    if (to < 0 || nodes_[to].kind != Kind::kParticipant) {
-      Fail("sim-internal", TxId{}, "coordinator sends to unknown participant '" + m.to + "'");
-      continue;
-    }
-    const cc::MessageId msg_id = m.id;
-    const std::string address = m.to;
-    if (auto* prep = std::get_if<cc::PrepareMsg>(&m.body)) {
-      pc::PrepareRequest req;
-      req.txid = prep->txid;
-      req.epoch = prep->epoch;
-      for (const cc::ReadItem& x : prep->reads) req.reads.push_back(pc::ReadOp{x.key, x.version});
-      for (cc::WriteItem& x : prep->writes) req.writes.push_back(pc::WriteOp{x.key, std::move(x.value)});
-      req.one_phase = prep->one_phase;
-      req.read_only_tx = prep->read_only_tx;
-      req.coordinator = prep->coordinator;
-      const TxId txid = prep->txid;
-      StartCall(self, to, std::move(req), m.timeout_ms, txid,
-                [this, self, msg_id, address, txid](CallEnd end, const Response* resp) {
-                  Node& me = nodes_[self];
-                  cc::PrepareReply pr;
-                  pr.msg_id = msg_id;
-                  pr.txid = txid;
-                  pr.participant = address;
-                  const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
-                  pr.status = CallStatusOf(end, rep);
-                  if (end == CallEnd::kTimeout) {
-                    pr.error = "timeout";
-                  } else if (end == CallEnd::kUnavailable) {
-                    pr.error = "connection refused or lost";
-                  } else if (rep->error != pc::ErrorCode::kOk) {
-                    pr.error = rep->message;
-                    // Same numbers on both sides (idl/dtx.thrift ErrorCode).
-                    pr.error_code = static_cast<cc::ErrorCode>(static_cast<int>(rep->error));
-                  } else {
-                    pr.vote = static_cast<cc::Vote>(static_cast<int>(rep->vote));
-                    if (rep->vote == pc::Vote::kNo) pr.reason = pc::WireAbortReason(rep->no_cause);
-                    pr.detail = rep->detail;
-                  }
-                  me.ha->OnPrepareReply(now_, pr);
-                  DrainCoordinator(me);
-                });
-    } else {
-      const bool is_commit = std::holds_alternative<cc::CommitMsg>(m.body);
-      const TxId txid = is_commit ? std::get<cc::CommitMsg>(m.body).txid : std::get<cc::AbortMsg>(m.body).txid;
-      const Epoch epoch = is_commit ? std::get<cc::CommitMsg>(m.body).epoch : std::get<cc::AbortMsg>(m.body).epoch;
-      Request req = is_commit ? Request(PCommitReq{txid, epoch}) : Request(PAbortReq{txid, epoch});
-      StartCall(self, to, std::move(req), m.timeout_ms, txid,
-                [this, self, msg_id, address, txid, is_commit](CallEnd end, const Response* resp) {
-                  Node& me = nodes_[self];
-                  cc::AckReply a;
-                  a.msg_id = msg_id;
-                  a.txid = txid;
-                  a.participant = address;
-                  const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
-                  a.status = CallStatusOf(end, rep);
-                  if (rep != nullptr && rep->error != pc::ErrorCode::kOk) {
-                    a.error = rep->message;
-                    if (is_commit && rep->error != pc::ErrorCode::kStaleEpoch) {
-                      // A participant refusing a COMMIT the coordinator decided is a protocol error
-                      // (a STALE_EPOCH refusal is fencing: the newer primary re-drives it).
-                      Fail("commit-refused", txid, address + " refused COMMIT: " + rep->message);
-                    }
-                  }
-                  if (is_commit) {
-                    me.ha->OnCommitReply(now_, a);
-                  } else {
-                    me.ha->OnAbortReply(now_, a);
-                  }
-                  DrainCoordinator(me);
-                });
-    }
-  }
-  for (cc::ReplicateMsg& m : r.replicate) {
-    if (coordinators_.size() < 2) continue;
-    const int peer = coordinators_[0] == n.id ? coordinators_[1] : coordinators_[0];
-    const cc::MessageId id = m.id;
-    ReplicateReq req{cc::HaCore::ReplicateIn{m.epoch, m.primary, m.generation, m.snapshot, std::move(m.records)}};
-    StartCall(self, peer, std::move(req), m.timeout_ms, TxId{}, [this, self, id](CallEnd end, const Response* resp) {
-      Node& me = nodes_[self];
-      cc::CallStatus st = CallStatusOf(end, nullptr);
-      std::string err = CallEndName(end);
-      if (end == CallEnd::kOk) {
-        const auto& a = std::get<cc::ReplicateAnswer>(*resp);
-        if (a.error) {
-          st = a.error->code == cc::ErrorCode::kStaleEpoch ? cc::CallStatus::kStaleEpoch : cc::CallStatus::kError;
-          err = a.error->message;
-        }
-      }
-      me.ha->OnReplicateReply(now_, id, st, err);
-      DrainCoordinator(me);
-    });
-  }
-  for (const cc::AdoptEpochMsg& m : r.adopt) {
-    const int to = NodeByName(m.to);
-    if (to < 0) continue;
-    const cc::MessageId id = m.id;
-    StartCall(self, to, AdoptReq{m.epoch, n.name}, m.timeout_ms, TxId{},
-              [this, self, id](CallEnd end, const Response* resp) {
-                Node& me = nodes_[self];
-                const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
-                std::optional<Epoch> current;
-                std::string owner;
-                if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch) {
-                  current = rep->current_epoch;
-                  owner = rep->epoch_owner;
-                }
-                me.ha->OnAdoptEpochReply(now_, id, CallStatusOf(end, rep),
-                                         rep != nullptr ? rep->message : CallEndName(end), current, owner);
-                DrainCoordinator(me);
-              });
-  }
-  for (const cc::ProbeMsg& m : r.probes) {
-    const int to = NodeByName(m.to);
-    if (to < 0) continue;
-    const std::string dest = m.to;
-    Request req = m.peer ? Request(CHeartbeatReq{n.name, cc::PeerView{n.name, m.role, m.epoch, std::nullopt}})
-                         : Request(PHeartbeatReq{});
-    StartCall(
-        self, to, std::move(req), kProbeTimeoutMs, TxId{},
-        [this, self, dest](CallEnd end, const Response* resp) {
-          Node& me = nodes_[self];
-          std::optional<cc::PeerView> view;
-          if (end == CallEnd::kOk) {
-            if (const auto* v = std::get_if<cc::PeerView>(resp)) view = *v;
-          }
-          me.ha->OnProbeReply(now_, dest, end == CallEnd::kOk, view);
-          DrainCoordinator(me);
-        },
-        /*background=*/true);
-  }
-  for (cc::Reply& rep : r.replies) {
-    auto it = n.pending.find(rep.token);
-    if (it == n.pending.end()) {
-      Fail("reply-token", TxId{}, n.name + " answered unknown or already answered token " + std::to_string(rep.token));
-      continue;
-    }
-    Responder resp = std::move(it->second);
-    n.pending.erase(it);
-    resp(Response(CoordinatorBody(std::move(rep.body))));
-  }
-  for (cc::ReplicateAnswer& a : r.replicate_answers) {
-    auto it = n.pending.find(a.token);
-    if (it == n.pending.end()) continue;  // a forged snapshot (Sabotage::kFakeSync)
-    Responder resp = std::move(it->second);
-    n.pending.erase(it);
-    resp(Response(std::move(a)));
-  }
-  // Failover counters (the HaCore's restart with the node).
   const cc::HaStats& hs = n.ha->stats();
   stats_.promotions += hs.promotions - n.ha_seen.promotions;
   stats_.step_downs += hs.step_downs - n.ha_seen.step_downs;
   n.ha_seen = hs;
   stats_.max_epoch = std::max<uint64_t>(stats_.max_epoch, n.ha->epoch());
 }
+
+// A coordinator node's world as its CoordinatorDriver sees it: the simulated
+// network (rpc:: requests and responses), its SimWal, virtual time, and the
+// simulator's trace and checks as hooks. One per incarnation of the node.
+class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHooks {
+ public:
+  CoordinatorGlue(World* w, int node) : w_(w), node_(node) {}
+
+  uint64_t NowMs() override { return w_->now_; }
+
+  void Prepare(const std::string& to, const rpc::PrepareRequest& req, int timeout_ms,
+               std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) override {
+    const TxId txid = FromRpc(req.txid);
+    Call(to, Request(req), timeout_ms, txid, [done = std::move(done)](CallEnd end, const Response* resp) {
+      RpcStatus st = ParticipantCallStatus(end, resp);
+      done(st, st.ok() ? VoteToWire(std::get<pc::Reply>(*resp)) : rpc::PrepareResponse());
+    });
+  }
+  void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, Done done) override {
+    Call(to, Request(PCommitReq{txid, epoch}), timeout_ms, FromRpc(txid),
+         [done = std::move(done)](CallEnd end, const Response* resp) { done(ParticipantCallStatus(end, resp)); });
+  }
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, Done done) override {
+    Call(to, Request(PAbortReq{txid, epoch}), timeout_ms, FromRpc(txid),
+         [done = std::move(done)](CallEnd end, const Response* resp) { done(ParticipantCallStatus(end, resp)); });
+  }
+  void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
+                        Done done) override {
+    Call(
+        to, Request(PHeartbeatReq{req}), timeout_ms, TxId{},
+        [done = std::move(done)](CallEnd end, const Response*) {
+          done(end == CallEnd::kOk ? RpcStatus() : TransportStatus(end));
+        },
+        /*background=*/true);
+  }
+  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+                  AdoptDone done) override {
+    Call(to, Request(AdoptReq{epoch, coordinator}), timeout_ms, TxId{},
+         [done = std::move(done)](CallEnd end, const Response* resp) {
+           std::optional<int64_t> current;
+           std::string owner;
+           if (end == CallEnd::kOk) {
+             const pc::Reply& r = std::get<pc::Reply>(*resp);
+             if (r.error != pc::ErrorCode::kOk) {
+               // As coordinator/peer_stub.cc reads DtxError fields 4, 5.
+               rpc::DtxError e = ErrorToWire(r);
+               if (e.__isset.current_epoch) current = e.current_epoch;
+               if (e.__isset.epoch_owner) owner = e.epoch_owner;
+             }
+           }
+           done(ParticipantCallStatus(end, resp), current, owner);
+         });
+  }
+  void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
+    const int peer = Peer();
+    if (peer < 0) return;
+    w_->StartCall(
+        node_, peer, Request(CHeartbeatReq{req}), static_cast<uint64_t>(timeout_ms), TxId{},
+        [done = std::move(done)](CallEnd end, const Response* resp) {
+          RpcStatus st = CoordinatorCallStatus(end, resp);
+          done(st, st.ok() ? std::get<rpc::HeartbeatResponse>(std::get<CoordinatorBody>(*resp))
+                           : rpc::HeartbeatResponse());
+        },
+        /*background=*/true);
+  }
+  void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
+                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
+    const int peer = Peer();
+    if (peer < 0) return;
+    w_->StartCall(node_, peer, Request(req), static_cast<uint64_t>(timeout_ms), TxId{},
+                  [done = std::move(done)](CallEnd end, const Response* resp) {
+                    RpcStatus st = CoordinatorCallStatus(end, resp);
+                    done(st, st.ok() ? std::get<rpc::ReplicateResponse>(std::get<CoordinatorBody>(*resp))
+                                     : rpc::ReplicateResponse());
+                  });
+  }
+
+  uint64_t Append(cc::RecordType type, const std::string& payload, bool forced,
+                  std::function<void(uint64_t lsn)> on_durable) override {
+    Node& n = w_->nodes_[node_];
+    WalEntry e{0, static_cast<uint8_t>(type), payload, 0, forced, n.incarnation, TxId{}, std::move(on_durable)};
+    w_->Append(n, std::move(e));
+    w_->KickSync(n);
+    return n.wal.entries.back().lsn;
+  }
+  uint64_t durable_lsn() override { return w_->nodes_[node_].wal.synced_lsn; }
+  Status ReloadLog(const ReplayFn& replay) override {
+    // Stepped down: the HaCore's core is a fresh mirror; replay the whole log
+    // into it (as the runtime reopens its WAL). Notices still due for older
+    // records are dead.
+    Node& n = w_->nodes_[node_];
+    if (w_->trace_on_) w_->Trace(TxId{}, n.name + " steps down: replays its log into a fresh core");
+    for (WalEntry& e : n.wal.entries) e.on_durable = nullptr;
+    for (const WalEntry& e : n.wal.entries) {
+      Status s = replay(e.lsn, e.type, e.payload);
+      if (!s.ok()) {
+        w_->Fail("replay", e.txid, n.name + " reload failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        return s;
+      }
+    }
+    return Status::OK();
+  }
+  Status TruncateBefore(uint64_t lsn) override {
+    w_->TruncateBefore(w_->nodes_[node_], lsn);
+    return Status::OK();
+  }
+  void FailStop(const std::string& why) override {
+    // The node process would exit: it goes down for good.
+    Node& n = w_->nodes_[node_];
+    w_->Fail("coordinator-fail-stop", TxId{}, n.name + ": " + why);
+    const int id = node_;
+    const uint64_t inc = n.incarnation;
+    w_->After(0, World::kEvCrash, [w = w_, id, inc] {
+      Node& m = w->nodes_[id];
+      if (m.incarnation != inc) return;
+      w->Crash(m);
+      m.restart_gen = UINT64_MAX;  // never restarted
+    });
+  }
+
+  bool tracing() const override { return w_->trace_on_; }
+  void Trace(const TxId& txid, const char* event, std::string_view detail) override {
+    w_->Trace(txid, w_->nodes_[node_].name + " " + event + (detail.empty() ? "" : " ") + std::string(detail));
+  }
+  void Note(const cc::HaNote& note) override {
+    if (w_->trace_on_) w_->Trace(TxId{}, w_->nodes_[node_].name + (note.warn ? " WARN " : " ") + note.text);
+  }
+  void UnmatchedReply(cc::RequestToken token) override {
+    w_->Fail("reply-token", TxId{},
+             w_->nodes_[node_].name + " answered unknown or already answered token " + std::to_string(token));
+  }
+
+ private:
+  int Peer() const {
+    if (w_->coordinators_.size() < 2) return -1;
+    return w_->coordinators_[0] == node_ ? w_->coordinators_[1] : w_->coordinators_[0];
+  }
+  void Call(const std::string& to, Request req, int timeout_ms, const TxId& txid, Completion done,
+            bool background = false) {
+    const int dst = w_->NodeByName(to);
+    if (dst < 0 || w_->nodes_[dst].kind != Kind::kParticipant) {
+      w_->Fail("sim-internal", txid, "coordinator calls unknown participant '" + to + "'");
+      return;
+    }
+    w_->StartCall(node_, dst, std::move(req), static_cast<uint64_t>(timeout_ms), txid, std::move(done), background);
+  }
+
+  World* w_;
+  int node_;
+};
 
 // ---- WAL, crash, restart ------------------------------------------------------------
 
@@ -1171,25 +1233,58 @@ void World::MaybeStartSync(Node& n) {
   After(delay, kEvSync, std::move(complete));
 }
 
+void World::KickSync(Node& n) {
+  if (n.wal.sync_kick_pending || n.wal.syncing) return;
+  n.wal.sync_kick_pending = true;
+  const int id = n.id;
+  const uint64_t inc = n.incarnation;
+  After(0, kEvSync, [this, id, inc] {
+    Node& m = nodes_[id];
+    if (!m.up || m.incarnation != inc) return;
+    m.wal.sync_kick_pending = false;
+    MaybeStartSync(m);
+  });
+}
+
+void World::TruncateBefore(Node& n, uint64_t lsn) {
+  while (!n.wal.entries.empty() && n.wal.entries.front().lsn < lsn) {
+    if (n.wal.entries.front().lsn > n.wal.synced_lsn) {
+      Fail("truncate-unsynced", n.wal.entries.front().txid,
+           n.name + " truncates before " + std::to_string(lsn) + ", past the synced LSN " +
+               std::to_string(n.wal.synced_lsn));
+      break;
+    }
+    n.wal.entries.pop_front();
+  }
+  n.wal.truncated_below = std::max(n.wal.truncated_below, std::min(lsn, n.wal.synced_lsn + 1));
+  if (trace_on_) Trace(TxId{}, n.name + " WAL truncated below " + std::to_string(lsn));
+}
+
 void World::CompleteSync(Node& n, uint64_t target_lsn) {
   const uint64_t old = n.wal.synced_lsn;
   n.wal.synced_lsn = std::max(old, target_lsn);
   n.wal.syncing = false;
   if (trace_on_) Trace(TxId{}, n.name + " WAL synced to lsn=" + std::to_string(n.wal.synced_lsn));
-  uint64_t max_tag = 0;
-  for (const WalEntry& e : n.wal.entries) {
-    if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation) continue;
-    if (n.kind == Kind::kParticipant) {
-      max_tag = std::max(max_tag, e.tag);
-    } else if (e.forced) {
-      n.ha->OnPersisted(now_, e.tag, e.lsn);
-    }
-  }
   if (n.kind == Kind::kParticipant) {
+    uint64_t max_tag = 0;
+    for (const WalEntry& e : n.wal.entries) {
+      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation) continue;
+      max_tag = std::max(max_tag, e.tag);
+    }
     if (max_tag != 0) n.pcore->OnPersisted(max_tag, now_);
     DrainParticipant(n);
   } else {
-    DrainCoordinator(n);
+    // The driver's notices, in LSN order; each may append, reload or stop.
+    std::vector<std::pair<uint64_t, std::function<void(uint64_t)>>> notices;
+    for (const WalEntry& e : n.wal.entries) {
+      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable) continue;
+      notices.emplace_back(e.lsn, e.on_durable);
+    }
+    const uint64_t inc = n.incarnation;
+    for (const auto& [lsn, notice] : notices) {
+      if (!n.up || n.incarnation != inc) break;
+      notice(lsn);
+    }
   }
   if (n.up) MaybeStartSync(n);
 }
@@ -1223,8 +1318,12 @@ void World::Crash(Node& n) {
     if (store_lost) n.store = std::make_unique<RecordingStore>(this, n.shard, n.checkpoint_image);
     n.checkpointing = false;  // an unfinished checkpoint is not one
   } else {
+    NoteHaStats(n);
+    n.driver.reset();
+    n.glue.reset();
     n.ha.reset();
   }
+  n.wal.sync_kick_pending = false;
   n.pending.clear();
   if (trace_on_) {
     Trace(TxId{}, "CRASH " + n.name + ": kept " + std::to_string(keep) + " of " + std::to_string(unsynced) +
@@ -1305,8 +1404,16 @@ void World::StartCore(Node& n) {
         break;
       }
     }
+    n.glue = std::make_shared<CoordinatorGlue>(this, n.id);
+    cc::DriverOptions dopts;
+    dopts.name = n.name;
+    dopts.self_address = n.name;
+    dopts.peer = ho.peer;
+    dopts.participants = o.participants;
+    dopts.probe_timeout_ms = static_cast<int>(kProbeTimeoutMs);
+    n.driver = std::make_unique<cc::CoordinatorDriver>(std::move(dopts), n.ha.get(), n.glue.get(), n.glue.get());
     n.ha->Start(now_);
-    DrainCoordinator(n);
+    n.driver->Process();
   }
 }
 
@@ -1328,8 +1435,11 @@ void World::TickAll() {
     } else if (n.kind == Kind::kCoordinator) {
       // Timeouts, re-sends, heartbeats and suspicion: all HaCore's.
       if (opts_.sabotage == Sabotage::kFakeSync) ForgeSync(n);
-      n.ha->Tick(now_);
-      DrainCoordinator(n);
+      if (!n.driver) continue;  // fail-stopped
+      n.driver->Tick();
+      // The runtime truncates on a timer (kTruncateIntervalMs); here at every tick.
+      if (n.driver) n.driver->MaybeTruncate();
+      NoteHaStats(n);
     }
   }
   if (healed_ && Quiesced()) {
@@ -1343,14 +1453,23 @@ void World::TickAll() {
 // snapshot "from the primary" at its own epoch, so it counts itself in sync
 // without the primary's decisions.
 void World::ForgeSync(Node& c) {
-  if (coordinators_.size() < 2 || c.ha->role() != cc::Role::kBackup || c.ha->in_sync()) return;
+  if (coordinators_.size() < 2 || !c.driver || c.ha->role() != cc::Role::kBackup || c.ha->in_sync()) return;
   const int peer = coordinators_[0] == c.id ? coordinators_[1] : coordinators_[0];
   const int64_t gen = static_cast<int64_t>(++forged_generation_);
   const Epoch e = std::max<Epoch>(c.ha->epoch(), 1);
-  std::vector<cc::ReplRecord> recs = {{cc::RecordType::kSync, cc::EncodePayload(cc::SyncRecord{gen})},
-                                      {cc::RecordType::kEpoch, cc::EncodePayload(cc::EpochRecord{e})}};
-  c.ha->OnReplicate(now_, c.next_token++, cc::HaCore::ReplicateIn{e, nodes_[peer].name, gen, true, std::move(recs)});
-  DrainCoordinator(c);
+  rpc::ReplicateRequest req;
+  req.epoch = static_cast<int64_t>(e);
+  req.primary = nodes_[peer].name;
+  req.generation = gen;
+  req.snapshot = true;
+  for (const auto& [type, payload] : {std::pair{cc::RecordType::kSync, cc::EncodePayload(cc::SyncRecord{gen})},
+                                      std::pair{cc::RecordType::kEpoch, cc::EncodePayload(cc::EpochRecord{e})}}) {
+    rpc::LogRecord r;
+    r.type = static_cast<int8_t>(type);
+    r.payload = payload;
+    req.records.push_back(std::move(r));
+  }
+  c.driver->Replicate(req, [](const rpc::ReplicateResponse&) {}, [](const rpc::DtxError&) {});
 }
 
 void World::ScheduleCheckpoint(int id) {
@@ -1534,29 +1653,35 @@ void World::ClientRead(Client& c, std::shared_ptr<ClientTx> tx) {
 
 void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
   if (tx->attempts == 0) {
-    cc::CommitRequest& req = tx->request;
-    req.txid = tx->txid;
+    rpc::CommitRequest& req = tx->request;
+    req.txid = ToRpc(tx->txid);
     req.shard_map_version = 1;
     TxInfo info;
     info.txid = tx->txid;
     info.audit = tx->audit;
     if (!(opts_.sabotage == Sabotage::kBlindWrites && !tx->audit)) {
-      for (size_t i = 0; i < tx->keys.size(); ++i) req.reads.push_back(cc::ReadItem{tx->keys[i], tx->versions[i]});
+      for (size_t i = 0; i < tx->keys.size(); ++i) {
+        rpc::ReadItem r;
+        r.key = tx->keys[i];
+        r.version = tx->versions[i];
+        req.reads.push_back(std::move(r));
+      }
     }
     if (!tx->audit) {
-      int64_t from = tx->balances[0] - tx->amount;
-      int64_t to = tx->balances[1] + tx->amount;
-      req.writes.push_back(cc::WriteItem{tx->keys[0], EncodeBalance(from, tx->txid)});
-      req.writes.push_back(cc::WriteItem{tx->keys[1], EncodeBalance(to, tx->txid)});
-      for (const cc::WriteItem& w : req.writes) {
-        info.writes[w.key] = *w.value;
+      const int64_t balances[2] = {tx->balances[0] - tx->amount, tx->balances[1] + tx->amount};
+      for (int i = 0; i < 2; ++i) {
+        rpc::WriteItem w;
+        w.key = tx->keys[i];
+        w.__set_value(EncodeBalance(balances[i], tx->txid));
+        info.writes[w.key] = w.value;
         info.shards.insert(ShardOf(w.key));
+        req.writes.push_back(std::move(w));
       }
     }
     txs_.emplace(tx->txid, std::move(info));
   } else {
     ++stats_.commit_retries;
-    tx->request.is_retry = true;  // as bindings/cpp marks a re-sent txid
+    tx->request.__set_is_retry(true);  // as bindings/cpp marks a re-sent txid
   }
   ++tx->attempts;
   const int ci = c.index;
@@ -1582,23 +1707,25 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
                 return ClientDone(cl, tx, ClientReply::kNoReply, CallEndName(end));
               }
               const auto& body = std::get<CoordinatorBody>(*resp);
-              if (const auto* err = std::get_if<cc::Error>(&body)) {
-                if (may_retry) return retry(err->code == cc::ErrorCode::kNotPrimary);
+              if (const auto* err = std::get_if<rpc::DtxError>(&body)) {
+                if (may_retry) return retry(err->code == rpc::ErrorCode::NOT_PRIMARY);
                 return ClientDone(cl, tx, ClientReply::kError, err->message);
               }
-              const auto* res = std::get_if<cc::CommitResult>(&body);
+              const auto* res = std::get_if<rpc::CommitResult>(&body);
               if (res == nullptr) {
                 Fail("sim-internal", tx->txid, "a Decision answered a client Commit");
                 return ClientDone(cl, tx, ClientReply::kError, "decision reply");
               }
               switch (res->outcome) {
-                case cc::Outcome::kCommitted: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
-                case cc::Outcome::kAborted:
+                case rpc::Outcome::COMMITTED: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
+                case rpc::Outcome::ABORTED:
                   return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
-                case cc::Outcome::kUnknown:
+                case rpc::Outcome::UNKNOWN:
                   if (may_retry) return retry(false);
                   return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
               }
+              Fail("sim-internal", tx->txid, "an undecodable outcome answered a client Commit");
+              return ClientDone(cl, tx, ClientReply::kError, "bad outcome");
             });
   tx->repeated |= copies > 1;
 }
@@ -1977,8 +2104,34 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
 }
 
 RunResult RunSeed(uint64_t seed, const SimOptions& options) {
+  // The driver logs like the node does; a run's story is its trace.
+  spdlog::set_level(spdlog::level::off);
+  probe::Reset();
   World w(seed, options);
-  return w.Run();
+  RunResult r = w.Run();
+  r.stats.probes = probe::Get();
+  return r;
+}
+
+void ProbeTotals::Add(const RunStats& s) {
+  ++runs;
+  for (size_t i = 0; i < probe::kCount; ++i) {
+    hits[i] += s.probes[i];
+    seeds[i] += s.probes[i] != 0 ? 1 : 0;
+  }
+}
+
+std::string ProbeTable(const ProbeTotals& t) {
+  std::string out = "coverage probes (common/probe.h) over " + std::to_string(t.runs) + " seeds:\n";
+  char buf[256];
+  std::snprintf(buf, sizeof(buf), "  %-38s %8s %10s  %s\n", "probe", "seeds", "hits", "branch");
+  out += buf;
+  for (size_t i = 0; i < probe::kCount; ++i) {
+    std::snprintf(buf, sizeof(buf), "  %-38s %8" PRIu64 " %10" PRIu64 "  %s%s\n", probe::kNames[i], t.seeds[i],
+                  t.hits[i], probe::kDescriptions[i], t.seeds[i] == 0 ? "  [NOT REACHED]" : "");
+    out += buf;
+  }
+  return out;
 }
 
 std::string Summary(const RunResult& r) {

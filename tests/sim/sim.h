@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/probe.h"
 #include "common/types.h"
 
 namespace dtx::sim {
@@ -89,6 +90,9 @@ struct RunStats {
   // A hash over every event's (time, sequence, kind) and the stats above:
   // equal fingerprints for equal seeds is the determinism check.
   uint64_t fingerprint = 0;
+  // How often this run reached each coverage probe (common/probe.h); not
+  // part of the fingerprint.
+  probe::Counts probes{};
 };
 
 struct TraceLine {
@@ -106,6 +110,16 @@ struct RunResult {
 };
 
 RunResult RunSeed(uint64_t seed, const SimOptions& options);
+
+// Coverage probes (common/probe.h) summed over runs.
+struct ProbeTotals {
+  uint64_t runs = 0;
+  probe::Counts hits{};   // times each probe was reached
+  probe::Counts seeds{};  // runs that reached it at least once
+  void Add(const RunStats& s);
+};
+// One line per probe: name, seeds reaching it, hits, what it is.
+std::string ProbeTable(const ProbeTotals& totals);
 
 // The dtx-sim command line that replays `seed` under `options`.
 std::string ReplayCommand(uint64_t seed, const SimOptions& options);
