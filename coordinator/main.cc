@@ -158,7 +158,8 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   if (flags.metrics_listen == "off") {
     options->metrics_enabled = false;
   } else if (!ParseListen(flags.metrics_listen, &options->metrics_host, &options->metrics_port)) {
-    return dtx::Status::InvalidArgument("--metrics-listen '" + flags.metrics_listen + "' is not host:port or off");
+    return dtx::Status::InvalidArgument("--metrics-listen '" + flags.metrics_listen +
+                                        "' is not host:port or off");
   }
   std::set<std::string> seen;
   for (const std::string& p : Split(flags.participants, ',')) {
@@ -168,7 +169,9 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
         p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
       return dtx::Status::InvalidArgument("--participants: '" + p + "' is not host:port");
     }
-    if (!seen.insert(p).second) return dtx::Status::InvalidArgument("--participants: '" + p + "' listed twice");
+    if (!seen.insert(p).second) {
+      return dtx::Status::InvalidArgument("--participants: '" + p + "' listed twice");
+    }
     options->participants.push_back(p);
   }
   return dtx::Status::OK();
@@ -185,7 +188,8 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   }
   options->core.abort_quiet_ms = flags.abort_quiet_ms;
   if (flags.trace_events > dtx::obs::kTraceEventsMax) {
-    return dtx::Status::InvalidArgument("--trace-events must be in 0.." + std::to_string(dtx::obs::kTraceEventsMax));
+    return dtx::Status::InvalidArgument("--trace-events must be in 0.." +
+                                        std::to_string(dtx::obs::kTraceEventsMax));
   }
   options->trace_events = static_cast<size_t>(flags.trace_events);
   return dtx::Status::OK();
@@ -255,7 +259,8 @@ std::optional<int> SetUpProcess(const Flags& flags, const po::options_descriptio
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(flags.dir) / "wal", ec);
   if (ec) {
-    std::cerr << "dtx-coordinator: cannot create " << flags.dir << "/wal: " << ec.message() << std::endl;
+    std::cerr << "dtx-coordinator: cannot create " << flags.dir << "/wal: " << ec.message()
+              << std::endl;
     return kExitFailure;
   }
   dtx::log::Options lo;
@@ -297,7 +302,8 @@ int RunUntilStopSignal(const RuntimeOptions& options) {
       DTX_LOG_ERROR("cannot install signal handlers: {}", s.ToString());
       rc = kExitFailure;
     } else {
-      std::printf("dtx-coordinator %s listening on %s\n", options.name.c_str(), rt->address().c_str());
+      std::printf("dtx-coordinator %s listening on %s\n", options.name.c_str(),
+                  rt->address().c_str());
       std::fflush(stdout);
       loop.Run();
     }

@@ -107,14 +107,18 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
   if (options->wal.segment_bytes < dtx::wal::format::kSegmentBytesMin ||
       options->wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
-    return dtx::Status::InvalidArgument("--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) + ", " +
-                                        std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
+    return dtx::Status::InvalidArgument(
+        "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) +
+        ", " + std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
   }
   if (options->trace_events > dtx::obs::kTraceEventsMax) {
-    return dtx::Status::InvalidArgument("--trace-events must be at most " + std::to_string(dtx::obs::kTraceEventsMax));
+    return dtx::Status::InvalidArgument("--trace-events must be at most " +
+                                        std::to_string(dtx::obs::kTraceEventsMax));
   }
   if (options->checkpoint_interval_records == 0 && options->checkpoint_interval_ms == 0) {
-    return dtx::Status::InvalidArgument("--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL would grow without bound)");
+    return dtx::Status::InvalidArgument(
+        "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL "
+        "would grow without bound)");
   }
   return dtx::Status::OK();
 }
@@ -135,7 +139,8 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     const std::string mport = colon == std::string::npos ? "" : metrics_listen.substr(colon + 1);
     if (colon == 0 || colon == std::string::npos || mport.empty() || mport.size() > 5 ||
         mport.find_first_not_of("0123456789") != std::string::npos || std::stoi(mport) > 65535) {
-      return dtx::Status::InvalidArgument("--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
+      return dtx::Status::InvalidArgument(
+          "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
     }
     options->metrics_host = metrics_listen.substr(0, colon);
     options->metrics_port = std::stoi(mport);
@@ -179,7 +184,8 @@ std::optional<int> SetUpProcess(const Flags& flags, const po::options_descriptio
   }
   dtx::log::Options lo;
   lo.node = flags.name;
-  lo.file = flags.log_file.empty() ? (std::filesystem::path(flags.dir) / "node.log").string() : flags.log_file;
+  lo.file = flags.log_file.empty() ? (std::filesystem::path(flags.dir) / "node.log").string()
+                                   : flags.log_file;
   lo.level = flags.log_level;
   s = dtx::log::Init(lo);
   if (!s.ok()) return Usage(desc, "--log-level/--log-file: " + s.message());

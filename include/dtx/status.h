@@ -116,7 +116,9 @@ class [[nodiscard]] Result {
 
  private:
   void CheckOk() const {
-    if (__builtin_expect(!ok(), 0)) internal::ResultCheckFailed(__FILE__, __LINE__, "ok()", status());
+    if (__builtin_expect(!ok(), 0)) {
+      internal::ResultCheckFailed(__FILE__, __LINE__, "ok()", status());
+    }
   }
   std::variant<T, Status> v_;
 };
