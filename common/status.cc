@@ -13,6 +13,12 @@ void CheckFailed(const char* file, int line, const char* expr, const char* msg) 
   std::abort();
 }
 
+namespace internal {
+void ResultCheckFailed(const char* file, int line, const char* expr, const Status& status) {
+  CheckFailed(file, line, expr, status.ToString().c_str());
+}
+}  // namespace internal
+
 const char* CodeName(Status::Code c) {
   switch (c) {
     case Status::Code::kOk: return "OK";

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,6 +32,9 @@
 #include "coordinator/runtime.h"
 
 namespace {
+
+namespace po = boost::program_options;
+using dtx::coordinator::RuntimeOptions;
 
 constexpr int kExitBadUsage = 2;
 constexpr int kExitFailure = 1;
@@ -64,12 +68,8 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  namespace po = boost::program_options;
-  using dtx::coordinator::RuntimeOptions;
-
+// The command line as given, before it is checked.
+struct Flags {
   std::string name, listen, dir, participants, log_file, log_level, metrics_listen;
   uint64_t prepare_timeout_ms = 0;
   uint64_t abort_quiet_ms = 0;
@@ -77,42 +77,52 @@ int main(int argc, char** argv) {
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
   uint64_t trace_events = 0;
+};
+
+// Every flag, bound to `*flags` (which must outlive the description).
+po::options_description DescribeFlags(Flags* flags) {
   po::options_description desc("dtx-coordinator options");
   desc.add_options()
       ("help", "print this help")
-      ("name", po::value(&name)->default_value("coordinator-0"), "node name (in logs, GetStatus)")
-      ("listen", po::value(&listen)->required(), "host:port to serve the Coordinator service on")
-      ("dir", po::value(&dir)->required(), "node directory: holds wal/ and node.log")
-      ("participants", po::value(&participants)->default_value(""),
+      ("name", po::value(&flags->name)->default_value("coordinator-0"), "node name (in logs, GetStatus)")
+      ("listen", po::value(&flags->listen)->required(), "host:port to serve the Coordinator service on")
+      ("dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")
+      ("participants", po::value(&flags->participants)->default_value(""),
        "comma-separated participant host:port list; the order is the shard index")
-      ("log-file", po::value(&log_file), "log file (default: <dir>/node.log)")
-      ("log-level", po::value(&log_level)->default_value("info"),
+      ("log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")
+      ("log-level", po::value(&flags->log_level)->default_value("info"),
        "trace, debug, info, warn, error, critical, off")
-      ("abort-quiet-ms", po::value(&abort_quiet_ms)->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
+      ("abort-quiet-ms", po::value(&flags->abort_quiet_ms)->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
        "after sending ABORT for a txid, start no new attempt of it for this long (a Commit meanwhile "
        "is answered UNKNOWN; coordinator/README.md \"Abort hold\"); 0 turns the hold off")
-      ("prepare-timeout-ms", po::value(&prepare_timeout_ms)->default_value(2000),
+      ("prepare-timeout-ms", po::value(&flags->prepare_timeout_ms)->default_value(2000),
        "abort a transaction whose votes are not all in after this long")
-      ("role", po::value(&role)->default_value("primary"),
+      ("role", po::value(&flags->role)->default_value("primary"),
        "primary or backup (with --peer; without it the node runs alone as primary)")
-      ("peer", po::value(&peer)->default_value(""), "host:port of the other coordinator")
-      ("heartbeat-ms", po::value(&heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
+      ("peer", po::value(&flags->peer)->default_value(""), "host:port of the other coordinator")
+      ("heartbeat-ms", po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
        "heartbeat interval to participants and the peer coordinator")
-      ("suspect-after-ms", po::value(&suspect_after_ms)->default_value(dtx::kSuspectAfterMsDefault),
+      ("suspect-after-ms", po::value(&flags->suspect_after_ms)->default_value(dtx::kSuspectAfterMsDefault),
        "suspect a node silent for this long")
-      ("failure-detector", po::value(&detector)->default_value("timeout"),
+      ("failure-detector", po::value(&flags->detector)->default_value("timeout"),
        "timeout (suspect after --suspect-after-ms) or phi (phi-accrual, capped by it)")
-      ("phi-threshold", po::value(&phi_threshold)->default_value(dtx::kPhiThresholdDefault),
+      ("phi-threshold", po::value(&flags->phi_threshold)->default_value(dtx::kPhiThresholdDefault),
        "phi-accrual suspicion threshold")
-      ("replicate-timeout-ms", po::value(&replicate_timeout_ms)->default_value(1000),
+      ("replicate-timeout-ms", po::value(&flags->replicate_timeout_ms)->default_value(1000),
        "a Replicate call to the backup slower than this counts the backup as lost")
-      ("metrics-listen", po::value(&metrics_listen)->default_value("127.0.0.1:0"),
+      ("metrics-listen", po::value(&flags->metrics_listen)->default_value("127.0.0.1:0"),
        "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
        "written to NODEDIR/metrics.addr), or \"off\"")
-      ("trace-events", po::value(&trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
+      ("trace-events", po::value(&flags->trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
        "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
        "level debug; 0 turns tracing off");
+  return desc;
+}
 
+// Parses argv into the flags bound to `desc`. Returns the exit code when the
+// process is done (--help printed: 0; a bad command line: kExitBadUsage),
+// nothing when it goes on.
+std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_description& desc) {
   po::variables_map vm;
   try {
     po::positional_options_description none;  // positional arguments are an error
@@ -125,74 +135,110 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     return Usage(e.what(), desc);
   }
+  return std::nullopt;
+}
 
-  RuntimeOptions options;
-  options.name = name;
-  options.dir = dir;
-  if (dir.empty()) return Usage("--dir must not be empty", desc);
-  if (!ParseListen(listen, &options.listen_host, &options.listen_port)) {
-    return Usage("--listen '" + listen + "' is not host:port", desc);
+// The validation steps below check the flags in the order the usage errors
+// are reported and fill `*options`; InvalidArgument carries the usage error.
+
+// --dir, --listen, --metrics-listen, --participants.
+dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
+  options->name = flags.name;
+  options->dir = flags.dir;
+  if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
+  if (!ParseListen(flags.listen, &options->listen_host, &options->listen_port)) {
+    return dtx::Status::InvalidArgument("--listen '" + flags.listen + "' is not host:port");
   }
-  if (metrics_listen == "off") {
-    options.metrics_enabled = false;
-  } else if (!ParseListen(metrics_listen, &options.metrics_host, &options.metrics_port)) {
-    return Usage("--metrics-listen '" + metrics_listen + "' is not host:port or off", desc);
+  if (flags.metrics_listen == "off") {
+    options->metrics_enabled = false;
+  } else if (!ParseListen(flags.metrics_listen, &options->metrics_host, &options->metrics_port)) {
+    return dtx::Status::InvalidArgument("--metrics-listen '" + flags.metrics_listen +
+                                        "' is not host:port or off");
   }
   std::set<std::string> seen;
-  for (const std::string& p : Split(participants, ',')) {
+  for (const std::string& p : Split(flags.participants, ',')) {
     if (!dtx::ParseHostPort(p).ok() || p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
-      return Usage("--participants: '" + p + "' is not host:port", desc);
+      return dtx::Status::InvalidArgument("--participants: '" + p + "' is not host:port");
     }
-    if (!seen.insert(p).second) return Usage("--participants: '" + p + "' listed twice", desc);
-    options.participants.push_back(p);
-  }
-  if (prepare_timeout_ms == 0 || prepare_timeout_ms > 3600u * 1000) {
-    return Usage("--prepare-timeout-ms must be in 1..3600000", desc);
-  }
-  options.core.prepare_timeout_ms = prepare_timeout_ms;
-  if (abort_quiet_ms > 3600u * 1000) {
-    return Usage("--abort-quiet-ms must be in 0..3600000", desc);
-  }
-  options.core.abort_quiet_ms = abort_quiet_ms;
-  if (trace_events > dtx::obs::kTraceEventsMax) {
-    return Usage("--trace-events must be in 0.." + std::to_string(dtx::obs::kTraceEventsMax), desc);
-  }
-  options.trace_events = static_cast<size_t>(trace_events);
-  if (role == "primary") {
-    options.ha.role = dtx::coordinator::Role::kPrimary;
-  } else if (role == "backup") {
-    options.ha.role = dtx::coordinator::Role::kBackup;
-  } else {
-    return Usage("--role must be primary or backup", desc);
-  }
-  if (!peer.empty()) {
-    if (!dtx::ParseHostPort(peer).ok()) {
-      return Usage("--peer: '" + peer + "' is not host:port", desc);
+    if (!seen.insert(p).second) {
+      return dtx::Status::InvalidArgument("--participants: '" + p + "' listed twice");
     }
-  } else if (role == "backup") {
-    return Usage("--role backup needs --peer (the primary)", desc);
+    options->participants.push_back(p);
   }
-  options.ha.peer = peer;
-  if (heartbeat_ms == 0 || heartbeat_ms > 60000) return Usage("--heartbeat-ms must be in 1..60000", desc);
-  if (suspect_after_ms < heartbeat_ms || suspect_after_ms > 600000) {
-    return Usage("--suspect-after-ms must be in --heartbeat-ms..600000", desc);
-  }
-  if (replicate_timeout_ms == 0 || replicate_timeout_ms > 600000) {
-    return Usage("--replicate-timeout-ms must be in 1..600000", desc);
-  }
-  if (!(phi_threshold > 0 && phi_threshold < 1000)) return Usage("--phi-threshold must be in (0, 1000)", desc);
-  options.ha.heartbeat_ms = heartbeat_ms;
-  options.ha.detector.suspect_after_ms = suspect_after_ms;
-  options.ha.detector.phi_threshold = phi_threshold;
-  options.ha.replicate_timeout_ms = replicate_timeout_ms;
-  if (detector == "timeout") {
-    options.ha.detector.mode = dtx::FailureDetectorOptions::Mode::kTimeout;
-  } else if (detector == "phi") {
-    options.ha.detector.mode = dtx::FailureDetectorOptions::Mode::kPhiAccrual;
-  } else {
-    return Usage("--failure-detector must be timeout or phi", desc);
-  }
+  return dtx::Status::OK();
+}
 
+// --prepare-timeout-ms, --abort-quiet-ms, --trace-events.
+dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
+  if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
+    return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
+  }
+  options->core.prepare_timeout_ms = flags.prepare_timeout_ms;
+  if (flags.abort_quiet_ms > 3600u * 1000) {
+    return dtx::Status::InvalidArgument("--abort-quiet-ms must be in 0..3600000");
+  }
+  options->core.abort_quiet_ms = flags.abort_quiet_ms;
+  if (flags.trace_events > dtx::obs::kTraceEventsMax) {
+    return dtx::Status::InvalidArgument("--trace-events must be in 0.." +
+                                        std::to_string(dtx::obs::kTraceEventsMax));
+  }
+  options->trace_events = static_cast<size_t>(flags.trace_events);
+  return dtx::Status::OK();
+}
+
+// --role, --peer, --heartbeat-ms, --suspect-after-ms, --replicate-timeout-ms,
+// --phi-threshold, --failure-detector.
+dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
+  if (flags.role == "primary") {
+    options->ha.role = dtx::coordinator::Role::kPrimary;
+  } else if (flags.role == "backup") {
+    options->ha.role = dtx::coordinator::Role::kBackup;
+  } else {
+    return dtx::Status::InvalidArgument("--role must be primary or backup");
+  }
+  if (!flags.peer.empty()) {
+    if (!dtx::ParseHostPort(flags.peer).ok()) {
+      return dtx::Status::InvalidArgument("--peer: '" + flags.peer + "' is not host:port");
+    }
+  } else if (flags.role == "backup") {
+    return dtx::Status::InvalidArgument("--role backup needs --peer (the primary)");
+  }
+  options->ha.peer = flags.peer;
+  if (flags.heartbeat_ms == 0 || flags.heartbeat_ms > 60000) {
+    return dtx::Status::InvalidArgument("--heartbeat-ms must be in 1..60000");
+  }
+  if (flags.suspect_after_ms < flags.heartbeat_ms || flags.suspect_after_ms > 600000) {
+    return dtx::Status::InvalidArgument("--suspect-after-ms must be in --heartbeat-ms..600000");
+  }
+  if (flags.replicate_timeout_ms == 0 || flags.replicate_timeout_ms > 600000) {
+    return dtx::Status::InvalidArgument("--replicate-timeout-ms must be in 1..600000");
+  }
+  if (!(flags.phi_threshold > 0 && flags.phi_threshold < 1000)) {
+    return dtx::Status::InvalidArgument("--phi-threshold must be in (0, 1000)");
+  }
+  options->ha.heartbeat_ms = flags.heartbeat_ms;
+  options->ha.detector.suspect_after_ms = flags.suspect_after_ms;
+  options->ha.detector.phi_threshold = flags.phi_threshold;
+  options->ha.replicate_timeout_ms = flags.replicate_timeout_ms;
+  if (flags.detector == "timeout") {
+    options->ha.detector.mode = dtx::FailureDetectorOptions::Mode::kTimeout;
+  } else if (flags.detector == "phi") {
+    options->ha.detector.mode = dtx::FailureDetectorOptions::Mode::kPhiAccrual;
+  } else {
+    return dtx::Status::InvalidArgument("--failure-detector must be timeout or phi");
+  }
+  return dtx::Status::OK();
+}
+
+dtx::Status ToRuntimeOptions(const Flags& flags, RuntimeOptions* options) {
+  DTX_RETURN_IF_ERROR(CheckAddresses(flags, options));
+  DTX_RETURN_IF_ERROR(CheckCoreLimits(flags, options));
+  return CheckHa(flags, options);
+}
+
+// Before the node starts: failpoints from DTX_FAILPOINTS, NODEDIR/wal, the
+// log, and SIGPIPE ignored. Returns the exit code when the process must stop.
+std::optional<int> SetUpProcess(const Flags& flags, const po::options_description& desc) {
   dtx::Status s = dtx::fp::InitFromEnv();
   if (!s.ok()) {
     std::cerr << "dtx-coordinator: DTX_FAILPOINTS: " << s.ToString() << std::endl;
@@ -200,15 +246,16 @@ int main(int argc, char** argv) {
   }
 
   std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(dir) / "wal", ec);
+  std::filesystem::create_directories(std::filesystem::path(flags.dir) / "wal", ec);
   if (ec) {
-    std::cerr << "dtx-coordinator: cannot create " << dir << "/wal: " << ec.message() << std::endl;
+    std::cerr << "dtx-coordinator: cannot create " << flags.dir << "/wal: " << ec.message()
+              << std::endl;
     return kExitFailure;
   }
   dtx::log::Options lo;
-  lo.node = name;
-  lo.file = log_file.empty() ? dir + "/node.log" : log_file;
-  lo.level = log_level;
+  lo.node = flags.name;
+  lo.file = flags.log_file.empty() ? flags.dir + "/node.log" : flags.log_file;
+  lo.level = flags.log_level;
   s = dtx::log::Init(lo);
   if (!s.ok()) {
     if (s.IsInvalidArgument()) return Usage(s.message(), desc);
@@ -219,7 +266,11 @@ int main(int argc, char** argv) {
 
   // A peer that closes its socket must not kill us with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);
+  return std::nullopt;
+}
 
+// Starts the runtime and serves until SIGTERM/SIGINT; the exit code.
+int RunUntilStopSignal(const RuntimeOptions& options) {
   int rc = 0;
   {
     dtx::EventLoop loop;
@@ -231,7 +282,7 @@ int main(int argc, char** argv) {
       return kExitFailure;
     }
     std::unique_ptr<dtx::coordinator::Runtime> rt = std::move(*runtime);
-    s = loop.HandleStopSignals([&](int signum) {
+    dtx::Status s = loop.HandleStopSignals([&](int signum) {
       DTX_LOG_INFO("signal {}: shutting down", signum);
       rt->Shutdown();
       loop.Stop();
@@ -240,7 +291,8 @@ int main(int argc, char** argv) {
       DTX_LOG_ERROR("cannot install signal handlers: {}", s.ToString());
       rc = kExitFailure;
     } else {
-      std::printf("dtx-coordinator %s listening on %s\n", name.c_str(), rt->address().c_str());
+      std::printf("dtx-coordinator %s listening on %s\n", options.name.c_str(),
+                  rt->address().c_str());
       std::fflush(stdout);
       loop.Run();
     }
@@ -250,4 +302,19 @@ int main(int argc, char** argv) {
   DTX_LOG_INFO("stopped");
   dtx::log::Flush();
   return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  const po::options_description desc = DescribeFlags(&flags);
+  if (std::optional<int> exit_code = ParseCommandLine(argc, argv, desc)) return *exit_code;
+
+  RuntimeOptions options;
+  dtx::Status s = ToRuntimeOptions(flags, &options);
+  if (!s.ok()) return Usage(s.message(), desc);
+
+  if (std::optional<int> exit_code = SetUpProcess(flags, desc)) return *exit_code;
+  return RunUntilStopSignal(options);
 }

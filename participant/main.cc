@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "common/event_loop.h"
@@ -36,38 +37,49 @@ int Usage(const po::options_description& desc, const std::string& error) {
   return kExitBadUsage;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  po::options_description desc("Options");
+// The flags that are not runtime options as they are (the others are bound
+// straight to RuntimeOptions fields).
+struct Flags {
   std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen;
-  dtx::participant::RuntimeOptions options;
+};
+
+// Every flag, bound to `*flags` and `*options` (which must outlive the
+// description).
+po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOptions* options) {
+  po::options_description desc("Options");
   desc.add_options()
       ("help,h", "print this help")
-      ("name", po::value<std::string>(&name)->required(), "node name, e.g. participant-0")
-      ("listen", po::value<std::string>(&listen)->required(), "host:port to serve on")
-      ("dir", po::value<std::string>(&dir)->required(), "node directory (wal/, data/, node.log)")
-      ("coordinator", po::value<std::string>(&coordinator)->required(),
+      ("name", po::value<std::string>(&flags->name)->required(), "node name, e.g. participant-0")
+      ("listen", po::value<std::string>(&flags->listen)->required(), "host:port to serve on")
+      ("dir", po::value<std::string>(&flags->dir)->required(), "node directory (wal/, data/, node.log)")
+      ("coordinator", po::value<std::string>(&flags->coordinator)->required(),
        "host:port of the coordinator (asked about in-doubt transactions)")
-      ("coordinators", po::value<std::string>(&coordinators)->default_value(""),
+      ("coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
        "comma-separated host:port of every coordinator (primary and backup); in-doubt "
        "transactions are asked of whichever is primary when the one that prepared them cannot answer")
-      ("log-file", po::value<std::string>(&log_file), "log file (default NODEDIR/node.log)")
-      ("log-level", po::value<std::string>(&log_level)->default_value("info"),
+      ("log-file", po::value<std::string>(&flags->log_file), "log file (default NODEDIR/node.log)")
+      ("log-level", po::value<std::string>(&flags->log_level)->default_value("info"),
        "trace, debug, info, warn, error, critical, off")
       ("checkpoint-interval-records",
-       po::value<uint64_t>(&options.checkpoint_interval_records)->default_value(options.checkpoint_interval_records),
+       po::value<uint64_t>(&options->checkpoint_interval_records)->default_value(options->checkpoint_interval_records),
        "checkpoint after this many WAL records (0: not by count)")
       ("checkpoint-interval-ms",
-       po::value<uint64_t>(&options.checkpoint_interval_ms)->default_value(options.checkpoint_interval_ms),
+       po::value<uint64_t>(&options->checkpoint_interval_ms)->default_value(options->checkpoint_interval_ms),
        "checkpoint at least this often when there is something new (0: not by time)")
-      ("wal-segment-bytes", po::value<uint64_t>(&options.wal.segment_bytes)->default_value(options.wal.segment_bytes),
+      ("wal-segment-bytes", po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
        "WAL segment size; truncation deletes whole segments")
-      ("metrics-listen", po::value<std::string>(&metrics_listen)->default_value("127.0.0.1:0"),
+      ("metrics-listen", po::value<std::string>(&flags->metrics_listen)->default_value("127.0.0.1:0"),
        "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
        "written to NODEDIR/metrics.addr), or \"off\"")
-      ("trace-events", po::value<size_t>(&options.trace_events)->default_value(options.trace_events),
+      ("trace-events", po::value<size_t>(&options->trace_events)->default_value(options->trace_events),
        "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off");
+  return desc;
+}
+
+// Parses argv into what `desc` is bound to. Returns the exit code when the
+// process is done (--help printed: 0; a bad command line: kExitBadUsage),
+// nothing when it goes on.
+std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_description& desc) {
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -81,51 +93,80 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     return Usage(desc, e.what());
   }
+  return std::nullopt;
+}
 
-  options.name = name;
-  options.dir = dir;
-  options.coordinator = coordinator;
-  if (dir.empty()) return Usage(desc, "--dir must not be empty");
-  if (options.wal.segment_bytes < dtx::wal::format::kSegmentBytesMin ||
-      options.wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
-    return Usage(desc, "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) + ", " +
-                           std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
+// The validation steps below check the flags in the order the usage errors
+// are reported and fill `*options`; InvalidArgument carries the usage error.
+
+// --dir, --wal-segment-bytes, --trace-events, the checkpoint intervals.
+dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* options) {
+  options->name = flags.name;
+  options->dir = flags.dir;
+  options->coordinator = flags.coordinator;
+  if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
+  if (options->wal.segment_bytes < dtx::wal::format::kSegmentBytesMin ||
+      options->wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
+    return dtx::Status::InvalidArgument(
+        "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) +
+        ", " + std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
   }
-  if (options.trace_events > dtx::obs::kTraceEventsMax) {
-    return Usage(desc, "--trace-events must be at most " + std::to_string(dtx::obs::kTraceEventsMax));
+  if (options->trace_events > dtx::obs::kTraceEventsMax) {
+    return dtx::Status::InvalidArgument("--trace-events must be at most " +
+                                        std::to_string(dtx::obs::kTraceEventsMax));
   }
-  if (options.checkpoint_interval_records == 0 && options.checkpoint_interval_ms == 0) {
-    return Usage(desc, "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL would grow without bound)");
+  if (options->checkpoint_interval_records == 0 && options->checkpoint_interval_ms == 0) {
+    return dtx::Status::InvalidArgument(
+        "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL "
+        "would grow without bound)");
   }
-  auto listen_hp = dtx::ParseHostPort(listen);
-  if (!listen_hp.ok()) return Usage(desc, "--listen: " + listen_hp.status().message());
-  options.listen_host = listen_hp->host;
-  options.listen_port = listen_hp->port;
+  return dtx::Status::OK();
+}
+
+// --listen, --metrics-listen, --coordinator, --coordinators.
+dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions* options) {
+  auto listen_hp = dtx::ParseHostPort(flags.listen);
+  if (!listen_hp.ok()) return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
+  options->listen_host = listen_hp->host;
+  options->listen_port = listen_hp->port;
+  const std::string& metrics_listen = flags.metrics_listen;
   if (metrics_listen == "off") {
-    options.metrics_enabled = false;
+    options->metrics_enabled = false;
   } else {
     // Port 0: any free port.
     auto metrics_hp = dtx::ParseHostPort(metrics_listen, dtx::PortZero::kAllow);
     if (!metrics_hp.ok()) {
-      return Usage(desc, "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
+      return dtx::Status::InvalidArgument(
+          "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
     }
-    options.metrics_host = metrics_hp->host;
-    options.metrics_port = metrics_hp->port;
+    options->metrics_host = metrics_hp->host;
+    options->metrics_port = metrics_hp->port;
   }
-  if (auto hp = dtx::ParseHostPort(coordinator); !hp.ok()) {
-    return Usage(desc, "--coordinator: " + hp.status().message());
+  if (auto hp = dtx::ParseHostPort(flags.coordinator); !hp.ok()) {
+    return dtx::Status::InvalidArgument("--coordinator: " + hp.status().message());
   }
+  const std::string& coordinators = flags.coordinators;
   for (size_t start = 0; !coordinators.empty() && start <= coordinators.size();) {
     size_t end = coordinators.find(',', start);
     if (end == std::string::npos) end = coordinators.size();
     std::string c = coordinators.substr(start, end - start);
     if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
-      return Usage(desc, "--coordinators: '" + c + "': " + hp.status().message());
+      return dtx::Status::InvalidArgument("--coordinators: '" + c + "': " + hp.status().message());
     }
-    options.coordinators.push_back(c);
+    options->coordinators.push_back(c);
     start = end + 1;
   }
+  return dtx::Status::OK();
+}
 
+dtx::Status ToRuntimeOptions(const Flags& flags, dtx::participant::RuntimeOptions* options) {
+  DTX_RETURN_IF_ERROR(CheckStorage(flags, options));
+  return CheckAddresses(flags, options);
+}
+
+// Before the node starts: failpoints from DTX_FAILPOINTS, NODEDIR, the log.
+// Returns the exit code when the process must stop.
+std::optional<int> SetUpProcess(const Flags& flags, const po::options_description& desc) {
   dtx::Status s = dtx::fp::InitFromEnv();
   if (!s.ok()) {
     std::cerr << "dtx-participant: " << s.message() << "\n";
@@ -133,18 +174,23 @@ int main(int argc, char** argv) {
   }
 
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
+  std::filesystem::create_directories(flags.dir, ec);
   if (ec) {
-    std::cerr << "dtx-participant: cannot create " << dir << ": " << ec.message() << "\n";
+    std::cerr << "dtx-participant: cannot create " << flags.dir << ": " << ec.message() << "\n";
     return kExitFailed;
   }
   dtx::log::Options lo;
-  lo.node = name;
-  lo.file = log_file.empty() ? (std::filesystem::path(dir) / "node.log").string() : log_file;
-  lo.level = log_level;
+  lo.node = flags.name;
+  lo.file = flags.log_file.empty() ? (std::filesystem::path(flags.dir) / "node.log").string()
+                                   : flags.log_file;
+  lo.level = flags.log_level;
   s = dtx::log::Init(lo);
   if (!s.ok()) return Usage(desc, "--log-level/--log-file: " + s.message());
+  return std::nullopt;
+}
 
+// Starts the runtime and serves until SIGTERM/SIGINT; the exit code.
+int RunUntilStopSignal(const dtx::participant::RuntimeOptions& options) {
   int rc = 0;
   {
     dtx::EventLoop loop;
@@ -157,7 +203,7 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<dtx::participant::Runtime> runtime = std::move(rt.value());
     for (const std::string& a : dtx::fp::Armed()) DTX_LOG_INFO("failpoint armed from DTX_FAILPOINTS: {}", a);
-    s = loop.HandleStopSignals([&](int signum) {
+    dtx::Status s = loop.HandleStopSignals([&](int signum) {
       DTX_LOG_INFO("signal {}: shutting down", signum);
       runtime->Shutdown();
       loop.Stop();
@@ -174,4 +220,19 @@ int main(int argc, char** argv) {
   DTX_LOG_INFO("stopped");
   dtx::log::Flush();
   return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags;
+  dtx::participant::RuntimeOptions options;
+  const po::options_description desc = DescribeFlags(&flags, &options);
+  if (std::optional<int> exit_code = ParseCommandLine(argc, argv, desc)) return *exit_code;
+
+  dtx::Status s = ToRuntimeOptions(flags, &options);
+  if (!s.ok()) return Usage(desc, s.message());
+
+  if (std::optional<int> exit_code = SetUpProcess(flags, desc)) return *exit_code;
+  return RunUntilStopSignal(options);
 }

@@ -1,4 +1,4 @@
-// dtx C++ client: Client, Transaction, AsyncTransaction (dtx/client.h).
+// dtx C++ client: Client, Transaction, AsyncTransaction (include/dtx/client.h).
 //
 // Internals: ClientCore owns the I/O thread (LoopThread), the coordinator and
 // participant channels, the cached shard map and the open-transaction count.

@@ -98,8 +98,8 @@
 #include <string>
 #include <vector>
 
-#include "common/status.h"
-#include "common/types.h"
+#include "dtx/status.h"
+#include "dtx/types.h"
 
 namespace dtx {
 
