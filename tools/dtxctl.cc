@@ -978,7 +978,7 @@ int CmdTrace(const std::vector<std::string>& args) {
     threads.emplace_back([&, i] {
       NodeAnswer& a = answers[i];
       a.node = nodes[i].name;
-      a.coordinator = nodes[i].role == NodeRole::kCoordinator;
+      a.coordinator = nodes[i].role == tools::NodeRole::kCoordinator;
       auto r = GetNodeTrace(nodes[i], wire, t);
       if (!r.ok()) {
         a.error = ShortReason(r.status());
@@ -1100,7 +1100,7 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
       out += line;
       continue;
     }
-    const bool coordinator = nodes[i].role == NodeRole::kCoordinator;
+    const bool coordinator = nodes[i].role == tools::NodeRole::kCoordinator;
     double tx_rate = -1, abort_rate = -1, p99 = -1;
     const double secs = std::chrono::duration<double>(b.at - a.at).count();
     if (a.up && secs > 0) {
