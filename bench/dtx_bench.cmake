@@ -1,5 +1,5 @@
 # dtx-bench: workloads against a running cluster (included by bench/CMakeLists.txt).
-dtx_test(dtx_bench_histogram_test SOURCES dtx_bench_histogram_test.cc TIMEOUT 60)
+dtx_test(dtx_bench_histogram_test SOURCES dtx_bench_histogram_test.cc TIMEOUT 60 LABELS unit)
 target_include_directories(dtx_bench_histogram_test PRIVATE ${PROJECT_SOURCE_DIR})
 
 find_package(Boost REQUIRED COMPONENTS program_options)
@@ -7,7 +7,7 @@ find_package(Boost REQUIRED COMPONENTS program_options)
 add_library(dtx_bench_lib STATIC dtx_bench_lib.cc)
 target_include_directories(dtx_bench_lib PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(dtx_bench_lib PUBLIC dtx_cluster_config Boost::program_options)
-dtx_test(dtx_bench_lib_test SOURCES dtx_bench_lib_test.cc LIBS dtx_bench_lib TIMEOUT 60)
+dtx_test(dtx_bench_lib_test SOURCES dtx_bench_lib_test.cc LIBS dtx_bench_lib TIMEOUT 60 LABELS unit)
 
 if(TARGET dtx_client)
   add_executable(dtx-bench dtx_bench.cc dtx_bench_plot.cc)

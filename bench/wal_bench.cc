@@ -349,7 +349,12 @@ int main(int argc, char** argv) {
   }
 
   std::string command;
-  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  // Appended piece by piece: `const char* + std::string&&` trips g++ 12's
+  // -Wrestrict false positive at -O3 (GCC bug 105329).
+  for (int i = 0; i < argc; ++i) {
+    if (i > 0) command += ' ';
+    command += argv[i];
+  }
   const std::string cpu = ReadCpuModel();
   const std::string fsdesc = DescribeFilesystem(dir);
   std::printf("dtx-wal-bench: %s\nmachine: nproc %u, CPU %s\ndir: %s, %s\n\n", command.c_str(),

@@ -224,9 +224,10 @@ void PeerChannel::Impl::WriteFrame(std::string frame) {
   uv_buf_t buf = uv_buf_init(out->bytes.data(), static_cast<unsigned>(out->bytes.size()));
   int rc = uv_write(&out->req, reinterpret_cast<uv_stream_t*>(&conn->handle), &buf, 1,
                     [](uv_write_t* w, int status) {
-                      delete static_cast<OutFrame*>(w->data);
+                      uv_stream_t* handle = w->handle;
+                      delete static_cast<OutFrame*>(w->data);  // frees *w too
                       if (status == 0) return;
-                      auto* c = static_cast<Conn*>(w->handle->data);
+                      auto* c = static_cast<Conn*>(handle->data);
                       if (c->closing) return;
                       auto self = c->owner.lock();
                       if (!self || self->conn != c) return;

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -61,10 +62,12 @@ pid_t SpawnChild(const std::string& dir, uint64_t segment_bytes, uint32_t seed, 
   return pid;
 }
 
-// Reads whatever arrives on fd until `until` (or EOF), appending to *buf.
-bool ReadUntil(int fd, std::chrono::steady_clock::time_point until, std::string* buf) {
+// Reads whatever arrives on fd until `until` (or EOF, or *buf holds `want`
+// bytes), appending to *buf. False at EOF.
+bool ReadUntil(int fd, std::chrono::steady_clock::time_point until, std::string* buf,
+               size_t want = SIZE_MAX) {
   char tmp[4096];
-  for (;;) {
+  while (buf->size() < want) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
     if (left.count() < 0) return true;
     pollfd p{fd, POLLIN, 0};
@@ -75,6 +78,7 @@ bool ReadUntil(int fd, std::chrono::steady_clock::time_point until, std::string*
     if (r <= 0) return false;  // EOF: the child is gone
     buf->append(tmp, static_cast<size_t>(r));
   }
+  return true;
 }
 
 void DrainToEof(int fd, std::string* buf) {
@@ -135,14 +139,25 @@ TEST(WalKill, SigkilledWriterLosesNothingReportedDurable) {
   Lsn max_reported = 0;
   uint64_t reported_total = 0, torn_tails = 0;
   int rounds = 0;
+  std::chrono::steady_clock::duration startup{};
   for (; rounds < kRoundsMax && std::chrono::steady_clock::now() < deadline; ++rounds) {
     SCOPED_TRACE("round " + std::to_string(rounds));
     int fd = -1;
     ChildGuard child;
+    const auto spawned = std::chrono::steady_clock::now();
     child.pid = SpawnChild(dir.path(), kSegmentBytes, static_cast<uint32_t>(rng()), &fd);
     std::string bytes;
+    if (rounds == 0) {
+      // The first round measures the child's start-up (exec, open, first sync):
+      // under a sanitizer it alone can outlast the 80 ms of appends wanted below.
+      ReadUntil(fd, spawned + std::chrono::seconds(20), &bytes, sizeof(Lsn));
+      ASSERT_GE(bytes.size(), sizeof(Lsn)) << "the child reported nothing within 20 s";
+      startup = std::chrono::steady_clock::now() - spawned;
+    }
     // Kill at a random moment: sometimes during the child's own recovery.
-    auto kill_at = std::chrono::steady_clock::now() + std::chrono::microseconds(rng() % 80000);
+    const auto window_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(startup).count() + 80000;
+    auto kill_at = spawned + std::chrono::microseconds(rng() % static_cast<uint64_t>(window_us));
     bool alive = ReadUntil(fd, kill_at, &bytes);
     ::kill(child.pid, SIGKILL);
     int status = 0;
