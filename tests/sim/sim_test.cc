@@ -4,6 +4,9 @@
 //
 // DTX_SIM_SEEDS=N runs N seeds instead of kCiSeeds (DTX_SIM_START_SEED=S
 // moves the window); `dtx-sim --seeds N` is the same outside CTest.
+// DTX_SIM_FAILOVER_SEEDS, DTX_SIM_SMALL_TABLE_SEEDS and DTX_SIM_RELIABLE_SEEDS
+// size the other sweeps the same way (the sanitizer job in scripts/test runs
+// fewer seeds of each).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -284,7 +287,7 @@ TEST(SimTest, SmallTablesWithoutClientRetries) {
   o.small_tables = true;
   o.client_retries = false;
   const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 1'000'000;
-  Sweep s = RunSweep(start, kCiSmallTableSeeds, o);
+  Sweep s = RunSweep(start, EnvOr("DTX_SIM_SMALL_TABLE_SEEDS", kCiSmallTableSeeds), o);
   EXPECT_EQ(s.failed, 0u) << s.first_failures;
 }
 
@@ -305,7 +308,7 @@ TEST(SimTest, DISABLED_SmallTablesWithClientRetries) {
 TEST(SimTest, ReliableNetworkWithoutCrashesCommitsAndPasses) {
   SimOptions o;
   o.faults = false;
-  Sweep s = RunSweep(1, 300, o);
+  Sweep s = RunSweep(1, EnvOr("DTX_SIM_RELIABLE_SEEDS", 300), o);
   EXPECT_EQ(s.failed, 0u) << s.first_failures;
   EXPECT_GT(s.totals.transfers_committed, 0u);
   EXPECT_EQ(s.totals.crashes, 0u);
