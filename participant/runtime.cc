@@ -881,7 +881,7 @@ void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator,
                          Fail fail) {
   Pending p;
   p.kind = Reply::Kind::kAdoptEpoch;
-  p.done = [this, epoch, coordinator, cob = std::move(cob)] {
+  p.done = [epoch, coordinator, cob = std::move(cob)] {
     DTX_LOG_INFO("epoch {} adopted at the request of coordinator {}", epoch, coordinator);
     cob();
   };
