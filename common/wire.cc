@@ -51,8 +51,8 @@ static_assert(Same(NodeRole::kBackup, rpc::NodeRole::BACKUP));
 // value of the generated _VALUES_TO_NAMES maps converts and nothing else
 // does, so an enumerator added to the IDL alone fails there.)
 template <typename Ours, typename Theirs>
-std::optional<Ours> InRange(Theirs v, Ours first, Ours last) {
-  const int n = static_cast<int>(v);
+std::optional<Ours> InRange(const Theirs& v, Ours first, Ours last) {
+  const int32_t n = RawEnumValue(v);
   if (n < static_cast<int>(first) || n > static_cast<int>(last)) return std::nullopt;
   return static_cast<Ours>(n);
 }
@@ -80,24 +80,24 @@ rpc::Outcome::type ToRpc(Outcome o) { return static_cast<rpc::Outcome::type>(o);
 rpc::AbortReason::type ToRpc(AbortReason r) { return static_cast<rpc::AbortReason::type>(r); }
 rpc::NodeRole::type ToRpc(NodeRole r) { return static_cast<rpc::NodeRole::type>(r); }
 
-std::optional<ErrorCode> FromRpc(rpc::ErrorCode::type c) {
+std::optional<ErrorCode> FromRpc(const rpc::ErrorCode::type& c) {
   return InRange(c, kErrorCodeFirst, kErrorCodeLast);
 }
-std::optional<Vote> FromRpc(rpc::Vote::type v) { return InRange(v, Vote::kYes, Vote::kReadOnly); }
-std::optional<Decision> FromRpc(rpc::Decision::type d) {
+std::optional<Vote> FromRpc(const rpc::Vote::type& v) { return InRange(v, Vote::kYes, Vote::kReadOnly); }
+std::optional<Decision> FromRpc(const rpc::Decision::type& d) {
   return InRange(d, Decision::kCommit, Decision::kUnknown);
 }
-std::optional<Outcome> FromRpc(rpc::Outcome::type o) {
+std::optional<Outcome> FromRpc(const rpc::Outcome::type& o) {
   return InRange(o, Outcome::kCommitted, Outcome::kUnknown);
 }
-std::optional<AbortReason> FromRpc(rpc::AbortReason::type r) {
+std::optional<AbortReason> FromRpc(const rpc::AbortReason::type& r) {
   return InRange(r, AbortReason::kConflict, AbortReason::kCoordinatorFailover);
 }
-std::optional<NodeRole> FromRpc(rpc::NodeRole::type r) {
+std::optional<NodeRole> FromRpc(const rpc::NodeRole::type& r) {
   return InRange(r, NodeRole::kParticipant, NodeRole::kBackup);
 }
 
-const char* NodeRoleName(rpc::NodeRole::type r) {
+const char* NodeRoleName(const rpc::NodeRole::type& r) {
   std::optional<NodeRole> role = FromRpc(r);
   return role ? NodeRoleName(*role) : "unknown";
 }

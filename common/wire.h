@@ -8,6 +8,7 @@
 // newer peer, a bad reply) converts to std::nullopt. Stateless; thread-safe.
 #pragma once
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,16 +32,29 @@ rpc::Outcome::type ToRpc(Outcome o);
 rpc::AbortReason::type ToRpc(AbortReason r);
 rpc::NodeRole::type ToRpc(NodeRole r);
 
-std::optional<ErrorCode> FromRpc(rpc::ErrorCode::type c);
-std::optional<Vote> FromRpc(rpc::Vote::type v);
-std::optional<Decision> FromRpc(rpc::Decision::type d);
-std::optional<Outcome> FromRpc(rpc::Outcome::type o);
-std::optional<AbortReason> FromRpc(rpc::AbortReason::type r);
-std::optional<NodeRole> FromRpc(rpc::NodeRole::type r);
+// Reading a wire enum: Thrift's reader stores whatever i32 the peer sent in
+// the enum field, and loading a number outside the enum's range as the enum
+// type is undefined behaviour (UBSan: "load of value 99"). So FromRpc takes
+// the field by reference and reads its bits (RawEnumValue); nullopt for a
+// number outside our enum.
+template <typename E>
+int32_t RawEnumValue(const E& field) {
+  static_assert(sizeof(E) == sizeof(int32_t), "Thrift enums are i32 on the wire");
+  int32_t n;
+  std::memcpy(&n, &field, sizeof n);
+  return n;
+}
+
+std::optional<ErrorCode> FromRpc(const rpc::ErrorCode::type& c);
+std::optional<Vote> FromRpc(const rpc::Vote::type& v);
+std::optional<Decision> FromRpc(const rpc::Decision::type& d);
+std::optional<Outcome> FromRpc(const rpc::Outcome::type& o);
+std::optional<AbortReason> FromRpc(const rpc::AbortReason::type& r);
+std::optional<NodeRole> FromRpc(const rpc::NodeRole::type& r);
 
 // The name of a role read from the wire ("primary"; "unknown" for a value
 // outside NodeRole).
-const char* NodeRoleName(rpc::NodeRole::type r);
+const char* NodeRoleName(const rpc::NodeRole::type& r);
 
 // Errors. A core's error (code, message) as the wire's DtxError; the other
 // direction is StatusFromDtxError (rpc_error.h), whose raw code ErrorCodeOf

@@ -219,10 +219,11 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                      if (!st.ok()) {
                        d += "error:" + st.ToString();
                      } else {
-                       d += resp.vote == rpc::Vote::YES         ? "yes"
-                            : resp.vote == rpc::Vote::READ_ONLY ? "read_only"
-                            : resp.vote == rpc::Vote::NO        ? "no"
-                                                                : "error:bad vote";
+                       const std::optional<Vote> vote = dtx::FromRpc(resp.vote);
+                       d += !vote                      ? "error:bad vote"
+                            : *vote == Vote::kYes      ? "yes"
+                            : *vote == Vote::kReadOnly ? "read_only"
+                                                       : "no";
                      }
                      Trace(txid, obs::span::kVoted, d);
                    }
@@ -231,7 +232,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                        r.vote = *vote;
                      } else {
                        r.status = CallStatus::kError;
-                       r.error = "unknown vote " + std::to_string(static_cast<int>(resp.vote));
+                       r.error = "unknown vote " + std::to_string(RawEnumValue(resp.vote));
                      }
                      if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
                      if (resp.__isset.detail) r.detail = resp.detail;
