@@ -1,6 +1,6 @@
 // The coordinator's two-phase-commit state machine: pure, deterministic, no I/O.
 //
-// Shape (etcd raft's RawNode; /work/briefs/core_shape.md): inputs are method
+// Shape (etcd raft's RawNode): inputs are method
 // calls - a client request arrived (with an opaque RequestToken), a reply from
 // a participant arrived (or its transport failure/timeout), a forced record
 // became durable (OnPersisted), a timer tick (Tick), recovery replay (Replay).

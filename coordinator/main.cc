@@ -1,4 +1,4 @@
-// dtx-coordinator: the coordinator node (/work/briefs/conventions.md).
+// dtx-coordinator: the coordinator node (coordinator/README.md).
 //
 //   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --participants 127.0.0.1:P0,127.0.0.1:P1,... [--log-file PATH]

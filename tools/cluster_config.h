@@ -1,5 +1,5 @@
-// The local-cluster directory written by `dtxctl cluster up` (conventions:
-// /work/briefs/conventions.md, README "Cluster directory"):
+// The local-cluster directory written by `dtxctl cluster up` (tools/README.md,
+// README "Cluster directory"):
 //
 //   DIR/cluster.conf       one line per node: "NAME ADDRESS" (e.g.
 //                          "coordinator-0 127.0.0.1:40101"); '#' starts a
