@@ -79,13 +79,13 @@ using namespace std::chrono_literals;
 namespace dtx::bench {
 namespace {
 
-constexpr int kLoadBatchKeys = 200;        // keys written per load transaction
-constexpr int kLoadInFlight = 16;          // load transactions in flight
-constexpr int kSumBatchAccounts = 500;     // accounts read per read-only transaction
+constexpr int kLoadBatchKeys = 200;     // keys written per load transaction
+constexpr int kLoadInFlight = 16;       // load transactions in flight
+constexpr int kSumBatchAccounts = 500;  // accounts read per read-only transaction
 constexpr int kSumInFlight = 16;
-constexpr int kBatchAttemptsMax = 20;      // load/sum batch retries on aborts
-constexpr int kCheckAttemptsFree = 5;      // periodic check attempts under full load
-constexpr int kCheckAttemptsMax = 20;      // then with new transfers held back
+constexpr int kBatchAttemptsMax = 20;  // load/sum batch retries on aborts
+constexpr int kCheckAttemptsFree = 5;  // periodic check attempts under full load
+constexpr int kCheckAttemptsMax = 20;  // then with new transfers held back
 constexpr int kTransferAmountMax = 100;
 constexpr int kShardPickAttemptsMax = 1000;  // --participants-per-tx key search
 constexpr auto kDrainTimeout = 60s;          // in-flight transactions after the stop
@@ -127,8 +127,8 @@ bool ParseBalance(const std::string& s, int64_t* out) {
 }
 
 uint64_t Ns(Clock::duration d) {
-  return static_cast<uint64_t>(std::max<int64_t>(
-      0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
+  return static_cast<uint64_t>(
+      std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()));
 }
 
 // ---------------------------------------------------------------------------
@@ -139,8 +139,8 @@ class BatchRunner {
  public:
   // `start(first, count, done)` runs one attempt for accounts
   // [first, first+count) and calls done(status) once.
-  using Attempt = std::function<void(int64_t first, int64_t count,
-                                     std::function<void(const Status&)> done)>;
+  using Attempt =
+      std::function<void(int64_t first, int64_t count, std::function<void(const Status&)> done)>;
 
   static Status Run(int64_t total, int batch, int in_flight, const Attempt& attempt) {
     BatchRunner r;
@@ -168,10 +168,11 @@ class BatchRunner {
 
   void Try(int64_t first, int64_t count, int attempt_no) {
     attempt_(first, count, [this, first, count, attempt_no](const Status& s) {
-      bool retry = !s.ok() && (s.IsAborted() || s.IsTimeout() ||
-                               (s.IsUnavailable() && s.message().find("outcome unknown") ==
-                                                         std::string::npos)) &&
-                   attempt_no < kBatchAttemptsMax;
+      bool retry =
+          !s.ok() &&
+          (s.IsAborted() || s.IsTimeout() ||
+           (s.IsUnavailable() && s.message().find("outcome unknown") == std::string::npos)) &&
+          attempt_no < kBatchAttemptsMax;
       if (retry) {
         // Runs on the client's loop thread: retry at once, never sleep here.
         Try(first, count, attempt_no + 1);
@@ -205,7 +206,8 @@ class BatchRunner {
 // Writes every key of the workload (bank: the accounts with their initial
 // balance; ycsb: --value-size bytes).
 Status LoadKeys(Client& client, const Config& cfg) {
-  int batch = std::max<int>(1, std::min<int64_t>(kLoadBatchKeys, (2 << 20) / (cfg.value_size + 32)));
+  int batch =
+      std::max<int>(1, std::min<int64_t>(kLoadBatchKeys, (2 << 20) / (cfg.value_size + 32)));
   auto attempt = [&](int64_t first, int64_t count, std::function<void(const Status&)> done) {
     auto tx = client.BeginAsync();
     if (!tx.ok()) return done(tx.status());
@@ -277,7 +279,6 @@ Result<int64_t> SumBalances(Client& client, const Config& cfg) {
   return total;
 }
 
-
 // ---------------------------------------------------------------------------
 // The transaction loop (closed or open).
 
@@ -289,9 +290,9 @@ struct Stats {
   LatencyHistogram read_ns;                  // committed: begin to the last Get answer
   LatencyHistogram commit_ns;                // committed: Commit call to outcome
   // Committed, as reported by the coordinator (absent: not counted).
-  LatencyHistogram prepare_ns;               // first PREPARE sent -> last vote in
-  LatencyHistogram decision_ns;              // DECISION appended -> durable (and at the backup)
-  LatencyHistogram start_delay_ns;           // open loop: actual - intended start
+  LatencyHistogram prepare_ns;      // first PREPARE sent -> last vote in
+  LatencyHistogram decision_ns;     // DECISION appended -> durable (and at the backup)
+  LatencyHistogram start_delay_ns;  // open loop: actual - intended start
   // Committed with writes on >= 2 participants (the full two-phase commit;
   // what the 2PC floor is about).
   LatencyHistogram commit_2pc_ns;
@@ -396,13 +397,13 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
   struct Tx {
     std::shared_ptr<AsyncTransaction> tx;
     std::vector<std::string> keys;
-    std::vector<bool> is_read;          // ycsb-a/b: read or blind update
+    std::vector<bool> is_read;  // ycsb-a/b: read or blind update
     std::vector<std::optional<std::string>> values;
     Clock::time_point intended;
     Clock::time_point start;
     Clock::time_point reads_done;
     Clock::time_point commit_start;
-    std::optional<int64_t> prepare_us;   // from the coordinator's CommitResult
+    std::optional<int64_t> prepare_us;  // from the coordinator's CommitResult
     std::optional<int64_t> decision_us;
     int participants = 0;
     bool has_write = false;
@@ -421,8 +422,9 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
       std::vector<size_t> all(shards_);
       for (size_t i = 0; i < shards_; ++i) all[i] = i;
       std::shuffle(all.begin(), all.end(), rng_);
-      targets.assign(all.begin(),
-                     all.begin() + std::min<size_t>(static_cast<size_t>(cfg_.participants_per_tx), shards_));
+      targets.assign(
+          all.begin(),
+          all.begin() + std::min<size_t>(static_cast<size_t>(cfg_.participants_per_tx), shards_));
     }
     std::set<size_t> touched;
     for (int j = 0; j < k; ++j) {
@@ -436,14 +438,18 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
           break;
         }
         if (targets.empty() || attempt >= kShardPickAttemptsMax) break;
-        if (client_->ShardOf(KeyName(cfg_, idx)) == targets[static_cast<size_t>(j) % targets.size()]) break;
+        if (client_->ShardOf(KeyName(cfg_, idx)) ==
+            targets[static_cast<size_t>(j) % targets.size()])
+          break;
       }
       used.insert(idx);
       t->keys.push_back(KeyName(cfg_, idx));
       touched.insert(client_->ShardOf(t->keys.back()));
     }
     t->participants = static_cast<int>(touched.size());
-    double read_share = cfg_.workload == Workload::kYcsbA ? 0.5 : cfg_.workload == Workload::kYcsbB ? 0.95 : 1.0;
+    double read_share = cfg_.workload == Workload::kYcsbA   ? 0.5
+                        : cfg_.workload == Workload::kYcsbB ? 0.95
+                                                            : 1.0;
     std::uniform_real_distribution<double> u(0, 1);
     for (int j = 0; j < k; ++j) t->is_read.push_back(read_share >= 1.0 || u(rng_) < read_share);
     t->has_write = cfg_.workload == Workload::kBank || cfg_.workload == Workload::kYcsbF ||
@@ -597,13 +603,13 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
   KeyChooser chooser_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::mt19937_64 rng_;     // GUARDED_BY(mu_)
-  uint64_t in_flight_ = 0;  // GUARDED_BY(mu_)
+  std::mt19937_64 rng_;           // GUARDED_BY(mu_)
+  uint64_t in_flight_ = 0;        // GUARDED_BY(mu_)
   uint64_t backlog_at_stop_ = 0;  // GUARDED_BY(mu_)
-  Stats stats_;             // GUARDED_BY(mu_)
-  Timeline timeline_;       // GUARDED_BY(mu_)
+  Stats stats_;                   // GUARDED_BY(mu_)
+  Timeline timeline_;             // GUARDED_BY(mu_)
   size_t shards_;
-  int parked_ = 0;           // GUARDED_BY(mu_): closed-loop slots waiting for Resume()
+  int parked_ = 0;  // GUARDED_BY(mu_): closed-loop slots waiting for Resume()
   std::atomic<bool> measuring_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> paused_{false};
@@ -614,8 +620,8 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
 // account, validated at commit) while transfers run.
 
 struct CheckResult {
-  double t_s = 0;        // since the load started
-  std::string outcome;   // "ok", "violated", "not_checked"
+  double t_s = 0;       // since the load started
+  std::string outcome;  // "ok", "violated", "not_checked"
   int64_t total = 0;
   int attempts = 0;
   bool quiesced = false;  // new transfers were held back for the last attempts
@@ -693,7 +699,7 @@ CheckResult ConsistentCheck(Client& client, const Config& cfg, int attempts_max)
 
 struct FaultRecord {
   FaultEvent event;
-  double ran_at_s = 0;   // since the load started
+  double ran_at_s = 0;  // since the load started
   double took_s = 0;
   int exit_code = 0;
   std::string error;
@@ -705,7 +711,8 @@ std::string FindDtxctl(const Config& cfg) {
   auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
   if (!ec) {
     auto dir = self.parent_path();
-    for (auto p : {dir / ".." / "tools" / "dtxctl", dir / "dtxctl", dir / ".." / "bin" / "dtxctl"}) {
+    for (auto p :
+         {dir / ".." / "tools" / "dtxctl", dir / "dtxctl", dir / ".." / "bin" / "dtxctl"}) {
       if (::access(p.c_str(), X_OK) == 0) return p.lexically_normal().string();
     }
   }
@@ -739,7 +746,8 @@ FaultRecord RunFault(const Config& cfg, const std::string& dtxctl, const FaultEv
   auto start = Clock::now();
   r.ran_at_s = std::chrono::duration<double>(start - t0).count();
   if (e.action == "stop" || e.action == "cont") {
-    auto pid = tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, e.node) + "/" + tools::kNodePidFile);
+    auto pid =
+        tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, e.node) + "/" + tools::kNodePidFile);
     if (!pid.ok()) {
       r.exit_code = 1;
       r.error = pid.status().ToString();
@@ -755,7 +763,8 @@ FaultRecord RunFault(const Config& cfg, const std::string& dtxctl, const FaultEv
     argv.insert(argv.end(), e.args.begin(), e.args.end());
     argv.insert(argv.end(), {"--dir", cfg.cluster_dir});
     r.exit_code = RunProcess(argv);
-    if (r.exit_code != 0) r.error = dtxctl + " " + e.action + " exited " + std::to_string(r.exit_code);
+    if (r.exit_code != 0)
+      r.error = dtxctl + " " + e.action + " exited " + std::to_string(r.exit_code);
   }
   r.took_s = std::chrono::duration<double>(Clock::now() - start).count();
   return r;
@@ -787,7 +796,8 @@ Result<Floor> MeasureFloor(const std::string& dir) {
   std::string rec(kFloorRecordBytes, 'f');
   for (int i = 0; i < kFloorFsyncs; ++i) {
     auto s = Clock::now();
-    if (::write(fd, rec.data(), rec.size()) != static_cast<ssize_t>(rec.size()) || ::fdatasync(fd) != 0) {
+    if (::write(fd, rec.data(), rec.size()) != static_cast<ssize_t>(rec.size()) ||
+        ::fdatasync(fd) != 0) {
       int e = errno;
       ::close(fd);
       ::unlink(path.c_str());
@@ -805,8 +815,8 @@ Result<Floor> MeasureFloor(const std::string& dir) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(a);
-  if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(ls, 1) != 0 ||
-      ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+  if (ls < 0 || ::bind(ls, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::listen(ls, 1) != 0 || ::getsockname(ls, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     int e = errno;
     if (ls >= 0) ::close(ls);
     return Status::FromErrno("loopback listen", e);
@@ -869,7 +879,8 @@ std::optional<double> ClusterCpuSeconds(const Config& cfg, const tools::ClusterC
   if (cluster == nullptr) return std::nullopt;
   double total = 0;
   for (const tools::NodeEntry& n : cluster->nodes()) {
-    auto pid = tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, n.name) + "/" + tools::kNodePidFile);
+    auto pid =
+        tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, n.name) + "/" + tools::kNodePidFile);
     if (!pid.ok()) continue;
     auto cpu = tools::ProcessCpuSeconds(*pid);
     if (!cpu.ok()) continue;
@@ -895,16 +906,16 @@ std::string LoadAverage() {
 
 std::string HistJson(const LatencyHistogram& h) {
   auto us = [&](double q) { return JsonNumber(static_cast<double>(h.ValueAtQuantile(q)) / 1e3); };
-  return "{\"count\": " + std::to_string(h.count()) + ", \"p50\": " + us(0.5) + ", \"p90\": " + us(0.9) +
-         ", \"p99\": " + us(0.99) + ", \"p999\": " + us(0.999) +
+  return "{\"count\": " + std::to_string(h.count()) + ", \"p50\": " + us(0.5) +
+         ", \"p90\": " + us(0.9) + ", \"p99\": " + us(0.99) + ", \"p999\": " + us(0.999) +
          ", \"max\": " + JsonNumber(static_cast<double>(h.max()) / 1e3) +
          ", \"mean\": " + JsonNumber(h.mean() / 1e3) + "}";
 }
 
 void PrintHist(const char* name, const LatencyHistogram& h) {
   auto us = [&](double q) { return static_cast<double>(h.ValueAtQuantile(q)) / 1e3; };
-  std::printf("  %-8s %10.1f %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, us(0.5), us(0.9), us(0.99),
-              us(0.999), static_cast<double>(h.max()) / 1e3, h.mean() / 1e3);
+  std::printf("  %-8s %10.1f %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, us(0.5), us(0.9),
+              us(0.99), us(0.999), static_cast<double>(h.max()) / 1e3, h.mean() / 1e3);
 }
 
 // Where the load goes: the coordinator(s) and, with --cluster, the cluster
@@ -953,38 +964,47 @@ bool ResolveTarget(const Config& cfg, Target* t, int* code) {
 
 // --floor: measures the machine's 2PC floor and prints it; false on failure.
 bool MeasureAndPrintFloor(const Config& cfg, std::optional<Floor>* floor) {
-  std::string dir = !cfg.floor_dir.empty() ? cfg.floor_dir : !cfg.cluster_dir.empty() ? cfg.cluster_dir : "/tmp";
+  std::string dir = !cfg.floor_dir.empty()     ? cfg.floor_dir
+                    : !cfg.cluster_dir.empty() ? cfg.cluster_dir
+                                               : "/tmp";
   auto f = MeasureFloor(dir);
   if (!f.ok()) {
     std::cerr << "dtx-bench: floor: " << f.status().ToString() << "\n";
     return false;
   }
   *floor = *f;
-  std::printf("floor (%s): append+fdatasync p50 %.1f us (p99 %.1f), loopback round trip p50 %.1f us "
-              "(p99 %.1f)\n  2PC floor: commit call 2 RTT + 2 fdatasync = %.1f us; transaction "
-              "(reads + commit) 3 RTT + 2 fdatasync = %.1f us\n",
-              dir.c_str(), (*floor)->fsync_p50_us, (*floor)->fsync_p99_us, (*floor)->rtt_p50_us, (*floor)->rtt_p99_us,
-              (*floor)->commit_floor_us(), (*floor)->tx_floor_us());
+  std::printf(
+      "floor (%s): append+fdatasync p50 %.1f us (p99 %.1f), loopback round trip p50 %.1f us "
+      "(p99 %.1f)\n  2PC floor: commit call 2 RTT + 2 fdatasync = %.1f us; transaction "
+      "(reads + commit) 3 RTT + 2 fdatasync = %.1f us\n",
+      dir.c_str(), (*floor)->fsync_p50_us, (*floor)->fsync_p99_us, (*floor)->rtt_p50_us,
+      (*floor)->rtt_p99_us, (*floor)->commit_floor_us(), (*floor)->tx_floor_us());
   return true;
 }
 
 void PrintRunHeader(const Config& cfg, const std::string& coordinator, size_t participants) {
   std::string load_desc = cfg.open_loop() ? "open loop " + JsonNumber(cfg.rate) + " tx/s"
                                           : std::to_string(cfg.clients) + " clients (closed loop)";
-  std::printf("dtx-bench %s: coordinator %s, %zu participants, %lld keys, %d keys/tx%s, %s, %s, "
-              "%.1f s (+%.1f s warm-up), load average %s\n",
-              cfg.workload_name.c_str(), coordinator.c_str(), participants,
-              static_cast<long long>(cfg.key_count()), cfg.keys_per_tx,
-              cfg.participants_per_tx > 0 ? (" on " + std::to_string(cfg.participants_per_tx) + " participants").c_str() : "",
-              cfg.distribution == KeyDistribution::kZipfian ? ("zipfian theta " + JsonNumber(cfg.zipf_theta)).c_str() : "uniform",
-              load_desc.c_str(), cfg.duration_s, cfg.warmup_s, LoadAverage().c_str());
+  std::printf(
+      "dtx-bench %s: coordinator %s, %zu participants, %lld keys, %d keys/tx%s, %s, %s, "
+      "%.1f s (+%.1f s warm-up), load average %s\n",
+      cfg.workload_name.c_str(), coordinator.c_str(), participants,
+      static_cast<long long>(cfg.key_count()), cfg.keys_per_tx,
+      cfg.participants_per_tx > 0
+          ? (" on " + std::to_string(cfg.participants_per_tx) + " participants").c_str()
+          : "",
+      cfg.distribution == KeyDistribution::kZipfian
+          ? ("zipfian theta " + JsonNumber(cfg.zipf_theta)).c_str()
+          : "uniform",
+      load_desc.c_str(), cfg.duration_s, cfg.warmup_s, LoadAverage().c_str());
   std::fflush(stdout);
 }
 
 // Loads the keys unless --no-load; `*load_s`: how long it took. False on failure.
 bool LoadPhase(Client& client, const Config& cfg, double* load_s) {
   if (cfg.no_load) {
-    std::printf("not loading: using the %lld keys already in the cluster\n", static_cast<long long>(cfg.key_count()));
+    std::printf("not loading: using the %lld keys already in the cluster\n",
+                static_cast<long long>(cfg.key_count()));
   } else {
     auto load_start = Clock::now();
     Status s = LoadKeys(client, cfg);
@@ -1007,9 +1027,9 @@ struct RunResult {
   Clock::time_point stop_time;  // the load stopped
   double window_s = 0;          // the measured window (after the warm-up)
   std::map<std::string, pid_t> pids_before, pids_after;  // node pids around the window
-  std::optional<double> cpu_before, cpu_after;            // their CPU seconds (nullopt: no --cluster)
-  double self_cpu = 0;                                    // dtx-bench's own CPU seconds in the window
-  bool drained = false;  // every transaction finished after the stop
+  std::optional<double> cpu_before, cpu_after;  // their CPU seconds (nullopt: no --cluster)
+  double self_cpu = 0;                          // dtx-bench's own CPU seconds in the window
+  bool drained = false;                         // every transaction finished after the stop
   Stats st;
   Timeline timeline{Clock::time_point{}};  // the loop's, taken after the drain
   std::vector<FaultRecord> fault_records;
@@ -1032,7 +1052,7 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
   std::atomic<bool> done{false};
   std::mutex side_mu;
   std::vector<FaultRecord>& fault_records = r.fault_records;  // GUARDED_BY(side_mu) until the joins
-  std::vector<CheckResult>& checks = r.checks;                 // GUARDED_BY(side_mu) until the joins
+  std::vector<CheckResult>& checks = r.checks;                // GUARDED_BY(side_mu) until the joins
   std::condition_variable side_cv;
   std::thread fault_thread;
   const std::vector<FaultEvent>& faults = target.faults;
@@ -1040,13 +1060,16 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
     std::string dtxctl = FindDtxctl(cfg);
     fault_thread = std::thread([&, dtxctl] {
       for (const FaultEvent& e : faults) {
-        auto when = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e.at_s));
+        auto when =
+            t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e.at_s));
         std::unique_lock lock(side_mu);
         if (side_cv.wait_until(lock, when, [&] { return done.load(); })) return;
         lock.unlock();
         if (cfg.progress) std::fprintf(stderr, "fault at %.1f s: %s\n", e.at_s, e.text.c_str());
         FaultRecord f = RunFault(cfg, dtxctl, e, t0);
-        if (!f.error.empty()) std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(), f.error.c_str());
+        if (!f.error.empty())
+          std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(),
+                       f.error.c_str());
         lock.lock();
         fault_records.push_back(f);
       }
@@ -1057,7 +1080,8 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
     check_thread = std::thread([&] {
       auto next = t0;
       for (;;) {
-        next += std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.check_interval_s));
+        next += std::chrono::duration_cast<Clock::duration>(
+            std::chrono::duration<double>(cfg.check_interval_s));
         {
           std::unique_lock lock(side_mu);
           if (side_cv.wait_until(lock, next, [&] { return done.load(); })) return;
@@ -1081,8 +1105,10 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
     });
   }
 
-  auto window_start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.warmup_s));
-  auto window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
+  auto window_start =
+      t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.warmup_s));
+  auto window_end = window_start + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(cfg.duration_s));
   std::map<std::string, pid_t>& pids_before = r.pids_before;
   std::map<std::string, pid_t>& pids_after = r.pids_after;
   std::optional<double>& cpu_before = r.cpu_before;
@@ -1092,10 +1118,12 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
   for (;;) {
     auto now = Clock::now();
     if (!measuring && now >= window_start) {
-      cpu_before = ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_before);
+      cpu_before =
+          ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_before);
       self_cpu_before = SelfCpuSeconds();
       window_start = Clock::now();
-      window_end = window_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.duration_s));
+      window_end = window_start + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(cfg.duration_s));
       loop->BeginMeasuring();
       measuring = true;
     }
@@ -1104,9 +1132,10 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
     if (cfg.progress && sec > reported) {
       reported = sec;
       auto [c, f, p99] = loop->Second(sec - 1);
-      std::fprintf(stderr, "[%4zus] %-9s %8llu tx/s  p99 %9.1f us  not committed %llu  in flight %llu\n", sec,
-                   measuring ? "measuring" : "warm-up", static_cast<unsigned long long>(c), p99,
-                   static_cast<unsigned long long>(f), static_cast<unsigned long long>(loop->in_flight()));
+      std::fprintf(
+          stderr, "[%4zus] %-9s %8llu tx/s  p99 %9.1f us  not committed %llu  in flight %llu\n",
+          sec, measuring ? "measuring" : "warm-up", static_cast<unsigned long long>(c), p99,
+          static_cast<unsigned long long>(f), static_cast<unsigned long long>(loop->in_flight()));
     }
     auto wake = std::min(t0 + std::chrono::seconds(sec + 1), measuring ? window_end : window_start);
     std::this_thread::sleep_until(std::min(wake, Clock::now() + 100ms));
@@ -1128,7 +1157,6 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
   r.st = loop->TakeStats();
   r.timeline = loop->TakeTimeline();
   return r;
-
 }
 
 // Figures the text report and the JSON share.
@@ -1142,7 +1170,8 @@ struct Summary {
 };
 
 // Prints the results of the run (throughput, latencies, CPU, faults, timeline).
-Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<Floor>& floor, bool have_cluster) {
+Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<Floor>& floor,
+                    bool have_cluster) {
   const Stats& st = r.st;
   const double window_s = r.window_s;
   const std::shared_ptr<TxLoop>& loop = r.loop;
@@ -1159,15 +1188,21 @@ Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<F
   double& tps = sum.tps;
   tps = static_cast<double>(st.committed) / window_s;
   double& abort_rate = sum.abort_rate;
-  abort_rate = st.committed + failed == 0 ? 0.0 : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
-  std::printf("committed: %llu in %.2f s = %.1f tx/s\n", static_cast<unsigned long long>(st.committed), window_s, tps);
-  std::printf("not committed: %llu (%.2f%%)\n", static_cast<unsigned long long>(failed), abort_rate * 100);
+  abort_rate = st.committed + failed == 0
+                   ? 0.0
+                   : static_cast<double>(failed) / static_cast<double>(st.committed + failed);
+  std::printf("committed: %llu in %.2f s = %.1f tx/s\n",
+              static_cast<unsigned long long>(st.committed), window_s, tps);
+  std::printf("not committed: %llu (%.2f%%)\n", static_cast<unsigned long long>(failed),
+              abort_rate * 100);
   for (const auto& [why, n] : st.failures) {
     std::printf("  %-28s %llu\n", why.c_str(), static_cast<unsigned long long>(n));
   }
-  std::printf("latency of committed transactions, us (read/commit/total: client-side; prepare/decision: "
-              "coordinator-side, inside 'commit'):\n"
-              "  %-8s %10s %10s %10s %10s %10s %10s\n", "phase", "p50", "p90", "p99", "p999", "max", "mean");
+  std::printf(
+      "latency of committed transactions, us (read/commit/total: client-side; prepare/decision: "
+      "coordinator-side, inside 'commit'):\n"
+      "  %-8s %10s %10s %10s %10s %10s %10s\n",
+      "phase", "p50", "p90", "p99", "p999", "max", "mean");
   PrintHist("read", st.read_ns);
   PrintHist("commit", st.commit_ns);
   PrintHist("prepare", st.prepare_ns);
@@ -1175,35 +1210,44 @@ Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<F
   PrintHist(cfg.open_loop() ? "total*" : "total", st.total_ns);
   PrintHist("commit2", st.commit_2pc_ns);
   PrintHist(cfg.open_loop() ? "total2*" : "total2", st.total_2pc_ns);
-  std::printf("  (commit2/total2: the %llu committed transactions that wrote on >= 2 participants: full 2PC)\n",
-              static_cast<unsigned long long>(st.commit_2pc_ns.count()));
-  std::printf("  (prepare: first PREPARE sent -> last vote in, %llu tx; decision: DECISION appended -> durable at the "
-              "coordinator and its backup, %llu tx; as reported by the coordinator)\n",
-              static_cast<unsigned long long>(st.prepare_ns.count()),
-              static_cast<unsigned long long>(st.decision_ns.count()));
+  std::printf(
+      "  (commit2/total2: the %llu committed transactions that wrote on >= 2 participants: full "
+      "2PC)\n",
+      static_cast<unsigned long long>(st.commit_2pc_ns.count()));
+  std::printf(
+      "  (prepare: first PREPARE sent -> last vote in, %llu tx; decision: DECISION appended -> "
+      "durable at the "
+      "coordinator and its backup, %llu tx; as reported by the coordinator)\n",
+      static_cast<unsigned long long>(st.prepare_ns.count()),
+      static_cast<unsigned long long>(st.decision_ns.count()));
   if (cfg.open_loop()) {
-    std::printf("  * open loop: total counts from the intended start; start delay p99 %.1f us, %llu behind schedule at the stop\n",
-                static_cast<double>(st.start_delay_ns.ValueAtQuantile(0.99)) / 1e3,
-                static_cast<unsigned long long>(loop->backlog_at_stop()));
+    std::printf(
+        "  * open loop: total counts from the intended start; start delay p99 %.1f us, %llu behind "
+        "schedule at the stop\n",
+        static_cast<double>(st.start_delay_ns.ValueAtQuantile(0.99)) / 1e3,
+        static_cast<unsigned long long>(loop->backlog_at_stop()));
   }
   std::string ppt;
-  for (const auto& [p, n] : st.participants_per_tx) ppt += " " + std::to_string(p) + ":" + std::to_string(n);
+  for (const auto& [p, n] : st.participants_per_tx)
+    ppt += " " + std::to_string(p) + ":" + std::to_string(n);
   std::printf("participants per committed tx (count):%s\n", ppt.c_str());
   if (floor) {
-    std::printf("vs. the 2PC floor (full-2PC transactions): commit p50 %.2fx (%.1f us floor), total p50 %.2fx "
-                "(%.1f us floor)\n",
-                static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us(),
-                floor->commit_floor_us(),
-                static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us(),
-                floor->tx_floor_us());
+    std::printf(
+        "vs. the 2PC floor (full-2PC transactions): commit p50 %.2fx (%.1f us floor), total p50 "
+        "%.2fx "
+        "(%.1f us floor)\n",
+        static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us(),
+        floor->commit_floor_us(),
+        static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us(),
+        floor->tx_floor_us());
   }
   std::optional<double>& cpu_per_tx_us = sum.cpu_per_tx_us;
   bool& restarted = sum.restarted;
   restarted = pids_before != pids_after;
   if (cpu_before && cpu_after && st.committed > 0) {
     cpu_per_tx_us = (*cpu_after - *cpu_before) / static_cast<double>(st.committed) * 1e6;
-    std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(), *cpu_per_tx_us,
-                restarted ? " (a node restarted: undercounted)" : "");
+    std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(),
+                *cpu_per_tx_us, restarted ? " (a node restarted: undercounted)" : "");
   } else if (!have_cluster) {
     std::printf("cpu per committed tx: n/a (needs --cluster DIR for the node pids)\n");
   }
@@ -1219,7 +1263,8 @@ Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<F
   std::printf("timeline (s: committed/s, p99 us):");
   for (size_t i = 0; i < timeline.seconds().size(); ++i) {
     const TimelineSecond& s = timeline.seconds()[i];
-    std::printf("%s%zu:%llu/%.0f", i % 8 == 0 ? "\n  " : "  ", i, static_cast<unsigned long long>(s.committed),
+    std::printf("%s%zu:%llu/%.0f", i % 8 == 0 ? "\n  " : "  ", i,
+                static_cast<unsigned long long>(s.committed),
                 static_cast<double>(s.latency_ns.ValueAtQuantile(0.99)) / 1e3);
   }
   std::printf("\n");
@@ -1239,12 +1284,16 @@ uint64_t ReportChecks(const std::vector<CheckResult>& checks, int* exit_code) {
   if (!checks.empty()) {
     int quiesced = 0;
     for (const CheckResult& c : checks) quiesced += c.quiesced ? 1 : 0;
-    std::printf("periodic consistent checks: %llu ok, %llu violated, %llu not checked; %d needed new transfers "
-                "held back after %d aborted attempts\n",
-                static_cast<unsigned long long>(checks_ok), static_cast<unsigned long long>(checks_violated),
-                static_cast<unsigned long long>(checks_not), quiesced, kCheckAttemptsFree);
+    std::printf(
+        "periodic consistent checks: %llu ok, %llu violated, %llu not checked; %d needed new "
+        "transfers "
+        "held back after %d aborted attempts\n",
+        static_cast<unsigned long long>(checks_ok),
+        static_cast<unsigned long long>(checks_violated),
+        static_cast<unsigned long long>(checks_not), quiesced, kCheckAttemptsFree);
     for (const CheckResult& c : checks) {
-      if (c.outcome == "violated") std::printf("  at %.1f s: VIOLATED: %s\n", c.t_s, c.detail.c_str());
+      if (c.outcome == "violated")
+        std::printf("  at %.1f s: VIOLATED: %s\n", c.t_s, c.detail.c_str());
     }
     if (checks_violated > 0) *exit_code = kExitFailed;
   }
@@ -1258,14 +1307,15 @@ struct InvariantResult {
   std::optional<int64_t> total_balance;
 };
 
-InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drained, uint64_t checks_violated,
-                                   int* exit_code) {
+InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drained,
+                                   uint64_t checks_violated, int* exit_code) {
   InvariantResult inv;
   bool& invariant_ok = inv.ok;
   std::optional<int64_t>& total_balance = inv.total_balance;
   if (cfg.workload == Workload::kBank) {
     int64_t expected = cfg.accounts * cfg.initial_balance;
-    auto total = drained ? SumBalances(client, cfg) : Result<int64_t>(Status::Aborted("transfers still running"));
+    auto total = drained ? SumBalances(client, cfg)
+                         : Result<int64_t>(Status::Aborted("transfers still running"));
     invariant_ok = total.ok() && *total == expected && checks_violated == 0;
     if (total.ok()) total_balance = *total;
     if (!total.ok() && total.status().IsCorruption()) {  // a missing or garbled account
@@ -1275,8 +1325,8 @@ InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drain
       std::printf("invariant: NOT CHECKED: %s\n", total.status().ToString().c_str());
       *exit_code = kExitFailed;
     } else if (*total != expected) {
-      std::printf("invariant: VIOLATED: total balance %lld, expected %lld\n", static_cast<long long>(*total),
-                  static_cast<long long>(expected));
+      std::printf("invariant: VIOLATED: total balance %lld, expected %lld\n",
+                  static_cast<long long>(*total), static_cast<long long>(expected));
       *exit_code = kExitFailed;
     } else if (checks_violated > 0) {
       std::printf("invariant: VIOLATED during the run (periodic check)\n");
@@ -1312,8 +1362,9 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
   ::uname(&un);
   o << "{\n  \"workload\": \"" << cfg.workload_name << "\",\n"
     << "  \"command\": \"" << JsonEscape(command_line) << "\",\n"
-    << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \"" << JsonEscape(un.release)
-    << "\", \"cpus\": " << std::thread::hardware_concurrency() << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
+    << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \""
+    << JsonEscape(un.release) << "\", \"cpus\": " << std::thread::hardware_concurrency()
+    << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
     << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
     << "  \"participants\": " << participants << ",\n"
     << "  \"load\": \"" << (cfg.open_loop() ? "open" : "closed") << "\",\n"
@@ -1324,7 +1375,8 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
     << "  \"value_size\": " << cfg.value_size << ",\n"
     << "  \"keys_per_tx\": " << cfg.keys_per_tx << ",\n"
     << "  \"participants_per_tx\": " << cfg.participants_per_tx << ",\n"
-    << "  \"distribution\": \"" << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
+    << "  \"distribution\": \""
+    << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
     << "  \"theta\": " << JsonNumber(cfg.zipf_theta) << ",\n"
     << "  \"seed\": " << cfg.seed << ",\n"
     << "  \"warmup_s\": " << JsonNumber(cfg.warmup_s) << ",\n"
@@ -1342,22 +1394,31 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
   }
   o << (first ? "" : "\n  ") << "},\n"
     << "  \"latency_us\": " << HistJson(st.total_ns) << ",\n"
-    << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns) << ",\n    \"commit\": " << HistJson(st.commit_ns)
-    << ",\n    \"prepare\": " << HistJson(st.prepare_ns) << ",\n    \"decision\": " << HistJson(st.decision_ns)
-    << ",\n    \"total\": " << HistJson(st.total_ns) << ",\n    \"commit_2pc\": " << HistJson(st.commit_2pc_ns)
+    << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns)
+    << ",\n    \"commit\": " << HistJson(st.commit_ns)
+    << ",\n    \"prepare\": " << HistJson(st.prepare_ns)
+    << ",\n    \"decision\": " << HistJson(st.decision_ns)
+    << ",\n    \"total\": " << HistJson(st.total_ns)
+    << ",\n    \"commit_2pc\": " << HistJson(st.commit_2pc_ns)
     << ",\n    \"total_2pc\": " << HistJson(st.total_2pc_ns)
-    << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call to outcome; "
-       "total = intended start to outcome; *_2pc = only transactions that wrote on >= 2 participants. "
-       "Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): prepare = first PREPARE sent to "
-       "last vote in (one-phase: the whole Prepare); decision = DECISION appended to durable at the coordinator "
-       "and acknowledged by its backup (full 2PC only); phase 2 is after the reply and in neither\"},\n"
+    << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call "
+       "to outcome; "
+       "total = intended start to outcome; *_2pc = only transactions that wrote on >= 2 "
+       "participants. "
+       "Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): prepare = first "
+       "PREPARE sent to "
+       "last vote in (one-phase: the whole Prepare); decision = DECISION appended to durable at "
+       "the coordinator "
+       "and acknowledged by its backup (full 2PC only); phase 2 is after the reply and in "
+       "neither\"},\n"
     << "  \"start_delay_us\": " << (cfg.open_loop() ? HistJson(st.start_delay_ns) : "null") << ",\n"
     << "  \"latency_cdf_us\": [";
   std::vector<double> qs;
   for (int i = 0; i <= 99; ++i) qs.push_back(i / 100.0);
   for (double q : {0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0}) qs.push_back(q);
   for (size_t i = 0; i < qs.size(); ++i) {
-    o << (i ? ", " : "") << "[" << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
+    o << (i ? ", " : "") << "["
+      << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
       << JsonNumber(qs[i]) << "]";
   }
   o << "],\n  \"participants_per_committed_tx\": {";
@@ -1372,9 +1433,12 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
   double end_s = std::chrono::duration<double>(stop_time - t0).count();
   for (size_t i = 0; i < timeline.seconds().size(); ++i) {
     const TimelineSecond& s = timeline.seconds()[i];
-    auto us = [&](double q) { return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3); };
-    o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed << ", \"not_committed\": " << s.failed
-      << ", \"p50_us\": " << us(0.5) << ", \"p99_us\": " << us(0.99)
+    auto us = [&](double q) {
+      return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3);
+    };
+    o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed
+      << ", \"not_committed\": " << s.failed << ", \"p50_us\": " << us(0.5)
+      << ", \"p99_us\": " << us(0.99)
       << ", \"max_us\": " << JsonNumber(static_cast<double>(s.latency_ns.max()) / 1e3)
       << ", \"span_s\": " << JsonNumber(std::clamp(end_s - static_cast<double>(i), 0.0, 1.0))
       << ", \"warmup\": " << (static_cast<double>(i) < warm ? "true" : "false") << "}";
@@ -1382,36 +1446,44 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
   o << "\n  ],\n  \"faults\": [";
   for (size_t i = 0; i < fault_records.size(); ++i) {
     const FaultRecord& f = fault_records[i];
-    o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s) << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s)
-      << ", \"took_s\": " << JsonNumber(f.took_s) << ", \"event\": \"" << JsonEscape(f.event.text)
-      << "\", \"action\": \"" << f.event.action << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
+    o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s)
+      << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s) << ", \"took_s\": " << JsonNumber(f.took_s)
+      << ", \"event\": \"" << JsonEscape(f.event.text) << "\", \"action\": \"" << f.event.action
+      << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
       << ", \"error\": \"" << JsonEscape(f.error) << "\"}";
   }
   o << (fault_records.empty() ? "" : "\n  ") << "],\n  \"checks\": [";
   for (size_t i = 0; i < checks.size(); ++i) {
     const CheckResult& c = checks[i];
-    o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \"" << c.outcome
-      << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts
+    o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \""
+      << c.outcome << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts
       << ", \"quiesced\": " << (c.quiesced ? "true" : "false") << ", \"detail\": \""
       << JsonEscape(c.detail) << "\"}";
   }
   o << (checks.empty() ? "" : "\n  ") << "],\n  \"floor\": ";
   if (floor) {
-    o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us) << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
-      << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us) << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us)
-      << ", \"fsync_dir\": \"" << JsonEscape(floor->fsync_dir) << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
+    o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us)
+      << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
+      << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us)
+      << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us) << ", \"fsync_dir\": \""
+      << JsonEscape(floor->fsync_dir)
+      << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
       << ", \"tx_floor_us\": " << JsonNumber(floor->tx_floor_us()) << ", \"commit_p50_ratio\": "
-      << JsonNumber(static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->commit_floor_us())
+      << JsonNumber(static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 /
+                    floor->commit_floor_us())
       << ", \"total_p50_ratio\": "
-      << JsonNumber(static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 / floor->tx_floor_us())
+      << JsonNumber(static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 /
+                    floor->tx_floor_us())
       << ", \"ratio_of\": \"p50 of committed transactions that wrote on >= 2 participants\""
-      << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at the coordinator); "
+      << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at "
+         "the coordinator); "
          "tx = 3 RTT + 2 fdatasync\"}";
   } else {
     o << "null";
   }
   o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
-    << ",\n  \"client_cpu_per_tx_us\": " << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
+    << ",\n  \"client_cpu_per_tx_us\": "
+    << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
     << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
     << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
     << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
@@ -1430,7 +1502,8 @@ int Run(const Config& cfg, const std::string& command_line) {
 
   auto client = Client::Connect({.coordinators = target.coordinators});
   if (!client.ok()) {
-    std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": " << client.status().ToString() << "\n";
+    std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": "
+              << client.status().ToString() << "\n";
     return kExitFailed;
   }
   const size_t participants = (*client)->participants().size();
@@ -1442,7 +1515,8 @@ int Run(const Config& cfg, const std::string& command_line) {
   Summary sum = PrintReport(cfg, r, floor, target.cluster.has_value());
   int exit_code = kExitOk;
   if (!r.drained) {
-    std::cerr << "dtx-bench: " << r.loop->in_flight() << " transactions still unfinished after " << kDrainTimeout.count() << " s\n";
+    std::cerr << "dtx-bench: " << r.loop->in_flight() << " transactions still unfinished after "
+              << kDrainTimeout.count() << " s\n";
     exit_code = kExitFailed;
   }
   const uint64_t checks_violated = ReportChecks(r.checks, &exit_code);

@@ -53,25 +53,72 @@ class BenchE2eTest : public ::testing::Test {
 TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   constexpr int kAccounts = 300;
   std::string json = out_.path() + "/bank.json";
-  CommandResult r = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients", "16",
-                                "--duration", "5", "--warmup", "0.5", "--accounts", std::to_string(kAccounts),
-                                "--check-interval", "1", "--faults", "at 2s kill participant-1", "--floor", "--json",
-                                json, "--seed", "7"},
+  CommandResult r = RunCommand({DTX_BENCH_PATH,
+                                "--workload",
+                                "bank",
+                                "--cluster",
+                                cluster_.dir(),
+                                "--clients",
+                                "16",
+                                "--duration",
+                                "5",
+                                "--warmup",
+                                "0.5",
+                                "--accounts",
+                                std::to_string(kAccounts),
+                                "--check-interval",
+                                "1",
+                                "--faults",
+                                "at 2s kill participant-1",
+                                "--floor",
+                                "--json",
+                                json,
+                                "--seed",
+                                "7"},
                                180000);
   std::cout << r.out;
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.out.find("invariant: ok"), std::string::npos);
   EXPECT_NE(r.err.find("measuring"), std::string::npos) << "no progress line: " << r.err;
   pt::ptree t = ReadJson(json);
-  for (const char* key :
-       {"workload", "command", "machine.load_average", "participants", "clients", "keys_per_tx", "distribution",
-        "duration_s", "committed", "committed_per_s", "not_committed", "abort_rate", "not_committed_by_reason",
-        "latency_us.p50", "latency_us.p90", "latency_us.p99", "latency_us.p999", "latency_us.max",
-        "phases_us.read.p99", "phases_us.commit.p99", "phases_us.prepare.p99", "phases_us.decision.p99",
-        "phases_us.total.p999", "phases_us.note", "latency_cdf_us",
-        "participants_per_committed_tx", "timeline", "faults", "checks", "floor.fsync_p50_us", "floor.rtt_p50_us",
-        "floor.commit_floor_us", "floor.commit_p50_ratio", "cpu_per_tx_us", "total_balance", "invariant_ok"}) {
-    EXPECT_TRUE(t.get_child_optional(pt::ptree::path_type(key, '.')).has_value()) << "missing " << key;
+  for (const char* key : {"workload",
+                          "command",
+                          "machine.load_average",
+                          "participants",
+                          "clients",
+                          "keys_per_tx",
+                          "distribution",
+                          "duration_s",
+                          "committed",
+                          "committed_per_s",
+                          "not_committed",
+                          "abort_rate",
+                          "not_committed_by_reason",
+                          "latency_us.p50",
+                          "latency_us.p90",
+                          "latency_us.p99",
+                          "latency_us.p999",
+                          "latency_us.max",
+                          "phases_us.read.p99",
+                          "phases_us.commit.p99",
+                          "phases_us.prepare.p99",
+                          "phases_us.decision.p99",
+                          "phases_us.total.p999",
+                          "phases_us.note",
+                          "latency_cdf_us",
+                          "participants_per_committed_tx",
+                          "timeline",
+                          "faults",
+                          "checks",
+                          "floor.fsync_p50_us",
+                          "floor.rtt_p50_us",
+                          "floor.commit_floor_us",
+                          "floor.commit_p50_ratio",
+                          "cpu_per_tx_us",
+                          "total_balance",
+                          "invariant_ok"}) {
+    EXPECT_TRUE(t.get_child_optional(pt::ptree::path_type(key, '.')).has_value())
+        << "missing " << key;
   }
   EXPECT_EQ(t.get<std::string>("workload", ""), "bank");
   EXPECT_EQ(t.get<int>("participants", 0), 3);
@@ -89,7 +136,8 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   EXPECT_GT(t.get<int64_t>("phases_us.decision.count", 0), 0);
   EXPECT_GT(t.get<double>("phases_us.decision.p50", 0), 0);
   EXPECT_LE(t.get<double>("phases_us.prepare.p50", 1e18), t.get<double>("phases_us.commit.p50", 0));
-  EXPECT_LE(t.get<double>("phases_us.decision.p50", 1e18), t.get<double>("phases_us.commit.p50", 0));
+  EXPECT_LE(t.get<double>("phases_us.decision.p50", 1e18),
+            t.get<double>("phases_us.commit.p50", 0));
   EXPECT_GT(t.get<double>("floor.fsync_p50_us", 0), 0);
   EXPECT_GT(t.get<double>("floor.rtt_p50_us", 0), 0);
   // The timeline covers warm-up + duration, one row per second.
@@ -143,10 +191,32 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
 
 TEST_F(BenchE2eTest, YcsbOpenLoopAndClosedLoopReportsAndASweepPlot) {
   std::string open_json = out_.path() + "/open.json";
-  CommandResult r = RunCommand({DTX_BENCH_PATH, "--workload", "ycsb-a", "--cluster", cluster_.dir(), "--rate", "200",
-                                "--duration", "2", "--warmup", "0.2", "--keys", "500", "--value-size", "64",
-                                "--distribution", "zipfian", "--theta", "0.9", "--keys-per-tx", "3",
-                                "--participants-per-tx", "2", "--json", open_json, "--no-progress"},
+  CommandResult r = RunCommand({DTX_BENCH_PATH,
+                                "--workload",
+                                "ycsb-a",
+                                "--cluster",
+                                cluster_.dir(),
+                                "--rate",
+                                "200",
+                                "--duration",
+                                "2",
+                                "--warmup",
+                                "0.2",
+                                "--keys",
+                                "500",
+                                "--value-size",
+                                "64",
+                                "--distribution",
+                                "zipfian",
+                                "--theta",
+                                "0.9",
+                                "--keys-per-tx",
+                                "3",
+                                "--participants-per-tx",
+                                "2",
+                                "--json",
+                                open_json,
+                                "--no-progress"},
                                120000);
   std::cout << r.out;
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
@@ -162,9 +232,10 @@ TEST_F(BenchE2eTest, YcsbOpenLoopAndClosedLoopReportsAndASweepPlot) {
   for (const char* w : {"ycsb-b", "ycsb-f"}) {
     for (const char* c : {"1", "8"}) {
       std::string j = out_.path() + "/" + w + "-" + c + ".json";
-      CommandResult c2 = RunCommand({DTX_BENCH_PATH, "--workload", w, "--cluster", cluster_.dir(), "--clients", c,
-                                     "--duration", "1", "--warmup", "0.2", "--keys", "500", "--json", j, "--no-progress"},
-                                    120000);
+      CommandResult c2 = RunCommand(
+          {DTX_BENCH_PATH, "--workload", w, "--cluster", cluster_.dir(), "--clients", c,
+           "--duration", "1", "--warmup", "0.2", "--keys", "500", "--json", j, "--no-progress"},
+          120000);
       ASSERT_EQ(c2.exit_code, 0) << c2.Describe();
       EXPECT_GT(ReadJson(j).get<int64_t>("committed", 0), 0) << j;
       jsons.push_back(j);
@@ -185,10 +256,14 @@ TEST_F(BenchE2eTest, BadFlagsAndBadFaultNodesExitTwo) {
   std::string b = DTX_BENCH_PATH;
   std::string d = cluster_.dir();
   for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
-           {b, "--workload", "bank", "--cluster", d, "--clients", "4", "--duration", "1", "--faults", "at 1s boom participant-0"},
-           {b, "--workload", "bank", "--cluster", d, "--clients", "4", "--duration", "1", "--faults", "at 1s kill participant-9"},
-           {b, "--workload", "ycsb-f", "--cluster", d, "--clients", "4", "--rate", "5", "--duration", "1"},
-           {b, "--workload", "ycsb-b", "--cluster", d, "--clients", "4", "--duration", "1", "--distribution", "pareto"},
+           {b, "--workload", "bank", "--cluster", d, "--clients", "4", "--duration", "1",
+            "--faults", "at 1s boom participant-0"},
+           {b, "--workload", "bank", "--cluster", d, "--clients", "4", "--duration", "1",
+            "--faults", "at 1s kill participant-9"},
+           {b, "--workload", "ycsb-f", "--cluster", d, "--clients", "4", "--rate", "5",
+            "--duration", "1"},
+           {b, "--workload", "ycsb-b", "--cluster", d, "--clients", "4", "--duration", "1",
+            "--distribution", "pareto"},
            {b, "plot"},
            {b, "plot", "x.json", "--format", "gif"},
        }) {

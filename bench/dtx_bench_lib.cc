@@ -17,14 +17,10 @@ namespace dtx::bench {
 
 const char* WorkloadName(Workload w) {
   switch (w) {
-    case Workload::kBank:
-      return "bank";
-    case Workload::kYcsbA:
-      return "ycsb-a";
-    case Workload::kYcsbB:
-      return "ycsb-b";
-    case Workload::kYcsbF:
-      return "ycsb-f";
+    case Workload::kBank: return "bank";
+    case Workload::kYcsbA: return "ycsb-a";
+    case Workload::kYcsbB: return "ycsb-b";
+    case Workload::kYcsbF: return "ycsb-f";
   }
   return "?";
 }
@@ -55,8 +51,9 @@ po::options_description Options(Config* c, std::string* distribution) {
       "participants-per-tx", po::value<int>(&c->participants_per_tx)->default_value(0),
       "keys of a transaction span exactly this many participants (0: wherever they fall)")(
       "distribution", po::value<std::string>(distribution)->default_value("uniform"),
-      "key choice: uniform | zipfian")(
-      "theta", po::value<double>(&c->zipf_theta)->default_value(0.99), "zipfian theta, 0 < theta < 1")(
+      "key choice: uniform | zipfian")("theta",
+                                       po::value<double>(&c->zipf_theta)->default_value(0.99),
+                                       "zipfian theta, 0 < theta < 1")(
       "check-interval", po::value<double>(&c->check_interval_s)->default_value(0),
       "bank: every S seconds check the total with one read-only transaction (accounts <= 1024)")(
       "faults", po::value<std::string>(&c->faults),
@@ -257,7 +254,8 @@ Result<double> ParseSeconds(std::string_view text) {
     return Status::InvalidArgument("bad time '" + std::string(text) + "'");
   }
   double v = std::strtod(t.c_str(), nullptr) * scale;
-  if (v > kDurationSecondsMax) return Status::InvalidArgument("time '" + std::string(text) + "' too large");
+  if (v > kDurationSecondsMax)
+    return Status::InvalidArgument("time '" + std::string(text) + "' too large");
   return v;
 }
 

@@ -48,24 +48,24 @@ struct Config {
   std::string workload_name;
   std::string cluster_dir;
   std::string coordinator;
-  int clients = 0;          // closed loop: transactions in flight
-  double rate = 0;          // > 0: open loop, tx/s
+  int clients = 0;                  // closed loop: transactions in flight
+  double rate = 0;                  // > 0: open loop, tx/s
   int open_loop_in_flight_max = 0;  // open loop: cap on transactions in flight
   double duration_s = 0;
   double warmup_s = 1.0;
-  int64_t accounts = 100000;         // bank
-  int64_t initial_balance = 1000;    // bank
-  int64_t keys = 100000;             // ycsb
-  int64_t value_size = 100;          // ycsb, bytes
+  int64_t accounts = 100000;       // bank
+  int64_t initial_balance = 1000;  // bank
+  int64_t keys = 100000;           // ycsb
+  int64_t value_size = 100;        // ycsb, bytes
   int keys_per_tx = 2;
-  int participants_per_tx = 0;       // 0: wherever the keys fall
+  int participants_per_tx = 0;  // 0: wherever the keys fall
   KeyDistribution distribution = KeyDistribution::kUniform;
   double zipf_theta = 0.99;
-  double check_interval_s = 0;       // bank: periodic consistent check; 0 = off
-  std::string faults;                // the fault schedule text
-  std::string dtxctl;                // path; empty = search
+  double check_interval_s = 0;  // bank: periodic consistent check; 0 = off
+  std::string faults;           // the fault schedule text
+  std::string dtxctl;           // path; empty = search
   bool floor = false;
-  std::string floor_dir;             // where the fdatasync floor writes; empty = cluster/tmp
+  std::string floor_dir;  // where the fdatasync floor writes; empty = cluster/tmp
   std::string json_path;
   uint64_t seed = 0;
   bool no_load = false;
@@ -182,7 +182,8 @@ class Timeline {
  public:
   explicit Timeline(Clock::time_point start) : start_(start) {}
   TimelineSecond& At(Clock::time_point t) {
-    auto s = t < start_ ? 0 : static_cast<size_t>(std::chrono::duration<double>(t - start_).count());
+    auto s =
+        t < start_ ? 0 : static_cast<size_t>(std::chrono::duration<double>(t - start_).count());
     if (s >= seconds_.size()) seconds_.resize(s + 1);
     return seconds_[s];
   }

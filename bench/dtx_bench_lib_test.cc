@@ -31,7 +31,8 @@ TEST(ZipfianTest, FrequenciesFollowThePowerLaw) {
       double p = z.Probability(i);
       double expect = p * kDraws;
       double sigma = std::sqrt(kDraws * p * (1 - p));
-      EXPECT_NEAR(count[static_cast<size_t>(i)], expect, 5 * sigma) << "theta " << theta << " item " << i;
+      EXPECT_NEAR(count[static_cast<size_t>(i)], expect, 5 * sigma)
+          << "theta " << theta << " item " << i;
     }
     // Beyond the first two items the generator is YCSB's approximation: check
     // the shape in bands (mass of ranks [a, b) within 15% of the exact mass)
@@ -124,7 +125,8 @@ TEST(OpenLoopScheduleTest, IntendedStartsAreEvenlySpacedAndDueCountsThem) {
 TEST(FaultScheduleTest, ParsesAndSortsEvents) {
   auto f = ParseFaultSchedule(
       "at 15s restart participant-1; at 10s kill participant-1;\n"
-      "at 500ms failpoint coordinator-0 coordinator.after_decision_logged crash ; at 2.5s stop participant-0;"
+      "at 500ms failpoint coordinator-0 coordinator.after_decision_logged crash ; at 2.5s stop "
+      "participant-0;"
       "at 3s cont participant-0");
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   ASSERT_EQ(f->size(), 5u);
@@ -173,9 +175,26 @@ Result<Config> Parse(std::vector<std::string> args) {
 }
 
 TEST(FlagsTest, GoodFlags) {
-  auto c = Parse({"--workload", "ycsb-b", "--coordinator", "127.0.0.1:1", "--rate", "500", "--duration", "2",
-                  "--distribution", "zipfian", "--theta", "0.8", "--keys", "1000", "--keys-per-tx", "4",
-                  "--participants-per-tx", "2", "--seed", "9"});
+  auto c = Parse({"--workload",
+                  "ycsb-b",
+                  "--coordinator",
+                  "127.0.0.1:1",
+                  "--rate",
+                  "500",
+                  "--duration",
+                  "2",
+                  "--distribution",
+                  "zipfian",
+                  "--theta",
+                  "0.8",
+                  "--keys",
+                  "1000",
+                  "--keys-per-tx",
+                  "4",
+                  "--participants-per-tx",
+                  "2",
+                  "--seed",
+                  "9"});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->workload, Workload::kYcsbB);
   EXPECT_TRUE(c->open_loop());
@@ -183,15 +202,16 @@ TEST(FlagsTest, GoodFlags) {
   EXPECT_DOUBLE_EQ(c->zipf_theta, 0.8);
   EXPECT_EQ(c->key_count(), 1000);
   EXPECT_EQ(c->seed, 9u);
-  auto bank = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "64", "--duration", "3",
-                     "--accounts", "200", "--faults", "at 1s kill participant-1"});
+  auto bank = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "64", "--duration",
+                     "3", "--accounts", "200", "--faults", "at 1s kill participant-1"});
   ASSERT_TRUE(bank.ok()) << bank.status().ToString();
   EXPECT_EQ(bank->key_count(), 200);
   EXPECT_EQ(bank->keys_per_tx, 2);
 }
 
 TEST(FlagsTest, BadFlagsGetClearErrors) {
-  const std::vector<std::string> base = {"--workload", "ycsb-a", "--coordinator", "127.0.0.1:1", "--duration", "1"};
+  const std::vector<std::string> base = {"--workload",  "ycsb-a",     "--coordinator",
+                                         "127.0.0.1:1", "--duration", "1"};
   struct Case {
     std::vector<std::string> extra;
     const char* message;
@@ -203,7 +223,8 @@ TEST(FlagsTest, BadFlagsGetClearErrors) {
            {{"--clients", "0"}, "--clients must be"},
            {{"--clients", "x"}, "invalid"},
            {{"--rate", "-5"}, "--rate must be"},
-           {{"--clients", "4", "--distribution", "normal"}, "--distribution must be uniform or zipfian"},
+           {{"--clients", "4", "--distribution", "normal"},
+            "--distribution must be uniform or zipfian"},
            {{"--clients", "4", "--theta", "1.5"}, "--theta"},
            {{"--clients", "4", "--keys-per-tx", "0"}, "--keys-per-tx must be"},
            {{"--clients", "4", "--keys", "3", "--keys-per-tx", "5"}, "more than the 3 keys"},
@@ -219,18 +240,21 @@ TEST(FlagsTest, BadFlagsGetClearErrors) {
     EXPECT_NE(r.status().message().find(c.message), std::string::npos)
         << testing::PrintToString(c.extra) << " -> " << r.status().message();
   }
-  auto r = Parse({"--workload", "tpcc", "--coordinator", "127.0.0.1:1", "--clients", "1", "--duration", "1"});
+  auto r = Parse(
+      {"--workload", "tpcc", "--coordinator", "127.0.0.1:1", "--clients", "1", "--duration", "1"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("unknown workload 'tpcc'"), std::string::npos);
-  r = Parse({"--workload", "bank", "--cluster", "/nonexistent-dtx-dir", "--clients", "1", "--duration", "1"});
+  r = Parse({"--workload", "bank", "--cluster", "/nonexistent-dtx-dir", "--clients", "1",
+             "--duration", "1"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("no such directory"), std::string::npos);
-  r = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "1", "--duration", "1", "--faults",
-             "at 1s kill"});
+  r = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "1", "--duration", "1",
+             "--faults", "at 1s kill"});
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("--faults: event 1"), std::string::npos) << r.status().message();
-  r = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "1", "--duration", "1", "--check-interval",
-             "1", "--accounts", "5000"});
+  EXPECT_NE(r.status().message().find("--faults: event 1"), std::string::npos)
+      << r.status().message();
+  r = Parse({"--workload", "bank", "--cluster", "/tmp", "--clients", "1", "--duration", "1",
+             "--check-interval", "1", "--accounts", "5000"});
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("accounts <= 1024"), std::string::npos);
 }

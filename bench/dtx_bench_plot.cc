@@ -57,7 +57,8 @@ Result<Report> ReadReport(const std::string& path) {
       // that only saw the drain after the stop is left out.
       double span = s.get<double>("span_s", 1.0);
       if (span < 0.2) continue;
-      r.timeline.push_back({s.get<int>("t"), s.get<double>("committed") / span, s.get<double>("p99_us")});
+      r.timeline.push_back(
+          {s.get<int>("t"), s.get<double>("committed") / span, s.get<double>("p99_us")});
     }
     for (const auto& [k, pair] : t.get_child("latency_cdf_us")) {
       std::vector<double> v;
@@ -65,7 +66,8 @@ Result<Report> ReadReport(const std::string& path) {
       if (v.size() == 2) r.cdf.emplace_back(v[0], v[1]);
     }
     if (auto f = t.get_child_optional("faults")) {
-      for (const auto& [k, e] : *f) r.faults.push_back({e.get<double>("ran_at_s"), e.get<std::string>("event")});
+      for (const auto& [k, e] : *f)
+        r.faults.push_back({e.get<double>("ran_at_s"), e.get<std::string>("event")});
     }
   } catch (const std::exception& e) {
     return Status::InvalidArgument(path + ": not a dtx-bench report: " + e.what());
@@ -83,7 +85,8 @@ std::string GpQuote(const std::string& s) {
 }
 
 std::string Label(const Report& r) {
-  return r.workload + (r.clients > 0 ? " c=" + std::to_string(r.clients) : " " + JsonNumber(r.rate) + " tx/s");
+  return r.workload +
+         (r.clients > 0 ? " c=" + std::to_string(r.clients) : " " + JsonNumber(r.rate) + " tx/s");
 }
 
 }  // namespace
@@ -97,7 +100,8 @@ int PlotMain(int argc, char** argv) {
     if ((a == "--out" || a == "--format") && i + 1 < argc) {
       (a == "--out" ? prefix : format) = argv[++i];
     } else if (a == "-h" || a == "--help") {
-      std::cout << "usage: dtx-bench plot REPORT.json [REPORT.json ...] [--out PREFIX] [--format png|svg]\n";
+      std::cout << "usage: dtx-bench plot REPORT.json [REPORT.json ...] [--out PREFIX] [--format "
+                   "png|svg]\n";
       return kExitOk;
     } else if (a.rfind("--", 0) == 0) {
       std::cerr << "dtx-bench: plot: unknown or incomplete flag '" << a << "'\n";
@@ -125,7 +129,8 @@ int PlotMain(int argc, char** argv) {
   }
   if (prefix.empty()) {
     prefix = files[0];
-    if (prefix.size() > 5 && prefix.substr(prefix.size() - 5) == ".json") prefix.resize(prefix.size() - 5);
+    if (prefix.size() > 5 && prefix.substr(prefix.size() - 5) == ".json")
+      prefix.resize(prefix.size() - 5);
   }
   std::string term = format == "png" ? "set terminal pngcairo size 1000,560 font 'sans,10'\n"
                                      : "set terminal svg size 1000,560 dynamic font 'sans,10'\n";
@@ -138,7 +143,8 @@ int PlotMain(int argc, char** argv) {
     std::string dat = prefix + "-timeline.dat";
     std::ofstream d(dat);
     d << "# t committed_per_s p99_ms\n";
-    for (const auto& s : r.timeline) d << s.t + 0.5 << " " << s.committed << " " << s.p99 / 1e3 << "\n";
+    for (const auto& s : r.timeline)
+      d << s.t + 0.5 << " " << s.committed << " " << s.p99 / 1e3 << "\n";
     if (!d) {
       std::cerr << "dtx-bench: plot: cannot write " << dat << "\n";
       return kExitFailed;
@@ -146,7 +152,8 @@ int PlotMain(int argc, char** argv) {
     std::string out = prefix + "-timeline." + format;
     outputs.push_back(out);
     gp << "set output " << GpQuote(out) << "\n"
-       << "set title " << GpQuote("dtx-bench " + Label(r) + ": throughput and p99 per second") << "\n"
+       << "set title " << GpQuote("dtx-bench " + Label(r) + ": throughput and p99 per second")
+       << "\n"
        << "set xlabel 'seconds since the load started'\nset ylabel 'committed tx/s'\n"
        << "set y2label 'p99 latency (ms, log)'\nset y2tics\nset ytics nomirror\nset logscale y2\n"
        << "set yrange [0:*]\n";
@@ -158,21 +165,28 @@ int PlotMain(int argc, char** argv) {
     for (const auto& f : r.faults) {
       gp << "set arrow " << n << " from " << f.at << ", graph 0 to " << f.at
          << ", graph 1 nohead lc rgb 'red' dt 2 lw 1.5\n"
-         << "set label " << n << " " << GpQuote(f.text.substr(f.text.find(' ', 3) + 1)) << " at " << f.at
-         << ", graph " << (0.95 - 0.05 * ((n - 2) % 4)) << " left offset 0.5,0 tc rgb 'red'\n";
+         << "set label " << n << " " << GpQuote(f.text.substr(f.text.find(' ', 3) + 1)) << " at "
+         << f.at << ", graph " << (0.95 - 0.05 * ((n - 2) % 4))
+         << " left offset 0.5,0 tc rgb 'red'\n";
       ++n;
     }
-    gp << "plot " << GpQuote(dat) << " using 1:2 with linespoints pt 7 ps 0.5 lw 2 title 'committed tx/s' axes x1y1, "
-       << GpQuote(dat) << " using 1:($3 > 0 ? $3 : 1/0) with linespoints pt 5 ps 0.5 lw 1.5 title 'p99 (ms)' axes x1y2\n"
-       << "unset arrow\nunset label\nunset object 1\nunset y2tics\nunset y2label\nunset logscale y2\nset ytics mirror\n";
+    gp << "plot " << GpQuote(dat)
+       << " using 1:2 with linespoints pt 7 ps 0.5 lw 2 title 'committed tx/s' axes x1y1, "
+       << GpQuote(dat)
+       << " using 1:($3 > 0 ? $3 : 1/0) with linespoints pt 5 ps 0.5 lw 1.5 title 'p99 (ms)' axes "
+          "x1y2\n"
+       << "unset arrow\nunset label\nunset object 1\nunset y2tics\nunset y2label\nunset logscale "
+          "y2\nset ytics mirror\n";
   }
 
   // CDF of every report.
   {
     std::string out = prefix + "-cdf." + format;
     outputs.push_back(out);
-    gp << "set output " << GpQuote(out) << "\nset title 'latency CDF (committed transactions, total)'\n"
-       << "set xlabel 'latency (ms, log)'\nset ylabel 'fraction <= x'\nset logscale x\nset yrange [0:1]\n"
+    gp << "set output " << GpQuote(out)
+       << "\nset title 'latency CDF (committed transactions, total)'\n"
+       << "set xlabel 'latency (ms, log)'\nset ylabel 'fraction <= x'\nset logscale x\nset yrange "
+          "[0:1]\n"
        << "set key bottom right\nplot ";
     for (size_t i = 0; i < reports.size(); ++i) {
       std::string dat = prefix + "-cdf-" + std::to_string(i) + ".dat";
@@ -180,7 +194,8 @@ int PlotMain(int argc, char** argv) {
       for (const auto& [us, q] : reports[i].cdf) {
         if (us > 0) d << us / 1e3 << " " << q << "\n";
       }
-      gp << (i ? ", " : "") << GpQuote(dat) << " using 1:2 with steps lw 2 title " << GpQuote(Label(reports[i]));
+      gp << (i ? ", " : "") << GpQuote(dat) << " using 1:2 with steps lw 2 title "
+         << GpQuote(Label(reports[i]));
     }
     gp << "\nunset logscale x\nset yrange [*:*]\nset key top left\n";
   }
@@ -192,22 +207,25 @@ int PlotMain(int argc, char** argv) {
     }
     std::string out = prefix + "-sweep." + format;
     outputs.push_back(out);
-    gp << "set output " << GpQuote(out) << "\nunset title\nset multiplot layout 1,2 title 'dtx-bench sweep (closed loop)'\n"
+    gp << "set output " << GpQuote(out)
+       << "\nunset title\nset multiplot layout 1,2 title 'dtx-bench sweep (closed loop)'\n"
        << "set logscale x 2\nset xlabel 'clients (transactions in flight)'\n";
     std::vector<std::string> dats;
     for (const auto& [w, m] : by_workload) {
       std::string dat = prefix + "-sweep-" + w + ".dat";
       std::ofstream d(dat);
-      for (const auto& [c, r] : m) d << c << " " << r->committed_per_s << " " << r->p99_us / 1e3 << "\n";
+      for (const auto& [c, r] : m)
+        d << c << " " << r->committed_per_s << " " << r->p99_us / 1e3 << "\n";
       dats.push_back(dat);
     }
     auto plot = [&](int col, const char* ylabel, bool logy) {
       gp << "set ylabel '" << ylabel << "'\n"
-         << (logy ? "set logscale y\nset yrange [*:*]\n" : "unset logscale y\nset yrange [0:*]\n") << "plot ";
+         << (logy ? "set logscale y\nset yrange [*:*]\n" : "unset logscale y\nset yrange [0:*]\n")
+         << "plot ";
       size_t i = 0;
       for (const auto& [w, m] : by_workload) {
-        gp << (i ? ", " : "") << GpQuote(dats[i]) << " using 1:" << col << " with linespoints lw 2 pt 7 title "
-           << GpQuote(w);
+        gp << (i ? ", " : "") << GpQuote(dats[i]) << " using 1:" << col
+           << " with linespoints lw 2 pt 7 title " << GpQuote(w);
         ++i;
       }
       gp << "\n";

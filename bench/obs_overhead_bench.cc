@@ -33,7 +33,8 @@ int g_repeat = 3;
 
 // Runs body(thread_index, iterations) on `threads` threads started together;
 // returns wall ns per call per thread (slowest thread).
-double MeasureOnce(int threads, uint64_t iterations, const std::function<void(int, uint64_t)>& body) {
+double MeasureOnce(int threads, uint64_t iterations,
+                   const std::function<void(int, uint64_t)>& body) {
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   std::vector<double> ns(threads);
@@ -76,9 +77,8 @@ int main(int argc, char** argv) {
   po::options_description desc("dtx-obs-overhead-bench options");
   desc.add_options()("help", "show this help")(
       "iterations", po::value<uint64_t>(&iterations)->default_value(5000000),
-      "calls per thread per measurement")(
-      "repeat", po::value<int>(&g_repeat)->default_value(3),
-      "runs per measurement; the minimum is printed");
+      "calls per thread per measurement")("repeat", po::value<int>(&g_repeat)->default_value(3),
+                                          "runs per measurement; the minimum is printed");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -168,7 +168,8 @@ int main(int argc, char** argv) {
   };
   auto trace_record_at = [&](int t, uint64_t n) {
     for (uint64_t i = 0; i < n; ++i) {
-      ring.RecordAt(TxId{static_cast<uint64_t>(t), i >> 3}, span::kVoted, i, static_cast<int64_t>(i));
+      ring.RecordAt(TxId{static_cast<uint64_t>(t), i >> 3}, span::kVoted, i,
+                    static_cast<int64_t>(i));
     }
   };
   Row("TraceRing::Record (clocks included)", Measure(1, iterations, trace_record),
@@ -184,8 +185,8 @@ int main(int argc, char** argv) {
   // A registry shaped like a node's: ~20 families, ~60 series.
   Registry node;
   auto& aborts = node.AddCounterFamily("dtx_aborts_total", "Aborts by reason.", {"reason"});
-  for (const char* reason : {"conflict", "participant_unavailable", "timeout", "client_abort",
-                             "coordinator_failover"}) {
+  for (const char* reason :
+       {"conflict", "participant_unavailable", "timeout", "client_abort", "coordinator_failover"}) {
     aborts.Get({reason}).Inc(7);
   }
   node.AddCounter("dtx_commits_total", "Commits.").Inc(1000);
@@ -194,21 +195,30 @@ int main(int argc, char** argv) {
   for (const char* p : {"prepare", "decision", "phase2", "total", "read"}) {
     for (int i = 0; i < 100; ++i) phases.Get({p}).Observe(i * 1e-4);
   }
-  node.AddHistogram("dtx_wal_sync_seconds", "WAL sync latency.", LatencyBucketsSeconds()).Observe(0.002);
-  node.AddHistogram("dtx_wal_records_per_sync", "Records per sync.", ExponentialBuckets(1, 2, 12)).Observe(8);
+  node.AddHistogram("dtx_wal_sync_seconds", "WAL sync latency.", LatencyBucketsSeconds())
+      .Observe(0.002);
+  node.AddHistogram("dtx_wal_records_per_sync", "Records per sync.", ExponentialBuckets(1, 2, 12))
+      .Observe(8);
   auto& hb = node.AddGaugeFamily("dtx_heartbeat_age_seconds", "Heartbeat age.", {"peer"});
   for (int p = 0; p < 8; ++p) hb.Get({"participant-" + std::to_string(p)}).Set(0.1);
   node.AddGauge("dtx_in_doubt", "In doubt.").Set(0);
   node.AddGauge("dtx_lock_table_entries", "Locks.").Set(100);
   RegisterProcessMetrics(&node);
   size_t bytes = 0;
-  double scrape_us = Measure(1, 200, [&](int, uint64_t n) {
-                       for (uint64_t i = 0; i < n; ++i) bytes = node.Serialize().size();
-                     }) / 1000.0;
-  std::printf("Registry::Serialize of a node-shaped registry: %.1f us (%zu bytes)\n", scrape_us, bytes);
-  double lookup_us = Measure(1, 20, [&](int, uint64_t n) {
-                       for (uint64_t i = 0; i < n; ++i) bytes = ring.Lookup(TxId{0, 5}).size();
-                     }) / 1000.0;
-  std::printf("TraceRing::Lookup over a full %zu-event ring: %.1f us\n", ring.capacity(), lookup_us);
+  double scrape_us = Measure(1, 200,
+                             [&](int, uint64_t n) {
+                               for (uint64_t i = 0; i < n; ++i) bytes = node.Serialize().size();
+                             }) /
+                     1000.0;
+  std::printf("Registry::Serialize of a node-shaped registry: %.1f us (%zu bytes)\n", scrape_us,
+              bytes);
+  double lookup_us = Measure(1, 20,
+                             [&](int, uint64_t n) {
+                               for (uint64_t i = 0; i < n; ++i)
+                                 bytes = ring.Lookup(TxId{0, 5}).size();
+                             }) /
+                     1000.0;
+  std::printf("TraceRing::Lookup over a full %zu-event ring: %.1f us\n", ring.capacity(),
+              lookup_us);
   return 0;
 }

@@ -55,10 +55,10 @@
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-using dtx::Status;
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::transport::TFramedTransport;
 using apache::thrift::transport::TSocket;
+using dtx::Status;
 
 namespace {
 
@@ -77,7 +77,8 @@ double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(
 double CpuMs(int who) {
   rusage u{};
   ::getrusage(who, &u);
-  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
+  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000.0 +
+         (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1000.0;
 }
 
 int FreePort() {
@@ -291,9 +292,9 @@ void CopyDir(const std::string& from, const std::string& to) {
 struct ReplayResult {
   uint64_t records = 0;
   double ms = 0;
-  double end_replay_ms = 0;  // writing the last replay batch to LevelDB
-  double thread_cpu_ms = 0;  // CPU of the replaying thread
-  double process_cpu_ms = 0; // ... and of the process (LevelDB's compaction thread too)
+  double end_replay_ms = 0;   // writing the last replay batch to LevelDB
+  double thread_cpu_ms = 0;   // CPU of the replaying thread
+  double process_cpu_ms = 0;  // ... and of the process (LevelDB's compaction thread too)
 };
 
 ReplayResult ReplayInProcess(const std::string& node_dir, bool scan_only) {
@@ -359,10 +360,12 @@ StartResult StartBinary(const std::string& bin, const std::string& node_dir) {
   int port = FreePort();
   int coord = FreePort();
   auto t0 = Clock::now();
-  pid_t pid = Spawn({bin, "--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port), "--dir",
-                     node_dir, "--coordinator", "127.0.0.1:" + std::to_string(coord)},
-                    "");
-  if (!WaitReady<dtx::rpc::ParticipantClient>(port, pid, kReadyTimeoutMs)) Fail("dtx-participant did not come up");
+  pid_t pid =
+      Spawn({bin, "--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port),
+             "--dir", node_dir, "--coordinator", "127.0.0.1:" + std::to_string(coord)},
+            "");
+  if (!WaitReady<dtx::rpc::ParticipantClient>(port, pid, kReadyTimeoutMs))
+    Fail("dtx-participant did not come up");
   StartResult r;
   r.ready_ms = Ms(Clock::now() - t0);
   r.cpu_ms = ProcessCpuMs(pid);
@@ -397,19 +400,22 @@ int64_t RecoveredInDoubt(const std::string& log_file) {
   return last;
 }
 
-InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const std::string& dir, int clients) {
+InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const std::string& dir,
+                      int clients) {
   const int cport = FreePort(), p0 = FreePort(), p1 = FreePort();
   const std::string caddr = "127.0.0.1:" + std::to_string(cport);
   auto participant = [&](int i, int port, const std::string& fps) {
-    return Spawn({pbin, "--name", "participant-" + std::to_string(i), "--listen", "127.0.0.1:" + std::to_string(port),
-                  "--dir", dir + "/participant-" + std::to_string(i), "--coordinator", caddr},
+    return Spawn({pbin, "--name", "participant-" + std::to_string(i), "--listen",
+                  "127.0.0.1:" + std::to_string(port), "--dir",
+                  dir + "/participant-" + std::to_string(i), "--coordinator", caddr},
                  fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
-  pid_t cpid = Spawn({cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
-                      "--participants", "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
-                     "");
+  pid_t cpid = Spawn(
+      {cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
+       "--participants", "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
+      "");
   if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::ParticipantClient>(p1, pid1, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::CoordinatorClient>(cport, cpid, kReadyTimeoutMs)) {
@@ -459,7 +465,8 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   // the node once it is durable: several undecided PREPAREs are in its log.
   {
     PConn c(p0, 5000);
-    c->SetFailpoint("participant.prepare.after_log", "crash-after(" + std::to_string(clients - 1) + ")");
+    c->SetFailpoint("participant.prepare.after_log",
+                    "crash-after(" + std::to_string(clients - 1) + ")");
   }
   InDoubtResult r;
   std::atomic<int> committed{0}, aborted{0}, failed{0};
@@ -483,7 +490,8 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
       }
     });
   }
-  while (connected.load() + failed.load() < clients) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (connected.load() + failed.load() < clients)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   go = true;
   for (auto& t : threads) t.join();
   r.committed = committed;
@@ -494,7 +502,8 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
 
   auto t0 = Clock::now();
   pid0 = participant(0, p0, "");
-  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs)) Fail("participant-0 did not restart");
+  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs))
+    Fail("participant-0 did not restart");
   r.ready_ms = Ms(Clock::now() - t0);
   auto deadline = Clock::now() + std::chrono::milliseconds(kInDoubtTimeoutMs);
   PConn c(p0, 5000);
@@ -502,7 +511,8 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
     std::vector<dtx::rpc::InDoubtTx> txs;
     c->ListInDoubt(txs);
     if (txs.empty()) break;
-    if (Clock::now() > deadline) Fail("in-doubt transactions not resolved in " + std::to_string(kInDoubtTimeoutMs) + " ms");
+    if (Clock::now() > deadline)
+      Fail("in-doubt transactions not resolved in " + std::to_string(kInDoubtTimeoutMs) + " ms");
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   r.zero_ms = Ms(Clock::now() - t0);
@@ -513,8 +523,9 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
     dtx::rpc::ReadResult rr;
     c->Read(rr, key_on(0, i));
     if (rr.found != (outcome[i] == 1)) {
-      Fail("after recovery, key of client " + std::to_string(i) + " is " + (rr.found ? "" : "not ") +
-           "at participant-0 but its commit was " + (outcome[i] == 1 ? "COMMITTED" : "ABORTED"));
+      Fail("after recovery, key of client " + std::to_string(i) + " is " +
+           (rr.found ? "" : "not ") + "at participant-0 but its commit was " +
+           (outcome[i] == 1 ? "COMMITTED" : "ABORTED"));
     }
   }
   r.in_doubt_after_replay = RecoveredInDoubt(dir + "/participant-0/node.log");
@@ -531,14 +542,17 @@ int main(int argc, char** argv) {
   bool keep = false;
   bool replay_only = false;
   po::options_description desc("Options");
-  desc.add_options()("help,h", "print this help")
-      ("records", po::value(&records)->default_value(records), "WAL records since the last checkpoint")
-      ("dir", po::value(&dir), "work directory (default: a new one under /tmp, removed at the end)")
-      ("participant-bin", po::value(&pbin)->default_value(pbin), "dtx-participant binary")
-      ("coordinator-bin", po::value(&cbin)->default_value(cbin), "dtx-coordinator binary")
-      ("clients", po::value(&clients)->default_value(clients), "concurrent commits in the in-doubt run (>= 2)")
-      ("keep", po::bool_switch(&keep), "keep the work directory")
-      ("replay-only", po::bool_switch(&replay_only), "only generate and replay in-process (for profiling)");
+  desc.add_options()("help,h", "print this help")("records",
+                                                  po::value(&records)->default_value(records),
+                                                  "WAL records since the last checkpoint")(
+      "dir", po::value(&dir), "work directory (default: a new one under /tmp, removed at the end)")(
+      "participant-bin", po::value(&pbin)->default_value(pbin), "dtx-participant binary")(
+      "coordinator-bin", po::value(&cbin)->default_value(cbin), "dtx-coordinator binary")(
+      "clients", po::value(&clients)->default_value(clients),
+      "concurrent commits in the in-doubt run (>= 2)")("keep", po::bool_switch(&keep),
+                                                       "keep the work directory")(
+      "replay-only", po::bool_switch(&replay_only),
+      "only generate and replay in-process (for profiling)");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -559,7 +573,8 @@ int main(int argc, char** argv) {
   std::signal(SIGTERM, OnStopSignal);
   std::signal(SIGINT, OnStopSignal);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  apache::thrift::GlobalOutput.setOutputFunction([](const char*) {});  // connection-refused noise while polling
+  apache::thrift::GlobalOutput.setOutputFunction(
+      [](const char*) {});  // connection-refused noise while polling
   const bool made_dir = dir.empty();
   if (made_dir) {
     char tmpl[] = "/tmp/dtx-recovery-bench-XXXXXX";
@@ -570,37 +585,43 @@ int main(int argc, char** argv) {
 
   auto t0 = Clock::now();
   uint64_t written = WriteWal(dir + "/gen/wal", records);
-  std::printf("generated WAL: %llu records (PREPARE+COMMIT pairs, %llu in flight) in %.0f ms, %.1f MB\n",
-              static_cast<unsigned long long>(written), static_cast<unsigned long long>(kGenInFlight),
-              Ms(Clock::now() - t0), [&] {
-                uint64_t b = 0;
-                for (auto& e : fs::directory_iterator(dir + "/gen/wal")) {
-                  if (e.is_regular_file()) b += e.file_size();
-                }
-                return static_cast<double>(b) / (1 << 20);
-              }());
+  std::printf(
+      "generated WAL: %llu records (PREPARE+COMMIT pairs, %llu in flight) in %.0f ms, %.1f MB\n",
+      static_cast<unsigned long long>(written), static_cast<unsigned long long>(kGenInFlight),
+      Ms(Clock::now() - t0), [&] {
+        uint64_t b = 0;
+        for (auto& e : fs::directory_iterator(dir + "/gen/wal")) {
+          if (e.is_regular_file()) b += e.file_size();
+        }
+        return static_cast<double>(b) / (1 << 20);
+      }());
 
   CopyDir(dir + "/gen/wal", dir + "/scan/wal");
   ReplayResult scan = ReplayInProcess(dir + "/scan", /*scan_only=*/true);
   std::printf("WAL scan only (read + CRC, no core):  %llu records in %.0f ms = %.0f records/s\n",
-              static_cast<unsigned long long>(scan.records), scan.ms, scan.records / (scan.ms / 1000));
+              static_cast<unsigned long long>(scan.records), scan.ms,
+              scan.records / (scan.ms / 1000));
 
   CopyDir(dir + "/gen/wal", dir + "/replay/wal");
   ReplayResult rep = ReplayInProcess(dir + "/replay", /*scan_only=*/false);
   double rate = rep.records / (rep.ms / 1000);
-  std::printf("in-process replay (WAL + core + LevelDB): %llu records in %.0f ms (%.0f ms of it writing LevelDB) = "
-              "%.0f records/s (target >= %.0f: %s)\n",
-              static_cast<unsigned long long>(rep.records), rep.ms, rep.end_replay_ms, rate, kReplayTargetRecordsPerS,
-              rate >= kReplayTargetRecordsPerS ? "met" : "MISSED");
-  std::printf("  CPU: replaying thread %.0f ms (%.0f records per CPU-second), whole process %.0f ms; load average now %s",
-              rep.thread_cpu_ms, rep.records / (rep.thread_cpu_ms / 1000), rep.process_cpu_ms, [] {
-                static char buf[64] = "?\n";
-                if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-                  if (std::fgets(buf, sizeof(buf), f) == nullptr) std::snprintf(buf, sizeof(buf), "?\n");
-                  std::fclose(f);
-                }
-                return buf;
-              }());
+  std::printf(
+      "in-process replay (WAL + core + LevelDB): %llu records in %.0f ms (%.0f ms of it writing "
+      "LevelDB) = "
+      "%.0f records/s (target >= %.0f: %s)\n",
+      static_cast<unsigned long long>(rep.records), rep.ms, rep.end_replay_ms, rate,
+      kReplayTargetRecordsPerS, rate >= kReplayTargetRecordsPerS ? "met" : "MISSED");
+  std::printf(
+      "  CPU: replaying thread %.0f ms (%.0f records per CPU-second), whole process %.0f ms; load "
+      "average now %s",
+      rep.thread_cpu_ms, rep.records / (rep.thread_cpu_ms / 1000), rep.process_cpu_ms, [] {
+        static char buf[64] = "?\n";
+        if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+          if (std::fgets(buf, sizeof(buf), f) == nullptr) std::snprintf(buf, sizeof(buf), "?\n");
+          std::fclose(f);
+        }
+        return buf;
+      }());
 
   if (replay_only) {
     KillChildren();
@@ -613,19 +634,26 @@ int main(int argc, char** argv) {
 
   CopyDir(dir + "/gen/wal", dir + "/binary/wal");
   StartResult b = StartBinary(pbin, dir + "/binary");
-  std::printf("dtx-participant restart-to-serving on that WAL: %.0f ms (%lld records replayed, %.0f records/s end to "
-              "end; the node used %.0f ms of CPU until then)\n",
-              b.ready_ms, static_cast<long long>(b.replayed), b.replayed / (b.ready_ms / 1000), b.cpu_ms);
+  std::printf(
+      "dtx-participant restart-to-serving on that WAL: %.0f ms (%lld records replayed, %.0f "
+      "records/s end to "
+      "end; the node used %.0f ms of CPU until then)\n",
+      b.ready_ms, static_cast<long long>(b.replayed), b.replayed / (b.ready_ms / 1000), b.cpu_ms);
   StartResult again = StartBinary(pbin, dir + "/binary");
-  std::printf("  ... and again after its clean shutdown (checkpoint): %.0f ms (%lld records read, those below the checkpoint skipped)\n",
-              again.ready_ms, static_cast<long long>(again.replayed));
+  std::printf(
+      "  ... and again after its clean shutdown (checkpoint): %.0f ms (%lld records read, those "
+      "below the checkpoint skipped)\n",
+      again.ready_ms, static_cast<long long>(again.replayed));
 
   InDoubtResult d = InDoubt(pbin, cbin, dir + "/cluster", clients);
-  std::printf("in-doubt resolution: %d concurrent commits (%d committed, %d aborted, %d failed) while participant-0 "
-              "crashed after a PREPARE; %lld in doubt after replay; restart-to-serving %.0f ms, restart to zero "
-              "in-doubt %.0f ms (target < %.0f: %s)\n",
-              clients, d.committed, d.aborted, d.failed, static_cast<long long>(d.in_doubt_after_replay), d.ready_ms,
-              d.zero_ms, kInDoubtTargetMs, d.zero_ms < kInDoubtTargetMs ? "met" : "MISSED");
+  std::printf(
+      "in-doubt resolution: %d concurrent commits (%d committed, %d aborted, %d failed) while "
+      "participant-0 "
+      "crashed after a PREPARE; %lld in doubt after replay; restart-to-serving %.0f ms, restart to "
+      "zero "
+      "in-doubt %.0f ms (target < %.0f: %s)\n",
+      clients, d.committed, d.aborted, d.failed, static_cast<long long>(d.in_doubt_after_replay),
+      d.ready_ms, d.zero_ms, kInDoubtTargetMs, d.zero_ms < kInDoubtTargetMs ? "met" : "MISSED");
 
   KillChildren();
   if (made_dir && !keep) {

@@ -48,7 +48,8 @@ using Clock = std::chrono::steady_clock;
 std::atomic<bool> g_interrupted{false};
 
 int64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
 }
 
 struct Summary {
@@ -104,7 +105,8 @@ class Floor {
     const int64_t start = NowNs(), end = start + static_cast<int64_t>(seconds * 1e9);
     while (NowNs() < end && !g_interrupted.load()) {
       int64_t t0 = NowNs();
-      ssize_t w = preallocated_ ? ::pwrite(fd_, rec_.data(), rec_.size(), off_) : ::write(fd_, rec_.data(), rec_.size());
+      ssize_t w = preallocated_ ? ::pwrite(fd_, rec_.data(), rec_.size(), off_)
+                                : ::write(fd_, rec_.data(), rec_.size());
       if (w != static_cast<ssize_t>(rec_.size()) || ::fdatasync(fd_) != 0) {
         std::perror("floor write/fdatasync");
         std::exit(1);
@@ -113,7 +115,8 @@ class Floor {
       off_ += static_cast<off_t>(rec_.size());
       if (off_ + static_cast<off_t>(rec_.size()) > kFileBytes) {
         off_ = 0;
-        if (!preallocated_ && (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0)) std::exit(1);
+        if (!preallocated_ && (::ftruncate(fd_, 0) != 0 || ::lseek(fd_, 0, SEEK_SET) != 0))
+          std::exit(1);
       }
     }
     elapsed_s_ += static_cast<double>(NowNs() - start) / 1e9;
@@ -166,8 +169,11 @@ class Cell {
     const dtx::wal::Stats after = log_->stats();
     Summary s = Summarize(lat_, elapsed_s_);
     uint64_t syncs = after.syncs - before_.syncs;
-    s.records_per_sync = syncs ? static_cast<double>(after.records_synced - before_.records_synced) / syncs : 0;
-    s.sync_us_avg = syncs ? static_cast<double>(after.sync_micros_total - before_.sync_micros_total) / syncs : 0;
+    s.records_per_sync =
+        syncs ? static_cast<double>(after.records_synced - before_.records_synced) / syncs : 0;
+    s.sync_us_avg =
+        syncs ? static_cast<double>(after.sync_micros_total - before_.sync_micros_total) / syncs
+              : 0;
     return s;
   }
 
@@ -286,7 +292,8 @@ std::string DescribeFilesystem(const std::string& dir) {
   std::string dev, mnt, type, rest, best;
   size_t best_len = 0;
   while (in >> dev >> mnt >> type && std::getline(in, rest)) {
-    bool prefix = canon == mnt || (canon.rfind(mnt, 0) == 0 && (mnt == "/" || canon[mnt.size()] == '/'));
+    bool prefix =
+        canon == mnt || (canon.rfind(mnt, 0) == 0 && (mnt == "/" || canon[mnt.size()] == '/'));
     if (prefix && mnt.size() >= best_len) {
       best_len = mnt.size();
       best = type + " on " + dev + " (mounted at " + mnt + ")";
@@ -301,12 +308,15 @@ int main(int argc, char** argv) {
   std::string dir, json_path, appenders_s, sizes_s;
   double seconds = 3;
   po::options_description desc("dtx-wal-bench options");
-  desc.add_options()("help,h", "show this help")
-      ("dir", po::value(&dir), "directory to benchmark in (default: a temp dir under /var/tmp, removed after)")
-      ("seconds", po::value(&seconds)->default_value(3), "seconds per cell and per floor measurement")
-      ("json", po::value(&json_path), "also write the results as JSON to FILE")
-      ("appenders", po::value(&appenders_s)->default_value("1,4,16,64"), "outstanding appends per cell")
-      ("sizes", po::value(&sizes_s)->default_value("100,4096"), "record payload sizes in bytes");
+  desc.add_options()("help,h", "show this help")(
+      "dir", po::value(&dir),
+      "directory to benchmark in (default: a temp dir under /var/tmp, removed after)")(
+      "seconds", po::value(&seconds)->default_value(3),
+      "seconds per cell and per floor measurement")("json", po::value(&json_path),
+                                                    "also write the results as JSON to FILE")(
+      "appenders", po::value(&appenders_s)->default_value("1,4,16,64"),
+      "outstanding appends per cell")("sizes", po::value(&sizes_s)->default_value("100,4096"),
+                                      "record payload sizes in bytes");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -361,16 +371,19 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency(), cpu.c_str(), dir.c_str(), fsdesc.c_str());
 
   std::ostringstream json;
-  json << "{\n  \"command\": \"" << JsonEscape(command) << "\",\n  \"nproc\": " << std::thread::hardware_concurrency()
-       << ",\n  \"cpu\": \"" << JsonEscape(cpu) << "\",\n  \"filesystem\": \"" << JsonEscape(fsdesc)
-       << "\",\n  \"seconds\": " << seconds
-       << ",\n  \"cells\": [\n";
+  json << "{\n  \"command\": \"" << JsonEscape(command)
+       << "\",\n  \"nproc\": " << std::thread::hardware_concurrency() << ",\n  \"cpu\": \""
+       << JsonEscape(cpu) << "\",\n  \"filesystem\": \"" << JsonEscape(fsdesc)
+       << "\",\n  \"seconds\": " << seconds << ",\n  \"cells\": [\n";
   bool first_json = true;
-  auto json_row = [&](const std::string& kind, int n, int size, const Summary& s, const Summary& floor) {
+  auto json_row = [&](const std::string& kind, int n, int size, const Summary& s,
+                      const Summary& floor) {
     json << (first_json ? "" : ",\n") << "    {\"kind\": \"" << kind << "\", \"appenders\": " << n
-         << ", \"record_bytes\": " << size << ", \"durable_per_sec\": " << s.per_sec << ", \"p50_us\": " << s.p50_us
-         << ", \"p99_us\": " << s.p99_us << ", \"max_us\": " << s.max_us << ", \"records\": " << s.count
-         << ", \"records_per_sync\": " << s.records_per_sync << ", \"sync_us_avg\": " << s.sync_us_avg
+         << ", \"record_bytes\": " << size << ", \"durable_per_sec\": " << s.per_sec
+         << ", \"p50_us\": " << s.p50_us << ", \"p99_us\": " << s.p99_us
+         << ", \"max_us\": " << s.max_us << ", \"records\": " << s.count
+         << ", \"records_per_sync\": " << s.records_per_sync
+         << ", \"sync_us_avg\": " << s.sync_us_avg
          << ", \"adjacent_floor_p50_us\": " << floor.p50_us << "}";
     first_json = false;
   };
@@ -380,15 +393,17 @@ int main(int argc, char** argv) {
   // kSlices rounds of short slices: all of them see the same disk weather and
   // ratios between them stay meaningful.
   constexpr int kSlices = 10;
-  std::printf("%-24s %5s %6s %10s %8s %8s %8s %9s %8s %11s %9s %9s\n", "cell", "appdr", "bytes", "durable/s",
-              "p50 us", "p99 us", "max us", "recs/sync", "sync us", "floor p50us", "p50/floor", "p99/floor");
+  std::printf("%-24s %5s %6s %10s %8s %8s %8s %9s %8s %11s %9s %9s\n", "cell", "appdr", "bytes",
+              "durable/s", "p50 us", "p99 us", "max us", "recs/sync", "sync us", "floor p50us",
+              "p50/floor", "p99/floor");
   auto row = [](const char* name, int n, int size, const Summary& s, const Summary* floor) {
-    std::printf("%-24s %5d %6d %10.0f %8.1f %8.1f %8.1f", name, n, size, s.per_sec, s.p50_us, s.p99_us, s.max_us);
+    std::printf("%-24s %5d %6d %10.0f %8.1f %8.1f %8.1f", name, n, size, s.per_sec, s.p50_us,
+                s.p99_us, s.max_us);
     if (floor == nullptr) {
       std::printf(" %9s %8s %11s %9s %9s\n", "-", "-", "-", "-", "-");
     } else {
-      std::printf(" %9.1f %8.1f %11.1f %9.2f %9.2f\n", s.records_per_sync, s.sync_us_avg, floor->p50_us,
-                  s.p50_us / floor->p50_us, s.p99_us / floor->p50_us);
+      std::printf(" %9.1f %8.1f %11.1f %9.2f %9.2f\n", s.records_per_sync, s.sync_us_avg,
+                  floor->p50_us, s.p50_us / floor->p50_us, s.p99_us / floor->p50_us);
     }
     std::fflush(stdout);
   };
@@ -436,7 +451,8 @@ int main(int argc, char** argv) {
     }
     cells.clear();
     logs.clear();
-    for (int n : appenders) std::filesystem::remove_all(dir + "/wal-" + std::to_string(n) + "-" + std::to_string(size));
+    for (int n : appenders)
+      std::filesystem::remove_all(dir + "/wal-" + std::to_string(n) + "-" + std::to_string(size));
     const Summary& one_floor = floor;
     const Summary& many_floor = floor;
     if (one.count > 0 && many_n == 64) {
@@ -444,11 +460,12 @@ int main(int argc, char** argv) {
       bool a = one.p50_us <= 1.3 * one_floor.p50_us, b = many.per_sec >= 20 * one.per_sec,
            c = many.p99_us <= 4 * many_floor.p50_us;
       targets_ok = targets_ok && a && b && c;
-      std::snprintf(line, sizeof(line),
-                    "%d B: 1 appender p50 = %.2fx floor (target <= 1.3) %s; 64 appenders: throughput %.1fx "
-                    "1 appender (target >= 20) %s, p99 = %.2fx floor (target <= 4) %s",
-                    size, one.p50_us / one_floor.p50_us, a ? "MET" : "MISSED", many.per_sec / one.per_sec,
-                    b ? "MET" : "MISSED", many.p99_us / many_floor.p50_us, c ? "MET" : "MISSED");
+      std::snprintf(
+          line, sizeof(line),
+          "%d B: 1 appender p50 = %.2fx floor (target <= 1.3) %s; 64 appenders: throughput %.1fx "
+          "1 appender (target >= 20) %s, p99 = %.2fx floor (target <= 4) %s",
+          size, one.p50_us / one_floor.p50_us, a ? "MET" : "MISSED", many.per_sec / one.per_sec,
+          b ? "MET" : "MISSED", many.p99_us / many_floor.p50_us, c ? "MET" : "MISSED");
       verdicts.push_back(line);
     }
   }

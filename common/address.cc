@@ -21,7 +21,8 @@ Result<HostPort> ParseHostPort(std::string_view address, PortZero zero) {
     if (colon == std::string_view::npos) return bad("want host:port");
     host = address.substr(0, colon);
     port_text = address.substr(colon + 1);
-    if (host.find(':') != std::string_view::npos) return bad("an IPv6 host needs brackets: [v6host]:port");
+    if (host.find(':') != std::string_view::npos)
+      return bad("an IPv6 host needs brackets: [v6host]:port");
   }
   if (host.empty()) return bad("empty host");
   if (port_text.empty() || port_text.size() > 5 ||
@@ -32,7 +33,8 @@ Result<HostPort> ParseHostPort(std::string_view address, PortZero zero) {
   std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   const unsigned port_min = zero == PortZero::kAllow ? 0 : 1;
   if (port < port_min || port > 65535) {
-    return bad(zero == PortZero::kAllow ? "port out of range 0..65535" : "port out of range 1..65535");
+    return bad(zero == PortZero::kAllow ? "port out of range 0..65535"
+                                        : "port out of range 1..65535");
   }
   return HostPort{std::string(host), static_cast<uint16_t>(port)};
 }

@@ -32,9 +32,9 @@ TEST(AddressTest, Ipv6HostNeedsBracketsWhichAreStripped) {
 }
 
 TEST(AddressTest, RefusesBadInputNamingIt) {
-  for (const char* bad : {"", ":", "127.0.0.1", "127.0.0.1:", ":80", "host:0", "host:65536",
-                          "host:70000", "host:123456", "host:8x", "host:-1", "host:+80",
-                          "host: 80", "host:80 ", "host:0x10"}) {
+  for (const char* bad :
+       {"", ":", "127.0.0.1", "127.0.0.1:", ":80", "host:0", "host:65536", "host:70000",
+        "host:123456", "host:8x", "host:-1", "host:+80", "host: 80", "host:80 ", "host:0x10"}) {
     auto hp = ParseHostPort(bad);
     ASSERT_FALSE(hp.ok()) << "'" << bad << "' parsed as " << hp->host << " " << hp->port;
     EXPECT_TRUE(hp.status().IsInvalidArgument());

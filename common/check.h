@@ -8,16 +8,16 @@ namespace dtx {
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const char* msg);
 }  // namespace dtx
 
-#define DTX_CHECK(cond)                                                   \
-  do {                                                                    \
-    if (__builtin_expect(!(cond), 0)) {                                   \
-      ::dtx::CheckFailed(__FILE__, __LINE__, #cond, nullptr);             \
-    }                                                                     \
+#define DTX_CHECK(cond)                                       \
+  do {                                                        \
+    if (__builtin_expect(!(cond), 0)) {                       \
+      ::dtx::CheckFailed(__FILE__, __LINE__, #cond, nullptr); \
+    }                                                         \
   } while (0)
 
-#define DTX_CHECK_MSG(cond, msg)                                          \
-  do {                                                                    \
-    if (__builtin_expect(!(cond), 0)) {                                   \
-      ::dtx::CheckFailed(__FILE__, __LINE__, #cond, (msg));               \
-    }                                                                     \
+#define DTX_CHECK_MSG(cond, msg)                            \
+  do {                                                      \
+    if (__builtin_expect(!(cond), 0)) {                     \
+      ::dtx::CheckFailed(__FILE__, __LINE__, #cond, (msg)); \
+    }                                                       \
   } while (0)

@@ -108,8 +108,8 @@ class Reader {
  private:
   Status Need(size_t n, const char* field) const {
     if (in_.size() < n) {
-      return Bad(std::string("truncated at ") + field + " (need " + std::to_string(n) +
-                 ", have " + std::to_string(in_.size()) + ")");
+      return Bad(std::string("truncated at ") + field + " (need " + std::to_string(n) + ", have " +
+                 std::to_string(in_.size()) + ")");
     }
     return Status::OK();
   }

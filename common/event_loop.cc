@@ -127,9 +127,7 @@ bool EventLoop::Post(std::function<void()> fn) {
   return true;
 }
 
-bool EventLoop::InLoopThread() const {
-  return loop_thread_.load() == std::this_thread::get_id();
-}
+bool EventLoop::InLoopThread() const { return loop_thread_.load() == std::this_thread::get_id(); }
 
 bool EventLoop::InLoopThreadOrIdle() const { return !running_.load() || InLoopThread(); }
 

@@ -85,7 +85,8 @@ TEST(EventLoopTest, SigtermCallsStopCallbackOnLoopThread) {
                     got = sig;
                     on_loop = loop.InLoopThread();
                     loop.Stop();
-                  }).ok());
+                  })
+                  .ok());
   loop.RunAfter(5, [] { std::raise(SIGTERM); });
   TimerId guard = loop.RunAfter(5000, [&] { loop.Stop(); });
   loop.Run();

@@ -26,9 +26,9 @@ enum class Kind { kOff, kCrash, kCrashAfter, kSleep, kError, kErrorAfter };
 
 struct Action {
   Kind kind = Kind::kOff;
-  int64_t arg = 0;         // n or ms
-  int64_t passes = 0;      // evaluations so far (for the -after(n) kinds)
-  std::string text;        // as armed, for Armed()
+  int64_t arg = 0;     // n or ms
+  int64_t passes = 0;  // evaluations so far (for the -after(n) kinds)
+  std::string text;    // as armed, for Armed()
 };
 
 Mutex g_mu;
@@ -42,8 +42,10 @@ int Find(std::string_view name) {
 }
 
 std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -75,14 +77,24 @@ Result<Action> ParseAction(std::string_view text) {
     a.arg = *v;
     return a;
   };
-  if (text == "off") { a.kind = Kind::kOff; return a; }
-  if (text == "crash") { a.kind = Kind::kCrash; return a; }
-  if (text == "error") { a.kind = Kind::kError; return a; }
+  if (text == "off") {
+    a.kind = Kind::kOff;
+    return a;
+  }
+  if (text == "crash") {
+    a.kind = Kind::kCrash;
+    return a;
+  }
+  if (text == "error") {
+    a.kind = Kind::kError;
+    return a;
+  }
   if (text.starts_with("crash-after")) return with_arg("crash-after", Kind::kCrashAfter);
   if (text.starts_with("error-after")) return with_arg("error-after", Kind::kErrorAfter);
   if (text.starts_with("sleep")) return with_arg("sleep", Kind::kSleep);
-  return Status::InvalidArgument("unknown failpoint action '" + std::string(text) +
-                                 "' (off, crash, crash-after(n), sleep(ms), error, error-after(n))");
+  return Status::InvalidArgument(
+      "unknown failpoint action '" + std::string(text) +
+      "' (off, crash, crash-after(n), sleep(ms), error, error-after(n))");
 }
 
 [[noreturn]] void Crash() { ::_exit(kCrashExitCode); }
@@ -113,10 +125,12 @@ Status ArmFromSpec(std::string_view spec) {
     if (item.empty()) continue;
     size_t eq = item.find('=');
     if (eq == std::string_view::npos) {
-      return Status::InvalidArgument("failpoint spec item '" + std::string(item) + "': expected name=action");
+      return Status::InvalidArgument("failpoint spec item '" + std::string(item) +
+                                     "': expected name=action");
     }
     std::string_view name = Trim(item.substr(0, eq)), action = Trim(item.substr(eq + 1));
-    if (Find(name) < 0) return Status::InvalidArgument("unknown failpoint '" + std::string(name) + "'");
+    if (Find(name) < 0)
+      return Status::InvalidArgument("unknown failpoint '" + std::string(name) + "'");
     auto a = ParseAction(action);
     if (!a.ok()) return a.status();
     items.emplace_back(name, action);
@@ -145,7 +159,8 @@ std::vector<std::string> Armed() {
   MutexLock lock(&g_mu);
   std::vector<std::string> out;
   for (int i = 0; i < kPointCount; ++i) {
-    if (g_actions[i].kind != Kind::kOff) out.push_back(std::string(kNames[i]) + "=" + g_actions[i].text);
+    if (g_actions[i].kind != Kind::kOff)
+      out.push_back(std::string(kNames[i]) + "=" + g_actions[i].text);
   }
   return out;
 }
@@ -159,21 +174,16 @@ Status EvalSlow(Point p) {
     MutexLock lock(&g_mu);
     Action& a = g_actions[i];
     switch (a.kind) {
-      case Kind::kOff:
-        return Status::OK();
-      case Kind::kCrash:
-        Crash();
+      case Kind::kOff: return Status::OK();
+      case Kind::kCrash: Crash();
       case Kind::kCrashAfter:
         if (a.passes++ >= a.arg) Crash();
         return Status::OK();
-      case Kind::kError:
-        return Status::IOError(std::string("failpoint ") + kNames[i]);
+      case Kind::kError: return Status::IOError(std::string("failpoint ") + kNames[i]);
       case Kind::kErrorAfter:
         if (a.passes++ >= a.arg) return Status::IOError(std::string("failpoint ") + kNames[i]);
         return Status::OK();
-      case Kind::kSleep:
-        sleep_ms = a.arg;
-        break;
+      case Kind::kSleep: sleep_ms = a.arg; break;
     }
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));

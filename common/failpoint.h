@@ -28,33 +28,33 @@
 namespace dtx::fp {
 
 // X(enumerator, "name")
-#define DTX_FAILPOINT_LIST(X)                                                      \
-  /* write-ahead log: around every write and every sync */                         \
-  X(kWalBeforeWrite, "wal.before_write")                                           \
-  X(kWalAfterWrite, "wal.after_write")                                             \
-  X(kWalBeforeSync, "wal.before_sync")                                             \
-  X(kWalAfterSync, "wal.after_sync")                                               \
-  X(kWalBeforeSegmentCreate, "wal.before_segment_create")                          \
-  /* participant commit path */                                                    \
-  X(kParticipantPrepareBeforeLog, "participant.prepare.before_log")                \
-  X(kParticipantPrepareAfterLog, "participant.prepare.after_log")                  \
-  X(kParticipantPrepareAfterVote, "participant.prepare.after_vote")                \
-  X(kParticipantCommitBeforeLog, "participant.commit.before_log")                  \
-  X(kParticipantCommitAfterLog, "participant.commit.after_log")                    \
-  X(kParticipantCommitAfterApply, "participant.commit.after_apply")                \
-  X(kParticipantCommitBeforeAck, "participant.commit.before_ack")                  \
-  /* coordinator commit path */                                                    \
-  X(kCoordinatorVotesAfterAll, "coordinator.votes.after_all")                      \
-  X(kCoordinatorDecisionBeforeLog, "coordinator.decision.before_log")              \
-  X(kCoordinatorDecisionAfterLog, "coordinator.decision.after_log")                \
-  X(kCoordinatorPhase2AfterFirstCommit, "coordinator.phase2.after_first_commit")   \
+#define DTX_FAILPOINT_LIST(X)                                                    \
+  /* write-ahead log: around every write and every sync */                       \
+  X(kWalBeforeWrite, "wal.before_write")                                         \
+  X(kWalAfterWrite, "wal.after_write")                                           \
+  X(kWalBeforeSync, "wal.before_sync")                                           \
+  X(kWalAfterSync, "wal.after_sync")                                             \
+  X(kWalBeforeSegmentCreate, "wal.before_segment_create")                        \
+  /* participant commit path */                                                  \
+  X(kParticipantPrepareBeforeLog, "participant.prepare.before_log")              \
+  X(kParticipantPrepareAfterLog, "participant.prepare.after_log")                \
+  X(kParticipantPrepareAfterVote, "participant.prepare.after_vote")              \
+  X(kParticipantCommitBeforeLog, "participant.commit.before_log")                \
+  X(kParticipantCommitAfterLog, "participant.commit.after_log")                  \
+  X(kParticipantCommitAfterApply, "participant.commit.after_apply")              \
+  X(kParticipantCommitBeforeAck, "participant.commit.before_ack")                \
+  /* coordinator commit path */                                                  \
+  X(kCoordinatorVotesAfterAll, "coordinator.votes.after_all")                    \
+  X(kCoordinatorDecisionBeforeLog, "coordinator.decision.before_log")            \
+  X(kCoordinatorDecisionAfterLog, "coordinator.decision.after_log")              \
+  X(kCoordinatorPhase2AfterFirstCommit, "coordinator.phase2.after_first_commit") \
   X(kCoordinatorEndBeforeLog, "coordinator.end.before_log")
 
 enum class Point : int {
 #define DTX_FP_ENUM(e, name) e,
   DTX_FAILPOINT_LIST(DTX_FP_ENUM)
 #undef DTX_FP_ENUM
-  kCount
+      kCount
 };
 
 inline constexpr int kPointCount = static_cast<int>(Point::kCount);
@@ -87,7 +87,8 @@ Status EvalSlow(Point p);
 // Evaluates a point: OK unless armed with `error` (IOError naming the point).
 // `crash` does not return; `sleep` returns OK after the delay.
 [[nodiscard]] inline Status Eval(Point p) {
-  if (__builtin_expect(!internal::g_armed[static_cast<int>(p)].load(std::memory_order_relaxed), 1)) {
+  if (__builtin_expect(!internal::g_armed[static_cast<int>(p)].load(std::memory_order_relaxed),
+                       1)) {
     return Status::OK();
   }
   return internal::EvalSlow(p);

@@ -47,7 +47,7 @@ struct FailureDetectorOptions {
   uint64_t heartbeat_interval_ms = kHeartbeatIntervalMsDefault;  // expected spacing
   uint64_t suspect_after_ms = kSuspectAfterMsDefault;
   double phi_threshold = kPhiThresholdDefault;
-  size_t window_max = 100;   // intervals kept for phi (1..kPhiWindowMax)
+  size_t window_max = 100;  // intervals kept for phi (1..kPhiWindowMax)
   // Floor on the standard deviation, so a perfectly regular peer is not
   // suspected the moment one heartbeat is a little late.
   uint64_t min_std_dev_ms = 25;

@@ -8,7 +8,8 @@ namespace {
 using Mode = FailureDetectorOptions::Mode;
 
 TEST(FailureDetectorTest, TimeoutModeSuspectsAfterKMissedIntervals) {
-  FailureDetector fd({.mode = Mode::kTimeout, .heartbeat_interval_ms = 100, .suspect_after_ms = 500});
+  FailureDetector fd(
+      {.mode = Mode::kTimeout, .heartbeat_interval_ms = 100, .suspect_after_ms = 500});
   fd.Start(1000);
   for (uint64_t t = 1100; t <= 2000; t += 100) fd.Heartbeat(t);
   EXPECT_FALSE(fd.Suspected(2000));

@@ -14,11 +14,11 @@
 namespace dtx::log {
 
 struct Options {
-  std::string node = "dtx";      // node name printed on every line
-  std::string file;              // empty: stderr; else a size-rotated file
+  std::string node = "dtx";  // node name printed on every line
+  std::string file;          // empty: stderr; else a size-rotated file
   size_t file_bytes_max = 64u << 20;
   size_t files_max = 3;
-  std::string level = "info";    // trace, debug, info, warn, error, critical, off
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
 };
 
 // Sets up the process logger. InvalidArgument for an unknown level.

@@ -38,8 +38,9 @@ void Histogram::Observe(double v) {
   const std::vector<double>& b = *bounds_;
   // First bound >= v (buckets are "less than or equal"); NaN compares false
   // everywhere and lands in the +Inf bucket.
-  size_t i = std::isnan(v) ? b.size()
-                           : static_cast<size_t>(std::lower_bound(b.begin(), b.end(), v) - b.begin());
+  size_t i = std::isnan(v)
+                 ? b.size()
+                 : static_cast<size_t>(std::lower_bound(b.begin(), b.end(), v) - b.begin());
   counts_[i].fetch_add(1, std::memory_order_relaxed);
   sum_.fetch_add(v, std::memory_order_relaxed);
 }
@@ -85,8 +86,8 @@ std::string FormatValue(double v) {
   // Shortest round-trip digits; plain decimal unless the number is tiny or
   // huge, like Go's strconv 'g' that Prometheus itself uses (le="0.0005").
   const double mag = std::fabs(v);
-  const auto format = mag >= 1e-4 && mag < 1e21 ? std::chars_format::fixed
-                                                : std::chars_format::scientific;
+  const auto format =
+      mag >= 1e-4 && mag < 1e21 ? std::chars_format::fixed : std::chars_format::scientific;
   char buf[400];
   auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), v, format);
   DTX_CHECK(ec == std::errc());
@@ -167,7 +168,8 @@ FamilyBase::FamilyBase(std::string_view name, std::string_view help, MetricType 
     DTX_CHECK_MSG(IsValidLabelName(label_names_[i]), "invalid label name");
     DTX_CHECK_MSG(!(type_ == MetricType::kHistogram && label_names_[i] == "le"),
                   "histogram label 'le' is reserved");
-    for (size_t j = 0; j < i; ++j) DTX_CHECK_MSG(label_names_[i] != label_names_[j], "duplicate label name");
+    for (size_t j = 0; j < i; ++j)
+      DTX_CHECK_MSG(label_names_[i] != label_names_[j], "duplicate label name");
   }
 }
 
@@ -220,7 +222,8 @@ Family<T>::Family(std::string_view name, std::string_view help, MetricType type,
 template <typename T>
 void Family<T>::CheckLabelValues(const std::vector<std::string>& values) const {
   DTX_CHECK_MSG(values.size() == label_names_.size(), "wrong number of label values");
-  for (const std::string& v : values) DTX_CHECK_MSG(v.size() <= kLabelValueBytesMax, "label value too long");
+  for (const std::string& v : values)
+    DTX_CHECK_MSG(v.size() <= kLabelValueBytesMax, "label value too long");
 }
 
 template <typename T>
@@ -242,7 +245,8 @@ T& Family<T>::Get(const std::vector<std::string>& label_values) {
 }
 
 template <typename T>
-T& Family<T>::AddCallback(const std::vector<std::string>& label_values, std::function<double()> fn) {
+T& Family<T>::AddCallback(const std::vector<std::string>& label_values,
+                          std::function<double()> fn) {
   if constexpr (std::is_same_v<T, Gauge>) {
     CheckLabelValues(label_values);
     DTX_CHECK(fn != nullptr);

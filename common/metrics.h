@@ -143,8 +143,7 @@ class FamilyBase {
   void WriteHeader(std::string* out) const;
   // `{a="x",b="y"}` with escaped values, plus `le="<le>"` last when `le` is
   // not null; nothing at all when there are no labels and no `le`.
-  void WriteLabels(const std::vector<std::string>& values, const char* le,
-                   std::string* out) const;
+  void WriteLabels(const std::vector<std::string>& values, const char* le, std::string* out) const;
 
   const std::string name_;
   const std::string help_;
@@ -201,14 +200,11 @@ class Registry {
   // Unlabelled shorthands.
   Counter& AddCounter(std::string_view name, std::string_view help);
   Gauge& AddGauge(std::string_view name, std::string_view help);
-  Gauge& AddGaugeCallback(std::string_view name, std::string_view help,
-                          std::function<double()> fn);
+  Gauge& AddGaugeCallback(std::string_view name, std::string_view help, std::function<double()> fn);
   // A counter whose (non-decreasing) value is computed at scrape time, e.g.
   // process_cpu_seconds_total. Exposed with TYPE counter.
-  void AddCounterCallback(std::string_view name, std::string_view help,
-                          std::function<double()> fn);
-  Histogram& AddHistogram(std::string_view name, std::string_view help,
-                          std::vector<double> bounds);
+  void AddCounterCallback(std::string_view name, std::string_view help, std::function<double()> fn);
+  Histogram& AddHistogram(std::string_view name, std::string_view help, std::vector<double> bounds);
 
   // The whole registry in text format 0.0.4, families sorted by name, series
   // sorted by label values: the same state always gives the same bytes.

@@ -75,11 +75,9 @@ Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const Regist
   const std::string listen = host + ":" + std::to_string(port);
   const std::string threads = std::to_string(kMetricsHttpThreads);
   const std::string timeout = std::to_string(kMetricsHttpRequestTimeoutMs);
-  const char* options[] = {"listening_ports",    listen.c_str(),
-                           "num_threads",        threads.c_str(),
-                           "request_timeout_ms", timeout.c_str(),
-                           "enable_keep_alive",  "no",
-                           nullptr};
+  const char* options[] = {
+      "listening_ports", listen.c_str(),      "num_threads", threads.c_str(), "request_timeout_ms",
+      timeout.c_str(),   "enable_keep_alive", "no",          nullptr};
   mg_callbacks callbacks;
   std::memset(&callbacks, 0, sizeof(callbacks));
   callbacks.log_message = LogMessage;

@@ -54,7 +54,8 @@ std::string Exchange(uint16_t port, const std::string& request, bool* connected 
 }
 
 std::string Get(uint16_t port, const std::string& path, const std::string& method = "GET") {
-  return Exchange(port, method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  return Exchange(
+      port, method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
 }
 
 std::string Body(const std::string& response) {

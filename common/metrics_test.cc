@@ -33,12 +33,22 @@ struct Parsed {
 bool ValidName(const std::string& s) { return IsValidMetricName(s); }
 
 bool ParseFloatGo(const std::string& s, double* out) {
-  if (s == "+Inf" || s == "Inf") { *out = INFINITY; return true; }
-  if (s == "-Inf") { *out = -INFINITY; return true; }
-  if (s == "NaN") { *out = NAN; return true; }
+  if (s == "+Inf" || s == "Inf") {
+    *out = INFINITY;
+    return true;
+  }
+  if (s == "-Inf") {
+    *out = -INFINITY;
+    return true;
+  }
+  if (s == "NaN") {
+    *out = NAN;
+    return true;
+  }
   if (s.empty()) return false;
   for (char c : s) {
-    if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+')) return false;
+    if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '-' || c == '+'))
+      return false;
   }
   char* end = nullptr;
   *out = std::strtod(s.c_str(), &end);
@@ -89,7 +99,8 @@ std::string ParseExposition(const std::string& text, Parsed* p) {
       if (sp == std::string::npos) return where + "TYPE without type";
       std::string name = rest.substr(0, sp), type = rest.substr(sp + 1);
       if (!ValidName(name)) return where + "bad TYPE name";
-      static const std::set<std::string> kTypes = {"counter", "gauge", "histogram", "summary", "untyped"};
+      static const std::set<std::string> kTypes = {"counter", "gauge", "histogram", "summary",
+                                                   "untyped"};
       if (!kTypes.count(type)) return where + "bad type";
       if (p->type.count(name)) return where + "second TYPE";
       p->type[name] = type;
@@ -108,7 +119,10 @@ std::string ParseExposition(const std::string& text, Parsed* p) {
       ++i;
       while (true) {
         if (i >= line.size()) return where + "unterminated labels";
-        if (line[i] == '}') { ++i; break; }
+        if (line[i] == '}') {
+          ++i;
+          break;
+        }
         size_t eq = line.find('=', i);
         if (eq == std::string::npos) return where + "label without '='";
         std::string lname = line.substr(i, eq - i);
@@ -151,8 +165,10 @@ std::string ParseExposition(const std::string& text, Parsed* p) {
     const std::string& type = p->type[current];
     bool belongs = s.name == current;
     if (type == "histogram") {
-      belongs = s.name == current + "_bucket" || s.name == current + "_sum" || s.name == current + "_count";
-      if (s.name == current + "_bucket" && !s.labels.count("le")) return where + "bucket without le";
+      belongs = s.name == current + "_bucket" || s.name == current + "_sum" ||
+                s.name == current + "_count";
+      if (s.name == current + "_bucket" && !s.labels.count("le"))
+        return where + "bucket without le";
     }
     if (!belongs) return where + "sample not of family " + current;
     p->samples.push_back(s);
@@ -187,7 +203,8 @@ std::string ParseExposition(const std::string& text, Parsed* p) {
   return "";
 }
 
-const Sample* Find(const Parsed& p, const std::string& name, const std::map<std::string, std::string>& labels) {
+const Sample* Find(const Parsed& p, const std::string& name,
+                   const std::map<std::string, std::string>& labels) {
   for (const Sample& s : p.samples) {
     if (s.name == name && s.labels == labels) return &s;
   }
@@ -200,14 +217,16 @@ const Sample* Find(const Parsed& p, const std::string& name, const std::map<std:
 
 TEST(MetricsTest, ExpositionParsesBackWithEveryKindOfMetric) {
   Registry r;
-  auto& aborts = r.AddCounterFamily("dtx_aborts_total", "Aborted transactions by reason.", {"reason"});
+  auto& aborts =
+      r.AddCounterFamily("dtx_aborts_total", "Aborted transactions by reason.", {"reason"});
   aborts.Get({"conflict"}).Inc(3);
   aborts.Get({"timeout"}).Inc();
   aborts.Get({"we\"ird\\va\nlue"}).Inc(7);
   r.AddCounter("dtx_commits_total", "Committed transactions.").Inc(42);
   r.AddGauge("dtx_in_doubt", "Transactions prepared and not decided.\nSecond \\ line.").Set(5);
   r.AddGaugeCallback("dtx_epoch", "Coordinator epoch.", [] { return 17.0; });
-  auto& hb = r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Age of the last heartbeat per peer.", {"peer"});
+  auto& hb = r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Age of the last heartbeat per peer.",
+                              {"peer"});
   hb.AddCallback({"participant-1"}, [] { return 0.25; });
   hb.Get({"participant-0"}).Set(0.125);
   auto& phase = r.AddHistogramFamily("dtx_phase_seconds", "Latency per commit phase.",
@@ -216,7 +235,8 @@ TEST(MetricsTest, ExpositionParsesBackWithEveryKindOfMetric) {
   phase.Get({"prepare"}).Observe(0.002);
   phase.Get({"prepare"}).Observe(100);
   phase.Get({"decision"});  // empty histogram
-  r.AddHistogram("dtx_wal_records_per_sync", "Records per WAL sync.", ExponentialBuckets(1, 2, 11)).Observe(3);
+  r.AddHistogram("dtx_wal_records_per_sync", "Records per WAL sync.", ExponentialBuckets(1, 2, 11))
+      .Observe(3);
   RegisterProcessMetrics(&r);
 
   std::string text = r.Serialize();
@@ -239,7 +259,8 @@ TEST(MetricsTest, ExpositionParsesBackWithEveryKindOfMetric) {
   EXPECT_EQ(Find(p, "dtx_heartbeat_age_seconds", {{"peer", "participant-1"}})->value, 0.25);
   EXPECT_EQ(Find(p, "dtx_phase_seconds_count", {{"phase", "prepare"}})->value, 3);
   EXPECT_DOUBLE_EQ(Find(p, "dtx_phase_seconds_sum", {{"phase", "prepare"}})->value, 100.0023);
-  EXPECT_EQ(Find(p, "dtx_phase_seconds_bucket", {{"phase", "prepare"}, {"le", "0.0005"}})->value, 1);
+  EXPECT_EQ(Find(p, "dtx_phase_seconds_bucket", {{"phase", "prepare"}, {"le", "0.0005"}})->value,
+            1);
   EXPECT_EQ(Find(p, "dtx_phase_seconds_bucket", {{"phase", "prepare"}, {"le", "10"}})->value, 2);
   EXPECT_EQ(Find(p, "dtx_phase_seconds_bucket", {{"phase", "prepare"}, {"le", "+Inf"}})->value, 3);
   EXPECT_EQ(Find(p, "dtx_phase_seconds_count", {{"phase", "decision"}})->value, 0);
@@ -253,13 +274,17 @@ TEST(MetricsTest, ExpositionParsesBackWithEveryKindOfMetric) {
 TEST(MetricsTest, ParserRejectsMalformedExposition) {
   // The parser is what the other tests lean on: it must be able to fail.
   Parsed p1, p2, p3, p4, p5;
-  EXPECT_NE(ParseExposition("dtx_x 1\n", &p1), "");                                   // no TYPE
-  EXPECT_NE(ParseExposition("# TYPE a counter\na{l=\"x} 1\n", &p2), "");               // unterminated
+  EXPECT_NE(ParseExposition("dtx_x 1\n", &p1), "");                       // no TYPE
+  EXPECT_NE(ParseExposition("# TYPE a counter\na{l=\"x} 1\n", &p2), "");  // unterminated
   EXPECT_NE(ParseExposition("# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\n"
-                            "h_count 1\n", &p3), "");                                   // not cumulative
+                            "h_count 1\n",
+                            &p3),
+            "");  // not cumulative
   EXPECT_NE(ParseExposition("# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\n"
-                            "h_count 3\n", &p4), "");                                   // count mismatch
-  EXPECT_NE(ParseExposition("# TYPE a gauge\na one\n", &p5), "");                      // bad value
+                            "h_count 3\n",
+                            &p4),
+            "");                                                   // count mismatch
+  EXPECT_NE(ParseExposition("# TYPE a gauge\na one\n", &p5), "");  // bad value
 }
 
 TEST(MetricsTest, OutputIsSortedAndExact) {
@@ -330,7 +355,10 @@ TEST(MetricsTest, CountersAndHistogramsMoveExactlyByTheIncrementsFromManyThreads
     while (!stop.load()) {
       Parsed p;
       std::string e = ParseExposition(r.Serialize(), &p);
-      if (!e.empty()) { last_error = e; return; }
+      if (!e.empty()) {
+        last_error = e;
+        return;
+      }
     }
   });
   std::vector<std::thread> threads;
@@ -358,9 +386,9 @@ TEST(MetricsTest, CountersAndHistogramsMoveExactlyByTheIncrementsFromManyThreads
   const uint64_t n = uint64_t{kThreads} * kIters;
   EXPECT_EQ(s.cumulative.back(), n);
   // le=0.001 holds 0 and 1ms; le=0.0025 adds 2ms; le=0.005 adds 3ms.
-  EXPECT_EQ(s.cumulative[4], n / 2);       // le=1e-3
-  EXPECT_EQ(s.cumulative[5], n * 3 / 4);   // le=2.5e-3
-  EXPECT_EQ(s.cumulative[6], n);           // le=5e-3
+  EXPECT_EQ(s.cumulative[4], n / 2);      // le=1e-3
+  EXPECT_EQ(s.cumulative[5], n * 3 / 4);  // le=2.5e-3
+  EXPECT_EQ(s.cumulative[6], n);          // le=5e-3
   EXPECT_NEAR(s.sum, (0.001 + 0.002 + 0.003) * (n / 4), 1e-6);
 }
 
@@ -395,13 +423,43 @@ using MetricsDeathTest = ::testing::Test;
 
 TEST_F(MetricsDeathTest, MisuseIsAProgrammerError) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH({ Registry r; r.AddCounter("dtx-bad", "x"); }, "invalid metric name");
-  EXPECT_DEATH({ Registry r; r.AddCounter("dtx_a", "x"); r.AddGauge("dtx_a", "y"); }, "registered twice");
-  EXPECT_DEATH({ Registry r; r.AddCounterFamily("dtx_a", "x", {"l"}).Get({}); }, "wrong number");
-  EXPECT_DEATH({ Registry r; r.AddHistogramFamily("dtx_h", "x", {1, 2}, {"le"}); }, "reserved");
-  EXPECT_DEATH({ Registry r; r.AddHistogram("dtx_h", "x", {2, 1}); }, "not increasing");
-  EXPECT_DEATH({ Registry r; r.AddGaugeCallback("dtx_g", "x", [] { return 1.0; }).Set(2); },
-               "callback gauge");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddCounter("dtx-bad", "x");
+      },
+      "invalid metric name");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddCounter("dtx_a", "x");
+        r.AddGauge("dtx_a", "y");
+      },
+      "registered twice");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddCounterFamily("dtx_a", "x", {"l"}).Get({});
+      },
+      "wrong number");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddHistogramFamily("dtx_h", "x", {1, 2}, {"le"});
+      },
+      "reserved");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddHistogram("dtx_h", "x", {2, 1});
+      },
+      "not increasing");
+  EXPECT_DEATH(
+      {
+        Registry r;
+        r.AddGaugeCallback("dtx_g", "x", [] { return 1.0; }).Set(2);
+      },
+      "callback gauge");
 }
 
 TEST(ProcessStatsTest, ParsesProcStatWithAwkwardCommand) {
@@ -418,9 +476,8 @@ TEST(ProcessStatsTest, ParsesProcStatWithAwkwardCommand) {
   EXPECT_EQ(s->virtual_memory_bytes, 123456789u);
   EXPECT_FALSE(ParseProcStat("1234 (x) S 1 2 3", 100, 4096).ok());
   EXPECT_FALSE(ParseProcStat("garbage", 100, 4096).ok());
-  EXPECT_FALSE(ParseProcStat(
-                   "1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1 0 0 20 0 1 0 1 10 10\n", 100, 4096)
-                   .ok());
+  EXPECT_FALSE(
+      ParseProcStat("1 (x) S 1 1 1 0 -1 0 0 0 0 0 abc 1 0 0 20 0 1 0 1 10 10\n", 100, 4096).ok());
 }
 
 TEST(ProcessStatsTest, ReadsThisProcess) {

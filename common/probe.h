@@ -18,23 +18,29 @@
 #include <cstdint>
 
 // X(name, "what the branch is")
-#define DTX_PROBES(X)                                                                                   \
-  X(coordinator_commit_resent, "coordinator: a COMMIT re-sent after a failed or timed-out call")       \
-  X(coordinator_late_yes_aborted_again, "coordinator: a late YES for an aborted txid got another ABORT") \
-  X(coordinator_prepare_stale_epoch, "coordinator: a PREPARE refused STALE_EPOCH (fenced)")            \
-  X(coordinator_commit_call_failed, "coordinator: a COMMIT call failed (timeout, refusal, no link)")    \
-  X(coordinator_outcome_unknown, "coordinator: a Commit answered UNKNOWN")                             \
-  X(coordinator_query_presumed_abort, "coordinator: QueryDecision of an unknown txid answered ABORT")  \
-  X(coordinator_log_reload, "coordinator: a step-down reloaded the log into a fresh core")             \
-  X(coordinator_snapshot_sent, "coordinator: the primary sent its backup a snapshot")                  \
-  X(coordinator_resync_snapshot, "coordinator: an in-sync backup re-snapshotted (resync_after_records)") \
-  X(coordinator_replicate_refused_stale, "coordinator: a backup refused a Replicate STALE_EPOCH")      \
-  X(coordinator_adopt_epoch_refused, "coordinator: an AdoptEpoch refused STALE_EPOCH")                 \
-  X(coordinator_promotion, "coordinator: a backup promoted itself")                                    \
-  X(coordinator_epoch_blocked, "coordinator: an epoch nobody can establish was recorded, to be skipped") \
-  X(coordinator_step_down, "coordinator: an established primary stepped down")                          \
-  X(coordinator_backup_lost, "coordinator: the primary lost its backup (commits alone)")              \
-  X(participant_in_doubt_fallback, "participant: in doubt, resolved by the other coordinator (fall-back)") \
+#define DTX_PROBES(X)                                                                             \
+  X(coordinator_commit_resent, "coordinator: a COMMIT re-sent after a failed or timed-out call")  \
+  X(coordinator_late_yes_aborted_again,                                                           \
+    "coordinator: a late YES for an aborted txid got another ABORT")                              \
+  X(coordinator_prepare_stale_epoch, "coordinator: a PREPARE refused STALE_EPOCH (fenced)")       \
+  X(coordinator_commit_call_failed,                                                               \
+    "coordinator: a COMMIT call failed (timeout, refusal, no link)")                              \
+  X(coordinator_outcome_unknown, "coordinator: a Commit answered UNKNOWN")                        \
+  X(coordinator_query_presumed_abort,                                                             \
+    "coordinator: QueryDecision of an unknown txid answered ABORT")                               \
+  X(coordinator_log_reload, "coordinator: a step-down reloaded the log into a fresh core")        \
+  X(coordinator_snapshot_sent, "coordinator: the primary sent its backup a snapshot")             \
+  X(coordinator_resync_snapshot,                                                                  \
+    "coordinator: an in-sync backup re-snapshotted (resync_after_records)")                       \
+  X(coordinator_replicate_refused_stale, "coordinator: a backup refused a Replicate STALE_EPOCH") \
+  X(coordinator_adopt_epoch_refused, "coordinator: an AdoptEpoch refused STALE_EPOCH")            \
+  X(coordinator_promotion, "coordinator: a backup promoted itself")                               \
+  X(coordinator_epoch_blocked,                                                                    \
+    "coordinator: an epoch nobody can establish was recorded, to be skipped")                     \
+  X(coordinator_step_down, "coordinator: an established primary stepped down")                    \
+  X(coordinator_backup_lost, "coordinator: the primary lost its backup (commits alone)")          \
+  X(participant_in_doubt_fallback,                                                                \
+    "participant: in doubt, resolved by the other coordinator (fall-back)")                       \
   X(participant_stale_epoch_refusal, "participant: a call stamped with an old epoch refused")
 
 namespace dtx::probe {

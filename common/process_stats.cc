@@ -23,7 +23,8 @@ bool ParseU64(std::string_view s, uint64_t* out) {
 }  // namespace
 
 Result<ProcessStats> ParseProcStat(std::string_view stat, long clock_ticks_per_s, long page_bytes) {
-  if (clock_ticks_per_s <= 0 || page_bytes <= 0) return Status::InvalidArgument("bad sysconf values");
+  if (clock_ticks_per_s <= 0 || page_bytes <= 0)
+    return Status::InvalidArgument("bad sysconf values");
   // "pid (comm) state ppid ...": comm may hold spaces and ')', so fields are
   // counted from the last ')'. After it, field 3 (state) is index 0.
   size_t close = stat.rfind(')');

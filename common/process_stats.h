@@ -14,8 +14,8 @@ namespace dtx::obs {
 class Registry;
 
 struct ProcessStats {
-  double cpu_seconds = 0;             // user + system time of all threads
-  uint64_t resident_memory_bytes = 0; // RSS
+  double cpu_seconds = 0;              // user + system time of all threads
+  uint64_t resident_memory_bytes = 0;  // RSS
   uint64_t virtual_memory_bytes = 0;
 };
 

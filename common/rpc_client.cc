@@ -283,8 +283,8 @@ void PeerChannel::Impl::OnRead(ssize_t nread, const uv_buf_t* buf) {
 }
 
 bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {
-  auto buf = std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(data), len,
-                                             TMemoryBuffer::OBSERVE);
+  auto buf =
+      std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(data), len, TMemoryBuffer::OBSERVE);
   TBinaryProtocol proto(buf);
   proto.setStringSizeLimit(static_cast<int32_t>(len));
   proto.setContainerSizeLimit(
@@ -299,8 +299,8 @@ bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {
       TApplicationException x;
       x.read(&proto);
       proto.readMessageEnd();
-      std::string msg = "peer " + address + " raised TApplicationException in " + name + ": " +
-                        x.what();
+      std::string msg =
+          "peer " + address + " raised TApplicationException in " + name + ": " + x.what();
       exception_status = x.getType() == TApplicationException::UNKNOWN_METHOD
                              ? Status::NotSupported(msg)
                              : Status::Internal(msg);
@@ -389,8 +389,8 @@ PeerChannel::PeerChannel(EventLoop* loop, std::string address, PeerChannelOption
     const int port = parsed->port;
     if (uv_ip4_addr(host.c_str(), port, reinterpret_cast<sockaddr_in*>(&impl_->addr)) != 0 &&
         uv_ip6_addr(host.c_str(), port, reinterpret_cast<sockaddr_in6*>(&impl_->addr)) != 0) {
-      impl_->address_status = Status::InvalidArgument(
-          "bad peer address '" + impl_->address + "' (numeric host or localhost required)");
+      impl_->address_status = Status::InvalidArgument("bad peer address '" + impl_->address +
+                                                      "' (numeric host or localhost required)");
     }
   }
 }
@@ -461,14 +461,9 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
       d->queued.push_back({seqid, std::move(frame)});
       d->StartConnect();
       break;
-    case Impl::State::kConnecting:
-      d->queued.push_back({seqid, std::move(frame)});
-      break;
-    case Impl::State::kConnected:
-      d->WriteFrame(std::move(frame));
-      break;
-    default:
-      DTX_CHECK(false);
+    case Impl::State::kConnecting: d->queued.push_back({seqid, std::move(frame)}); break;
+    case Impl::State::kConnected: d->WriteFrame(std::move(frame)); break;
+    default: DTX_CHECK(false);
   }
 }
 
@@ -542,8 +537,7 @@ void ParticipantStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> don
   CallRpc<rpc_method::Participant_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
-void ParticipantStub::ListInDoubt(int timeout_ms,
-                                  RpcCallback<std::vector<rpc::InDoubtTx>> done) {
+void ParticipantStub::ListInDoubt(int timeout_ms, RpcCallback<std::vector<rpc::InDoubtTx>> done) {
   rpc::Participant_ListInDoubt_pargs a;
   CallRpc<rpc_method::Participant_ListInDoubt>(channel_, a, timeout_ms, std::move(done));
 }

@@ -77,17 +77,17 @@ struct PeerChannelOptions {
   int connect_timeout_ms = kPeerConnectTimeoutMs;
   int reconnect_backoff_initial_ms = kPeerReconnectBackoffInitialMs;
   int reconnect_backoff_max_ms = kPeerReconnectBackoffMaxMs;
-  size_t frame_bytes_max = kRpcFrameBytesMax;        // for replies
+  size_t frame_bytes_max = kRpcFrameBytesMax;          // for replies
   size_t container_items_max = kRpcContainerItemsMax;  // for replies
 };
 
 struct PeerChannelStats {
-  uint64_t connects = 0;         // successful connects
+  uint64_t connects = 0;  // successful connects
   uint64_t connect_failures = 0;
-  uint64_t disconnects = 0;      // established connections lost
+  uint64_t disconnects = 0;  // established connections lost
   uint64_t calls = 0;
   uint64_t timeouts = 0;
-  uint64_t late_replies = 0;     // reply for an unknown (timed-out) seqid
+  uint64_t late_replies = 0;  // reply for an unknown (timed-out) seqid
 };
 
 class PeerChannel : public std::enable_shared_from_this<PeerChannel> {
@@ -144,11 +144,11 @@ using RpcDoneCallback = std::function<void(const RpcStatus&)>;
 // generated argument and result types of Svc.Method and its name on the wire,
 // all from the same two tokens: a call site names the method by type
 // (CallRpc<rpc_method::Participant_Read>), never by string.
-#define DTX_RPC_METHOD(Svc, Method)                        \
-  struct Svc##_##Method {                                  \
-    using PArgs = ::dtx::rpc::Svc##_##Method##_pargs;      \
-    using PResult = ::dtx::rpc::Svc##_##Method##_presult;  \
-    static constexpr const char* kName = #Method;          \
+#define DTX_RPC_METHOD(Svc, Method)                       \
+  struct Svc##_##Method {                                 \
+    using PArgs = ::dtx::rpc::Svc##_##Method##_pargs;     \
+    using PResult = ::dtx::rpc::Svc##_##Method##_presult; \
+    static constexpr const char* kName = #Method;         \
   }
 
 namespace rpc_method {
@@ -233,7 +233,8 @@ void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArg
 template <typename M>
 void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArgs& args,
              int timeout_ms, RpcDoneCallback done) {
-  static_assert(!requires(typename M::PResult r) { r.success; }, "a value method needs RpcCallback<T>");
+  static_assert(
+      !requires(typename M::PResult r) { r.success; }, "a value method needs RpcCallback<T>");
   internal::CheckedChannel(channel)->Call(
       M::kName, internal::WriteArgsOf(args), timeout_ms,
       [done = std::move(done)](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
@@ -277,8 +278,7 @@ class CoordinatorStub {
 
   void GetShardMap(int timeout_ms, RpcCallback<rpc::ShardMap> done);
   void Commit(const rpc::CommitRequest& req, int timeout_ms, RpcCallback<rpc::CommitResult> done);
-  void QueryDecision(const rpc::TxId& txid, int timeout_ms,
-                     RpcCallback<rpc::Decision::type> done);
+  void QueryDecision(const rpc::TxId& txid, int timeout_ms, RpcCallback<rpc::Decision::type> done);
   void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
   void SetFailpoint(const std::string& name, const std::string& action, int timeout_ms,
                     RpcDoneCallback done);

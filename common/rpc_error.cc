@@ -35,9 +35,7 @@ RpcStatus StatusFromDtxError(const rpc::DtxError& err) {
     case rpc::ErrorCode::TIMEOUT: s = Status::Timeout(m); break;
     case rpc::ErrorCode::INTERNAL: s = Status::Internal(m); break;
     case rpc::ErrorCode::WRONG_SHARD: s = Status::InvalidArgument("wrong shard: " + m); break;
-    default:
-      s = Status::Internal("error code " + ErrorCodeName(err.code) + ": " + m);
-      break;
+    default: s = Status::Internal("error code " + ErrorCodeName(err.code) + ": " + m); break;
   }
   std::optional<int64_t> current_epoch;
   if (err.__isset.current_epoch) current_epoch = err.current_epoch;

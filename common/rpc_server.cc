@@ -148,9 +148,8 @@ void RpcServer::State::OnNewConnection(int status) {
   if (rc != 0) {
     DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(rc));
     conn->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle), [](uv_handle_t* h) {
-      static_cast<Connection*>(h->data)->self.reset();
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle),
+             [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
     return;
   }
   conn->peer = PeerName(&conn->handle);
@@ -276,12 +275,12 @@ void RpcServer::State::Connection::Dispatch(const uint8_t* payload, uint32_t len
   req->out_buf = std::make_shared<TMemoryBuffer>();
   req->out = std::make_shared<TBinaryProtocol>(req->out_buf);
   // A fresh transport per frame: nothing is counted across frames.
-  auto in_buf = std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(payload), len,
-                                                TMemoryBuffer::OBSERVE);
+  auto in_buf =
+      std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(payload), len, TMemoryBuffer::OBSERVE);
   auto in_proto = std::make_shared<TBinaryProtocol>(in_buf);
   in_proto->setStringSizeLimit(static_cast<int32_t>(len));
-  in_proto->setContainerSizeLimit(static_cast<int32_t>(
-      std::min<size_t>(st->options.container_items_max, len)));
+  in_proto->setContainerSizeLimit(
+      static_cast<int32_t>(std::min<size_t>(st->options.container_items_max, len)));
   ++in_flight;
   std::weak_ptr<Connection> weak = weak_from_this();
   std::weak_ptr<State> weak_server = server;
@@ -364,8 +363,7 @@ void RpcServer::State::Connection::OnWriteDone(int status) {
   if (closing) return;
   if (auto st = server.lock()) ++st->stats.replies_sent;
   if (status < 0) {
-    DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer,
-                 uv_strerror(status));
+    DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(status));
     Close();
     return;
   }
@@ -444,14 +442,13 @@ Status RpcServer::Start() {
   };
   rc = uv_tcp_bind(&l->handle, reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0) {
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(&l->handle), kListenBacklog,
-                   [](uv_stream_t* s, int status) {
-                     auto* lst = static_cast<State::Listener*>(s->data);
-                     if (auto st = lst->state.lock()) {
-                       internal::InvokeCallback("RpcServer accept",
-                                                [&] { st->OnNewConnection(status); });
-                     }
-                   });
+    rc = uv_listen(
+        reinterpret_cast<uv_stream_t*>(&l->handle), kListenBacklog, [](uv_stream_t* s, int status) {
+          auto* lst = static_cast<State::Listener*>(s->data);
+          if (auto st = lst->state.lock()) {
+            internal::InvokeCallback("RpcServer accept", [&] { st->OnNewConnection(status); });
+          }
+        });
   }
   if (rc != 0) {
     close_listener(l);
@@ -468,9 +465,7 @@ Status RpcServer::Start() {
   return Status::OK();
 }
 
-std::string RpcServer::address() const {
-  return FormatHostPort(state_->options.host, port_);
-}
+std::string RpcServer::address() const { return FormatHostPort(state_->options.host, port_); }
 
 void RpcServer::Close() {
   DTX_CHECK(loop_->InLoopThreadOrIdle());

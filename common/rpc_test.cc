@@ -74,8 +74,8 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
     last_commit = FromRpc(txid);
     cob();
   }
-  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>,
-             const rpc::TxId&, const rpc::Epoch) override {
+  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
+             const rpc::Epoch) override {
     cob();
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
@@ -224,7 +224,8 @@ class TestParticipantPeer : public rpc::ParticipantPeerCobSvIf, public TestParti
   void AdoptEpoch(std::function<void()> cob, std::function<void(TDelayedException*)> exn_cob,
                   const rpc::Epoch epoch, const std::string&) override {
     if (epoch >= 9) return cob();
-    rpc::DtxError e = MakeDtxError(ErrorCode::kStaleEpoch, "epoch " + std::to_string(epoch) + " < 9");
+    rpc::DtxError e =
+        MakeDtxError(ErrorCode::kStaleEpoch, "epoch " + std::to_string(epoch) + " < 9");
     e.__set_current_epoch(9);
     e.__set_epoch_owner("10.0.0.9:7000");
     exn_cob(TDelayedException::delayException(e));
@@ -283,7 +284,8 @@ TEST_F(RpcTest, PeerMethodsReachTheServerAndRefusalsKeepTheirFields) {
   read_args.key = &key;
   rpc::ReadResult read;
   CallRpc<rpc_method::Participant_Read>(
-      channel, read_args, 1000, RpcCallback<rpc::ReadResult>([&](const RpcStatus& s, const rpc::ReadResult& r) {
+      channel, read_args, 1000,
+      RpcCallback<rpc::ReadResult>([&](const RpcStatus& s, const rpc::ReadResult& r) {
         EXPECT_TRUE(s.ok()) << s.ToString();
         read = r;
         ++done;
@@ -698,7 +700,8 @@ TEST_F(ThreadedServerTest, StockThriftClientCallsTheServer) {
   auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", port_);
   socket->setRecvTimeout(5000);
   auto transport = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
-  rpc::ParticipantClient client(std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport));
+  rpc::ParticipantClient client(
+      std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport));
   transport->open();
   client.Commit(ToRpc(TxId{1, 2}), 9);  // void call
   try {

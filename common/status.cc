@@ -7,8 +7,8 @@
 namespace dtx {
 
 void CheckFailed(const char* file, int line, const char* expr, const char* msg) {
-  std::fprintf(stderr, "FATAL %s:%d: check failed: %s%s%s\n", file, line, expr,
-               msg ? ": " : "", msg ? msg : "");
+  std::fprintf(stderr, "FATAL %s:%d: check failed: %s%s%s\n", file, line, expr, msg ? ": " : "",
+               msg ? msg : "");
   std::fflush(stderr);
   std::abort();
 }

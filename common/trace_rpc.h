@@ -11,7 +11,8 @@
 
 namespace dtx::obs {
 
-inline rpc::TraceResponse TraceToRpc(const std::string& node, const std::vector<SpanEvent>& events) {
+inline rpc::TraceResponse TraceToRpc(const std::string& node,
+                                     const std::vector<SpanEvent>& events) {
   rpc::TraceResponse out;
   out.name = node;
   out.events.reserve(events.size());

@@ -105,7 +105,8 @@ void RunTornReadCheck(int writer_count, size_t ring_events, uint64_t per_writer)
     uint64_t probe = 0;
     while (!done.load()) {
       for (uint64_t w = 0; w < kWriters; ++w) {
-        // Look for a recent txid of writer w (ids cycle mod 3, coprime to the ring size, so each slot sees every id).
+        // Look for a recent txid of writer w (ids cycle mod 3, coprime to the ring size, so each
+        // slot sees every id).
         TxId t{w + 1, probe % 3};
         for (const SpanEvent& e : ring.Lookup(t)) {
           seen.fetch_add(1);
@@ -205,7 +206,8 @@ TEST(TimelineTest, MergesNodesByWallClockAndFormats) {
   EXPECT_NE(text.find("trace 00000000000000ab00000000000000cd: 5 events from 3 nodes"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("+     3.000 ms  coordinator-0   decided    commit"), std::string::npos) << text;
+  EXPECT_NE(text.find("+     3.000 ms  coordinator-0   decided    commit"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("+     0.000 ms  coordinator-0   received"), std::string::npos) << text;
   EXPECT_NE(text.find("(no events on participant-1)"), std::string::npos) << text;
   EXPECT_LT(text.find("locked"), text.find("voted"));

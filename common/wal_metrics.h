@@ -23,17 +23,22 @@ class WalMetrics {
  public:
   explicit WalMetrics(Registry& r)
       : sync_(r.AddHistogram("dtx_wal_sync_seconds",
-                             "WAL fdatasync latency per group commit (the batch's syncs; two when it sealed a segment).",
+                             "WAL fdatasync latency per group commit (the batch's syncs; two when "
+                             "it sealed a segment).",
                              LatencyBucketsSeconds())),
-        records_per_sync_(r.AddHistogram("dtx_wal_records_per_sync", "Records made durable by one WAL group commit.",
+        records_per_sync_(r.AddHistogram("dtx_wal_records_per_sync",
+                                         "Records made durable by one WAL group commit.",
                                          ExponentialBuckets(1, 2, 12))) {
-    r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.",
-                         [this] { return static_cast<double>(syncs_.load(std::memory_order_relaxed)); });
-    r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.",
-                         [this] { return static_cast<double>(records_synced_.load(std::memory_order_relaxed)); });
-    r.AddCounterCallback("dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.", [this] {
-      return static_cast<double>(sync_micros_.load(std::memory_order_relaxed)) * 1e-6;
+    r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.", [this] {
+      return static_cast<double>(syncs_.load(std::memory_order_relaxed));
     });
+    r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.", [this] {
+      return static_cast<double>(records_synced_.load(std::memory_order_relaxed));
+    });
+    r.AddCounterCallback(
+        "dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.", [this] {
+          return static_cast<double>(sync_micros_.load(std::memory_order_relaxed)) * 1e-6;
+        });
   }
   WalMetrics(const WalMetrics&) = delete;
   WalMetrics& operator=(const WalMetrics&) = delete;

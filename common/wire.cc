@@ -36,7 +36,8 @@ static_assert(Same(Outcome::kAborted, rpc::Outcome::ABORTED));
 static_assert(Same(Outcome::kUnknown, rpc::Outcome::UNKNOWN));
 
 static_assert(Same(AbortReason::kConflict, rpc::AbortReason::CONFLICT));
-static_assert(Same(AbortReason::kParticipantUnavailable, rpc::AbortReason::PARTICIPANT_UNAVAILABLE));
+static_assert(Same(AbortReason::kParticipantUnavailable,
+                   rpc::AbortReason::PARTICIPANT_UNAVAILABLE));
 static_assert(Same(AbortReason::kTimeout, rpc::AbortReason::TIMEOUT));
 static_assert(Same(AbortReason::kClientAbort, rpc::AbortReason::CLIENT_ABORT));
 static_assert(Same(AbortReason::kCoordinatorFailover, rpc::AbortReason::COORDINATOR_FAILOVER));
@@ -83,7 +84,9 @@ rpc::NodeRole::type ToRpc(NodeRole r) { return static_cast<rpc::NodeRole::type>(
 std::optional<ErrorCode> FromRpc(const rpc::ErrorCode::type& c) {
   return InRange(c, kErrorCodeFirst, kErrorCodeLast);
 }
-std::optional<Vote> FromRpc(const rpc::Vote::type& v) { return InRange(v, Vote::kYes, Vote::kReadOnly); }
+std::optional<Vote> FromRpc(const rpc::Vote::type& v) {
+  return InRange(v, Vote::kYes, Vote::kReadOnly);
+}
 std::optional<Decision> FromRpc(const rpc::Decision::type& d) {
   return InRange(d, Decision::kCommit, Decision::kUnknown);
 }
@@ -102,7 +105,8 @@ const char* NodeRoleName(const rpc::NodeRole::type& r) {
   return role ? NodeRoleName(*role) : "unknown";
 }
 
-rpc::DtxError MakeDtxError(ErrorCode code, std::string message, std::optional<std::string> primary) {
+rpc::DtxError MakeDtxError(ErrorCode code, std::string message,
+                           std::optional<std::string> primary) {
   return MakeDtxError(ToRpc(code), std::move(message), std::move(primary));
 }
 

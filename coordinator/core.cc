@@ -225,10 +225,10 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   }
   if (by_shard.size() > opts_.participants_per_tx_max) {
     ++stats_.rejected_bad_argument;
-    ReplyTo(token, Error{ErrorCode::kBadArgument,
-                         "transaction spans " + std::to_string(by_shard.size()) +
-                             " participants, max " +
-                             std::to_string(opts_.participants_per_tx_max)});
+    ReplyTo(token,
+            Error{ErrorCode::kBadArgument, "transaction spans " + std::to_string(by_shard.size()) +
+                                               " participants, max " +
+                                               std::to_string(opts_.participants_per_tx_max)});
     return;
   }
   for (const auto& [shard, msg] : by_shard) {
@@ -244,9 +244,11 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
         // and a restarted coordinator remembers no unknown outcomes - so
         // without asking the participant the outcome stays unknown.
         ++stats_.outcomes_unknown;
-        ReplyTo(token, CommitResult{Outcome::kUnknown, std::nullopt,
-                                    "participant " + address + " is suspected (no heartbeat) and "
-                                    "an earlier attempt of this transaction may have committed"});
+        ReplyTo(token,
+                CommitResult{Outcome::kUnknown, std::nullopt,
+                             "participant " + address +
+                                 " is suspected (no heartbeat) and "
+                                 "an earlier attempt of this transaction may have committed"});
         return;
       }
       ++stats_.aborts_unavailable;
@@ -260,10 +262,10 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   const size_t undecided = txs_.size() - committing_count_;
   if (undecided >= opts_.in_flight_tx_max) {
     ++stats_.rejected_busy;
-    ReplyTo(token, Error{ErrorCode::kUnavailable,
-                         "too busy: " + std::to_string(undecided) +
-                             " transactions in flight (max " +
-                             std::to_string(opts_.in_flight_tx_max) + ")"});
+    ReplyTo(token,
+            Error{ErrorCode::kUnavailable, "too busy: " + std::to_string(undecided) +
+                                               " transactions in flight (max " +
+                                               std::to_string(opts_.in_flight_tx_max) + ")"});
     return;
   }
   if (committing_count_ >= opts_.committing_tx_max) {
@@ -307,9 +309,7 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
   }
   if (Tx* tx = FindTx(txid)) {
     switch (tx->phase) {
-      case Phase::kCommitting:
-        ReplyTo(token, Decision::kCommit);
-        return;
+      case Phase::kCommitting: ReplyTo(token, Decision::kCommit); return;
       case Phase::kDeciding:
         // DECISION is in the log but not yet durable: it cannot be taken
         // back, so answer COMMIT once it is durable.
@@ -416,9 +416,9 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
         if (r.error_code == ErrorCode::kUnknownTx) {
           // The participant forgot an old outcome of this txid and cannot
           // tell whether it committed: an ABORTED answer would be a lie.
-          result = CommitResult{Outcome::kUnknown, std::nullopt,
-                                "participant " + r.participant +
-                                    " does not know the outcome: " + r.error};
+          result = CommitResult{
+              Outcome::kUnknown, std::nullopt,
+              "participant " + r.participant + " does not know the outcome: " + r.error};
         } else if (tx->retry) {
           result = CommitResult{Outcome::kUnknown, std::nullopt,
                                 "participant " + r.participant + " refused: " + r.error +
@@ -455,7 +455,8 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       return;
     case CallStatus::kTimeout:
       p.state = PState::kFailed;
-      Abort(now_ms, *tx, AbortReason::kTimeout, "no vote from participant " + r.participant + ": " + r.error);
+      Abort(now_ms, *tx, AbortReason::kTimeout,
+            "no vote from participant " + r.participant + ": " + r.error);
       return;
     case CallStatus::kStaleEpoch:
       // Fence() above already aborted every undecided transaction.
@@ -542,8 +543,8 @@ void CoordinatorCore::Tick(uint64_t now_ms) {
           missing += (missing.empty() ? "" : ",") + p.address;
         }
       }
-      std::string detail = "no vote within " + std::to_string(opts_.prepare_timeout_ms) +
-                           " ms from " + missing;
+      std::string detail =
+          "no vote within " + std::to_string(opts_.prepare_timeout_ms) + " ms from " + missing;
       if (tx->one_phase) {
         FinishOnePhase(*tx, CommitResult{Outcome::kUnknown, std::nullopt, std::move(detail)});
       } else {
@@ -672,7 +673,8 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   pending_floor_.emplace(tx.decision_tag, max_lsn_seen_ + 1);
 }
 
-void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail, bool vote) {
+void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail,
+                            bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // Presumed abort: nothing is logged. No record means "not committed", which
   // is what QueryDecision answers for a txid it does not know, so an ABORT
@@ -680,8 +682,7 @@ void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::st
   // traffic) for the common case under contention.
   for (const Part& p : tx.parts) {
     // NO voters released their locks; the rest may hold them.
-    if (p.state == PState::kPrepareSent || p.state == PState::kYes ||
-        p.state == PState::kFailed) {
+    if (p.state == PState::kPrepareSent || p.state == PState::kYes || p.state == PState::kFailed) {
       Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
       NoteAbortSent(now_ms, tx.txid);
     }
@@ -691,8 +692,9 @@ void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::st
     // coordinator, or before this one forgot it): only a NO vote proves
     // otherwise. The client asks again with the same txid.
     ++stats_.outcomes_unknown;
-    ReplyAll(tx, CommitResult{Outcome::kUnknown, std::nullopt,
-                              detail + "; an earlier attempt of this transaction may have committed"});
+    ReplyAll(tx,
+             CommitResult{Outcome::kUnknown, std::nullopt,
+                          detail + "; an earlier attempt of this transaction may have committed"});
     Forget(tx.txid);
     return;
   }
@@ -812,7 +814,8 @@ uint64_t CoordinatorCore::NextTimer(const Tx& tx) const {
   return next;
 }
 
-void CoordinatorCore::ReplyTo(RequestToken token, std::variant<CommitResult, Decision, Error> body) {
+void CoordinatorCore::ReplyTo(RequestToken token,
+                              std::variant<CommitResult, Decision, Error> body) {
   ready_.replies.push_back(Reply{token, std::move(body)});
 }
 
@@ -922,7 +925,8 @@ void CoordinatorCore::UpdateTruncation() {
   uint64_t keep = max_lsn_seen_ + 1;
   if (!committed_fifo_.empty()) keep = std::min(keep, committed_fifo_.front().first);
   if (!active_decisions_.empty()) keep = std::min(keep, active_decisions_.begin()->first);
-  if (!pending_floor_.empty()) keep = std::min(keep, pending_floor_.begin()->second);  // oldest tag: lowest floor
+  if (!pending_floor_.empty())
+    keep = std::min(keep, pending_floor_.begin()->second);  // oldest tag: lowest floor
   if (epoch_tag_ == 0 && keep > epoch_lsn_ && keep - epoch_lsn_ > opts_.epoch_rewrite_lsn_gap) {
     // Only the EPOCH record holds truncation back: write it again; once the
     // copy is durable the old one may go.

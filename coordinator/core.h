@@ -148,7 +148,7 @@ struct AbortMsg {
 
 struct OutMessage {
   MessageId id = 0;
-  std::string to;        // participant host:port
+  std::string to;           // participant host:port
   uint64_t timeout_ms = 0;  // give up and report kTimeout after this long
   std::variant<PrepareMsg, CommitMsg, AbortMsg> body;
 };
@@ -224,7 +224,7 @@ struct CoreOptions {
   std::string self_address;  // sent in PREPARE for QueryDecision
 
   uint64_t prepare_timeout_ms = 2000;
-  uint64_t commit_timeout_ms = 2000;     // one COMMIT attempt
+  uint64_t commit_timeout_ms = 2000;  // one COMMIT attempt
   uint64_t abort_timeout_ms = 1000;
   // After this core sends ABORT for txid T (or answers a QueryDecision of T
   // with ABORT), no new attempt of T starts here for this long: a Commit of T
@@ -259,7 +259,7 @@ struct CoreOptions {
 };
 
 struct CoreStats {
-  uint64_t commits = 0;           // multi-participant, decided commit
+  uint64_t commits = 0;  // multi-participant, decided commit
   uint64_t commits_one_phase = 0;
   uint64_t commits_read_only = 0;  // every participant voted READ_ONLY
   uint64_t aborts_conflict = 0;
@@ -389,13 +389,13 @@ class CoordinatorCore {
     // is_retry, or an earlier one-phase attempt here ended UNKNOWN): a
     // failure without a vote must not be answered ABORTED.
     bool retry = false;
-    std::vector<Part> parts;        // shard order
+    std::vector<Part> parts;                  // shard order
     std::vector<RequestToken> waiters;        // Commit callers
     std::vector<RequestToken> query_waiters;  // QueryDecision while kDeciding
-    uint64_t deadline_ms = 0;       // kPreparing: the prepare timeout
-    uint64_t timer_ms = 0;          // key in timers_, 0 if none
+    uint64_t deadline_ms = 0;                 // kPreparing: the prepare timeout
+    uint64_t timer_ms = 0;                    // key in timers_, 0 if none
     PersistTag decision_tag = 0;
-    uint64_t decision_lsn = 0;      // kCommitting: 0 until durable (recovered: from replay)
+    uint64_t decision_lsn = 0;  // kCommitting: 0 until durable (recovered: from replay)
     bool first_commit_sent = false;
   };
 
@@ -460,7 +460,7 @@ class CoordinatorCore {
 
   std::map<TxId, Tx> txs_;  // ordered: deterministic iteration
   size_t committing_count_ = 0;
-  std::set<std::pair<uint64_t, TxId>> timers_;   // (at_ms, txid), one per tx at most
+  std::set<std::pair<uint64_t, TxId>> timers_;    // (at_ms, txid), one per tx at most
   std::map<PersistTag, TxId> pending_decisions_;  // DECISION appended, not yet durable
   // Per pending DECISION: a lower bound of its LSN (max_lsn_seen_ + 1 when
   // appended); truncate_before never passes the lowest.

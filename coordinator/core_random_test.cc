@@ -168,8 +168,8 @@ class Sim {
   void Drain() {
     Ready r = core_->TakeReady();
     for (const PersistRecord& p : r.persist) {
-      log_.push_back(LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag,
-                              p.forced, false});
+      log_.push_back(
+          LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag, p.forced, false});
     }
     for (OutMessage& m : r.send) {
       if (const auto* c = std::get_if<CommitMsg>(&m.body)) {
@@ -256,16 +256,16 @@ class Sim {
       ASSERT_NE(t.state, PState::kNone) << "COMMIT for a transaction never prepared here";
       t.state = PState::kCommitted;
       CheckNotBoth(c->txid);
-      replies_.push_back(PendingReply{AckReply{f.msg.id, c->txid, f.msg.to, CallStatus::kOk, ""},
-                                      1, f.incarnation});
+      replies_.push_back(PendingReply{AckReply{f.msg.id, c->txid, f.msg.to, CallStatus::kOk, ""}, 1,
+                                      f.incarnation});
     } else {
       const auto& a = std::get<AbortMsg>(f.msg.body);
       PTx& t = part_[shard][a.txid];
       ASSERT_NE(t.state, PState::kCommitted) << "ABORT after COMMIT at " << f.msg.to;
       t.state = PState::kAborted;
       CheckNotBoth(a.txid);
-      replies_.push_back(PendingReply{AckReply{f.msg.id, a.txid, f.msg.to, CallStatus::kOk, ""},
-                                      2, f.incarnation});
+      replies_.push_back(PendingReply{AckReply{f.msg.id, a.txid, f.msg.to, CallStatus::kOk, ""}, 2,
+                                      f.incarnation});
     }
   }
 
@@ -384,7 +384,8 @@ class Sim {
       committed |= a->second.count(Decision::kCommit) != 0;
       aborted |= a->second.count(Decision::kAbort) != 0;
     }
-    ASSERT_FALSE(committed && aborted) << "txid " << txid.ToString() << " both committed and aborted";
+    ASSERT_FALSE(committed && aborted)
+        << "txid " << txid.ToString() << " both committed and aborted";
   }
 
   bool Quiet() const {
@@ -444,17 +445,19 @@ TEST(CoordinatorCoreRandom, SafetyAndProgressUnderDropsDuplicatesAndCrashes) {
     count = 1;
   }
   for (uint64_t seed = first; seed < first + count; ++seed) {
-    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with DTX_SEED=" + std::to_string(seed) + ")");
+    SCOPED_TRACE("seed " + std::to_string(seed) + " (rerun with DTX_SEED=" + std::to_string(seed) +
+                 ")");
     Sim sim(seed);
     sim.Run(600);
     if (::testing::Test::HasFailure()) break;
   }
-  std::printf("schedules: committed=%llu aborted=%llu unknown=%llu durable_decisions=%llu "
-              "crashes=%llu queries=%llu commit_resends(last incarnations)=%llu\n",
-              (unsigned long long)g_totals.committed, (unsigned long long)g_totals.aborted,
-              (unsigned long long)g_totals.unknown, (unsigned long long)g_totals.decisions,
-              (unsigned long long)g_totals.crashes, (unsigned long long)g_totals.queries,
-              (unsigned long long)g_totals.resends);
+  std::printf(
+      "schedules: committed=%llu aborted=%llu unknown=%llu durable_decisions=%llu "
+      "crashes=%llu queries=%llu commit_resends(last incarnations)=%llu\n",
+      (unsigned long long)g_totals.committed, (unsigned long long)g_totals.aborted,
+      (unsigned long long)g_totals.unknown, (unsigned long long)g_totals.decisions,
+      (unsigned long long)g_totals.crashes, (unsigned long long)g_totals.queries,
+      (unsigned long long)g_totals.resends);
 }
 
 }  // namespace

@@ -57,7 +57,8 @@ struct LogEntry {
 
 class Harness {
  public:
-  explicit Harness(CoreOptions o = Opts()) : options_(o), core_(std::make_unique<CoordinatorCore>(o)) {}
+  explicit Harness(CoreOptions o = Opts())
+      : options_(o), core_(std::make_unique<CoordinatorCore>(o)) {}
 
   CoordinatorCore& core() { return *core_; }
 
@@ -65,8 +66,8 @@ class Harness {
   Ready Drain() {
     Ready r = core_->TakeReady();
     for (const PersistRecord& p : r.persist) {
-      log_.push_back(LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag,
-                              p.forced, false});
+      log_.push_back(
+          LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag, p.forced, false});
     }
     return r;
   }
@@ -418,7 +419,7 @@ TEST(CoordinatorCore, DuplicateLateAndUnknownAcksAreHarmless) {
   h.core().OnCommitReply(h.now, unknown);
   EXPECT_TRUE(h.Drain().empty());
   h.core().OnCommitReply(h.now, Ack(commits[1].first));
-  EXPECT_EQ(h.Drain().persist.size(), 1u);  // END
+  EXPECT_EQ(h.Drain().persist.size(), 1u);               // END
   h.core().OnCommitReply(h.now, Ack(commits[1].first));  // after END
   h.core().OnCommitReply(h.now, Ack(commits[0].first, CallStatus::kUnavailable));
   EXPECT_TRUE(h.Drain().empty());
@@ -659,7 +660,8 @@ TEST(CoordinatorCore, BadRequestsGetClearErrors) {
   for (size_t i = 0; i <= kTxKeysMax; ++i) many.push_back({"k" + std::to_string(i), std::nullopt});
   expect_error(Req(kTx1, {}, many), ErrorCode::kBadArgument, "keys");
   std::vector<WriteItem> big;
-  for (int i = 0; i < 5; ++i) big.push_back({"k" + std::to_string(i), std::string(kValueBytesMax, 'v')});
+  for (int i = 0; i < 5; ++i)
+    big.push_back({"k" + std::to_string(i), std::string(kValueBytesMax, 'v')});
   expect_error(Req(kTx1, {}, big), ErrorCode::kBadArgument, "bytes");
   CommitRequest wrong = Writes(kTx1, {0});
   wrong.shard_map_version = 2;
@@ -773,7 +775,8 @@ TEST(CoordinatorCore, CrashBeforeDecisionIsDurableMeansAbort) {
   Harness h;
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
-  for (auto& [m, p] : Msgs<PrepareMsg>(h.Drain())) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  for (auto& [m, p] : Msgs<PrepareMsg>(h.Drain()))
+    h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
   EXPECT_EQ(h.Drain().persist.size(), 1u);  // DECISION appended, never synced
   ASSERT_TRUE(h.CrashAndRecover().ok());
   EXPECT_TRUE(h.Drain().send.empty());
@@ -865,9 +868,12 @@ TEST(CoordinatorCore, TruncationKeepsUnendedDecisionsRememberedCommitsAndTheEpoc
 std::string Trace(Harness& h) {
   std::string out;
   auto dump = [&](const Ready& r) {
-    for (const PersistRecord& p : r.persist) out += "P" + std::to_string(static_cast<int>(p.type)) + p.payload;
-    for (const OutMessage& m : r.send) out += "S" + std::to_string(m.id) + m.to + std::to_string(m.body.index());
-    for (const Reply& rep : r.replies) out += "R" + std::to_string(rep.token) + std::to_string(rep.body.index());
+    for (const PersistRecord& p : r.persist)
+      out += "P" + std::to_string(static_cast<int>(p.type)) + p.payload;
+    for (const OutMessage& m : r.send)
+      out += "S" + std::to_string(m.id) + m.to + std::to_string(m.body.index());
+    for (const Reply& rep : r.replies)
+      out += "R" + std::to_string(rep.token) + std::to_string(rep.body.index());
   };
   h.core().Start(h.now);
   dump(h.Drain());
@@ -894,7 +900,6 @@ TEST(CoordinatorCore, SameInputsGiveSameOutputs) {
   EXPECT_FALSE(ta.empty());
   EXPECT_EQ(ta, tb);
 }
-
 
 // ---- failure detection (DESIGN.md "Failure detection, replication, fencing") ------
 

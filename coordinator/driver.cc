@@ -52,14 +52,17 @@ const char* OutcomeName(Outcome o) {
   return "?";
 }
 
-int TimeoutMs(uint64_t ms, uint64_t max) { return static_cast<int>(std::clamp<uint64_t>(ms, 1, max)); }
+int TimeoutMs(uint64_t ms, uint64_t max) {
+  return static_cast<int>(std::clamp<uint64_t>(ms, 1, max));
+}
 
 }  // namespace
 
 CallStatus ToCallStatus(const RpcStatus& st) {
   if (st.ok()) return CallStatus::kOk;
   if (st.error_code()) {
-    return *st.error_code() == rpc::ErrorCode::STALE_EPOCH ? CallStatus::kStaleEpoch : CallStatus::kError;
+    return *st.error_code() == rpc::ErrorCode::STALE_EPOCH ? CallStatus::kStaleEpoch
+                                                           : CallStatus::kError;
   }
   if (st.IsTimeout()) return CallStatus::kTimeout;
   // No connection, connection lost, Busy, an undecodable reply: the call may
@@ -157,7 +160,8 @@ void CoordinatorDriver::Append(const PersistRecord& p) {
   if (from_core && p.type == RecordType::kDecision) {
     Trace(p.txid, obs::span::kLogged);
     if (p.forced) hooks_->DecisionAppended(p.txid);
-    DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended", txid.ToString(), lsn);
+    DTX_LOG_DEBUG("txid={} phase=decision lsn={} all votes yes, DECISION appended", txid.ToString(),
+                  lsn);
   } else if (from_core && p.type == RecordType::kEnd) {
     Trace(p.txid, "ended");
   }
@@ -237,9 +241,10 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                      if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
                      if (resp.__isset.detail) r.detail = resp.detail;
                    } else {
-                     if (r.status == CallStatus::kStaleEpoch) DTX_PROBE(coordinator_prepare_stale_epoch);
-                     DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}", txid.ToString(), to,
-                                  st.ToString());
+                     if (r.status == CallStatus::kStaleEpoch)
+                       DTX_PROBE(coordinator_prepare_stale_epoch);
+                     DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}",
+                                  txid.ToString(), to, st.ToString());
                    }
                    ha_->OnPrepareReply(io_->NowMs(), r);
                    Process();
@@ -248,18 +253,20 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   }
   if (const auto* commit = std::get_if<CommitMsg>(&m.body)) {
     const TxId txid = commit->txid;
-    io_->Commit(to, dtx::ToRpc(txid), commit->epoch, timeout_ms, [this, id, to, txid](const RpcStatus& st) {
-      if (stopped_) return;
-      if (!st.ok()) {
-        DTX_PROBE(coordinator_commit_call_failed);
-        DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}", txid.ToString(), to,
-                     st.ToString());
-      }
-      if (st.ok() && hooks_->tracing()) Trace(txid, obs::span::kAcked, ParticipantName(to));
-      AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-      ha_->OnCommitReply(io_->NowMs(), a);
-      Process();
-    });
+    io_->Commit(to, dtx::ToRpc(txid), commit->epoch, timeout_ms,
+                [this, id, to, txid](const RpcStatus& st) {
+                  if (stopped_) return;
+                  if (!st.ok()) {
+                    DTX_PROBE(coordinator_commit_call_failed);
+                    DTX_LOG_INFO("txid={} phase=commit participant={} failed (will re-send): {}",
+                                 txid.ToString(), to, st.ToString());
+                  }
+                  if (st.ok() && hooks_->tracing())
+                    Trace(txid, obs::span::kAcked, ParticipantName(to));
+                  AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
+                  ha_->OnCommitReply(io_->NowMs(), a);
+                  Process();
+                });
     if (commit->first_of_tx) {
       EvalOrFailStop(fp::Point::kCoordinatorPhase2AfterFirstCommit, txid);
     }
@@ -267,17 +274,19 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   }
   const auto& abort = std::get<AbortMsg>(m.body);
   const TxId txid = abort.txid;
-  io_->Abort(to, dtx::ToRpc(txid), abort.epoch, timeout_ms, [this, id, to, txid](const RpcStatus& st) {
-    if (stopped_) return;
-    AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
-    ha_->OnAbortReply(io_->NowMs(), a);
-    Process();
-  });
+  io_->Abort(to, dtx::ToRpc(txid), abort.epoch, timeout_ms,
+             [this, id, to, txid](const RpcStatus& st) {
+               if (stopped_) return;
+               AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
+               ha_->OnAbortReply(io_->NowMs(), a);
+               Process();
+             });
 }
 
 // ---- served calls ---------------------------------------------------------------------------
 
-void CoordinatorDriver::Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
+void CoordinatorDriver::Commit(const rpc::CommitRequest& req,
+                               std::function<void(const rpc::CommitResult&)> cob,
                                std::function<void(const rpc::DtxError&)> fail) {
   const RequestToken token = next_token_++;
   CommitRequest creq = FromRpc(req);
@@ -287,7 +296,8 @@ void CoordinatorDriver::Commit(const rpc::CommitRequest& req, std::function<void
   Process();
 }
 
-void CoordinatorDriver::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+void CoordinatorDriver::QueryDecision(const rpc::TxId& txid,
+                                      std::function<void(rpc::Decision::type)> cob,
                                       std::function<void(const rpc::DtxError&)> fail) {
   const TxId t = dtx::FromRpc(txid);
   const RequestToken token = next_token_++;
@@ -305,19 +315,23 @@ void CoordinatorDriver::Deliver(Reply& reply) {
   Pending p = std::move(it->second);
   pending_.erase(it);
   if (const auto* err = std::get_if<Error>(&reply.body)) {
-    DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(), ErrorCodeName(err->code), err->message);
+    DTX_LOG_DEBUG("txid={} request refused: {} {}", p.txid.ToString(), ErrorCodeName(err->code),
+                  err->message);
     if (p.commit_cob) Trace(p.txid, "replied", std::string("error:") + ErrorCodeName(err->code));
     p.fail(MakeDtxError(err->code, err->message,
                         err->code == ErrorCode::kNotPrimary ? options_.peer : std::string()));
     return;
   }
   if (const auto* res = std::get_if<CommitResult>(&reply.body)) {
-    if (res->outcome == Outcome::kUnknown || (res->reason && *res->reason != AbortReason::kConflict)) {
+    if (res->outcome == Outcome::kUnknown ||
+        (res->reason && *res->reason != AbortReason::kConflict)) {
       if (res->outcome == Outcome::kUnknown) DTX_PROBE(coordinator_outcome_unknown);
-      DTX_LOG_INFO("txid={} outcome={} reason={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
-                   res->reason ? AbortReasonName(*res->reason) : "-", res->detail);
+      DTX_LOG_INFO("txid={} outcome={} reason={} detail={}", p.txid.ToString(),
+                   OutcomeName(res->outcome), res->reason ? AbortReasonName(*res->reason) : "-",
+                   res->detail);
     } else {
-      DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome), res->detail);
+      DTX_LOG_DEBUG("txid={} outcome={} detail={}", p.txid.ToString(), OutcomeName(res->outcome),
+                    res->detail);
     }
     if (hooks_->tracing()) {
       std::string d = res->outcome == Outcome::kCommitted ? "commit"
@@ -352,21 +366,21 @@ void CoordinatorDriver::SendProbe(const ProbeMsg& m) {
   hb.epoch = static_cast<int64_t>(m.epoch);
   const std::string to = m.to;
   if (m.peer) {
-    io_->PeerHeartbeat(hb, options_.probe_timeout_ms,
-                       [this, to](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
-                         if (stopped_) return;
-                         std::optional<PeerView> view;
-                         if (st.ok()) {
-                           // A peer shutting down sends no role: not heard.
-                           view = PeerView{resp.name,
-                                           resp.__isset.role ? dtx::FromRpc(resp.role) : std::nullopt,
-                                           static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
-                                           resp.__isset.in_sync ? std::optional<bool>(resp.in_sync)
-                                                                : std::nullopt};
-                         }
-                         ha_->OnProbeReply(io_->NowMs(), to, st.ok(), view);
-                         Process();
-                       });
+    io_->PeerHeartbeat(
+        hb, options_.probe_timeout_ms,
+        [this, to](const RpcStatus& st, const rpc::HeartbeatResponse& resp) {
+          if (stopped_) return;
+          std::optional<PeerView> view;
+          if (st.ok()) {
+            // A peer shutting down sends no role: not heard.
+            view =
+                PeerView{resp.name, resp.__isset.role ? dtx::FromRpc(resp.role) : std::nullopt,
+                         static_cast<Epoch>(std::max<int64_t>(resp.epoch, 0)),
+                         resp.__isset.in_sync ? std::optional<bool>(resp.in_sync) : std::nullopt};
+          }
+          ha_->OnProbeReply(io_->NowMs(), to, st.ok(), view);
+          Process();
+        });
     return;
   }
   io_->ProbeParticipant(to, hb, options_.probe_timeout_ms, [this, to](const RpcStatus& st) {
@@ -405,8 +419,8 @@ void CoordinatorDriver::SendReplicate(ReplicateMsg& m) {
   }
   if (m.snapshot) {
     DTX_PROBE(coordinator_snapshot_sent);
-    DTX_LOG_INFO("replication: snapshot to backup {} (generation {}, {} records)", options_.peer, m.generation,
-                 req.records.size());
+    DTX_LOG_INFO("replication: snapshot to backup {} (generation {}, {} records)", options_.peer,
+                 m.generation, req.records.size());
   }
   const MessageId id = m.id;
   io_->PeerReplicate(req, TimeoutMs(m.timeout_ms, INT32_MAX),
@@ -427,7 +441,8 @@ void CoordinatorDriver::Replicate(const rpc::ReplicateRequest& req,
   in.snapshot = req.snapshot;
   in.records.reserve(req.records.size());
   for (const rpc::LogRecord& r : req.records) {
-    in.records.push_back(ReplRecord{static_cast<RecordType>(static_cast<uint8_t>(r.type)), r.payload});
+    in.records.push_back(
+        ReplRecord{static_cast<RecordType>(static_cast<uint8_t>(r.type)), r.payload});
   }
   const RequestToken token = next_token_++;
   replicate_pending_[token] = ReplicatePending{std::move(cob), std::move(fail)};
@@ -455,17 +470,19 @@ void CoordinatorDriver::AnswerReplicate(const ReplicateAnswer& a) {
 
 void CoordinatorDriver::SendAdoptEpoch(const AdoptEpochMsg& m) {
   const MessageId id = m.id;
-  io_->AdoptEpoch(m.to, static_cast<int64_t>(m.epoch), options_.self_address, TimeoutMs(m.timeout_ms, 60000),
-                  [this, id](const RpcStatus& st, std::optional<int64_t> current_epoch, const std::string& owner) {
-                    if (stopped_) return;
-                    std::optional<Epoch> current;
-                    if (current_epoch && *current_epoch >= 0) current = static_cast<Epoch>(*current_epoch);
-                    if (st.error_code() && *st.error_code() == rpc::ErrorCode::STALE_EPOCH) {
-                      DTX_PROBE(coordinator_adopt_epoch_refused);
-                    }
-                    ha_->OnAdoptEpochReply(io_->NowMs(), id, ToCallStatus(st), st.ToString(), current, owner);
-                    Process();
-                  });
+  io_->AdoptEpoch(
+      m.to, static_cast<int64_t>(m.epoch), options_.self_address, TimeoutMs(m.timeout_ms, 60000),
+      [this, id](const RpcStatus& st, std::optional<int64_t> current_epoch,
+                 const std::string& owner) {
+        if (stopped_) return;
+        std::optional<Epoch> current;
+        if (current_epoch && *current_epoch >= 0) current = static_cast<Epoch>(*current_epoch);
+        if (st.error_code() && *st.error_code() == rpc::ErrorCode::STALE_EPOCH) {
+          DTX_PROBE(coordinator_adopt_epoch_refused);
+        }
+        ha_->OnAdoptEpochReply(io_->NowMs(), id, ToCallStatus(st), st.ToString(), current, owner);
+        Process();
+      });
 }
 
 }  // namespace dtx::coordinator

@@ -67,26 +67,28 @@ class CoordinatorIo {
   using Done = std::function<void(const RpcStatus&)>;
   virtual void Prepare(const std::string& to, const rpc::PrepareRequest& req, int timeout_ms,
                        std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) = 0;
-  virtual void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-                      Done done) = 0;
+  virtual void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch,
+                      int timeout_ms, Done done) = 0;
   virtual void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
                      Done done) = 0;
   // A heartbeat probe of a participant (ParticipantPeer.Heartbeat, or
   // whatever the transport uses for participants that do not serve it).
-  virtual void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
-                                Done done) = 0;
+  virtual void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req,
+                                int timeout_ms, Done done) = 0;
   // With a STALE_EPOCH refusal, the participant's current epoch and its
   // owner when it sent them (DtxError fields 4, 5), else nullopt / "".
-  using AdoptDone =
-      std::function<void(const RpcStatus&, std::optional<int64_t> current_epoch, const std::string& owner)>;
+  using AdoptDone = std::function<void(const RpcStatus&, std::optional<int64_t> current_epoch,
+                                       const std::string& owner)>;
   virtual void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator,
                           int timeout_ms, AdoptDone done) = 0;
 
   // ---- transport: calls to the peer coordinator (CoordinatorPeer) ----
-  virtual void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
-                             std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) = 0;
-  virtual void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
-                             std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) = 0;
+  virtual void PeerHeartbeat(
+      const rpc::HeartbeatRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) = 0;
+  virtual void PeerReplicate(
+      const rpc::ReplicateRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) = 0;
 
   // ---- log ----
   // Appends one record and returns its LSN. A forced record's `on_durable`
@@ -171,7 +173,8 @@ class CoordinatorDriver {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
-  void Replicate(const rpc::ReplicateRequest& req, std::function<void(const rpc::ReplicateResponse&)> cob,
+  void Replicate(const rpc::ReplicateRequest& req,
+                 std::function<void(const rpc::ReplicateResponse&)> cob,
                  std::function<void(const rpc::DtxError&)> fail);
 
   // Requests the core owes an answer to.

@@ -29,7 +29,9 @@ class RecordingIo final : public CoordinatorIo {
   };
   uint64_t now_ms = 1000;
   std::vector<Appended> log;
-  std::vector<std::pair<std::string, std::function<void(const RpcStatus&, const rpc::PrepareResponse&)>>> prepares;
+  std::vector<
+      std::pair<std::string, std::function<void(const RpcStatus&, const rpc::PrepareResponse&)>>>
+      prepares;
   std::vector<std::pair<std::string, Done>> commits;
   std::vector<std::string> events;  // "append DECISION", "commit p0:1", ...
   std::optional<std::string> fail_stop;
@@ -49,14 +51,17 @@ class RecordingIo final : public CoordinatorIo {
   }
   void ProbeParticipant(const std::string&, const rpc::HeartbeatRequest&, int, Done) override {}
   void AdoptEpoch(const std::string&, rpc::Epoch, const std::string&, int, AdoptDone) override {}
-  void PeerHeartbeat(const rpc::HeartbeatRequest&, int,
-                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)>) override {}
-  void PeerReplicate(const rpc::ReplicateRequest&, int,
-                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)>) override {}
+  void PeerHeartbeat(
+      const rpc::HeartbeatRequest&, int,
+      std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)>) override {}
+  void PeerReplicate(
+      const rpc::ReplicateRequest&, int,
+      std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)>) override {}
   uint64_t Append(RecordType type, const std::string&, bool forced,
                   std::function<void(uint64_t)> on_durable) override {
     const uint64_t lsn = log.size() + 1;
-    events.push_back(std::string("append ") + (type == RecordType::kDecision ? "DECISION" : "other"));
+    events.push_back(std::string("append ") +
+                     (type == RecordType::kDecision ? "DECISION" : "other"));
     log.push_back(Appended{type, forced, std::move(on_durable), lsn});
     return lsn;
   }

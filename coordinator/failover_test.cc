@@ -231,10 +231,12 @@ class Cluster {
                                             std::vector<std::string> extra) {
     int port = which == 0 ? c0_ : c1_;
     int peer = which == 0 ? c1_ : c0_;
-    std::vector<std::string> args = {"--name", "coordinator-" + std::to_string(which),
-                                     "--listen", Addr(port), "--dir",
-                                     dir_ + "/c" + std::to_string(which), "--participants",
-                                     plist_, "--role", role, "--peer", Addr(peer)};
+    std::vector<std::string> args = {"--name",         "coordinator-" + std::to_string(which),
+                                     "--listen",       Addr(port),
+                                     "--dir",          dir_ + "/c" + std::to_string(which),
+                                     "--participants", plist_,
+                                     "--role",         role,
+                                     "--peer",         Addr(peer)};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
   }
@@ -292,7 +294,8 @@ void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milli
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   // Load the accounts.
   Status s = (*client)->Run([](Transaction& tx) {
-    for (int i = 0; i < kAccounts; ++i) DTX_RETURN_IF_ERROR(tx.Put(Account(i), std::to_string(kInitialBalance)));
+    for (int i = 0; i < kAccounts; ++i)
+      DTX_RETURN_IF_ERROR(tx.Put(Account(i), std::to_string(kInitialBalance)));
     return Status::OK();
   });
   ASSERT_TRUE(s.ok()) << s.ToString();
@@ -334,8 +337,9 @@ void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milli
             ++after;
             int64_t expected = -1;
             first_commit_after_ns.compare_exchange_strong(
-                expected, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                              at.at.time_since_epoch()).count());
+                expected,
+                std::chrono::duration_cast<std::chrono::nanoseconds>(at.at.time_since_epoch())
+                    .count());
           }
         } else if (tx->outcome_unknown()) {
           at.outcome = Attempt::kUnknown;
@@ -348,7 +352,8 @@ void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milli
     });
   }
   std::this_thread::sleep_for(fault_after);
-  fault_at_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  fault_at_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
   fault();
   faulted = true;
   for (auto& th : threads) th.join();
@@ -404,11 +409,13 @@ TEST(FailoverTest, SigkillPrimaryUnderBankWorkload) {
   ASSERT_TRUE(cl.WaitServing());
   int64_t failover_ms = -1;
   uint64_t after = 0;
-  RunBank(cl, [&] { cl.primary_->Kill(); }, std::chrono::milliseconds(1500),
-          std::chrono::milliseconds(5000), &failover_ms, &after);
-  std::printf("failover under load (SIGKILL primary -> first client commit on the new primary): "
-              "%lld ms\n",
-              static_cast<long long>(failover_ms));
+  RunBank(
+      cl, [&] { cl.primary_->Kill(); }, std::chrono::milliseconds(1500),
+      std::chrono::milliseconds(5000), &failover_ms, &after);
+  std::printf(
+      "failover under load (SIGKILL primary -> first client commit on the new primary): "
+      "%lld ms\n",
+      static_cast<long long>(failover_ms));
   EXPECT_GT(after, 0u) << "clients did not carry on against the new primary";
   auto st = CoordinatorStatus(cl.c1_);
   ASSERT_TRUE(st.has_value());
@@ -483,11 +490,12 @@ TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
     cl.participants_[2] = cl.StartParticipant(2);
   }
   std::sort(ms.begin(), ms.end());
-  std::printf("detection (SIGKILL real participant -> primary suspects it), 20 kills, heartbeat "
-              "100 ms, suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
-              static_cast<long long>(ms[ms.size() / 2]),
-              static_cast<long long>(ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]),
-              static_cast<long long>(ms.back()));
+  std::printf(
+      "detection (SIGKILL real participant -> primary suspects it), 20 kills, heartbeat "
+      "100 ms, suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
+      static_cast<long long>(ms[ms.size() / 2]),
+      static_cast<long long>(ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]),
+      static_cast<long long>(ms.back()));
   EXPECT_LE(ms.back(), 1000);
 }
 
@@ -503,19 +511,21 @@ TEST(FailoverTest, NoFalseSuspicionsUnderBankLoad) {
   int64_t unused_ms = 0;
   uint64_t unused = 0;
   auto start = Clock::now();
-  RunBank(cl, [] {}, std::chrono::milliseconds(100), std::chrono::seconds(seconds), &unused_ms,
-          &unused, 16);
+  RunBank(
+      cl, [] {}, std::chrono::milliseconds(100), std::chrono::seconds(seconds), &unused_ms, &unused,
+      16);
   (void)start;
   auto s0 = CoordinatorStatus(cl.c0_);
   auto s1 = CoordinatorStatus(cl.c1_);
   ASSERT_TRUE(s0 && s1);
-  std::printf("bank load %d s, 16 clients, real participants: false suspicions primary %lld+%lld, "
-              "backup %lld+%lld (participants+peer); backup in sync %lld\n",
-              seconds, static_cast<long long>(s0->counters["participant_suspicions"]),
-              static_cast<long long>(s0->counters["peer_suspicions"]),
-              static_cast<long long>(s1->counters["participant_suspicions"]),
-              static_cast<long long>(s1->counters["peer_suspicions"]),
-              static_cast<long long>(s0->counters["backup_in_sync"]));
+  std::printf(
+      "bank load %d s, 16 clients, real participants: false suspicions primary %lld+%lld, "
+      "backup %lld+%lld (participants+peer); backup in sync %lld\n",
+      seconds, static_cast<long long>(s0->counters["participant_suspicions"]),
+      static_cast<long long>(s0->counters["peer_suspicions"]),
+      static_cast<long long>(s1->counters["participant_suspicions"]),
+      static_cast<long long>(s1->counters["peer_suspicions"]),
+      static_cast<long long>(s0->counters["backup_in_sync"]));
   EXPECT_EQ(s0->counters["participant_suspicions"] + s0->counters["peer_suspicions"], 0);
   EXPECT_EQ(s1->counters["participant_suspicions"] + s1->counters["peer_suspicions"], 0);
 }

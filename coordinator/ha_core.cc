@@ -90,14 +90,12 @@ bool HaCore::IsEstablished(HaState s) {
     case HaState::kPrimarySolo:
     case HaState::kPrimarySyncing:
     case HaState::kPrimaryInSync:
-    case HaState::kPrimaryFencing:
-      return true;
+    case HaState::kPrimaryFencing: return true;
     case HaState::kInit:
     case HaState::kStarting:
     case HaState::kEstablishing:
     case HaState::kBackupSyncing:
-    case HaState::kBackupInSync:
-      return false;
+    case HaState::kBackupInSync: return false;
   }
   return false;
 }
@@ -106,16 +104,14 @@ Role HaCore::role() const {
   switch (state_) {
     case HaState::kInit: return opts_.role;
     case HaState::kBackupSyncing:
-    case HaState::kBackupInSync:
-      return Role::kBackup;
+    case HaState::kBackupInSync: return Role::kBackup;
     case HaState::kAlone:
     case HaState::kStarting:
     case HaState::kEstablishing:
     case HaState::kPrimarySolo:
     case HaState::kPrimarySyncing:
     case HaState::kPrimaryInSync:
-    case HaState::kPrimaryFencing:
-      return Role::kPrimary;
+    case HaState::kPrimaryFencing: return Role::kPrimary;
   }
   return Role::kBackup;
 }
@@ -128,8 +124,7 @@ NodeRole HaCore::node_role() const {
 BackupState HaCore::backup_state() const {
   switch (state_) {
     case HaState::kInit:
-    case HaState::kAlone:
-      return BackupState::kNone;
+    case HaState::kAlone: return BackupState::kNone;
     case HaState::kPrimarySyncing: return BackupState::kSyncing;
     case HaState::kPrimaryInSync: return BackupState::kInSync;
     case HaState::kStarting:
@@ -137,8 +132,7 @@ BackupState HaCore::backup_state() const {
     case HaState::kPrimarySolo:
     case HaState::kPrimaryFencing:
     case HaState::kBackupSyncing:
-    case HaState::kBackupInSync:
-      return BackupState::kDown;
+    case HaState::kBackupInSync: return BackupState::kDown;
   }
   return BackupState::kDown;
 }
@@ -226,11 +220,14 @@ void HaCore::CheckInvariants() const {
   // Replication flows only to a backup being synced or in sync.
   DTX_CHECK(repl_batch_.empty() || state_ == HaState::kPrimarySyncing ||
             state_ == HaState::kPrimaryInSync);
-  DTX_CHECK(bump_.epoch == 0 || state_ == HaState::kStarting || state_ == HaState::kPrimaryFencing ||
-            state_ == HaState::kBackupInSync || state_ == HaState::kBackupSyncing);
+  DTX_CHECK(bump_.epoch == 0 || state_ == HaState::kStarting ||
+            state_ == HaState::kPrimaryFencing || state_ == HaState::kBackupInSync ||
+            state_ == HaState::kBackupSyncing);
 }
 
-void HaCore::Note(bool warn, std::string text) { ready_.notes.push_back(HaNote{warn, std::move(text)}); }
+void HaCore::Note(bool warn, std::string text) {
+  ready_.notes.push_back(HaNote{warn, std::move(text)});
+}
 
 std::optional<uint64_t> HaCore::Unwrap(uint64_t id) const {
   if ((id & kHaTagBit) != 0 || (id >> kIncarnationShift) != incarnation_) return std::nullopt;
@@ -274,7 +271,8 @@ Status HaCore::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
   if (type == kSkipRecordType) {
     // Our own knowledge, not the 2PC core's: the latest SKIP holds the run.
     Result<SkipRecord> r = DecodeSkip(payload);
-    if (!r.ok()) return Status::Corruption("LSN " + std::to_string(lsn) + ": " + r.status().ToString());
+    if (!r.ok())
+      return Status::Corruption("LSN " + std::to_string(lsn) + ": " + r.status().ToString());
     blocked_lo_ = r->lo;
     blocked_hi_ = r->hi;
     return Status::OK();
@@ -322,7 +320,8 @@ void HaCore::Start(uint64_t now_ms) {
 
 void HaCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
   if (role() != Role::kPrimary) {
-    ready_.replies.push_back(Reply{token, Error{ErrorCode::kNotPrimary, "this coordinator is a backup"}});
+    ready_.replies.push_back(
+        Reply{token, Error{ErrorCode::kNotPrimary, "this coordinator is a backup"}});
     Drain(now_ms);
     return;
   }
@@ -395,7 +394,8 @@ void HaCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
     return;
   }
   core_->OnPersisted(now_ms, *core_tag, lsn);
-  if (solo_epoch_pending_ != 0 && !core_->epoch_pending() && core_->epoch() == solo_epoch_pending_) {
+  if (solo_epoch_pending_ != 0 && !core_->epoch_pending() &&
+      core_->epoch() == solo_epoch_pending_) {
     Note(true, "epoch " + std::to_string(solo_epoch_pending_) +
                    " is durable and held by a majority of participants: the backup is fenced out; "
                    "committing alone until it is re-synced");
@@ -427,7 +427,8 @@ void HaCore::MaybeRelease(uint64_t now_ms, PersistTag tag) {
   // current one: a DECISION that waited while a lost backup was fenced out
   // is released under the new epoch - which is why only a decision of the
   // newest epoch must find that epoch durable.
-  DTX_CHECK_MSG(IsEstablished(state_), "a DECISION reached its commit point at a node not established as primary");
+  DTX_CHECK_MSG(IsEstablished(state_),
+                "a DECISION reached its commit point at a node not established as primary");
   DTX_CHECK(core_->started());
   DTX_CHECK_MSG(w.epoch <= durable_epoch_ && durable_epoch_ <= core_->epoch(),
                 "a DECISION reached its commit point before its epoch was durable here");
@@ -530,7 +531,8 @@ void HaCore::HeartbeatRound(uint64_t now_ms) {
     peer_probe_out_ = true;
     ready_.probes.push_back(ProbeMsg{opts_.peer, true, node_role(), core_->epoch()});
   }
-  if (state_ == HaState::kPrimaryInSync && replicated_since_snapshot_ >= opts_.resync_after_records) {
+  if (state_ == HaState::kPrimaryInSync &&
+      replicated_since_snapshot_ >= opts_.resync_after_records) {
     DTX_PROBE(coordinator_resync_snapshot);
     StartSync(now_ms);  // a fresh snapshot lets the backup drop its older log
   }
@@ -580,7 +582,8 @@ PeerView HaCore::OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, con
       peer_view_.epoch = view.epoch;
       if (!view.name.empty()) peer_view_.name = view.name;
     }
-    if (role() == Role::kPrimary && view.role == NodeRole::kPrimary && view.epoch > core_->epoch()) {
+    if (role() == Role::kPrimary && view.role == NodeRole::kPrimary &&
+        view.epoch > core_->epoch()) {
       StepDownLater("peer " + sender + " is primary at epoch " + std::to_string(view.epoch));
     }
   }
@@ -664,7 +667,9 @@ void HaCore::StartSync(uint64_t /*now_ms*/) {
   m.generation = generation_;
   m.snapshot = true;
   m.timeout_ms = opts_.replicate_timeout_ms * 5;
-  auto add = [&m](const Record& r) { m.records.push_back(ReplRecord{TypeOf(r), EncodePayload(r)}); };
+  auto add = [&m](const Record& r) {
+    m.records.push_back(ReplRecord{TypeOf(r), EncodePayload(r)});
+  };
   add(SyncRecord{generation_});
   add(EpochRecord{core_->epoch()});
   // Every DECISION appended and not ENDed, including ones not yet durable
@@ -676,7 +681,8 @@ void HaCore::StartSync(uint64_t /*now_ms*/) {
     tags.push_back(tag);
   }
   Note(false, "replication: sending a snapshot to backup " + opts_.peer + " (generation " +
-                  std::to_string(generation_) + ", " + std::to_string(m.records.size()) + " records)");
+                  std::to_string(generation_) + ", " + std::to_string(m.records.size()) +
+                  " records)");
   replicate_out_[m.id] = ReplicateOut{generation_, true, std::move(tags)};
   ready_.replicate.push_back(std::move(m));
 }
@@ -778,11 +784,10 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
   // batch that overtook its snapshot must not pass for the old one's (its
   // DECISION would then be closed by the snapshot's SYNC arriving after it).
   if (!req.snapshot && (req.generation != sync_generation_ || req.epoch != snapshot_epoch_)) {
-    return refuse(ErrorCode::kUnavailable, "not in sync for generation " +
-                                               std::to_string(req.generation) + " (have " +
-                                               std::to_string(sync_generation_) + " at epoch " +
-                                               std::to_string(snapshot_epoch_) +
-                                               "): send a snapshot");
+    return refuse(ErrorCode::kUnavailable,
+                  "not in sync for generation " + std::to_string(req.generation) + " (have " +
+                      std::to_string(sync_generation_) + " at epoch " +
+                      std::to_string(snapshot_epoch_) + "): send a snapshot");
   }
   // Validate everything before appending anything: a bad batch leaves no trace.
   Epoch epoch = current;
@@ -796,7 +801,8 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
       }
       if (e->epoch == std::numeric_limits<Epoch>::max()) {
         // No epoch could follow it (NextBumpEpoch): refused, never adopted.
-        return refuse(ErrorCode::kBadArgument, "Replicate: EPOCH " + std::to_string(e->epoch) + " out of range");
+        return refuse(ErrorCode::kBadArgument,
+                      "Replicate: EPOCH " + std::to_string(e->epoch) + " out of range");
       }
       epoch = e->epoch;
     }
@@ -806,8 +812,8 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
   if (req.snapshot) {
     sync_generation_ = req.generation;
     if (state_ == HaState::kBackupInSync) {
-      BecomeBackupSyncing("a snapshot of generation " + std::to_string(req.generation) + " at epoch " +
-                          std::to_string(req.epoch) + " arrived");
+      BecomeBackupSyncing("a snapshot of generation " + std::to_string(req.generation) +
+                          " at epoch " + std::to_string(req.epoch) + " arrived");
     }
     snapshot_epoch_ = req.epoch;
     snapshot_generation_ = req.generation;
@@ -903,8 +909,8 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
   }
   if (a.snapshot && a.generation == sync_generation_ && role() == Role::kBackup) {
     if (state_ == HaState::kBackupSyncing) BecomeBackupInSync();
-    Note(false, "backup: snapshot of generation " + std::to_string(a.generation) +
-                    " is durable: in sync");
+    Note(false,
+         "backup: snapshot of generation " + std::to_string(a.generation) + " is durable: in sync");
     // Everything before the snapshot's SYNC record is superseded.
     ready_.truncate_before = std::max(ready_.truncate_before, first_lsn);
   }
@@ -920,9 +926,7 @@ void HaCore::DriveRole(uint64_t now_ms) {
   // the retry delay of the last one.
   if (bump_.epoch != 0 || step_down_pending_ || now_ms < bump_retry_at_ms_) return;
   switch (state_) {
-    case HaState::kStarting:
-      DriveStarting(now_ms);
-      return;
+    case HaState::kStarting: DriveStarting(now_ms); return;
     case HaState::kPrimaryFencing:
       // Decisions wait until a newer epoch fences the lost backup out; once
       // it is adopted, until its EPOCH record is durable (solo_epoch_pending_).
@@ -946,16 +950,16 @@ void HaCore::DriveRole(uint64_t now_ms) {
     case HaState::kEstablishing:  // waiting for our EPOCH record
     case HaState::kPrimarySolo:
     case HaState::kPrimarySyncing:
-    case HaState::kPrimaryInSync:
-      return;
+    case HaState::kPrimaryInSync: return;
   }
 }
 
 void HaCore::TrackNobodyServes(uint64_t now_ms) {
   // Neither of us serves: we are a backup and the peer answers as a backup
   // or as a primary still "starting" (trying to establish an epoch).
-  const bool nobody_serves = role() == Role::kBackup && !peer_suspected_ &&
-                             (peer_view_.role == NodeRole::kBackup || peer_view_.role == NodeRole::kStarting);
+  const bool nobody_serves =
+      role() == Role::kBackup && !peer_suspected_ &&
+      (peer_view_.role == NodeRole::kBackup || peer_view_.role == NodeRole::kStarting);
   if (nobody_serves != both_backups_) {
     both_backups_ = nobody_serves;
     both_backups_since_ms_ = now_ms;
@@ -966,11 +970,13 @@ void HaCore::DriveStarting(uint64_t now_ms) {
   DTX_CHECK(state_ == HaState::kStarting);
   const Epoch epoch = core_->epoch();
   if (peer_view_.role == NodeRole::kPrimary && peer_view_.epoch >= epoch) {
-    StepDownLater("peer " + opts_.peer + " is primary at epoch " + std::to_string(peer_view_.epoch));
+    StepDownLater("peer " + opts_.peer + " is primary at epoch " +
+                  std::to_string(peer_view_.epoch));
     return;
   }
   if (!peer_view_.role && !peer_suspected_) return;  // wait to hear from it, or suspect it
-  if (peer_view_.role == NodeRole::kStarting && !peer_suspected_ && opts_.self_address > opts_.peer) {
+  if (peer_view_.role == NodeRole::kStarting && !peer_suspected_ &&
+      opts_.self_address > opts_.peer) {
     return;  // both starting: the lower address goes first
   }
   StartBump(now_ms, NextBumpEpoch(), "starting as primary");
@@ -996,7 +1002,8 @@ void HaCore::MaybeTakeOver(uint64_t now_ms) {
   // next epoch at a majority), the higher address tries too.
   // Exclusive epoch grants keep a race with the peer safe.
   const bool take_over =
-      newer_log || (same_epoch && ((peer_is_backup && opts_.self_address < opts_.peer) || served_long));
+      newer_log ||
+      (same_epoch && ((peer_is_backup && opts_.self_address < opts_.peer) || served_long));
   if (!take_over) return;
   Note(true, "both coordinators are backups; our log (epoch " + std::to_string(epoch) +
                  ") is at least as new as the peer's (epoch " + std::to_string(peer_view_.epoch) +
@@ -1054,7 +1061,8 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
   }
   const size_t n = core_opts_.participants.size();
   const size_t majority = n / 2 + 1;
-  DTX_CHECK(bump_.ok + bump_.failed <= n && bump_.stale <= bump_.failed);  // one answer per participant
+  DTX_CHECK(bump_.ok + bump_.failed <= n &&
+            bump_.stale <= bump_.failed);  // one answer per participant
   // Each participant grants an epoch to one coordinator only, ever (the
   // owner is persisted with it), so at most one contender reaches a majority;
   // a STALE_EPOCH from some participants does not stop us from winning at
@@ -1095,7 +1103,8 @@ uint64_t HaCore::SkipDelayMs() const {
   // delays (the lower address first), growing with the run of skipped epochs,
   // so that two contenders splitting the grants of every epoch separate.
   const uint64_t run = static_cast<uint64_t>(std::min<Epoch>(blocked_hi_ - blocked_lo_, 8));
-  const uint64_t base = opts_.self_address < opts_.peer ? opts_.heartbeat_ms / 2 : opts_.heartbeat_ms * 2;
+  const uint64_t base =
+      opts_.self_address < opts_.peer ? opts_.heartbeat_ms / 2 : opts_.heartbeat_ms * 2;
   return base + run * (opts_.heartbeat_ms / 4);
 }
 
@@ -1151,7 +1160,8 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
     case HaState::kBackupInSync:
       ++stats_.promotions;
       DTX_PROBE(coordinator_promotion);
-      BecomeEstablishing(e, "promoted at epoch " + std::to_string(e));  // refuses Replicate from now on
+      BecomeEstablishing(
+          e, "promoted at epoch " + std::to_string(e));  // refuses Replicate from now on
       return;
     case HaState::kStarting:
       BecomeEstablishing(e, "epoch " + std::to_string(e) + " adopted by a majority");
@@ -1164,7 +1174,8 @@ void HaCore::BumpSucceeded(uint64_t now_ms) {
     case HaState::kPrimaryInSync: {
       // Epoch rounds run only in the states above (DriveRole), and a state
       // change resets the round (StepDown) or waits for it (OnPeerView).
-      const std::string msg = std::string("an epoch round succeeded in state ") + HaStateName(state_);
+      const std::string msg =
+          std::string("an epoch round succeeded in state ") + HaStateName(state_);
       DTX_CHECK_MSG(false, msg.c_str());
     }
   }
@@ -1216,9 +1227,9 @@ void HaCore::StepDown(uint64_t /*now_ms*/, const std::string& why) {
   // Requests in flight: whether they committed is the new primary's to tell
   // (a DECISION that reached the commit point is held by the backup).
   for (RequestToken t : open_commits_) {
-    ready_.replies.push_back(Reply{
-        t, CommitResult{Outcome::kUnknown, std::nullopt,
-                        "coordinator stepped down (" + why + "); ask the primary with the same txid"}});
+    ready_.replies.push_back(Reply{t, CommitResult{Outcome::kUnknown, std::nullopt,
+                                                   "coordinator stepped down (" + why +
+                                                       "); ask the primary with the same txid"}});
   }
   for (RequestToken t : open_queries_) ready_.replies.push_back(Reply{t, Decision::kUnknown});
   open_commits_.clear();

@@ -243,9 +243,9 @@ struct HaReady {
   std::vector<HaNote> notes;
 
   bool empty() const {
-    return persist.empty() && released.empty() && backup_acked.empty() && send.empty() && replies.empty() &&
-           probes.empty() && replicate.empty() && replicate_answers.empty() && adopt.empty() &&
-           !reload_log && truncate_before == 0 && notes.empty();
+    return persist.empty() && released.empty() && backup_acked.empty() && send.empty() &&
+           replies.empty() && probes.empty() && replicate.empty() && replicate_answers.empty() &&
+           adopt.empty() && !reload_log && truncate_before == 0 && notes.empty();
   }
 };
 
@@ -402,7 +402,7 @@ class HaCore {
     RequestToken token = 0;
     bool snapshot = false;
     int64_t generation = 0;
-    Epoch epoch = 0;  // the Replicate's
+    Epoch epoch = 0;             // the Replicate's
     uint64_t first_lsn_tag = 0;  // the batch's first record's tag (snapshot truncation)
   };
 
@@ -527,7 +527,7 @@ class HaCore {
   // late copy: its SYNC would close DECISIONs replicated after it.
   Epoch snapshot_epoch_ = 0;
   int64_t snapshot_generation_ = -1;
-  std::optional<int64_t> replayed_sync_generation_;  // Replay: SYNC seen, its EPOCH not yet
+  std::optional<int64_t> replayed_sync_generation_;    // Replay: SYNC seen, its EPOCH not yet
   std::map<PersistTag, BackupAppend> backup_appends_;  // by HA tag, in order
   std::map<PersistTag, uint64_t> batch_first_lsn_;     // first tag -> its LSN once durable
   uint64_t ha_tag_next_ = 1;

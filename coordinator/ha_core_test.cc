@@ -76,7 +76,9 @@ class Node {
   // A durable record already in the log before Start (e.g. an older run's EPOCH).
   void Preload(const Record& r) {
     log.push_back(Entry{next_lsn_++, TypeOf(r), EncodePayload(r), 0, false, true});
-    ASSERT_TRUE(ha_->Replay(log.back().lsn, static_cast<uint8_t>(log.back().type), log.back().payload).ok());
+    ASSERT_TRUE(
+        ha_->Replay(log.back().lsn, static_cast<uint8_t>(log.back().type), log.back().payload)
+            .ok());
   }
 
   void Start() {
@@ -148,9 +150,9 @@ class Node {
     out.adopt.clear();
     for (const AdoptEpochMsg& m : adopts) {
       const CallStatus st = by.at(m.to);
-      ha_->OnAdoptEpochReply(now, m.id, st, "test",
-                             st == CallStatus::kStaleEpoch ? std::optional<Epoch>(held) : std::nullopt,
-                             owner);
+      ha_->OnAdoptEpochReply(
+          now, m.id, st, "test",
+          st == CallStatus::kStaleEpoch ? std::optional<Epoch>(held) : std::nullopt, owner);
       Drain();
     }
   }
@@ -160,7 +162,8 @@ class Node {
     out.adopt.clear();
     // The first `max` get `status`, the rest fail (unreachable).
     for (size_t i = 0; i < adopts.size(); ++i) {
-      ha_->OnAdoptEpochReply(now, adopts[i].id, i < max ? status : CallStatus::kUnavailable, "test");
+      ha_->OnAdoptEpochReply(now, adopts[i].id, i < max ? status : CallStatus::kUnavailable,
+                             "test");
       Drain();
     }
   }
@@ -517,8 +520,8 @@ TEST(HaCore, ReplicateRefusals) {
   // A batch that is not a snapshot, for a generation we do not have.
   c1.ha().OnReplicate(c1.now, 1, HaCore::ReplicateIn{1, kC0, 3, false, {}});
   // An undecodable record.
-  c1.ha().OnReplicate(c1.now, 2,
-                      HaCore::ReplicateIn{1, kC0, 3, true, {ReplRecord{RecordType::kDecision, "x"}}});
+  c1.ha().OnReplicate(
+      c1.now, 2, HaCore::ReplicateIn{1, kC0, 3, true, {ReplRecord{RecordType::kDecision, "x"}}});
   c1.Drain();
   ASSERT_EQ(c1.out.replicate_answers.size(), 2u);
   EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kUnavailable);
@@ -579,8 +582,9 @@ TEST(HaCore, LateCopyOfAnOlderOrSameSnapshotIsRefused) {
   c1.Sync();
   ASSERT_TRUE(c1.ha().in_sync());
   DecisionRecord d{tx, 1, true, {kParticipants[0], kParticipants[1]}};
-  c1.ha().OnReplicate(c1.now, 2,
-                      HaCore::ReplicateIn{1, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
+  c1.ha().OnReplicate(
+      c1.now, 2,
+      HaCore::ReplicateIn{1, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
   c1.Drain();
   c1.Sync();
   ASSERT_TRUE(c1.ha().core().KnowsCommitted(tx));
@@ -650,7 +654,10 @@ namespace {
 
 // A backup made in sync by a snapshot of `primary` at `epoch`.
 void SyncAsBackup(Node& b, const std::string& primary, Epoch epoch, int64_t generation = 1) {
-  HaCore::ReplicateIn snap{epoch, primary, generation, true,
+  HaCore::ReplicateIn snap{epoch,
+                           primary,
+                           generation,
+                           true,
                            {{RecordType::kSync, EncodePayload(SyncRecord{generation})},
                             {RecordType::kEpoch, EncodePayload(EpochRecord{epoch})}}};
   b.ha().OnReplicate(b.now, 1, snap);
@@ -713,7 +720,8 @@ TEST(HaCore, EpochWithoutABlockingSetIsNeverSkipped) {
   SyncAsBackup(c1, kC0, 1);
   c1.Tick(600);
   ASSERT_EQ(c1.out.adopt.size(), 2u);
-  c1.AnswerAdoptsBy({{two[0], CallStatus::kUnavailable}, {two[1], CallStatus::kStaleEpoch}}, 2, kC0);
+  c1.AnswerAdoptsBy({{two[0], CallStatus::kUnavailable}, {two[1], CallStatus::kStaleEpoch}}, 2,
+                    kC0);
   EXPECT_FALSE(c1.ha().in_sync());
   EXPECT_EQ(c1.ha().NextBumpEpoch(), 2u);
   c1.Tick(3000);
@@ -788,18 +796,23 @@ TEST(HaCore, BatchThatOvertookItsSnapshotAtANewEpochIsRefused) {
   SyncAsBackup(c1, kC0, 1, 1);
   const TxId tx{8, 2};
   DecisionRecord d{tx, 2, true, {kParticipants[0], kParticipants[1]}};
-  c1.ha().OnReplicate(c1.now, 2,
-                      HaCore::ReplicateIn{2, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
+  c1.ha().OnReplicate(
+      c1.now, 2,
+      HaCore::ReplicateIn{2, kC0, 1, false, {{RecordType::kDecision, EncodePayload(d)}}});
   c1.Drain();
   c1.Sync();
   ASSERT_EQ(c1.out.replicate_answers.size(), 1u);
-  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value()) << "the batch must wait for its snapshot";
+  ASSERT_TRUE(c1.out.replicate_answers[0].error.has_value())
+      << "the batch must wait for its snapshot";
   EXPECT_EQ(c1.out.replicate_answers[0].error->code, ErrorCode::kUnavailable);
   EXPECT_FALSE(c1.ha().core().KnowsCommitted(tx));
   // The snapshot of epoch 2, generation 1 (which carries the DECISION), then
   // a batch of that generation: both taken.
   c1.ha().OnReplicate(c1.now, 3,
-                      HaCore::ReplicateIn{2, kC0, 1, true,
+                      HaCore::ReplicateIn{2,
+                                          kC0,
+                                          1,
+                                          true,
                                           {{RecordType::kSync, EncodePayload(SyncRecord{1})},
                                            {RecordType::kEpoch, EncodePayload(EpochRecord{2})},
                                            {RecordType::kDecision, EncodePayload(d)}}});
@@ -894,7 +907,8 @@ TEST(HaCore, FencingPrimaryResyncsABackupThatAnswersAgainAndWaitsForItsAck) {
   EXPECT_TRUE(c0.out.replicate[0].snapshot);
   c0.Sync();  // EPOCH 2 durable
   EXPECT_EQ(c0.ha().epoch(), 2u);
-  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing) << "the backup is being synced: no committing alone";
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimarySyncing)
+      << "the backup is being synced: no committing alone";
   EXPECT_TRUE(c0.out.released.empty());
   Replicate(c0, c1);
   EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
@@ -1020,7 +1034,8 @@ TEST(HaCore, UnknownPeerRoleIsNeitherTrustedNorFatal) {
   EXPECT_EQ(NodeRoleFromName("starting"), NodeRole::kStarting);
   EXPECT_EQ(NodeRoleFromName("stopping"), std::nullopt);
   EXPECT_EQ(NodeRoleFromName(""), std::nullopt);
-  for (NodeRole r : {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
+  for (NodeRole r :
+       {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
     EXPECT_EQ(NodeRoleFromName(NodeRoleName(r)), r);
   }
 }

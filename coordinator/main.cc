@@ -82,40 +82,46 @@ struct Flags {
 // Every flag, bound to `*flags` (which must outlive the description).
 po::options_description DescribeFlags(Flags* flags) {
   po::options_description desc("dtx-coordinator options");
-  desc.add_options()
-      ("help", "print this help")
-      ("name", po::value(&flags->name)->default_value("coordinator-0"), "node name (in logs, GetStatus)")
-      ("listen", po::value(&flags->listen)->required(), "host:port to serve the Coordinator service on")
-      ("dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")
-      ("participants", po::value(&flags->participants)->default_value(""),
-       "comma-separated participant host:port list; the order is the shard index")
-      ("log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")
-      ("log-level", po::value(&flags->log_level)->default_value("info"),
-       "trace, debug, info, warn, error, critical, off")
-      ("abort-quiet-ms", po::value(&flags->abort_quiet_ms)->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
-       "after sending ABORT for a txid, start no new attempt of it for this long (a Commit meanwhile "
-       "is answered UNKNOWN; coordinator/README.md \"Abort hold\"); 0 turns the hold off")
-      ("prepare-timeout-ms", po::value(&flags->prepare_timeout_ms)->default_value(2000),
-       "abort a transaction whose votes are not all in after this long")
-      ("role", po::value(&flags->role)->default_value("primary"),
-       "primary or backup (with --peer; without it the node runs alone as primary)")
-      ("peer", po::value(&flags->peer)->default_value(""), "host:port of the other coordinator")
-      ("heartbeat-ms", po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
-       "heartbeat interval to participants and the peer coordinator")
-      ("suspect-after-ms", po::value(&flags->suspect_after_ms)->default_value(dtx::kSuspectAfterMsDefault),
-       "suspect a node silent for this long")
-      ("failure-detector", po::value(&flags->detector)->default_value("timeout"),
-       "timeout (suspect after --suspect-after-ms) or phi (phi-accrual, capped by it)")
-      ("phi-threshold", po::value(&flags->phi_threshold)->default_value(dtx::kPhiThresholdDefault),
-       "phi-accrual suspicion threshold")
-      ("replicate-timeout-ms", po::value(&flags->replicate_timeout_ms)->default_value(1000),
-       "a Replicate call to the backup slower than this counts the backup as lost")
-      ("metrics-listen", po::value(&flags->metrics_listen)->default_value("127.0.0.1:0"),
-       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
-       "written to NODEDIR/metrics.addr), or \"off\"")
-      ("trace-events", po::value(&flags->trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
-       "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
-       "level debug; 0 turns tracing off");
+  desc.add_options()("help", "print this help")(
+      "name", po::value(&flags->name)->default_value("coordinator-0"),
+      "node name (in logs, GetStatus)")("listen", po::value(&flags->listen)->required(),
+                                        "host:port to serve the Coordinator service on")(
+      "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
+      "participants", po::value(&flags->participants)->default_value(""),
+      "comma-separated participant host:port list; the order is the shard index")(
+      "log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
+      "log-level", po::value(&flags->log_level)->default_value("info"),
+      "trace, debug, info, warn, error, critical, off")(
+      "abort-quiet-ms",
+      po::value(&flags->abort_quiet_ms)
+          ->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
+      "after sending ABORT for a txid, start no new attempt of it for this long (a Commit "
+      "meanwhile "
+      "is answered UNKNOWN; coordinator/README.md \"Abort hold\"); 0 turns the hold off")(
+      "prepare-timeout-ms", po::value(&flags->prepare_timeout_ms)->default_value(2000),
+      "abort a transaction whose votes are not all in after this long")(
+      "role", po::value(&flags->role)->default_value("primary"),
+      "primary or backup (with --peer; without it the node runs alone as primary)")(
+      "peer", po::value(&flags->peer)->default_value(""), "host:port of the other coordinator")(
+      "heartbeat-ms",
+      po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
+      "heartbeat interval to participants and the peer coordinator")(
+      "suspect-after-ms",
+      po::value(&flags->suspect_after_ms)->default_value(dtx::kSuspectAfterMsDefault),
+      "suspect a node silent for this long")(
+      "failure-detector", po::value(&flags->detector)->default_value("timeout"),
+      "timeout (suspect after --suspect-after-ms) or phi (phi-accrual, capped by it)")(
+      "phi-threshold", po::value(&flags->phi_threshold)->default_value(dtx::kPhiThresholdDefault),
+      "phi-accrual suspicion threshold")(
+      "replicate-timeout-ms", po::value(&flags->replicate_timeout_ms)->default_value(1000),
+      "a Replicate call to the backup slower than this counts the backup as lost")(
+      "metrics-listen", po::value(&flags->metrics_listen)->default_value("127.0.0.1:0"),
+      "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
+      "written to NODEDIR/metrics.addr), or \"off\"")(
+      "trace-events",
+      po::value(&flags->trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
+      "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
+      "level debug; 0 turns tracing off");
   return desc;
 }
 
@@ -262,7 +268,8 @@ std::optional<int> SetUpProcess(const Flags& flags, const po::options_descriptio
     std::cerr << "dtx-coordinator: " << s.ToString() << std::endl;
     return kExitFailure;
   }
-  for (const std::string& armed : dtx::fp::Armed()) DTX_LOG_INFO("failpoint {} armed from the environment", armed);
+  for (const std::string& armed : dtx::fp::Armed())
+    DTX_LOG_INFO("failpoint {} armed from the environment", armed);
 
   // A peer that closes its socket must not kill us with SIGPIPE.
   ::signal(SIGPIPE, SIG_IGN);

@@ -29,13 +29,14 @@ void ParticipantPeerStub::AdoptEpoch(
   rpc::ParticipantPeer_AdoptEpoch_pargs a;
   a.epoch = &epoch;
   a.coordinator = &coordinator;
-  CallRpc<rpc_method::ParticipantPeer_AdoptEpoch>(
-      channel_, a, timeout_ms, [done = std::move(done)](const RpcStatus& st) {
-        AdoptEpochRefusal refusal;
-        refusal.current_epoch = st.current_epoch();
-        if (st.epoch_owner()) refusal.owner = *st.epoch_owner();
-        done(st, refusal);
-      });
+  CallRpc<rpc_method::ParticipantPeer_AdoptEpoch>(channel_, a, timeout_ms,
+                                                  [done = std::move(done)](const RpcStatus& st) {
+                                                    AdoptEpochRefusal refusal;
+                                                    refusal.current_epoch = st.current_epoch();
+                                                    if (st.epoch_owner())
+                                                      refusal.owner = *st.epoch_owner();
+                                                    done(st, refusal);
+                                                  });
 }
 
 }  // namespace dtx::coordinator

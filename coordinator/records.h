@@ -26,7 +26,8 @@ enum class RecordType : uint8_t {
   kSync = 4,
 };
 static_assert(static_cast<uint8_t>(RecordType::kEpoch) == 1, "log_format.md: EPOCH is type 1");
-static_assert(static_cast<uint8_t>(RecordType::kDecision) == 2, "log_format.md: DECISION is type 2");
+static_assert(static_cast<uint8_t>(RecordType::kDecision) == 2,
+              "log_format.md: DECISION is type 2");
 static_assert(static_cast<uint8_t>(RecordType::kEnd) == 3, "log_format.md: END is type 3");
 static_assert(static_cast<uint8_t>(RecordType::kSync) == 4, "log_format.md: SYNC is type 4");
 
@@ -44,7 +45,7 @@ struct EpochRecord {
 struct DecisionRecord {
   TxId txid;
   Epoch epoch = 0;
-  bool commit = true;  // the coordinator only ever writes commit decisions
+  bool commit = true;                     // the coordinator only ever writes commit decisions
   std::vector<std::string> participants;  // host:port, shard order
   friend bool operator==(const DecisionRecord&, const DecisionRecord&) = default;
 };

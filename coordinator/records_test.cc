@@ -36,12 +36,12 @@ TEST(CoordinatorRecords, EncodingIsLittleEndianAsSpecified) {
   // txid(16) epoch(8) decision(1) count(4) 2 x (4 + 14)
   EXPECT_EQ(d.size(), 16u + 8 + 1 + 4 + 2 * (4 + 14));
   EXPECT_EQ(static_cast<uint8_t>(d[0]), 0x08);  // hi, least significant byte first
-  EXPECT_EQ(static_cast<uint8_t>(d[24]), 1);     // decision = commit
+  EXPECT_EQ(static_cast<uint8_t>(d[24]), 1);    // decision = commit
 }
 
 TEST(CoordinatorRecords, EveryTruncationOfAPayloadIsCorruption) {
-  for (const Record& r : {Record(EpochRecord{3}), Record(SampleDecision()),
-                          Record(EndRecord{TxId{5, 6}})}) {
+  for (const Record& r :
+       {Record(EpochRecord{3}), Record(SampleDecision()), Record(EndRecord{TxId{5, 6}})}) {
     std::string p = EncodePayload(r);
     for (size_t n = 0; n < p.size(); ++n) {
       Result<Record> back = DecodeRecord(static_cast<uint8_t>(TypeOf(r)), p.substr(0, n));
@@ -101,7 +101,8 @@ TEST(CoordinatorRecords, SkipRoundTripsAndBadRangesOrTruncationsAreCorruption) {
   Result<SkipRecord> back = DecodeSkip(p);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, (SkipRecord{3, 7}));
-  for (size_t n = 0; n < p.size(); ++n) EXPECT_TRUE(DecodeSkip(p.substr(0, n)).status().IsCorruption()) << n;
+  for (size_t n = 0; n < p.size(); ++n)
+    EXPECT_TRUE(DecodeSkip(p.substr(0, n)).status().IsCorruption()) << n;
   EXPECT_TRUE(DecodeSkip(p + "x").status().IsCorruption());
   std::string empty = p;
   empty[8] = 3;  // hi == lo

@@ -40,7 +40,7 @@ constexpr uint64_t kTruncateIntervalMs = 1000;
 struct CoordinatorMetrics {
   explicit CoordinatorMetrics(obs::Registry& r);
   obs::Counter& commits;
-  obs::CounterFamily& aborts;  // reason: AbortReasonName() (the core's abort reasons)
+  obs::CounterFamily& aborts;             // reason: AbortReasonName() (the core's abort reasons)
   obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value; client_abort never set here
   obs::Counter& outcomes_unknown;
   obs::HistogramFamily& phase;  // phase: prepare, decision, phase2, total
@@ -200,35 +200,40 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
     Impl* rt = rt_;
     auto wrapped = [rt, to, done = std::move(done)](const RpcStatus& st) {
       if (rt->shut_down_) return;
-      if (!st.ok() && st.code() == Status::Code::kNotSupported && rt->heartbeat_unsupported_.insert(to).second) {
+      if (!st.ok() && st.code() == Status::Code::kNotSupported &&
+          rt->heartbeat_unsupported_.insert(to).second) {
         DTX_LOG_INFO("participant {} does not serve Heartbeat; probing it with GetStatus", to);
       }
       done(st);
     };
     if (rt_->heartbeat_unsupported_.count(to) != 0) {
-      rt_->StubFor(to).GetStatus(timeout_ms,
-                                 [wrapped](const RpcStatus& st, const rpc::NodeStatus&) { wrapped(st); });
+      rt_->StubFor(to).GetStatus(
+          timeout_ms, [wrapped](const RpcStatus& st, const rpc::NodeStatus&) { wrapped(st); });
     } else {
       // On the AdoptEpoch channel: a participant without the service closes
       // that connection, not the one carrying 2PC.
-      rt_->AdoptStubFor(to).Heartbeat(req, timeout_ms,
-                                      [wrapped](const RpcStatus& st, const rpc::HeartbeatResponse&) { wrapped(st); });
+      rt_->AdoptStubFor(to).Heartbeat(
+          req, timeout_ms,
+          [wrapped](const RpcStatus& st, const rpc::HeartbeatResponse&) { wrapped(st); });
     }
   }
-  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
-                  AdoptDone done) override {
+  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator,
+                  int timeout_ms, AdoptDone done) override {
     rt_->AdoptStubFor(to).AdoptEpoch(
         epoch, coordinator, timeout_ms,
-        [done = std::move(done)](const RpcStatus& st, const ParticipantPeerStub::AdoptEpochRefusal& r) {
+        [done = std::move(done)](const RpcStatus& st,
+                                 const ParticipantPeerStub::AdoptEpochRefusal& r) {
           done(st, r.current_epoch, r.owner);
         });
   }
-  void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
-                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
+  void PeerHeartbeat(
+      const rpc::HeartbeatRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
     if (rt_->peer_stub_) rt_->peer_stub_->Heartbeat(req, timeout_ms, std::move(done));
   }
-  void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
-                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
+  void PeerReplicate(
+      const rpc::ReplicateRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
     if (rt_->peer_stub_) rt_->peer_stub_->Replicate(req, timeout_ms, std::move(done));
   }
 
@@ -268,7 +273,8 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
   void PrepareSent(const TxId& txid) override { rt_->NotePrepareSent(txid); }
   void VoteIn(const TxId& txid) override { rt_->NoteVote(txid); }
   void DecisionAppended(const TxId& txid) override {
-    if (auto t = rt_->timings_.find(txid); t != rt_->timings_.end()) t->second.decision_appended = PhaseNow();
+    if (auto t = rt_->timings_.find(txid); t != rt_->timings_.end())
+      t->second.decision_appended = PhaseNow();
   }
   void DecisionReleased(const TxId& txid) override { rt_->NoteDecisionReleased(txid); }
   void EndAppended(const TxId& txid) override {
@@ -289,29 +295,34 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
 // ---- metrics --------------------------------------------------------------------------
 
 CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
-    : commits(r.AddCounter("dtx_commits_total", "Transactions committed (2PC, one-phase and read-only).")),
-      aborts(r.AddCounterFamily("dtx_aborts_total", "Transactions aborted, by reason.", {"reason"})),
+    : commits(r.AddCounter("dtx_commits_total",
+                           "Transactions committed (2PC, one-phase and read-only).")),
+      aborts(
+          r.AddCounterFamily("dtx_aborts_total", "Transactions aborted, by reason.", {"reason"})),
       outcomes_unknown(r.AddCounter("dtx_outcomes_unknown_total",
                                     "Commit requests answered UNKNOWN (e.g. on a step-down).")),
-      phase(r.AddHistogramFamily("dtx_phase_seconds",
-                                 "Commit phases: prepare (first PREPARE sent to last vote), decision (DECISION "
-                                 "appended to commit point), phase2 (commit point to END appended), total "
-                                 "(request received to result sent).",
-                                 obs::LatencyBucketsSeconds(), {"phase"})),
+      phase(r.AddHistogramFamily(
+          "dtx_phase_seconds",
+          "Commit phases: prepare (first PREPARE sent to last vote), decision (DECISION "
+          "appended to commit point), phase2 (commit point to END appended), total "
+          "(request received to result sent).",
+          obs::LatencyBucketsSeconds(), {"phase"})),
       prepare(phase.Get({"prepare"})),
       decision(phase.Get({"decision"})),
       phase2(phase.Get({"phase2"})),
       total(phase.Get({"total"})),
-      role(r.AddGaugeFamily("dtx_role", "1 for the node's current role (starting: a primary not yet established).",
-                            {"role"})),
+      role(r.AddGaugeFamily(
+          "dtx_role", "1 for the node's current role (starting: a primary not yet established).",
+          {"role"})),
       epoch(r.AddGauge("dtx_epoch", "The coordinator's epoch.")),
       in_flight(r.AddGauge("dtx_in_flight", "Transactions in the core (undecided or committing).")),
-      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
-                                     "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
+      heartbeat_age(r.AddGaugeFamily(
+          "dtx_heartbeat_age_seconds",
+          "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
       suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})),
       wal(r) {
-  for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
-                        AbortReason::kCoordinatorFailover}) {
+  for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable,
+                        AbortReason::kTimeout, AbortReason::kCoordinatorFailover}) {
     abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
   }
   for (const char* x : {"primary", "backup", "starting"}) role.Get({x});
@@ -320,7 +331,8 @@ CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
 
 void Runtime::Impl::UpdateMetrics() {
   const std::string label = RoleLabel();
-  for (const char* x : {"primary", "backup", "starting"}) metrics_.role.Get({x}).Set(label == x ? 1 : 0);
+  for (const char* x : {"primary", "backup", "starting"})
+    metrics_.role.Get({x}).Set(label == x ? 1 : 0);
   metrics_.epoch.Set(static_cast<double>(ha_->epoch()));
   metrics_.in_flight.Set(static_cast<double>(ha_->core().in_flight()));
   const uint64_t now = NowMs();
@@ -345,12 +357,14 @@ void Runtime::Impl::UpdateMetrics() {
   };
   CoordinatorMetrics::CoreSeen& seen = metrics_.seen;
   feed(metrics_.commits, seen.commits, cs.commits + cs.commits_one_phase + cs.commits_read_only);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kConflict)], seen.conflict, cs.aborts_conflict);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kParticipantUnavailable)], seen.unavailable,
-       cs.aborts_unavailable);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kTimeout)], seen.timeout, cs.aborts_timeout);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)], seen.failover,
-       cs.aborts_failover);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kConflict)], seen.conflict,
+       cs.aborts_conflict);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kParticipantUnavailable)],
+       seen.unavailable, cs.aborts_unavailable);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kTimeout)], seen.timeout,
+       cs.aborts_timeout);
+  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)],
+       seen.failover, cs.aborts_failover);
   feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
   if (wal_.is_open()) metrics_.wal.Update(wal_.log().stats());
 }
@@ -406,15 +420,18 @@ Status Runtime::Impl::Init() {
   dopts.self_address = address_;
   dopts.peer = options_.ha.peer;
   dopts.participants = options_.participants;
-  dopts.probe_timeout_ms = static_cast<int>(std::clamp<uint64_t>(options_.ha.detector.suspect_after_ms, 1, 60000));
-  driver_ = std::make_unique<CoordinatorDriver>(std::move(dopts), ha_.get(), glue_.get(), glue_.get());
+  dopts.probe_timeout_ms =
+      static_cast<int>(std::clamp<uint64_t>(options_.ha.detector.suspect_after_ms, 1, 60000));
+  driver_ =
+      std::make_unique<CoordinatorDriver>(std::move(dopts), ha_.get(), glue_.get(), glue_.get());
 
   uint64_t replayed = 0;
-  DTX_RETURN_IF_ERROR(wal_.Open(WalOptions(), options_.dir + "/wal",
-                                [this, &replayed](wal::Lsn lsn, uint8_t type, std::string_view payload) {
-                                  ++replayed;
-                                  return ha_->Replay(lsn, type, payload);
-                                }));
+  DTX_RETURN_IF_ERROR(
+      wal_.Open(WalOptions(), options_.dir + "/wal",
+                [this, &replayed](wal::Lsn lsn, uint8_t type, std::string_view payload) {
+                  ++replayed;
+                  return ha_->Replay(lsn, type, payload);
+                }));
   if (!options_.ha.peer.empty()) {
     peer_stub_ = std::make_unique<CoordinatorPeerStub>(loop_, options_.ha.peer);
   }
@@ -496,7 +513,8 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
       std::move(fail));
 }
 
-void Runtime::Impl::QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+void Runtime::Impl::QueryDecision(const rpc::TxId& txid,
+                                  std::function<void(rpc::Decision::type)> cob,
                                   std::function<void(const rpc::DtxError&)> fail) {
   driver_->QueryDecision(txid, std::move(cob), std::move(fail));
 }
@@ -624,7 +642,8 @@ void Runtime::Impl::FillTimings(const TxId& txid, rpc::CommitResult& out) {
   }
   if (t.decision_appended != 0 && t.decision_released >= t.decision_appended) {
     out.__set_decision_us(t.decision_released - t.decision_appended);
-    metrics_.decision.Observe(static_cast<double>(t.decision_released - t.decision_appended) * 1e-6);
+    metrics_.decision.Observe(static_cast<double>(t.decision_released - t.decision_appended) *
+                              1e-6);
     if (phase2_start_.size() < kPhaseTimingsMax) phase2_start_[txid] = t.decision_released;
   }
   timings_.erase(it);
@@ -637,7 +656,6 @@ ParticipantStub& Runtime::Impl::StubFor(const std::string& address) {
   }
   return it->second;
 }
-
 
 // ---- heartbeats, replication, fencing: plumbing for HaCore ---------------------------------
 

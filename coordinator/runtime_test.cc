@@ -231,8 +231,8 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     cob();
   }
   void Abort(std::function<void()> cob,
-             std::function<void(apache::thrift::TDelayedException*)> exn_cob,
-             const rpc::TxId& txid, const rpc::Epoch epoch) override {
+             std::function<void(apache::thrift::TDelayedException*)> exn_cob, const rpc::TxId& txid,
+             const rpc::Epoch epoch) override {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (!EpochOk(epoch)) {
@@ -335,15 +335,15 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
   }
   apache::thrift::TDelayedException* Stale(int64_t epoch) {
     return apache::thrift::TDelayedException::delayException(
-        MakeDtxError(rpc::ErrorCode::STALE_EPOCH, "epoch " + std::to_string(epoch) + " < " +
-                                                      std::to_string(epoch_)));
+        MakeDtxError(rpc::ErrorCode::STALE_EPOCH,
+                     "epoch " + std::to_string(epoch) + " < " + std::to_string(epoch_)));
   }
-  int64_t epoch_ = 0;                 // GUARDED_BY(mu_)
-  std::string owner_;                 // GUARDED_BY(mu_)
-  bool refuse_commits_ = false;       // GUARDED_BY(mu_)
+  int64_t epoch_ = 0;                                       // GUARDED_BY(mu_)
+  std::string owner_;                                       // GUARDED_BY(mu_)
+  bool refuse_commits_ = false;                             // GUARDED_BY(mu_)
   std::vector<std::pair<int64_t, std::string>> adoptions_;  // GUARDED_BY(mu_)
   std::mutex mu_;
-  std::vector<Call> calls_;  // GUARDED_BY(mu_)
+  std::vector<Call> calls_;                // GUARDED_BY(mu_)
   rpc::Vote::type vote_ = rpc::Vote::YES;  // GUARDED_BY(mu_)
 };
 
@@ -404,8 +404,11 @@ class FakeCluster {
 };
 
 std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
-  return {"--name", "coordinator-0", "--listen", "127.0.0.1:" + std::to_string(port),
-          "--dir", dir, "--participants", participants, "--log-level", "debug"};
+  return {"--name",         "coordinator-0",
+          "--listen",       "127.0.0.1:" + std::to_string(port),
+          "--dir",          dir,
+          "--participants", participants,
+          "--log-level",    "debug"};
 }
 
 // A key that the "hash" scheme places on `shard` of `n`.
@@ -434,8 +437,8 @@ TEST(CoordinatorBinary, BadFlagsExitTwo) {
   std::string d = dir.path() + "/n";
   std::vector<std::vector<std::string>> bad = {
       {"--bogus"},
-      {"--listen", "127.0.0.1:1"},                      // no --dir
-      {"--dir", d},                                     // no --listen
+      {"--listen", "127.0.0.1:1"},  // no --dir
+      {"--dir", d},                 // no --listen
       {"--listen", "nonsense", "--dir", d},
       {"--listen", "127.0.0.1:70000", "--dir", d},
       {"--listen", "127.0.0.1:0", "--dir", d, "--participants", "a,b"},
@@ -620,11 +623,20 @@ TEST(CoordinatorBinary, TraceRecordsEveryStepOfATransaction) {
     if (Has(ev, "ended")) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   } while (Clock::now() < deadline);
-  const std::vector<std::string> want = {
-      "received", "prepare participant-0", "prepare participant-1", "voted participant-0 yes",
-      "voted participant-1 yes", "logged", "synced", "decided commit", "replied committed",
-      "acked participant-0", "acked participant-1", "ended"};
-  for (const std::string& w : want) EXPECT_TRUE(Has(ev, w)) << w << " in " << ::testing::PrintToString(ev);
+  const std::vector<std::string> want = {"received",
+                                         "prepare participant-0",
+                                         "prepare participant-1",
+                                         "voted participant-0 yes",
+                                         "voted participant-1 yes",
+                                         "logged",
+                                         "synced",
+                                         "decided commit",
+                                         "replied committed",
+                                         "acked participant-0",
+                                         "acked participant-1",
+                                         "ended"};
+  for (const std::string& w : want)
+    EXPECT_TRUE(Has(ev, w)) << w << " in " << ::testing::PrintToString(ev);
   // Record order: received first, ended last; logged before synced before replied.
   ASSERT_FALSE(ev.empty());
   EXPECT_EQ(ev.front(), "received");
@@ -870,9 +882,10 @@ TEST(CoordinatorBinary, ConcurrentCommitsShareSyncs) {
       for (uint64_t i = 0; Clock::now() - start < duration; ++i) {
         rpc::CommitResult res;
         try {
-          c->Commit(res, WriteReq(TxId{static_cast<uint64_t>(1000 + t), i},
-                                  {KeyOn(0, 2), KeyOn(1, 2)}));
-          if (res.outcome == rpc::Outcome::COMMITTED) ++committed; else ++failed;
+          c->Commit(res,
+                    WriteReq(TxId{static_cast<uint64_t>(1000 + t), i}, {KeyOn(0, 2), KeyOn(1, 2)}));
+          if (res.outcome == rpc::Outcome::COMMITTED) ++committed;
+          else ++failed;
         } catch (const std::exception&) {
           ++failed;
         }
@@ -889,17 +902,17 @@ TEST(CoordinatorBinary, ConcurrentCommitsShareSyncs) {
                         ? static_cast<double>(st.counters["wal_records_synced"]) /
                               static_cast<double>(st.counters["wal_syncs"])
                         : 0;
-  std::printf("coordinator: %llu commits in %.2f s = %.0f/s with %d clients; "
-              "%lld syncs, %.1f records per sync\n",
-              static_cast<unsigned long long>(committed.load()), secs, committed / secs,
-              kThreads, static_cast<long long>(st.counters["wal_syncs"]), per_sync);
+  std::printf(
+      "coordinator: %llu commits in %.2f s = %.0f/s with %d clients; "
+      "%lld syncs, %.1f records per sync\n",
+      static_cast<unsigned long long>(committed.load()), secs, committed / secs, kThreads,
+      static_cast<long long>(st.counters["wal_syncs"]), per_sync);
   EXPECT_EQ(failed.load(), 0u);
   EXPECT_GT(committed.load(), 100u);
   EXPECT_EQ(st.counters["commits"], static_cast<int64_t>(committed.load()));
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
 }
-
 
 // ---- heartbeats, failure detection, replication -----------------------------------
 
@@ -923,7 +936,8 @@ const rpc::PeerStatus* PeerAt(const rpc::NodeStatus& st, const std::string& addr
 
 // Polls GetStatus until pred(status) holds; the elapsed ms, or -1 on timeout.
 template <typename Pred>
-int64_t WaitStatus(int port, Pred pred, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+int64_t WaitStatus(int port, Pred pred,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   auto start = Clock::now();
   Client c(port, 2000);
   if (!c.Open()) return -1;
@@ -963,7 +977,8 @@ bool WaitFor(Pred pred, std::chrono::milliseconds timeout) {
 // Waits until the coordinator on `port` says it is the established primary.
 int64_t WaitPrimary(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   if (!WaitReady(port, timeout)) return -1;
-  return WaitStatus(port, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::PRIMARY; }, timeout);
+  return WaitStatus(
+      port, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::PRIMARY; }, timeout);
 }
 
 TEST(CoordinatorBinary, SuspectedParticipantFailsFastAndOthersKeepCommitting) {
@@ -975,10 +990,12 @@ TEST(CoordinatorBinary, SuspectedParticipantFailsFastAndOthersKeepCommitting) {
   Process p(args);
   ASSERT_TRUE(WaitReady(port));
   const std::string down = fakes.address(2);
-  ASSERT_GE(WaitStatus(port, [&](const rpc::NodeStatus& st) {
-              const rpc::PeerStatus* ps = PeerAt(st, down);
-              return ps != nullptr && ps->heartbeat_age_ms >= 0 && !ps->suspected;
-            }), 0);
+  ASSERT_GE(WaitStatus(port,
+                       [&](const rpc::NodeStatus& st) {
+                         const rpc::PeerStatus* ps = PeerAt(st, down);
+                         return ps != nullptr && ps->heartbeat_age_ms >= 0 && !ps->suspected;
+                       }),
+            0);
   fakes.Stop(2);
   int64_t detect_ms = WaitStatus(port, [&](const rpc::NodeStatus& st) {
     const rpc::PeerStatus* ps = PeerAt(st, down);
@@ -1001,10 +1018,12 @@ TEST(CoordinatorBinary, SuspectedParticipantFailsFastAndOthersKeepCommitting) {
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   // It returns: no longer suspected, and transactions reach it again.
   ASSERT_TRUE(fakes.Restart(2));
-  ASSERT_GE(WaitStatus(port, [&](const rpc::NodeStatus& st) {
-              const rpc::PeerStatus* ps = PeerAt(st, down);
-              return ps != nullptr && !ps->suspected;
-            }), 0);
+  ASSERT_GE(WaitStatus(port,
+                       [&](const rpc::NodeStatus& st) {
+                         const rpc::PeerStatus* ps = PeerAt(st, down);
+                         return ps != nullptr && !ps->suspected;
+                       }),
+            0);
   c->Commit(res, WriteReq(TxId{0x5a5, 3}, {KeyOn(0, 3), KeyOn(2, 3)}));
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   p.Signal(SIGTERM);
@@ -1046,10 +1065,10 @@ TEST(CoordinatorBinary, DetectionTimeOverTwentyKills) {
   std::sort(ms.begin(), ms.end());
   int64_t p50 = ms[ms.size() / 2];
   int64_t p99 = ms[std::min(ms.size() - 1, static_cast<size_t>(ms.size() * 0.99))];
-  std::printf("detection (participant server closed -> suspected), 20 kills, heartbeat 100 ms, "
-              "suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
-              static_cast<long long>(p50), static_cast<long long>(p99),
-              static_cast<long long>(ms.back()));
+  std::printf(
+      "detection (participant server closed -> suspected), 20 kills, heartbeat 100 ms, "
+      "suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
+      static_cast<long long>(p50), static_cast<long long>(p99), static_cast<long long>(ms.back()));
   EXPECT_LE(p99, 800);
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
@@ -1059,12 +1078,14 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   FakeCluster fakes(2);
   TempDir dir;
   int pport = FreePort(), bport = FreePort();
-  Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  Process primary(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
   auto backup = std::make_unique<Process>(
       HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_TRUE(WaitReady(pport));
   ASSERT_TRUE(WaitReady(bport));
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(
+      WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
   EXPECT_EQ(StatusOf(bport).role, rpc::NodeRole::BACKUP);
   EXPECT_EQ(StatusOf(bport).counters["in_sync"], 1);
 
@@ -1117,7 +1138,8 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   backup = std::make_unique<Process>(
       HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_TRUE(WaitReady(bport));
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+            0);
   EXPECT_EQ(StatusOf(bport).counters["in_sync"], 1);
   TxId tx10{0xbac, 10};
   c->Commit(res, WriteReq(tx10, {KeyOn(0, 2), KeyOn(1, 2)}));
@@ -1142,9 +1164,11 @@ TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
   int pport = FreePort(), bport = FreePort();
   auto primary = std::make_unique<Process>(
       HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
-  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  Process backup(
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(
+      WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
   EXPECT_EQ(StatusOf(pport).epoch, 1);
   EXPECT_EQ(fakes.at(0).epoch(), 1);
 
@@ -1173,7 +1197,8 @@ TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
     try {
       c->Commit(res, WriteReq(TxId{0xfa11, i}, {KeyOn(0, 3), KeyOn(2, 3)}));
       if (res.outcome == rpc::Outcome::COMMITTED) {
-        failover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed_at).count();
+        failover_ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed_at).count();
         break;
       }
     } catch (const rpc::DtxError&) {
@@ -1181,9 +1206,10 @@ TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   ASSERT_GE(failover_ms, 0);
-  std::printf("failover (SIGKILL primary -> backup committing), heartbeat 100 ms, suspect-after "
-              "500 ms: %lld ms\n",
-              static_cast<long long>(failover_ms));
+  std::printf(
+      "failover (SIGKILL primary -> backup committing), heartbeat 100 ms, suspect-after "
+      "500 ms: %lld ms\n",
+      static_cast<long long>(failover_ms));
   rpc::NodeStatus st = StatusOf(bport);
   EXPECT_EQ(st.role, rpc::NodeRole::PRIMARY);
   EXPECT_EQ(st.epoch, 2);
@@ -1208,10 +1234,13 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
   FakeCluster fakes(3);
   TempDir dir;
   int pport = FreePort(), bport = FreePort();
-  Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
-  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  Process primary(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  Process backup(
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(
+      WaitStatus(pport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
   {
     Client c(pport);
     ASSERT_TRUE(c.Open());
@@ -1223,7 +1252,9 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
   ASSERT_GE(WaitPrimary(bport), 0);
   EXPECT_EQ(StatusOf(bport).epoch, 2);
   primary.Signal(SIGCONT);
-  ASSERT_GE(WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::BACKUP; }), 0);
+  ASSERT_GE(
+      WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::BACKUP; }),
+      0);
   {
     Client old(pport);
     ASSERT_TRUE(old.Open());
@@ -1236,7 +1267,8 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
     }
   }
   // The new primary re-syncs the old one as its backup.
-  ASSERT_GE(WaitStatus(bport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(
+      WaitStatus(bport, [](rpc::NodeStatus& st) { return st.counters["backup_in_sync"] == 1; }), 0);
   Client c(bport);
   ASSERT_TRUE(c.Open());
   rpc::CommitResult res;
@@ -1268,7 +1300,8 @@ TEST(CoordinatorBinary, BackupThatIsNotInSyncNeverPromotes) {
   FakeCluster fakes(3);
   TempDir dir;
   int pport = FreePort(), bport = FreePort();
-  Process backup(HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
+  Process backup(
+      HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_TRUE(WaitReady(bport));
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   rpc::NodeStatus st = StatusOf(bport);
@@ -1297,7 +1330,8 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
   Process primary(pargs);
   Process backup(bargs);
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+            0);
   const char* env = std::getenv("DTX_LOAD_SECONDS");
   const int seconds = env != nullptr ? std::max(1, std::atoi(env)) : 5;
   constexpr int kThreads = 32;
@@ -1316,7 +1350,8 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
         try {
           c->Commit(res, WriteReq(TxId{static_cast<uint64_t>(7000 + t), i},
                                   {KeyOn(0, 3), KeyOn(1, 3), KeyOn(2, 3)}));
-          if (res.outcome == rpc::Outcome::COMMITTED) ++committed; else ++failed;
+          if (res.outcome == rpc::Outcome::COMMITTED) ++committed;
+          else ++failed;
         } catch (const std::exception&) {
           ++failed;
         }
@@ -1326,14 +1361,15 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
   for (auto& th : threads) th.join();
   double secs = std::chrono::duration<double>(Clock::now() - start).count();
   rpc::NodeStatus ps = StatusOf(pport), bs = StatusOf(bport);
-  std::printf("full load %d s, %d clients, 3-participant commits with an in-sync backup: %.0f/s; "
-              "false suspicions: primary %lld (participants) + %lld (peer), backup %lld "
-              "(participants) + %lld (peer)\n",
-              seconds, kThreads, committed / secs,
-              static_cast<long long>(ps.counters["participant_suspicions"]),
-              static_cast<long long>(ps.counters["peer_suspicions"]),
-              static_cast<long long>(bs.counters["participant_suspicions"]),
-              static_cast<long long>(bs.counters["peer_suspicions"]));
+  std::printf(
+      "full load %d s, %d clients, 3-participant commits with an in-sync backup: %.0f/s; "
+      "false suspicions: primary %lld (participants) + %lld (peer), backup %lld "
+      "(participants) + %lld (peer)\n",
+      seconds, kThreads, committed / secs,
+      static_cast<long long>(ps.counters["participant_suspicions"]),
+      static_cast<long long>(ps.counters["peer_suspicions"]),
+      static_cast<long long>(bs.counters["participant_suspicions"]),
+      static_cast<long long>(bs.counters["peer_suspicions"]));
   EXPECT_EQ(failed.load(), 0u);
   EXPECT_EQ(ps.counters["participant_suspicions"], 0);
   EXPECT_EQ(ps.counters["peer_suspicions"], 0);
@@ -1462,14 +1498,17 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
   int pport = FreePort(), bport = FreePort();
   Relay to_backup(bport), to_primary(pport);
   std::vector<std::string> pargs = Args(pport, dir.path() + "/c0", fakes.addresses());
-  pargs.insert(pargs.end(), {"--role", "primary", "--peer", "127.0.0.1:" + std::to_string(to_backup.port())});
+  pargs.insert(pargs.end(),
+               {"--role", "primary", "--peer", "127.0.0.1:" + std::to_string(to_backup.port())});
   std::vector<std::string> bargs = Args(bport, dir.path() + "/c1", fakes.addresses());
   bargs[1] = "coordinator-1";
-  bargs.insert(bargs.end(), {"--role", "backup", "--peer", "127.0.0.1:" + std::to_string(to_primary.port())});
+  bargs.insert(bargs.end(),
+               {"--role", "backup", "--peer", "127.0.0.1:" + std::to_string(to_primary.port())});
   Process primary(pargs);
   Process backup(bargs);
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+            0);
   // Load while the partition starts, so the old primary has decisions in flight.
   std::atomic<bool> stop{false};
   std::thread load([&] {
@@ -1497,9 +1536,10 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
   stop = true;
   load.join();
   rpc::NodeStatus a = StatusOf(pport), b = StatusOf(bport);
-  std::printf("partition primary|backup: coordinator-0 %s epoch %lld, coordinator-1 %s epoch %lld\n",
-              NodeRoleName(a.role), static_cast<long long>(a.epoch), NodeRoleName(b.role),
-              static_cast<long long>(b.epoch));
+  std::printf(
+      "partition primary|backup: coordinator-0 %s epoch %lld, coordinator-1 %s epoch %lld\n",
+      NodeRoleName(a.role), static_cast<long long>(a.epoch), NodeRoleName(b.role),
+      static_cast<long long>(b.epoch));
   ExpectOneOwnerPerEpoch(fakes, 3);
   const int winner = a.role == rpc::NodeRole::PRIMARY ? pport : bport;
   const int loser = winner == pport ? bport : pport;
@@ -1531,7 +1571,8 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
   // Heal: the survivor re-syncs the other.
   to_backup.Heal();
   to_primary.Heal();
-  EXPECT_GE(WaitStatus(winner, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  EXPECT_GE(
+      WaitStatus(winner, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
   ExpectOneOwnerPerEpoch(fakes, 3);
 }
 
@@ -1547,21 +1588,27 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   for (size_t i = 0; i < 3; ++i) {
     std::string a = fakes.address(i);
     links.push_back(std::make_unique<Relay>(ParseHostPort(a)->port));
-    via += (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
+    via +=
+        (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
   }
-  Process primary(HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
+  Process primary(
+      HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));
   // The backup reaches the participants only through the relays.
   auto backup = std::make_unique<Process>(
       HaArgs(bport, dir.path() + "/c1", via, "coordinator-1", "backup", pport));
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+            0);
   for (auto& l : links) l->Cut();
-  EXPECT_GE(WaitStatus(bport, [](rpc::NodeStatus& s) {
-              for (const auto& p : s.peers) {
-                if (p.name.rfind("participant", 0) == 0 && !p.suspected) return false;
-              }
-              return true;
-            }), 0) << "the backup should suspect every participant";
+  EXPECT_GE(WaitStatus(bport,
+                       [](rpc::NodeStatus& s) {
+                         for (const auto& p : s.peers) {
+                           if (p.name.rfind("participant", 0) == 0 && !p.suspected) return false;
+                         }
+                         return true;
+                       }),
+            0)
+      << "the backup should suspect every participant";
   primary.Signal(SIGKILL);
   EXPECT_EQ(primary.Wait(), 128 + SIGKILL);
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
@@ -1587,7 +1634,8 @@ TEST(CoordinatorBinary, BothBackupsTheNewestLogTakesOver) {
   auto c1 = std::make_unique<Process>(
       HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport));
   ASSERT_GE(WaitPrimary(pport), 0);
-  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+  ASSERT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+            0);
   c1.reset();  // SIGKILL the backup: coordinator-0 fences it out at epoch 2
   TxId tx{0xb0b, 1};
   {
@@ -1621,9 +1669,10 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
     FakeCluster fakes(2);
     TempDir dir;
     int pport = FreePort(), bport = FreePort();
-    std::vector<std::string> pargs =
-        with_backup ? HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport)
-                    : Args(pport, dir.path() + "/c0", fakes.addresses());
+    std::vector<std::string> pargs = with_backup
+                                         ? HaArgs(pport, dir.path() + "/c0", fakes.addresses(),
+                                                  "coordinator-0", "primary", bport)
+                                         : Args(pport, dir.path() + "/c0", fakes.addresses());
     pargs[pargs.size() - (with_backup ? 5 : 1)] = "info";
     Process primary(pargs);
     std::unique_ptr<Process> backup;
@@ -1636,7 +1685,9 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
     }
     EXPECT_TRUE(WaitReady(pport));
     if (with_backup) {
-      EXPECT_GE(WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }), 0);
+      EXPECT_GE(
+          WaitStatus(pport, [](rpc::NodeStatus& s) { return s.counters["backup_in_sync"] == 1; }),
+          0);
     }
     constexpr int kThreads = 16;
     const auto duration = std::chrono::seconds(2);
@@ -1653,9 +1704,11 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
         for (uint64_t i = 0; Clock::now() - start < duration; ++i) {
           rpc::CommitResult res;
           try {
-            c->Commit(res, WriteReq(TxId{static_cast<uint64_t>(with_backup ? 9000 + t : 8000 + t), i},
-                                    {KeyOn(0, 2), KeyOn(1, 2)}));
-            if (res.outcome == rpc::Outcome::COMMITTED) ++committed; else ++failed;
+            c->Commit(res,
+                      WriteReq(TxId{static_cast<uint64_t>(with_backup ? 9000 + t : 8000 + t), i},
+                               {KeyOn(0, 2), KeyOn(1, 2)}));
+            if (res.outcome == rpc::Outcome::COMMITTED) ++committed;
+            else ++failed;
           } catch (const std::exception&) {
             ++failed;
           }
@@ -1672,9 +1725,10 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
   };
   double alone = run(false);
   double with_backup = run(true);
-  std::printf("throughput, 16 clients, 2-participant commits (fake participants): alone %.0f/s, "
-              "with an in-sync backup %.0f/s (%.0f%%)\n",
-              alone, with_backup, 100.0 * with_backup / alone);
+  std::printf(
+      "throughput, 16 clients, 2-participant commits (fake participants): alone %.0f/s, "
+      "with an in-sync backup %.0f/s (%.0f%%)\n",
+      alone, with_backup, 100.0 * with_backup / alone);
   EXPECT_GT(with_backup, 50);
 }
 }  // namespace

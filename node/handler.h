@@ -51,7 +51,8 @@ class Handler : public Service, public Detachable {
   }
 
   // The span events this node holds for txid (none once detached).
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId& txid) override {
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob,
+                const rpc::TxId& txid) override {
     if (node_ == nullptr) return cob(rpc::TraceResponse());
     cob(obs::TraceToRpc(node_->name(), node_->trace().Lookup(dtx::FromRpc(txid))));
   }
@@ -65,8 +66,8 @@ class Handler : public Service, public Detachable {
     return [exn_cob = std::move(exn_cob)](const rpc::DtxError& e) { exn_cob(Delay(e)); };
   }
 
-  Target* target_;     // nullptr once detached
-  const Node* node_;   // nullptr once detached
+  Target* target_;    // nullptr once detached
+  const Node* node_;  // nullptr once detached
 };
 
 }  // namespace dtx::node

@@ -13,8 +13,8 @@ Node::Node(EventLoop* loop, NodeOptions options)
       options_(std::move(options)),
       tracing_(options_.trace_events > 0),
       trace_(obs::TraceRing::Options{
-          .events_max = std::clamp<size_t>(options_.trace_events, obs::kTraceEventsMin,
-                                           obs::kTraceEventsMax),
+          .events_max =
+              std::clamp<size_t>(options_.trace_events, obs::kTraceEventsMin, obs::kTraceEventsMax),
           .log_events = true}) {}
 
 Node::~Node() { Shutdown(); }
@@ -39,9 +39,9 @@ void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
 }
 
 Status Node::StartMetrics() {
-  auto http = obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled,
-                                            options_.metrics_host, options_.metrics_port,
-                                            options_.dir);
+  auto http =
+      obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled, options_.metrics_host,
+                                    options_.metrics_port, options_.dir);
   if (!http.ok()) return http.status();
   metrics_http_ = std::move(*http);
   if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());

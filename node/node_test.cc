@@ -155,13 +155,15 @@ TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
   LoopThread loop;
   loop.Start();
   loop.RunSync([&] {
-    Node one(loop.loop(), NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 1});
+    Node one(loop.loop(),
+             NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 1});
     EXPECT_TRUE(one.tracing());
     EXPECT_EQ(one.trace().capacity(), obs::kTraceEventsMin);
     one.Trace(TxId{1, 2}, obs::span::kReceived);
     EXPECT_EQ(one.trace().Lookup(TxId{1, 2}).size(), 1u);
 
-    Node off(loop.loop(), NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 0});
+    Node off(loop.loop(),
+             NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 0});
     EXPECT_FALSE(off.tracing());
     off.Trace(TxId{1, 2}, obs::span::kReceived);
     EXPECT_EQ(off.trace().recorded(), 0u);
@@ -179,10 +181,12 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
   using Handler<rpc::CoordinatorPeerCobSvIf, Target>::Handler;
   void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob) override { cob({}); }
-  void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob, const rpc::CommitRequest&) override {
+  void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob,
+              const rpc::CommitRequest&) override {
     cob({});
   }
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob, const rpc::TxId&) override {
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob,
+                     const rpc::TxId&) override {
     cob(rpc::Decision::UNKNOWN);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
@@ -195,7 +199,8 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
                  const rpc::ReplicateRequest&) override {
     cob({});
   }
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, const rpc::HeartbeatRequest&) override {
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 const rpc::HeartbeatRequest&) override {
     cob({});
   }
 };
@@ -205,10 +210,14 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
   LoopThread loop;
   loop.Start();
   loop.RunSync([&] {
-    Node node(loop.loop(), NodeOptions{.name = "node-x", .dir = "/tmp", .metrics_enabled = false, .trace_events = 16});
+    Node node(
+        loop.loop(),
+        NodeOptions{.name = "node-x", .dir = "/tmp", .metrics_enabled = false, .trace_events = 16});
     Target target;
     auto handler = std::make_shared<TestHandler>(&target, &node);
-    ASSERT_TRUE(node.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler), handler, "127.0.0.1", 0).ok());
+    ASSERT_TRUE(node.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler), handler,
+                           "127.0.0.1", 0)
+                    .ok());
     EXPECT_FALSE(node.address().empty());
     node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
 
@@ -225,13 +234,16 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     EXPECT_EQ(trace.events[0].event, "received");
 
     bool refused = false, armed = false;
-    handler->SetFailpoint([&] { armed = true; }, [&](apache::thrift::TDelayedException* e) {
-      refused = true;
-      delete e;
-    }, "no.such.point", "error");
+    handler->SetFailpoint([&] { armed = true; },
+                          [&](apache::thrift::TDelayedException* e) {
+                            refused = true;
+                            delete e;
+                          },
+                          "no.such.point", "error");
     EXPECT_TRUE(refused);
     EXPECT_FALSE(armed);
-    handler->SetFailpoint([&] { armed = true; }, [&](apache::thrift::TDelayedException* e) { delete e; },
+    handler->SetFailpoint([&] { armed = true; },
+                          [&](apache::thrift::TDelayedException* e) { delete e; },
                           "coordinator.end.before_log", "error");
     EXPECT_TRUE(armed);
     EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});

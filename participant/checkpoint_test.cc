@@ -98,8 +98,9 @@ class CheckpointTest : public ::testing::Test {
     return v.get_future().get();
   }
 
-  static rpc::PrepareRequest Req(int64_t lo, std::vector<std::pair<std::string, std::optional<std::string>>> writes,
-                                 bool one_phase) {
+  static rpc::PrepareRequest Req(
+      int64_t lo, std::vector<std::pair<std::string, std::optional<std::string>>> writes,
+      bool one_phase) {
     rpc::PrepareRequest r;
     r.txid.hi = 42;
     r.txid.lo = lo;
@@ -199,11 +200,13 @@ TEST_F(CheckpointTest, SteadyWorkloadKeepsTheWalUnderABound) {
   uint64_t max_bytes = Workload(1, 20000, 64, 500, &model);
   const int64_t deleted = Counter("wal_segments_deleted");
   const int64_t checkpoints = Counter("checkpoints");
-  std::printf("wal bytes max=%llu (%.1f segments), segments deleted=%lld, checkpoints=%lld, last checkpoint write "
-              "(on the worker) %lld us\n",
-              static_cast<unsigned long long>(max_bytes), static_cast<double>(max_bytes) / kSegmentBytes,
-              static_cast<long long>(deleted), static_cast<long long>(checkpoints),
-              static_cast<long long>(Counter("checkpoint_write_us")));
+  std::printf(
+      "wal bytes max=%llu (%.1f segments), segments deleted=%lld, checkpoints=%lld, last "
+      "checkpoint write "
+      "(on the worker) %lld us\n",
+      static_cast<unsigned long long>(max_bytes), static_cast<double>(max_bytes) / kSegmentBytes,
+      static_cast<long long>(deleted), static_cast<long long>(checkpoints),
+      static_cast<long long>(Counter("checkpoint_write_us")));
   EXPECT_GE(deleted, 20) << "the workload rolled many segments; most must be gone";
   // A checkpoint every 500 records (~1 segment) or 50 ms, one in flight: the
   // WAL holds the segment being written, the one or two since the last
@@ -221,11 +224,12 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
   for (int64_t lo : in_doubt) {
     std::promise<rpc::Vote::type> vote;
     loop_.RunSync([&] {
-      stub_->Prepare(Req(lo, {{"held" + std::to_string(lo), std::string("v")}}, /*one_phase=*/false),
-                     kCallTimeoutMs, [&](const RpcStatus& st, const rpc::PrepareResponse& r) {
-                       if (!st.ok()) ADD_FAILURE() << st.ToString();
-                       vote.set_value(st.ok() ? r.vote : rpc::Vote::NO);
-                     });
+      stub_->Prepare(
+          Req(lo, {{"held" + std::to_string(lo), std::string("v")}}, /*one_phase=*/false),
+          kCallTimeoutMs, [&](const RpcStatus& st, const rpc::PrepareResponse& r) {
+            if (!st.ok()) ADD_FAILURE() << st.ToString();
+            vote.set_value(st.ok() ? r.vote : rpc::Vote::NO);
+          });
     });
     ASSERT_EQ(vote.get_future().get(), rpc::Vote::YES);
   }
@@ -241,16 +245,18 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
 
   ASSERT_TRUE(Start(Options()).ok());
   const int64_t replayed = Counter("replayed_records");
-  EXPECT_LT(replayed, 6000) << "only what the checkpoint needs is replayed (from the segment holding the oldest in-doubt PREPARE)";
+  EXPECT_LT(replayed, 6000) << "only what the checkpoint needs is replayed (from the segment "
+                               "holding the oldest in-doubt PREPARE)";
   ExpectModel(model);
   std::promise<std::vector<int64_t>> seen;
   loop_.RunSync([&] {
-    stub_->ListInDoubt(kCallTimeoutMs, [&](const RpcStatus& st, const std::vector<rpc::InDoubtTx>& txs) {
-      EXPECT_TRUE(st.ok()) << st.ToString();
-      std::vector<int64_t> los;
-      for (const rpc::InDoubtTx& t : txs) los.push_back(t.txid.lo);
-      seen.set_value(los);
-    });
+    stub_->ListInDoubt(kCallTimeoutMs,
+                       [&](const RpcStatus& st, const std::vector<rpc::InDoubtTx>& txs) {
+                         EXPECT_TRUE(st.ok()) << st.ToString();
+                         std::vector<int64_t> los;
+                         for (const rpc::InDoubtTx& t : txs) los.push_back(t.txid.lo);
+                         seen.set_value(los);
+                       });
   });
   EXPECT_EQ(seen.get_future().get(), in_doubt);
   // The in-doubt transactions still commit with the writes of their PREPARE.

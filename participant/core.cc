@@ -283,7 +283,8 @@ bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epo
   if (epoch > epoch_) {
     epoch_ = epoch;
     epoch_owner_.clear();
-    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch, std::string()}), /*forced=*/true, TxId{});
+    epoch_tag_ =
+        Append(RecordType::kEpoch, EncodeEpoch({epoch, std::string()}), /*forced=*/true, TxId{});
   }
   return true;
 }
@@ -304,16 +305,19 @@ void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, 
   if (epoch > epoch_) {
     epoch_ = epoch;
     epoch_owner_ = coordinator;
-    epoch_tag_ = Append(RecordType::kEpoch, EncodeEpoch({epoch, coordinator}), /*forced=*/true, TxId{});
+    epoch_tag_ =
+        Append(RecordType::kEpoch, EncodeEpoch({epoch, coordinator}), /*forced=*/true, TxId{});
   } else if (epoch < epoch_ || epoch_owner_ != coordinator) {
     ++stats_.stale_epoch_refusals;
-    RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kStaleEpoch,
-                 "epoch " + std::to_string(epoch) + " is not newer than this participant's epoch " +
-                     std::to_string(epoch_) +
-                     (epoch != epoch_ ? std::string()
-                      : epoch_owner_.empty()
-                          ? std::string(" (made current by a stamped call or before a restart; owner unknown)")
-                          : " (granted to " + epoch_owner_ + ")"));
+    RespondError(
+        token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kStaleEpoch,
+        "epoch " + std::to_string(epoch) + " is not newer than this participant's epoch " +
+            std::to_string(epoch_) +
+            (epoch != epoch_ ? std::string()
+             : epoch_owner_.empty()
+                 ? std::string(
+                       " (made current by a stamped call or before a restart; owner unknown)")
+                 : " (granted to " + epoch_owner_ + ")"));
     return;
   }
   // Transactions prepared under an older epoch will get no decision from
@@ -349,7 +353,8 @@ void Core::ServeRead(Token token, const std::string& key) {
 void Core::Read(Token token, std::string key, uint64_t now_ms) {
   DTX_CHECK(!recovering_);
   if (!fatal_.ok()) {
-    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kUnavailable,
+                 "participant failed: " + fatal_.ToString());
     return;
   }
   if (auto e = CheckKey(key)) {
@@ -365,7 +370,8 @@ void Core::Read(Token token, std::string key, uint64_t now_ms) {
   // outcome, so no reader sees a value older than a commit already reported.
   if (parked_.size() >= options_.parked_reads_max) {
     RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kUnavailable,
-                 "too many reads waiting on locked keys (" + std::to_string(options_.parked_reads_max) + ")");
+                 "too many reads waiting on locked keys (" +
+                     std::to_string(options_.parked_reads_max) + ")");
     return;
   }
   auto p = std::make_unique<ParkedRead>();
@@ -384,7 +390,7 @@ void Core::Read(Token token, std::string key, uint64_t now_ms) {
 // Prepare
 
 std::optional<Core::NoVote> Core::LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
-                                           const std::vector<WriteOp>& writes) {
+                                          const std::vector<WriteOp>& writes) {
   auto conflict = [&](const std::string& key, LockMode mode) -> std::optional<NoVote> {
     if (locks_.TryLock(txid, key, mode) != LockTable::Result::kConflict) return std::nullopt;
     std::optional<TxId> holder = locks_.ConflictingHolder(txid, key, mode);
@@ -408,12 +414,13 @@ std::optional<Core::NoVote> Core::ValidateReads(const std::vector<ReadOp>& reads
   for (const ReadOp& r : reads) {
     auto got = store_->Get(r.key);
     if (!got.ok()) {
-      return NoVote{NoVoteCause::kStoreReadFailed,
-                    "store read of key " + Printable(r.key) + " failed: " + got.status().ToString()};
+      return NoVote{NoVoteCause::kStoreReadFailed, "store read of key " + Printable(r.key) +
+                                                       " failed: " + got.status().ToString()};
     }
     if (got->version != r.version) {
-      return NoVote{NoVoteCause::kStaleRead, "stale read of key " + Printable(r.key) + ": read version " +
-                                                 std::to_string(r.version) + ", current version " +
+      return NoVote{NoVoteCause::kStaleRead, "stale read of key " + Printable(r.key) +
+                                                 ": read version " + std::to_string(r.version) +
+                                                 ", current version " +
                                                  std::to_string(got->version)};
     }
   }
@@ -425,7 +432,8 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   (void)now_ms;
   const TxId txid = req.txid;
   if (!fatal_.ok()) {
-    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable,
+                 "participant failed: " + fatal_.ToString());
     return;
   }
   if (auto e = CheckPrepare(req)) {
@@ -454,8 +462,9 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     return;
   }
   if (txs_.size() >= options_.tx_in_flight_max) {
-    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable,
-                 "too many transactions in flight (" + std::to_string(options_.tx_in_flight_max) + ")");
+    RespondError(
+        token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable,
+        "too many transactions in flight (" + std::to_string(options_.tx_in_flight_max) + ")");
     return;
   }
   ++stats_.prepares;
@@ -483,8 +492,9 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
                    "outcome of transaction " + txid.ToString() +
                        " unknown: it is not among the outcomes remembered here, and it may have "
                        "committed here before its outcome was forgotten (commits up to version " +
-                       std::to_string(forgotten_version_) + "); evaluated afresh it would vote NO: " +
-                       no->detail + ". A new transaction should read again and use a new txid");
+                       std::to_string(forgotten_version_) +
+                       "); evaluated afresh it would vote NO: " + no->detail +
+                       ". A new transaction should read again and use a new txid");
       return;
     }
     // Remembered so a duplicate of this Prepare (a one-phase one above all)
@@ -559,14 +569,16 @@ void Core::FinishCommit(Tx& tx) {
   Status s = store_->Apply(tx.writes, tx.commit_version);
   if (!s.ok()) {
     // The COMMIT is durable but the store refused it: reads would go stale.
-    Fail(Status::IOError("applying committed transaction " + tx.txid.ToString() + " failed: " + s.ToString()));
+    Fail(Status::IOError("applying committed transaction " + tx.txid.ToString() +
+                         " failed: " + s.ToString()));
     return;
   }
   ++stats_.commits;
   if (tx.one_phase) ++stats_.votes_yes;
   Remember(tx.txid, Outcome::kCommitted, tx.commit_version);
   for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
-  for (const Waiter& w : tx.commit_waiters) RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
+  for (const Waiter& w : tx.commit_waiters)
+    RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
   TxId txid = tx.txid;
   EraseTx(txs_.find(txid));
   ReleaseLocks(txid);  // after the apply: woken reads see the new values
@@ -595,7 +607,8 @@ void Core::Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
   DTX_CHECK(!recovering_);
   (void)now_ms;
   if (!fatal_.ok()) {
-    RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kUnavailable,
+                 "participant failed: " + fatal_.ToString());
     return;
   }
   if (epoch < 0) {
@@ -622,7 +635,8 @@ void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
   DTX_CHECK(!recovering_);
   (void)now_ms;
   if (!fatal_.ok()) {
-    RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kUnavailable, "participant failed: " + fatal_.ToString());
+    RespondError(token, Reply::Kind::kAbort, txid, ErrorCode::kUnavailable,
+                 "participant failed: " + fatal_.ToString());
     return;
   }
   if (epoch < 0) {
@@ -668,7 +682,8 @@ void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms) {
   }
 }
 
-void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer, uint64_t now_ms) {
+void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer,
+                            uint64_t now_ms) {
   DTX_CHECK(asked.kind == QueryDecisionMsg::Kind::kAsk);
   if (answer.reached && answer.decision != Decision::kUnknown) {
     OnDecision(asked.txid, answer.decision, now_ms);
@@ -750,8 +765,9 @@ void Core::Tick(uint64_t now_ms) {
     ParkedRead& p = *it->second;
     ++stats_.read_timeouts;
     RespondError(p.token, Reply::Kind::kRead, TxId{}, ErrorCode::kTimeout,
-                 "read of key " + Printable(p.key) + " waited " + std::to_string(now_ms - p.parked_at_ms) +
-                     " ms for prepared transaction " + p.holder.ToString());
+                 "read of key " + Printable(p.key) + " waited " +
+                     std::to_string(now_ms - p.parked_at_ms) + " ms for prepared transaction " +
+                     p.holder.ToString());
     parked_.erase(it);  // the waiter unlinks itself
   }
   size_t sent = 0;
@@ -795,7 +811,8 @@ void Core::RestoreCheckpoint(const Checkpoint& cp) {
 Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
   DTX_CHECK_MSG(recovering_, "Replay after FinishRecovery");
   if (lsn <= last_replayed_lsn_) {
-    return Status::Corruption("LSN " + std::to_string(lsn) + " replayed after LSN " + std::to_string(last_replayed_lsn_));
+    return Status::Corruption("LSN " + std::to_string(lsn) + " replayed after LSN " +
+                              std::to_string(last_replayed_lsn_));
   }
   last_replayed_lsn_ = lsn;
   ++stats_.replayed_records;
@@ -853,8 +870,8 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
       DTX_CHECK(holder.has_value());
       auto it = txs_.find(*holder);
       if (it == txs_.end()) {
-        return Status::Corruption("PREPARE of " + r.txid.ToString() + " conflicts on key " + Printable(key) +
-                                  " with unknown holder " + holder->ToString());
+        return Status::Corruption("PREPARE of " + r.txid.ToString() + " conflicts on key " +
+                                  Printable(key) + " with unknown holder " + holder->ToString());
       }
       ++stats_.replay_inferred_aborts;
       EraseTx(it);
@@ -929,15 +946,18 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
   cp.forgotten_version = forgotten_version_;
   const size_t n = std::min(outcome_order_.size(), kCheckpointOutcomesMax);
   cp.outcomes.reserve(n);
-  for (auto it = outcome_order_.end() - static_cast<std::ptrdiff_t>(n); it != outcome_order_.end(); ++it) {
+  for (auto it = outcome_order_.end() - static_cast<std::ptrdiff_t>(n); it != outcome_order_.end();
+       ++it) {
     const Remembered& r = outcomes_.at(*it);
     cp.outcomes.push_back({*it, r.outcome == Outcome::kCommitted ? r.version : 0});
   }
   if (n < outcome_order_.size()) {
     // The older ones are left out: forgotten from the checkpoint's view.
-    for (auto it = outcome_order_.begin(); it != outcome_order_.end() - static_cast<std::ptrdiff_t>(n); ++it) {
+    for (auto it = outcome_order_.begin();
+         it != outcome_order_.end() - static_cast<std::ptrdiff_t>(n); ++it) {
       const Remembered& r = outcomes_.at(*it);
-      if (r.outcome == Outcome::kCommitted) cp.forgotten_version = std::max(cp.forgotten_version, r.version);
+      if (r.outcome == Outcome::kCommitted)
+        cp.forgotten_version = std::max(cp.forgotten_version, r.version);
     }
   }
   return cp;
@@ -950,7 +970,8 @@ std::vector<InDoubtInfo> Core::ListInDoubt(uint64_t now_ms) const {
   std::vector<InDoubtInfo> out;
   for (const auto& [txid, tx] : txs_) {
     if (tx.phase != Phase::kPrepared || !(tx.recovered || tx.queried)) continue;
-    out.push_back({txid, now_ms >= tx.prepared_at_ms ? now_ms - tx.prepared_at_ms : 0, tx.coordinator});
+    out.push_back(
+        {txid, now_ms >= tx.prepared_at_ms ? now_ms - tx.prepared_at_ms : 0, tx.coordinator});
   }
   return out;
 }

@@ -85,11 +85,11 @@ using Decision = ::dtx::Decision;
 // Why a Prepare voted NO. The runtime sends WireAbortReason(cause) and counts
 // and traces by cause; nobody parses Reply::detail.
 enum class NoVoteCause : uint8_t {
-  kLockConflict,        // a key is locked by another transaction
-  kStaleRead,           // a read version is no longer the key's current version
-  kStoreReadFailed,     // the store could not read a key to validate it
-  kAlreadyAborted,      // the outcome remembered here is aborted / voted NO
-  kAbortedBeforeVote,   // the coordinator's Abort came before the PREPARE was durable
+  kLockConflict,       // a key is locked by another transaction
+  kStaleRead,          // a read version is no longer the key's current version
+  kStoreReadFailed,    // the store could not read a key to validate it
+  kAlreadyAborted,     // the outcome remembered here is aborted / voted NO
+  kAbortedBeforeVote,  // the coordinator's Abort came before the PREPARE was durable
 };
 const char* NoVoteCauseName(NoVoteCause c);
 // The idl/dtx.thrift AbortReason a NO with this cause carries: a lost
@@ -100,7 +100,8 @@ AbortReason WireAbortReason(NoVoteCause c);
 
 struct ReadOp {
   std::string key;
-  Version version = 0;  // as the client read it (0: never written; a deleted key's tombstone version)
+  Version version =
+      0;  // as the client read it (0: never written; a deleted key's tombstone version)
 };
 
 struct PrepareRequest {
@@ -119,7 +120,7 @@ struct Reply {
   enum class Kind : uint8_t { kRead, kPrepare, kCommit, kAbort, kAdoptEpoch };
   Token token = 0;
   Kind kind = Kind::kRead;
-  TxId txid;                        // kPrepare, kCommit, kAbort
+  TxId txid;                         // kPrepare, kCommit, kAbort
   ErrorCode error = ErrorCode::kOk;  // not kOk: an error reply; `message` says why
   std::string message;
   // kRead
@@ -185,7 +186,7 @@ struct QueryDecisionMsg {
 
 // The answer to a kAsk.
 struct DecisionAnswer {
-  bool reached = false;  // false: no answer (unreachable, timeout, an error)
+  bool reached = false;                    // false: no answer (unreachable, timeout, an error)
   Decision decision = Decision::kUnknown;  // with `reached`
   std::string primary_hint;  // without `reached`: the primary a NOT_PRIMARY refusal named
 };
@@ -253,12 +254,12 @@ struct CoreStats {
   size_t in_doubt = 0;         // prepared, replayed or overdue, decision asked for
   size_t parked_reads = 0;
   size_t locked_keys = 0;
-  uint64_t prepares = 0;       // Prepare requests taken (not errors)
+  uint64_t prepares = 0;  // Prepare requests taken (not errors)
   uint64_t votes_yes = 0;
   uint64_t votes_no = 0;
   uint64_t votes_read_only = 0;
-  uint64_t commits = 0;        // transactions committed (applied) here, 1PC and 2PC
-  uint64_t aborts = 0;         // prepared transactions aborted here
+  uint64_t commits = 0;  // transactions committed (applied) here, 1PC and 2PC
+  uint64_t aborts = 0;   // prepared transactions aborted here
   uint64_t read_timeouts = 0;
   uint64_t decision_queries = 0;
   uint64_t stale_epoch_refusals = 0;
@@ -329,7 +330,8 @@ class Core {
   // The answer to `asked` (a kAsk this core emitted): a decision is taken; a
   // failed or UNKNOWN answer of the coordinator named in the PREPARE starts
   // the fall-back (a kFindPrimary), see QueryDecisionMsg.
-  void OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer, uint64_t now_ms);
+  void OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer,
+                        uint64_t now_ms);
   // `coordinator`'s GetStatus answer (its role and epoch) to a kFindPrimary
   // about `txid`: a primary at the transaction's epoch or later is asked
   // (kAsk, fall_back); any other is not.
@@ -371,7 +373,7 @@ class Core {
     uint64_t commit_tag = 0;
     Version commit_version = 0;
     uint64_t prepared_at_ms = 0;
-    uint64_t query_at_ms = 0;  // 0: not scheduled
+    uint64_t query_at_ms = 0;             // 0: not scheduled
     std::vector<Waiter> prepare_waiters;  // Prepare calls owed a vote
     std::vector<Waiter> commit_waiters;   // Commit calls owed an ack
   };
@@ -384,7 +386,8 @@ class Core {
   uint64_t Append(RecordType type, std::string payload, bool forced, const TxId& txid);
   // Emits `r` once every record up to `wait_tag` is durable.
   void Respond(Reply r, uint64_t wait_tag);
-  void RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCode code, std::string message);
+  void RespondError(Token token, Reply::Kind kind, const TxId& txid, ErrorCode code,
+                    std::string message);
   void RespondVote(Token token, const TxId& txid, Vote vote, uint64_t wait_tag,
                    NoVoteCause cause = NoVoteCause::kLockConflict, std::string detail = "");
   void RespondAck(Token token, Reply::Kind kind, const TxId& txid, uint64_t wait_tag);
@@ -429,12 +432,12 @@ class Core {
 
   Epoch epoch_ = 0;
   std::string epoch_owner_;  // coordinator whose AdoptEpoch made epoch_ current; empty: unknown
-  uint64_t epoch_tag_ = 0;  // tag of the last EPOCH record (0: none this run)
+  uint64_t epoch_tag_ = 0;   // tag of the last EPOCH record (0: none this run)
   Version commit_counter_ = 0;
 
   uint64_t next_tag_ = 1;
   uint64_t durable_tag_ = 0;
-  std::map<uint64_t, TxId> on_durable_;  // PREPARE/COMMIT tag -> its transaction
+  std::map<uint64_t, TxId> on_durable_;      // PREPARE/COMMIT tag -> its transaction
   std::multimap<uint64_t, Reply> deferred_;  // replies waiting for a tag
 
   // Parked reads, owned here; ordered by deadline for Tick.

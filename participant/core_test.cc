@@ -340,7 +340,8 @@ TEST(ParticipantCoreTest, PrepareVotesNoOnStaleRead) {
   ASSERT_TRUE(n.Replied(p));
   EXPECT_EQ(n.reply(p).vote, Vote::kNo);
   EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kStaleRead);
-  EXPECT_NE(n.reply(p).detail.find("stale read of key 'k'"), std::string::npos) << n.reply(p).detail;
+  EXPECT_NE(n.reply(p).detail.find("stale read of key 'k'"), std::string::npos)
+      << n.reply(p).detail;
   EXPECT_EQ(n.core().stats().locked_keys, 0u);
   // Reading "absent" is stale once the key exists.
   Token q = n.Prepare(Req(kT2, {{"k", 0}}, {}));
@@ -365,14 +366,18 @@ TEST(ParticipantCoreTest, PrepareRejectsBadArguments) {
     return n.reply(t).error;
   };
   EXPECT_EQ(err(Req(kT1, {}, {Put("", "v")})), ErrorCode::kBadArgument);
-  EXPECT_EQ(err(Req(kT1, {}, {Put(std::string(kKeyBytesMax + 1, 'k'), "v")})), ErrorCode::kBadArgument);
-  EXPECT_EQ(err(Req(kT1, {}, {Put("k", std::string(kValueBytesMax + 1, 'v'))})), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put(std::string(kKeyBytesMax + 1, 'k'), "v")})),
+            ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", std::string(kValueBytesMax + 1, 'v'))})),
+            ErrorCode::kBadArgument);
   EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1"), Put("k", "2")})), ErrorCode::kBadArgument);
-  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, /*read_only_tx=*/true)), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, /*read_only_tx=*/true)),
+            ErrorCode::kBadArgument);
   std::vector<ReadOp> many;
   for (size_t i = 0; i <= kTxKeysMax; ++i) many.push_back({"k" + std::to_string(i), 0});
   EXPECT_EQ(err(Req(kT1, many, {})), ErrorCode::kBadArgument);
-  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, false, /*epoch=*/-1)), ErrorCode::kBadArgument);
+  EXPECT_EQ(err(Req(kT1, {}, {Put("k", "1")}, false, false, /*epoch=*/-1)),
+            ErrorCode::kBadArgument);
   EXPECT_TRUE(n.unsynced().empty());
   EXPECT_EQ(n.core().stats().locked_keys, 0u);
 }
@@ -583,7 +588,8 @@ TEST(ParticipantCoreTest, WriteSkewScheduleIsRefusedBecauseReadLocksAreHeldUntil
 
   Token t2b = b.Prepare(Req(kT2, {}, {Put("y", "T2")}));
   ASSERT_TRUE(b.Replied(t2b));
-  EXPECT_EQ(b.reply(t2b).vote, Vote::kNo) << "T2's write of y must conflict with T1's held read lock";
+  EXPECT_EQ(b.reply(t2b).vote, Vote::kNo)
+      << "T2's write of y must conflict with T1's held read lock";
   EXPECT_NE(b.reply(t2b).detail.find(kT1.ToString()), std::string::npos);
 
   // T2 aborts (one NO); T1 goes on and commits: one of the two, serializable.
@@ -695,7 +701,8 @@ TEST(ParticipantCoreTest, OnePhaseRefusedThenDuplicatedStaysRefused) {
   EXPECT_EQ(n.reply(p).vote, Vote::kNo);
   n.Abort(kT1);
   Token dup = n.Prepare(Req(kT2, {}, {Put("k", "2")}, true));
-  EXPECT_EQ(n.reply(dup).vote, Vote::kNo) << "a duplicate must not commit what the client was told aborted";
+  EXPECT_EQ(n.reply(dup).vote, Vote::kNo)
+      << "a duplicate must not commit what the client was told aborted";
   EXPECT_EQ(n.store().data().count("k"), 0u);
 }
 
@@ -789,7 +796,8 @@ TEST(ParticipantCoreTest, AdoptedEpochOwnerSurvivesRestartAndCheckpointAndRefusa
   EXPECT_EQ(refused.epoch_owner, "c0");
   ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
   EXPECT_EQ(n.core().epoch(), 3);
-  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk) << "the owner's retry after a restart";
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk)
+      << "the owner's retry after a restart";
   const Reply& again = n.reply(n.AdoptEpoch(3, "c1"));
   EXPECT_EQ(again.error, ErrorCode::kStaleEpoch);
   EXPECT_EQ(again.epoch_owner, "c0");
@@ -878,11 +886,13 @@ TEST(ParticipantCoreTest, AbortBeforePrepareIsDurableVotesNoAbortedBeforeVoteWit
 }
 
 TEST(ParticipantCoreTest, EveryNoVoteCauseHasANameAndAWireReason) {
-  for (NoVoteCause c : {NoVoteCause::kLockConflict, NoVoteCause::kStaleRead, NoVoteCause::kStoreReadFailed,
-                        NoVoteCause::kAlreadyAborted, NoVoteCause::kAbortedBeforeVote}) {
+  for (NoVoteCause c :
+       {NoVoteCause::kLockConflict, NoVoteCause::kStaleRead, NoVoteCause::kStoreReadFailed,
+        NoVoteCause::kAlreadyAborted, NoVoteCause::kAbortedBeforeVote}) {
     EXPECT_STRNE(NoVoteCauseName(c), "unknown");
     const int wire = static_cast<int>(WireAbortReason(c));
-    EXPECT_TRUE(wire == static_cast<int>(AbortReason::kConflict) || wire == static_cast<int>(AbortReason::kTimeout));
+    EXPECT_TRUE(wire == static_cast<int>(AbortReason::kConflict) ||
+                wire == static_cast<int>(AbortReason::kTimeout));
   }
 }
 
@@ -968,7 +978,8 @@ TEST(ParticipantCoreTest, InDoubtStep3AsksOnlyAPrimaryAtTheTransactionsEpochOrLa
   n.core().OnCoordinatorStatus(kT1, "starting:1", NodeRole::kStarting, 7, n.now);
   n.core().OnCoordinatorStatus(kT1, "deposed:1", NodeRole::kPrimary, 4, n.now);
   n.Drain();
-  EXPECT_TRUE(n.sent().empty()) << "a backup, a starting primary and a primary at an older epoch may not answer";
+  EXPECT_TRUE(n.sent().empty())
+      << "a backup, a starting primary and a primary at an older epoch may not answer";
   n.core().OnCoordinatorStatus(kT1, "same:1", NodeRole::kPrimary, 5, n.now);
   n.core().OnCoordinatorStatus(kT1, "later:1", NodeRole::kPrimary, 6, n.now);
   n.Drain();
@@ -1200,15 +1211,16 @@ TEST(ParticipantCoreTest, OnePhaseCommitSurvivesCrashOnlyOnceDurable) {
 
 // --- checkpoints ---------------------------------------------------------------
 
-TEST(ParticipantCoreTest, CheckpointCoversDurableRecordsAndRetainsThePrepareOfEveryPreparedTransaction) {
+TEST(ParticipantCoreTest,
+     CheckpointCoversDurableRecordsAndRetainsThePrepareOfEveryPreparedTransaction) {
   Node n;
-  Seed(n, "a", "1");                                      // LSN 1 EPOCH 1, LSN 2 COMMIT
-  n.Prepare(Req(kT3, {}, {Put("b", "T3")}));              // LSN 3
-  n.Prepare(Req(kT1, {}, {Put("c", "T1")}));              // LSN 4: stays prepared
+  Seed(n, "a", "1");                          // LSN 1 EPOCH 1, LSN 2 COMMIT
+  n.Prepare(Req(kT3, {}, {Put("b", "T3")}));  // LSN 3
+  n.Prepare(Req(kT1, {}, {Put("c", "T1")}));  // LSN 4: stays prepared
   n.Sync();
-  n.Commit(kT3);                                          // LSN 5
+  n.Commit(kT3);  // LSN 5
   n.Sync();
-  n.Prepare(Req(kT2, {}, {Put("d", "T2")}));              // LSN 6: not durable yet
+  n.Prepare(Req(kT2, {}, {Put("d", "T2")}));  // LSN 6: not durable yet
   Checkpoint cp = n.TakeCheckpoint();
   EXPECT_EQ(cp.lsn, 6u) << "everything durable and applied";
   EXPECT_EQ(cp.retain_from, 4u) << "T1's PREPARE";
@@ -1223,7 +1235,8 @@ TEST(ParticipantCoreTest, CheckpointCoversDurableRecordsAndRetainsThePrepareOfEv
 // The WAL keeps only what the checkpoint needs: T3's PREPARE is gone, its
 // COMMIT is still there (below the checkpoint), T1's PREPARE is there. After a
 // crash the store is as of the checkpoint; records after it are re-applied.
-TEST(ParticipantCoreTest, RestartFromCheckpointKeepsCommittedWritesInDoubtTransactionsEpochAndVersions) {
+TEST(ParticipantCoreTest,
+     RestartFromCheckpointKeepsCommittedWritesInDoubtTransactionsEpochAndVersions) {
   Node n;
   Seed(n, "a", "1", 3);
   Seed(n, "gone", "x", 3);
@@ -1327,7 +1340,8 @@ TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) 
   Node n(o);
   Version va = Seed(n, "a", "1");
   Version vb = Seed(n, "b", "1");
-  PrepareRequest t = Req(kT1, {{"a", va}, {"b", vb}}, {Put("a", "0"), Put("b", "2")}, /*one_phase=*/true);
+  PrepareRequest t =
+      Req(kT1, {{"a", va}, {"b", vb}}, {Put("a", "0"), Put("b", "2")}, /*one_phase=*/true);
   Token first = n.Prepare(t);
   n.Sync();
   ASSERT_EQ(n.reply(first).vote, Vote::kYes);
@@ -1367,7 +1381,8 @@ TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) 
   Token recent = n.Prepare(Req(kT3, {{"d", vd - 1}}, {Put("d", "2")}, true));
   EXPECT_EQ(n.reply(recent).vote, Vote::kNo);
   // A new transaction with current reads commits as usual.
-  Token fresh = n.Prepare(Req({7, 4}, {{"a", n.store().data().at("a").first}}, {Put("a", "5")}, true));
+  Token fresh =
+      n.Prepare(Req({7, 4}, {{"a", n.store().data().at("a").first}}, {Put("a", "5")}, true));
   n.Sync();
   EXPECT_EQ(n.reply(fresh).vote, Vote::kYes);
 }
@@ -1377,7 +1392,7 @@ TEST(ParticipantCoreTest, TwoPhaseCommitBelowTheCheckpointMayLackItsPrepareButNo
   n.Prepare(Req(kT3, {}, {Put("b", "T3")}));  // LSN 1 EPOCH, LSN 2 PREPARE: truncated
   n.Prepare(Req(kT1, {}, {Put("c", "T1")}));  // LSN 3, in doubt
   n.Sync();
-  n.Commit(kT3);                               // LSN 4, below the checkpoint
+  n.Commit(kT3);  // LSN 4, below the checkpoint
   n.Sync();
   n.TakeCheckpoint();
   ASSERT_EQ(n.log_base(), 3u);
@@ -1427,10 +1442,11 @@ TEST(ParticipantCoreTest, SameInputsGiveSameOutputs) {
     std::string trace;
     for (uint64_t i = 0; i < 50; ++i) {
       TxId tx{3, i};
-      Token p = n.Prepare(Req(tx, {{"k" + std::to_string(i % 7), 0}}, {Put("k" + std::to_string(i % 5), "v")},
-                              i % 3 == 0));
+      Token p = n.Prepare(Req(tx, {{"k" + std::to_string(i % 7), 0}},
+                              {Put("k" + std::to_string(i % 5), "v")}, i % 3 == 0));
       if (i % 4 == 0) n.Sync();
-      if (i % 2 == 0) n.Commit(tx); else n.Abort(tx);
+      if (i % 2 == 0) n.Commit(tx);
+      else n.Abort(tx);
       n.Tick(3);
       if (n.Replied(p)) trace += std::to_string(static_cast<int>(n.reply(p).vote));
     }

@@ -30,7 +30,8 @@ void EncodeStoredTo(Version version, bool tombstone, std::string_view value, std
   DTX_CHECK(!tombstone || value.empty());
   char word[kStoredVersionBytes];
   uint64_t v = static_cast<uint64_t>(version) | (tombstone ? kStoredTombstoneBit : 0);
-  for (size_t i = 0; i < kStoredVersionBytes; ++i) word[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  for (size_t i = 0; i < kStoredVersionBytes; ++i)
+    word[i] = static_cast<char>((v >> (8 * i)) & 0xff);
   out->assign(word, kStoredVersionBytes);
   out->append(value);
 }
@@ -43,17 +44,22 @@ std::string EncodeStored(Version version, bool tombstone, std::string_view value
 
 Result<Store::Item> DecodeStored(std::string_view key, const std::string& raw) {
   if (raw.size() < kStoredVersionBytes) {
-    return Status::Corruption("stored value of key (" + std::to_string(key.size()) + " bytes) has " +
-                              std::to_string(raw.size()) + " bytes, less than its version");
+    return Status::Corruption("stored value of key (" + std::to_string(key.size()) +
+                              " bytes) has " + std::to_string(raw.size()) +
+                              " bytes, less than its version");
   }
   uint64_t v = 0;
-  for (size_t i = 0; i < kStoredVersionBytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(raw[i])) << (8 * i);
+  for (size_t i = 0; i < kStoredVersionBytes; ++i)
+    v |= static_cast<uint64_t>(static_cast<uint8_t>(raw[i])) << (8 * i);
   Store::Item item;
   item.found = (v & kStoredTombstoneBit) == 0;
   item.version = static_cast<Version>(v & ~kStoredTombstoneBit);
-  if (item.version <= 0) return Status::Corruption("stored version " + std::to_string(item.version) + " is not positive");
+  if (item.version <= 0)
+    return Status::Corruption("stored version " + std::to_string(item.version) +
+                              " is not positive");
   if (!item.found && raw.size() != kStoredVersionBytes) {
-    return Status::Corruption("tombstone of key (" + std::to_string(key.size()) + " bytes) carries " +
+    return Status::Corruption("tombstone of key (" + std::to_string(key.size()) +
+                              " bytes) carries " +
                               std::to_string(raw.size() - kStoredVersionBytes) + " value bytes");
   }
   item.value = raw.substr(kStoredVersionBytes);
@@ -86,7 +92,8 @@ Status SyncPath(const std::string& path, bool* missing) {
 // can fsync the ones LevelDB closed without syncing. Thread-safe.
 class LevelStore::SyncTrackingEnv final : public leveldb::EnvWrapper {
  public:
-  SyncTrackingEnv(std::string dir) : leveldb::EnvWrapper(leveldb::Env::Default()), dir_(std::move(dir)) {}
+  SyncTrackingEnv(std::string dir)
+      : leveldb::EnvWrapper(leveldb::Env::Default()), dir_(std::move(dir)) {}
 
   leveldb::Status NewWritableFile(const std::string& f, leveldb::WritableFile** r) override {
     leveldb::Status s = target()->NewWritableFile(f, r);
@@ -146,7 +153,8 @@ Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
   return std::unique_ptr<LevelStore>(new LevelStore(std::move(env), db));
 }
 
-LevelStore::LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db) : env_(std::move(env)), db_(db) {}
+LevelStore::LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db)
+    : env_(std::move(env)), db_(db) {}
 LevelStore::~LevelStore() = default;
 
 void LevelStore::BeginReplay() {
@@ -173,7 +181,8 @@ Status LevelStore::EndReplay() {
 Result<Store::Item> LevelStore::Get(std::string_view key) {
   if (replaying_) DTX_RETURN_IF_ERROR(FlushReplayBatch());
   std::string raw;
-  leveldb::Status s = db_->Get(leveldb::ReadOptions(), leveldb::Slice(key.data(), key.size()), &raw);
+  leveldb::Status s =
+      db_->Get(leveldb::ReadOptions(), leveldb::Slice(key.data(), key.size()), &raw);
   if (s.IsNotFound()) return Item{};
   if (!s.ok()) return FromLevel(s, "LevelDB get");
   return DecodeStored(key, raw);
@@ -184,8 +193,8 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   if (replaying_) {
     for (const WriteOp& w : writes) {
       DTX_CHECK(!w.key.empty());
-      EncodeStoredTo(version, !w.value.has_value(), w.value ? std::string_view(*w.value) : std::string_view(),
-                     &replay_scratch_);
+      EncodeStoredTo(version, !w.value.has_value(),
+                     w.value ? std::string_view(*w.value) : std::string_view(), &replay_scratch_);
       replay_batch_->Put(leveldb::Slice(w.key.data(), w.key.size()), replay_scratch_);
     }
     if (replay_batch_->ApproximateSize() >= kReplayBatchBytesMax) return FlushReplayBatch();
@@ -199,7 +208,8 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
     if (!cur.ok()) return cur.status();
     if (cur->version >= version) continue;  // already applied (replay); tombstones too
     leveldb::Slice key(w.key.data(), w.key.size());
-    batch.Put(key, EncodeStored(version, !w.value.has_value(), w.value ? std::string_view(*w.value) : std::string_view()));
+    batch.Put(key, EncodeStored(version, !w.value.has_value(),
+                                w.value ? std::string_view(*w.value) : std::string_view()));
     ++changed;
   }
   if (changed == 0) return Status::OK();

@@ -32,7 +32,6 @@ class DB;
 class WriteBatch;
 }  // namespace leveldb
 
-
 namespace dtx::participant {
 
 inline constexpr size_t kStoredVersionBytes = 8;
@@ -77,7 +76,7 @@ class LevelStore final : public Store {
   std::unique_ptr<leveldb::DB> db_;
   bool replaying_ = false;
   std::unique_ptr<leveldb::WriteBatch> replay_batch_;  // replay mode only
-  std::string replay_scratch_;  // one stored value, reused
+  std::string replay_scratch_;                         // one stored value, reused
 };
 
 }  // namespace dtx::participant

@@ -31,7 +31,8 @@ class LevelStoreTest : public ::testing::Test {
 TEST_F(LevelStoreTest, ValuesCarryTheirVersionAcrossReopen) {
   {
     auto st = Open();
-    ASSERT_TRUE(st->Apply({{"a", std::string("1")}, {std::string("b\0", 2), std::string()}}, 3).ok());
+    ASSERT_TRUE(
+        st->Apply({{"a", std::string("1")}, {std::string("b\0", 2), std::string()}}, 3).ok());
   }
   auto st = Open();
   auto a = st->Get("a");
@@ -52,7 +53,7 @@ TEST_F(LevelStoreTest, ValuesCarryTheirVersionAcrossReopen) {
 TEST_F(LevelStoreTest, ApplyIsIdempotentByVersion) {
   auto st = Open();
   ASSERT_TRUE(st->Apply({{"k", std::string("v5")}}, 5).ok());
-  ASSERT_TRUE(st->Apply({{"k", std::string("v3")}}, 3).ok());  // older: left alone
+  ASSERT_TRUE(st->Apply({{"k", std::string("v3")}}, 3).ok());     // older: left alone
   ASSERT_TRUE(st->Apply({{"k", std::string("again")}}, 5).ok());  // same: left alone
   EXPECT_EQ(st->Get("k")->value, "v5");
   ASSERT_TRUE(st->Apply({{"k", std::nullopt}}, 4).ok());  // older delete: left alone

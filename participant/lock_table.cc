@@ -18,7 +18,9 @@ size_t RoundUpPow2(size_t n) {
 
 struct StringViewEqual {
   template <typename A, typename B>
-  bool operator()(const A& a, const B& b) const { return std::string_view(a) == std::string_view(b); }
+  bool operator()(const A& a, const B& b) const {
+    return std::string_view(a) == std::string_view(b);
+  }
 };
 
 }  // namespace

@@ -49,7 +49,8 @@ class LockWaiter {
 
  private:
   friend class LockTable;
-  boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> hook_;
+  boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>>
+      hook_;
 };
 
 class LockTable {
@@ -87,9 +88,9 @@ class LockTable {
   // Parks `w` on `key`, which must be exclusively locked (checked).
   void Park(std::string_view key, LockWaiter* w);
 
-  size_t key_count() const { return entries_.size(); }   // keys with a lock
-  size_t grant_count() const { return grant_count_; }    // (key, tx) grants
-  size_t tx_count() const { return txs_.size(); }        // transactions holding locks
+  size_t key_count() const { return entries_.size(); }  // keys with a lock
+  size_t grant_count() const { return grant_count_; }   // (key, tx) grants
+  size_t tx_count() const { return txs_.size(); }       // transactions holding locks
   bool Holds(const TxId& tx, std::string_view key, LockMode mode) const;
 
  private:
@@ -108,10 +109,12 @@ class LockTable {
     TxLocks* owner = nullptr;
     LockMode mode = LockMode::kShared;
   };
-  using KeyGrants = boost::intrusive::list<
-      Grant, boost::intrusive::member_hook<Grant, GrantKeyHook, &Grant::key_hook>>;
-  using TxGrants = boost::intrusive::list<
-      Grant, boost::intrusive::member_hook<Grant, GrantTxHook, &Grant::tx_hook>>;
+  using KeyGrants =
+      boost::intrusive::list<Grant,
+                             boost::intrusive::member_hook<Grant, GrantKeyHook, &Grant::key_hook>>;
+  using TxGrants =
+      boost::intrusive::list<Grant,
+                             boost::intrusive::member_hook<Grant, GrantTxHook, &Grant::tx_hook>>;
   using Waiters = boost::intrusive::list<
       LockWaiter,
       boost::intrusive::member_hook<LockWaiter, decltype(LockWaiter::hook_), &LockWaiter::hook_>,
@@ -140,12 +143,12 @@ class LockTable {
     size_t operator()(std::string_view s) const;
   };
 
-  using EntrySet = boost::intrusive::unordered_set<
-      Entry, boost::intrusive::key_of_value<EntryKey>, boost::intrusive::hash<StringHash>,
-      boost::intrusive::power_2_buckets<true>>;
-  using TxSet = boost::intrusive::unordered_set<
-      TxLocks, boost::intrusive::key_of_value<TxKey>, boost::intrusive::hash<TxIdHash>,
-      boost::intrusive::power_2_buckets<true>>;
+  using EntrySet = boost::intrusive::unordered_set<Entry, boost::intrusive::key_of_value<EntryKey>,
+                                                   boost::intrusive::hash<StringHash>,
+                                                   boost::intrusive::power_2_buckets<true>>;
+  using TxSet = boost::intrusive::unordered_set<TxLocks, boost::intrusive::key_of_value<TxKey>,
+                                                boost::intrusive::hash<TxIdHash>,
+                                                boost::intrusive::power_2_buckets<true>>;
 
   Entry* Find(std::string_view key) const;
   TxLocks* FindTx(const TxId& tx) const;

@@ -58,7 +58,8 @@ TEST(LockTableTest, RelockingIsHeldAndSoleSharedHolderUpgrades) {
 
 TEST(LockTableTest, ReleaseAllFreesEveryKeyOfTheTransactionOnly) {
   LockTable t;
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(t.TryLock(kT1, "a" + std::to_string(i), LockMode::kExclusive), R::kGranted);
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(t.TryLock(kT1, "a" + std::to_string(i), LockMode::kExclusive), R::kGranted);
   ASSERT_EQ(t.TryLock(kT2, "shared", LockMode::kShared), R::kGranted);
   ASSERT_EQ(t.TryLock(kT1, "shared", LockMode::kShared), R::kGranted);
   EXPECT_EQ(t.tx_count(), 2u);
@@ -125,7 +126,8 @@ TEST(LockTableTest, ManyKeysGrowTheTableAndRecycleObjects) {
     EXPECT_EQ(t.key_count(), static_cast<size_t>(kKeys));
     EXPECT_EQ(t.tx_count(), 100u);
     for (int i = 0; i < kKeys; ++i) {
-      EXPECT_EQ(t.ExclusiveHolder("key-" + std::to_string(i)), (TxId{2, static_cast<uint64_t>(i % 100)}));
+      EXPECT_EQ(t.ExclusiveHolder("key-" + std::to_string(i)),
+                (TxId{2, static_cast<uint64_t>(i % 100)}));
     }
     for (uint64_t tx = 0; tx < 100; ++tx) t.ReleaseAll(TxId{2, tx}, nullptr);
     EXPECT_EQ(t.key_count(), 0u);

@@ -47,32 +47,38 @@ struct Flags {
 // description).
 po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOptions* options) {
   po::options_description desc("Options");
-  desc.add_options()
-      ("help,h", "print this help")
-      ("name", po::value<std::string>(&flags->name)->required(), "node name, e.g. participant-0")
-      ("listen", po::value<std::string>(&flags->listen)->required(), "host:port to serve on")
-      ("dir", po::value<std::string>(&flags->dir)->required(), "node directory (wal/, data/, node.log)")
-      ("coordinator", po::value<std::string>(&flags->coordinator)->required(),
-       "host:port of the coordinator (asked about in-doubt transactions)")
-      ("coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
-       "comma-separated host:port of every coordinator (primary and backup); in-doubt "
-       "transactions are asked of whichever is primary when the one that prepared them cannot answer")
-      ("log-file", po::value<std::string>(&flags->log_file), "log file (default NODEDIR/node.log)")
-      ("log-level", po::value<std::string>(&flags->log_level)->default_value("info"),
-       "trace, debug, info, warn, error, critical, off")
-      ("checkpoint-interval-records",
-       po::value<uint64_t>(&options->checkpoint_interval_records)->default_value(options->checkpoint_interval_records),
-       "checkpoint after this many WAL records (0: not by count)")
-      ("checkpoint-interval-ms",
-       po::value<uint64_t>(&options->checkpoint_interval_ms)->default_value(options->checkpoint_interval_ms),
-       "checkpoint at least this often when there is something new (0: not by time)")
-      ("wal-segment-bytes", po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
-       "WAL segment size; truncation deletes whole segments")
-      ("metrics-listen", po::value<std::string>(&flags->metrics_listen)->default_value("127.0.0.1:0"),
-       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
-       "written to NODEDIR/metrics.addr), or \"off\"")
-      ("trace-events", po::value<size_t>(&options->trace_events)->default_value(options->trace_events),
-       "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off");
+  desc.add_options()("help,h", "print this help")(
+      "name", po::value<std::string>(&flags->name)->required(), "node name, e.g. participant-0")(
+      "listen", po::value<std::string>(&flags->listen)->required(), "host:port to serve on")(
+      "dir", po::value<std::string>(&flags->dir)->required(),
+      "node directory (wal/, data/, node.log)")(
+      "coordinator", po::value<std::string>(&flags->coordinator)->required(),
+      "host:port of the coordinator (asked about in-doubt transactions)")(
+      "coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
+      "comma-separated host:port of every coordinator (primary and backup); in-doubt "
+      "transactions are asked of whichever is primary when the one that prepared them cannot "
+      "answer")("log-file", po::value<std::string>(&flags->log_file),
+                "log file (default NODEDIR/node.log)")(
+      "log-level", po::value<std::string>(&flags->log_level)->default_value("info"),
+      "trace, debug, info, warn, error, critical, off")(
+      "checkpoint-interval-records",
+      po::value<uint64_t>(&options->checkpoint_interval_records)
+          ->default_value(options->checkpoint_interval_records),
+      "checkpoint after this many WAL records (0: not by count)")(
+      "checkpoint-interval-ms",
+      po::value<uint64_t>(&options->checkpoint_interval_ms)
+          ->default_value(options->checkpoint_interval_ms),
+      "checkpoint at least this often when there is something new (0: not by time)")(
+      "wal-segment-bytes",
+      po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
+      "WAL segment size; truncation deletes whole segments")(
+      "metrics-listen",
+      po::value<std::string>(&flags->metrics_listen)->default_value("127.0.0.1:0"),
+      "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
+      "written to NODEDIR/metrics.addr), or \"off\"")(
+      "trace-events",
+      po::value<size_t>(&options->trace_events)->default_value(options->trace_events),
+      "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off");
   return desc;
 }
 
@@ -126,7 +132,8 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
 // --listen, --metrics-listen, --coordinator, --coordinators.
 dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   auto listen_hp = dtx::ParseHostPort(flags.listen);
-  if (!listen_hp.ok()) return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
+  if (!listen_hp.ok())
+    return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
   options->listen_host = listen_hp->host;
   options->listen_port = listen_hp->port;
   const std::string& metrics_listen = flags.metrics_listen;
@@ -137,7 +144,8 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     auto metrics_hp = dtx::ParseHostPort(metrics_listen, dtx::PortZero::kAllow);
     if (!metrics_hp.ok()) {
       return dtx::Status::InvalidArgument(
-          "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen + "'");
+          "--metrics-listen: expected HOST:PORT (PORT 0..65535) or off, got '" + metrics_listen +
+          "'");
     }
     options->metrics_host = metrics_hp->host;
     options->metrics_port = metrics_hp->port;
@@ -202,7 +210,8 @@ int RunUntilStopSignal(const dtx::participant::RuntimeOptions& options) {
       return kExitFailed;
     }
     std::unique_ptr<dtx::participant::Runtime> runtime = std::move(rt.value());
-    for (const std::string& a : dtx::fp::Armed()) DTX_LOG_INFO("failpoint armed from DTX_FAILPOINTS: {}", a);
+    for (const std::string& a : dtx::fp::Armed())
+      DTX_LOG_INFO("failpoint armed from DTX_FAILPOINTS: {}", a);
     dtx::Status s = loop.HandleStopSignals([&](int signum) {
       DTX_LOG_INFO("signal {}: shutting down", signum);
       runtime->Shutdown();

@@ -44,7 +44,8 @@ class Reader : public codec::Reader {
   Status Count(uint32_t* n, const char* field) {
     DTX_RETURN_IF_ERROR(U32(n));
     if (*n > kTxKeysMax) {
-      return Bad(std::string(field) + " count " + std::to_string(*n) + " exceeds " + std::to_string(kTxKeysMax));
+      return Bad(std::string(field) + " count " + std::to_string(*n) + " exceeds " +
+                 std::to_string(kTxKeysMax));
     }
     return Status::OK();
   }
@@ -208,7 +209,9 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   DTX_RETURN_IF_ERROR(in.U64(&c.retain_from));
   DTX_RETURN_IF_ERROR(in.I64(&c.epoch));
   DTX_RETURN_IF_ERROR(in.I64(&c.commit_counter));
-  if (c.retain_from > c.lsn) return in.Bad("retain_from " + std::to_string(c.retain_from) + " above lsn " + std::to_string(c.lsn));
+  if (c.retain_from > c.lsn)
+    return in.Bad("retain_from " + std::to_string(c.retain_from) + " above lsn " +
+                  std::to_string(c.lsn));
   if (c.epoch < 0) return in.Bad("negative epoch");
   if (c.commit_counter < 0) return in.Bad("negative commit counter");
   if (format == kCheckpointFormatV1) {
@@ -219,16 +222,19 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   }
   DTX_RETURN_IF_ERROR(in.I64(&c.forgotten_version));
   if (c.forgotten_version < 0 || c.forgotten_version > c.commit_counter) {
-    return in.Bad("forgotten_version " + std::to_string(c.forgotten_version) + " outside 0..commit counter");
+    return in.Bad("forgotten_version " + std::to_string(c.forgotten_version) +
+                  " outside 0..commit counter");
   }
   uint32_t n = 0;
   DTX_RETURN_IF_ERROR(in.U32(&n));
   if (n > kCheckpointOutcomesMax) {
-    return in.Bad("outcome count " + std::to_string(n) + " exceeds " + std::to_string(kCheckpointOutcomesMax));
+    return in.Bad("outcome count " + std::to_string(n) + " exceeds " +
+                  std::to_string(kCheckpointOutcomesMax));
   }
   if (in.left() < size_t{n} * kCheckpointOutcomeBytes) {
-    return in.Bad(std::to_string(n) + " outcomes need " + std::to_string(size_t{n} * kCheckpointOutcomeBytes) +
-                  " bytes, " + std::to_string(in.left()) + " left");
+    return in.Bad(std::to_string(n) + " outcomes need " +
+                  std::to_string(size_t{n} * kCheckpointOutcomeBytes) + " bytes, " +
+                  std::to_string(in.left()) + " left");
   }
   c.outcomes.resize(n);
   for (CheckpointOutcome& o : c.outcomes) {

@@ -49,9 +49,9 @@ struct PrepareRecord {
 // One-phase COMMIT carries the writes itself (there is no PREPARE).
 struct CommitRecord {
   TxId txid;
-  Version version = 0;                 // the version every written key gets
+  Version version = 0;  // the version every written key gets
   bool one_phase = false;
-  std::vector<WriteOp> writes;         // only with one_phase
+  std::vector<WriteOp> writes;  // only with one_phase
   friend bool operator==(const CommitRecord&, const CommitRecord&) = default;
 };
 
@@ -93,10 +93,10 @@ struct CheckpointOutcome {
 inline constexpr size_t kCheckpointOutcomesMax = size_t{1} << 20;
 
 struct Checkpoint {
-  uint64_t lsn = 0;           // replay applies records from here; 0/1: no checkpoint
-  uint64_t retain_from = 0;   // the WAL keeps every record >= this
-  Epoch epoch = 0;            // the epoch adopted (EPOCH records below may be gone)
-  Version commit_counter = 0; // >= every version handed out (COMMITs below may be gone)
+  uint64_t lsn = 0;            // replay applies records from here; 0/1: no checkpoint
+  uint64_t retain_from = 0;    // the WAL keeps every record >= this
+  Epoch epoch = 0;             // the epoch adopted (EPOCH records below may be gone)
+  Version commit_counter = 0;  // >= every version handed out (COMMITs below may be gone)
   // Every transaction committed here with a version above this (and below
   // `lsn`) is in `outcomes`; at most commit_counter. A format-1 checkpoint
   // decodes with forgotten_version = commit_counter and no outcomes.

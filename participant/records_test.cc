@@ -10,7 +10,8 @@ PrepareRecord SamplePrepare() {
   r.txid = {0x0102030405060708ull, 42};
   r.epoch = 7;
   r.coordinator = "127.0.0.1:4000";
-  r.writes = {{"a", std::string("value-a")}, {"b", std::nullopt}, {std::string("\0k", 2), std::string()}};
+  r.writes = {
+      {"a", std::string("value-a")}, {"b", std::nullopt}, {std::string("\0k", 2), std::string()}};
   r.read_keys = {"r1", "r2"};
   return r;
 }
@@ -78,7 +79,8 @@ TEST(RecordsTest, EveryTruncationIsCorruption) {
     EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
   }
   std::string c = EncodeCommit({{1, 3}, 100, true, {{"x", std::string("1")}}});
-  for (size_t n = 0; n < c.size(); ++n) EXPECT_TRUE(DecodeCommit(std::string_view(c).substr(0, n)).status().IsCorruption());
+  for (size_t n = 0; n < c.size(); ++n)
+    EXPECT_TRUE(DecodeCommit(std::string_view(c).substr(0, n)).status().IsCorruption());
 }
 
 TEST(RecordsTest, TrailingBytesAreCorruption) {
@@ -93,11 +95,12 @@ TEST(RecordsTest, HugeLengthsAndCountsAreRejectedWithoutAllocating) {
   p += std::string("\xff\xff\xff\xff", 4);
   auto r = DecodePrepare(p);
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.status().message().find("coordinator length"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("coordinator length"), std::string::npos)
+      << r.status().ToString();
   // A one-phase COMMIT claiming 2^32-1 writes.
   std::string c(16, '\0');
   c += std::string("\x01\0\0\0\0\0\0\0", 8);  // version 1
-  c += '\x01';                                  // one-phase
+  c += '\x01';                                // one-phase
   c += std::string("\xff\xff\xff\xff", 4);
   auto cr = DecodeCommit(c);
   ASSERT_FALSE(cr.ok());

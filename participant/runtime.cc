@@ -39,13 +39,12 @@ namespace {
 using node::FailStop;
 
 // Evaluates a commit-path failpoint whose `error` must stop the node.
-void EvalFailStop(fp::Point p) {
-  (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop);
-}
+void EvalFailStop(fp::Point p) { (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop); }
 
 uint64_t SteadyNs() {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
 }
 
 // Metrics gauges that need a scan (in-doubt list) are refreshed every this
@@ -78,8 +77,8 @@ struct ParticipantMetrics {
   obs::Histogram& prepare;
   obs::Histogram& commit;
   obs::Counter& commits;
-  obs::CounterFamily& aborts;    // reason: "coordinator" (Abort call) or a NO-vote reason
-  obs::CounterFamily& votes;     // vote: yes, no, read_only
+  obs::CounterFamily& aborts;  // reason: "coordinator" (Abort call) or a NO-vote reason
+  obs::CounterFamily& votes;   // vote: yes, no, read_only
   // Children created at start-up, for the hot path (Get takes a mutex).
   obs::Counter& vote_yes;
   obs::Counter& vote_no;
@@ -96,11 +95,11 @@ struct ParticipantMetrics {
 };
 
 struct CheckpointStats {
-  uint64_t taken = 0;            // checkpoints written
-  uint64_t lsn = 0;              // the last one's lsn (restored or written)
-  uint64_t retain_from = 0;      // ... and retain_from
-  uint64_t last_write_us = 0;    // how long the last WriteCheckpoint took
-  uint64_t last_truncate_us = 0; // how long the last TruncateBefore took
+  uint64_t taken = 0;             // checkpoints written
+  uint64_t lsn = 0;               // the last one's lsn (restored or written)
+  uint64_t retain_from = 0;       // ... and retain_from
+  uint64_t last_write_us = 0;     // how long the last WriteCheckpoint took
+  uint64_t last_truncate_us = 0;  // how long the last TruncateBefore took
   uint64_t truncate_errors = 0;
 };
 
@@ -114,7 +113,8 @@ struct Runtime::Impl {
 
   // ---- the Participant service (called by Handler, loop thread) ----
   void Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
-  void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob, Fail fail);
+  void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
+               Fail fail);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
   void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
   rpc::NodeStatus GetStatus() const;
@@ -152,7 +152,8 @@ struct Runtime::Impl {
   Status RestoreAndReplay();
   void MaybeCheckpoint();
   void CheckpointWorkerLoop();
-  void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us, const Status& truncated);
+  void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
+                        const Status& truncated);
   void StopCheckpointWorker();
   void UpdateMetrics();
   // Records a span event when tracing is on. `event` must be a literal.
@@ -209,7 +210,7 @@ struct Runtime::Impl {
   struct PrepareInProgress {
     bool active = false;
     TxId txid;
-    bool read_only = false;   // nothing will be logged: locks validated and released at once
+    bool read_only = false;  // nothing will be logged: locks validated and released at once
     size_t keys = 0;
     bool locked_recorded = false;
   };
@@ -228,11 +229,14 @@ class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime:
  public:
   using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
 
-  void Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob, const std::string& key) override;
+  void Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
+            const std::string& key) override;
   void Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
                const rpc::PrepareRequest& req) override;
-  void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
-  void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) override;
+  void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+              const rpc::Epoch epoch) override;
+  void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+             const rpc::Epoch epoch) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
@@ -262,13 +266,19 @@ class Runtime::Impl::FailpointStore final : public Store {
 };
 
 ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
-    : read(r.AddHistogram("dtx_read_seconds", "Read latency at this participant (request to reply).",
+    : read(r.AddHistogram("dtx_read_seconds",
+                          "Read latency at this participant (request to reply).",
                           obs::LatencyBucketsSeconds())),
-      prepare(r.AddHistogram("dtx_prepare_seconds", "Prepare received to vote sent.", obs::LatencyBucketsSeconds())),
-      commit(r.AddHistogram("dtx_commit_seconds", "Commit received to ack sent.", obs::LatencyBucketsSeconds())),
-      commits(r.AddCounter("dtx_commits_total", "Commit calls acked here (one-phase commits count as dtx_votes_total{vote=\"yes\"}).")),
+      prepare(r.AddHistogram("dtx_prepare_seconds", "Prepare received to vote sent.",
+                             obs::LatencyBucketsSeconds())),
+      commit(r.AddHistogram("dtx_commit_seconds", "Commit received to ack sent.",
+                            obs::LatencyBucketsSeconds())),
+      commits(r.AddCounter(
+          "dtx_commits_total",
+          "Commit calls acked here (one-phase commits count as dtx_votes_total{vote=\"yes\"}).")),
       aborts(r.AddCounterFamily("dtx_aborts_total",
-                                "Transactions aborted here: reason=coordinator for an Abort call, else the NO vote's reason.",
+                                "Transactions aborted here: reason=coordinator for an Abort call, "
+                                "else the NO vote's reason.",
                                 {"reason"})),
       votes(r.AddCounterFamily("dtx_votes_total", "Prepare votes sent.", {"vote"})),
       vote_yes(votes.Get({"yes"})),
@@ -276,16 +286,22 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
       vote_read_only(votes.Get({"read_only"})),
       abort_by_coordinator(aborts.Get({"coordinator"})),
       in_doubt(r.AddGauge("dtx_in_doubt", "Prepared transactions without a known outcome.")),
-      in_doubt_oldest_age(r.AddGauge("dtx_in_doubt_oldest_age_seconds", "Age of the oldest in-doubt transaction (0: none).")),
+      in_doubt_oldest_age(r.AddGauge("dtx_in_doubt_oldest_age_seconds",
+                                     "Age of the oldest in-doubt transaction (0: none).")),
       lock_table(r.AddGauge("dtx_lock_table_entries", "Keys in the lock table.")),
       epoch(r.AddGauge("dtx_epoch", "The participant's epoch.")),
-      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds", "Seconds since this coordinator was last heard from.",
+      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
+                                     "Seconds since this coordinator was last heard from.",
                                      {"peer"})),
-      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})),
+      suspected(
+          r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})),
       wal(r) {
-  r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"}).Get({"participant"}).Set(1);
-  for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
-                        AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
+  r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"})
+      .Get({"participant"})
+      .Set(1);
+  for (AbortReason a :
+       {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
+        AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
     abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
   }
   obs::RegisterProcessMetrics(&r);
@@ -331,10 +347,11 @@ Status Runtime::Impl::Init() {
   DTX_RETURN_IF_ERROR(RestoreAndReplay());
   store_->set_live();
   CoreStats st = core_->stats();
-  DTX_LOG_INFO("recovered: {} records replayed (from checkpoint lsn={}, retain_from={}), epoch={}, "
-               "commit_counter={}, in_doubt={}, inferred_aborts={}",
-               replayed_, last_checkpoint_.lsn, last_checkpoint_.retain_from, st.epoch, st.commit_counter,
-               st.in_flight, st.replay_inferred_aborts);
+  DTX_LOG_INFO(
+      "recovered: {} records replayed (from checkpoint lsn={}, retain_from={}), epoch={}, "
+      "commit_counter={}, in_doubt={}, inferred_aborts={}",
+      replayed_, last_checkpoint_.lsn, last_checkpoint_.retain_from, st.epoch, st.commit_counter,
+      st.in_flight, st.replay_inferred_aborts);
   for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
     DTX_LOG_INFO("txid={} in doubt after recovery; asking coordinator {}", t.txid.ToString(),
                  t.coordinator.empty() ? options_.coordinator : t.coordinator);
@@ -346,8 +363,8 @@ Status Runtime::Impl::Init() {
   Process();
 
   auto handler = std::make_shared<Handler>(this, &node_);
-  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler), handler,
-                                  options_.listen_host, options_.listen_port));
+  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler),
+                                  handler, options_.listen_host, options_.listen_port));
   node_.RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
     Process();
@@ -356,7 +373,8 @@ Status Runtime::Impl::Init() {
   });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", node_.address(), options_.dir, options_.coordinator);
+  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", node_.address(), options_.dir,
+               options_.coordinator);
   return Status::OK();
 }
 
@@ -369,7 +387,8 @@ void Runtime::Impl::UpdateMetrics() {
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
   uint64_t oldest_ms = 0;
   if (st.in_doubt != 0) {
-    for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) oldest_ms = std::max<uint64_t>(oldest_ms, t.age_ms);
+    for (const InDoubtInfo& t : core_->ListInDoubt(NowMs()))
+      oldest_ms = std::max<uint64_t>(oldest_ms, t.age_ms);
   }
   metrics_.in_doubt_oldest_age.Set(static_cast<double>(oldest_ms) * 1e-3);
   for (const auto& [address, seen] : coordinators_seen_) {
@@ -410,12 +429,14 @@ Status Runtime::Impl::RestoreAndReplay() {
   // retain_from on: a WAL that ends before the one or starts after the
   // other is not the WAL this store was checkpointed with.
   if (last_checkpoint_.lsn > last + 1) {
-    return Status::Corruption("checkpoint covers the WAL up to LSN " + std::to_string(last_checkpoint_.lsn - 1) +
+    return Status::Corruption("checkpoint covers the WAL up to LSN " +
+                              std::to_string(last_checkpoint_.lsn - 1) +
                               " but the WAL ends at LSN " + std::to_string(last));
   }
   if (last_checkpoint_.retain_from != 0 && last_checkpoint_.retain_from <= last &&
       (first == 0 || first > last_checkpoint_.retain_from)) {
-    return Status::Corruption("checkpoint needs WAL records from LSN " + std::to_string(last_checkpoint_.retain_from) +
+    return Status::Corruption("checkpoint needs WAL records from LSN " +
+                              std::to_string(last_checkpoint_.retain_from) +
                               " but the WAL starts at LSN " + std::to_string(first));
   }
   core_->FinishRecovery(NowMs(), last);
@@ -437,8 +458,8 @@ Runtime::Impl::~Impl() {
         DTX_LOG_INFO("shutdown checkpoint at lsn={} retain_from={}{}", cp->lsn, cp->retain_from,
                      t.ok() ? "" : " (truncation failed: " + t.ToString() + ")");
       } else {
-        DTX_LOG_ERROR("shutdown checkpoint failed: {} (the next start replays from lsn={})", s.ToString(),
-                      last_checkpoint_.lsn);
+        DTX_LOG_ERROR("shutdown checkpoint failed: {} (the next start replays from lsn={})",
+                      s.ToString(), last_checkpoint_.lsn);
       }
     }
   }
@@ -456,8 +477,9 @@ void Runtime::Impl::Shutdown() {
   pending_.clear();
 }
 
-
-void Runtime::Impl::HeardFromCoordinator() { coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1); }
+void Runtime::Impl::HeardFromCoordinator() {
+  coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1);
+}
 
 Token Runtime::Impl::NewToken(Pending p) {
   p.start_ns = SteadyNs();
@@ -491,13 +513,16 @@ void Runtime::Impl::Append(PersistOp& op) {
   if (traced) {
     // A PREPARE (or a one-phase COMMIT) appended while its Prepare call is
     // processed: the core has just taken and validated its locks.
-    const bool from_prepare = preparing_.active && preparing_.txid == op.txid && !preparing_.locked_recorded;
+    const bool from_prepare =
+        preparing_.active && preparing_.txid == op.txid && !preparing_.locked_recorded;
     if (op.type == RecordType::kPrepare || (op.type == RecordType::kCommit && from_prepare)) {
       char keys[24];
       std::snprintf(keys, sizeof(keys), "keys=%zu", from_prepare ? preparing_.keys : size_t{0});
-      trace_.Record(op.txid, obs::span::kLocked, from_prepare ? std::string_view(keys) : std::string_view());
+      trace_.Record(op.txid, obs::span::kLocked,
+                    from_prepare ? std::string_view(keys) : std::string_view());
       if (from_prepare) preparing_.locked_recorded = true;
-      if (op.type == RecordType::kCommit) trace_.Record(op.txid, obs::span::kDecided, "commit (one-phase)");
+      if (op.type == RecordType::kCommit)
+        trace_.Record(op.txid, obs::span::kDecided, "commit (one-phase)");
     }
     trace_.Record(op.txid, obs::span::kLogged,
                   op.type == RecordType::kPrepare  ? "PREPARE"
@@ -509,15 +534,17 @@ void Runtime::Impl::Append(PersistOp& op) {
   // traced `synced` too.
   node::RecordLog::DurableFn on_durable;
   if (op.forced) {
-    on_durable = [this, type = op.type, txid = op.txid](wal::Lsn lsn) { OnDurable(lsn, type, txid); };
+    on_durable = [this, type = op.type, txid = op.txid](wal::Lsn lsn) {
+      OnDurable(lsn, type, txid);
+    };
   }
   node::RecordLog::SyncedFn on_synced;
   if (traced) {
     // WAL flusher thread; the ring is thread-safe.
     on_synced = [this, txid = op.txid] { trace_.Record(txid, obs::span::kSynced); };
   }
-  const wal::Lsn lsn =
-      wal_.Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable), std::move(on_synced));
+  const wal::Lsn lsn = wal_.Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable),
+                                   std::move(on_synced));
   DTX_CHECK_MSG(lsn == op.tag, "the core's tags are LSNs: nothing else may append to the WAL");
   if (op.type == RecordType::kEpoch) DTX_LOG_INFO("epoch rose; EPOCH record at lsn={}", lsn);
 }
@@ -542,7 +569,8 @@ void Runtime::Impl::MaybeCheckpoint() {
   const wal::Lsn last = wal_.log().last_lsn();
   const bool by_count = options_.checkpoint_interval_records != 0 &&
                         last + 1 >= last_checkpoint_.lsn + options_.checkpoint_interval_records;
-  const bool by_time = options_.checkpoint_interval_ms != 0 && now - last_checkpoint_ms_ >= options_.checkpoint_interval_ms;
+  const bool by_time = options_.checkpoint_interval_ms != 0 &&
+                       now - last_checkpoint_ms_ >= options_.checkpoint_interval_ms;
   if (!by_count && !by_time) return;
   std::optional<Checkpoint> cp = core_->TakeCheckpoint();
   if (!cp.has_value()) return;
@@ -573,18 +601,23 @@ void Runtime::Impl::CheckpointWorkerLoop() {
     Status s = level_->WriteCheckpoint(cp);
     // Like a failed WAL sync: what LevelDB holds can no longer be trusted to
     // be on disk, and the WAL below the old checkpoint is still there.
-    if (!s.ok()) FailStop("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
+    if (!s.ok())
+      FailStop("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
     auto t1 = std::chrono::steady_clock::now();
     Status truncated = wal_.log().TruncateBefore(cp.retain_from);
     auto t2 = std::chrono::steady_clock::now();
-    auto us = [](auto d) { return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count()); };
-    loop_->Post(alive_.Guard([this, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1),
-                              truncated] { OnCheckpointDone(cp, write_us, truncate_us, truncated); }));
+    auto us = [](auto d) {
+      return static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+    };
+    loop_->Post(
+        alive_.Guard([this, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1),
+                      truncated] { OnCheckpointDone(cp, write_us, truncate_us, truncated); }));
   }
 }
 
 void Runtime::Impl::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
-                               const Status& truncated) {
+                                     const Status& truncated) {
   checkpoint_in_flight_ = false;
   last_checkpoint_ = cp;
   last_checkpoint_.outcomes.clear();  // only its LSNs are used here; the core holds the outcomes
@@ -599,8 +632,8 @@ void Runtime::Impl::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, ui
     ++checkpoint_stats_.truncate_errors;
     DTX_LOG_ERROR("WAL truncation below lsn={} failed: {}", cp.retain_from, truncated.ToString());
   }
-  DTX_LOG_DEBUG("checkpoint lsn={} retain_from={} write={}us truncate={}us", cp.lsn, cp.retain_from, write_us,
-                truncate_us);
+  DTX_LOG_DEBUG("checkpoint lsn={} retain_from={} write={}us truncate={}us", cp.lsn, cp.retain_from,
+                write_us, truncate_us);
 }
 
 void Runtime::Impl::StopCheckpointWorker() {
@@ -635,7 +668,8 @@ void Runtime::Impl::AskDecision(const QueryDecisionMsg& m) {
           // Not the primary, unreachable, starting: the core decides whom
           // to ask next (QueryDecisionMsg).
           if (m.fall_back) {
-            DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", m.txid.ToString(), address, s.ToString());
+            DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", m.txid.ToString(), address,
+                         s.ToString());
           }
           if (s.primary()) answer.primary_hint = *s.primary();
           core_->OnDecisionAnswer(m, answer, NowMs());
@@ -651,7 +685,8 @@ void Runtime::Impl::AskDecision(const QueryDecisionMsg& m) {
           recovered_in_doubt_.erase(m.txid);
           if (tracing_) {
             trace_.Record(m.txid, obs::span::kDecided,
-                          (answer.decision == Decision::kCommit ? "commit, resolved by " : "abort, resolved by ") +
+                          (answer.decision == Decision::kCommit ? "commit, resolved by "
+                                                                : "abort, resolved by ") +
                               address);
           }
         }
@@ -674,15 +709,15 @@ void Runtime::Impl::AskOtherCoordinators(const QueryDecisionMsg& m) {
   const TxId txid = m.txid;
   for (const std::string& c : candidates) {
     if (c.empty() || c == except) continue;
-    StubFor(c).GetStatus(kQueryDecisionTimeoutMs, [this, alive, txid, c](const RpcStatus& s,
-                                                                        const rpc::NodeStatus& st) {
-      if (alive.expired() || shut_down_) return;
-      // Whether this one may answer is the core's rule (QueryDecisionMsg).
-      const std::optional<NodeRole> role = dtx::FromRpc(st.role);
-      if (!s.ok() || !role) return;
-      core_->OnCoordinatorStatus(txid, c, *role, st.epoch, NowMs());
-      Process();
-    });
+    StubFor(c).GetStatus(kQueryDecisionTimeoutMs,
+                         [this, alive, txid, c](const RpcStatus& s, const rpc::NodeStatus& st) {
+                           if (alive.expired() || shut_down_) return;
+                           // Whether this one may answer is the core's rule (QueryDecisionMsg).
+                           const std::optional<NodeRole> role = dtx::FromRpc(st.role);
+                           if (!s.ok() || !role) return;
+                           core_->OnCoordinatorStatus(txid, c, *role, st.epoch, NowMs());
+                           Process();
+                         });
   }
 }
 
@@ -725,7 +760,10 @@ void Runtime::Impl::Deliver(Reply& r) {
     case Reply::Kind::kPrepare: {
       rpc::PrepareResponse out;
       out.vote = ToRpc(r.vote);
-      (r.vote == Vote::kYes ? metrics_.vote_yes : r.vote == Vote::kNo ? metrics_.vote_no : metrics_.vote_read_only).Inc();
+      (r.vote == Vote::kYes  ? metrics_.vote_yes
+       : r.vote == Vote::kNo ? metrics_.vote_no
+                             : metrics_.vote_read_only)
+          .Inc();
       if (r.vote == Vote::kNo) {
         const AbortReason wire_reason = WireAbortReason(r.no_cause);
         const int reason = static_cast<int>(wire_reason);
@@ -739,8 +777,9 @@ void Runtime::Impl::Deliver(Reply& r) {
       p.prepare(out);
       if (r.vote == Vote::kYes) {
         Status s = fp::Eval(fp::Point::kParticipantPrepareAfterVote);
-        if (!s.ok()) DTX_LOG_WARN("txid={} failpoint participant.prepare.after_vote: {} (ignored: vote sent)",
-                                  r.txid.ToString(), s.ToString());
+        if (!s.ok())
+          DTX_LOG_WARN("txid={} failpoint participant.prepare.after_vote: {} (ignored: vote sent)",
+                       r.txid.ToString(), s.ToString());
       }
       break;
     }
@@ -748,8 +787,8 @@ void Runtime::Impl::Deliver(Reply& r) {
       Status s = fp::Eval(fp::Point::kParticipantCommitBeforeAck);
       if (!s.ok()) {
         Trace(r.txid, "refused", "failpoint before_ack");
-        p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL,
-                            "failpoint participant.commit.before_ack: " + s.ToString() + " (the commit is done)"));
+        p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "failpoint participant.commit.before_ack: " +
+                                                          s.ToString() + " (the commit is done)"));
         break;
       }
       metrics_.commits.Inc();
@@ -762,9 +801,7 @@ void Runtime::Impl::Deliver(Reply& r) {
       Trace(r.txid, obs::span::kAcked, "abort");
       p.done();
       break;
-    case Reply::Kind::kAdoptEpoch:
-      p.done();
-      break;
+    case Reply::Kind::kAdoptEpoch: p.done(); break;
   }
 }
 
@@ -790,7 +827,8 @@ void Runtime::Impl::TraceVote(const Reply& r) {
 // ---------------------------------------------------------------------------
 // The service
 
-void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
+                         Fail fail) {
   Pending p;
   p.kind = Reply::Kind::kRead;
   p.read = std::move(cob);
@@ -799,12 +837,13 @@ void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::R
   Process();
 }
 
-void Runtime::Impl::Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
-                      Fail fail) {
+void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
+                            std::function<void(const rpc::PrepareResponse&)> cob, Fail fail) {
   HeardFromCoordinator();
   if (req.reads.size() + req.writes.size() > kTxKeysMax) {
-    fail(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, std::to_string(req.reads.size() + req.writes.size()) +
-                                                        " keys exceed kTxKeysMax (" + std::to_string(kTxKeysMax) + ")"));
+    fail(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT,
+                      std::to_string(req.reads.size() + req.writes.size()) +
+                          " keys exceed kTxKeysMax (" + std::to_string(kTxKeysMax) + ")"));
     return;
   }
   PrepareRequest in;
@@ -828,19 +867,23 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req, std::function<void(c
   p.fail = std::move(fail);
   if (tracing_) {
     trace_.Record(in.txid, obs::span::kReceived,
-                  in.read_only_tx ? "prepare (read-only)" : in.one_phase ? "prepare (one-phase)" : "prepare");
-    preparing_ = PrepareInProgress{.active = true,
-                                   .txid = in.txid,
-                                   .read_only = in.read_only_tx || (in.one_phase && in.writes.empty()),
-                                   .keys = in.reads.size() + in.writes.size(),
-                                   .locked_recorded = false};
+                  in.read_only_tx ? "prepare (read-only)"
+                  : in.one_phase  ? "prepare (one-phase)"
+                                  : "prepare");
+    preparing_ =
+        PrepareInProgress{.active = true,
+                          .txid = in.txid,
+                          .read_only = in.read_only_tx || (in.one_phase && in.writes.empty()),
+                          .keys = in.reads.size() + in.writes.size(),
+                          .locked_recorded = false};
   }
   core_->Prepare(NewToken(std::move(p)), std::move(in), NowMs());
   Process();
   preparing_.active = false;
 }
 
-void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
+void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
+                           Fail fail) {
   HeardFromCoordinator();
   Pending p;
   p.kind = Reply::Kind::kCommit;
@@ -856,7 +899,8 @@ void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::functio
   Process();
 }
 
-void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail) {
+void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
+                          Fail fail) {
   HeardFromCoordinator();
   Pending p;
   p.kind = Reply::Kind::kAbort;
@@ -874,11 +918,12 @@ void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function
 
 void Runtime::Impl::NoteResolved(const TxId& txid, const char* how, const char* decision) {
   if (recovered_in_doubt_.erase(txid) == 0) return;
-  DTX_LOG_INFO("txid={} in-doubt resolved by the coordinator's {} call: {}", txid.ToString(), how, decision);
+  DTX_LOG_INFO("txid={} in-doubt resolved by the coordinator's {} call: {}", txid.ToString(), how,
+               decision);
 }
 
-void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
-                         Fail fail) {
+void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator,
+                               std::function<void()> cob, Fail fail) {
   Pending p;
   p.kind = Reply::Kind::kAdoptEpoch;
   p.done = [epoch, coordinator, cob = std::move(cob)] {
@@ -918,7 +963,8 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   rpc::PeerStatus coord;
   coord.name = "coordinator";
   coord.address = options_.coordinator;
-  coord.heartbeat_age_ms = coordinator_heard_ms_ == 0 ? -1 : static_cast<int64_t>(NowMs() - coordinator_heard_ms_);
+  coord.heartbeat_age_ms =
+      coordinator_heard_ms_ == 0 ? -1 : static_cast<int64_t>(NowMs() - coordinator_heard_ms_);
   coord.suspected = false;
   if (coordinators_seen_.empty()) out.peers.push_back(coord);
   // Coordinators that send heartbeats: one entry each, with their role.
@@ -976,10 +1022,13 @@ std::vector<rpc::InDoubtTx> Runtime::Impl::ListInDoubt() const {
 // Handler: the Thrift edge
 
 namespace {
-rpc::DtxError Unavailable() { return MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "participant is shutting down"); }
+rpc::DtxError Unavailable() {
+  return MakeDtxError(rpc::ErrorCode::UNAVAILABLE, "participant is shutting down");
+}
 }  // namespace
 
-void Handler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob, const std::string& key) {
+void Handler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
+                   const std::string& key) {
   if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
   target_->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
 }
@@ -990,12 +1039,14 @@ void Handler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnC
   target_->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) {
+void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+                     const rpc::Epoch epoch) {
   if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
   target_->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid, const rpc::Epoch epoch) {
+void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+                    const rpc::Epoch epoch) {
   if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
   target_->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }

@@ -70,7 +70,8 @@ class Client {
     socket_->setRecvTimeout(5000);
     socket_->setSendTimeout(5000);
     transport_ = std::make_shared<TFramedTransport>(socket_);
-    client_ = std::make_unique<rpc::ParticipantClient>(std::make_shared<TBinaryProtocol>(transport_));
+    client_ =
+        std::make_unique<rpc::ParticipantClient>(std::make_shared<TBinaryProtocol>(transport_));
     transport_->open();
   }
   ~Client() {
@@ -94,7 +95,8 @@ rpc::TxId Tx(int64_t lo) {
   return t;
 }
 
-rpc::PrepareRequest Put(const rpc::TxId& txid, const std::string& key, const std::string& value, bool one_phase) {
+rpc::PrepareRequest Put(const rpc::TxId& txid, const std::string& key, const std::string& value,
+                        bool one_phase) {
   rpc::PrepareRequest req;
   req.txid = txid;
   req.epoch = 1;
@@ -113,16 +115,25 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
   using Exn = std::function<void(apache::thrift::TDelayedException*)>;
   std::atomic<int> answer{rpc::Decision::UNKNOWN};
   std::atomic<int> queries{0};
-  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, Exn) override { cob(rpc::ShardMap()); }
-  void Commit(std::function<void(const rpc::CommitResult&)> cob, Exn, const rpc::CommitRequest&) override {
+  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, Exn) override {
+    cob(rpc::ShardMap());
+  }
+  void Commit(std::function<void(const rpc::CommitResult&)> cob, Exn,
+              const rpc::CommitRequest&) override {
     cob(rpc::CommitResult());
   }
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn, const rpc::TxId&) override {
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn,
+                     const rpc::TxId&) override {
     ++queries;
     cob(static_cast<rpc::Decision::type>(answer.load()));
   }
-  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob(rpc::NodeStatus()); }
-  void SetFailpoint(std::function<void()> cob, Exn, const std::string&, const std::string&) override { cob(); }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    cob(rpc::NodeStatus());
+  }
+  void SetFailpoint(std::function<void()> cob, Exn, const std::string&,
+                    const std::string&) override {
+    cob();
+  }
 };
 
 class ParticipantSmokeTest : public ::testing::Test {
@@ -144,9 +155,11 @@ class ParticipantSmokeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Args(int port) const {
-    std::vector<std::string> a = {"--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port),
-                                  "--dir", dir_ + "/node", "--coordinator",
-                                  "127.0.0.1:" + std::to_string(coordinator_port_)};
+    std::vector<std::string> a = {
+        "--name",        "participant-0",
+        "--listen",      "127.0.0.1:" + std::to_string(port),
+        "--dir",         dir_ + "/node",
+        "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
     a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     return a;
   }
@@ -203,7 +216,8 @@ class ParticipantSmokeTest : public ::testing::Test {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
     while (std::chrono::steady_clock::now() < deadline) {
       int status = 0;
-      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << "dtx-participant exited early; see " << dir_ << "/node/node.log";
+      ASSERT_EQ(::waitpid(pid_, &status, WNOHANG), 0)
+          << "dtx-participant exited early; see " << dir_ << "/node/node.log";
       try {
         Client c(port);
         rpc::NodeStatus st;
@@ -234,8 +248,12 @@ TEST_F(ParticipantSmokeTest, BadFlagsExitWithTwo) {
   auto args = Args(port);
   args.push_back("--no-such-flag");
   EXPECT_EQ(RunToExit(args), 2);
-  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "nohostport", "--dir", dir_ + "/x", "--coordinator", "127.0.0.1:1"}), 2);
-  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "127.0.0.1:1", "--dir", dir_ + "/x", "--coordinator", "bad"}), 2);
+  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "nohostport", "--dir", dir_ + "/x",
+                       "--coordinator", "127.0.0.1:1"}),
+            2);
+  EXPECT_EQ(RunToExit({"--name", "p", "--listen", "127.0.0.1:1", "--dir", dir_ + "/x",
+                       "--coordinator", "bad"}),
+            2);
   auto level = Args(port);
   level.insert(level.end(), {"--log-level", "loud"});
   EXPECT_EQ(RunToExit(level), 2);
@@ -387,7 +405,8 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
   loop.RunSync([&] {
     RpcServerOptions o;
     o.port = 0;
-    server = std::make_unique<RpcServer>(loop.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(coordinator), o);
+    server = std::make_unique<RpcServer>(
+        loop.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(coordinator), o);
     started = server->Start();
     coordinator_port_ = server->port();
   });
@@ -405,7 +424,8 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
   ASSERT_NO_FATAL_FAILURE(KillNode());
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   // The coordinator does not know yet: the participant keeps asking.
-  for (int i = 0; i < 300 && coordinator->queries.load() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (int i = 0; i < 300 && coordinator->queries.load() < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_GE(coordinator->queries.load(), 2);
   {
     Client c(port);
@@ -426,7 +446,8 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
     }
     if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  EXPECT_TRUE(seen) << "the in-doubt transaction was not committed after the coordinator said COMMIT";
+  EXPECT_TRUE(seen)
+      << "the in-doubt transaction was not committed after the coordinator said COMMIT";
   Client c(port);
   std::vector<rpc::InDoubtTx> doubt;
   c->ListInDoubt(doubt);
@@ -438,8 +459,10 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
 // commits go on and a prepared transaction stays undecided; SIGKILL between
 // checkpoints; the restart has every commit, the delete's tombstone and the
 // in-doubt transaction, and replays far less than was written.
-TEST_F(ParticipantSmokeTest, SigkillAfterWalTruncationKeepsCommitsTombstonesAndInDoubtTransactions) {
-  extra_args_ = {"--wal-segment-bytes", "65536", "--checkpoint-interval-records", "100", "--checkpoint-interval-ms", "20"};
+TEST_F(ParticipantSmokeTest,
+       SigkillAfterWalTruncationKeepsCommitsTombstonesAndInDoubtTransactions) {
+  extra_args_ = {"--wal-segment-bytes",      "65536", "--checkpoint-interval-records", "100",
+                 "--checkpoint-interval-ms", "20"};
   int port = FreePort();
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   constexpr int kCommits = 1200;
@@ -472,7 +495,8 @@ TEST_F(ParticipantSmokeTest, SigkillAfterWalTruncationKeepsCommitsTombstonesAndI
     do {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       c->GetStatus(st);
-    } while (st.counters["wal_segments_deleted"] < 3 && std::chrono::steady_clock::now() < deadline);
+    } while (st.counters["wal_segments_deleted"] < 3 &&
+             std::chrono::steady_clock::now() < deadline);
     EXPECT_GE(st.counters["wal_segments_deleted"], 3);
     EXPECT_GT(st.counters["checkpoint_retain_from"], 0);
   }
@@ -481,7 +505,8 @@ TEST_F(ParticipantSmokeTest, SigkillAfterWalTruncationKeepsCommitsTombstonesAndI
   Client c(port);
   rpc::NodeStatus st;
   c->GetStatus(st);
-  EXPECT_LT(st.counters["replayed_records"], kCommits) << "replay starts near the oldest in-doubt PREPARE";
+  EXPECT_LT(st.counters["replayed_records"], kCommits)
+      << "replay starts near the oldest in-doubt PREPARE";
   EXPECT_EQ(st.in_doubt, 1);
   std::vector<rpc::InDoubtTx> in_doubt;
   c->ListInDoubt(in_doubt);
@@ -545,7 +570,8 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
     ASSERT_EQ(resp.find(" 200 OK\r\n"), 8u) << resp.substr(0, 200);
     ASSERT_NE(resp.find("text/plain; version=0.0.4"), std::string::npos);
     m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
-  } while ((m["dtx_wal_syncs_total"] < 1 || m["dtx_in_doubt"] != 1 || m["dtx_in_doubt_oldest_age_seconds"] <= 0) &&
+  } while ((m["dtx_wal_syncs_total"] < 1 || m["dtx_in_doubt"] != 1 ||
+            m["dtx_in_doubt_oldest_age_seconds"] <= 0) &&
            std::chrono::steady_clock::now() < deadline);
   EXPECT_EQ(m["dtx_commits_total"], 1);
   EXPECT_EQ(m["dtx_votes_total{vote=\"yes\"}"], 2);

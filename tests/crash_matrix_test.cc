@@ -425,18 +425,10 @@ class BankCluster {
       std::string what = "transfer " + std::to_string(a.id) + " (" + a.markers[0] + ", " +
                          a.markers[1] + "; told: " + a.detail + ")";
       switch (a.outcome) {
-        case Outcome::kCommitted:
-          ++v.committed;
-          break;
-        case Outcome::kAborted:
-          ++v.aborted;
-          break;
-        case Outcome::kUnknown:
-          ++v.unknown;
-          break;
-        case Outcome::kNotCommitted:
-          ++v.not_committed;
-          break;
+        case Outcome::kCommitted: ++v.committed; break;
+        case Outcome::kAborted: ++v.aborted; break;
+        case Outcome::kUnknown: ++v.unknown; break;
+        case Outcome::kNotCommitted: ++v.not_committed; break;
       }
       if (n == 1) {
         partial.push_back(what + " has its marker on " +

@@ -195,8 +195,7 @@ TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailo
     return ReadFile("/proc/" + std::to_string(cluster_.NodePid(node)) + "/cmdline");
   };
   auto has = [](const std::string& cmdline, const std::string& a, const std::string& b) {
-    return cmdline.find(a + std::string(1, '\0') + b + std::string(1, '\0')) !=
-           std::string::npos;
+    return cmdline.find(a + std::string(1, '\0') + b + std::string(1, '\0')) != std::string::npos;
   };
   EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "primary"));
   EXPECT_TRUE(has(args_of("coordinator-0"), "--peer", c1->address));
@@ -219,8 +218,8 @@ TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailo
             std::string::npos);
   // The directory remembers it has a backup.
   ASSERT_EQ(cluster_.Dtxctl({"cluster", "down"}).exit_code, 0);
-  CommandResult without = cluster_.Dtxctl(
-      {"cluster", "up", "--participants", "1", "--bin-dir", bin_.path()});
+  CommandResult without =
+      cluster_.Dtxctl({"cluster", "up", "--participants", "1", "--bin-dir", bin_.path()});
   EXPECT_EQ(without.exit_code, 1) << without.Describe();
   EXPECT_NE(without.err.find("with a backup coordinator"), std::string::npos) << without.err;
 }
@@ -244,8 +243,8 @@ TEST_F(DtxctlTest, NodeThatCannotStartFailsUpAndLeavesNothingRunning) {
   // The supervisor logged the restarts it tried, backing off more each time.
   std::string log = ReadFile(cluster_.dir() + "/supervisor.log");
   EXPECT_NE(log.find("participant-1 exited (exit status 3)"), std::string::npos) << log;
-  for (const char* backoff : {"restarting in 100 ms", "restarting in 200 ms",
-                              "restarting in 400 ms"}) {
+  for (const char* backoff :
+       {"restarting in 100 ms", "restarting in 200 ms", "restarting in 400 ms"}) {
     EXPECT_NE(log.find(backoff), std::string::npos) << backoff << "\n" << log;
   }
 }
@@ -320,7 +319,8 @@ TEST_F(DtxctlTest, TraceAndTopAgainstNodesWithoutTracing) {
   CommandResult top = cluster_.Dtxctl({"top", "--interval-ms", "100", "--iterations", "1"});
   ::kill(p0, SIGCONT);
   EXPECT_EQ(traced.exit_code, 1) << traced.Describe();
-  EXPECT_NE(traced.out.find("{\"node\":\"participant-0\",\"error\":\"timed out\"}"), std::string::npos)
+  EXPECT_NE(traced.out.find("{\"node\":\"participant-0\",\"error\":\"timed out\"}"),
+            std::string::npos)
       << traced.out;
   EXPECT_NE(traced.out.find("\"state\":\"not_found\""), std::string::npos) << traced.out;
   ASSERT_EQ(top.exit_code, 0) << top.Describe();
@@ -342,8 +342,8 @@ TEST_F(DtxctlTest, DownCleansUpNodesOfAKilledSupervisor) {
   ASSERT_TRUE(WaitFor([&] { return !tools::ProcessAlive(*sup); }, 5s));
   for (pid_t p : pids) EXPECT_TRUE(tools::ProcessAlive(p));
   // `up` refuses while the orphans run.
-  CommandResult up = cluster_.Dtxctl({"cluster", "up", "--participants", "1", "--bin-dir",
-                                      bin_.path()});
+  CommandResult up =
+      cluster_.Dtxctl({"cluster", "up", "--participants", "1", "--bin-dir", bin_.path()});
   EXPECT_EQ(up.exit_code, 1) << up.Describe();
   EXPECT_NE(up.err.find("still running"), std::string::npos) << up.err;
   CommandResult down = cluster_.Dtxctl({"cluster", "down"});

@@ -113,8 +113,8 @@ int main(int argc, char** argv) {
       "dir", po::value<std::string>(&dir)->required(), "")(
       "coordinator", po::value<std::string>(&coordinator), "")(
       "participants", po::value<std::string>(&participants), "")(
-      "log-file", po::value<std::string>(&log_file), "")(
-      "log-level", po::value<std::string>(&log_level), "")(
+      "log-file", po::value<std::string>(&log_file), "")("log-level",
+                                                         po::value<std::string>(&log_level), "")(
       "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "");
   try {
     po::variables_map vm;
@@ -144,9 +144,11 @@ int main(int argc, char** argv) {
   std::shared_ptr<TProcessor> processor;
   auto dash = g_name.find('-');
   if (g_name.substr(0, dash) == "coordinator") {
-    processor = std::make_shared<dtx::rpc::CoordinatorProcessor>(std::make_shared<FakeCoordinator>());
+    processor =
+        std::make_shared<dtx::rpc::CoordinatorProcessor>(std::make_shared<FakeCoordinator>());
   } else {
-    processor = std::make_shared<dtx::rpc::ParticipantProcessor>(std::make_shared<FakeParticipant>());
+    processor =
+        std::make_shared<dtx::rpc::ParticipantProcessor>(std::make_shared<FakeParticipant>());
   }
   try {
     auto socket = std::make_shared<transport::TServerSocket>(hp->host, hp->port);

@@ -93,10 +93,10 @@ TEST_F(FaultTest, KilledParticipantIsRestartedAndKeepsCommittedData) {
 TEST_F(FaultTest, BankInvariantHoldsWhileNodesAreKilled) {
   CommandResult bench;
   std::thread runner([&] {
-    bench = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(),
-                        "--clients", "64", "--duration", "6", "--warmup", "0.5", "--accounts",
-                        "500"},
-                       150000);
+    bench =
+        RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients",
+                    "64", "--duration", "6", "--warmup", "0.5", "--accounts", "500"},
+                   150000);
   });
   for (const char* node : {"participant-1", "coordinator-0", "participant-2"}) {
     std::this_thread::sleep_for(1500ms);

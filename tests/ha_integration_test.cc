@@ -57,10 +57,10 @@ TEST_F(HaTest, PrimaryAndBackupServeTransactions) {
 TEST_F(HaTest, KilledPrimaryFailsOverAndTheBankInvariantHolds) {
   CommandResult bench;
   std::thread runner([&] {
-    bench = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(),
-                        "--clients", "32", "--duration", "6", "--warmup", "0.5", "--accounts",
-                        "500"},
-                       150000);
+    bench =
+        RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients",
+                    "32", "--duration", "6", "--warmup", "0.5", "--accounts", "500"},
+                   150000);
   });
   std::this_thread::sleep_for(2000ms);
   CommandResult k = cluster_.Dtxctl({"kill", "coordinator-0"});
@@ -96,10 +96,10 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
   // Load first, so the backup is in sync (an out-of-sync backup never promotes).
   // Then clients commit while the primary is stopped: measured, the time until
   // their commits go through the new primary (printed).
-  CommandResult warm = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster",
-                                   cluster_.dir(), "--clients", "8", "--duration", "0.5",
-                                   "--warmup", "0", "--accounts", "200"},
-                                  60000);
+  CommandResult warm =
+      RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients",
+                  "8", "--duration", "0.5", "--warmup", "0", "--accounts", "200"},
+                 60000);
   ASSERT_EQ(warm.exit_code, 0) << warm.Describe();
   // Client threads commit blind writes all along (the fixture's client:
   // both coordinators, default options). With the primary stopped, their
@@ -122,7 +122,8 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
         c.started = Clock::now();
         auto tx = client_->Begin();
         if (!tx.ok()) continue;
-        (void)tx->Put("hang-" + std::to_string(w) + "-" + std::to_string(n % 50), std::to_string(n));
+        (void)tx->Put("hang-" + std::to_string(w) + "-" + std::to_string(n % 50),
+                      std::to_string(n));
         Status st = tx->Commit();
         c.done = Clock::now();
         c.ok = st.ok();
@@ -180,13 +181,13 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
     unknown += c.unknown;
     hung_then_ok += c.ok && c.started < stopped && c.done > stopped + 100ms;
   }
-  std::printf("SIGSTOP primary: backup primary after %lld ms; client commits resumed %lld ms after "
-              "the stop (%lld ms after the promotion was seen); %zu commits outstanding at the stop "
-              "completed COMMITTED at the new primary; %zu unknown outcomes; client primary "
-              "switches %llu\n",
-              ms(promoted - stopped), ms(*resumed - stopped), ms(*resumed - promoted),
-              hung_then_ok, unknown,
-              static_cast<unsigned long long>(client_->primary_switches() - switches_before));
+  std::printf(
+      "SIGSTOP primary: backup primary after %lld ms; client commits resumed %lld ms after "
+      "the stop (%lld ms after the promotion was seen); %zu commits outstanding at the stop "
+      "completed COMMITTED at the new primary; %zu unknown outcomes; client primary "
+      "switches %llu\n",
+      ms(promoted - stopped), ms(*resumed - stopped), ms(*resumed - promoted), hung_then_ok,
+      unknown, static_cast<unsigned long long>(client_->primary_switches() - switches_before));
   // Generous bound (shared machine); without the probe this was the 10 s
   // commit timeout.
   EXPECT_LT(*resumed - promoted, 3s);
@@ -211,10 +212,10 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
   }
   // Transactions go through the new primary (the client follows NOT_PRIMARY),
   // and the money from the warm-up run is all there.
-  CommandResult after = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster",
-                                    cluster_.dir(), "--clients", "8", "--duration", "1",
-                                    "--warmup", "0", "--accounts", "200", "--no-load"},
-                                   60000);
+  CommandResult after =
+      RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients",
+                  "8", "--duration", "1", "--warmup", "0", "--accounts", "200", "--no-load"},
+                 60000);
   EXPECT_EQ(after.exit_code, 0) << after.Describe();
   EXPECT_NE(after.out.find("invariant: ok"), std::string::npos) << after.Describe();
   EXPECT_EQ(after.out.find("committed: 0 "), std::string::npos) << after.Describe();

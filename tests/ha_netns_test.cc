@@ -152,14 +152,16 @@ class NetnsLab {
   Status Create(const std::vector<std::string>& hosts) {
     const long pid = ::getpid();
     prefix_ = kPrefix + std::to_string(pid);
-    subnet_ = "10." + std::to_string(100 + (pid / 256) % 100) + "." + std::to_string(pid % 256) + ".";
+    subnet_ =
+        "10." + std::to_string(100 + (pid / 256) % 100) + "." + std::to_string(pid % 256) + ".";
     bridge_ = prefix_ + "br";
     created_ = true;
     DTX_RETURN_IF_ERROR(IpOk({"link", "add", bridge_, "type", "bridge"}));
     DTX_RETURN_IF_ERROR(IpOk({"addr", "add", subnet_ + "1/24", "dev", bridge_}));
     DTX_RETURN_IF_ERROR(IpOk({"link", "set", bridge_, "up"}));
     for (const std::string& h : hosts) {
-      Host host{h, prefix_ + h, subnet_ + std::to_string((h[0] == 'c' ? 10 : 20) + std::stoi(h.substr(1)))};
+      Host host{h, prefix_ + h,
+                subnet_ + std::to_string((h[0] == 'c' ? 10 : 20) + std::stoi(h.substr(1)))};
       hosts_.push_back(host);
       DTX_RETURN_IF_ERROR(IpOk({"netns", "add", host.ns}));
       DTX_RETURN_IF_ERROR(
@@ -268,10 +270,10 @@ class NetnsCluster {
       std::vector<std::string> argv = lab_->Exec(host);
       if (host[0] == 'c') {
         const bool primary = host == "c0";
-        argv.insert(argv.end(), {DTX_COORDINATOR_PATH, "--name", NodeName(host), "--listen",
-                                 Address(host), "--dir", NodeDir(host), "--participants",
-                                 participants, "--peer", Address(primary ? "c1" : "c0"), "--role",
-                                 primary ? "primary" : "backup"});
+        argv.insert(argv.end(),
+                    {DTX_COORDINATOR_PATH, "--name", NodeName(host), "--listen", Address(host),
+                     "--dir", NodeDir(host), "--participants", participants, "--peer",
+                     Address(primary ? "c1" : "c0"), "--role", primary ? "primary" : "backup"});
       } else {
         argv.insert(argv.end(), {DTX_PARTICIPANT_PATH, "--name", NodeName(host), "--listen",
                                  Address(host), "--dir", NodeDir(host), "--coordinator",
@@ -356,8 +358,9 @@ class NetnsHaTest : public ::testing::Test {
         [&] {
           auto s0 = cluster_->GetStatus("c0");
           auto s1 = cluster_->GetStatus("c1");
-          return s0.ok() && s0->role == rpc::NodeRole::PRIMARY && s1.ok() && s1->role == rpc::NodeRole::BACKUP &&
-                 s0->counters.count("backup_in_sync") && s0->counters.at("backup_in_sync") == 1;
+          return s0.ok() && s0->role == rpc::NodeRole::PRIMARY && s1.ok() &&
+                 s1->role == rpc::NodeRole::BACKUP && s0->counters.count("backup_in_sync") &&
+                 s0->counters.at("backup_in_sync") == 1;
         },
         20s))
         << cluster_->LogTails(20);
@@ -564,10 +567,11 @@ class NetnsHaTest : public ::testing::Test {
       total += std::stoll(*v);
     }
     EXPECT_EQ(total, kAccounts * kInitialBalance);
-    std::printf("transfers: %zu committed, %zu aborted, %zu not sent, %zu unknown (%zu of them "
-                "visible); client primary switches %llu\n",
-                committed, aborted, not_committed, unknown, unknown_visible,
-                static_cast<unsigned long long>(client_->primary_switches()));
+    std::printf(
+        "transfers: %zu committed, %zu aborted, %zu not sent, %zu unknown (%zu of them "
+        "visible); client primary switches %llu\n",
+        committed, aborted, not_committed, unknown, unknown_visible,
+        static_cast<unsigned long long>(client_->primary_switches()));
     EXPECT_GT(committed, 0u);
   }
 
@@ -595,11 +599,12 @@ class NetnsHaTest : public ::testing::Test {
       // (a contest); only one may hold a majority of them.
       int majorities = 0;
       for (const auto& c : who) majorities += (adopters[{epoch, c}] >= 2) ? 1 : 0;
-      EXPECT_LE(majorities, 1) << "epoch " << epoch << " adopted by majorities for two coordinators";
+      EXPECT_LE(majorities, 1) << "epoch " << epoch
+                               << " adopted by majorities for two coordinators";
     }
     // Every coordinator seen primary at epoch e holds a majority for e.
     const std::map<std::string, std::string> address_of = {{"c0", cluster_->Address("c0")},
-                                                            {"c1", cluster_->Address("c1")}};
+                                                           {"c1", cluster_->Address("c1")}};
     for (const auto& [epoch, nodes] : primaries) {
       for (const auto& n : nodes) {
         EXPECT_GE((adopters[{epoch, address_of.at(n)}]), 2)
@@ -624,8 +629,9 @@ class NetnsHaTest : public ::testing::Test {
           for (const auto& [p, b] : {std::pair{"c0", "c1"}, std::pair{"c1", "c0"}}) {
             auto ps = cluster_->GetStatus(p);
             auto bs = cluster_->GetStatus(b);
-            if (ps.ok() && ps->role == rpc::NodeRole::PRIMARY && bs.ok() && bs->role == rpc::NodeRole::BACKUP &&
-                ps->counters.count("backup_in_sync") && ps->counters.at("backup_in_sync") == 1) {
+            if (ps.ok() && ps->role == rpc::NodeRole::PRIMARY && bs.ok() &&
+                bs->role == rpc::NodeRole::BACKUP && ps->counters.count("backup_in_sync") &&
+                ps->counters.at("backup_in_sync") == 1) {
               primary = p;
               return true;
             }
@@ -774,12 +780,13 @@ TEST_F(NetnsHaTest, PrimaryCutFromEveryoneIsReplaced) {
   auto c0_after = cluster_->GetStatus("c0");
   ASSERT_TRUE(c0_after.ok());
   size_t during = CommittedBetween(*promoted + 1000ms, Clock::now());
-  std::printf("primary isolated: c1 primary %lld ms after the cut; c0 %s@%lld; c0 commits %lld "
-              "-> %lld; %zu commits acknowledged in the last 2 s (via c1)\n",
-              static_cast<long long>(promotion_ms.count()), NodeRoleName(c0_after->role),
-              static_cast<long long>(c0_after->epoch),
-              static_cast<long long>(c0_before->counters["commits"]),
-              static_cast<long long>(c0_after->counters["commits"]), during);
+  std::printf(
+      "primary isolated: c1 primary %lld ms after the cut; c0 %s@%lld; c0 commits %lld "
+      "-> %lld; %zu commits acknowledged in the last 2 s (via c1)\n",
+      static_cast<long long>(promotion_ms.count()), NodeRoleName(c0_after->role),
+      static_cast<long long>(c0_after->epoch),
+      static_cast<long long>(c0_before->counters["commits"]),
+      static_cast<long long>(c0_after->counters["commits"]), during);
   EXPECT_EQ(c0_before->counters["commits"], c0_after->counters["commits"]);
   EXPECT_LE(c0_after->epoch, epoch0);  // it never got a newer epoch
   // The clients left the cut-off primary (its PARTICIPANT_UNAVAILABLE aborts

@@ -226,9 +226,15 @@ LocalCluster::LocalCluster() : dir_("dtx-cluster") {
 LocalCluster::~LocalCluster() { Down(); }
 
 Status LocalCluster::Up(const Options& options) {
-  std::vector<std::string> argv = {DtxctlPath(),   "cluster", "up", "--dir", dir(),
-                                   "--participants", std::to_string(options.participants),
-                                   "--timeout",      std::to_string(options.up_timeout_s)};
+  std::vector<std::string> argv = {DtxctlPath(),
+                                   "cluster",
+                                   "up",
+                                   "--dir",
+                                   dir(),
+                                   "--participants",
+                                   std::to_string(options.participants),
+                                   "--timeout",
+                                   std::to_string(options.up_timeout_s)};
   if (!options.bin_dir.empty()) {
     argv.push_back("--bin-dir");
     argv.push_back(options.bin_dir);

@@ -20,10 +20,10 @@
 namespace dtx::testing {
 
 struct CommandResult {
-  int exit_code = -1;     // exit status, or 128+signal, or -1 if it could not run
-  bool timed_out = false; // killed after the timeout
-  std::string out;        // stdout
-  std::string err;        // stderr
+  int exit_code = -1;            // exit status, or 128+signal, or -1 if it could not run
+  bool timed_out = false;        // killed after the timeout
+  std::string out;               // stdout
+  std::string err;               // stderr
   std::string Describe() const;  // "exit 1; stdout: ...; stderr: ..."
 };
 
@@ -83,13 +83,13 @@ class LocalCluster {
  public:
   struct Options {
     int participants = 3;
-    std::string bin_dir;                 // empty: dtxctl's own search
-    std::string participant_bin;         // explicit paths (override bin_dir)
+    std::string bin_dir;          // empty: dtxctl's own search
+    std::string participant_bin;  // explicit paths (override bin_dir)
     std::string coordinator_bin;
-    std::vector<std::string> env;        // extra environment for cluster up
-    std::vector<std::string> up_flags;   // extra flags for cluster up
+    std::vector<std::string> env;       // extra environment for cluster up
+    std::vector<std::string> up_flags;  // extra flags for cluster up
     int up_timeout_s = 20;
-    bool backup = false;                 // --backup: coordinator-1 too
+    bool backup = false;  // --backup: coordinator-1 too
   };
 
   LocalCluster();

@@ -28,7 +28,8 @@ using ObsTest = ClusterTest;
 // cumulative, non-decreasing buckets with increasing bounds ending in
 // le="+Inf", `_count` equal to the +Inf bucket, and a `_sum`. Returns the
 // problems found ("" if none) and counts the histogram series checked.
-std::string CheckHistograms(const std::string& node, const tools::Exposition& e, int* series_checked) {
+std::string CheckHistograms(const std::string& node, const tools::Exposition& e,
+                            int* series_checked) {
   std::ostringstream problems;
   struct Series {
     std::vector<std::pair<double, double>> buckets;  // file order
@@ -64,15 +65,19 @@ std::string CheckHistograms(const std::string& node, const tools::Exposition& e,
         continue;
       }
       for (size_t i = 1; i < s.buckets.size(); ++i) {
-        if (!(s.buckets[i].first > s.buckets[i - 1].first)) problems << node << ": " << id << " bounds not increasing\n";
-        if (s.buckets[i].second < s.buckets[i - 1].second) problems << node << ": " << id << " buckets decrease\n";
+        if (!(s.buckets[i].first > s.buckets[i - 1].first))
+          problems << node << ": " << id << " bounds not increasing\n";
+        if (s.buckets[i].second < s.buckets[i - 1].second)
+          problems << node << ": " << id << " buckets decrease\n";
       }
-      if (!std::isinf(s.buckets.back().first)) problems << node << ": " << id << " does not end with le=\"+Inf\"\n";
+      if (!std::isinf(s.buckets.back().first))
+        problems << node << ": " << id << " does not end with le=\"+Inf\"\n";
       if (!s.sum) problems << node << ": " << id << " has no _sum\n";
       if (!s.count) {
         problems << node << ": " << id << " has no _count\n";
       } else if (*s.count != s.buckets.back().second) {
-        problems << node << ": " << id << " _count " << *s.count << " != +Inf bucket " << s.buckets.back().second << "\n";
+        problems << node << ": " << id << " _count " << *s.count << " != +Inf bucket "
+                 << s.buckets.back().second << "\n";
       }
     }
   }
@@ -93,13 +98,17 @@ rpc::TxId WireTxId(uint64_t hi, uint64_t lo) {
   return t;
 }
 
-std::string Hex(const rpc::TxId& t) { return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)}.ToString(); }
+std::string Hex(const rpc::TxId& t) {
+  return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)}.ToString();
+}
 
 // Commits blind writes through a stock CoordinatorClient with a txid of the
 // test's choosing (the C++ client picks its own).
 Result<rpc::CommitResult> StockCommit(const std::string& coordinator, const rpc::TxId& txid,
-                                      const std::vector<std::string>& keys, int recv_timeout_ms = 15000) {
-  auto c = tools::CoordinatorConnection::Open(coordinator, {.connect_timeout_ms = 1000, .recv_timeout_ms = recv_timeout_ms});
+                                      const std::vector<std::string>& keys,
+                                      int recv_timeout_ms = 15000) {
+  auto c = tools::CoordinatorConnection::Open(
+      coordinator, {.connect_timeout_ms = 1000, .recv_timeout_ms = recv_timeout_ms});
   if (!c.ok()) return c.status();
   rpc::ShardMap map;
   DTX_RETURN_IF_ERROR(tools::RunThrift("GetShardMap", [&] { (*c)->client().GetShardMap(map); }));
@@ -136,8 +145,10 @@ TEST_F(ObsTest, CommitCounterMovesByExactlyTheClientsCommitsAndHistogramsAreWell
       for (int i = 0; i < kPerThread; ++i) {
         auto tx = client_->Begin();
         if (!tx.ok()) continue;
-        const std::string a = KeyOnShard(static_cast<size_t>(i % kParticipants), "hot" + std::to_string(i % 3));
-        const std::string b = KeyOnShard(static_cast<size_t>((i + 1 + t) % kParticipants), "cold" + std::to_string(t));
+        const std::string a =
+            KeyOnShard(static_cast<size_t>(i % kParticipants), "hot" + std::to_string(i % 3));
+        const std::string b = KeyOnShard(static_cast<size_t>((i + 1 + t) % kParticipants),
+                                         "cold" + std::to_string(t));
         auto v = tx->Get(a);
         if (!v.ok()) continue;
         if (!tx->Put(a, "x" + std::to_string(i)).ok() || !tx->Put(b, "y").ok()) continue;
@@ -180,7 +191,8 @@ TEST_F(ObsTest, CommitCounterMovesByExactlyTheClientsCommitsAndHistogramsAreWell
 
   auto after = Scrape(cluster_, "coordinator-0");
   ASSERT_TRUE(after.ok()) << after.status().ToString();
-  EXPECT_EQ(static_cast<double>(committed.load()), tools::SumSamples(*after, "dtx_commits_total") - commits_before)
+  EXPECT_EQ(static_cast<double>(committed.load()),
+            tools::SumSamples(*after, "dtx_commits_total") - commits_before)
       << "committed " << committed << ", aborted " << aborted;
 
   // Every node, at rest: well-formed, and the participants' WAL histograms
@@ -236,11 +248,13 @@ TEST_F(ObsTest, DtxctlMetricsPrintsEachNodesExpositionAndFailsClearly) {
 TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
   // participant-1's WAL sync sleeps: its PREPARE is logged but not durable,
   // so it cannot vote and the coordinator waits for it.
-  CommandResult r = cluster_.Dtxctl({"failpoint", "participant-1", "wal.before_sync", "sleep(3000)"});
+  CommandResult r =
+      cluster_.Dtxctl({"failpoint", "participant-1", "wal.before_sync", "sleep(3000)"});
   ASSERT_EQ(0, r.exit_code) << r.Describe();
   const rpc::TxId txid = WireTxId(0x0b5e7a11, 1);
   auto commit = std::async(std::launch::async, [&] {
-    return StockCommit(cluster_.coordinator_address(), txid, {KeyOnShard(0, "stuck"), KeyOnShard(1, "stuck")});
+    return StockCommit(cluster_.coordinator_address(), txid,
+                       {KeyOnShard(0, "stuck"), KeyOnShard(1, "stuck")});
   });
   bool named = false;
   std::string last;
@@ -249,15 +263,18 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
     r = cluster_.Dtxctl({"trace", Hex(txid), "--json", "--timeout-ms", "1000"}, 10000);
     last = r.Describe();
     // participant-1's own last event: its PREPARE is logged, not synced.
-    named = r.exit_code == 0 && r.out.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\","
-                                           "\"last_event\":\"logged\"") != std::string::npos;
+    named = r.exit_code == 0 && r.out.find(
+                                    "\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\","
+                                    "\"last_event\":\"logged\"") != std::string::npos;
   }
   EXPECT_TRUE(named) << last;
   // The text form says the same in words.
   r = cluster_.Dtxctl({"trace", Hex(txid)}, 10000);
-  EXPECT_NE(std::string::npos, r.out.find("waiting: participant-1 in prepare (logged, not yet synced/voted) for "))
+  EXPECT_NE(std::string::npos,
+            r.out.find("waiting: participant-1 in prepare (logged, not yet synced/voted) for "))
       << r.Describe();
-  EXPECT_NE(std::string::npos, r.out.find("coordinator-0 sent prepare, has no vote from it")) << r.Describe();
+  EXPECT_NE(std::string::npos, r.out.find("coordinator-0 sent prepare, has no vote from it"))
+      << r.Describe();
   ASSERT_EQ(0, cluster_.Dtxctl({"failpoint", "participant-1", "wal.before_sync", "off"}).exit_code);
   auto result = commit.get();
   ASSERT_TRUE(result.ok()) << result.status().ToString();
@@ -288,7 +305,8 @@ TEST_F(ObsTest, TraceOfAFinishedTransactionStillPrintsTheOthersWhenANodeIsKilled
   }
   ASSERT_EQ(0, r.exit_code) << r.Describe();
   for (const char* n : {"coordinator-0", "participant-0", "participant-1", "participant-2"}) {
-    EXPECT_NE(std::string::npos, r.out.find(std::string("\"node\":\"") + n + "\",\"phase\"")) << n << r.out;
+    EXPECT_NE(std::string::npos, r.out.find(std::string("\"node\":\"") + n + "\",\"phase\""))
+        << n << r.out;
   }
   // Keep participant-2 down: stop the supervisor first, so nothing restarts it.
   auto sup = tools::ReadPidFile(cluster_.dir() + "/supervisor.pid");
@@ -297,23 +315,28 @@ TEST_F(ObsTest, TraceOfAFinishedTransactionStillPrintsTheOthersWhenANodeIsKilled
   const pid_t victim = cluster_.NodePid("participant-2");
   ASSERT_GT(victim, 0);
   ASSERT_EQ(0, ::kill(victim, SIGKILL));
-  for (int i = 0; i < 100 && ::kill(victim, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (int i = 0; i < 100 && ::kill(victim, 0) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
 
   r = cluster_.Dtxctl({"trace", Hex(txid)}, 10000);
   EXPECT_EQ(0, r.exit_code) << r.Describe();
-  EXPECT_NE(std::string::npos, r.out.find("participant-2: NO ANSWER (connection refused)")) << r.Describe();
+  EXPECT_NE(std::string::npos, r.out.find("participant-2: NO ANSWER (connection refused)"))
+      << r.Describe();
   EXPECT_NE(std::string::npos, r.out.find("participant-1   commit    acked")) << r.Describe();
   EXPECT_NE(std::string::npos, r.out.find("coordinator-0   phase2    ended")) << r.Describe();
   r = cluster_.Dtxctl({"trace", Hex(txid), "--json"}, 10000);
   EXPECT_EQ(0, r.exit_code) << r.Describe();
-  EXPECT_NE(std::string::npos, r.out.find("\"unanswered\":[{\"node\":\"participant-2\",\"error\":\"connection refused\"}]"))
+  EXPECT_NE(
+      std::string::npos,
+      r.out.find("\"unanswered\":[{\"node\":\"participant-2\",\"error\":\"connection refused\"}]"))
       << r.Describe();
 
   // dtxctl top shows it DOWN and the others up.
   r = cluster_.Dtxctl({"top", "--interval-ms", "200", "--iterations", "2"}, 20000);
   ASSERT_EQ(0, r.exit_code) << r.Describe();
   EXPECT_NE(std::string::npos, r.out.find("frame 2")) << r.out;
-  EXPECT_EQ(std::string::npos, r.out.find("\033[2J")) << "no screen clearing when stdout is not a tty";
+  EXPECT_EQ(std::string::npos, r.out.find("\033[2J"))
+      << "no screen clearing when stdout is not a tty";
   EXPECT_TRUE(std::regex_search(r.out, std::regex("participant-2 +DOWN"))) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex("coordinator-0 +up +primary"))) << r.out;
   EXPECT_TRUE(std::regex_search(r.out, std::regex("participant-0 +up +participant"))) << r.out;
@@ -340,7 +363,9 @@ TEST_F(ObsTest, TopShowsRatesOfAWorkload) {
   // coordinator-0's row in the last frame: a positive tx/s and a p99.
   const std::string last = r.out.substr(r.out.find("frame 2"));
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(last, m, std::regex("coordinator-0 +up +primary +\\d+ +([0-9.]+) +([0-9.]+) +([0-9.]+(us|ms|s))")))
+  ASSERT_TRUE(std::regex_search(
+      last, m,
+      std::regex("coordinator-0 +up +primary +\\d+ +([0-9.]+) +([0-9.]+) +([0-9.]+(us|ms|s))")))
       << last;
   EXPECT_GT(std::stod(m[1].str()), 0) << last;
 }
@@ -350,14 +375,16 @@ TEST_F(ObsTest, TopShowsRatesOfAWorkload) {
 TEST_F(ObsTest, ParticipantCrashedAfterVotingYesLogsEveryInDoubtTxidItResolved) {
   // participant-1 exits right after its first YES vote; the supervisor starts
   // it again, and it resolves what it had prepared.
-  CommandResult r = cluster_.Dtxctl({"failpoint", "participant-1", "participant.prepare.after_vote", "crash"});
+  CommandResult r =
+      cluster_.Dtxctl({"failpoint", "participant-1", "participant.prepare.after_vote", "crash"});
   ASSERT_EQ(0, r.exit_code) << r.Describe();
   const pid_t first_pid = cluster_.NodePid("participant-1");
   std::vector<std::future<Result<rpc::CommitResult>>> commits;
   for (uint64_t i = 0; i < 8; ++i) {
     commits.push_back(std::async(std::launch::async, [&, i] {
-      return StockCommit(cluster_.coordinator_address(), WireTxId(0xc2a5, i),
-                         {KeyOnShard(0, "crash" + std::to_string(i)), KeyOnShard(1, "crash" + std::to_string(i))});
+      return StockCommit(
+          cluster_.coordinator_address(), WireTxId(0xc2a5, i),
+          {KeyOnShard(0, "crash" + std::to_string(i)), KeyOnShard(1, "crash" + std::to_string(i))});
     }));
   }
   // What `dtxctl in-doubt` shows while it recovers (best effort: resolution is fast).
@@ -370,7 +397,8 @@ TEST_F(ObsTest, ParticipantCrashedAfterVotingYesLogsEveryInDoubtTxidItResolved) 
     std::string line;
     while (std::getline(lines, line)) {
       std::smatch m;
-      if (std::regex_search(line, m, std::regex("^participant-1 +([0-9a-f]{32}) "))) seen_in_doubt.insert(m[1].str());
+      if (std::regex_search(line, m, std::regex("^participant-1 +([0-9a-f]{32}) ")))
+        seen_in_doubt.insert(m[1].str());
     }
     const pid_t now = cluster_.NodePid("participant-1");
     restarted = now > 0 && now != first_pid;
@@ -404,18 +432,22 @@ TEST_F(ObsTest, ParticipantCrashedAfterVotingYesLogsEveryInDoubtTxidItResolved) 
       resolved.insert(m[1].str());
       from = m.suffix().first;
     }
-    const bool all_resolved = std::all_of(in_doubt_after_recovery.begin(), in_doubt_after_recovery.end(),
-                                          [&](const std::string& t) { return resolved.count(t) != 0; });
+    const bool all_resolved =
+        std::all_of(in_doubt_after_recovery.begin(), in_doubt_after_recovery.end(),
+                    [&](const std::string& t) { return resolved.count(t) != 0; });
     if (!in_doubt_after_recovery.empty() && all_resolved) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   // ... at least the one whose vote preceded the crash (its PREPARE was durable).
-  EXPECT_FALSE(in_doubt_after_recovery.empty()) << all.substr(all.size() > 4000 ? all.size() - 4000 : 0);
+  EXPECT_FALSE(in_doubt_after_recovery.empty())
+      << all.substr(all.size() > 4000 ? all.size() - 4000 : 0);
   for (const std::string& t : seen_in_doubt) {
-    EXPECT_TRUE(in_doubt_after_recovery.count(t)) << t << " listed by dtxctl in-doubt, not logged as in doubt";
+    EXPECT_TRUE(in_doubt_after_recovery.count(t))
+        << t << " listed by dtxctl in-doubt, not logged as in doubt";
   }
   for (const std::string& t : in_doubt_after_recovery) {
-    EXPECT_TRUE(resolved.count(t)) << "txid=" << t << " in doubt after recovery, no 'in-doubt resolved' line";
+    EXPECT_TRUE(resolved.count(t))
+        << "txid=" << t << " in doubt after recovery, no 'in-doubt resolved' line";
   }
   // Nothing stays in doubt.
   r = cluster_.Dtxctl({"in-doubt"}, 10000);
@@ -431,7 +463,8 @@ class NoObsTest : public ClusterTest {
 
 TEST_F(NoObsTest, NoMetricsEndpointAndNoTraceEvents) {
   const rpc::TxId txid = WireTxId(0x0b5e7a11, 3);
-  auto result = StockCommit(cluster_.coordinator_address(), txid, {KeyOnShard(0, "n"), KeyOnShard(1, "n")});
+  auto result =
+      StockCommit(cluster_.coordinator_address(), txid, {KeyOnShard(0, "n"), KeyOnShard(1, "n")});
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(rpc::Outcome::COMMITTED, result->outcome);
   for (const auto& n : cluster_.config().nodes()) {

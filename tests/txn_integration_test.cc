@@ -18,8 +18,8 @@ TEST(BenchUsageTest, BadFlagsExitTwoWithAMessage) {
   for (const std::vector<std::string>& argv : std::vector<std::vector<std::string>>{
            {b},
            {b, "--workload", "bank", "--clients", "4", "--duration", "1"},  // no target
-           {b, "--workload", "bank", "--cluster", "/x", "--coordinator", "127.0.0.1:1",
-            "--clients", "4", "--duration", "1"},
+           {b, "--workload", "bank", "--cluster", "/x", "--coordinator", "127.0.0.1:1", "--clients",
+            "4", "--duration", "1"},
            {b, "--workload", "tpcc", "--cluster", "/x", "--clients", "4", "--duration", "1"},
            {b, "--workload", "ycsb-a", "--cluster", "/x", "--clients", "4", "--duration", "1"},
            {b, "--workload", "bank", "--cluster", "/x", "--clients", "0", "--duration", "1"},
@@ -35,9 +35,9 @@ TEST(BenchUsageTest, BadFlagsExitTwoWithAMessage) {
   }
   // A cluster directory without a cluster is a failure, not a usage error.
   TempDir empty("dtx-bench-empty");
-  CommandResult r = RunCommand({b, "--workload", "bank", "--cluster", empty.path(), "--clients",
-                                "1", "--duration", "1"},
-                               10000);
+  CommandResult r = RunCommand(
+      {b, "--workload", "bank", "--cluster", empty.path(), "--clients", "1", "--duration", "1"},
+      10000);
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
 }
 
@@ -184,11 +184,11 @@ TEST_F(TxnTest, BankInvariantHoldsUnder64ConcurrentClients) {
   TempDir out("dtx-bench-out");
   std::string json = out.path() + "/report.json";
   constexpr int kAccounts = 200;
-  CommandResult r = RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(),
-                                "--clients", "64", "--duration", "3", "--warmup", "0.5",
-                                "--accounts", std::to_string(kAccounts), "--json", json,
-                                "--seed", "12345"},
-                               120000);
+  CommandResult r =
+      RunCommand({DTX_BENCH_PATH, "--workload", "bank", "--cluster", cluster_.dir(), "--clients",
+                  "64", "--duration", "3", "--warmup", "0.5", "--accounts",
+                  std::to_string(kAccounts), "--json", json, "--seed", "12345"},
+                 120000);
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.out.find("invariant: ok"), std::string::npos) << r.out;
   std::ifstream in(json);
@@ -221,9 +221,9 @@ TEST_F(TxnTest, BankInvariantHoldsUnder64ConcurrentClients) {
 }
 
 TEST_F(TxnTest, BankBenchFailsWhenTheInvariantIsBroken) {
-  std::vector<std::string> argv = {DTX_BENCH_PATH, "--workload", "bank", "--cluster",
-                                   cluster_.dir(), "--clients", "4", "--duration", "0.3",
-                                   "--warmup", "0", "--accounts", "50"};
+  std::vector<std::string> argv = {
+      DTX_BENCH_PATH, "--workload", "bank",     "--cluster", cluster_.dir(), "--clients", "4",
+      "--duration",   "0.3",        "--warmup", "0",         "--accounts",   "50"};
   CommandResult first = RunCommand(argv, 60000);
   ASSERT_EQ(first.exit_code, 0) << first.Describe();
   // Money from nowhere: the next run (on the same accounts) must notice.
@@ -327,7 +327,8 @@ TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
   rpc::ReadResult rr;
   s = tools::RunThrift("Read", [&] { (*part)->client().Read(rr, ""); });
   EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
-  s = tools::RunThrift("Read", [&] { (*part)->client().Read(rr, std::string(kKeyBytesMax + 1, 'k')); });
+  s = tools::RunThrift("Read",
+                       [&] { (*part)->client().Read(rr, std::string(kKeyBytesMax + 1, 'k')); });
   EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
   // The connection is still usable after a rejected call.
   rpc::NodeStatus st;

@@ -237,8 +237,8 @@ TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
       ASSERT_TRUE(raw.connected()) << node.name << " " << c.name;
       raw.Send(c.bytes);
       if (c.shutdown_write) raw.ShutdownWrite();
-      EXPECT_TRUE(raw.ClosedByPeerWithin(5000)) << node.name << ": " << c.name
-                                                << " did not close the connection";
+      EXPECT_TRUE(raw.ClosedByPeerWithin(5000))
+          << node.name << ": " << c.name << " did not close the connection";
       Status old_ok = status_on_old();
       EXPECT_TRUE(old_ok.ok()) << node.name << " after " << c.name << ": " << old_ok.ToString();
       auto fresh = tools::GetNodeStatus(node);

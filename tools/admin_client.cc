@@ -58,20 +58,14 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn) {
     std::string m = what + ": " + e.message;
     switch (e.code) {
       case rpc::ErrorCode::BAD_ARGUMENT:
-      case rpc::ErrorCode::WRONG_SHARD:
-        return Status::InvalidArgument(m);
-      case rpc::ErrorCode::UNKNOWN_TX:
-        return Status::NotFound(m);
+      case rpc::ErrorCode::WRONG_SHARD: return Status::InvalidArgument(m);
+      case rpc::ErrorCode::UNKNOWN_TX: return Status::NotFound(m);
       case rpc::ErrorCode::NOT_PRIMARY:
         return Status::Unavailable(m + (e.__isset.primary ? " (primary: " + e.primary + ")" : ""));
-      case rpc::ErrorCode::UNAVAILABLE:
-        return Status::Unavailable(m);
-      case rpc::ErrorCode::TIMEOUT:
-        return Status::Timeout(m);
-      case rpc::ErrorCode::STALE_EPOCH:
-        return Status::Aborted(m);
-      default:
-        return Status::Internal(m);
+      case rpc::ErrorCode::UNAVAILABLE: return Status::Unavailable(m);
+      case rpc::ErrorCode::TIMEOUT: return Status::Timeout(m);
+      case rpc::ErrorCode::STALE_EPOCH: return Status::Aborted(m);
+      default: return Status::Internal(m);
     }
   } catch (const TTransportException& e) {
     if (e.getType() == TTransportException::TIMED_OUT) {
@@ -100,8 +94,8 @@ Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts
   return out;
 }
 
-Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
-                        const std::string& action, const AdminTimeouts& timeouts) {
+Status SetNodeFailpoint(const NodeEntry& node, const std::string& name, const std::string& action,
+                        const AdminTimeouts& timeouts) {
   std::string what = "SetFailpoint on " + node.name + " (" + node.address + ")";
   if (node.role == NodeKind::kCoordinator) {
     auto c = CoordinatorConnection::Open(node.address, timeouts);

@@ -69,8 +69,8 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn);
 // GetStatus on a participant or coordinator (by the node's role).
 Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts& timeouts = {});
 // SetFailpoint on a node.
-Status SetNodeFailpoint(const NodeEntry& node, const std::string& name,
-                        const std::string& action, const AdminTimeouts& timeouts = {});
+Status SetNodeFailpoint(const NodeEntry& node, const std::string& name, const std::string& action,
+                        const AdminTimeouts& timeouts = {});
 // ListInDoubt on a participant (InvalidArgument for a coordinator).
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
                                                     const AdminTimeouts& timeouts = {});

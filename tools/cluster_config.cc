@@ -97,8 +97,8 @@ Status ClusterConfig::Add(std::string_view name, std::string_view address) {
   }
   for (const NodeEntry& n : nodes_) {
     if (n.address == address) {
-      return Status::InvalidArgument("address " + std::string(address) + " used by both " +
-                                     n.name + " and " + std::string(name));
+      return Status::InvalidArgument("address " + std::string(address) + " used by both " + n.name +
+                                     " and " + std::string(name));
     }
   }
   entry->address = std::string(address);

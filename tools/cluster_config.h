@@ -53,7 +53,7 @@ struct NodeEntry {
   std::string name;     // "coordinator-0", "participant-3"
   std::string address;  // "127.0.0.1:40102"
   NodeKind role = NodeKind::kParticipant;
-  int index = 0;        // the number after the dash
+  int index = 0;  // the number after the dash
 };
 
 // "host:port" -> parts (common/address.h). InvalidArgument names what is wrong.

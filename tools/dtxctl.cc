@@ -65,7 +65,7 @@ constexpr int kTraceTimeoutMsMax = 60000;
 constexpr int kTopIntervalMsDefault = 1000;
 constexpr int kTopIntervalMsMin = 100;
 constexpr int kTopIntervalMsMax = 60000;
-constexpr uint16_t kPortRangeLow = 20000;      // below the usual ephemeral range
+constexpr uint16_t kPortRangeLow = 20000;  // below the usual ephemeral range
 constexpr uint16_t kPortRangeHigh = 32000;
 
 const char* kUsage =
@@ -256,9 +256,8 @@ Status StopCluster(const std::string& dir, bool quiet) {
   if (SupervisorRunning(dir)) {
     auto pid = ReadPidFile(dir + "/" + kSupervisorPidFile);
     if (!pid.ok()) {
-      return Status::Unavailable("a supervisor holds " + dir + "/" + kSupervisorLockFile +
-                                 " but " + kSupervisorPidFile + " is unreadable: " +
-                                 pid.status().ToString());
+      return Status::Unavailable("a supervisor holds " + dir + "/" + kSupervisorLockFile + " but " +
+                                 kSupervisorPidFile + " is unreadable: " + pid.status().ToString());
     }
     if (::kill(*pid, SIGTERM) != 0 && errno != ESRCH) {
       return Status::FromErrno("kill supervisor " + std::to_string(*pid), errno);
@@ -268,8 +267,8 @@ Status StopCluster(const std::string& dir, bool quiet) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (SupervisorRunning(dir)) {
-      std::cerr << "dtxctl: supervisor pid " << *pid << " did not stop within "
-                << kDownTimeoutMs << " ms; SIGKILL\n";
+      std::cerr << "dtxctl: supervisor pid " << *pid << " did not stop within " << kDownTimeoutMs
+                << " ms; SIGKILL\n";
       ::kill(*pid, SIGKILL);
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
@@ -343,8 +342,8 @@ Status StartSupervisorDaemon(const std::string& dir, const std::vector<std::stri
     ::close(log_fd);
     return Status::FromErrno("/dev/null", errno);
   }
-  std::vector<std::string> argv_s = {self, "supervise", "--dir", dir, "--lock-fd",
-                                     std::to_string(lock_fd)};
+  std::vector<std::string> argv_s = {self, "supervise", "--dir",
+                                     dir,  "--lock-fd", std::to_string(lock_fd)};
   argv_s.insert(argv_s.end(), flags.begin(), flags.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
@@ -431,8 +430,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   dir = Absolute(dir);
 
   int lock_fd = OpenLock(dir, /*cloexec=*/false);
-  if (lock_fd < 0) return Fail("cannot open " + dir + "/" + kSupervisorLockFile + ": " +
-                               std::strerror(errno));
+  if (lock_fd < 0)
+    return Fail("cannot open " + dir + "/" + kSupervisorLockFile + ": " + std::strerror(errno));
   if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(lock_fd);
     return Fail("a cluster is already running in " + dir + " (supervisor pid " +
@@ -467,8 +466,7 @@ int CmdClusterUp(const std::vector<std::string>& args) {
                          " participants; use that number or a new directory");
     }
     if ((existing->Find("coordinator-1") != nullptr) != backup) {
-      return fail_locked(dir + " holds a cluster " +
-                         (backup ? "without" : "with") +
+      return fail_locked(dir + " holds a cluster " + (backup ? "without" : "with") +
                          " a backup coordinator; " + (backup ? "drop" : "add") +
                          " --backup or use a new directory");
     }
@@ -512,8 +510,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
 
   std::vector<std::string> supervisor_args = {
-      "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin, "--log-level",
-      log_level, "--stop-grace-ms", std::to_string(stop_grace_ms)};
+      "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin,
+      "--log-level",       log_level,       "--stop-grace-ms",   std::to_string(stop_grace_ms)};
   if (no_obs) supervisor_args.push_back("--no-obs");
   Status s = StartSupervisorDaemon(dir, supervisor_args, lock_fd);
   ::close(lock_fd);  // the supervisor holds the lock now
@@ -528,8 +526,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   };
 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  auto start_deadline = std::chrono::steady_clock::now() +
-                        std::chrono::milliseconds(kSupervisorStartTimeoutMs);
+  auto start_deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kSupervisorStartTimeoutMs);
   while (!ReadPidFile(dir + "/" + kSupervisorPidFile).ok()) {
     if (std::chrono::steady_clock::now() > start_deadline || !SupervisorRunning(dir)) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -576,17 +574,19 @@ int CmdSupervise(const std::vector<std::string>& args) {
   SupervisorOptions options;
   int lock_fd = -1;
   po::options_description desc = DirOptions(&dir);
-  desc.add_options()("participant-bin", po::value<std::string>(&options.participant_bin)->required(),
+  desc.add_options()("participant-bin",
+                     po::value<std::string>(&options.participant_bin)->required(),
                      "dtx-participant binary")(
       "coordinator-bin", po::value<std::string>(&options.coordinator_bin)->required(),
-      "dtx-coordinator binary")(
-      "log-level", po::value<std::string>(&options.log_level)->default_value("info"),
-      "nodes' log level")(
+      "dtx-coordinator binary")("log-level",
+                                po::value<std::string>(&options.log_level)->default_value("info"),
+                                "nodes' log level")(
       "stop-grace-ms", po::value<int>(&options.stop_grace_ms)->default_value(kStopGraceMsDefault),
       "SIGKILL nodes still alive this long after SIGTERM")(
       "no-obs", po::bool_switch(&options.no_obs),
-      "start the nodes with --metrics-listen off --trace-events 0")("lock-fd", po::value<int>(&lock_fd),
-                          "inherited descriptor of the locked supervisor.lock (internal)");
+      "start the nodes with --metrics-listen off --trace-events 0")(
+      "lock-fd", po::value<int>(&lock_fd),
+      "inherited descriptor of the locked supervisor.lock (internal)");
   po::variables_map vm;
   int code = 0;
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
@@ -636,8 +636,10 @@ int CmdSupervise(const std::vector<std::string>& args) {
 Result<ClusterConfig> LoadOrExplain(const std::string& dir) {
   auto config = ClusterConfig::Load(dir);
   if (!config.ok() && config.status().IsNotFound()) {
-    return Status::NotFound("no cluster in " + dir + " (no cluster.conf; start one with "
-                            "`dtxctl cluster up --dir " + dir + " --participants N`)");
+    return Status::NotFound("no cluster in " + dir +
+                            " (no cluster.conf; start one with "
+                            "`dtxctl cluster up --dir " +
+                            dir + " --participants N`)");
   }
   return config;
 }
@@ -669,8 +671,8 @@ int CmdStatus(const std::vector<std::string>& args) {
                   static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
                   "up");
     } else {
-      std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(),
-                  n.address.c_str(), pid_text.c_str(), "-", "-", "-", "-", "-", "down");
+      std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
+                  pid_text.c_str(), "-", "-", "-", "-", "-", "down");
     }
   }
   return kExitOk;
@@ -840,7 +842,8 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
     if (errno != EINPROGRESS) return Status::FromErrno("connect " + address, errno);
     pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, kMetricsConnectTimeoutMs) != 1) return Status::Unavailable("connect " + address + ": timed out");
+    if (::poll(&p, 1, kMetricsConnectTimeoutMs) != 1)
+      return Status::Unavailable("connect " + address + ": timed out");
     int err = 0;
     socklen_t len = sizeof(err);
     ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -848,10 +851,13 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
   }
   const std::string req = "GET /metrics HTTP/1.0\r\nHost: " + address + "\r\n\r\n";
   size_t sent = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kMetricsReadTimeoutMs);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kMetricsReadTimeoutMs);
   auto left_ms = [&] {
     return static_cast<int>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count()));
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                                 std::chrono::steady_clock::now())
+               .count()));
   };
   while (sent < req.size()) {
     ssize_t n = ::send(fd, req.data() + sent, req.size() - sent, MSG_NOSIGNAL);
@@ -859,9 +865,11 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
       sent += static_cast<size_t>(n);
       continue;
     }
-    if (n < 0 && errno != EAGAIN && errno != EINTR) return Status::FromErrno("send to " + address, errno);
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
+      return Status::FromErrno("send to " + address, errno);
     pollfd p{fd, POLLOUT, 0};
-    if (::poll(&p, 1, left_ms()) != 1) return Status::Unavailable("send to " + address + ": timed out");
+    if (::poll(&p, 1, left_ms()) != 1)
+      return Status::Unavailable("send to " + address + ": timed out");
   }
   std::string resp;
   char buf[16384];
@@ -869,13 +877,15 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
     ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
     if (n > 0) {
       resp.append(buf, static_cast<size_t>(n));
-      if (resp.size() > kMetricsResponseBytesMax) return Status::Corruption("response from " + address + " too large");
+      if (resp.size() > kMetricsResponseBytesMax)
+        return Status::Corruption("response from " + address + " too large");
       continue;
     }
     if (n == 0) break;
     if (errno != EAGAIN && errno != EINTR) return Status::FromErrno("recv from " + address, errno);
     pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, left_ms()) != 1) return Status::Unavailable("reading from " + address + ": timed out");
+    if (::poll(&p, 1, left_ms()) != 1)
+      return Status::Unavailable("reading from " + address + ": timed out");
   }
   const size_t eol = resp.find("\r\n");
   const size_t body = resp.find("\r\n\r\n");
@@ -896,10 +906,13 @@ Result<std::string> ScrapeNode(const std::string& dir, const std::string& node) 
   std::ifstream in(file);
   std::string address;
   if (!in || !std::getline(in, address) || address.empty()) {
-    return Status::NotFound("cannot read " + file + " (node never started, or started with --metrics-listen off)");
+    return Status::NotFound("cannot read " + file +
+                            " (node never started, or started with --metrics-listen off)");
   }
   auto body = HttpGetMetrics(address);
-  if (!body.ok()) return Status::Unavailable(node + " did not answer at " + address + ": " + body.status().ToString());
+  if (!body.ok())
+    return Status::Unavailable(node + " did not answer at " + address + ": " +
+                               body.status().ToString());
   return body;
 }
 
@@ -922,7 +935,8 @@ int CmdMetrics(const std::vector<std::string>& args) {
 std::string ShortReason(const Status& s) {
   const std::string m = s.message();
   if (m.find("Connection refused") != std::string::npos) return "connection refused";
-  if (s.IsTimeout() || m.find("timed out") != std::string::npos || m.find("EAGAIN") != std::string::npos) {
+  if (s.IsTimeout() || m.find("timed out") != std::string::npos ||
+      m.find("EAGAIN") != std::string::npos) {
     return "timed out";
   }
   if (m.find("No more data") != std::string::npos || m.find("reset") != std::string::npos) {
@@ -932,7 +946,8 @@ std::string ShortReason(const Status& s) {
 }
 
 int64_t WallNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -1074,25 +1089,28 @@ std::string FormatLatency(double seconds) {
 }
 
 // One frame: rates and p99 between `before` and `now` (per node).
-std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes, const std::vector<TopSample>& before,
-                     const std::vector<TopSample>& now, int frame) {
+std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes,
+                     const std::vector<TopSample>& before, const std::vector<TopSample>& now,
+                     int frame) {
   std::string out;
   char line[512];
   const time_t t = std::time(nullptr);
   struct tm tm;
   gmtime_r(&t, &tm);
-  std::snprintf(line, sizeof(line), "dtxctl top  %s  %04d-%02d-%02d %02d:%02d:%02d UTC  frame %d\n", dir.c_str(),
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frame);
+  std::snprintf(line, sizeof(line), "dtxctl top  %s  %04d-%02d-%02d %02d:%02d:%02d UTC  frame %d\n",
+                dir.c_str(), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                tm.tm_sec, frame);
   out += line;
-  std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", "NODE", "STATE", "ROLE", "EPOCH",
-                "TX/S", "ABORTS/S", "P99", "IN_DOUBT", "PEERS (heartbeat age, * suspected)");
+  std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", "NODE", "STATE",
+                "ROLE", "EPOCH", "TX/S", "ABORTS/S", "P99", "IN_DOUBT",
+                "PEERS (heartbeat age, * suspected)");
   out += line;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const TopSample& a = before[i];
     const TopSample& b = now[i];
     if (!b.up) {
-      std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", nodes[i].name.c_str(), "DOWN",
-                    "-", "-", "-", "-", "-", "-", b.error.c_str());
+      std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n",
+                    nodes[i].name.c_str(), "DOWN", "-", "-", "-", "-", "-", "-", b.error.c_str());
       out += line;
       continue;
     }
@@ -1101,40 +1119,53 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
     const double secs = std::chrono::duration<double>(b.at - a.at).count();
     if (a.up && secs > 0) {
       if (coordinator && a.scraped && b.scraped) {
-        tx_rate = (SumSamples(b.metrics, "dtx_commits_total") - SumSamples(a.metrics, "dtx_commits_total")) / secs;
-        abort_rate = (SumSamples(b.metrics, "dtx_aborts_total") - SumSamples(a.metrics, "dtx_aborts_total")) / secs;
+        tx_rate = (SumSamples(b.metrics, "dtx_commits_total") -
+                   SumSamples(a.metrics, "dtx_commits_total")) /
+                  secs;
+        abort_rate = (SumSamples(b.metrics, "dtx_aborts_total") -
+                      SumSamples(a.metrics, "dtx_aborts_total")) /
+                     secs;
       } else if (coordinator) {
-        tx_rate = static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
-        abort_rate = static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
+        tx_rate =
+            static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
+        abort_rate =
+            static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
       } else {
-        tx_rate = static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
-        abort_rate = static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
+        tx_rate =
+            static_cast<double>(Counter(b.status, "commits") - Counter(a.status, "commits")) / secs;
+        abort_rate =
+            static_cast<double>(Counter(b.status, "aborts") - Counter(a.status, "aborts")) / secs;
       }
       if (tx_rate < 0) tx_rate = -1;  // the node restarted between the samples
       if (abort_rate < 0) abort_rate = -1;
       if (a.scraped && b.scraped) {
         const std::string family = coordinator ? "dtx_phase_seconds" : "dtx_prepare_seconds";
         const std::map<std::string, std::string> match =
-            coordinator ? std::map<std::string, std::string>{{"phase", "total"}} : std::map<std::string, std::string>{};
-        p99 = QuantileOfDelta(HistogramBuckets(a.metrics, family, match), HistogramBuckets(b.metrics, family, match),
-                              0.99);
+            coordinator ? std::map<std::string, std::string>{{"phase", "total"}}
+                        : std::map<std::string, std::string>{};
+        p99 = QuantileOfDelta(HistogramBuckets(a.metrics, family, match),
+                              HistogramBuckets(b.metrics, family, match), 0.99);
       }
     }
     std::string peers;
     for (const rpc::PeerStatus& p : b.status.peers) {
       if (!peers.empty()) peers += "  ";
-      peers += (p.name.empty() ? p.address : p.name.substr(0, p.name.find(' '))) + "@" + p.address + " ";
+      peers +=
+          (p.name.empty() ? p.address : p.name.substr(0, p.name.find(' '))) + "@" + p.address + " ";
       peers += p.heartbeat_age_ms < 0 ? "never" : std::to_string(p.heartbeat_age_ms) + "ms";
       if (p.suspected) peers += "*";
     }
-    std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5lld %9s %9s %9s %8lld %s\n", nodes[i].name.c_str(), "up",
-                  NodeRoleName(b.status.role), static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
+    std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5lld %9s %9s %9s %8lld %s\n",
+                  nodes[i].name.c_str(), "up", NodeRoleName(b.status.role),
+                  static_cast<long long>(b.status.epoch), FormatRate(tx_rate).c_str(),
                   FormatRate(abort_rate).c_str(), FormatLatency(p99).c_str(),
                   static_cast<long long>(b.status.in_doubt), peers.c_str());
     out += line;
   }
-  out += "TX/S, ABORTS/S: coordinator commits/aborts (participant: commits/aborts applied here); P99: coordinator "
-         "commit total, participant prepare (from /metrics histograms over the interval)\n";
+  out +=
+      "TX/S, ABORTS/S: coordinator commits/aborts (participant: commits/aborts applied here); P99: "
+      "coordinator "
+      "commit total, participant prepare (from /metrics histograms over the interval)\n";
   return out;
 }
 
@@ -1143,9 +1174,10 @@ int CmdTop(const std::vector<std::string>& args) {
   int interval_ms = kTopIntervalMsDefault;
   int iterations = 0;
   po::options_description desc = DirOptions(&dir);
-  desc.add_options()("interval-ms", po::value<int>(&interval_ms)->default_value(kTopIntervalMsDefault),
-                     "refresh interval")("iterations", po::value<int>(&iterations)->default_value(0),
-                                         "stop after this many frames (0: until interrupted)");
+  desc.add_options()(
+      "interval-ms", po::value<int>(&interval_ms)->default_value(kTopIntervalMsDefault),
+      "refresh interval")("iterations", po::value<int>(&iterations)->default_value(0),
+                          "stop after this many frames (0: until interrupted)");
   po::variables_map vm;
   int code = 0;
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;

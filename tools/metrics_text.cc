@@ -9,7 +9,8 @@ namespace dtx::tools {
 namespace {
 
 bool NameChar(char c, bool first) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' || (!first && c >= '0' && c <= '9');
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':' ||
+         (!first && c >= '0' && c <= '9');
 }
 
 Result<double> ParseValue(std::string_view v) {
@@ -55,7 +56,8 @@ Status ParseSample(std::string_view line, MetricSample* out) {
           value += c;
         }
       }
-      if (!out->labels.emplace(key, value).second) return Status::Corruption("duplicate label " + key);
+      if (!out->labels.emplace(key, value).second)
+        return Status::Corruption("duplicate label " + key);
       if (i < line.size() && line[i] == ',') ++i;
     }
   }
@@ -100,7 +102,8 @@ Result<Exposition> ParseExposition(std::string_view text) {
       rest.remove_prefix(5);
       const size_t sp = rest.find(' ');
       if (sp == std::string_view::npos || sp == 0) {
-        return Status::Corruption("line " + std::to_string(line_no) + ": malformed # " + (is_type ? "TYPE" : "HELP"));
+        return Status::Corruption("line " + std::to_string(line_no) + ": malformed # " +
+                                  (is_type ? "TYPE" : "HELP"));
       }
       std::string name(rest.substr(0, sp));
       (is_type ? e.types : e.help)[name] = std::string(rest.substr(sp + 1));
@@ -109,14 +112,16 @@ Result<Exposition> ParseExposition(std::string_view text) {
     MetricSample s;
     Status st = ParseSample(line, &s);
     if (!st.ok()) {
-      return Status::Corruption("line " + std::to_string(line_no) + " '" + std::string(line) + "': " + st.message());
+      return Status::Corruption("line " + std::to_string(line_no) + " '" + std::string(line) +
+                                "': " + st.message());
     }
     e.samples.push_back(std::move(s));
   }
   return e;
 }
 
-double SumSamples(const Exposition& e, const std::string& name, const std::map<std::string, std::string>& match) {
+double SumSamples(const Exposition& e, const std::string& name,
+                  const std::map<std::string, std::string>& match) {
   double sum = 0;
   for (const MetricSample& s : e.samples) {
     if (s.name == name && Matches(s, match)) sum += s.value;
@@ -139,7 +144,8 @@ std::map<double, double> HistogramBuckets(const Exposition& e, const std::string
   return out;
 }
 
-double QuantileOfDelta(const std::map<double, double>& before, const std::map<double, double>& after, double q) {
+double QuantileOfDelta(const std::map<double, double>& before,
+                       const std::map<double, double>& after, double q) {
   std::vector<std::pair<double, double>> delta;  // (upper bound, cumulative count)
   for (const auto& [le, count] : after) {
     auto b = before.find(le);

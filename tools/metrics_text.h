@@ -16,15 +16,15 @@
 namespace dtx::tools {
 
 struct MetricSample {
-  std::string name;                          // e.g. "dtx_phase_seconds_bucket"
-  std::map<std::string, std::string> labels; // unescaped values
-  double value = 0;                          // +Inf, -Inf, NaN allowed
+  std::string name;                           // e.g. "dtx_phase_seconds_bucket"
+  std::map<std::string, std::string> labels;  // unescaped values
+  double value = 0;                           // +Inf, -Inf, NaN allowed
 };
 
 struct Exposition {
-  std::vector<MetricSample> samples;        // in file order
-  std::map<std::string, std::string> types; // family -> "counter", "gauge", "histogram", ...
-  std::map<std::string, std::string> help;  // family -> HELP text
+  std::vector<MetricSample> samples;         // in file order
+  std::map<std::string, std::string> types;  // family -> "counter", "gauge", "histogram", ...
+  std::map<std::string, std::string> help;   // family -> HELP text
 };
 
 // Parses a whole exposition. Corruption naming the line for a malformed one.
@@ -43,6 +43,7 @@ std::map<double, double> HistogramBuckets(const Exposition& e, const std::string
 // the bucket deltas `after - before`, interpolated linearly inside the
 // bucket (as Prometheus' histogram_quantile). -1 when nothing was observed.
 // An observation in the +Inf bucket gives the largest finite bound.
-double QuantileOfDelta(const std::map<double, double>& before, const std::map<double, double>& after, double q);
+double QuantileOfDelta(const std::map<double, double>& before,
+                       const std::map<double, double>& after, double q);
 
 }  // namespace dtx::tools

@@ -38,7 +38,8 @@ TEST(MetricsText, ParsesSamplesLabelsAndTypes) {
 }
 
 TEST(MetricsText, MalformedLinesAreErrorsNamingTheLine) {
-  for (const char* bad : {"x{a=\"1\" 2\n", "{a=\"1\"} 2\n", "x 1 2 3 z\nx\n", "x notanumber\n", "# TYPE x\n"}) {
+  for (const char* bad :
+       {"x{a=\"1\" 2\n", "{a=\"1\"} 2\n", "x 1 2 3 z\nx\n", "x notanumber\n", "# TYPE x\n"}) {
     auto e = ParseExposition(bad);
     EXPECT_FALSE(e.ok()) << bad;
     if (!e.ok()) {

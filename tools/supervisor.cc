@@ -33,12 +33,12 @@ struct Node {
   const NodeEntry* peer = nullptr;
   uv_process_t process{};
   uv_timer_t restart_timer{};
-  bool running = false;        // process handle active (spawned, not yet exited)
-  bool handle_open = false;    // process handle needs uv_close
+  bool running = false;      // process handle active (spawned, not yet exited)
+  bool handle_open = false;  // process handle needs uv_close
   bool started_once = false;
   int backoff_ms = 0;
   uint64_t started_at_ms = 0;
-  std::string last_exit;       // "exit status 1" / "killed by signal 9"
+  std::string last_exit;  // "exit status 1" / "killed by signal 9"
 };
 
 class Supervisor {
@@ -110,7 +110,8 @@ class Supervisor {
       }
       n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
                                      options_.log_level});
-      if (options_.no_obs) n->args.insert(n->args.end(), {"--metrics-listen", "off", "--trace-events", "0"});
+      if (options_.no_obs)
+        n->args.insert(n->args.end(), {"--metrics-listen", "off", "--trace-events", "0"});
       nodes_.push_back(std::move(n));
     }
   }
@@ -177,8 +178,7 @@ class Supervisor {
     if (restart) {
       DTX_LOG_INFO("restarted {} ({}) pid={}", n->entry.name, n->last_exit, n->process.pid);
     } else {
-      DTX_LOG_INFO("started {} pid={} address={}", n->entry.name, n->process.pid,
-                   n->entry.address);
+      DTX_LOG_INFO("started {} pid={} address={}", n->entry.name, n->process.pid, n->entry.address);
     }
   }
 
@@ -192,8 +192,8 @@ class Supervisor {
                                        .recv_timeout_ms = kPeerQueryTimeoutMs});
     if (st.ok() && st->role == rpc::NodeRole::PRIMARY) {
       if (n->role != "backup") {
-        DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name,
-                     n->peer->name, n->entry.name);
+        DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name, n->peer->name,
+                     n->entry.name);
       }
       return "backup";
     }
@@ -282,8 +282,8 @@ class Supervisor {
     auto* self = static_cast<Supervisor*>(timer->data);
     for (auto& n : self->nodes_) {
       if (n->running) {
-        DTX_LOG_WARN("{} pid={} still running after {} ms; SIGKILL", n->entry.name,
-                     n->process.pid, self->options_.stop_grace_ms);
+        DTX_LOG_WARN("{} pid={} still running after {} ms; SIGKILL", n->entry.name, n->process.pid,
+                     self->options_.stop_grace_ms);
       }
     }
     self->KillAll(SIGKILL);

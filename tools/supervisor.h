@@ -37,9 +37,9 @@
 namespace dtx::tools {
 
 struct SupervisorOptions {
-  std::string dir;              // the cluster directory (absolute)
-  std::string participant_bin;  // path of dtx-participant
-  std::string coordinator_bin;  // path of dtx-coordinator
+  std::string dir;                 // the cluster directory (absolute)
+  std::string participant_bin;     // path of dtx-participant
+  std::string coordinator_bin;     // path of dtx-coordinator
   std::string log_level = "info";  // passed to the nodes as --log-level
   int restart_backoff_min_ms = 100;
   int restart_backoff_max_ms = 5000;

@@ -29,7 +29,9 @@ std::string_view StripHexPrefix(std::string_view s) {
   return s;
 }
 
-bool StartsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
+bool StartsWith(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
 
 // The first word of a detail ("participant-1 yes" -> "participant-1").
 std::string_view FirstWord(std::string_view s) { return s.substr(0, s.find(' ')); }
@@ -50,8 +52,8 @@ std::vector<std::string> PhasesOf(const NodeAnswer& n) {
     const std::string_view ev = e.event;
     const std::string_view d = e.detail;
     if (n.coordinator) {
-      if (phase == "prepare" && (ev == "logged" || ev == "synced" || ev == "replicated" || ev == "decided" ||
-                                 ev == "replied")) {
+      if (phase == "prepare" && (ev == "logged" || ev == "synced" || ev == "replicated" ||
+                                 ev == "decided" || ev == "replied")) {
         phase = "decision";
       }
       if (ev == "acked" || ev == "ended" || ev == "commit" || ev == "abort") phase = "phase2";
@@ -67,7 +69,8 @@ std::vector<std::string> PhasesOf(const NodeAnswer& n) {
 }
 
 bool HasEvent(const NodeAnswer& n, std::string_view ev) {
-  return std::any_of(n.events.begin(), n.events.end(), [&](const obs::SpanEvent& e) { return ev == e.event; });
+  return std::any_of(n.events.begin(), n.events.end(),
+                     [&](const obs::SpanEvent& e) { return ev == e.event; });
 }
 
 // What a participant should do next after `last` in `phase`.
@@ -98,8 +101,9 @@ const NodeAnswer* FindNode(const std::vector<NodeAnswer>& nodes, std::string_vie
 
 // Waiting at participant `p` in `phase`; `asked_unix_ns`: when the
 // coordinator asked it (0: unknown).
-Waiting WaitingAt(const std::vector<NodeAnswer>& nodes, const std::string& p, const std::string& phase,
-                  int64_t asked_unix_ns, int64_t now_unix_ns, const std::string& coordinator_view) {
+Waiting WaitingAt(const std::vector<NodeAnswer>& nodes, const std::string& p,
+                  const std::string& phase, int64_t asked_unix_ns, int64_t now_unix_ns,
+                  const std::string& coordinator_view) {
   Waiting w;
   w.node = p;
   w.phase = phase;
@@ -127,7 +131,8 @@ Waiting WaitingAt(const std::vector<NodeAnswer>& nodes, const std::string& p, co
   return w;
 }
 
-std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t now_unix_ns, std::string* state) {
+std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t now_unix_ns,
+                                   std::string* state) {
   // The coordinator's view first: it knows whom it asked and who answered.
   const NodeAnswer* coord = nullptr;
   for (const NodeAnswer& n : nodes) {
@@ -141,7 +146,7 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
       *state = "complete";
       return std::nullopt;
     }
-    std::vector<std::string> asked;       // in order of the prepare events
+    std::vector<std::string> asked;  // in order of the prepare events
     std::map<std::string, int64_t> asked_at;
     std::map<std::string, std::string> vote;  // participant -> yes/no/read_only/error:...
     std::set<std::string> acked;
@@ -176,8 +181,10 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
       w.node = coord->node;
       w.phase = "prepare";
       w.last_event = coord->events.back().event;
-      w.for_s = std::max<double>(0, static_cast<double>(now_unix_ns - coord->events.back().unix_ns) / 1e9);
-      w.text = coord->node + " in prepare (" + w.last_event + ", no prepare sent yet) for " + Fixed(w.for_s, 1) + " s";
+      w.for_s = std::max<double>(
+          0, static_cast<double>(now_unix_ns - coord->events.back().unix_ns) / 1e9);
+      w.text = coord->node + " in prepare (" + w.last_event + ", no prepare sent yet) for " +
+               Fixed(w.for_s, 1) + " s";
       return w;
     }
     if (decision.empty() && !replied) {
@@ -186,9 +193,10 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
       w.node = coord->node;
       w.phase = "decision";
       w.last_event = coord->events.back().event;
-      w.for_s = std::max<double>(0, static_cast<double>(now_unix_ns - coord->events.back().unix_ns) / 1e9);
-      w.text = coord->node + " in decision (all votes in; last event " + w.last_event + ", not yet decided) for " +
-               Fixed(w.for_s, 1) + " s";
+      w.for_s = std::max<double>(
+          0, static_cast<double>(now_unix_ns - coord->events.back().unix_ns) / 1e9);
+      w.text = coord->node + " in decision (all votes in; last event " + w.last_event +
+               ", not yet decided) for " + Fixed(w.for_s, 1) + " s";
       return w;
     }
     // Phase 2: commit goes to the YES voters, abort to everyone that may hold
@@ -230,9 +238,10 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
         *state = "waiting";
         return WaitingAt(nodes, n.node, "prepare", 0, now_unix_ns, "");
       }
-      const bool acked = std::any_of(n.events.begin(), n.events.end(), [&](const obs::SpanEvent& e) {
-        return std::string_view(e.event) == "acked" && phases[&e - n.events.data()] == phase;
-      });
+      const bool acked =
+          std::any_of(n.events.begin(), n.events.end(), [&](const obs::SpanEvent& e) {
+            return std::string_view(e.event) == "acked" && phases[&e - n.events.data()] == phase;
+          });
       if (pass == 1 && (phase == "commit" || phase == "abort") && !acked) {
         *state = "waiting";
         return WaitingAt(nodes, n.node, phase, 0, now_unix_ns, "");
@@ -240,8 +249,8 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
       if (pass == 2 && ((phase == "prepare" && vote == "yes") || phase == "in-doubt")) {
         *state = "waiting";
         Waiting w = WaitingAt(nodes, n.node, "decision", 0, now_unix_ns, "");
-        w.text = n.node + " in decision (prepared, voted yes, in doubt: no decision yet) for " + Fixed(w.for_s, 1) +
-                 " s";
+        w.text = n.node + " in decision (prepared, voted yes, in doubt: no decision yet) for " +
+                 Fixed(w.for_s, 1) + " s";
         return w;
       }
     }
@@ -264,13 +273,15 @@ Result<TxId> ParseTxId(std::string_view text) {
   if (const size_t colon = s.find(':'); colon != std::string_view::npos) {
     std::string_view hi = StripHexPrefix(s.substr(0, colon));
     std::string_view lo = StripHexPrefix(s.substr(colon + 1));
-    if (IsHex(hi) && IsHex(lo) && hi.size() <= 16 && lo.size() <= 16) return TxId{HexValue(hi), HexValue(lo)};
+    if (IsHex(hi) && IsHex(lo) && hi.size() <= 16 && lo.size() <= 16)
+      return TxId{HexValue(hi), HexValue(lo)};
   } else {
     s = StripHexPrefix(s);
     if (s.size() == 32 && IsHex(s)) return TxId{HexValue(s.substr(0, 16)), HexValue(s.substr(16))};
   }
-  return Status::InvalidArgument("bad txid '" + std::string(text) +
-                                 "': expected 32 hex digits (as printed by TxId::ToString, hi then lo) or HI:LO in hex");
+  return Status::InvalidArgument(
+      "bad txid '" + std::string(text) +
+      "': expected 32 hex digits (as printed by TxId::ToString, hi then lo) or HI:LO in hex");
 }
 
 TraceReport AnalyzeTrace(const TxId& txid, std::vector<NodeAnswer> nodes, int64_t now_unix_ns) {
@@ -333,26 +344,28 @@ std::string RenderTraceText(const TraceReport& r) {
     struct tm tm;
     gmtime_r(&secs, &tm);
     char buf[64];
-    std::snprintf(buf, sizeof(buf), ", first at %04d-%02d-%02d %02d:%02d:%02d.%06d UTC", tm.tm_year + 1900,
-                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+    std::snprintf(buf, sizeof(buf), ", first at %04d-%02d-%02d %02d:%02d:%02d.%06d UTC",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<int>((r.first_unix_ns % 1000000000) / 1000));
     out += buf;
   }
   out += "\n";
   if (!r.timeline.empty()) {
     char line[256];
-    std::snprintf(line, sizeof(line), "%12s %11s  %-15s %-9s %-10s %s\n", "AT_MS", "+NODE_MS", "NODE", "PHASE",
-                  "EVENT", "DETAIL");
+    std::snprintf(line, sizeof(line), "%12s %11s  %-15s %-9s %-10s %s\n", "AT_MS", "+NODE_MS",
+                  "NODE", "PHASE", "EVENT", "DETAIL");
     out += line;
     for (const TimelineRow& row : r.timeline) {
-      std::snprintf(line, sizeof(line), "%12.3f %11.3f  %-15s %-9s %-10s %s\n", row.offset_ms, row.since_prev_ms,
-                    row.node.c_str(), row.phase.c_str(), row.event.event, row.event.detail.c_str());
+      std::snprintf(line, sizeof(line), "%12.3f %11.3f  %-15s %-9s %-10s %s\n", row.offset_ms,
+                    row.since_prev_ms, row.node.c_str(), row.phase.c_str(), row.event.event,
+                    row.event.detail.c_str());
       out += line;
     }
     out += "phases per node (first to last event):\n";
     for (const PhaseSpan& p : r.phases) {
-      std::snprintf(line, sizeof(line), "  %-15s %-9s %10.3f ms  (%d event%s, from +%.3f ms)\n", p.node.c_str(),
-                    p.phase.c_str(), p.duration_ms, p.events, p.events == 1 ? "" : "s", p.start_ms);
+      std::snprintf(line, sizeof(line), "  %-15s %-9s %10.3f ms  (%d event%s, from +%.3f ms)\n",
+                    p.node.c_str(), p.phase.c_str(), p.duration_ms, p.events,
+                    p.events == 1 ? "" : "s", p.start_ms);
       out += line;
     }
   }
@@ -364,7 +377,8 @@ std::string RenderTraceText(const TraceReport& r) {
     }
   }
   if (r.state == "not_found") {
-    out += "no node that answered knows this txid (never seen, or its events left the trace rings)\n";
+    out +=
+        "no node that answered knows this txid (never seen, or its events left the trace rings)\n";
   } else if (r.waiting) {
     out += "waiting: " + r.waiting->text + "\n";
   } else {
@@ -385,7 +399,8 @@ std::string JsonString(std::string_view s) {
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", static_cast<unsigned>(static_cast<unsigned char>(c)));
+          std::snprintf(buf, sizeof(buf), "\\u%04x",
+                        static_cast<unsigned>(static_cast<unsigned char>(c)));
           out += buf;
         } else {
           out += c;
@@ -396,7 +411,8 @@ std::string JsonString(std::string_view s) {
 }
 
 std::string RenderTraceJson(const TraceReport& r) {
-  std::string out = "{\"txid\":" + JsonString(r.txid.ToString()) + ",\"state\":" + JsonString(r.state);
+  std::string out =
+      "{\"txid\":" + JsonString(r.txid.ToString()) + ",\"state\":" + JsonString(r.state);
   out += ",\"nodes\":[";
   for (size_t i = 0; i < r.nodes.size(); ++i) {
     const NodeAnswer& n = r.nodes[i];
@@ -411,8 +427,10 @@ std::string RenderTraceJson(const TraceReport& r) {
     const TimelineRow& row = r.timeline[i];
     if (i) out += ",";
     out += "{\"node\":" + JsonString(row.node) + ",\"phase\":" + JsonString(row.phase) +
-           ",\"event\":" + JsonString(row.event.event) + ",\"detail\":" + JsonString(row.event.detail) +
-           ",\"unix_ns\":" + std::to_string(row.event.unix_ns) + ",\"mono_ns\":" + std::to_string(row.event.mono_ns) +
+           ",\"event\":" + JsonString(row.event.event) +
+           ",\"detail\":" + JsonString(row.event.detail) +
+           ",\"unix_ns\":" + std::to_string(row.event.unix_ns) +
+           ",\"mono_ns\":" + std::to_string(row.event.mono_ns) +
            ",\"seq\":" + std::to_string(row.event.seq) + ",\"offset_ms\":";
     AppendJsonNumber(&out, row.offset_ms);
     out += ",\"since_prev_ms\":";
@@ -423,7 +441,8 @@ std::string RenderTraceJson(const TraceReport& r) {
   for (size_t i = 0; i < r.phases.size(); ++i) {
     const PhaseSpan& p = r.phases[i];
     if (i) out += ",";
-    out += "{\"node\":" + JsonString(p.node) + ",\"phase\":" + JsonString(p.phase) + ",\"start_ms\":";
+    out +=
+        "{\"node\":" + JsonString(p.node) + ",\"phase\":" + JsonString(p.phase) + ",\"start_ms\":";
     AppendJsonNumber(&out, p.start_ms);
     out += ",\"duration_ms\":";
     AppendJsonNumber(&out, p.duration_ms);

@@ -34,19 +34,19 @@ Result<TxId> ParseTxId(std::string_view text);
 
 // One node's answer to GetTrace (or why it gave none).
 struct NodeAnswer {
-  std::string node;     // name from cluster.conf
+  std::string node;  // name from cluster.conf
   bool coordinator = false;
   bool answered = false;
-  std::string error;    // !answered: short reason, e.g. "connection refused"
+  std::string error;                   // !answered: short reason, e.g. "connection refused"
   std::vector<obs::SpanEvent> events;  // answered: in record order
 };
 
 struct TimelineRow {
   std::string node;
   obs::SpanEvent event;
-  std::string phase;        // "prepare", "decision", "commit", "abort", "phase2", "in-doubt"
-  double offset_ms = 0;     // since the first event of the transaction
-  double since_prev_ms = 0; // since the previous event of the same node (0 for its first)
+  std::string phase;         // "prepare", "decision", "commit", "abort", "phase2", "in-doubt"
+  double offset_ms = 0;      // since the first event of the transaction
+  double since_prev_ms = 0;  // since the previous event of the same node (0 for its first)
 };
 
 struct PhaseSpan {
@@ -63,7 +63,8 @@ struct Waiting {
   std::string phase;       // "prepare", "decision", "commit", "abort"
   std::string last_event;  // that node's last event ("" if none / it did not answer)
   double for_s = 0;        // since that last event (or since the coordinator asked it)
-  std::string text;        // one line, e.g. "participant-1 in prepare (logged, not yet synced/voted) for 2.3 s"
+  std::string
+      text;  // one line, e.g. "participant-1 in prepare (logged, not yet synced/voted) for 2.3 s"
 };
 
 struct TraceReport {

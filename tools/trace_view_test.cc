@@ -40,8 +40,9 @@ NodeAnswer Silent(std::string name, std::string error) {
 
 TEST(ParseTxId, AcceptsToStringFormAndHiLo) {
   const TxId t{0xabcdef0123456789ull, 0x42};
-  for (const std::string& s : {t.ToString(), "0x" + t.ToString(), "txid=" + t.ToString(),
-                               std::string("abcdef0123456789:42"), std::string("0xabcdef0123456789:0x42")}) {
+  for (const std::string& s :
+       {t.ToString(), "0x" + t.ToString(), "txid=" + t.ToString(),
+        std::string("abcdef0123456789:42"), std::string("0xabcdef0123456789:0x42")}) {
     auto p = ParseTxId(s);
     ASSERT_TRUE(p.ok()) << s << ": " << p.status().ToString();
     EXPECT_EQ(t, *p) << s;
@@ -54,14 +55,17 @@ TEST(ParseTxId, AcceptsToStringFormAndHiLo) {
 
 TEST(AnalyzeTrace, FinishedTwoPhaseCommitIsCompleteWithPhasesPerNode) {
   std::vector<NodeAnswer> nodes = {
-      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
-                             Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 yes"),
-                             Ev("logged", 5), Ev("synced", 7), Ev("decided", 7, "commit"), Ev("replied", 7, "COMMITTED"),
-                             Ev("acked", 9, "participant-0"), Ev("acked", 10, "participant-1"), Ev("ended", 10)}),
-      Node("participant-0", {Ev("received", 2, "prepare"), Ev("locked", 2, "keys=1"), Ev("logged", 2, "PREPARE"),
-                             Ev("synced", 3), Ev("voted", 3, "yes"), Ev("received", 8, "commit"),
-                             Ev("decided", 8, "commit"), Ev("logged", 8, "COMMIT"), Ev("synced", 9),
-                             Ev("applied", 9), Ev("acked", 9, "commit")}),
+      Node("coordinator-0",
+           {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
+            Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 yes"),
+            Ev("logged", 5), Ev("synced", 7), Ev("decided", 7, "commit"),
+            Ev("replied", 7, "COMMITTED"), Ev("acked", 9, "participant-0"),
+            Ev("acked", 10, "participant-1"), Ev("ended", 10)}),
+      Node("participant-0",
+           {Ev("received", 2, "prepare"), Ev("locked", 2, "keys=1"), Ev("logged", 2, "PREPARE"),
+            Ev("synced", 3), Ev("voted", 3, "yes"), Ev("received", 8, "commit"),
+            Ev("decided", 8, "commit"), Ev("logged", 8, "COMMIT"), Ev("synced", 9),
+            Ev("applied", 9), Ev("acked", 9, "commit")}),
       Node("participant-1", {}),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 100 * kMs);
@@ -95,10 +99,12 @@ TEST(AnalyzeTrace, FinishedTwoPhaseCommitIsCompleteWithPhasesPerNode) {
 
 TEST(AnalyzeTrace, NamesTheParticipantThatHasNotVotedAndItsLastStep) {
   std::vector<NodeAnswer> nodes = {
-      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
-                             Ev("voted", 4, "participant-0 yes")}),
+      Node("coordinator-0",
+           {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
+            Ev("voted", 4, "participant-0 yes")}),
       Node("participant-0", {Ev("received", 2, "prepare"), Ev("voted", 3, "yes")}),
-      Node("participant-1", {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE")}),
+      Node("participant-1",
+           {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE")}),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 2302 * kMs);
   EXPECT_EQ("waiting", r.state);
@@ -107,15 +113,20 @@ TEST(AnalyzeTrace, NamesTheParticipantThatHasNotVotedAndItsLastStep) {
   EXPECT_EQ("prepare", r.waiting->phase);
   EXPECT_EQ("logged", r.waiting->last_event);
   EXPECT_NEAR(2.3, r.waiting->for_s, 0.001);
-  EXPECT_NE(std::string::npos, r.waiting->text.find("participant-1 in prepare (logged, not yet synced/voted) for 2.3 s"))
+  EXPECT_NE(
+      std::string::npos,
+      r.waiting->text.find("participant-1 in prepare (logged, not yet synced/voted) for 2.3 s"))
       << r.waiting->text;
   const std::string json = RenderTraceJson(r);
-  EXPECT_NE(std::string::npos, json.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\"")) << json;
+  EXPECT_NE(std::string::npos,
+            json.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\""))
+      << json;
 }
 
 TEST(AnalyzeTrace, SilentNodeIsMarkedAndStillTheOthersArePrinted) {
   std::vector<NodeAnswer> nodes = {
-      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1")}),
+      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"),
+                             Ev("prepare", 1, "participant-1")}),
       Node("participant-0", {Ev("received", 2, "prepare"), Ev("voted", 3, "yes")}),
       Silent("participant-1", "connection refused"),
   };
@@ -129,29 +140,33 @@ TEST(AnalyzeTrace, SilentNodeIsMarkedAndStillTheOthersArePrinted) {
   const std::string text = RenderTraceText(r);
   EXPECT_NE(std::string::npos, text.find("participant-1: NO ANSWER (connection refused)")) << text;
   const std::string json = RenderTraceJson(r);
-  EXPECT_NE(std::string::npos, json.find("\"unanswered\":[{\"node\":\"participant-1\",\"error\":\"connection refused\"}]"))
+  EXPECT_NE(
+      std::string::npos,
+      json.find("\"unanswered\":[{\"node\":\"participant-1\",\"error\":\"connection refused\"}]"))
       << json;
 }
 
 TEST(AnalyzeTrace, MissingAckInPhaseTwo) {
   std::vector<NodeAnswer> nodes = {
-      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
-                             Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 yes"),
-                             Ev("decided", 7, "commit"), Ev("replied", 7), Ev("acked", 9, "participant-0")}),
+      Node("coordinator-0",
+           {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
+            Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 yes"),
+            Ev("decided", 7, "commit"), Ev("replied", 7), Ev("acked", 9, "participant-0")}),
       Silent("participant-1", "timed out"),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 1000 * kMs);
   ASSERT_TRUE(r.waiting.has_value());
   EXPECT_EQ("participant-1", r.waiting->node);
   EXPECT_EQ("commit", r.waiting->phase);
-  EXPECT_NE(std::string::npos, r.waiting->text.find("did not answer: timed out")) << r.waiting->text;
+  EXPECT_NE(std::string::npos, r.waiting->text.find("did not answer: timed out"))
+      << r.waiting->text;
 }
 
 TEST(AnalyzeTrace, WithoutCoordinatorAPreparedParticipantIsInDoubt) {
   std::vector<NodeAnswer> nodes = {
       Silent("coordinator-0", "connection refused"),
-      Node("participant-0", {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE"),
-                             Ev("synced", 3), Ev("voted", 3, "yes")}),
+      Node("participant-0", {Ev("received", 2, "prepare"), Ev("locked", 2),
+                             Ev("logged", 2, "PREPARE"), Ev("synced", 3), Ev("voted", 3, "yes")}),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 1000 * kMs);
   ASSERT_TRUE(r.waiting.has_value());
@@ -162,9 +177,10 @@ TEST(AnalyzeTrace, WithoutCoordinatorAPreparedParticipantIsInDoubt) {
 TEST(AnalyzeTrace, WithoutCoordinatorTheParticipantStillInPrepareIsNamedFirst) {
   std::vector<NodeAnswer> nodes = {
       Silent("coordinator-0", "timed out"),
-      Node("participant-0", {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE"),
-                             Ev("synced", 3), Ev("voted", 3, "yes")}),
-      Node("participant-1", {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE")}),
+      Node("participant-0", {Ev("received", 2, "prepare"), Ev("locked", 2),
+                             Ev("logged", 2, "PREPARE"), Ev("synced", 3), Ev("voted", 3, "yes")}),
+      Node("participant-1",
+           {Ev("received", 2, "prepare"), Ev("locked", 2), Ev("logged", 2, "PREPARE")}),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 1000 * kMs);
   ASSERT_TRUE(r.waiting.has_value());
@@ -174,9 +190,10 @@ TEST(AnalyzeTrace, WithoutCoordinatorTheParticipantStillInPrepareIsNamedFirst) {
 
 TEST(AnalyzeTrace, AbortNeedsNoAcks) {
   std::vector<NodeAnswer> nodes = {
-      Node("coordinator-0", {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
-                             Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 no"),
-                             Ev("decided", 7, "abort conflict"), Ev("replied", 7, "aborted")}),
+      Node("coordinator-0",
+           {Ev("received", 0), Ev("prepare", 1, "participant-0"), Ev("prepare", 1, "participant-1"),
+            Ev("voted", 4, "participant-0 yes"), Ev("voted", 5, "participant-1 no"),
+            Ev("decided", 7, "abort conflict"), Ev("replied", 7, "aborted")}),
   };
   TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 1000 * kMs);
   EXPECT_EQ("complete", r.state);
@@ -184,16 +201,14 @@ TEST(AnalyzeTrace, AbortNeedsNoAcks) {
 }
 
 TEST(AnalyzeTrace, NoEventsAnywhereIsNotFound) {
-  TraceReport r = AnalyzeTrace(TxId{1, 2}, {Node("coordinator-0", {}), Silent("participant-0", "timed out")},
-                               kT0);
+  TraceReport r = AnalyzeTrace(
+      TxId{1, 2}, {Node("coordinator-0", {}), Silent("participant-0", "timed out")}, kT0);
   EXPECT_EQ("not_found", r.state);
   EXPECT_TRUE(r.timeline.empty());
   EXPECT_NE(std::string::npos, RenderTraceText(r).find("no node that answered knows this txid"));
 }
 
-TEST(JsonString, Escapes) {
-  EXPECT_EQ("\"a\\\"b\\\\c\\nd\\u0001\"", JsonString("a\"b\\c\nd\x01"));
-}
+TEST(JsonString, Escapes) { EXPECT_EQ("\"a\\\"b\\\\c\\nd\\u0001\"", JsonString("a\"b\\c\nd\x01")); }
 
 }  // namespace
 }  // namespace dtx::tools

@@ -53,7 +53,8 @@ uint32_t ExtendPortable(uint32_t crc, const char* data, size_t n) {
   return ~c;
 }
 
-__attribute__((target("sse4.2"))) uint32_t ExtendHardware(uint32_t crc, const char* data, size_t n) {
+__attribute__((target("sse4.2"))) uint32_t ExtendHardware(uint32_t crc, const char* data,
+                                                          size_t n) {
   const auto* p = reinterpret_cast<const uint8_t*>(data);
   uint64_t c = ~crc & 0xffffffffu;
   while (n > 0 && (reinterpret_cast<uintptr_t>(p) & 7) != 0) {

@@ -27,7 +27,8 @@ void CheckKnownVectors(ExtendFn fn) {
   // Extend continues a CRC: split anywhere, same answer.
   const std::string s = "hello crc32c, extend me across an unaligned split";
   for (size_t cut = 0; cut <= s.size(); ++cut) {
-    EXPECT_EQ(fn(0, s.data(), s.size()), fn(fn(0, s.data(), cut), s.data() + cut, s.size() - cut)) << cut;
+    EXPECT_EQ(fn(0, s.data(), s.size()), fn(fn(0, s.data(), cut), s.data() + cut, s.size() - cut))
+        << cut;
   }
 }
 

@@ -34,7 +34,8 @@ class PosixFile final : public File {
   Status WriteAt(uint64_t offset, std::string_view data) override {
     size_t done = 0;
     while (done < data.size()) {
-      ssize_t r = ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+      ssize_t r =
+          ::pwrite(fd_, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
       if (r < 0) {
         if (errno == EINTR) continue;
         return Status::FromErrno("pwrite " + path_, errno);
@@ -56,7 +57,8 @@ class PosixFile final : public File {
   }
 
   Status Truncate(uint64_t size) override {
-    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return Status::FromErrno("ftruncate " + path_, errno);
+    if (::ftruncate(fd_, static_cast<off_t>(size)) != 0)
+      return Status::FromErrno("ftruncate " + path_, errno);
     return Status::OK();
   }
 
@@ -115,7 +117,8 @@ class PosixEnv final : public Env {
   }
 
   Status RenameFile(const std::string& from, const std::string& to) override {
-    if (::rename(from.c_str(), to.c_str()) != 0) return Status::FromErrno("rename " + from + " -> " + to, errno);
+    if (::rename(from.c_str(), to.c_str()) != 0)
+      return Status::FromErrno("rename " + from + " -> " + to, errno);
     return Status::OK();
   }
 
@@ -154,7 +157,8 @@ class PosixEnv final : public Env {
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
       int err = errno;
       ::close(fd);
-      if (err == EWOULDBLOCK) return Status::Busy("lock " + path + ": held by another process or open log");
+      if (err == EWOULDBLOCK)
+        return Status::Busy("lock " + path + ": held by another process or open log");
       return Status::FromErrno("flock " + path, err);
     }
     return std::unique_ptr<FileLock>(new PosixLock(fd));

@@ -16,7 +16,8 @@ std::string DirOf(const std::string& path) {
 
 class FaultInjectionEnv::TrackedFile final : public File {
  public:
-  TrackedFile(FaultInjectionEnv* env, std::unique_ptr<File> base) : env_(env), base_(std::move(base)) {}
+  TrackedFile(FaultInjectionEnv* env, std::unique_ptr<File> base)
+      : env_(env), base_(std::move(base)) {}
 
   Status ReadAt(uint64_t offset, size_t n, char* dst, size_t* got) override {
     MutexLock lock(&env_->mu_);
@@ -49,7 +50,8 @@ class FaultInjectionEnv::TrackedFile final : public File {
     DTX_RETURN_IF_ERROR(env_->Before(Op::kTruncate, path()));
     auto cur = base_->Size();
     if (!cur.ok()) return cur.status();
-    if (size < *cur) DTX_RETURN_IF_ERROR(env_->RecordChange(base_.get(), path(), size, *cur - size));
+    if (size < *cur)
+      DTX_RETURN_IF_ERROR(env_->RecordChange(base_.get(), path(), size, *cur - size));
     else DTX_RETURN_IF_ERROR(env_->RecordChange(base_.get(), path(), *cur, 0));
     return base_->Truncate(size);
   }
@@ -74,7 +76,8 @@ class FaultInjectionEnv::TrackedFile final : public File {
   const std::unique_ptr<File> base_;
 };
 
-FaultInjectionEnv::FaultInjectionEnv(Env* base, bool real_sync) : base_(base), real_sync_(real_sync) {}
+FaultInjectionEnv::FaultInjectionEnv(Env* base, bool real_sync)
+    : base_(base), real_sync_(real_sync) {}
 FaultInjectionEnv::~FaultInjectionEnv() = default;
 
 void FaultInjectionEnv::SetFaultHook(FaultHook hook) {
@@ -100,7 +103,8 @@ Status FaultInjectionEnv::Before(Op op, const std::string& path) {
   return Status::OK();
 }
 
-Status FaultInjectionEnv::RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len) {
+Status FaultInjectionEnv::RecordChange(File* f, const std::string& path, uint64_t offset,
+                                       uint64_t len) {
   auto size = f->Size();
   if (!size.ok()) return size.status();
   Undo u;
@@ -131,7 +135,8 @@ Status FaultInjectionEnv::LosePower() {
       auto cur = (*f)->Size();
       if (!cur.ok()) return cur.status();
       if (*cur < it->offset + it->old_bytes.size() || *cur < it->old_size) {
-        DTX_RETURN_IF_ERROR((*f)->Truncate(std::max<uint64_t>(it->old_size, it->offset + it->old_bytes.size())));
+        DTX_RETURN_IF_ERROR(
+            (*f)->Truncate(std::max<uint64_t>(it->old_size, it->offset + it->old_bytes.size())));
       }
       if (!it->old_bytes.empty()) DTX_RETURN_IF_ERROR((*f)->WriteAt(it->offset, it->old_bytes));
       DTX_RETURN_IF_ERROR((*f)->Truncate(it->old_size));

@@ -33,8 +33,21 @@ namespace dtx::wal {
 class FaultInjectionEnv final : public Env {
  public:
   enum class Op {
-    kOpen, kCreate, kRead, kWrite, kAppend, kSync, kTruncate, kAllocate, kSize,
-    kCreateDir, kRename, kDelete, kListDir, kSyncDir, kLock,
+    kOpen,
+    kCreate,
+    kRead,
+    kWrite,
+    kAppend,
+    kSync,
+    kTruncate,
+    kAllocate,
+    kSize,
+    kCreateDir,
+    kRename,
+    kDelete,
+    kListDir,
+    kSyncDir,
+    kLock,
   };
   // Called before every operation with the path it touches; a non-OK return
   // makes the operation fail with that status without doing anything.
@@ -71,7 +84,8 @@ class FaultInjectionEnv final : public Env {
   };
 
   Status Before(Op op, const std::string& path) REQUIRES(mu_);
-  Status RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len) REQUIRES(mu_);
+  Status RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len)
+      REQUIRES(mu_);
 
   Env* const base_;
   const bool real_sync_;
@@ -79,8 +93,10 @@ class FaultInjectionEnv final : public Env {
   FaultHook hook_ GUARDED_BY(mu_);
   bool powered_ GUARDED_BY(mu_) = true;
   std::map<std::string, FileState> files_ GUARDED_BY(mu_);
-  std::map<std::string, std::set<std::string>> created_since_dir_sync_ GUARDED_BY(mu_);  // dir -> paths
-  std::map<std::string, std::vector<std::pair<std::string, std::string>>> renamed_since_dir_sync_ GUARDED_BY(mu_);
+  std::map<std::string, std::set<std::string>> created_since_dir_sync_
+      GUARDED_BY(mu_);  // dir -> paths
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> renamed_since_dir_sync_
+      GUARDED_BY(mu_);
   std::map<Op, uint64_t> counts_ GUARDED_BY(mu_);
 };
 

@@ -43,7 +43,8 @@ struct CallbackLog {
 
 // Appends from several threads until the log fails; checks the fail-stop
 // contract. `arm` runs after a few hundred records are durable.
-void RunUntilFailure(Log* log, const std::function<void()>& arm, CallbackLog* cbs, Lsn* last_appended) {
+void RunUntilFailure(Log* log, const std::function<void()>& arm, CallbackLog* cbs,
+                     Lsn* last_appended) {
   std::mutex append_mu;
   std::atomic<bool> failed{false};
   std::vector<std::thread> threads;
@@ -104,7 +105,8 @@ void CheckFailStop(Log* log, CallbackLog* cbs, Lsn last_appended) {
       EXPECT_EQ(health, cbs->calls[i].second);
       EXPECT_GT(cbs->calls[i].first, durable);
     } else {
-      ASSERT_FALSE(seen_error) << "lsn " << cbs->calls[i].first << " reported durable after the failure";
+      ASSERT_FALSE(seen_error) << "lsn " << cbs->calls[i].first
+                               << " reported durable after the failure";
       EXPECT_LE(cbs->calls[i].first, durable);
     }
   }
@@ -158,8 +160,9 @@ TEST(WalFault, WriteFailureIsStickyToo) {
       log->get(),
       [&] {
         env.SetFaultHook([](Op op, const std::string& path) {
-          return op == Op::kWrite && IsSegment(path) ? Status::IOError("pwrite: No space left on device (injected)")
-                                                     : Status::OK();
+          return op == Op::kWrite && IsSegment(path)
+                     ? Status::IOError("pwrite: No space left on device (injected)")
+                     : Status::OK();
         });
       },
       &cbs, &last);
@@ -180,9 +183,11 @@ TEST_P(WalFailpoint, ErrorAtFailpointFailStopsTheLog) {
   ASSERT_TRUE(log.ok());
   CallbackLog cbs;
   Lsn last = 0;
-  RunUntilFailure(log->get(), [&] { ASSERT_TRUE(fp::Arm(GetParam(), "error").ok()); }, &cbs, &last);
+  RunUntilFailure(
+      log->get(), [&] { ASSERT_TRUE(fp::Arm(GetParam(), "error").ok()); }, &cbs, &last);
   CheckFailStop(log->get(), &cbs, last);
-  EXPECT_NE(std::string::npos, (*log)->health().message().find(GetParam())) << (*log)->health().ToString();
+  EXPECT_NE(std::string::npos, (*log)->health().message().find(GetParam()))
+      << (*log)->health().ToString();
 }
 
 INSTANTIATE_TEST_SUITE_P(Points, WalFailpoint,
@@ -202,7 +207,7 @@ TEST(WalFault, FaultEnvLosesExactlyWhatWasNotSynced) {
     ASSERT_TRUE((*fa)->Sync().ok());
     ASSERT_TRUE(env.SyncDir(dir.path()).ok());
     ASSERT_TRUE((*fa)->Append("-lost").ok());
-    ASSERT_TRUE((*fa)->WriteAt(0, "SY").ok());  // overwrite of synced bytes, unsynced
+    ASSERT_TRUE((*fa)->WriteAt(0, "SY").ok());     // overwrite of synced bytes, unsynced
     auto fb = env.OpenFile(b, OpenMode::kCreate);  // created, never dir-synced
     ASSERT_TRUE(fb.ok());
     ASSERT_TRUE((*fb)->Append("data").ok());
@@ -234,7 +239,7 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
   FaultInjectionEnv env(Env::Posix());
   Options o;
   o.env = &env;
-  o.segment_bytes = 64 << 10;   // rolls every ~200 records
+  o.segment_bytes = 64 << 10;    // rolls every ~200 records
   o.queue_bytes_max = 16 << 10;  // back-pressure keeps appenders near the flusher
   std::mt19937 rng(12345);
   std::set<Lsn> reported;  // every LSN ever reported durable
@@ -266,7 +271,8 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
     {
       std::lock_guard<std::mutex> lock(reported_mu);
       if (!reported.empty()) {
-        ASSERT_GE(recovered_last, *reported.rbegin()) << "round " << rounds << ": a durable record was lost";
+        ASSERT_GE(recovered_last, *reported.rbegin())
+            << "round " << rounds << ": a durable record was lost";
       }
     }
     // Run appenders, then cut the power at a random moment.
@@ -296,8 +302,8 @@ TEST(WalFault, PowerLossKeepsEveryRecordReportedDurable) {
     log->reset();
     env.PowerOn();
   }
-  std::printf("power-loss rounds %d, LSNs reported durable %zu, unsynced records lost %llu\n", rounds,
-              reported.size(), static_cast<unsigned long long>(total_lost_unsynced));
+  std::printf("power-loss rounds %d, LSNs reported durable %zu, unsynced records lost %llu\n",
+              rounds, reported.size(), static_cast<unsigned long long>(total_lost_unsynced));
   // Final reboot: everything ever reported durable is there.
   std::vector<Lsn> lsns;
   bool intact = true;

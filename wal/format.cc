@@ -72,7 +72,8 @@ std::string SegmentFileName(Lsn first_lsn) {
 }
 
 bool ParseSegmentFileName(std::string_view name, Lsn* first_lsn) {
-  if (name.size() != kSegmentNameDigits + kSegmentSuffix.size() || !name.ends_with(kSegmentSuffix)) {
+  if (name.size() != kSegmentNameDigits + kSegmentSuffix.size() ||
+      !name.ends_with(kSegmentSuffix)) {
     return false;
   }
   uint64_t v = 0;

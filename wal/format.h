@@ -26,8 +26,9 @@
 
 namespace dtx::wal::format {
 
-static_assert(std::endian::native == std::endian::little,
-              "the WAL encoder writes host integers with memcpy; add byte swapping for big-endian hosts");
+static_assert(
+    std::endian::native == std::endian::little,
+    "the WAL encoder writes host integers with memcpy; add byte swapping for big-endian hosts");
 
 inline constexpr char kSegmentMagic[8] = {'d', 't', 'x', 'W', 'A', 'L', '\r', '\n'};
 inline constexpr uint32_t kFormatVersion = 1;
@@ -55,12 +56,21 @@ static_assert(kRecordHeaderBytes == 4 + 4 + 1);
 static_assert(kSegmentEndRecordBytes == 17);
 static_assert(kRecordPayloadBytesMax == (16u << 20), "docs/wal-format.md states 16 MiB");
 static_assert(uint64_t{kRecordPayloadBytesMax} + kRecordHeaderBytes < (uint64_t{1} << 32));
-static_assert(kSegmentBytesMin >= kSegmentHeaderBytes + kRecordHeaderBytes + kSegmentEndRecordBytes);
+static_assert(kSegmentBytesMin >=
+              kSegmentHeaderBytes + kRecordHeaderBytes + kSegmentEndRecordBytes);
 
 inline void PutU32(char* p, uint32_t v) { std::memcpy(p, &v, 4); }
 inline void PutU64(char* p, uint64_t v) { std::memcpy(p, &v, 8); }
-inline uint32_t GetU32(const char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
-inline uint64_t GetU64(const char* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+inline uint32_t GetU32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+inline uint64_t GetU64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
 
 // The 32-byte header of a segment whose first record has `first_lsn`.
 std::string EncodeSegmentHeader(Lsn first_lsn);

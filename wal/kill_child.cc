@@ -39,23 +39,24 @@ int main(int argc, char** argv) {
     while (outstanding.load() >= kOutstandingMax) std::this_thread::yield();
     const dtx::wal::Lsn lsn = (*log)->last_lsn() + 1;  // the only appender
     outstanding++;
-    auto r = (*log)->Append(dtx::wal::testing::TypeFor(lsn), dtx::wal::testing::MakePayload(lsn, 12 + rng() % 3000),
-                            [lsn, &outstanding](const dtx::Status& s) {
-                              if (!s.ok()) {
-                                std::fprintf(stderr, "wal_kill_child: sync failed: %s\n", s.ToString().c_str());
-                                std::_Exit(4);
-                              }
-                              const char* p = reinterpret_cast<const char*>(&lsn);
-                              size_t left = sizeof(lsn);
-                              while (left > 0) {
-                                ssize_t n = ::write(1, p, left);
-                                if (n < 0 && errno == EINTR) continue;
-                                if (n <= 0) std::_Exit(5);
-                                p += n;
-                                left -= static_cast<size_t>(n);
-                              }
-                              outstanding--;
-                            });
+    auto r = (*log)->Append(
+        dtx::wal::testing::TypeFor(lsn), dtx::wal::testing::MakePayload(lsn, 12 + rng() % 3000),
+        [lsn, &outstanding](const dtx::Status& s) {
+          if (!s.ok()) {
+            std::fprintf(stderr, "wal_kill_child: sync failed: %s\n", s.ToString().c_str());
+            std::_Exit(4);
+          }
+          const char* p = reinterpret_cast<const char*>(&lsn);
+          size_t left = sizeof(lsn);
+          while (left > 0) {
+            ssize_t n = ::write(1, p, left);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) std::_Exit(5);
+            p += n;
+            left -= static_cast<size_t>(n);
+          }
+          outstanding--;
+        });
     if (!r.ok() || *r != lsn) {
       std::fprintf(stderr, "wal_kill_child: append: %s\n", r.status().ToString().c_str());
       return 6;

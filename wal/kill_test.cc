@@ -68,7 +68,8 @@ bool ReadUntil(int fd, std::chrono::steady_clock::time_point until, std::string*
                size_t want = SIZE_MAX) {
   char tmp[4096];
   while (buf->size() < want) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        until - std::chrono::steady_clock::now());
     if (left.count() < 0) return true;
     pollfd p{fd, POLLIN, 0};
     int n = ::poll(&p, 1, static_cast<int>(left.count()) + 1);
@@ -98,13 +99,14 @@ void VerifyLog(const std::string& dir, uint64_t segment_bytes, Lsn max_reported,
   Lsn expect = 0, count = 0;
   bool intact = true;
   {
-    auto log = Log::Open(Options{.segment_bytes = segment_bytes}, dir, [&](Lsn lsn, uint8_t type, std::string_view p) {
-      if (expect != 0 && lsn != expect) intact = false;
-      if (type != TypeFor(lsn) || !PayloadMatches(lsn, p)) intact = false;
-      expect = lsn + 1;
-      ++count;
-      return Status::OK();
-    });
+    auto log = Log::Open(Options{.segment_bytes = segment_bytes}, dir,
+                         [&](Lsn lsn, uint8_t type, std::string_view p) {
+                           if (expect != 0 && lsn != expect) intact = false;
+                           if (type != TypeFor(lsn) || !PayloadMatches(lsn, p)) intact = false;
+                           expect = lsn + 1;
+                           ++count;
+                           return Status::OK();
+                         });
     ASSERT_TRUE(log.ok()) << log.status().ToString();
     ASSERT_TRUE(intact);
     ASSERT_GE((*log)->last_lsn(), max_reported) << "a record reported durable is missing";
@@ -173,7 +175,8 @@ TEST(WalKill, SigkilledWriterLosesNothingReportedDurable) {
     torn_tails += torn;
   }
   std::printf("rounds %d, LSNs reported durable %llu, last %llu, torn tails cut %llu\n", rounds,
-              static_cast<unsigned long long>(reported_total), static_cast<unsigned long long>(max_reported),
+              static_cast<unsigned long long>(reported_total),
+              static_cast<unsigned long long>(max_reported),
               static_cast<unsigned long long>(torn_tails));
   EXPECT_GE(rounds, 10);
   EXPECT_GT(reported_total, 100u) << "the child barely ran; the test proved little";
@@ -190,23 +193,26 @@ TEST(WalKill, CrashAtEachWalFailpointLosesNothingReportedDurable) {
   constexpr uint64_t kSegmentBytes = 64 << 10;  // rolls often enough to reach segment creation
   Lsn max_reported = 0;
   uint64_t reported_total = 0;
-  for (const char* point : {"wal.before_write", "wal.after_write", "wal.before_sync", "wal.after_sync",
-                            "wal.before_segment_create"}) {
+  for (const char* point : {"wal.before_write", "wal.after_write", "wal.before_sync",
+                            "wal.after_sync", "wal.before_segment_create"}) {
     for (int round = 0; round < 3; ++round) {
       SCOPED_TRACE(std::string(point) + " round " + std::to_string(round));
-      const std::string spec = std::string(point) + "=crash-after(" + std::to_string(rng() % 40) + ")";
+      const std::string spec =
+          std::string(point) + "=crash-after(" + std::to_string(rng() % 40) + ")";
       int fd = -1;
       ChildGuard child;
       child.pid = SpawnChild(dir.path(), kSegmentBytes, static_cast<uint32_t>(rng()), &fd, spec);
       std::string bytes;
-      bool alive = ReadUntil(fd, std::chrono::steady_clock::now() + std::chrono::seconds(20), &bytes);
+      bool alive =
+          ReadUntil(fd, std::chrono::steady_clock::now() + std::chrono::seconds(20), &bytes);
       ASSERT_FALSE(alive) << "the child did not reach " << spec << " within 20 s";
       int status = 0;
       ASSERT_EQ(child.pid, ::waitpid(child.pid, &status, 0));
       child.pid = -1;
       ::close(fd);
       ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == fp::kCrashExitCode)
-          << "child status " << status << " (expected the failpoint crash exit " << fp::kCrashExitCode << ")";
+          << "child status " << status << " (expected the failpoint crash exit "
+          << fp::kCrashExitCode << ")";
       ASSERT_NO_FATAL_FAILURE(TakeReported(bytes, &max_reported, &reported_total));
       uint64_t torn = 0;
       ASSERT_NO_FATAL_FAILURE(VerifyLog(dir.path(), kSegmentBytes, max_reported, &torn));

@@ -29,7 +29,8 @@ std::atomic<size_t> g_largest_allocation{0};
 
 void* operator new(size_t n) {
   size_t cur = g_largest_allocation.load(std::memory_order_relaxed);
-  while (n > cur && !g_largest_allocation.compare_exchange_weak(cur, n, std::memory_order_relaxed)) {
+  while (n > cur &&
+         !g_largest_allocation.compare_exchange_weak(cur, n, std::memory_order_relaxed)) {
   }
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
   throw std::bad_alloc();
@@ -73,7 +74,8 @@ Options Opts(bool preallocate, uint64_t segment_bytes = 64 << 10) {
 
 // Appends records with payload sizes `sizes` (LSN i+1 gets sizes[i]) and
 // returns each record's byte offset, assuming a single segment.
-std::vector<uint64_t> WriteRecords(const std::string& dir, const Options& o, const std::vector<size_t>& sizes) {
+std::vector<uint64_t> WriteRecords(const std::string& dir, const Options& o,
+                                   const std::vector<size_t>& sizes) {
   auto log = Log::Open(o, dir, nullptr);
   DTX_CHECK(log.ok());
   std::vector<uint64_t> offsets;
@@ -132,7 +134,8 @@ TEST_P(TornTail, TornTailIsCutOnRecoveryAtEveryByteOffset) {
   for (uint64_t k = start; k < end; ++k) {
     std::string torn = pristine;
     if (prealloc) {
-      std::fill(torn.begin() + static_cast<ptrdiff_t>(k), torn.begin() + static_cast<ptrdiff_t>(end), '\0');
+      std::fill(torn.begin() + static_cast<ptrdiff_t>(k),
+                torn.begin() + static_cast<ptrdiff_t>(end), '\0');
     } else {
       torn.resize(k);
     }
@@ -214,7 +217,8 @@ TEST(Recovery, BitFlipInANonLastSegmentFailsEvenInItsLastRecord) {
   WriteAll(Seg(dir, 1), bytes);
   OpenResult r = OpenAndReplay(dir.path(), o);
   ASSERT_TRUE(r.status.IsCorruption()) << r.status.ToString();
-  EXPECT_NE(std::string::npos, r.status.message().find(Seg(dir, 1) + " at offset " + std::to_string(off8)))
+  EXPECT_NE(std::string::npos,
+            r.status.message().find(Seg(dir, 1) + " at offset " + std::to_string(off8)))
       << r.status.ToString();
 }
 
@@ -233,7 +237,8 @@ TEST(Recovery, NonLastSegmentWithoutEndMarkerIsCorruption) {
   WriteAll(Seg(dir, 1), bytes);
   OpenResult r = OpenAndReplay(dir.path(), o);
   ASSERT_TRUE(r.status.IsCorruption()) << r.status.ToString();
-  EXPECT_NE(std::string::npos, r.status.message().find("without an end marker")) << r.status.ToString();
+  EXPECT_NE(std::string::npos, r.status.message().find("without an end marker"))
+      << r.status.ToString();
   EXPECT_NE(std::string::npos, r.status.message().find("offset " + std::to_string(marker)));
 }
 
@@ -292,14 +297,25 @@ TEST(Recovery, BadSegmentFilesGiveClearErrors) {
   std::vector<BadHeaderCase> cases = {
       {"zero-length file", [](std::string& s) { s.clear(); }, "0 bytes"},
       {"short file", [](std::string& s) { s.resize(20); }, "20 bytes"},
-      {"garbage", [](std::string& s) {
+      {"garbage",
+       [](std::string& s) {
          std::mt19937 rng(7);
          for (char& c : s) c = static_cast<char>(rng());
-       }, "bad magic"},
+       },
+       "bad magic"},
       {"wrong magic", [](std::string& s) { s[0] = 'X'; }, "bad magic"},
-      {"wrong version", [&](std::string& s) { format::PutU32(s.data() + 8, 99); fix_crc(s); }, "version 99"},
+      {"wrong version",
+       [&](std::string& s) {
+         format::PutU32(s.data() + 8, 99);
+         fix_crc(s);
+       },
+       "version 99"},
       {"header checksum", [](std::string& s) { s[20] ^= 1; }, "header checksum"},
-      {"name and header disagree", [&](std::string& s) { format::PutU64(s.data() + 16, 5); fix_crc(s); },
+      {"name and header disagree",
+       [&](std::string& s) {
+         format::PutU64(s.data() + 16, 5);
+         fix_crc(s);
+       },
        "file name says 1"},
   };
   for (const auto& c : cases) {
@@ -311,7 +327,8 @@ TEST(Recovery, BadSegmentFilesGiveClearErrors) {
     g_largest_allocation = 0;
     OpenResult r = OpenAndReplay(dir.path(), Opts(false));
     EXPECT_TRUE(r.status.IsCorruption()) << c.name << ": " << r.status.ToString();
-    EXPECT_NE(std::string::npos, r.status.message().find(c.expect)) << c.name << ": " << r.status.ToString();
+    EXPECT_NE(std::string::npos, r.status.message().find(c.expect))
+        << c.name << ": " << r.status.ToString();
     EXPECT_NE(std::string::npos, r.status.message().find(Seg(dir, 1))) << c.name;
     EXPECT_LT(g_largest_allocation.load(), size_t{4} << 20) << c.name;
   }
@@ -327,7 +344,8 @@ TEST(Recovery, OversizedLengthFieldIsCorruptionNotAnAllocation) {
   g_largest_allocation = 0;
   OpenResult r = OpenAndReplay(dir.path(), o);
   ASSERT_TRUE(r.status.IsCorruption()) << r.status.ToString();
-  EXPECT_NE(std::string::npos, r.status.message().find("length field 4294967280 exceeds")) << r.status.ToString();
+  EXPECT_NE(std::string::npos, r.status.message().find("length field 4294967280 exceeds"))
+      << r.status.ToString();
   EXPECT_NE(std::string::npos, r.status.message().find("offset " + std::to_string(offsets[1])));
   EXPECT_LT(g_largest_allocation.load(), size_t{4} << 20);
 }
@@ -360,7 +378,8 @@ TEST(Recovery, GarbageAfterTheLastRecordWithAValidRecordInsideIsCorruption) {
   OpenResult r = OpenAndReplay(dir.path(), o);
   ASSERT_TRUE(r.status.IsCorruption()) << r.status.ToString();
   EXPECT_NE(std::string::npos, r.status.message().find("offset " + std::to_string(offsets[2])));
-  EXPECT_NE(std::string::npos, r.status.message().find("valid record at offset " + std::to_string(offsets[2] + 13)));
+  EXPECT_NE(std::string::npos,
+            r.status.message().find("valid record at offset " + std::to_string(offsets[2] + 13)));
 }
 
 TEST(Recovery, BadSegmentFileNameIsCorruptionAndTempFilesAreRemoved) {

@@ -55,7 +55,9 @@ inline std::string MakePayload(Lsn lsn, size_t size) {
 }
 
 // Size of the payload for `lsn` in tests that vary sizes deterministically.
-inline size_t PayloadSizeFor(Lsn lsn, size_t max_bytes) { return 12 + (lsn * 7919) % (max_bytes - 11); }
+inline size_t PayloadSizeFor(Lsn lsn, size_t max_bytes) {
+  return 12 + (lsn * 7919) % (max_bytes - 11);
+}
 
 // True if `payload` is exactly MakePayload(lsn, payload.size()).
 inline bool PayloadMatches(Lsn lsn, std::string_view payload) {

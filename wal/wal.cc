@@ -56,7 +56,8 @@ class SegmentReader {
     if (off >= buf_off_ && off + n <= buf_off_ + buf_.size()) {
       return std::string_view(buf_.data() + (off - buf_off_), n);
     }
-    size_t want = static_cast<size_t>(std::min<uint64_t>(std::max(n, kReadChunkBytes), size_ - off));
+    size_t want =
+        static_cast<size_t>(std::min<uint64_t>(std::max(n, kReadChunkBytes), size_ - off));
     DTX_CHECK(want <= f::kRecordPayloadBytesMax + f::kRecordHeaderBytes || want <= kReadChunkBytes);
     buf_.resize(want);
     size_t got = 0;
@@ -163,7 +164,8 @@ Result<uint64_t> FindValidFrameAfter(SegmentReader& reader, uint64_t bad_off) {
       const char* h = view->data() + i;
       const uint32_t len = f::GetU32(h + 4);
       const uint8_t type = static_cast<uint8_t>(h[8]);
-      if (len > f::kRecordPayloadBytesMax || q + i + f::kRecordHeaderBytes + len > reader.size()) continue;
+      if (len > f::kRecordPayloadBytesMax || q + i + f::kRecordHeaderBytes + len > reader.size())
+        continue;
       if (type == f::kTypeSegmentEnd && len != f::kSegmentEndPayloadBytes) continue;
       crc_bytes += len + 1;
       if (crc_bytes > kTornScanCrcBytesMax) return q + i;  // too much to tell: call it corrupt
@@ -193,8 +195,8 @@ std::string At(const std::string& path, uint64_t off) {
 // Scans one segment, replaying its records. Non-last segments must end with
 // an end marker; in the last one a bad frame is a torn tail unless a valid
 // frame follows it.
-Status ScanSegment(File* file, const std::string& path, Lsn name_lsn, bool is_last, const ReplayFn& replay,
-                   SegmentScan* out) {
+Status ScanSegment(File* file, const std::string& path, Lsn name_lsn, bool is_last,
+                   const ReplayFn& replay, SegmentScan* out) {
   auto size = file->Size();
   if (!size.ok()) return size.status();
   SegmentReader reader(file, *size);
@@ -255,7 +257,8 @@ Status ScanSegment(File* file, const std::string& path, Lsn name_lsn, bool is_la
   if (!is_last) {
     if (bad) return Status::Corruption(At(path, off) + ": corrupt record: " + bad_why);
     if (out->end != SegmentScan::kEndMarker) {
-      return Status::Corruption(At(path, off) + ": segment ends without an end marker but is not the last segment");
+      return Status::Corruption(At(path, off) +
+                                ": segment ends without an end marker but is not the last segment");
     }
     return Status::OK();
   }
@@ -274,8 +277,8 @@ Status ScanSegment(File* file, const std::string& path, Lsn name_lsn, bool is_la
 }
 
 struct Batch {
-  std::string bytes;                // framed records, back to back
-  std::vector<DurableFn> callbacks; // one per record (may be empty functions)
+  std::string bytes;                 // framed records, back to back
+  std::vector<DurableFn> callbacks;  // one per record (may be empty functions)
   Lsn first_lsn = 0;
   bool empty() const { return callbacks.empty(); }
   Lsn last_lsn() const { return first_lsn + callbacks.size() - 1; }
@@ -303,7 +306,9 @@ class Log::Impl {
   }
 
   Status Recover(const ReplayFn& replay);
-  void Start() { flusher_ = std::thread([this] { FlusherLoop(); }); }
+  void Start() {
+    flusher_ = std::thread([this] { FlusherLoop(); });
+  }
 
   Result<Lsn> Append(uint8_t type, std::string_view payload, DurableFn cb, bool block);
   Status WaitDurable(Lsn lsn);
@@ -362,8 +367,9 @@ class Log::Impl {
   std::atomic<Lsn> durable_lsn_{0};
   std::thread flusher_;
 
-  std::atomic<uint64_t> st_syncs_{0}, st_records_synced_{0}, st_bytes_written_{0}, st_segments_created_{0},
-      st_segments_deleted_{0}, st_sync_micros_total_{0}, st_records_recovered_{0}, st_torn_tails_cut_{0};
+  std::atomic<uint64_t> st_syncs_{0}, st_records_synced_{0}, st_bytes_written_{0},
+      st_segments_created_{0}, st_segments_deleted_{0}, st_sync_micros_total_{0},
+      st_records_recovered_{0}, st_torn_tails_cut_{0};
 };
 
 Status Log::Impl::Recover(const ReplayFn& replay) {
@@ -411,8 +417,8 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
     const std::string path = JoinPath(dir_, f::SegmentFileName(firsts[i]));
     if (firsts[i] != expected) {
       return Status::Corruption(path + ": segment starts at LSN " + std::to_string(firsts[i]) +
-                                " but the previous segment ends at LSN " + std::to_string(expected - 1) +
-                                " (a segment is missing)");
+                                " but the previous segment ends at LSN " +
+                                std::to_string(expected - 1) + " (a segment is missing)");
     }
     auto file = env_->OpenFile(path, OpenMode::kExisting);
     if (!file.ok()) return file.status();
@@ -434,8 +440,8 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
       if (scan.end == SegmentScan::kTorn) {
         auto size = fp->Size();
         if (!size.ok()) return size.status();
-        DTX_LOG_WARN("wal: cutting torn tail of {} at offset {} ({}); the file was {} bytes", path, scan.end_offset,
-                     scan.torn_why, *size);
+        DTX_LOG_WARN("wal: cutting torn tail of {} at offset {} ({}); the file was {} bytes", path,
+                     scan.end_offset, scan.torn_why, *size);
         DTX_RETURN_IF_ERROR(fp->Truncate(scan.end_offset));
         if (opt_.preallocate && scan.end_offset < opt_.segment_bytes) {
           DTX_RETURN_IF_ERROR(fp->Allocate(scan.end_offset, opt_.segment_bytes - scan.end_offset));
@@ -488,7 +494,8 @@ Result<Lsn> Log::Impl::Append(uint8_t type, std::string_view payload, DurableFn 
   if (type == f::kTypeSegmentEnd) return Status::InvalidArgument("wal: record type 0 is reserved");
   if (payload.size() > opt_.record_payload_bytes_max) {
     return Status::InvalidArgument("wal: payload of " + std::to_string(payload.size()) +
-                                   " bytes exceeds the maximum " + std::to_string(opt_.record_payload_bytes_max));
+                                   " bytes exceeds the maximum " +
+                                   std::to_string(opt_.record_payload_bytes_max));
   }
   char header[f::kRecordHeaderBytes];
   f::EncodeRecordHeader(header, type, payload);  // checksum outside the lock
@@ -550,7 +557,8 @@ void Log::Impl::FlusherLoop() {
     }
     st_records_synced_ += inflight_.callbacks.size();
     last_batch_records_ = inflight_.callbacks.size();
-    if (opt_.on_sync) opt_.on_sync(inflight_.callbacks.size(), inflight_.bytes.size(), batch_sync_ns_);
+    if (opt_.on_sync)
+      opt_.on_sync(inflight_.callbacks.size(), inflight_.bytes.size(), batch_sync_ns_);
     durable_lsn_.store(inflight_.last_lsn());
     if (durable_waiters_.load() > 0) {
       MutexLock lock(&mu_);
@@ -618,10 +626,12 @@ Status Log::Impl::SyncSegment() {
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSync));
   DTX_RETURN_IF_ERROR(seg_file_->Sync());
   const auto elapsed = std::chrono::steady_clock::now() - t0;
-  batch_sync_ns_ += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
+  batch_sync_ns_ +=
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
   auto us = std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
   st_sync_micros_total_ += static_cast<uint64_t>(us);
-  sync_us_ewma_ = sync_us_ewma_ == 0 ? static_cast<uint64_t>(us) : (sync_us_ewma_ * 7 + static_cast<uint64_t>(us)) / 8;
+  sync_us_ewma_ = sync_us_ewma_ == 0 ? static_cast<uint64_t>(us)
+                                     : (sync_us_ewma_ * 7 + static_cast<uint64_t>(us)) / 8;
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalAfterSync));
   st_syncs_++;  // counted only when the caller will see success
   return Status::OK();
@@ -641,7 +651,8 @@ Status Log::Impl::WriteBatch(const Batch& b) {
       DTX_CHECK(pos + f::kRecordHeaderBytes <= n);
       const uint64_t frame = f::kRecordHeaderBytes + f::GetU32(p + pos + 4);
       DTX_CHECK(pos + frame <= n);
-      if (seg_records_ + recs > 0 && off + frame + f::kSegmentEndRecordBytes > opt_.segment_bytes) break;
+      if (seg_records_ + recs > 0 && off + frame + f::kSegmentEndRecordBytes > opt_.segment_bytes)
+        break;
       off += frame;
       pos += frame;
       ++recs;
@@ -669,8 +680,8 @@ Status Log::Impl::WaitDurable(Lsn lsn) {
   if (durable_lsn_.load() >= lsn) return Status::OK();
   MutexLock lock(&mu_);
   if (lsn > last_lsn_) {
-    return Status::InvalidArgument("wal: WaitDurable(" + std::to_string(lsn) + ") beyond the last LSN " +
-                                   std::to_string(last_lsn_));
+    return Status::InvalidArgument("wal: WaitDurable(" + std::to_string(lsn) +
+                                   ") beyond the last LSN " + std::to_string(last_lsn_));
   }
   durable_waiters_++;
   while (durable_lsn_.load() < lsn && error_.ok()) durable_cv_.Wait(&lock);
@@ -714,16 +725,20 @@ Stats Log::Impl::stats() const {
   return s;
 }
 
-Result<std::unique_ptr<Log>> Log::Open(const Options& options, const std::string& dir, const ReplayFn& replay) {
+Result<std::unique_ptr<Log>> Log::Open(const Options& options, const std::string& dir,
+                                       const ReplayFn& replay) {
   if (dir.empty()) return Status::InvalidArgument("wal: empty directory name");
   if (options.segment_bytes < format::kSegmentBytesMin) {
-    return Status::InvalidArgument("wal: segment_bytes must be at least " + std::to_string(format::kSegmentBytesMin));
+    return Status::InvalidArgument("wal: segment_bytes must be at least " +
+                                   std::to_string(format::kSegmentBytesMin));
   }
-  if (options.record_payload_bytes_max == 0 || options.record_payload_bytes_max > kRecordPayloadBytesMax) {
+  if (options.record_payload_bytes_max == 0 ||
+      options.record_payload_bytes_max > kRecordPayloadBytesMax) {
     return Status::InvalidArgument("wal: record_payload_bytes_max must be in [1, " +
                                    std::to_string(kRecordPayloadBytesMax) + "]");
   }
-  if (options.queue_bytes_max == 0) return Status::InvalidArgument("wal: queue_bytes_max must be positive");
+  if (options.queue_bytes_max == 0)
+    return Status::InvalidArgument("wal: queue_bytes_max must be positive");
   Env* env = options.env != nullptr ? options.env : Env::Posix();
   auto impl = std::make_unique<Impl>(options, dir, env);
   DTX_RETURN_IF_ERROR(impl->Recover(replay));

@@ -88,12 +88,13 @@ using ReplayFn = std::function<Status(Lsn lsn, uint8_t type, std::string_view pa
 using DurableFn = std::function<void(const Status&)>;
 
 struct Stats {
-  uint64_t syncs = 0;            // fdatasync calls that returned 0
-  uint64_t records_synced = 0;   // records made durable
+  uint64_t syncs = 0;           // fdatasync calls that returned 0
+  uint64_t records_synced = 0;  // records made durable
   uint64_t bytes_written = 0;
   uint64_t segments_created = 0;
   uint64_t segments_deleted = 0;
-  uint64_t sync_micros_total = 0;  // time in successful fdatasync calls (incl. wal.before_sync delays)
+  uint64_t sync_micros_total =
+      0;  // time in successful fdatasync calls (incl. wal.before_sync delays)
   uint64_t records_recovered = 0;  // records replayed by Open
   uint64_t torn_tails_cut = 0;     // 1 if Open cut a torn tail off the last segment
 };

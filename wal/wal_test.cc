@@ -124,7 +124,8 @@ TEST(Wal, TruncateBeforeDropsOnlyWholeSegmentsBelowTheLsn) {
   {
     auto log = Log::Open(SmallSegments(), dir.path(), nullptr);
     ASSERT_TRUE(log.ok());
-    for (Lsn i = 1; i <= 400; ++i) ASSERT_TRUE((*log)->Append(TypeFor(i), MakePayload(i, 100)).ok());
+    for (Lsn i = 1; i <= 400; ++i)
+      ASSERT_TRUE((*log)->Append(TypeFor(i), MakePayload(i, 100)).ok());
     ASSERT_TRUE((*log)->WaitDurable(400).ok());
     before = SegmentFiles(dir.path());
     ASSERT_GT(before.size(), 5u);
@@ -184,7 +185,8 @@ TEST(Wal, ConcurrentAppendersAllRecordsSurviveReopen) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
         std::string payload = std::to_string(t) + ":" + std::to_string(i);
-        auto lsn = (*log)->Append(1, payload, [&](const Status& s) { s.ok() ? durable++ : errors++; });
+        auto lsn =
+            (*log)->Append(1, payload, [&](const Status& s) { s.ok() ? durable++ : errors++; });
         if (!lsn.ok()) errors++;
       }
     });
@@ -306,7 +308,8 @@ TEST(Wal, LingerLetsACompletionDrivenBurstShareOneSync) {
   Stats st = (*log)->stats();
   const double per_sync = static_cast<double>(st.records_synced) / static_cast<double>(st.syncs);
   // Without the linger the bursts split (about kOutstanding / 2 per sync).
-  EXPECT_GE(per_sync, 0.65 * kOutstanding) << st.records_synced << " records in " << st.syncs << " syncs";
+  EXPECT_GE(per_sync, 0.65 * kOutstanding)
+      << st.records_synced << " records in " << st.syncs << " syncs";
 }
 
 TEST(Wal, TryAppendReturnsBusyWhenTheQueueIsFullAndAppendWaits) {
@@ -420,11 +423,11 @@ TEST(Wal, CallbackMayTryAppend) {
                  auto r = l->TryAppend(1, "from callback");
                  if (r.ok()) chained = *r;
                }).ok());
-  for (int i = 0; i < 1000 && chained.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  for (int i = 0; i < 1000 && chained.load() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   ASSERT_EQ(2u, chained.load());
   EXPECT_TRUE(l->WaitDurable(2).ok());
 }
-
 
 // Options::on_sync: once per group commit, after its fdatasync and before the
 // batch's durable callbacks, with the batch's records, frame bytes and sync

@@ -32,7 +32,7 @@ namespace internal {
 
 namespace {
 
-constexpr int kCommitRetryDelayMs = 50;       // times the attempt number
+constexpr int kCommitRetryDelayMs = 50;  // times the attempt number
 constexpr int kCommitRetryDelayMaxMs = 200;
 constexpr int kShardMapRetryDelayMs = 30;
 
@@ -60,9 +60,7 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
   o.txid = txid;
   std::string detail = r.__isset.detail && !r.detail.empty() ? ": " + r.detail : "";
   switch (r.outcome) {
-    case rpc::Outcome::COMMITTED:
-      o.status = Status::OK();
-      break;
+    case rpc::Outcome::COMMITTED: o.status = Status::OK(); break;
     case rpc::Outcome::ABORTED: {
       o.abort_reason = r.__isset.reason ? FromRpc(r.reason) : std::nullopt;
       const char* name = o.abort_reason ? AbortReasonName(*o.abort_reason) : "unspecified";
@@ -72,8 +70,8 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
     case rpc::Outcome::UNKNOWN:
       return OutcomeUnknown(txid, "the coordinator could not tell" + detail);
     default:
-      return OutcomeUnknown(txid, "the coordinator sent outcome " +
-                                      std::to_string(static_cast<int>(r.outcome)));
+      return OutcomeUnknown(
+          txid, "the coordinator sent outcome " + std::to_string(static_cast<int>(r.outcome)));
   }
   if (r.__isset.prepare_us) o.prepare_us = r.prepare_us;
   if (r.__isset.decision_us) o.decision_us = r.decision_us;
@@ -208,12 +206,14 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
 
   void Commit(std::shared_ptr<const rpc::CommitRequest> req, TxId txid,
               std::function<void(const CommitOutcome&)> done) {
-    commit_deadline_ms_[txid] = io_.loop()->NowMs() + static_cast<uint64_t>(options_.failover_timeout_ms);
-    CommitAttempt(std::move(req), txid, 1, false,
-                  [self = shared_from_this(), txid, done = std::move(done)](const CommitOutcome& o) {
-                    self->commit_deadline_ms_.erase(txid);
-                    done(o);
-                  });
+    commit_deadline_ms_[txid] =
+        io_.loop()->NowMs() + static_cast<uint64_t>(options_.failover_timeout_ms);
+    CommitAttempt(
+        std::move(req), txid, 1, false,
+        [self = shared_from_this(), txid, done = std::move(done)](const CommitOutcome& o) {
+          self->commit_deadline_ms_.erase(txid);
+          done(o);
+        });
   }
 
  private:
@@ -326,8 +326,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     // Next look: half a delay from now if something is overdue already, else
     // when the oldest request becomes overdue.
-    const uint64_t next = now - oldest >= delay ? static_cast<uint64_t>(ProbeTimeoutMs())
-                                                : delay - (now - oldest);
+    const uint64_t next =
+        now - oldest >= delay ? static_cast<uint64_t>(ProbeTimeoutMs()) : delay - (now - oldest);
     ArmProbeTimer(static_cast<int>(std::max<uint64_t>(next, 1)));
   }
 
@@ -338,7 +338,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     bool current_done = false;  // it answered (or failed to)
     std::string candidate;      // another one that says primary at a newer epoch
     Epoch candidate_epoch = 0;
-    size_t pending = 0;         // answers still due from the others
+    size_t pending = 0;  // answers still due from the others
   };
 
   int ProbeTimeoutMs() const { return std::max(options_.primary_probe_delay_ms / 2, 1); }
@@ -363,9 +363,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     last_probe_ms_ = io_.loop()->NowMs();
     auto round = std::make_shared<ProbeRound>();
     round->current = coordinator_addresses_[coordinator_index_];
-    round->pending = static_cast<size_t>(std::count_if(
-        coordinator_addresses_.begin(), coordinator_addresses_.end(),
-        [&](const std::string& a) { return a != round->current; }));
+    round->pending = static_cast<size_t>(
+        std::count_if(coordinator_addresses_.begin(), coordinator_addresses_.end(),
+                      [&](const std::string& a) { return a != round->current; }));
     if (round->pending == 0) {
       probe_running_ = false;
       return;
@@ -430,9 +430,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     const std::string from = round.current;
     const std::string to = round.candidate;
     round.candidate.clear();
-    DTX_LOG_INFO("coordinator {} is primary at epoch {} (newer than the {} seen from {}); "
-                 "requests outstanding at {} move to it",
-                 to, round.candidate_epoch, current_epoch, from, from);
+    DTX_LOG_INFO(
+        "coordinator {} is primary at epoch {} (newer than the {} seen from {}); "
+        "requests outstanding at {} move to it",
+        to, round.candidate_epoch, current_epoch, from, from);
     SwitchCoordinator(to);
     primary_switches_.fetch_add(1, std::memory_order_relaxed);
     std::vector<uint64_t> moving;
@@ -478,8 +479,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     // `done` is shared by the reply and the redirect (a probe found a newer
     // primary): whichever comes first untracks the attempt and runs; the
     // other sees it untracked and does nothing.
-    auto shared_done =
-        std::make_shared<std::function<void(const CommitOutcome&)>>(std::move(done));
+    auto shared_done = std::make_shared<std::function<void(const CommitOutcome&)>>(std::move(done));
     const uint64_t track = Track(addr, [self, req, txid, attempt, shared_done] {
       if (!self->MayRetry(txid, attempt)) return false;  // keep waiting for the reply
       DTX_LOG_DEBUG("commit txid={} attempt {}: a newer primary answered the probe; asking it",
@@ -490,40 +490,38 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return true;
     });
     CoordinatorStub(Channel(addr))
-        .Commit(*req, options_.commit_timeout_ms,
-                [self, req, txid, attempt, maybe_sent, addr, track, shared_done](
-                    const RpcStatus& s, const rpc::CommitResult& r) mutable {
-                  if (!self->Untrack(track)) return;  // redirected to a newer primary
-                  auto done = std::move(*shared_done);
-                  if (s.ok() && r.outcome == rpc::Outcome::UNKNOWN &&
-                      self->MayRetry(txid, attempt)) {
-                    // The coordinator cannot tell (it stepped down, or a
-                    // one-phase participant did not answer): ask again with
-                    // the same txid - commit is idempotent by txid - which
-                    // reaches the new primary after a failover.
-                    DTX_LOG_DEBUG("commit txid={} attempt {} at {}: outcome unknown; asking again",
-                                  txid.ToString(), attempt, addr);
-                    self->After(self->RetryDelayMs(attempt),
-                                [self, req = std::move(req), txid, attempt,
-                                 done = std::move(done)]() mutable {
-                                  self->CommitAttempt(std::move(req), txid, attempt + 1, true,
-                                                      std::move(done));
-                                });
-                    return;
-                  }
-                  if (s.ok()) {
-                    if (r.outcome == rpc::Outcome::ABORTED && r.__isset.reason &&
-                        r.reason == rpc::AbortReason::PARTICIPANT_UNAVAILABLE) {
-                      // Either a participant is down, or this coordinator is
-                      // cut off from them and a newer primary serves: ask.
-                      self->ProbeSoon();
-                    }
-                    done(FromCommitResult(txid, r));
-                    return;
-                  }
-                  self->OnCommitError(std::move(req), txid, attempt, maybe_sent, addr, s,
-                                      std::move(done));
+        .Commit(
+            *req, options_.commit_timeout_ms,
+            [self, req, txid, attempt, maybe_sent, addr, track, shared_done](
+                const RpcStatus& s, const rpc::CommitResult& r) mutable {
+              if (!self->Untrack(track)) return;  // redirected to a newer primary
+              auto done = std::move(*shared_done);
+              if (s.ok() && r.outcome == rpc::Outcome::UNKNOWN && self->MayRetry(txid, attempt)) {
+                // The coordinator cannot tell (it stepped down, or a
+                // one-phase participant did not answer): ask again with
+                // the same txid - commit is idempotent by txid - which
+                // reaches the new primary after a failover.
+                DTX_LOG_DEBUG("commit txid={} attempt {} at {}: outcome unknown; asking again",
+                              txid.ToString(), attempt, addr);
+                self->After(self->RetryDelayMs(attempt), [self, req = std::move(req), txid, attempt,
+                                                          done = std::move(done)]() mutable {
+                  self->CommitAttempt(std::move(req), txid, attempt + 1, true, std::move(done));
                 });
+                return;
+              }
+              if (s.ok()) {
+                if (r.outcome == rpc::Outcome::ABORTED && r.__isset.reason &&
+                    r.reason == rpc::AbortReason::PARTICIPANT_UNAVAILABLE) {
+                  // Either a participant is down, or this coordinator is
+                  // cut off from them and a newer primary serves: ask.
+                  self->ProbeSoon();
+                }
+                done(FromCommitResult(txid, r));
+                return;
+              }
+              self->OnCommitError(std::move(req), txid, attempt, maybe_sent, addr, s,
+                                  std::move(done));
+            });
   }
 
   void OnCommitError(std::shared_ptr<const rpc::CommitRequest> req, TxId txid, int attempt,
@@ -543,15 +541,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
           retry = true;
           delay_ms = RetryDelayMs(attempt);
           break;
-        case rpc::ErrorCode::WRONG_SHARD:
-          RefreshShardMap();
-          break;
+        case rpc::ErrorCode::WRONG_SHARD: RefreshShardMap(); break;
         case rpc::ErrorCode::TIMEOUT:
-        case rpc::ErrorCode::INTERNAL:
-          may_have_run = true;
-          break;
-        default:
-          break;
+        case rpc::ErrorCode::INTERNAL: may_have_run = true; break;
+        default: break;
       }
     } else if (s.IsUnavailable() || s.IsTimeout()) {
       may_have_run = !s.not_sent();
@@ -586,8 +579,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return;
     }
     if (attempts_left <= 0) {
-      done(Status::Unavailable("no coordinator served the shard map; last error: " +
-                               last_error));
+      done(Status::Unavailable("no coordinator served the shard map; last error: " + last_error));
       return;
     }
     std::string addr = coordinator_addresses_[coordinator_index_];
@@ -599,30 +591,29 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return true;
     });
     CoordinatorStub(Channel(addr))
-        .GetShardMap(options_.request_timeout_ms,
-                     [self, addr, attempts_left, track, shared_done](
-                         const RpcStatus& s, const rpc::ShardMap& m) mutable {
-                       if (!self->Untrack(track)) return;  // redirected to a newer primary
-                       auto done = std::move(*shared_done);
-                       if (s.ok()) {
-                         Status installed = self->InstallShardMap(m, addr);
-                         if (installed.ok()) self->LearnPrimaryEpoch(addr);
-                         done(installed);
-                         return;
-                       }
-                       bool hinted = s.error_code() == rpc::ErrorCode::NOT_PRIMARY &&
-                                     s.primary().has_value();
-                       if (hinted) {
-                         self->SwitchCoordinator(s.primary());
-                       } else {
-                         self->SwitchAwayFrom(addr);
-                       }
-                       std::string err = addr + ": " + s.ToString();
-                       self->After(hinted ? 0 : kShardMapRetryDelayMs,
-                                   [self, attempts_left, err, done = std::move(done)]() mutable {
-                                     self->FetchShardMap(attempts_left - 1, err, std::move(done));
-                                   });
-                     });
+        .GetShardMap(options_.request_timeout_ms, [self, addr, attempts_left, track, shared_done](
+                                                      const RpcStatus& s,
+                                                      const rpc::ShardMap& m) mutable {
+          if (!self->Untrack(track)) return;  // redirected to a newer primary
+          auto done = std::move(*shared_done);
+          if (s.ok()) {
+            Status installed = self->InstallShardMap(m, addr);
+            if (installed.ok()) self->LearnPrimaryEpoch(addr);
+            done(installed);
+            return;
+          }
+          bool hinted = s.error_code() == rpc::ErrorCode::NOT_PRIMARY && s.primary().has_value();
+          if (hinted) {
+            self->SwitchCoordinator(s.primary());
+          } else {
+            self->SwitchAwayFrom(addr);
+          }
+          std::string err = addr + ": " + s.ToString();
+          self->After(hinted ? 0 : kShardMapRetryDelayMs,
+                      [self, attempts_left, err, done = std::move(done)]() mutable {
+                        self->FetchShardMap(attempts_left - 1, err, std::move(done));
+                      });
+        });
   }
 
   Status InstallShardMap(const rpc::ShardMap& m, const std::string& from) {
@@ -632,7 +623,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     if (m.participants.empty()) return Status::Unavailable("empty shard map from " + from);
     for (const auto& p : m.participants) {
       auto hp = ParseHostPort(p);
-      if (!hp.ok()) return Status::Corruption("shard map from " + from + ": " + hp.status().message());
+      if (!hp.ok())
+        return Status::Corruption("shard map from " + from + ": " + hp.status().message());
     }
     std::vector<ParticipantStub> stubs;
     stubs.reserve(m.participants.size());
@@ -648,11 +640,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     if (refreshing_ || shutting_down_) return;
     refreshing_ = true;
     auto self = shared_from_this();
-    FetchShardMap(static_cast<int>(coordinator_addresses_.size() + 1), "",
-                  [self](const Status& s) {
-                    self->refreshing_ = false;
-                    if (!s.ok()) DTX_LOG_WARN("shard map refresh failed: {}", s.ToString());
-                  });
+    FetchShardMap(static_cast<int>(coordinator_addresses_.size() + 1), "", [self](const Status& s) {
+      self->refreshing_ = false;
+      if (!s.ok()) DTX_LOG_WARN("shard map refresh failed: {}", s.ToString());
+    });
   }
 
   const ClientOptions options_;
@@ -677,12 +668,12 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::unordered_map<uint64_t, Delayed> delayed_;
   uint64_t next_delayed_ = 1;
   std::unordered_map<TxId, uint64_t, TxIdHash> commit_deadline_ms_;  // commits in progress
-  std::unordered_map<uint64_t, Outstanding> outstanding_;  // Commit/GetShardMap calls out
+  std::unordered_map<uint64_t, Outstanding> outstanding_;            // Commit/GetShardMap calls out
   uint64_t next_outstanding_ = 1;
   bool probe_timer_armed_ = false;
   bool probe_running_ = false;
-  uint64_t last_probe_ms_ = 0;  // start of the last probe round
-  bool learning_epoch_ = false;  // a LearnPrimaryEpoch GetStatus is out
+  uint64_t last_probe_ms_ = 0;                       // start of the last probe round
+  bool learning_epoch_ = false;                      // a LearnPrimaryEpoch GetStatus is out
   std::map<std::string, Epoch> primary_epoch_seen_;  // highest epoch each reported as primary
   std::atomic<uint64_t> primary_switches_{0};        // any thread reads it
 };
@@ -735,11 +726,11 @@ class TxState : public std::enable_shared_from_this<TxState> {
     auto shared_done = std::make_shared<std::function<void(GetResult)>>(std::move(done));
     core_->Dispatch(
         [self, key, shared_done] {
-          self->core_->Read(key, [self, key, shared_done](const RpcStatus& s,
-                                                          const rpc::ReadResult& r) {
-            GetResult result = self->OnReadDone(key, s, r);
-            (*shared_done)(std::move(result));
-          });
+          self->core_->Read(key,
+                            [self, key, shared_done](const RpcStatus& s, const rpc::ReadResult& r) {
+                              GetResult result = self->OnReadDone(key, s, r);
+                              (*shared_done)(std::move(result));
+                            });
         },
         [self, shared_done] {
           {
@@ -805,9 +796,7 @@ class TxState : public std::enable_shared_from_this<TxState> {
         [core, req, txid, shared_done] {
           core->Commit(req, txid, [shared_done](const CommitOutcome& o) { (*shared_done)(o); });
         },
-        [txid, shared_done] {
-          (*shared_done)(PlainOutcome(ClientClosed(), txid));
-        });
+        [txid, shared_done] { (*shared_done)(PlainOutcome(ClientClosed(), txid)); });
   }
 
   Status Abort() {
@@ -869,8 +858,8 @@ class TxState : public std::enable_shared_from_this<TxState> {
     // The first read of a key wins: a concurrent second Get returns it too.
     // An absent key still carries a version (a deleted key keeps its
     // tombstone's version), and validation at prepare compares it.
-    auto [it, inserted] = reads_.try_emplace(key, ReadEntry{r.found, r.found ? r.value : "",
-                                                            r.version});
+    auto [it, inserted] =
+        reads_.try_emplace(key, ReadEntry{r.found, r.found ? r.value : "", r.version});
     (void)inserted;
     if (!it->second.found) return GetResult(std::optional<std::string>());
     return GetResult(std::optional<std::string>(it->second.value));
@@ -1021,8 +1010,8 @@ Status Client::Run(const std::function<Status(Transaction&)>& fn, int retries) {
   DTX_CHECK_MSG(!core_->InLoopThread(), "Client::Run on the client's loop thread");
   const ClientOptions& o = core_->options();
   int backoff_ms = o.retry_backoff_initial_ms;
-  std::minstd_rand rng(static_cast<unsigned>(
-      std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::minstd_rand rng(
+      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
   for (int attempt = 0;; ++attempt) {
     Status s;
     auto begun = Begin();

@@ -45,12 +45,12 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
                std::function<void(TDelayedException*)> exn, const rpc::PrepareRequest&) override {
     exn(TDelayedException::delayException(MakeDtxError(rpc::ErrorCode::INTERNAL, "unused")));
   }
-  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>,
-              const rpc::TxId&, const rpc::Epoch) override {
+  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
+              const rpc::Epoch) override {
     cob();
   }
-  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>,
-             const rpc::TxId&, const rpc::Epoch) override {
+  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
+             const rpc::Epoch) override {
     cob();
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
@@ -391,8 +391,8 @@ TEST_F(ClientTest, FinishedTransactionRejectsEverythingAndSendsNothing) {
   ASSERT_TRUE(tx.Put("a", "1").ok());
   ASSERT_TRUE(tx.Commit().ok());
   EXPECT_EQ(coordinator_->Requests(), 1u);
-  for (Status s : {tx.Commit(), tx.Put("b", "2"), tx.Delete("a"), tx.Abort(),
-                   tx.Get("a").status()}) {
+  for (Status s :
+       {tx.Commit(), tx.Put("b", "2"), tx.Delete("a"), tx.Abort(), tx.Get("a").status()}) {
     EXPECT_TRUE(s.IsInvalidArgument()) << s.ToString();
     EXPECT_EQ(s.message(), "transaction already finished");
   }
@@ -733,8 +733,8 @@ TEST_F(ClientTest, RunRetriesConflictsWithBackoffThenSucceeds) {
 
 TEST_F(ClientTest, RunGivesUpAfterRetriesAndDoesNotRetryOtherErrors) {
   ConnectClient();
-  coordinator_->Script({Aborted(rpc::AbortReason::CONFLICT, "1"),
-                        Aborted(rpc::AbortReason::CONFLICT, "2")});
+  coordinator_->Script(
+      {Aborted(rpc::AbortReason::CONFLICT, "1"), Aborted(rpc::AbortReason::CONFLICT, "2")});
   int calls = 0;
   Status s = client_->Run(
       [&](Transaction& tx) {

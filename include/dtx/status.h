@@ -40,8 +40,8 @@ class [[nodiscard]] Status {
     kAborted,
     kUnavailable,
     kTimeout,
-    kBusy,          // back-pressure: a bounded queue is full
-    kFailed,        // a fail-stopped component refuses further work
+    kBusy,    // back-pressure: a bounded queue is full
+    kFailed,  // a fail-stopped component refuses further work
     kNotSupported,
     kInternal,
   };
@@ -106,9 +106,18 @@ class [[nodiscard]] Result {
     static const Status kOk;
     return ok() ? kOk : std::get<Status>(v_);
   }
-  T& value() & { CheckOk(); return std::get<T>(v_); }
-  const T& value() const& { CheckOk(); return std::get<T>(v_); }
-  T&& value() && { CheckOk(); return std::get<T>(std::move(v_)); }
+  T& value() & {
+    CheckOk();
+    return std::get<T>(v_);
+  }
+  const T& value() const& {
+    CheckOk();
+    return std::get<T>(v_);
+  }
+  T&& value() && {
+    CheckOk();
+    return std::get<T>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
@@ -126,8 +135,8 @@ class [[nodiscard]] Result {
 }  // namespace dtx
 
 // Propagate a non-OK Status from an expression returning Status.
-#define DTX_RETURN_IF_ERROR(expr)          \
-  do {                                     \
-    ::dtx::Status _dtx_s = (expr);         \
-    if (!_dtx_s.ok()) return _dtx_s;       \
+#define DTX_RETURN_IF_ERROR(expr)    \
+  do {                               \
+    ::dtx::Status _dtx_s = (expr);   \
+    if (!_dtx_s.ok()) return _dtx_s; \
   } while (0)

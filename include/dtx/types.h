@@ -119,7 +119,8 @@ inline const char* NodeRoleName(NodeRole r) {
 // The inverse of NodeRoleName; nullopt for any other name (a role string
 // from the wire is never trusted).
 inline std::optional<NodeRole> NodeRoleFromName(std::string_view name) {
-  for (NodeRole r : {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
+  for (NodeRole r :
+       {NodeRole::kParticipant, NodeRole::kPrimary, NodeRole::kStarting, NodeRole::kBackup}) {
     if (name == NodeRoleName(r)) return r;
   }
   return std::nullopt;
@@ -127,9 +128,9 @@ inline std::optional<NodeRole> NodeRoleFromName(std::string_view name) {
 
 // Limits every part enforces (one place; "put a limit on everything").
 inline constexpr size_t kKeyBytesMax = 1024;
-inline constexpr size_t kValueBytesMax = 1u << 20;          // 1 MiB
-inline constexpr size_t kTxKeysMax = 1024;                  // reads + writes in one transaction
-inline constexpr size_t kTxBytesMax = 4u << 20;             // keys + values in one transaction
+inline constexpr size_t kValueBytesMax = 1u << 20;  // 1 MiB
+inline constexpr size_t kTxKeysMax = 1024;          // reads + writes in one transaction
+inline constexpr size_t kTxBytesMax = 4u << 20;     // keys + values in one transaction
 
 // FNV-1a 64 over the key: the "hash" shard scheme (participant = hash % n).
 inline uint64_t ShardHash(std::string_view key) {

@@ -25,29 +25,32 @@ int main(int argc, char** argv) {
   po::options_description desc(
       "dtx-sim: the real participant and coordinator cores under a seeded schedule of delays, "
       "reordering, duplication, loss, crashes and restarts (tests/sim/README.md)");
-  desc.add_options()
-      ("help,h", "this help")
-      ("seed", po::value<uint64_t>(&seed), "run exactly this seed (replays a failure)")
-      ("seeds", po::value<uint64_t>(&seeds)->default_value(1000), "how many seeds to run")
-      ("start-seed", po::value<uint64_t>(&start_seed)->default_value(1), "first seed of --seeds")
-      ("trace", po::bool_switch(&opts.trace), "with --seed: print every event")
-      ("verbose,v", "print the summary line of every seed, not only failing ones")
-      ("participants", po::value<int>(&opts.participants)->default_value(0), "1..64; 0: drawn from the seed (1..4)")
-      ("clients", po::value<int>(&opts.clients)->default_value(0), "1..64; 0: drawn from the seed (1..5)")
-      ("accounts", po::value<int>(&opts.accounts)->default_value(0), "2..100; 0: drawn from the seed (2..10)")
-      ("fault-ms", po::value<uint64_t>(&opts.fault_phase_ms)->default_value(0),
-       "virtual ms of faults and new transactions; 0: drawn (1000..4000)")
-      ("heal-max-ms", po::value<uint64_t>(&opts.heal_max_ms)->default_value(20000),
-       "virtual ms the fault-free heal phase may take to quiesce")
-      ("no-faults", "reliable network, no crashes")
-      ("small-tables", po::bool_switch(&opts.small_tables),
-       "shrink the cores' remembered-outcome tables to 16 entries (forgetting, WAL truncation)")
-      ("no-client-retries", "clients never repeat a Commit (default: up to 3 attempts, same txid)")
-      ("sabotage", po::value<std::string>(&sabotage)->default_value("none"),
-       "break the model on purpose to see a check fire: none | lose-synced | blind-writes | "
-       "accept-old-epochs | fake-sync (the last two need --failover)")
-      ("failover", po::bool_switch(&opts.failover),
-       "two coordinators (primary + backup) with replication and failover; faults also hang and partition");
+  desc.add_options()("help,h", "this help")("seed", po::value<uint64_t>(&seed),
+                                            "run exactly this seed (replays a failure)")(
+      "seeds", po::value<uint64_t>(&seeds)->default_value(1000), "how many seeds to run")(
+      "start-seed", po::value<uint64_t>(&start_seed)->default_value(1), "first seed of --seeds")(
+      "trace", po::bool_switch(&opts.trace), "with --seed: print every event")(
+      "verbose,v", "print the summary line of every seed, not only failing ones")(
+      "participants", po::value<int>(&opts.participants)->default_value(0),
+      "1..64; 0: drawn from the seed (1..4)")("clients",
+                                              po::value<int>(&opts.clients)->default_value(0),
+                                              "1..64; 0: drawn from the seed (1..5)")(
+      "accounts", po::value<int>(&opts.accounts)->default_value(0),
+      "2..100; 0: drawn from the seed (2..10)")(
+      "fault-ms", po::value<uint64_t>(&opts.fault_phase_ms)->default_value(0),
+      "virtual ms of faults and new transactions; 0: drawn (1000..4000)")(
+      "heal-max-ms", po::value<uint64_t>(&opts.heal_max_ms)->default_value(20000),
+      "virtual ms the fault-free heal phase may take to quiesce")("no-faults",
+                                                                  "reliable network, no crashes")(
+      "small-tables", po::bool_switch(&opts.small_tables),
+      "shrink the cores' remembered-outcome tables to 16 entries (forgetting, WAL truncation)")(
+      "no-client-retries", "clients never repeat a Commit (default: up to 3 attempts, same txid)")(
+      "sabotage", po::value<std::string>(&sabotage)->default_value("none"),
+      "break the model on purpose to see a check fire: none | lose-synced | blind-writes | "
+      "accept-old-epochs | fake-sync (the last two need --failover)")(
+      "failover", po::bool_switch(&opts.failover),
+      "two coordinators (primary + backup) with replication and failover; faults also hang and "
+      "partition");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -66,10 +69,13 @@ int main(int argc, char** argv) {
   };
   if (opts.participants < 0 || opts.participants > 64) return bad("--participants must be 0..64");
   if (opts.clients < 0 || opts.clients > 64) return bad("--clients must be 0..64");
-  if (opts.accounts != 0 && (opts.accounts < 2 || opts.accounts > 100)) return bad("--accounts must be 0 or 2..100");
-  if (opts.fault_phase_ms > 3'600'000 || opts.heal_max_ms > 3'600'000) return bad("phases are limited to one virtual hour");
+  if (opts.accounts != 0 && (opts.accounts < 2 || opts.accounts > 100))
+    return bad("--accounts must be 0 or 2..100");
+  if (opts.fault_phase_ms > 3'600'000 || opts.heal_max_ms > 3'600'000)
+    return bad("phases are limited to one virtual hour");
   if (opts.heal_max_ms == 0) return bad("--heal-max-ms must be > 0");
-  if (vm.count("seed") == 0 && (seeds == 0 || seeds > 100'000'000)) return bad("--seeds must be 1..100000000");
+  if (vm.count("seed") == 0 && (seeds == 0 || seeds > 100'000'000))
+    return bad("--seeds must be 1..100000000");
   if (opts.trace && vm.count("seed") == 0) return bad("--trace needs --seed");
   if (vm.count("no-faults")) opts.faults = false;
   if (vm.count("no-client-retries")) opts.client_retries = false;
@@ -95,7 +101,8 @@ int main(int argc, char** argv) {
     if (opts.trace) {
       for (const dtx::sim::TraceLine& t : r.trace) {
         std::printf("%8" PRIu64 "ms %s%s\n", t.at_ms,
-                    t.txid == dtx::TxId{} ? "" : ("[" + t.txid.ToString() + "] ").c_str(), t.text.c_str());
+                    t.txid == dtx::TxId{} ? "" : ("[" + t.txid.ToString() + "] ").c_str(),
+                    t.text.c_str());
       }
     }
     std::printf("%s\n", dtx::sim::Summary(r).c_str());

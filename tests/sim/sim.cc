@@ -71,7 +71,7 @@ constexpr uint64_t kHangMsMin = 50, kHangMsMax = 600;
 constexpr uint64_t kPartitionMsMin = 50, kPartitionMsMax = 800;
 constexpr int64_t kInitialBalance = 100;
 constexpr int kSabotageLostSyncedMax = 3;
-constexpr size_t kSmallTableMax = 16;  // SimOptions::small_tables
+constexpr size_t kSmallTableMax = 16;         // SimOptions::small_tables
 constexpr size_t kTraceLinesMax = 2'000'000;  // bounded memory even for a very long --trace run
 
 const char* const kCoordinatorNames[] = {"coordinator-0", "coordinator-1"};
@@ -175,14 +175,15 @@ struct PHeartbeatReq {
 struct CHeartbeatReq {
   rpc::HeartbeatRequest hb;
 };
-using Request = std::variant<ReadReq, rpc::PrepareRequest, PCommitReq, PAbortReq, rpc::CommitRequest, QueryReq,
-                             AdoptReq, PHeartbeatReq, CHeartbeatReq, rpc::ReplicateRequest>;
+using Request =
+    std::variant<ReadReq, rpc::PrepareRequest, PCommitReq, PAbortReq, rpc::CommitRequest, QueryReq,
+                 AdoptReq, PHeartbeatReq, CHeartbeatReq, rpc::ReplicateRequest>;
 struct DecisionAnswer {
   rpc::Decision::type decision = rpc::Decision::UNKNOWN;
 };
 // A coordinator's answer: the result, or the DtxError the handler throws.
-using CoordinatorBody =
-    std::variant<rpc::CommitResult, DecisionAnswer, rpc::ReplicateResponse, rpc::HeartbeatResponse, rpc::DtxError>;
+using CoordinatorBody = std::variant<rpc::CommitResult, DecisionAnswer, rpc::ReplicateResponse,
+                                     rpc::HeartbeatResponse, rpc::DtxError>;
 struct ProbeAck {};
 using Response = std::variant<pc::Reply, CoordinatorBody, ProbeAck>;
 
@@ -264,23 +265,28 @@ std::string Describe(const Request& r) {
   struct V {
     std::string operator()(const ReadReq& x) { return "Read(" + x.key + ")"; }
     std::string operator()(const rpc::PrepareRequest& x) {
-      return "Prepare(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w" +
-             (x.one_phase ? " 1pc" : "") + (x.read_only_tx ? " ro" : "") + ")";
+      return "Prepare(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) +
+             "w" + (x.one_phase ? " 1pc" : "") + (x.read_only_tx ? " ro" : "") + ")";
     }
     std::string operator()(const PCommitReq&) { return "Commit"; }
     std::string operator()(const PAbortReq&) { return "Abort"; }
     std::string operator()(const rpc::CommitRequest& x) {
-      return "ClientCommit(" + std::to_string(x.reads.size()) + "r " + std::to_string(x.writes.size()) + "w)";
+      return "ClientCommit(" + std::to_string(x.reads.size()) + "r " +
+             std::to_string(x.writes.size()) + "w)";
     }
     std::string operator()(const QueryReq&) { return "QueryDecision"; }
-    std::string operator()(const AdoptReq& x) { return "AdoptEpoch(" + std::to_string(x.epoch) + ")"; }
+    std::string operator()(const AdoptReq& x) {
+      return "AdoptEpoch(" + std::to_string(x.epoch) + ")";
+    }
     std::string operator()(const PHeartbeatReq&) { return "Heartbeat"; }
     std::string operator()(const CHeartbeatReq& x) {
-      return std::string("PeerHeartbeat(") + NodeRoleName(x.hb.role) + " epoch " + std::to_string(x.hb.epoch) + ")";
+      return std::string("PeerHeartbeat(") + NodeRoleName(x.hb.role) + " epoch " +
+             std::to_string(x.hb.epoch) + ")";
     }
     std::string operator()(const rpc::ReplicateRequest& x) {
-      return std::string(x.snapshot ? "Replicate snapshot(" : "Replicate(") + std::to_string(x.records.size()) +
-             " records, epoch " + std::to_string(x.epoch) + " gen " + std::to_string(x.generation) + ")";
+      return std::string(x.snapshot ? "Replicate snapshot(" : "Replicate(") +
+             std::to_string(x.records.size()) + " records, epoch " + std::to_string(x.epoch) +
+             " gen " + std::to_string(x.generation) + ")";
     }
   };
   return std::visit(V{}, r);
@@ -290,8 +296,8 @@ std::string OutcomeName(const rpc::CommitResult& r) {
   switch (r.outcome) {
     case rpc::Outcome::COMMITTED: return "COMMITTED";
     case rpc::Outcome::ABORTED:
-      return std::string("ABORTED(") + (r.__isset.reason ? AbortReasonName(static_cast<AbortReason>(r.reason)) : "?") +
-             ")";
+      return std::string("ABORTED(") +
+             (r.__isset.reason ? AbortReasonName(static_cast<AbortReason>(r.reason)) : "?") + ")";
     case rpc::Outcome::UNKNOWN: return "UNKNOWN";
   }
   return "?";
@@ -300,20 +306,27 @@ std::string OutcomeName(const rpc::CommitResult& r) {
 std::string Describe(const Response& r) {
   if (std::holds_alternative<ProbeAck>(r)) return "heartbeat ack";
   if (const auto* p = std::get_if<pc::Reply>(&r)) {
-    if (p->error != pc::ErrorCode::kOk) return std::string("error ") + pc::ErrorCodeName(p->error) + ": " + p->message;
+    if (p->error != pc::ErrorCode::kOk)
+      return std::string("error ") + pc::ErrorCodeName(p->error) + ": " + p->message;
     switch (p->kind) {
       case pc::Reply::Kind::kRead:
-        return p->found ? "value v" + std::to_string(p->version) + " " + p->value : "absent v" + std::to_string(p->version);
+        return p->found ? "value v" + std::to_string(p->version) + " " + p->value
+                        : "absent v" + std::to_string(p->version);
       case pc::Reply::Kind::kPrepare:
-        return p->vote == pc::Vote::kYes ? "YES" : p->vote == pc::Vote::kReadOnly ? "READ_ONLY" : "NO: " + p->detail;
+        return p->vote == pc::Vote::kYes        ? "YES"
+               : p->vote == pc::Vote::kReadOnly ? "READ_ONLY"
+                                                : "NO: " + p->detail;
       case pc::Reply::Kind::kCommit: return "commit ack";
       case pc::Reply::Kind::kAbort: return "abort ack";
       case pc::Reply::Kind::kAdoptEpoch: return "epoch adopted";
-      default: return "reply kind " + std::to_string(static_cast<int>(p->kind));  // kinds the simulator does not send
+      default:
+        return "reply kind " +
+               std::to_string(static_cast<int>(p->kind));  // kinds the simulator does not send
     }
   }
   const auto& b = std::get<CoordinatorBody>(r);
-  if (const auto* res = std::get_if<rpc::CommitResult>(&b)) return OutcomeName(*res) + " " + res->detail;
+  if (const auto* res = std::get_if<rpc::CommitResult>(&b))
+    return OutcomeName(*res) + " " + res->detail;
   if (const auto* d = std::get_if<DecisionAnswer>(&b)) {
     return d->decision == rpc::Decision::COMMIT  ? "decision COMMIT"
            : d->decision == rpc::Decision::ABORT ? "decision ABORT"
@@ -321,8 +334,8 @@ std::string Describe(const Response& r) {
   }
   if (std::holds_alternative<rpc::ReplicateResponse>(b)) return "replicated";
   if (const auto* h = std::get_if<rpc::HeartbeatResponse>(&b)) {
-    return std::string("peer ") + (h->__isset.role ? NodeRoleName(h->role) : "stopping") + " epoch " +
-           std::to_string(h->epoch);
+    return std::string("peer ") + (h->__isset.role ? NodeRoleName(h->role) : "stopping") +
+           " epoch " + std::to_string(h->epoch);
   }
   const auto& e = std::get<rpc::DtxError>(b);
   return "error " + ErrorCodeName(e.code) + ": " + e.message;
@@ -354,7 +367,7 @@ struct WalEntry {
   uint64_t lsn = 0;
   uint8_t type = 0;
   std::string payload;
-  uint64_t tag = 0;          // the appending core's tag
+  uint64_t tag = 0;  // the appending core's tag
   bool forced = false;
   uint64_t incarnation = 0;  // which core appended it (tags are per core)
   TxId txid;
@@ -442,7 +455,7 @@ struct TxInfo {
   TxId txid;
   bool audit = false;
   std::map<std::string, std::string> writes;  // key -> value
-  std::set<int> shards;                        // participants its writes touch
+  std::set<int> shards;                       // participants its writes touch
   ClientReply reply = ClientReply::kNone;
   // participant -> versions it applied this transaction with
   std::map<int, std::set<Version>> applied;
@@ -453,7 +466,8 @@ struct Client {
   int index = 0;
   uint64_t counter = 0;
   bool busy = false;
-  int coordinator = 0;  // index into World::coordinators_: where it sends Commit (follows the primary)
+  int coordinator =
+      0;  // index into World::coordinators_: where it sends Commit (follows the primary)
 };
 
 // State of one client transaction in flight (shared by its callbacks).
@@ -474,7 +488,8 @@ struct ClientTx {
 
 class World {
  public:
-  World(uint64_t seed, const SimOptions& o) : seed_(seed), opts_(o), rng_(seed), trace_on_(o.trace) {}
+  World(uint64_t seed, const SimOptions& o)
+      : seed_(seed), opts_(o), rng_(seed), trace_on_(o.trace) {}
 
   RunResult Run();
   void OnApplied(int participant, const std::vector<pc::WriteOp>& writes, Version version);
@@ -493,13 +508,24 @@ class World {
     }
   };
   enum EventKind : uint32_t {
-    kEvTick = 1, kEvMsg, kEvSync, kEvTimeout, kEvCrash, kEvRestart, kEvClient, kEvHeal, kEvCheckpoint, kEvNetFault
+    kEvTick = 1,
+    kEvMsg,
+    kEvSync,
+    kEvTimeout,
+    kEvCrash,
+    kEvRestart,
+    kEvClient,
+    kEvHeal,
+    kEvCheckpoint,
+    kEvNetFault
   };
 
   void At(uint64_t at, uint32_t kind, std::function<void()> fn) {
     queue_.push(Event{at, next_seq_++, kind, std::move(fn)});
   }
-  void After(uint64_t delay, uint32_t kind, std::function<void()> fn) { At(now_ + delay, kind, std::move(fn)); }
+  void After(uint64_t delay, uint32_t kind, std::function<void()> fn) {
+    At(now_ + delay, kind, std::move(fn));
+  }
 
   void Trace(const TxId& txid, std::string text) {
     if (trace_.size() < kTraceLinesMax) trace_.push_back(TraceLine{now_, txid, std::move(text)});
@@ -516,11 +542,12 @@ class World {
 
   // network and RPC
   // Returns how many copies went out (0: lost, 2: duplicated).
-  int SendMsg(int from, int to, const TxId& txid, const std::string& what, std::function<void()> deliver);
+  int SendMsg(int from, int to, const TxId& txid, const std::string& what,
+              std::function<void()> deliver);
   uint64_t NetDelay();
   // Returns how many copies of the request went out.
-  int StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done,
-                bool background = false);
+  int StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid,
+                Completion done, bool background = false);
   void FinishCall(uint64_t id, CallEnd end, const Response* resp);
   void Dispatch(int to, uint64_t call_id, const Request& req);
   bool Hung(const Node& n) const { return n.hung_until_ms > now_; }
@@ -532,7 +559,8 @@ class World {
   // nodes
   void HandleParticipant(Node& n, int from, const Request& req, Responder resp);
   // Checks a participant's answer to a call stamped with an epoch (fencing).
-  void CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before, const pc::Reply& r);
+  void CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before,
+                    const pc::Reply& r);
   // Sends the participant core's question `m` (its fall-back rule decides
   // whom to ask, participant/core.h QueryDecisionMsg) and feeds the answers back.
   void AskDecision(int participant, const pc::QueryDecisionMsg& m);
@@ -562,7 +590,8 @@ class World {
   void ClientNext(Client& c);
   void ClientRead(Client& c, std::shared_ptr<ClientTx> tx);
   void ClientCommit(Client& c, std::shared_ptr<ClientTx> tx);
-  void ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply, const std::string& why);
+  void ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply,
+                  const std::string& why);
 
   // the end
   void Heal();
@@ -614,7 +643,8 @@ class World {
   // Fencing: which coordinators participants accepted stamped calls (or
   // granted AdoptEpoch) from, per epoch.
   std::map<Epoch, std::set<std::string>> epoch_owners_;
-  std::map<Epoch, std::map<std::string, std::set<int>>> epoch_grants_;  // epoch -> coordinator -> participants
+  std::map<Epoch, std::map<std::string, std::set<int>>>
+      epoch_grants_;  // epoch -> coordinator -> participants
   uint64_t forged_generation_ = 1'000'000'000;
 
   std::map<uint64_t, Call> calls_;
@@ -631,7 +661,8 @@ Status RecordingStore::Apply(const std::vector<pc::WriteOp>& writes, Version ver
 // ---- configuration -----------------------------------------------------------
 
 void World::DrawConfig() {
-  n_participants_ = opts_.participants > 0 ? opts_.participants : static_cast<int>(rng_.Range(1, 4));
+  n_participants_ =
+      opts_.participants > 0 ? opts_.participants : static_cast<int>(rng_.Range(1, 4));
   n_clients_ = opts_.clients > 0 ? opts_.clients : static_cast<int>(rng_.Range(1, 5));
   n_accounts_ = opts_.accounts > 0 ? opts_.accounts : static_cast<int>(rng_.Range(2, 10));
   fault_end_ms_ = opts_.fault_phase_ms > 0 ? opts_.fault_phase_ms : rng_.Range(1000, 4000);
@@ -654,8 +685,8 @@ void World::DrawConfig() {
                 " drop=%.3f dup=%.3f long=%.3f slow_sync=%.2f store_lost=%.2f crash_gap_ms=%" PRIu64
                 " coord_crash=%.2f net_fault_gap_ms=%" PRIu64 " audit=%.2f%s",
                 n_participants_, n_clients_, n_accounts_, fault_end_ms_, p_drop_, p_dup_, p_long_,
-                p_slow_sync_, p_store_lost_, crash_gap_ms_, p_coordinator_crash_, net_fault_gap_ms_, p_audit_,
-                opts_.failover ? " failover" : "");
+                p_slow_sync_, p_store_lost_, crash_gap_ms_, p_coordinator_crash_, net_fault_gap_ms_,
+                p_audit_, opts_.failover ? " failover" : "");
   stats_.config = buf;
 }
 
@@ -710,7 +741,8 @@ int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
     return 0;
   }
   if (Blocked(from, to) || Hung(dst) || Hung(nodes_[from])) {
-    if (trace_on_) Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [partitioned or hung]");
+    if (trace_on_)
+      Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [partitioned or hung]");
     return 0;
   }
   if (faults_on_ && rng_.Chance(p_drop_)) {
@@ -727,8 +759,8 @@ int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
   for (int i = 0; i < copies; ++i) {
     uint64_t delay = NetDelay();
     if (trace_on_) {
-      Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [sent, +" + std::to_string(delay) +
-                      "ms" + (i > 0 ? ", duplicate" : "") + "]");
+      Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [sent, +" +
+                      std::to_string(delay) + "ms" + (i > 0 ? ", duplicate" : "") + "]");
     }
     // the last copy may take the closure; earlier ones copy it
     std::function<void()> fn = i + 1 == copies ? std::move(deliver) : deliver;
@@ -742,19 +774,22 @@ int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
   return copies;
 }
 
-int World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid, Completion done,
-                     bool background) {
+int World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid,
+                     Completion done, bool background) {
   uint64_t id = next_call_++;
   calls_.emplace(id, Call{from, nodes_[from].incarnation, to, txid, std::move(done), background});
   if (!nodes_[to].up) {
     // connection refused, promptly
-    if (trace_on_) Trace(txid, nodes_[from].name + " -> " + nodes_[to].name + " " + Describe(req) + " [refused: down]");
+    if (trace_on_)
+      Trace(txid, nodes_[from].name + " -> " + nodes_[to].name + " " + Describe(req) +
+                      " [refused: down]");
     After(1, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kUnavailable, nullptr); });
     return 0;
   }
   After(timeout_ms, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kTimeout, nullptr); });
   std::string what = trace_on_ ? Describe(req) : std::string();
-  return SendMsg(from, to, txid, what, [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
+  return SendMsg(from, to, txid, what,
+                 [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
 }
 
 void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
@@ -763,7 +798,8 @@ void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
   if (Hung(nodes_[it->second.from])) {
     // A paused caller sees the completion when it resumes.
     std::shared_ptr<Response> copy = resp ? std::make_shared<Response>(*resp) : nullptr;
-    At(nodes_[it->second.from].hung_until_ms, kEvTimeout, [this, id, end, copy] { FinishCall(id, end, copy.get()); });
+    At(nodes_[it->second.from].hung_until_ms, kEvTimeout,
+       [this, id, end, copy] { FinishCall(id, end, copy.get()); });
     return;
   }
   Call call = std::move(it->second);
@@ -771,7 +807,8 @@ void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
   Node& caller = nodes_[call.from];
   if (!caller.up || caller.incarnation != call.from_incarnation) return;
   if (trace_on_ && end != CallEnd::kOk) {
-    Trace(call.txid, caller.name + " call to " + nodes_[call.to].name + " ended: " + CallEndName(end));
+    Trace(call.txid,
+          caller.name + " call to " + nodes_[call.to].name + " ended: " + CallEndName(end));
   }
   call.done(end, resp);
 }
@@ -781,13 +818,15 @@ void World::Dispatch(int to, uint64_t call_id, const Request& req) {
   auto it = calls_.find(call_id);
   TxId txid = it != calls_.end() ? it->second.txid : TxId{};
   int from = it != calls_.end() ? it->second.from : -1;
-  if (trace_on_) Trace(txid, n.name + " handles " + Describe(req) + (from < 0 ? " (its caller gave up)" : ""));
+  if (trace_on_)
+    Trace(txid, n.name + " handles " + Describe(req) + (from < 0 ? " (its caller gave up)" : ""));
   const uint64_t inc = n.incarnation;
   Responder resp = [this, to, inc, call_id, from, txid](Response r) {
     if (from < 0) return;  // the caller gave up and is gone: nobody to answer
     if (nodes_[to].incarnation != inc) return;
     std::string what = trace_on_ ? "reply " + Describe(r) : std::string();
-    SendMsg(to, from, txid, what, [this, call_id, r = std::move(r)] { FinishCall(call_id, CallEnd::kOk, &r); });
+    SendMsg(to, from, txid, what,
+            [this, call_id, r = std::move(r)] { FinishCall(call_id, CallEnd::kOk, &r); });
   };
   if (n.kind == Kind::kParticipant) {
     HandleParticipant(n, from, req, std::move(resp));
@@ -820,7 +859,8 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     const std::string who = n.name;
     resp = [this, who, txid = stamped_txid, inner = std::move(resp)](Response r) {
       const auto* rep = std::get_if<pc::Reply>(&r);
-      if (rep != nullptr && rep->error != pc::ErrorCode::kOk && rep->error != pc::ErrorCode::kStaleEpoch) {
+      if (rep != nullptr && rep->error != pc::ErrorCode::kOk &&
+          rep->error != pc::ErrorCode::kStaleEpoch) {
         Fail("commit-refused", txid, who + " refused COMMIT: " + rep->message);
       }
       inner(std::move(r));
@@ -833,7 +873,8 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     // Fencing at work: a call stamped with an older epoch refused.
     resp = [inner = std::move(resp)](Response r) {
       const auto* rep = std::get_if<pc::Reply>(&r);
-      if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch) DTX_PROBE(participant_stale_epoch_refusal);
+      if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch)
+        DTX_PROBE(participant_stale_epoch_refusal);
       inner(std::move(r));
     };
   }
@@ -842,7 +883,8 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     const int self = n.id;
     const Epoch e = *stamped;
     resp = [this, self, from, stamped_txid, e, before, inner = std::move(resp)](Response r) {
-      if (const auto* rep = std::get_if<pc::Reply>(&r)) CheckStamped(nodes_[self], from, stamped_txid, e, before, *rep);
+      if (const auto* rep = std::get_if<pc::Reply>(&r))
+        CheckStamped(nodes_[self], from, stamped_txid, e, before, *rep);
       inner(std::move(r));
     };
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
@@ -860,8 +902,9 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
         size_t winners = 0;
         for (const auto& [c, ps] : grants) winners += ps.size() >= majority ? 1 : 0;
         if (winners > 1) {
-          Fail("two-primaries", TxId{}, "a majority of participants granted epoch " + std::to_string(e) +
-                                            " (AdoptEpoch) to each of two coordinators");
+          Fail("two-primaries", TxId{},
+               "a majority of participants granted epoch " + std::to_string(e) +
+                   " (AdoptEpoch) to each of two coordinators");
         }
       }
       inner(std::move(r));
@@ -902,7 +945,8 @@ void World::DrainParticipant(Node& n) {
     return;
   }
   for (pc::PersistOp& op : r.persist) {
-    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced, n.incarnation, op.txid, nullptr});
+    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced,
+                       n.incarnation, op.txid, nullptr});
   }
   MaybeStartSync(n);
   for (const pc::QueryDecisionMsg& m : r.send) {
@@ -916,7 +960,8 @@ void World::DrainParticipant(Node& n) {
   for (pc::Reply& rep : r.replies) {
     auto it = n.pending.find(rep.token);
     if (it == n.pending.end()) {
-      Fail("reply-token", rep.txid, n.name + " answered unknown or already answered token " + std::to_string(rep.token));
+      Fail("reply-token", rep.txid,
+           n.name + " answered unknown or already answered token " + std::to_string(rep.token));
       continue;
     }
     Responder resp = std::move(it->second);
@@ -929,7 +974,8 @@ void World::DrainParticipant(Node& n) {
 void World::AskDecision(int participant, const pc::QueryDecisionMsg& m) {
   const int coordinator = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
   if (coordinator < 0) {
-    Fail("sim-internal", m.txid, nodes_[participant].name + " asks unknown coordinator '" + m.coordinator + "'");
+    Fail("sim-internal", m.txid,
+         nodes_[participant].name + " asks unknown coordinator '" + m.coordinator + "'");
     return;
   }
   StartCall(participant, coordinator, QueryReq{ToRpc(m.txid)}, kQueryDecisionTimeoutMs, m.txid,
@@ -938,7 +984,8 @@ void World::AskDecision(int participant, const pc::QueryDecisionMsg& m) {
               if (!me.pcore) return;
               pc::DecisionAnswer answer;
               const DecisionAnswer* d = nullptr;
-              if (end == CallEnd::kOk) d = std::get_if<DecisionAnswer>(&std::get<CoordinatorBody>(*resp));
+              if (end == CallEnd::kOk)
+                d = std::get_if<DecisionAnswer>(&std::get<CoordinatorBody>(*resp));
               if (d != nullptr) {
                 // As participant/runtime.cc.
                 answer.reached = true;
@@ -962,25 +1009,29 @@ void World::FindPrimary(int participant, const pc::QueryDecisionMsg& m) {
   for (int c : coordinators_) {
     const Node& other = nodes_[c];
     if (c == except || !other.up || !other.ha || Hung(other)) continue;
-    me.pcore->OnCoordinatorStatus(m.txid, other.name, other.ha->node_role(), other.ha->epoch(), now_);
+    me.pcore->OnCoordinatorStatus(m.txid, other.name, other.ha->node_role(), other.ha->epoch(),
+                                  now_);
   }
   DrainParticipant(me);
 }
 
-void World::CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before, const pc::Reply& r) {
+void World::CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before,
+                         const pc::Reply& r) {
   if (r.error != pc::ErrorCode::kOk) return;  // refused (STALE_EPOCH: fenced, as it must be)
   const std::string& who = nodes_[from].name;
   if (stamped < before) {
-    Fail("stale-epoch-accepted", txid, n.name + " accepted a call from " + who + " stamped with epoch " +
-                                          std::to_string(stamped) + " after adopting epoch " + std::to_string(before));
+    Fail("stale-epoch-accepted", txid,
+         n.name + " accepted a call from " + who + " stamped with epoch " +
+             std::to_string(stamped) + " after adopting epoch " + std::to_string(before));
   }
   std::set<std::string>& owners = epoch_owners_[stamped];
   owners.insert(who);
   if (owners.size() > 1) {
     std::string all;
     for (const std::string& o : owners) all += (all.empty() ? "" : ", ") + o;
-    Fail("two-primaries", txid, "participants accepted calls stamped with epoch " + std::to_string(stamped) +
-                                    " from " + all);
+    Fail("two-primaries", txid,
+         "participants accepted calls stamped with epoch " + std::to_string(stamped) + " from " +
+             all);
   }
 }
 
@@ -990,7 +1041,8 @@ void World::OnApplied(int participant, const std::vector<pc::WriteOp>& writes, V
   for (const pc::WriteOp& w : writes) {
     std::optional<Decoded> d = w.value ? DecodeBalance(*w.value) : std::nullopt;
     if (!d) {
-      Fail("unknown-write", TxId{}, nodes_[participants_[participant]].name + " applied an undecodable write to " + w.key);
+      Fail("unknown-write", TxId{},
+           nodes_[participants_[participant]].name + " applied an undecodable write to " + w.key);
       return;
     }
     if (txid && *txid != d->txid) {
@@ -1006,8 +1058,9 @@ void World::OnApplied(int participant, const std::vector<pc::WriteOp>& writes, V
   }
   it->second.applied[participant].insert(version);
   if (trace_on_) {
-    Trace(*txid, nodes_[participants_[participant]].name + " applied " + std::to_string(writes.size()) +
-                     " writes at version " + std::to_string(version));
+    Trace(*txid, nodes_[participants_[participant]].name + " applied " +
+                     std::to_string(writes.size()) + " writes at version " +
+                     std::to_string(version));
   }
 }
 
@@ -1023,7 +1076,9 @@ void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
         *c, [resp](const rpc::CommitResult& r) { resp(Response(CoordinatorBody(r))); }, fail);
   } else if (const auto* q = std::get_if<QueryReq>(&req)) {
     n.driver->QueryDecision(
-        q->txid, [resp](rpc::Decision::type d) { resp(Response(CoordinatorBody(DecisionAnswer{d}))); }, fail);
+        q->txid,
+        [resp](rpc::Decision::type d) { resp(Response(CoordinatorBody(DecisionAnswer{d}))); },
+        fail);
   } else if (const auto* r = std::get_if<rpc::ReplicateRequest>(&req)) {
     n.driver->Replicate(
         *r, [resp](const rpc::ReplicateResponse& a) { resp(Response(CoordinatorBody(a))); }, fail);
@@ -1053,18 +1108,25 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
   void Prepare(const std::string& to, const rpc::PrepareRequest& req, int timeout_ms,
                std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) override {
     const TxId txid = FromRpc(req.txid);
-    Call(to, Request(req), timeout_ms, txid, [done = std::move(done)](CallEnd end, const Response* resp) {
-      RpcStatus st = ParticipantCallStatus(end, resp);
-      done(st, st.ok() ? VoteToWire(std::get<pc::Reply>(*resp)) : rpc::PrepareResponse());
-    });
+    Call(to, Request(req), timeout_ms, txid,
+         [done = std::move(done)](CallEnd end, const Response* resp) {
+           RpcStatus st = ParticipantCallStatus(end, resp);
+           done(st, st.ok() ? VoteToWire(std::get<pc::Reply>(*resp)) : rpc::PrepareResponse());
+         });
   }
-  void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, Done done) override {
+  void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+              Done done) override {
     Call(to, Request(PCommitReq{txid, epoch}), timeout_ms, FromRpc(txid),
-         [done = std::move(done)](CallEnd end, const Response* resp) { done(ParticipantCallStatus(end, resp)); });
+         [done = std::move(done)](CallEnd end, const Response* resp) {
+           done(ParticipantCallStatus(end, resp));
+         });
   }
-  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, Done done) override {
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+             Done done) override {
     Call(to, Request(PAbortReq{txid, epoch}), timeout_ms, FromRpc(txid),
-         [done = std::move(done)](CallEnd end, const Response* resp) { done(ParticipantCallStatus(end, resp)); });
+         [done = std::move(done)](CallEnd end, const Response* resp) {
+           done(ParticipantCallStatus(end, resp));
+         });
   }
   void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
                         Done done) override {
@@ -1075,8 +1137,8 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
         },
         /*background=*/true);
   }
-  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
-                  AdoptDone done) override {
+  void AdoptEpoch(const std::string& to, rpc::Epoch epoch, const std::string& coordinator,
+                  int timeout_ms, AdoptDone done) override {
     Call(to, Request(AdoptReq{epoch, coordinator}), timeout_ms, TxId{},
          [done = std::move(done)](CallEnd end, const Response* resp) {
            std::optional<int64_t> current;
@@ -1093,8 +1155,9 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
            done(ParticipantCallStatus(end, resp), current, owner);
          });
   }
-  void PeerHeartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
-                     std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
+  void PeerHeartbeat(
+      const rpc::HeartbeatRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::HeartbeatResponse&)> done) override {
     const int peer = Peer();
     if (peer < 0) return;
     w_->StartCall(
@@ -1106,22 +1169,25 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
         },
         /*background=*/true);
   }
-  void PeerReplicate(const rpc::ReplicateRequest& req, int timeout_ms,
-                     std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
+  void PeerReplicate(
+      const rpc::ReplicateRequest& req, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::ReplicateResponse&)> done) override {
     const int peer = Peer();
     if (peer < 0) return;
-    w_->StartCall(node_, peer, Request(req), static_cast<uint64_t>(timeout_ms), TxId{},
-                  [done = std::move(done)](CallEnd end, const Response* resp) {
-                    RpcStatus st = CoordinatorCallStatus(end, resp);
-                    done(st, st.ok() ? std::get<rpc::ReplicateResponse>(std::get<CoordinatorBody>(*resp))
-                                     : rpc::ReplicateResponse());
-                  });
+    w_->StartCall(
+        node_, peer, Request(req), static_cast<uint64_t>(timeout_ms), TxId{},
+        [done = std::move(done)](CallEnd end, const Response* resp) {
+          RpcStatus st = CoordinatorCallStatus(end, resp);
+          done(st, st.ok() ? std::get<rpc::ReplicateResponse>(std::get<CoordinatorBody>(*resp))
+                           : rpc::ReplicateResponse());
+        });
   }
 
   uint64_t Append(cc::RecordType type, const std::string& payload, bool forced,
                   std::function<void(uint64_t lsn)> on_durable) override {
     Node& n = w_->nodes_[node_];
-    WalEntry e{0, static_cast<uint8_t>(type), payload, 0, forced, n.incarnation, TxId{}, std::move(on_durable)};
+    WalEntry e{0,      static_cast<uint8_t>(type), payload, 0, forced, n.incarnation,
+               TxId{}, std::move(on_durable)};
     w_->Append(n, std::move(e));
     w_->KickSync(n);
     return n.wal.entries.back().lsn;
@@ -1137,7 +1203,8 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
     for (const WalEntry& e : n.wal.entries) {
       Status s = replay(e.lsn, e.type, e.payload);
       if (!s.ok()) {
-        w_->Fail("replay", e.txid, n.name + " reload failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        w_->Fail("replay", e.txid,
+                 n.name + " reload failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
         return s;
       }
     }
@@ -1163,14 +1230,17 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
 
   bool tracing() const override { return w_->trace_on_; }
   void Trace(const TxId& txid, const char* event, std::string_view detail) override {
-    w_->Trace(txid, w_->nodes_[node_].name + " " + event + (detail.empty() ? "" : " ") + std::string(detail));
+    w_->Trace(txid, w_->nodes_[node_].name + " " + event + (detail.empty() ? "" : " ") +
+                        std::string(detail));
   }
   void Note(const cc::HaNote& note) override {
-    if (w_->trace_on_) w_->Trace(TxId{}, w_->nodes_[node_].name + (note.warn ? " WARN " : " ") + note.text);
+    if (w_->trace_on_)
+      w_->Trace(TxId{}, w_->nodes_[node_].name + (note.warn ? " WARN " : " ") + note.text);
   }
   void UnmatchedReply(cc::RequestToken token) override {
     w_->Fail("reply-token", TxId{},
-             w_->nodes_[node_].name + " answered unknown or already answered token " + std::to_string(token));
+             w_->nodes_[node_].name + " answered unknown or already answered token " +
+                 std::to_string(token));
   }
 
  private:
@@ -1185,7 +1255,8 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
       w_->Fail("sim-internal", txid, "coordinator calls unknown participant '" + to + "'");
       return;
     }
-    w_->StartCall(node_, dst, std::move(req), static_cast<uint64_t>(timeout_ms), txid, std::move(done), background);
+    w_->StartCall(node_, dst, std::move(req), static_cast<uint64_t>(timeout_ms), txid,
+                  std::move(done), background);
   }
 
   World* w_;
@@ -1198,11 +1269,12 @@ void World::Append(Node& n, WalEntry e) {
   e.lsn = n.wal.next_lsn();
   if (n.kind == Kind::kParticipant && e.tag != e.lsn) {
     // participant/core.h: "Tags are LSNs" - the runtime relies on it.
-    Fail("tag-lsn", e.txid, n.name + " appended tag " + std::to_string(e.tag) + " at LSN " + std::to_string(e.lsn));
+    Fail("tag-lsn", e.txid,
+         n.name + " appended tag " + std::to_string(e.tag) + " at LSN " + std::to_string(e.lsn));
   }
   if (trace_on_) {
-    Trace(e.txid, n.name + " WAL append lsn=" + std::to_string(e.lsn) + " type=" + std::to_string(e.type) +
-                      (e.forced ? " forced" : ""));
+    Trace(e.txid, n.name + " WAL append lsn=" + std::to_string(e.lsn) +
+                      " type=" + std::to_string(e.type) + (e.forced ? " forced" : ""));
   }
   n.wal.entries.push_back(std::move(e));
 }
@@ -1277,7 +1349,8 @@ void World::CompleteSync(Node& n, uint64_t target_lsn) {
     // The driver's notices, in LSN order; each may append, reload or stop.
     std::vector<std::pair<uint64_t, std::function<void(uint64_t)>>> notices;
     for (const WalEntry& e : n.wal.entries) {
-      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable) continue;
+      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable)
+        continue;
       notices.emplace_back(e.lsn, e.on_durable);
     }
     const uint64_t inc = n.incarnation;
@@ -1326,8 +1399,9 @@ void World::Crash(Node& n) {
   n.wal.sync_kick_pending = false;
   n.pending.clear();
   if (trace_on_) {
-    Trace(TxId{}, "CRASH " + n.name + ": kept " + std::to_string(keep) + " of " + std::to_string(unsynced) +
-                      " unsynced WAL records" + (store_lost ? ", store lost" : ""));
+    Trace(TxId{}, "CRASH " + n.name + ": kept " + std::to_string(keep) + " of " +
+                      std::to_string(unsynced) + " unsynced WAL records" +
+                      (store_lost ? ", store lost" : ""));
   }
   // Calls from it vanish with it; calls to it fail as a reset connection.
   for (auto it = calls_.begin(); it != calls_.end();) {
@@ -1355,7 +1429,8 @@ void World::StartCore(Node& n) {
     for (const WalEntry& e : n.wal.entries) {
       Status s = n.pcore->Replay(e.lsn, e.type, e.payload);
       if (!s.ok()) {
-        Fail("replay", e.txid, n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        Fail("replay", e.txid,
+             n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
         break;
       }
     }
@@ -1364,7 +1439,8 @@ void World::StartCore(Node& n) {
     stats_.replay_inferred_aborts += st.replay_inferred_aborts;
     stats_.in_doubt_replayed += st.in_flight;
     if (trace_on_ && n.pcore->stats().in_flight > 0) {
-      for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_)) Trace(d.txid, n.name + " recovered in doubt");
+      for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_))
+        Trace(d.txid, n.name + " recovered in doubt");
     }
     DrainParticipant(n);
   } else {
@@ -1388,7 +1464,8 @@ void World::StartCore(Node& n) {
     const bool first = n.id == coordinators_[0];
     ho.role = first ? cc::Role::kPrimary : cc::Role::kBackup;
     ho.self_address = n.name;
-    if (coordinators_.size() > 1) ho.peer = nodes_[first ? coordinators_[1] : coordinators_[0]].name;
+    if (coordinators_.size() > 1)
+      ho.peer = nodes_[first ? coordinators_[1] : coordinators_[0]].name;
     ho.heartbeat_ms = kHeartbeatMs;
     ho.detector.suspect_after_ms = kSuspectAfterMs;
     ho.replicate_timeout_ms = kReplicateTimeoutMs;
@@ -1400,7 +1477,8 @@ void World::StartCore(Node& n) {
     for (const WalEntry& e : n.wal.entries) {
       Status s = n.ha->Replay(e.lsn, e.type, e.payload);
       if (!s.ok()) {
-        Fail("replay", e.txid, n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
+        Fail("replay", e.txid,
+             n.name + " replay failed at lsn " + std::to_string(e.lsn) + ": " + s.ToString());
         break;
       }
     }
@@ -1411,7 +1489,8 @@ void World::StartCore(Node& n) {
     dopts.peer = ho.peer;
     dopts.participants = o.participants;
     dopts.probe_timeout_ms = static_cast<int>(kProbeTimeoutMs);
-    n.driver = std::make_unique<cc::CoordinatorDriver>(std::move(dopts), n.ha.get(), n.glue.get(), n.glue.get());
+    n.driver = std::make_unique<cc::CoordinatorDriver>(std::move(dopts), n.ha.get(), n.glue.get(),
+                                                       n.glue.get());
     n.ha->Start(now_);
     n.driver->Process();
   }
@@ -1422,7 +1501,9 @@ void World::Restart(Node& n) {
   n.up = true;
   n.up_since_ms = now_;
   ++n.incarnation;
-  if (trace_on_) Trace(TxId{}, "RESTART " + n.name + " (" + std::to_string(n.wal.entries.size()) + " WAL records)");
+  if (trace_on_)
+    Trace(TxId{},
+          "RESTART " + n.name + " (" + std::to_string(n.wal.entries.size()) + " WAL records)");
   StartCore(n);
 }
 
@@ -1453,7 +1534,8 @@ void World::TickAll() {
 // snapshot "from the primary" at its own epoch, so it counts itself in sync
 // without the primary's decisions.
 void World::ForgeSync(Node& c) {
-  if (coordinators_.size() < 2 || !c.driver || c.ha->role() != cc::Role::kBackup || c.ha->in_sync()) return;
+  if (coordinators_.size() < 2 || !c.driver || c.ha->role() != cc::Role::kBackup || c.ha->in_sync())
+    return;
   const int peer = coordinators_[0] == c.id ? coordinators_[1] : coordinators_[0];
   const int64_t gen = static_cast<int64_t>(++forged_generation_);
   const Epoch e = std::max<Epoch>(c.ha->epoch(), 1);
@@ -1462,14 +1544,16 @@ void World::ForgeSync(Node& c) {
   req.primary = nodes_[peer].name;
   req.generation = gen;
   req.snapshot = true;
-  for (const auto& [type, payload] : {std::pair{cc::RecordType::kSync, cc::EncodePayload(cc::SyncRecord{gen})},
-                                      std::pair{cc::RecordType::kEpoch, cc::EncodePayload(cc::EpochRecord{e})}}) {
+  for (const auto& [type, payload] :
+       {std::pair{cc::RecordType::kSync, cc::EncodePayload(cc::SyncRecord{gen})},
+        std::pair{cc::RecordType::kEpoch, cc::EncodePayload(cc::EpochRecord{e})}}) {
     rpc::LogRecord r;
     r.type = static_cast<int8_t>(type);
     r.payload = payload;
     req.records.push_back(std::move(r));
   }
-  c.driver->Replicate(req, [](const rpc::ReplicateResponse&) {}, [](const rpc::DtxError&) {});
+  c.driver->Replicate(
+      req, [](const rpc::ReplicateResponse&) {}, [](const rpc::DtxError&) {});
 }
 
 void World::ScheduleCheckpoint(int id) {
@@ -1477,7 +1561,8 @@ void World::ScheduleCheckpoint(int id) {
     Node& n = nodes_[id];
     if (n.up && !n.checkpointing) {
       std::optional<pc::Checkpoint> cp = n.pcore->TakeCheckpoint();
-      if (cp && (!n.checkpoint || cp->lsn > n.checkpoint->lsn || cp->retain_from > n.checkpoint->retain_from)) {
+      if (cp && (!n.checkpoint || cp->lsn > n.checkpoint->lsn ||
+                 cp->retain_from > n.checkpoint->retain_from)) {
         n.checkpointing = true;
         const uint64_t inc = n.incarnation;
         const pc::Checkpoint taken = *cp;
@@ -1495,13 +1580,15 @@ void World::ScheduleCheckpoint(int id) {
 void World::CompleteCheckpoint(Node& n, const pc::Checkpoint& cp) {
   n.checkpointing = false;
   if (n.checkpoint && cp.retain_from < n.checkpoint->retain_from) {
-    Fail("checkpoint", TxId{}, n.name + " checkpoint retain_from went back from " +
-                                   std::to_string(n.checkpoint->retain_from) + " to " + std::to_string(cp.retain_from));
+    Fail("checkpoint", TxId{},
+         n.name + " checkpoint retain_from went back from " +
+             std::to_string(n.checkpoint->retain_from) + " to " + std::to_string(cp.retain_from));
     return;
   }
   if (cp.lsn > n.wal.synced_lsn + 1) {
-    Fail("checkpoint", TxId{}, n.name + " checkpoint at lsn " + std::to_string(cp.lsn) + " beyond the synced LSN " +
-                                   std::to_string(n.wal.synced_lsn));
+    Fail("checkpoint", TxId{},
+         n.name + " checkpoint at lsn " + std::to_string(cp.lsn) + " beyond the synced LSN " +
+             std::to_string(n.wal.synced_lsn));
     return;
   }
   // The store's synced write makes everything applied so far durable.
@@ -1515,8 +1602,9 @@ void World::CompleteCheckpoint(Node& n, const pc::Checkpoint& cp) {
   n.wal.truncated_below = std::max(n.wal.truncated_below, cp.retain_from);
   ++stats_.checkpoints;
   if (trace_on_) {
-    Trace(TxId{}, n.name + " checkpoint lsn=" + std::to_string(cp.lsn) + " retain_from=" +
-                      std::to_string(cp.retain_from) + ", " + std::to_string(dropped) + " WAL records truncated");
+    Trace(TxId{}, n.name + " checkpoint lsn=" + std::to_string(cp.lsn) +
+                      " retain_from=" + std::to_string(cp.retain_from) + ", " +
+                      std::to_string(dropped) + " WAL records truncated");
   }
 }
 
@@ -1526,8 +1614,9 @@ void World::ScheduleNextCrash() {
   if (now_ + gap >= fault_end_ms_) return;
   After(gap, kEvCrash, [this] {
     if (!faults_on_) return;
-    int victim = rng_.Chance(p_coordinator_crash_) ? coordinators_[rng_.Range(0, coordinators_.size() - 1)]
-                                                   : participants_[rng_.Range(0, participants_.size() - 1)];
+    int victim = rng_.Chance(p_coordinator_crash_)
+                     ? coordinators_[rng_.Range(0, coordinators_.size() - 1)]
+                     : participants_[rng_.Range(0, participants_.size() - 1)];
     Node& n = nodes_[victim];
     if (n.up) {
       Crash(n);
@@ -1562,7 +1651,8 @@ void World::ScheduleNextNetFault() {
       if (n.up) {
         n.hung_until_ms = now_ + rng_.Range(kHangMsMin, kHangMsMax);
         ++stats_.hangs;
-        if (trace_on_) Trace(TxId{}, "HANG " + n.name + " until " + std::to_string(n.hung_until_ms) + "ms");
+        if (trace_on_)
+          Trace(TxId{}, "HANG " + n.name + " until " + std::to_string(n.hung_until_ms) + "ms");
       }
     } else {
       const uint64_t until = now_ + rng_.Range(kPartitionMsMin, kPartitionMsMax);
@@ -1579,8 +1669,8 @@ void World::ScheduleNextNetFault() {
       ++stats_.partitions;
       if (trace_on_) {
         Trace(TxId{}, "PARTITION " + nodes_[primary].name + " from " +
-                          (kind == 1 ? nodes_[other].name : std::string("every participant")) + " until " +
-                          std::to_string(until) + "ms");
+                          (kind == 1 ? nodes_[other].name : std::string("every participant")) +
+                          " until " + std::to_string(until) + "ms");
       }
     }
     ScheduleNextNetFault();
@@ -1611,8 +1701,9 @@ void World::ClientNext(Client& c) {
   tx->balances.assign(tx->keys.size(), 0);
   tx->versions.assign(tx->keys.size(), 0);
   if (trace_on_) {
-    std::string what = tx->audit ? "audit of all accounts" : "transfer " + std::to_string(tx->amount) + " " +
-                                                                  tx->keys[0] + " -> " + tx->keys[1];
+    std::string what = tx->audit ? "audit of all accounts"
+                                 : "transfer " + std::to_string(tx->amount) + " " + tx->keys[0] +
+                                       " -> " + tx->keys[1];
     Trace(tx->txid, nodes_[c.node].name + " begins " + what);
   }
   ClientRead(c, tx);
@@ -1631,8 +1722,11 @@ void World::ClientRead(Client& c, std::shared_ptr<ClientTx> tx) {
                 if (rep == nullptr || rep->error != pc::ErrorCode::kOk) {
                   tx->failed = true;
                   ++stats_.read_failures;
-                  if (trace_on_) Trace(tx->txid, nodes_[cl.node].name + " read of " + tx->keys[i] + " failed; gives up");
-                  After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+                  if (trace_on_)
+                    Trace(tx->txid,
+                          nodes_[cl.node].name + " read of " + tx->keys[i] + " failed; gives up");
+                  After(rng_.Range(0, kClientThinkMsMax), kEvClient,
+                        [this, ci] { ClientNext(clients_[ci]); });
                   return;
                 }
                 int64_t balance = kInitialBalance;
@@ -1691,49 +1785,56 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
   // (bindings/cpp): NOT_PRIMARY or a transport failure sends the next attempt
   // to the other one; UNKNOWN is resolved by asking again with the same txid.
   const int to = coordinators_[static_cast<size_t>(c.coordinator) % coordinators_.size()];
-  if (trace_on_ && tx->attempts > 1) Trace(tx->txid, nodes_[c.node].name + " commits again at " + nodes_[to].name);
-  const int copies = StartCall(c.node, to, tx->request, kClientCommitTimeoutMs, tx->txid,
-            [this, ci, tx](CallEnd end, const Response* resp) {
-              Client& cl = clients_[ci];
-              const int attempts_max = opts_.failover ? kClientCommitAttemptsFailover : kClientCommitAttemptsMax;
-              const bool may_retry = opts_.client_retries && tx->attempts < attempts_max;
-              auto retry = [&](bool other_coordinator) {
-                if (other_coordinator) ++cl.coordinator;
-                const uint64_t wait = opts_.failover ? rng_.Range(20, kClientRetryMsMaxFailover) : rng_.Range(1, 50);
-                After(wait, kEvClient, [this, ci, tx] { ClientCommit(clients_[ci], tx); });
-              };
-              if (end != CallEnd::kOk) {
-                if (may_retry) return retry(opts_.failover);
-                return ClientDone(cl, tx, ClientReply::kNoReply, CallEndName(end));
-              }
-              const auto& body = std::get<CoordinatorBody>(*resp);
-              if (const auto* err = std::get_if<rpc::DtxError>(&body)) {
-                if (may_retry) return retry(err->code == rpc::ErrorCode::NOT_PRIMARY);
-                return ClientDone(cl, tx, ClientReply::kError, err->message);
-              }
-              const auto* res = std::get_if<rpc::CommitResult>(&body);
-              if (res == nullptr) {
-                Fail("sim-internal", tx->txid, "a Decision answered a client Commit");
-                return ClientDone(cl, tx, ClientReply::kError, "decision reply");
-              }
-              switch (res->outcome) {
-                case rpc::Outcome::COMMITTED: return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
-                case rpc::Outcome::ABORTED:
-                  return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
-                case rpc::Outcome::UNKNOWN:
-                  if (may_retry) return retry(false);
-                  return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
-              }
-              Fail("sim-internal", tx->txid, "an undecodable outcome answered a client Commit");
-              return ClientDone(cl, tx, ClientReply::kError, "bad outcome");
-            });
+  if (trace_on_ && tx->attempts > 1)
+    Trace(tx->txid, nodes_[c.node].name + " commits again at " + nodes_[to].name);
+  const int copies = StartCall(
+      c.node, to, tx->request, kClientCommitTimeoutMs, tx->txid,
+      [this, ci, tx](CallEnd end, const Response* resp) {
+        Client& cl = clients_[ci];
+        const int attempts_max =
+            opts_.failover ? kClientCommitAttemptsFailover : kClientCommitAttemptsMax;
+        const bool may_retry = opts_.client_retries && tx->attempts < attempts_max;
+        auto retry = [&](bool other_coordinator) {
+          if (other_coordinator) ++cl.coordinator;
+          const uint64_t wait =
+              opts_.failover ? rng_.Range(20, kClientRetryMsMaxFailover) : rng_.Range(1, 50);
+          After(wait, kEvClient, [this, ci, tx] { ClientCommit(clients_[ci], tx); });
+        };
+        if (end != CallEnd::kOk) {
+          if (may_retry) return retry(opts_.failover);
+          return ClientDone(cl, tx, ClientReply::kNoReply, CallEndName(end));
+        }
+        const auto& body = std::get<CoordinatorBody>(*resp);
+        if (const auto* err = std::get_if<rpc::DtxError>(&body)) {
+          if (may_retry) return retry(err->code == rpc::ErrorCode::NOT_PRIMARY);
+          return ClientDone(cl, tx, ClientReply::kError, err->message);
+        }
+        const auto* res = std::get_if<rpc::CommitResult>(&body);
+        if (res == nullptr) {
+          Fail("sim-internal", tx->txid, "a Decision answered a client Commit");
+          return ClientDone(cl, tx, ClientReply::kError, "decision reply");
+        }
+        switch (res->outcome) {
+          case rpc::Outcome::COMMITTED:
+            return ClientDone(cl, tx, ClientReply::kCommitted, res->detail);
+          case rpc::Outcome::ABORTED:
+            return ClientDone(cl, tx, ClientReply::kAborted, OutcomeName(*res) + " " + res->detail);
+          case rpc::Outcome::UNKNOWN:
+            if (may_retry) return retry(false);
+            return ClientDone(cl, tx, ClientReply::kUnknown, res->detail);
+        }
+        Fail("sim-internal", tx->txid, "an undecodable outcome answered a client Commit");
+        return ClientDone(cl, tx, ClientReply::kError, "bad outcome");
+      });
   tx->repeated |= copies > 1;
 }
 
-void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply, const std::string& why) {
+void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply,
+                       const std::string& why) {
   TxInfo& info = txs_[tx->txid];
   info.reply = reply;
-  if (trace_on_) Trace(tx->txid, nodes_[c.node].name + " told " + ClientReplyName(reply) + " " + why);
+  if (trace_on_)
+    Trace(tx->txid, nodes_[c.node].name + " told " + ClientReplyName(reply) + " " + why);
   if (tx->audit) {
     if (reply == ClientReply::kCommitted) {
       ++stats_.audits_committed;
@@ -1742,7 +1843,8 @@ void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply repl
       if (sum != kInitialBalance * n_accounts_) {
         std::string seen;
         for (size_t i = 0; i < tx->keys.size(); ++i) {
-          seen += " " + tx->keys[i] + "=" + std::to_string(tx->balances[i]) + "(v" + std::to_string(tx->versions[i]) + ")";
+          seen += " " + tx->keys[i] + "=" + std::to_string(tx->balances[i]) + "(v" +
+                  std::to_string(tx->versions[i]) + ")";
         }
         Fail("audit-total", tx->txid,
              "a committed read-only audit saw total " + std::to_string(sum) + ", expected " +
@@ -1819,12 +1921,14 @@ void World::CheckReplayMatches(Node& n) {
     std::optional<Decoded> d = DecodeBalance(vv.second);
     TxId txid = d ? d->txid : TxId{};
     if (it == fresh.data().end()) {
-      Fail("replay-mismatch", txid, n.name + ": " + key + " v" + std::to_string(vv.first) + " is live but not in the log");
+      Fail("replay-mismatch", txid,
+           n.name + ": " + key + " v" + std::to_string(vv.first) + " is live but not in the log");
       return;
     }
     if (it->second != vv) {
-      Fail("replay-mismatch", txid, n.name + ": " + key + " live v" + std::to_string(vv.first) + " '" + vv.second +
-                                        "', replay v" + std::to_string(it->second.first) + " '" + it->second.second + "'");
+      Fail("replay-mismatch", txid,
+           n.name + ": " + key + " live v" + std::to_string(vv.first) + " '" + vv.second +
+               "', replay v" + std::to_string(it->second.first) + " '" + it->second.second + "'");
       return;
     }
   }
@@ -1849,7 +1953,8 @@ void World::FinalChecks() {
   auto decision_logged = [&](const TxId& txid) -> std::string {
     for (int c : coordinators_) {
       for (const WalEntry& e : nodes_[c].wal.entries) {
-        if (e.txid == txid && e.type == static_cast<uint8_t>(cc::RecordType::kDecision)) return nodes_[c].name;
+        if (e.txid == txid && e.type == static_cast<uint8_t>(cc::RecordType::kDecision))
+          return nodes_[c].name;
       }
     }
     return "";
@@ -1860,7 +1965,8 @@ void World::FinalChecks() {
   if (livelock) {
     for (int p : participants_) {
       if (!nodes_[p].pcore) continue;
-      for (const pc::InDoubtInfo& d : nodes_[p].pcore->ListInDoubt(now_)) undelivered.insert(d.txid);
+      for (const pc::InDoubtInfo& d : nodes_[p].pcore->ListInDoubt(now_))
+        undelivered.insert(d.txid);
     }
   }
   if (livelock) {
@@ -1872,9 +1978,11 @@ void World::FinalChecks() {
     }
     std::string parts;
     for (int p : participants_) {
-      if (nodes_[p].pcore) parts += " " + nodes_[p].name + " epoch " + std::to_string(nodes_[p].pcore->epoch()) + ";";
+      if (nodes_[p].pcore)
+        parts += " " + nodes_[p].name + " epoch " + std::to_string(nodes_[p].pcore->epoch()) + ";";
     }
-    Fail("epoch-livelock", TxId{}, "no coordinator could establish an epoch by the end of the heal:" + epochs + parts);
+    Fail("epoch-livelock", TxId{},
+         "no coordinator could establish an epoch by the end of the heal:" + epochs + parts);
   } else if (!Quiesced()) {
     std::string why;
     TxId first;
@@ -1887,7 +1995,8 @@ void World::FinalChecks() {
       if (n.kind == Kind::kParticipant) {
         pc::CoreStats s = n.pcore->stats();
         if (s.in_flight || s.locked_keys || s.parked_reads) {
-          why += " " + n.name + " in_flight=" + std::to_string(s.in_flight) + " in_doubt=" + std::to_string(s.in_doubt) +
+          why += " " + n.name + " in_flight=" + std::to_string(s.in_flight) +
+                 " in_doubt=" + std::to_string(s.in_doubt) +
                  " locked_keys=" + std::to_string(s.locked_keys) + ";";
           for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_)) {
             if (first == TxId{}) first = d.txid;
@@ -1895,7 +2004,8 @@ void World::FinalChecks() {
           }
         }
       } else if (n.ha->core().in_flight() != 0) {
-        why += " " + n.name + " (" + NodeRoleName(n.ha->node_role()) + ") in_flight=" + std::to_string(n.ha->core().in_flight()) + ";";
+        why += " " + n.name + " (" + NodeRoleName(n.ha->node_role()) +
+               ") in_flight=" + std::to_string(n.ha->core().in_flight()) + ";";
       }
     }
     for (const Client& c : clients_) {
@@ -1904,7 +2014,8 @@ void World::FinalChecks() {
     size_t open = 0;
     for (const auto& [id, call] : calls_) open += call.background ? 0 : 1;
     if (open != 0) why += " " + std::to_string(open) + " calls pending;";
-    Fail("quiesce", first, "not quiet " + std::to_string(opts_.heal_max_ms) + " ms after the heal:" + why);
+    Fail("quiesce", first,
+         "not quiet " + std::to_string(opts_.heal_max_ms) + " ms after the heal:" + why);
   }
 
   // Final balances and which transaction wrote each key.
@@ -1935,8 +2046,9 @@ void World::FinalChecks() {
     }
   }
   if (total != kInitialBalance * n_accounts_ && undelivered.empty()) {
-    Fail("bank-total", TxId{}, "final total " + std::to_string(total) + ", expected " +
-                                   std::to_string(kInitialBalance * n_accounts_));
+    Fail("bank-total", TxId{},
+         "final total " + std::to_string(total) + ", expected " +
+             std::to_string(kInitialBalance * n_accounts_));
   }
 
   for (const auto& [txid, info] : txs_) {
@@ -1945,8 +2057,9 @@ void World::FinalChecks() {
     for (const auto& [p, versions] : info.applied) {
       applied_at.insert(p);
       if (versions.size() > 1) {
-        Fail("double-apply", txid, nodes_[participants_[p]].name + " applied it " + std::to_string(versions.size()) +
-                                       " times with different versions");
+        Fail("double-apply", txid,
+             nodes_[participants_[p]].name + " applied it " + std::to_string(versions.size()) +
+                 " times with different versions");
       }
     }
     auto names = [&](const std::set<int>& s) {
@@ -1955,24 +2068,29 @@ void World::FinalChecks() {
       return out.empty() ? std::string("none") : out;
     };
     if (undelivered.count(txid) != 0) {
-      Fail("epoch-livelock", txid, "still in doubt at the end (applied at {" + names(applied_at) + "} of {" +
-                                       names(info.shards) + "}): no coordinator could establish an epoch");
+      Fail("epoch-livelock", txid,
+           "still in doubt at the end (applied at {" + names(applied_at) + "} of {" +
+               names(info.shards) + "}): no coordinator could establish an epoch");
       continue;
     }
     if (!applied_at.empty() && applied_at != info.shards) {
-      Fail("atomicity", txid, "applied at {" + names(applied_at) + "} but writes {" + names(info.shards) +
-                                  "} (client was told " + ClientReplyName(info.reply) + ")");
+      Fail("atomicity", txid,
+           "applied at {" + names(applied_at) + "} but writes {" + names(info.shards) +
+               "} (client was told " + ClientReplyName(info.reply) + ")");
     }
     if (info.reply == ClientReply::kCommitted) {
       if (applied_at != info.shards) {
-        const std::string holder = livelock && applied_at.empty() ? decision_logged(txid) : std::string();
+        const std::string holder =
+            livelock && applied_at.empty() ? decision_logged(txid) : std::string();
         if (!holder.empty()) {
-          Fail("epoch-livelock", txid, "client told COMMITTED; the DECISION is in " + holder +
-                                           "'s log but no coordinator could establish an epoch to deliver it");
+          Fail("epoch-livelock", txid,
+               "client told COMMITTED; the DECISION is in " + holder +
+                   "'s log but no coordinator could establish an epoch to deliver it");
           continue;
         }
-        Fail("committed-lost", txid, "client told COMMITTED, applied at {" + names(applied_at) + "} of {" +
-                                         names(info.shards) + "}");
+        Fail("committed-lost", txid,
+             "client told COMMITTED, applied at {" + names(applied_at) + "} of {" +
+                 names(info.shards) + "}");
       }
       for (const auto& [key, value] : info.writes) {
         int p = ShardOf(key);
@@ -1981,11 +2099,13 @@ void World::FinalChecks() {
         Version v = *ap->second.rbegin();
         auto lw = last_writer.find(key);
         if (lw == last_writer.end() || lw->second.first < v) {
-          Fail("committed-lost", txid, key + " was written at v" + std::to_string(v) + " but the final store has " +
-                                           (lw == last_writer.end() ? std::string("nothing")
-                                                                    : "v" + std::to_string(lw->second.first)));
+          Fail("committed-lost", txid,
+               key + " was written at v" + std::to_string(v) + " but the final store has " +
+                   (lw == last_writer.end() ? std::string("nothing")
+                                            : "v" + std::to_string(lw->second.first)));
         } else if (lw->second.first == v && lw->second.second != txid) {
-          Fail("committed-lost", txid, key + " v" + std::to_string(v) + " holds another transaction's value");
+          Fail("committed-lost", txid,
+               key + " v" + std::to_string(v) + " holds another transaction's value");
         }
       }
     }
@@ -1996,7 +2116,8 @@ void World::FinalChecks() {
   for (const auto& [key, lw] : last_writer) {
     auto it = txs_.find(lw.second);
     if (it != txs_.end() && it->second.reply == ClientReply::kAborted) {
-      Fail("aborted-visible", lw.second, key + " holds the value of a transaction the client was told ABORTED");
+      Fail("aborted-visible", lw.second,
+           key + " holds the value of a transaction the client was told ABORTED");
     }
   }
 
@@ -2030,26 +2151,29 @@ RunResult World::Run() {
   }
   stats_.end_ms = now_;
   FinalChecks();
-  for (uint64_t v : {stats_.messages, stats_.dropped, stats_.duplicated, stats_.crashes, stats_.transfers_committed,
-                     stats_.transfers_aborted, stats_.transfers_unknown, stats_.audits_committed,
-                     stats_.promotions, stats_.step_downs, stats_.hangs, stats_.partitions, stats_.max_epoch,
-                     static_cast<uint64_t>(violations_.size())}) {
+  for (uint64_t v :
+       {stats_.messages, stats_.dropped, stats_.duplicated, stats_.crashes,
+        stats_.transfers_committed, stats_.transfers_aborted, stats_.transfers_unknown,
+        stats_.audits_committed, stats_.promotions, stats_.step_downs, stats_.hangs,
+        stats_.partitions, stats_.max_epoch, static_cast<uint64_t>(violations_.size())}) {
     fp = Mix(fp, v);
   }
   stats_.fingerprint = fp;
   // The most telling first: a lost commit explains the bank total, not the reverse.
   auto rank = [](const std::string& check) {
-    static const char* const kOrder[] = {"atomicity", "committed-lost", "aborted-visible", "double-apply",
-                                         "two-primaries", "stale-epoch-accepted",
-                                         "audit-total", "bank-total", "replay", "final-replay",
-                                         "replay-mismatch", "participant-fatal", "commit-refused"};
+    static const char* const kOrder[] = {"atomicity",     "committed-lost",  "aborted-visible",
+                                         "double-apply",  "two-primaries",   "stale-epoch-accepted",
+                                         "audit-total",   "bank-total",      "replay",
+                                         "final-replay",  "replay-mismatch", "participant-fatal",
+                                         "commit-refused"};
     for (size_t i = 0; i < sizeof(kOrder) / sizeof(kOrder[0]); ++i) {
       if (check == kOrder[i]) return i;
     }
     return sizeof(kOrder) / sizeof(kOrder[0]);
   };
-  std::stable_sort(violations_.begin(), violations_.end(),
-                   [&](const Violation& a, const Violation& b) { return rank(a.check) < rank(b.check); });
+  std::stable_sort(
+      violations_.begin(), violations_.end(),
+      [&](const Violation& a, const Violation& b) { return rank(a.check) < rank(b.check); });
   RunResult r;
   r.seed = seed_;
   r.violations = std::move(violations_);
@@ -2091,7 +2215,8 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
   if (o.clients > 0) cmd += " --clients " + std::to_string(o.clients);
   if (o.accounts > 0) cmd += " --accounts " + std::to_string(o.accounts);
   if (o.fault_phase_ms > 0) cmd += " --fault-ms " + std::to_string(o.fault_phase_ms);
-  if (o.heal_max_ms != SimOptions{}.heal_max_ms) cmd += " --heal-max-ms " + std::to_string(o.heal_max_ms);
+  if (o.heal_max_ms != SimOptions{}.heal_max_ms)
+    cmd += " --heal-max-ms " + std::to_string(o.heal_max_ms);
   if (!o.faults) cmd += " --no-faults";
   if (o.small_tables) cmd += " --small-tables";
   if (!o.client_retries) cmd += " --no-client-retries";
@@ -2127,8 +2252,9 @@ std::string ProbeTable(const ProbeTotals& t) {
   std::snprintf(buf, sizeof(buf), "  %-38s %8s %10s  %s\n", "probe", "seeds", "hits", "branch");
   out += buf;
   for (size_t i = 0; i < probe::kCount; ++i) {
-    std::snprintf(buf, sizeof(buf), "  %-38s %8" PRIu64 " %10" PRIu64 "  %s%s\n", probe::kNames[i], t.seeds[i],
-                  t.hits[i], probe::kDescriptions[i], t.seeds[i] == 0 ? "  [NOT REACHED]" : "");
+    std::snprintf(buf, sizeof(buf), "  %-38s %8" PRIu64 " %10" PRIu64 "  %s%s\n", probe::kNames[i],
+                  t.seeds[i], t.hits[i], probe::kDescriptions[i],
+                  t.seeds[i] == 0 ? "  [NOT REACHED]" : "");
     out += buf;
   }
   return out;
@@ -2139,37 +2265,43 @@ std::string Summary(const RunResult& r) {
   char buf[1200];
   std::snprintf(buf, sizeof(buf),
                 "seed %" PRIu64 " %s: committed=%" PRIu64 " aborted=%" PRIu64 " unknown=%" PRIu64
-                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64 " checkpoints=%" PRIu64 " crashes=%" PRIu64
-                " (coordinator %" PRIu64 ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
+                " audits=%" PRIu64 " read_failures=%" PRIu64 " retries=%" PRIu64
+                " checkpoints=%" PRIu64 " crashes=%" PRIu64 " (coordinator %" PRIu64
+                ") in_doubt_replayed=%" PRIu64 " queries=%" PRIu64 " msgs=%" PRIu64
                 " dropped=%" PRIu64 " dup=%" PRIu64 " promotions=%" PRIu64 " step_downs=%" PRIu64
-                " hangs=%" PRIu64 " partitions=%" PRIu64 " max_epoch=%" PRIu64 " events=%" PRIu64 " end_ms=%" PRIu64
-                " fingerprint=%016" PRIx64 " | %s",
-                r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted, s.transfers_unknown,
-                s.audits_committed, s.read_failures, s.commit_retries, s.checkpoints, s.crashes, s.coordinator_crashes,
-                s.in_doubt_replayed, s.decision_queries, s.messages, s.dropped, s.duplicated, s.promotions,
-                s.step_downs, s.hangs, s.partitions, s.max_epoch, s.events, s.end_ms,
-                s.fingerprint, s.config.c_str());
+                " hangs=%" PRIu64 " partitions=%" PRIu64 " max_epoch=%" PRIu64 " events=%" PRIu64
+                " end_ms=%" PRIu64 " fingerprint=%016" PRIx64 " | %s",
+                r.seed, r.ok() ? "ok" : "FAILED", s.transfers_committed, s.transfers_aborted,
+                s.transfers_unknown, s.audits_committed, s.read_failures, s.commit_retries,
+                s.checkpoints, s.crashes, s.coordinator_crashes, s.in_doubt_replayed,
+                s.decision_queries, s.messages, s.dropped, s.duplicated, s.promotions, s.step_downs,
+                s.hangs, s.partitions, s.max_epoch, s.events, s.end_ms, s.fingerprint,
+                s.config.c_str());
   return buf;
 }
 
-std::string ExplainFailure(const RunResult& failed, const SimOptions& options, size_t violations_max, size_t tail) {
+std::string ExplainFailure(const RunResult& failed, const SimOptions& options,
+                           size_t violations_max, size_t tail) {
   SimOptions traced = options;
   traced.trace = true;
   RunResult again = RunSeed(failed.seed, traced);
-  std::string out = "FAILED seed " + std::to_string(failed.seed) + " (replay: " + ReplayCommand(failed.seed, options) +
-                    " --trace)\n  " + Summary(failed) + "\n";
+  std::string out = "FAILED seed " + std::to_string(failed.seed) +
+                    " (replay: " + ReplayCommand(failed.seed, options) + " --trace)\n  " +
+                    Summary(failed) + "\n";
   if (again.stats.fingerprint != failed.stats.fingerprint) {
     out += "  WARNING: the traced re-run took a different schedule (fingerprint " +
            std::to_string(again.stats.fingerprint) + "): the simulator is not deterministic\n";
   }
   for (size_t i = 0; i < failed.violations.size() && i < violations_max; ++i) {
     const Violation& v = failed.violations[i];
-    out += "  violation " + v.check + (v.txid == TxId{} ? std::string() : " txid " + v.txid.ToString()) + ": " +
-           v.detail + "\n";
+    out += "  violation " + v.check +
+           (v.txid == TxId{} ? std::string() : " txid " + v.txid.ToString()) + ": " + v.detail +
+           "\n";
     std::vector<const TraceLine*> lines;
     for (const TraceLine& t : again.trace) {
-      bool global = t.txid == TxId{} && (t.text.rfind("CRASH", 0) == 0 || t.text.rfind("RESTART", 0) == 0 ||
-                                         t.text.rfind("HEAL", 0) == 0);
+      bool global =
+          t.txid == TxId{} && (t.text.rfind("CRASH", 0) == 0 || t.text.rfind("RESTART", 0) == 0 ||
+                               t.text.rfind("HEAL", 0) == 0);
       if (v.txid == TxId{} ? true : (t.txid == v.txid || global)) lines.push_back(&t);
     }
     // Long histories (a COMMIT re-sent for seconds) show their start too.
@@ -2177,7 +2309,8 @@ std::string ExplainFailure(const RunResult& failed, const SimOptions& options, s
     const size_t from = lines.size() > tail ? lines.size() - (tail - head) : 0;
     out += "    " + std::to_string(lines.size()) + " events" +
            (v.txid == TxId{} ? std::string() : " touching it (and crashes/restarts)") +
-           (from > 0 ? ", showing the " + (head > 0 ? "first " + std::to_string(head) + " and " : std::string()) +
+           (from > 0 ? ", showing the " +
+                           (head > 0 ? "first " + std::to_string(head) + " and " : std::string()) +
                            "last " + std::to_string(lines.size() - from)
                      : std::string()) +
            ":\n";
@@ -2191,7 +2324,8 @@ std::string ExplainFailure(const RunResult& failed, const SimOptions& options, s
     for (size_t j = from; j < lines.size(); ++j) print(j);
   }
   if (failed.violations.size() > violations_max) {
-    out += "  ... and " + std::to_string(failed.violations.size() - violations_max) + " more violations\n";
+    out += "  ... and " + std::to_string(failed.violations.size() - violations_max) +
+           " more violations\n";
   }
   return out;
 }

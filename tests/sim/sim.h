@@ -46,12 +46,12 @@ enum class Sabotage {
 
 // Zero/negative means "drawn from the seed" (documented ranges in README.md).
 struct SimOptions {
-  int participants = 0;      // 1..4
-  int clients = 0;           // 1..5
-  int accounts = 0;          // 2..10
-  uint64_t fault_phase_ms = 0;  // clients start transactions and faults happen until then
+  int participants = 0;          // 1..4
+  int clients = 0;               // 1..5
+  int accounts = 0;              // 2..10
+  uint64_t fault_phase_ms = 0;   // clients start transactions and faults happen until then
   uint64_t heal_max_ms = 20000;  // after that: no faults; must quiesce within this
-  bool faults = true;        // false: a reliable network and no crashes
+  bool faults = true;            // false: a reliable network and no crashes
   // Shrink the cores' bounded tables (remembered outcomes, EPOCH rewrite gap)
   // so that forgetting and log truncation happen within a run.
   bool small_tables = false;
@@ -64,12 +64,12 @@ struct SimOptions {
   // coordinator for a while and partition coordinators from each other or
   // from the participants.
   bool failover = false;
-  bool trace = false;        // keep a line per event (for --trace and failure reports)
+  bool trace = false;  // keep a line per event (for --trace and failure reports)
 };
 
 struct Violation {
-  std::string check;   // e.g. "atomicity", "bank-total"
-  TxId txid;           // zero if the check is not about one transaction
+  std::string check;  // e.g. "atomicity", "bank-total"
+  TxId txid;          // zero if the check is not about one transaction
   std::string detail;
 };
 

@@ -90,15 +90,20 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
     }
   }
   std::printf(
-      "seeds %llu..%llu: %llu failed; committed=%llu aborted=%llu unknown=%llu audits=%llu crashes=%llu "
-      "(coordinator %llu) in_doubt_replayed=%llu inferred_aborts=%llu queries=%llu retries=%llu dropped=%llu "
-      "duplicated=%llu checkpoints=%llu events=%llu promotions=%llu step_downs=%llu hangs=%llu partitions=%llu "
+      "seeds %llu..%llu: %llu failed; committed=%llu aborted=%llu unknown=%llu audits=%llu "
+      "crashes=%llu "
+      "(coordinator %llu) in_doubt_replayed=%llu inferred_aborts=%llu queries=%llu retries=%llu "
+      "dropped=%llu "
+      "duplicated=%llu checkpoints=%llu events=%llu promotions=%llu step_downs=%llu hangs=%llu "
+      "partitions=%llu "
       "max_epoch=%llu epoch_livelocked=%llu\n",
-      (unsigned long long)start, (unsigned long long)(start + count - 1), (unsigned long long)s.failed,
-      (unsigned long long)s.totals.transfers_committed, (unsigned long long)s.totals.transfers_aborted,
+      (unsigned long long)start, (unsigned long long)(start + count - 1),
+      (unsigned long long)s.failed, (unsigned long long)s.totals.transfers_committed,
+      (unsigned long long)s.totals.transfers_aborted,
       (unsigned long long)s.totals.transfers_unknown, (unsigned long long)s.totals.audits_committed,
       (unsigned long long)s.totals.crashes, (unsigned long long)s.totals.coordinator_crashes,
-      (unsigned long long)s.totals.in_doubt_replayed, (unsigned long long)s.totals.replay_inferred_aborts,
+      (unsigned long long)s.totals.in_doubt_replayed,
+      (unsigned long long)s.totals.replay_inferred_aborts,
       (unsigned long long)s.totals.decision_queries, (unsigned long long)s.totals.commit_retries,
       (unsigned long long)s.totals.dropped, (unsigned long long)s.totals.duplicated,
       (unsigned long long)s.totals.checkpoints, (unsigned long long)s.totals.events,
@@ -195,7 +200,8 @@ TEST(SimTest, PromotingABackupThatIsNotInSyncIsCaught) {
   bool caught = false;
   for (uint64_t seed = 1; seed <= 2 * kSabotageSeedsMax && !caught; ++seed) {
     for (const Violation& v : RunSeed(seed, o).violations) {
-      if (v.check == "atomicity" || v.check == "committed-lost" || v.check == "aborted-visible") caught = true;
+      if (v.check == "atomicity" || v.check == "committed-lost" || v.check == "aborted-visible")
+        caught = true;
     }
   }
   EXPECT_TRUE(caught);
@@ -230,10 +236,9 @@ TEST(SimTest, Issue5SeedsPass) {
   SimOptions small;
   small.small_tables = true;
   const std::vector<std::pair<uint64_t, SimOptions>> cases = {
-      {2009560, failover},     {1826, small_failover}, {6207, small_failover},
-      {9405, small_failover},  {221, small},           {1794, small},
-      {2662, small},           {2682, small},          {2984, small},
-      {21554, small}};  // a new attempt racing the previous attempt's ABORT
+      {2009560, failover}, {1826, small_failover}, {6207, small_failover}, {9405, small_failover},
+      {221, small},        {1794, small},          {2662, small},          {2682, small},
+      {2984, small},       {21554, small}};  // a new attempt racing the previous attempt's ABORT
   for (const auto& [seed, o] : cases) {
     RunResult r = RunSeed(seed, o);
     EXPECT_TRUE(r.violations.empty()) << ExplainFailure(r, o);
@@ -260,8 +265,9 @@ TEST(SimTest, TenThousandSeedsReachEveryProbe) {
   failover_small.client_retries = false;
   const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 5'000'000;
   ProbeTotals all;
-  for (const auto& [count, o] : {std::pair{kProbeSeeds, SimOptions{}}, std::pair{kProbeFailoverSeeds, failover},
-                                 std::pair{kProbeFailoverSmallSeeds, failover_small}}) {
+  for (const auto& [count, o] :
+       {std::pair{kProbeSeeds, SimOptions{}}, std::pair{kProbeFailoverSeeds, failover},
+        std::pair{kProbeFailoverSmallSeeds, failover_small}}) {
     Sweep s = RunSweep(start, count, o);
     EXPECT_EQ(s.failed, 0u) << s.first_failures;
     EXPECT_EQ(s.livelocked, 0u);
@@ -273,8 +279,8 @@ TEST(SimTest, TenThousandSeedsReachEveryProbe) {
   }
   std::printf("%s", ProbeTable(all).c_str());
   for (size_t i = 0; i < probe::kCount; ++i) {
-    EXPECT_GT(all.seeds[i], 0u) << "no seed reached probe " << probe::kNames[i] << " (" << probe::kDescriptions[i]
-                                << ")";
+    EXPECT_GT(all.seeds[i], 0u) << "no seed reached probe " << probe::kNames[i] << " ("
+                                << probe::kDescriptions[i] << ")";
   }
 }
 
