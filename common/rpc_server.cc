@@ -50,7 +50,7 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   };
 
   EventLoop* loop = nullptr;
-  std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;
+  RpcProcessorFactory processor_factory;
   RpcServerOptions options;
   Listener* listener = nullptr;
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections;
@@ -70,6 +70,8 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   std::shared_ptr<Connection> self;  // released in the close callback
   uint64_t id = 0;
   std::string peer;
+  PeerIdentity identity;  // who is calling; fixed once the connection is accepted
+  std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // this connection's
   std::vector<uint8_t> in;  // bytes received, not yet consumed
   size_t in_flight = 0;     // dispatched, reply not yet written
   bool reading = false;
@@ -162,6 +164,9 @@ void RpcServer::State::OnNewConnection(int status) {
   }
   ++stats.connections_accepted;
   uv_tcp_nodelay(&conn->handle, 1);
+  conn->identity.address = conn->peer;
+  conn->processor = processor_factory(conn->identity);
+  DTX_CHECK_MSG(conn->processor != nullptr, "RpcServer: the processor factory returned null");
   connections.emplace(conn.get(), conn);
   DTX_LOG_DEBUG("{}: connection {} from {}", options.name, conn->id, conn->peer);
   conn->StartReading();
@@ -271,7 +276,7 @@ void RpcServer::State::Connection::ParseFrames() {
 void RpcServer::State::Connection::Dispatch(const uint8_t* payload, uint32_t len,
                                             const std::shared_ptr<State>& st) {
   auto req = std::make_shared<Request>();
-  req->processor = st->processor;
+  req->processor = processor;
   req->out_buf = std::make_shared<TMemoryBuffer>();
   req->out = std::make_shared<TBinaryProtocol>(req->out_buf);
   // A fresh transport per frame: nothing is counted across frames.
@@ -302,7 +307,7 @@ void RpcServer::State::Connection::Dispatch(const uint8_t* payload, uint32_t len
     c->Complete(req, ok);
   };
   try {
-    st->processor->process(cob, in_proto, req->out);
+    processor->process(cob, in_proto, req->out);
   } catch (const std::exception& e) {
     if (!req->done) {
       req->done = true;
@@ -407,11 +412,17 @@ void RpcServer::State::Connection::Close() {
 RpcServer::RpcServer(EventLoop* loop,
                      std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
                      RpcServerOptions options)
+    : RpcServer(loop, RpcProcessorFactory([processor](const PeerIdentity&) { return processor; }),
+                std::move(options)) {
+  DTX_CHECK(processor != nullptr);
+}
+
+RpcServer::RpcServer(EventLoop* loop, RpcProcessorFactory factory, RpcServerOptions options)
     : loop_(loop), state_(std::make_shared<State>()) {
   DTX_CHECK(loop != nullptr);
-  DTX_CHECK(processor != nullptr);
+  DTX_CHECK(factory != nullptr);
   state_->loop = loop;
-  state_->processor = std::move(processor);
+  state_->processor_factory = std::move(factory);
   state_->options = std::move(options);
 }
 

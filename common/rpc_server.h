@@ -44,10 +44,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "common/event_loop.h"
+#include "common/identity.h"
 #include "common/status.h"
 
 namespace dtx {
@@ -81,11 +83,21 @@ struct RpcServerStats {
   uint64_t replies_dropped = 0;  // completion after its connection closed
 };
 
+// Makes the processor (and through it the handler) that serves one
+// connection, once the connection's peer is known: the handler of that
+// connection sees who is calling (common/identity.h). Called on the loop
+// thread, once per connection; must not return null.
+using RpcProcessorFactory =
+    std::function<std::shared_ptr<apache::thrift::async::TAsyncProcessor>(const PeerIdentity&)>;
+
 class RpcServer {
  public:
-  // `loop` must outlive the server. `processor` must not be null.
+  // `loop` must outlive the server. `processor` must not be null; it serves
+  // every connection.
   RpcServer(EventLoop* loop, std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
             RpcServerOptions options);
+  // One processor per connection, from `factory` (must not be empty).
+  RpcServer(EventLoop* loop, RpcProcessorFactory factory, RpcServerOptions options);
   // Close()s.
   ~RpcServer();
   RpcServer(const RpcServer&) = delete;

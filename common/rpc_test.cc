@@ -207,6 +207,43 @@ TEST_F(RpcTest, StubRoundTripAndErrorMapping) {
   EXPECT_EQ(server_->connection_count(), 1u);
 }
 
+// A processor factory gets one call per connection, with the caller's address,
+// and each connection is served by its own handler.
+TEST_F(RpcTest, ProcessorFactoryServesEachConnectionWithItsOwnHandler) {
+  std::vector<PeerIdentity> seen;
+  std::vector<std::shared_ptr<TestParticipant>> handlers;
+  server_ = std::make_unique<RpcServer>(
+      &loop_,
+      [&](const PeerIdentity& who) {
+        seen.push_back(who);
+        handlers.push_back(std::make_shared<TestParticipant>());
+        return std::make_shared<rpc::ParticipantAsyncProcessor>(handlers.back());
+      },
+      RpcServerOptions{});
+  ASSERT_TRUE(server_->Start().ok());
+  ParticipantStub a(&loop_, Address());
+  ParticipantStub b(&loop_, Address());
+  int done = 0;
+  auto count = [&](const RpcStatus& s, const rpc::ReadResult&) {
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    ++done;
+  };
+  a.Read("x", 1000, count);
+  a.Read("y", 1000, count);
+  b.Read("z", 1000, count);
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 3; }));
+  ASSERT_EQ(seen.size(), 2u);
+  for (const PeerIdentity& who : seen) {
+    EXPECT_FALSE(who.authenticated());
+    EXPECT_EQ(who.address.rfind("127.0.0.1:", 0), 0u) << who.address;
+  }
+  EXPECT_NE(seen[0].address, seen[1].address);
+  ASSERT_EQ(handlers.size(), 2u);
+  EXPECT_EQ(handlers[0]->reads + handlers[1]->reads, 3);
+  EXPECT_TRUE((handlers[0]->reads == 2 && handlers[1]->reads == 1) ||
+              (handlers[0]->reads == 1 && handlers[1]->reads == 2));
+}
+
 // The ParticipantPeer service on top of TestParticipant: Heartbeat answers as
 // a participant; AdoptEpoch refuses anything below 9 with STALE_EPOCH and the
 // current epoch and its owner (DtxError fields 4, 5).
