@@ -14,6 +14,7 @@ std::string ErrorCodeName(rpc::ErrorCode::type code) {
     case rpc::ErrorCode::TIMEOUT: return "TIMEOUT";
     case rpc::ErrorCode::INTERNAL: return "INTERNAL";
     case rpc::ErrorCode::WRONG_SHARD: return "WRONG_SHARD";
+    case rpc::ErrorCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
   }
   return "UNKNOWN(" + std::to_string(static_cast<int>(code)) + ")";
 }
@@ -35,6 +36,7 @@ RpcStatus StatusFromDtxError(const rpc::DtxError& err) {
     case rpc::ErrorCode::TIMEOUT: s = Status::Timeout(m); break;
     case rpc::ErrorCode::INTERNAL: s = Status::Internal(m); break;
     case rpc::ErrorCode::WRONG_SHARD: s = Status::InvalidArgument("wrong shard: " + m); break;
+    case rpc::ErrorCode::PERMISSION_DENIED: s = Status::PermissionDenied(m); break;
     default: s = Status::Internal("error code " + ErrorCodeName(err.code) + ": " + m); break;
   }
   std::optional<int64_t> current_epoch;
@@ -67,6 +69,7 @@ rpc::DtxError DtxErrorFromStatus(const Status& s) {
     case Status::Code::kBusy:
     case Status::Code::kFailed: code = rpc::ErrorCode::UNAVAILABLE; break;
     case Status::Code::kTimeout: code = rpc::ErrorCode::TIMEOUT; break;
+    case Status::Code::kPermissionDenied: code = rpc::ErrorCode::PERMISSION_DENIED; break;
     default: break;
   }
   return MakeDtxError(code, s.message());

@@ -7,6 +7,7 @@
 //   STALE_EPOCH  -> Aborted("stale epoch: ...")
 //   UNAVAILABLE  -> Unavailable          TIMEOUT     -> Timeout
 //   INTERNAL     -> Internal             WRONG_SHARD -> InvalidArgument
+//   PERMISSION_DENIED -> PermissionDenied
 //   unknown code -> Internal
 // The raw code stays available: RpcStatus::error_code().
 // Transport failures (no connection, connection lost, reply undecodable) are
@@ -16,6 +17,7 @@
 // Status -> DtxError (handlers, the Thrift edge: DtxErrorFromStatus):
 //   InvalidArgument -> BAD_ARGUMENT     NotFound -> UNKNOWN_TX
 //   Unavailable, Busy, Failed -> UNAVAILABLE   Timeout -> TIMEOUT
+//   PermissionDenied -> PERMISSION_DENIED
 //   anything else -> INTERNAL. Handlers needing NOT_PRIMARY, STALE_EPOCH or
 //   WRONG_SHARD build the error with MakeDtxError.
 #pragma once

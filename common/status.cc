@@ -32,6 +32,7 @@ const char* CodeName(Status::Code c) {
     case Status::Code::kBusy: return "Busy";
     case Status::Code::kFailed: return "Failed";
     case Status::Code::kNotSupported: return "NotSupported";
+    case Status::Code::kPermissionDenied: return "PermissionDenied";
     case Status::Code::kInternal: return "Internal";
   }
   return "Unknown";

@@ -20,8 +20,9 @@ static_assert(Same(ErrorCode::kUnavailable, rpc::ErrorCode::UNAVAILABLE));
 static_assert(Same(ErrorCode::kTimeout, rpc::ErrorCode::TIMEOUT));
 static_assert(Same(ErrorCode::kInternal, rpc::ErrorCode::INTERNAL));
 static_assert(Same(ErrorCode::kWrongShard, rpc::ErrorCode::WRONG_SHARD));
+static_assert(Same(ErrorCode::kPermissionDenied, rpc::ErrorCode::PERMISSION_DENIED));
 constexpr ErrorCode kErrorCodeFirst = ErrorCode::kBadArgument;
-constexpr ErrorCode kErrorCodeLast = ErrorCode::kWrongShard;
+constexpr ErrorCode kErrorCodeLast = ErrorCode::kPermissionDenied;
 
 static_assert(Same(Vote::kYes, rpc::Vote::YES));
 static_assert(Same(Vote::kNo, rpc::Vote::NO));

@@ -46,6 +46,7 @@ enum ErrorCode {
   TIMEOUT = 6,        // the operation did not finish in time
   INTERNAL = 7,
   WRONG_SHARD = 8,    // the key does not belong to this participant / shard map moved
+  PERMISSION_DENIED = 9,  // the caller may not make this request (docs/design.md "Trust boundary")
 }
 
 exception DtxError {

@@ -59,6 +59,7 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn) {
     switch (e.code) {
       case rpc::ErrorCode::BAD_ARGUMENT:
       case rpc::ErrorCode::WRONG_SHARD: return Status::InvalidArgument(m);
+      case rpc::ErrorCode::PERMISSION_DENIED: return Status::PermissionDenied(m);
       case rpc::ErrorCode::UNKNOWN_TX: return Status::NotFound(m);
       case rpc::ErrorCode::NOT_PRIMARY:
         return Status::Unavailable(m + (e.__isset.primary ? " (primary: " + e.primary + ")" : ""));

@@ -44,6 +44,7 @@ class [[nodiscard]] Status {
     kFailed,  // a fail-stopped component refuses further work
     kNotSupported,
     kInternal,
+    kPermissionDenied,  // the caller is not allowed to make this request
   };
 
   Status() = default;
@@ -60,6 +61,7 @@ class [[nodiscard]] Status {
   static Status Failed(std::string_view m) { return Status(Code::kFailed, m); }
   static Status NotSupported(std::string_view m) { return Status(Code::kNotSupported, m); }
   static Status Internal(std::string_view m) { return Status(Code::kInternal, m); }
+  static Status PermissionDenied(std::string_view m) { return Status(Code::kPermissionDenied, m); }
   // errno-carrying I/O error: "<context>: <strerror(err)>".
   static Status FromErrno(std::string_view context, int err);
 
@@ -76,6 +78,7 @@ class [[nodiscard]] Status {
   bool IsTimeout() const { return code_ == Code::kTimeout; }
   bool IsBusy() const { return code_ == Code::kBusy; }
   bool IsFailed() const { return code_ == Code::kFailed; }
+  bool IsPermissionDenied() const { return code_ == Code::kPermissionDenied; }
 
   // "Corruption: <message>", or "OK".
   std::string ToString() const;

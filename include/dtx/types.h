@@ -54,6 +54,7 @@ enum class ErrorCode : int {
   kTimeout = 6,
   kInternal = 7,
   kWrongShard = 8,
+  kPermissionDenied = 9,
 };
 
 inline const char* ErrorCodeName(ErrorCode c) {
@@ -67,6 +68,7 @@ inline const char* ErrorCodeName(ErrorCode c) {
     case ErrorCode::kTimeout: return "TIMEOUT";
     case ErrorCode::kInternal: return "INTERNAL";
     case ErrorCode::kWrongShard: return "WRONG_SHARD";
+    case ErrorCode::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }
