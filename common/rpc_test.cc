@@ -603,7 +603,8 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
                  Case{rpc::ErrorCode::TIMEOUT, Status::Code::kTimeout},
                  Case{rpc::ErrorCode::INTERNAL, Status::Code::kInternal},
                  Case{rpc::ErrorCode::WRONG_SHARD, Status::Code::kInvalidArgument},
-                 Case{static_cast<rpc::ErrorCode::type>(9), Status::Code::kInternal}}) {
+                 Case{rpc::ErrorCode::PERMISSION_DENIED, Status::Code::kPermissionDenied},
+                 Case{static_cast<rpc::ErrorCode::type>(99), Status::Code::kInternal}}) {
     RpcStatus s = StatusFromDtxError(MakeDtxError(c.code, "why"));
     EXPECT_EQ(s.code(), c.want) << ErrorCodeName(c.code);
     ASSERT_TRUE(s.error_code().has_value());
@@ -613,6 +614,8 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
   EXPECT_EQ(DtxErrorFromStatus(Status::InvalidArgument("x")).code, rpc::ErrorCode::BAD_ARGUMENT);
   EXPECT_EQ(DtxErrorFromStatus(Status::NotFound("x")).code, rpc::ErrorCode::UNKNOWN_TX);
   EXPECT_EQ(DtxErrorFromStatus(Status::Busy("x")).code, rpc::ErrorCode::UNAVAILABLE);
+  EXPECT_EQ(DtxErrorFromStatus(Status::PermissionDenied("x")).code,
+            rpc::ErrorCode::PERMISSION_DENIED);
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).code, rpc::ErrorCode::TIMEOUT);
   EXPECT_EQ(DtxErrorFromStatus(Status::Corruption("x")).code, rpc::ErrorCode::INTERNAL);
   EXPECT_EQ(DtxErrorFromStatus(Status::Timeout("x")).message, "x");
