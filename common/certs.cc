@@ -18,6 +18,7 @@
 
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <memory>
 
 namespace dtx {
@@ -117,7 +118,12 @@ Status WriteFileAtomically(const std::string& path, std::string_view data, mode_
   return s;
 }
 
+// mkdir -p, with the last directory (the one that holds keys) 0700.
 Status MakeDirectory(const std::string& dir) {
+  const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (ec) return Status::IOError("create directory " + parent.string() + ": " + ec.message());
   if (::mkdir(dir.c_str(), 0700) == 0 || errno == EEXIST) return Status::OK();
   return Status::FromErrno("create directory " + dir, errno);
 }
