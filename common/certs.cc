@@ -98,7 +98,8 @@ Status WriteAll(int fd, const std::string& path, std::string_view data) {
 // taken with link(), which fails atomically if the file already exists.
 Status WriteFileAtomically(const std::string& path, std::string_view data, mode_t mode,
                            bool overwrite) {
-  const std::string tmp = path + ".tmp";
+  // Per process, so that two commands writing the same name do not share it.
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   if (::unlink(tmp.c_str()) != 0 && errno != ENOENT) {
     return Status::FromErrno("unlink " + tmp, errno);
   }

@@ -47,10 +47,10 @@ inline constexpr size_t kExtraSubjectAltNamesMax = 32;
 
 enum class KeyType {
   // The default. Every TLS 1.3 stack dtx talks to (OpenSSL, Python's ssl)
-  // supports it. `openssl speed` on a 2026 x86 server: 51,800 signs/s
-  // against RSA-2048's 4,000, 16,700 verifies/s against 61,000; a mutual-TLS
-  // handshake (one signature and two verifications per side) costs about
-  // half of RSA's, and keys and certificates are a third the size. Ed25519 is
+  // supports it. `openssl speed` on the development machine (x86-64): 51,800
+  // signs/s against RSA-2048's 4,000, 16,700 verifies/s against 61,000; a
+  // mutual-TLS handshake (one signature and two verifications per side) costs
+  // about half of RSA's, and keys and certificates are smaller. Ed25519 is
   // not chosen because some TLS stacks still lack Ed25519 certificates.
   kEcdsaP256,
   // For tools that cannot handle EC keys.
