@@ -490,13 +490,31 @@ TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
   CommandResult p0 = ShowVerified(certs + "/participant-0.crt", certs + "/ca.crt");
   EXPECT_NE(p0.out.find("IP:127.0.0.1"), std::string::npos) << p0.out;
 
-  // Starting the directory again keeps the CA and the certificates.
+  // Starting the directory again keeps the CA and the certificates, except one
+  // that no longer verifies against the CA: here participant-1's, replaced by
+  // one from another CA.
   const std::string ca = ReadFile(certs + "/ca.crt");
   const std::string client_key = ReadFile(certs + "/client.key");
+  TempDir other("dtx-other-ca");
+  ASSERT_EQ(
+      RunCommand({DtxctlPath(), "certs", "create-ca", "--dir", other.path()}, 10000).exit_code, 0);
+  ASSERT_EQ(
+      RunCommand({DtxctlPath(), "certs", "create-node", "participant-1", "--dir", other.path()},
+                 10000)
+          .exit_code,
+      0);
+  for (const char* ext : {".crt", ".key"}) {
+    std::filesystem::copy_file(other.path() + "/participant-1" + ext,
+                               certs + "/participant-1" + ext,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  ASSERT_NE(ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt").exit_code, 0);
   cluster_.Down();
   ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
   EXPECT_EQ(ReadFile(certs + "/ca.crt"), ca);
   EXPECT_EQ(ReadFile(certs + "/client.key"), client_key);
+  CommandResult p1 = ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt");
+  EXPECT_EQ(p1.exit_code, 0) << p1.Describe();
 }
 
 TEST_F(DtxctlTest, UpInsecureCreatesNoCertificatesAndWarns) {
