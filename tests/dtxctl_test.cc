@@ -4,6 +4,7 @@
 // after failures.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -357,6 +358,184 @@ TEST_F(DtxctlTest, DownWithoutAClusterIsANoOp) {
   CommandResult st = cluster_.Dtxctl({"status"});
   EXPECT_EQ(st.exit_code, 1) << st.Describe();
   EXPECT_NE(st.err.find("no cluster in"), std::string::npos) << st.err;
+}
+
+// ---------------------------------------------------------------------------
+// Certificates (tools/certs_cmd.h, common/certs.h).
+
+mode_t FileMode(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return st.st_mode & 07777;
+}
+
+// `dtxctl certs show FILE --ca CA`: exit 0 only if FILE verifies against CA.
+CommandResult ShowVerified(const std::string& file, const std::string& ca) {
+  return RunCommand({DtxctlPath(), "certs", "show", file, "--ca", ca}, 10000);
+}
+
+TEST(DtxctlCertsTest, CommandsMakeCertificatesThatVerifyAgainstTheirCa) {
+  TempDir tmp("dtx-certs");
+  const std::string dir = tmp.path() + "/certs";
+  const std::string d = DtxctlPath();
+  CommandResult ca = RunCommand({d, "certs", "create-ca", "--dir", dir}, 10000);
+  ASSERT_EQ(ca.exit_code, 0) << ca.Describe();
+  EXPECT_EQ(FileMode(dir + "/ca.key"), 0600u);
+  struct Made {
+    std::vector<std::string> argv;
+    std::string name;
+    std::string kind;
+    std::string usage;
+  };
+  for (const Made& m : std::vector<Made>{
+           {{"create-node", "participant-1", "--san", "10.1.2.3"},
+            "participant-1",
+            "participant",
+            "serverAuth clientAuth"},
+           {{"create-node", "coordinator-0"},
+            "coordinator-0",
+            "coordinator",
+            "serverAuth clientAuth"},
+           {{"create-node", "admin"}, "admin", "admin", "clientAuth"},
+           {{"create-client", "bench"}, "bench", "client", "clientAuth"},
+       }) {
+    std::vector<std::string> argv = {d, "certs"};
+    argv.insert(argv.end(), m.argv.begin(), m.argv.end());
+    argv.insert(argv.end(), {"--dir", dir});
+    CommandResult r = RunCommand(argv, 10000);
+    ASSERT_EQ(r.exit_code, 0) << m.name << ": " << r.Describe();
+    EXPECT_EQ(FileMode(dir + "/" + m.name + ".key"), 0600u) << m.name;
+    CommandResult show = ShowVerified(dir + "/" + m.name + ".crt", dir + "/ca.crt");
+    EXPECT_EQ(show.exit_code, 0) << m.name << ": " << show.Describe();
+    EXPECT_NE(show.out.find("name     " + m.name + "\n"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("kind     " + m.kind + "\n"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("usage    " + m.usage + "\n"), std::string::npos) << show.out;
+    EXPECT_NE(show.out.find("verified against"), std::string::npos) << show.out;
+  }
+  CommandResult p1 = ShowVerified(dir + "/participant-1.crt", dir + "/ca.crt");
+  EXPECT_NE(p1.out.find("DNS:participant-1 IP:10.1.2.3"), std::string::npos) << p1.out;
+
+  // Against another cluster's CA the same certificate does not verify.
+  const std::string other = tmp.path() + "/other";
+  ASSERT_EQ(RunCommand({d, "certs", "create-ca", "--dir", other}, 10000).exit_code, 0);
+  CommandResult foreign = ShowVerified(dir + "/bench.crt", other + "/ca.crt");
+  EXPECT_EQ(foreign.exit_code, 1) << foreign.Describe();
+  EXPECT_NE(foreign.err.find("does not verify"), std::string::npos) << foreign.err;
+}
+
+TEST(DtxctlCertsTest, MistakesGetClearErrors) {
+  TempDir tmp("dtx-certs");
+  const std::string dir = tmp.path() + "/certs";
+  const std::string d = DtxctlPath();
+  struct Case {
+    std::vector<std::string> args;
+    int exit_code;
+    std::string expect;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"certs"}, 2, "expected create-ca"},
+           {{"certs", "frobnicate"}, 2, "unknown subcommand"},
+           {{"certs", "create-node"}, 2, "name"},
+           {{"certs", "create-node", "participant-0", "--dir", dir}, 1, "create-ca --dir " + dir},
+           {{"certs", "create-node", "bench", "--dir", dir}, 2, "create-client bench"},
+           {{"certs", "create-node", "participant-01", "--dir", dir}, 2, "create-client"},
+           {{"certs", "create-client", "coordinator-0", "--dir", dir}, 2, "create-node"},
+           {{"certs", "create-client", "Bad_Name", "--dir", dir}, 2, "lower-case"},
+           {{"certs", "create-ca", "--dir", dir, "--key-type", "dsa"}, 2, "--key-type"},
+           {{"certs", "show", tmp.path() + "/missing.crt"}, 1, "missing.crt"},
+       }) {
+    std::vector<std::string> argv = {d};
+    argv.insert(argv.end(), c.args.begin(), c.args.end());
+    CommandResult r = RunCommand(argv, 10000);
+    std::string joined;
+    for (const auto& a : c.args) joined += a + " ";
+    EXPECT_EQ(r.exit_code, c.exit_code) << joined << r.Describe();
+    EXPECT_NE(r.err.find("dtxctl certs: "), std::string::npos) << joined << r.Describe();
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << joined << r.Describe();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/participant-0.key"));
+
+  // A second create-ca keeps the key in use.
+  ASSERT_EQ(RunCommand({d, "certs", "create-ca", "--dir", dir}, 10000).exit_code, 0);
+  const std::string key = ReadFile(dir + "/ca.key");
+  CommandResult again = RunCommand({d, "certs", "create-ca", "--dir", dir}, 10000);
+  EXPECT_EQ(again.exit_code, 1) << again.Describe();
+  EXPECT_NE(again.err.find("--overwrite"), std::string::npos) << again.err;
+  EXPECT_EQ(ReadFile(dir + "/ca.key"), key);
+  CommandResult overwrite =
+      RunCommand({d, "certs", "create-ca", "--dir", dir, "--overwrite"}, 10000);
+  EXPECT_EQ(overwrite.exit_code, 0) << overwrite.Describe();
+  EXPECT_NE(ReadFile(dir + "/ca.key"), key);
+}
+
+TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  auto security = tools::ClusterSecurity::Load(cluster_.dir());
+  ASSERT_TRUE(security.ok()) << security.status().ToString();
+  EXPECT_TRUE(security->tls);
+  const std::string certs = security->CertsDir(cluster_.dir());
+  EXPECT_EQ(certs, cluster_.dir() + "/certs");
+  EXPECT_EQ(FileMode(certs), 0700u);
+  EXPECT_EQ(FileMode(certs + "/ca.key"), 0600u);
+  std::vector<std::string> names = {"admin", "client"};
+  for (const auto& n : cluster_.config().nodes()) names.push_back(n.name);
+  ASSERT_EQ(names.size(), 5u);
+  for (const std::string& name : names) {
+    EXPECT_EQ(FileMode(certs + "/" + name + ".key"), 0600u) << name;
+    CommandResult show = ShowVerified(certs + "/" + name + ".crt", certs + "/ca.crt");
+    EXPECT_EQ(show.exit_code, 0) << name << ": " << show.Describe();
+    EXPECT_NE(show.out.find("name     " + name + "\n"), std::string::npos) << show.out;
+  }
+  // Node certificates also name the host the node listens on.
+  CommandResult p0 = ShowVerified(certs + "/participant-0.crt", certs + "/ca.crt");
+  EXPECT_NE(p0.out.find("IP:127.0.0.1"), std::string::npos) << p0.out;
+
+  // Starting the directory again keeps the CA and the certificates, except one
+  // that no longer verifies against the CA: here participant-1's, replaced by
+  // one from another CA.
+  const std::string ca = ReadFile(certs + "/ca.crt");
+  const std::string client_key = ReadFile(certs + "/client.key");
+  TempDir other("dtx-other-ca");
+  ASSERT_EQ(
+      RunCommand({DtxctlPath(), "certs", "create-ca", "--dir", other.path()}, 10000).exit_code, 0);
+  ASSERT_EQ(
+      RunCommand({DtxctlPath(), "certs", "create-node", "participant-1", "--dir", other.path()},
+                 10000)
+          .exit_code,
+      0);
+  for (const char* ext : {".crt", ".key"}) {
+    std::filesystem::copy_file(other.path() + "/participant-1" + ext,
+                               certs + "/participant-1" + ext,
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  ASSERT_NE(ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt").exit_code, 0);
+  cluster_.Down();
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  EXPECT_EQ(ReadFile(certs + "/ca.crt"), ca);
+  EXPECT_EQ(ReadFile(certs + "/client.key"), client_key);
+  CommandResult p1 = ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt");
+  EXPECT_EQ(p1.exit_code, 0) << p1.Describe();
+}
+
+TEST_F(DtxctlTest, UpInsecureCreatesNoCertificatesAndWarns) {
+  TempDir dir("dtx-insecure");
+  struct DownOnExit {
+    std::string dir;
+    ~DownOnExit() { RunCommand({DtxctlPath(), "cluster", "down", "--dir", dir}, 30000); }
+  } down{dir.path()};
+  CommandResult up =
+      RunCommand({DtxctlPath(), "cluster", "up", "--dir", dir.path(), "--participants", "1",
+                  "--bin-dir", bin_.path(), "--timeout", "10", "--insecure"},
+                 40000);
+  ASSERT_EQ(up.exit_code, 0) << up.Describe();
+  EXPECT_NE(up.err.find("--insecure: nodes accept plaintext from anyone"), std::string::npos)
+      << up.err;
+  EXPECT_NE(up.out.find("INSECURE"), std::string::npos) << up.out;
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/certs"));
+  auto security = tools::ClusterSecurity::Load(dir.path());
+  ASSERT_TRUE(security.ok()) << security.status().ToString();
+  EXPECT_FALSE(security->tls);
+  EXPECT_EQ(security->CertsDir(dir.path()), "");
 }
 
 }  // namespace

@@ -189,6 +189,79 @@ std::vector<NodeEntry> ClusterConfig::participants() const {
   return out;
 }
 
+Result<ClusterSecurity> ClusterSecurity::Parse(std::string_view text) {
+  ClusterSecurity out;
+  bool have_tls = false;
+  bool have_certs = false;
+  int line_no = 0;
+  auto error = [&](const std::string& what) {
+    return Status::InvalidArgument(std::string(kSecurityConfFile) + " line " +
+                                   std::to_string(line_no) + ": " + what);
+  };
+  while (!text.empty()) {
+    ++line_no;
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text = nl == std::string_view::npos ? std::string_view() : text.substr(nl + 1);
+    if (size_t hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    line = Trim(line);
+    if (line.empty()) continue;
+    size_t sp = line.find_first_of(" \t");
+    std::string_view key = line.substr(0, sp);
+    std::string_view value = sp == std::string_view::npos ? "" : Trim(line.substr(sp));
+    if (value.empty()) return error("expected 'KEY VALUE'");
+    if (key == "tls") {
+      if (have_tls) return error("tls given twice");
+      if (value != "on" && value != "off") return error("tls must be 'on' or 'off'");
+      out.tls = value == "on";
+      have_tls = true;
+    } else if (key == "certs") {
+      if (have_certs) return error("certs given twice");
+      out.certs_dir = std::string(value);
+      have_certs = true;
+    } else {
+      return error("unknown key '" + std::string(key) + "' (expected tls or certs)");
+    }
+  }
+  if (!have_tls) return Status::InvalidArgument(std::string(kSecurityConfFile) + ": no tls line");
+  if (out.tls && out.certs_dir.empty()) {
+    return Status::InvalidArgument(std::string(kSecurityConfFile) + ": tls on without certs");
+  }
+  return out;
+}
+
+Result<ClusterSecurity> ClusterSecurity::Load(const std::string& dir) {
+  std::string path = dir + "/" + kSecurityConfFile;
+  auto text = ReadSmallFile(path, kClusterConfBytesMax);
+  if (!text.ok()) return text.status();
+  auto security = Parse(*text);
+  if (!security.ok()) return Status::InvalidArgument(dir + "/" + security.status().message());
+  return security;
+}
+
+std::string ClusterSecurity::Serialize() const {
+  std::string out = "# dtx cluster security (written by dtxctl cluster up)\n";
+  out += tls ? "tls on\n" : "tls off    # --insecure: plaintext, nothing authenticated\n";
+  if (!certs_dir.empty()) out += "certs " + certs_dir + "\n";
+  return out;
+}
+
+Status ClusterSecurity::Save(const std::string& dir) const {
+  if (certs_dir.find_first_of("#\n\r") != std::string::npos || Trim(certs_dir) != certs_dir) {
+    return Status::InvalidArgument("certificate directory '" + certs_dir +
+                                   "' cannot be written to " + kSecurityConfFile);
+  }
+  if (tls && certs_dir.empty()) {
+    return Status::InvalidArgument("a TLS cluster needs a certificate directory");
+  }
+  return WriteFileAtomic(dir + "/" + kSecurityConfFile, Serialize());
+}
+
+std::string ClusterSecurity::CertsDir(const std::string& dir) const {
+  if (certs_dir.empty() || certs_dir.front() == '/') return certs_dir;
+  return dir + "/" + certs_dir;
+}
+
 std::string NodeDir(const std::string& dir, std::string_view node) {
   return dir + "/" + std::string(node);
 }

@@ -8,6 +8,10 @@
 //   DIR/<node>/pid         its current pid, written by the supervisor
 //   DIR/supervisor.pid     the supervisor's pid
 //   DIR/supervisor.log     the supervisor's log
+//   DIR/security.conf      TLS on or off, and where the certificates are
+//                          (ClusterSecurity below)
+//   DIR/certs/             the CA and every certificate (common/certs.h
+//                          layout), unless the cluster is --insecure
 //
 // Grammar of cluster.conf:
 //   file    = { line "\n" }
@@ -44,6 +48,12 @@ inline constexpr const char* kNodePidFile = "pid";
 inline constexpr const char* kNodeLogFile = "node.log";
 // The node's stdout and stderr (start-up errors before its logger is set up).
 inline constexpr const char* kNodeConsoleFile = "console.log";
+inline constexpr const char* kSecurityConfFile = "security.conf";
+inline constexpr const char* kCertsDirName = "certs";
+// The certificates `dtxctl cluster up` makes besides one per node: the
+// operator's (dtxctl's admin calls) and a client's (dtx-bench, the bindings).
+inline constexpr const char* kAdminCertName = "admin";
+inline constexpr const char* kClientCertName = "client";
 inline constexpr size_t kClusterNodesMax = 256;
 inline constexpr size_t kClusterConfBytesMax = 64u << 10;
 
@@ -93,6 +103,34 @@ class ClusterConfig {
 
  private:
   std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
+};
+
+// DIR/security.conf: whether the cluster's nodes use TLS and where its
+// certificates are, so that dtxctl, dtx-bench and the bindings find them.
+//
+//   file  = { line "\n" }
+//   line  = [ key ws value ] [ ws ] [ "#" comment ]
+//   key   = "tls" | "certs"
+//   tls   = "on" | "off"         ("off": started with --insecure, plaintext)
+//   certs = path                 the certificate directory (common/certs.h
+//                                layout); relative paths are relative to DIR;
+//                                required when tls is on
+// Each key at most once; tls is required; unknown keys are an error.
+struct ClusterSecurity {
+  bool tls = true;
+  std::string certs_dir;  // as written in the file; "" when !tls
+
+  // Errors are InvalidArgument naming the line.
+  static Result<ClusterSecurity> Parse(std::string_view text);
+  // Reads DIR/security.conf. NotFound when there is none (a directory written
+  // before clusters had TLS, whose nodes speak plaintext).
+  static Result<ClusterSecurity> Load(const std::string& dir);
+  std::string Serialize() const;
+  // Writes DIR/security.conf atomically. InvalidArgument if certs_dir cannot
+  // be written in the grammar (a '#' or newline in it), or tls without certs.
+  Status Save(const std::string& dir) const;
+  // certs_dir resolved against the cluster directory `dir`.
+  std::string CertsDir(const std::string& dir) const;
 };
 
 // DIR/<node>

@@ -73,6 +73,59 @@ TEST(ClusterConfigTest, SaveAndLoadRoundTrip) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ClusterSecurityTest, SaveAndLoadRoundTripAndResolveTheCertsDir) {
+  char templ[] = "/tmp/dtx-cc-XXXXXX";
+  ASSERT_NE(::mkdtemp(templ), nullptr);
+  std::string dir = templ;
+  EXPECT_TRUE(ClusterSecurity::Load(dir).status().IsNotFound());
+  ClusterSecurity secure{.tls = true, .certs_dir = kCertsDirName};
+  ASSERT_TRUE(secure.Save(dir).ok());
+  auto loaded = ClusterSecurity::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->tls);
+  EXPECT_EQ(loaded->CertsDir(dir), dir + "/certs");
+  ClusterSecurity absolute{.tls = true, .certs_dir = "/etc/dtx/certs"};
+  EXPECT_EQ(absolute.CertsDir(dir), "/etc/dtx/certs");
+
+  ClusterSecurity insecure{.tls = false, .certs_dir = ""};
+  ASSERT_TRUE(insecure.Save(dir).ok());
+  loaded = ClusterSecurity::Load(dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_FALSE(loaded->tls);
+  EXPECT_EQ(loaded->CertsDir(dir), "");
+
+  ClusterSecurity no_certs{.tls = true, .certs_dir = ""};
+  EXPECT_TRUE(no_certs.Save(dir).IsInvalidArgument());
+  ClusterSecurity unwritable{.tls = true, .certs_dir = "a#b"};
+  EXPECT_TRUE(unwritable.Save(dir).IsInvalidArgument());
+  std::filesystem::remove_all(dir);
+}
+
+TEST(ClusterSecurityTest, RejectsBadLinesNamingTheLine) {
+  struct Case {
+    const char* text;
+    const char* expect;
+  } cases[] = {
+      {"", "no tls line"},
+      {"certs certs\n", "no tls line"},
+      {"tls yes\n", "line 1: tls must be"},
+      {"tls on\n", "tls on without certs"},
+      {"tls on\ncerts\n", "line 2: expected"},
+      {"tls on\ntls off\n", "line 2: tls given twice"},
+      {"tls on\ncerts a\ncerts b\n", "line 3: certs given twice"},
+      {"tls off\ntoken abc\n", "line 2: unknown key 'token'"},
+  };
+  for (const Case& c : cases) {
+    auto r = ClusterSecurity::Parse(c.text);
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos)
+        << c.text << " -> " << r.status().ToString();
+  }
+  auto ok = ClusterSecurity::Parse("# comment\n tls on  # yes\ncerts /x/my certs\n");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->certs_dir, "/x/my certs");
+}
+
 TEST(ClusterConfigTest, PidFilesAndProcessChecks) {
   char templ[] = "/tmp/dtx-cc-XXXXXX";
   ASSERT_NE(::mkdtemp(templ), nullptr);

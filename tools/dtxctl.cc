@@ -32,6 +32,7 @@
 #include "common/log.h"
 #include "common/wire.h"
 #include "tools/admin_client.h"
+#include "tools/certs_cmd.h"
 #include "tools/cluster_config.h"
 #include "tools/metrics_text.h"
 #include "tools/supervisor.h"
@@ -73,10 +74,11 @@ const char* kUsage =
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
     "             [--participant-bin PATH] [--coordinator-bin PATH] [--stop-grace-ms MS]\n"
-    "             [--backup] [--no-obs]\n"
+    "             [--backup] [--no-obs] [--insecure]\n"
     "                        start a local cluster (coordinator-0, with --backup coordinator-1,\n"
     "                        participant-0..N-1) under a supervisor that restarts crashed\n"
-    "                        nodes; returns when all answer\n"
+    "                        nodes; returns when all answer. Creates the CA and every\n"
+    "                        certificate in DIR/certs unless --insecure (plaintext)\n"
     "  cluster down --dir DIR\n"
     "                        stop the supervisor and every node\n"
     "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt\n"
@@ -95,6 +97,10 @@ const char* kUsage =
     "  top --dir DIR [--interval-ms 1000] [--iterations N]\n"
     "                        live view per node: role, epoch, tx/s, aborts/s, p99, in-doubt,\n"
     "                        heartbeat ages; DOWN for a node that does not answer\n"
+    "  certs create-ca | create-node NAME | create-client NAME [--dir CERTDIR]\n"
+    "  certs show FILE [--ca CA]\n"
+    "                        make the cluster CA and certificates (keys 0600); `dtxctl certs\n"
+    "                        help` for the options\n"
     "  supervise --dir DIR --participant-bin P --coordinator-bin C\n"
     "                        run the supervisor in the foreground (cluster up does this)\n"
     "\n"
@@ -394,6 +400,7 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   int stop_grace_ms = 0;
   bool backup = false;
   bool no_obs = false;
+  bool insecure = false;
   po::options_description desc = DirOptions(&dir);
   desc.add_options()("participants", po::value<int>(&participants)->required(),
                      "number of participants (1..64)")(
@@ -402,6 +409,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
       "tracing: for measuring their overhead)")(
       "backup", po::bool_switch(&backup),
       "also start coordinator-1 as the primary's backup (replication, failover)")(
+      "insecure", po::bool_switch(&insecure),
+      "no certificates: the nodes speak plaintext and authenticate no one (prints a warning)")(
       "bin-dir", po::value<std::string>(&bin_dir),
       "directory holding dtx-participant and dtx-coordinator (default: next to dtxctl)")(
       "participant-bin", po::value<std::string>(&participant_bin_flag),
@@ -508,6 +517,9 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     ::unlink((NodeDir(dir, n.name) + "/" + kNodePidFile).c_str());
   }
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
+  if (Status sec = SetUpClusterSecurity(dir, config, insecure); !sec.ok()) {
+    return fail_locked("setting up certificates: " + sec.ToString());
+  }
 
   std::vector<std::string> supervisor_args = {
       "--participant-bin", participant_bin, "--coordinator-bin", coordinator_bin,
@@ -563,6 +575,8 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   }
   std::cout << "cluster up in " << dir << " (supervisor pid " << SupervisorPidText(dir) << ")\n";
   for (const NodeEntry& n : config.nodes()) std::cout << "  " << n.name << " " << n.address << "\n";
+  std::cout << (insecure ? "INSECURE: plaintext, no certificates\n"
+                         : "certificates in " + dir + "/" + kCertsDirName + "\n");
   return kExitOk;
 }
 
@@ -1235,6 +1249,7 @@ int main(int argc, char** argv) {
       if (sub == "down") return CmdClusterDown(args);
       return Usage("cluster: unknown subcommand '" + sub + "' (expected 'up' or 'down')");
     }
+    if (cmd == "certs") return RunCertsCommand(args);
     if (cmd == "supervise") return CmdSupervise(args);
     if (cmd == "status") return CmdStatus(args);
     if (cmd == "kill") return CmdKill(args);
