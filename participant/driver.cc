@@ -260,6 +260,9 @@ void ParticipantDriver::Deliver(Reply& r) {
   pending_.erase(it);
   hooks_->Answered(r.kind, hooks_->SteadyNs() - p.start_ns);
   if (r.error != ErrorCode::kOk) {
+    // Fencing at work: a call stamped with an older epoch refused.
+    if (r.error == ErrorCode::kStaleEpoch && r.kind != Reply::Kind::kAdoptEpoch)
+      DTX_PROBE(participant_stale_epoch_refusal);
     if (r.kind != Reply::Kind::kRead) {
       hooks_->Note(NoteLevel::kWarn, "txid=" + r.txid.ToString() + " " + KindName(r.kind) +
                                          " refused: " + ErrorCodeName(r.error) + " " + r.message);

@@ -821,15 +821,6 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     stamped = a->epoch;
     stamped_txid = FromRpc(a->txid);
   }
-  if (stamped) {
-    // Fencing at work: a call stamped with an older epoch refused.
-    resp = [inner = std::move(resp)](Response r) {
-      const rpc::DtxError* e = ErrorOf(r);
-      if (e != nullptr && e->code == rpc::ErrorCode::STALE_EPOCH)
-        DTX_PROBE(participant_stale_epoch_refusal);
-      inner(std::move(r));
-    };
-  }
   if (stamped && from >= 0) {
     const Epoch before = n.pcore->epoch();
     const int self = n.id;
