@@ -1011,14 +1011,9 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
                   int timeout_ms, AdoptDone done) override {
     Call(to, Request(AdoptReq{epoch, coordinator}), timeout_ms, TxId{},
          [done = std::move(done)](CallEnd end, const Response* resp) {
-           std::optional<int64_t> current;
-           std::string owner;
-           if (const rpc::DtxError* e = end == CallEnd::kOk ? ErrorOf(*resp) : nullptr) {
-             // As coordinator/peer_stub.cc reads DtxError fields 4, 5.
-             if (e->__isset.current_epoch) current = e->current_epoch;
-             if (e->__isset.epoch_owner) owner = e->epoch_owner;
-           }
-           done(CallStatus(end, resp), current, owner);
+           // A STALE_EPOCH refusal's DtxError fields 4, 5, as the stubs decode them.
+           RpcStatus st = CallStatus(end, resp);
+           done(st, st.current_epoch(), st.epoch_owner().value_or(""));
          });
   }
   void PeerHeartbeat(
