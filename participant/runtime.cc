@@ -3,17 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <string_view>
 #include <system_error>
 #include <thread>
-#include <unordered_map>
 
 #include "ParticipantPeer.h"
 #include "common/event_loop.h"
@@ -29,6 +26,7 @@
 #include "node/lifetime.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
+#include "participant/driver.h"
 #include "participant/level_store.h"
 #include "common/wire.h"
 
@@ -37,9 +35,6 @@ namespace dtx::participant {
 namespace {
 
 using node::FailStop;
-
-// Evaluates a commit-path failpoint whose `error` must stop the node.
-void EvalFailStop(fp::Point p) { (void)node::EvalFailpoint(p, node::OnFailpointError::kFailStop); }
 
 uint64_t SteadyNs() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -51,20 +46,14 @@ uint64_t SteadyNs() {
 // many ticks.
 constexpr uint64_t kMetricsScanEveryTicks = 10;
 
-rpc::DtxError ToDtxError(ErrorCode code, const std::string& message) {
-  return MakeDtxError(code, message);
-}
-
 }  // namespace
 
 namespace {
 // How often the core's Tick runs (read timeouts, decision queries).
 constexpr uint64_t kTickIntervalMs = 10;
-// Per-request timeout of a QueryDecision call.
-constexpr int kQueryDecisionTimeoutMs = 1000;
 // Coordinator addresses (from PREPARE records) with their own channel; past
 // it, the configured coordinator is asked instead.
-constexpr size_t kCoordinatorChannelsMax = 16;
+constexpr size_t kCoordinatorChannelsMax = kCoordinatorsSeenMax;
 }  // namespace
 
 // The participant's metrics (names in docs/observability.md). Histograms and
@@ -124,31 +113,12 @@ struct Runtime::Impl {
                   Fail fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
 
-  struct Pending {
-    Reply::Kind kind = Reply::Kind::kRead;
-    std::function<void(const rpc::ReadResult&)> read;
-    std::function<void(const rpc::PrepareResponse&)> prepare;
-    std::function<void()> done;
-    Fail fail;
-    uint64_t start_ns = 0;  // steady clock, for the latency histograms
-  };
-  class FailpointStore;
+  // The driver's world (participant/driver.h): the event loop's clock, the
+  // WAL, the stubs, fail-stop; metrics, span tracing and logs as hooks.
+  class Glue;
 
-  Token NewToken(Pending p);
-  // Drains the core's Ready: append, send, reply.
-  void Process();
-  void Append(PersistOp& op);
-  void OnDurable(uint64_t tag, RecordType type, TxId txid);
-  // Sends the core's question `m` (QueryDecisionMsg: the core decides whom
-  // to ask and which answers count) and feeds the answer back to it.
-  void AskDecision(const QueryDecisionMsg& m);
-  // m.kind == kFindPrimary: every known coordinator's status, to the core.
-  void AskOtherCoordinators(const QueryDecisionMsg& m);
-  void Deliver(Reply& r);
-  void TraceVote(const Reply& r);
   CoordinatorStub& StubFor(const std::string& address);
   uint64_t NowMs() const { return node_.NowMs(); }
-  void HeardFromCoordinator();
   Status RestoreAndReplay();
   void MaybeCheckpoint();
   void CheckpointWorkerLoop();
@@ -156,11 +126,6 @@ struct Runtime::Impl {
                         const Status& truncated);
   void StopCheckpointWorker();
   void UpdateMetrics();
-  // Records a span event when tracing is on. `event` must be a literal.
-  void Trace(const TxId& txid, const char* event, std::string_view detail = {}) {
-    node_.Trace(txid, event, detail);
-  }
-
   EventLoop* loop_;
   RuntimeOptions options_;
   // Server, handler, tick, metrics endpoint, trace ring (node/node.h).
@@ -171,25 +136,12 @@ struct Runtime::Impl {
   std::unique_ptr<FailpointStore> store_;
   std::unique_ptr<Core> core_;
   node::WalAppender wal_;
-  node::DrainGuard drain_;
+  std::unique_ptr<Glue> glue_;
+  std::unique_ptr<ParticipantDriver> driver_;
   std::map<std::string, CoordinatorStub> stubs_;
-  std::unordered_map<Token, Pending> pending_;
-  Token next_token_ = 1;
   uint64_t start_ms_ = 0;
-  uint64_t coordinator_heard_ms_ = 0;  // 0: never
-  struct CoordinatorSeen {
-    uint64_t heard_ms = 0;
-    std::string role;
-    int64_t epoch = 0;
-  };
-  std::map<std::string, CoordinatorSeen> coordinators_seen_;  // by address, from Heartbeat
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
-  // Transactions in doubt after recovery and not resolved yet: each gets one
-  // "txid=... in-doubt resolved by ..." log line, whether a QueryDecision
-  // answer or the coordinator's own Commit/Abort call resolves it.
-  std::set<TxId> recovered_in_doubt_;
-  void NoteResolved(const TxId& txid, const char* how, const char* decision);
 
   // Checkpoints. Loop thread: the fields below the worker's.
   std::thread checkpoint_thread_;
@@ -205,16 +157,6 @@ struct Runtime::Impl {
   // results, QueryDecision answers) after it is gone do nothing.
   node::LifetimeToken alive_;
 
-  // The Prepare call being processed right now (for the `locked` event of
-  // the record its Process() appends). Loop thread.
-  struct PrepareInProgress {
-    bool active = false;
-    TxId txid;
-    bool read_only = false;  // nothing will be logged: locks validated and released at once
-    size_t keys = 0;
-    bool locked_recorded = false;
-  };
-  PrepareInProgress preparing_;
   // In node_'s registry, which outlives it; read by scrapes only until
   // Shutdown() stops the endpoint.
   ParticipantMetrics metrics_{node_.registry()};
@@ -246,24 +188,6 @@ class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime:
 };
 
 }  // namespace
-
-// The core's Store, evaluating participant.commit.after_apply once applied
-// (not during replay).
-class Runtime::Impl::FailpointStore final : public Store {
- public:
-  explicit FailpointStore(Store* inner) : inner_(inner) {}
-  void set_live() { live_ = true; }
-  Result<Item> Get(std::string_view key) override { return inner_->Get(key); }
-  Status Apply(const std::vector<WriteOp>& writes, Version version) override {
-    DTX_RETURN_IF_ERROR(inner_->Apply(writes, version));
-    if (live_) return fp::Eval(fp::Point::kParticipantCommitAfterApply);
-    return Status::OK();
-  }
-
- private:
-  Store* inner_;
-  bool live_ = false;
-};
 
 ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
     : read(r.AddHistogram("dtx_read_seconds",
@@ -332,6 +256,86 @@ void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->node_.address(); }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
 
+// ---------------------------------------------------------------------------
+// The driver's world
+
+class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks {
+ public:
+  explicit Glue(Impl* rt) : rt_(rt) {}
+
+  uint64_t NowMs() override { return rt_->NowMs(); }
+
+  uint64_t Append(RecordType type, const std::string& payload, bool forced, const TxId& txid,
+                  std::function<void(uint64_t lsn)> on_durable) override {
+    node::RecordLog::DurableFn durable;
+    if (forced)
+      durable = [this, f = std::move(on_durable)](wal::Lsn lsn) {
+        if (!rt_->shut_down_) f(lsn);
+      };
+    // An ABORT is traced `synced` too; WAL flusher thread: the ring is thread-safe.
+    node::RecordLog::SyncedFn on_synced;
+    if (rt_->tracing_ && type != RecordType::kEpoch)
+      on_synced = [this, txid] { rt_->trace_.Record(txid, obs::span::kSynced); };
+    return rt_->wal_.Append(static_cast<uint8_t>(type), payload, std::move(durable),
+                            std::move(on_synced));
+  }
+
+  void QueryDecision(
+      const std::string& to, const rpc::TxId& txid, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
+    std::weak_ptr<int> alive = rt_->alive_;
+    rt_->StubFor(to).QueryDecision(
+        txid, timeout_ms,
+        [this, alive, done = std::move(done)](const RpcStatus& s, const rpc::Decision::type& d) {
+          if (alive.expired() || rt_->shut_down_) return;
+          done(s, d);
+        });
+  }
+  void GetStatus(const std::string& to, int timeout_ms,
+                 std::function<void(const RpcStatus&, const rpc::NodeStatus&)> done) override {
+    std::weak_ptr<int> alive = rt_->alive_;
+    rt_->StubFor(to).GetStatus(timeout_ms, [this, alive, done = std::move(done)](
+                                               const RpcStatus& s, const rpc::NodeStatus& st) {
+      if (alive.expired() || rt_->shut_down_) return;
+      done(s, st);
+    });
+  }
+  void FailStop(const std::string& why) override { node::FailStop(why); }
+
+  bool tracing() const override { return rt_->tracing_; }
+  void Trace(const TxId& txid, const char* event, std::string_view detail) override {
+    rt_->trace_.Record(txid, event, detail);
+  }
+  void Note(NoteLevel level, const std::string& text) override {
+    switch (level) {
+      case NoteLevel::kDebug: DTX_LOG_DEBUG("{}", text); break;
+      case NoteLevel::kInfo: DTX_LOG_INFO("{}", text); break;
+      case NoteLevel::kWarn: DTX_LOG_WARN("{}", text); break;
+    }
+  }
+  uint64_t SteadyNs() override { return participant::SteadyNs(); }
+  void Answered(Reply::Kind kind, uint64_t elapsed_ns) override {
+    ParticipantMetrics& m = rt_->metrics_;
+    if (kind == Reply::Kind::kRead) m.read.ObserveNs(elapsed_ns);
+    if (kind == Reply::Kind::kPrepare) m.prepare.ObserveNs(elapsed_ns);
+    if (kind == Reply::Kind::kCommit) m.commit.ObserveNs(elapsed_ns);
+  }
+  void Voted(Vote vote, std::optional<AbortReason> reason) override {
+    ParticipantMetrics& m = rt_->metrics_;
+    (vote == Vote::kYes ? m.vote_yes : vote == Vote::kNo ? m.vote_no : m.vote_read_only).Inc();
+    const int r = reason ? static_cast<int>(*reason) : 0;
+    if (r >= 1 && r <= 5 && m.abort_by_reason[r] != nullptr) m.abort_by_reason[r]->Inc();
+  }
+  void CommitAcked() override { rt_->metrics_.commits.Inc(); }
+  void AbortAcked() override { rt_->metrics_.abort_by_coordinator.Inc(); }
+  void UnmatchedReply(Token token) override {
+    DTX_LOG_ERROR("the core answered unknown or already answered token {}", token);
+  }
+
+ private:
+  Impl* rt_;
+};
+
 Status Runtime::Impl::Init() {
   start_ms_ = loop_->NowMs();
   const std::filesystem::path dir(options_.dir);
@@ -344,6 +348,12 @@ Status Runtime::Impl::Init() {
   level_ = std::move(level.value());
   store_ = std::make_unique<FailpointStore>(level_.get());
   core_ = std::make_unique<Core>(options_.core, store_.get());
+  glue_ = std::make_unique<Glue>(this);
+  driver_ = std::make_unique<ParticipantDriver>(
+      ParticipantDriverOptions{.name = options_.name,
+                               .coordinator = options_.coordinator,
+                               .coordinators = options_.coordinators},
+      core_.get(), glue_.get(), glue_.get());
   DTX_RETURN_IF_ERROR(RestoreAndReplay());
   store_->set_live();
   CoreStats st = core_->stats();
@@ -352,22 +362,15 @@ Status Runtime::Impl::Init() {
       "commit_counter={}, in_doubt={}, inferred_aborts={}",
       replayed_, last_checkpoint_.lsn, last_checkpoint_.retain_from, st.epoch, st.commit_counter,
       st.in_flight, st.replay_inferred_aborts);
-  for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
-    DTX_LOG_INFO("txid={} in doubt after recovery; asking coordinator {}", t.txid.ToString(),
-                 t.coordinator.empty() ? options_.coordinator : t.coordinator);
-    Trace(t.txid, "in_doubt", "after recovery");
-    recovered_in_doubt_.insert(t.txid);
-  }
   last_checkpoint_ms_ = NowMs();
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
-  Process();
+  driver_->Start();  // notes the transactions in doubt; the first decision queries
 
   auto handler = std::make_shared<Handler>(this, &node_);
   DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler),
                                   handler, options_.listen_host, options_.listen_port));
   node_.RunEvery(kTickIntervalMs, [this] {
-    core_->Tick(NowMs());
-    Process();
+    driver_->Tick();
     MaybeCheckpoint();
     UpdateMetrics();
   });
@@ -391,7 +394,7 @@ void Runtime::Impl::UpdateMetrics() {
       oldest_ms = std::max<uint64_t>(oldest_ms, t.age_ms);
   }
   metrics_.in_doubt_oldest_age.Set(static_cast<double>(oldest_ms) * 1e-3);
-  for (const auto& [address, seen] : coordinators_seen_) {
+  for (const auto& [address, seen] : driver_->coordinators_seen()) {
     const uint64_t age = NowMs() - seen.heard_ms;
     metrics_.heartbeat_age.Get({address}).Set(static_cast<double>(age) * 1e-3);
     metrics_.suspected.Get({address}).Set(age >= options_.coordinator_suspect_after_ms ? 1 : 0);
@@ -464,6 +467,7 @@ Runtime::Impl::~Impl() {
     }
   }
   wal_.Close();  // syncs what is queued; the notices of those records are dropped
+  driver_.reset();
   core_.reset();
   store_.reset();
   level_.reset();
@@ -472,92 +476,9 @@ Runtime::Impl::~Impl() {
 void Runtime::Impl::Shutdown() {
   if (shut_down_) return;
   shut_down_ = true;
-  node_.Shutdown();  // metrics endpoint, handler, tick, server
+  node_.Shutdown();                         // metrics endpoint, handler, tick, server
+  if (driver_ != nullptr) driver_->Stop();  // the calls owed an answer are dropped
   for (auto& [addr, stub] : stubs_) stub.channel()->Close();
-  pending_.clear();
-}
-
-void Runtime::Impl::HeardFromCoordinator() {
-  coordinator_heard_ms_ = std::max<uint64_t>(NowMs(), 1);
-}
-
-Token Runtime::Impl::NewToken(Pending p) {
-  p.start_ns = SteadyNs();
-  Token t = next_token_++;
-  pending_.emplace(t, std::move(p));
-  return t;
-}
-
-// ---------------------------------------------------------------------------
-// Draining the core
-
-void Runtime::Impl::Process() {
-  node::DrainGuard::Scope scope = drain_.Enter();
-  if (!scope.entered()) return;  // the outer call drains what this one would
-  for (Ready r = core_->TakeReady(); !r.empty(); r = core_->TakeReady()) {
-    if (!r.fatal.ok()) FailStop(r.fatal.ToString());
-    // Ready's ordering rule: records first, then messages, then replies.
-    for (PersistOp& op : r.persist) Append(op);
-    for (const QueryDecisionMsg& m : r.send) {
-      if (m.kind == QueryDecisionMsg::Kind::kAsk) AskDecision(m);
-      if (m.kind == QueryDecisionMsg::Kind::kFindPrimary) AskOtherCoordinators(m);
-    }
-    for (Reply& rep : r.replies) Deliver(rep);
-  }
-}
-
-void Runtime::Impl::Append(PersistOp& op) {
-  if (op.type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareBeforeLog);
-  if (op.type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitBeforeLog);
-  const bool traced = tracing_ && op.type != RecordType::kEpoch;
-  if (traced) {
-    // A PREPARE (or a one-phase COMMIT) appended while its Prepare call is
-    // processed: the core has just taken and validated its locks.
-    const bool from_prepare =
-        preparing_.active && preparing_.txid == op.txid && !preparing_.locked_recorded;
-    if (op.type == RecordType::kPrepare || (op.type == RecordType::kCommit && from_prepare)) {
-      char keys[24];
-      std::snprintf(keys, sizeof(keys), "keys=%zu", from_prepare ? preparing_.keys : size_t{0});
-      trace_.Record(op.txid, obs::span::kLocked,
-                    from_prepare ? std::string_view(keys) : std::string_view());
-      if (from_prepare) preparing_.locked_recorded = true;
-      if (op.type == RecordType::kCommit)
-        trace_.Record(op.txid, obs::span::kDecided, "commit (one-phase)");
-    }
-    trace_.Record(op.txid, obs::span::kLogged,
-                  op.type == RecordType::kPrepare  ? "PREPARE"
-                  : op.type == RecordType::kCommit ? "COMMIT"
-                  : op.type == RecordType::kAbort  ? "ABORT"
-                                                   : "record");
-  }
-  // Only a forced record's durability is news for the core; an ABORT is
-  // traced `synced` too.
-  node::RecordLog::DurableFn on_durable;
-  if (op.forced) {
-    on_durable = [this, type = op.type, txid = op.txid](wal::Lsn lsn) {
-      OnDurable(lsn, type, txid);
-    };
-  }
-  node::RecordLog::SyncedFn on_synced;
-  if (traced) {
-    // WAL flusher thread; the ring is thread-safe.
-    on_synced = [this, txid = op.txid] { trace_.Record(txid, obs::span::kSynced); };
-  }
-  const wal::Lsn lsn = wal_.Append(static_cast<uint8_t>(op.type), op.payload, std::move(on_durable),
-                                   std::move(on_synced));
-  DTX_CHECK_MSG(lsn == op.tag, "the core's tags are LSNs: nothing else may append to the WAL");
-  if (op.type == RecordType::kEpoch) DTX_LOG_INFO("epoch rose; EPOCH record at lsn={}", lsn);
-}
-
-void Runtime::Impl::OnDurable(uint64_t tag, RecordType type, TxId txid) {
-  if (shut_down_) return;
-  if (type == RecordType::kPrepare) EvalFailStop(fp::Point::kParticipantPrepareAfterLog);
-  if (type == RecordType::kCommit) EvalFailStop(fp::Point::kParticipantCommitAfterLog);
-  core_->OnPersisted(tag, NowMs());
-  // The core applies a durable COMMIT to the store inside OnPersisted (a
-  // failed apply makes Process() below stop the node).
-  if (type == RecordType::kCommit) Trace(txid, obs::span::kApplied);
-  Process();
 }
 
 // ---------------------------------------------------------------------------
@@ -655,299 +576,36 @@ CoordinatorStub& Runtime::Impl::StubFor(const std::string& address) {
   return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
 }
 
-void Runtime::Impl::AskDecision(const QueryDecisionMsg& m) {
-  const std::string address = m.coordinator.empty() ? options_.coordinator : m.coordinator;
-  if (address.empty()) return;
-  std::weak_ptr<int> alive = alive_;
-  StubFor(address).QueryDecision(
-      ToRpc(m.txid), kQueryDecisionTimeoutMs,
-      [this, alive, m, address](const RpcStatus& s, const rpc::Decision::type& d) {
-        if (alive.expired() || shut_down_) return;
-        DecisionAnswer answer;
-        if (!s.ok()) {
-          // Not the primary, unreachable, starting: the core decides whom
-          // to ask next (QueryDecisionMsg).
-          if (m.fall_back) {
-            DTX_LOG_WARN("txid={} QueryDecision to {} failed: {}", m.txid.ToString(), address,
-                         s.ToString());
-          }
-          if (s.primary()) answer.primary_hint = *s.primary();
-          core_->OnDecisionAnswer(m, answer, NowMs());
-          Process();
-          return;
-        }
-        HeardFromCoordinator();
-        answer.reached = true;
-        answer.decision = dtx::FromRpc(d).value_or(Decision::kUnknown);
-        if (answer.decision != Decision::kUnknown) {
-          DTX_LOG_INFO("txid={} in-doubt resolved by {}: {}", m.txid.ToString(), address,
-                       answer.decision == Decision::kCommit ? "COMMIT" : "ABORT");
-          recovered_in_doubt_.erase(m.txid);
-          if (tracing_) {
-            trace_.Record(m.txid, obs::span::kDecided,
-                          (answer.decision == Decision::kCommit ? "commit, resolved by "
-                                                                : "abort, resolved by ") +
-                              address);
-          }
-        }
-        core_->OnDecisionAnswer(m, answer, NowMs());
-        Process();
-      });
-}
-
-void Runtime::Impl::AskOtherCoordinators(const QueryDecisionMsg& m) {
-  const std::string except = m.coordinator.empty() ? options_.coordinator : m.coordinator;
-  std::vector<std::string> candidates = options_.coordinators;
-  candidates.push_back(options_.coordinator);
-  // Every coordinator that sends us heartbeats (primary and backup do), so a
-  // participant started with only --coordinator still finds a new primary.
-  for (const auto& [address, seen] : coordinators_seen_) candidates.push_back(address);
-  if (!m.primary_hint.empty()) candidates.push_back(m.primary_hint);
-  std::sort(candidates.begin(), candidates.end());
-  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
-  std::weak_ptr<int> alive = alive_;
-  const TxId txid = m.txid;
-  for (const std::string& c : candidates) {
-    if (c.empty() || c == except) continue;
-    StubFor(c).GetStatus(kQueryDecisionTimeoutMs,
-                         [this, alive, txid, c](const RpcStatus& s, const rpc::NodeStatus& st) {
-                           if (alive.expired() || shut_down_) return;
-                           // Whether this one may answer is the core's rule (QueryDecisionMsg).
-                           const std::optional<NodeRole> role = dtx::FromRpc(st.role);
-                           if (!s.ok() || !role) return;
-                           core_->OnCoordinatorStatus(txid, c, *role, st.epoch, NowMs());
-                           Process();
-                         });
-  }
-}
-
-void Runtime::Impl::Deliver(Reply& r) {
-  auto it = pending_.find(r.token);
-  if (it == pending_.end()) return;  // shut down meanwhile
-  Pending p = std::move(it->second);
-  pending_.erase(it);
-  const uint64_t elapsed_ns = SteadyNs() - p.start_ns;
-  if (r.kind == Reply::Kind::kRead) metrics_.read.ObserveNs(elapsed_ns);
-  if (r.kind == Reply::Kind::kPrepare) metrics_.prepare.ObserveNs(elapsed_ns);
-  if (r.kind == Reply::Kind::kCommit) metrics_.commit.ObserveNs(elapsed_ns);
-  if (r.error != ErrorCode::kOk) {
-    if (r.kind != Reply::Kind::kRead) {
-      DTX_LOG_WARN("txid={} {} refused: {} {}", r.txid.ToString(),
-                   r.kind == Reply::Kind::kPrepare  ? "Prepare"
-                   : r.kind == Reply::Kind::kCommit ? "Commit"
-                   : r.kind == Reply::Kind::kAbort  ? "Abort"
-                                                    : "AdoptEpoch",
-                   ErrorCodeName(r.error), r.message);
-      Trace(r.txid, "refused", ErrorCodeName(r.error));
-    }
-    rpc::DtxError e = ToDtxError(r.error, r.message);
-    if (r.error == ErrorCode::kStaleEpoch) {
-      e.__set_current_epoch(r.current_epoch);
-      if (!r.epoch_owner.empty()) e.__set_epoch_owner(r.epoch_owner);
-    }
-    p.fail(e);
-    return;
-  }
-  switch (r.kind) {
-    case Reply::Kind::kRead: {
-      rpc::ReadResult out;
-      out.found = r.found;
-      out.value = std::move(r.value);
-      out.version = r.version;
-      p.read(out);
-      break;
-    }
-    case Reply::Kind::kPrepare: {
-      rpc::PrepareResponse out;
-      out.vote = ToRpc(r.vote);
-      (r.vote == Vote::kYes  ? metrics_.vote_yes
-       : r.vote == Vote::kNo ? metrics_.vote_no
-                             : metrics_.vote_read_only)
-          .Inc();
-      if (r.vote == Vote::kNo) {
-        const AbortReason wire_reason = WireAbortReason(r.no_cause);
-        const int reason = static_cast<int>(wire_reason);
-        obs::Counter* c = reason >= 1 && reason <= 5 ? metrics_.abort_by_reason[reason] : nullptr;
-        if (c != nullptr) c->Inc();
-        out.__set_reason(ToRpc(wire_reason));
-        out.__set_detail(r.detail);
-        DTX_LOG_DEBUG("txid={} vote NO: {}", r.txid.ToString(), r.detail);
-      }
-      if (tracing_) TraceVote(r);
-      p.prepare(out);
-      if (r.vote == Vote::kYes) {
-        Status s = fp::Eval(fp::Point::kParticipantPrepareAfterVote);
-        if (!s.ok())
-          DTX_LOG_WARN("txid={} failpoint participant.prepare.after_vote: {} (ignored: vote sent)",
-                       r.txid.ToString(), s.ToString());
-      }
-      break;
-    }
-    case Reply::Kind::kCommit: {
-      Status s = fp::Eval(fp::Point::kParticipantCommitBeforeAck);
-      if (!s.ok()) {
-        Trace(r.txid, "refused", "failpoint before_ack");
-        p.fail(MakeDtxError(rpc::ErrorCode::INTERNAL, "failpoint participant.commit.before_ack: " +
-                                                          s.ToString() + " (the commit is done)"));
-        break;
-      }
-      metrics_.commits.Inc();
-      Trace(r.txid, obs::span::kAcked, "commit");
-      p.done();
-      break;
-    }
-    case Reply::Kind::kAbort:
-      metrics_.abort_by_coordinator.Inc();
-      Trace(r.txid, obs::span::kAcked, "abort");
-      p.done();
-      break;
-    case Reply::Kind::kAdoptEpoch: p.done(); break;
-  }
-}
-
-void Runtime::Impl::TraceVote(const Reply& r) {
-  const bool this_prepare = preparing_.active && preparing_.txid == r.txid;
-  if (r.vote == Vote::kNo) {
-    if (r.no_cause == NoVoteCause::kLockConflict) trace_.Record(r.txid, "conflict", "lock");
-    if (r.no_cause == NoVoteCause::kStaleRead) trace_.Record(r.txid, "conflict", "stale read");
-    char detail[40];
-    std::snprintf(detail, sizeof(detail), "no:%s", AbortReasonName(WireAbortReason(r.no_cause)));
-    trace_.Record(r.txid, obs::span::kVoted, detail);
-    return;
-  }
-  if (this_prepare && preparing_.read_only && !preparing_.locked_recorded) {
-    // Nothing to log: the locks were taken, the reads validated, and the
-    // locks released at once.
-    trace_.Record(r.txid, obs::span::kLocked, "read-only: validated, released");
-    preparing_.locked_recorded = true;
-  }
-  trace_.Record(r.txid, obs::span::kVoted, r.vote == Vote::kYes ? "yes" : "read_only");
-}
-
 // ---------------------------------------------------------------------------
-// The service
+// The service: the driver's
 
 void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
                          Fail fail) {
-  Pending p;
-  p.kind = Reply::Kind::kRead;
-  p.read = std::move(cob);
-  p.fail = std::move(fail);
-  core_->Read(NewToken(std::move(p)), key, NowMs());
-  Process();
+  driver_->Read(key, std::move(cob), std::move(fail));
 }
 
 void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
                             std::function<void(const rpc::PrepareResponse&)> cob, Fail fail) {
-  HeardFromCoordinator();
-  if (req.reads.size() + req.writes.size() > kTxKeysMax) {
-    fail(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT,
-                      std::to_string(req.reads.size() + req.writes.size()) +
-                          " keys exceed kTxKeysMax (" + std::to_string(kTxKeysMax) + ")"));
-    return;
-  }
-  PrepareRequest in;
-  in.txid = FromRpc(req.txid);
-  in.epoch = req.epoch;
-  in.one_phase = req.one_phase;
-  in.read_only_tx = req.read_only_tx;
-  if (req.__isset.coordinator) in.coordinator = req.coordinator;
-  in.reads.reserve(req.reads.size());
-  for (const rpc::ReadItem& r : req.reads) in.reads.push_back({r.key, r.version});
-  in.writes.reserve(req.writes.size());
-  for (const rpc::WriteItem& w : req.writes) {
-    WriteOp op;
-    op.key = w.key;
-    if (w.__isset.value) op.value = w.value;
-    in.writes.push_back(std::move(op));
-  }
-  Pending p;
-  p.kind = Reply::Kind::kPrepare;
-  p.prepare = std::move(cob);
-  p.fail = std::move(fail);
-  if (tracing_) {
-    trace_.Record(in.txid, obs::span::kReceived,
-                  in.read_only_tx ? "prepare (read-only)"
-                  : in.one_phase  ? "prepare (one-phase)"
-                                  : "prepare");
-    preparing_ =
-        PrepareInProgress{.active = true,
-                          .txid = in.txid,
-                          .read_only = in.read_only_tx || (in.one_phase && in.writes.empty()),
-                          .keys = in.reads.size() + in.writes.size(),
-                          .locked_recorded = false};
-  }
-  core_->Prepare(NewToken(std::move(p)), std::move(in), NowMs());
-  Process();
-  preparing_.active = false;
+  driver_->Prepare(req, std::move(cob), std::move(fail));
 }
 
 void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
                            Fail fail) {
-  HeardFromCoordinator();
-  Pending p;
-  p.kind = Reply::Kind::kCommit;
-  p.done = std::move(cob);
-  p.fail = std::move(fail);
-  const TxId t = FromRpc(txid);
-  if (tracing_) {
-    trace_.Record(t, obs::span::kReceived, "commit");
-    trace_.Record(t, obs::span::kDecided, "commit");
-  }
-  if (!recovered_in_doubt_.empty()) NoteResolved(t, "Commit", "COMMIT");
-  core_->Commit(NewToken(std::move(p)), t, epoch, NowMs());
-  Process();
+  driver_->Commit(txid, epoch, std::move(cob), std::move(fail));
 }
 
 void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
                           Fail fail) {
-  HeardFromCoordinator();
-  Pending p;
-  p.kind = Reply::Kind::kAbort;
-  p.done = std::move(cob);
-  p.fail = std::move(fail);
-  const TxId t = FromRpc(txid);
-  if (tracing_) {
-    trace_.Record(t, obs::span::kReceived, "abort");
-    trace_.Record(t, obs::span::kDecided, "abort");
-  }
-  if (!recovered_in_doubt_.empty()) NoteResolved(t, "Abort", "ABORT");
-  core_->Abort(NewToken(std::move(p)), t, epoch, NowMs());
-  Process();
-}
-
-void Runtime::Impl::NoteResolved(const TxId& txid, const char* how, const char* decision) {
-  if (recovered_in_doubt_.erase(txid) == 0) return;
-  DTX_LOG_INFO("txid={} in-doubt resolved by the coordinator's {} call: {}", txid.ToString(), how,
-               decision);
+  driver_->Abort(txid, epoch, std::move(cob), std::move(fail));
 }
 
 void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator,
                                std::function<void()> cob, Fail fail) {
-  Pending p;
-  p.kind = Reply::Kind::kAdoptEpoch;
-  p.done = [epoch, coordinator, cob = std::move(cob)] {
-    DTX_LOG_INFO("epoch {} adopted at the request of coordinator {}", epoch, coordinator);
-    cob();
-  };
-  p.fail = std::move(fail);
-  core_->AdoptEpoch(NewToken(std::move(p)), epoch, coordinator, NowMs());
-  Process();
+  driver_->AdoptEpoch(epoch, coordinator, std::move(cob), std::move(fail));
 }
 
 rpc::HeartbeatResponse Runtime::Impl::Heartbeat(const rpc::HeartbeatRequest& req) {
-  if (!req.sender.empty() && (coordinators_seen_.count(req.sender) != 0 ||
-                              coordinators_seen_.size() < kCoordinatorChannelsMax)) {
-    CoordinatorSeen& seen = coordinators_seen_[req.sender];
-    seen.heard_ms = std::max<uint64_t>(NowMs(), 1);
-    seen.role = NodeRoleName(req.role);
-    seen.epoch = req.epoch;
-  }
-  rpc::HeartbeatResponse resp;
-  resp.name = options_.name;
-  resp.__set_role(rpc::NodeRole::PARTICIPANT);
-  resp.epoch = core_->stats().epoch;
-  return resp;
+  return driver_->Heartbeat(req);
 }
 
 rpc::NodeStatus Runtime::Impl::GetStatus() const {
@@ -963,12 +621,12 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   rpc::PeerStatus coord;
   coord.name = "coordinator";
   coord.address = options_.coordinator;
-  coord.heartbeat_age_ms =
-      coordinator_heard_ms_ == 0 ? -1 : static_cast<int64_t>(NowMs() - coordinator_heard_ms_);
+  const uint64_t heard_ms = driver_->coordinator_heard_ms();
+  coord.heartbeat_age_ms = heard_ms == 0 ? -1 : static_cast<int64_t>(NowMs() - heard_ms);
   coord.suspected = false;
-  if (coordinators_seen_.empty()) out.peers.push_back(coord);
+  if (driver_->coordinators_seen().empty()) out.peers.push_back(coord);
   // Coordinators that send heartbeats: one entry each, with their role.
-  for (const auto& [address, seen] : coordinators_seen_) {
+  for (const auto& [address, seen] : driver_->coordinators_seen()) {
     rpc::PeerStatus ps;
     ps.name = "coordinator (" + seen.role + ", epoch " + std::to_string(seen.epoch) + ")";
     ps.address = address;
@@ -1006,17 +664,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   return out;
 }
 
-std::vector<rpc::InDoubtTx> Runtime::Impl::ListInDoubt() const {
-  std::vector<rpc::InDoubtTx> out;
-  for (const InDoubtInfo& t : core_->ListInDoubt(NowMs())) {
-    rpc::InDoubtTx x;
-    x.txid = ToRpc(t.txid);
-    x.age_ms = static_cast<int64_t>(t.age_ms);
-    x.coordinator = t.coordinator.empty() ? options_.coordinator : t.coordinator;
-    out.push_back(std::move(x));
-  }
-  return out;
-}
+std::vector<rpc::InDoubtTx> Runtime::Impl::ListInDoubt() const { return driver_->ListInDoubt(); }
 
 // ---------------------------------------------------------------------------
 // Handler: the Thrift edge

@@ -2,14 +2,15 @@
 //
 // It owns the WAL (wal::Log in NODEDIR/wal, group commit), the LevelDB store
 // (NODEDIR/data), the RpcServer serving the Participant service through a
-// ParticipantCobSvIf handler that converts Thrift <-> core types at the edge,
-// CoordinatorStubs for QueryDecision, and a periodic tick timer. After every
-// input it drains the core's Ready in the order the core requires: append
-// records, then send messages, then deliver replies. A record is reported to
-// the core (OnPersisted) only from the WAL's durable callback, Post()ed to the
-// loop, i.e. after its fdatasync returned 0.
+// ParticipantCobSvIf handler that forwards to the ParticipantDriver
+// (participant/driver.h: Thrift <-> core conversions, the drain of the core's
+// Ready in the order the core requires - append records, then send messages,
+// then deliver replies - the in-doubt fall-back's calls, the failpoints),
+// CoordinatorStubs for QueryDecision / GetStatus, and a periodic tick timer.
+// A record is reported to the core (OnPersisted) only from the WAL's durable
+// callback, Post()ed to the loop, i.e. after its fdatasync returned 0.
 //
-// Failpoints (common/failpoint.h), evaluated on the loop thread:
+// Failpoints (common/failpoint.h), evaluated by the driver on the loop thread:
 //   participant.prepare.before_log   before a PREPARE is appended
 //   participant.prepare.after_log    PREPARE durable, before the core hears it
 //   participant.prepare.after_vote   right after a YES vote was handed to the

@@ -28,6 +28,7 @@
 #include "coordinator/driver.h"
 #include "coordinator/ha_core.h"
 #include "participant/core.h"
+#include "participant/driver.h"
 #include "participant/mem_store.h"
 
 namespace dtx::sim {
@@ -141,11 +142,10 @@ std::string AccountKey(int i) {
 }
 
 // ---- the simulated RPCs ----------------------------------------------------
-// Calls from the coordinator (the CoordinatorDriver, coordinator/driver.h) and
-// to it carry the wire's rpc:: types (idl/dtx.thrift), so the driver's own
-// conversions are the ones exercised. Participants are still driven by
-// HandleParticipant/DrainParticipant here: their side converts at the
-// "participant edge" below.
+// Every call carries the wire's rpc:: types (idl/dtx.thrift): the nodes are
+// driven by the runtimes' glue (coordinator/driver.h CoordinatorDriver,
+// participant/driver.h ParticipantDriver), so their own conversions are the
+// ones exercised.
 
 struct ReadReq {
   std::string key;
@@ -184,8 +184,18 @@ struct DecisionAnswer {
 // A coordinator's answer: the result, or the DtxError the handler throws.
 using CoordinatorBody = std::variant<rpc::CommitResult, DecisionAnswer, rpc::ReplicateResponse,
                                      rpc::HeartbeatResponse, rpc::DtxError>;
-struct ProbeAck {};
-using Response = std::variant<pc::Reply, CoordinatorBody, ProbeAck>;
+// A participant's answer: the result (Ack: Commit, Abort, AdoptEpoch), or
+// the DtxError the handler throws.
+struct Ack {};
+using ParticipantBody =
+    std::variant<rpc::ReadResult, rpc::PrepareResponse, Ack, rpc::HeartbeatResponse, rpc::DtxError>;
+using Response = std::variant<ParticipantBody, CoordinatorBody>;
+
+// The DtxError a reply carries, if any.
+const rpc::DtxError* ErrorOf(const Response& r) {
+  if (const auto* p = std::get_if<ParticipantBody>(&r)) return std::get_if<rpc::DtxError>(p);
+  return std::get_if<rpc::DtxError>(&std::get<CoordinatorBody>(r));
+}
 
 // How a call ended, as the transport reports it.
 enum class CallEnd { kOk, kTimeout, kUnavailable };
@@ -207,57 +217,11 @@ RpcStatus TransportStatus(CallEnd end) {
                                   : RpcStatus(Status::Unavailable("connection refused or lost"));
 }
 
-// ---- the participant edge ----------------------------------------------------
-// What participant/runtime.cc does between its core and the wire (Prepare,
-// Deliver), for the simulated participants. It goes away when the simulator
-// runs the participant runtime's glue too.
-
-pc::PrepareRequest PrepareFromWire(const rpc::PrepareRequest& req) {
-  pc::PrepareRequest in;
-  in.txid = FromRpc(req.txid);
-  in.epoch = req.epoch;
-  in.one_phase = req.one_phase;
-  in.read_only_tx = req.read_only_tx;
-  if (req.__isset.coordinator) in.coordinator = req.coordinator;
-  in.reads = ReadsFromRpc<pc::ReadOp>(req.reads);
-  in.writes = WritesFromRpc<pc::WriteOp>(req.writes);
-  return in;
-}
-
-// An error reply as the participant's handler throws it.
-rpc::DtxError ErrorToWire(const pc::Reply& r) {
-  rpc::DtxError e = MakeDtxError(r.error, r.message);
-  if (r.error == pc::ErrorCode::kStaleEpoch) {
-    e.__set_current_epoch(r.current_epoch);
-    if (!r.epoch_owner.empty()) e.__set_epoch_owner(r.epoch_owner);
-  }
-  return e;
-}
-
-rpc::PrepareResponse VoteToWire(const pc::Reply& r) {
-  rpc::PrepareResponse out;
-  out.vote = ToRpc(r.vote);
-  if (r.vote == pc::Vote::kNo) {
-    out.__set_reason(ToRpc(pc::WireAbortReason(r.no_cause)));
-    out.__set_detail(r.detail);
-  }
-  return out;
-}
-
-// The caller's side of a participant call: the status its stub reports
+// The caller's side of a call: the status its stub reports
 // (common/rpc_error.h StatusFromDtxError, as the stubs decode a DtxError).
-RpcStatus ParticipantCallStatus(CallEnd end, const Response* resp) {
+RpcStatus CallStatus(CallEnd end, const Response* resp) {
   if (end != CallEnd::kOk) return TransportStatus(end);
-  const pc::Reply& r = std::get<pc::Reply>(*resp);
-  if (r.error != pc::ErrorCode::kOk) return StatusFromDtxError(ErrorToWire(r));
-  return RpcStatus();
-}
-
-// The caller's side of a coordinator call.
-RpcStatus CoordinatorCallStatus(CallEnd end, const Response* resp) {
-  if (end != CallEnd::kOk) return TransportStatus(end);
-  const auto& body = std::get<CoordinatorBody>(*resp);
-  if (const auto* e = std::get_if<rpc::DtxError>(&body)) return StatusFromDtxError(*e);
+  if (const rpc::DtxError* e = ErrorOf(*resp)) return StatusFromDtxError(*e);
   return RpcStatus();
 }
 
@@ -304,25 +268,20 @@ std::string OutcomeName(const rpc::CommitResult& r) {
 }
 
 std::string Describe(const Response& r) {
-  if (std::holds_alternative<ProbeAck>(r)) return "heartbeat ack";
-  if (const auto* p = std::get_if<pc::Reply>(&r)) {
-    if (p->error != pc::ErrorCode::kOk)
-      return std::string("error ") + pc::ErrorCodeName(p->error) + ": " + p->message;
-    switch (p->kind) {
-      case pc::Reply::Kind::kRead:
-        return p->found ? "value v" + std::to_string(p->version) + " " + p->value
-                        : "absent v" + std::to_string(p->version);
-      case pc::Reply::Kind::kPrepare:
-        return p->vote == pc::Vote::kYes        ? "YES"
-               : p->vote == pc::Vote::kReadOnly ? "READ_ONLY"
-                                                : "NO: " + p->detail;
-      case pc::Reply::Kind::kCommit: return "commit ack";
-      case pc::Reply::Kind::kAbort: return "abort ack";
-      case pc::Reply::Kind::kAdoptEpoch: return "epoch adopted";
-      default:
-        return "reply kind " +
-               std::to_string(static_cast<int>(p->kind));  // kinds the simulator does not send
+  if (const rpc::DtxError* e = ErrorOf(r))
+    return "error " + ErrorCodeName(e->code) + ": " + e->message;
+  if (const auto* p = std::get_if<ParticipantBody>(&r)) {
+    if (const auto* x = std::get_if<rpc::ReadResult>(p)) {
+      return x->found ? "value v" + std::to_string(x->version) + " " + x->value
+                      : "absent v" + std::to_string(x->version);
     }
+    if (const auto* x = std::get_if<rpc::PrepareResponse>(p)) {
+      return x->vote == rpc::Vote::YES         ? "YES"
+             : x->vote == rpc::Vote::READ_ONLY ? "READ_ONLY"
+                                               : "NO: " + x->detail;
+    }
+    if (std::holds_alternative<rpc::HeartbeatResponse>(*p)) return "heartbeat ack";
+    return "ack";
   }
   const auto& b = std::get<CoordinatorBody>(r);
   if (const auto* res = std::get_if<rpc::CommitResult>(&b))
@@ -333,18 +292,16 @@ std::string Describe(const Response& r) {
                                                  : "decision UNKNOWN";
   }
   if (std::holds_alternative<rpc::ReplicateResponse>(b)) return "replicated";
-  if (const auto* h = std::get_if<rpc::HeartbeatResponse>(&b)) {
-    return std::string("peer ") + (h->__isset.role ? NodeRoleName(h->role) : "stopping") +
-           " epoch " + std::to_string(h->epoch);
-  }
-  const auto& e = std::get<rpc::DtxError>(b);
-  return "error " + ErrorCodeName(e.code) + ": " + e.message;
+  const auto& h = std::get<rpc::HeartbeatResponse>(b);
+  return std::string("peer ") + (h.__isset.role ? NodeRoleName(h.role) : "stopping") + " epoch " +
+         std::to_string(h.epoch);
 }
 
 // ---- the world -------------------------------------------------------------
 
 class World;
 class CoordinatorGlue;
+class ParticipantGlue;
 
 // A participant's committed state: a MemStore that reports every Apply to
 // the world (which transaction, which keys, which version) so the checks see
@@ -367,12 +324,11 @@ struct WalEntry {
   uint64_t lsn = 0;
   uint8_t type = 0;
   std::string payload;
-  uint64_t tag = 0;  // the appending core's tag
   bool forced = false;
-  uint64_t incarnation = 0;  // which core appended it (tags are per core)
+  uint64_t incarnation = 0;  // which core appended it
   TxId txid;
-  // A coordinator's forced record: the driver's durability notice (cleared
-  // when the log is reloaded after a step-down).
+  // A forced record: the driver's durability notice (a coordinator's are
+  // cleared when its log is reloaded after a step-down).
   std::function<void(uint64_t lsn)> on_durable;
 };
 
@@ -416,16 +372,19 @@ struct Node {
   // Hung (a paused process): sends and receives nothing, its timers and
   // completions wait until then.
   uint64_t hung_until_ms = 0;
+  // participant: its core, driven by the real glue (ParticipantDriver) over
+  // the simulated network and WAL (ParticipantGlue); the core applies through
+  // the driver's FailpointStore around `store`.
+  std::unique_ptr<pc::FailpointStore> pstore;
   std::unique_ptr<pc::Core> pcore;
+  std::shared_ptr<ParticipantGlue> pglue;
+  std::unique_ptr<pc::ParticipantDriver> pdriver;
   // coordinator: HaCore (owns the 2PC CoordinatorCore), driven by the real
   // glue (CoordinatorDriver) over the simulated network and WAL (CoordinatorGlue).
   std::unique_ptr<cc::HaCore> ha;
   std::shared_ptr<CoordinatorGlue> glue;
   std::unique_ptr<cc::CoordinatorDriver> driver;
   cc::HaStats ha_seen;  // the HaCore's counters already added to RunStats
-  // participant: requests the core owes an answer, by its token
-  std::map<uint64_t, Responder> pending;
-  uint64_t next_token = 1;
 };
 
 struct Call {
@@ -496,6 +455,7 @@ class World {
 
  private:
   friend class CoordinatorGlue;
+  friend class ParticipantGlue;
   struct Event {
     uint64_t at;
     uint64_t seq;
@@ -558,15 +518,11 @@ class World {
 
   // nodes
   void HandleParticipant(Node& n, int from, const Request& req, Responder resp);
-  // Checks a participant's answer to a call stamped with an epoch (fencing).
-  void CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before,
-                    const pc::Reply& r);
-  // Sends the participant core's question `m` (its fall-back rule decides
-  // whom to ask, participant/core.h QueryDecisionMsg) and feeds the answers back.
-  void AskDecision(int participant, const pc::QueryDecisionMsg& m);
-  void FindPrimary(int participant, const pc::QueryDecisionMsg& m);
+  // Checks a participant's acceptance of a call stamped with an epoch (fencing).
+  void CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before);
   void HandleCoordinator(Node& n, const Request& req, Responder resp);
-  void DrainParticipant(Node& n);
+  // A node that fail-stopped: down for good (after the current event).
+  void StopForGood(int id);
   // The HaCore's counters into RunStats (before its node crashes, and every tick).
   void NoteHaStats(Node& n);
   void Append(Node& n, WalEntry e);
@@ -838,62 +794,47 @@ void World::Dispatch(int to, uint64_t call_id, const Request& req) {
 // ---- participants ------------------------------------------------------------------
 
 void World::HandleParticipant(Node& n, int from, const Request& req, Responder resp) {
-  if (!n.up || !n.pcore) return;
-  if (std::holds_alternative<PHeartbeatReq>(req)) {
-    // The participant runtime answers heartbeats itself (no core involved).
-    resp(Response(ProbeAck{}));
+  if (!n.up || !n.pdriver) return;
+  if (const auto* hb = std::get_if<PHeartbeatReq>(&req)) {
+    resp(Response(ParticipantBody(n.pdriver->Heartbeat(hb->hb))));
     return;
   }
-  uint64_t token = n.next_token++;
   // Calls stamped with an epoch: watch what the participant accepts.
   std::optional<Epoch> stamped;
   TxId stamped_txid;
   if (const auto* p = std::get_if<rpc::PrepareRequest>(&req)) {
-    stamped = static_cast<Epoch>(p->epoch);
+    stamped = p->epoch;
     stamped_txid = FromRpc(p->txid);
   } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
-    stamped = static_cast<Epoch>(c->epoch);
+    stamped = c->epoch;
     stamped_txid = FromRpc(c->txid);
     // A participant refusing a COMMIT the coordinator decided is a protocol
     // error (a STALE_EPOCH refusal is fencing: the newer primary re-drives it).
     const std::string who = n.name;
     resp = [this, who, txid = stamped_txid, inner = std::move(resp)](Response r) {
-      const auto* rep = std::get_if<pc::Reply>(&r);
-      if (rep != nullptr && rep->error != pc::ErrorCode::kOk &&
-          rep->error != pc::ErrorCode::kStaleEpoch) {
-        Fail("commit-refused", txid, who + " refused COMMIT: " + rep->message);
-      }
+      const rpc::DtxError* e = ErrorOf(r);
+      if (e != nullptr && e->code != rpc::ErrorCode::STALE_EPOCH)
+        Fail("commit-refused", txid, who + " refused COMMIT: " + e->message);
       inner(std::move(r));
     };
   } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
-    stamped = static_cast<Epoch>(a->epoch);
+    stamped = a->epoch;
     stamped_txid = FromRpc(a->txid);
-  }
-  if (stamped) {
-    // Fencing at work: a call stamped with an older epoch refused.
-    resp = [inner = std::move(resp)](Response r) {
-      const auto* rep = std::get_if<pc::Reply>(&r);
-      if (rep != nullptr && rep->error == pc::ErrorCode::kStaleEpoch)
-        DTX_PROBE(participant_stale_epoch_refusal);
-      inner(std::move(r));
-    };
   }
   if (stamped && from >= 0) {
     const Epoch before = n.pcore->epoch();
     const int self = n.id;
     const Epoch e = *stamped;
     resp = [this, self, from, stamped_txid, e, before, inner = std::move(resp)](Response r) {
-      if (const auto* rep = std::get_if<pc::Reply>(&r))
-        CheckStamped(nodes_[self], from, stamped_txid, e, before, *rep);
+      if (ErrorOf(r) == nullptr) CheckStamped(nodes_[self], from, stamped_txid, e, before);
       inner(std::move(r));
     };
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
     const std::string who = ad->coordinator;
-    const Epoch e = static_cast<Epoch>(ad->epoch);
+    const Epoch e = ad->epoch;
     const int self = n.id;
     resp = [this, who, e, self, inner = std::move(resp)](Response r) {
-      const auto* rep = std::get_if<pc::Reply>(&r);
-      if (rep != nullptr && rep->error == pc::ErrorCode::kOk) {
+      if (ErrorOf(r) == nullptr) {
         // Grants of one epoch may be split between contenders; a majority
         // for each of two is two owners of one epoch.
         std::map<std::string, std::set<int>>& grants = epoch_grants_[e];
@@ -911,113 +852,41 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
     };
   }
   // Sabotage::kAcceptOldEpochs: the participant takes a stale stamp as current.
-  auto epoch_for = [&](Epoch e) {
+  auto epoch_for = [&](rpc::Epoch e) {
     return opts_.sabotage == Sabotage::kAcceptOldEpochs ? std::max(e, n.pcore->epoch()) : e;
   };
-  n.pending.emplace(token, std::move(resp));
+  auto fail = [resp](const rpc::DtxError& e) { resp(Response(ParticipantBody(e))); };
+  auto ack = [resp] { resp(Response(ParticipantBody(Ack{}))); };
   if (const auto* r = std::get_if<ReadReq>(&req)) {
-    n.pcore->Read(token, r->key, now_);
+    n.pdriver->Read(
+        r->key, [resp](const rpc::ReadResult& x) { resp(Response(ParticipantBody(x))); }, fail);
   } else if (const auto* p = std::get_if<rpc::PrepareRequest>(&req)) {
-    pc::PrepareRequest in = PrepareFromWire(*p);
+    rpc::PrepareRequest in = *p;
     in.epoch = epoch_for(in.epoch);
-    n.pcore->Prepare(token, std::move(in), now_);
+    n.pdriver->Prepare(
+        in, [resp](const rpc::PrepareResponse& x) { resp(Response(ParticipantBody(x))); }, fail);
   } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
-    n.pcore->Commit(token, FromRpc(c->txid), epoch_for(static_cast<Epoch>(c->epoch)), now_);
+    n.pdriver->Commit(c->txid, epoch_for(c->epoch), ack, fail);
   } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
-    n.pcore->Abort(token, FromRpc(a->txid), epoch_for(static_cast<Epoch>(a->epoch)), now_);
+    n.pdriver->Abort(a->txid, epoch_for(a->epoch), ack, fail);
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
-    n.pcore->AdoptEpoch(token, static_cast<Epoch>(ad->epoch), ad->coordinator, now_);
+    n.pdriver->AdoptEpoch(ad->epoch, ad->coordinator, ack, fail);
   } else {
-    n.pending.erase(token);
     Fail("sim-internal", TxId{}, n.name + " got a coordinator request");
-    return;
-  }
-  DrainParticipant(n);
-}
-
-void World::DrainParticipant(Node& n) {
-  pc::Ready r = n.pcore->TakeReady();
-  if (!r.fatal.ok()) {
-    // The runtime would log this and exit: the node goes down for good.
-    Fail("participant-fatal", TxId{}, n.name + ": " + r.fatal.ToString());
-    Crash(n);
-    n.restart_gen = UINT64_MAX;  // never restarted
-    return;
-  }
-  for (pc::PersistOp& op : r.persist) {
-    Append(n, WalEntry{0, static_cast<uint8_t>(op.type), std::move(op.payload), op.tag, op.forced,
-                       n.incarnation, op.txid, nullptr});
-  }
-  MaybeStartSync(n);
-  for (const pc::QueryDecisionMsg& m : r.send) {
-    if (m.kind == pc::QueryDecisionMsg::Kind::kFindPrimary) {
-      FindPrimary(n.id, m);
-      continue;
-    }
-    if (!m.fall_back) ++stats_.decision_queries;
-    AskDecision(n.id, m);
-  }
-  for (pc::Reply& rep : r.replies) {
-    auto it = n.pending.find(rep.token);
-    if (it == n.pending.end()) {
-      Fail("reply-token", rep.txid,
-           n.name + " answered unknown or already answered token " + std::to_string(rep.token));
-      continue;
-    }
-    Responder resp = std::move(it->second);
-    n.pending.erase(it);
-    resp(Response(std::move(rep)));
   }
 }
 
-// As the participant runtime does (participant/runtime.cc AskDecision).
-void World::AskDecision(int participant, const pc::QueryDecisionMsg& m) {
-  const int coordinator = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
-  if (coordinator < 0) {
-    Fail("sim-internal", m.txid,
-         nodes_[participant].name + " asks unknown coordinator '" + m.coordinator + "'");
-    return;
-  }
-  StartCall(participant, coordinator, QueryReq{ToRpc(m.txid)}, kQueryDecisionTimeoutMs, m.txid,
-            [this, participant, m](CallEnd end, const Response* resp) {
-              Node& me = nodes_[participant];
-              if (!me.pcore) return;
-              pc::DecisionAnswer answer;
-              const DecisionAnswer* d = nullptr;
-              if (end == CallEnd::kOk)
-                d = std::get_if<DecisionAnswer>(&std::get<CoordinatorBody>(*resp));
-              if (d != nullptr) {
-                // As participant/runtime.cc.
-                answer.reached = true;
-                answer.decision = FromRpc(d->decision).value_or(pc::Decision::kUnknown);
-                if (m.fall_back && d->decision != rpc::Decision::UNKNOWN) {
-                  DTX_PROBE(participant_in_doubt_fallback);  // resolved by the other coordinator
-                }
-              }
-              me.pcore->OnDecisionAnswer(m, answer, now_);
-              DrainParticipant(me);
-            });
+void World::StopForGood(int id) {
+  const uint64_t inc = nodes_[id].incarnation;
+  After(0, kEvCrash, [this, id, inc] {
+    Node& m = nodes_[id];
+    if (m.incarnation != inc) return;
+    Crash(m);
+    m.restart_gen = UINT64_MAX;  // never restarted
+  });
 }
 
-// As the participant runtime does (participant/runtime.cc AskOtherCoordinators):
-// every other coordinator's status (GetStatus, modelled as its state now; a
-// coordinator that is down or hung does not answer) goes to the core, which
-// asks those that may answer.
-void World::FindPrimary(int participant, const pc::QueryDecisionMsg& m) {
-  Node& me = nodes_[participant];
-  const int except = m.coordinator.empty() ? coordinators_[0] : NodeByName(m.coordinator);
-  for (int c : coordinators_) {
-    const Node& other = nodes_[c];
-    if (c == except || !other.up || !other.ha || Hung(other)) continue;
-    me.pcore->OnCoordinatorStatus(m.txid, other.name, other.ha->node_role(), other.ha->epoch(),
-                                  now_);
-  }
-  DrainParticipant(me);
-}
-
-void World::CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before,
-                         const pc::Reply& r) {
-  if (r.error != pc::ErrorCode::kOk) return;  // refused (STALE_EPOCH: fenced, as it must be)
+void World::CheckStamped(Node& n, int from, const TxId& txid, Epoch stamped, Epoch before) {
   const std::string& who = nodes_[from].name;
   if (stamped < before) {
     Fail("stale-epoch-accepted", txid,
@@ -1110,22 +979,23 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
     const TxId txid = FromRpc(req.txid);
     Call(to, Request(req), timeout_ms, txid,
          [done = std::move(done)](CallEnd end, const Response* resp) {
-           RpcStatus st = ParticipantCallStatus(end, resp);
-           done(st, st.ok() ? VoteToWire(std::get<pc::Reply>(*resp)) : rpc::PrepareResponse());
+           RpcStatus st = CallStatus(end, resp);
+           done(st, st.ok() ? std::get<rpc::PrepareResponse>(std::get<ParticipantBody>(*resp))
+                            : rpc::PrepareResponse());
          });
   }
   void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
               Done done) override {
     Call(to, Request(PCommitReq{txid, epoch}), timeout_ms, FromRpc(txid),
          [done = std::move(done)](CallEnd end, const Response* resp) {
-           done(ParticipantCallStatus(end, resp));
+           done(CallStatus(end, resp));
          });
   }
   void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
              Done done) override {
     Call(to, Request(PAbortReq{txid, epoch}), timeout_ms, FromRpc(txid),
          [done = std::move(done)](CallEnd end, const Response* resp) {
-           done(ParticipantCallStatus(end, resp));
+           done(CallStatus(end, resp));
          });
   }
   void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
@@ -1141,18 +1011,9 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
                   int timeout_ms, AdoptDone done) override {
     Call(to, Request(AdoptReq{epoch, coordinator}), timeout_ms, TxId{},
          [done = std::move(done)](CallEnd end, const Response* resp) {
-           std::optional<int64_t> current;
-           std::string owner;
-           if (end == CallEnd::kOk) {
-             const pc::Reply& r = std::get<pc::Reply>(*resp);
-             if (r.error != pc::ErrorCode::kOk) {
-               // As coordinator/peer_stub.cc reads DtxError fields 4, 5.
-               rpc::DtxError e = ErrorToWire(r);
-               if (e.__isset.current_epoch) current = e.current_epoch;
-               if (e.__isset.epoch_owner) owner = e.epoch_owner;
-             }
-           }
-           done(ParticipantCallStatus(end, resp), current, owner);
+           // A STALE_EPOCH refusal's DtxError fields 4, 5, as the stubs decode them.
+           RpcStatus st = CallStatus(end, resp);
+           done(st, st.current_epoch(), st.epoch_owner().value_or(""));
          });
   }
   void PeerHeartbeat(
@@ -1163,7 +1024,7 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
     w_->StartCall(
         node_, peer, Request(CHeartbeatReq{req}), static_cast<uint64_t>(timeout_ms), TxId{},
         [done = std::move(done)](CallEnd end, const Response* resp) {
-          RpcStatus st = CoordinatorCallStatus(end, resp);
+          RpcStatus st = CallStatus(end, resp);
           done(st, st.ok() ? std::get<rpc::HeartbeatResponse>(std::get<CoordinatorBody>(*resp))
                            : rpc::HeartbeatResponse());
         },
@@ -1177,7 +1038,7 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
     w_->StartCall(
         node_, peer, Request(req), static_cast<uint64_t>(timeout_ms), TxId{},
         [done = std::move(done)](CallEnd end, const Response* resp) {
-          RpcStatus st = CoordinatorCallStatus(end, resp);
+          RpcStatus st = CallStatus(end, resp);
           done(st, st.ok() ? std::get<rpc::ReplicateResponse>(std::get<CoordinatorBody>(*resp))
                            : rpc::ReplicateResponse());
         });
@@ -1186,7 +1047,7 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
   uint64_t Append(cc::RecordType type, const std::string& payload, bool forced,
                   std::function<void(uint64_t lsn)> on_durable) override {
     Node& n = w_->nodes_[node_];
-    WalEntry e{0,      static_cast<uint8_t>(type), payload, 0, forced, n.incarnation,
+    WalEntry e{0,      static_cast<uint8_t>(type), payload, forced, n.incarnation,
                TxId{}, std::move(on_durable)};
     w_->Append(n, std::move(e));
     w_->KickSync(n);
@@ -1216,16 +1077,8 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
   }
   void FailStop(const std::string& why) override {
     // The node process would exit: it goes down for good.
-    Node& n = w_->nodes_[node_];
-    w_->Fail("coordinator-fail-stop", TxId{}, n.name + ": " + why);
-    const int id = node_;
-    const uint64_t inc = n.incarnation;
-    w_->After(0, World::kEvCrash, [w = w_, id, inc] {
-      Node& m = w->nodes_[id];
-      if (m.incarnation != inc) return;
-      w->Crash(m);
-      m.restart_gen = UINT64_MAX;  // never restarted
-    });
+    w_->Fail("coordinator-fail-stop", TxId{}, w_->nodes_[node_].name + ": " + why);
+    w_->StopForGood(node_);
   }
 
   bool tracing() const override { return w_->trace_on_; }
@@ -1263,15 +1116,106 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
   int node_;
 };
 
+// A participant node's world as its ParticipantDriver sees it: the simulated
+// network (QueryDecision to coordinators), its SimWal, virtual time, and the
+// simulator's trace and checks as hooks. GetStatus is modelled as the
+// coordinator's state at the call (one that is down or hung does not answer),
+// answered a moment later. One per incarnation of the node.
+class ParticipantGlue final : public pc::ParticipantIo, public pc::ParticipantHooks {
+ public:
+  ParticipantGlue(World* w, int node) : w_(w), node_(node) {}
+
+  uint64_t NowMs() override { return w_->now_; }
+
+  uint64_t Append(pc::RecordType type, const std::string& payload, bool forced, const TxId& txid,
+                  std::function<void(uint64_t lsn)> on_durable) override {
+    Node& n = w_->nodes_[node_];
+    w_->Append(n, WalEntry{0, static_cast<uint8_t>(type), payload, forced, n.incarnation, txid,
+                           std::move(on_durable)});
+    w_->KickSync(n);
+    return n.wal.entries.back().lsn;
+  }
+
+  void QueryDecision(
+      const std::string& to, const rpc::TxId& txid, int timeout_ms,
+      std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
+    const int dst = Coordinator(to, FromRpc(txid));
+    if (dst < 0) return;
+    w_->StartCall(
+        node_, dst, QueryReq{txid}, static_cast<uint64_t>(timeout_ms), FromRpc(txid),
+        [done = std::move(done)](CallEnd end, const Response* resp) {
+          RpcStatus st = CallStatus(end, resp);
+          done(st, st.ok() ? std::get<DecisionAnswer>(std::get<CoordinatorBody>(*resp)).decision
+                           : rpc::Decision::UNKNOWN);
+        });
+  }
+
+  void GetStatus(const std::string& to, int,
+                 std::function<void(const RpcStatus&, const rpc::NodeStatus&)> done) override {
+    const int dst = Coordinator(to, TxId{});
+    if (dst < 0) return;
+    const Node& c = w_->nodes_[dst];
+    RpcStatus st(Status::Unavailable("coordinator down or hung"));
+    rpc::NodeStatus out;
+    if (c.up && c.ha && !w_->Hung(c)) {
+      st = RpcStatus();
+      out.name = c.name;
+      out.role = ToRpc(c.ha->node_role());
+      out.epoch = c.ha->epoch();
+    }
+    const int self = node_;
+    const uint64_t inc = w_->nodes_[node_].incarnation;
+    w_->After(0, World::kEvMsg, [w = w_, self, inc, st, out, done = std::move(done)] {
+      const Node& me = w->nodes_[self];
+      if (me.up && me.incarnation == inc) done(st, out);
+    });
+  }
+
+  void FailStop(const std::string& why) override {
+    // The runtime would log this and exit: the node goes down for good.
+    w_->Fail("participant-fatal", TxId{}, w_->nodes_[node_].name + ": " + why);
+    w_->StopForGood(node_);
+  }
+
+  bool tracing() const override { return w_->trace_on_; }
+  void Trace(const TxId& txid, const char* event, std::string_view detail) override {
+    w_->Trace(txid, w_->nodes_[node_].name + " " + event + (detail.empty() ? "" : " ") +
+                        std::string(detail));
+  }
+  void Note(pc::NoteLevel level, const std::string& text) override {
+    if (w_->trace_on_ && level != pc::NoteLevel::kDebug)
+      w_->Trace(TxId{}, w_->nodes_[node_].name + " " + text);
+  }
+  void AskingDecision(const TxId&, bool fall_back) override {
+    if (!fall_back) ++w_->stats_.decision_queries;
+  }
+  void UnmatchedReply(pc::Token token) override {
+    w_->Fail("reply-token", TxId{},
+             w_->nodes_[node_].name + " answered unknown or already answered token " +
+                 std::to_string(token));
+  }
+
+ private:
+  int Coordinator(const std::string& name, const TxId& txid) {
+    const int id = w_->NodeByName(name);
+    if (id < 0 || w_->nodes_[id].kind != Kind::kCoordinator) {
+      w_->Fail("sim-internal", txid,
+               w_->nodes_[node_].name + " asks unknown coordinator '" + name + "'");
+      return -1;
+    }
+    return id;
+  }
+
+  World* w_;
+  int node_;
+};
+
 // ---- WAL, crash, restart ------------------------------------------------------------
 
 void World::Append(Node& n, WalEntry e) {
+  // participant/core.h "Tags are LSNs": the ParticipantDriver checks that
+  // the LSN returned here is the core's tag.
   e.lsn = n.wal.next_lsn();
-  if (n.kind == Kind::kParticipant && e.tag != e.lsn) {
-    // participant/core.h: "Tags are LSNs" - the runtime relies on it.
-    Fail("tag-lsn", e.txid,
-         n.name + " appended tag " + std::to_string(e.tag) + " at LSN " + std::to_string(e.lsn));
-  }
   if (trace_on_) {
     Trace(e.txid, n.name + " WAL append lsn=" + std::to_string(e.lsn) +
                       " type=" + std::to_string(e.type) + (e.forced ? " forced" : ""));
@@ -1337,27 +1281,17 @@ void World::CompleteSync(Node& n, uint64_t target_lsn) {
   n.wal.synced_lsn = std::max(old, target_lsn);
   n.wal.syncing = false;
   if (trace_on_) Trace(TxId{}, n.name + " WAL synced to lsn=" + std::to_string(n.wal.synced_lsn));
-  if (n.kind == Kind::kParticipant) {
-    uint64_t max_tag = 0;
-    for (const WalEntry& e : n.wal.entries) {
-      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation) continue;
-      max_tag = std::max(max_tag, e.tag);
-    }
-    if (max_tag != 0) n.pcore->OnPersisted(max_tag, now_);
-    DrainParticipant(n);
-  } else {
-    // The driver's notices, in LSN order; each may append, reload or stop.
-    std::vector<std::pair<uint64_t, std::function<void(uint64_t)>>> notices;
-    for (const WalEntry& e : n.wal.entries) {
-      if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable)
-        continue;
-      notices.emplace_back(e.lsn, e.on_durable);
-    }
-    const uint64_t inc = n.incarnation;
-    for (const auto& [lsn, notice] : notices) {
-      if (!n.up || n.incarnation != inc) break;
-      notice(lsn);
-    }
+  // The drivers' notices, in LSN order; each may append, reload or stop.
+  std::vector<std::pair<uint64_t, std::function<void(uint64_t)>>> notices;
+  for (const WalEntry& e : n.wal.entries) {
+    if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable)
+      continue;
+    notices.emplace_back(e.lsn, e.on_durable);
+  }
+  const uint64_t inc = n.incarnation;
+  for (const auto& [lsn, notice] : notices) {
+    if (!n.up || n.incarnation != inc) break;
+    notice(lsn);
   }
   if (n.up) MaybeStartSync(n);
 }
@@ -1384,7 +1318,10 @@ void World::Crash(Node& n) {
   n.wal.synced_lsn = n.wal.entries.empty() ? n.wal.truncated_below - 1 : n.wal.entries.back().lsn;
   bool store_lost = false;
   if (n.kind == Kind::kParticipant) {
+    n.pdriver.reset();
+    n.pglue.reset();
     n.pcore.reset();
+    n.pstore.reset();
     // Power loss: the store (not synced) is gone and replay rebuilds it; a
     // process crash: the store survives and replay re-applies idempotently.
     store_lost = rng_.Chance(p_store_lost_);
@@ -1397,7 +1334,6 @@ void World::Crash(Node& n) {
     n.ha.reset();
   }
   n.wal.sync_kick_pending = false;
-  n.pending.clear();
   if (trace_on_) {
     Trace(TxId{}, "CRASH " + n.name + ": kept " + std::to_string(keep) + " of " +
                       std::to_string(unsynced) + " unsynced WAL records" +
@@ -1424,7 +1360,8 @@ void World::StartCore(Node& n) {
     o.decision_query_after_ms = kDecisionQueryAfterMs;
     o.decision_query_interval_ms = kDecisionQueryIntervalMs;
     if (opts_.small_tables) o.outcomes_remembered_max = kSmallTableMax;
-    n.pcore = std::make_unique<pc::Core>(o, n.store.get());
+    n.pstore = std::make_unique<pc::FailpointStore>(n.store.get());
+    n.pcore = std::make_unique<pc::Core>(o, n.pstore.get());
     if (n.checkpoint) n.pcore->RestoreCheckpoint(*n.checkpoint);
     for (const WalEntry& e : n.wal.entries) {
       Status s = n.pcore->Replay(e.lsn, e.type, e.payload);
@@ -1438,11 +1375,16 @@ void World::StartCore(Node& n) {
     pc::CoreStats st = n.pcore->stats();
     stats_.replay_inferred_aborts += st.replay_inferred_aborts;
     stats_.in_doubt_replayed += st.in_flight;
-    if (trace_on_ && n.pcore->stats().in_flight > 0) {
-      for (const pc::InDoubtInfo& d : n.pcore->ListInDoubt(now_))
-        Trace(d.txid, n.name + " recovered in doubt");
-    }
-    DrainParticipant(n);
+    n.pstore->set_live();
+    n.pglue = std::make_shared<ParticipantGlue>(this, n.id);
+    pc::ParticipantDriverOptions popts;
+    popts.name = n.name;
+    popts.coordinator = nodes_[coordinators_[0]].name;
+    for (int c : coordinators_) popts.coordinators.push_back(nodes_[c].name);
+    popts.query_timeout_ms = static_cast<int>(kQueryDecisionTimeoutMs);
+    n.pdriver = std::make_unique<pc::ParticipantDriver>(std::move(popts), n.pcore.get(),
+                                                        n.pglue.get(), n.pglue.get());
+    n.pdriver->Start();  // traces what recovery left in doubt
   } else {
     cc::CoreOptions o;
     for (int p : participants_) o.participants.push_back(nodes_[p].name);
@@ -1511,8 +1453,7 @@ void World::TickAll() {
   for (Node& n : nodes_) {
     if (!n.up || Hung(n)) continue;
     if (n.kind == Kind::kParticipant) {
-      n.pcore->Tick(now_);
-      DrainParticipant(n);
+      if (n.pdriver) n.pdriver->Tick();
     } else if (n.kind == Kind::kCoordinator) {
       // Timeouts, re-sends, heartbeats and suspicion: all HaCore's.
       if (opts_.sabotage == Sabotage::kFakeSync) ForgeSync(n);
@@ -1718,8 +1659,11 @@ void World::ClientRead(Client& c, std::shared_ptr<ClientTx> tx) {
               [this, ci, tx, i](CallEnd end, const Response* resp) {
                 Client& cl = clients_[ci];
                 if (tx->failed) return;
-                const pc::Reply* rep = end == CallEnd::kOk ? &std::get<pc::Reply>(*resp) : nullptr;
-                if (rep == nullptr || rep->error != pc::ErrorCode::kOk) {
+                const rpc::ReadResult* rep =
+                    end == CallEnd::kOk
+                        ? std::get_if<rpc::ReadResult>(&std::get<ParticipantBody>(*resp))
+                        : nullptr;
+                if (rep == nullptr) {
                   tx->failed = true;
                   ++stats_.read_failures;
                   if (trace_on_)
