@@ -1160,11 +1160,13 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
   bump_.epoch = 0;
   adopt_out_.clear();
   // x == NextBumpEpoch(): it extends a known run, or starts one above the
-  // core epoch (every epoch in between is in our log).
+  // core epoch (every epoch in between is in our log). x >= 1, so x - 1
+  // cannot overflow where blocked_hi_ + 1 or e + 1 could.
   const Epoch e = core_->epoch();
-  if (blocked_lo_ <= e && blocked_hi_ > e && x == blocked_hi_ + 1) {
+  DTX_CHECK(x >= 1);
+  if (blocked_lo_ <= e && blocked_hi_ > e && x - 1 == blocked_hi_) {
     blocked_hi_ = x;
-  } else if (x == e + 1) {
+  } else if (x - 1 == e) {
     blocked_lo_ = e;
     blocked_hi_ = x;
   }  // else the core epoch moved during the bump: nothing usable was learnt
