@@ -332,6 +332,18 @@ TEST_F(ParticipantSmokeTest, BadInputGetsAClearDtxError) {
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::STALE_EPOCH);
   }
+  // An epoch more than kEpochJumpMax ahead (common/types.h): refused, and
+  // the participant's epoch stays where it was.
+  try {
+    c->Commit(Tx(4), 1'000'000'000'000'000);
+    ADD_FAILURE() << "absurd epoch accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+    EXPECT_NE(e.message.find("kEpochJumpMax"), std::string::npos) << e.message;
+  }
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.epoch, 5);
   try {
     c->SetFailpoint("no.such.point", "crash");
     ADD_FAILURE() << "unknown failpoint accepted";
