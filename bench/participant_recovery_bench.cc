@@ -405,10 +405,11 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   const int cport = FreePort(), p0 = FreePort(), p1 = FreePort();
   const std::string caddr = "127.0.0.1:" + std::to_string(cport);
   auto participant = [&](int i, int port, const std::string& fps) {
-    return Spawn({pbin, "--name", "participant-" + std::to_string(i), "--listen",
-                  "127.0.0.1:" + std::to_string(port), "--dir",
-                  dir + "/participant-" + std::to_string(i), "--coordinator", caddr},
-                 fps);
+    return Spawn(
+        {pbin, "--name", "participant-" + std::to_string(i), "--listen",
+         "127.0.0.1:" + std::to_string(port), "--dir", dir + "/participant-" + std::to_string(i),
+         "--coordinator", caddr, "--enable-failpoints"},
+        fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");

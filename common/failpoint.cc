@@ -147,6 +147,14 @@ Status InitFromEnv() {
   return s;
 }
 
+Status InitFromEnvForNode(bool enabled) {
+  if (enabled) return InitFromEnv();
+  const char* spec = std::getenv("DTX_FAILPOINTS");
+  if (spec == nullptr || Trim(spec).empty()) return Status::OK();
+  return Status::PermissionDenied(
+      "DTX_FAILPOINTS is set but failpoints are off: start the node with --enable-failpoints");
+}
+
 void DisarmAll() {
   MutexLock lock(&g_mu);
   for (int i = 0; i < kPointCount; ++i) {

@@ -12,6 +12,8 @@
 //   error-after(n) pass n times, then fail every time
 // Points are armed from the environment (DTX_FAILPOINTS="name=action;...",
 // read by InitFromEnv at start-up) or through Arm() (the admin RPC calls it).
+// A node binary does either only when started with --enable-failpoints
+// (InitFromEnvForNode, node/handler.h SetFailpoint).
 //
 // Cost when disarmed: one relaxed atomic load and one predictable branch.
 // Thread-safety: all functions are thread-safe.
@@ -72,6 +74,10 @@ Status Arm(std::string_view name, std::string_view action);
 Status ArmFromSpec(std::string_view spec);
 // Reads DTX_FAILPOINTS; OK when unset or empty.
 Status InitFromEnv();
+// InitFromEnv for a node binary. `enabled`: the node started with
+// --enable-failpoints. Without it a non-empty DTX_FAILPOINTS is
+// PermissionDenied and nothing is armed (docs/failpoints.md).
+Status InitFromEnvForNode(bool enabled);
 void DisarmAll();
 // "name=action" for every armed point.
 std::vector<std::string> Armed();

@@ -105,6 +105,24 @@ TEST_F(FailpointTest, EnvironmentArmsPoints) {
   EXPECT_NE(s.message().find("DTX_FAILPOINTS"), std::string::npos);
 }
 
+TEST_F(FailpointTest, NodeWithoutEnableFlagRefusesTheEnvironmentAndArmsNothing) {
+  setenv("DTX_FAILPOINTS", "wal.before_write=error", 1);
+  Status off = InitFromEnvForNode(/*enabled=*/false);
+  EXPECT_TRUE(Armed().empty());
+  Status on = InitFromEnvForNode(/*enabled=*/true);
+  unsetenv("DTX_FAILPOINTS");
+  EXPECT_TRUE(off.IsPermissionDenied()) << off.ToString();
+  EXPECT_NE(off.message().find("--enable-failpoints"), std::string::npos);
+  EXPECT_TRUE(on.ok()) << on.ToString();
+  EXPECT_EQ(Armed(), std::vector<std::string>{"wal.before_write=error"});
+  DisarmAll();
+  // Unset or blank: nothing to refuse.
+  EXPECT_TRUE(InitFromEnvForNode(false).ok());
+  setenv("DTX_FAILPOINTS", " ", 1);
+  EXPECT_TRUE(InitFromEnvForNode(false).ok());
+  unsetenv("DTX_FAILPOINTS");
+}
+
 TEST_F(FailpointTest, EveryNameIsUniqueAndDotted) {
   auto names = AllNames();
   ASSERT_EQ(static_cast<int>(names.size()), kPointCount);

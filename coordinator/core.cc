@@ -356,6 +356,9 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
 
 void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) {
   PrepareReply r = r_in;
+  if (r.status == CallStatus::kStaleEpoch && !StaleEpochBelievable(epoch_, r.current_epoch)) {
+    r.status = CallStatus::kError;
+  }
   if (r.status == CallStatus::kStaleEpoch) {
     if (r.msg_id >= first_msg_of_epoch_) {
       Fence(now_ms);
@@ -474,7 +477,10 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
 }
 
 void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
-  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence(now_ms);
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_ &&
+      StaleEpochBelievable(epoch_, r.current_epoch)) {
+    Fence(now_ms);
+  }
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
   size_t i = FindPart(*tx, r.participant);
@@ -496,7 +502,10 @@ void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
 void CoordinatorCore::OnAbortReply(uint64_t now_ms, const AckReply& r) {
   // ABORT is fire-and-forget (a participant still in doubt asks
   // QueryDecision); only a newer epoch matters.
-  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_) Fence(now_ms);
+  if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_ &&
+      StaleEpochBelievable(epoch_, r.current_epoch)) {
+    Fence(now_ms);
+  }
 }
 
 void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {

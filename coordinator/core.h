@@ -205,6 +205,8 @@ struct PrepareReply {
   Vote vote = Vote::kNo;
   std::optional<AbortReason> reason;  // with kNo
   std::string detail;                 // with kNo
+  // With kStaleEpoch: the participant's current epoch, when it sent it.
+  std::optional<Epoch> current_epoch;
 };
 
 // Reply to a CommitMsg or AbortMsg.
@@ -214,7 +216,17 @@ struct AckReply {
   std::string participant;
   CallStatus status = CallStatus::kOk;
   std::string error;
+  // With kStaleEpoch: the participant's current epoch, when it sent it.
+  std::optional<Epoch> current_epoch = std::nullopt;
 };
+
+// A STALE_EPOCH reply fences the core (a newer coordinator exists) unless
+// it names an epoch more than kEpochJumpMax (common/types.h) above `ours`:
+// no coordinator can hold that (participants refuse such a jump), so it is
+// handled as an error reply (coordinator/README.md "Epoch bounds").
+inline bool StaleEpochBelievable(Epoch ours, const std::optional<Epoch>& theirs) {
+  return !theirs || !EpochJumpTooFar(ours, *theirs);
+}
 
 // ---- configuration and observability ---------------------------------------------
 

@@ -709,6 +709,41 @@ TEST(CoordinatorCore, TooManyParticipantsIsRefused) {
 
 // ---- epochs and fencing ----------------------------------------------------------------
 
+// Epoch bounds (common/types.h kEpochJumpMax): a STALE_EPOCH naming an epoch
+// no coordinator can hold (a participant poisoned before epochs were
+// bounded) fails that call only; one within the bound still fences.
+TEST(CoordinatorCore, StaleEpochFarAboveOursDoesNotFence) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 2}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  PrepareReply forged = Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch);
+  forged.current_epoch = 1'000'000'000'000'000;
+  h.core().OnPrepareReply(h.now, forged);
+  AckReply ack{prepares[0].first.id,    kTx1,   prepares[0].first.to,
+               CallStatus::kStaleEpoch, "boom", forged.current_epoch};
+  h.core().OnCommitReply(h.now, ack);
+  h.core().OnAbortReply(h.now, ack);
+  Ready r = h.Drain();
+  EXPECT_FALSE(h.core().fenced());
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kAborted) << "that participant failed the call";
+  // The other transaction is unaffected and commits.
+  for (const auto& [m, p] : prepares) {
+    if (p.txid == kTx2) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  }
+  r = h.Drain();
+  EXPECT_FALSE(r.persist.empty()) << "kTx2's DECISION";
+  // Within the bound: a newer coordinator may exist.
+  h.core().Commit(h.now, 3, Writes(kTx3, {0, 1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  PrepareReply newer = Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch);
+  newer.current_epoch = h.core().epoch() + kEpochJumpMax;
+  h.core().OnPrepareReply(h.now, newer);
+  h.Drain();
+  EXPECT_TRUE(h.core().fenced());
+}
+
 TEST(CoordinatorCore, StaleEpochFencesTheCoordinator) {
   Harness h;
   h.StartFresh();

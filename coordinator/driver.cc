@@ -217,6 +217,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                    r.status = ToCallStatus(st);
                    r.error = st.ToString();
                    r.error_code = ErrorCodeOf(st);
+                   r.current_epoch = st.current_epoch();
                    hooks_->VoteIn(txid);
                    if (hooks_->tracing()) {
                      std::string d = ParticipantName(to) + " ";
@@ -263,7 +264,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                   }
                   if (st.ok() && hooks_->tracing())
                     Trace(txid, obs::span::kAcked, ParticipantName(to));
-                  AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
+                  AckReply a{id, txid, to, ToCallStatus(st), st.ToString(), st.current_epoch()};
                   ha_->OnCommitReply(io_->NowMs(), a);
                   Process();
                 });
@@ -277,7 +278,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   io_->Abort(to, dtx::ToRpc(txid), abort.epoch, timeout_ms,
              [this, id, to, txid](const RpcStatus& st) {
                if (stopped_) return;
-               AckReply a{id, txid, to, ToCallStatus(st), st.ToString()};
+               AckReply a{id, txid, to, ToCallStatus(st), st.ToString(), st.current_epoch()};
                ha_->OnAbortReply(io_->NowMs(), a);
                Process();
              });

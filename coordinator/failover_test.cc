@@ -212,7 +212,7 @@ class Cluster {
           std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
                                    Addr(pports_[i]), "--dir", dir + "/p" + std::to_string(i),
                                    "--coordinator", Addr(c0_), "--coordinators",
-                                   Addr(c0_) + "," + Addr(c1_)}));
+                                   Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"}));
     }
     primary_ = StartCoordinator(0, "primary", {});
     backup_ = StartCoordinator(1, "backup", {});
@@ -224,19 +224,26 @@ class Cluster {
         std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
                                  Addr(pports_[i]), "--dir", dir_ + "/p" + std::to_string(i),
                                  "--coordinator", Addr(c0_), "--coordinators",
-                                 Addr(c0_) + "," + Addr(c1_)});
+                                 Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"});
   }
 
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
                                             std::vector<std::string> extra) {
     int port = which == 0 ? c0_ : c1_;
     int peer = which == 0 ? c1_ : c0_;
-    std::vector<std::string> args = {"--name",         "coordinator-" + std::to_string(which),
-                                     "--listen",       Addr(port),
-                                     "--dir",          dir_ + "/c" + std::to_string(which),
-                                     "--participants", plist_,
-                                     "--role",         role,
-                                     "--peer",         Addr(peer)};
+    std::vector<std::string> args = {"--name",
+                                     "coordinator-" + std::to_string(which),
+                                     "--listen",
+                                     Addr(port),
+                                     "--dir",
+                                     dir_ + "/c" + std::to_string(which),
+                                     "--participants",
+                                     plist_,
+                                     "--role",
+                                     role,
+                                     "--peer",
+                                     Addr(peer),
+                                     "--enable-failpoints"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
   }

@@ -545,7 +545,9 @@ void HaCore::OnProbeReply(uint64_t now_ms, const std::string& address, bool ok,
     peer_probe_out_ = false;
     if (ok) {
       peer_fd_.Heartbeat(now_ms);
-      if (view) OnPeerView(now_ms, *view);
+      if (view && !IgnoreEpochJump(view->epoch, address, "a heartbeat answer")) {
+        OnPeerView(now_ms, *view);
+      }
     }
   } else if (auto it = watches_.find(address); it != watches_.end()) {
     it->second.probe_out = false;
@@ -574,15 +576,18 @@ void HaCore::OnPeerView(uint64_t now_ms, const PeerView& view) {
 
 PeerView HaCore::OnPeerHeartbeat(uint64_t now_ms, const std::string& sender, const PeerView& view) {
   if (state_ != HaState::kInit) {
+    const bool ignore_view = IgnoreEpochJump(view.epoch, sender, "a heartbeat");
     if (!opts_.peer.empty() && sender == opts_.peer) {
       // Proof of life from the peer, whichever side probes.
       peer_fd_.Heartbeat(now_ms);
       UpdatePeerSuspicion(now_ms);
+    }
+    if (!ignore_view && !opts_.peer.empty() && sender == opts_.peer) {
       peer_view_.role = view.role;
       peer_view_.epoch = view.epoch;
       if (!view.name.empty()) peer_view_.name = view.name;
     }
-    if (role() == Role::kPrimary && view.role == NodeRole::kPrimary &&
+    if (!ignore_view && role() == Role::kPrimary && view.role == NodeRole::kPrimary &&
         view.epoch > core_->epoch()) {
       StepDownLater("peer " + sender + " is primary at epoch " + std::to_string(view.epoch));
     }
@@ -749,6 +754,12 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
   // durable (and so not yet replayed into the mirror): a delayed older
   // batch must not follow a newer one.
   const Epoch current = std::max(core_->epoch(), appended_epoch_);
+  if (IgnoreEpochJump(req.epoch, req.primary, "a Replicate")) {
+    return refuse(ErrorCode::kBadArgument, "Replicate at epoch " + std::to_string(req.epoch) +
+                                               " is more than kEpochJumpMax (" +
+                                               std::to_string(kEpochJumpMax) + ") above epoch " +
+                                               std::to_string(KnownEpoch()) + " here");
+  }
   if (req.epoch < current) {
     return refuse(ErrorCode::kStaleEpoch, "Replicate at epoch " + std::to_string(req.epoch) +
                                               " but epoch " + std::to_string(current) +
@@ -798,6 +809,12 @@ void HaCore::OnReplicate(uint64_t now_ms, RequestToken token, ReplicateIn req) {
       if (e->epoch < epoch) {
         return refuse(ErrorCode::kStaleEpoch, "Replicate: EPOCH " + std::to_string(e->epoch) +
                                                   " < " + std::to_string(epoch));
+      }
+      if (EpochJumpTooFar(current, e->epoch)) {
+        return refuse(ErrorCode::kBadArgument,
+                      "Replicate: EPOCH " + std::to_string(e->epoch) +
+                          " is more than kEpochJumpMax (" + std::to_string(kEpochJumpMax) +
+                          ") above epoch " + std::to_string(current) + " here");
       }
       if (e->epoch == std::numeric_limits<Epoch>::max()) {
         // No epoch could follow it (NextBumpEpoch): refused, never adopted.
@@ -1013,6 +1030,13 @@ void HaCore::MaybeTakeOver(uint64_t now_ms) {
 }
 
 void HaCore::StartBump(uint64_t now_ms, Epoch epoch, std::string why) {
+  if (epoch == 0) {
+    // NextBumpEpoch found no epoch above ours (the top of the range):
+    // nothing to ask for. Unreachable by bounded steps in practice.
+    bump_retry_at_ms_ = now_ms + opts_.detector.suspect_after_ms;
+    Note(true, "no epoch left above " + std::to_string(core_->epoch()) + ": cannot " + why);
+    return;
+  }
   // Only a newer epoch, and only where a round may run (DriveRole).
   DTX_CHECK(epoch > core_->epoch());
   DTX_CHECK(state_ == HaState::kStarting || state_ == HaState::kPrimaryFencing ||
@@ -1049,7 +1073,11 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
   } else {
     ++bump_.failed;
     bump_.last_error = participant + ": " + error;
-    if (status == CallStatus::kStaleEpoch) {
+    if (status == CallStatus::kStaleEpoch && current_epoch &&
+        IgnoreEpochJump(*current_epoch, participant, "a STALE_EPOCH answer to AdoptEpoch")) {
+      // No coordinator can have moved that far (participants refuse such a
+      // jump): not evidence of a newer coordinator, only a failed call.
+    } else if (status == CallStatus::kStaleEpoch) {
       // Refused: the participant holds a newer epoch, or this one granted to
       // another coordinator (or to an unknown one).
       ++bump_.stale;
@@ -1094,8 +1122,27 @@ void HaCore::OnAdoptEpochReply(uint64_t now_ms, MessageId id, CallStatus status,
 
 Epoch HaCore::NextBumpEpoch() const {
   const Epoch e = core_->epoch();
-  if (blocked_lo_ <= e && blocked_hi_ > e) return blocked_hi_ + 1;
-  return e + 1;
+  const Epoch last = blocked_lo_ <= e && blocked_hi_ > e ? blocked_hi_ : e;
+  if (last == std::numeric_limits<Epoch>::max()) return 0;  // none left
+  return last + 1;
+}
+
+Epoch HaCore::KnownEpoch() const {
+  return std::max({core_->epoch(), appended_epoch_, bump_.epoch});
+}
+
+bool HaCore::IgnoreEpochJump(Epoch epoch, const std::string& from, const char* what) {
+  const Epoch known = KnownEpoch();
+  if (!EpochJumpTooFar(known, epoch)) return false;
+  // Noted the first time and every kEpochJumpNoteEvery-th after: a peer
+  // stuck at such an epoch heartbeats ten times a second.
+  if (stats_.epoch_jumps_ignored++ % kEpochJumpNoteEvery == 0) {
+    Note(true, std::string(what) + " from " + from + " carries epoch " + std::to_string(epoch) +
+                   ", more than kEpochJumpMax (" + std::to_string(kEpochJumpMax) +
+                   ") above epoch " + std::to_string(known) + " here: ignored (" +
+                   std::to_string(stats_.epoch_jumps_ignored) + " so far)");
+  }
+  return true;
 }
 
 uint64_t HaCore::SkipDelayMs() const {
@@ -1113,11 +1160,13 @@ void HaCore::BumpBlocked(uint64_t now_ms, const std::string& why) {
   bump_.epoch = 0;
   adopt_out_.clear();
   // x == NextBumpEpoch(): it extends a known run, or starts one above the
-  // core epoch (every epoch in between is in our log).
+  // core epoch (every epoch in between is in our log). x >= 1, so x - 1
+  // cannot overflow where blocked_hi_ + 1 or e + 1 could.
   const Epoch e = core_->epoch();
-  if (blocked_lo_ <= e && blocked_hi_ > e && x == blocked_hi_ + 1) {
+  DTX_CHECK(x >= 1);
+  if (blocked_lo_ <= e && blocked_hi_ > e && x - 1 == blocked_hi_) {
     blocked_hi_ = x;
-  } else if (x == e + 1) {
+  } else if (x - 1 == e) {
     blocked_lo_ = e;
     blocked_hi_ = x;
   }  // else the core epoch moved during the bump: nothing usable was learnt

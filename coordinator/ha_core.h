@@ -57,6 +57,15 @@
 // The blocked run is logged (SKIP record, not forced, never replicated) and
 // replayed by Replay; a SKIP lost to a crash only forgets what may be skipped.
 //
+// Epoch bounds (coordinator/README.md "Epoch bounds"): an epoch more than
+// kEpochJumpMax (common/types.h) above KnownEpoch() is not believed. A
+// heartbeat (either direction) carrying one still proves the peer alive, but
+// its view is dropped (no step-down, no takeover decision on it); a
+// Replicate is refused BAD_ARGUMENT, as is one whose EPOCH records jump that
+// far; a STALE_EPOCH answer to AdoptEpoch naming one counts as a failed call,
+// not as a newer coordinator. Participants refuse such jumps too, so no
+// coordinator can legitimately hold one.
+//
 // States (HaState below): the node's place in the pair is one explicit state,
 // changed only by the Become*() transitions in ha_core.cc, each of which
 // checks a table of legal edges (HaCore::IsLegalTransition; as etcd raft's
@@ -257,6 +266,9 @@ struct HaStats {
   uint64_t backup_losses = 0;
   uint64_t replicated_records = 0;  // backup: records received
   uint64_t epoch_bumps = 0;         // epochs moved to (majority reached)
+  // Heartbeats, Replicates and STALE_EPOCH answers carrying an epoch more
+  // than kEpochJumpMax above ours (common/types.h), ignored or refused.
+  uint64_t epoch_jumps_ignored = 0;
 };
 
 class HaCore {
@@ -343,7 +355,8 @@ class HaCore {
   int64_t generation() const { return role() == Role::kPrimary ? generation_ : sync_generation_; }
   Epoch bump_in_progress() const { return bump_.epoch; }
   // The epoch the next bump asks for: core epoch + 1, or one past the run of
-  // epochs this node has blocked (see "Epoch skipping" in the class comment).
+  // epochs this node has blocked (see "Epoch skipping" in the class comment);
+  // 0 when no epoch is left above them (INT64_MAX reached: never overflows).
   Epoch NextBumpEpoch() const;
   // Epochs (lo, hi] that no other coordinator can ever hold at a majority of
   // participants (each was granted to us by at least n - majority + 1 of
@@ -410,6 +423,14 @@ class HaCore {
   static constexpr PersistTag kHaTagBit = PersistTag{1} << 63;
 
   void Note(bool warn, std::string text);
+  // The newest epoch this node holds or asks for: its log's (replayed or
+  // replicated) and its epoch round's.
+  Epoch KnownEpoch() const;
+  // True when `epoch`, carried by `what` from `from`, is more than
+  // kEpochJumpMax above KnownEpoch(): the caller ignores or refuses it
+  // (coordinator/README.md "Epoch bounds"). Counted, and noted now and then.
+  bool IgnoreEpochJump(Epoch epoch, const std::string& from, const char* what);
+  static constexpr uint64_t kEpochJumpNoteEvery = 1000;
   // Drains the core's Ready into ready_ (rewriting ids, holding DECISIONs
   // for their commit point, queueing replication) and applies a pending
   // step-down. Called at the end of every input.

@@ -1057,6 +1057,123 @@ TEST(HaCore, ReplicatedEpochAtTheMaximumIsRefused) {
   EXPECT_EQ(c1.ha().epoch(), 0);
 }
 
+// Epoch bounds (coordinator/README.md "Epoch bounds"): a heartbeat claiming
+// a primary at epoch 10^15 neither deposes the primary nor stops the peer
+// counting as alive; a sane newer epoch still deposes it.
+TEST(HaCore, HeartbeatFarAboveOurEpochIsIgnoredNotObeyed) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  const Epoch ours = c0.ha().epoch();
+  PeerView forged;
+  forged.role = NodeRole::kPrimary;
+  forged.epoch = 1'000'000'000'000'000;
+  c0.ha().OnPeerHeartbeat(c0.now, kC1, forged);
+  c0.Drain();
+  c0.Tick(100);
+  c0.AnswerProbes(true, forged);
+  EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
+  EXPECT_EQ(c0.ha().stats().step_downs, 0u);
+  EXPECT_EQ(c0.ha().epoch(), ours);
+  EXPECT_EQ(c0.ha().stats().epoch_jumps_ignored, 2u);
+  EXPECT_NE(c0.ha().peer_view().epoch, forged.epoch) << "the view is dropped";
+  EXPECT_FALSE(c0.ha().peer_suspected()) << "the peer still answered";
+  ASSERT_FALSE(c0.out.notes.empty());
+  bool noted = false;
+  for (const HaNote& n : c0.out.notes) {
+    noted = noted || n.text.find("kEpochJumpMax (1000000)") != std::string::npos;
+  }
+  EXPECT_TRUE(noted);
+  // The bound itself is believed.
+  PeerView newer = forged;
+  newer.epoch = ours + kEpochJumpMax;
+  c0.ha().OnPeerHeartbeat(c0.now, kC1, newer);
+  c0.Drain();
+  EXPECT_EQ(c0.ha().role(), Role::kBackup);
+}
+
+// A Replicate at an epoch, or carrying an EPOCH record, more than the bound
+// above ours is refused BAD_ARGUMENT and leaves no trace; a primary does not
+// step down for one. The real primary's next snapshot is still taken.
+TEST(HaCore, ReplicateFarAboveOurEpochIsRefused) {
+  Node c1(Role::kBackup, kC1, kC0);
+  c1.Start();
+  const Epoch forged = 1'000'000'000'000'000;
+  c1.ha().OnReplicate(c1.now, 1, HaCore::ReplicateIn{forged, kC0, 1, true, {}});
+  std::vector<ReplRecord> recs = {{RecordType::kSync, EncodePayload(SyncRecord{1})},
+                                  {RecordType::kEpoch, EncodePayload(EpochRecord{forged})}};
+  c1.ha().OnReplicate(c1.now, 2, HaCore::ReplicateIn{1, kC0, 1, true, recs});
+  c1.Drain();
+  ASSERT_EQ(c1.out.replicate_answers.size(), 2u);
+  for (const ReplicateAnswer& a : c1.out.replicate_answers) {
+    ASSERT_TRUE(a.error.has_value());
+    EXPECT_EQ(a.error->code, ErrorCode::kBadArgument);
+    EXPECT_NE(a.error->message.find("kEpochJumpMax"), std::string::npos) << a.error->message;
+  }
+  EXPECT_TRUE(c1.out.persist.empty());
+  EXPECT_EQ(c1.ha().epoch(), 0);
+  SyncAsBackup(c1, kC0, 1);
+  EXPECT_TRUE(c1.ha().in_sync());
+  EXPECT_EQ(c1.ha().epoch(), 1);
+
+  Node c0(Role::kPrimary, kC0, "");
+  c0.Start();
+  c0.Sync();
+  ASSERT_EQ(c0.ha().state(), HaState::kAlone);
+  c0.ha().OnReplicate(c0.now, 3, HaCore::ReplicateIn{forged, kC1, 1, false, {}});
+  c0.Drain();
+  ASSERT_EQ(c0.out.replicate_answers.size(), 1u);
+  EXPECT_EQ(c0.out.replicate_answers[0].error->code, ErrorCode::kBadArgument);
+  EXPECT_EQ(c0.ha().state(), HaState::kAlone) << "not deposed";
+  EXPECT_EQ(c0.reloads, 0);
+}
+
+// Participants answering AdoptEpoch STALE_EPOCH with an epoch far above ours
+// (a participant poisoned before it bounded epochs): no coordinator can hold
+// that epoch, so it is a failed call, not a newer coordinator - the starting
+// primary keeps trying instead of stepping down for good.
+TEST(HaCore, StaleEpochAnswerFarAboveOurEpochIsNotANewerCoordinator) {
+  Node c0(Role::kPrimary, kC0, kC1);
+  c0.Start();
+  PeerView backup;
+  backup.role = NodeRole::kBackup;
+  c0.AnswerProbes(true, backup);
+  ASSERT_EQ(c0.out.adopt.size(), 3u);
+  c0.AnswerAdoptsBy({{kParticipants[0], CallStatus::kOk},
+                     {kParticipants[1], CallStatus::kStaleEpoch},
+                     {kParticipants[2], CallStatus::kStaleEpoch}},
+                    1'000'000'000'000'000, "127.0.0.1:1");
+  EXPECT_EQ(c0.ha().state(), HaState::kStarting);
+  EXPECT_EQ(c0.ha().role(), Role::kPrimary);
+  EXPECT_EQ(c0.ha().stats().step_downs, 0u);
+  EXPECT_EQ(c0.ha().stats().epoch_jumps_ignored, 2u);
+  // The next round asks again for the same next epoch, and wins.
+  c0.Tick(600);
+  c0.AnswerProbes(true, backup);
+  ASSERT_EQ(c0.out.adopt.size(), 3u);
+  EXPECT_EQ(c0.out.adopt[0].epoch, 1);
+  c0.AnswerAdopts(CallStatus::kOk);
+  c0.Sync();
+  EXPECT_TRUE(c0.ha().established());
+  EXPECT_EQ(c0.ha().epoch(), 1);
+}
+
+// A log at the top of the epoch range: no next epoch exists, and asking for
+// one does not overflow; the node notes it and asks nobody.
+TEST(HaCore, NoEpochAboveTheMaximumIsAskedFor) {
+  Node c0(Role::kPrimary, kC0, kC1);
+  c0.Preload(EpochRecord{std::numeric_limits<Epoch>::max()});
+  c0.Start();
+  EXPECT_EQ(c0.ha().NextBumpEpoch(), 0);
+  PeerView backup;
+  backup.role = NodeRole::kBackup;
+  c0.AnswerProbes(true, backup);
+  EXPECT_TRUE(c0.out.adopt.empty());
+  EXPECT_EQ(c0.ha().state(), HaState::kStarting);
+  bool noted = false;
+  for (const HaNote& n : c0.out.notes) noted = noted || n.text.find("no epoch left") == 0;
+  EXPECT_TRUE(noted);
+}
+
 // The table of legal edges: some that must never exist.
 TEST(HaCore, TransitionTableForbidsPromotionOutOfSyncAndSteppingDownMidEstablish) {
   EXPECT_FALSE(HaCore::IsLegalTransition(HaState::kBackupSyncing, HaState::kEstablishing))

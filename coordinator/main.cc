@@ -7,10 +7,12 @@
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
+//                   [--enable-failpoints]
 // Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
-// DTX_FAILPOINTS spec; 1 when the node cannot start or fails (WAL failure);
+// DTX_FAILPOINTS spec (or one without --enable-failpoints); 1 when the node
+// cannot start or fails (WAL failure);
 // 86 for a failpoint `crash`.
 #include <signal.h>
 
@@ -77,6 +79,7 @@ struct Flags {
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
   uint64_t trace_events = 0;
+  bool enable_failpoints = false;
 };
 
 // Every flag, bound to `*flags` (which must outlive the description).
@@ -121,7 +124,10 @@ po::options_description DescribeFlags(Flags* flags) {
       "trace-events",
       po::value(&flags->trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
       "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
-      "level debug; 0 turns tracing off");
+      "level debug; 0 turns tracing off")(
+      "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
+      "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
+      "it both are refused");
   return desc;
 }
 
@@ -189,6 +195,7 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
                                         std::to_string(dtx::obs::kTraceEventsMax));
   }
   options->trace_events = static_cast<size_t>(flags.trace_events);
+  options->enable_failpoints = flags.enable_failpoints;
   return dtx::Status::OK();
 }
 
@@ -245,7 +252,7 @@ dtx::Status ToRuntimeOptions(const Flags& flags, RuntimeOptions* options) {
 // Before the node starts: failpoints from DTX_FAILPOINTS, NODEDIR/wal, the
 // log, and SIGPIPE ignored. Returns the exit code when the process must stop.
 std::optional<int> SetUpProcess(const Flags& flags, const po::options_description& desc) {
-  dtx::Status s = dtx::fp::InitFromEnv();
+  dtx::Status s = dtx::fp::InitFromEnvForNode(flags.enable_failpoints);
   if (!s.ok()) {
     std::cerr << "dtx-coordinator: DTX_FAILPOINTS: " << s.ToString() << std::endl;
     return kExitBadUsage;
@@ -268,6 +275,8 @@ std::optional<int> SetUpProcess(const Flags& flags, const po::options_descriptio
     std::cerr << "dtx-coordinator: " << s.ToString() << std::endl;
     return kExitFailure;
   }
+  if (!flags.enable_failpoints)
+    DTX_LOG_INFO("failpoints off (started without --enable-failpoints): SetFailpoint is refused");
   for (const std::string& armed : dtx::fp::Armed())
     DTX_LOG_INFO("failpoint {} armed from the environment", armed);
 

@@ -104,6 +104,9 @@ struct RuntimeOptions {
   // (node/node.h NodeOptions::trace_events); 0 turns tracing off. Events
   // also go to the log at level debug.
   size_t trace_events = obs::kTraceEventsMaxDefault;
+  // SetFailpoint and DTX_FAILPOINTS are honoured only when true
+  // (node/node.h NodeOptions::enable_failpoints; --enable-failpoints).
+  bool enable_failpoints = false;
 };
 
 class Runtime {

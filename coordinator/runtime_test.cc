@@ -404,11 +404,19 @@ class FakeCluster {
 };
 
 std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
-  return {"--name",         "coordinator-0",
-          "--listen",       "127.0.0.1:" + std::to_string(port),
-          "--dir",          dir,
-          "--participants", participants,
-          "--log-level",    "debug"};
+  // Tests index this list from both ends: a[1] is the name, the last item
+  // the log level.
+  return {"--name",
+          "coordinator-0",
+          "--listen",
+          "127.0.0.1:" + std::to_string(port),
+          "--enable-failpoints",
+          "--dir",
+          dir,
+          "--participants",
+          participants,
+          "--log-level",
+          "debug"};
 }
 
 // A key that the "hash" scheme places on `shard` of `n`.
@@ -451,8 +459,10 @@ TEST(CoordinatorBinary, BadFlagsExitTwo) {
     Process p(args);
     EXPECT_EQ(p.Wait(), 2) << "args: " << ::testing::PrintToString(args);
   }
-  Process p({"--listen", "127.0.0.1:0", "--dir", d}, "no.such.point=crash");
+  Process p({"--listen", "127.0.0.1:0", "--dir", d, "--enable-failpoints"}, "no.such.point=crash");
   EXPECT_EQ(p.Wait(), 2) << "bad DTX_FAILPOINTS";
+  Process off({"--listen", "127.0.0.1:0", "--dir", d}, "coordinator.end.before_log=crash");
+  EXPECT_EQ(off.Wait(), 2) << "DTX_FAILPOINTS without --enable-failpoints";
 }
 
 TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {

@@ -26,13 +26,18 @@
 
 namespace dtx::node {
 
+// SetFailpoint's refusal on a node started without --enable-failpoints.
+inline constexpr const char* kFailpointsOffMessage =
+    "failpoints are off: this node was started without --enable-failpoints";
+
 template <typename Service, typename Target>
 class Handler : public Service, public Detachable {
  public:
   using ExnCob = std::function<void(apache::thrift::TDelayedException*)>;
 
   // `target` and `node` must stay valid until Detach().
-  Handler(Target* target, const Node* node) : target_(target), node_(node) {}
+  Handler(Target* target, const Node* node)
+      : target_(target), node_(node), failpoints_enabled_(node->failpoints_enabled()) {}
 
   void Detach() override {
     target_ = nullptr;
@@ -40,10 +45,15 @@ class Handler : public Service, public Detachable {
   }
 
   // Arms a failpoint (common/failpoint.h); a bad name or action is
-  // BAD_ARGUMENT. Answered even while shutting down: failpoints are
-  // process-wide.
+  // BAD_ARGUMENT. PERMISSION_DENIED, and nothing armed, unless the node
+  // started with --enable-failpoints (NodeOptions::enable_failpoints).
+  // Answered even while shutting down: failpoints are process-wide.
   void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
                     const std::string& action) override {
+    if (!failpoints_enabled_) {
+      DTX_LOG_WARN("SetFailpoint {}={} refused: failpoints are off", name, action);
+      return exn_cob(Delay(DtxErrorFromStatus(Status::PermissionDenied(kFailpointsOffMessage))));
+    }
     Status s = fp::Arm(name, action);
     if (!s.ok()) return exn_cob(Delay(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, s.message())));
     DTX_LOG_INFO("failpoint {}={} armed by SetFailpoint", name, action);
@@ -68,6 +78,9 @@ class Handler : public Service, public Detachable {
 
   Target* target_;    // nullptr once detached
   const Node* node_;  // nullptr once detached
+  // Copied from the node at construction: SetFailpoint is answered after
+  // Detach() too.
+  const bool failpoints_enabled_;
 };
 
 }  // namespace dtx::node

@@ -57,6 +57,11 @@ struct NodeOptions {
   // Trace() records nothing and GetTrace answers with no events. Events also
   // go to the log at level debug.
   size_t trace_events = obs::kTraceEventsMaxDefault;
+  // SetFailpoint (node/handler.h) arms failpoints only when true: the flag
+  // --enable-failpoints of both node binaries. Off by default, so a node
+  // started by hand cannot be crashed or frozen by one admin call
+  // (docs/failpoints.md).
+  bool enable_failpoints = false;
 };
 
 // Something the node detaches from its runtime at shutdown (the Thrift
@@ -111,6 +116,7 @@ class Node {
   Node& operator=(const Node&) = delete;
 
   const std::string& name() const { return options_.name; }
+  bool failpoints_enabled() const { return options_.enable_failpoints; }
   EventLoop* loop() const { return loop_; }
   // The loop's clock (milliseconds, monotonic): the cores' time input.
   uint64_t NowMs() const { return loop_->NowMs(); }

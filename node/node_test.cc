@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <future>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -210,9 +211,11 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
   LoopThread loop;
   loop.Start();
   loop.RunSync([&] {
-    Node node(
-        loop.loop(),
-        NodeOptions{.name = "node-x", .dir = "/tmp", .metrics_enabled = false, .trace_events = 16});
+    Node node(loop.loop(), NodeOptions{.name = "node-x",
+                                       .dir = "/tmp",
+                                       .metrics_enabled = false,
+                                       .trace_events = 16,
+                                       .enable_failpoints = true});
     Target target;
     auto handler = std::make_shared<TestHandler>(&target, &node);
     ASSERT_TRUE(node.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler), handler,
@@ -255,6 +258,41 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     EXPECT_EQ(target.calls, 1);
     handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);
     EXPECT_TRUE(trace.events.empty());
+  });
+  loop.Stop();
+}
+
+// A node started without --enable-failpoints (the default): SetFailpoint is
+// PERMISSION_DENIED and the point stays disarmed, before and after Detach.
+TEST(NodeTest, SetFailpointIsRefusedUnlessFailpointsAreEnabled) {
+  fp::DisarmAll();
+  LoopThread loop;
+  loop.Start();
+  loop.RunSync([&] {
+    Node node(loop.loop(), NodeOptions{.name = "node-y", .dir = "/tmp", .metrics_enabled = false});
+    EXPECT_FALSE(node.failpoints_enabled());
+    Target target;
+    auto handler = std::make_shared<TestHandler>(&target, &node);
+    for (int round = 0; round < 2; ++round) {
+      bool armed = false;
+      std::optional<rpc::DtxError> refusal;
+      handler->SetFailpoint([&] { armed = true; },
+                            [&](apache::thrift::TDelayedException* e) {
+                              try {
+                                e->throw_it();  // deletes e
+                              } catch (const rpc::DtxError& err) {
+                                refusal = err;
+                              }
+                            },
+                            "coordinator.end.before_log", "crash");
+      EXPECT_FALSE(armed);
+      ASSERT_TRUE(refusal.has_value());
+      EXPECT_EQ(refusal->code, rpc::ErrorCode::PERMISSION_DENIED);
+      EXPECT_NE(refusal->message.find("--enable-failpoints"), std::string::npos)
+          << refusal->message;
+      EXPECT_TRUE(fp::Armed().empty());
+      handler->Detach();  // the second round: after shutdown
+    }
   });
   loop.Stop();
 }

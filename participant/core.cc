@@ -272,7 +272,18 @@ void Core::ReleaseLocks(const TxId& txid) {
   }
 }
 
+std::string Core::EpochJumpRefusal(Epoch epoch) const {
+  return "epoch " + std::to_string(epoch) + " is more than kEpochJumpMax (" +
+         std::to_string(kEpochJumpMax) + ") above this participant's epoch " +
+         std::to_string(epoch_) + ": refused, nothing adopted";
+}
+
 bool Core::CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epoch) {
+  if (EpochJumpTooFar(epoch_, epoch)) {
+    ++stats_.epoch_jump_refusals;
+    RespondError(token, kind, txid, ErrorCode::kBadArgument, EpochJumpRefusal(epoch));
+    return false;
+  }
   if (epoch < epoch_) {
     ++stats_.stale_epoch_refusals;
     RespondError(token, kind, txid, ErrorCode::kStaleEpoch,
@@ -300,6 +311,12 @@ void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, 
     RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kBadArgument,
                  "AdoptEpoch needs an epoch >= 1 and a coordinator address (at most " +
                      std::to_string(kCoordinatorAddressBytesMax) + " bytes)");
+    return;
+  }
+  if (EpochJumpTooFar(epoch_, epoch)) {
+    ++stats_.epoch_jump_refusals;
+    RespondError(token, Reply::Kind::kAdoptEpoch, TxId{}, ErrorCode::kBadArgument,
+                 EpochJumpRefusal(epoch));
     return;
   }
   if (epoch > epoch_) {

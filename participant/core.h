@@ -263,6 +263,9 @@ struct CoreStats {
   uint64_t read_timeouts = 0;
   uint64_t decision_queries = 0;
   uint64_t stale_epoch_refusals = 0;
+  // Epochs more than kEpochJumpMax above ours, refused (AdoptEpoch or a
+  // stamped call; common/types.h).
+  uint64_t epoch_jump_refusals = 0;
   uint64_t replayed_records = 0;
   uint64_t replay_inferred_aborts = 0;  // see records.md "Meaning on replay"
   // Prepares of a txid not remembered that would have voted NO but may be a
@@ -324,6 +327,10 @@ class Core {
   // Reply::current_epoch / epoch_owner set. An epoch is thus granted to at
   // most one coordinator, ever. When a stamped call raised the epoch its owner
   // is unknown and an equal epoch is refused to everyone.
+  // An epoch more than kEpochJumpMax (common/types.h) above the current one
+  // is kBadArgument naming the bound, and nothing is adopted or logged: a
+  // bug or a forged call cannot fence every coordinator out for good. The
+  // same holds for the epoch of a stamped call (Prepare, Commit, Abort).
   void AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms);
   // The decision on `txid`, from whoever may give it (kUnknown: none yet).
   void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
@@ -383,6 +390,8 @@ class Core {
   // Epoch check for a stamped call: true to go on; false when a STALE_EPOCH
   // reply was emitted. Raising the epoch appends an EPOCH record.
   bool CheckEpoch(Token token, Reply::Kind kind, const TxId& txid, Epoch epoch);
+  // The BAD_ARGUMENT message for an epoch more than kEpochJumpMax above ours.
+  std::string EpochJumpRefusal(Epoch epoch) const;
   uint64_t Append(RecordType type, std::string payload, bool forced, const TxId& txid);
   // Emits `r` once every record up to `wait_tag` is durable.
   void Respond(Reply r, uint64_t wait_tag);

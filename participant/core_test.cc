@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -818,6 +820,69 @@ TEST(ParticipantCoreTest, AdoptedEpochOwnerSurvivesRestartAndCheckpointAndRefusa
   EXPECT_EQ(older.current_epoch, 4);
   EXPECT_EQ(n.reply(n.AdoptEpoch(3, std::string(kCoordinatorAddressBytesMax + 1, 'x'))).error,
             ErrorCode::kBadArgument);
+}
+
+// Epoch bounds (common/types.h kEpochJumpMax): one forged AdoptEpoch(10^15)
+// must not fence every coordinator out for good. It is refused naming the
+// bound, nothing is logged, and the real coordinator's next epoch is still
+// granted; the same for a stamped call. Near INT64_MAX nothing overflows.
+TEST(ParticipantCoreTest, AdoptEpochFarAboveTheCurrentOneIsRefusedAndNothingPersisted) {
+  Node n;
+  Token a = n.AdoptEpoch(3, "c0");
+  n.Sync();
+  ASSERT_EQ(n.reply(a).error, ErrorCode::kOk);
+  const size_t log_size = n.log_size();
+
+  const Reply& forged = n.reply(n.AdoptEpoch(1'000'000'000'000'000, "127.0.0.1:1"));
+  EXPECT_EQ(forged.error, ErrorCode::kBadArgument);
+  EXPECT_NE(forged.message.find("kEpochJumpMax (1000000)"), std::string::npos) << forged.message;
+  EXPECT_EQ(n.core().epoch(), 3);
+  EXPECT_TRUE(n.unsynced().empty()) << "no EPOCH record for a refused epoch";
+  EXPECT_EQ(n.core().stats().epoch_jump_refusals, 1u);
+  // Stamped calls far ahead are refused the same way, before anything else.
+  EXPECT_EQ(n.reply(n.Prepare(Req(kT1, {}, {Put("a", "1")}, false, false,
+                                  /*epoch=*/3 + kEpochJumpMax + 1)))
+                .error,
+            ErrorCode::kBadArgument);
+  EXPECT_EQ(n.reply(n.Commit(kT2, std::numeric_limits<Epoch>::max())).error,
+            ErrorCode::kBadArgument);
+  EXPECT_EQ(n.reply(n.Abort(kT3, std::numeric_limits<Epoch>::max())).error,
+            ErrorCode::kBadArgument);
+  EXPECT_TRUE(n.unsynced().empty());
+  EXPECT_EQ(n.core().epoch(), 3);
+  EXPECT_EQ(n.core().stats().epoch_jump_refusals, 4u);
+
+  // The real coordinators go on: the owner's retry, the next epoch, and a
+  // jump of exactly the bound.
+  EXPECT_EQ(n.reply(n.AdoptEpoch(3, "c0")).error, ErrorCode::kOk);
+  Token next = n.AdoptEpoch(4, "c1");
+  n.Sync();
+  EXPECT_EQ(n.reply(next).error, ErrorCode::kOk);
+  Token far = n.AdoptEpoch(4 + kEpochJumpMax, "c0");
+  n.Sync();
+  EXPECT_EQ(n.reply(far).error, ErrorCode::kOk);
+  EXPECT_EQ(n.core().epoch(), 4 + kEpochJumpMax);
+  EXPECT_GT(n.log_size(), log_size);
+  // Survives a restart with the old epoch, and a forged one stays refused.
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().epoch(), 4 + kEpochJumpMax);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(1'000'000'000'000'000, "x")).error, ErrorCode::kBadArgument);
+}
+
+TEST(ParticipantCoreTest, EpochsNearTheTopOfTheRangeDoNotOverflow) {
+  Node n;
+  constexpr Epoch kMax = std::numeric_limits<Epoch>::max();
+  // Reached one bounded step at a time would take 9 * 10^12 failovers; a
+  // replayed EPOCH record puts the participant there at once.
+  n.log().push_back({static_cast<uint8_t>(RecordType::kEpoch), EncodeEpoch({kMax - 2, "c0"})});
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  ASSERT_EQ(n.core().epoch(), kMax - 2);
+  Token a = n.AdoptEpoch(kMax, "c0");
+  n.Sync();
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  EXPECT_EQ(n.core().epoch(), kMax);
+  EXPECT_EQ(n.reply(n.AdoptEpoch(kMax, "c1")).error, ErrorCode::kStaleEpoch);
+  EXPECT_EQ(n.reply(n.Commit(kT1, 0)).error, ErrorCode::kStaleEpoch);
 }
 
 TEST(ParticipantCoreTest, AdoptedEpochAsksAboutTransactionsPreparedUnderAnOlderOneSoon) {

@@ -4,11 +4,12 @@
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
-//                   [--trace-events N]
+//                   [--trace-events N] [--enable-failpoints]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
-// DTX_FAILPOINTS spec, 1 when the node cannot start or fails (WAL/store error),
+// DTX_FAILPOINTS spec (or one without --enable-failpoints), 1 when the node
+// cannot start or fails (WAL/store error),
 // 86 for a failpoint crash.
 #include <boost/program_options.hpp>
 
@@ -78,7 +79,10 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "written to NODEDIR/metrics.addr), or \"off\"")(
       "trace-events",
       po::value<size_t>(&options->trace_events)->default_value(options->trace_events),
-      "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off");
+      "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off")(
+      "enable-failpoints", po::bool_switch(&options->enable_failpoints),
+      "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
+      "it both are refused");
   return desc;
 }
 
@@ -174,8 +178,9 @@ dtx::Status ToRuntimeOptions(const Flags& flags, dtx::participant::RuntimeOption
 
 // Before the node starts: failpoints from DTX_FAILPOINTS, NODEDIR, the log.
 // Returns the exit code when the process must stop.
-std::optional<int> SetUpProcess(const Flags& flags, const po::options_description& desc) {
-  dtx::Status s = dtx::fp::InitFromEnv();
+std::optional<int> SetUpProcess(const Flags& flags, const po::options_description& desc,
+                                bool enable_failpoints) {
+  dtx::Status s = dtx::fp::InitFromEnvForNode(enable_failpoints);
   if (!s.ok()) {
     std::cerr << "dtx-participant: " << s.message() << "\n";
     return kExitBadUsage;
@@ -210,6 +215,8 @@ int RunUntilStopSignal(const dtx::participant::RuntimeOptions& options) {
       return kExitFailed;
     }
     std::unique_ptr<dtx::participant::Runtime> runtime = std::move(rt.value());
+    if (!options.enable_failpoints)
+      DTX_LOG_INFO("failpoints off (started without --enable-failpoints): SetFailpoint is refused");
     for (const std::string& a : dtx::fp::Armed())
       DTX_LOG_INFO("failpoint armed from DTX_FAILPOINTS: {}", a);
     dtx::Status s = loop.HandleStopSignals([&](int signum) {
@@ -242,6 +249,7 @@ int main(int argc, char** argv) {
   dtx::Status s = ToRuntimeOptions(flags, &options);
   if (!s.ok()) return Usage(desc, s.message());
 
-  if (std::optional<int> exit_code = SetUpProcess(flags, desc)) return *exit_code;
+  if (std::optional<int> exit_code = SetUpProcess(flags, desc, options.enable_failpoints))
+    return *exit_code;
   return RunUntilStopSignal(options);
 }

@@ -239,7 +239,8 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_enabled = options_.metrics_enabled,
                                     .metrics_host = options_.metrics_host,
                                     .metrics_port = options_.metrics_port,
-                                    .trace_events = options_.trace_events}),
+                                    .trace_events = options_.trace_events,
+                                    .enable_failpoints = options_.enable_failpoints}),
       tracing_(node_.tracing()),
       trace_(node_.trace()),
       wal_(loop, "WAL") {}

@@ -118,6 +118,9 @@ struct RuntimeOptions {
   // trace_events). 0: tracing off, nothing recorded and GetTrace answers
   // with no events.
   size_t trace_events = obs::kTraceEventsMaxDefault;
+  // SetFailpoint and DTX_FAILPOINTS are honoured only when true
+  // (node/node.h NodeOptions::enable_failpoints; --enable-failpoints).
+  bool enable_failpoints = false;
 };
 
 class Runtime {

@@ -160,10 +160,12 @@ class ParticipantSmokeTest : public ::testing::Test {
         "--listen",      "127.0.0.1:" + std::to_string(port),
         "--dir",         dir_ + "/node",
         "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
+    if (enable_failpoints_) a.push_back("--enable-failpoints");
     a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     return a;
   }
   std::vector<std::string> extra_args_;
+  bool enable_failpoints_ = true;
 
   pid_t Spawn(const std::vector<std::string>& args, const std::string& failpoints = "") {
     pid_t pid = ::fork();
@@ -330,6 +332,18 @@ TEST_F(ParticipantSmokeTest, BadInputGetsAClearDtxError) {
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::STALE_EPOCH);
   }
+  // An epoch more than kEpochJumpMax ahead (common/types.h): refused, and
+  // the participant's epoch stays where it was.
+  try {
+    c->Commit(Tx(4), 1'000'000'000'000'000);
+    ADD_FAILURE() << "absurd epoch accepted";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
+    EXPECT_NE(e.message.find("kEpochJumpMax"), std::string::npos) << e.message;
+  }
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.epoch, 5);
   try {
     c->SetFailpoint("no.such.point", "crash");
     ADD_FAILURE() << "unknown failpoint accepted";
@@ -394,6 +408,33 @@ TEST_F(ParticipantSmokeTest, CrashAfterCommitIsDurableKeepsTheCommit) {
   EXPECT_TRUE(r.found);
   EXPECT_EQ(r.value, "kept");
   c->Commit(Tx(20), 1);  // the coordinator's re-sent COMMIT is acked
+}
+
+// Started by hand without --enable-failpoints: an admin call cannot crash the
+// node, and a start-up spec is refused before anything is armed.
+TEST_F(ParticipantSmokeTest, FailpointsAreRefusedWithoutEnableFailpoints) {
+  enable_failpoints_ = false;
+  int port = FreePort();
+  EXPECT_EQ(RunToExit(Args(port), "participant.commit.after_log=crash"), 2);
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  Client c(port);
+  try {
+    c->SetFailpoint("participant.commit.after_log", "crash");
+    ADD_FAILURE() << "SetFailpoint accepted without --enable-failpoints";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED);
+    EXPECT_NE(e.message.find("--enable-failpoints"), std::string::npos) << e.message;
+  }
+  // The point stayed disarmed: the commit passes it and is acked.
+  rpc::PrepareResponse vote;
+  c->Prepare(vote, Put(Tx(40), "f", "v", /*one_phase=*/false));
+  ASSERT_EQ(vote.vote, rpc::Vote::YES);
+  c->Commit(Tx(40), 1);
+  rpc::ReadResult r;
+  c->Read(r, "f");
+  EXPECT_EQ(r.value, "v");
+  int status = 0;
+  EXPECT_EQ(::waitpid(pid_, &status, WNOHANG), 0) << "the node exited";
 }
 
 TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator) {

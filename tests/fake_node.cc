@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
       "participants", po::value<std::string>(&participants), "")(
       "log-file", po::value<std::string>(&log_file), "")("log-level",
                                                          po::value<std::string>(&log_level), "")(
-      "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "");
+      "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "")(
+      "enable-failpoints", po::bool_switch(), "");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);

@@ -93,7 +93,9 @@ class Supervisor {
       n->owner = this;
       n->entry = e;
       std::string node_dir = NodeDir(options_.dir, e.name);
-      n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir};
+      // --enable-failpoints: this is the test and demo harness
+      // (docs/failpoints.md); nodes started by hand have failpoints off.
+      n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir, "--enable-failpoints"};
       if (e.role == NodeKind::kCoordinator) {
         n->bin = options_.coordinator_bin;
         n->args.insert(n->args.end(), {"--participants", participants});

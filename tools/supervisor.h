@@ -3,7 +3,8 @@
 //
 // It starts every node listed in DIR/cluster.conf with the flags fixed in the
 // conventions (coordinator-N: --participants in shard order; participant-N:
-// --coordinator coordinator-0's address), with stdout/stderr appended to
+// --coordinator coordinator-0's address; every node --enable-failpoints, as
+// this is the test and demo harness), with stdout/stderr appended to
 // DIR/<node>/console.log and the node's log at DIR/<node>/node.log, and writes
 // DIR/<node>/pid while the node runs. A node that exits while the supervisor
 // is not stopping is started again after a backoff (restart_backoff_min_ms,
