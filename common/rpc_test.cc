@@ -603,7 +603,8 @@ TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
                  Case{rpc::ErrorCode::TIMEOUT, Status::Code::kTimeout},
                  Case{rpc::ErrorCode::INTERNAL, Status::Code::kInternal},
                  Case{rpc::ErrorCode::WRONG_SHARD, Status::Code::kInvalidArgument},
-                 Case{static_cast<rpc::ErrorCode::type>(9), Status::Code::kInternal}}) {
+                 Case{rpc::ErrorCode::PERMISSION_DENIED, Status::Code::kPermissionDenied},
+                 Case{static_cast<rpc::ErrorCode::type>(99), Status::Code::kInternal}}) {
     RpcStatus s = StatusFromDtxError(MakeDtxError(c.code, "why"));
     EXPECT_EQ(s.code(), c.want) << ErrorCodeName(c.code);
     ASSERT_TRUE(s.error_code().has_value());
