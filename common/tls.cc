@@ -314,7 +314,11 @@ Status TlsSession::CheckPeer() {
     return Status::OK();
   }
   peer_ = IdentityOf(cert);
+  // On a client, our Finished (and certificate) are already in the output
+  // when the check below fails: they are dropped, so that the server never
+  // counts a connection we refuse as established.
   if (!peer_.authenticated() || peer_.name.empty()) {
+    if (context_->side() == TlsSide::kClient) (void)BIO_reset(out_bio_);
     return Fail(Status::PermissionDenied(
         std::string(context_->side() == TlsSide::kServer ? "client" : "server") +
         " certificate names no dtx principal (want CN = a name, OU = participant, coordinator, "
@@ -322,6 +326,7 @@ Status TlsSession::CheckPeer() {
         DescribeCert(cert) + ")"));
   }
   if (context_->side() == TlsSide::kClient && !expected_.Matches(peer_)) {
+    (void)BIO_reset(out_bio_);
     return Fail(Status::PermissionDenied("server name mismatch: expected " + expected_.Describe() +
                                          ", the server's certificate names " + peer_.name + " (" +
                                          std::string(PrincipalKindName(peer_.kind)) + ")"));
