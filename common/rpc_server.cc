@@ -331,7 +331,7 @@ void RpcServer::State::Connection::HandshakeFailed(const Status& why) {
   const std::string& name = st ? st->options.name : std::string("rpc");
   // A connection that closes without sending a byte (a port probe, a health
   // check) is routine; everything else is worth a warning.
-  if (why.message().find("before the TLS handshake") != std::string::npos) {
+  if (!tls->received_any() && why.IsUnavailable()) {
     DTX_LOG_INFO("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
   } else {
     DTX_LOG_WARN("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());

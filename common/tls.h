@@ -2,7 +2,7 @@
 // process side (the cluster CA, our certificate and key) and a TlsSession per
 // connection, an OpenSSL engine over two memory BIOs. The session owns no
 // socket and no thread: the transport feeds it the bytes it read and writes
-// out the bytes it takes from it (docs: DESIGN.md "Trust boundary").
+// out the bytes it takes from it. Certificates: common/certs.h.
 //
 // Trust: the cluster CA (TlsFiles::ca_file) is the only trust anchor; the
 // system's CAs are never consulted. Every certificate the CA signs names a
@@ -157,6 +157,8 @@ class TlsSession {
   bool handshake_done() const { return state_ == State::kEstablished; }
   bool failed() const { return state_ == State::kFailed; }
   bool peer_closed() const { return peer_closed_; }
+  // True once Receive() was given any byte.
+  bool received_any() const { return received_any_; }
   // The reason the session failed (OK while it has not).
   const Status& failure() const { return failure_; }
   // The verified peer (after handshake_done()); address is left empty for

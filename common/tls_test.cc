@@ -360,6 +360,31 @@ TEST_F(TlsRpcTest, PipelinedOutOfOrderRepliesAndAMultiMegabyteFrameOverTls) {
   EXPECT_EQ(server_->stats().tls_handshakes_failed, 0u);
 }
 
+// Back-pressure works on decrypted frames as on plaintext ones: past the
+// per-connection limit the server stops reading, then resumes as replies go.
+TEST_F(TlsRpcTest, ServerStopsReadingPastPerConnectionInFlightLimitOverTls) {
+  RpcServerOptions so;
+  so.in_flight_per_connection_max = 4;
+  StartServer(ServerContext("participant-1"), so);
+  ParticipantStub stub(&loop_, Address(), ChannelOptions(ClientContext("coordinator-0")));
+  int ok = 0;
+  for (int i = 0; i < 10; ++i) {
+    stub.Read("hold:" + std::to_string(i), 5000, [&](const RpcStatus& s, const rpc::ReadResult&) {
+      if (s.ok()) ++ok;
+    });
+  }
+  ASSERT_TRUE(
+      RunUntil(loop_, [&] { return !handlers_.empty() && handlers_[0]->held.size() == 4; }));
+  RunUntil(
+      loop_, [] { return false; }, 30);
+  EXPECT_EQ(handlers_[0]->held.size(), 4u);  // the rest wait, decrypted or in the socket
+  ASSERT_TRUE(RunUntil(loop_, [&] {
+    if (!handlers_[0]->held.empty()) handlers_[0]->ReleaseReverse();
+    return ok == 10;
+  }));
+  EXPECT_EQ(handlers_[0]->reads, 10);
+}
+
 TEST_F(TlsRpcTest, FactorySeesTheCertificateIdentityOfEachConnection) {
   StartServer(ServerContext("participant-1"));
   EXPECT_TRUE(ReadOnce(ChannelOptions(ClientContext("coordinator-0"))).ok());
