@@ -415,11 +415,14 @@ Status TlsSession::FailFromOpenSsl(int ret, const char* during) {
             "CA?)"));
       case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
         return Fail(Status::PermissionDenied("the peer refused our certificate: expired"));
+      case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+        return Fail(Status::PermissionDenied(
+            "the peer refused our certificate: not issued for this use (its extendedKeyUsage)"));
       case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
       case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
-      case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
       case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
-        return Fail(Status::PermissionDenied("the peer refused our certificate (" + detail + ")"));
+        return Fail(Status::PermissionDenied(std::string("the peer refused our certificate (") +
+                                             ERR_reason_error_string(e) + ")"));
       case SSL_R_WRONG_VERSION_NUMBER:
       case SSL_R_HTTP_REQUEST:
       case SSL_R_PACKET_LENGTH_TOO_LONG:

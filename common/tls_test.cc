@@ -483,6 +483,34 @@ TEST_F(TlsRpcTest, ServerNamedOtherThanExpectedFailsTheCallsAndLogsOnce) {
   EXPECT_TRUE(wrong_kind.IsPermissionDenied()) << wrong_kind.ToString();
 }
 
+TEST_F(TlsRpcTest, ServerCertificateFromAnotherCaIsRefusedByTheClient) {
+  StartServer(Context({CaCertPath(Certs().dir), CertPath(Certs().other_dir, "coordinator-0"),
+                       KeyPath(Certs().other_dir, "coordinator-0")},
+                      TlsSide::kServer));
+  RpcStatus s = ReadOnce(ChannelOptions(ClientContext("coordinator-0")));
+  EXPECT_TRUE(s.IsPermissionDenied()) << s.ToString();
+  EXPECT_NE(s.message().find("server certificate not signed by the cluster CA (CN=coordinator-0"),
+            std::string::npos)
+      << s.ToString();
+  WaitForRefusals(1);
+  EXPECT_EQ(log_.Count("failed: the peer refused our certificate: not signed by the CA"), 1u)
+      << log_.text();
+  EXPECT_TRUE(identities_.empty());
+}
+
+// A client's certificate (extendedKeyUsage clientAuth only) cannot serve.
+TEST_F(TlsRpcTest, ClientOnlyCertificateCannotServe) {
+  StartServer(ServerContext("bench"));
+  RpcStatus s = ReadOnce(ChannelOptions(ClientContext("coordinator-0")));
+  EXPECT_TRUE(s.IsPermissionDenied()) << s.ToString();
+  EXPECT_NE(s.message().find("server certificate not issued for this use"), std::string::npos)
+      << s.ToString();
+  WaitForRefusals(1);
+  EXPECT_EQ(log_.Count("the peer refused our certificate: not issued for this use"), 1u)
+      << log_.text();
+  EXPECT_TRUE(identities_.empty());
+}
+
 TEST_F(TlsRpcTest, TlsClientOnPlaintextPortFailsFastWithAClearMessage) {
   StartServer(nullptr);
   auto start = std::chrono::steady_clock::now();
