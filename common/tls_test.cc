@@ -611,6 +611,54 @@ class ThreadedTlsServerTest : public ::testing::Test {
   int port_ = 0;
 };
 
+// Bad input inside TLS is handled as without TLS: a zero-length frame closes
+// that connection only (here from a TlsSession driven over a blocking socket).
+TEST_F(ThreadedTlsServerTest, BadFrameInsideTlsClosesOnlyThatConnection) {
+  int fd = Connect();
+  auto session = TlsSession::Create(ClientContext("coordinator-0"));
+  ASSERT_TRUE(session->Start().ok());
+  std::vector<uint8_t> plaintext;
+  auto send_output = [&] {
+    std::string out;
+    session->TakeOutput(&out);
+    ASSERT_EQ(send(fd, out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
+  };
+  send_output();
+  char buf[16384];
+  while (!session->handshake_done()) {
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0);
+    ASSERT_TRUE(
+        session->Receive(reinterpret_cast<uint8_t*>(buf), static_cast<size_t>(n), &plaintext).ok());
+  }
+  send_output();  // our Finished
+  const uint8_t zero_length[4] = {0, 0, 0, 0};
+  ASSERT_TRUE(session->Send(zero_length, sizeof(zero_length)).ok());
+  send_output();
+  ssize_t n = 0;
+  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) {
+  }
+  EXPECT_EQ(n, 0) << "the server did not close the connection";
+  close(fd);
+  EXPECT_EQ(Stats().connections_closed_bad_input, 1u);
+  EXPECT_EQ(Stats().tls_handshakes, 1u);
+  EXPECT_EQ(log_.Count("malformed frame: zero length"), 1u) << log_.text();
+  // Other connections are served.
+  EventLoop loop;
+  PeerChannelOptions options;
+  options.tls = ClientContext("bench");
+  ParticipantStub stub(&loop, "127.0.0.1:" + std::to_string(port_), options);
+  RpcStatus status = Status::Internal("no reply");
+  bool done = false;
+  stub.Read("k", 3000, [&](const RpcStatus& s, const rpc::ReadResult&) {
+    status = s;
+    done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop, [&] { return done; }));
+  EXPECT_TRUE(status.ok()) << status.ToString();
+  stub.channel()->Close();
+}
+
 TEST_F(ThreadedTlsServerTest, StockPlaintextThriftClientIsRefusedAtTheHandshake) {
   auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", port_);
   socket->setRecvTimeout(5000);
