@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/log.h"
 
 namespace dtx {
 
@@ -118,6 +119,30 @@ std::string DescribeVerifyError(int err, const X509* cert, TlsSide side) {
   }
 }
 
+// Logs a warning when our own certificate would not verify against the
+// cluster CA (expired, another CA's): every peer will refuse it.
+void WarnIfUnverifiable(SSL_CTX* ctx, const TlsFiles& files) {
+  X509* cert = SSL_CTX_get0_certificate(ctx);
+  X509_STORE_CTX* store_ctx = X509_STORE_CTX_new();
+  if (cert == nullptr || store_ctx == nullptr) {
+    X509_STORE_CTX_free(store_ctx);
+    return;
+  }
+  STACK_OF(X509)* chain = nullptr;
+  SSL_CTX_get0_chain_certs(ctx, &chain);
+  if (X509_STORE_CTX_init(store_ctx, SSL_CTX_get_cert_store(ctx), cert, chain) == 1 &&
+      X509_verify_cert(store_ctx) != 1) {
+    std::string why =
+        DescribeVerifyError(X509_STORE_CTX_get_error(store_ctx), cert, TlsSide::kClient);
+    // "server certificate ..." -> "our certificate ...": either side may hold it.
+    why.replace(0, why.find(' '), "our");
+    DTX_LOG_WARN("TLS: {} (file '{}', CA '{}'): peers will refuse it", why, files.cert_file,
+                 files.ca_file);
+  }
+  X509_STORE_CTX_free(store_ctx);
+  ERR_clear_error();
+}
+
 }  // namespace
 
 // ---- TlsContext ----
@@ -168,6 +193,7 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::Create(const TlsFiles& fil
                                      "' does not match the certificate '" + files.cert_file + "'");
     }
     context->local_ = IdentityOf(SSL_CTX_get0_certificate(ctx));
+    WarnIfUnverifiable(ctx, files);
   }
   if (side == TlsSide::kServer) {
     // Tell clients which CA their certificate must come from.
@@ -209,7 +235,7 @@ std::unique_ptr<TlsSession> TlsSession::Create(std::shared_ptr<const TlsContext>
 TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, TlsExpectedPeer expected)
     : context_(std::move(context)), expected_(std::move(expected)) {
   ERR_clear_error();
-  ssl_ = SSL_new(context_->ssl_ctx());
+  ssl_ = SSL_new(context_->ctx_);
   DTX_CHECK_MSG(ssl_ != nullptr, "SSL_new failed (out of memory?)");
   in_bio_ = BIO_new(BIO_s_mem());
   out_bio_ = BIO_new(BIO_s_mem());
@@ -219,7 +245,7 @@ TlsSession::TlsSession(std::shared_ptr<const TlsContext> context, TlsExpectedPee
   BIO_set_mem_eof_return(out_bio_, -1);
   SSL_set_bio(ssl_, in_bio_, out_bio_);  // ssl_ owns both
   SSL_set_app_data(ssl_, this);
-  SSL_set_verify(ssl_, SSL_CTX_get_verify_mode(context_->ssl_ctx()), &TlsSession::VerifyCallback);
+  SSL_set_verify(ssl_, SSL_CTX_get_verify_mode(context_->ctx_), &TlsSession::VerifyCallback);
   if (context_->side() == TlsSide::kServer) {
     SSL_set_accept_state(ssl_);
   } else {

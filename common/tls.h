@@ -68,9 +68,9 @@ class TlsContext {
   // file (naming it and the OS error), a file that holds no PEM certificate
   // or key, or a key that does not match the certificate. A server needs
   // cert_file and key_file; a client may leave both empty (it then has no
-  // certificate to present). A certificate that is expired or not signed by
-  // the CA is accepted here: the peer refuses it at the handshake, and says
-  // why (so the refusal can be tested).
+  // certificate to present). A certificate that does not verify against the
+  // CA (expired, another CA's) is accepted with a logged warning: the peer
+  // refuses it at the handshake and says why (and tests need such contexts).
   static Result<std::shared_ptr<const TlsContext>> Create(const TlsFiles& files, TlsSide side,
                                                           TlsContextOptions options = {});
   ~TlsContext();
@@ -82,9 +82,9 @@ class TlsContext {
   // Our own identity as our certificate states it (kind kNone and name ""
   // for a client without a certificate).
   const PeerIdentity& local_identity() const { return local_; }
-  SSL_CTX* ssl_ctx() const { return ctx_; }
 
  private:
+  friend class TlsSession;  // makes its SSL from ctx_
   TlsContext(SSL_CTX* ctx, TlsSide side, TlsContextOptions options)
       : ctx_(ctx), side_(side), options_(options) {}
   SSL_CTX* ctx_;

@@ -176,6 +176,18 @@ TEST(TlsSessionTest, ServerRefusesPlaintextFirstByte) {
   EXPECT_TRUE(in.empty());
 }
 
+TEST(TlsContextTest, OwnCertificateThatPeersWillRefuseIsAWarning) {
+  LogCapture log;
+  EXPECT_TRUE(TlsContext::Create(Certs().Files("old-bench"), TlsSide::kClient).ok());
+  EXPECT_EQ(log.Count("TLS: our certificate expired on "), 1u) << log.text();
+  TlsFiles foreign{CaCertPath(Certs().dir), CertPath(Certs().other_dir, "coordinator-0"),
+                   KeyPath(Certs().other_dir, "coordinator-0")};
+  EXPECT_TRUE(TlsContext::Create(foreign, TlsSide::kServer).ok());
+  EXPECT_EQ(log.Count("TLS: our certificate not signed by the cluster CA"), 1u) << log.text();
+  EXPECT_TRUE(TlsContext::Create(Certs().Files("participant-1"), TlsSide::kServer).ok());
+  EXPECT_EQ(log.Count("peers will refuse it"), 2u) << log.text();
+}
+
 TEST(TlsContextTest, ClearErrorsForMissingFilesAndMismatchedKeys) {
   TlsFiles missing = Certs().Files("participant-1");
   missing.ca_file = Certs().dir + "/no-such-ca.crt";
