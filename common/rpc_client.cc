@@ -37,7 +37,8 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
     uv_tcp_t handle;
     uv_connect_t connect_req;
     std::weak_ptr<Impl> owner;
-    std::vector<uint8_t> in;
+    std::vector<uint8_t> in;          // plaintext received, not yet consumed
+    std::unique_ptr<TlsSession> tls;  // null: plaintext
     bool closing = false;
   };
 
@@ -70,11 +71,21 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
   int backoff_ms = 0;
   std::minstd_rand rng;
   PeerChannelStats stats;
+  std::string last_tls_failure;  // logged already; cleared by a handshake
 
   void FailLater(OnReply on_reply, RpcStatus status);
   void StartConnect();
   void OnConnected(int status);
+  void StartReading();
+  // The connection is ready for calls (after TCP connect, or TLS handshake).
+  void Established();
   void Lost(const std::string& why, bool was_connected);
+  // Drops the connection: `failure` goes to every pending call.
+  void LostWith(const Status& failure, bool was_connected, bool log_it);
+  void TlsFailed(const Status& why, bool was_connected);
+  // Writes the TLS session's output (handshake messages, alerts).
+  void FlushTlsOutput();
+  void WriteBytes(std::string bytes);
   void FailAllPending(const RpcStatus& status);
   void WriteFrame(std::string frame);
   void OnRead(ssize_t nread, const uv_buf_t* buf);
@@ -136,10 +147,34 @@ void PeerChannel::Impl::OnConnected(int status) {
     Lost(std::string("connect failed: ") + uv_strerror(status), false);
     return;
   }
-  state = State::kConnected;
-  ++stats.connects;
-  backoff_ms = 0;
   uv_tcp_nodelay(&conn->handle, 1);
+  StartReading();
+  if (options.tls == nullptr) {
+    Established();
+    return;
+  }
+  conn->tls = TlsSession::Create(options.tls, options.expected_server);
+  Status started = conn->tls->Start();
+  FlushTlsOutput();
+  if (!started.ok()) {
+    TlsFailed(started, false);
+    return;
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  connect_timer = loop->RunAfter(static_cast<uint64_t>(options.tls_handshake_timeout_ms), [weak] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->connect_timer = 0;
+    if (self->state == State::kConnecting) {
+      self->TlsFailed(
+          Status::Unavailable("no TLS handshake within " +
+                              std::to_string(self->options.tls_handshake_timeout_ms) + " ms"),
+          false);
+    }
+  });
+}
+
+void PeerChannel::Impl::StartReading() {
   uv_read_start(
       reinterpret_cast<uv_stream_t*>(&conn->handle),
       [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
@@ -156,6 +191,14 @@ void PeerChannel::Impl::OnConnected(int status) {
         if (!self || self->conn != c) return;
         internal::InvokeCallback("PeerChannel read", [&] { self->OnRead(nread, buf); });
       });
+}
+
+void PeerChannel::Impl::Established() {
+  CancelTimer(&connect_timer);
+  state = State::kConnected;
+  ++stats.connects;
+  backoff_ms = 0;
+  last_tls_failure.clear();
   std::vector<QueuedFrame> frames;
   frames.swap(queued);
   for (auto& f : frames) {
@@ -189,6 +232,22 @@ void PeerChannel::Impl::FailAllPending(const RpcStatus& status) {
 }
 
 void PeerChannel::Impl::Lost(const std::string& why, bool was_connected) {
+  LostWith(Status::Unavailable("peer " + address + " unavailable: " + why), was_connected, true);
+}
+
+void PeerChannel::Impl::TlsFailed(const Status& why, bool was_connected) {
+  if (state == State::kClosed) return;
+  if (!was_connected) ++stats.tls_handshake_failures;
+  std::string msg = "peer " + address + ": TLS: " + why.message();
+  if (why.message() != last_tls_failure) {
+    last_tls_failure = why.message();
+    DTX_LOG_WARN("{}", msg);
+  }
+  LostWith(why.IsPermissionDenied() ? Status::PermissionDenied(msg) : Status::Unavailable(msg),
+           was_connected, false);
+}
+
+void PeerChannel::Impl::LostWith(const Status& failure, bool was_connected, bool log_it) {
   if (state == State::kClosed) return;
   auto keep = shared_from_this();
   CloseConn();
@@ -211,15 +270,43 @@ void PeerChannel::Impl::Lost(const std::string& why, bool was_connected) {
     self->backoff_timer = 0;
     if (self->state == State::kBackoff) self->state = State::kIdle;
   });
-  std::string msg = "peer " + address + " unavailable: " + why;
-  if (was_connected || !pending.empty()) {
-    DTX_LOG_INFO("{}; {} call(s) failed; retry in {} ms", msg, pending.size(), wait_ms);
+  if (log_it && (was_connected || !pending.empty())) {
+    DTX_LOG_INFO("{}; {} call(s) failed; retry in {} ms", failure.message(), pending.size(),
+                 wait_ms);
   }
-  FailAllPending(Status::Unavailable(msg));
+  FailAllPending(failure);
+}
+
+void PeerChannel::Impl::FlushTlsOutput() {
+  if (conn == nullptr || conn->tls == nullptr || !conn->tls->has_output()) return;
+  std::string bytes;
+  conn->tls->TakeOutput(&bytes);
+  WriteBytes(std::move(bytes));
 }
 
 void PeerChannel::Impl::WriteFrame(std::string frame) {
-  auto* out = new OutFrame{{}, std::move(frame)};
+  if (conn->tls != nullptr) {
+    Status sent = conn->tls->Send(reinterpret_cast<const uint8_t*>(frame.data()), frame.size());
+    if (!sent.ok()) {
+      // Called from Call(): report asynchronously.
+      std::weak_ptr<Impl> weak = weak_from_this();
+      Conn* c = conn;
+      loop->RunAfter(0, [weak, c, sent] {
+        auto self = weak.lock();
+        if (self && self->conn == c && self->state == State::kConnected) {
+          self->TlsFailed(sent, true);
+        }
+      });
+      return;
+    }
+    frame.clear();
+    conn->tls->TakeOutput(&frame);
+  }
+  WriteBytes(std::move(frame));
+}
+
+void PeerChannel::Impl::WriteBytes(std::string bytes) {
+  auto* out = new OutFrame{{}, std::move(bytes)};
   out->req.data = out;
   uv_buf_t buf = uv_buf_init(out->bytes.data(), static_cast<unsigned>(out->bytes.size()));
   int rc = uv_write(&out->req, reinterpret_cast<uv_stream_t*>(&conn->handle), &buf, 1,
@@ -232,7 +319,8 @@ void PeerChannel::Impl::WriteFrame(std::string frame) {
                       auto self = c->owner.lock();
                       if (!self || self->conn != c) return;
                       internal::InvokeCallback("PeerChannel write", [&] {
-                        self->Lost(std::string("write failed: ") + uv_strerror(status), true);
+                        self->Lost(std::string("write failed: ") + uv_strerror(status),
+                                   self->state == State::kConnected);
                       });
                     });
   if (rc != 0) {
@@ -242,26 +330,48 @@ void PeerChannel::Impl::WriteFrame(std::string frame) {
     Conn* c = conn;
     loop->RunAfter(0, [weak, c, rc] {
       auto self = weak.lock();
-      if (self && self->conn == c && self->state == State::kConnected) {
-        self->Lost(std::string("write failed: ") + uv_strerror(rc), true);
+      // kConnecting: a TLS handshake message failed to go out.
+      if (self && self->conn == c &&
+          (self->state == State::kConnected || self->state == State::kConnecting)) {
+        self->Lost(std::string("write failed: ") + uv_strerror(rc),
+                   self->state == State::kConnected);
       }
     });
   }
 }
 
 void PeerChannel::Impl::OnRead(ssize_t nread, const uv_buf_t* buf) {
+  const bool handshaking = state == State::kConnecting;
   if (nread == UV_EOF) {
-    Lost("connection closed by peer", true);
+    if (handshaking) {
+      TlsFailed(conn->tls->ReceiveEof(), false);
+    } else {
+      Lost("connection closed by peer", true);
+    }
     return;
   }
   if (nread < 0) {
-    Lost(std::string("read failed: ") + uv_strerror(static_cast<int>(nread)), true);
+    Lost(std::string("read failed: ") + uv_strerror(static_cast<int>(nread)), !handshaking);
     return;
   }
   if (nread == 0) return;
   auto keep = shared_from_this();
   Conn* c = conn;
-  c->in.insert(c->in.end(), buf->base, buf->base + nread);
+  if (c->tls != nullptr) {
+    Status received = c->tls->Receive(reinterpret_cast<const uint8_t*>(buf->base),
+                                      static_cast<size_t>(nread), &c->in);
+    FlushTlsOutput();
+    if (conn != c) return;  // a write failed
+    if (!received.ok()) {
+      TlsFailed(received, !handshaking);
+      return;
+    }
+    if (!c->tls->handshake_done()) return;
+    if (handshaking) Established();
+    if (conn != c) return;
+  } else {
+    c->in.insert(c->in.end(), buf->base, buf->base + nread);
+  }
   size_t pos = 0;
   while (conn == c && c->in.size() - pos >= kFrameHeaderBytes) {
     uint32_t len = DecodeFrameLength(c->in.data() + pos);
@@ -280,6 +390,9 @@ void PeerChannel::Impl::OnRead(ssize_t nread, const uv_buf_t* buf) {
     pos += kFrameHeaderBytes + len;
   }
   if (conn == c && pos > 0) c->in.erase(c->in.begin(), c->in.begin() + static_cast<ptrdiff_t>(pos));
+  if (conn == c && c->tls != nullptr && c->tls->peer_closed()) {
+    Lost("connection closed by peer (TLS close_notify)", true);
+  }
 }
 
 bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {

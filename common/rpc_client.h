@@ -28,6 +28,20 @@
 //   backoff, connect failure or timeout while still queued, closed channel)
 //   carries RpcStatus::not_sent(): the peer never saw the call.
 //
+// TLS (options.tls set): after the TCP connect the channel runs a TLS 1.3
+// handshake (common/tls.h) and checks that the server's certificate names
+// options.expected_server (a name, a kind, or both); the connection counts as
+// connected, and queued calls are written, only then. A failed handshake (the
+// server's certificate refused or naming someone else, our certificate
+// refused by the server, a plaintext server, no handshake within
+// tls_handshake_timeout_ms) is a connect failure: the calls fail with the
+// reason (PermissionDenied when an identity was refused, Unavailable
+// otherwise), the channel backs off and the next connection makes a new
+// session. The reason is logged once (a warning) until it changes or a
+// handshake succeeds. With TLS 1.3 a server refuses a client certificate
+// only after the client considers the handshake done: calls written by then
+// fail with the server's reason ("the peer refused our certificate: ...").
+//
 // Callbacks: every callback runs exactly once, on the loop thread, never
 // inside the Call() that issued it (failures detected at call time are
 // delivered on the next loop iteration), and must not throw. A callback may
@@ -61,6 +75,7 @@
 #include "common/rpc_error.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "common/types.h"
 #include "common/wire.h"
 #include "dtx_types.h"
@@ -79,11 +94,18 @@ struct PeerChannelOptions {
   int reconnect_backoff_max_ms = kPeerReconnectBackoffMaxMs;
   size_t frame_bytes_max = kRpcFrameBytesMax;          // for replies
   size_t container_items_max = kRpcContainerItemsMax;  // for replies
+  // Client-side TLS context (TlsSide::kClient); null: plaintext.
+  std::shared_ptr<const TlsContext> tls;
+  // Whom the server's certificate must name (TLS only), e.g. {kParticipant,
+  // "participant-2"} or {kCoordinator, ""} for any coordinator.
+  TlsExpectedPeer expected_server;
+  int tls_handshake_timeout_ms = kTlsHandshakeTimeoutMs;
 };
 
 struct PeerChannelStats {
-  uint64_t connects = 0;  // successful connects
-  uint64_t connect_failures = 0;
+  uint64_t connects = 0;          // successful connects
+  uint64_t connect_failures = 0;  // including failed TLS handshakes
+  uint64_t tls_handshake_failures = 0;
   uint64_t disconnects = 0;  // established connections lost
   uint64_t calls = 0;
   uint64_t timeouts = 0;

@@ -25,6 +25,9 @@ namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
 constexpr int kListenBacklog = 511;
+// A TLS ClientHello opens with a handshake record of version 3.x: 0x16 0x03.
+constexpr uint8_t kTlsHandshakeRecordByte = 0x16;
+constexpr uint8_t kTlsMajorVersionByte = 0x03;
 
 // One request from dispatch until its reply is written (or dropped).
 struct Request {
@@ -37,7 +40,8 @@ struct Request {
 
 struct WriteReq {
   uv_write_t req;
-  std::shared_ptr<Request> request;
+  std::shared_ptr<Request> request;  // null: TLS handshake bytes, not a reply
+  std::string ciphertext;            // with TLS: what is written
 };
 
 }  // namespace
@@ -74,13 +78,27 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // this connection's
   std::vector<uint8_t> in;  // bytes received, not yet consumed
   size_t in_flight = 0;     // dispatched, reply not yet written
+  uint64_t frames = 0;      // received on this connection
   bool reading = false;
   bool parsing = false;
   bool closing = false;
   bool close_after_writes = false;
+  std::unique_ptr<TlsSession> tls;  // null: plaintext
+  TimerId handshake_timer = 0;      // while the TLS handshake runs
 
+  bool handshaking() const { return tls != nullptr && !tls->handshake_done(); }
   void StartReading();
   void OnRead(ssize_t nread, const uv_buf_t* buf);
+  void OnEof();
+  // Processes bytes read from a TLS connection: handshake, then decryption
+  // into `in`. True if `in` is ready to parse; false if the connection was
+  // closed or the handshake is not done yet.
+  bool ReceiveTls(const uint8_t* data, size_t len);
+  void StartServing(const std::shared_ptr<State>& st);
+  void HandshakeFailed(const Status& why);
+  // Writes what the TLS session has to send that is no reply (handshake).
+  void FlushTlsOutput();
+  void OnHandshakeWriteDone(int status);
   void ParseFrames();
   void Dispatch(const uint8_t* payload, uint32_t len, const std::shared_ptr<State>& st);
   void Complete(const std::shared_ptr<Request>& req, bool ok);
@@ -165,11 +183,40 @@ void RpcServer::State::OnNewConnection(int status) {
   ++stats.connections_accepted;
   uv_tcp_nodelay(&conn->handle, 1);
   conn->identity.address = conn->peer;
-  conn->processor = processor_factory(conn->identity);
-  DTX_CHECK_MSG(conn->processor != nullptr, "RpcServer: the processor factory returned null");
   connections.emplace(conn.get(), conn);
   DTX_LOG_DEBUG("{}: connection {} from {}", options.name, conn->id, conn->peer);
+  if (options.tls != nullptr) {
+    // The processor waits for the handshake, which tells who is calling.
+    conn->tls = TlsSession::Create(options.tls);
+    std::weak_ptr<Connection> weak = conn;
+    conn->handshake_timer =
+        loop->RunAfter(static_cast<uint64_t>(options.tls_handshake_timeout_ms), [weak] {
+          auto c = weak.lock();
+          if (!c) return;
+          c->handshake_timer = 0;
+          if (!c->closing && c->handshaking()) {
+            auto st = c->server.lock();
+            c->HandshakeFailed(Status::Timeout(
+                "no TLS handshake within " +
+                std::to_string(st ? st->options.tls_handshake_timeout_ms : 0) + " ms"));
+          }
+        });
+  } else {
+    conn->StartServing(shared_from_this());
+  }
   conn->StartReading();
+}
+
+void RpcServer::State::Connection::StartServing(const std::shared_ptr<State>& st) {
+  if (tls != nullptr) {
+    PeerIdentity verified = tls->peer();
+    verified.address = peer;
+    identity = std::move(verified);
+    ++st->stats.tls_handshakes;
+    DTX_LOG_DEBUG("{}: connection {}: TLS 1.3 with {}", st->options.name, id, identity.Describe());
+  }
+  processor = st->processor_factory(identity);
+  DTX_CHECK_MSG(processor != nullptr, "RpcServer: the processor factory returned null");
 }
 
 void RpcServer::State::CloseAll() {
@@ -203,18 +250,11 @@ void RpcServer::State::Connection::StartReading() {
 void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
   if (closing) return;
   if (nread == UV_EOF) {
-    if (!in.empty()) {
-      CloseForBadInput("truncated frame: EOF after " + std::to_string(in.size()) +
-                       " byte(s) of an incomplete frame");
-    } else if (in_flight > 0) {
-      // The peer finished sending; answer what it asked, then close.
-      close_after_writes = true;
-      uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
-      reading = false;
-    } else {
-      DTX_LOG_DEBUG("connection {} from {} closed by peer", id, peer);
-      Close();
+    if (handshaking()) {
+      HandshakeFailed(tls->ReceiveEof());
+      return;
     }
+    OnEof();
     return;
   }
   if (nread < 0) {
@@ -224,8 +264,110 @@ void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread == 0) return;  // EAGAIN
-  in.insert(in.end(), buf->base, buf->base + nread);
+  if (tls != nullptr) {
+    if (!ReceiveTls(reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread))) {
+      return;
+    }
+  } else {
+    in.insert(in.end(), buf->base, buf->base + nread);
+  }
   ParseFrames();
+}
+
+bool RpcServer::State::Connection::ReceiveTls(const uint8_t* data, size_t len) {
+  std::shared_ptr<Connection> keep = self;
+  const bool was_handshaking = handshaking();
+  Status received = tls->Receive(data, len, &in);
+  FlushTlsOutput();
+  if (closing) return false;
+  if (!received.ok()) {
+    if (was_handshaking) {
+      HandshakeFailed(received);
+    } else {
+      CloseForBadInput("TLS: " + received.message());
+    }
+    return false;
+  }
+  if (handshaking()) return false;  // more handshake bytes to come
+  if (was_handshaking) {
+    if (handshake_timer != 0) loop->Cancel(handshake_timer);
+    handshake_timer = 0;
+    auto st = server.lock();
+    if (!st) {
+      Close();
+      return false;
+    }
+    StartServing(st);
+  }
+  if (tls->peer_closed()) {
+    // close_notify: the peer sends nothing more, as at EOF. Frames decrypted
+    // before it are served first.
+    ParseFrames();
+    if (!closing) OnEof();
+    return false;
+  }
+  return true;
+}
+
+void RpcServer::State::Connection::OnEof() {
+  if (!in.empty()) {
+    CloseForBadInput("truncated frame: EOF after " + std::to_string(in.size()) +
+                     " byte(s) of an incomplete frame");
+  } else if (in_flight > 0) {
+    // The peer finished sending; answer what it asked, then close.
+    close_after_writes = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+    reading = false;
+  } else {
+    DTX_LOG_DEBUG("connection {} from {} closed by peer", id, peer);
+    Close();
+  }
+}
+
+void RpcServer::State::Connection::HandshakeFailed(const Status& why) {
+  if (closing) return;
+  auto st = server.lock();
+  if (st) ++st->stats.tls_handshakes_failed;
+  const std::string& name = st ? st->options.name : std::string("rpc");
+  // A connection that closes without sending a byte (a port probe, a health
+  // check) is routine; everything else is worth a warning.
+  if (!tls->received_any() && why.IsUnavailable()) {
+    DTX_LOG_INFO("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
+  } else {
+    DTX_LOG_WARN("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
+  }
+  // Best effort: the alert that tells the client why, if the socket takes it.
+  std::string alert;
+  if (tls->TakeOutput(&alert) > 0) {
+    uv_buf_t b = uv_buf_init(alert.data(), static_cast<unsigned>(alert.size()));
+    (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&handle), &b, 1);
+  }
+  Close();
+}
+
+void RpcServer::State::Connection::FlushTlsOutput() {
+  if (closing || !tls->has_output()) return;
+  auto* wr = new WriteReq{{}, nullptr, {}};
+  wr->req.data = wr;
+  tls->TakeOutput(&wr->ciphertext);
+  uv_buf_t b = uv_buf_init(wr->ciphertext.data(), static_cast<unsigned>(wr->ciphertext.size()));
+  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), &b, 1,
+                    [](uv_write_t* w, int status) {
+                      auto* c = static_cast<Connection*>(w->handle->data);
+                      delete static_cast<WriteReq*>(w->data);
+                      c->OnHandshakeWriteDone(status);
+                    });
+  if (rc != 0) {
+    delete wr;
+    DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(rc));
+    Close();
+  }
+}
+
+void RpcServer::State::Connection::OnHandshakeWriteDone(int status) {
+  if (closing || status >= 0) return;
+  DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(status));
+  Close();
 }
 
 void RpcServer::State::Connection::ParseFrames() {
@@ -251,6 +393,12 @@ void RpcServer::State::Connection::ParseFrames() {
       CloseForBadInput("malformed frame: zero length");
       break;
     }
+    if (len > st->options.frame_bytes_max && tls == nullptr && frames == 0 &&
+        in[pos] == kTlsHandshakeRecordByte && in[pos + 1] == kTlsMajorVersionByte) {
+      CloseForBadInput(
+          "a TLS client on a plaintext port (its first bytes are a TLS handshake record)");
+      break;
+    }
     if (len > st->options.frame_bytes_max) {
       CloseForBadInput("oversized frame: length " + std::to_string(len) + " > max " +
                        std::to_string(st->options.frame_bytes_max) +
@@ -262,6 +410,7 @@ void RpcServer::State::Connection::ParseFrames() {
       break;
     }
     ++st->stats.frames_received;
+    ++frames;
     Dispatch(in.data() + pos + kFrameHeaderBytes, len, st);
     pos += kFrameHeaderBytes + len;
   }
@@ -341,14 +490,28 @@ void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req,
     reading = false;
   }
   EncodeFrameLength(len, req->header);
-  auto* wr = new WriteReq{{}, req};
+  auto* wr = new WriteReq{{}, req, {}};
   wr->req.data = wr;
   uv_buf_t bufs[2] = {uv_buf_init(reinterpret_cast<char*>(req->header), kFrameHeaderBytes),
                       uv_buf_init(reinterpret_cast<char*>(data), len)};
+  unsigned nbufs = 2;
+  if (tls != nullptr) {
+    Status sent = tls->Send(req->header, kFrameHeaderBytes);
+    if (sent.ok()) sent = tls->Send(data, len);
+    if (!sent.ok()) {
+      delete wr;
+      --in_flight;
+      CloseForBadInput("TLS: " + sent.message());
+      return;
+    }
+    tls->TakeOutput(&wr->ciphertext);
+    bufs[0] = uv_buf_init(wr->ciphertext.data(), static_cast<unsigned>(wr->ciphertext.size()));
+    nbufs = 1;
+  }
   // The write callback owns `wr` and finds the connection through the
   // stream, which stays valid until the close callback (after all write
   // callbacks).
-  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), bufs, 2,
+  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), bufs, nbufs,
                     [](uv_write_t* w, int status) {
                       auto* owned = static_cast<WriteReq*>(w->data);
                       auto* c = static_cast<Connection*>(w->handle->data);
@@ -401,6 +564,8 @@ void RpcServer::State::Connection::Close() {
   if (closing) return;
   closing = true;
   reading = false;
+  if (handshake_timer != 0) loop->Cancel(handshake_timer);
+  handshake_timer = 0;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
   uv_close(reinterpret_cast<uv_handle_t*>(&handle), [](uv_handle_t* h) {
     auto* c = static_cast<Connection*>(h->data);

@@ -35,6 +35,16 @@
 // server stops reading that connection until replies drain: back-pressure,
 // not an error).
 //
+// TLS (options.tls set): every connection first completes a TLS 1.3
+// handshake (common/tls.h); only then is the processor factory called, with
+// the identity of the client's verified certificate, and from then on every
+// frame travels inside TLS records. A failed handshake (certificate refused,
+// no certificate where one is required, plaintext sent to the TLS port, the
+// peer gone, no handshake within tls_handshake_timeout_ms) closes the
+// connection with one log line naming the peer's address and the reason.
+// Without options.tls the server speaks plaintext, and every identity is
+// unauthenticated (PrincipalKind::kNone).
+//
 // Ownership: the server shares ownership of the processor (and through it of
 // the handler) with every request in flight, so a late completion never
 // touches freed memory. Thread-safety: loop thread only (see event_loop.h).
@@ -51,6 +61,7 @@
 #include "common/event_loop.h"
 #include "common/identity.h"
 #include "common/status.h"
+#include "common/tls.h"
 
 namespace dtx {
 
@@ -71,6 +82,9 @@ struct RpcServerOptions {
   size_t connections_max = kRpcServerConnectionsMax;
   size_t in_flight_per_connection_max = kRpcServerInFlightPerConnectionMax;
   size_t container_items_max = kRpcContainerItemsMax;
+  // Server-side TLS context (TlsSide::kServer); null: plaintext.
+  std::shared_ptr<const TlsContext> tls;
+  int tls_handshake_timeout_ms = kTlsHandshakeTimeoutMs;
 };
 
 // Counters since Start(), for tests and metrics. Loop thread only.
@@ -80,13 +94,16 @@ struct RpcServerStats {
   uint64_t connections_closed_bad_input = 0;
   uint64_t frames_received = 0;
   uint64_t replies_sent = 0;
-  uint64_t replies_dropped = 0;  // completion after its connection closed
+  uint64_t replies_dropped = 0;        // completion after its connection closed
+  uint64_t tls_handshakes = 0;         // completed (the factory was called)
+  uint64_t tls_handshakes_failed = 0;  // refused, timed out or abandoned
 };
 
 // Makes the processor (and through it the handler) that serves one
-// connection, once the connection's peer is known: the handler of that
-// connection sees who is calling (common/identity.h). Called on the loop
-// thread, once per connection; must not return null.
+// connection, once the connection's peer is known (with TLS: after the
+// handshake, with the verified identity): the handler of that connection sees
+// who is calling (common/identity.h). Called on the loop thread, once per
+// connection; must not return null.
 using RpcProcessorFactory =
     std::function<std::shared_ptr<apache::thrift::async::TAsyncProcessor>(const PeerIdentity&)>;
 

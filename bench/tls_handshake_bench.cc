@@ -1,0 +1,222 @@
+// dtx-tls-handshake-bench: what a TLS 1.3 handshake costs a connection.
+//
+//   memory   both ends of a TlsSession handshake in one thread, no socket:
+//            the CPU time of one mutual-TLS handshake (client + server)
+//   loopback a PeerChannel connects to an RpcServer on its own loop thread
+//            and makes one small call, plaintext and TLS, alternating:
+//            the latency a new connection adds before its first reply
+//
+// Prints the median and p99 in microseconds. Certificates are made in a
+// temporary directory with common/certs.h (--key-type ecdsa|rsa). Not a
+// test: numbers depend on the machine and its load.
+#include <boost/program_options.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "Participant.h"
+#include "common/certs.h"
+#include "common/log.h"
+#include "common/event_loop.h"
+#include "common/rpc_client.h"
+#include "common/rpc_server.h"
+#include "common/tls.h"
+
+namespace po = boost::program_options;
+using namespace dtx;
+using Clock = std::chrono::steady_clock;
+using apache::thrift::TDelayedException;
+
+namespace {
+
+// Answers Read at once; nothing else is called.
+class ReadOnlyParticipant : public rpc::ParticipantCobSvIf {
+ public:
+  void Read(std::function<void(const rpc::ReadResult&)> cob,
+            std::function<void(TDelayedException*)>, const std::string&) override {
+    cob(rpc::ReadResult());
+  }
+  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
+               std::function<void(TDelayedException*)>, const rpc::PrepareRequest&) override {
+    cob(rpc::PrepareResponse());
+  }
+  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
+              const rpc::Epoch) override {
+    cob();
+  }
+  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
+             const rpc::Epoch) override {
+    cob();
+  }
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    cob(rpc::NodeStatus());
+  }
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+    cob({});
+  }
+  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
+                    const std::string&, const std::string&) override {
+    cob();
+  }
+};
+
+struct Summary {
+  double median_us = 0;
+  double p99_us = 0;
+};
+
+Summary Summarize(std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  Summary s;
+  if (us.empty()) return s;
+  s.median_us = us[us.size() / 2];
+  s.p99_us = us[std::min(us.size() - 1, us.size() * 99 / 100)];
+  return s;
+}
+
+void Check(const Status& s, const char* what) {
+  if (!s.ok()) {
+    std::cerr << what << ": " << s.ToString() << "\n";
+    std::exit(1);
+  }
+}
+
+std::shared_ptr<const TlsContext> MakeContext(const std::string& dir, const std::string& name,
+                                              TlsSide side) {
+  auto ctx = TlsContext::Create({CaCertPath(dir), CertPath(dir, name), KeyPath(dir, name)}, side);
+  Check(ctx.status(), "TlsContext::Create");
+  return *ctx;
+}
+
+// One in-memory mutual handshake; its wall time in microseconds.
+double MemoryHandshakeUs(const std::shared_ptr<const TlsContext>& server_ctx,
+                         const std::shared_ptr<const TlsContext>& client_ctx) {
+  auto start = Clock::now();
+  auto server = TlsSession::Create(server_ctx);
+  auto client = TlsSession::Create(client_ctx, {PrincipalKind::kParticipant, "participant-0"});
+  Check(client->Start(), "Start");
+  std::vector<uint8_t> sink;
+  for (int round = 0; round < 8 && !(client->handshake_done() && server->handshake_done());
+       ++round) {
+    std::string bytes;
+    client->TakeOutput(&bytes);
+    Check(server->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+          "server handshake");
+    bytes.clear();
+    server->TakeOutput(&bytes);
+    Check(client->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+          "client handshake");
+  }
+  if (!client->handshake_done() || !server->handshake_done()) Check(Status::Internal("stuck"), "");
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
+// Connects a fresh channel, makes one Read, closes; wall time in microseconds.
+double ConnectAndCallUs(EventLoop& loop, const std::string& address,
+                        const PeerChannelOptions& options) {
+  auto start = Clock::now();
+  ParticipantStub stub(&loop, address, options);
+  bool done = false;
+  RpcStatus status;
+  stub.Read("k", 5000, [&](const RpcStatus& s, const rpc::ReadResult&) {
+    status = s;
+    done = true;
+    loop.Stop();
+  });
+  while (!done) loop.Run();
+  double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  Check(status, "Read");
+  stub.channel()->Close();
+  return us;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int connections = 1000;
+  std::string key_type = "ecdsa";
+  po::options_description desc("dtx-tls-handshake-bench options");
+  desc.add_options()("help", "this text")(
+      "connections", po::value<int>(&connections)->default_value(connections),
+      "handshakes per measurement")("key-type", po::value<std::string>(&key_type),
+                                    "ecdsa (P-256, the default of common/certs.h) or rsa (2048)");
+  po::variables_map vm;
+  po::store(po::parse_command_line(argc, argv, desc), vm);
+  po::notify(vm);
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (connections < 1 || (key_type != "ecdsa" && key_type != "rsa")) {
+    std::cerr << desc << "\n";
+    return 2;
+  }
+  std::string tmpl = std::filesystem::temp_directory_path().string() + "/dtx-tls-bench-XXXXXX";
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const std::string dir = tmpl;
+  CertOptions cert_options;
+  cert_options.key_type = key_type == "rsa" ? KeyType::kRsa2048 : KeyType::kEcdsaP256;
+  Check(CreateCa(dir, cert_options), "CreateCa");
+  Check(CreateCert(dir, PrincipalKind::kParticipant, "participant-0", cert_options), "CreateCert");
+  Check(CreateCert(dir, PrincipalKind::kCoordinator, "coordinator-0", cert_options), "CreateCert");
+  auto server_ctx = MakeContext(dir, "participant-0", TlsSide::kServer);
+  auto client_ctx = MakeContext(dir, "coordinator-0", TlsSide::kClient);
+
+  std::vector<double> memory;
+  for (int i = 0; i < connections; ++i) memory.push_back(MemoryHandshakeUs(server_ctx, client_ctx));
+
+  spdlog::set_level(spdlog::level::warn);
+  LoopThread server_thread;
+  server_thread.Start();
+  std::unique_ptr<RpcServer> plain, secure;
+  server_thread.RunSync([&] {
+    auto processor =
+        std::make_shared<rpc::ParticipantAsyncProcessor>(std::make_shared<ReadOnlyParticipant>());
+    plain = std::make_unique<RpcServer>(server_thread.loop(), processor, RpcServerOptions{});
+    RpcServerOptions tls_options;
+    tls_options.tls = server_ctx;
+    secure = std::make_unique<RpcServer>(server_thread.loop(), processor, tls_options);
+    Check(plain->Start(), "plaintext server");
+    Check(secure->Start(), "TLS server");
+  });
+  EventLoop loop;
+  PeerChannelOptions plain_options;
+  PeerChannelOptions tls_options;
+  tls_options.tls = client_ctx;
+  tls_options.expected_server = {PrincipalKind::kParticipant, "participant-0"};
+  std::vector<double> plain_us, tls_us;
+  for (int i = 0; i < connections; ++i) {  // alternating, so load drifts hit both alike
+    plain_us.push_back(ConnectAndCallUs(loop, plain->address(), plain_options));
+    tls_us.push_back(ConnectAndCallUs(loop, secure->address(), tls_options));
+  }
+  server_thread.RunSync([&] {
+    plain.reset();
+    secure.reset();
+  });
+  server_thread.Stop();
+  std::filesystem::remove_all(dir);
+
+  Summary m = Summarize(memory), p = Summarize(plain_us), t = Summarize(tls_us);
+  std::printf("TLS 1.3 mutual handshake, %s keys, %d connections each\n",
+              key_type == "rsa" ? "RSA-2048" : "ECDSA P-256", connections);
+  std::printf("%-44s %10s %10s\n", "", "median us", "p99 us");
+  std::printf("%-44s %10.1f %10.1f\n", "handshake in memory (client + server CPU)", m.median_us,
+              m.p99_us);
+  std::printf("%-44s %10.1f %10.1f\n", "loopback connect + first call, plaintext", p.median_us,
+              p.p99_us);
+  std::printf("%-44s %10.1f %10.1f\n", "loopback connect + first call, TLS", t.median_us, t.p99_us);
+  std::printf("%-44s %10.1f\n", "TLS adds per new connection (median)", t.median_us - p.median_us);
+  return 0;
+}
