@@ -30,6 +30,7 @@
 #include "common/address.h"
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
+#include "node/access.h"
 
 namespace {
 
@@ -88,8 +89,8 @@ po::options_description DescribeFlags(Flags* flags) {
                                         "host:port to serve the Coordinator service on")(
       "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
       "participants", po::value(&flags->participants)->default_value(""),
-      "comma-separated participant host:port list; the order is the shard index")(
-      "log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
+      "comma-separated participant NAME=HOST:PORT (or HOST:PORT) list; the order is the shard "
+      "index")("log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
       "log-level", po::value(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
       "abort-quiet-ms",
@@ -102,7 +103,8 @@ po::options_description DescribeFlags(Flags* flags) {
       "abort a transaction whose votes are not all in after this long")(
       "role", po::value(&flags->role)->default_value("primary"),
       "primary or backup (with --peer; without it the node runs alone as primary)")(
-      "peer", po::value(&flags->peer)->default_value(""), "host:port of the other coordinator")(
+      "peer", po::value(&flags->peer)->default_value(""),
+      "NAME=HOST:PORT (or HOST:PORT) of the other coordinator")(
       "heartbeat-ms",
       po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
       "heartbeat interval to participants and the peer coordinator")(
@@ -162,7 +164,16 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
                                         "' is not host:port or off");
   }
   std::set<std::string> seen;
-  for (const std::string& p : Split(flags.participants, ',')) {
+  for (std::string p : Split(flags.participants, ',')) {
+    // NAME=HOST:PORT names the participant its certificate must carry (the
+    // access policy, node/access.h); a bare HOST:PORT has no name.
+    if (p.find('=') != std::string::npos) {
+      auto peer = dtx::node::ParseConfiguredPeer(p, dtx::PrincipalKind::kParticipant);
+      if (!peer.ok())
+        return dtx::Status::InvalidArgument("--participants: " + peer.status().message());
+      p = peer->address;
+      options->named_peers.push_back(std::move(*peer));
+    }
     if (!dtx::ParseHostPort(p).ok() || p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
       return dtx::Status::InvalidArgument("--participants: '" + p + "' is not host:port");
     }
@@ -202,14 +213,21 @@ dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
   } else {
     return dtx::Status::InvalidArgument("--role must be primary or backup");
   }
-  if (!flags.peer.empty()) {
-    if (!dtx::ParseHostPort(flags.peer).ok()) {
-      return dtx::Status::InvalidArgument("--peer: '" + flags.peer + "' is not host:port");
+  std::string peer_address = flags.peer;
+  if (peer_address.find('=') != std::string::npos) {
+    auto peer = dtx::node::ParseConfiguredPeer(peer_address, dtx::PrincipalKind::kCoordinator);
+    if (!peer.ok()) return dtx::Status::InvalidArgument("--peer: " + peer.status().message());
+    peer_address = peer->address;
+    options->named_peers.push_back(std::move(*peer));
+  }
+  if (!peer_address.empty()) {
+    if (!dtx::ParseHostPort(peer_address).ok()) {
+      return dtx::Status::InvalidArgument("--peer: '" + peer_address + "' is not host:port");
     }
   } else if (flags.role == "backup") {
     return dtx::Status::InvalidArgument("--role backup needs --peer (the primary)");
   }
-  options->ha.peer = flags.peer;
+  options->ha.peer = peer_address;
   if (flags.heartbeat_ms == 0 || flags.heartbeat_ms > 60000) {
     return dtx::Status::InvalidArgument("--heartbeat-ms must be in 1..60000");
   }

@@ -20,6 +20,7 @@
 #include "coordinator/driver.h"
 #include "coordinator/peer_stub.h"
 #include "node/fail_stop.h"
+#include "node/access.h"
 #include "node/handler.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
@@ -120,6 +121,8 @@ struct Runtime::Impl {
   RuntimeOptions options_;
   // Server, handler, timers, metrics endpoint, trace ring (node/node.h).
   node::Node node_;
+  // Who may call what (node/access.h): the configured participants and peer.
+  const node::AccessPolicy policy_;
   const bool tracing_;  // node_.tracing()
   std::unique_ptr<HaCore> ha_;
   // The decision log; its notices of a log replaced by ReloadLog are dropped.
@@ -155,8 +158,11 @@ struct Runtime::Impl {
 
 namespace {
 
-// The Thrift edge: converts and forwards to the Runtime. A call after
-// Shutdown (detached) answers UNAVAILABLE. Loop thread only.
+// The Thrift edge, one per connection: converts and forwards to the Runtime.
+// A call after Shutdown (detached) answers UNAVAILABLE. Replicate and
+// Heartbeat are taken only from the configured peer coordinator speaking for
+// itself, QueryDecision from a configured participant or that coordinator,
+// the admin calls only from an admin (node/access.h). Loop thread only.
 class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
  public:
   using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
@@ -169,8 +175,16 @@ class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime:
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
+  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
+                    const std::string& action) override {
+    SetFailpointImpl(std::move(cob), std::move(exn_cob), name, action);
+  }
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, ExnCob exn_cob,
+                const rpc::TxId& txid) override {
+    GetTraceImpl(std::move(cob), std::move(exn_cob), txid);
+  }
 };
 
 }  // namespace
@@ -379,7 +393,9 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_enabled = options_.metrics_enabled,
                                     .metrics_host = options_.metrics_host,
                                     .metrics_port = options_.metrics_port,
-                                    .trace_events = options_.trace_events}),
+                                    .trace_events = options_.trace_events,
+                                    .identify = options_.identify}),
+      policy_(options_.secure, options_.named_peers),
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}
 
@@ -397,10 +413,20 @@ std::string Runtime::metrics_address() const { return impl_->node_.metrics_addre
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
-  auto handler = std::make_shared<Handler>(this, &node_);
-  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler),
-                                  handler, options_.listen_host, options_.listen_port));
-  address_ = node_.address();
+  if (!policy_.secure()) {
+    DTX_LOG_WARN(
+        "INSECURE: callers are not authenticated; any client may call Replicate, "
+        "Heartbeat, QueryDecision and SetFailpoint here");
+  }
+  auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
+  auto served = node_.Serve(
+      [handlers](const PeerIdentity& caller) {
+        return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
+            std::make_shared<Handler>(handlers, caller));
+      },
+      handlers, options_.listen_host, options_.listen_port);
+  if (!served.ok()) return served.status();
+  address_ = *served;
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
@@ -689,46 +715,65 @@ rpc::DtxError ShuttingDown() {
 }  // namespace
 
 void Handler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  cob(target_->GetShardMap());
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  cob(target()->GetShardMap());
 }
 
 void Handler::Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
                      const rpc::CommitRequest& req) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
                             const rpc::TxId& txid) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->QueryDecision(
+  // A participant asks about its in-doubt transactions, the other
+  // coordinator about the ones it inherits; nobody else.
+  Status from_participant =
+      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision");
+  if (!from_participant.ok() &&
+      !Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->QueryDecision(
       txid, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (target_ == nullptr) {
+  if (target() == nullptr) {
     rpc::NodeStatus st;
     st.role = rpc::NodeRole::PRIMARY;
     return cob(st);
   }
-  cob(target_->GetStatus());
+  cob(target()->GetStatus());
 }
 
 void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                         const rpc::ReplicateRequest& req) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.primary,
+                                           "Replicate"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                         const rpc::HeartbeatRequest& req) {
-  if (target_ == nullptr) {
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.sender,
+                                           "Heartbeat"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) {
     rpc::HeartbeatResponse resp;
     // role unset: shutting down (idl/dtx.thrift HeartbeatResponse).
     return cob(resp);
   }
-  cob(target_->Heartbeat(req));
+  cob(target()->Heartbeat(req));
 }
 
 }  // namespace dtx::coordinator

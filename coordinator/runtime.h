@@ -51,15 +51,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/failure_detector.h"
+#include "common/identity.h"
 #include "common/status.h"
 #include "common/trace.h"
 #include "coordinator/core.h"
 #include "coordinator/ha_core.h"
+#include "node/access.h"
 #include "wal/wal.h"
 
 namespace dtx {
@@ -90,6 +93,17 @@ struct RuntimeOptions {
   std::string dir;      // NODEDIR: the WAL lives in dir/wal
   // host:port per shard; copied into core.participants.
   std::vector<std::string> participants;
+  // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
+  // the participants (kind participant) and the other coordinator (kind
+  // coordinator) in named_peers may speak the peer protocol here (Replicate
+  // and Heartbeat only that coordinator, for its own configured address),
+  // only an admin may arm failpoints or read traces. !secure: every caller
+  // may do everything (until TLS authenticates callers).
+  bool secure = false;
+  std::vector<node::ConfiguredPeer> named_peers;
+  // Who is calling on a new connection (node/node.h NodeOptions::identify);
+  // empty: the transport's identity. Tests forge identities with it.
+  std::function<PeerIdentity(const PeerIdentity&)> identify;
   // Timeouts, limits; `participants` and `self_address` are filled in here.
   CoreOptions core;
   wal::Options wal;

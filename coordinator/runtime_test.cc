@@ -50,6 +50,7 @@
 namespace dtx {
 namespace {
 
+using apache::thrift::TDelayedException;
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::transport::TFramedTransport;
 using apache::thrift::transport::TSocket;
@@ -244,7 +245,7 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     cob();
   }
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
-                 const rpc::HeartbeatRequest&) override {
+                 std::function<void(TDelayedException*)>, const rpc::HeartbeatRequest&) override {
     rpc::HeartbeatResponse r;
     r.name = "fake";
     r.__set_role(rpc::NodeRole::PARTICIPANT);
@@ -264,7 +265,8 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     }
     exn_cob(Stale(epoch));
   }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId&) override {
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob,
+                std::function<void(TDelayedException*)>, const rpc::TxId&) override {
     cob(rpc::TraceResponse());
   }
   int64_t epoch() {
@@ -287,7 +289,8 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob,
+                   std::function<void(TDelayedException*)>) override {
     cob({});
   }
   void SetFailpoint(std::function<void()> cob,

@@ -197,7 +197,8 @@ service Participant {
   void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
 
   NodeStatus GetStatus(),
-  list<InDoubtTx> ListInDoubt(),
+  // Admin calls throw PERMISSION_DENIED for a caller that is not an admin.
+  list<InDoubtTx> ListInDoubt() throws (1: DtxError err),
   // Admin: arm a failpoint (docs/failpoints.md) on this node.
   void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
 }
@@ -273,18 +274,22 @@ service CoordinatorPeer extends Coordinator {
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
-  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+  // PERMISSION_DENIED unless the caller is a configured peer speaking for
+  // itself (`sender`, docs/design.md "Trust boundary").
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
   // The span events this node still holds for txid (bounded ring).
-  TraceResponse GetTrace(1: TxId txid),
+  TraceResponse GetTrace(1: TxId txid) throws (1: DtxError err),
 }
 
 service ParticipantPeer extends Participant {
-  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+  // PERMISSION_DENIED unless the caller is a configured peer speaking for
+  // itself (`sender`, docs/design.md "Trust boundary").
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
   // A promoting coordinator (or a primary fencing out its backup) asks the
   // participant to adopt `epoch`: accepted (and persisted before the reply)
   // when epoch > the current epoch, or equal and asked by the same
   // coordinator that made it current; else STALE_EPOCH.
   void AdoptEpoch(1: Epoch epoch, 2: string coordinator) throws (1: DtxError err),
   // The span events this node still holds for txid (bounded ring).
-  TraceResponse GetTrace(1: TxId txid),
+  TraceResponse GetTrace(1: TxId txid) throws (1: DtxError err),
 }

@@ -22,6 +22,7 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/address.h"
+#include "node/access.h"
 #include "participant/runtime.h"
 #include "wal/format.h"
 
@@ -55,10 +56,11 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "coordinator", po::value<std::string>(&flags->coordinator)->required(),
       "host:port of the coordinator (asked about in-doubt transactions)")(
       "coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
-      "comma-separated host:port of every coordinator (primary and backup); in-doubt "
-      "transactions are asked of whichever is primary when the one that prepared them cannot "
-      "answer")("log-file", po::value<std::string>(&flags->log_file),
-                "log file (default NODEDIR/node.log)")(
+      "comma-separated NAME=HOST:PORT (or HOST:PORT) of every coordinator (primary and "
+      "backup); in-doubt transactions are asked of whichever is primary when the one that "
+      "prepared them cannot answer. The named ones are the coordinators allowed to drive this "
+      "node once callers are authenticated")("log-file", po::value<std::string>(&flags->log_file),
+                                             "log file (default NODEDIR/node.log)")(
       "log-level", po::value<std::string>(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
       "checkpoint-interval-records",
@@ -158,10 +160,19 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     size_t end = coordinators.find(',', start);
     if (end == std::string::npos) end = coordinators.size();
     std::string c = coordinators.substr(start, end - start);
-    if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
+    if (c.find('=') != std::string::npos) {
+      auto peer = dtx::node::ParseConfiguredPeer(c, dtx::PrincipalKind::kCoordinator);
+      if (!peer.ok())
+        return dtx::Status::InvalidArgument("--coordinators: " + peer.status().message());
+      options->coordinators.push_back(peer->address);
+      options->coordinator_peers.push_back(std::move(*peer));
+    } else if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
       return dtx::Status::InvalidArgument("--coordinators: '" + c + "': " + hp.status().message());
+    } else {
+      // A coordinator without a name: asked about in-doubt transactions,
+      // never allowed to drive this node under a secure policy.
+      options->coordinators.push_back(c);
     }
-    options->coordinators.push_back(c);
     start = end + 1;
   }
   return dtx::Status::OK();

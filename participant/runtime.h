@@ -65,13 +65,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/failure_detector.h"
+#include "common/identity.h"
 #include "common/status.h"
 #include "common/trace.h"
+#include "node/access.h"
 #include "participant/core.h"
 #include "wal/wal.h"
 
@@ -99,6 +102,16 @@ struct RuntimeOptions {
   // transaction is asked of whichever of these - or of the coordinators that
   // send heartbeats - is primary at the transaction's epoch or later.
   std::vector<std::string> coordinators;
+  // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
+  // the coordinators in coordinator_peers (by certificate name, and for the
+  // address an AdoptEpoch or Heartbeat speaks for) may drive this node, only
+  // an admin may arm failpoints or list in-doubt transactions. !secure:
+  // every caller may do everything (until TLS authenticates callers).
+  bool secure = false;
+  std::vector<node::ConfiguredPeer> coordinator_peers;
+  // Who is calling on a new connection (node/node.h NodeOptions::identify);
+  // empty: the transport's identity. Tests forge identities with it.
+  std::function<PeerIdentity(const PeerIdentity&)> identify;
   // A coordinator not heard from (heartbeat or call) for this long shows as
   // suspected in GetStatus.
   uint64_t coordinator_suspect_after_ms = kSuspectAfterMsDefault;  // common/failure_detector.h

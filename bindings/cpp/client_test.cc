@@ -54,7 +54,8 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     cob();
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob,
+                   std::function<void(TDelayedException*)>) override {
     cob({});
   }
   void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
