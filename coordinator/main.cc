@@ -7,6 +7,7 @@
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
+//                   [--admin-listen HOST:PORT]
 // Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
@@ -71,7 +72,7 @@ std::vector<std::string> Split(const std::string& s, char sep) {
 
 // The command line as given, before it is checked.
 struct Flags {
-  std::string name, listen, dir, participants, log_file, log_level, metrics_listen;
+  std::string name, listen, dir, participants, log_file, log_level, metrics_listen, admin_listen;
   uint64_t prepare_timeout_ms = 0;
   uint64_t abort_quiet_ms = 0;
   std::string role, peer, detector;
@@ -117,6 +118,9 @@ po::options_description DescribeFlags(Flags* flags) {
       "phi-accrual suspicion threshold")(
       "replicate-timeout-ms", po::value(&flags->replicate_timeout_ms)->default_value(1000),
       "a Replicate call to the backup slower than this counts the backup as lost")(
+      "admin-listen", po::value(&flags->admin_listen)->default_value("127.0.0.1:0"),
+      "host:port of the admin listener (SetFailpoint, GetTrace, ListInDoubt; port 0: any free "
+      "port; the bound address is written to NODEDIR/admin.addr)")(
       "metrics-listen", po::value(&flags->metrics_listen)->default_value("127.0.0.1:0"),
       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
       "written to NODEDIR/metrics.addr), or \"off\"")(
@@ -149,13 +153,17 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
 // The validation steps below check the flags in the order the usage errors
 // are reported and fill `*options`; InvalidArgument carries the usage error.
 
-// --dir, --listen, --metrics-listen, --participants.
+// --dir, --listen, --admin-listen, --metrics-listen, --participants.
 dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   options->name = flags.name;
   options->dir = flags.dir;
   if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
   if (!ParseListen(flags.listen, &options->listen_host, &options->listen_port)) {
     return dtx::Status::InvalidArgument("--listen '" + flags.listen + "' is not host:port");
+  }
+  if (!ParseListen(flags.admin_listen, &options->admin_host, &options->admin_port)) {
+    return dtx::Status::InvalidArgument("--admin-listen '" + flags.admin_listen +
+                                        "' is not host:port");
   }
   if (flags.metrics_listen == "off") {
     options->metrics_enabled = false;

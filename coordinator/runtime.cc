@@ -74,6 +74,9 @@ struct Runtime::Impl {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
+  // Admin ListInDoubt: a coordinator holds no in-doubt transactions of its
+  // own (its open decisions show in GetStatus): always empty.
+  std::vector<rpc::InDoubtTx> ListInDoubt() const { return {}; }
   // CoordinatorPeer (from the other coordinator).
   void Replicate(const rpc::ReplicateRequest& req,
                  std::function<void(const rpc::ReplicateResponse&)> cob,
@@ -131,6 +134,7 @@ struct Runtime::Impl {
   // The glue between ha_ and the world (coordinator/driver.h).
   std::unique_ptr<CoordinatorDriver> driver_;
   std::string address_;
+  std::string admin_address_;  // the admin listener, bound
   std::map<std::string, ParticipantStub> stubs_;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
@@ -161,8 +165,9 @@ namespace {
 // The Thrift edge, one per connection: converts and forwards to the Runtime.
 // A call after Shutdown (detached) answers UNAVAILABLE. Replicate and
 // Heartbeat are taken only from the configured peer coordinator speaking for
-// itself, QueryDecision from a configured participant or that coordinator,
-// the admin calls only from an admin (node/access.h). Loop thread only.
+// itself, QueryDecision from a configured participant or that coordinator
+// (node/access.h). The admin calls are on the admin listener (node/handler.h
+// AdminHandler). Loop thread only.
 class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
  public:
   using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
@@ -177,14 +182,6 @@ class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime:
                  const rpc::ReplicateRequest& req) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
-  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
-                    const std::string& action) override {
-    SetFailpointImpl(std::move(cob), std::move(exn_cob), name, action);
-  }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, ExnCob exn_cob,
-                const rpc::TxId& txid) override {
-    GetTraceImpl(std::move(cob), std::move(exn_cob), txid);
-  }
 };
 
 }  // namespace
@@ -410,6 +407,7 @@ Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->address_; }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+std::string Runtime::admin_address() const { return impl_->admin_address_; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
@@ -427,6 +425,11 @@ Status Runtime::Impl::Init() {
       handlers, options_.listen_host, options_.listen_port);
   if (!served.ok()) return served.status();
   address_ = *served;
+  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PRIMARY),
+                           handlers, options_.admin_host, options_.admin_port);
+  if (!admin.ok()) return admin.status();
+  admin_address_ = *admin;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
@@ -487,8 +490,8 @@ Status Runtime::Impl::Init() {
   node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
-               RoleName(ha_->role()), options_.participants.size(),
+  DTX_LOG_INFO("serving on {}, admin on {}, as {} with {} participants; peer coordinator {}",
+               address_, admin_address_, RoleName(ha_->role()), options_.participants.size(),
                options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }

@@ -90,7 +90,11 @@ struct RuntimeOptions {
   std::string name = "coordinator-0";
   std::string listen_host = "127.0.0.1";
   int listen_port = 0;  // 0: the kernel picks one; see Runtime::address()
-  std::string dir;      // NODEDIR: the WAL lives in dir/wal
+  // The admin listener (idl/dtx.thrift service Admin): SetFailpoint,
+  // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 0;
+  std::string dir;  // NODEDIR: the WAL lives in dir/wal
   // host:port per shard; copied into core.participants.
   std::vector<std::string> participants;
   // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
@@ -140,6 +144,8 @@ class Runtime {
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
+  // "host:port" of the admin listener.
+  std::string admin_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

@@ -11,8 +11,8 @@
 // the runtime's implementation it forwards to) and implements the service's
 // own calls, starting each with `if (target() == nullptr)` (detached: the
 // node is shutting down) and, for a peer or admin call, a Permit() check
-// against the node's AccessPolicy (node/access.h). SetFailpoint and GetTrace
-// are implemented here, once, for the admin.
+// against the node's AccessPolicy (node/access.h). The Admin service
+// (idl/dtx.thrift) is AdminHandler below, the same for both node kinds.
 //
 // Threading: loop thread only (RpcServer calls handlers there).
 // Ownership: the HandlerTarget is shared by the node and every connection's
@@ -25,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <thrift/Thrift.h>
 
@@ -34,6 +35,7 @@
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
 #include "common/trace_rpc.h"
+#include "Admin.h"
 #include "node/access.h"
 #include "node/node.h"
 
@@ -142,6 +144,57 @@ class Handler : public Service {
  private:
   std::shared_ptr<HandlerTarget<Target>> shared_;
   const PeerIdentity caller_;
+};
+
+// The Admin service of a node (its admin listener): GetStatus for anyone who
+// reaches the listener, SetFailpoint, GetTrace and ListInDoubt for an admin.
+// Target provides `rpc::NodeStatus GetStatus() const` and
+// `std::vector<rpc::InDoubtTx> ListInDoubt() const`.
+template <typename Target>
+class AdminHandler final : public Handler<rpc::AdminCobSvIf, Target> {
+  using Base = Handler<rpc::AdminCobSvIf, Target>;
+
+ public:
+  using typename Base::ExnCob;
+  // `detached_role`: the role GetStatus reports once the node shuts down.
+  AdminHandler(std::shared_ptr<HandlerTarget<Target>> shared, PeerIdentity caller,
+               rpc::NodeRole::type detached_role)
+      : Base(std::move(shared), std::move(caller)), detached_role_(detached_role) {}
+
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
+    if (this->target() == nullptr) {
+      rpc::NodeStatus st;
+      st.role = detached_role_;
+      return cob(st);
+    }
+    cob(this->target()->GetStatus());
+  }
+  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
+                    const std::string& action) override {
+    this->SetFailpointImpl(std::move(cob), std::move(exn_cob), name, action);
+  }
+  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, ExnCob exn_cob,
+                const rpc::TxId& txid) override {
+    this->GetTraceImpl(std::move(cob), std::move(exn_cob), txid);
+  }
+  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob,
+                   ExnCob exn_cob) override {
+    if (!this->Permit(this->policy().RequireAdmin(this->caller(), "ListInDoubt"), exn_cob)) return;
+    if (this->target() == nullptr) return cob({});
+    cob(this->target()->ListInDoubt());
+  }
+
+  // A processor factory for Node::Serve: one AdminHandler per connection.
+  static RpcProcessorFactory Factory(std::shared_ptr<HandlerTarget<Target>> shared,
+                                     rpc::NodeRole::type detached_role) {
+    return [shared = std::move(shared), detached_role](const PeerIdentity& caller) {
+      return std::make_shared<rpc::AdminAsyncProcessor>(
+          std::make_shared<AdminHandler>(shared, caller, detached_role));
+    };
+  }
+
+ private:
+  const rpc::NodeRole::type detached_role_;
 };
 
 }  // namespace dtx::node

@@ -1,6 +1,9 @@
 #include "node/node.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "common/check.h"
@@ -40,6 +43,19 @@ Result<std::string> Node::Serve(RpcProcessorFactory factory, std::shared_ptr<Det
   std::string bound = servers_.back()->address();
   if (address_.empty()) address_ = bound;
   return bound;
+}
+
+Status Node::RecordAddress(const std::string& file_name, const std::string& address) const {
+  const std::filesystem::path file = std::filesystem::path(options_.dir) / file_name;
+  const std::filesystem::path tmp = file.string() + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
+  const bool written = std::fprintf(f, "%s\n", address.c_str()) > 0;
+  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
+  return Status::OK();
 }
 
 void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {

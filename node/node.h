@@ -45,6 +45,9 @@
 
 namespace dtx::node {
 
+// NODEDIR/admin.addr: "host:port" of the admin listener (Node::RecordAddress).
+inline constexpr const char* kAdminAddressFile = "admin.addr";
+
 struct NodeOptions {
   std::string name;  // e.g. "coordinator-0": log lines, GetTrace, RpcServer
   std::string dir;   // NODEDIR: metrics.addr is written here
@@ -131,6 +134,9 @@ class Node {
                             const std::string& host, int port);
   // "host:port" of the first listener Serve() bound ("" before Serve).
   const std::string& address() const { return address_; }
+  // Writes "address\n" to NODEDIR/file_name atomically (temp file, rename),
+  // so tools find a listener the kernel picked the port of (e.g. admin.addr).
+  Status RecordAddress(const std::string& file_name, const std::string& address) const;
 
   // ---- timers ----
   // Runs `fn` every interval_ms on the loop until Shutdown().

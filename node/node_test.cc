@@ -183,6 +183,12 @@ TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
 // A handler whose own calls only say whether they still reach their target.
 struct Target {
   int calls = 0;
+  rpc::NodeStatus GetStatus() const {
+    rpc::NodeStatus st;
+    st.name = "serving";
+    return st;
+  }
+  std::vector<rpc::InDoubtTx> ListInDoubt() const { return {rpc::InDoubtTx()}; }
 };
 class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
@@ -210,15 +216,8 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
                  const rpc::HeartbeatRequest&) override {
     cob({});
   }
-  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
-                    const std::string& action) override {
-    SetFailpointImpl(std::move(cob), std::move(exn_cob), name, action);
-  }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, ExnCob exn_cob,
-                const rpc::TxId& txid) override {
-    GetTraceImpl(std::move(cob), std::move(exn_cob), txid);
-  }
 };
+using TestAdmin = AdminHandler<Target>;
 
 // The error code an exn_cob received (nullopt: none). throw_it() frees the
 // exception.
@@ -253,6 +252,10 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     const AccessPolicy policy = AccessPolicy::Insecure();
     auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
     auto handler = std::make_shared<TestHandler>(shared, PeerIdentity{});
+    auto admin = std::make_shared<TestAdmin>(shared, PeerIdentity{}, rpc::NodeRole::PRIMARY);
+    auto admin_bound =
+        node.Serve(TestAdmin::Factory(shared, rpc::NodeRole::PRIMARY), shared, "127.0.0.1", 0);
+    ASSERT_TRUE(admin_bound.ok());
     auto bound = node.Serve(
         [shared](const PeerIdentity& who) {
           return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
@@ -260,7 +263,8 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
         },
         shared, "127.0.0.1", 0);
     ASSERT_TRUE(bound.ok());
-    EXPECT_EQ(node.address(), *bound);
+    EXPECT_EQ(node.address(), *admin_bound) << "the first listener bound";
+    EXPECT_NE(*bound, *admin_bound);
     node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
 
     std::string role;
@@ -271,17 +275,17 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     txid.hi = 7;
     txid.lo = 7;
     Refusal none;
-    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
+    admin->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
     EXPECT_EQ(trace.name, "node-x");
     ASSERT_EQ(trace.events.size(), 1u);
     EXPECT_EQ(trace.events[0].event, "received");
 
     bool armed = false;
     Refusal bad;
-    handler->SetFailpoint([&] { armed = true; }, bad.Cob(), "no.such.point", "error");
+    admin->SetFailpoint([&] { armed = true; }, bad.Cob(), "no.such.point", "error");
     EXPECT_EQ(bad.code, rpc::ErrorCode::BAD_ARGUMENT);
     EXPECT_FALSE(armed);
-    handler->SetFailpoint([&] { armed = true; }, none.Cob(), "coordinator.end.before_log", "error");
+    admin->SetFailpoint([&] { armed = true; }, none.Cob(), "coordinator.end.before_log", "error");
     EXPECT_TRUE(armed);
     EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});
     fp::DisarmAll();
@@ -291,8 +295,10 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
     EXPECT_EQ(role, "detached");
     EXPECT_EQ(target.calls, 1);
-    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
+    admin->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
     EXPECT_TRUE(trace.events.empty());
+    admin->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
+    EXPECT_EQ(role, "") << "detached";
   });
   loop.Stop();
 }
@@ -319,7 +325,7 @@ TEST(NodeTest, AdminCallsAreRefusedToNonAdminsUnderASecurePolicy) {
          {PeerIdentity{PrincipalKind::kNone, "", "127.0.0.1:1"},
           PeerIdentity{PrincipalKind::kClient, "bench", "127.0.0.1:2"},
           PeerIdentity{PrincipalKind::kCoordinator, "coordinator-1", "127.0.0.1:3"}}) {
-      TestHandler handler(shared, who);
+      TestAdmin handler(shared, who, rpc::NodeRole::PRIMARY);
       bool armed = false;
       Refusal refused;
       handler.SetFailpoint([&] { armed = true; }, refused.Cob(), "coordinator.end.before_log",
@@ -332,8 +338,21 @@ TEST(NodeTest, AdminCallsAreRefusedToNonAdminsUnderASecurePolicy) {
       handler.GetTrace([](const rpc::TraceResponse&) { ADD_FAILURE() << "answered"; },
                        trace_refused.Cob(), txid);
       EXPECT_EQ(trace_refused.code, rpc::ErrorCode::PERMISSION_DENIED) << who.Describe();
+      Refusal list_refused;
+      handler.ListInDoubt([](const std::vector<rpc::InDoubtTx>&) { ADD_FAILURE() << "answered"; },
+                          list_refused.Cob());
+      EXPECT_EQ(list_refused.code, rpc::ErrorCode::PERMISSION_DENIED) << who.Describe();
+      std::string status_name;
+      handler.GetStatus([&](const rpc::NodeStatus& st) { status_name = st.name; });
+      EXPECT_EQ(status_name, "serving") << "GetStatus is open to whoever reaches the listener";
     }
-    TestHandler admin(shared, PeerIdentity{PrincipalKind::kAdmin, "admin", "127.0.0.1:4"});
+    TestAdmin admin(shared, PeerIdentity{PrincipalKind::kAdmin, "admin", "127.0.0.1:4"},
+                    rpc::NodeRole::PRIMARY);
+    size_t listed = 0;
+    Refusal none_listed;
+    admin.ListInDoubt([&](const std::vector<rpc::InDoubtTx>& v) { listed = v.size(); },
+                      none_listed.Cob());
+    EXPECT_EQ(listed, 1u);
     bool armed = false;
     Refusal none;
     admin.SetFailpoint([&] { armed = true; }, none.Cob(), "coordinator.end.before_log", "error");

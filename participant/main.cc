@@ -4,6 +4,7 @@
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
+//                   [--admin-listen HOST:PORT]
 //                   [--trace-events N]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
@@ -41,7 +42,8 @@ int Usage(const po::options_description& desc, const std::string& error) {
 // The flags that are not runtime options as they are (the others are bound
 // straight to RuntimeOptions fields).
 struct Flags {
-  std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen;
+  std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
+      admin_listen;
 };
 
 // Every flag, bound to `*flags` and `*options` (which must outlive the
@@ -74,6 +76,9 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "wal-segment-bytes",
       po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
       "WAL segment size; truncation deletes whole segments")(
+      "admin-listen", po::value<std::string>(&flags->admin_listen)->default_value("127.0.0.1:0"),
+      "host:port of the admin listener (SetFailpoint, GetTrace, ListInDoubt; port 0: any free "
+      "port; the bound address is written to NODEDIR/admin.addr)")(
       "metrics-listen",
       po::value<std::string>(&flags->metrics_listen)->default_value("127.0.0.1:0"),
       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
@@ -131,13 +136,18 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   return dtx::Status::OK();
 }
 
-// --listen, --metrics-listen, --coordinator, --coordinators.
+// --listen, --admin-listen, --metrics-listen, --coordinator, --coordinators.
 dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   auto listen_hp = dtx::ParseHostPort(flags.listen);
   if (!listen_hp.ok())
     return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
   options->listen_host = listen_hp->host;
   options->listen_port = listen_hp->port;
+  auto admin_hp = dtx::ParseHostPort(flags.admin_listen, dtx::PortZero::kAllow);
+  if (!admin_hp.ok())
+    return dtx::Status::InvalidArgument("--admin-listen: " + admin_hp.status().message());
+  options->admin_host = admin_hp->host;
+  options->admin_port = admin_hp->port;
   const std::string& metrics_listen = flags.metrics_listen;
   if (metrics_listen == "off") {
     options->metrics_enabled = false;

@@ -168,8 +168,9 @@ struct Runtime::Impl {
   node::Node node_;
   // Who may call what (node/access.h): the configured coordinators.
   const node::AccessPolicy policy_;
-  const bool tracing_;     // node_.tracing()
-  obs::TraceRing& trace_;  // node_.trace()
+  std::string admin_address_;  // the admin listener, bound
+  const bool tracing_;         // node_.tracing()
+  obs::TraceRing& trace_;      // node_.trace()
   std::unique_ptr<LevelStore> level_;
   std::unique_ptr<FailpointStore> store_;
   std::unique_ptr<Core> core_;
@@ -229,8 +230,8 @@ namespace {
 // The Thrift edge, one per connection: converts and forwards to the Runtime.
 // A call after Shutdown (detached) answers UNAVAILABLE. The peer calls
 // (Prepare, Commit, Abort, AdoptEpoch, Heartbeat) are taken only from a
-// configured coordinator, the admin calls only from an admin (node/access.h).
-// Loop thread only.
+// configured coordinator (node/access.h). The admin calls are on the admin
+// listener (node/handler.h AdminHandler). Loop thread only.
 class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl> {
  public:
   using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
@@ -244,20 +245,10 @@ class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime:
   void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
              const rpc::Epoch epoch) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob,
-                   ExnCob exn_cob) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
   void AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
                   const std::string& coordinator) override;
-  void SetFailpoint(std::function<void()> cob, ExnCob exn_cob, const std::string& name,
-                    const std::string& action) override {
-    SetFailpointImpl(std::move(cob), std::move(exn_cob), name, action);
-  }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, ExnCob exn_cob,
-                const rpc::TxId& txid) override {
-    GetTraceImpl(std::move(cob), std::move(exn_cob), txid);
-  }
 
  private:
   // A configured coordinator (any, when the policy is insecure).
@@ -354,6 +345,7 @@ Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->node_.address(); }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+std::string Runtime::admin_address() const { return impl_->admin_address_; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = loop_->NowMs();
@@ -398,6 +390,11 @@ Status Runtime::Impl::Init() {
       },
       handlers, options_.listen_host, options_.listen_port);
   if (!served.ok()) return served.status();
+  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PARTICIPANT),
+                           handlers, options_.admin_host, options_.admin_port);
+  if (!admin.ok()) return admin.status();
+  admin_address_ = *admin;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
   node_.RunEvery(kTickIntervalMs, [this] {
     core_->Tick(NowMs());
     Process();
@@ -406,8 +403,8 @@ Status Runtime::Impl::Init() {
   });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", node_.address(), options_.dir,
-               options_.coordinator);
+  DTX_LOG_INFO("serving on {}, admin on {} (dir {}, coordinator {})", node_.address(),
+               admin_address_, options_.dir, options_.coordinator);
   return Status::OK();
 }
 
@@ -1120,13 +1117,6 @@ void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
     return cob(s);
   }
   cob(target()->GetStatus());
-}
-
-void Handler::ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob,
-                          ExnCob exn_cob) {
-  if (!Permit(policy().RequireAdmin(caller(), "ListInDoubt"), exn_cob)) return;
-  if (target() == nullptr) return cob({});
-  cob(target()->ListInDoubt());
 }
 
 }  // namespace dtx::participant

@@ -94,7 +94,11 @@ inline constexpr uint64_t kWalSegmentBytesMax = uint64_t{1} << 30;
 struct RuntimeOptions {
   std::string name = "participant-0";
   std::string listen_host = "127.0.0.1";
-  int listen_port = 0;      // 0: the kernel picks one; see Runtime::address()
+  int listen_port = 0;  // 0: the kernel picks one; see Runtime::address()
+  // The admin listener (idl/dtx.thrift service Admin): SetFailpoint,
+  // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 0;
   std::string dir;          // NODEDIR: wal/ and data/ live here
   std::string coordinator;  // host:port asked with QueryDecision by default
   // Every coordinator (primary and backup; may include `coordinator`): when
@@ -150,6 +154,8 @@ class Runtime {
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
+  // "host:port" of the admin listener.
+  std::string admin_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

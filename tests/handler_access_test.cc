@@ -7,6 +7,7 @@
 // are refused to the wrong caller (PERMISSION_DENIED, nothing done) and taken
 // from the right one.
 #include <gtest/gtest.h>
+#include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
@@ -18,6 +19,7 @@
 #include <optional>
 #include <string>
 
+#include "Admin.h"
 #include "CoordinatorPeer.h"
 #include "ParticipantPeer.h"
 #include "common/address.h"
@@ -156,6 +158,11 @@ class ParticipantAccessTest : public ::testing::Test {
     forged_.Set(who);
     return Connection<rpc::ParticipantPeerClient>(runtime_->address());
   }
+  // A new connection of `who` to the admin listener.
+  Connection<rpc::AdminClient> AdminAs(const PeerIdentity& who) {
+    forged_.Set(who);
+    return Connection<rpc::AdminClient>(runtime_->admin_address());
+  }
   int64_t Epoch() {
     rpc::NodeStatus st;
     As(kClient)->GetStatus(st);
@@ -214,24 +221,44 @@ TEST_F(ParticipantAccessTest, HeartbeatMustComeFromTheCoordinatorItNames) {
 
 TEST_F(ParticipantAccessTest, AdminCallsOnlyFromAnAdmin) {
   for (const PeerIdentity& who : {kClient, kAsCoordinator0}) {
-    EXPECT_EQ(ErrorOf([&] { As(who)->SetFailpoint("participant.commit.before_ack", "crash"); }),
-              rpc::ErrorCode::PERMISSION_DENIED)
+    EXPECT_EQ(
+        ErrorOf([&] { AdminAs(who)->SetFailpoint("participant.commit.before_ack", "crash"); }),
+        rpc::ErrorCode::PERMISSION_DENIED)
         << who.Describe();
     EXPECT_TRUE(fp::Armed().empty());
     std::vector<rpc::InDoubtTx> doubt;
-    EXPECT_EQ(ErrorOf([&] { As(who)->ListInDoubt(doubt); }), rpc::ErrorCode::PERMISSION_DENIED);
+    EXPECT_EQ(ErrorOf([&] { AdminAs(who)->ListInDoubt(doubt); }),
+              rpc::ErrorCode::PERMISSION_DENIED);
     rpc::TraceResponse trace;
-    EXPECT_EQ(ErrorOf([&] { As(who)->GetTrace(trace, SomeTxId()); }),
+    EXPECT_EQ(ErrorOf([&] { AdminAs(who)->GetTrace(trace, SomeTxId()); }),
               rpc::ErrorCode::PERMISSION_DENIED);
   }
-  EXPECT_EQ(ErrorOf([&] { As(kAdmin)->SetFailpoint("participant.commit.before_ack", "error"); }),
-            std::nullopt);
+  EXPECT_EQ(
+      ErrorOf([&] { AdminAs(kAdmin)->SetFailpoint("participant.commit.before_ack", "error"); }),
+      std::nullopt);
   EXPECT_EQ(fp::Armed(), std::vector<std::string>{"participant.commit.before_ack=error"});
   std::vector<rpc::InDoubtTx> doubt;
-  EXPECT_EQ(ErrorOf([&] { As(kAdmin)->ListInDoubt(doubt); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->ListInDoubt(doubt); }), std::nullopt);
   // Client calls stay open to every caller.
   rpc::ReadResult read;
   EXPECT_EQ(ErrorOf([&] { As(kClient)->Read(read, "k"); }), std::nullopt);
+}
+
+// The admin calls are not on the client/peer listener at all: a stock Admin
+// client sending SetFailpoint there gets Thrift's UNKNOWN_METHOD, even as an
+// admin. The admin listener is bound to loopback by default.
+TEST_F(ParticipantAccessTest, AdminCallsAreUnknownOnTheClientListenerAndAdminIsOnLoopback) {
+  forged_.Set(kAdmin);
+  Connection<rpc::AdminClient> wrong_port(runtime_->address());
+  try {
+    wrong_port->SetFailpoint("participant.commit.before_ack", "crash");
+    ADD_FAILURE() << "SetFailpoint answered on the client listener";
+  } catch (const apache::thrift::TApplicationException& e) {
+    EXPECT_EQ(e.getType(), apache::thrift::TApplicationException::UNKNOWN_METHOD) << e.what();
+  }
+  EXPECT_TRUE(fp::Armed().empty());
+  EXPECT_EQ(runtime_->admin_address().rfind("127.0.0.1:", 0), 0u) << runtime_->admin_address();
+  EXPECT_NE(runtime_->admin_address(), runtime_->address());
 }
 
 class CoordinatorAccessTest : public ::testing::Test {
@@ -269,6 +296,10 @@ class CoordinatorAccessTest : public ::testing::Test {
   Connection<rpc::CoordinatorPeerClient> As(const PeerIdentity& who) {
     forged_.Set(who);
     return Connection<rpc::CoordinatorPeerClient>(runtime_->address());
+  }
+  Connection<rpc::AdminClient> AdminAs(const PeerIdentity& who) {
+    forged_.Set(who);
+    return Connection<rpc::AdminClient>(runtime_->admin_address());
   }
 
   TempDir dir_;
@@ -327,11 +358,12 @@ TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
 }
 
 TEST_F(CoordinatorAccessTest, SetFailpointFromACoordinatorIsRefused) {
-  EXPECT_EQ(
-      ErrorOf([&] { As(kAsCoordinator1)->SetFailpoint("coordinator.end.before_log", "crash"); }),
-      rpc::ErrorCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorOf([&] {
+              AdminAs(kAsCoordinator1)->SetFailpoint("coordinator.end.before_log", "crash");
+            }),
+            rpc::ErrorCode::PERMISSION_DENIED);
   EXPECT_TRUE(fp::Armed().empty());
-  EXPECT_EQ(ErrorOf([&] { As(kAdmin)->SetFailpoint("coordinator.end.before_log", "error"); }),
+  EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->SetFailpoint("coordinator.end.before_log", "error"); }),
             std::nullopt);
   EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});
 }

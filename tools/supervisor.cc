@@ -94,6 +94,8 @@ class Supervisor {
       n->entry = e;
       std::string node_dir = NodeDir(options_.dir, e.name);
       n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir};
+      if (!e.admin_address.empty())
+        n->args.insert(n->args.end(), {"--admin-listen", e.admin_address});
       if (e.role == NodeKind::kCoordinator) {
         n->bin = options_.coordinator_bin;
         n->args.insert(n->args.end(), {"--participants", participants});
