@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "Participant.h"
 #include "common/types.h"
@@ -200,6 +201,7 @@ class Conn {
   std::unique_ptr<C> client_;
 };
 using PConn = Conn<dtx::rpc::ParticipantClient>;
+using AConn = Conn<dtx::rpc::AdminClient>;
 using CConn = Conn<dtx::rpc::CoordinatorClient>;
 
 // Polls GetStatus on `port` until it answers; false on timeout or if `pid`
@@ -403,13 +405,22 @@ int64_t RecoveredInDoubt(const std::string& log_file) {
 InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const std::string& dir,
                       int clients) {
   const int cport = FreePort(), p0 = FreePort(), p1 = FreePort();
+  // participant-0's admin listener (failpoints, ListInDoubt), kept across its restart.
+  const int admin0 = FreePort();
   const std::string caddr = "127.0.0.1:" + std::to_string(cport);
   auto participant = [&](int i, int port, const std::string& fps) {
-    return Spawn(
-        {pbin, "--name", "participant-" + std::to_string(i), "--listen",
-         "127.0.0.1:" + std::to_string(port), "--dir", dir + "/participant-" + std::to_string(i),
-         "--coordinator", caddr, "--enable-failpoints"},
-        fps);
+    std::vector<std::string> args = {pbin,
+                                     "--name",
+                                     "participant-" + std::to_string(i),
+                                     "--listen",
+                                     "127.0.0.1:" + std::to_string(port),
+                                     "--dir",
+                                     dir + "/participant-" + std::to_string(i),
+                                     "--coordinator",
+                                     caddr,
+                                     "--enable-failpoints"};
+    if (i == 0) args.insert(args.end(), {"--admin-listen", "127.0.0.1:" + std::to_string(admin0)});
+    return Spawn(args, fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
@@ -465,7 +476,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   // The next clients-1 PREPAREs pass (and vote YES), the one after crashes
   // the node once it is durable: several undecided PREPAREs are in its log.
   {
-    PConn c(p0, 5000);
+    AConn c(admin0, 5000);
     c->SetFailpoint("participant.prepare.after_log",
                     "crash-after(" + std::to_string(clients - 1) + ")");
   }
@@ -507,7 +518,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
     Fail("participant-0 did not restart");
   r.ready_ms = Ms(Clock::now() - t0);
   auto deadline = Clock::now() + std::chrono::milliseconds(kInDoubtTimeoutMs);
-  PConn c(p0, 5000);
+  AConn c(admin0, 5000);
   for (;;) {
     std::vector<dtx::rpc::InDoubtTx> txs;
     c->ListInDoubt(txs);
@@ -519,10 +530,11 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   r.zero_ms = Ms(Clock::now() - t0);
   // Every transaction the client was told committed has its write at
   // participant-0 now; the others do not.
+  PConn reader(p0, 5000);
   for (int i = 0; i < clients; ++i) {
     if (outcome[i] == 0) continue;
     dtx::rpc::ReadResult rr;
-    c->Read(rr, key_on(0, i));
+    reader->Read(rr, key_on(0, i));
     if (rr.found != (outcome[i] == 1)) {
       Fail("after recovery, key of client " + std::to_string(i) + " is " +
            (rr.found ? "" : "not ") + "at participant-0 but its commit was " +

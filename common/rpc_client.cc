@@ -650,19 +650,6 @@ void ParticipantStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> don
   CallRpc<rpc_method::Participant_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
-void ParticipantStub::ListInDoubt(int timeout_ms, RpcCallback<std::vector<rpc::InDoubtTx>> done) {
-  rpc::Participant_ListInDoubt_pargs a;
-  CallRpc<rpc_method::Participant_ListInDoubt>(channel_, a, timeout_ms, std::move(done));
-}
-
-void ParticipantStub::SetFailpoint(const std::string& name, const std::string& action,
-                                   int timeout_ms, RpcDoneCallback done) {
-  rpc::Participant_SetFailpoint_pargs a;
-  a.name = &name;
-  a.action = &action;
-  CallRpc<rpc_method::Participant_SetFailpoint>(channel_, a, timeout_ms, std::move(done));
-}
-
 void CoordinatorStub::GetShardMap(int timeout_ms, RpcCallback<rpc::ShardMap> done) {
   rpc::Coordinator_GetShardMap_pargs a;
   CallRpc<rpc_method::Coordinator_GetShardMap>(channel_, a, timeout_ms, std::move(done));
@@ -687,12 +674,22 @@ void CoordinatorStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> don
   CallRpc<rpc_method::Coordinator_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
-void CoordinatorStub::SetFailpoint(const std::string& name, const std::string& action,
-                                   int timeout_ms, RpcDoneCallback done) {
-  rpc::Coordinator_SetFailpoint_pargs a;
+void AdminStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
+  rpc::Admin_GetStatus_pargs a;
+  CallRpc<rpc_method::Admin_GetStatus>(channel_, a, timeout_ms, std::move(done));
+}
+
+void AdminStub::ListInDoubt(int timeout_ms, RpcCallback<std::vector<rpc::InDoubtTx>> done) {
+  rpc::Admin_ListInDoubt_pargs a;
+  CallRpc<rpc_method::Admin_ListInDoubt>(channel_, a, timeout_ms, std::move(done));
+}
+
+void AdminStub::SetFailpoint(const std::string& name, const std::string& action, int timeout_ms,
+                             RpcDoneCallback done) {
+  rpc::Admin_SetFailpoint_pargs a;
   a.name = &name;
   a.action = &action;
-  CallRpc<rpc_method::Coordinator_SetFailpoint>(channel_, a, timeout_ms, std::move(done));
+  CallRpc<rpc_method::Admin_SetFailpoint>(channel_, a, timeout_ms, std::move(done));
 }
 
 }  // namespace dtx

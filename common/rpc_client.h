@@ -67,6 +67,7 @@
 #include <utility>
 #include <vector>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "CoordinatorPeer.h"
 #include "Participant.h"
@@ -179,13 +180,14 @@ DTX_RPC_METHOD(Participant, Prepare);
 DTX_RPC_METHOD(Participant, Commit);
 DTX_RPC_METHOD(Participant, Abort);
 DTX_RPC_METHOD(Participant, GetStatus);
-DTX_RPC_METHOD(Participant, ListInDoubt);
-DTX_RPC_METHOD(Participant, SetFailpoint);
 DTX_RPC_METHOD(Coordinator, GetShardMap);
 DTX_RPC_METHOD(Coordinator, Commit);
 DTX_RPC_METHOD(Coordinator, QueryDecision);
 DTX_RPC_METHOD(Coordinator, GetStatus);
-DTX_RPC_METHOD(Coordinator, SetFailpoint);
+// The admin listener of either node kind.
+DTX_RPC_METHOD(Admin, GetStatus);
+DTX_RPC_METHOD(Admin, ListInDoubt);
+DTX_RPC_METHOD(Admin, SetFailpoint);
 // The high-availability services (coordinator/peer_stub.h).
 DTX_RPC_METHOD(CoordinatorPeer, Replicate);
 DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
@@ -280,9 +282,6 @@ class ParticipantStub {
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
   void Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
   void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
-  void ListInDoubt(int timeout_ms, RpcCallback<std::vector<rpc::InDoubtTx>> done);
-  void SetFailpoint(const std::string& name, const std::string& action, int timeout_ms,
-                    RpcDoneCallback done);
 
   const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
 
@@ -302,6 +301,24 @@ class CoordinatorStub {
   void Commit(const rpc::CommitRequest& req, int timeout_ms, RpcCallback<rpc::CommitResult> done);
   void QueryDecision(const rpc::TxId& txid, int timeout_ms, RpcCallback<rpc::Decision::type> done);
   void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
+
+  const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
+
+ private:
+  std::shared_ptr<PeerChannel> channel_;
+};
+
+// Typed async stub for the Admin service (a node's admin listener); same
+// rules as ParticipantStub.
+class AdminStub {
+ public:
+  AdminStub() = default;
+  explicit AdminStub(std::shared_ptr<PeerChannel> channel) : channel_(std::move(channel)) {}
+  AdminStub(EventLoop* loop, std::string address, PeerChannelOptions options = {})
+      : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
+
+  void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
+  void ListInDoubt(int timeout_ms, RpcCallback<std::vector<rpc::InDoubtTx>> done);
   void SetFailpoint(const std::string& name, const std::string& action, int timeout_ms,
                     RpcDoneCallback done);
 

@@ -84,13 +84,6 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
     s.role = rpc::NodeRole::PARTICIPANT;
     cob(s);
   }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
-    cob({});
-  }
-  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
-                    const std::string&, const std::string&) override {
-    cob();
-  }
 
   static rpc::ReadResult Result(const std::string& key) {
     rpc::ReadResult r;
@@ -250,6 +243,7 @@ TEST_F(RpcTest, ProcessorFactoryServesEachConnectionWithItsOwnHandler) {
 class TestParticipantPeer : public rpc::ParticipantPeerCobSvIf, public TestParticipant {
  public:
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+                 std::function<void(TDelayedException*)>,
                  const rpc::HeartbeatRequest& req) override {
     last_heartbeat_role = req.role;
     rpc::HeartbeatResponse r;
@@ -266,9 +260,6 @@ class TestParticipantPeer : public rpc::ParticipantPeerCobSvIf, public TestParti
     e.__set_current_epoch(9);
     e.__set_epoch_owner("10.0.0.9:7000");
     exn_cob(TDelayedException::delayException(e));
-  }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId&) override {
-    cob(rpc::TraceResponse());
   }
   rpc::NodeRole::type last_heartbeat_role = static_cast<rpc::NodeRole::type>(0);
 };

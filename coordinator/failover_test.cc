@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -34,8 +35,10 @@
 
 #include <gtest/gtest.h>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "Participant.h"
+#include "common/address.h"
 #include "common/log.h"
 #include "dtx/client.h"
 
@@ -123,6 +126,16 @@ class Process {
   pid_t pid_ = -1;
   bool exited_ = false;
 };
+
+// The admin listener's port of the node in `node_dir` (NODEDIR/admin.addr,
+// written before the node serves); 0 if unreadable.
+int AdminPort(const std::string& node_dir) {
+  std::ifstream in(node_dir + "/admin.addr");
+  std::string line;
+  std::getline(in, line);
+  auto hp = ParseHostPort(line);
+  return hp.ok() ? hp->port : 0;
+}
 
 template <typename ClientT>
 class Sync {
@@ -550,7 +563,7 @@ TEST_P(FailpointCrash, BackupTakesOverAndNothingDiverges) {
   RunBank(
       cl,
       [&] {
-        Sync<rpc::CoordinatorClient> c(cl.c0_);
+        Sync<rpc::AdminClient> c(AdminPort(cl.dir_ + "/c0"));
         ASSERT_TRUE(c.Open());
         c->SetFailpoint(GetParam(), "crash");
         ASSERT_TRUE(WaitFor([&] { return cl.primary_->Exited(); }, std::chrono::seconds(5)))

@@ -7,7 +7,7 @@
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
-//                   [--enable-failpoints]
+//                   [--admin-listen HOST:PORT] [--enable-failpoints]
 // Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
@@ -32,6 +32,7 @@
 #include "common/address.h"
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
+#include "node/access.h"
 
 namespace {
 
@@ -72,7 +73,7 @@ std::vector<std::string> Split(const std::string& s, char sep) {
 
 // The command line as given, before it is checked.
 struct Flags {
-  std::string name, listen, dir, participants, log_file, log_level, metrics_listen;
+  std::string name, listen, dir, participants, log_file, log_level, metrics_listen, admin_listen;
   uint64_t prepare_timeout_ms = 0;
   uint64_t abort_quiet_ms = 0;
   std::string role, peer, detector;
@@ -91,8 +92,8 @@ po::options_description DescribeFlags(Flags* flags) {
                                         "host:port to serve the Coordinator service on")(
       "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
       "participants", po::value(&flags->participants)->default_value(""),
-      "comma-separated participant host:port list; the order is the shard index")(
-      "log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
+      "comma-separated participant NAME=HOST:PORT (or HOST:PORT) list; the order is the shard "
+      "index")("log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
       "log-level", po::value(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
       "abort-quiet-ms",
@@ -105,7 +106,8 @@ po::options_description DescribeFlags(Flags* flags) {
       "abort a transaction whose votes are not all in after this long")(
       "role", po::value(&flags->role)->default_value("primary"),
       "primary or backup (with --peer; without it the node runs alone as primary)")(
-      "peer", po::value(&flags->peer)->default_value(""), "host:port of the other coordinator")(
+      "peer", po::value(&flags->peer)->default_value(""),
+      "NAME=HOST:PORT (or HOST:PORT) of the other coordinator")(
       "heartbeat-ms",
       po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
       "heartbeat interval to participants and the peer coordinator")(
@@ -118,6 +120,9 @@ po::options_description DescribeFlags(Flags* flags) {
       "phi-accrual suspicion threshold")(
       "replicate-timeout-ms", po::value(&flags->replicate_timeout_ms)->default_value(1000),
       "a Replicate call to the backup slower than this counts the backup as lost")(
+      "admin-listen", po::value(&flags->admin_listen)->default_value("127.0.0.1:0"),
+      "host:port of the admin listener (SetFailpoint, GetTrace, ListInDoubt; port 0: any free "
+      "port; the bound address is written to NODEDIR/admin.addr)")(
       "metrics-listen", po::value(&flags->metrics_listen)->default_value("127.0.0.1:0"),
       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
       "written to NODEDIR/metrics.addr), or \"off\"")(
@@ -153,13 +158,17 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
 // The validation steps below check the flags in the order the usage errors
 // are reported and fill `*options`; InvalidArgument carries the usage error.
 
-// --dir, --listen, --metrics-listen, --participants.
+// --dir, --listen, --admin-listen, --metrics-listen, --participants.
 dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   options->name = flags.name;
   options->dir = flags.dir;
   if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
   if (!ParseListen(flags.listen, &options->listen_host, &options->listen_port)) {
     return dtx::Status::InvalidArgument("--listen '" + flags.listen + "' is not host:port");
+  }
+  if (!ParseListen(flags.admin_listen, &options->admin_host, &options->admin_port)) {
+    return dtx::Status::InvalidArgument("--admin-listen '" + flags.admin_listen +
+                                        "' is not host:port");
   }
   if (flags.metrics_listen == "off") {
     options->metrics_enabled = false;
@@ -168,7 +177,16 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
                                         "' is not host:port or off");
   }
   std::set<std::string> seen;
-  for (const std::string& p : Split(flags.participants, ',')) {
+  for (std::string p : Split(flags.participants, ',')) {
+    // NAME=HOST:PORT names the participant its certificate must carry (the
+    // access policy, node/access.h); a bare HOST:PORT has no name.
+    if (p.find('=') != std::string::npos) {
+      auto peer = dtx::node::ParseConfiguredPeer(p, dtx::PrincipalKind::kParticipant);
+      if (!peer.ok())
+        return dtx::Status::InvalidArgument("--participants: " + peer.status().message());
+      p = peer->address;
+      options->named_peers.push_back(std::move(*peer));
+    }
     if (!dtx::ParseHostPort(p).ok() || p.size() > dtx::coordinator::kParticipantAddressBytesMax) {
       return dtx::Status::InvalidArgument("--participants: '" + p + "' is not host:port");
     }
@@ -209,14 +227,21 @@ dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
   } else {
     return dtx::Status::InvalidArgument("--role must be primary or backup");
   }
-  if (!flags.peer.empty()) {
-    if (!dtx::ParseHostPort(flags.peer).ok()) {
-      return dtx::Status::InvalidArgument("--peer: '" + flags.peer + "' is not host:port");
+  std::string peer_address = flags.peer;
+  if (peer_address.find('=') != std::string::npos) {
+    auto peer = dtx::node::ParseConfiguredPeer(peer_address, dtx::PrincipalKind::kCoordinator);
+    if (!peer.ok()) return dtx::Status::InvalidArgument("--peer: " + peer.status().message());
+    peer_address = peer->address;
+    options->named_peers.push_back(std::move(*peer));
+  }
+  if (!peer_address.empty()) {
+    if (!dtx::ParseHostPort(peer_address).ok()) {
+      return dtx::Status::InvalidArgument("--peer: '" + peer_address + "' is not host:port");
     }
   } else if (flags.role == "backup") {
     return dtx::Status::InvalidArgument("--role backup needs --peer (the primary)");
   }
-  options->ha.peer = flags.peer;
+  options->ha.peer = peer_address;
   if (flags.heartbeat_ms == 0 || flags.heartbeat_ms > 60000) {
     return dtx::Status::InvalidArgument("--heartbeat-ms must be in 1..60000");
   }

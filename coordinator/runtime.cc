@@ -20,6 +20,7 @@
 #include "coordinator/driver.h"
 #include "coordinator/peer_stub.h"
 #include "node/fail_stop.h"
+#include "node/access.h"
 #include "node/handler.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
@@ -73,6 +74,9 @@ struct Runtime::Impl {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
+  // Admin ListInDoubt: a coordinator holds no in-doubt transactions of its
+  // own (its open decisions show in GetStatus): always empty.
+  std::vector<rpc::InDoubtTx> ListInDoubt() const { return {}; }
   // CoordinatorPeer (from the other coordinator).
   void Replicate(const rpc::ReplicateRequest& req,
                  std::function<void(const rpc::ReplicateResponse&)> cob,
@@ -120,6 +124,8 @@ struct Runtime::Impl {
   RuntimeOptions options_;
   // Server, handler, timers, metrics endpoint, trace ring (node/node.h).
   node::Node node_;
+  // Who may call what (node/access.h): the configured participants and peer.
+  const node::AccessPolicy policy_;
   const bool tracing_;  // node_.tracing()
   std::unique_ptr<HaCore> ha_;
   // The decision log; its notices of a log replaced by ReloadLog are dropped.
@@ -128,6 +134,7 @@ struct Runtime::Impl {
   // The glue between ha_ and the world (coordinator/driver.h).
   std::unique_ptr<CoordinatorDriver> driver_;
   std::string address_;
+  std::string admin_address_;  // the admin listener, bound
   std::map<std::string, ParticipantStub> stubs_;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
@@ -155,8 +162,12 @@ struct Runtime::Impl {
 
 namespace {
 
-// The Thrift edge: converts and forwards to the Runtime. A call after
-// Shutdown (detached) answers UNAVAILABLE. Loop thread only.
+// The Thrift edge, one per connection: converts and forwards to the Runtime.
+// A call after Shutdown (detached) answers UNAVAILABLE. Replicate and
+// Heartbeat are taken only from the configured peer coordinator speaking for
+// itself, QueryDecision from a configured participant or that coordinator
+// (node/access.h). The admin calls are on the admin listener (node/handler.h
+// AdminHandler). Loop thread only.
 class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
  public:
   using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
@@ -169,7 +180,7 @@ class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime:
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
 };
 
@@ -380,7 +391,9 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_host = options_.metrics_host,
                                     .metrics_port = options_.metrics_port,
                                     .trace_events = options_.trace_events,
-                                    .enable_failpoints = options_.enable_failpoints}),
+                                    .enable_failpoints = options_.enable_failpoints,
+                                    .identify = options_.identify}),
+      policy_(options_.secure, options_.named_peers),
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}
 
@@ -395,13 +408,29 @@ Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->address_; }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+std::string Runtime::admin_address() const { return impl_->admin_address_; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
-  auto handler = std::make_shared<Handler>(this, &node_);
-  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler),
-                                  handler, options_.listen_host, options_.listen_port));
-  address_ = node_.address();
+  if (!policy_.secure()) {
+    DTX_LOG_WARN(
+        "INSECURE: callers are not authenticated; any client may call Replicate, "
+        "Heartbeat, QueryDecision and SetFailpoint here");
+  }
+  auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
+  auto served = node_.Serve(
+      [handlers](const PeerIdentity& caller) {
+        return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
+            std::make_shared<Handler>(handlers, caller));
+      },
+      handlers, options_.listen_host, options_.listen_port);
+  if (!served.ok()) return served.status();
+  address_ = *served;
+  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PRIMARY),
+                           handlers, options_.admin_host, options_.admin_port);
+  if (!admin.ok()) return admin.status();
+  admin_address_ = *admin;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
@@ -462,8 +491,8 @@ Status Runtime::Impl::Init() {
   node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {} as {} with {} participants; peer coordinator {}", address_,
-               RoleName(ha_->role()), options_.participants.size(),
+  DTX_LOG_INFO("serving on {}, admin on {}, as {} with {} participants; peer coordinator {}",
+               address_, admin_address_, RoleName(ha_->role()), options_.participants.size(),
                options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }
@@ -690,46 +719,65 @@ rpc::DtxError ShuttingDown() {
 }  // namespace
 
 void Handler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  cob(target_->GetShardMap());
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  cob(target()->GetShardMap());
 }
 
 void Handler::Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
                      const rpc::CommitRequest& req) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
                             const rpc::TxId& txid) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->QueryDecision(
+  // A participant asks about its in-doubt transactions, the other
+  // coordinator about the ones it inherits; nobody else.
+  Status from_participant =
+      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision");
+  if (!from_participant.ok() &&
+      !Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->QueryDecision(
       txid, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (target_ == nullptr) {
+  if (target() == nullptr) {
     rpc::NodeStatus st;
     st.role = rpc::NodeRole::PRIMARY;
     return cob(st);
   }
-  cob(target_->GetStatus());
+  cob(target()->GetStatus());
 }
 
 void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                         const rpc::ReplicateRequest& req) {
-  if (target_ == nullptr) return exn_cob(Delay(ShuttingDown()));
-  target_->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.primary,
+                                           "Replicate"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  target()->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                         const rpc::HeartbeatRequest& req) {
-  if (target_ == nullptr) {
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.sender,
+                                           "Heartbeat"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) {
     rpc::HeartbeatResponse resp;
     // role unset: shutting down (idl/dtx.thrift HeartbeatResponse).
     return cob(resp);
   }
-  cob(target_->Heartbeat(req));
+  cob(target()->Heartbeat(req));
 }
 
 }  // namespace dtx::coordinator

@@ -51,15 +51,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/failure_detector.h"
+#include "common/identity.h"
 #include "common/status.h"
 #include "common/trace.h"
 #include "coordinator/core.h"
 #include "coordinator/ha_core.h"
+#include "node/access.h"
 #include "wal/wal.h"
 
 namespace dtx {
@@ -87,9 +90,24 @@ struct RuntimeOptions {
   std::string name = "coordinator-0";
   std::string listen_host = "127.0.0.1";
   int listen_port = 0;  // 0: the kernel picks one; see Runtime::address()
-  std::string dir;      // NODEDIR: the WAL lives in dir/wal
+  // The admin listener (idl/dtx.thrift service Admin): SetFailpoint,
+  // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 0;
+  std::string dir;  // NODEDIR: the WAL lives in dir/wal
   // host:port per shard; copied into core.participants.
   std::vector<std::string> participants;
+  // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
+  // the participants (kind participant) and the other coordinator (kind
+  // coordinator) in named_peers may speak the peer protocol here (Replicate
+  // and Heartbeat only that coordinator, for its own configured address),
+  // only an admin may arm failpoints or read traces. !secure: every caller
+  // may do everything (until TLS authenticates callers).
+  bool secure = false;
+  std::vector<node::ConfiguredPeer> named_peers;
+  // Who is calling on a new connection (node/node.h NodeOptions::identify);
+  // empty: the transport's identity. Tests forge identities with it.
+  std::function<PeerIdentity(const PeerIdentity&)> identify;
   // Timeouts, limits; `participants` and `self_address` are filled in here.
   CoreOptions core;
   wal::Options wal;
@@ -129,6 +147,8 @@ class Runtime {
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
+  // "host:port" of the admin listener.
+  std::string admin_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

@@ -32,6 +32,7 @@
 #include <gtest/gtest.h>
 
 #include "Coordinator.h"
+#include "Admin.h"
 #include "CoordinatorPeer.h"
 #include "Participant.h"
 #include "ParticipantPeer.h"
@@ -50,6 +51,7 @@
 namespace dtx {
 namespace {
 
+using apache::thrift::TDelayedException;
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::transport::TFramedTransport;
 using apache::thrift::transport::TSocket;
@@ -131,9 +133,10 @@ class Process {
 };
 
 // A stock synchronous client (what any Thrift user would write).
-class Client {
+template <typename ThriftClient>
+class BasicClient {
  public:
-  explicit Client(int port, int timeout_ms = 5000)
+  explicit BasicClient(int port, int timeout_ms = 5000)
       : socket_(std::make_shared<TSocket>("127.0.0.1", port)),
         transport_(std::make_shared<TFramedTransport>(socket_)),
         client_(std::make_shared<TBinaryProtocol>(transport_)) {
@@ -149,13 +152,26 @@ class Client {
       return false;
     }
   }
-  rpc::CoordinatorPeerClient* operator->() { return &client_; }
+  ThriftClient* operator->() { return &client_; }
 
  private:
   std::shared_ptr<TSocket> socket_;
   std::shared_ptr<TFramedTransport> transport_;
-  rpc::CoordinatorPeerClient client_;
+  ThriftClient client_;
 };
+using Client = BasicClient<rpc::CoordinatorPeerClient>;
+// The node's admin listener (SetFailpoint, GetTrace).
+using AdminClient = BasicClient<rpc::AdminClient>;
+
+// The admin listener's port of the node in `node_dir` (NODEDIR/admin.addr,
+// written before the node serves); 0 if unreadable.
+int AdminPort(const std::string& node_dir) {
+  std::ifstream in(node_dir + "/admin.addr");
+  std::string line;
+  std::getline(in, line);
+  auto hp = ParseHostPort(line);
+  return hp.ok() ? hp->port : 0;
+}
 
 // Waits until GetStatus answers.
 bool WaitReady(int port, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
@@ -244,7 +260,7 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     cob();
   }
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
-                 const rpc::HeartbeatRequest&) override {
+                 std::function<void(TDelayedException*)>, const rpc::HeartbeatRequest&) override {
     rpc::HeartbeatResponse r;
     r.name = "fake";
     r.__set_role(rpc::NodeRole::PARTICIPANT);
@@ -263,9 +279,6 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
       return cob();
     }
     exn_cob(Stale(epoch));
-  }
-  void GetTrace(std::function<void(const rpc::TraceResponse&)> cob, const rpc::TxId&) override {
-    cob(rpc::TraceResponse());
   }
   int64_t epoch() {
     std::lock_guard<std::mutex> l(mu_);
@@ -286,14 +299,6 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
-  }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
-    cob({});
-  }
-  void SetFailpoint(std::function<void()> cob,
-                    std::function<void(apache::thrift::TDelayedException*)>, const std::string&,
-                    const std::string&) override {
-    cob();
   }
 
   void SetVote(rpc::Vote::type v) {
@@ -507,13 +512,15 @@ TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
   expect_error(wrong, rpc::ErrorCode::WRONG_SHARD);
 
   EXPECT_EQ(c->QueryDecision(ToRpc(TxId{5, 5})), rpc::Decision::ABORT);
+  AdminClient admin(AdminPort(dir.path() + "/n"));
+  ASSERT_TRUE(admin.Open());
   try {
-    c->SetFailpoint("no.such.point", "crash");
+    admin->SetFailpoint("no.such.point", "crash");
     ADD_FAILURE() << "no error";
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
   }
-  c->SetFailpoint("coordinator.end.before_log", "off");
+  admin->SetFailpoint("coordinator.end.before_log", "off");
 
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
@@ -600,9 +607,12 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
 }
 
 // "event detail" lines of txid's span events at the coordinator, in record order.
-std::vector<std::string> TraceOf(Client& c, const TxId& txid) {
+// Asked on the admin listener of the node in `node_dir`.
+std::vector<std::string> TraceOf(const std::string& node_dir, const TxId& txid) {
+  AdminClient admin(AdminPort(node_dir));
+  EXPECT_TRUE(admin.Open());
   rpc::TraceResponse resp;
-  c->GetTrace(resp, ToRpc(txid));
+  admin->GetTrace(resp, ToRpc(txid));
   std::vector<std::string> out;
   for (const rpc::SpanEventMsg& e : resp.events) {
     out.push_back(e.event + (e.detail.empty() ? "" : " " + e.detail));
@@ -629,7 +639,7 @@ TEST(CoordinatorBinary, TraceRecordsEveryStepOfATransaction) {
   std::vector<std::string> ev;
   auto deadline = Clock::now() + std::chrono::seconds(5);
   do {
-    ev = TraceOf(c, tx);
+    ev = TraceOf(dir.path() + "/n", tx);
     if (Has(ev, "ended")) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   } while (Clock::now() < deadline);
@@ -661,11 +671,11 @@ TEST(CoordinatorBinary, TraceRecordsEveryStepOfATransaction) {
   TxId no{0x7ace, 2};
   c->Commit(res, WriteReq(no, {KeyOn(0, 2), KeyOn(1, 2)}));
   ASSERT_EQ(res.outcome, rpc::Outcome::ABORTED);
-  ev = TraceOf(c, no);
+  ev = TraceOf(dir.path() + "/n", no);
   EXPECT_TRUE(Has(ev, "voted participant-1 no")) << ::testing::PrintToString(ev);
   EXPECT_TRUE(Has(ev, "decided abort conflict")) << ::testing::PrintToString(ev);
   EXPECT_FALSE(Has(ev, "logged")) << "presumed abort logs nothing";
-  EXPECT_TRUE(TraceOf(c, TxId{0x7ace, 99}).empty()) << "unknown txid";
+  EXPECT_TRUE(TraceOf(dir.path() + "/n", TxId{0x7ace, 99}).empty()) << "unknown txid";
 
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
@@ -694,7 +704,7 @@ TEST(CoordinatorBinary, TraceEventsZeroTurnsTracingOff) {
   rpc::CommitResult res;
   c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
   ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED);
-  EXPECT_TRUE(TraceOf(c, tx).empty());
+  EXPECT_TRUE(TraceOf(dir.path() + "/n", tx).empty());
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);
 }
@@ -806,7 +816,9 @@ TEST(CoordinatorBinary, CrashAfterFirstCommitIsRedrivenAfterRestart) {
   {
     Client c(port);
     ASSERT_TRUE(c.Open());
-    c->SetFailpoint("coordinator.phase2.after_first_commit", "crash");
+    AdminClient admin(AdminPort(dir.path() + "/n"));
+    ASSERT_TRUE(admin.Open());
+    admin->SetFailpoint("coordinator.phase2.after_first_commit", "crash");
     rpc::CommitResult res;
     // The client hears COMMITTED (the reply was handed over before COMMIT
     // went out) or loses the connection; either way the decision is durable.
@@ -1107,7 +1119,7 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   {
     // The trace shows the backup's ack before the decision.
-    std::vector<std::string> ev = TraceOf(c, tx1);
+    std::vector<std::string> ev = TraceOf(dir.path() + "/c0", tx1);
     auto at = [&](const std::string& s) { return std::find(ev.begin(), ev.end(), s) - ev.begin(); };
     EXPECT_TRUE(Has(ev, "replicated")) << ::testing::PrintToString(ev);
     EXPECT_LT(at("replicated"), at("decided commit")) << ::testing::PrintToString(ev);
@@ -1761,7 +1773,9 @@ TEST(CoordinatorBinary, WalSyncFailureStopsTheNode) {
   {
     Client c(port);
     ASSERT_TRUE(c.Open());
-    c->SetFailpoint("wal.before_sync", "error");
+    AdminClient admin(AdminPort(dir.path() + "/n"));
+    ASSERT_TRUE(admin.Open());
+    admin->SetFailpoint("wal.before_sync", "error");
     rpc::CommitResult res;
     EXPECT_ANY_THROW(c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)})))
         << "no outcome may be told when the DECISION did not sync";

@@ -1,7 +1,10 @@
-// dtx wire contract: the Participant and Coordinator services.
+// dtx wire contract: the Participant and Coordinator services (clients), the
+// ParticipantPeer and CoordinatorPeer services (node to node, extending the
+// client ones), and the Admin service. A node serves its peer service on
+// --listen and Admin on --admin-listen (loopback by default).
 //
 // Transport: framed transport + binary protocol (TFramedTransport +
-// TBinaryProtocol), so any stock Thrift client can call both services.
+// TBinaryProtocol), so any stock Thrift client can call every service.
 // Generated at build time (C++: cob_style async processors; Python: the
 // bindings package). Never commit generated code.
 //
@@ -197,9 +200,6 @@ service Participant {
   void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
 
   NodeStatus GetStatus(),
-  list<InDoubtTx> ListInDoubt(),
-  // Admin: arm a failpoint (docs/failpoints.md) on this node.
-  void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
 }
 
 service Coordinator {
@@ -214,7 +214,6 @@ service Coordinator {
   Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
 
   NodeStatus GetStatus(),
-  void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
 }
 
 // ---- high availability: heartbeats, primary-backup replication, fencing ----
@@ -273,18 +272,32 @@ service CoordinatorPeer extends Coordinator {
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
-  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
-  // The span events this node still holds for txid (bounded ring).
-  TraceResponse GetTrace(1: TxId txid),
+  // PERMISSION_DENIED unless the caller is a configured peer speaking for
+  // itself (`sender`, docs/design.md "Trust boundary").
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
 }
 
 service ParticipantPeer extends Participant {
-  HeartbeatResponse Heartbeat(1: HeartbeatRequest req),
+  // PERMISSION_DENIED unless the caller is a configured peer speaking for
+  // itself (`sender`, docs/design.md "Trust boundary").
+  HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
   // A promoting coordinator (or a primary fencing out its backup) asks the
   // participant to adopt `epoch`: accepted (and persisted before the reply)
   // when epoch > the current epoch, or equal and asked by the same
   // coordinator that made it current; else STALE_EPOCH.
   void AdoptEpoch(1: Epoch epoch, 2: string coordinator) throws (1: DtxError err),
+}
+
+// ---- the admin listener (both node kinds; bound to loopback by default) ----
+// Every call but GetStatus throws PERMISSION_DENIED unless the caller is an
+// admin (docs/design.md "Trust boundary").
+service Admin {
+  NodeStatus GetStatus(),
+  // Arms a failpoint (docs/failpoints.md) on this node.
+  void SetFailpoint(1: string name, 2: string action) throws (1: DtxError err),
   // The span events this node still holds for txid (bounded ring).
-  TraceResponse GetTrace(1: TxId txid),
+  TraceResponse GetTrace(1: TxId txid) throws (1: DtxError err),
+  // A participant: its prepared transactions without a known outcome. A
+  // coordinator: always empty (its open decisions are in GetStatus).
+  list<InDoubtTx> ListInDoubt() throws (1: DtxError err),
 }

@@ -1,6 +1,9 @@
 #include "node/node.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <system_error>
 #include <utility>
 
 #include "common/check.h"
@@ -19,17 +22,39 @@ Node::Node(EventLoop* loop, NodeOptions options)
 
 Node::~Node() { Shutdown(); }
 
-Status Node::Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
-                   std::shared_ptr<Detachable> handler, const std::string& host, int port) {
-  DTX_CHECK(server_ == nullptr && !shut_down_);
-  handler_ = std::move(handler);
+Result<std::string> Node::Serve(RpcProcessorFactory factory, std::shared_ptr<Detachable> handlers,
+                                const std::string& host, int port) {
+  DTX_CHECK(!shut_down_ && factory);
+  if (handlers != nullptr &&
+      std::find(handlers_.begin(), handlers_.end(), handlers) == handlers_.end()) {
+    handlers_.push_back(std::move(handlers));
+  }
+  if (options_.identify) {
+    factory = [identify = options_.identify, inner = std::move(factory)](const PeerIdentity& who) {
+      return inner(identify(who));
+    };
+  }
   RpcServerOptions so;
   so.host = host;
   so.port = port;
   so.name = options_.name;
-  server_ = std::make_unique<RpcServer>(loop_, std::move(processor), so);
-  DTX_RETURN_IF_ERROR(server_->Start());
-  address_ = server_->address();
+  servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
+  DTX_RETURN_IF_ERROR(servers_.back()->Start());
+  std::string bound = servers_.back()->address();
+  if (address_.empty()) address_ = bound;
+  return bound;
+}
+
+Status Node::RecordAddress(const std::string& file_name, const std::string& address) const {
+  const std::filesystem::path file = std::filesystem::path(options_.dir) / file_name;
+  const std::filesystem::path tmp = file.string() + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (f == nullptr) return Status::IOError("cannot write " + tmp.string());
+  const bool written = std::fprintf(f, "%s\n", address.c_str()) > 0;
+  if (std::fclose(f) != 0 || !written) return Status::IOError("cannot write " + tmp.string());
+  std::error_code ec;
+  std::filesystem::rename(tmp, file, ec);
+  if (ec) return Status::IOError("cannot rename " + tmp.string() + ": " + ec.message());
   return Status::OK();
 }
 
@@ -56,10 +81,10 @@ bool Node::Shutdown() {
   if (shut_down_) return false;
   shut_down_ = true;
   if (metrics_http_) metrics_http_->Stop();
-  if (handler_) handler_->Detach();
+  for (const std::shared_ptr<Detachable>& h : handlers_) h->Detach();
   for (TimerId t : timers_) loop_->Cancel(t);
   timers_.clear();
-  if (server_) server_->Close();
+  for (const std::unique_ptr<RpcServer>& server : servers_) server->Close();
   return true;
 }
 

@@ -1,7 +1,8 @@
 // Node: what every dtx node runtime (coordinator/runtime.cc,
 // participant/runtime.cc) needs around its protocol core, written once:
-//   - serving: the RpcServer for the node's Thrift processor, and the
-//     handler's detach at shutdown (a request arriving later never reaches
+//   - serving: an RpcServer per listener, each building one handler per
+//     connection that sees the caller (common/identity.h), and the
+//     handlers' detach at shutdown (a request arriving later never reaches
 //     a runtime that is going away);
 //   - periodic timers, cancelled at shutdown;
 //   - the Prometheus endpoint (docs/observability.md) over the node's
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "common/event_loop.h"
+#include "common/identity.h"
 #include "common/metrics.h"
 #include "common/metrics_http.h"
 #include "common/rpc_server.h"
@@ -42,6 +44,9 @@
 #include "common/types.h"
 
 namespace dtx::node {
+
+// NODEDIR/admin.addr: "host:port" of the admin listener (Node::RecordAddress).
+inline constexpr const char* kAdminAddressFile = "admin.addr";
 
 struct NodeOptions {
   std::string name;  // e.g. "coordinator-0": log lines, GetTrace, RpcServer
@@ -62,10 +67,14 @@ struct NodeOptions {
   // started by hand cannot be crashed or frozen by one admin call
   // (docs/failpoints.md).
   bool enable_failpoints = false;
+  // Who is calling on a new connection, from what the transport established
+  // (common/identity.h). Empty: the transport's identity as is. Tests set it
+  // to forge identities (the handlers' access checks, node/access.h).
+  std::function<PeerIdentity(const PeerIdentity&)> identify;
 };
 
 // Something the node detaches from its runtime at shutdown (the Thrift
-// handler, node/handler.h).
+// handlers' shared target, node/handler.h).
 class Detachable {
  public:
   virtual ~Detachable() = default;
@@ -122,12 +131,18 @@ class Node {
   uint64_t NowMs() const { return loop_->NowMs(); }
 
   // ---- serving ----
-  // Binds host:port (0: the kernel picks) for `processor`, whose handler is
-  // `handler`: Shutdown() detaches it before closing the server.
-  Status Serve(std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor,
-               std::shared_ptr<Detachable> handler, const std::string& host, int port);
-  // "host:port" the server is bound to ("" before Serve).
+  // Binds host:port (0: the kernel picks) and serves each connection with
+  // the processor `factory` builds for its caller (options.identify applied
+  // first). `handlers` is what those processors' handlers forward to:
+  // Shutdown() detaches it before closing the servers. May be called once
+  // per listener (client, peer, admin); returns the bound "host:port".
+  Result<std::string> Serve(RpcProcessorFactory factory, std::shared_ptr<Detachable> handlers,
+                            const std::string& host, int port);
+  // "host:port" of the first listener Serve() bound ("" before Serve).
   const std::string& address() const { return address_; }
+  // Writes "address\n" to NODEDIR/file_name atomically (temp file, rename),
+  // so tools find a listener the kernel picked the port of (e.g. admin.addr).
+  Status RecordAddress(const std::string& file_name, const std::string& address) const;
 
   // ---- timers ----
   // Runs `fn` every interval_ms on the loop until Shutdown().
@@ -151,7 +166,7 @@ class Node {
     if (tracing_) trace_.Record(txid, event, detail);
   }
 
-  // Stops the metrics endpoint, detaches the handler, closes the server and
+  // Stops the metrics endpoint, detaches the handlers, closes the servers and
   // cancels the timers. True the first time, false afterwards (safe to call
   // twice).
   bool Shutdown();
@@ -160,8 +175,8 @@ class Node {
  private:
   EventLoop* const loop_;
   const NodeOptions options_;
-  std::shared_ptr<Detachable> handler_;
-  std::unique_ptr<RpcServer> server_;
+  std::vector<std::shared_ptr<Detachable>> handlers_;
+  std::vector<std::unique_ptr<RpcServer>> servers_;
   std::string address_;
   std::vector<TimerId> timers_;
   bool shut_down_ = false;

@@ -156,15 +156,21 @@ TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
   LoopThread loop;
   loop.Start();
   loop.RunSync([&] {
-    Node one(loop.loop(),
-             NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 1});
+    Node one(loop.loop(), NodeOptions{.name = "n",
+                                      .dir = "/tmp",
+                                      .metrics_enabled = false,
+                                      .trace_events = 1,
+                                      .identify = {}});
     EXPECT_TRUE(one.tracing());
     EXPECT_EQ(one.trace().capacity(), obs::kTraceEventsMin);
     one.Trace(TxId{1, 2}, obs::span::kReceived);
     EXPECT_EQ(one.trace().Lookup(TxId{1, 2}).size(), 1u);
 
-    Node off(loop.loop(),
-             NodeOptions{.name = "n", .dir = "/tmp", .metrics_enabled = false, .trace_events = 0});
+    Node off(loop.loop(), NodeOptions{.name = "n",
+                                      .dir = "/tmp",
+                                      .metrics_enabled = false,
+                                      .trace_events = 0,
+                                      .identify = {}});
     EXPECT_FALSE(off.tracing());
     off.Trace(TxId{1, 2}, obs::span::kReceived);
     EXPECT_EQ(off.trace().recorded(), 0u);
@@ -177,6 +183,12 @@ TEST(NodeTest, TraceRingHasOneMinimumAndZeroTurnsTracingOff) {
 // A handler whose own calls only say whether they still reach their target.
 struct Target {
   int calls = 0;
+  rpc::NodeStatus GetStatus() const {
+    rpc::NodeStatus st;
+    st.name = "serving";
+    return st;
+  }
+  std::vector<rpc::InDoubtTx> ListInDoubt() const { return {rpc::InDoubtTx()}; }
 };
 class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
@@ -192,17 +204,37 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus st;
-    st.name = target_ == nullptr ? "detached" : "serving";
-    if (target_ != nullptr) ++target_->calls;
+    st.name = target() == nullptr ? "detached" : "serving";
+    if (target() != nullptr) ++target()->calls;
     cob(st);
   }
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob,
                  const rpc::ReplicateRequest&) override {
     cob({});
   }
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob,
                  const rpc::HeartbeatRequest&) override {
     cob({});
+  }
+};
+using TestAdmin = AdminHandler<Target>;
+
+// The error code an exn_cob received (nullopt: none). throw_it() frees the
+// exception.
+struct Refusal {
+  std::optional<rpc::ErrorCode::type> code;
+  std::string message;
+  std::function<void(apache::thrift::TDelayedException*)> Cob() {
+    return [this](apache::thrift::TDelayedException* e) {
+      try {
+        e->throw_it();
+      } catch (const rpc::DtxError& err) {
+        code = err.code;
+        message = err.message;
+      } catch (...) {
+        code = rpc::ErrorCode::INTERNAL;
+      }
+    };
   }
 };
 
@@ -217,11 +249,22 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
                                        .trace_events = 16,
                                        .enable_failpoints = true});
     Target target;
-    auto handler = std::make_shared<TestHandler>(&target, &node);
-    ASSERT_TRUE(node.Serve(std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(handler), handler,
-                           "127.0.0.1", 0)
-                    .ok());
-    EXPECT_FALSE(node.address().empty());
+    const AccessPolicy policy = AccessPolicy::Insecure();
+    auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
+    auto handler = std::make_shared<TestHandler>(shared, PeerIdentity{});
+    auto admin = std::make_shared<TestAdmin>(shared, PeerIdentity{}, rpc::NodeRole::PRIMARY);
+    auto admin_bound =
+        node.Serve(TestAdmin::Factory(shared, rpc::NodeRole::PRIMARY), shared, "127.0.0.1", 0);
+    ASSERT_TRUE(admin_bound.ok());
+    auto bound = node.Serve(
+        [shared](const PeerIdentity& who) {
+          return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
+              std::make_shared<TestHandler>(shared, who));
+        },
+        shared, "127.0.0.1", 0);
+    ASSERT_TRUE(bound.ok());
+    EXPECT_EQ(node.address(), *admin_bound) << "the first listener bound";
+    EXPECT_NE(*bound, *admin_bound);
     node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
 
     std::string role;
@@ -231,33 +274,92 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     rpc::TxId txid;
     txid.hi = 7;
     txid.lo = 7;
-    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);
+    Refusal none;
+    admin->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
     EXPECT_EQ(trace.name, "node-x");
     ASSERT_EQ(trace.events.size(), 1u);
     EXPECT_EQ(trace.events[0].event, "received");
 
-    bool refused = false, armed = false;
-    handler->SetFailpoint([&] { armed = true; },
-                          [&](apache::thrift::TDelayedException* e) {
-                            refused = true;
-                            delete e;
-                          },
-                          "no.such.point", "error");
-    EXPECT_TRUE(refused);
+    bool armed = false;
+    Refusal bad;
+    admin->SetFailpoint([&] { armed = true; }, bad.Cob(), "no.such.point", "error");
+    EXPECT_EQ(bad.code, rpc::ErrorCode::BAD_ARGUMENT);
     EXPECT_FALSE(armed);
-    handler->SetFailpoint([&] { armed = true; },
-                          [&](apache::thrift::TDelayedException* e) { delete e; },
-                          "coordinator.end.before_log", "error");
+    admin->SetFailpoint([&] { armed = true; }, none.Cob(), "coordinator.end.before_log", "error");
     EXPECT_TRUE(armed);
     EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});
     fp::DisarmAll();
+    EXPECT_FALSE(none.code.has_value());
 
     EXPECT_TRUE(node.Shutdown());
     handler->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
     EXPECT_EQ(role, "detached");
     EXPECT_EQ(target.calls, 1);
-    handler->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, txid);
+    admin->GetTrace([&](const rpc::TraceResponse& r) { trace = r; }, none.Cob(), txid);
     EXPECT_TRUE(trace.events.empty());
+    admin->GetStatus([&](const rpc::NodeStatus& st) { role = st.name; });
+    EXPECT_EQ(role, "") << "detached";
+  });
+  loop.Stop();
+}
+
+// Trust boundary (node/access.h): with a secure policy the admin calls of
+// node/handler.h answer PERMISSION_DENIED to anyone but an admin certificate,
+// and do nothing.
+TEST(NodeTest, AdminCallsAreRefusedToNonAdminsUnderASecurePolicy) {
+  fp::DisarmAll();
+  LoopThread loop;
+  loop.Start();
+  loop.RunSync([&] {
+    Node node(loop.loop(), NodeOptions{.name = "node-y",
+                                       .dir = "/tmp",
+                                       .metrics_enabled = false,
+                                       .trace_events = 16,
+                                       .identify = {}});
+    Target target;
+    const AccessPolicy policy(
+        true, {ConfiguredPeer{"coordinator-1", "127.0.0.1:7001", PrincipalKind::kCoordinator}});
+    auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
+    rpc::TxId txid;
+    for (PeerIdentity who :
+         {PeerIdentity{PrincipalKind::kNone, "", "127.0.0.1:1"},
+          PeerIdentity{PrincipalKind::kClient, "bench", "127.0.0.1:2"},
+          PeerIdentity{PrincipalKind::kCoordinator, "coordinator-1", "127.0.0.1:3"}}) {
+      TestAdmin handler(shared, who, rpc::NodeRole::PRIMARY);
+      bool armed = false;
+      Refusal refused;
+      handler.SetFailpoint([&] { armed = true; }, refused.Cob(), "coordinator.end.before_log",
+                           "crash");
+      EXPECT_FALSE(armed) << who.Describe();
+      EXPECT_EQ(refused.code, rpc::ErrorCode::PERMISSION_DENIED) << who.Describe();
+      EXPECT_NE(refused.message.find("SetFailpoint refused"), std::string::npos) << refused.message;
+      EXPECT_TRUE(fp::Armed().empty());
+      Refusal trace_refused;
+      handler.GetTrace([](const rpc::TraceResponse&) { ADD_FAILURE() << "answered"; },
+                       trace_refused.Cob(), txid);
+      EXPECT_EQ(trace_refused.code, rpc::ErrorCode::PERMISSION_DENIED) << who.Describe();
+      Refusal list_refused;
+      handler.ListInDoubt([](const std::vector<rpc::InDoubtTx>&) { ADD_FAILURE() << "answered"; },
+                          list_refused.Cob());
+      EXPECT_EQ(list_refused.code, rpc::ErrorCode::PERMISSION_DENIED) << who.Describe();
+      std::string status_name;
+      handler.GetStatus([&](const rpc::NodeStatus& st) { status_name = st.name; });
+      EXPECT_EQ(status_name, "serving") << "GetStatus is open to whoever reaches the listener";
+    }
+    TestAdmin admin(shared, PeerIdentity{PrincipalKind::kAdmin, "admin", "127.0.0.1:4"},
+                    rpc::NodeRole::PRIMARY);
+    size_t listed = 0;
+    Refusal none_listed;
+    admin.ListInDoubt([&](const std::vector<rpc::InDoubtTx>& v) { listed = v.size(); },
+                      none_listed.Cob());
+    EXPECT_EQ(listed, 1u);
+    bool armed = false;
+    Refusal none;
+    admin.SetFailpoint([&] { armed = true; }, none.Cob(), "coordinator.end.before_log", "error");
+    EXPECT_TRUE(armed);
+    EXPECT_FALSE(none.code.has_value());
+    fp::DisarmAll();
+    EXPECT_TRUE(node.Shutdown());
   });
   loop.Stop();
 }

@@ -67,6 +67,7 @@ class CheckpointTest : public ::testing::Test {
       }
       rt_ = std::move(rt.value());
       stub_ = std::make_unique<ParticipantStub>(loop_.loop(), rt_->address());
+      admin_stub_ = std::make_unique<AdminStub>(loop_.loop(), rt_->admin_address());
     });
     return out;
   }
@@ -74,6 +75,8 @@ class CheckpointTest : public ::testing::Test {
     loop_.RunSync([&] {
       if (stub_) stub_->channel()->Close();
       stub_.reset();
+      if (admin_stub_) admin_stub_->channel()->Close();
+      admin_stub_.reset();
       if (rt_) rt_->Shutdown();
       rt_.reset();
     });
@@ -191,6 +194,7 @@ class CheckpointTest : public ::testing::Test {
   LoopThread loop_;
   std::unique_ptr<Runtime> rt_;
   std::unique_ptr<ParticipantStub> stub_;  // to rt_, on loop_
+  std::unique_ptr<AdminStub> admin_stub_;  // to rt_'s admin listener, on loop_
 };
 
 TEST_F(CheckpointTest, SteadyWorkloadKeepsTheWalUnderABound) {
@@ -250,13 +254,13 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
   ExpectModel(model);
   std::promise<std::vector<int64_t>> seen;
   loop_.RunSync([&] {
-    stub_->ListInDoubt(kCallTimeoutMs,
-                       [&](const RpcStatus& st, const std::vector<rpc::InDoubtTx>& txs) {
-                         EXPECT_TRUE(st.ok()) << st.ToString();
-                         std::vector<int64_t> los;
-                         for (const rpc::InDoubtTx& t : txs) los.push_back(t.txid.lo);
-                         seen.set_value(los);
-                       });
+    admin_stub_->ListInDoubt(kCallTimeoutMs,
+                             [&](const RpcStatus& st, const std::vector<rpc::InDoubtTx>& txs) {
+                               EXPECT_TRUE(st.ok()) << st.ToString();
+                               std::vector<int64_t> los;
+                               for (const rpc::InDoubtTx& t : txs) los.push_back(t.txid.lo);
+                               seen.set_value(los);
+                             });
   });
   EXPECT_EQ(seen.get_future().get(), in_doubt);
   // The in-doubt transactions still commit with the writes of their PREPARE.

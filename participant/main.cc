@@ -4,6 +4,7 @@
 //                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
+//                   [--admin-listen HOST:PORT]
 //                   [--trace-events N] [--enable-failpoints]
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
@@ -23,6 +24,7 @@
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/address.h"
+#include "node/access.h"
 #include "participant/runtime.h"
 #include "wal/format.h"
 
@@ -41,7 +43,8 @@ int Usage(const po::options_description& desc, const std::string& error) {
 // The flags that are not runtime options as they are (the others are bound
 // straight to RuntimeOptions fields).
 struct Flags {
-  std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen;
+  std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
+      admin_listen;
 };
 
 // Every flag, bound to `*flags` and `*options` (which must outlive the
@@ -56,10 +59,11 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "coordinator", po::value<std::string>(&flags->coordinator)->required(),
       "host:port of the coordinator (asked about in-doubt transactions)")(
       "coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
-      "comma-separated host:port of every coordinator (primary and backup); in-doubt "
-      "transactions are asked of whichever is primary when the one that prepared them cannot "
-      "answer")("log-file", po::value<std::string>(&flags->log_file),
-                "log file (default NODEDIR/node.log)")(
+      "comma-separated NAME=HOST:PORT (or HOST:PORT) of every coordinator (primary and "
+      "backup); in-doubt transactions are asked of whichever is primary when the one that "
+      "prepared them cannot answer. The named ones are the coordinators allowed to drive this "
+      "node once callers are authenticated")("log-file", po::value<std::string>(&flags->log_file),
+                                             "log file (default NODEDIR/node.log)")(
       "log-level", po::value<std::string>(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
       "checkpoint-interval-records",
@@ -73,6 +77,9 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "wal-segment-bytes",
       po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
       "WAL segment size; truncation deletes whole segments")(
+      "admin-listen", po::value<std::string>(&flags->admin_listen)->default_value("127.0.0.1:0"),
+      "host:port of the admin listener (SetFailpoint, GetTrace, ListInDoubt; port 0: any free "
+      "port; the bound address is written to NODEDIR/admin.addr)")(
       "metrics-listen",
       po::value<std::string>(&flags->metrics_listen)->default_value("127.0.0.1:0"),
       "host:port of the Prometheus /metrics endpoint (port 0: any free port; the bound address is "
@@ -133,13 +140,18 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   return dtx::Status::OK();
 }
 
-// --listen, --metrics-listen, --coordinator, --coordinators.
+// --listen, --admin-listen, --metrics-listen, --coordinator, --coordinators.
 dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   auto listen_hp = dtx::ParseHostPort(flags.listen);
   if (!listen_hp.ok())
     return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
   options->listen_host = listen_hp->host;
   options->listen_port = listen_hp->port;
+  auto admin_hp = dtx::ParseHostPort(flags.admin_listen, dtx::PortZero::kAllow);
+  if (!admin_hp.ok())
+    return dtx::Status::InvalidArgument("--admin-listen: " + admin_hp.status().message());
+  options->admin_host = admin_hp->host;
+  options->admin_port = admin_hp->port;
   const std::string& metrics_listen = flags.metrics_listen;
   if (metrics_listen == "off") {
     options->metrics_enabled = false;
@@ -162,10 +174,19 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     size_t end = coordinators.find(',', start);
     if (end == std::string::npos) end = coordinators.size();
     std::string c = coordinators.substr(start, end - start);
-    if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
+    if (c.find('=') != std::string::npos) {
+      auto peer = dtx::node::ParseConfiguredPeer(c, dtx::PrincipalKind::kCoordinator);
+      if (!peer.ok())
+        return dtx::Status::InvalidArgument("--coordinators: " + peer.status().message());
+      options->coordinators.push_back(peer->address);
+      options->coordinator_peers.push_back(std::move(*peer));
+    } else if (auto hp = dtx::ParseHostPort(c); !hp.ok()) {
       return dtx::Status::InvalidArgument("--coordinators: '" + c + "': " + hp.status().message());
+    } else {
+      // A coordinator without a name: asked about in-doubt transactions,
+      // never allowed to drive this node under a secure policy.
+      options->coordinators.push_back(c);
     }
-    options->coordinators.push_back(c);
     start = end + 1;
   }
   return dtx::Status::OK();

@@ -22,6 +22,7 @@
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
 #include "node/fail_stop.h"
+#include "node/access.h"
 #include "node/handler.h"
 #include "node/lifetime.h"
 #include "node/node.h"
@@ -130,8 +131,11 @@ struct Runtime::Impl {
   RuntimeOptions options_;
   // Server, handler, tick, metrics endpoint, trace ring (node/node.h).
   node::Node node_;
-  const bool tracing_;     // node_.tracing()
-  obs::TraceRing& trace_;  // node_.trace()
+  // Who may call what (node/access.h): the configured coordinators.
+  const node::AccessPolicy policy_;
+  std::string admin_address_;  // the admin listener, bound
+  const bool tracing_;         // node_.tracing()
+  obs::TraceRing& trace_;      // node_.trace()
   std::unique_ptr<LevelStore> level_;
   std::unique_ptr<FailpointStore> store_;
   std::unique_ptr<Core> core_;
@@ -165,8 +169,11 @@ struct Runtime::Impl {
 
 namespace {
 
-// The Thrift edge: converts and forwards to the Runtime. A call after
-// Shutdown (detached) answers UNAVAILABLE. Loop thread only.
+// The Thrift edge, one per connection: converts and forwards to the Runtime.
+// A call after Shutdown (detached) answers UNAVAILABLE. The peer calls
+// (Prepare, Commit, Abort, AdoptEpoch, Heartbeat) are taken only from a
+// configured coordinator (node/access.h). The admin calls are on the admin
+// listener (node/handler.h AdminHandler). Loop thread only.
 class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl> {
  public:
   using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
@@ -180,11 +187,16 @@ class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime:
   void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
              const rpc::Epoch epoch) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override;
-  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
   void AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
                   const std::string& coordinator) override;
+
+ private:
+  // A configured coordinator (any, when the policy is insecure).
+  bool PermitCoordinator(std::string_view what, const ExnCob& exn_cob) {
+    return Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, what), exn_cob);
+  }
 };
 
 }  // namespace
@@ -240,7 +252,9 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_host = options_.metrics_host,
                                     .metrics_port = options_.metrics_port,
                                     .trace_events = options_.trace_events,
-                                    .enable_failpoints = options_.enable_failpoints}),
+                                    .enable_failpoints = options_.enable_failpoints,
+                                    .identify = options_.identify}),
+      policy_(options_.secure, options_.coordinator_peers),
       tracing_(node_.tracing()),
       trace_(node_.trace()),
       wal_(loop, "WAL") {}
@@ -256,6 +270,7 @@ Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->node_.address(); }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
+std::string Runtime::admin_address() const { return impl_->admin_address_; }
 
 // ---------------------------------------------------------------------------
 // The driver's world
@@ -367,9 +382,24 @@ Status Runtime::Impl::Init() {
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
   driver_->Start();  // notes the transactions in doubt; the first decision queries
 
-  auto handler = std::make_shared<Handler>(this, &node_);
-  DTX_RETURN_IF_ERROR(node_.Serve(std::make_shared<rpc::ParticipantPeerAsyncProcessor>(handler),
-                                  handler, options_.listen_host, options_.listen_port));
+  if (!policy_.secure()) {
+    DTX_LOG_WARN(
+        "INSECURE: callers are not authenticated; any client may call Prepare, "
+        "Commit, Abort, AdoptEpoch and SetFailpoint here");
+  }
+  auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
+  auto served = node_.Serve(
+      [handlers](const PeerIdentity& caller) {
+        return std::make_shared<rpc::ParticipantPeerAsyncProcessor>(
+            std::make_shared<Handler>(handlers, caller));
+      },
+      handlers, options_.listen_host, options_.listen_port);
+  if (!served.ok()) return served.status();
+  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PARTICIPANT),
+                           handlers, options_.admin_host, options_.admin_port);
+  if (!admin.ok()) return admin.status();
+  admin_address_ = *admin;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
   node_.RunEvery(kTickIntervalMs, [this] {
     driver_->Tick();
     MaybeCheckpoint();
@@ -377,8 +407,8 @@ Status Runtime::Impl::Init() {
   });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {} (dir {}, coordinator {})", node_.address(), options_.dir,
-               options_.coordinator);
+  DTX_LOG_INFO("serving on {}, admin on {} (dir {}, coordinator {})", node_.address(),
+               admin_address_, options_.dir, options_.coordinator);
   return Status::OK();
 }
 
@@ -678,56 +708,64 @@ rpc::DtxError Unavailable() {
 
 void Handler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
                    const std::string& key) {
-  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
-  target_->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
+  if (target() == nullptr) return exn_cob(Delay(Unavailable()));
+  target()->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
                       const rpc::PrepareRequest& req) {
-  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
-  target_->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!PermitCoordinator("Prepare", exn_cob)) return;
+  if (target() == nullptr) return exn_cob(Delay(Unavailable()));
+  target()->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
                      const rpc::Epoch epoch) {
-  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
-  target_->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!PermitCoordinator("Commit", exn_cob)) return;
+  if (target() == nullptr) return exn_cob(Delay(Unavailable()));
+  target()->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
                     const rpc::Epoch epoch) {
-  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
-  target_->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!PermitCoordinator("Abort", exn_cob)) return;
+  if (target() == nullptr) return exn_cob(Delay(Unavailable()));
+  target()->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob,
+void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                         const rpc::HeartbeatRequest& req) {
-  if (target_ == nullptr) {
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.sender,
+                                           "Heartbeat"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) {
     rpc::HeartbeatResponse r;
     r.__set_role(rpc::NodeRole::PARTICIPANT);
     return cob(r);
   }
-  cob(target_->Heartbeat(req));
+  cob(target()->Heartbeat(req));
 }
 
 void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
                          const std::string& coordinator) {
-  if (target_ == nullptr) return exn_cob(Delay(Unavailable()));
-  target_->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
+  if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, coordinator,
+                                           "AdoptEpoch"),
+              exn_cob)) {
+    return;
+  }
+  if (target() == nullptr) return exn_cob(Delay(Unavailable()));
+  target()->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (target_ == nullptr) {
+  if (target() == nullptr) {
     rpc::NodeStatus s;
     s.role = rpc::NodeRole::PARTICIPANT;
     return cob(s);
   }
-  cob(target_->GetStatus());
-}
-
-void Handler::ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) {
-  if (target_ == nullptr) return cob({});
-  cob(target_->ListInDoubt());
+  cob(target()->GetStatus());
 }
 
 }  // namespace dtx::participant

@@ -66,13 +66,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "common/failure_detector.h"
+#include "common/identity.h"
 #include "common/status.h"
 #include "common/trace.h"
+#include "node/access.h"
 #include "participant/core.h"
 #include "wal/wal.h"
 
@@ -92,7 +95,11 @@ inline constexpr uint64_t kWalSegmentBytesMax = uint64_t{1} << 30;
 struct RuntimeOptions {
   std::string name = "participant-0";
   std::string listen_host = "127.0.0.1";
-  int listen_port = 0;      // 0: the kernel picks one; see Runtime::address()
+  int listen_port = 0;  // 0: the kernel picks one; see Runtime::address()
+  // The admin listener (idl/dtx.thrift service Admin): SetFailpoint,
+  // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
+  std::string admin_host = "127.0.0.1";
+  int admin_port = 0;
   std::string dir;          // NODEDIR: wal/ and data/ live here
   std::string coordinator;  // host:port asked with QueryDecision by default
   // Every coordinator (primary and backup; may include `coordinator`): when
@@ -100,6 +107,16 @@ struct RuntimeOptions {
   // transaction is asked of whichever of these - or of the coordinators that
   // send heartbeats - is primary at the transaction's epoch or later.
   std::vector<std::string> coordinators;
+  // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
+  // the coordinators in coordinator_peers (by certificate name, and for the
+  // address an AdoptEpoch or Heartbeat speaks for) may drive this node, only
+  // an admin may arm failpoints or list in-doubt transactions. !secure:
+  // every caller may do everything (until TLS authenticates callers).
+  bool secure = false;
+  std::vector<node::ConfiguredPeer> coordinator_peers;
+  // Who is calling on a new connection (node/node.h NodeOptions::identify);
+  // empty: the transport's identity. Tests forge identities with it.
+  std::function<PeerIdentity(const PeerIdentity&)> identify;
   // A coordinator not heard from (heartbeat or call) for this long shows as
   // suspected in GetStatus.
   uint64_t coordinator_suspect_after_ms = kSuspectAfterMsDefault;  // common/failure_detector.h
@@ -141,6 +158,8 @@ class Runtime {
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
+  // "host:port" of the admin listener.
+  std::string admin_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

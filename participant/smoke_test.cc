@@ -27,8 +27,10 @@
 #include <thread>
 #include <vector>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "Participant.h"
+#include "ParticipantPeer.h"
 #include "common/address.h"
 #include "common/event_loop.h"
 #include "common/rpc_server.h"
@@ -62,31 +64,34 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
-class Client {
+template <typename ThriftClient>
+class BasicClient {
  public:
-  explicit Client(int port) {
+  explicit BasicClient(int port) {
     socket_ = std::make_shared<TSocket>("127.0.0.1", port);
     socket_->setConnTimeout(1000);
     socket_->setRecvTimeout(5000);
     socket_->setSendTimeout(5000);
     transport_ = std::make_shared<TFramedTransport>(socket_);
-    client_ =
-        std::make_unique<rpc::ParticipantClient>(std::make_shared<TBinaryProtocol>(transport_));
+    client_ = std::make_unique<ThriftClient>(std::make_shared<TBinaryProtocol>(transport_));
     transport_->open();
   }
-  ~Client() {
+  ~BasicClient() {
     try {
       transport_->close();
     } catch (...) {
     }
   }
-  rpc::ParticipantClient* operator->() { return client_.get(); }
+  ThriftClient* operator->() { return client_.get(); }
 
  private:
   std::shared_ptr<TSocket> socket_;
   std::shared_ptr<TFramedTransport> transport_;
-  std::unique_ptr<rpc::ParticipantClient> client_;
+  std::unique_ptr<ThriftClient> client_;
 };
+using Client = BasicClient<rpc::ParticipantPeerClient>;
+// The node's admin listener (SetFailpoint, ListInDoubt).
+using AdminClient = BasicClient<rpc::AdminClient>;
 
 rpc::TxId Tx(int64_t lo) {
   rpc::TxId t;
@@ -130,10 +135,6 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }
-  void SetFailpoint(std::function<void()> cob, Exn, const std::string&,
-                    const std::string&) override {
-    cob();
-  }
 };
 
 class ParticipantSmokeTest : public ::testing::Test {
@@ -152,6 +153,16 @@ class ParticipantSmokeTest : public ::testing::Test {
     }
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
+  }
+
+  // The admin listener's port (NODEDIR/admin.addr, written before the node
+  // serves); 0 if unreadable.
+  int AdminPort() const {
+    std::ifstream in(dir_ + "/node/admin.addr");
+    std::string line;
+    std::getline(in, line);
+    auto hp = ParseHostPort(line);
+    return hp.ok() ? hp->port : 0;
   }
 
   std::vector<std::string> Args(int port) const {
@@ -345,7 +356,7 @@ TEST_F(ParticipantSmokeTest, BadInputGetsAClearDtxError) {
   c->GetStatus(st);
   EXPECT_EQ(st.epoch, 5);
   try {
-    c->SetFailpoint("no.such.point", "crash");
+    AdminClient(AdminPort())->SetFailpoint("no.such.point", "crash");
     ADD_FAILURE() << "unknown failpoint accepted";
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::BAD_ARGUMENT);
@@ -365,7 +376,7 @@ TEST_F(ParticipantSmokeTest, PreparedTransactionIsInDoubtAfterSigkillUntilCommit
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   Client c(port);
   std::vector<rpc::InDoubtTx> doubt;
-  c->ListInDoubt(doubt);
+  AdminClient(AdminPort())->ListInDoubt(doubt);
   ASSERT_EQ(doubt.size(), 1u);
   EXPECT_EQ(doubt[0].txid, Tx(10));
   EXPECT_EQ(doubt[0].coordinator, "127.0.0.1:" + std::to_string(coordinator_port_));
@@ -385,7 +396,7 @@ TEST_F(ParticipantSmokeTest, PreparedTransactionIsInDoubtAfterSigkillUntilCommit
   c->Read(r, "d");
   EXPECT_TRUE(r.found);
   EXPECT_EQ(r.value, "decided");
-  c->ListInDoubt(doubt);
+  AdminClient(AdminPort())->ListInDoubt(doubt);
   EXPECT_TRUE(doubt.empty());
 }
 
@@ -397,7 +408,7 @@ TEST_F(ParticipantSmokeTest, CrashAfterCommitIsDurableKeepsTheCommit) {
     rpc::PrepareResponse vote;
     c->Prepare(vote, Put(Tx(20), "c", "kept", false));
     ASSERT_EQ(vote.vote, rpc::Vote::YES);
-    c->SetFailpoint("participant.commit.after_log", "crash");
+    AdminClient(AdminPort())->SetFailpoint("participant.commit.after_log", "crash");
     EXPECT_THROW(c->Commit(Tx(20), 1), TException);  // the node dies before acking
   }
   EXPECT_EQ(WaitExit(pid_), 86);
@@ -471,7 +482,7 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
   {
     Client c(port);
     std::vector<rpc::InDoubtTx> doubt;
-    c->ListInDoubt(doubt);
+    AdminClient(AdminPort())->ListInDoubt(doubt);
     EXPECT_EQ(doubt.size(), 1u);
   }
   coordinator->answer = rpc::Decision::COMMIT;
@@ -491,7 +502,7 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
       << "the in-doubt transaction was not committed after the coordinator said COMMIT";
   Client c(port);
   std::vector<rpc::InDoubtTx> doubt;
-  c->ListInDoubt(doubt);
+  AdminClient(AdminPort())->ListInDoubt(doubt);
   EXPECT_TRUE(doubt.empty());
   loop.RunSync([&] { server.reset(); });
 }
@@ -550,7 +561,7 @@ TEST_F(ParticipantSmokeTest,
       << "replay starts near the oldest in-doubt PREPARE";
   EXPECT_EQ(st.in_doubt, 1);
   std::vector<rpc::InDoubtTx> in_doubt;
-  c->ListInDoubt(in_doubt);
+  AdminClient(AdminPort())->ListInDoubt(in_doubt);
   ASSERT_EQ(in_doubt.size(), 1u);
   EXPECT_EQ(in_doubt[0].txid.lo, 7);
   for (int k = 0; k < 50; ++k) {

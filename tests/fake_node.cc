@@ -1,7 +1,8 @@
 // dtx_fake_node: a test-only stand-in for dtx-participant / dtx-coordinator so
 // the supervisor and dtxctl can be tested without the real nodes. It takes the
-// nodes' flags (conventions.md), serves GetStatus / ListInDoubt / SetFailpoint
-// of the service its --name implies with the stock TSimpleServer, and exits 0
+// nodes' flags (conventions.md), serves the client service its --name implies
+// on --listen and the Admin service (GetStatus / ListInDoubt / SetFailpoint /
+// GetTrace) on --admin-listen, each with a stock TSimpleServer, and exits 0
 // on SIGTERM. Started through a symlink named dtx-participant or
 // dtx-coordinator.
 //
@@ -23,8 +24,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <string>
+#include <thread>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "Participant.h"
 #include "common/wire.h"
@@ -37,6 +41,8 @@ namespace {
 
 const auto kStart = std::chrono::steady_clock::now();
 std::string g_name;
+bool g_coordinator = false;
+std::mutex g_mu;  // the two servers' threads share what follows
 std::string g_armed;
 std::string g_role = "primary";  // a coordinator's reported role
 
@@ -49,7 +55,9 @@ dtx::rpc::NodeRole::type RoleFromName(const std::string& name) {
   return static_cast<dtx::rpc::NodeRole::type>(0);
 }
 
-void FillStatus(dtx::rpc::NodeStatus& s, const std::string& role) {
+void FillStatus(dtx::rpc::NodeStatus& s, std::string role) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (role.empty()) role = g_role;
   s.name = g_name;
   s.role = RoleFromName(role);
   s.epoch = 1;
@@ -71,16 +79,6 @@ class FakeParticipant : public dtx::rpc::ParticipantIf {
   void Commit(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
   void Abort(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
   void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, "participant"); }
-  void ListInDoubt(std::vector<dtx::rpc::InDoubtTx>&) override {}
-  void SetFailpoint(const std::string& name, const std::string& action) override {
-    if (name == "bad") {
-      dtx::rpc::DtxError e;
-      e.code = dtx::rpc::ErrorCode::BAD_ARGUMENT;
-      e.message = "unknown failpoint 'bad'";
-      throw e;
-    }
-    g_armed = name + "=" + action;
-  }
 };
 
 class FakeCoordinator : public dtx::rpc::CoordinatorIf {
@@ -92,10 +90,30 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
     return dtx::rpc::Decision::ABORT;
   }
-  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, g_role); }
-  // "fake.role" sets the role GetStatus reports (a stand-in for a failover).
+  void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, ""); }
+};
+
+class FakeAdmin : public dtx::rpc::AdminIf {
+ public:
+  void GetStatus(dtx::rpc::NodeStatus& s) override {
+    FillStatus(s, g_coordinator ? "" : "participant");
+  }
+  void ListInDoubt(std::vector<dtx::rpc::InDoubtTx>&) override {}
+  // A node without tracing: GetTrace fails like a method it does not serve.
+  void GetTrace(dtx::rpc::TraceResponse&, const dtx::rpc::TxId&) override {
+    throw TApplicationException(TApplicationException::UNKNOWN_METHOD, "GetTrace: no tracing");
+  }
+  // "fake.role" sets the role a coordinator reports (a stand-in for a
+  // failover); "bad" is refused as an unknown failpoint.
   void SetFailpoint(const std::string& name, const std::string& action) override {
-    if (name == "fake.role") {
+    if (name == "bad") {
+      dtx::rpc::DtxError e;
+      e.code = dtx::rpc::ErrorCode::BAD_ARGUMENT;
+      e.message = "unknown failpoint 'bad'";
+      throw e;
+    }
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_coordinator && name == "fake.role") {
       g_role = action;
       return;
     }
@@ -103,13 +121,23 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   }
 };
 
+// Serves `processor` on host:port until the process exits.
+void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int port) {
+  auto socket = std::make_shared<transport::TServerSocket>(host, port);
+  server::TSimpleServer server(std::move(processor), socket,
+                               std::make_shared<transport::TFramedTransportFactory>(),
+                               std::make_shared<protocol::TBinaryProtocolFactory>());
+  server.serve();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, dir, coordinator, participants, log_file, log_level, role, peer;
+  std::string listen, admin_listen, dir, coordinator, participants, log_file, log_level, role, peer;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
       "listen", po::value<std::string>(&listen)->required(), "")(
+      "admin-listen", po::value<std::string>(&admin_listen), "")(
       "dir", po::value<std::string>(&dir)->required(), "")(
       "coordinator", po::value<std::string>(&coordinator), "")(
       "participants", po::value<std::string>(&participants), "")(
@@ -144,7 +172,8 @@ int main(int argc, char** argv) {
   }
   std::shared_ptr<TProcessor> processor;
   auto dash = g_name.find('-');
-  if (g_name.substr(0, dash) == "coordinator") {
+  g_coordinator = g_name.substr(0, dash) == "coordinator";
+  if (g_coordinator) {
     processor =
         std::make_shared<dtx::rpc::CoordinatorProcessor>(std::make_shared<FakeCoordinator>());
   } else {
@@ -152,12 +181,24 @@ int main(int argc, char** argv) {
         std::make_shared<dtx::rpc::ParticipantProcessor>(std::make_shared<FakeParticipant>());
   }
   try {
-    auto socket = std::make_shared<transport::TServerSocket>(hp->host, hp->port);
-    server::TSimpleServer server(processor, socket,
-                                 std::make_shared<transport::TFramedTransportFactory>(),
-                                 std::make_shared<protocol::TBinaryProtocolFactory>());
+    if (!admin_listen.empty()) {
+      auto admin_hp = dtx::tools::ParseHostPort(admin_listen);
+      if (!admin_hp.ok()) {
+        std::cerr << "dtx_fake_node: --admin-listen: " << admin_hp.status().ToString() << "\n";
+        return 2;
+      }
+      std::thread([host = admin_hp->host, port = admin_hp->port] {
+        try {
+          Serve(std::make_shared<dtx::rpc::AdminProcessor>(std::make_shared<FakeAdmin>()), host,
+                port);
+        } catch (const std::exception& e) {
+          std::cerr << "dtx_fake_node " << g_name << " admin: " << e.what() << "\n";
+          ::_exit(1);
+        }
+      }).detach();
+    }
     std::cerr << "dtx_fake_node " << g_name << " serving on " << listen << "\n";
-    server.serve();
+    Serve(processor, hp->host, hp->port);
   } catch (const std::exception& e) {
     std::cerr << "dtx_fake_node " << g_name << ": " << e.what() << "\n";
     return 1;

@@ -49,6 +49,7 @@ template class StockConnection<rpc::ParticipantClient>;
 template class StockConnection<rpc::CoordinatorClient>;
 template class StockConnection<rpc::ParticipantPeerClient>;
 template class StockConnection<rpc::CoordinatorPeerClient>;
+template class StockConnection<rpc::AdminClient>;
 
 Status RunThrift(const std::string& what, const std::function<void()>& fn) {
   try {
@@ -95,17 +96,27 @@ Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts
   return out;
 }
 
+namespace {
+
+// The node's admin listener, or InvalidArgument when cluster.conf has none.
+Result<std::unique_ptr<AdminConnection>> OpenAdmin(const NodeEntry& node,
+                                                   const AdminTimeouts& timeouts) {
+  if (node.admin_address.empty()) {
+    return Status::InvalidArgument(node.name +
+                                   " has no admin address in cluster.conf (run `dtxctl cluster "
+                                   "up` once to add it)");
+  }
+  return AdminConnection::Open(node.admin_address, timeouts);
+}
+
+}  // namespace
+
 Status SetNodeFailpoint(const NodeEntry& node, const std::string& name, const std::string& action,
                         const AdminTimeouts& timeouts) {
-  std::string what = "SetFailpoint on " + node.name + " (" + node.address + ")";
-  if (node.role == NodeKind::kCoordinator) {
-    auto c = CoordinatorConnection::Open(node.address, timeouts);
-    if (!c.ok()) return c.status();
-    return RunThrift(what, [&] { (*c)->client().SetFailpoint(name, action); });
-  }
-  auto c = ParticipantConnection::Open(node.address, timeouts);
+  auto c = OpenAdmin(node, timeouts);
   if (!c.ok()) return c.status();
-  return RunThrift(what, [&] { (*c)->client().SetFailpoint(name, action); });
+  return RunThrift("SetFailpoint on " + node.name + " (admin " + node.admin_address + ")",
+                   [&] { (*c)->client().SetFailpoint(name, action); });
 }
 
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
@@ -113,27 +124,22 @@ Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
   if (node.role != NodeKind::kParticipant) {
     return Status::InvalidArgument(node.name + " is not a participant");
   }
-  auto c = ParticipantConnection::Open(node.address, timeouts);
+  auto c = OpenAdmin(node, timeouts);
   if (!c.ok()) return c.status();
   std::vector<rpc::InDoubtTx> out;
-  DTX_RETURN_IF_ERROR(RunThrift("ListInDoubt on " + node.name + " (" + node.address + ")",
-                                [&] { (*c)->client().ListInDoubt(out); }));
+  DTX_RETURN_IF_ERROR(
+      RunThrift("ListInDoubt on " + node.name + " (admin " + node.admin_address + ")",
+                [&] { (*c)->client().ListInDoubt(out); }));
   return out;
 }
 
 Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& txid,
                                         const AdminTimeouts& timeouts) {
+  auto c = OpenAdmin(node, timeouts);
+  if (!c.ok()) return c.status();
   rpc::TraceResponse out;
-  std::string what = "GetTrace on " + node.name + " (" + node.address + ")";
-  if (node.role == NodeKind::kCoordinator) {
-    auto c = CoordinatorPeerConnection::Open(node.address, timeouts);
-    if (!c.ok()) return c.status();
-    DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetTrace(out, txid); }));
-  } else {
-    auto c = ParticipantPeerConnection::Open(node.address, timeouts);
-    if (!c.ok()) return c.status();
-    DTX_RETURN_IF_ERROR(RunThrift(what, [&] { (*c)->client().GetTrace(out, txid); }));
-  }
+  DTX_RETURN_IF_ERROR(RunThrift("GetTrace on " + node.name + " (admin " + node.admin_address + ")",
+                                [&] { (*c)->client().GetTrace(out, txid); }));
   return out;
 }
 

@@ -1,7 +1,9 @@
 // Admin calls to dtx nodes with the stock generated synchronous Thrift
-// clients (ParticipantClient / CoordinatorClient over TSocket +
+// clients (ParticipantClient / CoordinatorClient / AdminClient over TSocket +
 // TFramedTransport + TBinaryProtocol), as any operator tool in any language
-// would make them. Every call has a connect and a receive timeout; Thrift
+// would make them. GetStatus goes to the node's listener (NodeEntry::address);
+// SetFailpoint, ListInDoubt and GetTrace to its admin listener
+// (NodeEntry::admin_address). Every call has a connect and a receive timeout; Thrift
 // exceptions stop here and come back as Status values:
 //   DtxError BAD_ARGUMENT / WRONG_SHARD -> InvalidArgument, UNKNOWN_TX -> NotFound,
 //   UNAVAILABLE / NOT_PRIMARY -> Unavailable, TIMEOUT -> Timeout, others -> Internal;
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "Admin.h"
 #include "Coordinator.h"
 #include "CoordinatorPeer.h"
 #include "Participant.h"
@@ -61,6 +64,8 @@ using CoordinatorConnection = StockConnection<rpc::CoordinatorClient>;
 // The node-to-node services (they extend the above; GetTrace lives there).
 using ParticipantPeerConnection = StockConnection<rpc::ParticipantPeerClient>;
 using CoordinatorPeerConnection = StockConnection<rpc::CoordinatorPeerClient>;
+// A node's admin listener.
+using AdminConnection = StockConnection<rpc::AdminClient>;
 
 // Runs `fn` and converts any exception it throws (DtxError, Thrift transport
 // and protocol exceptions, std::exception) into a Status naming `what`.
@@ -68,14 +73,15 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn);
 
 // GetStatus on a participant or coordinator (by the node's role).
 Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts& timeouts = {});
-// SetFailpoint on a node.
+// SetFailpoint on a node (its admin listener).
 Status SetNodeFailpoint(const NodeEntry& node, const std::string& name, const std::string& action,
                         const AdminTimeouts& timeouts = {});
-// ListInDoubt on a participant (InvalidArgument for a coordinator).
+// ListInDoubt on a participant's admin listener (InvalidArgument for a
+// coordinator).
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
                                                     const AdminTimeouts& timeouts = {});
-// GetTrace on a node (ParticipantPeer / CoordinatorPeer): its span events
-// for `txid` (docs/observability.md).
+// GetTrace on a node's admin listener: its span events for `txid`
+// (docs/observability.md).
 Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& txid,
                                         const AdminTimeouts& timeouts = {});
 // Polls GetStatus until it answers or `timeout_ms` passes (Timeout then, with

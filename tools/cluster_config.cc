@@ -84,7 +84,8 @@ Result<NodeEntry> ParseNodeName(std::string_view name) {
   return e;
 }
 
-Status ClusterConfig::Add(std::string_view name, std::string_view address) {
+Status ClusterConfig::Add(std::string_view name, std::string_view address,
+                          std::string_view admin_address) {
   if (nodes_.size() >= kClusterNodesMax) {
     return Status::InvalidArgument("more than " + std::to_string(kClusterNodesMax) + " nodes");
   }
@@ -95,15 +96,42 @@ Status ClusterConfig::Add(std::string_view name, std::string_view address) {
   if (Find(name) != nullptr) {
     return Status::InvalidArgument("node '" + std::string(name) + "' listed twice");
   }
+  DTX_RETURN_IF_ERROR(CheckUnused(address, name));
+  if (!admin_address.empty()) {
+    auto admin_hp = ParseHostPort(admin_address);
+    if (!admin_hp.ok()) return admin_hp.status();
+    if (admin_address == address) {
+      return Status::InvalidArgument("node '" + std::string(name) +
+                                     "': the admin address must differ from its address");
+    }
+    DTX_RETURN_IF_ERROR(CheckUnused(admin_address, name));
+  }
+  entry->address = std::string(address);
+  entry->admin_address = std::string(admin_address);
+  auto pos = std::upper_bound(nodes_.begin(), nodes_.end(), *entry, RoleLess);
+  nodes_.insert(pos, std::move(*entry));
+  return Status::OK();
+}
+
+Status ClusterConfig::CheckUnused(std::string_view address, std::string_view name) const {
   for (const NodeEntry& n : nodes_) {
-    if (n.address == address) {
+    if (n.address == address || n.admin_address == address) {
       return Status::InvalidArgument("address " + std::string(address) + " used by both " + n.name +
                                      " and " + std::string(name));
     }
   }
-  entry->address = std::string(address);
-  auto pos = std::upper_bound(nodes_.begin(), nodes_.end(), *entry, RoleLess);
-  nodes_.insert(pos, std::move(*entry));
+  return Status::OK();
+}
+
+Status ClusterConfig::SetAdminAddress(std::string_view name, std::string_view admin_address) {
+  auto it = std::find_if(nodes_.begin(), nodes_.end(),
+                         [&](const NodeEntry& n) { return n.name == name; });
+  if (it == nodes_.end()) return Status::InvalidArgument("no node '" + std::string(name) + "'");
+  auto hp = ParseHostPort(admin_address);
+  if (!hp.ok()) return hp.status();
+  it->admin_address.clear();
+  DTX_RETURN_IF_ERROR(CheckUnused(admin_address, name));
+  it->admin_address = std::string(admin_address);
   return Status::OK();
 }
 
@@ -140,11 +168,23 @@ Result<ClusterConfig> ClusterConfig::Parse(std::string_view text) {
     }
     std::string_view name = line.substr(0, sp);
     std::string_view address = Trim(line.substr(sp));
-    if (address.find_first_of(" \t") != std::string_view::npos) {
-      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
-                                     ": extra fields after the address");
+    std::string_view admin;
+    if (size_t sp2 = address.find_first_of(" \t"); sp2 != std::string_view::npos) {
+      admin = Trim(address.substr(sp2));
+      address = address.substr(0, sp2);
+      constexpr std::string_view kAdminKey = "admin=";
+      if (admin.substr(0, kAdminKey.size()) != kAdminKey ||
+          admin.find_first_of(" \t") != std::string_view::npos) {
+        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
+                                       ": expected 'admin=HOST:PORT' after the address");
+      }
+      admin = admin.substr(kAdminKey.size());
+      if (admin.empty()) {
+        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
+                                       ": empty admin address");
+      }
     }
-    Status s = config.Add(name, address);
+    Status s = config.Add(name, address, admin);
     if (!s.ok()) {
       return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
                                      s.message());
@@ -164,8 +204,13 @@ Result<ClusterConfig> ClusterConfig::Load(const std::string& dir) {
 }
 
 std::string ClusterConfig::Serialize() const {
-  std::string out = "# dtx local cluster: NAME ADDRESS (written by dtxctl cluster up)\n";
-  for (const NodeEntry& n : nodes_) out += n.name + " " + n.address + "\n";
+  std::string out =
+      "# dtx local cluster: NAME ADDRESS admin=ADMIN_ADDRESS (written by dtxctl cluster up)\n";
+  for (const NodeEntry& n : nodes_) {
+    out += n.name + " " + n.address;
+    if (!n.admin_address.empty()) out += " admin=" + n.admin_address;
+    out += "\n";
+  }
   return out;
 }
 

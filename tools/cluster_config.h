@@ -1,9 +1,11 @@
 // The local-cluster directory written by `dtxctl cluster up` (tools/README.md,
 // README "Cluster directory"):
 //
-//   DIR/cluster.conf       one line per node: "NAME ADDRESS" (e.g.
-//                          "coordinator-0 127.0.0.1:40101"); '#' starts a
-//                          comment; blank lines are ignored
+//   DIR/cluster.conf       one line per node: "NAME ADDRESS admin=ADDRESS"
+//                          (e.g. "coordinator-0 127.0.0.1:40101
+//                          admin=127.0.0.1:40201"): the client/peer listener
+//                          and the admin listener; '#' starts a comment;
+//                          blank lines are ignored
 //   DIR/<node>/            that node's NODEDIR (wal/, data/, node.log)
 //   DIR/<node>/pid         its current pid, written by the supervisor
 //   DIR/supervisor.pid     the supervisor's pid
@@ -15,9 +17,11 @@
 //
 // Grammar of cluster.conf:
 //   file    = { line "\n" }
-//   line    = [ name ws address ] [ ws ] [ "#" comment ]
+//   line    = [ name ws address [ ws "admin=" address ] ] [ ws ] [ "#" comment ]
 //   name    = ("coordinator-" | "participant-") digits
 //   address = host ":" port            (port 1..65535)
+// A line without admin= (a file from before the admin listener) is read with
+// no admin address; `dtxctl cluster up` adds one.
 // Participants must be numbered 0..N-1 without gaps (the order is the shard
 // index); names are unique; there is at least coordinator-0.
 //
@@ -61,7 +65,9 @@ enum class NodeKind { kCoordinator, kParticipant };
 
 struct NodeEntry {
   std::string name;     // "coordinator-0", "participant-3"
-  std::string address;  // "127.0.0.1:40102"
+  std::string address;  // "127.0.0.1:40102": the client and peer listener
+  // The admin listener (SetFailpoint, GetTrace, ListInDoubt); "" if unknown.
+  std::string admin_address;
   NodeKind role = NodeKind::kParticipant;
   int index = 0;  // the number after the dash
 };
@@ -84,8 +90,11 @@ class ClusterConfig {
   // Reads DIR/cluster.conf. NotFound when there is none.
   static Result<ClusterConfig> Load(const std::string& dir);
 
-  // Adds a node; InvalidArgument for a bad name or address or a duplicate.
-  Status Add(std::string_view name, std::string_view address);
+  // Adds a node; InvalidArgument for a bad name or address or a duplicate
+  // (also an address used twice across both kinds of listener).
+  Status Add(std::string_view name, std::string_view address, std::string_view admin_address = {});
+  // Sets the admin address of the node `name` (which must exist).
+  Status SetAdminAddress(std::string_view name, std::string_view admin_address);
   // Checks the whole-file rules (coordinator-0 present, participants 0..N-1).
   Status Validate() const;
 
@@ -102,6 +111,8 @@ class ClusterConfig {
   std::vector<NodeEntry> participants() const;
 
  private:
+  // InvalidArgument when a node other than `name` already uses `address`.
+  Status CheckUnused(std::string_view address, std::string_view name) const;
   std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
 };
 

@@ -38,7 +38,12 @@ TEST(ClusterConfigTest, RejectsBadLinesNamingTheLine) {
       {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1\n", "line 2"},
       {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:70000\n", "port"},
       {"coordinator-0 127.0.0.1:1\nworker-0 127.0.0.1:2\n", "worker-0"},
-      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2 extra\n", "extra"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2 extra\n", "admin=HOST:PORT"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2 admin=127.0.0.1:3 x\n",
+       "admin=HOST:PORT"},
+      {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2 admin=\n", "empty admin"},
+      {"coordinator-0 127.0.0.1:1 admin=127.0.0.1:1\nparticipant-0 127.0.0.1:2\n", "must differ"},
+      {"coordinator-0 127.0.0.1:1 admin=127.0.0.1:2\nparticipant-0 127.0.0.1:2\n", "used by both"},
       {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2\nparticipant-0 127.0.0.1:3\n",
        "twice"},
       {"coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:1\n", "used by both"},
@@ -62,12 +67,18 @@ TEST(ClusterConfigTest, SaveAndLoadRoundTrip) {
   ClusterConfig c;
   ASSERT_TRUE(c.Add("participant-0", "127.0.0.1:5001").ok());
   ASSERT_TRUE(c.Add("coordinator-0", "127.0.0.1:5000").ok());
-  ASSERT_TRUE(c.Add("participant-1", "127.0.0.1:5002").ok());
+  ASSERT_TRUE(c.Add("participant-1", "127.0.0.1:5002", "127.0.0.1:5102").ok());
+  // A file from before the admin listener gets admin addresses later.
+  ASSERT_TRUE(c.SetAdminAddress("coordinator-0", "127.0.0.1:5100").ok());
+  EXPECT_FALSE(c.SetAdminAddress("participant-0", "127.0.0.1:5102").ok());  // participant-1's
   ASSERT_TRUE(c.Save(dir).ok());
   auto loaded = ClusterConfig::Load(dir);
   ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
   EXPECT_EQ(loaded->Serialize(), c.Serialize());
   EXPECT_EQ(loaded->participants().size(), 2u);
+  EXPECT_EQ(loaded->Find("coordinator-0")->admin_address, "127.0.0.1:5100");
+  EXPECT_EQ(loaded->Find("participant-0")->admin_address, "");
+  EXPECT_EQ(loaded->Find("participant-1")->admin_address, "127.0.0.1:5102");
   auto missing = ClusterConfig::Load(dir + "/nope");
   EXPECT_TRUE(missing.status().IsNotFound());
   std::filesystem::remove_all(dir);

@@ -485,26 +485,46 @@ int CmdClusterUp(const std::vector<std::string>& args) {
                          ") from an earlier cluster is still running in " + dir +
                          "; run `dtxctl cluster down --dir " + dir + "` first");
     }
+    size_t admin_missing = 0;
     for (const NodeEntry& n : existing->nodes()) {
-      auto hp = ParseHostPort(n.address);
-      if (!hp.ok() || !PortFree(hp->port)) {
-        return fail_locked(n.name + "'s address " + n.address + " (from " + dir +
-                           "/cluster.conf) is in use by another program");
+      for (const std::string& a : {n.address, n.admin_address}) {
+        if (a.empty()) continue;
+        auto hp = ParseHostPort(a);
+        if (!hp.ok() || !PortFree(hp->port)) {
+          return fail_locked(n.name + "'s address " + a + " (from " + dir +
+                             "/cluster.conf) is in use by another program");
+        }
       }
+      if (n.admin_address.empty()) ++admin_missing;
     }
     config = *existing;
+    // A cluster.conf from before the admin listener: give each node one.
+    if (admin_missing > 0) {
+      auto ports = PickPorts(static_cast<int>(admin_missing));
+      if (!ports.ok()) return fail_locked(ports.status().ToString());
+      size_t next = 0;
+      Status s;
+      for (const NodeEntry& n : existing->nodes()) {
+        if (!s.ok() || !n.admin_address.empty()) continue;
+        s = config.SetAdminAddress(n.name, "127.0.0.1:" + std::to_string((*ports)[next++]));
+      }
+      if (s.ok()) s = config.Save(dir);
+      if (!s.ok()) return fail_locked(s.ToString());
+    }
   } else if (existing.status().IsNotFound()) {
-    int coordinators = backup ? 2 : 1;
-    auto ports = PickPorts(participants + coordinators);
+    const int coordinators = backup ? 2 : 1;
+    const int nodes = participants + coordinators;
+    // Per node: its listener, then (nodes further on) its admin listener.
+    auto ports = PickPorts(2 * nodes);
     if (!ports.ok()) return fail_locked(ports.status().ToString());
+    auto addr = [&](int i) { return "127.0.0.1:" + std::to_string((*ports)[i]); };
     Status s;
     for (int i = 0; s.ok() && i < coordinators; ++i) {
-      s = config.Add("coordinator-" + std::to_string(i),
-                     "127.0.0.1:" + std::to_string((*ports)[i]));
+      s = config.Add("coordinator-" + std::to_string(i), addr(i), addr(nodes + i));
     }
     for (int i = 0; s.ok() && i < participants; ++i) {
-      s = config.Add("participant-" + std::to_string(i),
-                     "127.0.0.1:" + std::to_string((*ports)[i + coordinators]));
+      s = config.Add("participant-" + std::to_string(i), addr(coordinators + i),
+                     addr(nodes + coordinators + i));
     }
     if (s.ok()) s = config.Save(dir);
     if (!s.ok()) return fail_locked(s.ToString());

@@ -96,6 +96,8 @@ class Supervisor {
       // --enable-failpoints: this is the test and demo harness
       // (docs/failpoints.md); nodes started by hand have failpoints off.
       n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir, "--enable-failpoints"};
+      if (!e.admin_address.empty())
+        n->args.insert(n->args.end(), {"--admin-listen", e.admin_address});
       if (e.role == NodeKind::kCoordinator) {
         n->bin = options_.coordinator_bin;
         n->args.insert(n->args.end(), {"--participants", participants});

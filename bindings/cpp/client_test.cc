@@ -54,13 +54,6 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     cob();
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
-    cob({});
-  }
-  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
-                    const std::string&, const std::string&) override {
-    cob();
-  }
 
   void Set(const std::string& k, const std::string& v, int64_t version) {
     std::lock_guard<std::mutex> lock(mu);
@@ -138,10 +131,6 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
       return;
     }
     cob(status);
-  }
-  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
-                    const std::string&, const std::string&) override {
-    cob();
   }
 
   size_t Requests() {
