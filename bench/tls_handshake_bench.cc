@@ -60,13 +60,6 @@ class ReadOnlyParticipant : public rpc::ParticipantCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
-    cob({});
-  }
-  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
-                    const std::string&, const std::string&) override {
-    cob();
-  }
 };
 
 struct Summary {

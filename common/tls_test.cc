@@ -251,13 +251,6 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }
-  void ListInDoubt(std::function<void(const std::vector<rpc::InDoubtTx>&)> cob) override {
-    cob({});
-  }
-  void SetFailpoint(std::function<void()> cob, std::function<void(TDelayedException*)>,
-                    const std::string&, const std::string&) override {
-    cob();
-  }
   static rpc::ReadResult Result(const std::string& key) {
     rpc::ReadResult r;
     r.found = true;

@@ -247,7 +247,8 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
                                        .dir = "/tmp",
                                        .metrics_enabled = false,
                                        .trace_events = 16,
-                                       .enable_failpoints = true});
+                                       .enable_failpoints = true,
+                                       .identify = {}});
     Target target;
     const AccessPolicy policy = AccessPolicy::Insecure();
     auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
@@ -371,10 +372,14 @@ TEST(NodeTest, SetFailpointIsRefusedUnlessFailpointsAreEnabled) {
   LoopThread loop;
   loop.Start();
   loop.RunSync([&] {
-    Node node(loop.loop(), NodeOptions{.name = "node-y", .dir = "/tmp", .metrics_enabled = false});
+    Node node(
+        loop.loop(),
+        NodeOptions{.name = "node-y", .dir = "/tmp", .metrics_enabled = false, .identify = {}});
     EXPECT_FALSE(node.failpoints_enabled());
     Target target;
-    auto handler = std::make_shared<TestHandler>(&target, &node);
+    const AccessPolicy policy = AccessPolicy::Insecure();
+    auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
+    auto handler = std::make_shared<TestAdmin>(shared, PeerIdentity{}, rpc::NodeRole::PRIMARY);
     for (int round = 0; round < 2; ++round) {
       bool armed = false;
       std::optional<rpc::DtxError> refusal;
@@ -393,7 +398,7 @@ TEST(NodeTest, SetFailpointIsRefusedUnlessFailpointsAreEnabled) {
       EXPECT_NE(refusal->message.find("--enable-failpoints"), std::string::npos)
           << refusal->message;
       EXPECT_TRUE(fp::Armed().empty());
-      handler->Detach();  // the second round: after shutdown
+      shared->Detach();  // the second round: after shutdown
     }
   });
   loop.Stop();

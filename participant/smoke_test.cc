@@ -430,7 +430,7 @@ TEST_F(ParticipantSmokeTest, FailpointsAreRefusedWithoutEnableFailpoints) {
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   Client c(port);
   try {
-    c->SetFailpoint("participant.commit.after_log", "crash");
+    AdminClient(AdminPort())->SetFailpoint("participant.commit.after_log", "crash");
     ADD_FAILURE() << "SetFailpoint accepted without --enable-failpoints";
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED);
