@@ -316,6 +316,7 @@ TEST(NodeTest, AdminCallsAreRefusedToNonAdminsUnderASecurePolicy) {
                                        .dir = "/tmp",
                                        .metrics_enabled = false,
                                        .trace_events = 16,
+                                       .enable_failpoints = true,
                                        .identify = {}});
     Target target;
     const AccessPolicy policy(

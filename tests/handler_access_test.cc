@@ -133,6 +133,7 @@ class ParticipantAccessTest : public ::testing::Test {
     o.coordinator = kCoordinator0;
     o.coordinators = {kCoordinator0, kCoordinator1};
     o.secure = true;
+    o.enable_failpoints = true;
     o.coordinator_peers = {
         node::ConfiguredPeer{"coordinator-0", kCoordinator0, PrincipalKind::kCoordinator},
         node::ConfiguredPeer{"coordinator-1", kCoordinator1, PrincipalKind::kCoordinator}};
@@ -273,6 +274,7 @@ class CoordinatorAccessTest : public ::testing::Test {
     o.ha.role = coordinator::Role::kPrimary;
     o.ha.peer = kCoordinator1;
     o.secure = true;
+    o.enable_failpoints = true;
     o.named_peers = {
         node::ConfiguredPeer{"participant-0", kParticipant0, PrincipalKind::kParticipant},
         node::ConfiguredPeer{"coordinator-1", kCoordinator1, PrincipalKind::kCoordinator}};
