@@ -90,6 +90,9 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
     return dtx::rpc::Decision::ABORT;
   }
+  dtx::rpc::Outcome::type GetOutcome(const dtx::rpc::TxId&) override {
+    return dtx::rpc::Outcome::UNKNOWN;
+  }
   void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, ""); }
 };
 
