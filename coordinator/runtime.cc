@@ -738,11 +738,14 @@ void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
                             const rpc::TxId& txid) {
   // A participant asks about its in-doubt transactions, the other
   // coordinator about the ones it inherits; nobody else.
-  Status from_participant =
-      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision");
-  if (!from_participant.ok() &&
-      !Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision"),
-              exn_cob)) {
+  const bool allowed =
+      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision").ok() ||
+      policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision").ok();
+  if (!allowed) {
+    Permit(Status::PermissionDenied("QueryDecision refused: " + caller().Describe() +
+                                    " is neither a configured participant nor the peer "
+                                    "coordinator of this node"),
+           exn_cob);
     return;
   }
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
