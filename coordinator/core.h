@@ -307,6 +307,13 @@ class CoordinatorCore {
   void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
   // A participant's QueryDecision. Replies with a Decision or Error.
   void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid);
+  // A client's GetOutcome: the outcome remembered for txid (what a repeated
+  // Commit would answer), or kUnknown (in flight, never seen, or forgotten).
+  // Reads only: unlike QueryDecision it never decides or aborts anything.
+  Outcome RememberedOutcome(const TxId& txid) const {
+    const CommitResult* r = FindOutcome(txid);
+    return r == nullptr ? Outcome::kUnknown : r->outcome;
+  }
 
   void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
   void OnCommitReply(uint64_t now_ms, const AckReply& r);

@@ -74,6 +74,10 @@ struct Runtime::Impl {
   void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
+  // A client's GetOutcome: read-only (coordinator/core.h RememberedOutcome).
+  rpc::Outcome::type GetOutcome(const rpc::TxId& txid) const {
+    return ToRpc(ha_->core().RememberedOutcome(FromRpc(txid)));
+  }
   // Admin ListInDoubt: a coordinator holds no in-doubt transactions of its
   // own (its open decisions show in GetStatus): always empty.
   std::vector<rpc::InDoubtTx> ListInDoubt() const { return {}; }
@@ -178,6 +182,8 @@ class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime:
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
                      const rpc::TxId& txid) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob exn_cob,
+                  const rpc::TxId& txid) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
@@ -733,11 +739,14 @@ void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
                             const rpc::TxId& txid) {
   // A participant asks about its in-doubt transactions, the other
   // coordinator about the ones it inherits; nobody else.
-  Status from_participant =
-      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision");
-  if (!from_participant.ok() &&
-      !Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision"),
-              exn_cob)) {
+  const bool allowed =
+      policy().RequirePeer(caller(), PrincipalKind::kParticipant, "QueryDecision").ok() ||
+      policy().RequirePeer(caller(), PrincipalKind::kCoordinator, "QueryDecision").ok();
+  if (!allowed) {
+    Permit(Status::PermissionDenied("QueryDecision refused: " + caller().Describe() +
+                                    " is neither a configured participant nor the peer "
+                                    "coordinator of this node"),
+           exn_cob);
     return;
   }
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
@@ -752,6 +761,12 @@ void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
     return cob(st);
   }
   cob(target()->GetStatus());
+}
+
+void Handler::GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob exn_cob,
+                         const rpc::TxId& txid) {
+  if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
+  cob(target()->GetOutcome(txid));
 }
 
 void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,

@@ -571,6 +571,14 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
   EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(c->GetOutcome(ToRpc(tx)), rpc::Outcome::COMMITTED);
+  // GetOutcome changes nothing: a txid it did not know still commits after
+  // (a QueryDecision would have aborted it for good, presumed abort).
+  TxId asked{0xfeed, 99};
+  EXPECT_EQ(c->GetOutcome(ToRpc(asked)), rpc::Outcome::UNKNOWN);
+  c->Commit(res, WriteReq(asked, {KeyOn(0, 2), KeyOn(1, 2)}));
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_EQ(c->GetOutcome(ToRpc(asked)), rpc::Outcome::COMMITTED);
 
   // One participant: one-phase.
   TxId one{0xfeed, 2};
@@ -593,7 +601,7 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
 
   rpc::NodeStatus st;
   c->GetStatus(st);
-  EXPECT_EQ(st.counters["commits"], 1);
+  EXPECT_EQ(st.counters["commits"], 2);  // tx and `asked`
   EXPECT_EQ(st.counters["commits_one_phase"], 1);
   EXPECT_EQ(st.counters["aborts_conflict"], 1);
   ASSERT_EQ(st.peers.size(), 2u);

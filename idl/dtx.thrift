@@ -211,7 +211,14 @@ service Coordinator {
 
   // The decision for txid: COMMIT if it was decided commit; ABORT if it
   // provably was never decided commit (presumed abort); UNKNOWN otherwise.
+  // For participants: it aborts an undecided transaction. Clients use
+  // GetOutcome.
   Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
+
+  // What became of txid as far as this coordinator remembers: COMMITTED,
+  // ABORTED, or UNKNOWN (still running, never seen here, or forgotten).
+  // Side-effect free: it never decides or aborts anything.
+  Outcome GetOutcome(1: TxId txid) throws (1: DtxError err),
 
   NodeStatus GetStatus(),
 }

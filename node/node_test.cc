@@ -202,6 +202,10 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
                      const rpc::TxId&) override {
     cob(rpc::Decision::UNKNOWN);
   }
+  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob,
+                  const rpc::TxId&) override {
+    cob(rpc::Outcome::UNKNOWN);
+  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus st;
     st.name = target() == nullptr ? "detached" : "serving";

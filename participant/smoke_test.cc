@@ -132,6 +132,10 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
     ++queries;
     cob(static_cast<rpc::Decision::type>(answer.load()));
   }
+  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, Exn,
+                  const rpc::TxId&) override {
+    cob(rpc::Outcome::UNKNOWN);
+  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }

@@ -90,6 +90,9 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
     return dtx::rpc::Decision::ABORT;
   }
+  dtx::rpc::Outcome::type GetOutcome(const dtx::rpc::TxId&) override {
+    return dtx::rpc::Outcome::UNKNOWN;
+  }
   void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, ""); }
 };
 
@@ -133,13 +136,15 @@ void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int p
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, admin_listen, dir, coordinator, participants, log_file, log_level, role, peer;
+  std::string listen, admin_listen, dir, coordinator, coordinators, participants, log_file,
+      log_level, role, peer;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
       "listen", po::value<std::string>(&listen)->required(), "")(
       "admin-listen", po::value<std::string>(&admin_listen), "")(
       "dir", po::value<std::string>(&dir)->required(), "")(
       "coordinator", po::value<std::string>(&coordinator), "")(
+      "coordinators", po::value<std::string>(&coordinators), "")(
       "participants", po::value<std::string>(&participants), "")(
       "log-file", po::value<std::string>(&log_file), "")("log-level",
                                                          po::value<std::string>(&log_level), "")(

@@ -352,6 +352,15 @@ TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
   rpc::Decision::type d{};
   EXPECT_EQ(ErrorOf([&] { d = As(kClient)->QueryDecision(SomeTxId()); }),
             rpc::ErrorCode::PERMISSION_DENIED);
+  try {
+    As(kAsParticipant1)->QueryDecision(SomeTxId());  // not configured here
+    ADD_FAILURE() << "answered";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED);
+    EXPECT_NE(e.message.find("neither a configured participant nor the peer coordinator"),
+              std::string::npos)
+        << e.message;
+  }
   // Past the access check (answered, or NOT_PRIMARY while not established).
   EXPECT_NE(ErrorOf([&] { d = As(kAsParticipant0)->QueryDecision(SomeTxId()); }),
             rpc::ErrorCode::PERMISSION_DENIED);

@@ -83,10 +83,18 @@ class Supervisor {
 
   void BuildNodes() {
     const NodeEntry* primary = config_.primary();
+    // NAME=HOST:PORT items: the names the nodes' access policies know their
+    // peers by (node/access.h).
     std::string participants;
     for (const NodeEntry& p : config_.participants()) {
       if (!participants.empty()) participants += ",";
-      participants += p.address;
+      participants += p.name + "=" + p.address;
+    }
+    std::string coordinators;
+    for (const NodeEntry& c : config_.nodes()) {
+      if (c.role != NodeKind::kCoordinator) continue;
+      if (!coordinators.empty()) coordinators += ",";
+      coordinators += c.name + "=" + c.address;
     }
     for (const NodeEntry& e : config_.nodes()) {
       auto n = std::make_unique<Node>();
@@ -106,11 +114,12 @@ class Supervisor {
         if (c0 != nullptr && c1 != nullptr && (e.index == 0 || e.index == 1)) {
           n->role = e.index == 0 ? "primary" : "backup";
           n->peer = e.index == 0 ? c1 : c0;
-          n->args.insert(n->args.end(), {"--peer", n->peer->address});
+          n->args.insert(n->args.end(), {"--peer", n->peer->name + "=" + n->peer->address});
         }
       } else {
         n->bin = options_.participant_bin;
-        n->args.insert(n->args.end(), {"--coordinator", primary->address});
+        n->args.insert(n->args.end(),
+                       {"--coordinator", primary->address, "--coordinators", coordinators});
       }
       n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
                                      options_.log_level});

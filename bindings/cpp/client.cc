@@ -59,19 +59,22 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
   CommitOutcome o;
   o.txid = txid;
   std::string detail = r.__isset.detail && !r.detail.empty() ? ": " + r.detail : "";
-  switch (r.outcome) {
-    case rpc::Outcome::COMMITTED: o.status = Status::OK(); break;
-    case rpc::Outcome::ABORTED: {
+  // Through FromRpc: an out-of-range value from the wire is no enumerator
+  // (common/wire.h), and comparing it as one is undefined behaviour.
+  const std::optional<Outcome> outcome = FromRpc(r.outcome);
+  if (!outcome) {
+    return OutcomeUnknown(
+        txid, "the coordinator sent outcome " + std::to_string(RawEnumValue(r.outcome)));
+  }
+  switch (*outcome) {
+    case Outcome::kCommitted: o.status = Status::OK(); break;
+    case Outcome::kAborted: {
       o.abort_reason = r.__isset.reason ? FromRpc(r.reason) : std::nullopt;
       const char* name = o.abort_reason ? AbortReasonName(*o.abort_reason) : "unspecified";
       o.status = Status::Aborted(std::string("transaction aborted: ") + name + detail);
       break;
     }
-    case rpc::Outcome::UNKNOWN:
-      return OutcomeUnknown(txid, "the coordinator could not tell" + detail);
-    default:
-      return OutcomeUnknown(
-          txid, "the coordinator sent outcome " + std::to_string(static_cast<int>(r.outcome)));
+    case Outcome::kUnknown: return OutcomeUnknown(txid, "the coordinator could not tell" + detail);
   }
   if (r.__isset.prepare_us) o.prepare_us = r.prepare_us;
   if (r.__isset.decision_us) o.decision_us = r.decision_us;
@@ -400,7 +403,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
         .GetStatus(options_.request_timeout_ms,
                    [self, addr](const RpcStatus& s, const rpc::NodeStatus& st) {
                      self->learning_epoch_ = false;
-                     if (s.ok() && st.role == rpc::NodeRole::PRIMARY) {
+                     if (s.ok() && FromRpc(st.role) == NodeRole::kPrimary) {
                        Epoch& e = self->primary_epoch_seen_[addr];
                        e = std::max<Epoch>(e, static_cast<Epoch>(st.epoch));
                      }
@@ -412,7 +415,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   // once if round.current's epoch is known, else once round.current has
   // answered or timed out (it may be a newer primary still).
   void OnProbeAnswer(ProbeRound& round, const std::string& addr, const rpc::NodeStatus* st) {
-    if (st != nullptr && st->role == rpc::NodeRole::PRIMARY) {
+    if (st != nullptr && FromRpc(st->role) == NodeRole::kPrimary) {
       Epoch& e = primary_epoch_seen_[addr];
       e = std::max<Epoch>(e, static_cast<Epoch>(st->epoch));
       if (addr != round.current && static_cast<Epoch>(st->epoch) > round.candidate_epoch) {
@@ -496,7 +499,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                 const RpcStatus& s, const rpc::CommitResult& r) mutable {
               if (!self->Untrack(track)) return;  // redirected to a newer primary
               auto done = std::move(*shared_done);
-              if (s.ok() && r.outcome == rpc::Outcome::UNKNOWN && self->MayRetry(txid, attempt)) {
+              if (s.ok() && FromRpc(r.outcome) == Outcome::kUnknown &&
+                  self->MayRetry(txid, attempt)) {
                 // The coordinator cannot tell (it stepped down, or a
                 // one-phase participant did not answer): ask again with
                 // the same txid - commit is idempotent by txid - which
@@ -510,8 +514,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                 return;
               }
               if (s.ok()) {
-                if (r.outcome == rpc::Outcome::ABORTED && r.__isset.reason &&
-                    r.reason == rpc::AbortReason::PARTICIPANT_UNAVAILABLE) {
+                if (FromRpc(r.outcome) == Outcome::kAborted && r.__isset.reason &&
+                    FromRpc(r.reason) == AbortReason::kParticipantUnavailable) {
                   // Either a participant is down, or this coordinator is
                   // cut off from them and a newer primary serves: ask.
                   self->ProbeSoon();

@@ -123,6 +123,10 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
                      std::function<void(TDelayedException*)>, const rpc::TxId&) override {
     cob(rpc::Decision::UNKNOWN);
   }
+  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob,
+                  std::function<void(TDelayedException*)>, const rpc::TxId&) override {
+    cob(rpc::Outcome::UNKNOWN);
+  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     std::lock_guard<std::mutex> lock(mu);
     ++status_calls;

@@ -395,17 +395,19 @@ class Client:
 
     def outcome(self, txid: Tuple[int, int]) -> Optional[str]:
         """What became of a transaction (e.g. after :class:`UnknownOutcome`):
-        ``"committed"``, ``"aborted"`` (it never committed: presumed abort), or
-        ``None`` when the coordinator cannot tell yet."""
+        ``"committed"``, ``"aborted"``, or ``None`` when the coordinator cannot
+        tell (still running, never seen there, or forgotten). Asks GetOutcome,
+        which changes nothing: unlike a participant's QueryDecision it never
+        aborts an undecided transaction."""
         try:
-            d = self._call_coordinator("QueryDecision", ttypes.TxId(hi=txid[0], lo=txid[1]))
+            o = self._call_coordinator("GetOutcome", ttypes.TxId(hi=txid[0], lo=txid[1]))
         except _TransportError as e:
             raise Unavailable(f"coordinator unreachable: {e}") from None
         except ttypes.DtxError as e:
             raise _from_dtx_error(e) from None
-        if d == ttypes.Decision.COMMIT:
+        if o == ttypes.Outcome.COMMITTED:
             return "committed"
-        if d == ttypes.Decision.ABORT:
+        if o == ttypes.Outcome.ABORTED:
             return "aborted"
         return None
 

@@ -23,6 +23,16 @@ def test_commit_and_read_back_across_participants(client):
         assert [tx.get(k) for k in keys] == [f"v{i}".encode() for i in range(len(keys))]
 
 
+def test_outcome_reports_without_deciding(client):
+    # GetOutcome changes nothing: asking about a txid first does not stop it
+    # from committing afterwards (QueryDecision would have aborted it).
+    tx = client.transaction()
+    assert client.outcome(tx.txid) is None
+    tx.put(_uniq("outcome"), b"v")
+    tx.commit()
+    assert client.outcome(tx.txid) == "committed"
+
+
 def test_delete_removes_the_key(client):
     k = _uniq("del")
     with client.transaction() as tx:
