@@ -33,7 +33,7 @@ inline constexpr uint64_t kHeartbeatIntervalMsDefault = 100;
 // plus the owner's check tick (10 ms in the coordinator) plus a status poll,
 // so 400 ms meets the p99 <= 500 ms target with margin (measured over 20
 // kills: p50 ~363 ms, p99 404-409 ms); 500 ms (the earlier default,
-// DESIGN.md's 5 intervals) measured p99 505 ms. The price is less tolerance
+// the design's first 5 intervals) measured p99 505 ms. The price is less tolerance
 // for a stalled peer: a pause of >= 400 ms (not 500) is a suspicion; measured
 // 0 false suspicions in 60 s of dtx-bench bank at 64 clients against
 // `dtxctl cluster up --backup` (load average up to 7.8 on 2 cores).

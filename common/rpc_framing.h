@@ -1,4 +1,4 @@
-// Thrift framed transport, as dtx speaks it (DESIGN.md "Network layer"):
+// Thrift framed transport, as dtx speaks it (docs/design.md "Network layer"):
 //
 //   frame   = length payload
 //   length  = 4 bytes, unsigned big-endian, number of payload bytes, 1..max

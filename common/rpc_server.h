@@ -2,7 +2,7 @@
 // frame to a cob_style AsyncProcessor (rpc::ParticipantAsyncProcessor,
 // rpc::CoordinatorAsyncProcessor from the dtx_idl target).
 //
-// Wire format (docs: DESIGN.md "Network layer"): standard Thrift framed
+// Wire format (docs/design.md "Network layer"): standard Thrift framed
 // transport + binary protocol. A frame is a 4-byte big-endian payload length
 // followed by that many bytes; the payload is one TBinaryProtocol message.
 // Any stock Thrift client (TSocket + TFramedTransport + TBinaryProtocol) can

@@ -8,7 +8,7 @@
 // randomness or I/O of its own. Outputs collect in a Ready the caller drains
 // with TakeReady() after every input (see Ready for the ordering rule).
 //
-// Protocol (DESIGN.md "Durability and the commit path (presumed abort)"):
+// Protocol (docs/design.md "Durability and the commit path (presumed abort)"):
 //   * one participant involved: one-phase Prepare; its vote is the outcome.
 //   * several: PREPARE to all in parallel; all YES/READ_ONLY -> DECISION
 //     (forced) -> reply COMMITTED + COMMIT to every YES participant, re-sent
@@ -323,8 +323,8 @@ class CoordinatorCore {
   // Drives timeouts and re-sends; call periodically (e.g. every 10 ms).
   void Tick(uint64_t now_ms);
   // The failure detector's verdict on a participant changed (heartbeats;
-  // DESIGN.md "Failure detection"). Suspected: every undecided transaction
-  // still waiting for that participant's vote ends at once (multi-participant:
+  // docs/design.md "Failure detection, replication, fencing"). Suspected: every undecided
+  // transaction still waiting for that participant's vote ends at once (multi-participant:
   // ABORTED/PARTICIPANT_UNAVAILABLE; one-phase: UNKNOWN, as the participant
   // alone decides it), and new transactions touching its shard are refused
   // with ABORTED/PARTICIPANT_UNAVAILABLE without being sent anywhere.

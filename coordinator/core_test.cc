@@ -936,7 +936,7 @@ TEST(CoordinatorCore, SameInputsGiveSameOutputs) {
   EXPECT_EQ(ta, tb);
 }
 
-// ---- failure detection (DESIGN.md "Failure detection, replication, fencing") ------
+// ---- failure detection (docs/design.md "Failure detection, replication, fencing") ------
 
 TEST(CoordinatorCore, SuspectedParticipantAbortsUndecidedTransactionsWaitingForItsVote) {
   Harness h;

@@ -1,5 +1,5 @@
 // The participant's protocol core: a pure state machine for reads, prepare,
-// commit, abort, epochs and recovery (DESIGN.md "Transactions", "Durability and
+// commit, abort, epochs and recovery (docs/design.md "Transactions", "Durability and
 // the commit path", "Recovery"; the pattern is etcd raft's RawNode).
 //
 // It includes no libuv, Thrift, LevelDB or logging header, has no threads,

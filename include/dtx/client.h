@@ -8,7 +8,7 @@
 //     return tx.Put("alice", "42");
 //   }, /*retries=*/10);                          // commits when fn returns OK
 //
-// How a transaction runs (DESIGN.md "Transactions"):
+// How a transaction runs (docs/design.md "Transactions"):
 // - Get() reads straight from the participant owning the key (shard map
 //   fetched from the coordinator at Connect and cached; index =
 //   ShardHash(key) % participants) and records the version it read. A
