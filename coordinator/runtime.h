@@ -3,10 +3,11 @@
 // with real I/O - it is plumbing: timers, RPC, WAL.
 //
 // It owns the decision log (wal::Log in NODEDIR/wal, group commit), the
-// RpcServer serving the Coordinator service (a CoordinatorCobSvIf handler that
-// converts Thrift <-> core types at the edge), one ParticipantStub per
-// participant address, the HA stubs (CoordinatorPeer to the other coordinator,
-// ParticipantPeer for heartbeats and AdoptEpoch) and a periodic tick timer.
+// listeners - client (Coordinator), peer (CoordinatorPeer) and admin (Admin),
+// whose handlers convert Thrift <-> core types at the edge - one
+// ParticipantPeerStub per participant peer address, the HA stubs
+// (CoordinatorPeer to the other coordinator, ParticipantPeer for heartbeats
+// and AdoptEpoch) and a periodic tick timer.
 // The glue between HaCore and all of that is a CoordinatorDriver
 // (coordinator/driver.h, also run by tests/sim): after every input it drains
 // the HaCore's HaReady in the order it requires: append records (reopening
