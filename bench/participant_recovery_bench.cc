@@ -408,6 +408,9 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   // participant-0's admin listener (failpoints, ListInDoubt), kept across its restart.
   const int admin0 = FreePort();
   const std::string caddr = "127.0.0.1:" + std::to_string(cport);
+  // The peer listeners (--peer-listen): where the nodes call each other.
+  const int cpeer = FreePort(), pp0 = FreePort(), pp1 = FreePort();
+  const std::string cpeer_addr = "127.0.0.1:" + std::to_string(cpeer);
   auto participant = [&](int i, int port, const std::string& fps) {
     std::vector<std::string> args = {pbin,
                                      "--name",
@@ -416,18 +419,22 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
                                      "127.0.0.1:" + std::to_string(port),
                                      "--dir",
                                      dir + "/participant-" + std::to_string(i),
+                                     "--peer-listen",
+                                     "127.0.0.1:" + std::to_string(i == 0 ? pp0 : pp1),
                                      "--coordinator",
-                                     caddr,
+                                     cpeer_addr,
                                      "--enable-failpoints"};
     if (i == 0) args.insert(args.end(), {"--admin-listen", "127.0.0.1:" + std::to_string(admin0)});
     return Spawn(args, fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
-  pid_t cpid = Spawn(
-      {cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
-       "--participants", "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
-      "");
+  pid_t cpid = Spawn({cbin, "--name", "coordinator-0", "--listen", caddr, "--peer-listen",
+                      cpeer_addr, "--dir", dir + "/coordinator-0", "--participants",
+                      "127.0.0.1:" + std::to_string(pp0) + ",127.0.0.1:" + std::to_string(pp1),
+                      "--participant-clients",
+                      "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
+                     "");
   if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::ParticipantClient>(p1, pid1, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::CoordinatorClient>(cport, cpid, kReadyTimeoutMs)) {

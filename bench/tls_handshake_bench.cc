@@ -45,18 +45,6 @@ class ReadOnlyParticipant : public rpc::ParticipantCobSvIf {
             std::function<void(TDelayedException*)>, const std::string&) override {
     cob(rpc::ReadResult());
   }
-  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
-               std::function<void(TDelayedException*)>, const rpc::PrepareRequest&) override {
-    cob(rpc::PrepareResponse());
-  }
-  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-              const rpc::Epoch) override {
-    cob();
-  }
-  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-             const rpc::Epoch) override {
-    cob();
-  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }

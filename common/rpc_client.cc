@@ -622,29 +622,6 @@ void ParticipantStub::Read(const std::string& key, int timeout_ms,
   CallRpc<rpc_method::Participant_Read>(channel_, a, timeout_ms, std::move(done));
 }
 
-void ParticipantStub::Prepare(const rpc::PrepareRequest& req, int timeout_ms,
-                              RpcCallback<rpc::PrepareResponse> done) {
-  rpc::Participant_Prepare_pargs a;
-  a.req = &req;
-  CallRpc<rpc_method::Participant_Prepare>(channel_, a, timeout_ms, std::move(done));
-}
-
-void ParticipantStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-                             RpcDoneCallback done) {
-  rpc::Participant_Commit_pargs a;
-  a.txid = &txid;
-  a.epoch = &epoch;
-  CallRpc<rpc_method::Participant_Commit>(channel_, a, timeout_ms, std::move(done));
-}
-
-void ParticipantStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-                            RpcDoneCallback done) {
-  rpc::Participant_Abort_pargs a;
-  a.txid = &txid;
-  a.epoch = &epoch;
-  CallRpc<rpc_method::Participant_Abort>(channel_, a, timeout_ms, std::move(done));
-}
-
 void ParticipantStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
   rpc::Participant_GetStatus_pargs a;
   CallRpc<rpc_method::Participant_GetStatus>(channel_, a, timeout_ms, std::move(done));
@@ -662,16 +639,93 @@ void CoordinatorStub::Commit(const rpc::CommitRequest& req, int timeout_ms,
   CallRpc<rpc_method::Coordinator_Commit>(channel_, a, timeout_ms, std::move(done));
 }
 
-void CoordinatorStub::QueryDecision(const rpc::TxId& txid, int timeout_ms,
-                                    RpcCallback<rpc::Decision::type> done) {
-  rpc::Coordinator_QueryDecision_pargs a;
+void CoordinatorStub::GetOutcome(const rpc::TxId& txid, int timeout_ms,
+                                 RpcCallback<rpc::Outcome::type> done) {
+  rpc::Coordinator_GetOutcome_pargs a;
   a.txid = &txid;
-  CallRpc<rpc_method::Coordinator_QueryDecision>(channel_, a, timeout_ms, std::move(done));
+  CallRpc<rpc_method::Coordinator_GetOutcome>(channel_, a, timeout_ms, std::move(done));
 }
 
 void CoordinatorStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
   rpc::Coordinator_GetStatus_pargs a;
   CallRpc<rpc_method::Coordinator_GetStatus>(channel_, a, timeout_ms, std::move(done));
+}
+
+void ParticipantPeerStub::Prepare(const rpc::PrepareRequest& req, int timeout_ms,
+                                  RpcCallback<rpc::PrepareResponse> done) {
+  rpc::ParticipantPeer_Prepare_pargs a;
+  a.req = &req;
+  CallRpc<rpc_method::ParticipantPeer_Prepare>(channel_, a, timeout_ms, std::move(done));
+}
+
+void ParticipantPeerStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+                                 RpcDoneCallback done) {
+  rpc::ParticipantPeer_Commit_pargs a;
+  a.txid = &txid;
+  a.epoch = &epoch;
+  CallRpc<rpc_method::ParticipantPeer_Commit>(channel_, a, timeout_ms, std::move(done));
+}
+
+void ParticipantPeerStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
+                                RpcDoneCallback done) {
+  rpc::ParticipantPeer_Abort_pargs a;
+  a.txid = &txid;
+  a.epoch = &epoch;
+  CallRpc<rpc_method::ParticipantPeer_Abort>(channel_, a, timeout_ms, std::move(done));
+}
+
+void ParticipantPeerStub::Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                                    RpcCallback<rpc::HeartbeatResponse> done) {
+  rpc::ParticipantPeer_Heartbeat_pargs a;
+  a.req = &req;
+  CallRpc<rpc_method::ParticipantPeer_Heartbeat>(channel_, a, timeout_ms, std::move(done));
+}
+
+void ParticipantPeerStub::AdoptEpoch(
+    rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+    std::function<void(const RpcStatus&, const AdoptEpochRefusal&)> done) {
+  rpc::ParticipantPeer_AdoptEpoch_pargs a;
+  a.epoch = &epoch;
+  a.coordinator = &coordinator;
+  CallRpc<rpc_method::ParticipantPeer_AdoptEpoch>(channel_, a, timeout_ms,
+                                                  [done = std::move(done)](const RpcStatus& st) {
+                                                    AdoptEpochRefusal refusal;
+                                                    refusal.current_epoch = st.current_epoch();
+                                                    if (st.epoch_owner())
+                                                      refusal.owner = *st.epoch_owner();
+                                                    done(st, refusal);
+                                                  });
+}
+
+void ParticipantPeerStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
+  rpc::ParticipantPeer_GetStatus_pargs a;
+  CallRpc<rpc_method::ParticipantPeer_GetStatus>(channel_, a, timeout_ms, std::move(done));
+}
+
+void CoordinatorPeerStub::QueryDecision(const rpc::TxId& txid, int timeout_ms,
+                                        RpcCallback<rpc::Decision::type> done) {
+  rpc::CoordinatorPeer_QueryDecision_pargs a;
+  a.txid = &txid;
+  CallRpc<rpc_method::CoordinatorPeer_QueryDecision>(channel_, a, timeout_ms, std::move(done));
+}
+
+void CoordinatorPeerStub::Replicate(const rpc::ReplicateRequest& req, int timeout_ms,
+                                    RpcCallback<rpc::ReplicateResponse> done) {
+  rpc::CoordinatorPeer_Replicate_pargs a;
+  a.req = &req;
+  CallRpc<rpc_method::CoordinatorPeer_Replicate>(channel_, a, timeout_ms, std::move(done));
+}
+
+void CoordinatorPeerStub::Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                                    RpcCallback<rpc::HeartbeatResponse> done) {
+  rpc::CoordinatorPeer_Heartbeat_pargs a;
+  a.req = &req;
+  CallRpc<rpc_method::CoordinatorPeer_Heartbeat>(channel_, a, timeout_ms, std::move(done));
+}
+
+void CoordinatorPeerStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {
+  rpc::CoordinatorPeer_GetStatus_pargs a;
+  CallRpc<rpc_method::CoordinatorPeer_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
 void AdminStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done) {

@@ -1,7 +1,8 @@
 // Node-to-node client on the EventLoop: PeerChannel (one pipelined connection
 // to one peer), CallRpc (one typed call of a method bound in rpc_method::) and
-// the typed async stubs ParticipantStub / CoordinatorStub built on it
-// (coordinator/peer_stub.h has those of the high-availability services).
+// the typed async stubs built on it: ParticipantStub / CoordinatorStub for the
+// client services (a node's client listener), ParticipantPeerStub /
+// CoordinatorPeerStub for the peer services (its peer listener), AdminStub.
 //
 // Wire format: the same framed binary Thrift as RpcServer (rpc_server.h).
 // Calls are written with the generated <Svc>_<method>_pargs and the channel's
@@ -60,6 +61,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -175,24 +177,28 @@ using RpcDoneCallback = std::function<void(const RpcStatus&)>;
   }
 
 namespace rpc_method {
+// The client listener.
 DTX_RPC_METHOD(Participant, Read);
-DTX_RPC_METHOD(Participant, Prepare);
-DTX_RPC_METHOD(Participant, Commit);
-DTX_RPC_METHOD(Participant, Abort);
 DTX_RPC_METHOD(Participant, GetStatus);
 DTX_RPC_METHOD(Coordinator, GetShardMap);
 DTX_RPC_METHOD(Coordinator, Commit);
-DTX_RPC_METHOD(Coordinator, QueryDecision);
+DTX_RPC_METHOD(Coordinator, GetOutcome);
 DTX_RPC_METHOD(Coordinator, GetStatus);
 // The admin listener of either node kind.
 DTX_RPC_METHOD(Admin, GetStatus);
 DTX_RPC_METHOD(Admin, ListInDoubt);
 DTX_RPC_METHOD(Admin, SetFailpoint);
-// The high-availability services (coordinator/peer_stub.h).
-DTX_RPC_METHOD(CoordinatorPeer, Replicate);
-DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
+// The peer listener.
+DTX_RPC_METHOD(ParticipantPeer, Prepare);
+DTX_RPC_METHOD(ParticipantPeer, Commit);
+DTX_RPC_METHOD(ParticipantPeer, Abort);
 DTX_RPC_METHOD(ParticipantPeer, Heartbeat);
 DTX_RPC_METHOD(ParticipantPeer, AdoptEpoch);
+DTX_RPC_METHOD(ParticipantPeer, GetStatus);
+DTX_RPC_METHOD(CoordinatorPeer, QueryDecision);
+DTX_RPC_METHOD(CoordinatorPeer, Replicate);
+DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
+DTX_RPC_METHOD(CoordinatorPeer, GetStatus);
 }  // namespace rpc_method
 
 namespace internal {
@@ -266,9 +272,10 @@ void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArg
       });
 }
 
-// Typed async stub for the Participant service. Every method sends one call
-// on the shared channel; `done` runs once on the loop thread (PeerChannel
-// rules). DtxError replies map to Status by rpc_error.h. Cheap to copy.
+// Typed async stub for the Participant service (a participant's client
+// listener). Every method sends one call on the shared channel; `done` runs
+// once on the loop thread (PeerChannel rules). DtxError replies map to Status
+// by rpc_error.h. Cheap to copy.
 class ParticipantStub {
  public:
   ParticipantStub() = default;
@@ -277,10 +284,6 @@ class ParticipantStub {
       : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
 
   void Read(const std::string& key, int timeout_ms, RpcCallback<rpc::ReadResult> done);
-  void Prepare(const rpc::PrepareRequest& req, int timeout_ms,
-               RpcCallback<rpc::PrepareResponse> done);
-  void Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
-  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
   void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
 
   const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
@@ -289,7 +292,8 @@ class ParticipantStub {
   std::shared_ptr<PeerChannel> channel_;
 };
 
-// Typed async stub for the Coordinator service; same rules as ParticipantStub.
+// Typed async stub for the Coordinator service (a coordinator's client
+// listener); same rules as ParticipantStub.
 class CoordinatorStub {
  public:
   CoordinatorStub() = default;
@@ -299,7 +303,63 @@ class CoordinatorStub {
 
   void GetShardMap(int timeout_ms, RpcCallback<rpc::ShardMap> done);
   void Commit(const rpc::CommitRequest& req, int timeout_ms, RpcCallback<rpc::CommitResult> done);
+  void GetOutcome(const rpc::TxId& txid, int timeout_ms, RpcCallback<rpc::Outcome::type> done);
+  void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
+
+  const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
+
+ private:
+  std::shared_ptr<PeerChannel> channel_;
+};
+
+// Typed async stub for the ParticipantPeer service (a participant's peer
+// listener: what coordinators call); same rules as ParticipantStub.
+class ParticipantPeerStub {
+ public:
+  ParticipantPeerStub() = default;
+  explicit ParticipantPeerStub(std::shared_ptr<PeerChannel> channel)
+      : channel_(std::move(channel)) {}
+  ParticipantPeerStub(EventLoop* loop, std::string address, PeerChannelOptions options = {})
+      : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
+
+  void Prepare(const rpc::PrepareRequest& req, int timeout_ms,
+               RpcCallback<rpc::PrepareResponse> done);
+  void Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
+  void Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                 RpcCallback<rpc::HeartbeatResponse> done);
+  // `done` gets, with a STALE_EPOCH refusal, the participant's current epoch
+  // and its owner when the participant sent them (DtxError fields 4, 5).
+  struct AdoptEpochRefusal {
+    std::optional<int64_t> current_epoch;
+    std::string owner;
+  };
+  void AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, int timeout_ms,
+                  std::function<void(const RpcStatus&, const AdoptEpochRefusal&)> done);
+  void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
+
+  const std::shared_ptr<PeerChannel>& channel() const { return channel_; }
+
+ private:
+  std::shared_ptr<PeerChannel> channel_;
+};
+
+// Typed async stub for the CoordinatorPeer service (a coordinator's peer
+// listener: what participants and the other coordinator call); same rules as
+// ParticipantStub.
+class CoordinatorPeerStub {
+ public:
+  CoordinatorPeerStub() = default;
+  explicit CoordinatorPeerStub(std::shared_ptr<PeerChannel> channel)
+      : channel_(std::move(channel)) {}
+  CoordinatorPeerStub(EventLoop* loop, std::string address, PeerChannelOptions options = {})
+      : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
+
   void QueryDecision(const rpc::TxId& txid, int timeout_ms, RpcCallback<rpc::Decision::type> done);
+  void Replicate(const rpc::ReplicateRequest& req, int timeout_ms,
+                 RpcCallback<rpc::ReplicateResponse> done);
+  void Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
+                 RpcCallback<rpc::HeartbeatResponse> done);
   void GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus> done);
 
   const std::shared_ptr<PeerChannel>& channel() const { return channel_; }

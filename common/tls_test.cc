@@ -236,18 +236,6 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
     }
     cob(Result(key));
   }
-  void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
-               std::function<void(TDelayedException*)>, const rpc::PrepareRequest&) override {
-    cob(rpc::PrepareResponse());
-  }
-  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-              const rpc::Epoch) override {
-    cob();
-  }
-  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-             const rpc::Epoch) override {
-    cob();
-  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
   }

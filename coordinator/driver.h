@@ -141,8 +141,11 @@ class CoordinatorHooks {
 
 struct DriverOptions {
   std::string name;          // the node's name, answered in Heartbeat
-  std::string self_address;  // host:port: the sender of our heartbeats
-  std::string peer;          // host:port of the other coordinator ("" alone): the NOT_PRIMARY hint
+  std::string self_address;  // peer host:port: the sender of our heartbeats
+  // Peer host:port of the other coordinator ("" alone): the NOT_PRIMARY hint
+  // (coordinator/runtime.cc turns it into the peer's client address for
+  // clients).
+  std::string peer;
   std::vector<std::string> participants;  // host:port by shard (trace names)
   int probe_timeout_ms = 1000;            // one heartbeat probe
 };

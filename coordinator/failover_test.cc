@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -70,6 +71,18 @@ int FreePort() {
 }
 
 std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
+
+// The peer listener's port of the node whose client listener is on `port`:
+// picked once per client port (--peer-listen).
+int PeerPort(int port) {
+  static std::mutex mu;
+  static std::map<int, int> ports;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = ports.find(port);
+  if (it == ports.end()) it = ports.emplace(port, FreePort()).first;
+  return it->second;
+}
+std::string PeerAddr(int port) { return Addr(PeerPort(port)); }
 
 class TempDir {
  public:
@@ -216,16 +229,19 @@ class Cluster {
     for (int i = 0; i < kParticipants; ++i) pports_.push_back(FreePort());
     c0_ = FreePort();
     c1_ = FreePort();
-    std::string plist;
+    std::string plist, peer_plist;
     for (int p : pports_) plist += (plist.empty() ? "" : ",") + Addr(p);
+    for (int p : pports_) peer_plist += (peer_plist.empty() ? "" : ",") + PeerAddr(p);
     plist_ = plist;
+    peer_plist_ = peer_plist;
     for (int i = 0; i < kParticipants; ++i) {
       participants_.push_back(std::make_unique<Process>(
           DTX_PARTICIPANT_BIN,
           std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
-                                   Addr(pports_[i]), "--dir", dir + "/p" + std::to_string(i),
-                                   "--coordinator", Addr(c0_), "--coordinators",
-                                   Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"}));
+                                   Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
+                                   dir + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
+                                   "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
+                                   "--enable-failpoints"}));
     }
     primary_ = StartCoordinator(0, "primary", {});
     backup_ = StartCoordinator(1, "backup", {});
@@ -235,9 +251,10 @@ class Cluster {
     return std::make_unique<Process>(
         DTX_PARTICIPANT_BIN,
         std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
-                                 Addr(pports_[i]), "--dir", dir_ + "/p" + std::to_string(i),
-                                 "--coordinator", Addr(c0_), "--coordinators",
-                                 Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"});
+                                 Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
+                                 dir_ + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
+                                 "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
+                                 "--enable-failpoints"});
   }
 
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
@@ -250,11 +267,17 @@ class Cluster {
                                      Addr(port),
                                      "--dir",
                                      dir_ + "/c" + std::to_string(which),
+                                     "--peer-listen",
+                                     PeerAddr(port),
                                      "--participants",
+                                     peer_plist_,
+                                     "--participant-clients",
                                      plist_,
                                      "--role",
                                      role,
                                      "--peer",
+                                     PeerAddr(peer),
+                                     "--peer-client",
                                      Addr(peer),
                                      "--enable-failpoints"};
     args.insert(args.end(), extra.begin(), extra.end());
@@ -287,7 +310,8 @@ class Cluster {
 
   int c0_ = 0, c1_ = 0;
   std::vector<int> pports_;
-  std::string plist_;
+  std::string plist_;       // the participants' client listeners
+  std::string peer_plist_;  // their peer listeners
   std::string dir_;
   std::vector<std::unique_ptr<Process>> participants_;
   std::unique_ptr<Process> primary_;
@@ -473,7 +497,7 @@ TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
     std::string k = "x" + std::to_string(i);
     if ((*client)->ShardOf(k) == 2) key2 = k;
   }
-  const std::string victim = Addr(cl.pports_[2]);
+  const std::string victim = PeerAddr(cl.pports_[2]);  // as the coordinator knows it
   auto suspected = [&](bool want) {
     auto st = CoordinatorStatus(cl.c0_);
     if (!st) return false;

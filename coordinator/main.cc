@@ -1,14 +1,21 @@
 // dtx-coordinator: the coordinator node (coordinator/README.md).
 //
 //   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
-//                   --participants 127.0.0.1:P0,127.0.0.1:P1,... [--log-file PATH]
+//                   --participants NAME=127.0.0.1:PEERPORT0,...
+//                   --participant-clients 127.0.0.1:P0,... [--log-file PATH]
 //                   [--log-level info] [--prepare-timeout-ms 2000] [--abort-quiet-ms 2000]
-//                   [--role primary|backup] [--peer 127.0.0.1:PORT]
+//                   [--role primary|backup] [--peer NAME=127.0.0.1:PEERPORT]
+//                   [--peer-client 127.0.0.1:PORT] [--peer-listen HOST:PORT]
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT] [--enable-failpoints]
 // Without --peer the coordinator runs alone as primary (as before).
+// --listen serves clients (Coordinator), --peer-listen the participants and
+// the other coordinator (CoordinatorPeer), --admin-listen operators (Admin).
+// --participants and --peer name peer listeners; --participant-clients (the
+// shard map clients get) and --peer-client (the NOT_PRIMARY hint clients
+// get) name client listeners.
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
 // DTX_FAILPOINTS spec (or one without --enable-failpoints); 1 when the node
@@ -74,6 +81,7 @@ std::vector<std::string> Split(const std::string& s, char sep) {
 // The command line as given, before it is checked.
 struct Flags {
   std::string name, listen, dir, participants, log_file, log_level, metrics_listen, admin_listen;
+  std::string peer_listen, participant_clients, peer_client;
   uint64_t prepare_timeout_ms = 0;
   uint64_t abort_quiet_ms = 0;
   std::string role, peer, detector;
@@ -92,8 +100,17 @@ po::options_description DescribeFlags(Flags* flags) {
                                         "host:port to serve the Coordinator service on")(
       "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
       "participants", po::value(&flags->participants)->default_value(""),
-      "comma-separated participant NAME=HOST:PORT (or HOST:PORT) list; the order is the shard "
-      "index")("log-file", po::value(&flags->log_file), "log file (default: <dir>/node.log)")(
+      "comma-separated participant NAME=HOST:PORT (or HOST:PORT) list of their peer listeners; "
+      "the order is the shard index")(
+      "participant-clients", po::value(&flags->participant_clients)->default_value(""),
+      "comma-separated HOST:PORT (or NAME=HOST:PORT) of the participants' client listeners, in "
+      "the order of --participants: the shard map clients read from (required with "
+      "--participants)")(
+      "peer-listen", po::value(&flags->peer_listen)->default_value(""),
+      "host:port of the peer listener, where participants and the other coordinator call "
+      "(default: the --listen host, any free port; the bound address is written to "
+      "NODEDIR/peer.addr)")("log-file", po::value(&flags->log_file),
+                            "log file (default: <dir>/node.log)")(
       "log-level", po::value(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
       "abort-quiet-ms",
@@ -107,7 +124,10 @@ po::options_description DescribeFlags(Flags* flags) {
       "role", po::value(&flags->role)->default_value("primary"),
       "primary or backup (with --peer; without it the node runs alone as primary)")(
       "peer", po::value(&flags->peer)->default_value(""),
-      "NAME=HOST:PORT (or HOST:PORT) of the other coordinator")(
+      "NAME=HOST:PORT (or HOST:PORT) of the other coordinator's peer listener")(
+      "peer-client", po::value(&flags->peer_client)->default_value(""),
+      "HOST:PORT of the other coordinator's client listener: where a client refused "
+      "NOT_PRIMARY is sent (empty: no hint)")(
       "heartbeat-ms",
       po::value(&flags->heartbeat_ms)->default_value(dtx::kHeartbeatIntervalMsDefault),
       "heartbeat interval to participants and the peer coordinator")(
@@ -158,13 +178,21 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
 // The validation steps below check the flags in the order the usage errors
 // are reported and fill `*options`; InvalidArgument carries the usage error.
 
-// --dir, --listen, --admin-listen, --metrics-listen, --participants.
+// --dir, --listen, --peer-listen, --admin-listen, --metrics-listen,
+// --participants, --participant-clients.
 dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   options->name = flags.name;
   options->dir = flags.dir;
   if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
   if (!ParseListen(flags.listen, &options->listen_host, &options->listen_port)) {
     return dtx::Status::InvalidArgument("--listen '" + flags.listen + "' is not host:port");
+  }
+  options->peer_host = options->listen_host;
+  options->peer_port = 0;
+  if (!flags.peer_listen.empty() &&
+      !ParseListen(flags.peer_listen, &options->peer_host, &options->peer_port)) {
+    return dtx::Status::InvalidArgument("--peer-listen '" + flags.peer_listen +
+                                        "' is not host:port");
   }
   if (!ParseListen(flags.admin_listen, &options->admin_host, &options->admin_port)) {
     return dtx::Status::InvalidArgument("--admin-listen '" + flags.admin_listen +
@@ -194,6 +222,19 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
       return dtx::Status::InvalidArgument("--participants: '" + p + "' listed twice");
     }
     options->participants.push_back(p);
+  }
+  for (std::string c : Split(flags.participant_clients, ',')) {
+    if (size_t eq = c.find('='); eq != std::string::npos) c = c.substr(eq + 1);
+    if (!dtx::ParseHostPort(c).ok() || c.size() > dtx::coordinator::kParticipantAddressBytesMax) {
+      return dtx::Status::InvalidArgument("--participant-clients: '" + c + "' is not host:port");
+    }
+    options->participant_clients.push_back(c);
+  }
+  if (options->participant_clients.size() != options->participants.size()) {
+    return dtx::Status::InvalidArgument(
+        "--participant-clients must list one client address per --participants entry (" +
+        std::to_string(options->participants.size()) + "), got " +
+        std::to_string(options->participant_clients.size()));
   }
   return dtx::Status::OK();
 }
@@ -242,6 +283,14 @@ dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
     return dtx::Status::InvalidArgument("--role backup needs --peer (the primary)");
   }
   options->ha.peer = peer_address;
+  if (!flags.peer_client.empty()) {
+    if (peer_address.empty()) return dtx::Status::InvalidArgument("--peer-client needs --peer");
+    if (!dtx::ParseHostPort(flags.peer_client).ok()) {
+      return dtx::Status::InvalidArgument("--peer-client: '" + flags.peer_client +
+                                          "' is not host:port");
+    }
+    options->ha.peer_client = flags.peer_client;
+  }
   if (flags.heartbeat_ms == 0 || flags.heartbeat_ms > 60000) {
     return dtx::Status::InvalidArgument("--heartbeat-ms must be in 1..60000");
   }

@@ -18,7 +18,6 @@
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
 #include "coordinator/driver.h"
-#include "coordinator/peer_stub.h"
 #include "node/fail_stop.h"
 #include "node/access.h"
 #include "node/handler.h"
@@ -116,7 +115,7 @@ struct Runtime::Impl {
   // "primary" (established), "starting" (a primary not yet established) or "backup".
   const char* RoleLabel() const { return NodeRoleName(ha_->node_role()); }
   ParticipantPeerStub& AdoptStubFor(const std::string& address);
-  ParticipantStub& StubFor(const std::string& address);
+  ParticipantPeerStub& StubFor(const std::string& address);
   uint64_t NowMs() const { return node_.NowMs(); }
   // Records a span event for txid when tracing is on (trace_events > 0).
   // `event` has static storage duration.
@@ -139,7 +138,8 @@ struct Runtime::Impl {
   std::unique_ptr<CoordinatorDriver> driver_;
   std::string address_;
   std::string admin_address_;  // the admin listener, bound
-  std::map<std::string, ParticipantStub> stubs_;
+  std::string peer_address_;   // the peer listener, bound: this node's protocol address
+  std::map<std::string, ParticipantPeerStub> stubs_;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
@@ -166,24 +166,34 @@ struct Runtime::Impl {
 
 namespace {
 
-// The Thrift edge, one per connection: converts and forwards to the Runtime.
-// A call after Shutdown (detached) answers UNAVAILABLE. Replicate and
-// Heartbeat are taken only from the configured peer coordinator speaking for
-// itself, QueryDecision from a configured participant or that coordinator
-// (node/access.h). The admin calls are on the admin listener (node/handler.h
-// AdminHandler). Loop thread only.
-class Handler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
+// The Thrift edge, one object per connection: converts and forwards to the
+// Runtime. A call after Shutdown (detached) answers UNAVAILABLE.
+// ClientHandler serves the client listener (Coordinator: GetShardMap,
+// Commit, GetOutcome, GetStatus), PeerHandler the peer listener
+// (CoordinatorPeer): Replicate and Heartbeat are taken only from the
+// configured peer coordinator speaking for itself, QueryDecision from a
+// configured participant or that coordinator (node/access.h). The admin
+// calls are on the admin listener (node/handler.h AdminHandler). Loop thread
+// only.
+class ClientHandler final : public node::Handler<rpc::CoordinatorCobSvIf, Runtime::Impl> {
  public:
-  using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
+  using node::Handler<rpc::CoordinatorCobSvIf, Runtime::Impl>::Handler;
 
   void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) override;
   void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
               const rpc::CommitRequest& req) override;
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                     const rpc::TxId& txid) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob exn_cob,
                   const rpc::TxId& txid) override;
+};
+
+class PeerHandler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl> {
+ public:
+  using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
+
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
+                     const rpc::TxId& txid) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
@@ -415,6 +425,7 @@ void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->address_; }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
 std::string Runtime::admin_address() const { return impl_->admin_address_; }
+std::string Runtime::peer_address() const { return impl_->peer_address_; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
@@ -426,12 +437,22 @@ Status Runtime::Impl::Init() {
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto served = node_.Serve(
       [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
-            std::make_shared<Handler>(handlers, caller));
+        return std::make_shared<rpc::CoordinatorAsyncProcessor>(
+            std::make_shared<ClientHandler>(handlers, caller));
       },
       handlers, options_.listen_host, options_.listen_port);
   if (!served.ok()) return served.status();
   address_ = *served;
+  auto peer = node_.Serve(
+      [handlers](const PeerIdentity& caller) {
+        return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
+            std::make_shared<PeerHandler>(handlers, caller));
+      },
+      handlers, options_.peer_host.empty() ? options_.listen_host : options_.peer_host,
+      options_.peer_port);
+  if (!peer.ok()) return peer.status();
+  peer_address_ = *peer;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kPeerAddressFile, peer_address_));
   auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PRIMARY),
                            handlers, options_.admin_host, options_.admin_port);
   if (!admin.ok()) return admin.status();
@@ -440,10 +461,10 @@ Status Runtime::Impl::Init() {
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
-  co.self_address = address_;
+  co.self_address = peer_address_;
   HaCoreOptions ho;
   ho.role = options_.ha.peer.empty() ? Role::kPrimary : options_.ha.role;
-  ho.self_address = address_;
+  ho.self_address = peer_address_;
   ho.peer = options_.ha.peer;
   ho.heartbeat_ms = options_.ha.heartbeat_ms;
   ho.detector = options_.ha.detector;
@@ -453,7 +474,7 @@ Status Runtime::Impl::Init() {
   glue_ = std::make_unique<Glue>(this);
   DriverOptions dopts;
   dopts.name = options_.name;
-  dopts.self_address = address_;
+  dopts.self_address = peer_address_;
   dopts.peer = options_.ha.peer;
   dopts.participants = options_.participants;
   dopts.probe_timeout_ms =
@@ -497,9 +518,11 @@ Status Runtime::Impl::Init() {
   node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {}, admin on {}, as {} with {} participants; peer coordinator {}",
-               address_, admin_address_, RoleName(ha_->role()), options_.participants.size(),
-               options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
+  DTX_LOG_INFO(
+      "serving clients on {}, peers on {}, admin on {}, as {} with {} participants; peer "
+      "coordinator {}",
+      address_, peer_address_, admin_address_, RoleName(ha_->role()), options_.participants.size(),
+      options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }
 
@@ -529,7 +552,10 @@ rpc::ShardMap Runtime::Impl::GetShardMap() const {
   rpc::ShardMap out;
   out.version = m.version;
   out.scheme = m.scheme;
-  out.participants = m.participants;
+  // The core knows the participants by their peer addresses; clients reach
+  // them on their client listeners.
+  out.participants =
+      options_.participant_clients.empty() ? m.participants : options_.participant_clients;
   return out;
 }
 
@@ -546,7 +572,15 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
         FillTimings(txid, out);
         cob(out);
       },
-      std::move(fail));
+      [this, fail = std::move(fail)](const rpc::DtxError& e) {
+        // The driver's NOT_PRIMARY hint is the other coordinator's peer
+        // address; a client reaches it at its client address.
+        if (!e.__isset.primary) return fail(e);
+        rpc::DtxError out = e;
+        out.primary = options_.ha.peer_client;
+        out.__isset.primary = !options_.ha.peer_client.empty() && e.primary == options_.ha.peer;
+        fail(out);
+      });
 }
 
 void Runtime::Impl::QueryDecision(const rpc::TxId& txid,
@@ -685,10 +719,10 @@ void Runtime::Impl::FillTimings(const TxId& txid, rpc::CommitResult& out) {
   timings_.erase(it);
 }
 
-ParticipantStub& Runtime::Impl::StubFor(const std::string& address) {
+ParticipantPeerStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
   if (it == stubs_.end()) {
-    it = stubs_.emplace(address, ParticipantStub(loop_, address)).first;
+    it = stubs_.emplace(address, ParticipantPeerStub(loop_, address)).first;
   }
   return it->second;
 }
@@ -724,19 +758,19 @@ rpc::DtxError ShuttingDown() {
 }
 }  // namespace
 
-void Handler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) {
+void ClientHandler::GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob exn_cob) {
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
   cob(target()->GetShardMap());
 }
 
-void Handler::Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
-                     const rpc::CommitRequest& req) {
+void ClientHandler::Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob exn_cob,
+                           const rpc::CommitRequest& req) {
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
   target()->Commit(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                            const rpc::TxId& txid) {
+void PeerHandler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
+                                const rpc::TxId& txid) {
   // A participant asks about its in-doubt transactions, the other
   // coordinator about the ones it inherits; nobody else.
   const bool allowed =
@@ -754,23 +788,33 @@ void Handler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
       txid, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
 }
 
-void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (target() == nullptr) {
+namespace {
+rpc::NodeStatus StatusOf(const Runtime::Impl* target) {
+  if (target == nullptr) {
     rpc::NodeStatus st;
     st.role = rpc::NodeRole::PRIMARY;
-    return cob(st);
+    return st;
   }
-  cob(target()->GetStatus());
+  return target->GetStatus();
+}
+}  // namespace
+
+void ClientHandler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
+  cob(StatusOf(target()));
 }
 
-void Handler::GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob exn_cob,
-                         const rpc::TxId& txid) {
+void PeerHandler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
+  cob(StatusOf(target()));
+}
+
+void ClientHandler::GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob exn_cob,
+                               const rpc::TxId& txid) {
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
   cob(target()->GetOutcome(txid));
 }
 
-void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
-                        const rpc::ReplicateRequest& req) {
+void PeerHandler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
+                            const rpc::ReplicateRequest& req) {
   if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.primary,
                                            "Replicate"),
               exn_cob)) {
@@ -780,8 +824,8 @@ void Handler::Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, 
   target()->Replicate(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
-                        const rpc::HeartbeatRequest& req) {
+void PeerHandler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
+                            const rpc::HeartbeatRequest& req) {
   if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.sender,
                                            "Heartbeat"),
               exn_cob)) {

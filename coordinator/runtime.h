@@ -3,10 +3,11 @@
 // with real I/O - it is plumbing: timers, RPC, WAL.
 //
 // It owns the decision log (wal::Log in NODEDIR/wal, group commit), the
-// RpcServer serving the Coordinator service (a CoordinatorCobSvIf handler that
-// converts Thrift <-> core types at the edge), one ParticipantStub per
-// participant address, the HA stubs (CoordinatorPeer to the other coordinator,
-// ParticipantPeer for heartbeats and AdoptEpoch) and a periodic tick timer.
+// listeners - client (Coordinator), peer (CoordinatorPeer) and admin (Admin),
+// whose handlers convert Thrift <-> core types at the edge - one
+// ParticipantPeerStub per participant peer address, the HA stubs
+// (CoordinatorPeer to the other coordinator, ParticipantPeer for heartbeats
+// and AdoptEpoch) and a periodic tick timer.
 // The glue between HaCore and all of that is a CoordinatorDriver
 // (coordinator/driver.h, also run by tests/sim): after every input it drains
 // the HaCore's HaReady in the order it requires: append records (reopening
@@ -75,8 +76,13 @@ namespace dtx::coordinator {
 // (coordinator/README.md "Replication and failover").
 struct HaOptions {
   Role role = Role::kPrimary;
-  // host:port of the other coordinator; empty: this one runs alone.
+  // Peer host:port of the other coordinator (its peer listener); empty: this
+  // one runs alone.
   std::string peer;
+  // Client host:port of the other coordinator: the NOT_PRIMARY hint a client
+  // of this node's client listener gets (the peer listener's callers get
+  // `peer`). Empty: unknown, client refusals carry no hint.
+  std::string peer_client;
   uint64_t heartbeat_ms = kHeartbeatIntervalMsDefault;
   // suspect_after_ms, mode, phi_threshold; heartbeat_interval_ms is set
   // from heartbeat_ms.
@@ -94,9 +100,20 @@ struct RuntimeOptions {
   // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
   std::string admin_host = "127.0.0.1";
   int admin_port = 0;
+  // The peer listener (idl/dtx.thrift service CoordinatorPeer: what the
+  // participants and the other coordinator call); the client listener
+  // serves only Coordinator. Empty host: listen_host. Its bound address is
+  // written to NODEDIR/peer.addr; it is this node's address in the protocol
+  // (PrepareRequest.coordinator, Heartbeat sender, Replicate primary).
+  std::string peer_host;
+  int peer_port = 0;
   std::string dir;  // NODEDIR: the WAL lives in dir/wal
-  // host:port per shard; copied into core.participants.
+  // Peer host:port (ParticipantPeer) per shard; copied into core.participants.
   std::vector<std::string> participants;
+  // Client host:port (Participant) per shard, the same order: the shard map
+  // clients get (GetShardMap). Empty: the shard map lists `participants`
+  // (nodes serving both services on one address, e.g. tests/fake_node.cc).
+  std::vector<std::string> participant_clients;
   // Access (node/access.h, docs/design.md "Trust boundary"): secure: only
   // the participants (kind participant) and the other coordinator (kind
   // coordinator) in named_peers may speak the peer protocol here (Replicate
@@ -143,12 +160,14 @@ class Runtime {
   // Safe to call twice.
   void Shutdown();
 
-  // "host:port" the server is bound to.
+  // "host:port" the client listener is bound to.
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
   // "host:port" of the admin listener.
   std::string admin_address() const;
+  // "host:port" of the peer listener.
+  std::string peer_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

@@ -159,7 +159,9 @@ class BasicClient {
   std::shared_ptr<TFramedTransport> transport_;
   ThriftClient client_;
 };
-using Client = BasicClient<rpc::CoordinatorPeerClient>;
+// The client listener (Coordinator) and the peer listener (CoordinatorPeer).
+using Client = BasicClient<rpc::CoordinatorClient>;
+using PeerClient = BasicClient<rpc::CoordinatorPeerClient>;
 // The node's admin listener (SetFailpoint, GetTrace).
 using AdminClient = BasicClient<rpc::AdminClient>;
 
@@ -171,6 +173,25 @@ int AdminPort(const std::string& node_dir) {
   std::getline(in, line);
   auto hp = ParseHostPort(line);
   return hp.ok() ? hp->port : 0;
+}
+
+// The peer listener's port of the coordinator whose client listener is on
+// `port`: picked once per client port, passed as --peer-listen by Args().
+int PeerPort(int port) {
+  static std::mutex mu;
+  static std::map<int, int> ports;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = ports.find(port);
+  if (it == ports.end()) it = ports.emplace(port, FreePort()).first;
+  return it->second;
+}
+
+// QueryDecision on the peer listener of the coordinator serving clients on
+// `port` (what a participant asks).
+rpc::Decision::type QueryDecisionAt(int port, const rpc::TxId& txid) {
+  PeerClient c(PeerPort(port));
+  EXPECT_TRUE(c.Open()) << "peer listener of :" << port;
+  return c->QueryDecision(txid);
 }
 
 // Waits until GetStatus answers.
@@ -205,10 +226,6 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
     rpc::PrepareRequest prepare;
   };
 
-  void Read(std::function<void(const rpc::ReadResult&)> cob,
-            std::function<void(apache::thrift::TDelayedException*)>, const std::string&) override {
-    cob(rpc::ReadResult());
-  }
   void Prepare(std::function<void(const rpc::PrepareResponse&)> cob,
                std::function<void(apache::thrift::TDelayedException*)> exn_cob,
                const rpc::PrepareRequest& req) override {
@@ -411,17 +428,11 @@ class FakeCluster {
 std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
   // Tests index this list from both ends: a[1] is the name, the last item
   // the log level.
-  return {"--name",
-          "coordinator-0",
-          "--listen",
-          "127.0.0.1:" + std::to_string(port),
-          "--enable-failpoints",
-          "--dir",
-          dir,
-          "--participants",
-          participants,
-          "--log-level",
-          "debug"};
+  return {"--name", "coordinator-0", "--listen", "127.0.0.1:" + std::to_string(port),
+          "--enable-failpoints", "--dir", dir, "--participants", participants,
+          // The fakes serve the peer service only; clients get them too.
+          "--participant-clients", participants, "--peer-listen",
+          "127.0.0.1:" + std::to_string(PeerPort(port)), "--log-level", "debug"};
 }
 
 // A key that the "hash" scheme places on `shard` of `n`.
@@ -511,7 +522,7 @@ TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
   wrong.shard_map_version = 7;
   expect_error(wrong, rpc::ErrorCode::WRONG_SHARD);
 
-  EXPECT_EQ(c->QueryDecision(ToRpc(TxId{5, 5})), rpc::Decision::ABORT);
+  EXPECT_EQ(QueryDecisionAt(port, ToRpc(TxId{5, 5})), rpc::Decision::ABORT);
   AdminClient admin(AdminPort(dir.path() + "/n"));
   ASSERT_TRUE(admin.Open());
   try {
@@ -561,7 +572,7 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
     EXPECT_EQ(prepares[0].epoch, 1);
     EXPECT_FALSE(prepares[0].prepare.one_phase);
     EXPECT_FALSE(prepares[0].prepare.read_only_tx);
-    EXPECT_EQ(prepares[0].prepare.coordinator, "127.0.0.1:" + std::to_string(port));
+    EXPECT_EQ(prepares[0].prepare.coordinator, "127.0.0.1:" + std::to_string(PeerPort(port)));
     ASSERT_EQ(prepares[0].prepare.writes.size(), 1u);
     EXPECT_EQ(prepares[0].prepare.writes[0].key, KeyOn(i, 2));
     EXPECT_TRUE(fakes.at(i).WaitCalls("Commit", tx, 1));
@@ -570,7 +581,7 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
   c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
-  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(port, ToRpc(tx)), rpc::Decision::COMMIT);
   EXPECT_EQ(c->GetOutcome(ToRpc(tx)), rpc::Outcome::COMMITTED);
   // GetOutcome changes nothing: a txid it did not know still commits after
   // (a QueryDecision would have aborted it for good, presumed abort).
@@ -847,7 +858,7 @@ TEST(CoordinatorBinary, CrashAfterFirstCommitIsRedrivenAfterRestart) {
   EXPECT_TRUE(fakes.at(1).WaitCalls("Commit", tx, 1));
   Client c(port);
   ASSERT_TRUE(c.Open());
-  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(port, ToRpc(tx)), rpc::Decision::COMMIT);
   rpc::CommitResult res;
   c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)}));
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
@@ -873,7 +884,7 @@ TEST(CoordinatorBinary, CrashBeforeDecisionIsLoggedMeansAbort) {
   ASSERT_TRUE(WaitReady(port));
   Client c(port);
   ASSERT_TRUE(c.Open());
-  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::ABORT);
+  EXPECT_EQ(QueryDecisionAt(port, ToRpc(tx)), rpc::Decision::ABORT);
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
   EXPECT_TRUE(fakes.at(1).Calls("Commit", tx).empty());
@@ -990,7 +1001,8 @@ std::vector<std::string> HaArgs(int port, const std::string& dir, const std::str
                                 const std::string& name, const std::string& role, int peer_port) {
   std::vector<std::string> a = Args(port, dir, participants);
   a[1] = name;
-  a.insert(a.end(), {"--role", role, "--peer", "127.0.0.1:" + std::to_string(peer_port)});
+  a.insert(a.end(), {"--role", role, "--peer", "127.0.0.1:" + std::to_string(PeerPort(peer_port)),
+                     "--peer-client", "127.0.0.1:" + std::to_string(peer_port)});
   return a;
 }
 
@@ -1138,7 +1150,7 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
     Client b(bport);
     ASSERT_TRUE(b.Open());
     EXPECT_GE(StatusOf(bport).counters["replicated_records"], 3);
-    EXPECT_EQ(b->QueryDecision(ToRpc(tx1)), rpc::Decision::UNKNOWN);
+    EXPECT_EQ(QueryDecisionAt(bport, ToRpc(tx1)), rpc::Decision::UNKNOWN);
     try {
       b->Commit(res, WriteReq(TxId{0xbac, 2}, {KeyOn(0, 2), KeyOn(1, 2)}));
       ADD_FAILURE() << "a backup accepted a commit";
@@ -1181,7 +1193,7 @@ TEST(CoordinatorBinary, BackupHoldsEveryDecisionAndPrimaryCarriesOnAloneWhenItIs
   ASSERT_GE(WaitPrimary(bport), 0);
   Client b(bport);
   ASSERT_TRUE(b.Open());
-  EXPECT_EQ(b->QueryDecision(ToRpc(tx10)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(bport, ToRpc(tx10)), rpc::Decision::COMMIT);
 }
 
 // Kill the primary (SIGKILL) with a decision whose COMMIT is not yet
@@ -1245,14 +1257,14 @@ TEST(CoordinatorBinary, KillPrimaryBackupTakesOverAndRedrivesDecisions) {
   EXPECT_EQ(st.epoch, 2);
   EXPECT_EQ(st.counters["promotions"], 1);
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(fakes.at(i).epoch(), 2) << i;
-  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(bport, ToRpc(tx)), rpc::Decision::COMMIT);
   // A repeated commit of the same txid is idempotent: COMMITTED, not run again.
   rpc::CommitResult again;
   c->Commit(again, WriteReq(tx, {KeyOn(0, 3), KeyOn(1, 3)}));
   EXPECT_EQ(again.outcome, rpc::Outcome::COMMITTED);
   EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
   // Never heard of: presumed abort.
-  EXPECT_EQ(c->QueryDecision(ToRpc(TxId{0xfa11, 999})), rpc::Decision::ABORT);
+  EXPECT_EQ(QueryDecisionAt(bport, ToRpc(TxId{0xfa11, 999})), rpc::Decision::ABORT);
   backup.Signal(SIGTERM);
   EXPECT_EQ(backup.Wait(), 0);
 }
@@ -1349,10 +1361,10 @@ TEST(CoordinatorBinary, NoFalseSuspicionsAtFullLoad) {
   int pport = FreePort(), bport = FreePort();
   std::vector<std::string> pargs =
       HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport);
-  pargs[pargs.size() - 5] = "info";
+  pargs[pargs.size() - 7] = "info";
   std::vector<std::string> bargs =
       HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport);
-  bargs[bargs.size() - 5] = "info";
+  bargs[bargs.size() - 7] = "info";
   if (const char* d = std::getenv("DTX_TEST_DETECTOR")) {  // timeout (default) or phi
     pargs.insert(pargs.end(), {"--failure-detector", d});
     bargs.insert(bargs.end(), {"--failure-detector", d});
@@ -1526,7 +1538,7 @@ TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) 
   FakeCluster fakes(3);
   TempDir dir;
   int pport = FreePort(), bport = FreePort();
-  Relay to_backup(bport), to_primary(pport);
+  Relay to_backup(PeerPort(bport)), to_primary(PeerPort(pport));
   std::vector<std::string> pargs = Args(pport, dir.path() + "/c0", fakes.addresses());
   pargs.insert(pargs.end(),
                {"--role", "primary", "--peer", "127.0.0.1:" + std::to_string(to_backup.port())});
@@ -1687,7 +1699,7 @@ TEST(CoordinatorBinary, BothBackupsTheNewestLogTakesOver) {
   EXPECT_EQ(StatusOf(pport).epoch, 3);
   Client c(pport);
   ASSERT_TRUE(c.Open());
-  EXPECT_EQ(c->QueryDecision(ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(pport, ToRpc(tx)), rpc::Decision::COMMIT);
   ExpectOneOwnerPerEpoch(fakes, 3);
 }
 
@@ -1703,13 +1715,13 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
                                          ? HaArgs(pport, dir.path() + "/c0", fakes.addresses(),
                                                   "coordinator-0", "primary", bport)
                                          : Args(pport, dir.path() + "/c0", fakes.addresses());
-    pargs[pargs.size() - (with_backup ? 5 : 1)] = "info";
+    pargs[pargs.size() - (with_backup ? 7 : 1)] = "info";
     Process primary(pargs);
     std::unique_ptr<Process> backup;
     if (with_backup) {
       std::vector<std::string> bargs =
           HaArgs(bport, dir.path() + "/c1", fakes.addresses(), "coordinator-1", "backup", pport);
-      bargs[bargs.size() - 5] = "info";
+      bargs[bargs.size() - 7] = "info";
       backup = std::make_unique<Process>(bargs);
       EXPECT_TRUE(WaitReady(bport));
     }
@@ -1796,7 +1808,7 @@ TEST(CoordinatorBinary, WalSyncFailureStopsTheNode) {
   ASSERT_TRUE(WaitReady(port));
   Client c(port);
   ASSERT_TRUE(c.Open());
-  rpc::Decision::type d = c->QueryDecision(ToRpc(tx));
+  rpc::Decision::type d = QueryDecisionAt(port, ToRpc(tx));
   if (d == rpc::Decision::COMMIT) {
     EXPECT_TRUE(fakes.at(0).WaitCalls("Commit", tx, 1));
     EXPECT_TRUE(fakes.at(1).WaitCalls("Commit", tx, 1));

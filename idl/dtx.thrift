@@ -55,7 +55,8 @@ enum ErrorCode {
 exception DtxError {
   1: required ErrorCode code,
   2: required string message,
-  3: optional string primary,   // with NOT_PRIMARY: host:port of the primary if known
+  3: optional string primary,   // with NOT_PRIMARY: host:port of the primary if known:
+                                // its client address from a client listener, its peer address from a peer one
   // With STALE_EPOCH from a participant: its current epoch, and the coordinator
   // whose AdoptEpoch made it current (unset or empty: unknown).
   4: optional Epoch current_epoch,
@@ -104,7 +105,7 @@ struct PrepareRequest {
   // The whole transaction writes nothing anywhere: a participant may vote
   // READ_ONLY and release its locks at once (see docs: read-only optimisation).
   6: required bool read_only_tx,
-  7: optional string coordinator,  // host:port to ask with QueryDecision
+  7: optional string coordinator,  // peer host:port to ask with QueryDecision
 }
 
 struct PrepareResponse {
@@ -124,7 +125,7 @@ enum Decision {
 struct ShardMap {
   1: required i64 version,
   2: required string scheme,
-  3: required list<string> participants,   // host:port, index = shard number
+  3: required list<string> participants,   // client host:port, index = shard number
 }
 
 struct CommitRequest {
@@ -186,34 +187,22 @@ struct InDoubtTx {
 }
 
 service Participant {
+  // The client service of a participant (its client listener). The 2PC
+  // calls are on its peer listener: ParticipantPeer below.
   // Reads the committed value and version. Waits (bounded) while a prepared
   // transaction holds the key for writing.
   ReadResult Read(1: binary key) throws (1: DtxError err),
-
-  // Phase 1 (or the whole commit with one_phase).
-  PrepareResponse Prepare(1: PrepareRequest req) throws (1: DtxError err),
-
-  // Phase 2. Returns once the decision is durable here and applied.
-  // Idempotent: repeating a delivered decision is OK; an unknown txid is OK
-  // for Abort (presumed abort) and for Commit of an already-finished tx.
-  void Commit(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
-  void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
 
   NodeStatus GetStatus(),
 }
 
 service Coordinator {
+  // The client service of a coordinator (its client listener).
   ShardMap GetShardMap() throws (1: DtxError err),
 
   // Runs two-phase commit for the client's read and write sets. Idempotent
   // by txid: repeating a commit returns the recorded outcome.
   CommitResult Commit(1: CommitRequest req) throws (1: DtxError err),
-
-  // The decision for txid: COMMIT if it was decided commit; ABORT if it
-  // provably was never decided commit (presumed abort); UNKNOWN otherwise.
-  // For participants: it aborts an undecided transaction. Clients use
-  // GetOutcome.
-  Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
 
   // What became of txid as far as this coordinator remembers: COMMITTED,
   // ABORTED, or UNKNOWN (still running, never seen here, or forgotten).
@@ -224,9 +213,10 @@ service Coordinator {
 }
 
 // ---- high availability: heartbeats, primary-backup replication, fencing ----
-// (coordinator/README.md "Replication and failover"). Separate services that
-// extend the public ones, so every existing implementation of Participant /
-// Coordinator stays valid; a node serving the extended service answers both.
+// (coordinator/README.md "Replication and failover"). The peer services
+// (ParticipantPeer, CoordinatorPeer) are served on a node's peer listener
+// only (--peer-listen); they extend nothing, so a client of Participant /
+// Coordinator on the client listener cannot reach them (UNKNOWN_METHOD).
 
 // One decision-log record (coordinator/log_format.md): WAL type byte + payload.
 struct LogRecord {
@@ -236,7 +226,7 @@ struct LogRecord {
 
 struct ReplicateRequest {
   1: required Epoch epoch,          // the sender's (primary's) epoch
-  2: required string primary,       // host:port of the sender
+  2: required string primary,       // peer host:port of the sender
   3: required i64 generation,       // sync generation; a snapshot starts a new one
   4: required bool snapshot,        // `records` is a full snapshot of the open decisions
   5: required list<LogRecord> records,
@@ -247,7 +237,7 @@ struct ReplicateResponse {
 }
 
 struct HeartbeatRequest {
-  1: required string sender,        // host:port of the sender
+  1: required string sender,        // peer host:port of the sender
   2: required NodeRole role,        // the sender's
   3: required Epoch epoch,
 }
@@ -275,16 +265,35 @@ struct TraceResponse {
   2: required list<SpanEventMsg> events,  // in record order; empty: nothing (left) in the ring
 }
 
-service CoordinatorPeer extends Coordinator {
+// The peer service of a coordinator: called by the participants and the
+// other coordinator. Every call but GetStatus throws PERMISSION_DENIED
+// unless the caller is a configured peer (docs/design.md "Trust boundary").
+service CoordinatorPeer {
+  // The decision for txid: COMMIT if it was decided commit; ABORT if it
+  // provably was never decided commit (presumed abort); UNKNOWN otherwise.
+  // It aborts an undecided transaction: participants and the other
+  // coordinator only. Clients use Coordinator.GetOutcome.
+  Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
   // PERMISSION_DENIED unless the caller is a configured peer speaking for
   // itself (`sender`, docs/design.md "Trust boundary").
   HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
+  NodeStatus GetStatus(),
 }
 
-service ParticipantPeer extends Participant {
+// The peer service of a participant: called by the coordinators only.
+service ParticipantPeer {
+  // Phase 1 (or the whole commit with one_phase).
+  PrepareResponse Prepare(1: PrepareRequest req) throws (1: DtxError err),
+
+  // Phase 2. Returns once the decision is durable here and applied.
+  // Idempotent: repeating a delivered decision is OK; an unknown txid is OK
+  // for Abort (presumed abort) and for Commit of an already-finished tx.
+  void Commit(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
+  void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
+
   // PERMISSION_DENIED unless the caller is a configured peer speaking for
   // itself (`sender`, docs/design.md "Trust boundary").
   HeartbeatResponse Heartbeat(1: HeartbeatRequest req) throws (1: DtxError err),
@@ -293,6 +302,8 @@ service ParticipantPeer extends Participant {
   // when epoch > the current epoch, or equal and asked by the same
   // coordinator that made it current; else STALE_EPOCH.
   void AdoptEpoch(1: Epoch epoch, 2: string coordinator) throws (1: DtxError err),
+
+  NodeStatus GetStatus(),
 }
 
 // ---- the admin listener (both node kinds; bound to loopback by default) ----

@@ -47,6 +47,9 @@ namespace dtx::node {
 
 // NODEDIR/admin.addr: "host:port" of the admin listener (Node::RecordAddress).
 inline constexpr const char* kAdminAddressFile = "admin.addr";
+// NODEDIR/peer.addr: "host:port" of the peer listener (the peer services,
+// idl/dtx.thrift ParticipantPeer / CoordinatorPeer).
+inline constexpr const char* kPeerAddressFile = "peer.addr";
 
 struct NodeOptions {
   std::string name;  // e.g. "coordinator-0": log lines, GetTrace, RpcServer

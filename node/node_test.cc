@@ -193,18 +193,9 @@ struct Target {
 class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
   using Handler<rpc::CoordinatorPeerCobSvIf, Target>::Handler;
-  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, ExnCob) override { cob({}); }
-  void Commit(std::function<void(const rpc::CommitResult&)> cob, ExnCob,
-              const rpc::CommitRequest&) override {
-    cob({});
-  }
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob,
                      const rpc::TxId&) override {
     cob(rpc::Decision::UNKNOWN);
-  }
-  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, ExnCob,
-                  const rpc::TxId&) override {
-    cob(rpc::Outcome::UNKNOWN);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     rpc::NodeStatus st;

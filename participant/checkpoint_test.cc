@@ -68,6 +68,7 @@ class CheckpointTest : public ::testing::Test {
       rt_ = std::move(rt.value());
       stub_ = std::make_unique<ParticipantStub>(loop_.loop(), rt_->address());
       admin_stub_ = std::make_unique<AdminStub>(loop_.loop(), rt_->admin_address());
+      peer_stub_ = std::make_unique<ParticipantPeerStub>(loop_.loop(), rt_->peer_address());
     });
     return out;
   }
@@ -77,6 +78,8 @@ class CheckpointTest : public ::testing::Test {
       stub_.reset();
       if (admin_stub_) admin_stub_->channel()->Close();
       admin_stub_.reset();
+      if (peer_stub_) peer_stub_->channel()->Close();
+      peer_stub_.reset();
       if (rt_) rt_->Shutdown();
       rt_.reset();
     });
@@ -137,12 +140,12 @@ class CheckpointTest : public ::testing::Test {
         std::optional<std::string> value;
         if (i % 7 != 3) value = "value-" + std::to_string(i) + std::string(40, 'x');
         (*model)[key] = value;
-        stub_->Prepare(Req(first_lo + i, {{key, value}}, /*one_phase=*/true), kCallTimeoutMs,
-                       [&, d](const RpcStatus& st, const rpc::PrepareResponse& r) {
-                         if (!st.ok() || r.vote != rpc::Vote::YES) ++d->failed;
-                         if (++d->finished == count) done.set_value();
-                         else issue();
-                       });
+        peer_stub_->Prepare(Req(first_lo + i, {{key, value}}, /*one_phase=*/true), kCallTimeoutMs,
+                            [&, d](const RpcStatus& st, const rpc::PrepareResponse& r) {
+                              if (!st.ok() || r.vote != rpc::Vote::YES) ++d->failed;
+                              if (++d->finished == count) done.set_value();
+                              else issue();
+                            });
       }
     };
     loop_.RunSync([&] { issue(); });
@@ -195,6 +198,8 @@ class CheckpointTest : public ::testing::Test {
   std::unique_ptr<Runtime> rt_;
   std::unique_ptr<ParticipantStub> stub_;  // to rt_, on loop_
   std::unique_ptr<AdminStub> admin_stub_;  // to rt_'s admin listener, on loop_
+  // To rt_'s peer listener (the 2PC calls a coordinator makes), on loop_.
+  std::unique_ptr<ParticipantPeerStub> peer_stub_;
 };
 
 TEST_F(CheckpointTest, SteadyWorkloadKeepsTheWalUnderABound) {
@@ -228,7 +233,7 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
   for (int64_t lo : in_doubt) {
     std::promise<rpc::Vote::type> vote;
     loop_.RunSync([&] {
-      stub_->Prepare(
+      peer_stub_->Prepare(
           Req(lo, {{"held" + std::to_string(lo), std::string("v")}}, /*one_phase=*/false),
           kCallTimeoutMs, [&](const RpcStatus& st, const rpc::PrepareResponse& r) {
             if (!st.ok()) ADD_FAILURE() << st.ToString();
@@ -269,7 +274,7 @@ TEST_F(CheckpointTest, RestartAfterTruncationKeepsCommittedWritesAndInDoubtTrans
     rpc::TxId t;
     t.hi = 42;
     t.lo = in_doubt[1];
-    stub_->Commit(t, 1, kCallTimeoutMs, [&](const RpcStatus& st) {
+    peer_stub_->Commit(t, 1, kCallTimeoutMs, [&](const RpcStatus& st) {
       EXPECT_TRUE(st.ok()) << st.ToString();
       committed.set_value();
     });

@@ -1,12 +1,16 @@
 // dtx-participant: one participant node.
 //
 //   dtx-participant --name participant-0 --listen 127.0.0.1:PORT --dir NODEDIR
-//                   --coordinator 127.0.0.1:PORT [--log-file PATH] [--log-level info]
+//                   --coordinator 127.0.0.1:PEERPORT [--log-file PATH] [--log-level info]
 //                   [--checkpoint-interval-records N] [--checkpoint-interval-ms MS]
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
-//                   [--admin-listen HOST:PORT]
+//                   [--admin-listen HOST:PORT] [--peer-listen HOST:PORT]
 //                   [--trace-events N] [--enable-failpoints]
 //
+// --listen serves clients (Participant: Read, GetStatus), --peer-listen the
+// coordinators (ParticipantPeer: Prepare, Commit, Abort, Heartbeat,
+// AdoptEpoch), --admin-listen operators (Admin). --coordinator and
+// --coordinators name the coordinators' peer addresses.
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
 // DTX_FAILPOINTS spec (or one without --enable-failpoints), 1 when the node
@@ -44,7 +48,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 // straight to RuntimeOptions fields).
 struct Flags {
   std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
-      admin_listen;
+      admin_listen, peer_listen;
 };
 
 // Every flag, bound to `*flags` and `*options` (which must outlive the
@@ -57,10 +61,11 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "dir", po::value<std::string>(&flags->dir)->required(),
       "node directory (wal/, data/, node.log)")(
       "coordinator", po::value<std::string>(&flags->coordinator)->required(),
-      "host:port of the coordinator (asked about in-doubt transactions)")(
+      "peer host:port of the coordinator (asked about in-doubt transactions)")(
       "coordinators", po::value<std::string>(&flags->coordinators)->default_value(""),
-      "comma-separated NAME=HOST:PORT (or HOST:PORT) of every coordinator (primary and "
-      "backup); in-doubt transactions are asked of whichever is primary when the one that "
+      "comma-separated NAME=HOST:PORT (or HOST:PORT) of every coordinator's peer listener "
+      "(primary and backup); in-doubt transactions are asked of whichever is primary when the one "
+      "that "
       "prepared them cannot answer. The named ones are the coordinators allowed to drive this "
       "node once callers are authenticated")("log-file", po::value<std::string>(&flags->log_file),
                                              "log file (default NODEDIR/node.log)")(
@@ -77,6 +82,10 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "wal-segment-bytes",
       po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
       "WAL segment size; truncation deletes whole segments")(
+      "peer-listen", po::value<std::string>(&flags->peer_listen)->default_value(""),
+      "host:port of the peer listener, where the coordinators call (Prepare, Commit, Abort, "
+      "Heartbeat, AdoptEpoch; default: the --listen host, any free port; the bound address is "
+      "written to NODEDIR/peer.addr)")(
       "admin-listen", po::value<std::string>(&flags->admin_listen)->default_value("127.0.0.1:0"),
       "host:port of the admin listener (SetFailpoint, GetTrace, ListInDoubt; port 0: any free "
       "port; the bound address is written to NODEDIR/admin.addr)")(
@@ -140,13 +149,23 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   return dtx::Status::OK();
 }
 
-// --listen, --admin-listen, --metrics-listen, --coordinator, --coordinators.
+// --listen, --peer-listen, --admin-listen, --metrics-listen, --coordinator,
+// --coordinators.
 dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   auto listen_hp = dtx::ParseHostPort(flags.listen);
   if (!listen_hp.ok())
     return dtx::Status::InvalidArgument("--listen: " + listen_hp.status().message());
   options->listen_host = listen_hp->host;
   options->listen_port = listen_hp->port;
+  options->peer_host = listen_hp->host;
+  options->peer_port = 0;
+  if (!flags.peer_listen.empty()) {
+    auto peer_hp = dtx::ParseHostPort(flags.peer_listen, dtx::PortZero::kAllow);
+    if (!peer_hp.ok())
+      return dtx::Status::InvalidArgument("--peer-listen: " + peer_hp.status().message());
+    options->peer_host = peer_hp->host;
+    options->peer_port = peer_hp->port;
+  }
   auto admin_hp = dtx::ParseHostPort(flags.admin_listen, dtx::PortZero::kAllow);
   if (!admin_hp.ok())
     return dtx::Status::InvalidArgument("--admin-listen: " + admin_hp.status().message());

@@ -118,7 +118,7 @@ struct Runtime::Impl {
   // WAL, the stubs, fail-stop; metrics, span tracing and logs as hooks.
   class Glue;
 
-  CoordinatorStub& StubFor(const std::string& address);
+  CoordinatorPeerStub& StubFor(const std::string& address);
   uint64_t NowMs() const { return node_.NowMs(); }
   Status RestoreAndReplay();
   void MaybeCheckpoint();
@@ -134,6 +134,7 @@ struct Runtime::Impl {
   // Who may call what (node/access.h): the configured coordinators.
   const node::AccessPolicy policy_;
   std::string admin_address_;  // the admin listener, bound
+  std::string peer_address_;   // the peer listener, bound
   const bool tracing_;         // node_.tracing()
   obs::TraceRing& trace_;      // node_.trace()
   std::unique_ptr<LevelStore> level_;
@@ -142,7 +143,7 @@ struct Runtime::Impl {
   node::WalAppender wal_;
   std::unique_ptr<Glue> glue_;
   std::unique_ptr<ParticipantDriver> driver_;
-  std::map<std::string, CoordinatorStub> stubs_;
+  std::map<std::string, CoordinatorPeerStub> stubs_;
   uint64_t start_ms_ = 0;
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
@@ -169,17 +170,26 @@ struct Runtime::Impl {
 
 namespace {
 
-// The Thrift edge, one per connection: converts and forwards to the Runtime.
-// A call after Shutdown (detached) answers UNAVAILABLE. The peer calls
-// (Prepare, Commit, Abort, AdoptEpoch, Heartbeat) are taken only from a
-// configured coordinator (node/access.h). The admin calls are on the admin
-// listener (node/handler.h AdminHandler). Loop thread only.
-class Handler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl> {
+// The Thrift edge, one object per connection: converts and forwards to the
+// Runtime. A call after Shutdown (detached) answers UNAVAILABLE.
+// ClientHandler serves the client listener (Participant: Read, GetStatus),
+// PeerHandler the peer listener (ParticipantPeer), whose calls but GetStatus
+// are taken only from a configured coordinator (node/access.h). The admin
+// calls are on the admin listener (node/handler.h AdminHandler). Loop thread
+// only.
+class ClientHandler final : public node::Handler<rpc::ParticipantCobSvIf, Runtime::Impl> {
  public:
-  using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
+  using node::Handler<rpc::ParticipantCobSvIf, Runtime::Impl>::Handler;
 
   void Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
             const std::string& key) override;
+  void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
+};
+
+class PeerHandler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl> {
+ public:
+  using node::Handler<rpc::ParticipantPeerCobSvIf, Runtime::Impl>::Handler;
+
   void Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
                const rpc::PrepareRequest& req) override;
   void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
@@ -271,6 +281,7 @@ void Runtime::Shutdown() { impl_->Shutdown(); }
 std::string Runtime::address() const { return impl_->node_.address(); }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
 std::string Runtime::admin_address() const { return impl_->admin_address_; }
+std::string Runtime::peer_address() const { return impl_->peer_address_; }
 
 // ---------------------------------------------------------------------------
 // The driver's world
@@ -390,11 +401,21 @@ Status Runtime::Impl::Init() {
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto served = node_.Serve(
       [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::ParticipantPeerAsyncProcessor>(
-            std::make_shared<Handler>(handlers, caller));
+        return std::make_shared<rpc::ParticipantAsyncProcessor>(
+            std::make_shared<ClientHandler>(handlers, caller));
       },
       handlers, options_.listen_host, options_.listen_port);
   if (!served.ok()) return served.status();
+  auto peer = node_.Serve(
+      [handlers](const PeerIdentity& caller) {
+        return std::make_shared<rpc::ParticipantPeerAsyncProcessor>(
+            std::make_shared<PeerHandler>(handlers, caller));
+      },
+      handlers, options_.peer_host.empty() ? options_.listen_host : options_.peer_host,
+      options_.peer_port);
+  if (!peer.ok()) return peer.status();
+  peer_address_ = *peer;
+  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kPeerAddressFile, peer_address_));
   auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PARTICIPANT),
                            handlers, options_.admin_host, options_.admin_port);
   if (!admin.ok()) return admin.status();
@@ -407,8 +428,8 @@ Status Runtime::Impl::Init() {
   });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving on {}, admin on {} (dir {}, coordinator {})", node_.address(),
-               admin_address_, options_.dir, options_.coordinator);
+  DTX_LOG_INFO("serving clients on {}, peers on {}, admin on {} (dir {}, coordinator {})",
+               node_.address(), peer_address_, admin_address_, options_.dir, options_.coordinator);
   return Status::OK();
 }
 
@@ -598,13 +619,13 @@ void Runtime::Impl::StopCheckpointWorker() {
   checkpoint_thread_.join();
 }
 
-CoordinatorStub& Runtime::Impl::StubFor(const std::string& address) {
+CoordinatorPeerStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
   if (it != stubs_.end()) return it->second;
   if (stubs_.size() >= kCoordinatorChannelsMax && address != options_.coordinator) {
     return StubFor(options_.coordinator);
   }
-  return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
+  return stubs_.emplace(address, CoordinatorPeerStub(loop_, address)).first->second;
 }
 
 // ---------------------------------------------------------------------------
@@ -706,35 +727,35 @@ rpc::DtxError Unavailable() {
 }
 }  // namespace
 
-void Handler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
-                   const std::string& key) {
+void ClientHandler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob exn_cob,
+                         const std::string& key) {
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
   target()->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
-                      const rpc::PrepareRequest& req) {
+void PeerHandler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
+                          const rpc::PrepareRequest& req) {
   if (!PermitCoordinator("Prepare", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
   target()->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
-                     const rpc::Epoch epoch) {
+void PeerHandler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+                         const rpc::Epoch epoch) {
   if (!PermitCoordinator("Commit", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
   target()->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
-                    const rpc::Epoch epoch) {
+void PeerHandler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
+                        const rpc::Epoch epoch) {
   if (!PermitCoordinator("Abort", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
   target()->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
-                        const rpc::HeartbeatRequest& req) {
+void PeerHandler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
+                            const rpc::HeartbeatRequest& req) {
   if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, req.sender,
                                            "Heartbeat"),
               exn_cob)) {
@@ -748,8 +769,8 @@ void Handler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, 
   cob(target()->Heartbeat(req));
 }
 
-void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
-                         const std::string& coordinator) {
+void PeerHandler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::Epoch epoch,
+                             const std::string& coordinator) {
   if (!Permit(policy().RequirePeerClaiming(caller(), PrincipalKind::kCoordinator, coordinator,
                                            "AdoptEpoch"),
               exn_cob)) {
@@ -759,13 +780,23 @@ void Handler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rpc::E
   target()->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
-void Handler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
-  if (target() == nullptr) {
+namespace {
+rpc::NodeStatus StatusOf(const Runtime::Impl* target) {
+  if (target == nullptr) {
     rpc::NodeStatus s;
     s.role = rpc::NodeRole::PARTICIPANT;
-    return cob(s);
+    return s;
   }
-  cob(target()->GetStatus());
+  return target->GetStatus();
+}
+}  // namespace
+
+void ClientHandler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
+  cob(StatusOf(target()));
+}
+
+void PeerHandler::GetStatus(std::function<void(const rpc::NodeStatus&)> cob) {
+  cob(StatusOf(target()));
 }
 
 }  // namespace dtx::participant

@@ -1,12 +1,12 @@
 // The participant node's runtime: drives a participant Core with real I/O.
 //
 // It owns the WAL (wal::Log in NODEDIR/wal, group commit), the LevelDB store
-// (NODEDIR/data), the RpcServer serving the Participant service through a
-// ParticipantCobSvIf handler that forwards to the ParticipantDriver
+// (NODEDIR/data), the listeners - client (Participant), peer (ParticipantPeer)
+// and admin (Admin) - whose handlers forward to the ParticipantDriver
 // (participant/driver.h: Thrift <-> core conversions, the drain of the core's
 // Ready in the order the core requires - append records, then send messages,
 // then deliver replies - the in-doubt fall-back's calls, the failpoints),
-// CoordinatorStubs for QueryDecision / GetStatus, and a periodic tick timer.
+// CoordinatorPeerStubs for QueryDecision / GetStatus, and a periodic tick timer.
 // A record is reported to the core (OnPersisted) only from the WAL's durable
 // callback, Post()ed to the loop, i.e. after its fdatasync returned 0.
 //
@@ -100,10 +100,16 @@ struct RuntimeOptions {
   // GetTrace, ListInDoubt. Its bound address is written to NODEDIR/admin.addr.
   std::string admin_host = "127.0.0.1";
   int admin_port = 0;
+  // The peer listener (idl/dtx.thrift service ParticipantPeer: what the
+  // coordinators call); the client listener serves only Participant (Read,
+  // GetStatus). Empty host: listen_host. Its bound address is written to
+  // NODEDIR/peer.addr.
+  std::string peer_host;
+  int peer_port = 0;
   std::string dir;          // NODEDIR: wal/ and data/ live here
-  std::string coordinator;  // host:port asked with QueryDecision by default
-  // Every coordinator (primary and backup; may include `coordinator`): when
-  // the coordinator named in a PREPARE cannot answer, an in-doubt
+  std::string coordinator;  // peer host:port asked with QueryDecision by default
+  // Every coordinator's peer address (primary and backup; may include
+  // `coordinator`): when the coordinator named in a PREPARE cannot answer, an in-doubt
   // transaction is asked of whichever of these - or of the coordinators that
   // send heartbeats - is primary at the transaction's epoch or later.
   std::vector<std::string> coordinators;
@@ -154,12 +160,14 @@ class Runtime {
   // the tick. Requests in flight get no reply. Safe to call twice.
   void Shutdown();
 
-  // "host:port" the server is bound to.
+  // "host:port" the client listener is bound to.
   std::string address() const;
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
   // "host:port" of the admin listener.
   std::string admin_address() const;
+  // "host:port" of the peer listener.
+  std::string peer_address() const;
 
   // The implementation (runtime.cc).
   struct Impl;

@@ -29,6 +29,7 @@
 
 #include "Admin.h"
 #include "Coordinator.h"
+#include "CoordinatorPeer.h"
 #include "Participant.h"
 #include "ParticipantPeer.h"
 #include "common/address.h"
@@ -89,7 +90,34 @@ class BasicClient {
   std::shared_ptr<TFramedTransport> transport_;
   std::unique_ptr<ThriftClient> client_;
 };
-using Client = BasicClient<rpc::ParticipantPeerClient>;
+// The peer listener's port of the participant whose client listener is on
+// `port`: picked once per client port, passed as --peer-listen by Args().
+int PeerPort(int port) {
+  static std::map<int, int> ports;  // the test's thread only
+  auto it = ports.find(port);
+  if (it == ports.end()) it = ports.emplace(port, FreePort()).first;
+  return it->second;
+}
+
+// A client of both listeners of one participant: Read and GetStatus on the
+// client listener (Participant), the 2PC calls on the peer listener
+// (ParticipantPeer), as a client and a coordinator would.
+class Client {
+ public:
+  explicit Client(int port) : client_(port), peer_(PeerPort(port)) {}
+  Client* operator->() { return this; }
+  void Read(rpc::ReadResult& r, const std::string& key) { client_->Read(r, key); }
+  void GetStatus(rpc::NodeStatus& st) { client_->GetStatus(st); }
+  void Prepare(rpc::PrepareResponse& vote, const rpc::PrepareRequest& req) {
+    peer_->Prepare(vote, req);
+  }
+  void Commit(const rpc::TxId& txid, rpc::Epoch epoch) { peer_->Commit(txid, epoch); }
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch) { peer_->Abort(txid, epoch); }
+
+ private:
+  BasicClient<rpc::ParticipantClient> client_;
+  BasicClient<rpc::ParticipantPeerClient> peer_;
+};
 // The node's admin listener (SetFailpoint, ListInDoubt).
 using AdminClient = BasicClient<rpc::AdminClient>;
 
@@ -114,27 +142,25 @@ rpc::PrepareRequest Put(const rpc::TxId& txid, const std::string& key, const std
   return req;
 }
 
-// A stand-in coordinator answering QueryDecision with a set decision.
-class FakeCoordinator : public rpc::CoordinatorCobSvIf {
+// A stand-in coordinator's peer listener answering QueryDecision with a set
+// decision.
+class FakeCoordinator : public rpc::CoordinatorPeerCobSvIf {
  public:
   using Exn = std::function<void(apache::thrift::TDelayedException*)>;
   std::atomic<int> answer{rpc::Decision::UNKNOWN};
   std::atomic<int> queries{0};
-  void GetShardMap(std::function<void(const rpc::ShardMap&)> cob, Exn) override {
-    cob(rpc::ShardMap());
+  void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, Exn,
+                 const rpc::ReplicateRequest&) override {
+    cob(rpc::ReplicateResponse());
   }
-  void Commit(std::function<void(const rpc::CommitResult&)> cob, Exn,
-              const rpc::CommitRequest&) override {
-    cob(rpc::CommitResult());
+  void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, Exn,
+                 const rpc::HeartbeatRequest&) override {
+    cob(rpc::HeartbeatResponse());
   }
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn,
                      const rpc::TxId&) override {
     ++queries;
     cob(static_cast<rpc::Decision::type>(answer.load()));
-  }
-  void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob, Exn,
-                  const rpc::TxId&) override {
-    cob(rpc::Outcome::UNKNOWN);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {
     cob(rpc::NodeStatus());
@@ -170,11 +196,11 @@ class ParticipantSmokeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Args(int port) const {
-    std::vector<std::string> a = {
-        "--name",        "participant-0",
-        "--listen",      "127.0.0.1:" + std::to_string(port),
-        "--dir",         dir_ + "/node",
-        "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
+    std::vector<std::string> a = {"--name",        "participant-0",
+                                  "--listen",      "127.0.0.1:" + std::to_string(port),
+                                  "--dir",         dir_ + "/node",
+                                  "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_),
+                                  "--peer-listen", "127.0.0.1:" + std::to_string(PeerPort(port))};
     if (enable_failpoints_) a.push_back("--enable-failpoints");
     a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     return a;
@@ -462,7 +488,7 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
     RpcServerOptions o;
     o.port = 0;
     server = std::make_unique<RpcServer>(
-        loop.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(coordinator), o);
+        loop.loop(), std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(coordinator), o);
     started = server->Start();
     coordinator_port_ = server->port();
   });

@@ -199,14 +199,20 @@ TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailo
     return cmdline.find(a + std::string(1, '\0') + b + std::string(1, '\0')) != std::string::npos;
   };
   EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "primary"));
-  EXPECT_TRUE(has(args_of("coordinator-0"), "--peer", "coordinator-1=" + c1->address));
+  // Peers by their peer listeners; clients sent to the client listeners.
+  ASSERT_FALSE(c0->peer_address.empty());
+  ASSERT_FALSE(c1->peer_address.empty());
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--peer-listen", c0->peer_address));
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--peer", "coordinator-1=" + c1->peer_address));
+  EXPECT_TRUE(has(args_of("coordinator-0"), "--peer-client", c1->address));
   EXPECT_TRUE(has(args_of("coordinator-1"), "--role", "backup"));
-  EXPECT_TRUE(has(args_of("coordinator-1"), "--peer", "coordinator-0=" + c0->address));
+  EXPECT_TRUE(has(args_of("coordinator-1"), "--peer", "coordinator-0=" + c0->peer_address));
+  EXPECT_TRUE(has(args_of("coordinator-1"), "--peer-client", c0->address));
   // The participant still names coordinator-0 (the primary at start).
-  EXPECT_TRUE(has(args_of("participant-0"), "--coordinator", c0->address));
+  EXPECT_TRUE(has(args_of("participant-0"), "--coordinator", c0->peer_address));
   // ... and every coordinator by name, for its access policy.
   EXPECT_TRUE(has(args_of("participant-0"), "--coordinators",
-                  "coordinator-0=" + c0->address + ",coordinator-1=" + c1->address));
+                  "coordinator-0=" + c0->peer_address + ",coordinator-1=" + c1->peer_address));
   // The primary dies with its peer still a backup: it comes back as primary.
   CommandResult r = cluster_.Dtxctl({"restart", "coordinator-0"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();

@@ -4,7 +4,9 @@
 // on --listen and the Admin service (GetStatus / ListInDoubt / SetFailpoint /
 // GetTrace) on --admin-listen, each with a stock TSimpleServer, and exits 0
 // on SIGTERM. Started through a symlink named dtx-participant or
-// dtx-coordinator.
+// dtx-coordinator. The peer listener's flags (--peer-listen,
+// --participant-clients, --peer-client) are taken and not served: no fake
+// node speaks the peer protocol.
 //
 // Environment knobs (tests set them for `dtxctl cluster up`):
 //   DTX_FAKE_EXIT_AT_START=<code>   print a message and exit with <code> at once
@@ -73,11 +75,6 @@ void FillStatus(dtx::rpc::NodeStatus& s, std::string role) {
 class FakeParticipant : public dtx::rpc::ParticipantIf {
  public:
   void Read(dtx::rpc::ReadResult& r, const std::string&) override { r.found = false; }
-  void Prepare(dtx::rpc::PrepareResponse& r, const dtx::rpc::PrepareRequest&) override {
-    r.vote = dtx::rpc::Vote::NO;
-  }
-  void Commit(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
-  void Abort(const dtx::rpc::TxId&, const dtx::rpc::Epoch) override {}
   void GetStatus(dtx::rpc::NodeStatus& s) override { FillStatus(s, "participant"); }
 };
 
@@ -86,9 +83,6 @@ class FakeCoordinator : public dtx::rpc::CoordinatorIf {
   void GetShardMap(dtx::rpc::ShardMap& m) override { m.scheme = "hash"; }
   void Commit(dtx::rpc::CommitResult& r, const dtx::rpc::CommitRequest&) override {
     r.outcome = dtx::rpc::Outcome::ABORTED;
-  }
-  dtx::rpc::Decision::type QueryDecision(const dtx::rpc::TxId&) override {
-    return dtx::rpc::Decision::ABORT;
   }
   dtx::rpc::Outcome::type GetOutcome(const dtx::rpc::TxId&) override {
     return dtx::rpc::Outcome::UNKNOWN;
@@ -137,11 +131,14 @@ void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int p
 
 int main(int argc, char** argv) {
   std::string listen, admin_listen, dir, coordinator, coordinators, participants, log_file,
-      log_level, role, peer;
+      log_level, role, peer, peer_listen, participant_clients, peer_client;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
       "listen", po::value<std::string>(&listen)->required(), "")(
       "admin-listen", po::value<std::string>(&admin_listen), "")(
+      "peer-listen", po::value<std::string>(&peer_listen), "")(
+      "participant-clients", po::value<std::string>(&participant_clients), "")(
+      "peer-client", po::value<std::string>(&peer_client), "")(
       "dir", po::value<std::string>(&dir)->required(), "")(
       "coordinator", po::value<std::string>(&coordinator), "")(
       "coordinators", po::value<std::string>(&coordinators), "")(

@@ -250,11 +250,12 @@ TEST_F(CrashTest, InDoubtTransactionIsListedByDtxctlAndThenResolved) {
   while (!listed && std::chrono::steady_clock::now() < deadline) {
     CommandResult r = cluster_.Dtxctl({"in-doubt"});
     seen = r.out;
-    // The row: "participant-0  <txid>  <age_ms>  <coordinator>".
+    // The row: "participant-0  <txid>  <age_ms>  <coordinator>", the
+    // coordinator as the participant knows it: its peer address.
     std::istringstream rows(r.out);
     for (std::string row; std::getline(rows, row);) {
       if (row.starts_with("participant-0 ") && row.find(txid) != std::string::npos &&
-          row.ends_with(cluster_.coordinator_address())) {
+          row.ends_with(cluster_.config().primary()->peer_address)) {
         listed = true;
       }
     }

@@ -63,6 +63,7 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kNodePort = 7000;
+constexpr int kNodePeerPort = 7001;  // the peer listener (--peer-listen)
 constexpr const char* kPrefix = "dtxn";
 constexpr int kAccounts = 12;
 constexpr int64_t kInitialBalance = 1000;
@@ -199,6 +200,9 @@ class NetnsLab {
   std::string Address(const std::string& name) const {
     return host(name).ip + ":" + std::to_string(kNodePort);
   }
+  std::string PeerAddress(const std::string& name) const {
+    return host(name).ip + ":" + std::to_string(kNodePeerPort);
+  }
 
   // Drops all traffic between hosts a and b (both directions).
   Status Cut(const std::string& a, const std::string& b) {
@@ -252,6 +256,7 @@ class NetnsCluster {
   }
   std::string NodeDir(const std::string& host) const { return dir_.path() + "/" + NodeName(host); }
   std::string Address(const std::string& host) const { return lab_->Address(host); }
+  std::string PeerAddress(const std::string& host) const { return lab_->PeerAddress(host); }
   tools::NodeEntry Entry(const std::string& host) const {
     tools::NodeEntry e;
     e.name = NodeName(host);
@@ -262,8 +267,11 @@ class NetnsCluster {
   }
 
   Status StartAll() {
-    std::string participants = Address("p0") + "," + Address("p1") + "," + Address("p2");
-    std::string coordinators = Address("c0") + "," + Address("c1");
+    // Peers at their peer listeners; clients at the client listeners.
+    std::string participants =
+        PeerAddress("p0") + "," + PeerAddress("p1") + "," + PeerAddress("p2");
+    std::string participant_clients = Address("p0") + "," + Address("p1") + "," + Address("p2");
+    std::string coordinators = PeerAddress("c0") + "," + PeerAddress("c1");
     for (const char* h : {"p0", "p1", "p2", "c0", "c1"}) {
       std::string host = h;
       std::filesystem::create_directories(NodeDir(host));
@@ -272,12 +280,15 @@ class NetnsCluster {
         const bool primary = host == "c0";
         argv.insert(argv.end(),
                     {DTX_COORDINATOR_PATH, "--name", NodeName(host), "--listen", Address(host),
-                     "--dir", NodeDir(host), "--participants", participants, "--peer",
+                     "--peer-listen", PeerAddress(host), "--dir", NodeDir(host), "--participants",
+                     participants, "--participant-clients", participant_clients, "--peer",
+                     PeerAddress(primary ? "c1" : "c0"), "--peer-client",
                      Address(primary ? "c1" : "c0"), "--role", primary ? "primary" : "backup"});
       } else {
-        argv.insert(argv.end(), {DTX_PARTICIPANT_PATH, "--name", NodeName(host), "--listen",
-                                 Address(host), "--dir", NodeDir(host), "--coordinator",
-                                 Address("c0"), "--coordinators", coordinators});
+        argv.insert(argv.end(),
+                    {DTX_PARTICIPANT_PATH, "--name", NodeName(host), "--listen", Address(host),
+                     "--peer-listen", PeerAddress(host), "--dir", NodeDir(host), "--coordinator",
+                     PeerAddress("c0"), "--coordinators", coordinators});
       }
       argv.insert(argv.end(), {"--log-file", NodeDir(host) + "/node.log", "--log-level", "info"});
       auto p = std::make_unique<ChildProcess>();
@@ -603,8 +614,9 @@ class NetnsHaTest : public ::testing::Test {
                                << " adopted by majorities for two coordinators";
     }
     // Every coordinator seen primary at epoch e holds a majority for e.
-    const std::map<std::string, std::string> address_of = {{"c0", cluster_->Address("c0")},
-                                                           {"c1", cluster_->Address("c1")}};
+    // Participants log the coordinator's peer address (what AdoptEpoch names).
+    const std::map<std::string, std::string> address_of = {{"c0", cluster_->PeerAddress("c0")},
+                                                           {"c1", cluster_->PeerAddress("c1")}};
     for (const auto& [epoch, nodes] : primaries) {
       for (const auto& n : nodes) {
         EXPECT_GE((adopters[{epoch, address_of.at(n)}]), 2)

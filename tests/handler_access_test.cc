@@ -20,7 +20,9 @@
 #include <string>
 
 #include "Admin.h"
+#include "Coordinator.h"
 #include "CoordinatorPeer.h"
+#include "Participant.h"
 #include "ParticipantPeer.h"
 #include "common/address.h"
 #include "common/event_loop.h"
@@ -115,6 +117,20 @@ std::optional<rpc::ErrorCode::type> ErrorOf(F&& call) {
   }
 }
 
+// True when `call` was answered with Thrift's UNKNOWN_METHOD: the service on
+// that listener has no such method.
+template <typename F>
+bool UnknownMethod(F&& call) {
+  try {
+    call();
+    return false;
+  } catch (const apache::thrift::TApplicationException& e) {
+    return e.getType() == apache::thrift::TApplicationException::UNKNOWN_METHOD;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
 rpc::TxId SomeTxId() {
   rpc::TxId txid;
   txid.hi = 42;
@@ -154,10 +170,15 @@ class ParticipantAccessTest : public ::testing::Test {
     });
     loop_.Stop();
   }
-  // A new connection of `who`.
+  // A new connection of `who` to the peer listener.
   Connection<rpc::ParticipantPeerClient> As(const PeerIdentity& who) {
     forged_.Set(who);
-    return Connection<rpc::ParticipantPeerClient>(runtime_->address());
+    return Connection<rpc::ParticipantPeerClient>(runtime_->peer_address());
+  }
+  // A new connection of `who` to the client listener.
+  Connection<rpc::ParticipantClient> ClientAs(const PeerIdentity& who) {
+    forged_.Set(who);
+    return Connection<rpc::ParticipantClient>(runtime_->address());
   }
   // A new connection of `who` to the admin listener.
   Connection<rpc::AdminClient> AdminAs(const PeerIdentity& who) {
@@ -242,7 +263,7 @@ TEST_F(ParticipantAccessTest, AdminCallsOnlyFromAnAdmin) {
   EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->ListInDoubt(doubt); }), std::nullopt);
   // Client calls stay open to every caller.
   rpc::ReadResult read;
-  EXPECT_EQ(ErrorOf([&] { As(kClient)->Read(read, "k"); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { ClientAs(kClient)->Read(read, "k"); }), std::nullopt);
 }
 
 // The admin calls are not on the client/peer listener at all: a stock Admin
@@ -260,6 +281,46 @@ TEST_F(ParticipantAccessTest, AdminCallsAreUnknownOnTheClientListenerAndAdminIsO
   EXPECT_TRUE(fp::Armed().empty());
   EXPECT_EQ(runtime_->admin_address().rfind("127.0.0.1:", 0), 0u) << runtime_->admin_address();
   EXPECT_NE(runtime_->admin_address(), runtime_->address());
+}
+
+// The peer calls are not on the client listener either (issue 13, "Three
+// listeners per node"): a stock ParticipantPeer client sending them to the
+// client port gets UNKNOWN_METHOD even as a configured coordinator, and
+// nothing happens; the same calls on the peer listener are served.
+TEST_F(ParticipantAccessTest, PeerCallsAreUnknownOnTheClientListenerAndServedOnThePeerListener) {
+  const int64_t epoch = Epoch();
+  // Each on a new connection: the server closes one after an unknown method.
+  auto on_client_port = [&] {
+    forged_.Set(kAsCoordinator0);
+    return Connection<rpc::ParticipantPeerClient>(runtime_->address());
+  };
+  rpc::PrepareRequest prepare;
+  prepare.txid = SomeTxId();
+  prepare.epoch = epoch;
+  prepare.coordinator = kCoordinator0;
+  rpc::PrepareResponse vote;
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Prepare(vote, prepare); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Commit(SomeTxId(), epoch); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Abort(SomeTxId(), epoch); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->AdoptEpoch(epoch + 100, kCoordinator0); }));
+  rpc::HeartbeatRequest hb;
+  hb.sender = kCoordinator0;
+  hb.role = rpc::NodeRole::PRIMARY;
+  hb.epoch = epoch;
+  rpc::HeartbeatResponse hb_resp;
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Heartbeat(hb_resp, hb); }));
+  EXPECT_EQ(Epoch(), epoch);
+  // The client service is all the client listener serves.
+  rpc::NodeStatus st;
+  ClientAs(kClient)->GetStatus(st);
+  EXPECT_EQ(st.name, "participant-0");
+  // On the peer listener the same coordinator is served.
+  EXPECT_NE(runtime_->peer_address(), runtime_->address());
+  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Heartbeat(hb_resp, hb); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Abort(SomeTxId(), epoch); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->AdoptEpoch(epoch + 1, kCoordinator0); }),
+            std::nullopt);
+  EXPECT_EQ(Epoch(), epoch + 1);
 }
 
 class CoordinatorAccessTest : public ::testing::Test {
@@ -295,9 +356,10 @@ class CoordinatorAccessTest : public ::testing::Test {
     });
     loop_.Stop();
   }
+  // A new connection of `who` to the peer listener.
   Connection<rpc::CoordinatorPeerClient> As(const PeerIdentity& who) {
     forged_.Set(who);
-    return Connection<rpc::CoordinatorPeerClient>(runtime_->address());
+    return Connection<rpc::CoordinatorPeerClient>(runtime_->peer_address());
   }
   Connection<rpc::AdminClient> AdminAs(const PeerIdentity& who) {
     forged_.Set(who);
@@ -366,6 +428,37 @@ TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
             rpc::ErrorCode::PERMISSION_DENIED);
   EXPECT_NE(ErrorOf([&] { d = As(kAsCoordinator1)->QueryDecision(SomeTxId()); }),
             rpc::ErrorCode::PERMISSION_DENIED);
+}
+
+// A stock CoordinatorPeer client on the coordinator's client port gets
+// UNKNOWN_METHOD for Replicate, Heartbeat and QueryDecision, even as the
+// configured peer; the client service answers there.
+TEST_F(CoordinatorAccessTest, PeerCallsAreUnknownOnTheClientListener) {
+  auto on_client_port = [&] {
+    forged_.Set(kAsCoordinator1);
+    return Connection<rpc::CoordinatorPeerClient>(runtime_->address());
+  };
+  rpc::ReplicateRequest rep;
+  rep.epoch = 1'000'000;
+  rep.primary = kCoordinator1;
+  rep.snapshot = true;
+  rpc::ReplicateResponse rep_resp;
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Replicate(rep_resp, rep); }));
+  rpc::HeartbeatRequest hb;
+  hb.sender = kCoordinator1;
+  hb.role = rpc::NodeRole::PRIMARY;
+  hb.epoch = 1'000'000;
+  rpc::HeartbeatResponse hb_resp;
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Heartbeat(hb_resp, hb); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->QueryDecision(SomeTxId()); }));
+  forged_.Set(kClient);
+  Connection<rpc::CoordinatorClient> client(runtime_->address());
+  rpc::NodeStatus st;
+  client->GetStatus(st);
+  EXPECT_NE(st.role, rpc::NodeRole::BACKUP);
+  EXPECT_LT(st.epoch, 1'000'000);
+  EXPECT_EQ(client->GetOutcome(SomeTxId()), rpc::Outcome::UNKNOWN);
+  EXPECT_NE(runtime_->peer_address(), runtime_->address());
 }
 
 TEST_F(CoordinatorAccessTest, SetFailpointFromACoordinatorIsRefused) {

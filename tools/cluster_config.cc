@@ -85,7 +85,7 @@ Result<NodeEntry> ParseNodeName(std::string_view name) {
 }
 
 Status ClusterConfig::Add(std::string_view name, std::string_view address,
-                          std::string_view admin_address) {
+                          std::string_view admin_address, std::string_view peer_address) {
   if (nodes_.size() >= kClusterNodesMax) {
     return Status::InvalidArgument("more than " + std::to_string(kClusterNodesMax) + " nodes");
   }
@@ -106,8 +106,19 @@ Status ClusterConfig::Add(std::string_view name, std::string_view address,
     }
     DTX_RETURN_IF_ERROR(CheckUnused(admin_address, name));
   }
+  if (!peer_address.empty()) {
+    auto peer_hp = ParseHostPort(peer_address);
+    if (!peer_hp.ok()) return peer_hp.status();
+    if (peer_address == address || peer_address == admin_address) {
+      return Status::InvalidArgument(
+          "node '" + std::string(name) +
+          "': the peer address must differ from its client and admin addresses");
+    }
+    DTX_RETURN_IF_ERROR(CheckUnused(peer_address, name));
+  }
   entry->address = std::string(address);
   entry->admin_address = std::string(admin_address);
+  entry->peer_address = std::string(peer_address);
   auto pos = std::upper_bound(nodes_.begin(), nodes_.end(), *entry, RoleLess);
   nodes_.insert(pos, std::move(*entry));
   return Status::OK();
@@ -115,7 +126,7 @@ Status ClusterConfig::Add(std::string_view name, std::string_view address,
 
 Status ClusterConfig::CheckUnused(std::string_view address, std::string_view name) const {
   for (const NodeEntry& n : nodes_) {
-    if (n.address == address || n.admin_address == address) {
+    if (n.address == address || n.admin_address == address || n.peer_address == address) {
       return Status::InvalidArgument("address " + std::string(address) + " used by both " + n.name +
                                      " and " + std::string(name));
     }
@@ -132,6 +143,18 @@ Status ClusterConfig::SetAdminAddress(std::string_view name, std::string_view ad
   it->admin_address.clear();
   DTX_RETURN_IF_ERROR(CheckUnused(admin_address, name));
   it->admin_address = std::string(admin_address);
+  return Status::OK();
+}
+
+Status ClusterConfig::SetPeerAddress(std::string_view name, std::string_view peer_address) {
+  auto it = std::find_if(nodes_.begin(), nodes_.end(),
+                         [&](const NodeEntry& n) { return n.name == name; });
+  if (it == nodes_.end()) return Status::InvalidArgument("no node '" + std::string(name) + "'");
+  auto hp = ParseHostPort(peer_address);
+  if (!hp.ok()) return hp.status();
+  it->peer_address.clear();
+  DTX_RETURN_IF_ERROR(CheckUnused(peer_address, name));
+  it->peer_address = std::string(peer_address);
   return Status::OK();
 }
 
@@ -168,23 +191,43 @@ Result<ClusterConfig> ClusterConfig::Parse(std::string_view text) {
     }
     std::string_view name = line.substr(0, sp);
     std::string_view address = Trim(line.substr(sp));
-    std::string_view admin;
+    std::string_view rest;
     if (size_t sp2 = address.find_first_of(" \t"); sp2 != std::string_view::npos) {
-      admin = Trim(address.substr(sp2));
+      rest = Trim(address.substr(sp2));
       address = address.substr(0, sp2);
-      constexpr std::string_view kAdminKey = "admin=";
-      if (admin.substr(0, kAdminKey.size()) != kAdminKey ||
-          admin.find_first_of(" \t") != std::string_view::npos) {
-        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
-                                       ": expected 'admin=HOST:PORT' after the address");
-      }
-      admin = admin.substr(kAdminKey.size());
-      if (admin.empty()) {
-        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
-                                       ": empty admin address");
-      }
     }
-    Status s = config.Add(name, address, admin);
+    // The optional listeners: "admin=HOST:PORT", "peer=HOST:PORT", each once.
+    std::string_view admin, peer;
+    while (!rest.empty()) {
+      size_t end = rest.find_first_of(" \t");
+      std::string_view item = rest.substr(0, end);
+      rest = end == std::string_view::npos ? std::string_view() : Trim(rest.substr(end));
+      constexpr std::string_view kAdminKey = "admin=";
+      constexpr std::string_view kPeerKey = "peer=";
+      std::string_view* field = nullptr;
+      if (item.substr(0, kAdminKey.size()) == kAdminKey) {
+        field = &admin;
+        item = item.substr(kAdminKey.size());
+      } else if (item.substr(0, kPeerKey.size()) == kPeerKey) {
+        field = &peer;
+        item = item.substr(kPeerKey.size());
+      } else {
+        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
+                                       ": expected 'admin=HOST:PORT' or 'peer=HOST:PORT' after "
+                                       "the address, got '" +
+                                       std::string(item) + "'");
+      }
+      if (item.empty()) {
+        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": empty " +
+                                       (field == &admin ? "admin" : "peer") + " address");
+      }
+      if (!field->empty()) {
+        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
+                                       (field == &admin ? "admin" : "peer") + "= given twice");
+      }
+      *field = item;
+    }
+    Status s = config.Add(name, address, admin, peer);
     if (!s.ok()) {
       return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
                                      s.message());
@@ -205,10 +248,12 @@ Result<ClusterConfig> ClusterConfig::Load(const std::string& dir) {
 
 std::string ClusterConfig::Serialize() const {
   std::string out =
-      "# dtx local cluster: NAME ADDRESS admin=ADMIN_ADDRESS (written by dtxctl cluster up)\n";
+      "# dtx local cluster: NAME ADDRESS admin=ADMIN_ADDRESS peer=PEER_ADDRESS (written by dtxctl "
+      "cluster up)\n";
   for (const NodeEntry& n : nodes_) {
     out += n.name + " " + n.address;
     if (!n.admin_address.empty()) out += " admin=" + n.admin_address;
+    if (!n.peer_address.empty()) out += " peer=" + n.peer_address;
     out += "\n";
   }
   return out;

@@ -1,11 +1,12 @@
 // The local-cluster directory written by `dtxctl cluster up` (tools/README.md,
 // README "Cluster directory"):
 //
-//   DIR/cluster.conf       one line per node: "NAME ADDRESS admin=ADDRESS"
-//                          (e.g. "coordinator-0 127.0.0.1:40101
-//                          admin=127.0.0.1:40201"): the client/peer listener
-//                          and the admin listener; '#' starts a comment;
-//                          blank lines are ignored
+//   DIR/cluster.conf       one line per node: "NAME ADDRESS admin=ADDRESS
+//                          peer=ADDRESS" (e.g. "coordinator-0 127.0.0.1:40101
+//                          admin=127.0.0.1:40201 peer=127.0.0.1:40301"): the
+//                          client listener, the admin listener and the peer
+//                          listener; '#' starts a comment; blank lines are
+//                          ignored
 //   DIR/<node>/            that node's NODEDIR (wal/, data/, node.log)
 //   DIR/<node>/pid         its current pid, written by the supervisor
 //   DIR/supervisor.pid     the supervisor's pid
@@ -17,11 +18,12 @@
 //
 // Grammar of cluster.conf:
 //   file    = { line "\n" }
-//   line    = [ name ws address [ ws "admin=" address ] ] [ ws ] [ "#" comment ]
+//   line    = [ name ws address { ws listener } ] [ ws ] [ "#" comment ]
+//   listener = ( "admin=" | "peer=" ) address    (each at most once, any order)
 //   name    = ("coordinator-" | "participant-") digits
 //   address = host ":" port            (port 1..65535)
-// A line without admin= (a file from before the admin listener) is read with
-// no admin address; `dtxctl cluster up` adds one.
+// A line without admin= or peer= (a file from before those listeners) is read
+// with no such address; `dtxctl cluster up` adds them.
 // Participants must be numbered 0..N-1 without gaps (the order is the shard
 // index); names are unique; there is at least coordinator-0.
 //
@@ -65,9 +67,12 @@ enum class NodeKind { kCoordinator, kParticipant };
 
 struct NodeEntry {
   std::string name;     // "coordinator-0", "participant-3"
-  std::string address;  // "127.0.0.1:40102": the client and peer listener
+  std::string address;  // "127.0.0.1:40102": the client listener
   // The admin listener (SetFailpoint, GetTrace, ListInDoubt); "" if unknown.
   std::string admin_address;
+  // The peer listener (ParticipantPeer / CoordinatorPeer: what the other
+  // nodes call); "" if unknown.
+  std::string peer_address;
   NodeKind role = NodeKind::kParticipant;
   int index = 0;  // the number after the dash
 };
@@ -92,9 +97,12 @@ class ClusterConfig {
 
   // Adds a node; InvalidArgument for a bad name or address or a duplicate
   // (also an address used twice across both kinds of listener).
-  Status Add(std::string_view name, std::string_view address, std::string_view admin_address = {});
+  Status Add(std::string_view name, std::string_view address, std::string_view admin_address = {},
+             std::string_view peer_address = {});
   // Sets the admin address of the node `name` (which must exist).
   Status SetAdminAddress(std::string_view name, std::string_view admin_address);
+  // Sets the peer address of the node `name` (which must exist).
+  Status SetPeerAddress(std::string_view name, std::string_view peer_address);
   // Checks the whole-file rules (coordinator-0 present, participants 0..N-1).
   Status Validate() const;
 

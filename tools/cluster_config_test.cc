@@ -84,6 +84,39 @@ TEST(ClusterConfigTest, SaveAndLoadRoundTrip) {
   std::filesystem::remove_all(dir);
 }
 
+// cluster.conf's peer= (the peer listener) round-trips in either order with
+// admin=, and is one more address no two listeners may share.
+TEST(ClusterConfigTest, PeerAddressesParseSerializeAndMustBeUnique) {
+  auto c = ClusterConfig::Parse(
+      "coordinator-0 127.0.0.1:5000 admin=127.0.0.1:5100 peer=127.0.0.1:5200\n"
+      "participant-0 127.0.0.1:5001 peer=127.0.0.1:5201 admin=127.0.0.1:5101\n"
+      "participant-1 127.0.0.1:5002\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->Find("coordinator-0")->peer_address, "127.0.0.1:5200");
+  EXPECT_EQ(c->Find("participant-0")->peer_address, "127.0.0.1:5201");
+  EXPECT_EQ(c->Find("participant-0")->admin_address, "127.0.0.1:5101");
+  EXPECT_EQ(c->Find("participant-1")->peer_address, "");
+  EXPECT_NE(c->Serialize().find("participant-0 127.0.0.1:5001 admin=127.0.0.1:5101 "
+                                "peer=127.0.0.1:5201\n"),
+            std::string::npos)
+      << c->Serialize();
+  auto again = ClusterConfig::Parse(c->Serialize());
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->Serialize(), c->Serialize());
+  ClusterConfig copy = *c;
+  EXPECT_FALSE(copy.SetPeerAddress("participant-1", "127.0.0.1:5200").ok());  // coordinator-0's
+  EXPECT_TRUE(copy.SetPeerAddress("participant-1", "127.0.0.1:5202").ok());
+  for (const char* bad :
+       {"coordinator-0 127.0.0.1:5000 peer=127.0.0.1:5000\nparticipant-0 127.0.0.1:5001\n",
+        "coordinator-0 127.0.0.1:5000 peer=\nparticipant-0 127.0.0.1:5001\n",
+        "coordinator-0 127.0.0.1:5000 peer=127.0.0.1:1 peer=127.0.0.1:2\n"
+        "participant-0 127.0.0.1:5001\n",
+        "coordinator-0 127.0.0.1:5000 client=127.0.0.1:1\nparticipant-0 127.0.0.1:5001\n",
+        "coordinator-0 127.0.0.1:5000 peer=127.0.0.1:5001\nparticipant-0 127.0.0.1:5001\n"}) {
+    EXPECT_FALSE(ClusterConfig::Parse(bad).ok()) << bad;
+  }
+}
+
 TEST(ClusterSecurityTest, SaveAndLoadRoundTripAndResolveTheCertsDir) {
   char templ[] = "/tmp/dtx-cc-XXXXXX";
   ASSERT_NE(::mkdtemp(templ), nullptr);

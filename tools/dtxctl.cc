@@ -487,7 +487,7 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     }
     size_t admin_missing = 0;
     for (const NodeEntry& n : existing->nodes()) {
-      for (const std::string& a : {n.address, n.admin_address}) {
+      for (const std::string& a : {n.address, n.admin_address, n.peer_address}) {
         if (a.empty()) continue;
         auto hp = ParseHostPort(a);
         if (!hp.ok() || !PortFree(hp->port)) {
@@ -496,17 +496,21 @@ int CmdClusterUp(const std::vector<std::string>& args) {
         }
       }
       if (n.admin_address.empty()) ++admin_missing;
+      if (n.peer_address.empty()) ++admin_missing;
     }
     config = *existing;
-    // A cluster.conf from before the admin listener: give each node one.
+    // A cluster.conf from before the admin or peer listener: give each node
+    // the ones it lacks.
     if (admin_missing > 0) {
       auto ports = PickPorts(static_cast<int>(admin_missing));
       if (!ports.ok()) return fail_locked(ports.status().ToString());
       size_t next = 0;
       Status s;
       for (const NodeEntry& n : existing->nodes()) {
-        if (!s.ok() || !n.admin_address.empty()) continue;
-        s = config.SetAdminAddress(n.name, "127.0.0.1:" + std::to_string((*ports)[next++]));
+        if (s.ok() && n.admin_address.empty())
+          s = config.SetAdminAddress(n.name, "127.0.0.1:" + std::to_string((*ports)[next++]));
+        if (s.ok() && n.peer_address.empty())
+          s = config.SetPeerAddress(n.name, "127.0.0.1:" + std::to_string((*ports)[next++]));
       }
       if (s.ok()) s = config.Save(dir);
       if (!s.ok()) return fail_locked(s.ToString());
@@ -514,17 +518,19 @@ int CmdClusterUp(const std::vector<std::string>& args) {
   } else if (existing.status().IsNotFound()) {
     const int coordinators = backup ? 2 : 1;
     const int nodes = participants + coordinators;
-    // Per node: its listener, then (nodes further on) its admin listener.
-    auto ports = PickPorts(2 * nodes);
+    // Per node: its client listener, then (nodes further on) its admin
+    // listener, then (2 * nodes further on) its peer listener.
+    auto ports = PickPorts(3 * nodes);
     if (!ports.ok()) return fail_locked(ports.status().ToString());
     auto addr = [&](int i) { return "127.0.0.1:" + std::to_string((*ports)[i]); };
     Status s;
     for (int i = 0; s.ok() && i < coordinators; ++i) {
-      s = config.Add("coordinator-" + std::to_string(i), addr(i), addr(nodes + i));
+      s = config.Add("coordinator-" + std::to_string(i), addr(i), addr(nodes + i),
+                     addr(2 * nodes + i));
     }
     for (int i = 0; s.ok() && i < participants; ++i) {
       s = config.Add("participant-" + std::to_string(i), addr(coordinators + i),
-                     addr(nodes + coordinators + i));
+                     addr(nodes + coordinators + i), addr(2 * nodes + coordinators + i));
     }
     if (s.ok()) s = config.Save(dir);
     if (!s.ok()) return fail_locked(s.ToString());

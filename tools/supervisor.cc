@@ -81,20 +81,29 @@ class Supervisor {
     }
   }
 
+  // A node's peer listener: cluster.conf's peer= (`dtxctl cluster up` writes
+  // one for every node; RunSupervisor refuses a file without).
+  static const std::string& PeerAddressOf(const NodeEntry& e) { return e.peer_address; }
+
   void BuildNodes() {
     const NodeEntry* primary = config_.primary();
-    // NAME=HOST:PORT items: the names the nodes' access policies know their
-    // peers by (node/access.h).
-    std::string participants;
+    // NAME=PEER_ADDRESS items: the names the nodes' access policies know
+    // their peers by (node/access.h), at their peer listeners. Clients learn
+    // the participants' client addresses from the coordinator's shard map
+    // (--participant-clients) and the other coordinator's from its
+    // NOT_PRIMARY hint (--peer-client).
+    std::string participants, participant_clients;
     for (const NodeEntry& p : config_.participants()) {
       if (!participants.empty()) participants += ",";
-      participants += p.name + "=" + p.address;
+      participants += p.name + "=" + PeerAddressOf(p);
+      if (!participant_clients.empty()) participant_clients += ",";
+      participant_clients += p.address;
     }
     std::string coordinators;
     for (const NodeEntry& c : config_.nodes()) {
       if (c.role != NodeKind::kCoordinator) continue;
       if (!coordinators.empty()) coordinators += ",";
-      coordinators += c.name + "=" + c.address;
+      coordinators += c.name + "=" + PeerAddressOf(c);
     }
     for (const NodeEntry& e : config_.nodes()) {
       auto n = std::make_unique<Node>();
@@ -106,20 +115,23 @@ class Supervisor {
       n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir, "--enable-failpoints"};
       if (!e.admin_address.empty())
         n->args.insert(n->args.end(), {"--admin-listen", e.admin_address});
+      n->args.insert(n->args.end(), {"--peer-listen", PeerAddressOf(e)});
       if (e.role == NodeKind::kCoordinator) {
         n->bin = options_.coordinator_bin;
-        n->args.insert(n->args.end(), {"--participants", participants});
+        n->args.insert(n->args.end(), {"--participants", participants, "--participant-clients",
+                                       participant_clients});
         const NodeEntry* c0 = config_.Find("coordinator-0");
         const NodeEntry* c1 = config_.Find("coordinator-1");
         if (c0 != nullptr && c1 != nullptr && (e.index == 0 || e.index == 1)) {
           n->role = e.index == 0 ? "primary" : "backup";
           n->peer = e.index == 0 ? c1 : c0;
-          n->args.insert(n->args.end(), {"--peer", n->peer->name + "=" + n->peer->address});
+          n->args.insert(n->args.end(), {"--peer", n->peer->name + "=" + PeerAddressOf(*n->peer),
+                                         "--peer-client", n->peer->address});
         }
       } else {
         n->bin = options_.participant_bin;
         n->args.insert(n->args.end(),
-                       {"--coordinator", primary->address, "--coordinators", coordinators});
+                       {"--coordinator", PeerAddressOf(*primary), "--coordinators", coordinators});
       }
       n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
                                      options_.log_level});
@@ -332,6 +344,13 @@ class Supervisor {
 
 Status RunSupervisor(const SupervisorOptions& options, const ClusterConfig& config) {
   DTX_RETURN_IF_ERROR(config.Validate());
+  for (const NodeEntry& n : config.nodes()) {
+    if (n.peer_address.empty()) {
+      return Status::InvalidArgument(n.name +
+                                     " has no peer= address in cluster.conf (`dtxctl cluster up` "
+                                     "adds one)");
+    }
+  }
   if (options.participant_bin.empty() || options.coordinator_bin.empty()) {
     return Status::InvalidArgument("supervisor needs the participant and coordinator binaries");
   }

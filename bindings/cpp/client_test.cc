@@ -41,18 +41,6 @@ class FakeParticipant : public rpc::ParticipantCobSvIf {
     r.version = r.found ? it->second.second : 0;
     cob(r);
   }
-  void Prepare(std::function<void(const rpc::PrepareResponse&)>,
-               std::function<void(TDelayedException*)> exn, const rpc::PrepareRequest&) override {
-    exn(TDelayedException::delayException(MakeDtxError(rpc::ErrorCode::INTERNAL, "unused")));
-  }
-  void Commit(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-              const rpc::Epoch) override {
-    cob();
-  }
-  void Abort(std::function<void()> cob, std::function<void(TDelayedException*)>, const rpc::TxId&,
-             const rpc::Epoch) override {
-    cob();
-  }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override { cob({}); }
 
   void Set(const std::string& k, const std::string& v, int64_t version) {
@@ -118,10 +106,6 @@ class FakeCoordinator : public rpc::CoordinatorCobSvIf {
     rpc::CommitResult ok;
     ok.outcome = rpc::Outcome::COMMITTED;
     cob(ok);
-  }
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob,
-                     std::function<void(TDelayedException*)>, const rpc::TxId&) override {
-    cob(rpc::Decision::UNKNOWN);
   }
   void GetOutcome(std::function<void(const rpc::Outcome::type&)> cob,
                   std::function<void(TDelayedException*)>, const rpc::TxId&) override {
