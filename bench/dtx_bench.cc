@@ -1523,6 +1523,11 @@ int Run(const Config& cfg, const std::string& command_line) {
   if (!client.ok()) {
     std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": "
               << client.status().ToString() << "\n";
+    if (target.tls_ca_file.empty()) {
+      // A TLS node closes a plaintext connection without a word to it.
+      std::cerr << "dtx-bench: (plaintext: if the cluster runs TLS, give --cluster DIR so its "
+                   "client certificate is used)\n";
+    }
     return kExitFailed;
   }
   const size_t participants = (*client)->participants().size();

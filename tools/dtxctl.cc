@@ -711,6 +711,11 @@ int CmdStatus(const std::vector<std::string>& args) {
     } else {
       std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
                   pid_text.c_str(), "-", "-", "-", "-", "-", "down");
+      // A running node that does not answer: say why (a refused TLS
+      // handshake, a timeout, ...).
+      if (pid_text != "-") {
+        std::fprintf(stderr, "dtxctl: %s: %s\n", n.name.c_str(), st.status().ToString().c_str());
+      }
     }
   }
   return kExitOk;
