@@ -606,9 +606,9 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return true;
     });
     CoordinatorStub(Channel(addr, PrincipalKind::kCoordinator))
-        .GetShardMap(options_.request_timeout_ms, [self, addr, attempts_left, track, shared_done](
-                                                      const RpcStatus& s,
-                                                      const rpc::ShardMap& m) mutable {
+        .GetShardMap(options_.request_timeout_ms, [self, addr, attempts_left, track, shared_done,
+                                                   last_error](const RpcStatus& s,
+                                                               const rpc::ShardMap& m) mutable {
           if (!self->Untrack(track)) return;  // redirected to a newer primary
           auto done = std::move(*shared_done);
           if (s.ok()) {
@@ -624,6 +624,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
             self->SwitchAwayFrom(addr);
           }
           std::string err = addr + ": " + s.ToString();
+          // A refused identity (a TLS handshake refused by the node or by
+          // us) says more than the fail-fast Unavailable of the retries
+          // made while the channel backs off: keep it.
+          if (!s.IsPermissionDenied() &&
+              last_error.find(": PermissionDenied: ") != std::string::npos) {
+            err = last_error;
+          }
           self->After(hinted ? 0 : kShardMapRetryDelayMs,
                       [self, attempts_left, err, done = std::move(done)]() mutable {
                         self->FetchShardMap(attempts_left - 1, err, std::move(done));
