@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "common/certs.h"
+#include "common/rpc_client.h"
 
 namespace dtx::node {
 

@@ -27,10 +27,15 @@
 #include <vector>
 
 #include "common/identity.h"
-#include "common/rpc_client.h"
 #include "common/status.h"
 #include "common/tls.h"
 #include "node/access.h"
+
+namespace dtx {
+// common/rpc_client.h; declared here so that the runtime headers, which hold
+// a NodeSecurity, do not pull in Thrift. Callers of ChannelTo() include it.
+struct PeerChannelOptions;
+}  // namespace dtx
 
 namespace dtx::node {
 

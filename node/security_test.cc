@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/certs.h"
+#include "common/rpc_client.h"
 
 namespace dtx::node {
 namespace {
