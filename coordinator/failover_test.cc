@@ -241,7 +241,7 @@ class Cluster {
                                    Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
                                    dir + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
                                    "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
-                                   "--enable-failpoints"}));
+                                   "--enable-failpoints", "--insecure"}));
     }
     primary_ = StartCoordinator(0, "primary", {});
     backup_ = StartCoordinator(1, "backup", {});
@@ -254,32 +254,21 @@ class Cluster {
                                  Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
                                  dir_ + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
                                  "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
-                                 "--enable-failpoints"});
+                                 "--enable-failpoints", "--insecure"});
   }
 
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
                                             std::vector<std::string> extra) {
     int port = which == 0 ? c0_ : c1_;
     int peer = which == 0 ? c1_ : c0_;
-    std::vector<std::string> args = {"--name",
-                                     "coordinator-" + std::to_string(which),
-                                     "--listen",
-                                     Addr(port),
-                                     "--dir",
-                                     dir_ + "/c" + std::to_string(which),
-                                     "--peer-listen",
-                                     PeerAddr(port),
-                                     "--participants",
-                                     peer_plist_,
-                                     "--participant-clients",
-                                     plist_,
-                                     "--role",
-                                     role,
-                                     "--peer",
-                                     PeerAddr(peer),
-                                     "--peer-client",
-                                     Addr(peer),
-                                     "--enable-failpoints"};
+    std::vector<std::string> args = {
+        "--name", "coordinator-" + std::to_string(which), "--listen", Addr(port), "--dir",
+        dir_ + "/c" + std::to_string(which), "--peer-listen", PeerAddr(port), "--participants",
+        peer_plist_, "--participant-clients", plist_, "--role", role, "--peer", PeerAddr(peer),
+        "--peer-client", Addr(peer), "--enable-failpoints",
+        // Plaintext: the test's own stock Thrift
+        // calls; TLS failover: tests/ha_netns_test.
+        "--insecure"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
   }

@@ -266,12 +266,21 @@ class NetnsCluster {
     return e;
   }
 
+  // With TLS (the default of every node): certificates in DIR/certs, every
+  // peer named as NAME=ADDRESS.
   Status StartAll() {
-    // Peers at their peer listeners; clients at the client listeners.
-    std::string participants =
-        PeerAddress("p0") + "," + PeerAddress("p1") + "," + PeerAddress("p2");
+    DTX_RETURN_IF_ERROR(MakeClusterCerts(
+        dir_.path(),
+        {"coordinator-0", "coordinator-1", "participant-0", "participant-1", "participant-2"}));
+    auto creds = tools::ToolCredentials::Load(dir_.path());
+    if (!creds.ok()) return creds.status();
+    creds_ = std::move(*creds);
+    // Peers by name at their peer listeners (TLS checks the name); clients at
+    // the client listeners.
+    auto named = [&](const std::string& h) { return NodeName(h) + "=" + PeerAddress(h); };
+    std::string participants = named("p0") + "," + named("p1") + "," + named("p2");
     std::string participant_clients = Address("p0") + "," + Address("p1") + "," + Address("p2");
-    std::string coordinators = PeerAddress("c0") + "," + PeerAddress("c1");
+    std::string coordinators = named("c0") + "," + named("c1");
     for (const char* h : {"p0", "p1", "p2", "c0", "c1"}) {
       std::string host = h;
       std::filesystem::create_directories(NodeDir(host));
@@ -282,15 +291,16 @@ class NetnsCluster {
                     {DTX_COORDINATOR_PATH, "--name", NodeName(host), "--listen", Address(host),
                      "--peer-listen", PeerAddress(host), "--dir", NodeDir(host), "--participants",
                      participants, "--participant-clients", participant_clients, "--peer",
-                     PeerAddress(primary ? "c1" : "c0"), "--peer-client",
-                     Address(primary ? "c1" : "c0"), "--role", primary ? "primary" : "backup"});
+                     named(primary ? "c1" : "c0"), "--peer-client", Address(primary ? "c1" : "c0"),
+                     "--role", primary ? "primary" : "backup"});
       } else {
         argv.insert(argv.end(),
                     {DTX_PARTICIPANT_PATH, "--name", NodeName(host), "--listen", Address(host),
                      "--peer-listen", PeerAddress(host), "--dir", NodeDir(host), "--coordinator",
                      PeerAddress("c0"), "--coordinators", coordinators});
       }
-      argv.insert(argv.end(), {"--log-file", NodeDir(host) + "/node.log", "--log-level", "info"});
+      argv.insert(argv.end(), {"--certs-dir", dir_.path() + "/" + tools::kCertsDirName,
+                               "--log-file", NodeDir(host) + "/node.log", "--log-level", "info"});
       auto p = std::make_unique<ChildProcess>();
       DTX_RETURN_IF_ERROR(p->Start(argv, NodeDir(host) + "/console.log"));
       procs_[host] = std::move(p);
@@ -305,7 +315,7 @@ class NetnsCluster {
   }
 
   Result<rpc::NodeStatus> GetStatus(const std::string& host, int recv_timeout_ms = 500) const {
-    return tools::GetNodeStatus(Entry(host),
+    return tools::GetNodeStatus(Entry(host), creds_,
                                 {.connect_timeout_ms = 300, .recv_timeout_ms = recv_timeout_ms});
   }
 
@@ -336,6 +346,7 @@ class NetnsCluster {
  private:
   NetnsLab* lab_;
   TempDir dir_;
+  tools::ToolCredentials creds_;
   std::map<std::string, std::unique_ptr<ChildProcess>> procs_;
 };
 
@@ -377,6 +388,7 @@ class NetnsHaTest : public ::testing::Test {
         << cluster_->LogTails(20);
     ClientOptions o;
     o.coordinators = {cluster_->Address("c0"), cluster_->Address("c1")};
+    o = WithClusterTls(cluster_->dir(), std::move(o));
     auto c = Client::Connect(o);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     client_ = std::move(c).value();

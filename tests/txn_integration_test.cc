@@ -1,11 +1,12 @@
 // End-to-end transactions on a real 3-participant cluster: multi-participant
 // commits, conflicts, write skew, read-after-commit on every participant, the
 // bank invariant under 64 concurrent clients (dtx-bench), bad input through
-// the C++ API.
+// the C++ API, the client's TLS mistakes.
 #include <fstream>
 #include <sstream>
 #include <thread>
 
+#include "common/certs.h"
 #include "tests/cluster_fixture.h"
 
 namespace dtx::testing {
@@ -303,7 +304,8 @@ TEST_F(TxnTest, BadInputThroughTheCppApiGetsTypedErrorsAndAppliesNothing) {
 
 TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
   // The nodes check what the C++ client would have stopped.
-  auto coord = tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {});
+  auto coord = tools::CoordinatorConnection::Open(
+      cluster_.coordinator_address(), {}, cluster_.ClientTlsAt(cluster_.coordinator_address()));
   ASSERT_TRUE(coord.ok()) << coord.status().ToString();
   rpc::CommitRequest req;
   req.txid.hi = 0x5eed;
@@ -322,7 +324,8 @@ TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
       << s.ToString();
   EXPECT_FALSE(StockRead(fine.key)->found);
 
-  auto part = tools::ParticipantConnection::Open(client_->participants()[0], {});
+  auto part = tools::ParticipantConnection::Open(client_->participants()[0], {},
+                                                 cluster_.ClientTlsAt(client_->participants()[0]));
   ASSERT_TRUE(part.ok());
   rpc::ReadResult rr;
   s = tools::RunThrift("Read", [&] { (*part)->client().Read(rr, ""); });
@@ -333,6 +336,59 @@ TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
   // The connection is still usable after a rejected call.
   rpc::NodeStatus st;
   EXPECT_TRUE(tools::RunThrift("GetStatus", [&] { (*part)->client().GetStatus(st); }).ok());
+}
+
+}  // namespace
+}  // namespace dtx::testing
+
+namespace dtx::testing {
+namespace {
+
+// TLS is the default of `cluster up`: the usual mistakes of a client are
+// refused, and the reason reaches the caller.
+TEST_F(TxnTest, ClientTlsMistakesAreRefusedWithTheReason) {
+  ASSERT_TRUE(tools::ClusterSecurity::Load(cluster_.dir())->tls);
+  // A client certificate from another CA.
+  TempDir other("dtx-other-ca");
+  ASSERT_TRUE(CreateCa(other.path(), {}).ok());
+  ASSERT_TRUE(CreateCert(other.path(), PrincipalKind::kClient, "client", {}).ok());
+  ClientOptions foreign = cluster_.ClientOptionsFor();
+  foreign.tls_cert_file = CertPath(other.path(), "client");
+  foreign.tls_key_file = KeyPath(other.path(), "client");
+  foreign.request_timeout_ms = 1000;
+  auto c = Client::Connect(foreign);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("not signed by the CA it trusts"), std::string::npos)
+      << c.status().ToString();
+  // Trusting another CA: the cluster's certificates are refused by us.
+  ClientOptions wrong_ca = cluster_.ClientOptionsFor();
+  wrong_ca.tls_ca_file = CaCertPath(other.path());
+  wrong_ca.request_timeout_ms = 1000;
+  c = Client::Connect(wrong_ca);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("not signed by the cluster CA"), std::string::npos)
+      << c.status().ToString();
+  // A missing file is named at Connect.
+  ClientOptions missing = cluster_.ClientOptionsFor();
+  missing.tls_key_file = other.path() + "/nope.key";
+  c = Client::Connect(missing);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.status().IsInvalidArgument()) << c.status().ToString();
+  EXPECT_NE(c.status().message().find("nope.key"), std::string::npos) << c.status().ToString();
+  // Plaintext to a TLS port: refused (the node logs why).
+  ClientOptions plain;
+  plain.coordinators = {cluster_.coordinator_address()};
+  plain.request_timeout_ms = 1000;
+  EXPECT_FALSE(Client::Connect(plain).ok());
+  // The tools: the admin listener refuses a client certificate.
+  const tools::NodeEntry* p0 = cluster_.config().Find("participant-0");
+  ASSERT_NE(p0, nullptr);
+  tools::ToolCredentials as_client = cluster_.creds();
+  as_client.admin = as_client.client;
+  Status s = tools::SetNodeFailpoint(*p0, as_client, "participant.prepare.before_log", "off");
+  EXPECT_TRUE(s.IsPermissionDenied()) << s.ToString();
+  EXPECT_TRUE(
+      tools::SetNodeFailpoint(*p0, cluster_.creds(), "participant.prepare.before_log", "off").ok());
 }
 
 }  // namespace
