@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "bindings" / "python"))
 sys.path.insert(0, str(BUILD / "python"))
 
 
-def _dtxctl() -> pathlib.Path:
+def dtxctl_path() -> pathlib.Path:
     for p in (BUILD / "bin" / "dtxctl", BUILD / "tools" / "dtxctl"):
         if p.exists():
             return p
@@ -54,7 +54,7 @@ def run_cluster(tmp_path_factory, name, *extra_args):
     """Starts `dtxctl cluster up --participants 3 [extra_args]` in a fresh temporary
     directory, yields a Cluster, then stops it and kills every node it started
     (SIGCONT first, in case a test left one stopped)."""
-    dtxctl = _dtxctl()
+    dtxctl = dtxctl_path()
     d = tmp_path_factory.mktemp(name)
     up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3",
                          *extra_args], capture_output=True, text=True, timeout=90)
