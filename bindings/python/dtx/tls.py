@@ -238,7 +238,8 @@ def connect(sock: socket.socket, context: ssl.SSLContext, ca_path: str,
         tls_sock.close()
         raise ConnectError(f"the server negotiated {tls_sock.version()}, not TLS 1.3")
     cert = tls_sock.getpeercert()
-    common_name, unit = _subject_entry(cert, "commonName"), _subject_entry(cert, "organizationalUnitName")
+    common_name = _subject_entry(cert, "commonName")
+    unit = _subject_entry(cert, "organizationalUnitName")
     if unit != expected_kind:
         tls_sock.close()
         names = f"{common_name or '(no CN)'} (OU {unit or 'none'})"

@@ -8,12 +8,12 @@ closes a connection whose first bytes are a TLS handshake record.
 test_client.py runs the same client against a real TLS cluster."""
 
 import datetime
-import os
 import pathlib
 import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -93,9 +93,13 @@ class FakeNode:
     alert instead). Without, it is plaintext and closes a connection that
     opens with a TLS handshake record."""
 
-    def __init__(self, processor, context=None, alert_plaintext=False) -> None:
+    def __init__(self, processor, context=None, alert_plaintext=False,
+                 first_context=None) -> None:
         self._processor = processor
         self._context = context
+        # If given: the first connection's handshake uses it, and the
+        # connection is then reset (SO_LINGER 0) without an answer.
+        self._first_context = first_context
         self._alert_plaintext = alert_plaintext
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
@@ -121,10 +125,17 @@ class FakeNode:
             if self._context is not None:
                 if first[:1] != b"\x16" and not self._alert_plaintext:
                     return
+                context, reset = self._context, False
+                if self._first_context is not None:
+                    context, reset, self._first_context = self._first_context, True, None
                 try:
-                    conn = self._context.wrap_socket(conn, server_side=True)
+                    conn = context.wrap_socket(conn, server_side=True)
                 except (ssl.SSLError, OSError) as e:
                     self.handshake_errors.append(e)
+                    return
+                if reset:
+                    conn.recv(1)
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
                     return
                 self._conns.append(conn)
                 self.peers.append(dict(x[0] for x in conn.getpeercert()["subject"]))
@@ -149,6 +160,15 @@ class FakeNode:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _eventually(condition, timeout_s=5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _server_context(d: pathlib.Path, name: str, ca: pathlib.Path = None) -> ssl.SSLContext:
@@ -206,7 +226,26 @@ def test_client_certificate_from_another_ca_is_refused(ca, other_ca, nodes):
     with pytest.raises(dtx.Unavailable) as e:
         dtx.Client(coordinator.address, tls=_tls(other_ca, ca=ca), timeout=5)
     assert "refused our certificate: not signed by the CA it trusts" in str(e.value)
-    assert coordinator.handshake_errors  # refused at the handshake, on the server too
+    # Refused at the handshake, on the server too.
+    assert _eventually(lambda: coordinator.handshake_errors)
+
+
+def test_refusal_whose_alert_was_lost_is_explained_by_a_second_handshake(ca, other_ca):
+    # The first connection is reset after the handshake without an alert (as
+    # when our request reaches a socket the server closed after refusing us);
+    # the client's second, silent handshake then receives the refusal.
+    first = _server_context(ca, "coordinator-0")
+    first.load_verify_locations(other_ca / "ca.crt")  # accepts the foreign client once
+    node = FakeNode(Coordinator.Processor(_Handler()), _server_context(ca, "coordinator-0"),
+                    first_context=first)
+    try:
+        with pytest.raises(dtx.Unavailable) as e:
+            dtx.Client(node.address, tls=_tls(other_ca, ca=ca), timeout=5)
+        assert "refused our certificate: not signed by the CA it trusts" in str(e.value)
+        # The second connection's (the server notes it just after its alert).
+        assert _eventually(lambda: len(node.handshake_errors) == 1), node.handshake_errors
+    finally:
+        node.close()
 
 
 def test_server_certificate_from_another_ca_is_refused(ca, other_ca):
