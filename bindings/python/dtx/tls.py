@@ -279,7 +279,8 @@ def describe_verify_error(e: ssl.SSLCertVerificationError, ca_path: str) -> str:
 def describe_handshake_error(e: ssl.SSLError) -> str:
     """A handshake failure that is not our verdict on the server's certificate."""
     reason = getattr(e, "reason", None) or ""
-    if isinstance(e, ssl.SSLEOFError) or reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF"):
+    if isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or \
+            reason in ("UNEXPECTED_EOF_WHILE_READING", "EOF"):
         return _CLOSED_DURING_HANDSHAKE
     if reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
                   "HTTP_REQUEST", "UNKNOWN_PROTOCOL"):
@@ -336,8 +337,8 @@ def describe_read_error(e: ssl.SSLError) -> str:
     reason = getattr(e, "reason", None) or ""
     if reason in _REFUSED_OUR_CERT:
         return _REFUSED_OUR_CERT[reason]
-    if isinstance(e, ssl.SSLEOFError):
-        return "the server closed the TLS connection without a close_notify"
+    if isinstance(e, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+        return "the server closed the TLS connection"
     return f"TLS error: {reason or e}"
 
 
@@ -357,7 +358,7 @@ def speaks_tls(host: str, port: int, timeout_s: float) -> bool:
     try:
         with context.wrap_socket(sock, do_handshake_on_connect=True):
             return True
-    except ssl.SSLEOFError:
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # closed: no TLS answer
         return False
     except ssl.SSLError as e:
         return getattr(e, "reason", None) not in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",

@@ -1,5 +1,6 @@
 """Fixture: a real local dtx cluster started with `dtxctl cluster up` in a
-temporary directory, stopped (and every pid it recorded killed) afterwards."""
+temporary directory (TLS on, its default: clients pass ``tls=cluster.tls``),
+stopped (and every pid it recorded killed) afterwards."""
 
 import os
 import pathlib
@@ -32,6 +33,9 @@ class Cluster:
             if len(parts) >= 2 and not line.startswith("#"):
                 self.nodes[parts[0]] = parts[1]
         self.coordinator = self.nodes["coordinator-0"]
+        import dtx
+        # The client certificate `dtxctl cluster up` made (None: --insecure).
+        self.tls = dtx.TLS.from_cluster_dir(directory)
 
     def pid(self, node: str) -> int:
         return int((self.dir / node / "pid").read_text().split()[0])
@@ -82,6 +86,6 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def client(cluster):
     import dtx
-    c = dtx.Client(cluster.coordinator, timeout=5.0)
+    c = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
     yield c
     c.close()
