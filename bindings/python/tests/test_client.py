@@ -1,6 +1,7 @@
 """The Python binding against a real local cluster."""
 
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -10,7 +11,7 @@ import time
 import pytest
 
 import dtx
-from conftest import dtxctl_path, run_cluster
+from conftest import dtxctl_path, make_expired_cert, run_cluster
 
 
 def _uniq(prefix: str) -> bytes:
@@ -244,9 +245,23 @@ def test_cluster_is_tls_and_a_tls_client_reads_and_commits_on_every_participant(
     assert cluster.tls is not None, "the cluster fixture should start a TLS cluster"
     assert cluster.tls.cert.endswith("client.crt")
     with dtx.Client(cluster.coordinator, tls=dtx.TLS.from_cluster_dir(cluster.dir)) as c:
-        keys = [_uniq(f"tls{i}") for i in range(12)]  # on all 3 participants
+        keys = []
+        for i in range(1000):  # two keys on each of the 3 participants
+            k = _uniq(f"tls{i}")
+            if sum(c._participant_for(x) is c._participant_for(k) for x in keys) < 2:
+                keys.append(k)
+            if len(keys) == 6:
+                break
         assert len({id(c._participant_for(k)) for k in keys}) == 3
-        c.run(lambda tx: [tx.put(k, k) for k in keys])
+        # An earlier test may have killed a participant: wait for its restart.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c.run(lambda tx: [tx.put(k, k) for k in keys], retries=3)
+                break
+            except (dtx.Aborted, dtx.Unavailable):
+                assert time.monotonic() < deadline, "the cluster did not serve"
+                time.sleep(0.2)
         assert c.run(lambda tx: [tx.get(k) for k in keys]) == keys
 
 
@@ -269,6 +284,13 @@ def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
     tls = dtx.TLS(ca=cluster.tls.ca, cert=other / "client.crt", key=other / "client.key")
     with pytest.raises(dtx.Unavailable,
                        match="the server refused our certificate: not signed by the CA it trusts"):
+        dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
+
+
+def test_expired_client_certificate_is_refused(cluster, tmp_path):
+    make_expired_cert(pathlib.Path(cluster.tls.ca).parent, tmp_path, "client", "client")
+    tls = dtx.TLS(ca=cluster.tls.ca, cert=tmp_path / "client.crt", key=tmp_path / "client.key")
+    with pytest.raises(dtx.Unavailable, match="the server refused our certificate: expired"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
 

@@ -7,7 +7,6 @@ a TLS listener closes a plaintext connection without a word, a plaintext one
 closes a connection whose first bytes are a TLS handshake record.
 test_client.py runs the same client against a real TLS cluster."""
 
-import datetime
 import pathlib
 import socket
 import ssl
@@ -18,7 +17,7 @@ import time
 import pytest
 
 import dtx
-from conftest import dtxctl_path
+from conftest import dtxctl_path, make_expired_cert
 from dtx_thrift import Coordinator, Participant, ttypes
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TSocket, TTransport
@@ -261,29 +260,7 @@ def test_server_certificate_from_another_ca_is_refused(ca, other_ca):
 
 
 def test_expired_server_certificate_is_refused(ca, tmp_path):
-    crypto = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    ca_key = serialization.load_pem_private_key((ca / "ca.key").read_bytes(), password=None)
-    ca_cert = crypto.load_pem_x509_certificate((ca / "ca.crt").read_bytes())
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (crypto.CertificateBuilder()
-            .subject_name(crypto.Name([
-                crypto.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "coordinator"),
-                crypto.NameAttribute(NameOID.COMMON_NAME, "coordinator-0")]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(crypto.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=10))
-            .not_valid_after(now - datetime.timedelta(days=1))
-            .add_extension(crypto.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    (tmp_path / "coordinator-0.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "coordinator-0.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    make_expired_cert(ca, tmp_path, "coordinator-0", "coordinator")
     node = FakeNode(Coordinator.Processor(_Handler()),
                     _server_context(tmp_path, "coordinator-0", ca=ca / "ca.crt"))
     try:
