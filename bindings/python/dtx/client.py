@@ -119,26 +119,23 @@ class _Socket(TSocket.TSocket):
 
     def open(self) -> None:
         if self.handle is not None:
-            raise TTransport.TTransportException(TTransport.TTransportException.ALREADY_OPEN,
-                                                 "already open")
+            raise _transport_error(TTransport.TTransportException.ALREADY_OPEN, "already open")
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self._timeout)
         except (socket.timeout, TimeoutError):
-            raise TTransport.TTransportException(
-                TTransport.TTransportException.NOT_OPEN,
-                f"cannot connect: no answer within {self._timeout:g} s") from None
+            message = f"cannot connect: no answer within {self._timeout:g} s"
+            raise _transport_error(TTransport.TTransportException.NOT_OPEN, message) from None
         except OSError as e:
-            raise TTransport.TTransportException(
-                TTransport.TTransportException.NOT_OPEN,
-                f"cannot connect: {e.strerror or e}") from None
+            raise _transport_error(TTransport.TTransportException.NOT_OPEN,
+                                   f"cannot connect: {e.strerror or e}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
             context, ca_path = self._tls
             try:
                 sock = _tls.connect(sock, context, ca_path, self._expected_kind)
             except _tls.ConnectError as e:
-                raise TTransport.TTransportException(TTransport.TTransportException.NOT_OPEN,
-                                                     f"TLS: {e}") from None
+                raise _transport_error(TTransport.TTransportException.NOT_OPEN,
+                                       f"TLS: {e}") from None
         self.handle = sock
 
     def read(self, sz: int) -> bytes:
