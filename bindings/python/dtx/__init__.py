@@ -20,6 +20,16 @@ Thread safety: one :class:`Client` may be shared by any number of threads:
 every RPC checks a connection out of a per-address pool, so no two threads
 ever use one Thrift connection at once. A :class:`Transaction` belongs to
 one thread at a time.
+
+A cluster started by ``dtxctl cluster up`` speaks TLS 1.3 and wants a client
+certificate; ``dtx.TLS.from_cluster_dir(DIR)`` finds the one it made::
+
+    with dtx.Client(addrs, tls=dtx.TLS.from_cluster_dir("dtx-cluster")) as c:
+        ...
+
+or name the files: ``tls=dtx.TLS(ca="ca.crt", cert="client.crt",
+key="client.key")``. ``tls=None`` (the default) is plaintext, for clusters
+started with ``--insecure``.
 """
 
 from dtx.client import (  # noqa: F401
@@ -27,6 +37,7 @@ from dtx.client import (  # noqa: F401
     Client,
     Error,
     InvalidArgument,
+    TLS,
     Transaction,
     Unavailable,
     UnknownOutcome,
@@ -40,6 +51,7 @@ __all__ = [
     "Client",
     "Error",
     "InvalidArgument",
+    "TLS",
     "Transaction",
     "Unavailable",
     "UnknownOutcome",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import random
 import socket
+import ssl
 import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
@@ -17,6 +18,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Uni
 from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TException
 from thrift.transport import TSocket, TTransport
+
+from dtx.errors import Aborted, Error, InvalidArgument, Unavailable, UnknownOutcome
+from dtx import tls as _tls
+from dtx.tls import TLS
 
 try:
     from dtx_thrift import Coordinator, Participant
@@ -40,6 +45,12 @@ FAILOVER_TIMEOUT_DEFAULT = 5.0
 _COMMIT_THREADS_MAX = 64
 _COMMIT_RETRY_DELAY = 0.05  # times the attempt number, at most 0.2 s
 
+# The subject OU a node's certificate carries (common/certs.h); with TLS the
+# client checks it, so that a coordinator address cannot be served by a
+# participant's certificate or the other way round.
+_COORDINATOR_KIND = "coordinator"
+_PARTICIPANT_KIND = "participant"
+
 _RETRYABLE_REASONS = ("conflict", "participant_unavailable", "timeout")
 _REASON_NAMES = {
     ttypes.AbortReason.CONFLICT: "conflict",
@@ -48,42 +59,6 @@ _REASON_NAMES = {
     ttypes.AbortReason.CLIENT_ABORT: "client_abort",
     ttypes.AbortReason.COORDINATOR_FAILOVER: "coordinator_failover",
 }
-
-
-class Error(Exception):
-    """Base class of every error this package raises."""
-
-
-class Aborted(Error):
-    """The transaction was aborted; nothing it wrote is visible.
-
-    ``reason`` is one of ``"conflict"``, ``"participant_unavailable"``,
-    ``"timeout"``, ``"client_abort"``, ``"coordinator_failover"``.
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"transaction aborted: {reason}" + (f" ({detail})" if detail else ""))
-        self.reason = reason
-        self.detail = detail
-
-
-class Unavailable(Error):
-    """A node could not be reached or cannot serve now; nothing was committed."""
-
-
-class UnknownOutcome(Error):
-    """The commit may or may not have happened (the coordinator was lost after
-    the request was sent). ``txid`` identifies it; :meth:`Client.outcome`
-    asks the coordinator what became of it."""
-
-    def __init__(self, message: str, txid: Tuple[int, int]) -> None:
-        super().__init__(message)
-        self.txid = txid
-
-
-class InvalidArgument(Error, ValueError):
-    """Bad input: wrong type, empty or oversized key, oversized value, a finished
-    transaction used again. Nothing was sent."""
 
 
 def _fnv1a64(data: bytes) -> int:
@@ -126,24 +101,133 @@ def _check_value(value: object) -> bytes:
     return value
 
 
+class _Socket(TSocket.TSocket):
+    """A Thrift socket that connects by itself (so a failed connect raises
+    one clear error instead of Thrift's logged "Could not connect to any
+    of [...]"), runs the TLS handshake when the client has TLS, and says why
+    a server closed the connection where it can tell: a plaintext connection
+    to a TLS server, or a TLS server refusing our certificate. Used by one
+    thread at a time, as every Thrift transport."""
+
+    def __init__(self, host: str, port: int, timeout_s: float,
+                 tls: Optional[Tuple[ssl.SSLContext, str]], expected_kind: str) -> None:
+        super().__init__(host, port)
+        self._timeout = timeout_s
+        self._tls = tls
+        self._expected_kind = expected_kind
+        self._received_any = False
+
+    def open(self) -> None:
+        if self.handle is not None:
+            raise _transport_error(TTransport.TTransportException.ALREADY_OPEN, "already open")
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self._timeout)
+        except (socket.timeout, TimeoutError):
+            message = f"cannot connect: no answer within {self._timeout:g} s"
+            raise _transport_error(TTransport.TTransportException.NOT_OPEN, message) from None
+        except OSError as e:
+            raise _transport_error(TTransport.TTransportException.NOT_OPEN,
+                                   f"cannot connect: {e.strerror or e}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._tls is not None:
+            context, ca_path = self._tls
+            try:
+                sock = _tls.connect(sock, context, ca_path, self._expected_kind)
+            except _tls.ConnectError as e:
+                raise _transport_error(TTransport.TTransportException.NOT_OPEN,
+                                       f"TLS: {e}") from None
+        self.handle = sock
+
+    def read(self, sz: int) -> bytes:
+        try:
+            buff = self.handle.recv(sz)
+        except (socket.timeout, TimeoutError):
+            raise _transport_error(TTransport.TTransportException.TIMED_OUT,
+                                   f"no answer within {self._timeout:g} s") from None
+        except ssl.SSLError as e:
+            refused = _tls.refusal_from_alert(e)
+            if refused:
+                raise _transport_error(TTransport.TTransportException.UNKNOWN,
+                                       f"TLS: {refused}") from None
+            self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
+        except OSError as e:
+            self._closed_before_answer(f"connection lost: {e.strerror or e}")
+        else:
+            if not buff:
+                self._closed_before_answer("the server closed the connection")
+            if not self._received_any and self._tls is None and _tls.looks_like_tls(buff):
+                raise _transport_error(TTransport.TTransportException.UNKNOWN, _tls.REQUIRES_TLS)
+            self._received_any = True
+            return buff
+
+    def write(self, buff: bytes) -> None:
+        if not self.handle:
+            raise _transport_error(TTransport.TTransportException.NOT_OPEN, "transport not open")
+        try:
+            self.handle.sendall(buff)
+        except (socket.timeout, TimeoutError):
+            raise _transport_error(TTransport.TTransportException.TIMED_OUT,
+                                   f"cannot send within {self._timeout:g} s") from None
+        except ssl.SSLError as e:
+            refused = _tls.refusal_from_alert(e)
+            if refused:
+                raise _transport_error(TTransport.TTransportException.UNKNOWN,
+                                       f"TLS: {refused}") from None
+            self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
+        except OSError as e:
+            self._closed_before_answer(f"connection lost: {e.strerror or e}")
+
+    def _closed_before_answer(self, what: str) -> None:
+        """Raises for a connection that failed; before its first answer it
+        says why if a second look can tell. A TLS listener closes a plaintext
+        connection without a word (common/tls.cc), and so does a node that
+        died: a TLS probe tells them apart. A TLS server that refuses our
+        certificate sends an alert and closes, but the alert is lost when our
+        request reaches the closed socket first (the reset discards it): a
+        second handshake that sends nothing reads it."""
+        if not self._received_any:
+            if self._tls is None:
+                if _tls.speaks_tls(self.host, self.port, self._timeout):
+                    raise _transport_error(TTransport.TTransportException.UNKNOWN,
+                                           _tls.REQUIRES_TLS)
+            else:
+                context, ca_path = self._tls
+                refused = _tls.refusal_after_handshake(self.host, self.port, context, ca_path,
+                                                      self._expected_kind, self._timeout)
+                if refused:
+                    raise _transport_error(TTransport.TTransportException.UNKNOWN,
+                                           f"TLS: {refused}")
+                what += " before answering (its log says why)"
+        raise _transport_error(TTransport.TTransportException.END_OF_FILE, what)
+
+
+def _transport_error(kind: int, message: str) -> TTransport.TTransportException:
+    return TTransport.TTransportException(kind, message)
+
+
 class _Pool:
     """Idle Thrift connections to one address; thread-safe. A connection is
-    used by one thread at a time and dropped after any transport error."""
+    used by one thread at a time and dropped after any transport error.
+    ``tls`` (an SSLContext and the CA path it trusts) makes every connection
+    TLS 1.3 to a server whose certificate names ``expected_kind``."""
 
     _IDLE_MAX = 16
 
-    def __init__(self, address: str, service, timeout_s: float) -> None:
+    def __init__(self, address: str, service, timeout_s: float,
+                 tls: Optional[Tuple[ssl.SSLContext, str]] = None,
+                 expected_kind: str = "") -> None:
         self.address = address
         self._host, self._port = _parse_address(address)
         self._service = service
-        self._timeout_ms = int(timeout_s * 1000)
+        self._timeout_s = timeout_s
+        self._tls = tls
+        self._expected_kind = expected_kind
         self._idle: List[Tuple[TTransport.TTransportBase, object]] = []
         self._lock = threading.Lock()
         self._closed = False
 
     def _open(self):
-        sock = TSocket.TSocket(self._host, self._port)
-        sock.setTimeout(self._timeout_ms)
+        sock = _Socket(self._host, self._port, self._timeout_s, self._tls, self._expected_kind)
         transport = TTransport.TFramedTransport(sock)
         client = self._service.Client(TBinaryProtocol.TBinaryProtocol(transport))
         transport.open()
@@ -151,22 +235,26 @@ class _Pool:
 
     def call(self, method: str, *args):
         """Calls ``method`` on a pooled connection. Transport failures raise
-        ``_TransportError``; ``DtxError`` replies propagate as they are."""
+        ``_TransportError`` (``maybe_sent`` False when no connection could be
+        made, so the request never left); ``DtxError`` replies propagate as
+        they are."""
         with self._lock:
             if self._closed:
                 raise InvalidArgument("client is closed")
             conn = self._idle.pop() if self._idle else None
-        try:
-            if conn is None:
+        if conn is None:
+            try:
                 conn = self._open()
+            except (TException, OSError, EOFError) as e:
+                raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False) from e
+        try:
             result = getattr(conn[1], method)(*args)
         except ttypes.DtxError:
             self._release(conn)
             raise
         except (TException, socket.error, OSError, EOFError) as e:
-            if conn is not None:
-                conn[0].close()
-            raise _TransportError(f"{self.address}: {e}") from e
+            conn[0].close()
+            raise _TransportError(f"{self.address}: {_describe(e)}") from e
         self._release(conn)
         return result
 
@@ -185,8 +273,16 @@ class _Pool:
             transport.close()
 
 
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TTransport.TTransportException) and e.message:
+        return e.message
+    return str(e) or type(e).__name__
+
+
 class _TransportError(Exception):
-    pass
+    def __init__(self, message: str, maybe_sent: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 def _from_dtx_error(e: "ttypes.DtxError") -> Error:
@@ -317,11 +413,21 @@ class Client:
     primary is then waited out for ``timeout``). An abort for
     ``participant_unavailable`` also probes, so that later commits leave a
     primary cut off from the participants.
+
+    TLS: ``tls=dtx.TLS(ca=..., cert=..., key=...)`` (or
+    ``dtx.TLS.from_cluster_dir(DIR)``) makes every connection, to
+    coordinators and participants, TLS 1.3 with this client's certificate;
+    each server's certificate must be signed by the CA and name the kind of
+    node expected at that address. Without ``tls`` the client speaks
+    plaintext, which only an ``--insecure`` cluster accepts. A connection that
+    fails raises :class:`Unavailable` saying why (another CA, an expired
+    certificate, a plaintext server, a TLS server reached without ``tls``).
     """
 
     def __init__(self, addresses: Union[str, Iterable[str]], timeout: float = 5.0,
                  probe_delay: float = PROBE_DELAY_DEFAULT,
-                 failover_timeout: float = FAILOVER_TIMEOUT_DEFAULT) -> None:
+                 failover_timeout: float = FAILOVER_TIMEOUT_DEFAULT,
+                 tls: Optional[_tls.TLS] = None) -> None:
         if isinstance(addresses, str):
             addresses = [addresses]
         addresses = list(addresses)
@@ -335,12 +441,17 @@ class Client:
             raise InvalidArgument("probe_delay must be >= 0")
         if failover_timeout < 0:
             raise InvalidArgument("failover_timeout must be >= 0")
+        # One context for every connection (SSLContext is thread-safe); the
+        # files are read here, so a wrong path fails now, not at first use.
+        self._tls = None if tls is None else (_tls.make_context(tls), tls.ca)
         self._timeout = timeout
         self._probe_delay = probe_delay
         self._failover_timeout = failover_timeout
-        self._coordinators = [_Pool(a, Coordinator, timeout) for a in addresses]
+        self._coordinators = [_Pool(a, Coordinator, timeout, self._tls, _COORDINATOR_KIND)
+                              for a in addresses]
         # GetStatus probes: their own connections, with a short timeout.
-        self._probers = [_Pool(a, Coordinator, max(probe_delay / 2, 0.01)) for a in addresses]
+        self._probers = [_Pool(a, Coordinator, max(probe_delay / 2, 0.01), self._tls,
+                               _COORDINATOR_KIND) for a in addresses]
         self._primary = 0
         self._lock = threading.Lock()
         self._epoch_seen: Dict[int, int] = {}  # coordinator index -> newest epoch it said primary at
@@ -462,7 +573,8 @@ class Client:
                               f"{len(m.participants)} participants)")
         with self._lock:
             old = self._participants
-            self._participants = [_Pool(a, Participant, self._timeout) for a in m.participants]
+            self._participants = [_Pool(a, Participant, self._timeout, self._tls,
+                                        _PARTICIPANT_KIND) for a in m.participants]
             self._shard_version = m.version
         for p in old:
             p.close()
@@ -523,7 +635,7 @@ class Client:
                     raise _from_dtx_error(e) from None
                 last = f"{self._coordinators[idx].address}: {e.message}"
             except _TransportError as e:
-                maybe_sent = True
+                maybe_sent = maybe_sent or e.maybe_sent
                 last = str(e)
                 if n > 1:
                     self._follow(idx, None)
@@ -638,4 +750,4 @@ class _Moved(Exception):
 
 
 __all__ = ["Client", "Transaction", "Error", "Aborted", "Unavailable", "UnknownOutcome",
-           "InvalidArgument", "KEY_BYTES_MAX", "VALUE_BYTES_MAX", "TX_KEYS_MAX"]
+           "InvalidArgument", "TLS", "KEY_BYTES_MAX", "VALUE_BYTES_MAX", "TX_KEYS_MAX"]

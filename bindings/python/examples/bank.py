@@ -3,18 +3,24 @@
 
 Run against a local cluster (see the README):
     PYTHONPATH=bindings/python:build/python /usr/bin/python3 \
-        bindings/python/examples/bank.py 127.0.0.1:PORT
+        bindings/python/examples/bank.py 127.0.0.1:PORT [CLUSTER_DIR]
+CLUSTER_DIR (default $DTX_CLUSTER_DIR) is the `dtxctl cluster up --dir`
+directory: its client certificate is used when the cluster has TLS. Without
+one the client speaks plaintext (an --insecure cluster).
 """
 
+import os
 import random
 import sys
+from typing import Optional
 
 import dtx
 
 
-def main(address: str) -> None:
+def main(address: str, cluster_dir: Optional[str]) -> None:
     accounts = [f"acct-{i}".encode() for i in range(10)]
-    with dtx.Client(address) as c:
+    tls = dtx.TLS.from_cluster_dir(cluster_dir) if cluster_dir else None
+    with dtx.Client(address, tls=tls) as c:
         with c.transaction() as tx:
             for a in accounts:
                 tx.put(a, b"100")
@@ -34,4 +40,5 @@ def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:40101")
+    main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:40101",
+         sys.argv[2] if len(sys.argv) > 2 else os.environ.get("DTX_CLUSTER_DIR"))

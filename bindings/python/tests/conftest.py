@@ -1,6 +1,8 @@
 """Fixture: a real local dtx cluster started with `dtxctl cluster up` in a
-temporary directory, stopped (and every pid it recorded killed) afterwards."""
+temporary directory (TLS on, its default: clients pass ``tls=cluster.tls``),
+stopped (and every pid it recorded killed) afterwards."""
 
+import datetime
 import os
 import pathlib
 import signal
@@ -15,7 +17,7 @@ sys.path.insert(0, str(REPO / "bindings" / "python"))
 sys.path.insert(0, str(BUILD / "python"))
 
 
-def _dtxctl() -> pathlib.Path:
+def dtxctl_path() -> pathlib.Path:
     for p in (BUILD / "bin" / "dtxctl", BUILD / "tools" / "dtxctl"):
         if p.exists():
             return p
@@ -32,6 +34,9 @@ class Cluster:
             if len(parts) >= 2 and not line.startswith("#"):
                 self.nodes[parts[0]] = parts[1]
         self.coordinator = self.nodes["coordinator-0"]
+        import dtx
+        # The client certificate `dtxctl cluster up` made (None: --insecure).
+        self.tls = dtx.TLS.from_cluster_dir(directory)
 
     def pid(self, node: str) -> int:
         return int((self.dir / node / "pid").read_text().split()[0])
@@ -54,7 +59,7 @@ def run_cluster(tmp_path_factory, name, *extra_args):
     """Starts `dtxctl cluster up --participants 3 [extra_args]` in a fresh temporary
     directory, yields a Cluster, then stops it and kills every node it started
     (SIGCONT first, in case a test left one stopped)."""
-    dtxctl = _dtxctl()
+    dtxctl = dtxctl_path()
     d = tmp_path_factory.mktemp(name)
     # --insecure for now: TLS is the default of `cluster up`, and the Python
     # client does not speak TLS yet (dtx.TLS is being added); switch to TLS
@@ -85,6 +90,37 @@ def cluster(tmp_path_factory):
 @pytest.fixture
 def client(cluster):
     import dtx
-    c = dtx.Client(cluster.coordinator, timeout=5.0)
+    c = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
     yield c
     c.close()
+
+
+def make_expired_cert(ca_dir: pathlib.Path, out_dir: pathlib.Path, name: str, kind: str) -> None:
+    """Writes out_dir/NAME.crt and NAME.key: a certificate for NAME (OU kind)
+    signed by ca_dir/ca.{crt,key} that expired yesterday (`dtxctl certs`
+    makes only valid ones). Needs Debian's python3-cryptography."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_key = serialization.load_pem_private_key((ca_dir / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=10))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (out_dir / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out_dir / f"{name}.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))

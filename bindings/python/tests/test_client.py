@@ -1,13 +1,17 @@
 """The Python binding against a real local cluster."""
 
 import os
+import pathlib
+import re
 import signal
+import subprocess
 import threading
 import time
 
 import pytest
 
 import dtx
+from conftest import dtxctl_path, make_expired_cert, run_cluster
 
 
 def _uniq(prefix: str) -> bytes:
@@ -187,7 +191,7 @@ def test_stopped_participant_gives_an_error_not_a_hang(cluster):
     """A participant that stops answering (SIGSTOP: alive but silent, the
     hardest case for timeouts) makes operations on its keys fail with a
     named error within the timeouts; it serves again once resumed."""
-    c = dtx.Client(cluster.coordinator, timeout=1.0)
+    c = dtx.Client(cluster.coordinator, timeout=1.0, tls=cluster.tls)
     try:
         pid = cluster.pid("participant-0")
         # find a key owned by participant-0
@@ -233,3 +237,80 @@ def test_killed_participant_gives_an_error_or_recovers(cluster, client):
         except (dtx.Aborted, dtx.Unavailable):
             assert time.monotonic() < deadline, "participant did not come back"
             time.sleep(0.2)
+
+
+def test_cluster_is_tls_and_a_tls_client_reads_and_commits_on_every_participant(cluster):
+    # `dtxctl cluster up` secures the cluster by default; the fixture's
+    # clients use the certificate it made (TLS.from_cluster_dir).
+    assert cluster.tls is not None, "the cluster fixture should start a TLS cluster"
+    assert cluster.tls.cert.endswith("client.crt")
+    with dtx.Client(cluster.coordinator, tls=dtx.TLS.from_cluster_dir(cluster.dir)) as c:
+        keys = []
+        for i in range(1000):  # two keys on each of the 3 participants
+            k = _uniq(f"tls{i}")
+            if sum(c._participant_for(x) is c._participant_for(k) for x in keys) < 2:
+                keys.append(k)
+            if len(keys) == 6:
+                break
+        assert len({id(c._participant_for(k)) for k in keys}) == 3
+        # An earlier test may have killed a participant: wait for its restart.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c.run(lambda tx: [tx.put(k, k) for k in keys], retries=3)
+                break
+            except (dtx.Aborted, dtx.Unavailable):
+                assert time.monotonic() < deadline, "the cluster did not serve"
+                time.sleep(0.2)
+        assert c.run(lambda tx: [tx.get(k) for k in keys]) == keys
+
+
+def test_client_without_tls_is_told_the_cluster_requires_it(cluster):
+    with pytest.raises(dtx.Unavailable,
+                       match=re.escape("the server requires TLS: pass tls=dtx.TLS(")):
+        dtx.Client(cluster.coordinator, timeout=5.0)
+
+
+def _other_ca(directory):
+    for cmd in (["create-ca"], ["create-client", "client"]):
+        r = subprocess.run([str(dtxctl_path()), "certs", *cmd, "--dir", str(directory)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+    return directory
+
+
+def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
+    other = _other_ca(tmp_path)
+    tls = dtx.TLS(ca=cluster.tls.ca, cert=other / "client.crt", key=other / "client.key")
+    with pytest.raises(dtx.Unavailable,
+                       match="the server refused our certificate: not signed by the CA it trusts"):
+        dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
+
+
+def test_expired_client_certificate_is_refused(cluster, tmp_path):
+    make_expired_cert(pathlib.Path(cluster.tls.ca).parent, tmp_path, "client", "client")
+    tls = dtx.TLS(ca=cluster.tls.ca, cert=tmp_path / "client.crt", key=tmp_path / "client.key")
+    with pytest.raises(dtx.Unavailable, match="the server refused our certificate: expired"):
+        dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
+
+
+def test_cluster_certificates_do_not_verify_against_another_ca(cluster, tmp_path):
+    other = _other_ca(tmp_path)
+    tls = dtx.TLS(ca=other / "ca.crt", cert=cluster.tls.cert, key=cluster.tls.key)
+    with pytest.raises(dtx.Unavailable, match="server certificate not signed by the given CA"):
+        dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
+
+
+@pytest.fixture(scope="module")
+def insecure_cluster(tmp_path_factory):
+    yield from run_cluster(tmp_path_factory, "insecure-cluster", "--insecure")
+
+
+def test_insecure_cluster_takes_plaintext_and_a_tls_client_is_told_so(insecure_cluster, cluster):
+    assert dtx.TLS.from_cluster_dir(insecure_cluster.dir) is None  # security.conf: tls off
+    with dtx.Client(insecure_cluster.coordinator) as c:
+        k = _uniq("plain")
+        c.run(lambda tx: tx.put(k, b"v"))
+        assert c.run(lambda tx: tx.get(k)) == b"v"
+    with pytest.raises(dtx.Unavailable, match="without answering in TLS: a plaintext server"):
+        dtx.Client(insecure_cluster.coordinator, tls=cluster.tls, timeout=5.0)

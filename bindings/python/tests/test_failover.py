@@ -42,7 +42,7 @@ def test_commit_moves_from_a_hung_primary_to_the_promoted_backup(ha_cluster):
     while _role(ha_cluster, "coordinator-0") != "primary":
         assert time.monotonic() < deadline, ha_cluster.ctl("status").stdout
         time.sleep(0.1)
-    client = dtx.Client(addrs, timeout=10.0)
+    client = dtx.Client(addrs, timeout=10.0, tls=ha_cluster.tls)
     try:
         for i in range(20):  # the backup is in sync once the primary's snapshot is durable
             with client.transaction() as tx:

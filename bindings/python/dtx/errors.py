@@ -1,0 +1,42 @@
+"""The exception types of the dtx package (re-exported by ``dtx`` and
+``dtx.client``)."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+
+class Error(Exception):
+    """Base class of every error this package raises."""
+
+
+class Aborted(Error):
+    """The transaction was aborted; nothing it wrote is visible.
+
+    ``reason`` is one of ``"conflict"``, ``"participant_unavailable"``,
+    ``"timeout"``, ``"client_abort"``, ``"coordinator_failover"``.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"transaction aborted: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+        self.detail = detail
+
+
+class Unavailable(Error):
+    """A node could not be reached or cannot serve now; nothing was committed."""
+
+
+class UnknownOutcome(Error):
+    """The commit may or may not have happened (the coordinator was lost after
+    the request was sent). ``txid`` identifies it; :meth:`Client.outcome`
+    asks the coordinator what became of it."""
+
+    def __init__(self, message: str, txid: Tuple[int, int]) -> None:
+        super().__init__(message)
+        self.txid = txid
+
+
+class InvalidArgument(Error, ValueError):
+    """Bad input: wrong type, empty or oversized key, oversized value, a finished
+    transaction used again. Nothing was sent."""
