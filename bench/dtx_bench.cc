@@ -925,6 +925,10 @@ struct Target {
   std::string coordinator;
   std::vector<std::string> coordinators;
   std::vector<FaultEvent> faults;
+  // With --cluster and `tls on` in its security.conf: the cluster's CA and
+  // client certificate (DIR/certs/ca.crt, client.crt, client.key); else
+  // empty (plaintext).
+  std::string tls_ca_file, tls_cert_file, tls_key_file;
 };
 
 // False when the run ends here: `*code` is the exit code.
@@ -947,6 +951,18 @@ bool ResolveTarget(const Config& cfg, Target* t, int* code) {
     coordinators.clear();  // coordinator-0 first, then its backup(s)
     for (const tools::NodeEntry& n : cluster->nodes()) {
       if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
+    }
+    auto security = tools::ClusterSecurity::Load(cfg.cluster_dir);
+    if (!security.ok() && !security.status().IsNotFound()) {
+      std::cerr << "dtx-bench: " << security.status().ToString() << "\n";
+      *code = kExitFailed;
+      return false;
+    }
+    if (security.ok() && security->tls) {
+      const std::string certs = security->CertsDir(cfg.cluster_dir);
+      t->tls_ca_file = certs + "/ca.crt";
+      t->tls_cert_file = certs + "/client.crt";
+      t->tls_key_file = certs + "/client.key";
     }
   }
   if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
@@ -1500,7 +1516,10 @@ int Run(const Config& cfg, const std::string& command_line) {
   std::optional<Floor> floor;
   if (cfg.floor && !MeasureAndPrintFloor(cfg, &floor)) return kExitFailed;
 
-  auto client = Client::Connect({.coordinators = target.coordinators});
+  auto client = Client::Connect({.coordinators = target.coordinators,
+                                 .tls_ca_file = target.tls_ca_file,
+                                 .tls_cert_file = target.tls_cert_file,
+                                 .tls_key_file = target.tls_key_file});
   if (!client.ok()) {
     std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": "
               << client.status().ToString() << "\n";

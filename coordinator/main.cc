@@ -8,6 +8,7 @@
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT] [--enable-failpoints]
+//                   (--certs-dir DIR | --insecure)
 // Without --peer the coordinator runs alone as primary (as before).
 //
 // Exit status: 0 after SIGTERM/SIGINT; 2 for bad flags or a bad
@@ -33,6 +34,7 @@
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
 #include "node/access.h"
+#include "node/security.h"
 
 namespace {
 
@@ -81,6 +83,7 @@ struct Flags {
   double phi_threshold = 0;
   uint64_t trace_events = 0;
   bool enable_failpoints = false;
+  dtx::node::SecurityFlags security;
 };
 
 // Every flag, bound to `*flags` (which must outlive the description).
@@ -129,7 +132,9 @@ po::options_description DescribeFlags(Flags* flags) {
       "trace-events",
       po::value(&flags->trace_events)->default_value(dtx::obs::kTraceEventsMaxDefault),
       "per-transaction span events kept in memory for GetTrace (dtxctl trace), also logged at "
-      "level debug; 0 turns tracing off")(
+      "level debug; 0 turns tracing off")("certs-dir", po::value(&flags->security.certs_dir),
+                                          dtx::node::kCertsDirFlagHelp)(
+      "insecure", po::bool_switch(&flags->security.insecure), dtx::node::kInsecureFlagHelp)(
       "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -178,6 +183,7 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   }
   std::set<std::string> seen;
   for (std::string p : Split(flags.participants, ',')) {
+    DTX_RETURN_IF_ERROR(dtx::node::RequireNamedPeer(flags.security, "--participants", p));
     // NAME=HOST:PORT names the participant its certificate must carry (the
     // access policy, node/access.h); a bare HOST:PORT has no name.
     if (p.find('=') != std::string::npos) {
@@ -228,6 +234,8 @@ dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
     return dtx::Status::InvalidArgument("--role must be primary or backup");
   }
   std::string peer_address = flags.peer;
+  if (!peer_address.empty())
+    DTX_RETURN_IF_ERROR(dtx::node::RequireNamedPeer(flags.security, "--peer", peer_address));
   if (peer_address.find('=') != std::string::npos) {
     auto peer = dtx::node::ParseConfiguredPeer(peer_address, dtx::PrincipalKind::kCoordinator);
     if (!peer.ok()) return dtx::Status::InvalidArgument("--peer: " + peer.status().message());
@@ -269,6 +277,7 @@ dtx::Status CheckHa(const Flags& flags, RuntimeOptions* options) {
 }
 
 dtx::Status ToRuntimeOptions(const Flags& flags, RuntimeOptions* options) {
+  DTX_RETURN_IF_ERROR(flags.security.Validate());
   DTX_RETURN_IF_ERROR(CheckAddresses(flags, options));
   DTX_RETURN_IF_ERROR(CheckCoreLimits(flags, options));
   return CheckHa(flags, options);
@@ -357,5 +366,13 @@ int main(int argc, char** argv) {
   if (!s.ok()) return Usage(s.message(), desc);
 
   if (std::optional<int> exit_code = SetUpProcess(flags, desc)) return *exit_code;
+  auto security = dtx::node::NodeSecurity::FromFlags(flags.security, options.name);
+  if (!security.ok()) {
+    DTX_LOG_ERROR("cannot start: {}", security.status().ToString());
+    std::cerr << "dtx-coordinator: cannot start: " << security.status().ToString() << std::endl;
+    dtx::log::Flush();
+    return kExitFailure;
+  }
+  options.security = std::move(*security);
   return RunUntilStopSignal(options);
 }

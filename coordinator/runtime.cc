@@ -398,8 +398,9 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_port = options_.metrics_port,
                                     .trace_events = options_.trace_events,
                                     .enable_failpoints = options_.enable_failpoints,
-                                    .identify = options_.identify}),
-      policy_(options_.secure, options_.named_peers),
+                                    .identify = options_.identify,
+                                    .tls = options_.security.server()}),
+      policy_(options_.secure || options_.security.tls(), options_.named_peers),
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}
 
@@ -420,8 +421,9 @@ Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
   if (!policy_.secure()) {
     DTX_LOG_WARN(
-        "INSECURE: callers are not authenticated; any client may call Replicate, "
-        "Heartbeat, QueryDecision and SetFailpoint here");
+        "--insecure: INSECURE, TLS is off: every listener is plaintext and callers are not "
+        "authenticated; anyone who reaches a port may call Replicate, Heartbeat, QueryDecision "
+        "and SetFailpoint here");
   }
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto served = node_.Serve(
@@ -469,7 +471,10 @@ Status Runtime::Impl::Init() {
                   return ha_->Replay(lsn, type, payload);
                 }));
   if (!options_.ha.peer.empty()) {
-    peer_stub_ = std::make_unique<CoordinatorPeerStub>(loop_, options_.ha.peer);
+    peer_stub_ = std::make_unique<CoordinatorPeerStub>(
+        loop_, options_.ha.peer,
+        options_.security.ChannelTo(options_.ha.peer, PrincipalKind::kCoordinator,
+                                    options_.named_peers));
   }
   DTX_LOG_INFO("recovered the decision log: records={} epoch={} durable_lsn={} role={}", replayed,
                ha_->epoch(), wal_.log().durable_lsn(), RoleName(ho.role));
@@ -688,7 +693,12 @@ void Runtime::Impl::FillTimings(const TxId& txid, rpc::CommitResult& out) {
 ParticipantStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
   if (it == stubs_.end()) {
-    it = stubs_.emplace(address, ParticipantStub(loop_, address)).first;
+    it = stubs_
+             .emplace(address, ParticipantStub(
+                                   loop_, address,
+                                   options_.security.ChannelTo(address, PrincipalKind::kParticipant,
+                                                               options_.named_peers)))
+             .first;
   }
   return it->second;
 }
@@ -701,7 +711,12 @@ ParticipantPeerStub& Runtime::Impl::AdoptStubFor(const std::string& address) {
   // 2PC traffic on the shared channel.
   auto it = adopt_stubs_.find(address);
   if (it == adopt_stubs_.end()) {
-    it = adopt_stubs_.emplace(address, ParticipantPeerStub(loop_, address)).first;
+    it = adopt_stubs_
+             .emplace(address, ParticipantPeerStub(
+                                   loop_, address,
+                                   options_.security.ChannelTo(address, PrincipalKind::kParticipant,
+                                                               options_.named_peers)))
+             .first;
   }
   return it->second;
 }

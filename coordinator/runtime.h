@@ -63,6 +63,7 @@
 #include "coordinator/core.h"
 #include "coordinator/ha_core.h"
 #include "node/access.h"
+#include "node/security.h"
 #include "wal/wal.h"
 
 namespace dtx {
@@ -105,6 +106,10 @@ struct RuntimeOptions {
   // may do everything (until TLS authenticates callers).
   bool secure = false;
   std::vector<node::ConfiguredPeer> named_peers;
+  // TLS on every listener and node-to-node channel, or plaintext
+  // (node/security.h; the default). With TLS the access policy is secure
+  // whatever `secure` says: callers are authenticated.
+  node::NodeSecurity security;
   // Who is calling on a new connection (node/node.h NodeOptions::identify);
   // empty: the transport's identity. Tests forge identities with it.
   std::function<PeerIdentity(const PeerIdentity&)> identify;

@@ -38,6 +38,7 @@ Result<std::string> Node::Serve(RpcProcessorFactory factory, std::shared_ptr<Det
   so.host = host;
   so.port = port;
   so.name = options_.name;
+  so.tls = options_.tls;
   servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
   DTX_RETURN_IF_ERROR(servers_.back()->Start());
   std::string bound = servers_.back()->address();

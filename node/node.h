@@ -40,6 +40,7 @@
 #include "common/metrics_http.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "common/trace.h"
 #include "common/types.h"
 
@@ -71,6 +72,9 @@ struct NodeOptions {
   // (common/identity.h). Empty: the transport's identity as is. Tests set it
   // to forge identities (the handlers' access checks, node/access.h).
   std::function<PeerIdentity(const PeerIdentity&)> identify;
+  // Server-side TLS context of every listener Serve() binds (node/security.h
+  // NodeSecurity::server()); null: plaintext.
+  std::shared_ptr<const TlsContext> tls = nullptr;
 };
 
 // Something the node detaches from its runtime at shutdown (the Thrift

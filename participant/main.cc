@@ -6,6 +6,7 @@
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT]
 //                   [--trace-events N] [--enable-failpoints]
+//                   (--certs-dir DIR | --insecure)
 //
 // NODEDIR holds wal/ (the WAL), data/ (LevelDB) and node.log (the default log
 // file). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags or a bad
@@ -25,6 +26,7 @@
 #include "common/log.h"
 #include "common/address.h"
 #include "node/access.h"
+#include "node/security.h"
 #include "participant/runtime.h"
 #include "wal/format.h"
 
@@ -45,6 +47,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 struct Flags {
   std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
       admin_listen;
+  dtx::node::SecurityFlags security;
 };
 
 // Every flag, bound to `*flags` and `*options` (which must outlive the
@@ -87,6 +90,9 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "trace-events",
       po::value<size_t>(&options->trace_events)->default_value(options->trace_events),
       "span events kept in memory for dtxctl trace (GetTrace); 0: tracing off")(
+      "certs-dir", po::value<std::string>(&flags->security.certs_dir),
+      dtx::node::kCertsDirFlagHelp)("insecure", po::bool_switch(&flags->security.insecure),
+                                    dtx::node::kInsecureFlagHelp)(
       "enable-failpoints", po::bool_switch(&options->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -102,7 +108,8 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
     if (vm.count("help") != 0) {
       std::cout << "usage: dtx-participant --name NAME --listen HOST:PORT --dir NODEDIR "
-                   "--coordinator HOST:PORT [--log-file PATH] [--log-level LEVEL] [options below]\n"
+                   "--coordinator HOST:PORT (--certs-dir DIR | --insecure) [--log-file PATH] "
+                   "[--log-level LEVEL] [options below]\n"
                 << desc << "\n";
       return 0;
     }
@@ -174,6 +181,7 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     size_t end = coordinators.find(',', start);
     if (end == std::string::npos) end = coordinators.size();
     std::string c = coordinators.substr(start, end - start);
+    DTX_RETURN_IF_ERROR(dtx::node::RequireNamedPeer(flags.security, "--coordinators", c));
     if (c.find('=') != std::string::npos) {
       auto peer = dtx::node::ParseConfiguredPeer(c, dtx::PrincipalKind::kCoordinator);
       if (!peer.ok())
@@ -189,10 +197,25 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     }
     start = end + 1;
   }
+  if (flags.security.tls()) {
+    // With TLS the coordinator asked by default must be one whose
+    // certificate name is known.
+    auto hp = dtx::ParseHostPort(flags.coordinator);
+    const std::string coordinator = dtx::FormatHostPort(hp->host, hp->port);
+    bool named = false;
+    for (const dtx::node::ConfiguredPeer& p : options->coordinator_peers)
+      named |= p.address == coordinator;
+    if (!named) {
+      return dtx::Status::InvalidArgument(
+          "--coordinator " + flags.coordinator +
+          ": with TLS (--certs-dir) it must be one of --coordinators NAME=HOST:PORT");
+    }
+  }
   return dtx::Status::OK();
 }
 
 dtx::Status ToRuntimeOptions(const Flags& flags, dtx::participant::RuntimeOptions* options) {
+  DTX_RETURN_IF_ERROR(flags.security.Validate());
   DTX_RETURN_IF_ERROR(CheckStorage(flags, options));
   return CheckAddresses(flags, options);
 }
@@ -272,5 +295,13 @@ int main(int argc, char** argv) {
 
   if (std::optional<int> exit_code = SetUpProcess(flags, desc, options.enable_failpoints))
     return *exit_code;
+  auto security = dtx::node::NodeSecurity::FromFlags(flags.security, options.name);
+  if (!security.ok()) {
+    DTX_LOG_ERROR("cannot start: {}", security.status().ToString());
+    std::cerr << "dtx-participant: cannot start: " << security.status().ToString() << "\n";
+    dtx::log::Flush();
+    return kExitFailed;
+  }
+  options.security = std::move(*security);
   return RunUntilStopSignal(options);
 }

@@ -253,8 +253,9 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
                                     .metrics_port = options_.metrics_port,
                                     .trace_events = options_.trace_events,
                                     .enable_failpoints = options_.enable_failpoints,
-                                    .identify = options_.identify}),
-      policy_(options_.secure, options_.coordinator_peers),
+                                    .identify = options_.identify,
+                                    .tls = options_.security.server()}),
+      policy_(options_.secure || options_.security.tls(), options_.coordinator_peers),
       tracing_(node_.tracing()),
       trace_(node_.trace()),
       wal_(loop, "WAL") {}
@@ -384,8 +385,9 @@ Status Runtime::Impl::Init() {
 
   if (!policy_.secure()) {
     DTX_LOG_WARN(
-        "INSECURE: callers are not authenticated; any client may call Prepare, "
-        "Commit, Abort, AdoptEpoch and SetFailpoint here");
+        "--insecure: INSECURE, TLS is off: every listener is plaintext and callers are not "
+        "authenticated; anyone who reaches a port may call Prepare, Commit, Abort, AdoptEpoch "
+        "and SetFailpoint here");
   }
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto served = node_.Serve(
@@ -604,7 +606,12 @@ CoordinatorStub& Runtime::Impl::StubFor(const std::string& address) {
   if (stubs_.size() >= kCoordinatorChannelsMax && address != options_.coordinator) {
     return StubFor(options_.coordinator);
   }
-  return stubs_.emplace(address, CoordinatorStub(loop_, address)).first->second;
+  return stubs_
+      .emplace(address,
+               CoordinatorStub(loop_, address,
+                               options_.security.ChannelTo(address, PrincipalKind::kCoordinator,
+                                                           options_.coordinator_peers)))
+      .first->second;
 }
 
 // ---------------------------------------------------------------------------

@@ -76,6 +76,7 @@
 #include "common/status.h"
 #include "common/trace.h"
 #include "node/access.h"
+#include "node/security.h"
 #include "participant/core.h"
 #include "wal/wal.h"
 
@@ -114,6 +115,10 @@ struct RuntimeOptions {
   // every caller may do everything (until TLS authenticates callers).
   bool secure = false;
   std::vector<node::ConfiguredPeer> coordinator_peers;
+  // TLS on every listener and node-to-node channel, or plaintext
+  // (node/security.h; the default). With TLS the access policy is secure
+  // whatever `secure` says: callers are authenticated.
+  node::NodeSecurity security;
   // Who is calling on a new connection (node/node.h NodeOptions::identify);
   // empty: the transport's identity. Tests forge identities with it.
   std::function<PeerIdentity(const PeerIdentity&)> identify;

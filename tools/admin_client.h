@@ -1,8 +1,18 @@
 // Admin calls to dtx nodes with the stock generated synchronous Thrift
 // clients (ParticipantClient / CoordinatorClient / AdminClient over TSocket +
 // TFramedTransport + TBinaryProtocol), as any operator tool in any language
-// would make them. GetStatus goes to the node's listener (NodeEntry::address);
-// SetFailpoint, ListInDoubt and GetTrace to its admin listener
+// would make them.
+//
+// TLS: when the cluster runs with TLS (DIR/security.conf, tools/cluster_config.h
+// ClusterSecurity), the connection runs TLS 1.3 between the socket and the
+// framing, with the same engine as the nodes (common/tls.h TlsSession over a
+// blocking TSocket, not Thrift's TSSLSocket): the same trust rules (the
+// cluster CA only, the server's certificate must name the node called), and
+// the same one-line reasons when a handshake fails ("certificate not signed
+// by the cluster CA", "plaintext port?", ...). Calls to a node's listener
+// (GetStatus) present DIR/certs/client.crt, calls to its admin listener
+// DIR/certs/admin.crt (ToolCredentials). GetStatus goes to the node's listener
+// (NodeEntry::address); SetFailpoint, ListInDoubt and GetTrace to its admin listener
 // (NodeEntry::admin_address). Every call has a connect and a receive timeout; Thrift
 // exceptions stop here and come back as Status values:
 //   DtxError BAD_ARGUMENT / WRONG_SHARD -> InvalidArgument, UNKNOWN_TX -> NotFound,
@@ -24,6 +34,7 @@
 #include "Participant.h"
 #include "ParticipantPeer.h"
 #include "common/status.h"
+#include "common/tls.h"
 #include "tools/cluster_config.h"
 
 namespace apache::thrift::transport {
@@ -38,6 +49,34 @@ struct AdminTimeouts {
   int recv_timeout_ms = 5000;
 };
 
+// TLS of one connection: a client context (null: plaintext) and whom the
+// server's certificate must name.
+struct ConnectionTls {
+  std::shared_ptr<const TlsContext> context = nullptr;
+  TlsExpectedPeer expected = {};
+};
+
+// What the tools present to a cluster's nodes, from its directory.
+// Immutable; cheap to copy; thread-safe.
+struct ToolCredentials {
+  // Client side, DIR/certs/client.{crt,key}: a node's client listener.
+  std::shared_ptr<const TlsContext> client = nullptr;
+  // Client side, DIR/certs/admin.{crt,key}: a node's admin listener.
+  std::shared_ptr<const TlsContext> admin = nullptr;
+
+  bool tls() const { return client != nullptr; }
+  // Plaintext (a cluster started with --insecure).
+  static ToolCredentials Plaintext() { return {}; }
+  // From DIR/security.conf: with `tls on` both contexts from its certificate
+  // directory (InvalidArgument naming a missing or bad file); `tls off` or
+  // no security.conf (a directory made before TLS): plaintext.
+  static Result<ToolCredentials> Load(const std::string& cluster_dir);
+
+  // The TLS of a call to `node`'s client listener / admin listener.
+  ConnectionTls ForClientListener(const NodeEntry& node) const;
+  ConnectionTls ForAdminListener(const NodeEntry& node) const;
+};
+
 // One open framed/binary connection to `address` with a generated client
 // `ClientT` (rpc::ParticipantClient or rpc::CoordinatorClient). Closes on
 // destruction. Calls on client() throw Thrift exceptions; use RunThrift() to
@@ -45,11 +84,15 @@ struct AdminTimeouts {
 template <class ClientT>
 class StockConnection {
  public:
+  // `tls.context` null: plaintext. A failed TLS handshake is Unavailable
+  // with its reason.
   static Result<std::unique_ptr<StockConnection>> Open(const std::string& address,
-                                                       const AdminTimeouts& timeouts);
+                                                       const AdminTimeouts& timeouts,
+                                                       const ConnectionTls& tls = {});
   ~StockConnection();
   ClientT& client() { return *client_; }
-  // The raw socket, for tests that write bytes of their own.
+  // The raw socket, for tests that write bytes of their own (below TLS when
+  // the connection has it).
   apache::thrift::transport::TSocket& socket() { return *socket_; }
 
  private:
@@ -72,21 +115,24 @@ using AdminConnection = StockConnection<rpc::AdminClient>;
 Status RunThrift(const std::string& what, const std::function<void()>& fn);
 
 // GetStatus on a participant or coordinator (by the node's role).
-Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const AdminTimeouts& timeouts = {});
+Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const ToolCredentials& creds,
+                                      const AdminTimeouts& timeouts = {});
 // SetFailpoint on a node (its admin listener).
-Status SetNodeFailpoint(const NodeEntry& node, const std::string& name, const std::string& action,
+Status SetNodeFailpoint(const NodeEntry& node, const ToolCredentials& creds,
+                        const std::string& name, const std::string& action,
                         const AdminTimeouts& timeouts = {});
 // ListInDoubt on a participant's admin listener (InvalidArgument for a
 // coordinator).
 Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
+                                                    const ToolCredentials& creds,
                                                     const AdminTimeouts& timeouts = {});
 // GetTrace on a node's admin listener: its span events for `txid`
 // (docs/observability.md).
-Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const rpc::TxId& txid,
-                                        const AdminTimeouts& timeouts = {});
+Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const ToolCredentials& creds,
+                                        const rpc::TxId& txid, const AdminTimeouts& timeouts = {});
 // Polls GetStatus until it answers or `timeout_ms` passes (Timeout then, with
 // the last error).
-Status WaitUntilReady(const NodeEntry& node, int timeout_ms);
+Status WaitUntilReady(const NodeEntry& node, const ToolCredentials& creds, int timeout_ms);
 
 // Stops libthrift printing its own error lines (e.g. "TSocket::open() error
 // ... Connection refused") on stderr; the Status values carry the errors.

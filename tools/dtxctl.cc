@@ -571,10 +571,12 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 
+  auto creds = ToolCredentials::Load(dir);
+  if (!creds.ok()) return teardown(creds.status().ToString());
   for (const NodeEntry& n : config.nodes()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
-    Status ready = WaitUntilReady(n, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+    Status ready = WaitUntilReady(n, *creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
     if (!ready.ok()) {
       PrintNodeLogs(dir, n.name);
       return teardown(n.name + " (" + n.address + ") is not ready: " + ready.message());
@@ -686,6 +688,8 @@ int CmdStatus(const std::vector<std::string>& args) {
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
   auto config = LoadOrExplain(dir);
   if (!config.ok()) return Fail(config.status().ToString());
+  auto creds = ToolCredentials::Load(dir);
+  if (!creds.ok()) return Fail(creds.status().ToString());
   if (SupervisorRunning(dir)) {
     std::printf("supervisor: running, pid %s\n", SupervisorPidText(dir).c_str());
   } else {
@@ -697,7 +701,7 @@ int CmdStatus(const std::vector<std::string>& args) {
   for (const NodeEntry& n : config->nodes()) {
     auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
     std::string pid_text = pid.ok() && IsNodeProcess(*pid, n.name) ? std::to_string(*pid) : "-";
-    auto st = GetNodeStatus(n, t);
+    auto st = GetNodeStatus(n, *creds, t);
     if (st.ok()) {
       std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
                   n.address.c_str(), pid_text.c_str(), NodeRoleName(st->role),
@@ -800,7 +804,9 @@ int CmdRestart(const std::vector<std::string>& args) {
   }
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
-  Status s = WaitUntilReady(*n, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+  auto creds = ToolCredentials::Load(a.dir);
+  if (!creds.ok()) return Fail(creds.status().ToString());
+  Status s = WaitUntilReady(*n, *creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
   if (!s.ok()) {
     PrintNodeLogs(a.dir, a.node);
     return Fail(s.message());
@@ -820,7 +826,9 @@ int CmdFailpoint(const std::vector<std::string>& args) {
   if (!ParseNodeCommand(args, &a, {{"name", &name}, {"action", &action}}, &code)) return code;
   auto n = FindNode(a.dir, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  Status s = SetNodeFailpoint(*n, name, action);
+  auto creds = ToolCredentials::Load(a.dir);
+  if (!creds.ok()) return Fail(creds.status().ToString());
+  Status s = SetNodeFailpoint(*n, *creds, name, action);
   if (!s.ok()) return Fail(s.ToString());
   std::cout << a.node << ": " << name << "=" << action << "\n";
   return kExitOk;
@@ -834,11 +842,13 @@ int CmdInDoubt(const std::vector<std::string>& args) {
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
   auto config = LoadOrExplain(dir);
   if (!config.ok()) return Fail(config.status().ToString());
+  auto creds = ToolCredentials::Load(dir);
+  if (!creds.ok()) return Fail(creds.status().ToString());
   std::printf("%-15s %-32s %10s %s\n", "PARTICIPANT", "TXID", "AGE_MS", "COORDINATOR");
   int failed = 0;
   size_t total = 0;
   for (const NodeEntry& n : config->participants()) {
-    auto list = ListNodeInDoubt(n, {.connect_timeout_ms = 1000, .recv_timeout_ms = 2000});
+    auto list = ListNodeInDoubt(n, *creds, {.connect_timeout_ms = 1000, .recv_timeout_ms = 2000});
     if (!list.ok()) {
       std::fprintf(stderr, "dtxctl: %s\n", list.status().ToString().c_str());
       ++failed;
@@ -1010,6 +1020,8 @@ int CmdTrace(const std::vector<std::string>& args) {
   if (!txid.ok()) return Usage(txid.status().message());
   auto config = LoadOrExplain(dir);
   if (!config.ok()) return Fail(config.status().ToString());
+  auto creds = ToolCredentials::Load(dir);
+  if (!creds.ok()) return Fail(creds.status().ToString());
 
   // Every node at once, each with its own connection and timeout.
   const std::vector<NodeEntry>& nodes = config->nodes();
@@ -1024,7 +1036,7 @@ int CmdTrace(const std::vector<std::string>& args) {
       NodeAnswer& a = answers[i];
       a.node = nodes[i].name;
       a.coordinator = nodes[i].role == NodeKind::kCoordinator;
-      auto r = GetNodeTrace(nodes[i], wire, t);
+      auto r = GetNodeTrace(nodes[i], *creds, wire, t);
       if (!r.ok()) {
         a.error = ShortReason(r.status());
         return;
@@ -1078,7 +1090,12 @@ struct TopSample {
 TopSample SampleNode(const std::string& dir, const NodeEntry& n) {
   TopSample s;
   s.at = std::chrono::steady_clock::now();
-  auto st = GetNodeStatus(n, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
+  auto creds = ToolCredentials::Load(dir);
+  if (!creds.ok()) {
+    s.error = ShortReason(creds.status());
+    return s;
+  }
+  auto st = GetNodeStatus(n, *creds, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
   if (!st.ok()) {
     s.error = ShortReason(st.status());
     return s;

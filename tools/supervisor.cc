@@ -47,6 +47,7 @@ class Supervisor {
       : options_(options), config_(config) {}
 
   Status Run() {
+    DTX_RETURN_IF_ERROR(LoadSecurity());
     int rc = uv_loop_init(&loop_);
     if (rc != 0) return Status::Internal(std::string("uv_loop_init: ") + uv_strerror(rc));
     BuildEnvironments();
@@ -81,6 +82,25 @@ class Supervisor {
     }
   }
 
+  // DIR/security.conf (tools/cluster_config.h): every node gets --certs-dir
+  // or --insecure from it; no file (a directory made before TLS) is
+  // --insecure. The supervisor's own GetStatus calls use the client
+  // certificate.
+  Status LoadSecurity() {
+    auto sec = ClusterSecurity::Load(options_.dir);
+    if (sec.ok() && sec->tls) {
+      security_args_ = {"--certs-dir", sec->CertsDir(options_.dir)};
+    } else if (sec.ok() || sec.status().IsNotFound()) {
+      security_args_ = {"--insecure"};
+    } else {
+      return sec.status();
+    }
+    auto creds = ToolCredentials::Load(options_.dir);
+    if (!creds.ok()) return creds.status();
+    creds_ = std::move(*creds);
+    return Status::OK();
+  }
+
   void BuildNodes() {
     const NodeEntry* primary = config_.primary();
     // NAME=HOST:PORT items: the names the nodes' access policies know their
@@ -104,6 +124,7 @@ class Supervisor {
       // --enable-failpoints: this is the test and demo harness
       // (docs/failpoints.md); nodes started by hand have failpoints off.
       n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir, "--enable-failpoints"};
+      n->args.insert(n->args.end(), security_args_.begin(), security_args_.end());
       if (!e.admin_address.empty())
         n->args.insert(n->args.end(), {"--admin-listen", e.admin_address});
       if (e.role == NodeKind::kCoordinator) {
@@ -201,8 +222,9 @@ class Supervisor {
   // kPeerQueryTimeoutMs.
   std::string RestartRole(Node* n) {
     constexpr int kPeerQueryTimeoutMs = 500;
-    auto st = GetNodeStatus(*n->peer, {.connect_timeout_ms = kPeerQueryTimeoutMs,
-                                       .recv_timeout_ms = kPeerQueryTimeoutMs});
+    auto st = GetNodeStatus(
+        *n->peer, creds_,
+        {.connect_timeout_ms = kPeerQueryTimeoutMs, .recv_timeout_ms = kPeerQueryTimeoutMs});
     if (st.ok() && st->role == rpc::NodeRole::PRIMARY) {
       if (n->role != "backup") {
         DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name, n->peer->name,
@@ -322,6 +344,8 @@ class Supervisor {
   uv_signal_t sigint_{};
   uv_timer_t grace_timer_{};
   std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<std::string> security_args_;  // --certs-dir DIR/certs or --insecure
+  ToolCredentials creds_;
   std::vector<std::string> first_env_;
   std::vector<std::string> restart_env_;
   bool stopping_ = false;

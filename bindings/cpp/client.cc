@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/rpc_client.h"
 #include "common/thread_annotations.h"
+#include "common/tls.h"
 #include "common/wire.h"
 
 namespace dtx {
@@ -85,8 +86,11 @@ CommitOutcome FromCommitResult(const TxId& txid, const rpc::CommitResult& r) {
 
 class ClientCore : public std::enable_shared_from_this<ClientCore> {
  public:
-  explicit ClientCore(ClientOptions options)
-      : options_(std::move(options)), coordinator_addresses_(options_.coordinators) {
+  // `tls`: client-side context; null: plaintext.
+  ClientCore(ClientOptions options, std::shared_ptr<const TlsContext> tls)
+      : options_(std::move(options)),
+        tls_(std::move(tls)),
+        coordinator_addresses_(options_.coordinators) {
     std::random_device rd;
     tx_hi_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^
              static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
@@ -225,9 +229,16 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     std::function<void()> fn;
   };
 
-  std::shared_ptr<PeerChannel> Channel(const std::string& address) {
+  // The channel to `address`, whose certificate must be of kind `kind`
+  // (with TLS).
+  std::shared_ptr<PeerChannel> Channel(const std::string& address, PrincipalKind kind) {
     auto& ch = channels_[address];
-    if (!ch) ch = PeerChannel::Create(io_.loop(), address);
+    if (!ch) {
+      PeerChannelOptions o;
+      o.tls = tls_;
+      o.expected_server.kind = kind;
+      ch = PeerChannel::Create(io_.loop(), address, o);
+    }
     return ch;
   }
 
@@ -375,7 +386,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     auto self = shared_from_this();
     for (const std::string& addr : coordinator_addresses_) {
-      CoordinatorStub(Channel(addr))
+      CoordinatorStub(Channel(addr, PrincipalKind::kCoordinator))
           .GetStatus(ProbeTimeoutMs(),
                      [self, addr, round](const RpcStatus& s, const rpc::NodeStatus& st) {
                        // The next round may start once the others answered:
@@ -399,7 +410,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     learning_epoch_ = true;
     auto self = shared_from_this();
-    CoordinatorStub(Channel(addr))
+    CoordinatorStub(Channel(addr, PrincipalKind::kCoordinator))
         .GetStatus(options_.request_timeout_ms,
                    [self, addr](const RpcStatus& s, const rpc::NodeStatus& st) {
                      self->learning_epoch_ = false;
@@ -492,7 +503,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       self->CommitAttempt(req, txid, attempt + 1, true, std::move(*shared_done));
       return true;
     });
-    CoordinatorStub(Channel(addr))
+    CoordinatorStub(Channel(addr, PrincipalKind::kCoordinator))
         .Commit(
             *req, options_.commit_timeout_ms,
             [self, req, txid, attempt, maybe_sent, addr, track, shared_done](
@@ -594,7 +605,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
                           std::move(*shared_done));
       return true;
     });
-    CoordinatorStub(Channel(addr))
+    CoordinatorStub(Channel(addr, PrincipalKind::kCoordinator))
         .GetShardMap(options_.request_timeout_ms, [self, addr, attempts_left, track, shared_done](
                                                       const RpcStatus& s,
                                                       const rpc::ShardMap& m) mutable {
@@ -632,7 +643,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
     }
     std::vector<ParticipantStub> stubs;
     stubs.reserve(m.participants.size());
-    for (const auto& p : m.participants) stubs.emplace_back(Channel(p));
+    for (const auto& p : m.participants)
+      stubs.emplace_back(Channel(p, PrincipalKind::kParticipant));
     participant_stubs_ = std::move(stubs);
     MutexLock lock(&mu_);
     participants_ = m.participants;
@@ -651,6 +663,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   }
 
   const ClientOptions options_;
+  const std::shared_ptr<const TlsContext> tls_;
   LoopThread io_;  // first member after options_: destroyed after the channels
 
   mutable Mutex mu_;
@@ -977,7 +990,22 @@ Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
       options.retry_backoff_max_ms < options.retry_backoff_initial_ms) {
     return Status::InvalidArgument("bad retry backoff");
   }
-  auto core = std::make_shared<internal::ClientCore>(std::move(options));
+  std::shared_ptr<const TlsContext> tls;
+  if (!options.tls_ca_file.empty() || !options.tls_cert_file.empty() ||
+      !options.tls_key_file.empty()) {
+    if (options.tls_ca_file.empty() || options.tls_cert_file.empty() ||
+        options.tls_key_file.empty()) {
+      return Status::InvalidArgument(
+          "TLS needs all three of tls_ca_file, tls_cert_file and tls_key_file");
+    }
+    auto ctx = TlsContext::Create(TlsFiles{.ca_file = options.tls_ca_file,
+                                           .cert_file = options.tls_cert_file,
+                                           .key_file = options.tls_key_file},
+                                  TlsSide::kClient);
+    if (!ctx.ok()) return ctx.status();
+    tls = std::move(*ctx);
+  }
+  auto core = std::make_shared<internal::ClientCore>(std::move(options), std::move(tls));
   Status s = core->Start();
   if (!s.ok()) {
     core->Shutdown();

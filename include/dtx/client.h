@@ -132,6 +132,19 @@ struct ClientOptions {
   // Run(): jittered exponential backoff between attempts.
   int retry_backoff_initial_ms = 2;
   int retry_backoff_max_ms = 200;
+  // TLS 1.3 (docs/design.md "Trust boundary"): PEM files of the cluster CA
+  // and of this client's certificate and key (`dtxctl cluster up` makes
+  // DIR/certs/ca.crt, client.crt, client.key; `dtxctl certs create-client`
+  // more). Every node requires a client certificate signed by the CA. The
+  // client trusts that CA only, and expects a coordinator's certificate
+  // (kind coordinator) from the coordinators and a participant's from the
+  // participants. All three empty: plaintext, for a cluster started with
+  // --insecure. Connect() fails with InvalidArgument naming a missing or bad
+  // file; a refused handshake fails the calls with its reason ("certificate
+  // not signed by the cluster CA", "a plaintext port?", ...).
+  std::string tls_ca_file = {};
+  std::string tls_cert_file = {};
+  std::string tls_key_file = {};
 };
 
 // The outcome of a commit, for the async API (the sync API exposes the same
