@@ -17,9 +17,13 @@
 // the same kind of call with the right certificate and expects it to work, so
 // a refusal is the trust boundary and not a broken harness or a dead node.
 //
-// SetFailpoint on a node started without --enable-failpoints is covered by
-// participant/smoke_test.cc (FailpointsAreRefusedWithoutEnableFailpoints).
+//   - SetFailpoint from an admin certificate is refused by a participant
+//     started by hand with TLS and without --enable-failpoints.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <thrift/TApplicationException.h>
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
@@ -28,6 +32,7 @@
 #include <thrift/transport/TTransportException.h>
 
 #include <chrono>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -547,6 +552,84 @@ TEST_F(SecurityTest, ForeignExpiredAndPlaintextClientsAreRefusedAtTheHandshakeWi
     EXPECT_TRUE(LogHas("coordinator-0", c.log_text))
         << "coordinator-0's node.log has no line with \"" << c.log_text << "\" for " << c.who.label;
   }
+}
+
+// A loopback port nothing listens on at the moment (-1 if none).
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    if (fd >= 0) ::close(fd);
+    return -1;
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A participant started by hand with TLS and without --enable-failpoints
+// refuses SetFailpoint even from the operator's admin certificate (which the
+// same listener accepts for GetStatus). participant/smoke_test.cc
+// (FailpointsAreRefusedWithoutEnableFailpoints) covers the same flag without
+// TLS.
+TEST(SecurityByHandTest, SetFailpointFromAnAdminIsRefusedWithoutEnableFailpoints) {
+  tools::QuietThriftLogging();
+  TempDir dir("dtx-security-by-hand");
+  const std::string certs = dir.path() + "/certs";
+  Status s = CreateCa(certs, {});
+  if (s.ok()) s = CreateCert(certs, PrincipalKind::kParticipant, "participant-0", {});
+  if (s.ok()) s = CreateCert(certs, PrincipalKind::kCoordinator, "coordinator-0", {});
+  if (s.ok()) s = CreateCert(certs, PrincipalKind::kAdmin, "admin", {});
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  const int port = FreePort();
+  const int coordinator_port = FreePort();  // nothing listens there
+  ASSERT_GT(port, 0);
+  ASSERT_GT(coordinator_port, 0);
+  const std::string coordinator = "127.0.0.1:" + std::to_string(coordinator_port);
+  const std::string node_dir = dir.path() + "/participant-0";
+  ChildProcess node;
+  s = node.Start({DTX_PARTICIPANT_PATH, "--name", "participant-0", "--listen",
+                  "127.0.0.1:" + std::to_string(port), "--admin-listen", "127.0.0.1:0",
+                  "--metrics-listen", "off", "--dir", node_dir, "--coordinator", coordinator,
+                  "--coordinators", "coordinator-0=" + coordinator, "--certs-dir", certs},
+                 dir.path() + "/console.log");
+  ASSERT_TRUE(s.ok()) << s.ToString();
+
+  const Credentials admin{"admin's certificate",   true,
+                          CaCertPath(certs),       CertPath(certs, "admin"),
+                          KeyPath(certs, "admin"), true};
+  std::string admin_address;
+  CallOutcome status;
+  for (int i = 0; i < 100 && status.answer != Answer::kAccepted; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    admin_address = ReadFile(node_dir + "/admin.addr");
+    while (!admin_address.empty() && admin_address.back() == '\n') admin_address.pop_back();
+    if (admin_address.empty()) continue;
+    status = Call<rpc::AdminClient>(admin, admin_address, [](rpc::AdminClient& c) {
+      rpc::NodeStatus st;
+      c.GetStatus(st);
+    });
+  }
+  ASSERT_EQ(status.answer, Answer::kAccepted)
+      << "admin GetStatus: " << status.Describe() << "\n"
+      << TailOfFile(dir.path() + "/console.log", 20) << TailOfFile(node_dir + "/node.log", 20);
+
+  CallOutcome o = Call<rpc::AdminClient>(admin, admin_address, [](rpc::AdminClient& c) {
+    c.SetFailpoint("participant.prepare.before_log", "crash");
+  });
+  EXPECT_EQ(o.answer, Answer::kPermissionDenied) << o.Describe();
+  EXPECT_NE(o.detail.find("--enable-failpoints"), std::string::npos) << o.Describe();
+  // Still serving: nothing was armed and nothing crashed.
+  status = Call<rpc::AdminClient>(admin, admin_address, [](rpc::AdminClient& c) {
+    rpc::NodeStatus st;
+    c.GetStatus(st);
+  });
+  EXPECT_EQ(status.answer, Answer::kAccepted) << status.Describe();
+  node.Signal(SIGTERM);
+  node.Stop(5000);
 }
 
 }  // namespace
