@@ -10,15 +10,16 @@
 //     commits with its invariant, and no participant's epoch moved;
 //   - participant-1's node certificate cannot act as a coordinator;
 //   - a certificate from another CA, an expired one, no certificate and
-//     plaintext are refused at the handshake, with a log line saying why.
-// "Refused" is PERMISSION_DENIED from the handler (common/identity.h,
-// node/access.h) or a connection the node closes during the TLS handshake
-// (common/tls.h); any other answer counts as accepted. Every test first makes
-// the same kind of call with the right certificate and expects it to work, so
-// a refusal is the trust boundary and not a broken harness or a dead node.
-//
+//     plaintext are refused at the handshake, with a log line saying why;
 //   - SetFailpoint from an admin certificate is refused by a participant
 //     started by hand with TLS and without --enable-failpoints.
+// "Refused" is, for a caller without a valid certificate of the cluster CA, a
+// connection the node closes during the TLS handshake (common/tls.h); for one
+// with such a certificate, PERMISSION_DENIED from the handler
+// (common/identity.h, node/access.h) or a listener that does not serve the
+// method. Any other answer counts as accepted. Every test first makes the
+// same kind of call with the right certificate and expects it to work, so a
+// refusal is the trust boundary and not a broken harness or a dead node.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
