@@ -159,7 +159,7 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   EXPECT_GE(ok, 1);
 
   // The total once more, independently: one read-only transaction.
-  auto client = Client::Connect({.coordinators = {cluster_.coordinator_address()}});
+  auto client = Client::Connect(cluster_.ClientOptionsFor());
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   int64_t total = 0;
   Status s = (*client)->Run([&](Transaction& tx) -> Status {

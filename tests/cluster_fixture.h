@@ -37,11 +37,8 @@ class ClusterTest : public ::testing::Test {
     CustomizeCluster(&o);
     Status s = cluster_.Up(o);
     ASSERT_TRUE(s.ok()) << s.ToString();
-    std::vector<std::string> coordinators;  // coordinator-0 first, then a backup
-    for (const auto& n : cluster_.config().nodes()) {
-      if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
-    }
-    auto c = Client::Connect({.coordinators = coordinators});
+    // coordinator-0 first, then a backup; the cluster's client certificate
+    auto c = Client::Connect(cluster_.ClientOptionsFor());
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     client_ = std::move(*c);
     ASSERT_EQ(client_->participants().size(), static_cast<size_t>(kParticipants));
@@ -112,7 +109,7 @@ class ClusterTest : public ::testing::Test {
   // The participant's committed value via the stock ParticipantClient.
   Result<rpc::ReadResult> StockRead(const std::string& key) {
     std::string address = client_->participants()[client_->ShardOf(key)];
-    auto c = tools::ParticipantConnection::Open(address, {});
+    auto c = tools::ParticipantConnection::Open(address, {}, cluster_.ClientTlsAt(address));
     if (!c.ok()) return c.status();
     rpc::ReadResult r;
     DTX_RETURN_IF_ERROR(tools::RunThrift("Read", [&] { (*c)->client().Read(r, key); }));

@@ -250,7 +250,7 @@ class BankCluster {
     o.participant_bin = DTX_PARTICIPANT_PATH;
     o.coordinator_bin = DTX_COORDINATOR_PATH;
     DTX_RETURN_IF_ERROR(cluster_.Up(o));
-    ClientOptions co;
+    ClientOptions co = WithClusterTls(cluster_.dir(), {});
     co.coordinators = {cluster_.coordinator_address()};
     co.request_timeout_ms = 2000;
     co.commit_timeout_ms = 3000;
@@ -343,7 +343,9 @@ class BankCluster {
       if (!t.ready) {
         bool all = true;
         for (size_t i = 0; i < nodes.size(); ++i) {
-          if (!up[i]) up[i] = tools::GetNodeStatus(*cluster_.config().Find(nodes[i]), quick).ok();
+          if (!up[i])
+            up[i] = tools::GetNodeStatus(*cluster_.config().Find(nodes[i]), cluster_.creds(), quick)
+                        .ok();
           all = all && up[i];
         }
         if (all) t.ready = Clock::now();
@@ -351,7 +353,7 @@ class BankCluster {
       if (t.ready && !t.clear) {
         bool empty = true;
         for (const auto& n : cluster_.config().participants()) {
-          auto list = tools::ListNodeInDoubt(n, quick);
+          auto list = tools::ListNodeInDoubt(n, cluster_.creds(), quick);
           empty = empty && list.ok() && list->empty();
         }
         if (empty) t.clear = Clock::now();
@@ -380,7 +382,7 @@ class BankCluster {
       bool empty = true;
       last_list.clear();
       for (const auto& n : cluster_.config().participants()) {
-        auto list = tools::ListNodeInDoubt(n);
+        auto list = tools::ListNodeInDoubt(n, cluster_.creds());
         if (!list.ok()) {
           empty = false;
           last_list += n.name + ": " + list.status().ToString() + "; ";

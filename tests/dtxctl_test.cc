@@ -53,6 +53,10 @@ class DtxctlTest : public ::testing::Test {
     o.participants = participants;
     o.bin_dir = bin_.path();
     o.up_timeout_s = 10;
+    // Plaintext: the fake node's TLS (Thrift's TSSLServerSocket under a
+    // single-threaded TSimpleServer) is only good enough for the certificate
+    // test below; these tests are about dtxctl's process handling.
+    o.up_flags = {"--insecure"};
     return o;
   }
   std::vector<pid_t> AllNodePids() {
@@ -256,7 +260,7 @@ TEST_F(DtxctlTest, NodeThatCannotStartFailsUpAndLeavesNothingRunning) {
 TEST_F(DtxctlTest, DownKillsNodesThatIgnoreSigtermAfterTheGracePeriod) {
   auto o = FakeOptions(2);
   o.env = {"DTX_FAKE_IGNORE_SIGTERM=1"};
-  o.up_flags = {"--stop-grace-ms", "300"};
+  o.up_flags.insert(o.up_flags.end(), {"--stop-grace-ms", "300"});
   ASSERT_TRUE(cluster_.Up(o).ok());
   std::vector<pid_t> pids = AllNodePids();
   auto start = std::chrono::steady_clock::now();
@@ -471,8 +475,15 @@ TEST(DtxctlCertsTest, MistakesGetClearErrors) {
   EXPECT_NE(ReadFile(dir + "/ca.key"), key);
 }
 
+// TLS, the default: the fake nodes serve with their certificates and dtxctl
+// waits for them over TLS.
+LocalCluster::Options WithTls(LocalCluster::Options o) {
+  o.up_flags.clear();
+  return o;
+}
+
 TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
-  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  ASSERT_TRUE(cluster_.Up(WithTls(FakeOptions(2))).ok());
   auto security = tools::ClusterSecurity::Load(cluster_.dir());
   ASSERT_TRUE(security.ok()) << security.status().ToString();
   EXPECT_TRUE(security->tls);
@@ -513,7 +524,7 @@ TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
   }
   ASSERT_NE(ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt").exit_code, 0);
   cluster_.Down();
-  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  ASSERT_TRUE(cluster_.Up(WithTls(FakeOptions(2))).ok());
   EXPECT_EQ(ReadFile(certs + "/ca.crt"), ca);
   EXPECT_EQ(ReadFile(certs + "/client.key"), client_key);
   CommandResult p1 = ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt");

@@ -3,7 +3,8 @@
 // nodes' flags (conventions.md), serves the client service its --name implies
 // on --listen and the Admin service (GetStatus / ListInDoubt / SetFailpoint /
 // GetTrace) on --admin-listen, each with a stock TSimpleServer, and exits 0
-// on SIGTERM. Started through a symlink named dtx-participant or
+// on SIGTERM (over TLS with --certs-dir, plaintext with --insecure). Started
+// through a symlink named dtx-participant or
 // dtx-coordinator.
 //
 // Environment knobs (tests set them for `dtxctl cluster up`):
@@ -18,6 +19,8 @@
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/server/TSimpleServer.h>
 #include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSSLServerSocket.h>
+#include <thrift/transport/TSSLSocket.h>
 #include <thrift/transport/TServerSocket.h>
 
 #include <boost/program_options.hpp>
@@ -125,8 +128,23 @@ class FakeAdmin : public dtx::rpc::AdminIf {
 };
 
 // Serves `processor` on host:port until the process exits.
+// With --certs-dir: Thrift's own TLS server socket with the node's
+// certificate, requiring a client certificate of the CA (the fake node does
+// not check whose: dtxctl's side of the handshake is what the tests cover).
+std::shared_ptr<transport::TSSLSocketFactory> g_tls;
+
+class AllowAnyVerifiedPeer : public transport::AccessManager {
+ public:
+  Decision verify(const sockaddr_storage& /*sa*/) noexcept override { return ALLOW; }
+};
+
 void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int port) {
-  auto socket = std::make_shared<transport::TServerSocket>(host, port);
+  std::shared_ptr<transport::TServerSocket> socket;
+  if (g_tls != nullptr) {
+    socket = std::make_shared<transport::TSSLServerSocket>(host, port, g_tls);
+  } else {
+    socket = std::make_shared<transport::TServerSocket>(host, port);
+  }
   server::TSimpleServer server(std::move(processor), socket,
                                std::make_shared<transport::TFramedTransportFactory>(),
                                std::make_shared<protocol::TBinaryProtocolFactory>());
@@ -137,7 +155,8 @@ void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int p
 
 int main(int argc, char** argv) {
   std::string listen, admin_listen, dir, coordinator, coordinators, participants, log_file,
-      log_level, role, peer;
+      log_level, role, peer, certs_dir;
+  bool insecure = false;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
       "listen", po::value<std::string>(&listen)->required(), "")(
@@ -149,7 +168,8 @@ int main(int argc, char** argv) {
       "log-file", po::value<std::string>(&log_file), "")("log-level",
                                                          po::value<std::string>(&log_level), "")(
       "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "")(
-      "enable-failpoints", po::bool_switch(), "");
+      "enable-failpoints", po::bool_switch(), "")("insecure", po::bool_switch(&insecure), "")(
+      "certs-dir", po::value<std::string>(&certs_dir), "");
   try {
     po::variables_map vm;
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -157,6 +177,26 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     std::cerr << "dtx_fake_node: " << e.what() << "\n";
     return 2;
+  }
+  if (insecure == !certs_dir.empty()) {
+    std::cerr << "dtx_fake_node: give --certs-dir DIR or --insecure\n";
+    return 2;
+  }
+  if (!certs_dir.empty()) {
+    try {
+      // SSLTLS: OpenSSL's flexible method, so TLS 1.3 (the only version the
+      // dtx side speaks, common/tls.h) is negotiated.
+      g_tls = std::make_shared<transport::TSSLSocketFactory>(transport::SSLProtocol::SSLTLS);
+      g_tls->server(true);
+      g_tls->loadCertificate((certs_dir + "/" + g_name + ".crt").c_str());
+      g_tls->loadPrivateKey((certs_dir + "/" + g_name + ".key").c_str());
+      g_tls->loadTrustedCertificates((certs_dir + "/ca.crt").c_str());
+      g_tls->authenticate(true);
+      g_tls->access(std::make_shared<AllowAnyVerifiedPeer>());
+    } catch (const std::exception& e) {
+      std::cerr << "dtx_fake_node " << g_name << ": --certs-dir: " << e.what() << "\n";
+      return 1;
+    }
   }
   const char* exit_code = std::getenv("DTX_FAKE_EXIT_AT_START");
   const char* exit_node = std::getenv("DTX_FAKE_EXIT_NODE");

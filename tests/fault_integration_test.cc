@@ -42,7 +42,9 @@ TEST_F(FaultTest, KilledParticipantIsRestartedAndKeepsCommittedData) {
     std::this_thread::sleep_for(20ms);
   }
   ASSERT_NE(new_pid, old_pid);
-  ASSERT_TRUE(tools::WaitUntilReady(*cluster_.config().Find("participant-1"), 15000).ok());
+  ASSERT_TRUE(
+      tools::WaitUntilReady(*cluster_.config().Find("participant-1"), cluster_.creds(), 15000)
+          .ok());
   std::ifstream log(cluster_.dir() + "/supervisor.log");
   std::stringstream ss;
   ss << log.rdbuf();
@@ -178,7 +180,7 @@ class CrashTest : public ClusterTest {
       std::this_thread::sleep_for(20ms);
     }
     ASSERT_NE(cluster_.NodePid(node), old_pid) << node << " was not restarted";
-    ASSERT_TRUE(tools::WaitUntilReady(*cluster_.config().Find(node), 15000).ok());
+    ASSERT_TRUE(tools::WaitUntilReady(*cluster_.config().Find(node), cluster_.creds(), 15000).ok());
   }
 };
 

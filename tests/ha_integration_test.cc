@@ -27,7 +27,8 @@ class HaTest : public ClusterTest {
   std::map<std::string, std::string> Roles() {
     std::map<std::string, std::string> out;
     for (const auto& n : cluster_.config().nodes()) {
-      auto st = tools::GetNodeStatus(n, {.connect_timeout_ms = 500, .recv_timeout_ms = 2000});
+      auto st = tools::GetNodeStatus(n, cluster_.creds(),
+                                     {.connect_timeout_ms = 500, .recv_timeout_ms = 2000});
       out[n.name] = st.ok() ? NodeRoleName(st->role) : "down";
     }
     return out;
@@ -147,7 +148,8 @@ TEST_F(HaTest, BackupPromotesWhenThePrimaryHangsAndTheOldPrimaryRestartsAsBackup
   const tools::NodeEntry* c1 = cluster_.config().Find("coordinator-1");
   ASSERT_NE(c1, nullptr);
   for (;;) {
-    auto st = tools::GetNodeStatus(*c1, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
+    auto st = tools::GetNodeStatus(*c1, cluster_.creds(),
+                                   {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
     if (st.ok() && st->role == rpc::NodeRole::PRIMARY) break;
     if (Clock::now() > deadline) {
       ::kill(c0, SIGCONT);

@@ -261,9 +261,18 @@ class NetnsCluster {
     return e;
   }
 
+  // With TLS (the default of every node): certificates in DIR/certs, every
+  // peer named as NAME=ADDRESS.
   Status StartAll() {
-    std::string participants = Address("p0") + "," + Address("p1") + "," + Address("p2");
-    std::string coordinators = Address("c0") + "," + Address("c1");
+    DTX_RETURN_IF_ERROR(MakeClusterCerts(
+        dir_.path(),
+        {"coordinator-0", "coordinator-1", "participant-0", "participant-1", "participant-2"}));
+    auto creds = tools::ToolCredentials::Load(dir_.path());
+    if (!creds.ok()) return creds.status();
+    creds_ = std::move(*creds);
+    auto named = [&](const std::string& h) { return NodeName(h) + "=" + Address(h); };
+    std::string participants = named("p0") + "," + named("p1") + "," + named("p2");
+    std::string coordinators = named("c0") + "," + named("c1");
     for (const char* h : {"p0", "p1", "p2", "c0", "c1"}) {
       std::string host = h;
       std::filesystem::create_directories(NodeDir(host));
@@ -273,13 +282,14 @@ class NetnsCluster {
         argv.insert(argv.end(),
                     {DTX_COORDINATOR_PATH, "--name", NodeName(host), "--listen", Address(host),
                      "--dir", NodeDir(host), "--participants", participants, "--peer",
-                     Address(primary ? "c1" : "c0"), "--role", primary ? "primary" : "backup"});
+                     named(primary ? "c1" : "c0"), "--role", primary ? "primary" : "backup"});
       } else {
         argv.insert(argv.end(), {DTX_PARTICIPANT_PATH, "--name", NodeName(host), "--listen",
                                  Address(host), "--dir", NodeDir(host), "--coordinator",
                                  Address("c0"), "--coordinators", coordinators});
       }
-      argv.insert(argv.end(), {"--log-file", NodeDir(host) + "/node.log", "--log-level", "info"});
+      argv.insert(argv.end(), {"--certs-dir", dir_.path() + "/" + tools::kCertsDirName,
+                               "--log-file", NodeDir(host) + "/node.log", "--log-level", "info"});
       auto p = std::make_unique<ChildProcess>();
       DTX_RETURN_IF_ERROR(p->Start(argv, NodeDir(host) + "/console.log"));
       procs_[host] = std::move(p);
@@ -294,7 +304,7 @@ class NetnsCluster {
   }
 
   Result<rpc::NodeStatus> GetStatus(const std::string& host, int recv_timeout_ms = 500) const {
-    return tools::GetNodeStatus(Entry(host),
+    return tools::GetNodeStatus(Entry(host), creds_,
                                 {.connect_timeout_ms = 300, .recv_timeout_ms = recv_timeout_ms});
   }
 
@@ -325,6 +335,7 @@ class NetnsCluster {
  private:
   NetnsLab* lab_;
   TempDir dir_;
+  tools::ToolCredentials creds_;
   std::map<std::string, std::unique_ptr<ChildProcess>> procs_;
 };
 
@@ -366,6 +377,7 @@ class NetnsHaTest : public ::testing::Test {
         << cluster_->LogTails(20);
     ClientOptions o;
     o.coordinators = {cluster_->Address("c0"), cluster_->Address("c1")};
+    o = WithClusterTls(cluster_->dir(), std::move(o));
     auto c = Client::Connect(o);
     ASSERT_TRUE(c.ok()) << c.status().ToString();
     client_ = std::move(c).value();

@@ -2,6 +2,8 @@
 
 #include "tools/admin_client.h"
 
+#include "common/certs.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -257,7 +259,52 @@ Status LocalCluster::Up(const Options& options) {
   auto config = tools::ClusterConfig::Load(dir());
   if (!config.ok()) return config.status();
   config_ = *config;
+  auto creds = tools::ToolCredentials::Load(dir());
+  if (!creds.ok()) return creds.status();
+  creds_ = std::move(*creds);
   return Status::OK();
+}
+
+ClientOptions LocalCluster::ClientOptionsFor() const {
+  ClientOptions o;
+  for (const auto& n : config_.nodes()) {
+    if (n.role == tools::NodeKind::kCoordinator) o.coordinators.push_back(n.address);
+  }
+  return WithClusterTls(dir(), std::move(o));
+}
+
+tools::ConnectionTls LocalCluster::ClientTlsAt(const std::string& address) const {
+  for (const auto& n : config_.nodes()) {
+    if (n.address == address) return creds_.ForClientListener(n);
+  }
+  // Not a node of this cluster: any principal of the CA.
+  return tools::ConnectionTls{.context = creds_.client, .expected = {}};
+}
+
+Status MakeClusterCerts(const std::string& cluster_dir, const std::vector<std::string>& nodes) {
+  const std::string certs = cluster_dir + "/" + tools::kCertsDirName;
+  DTX_RETURN_IF_ERROR(CreateCa(certs, CertOptions{}));
+  for (const std::string& n : nodes) {
+    const PrincipalKind kind =
+        n.starts_with("coordinator-") ? PrincipalKind::kCoordinator : PrincipalKind::kParticipant;
+    DTX_RETURN_IF_ERROR(CreateCert(certs, kind, n, CertOptions{}));
+  }
+  DTX_RETURN_IF_ERROR(CreateCert(certs, PrincipalKind::kAdmin, "admin", CertOptions{}));
+  DTX_RETURN_IF_ERROR(CreateCert(certs, PrincipalKind::kClient, "client", CertOptions{}));
+  tools::ClusterSecurity sec;
+  sec.tls = true;
+  sec.certs_dir = tools::kCertsDirName;
+  return sec.Save(cluster_dir);
+}
+
+ClientOptions WithClusterTls(const std::string& cluster_dir, ClientOptions options) {
+  auto sec = tools::ClusterSecurity::Load(cluster_dir);
+  if (!sec.ok() || !sec->tls) return options;
+  const std::string certs = sec->CertsDir(cluster_dir);
+  options.tls_ca_file = CaCertPath(certs);
+  options.tls_cert_file = CertPath(certs, "client");
+  options.tls_key_file = KeyPath(certs, "client");
+  return options;
 }
 
 void LocalCluster::Down() {

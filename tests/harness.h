@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "dtx/client.h"
+#include "tools/admin_client.h"
 #include "tools/cluster_config.h"
 
 namespace dtx::testing {
@@ -73,6 +75,19 @@ class ChildProcess {
   pid_t pid_ = -1;
 };
 
+// Certificates for a cluster whose nodes a test starts by hand, the way
+// `dtxctl cluster up` makes them: DIR/certs holds a CA (common/certs.h), one
+// certificate per name in `nodes` (kind coordinator for "coordinator-N",
+// participant otherwise), "admin" and "client"; DIR/security.conf says
+// `tls on`, so that tools::ToolCredentials::Load(DIR) and WithClusterTls(DIR)
+// find them. Nodes then take --certs-dir DIR/certs.
+Status MakeClusterCerts(const std::string& cluster_dir, const std::vector<std::string>& nodes);
+
+// `options` with the TLS files of the cluster in `cluster_dir` (its
+// security.conf; DIR/certs/ca.crt, client.crt, client.key) when it runs TLS,
+// unchanged for an insecure cluster.
+ClientOptions WithClusterTls(const std::string& cluster_dir, ClientOptions options);
+
 // The last `lines` lines of a text file ("" if unreadable).
 std::string TailOfFile(const std::string& path, size_t lines);
 
@@ -106,6 +121,15 @@ class LocalCluster {
 
   const std::string& dir() const { return dir_.path(); }
   const tools::ClusterConfig& config() const { return config_; }
+  // What the tools present to this cluster's nodes (plaintext when it was
+  // started with --insecure). Valid after a successful Up().
+  const tools::ToolCredentials& creds() const { return creds_; }
+  // ClientOptions for this cluster: its coordinators (coordinator-0 first)
+  // and, with TLS, its client certificate.
+  ClientOptions ClientOptionsFor() const;
+  // The TLS of a stock connection to the client listener at `address` (the
+  // node cluster.conf lists there; plaintext for an insecure cluster).
+  tools::ConnectionTls ClientTlsAt(const std::string& address) const;
   std::string coordinator_address() const;
   std::vector<std::string> participant_addresses() const;
   // The node's current pid from its pid file, or -1.
@@ -118,6 +142,7 @@ class LocalCluster {
  private:
   TempDir dir_;
   tools::ClusterConfig config_;
+  tools::ToolCredentials creds_;
   bool up_ = false;
 };
 

@@ -104,11 +104,13 @@ std::string Hex(const rpc::TxId& t) {
 
 // Commits blind writes through a stock CoordinatorClient with a txid of the
 // test's choosing (the C++ client picks its own).
-Result<rpc::CommitResult> StockCommit(const std::string& coordinator, const rpc::TxId& txid,
+Result<rpc::CommitResult> StockCommit(const LocalCluster& cluster, const rpc::TxId& txid,
                                       const std::vector<std::string>& keys,
                                       int recv_timeout_ms = 15000) {
+  const std::string coordinator = cluster.coordinator_address();
   auto c = tools::CoordinatorConnection::Open(
-      coordinator, {.connect_timeout_ms = 1000, .recv_timeout_ms = recv_timeout_ms});
+      coordinator, {.connect_timeout_ms = 1000, .recv_timeout_ms = recv_timeout_ms},
+      cluster.ClientTlsAt(coordinator));
   if (!c.ok()) return c.status();
   rpc::ShardMap map;
   DTX_RETURN_IF_ERROR(tools::RunThrift("GetShardMap", [&] { (*c)->client().GetShardMap(map); }));
@@ -253,8 +255,7 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
   ASSERT_EQ(0, r.exit_code) << r.Describe();
   const rpc::TxId txid = WireTxId(0x0b5e7a11, 1);
   auto commit = std::async(std::launch::async, [&] {
-    return StockCommit(cluster_.coordinator_address(), txid,
-                       {KeyOnShard(0, "stuck"), KeyOnShard(1, "stuck")});
+    return StockCommit(cluster_, txid, {KeyOnShard(0, "stuck"), KeyOnShard(1, "stuck")});
   });
   bool named = false;
   std::string last;
@@ -292,8 +293,8 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
 
 TEST_F(ObsTest, TraceOfAFinishedTransactionStillPrintsTheOthersWhenANodeIsKilled) {
   const rpc::TxId txid = WireTxId(0x0b5e7a11, 2);
-  auto result = StockCommit(cluster_.coordinator_address(), txid,
-                            {KeyOnShard(0, "k"), KeyOnShard(1, "k"), KeyOnShard(2, "k")});
+  auto result =
+      StockCommit(cluster_, txid, {KeyOnShard(0, "k"), KeyOnShard(1, "k"), KeyOnShard(2, "k")});
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   ASSERT_EQ(rpc::Outcome::COMMITTED, result->outcome);
   // Every node knows it.
@@ -383,7 +384,7 @@ TEST_F(ObsTest, ParticipantCrashedAfterVotingYesLogsEveryInDoubtTxidItResolved) 
   for (uint64_t i = 0; i < 8; ++i) {
     commits.push_back(std::async(std::launch::async, [&, i] {
       return StockCommit(
-          cluster_.coordinator_address(), WireTxId(0xc2a5, i),
+          cluster_, WireTxId(0xc2a5, i),
           {KeyOnShard(0, "crash" + std::to_string(i)), KeyOnShard(1, "crash" + std::to_string(i))});
     }));
   }
@@ -463,8 +464,7 @@ class NoObsTest : public ClusterTest {
 
 TEST_F(NoObsTest, NoMetricsEndpointAndNoTraceEvents) {
   const rpc::TxId txid = WireTxId(0x0b5e7a11, 3);
-  auto result =
-      StockCommit(cluster_.coordinator_address(), txid, {KeyOnShard(0, "n"), KeyOnShard(1, "n")});
+  auto result = StockCommit(cluster_, txid, {KeyOnShard(0, "n"), KeyOnShard(1, "n")});
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(rpc::Outcome::COMMITTED, result->outcome);
   for (const auto& n : cluster_.config().nodes()) {

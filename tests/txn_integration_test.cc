@@ -303,7 +303,8 @@ TEST_F(TxnTest, BadInputThroughTheCppApiGetsTypedErrorsAndAppliesNothing) {
 
 TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
   // The nodes check what the C++ client would have stopped.
-  auto coord = tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {});
+  auto coord = tools::CoordinatorConnection::Open(
+      cluster_.coordinator_address(), {}, cluster_.ClientTlsAt(cluster_.coordinator_address()));
   ASSERT_TRUE(coord.ok()) << coord.status().ToString();
   rpc::CommitRequest req;
   req.txid.hi = 0x5eed;
@@ -322,7 +323,8 @@ TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
       << s.ToString();
   EXPECT_FALSE(StockRead(fine.key)->found);
 
-  auto part = tools::ParticipantConnection::Open(client_->participants()[0], {});
+  auto part = tools::ParticipantConnection::Open(client_->participants()[0], {},
+                                                 cluster_.ClientTlsAt(client_->participants()[0]));
   ASSERT_TRUE(part.ok());
   rpc::ReadResult rr;
   s = tools::RunThrift("Read", [&] { (*part)->client().Read(rr, ""); });

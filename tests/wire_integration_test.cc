@@ -49,7 +49,8 @@ rpc::WriteItem Write(const std::string& k, const std::string& v) {
 }
 
 TEST_F(WireTest, StockThriftClientCommitsATransaction) {
-  auto coord = tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {});
+  auto coord = tools::CoordinatorConnection::Open(
+      cluster_.coordinator_address(), {}, cluster_.ClientTlsAt(cluster_.coordinator_address()));
   ASSERT_TRUE(coord.ok()) << coord.status().ToString();
   rpc::ShardMap map;
   ASSERT_TRUE(tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }).ok());
@@ -89,7 +90,8 @@ TEST_F(WireTest, StockThriftClientCommitsATransaction) {
   // Read both straight from their participants.
   rpc::Version v0 = 0;
   for (size_t shard = 0; shard < 2; ++shard) {
-    auto p = tools::ParticipantConnection::Open(map.participants[shard], {});
+    auto p = tools::ParticipantConnection::Open(map.participants[shard], {},
+                                                cluster_.ClientTlsAt(map.participants[shard]));
     ASSERT_TRUE(p.ok());
     rpc::ReadResult r;
     ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, keys[shard]); }).ok());
@@ -116,7 +118,8 @@ TEST_F(WireTest, StockThriftClientCommitsATransaction) {
   EXPECT_EQ(res.outcome, rpc::Outcome::ABORTED);
   ASSERT_TRUE(res.__isset.reason);
   EXPECT_EQ(res.reason, rpc::AbortReason::CONFLICT);
-  auto p0 = tools::ParticipantConnection::Open(map.participants[0], {});
+  auto p0 = tools::ParticipantConnection::Open(map.participants[0], {},
+                                               cluster_.ClientTlsAt(map.participants[0]));
   ASSERT_TRUE(p0.ok());
   rpc::ReadResult r;
   ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p0)->client().Read(r, keys[0]); }).ok());
@@ -223,11 +226,13 @@ TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
       return tools::RunThrift("GetStatus", [&] { p_conn->client().GetStatus(st); });
     };
     if (node.role == tools::NodeKind::kCoordinator) {
-      auto c = tools::CoordinatorConnection::Open(node.address, {});
+      auto c =
+          tools::CoordinatorConnection::Open(node.address, {}, cluster_.ClientTlsAt(node.address));
       ASSERT_TRUE(c.ok());
       c_conn = std::move(*c);
     } else {
-      auto c = tools::ParticipantConnection::Open(node.address, {});
+      auto c =
+          tools::ParticipantConnection::Open(node.address, {}, cluster_.ClientTlsAt(node.address));
       ASSERT_TRUE(c.ok());
       p_conn = std::move(*c);
     }
@@ -241,7 +246,7 @@ TEST_F(WireTest, BadFramesCloseOnlyTheirConnectionAndTheNodeKeepsServing) {
           << node.name << ": " << c.name << " did not close the connection";
       Status old_ok = status_on_old();
       EXPECT_TRUE(old_ok.ok()) << node.name << " after " << c.name << ": " << old_ok.ToString();
-      auto fresh = tools::GetNodeStatus(node);
+      auto fresh = tools::GetNodeStatus(node, cluster_.creds());
       EXPECT_TRUE(fresh.ok()) << node.name << " after " << c.name << ": "
                               << fresh.status().ToString();
     }
@@ -268,7 +273,7 @@ TEST_F(WireTest, ClientVanishingBeforeItsRepliesDoesNotKillTheNode) {
     EXPECT_TRUE(tools::IsNodeProcess(pid, node.name))
         << node.name << " died; supervisor.log:\n"
         << tools::TailFile(cluster_.dir() + "/supervisor.log", 5);
-    EXPECT_TRUE(tools::GetNodeStatus(node).ok()) << node.name;
+    EXPECT_TRUE(tools::GetNodeStatus(node, cluster_.creds()).ok()) << node.name;
   }
 }
 
