@@ -579,11 +579,8 @@ int FreePort() {
 TEST(SecurityByHandTest, SetFailpointFromAnAdminIsRefusedWithoutEnableFailpoints) {
   tools::QuietThriftLogging();
   TempDir dir("dtx-security-by-hand");
-  const std::string certs = dir.path() + "/certs";
-  Status s = CreateCa(certs, {});
-  if (s.ok()) s = CreateCert(certs, PrincipalKind::kParticipant, "participant-0", {});
-  if (s.ok()) s = CreateCert(certs, PrincipalKind::kCoordinator, "coordinator-0", {});
-  if (s.ok()) s = CreateCert(certs, PrincipalKind::kAdmin, "admin", {});
+  const std::string certs = dir.path() + "/" + tools::kCertsDirName;
+  Status s = MakeClusterCerts(dir.path(), {"participant-0", "coordinator-0"});  // and admin
   ASSERT_TRUE(s.ok()) << s.ToString();
   const int port = FreePort();
   const int coordinator_port = FreePort();  // nothing listens there
