@@ -364,7 +364,9 @@ StartResult StartBinary(const std::string& bin, const std::string& node_dir) {
   auto t0 = Clock::now();
   pid_t pid =
       Spawn({bin, "--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port),
-             "--dir", node_dir, "--coordinator", "127.0.0.1:" + std::to_string(coord)},
+             "--dir", node_dir, "--coordinator", "127.0.0.1:" + std::to_string(coord),
+             // Plaintext: recovery time is measured, not the transport.
+             "--insecure"},
             "");
   if (!WaitReady<dtx::rpc::ParticipantClient>(port, pid, kReadyTimeoutMs))
     Fail("dtx-participant did not come up");
@@ -418,16 +420,18 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
                                      dir + "/participant-" + std::to_string(i),
                                      "--coordinator",
                                      caddr,
-                                     "--enable-failpoints"};
+                                     "--enable-failpoints",
+                                     "--insecure"};
     if (i == 0) args.insert(args.end(), {"--admin-listen", "127.0.0.1:" + std::to_string(admin0)});
     return Spawn(args, fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
-  pid_t cpid = Spawn(
-      {cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
-       "--participants", "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)},
-      "");
+  pid_t cpid =
+      Spawn({cbin, "--name", "coordinator-0", "--listen", caddr, "--dir", dir + "/coordinator-0",
+             "--participants",
+             "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1), "--insecure"},
+            "");
   if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::ParticipantClient>(p1, pid1, kReadyTimeoutMs) ||
       !WaitReady<dtx::rpc::CoordinatorClient>(cport, cpid, kReadyTimeoutMs)) {

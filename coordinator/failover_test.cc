@@ -222,10 +222,10 @@ class Cluster {
     for (int i = 0; i < kParticipants; ++i) {
       participants_.push_back(std::make_unique<Process>(
           DTX_PARTICIPANT_BIN,
-          std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
-                                   Addr(pports_[i]), "--dir", dir + "/p" + std::to_string(i),
-                                   "--coordinator", Addr(c0_), "--coordinators",
-                                   Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"}));
+          std::vector<std::string>{
+              "--name", "participant-" + std::to_string(i), "--listen", Addr(pports_[i]), "--dir",
+              dir + "/p" + std::to_string(i), "--coordinator", Addr(c0_), "--coordinators",
+              Addr(c0_) + "," + Addr(c1_), "--enable-failpoints", "--insecure"}));
     }
     primary_ = StartCoordinator(0, "primary", {});
     backup_ = StartCoordinator(1, "backup", {});
@@ -237,26 +237,20 @@ class Cluster {
         std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
                                  Addr(pports_[i]), "--dir", dir_ + "/p" + std::to_string(i),
                                  "--coordinator", Addr(c0_), "--coordinators",
-                                 Addr(c0_) + "," + Addr(c1_), "--enable-failpoints"});
+                                 Addr(c0_) + "," + Addr(c1_), "--enable-failpoints", "--insecure"});
   }
 
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
                                             std::vector<std::string> extra) {
     int port = which == 0 ? c0_ : c1_;
     int peer = which == 0 ? c1_ : c0_;
-    std::vector<std::string> args = {"--name",
-                                     "coordinator-" + std::to_string(which),
-                                     "--listen",
-                                     Addr(port),
-                                     "--dir",
-                                     dir_ + "/c" + std::to_string(which),
-                                     "--participants",
-                                     plist_,
-                                     "--role",
-                                     role,
-                                     "--peer",
-                                     Addr(peer),
-                                     "--enable-failpoints"};
+    std::vector<std::string> args = {"--name", "coordinator-" + std::to_string(which), "--listen",
+                                     Addr(port), "--dir", dir_ + "/c" + std::to_string(which),
+                                     "--participants", plist_, "--role", role, "--peer", Addr(peer),
+                                     "--enable-failpoints",
+                                     // Plaintext: the test's own stock Thrift
+                                     // calls; TLS failover: tests/ha_netns_test.
+                                     "--insecure"};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
   }

@@ -410,12 +410,15 @@ class FakeCluster {
 
 std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
   // Tests index this list from both ends: a[1] is the name, the last item
-  // the log level.
+  // the log level. Plaintext (--insecure): these tests talk to the node and
+  // fake its participants with plaintext stock Thrift; TLS between real
+  // nodes is tested by tests/ (ha_netns_test and the cluster tests).
   return {"--name",
           "coordinator-0",
           "--listen",
           "127.0.0.1:" + std::to_string(port),
           "--enable-failpoints",
+          "--insecure",
           "--dir",
           dir,
           "--participants",
@@ -460,13 +463,31 @@ TEST(CoordinatorBinary, BadFlagsExitTwo) {
       {"--listen", "127.0.0.1:0", "--dir", d, "stray-positional"},
       {"--listen", "127.0.0.1:0", "--dir", d, "--prepare-timeout-ms", "x"},
   };
-  for (const auto& args : bad) {
+  for (std::vector<std::string> args : bad) {
+    args.push_back("--insecure");  // each case is bad for its own reason
     Process p(args);
     EXPECT_EQ(p.Wait(), 2) << "args: " << ::testing::PrintToString(args);
   }
-  Process p({"--listen", "127.0.0.1:0", "--dir", d, "--enable-failpoints"}, "no.such.point=crash");
+  // Transport security: exactly one of --certs-dir and --insecure; with TLS
+  // every peer named.
+  std::vector<std::vector<std::string>> security = {
+      {"--listen", "127.0.0.1:0", "--dir", d},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--insecure", "--certs-dir", d},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--certs-dir", d, "--participants", "127.0.0.1:1"},
+      {"--listen", "127.0.0.1:0", "--dir", d, "--certs-dir", d, "--peer", "127.0.0.1:1"},
+  };
+  for (const auto& args : security) {
+    Process p(args);
+    EXPECT_EQ(p.Wait(), 2) << "args: " << ::testing::PrintToString(args);
+  }
+  // A certificate directory without this node's files: cannot start.
+  Process no_certs({"--listen", "127.0.0.1:0", "--dir", d, "--certs-dir", d + "/none"});
+  EXPECT_EQ(no_certs.Wait(), 1) << "missing certificate files";
+  Process p({"--listen", "127.0.0.1:0", "--dir", d, "--enable-failpoints", "--insecure"},
+            "no.such.point=crash");
   EXPECT_EQ(p.Wait(), 2) << "bad DTX_FAILPOINTS";
-  Process off({"--listen", "127.0.0.1:0", "--dir", d}, "coordinator.end.before_log=crash");
+  Process off({"--listen", "127.0.0.1:0", "--dir", d, "--insecure"},
+              "coordinator.end.before_log=crash");
   EXPECT_EQ(off.Wait(), 2) << "DTX_FAILPOINTS without --enable-failpoints";
 }
 

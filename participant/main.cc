@@ -202,6 +202,7 @@ dtx::Status CheckAddresses(const Flags& flags, dtx::participant::RuntimeOptions*
     // certificate name is known.
     auto hp = dtx::ParseHostPort(flags.coordinator);
     const std::string coordinator = dtx::FormatHostPort(hp->host, hp->port);
+    options->coordinator = coordinator;  // the form the named list uses
     bool named = false;
     for (const dtx::node::ConfiguredPeer& p : options->coordinator_peers)
       named |= p.address == coordinator;

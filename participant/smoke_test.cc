@@ -171,10 +171,11 @@ class ParticipantSmokeTest : public ::testing::Test {
 
   std::vector<std::string> Args(int port) const {
     std::vector<std::string> a = {
-        "--name",        "participant-0",
-        "--listen",      "127.0.0.1:" + std::to_string(port),
-        "--dir",         dir_ + "/node",
-        "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_)};
+        "--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port), "--dir",
+        dir_ + "/node", "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_),
+        // Plaintext: this test drives the node with its own plaintext stock
+        // Thrift connections; TLS between real nodes is tested by tests/.
+        "--insecure"};
     if (enable_failpoints_) a.push_back("--enable-failpoints");
     a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     return a;
@@ -266,11 +267,31 @@ TEST_F(ParticipantSmokeTest, BadFlagsExitWithTwo) {
   args.push_back("--no-such-flag");
   EXPECT_EQ(RunToExit(args), 2);
   EXPECT_EQ(RunToExit({"--name", "p", "--listen", "nohostport", "--dir", dir_ + "/x",
-                       "--coordinator", "127.0.0.1:1"}),
+                       "--coordinator", "127.0.0.1:1", "--insecure"}),
             2);
   EXPECT_EQ(RunToExit({"--name", "p", "--listen", "127.0.0.1:1", "--dir", dir_ + "/x",
-                       "--coordinator", "bad"}),
+                       "--coordinator", "bad", "--insecure"}),
             2);
+  // Transport security: exactly one of --certs-dir and --insecure; with TLS
+  // every coordinator named, --coordinator among them.
+  const std::vector<std::string> base = {"--name", "p",         "--listen",      "127.0.0.1:1",
+                                         "--dir",  dir_ + "/x", "--coordinator", "127.0.0.1:1"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> a = base;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  EXPECT_EQ(RunToExit(base), 2) << "neither --certs-dir nor --insecure";
+  EXPECT_EQ(RunToExit(with({"--insecure", "--certs-dir", dir_})), 2) << "both";
+  EXPECT_EQ(RunToExit(with({"--certs-dir", dir_, "--coordinators", "127.0.0.1:1"})), 2)
+      << "a bare coordinator with TLS";
+  EXPECT_EQ(RunToExit(with({"--certs-dir", dir_, "--coordinators", "coordinator-0=127.0.0.1:2"})),
+            2)
+      << "--coordinator not among the named coordinators";
+  EXPECT_EQ(RunToExit(with(
+                {"--certs-dir", dir_ + "/none", "--coordinators", "coordinator-0=127.0.0.1:1"})),
+            1)
+      << "no certificate files";
   auto level = Args(port);
   level.insert(level.end(), {"--log-level", "loud"});
   EXPECT_EQ(RunToExit(level), 2);
