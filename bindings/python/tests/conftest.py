@@ -61,11 +61,8 @@ def run_cluster(tmp_path_factory, name, *extra_args):
     (SIGCONT first, in case a test left one stopped)."""
     dtxctl = dtxctl_path()
     d = tmp_path_factory.mktemp(name)
-    # --insecure for now: TLS is the default of `cluster up`, and the Python
-    # client does not speak TLS yet (dtx.TLS is being added); switch to TLS
-    # once it does.
     up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3",
-                         "--insecure", *extra_args], capture_output=True, text=True, timeout=90)
+                         *extra_args], capture_output=True, text=True, timeout=90)
     c = None
     try:
         assert up.returncode == 0, f"cluster up failed:\n{up.stdout}\n{up.stderr}"
