@@ -134,28 +134,25 @@ Status ClusterConfig::CheckUnused(std::string_view address, std::string_view nam
   return Status::OK();
 }
 
-Status ClusterConfig::SetAdminAddress(std::string_view name, std::string_view admin_address) {
+Status ClusterConfig::SetListenerAddress(std::string_view name, std::string NodeEntry::*listener,
+                                         std::string_view address) {
   auto it = std::find_if(nodes_.begin(), nodes_.end(),
                          [&](const NodeEntry& n) { return n.name == name; });
   if (it == nodes_.end()) return Status::InvalidArgument("no node '" + std::string(name) + "'");
-  auto hp = ParseHostPort(admin_address);
+  auto hp = ParseHostPort(address);
   if (!hp.ok()) return hp.status();
-  it->admin_address.clear();
-  DTX_RETURN_IF_ERROR(CheckUnused(admin_address, name));
-  it->admin_address = std::string(admin_address);
+  ((*it).*listener).clear();
+  DTX_RETURN_IF_ERROR(CheckUnused(address, name));
+  (*it).*listener = std::string(address);
   return Status::OK();
 }
 
+Status ClusterConfig::SetAdminAddress(std::string_view name, std::string_view admin_address) {
+  return SetListenerAddress(name, &NodeEntry::admin_address, admin_address);
+}
+
 Status ClusterConfig::SetPeerAddress(std::string_view name, std::string_view peer_address) {
-  auto it = std::find_if(nodes_.begin(), nodes_.end(),
-                         [&](const NodeEntry& n) { return n.name == name; });
-  if (it == nodes_.end()) return Status::InvalidArgument("no node '" + std::string(name) + "'");
-  auto hp = ParseHostPort(peer_address);
-  if (!hp.ok()) return hp.status();
-  it->peer_address.clear();
-  DTX_RETURN_IF_ERROR(CheckUnused(peer_address, name));
-  it->peer_address = std::string(peer_address);
-  return Status::OK();
+  return SetListenerAddress(name, &NodeEntry::peer_address, peer_address);
 }
 
 Status ClusterConfig::Validate() const {

@@ -121,6 +121,10 @@ class ClusterConfig {
  private:
   // InvalidArgument when a node other than `name` already uses `address`.
   Status CheckUnused(std::string_view address, std::string_view name) const;
+  // Sets one listener address (admin_address or peer_address) of node `name`:
+  // a valid host:port that no other listener of the cluster uses.
+  Status SetListenerAddress(std::string_view name, std::string NodeEntry::*listener,
+                            std::string_view address);
   std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
 };
 
