@@ -55,6 +55,20 @@ EventLoop::EventLoop() : loop_thread_(std::this_thread::get_id()) {
   rc = uv_async_init(&loop_, async_, &EventLoop::OnAsync);
   DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
   async_->data = this;
+  turn_end_check_ = new uv_check_t;
+  rc = uv_check_init(&loop_, turn_end_check_);
+  DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
+  turn_end_check_->data = this;
+  uv_check_start(turn_end_check_,
+                 [](uv_check_t* h) { static_cast<EventLoop*>(h->data)->RunTurnEnd(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(turn_end_check_));
+  turn_end_prepare_ = new uv_prepare_t;
+  rc = uv_prepare_init(&loop_, turn_end_prepare_);
+  DTX_CHECK_MSG(rc == 0, uv_strerror(rc));
+  turn_end_prepare_->data = this;
+  uv_prepare_start(turn_end_prepare_,
+                   [](uv_prepare_t* h) { static_cast<EventLoop*>(h->data)->RunTurnEnd(); });
+  uv_unref(reinterpret_cast<uv_handle_t*>(turn_end_prepare_));
 }
 
 EventLoop::~EventLoop() {
@@ -65,6 +79,13 @@ EventLoop::~EventLoop() {
     dropped.swap(posted_);
   }
   dropped.clear();
+  turn_end_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(turn_end_check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(turn_end_prepare_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_prepare_t*>(h); });
+  turn_end_check_ = nullptr;
+  turn_end_prepare_ = nullptr;
 
   std::vector<TimerId> ids;
   ids.reserve(timers_.size());
@@ -154,6 +175,22 @@ void EventLoop::DrainPosted() {
     internal::InvokeCallback("EventLoop::Post", fn);
   }
   if (stop) uv_stop(&loop_);
+}
+
+void EventLoop::AtTurnEnd(std::function<void()> fn) {
+  DTX_CHECK(InLoopThreadOrIdle());
+  turn_end_.push_back(std::move(fn));
+}
+
+void EventLoop::RunTurnEnd() {
+  // Swapped out before running: a function may queue more (they run in the
+  // next round of this loop, still in this turn).
+  std::vector<std::function<void()>> batch;
+  while (!turn_end_.empty()) {
+    batch.clear();
+    batch.swap(turn_end_);
+    for (auto& fn : batch) internal::InvokeCallback("EventLoop::AtTurnEnd", fn);
+  }
 }
 
 TimerId EventLoop::RunAfter(uint64_t delay_ms, std::function<void()> fn) {

@@ -35,6 +35,7 @@
 #include <memory>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "common/check.h"
 #include "common/status.h"
@@ -95,6 +96,18 @@ class EventLoop {
   // Number of timers pending (tests, metrics).
   size_t timer_count() const { return timers_.size(); }
 
+  // Runs `fn` once on the loop thread at the end of the current loop turn:
+  // after this turn's I/O callbacks (the reads, accepts and Post()s of one
+  // poll), or, for work queued from a timer, before the loop next waits for
+  // I/O. Never later than the loop's next wait, so nothing queued here waits
+  // on a timeout. The transport uses it to coalesce: the frames produced for
+  // one connection during a turn leave in one write (common/rpc_server.h).
+  // Functions queued while the turn-end functions run (one of them fails a
+  // connection, whose callbacks write elsewhere) run in the same pass.
+  // Functions still queued when the loop is destroyed are dropped. Loop
+  // thread only.
+  void AtTurnEnd(std::function<void()> fn);
+
   // Installs SIGTERM and SIGINT handlers (uv_signal_t) that call
   // `on_signal(signum)` on the loop thread. Typical use: stop servers, then
   // Stop(). Calling it again replaces the callback. One EventLoop per process
@@ -114,10 +127,16 @@ class EventLoop {
 
   static void OnAsync(uv_async_t* handle);
   void DrainPosted();
+  void RunTurnEnd();
   void FireTimer(TimerHandle* t);
 
   uv_loop_t loop_;
   uv_async_t* async_ = nullptr;  // freed in its close callback
+  // Both run RunTurnEnd(): check after each poll, prepare before each wait.
+  // Unreferenced: they never keep Run() alive by themselves.
+  uv_check_t* turn_end_check_ = nullptr;      // freed in its close callback
+  uv_prepare_t* turn_end_prepare_ = nullptr;  // freed in its close callback
+  std::vector<std::function<void()>> turn_end_;
   std::atomic<std::thread::id> loop_thread_;
   std::atomic<bool> running_{false};  // inside Run()
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -31,6 +32,45 @@ TEST(EventLoopTest, PostFromOtherThreadsRunsOnLoopThreadInOrder) {
   ASSERT_EQ(seen.size(), static_cast<size_t>(kPerThread));
   for (int i = 0; i < kPerThread; ++i) EXPECT_EQ(seen[i], i);
   EXPECT_FALSE(wrong_thread);
+}
+
+TEST(EventLoopTest, TurnEndRunsOnceAfterTheTurnsCallbacks) {
+  EventLoop loop;
+  std::vector<std::string> seen;
+  // Three Post()s drained in one turn; the first queues a turn-end function.
+  loop.Post([&] {
+    seen.push_back("post0");
+    loop.AtTurnEnd([&] {
+      seen.push_back("end");
+      // Queued while turn-end functions run: still this turn.
+      loop.AtTurnEnd([&] { seen.push_back("end2"); });
+    });
+  });
+  loop.Post([&] { seen.push_back("post1"); });
+  loop.Post([&] {
+    seen.push_back("post2");
+    loop.Post([&] {
+      seen.push_back("next-turn");
+      loop.Stop();
+    });
+  });
+  loop.Run();
+  EXPECT_EQ(seen,
+            (std::vector<std::string>{"post0", "post1", "post2", "end", "end2", "next-turn"}));
+}
+
+TEST(EventLoopTest, TurnEndQueuedByATimerRunsBeforeTheLoopWaits) {
+  EventLoop loop;
+  bool guard_fired = false;
+  // Nothing else is due for 10 s: the turn-end function must not wait for it.
+  TimerId guard = loop.RunAfter(10000, [&] {
+    guard_fired = true;
+    loop.Stop();
+  });
+  loop.RunAfter(1, [&] { loop.AtTurnEnd([&] { loop.Stop(); }); });
+  loop.Run();
+  EXPECT_FALSE(guard_fired);
+  loop.Cancel(guard);
 }
 
 TEST(EventLoopTest, StopBeforeRunMakesRunReturn) {

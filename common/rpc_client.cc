@@ -72,6 +72,8 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
   std::minstd_rand rng;
   PeerChannelStats stats;
   std::string last_tls_failure;  // logged already; cleared by a handshake
+  std::string out_plain;         // frames queued this turn (WriteFrame)
+  bool flush_queued = false;
 
   void FailLater(OnReply on_reply, RpcStatus status);
   void StartConnect();
@@ -87,7 +89,10 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
   void FlushTlsOutput();
   void WriteBytes(std::string bytes);
   void FailAllPending(const RpcStatus& status);
-  void WriteFrame(std::string frame);
+  // Queues a frame for the turn's end (FlushFrames): the frames of one loop
+  // turn leave in one write (one TLS record per 16 KiB).
+  void WriteFrame(const std::string& frame);
+  void FlushFrames();
   void OnRead(ssize_t nread, const uv_buf_t* buf);
   // False if the connection was dropped.
   bool HandleReply(const uint8_t* data, uint32_t len);
@@ -211,6 +216,7 @@ void PeerChannel::Impl::Established() {
 }
 
 void PeerChannel::Impl::CloseConn() {
+  out_plain.clear();
   if (conn == nullptr) return;
   Conn* c = conn;
   conn = nullptr;
@@ -284,25 +290,37 @@ void PeerChannel::Impl::FlushTlsOutput() {
   WriteBytes(std::move(bytes));
 }
 
-void PeerChannel::Impl::WriteFrame(std::string frame) {
+void PeerChannel::Impl::WriteFrame(const std::string& frame) {
+  out_plain.append(frame);
+  if (flush_queued) return;
+  flush_queued = true;
+  loop->AtTurnEnd([weak = weak_from_this()] {
+    if (auto self = weak.lock()) self->FlushFrames();
+  });
+}
+
+void PeerChannel::Impl::FlushFrames() {
+  flush_queued = false;
+  if (out_plain.empty()) return;
+  if (state != State::kConnected || conn == nullptr) {
+    out_plain.clear();  // the connection was lost; its calls have failed
+    return;
+  }
+  std::string bytes;
   if (conn->tls != nullptr) {
-    Status sent = conn->tls->Send(reinterpret_cast<const uint8_t*>(frame.data()), frame.size());
+    Status sent =
+        conn->tls->Send(reinterpret_cast<const uint8_t*>(out_plain.data()), out_plain.size());
+    out_plain.clear();
     if (!sent.ok()) {
-      // Called from Call(): report asynchronously.
-      std::weak_ptr<Impl> weak = weak_from_this();
-      Conn* c = conn;
-      loop->RunAfter(0, [weak, c, sent] {
-        auto self = weak.lock();
-        if (self && self->conn == c && self->state == State::kConnected) {
-          self->TlsFailed(sent, true);
-        }
-      });
+      TlsFailed(sent, true);
       return;
     }
-    frame.clear();
-    conn->tls->TakeOutput(&frame);
+    conn->tls->TakeOutput(&bytes);
+  } else {
+    bytes.swap(out_plain);
   }
-  WriteBytes(std::move(frame));
+  ++stats.writes;
+  WriteBytes(std::move(bytes));
 }
 
 void PeerChannel::Impl::WriteBytes(std::string bytes) {
@@ -575,7 +593,7 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
       d->StartConnect();
       break;
     case Impl::State::kConnecting: d->queued.push_back({seqid, std::move(frame)}); break;
-    case Impl::State::kConnected: d->WriteFrame(std::move(frame)); break;
+    case Impl::State::kConnected: d->WriteFrame(frame); break;
     default: DTX_CHECK(false);
   }
 }

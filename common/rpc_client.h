@@ -14,6 +14,8 @@
 //   backoff --(backoff_ms elapsed)--> idle; connecting --fail--> backoff.
 // - Calls made while connecting are queued (they count as in flight) and
 //   written once connected.
+// - Writes are coalesced: the calls made during one loop turn leave in one
+//   write at the turn's end (EventLoop::AtTurnEnd), with TLS in one encryption.
 // - When the connection drops (EOF, error, undecodable framing), every call
 //   in flight fails at once with Unavailable, and the channel enters backoff:
 //   calls made during backoff fail at once with Unavailable (fail fast; no
@@ -113,6 +115,7 @@ struct PeerChannelStats {
   uint64_t calls = 0;
   uint64_t timeouts = 0;
   uint64_t late_replies = 0;  // reply for an unknown (timed-out) seqid
+  uint64_t writes = 0;        // socket writes of calls (all calls of one loop turn)
 };
 
 class PeerChannel : public std::enable_shared_from_this<PeerChannel> {

@@ -29,19 +29,20 @@ constexpr int kListenBacklog = 511;
 constexpr uint8_t kTlsHandshakeRecordByte = 0x16;
 constexpr uint8_t kTlsMajorVersionByte = 0x03;
 
-// One request from dispatch until its reply is written (or dropped).
+// One request from dispatch until its reply is queued (or dropped).
 struct Request {
   std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // outlives the cob
   std::shared_ptr<TMemoryBuffer> out_buf;
   std::shared_ptr<TProtocol> out;
   bool done = false;
-  uint8_t header[4];
 };
 
+// One uv_write: the replies coalesced in one loop turn (or TLS handshake
+// bytes, replies == 0).
 struct WriteReq {
   uv_write_t req;
-  std::shared_ptr<Request> request;  // null: TLS handshake bytes, not a reply
-  std::string ciphertext;            // with TLS: what is written
+  size_t replies = 0;  // how many replies the bytes carry
+  std::string bytes;   // what is written (TLS records with TLS)
 };
 
 }  // namespace
@@ -78,7 +79,13 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // this connection's
   std::vector<uint8_t> in;  // bytes received, not yet consumed
   size_t in_flight = 0;     // dispatched, reply not yet written
-  uint64_t frames = 0;      // received on this connection
+  // Replies completed this loop turn, framed, waiting for the turn's end
+  // (FlushReplies): one write per connection per turn, one TLS record per
+  // 16 KiB instead of one per reply.
+  std::string out_plain;
+  size_t out_replies = 0;
+  bool flush_queued = false;
+  uint64_t frames = 0;  // received on this connection
   bool reading = false;
   bool parsing = false;
   bool closing = false;
@@ -102,7 +109,9 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   void ParseFrames();
   void Dispatch(const uint8_t* payload, uint32_t len, const std::shared_ptr<State>& st);
   void Complete(const std::shared_ptr<Request>& req, bool ok);
-  void OnWriteDone(int status);
+  // Writes the replies queued this turn (loop's turn end).
+  void FlushReplies();
+  void OnWriteDone(int status, size_t replies);
   void MaybeResume();
   void CloseForBadInput(const std::string& why);
   void Close();
@@ -145,6 +154,46 @@ bool IsUnknownMethodReply(uint8_t* reply, uint32_t len) {
     return x.getType() == TApplicationException::UNKNOWN_METHOD;
   } catch (const std::exception&) {
     return false;
+  }
+}
+
+// For a plaintext Thrift call (a framed TBinaryProtocol message) sent to a
+// TLS port: the framed T_EXCEPTION reply to it, in plaintext, saying that the
+// port requires TLS, so that the client shows the cause instead of "connection
+// closed" (as an HTTPS server answers plain HTTP with a 400). "" if `data`
+// does not start with a readable call header.
+std::string TlsRequiredReply(const uint8_t* data, size_t len) {
+  if (len < kFrameHeaderBytes + 4) return "";
+  const uint32_t frame_len = DecodeFrameLength(data);
+  const size_t have = std::min<size_t>(len - kFrameHeaderBytes, frame_len);
+  try {
+    auto in = std::make_shared<TMemoryBuffer>(const_cast<uint8_t*>(data + kFrameHeaderBytes),
+                                              static_cast<uint32_t>(have), TMemoryBuffer::OBSERVE);
+    TBinaryProtocol in_proto(in);
+    in_proto.setStringSizeLimit(static_cast<int32_t>(have));
+    std::string name;
+    apache::thrift::protocol::TMessageType type;
+    int32_t seqid = 0;
+    in_proto.readMessageBegin(name, type, seqid);
+    if (type != apache::thrift::protocol::T_CALL) return "";
+    auto out = std::make_shared<TMemoryBuffer>();
+    TBinaryProtocol out_proto(out);
+    out_proto.writeMessageBegin(name, apache::thrift::protocol::T_EXCEPTION, seqid);
+    TApplicationException(TApplicationException::UNKNOWN,
+                          "this port requires TLS: the dtx cluster runs with certificates "
+                          "(connect with TLS, trusting the cluster CA, and present a client "
+                          "certificate; docs/design.md, Trust boundary)")
+        .write(&out_proto);
+    out_proto.writeMessageEnd();
+    uint8_t* body = nullptr;
+    uint32_t body_len = 0;
+    out->getBuffer(&body, &body_len);
+    std::string frame(kFrameHeaderBytes, '\0');
+    EncodeFrameLength(body_len, reinterpret_cast<uint8_t*>(frame.data()));
+    frame.append(reinterpret_cast<const char*>(body), body_len);
+    return frame;
+  } catch (const std::exception&) {
+    return "";
   }
 }
 
@@ -277,11 +326,20 @@ void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
 bool RpcServer::State::Connection::ReceiveTls(const uint8_t* data, size_t len) {
   std::shared_ptr<Connection> keep = self;
   const bool was_handshaking = handshaking();
+  const bool first_bytes = !tls->received_any();
   Status received = tls->Receive(data, len, &in);
   FlushTlsOutput();
   if (closing) return false;
   if (!received.ok()) {
     if (was_handshaking) {
+      if (first_bytes) {
+        // Best effort, as for an alert: the socket takes it or it is lost.
+        std::string reply = TlsRequiredReply(data, len);
+        if (!reply.empty()) {
+          uv_buf_t b = uv_buf_init(reply.data(), static_cast<unsigned>(reply.size()));
+          (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&handle), &b, 1);
+        }
+      }
       HandshakeFailed(received);
     } else {
       CloseForBadInput("TLS: " + received.message());
@@ -347,10 +405,10 @@ void RpcServer::State::Connection::HandshakeFailed(const Status& why) {
 
 void RpcServer::State::Connection::FlushTlsOutput() {
   if (closing || !tls->has_output()) return;
-  auto* wr = new WriteReq{{}, nullptr, {}};
+  auto* wr = new WriteReq{{}, 0, {}};
   wr->req.data = wr;
-  tls->TakeOutput(&wr->ciphertext);
-  uv_buf_t b = uv_buf_init(wr->ciphertext.data(), static_cast<unsigned>(wr->ciphertext.size()));
+  tls->TakeOutput(&wr->bytes);
+  uv_buf_t b = uv_buf_init(wr->bytes.data(), static_cast<unsigned>(wr->bytes.size()));
   int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), &b, 1,
                     [](uv_write_t* w, int status) {
                       auto* c = static_cast<Connection*>(w->handle->data);
@@ -489,47 +547,63 @@ void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req,
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
     reading = false;
   }
-  EncodeFrameLength(len, req->header);
-  auto* wr = new WriteReq{{}, req, {}};
+  uint8_t header[kFrameHeaderBytes];
+  EncodeFrameLength(len, header);
+  out_plain.append(reinterpret_cast<const char*>(header), kFrameHeaderBytes);
+  out_plain.append(reinterpret_cast<const char*>(data), len);
+  ++out_replies;
+  if (!flush_queued) {
+    flush_queued = true;
+    loop->AtTurnEnd([weak = weak_from_this()] {
+      if (auto c = weak.lock()) c->FlushReplies();
+    });
+  }
+}
+
+void RpcServer::State::Connection::FlushReplies() {
+  flush_queued = false;
+  if (closing || out_replies == 0) return;
+  auto* wr = new WriteReq{{}, out_replies, {}};
   wr->req.data = wr;
-  uv_buf_t bufs[2] = {uv_buf_init(reinterpret_cast<char*>(req->header), kFrameHeaderBytes),
-                      uv_buf_init(reinterpret_cast<char*>(data), len)};
-  unsigned nbufs = 2;
+  out_replies = 0;
   if (tls != nullptr) {
-    Status sent = tls->Send(req->header, kFrameHeaderBytes);
-    if (sent.ok()) sent = tls->Send(data, len);
+    Status sent = tls->Send(reinterpret_cast<const uint8_t*>(out_plain.data()), out_plain.size());
+    out_plain.clear();
     if (!sent.ok()) {
+      in_flight -= wr->replies;
       delete wr;
-      --in_flight;
       CloseForBadInput("TLS: " + sent.message());
       return;
     }
-    tls->TakeOutput(&wr->ciphertext);
-    bufs[0] = uv_buf_init(wr->ciphertext.data(), static_cast<unsigned>(wr->ciphertext.size()));
-    nbufs = 1;
+    tls->TakeOutput(&wr->bytes);
+  } else {
+    wr->bytes.swap(out_plain);
   }
+  if (auto st = server.lock()) ++st->stats.reply_writes;
+  uv_buf_t buf = uv_buf_init(wr->bytes.data(), static_cast<unsigned>(wr->bytes.size()));
   // The write callback owns `wr` and finds the connection through the
   // stream, which stays valid until the close callback (after all write
   // callbacks).
-  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), bufs, nbufs,
+  int rc = uv_write(&wr->req, reinterpret_cast<uv_stream_t*>(&handle), &buf, 1,
                     [](uv_write_t* w, int status) {
                       auto* owned = static_cast<WriteReq*>(w->data);
                       auto* c = static_cast<Connection*>(w->handle->data);
+                      size_t replies = owned->replies;
                       delete owned;
-                      c->OnWriteDone(status);
+                      c->OnWriteDone(status, replies);
                     });
   if (rc != 0) {
+    in_flight -= wr->replies;
     delete wr;
-    --in_flight;
     DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(rc));
     Close();
   }
 }
 
-void RpcServer::State::Connection::OnWriteDone(int status) {
-  --in_flight;
+void RpcServer::State::Connection::OnWriteDone(int status, size_t replies) {
+  in_flight -= replies;
   if (closing) return;
-  if (auto st = server.lock()) ++st->stats.replies_sent;
+  if (auto st = server.lock()) st->stats.replies_sent += replies;
   if (status < 0) {
     DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(status));
     Close();
@@ -562,6 +636,22 @@ void RpcServer::State::Connection::CloseForBadInput(const std::string& why) {
 
 void RpcServer::State::Connection::Close() {
   if (closing) return;
+  // Replies completed this turn, before the cause of the close (pipelined
+  // calls ahead of a bad frame): best effort, as the socket takes them; a
+  // uv_write queued now would be cancelled by the close.
+  if (out_replies > 0 && !handshaking()) {
+    std::string bytes;
+    if (tls == nullptr) {
+      bytes.swap(out_plain);
+    } else if (tls->Send(reinterpret_cast<const uint8_t*>(out_plain.data()), out_plain.size())
+                   .ok()) {
+      tls->TakeOutput(&bytes);
+    }
+    uv_buf_t b = uv_buf_init(bytes.data(), static_cast<unsigned>(bytes.size()));
+    if (!bytes.empty()) (void)uv_try_write(reinterpret_cast<uv_stream_t*>(&handle), &b, 1);
+    out_plain.clear();
+    out_replies = 0;
+  }
   closing = true;
   reading = false;
   if (handshake_timer != 0) loop->Cancel(handshake_timer);

@@ -371,6 +371,32 @@ TEST_F(RpcTest, PipelinedRequestsCompleteOutOfOrderOnOneConnection) {
   EXPECT_EQ(server_->stats().connections_accepted, 1u);
 }
 
+TEST_F(RpcTest, RepliesCompletedInOneTurnLeaveInOneWrite) {
+  StartServer();
+  ParticipantStub stub(&loop_, Address());
+  bool connected = false;
+  stub.Read("warm-up", 5000, [&](const Status&, const rpc::ReadResult&) { connected = true; });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return connected; }));
+  const uint64_t client_writes_before = stub.channel()->stats().writes;
+  const uint64_t frames_before = server_->stats().frames_received;
+  constexpr int kCalls = 64;
+  int answered = 0;
+  for (int i = 0; i < kCalls; ++i) {
+    stub.Read("hold:" + std::to_string(i), 5000,
+              [&](const Status& s, const rpc::ReadResult&) { answered += s.ok() ? 1 : 0; });
+  }
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == kCalls; }));
+  const uint64_t writes_before = server_->stats().reply_writes;
+  handler_->ReleaseReverse();  // all 64 completions in one callback
+  ASSERT_TRUE(RunUntil(loop_, [&] { return answered == kCalls; }));
+  EXPECT_EQ(server_->stats().replies_sent, static_cast<uint64_t>(kCalls) + 1);
+  EXPECT_EQ(server_->stats().reply_writes - writes_before, 1u);
+  // The client coalesces too: the 64 calls made in one turn left in one
+  // write, which the server received as 64 frames.
+  EXPECT_EQ(stub.channel()->stats().writes - client_writes_before, 1u);
+  EXPECT_EQ(server_->stats().frames_received - frames_before, static_cast<uint64_t>(kCalls));
+}
+
 TEST_F(RpcTest, PerRequestTimeoutLeavesConnectionUsable) {
   StartServer();
   ParticipantStub stub(&loop_, Address());

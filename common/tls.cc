@@ -26,6 +26,8 @@ constexpr uint8_t kTlsHandshakeRecord = 0x16;
 constexpr uint8_t kTlsAlertRecord = 0x15;
 // Largest chunk SSL_read is asked for at once (one TLS record's payload).
 constexpr size_t kReadChunkBytes = 16u << 10;
+constexpr const char* kTlsCipherSuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr int kVerifyDepthMax = 4;
 
 // The oldest error of this thread's OpenSSL queue, as text; clears the queue.
@@ -164,6 +166,12 @@ Result<std::shared_ptr<const TlsContext>> TlsContext::Create(const TlsFiles& fil
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
     return Status::Internal("cannot restrict TLS to 1.3: " + TakeOpenSslError());
+  }
+  // AES-128-GCM first (OpenSSL's default puts AES-256 first): the cheapest
+  // AEAD on CPUs with AES instructions, and every record of every call pays
+  // it. All three suites of TLS 1.3 stay allowed.
+  if (SSL_CTX_set_ciphersuites(ctx, kTlsCipherSuites) != 1) {
+    return Status::Internal("cannot set the TLS 1.3 cipher suites: " + TakeOpenSslError());
   }
   // The cluster CA is the only trust anchor (no SSL_CTX_set_default_verify_paths).
   if (SSL_CTX_load_verify_locations(ctx, files.ca_file.c_str(), nullptr) != 1) {
@@ -361,14 +369,18 @@ Status TlsSession::CheckPeer() {
 }
 
 Status TlsSession::ReadPlaintext(std::vector<uint8_t>* plaintext) {
+  // Through a stack buffer: growing *plaintext by a record's worth before
+  // each SSL_read would zero-fill 16 KiB per record (and once more for the
+  // read that finds no record).
+  uint8_t chunk[kReadChunkBytes];
   for (;;) {
-    const size_t old = plaintext->size();
-    plaintext->resize(old + kReadChunkBytes);
     size_t n = 0;
     ERR_clear_error();
-    int r = SSL_read_ex(ssl_, plaintext->data() + old, kReadChunkBytes, &n);
-    plaintext->resize(old + (r == 1 ? n : 0));
-    if (r == 1) continue;
+    int r = SSL_read_ex(ssl_, chunk, sizeof(chunk), &n);
+    if (r == 1) {
+      plaintext->insert(plaintext->end(), chunk, chunk + n);
+      continue;
+    }
     int e = SSL_get_error(ssl_, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) return Status::OK();
     if (e == SSL_ERROR_ZERO_RETURN) {

@@ -663,7 +663,7 @@ TEST_F(ThreadedTlsServerTest, BadFrameInsideTlsClosesOnlyThatConnection) {
   stub.channel()->Close();
 }
 
-TEST_F(ThreadedTlsServerTest, StockPlaintextThriftClientIsRefusedAtTheHandshake) {
+TEST_F(ThreadedTlsServerTest, StockPlaintextThriftClientIsToldThePortRequiresTls) {
   auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", port_);
   socket->setRecvTimeout(5000);
   auto transport = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
@@ -671,7 +671,16 @@ TEST_F(ThreadedTlsServerTest, StockPlaintextThriftClientIsRefusedAtTheHandshake)
       std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport));
   transport->open();
   rpc::ReadResult r;
-  EXPECT_THROW(client.Read(r, "k"), apache::thrift::transport::TTransportException);
+  // The server answers the plaintext call once, in plaintext, with the cause,
+  // then closes: the client's error says what is wrong.
+  try {
+    client.Read(r, "k");
+    ADD_FAILURE() << "a plaintext call to a TLS port was answered";
+  } catch (const apache::thrift::TApplicationException& e) {
+    EXPECT_NE(std::string(e.what()).find("this port requires TLS"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(client.Read(r, "k"), apache::thrift::transport::TTransportException)
+      << "the connection stays closed";
   transport->close();
   ASSERT_TRUE(WaitForRefusals(1));
   EXPECT_EQ(Stats().tls_handshakes, 0u);
