@@ -151,7 +151,8 @@ struct ClientOptions {
   std::string tls_key_file = {};
 
   // The options for the cluster in a directory written by `dtxctl cluster
-  // up` (README "Cluster directory"; grammar in tools/cluster_config.h):
+  // up` (tools/README.md "Cluster directory"; grammar in
+  // tools/cluster_config.h):
   // `coordinators` are the client listeners of the coordinators listed in
   // DIR/cluster.conf, coordinator-0 first; when DIR/security.conf says
   // `tls on`, the TLS files are ca.crt, NAME.crt and NAME.key of the

@@ -8,6 +8,7 @@ Built on the Thrift-generated code for ``idl/dtx.thrift`` (package
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import random
 import socket
 import ssl
@@ -20,6 +21,7 @@ from thrift.Thrift import TException
 from thrift.transport import TSocket, TTransport
 
 from dtx.errors import Aborted, Error, InvalidArgument, Unavailable, UnknownOutcome
+from dtx import cluster_dir as _cluster_dir
 from dtx import tls as _tls
 from dtx.tls import TLS
 
@@ -73,6 +75,8 @@ def _parse_address(address: str) -> Tuple[str, int]:
     if not isinstance(address, str) or ":" not in address:
         raise InvalidArgument(f"address must be 'host:port', got {address!r}")
     host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [v6host]:port, as cluster.conf has it
+        host = host[1:-1]
     try:
         port_n = int(port)
     except ValueError:
@@ -465,6 +469,25 @@ class Client:
         self._counter = 0
         self._closed = False
         self._refresh_shard_map()
+
+    @classmethod
+    def from_cluster_dir(cls, directory: Union[str, "os.PathLike[str]"], name: str = "client",
+                         **kwargs) -> "Client":
+        """A client of the cluster in ``directory``, as ``dtxctl cluster up
+        --dir DIR`` wrote it: every coordinator's client address from
+        ``DIR/cluster.conf`` (coordinator-0 first), and TLS from
+        ``DIR/security.conf`` with the certificate ``name``
+        (:meth:`TLS.from_cluster_dir`; plaintext for an ``--insecure``
+        cluster). ``kwargs`` are the other arguments of :class:`Client`
+        (``timeout``, ``probe_delay``, ``failover_timeout``). Raises
+        :class:`InvalidArgument` for a missing or malformed file, naming it
+        and the line, and what :class:`Client` raises."""
+        if "tls" in kwargs or "addresses" in kwargs:
+            raise TypeError("from_cluster_dir takes the addresses and TLS from the directory; "
+                            "use name= for another certificate, or Client(addresses, tls=...)")
+        nodes = _cluster_dir.load_cluster_conf(directory)
+        addresses = [n.address for n in nodes if n.kind == _COORDINATOR_KIND]
+        return cls(addresses, tls=TLS.from_cluster_dir(directory, name=name), **kwargs)
 
     # -- public API -----------------------------------------------------------
     def transaction(self) -> Transaction:

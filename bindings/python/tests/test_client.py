@@ -11,7 +11,7 @@ import time
 import pytest
 
 import dtx
-from conftest import dtxctl_path, make_expired_cert, run_cluster
+from conftest import BUILD, dtxctl_path, make_expired_cert, run_cluster
 
 
 def _uniq(prefix: str) -> bytes:
@@ -314,3 +314,22 @@ def test_insecure_cluster_takes_plaintext_and_a_tls_client_is_told_so(insecure_c
         assert c.run(lambda tx: tx.get(k)) == b"v"
     with pytest.raises(dtx.Unavailable, match="without answering in TLS: a plaintext server"):
         dtx.Client(insecure_cluster.coordinator, tls=cluster.tls, timeout=5.0)
+
+
+def test_from_cluster_dir_of_an_insecure_cluster_is_plaintext(insecure_cluster):
+    with dtx.Client.from_cluster_dir(insecure_cluster.dir, timeout=5.0) as c:
+        assert c._tls is None
+        assert [p.address for p in c._coordinators] == [insecure_cluster.coordinator]
+        k = _uniq("plain-dir")
+        c.run(lambda tx: tx.put(k, b"v"))
+        assert c.run(lambda tx: tx.get(k)) == b"v"
+
+
+def test_bank_example_runs_against_a_cluster_directory(cluster):
+    # examples/bank.py takes only the cluster directory (Client.from_cluster_dir).
+    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "bank.py"
+    path = os.pathsep.join([str(example.parents[1]), str(BUILD / "python")])
+    r = subprocess.run(["/usr/bin/python3", str(example), str(cluster.dir)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "total balance 1000 (expected 1000)" in r.stdout
