@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -266,9 +267,19 @@ def test_cluster_is_tls_and_a_tls_client_reads_and_commits_on_every_participant(
 
 
 def test_client_without_tls_is_told_the_cluster_requires_it(cluster):
-    with pytest.raises(dtx.Unavailable,
+    with pytest.raises(dtx.TLSError,
                        match=re.escape("the server requires TLS: pass tls=dtx.TLS(")):
         dtx.Client(cluster.coordinator, timeout=5.0)
+
+
+def test_tls_errors_are_unavailable_and_a_closed_port_is_not_a_tls_error(cluster):
+    assert issubclass(dtx.TLSError, dtx.Unavailable)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    with pytest.raises(dtx.Unavailable, match="cannot connect") as e:
+        dtx.Client(f"127.0.0.1:{port}", tls=cluster.tls, timeout=2.0)
+    assert not isinstance(e.value, dtx.TLSError)
 
 
 def _other_ca(directory):
@@ -282,7 +293,7 @@ def _other_ca(directory):
 def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
     other = _other_ca(tmp_path)
     tls = dtx.TLS(ca=cluster.tls.ca, cert=other / "client.crt", key=other / "client.key")
-    with pytest.raises(dtx.Unavailable,
+    with pytest.raises(dtx.TLSError,
                        match="the server refused our certificate: not signed by the CA it trusts"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
@@ -290,14 +301,14 @@ def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
 def test_expired_client_certificate_is_refused(cluster, tmp_path):
     make_expired_cert(pathlib.Path(cluster.tls.ca).parent, tmp_path, "client", "client")
     tls = dtx.TLS(ca=cluster.tls.ca, cert=tmp_path / "client.crt", key=tmp_path / "client.key")
-    with pytest.raises(dtx.Unavailable, match="the server refused our certificate: expired"):
+    with pytest.raises(dtx.TLSError, match="the server refused our certificate: expired"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
 
 def test_cluster_certificates_do_not_verify_against_another_ca(cluster, tmp_path):
     other = _other_ca(tmp_path)
     tls = dtx.TLS(ca=other / "ca.crt", cert=cluster.tls.cert, key=cluster.tls.key)
-    with pytest.raises(dtx.Unavailable, match="server certificate not signed by the given CA"):
+    with pytest.raises(dtx.TLSError, match="server certificate not signed by the given CA"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
 
@@ -312,7 +323,7 @@ def test_insecure_cluster_takes_plaintext_and_a_tls_client_is_told_so(insecure_c
         k = _uniq("plain")
         c.run(lambda tx: tx.put(k, b"v"))
         assert c.run(lambda tx: tx.get(k)) == b"v"
-    with pytest.raises(dtx.Unavailable, match="without answering in TLS: a plaintext server"):
+    with pytest.raises(dtx.TLSError, match="without answering in TLS: a plaintext server"):
         dtx.Client(insecure_cluster.coordinator, tls=cluster.tls, timeout=5.0)
 
 
