@@ -137,6 +137,9 @@ class _Socket(TSocket.TSocket):
             context, ca_path = self._tls
             try:
                 sock = _tls.connect(sock, context, ca_path, self._expected_kind)
+            except _tls.HandshakeTimeout as e:
+                raise _transport_error(TTransport.TTransportException.TIMED_OUT,
+                                       f"TLS: {e}") from None
             except _tls.ConnectError as e:
                 raise _tls_failure(f"TLS: {e}") from None
         self.handle = sock

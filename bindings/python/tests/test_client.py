@@ -272,7 +272,7 @@ def test_client_without_tls_is_told_the_cluster_requires_it(cluster):
         dtx.Client(cluster.coordinator, timeout=5.0)
 
 
-def test_tls_errors_are_unavailable_and_a_closed_port_is_not_a_tls_error(cluster):
+def test_a_closed_port_or_a_silent_server_is_unavailable_not_a_tls_error(cluster):
     assert issubclass(dtx.TLSError, dtx.Unavailable)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -280,6 +280,12 @@ def test_tls_errors_are_unavailable_and_a_closed_port_is_not_a_tls_error(cluster
     with pytest.raises(dtx.Unavailable, match="cannot connect") as e:
         dtx.Client(f"127.0.0.1:{port}", tls=cluster.tls, timeout=2.0)
     assert not isinstance(e.value, dtx.TLSError)
+    # A server that never answers the handshake may only be overloaded.
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts: the backlog does
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        with pytest.raises(dtx.Unavailable, match="no TLS handshake within the timeout") as e:
+            dtx.Client(address, tls=cluster.tls, timeout=0.3)
+        assert not isinstance(e.value, dtx.TLSError)
 
 
 def _other_ca(directory):
