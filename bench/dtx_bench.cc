@@ -923,47 +923,33 @@ void PrintHist(const char* name, const LatencyHistogram& h) {
 struct Target {
   std::optional<tools::ClusterConfig> cluster;
   std::string coordinator;
-  std::vector<std::string> coordinators;
+  // With --cluster: ClientOptions::FromClusterDir (every coordinator, and the
+  // cluster's client certificate when it runs TLS); else --coordinator,
+  // plaintext.
+  ClientOptions client_options;
   std::vector<FaultEvent> faults;
-  // With --cluster and `tls on` in its security.conf: the cluster's CA and
-  // client certificate (DIR/certs/ca.crt, client.crt, client.key); else
-  // empty (plaintext).
-  std::string tls_ca_file, tls_cert_file, tls_key_file;
 };
 
 // False when the run ends here: `*code` is the exit code.
 bool ResolveTarget(const Config& cfg, Target* t, int* code) {
   std::optional<tools::ClusterConfig>& cluster = t->cluster;
   std::string& coordinator = t->coordinator;
-  std::vector<std::string>& coordinators = t->coordinators;
   std::vector<FaultEvent>& faults = t->faults;
   coordinator = cfg.coordinator;
-  coordinators = {cfg.coordinator};
+  t->client_options.coordinators = {cfg.coordinator};
   if (!cfg.cluster_dir.empty()) {
+    auto options = ClientOptions::FromClusterDir(cfg.cluster_dir);
+    // The nodes themselves (their pids, --faults), from the same cluster.conf.
     auto c = tools::ClusterConfig::Load(cfg.cluster_dir);
-    if (!c.ok()) {
-      std::cerr << "dtx-bench: " << c.status().ToString() << "\n";
+    for (const Status& s : {options.status(), c.status()}) {
+      if (s.ok()) continue;
+      std::cerr << "dtx-bench: " << s.ToString() << "\n";
       *code = kExitFailed;
       return false;
     }
     cluster = *c;
-    coordinator = cluster->primary()->address;
-    coordinators.clear();  // coordinator-0 first, then its backup(s)
-    for (const tools::NodeEntry& n : cluster->nodes()) {
-      if (n.role == tools::NodeKind::kCoordinator) coordinators.push_back(n.address);
-    }
-    auto security = tools::ClusterSecurity::Load(cfg.cluster_dir);
-    if (!security.ok() && !security.status().IsNotFound()) {
-      std::cerr << "dtx-bench: " << security.status().ToString() << "\n";
-      *code = kExitFailed;
-      return false;
-    }
-    if (security.ok() && security->tls) {
-      const std::string certs = security->CertsDir(cfg.cluster_dir);
-      t->tls_ca_file = certs + "/ca.crt";
-      t->tls_cert_file = certs + "/client.crt";
-      t->tls_key_file = certs + "/client.key";
-    }
+    t->client_options = *options;  // coordinator-0 first, then its backup(s)
+    coordinator = t->client_options.coordinators.front();
   }
   if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
   if (!faults.empty()) {
@@ -1516,14 +1502,11 @@ int Run(const Config& cfg, const std::string& command_line) {
   std::optional<Floor> floor;
   if (cfg.floor && !MeasureAndPrintFloor(cfg, &floor)) return kExitFailed;
 
-  auto client = Client::Connect({.coordinators = target.coordinators,
-                                 .tls_ca_file = target.tls_ca_file,
-                                 .tls_cert_file = target.tls_cert_file,
-                                 .tls_key_file = target.tls_key_file});
+  auto client = Client::Connect(target.client_options);
   if (!client.ok()) {
     std::cerr << "dtx-bench: cannot connect to " << target.coordinator << ": "
               << client.status().ToString() << "\n";
-    if (target.tls_ca_file.empty()) {
+    if (target.client_options.tls_ca_file.empty()) {
       // A TLS node closes a plaintext connection without a word to it.
       std::cerr << "dtx-bench: (plaintext: if the cluster runs TLS, give --cluster DIR so its "
                    "client certificate is used)\n";

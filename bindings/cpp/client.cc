@@ -8,6 +8,8 @@
 // thread (RPC callbacks) both reach them.
 #include "dtx/client.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -20,6 +22,7 @@
 #include <utility>
 
 #include "common/address.h"
+#include "common/certs.h"
 #include "common/check.h"
 #include "common/event_loop.h"
 #include "common/log.h"
@@ -27,6 +30,7 @@
 #include "common/thread_annotations.h"
 #include "common/tls.h"
 #include "common/wire.h"
+#include "tools/cluster_config.h"
 
 namespace dtx {
 namespace internal {
@@ -38,6 +42,15 @@ constexpr int kCommitRetryDelayMaxMs = 200;
 constexpr int kShardMapRetryDelayMs = 30;
 
 Status ClientClosed() { return Status::Unavailable("client closed"); }
+
+// How much an error of a shard-map fetch says about the connection (see
+// FetchShardMap): 2 for a refused identity, 1 for another failed TLS
+// handshake (common/rpc_client.cc reports them as "...: TLS: why"), else 0.
+int HandshakeErrorRank(const std::string& error) {
+  if (error.find(": PermissionDenied: ") != std::string::npos) return 2;
+  if (error.find(": TLS: ") != std::string::npos) return 1;
+  return 0;
+}
 
 // A result with nothing but a status (no abort reason, known outcome).
 CommitOutcome PlainOutcome(Status status, const TxId& txid) {
@@ -625,12 +638,10 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
           }
           std::string err = addr + ": " + s.ToString();
           // A refused identity (a TLS handshake refused by the node or by
-          // us) says more than the fail-fast Unavailable of the retries
-          // made while the channel backs off: keep it.
-          if (!s.IsPermissionDenied() &&
-              last_error.find(": PermissionDenied: ") != std::string::npos) {
-            err = last_error;
-          }
+          // us), or else any failed TLS handshake (e.g. a plaintext node),
+          // says more than the fail-fast Unavailable of the retries made
+          // while the channel backs off: keep it.
+          if (HandshakeErrorRank(last_error) > HandshakeErrorRank(err)) err = last_error;
           self->After(hinted ? 0 : kShardMapRetryDelayMs,
                       [self, attempts_left, err, done = std::move(done)]() mutable {
                         self->FetchShardMap(attempts_left - 1, err, std::move(done));
@@ -976,6 +987,35 @@ TxId Transaction::txid() const { return tx_->txid(); }
 bool Transaction::finished() const { return tx_->finished(); }
 
 // ---- Client ----
+
+Result<ClientOptions> ClientOptions::FromClusterDir(const std::string& dir,
+                                                    const std::string& cert_name) {
+  DTX_RETURN_IF_ERROR(ValidatePrincipalName(cert_name));
+  auto config = tools::ClusterConfig::Load(dir);
+  if (!config.ok()) return config.status();
+  ClientOptions options;
+  for (const tools::NodeEntry& n : config->nodes()) {  // coordinators first, by index
+    if (n.role == tools::NodeKind::kCoordinator) options.coordinators.push_back(n.address);
+  }
+  auto security = tools::ClusterSecurity::Load(dir);
+  if (!security.ok()) {
+    if (security.status().IsNotFound()) return options;  // from before TLS: plaintext
+    return security.status();
+  }
+  if (!security->tls) return options;
+  const std::string certs = security->CertsDir(dir);
+  options.tls_ca_file = CaCertPath(certs);
+  options.tls_cert_file = CertPath(certs, cert_name);
+  options.tls_key_file = KeyPath(certs, cert_name);
+  if (::access(options.tls_cert_file.c_str(), F_OK) != 0 ||
+      ::access(options.tls_key_file.c_str(), F_OK) != 0) {
+    return Status::InvalidArgument("the cluster " + dir + " uses TLS but " + certs +
+                                   " has no certificate and key for '" + cert_name +
+                                   "' (make one: dtxctl certs create-client " + cert_name +
+                                   " --dir " + certs + ")");
+  }
+  return options;
+}
 
 Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.coordinators.empty()) {

@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <functional>
 #include <map>
@@ -821,6 +823,86 @@ TEST_F(ClientTest, TransactionOutlivingTheClientFailsCleanly) {
   t->Commit([&](const CommitOutcome& o) { committed = o.status; });
   ASSERT_TRUE(committed.has_value());
   EXPECT_TRUE(committed->IsUnavailable());
+}
+
+// A cluster directory as `dtxctl cluster up` writes it, with empty stand-ins
+// for the certificate files (FromClusterDir only names them).
+class ClusterDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "dtx-cluster-dir-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    Write("cluster.conf",
+          "# dtx local cluster\n"
+          "participant-0 127.0.0.1:7100 admin=127.0.0.1:7200 peer=127.0.0.1:7300\n"
+          "coordinator-1 127.0.0.1:7111 admin=127.0.0.1:7211 peer=127.0.0.1:7311\n"
+          "coordinator-0 127.0.0.1:7101 admin=127.0.0.1:7201 peer=127.0.0.1:7301  # primary\n");
+    Write("security.conf", "tls on\ncerts certs\n");
+    std::filesystem::create_directory(dir_ + "/certs");
+    for (const char* f : {"ca.crt", "client.crt", "client.key", "app.crt", "app.key"}) {
+      Write(std::string("certs/") + f, "");
+    }
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void Write(const std::string& name, const std::string& text) {
+    std::ofstream(dir_ + "/" + name) << text;
+  }
+  std::string dir_;
+};
+
+TEST_F(ClusterDirTest, CoordinatorsComeFromClusterConfPrimaryFirstAndTlsFromSecurityConf) {
+  auto o = ClientOptions::FromClusterDir(dir_);
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->coordinators, (std::vector<std::string>{"127.0.0.1:7101", "127.0.0.1:7111"}));
+  EXPECT_EQ(o->tls_ca_file, dir_ + "/certs/ca.crt");
+  EXPECT_EQ(o->tls_cert_file, dir_ + "/certs/client.crt");
+  EXPECT_EQ(o->tls_key_file, dir_ + "/certs/client.key");
+  EXPECT_EQ(o->request_timeout_ms, kClientRequestTimeoutMsDefault);  // the rest: defaults
+
+  auto app = ClientOptions::FromClusterDir(dir_, "app");
+  ASSERT_TRUE(app.ok()) << app.status().ToString();
+  EXPECT_EQ(app->tls_cert_file, dir_ + "/certs/app.crt");
+  EXPECT_EQ(app->tls_key_file, dir_ + "/certs/app.key");
+}
+
+TEST_F(ClusterDirTest, InsecureOrPreTlsClusterIsPlaintext) {
+  Write("security.conf", "tls off    # --insecure\n");
+  auto off = ClientOptions::FromClusterDir(dir_);
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_EQ(off->coordinators.size(), 2u);
+  EXPECT_TRUE(off->tls_ca_file.empty() && off->tls_cert_file.empty() && off->tls_key_file.empty());
+  std::filesystem::remove(dir_ + "/security.conf");
+  auto none = ClientOptions::FromClusterDir(dir_);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->tls_ca_file.empty());
+}
+
+TEST_F(ClusterDirTest, MistakesNameTheFileAndLine) {
+  auto missing_cert = ClientOptions::FromClusterDir(dir_, "bench");
+  ASSERT_FALSE(missing_cert.ok());
+  EXPECT_TRUE(missing_cert.status().IsInvalidArgument());
+  EXPECT_NE(missing_cert.status().message().find("dtxctl certs create-client bench"),
+            std::string::npos)
+      << missing_cert.status().ToString();
+  EXPECT_TRUE(ClientOptions::FromClusterDir(dir_, "../ca").status().IsInvalidArgument());
+
+  Write("security.conf", "tls on\ncolour blue\n");
+  auto bad_security = ClientOptions::FromClusterDir(dir_);
+  ASSERT_FALSE(bad_security.ok());
+  EXPECT_NE(bad_security.status().message().find("security.conf line 2"), std::string::npos)
+      << bad_security.status().ToString();
+
+  Write("cluster.conf", "coordinator-0 127.0.0.1:7101\nparticipant-0 127.0.0.1:7100 admin\n");
+  auto bad_conf = ClientOptions::FromClusterDir(dir_);
+  ASSERT_FALSE(bad_conf.ok());
+  EXPECT_TRUE(bad_conf.status().IsInvalidArgument());
+  EXPECT_NE(bad_conf.status().message().find(dir_ + "/cluster.conf: cluster.conf line 2"),
+            std::string::npos)
+      << bad_conf.status().ToString();
+
+  std::filesystem::remove(dir_ + "/cluster.conf");
+  EXPECT_TRUE(ClientOptions::FromClusterDir(dir_).status().IsNotFound());
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 // dtx C++ client: serializable optimistic transactions over a dtx cluster.
 //
-//   auto client = dtx::Client::Connect({.coordinators = {"127.0.0.1:40101"}});
+//   // The `dtxctl cluster up --dir` directory (or, by hand:
+//   // dtx::ClientOptions{.coordinators = {"127.0.0.1:40101"}, .tls_ca_file = ...}).
+//   auto options = dtx::ClientOptions::FromClusterDir("dtx-cluster");
+//   if (!options.ok()) ...;
+//   auto client = dtx::Client::Connect(*options);
 //   if (!client.ok()) ...;
 //   dtx::Status s = (*client)->Run([](dtx::Transaction& tx) -> dtx::Status {
 //     auto v = tx.Get("alice");                  // Result<optional<string>>
@@ -145,6 +149,28 @@ struct ClientOptions {
   std::string tls_ca_file = {};
   std::string tls_cert_file = {};
   std::string tls_key_file = {};
+
+  // The options for the cluster in a directory written by `dtxctl cluster
+  // up` (tools/README.md "Cluster directory"; grammar in
+  // tools/cluster_config.h):
+  // `coordinators` are the client listeners of the coordinators listed in
+  // DIR/cluster.conf, coordinator-0 first; when DIR/security.conf says
+  // `tls on`, the TLS files are ca.crt, NAME.crt and NAME.key of the
+  // certificate directory it names, NAME = `cert_name` ("client" is the one
+  // `cluster up` makes; `dtxctl certs create-client NAME` makes others).
+  // Plaintext when it says `tls off` (--insecure) or there is no
+  // security.conf (a directory from before TLS). Every other field keeps its
+  // default; change them on the result:
+  //
+  //   auto options = dtx::ClientOptions::FromClusterDir("/tmp/c");
+  //   if (!options.ok()) ...;
+  //   auto client = dtx::Client::Connect(*options);
+  //
+  // NotFound when DIR has no cluster.conf; InvalidArgument naming the file
+  // and line of a malformed cluster.conf or security.conf, a bad
+  // `cert_name`, or a TLS cluster without that certificate and key.
+  static Result<ClientOptions> FromClusterDir(const std::string& dir,
+                                              const std::string& cert_name = "client");
 };
 
 // The outcome of a commit, for the async API (the sync API exposes the same

@@ -3,7 +3,7 @@
 Usage::
 
     import dtx
-    with dtx.Client("127.0.0.1:40101") as c:
+    with dtx.Client.from_cluster_dir("dtx-cluster") as c:   # `dtxctl cluster up --dir`
         with c.transaction() as tx:
             a = int(tx.get(b"alice") or b"0")
             tx.put(b"alice", str(a - 10).encode())
@@ -21,15 +21,17 @@ every RPC checks a connection out of a per-address pool, so no two threads
 ever use one Thrift connection at once. A :class:`Transaction` belongs to
 one thread at a time.
 
-A cluster started by ``dtxctl cluster up`` speaks TLS 1.3 and wants a client
-certificate; ``dtx.TLS.from_cluster_dir(DIR)`` finds the one it made::
+``Client.from_cluster_dir(DIR)`` reads the coordinators' addresses from
+``DIR/cluster.conf`` and TLS from ``DIR/security.conf``: a cluster started by
+``dtxctl cluster up`` speaks TLS 1.3 and wants a client certificate, and the
+one it made is used (``name="app"`` picks another). By hand::
 
-    with dtx.Client(addrs, tls=dtx.TLS.from_cluster_dir("dtx-cluster")) as c:
+    with dtx.Client(["127.0.0.1:40101"], tls=dtx.TLS(ca="ca.crt", cert="client.crt",
+                                                     key="client.key")) as c:
         ...
 
-or name the files: ``tls=dtx.TLS(ca="ca.crt", cert="client.crt",
-key="client.key")``. ``tls=None`` (the default) is plaintext, for clusters
-started with ``--insecure``.
+``tls=None`` (the default) is plaintext, for clusters started with
+``--insecure``.
 """
 
 from dtx.client import (  # noqa: F401
@@ -38,6 +40,7 @@ from dtx.client import (  # noqa: F401
     Error,
     InvalidArgument,
     TLS,
+    TLSError,
     Transaction,
     Unavailable,
     UnknownOutcome,
@@ -52,6 +55,7 @@ __all__ = [
     "Error",
     "InvalidArgument",
     "TLS",
+    "TLSError",
     "Transaction",
     "Unavailable",
     "UnknownOutcome",

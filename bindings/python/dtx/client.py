@@ -8,6 +8,7 @@ Built on the Thrift-generated code for ``idl/dtx.thrift`` (package
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import random
 import socket
 import ssl
@@ -19,7 +20,8 @@ from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TException
 from thrift.transport import TSocket, TTransport
 
-from dtx.errors import Aborted, Error, InvalidArgument, Unavailable, UnknownOutcome
+from dtx.errors import Aborted, Error, InvalidArgument, TLSError, Unavailable, UnknownOutcome
+from dtx import cluster_dir as _cluster_dir
 from dtx import tls as _tls
 from dtx.tls import TLS
 
@@ -73,6 +75,8 @@ def _parse_address(address: str) -> Tuple[str, int]:
     if not isinstance(address, str) or ":" not in address:
         raise InvalidArgument(f"address must be 'host:port', got {address!r}")
     host, _, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [v6host]:port, as cluster.conf has it
+        host = host[1:-1]
     try:
         port_n = int(port)
     except ValueError:
@@ -133,9 +137,11 @@ class _Socket(TSocket.TSocket):
             context, ca_path = self._tls
             try:
                 sock = _tls.connect(sock, context, ca_path, self._expected_kind)
-            except _tls.ConnectError as e:
-                raise _transport_error(TTransport.TTransportException.NOT_OPEN,
+            except _tls.HandshakeTimeout as e:
+                raise _transport_error(TTransport.TTransportException.TIMED_OUT,
                                        f"TLS: {e}") from None
+            except _tls.ConnectError as e:
+                raise _tls_failure(f"TLS: {e}") from None
         self.handle = sock
 
     def read(self, sz: int) -> bytes:
@@ -147,8 +153,7 @@ class _Socket(TSocket.TSocket):
         except ssl.SSLError as e:
             refused = _tls.refusal_from_alert(e)
             if refused:
-                raise _transport_error(TTransport.TTransportException.UNKNOWN,
-                                       f"TLS: {refused}") from None
+                raise _tls_failure(f"TLS: {refused}") from None
             self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
         except OSError as e:
             self._closed_before_answer(f"connection lost: {e.strerror or e}")
@@ -156,7 +161,7 @@ class _Socket(TSocket.TSocket):
             if not buff:
                 self._closed_before_answer("the server closed the connection")
             if not self._received_any and self._tls is None and _tls.looks_like_tls(buff):
-                raise _transport_error(TTransport.TTransportException.UNKNOWN, _tls.REQUIRES_TLS)
+                raise _tls_failure(_tls.REQUIRES_TLS)
             self._received_any = True
             return buff
 
@@ -171,8 +176,7 @@ class _Socket(TSocket.TSocket):
         except ssl.SSLError as e:
             refused = _tls.refusal_from_alert(e)
             if refused:
-                raise _transport_error(TTransport.TTransportException.UNKNOWN,
-                                       f"TLS: {refused}") from None
+                raise _tls_failure(f"TLS: {refused}") from None
             self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
         except OSError as e:
             self._closed_before_answer(f"connection lost: {e.strerror or e}")
@@ -188,21 +192,28 @@ class _Socket(TSocket.TSocket):
         if not self._received_any:
             if self._tls is None:
                 if _tls.speaks_tls(self.host, self.port, self._timeout):
-                    raise _transport_error(TTransport.TTransportException.UNKNOWN,
-                                           _tls.REQUIRES_TLS)
+                    raise _tls_failure(_tls.REQUIRES_TLS)
             else:
                 context, ca_path = self._tls
                 refused = _tls.refusal_after_handshake(self.host, self.port, context, ca_path,
                                                       self._expected_kind, self._timeout)
                 if refused:
-                    raise _transport_error(TTransport.TTransportException.UNKNOWN,
-                                           f"TLS: {refused}")
+                    raise _tls_failure(f"TLS: {refused}")
                 what += " before answering (its log says why)"
         raise _transport_error(TTransport.TTransportException.END_OF_FILE, what)
 
 
 def _transport_error(kind: int, message: str) -> TTransport.TTransportException:
     return TTransport.TTransportException(kind, message)
+
+
+class _TlsFailure(TTransport.TTransportException):
+    """A connection that failed at TLS (see :class:`TLSError`); the client
+    raises it as TLSError."""
+
+
+def _tls_failure(message: str) -> _TlsFailure:
+    return _TlsFailure(TTransport.TTransportException.NOT_OPEN, message)
 
 
 class _Pool:
@@ -246,7 +257,8 @@ class _Pool:
             try:
                 conn = self._open()
             except (TException, OSError, EOFError) as e:
-                raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False) from e
+                raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False,
+                                      tls=isinstance(e, _TlsFailure)) from e
         try:
             result = getattr(conn[1], method)(*args)
         except ttypes.DtxError:
@@ -254,7 +266,8 @@ class _Pool:
             raise
         except (TException, socket.error, OSError, EOFError) as e:
             conn[0].close()
-            raise _TransportError(f"{self.address}: {_describe(e)}") from e
+            raise _TransportError(f"{self.address}: {_describe(e)}",
+                                  tls=isinstance(e, _TlsFailure)) from e
         self._release(conn)
         return result
 
@@ -280,9 +293,18 @@ def _describe(e: BaseException) -> str:
 
 
 class _TransportError(Exception):
-    def __init__(self, message: str, maybe_sent: bool = True) -> None:
+    """``tls``: the connection failed at TLS (raised to the user as
+    :class:`TLSError`)."""
+
+    def __init__(self, message: str, maybe_sent: bool = True, tls: bool = False) -> None:
         super().__init__(message)
         self.maybe_sent = maybe_sent
+        self.tls = tls
+
+
+def _unavailable(what: str, e: _TransportError) -> Unavailable:
+    """The error a failed call raises: TLSError when TLS failed."""
+    return (TLSError if e.tls else Unavailable)(f"{what}: {e}")
 
 
 def _from_dtx_error(e: "ttypes.DtxError") -> Error:
@@ -466,6 +488,25 @@ class Client:
         self._closed = False
         self._refresh_shard_map()
 
+    @classmethod
+    def from_cluster_dir(cls, directory: Union[str, "os.PathLike[str]"], name: str = "client",
+                         **kwargs) -> "Client":
+        """A client of the cluster in ``directory``, as ``dtxctl cluster up
+        --dir DIR`` wrote it: every coordinator's client address from
+        ``DIR/cluster.conf`` (coordinator-0 first), and TLS from
+        ``DIR/security.conf`` with the certificate ``name``
+        (:meth:`TLS.from_cluster_dir`; plaintext for an ``--insecure``
+        cluster). ``kwargs`` are the other arguments of :class:`Client`
+        (``timeout``, ``probe_delay``, ``failover_timeout``). Raises
+        :class:`InvalidArgument` for a missing or malformed file, naming it
+        and the line, and what :class:`Client` raises."""
+        if "tls" in kwargs or "addresses" in kwargs:
+            raise TypeError("from_cluster_dir takes the addresses and TLS from the directory; "
+                            "use name= for another certificate, or Client(addresses, tls=...)")
+        nodes = _cluster_dir.load_cluster_conf(directory)
+        addresses = [n.address for n in nodes if n.kind == _COORDINATOR_KIND]
+        return cls(addresses, tls=TLS.from_cluster_dir(directory, name=name), **kwargs)
+
     # -- public API -----------------------------------------------------------
     def transaction(self) -> Transaction:
         """Begins a transaction (no round trip: nothing is sent until a read)."""
@@ -513,7 +554,7 @@ class Client:
         try:
             o = self._call_coordinator("GetOutcome", ttypes.TxId(hi=txid[0], lo=txid[1]))
         except _TransportError as e:
-            raise Unavailable(f"coordinator unreachable: {e}") from None
+            raise _unavailable("coordinator unreachable", e) from None
         except ttypes.DtxError as e:
             raise _from_dtx_error(e) from None
         if o == ttypes.Outcome.COMMITTED:
@@ -559,13 +600,13 @@ class Client:
                 last = e
         if isinstance(last, ttypes.DtxError):
             raise last
-        raise _TransportError(str(last))
+        raise last
 
     def _refresh_shard_map(self) -> None:
         try:
             m = self._call_coordinator("GetShardMap")
         except _TransportError as e:
-            raise Unavailable(f"coordinator unreachable: {e}") from None
+            raise _unavailable("coordinator unreachable", e) from None
         except ttypes.DtxError as e:
             raise _from_dtx_error(e) from None
         if m.scheme != "hash" or not m.participants:
@@ -592,7 +633,7 @@ class Client:
         try:
             return pool.call("Read", key)
         except _TransportError as e:
-            raise Unavailable(f"participant unreachable: {e}") from None
+            raise _unavailable("participant unreachable", e) from None
         except ttypes.DtxError as e:
             if e.code == ttypes.ErrorCode.WRONG_SHARD:
                 self._refresh_shard_map()
@@ -606,6 +647,7 @@ class Client:
         n = len(self._coordinators)
         maybe_sent = False  # an earlier attempt may have reached a coordinator
         last = ""
+        last_tls = False  # the last failure was a TLS one (raised as TLSError)
         attempt = 0
         while True:
             attempt += 1
@@ -619,6 +661,7 @@ class Client:
             except _Moved:
                 maybe_sent = True  # the abandoned attempt may have reached it
                 last = "moved to a newer primary"
+                last_tls = False
                 delay = 0
             except ttypes.DtxError as e:
                 if e.code == ttypes.ErrorCode.WRONG_SHARD:
@@ -634,9 +677,10 @@ class Client:
                         raise UnknownOutcome(f"commit outcome unknown: {e.message}", txid) from None
                     raise _from_dtx_error(e) from None
                 last = f"{self._coordinators[idx].address}: {e.message}"
+                last_tls = False
             except _TransportError as e:
                 maybe_sent = maybe_sent or e.maybe_sent
-                last = str(e)
+                last, last_tls = str(e), e.tls
                 if n > 1:
                     self._follow(idx, None)
             else:
@@ -649,9 +693,11 @@ class Client:
                     raise Aborted(reason, result.detail or "")
                 maybe_sent = True  # UNKNOWN: ask again (a new primary may know)
                 last = f"the coordinator could not tell: {result.detail or ''}"
+                last_tls = False
             if time.monotonic() + delay >= deadline or attempt >= 40:
                 if not maybe_sent:
-                    raise Unavailable(f"coordinator unavailable: {last}")
+                    raise (TLSError if last_tls else Unavailable)(
+                        f"coordinator unavailable: {last}")
                 raise UnknownOutcome(f"commit outcome unknown: {last}", txid)
             if delay > 0:
                 time.sleep(delay)

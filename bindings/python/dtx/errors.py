@@ -27,6 +27,16 @@ class Unavailable(Error):
     """A node could not be reached or cannot serve now; nothing was committed."""
 
 
+class TLSError(Unavailable):
+    """A connection failed at TLS: a handshake that either side refused (a
+    certificate from another CA, an expired one, a node of the wrong kind at
+    an address), or TLS on one side only (a client without ``tls=`` at a TLS
+    cluster, a TLS client at an ``--insecure`` one). The message says which
+    (dtx/tls.py words them). Nothing was sent over it. A subclass of
+    :class:`Unavailable`, which is what it was raised as before; unlike a
+    node that is down, waiting does not help: the configuration must change."""
+
+
 class UnknownOutcome(Error):
     """The commit may or may not have happened (the coordinator was lost after
     the request was sent). ``txid`` identifies it; :meth:`Client.outcome`

@@ -208,7 +208,12 @@ def make_context(tls: TLS) -> ssl.SSLContext:
 
 class ConnectError(Exception):
     """A TLS connection could not be made; the message says why (internal:
-    the client turns it into :class:`dtx.Unavailable`)."""
+    the client turns it into :class:`dtx.TLSError`)."""
+
+
+class HandshakeTimeout(ConnectError):
+    """No handshake within the timeout: maybe only an overloaded server, so
+    the client reports it as :class:`dtx.Unavailable`, not as a TLS error."""
 
 
 def connect(sock: socket.socket, context: ssl.SSLContext, ca_path: str,
@@ -227,8 +232,8 @@ def connect(sock: socket.socket, context: ssl.SSLContext, ca_path: str,
         raise ConnectError(describe_handshake_error(e)) from None
     except (socket.timeout, TimeoutError):
         sock.close()
-        raise ConnectError("no TLS handshake within the timeout (a plaintext server waiting "
-                           "for a request, or an overloaded one?)") from None
+        raise HandshakeTimeout("no TLS handshake within the timeout (a plaintext server "
+                               "waiting for a request, or an overloaded one?)") from None
     except OSError as e:
         sock.close()
         if isinstance(e, (ConnectionResetError, BrokenPipeError)):

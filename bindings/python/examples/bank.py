@@ -2,25 +2,25 @@
 """Bank transfers with the dtx Python binding.
 
 Run against a local cluster (see the README):
+    build/tools/dtxctl cluster up --dir /tmp/c --participants 3
     PYTHONPATH=bindings/python:build/python /usr/bin/python3 \
-        bindings/python/examples/bank.py 127.0.0.1:PORT [CLUSTER_DIR]
-CLUSTER_DIR (default $DTX_CLUSTER_DIR) is the `dtxctl cluster up --dir`
-directory: its client certificate is used when the cluster has TLS. Without
-one the client speaks plaintext (an --insecure cluster).
+        bindings/python/examples/bank.py /tmp/c
+The argument (default $DTX_CLUSTER_DIR, else ./dtx-cluster) is the `dtxctl
+cluster up --dir` directory: dtx.Client.from_cluster_dir reads the
+coordinators' addresses from its cluster.conf and, when the cluster runs TLS,
+uses the client certificate `cluster up` made (security.conf).
 """
 
 import os
 import random
 import sys
-from typing import Optional
 
 import dtx
 
 
-def main(address: str, cluster_dir: Optional[str]) -> None:
+def main(cluster_dir: str) -> None:
     accounts = [f"acct-{i}".encode() for i in range(10)]
-    tls = dtx.TLS.from_cluster_dir(cluster_dir) if cluster_dir else None
-    with dtx.Client(address, tls=tls) as c:
+    with dtx.Client.from_cluster_dir(cluster_dir) as c:
         with c.transaction() as tx:
             for a in accounts:
                 tx.put(a, b"100")
@@ -40,5 +40,4 @@ def main(address: str, cluster_dir: Optional[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:40101",
-         sys.argv[2] if len(sys.argv) > 2 else os.environ.get("DTX_CLUSTER_DIR"))
+    main(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("DTX_CLUSTER_DIR", "dtx-cluster"))

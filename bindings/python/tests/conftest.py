@@ -28,13 +28,11 @@ class Cluster:
     def __init__(self, directory: pathlib.Path, dtxctl: pathlib.Path) -> None:
         self.dir = directory
         self.dtxctl = dtxctl
-        self.nodes = {}
-        for line in (directory / "cluster.conf").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 2 and not line.startswith("#"):
-                self.nodes[parts[0]] = parts[1]
-        self.coordinator = self.nodes["coordinator-0"]
         import dtx
+        from dtx.cluster_dir import load_cluster_conf
+        # Node name -> client address, as the binding reads cluster.conf.
+        self.nodes = {n.name: n.address for n in load_cluster_conf(directory)}
+        self.coordinator = self.nodes["coordinator-0"]
         # The client certificate `dtxctl cluster up` made (None: --insecure).
         self.tls = dtx.TLS.from_cluster_dir(directory)
 

@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 
 import dtx
-from conftest import dtxctl_path, make_expired_cert, run_cluster
+from conftest import BUILD, dtxctl_path, make_expired_cert, run_cluster
 
 
 def _uniq(prefix: str) -> bytes:
@@ -266,9 +267,25 @@ def test_cluster_is_tls_and_a_tls_client_reads_and_commits_on_every_participant(
 
 
 def test_client_without_tls_is_told_the_cluster_requires_it(cluster):
-    with pytest.raises(dtx.Unavailable,
+    with pytest.raises(dtx.TLSError,
                        match=re.escape("the server requires TLS: pass tls=dtx.TLS(")):
         dtx.Client(cluster.coordinator, timeout=5.0)
+
+
+def test_a_closed_port_or_a_silent_server_is_unavailable_not_a_tls_error(cluster):
+    assert issubclass(dtx.TLSError, dtx.Unavailable)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    with pytest.raises(dtx.Unavailable, match="cannot connect") as e:
+        dtx.Client(f"127.0.0.1:{port}", tls=cluster.tls, timeout=2.0)
+    assert not isinstance(e.value, dtx.TLSError)
+    # A server that never answers the handshake may only be overloaded.
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # never accepts: the backlog does
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        with pytest.raises(dtx.Unavailable, match="no TLS handshake within the timeout") as e:
+            dtx.Client(address, tls=cluster.tls, timeout=0.3)
+        assert not isinstance(e.value, dtx.TLSError)
 
 
 def _other_ca(directory):
@@ -282,7 +299,7 @@ def _other_ca(directory):
 def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
     other = _other_ca(tmp_path)
     tls = dtx.TLS(ca=cluster.tls.ca, cert=other / "client.crt", key=other / "client.key")
-    with pytest.raises(dtx.Unavailable,
+    with pytest.raises(dtx.TLSError,
                        match="the server refused our certificate: not signed by the CA it trusts"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
@@ -290,14 +307,14 @@ def test_client_certificate_from_another_ca_is_refused(cluster, tmp_path):
 def test_expired_client_certificate_is_refused(cluster, tmp_path):
     make_expired_cert(pathlib.Path(cluster.tls.ca).parent, tmp_path, "client", "client")
     tls = dtx.TLS(ca=cluster.tls.ca, cert=tmp_path / "client.crt", key=tmp_path / "client.key")
-    with pytest.raises(dtx.Unavailable, match="the server refused our certificate: expired"):
+    with pytest.raises(dtx.TLSError, match="the server refused our certificate: expired"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
 
 def test_cluster_certificates_do_not_verify_against_another_ca(cluster, tmp_path):
     other = _other_ca(tmp_path)
     tls = dtx.TLS(ca=other / "ca.crt", cert=cluster.tls.cert, key=cluster.tls.key)
-    with pytest.raises(dtx.Unavailable, match="server certificate not signed by the given CA"):
+    with pytest.raises(dtx.TLSError, match="server certificate not signed by the given CA"):
         dtx.Client(cluster.coordinator, tls=tls, timeout=5.0)
 
 
@@ -312,5 +329,24 @@ def test_insecure_cluster_takes_plaintext_and_a_tls_client_is_told_so(insecure_c
         k = _uniq("plain")
         c.run(lambda tx: tx.put(k, b"v"))
         assert c.run(lambda tx: tx.get(k)) == b"v"
-    with pytest.raises(dtx.Unavailable, match="without answering in TLS: a plaintext server"):
+    with pytest.raises(dtx.TLSError, match="without answering in TLS: a plaintext server"):
         dtx.Client(insecure_cluster.coordinator, tls=cluster.tls, timeout=5.0)
+
+
+def test_from_cluster_dir_of_an_insecure_cluster_is_plaintext(insecure_cluster):
+    with dtx.Client.from_cluster_dir(insecure_cluster.dir, timeout=5.0) as c:
+        assert c._tls is None
+        assert [p.address for p in c._coordinators] == [insecure_cluster.coordinator]
+        k = _uniq("plain-dir")
+        c.run(lambda tx: tx.put(k, b"v"))
+        assert c.run(lambda tx: tx.get(k)) == b"v"
+
+
+def test_bank_example_runs_against_a_cluster_directory(cluster):
+    # examples/bank.py takes only the cluster directory (Client.from_cluster_dir).
+    example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "bank.py"
+    path = os.pathsep.join([str(example.parents[1]), str(BUILD / "python")])
+    r = subprocess.run(["/usr/bin/python3", str(example), str(cluster.dir)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "total balance 1000 (expected 1000)" in r.stdout

@@ -212,7 +212,7 @@ def test_client_without_tls_is_told_to_pass_tls(ca, nodes, alert):
         node = FakeNode(Coordinator.Processor(_Handler()), _server_context(ca, "coordinator-0"),
                         alert_plaintext=True)
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, timeout=5)
         assert "the server requires TLS: pass tls=dtx.TLS(" in str(e.value)
     finally:
@@ -222,7 +222,7 @@ def test_client_without_tls_is_told_to_pass_tls(ca, nodes, alert):
 
 def test_client_certificate_from_another_ca_is_refused(ca, other_ca, nodes):
     coordinator, _ = nodes
-    with pytest.raises(dtx.Unavailable) as e:
+    with pytest.raises(dtx.TLSError) as e:
         dtx.Client(coordinator.address, tls=_tls(other_ca, ca=ca), timeout=5)
     assert "refused our certificate: not signed by the CA it trusts" in str(e.value)
     # Refused at the handshake, on the server too.
@@ -238,7 +238,7 @@ def test_refusal_whose_alert_was_lost_is_explained_by_a_second_handshake(ca, oth
     node = FakeNode(Coordinator.Processor(_Handler()), _server_context(ca, "coordinator-0"),
                     first_context=first)
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, tls=_tls(other_ca, ca=ca), timeout=5)
         assert "refused our certificate: not signed by the CA it trusts" in str(e.value)
         # The second connection's (the server notes it just after its alert).
@@ -251,7 +251,7 @@ def test_server_certificate_from_another_ca_is_refused(ca, other_ca):
     node = FakeNode(Coordinator.Processor(_Handler()),
                     _server_context(other_ca, "coordinator-0", ca=ca / "ca.crt"))
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, tls=_tls(ca), timeout=5)
         assert "server certificate not signed by the given CA" in str(e.value)
         assert str(ca / "ca.crt") in str(e.value)
@@ -264,7 +264,7 @@ def test_expired_server_certificate_is_refused(ca, tmp_path):
     node = FakeNode(Coordinator.Processor(_Handler()),
                     _server_context(tmp_path, "coordinator-0", ca=ca / "ca.crt"))
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, tls=_tls(ca), timeout=5)
         assert "server certificate expired" in str(e.value)
     finally:
@@ -274,7 +274,7 @@ def test_expired_server_certificate_is_refused(ca, tmp_path):
 def test_plaintext_server_on_a_tls_connection_is_named(ca):
     node = FakeNode(Coordinator.Processor(_Handler()))
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, tls=_tls(ca), timeout=5)
         assert "a plaintext server" in str(e.value)
     finally:
@@ -284,7 +284,7 @@ def test_plaintext_server_on_a_tls_connection_is_named(ca):
 def test_participant_certificate_at_a_coordinator_address_is_refused(ca):
     node = FakeNode(Coordinator.Processor(_Handler()), _server_context(ca, "participant-0"))
     try:
-        with pytest.raises(dtx.Unavailable) as e:
+        with pytest.raises(dtx.TLSError) as e:
             dtx.Client(node.address, tls=_tls(ca), timeout=5)
         assert "names participant-0 (OU participant), not a coordinator" in str(e.value)
     finally:
@@ -298,7 +298,7 @@ def test_coordinator_certificate_at_a_participant_address_is_refused(ca):
     coordinator = FakeNode(Coordinator.Processor(handler), _server_context(ca, "coordinator-0"))
     try:
         with dtx.Client(coordinator.address, tls=_tls(ca), timeout=5) as c:
-            with pytest.raises(dtx.Unavailable) as e:
+            with pytest.raises(dtx.TLSError) as e:
                 c.run(lambda tx: tx.get(b"k"))
         assert "names coordinator-0 (OU coordinator), not a participant" in str(e.value)
     finally:

@@ -1,0 +1,165 @@
+"""Reading a cluster directory written by ``dtxctl cluster up``: its
+``cluster.conf`` (every node and its listeners), so that
+:meth:`dtx.Client.from_cluster_dir` finds the coordinators without addresses
+typed by hand. ``security.conf`` (TLS) is read by :meth:`dtx.TLS.from_cluster_dir`.
+
+The grammar is tools/cluster_config.h's (``ClusterConfig::Parse`` in
+tools/cluster_config.cc), and this parser is as strict as that one: a file the
+tools refuse is refused here, with an :class:`~dtx.InvalidArgument` naming the
+file and the line::
+
+    file     = { line "\\n" }
+    line     = [ name ws address { ws listener } ] [ ws ] [ "#" comment ]
+    listener = ( "admin=" | "peer=" ) address    (each at most once, any order)
+    name     = ("coordinator-" | "participant-") digits
+    address  = host ":" port                     (port 1..65535; [v6host]:port)
+
+Names are unique, no address is used by two listeners, coordinator-0 is
+present, and participants are numbered 0..N-1 without gaps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import List, Optional, Union
+
+from dtx.errors import InvalidArgument
+
+CLUSTER_CONF_FILE = "cluster.conf"
+# tools/cluster_config.h kClusterNodesMax, kClusterConfBytesMax.
+_NODES_MAX = 256
+_CONF_BYTES_MAX = 64 * 1024
+_NAME = re.compile(r"(coordinator|participant)-(0|[1-9][0-9]*)")
+_INT_MAX = 2**31 - 1  # the index is a C++ int there
+_WHITESPACE = " \t\r"
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One line of cluster.conf: a node and its listeners. ``address`` is the
+    client listener (what a client dials); ``admin`` and ``peer`` are ""
+    when the line does not give them (a file from before those listeners)."""
+
+    name: str
+    kind: str  # "coordinator" or "participant"
+    index: int
+    address: str
+    admin: str = ""
+    peer: str = ""
+
+
+def check_address(address: str) -> Optional[str]:
+    """``None`` if ``address`` is a valid host:port (common/address.cc
+    ParseHostPort), else what is wrong with it."""
+    if address.startswith("["):
+        close = address.find("]")
+        if close < 0:
+            return "no ']' after the IPv6 host"
+        if close + 1 >= len(address) or address[close + 1] != ":":
+            return "want [v6host]:port"
+        host, port = address[1:close], address[close + 2:]
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep:
+            return "want host:port"
+        if ":" in host:
+            return "an IPv6 host needs brackets: [v6host]:port"
+    if not host:
+        return "empty host"
+    if not port or len(port) > 5 or not port.isascii() or not port.isdigit():
+        return "the port must be a decimal number"
+    if not 1 <= int(port) <= 65535:
+        return "port out of range 1..65535"
+    return None
+
+
+def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
+    """The nodes of a cluster.conf, coordinators first, each kind by index.
+    Raises :class:`InvalidArgument` naming ``path`` and the line."""
+    nodes: List[Node] = []
+    used = {}  # address -> the node that listens there
+
+    def fail(line_no: int, what: str):
+        raise InvalidArgument(f"{path} line {line_no}: {what}")
+
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        line = line.split("#", 1)[0].strip(_WHITESPACE)
+        if not line:
+            continue
+        fields = re.split(r"[ \t]+", line)
+        if len(fields) < 2:
+            fail(line_no, "expected 'NAME ADDRESS'")
+        name, address, listeners = fields[0], fields[1], {}
+        for item in fields[2:]:
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("admin", "peer"):
+                fail(line_no, f"expected 'admin=HOST:PORT' or 'peer=HOST:PORT' after the "
+                              f"address, got '{item}'")
+            if not value:
+                fail(line_no, f"empty {key} address")
+            if key in listeners:
+                fail(line_no, f"{key}= given twice")
+            listeners[key] = value
+        if len(nodes) >= _NODES_MAX:
+            fail(line_no, f"more than {_NODES_MAX} nodes")
+        m = _NAME.fullmatch(name)
+        if not m or int(m.group(2)) > _INT_MAX:
+            fail(line_no, f"node name '{name}' is not coordinator-N or participant-N")
+        for a in [address] + list(listeners.values()):
+            why = check_address(a)
+            if why:
+                fail(line_no, f"address '{a}': {why}")
+        if any(n.name == name for n in nodes):
+            fail(line_no, f"node '{name}' listed twice")
+        admin, peer = listeners.get("admin", ""), listeners.get("peer", "")
+        if admin and admin == address:
+            fail(line_no, f"node '{name}': the admin address must differ from its address")
+        if peer and peer in (address, admin):
+            fail(line_no, f"node '{name}': the peer address must differ from its client and "
+                          f"admin addresses")
+        for a in (address, admin, peer):
+            if a and a in used:
+                fail(line_no, f"address {a} used by both {used[a]} and {name}")
+        for a in (address, admin, peer):
+            if a:
+                used[a] = name
+        nodes.append(Node(name=name, kind=m.group(1), index=int(m.group(2)), address=address,
+                          admin=admin, peer=peer))
+    nodes.sort(key=lambda n: (n.kind != "coordinator", n.index))
+    if not any(n.name == "coordinator-0" for n in nodes):
+        raise InvalidArgument(f"{path}: no coordinator-0")
+    participants = [n.index for n in nodes if n.kind == "participant"]
+    for expect, index in enumerate(participants):
+        if index != expect:
+            raise InvalidArgument(f"{path}: participants must be numbered 0..N-1; "
+                                  f"participant-{expect} is missing")
+    if not participants:
+        raise InvalidArgument(f"{path}: no participants")
+    return nodes
+
+
+def load_cluster_conf(directory: Union[str, os.PathLike]) -> List[Node]:
+    """The nodes of ``DIR/cluster.conf`` (see :func:`parse_cluster_conf`).
+    Raises :class:`InvalidArgument` for a missing directory or file, or a
+    malformed one."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise InvalidArgument(f"no cluster directory {directory!r}")
+    path = os.path.join(directory, CLUSTER_CONF_FILE)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_CONF_BYTES_MAX + 1)
+    except FileNotFoundError:
+        raise InvalidArgument(f"{path}: no such file (is {directory} a directory made by "
+                              f"`dtxctl cluster up --dir`?)") from None
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > _CONF_BYTES_MAX:
+        raise InvalidArgument(f"{path}: larger than {_CONF_BYTES_MAX} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{path}: not UTF-8 text") from None
+    return parse_cluster_conf(text, path)
