@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <random>
+#include <string_view>
 #include <utility>
 
 #include "common/address.h"
@@ -432,9 +433,16 @@ bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {
       proto.readMessageEnd();
       std::string msg =
           "peer " + address + " raised TApplicationException in " + name + ": " + x.what();
-      exception_status = x.getType() == TApplicationException::UNKNOWN_METHOD
-                             ? Status::NotSupported(msg)
-                             : Status::Internal(msg);
+      if (std::string_view(x.what()).rfind(kTlsRequiredReplyPrefix, 0) == 0) {
+        // A TLS listener answering our plaintext call (then it closes).
+        exception_status = Status::Unavailable(
+            "peer " + address +
+            ": the server requires TLS and this side has no TLS configuration (" + x.what() + ")");
+      } else if (x.getType() == TApplicationException::UNKNOWN_METHOD) {
+        exception_status = Status::NotSupported(msg);
+      } else {
+        exception_status = Status::Internal(msg);
+      }
     } else if (type != apache::thrift::protocol::T_REPLY) {
       throw apache::thrift::protocol::TProtocolException("message type is not a reply");
     }

@@ -14,6 +14,11 @@
 namespace dtx {
 
 inline constexpr size_t kFrameHeaderBytes = 4;
+
+// How a TLS listener's plaintext answer to a plaintext call begins (the
+// message of a TApplicationException, common/rpc_server.cc TlsRequiredReply);
+// clients recognise it (common/rpc_client.cc, bindings/python/dtx/tls.py).
+inline constexpr const char* kTlsRequiredReplyPrefix = "this port requires TLS";
 static_assert(kFrameHeaderBytes == sizeof(uint32_t), "frame length is one big-endian u32");
 
 inline uint32_t DecodeFrameLength(const uint8_t* p) {

@@ -180,9 +180,10 @@ std::string TlsRequiredReply(const uint8_t* data, size_t len) {
     TBinaryProtocol out_proto(out);
     out_proto.writeMessageBegin(name, apache::thrift::protocol::T_EXCEPTION, seqid);
     TApplicationException(TApplicationException::UNKNOWN,
-                          "this port requires TLS: the dtx cluster runs with certificates "
-                          "(connect with TLS, trusting the cluster CA, and present a client "
-                          "certificate; docs/design.md, Trust boundary)")
+                          std::string(kTlsRequiredReplyPrefix) +
+                              ": the dtx cluster runs with certificates (connect with TLS, "
+                              "trusting the cluster CA, and present a client certificate; "
+                              "docs/design.md, Trust boundary)")
         .write(&out_proto);
     out_proto.writeMessageEnd();
     uint8_t* body = nullptr;

@@ -89,13 +89,10 @@ TEST_F(TlsErrorsTest, FromClusterDirConnectsAndCommitsOnBothKindsOfCluster) {
   }
 }
 
-// DISABLED until common/rpc_client.cc says it: a TLS listener closes a
-// plaintext connection without a word (common/tls.cc), and the client's
-// channel reports only that the connection was lost, which is what a dead
-// node looks like too. Expected: the cause, as the Python binding says it
-// (bindings/python/dtx/tls.py REQUIRES_TLS), e.g. by a TLS probe of the
-// address once a plaintext connection is closed before its first answer.
-TEST_F(TlsErrorsTest, DISABLED_PlaintextClientToTlsClusterIsToldTheServerRequiresTls) {
+// A TLS listener answers a plaintext call once, in plaintext, with the cause
+// (common/rpc_server.cc TlsRequiredReply); the channel reports it instead of
+// "connection closed", which is what a dead node looks like.
+TEST_F(TlsErrorsTest, PlaintextClientToTlsClusterIsToldTheServerRequiresTls) {
   ClientOptions plain = TlsOptions();
   plain.tls_ca_file = plain.tls_cert_file = plain.tls_key_file = "";
   const std::string error = ConnectError(plain);

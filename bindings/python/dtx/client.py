@@ -266,6 +266,9 @@ class _Pool:
             raise
         except (TException, socket.error, OSError, EOFError) as e:
             conn[0].close()
+            if _tls.is_tls_required_reply(e):
+                raise _TransportError(f"{self.address}: {_tls.REQUIRES_TLS}", maybe_sent=False,
+                                      tls=True) from e
             raise _TransportError(f"{self.address}: {_describe(e)}",
                                   tls=isinstance(e, _TlsFailure)) from e
         self._release(conn)

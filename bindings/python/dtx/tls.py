@@ -24,6 +24,8 @@ import socket
 import ssl
 from typing import Optional, Tuple, Union
 
+from thrift.Thrift import TApplicationException
+
 from dtx.errors import InvalidArgument
 
 # DIR/security.conf: written by `dtxctl cluster up`, grammar in
@@ -372,6 +374,18 @@ def speaks_tls(host: str, port: int, timeout_s: float) -> bool:
         return False
     finally:
         sock.close()
+
+
+# A dtx TLS listener answers a plaintext call once, in plaintext, with a
+# TApplicationException whose message starts with this (common/rpc_server.cc
+# TlsRequiredReply), then closes.
+_TLS_REQUIRED_REPLY = "this port requires TLS"
+
+
+def is_tls_required_reply(e: BaseException) -> bool:
+    """Whether ``e`` is a dtx TLS listener's answer to a plaintext call."""
+    return isinstance(e, TApplicationException) and \
+        str(e.message or "").startswith(_TLS_REQUIRED_REPLY)
 
 
 def looks_like_tls(first_bytes: bytes) -> bool:
