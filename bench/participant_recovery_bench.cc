@@ -12,6 +12,10 @@
 //      concurrently (so several PREPAREs are durable and undecided), restarts
 //      it with default settings and times until ListInDoubt is empty.
 //
+// Steps 3 and 4 run the nodes with TLS (--certs-dir; a CA and certificates
+// made in the work directory by tests/harness.h TestTls) and call them over
+// TLS, as a deployment does; --insecure runs them in plaintext, to compare.
+//
 // Every process it starts is killed by pid on exit. Not a test: prints the
 // figures (and "target met"/"target missed") and exits 0 unless something
 // failed to run.
@@ -25,9 +29,7 @@
 
 #include <boost/program_options.hpp>
 #include <thrift/TOutput.h>
-#include <thrift/protocol/TBinaryProtocol.h>
-#include <thrift/transport/TBufferTransports.h>
-#include <thrift/transport/TSocket.h>
+#include <thrift/transport/TTransportException.h>
 
 #include <atomic>
 #include <chrono>
@@ -51,14 +53,13 @@
 #include "participant/core.h"
 #include "participant/level_store.h"
 #include "participant/records.h"
+#include "tests/harness.h"
+#include "tools/admin_client.h"
 #include "wal/wal.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-using apache::thrift::protocol::TBinaryProtocol;
-using apache::thrift::transport::TFramedTransport;
-using apache::thrift::transport::TSocket;
 using dtx::Status;
 
 namespace {
@@ -175,43 +176,59 @@ std::optional<int> WaitExit(pid_t pid, int timeout_ms) {
   return std::nullopt;
 }
 
+// The certificates of the nodes started here (participant-0, participant-1,
+// coordinator-0), the client and the operator; null with --insecure. Set once
+// in main() before any node starts.
+const dtx::testing::TestTls* g_tls = nullptr;
+
+// The node flags for TLS or plaintext.
+std::vector<std::string> SecurityFlags() {
+  if (g_tls == nullptr) return {"--insecure"};
+  return {"--certs-dir", g_tls->certs_dir()};
+}
+
+// `NAME=HOST:PORT`: how a node names a peer (the name is what its
+// certificate must carry with TLS; accepted as well in plaintext).
+std::string Peer(const std::string& name, int port) {
+  return name + "=127.0.0.1:" + std::to_string(port);
+}
+
+// A stock client connection to node `node` on `port`, presenting `as`'s
+// certificate with TLS; throws TTransportException if it cannot be opened.
 template <typename C>
 class Conn {
  public:
-  Conn(int port, int recv_timeout_ms) {
-    socket_ = std::make_shared<TSocket>("127.0.0.1", port);
-    socket_->setConnTimeout(200);
-    socket_->setRecvTimeout(recv_timeout_ms);
-    socket_->setSendTimeout(recv_timeout_ms);
-    transport_ = std::make_shared<TFramedTransport>(socket_);
-    client_ = std::make_unique<C>(std::make_shared<TBinaryProtocol>(transport_));
-    transport_->open();
+  Conn(int port, int recv_timeout_ms, const std::string& node,
+       const std::string& as = dtx::tools::kClientCertName) {
+    dtx::tools::ConnectionTls tls;
+    if (g_tls != nullptr) tls = g_tls->Connect(as, node);
+    auto c = dtx::tools::StockConnection<C>::Open(
+        "127.0.0.1:" + std::to_string(port),
+        {.connect_timeout_ms = 200, .recv_timeout_ms = recv_timeout_ms}, tls);
+    if (!c.ok()) throw apache::thrift::transport::TTransportException(c.status().ToString());
+    conn_ = std::move(*c);
   }
-  ~Conn() {
-    try {
-      transport_->close();
-    } catch (...) {
-    }
-  }
-  C* operator->() { return client_.get(); }
+  C* operator->() { return &conn_->client(); }
 
  private:
-  std::shared_ptr<TSocket> socket_;
-  std::shared_ptr<TFramedTransport> transport_;
-  std::unique_ptr<C> client_;
+  std::unique_ptr<dtx::tools::StockConnection<C>> conn_;
 };
 using PConn = Conn<dtx::rpc::ParticipantClient>;
-using AConn = Conn<dtx::rpc::AdminClient>;
 using CConn = Conn<dtx::rpc::CoordinatorClient>;
+// A node's admin listener, as the operator.
+struct AConn : Conn<dtx::rpc::AdminClient> {
+  AConn(int port, int recv_timeout_ms, const std::string& node)
+      : Conn(port, recv_timeout_ms, node, dtx::tools::kAdminCertName) {}
+};
 
-// Polls GetStatus on `port` until it answers; false on timeout or if `pid`
-// exited.
+// Polls GetStatus on node `node` at `port` until it answers; false on timeout
+// or if `pid` exited.
 template <typename C>
-bool WaitReady(int port, pid_t pid, int timeout_ms) {
+bool WaitReady(int port, const std::string& node, pid_t pid, int timeout_ms) {
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline) {
     try {
-      Conn<C> c(port, 2000);
+      Conn<C> c(port, 2000, node);
       dtx::rpc::NodeStatus st;
       c->GetStatus(st);
       return true;
@@ -362,18 +379,25 @@ StartResult StartBinary(const std::string& bin, const std::string& node_dir) {
   int port = FreePort();
   int coord = FreePort();
   auto t0 = Clock::now();
-  pid_t pid =
-      Spawn({bin, "--name", "participant-0", "--listen", "127.0.0.1:" + std::to_string(port),
-             "--dir", node_dir, "--coordinator", "127.0.0.1:" + std::to_string(coord),
-             // Plaintext: recovery time is measured, not the transport.
-             "--insecure"},
-            "");
-  if (!WaitReady<dtx::rpc::ParticipantClient>(port, pid, kReadyTimeoutMs))
+  std::vector<std::string> args = {bin,
+                                   "--name",
+                                   "participant-0",
+                                   "--listen",
+                                   "127.0.0.1:" + std::to_string(port),
+                                   "--dir",
+                                   node_dir,
+                                   "--coordinator",
+                                   "127.0.0.1:" + std::to_string(coord),
+                                   "--coordinators",
+                                   Peer("coordinator-0", coord)};
+  for (const std::string& f : SecurityFlags()) args.push_back(f);
+  pid_t pid = Spawn(args, "");
+  if (!WaitReady<dtx::rpc::ParticipantClient>(port, "participant-0", pid, kReadyTimeoutMs))
     Fail("dtx-participant did not come up");
   StartResult r;
   r.ready_ms = Ms(Clock::now() - t0);
   r.cpu_ms = ProcessCpuMs(pid);
-  PConn c(port, 5000);
+  PConn c(port, 5000, "participant-0");
   dtx::rpc::NodeStatus st;
   c->GetStatus(st);
   if (st.counters.count("replayed_records")) r.replayed = st.counters.at("replayed_records");
@@ -425,28 +449,39 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
                                      "127.0.0.1:" + std::to_string(i == 0 ? pp0 : pp1),
                                      "--coordinator",
                                      cpeer_addr,
-                                     "--enable-failpoints",
-                                     "--insecure"};
+                                     "--coordinators",
+                                     Peer("coordinator-0", cpeer),
+                                     "--enable-failpoints"};
+    for (const std::string& f : SecurityFlags()) args.push_back(f);
     if (i == 0) args.insert(args.end(), {"--admin-listen", "127.0.0.1:" + std::to_string(admin0)});
     return Spawn(args, fps);
   };
   pid_t pid0 = participant(0, p0, "");
   pid_t pid1 = participant(1, p1, "");
-  pid_t cpid =
-      Spawn({cbin, "--name", "coordinator-0", "--listen", caddr, "--peer-listen", cpeer_addr,
-             "--dir", dir + "/coordinator-0", "--participants",
-             "127.0.0.1:" + std::to_string(pp0) + ",127.0.0.1:" + std::to_string(pp1),
-             "--participant-clients",
-             "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1), "--insecure"},
-            "");
-  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs) ||
-      !WaitReady<dtx::rpc::ParticipantClient>(p1, pid1, kReadyTimeoutMs) ||
-      !WaitReady<dtx::rpc::CoordinatorClient>(cport, cpid, kReadyTimeoutMs)) {
+  std::vector<std::string> cargs = {
+      cbin,
+      "--name",
+      "coordinator-0",
+      "--listen",
+      caddr,
+      "--peer-listen",
+      cpeer_addr,
+      "--dir",
+      dir + "/coordinator-0",
+      "--participants",
+      Peer("participant-0", pp0) + "," + Peer("participant-1", pp1),
+      "--participant-clients",
+      "127.0.0.1:" + std::to_string(p0) + ",127.0.0.1:" + std::to_string(p1)};
+  for (const std::string& f : SecurityFlags()) cargs.push_back(f);
+  pid_t cpid = Spawn(cargs, "");
+  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, "participant-0", pid0, kReadyTimeoutMs) ||
+      !WaitReady<dtx::rpc::ParticipantClient>(p1, "participant-1", pid1, kReadyTimeoutMs) ||
+      !WaitReady<dtx::rpc::CoordinatorClient>(cport, "coordinator-0", cpid, kReadyTimeoutMs)) {
     Fail("cluster did not come up");
   }
   int64_t map_version = 0;
   {
-    CConn c(cport, 5000);
+    CConn c(cport, 5000, "coordinator-0");
     dtx::rpc::ShardMap m;
     c->GetShardMap(m);
     map_version = m.version;
@@ -475,7 +510,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   // abort with PARTICIPANT_UNAVAILABLE: warm up first.
   {
     auto deadline = Clock::now() + std::chrono::milliseconds(kReadyTimeoutMs);
-    CConn c(cport, 10000);
+    CConn c(cport, 10000, "coordinator-0");
     for (int64_t lo = 1000000;; ++lo) {
       dtx::rpc::CommitResult res;
       c->Commit(res, request(lo, 1000));
@@ -487,7 +522,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   // The next clients-1 PREPAREs pass (and vote YES), the one after crashes
   // the node once it is durable: several undecided PREPAREs are in its log.
   {
-    AConn c(admin0, 5000);
+    AConn c(admin0, 5000, "participant-0");
     c->SetFailpoint("participant.prepare.after_log",
                     "crash-after(" + std::to_string(clients - 1) + ")");
   }
@@ -500,7 +535,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   for (int i = 0; i < clients; ++i) {
     threads.emplace_back([&, i] {
       try {
-        CConn c(cport, 20000);
+        CConn c(cport, 20000, "coordinator-0");
         dtx::rpc::CommitRequest req = request(i + 1, i);
         ++connected;
         while (!go.load()) std::this_thread::yield();
@@ -525,11 +560,11 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
 
   auto t0 = Clock::now();
   pid0 = participant(0, p0, "");
-  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, pid0, kReadyTimeoutMs))
+  if (!WaitReady<dtx::rpc::ParticipantClient>(p0, "participant-0", pid0, kReadyTimeoutMs))
     Fail("participant-0 did not restart");
   r.ready_ms = Ms(Clock::now() - t0);
   auto deadline = Clock::now() + std::chrono::milliseconds(kInDoubtTimeoutMs);
-  AConn c(admin0, 5000);
+  AConn c(admin0, 5000, "participant-0");
   for (;;) {
     std::vector<dtx::rpc::InDoubtTx> txs;
     c->ListInDoubt(txs);
@@ -541,7 +576,7 @@ InDoubtResult InDoubt(const std::string& pbin, const std::string& cbin, const st
   r.zero_ms = Ms(Clock::now() - t0);
   // Every transaction the client was told committed has its write at
   // participant-0 now; the others do not.
-  PConn reader(p0, 5000);
+  PConn reader(p0, 5000, "participant-0");
   for (int i = 0; i < clients; ++i) {
     if (outcome[i] == 0) continue;
     dtx::rpc::ReadResult rr;
@@ -565,6 +600,7 @@ int main(int argc, char** argv) {
   int clients = 16;
   bool keep = false;
   bool replay_only = false;
+  bool insecure = false;
   po::options_description desc("Options");
   desc.add_options()("help,h", "print this help")("records",
                                                   po::value(&records)->default_value(records),
@@ -576,7 +612,9 @@ int main(int argc, char** argv) {
       "concurrent commits in the in-doubt run (>= 2)")("keep", po::bool_switch(&keep),
                                                        "keep the work directory")(
       "replay-only", po::bool_switch(&replay_only),
-      "only generate and replay in-process (for profiling)");
+      "only generate and replay in-process (for profiling)")(
+      "insecure", po::bool_switch(&insecure),
+      "run the nodes in plaintext (--insecure) instead of TLS, to compare");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -606,6 +644,15 @@ int main(int argc, char** argv) {
     dir = tmpl;
   }
   fs::create_directories(dir);
+  dtx::testing::TestTls tls;
+  if (!insecure) {
+    auto made = dtx::testing::TestTls::Make(dir + "/tls",
+                                            {"participant-0", "participant-1", "coordinator-0"});
+    if (!made.ok()) Fail("making the certificates: " + made.status().ToString());
+    tls = std::move(*made);
+    g_tls = &tls;
+  }
+  std::printf("nodes run with %s\n", insecure ? "--insecure (plaintext)" : "TLS (--certs-dir)");
 
   auto t0 = Clock::now();
   uint64_t written = WriteWal(dir + "/gen/wal", records);

@@ -3,7 +3,9 @@
 find_package(Boost REQUIRED COMPONENTS program_options)
 if(TARGET dtx-participant AND TARGET dtx-coordinator)
   add_executable(dtx-participant-recovery-bench ${CMAKE_CURRENT_SOURCE_DIR}/participant_recovery_bench.cc)
-  target_link_libraries(dtx-participant-recovery-bench PRIVATE dtx_participant_runtime Boost::program_options)
+  # dtx_test_harness: TestTls, the certificates of the nodes it starts.
+target_link_libraries(dtx-participant-recovery-bench PRIVATE dtx_participant_runtime dtx_test_harness
+                      Boost::program_options)
   target_include_directories(dtx-participant-recovery-bench PRIVATE ${PROJECT_SOURCE_DIR})
   target_compile_definitions(dtx-participant-recovery-bench PRIVATE
     DTX_PARTICIPANT_BIN="$<TARGET_FILE:dtx-participant>"

@@ -16,10 +16,6 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
-#include <thrift/protocol/TBinaryProtocol.h>
-#include <thrift/transport/TBufferTransports.h>
-#include <thrift/transport/TSocket.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,6 +38,8 @@
 #include "common/address.h"
 #include "common/log.h"
 #include "dtx/client.h"
+#include "tests/harness.h"
+#include "tools/admin_client.h"
 
 #ifndef DTX_COORDINATOR_BIN
 #error "DTX_COORDINATOR_BIN must name the dtx-coordinator binary"
@@ -54,9 +52,10 @@ namespace dtx {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using apache::thrift::protocol::TBinaryProtocol;
-using apache::thrift::transport::TFramedTransport;
-using apache::thrift::transport::TSocket;
+
+// The cluster CA and every certificate, made once per test binary; the nodes
+// run with --certs-dir, the test talks to them over TLS.
+const testing::TestTls& Tls() { return testing::SharedTestTls(); }
 
 int FreePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -150,35 +149,31 @@ int AdminPort(const std::string& node_dir) {
   return hp.ok() ? hp->port : 0;
 }
 
+// A stock synchronous client over TLS presenting `as`'s certificate to any
+// node of kind `kind` (tools::StockConnection).
 template <typename ClientT>
 class Sync {
  public:
-  explicit Sync(int port)
-      : socket_(std::make_shared<TSocket>("127.0.0.1", port)),
-        transport_(std::make_shared<TFramedTransport>(socket_)),
-        client_(std::make_shared<TBinaryProtocol>(transport_)) {
-    socket_->setConnTimeout(500);
-    socket_->setRecvTimeout(2000);
-    socket_->setSendTimeout(2000);
-  }
+  Sync(int port, PrincipalKind kind, const std::string& as = tools::kClientCertName)
+      : port_(port),
+        tls_{.context = Tls().ClientContext(as), .expected = {.kind = kind, .name = ""}} {}
   bool Open() {
-    try {
-      transport_->open();
-      return true;
-    } catch (const std::exception&) {
-      return false;
-    }
+    auto c = tools::StockConnection<ClientT>::Open(
+        Addr(port_), {.connect_timeout_ms = 500, .recv_timeout_ms = 2000}, tls_);
+    if (!c.ok()) return false;
+    conn_ = std::move(*c);
+    return true;
   }
-  ClientT* operator->() { return &client_; }
+  ClientT* operator->() { return &conn_->client(); }
 
  private:
-  std::shared_ptr<TSocket> socket_;
-  std::shared_ptr<TFramedTransport> transport_;
-  ClientT client_;
+  int port_;
+  tools::ConnectionTls tls_;
+  std::unique_ptr<tools::StockConnection<ClientT>> conn_;
 };
 
 std::optional<rpc::NodeStatus> CoordinatorStatus(int port) {
-  Sync<rpc::CoordinatorClient> c(port);
+  Sync<rpc::CoordinatorClient> c(port, PrincipalKind::kCoordinator);
   if (!c.Open()) return std::nullopt;
   try {
     rpc::NodeStatus st;
@@ -190,7 +185,7 @@ std::optional<rpc::NodeStatus> CoordinatorStatus(int port) {
 }
 
 std::optional<rpc::NodeStatus> ParticipantStatus(int port) {
-  Sync<rpc::ParticipantClient> c(port);
+  Sync<rpc::ParticipantClient> c(port, PrincipalKind::kParticipant);
   if (!c.Open()) return std::nullopt;
   try {
     rpc::NodeStatus st;
@@ -231,18 +226,13 @@ class Cluster {
     c1_ = FreePort();
     std::string plist, peer_plist;
     for (int p : pports_) plist += (plist.empty() ? "" : ",") + Addr(p);
-    for (int p : pports_) peer_plist += (peer_plist.empty() ? "" : ",") + PeerAddr(p);
+    for (size_t i = 0; i < pports_.size(); ++i) {
+      peer_plist += (peer_plist.empty() ? "" : ",") + std::string("participant-") +
+                    std::to_string(i) + "=" + PeerAddr(pports_[i]);
+    }
     plist_ = plist;
     peer_plist_ = peer_plist;
-    for (int i = 0; i < kParticipants; ++i) {
-      participants_.push_back(std::make_unique<Process>(
-          DTX_PARTICIPANT_BIN,
-          std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
-                                   Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
-                                   dir + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
-                                   "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
-                                   "--enable-failpoints", "--insecure"}));
-    }
+    for (int i = 0; i < kParticipants; ++i) participants_.push_back(StartParticipant(i));
     primary_ = StartCoordinator(0, "primary", {});
     backup_ = StartCoordinator(1, "backup", {});
   }
@@ -250,11 +240,12 @@ class Cluster {
   std::unique_ptr<Process> StartParticipant(int i) {
     return std::make_unique<Process>(
         DTX_PARTICIPANT_BIN,
-        std::vector<std::string>{"--name", "participant-" + std::to_string(i), "--listen",
-                                 Addr(pports_[i]), "--peer-listen", PeerAddr(pports_[i]), "--dir",
-                                 dir_ + "/p" + std::to_string(i), "--coordinator", PeerAddr(c0_),
-                                 "--coordinators", PeerAddr(c0_) + "," + PeerAddr(c1_),
-                                 "--enable-failpoints", "--insecure"});
+        std::vector<std::string>{
+            "--name", "participant-" + std::to_string(i), "--listen", Addr(pports_[i]),
+            "--peer-listen", PeerAddr(pports_[i]), "--dir", dir_ + "/p" + std::to_string(i),
+            "--coordinator", PeerAddr(c0_), "--coordinators",
+            "coordinator-0=" + PeerAddr(c0_) + ",coordinator-1=" + PeerAddr(c1_),
+            "--enable-failpoints", "--certs-dir", Tls().certs_dir()});
   }
 
   std::unique_ptr<Process> StartCoordinator(int which, const std::string& role,
@@ -262,13 +253,27 @@ class Cluster {
     int port = which == 0 ? c0_ : c1_;
     int peer = which == 0 ? c1_ : c0_;
     std::vector<std::string> args = {
-        "--name", "coordinator-" + std::to_string(which), "--listen", Addr(port), "--dir",
-        dir_ + "/c" + std::to_string(which), "--peer-listen", PeerAddr(port), "--participants",
-        peer_plist_, "--participant-clients", plist_, "--role", role, "--peer", PeerAddr(peer),
-        "--peer-client", Addr(peer), "--enable-failpoints",
-        // Plaintext: the test's own stock Thrift
-        // calls; TLS failover: tests/ha_netns_test.
-        "--insecure"};
+        "--name",
+        "coordinator-" + std::to_string(which),
+        "--listen",
+        Addr(port),
+        "--dir",
+        dir_ + "/c" + std::to_string(which),
+        "--peer-listen",
+        PeerAddr(port),
+        "--participants",
+        peer_plist_,
+        "--participant-clients",
+        plist_,
+        "--role",
+        role,
+        "--peer",
+        "coordinator-" + std::to_string(1 - which) + "=" + PeerAddr(peer),
+        "--peer-client",
+        Addr(peer),
+        "--enable-failpoints",
+        "--certs-dir",
+        Tls().certs_dir()};
     args.insert(args.end(), extra.begin(), extra.end());
     return std::make_unique<Process>(DTX_COORDINATOR_BIN, args);
   }
@@ -319,7 +324,7 @@ void RunBank(Cluster& cl, const std::function<void()>& fault, std::chrono::milli
     lo.level = "debug";
     (void)log::Init(lo);
   }
-  ClientOptions o;
+  ClientOptions o = Tls().ForClient({});
   o.coordinators = {Addr(cl.c0_), Addr(cl.c1_)};
   o.commit_timeout_ms = 3000;
   o.request_timeout_ms = 2000;
@@ -471,7 +476,7 @@ TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
   TempDir dir;
   Cluster cl(dir.path());
   ASSERT_TRUE(cl.WaitServing());
-  ClientOptions o;
+  ClientOptions o = Tls().ForClient({});
   o.coordinators = {Addr(cl.c0_), Addr(cl.c1_)};
   auto client = Client::Connect(o);
   ASSERT_TRUE(client.ok());
@@ -576,7 +581,8 @@ TEST_P(FailpointCrash, BackupTakesOverAndNothingDiverges) {
   RunBank(
       cl,
       [&] {
-        Sync<rpc::AdminClient> c(AdminPort(cl.dir_ + "/c0"));
+        Sync<rpc::AdminClient> c(AdminPort(cl.dir_ + "/c0"), PrincipalKind::kCoordinator,
+                                 tools::kAdminCertName);
         ASSERT_TRUE(c.Open());
         c->SetFailpoint(GetParam(), "crash");
         ASSERT_TRUE(WaitFor([&] { return cl.primary_->Exited(); }, std::chrono::seconds(5)))

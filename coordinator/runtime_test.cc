@@ -11,10 +11,6 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
-#include <thrift/protocol/TBinaryProtocol.h>
-#include <thrift/transport/TBufferTransports.h>
-#include <thrift/transport/TSocket.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -25,6 +21,7 @@
 #include <sstream>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,7 +39,9 @@
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
 #include "common/types.h"
+#include "tests/harness.h"
 #include "tests/metrics_scrape.h"
+#include "tools/admin_client.h"
 
 #ifndef DTX_COORDINATOR_BIN
 #error "DTX_COORDINATOR_BIN must name the dtx-coordinator binary"
@@ -52,9 +51,6 @@ namespace dtx {
 namespace {
 
 using apache::thrift::TDelayedException;
-using apache::thrift::protocol::TBinaryProtocol;
-using apache::thrift::transport::TFramedTransport;
-using apache::thrift::transport::TSocket;
 using Clock = std::chrono::steady_clock;
 
 int FreePort() {
@@ -132,38 +128,62 @@ class Process {
   bool exited_ = false;
 };
 
-// A stock synchronous client (what any Thrift user would write).
+// The cluster CA and the certificates of every node these tests start or
+// fake, the client and the operator, made once per test binary. Nodes run
+// with --certs-dir.
+const testing::TestTls& Tls() { return testing::SharedTestTls(); }
+
+// Ports of coordinators a test started with --insecure (the only such test:
+// PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch); clients speak
+// plaintext to them.
+std::mutex plaintext_mu;
+std::set<int> plaintext_ports;  // GUARDED_BY(plaintext_mu)
+bool IsPlaintextPort(int port) {
+  std::lock_guard<std::mutex> lock(plaintext_mu);
+  return plaintext_ports.count(port) != 0;
+}
+
+// A stock synchronous client (what any Thrift user would write) of a
+// coordinator, over TLS with `as`'s certificate (tools::StockConnection).
 template <typename ThriftClient>
 class BasicClient {
  public:
-  explicit BasicClient(int port, int timeout_ms = 5000)
-      : socket_(std::make_shared<TSocket>("127.0.0.1", port)),
-        transport_(std::make_shared<TFramedTransport>(socket_)),
-        client_(std::make_shared<TBinaryProtocol>(transport_)) {
-    socket_->setConnTimeout(1000);
-    socket_->setRecvTimeout(timeout_ms);
-    socket_->setSendTimeout(timeout_ms);
-  }
+  BasicClient(int port, int timeout_ms, std::string as)
+      : port_(port), timeout_ms_(timeout_ms), as_(std::move(as)) {}
   bool Open() {
-    try {
-      transport_->open();
-      return true;
-    } catch (const std::exception&) {
-      return false;
+    tools::ConnectionTls tls;
+    if (!IsPlaintextPort(port_)) {
+      tls = {.context = Tls().ClientContext(as_),
+             .expected = {.kind = PrincipalKind::kCoordinator, .name = ""}};
     }
+    auto c = tools::StockConnection<ThriftClient>::Open(
+        "127.0.0.1:" + std::to_string(port_),
+        {.connect_timeout_ms = 1000, .recv_timeout_ms = timeout_ms_}, tls);
+    if (!c.ok()) return false;
+    conn_ = std::move(*c);
+    return true;
   }
-  ThriftClient* operator->() { return &client_; }
+  ThriftClient* operator->() { return &conn_->client(); }
 
  private:
-  std::shared_ptr<TSocket> socket_;
-  std::shared_ptr<TFramedTransport> transport_;
-  ThriftClient client_;
+  int port_;
+  int timeout_ms_;
+  std::string as_;
+  std::unique_ptr<tools::StockConnection<ThriftClient>> conn_;
 };
-// The client listener (Coordinator) and the peer listener (CoordinatorPeer).
-using Client = BasicClient<rpc::CoordinatorClient>;
-using PeerClient = BasicClient<rpc::CoordinatorPeerClient>;
-// The node's admin listener (SetFailpoint, GetTrace).
-using AdminClient = BasicClient<rpc::AdminClient>;
+// The client listener (Coordinator), as a client.
+struct Client : BasicClient<rpc::CoordinatorClient> {
+  explicit Client(int port, int timeout_ms = 5000)
+      : BasicClient(port, timeout_ms, tools::kClientCertName) {}
+};
+// The peer listener (CoordinatorPeer), as participant-0 (QueryDecision).
+struct PeerClient : BasicClient<rpc::CoordinatorPeerClient> {
+  explicit PeerClient(int port) : BasicClient(port, 5000, "participant-0") {}
+};
+// The node's admin listener (SetFailpoint, GetTrace), as the operator.
+struct AdminClient : BasicClient<rpc::AdminClient> {
+  explicit AdminClient(int port) : BasicClient(port, 5000, tools::kAdminCertName) {}
+};
 
 // The admin listener's port of the node in `node_dir` (NODEDIR/admin.addr,
 // written before the node serves); 0 if unreadable.
@@ -187,7 +207,7 @@ int PeerPort(int port) {
 }
 
 // QueryDecision on the peer listener of the coordinator serving clients on
-// `port` (what a participant asks).
+// `port` (what participant-0 asks).
 rpc::Decision::type QueryDecisionAt(int port, const rpc::TxId& txid) {
   PeerClient c(PeerPort(port));
   EXPECT_TRUE(c.Open()) << "peer listener of :" << port;
@@ -369,16 +389,18 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
   rpc::Vote::type vote_ = rpc::Vote::YES;  // GUARDED_BY(mu_)
 };
 
-// N fake participants served from one loop thread.
+// N fake participants served from one loop thread, fake participant i with
+// participant-i's certificate (plaintext if !tls), requiring the caller's.
 class FakeCluster {
  public:
-  explicit FakeCluster(size_t n) {
+  explicit FakeCluster(size_t n, bool tls = true) : tls_(tls) {
     thread_.Start();
     thread_.RunSync([&] {
       for (size_t i = 0; i < n; ++i) {
         auto fake = std::make_shared<FakeParticipant>();
         RpcServerOptions o;
         o.name = "fake-participant-" + std::to_string(i);
+        if (tls_) o.tls = Tls().ServerContext(Name(i));
         auto server = std::make_unique<RpcServer>(
             thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fake), o);
         EXPECT_TRUE(server->Start().ok());
@@ -404,6 +426,7 @@ class FakeCluster {
       RpcServerOptions o;
       o.name = "fake-participant-" + std::to_string(i);
       o.port = ParseHostPort(addresses_[i])->port;
+      if (tls_) o.tls = Tls().ServerContext(Name(i));
       auto server = std::make_unique<RpcServer>(
           thread_.loop(), std::make_shared<rpc::ParticipantPeerAsyncProcessor>(fakes_[i]), o);
       ok = server->Start().ok();
@@ -411,29 +434,44 @@ class FakeCluster {
     });
     return ok;
   }
+  static std::string Name(size_t i) { return "participant-" + std::to_string(i); }
+  // "participant-0=HOST:PORT,...": the form of --participants.
   std::string addresses() const {
     std::string out;
-    for (const std::string& a : addresses_) out += (out.empty() ? "" : ",") + a;
+    for (size_t i = 0; i < addresses_.size(); ++i) {
+      out += (out.empty() ? "" : ",") + Name(i) + "=" + addresses_[i];
+    }
     return out;
   }
   const std::string& address(size_t i) const { return addresses_[i]; }
 
  private:
+  bool tls_;
   LoopThread thread_;
   std::vector<std::shared_ptr<FakeParticipant>> fakes_;
   std::vector<std::unique_ptr<RpcServer>> servers_;
   std::vector<std::string> addresses_;
 };
 
+// "HOST:PORT,..." of "NAME=HOST:PORT,...".
+std::string WithoutNames(const std::string& named) {
+  std::string out;
+  std::stringstream in(named);
+  for (std::string item; std::getline(in, item, ',');) {
+    out += (out.empty() ? "" : ",") + item.substr(item.find('=') + 1);
+  }
+  return out;
+}
+
+// `participants` is "participant-0=HOST:PORT,..." (FakeCluster::addresses()).
 std::vector<std::string> Args(int port, const std::string& dir, const std::string& participants) {
   // Tests index this list from both ends: a[1] is the name, the last item
-  // the log level. Plaintext (--insecure): these tests talk to the node and
-  // fake its participants with plaintext stock Thrift; TLS between real
-  // nodes is tested by tests/ (ha_netns_test and the cluster tests).
+  // the log level; a[5] is --certs-dir.
   return {"--name", "coordinator-0", "--listen", "127.0.0.1:" + std::to_string(port),
-          "--enable-failpoints", "--insecure", "--dir", dir, "--participants", participants,
+          "--enable-failpoints", "--certs-dir", Tls().certs_dir(), "--dir", dir, "--participants",
+          participants,
           // The fakes serve the peer service only; clients get them too.
-          "--participant-clients", participants, "--peer-listen",
+          "--participant-clients", WithoutNames(participants), "--peer-listen",
           "127.0.0.1:" + std::to_string(PeerPort(port)), "--log-level", "debug"};
 }
 
@@ -542,7 +580,14 @@ TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
   wrong.shard_map_version = 7;
   expect_error(wrong, rpc::ErrorCode::WRONG_SHARD);
 
-  EXPECT_EQ(QueryDecisionAt(port, ToRpc(TxId{5, 5})), rpc::Decision::ABORT);
+  // No participant is configured: participant-0 may not ask (presumed abort
+  // of an unknown txid: TwoPhaseCommitAgainstFakeParticipants).
+  try {
+    QueryDecisionAt(port, ToRpc(TxId{5, 5}));
+    ADD_FAILURE() << "QueryDecision from a participant that is not configured";
+  } catch (const rpc::DtxError& e) {
+    EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED) << e.message;
+  }
   AdminClient admin(AdminPort(dir.path() + "/n"));
   ASSERT_TRUE(admin.Open());
   try {
@@ -602,6 +647,7 @@ TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {
   EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
   EXPECT_EQ(fakes.at(0).Calls("Prepare", tx).size(), 1u);
   EXPECT_EQ(QueryDecisionAt(port, ToRpc(tx)), rpc::Decision::COMMIT);
+  EXPECT_EQ(QueryDecisionAt(port, ToRpc(TxId{5, 5})), rpc::Decision::ABORT) << "presumed abort";
   EXPECT_EQ(c->GetOutcome(ToRpc(tx)), rpc::Outcome::COMMITTED);
   // GetOutcome changes nothing: a txid it did not know still commits after
   // (a QueryDecision would have aborted it for good, presumed abort).
@@ -832,7 +878,8 @@ TEST(CoordinatorBinary, PrepareTimeoutAbortsWhenAParticipantIsDown) {
   TempDir dir;
   int port = FreePort();
   int dead = FreePort();  // nothing listens there
-  std::string participants = fakes.address(0) + ",127.0.0.1:" + std::to_string(dead);
+  std::string participants =
+      "participant-0=" + fakes.address(0) + ",participant-1=127.0.0.1:" + std::to_string(dead);
   Process p(Args(port, dir.path() + "/n", participants));
   ASSERT_TRUE(WaitReady(port));
   Client c(port);
@@ -1021,7 +1068,9 @@ std::vector<std::string> HaArgs(int port, const std::string& dir, const std::str
                                 const std::string& name, const std::string& role, int peer_port) {
   std::vector<std::string> a = Args(port, dir, participants);
   a[1] = name;
-  a.insert(a.end(), {"--role", role, "--peer", "127.0.0.1:" + std::to_string(PeerPort(peer_port)),
+  const std::string peer_name = name == "coordinator-0" ? "coordinator-1" : "coordinator-0";
+  a.insert(a.end(), {"--role", role, "--peer",
+                     peer_name + "=127.0.0.1:" + std::to_string(PeerPort(peer_port)),
                      "--peer-client", "127.0.0.1:" + std::to_string(peer_port)});
   return a;
 }
@@ -1554,18 +1603,33 @@ void ExpectOneOwnerPerEpoch(FakeCluster& fakes, size_t n) {
 // one of them ends up the only primary; the other refuses commits; no epoch
 // is granted to two coordinators; after healing, the survivor re-syncs the
 // other as its backup.
+//
+// Plaintext (--insecure), the one test here that is: each coordinator reaches
+// the other through a relay, so the address it is configured with for its
+// peer (the relay's) is not the address the peer claims in Heartbeat and
+// Replicate (its own listener's), which the secure access policy refuses
+// (node/access.h RequirePeerClaiming). The same partition with TLS on:
+// tests/ha_netns_test.cc, with network namespaces instead of relays.
 TEST(CoordinatorBinary, PrimaryBackupPartitionNeverGivesTwoPrimariesInOneEpoch) {
-  FakeCluster fakes(3);
+  FakeCluster fakes(3, /*tls=*/false);
   TempDir dir;
   int pport = FreePort(), bport = FreePort();
+  {
+    std::lock_guard<std::mutex> lock(plaintext_mu);
+    plaintext_ports.insert({pport, bport});
+  }
   Relay to_backup(PeerPort(bport)), to_primary(PeerPort(pport));
   std::vector<std::string> pargs = Args(pport, dir.path() + "/c0", fakes.addresses());
-  pargs.insert(pargs.end(),
-               {"--role", "primary", "--peer", "127.0.0.1:" + std::to_string(to_backup.port())});
+  pargs[5] = "--insecure";
+  pargs.erase(pargs.begin() + 6);  // the --certs-dir directory
+  pargs.insert(pargs.end(), {"--role", "primary", "--peer",
+                             "coordinator-1=127.0.0.1:" + std::to_string(to_backup.port())});
   std::vector<std::string> bargs = Args(bport, dir.path() + "/c1", fakes.addresses());
   bargs[1] = "coordinator-1";
-  bargs.insert(bargs.end(),
-               {"--role", "backup", "--peer", "127.0.0.1:" + std::to_string(to_primary.port())});
+  bargs[5] = "--insecure";
+  bargs.erase(bargs.begin() + 6);
+  bargs.insert(bargs.end(), {"--role", "backup", "--peer",
+                             "coordinator-0=127.0.0.1:" + std::to_string(to_primary.port())});
   Process primary(pargs);
   Process backup(bargs);
   ASSERT_GE(WaitPrimary(pport), 0);
@@ -1650,8 +1714,8 @@ TEST(CoordinatorBinary, BackupCutOffFromParticipantsCannotPromoteUntilHealed) {
   for (size_t i = 0; i < 3; ++i) {
     std::string a = fakes.address(i);
     links.push_back(std::make_unique<Relay>(ParseHostPort(a)->port));
-    via +=
-        (via.empty() ? "" : ",") + std::string("127.0.0.1:") + std::to_string(links.back()->port());
+    via += (via.empty() ? "" : ",") + FakeCluster::Name(i) +
+           "=127.0.0.1:" + std::to_string(links.back()->port());
   }
   Process primary(
       HaArgs(pport, dir.path() + "/c0", fakes.addresses(), "coordinator-0", "primary", bport));

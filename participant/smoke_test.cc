@@ -1,7 +1,10 @@
 // Smoke test of the dtx-participant binary: starts it on a free loopback port
-// in a temporary directory and calls it with the stock synchronous Thrift
-// client (TSocket + TFramedTransport + TBinaryProtocol). Every process started
-// here is killed by pid in TearDown, even when a check failed.
+// in a temporary directory, with TLS (--certs-dir, certificates made once per
+// test binary), and calls it with the stock synchronous Thrift client over
+// TLS (tools::StockConnection): as a client on its client listener, as
+// coordinator-0 on its peer listener, as the operator on its admin listener.
+// Every process started here is killed by pid in TearDown, even when a check
+// failed.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -11,9 +14,7 @@
 #include <unistd.h>
 
 #include <gtest/gtest.h>
-#include <thrift/protocol/TBinaryProtocol.h>
-#include <thrift/transport/TBufferTransports.h>
-#include <thrift/transport/TSocket.h>
+#include <thrift/transport/TTransportException.h>
 
 #include <atomic>
 #include <chrono>
@@ -36,15 +37,18 @@
 #include "common/event_loop.h"
 #include "common/rpc_server.h"
 #include "common/types.h"
+#include "tests/harness.h"
 #include "tests/metrics_scrape.h"
+#include "tools/admin_client.h"
 
 namespace dtx::participant {
 namespace {
 
 using apache::thrift::TException;
-using apache::thrift::protocol::TBinaryProtocol;
-using apache::thrift::transport::TFramedTransport;
-using apache::thrift::transport::TSocket;
+using apache::thrift::transport::TTransportException;
+
+// The cluster CA and every certificate, made once per test binary.
+const testing::TestTls& Tls() { return testing::SharedTestTls(); }
 
 constexpr int kReadyTimeoutMs = 15000;
 constexpr int kExitTimeoutMs = 10000;
@@ -65,30 +69,22 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
+// A connection to participant-0 presenting `as`'s certificate; throws
+// TTransportException (with the reason) if it cannot be opened.
 template <typename ThriftClient>
 class BasicClient {
  public:
-  explicit BasicClient(int port) {
-    socket_ = std::make_shared<TSocket>("127.0.0.1", port);
-    socket_->setConnTimeout(1000);
-    socket_->setRecvTimeout(5000);
-    socket_->setSendTimeout(5000);
-    transport_ = std::make_shared<TFramedTransport>(socket_);
-    client_ = std::make_unique<ThriftClient>(std::make_shared<TBinaryProtocol>(transport_));
-    transport_->open();
+  BasicClient(int port, const std::string& as) {
+    auto c = tools::StockConnection<ThriftClient>::Open(
+        "127.0.0.1:" + std::to_string(port), {.connect_timeout_ms = 1000, .recv_timeout_ms = 5000},
+        Tls().Connect(as, "participant-0"));
+    if (!c.ok()) throw TTransportException(c.status().ToString());
+    conn_ = std::move(*c);
   }
-  ~BasicClient() {
-    try {
-      transport_->close();
-    } catch (...) {
-    }
-  }
-  ThriftClient* operator->() { return client_.get(); }
+  ThriftClient* operator->() { return &conn_->client(); }
 
  private:
-  std::shared_ptr<TSocket> socket_;
-  std::shared_ptr<TFramedTransport> transport_;
-  std::unique_ptr<ThriftClient> client_;
+  std::unique_ptr<tools::StockConnection<ThriftClient>> conn_;
 };
 // The peer listener's port of the participant whose client listener is on
 // `port`: picked once per client port, passed as --peer-listen by Args().
@@ -104,7 +100,8 @@ int PeerPort(int port) {
 // (ParticipantPeer), as a client and a coordinator would.
 class Client {
  public:
-  explicit Client(int port) : client_(port), peer_(PeerPort(port)) {}
+  explicit Client(int port)
+      : client_(port, tools::kClientCertName), peer_(PeerPort(port), "coordinator-0") {}
   Client* operator->() { return this; }
   void Read(rpc::ReadResult& r, const std::string& key) { client_->Read(r, key); }
   void GetStatus(rpc::NodeStatus& st) { client_->GetStatus(st); }
@@ -118,8 +115,10 @@ class Client {
   BasicClient<rpc::ParticipantClient> client_;
   BasicClient<rpc::ParticipantPeerClient> peer_;
 };
-// The node's admin listener (SetFailpoint, ListInDoubt).
-using AdminClient = BasicClient<rpc::AdminClient>;
+// The node's admin listener (SetFailpoint, ListInDoubt), as the operator.
+struct AdminClient : BasicClient<rpc::AdminClient> {
+  explicit AdminClient(int port) : BasicClient(port, tools::kAdminCertName) {}
+};
 
 rpc::TxId Tx(int64_t lo) {
   rpc::TxId t;
@@ -196,13 +195,14 @@ class ParticipantSmokeTest : public ::testing::Test {
   }
 
   std::vector<std::string> Args(int port) const {
-    std::vector<std::string> a = {"--name", "participant-0", "--listen",
-                                  "127.0.0.1:" + std::to_string(port), "--dir", dir_ + "/node",
-                                  "--coordinator", "127.0.0.1:" + std::to_string(coordinator_port_),
-                                  "--peer-listen", "127.0.0.1:" + std::to_string(PeerPort(port)),
-                                  // Plaintext: this test drives the node with its own plaintext
-                                  // stock Thrift connections; TLS between real nodes: tests/.
-                                  "--insecure"};
+    const std::string coordinator = "127.0.0.1:" + std::to_string(coordinator_port_);
+    std::vector<std::string> a = {"--name",         "participant-0",
+                                  "--listen",       "127.0.0.1:" + std::to_string(port),
+                                  "--dir",          dir_ + "/node",
+                                  "--coordinator",  coordinator,
+                                  "--coordinators", "coordinator-0=" + coordinator,
+                                  "--peer-listen",  "127.0.0.1:" + std::to_string(PeerPort(port)),
+                                  "--certs-dir",    Tls().certs_dir()};
     if (enable_failpoints_) a.push_back("--enable-failpoints");
     a.insert(a.end(), extra_args_.begin(), extra_args_.end());
     return a;
@@ -509,6 +509,7 @@ TEST_F(ParticipantSmokeTest, InDoubtTransactionIsResolvedByAskingTheCoordinator)
   loop.RunSync([&] {
     RpcServerOptions o;
     o.port = 0;
+    o.tls = Tls().ServerContext("coordinator-0");
     server = std::make_unique<RpcServer>(
         loop.loop(), std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(coordinator), o);
     started = server->Start();

@@ -53,10 +53,8 @@ class DtxctlTest : public ::testing::Test {
     o.participants = participants;
     o.bin_dir = bin_.path();
     o.up_timeout_s = 10;
-    // Plaintext: the fake node's TLS (Thrift's TSSLServerSocket under a
-    // single-threaded TSimpleServer) is only good enough for the certificate
-    // test below; these tests are about dtxctl's process handling.
-    o.up_flags = {"--insecure"};
+    // TLS, the default: `cluster up` makes the certificates, the fake nodes
+    // serve with theirs (--certs-dir), dtxctl calls them with its own.
     return o;
   }
   std::vector<pid_t> AllNodePids() {
@@ -481,15 +479,8 @@ TEST(DtxctlCertsTest, MistakesGetClearErrors) {
   EXPECT_NE(ReadFile(dir + "/ca.key"), key);
 }
 
-// TLS, the default: the fake nodes serve with their certificates and dtxctl
-// waits for them over TLS.
-LocalCluster::Options WithTls(LocalCluster::Options o) {
-  o.up_flags.clear();
-  return o;
-}
-
 TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
-  ASSERT_TRUE(cluster_.Up(WithTls(FakeOptions(2))).ok());
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
   auto security = tools::ClusterSecurity::Load(cluster_.dir());
   ASSERT_TRUE(security.ok()) << security.status().ToString();
   EXPECT_TRUE(security->tls);
@@ -530,7 +521,7 @@ TEST_F(DtxctlTest, UpCreatesTheCaAndEveryCertificate) {
   }
   ASSERT_NE(ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt").exit_code, 0);
   cluster_.Down();
-  ASSERT_TRUE(cluster_.Up(WithTls(FakeOptions(2))).ok());
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
   EXPECT_EQ(ReadFile(certs + "/ca.crt"), ca);
   EXPECT_EQ(ReadFile(certs + "/client.key"), client_key);
   CommandResult p1 = ShowVerified(certs + "/participant-1.crt", certs + "/ca.crt");

@@ -3,6 +3,7 @@
 #include "tools/admin_client.h"
 
 #include "common/certs.h"
+#include "common/check.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -281,13 +282,19 @@ tools::ConnectionTls LocalCluster::ClientTlsAt(const std::string& address) const
   return tools::ConnectionTls{.context = creds_.client, .expected = {}};
 }
 
+namespace {
+// The kind of a test node's certificate, by its name.
+PrincipalKind TestNodeKind(const std::string& name) {
+  return name.starts_with("coordinator-") ? PrincipalKind::kCoordinator
+                                          : PrincipalKind::kParticipant;
+}
+}  // namespace
+
 Status MakeClusterCerts(const std::string& cluster_dir, const std::vector<std::string>& nodes) {
   const std::string certs = cluster_dir + "/" + tools::kCertsDirName;
   DTX_RETURN_IF_ERROR(CreateCa(certs, CertOptions{}));
   for (const std::string& n : nodes) {
-    const PrincipalKind kind =
-        n.starts_with("coordinator-") ? PrincipalKind::kCoordinator : PrincipalKind::kParticipant;
-    DTX_RETURN_IF_ERROR(CreateCert(certs, kind, n, CertOptions{}));
+    DTX_RETURN_IF_ERROR(CreateCert(certs, TestNodeKind(n), n, CertOptions{}));
   }
   DTX_RETURN_IF_ERROR(CreateCert(certs, PrincipalKind::kAdmin, "admin", CertOptions{}));
   DTX_RETURN_IF_ERROR(CreateCert(certs, PrincipalKind::kClient, "client", CertOptions{}));
@@ -295,6 +302,68 @@ Status MakeClusterCerts(const std::string& cluster_dir, const std::vector<std::s
   sec.tls = true;
   sec.certs_dir = tools::kCertsDirName;
   return sec.Save(cluster_dir);
+}
+
+Result<TestTls> TestTls::Make(const std::string& cluster_dir,
+                              const std::vector<std::string>& nodes) {
+  DTX_RETURN_IF_ERROR(MakeClusterCerts(cluster_dir, nodes));
+  TestTls t;
+  t.cluster_dir_ = cluster_dir;
+  t.certs_dir_ = cluster_dir + "/" + tools::kCertsDirName;
+  std::vector<std::string> names = nodes;
+  names.insert(names.end(), {std::string(tools::kAdminCertName), tools::kClientCertName});
+  for (const std::string& name : names) {
+    const TlsFiles files{.ca_file = CaCertPath(t.certs_dir_),
+                         .cert_file = CertPath(t.certs_dir_, name),
+                         .key_file = KeyPath(t.certs_dir_, name)};
+    auto client = TlsContext::Create(files, TlsSide::kClient);
+    if (!client.ok()) return client.status();
+    t.client_[name] = *client;
+    auto server = TlsContext::Create(files, TlsSide::kServer);
+    if (!server.ok()) return server.status();
+    t.server_[name] = *server;
+  }
+  return t;
+}
+
+std::shared_ptr<const TlsContext> TestTls::ClientContext(const std::string& name) const {
+  auto it = client_.find(name);
+  DTX_CHECK_MSG(it != client_.end(), "TestTls: no certificate made for this name");
+  return it->second;
+}
+
+std::shared_ptr<const TlsContext> TestTls::ServerContext(const std::string& name) const {
+  auto it = server_.find(name);
+  DTX_CHECK_MSG(it != server_.end(), "TestTls: no certificate made for this name");
+  return it->second;
+}
+
+tools::ConnectionTls TestTls::Connect(const std::string& as, const std::string& node) const {
+  return tools::ConnectionTls{.context = ClientContext(as), .expected = Expect(node)};
+}
+
+TlsExpectedPeer TestTls::Expect(const std::string& node) {
+  return TlsExpectedPeer{.kind = TestNodeKind(node), .name = node};
+}
+
+ClientOptions TestTls::ForClient(ClientOptions options) const {
+  return WithClusterTls(cluster_dir_, std::move(options));
+}
+
+const TestTls& SharedTestTls() {
+  struct Shared {
+    TempDir dir{"dtx-test-certs"};
+    TestTls tls;
+  };
+  static const Shared* const shared = [] {
+    static Shared s;
+    auto t = TestTls::Make(s.dir.path(), {"coordinator-0", "coordinator-1", "participant-0",
+                                          "participant-1", "participant-2", "participant-3"});
+    DTX_CHECK_MSG(t.ok(), "cannot make the test certificates");
+    s.tls = std::move(*t);
+    return &s;
+  }();
+  return shared->tls;
 }
 
 ClientOptions WithClusterTls(const std::string& cluster_dir, ClientOptions options) {

@@ -11,10 +11,13 @@
 
 #include <sys/types.h>
 
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "common/tls.h"
 #include "dtx/client.h"
 #include "tools/admin_client.h"
 #include "tools/cluster_config.h"
@@ -82,6 +85,49 @@ class ChildProcess {
 // `tls on`, so that tools::ToolCredentials::Load(DIR) and WithClusterTls(DIR)
 // find them. Nodes then take --certs-dir DIR/certs.
 Status MakeClusterCerts(const std::string& cluster_dir, const std::vector<std::string>& nodes);
+
+// TLS for a test that starts nodes by hand and talks to them itself, or
+// stands in for one of their peers (a fake participant or coordinator served
+// in the test): the certificates of MakeClusterCerts(cluster_dir, nodes) and,
+// made once, a client and a server TlsContext for every name in `nodes`,
+// "admin" and "client". Nodes take --certs-dir certs_dir(). The kind of a
+// node's certificate follows its name as in MakeClusterCerts.
+// Immutable after Make(); the contexts are thread-safe (common/tls.h).
+class TestTls {
+ public:
+  static Result<TestTls> Make(const std::string& cluster_dir,
+                              const std::vector<std::string>& nodes);
+  // DIR/certs: the --certs-dir of every node.
+  const std::string& certs_dir() const { return certs_dir_; }
+  // `name`'s certificate on the dialing side: a PeerChannel or a stock
+  // connection of `name`. `name` must be one Make() was given (or "admin",
+  // "client").
+  std::shared_ptr<const TlsContext> ClientContext(const std::string& name) const;
+  // `name`'s certificate on the serving side, requiring a client certificate:
+  // an RpcServer standing in for node `name`.
+  std::shared_ptr<const TlsContext> ServerContext(const std::string& name) const;
+  // A stock connection (tools::StockConnection) presenting `as`'s
+  // certificate to node `node`, whose certificate must name it.
+  tools::ConnectionTls Connect(const std::string& as, const std::string& node) const;
+  // What a dialer presenting anything expects of node `node` (its name and kind).
+  static TlsExpectedPeer Expect(const std::string& node);
+  // `options` with the CA and the "client" certificate (WithClusterTls).
+  ClientOptions ForClient(ClientOptions options) const;
+
+ private:
+  std::string cluster_dir_;
+  std::string certs_dir_;
+  std::map<std::string, std::shared_ptr<const TlsContext>> client_;
+  std::map<std::string, std::shared_ptr<const TlsContext>> server_;
+};
+
+// One TestTls for the whole test binary, made at first use in a temporary
+// directory that is removed at exit: certificates for coordinator-0,
+// coordinator-1 and participant-0 .. participant-3 (and admin, client). For
+// suites that start nodes by hand in many tests; making them costs a few
+// milliseconds, so a test that wants its own CA calls TestTls::Make.
+// Thread-safe (a function-local static).
+const TestTls& SharedTestTls();
 
 // `options` with the TLS files of the cluster in `cluster_dir` (its
 // security.conf; DIR/certs/ca.crt, client.crt, client.key) when it runs TLS,

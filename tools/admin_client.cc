@@ -231,6 +231,8 @@ Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const ToolCredentia
 namespace {
 
 // The node's admin listener, or InvalidArgument when cluster.conf has none.
+// A failed connect names the node: with TLS a node that accepts but does not
+// answer (stopped, hung) fails here, in the handshake, not in the call.
 Result<std::unique_ptr<AdminConnection>> OpenAdmin(const NodeEntry& node,
                                                    const ToolCredentials& creds,
                                                    const AdminTimeouts& timeouts) {
@@ -239,7 +241,15 @@ Result<std::unique_ptr<AdminConnection>> OpenAdmin(const NodeEntry& node,
                                    " has no admin address in cluster.conf (run `dtxctl cluster "
                                    "up` once to add it)");
   }
-  return AdminConnection::Open(node.admin_address, timeouts, creds.ForAdminListener(node));
+  auto c = AdminConnection::Open(node.admin_address, timeouts, creds.ForAdminListener(node));
+  if (c.ok()) return c;
+  const std::string m = node.name + " (admin " + node.admin_address + "): " + c.status().message();
+  switch (c.status().code()) {
+    case Status::Code::kTimeout: return Status::Timeout(m);
+    case Status::Code::kPermissionDenied: return Status::PermissionDenied(m);
+    case Status::Code::kInvalidArgument: return Status::InvalidArgument(m);
+    default: return Status::Unavailable(m);
+  }
 }
 
 }  // namespace
