@@ -89,6 +89,7 @@ enum class Answer {
   kPermissionDenied,  // DtxError PERMISSION_DENIED
   kConnectionClosed,  // transport error: the TLS handshake was refused, or no connection
   kUnknownMethod,     // the listener does not serve that method at all
+  kTlsRequired,       // a plaintext call, answered "this port requires TLS" and closed
   kOtherError,        // any other DtxError or exception
 };
 
@@ -102,14 +103,16 @@ struct CallOutcome {
   // method at all).
   bool RefusedAsExpectedFor(const Credentials& who) const;
   std::string Describe() const {
-    static const char* kNames[] = {"accepted", "PERMISSION_DENIED", "connection closed",
-                                   "unknown method", "other error"};
+    static const char* kNames[] = {"accepted",       "PERMISSION_DENIED", "connection closed",
+                                   "unknown method", "TLS required",      "other error"};
     return std::string(kNames[static_cast<int>(answer)]) + (detail.empty() ? "" : ": " + detail);
   }
 };
 
 bool CallOutcome::RefusedAsExpectedFor(const Credentials& who) const {
-  if (!who.cluster_certificate) return answer == Answer::kConnectionClosed;
+  if (!who.cluster_certificate) {
+    return answer == Answer::kConnectionClosed || answer == Answer::kTlsRequired;
+  }
   return answer == Answer::kPermissionDenied || answer == Answer::kUnknownMethod;
 }
 
@@ -175,7 +178,9 @@ CallOutcome Call(const Credentials& who, const std::string& address,
                                                        : Answer::kOtherError,
            "DtxError " + std::to_string(static_cast<int>(e.code)) + ": " + e.message};
   } catch (const TApplicationException& e) {
+    const bool tls_required = std::string(e.what()).rfind("this port requires TLS", 0) == 0;
     out = {e.getType() == TApplicationException::UNKNOWN_METHOD ? Answer::kUnknownMethod
+           : tls_required                                       ? Answer::kTlsRequired
                                                                 : Answer::kOtherError,
            std::string("TApplicationException: ") + e.what()};
   } catch (const TTransportException& e) {  // TSSLException is one
@@ -529,18 +534,21 @@ TEST_F(SecurityTest, ForeignExpiredAndPlaintextClientsAreRefusedAtTheHandshakeWi
   struct Case {
     Credentials who;
     std::string log_text;  // what the node's log says (common/tls.cc)
+    Answer answer;         // what the client sees
   };
   const std::vector<Case> cases = {
-      {ForeignCaCertificate(), "client certificate not signed by the cluster CA"},
-      {ExpiredCertificate(), "client certificate expired"},
-      {NoCertificate(), "no client certificate"},
-      {Plaintext(), "plaintext sent to a TLS port"},
+      {ForeignCaCertificate(), "client certificate not signed by the cluster CA",
+       Answer::kConnectionClosed},
+      {ExpiredCertificate(), "client certificate expired", Answer::kConnectionClosed},
+      {NoCertificate(), "no client certificate", Answer::kConnectionClosed},
+      // Told why in plaintext (common/rpc_server.cc TlsRequiredReply), then closed.
+      {Plaintext(), "plaintext sent to a TLS port", Answer::kTlsRequired},
   };
   for (const Case& c : cases) {
     CallOutcome peer = Call<rpc::ParticipantPeerClient>(
         c.who, PeerAddress("participant-0"),
         [&](rpc::ParticipantPeerClient& p) { p.Abort(RandomTxId(), e); });
-    EXPECT_EQ(peer.answer, Answer::kConnectionClosed)
+    EXPECT_EQ(peer.answer, c.answer)
         << c.who.label << " at participant-0's peer listener: " << peer.Describe();
     EXPECT_TRUE(LogHas("participant-0", c.log_text))
         << "participant-0's node.log has no line with \"" << c.log_text << "\" for " << c.who.label;
@@ -548,7 +556,7 @@ TEST_F(SecurityTest, ForeignExpiredAndPlaintextClientsAreRefusedAtTheHandshakeWi
     CallOutcome admin = Call<rpc::AdminClient>(
         c.who, Node("coordinator-0").admin_address,
         [&](rpc::AdminClient& a) { a.SetFailpoint("wal.before_sync", "off"); });
-    EXPECT_EQ(admin.answer, Answer::kConnectionClosed)
+    EXPECT_EQ(admin.answer, c.answer)
         << c.who.label << " at coordinator-0's admin listener: " << admin.Describe();
     EXPECT_TRUE(LogHas("coordinator-0", c.log_text))
         << "coordinator-0's node.log has no line with \"" << c.log_text << "\" for " << c.who.label;
