@@ -182,6 +182,11 @@ void EventLoop::AtTurnEnd(std::function<void()> fn) {
   turn_end_.push_back(std::move(fn));
 }
 
+void EventLoop::RunTurnEndNow() {
+  DTX_CHECK(InLoopThreadOrIdle());
+  RunTurnEnd();
+}
+
 void EventLoop::RunTurnEnd() {
   // Swapped out before running: a function may queue more (they run in the
   // next round of this loop, still in this turn).

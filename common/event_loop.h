@@ -107,6 +107,10 @@ class EventLoop {
   // Functions still queued when the loop is destroyed are dropped. Loop
   // thread only.
   void AtTurnEnd(std::function<void()> fn);
+  // Runs the turn-end functions queued so far now (and any they queue): the
+  // writes coalesced so far leave at once. For a crash failpoint that must
+  // find a message written. Loop thread only.
+  void RunTurnEndNow();
 
   // Installs SIGTERM and SIGINT handlers (uv_signal_t) that call
   // `on_signal(signum)` on the loop thread. Typical use: stop servers, then

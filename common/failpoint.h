@@ -90,6 +90,12 @@ extern std::atomic<bool> g_armed[kPointCount];
 Status EvalSlow(Point p);
 }  // namespace internal
 
+// Whether `p` is armed (cheap: one relaxed load). For work done only for an
+// armed point, e.g. writing out a sent message before a crash after it.
+inline bool IsArmed(Point p) {
+  return internal::g_armed[static_cast<int>(p)].load(std::memory_order_relaxed);
+}
+
 // Evaluates a point: OK unless armed with `error` (IOError naming the point).
 // `crash` does not return; `sleep` returns OK after the delay.
 [[nodiscard]] inline Status Eval(Point p) {

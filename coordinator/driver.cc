@@ -269,6 +269,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                   Process();
                 });
     if (commit->first_of_tx) {
+      if (fp::IsArmed(fp::Point::kCoordinatorPhase2AfterFirstCommit)) io_->FlushSends();
       EvalOrFailStop(fp::Point::kCoordinatorPhase2AfterFirstCommit, txid);
     }
     return;

@@ -108,6 +108,14 @@ class CoordinatorIo {
   // Drops the records below `lsn` (every one of them durable).
   virtual Status TruncateBefore(uint64_t lsn) = 0;
 
+  // ---- transport: write out ----
+  // Hands what was sent so far to the kernel now rather than at the end of
+  // the loop turn (the transport coalesces writes: common/rpc_server.h). Called
+  // only before an armed failpoint that stands for "after the message was
+  // sent", so that a crash there finds it sent. An Io whose sends are
+  // immediate (the simulator's) does nothing.
+  virtual void FlushSends() = 0;
+
   // ---- fail-stop ----
   // The node cannot go on (a failed log reopen or truncation, an armed
   // failpoint that fails). The node process exits; an Io that returns (a

@@ -68,6 +68,7 @@ class RecordingIo final : public CoordinatorIo {
   uint64_t durable_lsn() override { return 0; }
   Status ReloadLog(const ReplayFn&) override { return Status::OK(); }
   Status TruncateBefore(uint64_t) override { return Status::OK(); }
+  void FlushSends() override {}  // sends are recorded at once
   void FailStop(const std::string& why) override { fail_stop = why; }
 
   // Makes every forced record appended so far durable (as a sync would).

@@ -284,6 +284,7 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
                           });
   }
   Status TruncateBefore(uint64_t lsn) override { return rt_->wal_.log().TruncateBefore(lsn); }
+  void FlushSends() override { rt_->loop_->RunTurnEndNow(); }
   void FailStop(const std::string& why) override { node::FailStop(why); }
 
   bool tracing() const override { return rt_->tracing_; }

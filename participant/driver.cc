@@ -290,6 +290,7 @@ void ParticipantDriver::Deliver(Reply& r) {
       if (hooks_->tracing()) TraceVote(r);
       p.prepare(VoteToRpc(r));
       if (r.vote == Vote::kYes) {
+        if (fp::IsArmed(fp::Point::kParticipantPrepareAfterVote)) io_->FlushSends();
         Status s = fp::Eval(fp::Point::kParticipantPrepareAfterVote);
         if (!s.ok()) {
           hooks_->Note(NoteLevel::kWarn, "txid=" + r.txid.ToString() +

@@ -77,6 +77,14 @@ class ParticipantIo {
   virtual void GetStatus(const std::string& to, int timeout_ms,
                          std::function<void(const RpcStatus&, const rpc::NodeStatus&)> done) = 0;
 
+  // ---- transport: write out ----
+  // Hands what was sent so far to the kernel now rather than at the end of
+  // the loop turn (the transport coalesces writes: common/rpc_server.h). Called
+  // only before an armed failpoint that stands for "after the message was
+  // sent", so that a crash there finds it sent. An Io whose sends are
+  // immediate (the simulator's) does nothing.
+  virtual void FlushSends() = 0;
+
   // ---- fail-stop ----
   // The node cannot go on (the core's fatal error, an armed failpoint that
   // fails on the commit path). The node process exits; an Io that returns (a

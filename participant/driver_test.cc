@@ -51,6 +51,7 @@ class RecordingIo final : public ParticipantIo {
   void GetStatus(const std::string& to, int, StatusDone done) override {
     statuses.emplace_back(to, std::move(done));
   }
+  void FlushSends() override {}  // sends are recorded at once
   void FailStop(const std::string& why) override { fail_stop = why; }
 
   // Makes every record appended so far durable (as a sync would).

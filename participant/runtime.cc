@@ -328,6 +328,7 @@ class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks 
       done(s, st);
     });
   }
+  void FlushSends() override { rt_->loop_->RunTurnEndNow(); }
   void FailStop(const std::string& why) override { node::FailStop(why); }
 
   bool tracing() const override { return rt_->tracing_; }

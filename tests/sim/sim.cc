@@ -1075,6 +1075,7 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
     w_->TruncateBefore(w_->nodes_[node_], lsn);
     return Status::OK();
   }
+  void FlushSends() override {}  // the simulated network takes a send at once
   void FailStop(const std::string& why) override {
     // The node process would exit: it goes down for good.
     w_->Fail("coordinator-fail-stop", TxId{}, w_->nodes_[node_].name + ": " + why);
@@ -1171,6 +1172,7 @@ class ParticipantGlue final : public pc::ParticipantIo, public pc::ParticipantHo
     });
   }
 
+  void FlushSends() override {}  // the simulated network takes a send at once
   void FailStop(const std::string& why) override {
     // The runtime would log this and exit: the node goes down for good.
     w_->Fail("participant-fatal", TxId{}, w_->nodes_[node_].name + ": " + why);
