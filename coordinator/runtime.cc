@@ -401,15 +401,7 @@ void Runtime::Impl::UpdateMetrics() {
 Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      node_(loop, node::NodeOptions{.name = options_.name,
-                                    .dir = options_.dir,
-                                    .metrics_enabled = options_.metrics_enabled,
-                                    .metrics_host = options_.metrics_host,
-                                    .metrics_port = options_.metrics_port,
-                                    .trace_events = options_.trace_events,
-                                    .enable_failpoints = options_.enable_failpoints,
-                                    .identify = options_.identify,
-                                    .tls = options_.security.server()}),
+      node_(loop, node::NodeOptionsOf(options_)),
       policy_(options_.secure || options_.security.tls(), options_.named_peers),
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}

@@ -81,6 +81,23 @@ struct NodeOptions {
   std::shared_ptr<const TlsContext> tls = nullptr;
 };
 
+// The NodeOptions of a runtime's options (coordinator/runtime.h,
+// participant/runtime.h RuntimeOptions: the same name, dir, metrics_,
+// trace_events, enable_failpoints, identify and security fields); every
+// listener gets the server TLS context of `security` (node/security.h).
+template <typename RuntimeOptions>
+NodeOptions NodeOptionsOf(const RuntimeOptions& o) {
+  return NodeOptions{.name = o.name,
+                     .dir = o.dir,
+                     .metrics_enabled = o.metrics_enabled,
+                     .metrics_host = o.metrics_host,
+                     .metrics_port = o.metrics_port,
+                     .trace_events = o.trace_events,
+                     .enable_failpoints = o.enable_failpoints,
+                     .identify = o.identify,
+                     .tls = o.security.server()};
+}
+
 // A listener Serve() bound, and how it is secured (GetStatus reports it:
 // node/listeners.h ListenerStatuses).
 struct ListenerInfo {
