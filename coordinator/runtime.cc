@@ -21,6 +21,7 @@
 #include "node/fail_stop.h"
 #include "node/access.h"
 #include "node/handler.h"
+#include "node/listeners.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
 #include "common/wire.h"
@@ -136,9 +137,8 @@ struct Runtime::Impl {
   std::unique_ptr<Glue> glue_;
   // The glue between ha_ and the world (coordinator/driver.h).
   std::unique_ptr<CoordinatorDriver> driver_;
-  std::string address_;
-  std::string admin_address_;  // the admin listener, bound
-  std::string peer_address_;   // the peer listener, bound: this node's protocol address
+  // The bound listeners; `peer` is this node's protocol address.
+  node::ListenerAddresses listeners_;
   std::map<std::string, ParticipantPeerStub> stubs_;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
@@ -402,15 +402,7 @@ void Runtime::Impl::UpdateMetrics() {
 Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      node_(loop, node::NodeOptions{.name = options_.name,
-                                    .dir = options_.dir,
-                                    .metrics_enabled = options_.metrics_enabled,
-                                    .metrics_host = options_.metrics_host,
-                                    .metrics_port = options_.metrics_port,
-                                    .trace_events = options_.trace_events,
-                                    .enable_failpoints = options_.enable_failpoints,
-                                    .identify = options_.identify,
-                                    .tls = options_.security.server()}),
+      node_(loop, node::NodeOptionsOf(options_)),
       policy_(options_.secure || options_.security.tls(), options_.named_peers),
       tracing_(node_.tracing()),
       wal_(loop, "decision log") {}
@@ -424,50 +416,32 @@ Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions 
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
-std::string Runtime::address() const { return impl_->address_; }
+std::string Runtime::address() const { return impl_->listeners_.client; }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
-std::string Runtime::admin_address() const { return impl_->admin_address_; }
-std::string Runtime::peer_address() const { return impl_->peer_address_; }
+std::string Runtime::admin_address() const { return impl_->listeners_.admin; }
+std::string Runtime::peer_address() const { return impl_->listeners_.peer; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
-  if (!policy_.secure()) {
-    DTX_LOG_WARN(
-        "--insecure: INSECURE, TLS is off: every listener is plaintext and callers are not "
-        "authenticated; anyone who reaches a port may call Replicate, Heartbeat, QueryDecision "
-        "and SetFailpoint here");
-  }
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
-  auto served = node_.Serve(
-      [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::CoordinatorAsyncProcessor>(
-            std::make_shared<ClientHandler>(handlers, caller));
-      },
-      handlers, options_.listen_host, options_.listen_port);
-  if (!served.ok()) return served.status();
-  address_ = *served;
-  auto peer = node_.Serve(
-      [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
-            std::make_shared<PeerHandler>(handlers, caller));
-      },
-      handlers, options_.peer_host.empty() ? options_.listen_host : options_.peer_host,
-      options_.peer_port);
-  if (!peer.ok()) return peer.status();
-  peer_address_ = *peer;
-  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kPeerAddressFile, peer_address_));
-  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PRIMARY),
-                           handlers, options_.admin_host, options_.admin_port);
-  if (!admin.ok()) return admin.status();
-  admin_address_ = *admin;
-  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
+  auto bound = node::ServeListeners(
+      &node_,
+      node::ListenerOptionsOf(options_, policy_.secure(),
+                              "Replicate, Heartbeat, QueryDecision and SetFailpoint"),
+      node::ListenerFactories{
+          .client = node::HandlerFactory<rpc::CoordinatorAsyncProcessor, ClientHandler>(handlers),
+          .peer = node::HandlerFactory<rpc::CoordinatorPeerAsyncProcessor, PeerHandler>(handlers),
+          .admin = node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PRIMARY)},
+      handlers);
+  if (!bound.ok()) return bound.status();
+  listeners_ = std::move(*bound);
 
   CoreOptions co = options_.core;
   co.participants = options_.participants;
-  co.self_address = peer_address_;
+  co.self_address = listeners_.peer;
   HaCoreOptions ho;
   ho.role = options_.ha.peer.empty() ? Role::kPrimary : options_.ha.role;
-  ho.self_address = peer_address_;
+  ho.self_address = listeners_.peer;
   ho.peer = options_.ha.peer;
   ho.heartbeat_ms = options_.ha.heartbeat_ms;
   ho.detector = options_.ha.detector;
@@ -477,7 +451,7 @@ Status Runtime::Impl::Init() {
   glue_ = std::make_unique<Glue>(this);
   DriverOptions dopts;
   dopts.name = options_.name;
-  dopts.self_address = peer_address_;
+  dopts.self_address = listeners_.peer;
   dopts.peer = options_.ha.peer;
   dopts.participants = options_.participants;
   dopts.probe_timeout_ms =
@@ -524,11 +498,9 @@ Status Runtime::Impl::Init() {
   node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO(
-      "serving clients on {}, peers on {}, admin on {}, as {} with {} participants; peer "
-      "coordinator {}",
-      address_, peer_address_, admin_address_, RoleName(ha_->role()), options_.participants.size(),
-      options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
+  DTX_LOG_INFO("serving {}, as {} with {} participants; peer coordinator {}", listeners_.Describe(),
+               RoleName(ha_->role()), options_.participants.size(),
+               options_.ha.peer.empty() ? "none (alone)" : options_.ha.peer);
   return Status::OK();
 }
 
@@ -668,6 +640,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     c["wal_bytes_written"] = static_cast<int64_t>(ws.bytes_written);
   }
   st.__set_counters(std::move(c));
+  st.__set_listeners(node::ListenerStatuses(node_));
   return st;
 }
 

@@ -168,6 +168,17 @@ struct PeerStatus {
   4: required bool suspected,
 }
 
+// One listener of a node (node/README.md "Listeners and access") and how it
+// is secured. New with field 10 of NodeStatus, which is optional: a node that
+// predates it leaves the field out and an older reader skips it, so the
+// fields of this struct may be required.
+struct ListenerStatus {
+  1: required string name,                  // "client", "peer" or "admin"
+  2: required string address,               // host:port it is bound to
+  3: required bool tls,                     // TLS 1.3 (--certs-dir); false: plaintext (--insecure)
+  4: required bool client_cert_required,    // TLS and a client certificate of the cluster CA required
+}
+
 struct NodeStatus {
   1: required string name,
   2: required NodeRole role,
@@ -178,6 +189,7 @@ struct NodeStatus {
   7: required i64 in_doubt,         // prepared without a known outcome
   8: required list<PeerStatus> peers,
   9: optional map<string, i64> counters,
+  10: optional list<ListenerStatus> listeners,  // client, peer, admin (in that order)
 }
 
 struct InDoubtTx {

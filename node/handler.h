@@ -163,6 +163,17 @@ class Handler : public Service {
   const PeerIdentity caller_;
 };
 
+// A processor factory for Node::Serve (node/listeners.h ListenerFactories):
+// one `HandlerT` (a Handler<..., Target>) per connection, constructed with
+// the shared target and the caller, served by a `Processor` (the generated
+// cob-style processor of its service, e.g. rpc::ParticipantPeerAsyncProcessor).
+template <typename Processor, typename HandlerT, typename Target>
+RpcProcessorFactory HandlerFactory(std::shared_ptr<HandlerTarget<Target>> shared) {
+  return [shared = std::move(shared)](const PeerIdentity& caller) {
+    return std::make_shared<Processor>(std::make_shared<HandlerT>(shared, caller));
+  };
+}
+
 // The Admin service of a node (its admin listener): GetStatus for anyone who
 // reaches the listener, SetFailpoint, GetTrace and ListInDoubt for an admin.
 // Target provides `rpc::NodeStatus GetStatus() const` and

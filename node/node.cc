@@ -22,8 +22,9 @@ Node::Node(EventLoop* loop, NodeOptions options)
 
 Node::~Node() { Shutdown(); }
 
-Result<std::string> Node::Serve(RpcProcessorFactory factory, std::shared_ptr<Detachable> handlers,
-                                const std::string& host, int port) {
+Result<std::string> Node::Serve(std::string_view listener, RpcProcessorFactory factory,
+                                std::shared_ptr<Detachable> handlers, const std::string& host,
+                                int port) {
   DTX_CHECK(!shut_down_ && factory);
   if (handlers != nullptr &&
       std::find(handlers_.begin(), handlers_.end(), handlers) == handlers_.end()) {
@@ -42,7 +43,12 @@ Result<std::string> Node::Serve(RpcProcessorFactory factory, std::shared_ptr<Det
   servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
   DTX_RETURN_IF_ERROR(servers_.back()->Start());
   std::string bound = servers_.back()->address();
-  if (address_.empty()) address_ = bound;
+  listeners_.push_back(
+      ListenerInfo{.name = std::string(listener),
+                   .address = bound,
+                   .tls = options_.tls != nullptr,
+                   .client_cert_required =
+                       options_.tls != nullptr && options_.tls->options().require_client_cert});
   return bound;
 }
 

@@ -15,8 +15,9 @@
 // node/handler.h.
 //
 // A runtime owns one Node and starts it in this order: fill the registry
-// (metric families), Serve(), RunEvery() its timers, StartMetrics(). Its
-// Shutdown() calls Node::Shutdown() first.
+// (metric families), Serve() its listeners (node/listeners.h
+// ServeListeners), RunEvery() its timers, StartMetrics(). Its Shutdown()
+// calls Node::Shutdown() first.
 //
 // Threading: every method runs on the loop thread (or before the loop runs),
 // except trace() and Trace(), which are thread-safe.
@@ -78,6 +79,32 @@ struct NodeOptions {
   // Server-side TLS context of every listener Serve() binds (node/security.h
   // NodeSecurity::server()); null: plaintext.
   std::shared_ptr<const TlsContext> tls = nullptr;
+};
+
+// The NodeOptions of a runtime's options (coordinator/runtime.h,
+// participant/runtime.h RuntimeOptions: the same name, dir, metrics_,
+// trace_events, enable_failpoints, identify and security fields); every
+// listener gets the server TLS context of `security` (node/security.h).
+template <typename RuntimeOptions>
+NodeOptions NodeOptionsOf(const RuntimeOptions& o) {
+  return NodeOptions{.name = o.name,
+                     .dir = o.dir,
+                     .metrics_enabled = o.metrics_enabled,
+                     .metrics_host = o.metrics_host,
+                     .metrics_port = o.metrics_port,
+                     .trace_events = o.trace_events,
+                     .enable_failpoints = o.enable_failpoints,
+                     .identify = o.identify,
+                     .tls = o.security.server()};
+}
+
+// A listener Serve() bound, and how it is secured (GetStatus reports it:
+// node/listeners.h ListenerStatuses).
+struct ListenerInfo {
+  std::string name;                   // "client", "peer" or "admin"
+  std::string address;                // the bound "host:port"
+  bool tls = false;                   // NodeOptions::tls set
+  bool client_cert_required = false;  // TLS, and the context refuses clients without a certificate
 };
 
 // Something the node detaches from its runtime at shutdown (the Thrift
@@ -142,11 +169,16 @@ class Node {
   // the processor `factory` builds for its caller (options.identify applied
   // first). `handlers` is what those processors' handlers forward to:
   // Shutdown() detaches it before closing the servers. May be called once
-  // per listener (client, peer, admin); returns the bound "host:port".
-  Result<std::string> Serve(RpcProcessorFactory factory, std::shared_ptr<Detachable> handlers,
-                            const std::string& host, int port);
+  // per listener (`listener`: "client", "peer", "admin"; the runtimes call
+  // it through node/listeners.h ServeListeners); returns the bound
+  // "host:port".
+  Result<std::string> Serve(std::string_view listener, RpcProcessorFactory factory,
+                            std::shared_ptr<Detachable> handlers, const std::string& host,
+                            int port);
   // "host:port" of the first listener Serve() bound ("" before Serve).
-  const std::string& address() const { return address_; }
+  std::string address() const { return listeners_.empty() ? "" : listeners_.front().address; }
+  // Every listener Serve() bound, in the order of the calls.
+  const std::vector<ListenerInfo>& listeners() const { return listeners_; }
   // Writes "address\n" to NODEDIR/file_name atomically (temp file, rename),
   // so tools find a listener the kernel picked the port of (e.g. admin.addr).
   Status RecordAddress(const std::string& file_name, const std::string& address) const;
@@ -184,7 +216,7 @@ class Node {
   const NodeOptions options_;
   std::vector<std::shared_ptr<Detachable>> handlers_;
   std::vector<std::unique_ptr<RpcServer>> servers_;
-  std::string address_;
+  std::vector<ListenerInfo> listeners_;
   std::vector<TimerId> timers_;
   bool shut_down_ = false;
   const bool tracing_;

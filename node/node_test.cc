@@ -249,18 +249,22 @@ TEST(NodeTest, ShutdownDetachesTheHandlerAndAdminCallsAreAnsweredOnce) {
     auto shared = std::make_shared<HandlerTarget<Target>>(&target, &node, &policy);
     auto handler = std::make_shared<TestHandler>(shared, PeerIdentity{});
     auto admin = std::make_shared<TestAdmin>(shared, PeerIdentity{}, rpc::NodeRole::PRIMARY);
-    auto admin_bound =
-        node.Serve(TestAdmin::Factory(shared, rpc::NodeRole::PRIMARY), shared, "127.0.0.1", 0);
+    auto admin_bound = node.Serve("admin", TestAdmin::Factory(shared, rpc::NodeRole::PRIMARY),
+                                  shared, "127.0.0.1", 0);
     ASSERT_TRUE(admin_bound.ok());
-    auto bound = node.Serve(
-        [shared](const PeerIdentity& who) {
-          return std::make_shared<rpc::CoordinatorPeerAsyncProcessor>(
-              std::make_shared<TestHandler>(shared, who));
-        },
-        shared, "127.0.0.1", 0);
+    auto bound =
+        node.Serve("peer", HandlerFactory<rpc::CoordinatorPeerAsyncProcessor, TestHandler>(shared),
+                   shared, "127.0.0.1", 0);
     ASSERT_TRUE(bound.ok());
     EXPECT_EQ(node.address(), *admin_bound) << "the first listener bound";
     EXPECT_NE(*bound, *admin_bound);
+    // Each listener as bound, plaintext without NodeOptions::tls.
+    ASSERT_EQ(node.listeners().size(), 2u);
+    EXPECT_EQ(node.listeners()[0].name, "admin");
+    EXPECT_EQ(node.listeners()[1].name, "peer");
+    EXPECT_EQ(node.listeners()[1].address, *bound);
+    EXPECT_FALSE(node.listeners()[1].tls);
+    EXPECT_FALSE(node.listeners()[1].client_cert_required);
     node.Trace(TxId{7, 7}, obs::span::kReceived, "x");
 
     std::string role;

@@ -24,6 +24,7 @@
 #include "node/fail_stop.h"
 #include "node/access.h"
 #include "node/handler.h"
+#include "node/listeners.h"
 #include "node/lifetime.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
@@ -133,10 +134,9 @@ struct Runtime::Impl {
   node::Node node_;
   // Who may call what (node/access.h): the configured coordinators.
   const node::AccessPolicy policy_;
-  std::string admin_address_;  // the admin listener, bound
-  std::string peer_address_;   // the peer listener, bound
-  const bool tracing_;         // node_.tracing()
-  obs::TraceRing& trace_;      // node_.trace()
+  node::ListenerAddresses listeners_;  // bound
+  const bool tracing_;                 // node_.tracing()
+  obs::TraceRing& trace_;              // node_.trace()
   std::unique_ptr<LevelStore> level_;
   std::unique_ptr<FailpointStore> store_;
   std::unique_ptr<Core> core_;
@@ -256,15 +256,7 @@ ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
 Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
     : loop_(loop),
       options_(std::move(options)),
-      node_(loop, node::NodeOptions{.name = options_.name,
-                                    .dir = options_.dir,
-                                    .metrics_enabled = options_.metrics_enabled,
-                                    .metrics_host = options_.metrics_host,
-                                    .metrics_port = options_.metrics_port,
-                                    .trace_events = options_.trace_events,
-                                    .enable_failpoints = options_.enable_failpoints,
-                                    .identify = options_.identify,
-                                    .tls = options_.security.server()}),
+      node_(loop, node::NodeOptionsOf(options_)),
       policy_(options_.secure || options_.security.tls(), options_.coordinator_peers),
       tracing_(node_.tracing()),
       trace_(node_.trace()),
@@ -279,10 +271,10 @@ Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions 
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() = default;
 void Runtime::Shutdown() { impl_->Shutdown(); }
-std::string Runtime::address() const { return impl_->node_.address(); }
+std::string Runtime::address() const { return impl_->listeners_.client; }
 std::string Runtime::metrics_address() const { return impl_->node_.metrics_address(); }
-std::string Runtime::admin_address() const { return impl_->admin_address_; }
-std::string Runtime::peer_address() const { return impl_->peer_address_; }
+std::string Runtime::admin_address() const { return impl_->listeners_.admin; }
+std::string Runtime::peer_address() const { return impl_->listeners_.peer; }
 
 // ---------------------------------------------------------------------------
 // The driver's world
@@ -395,35 +387,18 @@ Status Runtime::Impl::Init() {
   checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
   driver_->Start();  // notes the transactions in doubt; the first decision queries
 
-  if (!policy_.secure()) {
-    DTX_LOG_WARN(
-        "--insecure: INSECURE, TLS is off: every listener is plaintext and callers are not "
-        "authenticated; anyone who reaches a port may call Prepare, Commit, Abort, AdoptEpoch "
-        "and SetFailpoint here");
-  }
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
-  auto served = node_.Serve(
-      [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::ParticipantAsyncProcessor>(
-            std::make_shared<ClientHandler>(handlers, caller));
-      },
-      handlers, options_.listen_host, options_.listen_port);
-  if (!served.ok()) return served.status();
-  auto peer = node_.Serve(
-      [handlers](const PeerIdentity& caller) {
-        return std::make_shared<rpc::ParticipantPeerAsyncProcessor>(
-            std::make_shared<PeerHandler>(handlers, caller));
-      },
-      handlers, options_.peer_host.empty() ? options_.listen_host : options_.peer_host,
-      options_.peer_port);
-  if (!peer.ok()) return peer.status();
-  peer_address_ = *peer;
-  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kPeerAddressFile, peer_address_));
-  auto admin = node_.Serve(node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PARTICIPANT),
-                           handlers, options_.admin_host, options_.admin_port);
-  if (!admin.ok()) return admin.status();
-  admin_address_ = *admin;
-  DTX_RETURN_IF_ERROR(node_.RecordAddress(node::kAdminAddressFile, admin_address_));
+  auto bound = node::ServeListeners(
+      &node_,
+      node::ListenerOptionsOf(options_, policy_.secure(),
+                              "Prepare, Commit, Abort, AdoptEpoch and SetFailpoint"),
+      node::ListenerFactories{
+          .client = node::HandlerFactory<rpc::ParticipantAsyncProcessor, ClientHandler>(handlers),
+          .peer = node::HandlerFactory<rpc::ParticipantPeerAsyncProcessor, PeerHandler>(handlers),
+          .admin = node::AdminHandler<Impl>::Factory(handlers, rpc::NodeRole::PARTICIPANT)},
+      handlers);
+  if (!bound.ok()) return bound.status();
+  listeners_ = std::move(*bound);
   node_.RunEvery(kTickIntervalMs, [this] {
     driver_->Tick();
     MaybeCheckpoint();
@@ -431,8 +406,8 @@ Status Runtime::Impl::Init() {
   });
   UpdateMetrics();
   DTX_RETURN_IF_ERROR(node_.StartMetrics());
-  DTX_LOG_INFO("serving clients on {}, peers on {}, admin on {} (dir {}, coordinator {})",
-               node_.address(), peer_address_, admin_address_, options_.dir, options_.coordinator);
+  DTX_LOG_INFO("serving {} (dir {}, coordinator {})", listeners_.Describe(), options_.dir,
+               options_.coordinator);
   return Status::OK();
 }
 
@@ -721,6 +696,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
   };
   out.__set_counters(c);
+  out.__set_listeners(node::ListenerStatuses(node_));
   return out;
 }
 

@@ -53,6 +53,9 @@ TEST_F(HaTest, PrimaryAndBackupServeTransactions) {
   CommandResult st = cluster_.Dtxctl({"status"});
   EXPECT_EQ(st.exit_code, 0);
   EXPECT_NE(st.out.find(" backup "), std::string::npos) << st.out;
+  // Under each node's row, its listeners and how each is secured (TLS here).
+  EXPECT_NE(st.out.find("\n  listeners: client "), std::string::npos) << st.out;
+  EXPECT_NE(st.out.find(" (mutual TLS), peer "), std::string::npos) << st.out;
 }
 
 TEST_F(HaTest, KilledPrimaryFailsOverAndTheBankInvariantHolds) {

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "Admin.h"
 #include "Coordinator.h"
@@ -314,6 +315,16 @@ TEST_F(ParticipantAccessTest, PeerCallsAreUnknownOnTheClientListenerAndServedOnT
   rpc::NodeStatus st;
   ClientAs(kClient)->GetStatus(st);
   EXPECT_EQ(st.name, "participant-0");
+  // GetStatus names each listener; without TLS (the runtime's default
+  // NodeSecurity, what --insecure gives) each is plaintext.
+  std::vector<std::string> listeners;
+  for (const rpc::ListenerStatus& l : st.listeners) {
+    listeners.push_back(l.name + " " + l.address + (l.tls ? " tls" : "") +
+                        (l.client_cert_required ? " cert" : ""));
+  }
+  EXPECT_EQ(listeners, (std::vector<std::string>{"client " + runtime_->address(),
+                                                 "peer " + runtime_->peer_address(),
+                                                 "admin " + runtime_->admin_address()}));
   // On the peer listener the same coordinator is served.
   EXPECT_NE(runtime_->peer_address(), runtime_->address());
   EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Heartbeat(hb_resp, hb); }), std::nullopt);

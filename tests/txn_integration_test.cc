@@ -336,6 +336,13 @@ TEST_F(TxnTest, BadInputThroughStockClientsIsRejectedByTheNodes) {
   // The connection is still usable after a rejected call.
   rpc::NodeStatus st;
   EXPECT_TRUE(tools::RunThrift("GetStatus", [&] { (*part)->client().GetStatus(st); }).ok());
+  // It names its listeners, the one answering first; the cluster runs TLS, and
+  // every listener requires a client certificate.
+  ASSERT_EQ(st.listeners.size(), 3u);
+  EXPECT_EQ(st.listeners[0].address, client_->participants()[0]);
+  EXPECT_EQ(tools::DescribeListeners(st),
+            "client " + st.listeners[0].address + " (mutual TLS), peer " + st.listeners[1].address +
+                " (mutual TLS), admin " + st.listeners[2].address + " (mutual TLS)");
 }
 
 }  // namespace

@@ -228,6 +228,20 @@ Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const ToolCredentia
   return out;
 }
 
+std::string DescribeListeners(const rpc::NodeStatus& status) {
+  std::string out;
+  if (!status.__isset.listeners) return out;
+  for (const rpc::ListenerStatus& l : status.listeners) {
+    if (!out.empty()) out += ", ";
+    out += l.name + " " + l.address + " (" +
+           (l.client_cert_required ? "mutual TLS"
+            : l.tls                ? "TLS"
+                                   : "plaintext") +
+           ")";
+  }
+  return out;
+}
+
 namespace {
 
 // The node's admin listener, or InvalidArgument when cluster.conf has none.

@@ -130,6 +130,12 @@ Result<std::vector<rpc::InDoubtTx>> ListNodeInDoubt(const NodeEntry& node,
 // (docs/observability.md).
 Result<rpc::TraceResponse> GetNodeTrace(const NodeEntry& node, const ToolCredentials& creds,
                                         const rpc::TxId& txid, const AdminTimeouts& timeouts = {});
+// The node's listeners as GetStatus reports them (NodeStatus.listeners):
+// "client HOST:PORT (mutual TLS), peer HOST:PORT (mutual TLS), admin
+// HOST:PORT (mutual TLS)"; each "(mutual TLS)" (a client certificate
+// required), "(TLS)" or "(plaintext)". "" when the node reports none (it
+// predates the field).
+std::string DescribeListeners(const rpc::NodeStatus& status);
 // Polls GetStatus until it answers or `timeout_ms` passes (Timeout then, with
 // the last error).
 Status WaitUntilReady(const NodeEntry& node, const ToolCredentials& creds, int timeout_ms);

@@ -81,7 +81,8 @@ const char* kUsage =
     "                        certificate in DIR/certs unless --insecure (plaintext)\n"
     "  cluster down --dir DIR\n"
     "                        stop the supervisor and every node\n"
-    "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt\n"
+    "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt;\n"
+    "                        each listener's address and security (mutual TLS, TLS, plaintext)\n"
     "  kill NODE --dir DIR   SIGKILL a node (the supervisor restarts it)\n"
     "  restart NODE --dir DIR\n"
     "                        kill a node and wait until it answers again\n"
@@ -714,6 +715,9 @@ int CmdStatus(const std::vector<std::string>& args) {
                   static_cast<long long>(st->epoch), static_cast<long long>(st->durable_lsn),
                   static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
                   "up");
+      // Indented, so that a row still starts with a node's name.
+      const std::string listeners = DescribeListeners(*st);
+      if (!listeners.empty()) std::printf("  listeners: %s\n", listeners.c_str());
     } else {
       std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
                   pid_text.c_str(), "-", "-", "-", "-", "-", "down");
