@@ -105,6 +105,13 @@ const char* Name(Point p) { return kNames[static_cast<int>(p)]; }
 
 std::vector<std::string> AllNames() { return {std::begin(kNames), std::end(kNames)}; }
 
+Status Check(std::string_view name, std::string_view action) {
+  if (Find(Trim(name)) < 0) {
+    return Status::InvalidArgument("unknown failpoint '" + std::string(name) + "'");
+  }
+  return ParseAction(action).status();
+}
+
 Status Arm(std::string_view name, std::string_view action) {
   int i = Find(Trim(name));
   if (i < 0) return Status::InvalidArgument("unknown failpoint '" + std::string(name) + "'");

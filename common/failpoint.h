@@ -69,6 +69,8 @@ std::vector<std::string> AllNames();
 // Arms `name` with `action` (see above). Unknown names and malformed actions
 // are InvalidArgument; nothing changes then.
 Status Arm(std::string_view name, std::string_view action);
+// What Arm() would answer, without arming: OK, or InvalidArgument.
+Status Check(std::string_view name, std::string_view action);
 // Parses "name=action;name=action" (whitespace allowed around items). All or
 // nothing: on any error nothing is armed.
 Status ArmFromSpec(std::string_view spec);

@@ -144,10 +144,16 @@ class Handler : public Service {
                    caller_.Describe());
       return exn_cob(Delay(DtxErrorFromStatus(Status::PermissionDenied(kFailpointsOffMessage))));
     }
-    Status s = fp::Arm(name, action);
+    Status s = fp::Check(name, action);
     if (!s.ok()) return exn_cob(Delay(MakeDtxError(rpc::ErrorCode::BAD_ARGUMENT, s.message())));
-    DTX_LOG_INFO("failpoint {}={} armed by SetFailpoint from {}", name, action, caller_.Describe());
+    // The reply leaves before the point is armed: a `crash` it causes at once
+    // (the next message of this loop turn) must not swallow it, since the
+    // transport writes replies at the end of the turn (common/rpc_server.h).
     cob();
+    if (node() != nullptr) node()->loop()->RunTurnEndNow();
+    s = fp::Arm(name, action);
+    DTX_CHECK_MSG(s.ok(), "a failpoint that passed fp::Check failed to arm");
+    DTX_LOG_INFO("failpoint {}={} armed by SetFailpoint from {}", name, action, caller_.Describe());
   }
 
   // Admin: the span events this node holds for txid (none once detached).
