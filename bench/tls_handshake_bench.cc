@@ -6,6 +6,11 @@
 //            and makes one small call, plaintext and TLS, alternating:
 //            the latency a new connection adds before its first reply
 //
+//   records  on an established session: one small message (--message-bytes)
+//            encrypted by one end and decrypted by the other, in memory, and
+//            one Read round trip over loopback, plaintext and TLS alternating:
+//            what TLS adds to every message once the handshake is paid
+//
 // Prints the median and p99 in microseconds. Certificates are made in a
 // temporary directory with common/certs.h (--key-type ecdsa|rsa). Not a
 // test: numbers depend on the machine and its load.
@@ -101,6 +106,40 @@ double MemoryHandshakeUs(const std::shared_ptr<const TlsContext>& server_ctx,
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
 }
 
+// Microseconds per message: `batch` messages of `bytes` bytes, each encrypted
+// by `from` and decrypted by `to` (Send, TakeOutput, Receive), in memory.
+double MemoryRecordUs(TlsSession& from, TlsSession& to, size_t bytes, int batch) {
+  const std::vector<uint8_t> message(bytes, 0x5a);
+  std::vector<uint8_t> plaintext;
+  std::string wire;
+  auto start = Clock::now();
+  for (int i = 0; i < batch; ++i) {
+    Check(from.Send(message.data(), message.size()), "Send");
+    wire.clear();
+    from.TakeOutput(&wire);
+    plaintext.clear();
+    Check(to.Receive(reinterpret_cast<const uint8_t*>(wire.data()), wire.size(), &plaintext),
+          "Receive");
+  }
+  if (plaintext.size() != bytes) Check(Status::Internal("lost bytes"), "records");
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count() / batch;
+}
+
+// One Read round trip on an established channel; wall time in microseconds.
+double CallUs(EventLoop& loop, ParticipantStub& stub) {
+  auto start = Clock::now();
+  bool done = false;
+  RpcStatus status;
+  stub.Read("k", 5000, [&](const RpcStatus& s, const rpc::ReadResult&) {
+    status = s;
+    done = true;
+    loop.Stop();
+  });
+  while (!done) loop.Run();
+  Check(status, "Read");
+  return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+}
+
 // Connects a fresh channel, makes one Read, closes; wall time in microseconds.
 double ConnectAndCallUs(EventLoop& loop, const std::string& address,
                         const PeerChannelOptions& options) {
@@ -124,12 +163,16 @@ double ConnectAndCallUs(EventLoop& loop, const std::string& address,
 
 int main(int argc, char** argv) {
   int connections = 1000;
+  int message_bytes = 200;
   std::string key_type = "ecdsa";
   po::options_description desc("dtx-tls-handshake-bench options");
-  desc.add_options()("help", "this text")(
-      "connections", po::value<int>(&connections)->default_value(connections),
-      "handshakes per measurement")("key-type", po::value<std::string>(&key_type),
-                                    "ecdsa (P-256, the default of common/certs.h) or rsa (2048)");
+  desc.add_options()("help", "this text")("connections",
+                                          po::value<int>(&connections)->default_value(connections),
+                                          "handshakes per measurement")(
+      "message-bytes", po::value<int>(&message_bytes)->default_value(message_bytes),
+      "size of the messages timed on an established session")(
+      "key-type", po::value<std::string>(&key_type),
+      "ecdsa (P-256, the default of common/certs.h) or rsa (2048)");
   po::variables_map vm;
   po::store(po::parse_command_line(argc, argv, desc), vm);
   po::notify(vm);
@@ -137,7 +180,8 @@ int main(int argc, char** argv) {
     std::cout << desc << "\n";
     return 0;
   }
-  if (connections < 1 || (key_type != "ecdsa" && key_type != "rsa")) {
+  if (connections < 1 || message_bytes < 1 || message_bytes > (1 << 20) ||
+      (key_type != "ecdsa" && key_type != "rsa")) {
     std::cerr << desc << "\n";
     return 2;
   }
@@ -157,6 +201,30 @@ int main(int argc, char** argv) {
 
   std::vector<double> memory;
   for (int i = 0; i < connections; ++i) memory.push_back(MemoryHandshakeUs(server_ctx, client_ctx));
+
+  // Records on one established session pair, in batches of 100 messages.
+  std::vector<double> record_us;
+  {
+    auto server = TlsSession::Create(server_ctx);
+    auto client = TlsSession::Create(client_ctx, {PrincipalKind::kParticipant, "participant-0"});
+    Check(client->Start(), "Start");
+    std::vector<uint8_t> sink;
+    for (int round = 0; round < 8 && !(client->handshake_done() && server->handshake_done());
+         ++round) {
+      std::string bytes;
+      client->TakeOutput(&bytes);
+      Check(server->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+            "server handshake");
+      bytes.clear();
+      server->TakeOutput(&bytes);
+      Check(client->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+            "client handshake");
+    }
+    for (int i = 0; i < connections; ++i) {
+      record_us.push_back(
+          MemoryRecordUs(*client, *server, static_cast<size_t>(message_bytes), 100));
+    }
+  }
 
   spdlog::set_level(spdlog::level::warn);
   LoopThread server_thread;
@@ -182,6 +250,19 @@ int main(int argc, char** argv) {
     plain_us.push_back(ConnectAndCallUs(loop, plain->address(), plain_options));
     tls_us.push_back(ConnectAndCallUs(loop, secure->address(), tls_options));
   }
+  std::vector<double> plain_call_us, tls_call_us;
+  {
+    ParticipantStub plain_stub(&loop, plain->address(), plain_options);
+    ParticipantStub tls_stub(&loop, secure->address(), tls_options);
+    CallUs(loop, plain_stub);  // connect (and handshake) first
+    CallUs(loop, tls_stub);
+    for (int i = 0; i < connections * 10; ++i) {
+      plain_call_us.push_back(CallUs(loop, plain_stub));
+      tls_call_us.push_back(CallUs(loop, tls_stub));
+    }
+    plain_stub.channel()->Close();
+    tls_stub.channel()->Close();
+  }
   server_thread.RunSync([&] {
     plain.reset();
     secure.reset();
@@ -190,6 +271,7 @@ int main(int argc, char** argv) {
   std::filesystem::remove_all(dir);
 
   Summary m = Summarize(memory), p = Summarize(plain_us), t = Summarize(tls_us);
+  Summary r = Summarize(record_us), pc = Summarize(plain_call_us), tc = Summarize(tls_call_us);
   std::printf("TLS 1.3 mutual handshake, %s keys, %d connections each\n",
               key_type == "rsa" ? "RSA-2048" : "ECDSA P-256", connections);
   std::printf("%-44s %10s %10s\n", "", "median us", "p99 us");
@@ -199,5 +281,12 @@ int main(int argc, char** argv) {
               p.p99_us);
   std::printf("%-44s %10.1f %10.1f\n", "loopback connect + first call, TLS", t.median_us, t.p99_us);
   std::printf("%-44s %10.1f\n", "TLS adds per new connection (median)", t.median_us - p.median_us);
+  std::printf("established session, %d-byte messages\n", message_bytes);
+  std::printf("%-44s %10.2f %10.2f\n", "one record, encrypt + decrypt, in memory", r.median_us,
+              r.p99_us);
+  std::printf("%-44s %10.1f %10.1f\n", "loopback Read round trip, plaintext", pc.median_us,
+              pc.p99_us);
+  std::printf("%-44s %10.1f %10.1f\n", "loopback Read round trip, TLS", tc.median_us, tc.p99_us);
+  std::printf("%-44s %10.1f\n", "TLS adds per round trip (median)", tc.median_us - pc.median_us);
   return 0;
 }

@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,6 +107,9 @@ class Process {
   Process(const std::string& bin, std::vector<std::string> args) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Dies with the test: a test that aborts (a failed check in a thread)
+      // must not leave nodes running.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       int devnull = ::open("/dev/null", O_WRONLY);
       ::dup2(devnull, 1);
       ::dup2(devnull, 2);

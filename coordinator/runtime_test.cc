@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -89,6 +90,9 @@ class Process {
   Process(std::vector<std::string> args, std::string failpoints = {}) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      // Dies with the test: a test that aborts (a failed check in a thread)
+      // must not leave nodes running.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       int devnull = ::open("/dev/null", O_WRONLY);
       ::dup2(devnull, 1);
       if (!failpoints.empty()) ::setenv("DTX_FAILPOINTS", failpoints.c_str(), 1);

@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -213,6 +214,9 @@ class ParticipantSmokeTest : public ::testing::Test {
   pid_t Spawn(const std::vector<std::string>& args, const std::string& failpoints = "") {
     pid_t pid = ::fork();
     if (pid == 0) {
+      // Dies with the test: a test that aborts (a failed check in a thread)
+      // must not leave nodes running.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       std::vector<char*> argv;
       std::string bin = DTX_PARTICIPANT_BIN;
       argv.push_back(bin.data());
