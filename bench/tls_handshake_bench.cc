@@ -83,26 +83,30 @@ std::shared_ptr<const TlsContext> MakeContext(const std::string& dir, const std:
   return *ctx;
 }
 
+// Runs the handshake between two fresh sessions in memory, to completion.
+void Handshake(TlsSession& client, TlsSession& server) {
+  Check(client.Start(), "Start");
+  std::vector<uint8_t> sink;
+  for (int round = 0; round < 8 && !(client.handshake_done() && server.handshake_done()); ++round) {
+    std::string bytes;
+    client.TakeOutput(&bytes);
+    Check(server.Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+          "server handshake");
+    bytes.clear();
+    server.TakeOutput(&bytes);
+    Check(client.Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
+          "client handshake");
+  }
+  if (!client.handshake_done() || !server.handshake_done()) Check(Status::Internal("stuck"), "");
+}
+
 // One in-memory mutual handshake; its wall time in microseconds.
 double MemoryHandshakeUs(const std::shared_ptr<const TlsContext>& server_ctx,
                          const std::shared_ptr<const TlsContext>& client_ctx) {
   auto start = Clock::now();
   auto server = TlsSession::Create(server_ctx);
   auto client = TlsSession::Create(client_ctx, {PrincipalKind::kParticipant, "participant-0"});
-  Check(client->Start(), "Start");
-  std::vector<uint8_t> sink;
-  for (int round = 0; round < 8 && !(client->handshake_done() && server->handshake_done());
-       ++round) {
-    std::string bytes;
-    client->TakeOutput(&bytes);
-    Check(server->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
-          "server handshake");
-    bytes.clear();
-    server->TakeOutput(&bytes);
-    Check(client->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
-          "client handshake");
-  }
-  if (!client->handshake_done() || !server->handshake_done()) Check(Status::Internal("stuck"), "");
+  Handshake(*client, *server);
   return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
 }
 
@@ -207,19 +211,7 @@ int main(int argc, char** argv) {
   {
     auto server = TlsSession::Create(server_ctx);
     auto client = TlsSession::Create(client_ctx, {PrincipalKind::kParticipant, "participant-0"});
-    Check(client->Start(), "Start");
-    std::vector<uint8_t> sink;
-    for (int round = 0; round < 8 && !(client->handshake_done() && server->handshake_done());
-         ++round) {
-      std::string bytes;
-      client->TakeOutput(&bytes);
-      Check(server->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
-            "server handshake");
-      bytes.clear();
-      server->TakeOutput(&bytes);
-      Check(client->Receive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &sink),
-            "client handshake");
-    }
+    Handshake(*client, *server);
     for (int i = 0; i < connections; ++i) {
       record_us.push_back(
           MemoryRecordUs(*client, *server, static_cast<size_t>(message_bytes), 100));

@@ -140,6 +140,25 @@ def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
     return nodes
 
 
+def read_conf_text(path: str, max_bytes: int) -> Optional[str]:
+    """The text of a small configuration file of the cluster directory, or
+    None if there is no such file. Raises :class:`InvalidArgument` for a file
+    that cannot be read, is larger than ``max_bytes`` or is not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise InvalidArgument(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise InvalidArgument(f"{path}: larger than {max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArgument(f"{path}: not UTF-8 text") from None
+
+
 def load_cluster_conf(directory: Union[str, os.PathLike]) -> List[Node]:
     """The nodes of ``DIR/cluster.conf`` (see :func:`parse_cluster_conf`).
     Raises :class:`InvalidArgument` for a missing directory or file, or a
@@ -148,18 +167,8 @@ def load_cluster_conf(directory: Union[str, os.PathLike]) -> List[Node]:
     if not os.path.isdir(directory):
         raise InvalidArgument(f"no cluster directory {directory!r}")
     path = os.path.join(directory, CLUSTER_CONF_FILE)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_CONF_BYTES_MAX + 1)
-    except FileNotFoundError:
+    text = read_conf_text(path, _CONF_BYTES_MAX)
+    if text is None:
         raise InvalidArgument(f"{path}: no such file (is {directory} a directory made by "
-                              f"`dtxctl cluster up --dir`?)") from None
-    except OSError as e:
-        raise InvalidArgument(f"cannot read {path}: {e.strerror or e}") from None
-    if len(data) > _CONF_BYTES_MAX:
-        raise InvalidArgument(f"{path}: larger than {_CONF_BYTES_MAX} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArgument(f"{path}: not UTF-8 text") from None
+                              f"`dtxctl cluster up --dir`?)")
     return parse_cluster_conf(text, path)

@@ -26,6 +26,7 @@ from typing import Optional, Tuple, Union
 
 from thrift.Thrift import TApplicationException
 
+from dtx.cluster_dir import read_conf_text
 from dtx.errors import InvalidArgument
 
 # DIR/security.conf: written by `dtxctl cluster up`, grammar in
@@ -113,19 +114,9 @@ class TLS:
         if not os.path.isdir(directory):
             raise InvalidArgument(f"no cluster directory {directory!r}")
         path = os.path.join(directory, SECURITY_CONF_FILE)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(_SECURITY_CONF_BYTES_MAX + 1)
-        except FileNotFoundError:
+        text = read_conf_text(path, _SECURITY_CONF_BYTES_MAX)
+        if text is None:
             return None
-        except OSError as e:
-            raise InvalidArgument(f"cannot read {path}: {e.strerror or e}") from None
-        if len(data) > _SECURITY_CONF_BYTES_MAX:
-            raise InvalidArgument(f"{path}: larger than {_SECURITY_CONF_BYTES_MAX} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidArgument(f"{path}: not UTF-8 text") from None
         tls_on, certs = parse_security_conf(text, path)
         if not tls_on:
             return None
