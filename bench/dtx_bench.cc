@@ -872,29 +872,45 @@ Result<Floor> MeasureFloor(const std::string& dir) {
 
 // ---------------------------------------------------------------------------
 
-// CPU seconds of every node process of the cluster (by its pid file), or
+// What a set of processes has used so far: CPU seconds and context switches.
+struct Usage {
+  double cpu_s = 0;
+  tools::ContextSwitches switches;
+  Usage operator-(const Usage& o) const {
+    return {
+        cpu_s - o.cpu_s,
+        {switches.voluntary - o.switches.voluntary, switches.involuntary - o.switches.involuntary}};
+  }
+};
+
+// The usage of every node process of the cluster (by its pid file), or
 // nullopt without --cluster. `pids` gets the pids read.
-std::optional<double> ClusterCpuSeconds(const Config& cfg, const tools::ClusterConfig* cluster,
-                                        std::map<std::string, pid_t>* pids) {
+std::optional<Usage> ClusterUsage(const Config& cfg, const tools::ClusterConfig* cluster,
+                                  std::map<std::string, pid_t>* pids) {
   if (cluster == nullptr) return std::nullopt;
-  double total = 0;
+  Usage total;
   for (const tools::NodeEntry& n : cluster->nodes()) {
     auto pid =
         tools::ReadPidFile(tools::NodeDir(cfg.cluster_dir, n.name) + "/" + tools::kNodePidFile);
     if (!pid.ok()) continue;
     auto cpu = tools::ProcessCpuSeconds(*pid);
-    if (!cpu.ok()) continue;
+    auto switches = tools::ProcessContextSwitches(*pid);
+    if (!cpu.ok() || !switches.ok()) continue;
     (*pids)[n.name] = *pid;
-    total += *cpu;
+    total.cpu_s += *cpu;
+    total.switches.voluntary += switches->voluntary;
+    total.switches.involuntary += switches->involuntary;
   }
   return total;
 }
 
-double SelfCpuSeconds() {
+// dtx-bench's own usage (every thread, including those that exited).
+Usage SelfUsage() {
   rusage ru{};
   ::getrusage(RUSAGE_SELF, &ru);
   auto sec = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
-  return sec(ru.ru_utime) + sec(ru.ru_stime);
+  return {sec(ru.ru_utime) + sec(ru.ru_stime),
+          {static_cast<uint64_t>(ru.ru_nvcsw), static_cast<uint64_t>(ru.ru_nivcsw)}};
 }
 
 std::string LoadAverage() {
@@ -1029,9 +1045,9 @@ struct RunResult {
   Clock::time_point stop_time;  // the load stopped
   double window_s = 0;          // the measured window (after the warm-up)
   std::map<std::string, pid_t> pids_before, pids_after;  // node pids around the window
-  std::optional<double> cpu_before, cpu_after;  // their CPU seconds (nullopt: no --cluster)
-  double self_cpu = 0;                          // dtx-bench's own CPU seconds in the window
-  bool drained = false;                         // every transaction finished after the stop
+  std::optional<Usage> cpu_before, cpu_after;            // their usage (nullopt: no --cluster)
+  Usage self_cpu;                                        // dtx-bench's own usage in the window
+  bool drained = false;  // every transaction finished after the stop
   Stats st;
   Timeline timeline{Clock::time_point{}};  // the loop's, taken after the drain
   std::vector<FaultRecord> fault_records;
@@ -1113,16 +1129,15 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
                                        std::chrono::duration<double>(cfg.duration_s));
   std::map<std::string, pid_t>& pids_before = r.pids_before;
   std::map<std::string, pid_t>& pids_after = r.pids_after;
-  std::optional<double>& cpu_before = r.cpu_before;
-  double self_cpu_before = 0;
+  std::optional<Usage>& cpu_before = r.cpu_before;
+  Usage self_cpu_before;
   bool measuring = false;
   size_t reported = 0;
   for (;;) {
     auto now = Clock::now();
     if (!measuring && now >= window_start) {
-      cpu_before =
-          ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_before);
-      self_cpu_before = SelfCpuSeconds();
+      cpu_before = ClusterUsage(cfg, target.cluster ? &*target.cluster : nullptr, &pids_before);
+      self_cpu_before = SelfUsage();
       window_start = Clock::now();
       window_end = window_start + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(cfg.duration_s));
@@ -1145,8 +1160,8 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
   loop->Stop();
   r.stop_time = Clock::now();
   r.window_s = std::chrono::duration<double>(Clock::now() - window_start).count();
-  r.cpu_after = ClusterCpuSeconds(cfg, target.cluster ? &*target.cluster : nullptr, &pids_after);
-  r.self_cpu = SelfCpuSeconds() - self_cpu_before;
+  r.cpu_after = ClusterUsage(cfg, target.cluster ? &*target.cluster : nullptr, &pids_after);
+  r.self_cpu = SelfUsage() - self_cpu_before;
   if (open_thread.joinable()) open_thread.join();
   {
     std::lock_guard lock(side_mu);
@@ -1168,7 +1183,10 @@ struct Summary {
   double abort_rate = 0;
   std::optional<double> cpu_per_tx_us;         // all node processes
   std::optional<double> client_cpu_per_tx_us;  // dtx-bench itself
-  bool restarted = false;                      // a node's pid changed in the window
+  // Context switches per committed transaction (voluntary, involuntary).
+  std::optional<std::pair<double, double>> switches_per_tx;         // all node processes
+  std::optional<std::pair<double, double>> client_switches_per_tx;  // dtx-bench itself
+  bool restarted = false;  // a node's pid changed in the window
 };
 
 // Prints the results of the run (throughput, latencies, CPU, faults, timeline).
@@ -1177,11 +1195,11 @@ Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<F
   const Stats& st = r.st;
   const double window_s = r.window_s;
   const std::shared_ptr<TxLoop>& loop = r.loop;
-  const std::optional<double>& cpu_before = r.cpu_before;
-  const std::optional<double>& cpu_after = r.cpu_after;
+  const std::optional<Usage>& cpu_before = r.cpu_before;
+  const std::optional<Usage>& cpu_after = r.cpu_after;
   const std::map<std::string, pid_t>& pids_before = r.pids_before;
   const std::map<std::string, pid_t>& pids_after = r.pids_after;
-  const double self_cpu = r.self_cpu;
+  const Usage& self_cpu = r.self_cpu;
   const std::vector<FaultRecord>& fault_records = r.fault_records;
   const Timeline& timeline = r.timeline;
   Summary sum;
@@ -1246,17 +1264,33 @@ Summary PrintReport(const Config& cfg, const RunResult& r, const std::optional<F
   std::optional<double>& cpu_per_tx_us = sum.cpu_per_tx_us;
   bool& restarted = sum.restarted;
   restarted = pids_before != pids_after;
+  auto per_tx = [&st](const tools::ContextSwitches& s) {
+    const double n = static_cast<double>(st.committed);
+    return std::pair<double, double>(static_cast<double>(s.voluntary) / n,
+                                     static_cast<double>(s.involuntary) / n);
+  };
   if (cpu_before && cpu_after && st.committed > 0) {
-    cpu_per_tx_us = (*cpu_after - *cpu_before) / static_cast<double>(st.committed) * 1e6;
+    const Usage used = *cpu_after - *cpu_before;
+    cpu_per_tx_us = used.cpu_s / static_cast<double>(st.committed) * 1e6;
+    sum.switches_per_tx = per_tx(used.switches);
     std::printf("cpu per committed tx (all %zu dtx processes): %.1f us%s\n", pids_after.size(),
                 *cpu_per_tx_us, restarted ? " (a node restarted: undercounted)" : "");
+    std::printf(
+        "context switches per committed tx (all dtx processes): %.2f voluntary, %.2f "
+        "involuntary\n",
+        sum.switches_per_tx->first, sum.switches_per_tx->second);
   } else if (!have_cluster) {
     std::printf("cpu per committed tx: n/a (needs --cluster DIR for the node pids)\n");
   }
   std::optional<double>& client_cpu_per_tx_us = sum.client_cpu_per_tx_us;
   if (st.committed > 0) {
-    client_cpu_per_tx_us = self_cpu / static_cast<double>(st.committed) * 1e6;
+    client_cpu_per_tx_us = self_cpu.cpu_s / static_cast<double>(st.committed) * 1e6;
+    sum.client_switches_per_tx = per_tx(self_cpu.switches);
     std::printf("client cpu per committed tx (dtx-bench itself): %.1f us\n", *client_cpu_per_tx_us);
+    std::printf(
+        "client context switches per committed tx (dtx-bench itself): %.2f voluntary, %.2f "
+        "involuntary\n",
+        sum.client_switches_per_tx->first, sum.client_switches_per_tx->second);
   }
   for (const FaultRecord& f : fault_records) {
     std::printf("fault at %.2f s: %s -> %s (%.2f s)\n", f.ran_at_s, f.event.text.c_str(),
@@ -1341,6 +1375,13 @@ InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drain
 
 // --json: every figure of the run in one object (bench/README.md). False if
 // the file cannot be written.
+// {"voluntary": V, "involuntary": I} or null.
+std::string SwitchesJson(const std::optional<std::pair<double, double>>& per_tx) {
+  if (!per_tx) return "null";
+  return "{\"voluntary\": " + JsonNumber(per_tx->first) +
+         ", \"involuntary\": " + JsonNumber(per_tx->second) + "}";
+}
+
 bool WriteJson(const Config& cfg, const std::string& command_line, const std::string& coordinator,
                size_t participants, double load_s, const RunResult& r, const Summary& sum,
                const std::optional<Floor>& floor, const InvariantResult& inv) {
@@ -1486,6 +1527,8 @@ bool WriteJson(const Config& cfg, const std::string& command_line, const std::st
   o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
     << ",\n  \"client_cpu_per_tx_us\": "
     << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
+    << ",\n  \"context_switches_per_tx\": " << SwitchesJson(sum.switches_per_tx)
+    << ",\n  \"client_context_switches_per_tx\": " << SwitchesJson(sum.client_switches_per_tx)
     << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
     << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
     << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";

@@ -115,6 +115,9 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
                           "floor.commit_floor_us",
                           "floor.commit_p50_ratio",
                           "cpu_per_tx_us",
+                          "context_switches_per_tx.voluntary",
+                          "context_switches_per_tx.involuntary",
+                          "client_context_switches_per_tx.voluntary",
                           "total_balance",
                           "invariant_ok"}) {
     EXPECT_TRUE(t.get_child_optional(pt::ptree::path_type(key, '.')).has_value())
@@ -125,6 +128,8 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   EXPECT_EQ(t.get<std::string>("invariant_ok", ""), "true");
   EXPECT_EQ(t.get<int64_t>("total_balance", 0), int64_t{kAccounts} * 1000);
   EXPECT_GT(t.get<int64_t>("committed", 0), 0);
+  // Every committed transaction made the nodes wait for a message or a disk.
+  EXPECT_GT(t.get<double>("context_switches_per_tx.voluntary", 0), 0);
   double p50 = t.get<double>("latency_us.p50", -1), p99 = t.get<double>("latency_us.p99", -1),
          mx = t.get<double>("latency_us.max", -1);
   EXPECT_GT(p50, 0);

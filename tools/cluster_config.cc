@@ -8,7 +8,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 namespace dtx::tools {
@@ -437,6 +439,27 @@ bool IsNodeProcess(pid_t pid, std::string_view node) {
   needle += node;
   needle.push_back('\0');
   return cmdline->find(needle) != std::string::npos;
+}
+
+Result<ContextSwitches> ProcessContextSwitches(pid_t pid) {
+  const std::string task_dir = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  std::filesystem::directory_iterator it(task_dir, ec);
+  if (ec) return Status::NotFound("process " + std::to_string(pid) + " is gone");
+  ContextSwitches total;
+  for (const auto& entry : it) {
+    std::ifstream status(entry.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      auto value = [&line](std::string_view key) -> std::optional<uint64_t> {
+        if (!line.starts_with(key)) return std::nullopt;
+        return std::strtoull(line.c_str() + key.size(), nullptr, 10);
+      };
+      if (auto v = value("voluntary_ctxt_switches:")) total.voluntary += *v;
+      if (auto v = value("nonvoluntary_ctxt_switches:")) total.involuntary += *v;
+    }
+  }
+  return total;
 }
 
 Result<double> ProcessCpuSeconds(pid_t pid) {

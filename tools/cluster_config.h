@@ -176,6 +176,16 @@ bool IsNodeProcess(pid_t pid, std::string_view node);
 // utime + stime of `pid` in seconds, from /proc/<pid>/stat. NotFound if gone.
 Result<double> ProcessCpuSeconds(pid_t pid);
 
+// Context switches of a process: the sum over its live threads of
+// /proc/<pid>/task/<tid>/status voluntary_ctxt_switches (the thread waited:
+// a read, a futex, epoll) and nonvoluntary_ctxt_switches (preempted). Threads
+// that already exited are not counted. NotFound if the process is gone.
+struct ContextSwitches {
+  uint64_t voluntary = 0;
+  uint64_t involuntary = 0;
+};
+Result<ContextSwitches> ProcessContextSwitches(pid_t pid);
+
 // The last `lines_max` lines of a file (empty if it cannot be read).
 std::string TailFile(const std::string& path, size_t lines_max);
 

@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 namespace dtx::tools {
 namespace {
@@ -189,6 +192,27 @@ TEST(ClusterConfigTest, PidFilesAndProcessChecks) {
   EXPECT_GE(*cpu, 0.0);
   EXPECT_FALSE(ProcessCpuSeconds(0x3ffffff).ok());
   std::filesystem::remove_all(templ);
+}
+
+TEST(ClusterConfigTest, ContextSwitchesCountEveryThreadOfAProcess) {
+  auto before = ProcessContextSwitches(::getpid());
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  // A second thread that sleeps 20 times switches out voluntarily at least
+  // 20 times; it is still alive when the count is taken.
+  std::atomic<bool> slept{false}, done{false};
+  std::thread sleeper([&] {
+    for (int i = 0; i < 20; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    slept = true;
+    while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  while (!slept) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  auto after = ProcessContextSwitches(::getpid());
+  done = true;
+  sleeper.join();
+  ASSERT_TRUE(after.ok());
+  EXPECT_GE(after->voluntary, before->voluntary + 20);
+  EXPECT_GE(after->involuntary, before->involuntary);
+  EXPECT_TRUE(ProcessContextSwitches(0x3ffffff).status().IsNotFound());
 }
 
 TEST(ClusterConfigTest, TailFileReturnsTheLastLines) {
