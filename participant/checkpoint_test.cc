@@ -2,9 +2,10 @@
 // thread), run in-process on a LoopThread and called over loopback with the
 // async ParticipantStub on the same loop: a steady workload keeps the WAL
 // under a bound; a restart after truncation keeps every committed write and
-// every in-doubt transaction; a WAL that does not match the checkpoint is a
-// clear error.
+// every in-doubt transaction; a WAL that does not match the checkpoint, or a
+// checkpoint whose CRC does not match, is a clear error.
 #include <gtest/gtest.h>
+#include <leveldb/db.h>
 #include <stdlib.h>
 
 #include <chrono>
@@ -314,6 +315,41 @@ TEST_F(CheckpointTest, WalThatEndsBeforeTheCheckpointIsAClearError) {
   ASSERT_FALSE(s.ok());
   EXPECT_TRUE(s.IsCorruption()) << s.ToString();
   EXPECT_NE(s.message().find("checkpoint"), std::string::npos) << s.ToString();
+}
+
+// Store integrity: a checkpoint with one flipped byte under valid LevelDB
+// checksums (damaged before LevelDB stored it) stops the start with a clear
+// error. The byte is the epoch's: read as is, the node would come up at
+// epoch 254 and refuse its coordinator's epoch 1 as stale.
+TEST_F(CheckpointTest, CheckpointWithACrcMismatchStopsTheStartAndSaysWhy) {
+  RuntimeOptions o = Options();
+  o.checkpoint_on_shutdown = true;
+  ASSERT_TRUE(Start(o).ok());
+  std::map<std::string, std::optional<std::string>> model;
+  Workload(1, 200, 32, 100, &model);
+  Stop();
+  const std::string data = (fs::path(dir_) / "data").string();
+  {
+    leveldb::DB* db = nullptr;
+    ASSERT_TRUE(leveldb::DB::Open(leveldb::Options(), data, &db).ok());
+    std::unique_ptr<leveldb::DB> owned(db);
+    std::string raw;
+    ASSERT_TRUE(db->Get(leveldb::ReadOptions(), "", &raw).ok());
+    constexpr size_t kEpochLowByte = 1 + 4 + 8 + 8;  // format, CRC, lsn, retain_from
+    ASSERT_GT(raw.size(), kEpochLowByte);
+    ASSERT_EQ(raw[kEpochLowByte], 1) << "the workload runs at epoch 1";
+    raw[kEpochLowByte] = static_cast<char>(raw[kEpochLowByte] ^ 0xff);
+    leveldb::WriteOptions sync;
+    sync.sync = true;
+    ASSERT_TRUE(db->Put(sync, "", raw).ok());
+  }
+  Status s = Start(Options());
+  ASSERT_FALSE(s.ok()) << "started on a damaged checkpoint";
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.message().find("checkpoint in " + data + " (LevelDB, the empty key) is corrupt"),
+            std::string::npos)
+      << s.ToString();
+  EXPECT_NE(s.message().find("CRC mismatch"), std::string::npos) << s.ToString();
 }
 
 }  // namespace

@@ -182,6 +182,10 @@ void Core::Fail(Status s) {
   }
 }
 
+void Core::FailIfCorrupt(const Status& s) {
+  if (s.IsCorruption()) Fail(s);
+}
+
 Ready Core::TakeReady() {
   Ready out = std::move(ready_);
   ready_ = Ready();
@@ -228,7 +232,10 @@ bool Core::MayBeForgottenCommit(const PrepareRequest& req) {
   if (read_max >= forgotten_version_) return false;
   for (const WriteOp& w : req.writes) {
     auto got = store_->Get(w.key);
-    if (!got.ok()) return true;  // cannot tell: do not claim an outcome
+    if (!got.ok()) {
+      FailIfCorrupt(got.status());
+      return true;  // cannot tell: do not claim an outcome
+    }
     if (got->version <= read_max) return false;
   }
   return true;
@@ -354,6 +361,7 @@ void Core::AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, 
 void Core::ServeRead(Token token, const std::string& key) {
   auto got = store_->Get(key);
   if (!got.ok()) {
+    FailIfCorrupt(got.status());  // the error below then never leaves
     RespondError(token, Reply::Kind::kRead, TxId{}, ErrorCode::kInternal,
                  "store read of key " + Printable(key) + " failed: " + got.status().ToString());
     return;
@@ -431,6 +439,7 @@ std::optional<Core::NoVote> Core::ValidateReads(const std::vector<ReadOp>& reads
   for (const ReadOp& r : reads) {
     auto got = store_->Get(r.key);
     if (!got.ok()) {
+      FailIfCorrupt(got.status());
       return NoVote{NoVoteCause::kStoreReadFailed, "store read of key " + Printable(r.key) +
                                                        " failed: " + got.status().ToString()};
     }

@@ -66,6 +66,9 @@ class Store {
     Version version = 0;  // 0: never written
   };
   virtual ~Store() = default;
+  // Corruption means the store is damaged: the core stops (Ready::fatal)
+  // rather than serve, validate against or apply over what it returned.
+  // Other errors fail only the request (a read error, a NO vote).
   virtual Result<Item> Get(std::string_view key) = 0;
   // Applies `writes` with `version`, idempotently: a key whose stored version
   // (live or tombstone) is >= `version` is left alone. An unset value deletes
@@ -428,6 +431,8 @@ class Core {
   Status ReplayPrepare(PrepareRecord r, uint64_t lsn);
   Status ReplayCommit(const CommitRecord& r, uint64_t lsn);
   void Fail(Status s);
+  // Fail(s) when the store reported Corruption (Store::Get).
+  void FailIfCorrupt(const Status& s);
 
   CoreOptions options_;
   Store* store_;  // not owned

@@ -233,5 +233,57 @@ TEST_F(ParticipantDriverTest, AFailingFailpointBeforeTheLogStopsTheNode) {
   EXPECT_FALSE(error_.has_value());
 }
 
+// A store that reports Corruption (participant/level_store.h: a LevelDB
+// block failed its checksum) stops the node with the store's message: a
+// Read gets no value and no error, and a Prepare whose read validation hits
+// it gets no vote (a NO would claim the store was read).
+TEST_F(ParticipantDriverTest, ACorruptStoreStopsTheNodeInsteadOfAnswering) {
+  const std::string why = "LevelDB store d is corrupt: block checksum mismatch";
+  store_.FailGetWith(Status::Corruption(why));
+  std::optional<rpc::ReadResult> read;
+  driver_->Read(
+      "k", [&](const rpc::ReadResult& r) { read = r; },
+      [this](const rpc::DtxError& e) { error_ = e; });
+  ASSERT_TRUE(io_.fail_stop.has_value());
+  EXPECT_NE(io_.fail_stop->find(why), std::string::npos) << *io_.fail_stop;
+  EXPECT_TRUE(driver_->stopped());
+  EXPECT_FALSE(read.has_value());
+  EXPECT_FALSE(error_.has_value());
+}
+
+TEST_F(ParticipantDriverTest, ACorruptStoreDuringReadValidationStopsTheNodeWithoutAVote) {
+  store_.FailGetWith(Status::Corruption("LevelDB store d is corrupt"));
+  rpc::PrepareRequest req;
+  req.txid = ToRpc(TxId{1, 7});
+  req.epoch = 0;
+  rpc::ReadItem r;
+  r.key = "k";
+  r.version = 0;
+  req.reads.push_back(r);
+  rpc::WriteItem w;
+  w.key = "w";
+  w.__set_value("v");
+  req.writes.push_back(w);
+  req.one_phase = true;
+  driver_->Prepare(
+      req, [this](const rpc::PrepareResponse& v) { vote_ = v; },
+      [this](const rpc::DtxError& e) { error_ = e; });
+  ASSERT_TRUE(io_.fail_stop.has_value());
+  EXPECT_NE(io_.fail_stop->find("is corrupt"), std::string::npos) << *io_.fail_stop;
+  EXPECT_FALSE(vote_.has_value());
+  EXPECT_FALSE(error_.has_value());
+  EXPECT_TRUE(io_.log.empty());
+}
+
+// Any other store error fails only the request: the node keeps serving.
+TEST_F(ParticipantDriverTest, AStoreReadErrorThatIsNotCorruptionFailsOnlyTheRead) {
+  store_.FailGetWith(Status::IOError("EIO"));
+  driver_->Read(
+      "k", [](const rpc::ReadResult&) {}, [this](const rpc::DtxError& e) { error_ = e; });
+  EXPECT_FALSE(io_.fail_stop.has_value());
+  ASSERT_TRUE(error_.has_value());
+  EXPECT_EQ(error_->code, rpc::ErrorCode::INTERNAL);
+}
+
 }  // namespace
 }  // namespace dtx::participant

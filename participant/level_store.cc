@@ -3,12 +3,18 @@
 #include <fcntl.h>
 #include <leveldb/db.h>
 #include <leveldb/env.h>
+#include <leveldb/iterator.h>
+#include <leveldb/table.h>
 #include <leveldb/write_batch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <set>
+#include <system_error>
+#include <vector>
 
 #include "common/thread_annotations.h"
 
@@ -22,6 +28,64 @@ Status FromLevel(const leveldb::Status& s, std::string_view what) {
   if (s.IsCorruption()) return Status::Corruption(m);
   if (s.IsNotFound()) return Status::NotFound(m);
   return Status::IOError(m);
+}
+
+// Every read checks the checksums of the blocks it reads (the header says why).
+leveldb::ReadOptions VerifiedRead() {
+  leveldb::ReadOptions ro;
+  ro.verify_checksums = true;
+  return ro;
+}
+
+// Reads every block of sstable `path` with checksums verified; the error,
+// if any.
+leveldb::Status ScanTable(const std::string& path, uint64_t size) {
+  leveldb::Env* env = leveldb::Env::Default();
+  leveldb::RandomAccessFile* file = nullptr;
+  leveldb::Status s = env->NewRandomAccessFile(path, &file);
+  if (!s.ok()) return s;
+  std::unique_ptr<leveldb::RandomAccessFile> owned(file);
+  leveldb::Options options;
+  options.paranoid_checks = true;  // the index block's checksum too
+  leveldb::Table* table = nullptr;
+  s = leveldb::Table::Open(options, file, size, &table);
+  if (!s.ok()) return s;
+  std::unique_ptr<leveldb::Table> owned_table(table);
+  leveldb::ReadOptions ro = VerifiedRead();
+  ro.fill_cache = false;
+  // A full scan in file order needs no comparator (only seeks do).
+  std::unique_ptr<leveldb::Iterator> it(table->NewIterator(ro));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  }
+  return it->status();
+}
+
+// Which sstable in `dir` fails its checksums, as words for a message. Reads
+// at most kCorruptionScanBytesMax bytes of them. Tables that vanish meanwhile
+// (compaction) are skipped.
+std::string LocateCorruptTable(const std::string& dir) {
+  std::vector<std::filesystem::path> tables;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string ext = entry.path().extension().string();
+    if (ext == ".ldb" || ext == ".sst") tables.push_back(entry.path());
+  }
+  if (ec) return "its sstables could not be listed (" + ec.message() + ")";
+  std::sort(tables.begin(), tables.end());
+  uint64_t scanned = 0;
+  for (const std::filesystem::path& path : tables) {
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    if (ec) continue;
+    if (scanned + size > kCorruptionScanBytesMax) {
+      return "the damaged sstable was not located (scan stopped after " + std::to_string(scanned) +
+             " bytes)";
+    }
+    scanned += size;
+    leveldb::Status s = ScanTable(path.string(), size);
+    if (s.IsCorruption()) return "sstable " + path.string() + " fails its checksums";
+  }
+  return "no sstable fails its checksums now (" + std::to_string(tables.size()) +
+         " scanned; LevelDB's own log " + dir + "/LOG may say more)";
 }
 
 // Writes the stored form into `*out` (reusing its capacity).
@@ -149,13 +213,25 @@ Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
   options.env = env.get();
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, dir, &db);
+  if (s.IsCorruption()) {
+    // Open checks the log files and the MANIFEST (paranoid_checks); LevelDB's
+    // own log names the file it found damaged.
+    return Status::Corruption("LevelDB store " + dir + " is corrupt: opening it failed: " +
+                              s.ToString() + " (LevelDB's own log " + dir + "/LOG names the file)");
+  }
   if (!s.ok()) return FromLevel(s, "opening LevelDB in " + dir);
-  return std::unique_ptr<LevelStore>(new LevelStore(std::move(env), db));
+  return std::unique_ptr<LevelStore>(new LevelStore(dir, std::move(env), db));
 }
 
-LevelStore::LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db)
-    : env_(std::move(env)), db_(db) {}
+LevelStore::LevelStore(std::string dir, std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db)
+    : dir_(std::move(dir)), env_(std::move(env)), db_(db) {}
 LevelStore::~LevelStore() = default;
+
+Status LevelStore::Error(const leveldb::Status& s, std::string_view what) const {
+  if (!s.IsCorruption()) return FromLevel(s, what);
+  return Status::Corruption("LevelDB store " + dir_ + " is corrupt: " + std::string(what) +
+                            " failed: " + s.ToString() + "; " + LocateCorruptTable(dir_));
+}
 
 void LevelStore::BeginReplay() {
   replaying_ = true;
@@ -166,7 +242,7 @@ Status LevelStore::FlushReplayBatch() {
   if (replay_batch_ == nullptr || replay_batch_->ApproximateSize() == 0) return Status::OK();
   leveldb::WriteOptions wo;
   wo.sync = false;  // the WAL holds durability; see the header
-  Status s = FromLevel(db_->Write(wo, replay_batch_.get()), "LevelDB write (replay)");
+  Status s = Error(db_->Write(wo, replay_batch_.get()), "LevelDB write (replay)");
   replay_batch_->Clear();
   return s;
 }
@@ -181,11 +257,15 @@ Status LevelStore::EndReplay() {
 Result<Store::Item> LevelStore::Get(std::string_view key) {
   if (replaying_) DTX_RETURN_IF_ERROR(FlushReplayBatch());
   std::string raw;
-  leveldb::Status s =
-      db_->Get(leveldb::ReadOptions(), leveldb::Slice(key.data(), key.size()), &raw);
+  leveldb::Status s = db_->Get(VerifiedRead(), leveldb::Slice(key.data(), key.size()), &raw);
   if (s.IsNotFound()) return Item{};
-  if (!s.ok()) return FromLevel(s, "LevelDB get");
-  return DecodeStored(key, raw);
+  if (!s.ok()) return Error(s, "reading a key of " + std::to_string(key.size()) + " bytes");
+  auto item = DecodeStored(key, raw);
+  if (!item.ok()) {
+    return Status::Corruption("LevelDB store " + dir_ +
+                              " holds a malformed value: " + item.status().message());
+  }
+  return item;
 }
 
 Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
@@ -215,16 +295,19 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   if (changed == 0) return Status::OK();
   leveldb::WriteOptions wo;
   wo.sync = false;  // the WAL holds durability; see the header
-  return FromLevel(db_->Write(wo, &batch), "LevelDB write");
+  return Error(db_->Write(wo, &batch), "LevelDB write");
 }
 
 Result<std::optional<Checkpoint>> LevelStore::ReadCheckpoint() {
   std::string raw;
-  leveldb::Status s = db_->Get(leveldb::ReadOptions(), kCheckpointKey, &raw);
+  leveldb::Status s = db_->Get(VerifiedRead(), kCheckpointKey, &raw);
   if (s.IsNotFound()) return std::optional<Checkpoint>();
-  if (!s.ok()) return FromLevel(s, "LevelDB get of the checkpoint");
+  if (!s.ok()) return Error(s, "reading the checkpoint");
   auto cp = DecodeCheckpoint(raw);
-  if (!cp.ok()) return cp.status();
+  if (!cp.ok()) {
+    return Status::Corruption("checkpoint in " + dir_ +
+                              " (LevelDB, the empty key) is corrupt: " + cp.status().message());
+  }
   return std::optional<Checkpoint>(*cp);
 }
 
@@ -236,7 +319,7 @@ Status LevelStore::WriteCheckpoint(const Checkpoint& cp) {
   // since, so writers queued behind it wait briefly.
   leveldb::WriteOptions wo;
   wo.sync = true;
-  return FromLevel(db_->Put(wo, kCheckpointKey, EncodeCheckpoint(cp)), "LevelDB checkpoint write");
+  return Error(db_->Put(wo, kCheckpointKey, EncodeCheckpoint(cp)), "LevelDB checkpoint write");
 }
 
 }  // namespace dtx::participant

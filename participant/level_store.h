@@ -16,6 +16,15 @@
 // file it creates; WriteCheckpoint fsyncs those still present (and the
 // directory) before its synced write, which then has little left to sync.
 //
+// Integrity: every read asks LevelDB to verify the checksums of the blocks
+// it reads (ReadOptions::verify_checksums), and the database is opened with
+// paranoid_checks (its log and MANIFEST at open, compaction inputs). A
+// Corruption from LevelDB is returned as Status::Corruption naming the
+// directory, what was being read and - found by a checksum scan of the
+// sstables, since LevelDB's message names no file - the damaged file; never
+// as "not found" or as a value. The participant stops on it (core.h
+// Store::Get). The checkpoint carries a CRC of its own (records.md).
+//
 // Thread-safety: Get and Apply may be called from any one thread at a time
 // (the participant calls them on its loop thread); WriteCheckpoint from one
 // other thread concurrently with them (the participant's checkpoint worker).
@@ -29,6 +38,7 @@
 
 namespace leveldb {
 class DB;
+class Status;
 class WriteBatch;
 }  // namespace leveldb
 
@@ -38,6 +48,10 @@ inline constexpr size_t kStoredVersionBytes = 8;
 inline constexpr uint64_t kStoredTombstoneBit = uint64_t{1} << 63;
 // Replay mode writes its batch to LevelDB once it holds this many bytes.
 inline constexpr size_t kReplayBatchBytesMax = 4u << 20;
+// After a Corruption, the sstables are scanned (checksums verified) to name
+// the damaged one, up to this many bytes of them; past it the message says
+// the file was not located.
+inline constexpr uint64_t kCorruptionScanBytesMax = uint64_t{256} << 20;
 
 class LevelStore final : public Store {
  public:
@@ -60,7 +74,9 @@ class LevelStore final : public Store {
   void BeginReplay();
   Status EndReplay();
 
-  // The last checkpoint written; nullopt if none. Corruption if malformed.
+  // The last checkpoint written; nullopt if none. Corruption ("checkpoint in
+  // DIR ... is corrupt: ...") if LevelDB's checksums or the checkpoint's CRC
+  // fail, or it is malformed.
   Result<std::optional<Checkpoint>> ReadCheckpoint();
   // Makes every Apply that returned before the call durable, then stores
   // `cp` with a synced write. An error means neither is known durable; the
@@ -69,9 +85,13 @@ class LevelStore final : public Store {
 
  private:
   class SyncTrackingEnv;
-  LevelStore(std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db);
+  LevelStore(std::string dir, std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db);
   Status FlushReplayBatch();
+  // A LevelDB error as a Status; a Corruption names the store, `what` and
+  // the damaged sstable (LocateCorruptTable). Any thread.
+  Status Error(const leveldb::Status& s, std::string_view what) const;
 
+  const std::string dir_;
   std::unique_ptr<SyncTrackingEnv> env_;  // outlives db_
   std::unique_ptr<leveldb::DB> db_;
   bool replaying_ = false;

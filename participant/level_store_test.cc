@@ -5,6 +5,8 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 namespace dtx::participant {
 namespace {
@@ -19,6 +21,33 @@ class LevelStoreTest : public ::testing::Test {
   void TearDown() override {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
+  }
+  // The sstable in the store holding `needle`, and where; "" if none.
+  std::pair<std::string, size_t> FindInTable(const std::string& needle) const {
+    for (const auto& e : std::filesystem::directory_iterator(dir_ + "/data")) {
+      if (e.path().extension() != ".ldb") continue;
+      std::ifstream in(e.path(), std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      size_t at = bytes.find(needle);
+      if (at != std::string::npos) return {e.path().string(), at};
+    }
+    return {"", 0};
+  }
+  // Flips every bit of the byte at `offset` of `path`.
+  static void FlipByte(const std::string& path, size_t offset) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.is_open()) << path;
+    f.seekg(static_cast<std::streamoff>(offset));
+    char c = 0;
+    f.get(c);
+    f.seekp(static_cast<std::streamoff>(offset));
+    f.put(static_cast<char>(c ^ 0xff));
+    ASSERT_TRUE(f.good()) << path;
+  }
+  // Opening a store again moves what its log holds into a level-0 sstable.
+  void ReopenSoDataIsInAnSstable() {
+    auto st = Open();
+    ASSERT_NE(st, nullptr);
   }
   std::unique_ptr<LevelStore> Open() {
     auto s = LevelStore::Open(dir_ + "/data");
@@ -180,6 +209,80 @@ TEST_F(LevelStoreTest, OpenFailsClearlyWhenTheDirectoryIsLocked) {
   auto second = LevelStore::Open(dir_ + "/data");
   ASSERT_FALSE(second.ok());
   EXPECT_NE(second.status().message().find("opening LevelDB"), std::string::npos);
+}
+
+// Incompressible (no repeated 4-byte run), so it appears verbatim in an
+// sstable block whether or not LevelDB compressed the block.
+const std::string kMarker = "q7Zk2Xv9LmP4wR8tY1bN6cH3jD5fG0sA";
+
+// Store integrity (issue "Store integrity"): a byte flipped on disk in an
+// sstable is a Corruption naming the store and the file, never a wrong value
+// and never "not found"; LevelDB's checksums are verified on every read.
+TEST_F(LevelStoreTest, AFlippedByteInAnSstableIsCorruptionNamingTheFileNeverAValue) {
+  {
+    auto st = Open();
+    ASSERT_TRUE(st->Apply({{"k", "value-" + kMarker}}, 3).ok());
+  }
+  ReopenSoDataIsInAnSstable();
+  auto [table, at] = FindInTable(kMarker);
+  ASSERT_FALSE(table.empty()) << "the value is not in an .ldb file: LevelDB kept it in its log";
+  FlipByte(table, at + 5);
+  auto st = Open();  // LevelDB opens sstables lazily: the damage is found by the read
+  auto k = st->Get("k");
+  ASSERT_FALSE(k.ok()) << "served a value from a damaged block: " << k->value;
+  EXPECT_TRUE(k.status().IsCorruption()) << k.status().ToString();
+  const std::string& m = k.status().message();
+  EXPECT_NE(m.find("LevelDB store " + dir_ + "/data is corrupt"), std::string::npos) << m;
+  EXPECT_NE(m.find("block checksum mismatch"), std::string::npos) << m;
+  EXPECT_NE(m.find("sstable " + table + " fails its checksums"), std::string::npos) << m;
+  // Applying over the damaged key reads it first: refused the same way.
+  Status applied = st->Apply({{"k", std::string("new")}}, 4);
+  EXPECT_TRUE(applied.IsCorruption()) << applied.ToString();
+}
+
+// The checkpoint's own bytes flipped on disk: LevelDB's block checksum
+// refuses them (and were it not asked to verify, the checkpoint's CRC would).
+TEST_F(LevelStoreTest, AFlippedByteInTheCheckpointOnDiskIsCorruption) {
+  Checkpoint cp{9, 4, 2, 7, 5, {{{1, 2}, 6}}};
+  cp.epoch_owner = "owner-" + kMarker;
+  {
+    auto st = Open();
+    ASSERT_TRUE(st->WriteCheckpoint(cp).ok());
+  }
+  ReopenSoDataIsInAnSstable();
+  auto [table, at] = FindInTable(kMarker);
+  ASSERT_FALSE(table.empty()) << "the checkpoint is not in an .ldb file";
+  FlipByte(table, at + 3);
+  auto st = Open();
+  auto got = st->ReadCheckpoint();
+  ASSERT_FALSE(got.ok()) << "a damaged checkpoint was read";
+  EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
+  EXPECT_NE(got.status().message().find("reading the checkpoint"), std::string::npos)
+      << got.status().ToString();
+  EXPECT_NE(got.status().message().find(table), std::string::npos) << got.status().ToString();
+}
+
+// A checkpoint damaged before LevelDB checksummed it (in memory, by a bug):
+// LevelDB's checks pass, the checkpoint's CRC does not.
+TEST_F(LevelStoreTest, ACheckpointWithAFlippedByteUnderValidLevelDbChecksumsIsACrcMismatch) {
+  std::string raw = EncodeCheckpoint({9, 4, 2, 7, 5, {{{1, 2}, 6}}});
+  raw[5] = static_cast<char>(raw[5] ^ 0xff);  // the lsn's low byte: 9 would read as 246
+  {
+    leveldb::DB* db = nullptr;
+    leveldb::Options o;
+    o.create_if_missing = true;
+    ASSERT_TRUE(leveldb::DB::Open(o, dir_ + "/data", &db).ok());
+    ASSERT_TRUE(db->Put(leveldb::WriteOptions(), "", raw).ok());
+    delete db;
+  }
+  auto st = Open();
+  auto got = st->ReadCheckpoint();
+  ASSERT_FALSE(got.ok()) << "read lsn " << (*got)->lsn;
+  EXPECT_TRUE(got.status().IsCorruption());
+  const std::string& m = got.status().message();
+  EXPECT_NE(m.find("checkpoint in " + dir_ + "/data"), std::string::npos) << m;
+  EXPECT_NE(m.find("is corrupt"), std::string::npos) << m;
+  EXPECT_NE(m.find("CRC mismatch"), std::string::npos) << m;
 }
 
 }  // namespace

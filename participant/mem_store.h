@@ -15,6 +15,7 @@ class MemStore final : public Store {
  public:
   Result<Item> Get(std::string_view key) override {
     ++gets_;
+    if (!fail_get_.ok()) return fail_get_;
     auto it = data_.find(std::string(key));
     if (it != data_.end()) return Item{true, it->second.second, it->second.first};
     auto t = tombstones_.find(std::string(key));
@@ -46,6 +47,7 @@ class MemStore final : public Store {
   // deleted key -> the version of its delete.
   const std::map<std::string, Version>& tombstones() const { return tombstones_; }
   void FailApplyWith(Status s) { fail_apply_ = std::move(s); }
+  void FailGetWith(Status s) { fail_get_ = std::move(s); }
   int applies() const { return applies_; }
   int gets() const { return gets_; }
 
@@ -53,6 +55,7 @@ class MemStore final : public Store {
   std::map<std::string, std::pair<Version, std::string>> data_;
   std::map<std::string, Version> tombstones_;
   Status fail_apply_;
+  Status fail_get_;
   int applies_ = 0;
   int gets_ = 0;
 };

@@ -1,17 +1,33 @@
 #include "participant/records.h"
 
+#include <cstdio>
 #include <cstring>
 
 #include "common/codec.h"
+#include "wal/crc32c.h"
 
 namespace dtx::participant {
 
 namespace {
 
-// First byte of an encoded Checkpoint. Format 1 (before remembered outcomes)
-// is still read.
-constexpr uint8_t kCheckpointFormatV1 = 1;
-constexpr uint8_t kCheckpointFormat = 2;
+// First byte of an encoded Checkpoint (records.md "Checkpoint"). Formats 1
+// and 2 (no CRC) are refused: one changed byte could turn a format-3
+// checkpoint's first byte into either, and so skip its CRC.
+constexpr uint8_t kCheckpointFormatNoCrcLast = 2;
+constexpr uint8_t kCheckpointFormat = 3;
+// The masked CRC32C that follows the format byte.
+constexpr size_t kCheckpointCrcOffset = 1;
+constexpr size_t kCheckpointHeaderBytes = kCheckpointCrcOffset + 4;
+
+// The CRC32C of an encoded checkpoint: its format byte and every byte after
+// the CRC field (unmasked).
+uint32_t CheckpointCrc(std::string_view encoded) {
+  DTX_CHECK(encoded.size() >= kCheckpointHeaderBytes);
+  const uint32_t format = wal::crc32c::Value(encoded.data(), kCheckpointCrcOffset);
+  return wal::crc32c::Extend(format, encoded.data() + kCheckpointHeaderBytes,
+                             encoded.size() - kCheckpointHeaderBytes);
+}
+
 // Bytes of one encoded CheckpointOutcome: txid + version.
 constexpr size_t kCheckpointOutcomeBytes = 16 + 8;
 
@@ -123,6 +139,7 @@ std::string EncodeCheckpoint(const Checkpoint& c) {
   DTX_CHECK(c.epoch >= 0 && c.commit_counter >= 0);
   Writer w;
   w.U8(kCheckpointFormat);
+  w.U32(0);  // the CRC, filled in below
   w.U64(c.lsn);
   w.U64(c.retain_from);
   w.I64(c.epoch);
@@ -138,7 +155,11 @@ std::string EncodeCheckpoint(const Checkpoint& c) {
   }
   DTX_CHECK(c.epoch_owner.size() <= kCoordinatorAddressBytesMax);
   if (!c.epoch_owner.empty()) w.Bytes(c.epoch_owner);
-  return w.Take();
+  std::string out = w.Take();
+  const uint32_t crc = wal::crc32c::Mask(CheckpointCrc(out));
+  for (size_t i = 0; i < 4; ++i)
+    out[kCheckpointCrcOffset + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  return out;
 }
 
 Result<PrepareRecord> DecodePrepare(std::string_view payload) {
@@ -201,8 +222,21 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   Reader in(bytes, "checkpoint");
   uint8_t format = 0;
   DTX_RETURN_IF_ERROR(in.U8(&format));
-  if (format != kCheckpointFormat && format != kCheckpointFormatV1) {
-    return in.Bad("unknown format " + std::to_string(format));
+  if (format >= 1 && format <= kCheckpointFormatNoCrcLast) {
+    return in.Bad("format " + std::to_string(format) +
+                  " is not read: written before checkpoints carried a CRC (format " +
+                  std::to_string(kCheckpointFormat) + "), or a corrupt first byte");
+  }
+  if (format != kCheckpointFormat) return in.Bad("unknown format " + std::to_string(format));
+  uint32_t stored = 0;
+  DTX_RETURN_IF_ERROR(in.U32(&stored));
+  // Nothing after the CRC is looked at before it matches.
+  const uint32_t computed = CheckpointCrc(bytes);
+  if (wal::crc32c::Unmask(stored) != computed) {
+    char why[96];
+    std::snprintf(why, sizeof(why), "CRC mismatch (stored %08x, computed %08x over %zu bytes)",
+                  wal::crc32c::Unmask(stored), computed, bytes.size() - 4);
+    return in.Bad(why);
   }
   Checkpoint c;
   DTX_RETURN_IF_ERROR(in.U64(&c.lsn));
@@ -214,12 +248,6 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
                   std::to_string(c.lsn));
   if (c.epoch < 0) return in.Bad("negative epoch");
   if (c.commit_counter < 0) return in.Bad("negative commit counter");
-  if (format == kCheckpointFormatV1) {
-    // Written before outcomes were kept: every commit below it may be forgotten.
-    DTX_RETURN_IF_ERROR(in.End());
-    c.forgotten_version = c.commit_counter;
-    return c;
-  }
   DTX_RETURN_IF_ERROR(in.I64(&c.forgotten_version));
   if (c.forgotten_version < 0 || c.forgotten_version > c.commit_counter) {
     return in.Bad("forgotten_version " + std::to_string(c.forgotten_version) +

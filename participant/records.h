@@ -98,8 +98,7 @@ struct Checkpoint {
   Epoch epoch = 0;             // the epoch adopted (EPOCH records below may be gone)
   Version commit_counter = 0;  // >= every version handed out (COMMITs below may be gone)
   // Every transaction committed here with a version above this (and below
-  // `lsn`) is in `outcomes`; at most commit_counter. A format-1 checkpoint
-  // decodes with forgotten_version = commit_counter and no outcomes.
+  // `lsn`) is in `outcomes`; at most commit_counter.
   Version forgotten_version = 0;
   std::vector<CheckpointOutcome> outcomes;  // oldest first, <= kCheckpointOutcomesMax
   // The owner of `epoch` (EpochRecord::owner), encoded after the outcomes
@@ -115,6 +114,9 @@ std::string EncodePrepare(const PrepareRecord& r);
 std::string EncodeCommit(const CommitRecord& r);
 std::string EncodeAbort(const AbortRecord& r);
 std::string EncodeEpoch(const EpochRecord& r);
+// A checkpoint carries a CRC32C over its bytes (records.md "Checkpoint");
+// DecodeCheckpoint checks it before it reads any field: a mismatch is
+// Corruption ("checkpoint record: CRC mismatch ...").
 std::string EncodeCheckpoint(const Checkpoint& c);
 
 Result<PrepareRecord> DecodePrepare(std::string_view payload);

@@ -2,8 +2,23 @@
 
 #include <gtest/gtest.h>
 
+#include "wal/crc32c.h"
+
 namespace dtx::participant {
 namespace {
+
+// An encoded checkpoint: format byte, CRC, then the fields (records.md).
+constexpr size_t kCpHeader = 1 + 4;
+constexpr size_t kCpFixed = kCpHeader + 32;  // + lsn, retain_from, epoch, commit_counter
+
+// Recomputes the CRC of a checkpoint edited by a test, so that the decoder
+// judges the edited fields rather than the CRC.
+std::string Recrc(std::string b) {
+  uint32_t crc = wal::crc32c::Value(b.data(), 1);
+  crc = wal::crc32c::Mask(wal::crc32c::Extend(crc, b.data() + kCpHeader, b.size() - kCpHeader));
+  for (size_t i = 0; i < 4; ++i) b[1 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  return b;
+}
 
 PrepareRecord SamplePrepare() {
   PrepareRecord r;
@@ -66,8 +81,8 @@ TEST(RecordsTest, EpochOwnerIsOptionalAndBoundsChecked) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, cp);
   std::string b = EncodeCheckpoint(cp);
-  for (size_t n = 33 + 8 + 4 + 24 + 1; n < b.size(); ++n) {
-    EXPECT_TRUE(DecodeCheckpoint(b.substr(0, n)).status().IsCorruption()) << n;
+  for (size_t n = kCpFixed + 8 + 4 + 24 + 1; n < b.size(); ++n) {
+    EXPECT_TRUE(DecodeCheckpoint(Recrc(b.substr(0, n))).status().IsCorruption()) << n;
   }
 }
 
@@ -130,52 +145,80 @@ TEST(RecordsTest, BadFieldValuesAreCorruption) {
 TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) {
   Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}, {{7, 2}, 0}}};
   std::string b = EncodeCheckpoint(cp);
-  ASSERT_EQ(b.size(), 33u + 8 + 4 + 2 * 24);
+  ASSERT_EQ(b.size(), kCpFixed + 8 + 4 + 2 * 24);
   auto back = DecodeCheckpoint(b);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, cp);
-  for (size_t n = 0; n < b.size(); ++n) {
+  ASSERT_TRUE(DecodeCheckpoint(Recrc(b)).ok()) << "Recrc recomputes the same CRC";
+  // Each edit below carries a recomputed CRC: the field checks catch it.
+  for (size_t n = kCpHeader; n < b.size(); ++n) {
+    EXPECT_TRUE(DecodeCheckpoint(Recrc(b.substr(0, n))).status().IsCorruption()) << n;
+  }
+  for (size_t n = 0; n < kCpHeader; ++n) {
     EXPECT_TRUE(DecodeCheckpoint(b.substr(0, n)).status().IsCorruption()) << n;
   }
-  EXPECT_TRUE(DecodeCheckpoint(b + "x").status().IsCorruption());
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(b + "x")).status().IsCorruption());
   std::string format = b;
-  format[0] = 3;
-  EXPECT_TRUE(DecodeCheckpoint(format).status().IsCorruption());
+  format[0] = 4;
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(format)).status().IsCorruption());
   std::string count = b;
-  count[33 + 8] = 3;  // three outcomes announced, two present
-  EXPECT_TRUE(DecodeCheckpoint(count).status().IsCorruption());
+  count[kCpFixed + 8] = 3;  // three outcomes announced, two present
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(count)).status().IsCorruption());
   std::string huge = b;
-  huge[33 + 8 + 3] = '\x7f';  // a count far beyond kCheckpointOutcomesMax: no allocation
-  EXPECT_TRUE(DecodeCheckpoint(huge).status().IsCorruption());
+  huge[kCpFixed + 8 + 3] = '\x7f';  // a count far beyond kCheckpointOutcomesMax: no allocation
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(huge)).status().IsCorruption());
   std::string forgotten = b;
-  forgotten[33 + 7] = '\x7f';  // forgotten_version above the commit counter
-  EXPECT_TRUE(DecodeCheckpoint(forgotten).status().IsCorruption());
+  forgotten[kCpFixed + 7] = '\x7f';  // forgotten_version above the commit counter
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(forgotten)).status().IsCorruption());
   std::string version = b;
-  version[33 + 8 + 4 + 16 + 7] = '\x80';  // negative outcome version
-  EXPECT_TRUE(DecodeCheckpoint(version).status().IsCorruption());
+  version[kCpFixed + 8 + 4 + 16 + 7] = '\x80';  // negative outcome version
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(version)).status().IsCorruption());
   std::string retain = EncodeCheckpoint({10, 10, 0, 0, 0, {}});
-  retain[9] = 11;  // retain_from 11 > lsn 10
-  EXPECT_TRUE(DecodeCheckpoint(retain).status().IsCorruption());
+  retain[kCpHeader + 8] = 11;  // retain_from 11 > lsn 10
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(retain)).status().IsCorruption());
   std::string epoch = b;
-  epoch[24] = '\x80';  // top byte of the epoch: negative
-  EXPECT_TRUE(DecodeCheckpoint(epoch).status().IsCorruption());
+  epoch[kCpHeader + 23] = '\x80';  // top byte of the epoch: negative
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(epoch)).status().IsCorruption());
 }
 
-// Data dirs written before outcomes were checkpointed hold format 1: it still
-// reads, with every commit below it counted as possibly forgotten.
-TEST(RecordsTest, FormatOneCheckpointStillReadsWithEveryEarlierCommitPossiblyForgotten) {
-  std::string v1 = EncodeCheckpoint({1000, 990, 3, 12345, 0, {}});
-  v1.resize(33);
+// The checkpoint's CRC (records.md "Checkpoint"): one changed byte anywhere
+// - a field that would still decode to a plausible checkpoint (an lsn, an
+// outcome, the epoch owner) included - is refused, and says so.
+TEST(RecordsTest, AnyFlippedByteInACheckpointIsRefused) {
+  Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}, {{7, 2}, 0}}};
+  cp.epoch_owner = "coordinator-0:7101";
+  const std::string b = EncodeCheckpoint(cp);
+  ASSERT_TRUE(DecodeCheckpoint(b).ok());
+  for (size_t i = 0; i < b.size(); ++i) {
+    for (char mask : {'\x01', '\x80', '\xff'}) {
+      std::string flipped = b;
+      flipped[i] = static_cast<char>(flipped[i] ^ mask);
+      auto got = DecodeCheckpoint(flipped);
+      ASSERT_FALSE(got.ok()) << "byte " << i << " ^ " << int(static_cast<uint8_t>(mask));
+      EXPECT_TRUE(got.status().IsCorruption()) << got.status().ToString();
+      if (i >= 1) {  // past the format byte the CRC is what refuses it
+        EXPECT_NE(got.status().message().find("CRC mismatch"), std::string::npos)
+            << i << ": " << got.status().ToString();
+      }
+    }
+  }
+}
+
+// Formats 1 and 2 had no CRC. They are refused rather than read: one changed
+// first byte of a format-3 checkpoint could make it either.
+TEST(RecordsTest, CheckpointFormatsWithoutACrcAreRefused) {
+  const std::string b = EncodeCheckpoint({1000, 990, 3, 12345, 0, {}});
+  std::string v2 = b.substr(0, 1) + b.substr(kCpHeader);  // the format-2 layout
+  v2[0] = 2;
+  std::string v1 = v2.substr(0, 33);
   v1[0] = 1;
-  auto back = DecodeCheckpoint(v1);
-  ASSERT_TRUE(back.ok()) << back.status().ToString();
-  EXPECT_EQ(back->lsn, 1000u);
-  EXPECT_EQ(back->retain_from, 990u);
-  EXPECT_EQ(back->epoch, 3);
-  EXPECT_EQ(back->commit_counter, 12345);
-  EXPECT_EQ(back->forgotten_version, 12345);
-  EXPECT_TRUE(back->outcomes.empty());
-  EXPECT_TRUE(DecodeCheckpoint(v1 + "x").status().IsCorruption());
+  for (const std::string& old : {v1, v2}) {
+    auto got = DecodeCheckpoint(old);
+    ASSERT_FALSE(got.ok());
+    EXPECT_TRUE(got.status().IsCorruption());
+    EXPECT_NE(got.status().message().find("is not read"), std::string::npos)
+        << got.status().ToString();
+  }
 }
 
 }  // namespace

@@ -22,11 +22,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "Admin.h"
@@ -636,6 +639,98 @@ TEST_F(ParticipantSmokeTest,
   rpc::ReadResult held;
   c->Read(held, "held");
   EXPECT_TRUE(held.found);
+}
+
+// Bytes of `path` from `offset` on ("" if unreadable).
+std::string ReadFileFrom(const std::string& path, size_t offset = 0) {
+  std::ifstream in(path, std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return offset < all.size() ? all.substr(offset) : std::string();
+}
+
+// The LevelDB sstable under `data` holding `needle`, and where; "" if none.
+std::pair<std::string, size_t> FindInTable(const std::string& data, const std::string& needle) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(data, ec)) {
+    if (e.path().extension() != ".ldb") continue;
+    size_t at = ReadFileFrom(e.path().string()).find(needle);
+    if (at != std::string::npos) return {e.path().string(), at};
+  }
+  return {"", 0};
+}
+
+void FlipByte(const std::string& path, size_t offset) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.is_open()) << path;
+  f.seekg(static_cast<std::streamoff>(offset));
+  char c = 0;
+  f.get(c);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.put(static_cast<char>(c ^ 0xff));
+  ASSERT_TRUE(f.good()) << path;
+}
+
+// Store integrity (participant/level_store.h): one flipped byte in an
+// sstable, and the node refuses to serve from it and says why in its log.
+// Key "a" (5000 random bytes) fills the first LevelDB block with the
+// checkpoint; "k" lands in the second. A flipped byte in "k" stops the node
+// at the read of "k" (exit 1, after serving "a"); one in the first block
+// stops it at start, where the checkpoint is read.
+TEST_F(ParticipantSmokeTest, AFlippedByteInAnSstableStopsTheNodeAndItsLogSaysWhich) {
+  const std::string marker = "q7Zk2Xv9LmP4wR8tY1bN6cH3jD5fG0sA";  // incompressible
+  std::string filler(5000, '\0');
+  std::mt19937 rng(14);
+  for (char& c : filler) c = static_cast<char>(rng());
+  const std::string data = dir_ + "/node/data";
+  const std::string log = dir_ + "/node/node.log";
+  int port = FreePort();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  {
+    Client c(port);
+    rpc::PrepareResponse vote;
+    c->Prepare(vote, Put(Tx(1), "a", filler, /*one_phase=*/true));
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);
+    c->Prepare(vote, Put(Tx(2), "k", "value-" + marker, /*one_phase=*/true));
+    ASSERT_EQ(vote.vote, rpc::Vote::YES);
+  }
+  // A clean stop writes a checkpoint; the next start moves LevelDB's log
+  // into a level-0 sstable.
+  for (int i = 0; i < 2; ++i) {
+    if (i == 1) {
+      ASSERT_NO_FATAL_FAILURE(StartNode(port));
+    }
+    ASSERT_EQ(::kill(pid_, SIGTERM), 0);
+    ASSERT_EQ(WaitExit(pid_), 0);
+  }
+  auto [table, at] = FindInTable(data, marker);
+  ASSERT_FALSE(table.empty()) << "the value of k is not in an sstable";
+  ASSERT_NO_FATAL_FAILURE(FlipByte(table, at + 5));
+
+  size_t log_from = ReadFileFrom(log).size();
+  ASSERT_NO_FATAL_FAILURE(StartNode(port));
+  {
+    Client c(port);
+    rpc::ReadResult r;
+    c->Read(r, "a");
+    EXPECT_TRUE(r.value == filler) << "an undamaged block is served";
+    EXPECT_THROW(c->Read(r, "k"), TException) << "served a value from a damaged block: " << r.value;
+  }
+  EXPECT_EQ(WaitExit(pid_), 1);
+  std::string said = ReadFileFrom(log, log_from);
+  EXPECT_NE(said.find("fail-stop"), std::string::npos) << said;
+  EXPECT_NE(said.find("LevelDB store " + data + " is corrupt"), std::string::npos) << said;
+  EXPECT_NE(said.find("block checksum mismatch"), std::string::npos) << said;
+  EXPECT_NE(said.find("sstable " + table + " fails its checksums"), std::string::npos) << said;
+
+  auto [first_block, filler_at] = FindInTable(data, filler.substr(0, 64));
+  ASSERT_EQ(first_block, table);
+  ASSERT_NO_FATAL_FAILURE(FlipByte(table, filler_at + 10));
+  log_from = ReadFileFrom(log).size();
+  EXPECT_EQ(RunToExit(Args(port)), 1) << "started on a damaged checkpoint block";
+  said = ReadFileFrom(log, log_from);
+  EXPECT_NE(said.find("cannot start"), std::string::npos) << said;
+  EXPECT_NE(said.find("reading the checkpoint failed"), std::string::npos) << said;
+  EXPECT_NE(said.find("sstable " + table + " fails its checksums"), std::string::npos) << said;
 }
 
 TEST_F(ParticipantSmokeTest, SigtermExitsZero) {
