@@ -318,9 +318,10 @@ class Supervisor {
       if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
         // Without the file there is nothing for an operator to remove: the
         // node stays down until this supervisor is gone.
-        DTX_LOG_ERROR("{} stopped: {}; last error: {}; cannot write {} ({}): it stays down until "
-                      "`dtxctl cluster down` and `cluster up`",
-                      n->entry.name, why, last, path, strerror(errno));
+        DTX_LOG_ERROR(
+            "{} stopped: {}; last error: {}; cannot write {} ({}): it stays down until "
+            "`dtxctl cluster down` and `cluster up`",
+            n->entry.name, why, last, path, strerror(errno));
         return;
       }
     }
