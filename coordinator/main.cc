@@ -41,6 +41,7 @@
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
 #include "node/access.h"
+#include "node/fail_stop.h"
 #include "node/security.h"
 
 namespace {
@@ -378,7 +379,7 @@ int RunUntilStopSignal(const RuntimeOptions& options) {
       DTX_LOG_ERROR("cannot start: {}", runtime.status().ToString());
       std::cerr << "dtx-coordinator: cannot start: " << runtime.status().ToString() << std::endl;
       dtx::log::Flush();
-      return kExitFailure;
+      return dtx::node::StopExitCode();  // 74 if a WAL sync failed: not to be restarted blindly
     }
     std::unique_ptr<dtx::coordinator::Runtime> rt = std::move(*runtime);
     dtx::Status s = loop.HandleStopSignals([&](int signum) {

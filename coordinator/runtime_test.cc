@@ -36,6 +36,7 @@
 #include "ParticipantPeer.h"
 #include "common/address.h"
 #include "common/event_loop.h"
+#include "common/exit_codes.h"
 #include "common/failpoint.h"
 #include "common/rpc_client.h"
 #include "common/rpc_server.h"
@@ -1867,7 +1868,8 @@ TEST(CoordinatorBinary, ThroughputWithAndWithoutBackup) {
 namespace dtx {
 namespace {
 
-// A failed fdatasync is fail-stop: the node exits (status 1) instead of
+// A failed fdatasync is fail-stop: the node exits (status 74,
+// kSyncFailedExitCode: its supervisor leaves it down) instead of
 // telling anyone the outcome, and after a restart it answers consistently
 // with what it does (the DECISION was written but maybe not synced, so
 // either outcome is allowed - but only one).
@@ -1888,7 +1890,7 @@ TEST(CoordinatorBinary, WalSyncFailureStopsTheNode) {
     EXPECT_ANY_THROW(c->Commit(res, WriteReq(tx, {KeyOn(0, 2), KeyOn(1, 2)})))
         << "no outcome may be told when the DECISION did not sync";
   }
-  EXPECT_EQ(p->Wait(), 1);
+  EXPECT_EQ(p->Wait(), kSyncFailedExitCode);
   EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
   EXPECT_TRUE(fakes.at(1).Calls("Commit", tx).empty());
 
@@ -1905,6 +1907,15 @@ TEST(CoordinatorBinary, WalSyncFailureStopsTheNode) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     EXPECT_TRUE(fakes.at(0).Calls("Commit", tx).empty());
   }
+}
+
+// The same when the sync fails while the node starts (its fresh log's EPOCH
+// record): 74, not the 1 of any other start-up failure.
+TEST(CoordinatorBinary, WalSyncFailureAtStartExitsWithTheSyncFailedStatus) {
+  FakeCluster fakes(2);
+  TempDir dir;
+  Process p(Args(FreePort(), dir.path() + "/n", fakes.addresses()), "wal.before_sync=error");
+  EXPECT_EQ(p.Wait(), kSyncFailedExitCode);
 }
 
 }  // namespace

@@ -3,13 +3,21 @@
 #include <cstdlib>
 
 #include "common/log.h"
+#include "wal/wal.h"
 
 namespace dtx::node {
 
+int StopExitCode() { return wal::SyncFailedInProcess() ? kSyncFailedExitCode : kFailStopExitCode; }
+
 void FailStop(std::string_view why) {
-  DTX_LOG_ERROR("fail-stop: {}; exiting", why);
+  const int code = StopExitCode();
+  if (code == kSyncFailedExitCode) {
+    DTX_LOG_ERROR("fail-stop: {}; exiting with status {} (a WAL sync failed)", why, code);
+  } else {
+    DTX_LOG_ERROR("fail-stop: {}; exiting", why);
+  }
   log::Flush();
-  std::_Exit(kFailStopExitCode);
+  std::_Exit(code);
 }
 
 Status EvalFailpoint(fp::Point p, OnFailpointError on_error, std::string_view context) {

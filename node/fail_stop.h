@@ -3,8 +3,10 @@
 // A node that can no longer trust its own state (a WAL write or sync failed,
 // a checkpoint could not be written, the store failed to apply a durable
 // commit) or that was told to fail a step it has no safe way to fail stops:
-// it logs why and exits with status 1 at once. It never carries on and never
-// retries a sync (LevelDB db/db_impl.cc; PostgreSQL after "fsyncgate").
+// it logs why and exits at once, with status 1, or with kSyncFailedExitCode
+// (74, common/exit_codes.h) once a sync of its WAL failed. It never carries
+// on and never retries a sync (LevelDB db/db_impl.cc; PostgreSQL after
+// "fsyncgate").
 //
 // Why std::_Exit and not exit() or abort(): the caller may be any thread (the
 // WAL flusher, the checkpoint worker, the loop) while the others keep
@@ -23,6 +25,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/exit_codes.h"
 #include "common/failpoint.h"
 #include "common/status.h"
 
@@ -31,8 +34,15 @@ namespace dtx::node {
 // The exit status of a fail-stop (coordinator/README.md, participant/README.md).
 inline constexpr int kFailStopExitCode = 1;
 
+// The exit status of a node that stops on an error - a fail-stop, or a start
+// that failed: kSyncFailedExitCode once a sync of a WAL failed in this
+// process (wal::SyncFailedInProcess(); whatever the stop's own reason, that
+// failure is the one a supervisor must see), else kFailStopExitCode. Any
+// thread.
+int StopExitCode();
+
 // Logs "fail-stop: <why>; exiting" at level error, flushes the log and ends
-// the process with kFailStopExitCode. Any thread.
+// the process with StopExitCode(). Any thread.
 [[noreturn]] void FailStop(std::string_view why);
 
 // What a failpoint armed with `error` does at a given point.

@@ -103,6 +103,31 @@ TEST(FailStopTest, ExitsWithStatusOne) {
   EXPECT_EXIT(FailStop("test"), ::testing::ExitedWithCode(kFailStopExitCode), "");
 }
 
+// Once a sync of a WAL failed in the process, every stop is exit status 74
+// (common/exit_codes.h), whatever the stop's own reason: the supervisor must
+// not restart the node blindly.
+TEST(FailStopTest, ExitsWithTheSyncFailedStatusOnceAWalSyncFailed) {
+  // A fresh process for the child: the flag is process-wide and sticky.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        if (StopExitCode() != kFailStopExitCode) std::_Exit(10);
+        char tmpl[] = "/tmp/dtx-node-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr) std::_Exit(15);
+        const std::string dir = tmpl;
+        auto log = wal::Log::Open(wal::Options{}, dir + "/wal", nullptr);
+        if (!log.ok()) std::_Exit(11);
+        if (!fp::Arm("wal.before_sync", "error").ok()) std::_Exit(12);
+        auto lsn = (*log)->Append(1, "x");
+        if (!lsn.ok() || (*log)->WaitDurable(*lsn).ok()) std::_Exit(13);
+        if (StopExitCode() != kSyncFailedExitCode) std::_Exit(14);
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+        FailStop("test: after the failed sync");
+      },
+      ::testing::ExitedWithCode(kSyncFailedExitCode), "");
+}
+
 TEST(FailStopTest, FailpointErrorFailStopsOrIsReturnedAsTheNodeRequires) {
   fp::DisarmAll();
   EXPECT_TRUE(EvalFailpoint(fp::Point::kCoordinatorEndBeforeLog, OnFailpointError::kFailStop).ok());

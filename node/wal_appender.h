@@ -8,7 +8,8 @@
 // LSN once the fdatasync covering it returned 0 - the only way the glue
 // learns that a record is durable ("save to stable storage BEFORE messages
 // are sent"). A failed append or sync is fail-stop (node/fail_stop.h): the
-// WAL's error is sticky, nothing is retried, the node exits with status 1.
+// WAL's error is sticky, nothing is retried, the node exits with status 1,
+// or 74 when a sync failed (node::StopExitCode()).
 //
 // Lifetime: the wal::Log's durable callbacks run on its flusher thread and
 // Post() to the loop; the notices carry a watch of the appender's own

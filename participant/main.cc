@@ -30,6 +30,7 @@
 #include "common/log.h"
 #include "common/address.h"
 #include "node/access.h"
+#include "node/fail_stop.h"
 #include "node/security.h"
 #include "participant/runtime.h"
 #include "wal/format.h"
@@ -276,7 +277,7 @@ int RunUntilStopSignal(const dtx::participant::RuntimeOptions& options) {
       DTX_LOG_ERROR("cannot start: {}", rt.status().ToString());
       std::cerr << "dtx-participant: cannot start: " << rt.status().ToString() << "\n";
       dtx::log::Flush();
-      return kExitFailed;
+      return dtx::node::StopExitCode();  // 74 if a WAL sync failed: not to be restarted blindly
     }
     std::unique_ptr<dtx::participant::Runtime> runtime = std::move(rt.value());
     if (!options.enable_failpoints)

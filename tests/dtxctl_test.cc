@@ -187,6 +187,66 @@ TEST_F(DtxctlTest, KilledNodeIsRestartedBySupervisor) {
   EXPECT_NE(unknown.err.find("no node 'participant-7'"), std::string::npos) << unknown.err;
 }
 
+// A node that exits with 74 (a sync of its WAL failed, common/exit_codes.h)
+// is not restarted: the supervisor writes why to NODEDIR/stopped, `status`
+// shows it, and `restart` is the operator's go-ahead.
+TEST_F(DtxctlTest, NodeStoppedBySyncFailureStaysDownWithItsReasonUntilRestarted) {
+  ASSERT_TRUE(cluster_.Up(FakeOptions(2)).ok());
+  const pid_t old_pid = cluster_.NodePid("participant-1");
+  ASSERT_GT(old_pid, 0);
+  const std::string stopped = tools::NodeDir(cluster_.dir(), "participant-1") + "/stopped";
+  CommandResult fp = cluster_.Dtxctl({"failpoint", "participant-1", "fake.exit", "74"});
+  ASSERT_EQ(fp.exit_code, 0) << fp.Describe();
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(stopped); }, 10s));
+  // Long enough for three restarts at the 100 ms backoff the supervisor
+  // uses for any other exit status (NodeThatCannotStart... below).
+  std::this_thread::sleep_for(1000ms);
+  EXPECT_FALSE(tools::ProcessAlive(old_pid));
+  EXPECT_EQ(cluster_.NodePid("participant-1"), -1);
+  const std::string log = ReadFile(cluster_.dir() + "/supervisor.log");
+  EXPECT_EQ(log.find("restarted participant-1"), std::string::npos) << log;
+  EXPECT_NE(log.find("participant-1 stopped: exit status 74"), std::string::npos) << log;
+  const std::string reason = ReadFile(stopped);
+  EXPECT_NE(reason.find("exit status 74"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("a sync of its WAL failed"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("fail-stop: fake: told to exit with status 74"), std::string::npos)
+      << reason;
+
+  CommandResult st = cluster_.Dtxctl({"status"});
+  ASSERT_EQ(st.exit_code, 0) << st.Describe();
+  size_t row = st.out.find("\nparticipant-1 ");
+  ASSERT_NE(row, std::string::npos) << st.out;
+  const std::string rest = st.out.substr(row + 1);
+  EXPECT_NE(rest.substr(0, rest.find('\n')).find(" stopped"), std::string::npos) << st.out;
+  EXPECT_NE(rest.find("  stopped: exit status 74"), std::string::npos) << st.out;
+  EXPECT_NE(rest.find("fail-stop: fake"), std::string::npos) << st.out;
+
+  CommandResult r = cluster_.Dtxctl({"restart", "participant-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NE(r.out.find("participant-1 was stopped (exit status 74"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("restarted participant-1"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(stopped));
+  pid_t new_pid = cluster_.NodePid("participant-1");
+  EXPECT_TRUE(new_pid > 0 && tools::IsNodeProcess(new_pid, "participant-1"));
+  st = cluster_.Dtxctl({"status"});
+  EXPECT_EQ(st.out.find("stopped"), std::string::npos) << st.out;
+  EXPECT_EQ(st.out.find("down"), std::string::npos) << st.out;
+
+  // `cluster up` again is the other go-ahead: it removes the file.
+  fp = cluster_.Dtxctl({"failpoint", "participant-1", "fake.exit", "74"});
+  ASSERT_EQ(fp.exit_code, 0) << fp.Describe();
+  ASSERT_TRUE(WaitFor([&] { return std::filesystem::exists(stopped); }, 10s));
+  ASSERT_EQ(cluster_.Dtxctl({"cluster", "down"}).exit_code, 0);
+  EXPECT_TRUE(std::filesystem::exists(stopped)) << "the reason outlives the supervisor";
+  CommandResult up =
+      cluster_.Dtxctl({"cluster", "up", "--participants", "2", "--bin-dir", bin_.path()});
+  ASSERT_EQ(up.exit_code, 0) << up.Describe();
+  EXPECT_NE(up.out.find("participant-1 was stopped (exit status 74"), std::string::npos) << up.out;
+  EXPECT_FALSE(std::filesystem::exists(stopped));
+  new_pid = cluster_.NodePid("participant-1");
+  EXPECT_TRUE(new_pid > 0 && tools::IsNodeProcess(new_pid, "participant-1"));
+}
+
 TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailover) {
   auto o = FakeOptions(1);
   o.backup = true;

@@ -14,6 +14,8 @@
 //   DTX_FAKE_IGNORE_SIGTERM=1       ignore SIGTERM (only SIGKILL stops it)
 // A coordinator reports the --role it was given ("primary" by default);
 // SetFailpoint("fake.role", ROLE) changes it (a stand-in for a failover).
+// SetFailpoint("fake.exit", CODE) answers, then appends a "fail-stop: ..."
+// line to --log-file and exits with CODE (74: a node whose WAL sync failed).
 #include <signal.h>
 #include <unistd.h>
 
@@ -27,6 +29,7 @@
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <string>
@@ -49,6 +52,7 @@ bool g_coordinator = false;
 std::mutex g_mu;  // the two servers' threads share what follows
 std::string g_armed;
 std::string g_role = "primary";  // a coordinator's reported role
+std::string g_log_file;          // --log-file
 
 // "primary" -> PRIMARY; a name that is no role reports as 0 (not a role).
 dtx::rpc::NodeRole::type RoleFromName(const std::string& name) {
@@ -111,6 +115,17 @@ class FakeAdmin : public dtx::rpc::AdminIf {
       e.message = "unknown failpoint 'bad'";
       throw e;
     }
+    if (name == "fake.exit") {
+      const int code = std::atoi(action.c_str());
+      std::thread([code] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the answer goes first
+        std::ofstream(g_log_file, std::ios::app)
+            << "2026-01-01T00:00:00.000000Z error node=" << g_name
+            << " fail-stop: fake: told to exit with status " << code << "; exiting\n";
+        ::_exit(code);
+      }).detach();
+      return;
+    }
     std::lock_guard<std::mutex> lock(g_mu);
     if (g_coordinator && name == "fake.role") {
       g_role = action;
@@ -147,8 +162,8 @@ void Serve(std::shared_ptr<TProcessor> processor, const std::string& host, int p
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string listen, admin_listen, dir, coordinator, coordinators, participants, log_file,
-      log_level, role, peer, peer_listen, participant_clients, peer_client, certs_dir;
+  std::string listen, admin_listen, dir, coordinator, coordinators, participants, log_level, role,
+      peer, peer_listen, participant_clients, peer_client, certs_dir;
   bool insecure = false;
   po::options_description desc("dtx_fake_node");
   desc.add_options()("name", po::value<std::string>(&g_name)->required(), "")(
@@ -161,8 +176,8 @@ int main(int argc, char** argv) {
       "coordinator", po::value<std::string>(&coordinator), "")(
       "coordinators", po::value<std::string>(&coordinators), "")(
       "participants", po::value<std::string>(&participants), "")(
-      "log-file", po::value<std::string>(&log_file), "")("log-level",
-                                                         po::value<std::string>(&log_level), "")(
+      "log-file", po::value<std::string>(&g_log_file), "")("log-level",
+                                                           po::value<std::string>(&log_level), "")(
       "role", po::value<std::string>(&role), "")("peer", po::value<std::string>(&peer), "")(
       "enable-failpoints", po::bool_switch(), "")("insecure", po::bool_switch(&insecure), "")(
       "certs-dir", po::value<std::string>(&certs_dir), "");

@@ -54,6 +54,11 @@ inline constexpr const char* kNodePidFile = "pid";
 inline constexpr const char* kNodeLogFile = "node.log";
 // The node's stdout and stderr (start-up errors before its logger is set up).
 inline constexpr const char* kNodeConsoleFile = "console.log";
+// Written by the supervisor when it leaves a node down (it exited with
+// kSyncFailedExitCode, common/exit_codes.h): why, on the first line, then the
+// node's last error. Removing it (`dtxctl restart NODE`, `dtxctl cluster up`)
+// lets the supervisor start the node again.
+inline constexpr const char* kNodeStoppedFile = "stopped";
 inline constexpr const char* kSecurityConfFile = "security.conf";
 inline constexpr const char* kCertsDirName = "certs";
 // The certificates `dtxctl cluster up` makes besides one per node: the

@@ -82,10 +82,12 @@ const char* kUsage =
     "  cluster down --dir DIR\n"
     "                        stop the supervisor and every node\n"
     "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt;\n"
-    "                        each listener's address and security (mutual TLS, TLS, plaintext)\n"
+    "                        each listener's address and security (mutual TLS, TLS, plaintext);\n"
+    "                        why a node is stopped (left down after a WAL sync failure)\n"
     "  kill NODE --dir DIR   SIGKILL a node (the supervisor restarts it)\n"
     "  restart NODE --dir DIR\n"
-    "                        kill a node and wait until it answers again\n"
+    "                        kill a node and wait until it answers again; a node left\n"
+    "                        stopped after a WAL sync failure is started again\n"
     "  failpoint NODE NAME ACTION --dir DIR\n"
     "                        arm a failpoint on a running node (docs/failpoints.md)\n"
     "  in-doubt --dir DIR    prepared transactions without a known outcome, per participant\n"
@@ -173,6 +175,15 @@ bool SupervisorRunning(const std::string& dir) {
   bool running = ::flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
   ::close(fd);  // also drops our lock if we got it
   return running;
+}
+
+// The first line of NODEDIR/stopped (why the supervisor left the node down),
+// or "" if there is none.
+std::string StoppedReason(const std::string& dir, const std::string& node) {
+  std::ifstream in(NodeDir(dir, node) + "/" + kNodeStoppedFile);
+  std::string line;
+  if (!in || !std::getline(in, line)) return "";
+  return line.empty() ? "no reason given" : line;
 }
 
 std::string SupervisorPidText(const std::string& dir) {
@@ -542,6 +553,13 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     fs::create_directories(NodeDir(dir, n.name), ec);
     if (ec) return fail_locked("cannot create " + NodeDir(dir, n.name) + ": " + ec.message());
     ::unlink((NodeDir(dir, n.name) + "/" + kNodePidFile).c_str());
+    // Starting the cluster again is the operator's go-ahead for a node the
+    // supervisor left down (tools/supervisor.h).
+    std::string reason = StoppedReason(dir, n.name);
+    if (!reason.empty()) {
+      std::cout << n.name << " was stopped (" << reason << "); starting it again\n";
+      ::unlink((NodeDir(dir, n.name) + "/" + kNodeStoppedFile).c_str());
+    }
   }
   ::unlink((dir + "/" + kSupervisorPidFile).c_str());
   if (Status sec = SetUpClusterSecurity(dir, config, insecure); !sec.ok()) {
@@ -719,8 +737,17 @@ int CmdStatus(const std::vector<std::string>& args) {
       const std::string listeners = DescribeListeners(*st);
       if (!listeners.empty()) std::printf("  listeners: %s\n", listeners.c_str());
     } else {
+      const std::string stopped = StoppedReason(dir, n.name);
       std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
-                  pid_text.c_str(), "-", "-", "-", "-", "-", "down");
+                  pid_text.c_str(), "-", "-", "-", "-", "-", stopped.empty() ? "down" : "stopped");
+      if (!stopped.empty()) {
+        std::printf("  stopped: %s\n", stopped.c_str());
+        const std::string all = TailFile(NodeDir(dir, n.name) + "/" + kNodeStoppedFile, 8);
+        const size_t nl = all.find('\n');
+        if (nl != std::string::npos && nl + 1 < all.size()) {
+          std::printf("  %s", all.substr(nl + 1).c_str());
+        }
+      }
       // A running node that does not answer: say why (a refused TLS
       // handshake, a timeout, ...).
       if (pid_text != "-") {
@@ -799,7 +826,17 @@ int CmdRestart(const std::vector<std::string>& args) {
   if (!n.ok()) return Fail(n.status().message());
   if (!SupervisorRunning(a.dir)) return Fail("no supervisor is running in " + a.dir);
   auto old_pid = KillNode(a.dir, *n);
-  if (!old_pid.ok()) return Fail(old_pid.status().message());
+  if (!old_pid.ok()) {
+    // A node the supervisor left down: removing NODEDIR/stopped is the
+    // go-ahead it waits for (tools/supervisor.h).
+    const std::string stopped = StoppedReason(a.dir, a.node);
+    if (stopped.empty()) return Fail(old_pid.status().message());
+    const std::string path = NodeDir(a.dir, a.node) + "/" + kNodeStoppedFile;
+    if (::unlink(path.c_str()) != 0)
+      return Fail("cannot remove " + path + ": " + std::strerror(errno));
+    std::cout << a.node << " was stopped (" << stopped << "); starting it again\n";
+    old_pid = pid_t{0};
+  }
   auto start = std::chrono::steady_clock::now();
   auto deadline = start + std::chrono::milliseconds(kRestartTimeoutMs);
   std::string pid_path = NodeDir(a.dir, a.node) + "/" + kNodePidFile;
@@ -828,7 +865,8 @@ int CmdRestart(const std::vector<std::string>& args) {
   }
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
-  std::cout << "restarted " << a.node << ": pid " << *old_pid << " -> " << new_pid
+  std::cout << "restarted " << a.node << ": pid "
+            << (*old_pid == 0 ? std::string("-") : std::to_string(*old_pid)) << " -> " << new_pid
             << ", answering after " << took.count() << " ms\n";
   return kExitOk;
 }

@@ -7,9 +7,13 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
 #include <memory>
 #include <vector>
 
+#include "common/exit_codes.h"
 #include "common/log.h"
 #include "tools/admin_client.h"
 
@@ -38,8 +42,39 @@ struct Node {
   bool started_once = false;
   int backoff_ms = 0;
   uint64_t started_at_ms = 0;
-  std::string last_exit;  // "exit status 1" / "killed by signal 9"
+  std::string last_exit;     // "exit status 1" / "killed by signal 9"
+  int64_t exit_status = -1;  // of the last exit (-1: killed by a signal, or spawn failed)
+  // Left down (NODEDIR/stopped) until that file is removed.
+  bool stopped = false;
 };
+
+// The last line of the node's log that says why it stopped.
+std::string LastErrorLine(const std::string& node_log) {
+  constexpr size_t kLinesMax = 200;
+  const std::string tail = TailFile(node_log, kLinesMax);
+  std::string found;
+  size_t pos = 0;
+  while (pos < tail.size()) {
+    size_t nl = tail.find('\n', pos);
+    if (nl == std::string::npos) nl = tail.size();
+    std::string_view line(tail.data() + pos, nl - pos);
+    if (line.find("fail-stop:") != std::string_view::npos ||
+        line.find("cannot start:") != std::string_view::npos) {
+      found = line;
+    }
+    pos = nl + 1;
+  }
+  return found.empty() ? "(none found in " + node_log + ")" : found;
+}
+
+std::string UtcNow() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 class Supervisor {
  public:
@@ -60,10 +95,21 @@ class Supervisor {
     uv_signal_start(&sigint_, &Supervisor::OnSignal, SIGINT);
     uv_timer_init(&loop_, &grace_timer_);
     grace_timer_.data = this;
+    uv_timer_init(&loop_, &stopped_timer_);
+    stopped_timer_.data = this;
     for (auto& n : nodes_) {
       uv_timer_init(&loop_, &n->restart_timer);
       n->restart_timer.data = n.get();
       n->backoff_ms = options_.restart_backoff_min_ms;
+      if (::access(StoppedPath(n.get()).c_str(), F_OK) == 0) {
+        // Left down by an earlier supervisor; `dtxctl cluster up` removes
+        // the file before starting one, so this is `supervise` by hand.
+        DTX_LOG_WARN("{}: not starting it: {} exists (remove it to start the node)", n->entry.name,
+                     StoppedPath(n.get()));
+        n->stopped = true;
+        WatchStopped();
+        continue;
+      }
       Spawn(n.get());
     }
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -246,6 +292,69 @@ class Supervisor {
     return n->role;
   }
 
+  std::string StoppedPath(const Node* n) const {
+    return NodeDir(options_.dir, n->entry.name) + "/" + kNodeStoppedFile;
+  }
+
+  // A node that stopped because a sync of its WAL failed: its disk may have
+  // lost writes it had accepted, and starting it again at once would replay
+  // onto the medium that just failed, in a loop. Leave it down, say why in
+  // NODEDIR/stopped (what `dtxctl status` shows) and start it again only once
+  // an operator removed that file.
+  void LeaveStopped(Node* n) {
+    const std::string node_dir = NodeDir(options_.dir, n->entry.name);
+    const std::string why = n->last_exit + " at " + UtcNow() +
+                            ": a sync of its WAL failed, the disk may have lost writes it had "
+                            "accepted; not restarted (check the disk, then `dtxctl restart " +
+                            n->entry.name + "`)";
+    const std::string last = LastErrorLine(node_dir + "/" + kNodeLogFile);
+    const std::string path = StoppedPath(n);
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << why << "\n"
+          << "last error: " << last << "\n";
+      out.close();
+      if (!out || std::rename(tmp.c_str(), path.c_str()) != 0) {
+        // Without the file there is nothing for an operator to remove: the
+        // node stays down until this supervisor is gone.
+        DTX_LOG_ERROR(
+            "{} stopped: {}; last error: {}; cannot write {} ({}): it stays down until "
+            "`dtxctl cluster down` and `cluster up`",
+            n->entry.name, why, last, path, strerror(errno));
+        return;
+      }
+    }
+    DTX_LOG_ERROR("{} stopped: {}; last error: {}", n->entry.name, why, last);
+    n->stopped = true;
+    WatchStopped();
+  }
+
+  // Polls NODEDIR/stopped of the nodes left down while there are any.
+  void WatchStopped() {
+    if (uv_is_active(reinterpret_cast<uv_handle_t*>(&stopped_timer_))) return;
+    const auto every = static_cast<uint64_t>(options_.stopped_poll_ms);
+    uv_timer_start(&stopped_timer_, &Supervisor::OnStoppedTimer, every, every);
+  }
+
+  static void OnStoppedTimer(uv_timer_t* timer) {
+    auto* self = static_cast<Supervisor*>(timer->data);
+    bool any = false;
+    for (auto& n : self->nodes_) {
+      if (!n->stopped) continue;
+      if (::access(self->StoppedPath(n.get()).c_str(), F_OK) == 0) {
+        any = true;
+        continue;
+      }
+      n->stopped = false;
+      n->backoff_ms = self->options_.restart_backoff_min_ms;
+      DTX_LOG_INFO("{}: {} was removed; starting it again", n->entry.name,
+                   self->StoppedPath(n.get()));
+      self->Spawn(n.get());
+    }
+    if (!any) uv_timer_stop(timer);
+  }
+
   void ScheduleRestart(Node* n, const std::string& why) {
     if (stopping_) return;
     uint64_t ran_ms = uv_now(&loop_) - n->started_at_ms;
@@ -265,8 +374,10 @@ class Supervisor {
     n->running = false;
     if (term_signal != 0) {
       n->last_exit = "killed by signal " + std::to_string(term_signal);
+      n->exit_status = -1;
     } else {
       n->last_exit = "exit status " + std::to_string(exit_status);
+      n->exit_status = exit_status;
     }
     ::unlink((NodeDir(n->owner->options_.dir, n->entry.name) + "/" + kNodePidFile).c_str());
     if (n->owner->stopping_) {
@@ -281,6 +392,10 @@ class Supervisor {
     Supervisor* self = n->owner;
     if (self->stopping_) {
       self->MaybeFinish();
+      return;
+    }
+    if (n->exit_status == kSyncFailedExitCode) {
+      self->LeaveStopped(n);
       return;
     }
     self->ScheduleRestart(n, n->last_exit);
@@ -307,6 +422,7 @@ class Supervisor {
     DTX_LOG_INFO("signal {}: stopping every node (SIGTERM, SIGKILL after {} ms)", signum,
                  options_.stop_grace_ms);
     for (auto& n : nodes_) uv_timer_stop(&n->restart_timer);
+    uv_timer_stop(&stopped_timer_);
     KillAll(SIGTERM);
     uv_timer_start(&grace_timer_, &Supervisor::OnGraceTimer,
                    static_cast<uint64_t>(options_.stop_grace_ms), 0);
@@ -345,6 +461,7 @@ class Supervisor {
     close(&sigterm_);
     close(&sigint_);
     close(&grace_timer_);
+    close(&stopped_timer_);
     for (auto& n : nodes_) close(&n->restart_timer);
   }
 
@@ -354,6 +471,7 @@ class Supervisor {
   uv_signal_t sigterm_{};
   uv_signal_t sigint_{};
   uv_timer_t grace_timer_{};
+  uv_timer_t stopped_timer_{};  // WatchStopped()
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<std::string> security_args_;  // --certs-dir DIR/certs or --insecure
   ToolCredentials creds_;

@@ -11,6 +11,13 @@
 // doubling up to restart_backoff_max_ms while it keeps dying within
 // stable_run_ms of its start), and the supervisor logs
 // "restarted <node> (exit status N)" or "(killed by signal S)".
+// Except after exit status 74 (kSyncFailedExitCode, common/exit_codes.h: a
+// sync of the node's WAL failed): that node is left down, the reason written
+// to DIR/<node>/stopped (tools/cluster_config.h kNodeStoppedFile: the exit,
+// the time, the node's last "fail-stop:" or "cannot start:" log line) and
+// logged; it is started again once that file is gone (polled every
+// stopped_poll_ms; `dtxctl restart NODE` removes it). A node whose file
+// exists when the supervisor starts is not started either.
 // DTX_FAILPOINTS in the supervisor's environment reaches each node's first
 // start only: a restart never re-arms a start-up failpoint (a `crash` point
 // would otherwise loop forever); arm failpoints on restarted nodes with
@@ -46,6 +53,7 @@ struct SupervisorOptions {
   int restart_backoff_max_ms = 5000;
   int stable_run_ms = 10000;
   int stop_grace_ms = 5000;
+  int stopped_poll_ms = 200;  // how often a node left down is checked for its file's removal
   // Start every node with --metrics-listen off --trace-events 0 (no metrics
   // endpoint, no tracing; `dtxctl cluster up --no-obs`).
   bool no_obs = false;

@@ -37,6 +37,13 @@ class File {
   virtual Status Append(std::string_view data) = 0;
   // fdatasync: data written so far, and the size, survive a power loss.
   virtual Status Sync() = 0;
+  // Drops this file's clean pages from the OS page cache, so that the next
+  // reads come from the medium (posix_fadvise POSIX_FADV_DONTNEED). Dirty
+  // pages are not dropped: call it after Sync returned 0, and then every
+  // page is clean. What a later ReadAt returns is then what the medium holds,
+  // not a cached copy that a failed writeback left behind
+  // (docs/wal-format.md, "Recovery reads the medium").
+  virtual Status DropCache() = 0;
   virtual Status Truncate(uint64_t size) = 0;
   // Reserves [offset, offset+len) (fallocate mode 0): reads as zeros and the
   // file size grows to cover it.

@@ -1,6 +1,7 @@
 #include "wal/fault_env.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace dtx::wal {
 namespace {
@@ -40,9 +41,26 @@ class FaultInjectionEnv::TrackedFile final : public File {
   }
   Status Sync() override {
     MutexLock lock(&env_->mu_);
-    DTX_RETURN_IF_ERROR(env_->Before(Op::kSync, path()));
-    if (env_->real_sync_) DTX_RETURN_IF_ERROR(base_->Sync());
-    env_->files_[path()].undo.clear();
+    Status s = env_->Before(Op::kSync, path());
+    if (s.ok() && env_->real_sync_) s = base_->Sync();
+    if (!s.ok()) {
+      env_->SyncFailed(path());
+      return s;
+    }
+    env_->files_[path()].undo.clear();  // `lost` stays lost: this sync does not write it
+    return Status::OK();
+  }
+  Status DropCache() override {
+    MutexLock lock(&env_->mu_);
+    DTX_RETURN_IF_ERROR(env_->Before(Op::kDropCache, path()));
+    // Dirty pages stay (undo); clean ones are read again from the medium,
+    // which never got the lost changes.
+    auto it = env_->files_.find(path());
+    if (it != env_->files_.end() && !it->second.lost.empty()) {
+      DTX_RETURN_IF_ERROR(env_->Revert(path(), it->second.lost));
+      it->second.lost.clear();
+    }
+    if (env_->real_sync_) return base_->DropCache();
     return Status::OK();
   }
   Status Truncate(uint64_t size) override {
@@ -85,6 +103,11 @@ void FaultInjectionEnv::SetFaultHook(FaultHook hook) {
   hook_ = std::move(hook);
 }
 
+void FaultInjectionEnv::SetSyncErrorsLoseData(bool on) {
+  MutexLock lock(&mu_);
+  sync_errors_lose_data_ = on;
+}
+
 bool FaultInjectionEnv::powered() const {
   MutexLock lock(&mu_);
   return powered_;
@@ -105,6 +128,11 @@ Status FaultInjectionEnv::Before(Op op, const std::string& path) {
 
 Status FaultInjectionEnv::RecordChange(File* f, const std::string& path, uint64_t offset,
                                        uint64_t len) {
+  auto known = files_.find(path);
+  if (known != files_.end() && !known->second.lost.empty()) {
+    return Status::IOError("fault env: " + path +
+                           " changed after a failed sync and before DropCache: not modelled");
+  }
   auto size = f->Size();
   if (!size.ok()) return size.status();
   Undo u;
@@ -121,27 +149,45 @@ Status FaultInjectionEnv::RecordChange(File* f, const std::string& path, uint64_
   return Status::OK();
 }
 
+void FaultInjectionEnv::SyncFailed(const std::string& path) {
+  if (!sync_errors_lose_data_) return;
+  auto it = files_.find(path);
+  if (it == files_.end()) return;
+  FileState& state = it->second;
+  state.lost.insert(state.lost.end(), std::make_move_iterator(state.undo.begin()),
+                    std::make_move_iterator(state.undo.end()));
+  state.undo.clear();
+}
+
+Status FaultInjectionEnv::Revert(const std::string& path, const std::vector<Undo>& changes) {
+  if (changes.empty()) return Status::OK();
+  auto f = base_->OpenFile(path, OpenMode::kExisting);
+  if (!f.ok()) {
+    if (f.status().IsNotFound()) return Status::OK();  // deleted since
+    return f.status();
+  }
+  for (auto it = changes.rbegin(); it != changes.rend(); ++it) {
+    auto cur = (*f)->Size();
+    if (!cur.ok()) return cur.status();
+    if (*cur < it->offset + it->old_bytes.size() || *cur < it->old_size) {
+      DTX_RETURN_IF_ERROR(
+          (*f)->Truncate(std::max<uint64_t>(it->old_size, it->offset + it->old_bytes.size())));
+    }
+    if (!it->old_bytes.empty()) DTX_RETURN_IF_ERROR((*f)->WriteAt(it->offset, it->old_bytes));
+    DTX_RETURN_IF_ERROR((*f)->Truncate(it->old_size));
+  }
+  return Status::OK();
+}
+
 Status FaultInjectionEnv::LosePower() {
   MutexLock lock(&mu_);
   powered_ = false;
   for (auto& [path, state] : files_) {
-    if (state.undo.empty()) continue;
-    auto f = base_->OpenFile(path, OpenMode::kExisting);
-    if (!f.ok()) {
-      if (f.status().IsNotFound()) continue;  // deleted since
-      return f.status();
-    }
-    for (auto it = state.undo.rbegin(); it != state.undo.rend(); ++it) {
-      auto cur = (*f)->Size();
-      if (!cur.ok()) return cur.status();
-      if (*cur < it->offset + it->old_bytes.size() || *cur < it->old_size) {
-        DTX_RETURN_IF_ERROR(
-            (*f)->Truncate(std::max<uint64_t>(it->old_size, it->offset + it->old_bytes.size())));
-      }
-      if (!it->old_bytes.empty()) DTX_RETURN_IF_ERROR((*f)->WriteAt(it->offset, it->old_bytes));
-      DTX_RETURN_IF_ERROR((*f)->Truncate(it->old_size));
-    }
+    // Newest first: the dirty changes, then the lost ones (all older).
+    DTX_RETURN_IF_ERROR(Revert(path, state.undo));
+    DTX_RETURN_IF_ERROR(Revert(path, state.lost));
     state.undo.clear();
+    state.lost.clear();
   }
   for (auto& [dir, renames] : renamed_since_dir_sync_) {
     for (auto it = renames.rbegin(); it != renames.rend(); ++it) {

@@ -7,6 +7,21 @@
 // its last sync is what survives. Deletions are not undone (the WAL only
 // deletes fully obsolete segments and leftover temp files).
 //
+// The real file is the page cache's view; the undo records say how the
+// medium differs from it. A process that dies (a test drops its Log without
+// LosePower) leaves unsynced changes in the cache: readers still see them,
+// and a later successful Sync makes them durable.
+//
+// A failed Sync (the hook refused it) does nothing by default: the changes
+// stay dirty, as if the process had died just before the call. With
+// SetSyncErrorsLoseData(true) it models Linux after a writeback error
+// (PostgreSQL's "fsyncgate"): the file's unsynced changes are marked clean
+// but never reached the medium. Reads still return them, a later Sync
+// returns 0 without writing them, and only DropCache (the cache forgets them:
+// reads show the medium) or LosePower undoes them. Writing to such a file
+// before DropCache is refused (IOError): the model could not say what the
+// medium then holds, and the WAL never does it (a failed sync stops the log).
+//
 // Changes are tracked only for files opened or created through this Env.
 // While powered off (after LosePower, until PowerOn) every call fails with
 // IOError, so a Log running on it fail-stops and reports nothing durable.
@@ -39,6 +54,7 @@ class FaultInjectionEnv final : public Env {
     kWrite,
     kAppend,
     kSync,
+    kDropCache,
     kTruncate,
     kAllocate,
     kSize,
@@ -57,6 +73,9 @@ class FaultInjectionEnv final : public Env {
   ~FaultInjectionEnv() override;
 
   void SetFaultHook(FaultHook hook);
+  // See the class comment: whether a failed Sync leaves the file's unsynced
+  // changes dirty (false, the default) or marks them clean but lost.
+  void SetSyncErrorsLoseData(bool on);
   // Undo all unsynced changes (see above) and power off.
   Status LosePower();
   void PowerOn();
@@ -81,17 +100,27 @@ class FaultInjectionEnv final : public Env {
   };
   struct FileState {
     std::vector<Undo> undo;  // changes since the last successful sync, oldest first
+    // Changes whose sync failed under SetSyncErrorsLoseData(true): in the
+    // cache, clean, not on the medium. Oldest first; `undo` is empty while
+    // this is not (RecordChange refuses writes).
+    std::vector<Undo> lost;
   };
 
   Status Before(Op op, const std::string& path) REQUIRES(mu_);
   Status RecordChange(File* f, const std::string& path, uint64_t offset, uint64_t len)
       REQUIRES(mu_);
+  // A Sync of `path` failed: with sync_errors_lose_data_ its dirty changes
+  // become lost.
+  void SyncFailed(const std::string& path) REQUIRES(mu_);
+  // Undoes `changes` (oldest first) on the real file at `path`, newest first.
+  Status Revert(const std::string& path, const std::vector<Undo>& changes) REQUIRES(mu_);
 
   Env* const base_;
   const bool real_sync_;
   mutable Mutex mu_;
   FaultHook hook_ GUARDED_BY(mu_);
   bool powered_ GUARDED_BY(mu_) = true;
+  bool sync_errors_lose_data_ GUARDED_BY(mu_) = false;
   std::map<std::string, FileState> files_ GUARDED_BY(mu_);
   std::map<std::string, std::set<std::string>> created_since_dir_sync_
       GUARDED_BY(mu_);  // dir -> paths

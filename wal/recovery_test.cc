@@ -1,6 +1,13 @@
 // Recovery: torn tails are cut, corruption anywhere else refuses to open with
-// the file and offset, bad files give clear errors without big allocations.
+// the file and offset, bad files give clear errors without big allocations;
+// Open reads the segments from the disk, not from the page cache.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/magic.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -395,6 +402,97 @@ TEST(Recovery, BadSegmentFileNameIsCorruptionAndTempFilesAreRemoved) {
   OpenResult r = OpenAndReplay(dir.path(), Opts(false));
   ASSERT_TRUE(r.status.IsCorruption()) << r.status.ToString();
   EXPECT_NE(std::string::npos, r.status.message().find("12.wal"));
+}
+
+// Pages of `path` in the page cache (mincore over a read-only mapping,
+// which faults nothing in).
+size_t ResidentPages(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  DTX_CHECK(fd >= 0);
+  struct stat st {};
+  DTX_CHECK(::fstat(fd, &st) == 0);
+  size_t resident = 0;
+  if (st.st_size > 0) {
+    const size_t len = static_cast<size_t>(st.st_size);
+    void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+    DTX_CHECK(m != MAP_FAILED);
+    const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+    std::vector<unsigned char> vec((len + page - 1) / page);
+    DTX_CHECK(::mincore(m, len, vec.data()) == 0);
+    for (unsigned char v : vec) resident += v & 1;
+    ::munmap(m, len);
+  }
+  ::close(fd);
+  return resident;
+}
+
+// Where the page cache is the storage (tmpfs) there is no medium to read.
+bool PageCacheIsTheStorage(const std::string& dir) {
+  struct statfs sfs {};
+  return ::statfs(dir.c_str(), &sfs) == 0 && sfs.f_type == TMPFS_MAGIC;
+}
+
+// The real Env's DropCache (posix_fadvise DONTNEED) evicts every page of a
+// synced file: the next read comes from the disk.
+TEST(Recovery, PosixDropCacheEvictsEveryPageOfASyncedFile) {
+  TempDir dir;
+  if (PageCacheIsTheStorage(dir.path())) GTEST_SKIP() << dir.path() << " is tmpfs";
+  auto f = Env::Posix()->OpenFile(dir.Sub("f"), OpenMode::kCreate);
+  ASSERT_TRUE(f.ok());
+  ASSERT_TRUE((*f)->Append(std::string(1 << 20, 'x')).ok());
+  ASSERT_TRUE((*f)->Sync().ok());
+  std::string back(1 << 20, '\0');
+  size_t got = 0;
+  ASSERT_TRUE((*f)->ReadAt(0, back.size(), back.data(), &got).ok());
+  ASSERT_EQ(back.size(), got);
+  ASSERT_GT(ResidentPages(dir.Sub("f")), 0u);
+  ASSERT_TRUE((*f)->DropCache().ok());
+  EXPECT_EQ(0u, ResidentPages(dir.Sub("f")));
+  ASSERT_TRUE((*f)->ReadAt(0, back.size(), back.data(), &got).ok());
+  EXPECT_EQ(std::string(1 << 20, 'x'), back);
+}
+
+// Issue 14 "Recovery reads the medium", on the real file system: every
+// segment's cached pages are gone before the first record is replayed, so
+// what the scan hands to replay was read from the disk (after the sync).
+TEST(Recovery, OpenReadsEverySegmentFromTheDiskNotThePageCache) {
+  TempDir dir;
+  if (PageCacheIsTheStorage(dir.path())) GTEST_SKIP() << dir.path() << " is tmpfs";
+  Options o;  // the real Env, real syncs
+  o.segment_bytes = 64 << 10;
+  o.preallocate = false;
+  {
+    auto log = Log::Open(o, dir.path(), nullptr);
+    ASSERT_TRUE(log.ok());
+    for (Lsn lsn = 1; lsn <= 300; ++lsn)
+      ASSERT_TRUE((*log)->Append(1, MakePayload(lsn, 1000)).ok());
+    ASSERT_TRUE((*log)->WaitDurable(300).ok());
+  }
+  std::vector<std::string> segments;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    if (e.path().extension() == ".wal") segments.push_back(e.path().string());
+  }
+  ASSERT_GE(segments.size(), 3u);
+  for (const std::string& seg : segments) {
+    ReadAll(seg);  // the page cache holds every segment now
+    ASSERT_GT(ResidentPages(seg), 0u) << seg;
+  }
+  size_t resident_at_first_record = 0;
+  std::vector<Lsn> lsns;
+  auto log = Log::Open(o, dir.path(), [&](Lsn lsn, uint8_t, std::string_view p) {
+    if (lsns.empty()) {
+      // Only the first segment has been read so far.
+      for (const std::string& seg : segments) {
+        if (seg != Seg(dir, 1)) resident_at_first_record += ResidentPages(seg);
+      }
+    }
+    if (!PayloadMatches(lsn, p)) return Status::Corruption("bad payload");
+    lsns.push_back(lsn);
+    return Status::OK();
+  });
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  EXPECT_EQ(Iota(300), lsns);
+  EXPECT_EQ(0u, resident_at_first_record) << "pages cached before Open were replayed from memory";
 }
 
 }  // namespace

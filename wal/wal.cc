@@ -27,6 +27,26 @@ constexpr size_t kReadChunkBytes = 1u << 20;
 // checksumming it gives up and calls the segment corrupt (the safe answer).
 constexpr uint64_t kTornScanCrcBytesMax = 1ull << 30;
 
+// wal::SyncFailedInProcess(): set by every failed sync, never cleared.
+std::atomic<bool> g_sync_failed{false};
+
+// Every sync of the log's files reports its failure through here.
+Status SyncFailed(Status s) {
+  DTX_CHECK(!s.ok());
+  g_sync_failed.store(true);
+  return s;
+}
+
+// fdatasync of a log file / fsync of a directory of the log, failures marked.
+Status SyncFile(File* file) {
+  Status s = file->Sync();
+  return s.ok() ? s : SyncFailed(std::move(s));
+}
+Status SyncDirectory(Env* env, const std::string& dir) {
+  Status s = env->SyncDir(dir);
+  return s.ok() ? s : SyncFailed(std::move(s));
+}
+
 std::string JoinPath(const std::string& dir, std::string_view name) {
   std::string p = dir;
   if (p.empty() || p.back() != '/') p += '/';
@@ -330,6 +350,7 @@ class Log::Impl {
   Status WriteBatch(const Batch& b);
   Status WriteAt(uint64_t off, std::string_view data);
   Status SyncSegment();
+  Status SyncBeforeReplay(const std::vector<Lsn>& firsts);
   Status CreateSegment(Lsn first_lsn);
   void Fail(const Status& s, Batch* inflight);
 
@@ -374,7 +395,7 @@ class Log::Impl {
 
 Status Log::Impl::Recover(const ReplayFn& replay) {
   DTX_RETURN_IF_ERROR(env_->CreateDir(dir_));
-  DTX_RETURN_IF_ERROR(env_->SyncDir(ParentDir(dir_)));
+  DTX_RETURN_IF_ERROR(SyncDirectory(env_, ParentDir(dir_)));
   auto lock = env_->LockFile(JoinPath(dir_, f::kLockFileName));
   if (!lock.ok()) return lock.status();
   lock_ = std::move(lock.value());
@@ -382,13 +403,11 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
   auto names = env_->ListDir(dir_);
   if (!names.ok()) return names.status();
   std::vector<Lsn> firsts;
-  bool deleted_temp = false;
   for (const std::string& name : *names) {
     if (name == f::kLockFileName) continue;
     if (name.ends_with(f::kTempSuffix)) {
       // A segment whose creation did not finish: never renamed, so never used.
       DTX_RETURN_IF_ERROR(env_->DeleteFile(JoinPath(dir_, name)));
-      deleted_temp = true;
       continue;
     }
     if (name.ends_with(f::kSegmentSuffix)) {
@@ -399,8 +418,8 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
       firsts.push_back(first);
     }
   }
-  if (deleted_temp) DTX_RETURN_IF_ERROR(env_->SyncDir(dir_));
   std::sort(firsts.begin(), firsts.end());
+  DTX_RETURN_IF_ERROR(SyncBeforeReplay(firsts));
 
   if (firsts.empty()) {
     DTX_RETURN_IF_ERROR(CreateSegment(1));
@@ -446,7 +465,7 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
         if (opt_.preallocate && scan.end_offset < opt_.segment_bytes) {
           DTX_RETURN_IF_ERROR(fp->Allocate(scan.end_offset, opt_.segment_bytes - scan.end_offset));
         }
-        DTX_RETURN_IF_ERROR(fp->Sync());
+        DTX_RETURN_IF_ERROR(SyncFile(fp));
         st_torn_tails_cut_++;
       }
       seg_file_ = std::move(file.value());
@@ -462,6 +481,40 @@ Status Log::Impl::Recover(const ReplayFn& replay) {
   return Status::OK();
 }
 
+// Recovery reads the medium (docs/wal-format.md, "Recovery reads the
+// medium"). The process that wrote the log may have died with records
+// written and not yet synced: the page cache still holds them, a read would
+// return them, and a power loss after we acted on them would take them away.
+// Or a sync of it failed, and the kernel marked pages clean that never
+// reached the disk: a later sync returns 0 and reads keep returning them
+// until the cache lets them go. So before any record reaches `replay`: the
+// directory is synced (the names listed are the ones on disk), every segment
+// is fdatasync'ed - the first case is durable from here on - and its cached
+// pages are dropped, so the scan reads what the medium holds and the second
+// case is not read at all. A failed sync here stops Open; it is never
+// retried (SyncFailedInProcess()).
+Status Log::Impl::SyncBeforeReplay(const std::vector<Lsn>& firsts) {
+  Status s = SyncDirectory(env_, dir_);
+  if (!s.ok()) {
+    return Status::IOError("wal: cannot make the directory " + dir_ +
+                           " durable before replay: " + s.ToString());
+  }
+  for (Lsn first : firsts) {
+    const std::string path = JoinPath(dir_, f::SegmentFileName(first));
+    auto file = env_->OpenFile(path, OpenMode::kExisting);
+    if (!file.ok()) return file.status();
+    s = SyncFile(file->get());
+    if (!s.ok()) {
+      return Status::IOError("wal: cannot make " + path +
+                             " durable before replaying it: " + s.ToString() +
+                             "; stopping (what the page cache holds may never reach the disk)");
+    }
+    s = (*file)->DropCache();
+    if (!s.ok()) return Status::IOError("wal: before replaying " + path + ": " + s.ToString());
+  }
+  return Status::OK();
+}
+
 Status Log::Impl::CreateSegment(Lsn first_lsn) {
   DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSegmentCreate));
   const std::string name = f::SegmentFileName(first_lsn);
@@ -471,9 +524,9 @@ Status Log::Impl::CreateSegment(Lsn first_lsn) {
   if (!file.ok()) return file.status();
   DTX_RETURN_IF_ERROR((*file)->WriteAt(0, f::EncodeSegmentHeader(first_lsn)));
   if (opt_.preallocate) DTX_RETURN_IF_ERROR((*file)->Allocate(0, opt_.segment_bytes));
-  DTX_RETURN_IF_ERROR((*file)->Sync());
+  DTX_RETURN_IF_ERROR(SyncFile(file->get()));
   DTX_RETURN_IF_ERROR(env_->RenameFile(tmp, path));
-  DTX_RETURN_IF_ERROR(env_->SyncDir(dir_));
+  DTX_RETURN_IF_ERROR(SyncDirectory(env_, dir_));
   // Write through a handle opened by the final name, so every later error
   // message (and the fault-injecting Env) names the real segment file.
   file = env_->OpenFile(path, OpenMode::kExisting);
@@ -623,8 +676,10 @@ Status Log::Impl::SyncSegment() {
   // Timed from before the failpoint, so an injected sleep(ms) looks exactly
   // like a slow disk to the stats and to the linger bound.
   auto t0 = std::chrono::steady_clock::now();
-  DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalBeforeSync));
-  DTX_RETURN_IF_ERROR(seg_file_->Sync());
+  // `error` at either failpoint stands for this fdatasync failing.
+  Status s = fp::Eval(fp::Point::kWalBeforeSync);
+  if (!s.ok()) return SyncFailed(std::move(s));
+  DTX_RETURN_IF_ERROR(SyncFile(seg_file_.get()));
   const auto elapsed = std::chrono::steady_clock::now() - t0;
   batch_sync_ns_ +=
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count());
@@ -632,7 +687,8 @@ Status Log::Impl::SyncSegment() {
   st_sync_micros_total_ += static_cast<uint64_t>(us);
   sync_us_ewma_ = sync_us_ewma_ == 0 ? static_cast<uint64_t>(us)
                                      : (sync_us_ewma_ * 7 + static_cast<uint64_t>(us)) / 8;
-  DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kWalAfterSync));
+  s = fp::Eval(fp::Point::kWalAfterSync);
+  if (!s.ok()) return SyncFailed(std::move(s));
   st_syncs_++;  // counted only when the caller will see success
   return Status::OK();
 }
@@ -709,7 +765,7 @@ Status Log::Impl::TruncateBefore(Lsn lsn) {
     st_segments_deleted_++;
   }
   segments_.erase(segments_.begin(), segments_.begin() + static_cast<ptrdiff_t>(drop));
-  return env_->SyncDir(dir_);
+  return SyncDirectory(env_, dir_);
 }
 
 Stats Log::Impl::stats() const {
@@ -724,6 +780,8 @@ Stats Log::Impl::stats() const {
   s.torn_tails_cut = st_torn_tails_cut_.load();
   return s;
 }
+
+bool SyncFailedInProcess() { return g_sync_failed.load(); }
 
 Result<std::unique_ptr<Log>> Log::Open(const Options& options, const std::string& dir,
                                        const ReplayFn& replay) {

@@ -105,6 +105,10 @@ class Log {
   // `replay` (may be empty), cuts a torn tail of the last segment, and starts
   // the flusher thread. A bad record anywhere but the tail of the last
   // segment is Corruption naming the file and byte offset.
+  // Before the first record is replayed, the directory and every segment are
+  // synced and the segments' cached pages dropped, so every replayed record
+  // is on the medium and read from it (docs/wal-format.md, "Recovery reads
+  // the medium"); a failed sync there is IOError and SyncFailedInProcess().
   static Result<std::unique_ptr<Log>> Open(const Options& options, const std::string& dir,
                                            const ReplayFn& replay);
 
@@ -148,5 +152,14 @@ class Log {
   explicit Log(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// True once a sync of a log's files failed in this process: an fdatasync of
+// a segment or an fsync of a log directory, while appending, creating or
+// truncating segments or in Open, or `error` at wal.before_sync or
+// wal.after_sync. Never reset. After a failed sync the kernel may report
+// pages clean that never reached the disk, and a later sync returns 0, so
+// the process can no longer tell what is durable: the node stops with its
+// own exit code (node/fail_stop.h) and is not restarted blindly. Any thread.
+bool SyncFailedInProcess();
 
 }  // namespace dtx::wal
