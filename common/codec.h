@@ -39,6 +39,11 @@ class Writer {
     U64(t.hi);
     U64(t.lo);
   }
+  // kFingerprintBytes: hi then lo.
+  void Fp(const Fingerprint& f) {
+    U64(f.hi);
+    U64(f.lo);
+  }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -94,6 +99,13 @@ class Reader {
   Status Tx(TxId* t) {
     DTX_RETURN_IF_ERROR(U64(&t->hi));
     return U64(&t->lo);
+  }
+  // A fingerprint as written (Corruption for {0, 0}: "not known" is never written).
+  Status Fp(Fingerprint* f) {
+    DTX_RETURN_IF_ERROR(U64(&f->hi));
+    DTX_RETURN_IF_ERROR(U64(&f->lo));
+    if (!f->known()) return Bad("zero fingerprint");
+    return Status::OK();
   }
   size_t left() const { return in_.size(); }
   // Corruption unless every byte was consumed.

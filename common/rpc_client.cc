@@ -728,10 +728,11 @@ void ParticipantPeerStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus>
   CallRpc<rpc_method::ParticipantPeer_GetStatus>(channel_, a, timeout_ms, std::move(done));
 }
 
-void CoordinatorPeerStub::QueryDecision(const rpc::TxId& txid, int timeout_ms,
-                                        RpcCallback<rpc::Decision::type> done) {
+void CoordinatorPeerStub::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                                        int timeout_ms, RpcCallback<rpc::Decision::type> done) {
   rpc::CoordinatorPeer_QueryDecision_pargs a;
   a.txid = &txid;
+  a.fingerprint = &fingerprint;
   CallRpc<rpc_method::CoordinatorPeer_QueryDecision>(channel_, a, timeout_ms, std::move(done));
 }
 

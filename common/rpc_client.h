@@ -358,7 +358,9 @@ class CoordinatorPeerStub {
   CoordinatorPeerStub(EventLoop* loop, std::string address, PeerChannelOptions options = {})
       : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
 
-  void QueryDecision(const rpc::TxId& txid, int timeout_ms, RpcCallback<rpc::Decision::type> done);
+  // `fingerprint`: idl/dtx.thrift QueryDecision (empty: not known).
+  void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
+                     RpcCallback<rpc::Decision::type> done);
   void Replicate(const rpc::ReplicateRequest& req, int timeout_ms,
                  RpcCallback<rpc::ReplicateResponse> done);
   void Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,

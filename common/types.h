@@ -4,10 +4,37 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
 
 #include "dtx/types.h"
 
 namespace dtx {
+
+// What a transaction is: a 128-bit hash of its canonical read set (keys and
+// versions read) and write set (keys, values, deletes), computed by the
+// coordinator from the Commit request it received (coordinator/fingerprint.h;
+// docs/design.md "Transaction identity"). A txid means one transaction: a
+// node that knows a txid with one fingerprint refuses it with another.
+// {0, 0} is "not known" (a record or a request from before fingerprints, or
+// from a coordinator that sends none): it is never compared. A computed
+// fingerprint is never {0, 0}.
+struct Fingerprint {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+  bool known() const { return hi != 0 || lo != 0; }
+  friend bool operator==(const Fingerprint&, const Fingerprint&) = default;
+  // 32 hex digits: hi then lo.
+  std::string ToString() const { return TxId{hi, lo}.ToString(); }
+};
+
+// True when both are known and differ: the same txid names two transactions.
+inline bool Contradicts(const Fingerprint& a, const Fingerprint& b) {
+  return a.known() && b.known() && a != b;
+}
+
+// Bytes of a fingerprint on disk and on the wire (hi then lo, big-endian on
+// the wire: idl/dtx.thrift PrepareRequest.fingerprint).
+inline constexpr size_t kFingerprintBytes = 16;
 
 // The largest step a coordinator epoch may take in one move, at a
 // participant (AdoptEpoch or an epoch-stamped call) and at a coordinator (a

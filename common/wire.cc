@@ -72,6 +72,27 @@ TxId FromRpc(const rpc::TxId& t) {
   return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)};
 }
 
+std::string FingerprintToRpc(const Fingerprint& f) {
+  DTX_CHECK(f.known());
+  std::string out(kFingerprintBytes, '\0');
+  for (size_t i = 0; i < 8; ++i) {
+    out[i] = static_cast<char>((f.hi >> (56 - 8 * i)) & 0xff);
+    out[8 + i] = static_cast<char>((f.lo >> (56 - 8 * i)) & 0xff);
+  }
+  return out;
+}
+
+std::optional<Fingerprint> FingerprintFromRpc(const std::string& bytes) {
+  if (bytes.size() != kFingerprintBytes) return std::nullopt;
+  Fingerprint f;
+  for (size_t i = 0; i < 8; ++i) {
+    f.hi = (f.hi << 8) | static_cast<uint8_t>(bytes[i]);
+    f.lo = (f.lo << 8) | static_cast<uint8_t>(bytes[8 + i]);
+  }
+  if (!f.known()) return std::nullopt;
+  return f;
+}
+
 rpc::ErrorCode::type ToRpc(ErrorCode c) {
   DTX_CHECK_MSG(c != ErrorCode::kOk, "ErrorCode::kOk is not on the wire");
   return static_cast<rpc::ErrorCode::type>(c);

@@ -23,6 +23,12 @@ namespace dtx {
 rpc::TxId ToRpc(const TxId& t);
 TxId FromRpc(const rpc::TxId& t);
 
+// Fingerprint <-> PrepareRequest.fingerprint (kFingerprintBytes: hi then lo,
+// each big-endian). FingerprintFromRpc: nullopt unless exactly
+// kFingerprintBytes long and not all zero.
+std::string FingerprintToRpc(const Fingerprint& f);
+std::optional<Fingerprint> FingerprintFromRpc(const std::string& bytes);
+
 // Enums: same numbers both ways. ToRpc(ErrorCode::kOk) is a programmer
 // error (kOk is not on the wire).
 rpc::ErrorCode::type ToRpc(ErrorCode c);

@@ -54,6 +54,18 @@ TEST(WireTest, TxIdKeepsEveryBit) {
   EXPECT_EQ(ToRpc(TxId{~0ull, 2}).hi, -1);
 }
 
+TEST(WireTest, FingerprintRoundTripsAndMalformedBytesAreRefused) {
+  const Fingerprint f{0x0102030405060708ull, 0xf1f2f3f4f5f6f7f8ull};
+  const std::string bytes = FingerprintToRpc(f);
+  ASSERT_EQ(bytes.size(), kFingerprintBytes);
+  EXPECT_EQ(static_cast<uint8_t>(bytes[0]), 0x01);  // hi first, big-endian
+  EXPECT_EQ(static_cast<uint8_t>(bytes[15]), 0xf8);
+  EXPECT_EQ(FingerprintFromRpc(bytes), f);
+  EXPECT_FALSE(FingerprintFromRpc(bytes.substr(1)).has_value());
+  EXPECT_FALSE(FingerprintFromRpc(bytes + "x").has_value());
+  EXPECT_FALSE(FingerprintFromRpc(std::string(kFingerprintBytes, '\0')).has_value());
+}
+
 TEST(WireTest, CoreErrorBecomesDtxErrorAndBack) {
   rpc::DtxError e = MakeDtxError(ErrorCode::kNotPrimary, "ask elsewhere", "10.0.0.1:7000");
   EXPECT_EQ(e.code, rpc::ErrorCode::NOT_PRIMARY);

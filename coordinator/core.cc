@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "common/probe.h"
+#include "coordinator/fingerprint.h"
 
 namespace dtx::coordinator {
 namespace {
@@ -58,7 +59,7 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
     epoch_lsn_ = lsn;
     epoch_durable_ = true;
   } else if (auto* d = std::get_if<DecisionRecord>(&*rec)) {
-    RememberCommitted(d->txid, lsn);
+    RememberCommitted(d->txid, lsn, d->fingerprint);
     replayed_open_[d->txid] = {lsn, std::move(*d)};
   } else if (std::holds_alternative<SyncRecord>(*rec)) {
     // A backup's log: the primary's snapshot of its open decisions follows
@@ -89,6 +90,7 @@ void CoordinatorCore::Start(uint64_t now_ms) {
     tx.phase = Phase::kCommitting;
     tx.decision_lsn = entry.first;
     tx.first_commit_sent = true;  // a re-send, not the first COMMIT of phase 2
+    tx.fingerprint = entry.second.fingerprint;
     for (const std::string& address : entry.second.participants) {
       Part p;
       p.address = address;
@@ -112,13 +114,20 @@ void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest 
     ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
     return;
   }
+  // A txid means one transaction: a repeat with other content is refused
+  // before it can join a running transaction or be given its outcome.
+  const Fingerprint fingerprint = TxFingerprint(req.reads, req.writes);
+  if (std::optional<Error> reused = CheckReuse(req.txid, fingerprint)) {
+    ++stats_.rejected_txid_reused;
+    ReplyTo(token, std::move(*reused));
+    return;
+  }
   // Idempotency by txid: join a running transaction or return its outcome.
   if (Tx* tx = FindTx(req.txid)) {
     if (tx->phase == Phase::kCommitting) {
       ReplyTo(token, Committed());
     } else {
-      // The first request's read and write sets are the transaction; a
-      // repeat only waits for its outcome.
+      // A repeat (same content: CheckReuse) only waits for the outcome.
       tx->waiters.push_back(token);
     }
     return;
@@ -151,7 +160,28 @@ void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest 
     ReplyTo(token, std::move(*err));
     return;
   }
-  StartTx(now_ms, token, std::move(req));
+  StartTx(now_ms, token, std::move(req), fingerprint);
+}
+
+std::pair<Fingerprint, const char*> CoordinatorCore::KnownFingerprint(const TxId& txid) const {
+  if (auto t = txs_.find(txid); t != txs_.end()) return {t->second.fingerprint, "running here"};
+  if (auto c = committed_.find(txid); c != committed_.end())
+    return {c->second.fingerprint, "committed here"};
+  if (auto o = other_.find(txid); o != other_.end())
+    return {o->second.fingerprint, "finished here"};
+  if (auto u = unknown_.find(txid); u != unknown_.end())
+    return {u->second, "run here with an unknown outcome"};
+  return {Fingerprint{}, "unknown here"};
+}
+
+std::optional<Error> CoordinatorCore::CheckReuse(const TxId& txid,
+                                                 const Fingerprint& fingerprint) const {
+  const auto [known, where] = KnownFingerprint(txid);
+  if (!Contradicts(known, fingerprint)) return std::nullopt;
+  return Error{ErrorCode::kBadArgument,
+               "txid reused with different content: transaction " + txid.ToString() + " (" + where +
+                   ") has fingerprint " + known.ToString() + ", this request " +
+                   fingerprint.ToString() + "; a new transaction needs a new txid"};
 }
 
 std::optional<Error> CoordinatorCore::Validate(const CommitRequest& req) const {
@@ -207,7 +237,8 @@ std::optional<Error> CoordinatorCore::Validate(const CommitRequest& req) const {
   return std::nullopt;
 }
 
-void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest req) {
+void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest req,
+                              const Fingerprint& fingerprint) {
   if (req.reads.empty() && req.writes.empty()) {
     // Nothing to validate or write anywhere: trivially committed, nothing
     // to remember.
@@ -255,7 +286,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
       CommitResult result = Aborted(AbortReason::kParticipantUnavailable,
                                     "participant " + address + " is suspected (no heartbeat)");
       ReplyTo(token, result);
-      RememberOther(req.txid, result);
+      RememberOther(req.txid, result, fingerprint);
       return;
     }
   }
@@ -282,6 +313,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   tx.one_phase = by_shard.size() == 1;
   tx.read_only = read_only;
   tx.retry = req.is_retry || unknown_.count(req.txid) != 0;
+  tx.fingerprint = fingerprint;
   tx.waiters.push_back(token);
   tx.deadline_ms = now_ms + opts_.prepare_timeout_ms;
   for (auto& [shard, msg] : by_shard) {
@@ -290,6 +322,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
     msg.one_phase = tx.one_phase;
     msg.read_only_tx = tx.read_only;
     msg.coordinator = opts_.self_address;
+    msg.fingerprint = fingerprint;
     Part p;
     p.address = opts_.participants[shard];
     p.state = PState::kPrepareSent;
@@ -301,10 +334,19 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   SetTimer(it->second, it->second.deadline_ms);
 }
 
-void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid) {
+void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
+                                    const Fingerprint& fingerprint) {
   ++stats_.queries;
   if (!started_) {
     ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
+    return;
+  }
+  if (Contradicts(KnownFingerprint(txid).first, fingerprint)) {
+    // The participant holds another transaction under this txid (a client
+    // reused it). Had that one been decided commit here, its DECISION would
+    // be known here under txid, and this one refused. A fenced coordinator
+    // cannot say so: a newer one may have decided it.
+    ReplyTo(token, fenced_ ? Decision::kUnknown : Decision::kAbort);
     return;
   }
   if (Tx* tx = FindTx(txid)) {
@@ -346,8 +388,12 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
   // Remember the answer: a later Commit of the same txid (a client resolving
   // an unknown outcome) must not decide it the other way.
   DTX_PROBE(coordinator_query_presumed_abort);
-  RememberOther(txid, Aborted(AbortReason::kParticipantUnavailable,
-                              "presumed abort: a participant asked before any decision here"));
+  // With the asker's fingerprint: a Commit of other content under this txid
+  // (a client reused it) is then refused, not told this answer.
+  RememberOther(txid,
+                Aborted(AbortReason::kParticipantUnavailable,
+                        "presumed abort: a participant asked before any decision here"),
+                fingerprint);
   NoteAbortSent(now_ms, txid);
   ReplyTo(token, Decision::kAbort);
 }
@@ -386,6 +432,10 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
   Part& p = tx->parts[i];
   if (p.state != PState::kPrepareSent || p.msg_id != r.msg_id) return;
 
+  if (r.status == CallStatus::kOk && r.vote == Vote::kNo && r.txid_reused) {
+    RefuseReused(now_ms, *tx, r.participant, r.detail);
+    return;
+  }
   if (tx->one_phase) {
     CommitResult result;
     switch (r.status) {
@@ -530,7 +580,7 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
   ++committing_count_;
   ++stats_.commits;
   active_decisions_.emplace(lsn, txid);
-  RememberCommitted(txid, lsn);
+  RememberCommitted(txid, lsn, tx->fingerprint);
   ReplyAll(*tx, Committed());
   for (RequestToken t : tx->query_waiters) ReplyTo(t, Decision::kCommit);
   tx->query_waiters.clear();
@@ -647,6 +697,7 @@ std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {
     d.epoch = epoch_;
     d.commit = true;
     for (const Part& p : tx.parts) d.participants.push_back(p.address);
+    d.fingerprint = tx.fingerprint;
     out.push_back(std::move(d));
   }
   return out;
@@ -663,7 +714,7 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
     ++stats_.commits_read_only;
     CommitResult result = Committed("read-only");
     ReplyAll(tx, result);
-    RememberOther(tx.txid, result);
+    RememberOther(tx.txid, result, tx.fingerprint);
     Forget(tx.txid);
     return;
   }
@@ -672,6 +723,7 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   d.epoch = epoch_;
   d.commit = true;
   for (const Part& p : tx.parts) d.participants.push_back(p.address);
+  d.fingerprint = tx.fingerprint;
   tx.phase = Phase::kDeciding;
   tx.decision_tag = Persist(d, /*forced=*/true, tx.txid);
   pending_decisions_.emplace(tx.decision_tag, tx.txid);
@@ -716,7 +768,33 @@ void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::st
   }
   CommitResult result = Aborted(reason, std::move(detail));
   ReplyAll(tx, result);
-  RememberOther(tx.txid, result);
+  RememberOther(tx.txid, result, tx.fingerprint);
+  Forget(tx.txid);
+}
+
+void CoordinatorCore::RefuseReused(uint64_t now_ms, Tx& tx, const std::string& participant,
+                                   const std::string& detail) {
+  DTX_CHECK(tx.phase == Phase::kPreparing);
+  // The refusing participant prepared nothing for this attempt; whoever voted
+  // YES or may still vote did - for this attempt only, since a participant
+  // that knew the txid as another transaction would refuse too.
+  for (const Part& p : tx.parts) {
+    if (p.address == participant) continue;
+    if (p.state == PState::kPrepareSent || p.state == PState::kYes || p.state == PState::kFailed) {
+      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
+      NoteAbortSent(now_ms, tx.txid);
+    }
+  }
+  ++stats_.rejected_txid_reused;
+  const Error refusal{
+      ErrorCode::kBadArgument,
+      "txid reused with different content: participant " + participant + " knows transaction " +
+          tx.txid.ToString() + " as another one (this request's fingerprint " +
+          tx.fingerprint.ToString() + ")" + (detail.empty() ? std::string() : ": " + detail) +
+          "; a new transaction needs a new txid"};
+  for (RequestToken t : tx.waiters) ReplyTo(t, refusal);
+  tx.waiters.clear();
+  DTX_CHECK(tx.query_waiters.empty());  // only a deciding transaction has them
   Forget(tx.txid);
 }
 
@@ -735,13 +813,9 @@ void CoordinatorCore::FinishOnePhase(Tx& tx, CommitResult result) {
   }
   ReplyAll(tx, result);
   if (result.outcome != Outcome::kUnknown) {
-    RememberOther(tx.txid, result);
-  } else if (unknown_.emplace(tx.txid, true).second) {
-    unknown_fifo_.push_back(tx.txid);
-    while (unknown_fifo_.size() > opts_.other_outcomes_max) {
-      unknown_.erase(unknown_fifo_.front());
-      unknown_fifo_.pop_front();
-    }
+    RememberOther(tx.txid, result, tx.fingerprint);
+  } else {
+    RememberUnknown(tx.txid, tx.fingerprint);
   }
   Forget(tx.txid);
 }
@@ -850,19 +924,30 @@ PersistTag CoordinatorCore::Persist(const Record& r, bool forced, TxId txid) {
   return tag;
 }
 
-void CoordinatorCore::RememberCommitted(const TxId& txid, uint64_t lsn) {
-  if (!committed_.emplace(txid, lsn).second) return;
+void CoordinatorCore::RememberCommitted(const TxId& txid, uint64_t lsn,
+                                        const Fingerprint& fingerprint) {
+  if (!committed_.emplace(txid, CommittedEntry{lsn, fingerprint}).second) return;
   committed_fifo_.emplace_back(lsn, txid);
   while (committed_fifo_.size() > opts_.committed_outcomes_max) {
     auto [old_lsn, old_txid] = committed_fifo_.front();
     committed_fifo_.pop_front();
     auto it = committed_.find(old_txid);
-    if (it != committed_.end() && it->second == old_lsn) committed_.erase(it);
+    if (it != committed_.end() && it->second.lsn == old_lsn) committed_.erase(it);
   }
 }
 
-void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result) {
-  if (!other_.emplace(txid, result).second) return;
+void CoordinatorCore::RememberUnknown(const TxId& txid, const Fingerprint& fingerprint) {
+  if (!unknown_.emplace(txid, fingerprint).second) return;
+  unknown_fifo_.push_back(txid);
+  while (unknown_fifo_.size() > opts_.other_outcomes_max) {
+    unknown_.erase(unknown_fifo_.front());
+    unknown_fifo_.pop_front();
+  }
+}
+
+void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result,
+                                    const Fingerprint& fingerprint) {
+  if (!other_.emplace(txid, Other{result, fingerprint}).second) return;
   other_fifo_.push_back(txid);
   while (other_fifo_.size() > opts_.other_outcomes_max) {
     other_.erase(other_fifo_.front());
@@ -900,22 +985,19 @@ bool CoordinatorCore::AbortMayBeInFlight(uint64_t now_ms, const TxId& txid) {
 CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
   Memory m;
   m.outcomes.reserve(other_fifo_.size());
-  for (const TxId& t : other_fifo_) m.outcomes.emplace_back(t, other_.at(t));
-  m.unknown.assign(unknown_fifo_.begin(), unknown_fifo_.end());
+  for (const TxId& t : other_fifo_) {
+    const Other& o = other_.at(t);
+    m.outcomes.push_back(Memory::Remembered{t, o.result, o.fingerprint});
+  }
+  m.unknown.reserve(unknown_fifo_.size());
+  for (const TxId& t : unknown_fifo_) m.unknown.emplace_back(t, unknown_.at(t));
   for (const auto& [until, txid] : abort_quiet_by_time_) m.abort_quiet.emplace_back(txid, until);
   return m;
 }
 
 void CoordinatorCore::ImportMemory(const Memory& m) {
-  for (const auto& [txid, result] : m.outcomes) RememberOther(txid, result);
-  for (const TxId& t : m.unknown) {
-    if (!unknown_.emplace(t, true).second) continue;
-    unknown_fifo_.push_back(t);
-    while (unknown_fifo_.size() > opts_.other_outcomes_max) {
-      unknown_.erase(unknown_fifo_.front());
-      unknown_fifo_.pop_front();
-    }
-  }
+  for (const Memory::Remembered& o : m.outcomes) RememberOther(o.txid, o.result, o.fingerprint);
+  for (const auto& [txid, fingerprint] : m.unknown) RememberUnknown(txid, fingerprint);
   for (const auto& [txid, until] : m.abort_quiet) NoteAbortQuiet(txid, until);
 }
 
@@ -923,7 +1005,7 @@ const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {
   static const CommitResult kCommitted = Committed();
   if (committed_.count(txid) != 0) return &kCommitted;
   auto it = other_.find(txid);
-  return it == other_.end() ? nullptr : &it->second;
+  return it == other_.end() ? nullptr : &it->second.result;
 }
 
 void CoordinatorCore::UpdateTruncation() {

@@ -18,7 +18,14 @@
 //     may hold locks (anyone still in doubt asks QueryDecision and hears ABORT).
 //
 // Idempotency by txid: a repeated Commit joins the running transaction or gets
-// the remembered outcome. Committed outcomes are remembered as long as the log
+// the remembered outcome - if it carries the same content. Every Commit's read
+// and write sets are fingerprinted here (coordinator/fingerprint.h); a Commit
+// of a txid known here (running, or in an outcome table) with another
+// fingerprint is refused with BAD_ARGUMENT "txid reused with different
+// content", never given the other transaction's outcome. PREPARE carries the
+// fingerprint, and a participant that knows the txid with another one votes
+// NO with PrepareReply::txid_reused: the same refusal (docs/design.md
+// "Transaction identity"). Committed outcomes are remembered as long as the log
 // keeps their DECISION (rebuilt on restart); aborted and one-phase outcomes
 // only in memory (bounded), so after a restart or eviction a repeated Commit
 // of an aborted txid runs 2PC again - a new attempt, atomic on its own, which
@@ -132,7 +139,8 @@ struct PrepareMsg {
   std::vector<WriteItem> writes;
   bool one_phase = false;
   bool read_only_tx = false;
-  std::string coordinator;  // our address, for QueryDecision
+  std::string coordinator;       // our address, for QueryDecision
+  Fingerprint fingerprint = {};  // the whole transaction's content (not only this part)
 };
 struct CommitMsg {
   TxId txid;
@@ -207,6 +215,9 @@ struct PrepareReply {
   std::string detail;                 // with kNo
   // With kStaleEpoch: the participant's current epoch, when it sent it.
   std::optional<Epoch> current_epoch;
+  // With a NO vote: the participant knows this txid as a transaction with
+  // another fingerprint; it prepared nothing for this request.
+  bool txid_reused = false;
 };
 
 // Reply to a CommitMsg or AbortMsg.
@@ -282,6 +293,8 @@ struct CoreStats {
   uint64_t commit_resends = 0;
   uint64_t rejected_busy = 0;
   uint64_t rejected_bad_argument = 0;
+  // Commits of a known txid with other content (here or at a participant).
+  uint64_t rejected_txid_reused = 0;
   uint64_t rejected_suspected = 0;  // new transactions touching a suspected participant
   uint64_t queries = 0;
 };
@@ -306,7 +319,12 @@ class CoordinatorCore {
   // A client's Commit. Replies (now or later) with a CommitResult or Error.
   void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
   // A participant's QueryDecision. Replies with a Decision or Error.
-  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid);
+  // `fingerprint`: of the transaction the participant holds under txid (not
+  // known: not checked). When this core knows txid with another fingerprint,
+  // that content was never decided commit here: ABORT (UNKNOWN when fenced),
+  // and nothing here changes - the transaction known here is another one.
+  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
+                     const Fingerprint& fingerprint = Fingerprint{});
   // A client's GetOutcome: the outcome remembered for txid (what a repeated
   // Commit would answer), or kUnknown (in flight, never seen, or forgotten).
   // Reads only: unlike QueryDecision it never decides or aborts anything.
@@ -348,8 +366,13 @@ class CoordinatorCore {
   // still arrive and must not run the transaction again (found by the
   // simulator, tests/sim/README.md).
   struct Memory {
-    std::vector<std::pair<TxId, CommitResult>> outcomes;
-    std::vector<TxId> unknown;
+    struct Remembered {
+      TxId txid;
+      CommitResult result;
+      Fingerprint fingerprint = {};
+    };
+    std::vector<Remembered> outcomes;
+    std::vector<std::pair<TxId, Fingerprint>> unknown;
     // Txids with an ABORT (or an ABORT answer) maybe still on its way, and
     // until when (the caller's clock) no new attempt of them may start.
     std::vector<std::pair<TxId, uint64_t>> abort_quiet;
@@ -416,11 +439,19 @@ class CoordinatorCore {
     PersistTag decision_tag = 0;
     uint64_t decision_lsn = 0;  // kCommitting: 0 until durable (recovered: from replay)
     bool first_commit_sent = false;
+    Fingerprint fingerprint = {};  // recovered from a DECISION of an old format: not known
   };
 
   // nullopt when the request may run.
   std::optional<Error> Validate(const CommitRequest& req) const;
-  void StartTx(uint64_t now_ms, RequestToken token, CommitRequest req);
+  // The fingerprint txid is known here with (not known: none, or the txid is
+  // not known) and where it is known ("running here", ...).
+  std::pair<Fingerprint, const char*> KnownFingerprint(const TxId& txid) const;
+  // The refusal of a Commit of txid with content `fingerprint` when this core
+  // knows txid as another transaction; nullopt otherwise.
+  std::optional<Error> CheckReuse(const TxId& txid, const Fingerprint& fingerprint) const;
+  void StartTx(uint64_t now_ms, RequestToken token, CommitRequest req,
+               const Fingerprint& fingerprint);
   void Decide(uint64_t now_ms, Tx& tx);
   // Ends an undecided transaction: ABORT to whoever may hold locks, nothing
   // logged. `vote`: a participant voted NO. Without a NO vote a retried
@@ -430,6 +461,12 @@ class CoordinatorCore {
   // decisions that were ENDed before its last snapshot).
   void Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail, bool vote = false);
   void FinishOnePhase(Tx& tx, CommitResult result);
+  // Ends an undecided transaction that `participant` refused because it knows
+  // the txid as another transaction: ABORT to whoever may have prepared this
+  // attempt, BAD_ARGUMENT to the client, nothing remembered (the other
+  // transaction's outcome is not this request's).
+  void RefuseReused(uint64_t now_ms, Tx& tx, const std::string& participant,
+                    const std::string& detail);
   void EnterCommitting(uint64_t now_ms, Tx& tx);
   void SendCommit(uint64_t now_ms, Tx& tx, Part& p);
   void CommitAttemptFailed(uint64_t now_ms, Part& p);
@@ -447,8 +484,9 @@ class CoordinatorCore {
                  std::variant<PrepareMsg, CommitMsg, AbortMsg> body);
   PersistTag Persist(const Record& r, bool forced, TxId txid);
 
-  void RememberCommitted(const TxId& txid, uint64_t lsn);
-  void RememberOther(const TxId& txid, const CommitResult& result);
+  void RememberCommitted(const TxId& txid, uint64_t lsn, const Fingerprint& fingerprint);
+  void RememberOther(const TxId& txid, const CommitResult& result, const Fingerprint& fingerprint);
+  void RememberUnknown(const TxId& txid, const Fingerprint& fingerprint);
   // An ABORT of txid (or an ABORT answer about it) leaves now: no new
   // attempt of txid before now + abort_quiet_ms.
   void NoteAbortSent(uint64_t now_ms, const TxId& txid);
@@ -488,15 +526,23 @@ class CoordinatorCore {
 
   // Committed outcomes, oldest first, with their DECISION LSN.
   std::deque<std::pair<uint64_t, TxId>> committed_fifo_;
-  std::unordered_map<TxId, uint64_t, TxIdHash> committed_;  // txid -> DECISION LSN
+  struct CommittedEntry {
+    uint64_t lsn = 0;  // of its DECISION
+    Fingerprint fingerprint = {};
+  };
+  std::unordered_map<TxId, CommittedEntry, TxIdHash> committed_;
   // One-phase transactions whose participant did not answer (bounded like
   // other_): a retry of one while that participant is suspected must not be
   // fast-failed as ABORTED - it may have committed.
   std::deque<TxId> unknown_fifo_;
-  std::unordered_map<TxId, bool, TxIdHash> unknown_;
+  std::unordered_map<TxId, Fingerprint, TxIdHash> unknown_;
   // Aborted and one-phase outcomes, oldest first.
   std::deque<TxId> other_fifo_;
-  std::unordered_map<TxId, CommitResult, TxIdHash> other_;
+  struct Other {
+    CommitResult result;
+    Fingerprint fingerprint = {};  // not known for a presumed abort answered to QueryDecision
+  };
+  std::unordered_map<TxId, Other, TxIdHash> other_;
 
   // Txids whose ABORTs may still be on their way: txid -> until (ms), and
   // (until, txid) for expiry, bounded by abort_quiet_txs_max (the entry

@@ -300,7 +300,7 @@ TEST(CoordinatorCore, TwoPhaseCommitEveryStep) {
   EXPECT_EQ(h.core().stats().commits, 1u);
 
   // END'ed transactions stay idempotent.
-  h.core().Commit(h.now, 12, Writes(kTx1, {0, 2}));
+  h.core().Commit(h.now, 12, req);
   h.core().QueryDecision(h.now, 13, kTx1);
   r = h.Drain();
   EXPECT_EQ(ResultFor(r, 12).outcome, Outcome::kCommitted);
@@ -592,7 +592,8 @@ TEST(CoordinatorCore, ReadOnlyVotersAreLeftOutOfPhase2) {
 TEST(CoordinatorCore, OnePhaseCommitLogsNothingHere) {
   Harness h;
   h.StartFresh();
-  h.core().Commit(h.now, 1, Req(kTx1, {{KeyOn(1, 3, 1), 2}}, {{KeyOn(1), std::string("v")}}));
+  const CommitRequest req = Req(kTx1, {{KeyOn(1, 3, 1), 2}}, {{KeyOn(1), std::string("v")}});
+  h.core().Commit(h.now, 1, req);
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 1u);
   EXPECT_TRUE(prepares[0].second.one_phase);
@@ -602,7 +603,7 @@ TEST(CoordinatorCore, OnePhaseCommitLogsNothingHere) {
   EXPECT_TRUE(r.persist.empty());
   EXPECT_TRUE(r.send.empty());
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
-  h.core().Commit(h.now, 2, Writes(kTx1, {1}));
+  h.core().Commit(h.now, 2, req);
   EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kCommitted);
   h.core().QueryDecision(h.now, 3, kTx1);
   EXPECT_EQ(DecisionFor(h.Drain(), 3), Decision::kCommit);
@@ -1299,6 +1300,223 @@ TEST(CoordinatorCore, SyncRecordClosesEarlierOpenDecisionsOnReplay) {
   // that never reached a commit point): A is not known, B is.
   EXPECT_FALSE(core.KnowsCommitted(kTx1));
   EXPECT_TRUE(core.KnowsCommitted(kTx2));
+}
+
+}  // namespace
+}  // namespace dtx::coordinator
+
+// ---- transaction identity (docs/design.md "Transaction identity") -----------------------
+
+namespace dtx::coordinator {
+namespace {
+
+// Commit of a known txid: same content joins or gets the outcome; other
+// content is BAD_ARGUMENT "txid reused with different content" in every state
+// the txid can be known in - running, deciding, committing, ended.
+TEST(CoordinatorCore, TxidReusedWithOtherContentIsRefusedNeverGivenTheOutcome) {
+  Harness h;
+  h.StartFresh();
+  const CommitRequest original = Writes(kTx1, {0, 1});
+  CommitRequest other = original;
+  other.writes[0].value = "another value";
+  auto expect_refused = [&](RequestToken token, const char* when) {
+    Ready r = h.Drain();
+    const Error* e = ErrorFor(r, token);
+    ASSERT_NE(e, nullptr) << when;
+    EXPECT_EQ(e->code, ErrorCode::kBadArgument) << when;
+    EXPECT_NE(e->message.find("txid reused with different content"), std::string::npos)
+        << e->message;
+    EXPECT_TRUE(r.send.empty()) << when;
+    EXPECT_TRUE(r.persist.empty()) << when;
+  };
+  h.core().Commit(h.now, 1, original);
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  h.core().Commit(h.now, 2, other);
+  expect_refused(2, "preparing");
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  h.core().Commit(h.now, 3, other);
+  expect_refused(3, "deciding");
+  Ready r = h.Sync();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kCommitted);
+  auto commits = Msgs<CommitMsg>(r);
+  h.core().Commit(h.now, 4, other);
+  expect_refused(4, "committing");
+  for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+  h.Drain();
+  h.Sync();  // END
+  ASSERT_EQ(h.core().in_flight(), 0u);
+  h.core().Commit(h.now, 5, other);
+  expect_refused(5, "ended");
+  // Order does not matter; the same content is a retry with the recorded outcome.
+  CommitRequest reordered = original;
+  std::swap(reordered.writes[0], reordered.writes[1]);
+  h.core().Commit(h.now, 6, reordered);
+  EXPECT_EQ(ResultFor(h.Drain(), 6).outcome, Outcome::kCommitted);
+  EXPECT_EQ(h.core().stats().rejected_txid_reused, 4u);
+  // Reads count as content too.
+  CommitRequest with_read = original;
+  with_read.reads.push_back(ReadItem{KeyOn(2), 3});
+  h.core().Commit(h.now, 7, with_read);
+  expect_refused(7, "a read added");
+}
+
+// Aborted, one-phase and unknown outcomes are remembered with their content.
+TEST(CoordinatorCore, TxidReuseIsRefusedAfterAbortOnePhaseAndUnknownOutcomes) {
+  Harness h;
+  h.StartFresh();
+  // Aborted (a NO vote).
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  ASSERT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kAborted);
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 2}));
+  Ready d2 = h.Drain();
+  const Error* e = ErrorFor(d2, 2);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  // One-phase committed.
+  h.core().Commit(h.now, 3, Writes(kTx2, {1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  ASSERT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kCommitted);
+  h.core().Commit(h.now, 4, Writes(kTx2, {2}));
+  Ready d4 = h.Drain();
+  e = ErrorFor(d4, 4);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  // One-phase without an answer (unknown outcome, not remembered as one).
+  h.core().Commit(h.now, 5, Writes(kTx3, {1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kUnavailable));
+  ASSERT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kUnknown);
+  h.core().Commit(h.now, 6, Writes(kTx3, {0}));
+  Ready d6 = h.Drain();
+  e = ErrorFor(d6, 6);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  h.core().Commit(h.now, 7, Writes(kTx3, {1}));  // the same content: asked again
+  EXPECT_EQ(Msgs<PrepareMsg>(h.Drain()).size(), 1u);
+}
+
+// PREPARE carries the fingerprint of the whole transaction (the same to every
+// participant), and the DECISION record keeps it: after a restart a reuse is
+// still refused.
+TEST(CoordinatorCore, PrepareCarriesTheFingerprintAndTheDecisionKeepsItAcrossARestart) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 2}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  EXPECT_TRUE(prepares[0].second.fingerprint.known());
+  EXPECT_EQ(prepares[0].second.fingerprint, prepares[1].second.fingerprint);
+  const Fingerprint f = prepares[0].second.fingerprint;
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  h.Sync();
+  bool decision_seen = false;
+  for (const LogEntry& e : h.log()) {
+    if (e.type != static_cast<uint8_t>(RecordType::kDecision)) continue;
+    Result<Record> rec = DecodeRecord(e.type, e.payload);
+    ASSERT_TRUE(rec.ok());
+    EXPECT_EQ(std::get<DecisionRecord>(*rec).fingerprint, f);
+    decision_seen = true;
+  }
+  EXPECT_TRUE(decision_seen);
+  EXPECT_EQ(h.core().OpenDecisions().at(0).fingerprint, f) << "what a backup is sent";
+
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  h.Drain();
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
+  Ready d2 = h.Drain();
+  const Error* e = ErrorFor(d2, 2);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  h.core().Commit(h.now, 3, Writes(kTx1, {0, 2}));
+  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kCommitted);
+}
+
+// PREPARE step, a participant's refusal: it knows the txid as another
+// transaction (NO with txid_reused). The client gets BAD_ARGUMENT, not
+// ABORTED (the other transaction may have committed); ABORT goes to whoever
+// may have prepared this attempt, not to the refusing participant; nothing is
+// remembered, so the refusal does not stick to the txid here.
+TEST(CoordinatorCore, ParticipantRefusingAReusedTxidMakesTheCommitBadArgumentNotAborted) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1, 2}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 3u);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  PrepareReply refused = Vote_(prepares[1].first, Vote::kNo);
+  refused.txid_reused = true;
+  refused.detail = "txid reused with different content: known here as another transaction";
+  h.core().OnPrepareReply(h.now, refused);
+  Ready r = h.Drain();
+  const Error* e = ErrorFor(r, 1);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  EXPECT_NE(e->message.find("txid reused with different content"), std::string::npos);
+  EXPECT_NE(e->message.find(kParticipants[1]), std::string::npos) << e->message;
+  auto aborts = Msgs<AbortMsg>(r);
+  ASSERT_EQ(aborts.size(), 2u);
+  EXPECT_EQ(aborts[0].first.to, kParticipants[0]);  // voted YES
+  EXPECT_EQ(aborts[1].first.to, kParticipants[2]);  // may still vote YES
+  EXPECT_TRUE(r.persist.empty());
+  EXPECT_EQ(h.core().in_flight(), 0u);
+  EXPECT_EQ(h.core().RememberedOutcome(kTx1), Outcome::kUnknown);
+  EXPECT_EQ(h.core().stats().rejected_txid_reused, 1u);
+  EXPECT_EQ(h.core().stats().aborts_conflict, 0u);
+
+  // One-phase: the only participant refused; nothing to abort.
+  h.core().Commit(h.now, 2, Writes(kTx2, {2}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  refused = Vote_(prepares[0].first, Vote::kNo);
+  refused.txid_reused = true;
+  h.core().OnPrepareReply(h.now, refused);
+  r = h.Drain();
+  e = ErrorFor(r, 2);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kBadArgument);
+  EXPECT_TRUE(r.send.empty());
+  EXPECT_EQ(h.core().RememberedOutcome(kTx2), Outcome::kUnknown);
+}
+
+// QueryDecision from a participant holding another transaction under a known
+// txid: that content was never decided commit here, so ABORT - and the
+// transaction known here is untouched.
+TEST(CoordinatorCore, QueryDecisionAboutOtherContentUnderAKnownTxidIsAbortAndChangesNothing) {
+  Harness h;
+  h.StartFresh();
+  const CommitRequest one_phase = Writes(kTx1, {1});
+  h.core().Commit(h.now, 1, one_phase);
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  const Fingerprint f1 = prepares[0].second.fingerprint;
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  ASSERT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kCommitted);
+  const Fingerprint other{f1.hi ^ 1, f1.lo};
+  h.core().QueryDecision(h.now, 2, kTx1, other);
+  h.core().QueryDecision(h.now, 3, kTx1, f1);
+  h.core().QueryDecision(h.now, 4, kTx1);  // an older participant: no fingerprint
+  Ready r = h.Drain();
+  EXPECT_EQ(DecisionFor(r, 2), Decision::kAbort);
+  EXPECT_EQ(DecisionFor(r, 3), Decision::kCommit);
+  EXPECT_EQ(DecisionFor(r, 4), Decision::kCommit);
+  EXPECT_EQ(h.core().RememberedOutcome(kTx1), Outcome::kCommitted);
+
+  // A running transaction is not aborted by a question about other content.
+  h.core().Commit(h.now, 5, Writes(kTx2, {0, 2}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  const Fingerprint f2 = prepares[0].second.fingerprint;
+  h.core().QueryDecision(h.now, 6, kTx2, Fingerprint{f2.hi, f2.lo ^ 1});
+  r = h.Drain();
+  EXPECT_EQ(DecisionFor(r, 6), Decision::kAbort);
+  EXPECT_TRUE(r.send.empty()) << "no ABORT for the running transaction";
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  EXPECT_EQ(ResultFor(h.Sync(), 5).outcome, Outcome::kCommitted);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ rpc::PrepareRequest ToRpc(const PrepareMsg& m) {
   req.one_phase = m.one_phase;
   req.read_only_tx = m.read_only_tx;
   req.__set_coordinator(m.coordinator);
+  if (m.fingerprint.known()) req.__set_fingerprint(FingerprintToRpc(m.fingerprint));
   return req;
 }
 
@@ -241,6 +242,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
                      }
                      if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
                      if (resp.__isset.detail) r.detail = resp.detail;
+                     r.txid_reused = resp.__isset.txid_reused && resp.txid_reused;
                    } else {
                      if (r.status == CallStatus::kStaleEpoch)
                        DTX_PROBE(coordinator_prepare_stale_epoch);
@@ -298,13 +300,24 @@ void CoordinatorDriver::Commit(const rpc::CommitRequest& req,
   Process();
 }
 
-void CoordinatorDriver::QueryDecision(const rpc::TxId& txid,
+void CoordinatorDriver::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
                                       std::function<void(rpc::Decision::type)> cob,
                                       std::function<void(const rpc::DtxError&)> fail) {
   const TxId t = dtx::FromRpc(txid);
+  Fingerprint f;
+  if (!fingerprint.empty()) {
+    std::optional<Fingerprint> parsed = FingerprintFromRpc(fingerprint);
+    if (!parsed) {
+      fail(MakeDtxError(ErrorCode::kBadArgument,
+                        "QueryDecision fingerprint of " + std::to_string(fingerprint.size()) +
+                            " bytes (or all zero): want " + std::to_string(kFingerprintBytes)));
+      return;
+    }
+    f = *parsed;
+  }
   const RequestToken token = next_token_++;
   pending_[token] = Pending{t, nullptr, std::move(cob), std::move(fail)};
-  ha_->QueryDecision(io_->NowMs(), token, t);  // a backup answers UNKNOWN
+  ha_->QueryDecision(io_->NowMs(), token, t, f);  // a backup answers UNKNOWN
   Process();
 }
 

@@ -181,7 +181,9 @@ class CoordinatorDriver {
   // ---- served calls (the Thrift handler's, or the simulated network's) ----
   void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
               std::function<void(const rpc::DtxError&)> fail);
-  void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+  // `fingerprint`: as on the wire (empty: not known; malformed: BAD_ARGUMENT).
+  void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                     std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
   void Replicate(const rpc::ReplicateRequest& req,

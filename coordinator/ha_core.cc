@@ -330,7 +330,8 @@ void HaCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
   Drain(now_ms);
 }
 
-void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid) {
+void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
+                           const Fingerprint& fingerprint) {
   if (role() != Role::kPrimary) {
     // A backup decides nothing, and its log may hold DECISIONs that never
     // reached a commit point (from before it stepped down, until the next
@@ -340,7 +341,7 @@ void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid) {
     return;
   }
   open_queries_.insert(token);
-  core_->QueryDecision(now_ms, token, txid);
+  core_->QueryDecision(now_ms, token, txid, fingerprint);
   Drain(now_ms);
 }
 

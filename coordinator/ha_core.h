@@ -289,7 +289,8 @@ class HaCore {
 
   // ---- 2PC ----
   void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
-  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid);
+  void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
+                     const Fingerprint& fingerprint = Fingerprint{});
   void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
   void OnCommitReply(uint64_t now_ms, const AckReply& r);
   void OnAbortReply(uint64_t now_ms, const AckReply& r);

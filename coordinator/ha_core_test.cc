@@ -856,8 +856,8 @@ TEST(HaCore, StepDownKeepsTheOutcomesAnsweredFromMemory) {
   // The rebuilt core remembers the answer.
   const CoordinatorCore::Memory m = c0.ha().core().ExportMemory();
   ASSERT_EQ(m.outcomes.size(), 1u);
-  EXPECT_EQ(m.outcomes[0].first, tx);
-  EXPECT_EQ(m.outcomes[0].second.outcome, Outcome::kAborted);
+  EXPECT_EQ(m.outcomes[0].txid, tx);
+  EXPECT_EQ(m.outcomes[0].result.outcome, Outcome::kAborted);
 
   // Served again (here: a fresh core as a started primary would hold it),
   // the late copy of the first Commit is answered from memory.

@@ -29,6 +29,7 @@ std::string EncodePayload(const Record& r) {
       DTX_CHECK(p.size() <= kParticipantAddressBytesMax);
       out.Bytes(p);
     }
+    if (d->fingerprint.known()) out.Fp(d->fingerprint);
   } else if (const auto* sync = std::get_if<SyncRecord>(&r)) {
     out.I64(sync->generation);
   } else {
@@ -72,6 +73,7 @@ Result<Record> DecodeRecord(uint8_t type, std::string_view payload) {
       for (std::string& p : d.participants) {
         DTX_RETURN_IF_ERROR(in.Bytes(&p, kParticipantAddressBytesMax, "participant address"));
       }
+      if (in.left() > 0) DTX_RETURN_IF_ERROR(in.Fp(&d.fingerprint));
       DTX_RETURN_IF_ERROR(in.End());
       return Record(std::move(d));
     }

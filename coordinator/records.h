@@ -47,6 +47,9 @@ struct DecisionRecord {
   Epoch epoch = 0;
   bool commit = true;                     // the coordinator only ever writes commit decisions
   std::vector<std::string> participants;  // host:port, shard order
+  // The transaction's content (common/types.h); not known in records written
+  // before fingerprints (their payload ends after the participants).
+  Fingerprint fingerprint = {};
   friend bool operator==(const DecisionRecord&, const DecisionRecord&) = default;
 };
 

@@ -50,6 +50,29 @@ TEST(CoordinatorRecords, EveryTruncationOfAPayloadIsCorruption) {
   }
 }
 
+// log_format.md: DECISION ends with the transaction's fingerprint; a record
+// written before fingerprints (no fingerprint) still decodes, as "not known".
+TEST(CoordinatorRecords, DecisionCarriesTheFingerprintAndOldDecisionsStillDecode) {
+  DecisionRecord d = SampleDecision();
+  d.fingerprint = Fingerprint{0x1122334455667788ull, 0x99aabbccddeeff00ull};
+  EXPECT_EQ(RoundTrip(d), Record(d));
+  const std::string with = EncodePayload(d);
+  const std::string without = EncodePayload(SampleDecision());
+  ASSERT_EQ(with.size(), without.size() + kFingerprintBytes);
+  EXPECT_EQ(with.substr(0, without.size()), without);
+  Result<Record> old = DecodeRecord(2, without);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_FALSE(std::get<DecisionRecord>(*old).fingerprint.known());
+  for (size_t n = 1; n < kFingerprintBytes; ++n) {
+    EXPECT_TRUE(DecodeRecord(2, with.substr(0, without.size() + n)).status().IsCorruption())
+        << "a torn fingerprint of " << n << " bytes";
+  }
+  EXPECT_TRUE(
+      DecodeRecord(2, without + std::string(kFingerprintBytes, '\0')).status().IsCorruption())
+      << "a zero fingerprint is never written";
+  EXPECT_TRUE(DecodeRecord(2, with + "x").status().IsCorruption());
+}
+
 TEST(CoordinatorRecords, TrailingBytesAreCorruption) {
   std::string p = EncodePayload(EndRecord{TxId{1, 1}}) + "x";
   EXPECT_TRUE(DecodeRecord(3, p).status().IsCorruption());

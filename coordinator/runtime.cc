@@ -71,7 +71,8 @@ struct Runtime::Impl {
   rpc::ShardMap GetShardMap() const;
   void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
               std::function<void(const rpc::DtxError&)> fail);
-  void QueryDecision(const rpc::TxId& txid, std::function<void(rpc::Decision::type)> cob,
+  void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                     std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
   // A client's GetOutcome: read-only (coordinator/core.h RememberedOutcome).
@@ -192,7 +193,7 @@ class PeerHandler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runt
   using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
 
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                     const rpc::TxId& txid) override;
+                     const rpc::TxId& txid, const std::string& fingerprint) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
@@ -561,10 +562,10 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
       });
 }
 
-void Runtime::Impl::QueryDecision(const rpc::TxId& txid,
+void Runtime::Impl::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
                                   std::function<void(rpc::Decision::type)> cob,
                                   std::function<void(const rpc::DtxError&)> fail) {
-  driver_->QueryDecision(txid, std::move(cob), std::move(fail));
+  driver_->QueryDecision(txid, fingerprint, std::move(cob), std::move(fail));
 }
 
 rpc::NodeStatus Runtime::Impl::GetStatus() const {
@@ -610,6 +611,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   c["commit_resends"] = static_cast<int64_t>(cs.commit_resends);
   c["rejected_busy"] = static_cast<int64_t>(cs.rejected_busy);
   c["rejected_bad_argument"] = static_cast<int64_t>(cs.rejected_bad_argument);
+  c["rejected_txid_reused"] = static_cast<int64_t>(cs.rejected_txid_reused);
   c["queries"] = static_cast<int64_t>(cs.queries);
   c["committing"] = static_cast<int64_t>(ha_->core().committing());
   c["fenced"] = ha_->core().fenced() ? 1 : 0;
@@ -759,7 +761,7 @@ void ClientHandler::Commit(std::function<void(const rpc::CommitResult&)> cob, Ex
 }
 
 void PeerHandler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                                const rpc::TxId& txid) {
+                                const rpc::TxId& txid, const std::string& fingerprint) {
   // A participant asks about its in-doubt transactions, the other
   // coordinator about the ones it inherits; nobody else.
   const bool allowed =
@@ -774,7 +776,7 @@ void PeerHandler::QueryDecision(std::function<void(const rpc::Decision::type&)> 
   }
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
   target()->QueryDecision(
-      txid, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
+      txid, fingerprint, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
 }
 
 namespace {

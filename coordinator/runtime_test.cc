@@ -216,7 +216,7 @@ int PeerPort(int port) {
 rpc::Decision::type QueryDecisionAt(int port, const rpc::TxId& txid) {
   PeerClient c(PeerPort(port));
   EXPECT_TRUE(c.Open()) << "peer listener of :" << port;
-  return c->QueryDecision(txid);
+  return c->QueryDecision(txid, std::string());
 }
 
 // Waits until GetStatus answers.

@@ -16,8 +16,11 @@
 namespace cpp dtx.rpc
 namespace py dtx_thrift
 
-// A transaction id, chosen by the client (random hi, per-client counter lo)
-// so a commit can be retried idempotently after an unknown outcome.
+// A transaction id, chosen by the client (hi from a cryptographic random
+// source, per-client counter lo) so a commit can be retried idempotently
+// after an unknown outcome. A txid means one transaction: a Commit reusing a
+// known txid with other reads or writes is refused with BAD_ARGUMENT ("txid
+// reused with different content"), never given the other one's outcome.
 struct TxId {
   1: required i64 hi,
   2: required i64 lo,
@@ -106,12 +109,22 @@ struct PrepareRequest {
   // READ_ONLY and release its locks at once (see docs: read-only optimisation).
   6: required bool read_only_tx,
   7: optional string coordinator,  // peer host:port to ask with QueryDecision
+  // The whole transaction's fingerprint (16 bytes: hi then lo, big-endian),
+  // computed by the coordinator from the client's read and write sets
+  // (docs/design.md "Transaction identity"). A participant that knows txid
+  // with another fingerprint votes NO with txid_reused. Unset (an older
+  // coordinator): not checked.
+  8: optional binary fingerprint,
 }
 
 struct PrepareResponse {
   1: required Vote vote,
   2: optional AbortReason reason,  // with NO
   3: optional string detail,       // with NO: which key, why
+  // With NO: this participant knows txid as a transaction with another
+  // fingerprint and prepared nothing; the coordinator answers the client
+  // BAD_ARGUMENT ("txid reused with different content"), not ABORTED.
+  4: optional bool txid_reused,
 }
 
 enum Decision {
@@ -213,7 +226,8 @@ service Coordinator {
   ShardMap GetShardMap() throws (1: DtxError err),
 
   // Runs two-phase commit for the client's read and write sets. Idempotent
-  // by txid: repeating a commit returns the recorded outcome.
+  // by txid: repeating a commit (same reads and writes) returns the recorded
+  // outcome; the same txid with other content is BAD_ARGUMENT.
   CommitResult Commit(1: CommitRequest req) throws (1: DtxError err),
 
   // What became of txid as far as this coordinator remembers: COMMITTED,
@@ -285,7 +299,12 @@ service CoordinatorPeer {
   // provably was never decided commit (presumed abort); UNKNOWN otherwise.
   // It aborts an undecided transaction: participants and the other
   // coordinator only. Clients use Coordinator.GetOutcome.
-  Decision QueryDecision(1: TxId txid) throws (1: DtxError err),
+  // `fingerprint`: the asking participant's fingerprint of the transaction it
+  // holds under txid (PrepareRequest.fingerprint; empty: not known, or an
+  // older participant). A txid known here with another fingerprint is another
+  // transaction: that content was never decided commit here, so the answer is
+  // ABORT (UNKNOWN from a fenced coordinator), whatever txid's own outcome.
+  Decision QueryDecision(1: TxId txid, 2: binary fingerprint) throws (1: DtxError err),
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),

@@ -218,8 +218,8 @@ struct Target {
 class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
   using Handler<rpc::CoordinatorPeerCobSvIf, Target>::Handler;
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob,
-                     const rpc::TxId&) override {
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob, const rpc::TxId&,
+                     const std::string&) override {
     cob(rpc::Decision::UNKNOWN);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {

@@ -82,6 +82,7 @@ const char* NoVoteCauseName(NoVoteCause c) {
     case NoVoteCause::kStoreReadFailed: return "store read failed";
     case NoVoteCause::kAlreadyAborted: return "already aborted";
     case NoVoteCause::kAbortedBeforeVote: return "aborted before the vote";
+    case NoVoteCause::kTxidReused: return "txid reused with different content";
   }
   return "unknown";
 }
@@ -91,7 +92,10 @@ AbortReason WireAbortReason(NoVoteCause c) {
     case NoVoteCause::kLockConflict:
     case NoVoteCause::kStaleRead:
     case NoVoteCause::kStoreReadFailed:
-    case NoVoteCause::kAlreadyAborted: return AbortReason::kConflict;
+    case NoVoteCause::kAlreadyAborted:
+    // Only a coordinator that sends fingerprints can meet it, and that one
+    // reads PrepareResponse.txid_reused, not the reason.
+    case NoVoteCause::kTxidReused: return AbortReason::kConflict;
     case NoVoteCause::kAbortedBeforeVote: return AbortReason::kTimeout;
   }
   DTX_CHECK(false);
@@ -195,11 +199,13 @@ Ready Core::TakeReady() {
 // ---------------------------------------------------------------------------
 // Bookkeeping
 
-void Core::Remember(const TxId& txid, Outcome o, Version version) {
-  const Remembered r{o, o == Outcome::kCommitted ? version : 0};
+void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerprint& fingerprint) {
+  const Remembered r{o, o == Outcome::kCommitted ? version : 0, fingerprint};
   auto [it, inserted] = outcomes_.try_emplace(txid, r);
   if (!inserted) {
+    const Fingerprint kept = it->second.fingerprint;
     it->second = r;
+    if (!fingerprint.known()) it->second.fingerprint = kept;
     return;
   }
   outcome_order_.push_back(txid);
@@ -218,6 +224,12 @@ std::optional<Core::Outcome> Core::Recall(const TxId& txid) const {
   auto it = outcomes_.find(txid);
   if (it == outcomes_.end()) return std::nullopt;
   return it->second.outcome;
+}
+
+Fingerprint Core::KnownFingerprint(const TxId& txid) const {
+  if (auto t = txs_.find(txid); t != txs_.end()) return t->second.fingerprint;
+  if (auto o = outcomes_.find(txid); o != outcomes_.end()) return o->second.fingerprint;
+  return Fingerprint{};
 }
 
 bool Core::MayBeForgottenCommit(const PrepareRequest& req) {
@@ -468,6 +480,32 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   }
   if (!CheckEpoch(token, Reply::Kind::kPrepare, txid, req.epoch)) return;
 
+  // A txid means one transaction: another transaction under a known txid
+  // gets neither the known one's vote nor its locks.
+  if (const Fingerprint known = KnownFingerprint(txid); Contradicts(known, req.fingerprint)) {
+    ++stats_.txid_reused_refusals;
+    RespondVote(token, txid, Vote::kNo, epoch_tag_, NoVoteCause::kTxidReused,
+                "txid reused with different content: transaction " + txid.ToString() +
+                    " is known here with fingerprint " + known.ToString() + ", this PREPARE " +
+                    req.fingerprint.ToString());
+    return;
+  }
+  if (auto o = outcomes_.find(txid); o != outcomes_.end() && txs_.count(txid) == 0 &&
+                                     o->second.outcome == Outcome::kCommitted &&
+                                     !o->second.fingerprint.known() && req.fingerprint.known()) {
+    // Committed here, but with a content not known here (remembered from a
+    // checkpoint, whose outcomes carry no fingerprint: records.md). A YES
+    // could be given to another transaction under this txid, which would
+    // then commit elsewhere and not here; a NO would tell a real retry
+    // "aborted". Neither is true for sure: the outcome is unknown.
+    ++stats_.txid_reused_refusals;
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
+                 "outcome of transaction " + txid.ToString() +
+                     " unknown: it committed here, but with a content not known here (from a "
+                     "checkpoint), so this PREPARE may be another transaction reusing its txid");
+    return;
+  }
+
   // Duplicate or late Prepare: the same answer again.
   if (auto it = txs_.find(txid); it != txs_.end()) {
     Tx& tx = it->second;
@@ -525,7 +563,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     }
     // Remembered so a duplicate of this Prepare (a one-phase one above all)
     // cannot commit what was refused.
-    Remember(txid, Outcome::kAborted);
+    Remember(txid, Outcome::kAborted, 0, req.fingerprint);
     ++stats_.votes_no;
     RespondVote(token, txid, Vote::kNo, epoch_tag_, no->cause, std::move(no->detail));
     return;
@@ -550,6 +588,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   tx.epoch = req.epoch;
   tx.coordinator = std::move(req.coordinator);
   tx.writes = std::move(req.writes);
+  tx.fingerprint = req.fingerprint;
   for (ReadOp& r : req.reads) {
     if (locks_.Holds(txid, r.key, LockMode::kExclusive)) continue;  // read and written
     tx.read_keys.push_back(std::move(r.key));
@@ -569,6 +608,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   rec.coordinator = tx.coordinator;
   rec.writes = tx.writes;
   rec.read_keys = tx.read_keys;
+  rec.fingerprint = tx.fingerprint;
   tx.phase = Phase::kPreparing;
   tx.prepare_tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
   on_durable_.emplace(tx.prepare_tag, txid);
@@ -586,6 +626,7 @@ void Core::StartCommit(Tx& tx) {
   rec.txid = tx.txid;
   rec.version = tx.commit_version;
   rec.one_phase = tx.one_phase;
+  rec.fingerprint = tx.fingerprint;
   if (tx.one_phase) rec.writes = tx.writes;
   tx.commit_tag = Append(RecordType::kCommit, EncodeCommit(rec), /*forced=*/true, tx.txid);
   on_durable_.emplace(tx.commit_tag, tx.txid);
@@ -601,7 +642,7 @@ void Core::FinishCommit(Tx& tx) {
   }
   ++stats_.commits;
   if (tx.one_phase) ++stats_.votes_yes;
-  Remember(tx.txid, Outcome::kCommitted, tx.commit_version);
+  Remember(tx.txid, Outcome::kCommitted, tx.commit_version, tx.fingerprint);
   for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
   for (const Waiter& w : tx.commit_waiters)
     RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
@@ -623,7 +664,7 @@ void Core::DropAborted(Tx& tx, bool log_abort) {
                 "aborted by the coordinator before the vote was durable");
   }
   ++stats_.aborts;
-  Remember(tx.txid, Outcome::kAborted);
+  Remember(tx.txid, Outcome::kAborted, 0, tx.fingerprint);
   TxId txid = tx.txid;
   EraseTx(txs_.find(txid));
   ReleaseLocks(txid);
@@ -711,6 +752,10 @@ void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms) {
 void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer& answer,
                             uint64_t now_ms) {
   DTX_CHECK(asked.kind == QueryDecisionMsg::Kind::kAsk);
+  if (auto it = txs_.find(asked.txid);
+      it != txs_.end() && Contradicts(it->second.fingerprint, asked.fingerprint)) {
+    return;  // an answer about another transaction under this txid
+  }
   if (answer.reached && answer.decision != Decision::kUnknown) {
     OnDecision(asked.txid, answer.decision, now_ms);
     return;
@@ -725,6 +770,7 @@ void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer&
   find.txid = asked.txid;
   find.coordinator = asked.coordinator;
   find.epoch = it->second.epoch;
+  find.fingerprint = it->second.fingerprint;
   if (!answer.reached) find.primary_hint = answer.primary_hint;
   ready_.send.push_back(std::move(find));
 }
@@ -745,6 +791,7 @@ void Core::OnCoordinatorStatus(const TxId& txid, const std::string& coordinator,
   ask.coordinator = coordinator;
   ask.epoch = tx.epoch;
   ask.fall_back = true;
+  ask.fingerprint = tx.fingerprint;
   ready_.send.push_back(std::move(ask));
 }
 
@@ -809,6 +856,7 @@ void Core::Tick(uint64_t now_ms) {
     ask.txid = txid;
     ask.coordinator = tx.coordinator;
     ask.epoch = tx.epoch;
+    ask.fingerprint = tx.fingerprint;
     ready_.send.push_back(std::move(ask));
     ++stats_.decision_queries;
     ++sent;
@@ -860,11 +908,13 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
     case RecordType::kAbort: {
       auto r = DecodeAbort(payload);
       if (!r.ok()) return AtLsn(lsn, r.status());
+      Fingerprint fingerprint;
       if (auto it = txs_.find(r->txid); it != txs_.end()) {
+        fingerprint = it->second.fingerprint;
         EraseTx(it);
         ReleaseLocks(r->txid);
       }
-      Remember(r->txid, Outcome::kAborted);
+      Remember(r->txid, Outcome::kAborted, 0, fingerprint);
       return Status::OK();
     }
     case RecordType::kEpoch: {
@@ -900,9 +950,10 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
                                   Printable(key) + " with unknown holder " + holder->ToString());
       }
       ++stats_.replay_inferred_aborts;
+      const Fingerprint fingerprint = it->second.fingerprint;
       EraseTx(it);
       ReleaseLocks(*holder);
-      Remember(*holder, Outcome::kAborted);
+      Remember(*holder, Outcome::kAborted, 0, fingerprint);
     }
   };
   for (const WriteOp& w : r.writes) DTX_RETURN_IF_ERROR(take(w.key, LockMode::kExclusive));
@@ -913,6 +964,7 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
   tx.coordinator = std::move(r.coordinator);
   tx.writes = std::move(r.writes);
   tx.read_keys = std::move(r.read_keys);
+  tx.fingerprint = r.fingerprint;
   tx.phase = Phase::kPrepared;
   tx.recovered = true;
   tx.prepare_tag = lsn;  // tags are LSNs: the checkpoint's retain_from needs it
@@ -926,21 +978,22 @@ Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
   const bool in_store = lsn < replay_from_;
   if (r.one_phase) {
     if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
-    Remember(r.txid, Outcome::kCommitted, r.version);
+    Remember(r.txid, Outcome::kCommitted, r.version, r.fingerprint);
     return Status::OK();
   }
   auto it = txs_.find(r.txid);
   if (it == txs_.end()) {
     if (in_store) {
-      Remember(r.txid, Outcome::kCommitted, r.version);
+      Remember(r.txid, Outcome::kCommitted, r.version, r.fingerprint);
       return Status::OK();
     }
     return Status::Corruption("COMMIT of " + r.txid.ToString() + " without a PREPARE before it");
   }
   if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
+  const Fingerprint fingerprint = r.fingerprint.known() ? r.fingerprint : it->second.fingerprint;
   EraseTx(it);
   ReleaseLocks(r.txid);
-  Remember(r.txid, Outcome::kCommitted, r.version);
+  Remember(r.txid, Outcome::kCommitted, r.version, fingerprint);
   return Status::OK();
 }
 

@@ -93,6 +93,12 @@ enum class NoVoteCause : uint8_t {
   kStoreReadFailed,    // the store could not read a key to validate it
   kAlreadyAborted,     // the outcome remembered here is aborted / voted NO
   kAbortedBeforeVote,  // the coordinator's Abort came before the PREPARE was durable
+  // This txid is prepared or remembered here as a transaction with another
+  // fingerprint (docs/design.md "Transaction identity"): nothing was
+  // prepared or remembered for this request. On the wire: a NO with
+  // PrepareResponse.txid_reused, which the coordinator answers the client
+  // as BAD_ARGUMENT.
+  kTxidReused,
 };
 const char* NoVoteCauseName(NoVoteCause c);
 // The idl/dtx.thrift AbortReason a NO with this cause carries: a lost
@@ -115,6 +121,9 @@ struct PrepareRequest {
   bool one_phase = false;     // the only participant: the vote is the outcome
   bool read_only_tx = false;  // the whole transaction writes nothing anywhere
   std::string coordinator;    // host:port to ask with QueryDecision
+  // The whole transaction's content, from the coordinator (not known: an
+  // older coordinator sent none; then nothing is checked).
+  Fingerprint fingerprint = {};
 };
 
 using Token = uint64_t;  // runtime's request handle; never 0
@@ -185,6 +194,10 @@ struct QueryDecisionMsg {
   Epoch epoch = 0;
   bool fall_back = false;    // kAsk: step 3's question to a primary found by kFindPrimary
   std::string primary_hint;  // kFindPrimary: the primary the failed kAsk's refusal named
+  // The transaction's fingerprint (not known: none). Sent with the question,
+  // and an answer counts only for the transaction asked about: one that
+  // meanwhile holds the txid with another fingerprint ignores it.
+  Fingerprint fingerprint = {};
 };
 
 // The answer to a kAsk.
@@ -274,6 +287,9 @@ struct CoreStats {
   // Prepares of a txid not remembered that would have voted NO but may be a
   // forgotten commit: answered kUnknownTx (Core::Prepare).
   uint64_t forgotten_outcome_refusals = 0;
+  // Prepares of a txid known here with another fingerprint (NO, kTxidReused),
+  // or committed here with a fingerprint not known here (kUnknownTx).
+  uint64_t txid_reused_refusals = 0;
   Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
@@ -307,7 +323,12 @@ class Core {
 
   void Read(Token token, std::string key, uint64_t now_ms);
   // A txid prepared or remembered gets its recorded answer again (a committed
-  // one: YES, never applied twice). A txid not remembered is evaluated. If
+  // one: YES, never applied twice) - unless it is known here with another
+  // fingerprint: then the vote is NO with kTxidReused and nothing changes
+  // (the prepared transaction stays prepared, the remembered outcome stays);
+  // a committed one whose fingerprint is not known here (from a checkpoint)
+  // asked with a fingerprint is answered kUnknownTx (it may be another one).
+  // A txid not remembered is evaluated. If
   // that votes NO (lock conflict, stale read) while the request could be a
   // repeat of a transaction that committed here and whose outcome was
   // forgotten since (beyond outcomes_remembered_max: every read version below
@@ -375,6 +396,7 @@ class Core {
     std::string coordinator;
     std::vector<WriteOp> writes;
     std::vector<std::string> read_keys;
+    Fingerprint fingerprint = {};
     Phase phase = Phase::kPreparing;
     bool one_phase = false;
     bool recovered = false;  // replayed from the log
@@ -420,8 +442,13 @@ class Core {
   void FinishCommit(Tx& tx);
   void DropAborted(Tx& tx, bool log_abort);
   // `version`: the commit version of a committed outcome (0 for aborted).
-  void Remember(const TxId& txid, Outcome o, Version version = 0);
+  // A known `fingerprint` replaces the remembered one; an unknown one keeps it.
+  void Remember(const TxId& txid, Outcome o, Version version = 0,
+                const Fingerprint& fingerprint = Fingerprint{});
   std::optional<Outcome> Recall(const TxId& txid) const;
+  // The fingerprint txid is known here with: prepared, committing or
+  // remembered (not known: none, or the txid is not known).
+  Fingerprint KnownFingerprint(const TxId& txid) const;
   // True if `req` (a txid not remembered) could be a repeat of a transaction
   // committed here whose outcome was forgotten (see Prepare).
   bool MayBeForgottenCommit(const PrepareRequest& req);
@@ -464,6 +491,7 @@ class Core {
   struct Remembered {
     Outcome outcome = Outcome::kAborted;
     Version version = 0;  // kCommitted: its commit version
+    Fingerprint fingerprint = {};
   };
   std::unordered_map<TxId, Remembered, TxIdHash> outcomes_;
   std::deque<TxId> outcome_order_;  // oldest first

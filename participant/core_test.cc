@@ -1524,3 +1524,164 @@ TEST(ParticipantCoreTest, SameInputsGiveSameOutputs) {
 
 }  // namespace
 }  // namespace dtx::participant
+
+// ---- transaction identity (docs/design.md "Transaction identity") -------------------
+
+namespace dtx::participant {
+namespace {
+
+constexpr Fingerprint kF1{0x1111, 0x2222};
+constexpr Fingerprint kF2{0x3333, 0x4444};
+
+PrepareRequest WithFingerprint(PrepareRequest r, const Fingerprint& f) {
+  r.fingerprint = f;
+  return r;
+}
+
+// PREPARE step, duplicate check: a prepared txid asked to prepare other
+// content votes NO (txid reused) and the prepared transaction is untouched:
+// it keeps its locks and commits when told.
+TEST(ParticipantCoreTest, PrepareOfAPreparedTxidWithAnotherFingerprintIsRefusedAndChangesNothing) {
+  Node n;
+  Token first = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(first).vote, Vote::kYes);
+  Token other = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("b", "2")}), kF2));
+  ASSERT_TRUE(n.Replied(other));
+  EXPECT_EQ(n.reply(other).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(other).no_cause, NoVoteCause::kTxidReused);
+  EXPECT_NE(n.reply(other).detail.find("txid reused with different content"), std::string::npos)
+      << n.reply(other).detail;
+  EXPECT_TRUE(n.unsynced().empty()) << "nothing logged for the refused request";
+  EXPECT_EQ(n.core().stats().txid_reused_refusals, 1u);
+  // The same content is a duplicate: YES again.
+  Token dup = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}), kF1));
+  EXPECT_EQ(n.reply(dup).vote, Vote::kYes);
+  Token c = n.Commit(kT1);
+  n.Sync();
+  ASSERT_TRUE(n.Replied(c));
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  EXPECT_EQ(n.store().data().count("a"), 1u);
+  EXPECT_EQ(n.store().data().count("b"), 0u);
+}
+
+// A remembered outcome (committed, or aborted by a NO vote) is not given to
+// another transaction under the same txid; a PREPARE without a fingerprint
+// (an older coordinator) is not checked.
+TEST(ParticipantCoreTest, RememberedOutcomeIsNotGivenToAnotherTransactionUnderTheSameTxid) {
+  Node n;
+  Token t = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}, /*one_phase=*/true), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(t).vote, Vote::kYes);
+  Token other = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("b", "2")}, true), kF2));
+  EXPECT_EQ(n.reply(other).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(other).no_cause, NoVoteCause::kTxidReused);
+  EXPECT_EQ(n.store().data().count("b"), 0u);
+  Token same = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}, true), kF1));
+  EXPECT_EQ(n.reply(same).vote, Vote::kYes);
+  Token unchecked = n.Prepare(Req(kT1, {}, {Put("b", "2")}, true));
+  EXPECT_EQ(n.reply(unchecked).vote, Vote::kYes) << "no fingerprint: the remembered answer";
+  EXPECT_EQ(n.store().data().count("b"), 0u) << "never applied";
+
+  // Aborted by a NO vote (stale read): remembered with its fingerprint too.
+  Seed(n, "x", "0");
+  Token no = n.Prepare(WithFingerprint(Req(kT2, {{"x", 0}}, {Put("x", "1")}), kF1));
+  ASSERT_EQ(n.reply(no).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(no).no_cause, NoVoteCause::kStaleRead);
+  Token reuse = n.Prepare(WithFingerprint(Req(kT2, {}, {Put("y", "1")}), kF2));
+  EXPECT_EQ(n.reply(reuse).no_cause, NoVoteCause::kTxidReused);
+}
+
+// Recovery: the PREPARE and one-phase COMMIT records carry the fingerprint,
+// so the check holds after a crash.
+TEST(ParticipantCoreTest, FingerprintSurvivesACrashInThePrepareAndCommitRecords) {
+  Node n;
+  Token p = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}), kF1));
+  Token one = n.Prepare(WithFingerprint(Req(kT2, {}, {Put("b", "1")}, /*one_phase=*/true), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(p).vote, Vote::kYes);
+  ASSERT_EQ(n.reply(one).vote, Vote::kYes);
+  ASSERT_TRUE(n.Crash(/*keep_store=*/false).ok());
+  for (const TxId& tx : {kT1, kT2}) {
+    Token again = n.Prepare(WithFingerprint(Req(tx, {}, {Put("c", "1")}), kF2));
+    ASSERT_TRUE(n.Replied(again));
+    EXPECT_EQ(n.reply(again).vote, Vote::kNo) << tx.ToString();
+    EXPECT_EQ(n.reply(again).no_cause, NoVoteCause::kTxidReused) << tx.ToString();
+  }
+  // The recovered prepared transaction is still in doubt and commits.
+  n.Decide(kT1, Decision::kCommit);
+  n.Sync();
+  EXPECT_EQ(n.store().data().count("a"), 1u);
+  EXPECT_EQ(n.store().data().count("c"), 0u);
+}
+
+// A 2PC COMMIT record carries the fingerprint too: replayed after a
+// checkpoint truncated the transaction's PREPARE, the outcome is still
+// checked. (An outcome known only from the checkpoint is not: records.md.)
+TEST(ParticipantCoreTest, TwoPhaseCommitRecordKeepsTheFingerprintWhenThePrepareIsGone) {
+  Node n;
+  Token p1 = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}), kF1));
+  n.Sync();
+  Token p3 = n.Prepare(WithFingerprint(Req(kT3, {}, {Put("z", "1")}), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(p1).vote, Vote::kYes);
+  ASSERT_EQ(n.reply(p3).vote, Vote::kYes);
+  n.Commit(kT1);
+  n.Sync();
+  // Kept from kT3's PREPARE on: kT1's PREPARE goes, its COMMIT stays.
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  Token again = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("c", "1")}), kF2));
+  ASSERT_TRUE(n.Replied(again));
+  EXPECT_EQ(n.reply(again).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(again).no_cause, NoVoteCause::kTxidReused);
+}
+
+// A committed outcome known only from a checkpoint has no fingerprint: a
+// PREPARE with one cannot be told apart from another transaction under the
+// txid, so neither YES (it would commit elsewhere, not here) nor NO (a real
+// retry would hear "aborted"): outcome unknown.
+TEST(ParticipantCoreTest, CommittedOutcomeFromACheckpointIsUnknownToAPrepareWithAFingerprint) {
+  Node n;
+  Token p = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}, /*one_phase=*/true), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(p).vote, Vote::kYes);
+  n.TakeCheckpoint();  // the COMMIT record goes; the outcome stays, without its fingerprint
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  for (const Fingerprint& f : {kF1, kF2}) {
+    Token again = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}, true), f));
+    ASSERT_TRUE(n.Replied(again));
+    EXPECT_EQ(n.reply(again).error, ErrorCode::kUnknownTx) << n.reply(again).message;
+  }
+  Token old = n.Prepare(Req(kT1, {}, {Put("a", "1")}, true));  // an older coordinator
+  EXPECT_EQ(n.reply(old).vote, Vote::kYes);
+  EXPECT_EQ(n.store().data().at("a").first, 1) << "applied once";
+}
+
+// In doubt: the QueryDecision carries the transaction's fingerprint, and an
+// answer about another transaction under the same txid is not applied.
+TEST(ParticipantCoreTest, DecisionAnswerCountsOnlyForTheTransactionAskedAbout) {
+  CoreOptions o;
+  o.decision_query_after_ms = 100;
+  Node n(o);
+  Token p = n.Prepare(WithFingerprint(Req(kT1, {}, {Put("a", "1")}), kF1));
+  n.Sync();
+  ASSERT_EQ(n.reply(p).vote, Vote::kYes);
+  n.Tick(200);
+  ASSERT_EQ(n.sent().size(), 1u);
+  QueryDecisionMsg asked = n.sent()[0];
+  EXPECT_EQ(asked.fingerprint, kF1);
+  QueryDecisionMsg about_other = asked;
+  about_other.fingerprint = kF2;
+  n.core().OnDecisionAnswer(about_other, DecisionAnswer{true, Decision::kAbort, ""}, n.now);
+  n.Drain();
+  EXPECT_EQ(n.core().stats().in_flight, 1u) << "still prepared";
+  n.core().OnDecisionAnswer(asked, DecisionAnswer{true, Decision::kCommit, ""}, n.now);
+  n.Drain();
+  n.Sync();
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+  EXPECT_EQ(n.store().data().count("a"), 1u);
+}
+
+}  // namespace
+}  // namespace dtx::participant

@@ -19,6 +19,8 @@ PrepareRequest FromRpc(const rpc::PrepareRequest& req) {
   in.one_phase = req.one_phase;
   in.read_only_tx = req.read_only_tx;
   if (req.__isset.coordinator) in.coordinator = req.coordinator;
+  // Checked by Prepare before this conversion: set means well-formed.
+  if (req.__isset.fingerprint) in.fingerprint = FingerprintFromRpc(req.fingerprint).value();
   in.reads = ReadsFromRpc<ReadOp>(req.reads);
   in.writes = WritesFromRpc<WriteOp>(req.writes);
   return in;
@@ -30,6 +32,7 @@ rpc::PrepareResponse VoteToRpc(const Reply& r) {
   if (r.vote == Vote::kNo) {
     out.__set_reason(ToRpc(WireAbortReason(r.no_cause)));
     out.__set_detail(r.detail);
+    if (r.no_cause == NoVoteCause::kTxidReused) out.__set_txid_reused(true);
   }
   return out;
 }
@@ -190,7 +193,9 @@ void ParticipantDriver::AskDecision(const QueryDecisionMsg& m) {
   if (address.empty()) return;
   hooks_->AskingDecision(m.txid, m.fall_back);
   io_->QueryDecision(
-      address, ToRpc(m.txid), options_.query_timeout_ms,
+      address, ToRpc(m.txid),
+      m.fingerprint.known() ? FingerprintToRpc(m.fingerprint) : std::string(),
+      options_.query_timeout_ms,
       [this, m, address](const RpcStatus& s, const rpc::Decision::type& d) {
         if (stopped_) return;
         DecisionAnswer answer;
@@ -379,6 +384,12 @@ void ParticipantDriver::Prepare(const rpc::PrepareRequest& req,
     fail(MakeDtxError(ErrorCode::kBadArgument,
                       std::to_string(req.reads.size() + req.writes.size()) +
                           " keys exceed kTxKeysMax (" + std::to_string(kTxKeysMax) + ")"));
+    return;
+  }
+  if (req.__isset.fingerprint && !FingerprintFromRpc(req.fingerprint).has_value()) {
+    fail(MakeDtxError(ErrorCode::kBadArgument,
+                      "fingerprint of " + std::to_string(req.fingerprint.size()) +
+                          " bytes (or all zero): want " + std::to_string(kFingerprintBytes)));
     return;
   }
   PrepareRequest in = FromRpc(req);

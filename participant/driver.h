@@ -70,8 +70,9 @@ class ParticipantIo {
   // ---- transport: calls to coordinators (the in-doubt fall-back) ----
   // Coordinator.QueryDecision. The decision is read off the wire: the driver
   // checks its range (RawEnumValue).
+  // `fingerprint`: idl/dtx.thrift QueryDecision (empty: not known).
   virtual void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) = 0;
   // Coordinator.GetStatus (its role and epoch are what the core looks at).
   virtual void GetStatus(const std::string& to, int timeout_ms,

@@ -33,7 +33,8 @@ constexpr size_t kCheckpointOutcomeBytes = 16 + 8;
 
 // Flag bits of a COMMIT record.
 constexpr uint8_t kCommitFlagOnePhase = 0x01;
-constexpr uint8_t kCommitFlagsKnown = kCommitFlagOnePhase;
+constexpr uint8_t kCommitFlagFingerprint = 0x02;  // the fingerprint follows the flags
+constexpr uint8_t kCommitFlagsKnown = kCommitFlagOnePhase | kCommitFlagFingerprint;
 
 // The shared codec plus this format's write sets.
 class Writer : public codec::Writer {
@@ -106,6 +107,7 @@ std::string EncodePrepare(const PrepareRecord& r) {
     DTX_CHECK(!k.empty() && k.size() <= kKeyBytesMax);
     w.Bytes(k);
   }
+  if (r.fingerprint.known()) w.Fp(r.fingerprint);
   return w.Take();
 }
 
@@ -115,7 +117,9 @@ std::string EncodeCommit(const CommitRecord& r) {
   Writer w;
   w.Tx(r.txid);
   w.I64(r.version);
-  w.U8(r.one_phase ? kCommitFlagOnePhase : 0);
+  w.U8(static_cast<uint8_t>((r.one_phase ? kCommitFlagOnePhase : 0) |
+                            (r.fingerprint.known() ? kCommitFlagFingerprint : 0)));
+  if (r.fingerprint.known()) w.Fp(r.fingerprint);
   if (r.one_phase) w.Writes(r.writes);
   return w.Take();
 }
@@ -178,6 +182,7 @@ Result<PrepareRecord> DecodePrepare(std::string_view payload) {
     DTX_RETURN_IF_ERROR(in.Key(&k));
     r.read_keys.push_back(std::move(k));
   }
+  if (in.left() > 0) DTX_RETURN_IF_ERROR(in.Fp(&r.fingerprint));
   DTX_RETURN_IF_ERROR(in.End());
   return r;
 }
@@ -192,6 +197,7 @@ Result<CommitRecord> DecodeCommit(std::string_view payload) {
   DTX_RETURN_IF_ERROR(in.U8(&flags));
   if ((flags & ~kCommitFlagsKnown) != 0) return in.Bad("unknown flags " + std::to_string(flags));
   r.one_phase = (flags & kCommitFlagOnePhase) != 0;
+  if ((flags & kCommitFlagFingerprint) != 0) DTX_RETURN_IF_ERROR(in.Fp(&r.fingerprint));
   if (r.one_phase) DTX_RETURN_IF_ERROR(in.Writes(&r.writes));
   DTX_RETURN_IF_ERROR(in.End());
   return r;

@@ -42,6 +42,9 @@ struct PrepareRecord {
   std::string coordinator;             // host:port to ask with QueryDecision ("" if unknown)
   std::vector<WriteOp> writes;         // exclusive locks
   std::vector<std::string> read_keys;  // shared locks (keys not also written)
+  // The transaction's content (common/types.h); not known in records written
+  // before fingerprints, or for a PREPARE that carried none.
+  Fingerprint fingerprint = {};
   friend bool operator==(const PrepareRecord&, const PrepareRecord&) = default;
 };
 
@@ -51,7 +54,8 @@ struct CommitRecord {
   TxId txid;
   Version version = 0;  // the version every written key gets
   bool one_phase = false;
-  std::vector<WriteOp> writes;  // only with one_phase
+  std::vector<WriteOp> writes;   // only with one_phase
+  Fingerprint fingerprint = {};  // as in PrepareRecord
   friend bool operator==(const CommitRecord&, const CommitRecord&) = default;
 };
 

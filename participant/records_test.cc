@@ -86,6 +86,44 @@ TEST(RecordsTest, EpochOwnerIsOptionalAndBoundsChecked) {
   }
 }
 
+// PREPARE and COMMIT carry the transaction's fingerprint (records.md); records
+// written before fingerprints decode with it unknown.
+TEST(RecordsTest, PrepareAndCommitCarryTheFingerprintAndOldRecordsStillDecode) {
+  const Fingerprint f{0x1111222233334444ull, 0x5555666677778888ull};
+  PrepareRecord p = SamplePrepare();
+  p.fingerprint = f;
+  const std::string with = EncodePrepare(p);
+  const std::string without = EncodePrepare(SamplePrepare());
+  ASSERT_EQ(with.size(), without.size() + kFingerprintBytes);
+  auto back = DecodePrepare(with);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, p);
+  auto old = DecodePrepare(without);
+  ASSERT_TRUE(old.ok());
+  EXPECT_FALSE(old->fingerprint.known());
+  for (size_t n = without.size() + 1; n < with.size(); ++n)
+    EXPECT_TRUE(DecodePrepare(std::string_view(with).substr(0, n)).status().IsCorruption()) << n;
+  EXPECT_TRUE(DecodePrepare(without + std::string(kFingerprintBytes, '\0')).status().IsCorruption())
+      << "a zero fingerprint is never written";
+
+  for (bool one_phase : {false, true}) {
+    CommitRecord c{{1, 3}, 100, one_phase, {}, f};
+    if (one_phase) c.writes = {{"x", std::string("1")}, {"y", std::nullopt}};
+    const std::string bytes = EncodeCommit(c);
+    EXPECT_EQ(bytes[24] & 0x02, 0x02) << "flag bit 1: the fingerprint follows";
+    auto cb = DecodeCommit(bytes);
+    ASSERT_TRUE(cb.ok()) << cb.status().ToString();
+    EXPECT_EQ(*cb, c);
+    for (size_t n = 0; n < bytes.size(); ++n)
+      EXPECT_TRUE(DecodeCommit(std::string_view(bytes).substr(0, n)).status().IsCorruption()) << n;
+    c.fingerprint = Fingerprint{};
+    auto plain = DecodeCommit(EncodeCommit(c));
+    ASSERT_TRUE(plain.ok());
+    EXPECT_FALSE(plain->fingerprint.known());
+    EXPECT_EQ(plain->writes, c.writes);
+  }
+}
+
 TEST(RecordsTest, EveryTruncationIsCorruption) {
   std::string p = EncodePrepare(SamplePrepare());
   for (size_t n = 0; n < p.size(); ++n) {
@@ -124,7 +162,7 @@ TEST(RecordsTest, HugeLengthsAndCountsAreRejectedWithoutAllocating) {
 
 TEST(RecordsTest, BadFieldValuesAreCorruption) {
   std::string c = EncodeCommit({{1, 3}, 100, false, {}});
-  c[24] = 0x02;  // unknown flag
+  c[24] = 0x04;  // unknown flag
   EXPECT_TRUE(DecodeCommit(c).status().IsCorruption());
   std::string zero = EncodeCommit({{1, 3}, 100, false, {}});
   for (int i = 16; i < 24; ++i) zero[i] = 0;  // version 0

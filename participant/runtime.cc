@@ -301,11 +301,11 @@ class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks 
   }
 
   void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
     std::weak_ptr<int> alive = rt_->alive_;
     rt_->StubFor(to).QueryDecision(
-        txid, timeout_ms,
+        txid, fingerprint, timeout_ms,
         [this, alive, done = std::move(done)](const RpcStatus& s, const rpc::Decision::type& d) {
           if (alive.expired() || rt_->shut_down_) return;
           done(s, d);
@@ -685,6 +685,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"commit_counter", static_cast<int64_t>(st.commit_counter)},
       {"replayed_records", static_cast<int64_t>(st.replayed_records)},
       {"forgotten_outcome_refusals", static_cast<int64_t>(st.forgotten_outcome_refusals)},
+      {"txid_reused_refusals", static_cast<int64_t>(st.txid_reused_refusals)},
       {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},

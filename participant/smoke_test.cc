@@ -160,8 +160,8 @@ class FakeCoordinator : public rpc::CoordinatorPeerCobSvIf {
                  const rpc::HeartbeatRequest&) override {
     cob(rpc::HeartbeatResponse());
   }
-  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn,
-                     const rpc::TxId&) override {
+  void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn, const rpc::TxId&,
+                     const std::string&) override {
     ++queries;
     cob(static_cast<rpc::Decision::type>(answer.load()));
   }

@@ -423,10 +423,10 @@ TEST_F(CoordinatorAccessTest, ReplicateAndHeartbeatOnlyFromThePeerCoordinatorFor
 
 TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
   rpc::Decision::type d{};
-  EXPECT_EQ(ErrorOf([&] { d = As(kClient)->QueryDecision(SomeTxId()); }),
+  EXPECT_EQ(ErrorOf([&] { d = As(kClient)->QueryDecision(SomeTxId(), std::string()); }),
             rpc::ErrorCode::PERMISSION_DENIED);
   try {
-    As(kAsParticipant1)->QueryDecision(SomeTxId());  // not configured here
+    As(kAsParticipant1)->QueryDecision(SomeTxId(), std::string());  // not configured here
     ADD_FAILURE() << "answered";
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED);
@@ -435,9 +435,9 @@ TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
         << e.message;
   }
   // Past the access check (answered, or NOT_PRIMARY while not established).
-  EXPECT_NE(ErrorOf([&] { d = As(kAsParticipant0)->QueryDecision(SomeTxId()); }),
+  EXPECT_NE(ErrorOf([&] { d = As(kAsParticipant0)->QueryDecision(SomeTxId(), std::string()); }),
             rpc::ErrorCode::PERMISSION_DENIED);
-  EXPECT_NE(ErrorOf([&] { d = As(kAsCoordinator1)->QueryDecision(SomeTxId()); }),
+  EXPECT_NE(ErrorOf([&] { d = As(kAsCoordinator1)->QueryDecision(SomeTxId(), std::string()); }),
             rpc::ErrorCode::PERMISSION_DENIED);
 }
 
@@ -461,7 +461,7 @@ TEST_F(CoordinatorAccessTest, PeerCallsAreUnknownOnTheClientListener) {
   hb.epoch = 1'000'000;
   rpc::HeartbeatResponse hb_resp;
   EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Heartbeat(hb_resp, hb); }));
-  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->QueryDecision(SomeTxId()); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->QueryDecision(SomeTxId(), std::string()); }));
   forged_.Set(kClient);
   Connection<rpc::CoordinatorClient> client(runtime_->address());
   rpc::NodeStatus st;

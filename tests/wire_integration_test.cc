@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -126,6 +127,104 @@ TEST_F(WireTest, StockThriftClientCommitsATransaction) {
   rpc::ReadResult r;
   ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p0)->client().Read(r, keys[0]); }).ok());
   EXPECT_EQ(r.value, "zero-2");
+}
+
+// Issue 14, "Identity": a stock client reusing a txid with other content is
+// refused with BAD_ARGUMENT and its writes are not applied - never told the
+// other transaction's COMMITTED. First by the coordinator, which knows the
+// txid; then, after a restart made the coordinator forget a one-phase outcome
+// (it keeps those in memory only), by the participant that committed it.
+TEST_F(WireTest, StockClientReusingATxidWithOtherContentIsRefusedNotToldCommitted) {
+  auto open = [&] {
+    return tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {},
+                                              cluster_.ClientTlsAt(cluster_.coordinator_address()));
+  };
+  auto coord = open();
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  rpc::ShardMap map;
+  ASSERT_TRUE(tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }).ok());
+  std::string keys[2];
+  for (size_t shard = 0; shard < 2; ++shard) {
+    for (int i = 0;; ++i) {
+      std::string k = "reuse-" + std::to_string(i);
+      if (ShardHash(k) % map.participants.size() == shard) {
+        keys[shard] = k;
+        break;
+      }
+    }
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  const int64_t hi = static_cast<int64_t>(rng() >> 1);
+  // The Commit's answer: its outcome, or the DtxError's code and message.
+  struct Answer {
+    std::optional<rpc::Outcome::type> outcome;
+    std::optional<rpc::ErrorCode::type> error;
+    std::string message;
+  };
+  auto commit = [&](int64_t lo, std::vector<rpc::WriteItem> writes) {
+    rpc::CommitRequest req;
+    req.txid.hi = hi;
+    req.txid.lo = lo;
+    req.shard_map_version = map.version;
+    req.writes = std::move(writes);
+    Answer a;
+    try {
+      rpc::CommitResult res;
+      (*coord)->client().Commit(res, req);
+      a.outcome = res.outcome;
+      a.message = res.detail;
+    } catch (const rpc::DtxError& e) {
+      a.error = e.code;
+      a.message = e.message;
+    }
+    return a;
+  };
+  auto read = [&](size_t shard) {
+    auto p = tools::ParticipantConnection::Open(map.participants[shard], {},
+                                                cluster_.ClientTlsAt(map.participants[shard]));
+    EXPECT_TRUE(p.ok()) << p.status().ToString();
+    rpc::ReadResult r;
+    if (p.ok()) {
+      EXPECT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, keys[shard]); }).ok());
+    }
+    return r.found ? r.value : std::string("(absent)");
+  };
+  auto expect_refused = [](const Answer& a, const char* what) {
+    ASSERT_TRUE(a.error.has_value()) << what << ": answered an outcome: " << a.message;
+    EXPECT_EQ(*a.error, rpc::ErrorCode::BAD_ARGUMENT) << what << ": " << a.message;
+    EXPECT_NE(a.message.find("txid reused with different content"), std::string::npos)
+        << what << ": " << a.message;
+  };
+
+  // Two participants: the coordinator remembers it (its DECISION).
+  Answer first = commit(1, {Write(keys[0], "a0"), Write(keys[1], "a1")});
+  ASSERT_EQ(first.outcome, rpc::Outcome::COMMITTED) << first.message;
+  expect_refused(commit(1, {Write(keys[0], "b0"), Write(keys[1], "b1")}), "two-phase reuse");
+  EXPECT_EQ(commit(1, {Write(keys[1], "a1"), Write(keys[0], "a0")}).outcome,
+            rpc::Outcome::COMMITTED)
+      << "the same content in another order is a retry";
+  // One participant: committed there; remembered by the coordinator in memory.
+  Answer one = commit(2, {Write(keys[1], "c1")});
+  ASSERT_EQ(one.outcome, rpc::Outcome::COMMITTED) << one.message;
+  expect_refused(commit(2, {Write(keys[1], "d1")}), "one-phase reuse at the coordinator");
+
+  // The restarted coordinator has forgotten txid 2; participant 1 has not.
+  CommandResult r = cluster_.Dtxctl({"restart", "coordinator-0"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  coord = open();
+  ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+  Answer after;
+  for (int i = 0; i < 50; ++i) {  // until its EPOCH is durable again
+    after = commit(2, {Write(keys[1], "d1")});
+    if (after.error != rpc::ErrorCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  expect_refused(after, "one-phase reuse at the participant");
+  EXPECT_NE(after.message.find("participant"), std::string::npos) << after.message;
+  expect_refused(commit(1, {Write(keys[0], "e0")}), "two-phase reuse after the restart");
+
+  EXPECT_EQ(read(0), "a0");
+  EXPECT_EQ(read(1), "c1");
 }
 
 // A raw TCP connection for sending bytes of our own.

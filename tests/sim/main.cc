@@ -47,7 +47,10 @@ int main(int argc, char** argv) {
       "no-client-retries", "clients never repeat a Commit (default: up to 3 attempts, same txid)")(
       "sabotage", po::value<std::string>(&sabotage)->default_value("none"),
       "break the model on purpose to see a check fire: none | lose-synced | blind-writes | "
-      "accept-old-epochs | fake-sync (the last two need --failover)")(
+      "accept-old-epochs | fake-sync (these two need --failover) | stored-outcome-for-reuse "
+      "(needs --reuse-txids)")(
+      "reuse-txids", po::bool_switch(&opts.reuse_txids),
+      "clients reuse their previous txid with new content (a third of their transactions)")(
       "failover", po::bool_switch(&opts.failover),
       "two coordinators (primary + backup) with replication and failover; faults also hang and "
       "partition");
@@ -89,6 +92,8 @@ int main(int argc, char** argv) {
     opts.sabotage = dtx::sim::Sabotage::kAcceptOldEpochs;
   } else if (sabotage == "fake-sync") {
     opts.sabotage = dtx::sim::Sabotage::kFakeSync;
+  } else if (sabotage == "stored-outcome-for-reuse") {
+    opts.sabotage = dtx::sim::Sabotage::kStoredOutcomeForReuse;
   } else {
     return bad("unknown --sabotage '" + sabotage + "'");
   }

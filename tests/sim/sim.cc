@@ -162,6 +162,7 @@ struct PAbortReq {
 // Coordinator.QueryDecision.
 struct QueryReq {
   rpc::TxId txid;
+  std::string fingerprint;
 };
 // ParticipantPeer.AdoptEpoch / Heartbeat.
 struct AdoptReq {
@@ -427,11 +428,22 @@ struct Client {
   bool busy = false;
   int coordinator =
       0;  // index into World::coordinators_: where it sends Commit (follows the primary)
+  // reuse_txids: the last txid this client committed under its own content,
+  // that content, and how many transactions reused a txid.
+  bool has_last = false;
+  TxId last_txid = {};
+  rpc::CommitRequest last_request = {};
+  uint64_t reuses = 0;
 };
 
 // State of one client transaction in flight (shared by its callbacks).
 struct ClientTx {
-  TxId txid;
+  TxId txid;  // on the wire
+  // What the checks know it by (TxInfo, written values): the txid, or for a
+  // transaction that reuses another's txid an id of its own, so that it is
+  // judged as the transaction it is.
+  TxId check_id;
+  bool reuse = false;
   bool audit = false;
   std::vector<std::string> keys;
   std::vector<int64_t> balances;
@@ -945,7 +957,7 @@ void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
         *c, [resp](const rpc::CommitResult& r) { resp(Response(CoordinatorBody(r))); }, fail);
   } else if (const auto* q = std::get_if<QueryReq>(&req)) {
     n.driver->QueryDecision(
-        q->txid,
+        q->txid, q->fingerprint,
         [resp](rpc::Decision::type d) { resp(Response(CoordinatorBody(DecisionAnswer{d}))); },
         fail);
   } else if (const auto* r = std::get_if<rpc::ReplicateRequest>(&req)) {
@@ -1138,12 +1150,12 @@ class ParticipantGlue final : public pc::ParticipantIo, public pc::ParticipantHo
   }
 
   void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
     const int dst = Coordinator(to, FromRpc(txid));
     if (dst < 0) return;
     w_->StartCall(
-        node_, dst, QueryReq{txid}, static_cast<uint64_t>(timeout_ms), FromRpc(txid),
+        node_, dst, QueryReq{txid, fingerprint}, static_cast<uint64_t>(timeout_ms), FromRpc(txid),
         [done = std::move(done)](CallEnd end, const Response* resp) {
           RpcStatus st = CallStatus(end, resp);
           done(st, st.ok() ? std::get<DecisionAnswer>(std::get<CoordinatorBody>(*resp)).decision
@@ -1628,6 +1640,13 @@ void World::ClientNext(Client& c) {
   c.busy = true;
   auto tx = std::make_shared<ClientTx>();
   tx->txid = TxId{0xC0000000ull + static_cast<uint64_t>(c.index), ++c.counter};
+  tx->check_id = tx->txid;
+  if (opts_.reuse_txids && c.has_last && rng_.Chance(1.0 / 3)) {
+    tx->reuse = true;
+    tx->txid = c.last_txid;
+    tx->check_id = TxId{c.last_txid.hi + ((++c.reuses) << 32), c.last_txid.lo};
+    ++stats_.txid_reuses;
+  }
   tx->audit = n_accounts_ >= 2 && rng_.Chance(p_audit_);
   if (tx->audit) {
     for (int i = 0; i < n_accounts_; ++i) tx->keys.push_back(AccountKey(i));
@@ -1647,7 +1666,8 @@ void World::ClientNext(Client& c) {
     std::string what = tx->audit ? "audit of all accounts"
                                  : "transfer " + std::to_string(tx->amount) + " " + tx->keys[0] +
                                        " -> " + tx->keys[1];
-    Trace(tx->txid, nodes_[c.node].name + " begins " + what);
+    Trace(tx->check_id, nodes_[c.node].name + " begins " + what +
+                            (tx->reuse ? " under the reused txid " + tx->txid.ToString() : ""));
   }
   ClientRead(c, tx);
 }
@@ -1697,7 +1717,7 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
     req.txid = ToRpc(tx->txid);
     req.shard_map_version = 1;
     TxInfo info;
-    info.txid = tx->txid;
+    info.txid = tx->check_id;
     info.audit = tx->audit;
     if (!(opts_.sabotage == Sabotage::kBlindWrites && !tx->audit)) {
       for (size_t i = 0; i < tx->keys.size(); ++i) {
@@ -1712,13 +1732,20 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
       for (int i = 0; i < 2; ++i) {
         rpc::WriteItem w;
         w.key = tx->keys[i];
-        w.__set_value(EncodeBalance(balances[i], tx->txid));
+        w.__set_value(EncodeBalance(balances[i], tx->check_id));
         info.writes[w.key] = w.value;
         info.shards.insert(ShardOf(w.key));
         req.writes.push_back(std::move(w));
       }
     }
-    txs_.emplace(tx->txid, std::move(info));
+    txs_.emplace(tx->check_id, std::move(info));
+    if (tx->reuse && opts_.sabotage == Sabotage::kStoredOutcomeForReuse) {
+      req = c.last_request;  // the coordinator sees the earlier content
+    } else if (!tx->reuse) {
+      c.has_last = true;
+      c.last_txid = tx->txid;
+      c.last_request = req;
+    }
   } else {
     ++stats_.commit_retries;
     tx->request.__set_is_retry(true);  // as bindings/cpp marks a re-sent txid
@@ -1752,7 +1779,9 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
         }
         const auto& body = std::get<CoordinatorBody>(*resp);
         if (const auto* err = std::get_if<rpc::DtxError>(&body)) {
-          if (may_retry) return retry(err->code == rpc::ErrorCode::NOT_PRIMARY);
+          // BAD_ARGUMENT (a reused txid) is the same answer again.
+          if (may_retry && err->code != rpc::ErrorCode::BAD_ARGUMENT)
+            return retry(err->code == rpc::ErrorCode::NOT_PRIMARY);
           return ClientDone(cl, tx, ClientReply::kError, err->message);
         }
         const auto* res = std::get_if<rpc::CommitResult>(&body);
@@ -1777,10 +1806,16 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
 
 void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply,
                        const std::string& why) {
-  TxInfo& info = txs_[tx->txid];
+  TxInfo& info = txs_[tx->check_id];
   info.reply = reply;
   if (trace_on_)
-    Trace(tx->txid, nodes_[c.node].name + " told " + ClientReplyName(reply) + " " + why);
+    Trace(tx->check_id, nodes_[c.node].name + " told " + ClientReplyName(reply) + " " + why);
+  if (tx->reuse) {
+    if (reply == ClientReply::kCommitted) ++stats_.reuses_committed;
+    if (reply == ClientReply::kError &&
+        why.find("txid reused with different content") != std::string::npos)
+      ++stats_.reuses_refused;
+  }
   if (tx->audit) {
     if (reply == ClientReply::kCommitted) {
       ++stats_.audits_committed;
@@ -2170,7 +2205,9 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
   if (o.sabotage == Sabotage::kBlindWrites) cmd += " --sabotage blind-writes";
   if (o.sabotage == Sabotage::kAcceptOldEpochs) cmd += " --sabotage accept-old-epochs";
   if (o.sabotage == Sabotage::kFakeSync) cmd += " --sabotage fake-sync";
+  if (o.sabotage == Sabotage::kStoredOutcomeForReuse) cmd += " --sabotage stored-outcome-for-reuse";
   if (o.failover) cmd += " --failover";
+  if (o.reuse_txids) cmd += " --reuse-txids";
   return cmd;
 }
 

@@ -42,6 +42,10 @@ enum class Sabotage {
   // simulator forges an empty snapshot for it, so it may promote without the
   // primary's decisions.
   kFakeSync,
+  // (reuse_txids) The coordinator is given the reused txid's earlier content,
+  // while the client records its new content: what a coordinator that never
+  // compares contents does (issue 14) - it answers the earlier outcome.
+  kStoredOutcomeForReuse,
 };
 
 // Zero/negative means "drawn from the seed" (documented ranges in README.md).
@@ -64,6 +68,12 @@ struct SimOptions {
   // coordinator for a while and partition coordinators from each other or
   // from the participants.
   bool failover = false;
+  // Clients reuse txids: a client's next transaction takes the txid of its
+  // previous one (new reads and writes) with probability 1/3. Such a
+  // transaction must be refused (BAD_ARGUMENT) or really commit - the usual
+  // checks judge it as a transaction of its own - never be told another
+  // transaction's outcome.
+  bool reuse_txids = false;
   bool trace = false;  // keep a line per event (for --trace and failure reports)
 };
 
@@ -84,6 +94,8 @@ struct RunStats {
   uint64_t read_failures = 0, commit_retries = 0;
   uint64_t decision_queries = 0, replay_inferred_aborts = 0, in_doubt_replayed = 0;
   uint64_t checkpoints = 0;
+  // reuse_txids: transactions sent under a reused txid, and how they ended.
+  uint64_t txid_reuses = 0, reuses_refused = 0, reuses_committed = 0;
   // failover
   uint64_t promotions = 0, step_downs = 0, hangs = 0, partitions = 0;
   uint64_t max_epoch = 0;  // the highest coordinator epoch reached

@@ -30,6 +30,9 @@ constexpr uint64_t kCiSmallTableSeeds = 3000;
 // Failover runs (two coordinators, heartbeats, replication, hangs and
 // partitions) cost about 4 ms of CPU per seed.
 constexpr uint64_t kCiFailoverSeeds = 2000;
+// Clients reusing txids (ReusedTxidsAreRefusedOrReallyCommitted): 1000 seeds
+// and a quarter of that with failover, about 2 s of CPU.
+constexpr uint64_t kCiReuseSeeds = 1000;
 // Epoch livelock (README "Findings"): fixed by exclusive, persisted epoch
 // grants and HaCore skipping epochs it has blocked (the run logged as SKIP):
 // 0 of 10 000 failover seeds (`dtx-sim --failover --seeds 10000`; 511 before
@@ -80,6 +83,9 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
     s.totals.hangs += r.stats.hangs;
     s.totals.partitions += r.stats.partitions;
     s.totals.max_epoch = std::max(s.totals.max_epoch, r.stats.max_epoch);
+    s.totals.txid_reuses += r.stats.txid_reuses;
+    s.totals.reuses_refused += r.stats.reuses_refused;
+    s.totals.reuses_committed += r.stats.reuses_committed;
     bool only_livelock = !r.ok();
     for (const Violation& v : r.violations) only_livelock &= v.check == "epoch-livelock";
     if (only_livelock) {
@@ -96,7 +102,7 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
       "dropped=%llu "
       "duplicated=%llu checkpoints=%llu events=%llu promotions=%llu step_downs=%llu hangs=%llu "
       "partitions=%llu "
-      "max_epoch=%llu epoch_livelocked=%llu\n",
+      "max_epoch=%llu epoch_livelocked=%llu reuses=%llu (refused %llu, committed %llu)\n",
       (unsigned long long)start, (unsigned long long)(start + count - 1),
       (unsigned long long)s.failed, (unsigned long long)s.totals.transfers_committed,
       (unsigned long long)s.totals.transfers_aborted,
@@ -109,7 +115,9 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
       (unsigned long long)s.totals.checkpoints, (unsigned long long)s.totals.events,
       (unsigned long long)s.totals.promotions, (unsigned long long)s.totals.step_downs,
       (unsigned long long)s.totals.hangs, (unsigned long long)s.totals.partitions,
-      (unsigned long long)s.totals.max_epoch, (unsigned long long)s.livelocked);
+      (unsigned long long)s.totals.max_epoch, (unsigned long long)s.livelocked,
+      (unsigned long long)s.totals.txid_reuses, (unsigned long long)s.totals.reuses_refused,
+      (unsigned long long)s.totals.reuses_committed);
   return s;
 }
 
@@ -202,6 +210,42 @@ TEST(SimTest, PromotingABackupThatIsNotInSyncIsCaught) {
     for (const Violation& v : RunSeed(seed, o).violations) {
       if (v.check == "atomicity" || v.check == "committed-lost" || v.check == "aborted-visible")
         caught = true;
+    }
+  }
+  EXPECT_TRUE(caught);
+}
+
+// Issue 14, "Identity": clients reuse txids with other content (a third of
+// their transactions take the previous one's txid). Each such transaction is
+// judged as one of its own by every check: refused, or really committed -
+// never told the earlier transaction's outcome (committed-lost would fire).
+TEST(SimTest, ReusedTxidsAreRefusedOrReallyCommitted) {
+  InstallAbortReporter();
+  SimOptions o;
+  o.reuse_txids = true;
+  Sweep s = RunSweep(EnvOr("DTX_SIM_START_SEED", 1) + 4'000'000,
+                     EnvOr("DTX_SIM_REUSE_SEEDS", kCiReuseSeeds), o);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  EXPECT_GT(s.totals.txid_reuses, 0u);
+  EXPECT_GT(s.totals.reuses_refused, 0u);
+  SimOptions f = o;
+  f.failover = true;
+  s = RunSweep(EnvOr("DTX_SIM_START_SEED", 1) + 5'000'000,
+               EnvOr("DTX_SIM_REUSE_SEEDS", kCiReuseSeeds) / 4, f);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  EXPECT_LE(static_cast<double>(s.livelocked), 0.0);
+}
+
+// ... and the checks catch a coordinator that answers a reused txid with the
+// earlier transaction's outcome (what it did before fingerprints).
+TEST(SimTest, StoredOutcomeForAReusedTxidIsCaught) {
+  SimOptions o;
+  o.reuse_txids = true;
+  o.sabotage = Sabotage::kStoredOutcomeForReuse;
+  bool caught = false;
+  for (uint64_t seed = 1; seed <= kSabotageSeedsMax && !caught; ++seed) {
+    for (const Violation& v : RunSeed(seed, o).violations) {
+      if (v.check == "committed-lost") caught = true;
     }
   }
   EXPECT_TRUE(caught);

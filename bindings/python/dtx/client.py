@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import random
+import secrets
 import socket
 import ssl
 import threading
@@ -486,7 +487,11 @@ class Client:
         self.primary_switches = 0
         self._participants: List[_Pool] = []
         self._shard_version = -1
-        self._client_id = random.getrandbits(63) or 1
+        # The txid's high half: from the OS's cryptographic source, never the
+        # `random` module, whose state a program may seed (random.seed(1) in two
+        # processes would give two clients the same txids). 63 bits: the wire's
+        # i64 stays positive.
+        self._client_id = secrets.randbits(63) or 1
         self._counter = 0
         self._closed = False
         self._refresh_shard_map()

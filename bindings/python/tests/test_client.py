@@ -350,3 +350,46 @@ def test_bank_example_runs_against_a_cluster_directory(cluster):
                        text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "total balance 1000 (expected 1000)" in r.stdout
+
+
+def test_clients_made_after_the_same_random_seed_get_different_txids(cluster):
+    # Issue 14's scenario: seeding the global `random` module alike (common in
+    # tests and simulations) must not make two clients share txids. With a
+    # shared txid b was told COMMITTED and its write never happened.
+    import random
+    random.seed(1)
+    a = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
+    random.seed(1)
+    b = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
+    try:
+        from_a, from_b = _uniq("from-a"), _uniq("from-b")
+        ta, tb = a.transaction(), b.transaction()
+        assert ta.txid != tb.txid
+        with ta:
+            ta.put(from_a, b"1")
+        with tb:
+            tb.put(from_b, b"1")
+        assert a.run(lambda tx: tx.get(from_b)) == b"1"
+        assert b.run(lambda tx: tx.get(from_a)) == b"1"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_txid_reused_with_other_content_is_refused_and_applies_nothing(client):
+    # A txid means one transaction: the coordinator compares the content of a
+    # repeated commit with what it knows under that txid.
+    first, other = _uniq("reuse-first"), _uniq("reuse-other")
+    tx = client.transaction()
+    tx.put(first, b"1")
+    tx.commit()
+    again = dtx.Transaction(client, tx.txid)
+    again.put(other, b"2")
+    with pytest.raises(dtx.InvalidArgument, match="txid reused with different content"):
+        again.commit()
+    assert client.run(lambda t: t.get(other)) is None
+    # The same content under the same txid is a retry: its recorded outcome.
+    same = dtx.Transaction(client, tx.txid)
+    same.put(first, b"1")
+    same.commit()
+    assert client.run(lambda t: t.get(first)) == b"1"
