@@ -259,9 +259,11 @@ TEST_F(ParticipantAccessTest, AdminCallsOnlyFromAnAdmin) {
   EXPECT_EQ(
       ErrorOf([&] { AdminAs(kAdmin)->SetFailpoint("participant.commit.before_ack", "error"); }),
       std::nullopt);
-  EXPECT_EQ(fp::Armed(), std::vector<std::string>{"participant.commit.before_ack=error"});
   std::vector<rpc::InDoubtTx> doubt;
   EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->ListInDoubt(doubt); }), std::nullopt);
+  // SetFailpoint arms right after its reply is written (node/handler.h), so
+  // the node's next call, not the reply, orders the arming before us.
+  EXPECT_EQ(fp::Armed(), std::vector<std::string>{"participant.commit.before_ack=error"});
   // Client calls stay open to every caller.
   rpc::ReadResult read;
   EXPECT_EQ(ErrorOf([&] { ClientAs(kClient)->Read(read, "k"); }), std::nullopt);
@@ -480,6 +482,10 @@ TEST_F(CoordinatorAccessTest, SetFailpointFromACoordinatorIsRefused) {
   EXPECT_TRUE(fp::Armed().empty());
   EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->SetFailpoint("coordinator.end.before_log", "error"); }),
             std::nullopt);
+  // Armed right after the reply is written (node/handler.h): the node's next
+  // call orders the arming before us.
+  std::vector<rpc::InDoubtTx> doubt;
+  EXPECT_EQ(ErrorOf([&] { AdminAs(kAdmin)->ListInDoubt(doubt); }), std::nullopt);
   EXPECT_EQ(fp::Armed(), std::vector<std::string>{"coordinator.end.before_log=error"});
 }
 
