@@ -57,21 +57,7 @@ const testing::TestTls& Tls() { return testing::SharedTestTls(); }
 constexpr int kReadyTimeoutMs = 15000;
 constexpr int kExitTimeoutMs = 10000;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using testing::FreePort;
 
 // A connection to participant-0 presenting `as`'s certificate; throws
 // TTransportException (with the reason) if it cannot be opened.

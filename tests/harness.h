@@ -121,6 +121,11 @@ class TestTls {
   std::map<std::string, std::shared_ptr<const TlsContext>> server_;
 };
 
+// A loopback TCP port nothing listens on at the moment (bound and released
+// by the kernel's choice), or -1 if none could be had. Another process may
+// take it before the caller does; tests that start a node on it retry or fail.
+int FreePort();
+
 // One TestTls for the whole test binary, made at first use in a temporary
 // directory that is removed at exit: certificates for coordinator-0,
 // coordinator-1 and participant-0 .. participant-3 (and admin, client). For

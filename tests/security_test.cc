@@ -563,21 +563,7 @@ TEST_F(SecurityTest, ForeignExpiredAndPlaintextClientsAreRefusedAtTheHandshakeWi
   }
 }
 
-// A loopback port nothing listens on at the moment (-1 if none).
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using testing::FreePort;
 
 // A participant started by hand with TLS and without --enable-failpoints
 // refuses SetFailpoint even from the operator's admin certificate (which the
