@@ -151,13 +151,8 @@ class _Socket(TSocket.TSocket):
         except (socket.timeout, TimeoutError):
             raise _transport_error(TTransport.TTransportException.TIMED_OUT,
                                    f"no answer within {self._timeout:g} s") from None
-        except ssl.SSLError as e:
-            refused = _tls.refusal_from_alert(e)
-            if refused:
-                raise _tls_failure(f"TLS: {refused}") from None
-            self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
-        except OSError as e:
-            self._closed_before_answer(f"connection lost: {e.strerror or e}")
+        except OSError as e:  # ssl.SSLError is one
+            self._failed(e)
         else:
             if not buff:
                 self._closed_before_answer("the server closed the connection")
@@ -174,13 +169,18 @@ class _Socket(TSocket.TSocket):
         except (socket.timeout, TimeoutError):
             raise _transport_error(TTransport.TTransportException.TIMED_OUT,
                                    f"cannot send within {self._timeout:g} s") from None
-        except ssl.SSLError as e:
+        except OSError as e:  # ssl.SSLError is one
+            self._failed(e)
+
+    def _failed(self, e: OSError) -> None:
+        """Raises for a send or receive that failed with ``e``: a TLS alert
+        that refused us says so; anything else is a connection that failed."""
+        if isinstance(e, ssl.SSLError):
             refused = _tls.refusal_from_alert(e)
             if refused:
                 raise _tls_failure(f"TLS: {refused}") from None
             self._closed_before_answer(f"TLS: {_tls.describe_read_error(e)}")
-        except OSError as e:
-            self._closed_before_answer(f"connection lost: {e.strerror or e}")
+        self._closed_before_answer(f"connection lost: {e.strerror or e}")
 
     def _closed_before_answer(self, what: str) -> None:
         """Raises for a connection that failed; before its first answer it
