@@ -41,7 +41,11 @@
   X(coordinator_backup_lost, "coordinator: the primary lost its backup (commits alone)")          \
   X(participant_in_doubt_fallback,                                                                \
     "participant: in doubt, resolved by the other coordinator (fall-back)")                       \
-  X(participant_stale_epoch_refusal, "participant: a call stamped with an old epoch refused")
+  X(participant_stale_epoch_refusal, "participant: a call stamped with an old epoch refused")     \
+  X(participant_attempt_restamped,                                                                \
+    "participant: a prepared transaction moved to a newer attempt's stamp")                       \
+  X(participant_stale_attempt_abort,                                                              \
+    "participant: an ABORT of an older attempt than the one prepared was ignored")
 
 namespace dtx::probe {
 

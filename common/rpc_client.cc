@@ -692,11 +692,12 @@ void ParticipantPeerStub::Commit(const rpc::TxId& txid, rpc::Epoch epoch, int ti
   CallRpc<rpc_method::ParticipantPeer_Commit>(channel_, a, timeout_ms, std::move(done));
 }
 
-void ParticipantPeerStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-                                RpcDoneCallback done) {
+void ParticipantPeerStub::Abort(const rpc::TxId& txid, rpc::Epoch epoch,
+                                const rpc::Attempt& attempt, int timeout_ms, RpcDoneCallback done) {
   rpc::ParticipantPeer_Abort_pargs a;
   a.txid = &txid;
   a.epoch = &epoch;
+  a.attempt = &attempt;
   CallRpc<rpc_method::ParticipantPeer_Abort>(channel_, a, timeout_ms, std::move(done));
 }
 
@@ -729,10 +730,12 @@ void ParticipantPeerStub::GetStatus(int timeout_ms, RpcCallback<rpc::NodeStatus>
 }
 
 void CoordinatorPeerStub::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
-                                        int timeout_ms, RpcCallback<rpc::Decision::type> done) {
+                                        const rpc::Attempt& attempt, int timeout_ms,
+                                        RpcCallback<rpc::Decision::type> done) {
   rpc::CoordinatorPeer_QueryDecision_pargs a;
   a.txid = &txid;
   a.fingerprint = &fingerprint;
+  a.attempt = &attempt;
   CallRpc<rpc_method::CoordinatorPeer_QueryDecision>(channel_, a, timeout_ms, std::move(done));
 }
 

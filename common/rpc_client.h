@@ -328,7 +328,8 @@ class ParticipantPeerStub {
   void Prepare(const rpc::PrepareRequest& req, int timeout_ms,
                RpcCallback<rpc::PrepareResponse> done);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
-  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms, RpcDoneCallback done);
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt, int timeout_ms,
+             RpcDoneCallback done);
   void Heartbeat(const rpc::HeartbeatRequest& req, int timeout_ms,
                  RpcCallback<rpc::HeartbeatResponse> done);
   // `done` gets, with a STALE_EPOCH refusal, the participant's current epoch
@@ -358,8 +359,10 @@ class CoordinatorPeerStub {
   CoordinatorPeerStub(EventLoop* loop, std::string address, PeerChannelOptions options = {})
       : channel_(PeerChannel::Create(loop, std::move(address), options)) {}
 
-  // `fingerprint`: idl/dtx.thrift QueryDecision (empty: not known).
-  void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
+  // `fingerprint`, `attempt`: idl/dtx.thrift QueryDecision (empty / all
+  // zero: not known).
+  void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                     const rpc::Attempt& attempt, int timeout_ms,
                      RpcCallback<rpc::Decision::type> done);
   void Replicate(const rpc::ReplicateRequest& req, int timeout_ms,
                  RpcCallback<rpc::ReplicateResponse> done);

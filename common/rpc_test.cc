@@ -238,7 +238,7 @@ class TestParticipantPeer : public rpc::ParticipantPeerCobSvIf, public TestParti
     TestParticipant::Commit(std::move(cob), std::move(exn_cob), txid, epoch);
   }
   void Abort(std::function<void()> cob, std::function<void(TDelayedException*)> exn_cob,
-             const rpc::TxId& txid, const rpc::Epoch epoch) override {
+             const rpc::TxId& txid, const rpc::Epoch epoch, const rpc::Attempt&) override {
     TestParticipant::Abort(std::move(cob), std::move(exn_cob), txid, epoch);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {

@@ -2,6 +2,7 @@
 // client's users see them); internal code keeps including this file.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -35,6 +36,25 @@ inline bool Contradicts(const Fingerprint& a, const Fingerprint& b) {
 // Bytes of a fingerprint on disk and on the wire (hi then lo, big-endian on
 // the wire: idl/dtx.thrift PrepareRequest.fingerprint).
 inline constexpr size_t kFingerprintBytes = 16;
+
+// One attempt of a transaction: the coordinator stamps every attempt it
+// starts (a Commit that runs PREPARE) with its epoch and a sequence number
+// that grows within the epoch. Every coordinator incarnation runs at an
+// epoch of its own (a new one at every start, coordinator/core.h Start), so
+// a stamp names one attempt, ever. PREPARE and ABORT carry it, and so does a
+// participant's QueryDecision: a participant applies an ABORT, or an ABORT
+// answer, only to the attempt it holds under that stamp or an older one
+// (docs/design.md "Attempts"). {0, 0}: not stamped (a record written before
+// stamps); it orders before every stamp.
+struct Attempt {
+  Epoch epoch = 0;
+  uint64_t seq = 0;
+  bool known() const { return epoch != 0 || seq != 0; }
+  friend auto operator<=>(const Attempt&, const Attempt&) = default;
+  friend bool operator==(const Attempt&, const Attempt&) = default;
+  // "3.17" (epoch.seq).
+  std::string ToString() const { return std::to_string(epoch) + "." + std::to_string(seq); }
+};
 
 // The largest step a coordinator epoch may take in one move, at a
 // participant (AdoptEpoch or an epoch-stamped call) and at a coordinator (a

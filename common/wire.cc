@@ -72,6 +72,18 @@ TxId FromRpc(const rpc::TxId& t) {
   return TxId{static_cast<uint64_t>(t.hi), static_cast<uint64_t>(t.lo)};
 }
 
+rpc::Attempt ToRpc(const Attempt& a) {
+  rpc::Attempt r;
+  r.epoch = a.epoch;
+  r.seq = static_cast<int64_t>(a.seq);
+  return r;
+}
+
+std::optional<Attempt> AttemptFromRpc(const rpc::Attempt& a) {
+  if (a.epoch < 0 || a.seq < 0) return std::nullopt;
+  return Attempt{a.epoch, static_cast<uint64_t>(a.seq)};
+}
+
 std::string FingerprintToRpc(const Fingerprint& f) {
   DTX_CHECK(f.known());
   std::string out(kFingerprintBytes, '\0');

@@ -29,6 +29,11 @@ TxId FromRpc(const rpc::TxId& t);
 std::string FingerprintToRpc(const Fingerprint& f);
 std::optional<Fingerprint> FingerprintFromRpc(const std::string& bytes);
 
+// Attempt <-> rpc::Attempt (idl/dtx.thrift). AttemptFromRpc: nullopt for a
+// negative epoch or sequence number (never sent by a coordinator).
+rpc::Attempt ToRpc(const Attempt& a);
+std::optional<Attempt> AttemptFromRpc(const rpc::Attempt& a);
+
 // Enums: same numbers both ways. ToRpc(ErrorCode::kOk) is a programmer
 // error (kOk is not on the wire).
 rpc::ErrorCode::type ToRpc(ErrorCode c);

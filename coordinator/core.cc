@@ -37,7 +37,6 @@ CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)
   DTX_CHECK(opts_.commit_retry_initial_ms > 0 && opts_.commit_timeout_ms > 0);
   DTX_CHECK(opts_.prepare_timeout_ms > 0);
   DTX_CHECK(opts_.committed_outcomes_max > 0 && opts_.other_outcomes_max > 0);
-  DTX_CHECK(opts_.abort_quiet_txs_max > 0);
 }
 
 // ---- recovery -------------------------------------------------------------------
@@ -75,11 +74,17 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
   return Status::OK();
 }
 
-void CoordinatorCore::Start(uint64_t now_ms) {
+void CoordinatorCore::Start(uint64_t now_ms, StartEpoch how) {
   DTX_CHECK(!started_);
   started_ = true;
-  if (epoch_ == 0) {
-    epoch_ = 1;
+  if (how == StartEpoch::kNew || epoch_ == 0) {
+    // An epoch of this incarnation's own: attempt stamps restart at seq 1,
+    // so they must not share an epoch with the previous incarnation's (whose
+    // ABORTs may still be on their way), and the participants, once they see
+    // it, refuse that incarnation's late calls as STALE_EPOCH.
+    DTX_CHECK_MSG(epoch_ < std::numeric_limits<Epoch>::max(), "coordinator epoch exhausted");
+    epoch_ = epoch_ + 1;
+    epoch_durable_ = false;
     epoch_tag_ = Persist(EpochRecord{epoch_}, /*forced=*/true, TxId{});
   }
   // Every DECISION without END: the participants may not all have heard
@@ -110,7 +115,7 @@ void CoordinatorCore::Start(uint64_t now_ms) {
 // ---- client requests ------------------------------------------------------------
 
 void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
-  if (!started_ || !epoch_durable_) {
+  if (!started_) {
     ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
     return;
   }
@@ -142,17 +147,12 @@ void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest 
                              std::to_string(epoch_) + "; this coordinator no longer decides"});
     return;
   }
-  if (AbortMayBeInFlight(now_ms, req.txid)) {
-    // An earlier attempt of this txid ended here without a remembered outcome
-    // (or its memory was evicted) and its ABORT may still be on its way. A new
-    // attempt now could be voted YES by a participant still prepared under the
-    // old one, which the late ABORT then drops after we decide COMMIT. The
-    // earlier attempt did not commit here, but one before it may have (a
-    // retry), so the only true answer is UNKNOWN; the client asks again.
-    ++stats_.outcomes_unknown;
-    ReplyTo(token, CommitResult{Outcome::kUnknown, std::nullopt,
-                                "an ABORT of an earlier attempt of this transaction may still be "
-                                "on its way to a participant; ask again later"});
+  if (!epoch_durable_) {
+    // Remembered outcomes are answered above; a new attempt needs the epoch
+    // it is stamped with to be durable (Start, BumpEpoch).
+    ReplyTo(token,
+            Error{ErrorCode::kUnavailable, "coordinator is starting: its epoch " +
+                                               std::to_string(epoch_) + " is not durable yet"});
     return;
   }
   if (std::optional<Error> err = Validate(req)) {
@@ -314,6 +314,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   tx.read_only = read_only;
   tx.retry = req.is_retry || unknown_.count(req.txid) != 0;
   tx.fingerprint = fingerprint;
+  tx.attempt = Attempt{epoch_, ++attempt_seq_};
   tx.waiters.push_back(token);
   tx.deadline_ms = now_ms + opts_.prepare_timeout_ms;
   for (auto& [shard, msg] : by_shard) {
@@ -323,6 +324,8 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
     msg.read_only_tx = tx.read_only;
     msg.coordinator = opts_.self_address;
     msg.fingerprint = fingerprint;
+    msg.attempt = tx.attempt;
+    msg.is_retry = tx.retry;
     Part p;
     p.address = opts_.participants[shard];
     p.state = PState::kPrepareSent;
@@ -335,10 +338,16 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
 }
 
 void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
-                                    const Fingerprint& fingerprint) {
+                                    const Fingerprint& fingerprint, Attempt attempt) {
   ++stats_.queries;
   if (!started_) {
     ReplyTo(token, Error{ErrorCode::kUnavailable, "coordinator is starting"});
+    return;
+  }
+  if (attempt.epoch > epoch_) {
+    // A coordinator at a newer epoch started that attempt: only it (or its
+    // successor) knows what became of it.
+    ReplyTo(token, Decision::kUnknown);
     return;
   }
   if (Contradicts(KnownFingerprint(txid).first, fingerprint)) {
@@ -363,11 +372,18 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
           ReplyTo(token, Decision::kUnknown);
           return;
         }
+        if (attempt.known() && attempt < tx->attempt) {
+          // An earlier attempt, which ended before this one started: it did
+          // not commit. The answer is about it alone (the participant
+          // applies it only while it still holds that attempt); this one
+          // runs on.
+          ReplyTo(token, Decision::kAbort);
+          return;
+        }
         // Presumed abort: undecided means not committed; abort it now so the
         // answer stays true.
         Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
               "a participant asked for the decision before all votes arrived");
-        NoteAbortSent(now_ms, txid);
         ReplyTo(token, Decision::kAbort);
         return;
     }
@@ -394,7 +410,6 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
                 Aborted(AbortReason::kParticipantUnavailable,
                         "presumed abort: a participant asked before any decision here"),
                 fingerprint);
-  NoteAbortSent(now_ms, txid);
   ReplyTo(token, Decision::kAbort);
 }
 
@@ -421,8 +436,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       const CommitResult* outcome = FindOutcome(r.txid);
       if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
         DTX_PROBE(coordinator_late_yes_aborted_again);
-        Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_});
-        NoteAbortSent(now_ms, r.txid);
+        Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_, r.attempt});
       }
     }
     return;
@@ -734,7 +748,7 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   pending_floor_.emplace(tx.decision_tag, max_lsn_seen_ + 1);
 }
 
-void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail,
+void CoordinatorCore::Abort(uint64_t /*now_ms*/, Tx& tx, AbortReason reason, std::string detail,
                             bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // Presumed abort: nothing is logged. No record means "not committed", which
@@ -744,8 +758,7 @@ void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::st
   for (const Part& p : tx.parts) {
     // NO voters released their locks; the rest may hold them.
     if (p.state == PState::kPrepareSent || p.state == PState::kYes || p.state == PState::kFailed) {
-      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
-      NoteAbortSent(now_ms, tx.txid);
+      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_, tx.attempt});
     }
   }
   if (tx.retry && !vote) {
@@ -772,7 +785,7 @@ void CoordinatorCore::Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::st
   Forget(tx.txid);
 }
 
-void CoordinatorCore::RefuseReused(uint64_t now_ms, Tx& tx, const std::string& participant,
+void CoordinatorCore::RefuseReused(uint64_t /*now_ms*/, Tx& tx, const std::string& participant,
                                    const std::string& detail) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // The refusing participant prepared nothing for this attempt; whoever voted
@@ -781,8 +794,7 @@ void CoordinatorCore::RefuseReused(uint64_t now_ms, Tx& tx, const std::string& p
   for (const Part& p : tx.parts) {
     if (p.address == participant) continue;
     if (p.state == PState::kPrepareSent || p.state == PState::kYes || p.state == PState::kFailed) {
-      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_});
-      NoteAbortSent(now_ms, tx.txid);
+      Send(p.address, opts_.abort_timeout_ms, AbortMsg{tx.txid, epoch_, tx.attempt});
     }
   }
   ++stats_.rejected_txid_reused;
@@ -955,33 +967,6 @@ void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result
   }
 }
 
-void CoordinatorCore::NoteAbortSent(uint64_t now_ms, const TxId& txid) {
-  if (opts_.abort_quiet_ms == 0) return;
-  NoteAbortQuiet(txid, now_ms + opts_.abort_quiet_ms);
-}
-
-void CoordinatorCore::NoteAbortQuiet(const TxId& txid, uint64_t until_ms) {
-  auto [it, inserted] = abort_quiet_.emplace(txid, until_ms);
-  if (!inserted) {
-    if (it->second >= until_ms) return;
-    abort_quiet_by_time_.erase({it->second, txid});
-    it->second = until_ms;
-  }
-  abort_quiet_by_time_.emplace(until_ms, txid);
-  while (abort_quiet_by_time_.size() > opts_.abort_quiet_txs_max) {
-    abort_quiet_.erase(abort_quiet_by_time_.begin()->second);
-    abort_quiet_by_time_.erase(abort_quiet_by_time_.begin());
-  }
-}
-
-bool CoordinatorCore::AbortMayBeInFlight(uint64_t now_ms, const TxId& txid) {
-  while (!abort_quiet_by_time_.empty() && abort_quiet_by_time_.begin()->first <= now_ms) {
-    abort_quiet_.erase(abort_quiet_by_time_.begin()->second);
-    abort_quiet_by_time_.erase(abort_quiet_by_time_.begin());
-  }
-  return abort_quiet_.count(txid) != 0;
-}
-
 CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
   Memory m;
   m.outcomes.reserve(other_fifo_.size());
@@ -991,14 +976,12 @@ CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
   }
   m.unknown.reserve(unknown_fifo_.size());
   for (const TxId& t : unknown_fifo_) m.unknown.emplace_back(t, unknown_.at(t));
-  for (const auto& [until, txid] : abort_quiet_by_time_) m.abort_quiet.emplace_back(txid, until);
   return m;
 }
 
 void CoordinatorCore::ImportMemory(const Memory& m) {
   for (const Memory::Remembered& o : m.outcomes) RememberOther(o.txid, o.result, o.fingerprint);
   for (const auto& [txid, fingerprint] : m.unknown) RememberUnknown(txid, fingerprint);
-  for (const auto& [txid, until] : m.abort_quiet) NoteAbortQuiet(txid, until);
 }
 
 const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {

@@ -30,11 +30,16 @@
 // only in memory (bounded), so after a restart or eviction a repeated Commit
 // of an aborted txid runs 2PC again - a new attempt, atomic on its own, which
 // participants that remember the abort refuse with NO. A committed txid is
-// never run again while its DECISION is in the log. No new attempt of a txid
-// starts while an ABORT of an earlier one may still be on its way
-// (CoreOptions::abort_quiet_ms; a Commit meanwhile is answered UNKNOWN): a
-// participant cannot tell attempts apart, and a late ABORT would drop the new
-// attempt after its YES vote.
+// never run again while its DECISION is in the log.
+//
+// Attempts (docs/design.md "Attempts"): every run of PREPARE is an attempt
+// stamped (epoch, seq) - seq grows within this core, and every core decides
+// at an epoch of its own (Start persists a new one; HaCore establishes one).
+// PREPARE and ABORT carry the stamp, and a participant applies an ABORT only
+// to the attempt it holds under that stamp or an older one. So an ABORT of an
+// earlier attempt, however late, cannot drop a newer attempt that voted YES;
+// a new attempt may start as soon as the previous one ended. A QueryDecision
+// names the attempt it asks about, and the answer is about that attempt.
 //
 // Message ids and request tokens are per instance: a restarted core starts
 // again from 1, so replies to a previous instance's messages must not be fed
@@ -141,6 +146,8 @@ struct PrepareMsg {
   bool read_only_tx = false;
   std::string coordinator;       // our address, for QueryDecision
   Fingerprint fingerprint = {};  // the whole transaction's content (not only this part)
+  Attempt attempt;               // this attempt's stamp
+  bool is_retry = false;         // an earlier attempt may have committed (Tx::retry)
 };
 struct CommitMsg {
   TxId txid;
@@ -152,6 +159,7 @@ struct CommitMsg {
 struct AbortMsg {
   TxId txid;
   Epoch epoch = 0;
+  Attempt attempt;  // the attempt that ended (a participant holding a newer one ignores it)
 };
 
 struct OutMessage {
@@ -218,6 +226,9 @@ struct PrepareReply {
   // With a NO vote: the participant knows this txid as a transaction with
   // another fingerprint; it prepared nothing for this request.
   bool txid_reused = false;
+  // The stamp of the PREPARE this answers (PrepareMsg::attempt), filled in by
+  // the caller from the message it sent.
+  Attempt attempt;
 };
 
 // Reply to a CommitMsg or AbortMsg.
@@ -249,18 +260,6 @@ struct CoreOptions {
   uint64_t prepare_timeout_ms = 2000;
   uint64_t commit_timeout_ms = 2000;  // one COMMIT attempt
   uint64_t abort_timeout_ms = 1000;
-  // After this core sends ABORT for txid T (or answers a QueryDecision of T
-  // with ABORT), no new attempt of T starts here for this long: a Commit of T
-  // meanwhile is answered UNKNOWN. A participant cannot tell two attempts of
-  // one txid apart, so an ABORT of the earlier attempt that arrived after the
-  // new attempt's YES vote would drop the new attempt at that participant
-  // after the coordinator decided COMMIT (tests/sim/README.md, seed 21554).
-  // Must exceed the longest time an ABORT may spend on its way (a timed-out
-  // ABORT may still arrive); 0 disables the guard.
-  uint64_t abort_quiet_ms = 2000;
-  // Txids held back by abort_quiet_ms at most (memory bound; beyond it the one
-  // closest to expiry is dropped, which reopens the race for that txid).
-  size_t abort_quiet_txs_max = 100000;
   uint64_t commit_retry_initial_ms = 50;  // phase-2 re-send backoff
   uint64_t commit_retry_max_ms = 2000;
 
@@ -311,10 +310,21 @@ class CoordinatorCore {
   // Recovery: every WAL record, in LSN order, before Start. Corruption for a
   // record that does not decode.
   Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
-  // Ends recovery: on a fresh log writes EPOCH 1 (commits are refused with
-  // UNAVAILABLE until it is durable); re-sends COMMIT for every DECISION
-  // without END. Called once.
-  void Start(uint64_t now_ms);
+  // How Start treats the epoch replayed from the log.
+  enum class StartEpoch {
+    // Move to a new epoch (replayed + 1; 1 on a fresh log), persisted
+    // (forced) before any commit is decided: a coordinator alone. Its
+    // previous incarnation's attempt stamps and messages (an ABORT still on
+    // its way) then belong to an older epoch.
+    kNew,
+    // Decide at the replayed epoch: HaCore has just established it (its EPOCH
+    // record is the last one replayed).
+    kReplayed,
+  };
+  // Ends recovery; re-sends COMMIT for every DECISION without END. Commits
+  // are refused with UNAVAILABLE until the epoch's record is durable. Called
+  // once.
+  void Start(uint64_t now_ms, StartEpoch epoch = StartEpoch::kNew);
 
   // A client's Commit. Replies (now or later) with a CommitResult or Error.
   void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
@@ -323,8 +333,12 @@ class CoordinatorCore {
   // known: not checked). When this core knows txid with another fingerprint,
   // that content was never decided commit here: ABORT (UNKNOWN when fenced),
   // and nothing here changes - the transaction known here is another one.
+  // `attempt`: the attempt the participant holds (not known: an older
+  // participant, or a replayed unstamped PREPARE). The answer is about it:
+  // ABORT without touching a newer attempt running here; UNKNOWN for an
+  // attempt of an epoch newer than ours (a newer coordinator started it).
   void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
-                     const Fingerprint& fingerprint = Fingerprint{});
+                     const Fingerprint& fingerprint = Fingerprint{}, Attempt attempt = {});
   // A client's GetOutcome: the outcome remembered for txid (what a repeated
   // Commit would answer), or kUnknown (in flight, never seen, or forgotten).
   // Reads only: unlike QueryDecision it never decides or aborts anything.
@@ -359,8 +373,7 @@ class CoordinatorCore {
   bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
 
   // The outcomes remembered only in memory (aborted and one-phase outcomes,
-  // one-phase transactions left unknown, txids whose ABORTs may still be on
-  // their way - see CoreOptions::abort_quiet_ms), oldest first. HaCore carries them
+  // one-phase transactions left unknown), oldest first. HaCore carries them
   // into the fresh core it builds on a step-down: the process and its
   // clients' connections live on, so a late copy of an answered request can
   // still arrive and must not run the transaction again (found by the
@@ -373,9 +386,6 @@ class CoordinatorCore {
     };
     std::vector<Remembered> outcomes;
     std::vector<std::pair<TxId, Fingerprint>> unknown;
-    // Txids with an ABORT (or an ABORT answer) maybe still on its way, and
-    // until when (the caller's clock) no new attempt of them may start.
-    std::vector<std::pair<TxId, uint64_t>> abort_quiet;
   };
   Memory ExportMemory() const;
   // Adds `m` to what this core remembers (bounded as usual). Call before
@@ -440,6 +450,7 @@ class CoordinatorCore {
     uint64_t decision_lsn = 0;  // kCommitting: 0 until durable (recovered: from replay)
     bool first_commit_sent = false;
     Fingerprint fingerprint = {};  // recovered from a DECISION of an old format: not known
+    Attempt attempt;               // not known for a decision recovered from the log
   };
 
   // nullopt when the request may run.
@@ -487,12 +498,6 @@ class CoordinatorCore {
   void RememberCommitted(const TxId& txid, uint64_t lsn, const Fingerprint& fingerprint);
   void RememberOther(const TxId& txid, const CommitResult& result, const Fingerprint& fingerprint);
   void RememberUnknown(const TxId& txid, const Fingerprint& fingerprint);
-  // An ABORT of txid (or an ABORT answer about it) leaves now: no new
-  // attempt of txid before now + abort_quiet_ms.
-  void NoteAbortSent(uint64_t now_ms, const TxId& txid);
-  void NoteAbortQuiet(const TxId& txid, uint64_t until_ms);
-  // True while a new attempt of txid must not start (prunes expired entries).
-  bool AbortMayBeInFlight(uint64_t now_ms, const TxId& txid);
   const CommitResult* FindOutcome(const TxId& txid) const;
   void UpdateTruncation();
 
@@ -514,6 +519,8 @@ class CoordinatorCore {
   // older message (sent before BumpEpoch) proves no newer coordinator.
   MessageId first_msg_of_epoch_ = 1;
   PersistTag next_tag_ = 1;
+  // The last attempt stamp handed out (its seq; the epoch is epoch_).
+  uint64_t attempt_seq_ = 0;
 
   std::map<TxId, Tx> txs_;  // ordered: deterministic iteration
   size_t committing_count_ = 0;
@@ -543,12 +550,6 @@ class CoordinatorCore {
     Fingerprint fingerprint = {};  // not known for a presumed abort answered to QueryDecision
   };
   std::unordered_map<TxId, Other, TxIdHash> other_;
-
-  // Txids whose ABORTs may still be on their way: txid -> until (ms), and
-  // (until, txid) for expiry, bounded by abort_quiet_txs_max (the entry
-  // closest to expiry goes first).
-  std::unordered_map<TxId, uint64_t, TxIdHash> abort_quiet_;
-  std::set<std::pair<uint64_t, TxId>> abort_quiet_by_time_;
 
   std::set<std::string> suspected_;  // participants the failure detector suspects
 

@@ -781,8 +781,9 @@ TEST(CoordinatorCore, RecoveryResendsCommitForDecisionWithoutEnd) {
 
   ASSERT_TRUE(h.CrashAndRecover().ok());
   Ready r = h.Drain();
-  EXPECT_TRUE(r.persist.empty()) << "the epoch is in the log already";
-  EXPECT_EQ(h.core().epoch(), 1);
+  ASSERT_EQ(r.persist.size(), 1u) << "a new epoch for the new incarnation";
+  EXPECT_EQ(r.persist[0].type, RecordType::kEpoch);
+  EXPECT_EQ(h.core().epoch(), 2);
   auto commits = Msgs<CommitMsg>(r);
   ASSERT_EQ(commits.size(), 2u);
   EXPECT_EQ(commits[0].second.txid, kTx1);
@@ -841,16 +842,37 @@ TEST(CoordinatorCore, CorruptRecordStopsReplay) {
       << "the epoch never goes back";
 }
 
-TEST(CoordinatorCore, RecoveredEpochIsStampedOnEveryMessage) {
+TEST(CoordinatorCore, RecoveredEpochIsFollowedByANewOneStampedOnEveryMessage) {
   CoordinatorCore core(Opts());
   ASSERT_TRUE(core.Replay(1, 1, EncodePayload(EpochRecord{1})).ok());
   ASSERT_TRUE(core.Replay(2, 1, EncodePayload(EpochRecord{4})).ok());
   core.Start(5);
+  Ready r = core.TakeReady();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(std::get<EpochRecord>(
+                *DecodeRecord(static_cast<uint8_t>(r.persist[0].type), r.persist[0].payload))
+                .epoch,
+            5);
+  EXPECT_EQ(core.epoch(), 5);
+  core.OnPersisted(5, r.persist[0].tag, 3);
+  core.Commit(5, 1, Writes(kTx1, {0, 1}));
+  r = core.TakeReady();
+  auto prepares = Msgs<PrepareMsg>(r);
+  ASSERT_EQ(prepares.size(), 2u);
+  for (auto& [m, p] : prepares) {
+    EXPECT_EQ(p.epoch, 5);
+    EXPECT_EQ(p.attempt, (Attempt{5, 1}));
+  }
+}
+
+// HaCore starts a core at the epoch it has just established (its EPOCH
+// record is the last one replayed): no second bump.
+TEST(CoordinatorCore, StartAtTheReplayedEpochWritesNoEpoch) {
+  CoordinatorCore core(Opts());
+  ASSERT_TRUE(core.Replay(1, 1, EncodePayload(EpochRecord{4})).ok());
+  core.Start(5, CoordinatorCore::StartEpoch::kReplayed);
   EXPECT_TRUE(core.TakeReady().persist.empty());
   EXPECT_EQ(core.epoch(), 4);
-  core.Commit(5, 1, Writes(kTx1, {0, 1}));
-  Ready r = core.TakeReady();
-  for (auto& [m, p] : Msgs<PrepareMsg>(r)) EXPECT_EQ(p.epoch, 4);
 }
 
 // ---- log retention ------------------------------------------------------------------------
@@ -876,12 +898,14 @@ TEST(CoordinatorCore, TruncationKeepsUnendedDecisionsRememberedCommitsAndTheEpoc
   // commits (DECISIONs at 19 and 21) and the EPOCH are needed. The EPOCH is
   // re-written so the cut can pass the old one.
   ASSERT_TRUE(h.CrashAndRecover().ok());
-  for (auto& [m, c] : Msgs<CommitMsg>(h.Drain())) h.core().OnCommitReply(h.now, Ack(m));
   Ready r = h.Drain();
-  ASSERT_EQ(r.persist.size(), 2u);
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEpoch) << "the restart's new epoch";
+  EXPECT_TRUE(r.persist[0].forced);
+  for (auto& [m, c] : Msgs<CommitMsg>(r)) h.core().OnCommitReply(h.now, Ack(m));
+  r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
   EXPECT_EQ(r.persist[0].type, RecordType::kEnd);
-  EXPECT_EQ(r.persist[1].type, RecordType::kEpoch);
-  EXPECT_TRUE(r.persist[1].forced);
   EXPECT_EQ(r.truncate_before, 0u) << "not before the new EPOCH is durable";
   r = h.Sync();
   EXPECT_EQ(r.truncate_before, 19u);
@@ -889,9 +913,9 @@ TEST(CoordinatorCore, TruncationKeepsUnendedDecisionsRememberedCommitsAndTheEpoc
   h.TruncateBefore(r.truncate_before);
   ASSERT_TRUE(h.CrashAndRecover().ok());
   r = h.Drain();
-  EXPECT_TRUE(r.persist.empty()) << "the EPOCH survived the cut";
+  ASSERT_EQ(r.persist.size(), 1u) << "the EPOCH survived the cut, and the next one follows it";
   EXPECT_TRUE(r.send.empty()) << "nothing left to re-drive";
-  EXPECT_EQ(h.core().epoch(), 1);
+  EXPECT_EQ(h.core().epoch(), 3);
   h.core().Commit(h.now, 98, Writes(TxId{1, 18}, {1, 2}));
   h.core().Commit(h.now, 99, Writes(TxId{1, 19}, {1, 2}));
   r = h.Drain();
@@ -1095,10 +1119,8 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
   Ready r = h.Drain();
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
   EXPECT_FALSE(Msgs<AbortMsg>(r).empty()) << "the locks of this attempt are still released";
-  // Not remembered: the next retry - once the ABORTs of this attempt can no
-  // longer be on their way (CoreOptions::abort_quiet_ms) - runs again and can
-  // commit.
-  h.now += CoreOptions{}.abort_quiet_ms;
+  // Not remembered: the next retry runs again at once (a new attempt, which
+  // the late ABORTs of this one cannot touch) and can commit.
   h.core().Commit(h.now, 2, retry);
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 2u);
@@ -1130,17 +1152,13 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
 
 // Found by the simulator (tests/sim/README.md, `--small-tables --seed 21554`):
 // attempt k of a retried txid ends without a vote (UNKNOWN, nothing
-// remembered) and its ABORT to participant 0 is still on its way. If a
-// Commit of the same txid started attempt k+1 now, participant 0 - still
-// prepared under attempt k - would vote YES, the late ABORT would then drop
-// the transaction there, and after a COMMIT decision participant 0 would
-// refuse COMMIT forever. So no new attempt starts until the ABORT can no
-// longer be on its way; meanwhile the answer is UNKNOWN (true: attempt k did
-// not commit, but an earlier one may have).
-TEST(CoordinatorCore, NoNewAttemptWhileThePreviousAttemptsAbortMayBeOnItsWay) {
-  CoreOptions o = Opts();
-  o.abort_quiet_ms = 1000;
-  Harness h(o);
+// remembered) and its ABORT to participant 0 is still on its way when the
+// client's retry starts attempt k+1. The two attempts carry different stamps,
+// and the ABORT names attempt k: participant 0 applies it to nothing newer
+// (participant/core_test.cc LateAbortOfAnEarlierAttempt...). So the retry
+// runs at once - once a 2 s "abort hold" answered it UNKNOWN instead.
+TEST(CoordinatorCore, EveryAttemptHasItsOwnStampAndItsAbortNamesIt) {
+  Harness h;
   h.StartFresh();
   CommitRequest retry = Writes(kTx1, {0, 1});
   retry.is_retry = true;
@@ -1148,70 +1166,82 @@ TEST(CoordinatorCore, NoNewAttemptWhileThePreviousAttemptsAbortMayBeOnItsWay) {
   h.core().Commit(h.now, 1, retry);
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 2u);
+  const Attempt k = prepares[0].second.attempt;
+  EXPECT_TRUE(k.known());
+  EXPECT_EQ(k.epoch, h.core().epoch());
+  EXPECT_EQ(prepares[1].second.attempt, k) << "one stamp for every PREPARE of an attempt";
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
   h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kNo, CallStatus::kUnavailable));
   Ready r = h.Drain();
   ASSERT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
   auto aborts = Msgs<AbortMsg>(r);
   ASSERT_FALSE(aborts.empty());
-  ASSERT_EQ(aborts[0].first.to, prepares[0].first.to);  // ABORT to participant 0: in flight
-  // The client (or a network copy of its request) asks again at once: no
-  // PREPARE goes out, the answer is UNKNOWN.
+  EXPECT_EQ(aborts[0].second.attempt, k) << "the ABORT names the attempt it ends";
+  // The retry comes at once: attempt k+1, a newer stamp.
   h.now += 1;
   h.core().Commit(h.now, 2, retry);
-  r = h.Drain();
-  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty()) << "a new attempt started while the old ABORT may "
-                                              "still overtake its PREPARE";
-  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kUnknown);
-  // Even once the ABORT was acknowledged (a duplicate or a timed-out copy may
-  // still be on its way), until the quiet period ends.
-  h.core().OnAbortReply(h.now, Ack(aborts[0].first));
-  h.now += 500;
-  h.core().Tick(h.now);
-  h.Drain();
-  h.core().Commit(h.now, 3, retry);
-  r = h.Drain();
-  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
-  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
-  // Another txid is not held back.
-  h.core().Commit(h.now, 4, Writes(kTx2, {0, 1}));
-  EXPECT_EQ(Msgs<PrepareMsg>(h.Drain()).size(), 2u);
-  // After the quiet period the next attempt runs and can commit.
-  h.now += 1000;
-  h.core().Commit(h.now, 5, retry);
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 2u);
+  EXPECT_GT(prepares[0].second.attempt, k);
   for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
   h.Drain();
-  EXPECT_EQ(ResultFor(h.Sync(), 5).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(h.Sync(), 2).outcome, Outcome::kCommitted);
 }
 
-// An ABORT answered to a participant's QueryDecision holds the txid back too
-// (its remembered outcome may be evicted before the answer arrives).
-TEST(CoordinatorCore, AbortAnswerToQueryDecisionHoldsTheTxidBack) {
-  CoreOptions o = Opts();
-  o.abort_quiet_ms = 1000;
-  o.other_outcomes_max = 1;
-  Harness h(o);
+// A participant's question names the attempt it holds; the answer is about
+// that attempt, and an earlier attempt's question does not end the one
+// running now.
+TEST(CoordinatorCore, QueryDecisionAboutAnEarlierAttemptDoesNotAbortTheRunningOne) {
+  Harness h;
   h.StartFresh();
-  h.core().QueryDecision(h.now, 1, kTx1);
-  ASSERT_EQ(std::get<Decision>(h.Drain().replies.at(0).body), Decision::kAbort);
-  h.core().QueryDecision(h.now, 2, kTx2);  // evicts kTx1's remembered abort
-  h.Drain();
-  CommitRequest retry = Writes(kTx1, {0, 1});
-  retry.is_retry = true;
-  h.core().Commit(h.now, 3, retry);
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  const Attempt running = prepares[0].second.attempt;
+  h.core().QueryDecision(h.now, 2, kTx1, Fingerprint{}, Attempt{running.epoch, running.seq - 1});
   Ready r = h.Drain();
-  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
-  EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
-  // The guard is carried across a step-down (HaCore rebuilds the core).
-  Harness h2(o);
-  h2.core().ImportMemory(h.core().ExportMemory());
-  h2.StartFresh();
-  h2.core().Commit(h.now, 4, retry);
-  r = h2.Drain();
-  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
-  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kUnknown);
+  ASSERT_EQ(r.replies.size(), 1u);
+  EXPECT_EQ(std::get<Decision>(r.replies[0].body), Decision::kAbort);
+  EXPECT_TRUE(Msgs<AbortMsg>(r).empty()) << "the running attempt goes on";
+  for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  h.Drain();
+  EXPECT_EQ(ResultFor(h.Sync(), 1).outcome, Outcome::kCommitted);
+  // An attempt of a newer epoch than ours: another coordinator's, unknown here.
+  h.core().QueryDecision(h.now, 3, kTx2, Fingerprint{}, Attempt{h.core().epoch() + 1, 1});
+  EXPECT_EQ(std::get<Decision>(h.Drain().replies.at(0).body), Decision::kUnknown);
+}
+
+// Every start is a new epoch (stamps restart at seq 1), persisted before any
+// commit is decided: the previous incarnation's attempts - and its late
+// ABORTs - belong to an older epoch.
+TEST(CoordinatorCore, EveryStartDecidesAtANewEpoch) {
+  Harness h;
+  h.StartFresh();
+  const Epoch first = h.core().epoch();
+  EXPECT_EQ(first, 1);
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  const Attempt before = Msgs<PrepareMsg>(h.Drain()).at(0).second.attempt;
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  EXPECT_EQ(h.core().epoch(), first + 1);
+  Ready r = h.Drain();
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_EQ(r.persist[0].type, RecordType::kEpoch);
+  EXPECT_TRUE(r.persist[0].forced);
+  h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
+  r = h.Drain();
+  const Error* e = ErrorFor(r, 2);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->code, ErrorCode::kUnavailable) << "no commit before the new epoch is durable";
+  h.Sync();
+  h.core().Commit(h.now, 3, Writes(kTx2, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 2u);
+  EXPECT_GT(prepares[0].second.attempt, before);
+  EXPECT_EQ(prepares[0].second.attempt.epoch, first + 1);
+  EXPECT_EQ(prepares[0].second.epoch, first + 1);
+  // A restart without a crash in between moves on again.
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  EXPECT_EQ(h.core().epoch(), first + 2);
 }
 
 // Found by the failover simulator: the HA layer holds a durable DECISION back

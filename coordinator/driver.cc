@@ -23,6 +23,8 @@ rpc::PrepareRequest ToRpc(const PrepareMsg& m) {
   req.read_only_tx = m.read_only_tx;
   req.__set_coordinator(m.coordinator);
   if (m.fingerprint.known()) req.__set_fingerprint(FingerprintToRpc(m.fingerprint));
+  req.__set_attempt(dtx::ToRpc(m.attempt));
+  if (m.is_retry) req.__set_is_retry(true);
   return req;
 }
 
@@ -206,52 +208,54 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   const std::string to = m.to;
   if (const auto* prep = std::get_if<PrepareMsg>(&m.body)) {
     const TxId txid = prep->txid;
+    const Attempt attempt = prep->attempt;
     hooks_->PrepareSent(txid);
     if (hooks_->tracing()) Trace(txid, "prepare", ParticipantName(to));
-    io_->Prepare(to, ToRpc(*prep), timeout_ms,
-                 [this, id, to, txid](const RpcStatus& st, const rpc::PrepareResponse& resp) {
-                   if (stopped_) return;
-                   PrepareReply r;
-                   r.msg_id = id;
-                   r.txid = txid;
-                   r.participant = to;
-                   r.status = ToCallStatus(st);
-                   r.error = st.ToString();
-                   r.error_code = ErrorCodeOf(st);
-                   r.current_epoch = st.current_epoch();
-                   hooks_->VoteIn(txid);
-                   if (hooks_->tracing()) {
-                     std::string d = ParticipantName(to) + " ";
-                     if (!st.ok()) {
-                       d += "error:" + st.ToString();
-                     } else {
-                       const std::optional<Vote> vote = dtx::FromRpc(resp.vote);
-                       d += !vote                      ? "error:bad vote"
-                            : *vote == Vote::kYes      ? "yes"
-                            : *vote == Vote::kReadOnly ? "read_only"
-                                                       : "no";
-                     }
-                     Trace(txid, obs::span::kVoted, d);
-                   }
-                   if (st.ok()) {
-                     if (const std::optional<Vote> vote = dtx::FromRpc(resp.vote)) {
-                       r.vote = *vote;
-                     } else {
-                       r.status = CallStatus::kError;
-                       r.error = "unknown vote " + std::to_string(RawEnumValue(resp.vote));
-                     }
-                     if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
-                     if (resp.__isset.detail) r.detail = resp.detail;
-                     r.txid_reused = resp.__isset.txid_reused && resp.txid_reused;
-                   } else {
-                     if (r.status == CallStatus::kStaleEpoch)
-                       DTX_PROBE(coordinator_prepare_stale_epoch);
-                     DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}",
-                                  txid.ToString(), to, st.ToString());
-                   }
-                   ha_->OnPrepareReply(io_->NowMs(), r);
-                   Process();
-                 });
+    io_->Prepare(
+        to, ToRpc(*prep), timeout_ms,
+        [this, id, to, txid, attempt](const RpcStatus& st, const rpc::PrepareResponse& resp) {
+          if (stopped_) return;
+          PrepareReply r;
+          r.msg_id = id;
+          r.txid = txid;
+          r.attempt = attempt;
+          r.participant = to;
+          r.status = ToCallStatus(st);
+          r.error = st.ToString();
+          r.error_code = ErrorCodeOf(st);
+          r.current_epoch = st.current_epoch();
+          hooks_->VoteIn(txid);
+          if (hooks_->tracing()) {
+            std::string d = ParticipantName(to) + " ";
+            if (!st.ok()) {
+              d += "error:" + st.ToString();
+            } else {
+              const std::optional<Vote> vote = dtx::FromRpc(resp.vote);
+              d += !vote                      ? "error:bad vote"
+                   : *vote == Vote::kYes      ? "yes"
+                   : *vote == Vote::kReadOnly ? "read_only"
+                                              : "no";
+            }
+            Trace(txid, obs::span::kVoted, d);
+          }
+          if (st.ok()) {
+            if (const std::optional<Vote> vote = dtx::FromRpc(resp.vote)) {
+              r.vote = *vote;
+            } else {
+              r.status = CallStatus::kError;
+              r.error = "unknown vote " + std::to_string(RawEnumValue(resp.vote));
+            }
+            if (resp.__isset.reason) r.reason = dtx::FromRpc(resp.reason);
+            if (resp.__isset.detail) r.detail = resp.detail;
+            r.txid_reused = resp.__isset.txid_reused && resp.txid_reused;
+          } else {
+            if (r.status == CallStatus::kStaleEpoch) DTX_PROBE(coordinator_prepare_stale_epoch);
+            DTX_LOG_INFO("txid={} phase=prepare participant={} failed: {}", txid.ToString(), to,
+                         st.ToString());
+          }
+          ha_->OnPrepareReply(io_->NowMs(), r);
+          Process();
+        });
     return;
   }
   if (const auto* commit = std::get_if<CommitMsg>(&m.body)) {
@@ -278,7 +282,7 @@ void CoordinatorDriver::SendMessage(const OutMessage& m) {
   }
   const auto& abort = std::get<AbortMsg>(m.body);
   const TxId txid = abort.txid;
-  io_->Abort(to, dtx::ToRpc(txid), abort.epoch, timeout_ms,
+  io_->Abort(to, dtx::ToRpc(txid), abort.epoch, dtx::ToRpc(abort.attempt), timeout_ms,
              [this, id, to, txid](const RpcStatus& st) {
                if (stopped_) return;
                AckReply a{id, txid, to, ToCallStatus(st), st.ToString(), st.current_epoch()};
@@ -301,9 +305,16 @@ void CoordinatorDriver::Commit(const rpc::CommitRequest& req,
 }
 
 void CoordinatorDriver::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                                      const rpc::Attempt& attempt,
                                       std::function<void(rpc::Decision::type)> cob,
                                       std::function<void(const rpc::DtxError&)> fail) {
   const TxId t = dtx::FromRpc(txid);
+  const std::optional<Attempt> a = AttemptFromRpc(attempt);
+  if (!a) {
+    fail(MakeDtxError(ErrorCode::kBadArgument,
+                      "QueryDecision attempt with a negative epoch or seq"));
+    return;
+  }
   Fingerprint f;
   if (!fingerprint.empty()) {
     std::optional<Fingerprint> parsed = FingerprintFromRpc(fingerprint);
@@ -317,7 +328,7 @@ void CoordinatorDriver::QueryDecision(const rpc::TxId& txid, const std::string& 
   }
   const RequestToken token = next_token_++;
   pending_[token] = Pending{t, nullptr, std::move(cob), std::move(fail)};
-  ha_->QueryDecision(io_->NowMs(), token, t, f);  // a backup answers UNKNOWN
+  ha_->QueryDecision(io_->NowMs(), token, t, f, *a);  // a backup answers UNKNOWN
   Process();
 }
 

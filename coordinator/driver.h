@@ -69,8 +69,8 @@ class CoordinatorIo {
                        std::function<void(const RpcStatus&, const rpc::PrepareResponse&)> done) = 0;
   virtual void Commit(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch,
                       int timeout_ms, Done done) = 0;
-  virtual void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-                     Done done) = 0;
+  virtual void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch,
+                     const rpc::Attempt& attempt, int timeout_ms, Done done) = 0;
   // A heartbeat probe of a participant (ParticipantPeer.Heartbeat, or
   // whatever the transport uses for participants that do not serve it).
   virtual void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req,
@@ -182,8 +182,9 @@ class CoordinatorDriver {
   void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
               std::function<void(const rpc::DtxError&)> fail);
   // `fingerprint`: as on the wire (empty: not known; malformed: BAD_ARGUMENT).
+  // `attempt`: the asker's (unset: all zero; negative: BAD_ARGUMENT).
   void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
-                     std::function<void(rpc::Decision::type)> cob,
+                     const rpc::Attempt& attempt, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
   void Replicate(const rpc::ReplicateRequest& req,

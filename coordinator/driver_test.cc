@@ -46,7 +46,8 @@ class RecordingIo final : public CoordinatorIo {
     events.push_back("commit " + to);
     commits.emplace_back(to, std::move(done));
   }
-  void Abort(const std::string& to, const rpc::TxId&, rpc::Epoch, int, Done) override {
+  void Abort(const std::string& to, const rpc::TxId&, rpc::Epoch, const rpc::Attempt&, int,
+             Done) override {
     events.push_back("abort " + to);
   }
   void ProbeParticipant(const std::string&, const rpc::HeartbeatRequest&, int, Done) override {}

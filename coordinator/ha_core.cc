@@ -302,8 +302,9 @@ void HaCore::Start(uint64_t now_ms) {
   peer_fd_ = FailureDetector(fdo);
   peer_fd_.Start(now_ms);
   if (opts_.peer.empty()) {
-    // Alone: nobody else could decide, whatever the configured role.
-    core_->Start(now_ms);
+    // Alone: nobody else could decide, whatever the configured role. A new
+    // epoch of our own (CoordinatorCore::StartEpoch::kNew).
+    core_->Start(now_ms, CoordinatorCore::StartEpoch::kNew);
     BecomeAlone();
   } else if (opts_.role == Role::kPrimary) {
     BecomeStarting("starting: will establish a newer epoch than " + std::to_string(core_->epoch()) +
@@ -331,7 +332,7 @@ void HaCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest req) {
 }
 
 void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
-                           const Fingerprint& fingerprint) {
+                           const Fingerprint& fingerprint, Attempt attempt) {
   if (role() != Role::kPrimary) {
     // A backup decides nothing, and its log may hold DECISIONs that never
     // reached a commit point (from before it stepped down, until the next
@@ -341,7 +342,7 @@ void HaCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
     return;
   }
   open_queries_.insert(token);
-  core_->QueryDecision(now_ms, token, txid, fingerprint);
+  core_->QueryDecision(now_ms, token, txid, fingerprint, attempt);
   Drain(now_ms);
 }
 
@@ -883,7 +884,7 @@ void HaCore::OnOwnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn) {
     DTX_CHECK_MSG(r.ok(), "the EPOCH record of a newly established epoch failed to replay");
     DTX_CHECK(core_->epoch() == e);
     durable_epoch_ = e;
-    core_->Start(now_ms);
+    core_->Start(now_ms, CoordinatorCore::StartEpoch::kReplayed);
     // Nobody can take over at an epoch below e any more, and the backup
     // never acked anything of e: commit alone until it is synced.
     BecomePrimarySolo("epoch " + std::to_string(e) + " is durable and held by a majority");

@@ -281,16 +281,16 @@ class HaCore {
   // Every WAL record, in LSN order: before Start, and after a reload_log.
   // SKIP records (kSkipRecordType) are HaCore's own; the rest go to the core.
   Status Replay(uint64_t lsn, uint8_t type, std::string_view payload);
-  // Ends recovery. Alone (no peer): starts the core (a fresh log gets EPOCH 1,
-  // forced). With a peer: a primary is "starting" (decides nothing until it
-  // has moved to a newer epoch, or steps down when the peer is primary); a
-  // backup is an unstarted mirror, not in sync until a snapshot is durable.
+  // Ends recovery. Alone (no peer): starts the core at a new epoch (the
+  // replayed one + 1, EPOCH forced; 1 on a fresh log). With a peer: a primary is "starting"
+  // (decides nothing until it has moved to a newer epoch, or steps down when the peer is primary);
+  // a backup is an unstarted mirror, not in sync until a snapshot is durable.
   void Start(uint64_t now_ms);
 
   // ---- 2PC ----
   void Commit(uint64_t now_ms, RequestToken token, CommitRequest req);
   void QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
-                     const Fingerprint& fingerprint = Fingerprint{});
+                     const Fingerprint& fingerprint = Fingerprint{}, Attempt attempt = {});
   void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
   void OnCommitReply(uint64_t now_ms, const AckReply& r);
   void OnAbortReply(uint64_t now_ms, const AckReply& r);

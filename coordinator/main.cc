@@ -3,7 +3,7 @@
 //   dtx-coordinator --name coordinator-0 --listen 127.0.0.1:PORT --dir NODEDIR
 //                   --participants NAME=127.0.0.1:PEERPORT0,...
 //                   --participant-clients 127.0.0.1:P0,... [--log-file PATH]
-//                   [--log-level info] [--prepare-timeout-ms 2000] [--abort-quiet-ms 2000]
+//                   [--log-level info] [--prepare-timeout-ms 2000]
 //                   [--role primary|backup] [--peer NAME=127.0.0.1:PEERPORT]
 //                   [--peer-client 127.0.0.1:PORT] [--peer-listen HOST:PORT]
 //                   [--heartbeat-ms 100] [--suspect-after-ms 500]
@@ -86,7 +86,6 @@ struct Flags {
   std::string name, listen, dir, participants, log_file, log_level, metrics_listen, admin_listen;
   std::string peer_listen, participant_clients, peer_client;
   uint64_t prepare_timeout_ms = 0;
-  uint64_t abort_quiet_ms = 0;
   std::string role, peer, detector;
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
@@ -117,12 +116,6 @@ po::options_description DescribeFlags(Flags* flags) {
                             "log file (default: <dir>/node.log)")(
       "log-level", po::value(&flags->log_level)->default_value("info"),
       "trace, debug, info, warn, error, critical, off")(
-      "abort-quiet-ms",
-      po::value(&flags->abort_quiet_ms)
-          ->default_value(dtx::coordinator::CoreOptions{}.abort_quiet_ms),
-      "after sending ABORT for a txid, start no new attempt of it for this long (a Commit "
-      "meanwhile "
-      "is answered UNKNOWN; coordinator/README.md \"Abort hold\"); 0 turns the hold off")(
       "prepare-timeout-ms", po::value(&flags->prepare_timeout_ms)->default_value(2000),
       "abort a transaction whose votes are not all in after this long")(
       "role", po::value(&flags->role)->default_value("primary"),
@@ -246,16 +239,12 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   return dtx::Status::OK();
 }
 
-// --prepare-timeout-ms, --abort-quiet-ms, --trace-events.
+// --prepare-timeout-ms, --trace-events.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
   }
   options->core.prepare_timeout_ms = flags.prepare_timeout_ms;
-  if (flags.abort_quiet_ms > 3600u * 1000) {
-    return dtx::Status::InvalidArgument("--abort-quiet-ms must be in 0..3600000");
-  }
-  options->core.abort_quiet_ms = flags.abort_quiet_ms;
   if (flags.trace_events > dtx::obs::kTraceEventsMax) {
     return dtx::Status::InvalidArgument("--trace-events must be in 0.." +
                                         std::to_string(dtx::obs::kTraceEventsMax));

@@ -72,7 +72,7 @@ struct Runtime::Impl {
   void Commit(const rpc::CommitRequest& req, std::function<void(const rpc::CommitResult&)> cob,
               std::function<void(const rpc::DtxError&)> fail);
   void QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
-                     std::function<void(rpc::Decision::type)> cob,
+                     const rpc::Attempt& attempt, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
   // A client's GetOutcome: read-only (coordinator/core.h RememberedOutcome).
@@ -193,7 +193,8 @@ class PeerHandler final : public node::Handler<rpc::CoordinatorPeerCobSvIf, Runt
   using node::Handler<rpc::CoordinatorPeerCobSvIf, Runtime::Impl>::Handler;
 
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                     const rpc::TxId& txid, const std::string& fingerprint) override;
+                     const rpc::TxId& txid, const std::string& fingerprint,
+                     const rpc::Attempt& attempt) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Replicate(std::function<void(const rpc::ReplicateResponse&)> cob, ExnCob exn_cob,
                  const rpc::ReplicateRequest& req) override;
@@ -219,9 +220,9 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
               Done done) override {
     rt_->StubFor(to).Commit(txid, epoch, timeout_ms, std::move(done));
   }
-  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-             Done done) override {
-    rt_->StubFor(to).Abort(txid, epoch, timeout_ms, std::move(done));
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch,
+             const rpc::Attempt& attempt, int timeout_ms, Done done) override {
+    rt_->StubFor(to).Abort(txid, epoch, attempt, timeout_ms, std::move(done));
   }
   void ProbeParticipant(const std::string& to, const rpc::HeartbeatRequest& req, int timeout_ms,
                         Done done) override {
@@ -563,9 +564,10 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
 }
 
 void Runtime::Impl::QueryDecision(const rpc::TxId& txid, const std::string& fingerprint,
+                                  const rpc::Attempt& attempt,
                                   std::function<void(rpc::Decision::type)> cob,
                                   std::function<void(const rpc::DtxError&)> fail) {
-  driver_->QueryDecision(txid, fingerprint, std::move(cob), std::move(fail));
+  driver_->QueryDecision(txid, fingerprint, attempt, std::move(cob), std::move(fail));
 }
 
 rpc::NodeStatus Runtime::Impl::GetStatus() const {
@@ -761,7 +763,8 @@ void ClientHandler::Commit(std::function<void(const rpc::CommitResult&)> cob, Ex
 }
 
 void PeerHandler::QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob exn_cob,
-                                const rpc::TxId& txid, const std::string& fingerprint) {
+                                const rpc::TxId& txid, const std::string& fingerprint,
+                                const rpc::Attempt& attempt) {
   // A participant asks about its in-doubt transactions, the other
   // coordinator about the ones it inherits; nobody else.
   const bool allowed =
@@ -776,7 +779,8 @@ void PeerHandler::QueryDecision(std::function<void(const rpc::Decision::type&)> 
   }
   if (target() == nullptr) return exn_cob(Delay(ShuttingDown()));
   target()->QueryDecision(
-      txid, fingerprint, [cob](rpc::Decision::type d) { cob(d); }, FailVia(std::move(exn_cob)));
+      txid, fingerprint, attempt, [cob](rpc::Decision::type d) { cob(d); },
+      FailVia(std::move(exn_cob)));
 }
 
 namespace {

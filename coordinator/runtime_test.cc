@@ -216,7 +216,7 @@ int PeerPort(int port) {
 rpc::Decision::type QueryDecisionAt(int port, const rpc::TxId& txid) {
   PeerClient c(PeerPort(port));
   EXPECT_TRUE(c.Open()) << "peer listener of :" << port;
-  return c->QueryDecision(txid, std::string());
+  return c->QueryDecision(txid, std::string(), rpc::Attempt());
 }
 
 // Waits until GetStatus answers.
@@ -290,7 +290,7 @@ class FakeParticipant : public rpc::ParticipantPeerCobSvIf {
   }
   void Abort(std::function<void()> cob,
              std::function<void(apache::thrift::TDelayedException*)> exn_cob, const rpc::TxId& txid,
-             const rpc::Epoch epoch) override {
+             const rpc::Epoch epoch, const rpc::Attempt&) override {
     {
       std::lock_guard<std::mutex> l(mu_);
       if (!EpochOk(epoch)) {
@@ -608,13 +608,15 @@ TEST(CoordinatorBinary, ServesShardMapStatusAndClearErrorsWithoutParticipants) {
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/n/node.log"));
   EXPECT_TRUE(std::filesystem::exists(dir.path() + "/n/wal"));
 
-  // The epoch comes back from the log; no second EPOCH record is needed.
+  // The epoch comes back from the log, and the restart moves to the next one
+  // (docs/design.md "Attempts": every incarnation decides at an epoch of its
+  // own).
   Process again(Args(port, dir.path() + "/n", ""));
   ASSERT_TRUE(WaitReady(port));
   Client c2(port);
   ASSERT_TRUE(c2.Open());
   c2->GetStatus(st);
-  EXPECT_EQ(st.epoch, 1);
+  EXPECT_EQ(st.epoch, 2);
 }
 
 TEST(CoordinatorBinary, TwoPhaseCommitAgainstFakeParticipants) {

@@ -30,6 +30,17 @@ struct TxId {
 // participants refuse calls stamped with an older epoch than they adopted.
 typedef i64 Epoch
 
+// One attempt of a transaction (docs/design.md "Attempts"): the epoch of the
+// coordinator that started it and a sequence number growing within that
+// epoch. A retry that runs PREPARE again is a new attempt with a new stamp.
+// A participant applies an ABORT (or an ABORT answer to its QueryDecision)
+// only to the attempt it holds under that stamp or an older one, so a late
+// ABORT of an earlier attempt cannot drop a newer one. Unset: not stamped.
+struct Attempt {
+  1: required Epoch epoch,
+  2: required i64 seq,
+}
+
 // Per-key version at a participant. 0: the key was never written. A deleted
 // key keeps the version of its delete (a tombstone): Read returns found=false
 // with that version, and a read set must send it back as read.
@@ -115,6 +126,14 @@ struct PrepareRequest {
   // with another fingerprint votes NO with txid_reused. Unset (an older
   // coordinator): not checked.
   8: optional binary fingerprint,
+  // The attempt this PREPARE belongs to. A participant already prepared
+  // under an older stamp moves the transaction to this one (durably) before
+  // it votes YES again.
+  9: optional Attempt attempt,
+  // The client does not know how an earlier attempt ended
+  // (CommitRequest.is_retry): a participant that may have committed this txid
+  // and forgotten it answers UNKNOWN_TX, never a vote. Unset: a first attempt.
+  10: optional bool is_retry,
 }
 
 struct PrepareResponse {
@@ -304,7 +323,12 @@ service CoordinatorPeer {
   // older participant). A txid known here with another fingerprint is another
   // transaction: that content was never decided commit here, so the answer is
   // ABORT (UNKNOWN from a fenced coordinator), whatever txid's own outcome.
-  Decision QueryDecision(1: TxId txid, 2: binary fingerprint) throws (1: DtxError err),
+  // `attempt`: the attempt the participant holds (PrepareRequest.attempt).
+  // The answer is about that attempt: ABORT when it is not running here or
+  // an attempt after it is (a new attempt runs on). A participant applies an
+  // ABORT answer only while it still holds that attempt.
+  Decision QueryDecision(1: TxId txid, 2: binary fingerprint, 3: Attempt attempt)
+      throws (1: DtxError err),
   // Primary -> backup: append `records` to the backup's log, reply once durable.
   // STALE_EPOCH if the backup knows a newer epoch than req.epoch (it promoted).
   ReplicateResponse Replicate(1: ReplicateRequest req) throws (1: DtxError err),
@@ -323,7 +347,9 @@ service ParticipantPeer {
   // Idempotent: repeating a delivered decision is OK; an unknown txid is OK
   // for Abort (presumed abort) and for Commit of an already-finished tx.
   void Commit(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
-  void Abort(1: TxId txid, 2: Epoch epoch) throws (1: DtxError err),
+  // `attempt`: the attempt the coordinator ended (PrepareRequest.attempt).
+  // A transaction prepared here under a newer attempt stays prepared.
+  void Abort(1: TxId txid, 2: Epoch epoch, 3: Attempt attempt) throws (1: DtxError err),
 
   // PERMISSION_DENIED unless the caller is a configured peer speaking for
   // itself (`sender`, docs/design.md "Trust boundary").

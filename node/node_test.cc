@@ -219,7 +219,7 @@ class TestHandler final : public Handler<rpc::CoordinatorPeerCobSvIf, Target> {
  public:
   using Handler<rpc::CoordinatorPeerCobSvIf, Target>::Handler;
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, ExnCob, const rpc::TxId&,
-                     const std::string&) override {
+                     const std::string&, const rpc::Attempt&) override {
     cob(rpc::Decision::UNKNOWN);
   }
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override {

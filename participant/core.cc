@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "common/check.h"
+#include "common/probe.h"
 
 namespace dtx::participant {
 
@@ -199,13 +200,18 @@ Ready Core::TakeReady() {
 // ---------------------------------------------------------------------------
 // Bookkeeping
 
-void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerprint& fingerprint) {
-  const Remembered r{o, o == Outcome::kCommitted ? version : 0, fingerprint};
+void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerprint& fingerprint,
+                    Attempt attempt) {
+  const Remembered r{o, o == Outcome::kCommitted ? version : 0, fingerprint,
+                     o == Outcome::kAborted ? attempt : Attempt{}};
   auto [it, inserted] = outcomes_.try_emplace(txid, r);
   if (!inserted) {
     const Fingerprint kept = it->second.fingerprint;
+    const Attempt kept_attempt = it->second.attempt;
     it->second = r;
     if (!fingerprint.known()) it->second.fingerprint = kept;
+    if (o == Outcome::kAborted) it->second.attempt = std::max(kept_attempt, attempt);
+    it->second.maybe_committed = false;
     return;
   }
   outcome_order_.push_back(txid);
@@ -509,6 +515,32 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   // Duplicate or late Prepare: the same answer again.
   if (auto it = txs_.find(txid); it != txs_.end()) {
     Tx& tx = it->second;
+    if (!tx.one_phase && tx.phase != Phase::kCommitting && req.attempt > tx.attempt) {
+      // A newer attempt of a transaction prepared here (the coordinator
+      // ended the earlier one, whose ABORT may still be on its way): it is
+      // this attempt's now, durably before the YES, so that the earlier
+      // attempt's ABORT cannot drop it - not even after a restart.
+      tx.attempt = req.attempt;
+      tx.epoch = req.epoch;
+      tx.coordinator = std::move(req.coordinator);
+      PrepareRecord rec;
+      rec.txid = txid;
+      rec.epoch = tx.epoch;
+      rec.coordinator = tx.coordinator;
+      rec.writes = tx.writes;
+      rec.read_keys = tx.read_keys;
+      rec.fingerprint = tx.fingerprint;
+      rec.attempt = tx.attempt;
+      const uint64_t tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
+      ++stats_.attempts_restamped;
+      DTX_PROBE(participant_attempt_restamped);
+      if (tx.phase == Phase::kPreparing) {
+        tx.prepare_waiters.push_back({token, std::max(tag, epoch_tag_)});
+      } else {
+        RespondVote(token, txid, Vote::kYes, std::max(tag, epoch_tag_));
+      }
+      return;
+    }
     if (tx.phase == Phase::kPreparing || (tx.phase == Phase::kCommitting && tx.one_phase)) {
       tx.prepare_waiters.push_back({token, epoch_tag_});
     } else {
@@ -516,14 +548,20 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     }
     return;
   }
-  if (auto o = Recall(txid)) {
-    if (*o == Outcome::kCommitted) {
+  if (auto o = outcomes_.find(txid); o != outcomes_.end()) {
+    if (o->second.outcome == Outcome::kCommitted) {
       RespondVote(token, txid, Vote::kYes, epoch_tag_);
-    } else {
+      return;
+    }
+    // An abort is about the attempts up to the one it ended: a newer attempt
+    // (a retry the coordinator started after it) is evaluated afresh below -
+    // the txid may have committed here before and been forgotten, which a
+    // NO "already aborted" would deny.
+    if (req.attempt <= o->second.attempt) {
       RespondVote(token, txid, Vote::kNo, epoch_tag_, NoVoteCause::kAlreadyAborted,
                   "transaction already aborted here");
+      return;
     }
-    return;
   }
   if (txs_.size() >= options_.tx_in_flight_max) {
     RespondError(
@@ -539,31 +577,38 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     no = ValidateReads(req.reads);
     if (no.has_value()) ReleaseLocks(txid);
   }
-  if (no.has_value()) {
-    if (MayBeForgottenCommit(req)) {
-      // Perhaps a client's retry of a transaction that committed here long
-      // ago: a NO would tell it "aborted". Say that the outcome is unknown,
-      // and remember nothing (it may be committed).
-      ++stats_.forgotten_outcome_refusals;
-      if (unknown_answered_.insert(txid).second) {
-        unknown_answered_order_.push_back(txid);
-        while (unknown_answered_order_.size() > options_.outcomes_remembered_max) {
-          unknown_answered_.erase(unknown_answered_order_.front());
-          unknown_answered_order_.pop_front();
-        }
+  // A retry (the client does not know how an earlier attempt ended) of a
+  // txid not remembered here may be a commit made here and forgotten since:
+  // a NO would tell it "aborted", a YES would apply it a second time. Only a
+  // retry: a first attempt cannot have committed before, and its NO is true.
+  if (req.is_retry && MayBeForgottenCommit(req)) {
+    if (!no.has_value()) ReleaseLocks(txid);
+    ++stats_.forgotten_outcome_refusals;
+    if (unknown_answered_.insert(txid).second) {
+      unknown_answered_order_.push_back(txid);
+      while (unknown_answered_order_.size() > options_.outcomes_remembered_max) {
+        unknown_answered_.erase(unknown_answered_order_.front());
+        unknown_answered_order_.pop_front();
       }
-      RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
-                   "outcome of transaction " + txid.ToString() +
-                       " unknown: it is not among the outcomes remembered here, and it may have "
-                       "committed here before its outcome was forgotten (commits up to version " +
-                       std::to_string(forgotten_version_) +
-                       "); evaluated afresh it would vote NO: " + no->detail +
-                       ". A new transaction should read again and use a new txid");
-      return;
     }
-    // Remembered so a duplicate of this Prepare (a one-phase one above all)
-    // cannot commit what was refused.
-    Remember(txid, Outcome::kAborted, 0, req.fingerprint);
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
+                 "outcome of transaction " + txid.ToString() +
+                     " unknown: it is not among the outcomes remembered here, and it may have "
+                     "committed here before its outcome was forgotten (commits up to version " +
+                     std::to_string(forgotten_version_) + "); evaluated afresh it would vote " +
+                     (no.has_value() ? "NO: " + no->detail : std::string("YES")) +
+                     ". A new transaction should read again and use a new txid");
+    return;
+  }
+  if (no.has_value()) {
+    // Remembered (for this attempt and older ones) so a duplicate of this
+    // Prepare (a one-phase one above all) cannot commit what was refused.
+    // A first attempt's NO is the truth - unless this is a late copy of a
+    // PREPARE of an attempt that committed here and was forgotten since: a
+    // COMMIT of that attempt may still come, and is then acked (Commit).
+    const bool maybe_committed = MayBeForgottenCommit(req);
+    Remember(txid, Outcome::kAborted, 0, req.fingerprint, req.attempt);
+    if (maybe_committed) outcomes_.at(txid).maybe_committed = true;
     ++stats_.votes_no;
     RespondVote(token, txid, Vote::kNo, epoch_tag_, no->cause, std::move(no->detail));
     return;
@@ -589,6 +634,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   tx.coordinator = std::move(req.coordinator);
   tx.writes = std::move(req.writes);
   tx.fingerprint = req.fingerprint;
+  tx.attempt = req.attempt;
   for (ReadOp& r : req.reads) {
     if (locks_.Holds(txid, r.key, LockMode::kExclusive)) continue;  // read and written
     tx.read_keys.push_back(std::move(r.key));
@@ -609,6 +655,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   rec.writes = tx.writes;
   rec.read_keys = tx.read_keys;
   rec.fingerprint = tx.fingerprint;
+  rec.attempt = tx.attempt;
   tx.phase = Phase::kPreparing;
   tx.prepare_tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
   on_durable_.emplace(tx.prepare_tag, txid);
@@ -664,7 +711,7 @@ void Core::DropAborted(Tx& tx, bool log_abort) {
                 "aborted by the coordinator before the vote was durable");
   }
   ++stats_.aborts;
-  Remember(tx.txid, Outcome::kAborted, 0, tx.fingerprint);
+  Remember(tx.txid, Outcome::kAborted, 0, tx.fingerprint, tx.attempt);
   TxId txid = tx.txid;
   EraseTx(txs_.find(txid));
   ReleaseLocks(txid);
@@ -689,7 +736,9 @@ void Core::Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
     if (tx.phase != Phase::kCommitting) StartCommit(tx);
     return;
   }
-  if (Recall(txid) == Outcome::kAborted) {
+  if (auto o = outcomes_.find(txid); o != outcomes_.end() &&
+                                     o->second.outcome == Outcome::kAborted &&
+                                     !o->second.maybe_committed) {
     RespondError(token, Reply::Kind::kCommit, txid, ErrorCode::kInternal,
                  "commit of transaction " + txid.ToString() + ", which was aborted here");
     return;
@@ -698,7 +747,7 @@ void Core::Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
   RespondAck(token, Reply::Kind::kCommit, txid, epoch_tag_);
 }
 
-void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
+void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms, Attempt attempt) {
   DTX_CHECK(!recovering_);
   (void)now_ms;
   if (!fatal_.ok()) {
@@ -718,6 +767,14 @@ void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
                    "abort of transaction " + txid.ToString() + ", which is committing here");
       return;
     }
+    if (attempt < tx.attempt) {
+      // The ABORT of an attempt that ended before the one held here began:
+      // that attempt is over; this one is not the coordinator's to drop by it.
+      ++stats_.stale_attempt_aborts;
+      DTX_PROBE(participant_stale_attempt_abort);
+      RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
+      return;
+    }
     DropAborted(tx, /*log_abort=*/true);
     RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
     return;
@@ -731,17 +788,23 @@ void Core::Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms) {
   // unless we answered its Prepare "outcome unknown" (it may have committed
   // here long ago): then a late Prepare is evaluated again and, as versions
   // only grow, answered kUnknownTx again, never YES.
-  if (unknown_answered_.count(txid) == 0) Remember(txid, Outcome::kAborted);
+  if (unknown_answered_.count(txid) == 0) Remember(txid, Outcome::kAborted, 0, {}, attempt);
   RespondAck(token, Reply::Kind::kAbort, txid, epoch_tag_);
 }
 
-void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms) {
+void Core::OnDecision(const TxId& txid, Decision decision, uint64_t now_ms, Attempt attempt) {
   (void)now_ms;
   if (recovering_ || !fatal_.ok()) return;
   auto it = txs_.find(txid);
   if (it == txs_.end()) return;  // late answer: already decided
   Tx& tx = it->second;
   if (tx.phase == Phase::kCommitting) return;
+  if (decision == Decision::kAbort && attempt < tx.attempt) {
+    // About an earlier attempt (asked before a newer one prepared here).
+    ++stats_.stale_attempt_aborts;
+    DTX_PROBE(participant_stale_attempt_abort);
+    return;
+  }
   switch (decision) {
     case Decision::kCommit: StartCommit(tx); break;
     case Decision::kAbort: DropAborted(tx, /*log_abort=*/true); break;
@@ -757,7 +820,7 @@ void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer&
     return;  // an answer about another transaction under this txid
   }
   if (answer.reached && answer.decision != Decision::kUnknown) {
-    OnDecision(asked.txid, answer.decision, now_ms);
+    OnDecision(asked.txid, answer.decision, now_ms, asked.attempt);
     return;
   }
   // A fall-back's question that got no decision goes no further: the
@@ -771,6 +834,7 @@ void Core::OnDecisionAnswer(const QueryDecisionMsg& asked, const DecisionAnswer&
   find.coordinator = asked.coordinator;
   find.epoch = it->second.epoch;
   find.fingerprint = it->second.fingerprint;
+  find.attempt = it->second.attempt;
   if (!answer.reached) find.primary_hint = answer.primary_hint;
   ready_.send.push_back(std::move(find));
 }
@@ -792,6 +856,7 @@ void Core::OnCoordinatorStatus(const TxId& txid, const std::string& coordinator,
   ask.epoch = tx.epoch;
   ask.fall_back = true;
   ask.fingerprint = tx.fingerprint;
+  ask.attempt = tx.attempt;
   ready_.send.push_back(std::move(ask));
 }
 
@@ -857,6 +922,7 @@ void Core::Tick(uint64_t now_ms) {
     ask.coordinator = tx.coordinator;
     ask.epoch = tx.epoch;
     ask.fingerprint = tx.fingerprint;
+    ask.attempt = tx.attempt;
     ready_.send.push_back(std::move(ask));
     ++stats_.decision_queries;
     ++sent;
@@ -909,12 +975,14 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
       auto r = DecodeAbort(payload);
       if (!r.ok()) return AtLsn(lsn, r.status());
       Fingerprint fingerprint;
+      Attempt attempt;
       if (auto it = txs_.find(r->txid); it != txs_.end()) {
         fingerprint = it->second.fingerprint;
+        attempt = it->second.attempt;
         EraseTx(it);
         ReleaseLocks(r->txid);
       }
-      Remember(r->txid, Outcome::kAborted, 0, fingerprint);
+      Remember(r->txid, Outcome::kAborted, 0, fingerprint, attempt);
       return Status::OK();
     }
     case RecordType::kEpoch: {
@@ -934,7 +1002,17 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
 }
 
 Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
-  if (txs_.count(r.txid) != 0) return Status::OK();  // prepared again by a duplicate: same state
+  if (auto it = txs_.find(r.txid); it != txs_.end()) {
+    // Prepared again: a newer attempt moved the transaction to its stamp
+    // (Prepare); anything else is a duplicate of the same state.
+    Tx& tx = it->second;
+    if (r.attempt > tx.attempt) {
+      tx.attempt = r.attempt;
+      tx.epoch = r.epoch;
+      tx.coordinator = std::move(r.coordinator);
+    }
+    return Status::OK();
+  }
   auto take = [&](const std::string& key, LockMode mode) -> Status {
     for (;;) {
       if (locks_.TryLock(r.txid, key, mode) != LockTable::Result::kConflict) return Status::OK();
@@ -951,9 +1029,10 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
       }
       ++stats_.replay_inferred_aborts;
       const Fingerprint fingerprint = it->second.fingerprint;
+      const Attempt attempt = it->second.attempt;
       EraseTx(it);
       ReleaseLocks(*holder);
-      Remember(*holder, Outcome::kAborted, 0, fingerprint);
+      Remember(*holder, Outcome::kAborted, 0, fingerprint, attempt);
     }
   };
   for (const WriteOp& w : r.writes) DTX_RETURN_IF_ERROR(take(w.key, LockMode::kExclusive));
@@ -965,6 +1044,7 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
   tx.writes = std::move(r.writes);
   tx.read_keys = std::move(r.read_keys);
   tx.fingerprint = r.fingerprint;
+  tx.attempt = r.attempt;
   tx.phase = Phase::kPrepared;
   tx.recovered = true;
   tx.prepare_tag = lsn;  // tags are LSNs: the checkpoint's retain_from needs it

@@ -124,6 +124,13 @@ struct PrepareRequest {
   // The whole transaction's content, from the coordinator (not known: an
   // older coordinator sent none; then nothing is checked).
   Fingerprint fingerprint = {};
+  // The attempt this PREPARE belongs to (common/types.h; not known: unstamped).
+  Attempt attempt;
+  // The client does not know how an earlier attempt of this txid ended
+  // (coordinator/core.h CommitRequest::is_retry): a txid not remembered here
+  // that may be a commit made here and forgotten is answered kUnknownTx,
+  // never YES or NO. A first attempt is evaluated as it is.
+  bool is_retry = false;
 };
 
 using Token = uint64_t;  // runtime's request handle; never 0
@@ -198,6 +205,9 @@ struct QueryDecisionMsg {
   // and an answer counts only for the transaction asked about: one that
   // meanwhile holds the txid with another fingerprint ignores it.
   Fingerprint fingerprint = {};
+  // The attempt held here when asked. The answer is about it: it counts only
+  // while the transaction is still held under this attempt.
+  Attempt attempt;
 };
 
 // The answer to a kAsk.
@@ -290,6 +300,12 @@ struct CoreStats {
   // Prepares of a txid known here with another fingerprint (NO, kTxidReused),
   // or committed here with a fingerprint not known here (kUnknownTx).
   uint64_t txid_reused_refusals = 0;
+  // PREPAREs of a newer attempt of a transaction prepared here: moved to the
+  // new attempt (a PREPARE record with its stamp) before voting YES again.
+  uint64_t attempts_restamped = 0;
+  // ABORTs (and ABORT answers) of an older attempt than the one prepared
+  // here: acknowledged, the transaction stays prepared.
+  uint64_t stale_attempt_aborts = 0;
   Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
@@ -328,20 +344,26 @@ class Core {
   // (the prepared transaction stays prepared, the remembered outcome stays);
   // a committed one whose fingerprint is not known here (from a checkpoint)
   // asked with a fingerprint is answered kUnknownTx (it may be another one).
-  // A txid not remembered is evaluated. If
-  // that votes NO (lock conflict, stale read) while the request could be a
-  // repeat of a transaction that committed here and whose outcome was
+  // A remembered abort answers NO to its own attempt and older ones; a newer
+  // attempt of the txid is evaluated like a txid not remembered. A txid not
+  // remembered is evaluated. If the request is a retry (is_retry) and could be
+  // a repeat of a transaction that committed here and whose outcome was
   // forgotten since (beyond outcomes_remembered_max: every read version below
   // the forgotten watermark and every written key changed since those reads),
-  // the reply is the error kUnknownTx "outcome unknown" instead of a NO that
-  // would read as "aborted" - and nothing is remembered. participant/README.md
-  // "Remembered outcomes" has the argument and the residual case.
+  // the reply is the error kUnknownTx "outcome unknown" - whatever the
+  // evaluation says: a NO would read as "aborted", a YES would apply it
+  // twice - and nothing is remembered. participant/README.md "Remembered
+  // outcomes" has the argument and the residual case.
   void Prepare(Token token, PrepareRequest req, uint64_t now_ms);
   void Commit(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
   // An unknown txid is acked and remembered as aborted (a late Prepare votes
   // NO), unless this core answered its Prepare kUnknownTx (then nothing is
-  // remembered: see unknown_answered_).
-  void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms);
+  // remembered: see unknown_answered_). `attempt`: the attempt the
+  // coordinator ended; a transaction prepared here under a newer attempt is
+  // not touched (acked: that attempt is over). A PREPARE of a newer attempt
+  // moves a prepared transaction to it durably before its YES, so this holds
+  // across restarts.
+  void Abort(Token token, const TxId& txid, Epoch epoch, uint64_t now_ms, Attempt attempt = {});
   // ParticipantPeer.AdoptEpoch (coordinator fencing, coordinator/README.md):
   // acked (kAdoptEpoch) when `epoch` is newer than the current one - it is
   // adopted and its EPOCH record (with `coordinator` as its owner) forced
@@ -356,8 +378,10 @@ class Core {
   // bug or a forged call cannot fence every coordinator out for good. The
   // same holds for the epoch of a stamped call (Prepare, Commit, Abort).
   void AdoptEpoch(Token token, Epoch epoch, const std::string& coordinator, uint64_t now_ms);
-  // The decision on `txid`, from whoever may give it (kUnknown: none yet).
-  void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms);
+  // The decision on `txid`'s attempt `attempt` (kUnknown: none yet). An
+  // ABORT counts only while txid is held here under that attempt or an
+  // older one.
+  void OnDecision(const TxId& txid, Decision decision, uint64_t now_ms, Attempt attempt);
   // The answer to `asked` (a kAsk this core emitted): a decision is taken; a
   // failed or UNKNOWN answer of the coordinator named in the PREPARE starts
   // the fall-back (a kFindPrimary), see QueryDecisionMsg.
@@ -397,6 +421,7 @@ class Core {
     std::vector<WriteOp> writes;
     std::vector<std::string> read_keys;
     Fingerprint fingerprint = {};
+    Attempt attempt;  // the newest attempt prepared here (its PREPARE record is durable)
     Phase phase = Phase::kPreparing;
     bool one_phase = false;
     bool recovered = false;  // replayed from the log
@@ -443,8 +468,10 @@ class Core {
   void DropAborted(Tx& tx, bool log_abort);
   // `version`: the commit version of a committed outcome (0 for aborted).
   // A known `fingerprint` replaces the remembered one; an unknown one keeps it.
+  // `attempt`: of an abort, the attempt it ended (a later PREPARE of that
+  // attempt or an older one votes NO; a newer one is evaluated afresh).
   void Remember(const TxId& txid, Outcome o, Version version = 0,
-                const Fingerprint& fingerprint = Fingerprint{});
+                const Fingerprint& fingerprint = Fingerprint{}, Attempt attempt = {});
   std::optional<Outcome> Recall(const TxId& txid) const;
   // The fingerprint txid is known here with: prepared, committing or
   // remembered (not known: none, or the txid is not known).
@@ -492,6 +519,11 @@ class Core {
     Outcome outcome = Outcome::kAborted;
     Version version = 0;  // kCommitted: its commit version
     Fingerprint fingerprint = {};
+    Attempt attempt;  // kAborted: the newest attempt it ended (not known: unstamped only)
+    // kAborted: a NO to a PREPARE that may be a late copy of one whose
+    // attempt committed here and was forgotten (MayBeForgottenCommit): a
+    // COMMIT of the txid is acked, not refused as "aborted here".
+    bool maybe_committed = false;
   };
   std::unordered_map<TxId, Remembered, TxIdHash> outcomes_;
   std::deque<TxId> outcome_order_;  // oldest first

@@ -55,9 +55,9 @@ class Node {
     Drain();
     return t;
   }
-  Token Abort(const TxId& tx, Epoch epoch = 1) {
+  Token Abort(const TxId& tx, Epoch epoch = 1, Attempt attempt = {}) {
     Token t = next_token_++;
-    core_->Abort(t, tx, epoch, now);
+    core_->Abort(t, tx, epoch, now, attempt);
     Drain();
     return t;
   }
@@ -67,8 +67,9 @@ class Node {
     Drain();
     return t;
   }
+  // The decision on the attempt held (these tests prepare unstamped).
   void Decide(const TxId& tx, Decision d) {
-    core_->OnDecision(tx, d, now);
+    core_->OnDecision(tx, d, now, Attempt{});
     Drain();
   }
   void Tick(uint64_t advance_ms) {
@@ -1420,6 +1421,12 @@ TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) 
   EXPECT_EQ(n.core().stats().forgotten_version, forgotten) << "carried by the checkpoint";
 
   const auto before = n.store().data();
+  // A first attempt cannot have committed before: its NO stands (the
+  // coordinator marks a client's retry, PrepareRequest::is_retry).
+  Token first_attempt = n.Prepare(Req(kT3, {{"a", va}, {"b", vb}}, {Put("a", "0"), Put("b", "2")},
+                                      /*one_phase=*/true));
+  EXPECT_EQ(n.reply(first_attempt).vote, Vote::kNo) << n.reply(first_attempt).message;
+  t.is_retry = true;
   Token again = n.Prepare(t);
   EXPECT_EQ(n.reply(again).error, ErrorCode::kUnknownTx) << n.reply(again).message;
   EXPECT_NE(n.reply(again).message.find("stale read"), std::string::npos) << n.reply(again).message;
@@ -1438,12 +1445,16 @@ TEST(ParticipantCoreTest, RetryOfAForgottenCommitIsAnsweredOutcomeUnknownNotNo) 
 
   // Stale on "a", and it writes "e", never written: it never committed here
   // (it would have written "e"), so a plain NO.
-  Token partly = n.Prepare(Req(kT2, {{"a", va}}, {Put("a", "0"), Put("e", "2")}, true));
+  PrepareRequest partly_req = Req(kT2, {{"a", va}}, {Put("a", "0"), Put("e", "2")}, true);
+  partly_req.is_retry = true;
+  Token partly = n.Prepare(partly_req);
   EXPECT_EQ(n.reply(partly).vote, Vote::kNo);
   // A read at or above the watermark: any commit of it would be remembered.
   Version vd = n.store().data().at("d").first;
   ASSERT_GE(vd, forgotten);
-  Token recent = n.Prepare(Req(kT3, {{"d", vd - 1}}, {Put("d", "2")}, true));
+  PrepareRequest recent_req = Req({7, 9}, {{"d", vd - 1}}, {Put("d", "2")}, true);
+  recent_req.is_retry = true;
+  Token recent = n.Prepare(recent_req);
   EXPECT_EQ(n.reply(recent).vote, Vote::kNo);
   // A new transaction with current reads commits as usual.
   Token fresh =
@@ -1681,6 +1692,157 @@ TEST(ParticipantCoreTest, DecisionAnswerCountsOnlyForTheTransactionAskedAbout) {
   n.Sync();
   EXPECT_EQ(n.core().stats().in_flight, 0u);
   EXPECT_EQ(n.store().data().count("a"), 1u);
+}
+
+// --- attempts (docs/design.md "Attempts") -------------------------------------
+
+PrepareRequest Stamped(PrepareRequest r, Attempt a) {
+  r.attempt = a;
+  r.epoch = a.epoch;
+  return r;
+}
+
+// The race the 2 s abort hold used to cover (tests/sim/README.md, seed
+// 21554): attempt 1 prepared here and was ended by the coordinator, whose
+// ABORT is slow; attempt 2 (the client's retry) is prepared here too and
+// voted YES; the old ABORT arrives - here, after any delay - and must not
+// drop attempt 2, which the coordinator may decide COMMIT.
+TEST(ParticipantCoreTest, LateAbortOfAnEarlierAttemptLeavesTheNewerAttemptPrepared) {
+  Node n;
+  Token p1 = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 1}));
+  n.Sync();
+  ASSERT_EQ(n.reply(p1).vote, Vote::kYes);
+  Token p2 = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 2}));
+  EXPECT_FALSE(n.Replied(p2)) << "the YES for attempt 2 waits for its PREPARE record";
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kPrepare);
+  n.Sync();
+  ASSERT_EQ(n.reply(p2).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().attempts_restamped, 1u);
+
+  n.now += 30000;  // the ABORT of attempt 1, 30 s late
+  Token a = n.Abort(kT1, 1, {1, 1});
+  ASSERT_TRUE(n.Replied(a));
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk) << "acked: that attempt is over";
+  EXPECT_EQ(n.core().stats().stale_attempt_aborts, 1u);
+  EXPECT_EQ(n.core().stats().in_flight, 1u) << "attempt 2 is still prepared";
+  n.Commit(kT1);
+  n.Sync();
+  EXPECT_EQ(n.store().data().count("a"), 1u) << "attempt 2 commits";
+}
+
+TEST(ParticipantCoreTest, NewerAttemptIsDurableAndSurvivesACrash) {
+  Node n;
+  n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 1}));
+  n.Sync();
+  Token p2 = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {2, 1}));
+  n.Sync();
+  ASSERT_EQ(n.reply(p2).vote, Vote::kYes);
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  n.Abort(kT1, 2, {1, 1});
+  EXPECT_EQ(n.core().stats().in_flight, 1u) << "replay took the newer attempt's stamp";
+  n.Commit(kT1, 2);
+  n.Sync();
+  EXPECT_EQ(n.store().data().count("a"), 1u);
+}
+
+TEST(ParticipantCoreTest, AbortOfTheHeldAttemptOrANewerOneDropsIt) {
+  Node n;
+  n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 2}));
+  n.Prepare(Stamped(Req(kT2, {}, {Put("b", "1")}), {1, 3}));
+  n.Sync();
+  ASSERT_EQ(n.core().stats().in_flight, 2u);
+  n.Abort(kT1, 1, {1, 2});  // the held attempt
+  n.Abort(kT2, 2, {2, 1});  // a newer one: the held attempt has ended
+  EXPECT_EQ(n.core().stats().in_flight, 0u);
+  EXPECT_EQ(n.core().stats().stale_attempt_aborts, 0u);
+}
+
+TEST(ParticipantCoreTest, AbortOfAnEarlierAttemptBeforeTheNewerOneIsDurableLeavesItPrepared) {
+  Node n;
+  Token p1 = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 1}));
+  Token p2 = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 2}));
+  n.Abort(kT1, 1, {1, 1});
+  n.Sync();
+  EXPECT_EQ(n.reply(p1).vote, Vote::kYes);
+  EXPECT_EQ(n.reply(p2).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().in_flight, 1u);
+}
+
+TEST(ParticipantCoreTest, AbortAnswerAboutAnEarlierAttemptIsIgnored) {
+  CoreOptions o;
+  o.decision_query_after_ms = 100;
+  Node n(o);
+  n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 1}));
+  n.Sync();
+  n.Tick(200);
+  ASSERT_EQ(n.sent().size(), 1u);
+  QueryDecisionMsg asked = n.sent()[0];
+  EXPECT_EQ(asked.attempt, (Attempt{1, 1})) << "the question names the attempt held";
+  // Attempt 2 prepares here while the answer about attempt 1 is on its way.
+  n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 2}));
+  n.Sync();
+  n.core().OnDecisionAnswer(asked, DecisionAnswer{true, Decision::kAbort, ""}, n.now);
+  n.Drain();
+  EXPECT_EQ(n.core().stats().in_flight, 1u) << "the answer was about attempt 1";
+  EXPECT_EQ(n.core().stats().stale_attempt_aborts, 1u);
+  // A COMMIT answer is about the txid, whatever attempt asked.
+  n.core().OnDecisionAnswer(asked, DecisionAnswer{true, Decision::kCommit, ""}, n.now);
+  n.Drain();
+  n.Sync();
+  EXPECT_EQ(n.store().data().count("a"), 1u);
+}
+
+// A retried blind write whose txid is no longer remembered here: had it
+// committed (and been forgotten) a YES would apply it a second time, so the
+// answer is "outcome unknown" - unless it provably did not commit here.
+TEST(ParticipantCoreTest, RetriedBlindWriteThatMayHaveCommittedIsNeverAppliedTwice) {
+  CoreOptions o;
+  o.outcomes_remembered_max = 2;
+  Node n(o);
+  Seed(n, "x", "0");
+  PrepareRequest blind = Req(kT1, {}, {Put("x", "blind")}, /*one_phase=*/true);
+  Token first = n.Prepare(blind);
+  n.Sync();
+  ASSERT_EQ(n.reply(first).vote, Vote::kYes);
+  const Version applied = n.store().data().at("x").first;
+  Seed(n, "c", "1");
+  Seed(n, "d", "1");
+  Seed(n, "e", "1");  // T1 is forgotten now
+  ASSERT_GE(n.core().stats().forgotten_version, applied);
+  blind.is_retry = true;
+  Token retry = n.Prepare(blind);
+  n.Sync();
+  EXPECT_EQ(n.reply(retry).error, ErrorCode::kUnknownTx) << n.reply(retry).message;
+  EXPECT_NE(n.reply(retry).message.find("would vote YES"), std::string::npos)
+      << n.reply(retry).message;
+  EXPECT_EQ(n.store().data().at("x").first, applied) << "not applied a second time";
+  EXPECT_EQ(n.core().stats().in_flight, 0u) << "nothing prepared, no lock held";
+  // A retried write of a key never written: it did not commit here before.
+  PrepareRequest fresh = Req(kT2, {}, {Put("never-written", "1")}, /*one_phase=*/true);
+  fresh.is_retry = true;
+  Token ok = n.Prepare(fresh);
+  n.Sync();
+  EXPECT_EQ(n.reply(ok).vote, Vote::kYes);
+}
+
+// An abort is about the attempts up to the one it ended. An ABORT that
+// overtook its attempt's PREPARE makes that PREPARE vote NO when it comes;
+// the next attempt (the client's retry) is evaluated afresh, not refused as
+// "already aborted" - the txid may have committed here earlier and been
+// forgotten (dtx-sim --small-tables --failover --seed 2046).
+TEST(ParticipantCoreTest, RememberedAbortRefusesItsAttemptButNotANewerOne) {
+  Node n;
+  n.Abort(kT1, 1, {1, 4});  // before its PREPARE
+  n.Sync();                 // the epoch it raised
+  Token late = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 4}));
+  EXPECT_EQ(n.reply(late).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(late).no_cause, NoVoteCause::kAlreadyAborted);
+  Token older = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 3}));
+  EXPECT_EQ(n.reply(older).vote, Vote::kNo);
+  Token newer = n.Prepare(Stamped(Req(kT1, {}, {Put("a", "1")}), {1, 5}));
+  n.Sync();
+  EXPECT_EQ(n.reply(newer).vote, Vote::kYes) << n.reply(newer).detail;
 }
 
 }  // namespace

@@ -21,6 +21,8 @@ PrepareRequest FromRpc(const rpc::PrepareRequest& req) {
   if (req.__isset.coordinator) in.coordinator = req.coordinator;
   // Checked by Prepare before this conversion: set means well-formed.
   if (req.__isset.fingerprint) in.fingerprint = FingerprintFromRpc(req.fingerprint).value();
+  if (req.__isset.attempt) in.attempt = AttemptFromRpc(req.attempt).value();
+  in.is_retry = req.__isset.is_retry && req.is_retry;
   in.reads = ReadsFromRpc<ReadOp>(req.reads);
   in.writes = WritesFromRpc<WriteOp>(req.writes);
   return in;
@@ -194,7 +196,7 @@ void ParticipantDriver::AskDecision(const QueryDecisionMsg& m) {
   hooks_->AskingDecision(m.txid, m.fall_back);
   io_->QueryDecision(
       address, ToRpc(m.txid),
-      m.fingerprint.known() ? FingerprintToRpc(m.fingerprint) : std::string(),
+      m.fingerprint.known() ? FingerprintToRpc(m.fingerprint) : std::string(), ToRpc(m.attempt),
       options_.query_timeout_ms,
       [this, m, address](const RpcStatus& s, const rpc::Decision::type& d) {
         if (stopped_) return;
@@ -392,6 +394,10 @@ void ParticipantDriver::Prepare(const rpc::PrepareRequest& req,
                           " bytes (or all zero): want " + std::to_string(kFingerprintBytes)));
     return;
   }
+  if (req.__isset.attempt && !AttemptFromRpc(req.attempt).has_value()) {
+    fail(MakeDtxError(ErrorCode::kBadArgument, "PREPARE attempt with a negative epoch or seq"));
+    return;
+  }
   PrepareRequest in = FromRpc(req);
   Pending p;
   p.kind = Reply::Kind::kPrepare;
@@ -432,11 +438,16 @@ void ParticipantDriver::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::fun
   Process();
 }
 
-void ParticipantDriver::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
-                              Fail fail) {
+void ParticipantDriver::Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt,
+                              std::function<void()> cob, Fail fail) {
   if (stopped_) return;
   HeardFromCoordinator();
   const TxId t = dtx::FromRpc(txid);
+  const std::optional<Attempt> a = AttemptFromRpc(attempt);
+  if (!a) {
+    fail(MakeDtxError(ErrorCode::kBadArgument, "ABORT attempt with a negative epoch or seq"));
+    return;
+  }
   if (hooks_->tracing()) {
     hooks_->Trace(t, obs::span::kReceived, "abort");
     hooks_->Trace(t, obs::span::kDecided, "abort");
@@ -446,7 +457,7 @@ void ParticipantDriver::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::func
   p.kind = Reply::Kind::kAbort;
   p.done = std::move(cob);
   p.fail = std::move(fail);
-  core_->Abort(NewToken(std::move(p)), t, epoch, io_->NowMs());
+  core_->Abort(NewToken(std::move(p)), t, epoch, io_->NowMs(), *a);
   Process();
 }
 

@@ -70,9 +70,11 @@ class ParticipantIo {
   // ---- transport: calls to coordinators (the in-doubt fall-back) ----
   // Coordinator.QueryDecision. The decision is read off the wire: the driver
   // checks its range (RawEnumValue).
-  // `fingerprint`: idl/dtx.thrift QueryDecision (empty: not known).
+  // `fingerprint`, `attempt`: idl/dtx.thrift QueryDecision (empty / all
+  // zero: not known).
   virtual void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint,
+      const rpc::Attempt& attempt, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) = 0;
   // Coordinator.GetStatus (its role and epoch are what the core looks at).
   virtual void GetStatus(const std::string& to, int timeout_ms,
@@ -185,7 +187,9 @@ class ParticipantDriver {
   void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
                Fail fail);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
-  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  // `attempt`: all zero when unset; negative: BAD_ARGUMENT.
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt,
+             std::function<void()> cob, Fail fail);
   void AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator, std::function<void()> cob,
                   Fail fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);

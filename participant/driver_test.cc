@@ -45,8 +45,8 @@ class RecordingIo final : public ParticipantIo {
     log.push_back(Appended{type, forced, std::move(on_durable), lsn});
     return lsn;
   }
-  void QueryDecision(const std::string& to, const rpc::TxId&, const std::string&, int,
-                     QueryDone done) override {
+  void QueryDecision(const std::string& to, const rpc::TxId&, const std::string&,
+                     const rpc::Attempt&, int, QueryDone done) override {
     queries.emplace_back(to, std::move(done));
   }
   void GetStatus(const std::string& to, int, StatusDone done) override {

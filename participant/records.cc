@@ -107,7 +107,18 @@ std::string EncodePrepare(const PrepareRecord& r) {
     DTX_CHECK(!k.empty() && k.size() <= kKeyBytesMax);
     w.Bytes(k);
   }
-  if (r.fingerprint.known()) w.Fp(r.fingerprint);
+  // Optional tail: the fingerprint, then the attempt (which needs the
+  // fingerprint before it: all zero when not known).
+  if (r.attempt.known()) {
+    w.U64(r.fingerprint.hi);
+    w.U64(r.fingerprint.lo);
+  } else if (r.fingerprint.known()) {
+    w.Fp(r.fingerprint);
+  }
+  if (r.attempt.known()) {
+    w.I64(r.attempt.epoch);
+    w.U64(r.attempt.seq);
+  }
   return w.Take();
 }
 
@@ -182,7 +193,17 @@ Result<PrepareRecord> DecodePrepare(std::string_view payload) {
     DTX_RETURN_IF_ERROR(in.Key(&k));
     r.read_keys.push_back(std::move(k));
   }
-  if (in.left() > 0) DTX_RETURN_IF_ERROR(in.Fp(&r.fingerprint));
+  if (in.left() > 0) {
+    DTX_RETURN_IF_ERROR(in.U64(&r.fingerprint.hi));
+    DTX_RETURN_IF_ERROR(in.U64(&r.fingerprint.lo));
+    if (in.left() == 0 && !r.fingerprint.known()) return in.Bad("zero fingerprint");
+  }
+  if (in.left() > 0) {
+    DTX_RETURN_IF_ERROR(in.I64(&r.attempt.epoch));
+    DTX_RETURN_IF_ERROR(in.U64(&r.attempt.seq));
+    if (r.attempt.epoch < 0) return in.Bad("negative attempt epoch");
+    if (!r.attempt.known()) return in.Bad("zero attempt");
+  }
   DTX_RETURN_IF_ERROR(in.End());
   return r;
 }

@@ -45,6 +45,10 @@ struct PrepareRecord {
   // The transaction's content (common/types.h); not known in records written
   // before fingerprints, or for a PREPARE that carried none.
   Fingerprint fingerprint = {};
+  // The attempt prepared (common/types.h); a later PREPARE of the same txid
+  // with a newer one moves the transaction to it. Not known in records
+  // written before stamps.
+  Attempt attempt;
   friend bool operator==(const PrepareRecord&, const PrepareRecord&) = default;
 };
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "wal/crc32c.h"
 
 namespace dtx::participant {
@@ -36,6 +38,38 @@ TEST(RecordsTest, PrepareRoundTrips) {
   auto back = DecodePrepare(EncodePrepare(r));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, r);
+}
+
+TEST(RecordsTest, PrepareWithAnAttemptRoundTripsWithAndWithoutAFingerprint) {
+  PrepareRecord r = SamplePrepare();
+  r.attempt = {7, 3};
+  auto back = DecodePrepare(EncodePrepare(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, r);
+  EXPECT_FALSE(back->fingerprint.known());
+  r.fingerprint = {0xabc, 0xdef};
+  back = DecodePrepare(EncodePrepare(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, r);
+  // Without an attempt the record is what older binaries wrote (and read).
+  const size_t stamped = EncodePrepare(r).size();
+  r.attempt = {};
+  EXPECT_EQ(EncodePrepare(r).size() + 16, stamped) << "an attempt adds epoch:i64 seq:u64, no more";
+  back = DecodePrepare(EncodePrepare(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_FALSE(back->attempt.known());
+}
+
+TEST(RecordsTest, PrepareWithAZeroOrNegativeAttemptIsCorrupt) {
+  PrepareRecord r = SamplePrepare();
+  r.attempt = {7, 3};
+  std::string bytes = EncodePrepare(r);
+  std::string zero = bytes;
+  std::fill(zero.end() - 16, zero.end(), '\0');
+  EXPECT_FALSE(DecodePrepare(zero).ok());
+  std::string negative = bytes;
+  negative[negative.size() - 9] = static_cast<char>(0x80);  // the epoch's top byte
+  EXPECT_FALSE(DecodePrepare(negative).ok());
 }
 
 TEST(RecordsTest, CommitAbortEpochRoundTrip) {

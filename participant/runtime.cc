@@ -107,7 +107,8 @@ struct Runtime::Impl {
   void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
                Fail fail);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
-  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt,
+             std::function<void()> cob, Fail fail);
   rpc::NodeStatus GetStatus() const;
   std::vector<rpc::InDoubtTx> ListInDoubt() const;
   // ---- ParticipantPeer (coordinators) ----
@@ -195,7 +196,7 @@ class PeerHandler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runt
   void Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
               const rpc::Epoch epoch) override;
   void Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
-             const rpc::Epoch epoch) override;
+             const rpc::Epoch epoch, const rpc::Attempt& attempt) override;
   void GetStatus(std::function<void(const rpc::NodeStatus&)> cob) override;
   void Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
                  const rpc::HeartbeatRequest& req) override;
@@ -301,11 +302,12 @@ class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks 
   }
 
   void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint,
+      const rpc::Attempt& attempt, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
     std::weak_ptr<int> alive = rt_->alive_;
     rt_->StubFor(to).QueryDecision(
-        txid, fingerprint, timeout_ms,
+        txid, fingerprint, attempt, timeout_ms,
         [this, alive, done = std::move(done)](const RpcStatus& s, const rpc::Decision::type& d) {
           if (alive.expired() || rt_->shut_down_) return;
           done(s, d);
@@ -629,9 +631,9 @@ void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::functio
   driver_->Commit(txid, epoch, std::move(cob), std::move(fail));
 }
 
-void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
-                          Fail fail) {
-  driver_->Abort(txid, epoch, std::move(cob), std::move(fail));
+void Runtime::Impl::Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt,
+                          std::function<void()> cob, Fail fail) {
+  driver_->Abort(txid, epoch, attempt, std::move(cob), std::move(fail));
 }
 
 void Runtime::Impl::AdoptEpoch(rpc::Epoch epoch, const std::string& coordinator,
@@ -686,6 +688,8 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"replayed_records", static_cast<int64_t>(st.replayed_records)},
       {"forgotten_outcome_refusals", static_cast<int64_t>(st.forgotten_outcome_refusals)},
       {"txid_reused_refusals", static_cast<int64_t>(st.txid_reused_refusals)},
+      {"attempts_restamped", static_cast<int64_t>(st.attempts_restamped)},
+      {"stale_attempt_aborts", static_cast<int64_t>(st.stale_attempt_aborts)},
       {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},
@@ -733,10 +737,10 @@ void PeerHandler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::T
 }
 
 void PeerHandler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
-                        const rpc::Epoch epoch) {
+                        const rpc::Epoch epoch, const rpc::Attempt& attempt) {
   if (!PermitCoordinator("Abort", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  target()->Abort(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  target()->Abort(txid, epoch, attempt, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
 void PeerHandler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,

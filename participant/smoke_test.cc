@@ -99,7 +99,8 @@ class Client {
     peer_->Prepare(vote, req);
   }
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch) { peer_->Commit(txid, epoch); }
-  void Abort(const rpc::TxId& txid, rpc::Epoch epoch) { peer_->Abort(txid, epoch); }
+  // An unstamped ABORT: these tests prepare unstamped (docs/design.md "Attempts").
+  void Abort(const rpc::TxId& txid, rpc::Epoch epoch) { peer_->Abort(txid, epoch, rpc::Attempt()); }
 
  private:
   BasicClient<rpc::ParticipantClient> client_;
@@ -147,7 +148,7 @@ class FakeCoordinator : public rpc::CoordinatorPeerCobSvIf {
     cob(rpc::HeartbeatResponse());
   }
   void QueryDecision(std::function<void(const rpc::Decision::type&)> cob, Exn, const rpc::TxId&,
-                     const std::string&) override {
+                     const std::string&, const rpc::Attempt&) override {
     ++queries;
     cob(static_cast<rpc::Decision::type>(answer.load()));
   }

@@ -200,7 +200,8 @@ class ParticipantAccessTest : public ::testing::Test {
 
 TEST_F(ParticipantAccessTest, AbortCommitPrepareFromAClientOrAParticipantAreRefused) {
   for (const PeerIdentity& who : {kClient, PeerIdentity{}, kAsParticipant1}) {
-    EXPECT_EQ(ErrorOf([&] { As(who)->Abort(SomeTxId(), 0); }), rpc::ErrorCode::PERMISSION_DENIED)
+    EXPECT_EQ(ErrorOf([&] { As(who)->Abort(SomeTxId(), 0, rpc::Attempt()); }),
+              rpc::ErrorCode::PERMISSION_DENIED)
         << who.Describe();
     EXPECT_EQ(ErrorOf([&] { As(who)->Commit(SomeTxId(), 0); }), rpc::ErrorCode::PERMISSION_DENIED)
         << who.Describe();
@@ -212,7 +213,8 @@ TEST_F(ParticipantAccessTest, AbortCommitPrepareFromAClientOrAParticipantAreRefu
   }
   // The same Abort from a configured coordinator is taken (presumed abort of
   // an unknown txid).
-  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Abort(SomeTxId(), 0); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Abort(SomeTxId(), 0, rpc::Attempt()); }),
+            std::nullopt);
 }
 
 TEST_F(ParticipantAccessTest, AdoptEpochSpeakingForAnotherCoordinatorIsRefused) {
@@ -304,7 +306,7 @@ TEST_F(ParticipantAccessTest, PeerCallsAreUnknownOnTheClientListenerAndServedOnT
   rpc::PrepareResponse vote;
   EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Prepare(vote, prepare); }));
   EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Commit(SomeTxId(), epoch); }));
-  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Abort(SomeTxId(), epoch); }));
+  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Abort(SomeTxId(), epoch, rpc::Attempt()); }));
   EXPECT_TRUE(UnknownMethod([&] { on_client_port()->AdoptEpoch(epoch + 100, kCoordinator0); }));
   rpc::HeartbeatRequest hb;
   hb.sender = kCoordinator0;
@@ -330,7 +332,8 @@ TEST_F(ParticipantAccessTest, PeerCallsAreUnknownOnTheClientListenerAndServedOnT
   // On the peer listener the same coordinator is served.
   EXPECT_NE(runtime_->peer_address(), runtime_->address());
   EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Heartbeat(hb_resp, hb); }), std::nullopt);
-  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Abort(SomeTxId(), epoch); }), std::nullopt);
+  EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->Abort(SomeTxId(), epoch, rpc::Attempt()); }),
+            std::nullopt);
   EXPECT_EQ(ErrorOf([&] { As(kAsCoordinator0)->AdoptEpoch(epoch + 1, kCoordinator0); }),
             std::nullopt);
   EXPECT_EQ(Epoch(), epoch + 1);
@@ -425,10 +428,12 @@ TEST_F(CoordinatorAccessTest, ReplicateAndHeartbeatOnlyFromThePeerCoordinatorFor
 
 TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
   rpc::Decision::type d{};
-  EXPECT_EQ(ErrorOf([&] { d = As(kClient)->QueryDecision(SomeTxId(), std::string()); }),
-            rpc::ErrorCode::PERMISSION_DENIED);
+  EXPECT_EQ(
+      ErrorOf([&] { d = As(kClient)->QueryDecision(SomeTxId(), std::string(), rpc::Attempt()); }),
+      rpc::ErrorCode::PERMISSION_DENIED);
   try {
-    As(kAsParticipant1)->QueryDecision(SomeTxId(), std::string());  // not configured here
+    As(kAsParticipant1)
+        ->QueryDecision(SomeTxId(), std::string(), rpc::Attempt());  // not configured here
     ADD_FAILURE() << "answered";
   } catch (const rpc::DtxError& e) {
     EXPECT_EQ(e.code, rpc::ErrorCode::PERMISSION_DENIED);
@@ -437,9 +442,13 @@ TEST_F(CoordinatorAccessTest, QueryDecisionFromParticipantsAndThePeerOnly) {
         << e.message;
   }
   // Past the access check (answered, or NOT_PRIMARY while not established).
-  EXPECT_NE(ErrorOf([&] { d = As(kAsParticipant0)->QueryDecision(SomeTxId(), std::string()); }),
+  EXPECT_NE(ErrorOf([&] {
+              d = As(kAsParticipant0)->QueryDecision(SomeTxId(), std::string(), rpc::Attempt());
+            }),
             rpc::ErrorCode::PERMISSION_DENIED);
-  EXPECT_NE(ErrorOf([&] { d = As(kAsCoordinator1)->QueryDecision(SomeTxId(), std::string()); }),
+  EXPECT_NE(ErrorOf([&] {
+              d = As(kAsCoordinator1)->QueryDecision(SomeTxId(), std::string(), rpc::Attempt());
+            }),
             rpc::ErrorCode::PERMISSION_DENIED);
 }
 
@@ -463,7 +472,8 @@ TEST_F(CoordinatorAccessTest, PeerCallsAreUnknownOnTheClientListener) {
   hb.epoch = 1'000'000;
   rpc::HeartbeatResponse hb_resp;
   EXPECT_TRUE(UnknownMethod([&] { on_client_port()->Heartbeat(hb_resp, hb); }));
-  EXPECT_TRUE(UnknownMethod([&] { on_client_port()->QueryDecision(SomeTxId(), std::string()); }));
+  EXPECT_TRUE(UnknownMethod(
+      [&] { on_client_port()->QueryDecision(SomeTxId(), std::string(), rpc::Attempt()); }));
   forged_.Set(kClient);
   Connection<rpc::CoordinatorClient> client(runtime_->address());
   rpc::NodeStatus st;

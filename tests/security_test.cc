@@ -302,7 +302,7 @@ class SecurityTest : public ClusterTest {
     const rpc::TxId txid = RandomTxId();
     CallOutcome o = Call<rpc::ParticipantPeerClient>(
         Cert("coordinator-0"), PeerAddress(participant),
-        [&](rpc::ParticipantPeerClient& c) { c.Abort(txid, epoch); });
+        [&](rpc::ParticipantPeerClient& c) { c.Abort(txid, epoch, rpc::Attempt()); });
     EXPECT_EQ(o.answer, Answer::kAccepted)
         << "coordinator-0's Abort at " << participant << ": " << o.Describe();
   }
@@ -363,7 +363,8 @@ TEST_F(SecurityTest, ForgedAbortOfAHeldTransactionIsRefusedAndItCommitsAllOrNoth
        {Plaintext(), NoCertificate(), Cert(tools::kClientCertName), Cert("participant-1")}) {
     for (const std::string& target : PeerServiceTargets("participant-0")) {
       CallOutcome o = Call<rpc::ParticipantPeerClient>(
-          who, target, [&](rpc::ParticipantPeerClient& c) { c.Abort(*txid, epoch); });
+          who, target,
+          [&](rpc::ParticipantPeerClient& c) { c.Abort(*txid, epoch, rpc::Attempt()); });
       EXPECT_TRUE(o.RefusedAsExpectedFor(who))
           << "Abort from " << who.label << " at " << target << ": " << o.Describe();
     }
@@ -410,7 +411,8 @@ TEST_F(SecurityWithBackupTest, SpoofedPeerAndAdminCallsAreRefusedAndTheBankStill
                        Call<PP>(who, t, [&](PP& c) { c.AdoptEpoch(1'000'000'000'000'000, c0); }));
         expect_refused("AdoptEpoch(current+1)", t,
                        Call<PP>(who, t, [&](PP& c) { c.AdoptEpoch(e + 1, c0); }));
-        expect_refused("Abort", t, Call<PP>(who, t, [&](PP& c) { c.Abort(RandomTxId(), e); }));
+        expect_refused("Abort", t,
+                       Call<PP>(who, t, [&](PP& c) { c.Abort(RandomTxId(), e, rpc::Attempt()); }));
         expect_refused("Commit", t, Call<PP>(who, t, [&](PP& c) { c.Commit(RandomTxId(), e); }));
         if (p.index == 0) {
           rpc::PrepareRequest req;
@@ -514,7 +516,7 @@ TEST_F(SecurityTest, ParticipantCertificateCannotActAsCoordinator) {
                              rpc::PrepareResponse resp;
                              c.Prepare(resp, req);
                            })},
-      {"Abort", Call<PP>(p1, t, [&](PP& c) { c.Abort(RandomTxId(), e); })},
+      {"Abort", Call<PP>(p1, t, [&](PP& c) { c.Abort(RandomTxId(), e, rpc::Attempt()); })},
       {"Commit", Call<PP>(p1, t, [&](PP& c) { c.Commit(RandomTxId(), e); })},
       {"AdoptEpoch",
        Call<PP>(p1, t, [&](PP& c) { c.AdoptEpoch(e + 1, PeerAddress("participant-1")); })},
@@ -547,7 +549,7 @@ TEST_F(SecurityTest, ForeignExpiredAndPlaintextClientsAreRefusedAtTheHandshakeWi
   for (const Case& c : cases) {
     CallOutcome peer = Call<rpc::ParticipantPeerClient>(
         c.who, PeerAddress("participant-0"),
-        [&](rpc::ParticipantPeerClient& p) { p.Abort(RandomTxId(), e); });
+        [&](rpc::ParticipantPeerClient& p) { p.Abort(RandomTxId(), e, rpc::Attempt()); });
     EXPECT_EQ(peer.answer, c.answer)
         << c.who.label << " at participant-0's peer listener: " << peer.Describe();
     EXPECT_TRUE(LogHas("participant-0", c.log_text))

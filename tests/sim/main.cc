@@ -48,7 +48,9 @@ int main(int argc, char** argv) {
       "sabotage", po::value<std::string>(&sabotage)->default_value("none"),
       "break the model on purpose to see a check fire: none | lose-synced | blind-writes | "
       "accept-old-epochs | fake-sync (these two need --failover) | stored-outcome-for-reuse "
-      "(needs --reuse-txids)")(
+      "(needs --reuse-txids) | ignore-attempt-stamps")(
+      "long-delays", po::bool_switch(&opts.long_delays),
+      "hold about 1 message in 200 back for 2-30 virtual seconds during the fault phase")(
       "reuse-txids", po::bool_switch(&opts.reuse_txids),
       "clients reuse their previous txid with new content (a third of their transactions)")(
       "failover", po::bool_switch(&opts.failover),
@@ -94,6 +96,8 @@ int main(int argc, char** argv) {
     opts.sabotage = dtx::sim::Sabotage::kFakeSync;
   } else if (sabotage == "stored-outcome-for-reuse") {
     opts.sabotage = dtx::sim::Sabotage::kStoredOutcomeForReuse;
+  } else if (sabotage == "ignore-attempt-stamps") {
+    opts.sabotage = dtx::sim::Sabotage::kIgnoreAttemptStamps;
   } else {
     return bad("unknown --sabotage '" + sabotage + "'");
   }

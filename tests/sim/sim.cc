@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -56,6 +57,16 @@ constexpr int kClientCommitAttemptsMax = 3;  // same txid: the coordinator dedup
 constexpr uint64_t kClientThinkMsMax = 20;
 constexpr uint64_t kNetDelayMsMin = 1, kNetDelayMsMax = 5;
 constexpr uint64_t kNetLongDelayMsMax = 800;
+// SimOptions::long_delays: the share of fault-phase messages held back
+// 2..30 s, delivered at most kVeryLongDeliverByMs into the heal phase.
+constexpr double kPVeryLongDelay = 0.005;
+constexpr uint64_t kNetVeryLongDelayMsMin = 2000, kNetVeryLongDelayMsMax = 30000;
+constexpr uint64_t kVeryLongDeliverByMs = 5000;
+// ... and holds this share of the coordinators' ABORTs and COMMITs back up
+// to kLateAbortMsMax: an ABORT then meets the client's next attempt of its
+// txid still prepared at the participant (docs/design.md "Attempts").
+constexpr double kPLateAbort = 0.5;
+constexpr uint64_t kLateAbortMsMax = 3000;
 constexpr uint64_t kSyncMsMin = 1, kSyncMsMax = 4, kSyncSlowMsMax = 60;
 constexpr uint64_t kDownMsMin = 5, kDownMsMax = 800;
 constexpr uint64_t kCheckpointGapMsMin = 50, kCheckpointGapMsMax = 600;  // participant checkpoints
@@ -158,11 +169,13 @@ struct PCommitReq {
 struct PAbortReq {
   rpc::TxId txid;
   rpc::Epoch epoch = 0;
+  rpc::Attempt attempt;
 };
 // Coordinator.QueryDecision.
 struct QueryReq {
   rpc::TxId txid;
   std::string fingerprint;
+  rpc::Attempt attempt;
 };
 // ParticipantPeer.AdoptEpoch / Heartbeat.
 struct AdoptReq {
@@ -515,8 +528,10 @@ class World {
   // network and RPC
   // Returns how many copies went out (0: lost, 2: duplicated).
   int SendMsg(int from, int to, const TxId& txid, const std::string& what,
-              std::function<void()> deliver);
-  uint64_t NetDelay();
+              std::function<void()> deliver, bool abort = false);
+  // `abort`: the message is a participant ABORT or COMMIT
+  // (SimOptions::long_delays holds many of those back).
+  uint64_t NetDelay(bool abort = false);
   // Returns how many copies of the request went out.
   int StartCall(int from, int to, Request req, uint64_t timeout_ms, const TxId& txid,
                 Completion done, bool background = false);
@@ -692,7 +707,16 @@ void World::Build() {
 
 // ---- network -------------------------------------------------------------------
 
-uint64_t World::NetDelay() {
+uint64_t World::NetDelay(bool abort) {
+  if (faults_on_ && opts_.long_delays && abort && rng_.Chance(kPLateAbort)) {
+    return rng_.Range(kNetDelayMsMax, kLateAbortMsMax);
+  }
+  if (faults_on_ && opts_.long_delays && rng_.Chance(kPVeryLongDelay)) {
+    const uint64_t by = fault_end_ms_ + kVeryLongDeliverByMs;
+    if (by > now_ + kNetVeryLongDelayMsMin) {
+      return rng_.Range(kNetVeryLongDelayMsMin, std::min(kNetVeryLongDelayMsMax, by - now_));
+    }
+  }
   if (faults_on_ && rng_.Chance(p_long_)) return rng_.Range(kNetDelayMsMax, kNetLongDelayMsMax);
   return rng_.Range(kNetDelayMsMin, kNetDelayMsMax);
 }
@@ -701,7 +725,7 @@ uint64_t World::NetDelay() {
 // delays). A message to a node that is down, or that crashed or restarted
 // before it arrived, is lost (its connection is gone).
 int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
-                   std::function<void()> deliver) {
+                   std::function<void()> deliver, bool abort) {
   ++stats_.messages;
   Node& dst = nodes_[to];
   if (!dst.up) {
@@ -725,7 +749,7 @@ int World::SendMsg(int from, int to, const TxId& txid, const std::string& what,
   }
   const uint64_t dst_inc = dst.incarnation;
   for (int i = 0; i < copies; ++i) {
-    uint64_t delay = NetDelay();
+    uint64_t delay = NetDelay(abort);
     if (trace_on_) {
       Trace(txid, nodes_[from].name + " -> " + dst.name + " " + what + " [sent, +" +
                       std::to_string(delay) + "ms" + (i > 0 ? ", duplicate" : "") + "]");
@@ -756,8 +780,10 @@ int World::StartCall(int from, int to, Request req, uint64_t timeout_ms, const T
   }
   After(timeout_ms, kEvTimeout, [this, id] { FinishCall(id, CallEnd::kTimeout, nullptr); });
   std::string what = trace_on_ ? Describe(req) : std::string();
-  return SendMsg(from, to, txid, what,
-                 [this, to, id, req = std::move(req)] { Dispatch(to, id, req); });
+  const bool abort =
+      std::holds_alternative<PAbortReq>(req) || std::holds_alternative<PCommitReq>(req);
+  return SendMsg(
+      from, to, txid, what, [this, to, id, req = std::move(req)] { Dispatch(to, id, req); }, abort);
 }
 
 void World::FinishCall(uint64_t id, CallEnd end, const Response* resp) {
@@ -880,7 +906,12 @@ void World::HandleParticipant(Node& n, int from, const Request& req, Responder r
   } else if (const auto* c = std::get_if<PCommitReq>(&req)) {
     n.pdriver->Commit(c->txid, epoch_for(c->epoch), ack, fail);
   } else if (const auto* a = std::get_if<PAbortReq>(&req)) {
-    n.pdriver->Abort(a->txid, epoch_for(a->epoch), ack, fail);
+    rpc::Attempt attempt = a->attempt;
+    if (opts_.sabotage == Sabotage::kIgnoreAttemptStamps) {
+      attempt.epoch = std::numeric_limits<int64_t>::max();  // newer than any: always applies
+      attempt.seq = std::numeric_limits<int64_t>::max();
+    }
+    n.pdriver->Abort(a->txid, epoch_for(a->epoch), attempt, ack, fail);
   } else if (const auto* ad = std::get_if<AdoptReq>(&req)) {
     n.pdriver->AdoptEpoch(ad->epoch, ad->coordinator, ack, fail);
   } else {
@@ -957,7 +988,7 @@ void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
         *c, [resp](const rpc::CommitResult& r) { resp(Response(CoordinatorBody(r))); }, fail);
   } else if (const auto* q = std::get_if<QueryReq>(&req)) {
     n.driver->QueryDecision(
-        q->txid, q->fingerprint,
+        q->txid, q->fingerprint, q->attempt,
         [resp](rpc::Decision::type d) { resp(Response(CoordinatorBody(DecisionAnswer{d}))); },
         fail);
   } else if (const auto* r = std::get_if<rpc::ReplicateRequest>(&req)) {
@@ -1003,9 +1034,9 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
            done(CallStatus(end, resp));
          });
   }
-  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch, int timeout_ms,
-             Done done) override {
-    Call(to, Request(PAbortReq{txid, epoch}), timeout_ms, FromRpc(txid),
+  void Abort(const std::string& to, const rpc::TxId& txid, rpc::Epoch epoch,
+             const rpc::Attempt& attempt, int timeout_ms, Done done) override {
+    Call(to, Request(PAbortReq{txid, epoch, attempt}), timeout_ms, FromRpc(txid),
          [done = std::move(done)](CallEnd end, const Response* resp) {
            done(CallStatus(end, resp));
          });
@@ -1150,13 +1181,14 @@ class ParticipantGlue final : public pc::ParticipantIo, public pc::ParticipantHo
   }
 
   void QueryDecision(
-      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint, int timeout_ms,
+      const std::string& to, const rpc::TxId& txid, const std::string& fingerprint,
+      const rpc::Attempt& attempt, int timeout_ms,
       std::function<void(const RpcStatus&, const rpc::Decision::type&)> done) override {
     const int dst = Coordinator(to, FromRpc(txid));
     if (dst < 0) return;
     w_->StartCall(
-        node_, dst, QueryReq{txid, fingerprint}, static_cast<uint64_t>(timeout_ms), FromRpc(txid),
-        [done = std::move(done)](CallEnd end, const Response* resp) {
+        node_, dst, QueryReq{txid, fingerprint, attempt}, static_cast<uint64_t>(timeout_ms),
+        FromRpc(txid), [done = std::move(done)](CallEnd end, const Response* resp) {
           RpcStatus st = CallStatus(end, resp);
           done(st, st.ok() ? std::get<DecisionAnswer>(std::get<CoordinatorBody>(*resp)).decision
                            : rpc::Decision::UNKNOWN);
@@ -1406,9 +1438,6 @@ void World::StartCore(Node& n) {
     o.prepare_timeout_ms = kPrepareTimeoutMs;
     o.commit_timeout_ms = kCommitTimeoutMs;
     o.abort_timeout_ms = kAbortTimeoutMs;
-    // An ABORT may spend up to kNetLongDelayMsMax on the network (past its
-    // call's timeout): hold new attempts of its txid back at least that long.
-    o.abort_quiet_ms = kNetLongDelayMsMax + kAbortTimeoutMs;
     o.commit_retry_initial_ms = kCommitRetryInitialMs;
     o.commit_retry_max_ms = kCommitRetryMaxMs;
     if (opts_.small_tables) {
@@ -2206,6 +2235,8 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
   if (o.sabotage == Sabotage::kAcceptOldEpochs) cmd += " --sabotage accept-old-epochs";
   if (o.sabotage == Sabotage::kFakeSync) cmd += " --sabotage fake-sync";
   if (o.sabotage == Sabotage::kStoredOutcomeForReuse) cmd += " --sabotage stored-outcome-for-reuse";
+  if (o.sabotage == Sabotage::kIgnoreAttemptStamps) cmd += " --sabotage ignore-attempt-stamps";
+  if (o.long_delays) cmd += " --long-delays";
   if (o.failover) cmd += " --failover";
   if (o.reuse_txids) cmd += " --reuse-txids";
   return cmd;

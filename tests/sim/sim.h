@@ -46,6 +46,10 @@ enum class Sabotage {
   // while the client records its new content: what a coordinator that never
   // compares contents does (issue 14) - it answers the earlier outcome.
   kStoredOutcomeForReuse,
+  // Participants apply every ABORT to whatever attempt of its txid they
+  // hold, as before attempts were stamped (docs/design.md "Attempts"): a
+  // late ABORT of an earlier attempt drops a newer one that voted YES.
+  kIgnoreAttemptStamps,
 };
 
 // Zero/negative means "drawn from the seed" (documented ranges in README.md).
@@ -74,6 +78,12 @@ struct SimOptions {
   // checks judge it as a transaction of its own - never be told another
   // transaction's outcome.
   bool reuse_txids = false;
+  // During the fault phase about 1 message in 200 is held back far longer
+  // than the usual long delay: 2 to 30 virtual seconds (delivered at most 5 s
+  // into the heal), well past any timeout; and 3 in 10 of the coordinators'
+  // ABORTs and COMMITs up to 3 s - a late ABORT then meets the client's
+  // later attempts of its txid, still prepared.
+  bool long_delays = false;
   bool trace = false;  // keep a line per event (for --trace and failure reports)
 };
 
