@@ -1391,7 +1391,7 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
   ASSERT_TRUE(c.Open());
   rpc::CommitResult res;
   c->Commit(res, WriteReq(TxId{0x57, 3}, {KeyOn(0, 3), KeyOn(1, 3)}));
-  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED);
+  EXPECT_EQ(res.outcome, rpc::Outcome::COMMITTED) << res.detail;
   // Fencing: every call a participant accepted after adopting epoch 2 is
   // stamped 2 or later.
   for (size_t i = 0; i < 3; ++i) {
