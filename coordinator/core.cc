@@ -960,19 +960,23 @@ void CoordinatorCore::RememberUnknown(const TxId& txid, const Fingerprint& finge
 void CoordinatorCore::RememberOther(const TxId& txid, const CommitResult& result,
                                     const Fingerprint& fingerprint) {
   if (!other_.emplace(txid, Other{result, fingerprint}).second) return;
-  other_fifo_.push_back(txid);
-  while (other_fifo_.size() > opts_.other_outcomes_max) {
-    other_.erase(other_fifo_.front());
-    other_fifo_.pop_front();
+  std::deque<TxId>& fifo =
+      result.outcome == Outcome::kCommitted ? other_committed_fifo_ : other_aborted_fifo_;
+  fifo.push_back(txid);
+  while (fifo.size() > opts_.other_outcomes_max) {
+    other_.erase(fifo.front());
+    fifo.pop_front();
   }
 }
 
 CoordinatorCore::Memory CoordinatorCore::ExportMemory() const {
   Memory m;
-  m.outcomes.reserve(other_fifo_.size());
-  for (const TxId& t : other_fifo_) {
-    const Other& o = other_.at(t);
-    m.outcomes.push_back(Memory::Remembered{t, o.result, o.fingerprint});
+  m.outcomes.reserve(other_committed_fifo_.size() + other_aborted_fifo_.size());
+  for (const std::deque<TxId>* fifo : {&other_committed_fifo_, &other_aborted_fifo_}) {
+    for (const TxId& t : *fifo) {
+      const Other& o = other_.at(t);
+      m.outcomes.push_back(Memory::Remembered{t, o.result, o.fingerprint});
+    }
   }
   m.unknown.reserve(unknown_fifo_.size());
   for (const TxId& t : unknown_fifo_) m.unknown.emplace_back(t, unknown_.at(t));

@@ -272,9 +272,11 @@ struct CoreOptions {
   // Committed outcomes remembered for idempotency; the WAL is kept back far
   // enough (truncate_before) that these are exactly the DECISIONs it holds.
   size_t committed_outcomes_max = 100000;
-  // Aborted and one-phase outcomes remembered (memory only: presumed abort
-  // needs no record of aborts; one-phase commits are recorded by the
-  // participant, not here).
+  // Aborted and one-phase (and read-only) outcomes remembered (memory only:
+  // presumed abort needs no record of aborts; one-phase commits are recorded
+  // by the participant, not here). The bound holds for the committed ones
+  // and the aborted ones apart: aborts - which any participant's
+  // QueryDecision of a random txid adds - never push a commit out.
   size_t other_outcomes_max = 100000;
   // Re-write EPOCH when it is this many LSNs behind, so truncation can move.
   uint64_t epoch_rewrite_lsn_gap = 100000;
@@ -543,8 +545,10 @@ class CoordinatorCore {
   // fast-failed as ABORTED - it may have committed.
   std::deque<TxId> unknown_fifo_;
   std::unordered_map<TxId, Fingerprint, TxIdHash> unknown_;
-  // Aborted and one-phase outcomes, oldest first.
-  std::deque<TxId> other_fifo_;
+  // Aborted and one-phase outcomes, oldest first, each kind in its own order
+  // (CoreOptions::other_outcomes_max).
+  std::deque<TxId> other_committed_fifo_;
+  std::deque<TxId> other_aborted_fifo_;
   struct Other {
     CommitResult result;
     Fingerprint fingerprint = {};  // not known for a presumed abort answered to QueryDecision

@@ -1244,6 +1244,35 @@ TEST(CoordinatorCore, EveryStartDecidesAtANewEpoch) {
   EXPECT_EQ(h.core().epoch(), first + 2);
 }
 
+// A participant's QueryDecision of a txid unknown here is a presumed abort,
+// remembered; any participant can ask about random txids. One-phase commits
+// are remembered apart from those aborts, so the flood never pushes one out:
+// the client's retry still gets COMMITTED, without running the transaction
+// again.
+TEST(CoordinatorCore, PresumedAbortsOfRandomTxidsNeverPushAOnePhaseCommitOut) {
+  CoreOptions o = Opts();
+  o.other_outcomes_max = 2;
+  Harness h(o);
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_EQ(prepares.size(), 1u);
+  ASSERT_TRUE(prepares[0].second.one_phase);
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
+  ASSERT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kCommitted);
+  for (uint64_t i = 0; i < 100; ++i) h.core().QueryDecision(h.now, 100 + i, TxId{0xbad, i});
+  h.Drain();
+  CommitRequest retry = Writes(kTx1, {0});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 2, retry);
+  Ready r = h.Drain();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty()) << "answered from memory";
+  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kCommitted);
+  // The aborts stay bounded: the oldest presumed abort is forgotten.
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 0}), Outcome::kUnknown);
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 99}), Outcome::kAborted);
+}
+
 // Found by the failover simulator: the HA layer holds a durable DECISION back
 // from OnPersisted until the backup acked it, while a later EPOCH (the
 // primary fencing its lost backup out) becomes durable. Truncation must not

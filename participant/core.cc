@@ -206,23 +206,27 @@ void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerpr
                      o == Outcome::kAborted ? attempt : Attempt{}};
   auto [it, inserted] = outcomes_.try_emplace(txid, r);
   if (!inserted) {
+    const Outcome was = it->second.outcome;
     const Fingerprint kept = it->second.fingerprint;
     const Attempt kept_attempt = it->second.attempt;
     it->second = r;
     if (!fingerprint.known()) it->second.fingerprint = kept;
     if (o == Outcome::kAborted) it->second.attempt = std::max(kept_attempt, attempt);
     it->second.maybe_committed = false;
-    return;
+    if (was == o) return;
+    // An abort of an earlier attempt, now committed: it moves to the
+    // committed order (its entry in the aborted order is skipped there).
   }
-  outcome_order_.push_back(txid);
-  while (outcome_order_.size() > options_.outcomes_remembered_max) {
-    auto old = outcomes_.find(outcome_order_.front());
-    DTX_CHECK(old != outcomes_.end());
-    if (old->second.outcome == Outcome::kCommitted) {
+  std::deque<TxId>& order = o == Outcome::kCommitted ? committed_order_ : aborted_order_;
+  order.push_back(txid);
+  while (order.size() > options_.outcomes_remembered_max) {
+    auto old = outcomes_.find(order.front());
+    order.pop_front();
+    if (old == outcomes_.end() || old->second.outcome != o) continue;  // moved on
+    if (o == Outcome::kCommitted) {
       forgotten_version_ = std::max(forgotten_version_, old->second.version);
     }
     outcomes_.erase(old);
-    outcome_order_.pop_front();
   }
 }
 
@@ -1101,23 +1105,33 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
   cp.epoch = epoch_;
   cp.epoch_owner = epoch_owner_;
   cp.commit_counter = commit_counter_;
-  // Newest first up to the limit, then oldest first as recorded.
+  // Each kind oldest first (a restore re-remembers them in that order),
+  // commits before aborts; past kCheckpointOutcomesMax the oldest aborts go
+  // first, then the oldest commits (which the checkpoint then counts as
+  // forgotten).
   cp.forgotten_version = forgotten_version_;
-  const size_t n = std::min(outcome_order_.size(), kCheckpointOutcomesMax);
-  cp.outcomes.reserve(n);
-  for (auto it = outcome_order_.end() - static_cast<std::ptrdiff_t>(n); it != outcome_order_.end();
-       ++it) {
-    const Remembered& r = outcomes_.at(*it);
-    cp.outcomes.push_back({*it, r.outcome == Outcome::kCommitted ? r.version : 0});
+  std::vector<TxId> commits, aborts;
+  for (const TxId& t : committed_order_) {
+    auto it = outcomes_.find(t);
+    if (it != outcomes_.end() && it->second.outcome == Outcome::kCommitted) commits.push_back(t);
   }
-  if (n < outcome_order_.size()) {
-    // The older ones are left out: forgotten from the checkpoint's view.
-    for (auto it = outcome_order_.begin();
-         it != outcome_order_.end() - static_cast<std::ptrdiff_t>(n); ++it) {
-      const Remembered& r = outcomes_.at(*it);
-      if (r.outcome == Outcome::kCommitted)
-        cp.forgotten_version = std::max(cp.forgotten_version, r.version);
+  for (const TxId& t : aborted_order_) {
+    auto it = outcomes_.find(t);
+    if (it != outcomes_.end() && it->second.outcome == Outcome::kAborted) aborts.push_back(t);
+  }
+  const size_t keep_commits = std::min(commits.size(), kCheckpointOutcomesMax);
+  const size_t keep_aborts = std::min(aborts.size(), kCheckpointOutcomesMax - keep_commits);
+  cp.outcomes.reserve(keep_commits + keep_aborts);
+  for (size_t i = 0; i < commits.size(); ++i) {
+    const Version v = outcomes_.at(commits[i]).version;
+    if (i < commits.size() - keep_commits) {
+      cp.forgotten_version = std::max(cp.forgotten_version, v);  // left out: forgotten
+    } else {
+      cp.outcomes.push_back({commits[i], v});
     }
+  }
+  for (size_t i = aborts.size() - keep_aborts; i < aborts.size(); ++i) {
+    cp.outcomes.push_back({aborts[i], 0});
   }
   return cp;
 }

@@ -257,12 +257,13 @@ struct CoreOptions {
   size_t tx_in_flight_max = kTxInFlightMaxDefault;
   // Reads parked on locked keys; a read past it fails with kUnavailable.
   size_t parked_reads_max = kParkedReadsMaxDefault;
-  // Recent outcomes (committed / aborted / voted NO) kept so duplicate and
-  // late messages - and a client's retry of a commit with the same txid -
-  // get the recorded answer; oldest forgotten first. Carried across restarts
-  // by the checkpoint (Checkpoint::outcomes) and the WAL. A Prepare for a
-  // txid not remembered that votes NO although it may be a commit made here
-  // and forgotten since is answered kUnknownTx instead (see Prepare).
+  // Recent outcomes kept so duplicate and late messages - and a client's
+  // retry of a commit with the same txid - get the recorded answer; oldest
+  // forgotten first. The bound holds for commits and for aborts (aborted /
+  // voted NO) apart: aborts never push a commit out. Carried across restarts
+  // by the checkpoint (Checkpoint::outcomes) and the WAL. A retry of a txid
+  // not remembered that may be a commit made here and forgotten since is
+  // answered kUnknownTx (see Prepare).
   size_t outcomes_remembered_max = kOutcomesRememberedMaxDefault;
   size_t decision_queries_per_tick_max = kDecisionQueriesPerTickMaxDefault;
 };
@@ -526,7 +527,12 @@ class Core {
     bool maybe_committed = false;
   };
   std::unordered_map<TxId, Remembered, TxIdHash> outcomes_;
-  std::deque<TxId> outcome_order_;  // oldest first
+  // Each kind in its own order, oldest first, each bounded by
+  // outcomes_remembered_max: aborts (cheap for anyone to cause: an ABORT of a
+  // random txid) never push a commit out. An entry whose outcome changed
+  // stays in the old order too and is skipped there.
+  std::deque<TxId> committed_order_;
+  std::deque<TxId> aborted_order_;
   // Every transaction committed here with a higher version is remembered
   // (in outcomes_, or not yet applied); commits up to it may be forgotten.
   Version forgotten_version_ = 0;

@@ -1845,5 +1845,34 @@ TEST(ParticipantCoreTest, RememberedAbortRefusesItsAttemptButNotANewerOne) {
   EXPECT_EQ(n.reply(newer).vote, Vote::kYes) << n.reply(newer).detail;
 }
 
+// Anyone who may call Abort can name random txids; each is remembered as
+// aborted. Commits are remembered apart, so such a flood never pushes a
+// commit out: a retry of it still gets YES (never evaluated afresh), also
+// after a checkpoint and a restart.
+TEST(ParticipantCoreTest, AbortsOfRandomTxidsNeverPushACommitOut) {
+  CoreOptions o;
+  o.outcomes_remembered_max = 4;
+  Node n(o);
+  Version va = Seed(n, "a", "1");
+  PrepareRequest t = Req(kT1, {{"a", va}}, {Put("a", "2")}, /*one_phase=*/true);
+  Token first = n.Prepare(t);
+  n.Sync();
+  ASSERT_EQ(n.reply(first).vote, Vote::kYes);
+  for (uint64_t i = 0; i < 1000; ++i) n.Abort(TxId{0xbad, i});
+  n.Sync();
+  EXPECT_EQ(n.core().stats().forgotten_version, 0) << "no commit was forgotten";
+  t.is_retry = true;
+  Token retry = n.Prepare(t);
+  EXPECT_EQ(n.reply(retry).vote, Vote::kYes) << n.reply(retry).message;
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  Token after = n.Prepare(t);
+  EXPECT_EQ(n.reply(after).vote, Vote::kYes) << "the checkpoint kept it too";
+  // Aborts stay bounded: the oldest random one is forgotten.
+  Token late = n.Prepare(Req(TxId{0xbad, 0}, {}, {Put("z", "1")}, /*one_phase=*/true));
+  n.Sync();
+  EXPECT_EQ(n.reply(late).vote, Vote::kYes) << "evaluated afresh: its abort was forgotten";
+}
+
 }  // namespace
 }  // namespace dtx::participant
