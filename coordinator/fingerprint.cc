@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <memory>
 #include <string_view>
 
 #include "common/check.h"
@@ -14,6 +15,22 @@ namespace {
 // Changes whenever the canonical form does: fingerprints of two forms never
 // compare equal by accident.
 constexpr std::string_view kDomain = "dtx transaction fingerprint v1";
+
+// SHA-256, fetched once: EVP_sha256() in EVP_Digest makes OpenSSL 3 look the
+// algorithm up by name on every call, which cost as much as the hash itself
+// (the coordinator hashes every Commit on its loop thread). Never freed.
+const EVP_MD* Sha256() {
+  static EVP_MD* const md = [] {
+    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+    DTX_CHECK_MSG(m != nullptr, "libcrypto has no SHA2-256");
+    return m;
+  }();
+  return md;
+}
+
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
 
 }  // namespace
 
@@ -50,9 +67,13 @@ Fingerprint TxFingerprint(const std::vector<ReadItem>& reads,
 
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_len = 0;
-  // A failure here is a broken libcrypto, not an operating error.
-  DTX_CHECK(EVP_Digest(canonical.data(), canonical.size(), digest, &digest_len, EVP_sha256(),
-                       nullptr) == 1);
+  // One context per thread, reset by each init. A failure here is a broken
+  // libcrypto, not an operating error.
+  thread_local const std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  DTX_CHECK(ctx != nullptr);
+  DTX_CHECK(EVP_DigestInit_ex2(ctx.get(), Sha256(), nullptr) == 1);
+  DTX_CHECK(EVP_DigestUpdate(ctx.get(), canonical.data(), canonical.size()) == 1);
+  DTX_CHECK(EVP_DigestFinal_ex(ctx.get(), digest, &digest_len) == 1);
   DTX_CHECK(digest_len >= kFingerprintBytes);
   Fingerprint f;
   for (size_t i = 0; i < 8; ++i) {
