@@ -527,15 +527,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
       tx.attempt = req.attempt;
       tx.epoch = req.epoch;
       tx.coordinator = std::move(req.coordinator);
-      PrepareRecord rec;
-      rec.txid = txid;
-      rec.epoch = tx.epoch;
-      rec.coordinator = tx.coordinator;
-      rec.writes = tx.writes;
-      rec.read_keys = tx.read_keys;
-      rec.fingerprint = tx.fingerprint;
-      rec.attempt = tx.attempt;
-      const uint64_t tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
+      const uint64_t tag = AppendPrepare(tx);
       ++stats_.attempts_restamped;
       DTX_PROBE(participant_attempt_restamped);
       if (tx.phase == Phase::kPreparing) {
@@ -652,17 +644,21 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     StartCommit(tx);
     return;
   }
+  tx.phase = Phase::kPreparing;
+  tx.prepare_tag = AppendPrepare(tx);
+  on_durable_.emplace(tx.prepare_tag, txid);
+}
+
+uint64_t Core::AppendPrepare(const Tx& tx) {
   PrepareRecord rec;
-  rec.txid = txid;
+  rec.txid = tx.txid;
   rec.epoch = tx.epoch;
   rec.coordinator = tx.coordinator;
   rec.writes = tx.writes;
   rec.read_keys = tx.read_keys;
   rec.fingerprint = tx.fingerprint;
   rec.attempt = tx.attempt;
-  tx.phase = Phase::kPreparing;
-  tx.prepare_tag = Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, txid);
-  on_durable_.emplace(tx.prepare_tag, txid);
+  return Append(RecordType::kPrepare, EncodePrepare(rec), /*forced=*/true, tx.txid);
 }
 
 // ---------------------------------------------------------------------------

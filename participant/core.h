@@ -464,6 +464,8 @@ class Core {
                                 const std::vector<WriteOp>& writes);
   std::optional<NoVote> ValidateReads(const std::vector<ReadOp>& reads);
   void ReleaseLocks(const TxId& txid);
+  // Appends (forced) the PREPARE record of `tx` as it is now; its tag.
+  uint64_t AppendPrepare(const Tx& tx);
   void StartCommit(Tx& tx);
   void FinishCommit(Tx& tx);
   void DropAborted(Tx& tx, bool log_abort);
