@@ -577,7 +577,9 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
   // txid not remembered here may be a commit made here and forgotten since:
   // a NO would tell it "aborted", a YES would apply it a second time. Only a
   // retry: a first attempt cannot have committed before, and its NO is true.
-  if (req.is_retry && MayBeForgottenCommit(req)) {
+  // (Evaluated once: it reads the store for every written key.)
+  const bool maybe_forgotten = (req.is_retry || no.has_value()) && MayBeForgottenCommit(req);
+  if (req.is_retry && maybe_forgotten) {
     if (!no.has_value()) ReleaseLocks(txid);
     ++stats_.forgotten_outcome_refusals;
     if (unknown_answered_.insert(txid).second) {
@@ -602,9 +604,8 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     // A first attempt's NO is the truth - unless this is a late copy of a
     // PREPARE of an attempt that committed here and was forgotten since: a
     // COMMIT of that attempt may still come, and is then acked (Commit).
-    const bool maybe_committed = MayBeForgottenCommit(req);
     Remember(txid, Outcome::kAborted, 0, req.fingerprint, req.attempt);
-    if (maybe_committed) outcomes_.at(txid).maybe_committed = true;
+    if (maybe_forgotten) outcomes_.at(txid).maybe_committed = true;
     ++stats_.votes_no;
     RespondVote(token, txid, Vote::kNo, epoch_tag_, no->cause, std::move(no->detail));
     return;
