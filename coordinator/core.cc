@@ -337,7 +337,7 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
   SetTimer(it->second, it->second.deadline_ms);
 }
 
-void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId txid,
+void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxId txid,
                                     const Fingerprint& fingerprint, Attempt attempt) {
   ++stats_.queries;
   if (!started_) {
@@ -382,7 +382,7 @@ void CoordinatorCore::QueryDecision(uint64_t now_ms, RequestToken token, TxId tx
         }
         // Presumed abort: undecided means not committed; abort it now so the
         // answer stays true.
-        Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
+        Abort(*tx, AbortReason::kParticipantUnavailable,
               "a participant asked for the decision before all votes arrived");
         ReplyTo(token, Decision::kAbort);
         return;
@@ -422,7 +422,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
   }
   if (r.status == CallStatus::kStaleEpoch) {
     if (r.msg_id >= first_msg_of_epoch_) {
-      Fence(now_ms);
+      Fence();
     } else {
       r.status = CallStatus::kError;  // stamped with our previous epoch
     }
@@ -447,7 +447,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
   if (p.state != PState::kPrepareSent || p.msg_id != r.msg_id) return;
 
   if (r.status == CallStatus::kOk && r.vote == Vote::kNo && r.txid_reused) {
-    RefuseReused(now_ms, *tx, r.participant, r.detail);
+    RefuseReused(*tx, r.participant, r.detail);
     return;
   }
   if (tx->one_phase) {
@@ -508,7 +508,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
         p.state = PState::kReadOnly;
       } else {
         p.state = PState::kNo;
-        Abort(now_ms, *tx, r.reason.value_or(AbortReason::kConflict),
+        Abort(*tx, r.reason.value_or(AbortReason::kConflict),
               "participant " + r.participant + " voted NO" +
                   (r.detail.empty() ? std::string() : ": " + r.detail),
               /*vote=*/true);
@@ -517,12 +517,12 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       break;
     case CallStatus::kUnavailable:
       p.state = PState::kFailed;
-      Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
+      Abort(*tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " unreachable: " + r.error);
       return;
     case CallStatus::kTimeout:
       p.state = PState::kFailed;
-      Abort(now_ms, *tx, AbortReason::kTimeout,
+      Abort(*tx, AbortReason::kTimeout,
             "no vote from participant " + r.participant + ": " + r.error);
       return;
     case CallStatus::kStaleEpoch:
@@ -530,7 +530,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
       return;
     case CallStatus::kError:
       p.state = PState::kFailed;
-      Abort(now_ms, *tx, AbortReason::kParticipantUnavailable,
+      Abort(*tx, AbortReason::kParticipantUnavailable,
             "participant " + r.participant + " refused prepare: " + r.error);
       return;
   }
@@ -543,7 +543,7 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
 void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
   if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_ &&
       StaleEpochBelievable(epoch_, r.current_epoch)) {
-    Fence(now_ms);
+    Fence();
   }
   Tx* tx = FindTx(r.txid);
   if (tx == nullptr || tx->phase != Phase::kCommitting) return;  // late, duplicate or unknown
@@ -563,12 +563,12 @@ void CoordinatorCore::OnCommitReply(uint64_t now_ms, const AckReply& r) {
   SetTimer(*tx, NextTimer(*tx));
 }
 
-void CoordinatorCore::OnAbortReply(uint64_t now_ms, const AckReply& r) {
+void CoordinatorCore::OnAbortReply(uint64_t /*now_ms*/, const AckReply& r) {
   // ABORT is fire-and-forget (a participant still in doubt asks
   // QueryDecision); only a newer epoch matters.
   if (r.status == CallStatus::kStaleEpoch && r.msg_id >= first_msg_of_epoch_ &&
       StaleEpochBelievable(epoch_, r.current_epoch)) {
-    Fence(now_ms);
+    Fence();
   }
 }
 
@@ -621,7 +621,7 @@ void CoordinatorCore::Tick(uint64_t now_ms) {
       if (tx->one_phase) {
         FinishOnePhase(*tx, CommitResult{Outcome::kUnknown, std::nullopt, std::move(detail)});
       } else {
-        Abort(now_ms, *tx, AbortReason::kTimeout, std::move(detail));
+        Abort(*tx, AbortReason::kTimeout, std::move(detail));
       }
     } else if (tx->phase == Phase::kCommitting) {
       for (Part& p : tx->parts) {
@@ -684,7 +684,7 @@ void CoordinatorCore::SetParticipantSuspected(uint64_t now_ms, const std::string
       for (Part& p : tx.parts) {
         if (p.address == address) p.state = PState::kFailed;
       }
-      Abort(now_ms, tx, AbortReason::kParticipantUnavailable, std::move(detail));
+      Abort(tx, AbortReason::kParticipantUnavailable, std::move(detail));
     }
   }
 }
@@ -748,8 +748,7 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
   pending_floor_.emplace(tx.decision_tag, max_lsn_seen_ + 1);
 }
 
-void CoordinatorCore::Abort(uint64_t /*now_ms*/, Tx& tx, AbortReason reason, std::string detail,
-                            bool vote) {
+void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // Presumed abort: nothing is logged. No record means "not committed", which
   // is what QueryDecision answers for a txid it does not know, so an ABORT
@@ -785,7 +784,7 @@ void CoordinatorCore::Abort(uint64_t /*now_ms*/, Tx& tx, AbortReason reason, std
   Forget(tx.txid);
 }
 
-void CoordinatorCore::RefuseReused(uint64_t /*now_ms*/, Tx& tx, const std::string& participant,
+void CoordinatorCore::RefuseReused(Tx& tx, const std::string& participant,
                                    const std::string& detail) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
   // The refusing participant prepared nothing for this attempt; whoever voted
@@ -867,7 +866,7 @@ bool CoordinatorCore::MaybeEnd(Tx& tx) {
   return true;
 }
 
-void CoordinatorCore::Fence(uint64_t now_ms) {
+void CoordinatorCore::Fence() {
   if (fenced_) return;
   fenced_ = true;
   // Never decide commit again here: abort everything undecided (a one-phase
@@ -877,7 +876,7 @@ void CoordinatorCore::Fence(uint64_t now_ms) {
     if (tx.phase == Phase::kPreparing && !tx.one_phase) undecided.push_back(txid);
   }
   for (const TxId& txid : undecided) {
-    Abort(now_ms, *FindTx(txid), AbortReason::kCoordinatorFailover,
+    Abort(*FindTx(txid), AbortReason::kCoordinatorFailover,
           "a participant reported a newer coordinator epoch");
   }
 }

@@ -472,20 +472,19 @@ class CoordinatorCore {
   // outcome is remembered: an earlier attempt may have committed under
   // another coordinator (after a failover the new primary does not remember
   // decisions that were ENDed before its last snapshot).
-  void Abort(uint64_t now_ms, Tx& tx, AbortReason reason, std::string detail, bool vote = false);
+  void Abort(Tx& tx, AbortReason reason, std::string detail, bool vote = false);
   void FinishOnePhase(Tx& tx, CommitResult result);
   // Ends an undecided transaction that `participant` refused because it knows
   // the txid as another transaction: ABORT to whoever may have prepared this
   // attempt, BAD_ARGUMENT to the client, nothing remembered (the other
   // transaction's outcome is not this request's).
-  void RefuseReused(uint64_t now_ms, Tx& tx, const std::string& participant,
-                    const std::string& detail);
+  void RefuseReused(Tx& tx, const std::string& participant, const std::string& detail);
   void EnterCommitting(uint64_t now_ms, Tx& tx);
   void SendCommit(uint64_t now_ms, Tx& tx, Part& p);
   void CommitAttemptFailed(uint64_t now_ms, Part& p);
   // Logs END and forgets tx once every participant acknowledged; true then.
   bool MaybeEnd(Tx& tx);
-  void Fence(uint64_t now_ms);
+  void Fence();
   void Forget(const TxId& txid);
   // Re-arms tx's single timer (0: none).
   void SetTimer(Tx& tx, uint64_t at_ms);
