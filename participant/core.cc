@@ -437,12 +437,16 @@ void Core::Read(Token token, std::string key, uint64_t now_ms) {
 // Prepare
 
 std::optional<Core::NoVote> Core::LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
-                                          const std::vector<WriteOp>& writes) {
+                                          const std::vector<WriteOp>& writes,
+                                          std::optional<TxId>* committing_holder) {
   auto conflict = [&](const std::string& key, LockMode mode) -> std::optional<NoVote> {
     if (locks_.TryLock(txid, key, mode) != LockTable::Result::kConflict) return std::nullopt;
     std::optional<TxId> holder = locks_.ConflictingHolder(txid, key, mode);
     DTX_CHECK(holder.has_value());
     ReleaseLocks(txid);
+    if (auto h = txs_.find(*holder); h != txs_.end() && h->second.phase == Phase::kCommitting) {
+      *committing_holder = *holder;
+    }
     return NoVote{NoVoteCause::kLockConflict,
                   std::string("lock conflict on key ") + Printable(key) + " (" +
                       (mode == LockMode::kExclusive ? "write" : "read") + ") with transaction " +
@@ -559,16 +563,28 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
       return;
     }
   }
-  if (txs_.size() >= options_.tx_in_flight_max) {
+  if (txs_.size() + held_prepares_count_ >= options_.tx_in_flight_max) {
     RespondError(
         token, Reply::Kind::kPrepare, txid, ErrorCode::kUnavailable,
         "too many transactions in flight (" + std::to_string(options_.tx_in_flight_max) + ")");
     return;
   }
-  ++stats_.prepares;
 
   // Atomically (nothing else runs in between): lock, then validate.
-  std::optional<NoVote> no = LockAll(txid, req.reads, req.writes);
+  std::optional<TxId> committing_holder;
+  std::optional<NoVote> no = LockAll(txid, req.reads, req.writes, &committing_holder);
+  if (committing_holder.has_value()) {
+    // The lock is about to go: its holder is committed and waits only for
+    // its COMMIT record's sync. A NO now would abort the transaction a
+    // client starts right after being told COMMITTED on the same keys; held
+    // until that commit is applied, it is evaluated then (OnPersisted) and
+    // sees the new values. Each wait is one sync, so nothing waits forever.
+    held_prepares_[*committing_holder].push_back({token, std::move(req)});
+    ++held_prepares_count_;
+    ++stats_.prepares_behind_commit;
+    return;
+  }
+  ++stats_.prepares;
   if (!no.has_value()) {
     no = ValidateReads(req.reads);
     if (no.has_value()) ReleaseLocks(txid);
@@ -868,6 +884,7 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
   DTX_CHECK(tag < next_tag_);
   if (tag <= durable_tag_) return;
   durable_tag_ = tag;
+  std::vector<HeldPrepare> resumed;  // held behind a commit applied here
   while (!on_durable_.empty() && on_durable_.begin()->first <= durable_tag_ && fatal_.ok()) {
     auto [t, txid] = *on_durable_.begin();
     on_durable_.erase(on_durable_.begin());
@@ -886,11 +903,25 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
       tx.prepare_waiters.clear();
     } else if (t == tx.commit_tag) {
       FinishCommit(tx);
+      if (auto h = held_prepares_.find(txid); h != held_prepares_.end()) {
+        for (HeldPrepare& p : h->second) resumed.push_back(std::move(p));
+        held_prepares_.erase(h);
+      }
     }
   }
   while (!deferred_.empty() && deferred_.begin()->first <= durable_tag_) {
     ready_.replies.push_back(std::move(deferred_.begin()->second));
     deferred_.erase(deferred_.begin());
+  }
+  // After the loop: a resumed Prepare appends records of its own.
+  held_prepares_count_ -= resumed.size();
+  for (HeldPrepare& p : resumed) {
+    if (fatal_.ok()) {
+      Prepare(p.token, std::move(p.req), now_ms);
+    } else {
+      RespondError(p.token, Reply::Kind::kPrepare, p.req.txid, ErrorCode::kUnavailable,
+                   "participant failed: " + fatal_.ToString());
+    }
   }
 }
 
@@ -1156,6 +1187,7 @@ CoreStats Core::stats() const {
     if (tx.phase == Phase::kPrepared && (tx.recovered || tx.queried)) ++s.in_doubt;
   }
   s.parked_reads = parked_.size();
+  s.prepares_waiting = held_prepares_count_;
   s.locked_keys = locks_.key_count();
   s.forgotten_version = forgotten_version_;
   return s;

@@ -307,6 +307,10 @@ struct CoreStats {
   // ABORTs (and ABORT answers) of an older attempt than the one prepared
   // here: acknowledged, the transaction stays prepared.
   uint64_t stale_attempt_aborts = 0;
+  // Prepares that met a lock of a transaction whose COMMIT was being made
+  // durable: held until it was applied, then evaluated (Core::Prepare).
+  uint64_t prepares_behind_commit = 0;
+  size_t prepares_waiting = 0;  // held so now
   Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
@@ -459,9 +463,10 @@ class Core {
     std::string detail;
   };
   // Takes the locks of a prepare; on conflict releases what it took and
-  // returns why.
+  // returns why, and sets `*committing_holder` when the holder is committing.
   std::optional<NoVote> LockAll(const TxId& txid, const std::vector<ReadOp>& reads,
-                                const std::vector<WriteOp>& writes);
+                                const std::vector<WriteOp>& writes,
+                                std::optional<TxId>* committing_holder);
   std::optional<NoVote> ValidateReads(const std::vector<ReadOp>& reads);
   void ReleaseLocks(const TxId& txid);
   // Appends (forced) the PREPARE record of `tx` as it is now; its tag.
@@ -517,6 +522,15 @@ class Core {
   std::set<std::pair<uint64_t, uint64_t>> read_deadlines_;  // (deadline_ms, id)
 
   std::set<std::pair<uint64_t, TxId>> queries_;  // (query_at_ms, txid)
+
+  // Prepares held behind a committing transaction's lock, by its txid: run
+  // again once its COMMIT is durable and applied (Prepare, OnPersisted).
+  struct HeldPrepare {
+    Token token = 0;
+    PrepareRequest req;
+  };
+  std::unordered_map<TxId, std::vector<HeldPrepare>, TxIdHash> held_prepares_;
+  size_t held_prepares_count_ = 0;
 
   struct Remembered {
     Outcome outcome = Outcome::kAborted;

@@ -324,6 +324,72 @@ TEST(ParticipantCoreTest, PrepareVotesNoAtOnceOnLockConflictAndLogsNothing) {
   EXPECT_EQ(n.reply(p3).vote, Vote::kYes);
 }
 
+TEST(ParticipantCoreTest, PrepareBehindACommittingHolderWaitsForItsCommitThenSeesIt) {
+  // A client told COMMITTED that writes the same key at once: its PREPARE
+  // may overtake the COMMIT record's sync. It waits for that sync, not NO.
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  Token c = n.Commit(kT1);
+  Version v1 = n.core().stats().commit_counter;
+  // Resumed in arrival order: T3 (which read k before T1 wrote it), then T2.
+  Token stale = n.Prepare(Req(kT3, {{"k", 0}}, {Put("j", "3")}));
+  Token blind = n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+  EXPECT_FALSE(n.Replied(blind));
+  EXPECT_FALSE(n.Replied(stale));
+  EXPECT_EQ(n.core().stats().prepares_waiting, 2u);
+  EXPECT_EQ(n.core().stats().prepares_behind_commit, 2u);
+  n.Sync();  // T1's COMMIT durable and applied; T2 and T3 evaluated now
+  EXPECT_EQ(n.reply(c).error, ErrorCode::kOk);
+  ASSERT_TRUE(n.Replied(stale));
+  EXPECT_EQ(n.reply(stale).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(stale).no_cause, NoVoteCause::kStaleRead) << n.reply(stale).detail;
+  EXPECT_FALSE(n.Replied(blind)) << "a YES waits for T2's own PREPARE";
+  n.Sync();
+  EXPECT_EQ(n.reply(blind).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().prepares_waiting, 0u);
+  n.Commit(kT2);
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("k").second, "2");
+  EXPECT_GT(n.store().data().at("k").first, v1);
+}
+
+TEST(ParticipantCoreTest, PrepareBehindACommittingHolderAbortedMeanwhileVotesNo) {
+  // The coordinator gave up on T2 (an ABORT overtook its held PREPARE):
+  // once the lock is free it votes NO, as for an ABORT that overtook it on
+  // the wire.
+  Node n;
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Commit(kT1);
+  Token p = n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+  Token a = n.Abort(kT2);
+  EXPECT_EQ(n.reply(a).error, ErrorCode::kOk);
+  n.Sync();
+  ASSERT_TRUE(n.Replied(p));
+  EXPECT_EQ(n.reply(p).vote, Vote::kNo);
+  EXPECT_EQ(n.reply(p).no_cause, NoVoteCause::kAlreadyAborted);
+  EXPECT_EQ(n.store().data().at("k").second, "1");
+  EXPECT_EQ(n.core().stats().locked_keys, 0u);
+}
+
+TEST(ParticipantCoreTest, HeldPreparesCountAgainstTheInFlightBound) {
+  CoreOptions o;
+  o.tx_in_flight_max = 2;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("k", "1")}));
+  n.Sync();
+  n.Commit(kT1);
+  Token held = n.Prepare(Req(kT2, {}, {Put("k", "2")}));
+  EXPECT_FALSE(n.Replied(held));
+  Token over = n.Prepare(Req(kT3, {}, {Put("j", "3")}));
+  ASSERT_TRUE(n.Replied(over));
+  EXPECT_EQ(n.reply(over).error, ErrorCode::kUnavailable);
+  n.Sync();
+  n.Sync();
+  EXPECT_EQ(n.reply(held).vote, Vote::kYes);
+}
+
 TEST(ParticipantCoreTest, SharedLockConflictsWithWriterBothWays) {
   Node n;
   n.Prepare(Req(kT1, {{"k", 0}}, {Put("a", "1")}));

@@ -690,6 +690,8 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"txid_reused_refusals", static_cast<int64_t>(st.txid_reused_refusals)},
       {"attempts_restamped", static_cast<int64_t>(st.attempts_restamped)},
       {"stale_attempt_aborts", static_cast<int64_t>(st.stale_attempt_aborts)},
+      {"prepares_behind_commit", static_cast<int64_t>(st.prepares_behind_commit)},
+      {"prepares_waiting", static_cast<int64_t>(st.prepares_waiting)},
       {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},
