@@ -416,6 +416,10 @@ void CoordinatorDriver::SendProbe(const ProbeMsg& m) {
   });
 }
 
+rpc::Outcome::type CoordinatorDriver::GetOutcome(const rpc::TxId& txid) const {
+  return ToRpc(ha_->core().RememberedOutcome(dtx::FromRpc(txid)));
+}
+
 rpc::HeartbeatResponse CoordinatorDriver::Heartbeat(const rpc::HeartbeatRequest& req) {
   PeerView in;
   in.role = dtx::FromRpc(req.role);

@@ -76,9 +76,7 @@ struct Runtime::Impl {
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::NodeStatus GetStatus() const;
   // A client's GetOutcome: read-only (coordinator/core.h RememberedOutcome).
-  rpc::Outcome::type GetOutcome(const rpc::TxId& txid) const {
-    return ToRpc(ha_->core().RememberedOutcome(FromRpc(txid)));
-  }
+  rpc::Outcome::type GetOutcome(const rpc::TxId& txid) const { return driver_->GetOutcome(txid); }
   // Admin ListInDoubt: a coordinator holds no in-doubt transactions of its
   // own (its open decisions show in GetStatus): always empty.
   std::vector<rpc::InDoubtTx> ListInDoubt() const { return {}; }

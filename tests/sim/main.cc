@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
       "hold about 1 message in 200 back for 2-30 virtual seconds during the fault phase")(
       "reuse-txids", po::bool_switch(&opts.reuse_txids),
       "clients reuse their previous txid with new content (a third of their transactions)")(
+      "adversary", po::bool_switch(&opts.adversary),
+      "one more client using only the client API against the others: GetOutcome spam, its own "
+      "blind writes, their txids with its content, copies of their Commits sent much later")(
       "failover", po::bool_switch(&opts.failover),
       "two coordinators (primary + backup) with replication and failover; faults also hang and "
       "partition");

@@ -84,7 +84,12 @@ constexpr uint64_t kPartitionMsMin = 50, kPartitionMsMax = 800;
 constexpr int64_t kInitialBalance = 100;
 constexpr int kSabotageLostSyncedMax = 3;
 constexpr size_t kSmallTableMax = 16;         // SimOptions::small_tables
-constexpr size_t kTraceLinesMax = 2'000'000;  // bounded memory even for a very long --trace run
+constexpr size_t kTraceLinesMax = 2'000'000;
+// SimOptions::adversary
+constexpr uint64_t kAdversaryPauseMsMax = 15;   // between its calls
+constexpr size_t kAdversarySeenMax = 64;        // other clients' Commits it remembers
+constexpr uint64_t kAdversaryCopyDelayMsMax = 10000;  // a copy of a Commit sent this much later
+constexpr const char* kJunkPrefix = "junk-";    // the keys its own transactions write  // bounded memory even for a very long --trace run
 
 const char* const kCoordinatorNames[] = {"coordinator-0", "coordinator-1"};
 
@@ -177,6 +182,10 @@ struct QueryReq {
   std::string fingerprint;
   rpc::Attempt attempt;
 };
+// Coordinator.GetOutcome (a client's, read-only).
+struct GetOutcomeReq {
+  rpc::TxId txid;
+};
 // ParticipantPeer.AdoptEpoch / Heartbeat.
 struct AdoptReq {
   rpc::Epoch epoch = 0;
@@ -191,13 +200,16 @@ struct CHeartbeatReq {
 };
 using Request =
     std::variant<ReadReq, rpc::PrepareRequest, PCommitReq, PAbortReq, rpc::CommitRequest, QueryReq,
-                 AdoptReq, PHeartbeatReq, CHeartbeatReq, rpc::ReplicateRequest>;
+                 AdoptReq, PHeartbeatReq, CHeartbeatReq, rpc::ReplicateRequest, GetOutcomeReq>;
 struct DecisionAnswer {
   rpc::Decision::type decision = rpc::Decision::UNKNOWN;
 };
+struct OutcomeAnswer {
+  rpc::Outcome::type outcome = rpc::Outcome::UNKNOWN;
+};
 // A coordinator's answer: the result, or the DtxError the handler throws.
 using CoordinatorBody = std::variant<rpc::CommitResult, DecisionAnswer, rpc::ReplicateResponse,
-                                     rpc::HeartbeatResponse, rpc::DtxError>;
+                                     rpc::HeartbeatResponse, rpc::DtxError, OutcomeAnswer>;
 // A participant's answer: the result (Ack: Commit, Abort, AdoptEpoch), or
 // the DtxError the handler throws.
 struct Ack {};
@@ -253,6 +265,7 @@ std::string Describe(const Request& r) {
              std::to_string(x.writes.size()) + "w)";
     }
     std::string operator()(const QueryReq&) { return "QueryDecision"; }
+    std::string operator()(const GetOutcomeReq&) { return "GetOutcome"; }
     std::string operator()(const AdoptReq& x) {
       return "AdoptEpoch(" + std::to_string(x.epoch) + ")";
     }
@@ -268,6 +281,15 @@ std::string Describe(const Request& r) {
     }
   };
   return std::visit(V{}, r);
+}
+
+const char* OutcomeWord(rpc::Outcome::type o) {
+  switch (o) {
+    case rpc::Outcome::COMMITTED: return "COMMITTED";
+    case rpc::Outcome::ABORTED: return "ABORTED";
+    case rpc::Outcome::UNKNOWN: return "UNKNOWN";
+  }
+  return "?";
 }
 
 std::string OutcomeName(const rpc::CommitResult& r) {
@@ -306,6 +328,8 @@ std::string Describe(const Response& r) {
                                                  : "decision UNKNOWN";
   }
   if (std::holds_alternative<rpc::ReplicateResponse>(b)) return "replicated";
+  if (const auto* o = std::get_if<OutcomeAnswer>(&b))
+    return std::string("outcome ") + OutcomeWord(o->outcome);
   const auto& h = std::get<rpc::HeartbeatResponse>(b);
   return std::string("peer ") + (h.__isset.role ? NodeRoleName(h.role) : "stopping") + " epoch " +
          std::to_string(h.epoch);
@@ -449,6 +473,30 @@ struct Client {
   uint64_t reuses = 0;
 };
 
+// The adversary (SimOptions::adversary): what it has seen other clients send
+// (a bounded window of their Commits, as a leak or a txid collision would
+// give it), and its own txid counter.
+struct Adversary {
+  int node = -1;
+  uint64_t counter = 0;
+  struct Seen {
+    TxId check_id;  // the transaction the checks know
+    rpc::CommitRequest request;
+  };
+  std::deque<Seen> seen;
+  // Other clients' txids it sent content of its own under. GetOutcome takes
+  // only a txid, so its answer about one of them may be about the
+  // adversary's transaction: no claim is judged for them (README.md).
+  std::set<TxId> squatted;
+};
+// An outcome the adversary was told about another client's transaction
+// (GetOutcome, or the answer to a copy of its Commit): checked at the end.
+struct OutcomeClaim {
+  TxId check_id;
+  rpc::Outcome::type outcome = rpc::Outcome::UNKNOWN;
+  std::string how;
+};
+
 // State of one client transaction in flight (shared by its callbacks).
 struct ClientTx {
   TxId txid;  // on the wire
@@ -575,6 +623,12 @@ class World {
   void ClientCommit(Client& c, std::shared_ptr<ClientTx> tx);
   void ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply reply,
                   const std::string& why);
+  // the adversary: one client-API call, then the next after a pause
+  void AdversaryNext();
+  // kRetry: a copy marked is_retry, judged; kAsNew: a copy sent as if new.
+  enum class Copy { kNo, kRetry, kAsNew };
+  void AdversaryCommit(rpc::CommitRequest req, const TxId& check_id, Copy copy);
+  void AdversaryGetOutcome(const TxId& txid, const TxId& check_id);
 
   // the end
   void Heal();
@@ -621,6 +675,8 @@ class World {
   std::vector<int> participants_;
   std::vector<int> coordinators_;  // coordinator-0 (configured primary), coordinator-1 (backup)
   std::vector<Client> clients_;
+  Adversary adversary_;
+  std::vector<OutcomeClaim> claims_;
   // Directed links cut by a partition, until the given time.
   std::map<std::pair<int, int>, uint64_t> blocked_until_;
   // Fencing: which coordinators participants accepted stamped calls (or
@@ -697,6 +753,14 @@ void World::Build() {
     n.kind = Kind::kClient;
     n.name = "client-" + std::to_string(i);
     clients_.push_back(Client{n.id, i, 0, false, 0});
+    nodes_.push_back(std::move(n));
+  }
+  if (opts_.adversary) {
+    Node n;
+    n.id = static_cast<int>(nodes_.size());
+    n.kind = Kind::kClient;
+    n.name = "adversary";
+    adversary_.node = n.id;
     nodes_.push_back(std::move(n));
   }
   for (Node& n : nodes_) {
@@ -994,6 +1058,8 @@ void World::HandleCoordinator(Node& n, const Request& req, Responder resp) {
   } else if (const auto* r = std::get_if<rpc::ReplicateRequest>(&req)) {
     n.driver->Replicate(
         *r, [resp](const rpc::ReplicateResponse& a) { resp(Response(CoordinatorBody(a))); }, fail);
+  } else if (const auto* g = std::get_if<GetOutcomeReq>(&req)) {
+    resp(Response(CoordinatorBody(OutcomeAnswer{n.driver->GetOutcome(g->txid)})));
   } else {
     Fail("sim-internal", TxId{}, n.name + " got a participant request");
   }
@@ -1775,6 +1841,10 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
       c.last_txid = tx->txid;
       c.last_request = req;
     }
+    if (opts_.adversary && !tx->reuse) {
+      adversary_.seen.push_back(Adversary::Seen{tx->check_id, req});
+      if (adversary_.seen.size() > kAdversarySeenMax) adversary_.seen.pop_front();
+    }
   } else {
     ++stats_.commit_retries;
     tx->request.__set_is_retry(true);  // as bindings/cpp marks a re-sent txid
@@ -1870,6 +1940,127 @@ void World::ClientDone(Client& c, std::shared_ptr<ClientTx> tx, ClientReply repl
   }
   const int ci = c.index;
   After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+}
+
+// ---- the adversary -----------------------------------------------------------------
+
+void World::AdversaryNext() {
+  if (now_ >= fault_end_ms_) return;  // like the clients: nothing new in the heal phase
+  After(rng_.Range(1, kAdversaryPauseMsMax), kEvClient, [this] { AdversaryNext(); });
+  Adversary& a = adversary_;
+  const TxId fresh{0xAD00000000000000ull, ++a.counter};
+  const uint64_t pick = rng_.Range(0, 99);
+  const Adversary::Seen* seen =
+      a.seen.empty() ? nullptr : &a.seen[rng_.Range(0, a.seen.size() - 1)];
+  if (pick < 25 || (seen == nullptr && pick < 50)) {
+    // GetOutcome of a txid nobody used: nothing may be claimed about it.
+    AdversaryGetOutcome(fresh, fresh);
+  } else if (pick < 50) {
+    AdversaryGetOutcome(seen->check_id, seen->check_id);
+  } else if (pick < 70 || seen == nullptr) {
+    // A transaction of its own: blind writes to one or two keys of its own.
+    rpc::CommitRequest req;
+    req.txid = ToRpc(fresh);
+    req.shard_map_version = 1;
+    const uint64_t keys = rng_.Range(1, 2);
+    for (uint64_t i = 0; i < keys; ++i) {
+      rpc::WriteItem w;
+      w.key = std::string(kJunkPrefix) + std::to_string(rng_.Range(0, 7)) + std::to_string(i);
+      w.__set_value(EncodeBalance(0, fresh));
+      req.writes.push_back(std::move(w));
+    }
+    AdversaryCommit(std::move(req), fresh, Copy::kNo);
+  } else if (pick < 85) {
+    // Another client's txid with content of its own: refused, or it really
+    // commits (and the other client's Commit is refused) - never told the
+    // other transaction's outcome.
+    rpc::CommitRequest req;
+    req.txid = seen->request.txid;
+    req.shard_map_version = 1;
+    rpc::WriteItem w;
+    const TxId check_id{0xAD10000000000000ull, a.counter};
+    w.key = std::string(kJunkPrefix) + std::to_string(rng_.Range(0, 7)) + "r";
+    w.__set_value(EncodeBalance(0, check_id));
+    req.writes.push_back(std::move(w));
+    ++stats_.txid_reuses;
+    a.squatted.insert(seen->check_id);
+    AdversaryCommit(std::move(req), check_id, Copy::kNo);
+  } else {
+    // A copy of another client's Commit, now or much later: a client that
+    // hung and retries (is_retry), or one that sends it again as if it were
+    // new (no is_retry: a misbehaving client; its answers are not judged,
+    // what they do to everyone else is). Only while that client holds no
+    // outcome: a retry after COMMITTED or ABORTED needs the client sessions
+    // that do not exist yet (README.md "Known gap: retries after an
+    // outcome").
+    rpc::CommitRequest req = seen->request;
+    const bool retry = rng_.Chance(0.5);
+    if (retry) req.__set_is_retry(true);
+    const TxId check_id = seen->check_id;
+    const uint64_t delay = rng_.Chance(0.5) ? 0 : rng_.Range(1, kAdversaryCopyDelayMsMax);
+    After(delay, kEvClient, [this, req, check_id, retry]() mutable {
+      const ClientReply told = txs_[check_id].reply;
+      if (told == ClientReply::kCommitted || told == ClientReply::kAborted) return;
+      AdversaryCommit(std::move(req), check_id, retry ? Copy::kRetry : Copy::kAsNew);
+    });
+  }
+}
+
+void World::AdversaryGetOutcome(const TxId& txid, const TxId& check_id) {
+  ++stats_.adversary_calls;
+  const int to = coordinators_[rng_.Range(0, coordinators_.size() - 1)];
+  StartCall(adversary_.node, to, GetOutcomeReq{ToRpc(txid)}, kClientCommitTimeoutMs, txid,
+            [this, check_id](CallEnd end, const Response* resp) {
+              if (end != CallEnd::kOk) return;
+              const auto* o = std::get_if<OutcomeAnswer>(&std::get<CoordinatorBody>(*resp));
+              if (o == nullptr || o->outcome == rpc::Outcome::UNKNOWN) return;
+              if (adversary_.squatted.count(check_id) != 0) return;
+              ++stats_.adversary_outcomes;
+              claims_.push_back(OutcomeClaim{check_id, o->outcome, "GetOutcome"});
+              if (trace_on_)
+                Trace(check_id, std::string("adversary told ") + OutcomeWord(o->outcome) + " by GetOutcome");
+            });
+}
+
+void World::AdversaryCommit(rpc::CommitRequest req, const TxId& check_id, Copy copy) {
+  ++stats_.adversary_calls;
+  if (copy == Copy::kNo) {
+    TxInfo info;
+    info.txid = check_id;
+    for (const rpc::WriteItem& w : req.writes) {
+      info.writes[w.key] = w.value;
+      info.shards.insert(ShardOf(w.key));
+    }
+    txs_.emplace(check_id, std::move(info));
+  }
+  if (trace_on_) {
+    Trace(check_id, std::string("adversary sends ") +
+                        (copy == Copy::kRetry   ? "a retry of its Commit"
+                         : copy == Copy::kAsNew ? "a copy of its Commit as new"
+                                                : "a Commit of its own content") +
+                        " under txid " + FromRpc(req.txid).ToString());
+  }
+  const int to = coordinators_[rng_.Range(0, coordinators_.size() - 1)];
+  StartCall(adversary_.node, to, std::move(req), kClientCommitTimeoutMs, check_id,
+            [this, check_id, copy](CallEnd end, const Response* resp) {
+              if (end != CallEnd::kOk) return;
+              const auto* res = std::get_if<rpc::CommitResult>(&std::get<CoordinatorBody>(*resp));
+              if (res == nullptr || res->outcome == rpc::Outcome::UNKNOWN) return;
+              if (trace_on_) {
+                Trace(check_id, std::string("adversary told ") + OutcomeWord(res->outcome) + " " +
+                                    res->detail);
+              }
+              if (copy == Copy::kAsNew) return;
+              if (copy == Copy::kRetry) {
+                ++stats_.adversary_replays_answered;
+                claims_.push_back(OutcomeClaim{check_id, res->outcome, "a retry of its Commit"});
+                return;
+              }
+              TxInfo& info = txs_[check_id];
+              info.reply = res->outcome == rpc::Outcome::COMMITTED ? ClientReply::kCommitted
+                                                                   : ClientReply::kAborted;
+              if (res->outcome == rpc::Outcome::COMMITTED) ++stats_.adversary_committed;
+            });
 }
 
 // ---- heal and checks --------------------------------------------------------------
@@ -2050,9 +2241,16 @@ void World::FinalChecks() {
   }
   for (int p : participants_) {
     for (const auto& [key, vv] : nodes_[p].store->mem().data()) {
-      if (ShardOf(key) != nodes_[p].shard || key.rfind("acct-", 0) != 0) {
+      const bool junk = opts_.adversary && key.rfind(kJunkPrefix, 0) == 0;
+      if (ShardOf(key) != nodes_[p].shard || (key.rfind("acct-", 0) != 0 && !junk)) {
         Fail("stray-key", TxId{}, nodes_[p].name + " holds key " + key + " it does not own");
+        continue;
       }
+      // The adversary's keys: which transaction wrote each (the checks
+      // below judge its transactions like any other).
+      std::optional<Decoded> d = junk ? DecodeBalance(vv.second) : std::nullopt;
+      if (junk && !d) Fail("bad-value", TxId{}, key + " holds '" + vv.second + "'");
+      if (d) last_writer[key] = {vv.first, d->txid};
     }
   }
   if (total != kInitialBalance * n_accounts_ && undelivered.empty()) {
@@ -2123,6 +2321,36 @@ void World::FinalChecks() {
       Fail("aborted-visible", txid, "client told ABORTED, applied at {" + names(applied_at) + "}");
     }
   }
+  // What the adversary was told about other clients' transactions.
+  for (const OutcomeClaim& c : claims_) {
+    auto it = txs_.find(c.check_id);
+    if (it == txs_.end()) {
+      if (c.outcome != rpc::Outcome::UNKNOWN) {
+        Fail("false-outcome", c.check_id,
+             c.how + " answered " + OutcomeWord(c.outcome) +
+                 " for a txid no client ever sent");
+      }
+      continue;
+    }
+    if (undelivered.count(c.check_id) != 0) continue;
+    std::set<int> applied_at;
+    for (const auto& [p, versions] : it->second.applied) applied_at.insert(p);
+    if (c.outcome == rpc::Outcome::COMMITTED && applied_at != it->second.shards) {
+      Fail("false-outcome", c.check_id,
+           c.how + " answered COMMITTED, but it was applied at " +
+               std::to_string(applied_at.size()) + " of its " +
+               std::to_string(it->second.shards.size()) + " participants (its client was told " +
+               ClientReplyName(it->second.reply) + ")");
+    } else if (c.outcome == rpc::Outcome::ABORTED && !applied_at.empty()) {
+      // Its own check: a known gap (README.md "Known gap: aborts are
+      // forgotten"), kept apart so that every other false outcome still
+      // fails the adversary's test.
+      Fail("aborted-then-committed", c.check_id,
+           c.how + " answered ABORTED, but it was applied at " +
+               std::to_string(applied_at.size()) + " participants (its client was told " +
+               ClientReplyName(it->second.reply) + ")");
+    }
+  }
   for (const auto& [key, lw] : last_writer) {
     auto it = txs_.find(lw.second);
     if (it != txs_.end() && it->second.reply == ClientReply::kAborted) {
@@ -2143,6 +2371,9 @@ RunResult World::Run() {
   for (Client& c : clients_) {
     const int ci = c.index;
     After(rng_.Range(0, kClientThinkMsMax), kEvClient, [this, ci] { ClientNext(clients_[ci]); });
+  }
+  if (opts_.adversary) {
+    After(rng_.Range(0, kAdversaryPauseMsMax), kEvClient, [this] { AdversaryNext(); });
   }
   if (faults_on_) ScheduleNextCrash();
   if (faults_on_) ScheduleNextNetFault();
@@ -2175,7 +2406,7 @@ RunResult World::Run() {
                                          "double-apply",  "two-primaries",   "stale-epoch-accepted",
                                          "audit-total",   "bank-total",      "replay",
                                          "final-replay",  "replay-mismatch", "participant-fatal",
-                                         "commit-refused"};
+                                         "commit-refused",  "false-outcome",   "aborted-then-committed"};
     for (size_t i = 0; i < sizeof(kOrder) / sizeof(kOrder[0]); ++i) {
       if (check == kOrder[i]) return i;
     }
@@ -2239,6 +2470,7 @@ std::string ReplayCommand(uint64_t seed, const SimOptions& o) {
   if (o.long_delays) cmd += " --long-delays";
   if (o.failover) cmd += " --failover";
   if (o.reuse_txids) cmd += " --reuse-txids";
+  if (o.adversary) cmd += " --adversary";
   return cmd;
 }
 

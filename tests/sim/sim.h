@@ -84,6 +84,15 @@ struct SimOptions {
   // ABORTs and COMMITs up to 3 s - a late ABORT then meets the client's
   // later attempts of its txid, still prepared.
   bool long_delays = false;
+  // One more client, the adversary, that may only use the client API
+  // (Coordinator.Commit and GetOutcome): GetOutcome on random txids and on
+  // other clients' txids, Commits of its own (blind writes to keys of its
+  // own), other clients' txids with its own content, and verbatim copies of
+  // other clients' Commits sent again at any later time (a retry after an
+  // arbitrary delay). Its transactions are judged by the usual checks, and
+  // every outcome it is told about another client's transaction must be
+  // true (check `false-outcome`).
+  bool adversary = false;
   bool trace = false;  // keep a line per event (for --trace and failure reports)
 };
 
@@ -106,6 +115,11 @@ struct RunStats {
   uint64_t checkpoints = 0;
   // reuse_txids: transactions sent under a reused txid, and how they ended.
   uint64_t txid_reuses = 0, reuses_refused = 0, reuses_committed = 0;
+  // adversary: calls it made, GetOutcome answers naming an outcome, its own
+  // transactions committed, and copies of other clients' Commits answered
+  // with an outcome.
+  uint64_t adversary_calls = 0, adversary_outcomes = 0, adversary_committed = 0,
+           adversary_replays_answered = 0;
   // failover
   uint64_t promotions = 0, step_downs = 0, hangs = 0, partitions = 0;
   uint64_t max_epoch = 0;  // the highest coordinator epoch reached

@@ -5,7 +5,7 @@
 // DTX_SIM_SEEDS=N runs N seeds instead of kCiSeeds (DTX_SIM_START_SEED=S
 // moves the window); `dtx-sim --seeds N` is the same outside CTest.
 // DTX_SIM_FAILOVER_SEEDS, DTX_SIM_SMALL_TABLE_SEEDS, DTX_SIM_RELIABLE_SEEDS,
-// DTX_SIM_REUSE_SEEDS and DTX_SIM_LONG_DELAY_SEEDS
+// DTX_SIM_REUSE_SEEDS, DTX_SIM_LONG_DELAY_SEEDS and DTX_SIM_ADVERSARY_SEEDS
 // size the other sweeps the same way (the sanitizer job in scripts/test runs
 // fewer seeds of each).
 #include <gtest/gtest.h>
@@ -37,6 +37,8 @@ constexpr uint64_t kCiReuseSeeds = 1000;
 // LongDelaysKeepEveryCheck: 1000 seeds twice (default model, small tables)
 // and a quarter of that with failover, about 3 s of CPU.
 constexpr uint64_t kCiLongDelaySeeds = 1000;
+// AdversaryBreaksNoCheckButTheKnownAbortGap: about 4 ms of CPU per seed.
+constexpr uint64_t kCiAdversarySeeds = 600;
 // Epoch livelock (README "Findings"): fixed by exclusive, persisted epoch
 // grants and HaCore skipping epochs it has blocked (the run logged as SKIP):
 // 0 of 10 000 failover seeds (`dtx-sim --failover --seeds 10000`; 511 before
@@ -415,6 +417,61 @@ TEST(SimTest, IgnoringAttemptStampsIsCaught) {
     EXPECT_TRUE(fair.ok()) << ExplainFailure(fair, o);
   }
   EXPECT_GE(caught, 1u) << "no listed seed breaks atomicity without attempt stamps: list new ones";
+}
+
+// The adversary (SimOptions::adversary: only the client API, against the
+// other clients) with one coordinator and the usual tables breaks no check
+// but one: `aborted-then-committed`, a known gap (README.md "Known gap:
+// aborts are forgotten"). With failover or small tables it finds more; they
+// are listed there, open, and not run here.
+TEST(SimTest, AdversaryBreaksNoCheckButTheKnownAbortGap) {
+  InstallAbortReporter();
+  SimOptions o;
+  o.adversary = true;
+  const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 8'000'000;
+  const uint64_t count = EnvOr("DTX_SIM_ADVERSARY_SEEDS", kCiAdversarySeeds);
+  uint64_t failed = 0, gap = 0, calls = 0, outcomes = 0, replies = 0, own = 0;
+  std::string first;
+  for (uint64_t seed = start; seed < start + count; ++seed) {
+    SetCurrentSeed(seed);
+    RunResult r = RunSeed(seed, o);
+    calls += r.stats.adversary_calls;
+    outcomes += r.stats.adversary_outcomes;
+    replies += r.stats.adversary_replays_answered;
+    own += r.stats.adversary_committed;
+    bool other = false;
+    for (const Violation& v : r.violations) {
+      if (v.check == "aborted-then-committed") {
+        ++gap;
+      } else {
+        other = true;
+      }
+    }
+    if (other && ++failed <= kFailuresPrintedMax) first += ExplainFailure(r, o);
+  }
+  std::printf("adversary seeds %llu..%llu: %llu failed, %llu known-gap violations; calls=%llu "
+              "outcomes told=%llu retries answered=%llu own commits=%llu\n",
+              (unsigned long long)start, (unsigned long long)(start + count - 1),
+              (unsigned long long)failed, (unsigned long long)gap, (unsigned long long)calls,
+              (unsigned long long)outcomes, (unsigned long long)replies, (unsigned long long)own);
+  EXPECT_EQ(failed, 0u) << first;
+  // The adversary did what it is for: outcomes were claimed and judged.
+  EXPECT_GT(outcomes, 0u);
+  EXPECT_GT(replies, 0u);
+  EXPECT_GT(own, 0u);
+}
+
+// The known gap, pinned: a retry told ABORTED, then the coordinator
+// restarted (forgetting the abort: presumed abort logs none) and the
+// client's own retry committed it. When this seed stops failing that way,
+// the gap may be closed: update README.md and this test.
+TEST(SimTest, AdversaryFindsTheKnownAbortGap) {
+  SimOptions o;
+  o.adversary = true;
+  RunResult r = RunSeed(866, o);
+  bool found = false;
+  for (const Violation& v : r.violations) found |= v.check == "aborted-then-committed";
+  EXPECT_TRUE(found) << "seed 866 no longer shows the gap:\n" << ExplainFailure(r, o);
 }
 
 TEST(SimTest, ReliableNetworkWithoutCrashesCommitsAndPasses) {
