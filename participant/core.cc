@@ -202,8 +202,7 @@ Ready Core::TakeReady() {
 
 void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerprint& fingerprint,
                     Attempt attempt) {
-  const Remembered r{o, o == Outcome::kCommitted ? version : 0, fingerprint,
-                     o == Outcome::kAborted ? attempt : Attempt{}};
+  const Remembered r{o, o == Outcome::kCommitted ? version : 0, fingerprint, attempt};
   auto [it, inserted] = outcomes_.try_emplace(txid, r);
   if (!inserted) {
     const Outcome was = it->second.outcome;
@@ -211,7 +210,7 @@ void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerpr
     const Attempt kept_attempt = it->second.attempt;
     it->second = r;
     if (!fingerprint.known()) it->second.fingerprint = kept;
-    if (o == Outcome::kAborted) it->second.attempt = std::max(kept_attempt, attempt);
+    it->second.attempt = std::max(kept_attempt, attempt);
     it->second.maybe_committed = false;
     if (was == o) return;
     // An abort of an earlier attempt, now committed: it moves to the
@@ -226,6 +225,10 @@ void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerpr
     if (o == Outcome::kCommitted) {
       forgotten_version_ = std::max(forgotten_version_, old->second.version);
     }
+    // The attempt fence (Prepare): an outcome of no known attempt (from a
+    // checkpoint, or an older record) ended one no newer than any seen here.
+    const Attempt ended = old->second.attempt.known() ? old->second.attempt : attempt_seen_;
+    forgotten_attempt_ = std::max(forgotten_attempt_, ended);
     outcomes_.erase(old);
   }
 }
@@ -493,6 +496,7 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     return;
   }
   if (!CheckEpoch(token, Reply::Kind::kPrepare, txid, req.epoch)) return;
+  attempt_seen_ = std::max(attempt_seen_, req.attempt);
 
   // A txid means one transaction: another transaction under a known txid
   // gets neither the known one's vote nor its locks.
@@ -562,6 +566,24 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
                   "transaction already aborted here");
       return;
     }
+  }
+  // The attempt fence: a PREPARE of an attempt no newer than one whose
+  // outcome was forgotten here may be a late copy of a PREPARE that
+  // committed here (a one-phase one above all) or of an attempt that was
+  // aborted here - evaluated afresh it could apply twice, or apply what its
+  // client was told ABORTED. Its outcome is unknown; a retry (a newer
+  // attempt) is evaluated afresh. A live attempt refused this way voted
+  // nowhere yet here, so its coordinator may abort it. (tests/sim/README.md
+  // "The adversary".)
+  if (req.attempt.known() && req.attempt <= forgotten_attempt_) {
+    ++stats_.stale_prepare_refusals;
+    RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
+                 "outcome of transaction " + txid.ToString() + " attempt " +
+                     req.attempt.ToString() +
+                     " unknown: an outcome of attempt " + forgotten_attempt_.ToString() +
+                     " or newer was forgotten here, so this may be a late copy of a PREPARE "
+                     "that ended here; a retry is evaluated afresh");
+    return;
   }
   if (txs_.size() + held_prepares_count_ >= options_.tx_in_flight_max) {
     RespondError(
@@ -691,7 +713,10 @@ void Core::StartCommit(Tx& tx) {
   rec.version = tx.commit_version;
   rec.one_phase = tx.one_phase;
   rec.fingerprint = tx.fingerprint;
-  if (tx.one_phase) rec.writes = tx.writes;
+  if (tx.one_phase) {
+    rec.writes = tx.writes;
+    rec.attempt = tx.attempt;
+  }
   tx.commit_tag = Append(RecordType::kCommit, EncodeCommit(rec), /*forced=*/true, tx.txid);
   on_durable_.emplace(tx.commit_tag, tx.txid);
 }
@@ -706,7 +731,7 @@ void Core::FinishCommit(Tx& tx) {
   }
   ++stats_.commits;
   if (tx.one_phase) ++stats_.votes_yes;
-  Remember(tx.txid, Outcome::kCommitted, tx.commit_version, tx.fingerprint);
+  Remember(tx.txid, Outcome::kCommitted, tx.commit_version, tx.fingerprint, tx.attempt);
   for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
   for (const Waiter& w : tx.commit_waiters)
     RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
@@ -975,6 +1000,8 @@ void Core::RestoreCheckpoint(const Checkpoint& cp) {
   }
   commit_counter_ = std::max(commit_counter_, cp.commit_counter);
   forgotten_version_ = std::max(forgotten_version_, cp.forgotten_version);
+  forgotten_attempt_ = std::max(forgotten_attempt_, cp.forgotten_attempt);
+  attempt_seen_ = std::max(attempt_seen_, cp.attempt_seen);
   for (const CheckpointOutcome& o : cp.outcomes) {
     Remember(o.txid, o.version > 0 ? Outcome::kCommitted : Outcome::kAborted, o.version);
   }
@@ -1034,6 +1061,7 @@ Status Core::Replay(uint64_t lsn, uint8_t type, std::string_view payload) {
 }
 
 Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
+  attempt_seen_ = std::max(attempt_seen_, r.attempt);
   if (auto it = txs_.find(r.txid); it != txs_.end()) {
     // Prepared again: a newer attempt moved the transaction to its stamp
     // (Prepare); anything else is a duplicate of the same state.
@@ -1090,7 +1118,8 @@ Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
   const bool in_store = lsn < replay_from_;
   if (r.one_phase) {
     if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(r.writes, r.version));
-    Remember(r.txid, Outcome::kCommitted, r.version, r.fingerprint);
+    attempt_seen_ = std::max(attempt_seen_, r.attempt);
+    Remember(r.txid, Outcome::kCommitted, r.version, r.fingerprint, r.attempt);
     return Status::OK();
   }
   auto it = txs_.find(r.txid);
@@ -1103,9 +1132,10 @@ Status Core::ReplayCommit(const CommitRecord& r, uint64_t lsn) {
   }
   if (!in_store) DTX_RETURN_IF_ERROR(store_->Apply(it->second.writes, r.version));
   const Fingerprint fingerprint = r.fingerprint.known() ? r.fingerprint : it->second.fingerprint;
+  const Attempt attempt = it->second.attempt;
   EraseTx(it);
   ReleaseLocks(r.txid);
-  Remember(r.txid, Outcome::kCommitted, r.version, fingerprint);
+  Remember(r.txid, Outcome::kCommitted, r.version, fingerprint, attempt);
   return Status::OK();
 }
 
@@ -1138,6 +1168,7 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
   // first, then the oldest commits (which the checkpoint then counts as
   // forgotten).
   cp.forgotten_version = forgotten_version_;
+  cp.attempt_seen = attempt_seen_;
   std::vector<TxId> commits, aborts;
   for (const TxId& t : committed_order_) {
     auto it = outcomes_.find(t);
@@ -1160,6 +1191,11 @@ std::optional<Checkpoint> Core::TakeCheckpoint() const {
   }
   for (size_t i = aborts.size() - keep_aborts; i < aborts.size(); ++i) {
     cp.outcomes.push_back({aborts[i], 0});
+  }
+  // The outcomes carry no attempt: one left out counts as the newest seen.
+  cp.forgotten_attempt = forgotten_attempt_;
+  if (keep_commits < commits.size() || keep_aborts < aborts.size()) {
+    cp.forgotten_attempt = std::max(cp.forgotten_attempt, attempt_seen_);
   }
   return cp;
 }
@@ -1188,6 +1224,7 @@ CoreStats Core::stats() const {
   }
   s.parked_reads = parked_.size();
   s.prepares_waiting = held_prepares_count_;
+  s.forgotten_attempt = forgotten_attempt_;
   s.locked_keys = locks_.key_count();
   s.forgotten_version = forgotten_version_;
   return s;

@@ -311,6 +311,10 @@ struct CoreStats {
   // durable: held until it was applied, then evaluated (Core::Prepare).
   uint64_t prepares_behind_commit = 0;
   size_t prepares_waiting = 0;  // held so now
+  // PREPAREs refused kUnknownTx by the attempt fence (Core::Prepare): their
+  // attempt was no newer than one whose outcome was forgotten here.
+  uint64_t stale_prepare_refusals = 0;
+  Attempt forgotten_attempt;  // the fence
   Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
@@ -536,7 +540,7 @@ class Core {
     Outcome outcome = Outcome::kAborted;
     Version version = 0;  // kCommitted: its commit version
     Fingerprint fingerprint = {};
-    Attempt attempt;  // kAborted: the newest attempt it ended (not known: unstamped only)
+    Attempt attempt;  // the newest attempt it ended (not known: unstamped, or from a checkpoint)
     // kAborted: a NO to a PREPARE that may be a late copy of one whose
     // attempt committed here and was forgotten (MayBeForgottenCommit): a
     // COMMIT of the txid is acked, not refused as "aborted here".
@@ -552,6 +556,13 @@ class Core {
   // Every transaction committed here with a higher version is remembered
   // (in outcomes_, or not yet applied); commits up to it may be forgotten.
   Version forgotten_version_ = 0;
+  // The attempt fence: every outcome forgotten here ended an attempt no
+  // newer than forgotten_attempt_ (Prepare refuses a PREPARE of such an
+  // attempt, which may be a late copy of one that ended here). attempt_seen_:
+  // the newest attempt seen here (PREPAREs, one-phase COMMITs, checkpoints),
+  // standing in for an outcome's attempt that is not known.
+  Attempt forgotten_attempt_;
+  Attempt attempt_seen_;
   // Txids answered kUnknownTx (maybe a forgotten commit), oldest first,
   // bounded like outcomes_, memory only. An ABORT for one of them is acked
   // without remembering an abort: the coordinator sends ABORT after such an

@@ -1940,5 +1940,65 @@ TEST(ParticipantCoreTest, AbortsOfRandomTxidsNeverPushACommitOut) {
   EXPECT_EQ(n.reply(late).vote, Vote::kYes) << "evaluated afresh: its abort was forgotten";
 }
 
+// The attempt fence (tests/sim/README.md "The adversary", seed 67): a late
+// copy of a one-phase PREPARE that committed here, arriving after its
+// outcome was forgotten, is refused (outcome unknown), never applied again -
+// also after a checkpoint and a restart. A newer attempt is evaluated.
+TEST(ParticipantCoreTest, LateCopyOfAForgottenCommitIsNotAppliedAgain) {
+  CoreOptions o;
+  o.outcomes_remembered_max = 2;
+  Node n(o);
+  const PrepareRequest t1 = Stamped(Req(kT1, {}, {Put("k", "1")}, /*one_phase=*/true), {1, 1});
+  Token p = n.Prepare(t1);
+  n.Sync();
+  ASSERT_EQ(n.reply(p).vote, Vote::kYes);
+  const Version v1 = n.store().data().at("k").first;
+  for (uint64_t i = 2; i <= 4; ++i) {  // three newer commits push T1's outcome out
+    Token q = n.Prepare(Stamped(Req(TxId{8, i}, {}, {Put("j" + std::to_string(i), "x")}, true),
+                                {1, i}));
+    n.Sync();
+    ASSERT_EQ(n.reply(q).vote, Vote::kYes);
+  }
+  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{1, 2}));
+  Token copy = n.Prepare(t1);
+  n.Sync();
+  EXPECT_EQ(n.reply(copy).error, ErrorCode::kUnknownTx) << n.reply(copy).message;
+  EXPECT_EQ(n.store().data().at("k").first, v1) << "applied a second time";
+  EXPECT_EQ(n.core().stats().stale_prepare_refusals, 1u);
+  // A newer attempt of another transaction is evaluated as usual.
+  Token fresh = n.Prepare(Stamped(Req(kT2, {}, {Put("k", "2")}, true), {1, 5}));
+  n.Sync();
+  EXPECT_EQ(n.reply(fresh).vote, Vote::kYes);
+
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{1, 3})) << "the checkpoint carries it";
+  Token after = n.Prepare(t1);
+  n.Sync();
+  EXPECT_EQ(n.reply(after).error, ErrorCode::kUnknownTx) << n.reply(after).message;
+  EXPECT_EQ(n.store().data().at("k").second, "2");
+}
+
+// Outcomes restored from a checkpoint carry no attempt: when one is
+// forgotten later, the fence moves to the newest attempt seen.
+TEST(ParticipantCoreTest, ForgettingAnOutcomeOfUnknownAttemptFencesUpToTheNewestSeen) {
+  CoreOptions o;
+  o.outcomes_remembered_max = 2;
+  Node n(o);
+  for (uint64_t i = 1; i <= 2; ++i) {
+    n.Prepare(Stamped(Req(TxId{8, i}, {}, {Put("a" + std::to_string(i), "x")}, true), {1, i}));
+    n.Sync();
+  }
+  n.TakeCheckpoint();
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{}));
+  Token q = n.Prepare(Stamped(Req(TxId{8, 3}, {}, {Put("a3", "x")}, true), {1, 7}));
+  n.Sync();
+  ASSERT_EQ(n.reply(q).vote, Vote::kYes);
+  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{1, 7}));
+  Token late = n.Prepare(Stamped(Req(TxId{8, 4}, {}, {Put("a4", "x")}, true), {1, 6}));
+  EXPECT_EQ(n.reply(late).error, ErrorCode::kUnknownTx);
+}
+
 }  // namespace
 }  // namespace dtx::participant

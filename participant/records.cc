@@ -14,7 +14,8 @@ namespace {
 // and 2 (no CRC) are refused: one changed byte could turn a format-3
 // checkpoint's first byte into either, and so skip its CRC.
 constexpr uint8_t kCheckpointFormatNoCrcLast = 2;
-constexpr uint8_t kCheckpointFormat = 3;
+constexpr uint8_t kCheckpointFormatNoFence = 3;  // read: without the attempt fence
+constexpr uint8_t kCheckpointFormat = 4;
 // The masked CRC32C that follows the format byte.
 constexpr size_t kCheckpointCrcOffset = 1;
 constexpr size_t kCheckpointHeaderBytes = kCheckpointCrcOffset + 4;
@@ -34,7 +35,9 @@ constexpr size_t kCheckpointOutcomeBytes = 16 + 8;
 // Flag bits of a COMMIT record.
 constexpr uint8_t kCommitFlagOnePhase = 0x01;
 constexpr uint8_t kCommitFlagFingerprint = 0x02;  // the fingerprint follows the flags
-constexpr uint8_t kCommitFlagsKnown = kCommitFlagOnePhase | kCommitFlagFingerprint;
+constexpr uint8_t kCommitFlagAttempt = 0x04;      // the attempt follows (the fingerprint)
+constexpr uint8_t kCommitFlagsKnown =
+    kCommitFlagOnePhase | kCommitFlagFingerprint | kCommitFlagAttempt;
 
 // The shared codec plus this format's write sets.
 class Writer : public codec::Writer {
@@ -51,6 +54,11 @@ class Writer : public codec::Writer {
         Bytes(*w.value);
       }
     }
+  }
+  void AttemptField(const Attempt& a) {
+    DTX_CHECK(a.epoch >= 0);
+    I64(a.epoch);
+    U64(a.seq);
   }
 };
 
@@ -90,6 +98,14 @@ class Reader : public codec::Reader {
     if (key->empty()) return Bad("empty key");
     return Status::OK();
   }
+  // `zero_ok`: the all-zero attempt ("none") is a value, not corruption.
+  Status AttemptField(Attempt* a, bool zero_ok) {
+    DTX_RETURN_IF_ERROR(I64(&a->epoch));
+    DTX_RETURN_IF_ERROR(U64(&a->seq));
+    if (a->epoch < 0) return Bad("negative attempt epoch");
+    if (!zero_ok && !a->known()) return Bad("zero attempt");
+    return Status::OK();
+  }
 };
 
 }  // namespace
@@ -115,10 +131,7 @@ std::string EncodePrepare(const PrepareRecord& r) {
   } else if (r.fingerprint.known()) {
     w.Fp(r.fingerprint);
   }
-  if (r.attempt.known()) {
-    w.I64(r.attempt.epoch);
-    w.U64(r.attempt.seq);
-  }
+  if (r.attempt.known()) w.AttemptField(r.attempt);
   return w.Take();
 }
 
@@ -129,8 +142,10 @@ std::string EncodeCommit(const CommitRecord& r) {
   w.Tx(r.txid);
   w.I64(r.version);
   w.U8(static_cast<uint8_t>((r.one_phase ? kCommitFlagOnePhase : 0) |
-                            (r.fingerprint.known() ? kCommitFlagFingerprint : 0)));
+                            (r.fingerprint.known() ? kCommitFlagFingerprint : 0) |
+                            (r.attempt.known() ? kCommitFlagAttempt : 0)));
   if (r.fingerprint.known()) w.Fp(r.fingerprint);
+  if (r.attempt.known()) w.AttemptField(r.attempt);
   if (r.one_phase) w.Writes(r.writes);
   return w.Take();
 }
@@ -168,6 +183,8 @@ std::string EncodeCheckpoint(const Checkpoint& c) {
     w.Tx(o.txid);
     w.I64(o.version);
   }
+  w.AttemptField(c.forgotten_attempt);
+  w.AttemptField(c.attempt_seen);
   DTX_CHECK(c.epoch_owner.size() <= kCoordinatorAddressBytesMax);
   if (!c.epoch_owner.empty()) w.Bytes(c.epoch_owner);
   std::string out = w.Take();
@@ -198,12 +215,7 @@ Result<PrepareRecord> DecodePrepare(std::string_view payload) {
     DTX_RETURN_IF_ERROR(in.U64(&r.fingerprint.lo));
     if (in.left() == 0 && !r.fingerprint.known()) return in.Bad("zero fingerprint");
   }
-  if (in.left() > 0) {
-    DTX_RETURN_IF_ERROR(in.I64(&r.attempt.epoch));
-    DTX_RETURN_IF_ERROR(in.U64(&r.attempt.seq));
-    if (r.attempt.epoch < 0) return in.Bad("negative attempt epoch");
-    if (!r.attempt.known()) return in.Bad("zero attempt");
-  }
+  if (in.left() > 0) DTX_RETURN_IF_ERROR(in.AttemptField(&r.attempt, /*zero_ok=*/false));
   DTX_RETURN_IF_ERROR(in.End());
   return r;
 }
@@ -219,6 +231,9 @@ Result<CommitRecord> DecodeCommit(std::string_view payload) {
   if ((flags & ~kCommitFlagsKnown) != 0) return in.Bad("unknown flags " + std::to_string(flags));
   r.one_phase = (flags & kCommitFlagOnePhase) != 0;
   if ((flags & kCommitFlagFingerprint) != 0) DTX_RETURN_IF_ERROR(in.Fp(&r.fingerprint));
+  if ((flags & kCommitFlagAttempt) != 0) {
+    DTX_RETURN_IF_ERROR(in.AttemptField(&r.attempt, /*zero_ok=*/false));
+  }
   if (r.one_phase) DTX_RETURN_IF_ERROR(in.Writes(&r.writes));
   DTX_RETURN_IF_ERROR(in.End());
   return r;
@@ -254,7 +269,8 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
                   " is not read: written before checkpoints carried a CRC (format " +
                   std::to_string(kCheckpointFormat) + "), or a corrupt first byte");
   }
-  if (format != kCheckpointFormat) return in.Bad("unknown format " + std::to_string(format));
+  if (format != kCheckpointFormat && format != kCheckpointFormatNoFence)
+    return in.Bad("unknown format " + std::to_string(format));
   uint32_t stored = 0;
   DTX_RETURN_IF_ERROR(in.U32(&stored));
   // Nothing after the CRC is looked at before it matches.
@@ -298,6 +314,10 @@ Result<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
     if (o.version < 0 || o.version > c.commit_counter) {
       return in.Bad("outcome version " + std::to_string(o.version) + " outside 0..commit counter");
     }
+  }
+  if (format == kCheckpointFormat) {
+    DTX_RETURN_IF_ERROR(in.AttemptField(&c.forgotten_attempt, /*zero_ok=*/true));
+    DTX_RETURN_IF_ERROR(in.AttemptField(&c.attempt_seen, /*zero_ok=*/true));
   }
   if (in.left() > 0) {
     DTX_RETURN_IF_ERROR(in.Bytes(&c.epoch_owner, kCoordinatorAddressBytesMax, "epoch owner"));

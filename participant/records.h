@@ -60,6 +60,7 @@ struct CommitRecord {
   bool one_phase = false;
   std::vector<WriteOp> writes;   // only with one_phase
   Fingerprint fingerprint = {};  // as in PrepareRecord
+  Attempt attempt = {};          // one_phase: the attempt it committed (not known: none)
   friend bool operator==(const CommitRecord&, const CommitRecord&) = default;
 };
 
@@ -112,6 +113,12 @@ struct Checkpoint {
   // The owner of `epoch` (EpochRecord::owner), encoded after the outcomes
   // only when not empty; a checkpoint without it decodes with "".
   std::string epoch_owner = {};
+  // Every outcome forgotten here (before the checkpoint) ended an attempt no
+  // newer than `forgotten_attempt`; `attempt_seen` is the newest attempt seen
+  // here (participant/core.h, the attempt fence). Encoded after the outcomes
+  // (format 4); a format-3 checkpoint reads as none.
+  Attempt forgotten_attempt = {};
+  Attempt attempt_seen = {};
   friend bool operator==(const Checkpoint&, const Checkpoint&) = default;
 };
 

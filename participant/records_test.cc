@@ -81,6 +81,15 @@ TEST(RecordsTest, CommitAbortEpochRoundTrip) {
   auto c1 = DecodeCommit(EncodeCommit(one));
   ASSERT_TRUE(c1.ok());
   EXPECT_EQ(*c1, one);
+  CommitRecord stamped = one;  // a one-phase COMMIT carries its attempt
+  stamped.attempt = {4, 9};
+  auto cs = DecodeCommit(EncodeCommit(stamped));
+  ASSERT_TRUE(cs.ok()) << cs.status().ToString();
+  EXPECT_EQ(*cs, stamped);
+  stamped.fingerprint = {5, 6};
+  cs = DecodeCommit(EncodeCommit(stamped));
+  ASSERT_TRUE(cs.ok()) << cs.status().ToString();
+  EXPECT_EQ(*cs, stamped);
   auto a = DecodeAbort(EncodeAbort({{5, 6}}));
   ASSERT_TRUE(a.ok());
   EXPECT_EQ(a->txid, (TxId{5, 6}));
@@ -115,7 +124,7 @@ TEST(RecordsTest, EpochOwnerIsOptionalAndBoundsChecked) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, cp);
   std::string b = EncodeCheckpoint(cp);
-  for (size_t n = kCpFixed + 8 + 4 + 24 + 1; n < b.size(); ++n) {
+  for (size_t n = kCpFixed + 8 + 4 + 24 + 32 + 1; n < b.size(); ++n) {  // within the owner
     EXPECT_TRUE(DecodeCheckpoint(Recrc(b.substr(0, n))).status().IsCorruption()) << n;
   }
 }
@@ -217,7 +226,7 @@ TEST(RecordsTest, BadFieldValuesAreCorruption) {
 TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) {
   Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}, {{7, 2}, 0}}};
   std::string b = EncodeCheckpoint(cp);
-  ASSERT_EQ(b.size(), kCpFixed + 8 + 4 + 2 * 24);
+  ASSERT_EQ(b.size(), kCpFixed + 8 + 4 + 2 * 24 + 32);  // + the attempt fence (format 4)
   auto back = DecodeCheckpoint(b);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(*back, cp);
@@ -231,7 +240,7 @@ TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) 
   }
   EXPECT_TRUE(DecodeCheckpoint(Recrc(b + "x")).status().IsCorruption());
   std::string format = b;
-  format[0] = 4;
+  format[0] = 5;
   EXPECT_TRUE(DecodeCheckpoint(Recrc(format)).status().IsCorruption());
   std::string count = b;
   count[kCpFixed + 8] = 3;  // three outcomes announced, two present
@@ -251,6 +260,30 @@ TEST(RecordsTest, CheckpointRoundTripsAndEveryTruncationOrBadFieldIsCorruption) 
   std::string epoch = b;
   epoch[kCpHeader + 23] = '\x80';  // top byte of the epoch: negative
   EXPECT_TRUE(DecodeCheckpoint(Recrc(epoch)).status().IsCorruption());
+}
+
+// Format 4 adds the attempt fence after the outcomes; a format-3 checkpoint
+// (the same without it) still reads, with no fence; a negative fence epoch
+// is corruption.
+TEST(RecordsTest, CheckpointCarriesTheAttemptFenceAndFormat3StillReads) {
+  Checkpoint cp{1000, 990, 3, 12345, 12000, {{{7, 1}, 12001}}};
+  cp.epoch_owner = "c1:2";
+  cp.forgotten_attempt = {3, 40};
+  cp.attempt_seen = {3, 77};
+  std::string b = EncodeCheckpoint(cp);
+  auto back = DecodeCheckpoint(b);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, cp);
+  const size_t fence = kCpFixed + 8 + 4 + 24;
+  std::string v3 = b.substr(0, fence) + b.substr(fence + 32);
+  v3[0] = 3;
+  auto old = DecodeCheckpoint(Recrc(v3));
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->forgotten_attempt, Attempt{});
+  EXPECT_EQ(old->epoch_owner, "c1:2");
+  std::string negative = b;
+  negative[fence + 7] = '\x80';
+  EXPECT_TRUE(DecodeCheckpoint(Recrc(negative)).status().IsCorruption());
 }
 
 // The checkpoint's CRC (records.md "Checkpoint"): one changed byte anywhere

@@ -692,6 +692,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"stale_attempt_aborts", static_cast<int64_t>(st.stale_attempt_aborts)},
       {"prepares_behind_commit", static_cast<int64_t>(st.prepares_behind_commit)},
       {"prepares_waiting", static_cast<int64_t>(st.prepares_waiting)},
+      {"stale_prepare_refusals", static_cast<int64_t>(st.stale_prepare_refusals)},
       {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
       {"wal_syncs", static_cast<int64_t>(ws.syncs)},
       {"wal_records_synced", static_cast<int64_t>(ws.records_synced)},
