@@ -417,6 +417,12 @@ void CoordinatorDriver::SendProbe(const ProbeMsg& m) {
 }
 
 rpc::Outcome::type CoordinatorDriver::GetOutcome(const rpc::TxId& txid) const {
+  // Only the deciding primary vouches for an outcome: a node that stepped
+  // down replays DECISIONs of its own that may never have reached the commit
+  // point (a newer primary may have aborted them), and a fenced one may have
+  // been overtaken (as QueryDecision, core.h). Found by the simulator's
+  // adversary (tests/sim/README.md, `--adversary --failover --seed 101`).
+  if (!ha_->established() || ha_->core().fenced()) return rpc::Outcome::UNKNOWN;
   return ToRpc(ha_->core().RememberedOutcome(dtx::FromRpc(txid)));
 }
 

@@ -187,7 +187,8 @@ class CoordinatorDriver {
                      const rpc::Attempt& attempt, std::function<void(rpc::Decision::type)> cob,
                      std::function<void(const rpc::DtxError&)> fail);
   rpc::HeartbeatResponse Heartbeat(const rpc::HeartbeatRequest& req);
-  // A client's GetOutcome: read-only (core.h RememberedOutcome).
+  // A client's GetOutcome: read-only (core.h RememberedOutcome); UNKNOWN
+  // unless this node is the established, unfenced primary.
   rpc::Outcome::type GetOutcome(const rpc::TxId& txid) const;
   void Replicate(const rpc::ReplicateRequest& req,
                  std::function<void(const rpc::ReplicateResponse&)> cob,

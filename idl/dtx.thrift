@@ -250,8 +250,9 @@ service Coordinator {
   CommitResult Commit(1: CommitRequest req) throws (1: DtxError err),
 
   // What became of txid as far as this coordinator remembers: COMMITTED,
-  // ABORTED, or UNKNOWN (still running, never seen here, or forgotten).
-  // Side-effect free: it never decides or aborts anything.
+  // ABORTED, or UNKNOWN (still running, never seen here, or forgotten; and
+  // always from a coordinator that is not the established primary: ask the
+  // primary). Side-effect free: it never decides or aborts anything.
   Outcome GetOutcome(1: TxId txid) throws (1: DtxError err),
 
   NodeStatus GetStatus(),

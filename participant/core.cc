@@ -225,9 +225,10 @@ void Core::Remember(const TxId& txid, Outcome o, Version version, const Fingerpr
     if (o == Outcome::kCommitted) {
       forgotten_version_ = std::max(forgotten_version_, old->second.version);
     }
-    // The attempt fence (Prepare): an outcome of no known attempt (from a
-    // checkpoint, or an older record) ended one no newer than any seen here.
-    const Attempt ended = old->second.attempt.known() ? old->second.attempt : attempt_seen_;
+    // The attempt fence (Prepare): an outcome of no known attempt came from
+    // the checkpoint, whose outcomes ended attempts no newer than the newest
+    // it had seen.
+    const Attempt ended = old->second.attempt.known() ? old->second.attempt : restored_attempt_;
     forgotten_attempt_ = std::max(forgotten_attempt_, ended);
     outcomes_.erase(old);
   }
@@ -1002,6 +1003,7 @@ void Core::RestoreCheckpoint(const Checkpoint& cp) {
   forgotten_version_ = std::max(forgotten_version_, cp.forgotten_version);
   forgotten_attempt_ = std::max(forgotten_attempt_, cp.forgotten_attempt);
   attempt_seen_ = std::max(attempt_seen_, cp.attempt_seen);
+  restored_attempt_ = cp.attempt_seen;
   for (const CheckpointOutcome& o : cp.outcomes) {
     Remember(o.txid, o.version > 0 ? Outcome::kCommitted : Outcome::kAborted, o.version);
   }

@@ -559,10 +559,12 @@ class Core {
   // The attempt fence: every outcome forgotten here ended an attempt no
   // newer than forgotten_attempt_ (Prepare refuses a PREPARE of such an
   // attempt, which may be a late copy of one that ended here). attempt_seen_:
-  // the newest attempt seen here (PREPAREs, one-phase COMMITs, checkpoints),
-  // standing in for an outcome's attempt that is not known.
+  // the newest attempt seen here (PREPAREs, one-phase COMMITs, checkpoints).
+  // restored_attempt_: the checkpoint's attempt_seen, standing in for the
+  // attempt of an outcome restored from it (which carries none).
   Attempt forgotten_attempt_;
   Attempt attempt_seen_;
+  Attempt restored_attempt_;
   // Txids answered kUnknownTx (maybe a forgotten commit), oldest first,
   // bounded like outcomes_, memory only. An ABORT for one of them is acked
   // without remembering an abort: the coordinator sends ABORT after such an

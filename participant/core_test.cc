@@ -1980,8 +1980,9 @@ TEST(ParticipantCoreTest, LateCopyOfAForgottenCommitIsNotAppliedAgain) {
 }
 
 // Outcomes restored from a checkpoint carry no attempt: when one is
-// forgotten later, the fence moves to the newest attempt seen.
-TEST(ParticipantCoreTest, ForgettingAnOutcomeOfUnknownAttemptFencesUpToTheNewestSeen) {
+// forgotten later, the fence moves to the newest attempt the checkpoint had
+// seen (not further: later attempts are still evaluated).
+TEST(ParticipantCoreTest, ForgettingARestoredOutcomeFencesUpToTheCheckpointsNewestAttempt) {
   CoreOptions o;
   o.outcomes_remembered_max = 2;
   Node n(o);
@@ -1995,9 +1996,13 @@ TEST(ParticipantCoreTest, ForgettingAnOutcomeOfUnknownAttemptFencesUpToTheNewest
   Token q = n.Prepare(Stamped(Req(TxId{8, 3}, {}, {Put("a3", "x")}, true), {1, 7}));
   n.Sync();
   ASSERT_EQ(n.reply(q).vote, Vote::kYes);
-  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{1, 7}));
+  EXPECT_EQ(n.core().stats().forgotten_attempt, (Attempt{1, 2}));
+  // A copy of T{8,1}'s PREPARE (its outcome was the one forgotten).
+  Token copy = n.Prepare(Stamped(Req(TxId{8, 1}, {}, {Put("a1", "x")}, true), {1, 1}));
+  EXPECT_EQ(n.reply(copy).error, ErrorCode::kUnknownTx);
   Token late = n.Prepare(Stamped(Req(TxId{8, 4}, {}, {Put("a4", "x")}, true), {1, 6}));
-  EXPECT_EQ(n.reply(late).error, ErrorCode::kUnknownTx);
+  n.Sync();
+  EXPECT_EQ(n.reply(late).vote, Vote::kYes) << "newer than anything the checkpoint saw";
 }
 
 }  // namespace

@@ -484,9 +484,11 @@ struct Adversary {
     rpc::CommitRequest request;
   };
   std::deque<Seen> seen;
-  // Other clients' txids it sent content of its own under. GetOutcome takes
-  // only a txid, so its answer about one of them may be about the
-  // adversary's transaction: no claim is judged for them (README.md).
+  // Txids sent with more than one content: other clients' txids it sent
+  // content of its own under, and txids their own clients reused
+  // (SimOptions::reuse_txids). GetOutcome takes only a txid, so its answer
+  // about one of them may be about the other transaction: no claim is
+  // judged for them (README.md).
   std::set<TxId> squatted;
 };
 // An outcome the adversary was told about another client's transaction
@@ -1845,6 +1847,7 @@ void World::ClientCommit(Client& c, std::shared_ptr<ClientTx> tx) {
       adversary_.seen.push_back(Adversary::Seen{tx->check_id, req});
       if (adversary_.seen.size() > kAdversarySeenMax) adversary_.seen.pop_front();
     }
+    if (opts_.adversary && tx->reuse) adversary_.squatted.insert(tx->txid);
   } else {
     ++stats_.commit_retries;
     tx->request.__set_is_retry(true);  // as bindings/cpp marks a re-sent txid
