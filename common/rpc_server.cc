@@ -24,6 +24,8 @@ using apache::thrift::transport::TMemoryBuffer;
 namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
+// How often connections are checked for a frame that is not whole in time.
+constexpr uint64_t kSlowSenderSweepMs = 1000;
 constexpr int kListenBacklog = 511;
 // A TLS ClientHello opens with a handshake record of version 3.x: 0x16 0x03.
 constexpr uint8_t kTlsHandshakeRecordByte = 0x16;
@@ -63,9 +65,11 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   uint64_t next_connection_id = 1;
   bool closed = false;
   std::vector<char> read_chunk = std::vector<char>(kReadChunkBytes);
+  TimerId sweep_timer = 0;  // closes slow senders (partial_frame_timeout_ms)
 
   void OnNewConnection(int status);
   void CloseAll();
+  void SweepSlowSenders();
 };
 
 struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
@@ -86,6 +90,9 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   size_t out_replies = 0;
   bool flush_queued = false;
   uint64_t frames = 0;  // received on this connection
+  // When the bytes of an incomplete frame (or TLS record) started to wait
+  // for the rest; 0: nothing partial.
+  uint64_t partial_since_ms = 0;
   bool reading = false;
   bool parsing = false;
   bool closing = false;
@@ -269,6 +276,26 @@ void RpcServer::State::Connection::StartServing(const std::shared_ptr<State>& st
   DTX_CHECK_MSG(processor != nullptr, "RpcServer: the processor factory returned null");
 }
 
+void RpcServer::State::SweepSlowSenders() {
+  const int timeout = options.partial_frame_timeout_ms;
+  if (timeout <= 0) return;
+  const uint64_t now = loop->NowMs();
+  std::vector<std::shared_ptr<Connection>> slow;
+  for (auto& [raw, c] : connections) {
+    // Not while the server stops reading (back-pressure) or handshakes (its
+    // own timeout).
+    if (c->closing || !c->reading || c->handshaking() || c->partial_since_ms == 0) continue;
+    if (now - c->partial_since_ms >= static_cast<uint64_t>(timeout)) slow.push_back(c);
+  }
+  for (auto& c : slow) {
+    ++stats.connections_closed_slow;
+    DTX_LOG_WARN("{}: closing connection {} from {}: a frame started {} ms ago is not whole yet "
+                 "({} bytes of it here; limit {} ms): a slow or stalled sender",
+                 options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
+    c->Close();
+  }
+}
+
 void RpcServer::State::CloseAll() {
   std::vector<std::shared_ptr<Connection>> all;
   all.reserve(connections.size());
@@ -314,6 +341,7 @@ void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread == 0) return;  // EAGAIN
+  if (partial_since_ms == 0) partial_since_ms = loop->NowMs();
   if (tls != nullptr) {
     if (!ReceiveTls(reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread))) {
       return;
@@ -464,10 +492,9 @@ void RpcServer::State::Connection::ParseFrames() {
                        " (garbage bytes or not a framed Thrift client)");
       break;
     }
-    if (in.size() - pos < kFrameHeaderBytes + len) {
-      in.reserve(pos + kFrameHeaderBytes + len);
-      break;
-    }
+    // Not whole yet. Nothing is reserved for the length the header claims:
+    // a header alone must not pin frame_bytes_max of memory.
+    if (in.size() - pos < kFrameHeaderBytes + len) break;
     ++st->stats.frames_received;
     ++frames;
     Dispatch(in.data() + pos + kFrameHeaderBytes, len, st);
@@ -476,6 +503,11 @@ void RpcServer::State::Connection::ParseFrames() {
   parsing = false;
   if (closing) return;
   if (pos > 0) in.erase(in.begin(), in.begin() + static_cast<ptrdiff_t>(pos));
+  if (in.empty() && (tls == nullptr || !tls->has_pending_input())) {
+    partial_since_ms = 0;
+  } else if (pos > 0) {
+    partial_since_ms = loop->NowMs();  // a frame arrived whole: the rest starts now
+  }
   if (!reading && !close_after_writes && in_flight < st->options.in_flight_per_connection_max) {
     StartReading();
   }
@@ -728,6 +760,12 @@ Status RpcServer::Start() {
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   state_->listener = l;
+  if (o.partial_frame_timeout_ms > 0) {
+    std::weak_ptr<State> weak = state_;
+    state_->sweep_timer = loop_->RunEvery(kSlowSenderSweepMs, [weak] {
+      if (auto st = weak.lock()) st->SweepSlowSenders();
+    });
+  }
   DTX_LOG_INFO("{}: listening on {}", o.name, address());
   return Status::OK();
 }
@@ -738,6 +776,10 @@ void RpcServer::Close() {
   DTX_CHECK(loop_->InLoopThreadOrIdle());
   if (state_->closed) return;
   state_->closed = true;
+  if (state_->sweep_timer != 0) {
+    loop_->Cancel(state_->sweep_timer);
+    state_->sweep_timer = 0;
+  }
   if (state_->listener != nullptr) {
     State::Listener* l = state_->listener;
     state_->listener = nullptr;

@@ -39,7 +39,11 @@
 // accept past it is closed at once with a log line); in_flight_per_connection
 // _max requests dispatched and not yet answered per connection (past it the
 // server stops reading that connection until replies drain: back-pressure,
-// not an error).
+// not an error); partial_frame_timeout_ms for a frame to arrive whole once
+// its first byte did (a slow or stalled sender, e.g. slowloris, is closed with
+// a log line and counted in connections_closed_slow; checked once a second,
+// not while the server itself stops reading). Memory for a frame grows with
+// the bytes that arrived, never with the length its header claims.
 //
 // TLS (options.tls set): every connection first completes a TLS 1.3
 // handshake (common/tls.h); only then is the processor factory called, with
@@ -78,6 +82,8 @@ namespace dtx {
 inline constexpr size_t kRpcFrameBytesMax = (16u << 20) + (64u << 10);
 inline constexpr size_t kRpcServerConnectionsMax = 1024;
 inline constexpr size_t kRpcServerInFlightPerConnectionMax = 4096;
+// A whole 16 MiB frame at 0.6 MB/s; honest frames take milliseconds.
+inline constexpr int kRpcPartialFrameTimeoutMs = 30000;
 // Largest list/map/set length a decoded message may claim (Thrift's
 // container_limit). Bounds the allocation a hostile length can cause.
 inline constexpr size_t kRpcContainerItemsMax = 1u << 18;
@@ -93,6 +99,7 @@ struct RpcServerOptions {
   // Server-side TLS context (TlsSide::kServer); null: plaintext.
   std::shared_ptr<const TlsContext> tls;
   int tls_handshake_timeout_ms = kTlsHandshakeTimeoutMs;
+  int partial_frame_timeout_ms = kRpcPartialFrameTimeoutMs;  // 0: no limit
 };
 
 // Counters since Start(), for tests and metrics. Loop thread only.
@@ -100,6 +107,7 @@ struct RpcServerStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_rejected = 0;  // over connections_max
   uint64_t connections_closed_bad_input = 0;
+  uint64_t connections_closed_slow = 0;  // a frame not whole within partial_frame_timeout_ms
   uint64_t frames_received = 0;
   uint64_t replies_sent = 0;
   uint64_t reply_writes = 0;           // socket writes of replies (one per connection per turn)

@@ -14,6 +14,7 @@
 #include <thrift/transport/TSocket.h>
 
 #include <chrono>
+#include <thread>
 #include <functional>
 #include <map>
 #include <memory>
@@ -656,6 +657,7 @@ class ThreadedServerTest : public ::testing::Test {
       handler_ = std::make_shared<TestParticipant>();
       RpcServerOptions so;
       so.frame_bytes_max = 64 << 10;
+      Tune(&so);
       server_ = std::make_unique<RpcServer>(
           loop_thread_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(handler_), so);
       start_status_ = server_->Start();
@@ -667,6 +669,8 @@ class ThreadedServerTest : public ::testing::Test {
     loop_thread_.RunSync([&] { server_.reset(); });
     loop_thread_.Stop();
   }
+  // Server options a derived fixture changes.
+  virtual void Tune(RpcServerOptions*) {}
 
   // A stock generated client: TSocket + TFramedTransport + TBinaryProtocol.
   rpc::ReadResult StockRead(const std::string& key) {
@@ -780,6 +784,46 @@ TEST_F(ThreadedServerTest, StockThriftClientCallsTheServer) {
   client.GetStatus(st);
   EXPECT_EQ(st.name, "participant-test");
   transport->close();
+}
+
+// Slow senders (slowloris): a frame must arrive whole within
+// partial_frame_timeout_ms of its first byte.
+class SlowSenderTest : public ThreadedServerTest {
+ protected:
+  void Tune(RpcServerOptions* o) override { o->partial_frame_timeout_ms = 300; }
+  uint64_t ClosedSlow() {
+    uint64_t n = 0;
+    loop_thread_.RunSync([&] { n = server_->stats().connections_closed_slow; });
+    return n;
+  }
+};
+
+TEST_F(SlowSenderTest, AFrameThatNeverCompletesClosesItsConnectionOnly) {
+  // A header claiming the largest frame allowed, then 10 bytes, then nothing.
+  std::string header(4, '\0');
+  EncodeFrameLength(64 << 10, reinterpret_cast<uint8_t*>(header.data()));
+  int idle = Connect();  // connected, never sends: not a partial frame
+  ExpectClosedAndServerStillServes(header + std::string(10, 'x'), false);
+  EXPECT_EQ(ClosedSlow(), 1u);
+  EXPECT_EQ(ClosedForBadInput(), 0u);
+  // The idle connection is still open: a call on it is answered.
+  SendAll(idle, Frame(CallPayload("Read", "k")));
+  char buf[4];
+  EXPECT_EQ(recv(idle, buf, sizeof(buf), MSG_WAITALL), 4) << "the idle connection was closed";
+  close(idle);
+}
+
+TEST_F(SlowSenderTest, AFrameTrickledInPiecesWithinTheLimitIsServed) {
+  int fd = Connect();
+  const std::string call = Frame(CallPayload("Read", "slow"));
+  for (size_t i = 0; i < call.size(); i += 8) {
+    SendAll(fd, call.substr(i, 8));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  char buf[4];
+  EXPECT_EQ(recv(fd, buf, sizeof(buf), MSG_WAITALL), 4);
+  close(fd);
+  EXPECT_EQ(ClosedSlow(), 0u);
 }
 
 TEST_F(ThreadedServerTest, ZeroLengthFrameClosesConnection) {

@@ -422,6 +422,10 @@ size_t TlsSession::TakeOutput(std::string* out) {
 
 bool TlsSession::has_output() const { return BIO_ctrl_pending(out_bio_) > 0; }
 
+bool TlsSession::has_pending_input() const {
+  return BIO_ctrl_pending(in_bio_) > 0 || SSL_has_pending(ssl_) == 1;
+}
+
 Status TlsSession::Fail(Status why) {
   DTX_CHECK(!why.ok());
   if (state_ != State::kFailed) {

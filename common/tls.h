@@ -153,6 +153,8 @@ class TlsSession {
   // Appends the bytes to write to the socket to *out; returns how many.
   size_t TakeOutput(std::string* out);
   bool has_output() const;
+  // Received ciphertext not yet made into plaintext (a partial record).
+  bool has_pending_input() const;
 
   bool handshake_done() const { return state_ == State::kEstablished; }
   bool failed() const { return state_ == State::kFailed; }

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/check.h"
+#include "common/fd_limit.h"
 #include "common/log.h"
 
 namespace dtx::node {
@@ -18,7 +19,18 @@ Node::Node(EventLoop* loop, NodeOptions options)
       trace_(obs::TraceRing::Options{
           .events_max =
               std::clamp<size_t>(options_.trace_events, obs::kTraceEventsMin, obs::kTraceEventsMax),
-          .log_events = true}) {}
+          .log_events = true}) {
+  fd_limit_ = RaiseOpenFileLimit();
+  const size_t per_listener = ConnectionsPerListener(fd_limit_, kListenersPerNode);
+  if (fd_limit_ < kFdReserve + kListenersPerNode * kConnectionsPerListenerMin) {
+    DTX_LOG_WARN("open-file limit {} (hard limit reached): {} connections per listener leave "
+                 "little for the node's own files; raise `ulimit -n`",
+                 fd_limit_, per_listener);
+  } else {
+    DTX_LOG_INFO("open-file limit {}: up to {} connections per listener", fd_limit_,
+                 per_listener);
+  }
+}
 
 Node::~Node() { Shutdown(); }
 
@@ -40,6 +52,9 @@ Result<std::string> Node::Serve(std::string_view listener, RpcProcessorFactory f
   so.port = port;
   so.name = options_.name;
   so.tls = options_.tls;
+  // The client, peer and admin listeners share what the open-file limit
+  // leaves after the node's own files (common/fd_limit.h).
+  so.connections_max = ConnectionsPerListener(fd_limit_, kListenersPerNode);
   servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
   DTX_RETURN_IF_ERROR(servers_.back()->Start());
   std::string bound = servers_.back()->address();

@@ -217,6 +217,9 @@ class Node {
   std::vector<std::shared_ptr<Detachable>> handlers_;
   std::vector<std::unique_ptr<RpcServer>> servers_;
   std::vector<ListenerInfo> listeners_;
+  // RLIMIT_NOFILE after raising it; divided among the listeners.
+  static constexpr size_t kListenersPerNode = 3;  // client, peer, admin
+  uint64_t fd_limit_ = 0;
   std::vector<TimerId> timers_;
   bool shut_down_ = false;
   const bool tracing_;
