@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "tests/sim/sim.h"
@@ -60,11 +61,15 @@ struct Sweep {
   ProbeTotals probes;
   uint64_t failed = 0;
   uint64_t livelocked = 0;  // seeds whose only violations are epoch-livelock
+  uint64_t known_gap = 0;   // violations of RunSweep's `known_gap` check
   RunStats totals;
   std::string first_failures;
 };
 
-Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
+// `known_gap`: a check whose violations are an open, documented gap
+// (tests/sim/README.md): counted in Sweep::known_gap, not as failures.
+Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts,
+               std::string_view known_gap = {}) {
   Sweep s;
   for (uint64_t seed = start; seed < start + count; ++seed) {
     SetCurrentSeed(seed);
@@ -92,11 +97,22 @@ Sweep RunSweep(uint64_t start, uint64_t count, const SimOptions& opts) {
     s.totals.txid_reuses += r.stats.txid_reuses;
     s.totals.reuses_refused += r.stats.reuses_refused;
     s.totals.reuses_committed += r.stats.reuses_committed;
-    bool only_livelock = !r.ok();
-    for (const Violation& v : r.violations) only_livelock &= v.check == "epoch-livelock";
-    if (only_livelock) {
+    s.totals.adversary_calls += r.stats.adversary_calls;
+    s.totals.adversary_outcomes += r.stats.adversary_outcomes;
+    s.totals.adversary_committed += r.stats.adversary_committed;
+    s.totals.adversary_replays_answered += r.stats.adversary_replays_answered;
+    bool failed = false, only_livelock = true;
+    for (const Violation& v : r.violations) {
+      if (!known_gap.empty() && v.check == known_gap) {
+        ++s.known_gap;
+        continue;
+      }
+      failed = true;
+      only_livelock &= v.check == "epoch-livelock";
+    }
+    if (failed && only_livelock) {
       ++s.livelocked;
-    } else if (!r.ok()) {
+    } else if (failed) {
       if (s.failed < kFailuresPrintedMax) s.first_failures += ExplainFailure(r, opts);
       ++s.failed;
     }
@@ -430,35 +446,20 @@ TEST(SimTest, AdversaryBreaksNoCheckButTheKnownAbortGap) {
   o.adversary = true;
   const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 8'000'000;
   const uint64_t count = EnvOr("DTX_SIM_ADVERSARY_SEEDS", kCiAdversarySeeds);
-  uint64_t failed = 0, gap = 0, calls = 0, outcomes = 0, replies = 0, own = 0;
-  std::string first;
-  for (uint64_t seed = start; seed < start + count; ++seed) {
-    SetCurrentSeed(seed);
-    RunResult r = RunSeed(seed, o);
-    calls += r.stats.adversary_calls;
-    outcomes += r.stats.adversary_outcomes;
-    replies += r.stats.adversary_replays_answered;
-    own += r.stats.adversary_committed;
-    bool other = false;
-    for (const Violation& v : r.violations) {
-      if (v.check == "aborted-then-committed") {
-        ++gap;
-      } else {
-        other = true;
-      }
-    }
-    if (other && ++failed <= kFailuresPrintedMax) first += ExplainFailure(r, o);
-  }
-  std::printf("adversary seeds %llu..%llu: %llu failed, %llu known-gap violations; calls=%llu "
-              "outcomes told=%llu retries answered=%llu own commits=%llu\n",
-              (unsigned long long)start, (unsigned long long)(start + count - 1),
-              (unsigned long long)failed, (unsigned long long)gap, (unsigned long long)calls,
-              (unsigned long long)outcomes, (unsigned long long)replies, (unsigned long long)own);
-  EXPECT_EQ(failed, 0u) << first;
+  Sweep s = RunSweep(start, count, o, "aborted-then-committed");
+  const RunStats& t = s.totals;
+  std::printf("adversary: %llu known-gap violations; calls=%llu outcomes told=%llu retries "
+              "answered=%llu own commits=%llu\n",
+              (unsigned long long)s.known_gap, (unsigned long long)t.adversary_calls,
+              (unsigned long long)t.adversary_outcomes,
+              (unsigned long long)t.adversary_replays_answered,
+              (unsigned long long)t.adversary_committed);
+  EXPECT_EQ(s.failed, 0u) << s.first_failures;
+  EXPECT_EQ(s.livelocked, 0u);
   // The adversary did what it is for: outcomes were claimed and judged.
-  EXPECT_GT(outcomes, 0u);
-  EXPECT_GT(replies, 0u);
-  EXPECT_GT(own, 0u);
+  EXPECT_GT(t.adversary_outcomes, 0u);
+  EXPECT_GT(t.adversary_replays_answered, 0u);
+  EXPECT_GT(t.adversary_committed, 0u);
 }
 
 // The known gap, pinned: a retry told ABORTED, then the coordinator
