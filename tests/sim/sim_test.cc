@@ -475,6 +475,21 @@ TEST(SimTest, AdversaryFindsTheKnownAbortGap) {
   EXPECT_TRUE(found) << "seed 866 no longer shows the gap:\n" << ExplainFailure(r, o);
 }
 
+// A primary that stepped down answered GetOutcome COMMITTED from its own
+// DECISION that never reached the commit point (the new primary had aborted
+// it): seed 101 of `--adversary --failover` showed it. Only the established,
+// unfenced primary answers GetOutcome now (coordinator/driver.cc).
+TEST(SimTest, AdversaryIsToldNoOutcomeByADeposedPrimary) {
+  SimOptions o;
+  o.adversary = true;
+  o.failover = true;
+  RunResult r = RunSeed(101, o);
+  EXPECT_GT(r.stats.step_downs, 0u) << "the seed no longer deposes a primary: pick another";
+  for (const Violation& v : r.violations) {
+    EXPECT_NE(v.check, "false-outcome") << ExplainFailure(r, o);
+  }
+}
+
 TEST(SimTest, ReliableNetworkWithoutCrashesCommitsAndPasses) {
   SimOptions o;
   o.faults = false;
