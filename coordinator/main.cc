@@ -11,6 +11,9 @@
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT] [--enable-failpoints]
 //                   (--certs-dir DIR | --insecure)
+//   dtx-coordinator --cluster FILE --name coordinator-0 [flags above]
+// --cluster FILE: every flag that follows from a cluster file, and the role
+// (tools/node_launch.h, docs/deploy.md); flags on the command line win.
 // Without --peer the coordinator runs alone as primary (as before).
 // --listen serves clients (Coordinator), --peer-listen the participants and
 // the other coordinator (CoordinatorPeer), --admin-listen operators (Admin).
@@ -43,6 +46,7 @@
 #include "node/access.h"
 #include "node/fail_stop.h"
 #include "node/security.h"
+#include "tools/node_launch.h"
 
 namespace {
 
@@ -99,7 +103,8 @@ po::options_description DescribeFlags(Flags* flags) {
   po::options_description desc("dtx-coordinator options");
   desc.add_options()("help", "print this help")(
       "name", po::value(&flags->name)->default_value("coordinator-0"),
-      "node name (in logs, GetStatus)")("listen", po::value(&flags->listen)->required(),
+      "node name (in logs, GetStatus)")("cluster", po::value<std::string>(),
+                                         dtx::tools::kClusterFlagHelp)("listen", po::value(&flags->listen)->required(),
                                         "host:port to serve the Coordinator service on")(
       "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
       "participants", po::value(&flags->participants)->default_value(""),
@@ -167,6 +172,9 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
       std::cout << desc << std::endl;
       return 0;
     }
+    dtx::Status from_file =
+        dtx::tools::StoreClusterFileFlags(vm, desc, dtx::tools::NodeKind::kCoordinator);
+    if (!from_file.ok()) return Usage(from_file.message(), desc);
     po::notify(vm);
   } catch (const po::error& e) {
     return Usage(e.what(), desc);

@@ -7,7 +7,10 @@
 //                   [--admin-listen HOST:PORT] [--peer-listen HOST:PORT]
 //                   [--trace-events N] [--enable-failpoints]
 //                   (--certs-dir DIR | --insecure)
+//   dtx-participant --cluster FILE --name participant-0 [flags above]
 //
+// --cluster FILE: every flag that follows from a cluster file
+// (tools/node_launch.h, docs/deploy.md); flags on the command line win.
 // --listen serves clients (Participant: Read, GetStatus), --peer-listen the
 // coordinators (ParticipantPeer: Prepare, Commit, Abort, Heartbeat,
 // AdoptEpoch), --admin-listen operators (Admin). --coordinator and
@@ -33,6 +36,7 @@
 #include "node/fail_stop.h"
 #include "node/security.h"
 #include "participant/runtime.h"
+#include "tools/node_launch.h"
 #include "wal/format.h"
 
 namespace po = boost::program_options;
@@ -61,6 +65,7 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
   po::options_description desc("Options");
   desc.add_options()("help,h", "print this help")(
       "name", po::value<std::string>(&flags->name)->required(), "node name, e.g. participant-0")(
+      "cluster", po::value<std::string>(), dtx::tools::kClusterFlagHelp)(
       "listen", po::value<std::string>(&flags->listen)->required(), "host:port to serve on")(
       "dir", po::value<std::string>(&flags->dir)->required(),
       "node directory (wal/, data/, node.log)")(
@@ -120,9 +125,13 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
       std::cout << "usage: dtx-participant --name NAME --listen HOST:PORT --dir NODEDIR "
                    "--coordinator HOST:PORT (--certs-dir DIR | --insecure) [--log-file PATH] "
                    "[--log-level LEVEL] [options below]\n"
+                   "       dtx-participant --cluster FILE --name NAME [options below]\n"
                 << desc << "\n";
       return 0;
     }
+    dtx::Status from_file =
+        dtx::tools::StoreClusterFileFlags(vm, desc, dtx::tools::NodeKind::kParticipant);
+    if (!from_file.ok()) return Usage(desc, from_file.message());
     po::notify(vm);
   } catch (const po::error& e) {
     return Usage(desc, e.what());

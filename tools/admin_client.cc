@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/certs.h"
+#include "common/log.h"
 #include "common/types.h"
 
 namespace dtx::tools {
@@ -136,12 +137,49 @@ Result<ToolCredentials> ToolCredentials::Load(const std::string& cluster_dir) {
   return c;
 }
 
+Result<ToolCredentials> ToolCredentials::FromClusterFile(const ClusterFile& file) {
+  if (!file.security.tls) return Plaintext();
+  ToolCredentials c;
+  auto client = ToolContext(file.CertsDir(), "client");
+  if (!client.ok()) return client.status();
+  auto admin = ToolContext(file.CertsDir(), "admin");
+  if (!admin.ok()) return admin.status();
+  c.client = std::move(*client);
+  c.admin = std::move(*admin);
+  return c;
+}
+
+Result<ToolCredentials> ToolCredentials::ForNode(const ClusterFile& file,
+                                                 const std::string& name) {
+  if (!file.security.tls) return Plaintext();
+  ToolCredentials c;
+  auto client = ToolContext(file.CertsDir(), name);
+  if (!client.ok()) return client.status();
+  c.client = std::move(*client);
+  return c;
+}
+
 ConnectionTls ToolCredentials::ForClientListener(const NodeEntry& node) const {
   return ConnectionTls{.context = client, .expected = {.kind = KindOf(node), .name = node.name}};
 }
 
 ConnectionTls ToolCredentials::ForAdminListener(const NodeEntry& node) const {
   return ConnectionTls{.context = admin, .expected = {.kind = KindOf(node), .name = node.name}};
+}
+
+std::string CoordinatorRoleToStart(const NodeEntry& self, const NodeEntry& peer,
+                                   const ToolCredentials& creds, const std::string& configured_role,
+                                   int timeout_ms) {
+  auto st = GetNodeStatus(peer, creds,
+                          {.connect_timeout_ms = timeout_ms, .recv_timeout_ms = timeout_ms});
+  if (st.ok() && st->role == rpc::NodeRole::PRIMARY) {
+    if (configured_role != "backup") {
+      DTX_LOG_INFO("{}: {} is primary now; starting {} as backup", self.name, peer.name,
+                   self.name);
+    }
+    return "backup";
+  }
+  return configured_role;
 }
 
 template <class ClientT>

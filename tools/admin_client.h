@@ -71,6 +71,13 @@ struct ToolCredentials {
   // directory (InvalidArgument naming a missing or bad file); `tls off` or
   // no security.conf (a directory made before TLS): plaintext.
   static Result<ToolCredentials> Load(const std::string& cluster_dir);
+  // From a cluster file (tools/cluster_config.h ClusterFile): with TLS both
+  // contexts from its certificate directory (client.{crt,key} and
+  // admin.{crt,key}: the operator's host needs both); plaintext with `tls off`.
+  static Result<ToolCredentials> FromClusterFile(const ClusterFile& file);
+  // A node's own credentials for its calls to other nodes' client listeners
+  // (`client` from CERTS/NAME.{crt,key}; no admin context).
+  static Result<ToolCredentials> ForNode(const ClusterFile& file, const std::string& name);
 
   // The TLS of a call to `node`'s client listener / admin listener.
   ConnectionTls ForClientListener(const NodeEntry& node) const;
@@ -117,6 +124,15 @@ Status RunThrift(const std::string& what, const std::function<void()>& fn);
 // GetStatus on a participant or coordinator (by the node's role).
 Result<rpc::NodeStatus> GetNodeStatus(const NodeEntry& node, const ToolCredentials& creds,
                                       const AdminTimeouts& timeouts = {});
+// The role a coordinator of a pair starts in: "backup" when its peer answers
+// GetStatus as PRIMARY within `timeout_ms` (two nodes started as primary would
+// only fence each other, and the restarted one would miss what the other
+// decided), else `configured_role` (the role of a first start). Used by the
+// local supervisor before each restart and by `dtx-coordinator --cluster FILE`
+// (coordinator/main.cc). Blocks for at most about twice `timeout_ms`.
+std::string CoordinatorRoleToStart(const NodeEntry& self, const NodeEntry& peer,
+                                   const ToolCredentials& creds, const std::string& configured_role,
+                                   int timeout_ms);
 // SetFailpoint on a node (its admin listener).
 Status SetNodeFailpoint(const NodeEntry& node, const ToolCredentials& creds,
                         const std::string& name, const std::string& action,

@@ -128,7 +128,8 @@ Status ClusterConfig::Add(std::string_view name, std::string_view address,
 
 Status ClusterConfig::CheckUnused(std::string_view address, std::string_view name) const {
   for (const NodeEntry& n : nodes_) {
-    if (n.address == address || n.admin_address == address || n.peer_address == address) {
+    if (n.address == address || n.admin_address == address || n.peer_address == address ||
+        n.metrics_address == address) {
       return Status::InvalidArgument("address " + std::string(address) + " used by both " + n.name +
                                      " and " + std::string(name));
     }
@@ -157,6 +158,10 @@ Status ClusterConfig::SetPeerAddress(std::string_view name, std::string_view pee
   return SetListenerAddress(name, &NodeEntry::peer_address, peer_address);
 }
 
+Status ClusterConfig::SetMetricsAddress(std::string_view name, std::string_view metrics_address) {
+  return SetListenerAddress(name, &NodeEntry::metrics_address, metrics_address);
+}
+
 Status ClusterConfig::Validate() const {
   if (primary() == nullptr) return Status::InvalidArgument("no coordinator-0");
   int expect = 0;
@@ -174,7 +179,12 @@ Status ClusterConfig::Validate() const {
 
 Result<ClusterConfig> ClusterConfig::Parse(std::string_view text) {
   ClusterConfig config;
+  std::optional<bool> tls;
+  std::optional<std::string> certs, data;
   int line_no = 0;
+  auto error = [&line_no](const std::string& what) {
+    return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " + what);
+  };
   while (!text.empty()) {
     ++line_no;
     size_t nl = text.find('\n');
@@ -184,54 +194,65 @@ Result<ClusterConfig> ClusterConfig::Parse(std::string_view text) {
     line = Trim(line);
     if (line.empty()) continue;
     size_t sp = line.find_first_of(" \t");
-    if (sp == std::string_view::npos) {
-      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
-                                     ": expected 'NAME ADDRESS'");
-    }
+    if (sp == std::string_view::npos) return error("expected 'NAME ADDRESS' or 'SETTING VALUE'");
     std::string_view name = line.substr(0, sp);
     std::string_view address = Trim(line.substr(sp));
+    // The settings: "tls on|off", "certs PATH", "data PATH" (a path may hold
+    // spaces: the rest of the line).
+    if (name == "tls") {
+      if (tls.has_value()) return error("tls given twice");
+      if (address != "on" && address != "off") return error("tls must be 'on' or 'off'");
+      tls = address == "on";
+      continue;
+    }
+    if (name == "certs" || name == "data") {
+      std::optional<std::string>& setting = name == "certs" ? certs : data;
+      if (setting.has_value()) return error(std::string(name) + " given twice");
+      setting = std::string(address);
+      continue;
+    }
     std::string_view rest;
     if (size_t sp2 = address.find_first_of(" \t"); sp2 != std::string_view::npos) {
       rest = Trim(address.substr(sp2));
       address = address.substr(0, sp2);
     }
-    // The optional listeners: "admin=HOST:PORT", "peer=HOST:PORT", each once.
-    std::string_view admin, peer;
+    // The optional listeners: "admin=", "peer=", "metrics=" HOST:PORT, each once.
+    struct Listener {
+      std::string_view key;
+      std::string_view value;
+    } listeners[] = {{"admin", {}}, {"peer", {}}, {"metrics", {}}};
     while (!rest.empty()) {
       size_t end = rest.find_first_of(" \t");
       std::string_view item = rest.substr(0, end);
       rest = end == std::string_view::npos ? std::string_view() : Trim(rest.substr(end));
-      constexpr std::string_view kAdminKey = "admin=";
-      constexpr std::string_view kPeerKey = "peer=";
-      std::string_view* field = nullptr;
-      if (item.substr(0, kAdminKey.size()) == kAdminKey) {
-        field = &admin;
-        item = item.substr(kAdminKey.size());
-      } else if (item.substr(0, kPeerKey.size()) == kPeerKey) {
-        field = &peer;
-        item = item.substr(kPeerKey.size());
-      } else {
-        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) +
-                                       ": expected 'admin=HOST:PORT' or 'peer=HOST:PORT' after "
-                                       "the address, got '" +
-                                       std::string(item) + "'");
+      size_t eq = item.find('=');
+      Listener* listener = nullptr;
+      for (Listener& l : listeners) {
+        if (eq != std::string_view::npos && item.substr(0, eq) == l.key) listener = &l;
       }
-      if (item.empty()) {
-        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": empty " +
-                                       (field == &admin ? "admin" : "peer") + " address");
+      if (listener == nullptr) {
+        return error("expected 'admin=HOST:PORT', 'peer=HOST:PORT' or 'metrics=HOST:PORT' after "
+                     "the address, got '" + std::string(item) + "'");
       }
-      if (!field->empty()) {
-        return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
-                                       (field == &admin ? "admin" : "peer") + "= given twice");
-      }
-      *field = item;
+      item = item.substr(eq + 1);
+      if (item.empty()) return error("empty " + std::string(listener->key) + " address");
+      if (!listener->value.empty()) return error(std::string(listener->key) + "= given twice");
+      listener->value = item;
     }
-    Status s = config.Add(name, address, admin, peer);
-    if (!s.ok()) {
-      return Status::InvalidArgument("cluster.conf line " + std::to_string(line_no) + ": " +
-                                     s.message());
-    }
+    Status s = config.Add(name, address, listeners[0].value, listeners[1].value);
+    if (s.ok() && !listeners[2].value.empty()) s = config.SetMetricsAddress(name, listeners[2].value);
+    if (!s.ok()) return error(s.message());
   }
+  if (certs.has_value() && !tls.has_value()) {
+    return Status::InvalidArgument("cluster.conf: certs without a tls line");
+  }
+  if (tls.has_value()) {
+    if (*tls && !certs.has_value()) {
+      return Status::InvalidArgument("cluster.conf: tls on without a certs line");
+    }
+    config.security_ = ClusterSecurity{.tls = *tls, .certs_dir = certs.value_or("")};
+  }
+  if (data.has_value()) config.data_dir_ = *data;
   DTX_RETURN_IF_ERROR(config.Validate());
   return config;
 }
@@ -247,12 +268,18 @@ Result<ClusterConfig> ClusterConfig::Load(const std::string& dir) {
 
 std::string ClusterConfig::Serialize() const {
   std::string out =
-      "# dtx local cluster: NAME ADDRESS admin=ADMIN_ADDRESS peer=PEER_ADDRESS (written by dtxctl "
-      "cluster up)\n";
+      "# dtx cluster: NAME ADDRESS admin=ADMIN_ADDRESS peer=PEER_ADDRESS (grammar: "
+      "tools/cluster_config.h)\n";
+  if (security_.has_value()) {
+    out += security_->tls ? "tls on\n" : "tls off\n";
+    if (!security_->certs_dir.empty()) out += "certs " + security_->certs_dir + "\n";
+  }
+  if (!data_dir_.empty()) out += "data " + data_dir_ + "\n";
   for (const NodeEntry& n : nodes_) {
     out += n.name + " " + n.address;
     if (!n.admin_address.empty()) out += " admin=" + n.admin_address;
     if (!n.peer_address.empty()) out += " peer=" + n.peer_address;
+    if (!n.metrics_address.empty()) out += " metrics=" + n.metrics_address;
     out += "\n";
   }
   return out;
@@ -349,6 +376,98 @@ Status ClusterSecurity::Save(const std::string& dir) const {
 std::string ClusterSecurity::CertsDir(const std::string& dir) const {
   if (certs_dir.empty() || certs_dir.front() == '/') return certs_dir;
   return dir + "/" + certs_dir;
+}
+
+namespace {
+// `path` resolved against `dir` unless it is absolute (or empty).
+std::string Resolve(const std::string& dir, const std::string& path) {
+  if (path.empty() || path.front() == '/') return path;
+  return dir + "/" + path;
+}
+}  // namespace
+
+Result<ClusterFile> ClusterFile::Load(const std::string& path) {
+  auto text = ReadSmallFile(path, kClusterConfBytesMax);
+  if (!text.ok()) return text.status();
+  auto config = ClusterConfig::Parse(*text);
+  if (!config.ok()) return Status::InvalidArgument(path + ": " + config.status().message());
+  ClusterFile file;
+  file.path = path;
+  file.dir = std::filesystem::path(path).parent_path().string();
+  if (file.dir.empty()) file.dir = ".";
+  file.config = std::move(*config);
+  if (file.config.security().has_value()) {
+    file.security = *file.config.security();
+    return file;
+  }
+  auto security = ClusterSecurity::Load(file.dir);
+  if (security.status().IsNotFound()) {
+    return Status::InvalidArgument(path + ": no 'tls on' or 'tls off' line, and no " +
+                                   kSecurityConfFile + " beside it");
+  }
+  if (!security.ok()) return security.status();
+  file.security = std::move(*security);
+  return file;
+}
+
+std::string ClusterFile::CertsDir() const {
+  return security.tls ? Resolve(dir, security.certs_dir) : "";
+}
+
+std::string ClusterFile::NodeDir(std::string_view name) const {
+  if (config.data_dir().empty()) return tools::NodeDir(dir, name);
+  return tools::NodeDir(Resolve(dir, config.data_dir()), name);
+}
+
+NodeCommandLine MakeNodeCommandLine(const ClusterConfig& config, const NodeEntry& node,
+                                    const std::string& node_dir) {
+  // NAME=PEER_ADDRESS items: the names the nodes' access policies know their
+  // peers by (node/access.h), at their peer listeners. Clients learn the
+  // participants' client addresses from the coordinator's shard map
+  // (--participant-clients) and the other coordinator's from its NOT_PRIMARY
+  // hint (--peer-client).
+  std::string participants, participant_clients, coordinators;
+  for (const NodeEntry& p : config.participants()) {
+    if (!participants.empty()) participants += ",";
+    participants += p.name + "=" + p.peer_address;
+    if (!participant_clients.empty()) participant_clients += ",";
+    participant_clients += p.address;
+  }
+  for (const NodeEntry& c : config.nodes()) {
+    if (c.role != NodeKind::kCoordinator) continue;
+    if (!coordinators.empty()) coordinators += ",";
+    coordinators += c.name + "=" + c.peer_address;
+  }
+  NodeCommandLine out;
+  std::vector<std::string>& a = out.args;
+  a = {"--name", node.name, "--listen", node.address, "--dir", node_dir, "--peer-listen",
+       node.peer_address};
+  if (!node.admin_address.empty()) a.insert(a.end(), {"--admin-listen", node.admin_address});
+  if (!node.metrics_address.empty()) {
+    a.insert(a.end(), {"--metrics-listen", node.metrics_address});
+  }
+  if (node.role == NodeKind::kCoordinator) {
+    a.insert(a.end(),
+             {"--participants", participants, "--participant-clients", participant_clients});
+    const NodeEntry* c0 = config.Find("coordinator-0");
+    const NodeEntry* c1 = config.Find("coordinator-1");
+    if (c0 != nullptr && c1 != nullptr && (node.index == 0 || node.index == 1)) {
+      out.role = node.index == 0 ? "primary" : "backup";
+      out.peer = node.index == 0 ? c1 : c0;
+      a.insert(a.end(), {"--peer", out.peer->name + "=" + out.peer->peer_address, "--peer-client",
+                         out.peer->address});
+    }
+  } else {
+    a.insert(a.end(),
+             {"--coordinator", config.primary()->peer_address, "--coordinators", coordinators});
+  }
+  return out;
+}
+
+std::vector<std::string> SecurityArgs(const ClusterSecurity& security,
+                                      const std::string& certs_dir) {
+  if (!security.tls) return {"--insecure"};
+  return {"--certs-dir", certs_dir};
 }
 
 std::string NodeDir(const std::string& dir, std::string_view node) {

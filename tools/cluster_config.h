@@ -1,36 +1,54 @@
-// The local-cluster directory written by `dtxctl cluster up` (tools/README.md,
-// README "Cluster directory"):
+// The cluster file and the local-cluster directory written by `dtxctl cluster
+// up` (tools/README.md "Cluster directory", docs/deploy.md "The cluster file"):
 //
 //   DIR/cluster.conf       one line per node: "NAME ADDRESS admin=ADDRESS
 //                          peer=ADDRESS" (e.g. "coordinator-0 127.0.0.1:40101
 //                          admin=127.0.0.1:40201 peer=127.0.0.1:40301"): the
 //                          client listener, the admin listener and the peer
-//                          listener; '#' starts a comment; blank lines are
+//                          listener; optionally "metrics=ADDRESS" (the node's
+//                          Prometheus endpoint) and, for a cluster spread over
+//                          hosts, the settings "tls", "certs" and "data"
+//                          (below); '#' starts a comment; blank lines are
 //                          ignored
 //   DIR/<node>/            that node's NODEDIR (wal/, data/, node.log)
 //   DIR/<node>/pid         its current pid, written by the supervisor
 //   DIR/supervisor.pid     the supervisor's pid
 //   DIR/supervisor.log     the supervisor's log
 //   DIR/security.conf      TLS on or off, and where the certificates are
-//                          (ClusterSecurity below)
+//                          (ClusterSecurity below); a cluster.conf with its
+//                          own "tls" line does not need it
 //   DIR/certs/             the CA and every certificate (common/certs.h
 //                          layout), unless the cluster is --insecure
 //
 // Grammar of cluster.conf:
 //   file    = { line "\n" }
-//   line    = [ name ws address { ws listener } ] [ ws ] [ "#" comment ]
-//   listener = ( "admin=" | "peer=" ) address    (each at most once, any order)
+//   line    = [ node | setting ] [ ws ] [ "#" comment ]
+//   node    = name ws address { ws listener }
+//   listener = ( "admin=" | "peer=" | "metrics=" ) address
+//                                (each at most once, any order)
+//   setting = "tls" ws ( "on" | "off" )   TLS on every listener, or plaintext
+//           | "certs" ws path    the certificate directory on each host
+//                                (common/certs.h layout: ca.crt and the
+//                                NAME.crt/NAME.key of whoever uses the file)
+//           | "data" ws path     where each node keeps its NODEDIR: PATH/NAME
+//                                (default: the file's directory)
+//                                (each setting at most once; "certs" is
+//                                required with "tls on"; relative paths are
+//                                relative to the file's directory)
 //   name    = ("coordinator-" | "participant-") digits
 //   address = host ":" port            (port 1..65535)
 // A line without admin= or peer= (a file from before those listeners) is read
-// with no such address; `dtxctl cluster up` adds them.
+// with no such address; `dtxctl cluster up` adds them. No address (client,
+// admin, peer or metrics) may appear twice in one file.
 // Participants must be numbered 0..N-1 without gaps (the order is the shard
 // index); names are unique; there is at least coordinator-0.
 //
-// This library has no Thrift or libuv dependency: the benchmark, the tests and
-// other tools link it to find a cluster's nodes.
+// This library has no Thrift or libuv dependency: the benchmark, the tests,
+// the node binaries (--cluster FILE) and other tools link it to find a
+// cluster's nodes.
 //
-// Thread-safety: ClusterConfig is a value; the free functions are thread-safe.
+// Thread-safety: ClusterConfig and ClusterFile are values; the free functions
+// are thread-safe.
 #pragma once
 
 #include <sys/types.h>
@@ -78,6 +96,9 @@ struct NodeEntry {
   // The peer listener (ParticipantPeer / CoordinatorPeer: what the other
   // nodes call); "" if unknown.
   std::string peer_address;
+  // The Prometheus /metrics endpoint; "" when the file names none (the node
+  // then picks a loopback port and writes it to NODEDIR/metrics.addr).
+  std::string metrics_address;
   NodeKind role = NodeKind::kParticipant;
   int index = 0;  // the number after the dash
 };
@@ -89,49 +110,6 @@ using ::dtx::ParseHostPort;
 // "coordinator-N" / "participant-N" -> role and N; anything else is
 // InvalidArgument.
 Result<NodeEntry> ParseNodeName(std::string_view name);
-
-class ClusterConfig {
- public:
-  ClusterConfig() = default;
-
-  // Parses cluster.conf text. Errors are InvalidArgument/Corruption naming the
-  // line number.
-  static Result<ClusterConfig> Parse(std::string_view text);
-  // Reads DIR/cluster.conf. NotFound when there is none.
-  static Result<ClusterConfig> Load(const std::string& dir);
-
-  // Adds a node; InvalidArgument for a bad name or address or a duplicate
-  // (also an address used twice across both kinds of listener).
-  Status Add(std::string_view name, std::string_view address, std::string_view admin_address = {},
-             std::string_view peer_address = {});
-  // Sets the admin address of the node `name` (which must exist).
-  Status SetAdminAddress(std::string_view name, std::string_view admin_address);
-  // Sets the peer address of the node `name` (which must exist).
-  Status SetPeerAddress(std::string_view name, std::string_view peer_address);
-  // Checks the whole-file rules (coordinator-0 present, participants 0..N-1).
-  Status Validate() const;
-
-  // The cluster.conf text (coordinators first, then participants by index).
-  std::string Serialize() const;
-  // Writes DIR/cluster.conf atomically (temp file, fsync, rename).
-  Status Save(const std::string& dir) const;
-
-  const std::vector<NodeEntry>& nodes() const { return nodes_; }
-  const NodeEntry* Find(std::string_view name) const;
-  // coordinator-0, the primary at start; nullptr if absent.
-  const NodeEntry* primary() const { return Find("coordinator-0"); }
-  // Participants ordered by index (= shard index).
-  std::vector<NodeEntry> participants() const;
-
- private:
-  // InvalidArgument when a node other than `name` already uses `address`.
-  Status CheckUnused(std::string_view address, std::string_view name) const;
-  // Sets one listener address (admin_address or peer_address) of node `name`:
-  // a valid host:port that no other listener of the cluster uses.
-  Status SetListenerAddress(std::string_view name, std::string NodeEntry::*listener,
-                            std::string_view address);
-  std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
-};
 
 // DIR/security.conf: whether the cluster's nodes use TLS and where its
 // certificates are, so that dtxctl, dtx-bench and the bindings find them.
@@ -160,6 +138,107 @@ struct ClusterSecurity {
   // certs_dir resolved against the cluster directory `dir`.
   std::string CertsDir(const std::string& dir) const;
 };
+
+class ClusterConfig {
+ public:
+  ClusterConfig() = default;
+
+  // Parses cluster.conf text. Errors are InvalidArgument/Corruption naming the
+  // line number.
+  static Result<ClusterConfig> Parse(std::string_view text);
+  // Reads DIR/cluster.conf. NotFound when there is none.
+  static Result<ClusterConfig> Load(const std::string& dir);
+
+  // Adds a node; InvalidArgument for a bad name or address or a duplicate
+  // (also an address used twice across both kinds of listener).
+  Status Add(std::string_view name, std::string_view address, std::string_view admin_address = {},
+             std::string_view peer_address = {});
+  // Sets the admin address of the node `name` (which must exist).
+  Status SetAdminAddress(std::string_view name, std::string_view admin_address);
+  // Sets the peer address of the node `name` (which must exist).
+  Status SetPeerAddress(std::string_view name, std::string_view peer_address);
+  // Sets the metrics address of the node `name` (which must exist).
+  Status SetMetricsAddress(std::string_view name, std::string_view metrics_address);
+  // Checks the whole-file rules (coordinator-0 present, participants 0..N-1).
+  Status Validate() const;
+
+  // The cluster.conf text (coordinators first, then participants by index).
+  std::string Serialize() const;
+  // Writes DIR/cluster.conf atomically (temp file, fsync, rename).
+  Status Save(const std::string& dir) const;
+
+  const std::vector<NodeEntry>& nodes() const { return nodes_; }
+  const NodeEntry* Find(std::string_view name) const;
+  // coordinator-0, the primary at start; nullptr if absent.
+  const NodeEntry* primary() const { return Find("coordinator-0"); }
+  // Participants ordered by index (= shard index).
+  std::vector<NodeEntry> participants() const;
+
+  // The file's "tls"/"certs" lines; nullopt when it has no "tls" line (a
+  // local-cluster directory keeps them in security.conf beside it).
+  const std::optional<ClusterSecurity>& security() const { return security_; }
+  void set_security(ClusterSecurity security) { security_ = std::move(security); }
+  // The file's "data" line as written; "" when it has none.
+  const std::string& data_dir() const { return data_dir_; }
+  void set_data_dir(std::string data_dir) { data_dir_ = std::move(data_dir); }
+
+ private:
+  // InvalidArgument when a node other than `name` already uses `address`.
+  Status CheckUnused(std::string_view address, std::string_view name) const;
+  // Sets one listener address (admin_address or peer_address) of node `name`:
+  // a valid host:port that no other listener of the cluster uses.
+  Status SetListenerAddress(std::string_view name, std::string NodeEntry::*listener,
+                            std::string_view address);
+  std::vector<NodeEntry> nodes_;  // kept sorted: coordinators, then participants
+  std::optional<ClusterSecurity> security_;
+  std::string data_dir_;
+};
+
+// A cluster file read by a node or a tool that runs without the local
+// supervisor (`dtx-participant --cluster FILE --name participant-1`,
+// `dtxctl --cluster FILE status`, `dtx-bench --cluster-file FILE`;
+// docs/deploy.md). Every host gets a copy of the same file. A local
+// cluster's DIR/cluster.conf is one too: its security comes from
+// DIR/security.conf.
+struct ClusterFile {
+  std::string path;  // as given
+  std::string dir;   // the file's directory: relative paths are relative to it
+  ClusterConfig config;
+  // The file's "tls"/"certs" lines, else security.conf beside the file.
+  ClusterSecurity security;
+
+  // NotFound when there is no such file; InvalidArgument naming the file and
+  // line of a malformed one, or when neither the file nor its directory says
+  // whether the cluster uses TLS (there is no insecure default).
+  static Result<ClusterFile> Load(const std::string& path);
+  // The certificate directory, resolved; "" without TLS.
+  std::string CertsDir() const;
+  // Where node `name` keeps its NODEDIR: DATA/name with a "data" line, else
+  // the file's directory/name (the local-cluster layout).
+  std::string NodeDir(std::string_view name) const;
+};
+
+// How the node `node` of `config` is started: the flags both node binaries
+// take that follow from the file (docs/deploy.md "Starting a node"), used by
+// the local supervisor (tools/supervisor.cc) and by `--cluster FILE` in the
+// node binaries, so that the two cannot drift apart.
+struct NodeCommandLine {
+  // --name --listen --dir --peer-listen [--admin-listen] [--metrics-listen];
+  // a coordinator's --participants and --participant-clients (and, in a
+  // pair, --peer and --peer-client); a participant's --coordinator and
+  // --coordinators. Not: --role, TLS, logging, failpoints.
+  std::vector<std::string> args;
+  // A coordinator of the pair coordinator-0/coordinator-1: its role at a
+  // first start ("primary" for coordinator-0, "backup" for coordinator-1)
+  // and its peer (pointing into `config`). "" and nullptr otherwise.
+  std::string role;
+  const NodeEntry* peer = nullptr;
+};
+NodeCommandLine MakeNodeCommandLine(const ClusterConfig& config, const NodeEntry& node,
+                                    const std::string& node_dir);
+// --certs-dir CERTS or --insecure.
+std::vector<std::string> SecurityArgs(const ClusterSecurity& security, const std::string& certs_dir);
+
 
 // DIR/<node>
 std::string NodeDir(const std::string& dir, std::string_view node);

@@ -173,6 +173,150 @@ TEST(ClusterSecurityTest, RejectsBadLinesNamingTheLine) {
   EXPECT_EQ(ok->certs_dir, "/x/my certs");
 }
 
+// A cluster file for several hosts: the settings and metrics= parse,
+// round-trip, and are checked like the listeners.
+TEST(ClusterFileTest, SettingsAndMetricsAddressesParseAndRoundTrip) {
+  const char* text =
+      "tls on\n"
+      "certs /etc/dtx/certs   # on every host\n"
+      "data /var/lib/dtx\n"
+      "coordinator-0 10.0.0.1:7000 admin=10.0.0.1:7200 peer=10.0.0.1:7100 metrics=10.0.0.1:9100\n"
+      "coordinator-1 10.0.0.2:7000 peer=10.0.0.2:7100\n"
+      "participant-0 10.0.0.3:7000 metrics=10.0.0.3:9100 peer=10.0.0.3:7100\n";
+  auto c = ClusterConfig::Parse(text);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE(c->security().has_value());
+  EXPECT_TRUE(c->security()->tls);
+  EXPECT_EQ(c->security()->certs_dir, "/etc/dtx/certs");
+  EXPECT_EQ(c->data_dir(), "/var/lib/dtx");
+  EXPECT_EQ(c->Find("coordinator-0")->metrics_address, "10.0.0.1:9100");
+  EXPECT_EQ(c->Find("coordinator-1")->metrics_address, "");
+  EXPECT_EQ(c->Find("participant-0")->metrics_address, "10.0.0.3:9100");
+  auto again = ClusterConfig::Parse(c->Serialize());
+  ASSERT_TRUE(again.ok()) << again.status().ToString() << "\n" << c->Serialize();
+  EXPECT_EQ(again->Serialize(), c->Serialize());
+  EXPECT_EQ(again->security()->certs_dir, "/etc/dtx/certs");
+  EXPECT_EQ(again->Find("participant-0")->metrics_address, "10.0.0.3:9100");
+
+  // A file without settings has none (a local cluster: security.conf).
+  auto plain = ClusterConfig::Parse("coordinator-0 127.0.0.1:1\nparticipant-0 127.0.0.1:2\n");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->security().has_value());
+  EXPECT_EQ(plain->data_dir(), "");
+
+  const char* nodes = "coordinator-0 10.0.0.1:1\nparticipant-0 10.0.0.2:1\n";
+  struct Case {
+    std::string text;
+    const char* expect;
+  } cases[] = {
+      {std::string("tls maybe\n") + nodes, "line 1: tls must be 'on' or 'off'"},
+      {std::string("tls on\n") + nodes, "tls on without a certs line"},
+      {std::string("certs /c\n") + nodes, "certs without a tls line"},
+      {std::string("tls off\ntls on\n") + nodes, "line 2: tls given twice"},
+      {std::string("data /a\ndata /b\n") + nodes, "line 2: data given twice"},
+      {std::string("tls\n") + nodes, "line 1: expected"},
+      {"coordinator-0 10.0.0.1:1 metrics=10.0.0.1:1\nparticipant-0 10.0.0.2:1\n",
+       "used by both"},
+      {"coordinator-0 10.0.0.1:1 metrics=10.0.0.9:9\nparticipant-0 10.0.0.2:1 "
+       "metrics=10.0.0.9:9\n",
+       "used by both"},
+      {"coordinator-0 10.0.0.1:1 metrics=\nparticipant-0 10.0.0.2:1\n", "empty metrics address"},
+      {"coordinator-0 10.0.0.1:1 metrics=a:1 metrics=b:1\nparticipant-0 10.0.0.2:1\n",
+       "metrics= given twice"},
+      {"coordinator-0 10.0.0.1:1 stats=a:1\nparticipant-0 10.0.0.2:1\n", "got 'stats=a:1'"},
+  };
+  for (const Case& k : cases) {
+    auto r = ClusterConfig::Parse(k.text);
+    ASSERT_FALSE(r.ok()) << k.text;
+    EXPECT_NE(r.status().message().find(k.expect), std::string::npos)
+        << k.text << " -> " << r.status().ToString();
+  }
+}
+
+class ClusterFileLoadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char templ[] = "/tmp/dtx-cf-XXXXXX";
+    ASSERT_NE(::mkdtemp(templ), nullptr);
+    dir_ = templ;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& name, const std::string& text) {
+    std::string path = dir_ + "/" + name;
+    EXPECT_TRUE(WriteFileAtomic(path, text).ok());
+    return path;
+  }
+  std::string dir_;
+};
+
+TEST_F(ClusterFileLoadTest, SecurityComesFromTheFileElseFromSecurityConfBesideIt) {
+  const std::string nodes =
+      "coordinator-0 10.0.0.1:7000 peer=10.0.0.1:7100\n"
+      "participant-0 10.0.0.2:7000 peer=10.0.0.2:7100\n";
+  // Relative certs and data paths are relative to the file's directory.
+  auto f = ClusterFile::Load(Write("hosts.conf", "tls on\ncerts certs\ndata nodes\n" + nodes));
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  EXPECT_TRUE(f->security.tls);
+  EXPECT_EQ(f->dir, dir_);
+  EXPECT_EQ(f->CertsDir(), dir_ + "/certs");
+  EXPECT_EQ(f->NodeDir("participant-0"), dir_ + "/nodes/participant-0");
+
+  // No tls line and nothing beside it: refused, not plaintext by default.
+  auto none = ClusterFile::Load(Write("cluster.conf", nodes));
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("no 'tls on' or 'tls off' line"), std::string::npos)
+      << none.status().ToString();
+  // A local-cluster directory: security.conf beside it; NODEDIR = DIR/NAME.
+  ASSERT_TRUE((ClusterSecurity{.tls = false, .certs_dir = ""}).Save(dir_).ok());
+  auto local = ClusterFile::Load(dir_ + "/cluster.conf");
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_FALSE(local->security.tls);
+  EXPECT_EQ(local->CertsDir(), "");
+  EXPECT_EQ(local->NodeDir("coordinator-0"), dir_ + "/coordinator-0");
+
+  EXPECT_TRUE(ClusterFile::Load(dir_ + "/missing.conf").status().IsNotFound());
+  auto bad = ClusterFile::Load(Write("bad.conf", "tls on\n" + nodes));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("bad.conf"), std::string::npos);
+}
+
+// The flags a node gets from the file: what the supervisor gives it too.
+TEST(NodeCommandLineTest, CoordinatorsAndParticipantsGetTheirPeers) {
+  auto c = ClusterConfig::Parse(
+      "coordinator-0 10.0.0.1:7000 admin=10.0.0.1:7200 peer=10.0.0.1:7100 metrics=10.0.0.1:9100\n"
+      "coordinator-1 10.0.0.2:7000 peer=10.0.0.2:7100\n"
+      "participant-0 10.0.0.3:7000 peer=10.0.0.3:7100\n"
+      "participant-1 10.0.0.4:7000 peer=10.0.0.4:7100\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto joined = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const std::string& s : v) out += (out.empty() ? "" : " ") + s;
+    return out;
+  };
+  NodeCommandLine c0 = MakeNodeCommandLine(*c, *c->Find("coordinator-0"), "/d/c0");
+  EXPECT_EQ(joined(c0.args),
+            "--name coordinator-0 --listen 10.0.0.1:7000 --dir /d/c0 --peer-listen 10.0.0.1:7100 "
+            "--admin-listen 10.0.0.1:7200 --metrics-listen 10.0.0.1:9100 --participants "
+            "participant-0=10.0.0.3:7100,participant-1=10.0.0.4:7100 --participant-clients "
+            "10.0.0.3:7000,10.0.0.4:7000 --peer coordinator-1=10.0.0.2:7100 --peer-client "
+            "10.0.0.2:7000");
+  EXPECT_EQ(c0.role, "primary");
+  ASSERT_NE(c0.peer, nullptr);
+  EXPECT_EQ(c0.peer->name, "coordinator-1");
+  NodeCommandLine c1 = MakeNodeCommandLine(*c, *c->Find("coordinator-1"), "/d/c1");
+  EXPECT_EQ(c1.role, "backup");
+  EXPECT_EQ(c1.peer->name, "coordinator-0");
+  NodeCommandLine p1 = MakeNodeCommandLine(*c, *c->Find("participant-1"), "/d/p1");
+  EXPECT_EQ(joined(p1.args),
+            "--name participant-1 --listen 10.0.0.4:7000 --dir /d/p1 --peer-listen 10.0.0.4:7100 "
+            "--coordinator 10.0.0.1:7100 --coordinators "
+            "coordinator-0=10.0.0.1:7100,coordinator-1=10.0.0.2:7100");
+  EXPECT_EQ(p1.role, "");
+  EXPECT_EQ(p1.peer, nullptr);
+  EXPECT_EQ(joined(SecurityArgs({.tls = true, .certs_dir = "c"}, "/etc/c")), "--certs-dir /etc/c");
+  EXPECT_EQ(joined(SecurityArgs({.tls = false, .certs_dir = ""}, "")), "--insecure");
+}
+
 TEST(ClusterConfigTest, PidFilesAndProcessChecks) {
   char templ[] = "/tmp/dtx-cc-XXXXXX";
   ASSERT_NE(::mkdtemp(templ), nullptr);

@@ -128,9 +128,6 @@ class Supervisor {
     }
   }
 
-  // A node's peer listener: cluster.conf's peer= (`dtxctl cluster up` writes
-  // one for every node; RunSupervisor refuses a file without).
-  static const std::string& PeerAddressOf(const NodeEntry& e) { return e.peer_address; }
   // DIR/security.conf (tools/cluster_config.h): every node gets --certs-dir
   // or --insecure from it; no file (a directory made before TLS) is
   // --insecure. The supervisor's own GetStatus calls use the client
@@ -151,58 +148,27 @@ class Supervisor {
   }
 
   void BuildNodes() {
-    const NodeEntry* primary = config_.primary();
-    // NAME=PEER_ADDRESS items: the names the nodes' access policies know
-    // their peers by (node/access.h), at their peer listeners. Clients learn
-    // the participants' client addresses from the coordinator's shard map
-    // (--participant-clients) and the other coordinator's from its
-    // NOT_PRIMARY hint (--peer-client).
-    std::string participants, participant_clients;
-    for (const NodeEntry& p : config_.participants()) {
-      if (!participants.empty()) participants += ",";
-      participants += p.name + "=" + PeerAddressOf(p);
-      if (!participant_clients.empty()) participant_clients += ",";
-      participant_clients += p.address;
-    }
-    std::string coordinators;
-    for (const NodeEntry& c : config_.nodes()) {
-      if (c.role != NodeKind::kCoordinator) continue;
-      if (!coordinators.empty()) coordinators += ",";
-      coordinators += c.name + "=" + PeerAddressOf(c);
-    }
     for (const NodeEntry& e : config_.nodes()) {
       auto n = std::make_unique<Node>();
       n->owner = this;
       n->entry = e;
       std::string node_dir = NodeDir(options_.dir, e.name);
+      NodeCommandLine cl = MakeNodeCommandLine(config_, e, node_dir);
+      n->bin = e.role == NodeKind::kCoordinator ? options_.coordinator_bin
+                                                : options_.participant_bin;
+      n->role = cl.role;
+      n->peer = cl.peer;
+      n->args = std::move(cl.args);
       // --enable-failpoints: this is the test and demo harness
       // (docs/failpoints.md); nodes started by hand have failpoints off.
-      n->args = {"--name", e.name, "--listen", e.address, "--dir", node_dir, "--enable-failpoints"};
+      n->args.push_back("--enable-failpoints");
       n->args.insert(n->args.end(), security_args_.begin(), security_args_.end());
-      if (!e.admin_address.empty())
-        n->args.insert(n->args.end(), {"--admin-listen", e.admin_address});
-      n->args.insert(n->args.end(), {"--peer-listen", PeerAddressOf(e)});
-      if (e.role == NodeKind::kCoordinator) {
-        n->bin = options_.coordinator_bin;
-        n->args.insert(n->args.end(), {"--participants", participants, "--participant-clients",
-                                       participant_clients});
-        const NodeEntry* c0 = config_.Find("coordinator-0");
-        const NodeEntry* c1 = config_.Find("coordinator-1");
-        if (c0 != nullptr && c1 != nullptr && (e.index == 0 || e.index == 1)) {
-          n->role = e.index == 0 ? "primary" : "backup";
-          n->peer = e.index == 0 ? c1 : c0;
-          n->args.insert(n->args.end(), {"--peer", n->peer->name + "=" + PeerAddressOf(*n->peer),
-                                         "--peer-client", n->peer->address});
-        }
-      } else {
-        n->bin = options_.participant_bin;
-        n->args.insert(n->args.end(),
-                       {"--coordinator", PeerAddressOf(*primary), "--coordinators", coordinators});
-      }
       n->args.insert(n->args.end(), {"--log-file", node_dir + "/" + kNodeLogFile, "--log-level",
                                      options_.log_level});
-      if (options_.no_obs)
-        n->args.insert(n->args.end(), {"--metrics-listen", "off", "--trace-events", "0"});
+      if (options_.no_obs) {
+        n->args.insert(n->args.end(), {"--trace-events", "0"});
+        if (e.metrics_address.empty()) n->args.insert(n->args.end(), {"--metrics-listen", "off"});
+      }
       nodes_.push_back(std::move(n));
     }
   }
@@ -274,22 +240,11 @@ class Supervisor {
   }
 
   // A coordinator that restarts while its peer serves as primary comes back as
-  // the backup (two nodes started as primary would only fence each other);
-  // otherwise it takes the role it started with. Blocks the loop for at most
-  // kPeerQueryTimeoutMs.
+  // the backup (tools/admin_client.h CoordinatorRoleToStart). Blocks the loop
+  // for at most about twice kPeerQueryTimeoutMs.
   std::string RestartRole(Node* n) {
     constexpr int kPeerQueryTimeoutMs = 500;
-    auto st = GetNodeStatus(
-        *n->peer, creds_,
-        {.connect_timeout_ms = kPeerQueryTimeoutMs, .recv_timeout_ms = kPeerQueryTimeoutMs});
-    if (st.ok() && st->role == rpc::NodeRole::PRIMARY) {
-      if (n->role != "backup") {
-        DTX_LOG_INFO("{}: {} is primary now; restarting {} as backup", n->entry.name, n->peer->name,
-                     n->entry.name);
-      }
-      return "backup";
-    }
-    return n->role;
+    return CoordinatorRoleToStart(n->entry, *n->peer, creds_, n->role, kPeerQueryTimeoutMs);
   }
 
   std::string StoppedPath(const Node* n) const {
