@@ -967,6 +967,17 @@ bool ResolveTarget(const Config& cfg, Target* t, int* code) {
     t->client_options = *options;  // coordinator-0 first, then its backup(s)
     coordinator = t->client_options.coordinators.front();
   }
+  if (!cfg.cluster_file.empty()) {
+    // A cluster on other hosts: no pid files, so no node CPU figures.
+    auto options = ClientOptions::FromClusterFile(cfg.cluster_file);
+    if (!options.ok()) {
+      std::cerr << "dtx-bench: " << options.status().ToString() << "\n";
+      *code = kExitFailed;
+      return false;
+    }
+    t->client_options = *options;
+    coordinator = t->client_options.coordinators.front();
+  }
   if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
   if (!faults.empty()) {
     for (const FaultEvent& e : faults) {

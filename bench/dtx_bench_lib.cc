@@ -33,6 +33,8 @@ po::options_description Options(Config* c, std::string* distribution) {
       "workload", po::value<std::string>(&c->workload_name)->required(),
       "bank | ycsb-a (50/50 read/update) | ycsb-b (95/5) | ycsb-f (read-modify-write)")(
       "cluster", po::value<std::string>(&c->cluster_dir), "cluster directory (dtxctl cluster up)")(
+      "cluster-file", po::value<std::string>(&c->cluster_file),
+      "cluster file (docs/deploy.md): a cluster on other hosts; no node CPU figures")(
       "coordinator", po::value<std::string>(&c->coordinator), "coordinator HOST:PORT")(
       "clients", po::value<int>(&c->clients), "closed loop: transactions in flight")(
       "rate", po::value<double>(&c->rate),
@@ -79,7 +81,8 @@ Result<Config> ParseFlags(int argc, const char* const* argv, bool* help, std::st
   std::string distribution;
   po::options_description desc = Options(&c, &distribution);
   std::ostringstream u;
-  u << "usage: dtx-bench --workload W (--cluster DIR | --coordinator HOST:PORT)\n"
+  u << "usage: dtx-bench --workload W (--cluster DIR | --cluster-file FILE | --coordinator "
+       "HOST:PORT)\n"
        "                 (--clients N | --rate R) --duration S [options]\n"
        "       dtx-bench plot REPORT.json [REPORT.json ...] [--out PREFIX] [--format png|svg]\n"
     << desc;
@@ -108,8 +111,9 @@ Result<Config> ParseFlags(int argc, const char* const* argv, bool* help, std::st
   } else {
     return Bad("unknown workload '" + c.workload_name + "' (bank, ycsb-a, ycsb-b, ycsb-f)");
   }
-  if (c.cluster_dir.empty() == c.coordinator.empty()) {
-    return Bad("give exactly one of --cluster DIR and --coordinator HOST:PORT");
+  if (int(!c.cluster_dir.empty()) + int(!c.cluster_file.empty()) + int(!c.coordinator.empty()) !=
+      1) {
+    return Bad("give exactly one of --cluster DIR, --cluster-file FILE and --coordinator HOST:PORT");
   }
   if (!c.cluster_dir.empty()) {
     struct stat st {};

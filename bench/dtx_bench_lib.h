@@ -47,6 +47,7 @@ struct Config {
   Workload workload = Workload::kBank;
   std::string workload_name;
   std::string cluster_dir;
+  std::string cluster_file;  // --cluster-file: a cluster on other hosts (no node pids)
   std::string coordinator;
   int clients = 0;                  // closed loop: transactions in flight
   double rate = 0;                  // > 0: open loop, tx/s

@@ -71,6 +71,12 @@ constexpr uint16_t kPortRangeHigh = 32000;
 
 const char* kUsage =
     "usage: dtxctl <command> [options]   (--dir defaults to $DTX_CLUSTER_DIR or ./dtx-cluster)\n"
+    "       dtxctl --cluster FILE <command> [options]\n"
+    "\n"
+    "  --dir DIR names a local cluster (made by cluster up). --cluster FILE (before or after\n"
+    "  the command) names any cluster by its cluster file, e.g. one on other hosts\n"
+    "  (docs/deploy.md): status, failpoint, in-doubt, metrics, trace and top take it; the\n"
+    "  operator's certificates are client.* and admin.* in the file's certs directory\n"
     "\n"
     "  cluster up --dir DIR --participants N [--bin-dir D] [--timeout S] [--log-level L]\n"
     "             [--participant-bin PATH] [--coordinator-bin PATH] [--stop-grace-ms MS]\n"
@@ -157,6 +163,32 @@ po::options_description DirOptions(std::string* dir) {
       "dir", po::value<std::string>(dir)->default_value(DefaultClusterDir()), "cluster directory");
   return d;
 }
+
+// Where a command finds its cluster: --dir DIR, a local cluster `cluster up`
+// made (pid files, the supervisor, NODEDIR/metrics.addr), or --cluster FILE,
+// any cluster by its cluster file (tools/cluster_config.h ClusterFile;
+// docs/deploy.md), with no local state.
+struct Target {
+  std::string dir;
+  std::string file;
+};
+
+po::options_description TargetOptions(Target* target) {
+  po::options_description d = DirOptions(&target->dir);
+  d.add_options()("cluster", po::value<std::string>(&target->file),
+                  "cluster file (instead of --dir: a cluster on other hosts)");
+  return d;
+}
+
+// A cluster as a command sees it.
+struct Cluster {
+  ClusterConfig config;
+  ToolCredentials creds;
+  // The local cluster directory (--dir); "" with --cluster FILE.
+  std::string dir;
+  // "DIR" or "FILE", for messages.
+  std::string where;
+};
 
 // ---------------------------------------------------------------------------
 // The supervisor lock: DIR/supervisor.lock, flock()ed by the running
@@ -705,17 +737,46 @@ Result<ClusterConfig> LoadOrExplain(const std::string& dir) {
   return config;
 }
 
+Result<Cluster> OpenCluster(const Target& target) {
+  Cluster c;
+  if (!target.file.empty()) {
+    auto file = ClusterFile::Load(target.file);
+    if (!file.ok()) {
+      if (file.status().IsNotFound()) return Status::NotFound("no cluster file " + target.file);
+      return file.status();
+    }
+    auto creds = ToolCredentials::FromClusterFile(*file);
+    if (!creds.ok()) return creds.status();
+    c.config = std::move(file->config);
+    c.creds = std::move(*creds);
+    c.where = target.file;
+    return c;
+  }
+  auto config = LoadOrExplain(target.dir);
+  if (!config.ok()) return config.status();
+  auto creds = ToolCredentials::Load(target.dir);
+  if (!creds.ok()) return creds.status();
+  c.config = std::move(*config);
+  c.creds = std::move(*creds);
+  c.dir = target.dir;
+  c.where = target.dir;
+  return c;
+}
+
 int CmdStatus(const std::vector<std::string>& args) {
-  std::string dir;
-  po::options_description desc = DirOptions(&dir);
+  Target target;
+  po::options_description desc = TargetOptions(&target);
   po::variables_map vm;
   int code = 0;
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
-  auto config = LoadOrExplain(dir);
-  if (!config.ok()) return Fail(config.status().ToString());
-  auto creds = ToolCredentials::Load(dir);
-  if (!creds.ok()) return Fail(creds.status().ToString());
-  if (SupervisorRunning(dir)) {
+  auto cluster = OpenCluster(target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const std::string& dir = cluster->dir;
+  const ClusterConfig* config = &cluster->config;
+  const ToolCredentials* creds = &cluster->creds;
+  if (dir.empty()) {
+    std::printf("cluster file: %s\n", cluster->where.c_str());
+  } else if (SupervisorRunning(dir)) {
     std::printf("supervisor: running, pid %s\n", SupervisorPidText(dir).c_str());
   } else {
     std::printf("supervisor: not running\n");
@@ -724,8 +785,12 @@ int CmdStatus(const std::vector<std::string>& args) {
               "EPOCH", "DURABLE_LSN", "IN_FLIGHT", "IN_DOUBT", "STATE");
   AdminTimeouts t{.connect_timeout_ms = 500, .recv_timeout_ms = 2000};
   for (const NodeEntry& n : config->nodes()) {
-    auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
-    std::string pid_text = pid.ok() && IsNodeProcess(*pid, n.name) ? std::to_string(*pid) : "-";
+    // Pids and the supervisor's stopped files exist only for a local cluster.
+    std::string pid_text = "-";
+    if (!dir.empty()) {
+      auto pid = ReadPidFile(NodeDir(dir, n.name) + "/" + kNodePidFile);
+      if (pid.ok() && IsNodeProcess(*pid, n.name)) pid_text = std::to_string(*pid);
+    }
     auto st = GetNodeStatus(n, *creds, t);
     if (st.ok()) {
       std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
@@ -737,7 +802,7 @@ int CmdStatus(const std::vector<std::string>& args) {
       const std::string listeners = DescribeListeners(*st);
       if (!listeners.empty()) std::printf("  listeners: %s\n", listeners.c_str());
     } else {
-      const std::string stopped = StoppedReason(dir, n.name);
+      const std::string stopped = dir.empty() ? "" : StoppedReason(dir, n.name);
       std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
                   pid_text.c_str(), "-", "-", "-", "-", "-", stopped.empty() ? "down" : "stopped");
       if (!stopped.empty()) {
@@ -749,8 +814,8 @@ int CmdStatus(const std::vector<std::string>& args) {
         }
       }
       // A running node that does not answer: say why (a refused TLS
-      // handshake, a timeout, ...).
-      if (pid_text != "-") {
+      // handshake, a timeout, ...). Remote nodes: always.
+      if (pid_text != "-" || dir.empty()) {
         std::fprintf(stderr, "dtxctl: %s: %s\n", n.name.c_str(), st.status().ToString().c_str());
       }
     }
@@ -759,7 +824,7 @@ int CmdStatus(const std::vector<std::string>& args) {
 }
 
 struct NodeArgs {
-  std::string dir;
+  Target target;
   std::string node;
 };
 
@@ -767,7 +832,7 @@ struct NodeArgs {
 bool ParseNodeCommand(const std::vector<std::string>& args, NodeArgs* out,
                       const std::vector<std::pair<const char*, std::string*>>& extra,
                       int* exit_code) {
-  po::options_description desc = DirOptions(&out->dir);
+  po::options_description desc = TargetOptions(&out->target);
   po::options_description hidden;
   hidden.add_options()("node", po::value<std::string>(&out->node)->required(), "node name");
   for (const auto& [name, target] : extra) {
@@ -782,16 +847,25 @@ bool ParseNodeCommand(const std::vector<std::string>& args, NodeArgs* out,
   return ParseArgs(args, all, pos, &vm, exit_code);
 }
 
-Result<NodeEntry> FindNode(const std::string& dir, const std::string& name) {
-  auto config = LoadOrExplain(dir);
-  if (!config.ok()) return config.status();
-  const NodeEntry* n = config->Find(name);
+Result<NodeEntry> FindNode(const Cluster& cluster, const std::string& name) {
+  const NodeEntry* n = cluster.config.Find(name);
   if (n == nullptr) {
     std::string names;
-    for (const NodeEntry& e : config->nodes()) names += " " + e.name;
-    return Status::NotFound("no node '" + name + "' in " + dir + " (nodes:" + names + ")");
+    for (const NodeEntry& e : cluster.config.nodes()) names += " " + e.name;
+    return Status::NotFound("no node '" + name + "' in " + cluster.where + " (nodes:" + names +
+                            ")");
   }
   return *n;
+}
+
+// kill and restart act on local processes: --dir only.
+Result<Cluster> OpenLocalCluster(const Target& target, const char* command) {
+  if (!target.file.empty()) {
+    return Status::InvalidArgument(std::string(command) +
+                                   " works on a local cluster (--dir); a node on another host "
+                                   "is stopped and started there (docs/deploy.md)");
+  }
+  return OpenCluster(target);
 }
 
 Result<pid_t> KillNode(const std::string& dir, const NodeEntry& n) {
@@ -807,12 +881,15 @@ int CmdKill(const std::vector<std::string>& args) {
   NodeArgs a;
   int code = 0;
   if (!ParseNodeCommand(args, &a, {}, &code)) return code;
-  auto n = FindNode(a.dir, a.node);
+  auto cluster = OpenLocalCluster(a.target, "kill");
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const std::string& dir = cluster->dir;
+  auto n = FindNode(*cluster, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  auto pid = KillNode(a.dir, *n);
+  auto pid = KillNode(dir, *n);
   if (!pid.ok()) return Fail(pid.status().message());
   std::cout << "killed " << a.node << " (pid " << *pid << ")"
-            << (SupervisorRunning(a.dir) ? "; the supervisor will restart it"
+            << (SupervisorRunning(dir) ? "; the supervisor will restart it"
                                          : "; no supervisor is running to restart it")
             << "\n";
   return kExitOk;
@@ -822,16 +899,19 @@ int CmdRestart(const std::vector<std::string>& args) {
   NodeArgs a;
   int code = 0;
   if (!ParseNodeCommand(args, &a, {}, &code)) return code;
-  auto n = FindNode(a.dir, a.node);
+  auto cluster = OpenLocalCluster(a.target, "restart");
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const std::string& dir = cluster->dir;
+  auto n = FindNode(*cluster, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  if (!SupervisorRunning(a.dir)) return Fail("no supervisor is running in " + a.dir);
-  auto old_pid = KillNode(a.dir, *n);
+  if (!SupervisorRunning(dir)) return Fail("no supervisor is running in " + dir);
+  auto old_pid = KillNode(dir, *n);
   if (!old_pid.ok()) {
     // A node the supervisor left down: removing NODEDIR/stopped is the
     // go-ahead it waits for (tools/supervisor.h).
-    const std::string stopped = StoppedReason(a.dir, a.node);
+    const std::string stopped = StoppedReason(dir, a.node);
     if (stopped.empty()) return Fail(old_pid.status().message());
-    const std::string path = NodeDir(a.dir, a.node) + "/" + kNodeStoppedFile;
+    const std::string path = NodeDir(dir, a.node) + "/" + kNodeStoppedFile;
     if (::unlink(path.c_str()) != 0)
       return Fail("cannot remove " + path + ": " + std::strerror(errno));
     std::cout << a.node << " was stopped (" << stopped << "); starting it again\n";
@@ -839,7 +919,7 @@ int CmdRestart(const std::vector<std::string>& args) {
   }
   auto start = std::chrono::steady_clock::now();
   auto deadline = start + std::chrono::milliseconds(kRestartTimeoutMs);
-  std::string pid_path = NodeDir(a.dir, a.node) + "/" + kNodePidFile;
+  std::string pid_path = NodeDir(dir, a.node) + "/" + kNodePidFile;
   pid_t new_pid = 0;
   while (std::chrono::steady_clock::now() < deadline) {
     auto pid = ReadPidFile(pid_path);
@@ -850,17 +930,15 @@ int CmdRestart(const std::vector<std::string>& args) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (new_pid == 0) {
-    PrintNodeLogs(a.dir, a.node);
+    PrintNodeLogs(dir, a.node);
     return Fail(a.node + " was not started again within " + std::to_string(kRestartTimeoutMs) +
                 " ms");
   }
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
-  auto creds = ToolCredentials::Load(a.dir);
-  if (!creds.ok()) return Fail(creds.status().ToString());
-  Status s = WaitUntilReady(*n, *creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+  Status s = WaitUntilReady(*n, cluster->creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
   if (!s.ok()) {
-    PrintNodeLogs(a.dir, a.node);
+    PrintNodeLogs(dir, a.node);
     return Fail(s.message());
   }
   auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -877,26 +955,26 @@ int CmdFailpoint(const std::vector<std::string>& args) {
   std::string action;
   int code = 0;
   if (!ParseNodeCommand(args, &a, {{"name", &name}, {"action", &action}}, &code)) return code;
-  auto n = FindNode(a.dir, a.node);
+  auto cluster = OpenCluster(a.target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  auto n = FindNode(*cluster, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  auto creds = ToolCredentials::Load(a.dir);
-  if (!creds.ok()) return Fail(creds.status().ToString());
-  Status s = SetNodeFailpoint(*n, *creds, name, action);
+  Status s = SetNodeFailpoint(*n, cluster->creds, name, action);
   if (!s.ok()) return Fail(s.ToString());
   std::cout << a.node << ": " << name << "=" << action << "\n";
   return kExitOk;
 }
 
 int CmdInDoubt(const std::vector<std::string>& args) {
-  std::string dir;
-  po::options_description desc = DirOptions(&dir);
+  Target target;
+  po::options_description desc = TargetOptions(&target);
   po::variables_map vm;
   int code = 0;
   if (!ParseArgs(args, desc, {}, &vm, &code)) return code;
-  auto config = LoadOrExplain(dir);
-  if (!config.ok()) return Fail(config.status().ToString());
-  auto creds = ToolCredentials::Load(dir);
-  if (!creds.ok()) return Fail(creds.status().ToString());
+  auto cluster = OpenCluster(target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const ClusterConfig* config = &cluster->config;
+  const ToolCredentials* creds = &cluster->creds;
   std::printf("%-15s %-32s %10s %s\n", "PARTICIPANT", "TXID", "AGE_MS", "COORDINATOR");
   int failed = 0;
   size_t total = 0;
@@ -997,18 +1075,24 @@ Result<std::string> HttpGetMetrics(const std::string& address) {
   return resp.substr(body + 4);
 }
 
-// The text of GET /metrics of `node` (address from DIR/NODE/metrics.addr).
-Result<std::string> ScrapeNode(const std::string& dir, const std::string& node) {
-  const std::string file = NodeDir(dir, node) + "/metrics.addr";
-  std::ifstream in(file);
-  std::string address;
-  if (!in || !std::getline(in, address) || address.empty()) {
-    return Status::NotFound("cannot read " + file +
-                            " (node never started, or started with --metrics-listen off)");
+// The text of GET /metrics of `node`: at its metrics= address in the
+// cluster file, else (a local cluster) at the one in DIR/NODE/metrics.addr.
+Result<std::string> ScrapeNode(const Cluster& cluster, const NodeEntry& node) {
+  std::string address = node.metrics_address;
+  if (address.empty() && cluster.dir.empty()) {
+    return Status::NotFound(cluster.where + " names no metrics= address for " + node.name);
+  }
+  if (address.empty()) {
+    const std::string file = NodeDir(cluster.dir, node.name) + "/metrics.addr";
+    std::ifstream in(file);
+    if (!in || !std::getline(in, address) || address.empty()) {
+      return Status::NotFound("cannot read " + file +
+                              " (node never started, or started with --metrics-listen off)");
+    }
   }
   auto body = HttpGetMetrics(address);
   if (!body.ok())
-    return Status::Unavailable(node + " did not answer at " + address + ": " +
+    return Status::Unavailable(node.name + " did not answer at " + address + ": " +
                                body.status().ToString());
   return body;
 }
@@ -1017,9 +1101,11 @@ int CmdMetrics(const std::vector<std::string>& args) {
   NodeArgs a;
   int code = 0;
   if (!ParseNodeCommand(args, &a, {}, &code)) return code;
-  auto n = FindNode(a.dir, a.node);
+  auto cluster = OpenCluster(a.target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  auto n = FindNode(*cluster, a.node);
   if (!n.ok()) return Fail(n.status().message());
-  auto body = ScrapeNode(a.dir, n->name);
+  auto body = ScrapeNode(*cluster, *n);
   if (!body.ok()) return Fail(body.status().message());
   std::fwrite(body->data(), 1, body->size(), stdout);
   return std::fflush(stdout) == 0 ? kExitOk : kExitFailed;
@@ -1049,11 +1135,11 @@ int64_t WallNowNs() {
 }
 
 int CmdTrace(const std::vector<std::string>& args) {
-  std::string dir;
+  Target target;
   std::string txid_text;
   bool json = false;
   int timeout_ms = kTraceTimeoutMsDefault;
-  po::options_description desc = DirOptions(&dir);
+  po::options_description desc = TargetOptions(&target);
   desc.add_options()("json", po::bool_switch(&json), "print one JSON object")(
       "timeout-ms", po::value<int>(&timeout_ms)->default_value(kTraceTimeoutMsDefault),
       "per-node connect + answer timeout");
@@ -1071,10 +1157,10 @@ int CmdTrace(const std::vector<std::string>& args) {
   }
   auto txid = ParseTxId(txid_text);
   if (!txid.ok()) return Usage(txid.status().message());
-  auto config = LoadOrExplain(dir);
-  if (!config.ok()) return Fail(config.status().ToString());
-  auto creds = ToolCredentials::Load(dir);
-  if (!creds.ok()) return Fail(creds.status().ToString());
+  auto cluster = OpenCluster(target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const ClusterConfig* config = &cluster->config;
+  const ToolCredentials* creds = &cluster->creds;
 
   // Every node at once, each with its own connection and timeout.
   const std::vector<NodeEntry>& nodes = config->nodes();
@@ -1140,22 +1226,17 @@ struct TopSample {
   std::chrono::steady_clock::time_point at;
 };
 
-TopSample SampleNode(const std::string& dir, const NodeEntry& n) {
+TopSample SampleNode(const Cluster& cluster, const NodeEntry& n) {
   TopSample s;
   s.at = std::chrono::steady_clock::now();
-  auto creds = ToolCredentials::Load(dir);
-  if (!creds.ok()) {
-    s.error = ShortReason(creds.status());
-    return s;
-  }
-  auto st = GetNodeStatus(n, *creds, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
+  auto st = GetNodeStatus(n, cluster.creds, {.connect_timeout_ms = 500, .recv_timeout_ms = 1000});
   if (!st.ok()) {
     s.error = ShortReason(st.status());
     return s;
   }
   s.up = true;
   s.status = *st;
-  auto body = ScrapeNode(dir, n.name);
+  auto body = ScrapeNode(cluster, n);
   if (body.ok()) {
     auto e = ParseExposition(*body);
     if (e.ok()) {
@@ -1193,7 +1274,7 @@ std::string FormatLatency(double seconds) {
 }
 
 // One frame: rates and p99 between `before` and `now` (per node).
-std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes,
+std::string TopFrame(const std::string& where, const std::vector<NodeEntry>& nodes,
                      const std::vector<TopSample>& before, const std::vector<TopSample>& now,
                      int frame) {
   std::string out;
@@ -1202,7 +1283,7 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
   struct tm tm;
   gmtime_r(&t, &tm);
   std::snprintf(line, sizeof(line), "dtxctl top  %s  %04d-%02d-%02d %02d:%02d:%02d UTC  frame %d\n",
-                dir.c_str(), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                where.c_str(), tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                 tm.tm_sec, frame);
   out += line;
   std::snprintf(line, sizeof(line), "%-15s %-5s %-11s %5s %9s %9s %9s %8s %s\n", "NODE", "STATE",
@@ -1274,10 +1355,10 @@ std::string TopFrame(const std::string& dir, const std::vector<NodeEntry>& nodes
 }
 
 int CmdTop(const std::vector<std::string>& args) {
-  std::string dir;
+  Target target;
   int interval_ms = kTopIntervalMsDefault;
   int iterations = 0;
-  po::options_description desc = DirOptions(&dir);
+  po::options_description desc = TargetOptions(&target);
   desc.add_options()(
       "interval-ms", po::value<int>(&interval_ms)->default_value(kTopIntervalMsDefault),
       "refresh interval")("iterations", po::value<int>(&iterations)->default_value(0),
@@ -1290,14 +1371,14 @@ int CmdTop(const std::vector<std::string>& args) {
                  std::to_string(kTopIntervalMsMax));
   }
   if (iterations < 0) return Usage("--iterations must be >= 0");
-  auto config = LoadOrExplain(dir);
-  if (!config.ok()) return Fail(config.status().ToString());
-  const std::vector<NodeEntry>& nodes = config->nodes();
+  auto cluster = OpenCluster(target);
+  if (!cluster.ok()) return Fail(cluster.status().ToString());
+  const std::vector<NodeEntry>& nodes = cluster->config.nodes();
   auto sample_all = [&] {
     std::vector<TopSample> out(nodes.size());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < nodes.size(); ++i) {
-      threads.emplace_back([&, i] { out[i] = SampleNode(dir, nodes[i]); });
+      threads.emplace_back([&, i] { out[i] = SampleNode(*cluster, nodes[i]); });
     }
     for (std::thread& t : threads) t.join();
     return out;
@@ -1307,7 +1388,7 @@ int CmdTop(const std::vector<std::string>& args) {
   for (int frame = 1; iterations == 0 || frame <= iterations; ++frame) {
     std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
     std::vector<TopSample> now = sample_all();
-    std::string text = TopFrame(dir, nodes, before, now, frame);
+    std::string text = TopFrame(cluster->where, nodes, before, now, frame);
     if (tty) text = "\033[H\033[2J" + text;  // home + clear
     else text += "\n";
     std::fwrite(text.data(), 1, text.size(), stdout);
@@ -1323,9 +1404,22 @@ int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
   QuietThriftLogging();
   std::vector<std::string> args(argv + 1, argv + argc);
+  // `dtxctl --cluster FILE COMMAND ...` is `dtxctl COMMAND ... --cluster FILE`.
+  std::vector<std::string> global;
+  if (!args.empty() && (args[0] == "--cluster" || args[0].starts_with("--cluster="))) {
+    if (args[0] == "--cluster") {
+      if (args.size() < 2) return Usage("--cluster needs a FILE");
+      global = {args[0], args[1]};
+      args.erase(args.begin(), args.begin() + 2);
+    } else {
+      global = {args[0]};
+      args.erase(args.begin());
+    }
+  }
   if (args.empty()) return Usage("missing command");
   std::string cmd = args[0];
   args.erase(args.begin());
+  args.insert(args.end(), global.begin(), global.end());
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
     std::cout << kUsage;
     return kExitOk;

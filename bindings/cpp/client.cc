@@ -1017,6 +1017,28 @@ Result<ClientOptions> ClientOptions::FromClusterDir(const std::string& dir,
   return options;
 }
 
+Result<ClientOptions> ClientOptions::FromClusterFile(const std::string& path,
+                                                     const std::string& cert_name) {
+  DTX_RETURN_IF_ERROR(ValidatePrincipalName(cert_name));
+  auto file = tools::ClusterFile::Load(path);
+  if (!file.ok()) return file.status();
+  ClientOptions options;
+  for (const tools::NodeEntry& n : file->config.nodes()) {  // coordinators first, by index
+    if (n.role == tools::NodeKind::kCoordinator) options.coordinators.push_back(n.address);
+  }
+  if (!file->security.tls) return options;
+  const std::string certs = file->CertsDir();
+  options.tls_ca_file = CaCertPath(certs);
+  options.tls_cert_file = CertPath(certs, cert_name);
+  options.tls_key_file = KeyPath(certs, cert_name);
+  if (::access(options.tls_cert_file.c_str(), F_OK) != 0 ||
+      ::access(options.tls_key_file.c_str(), F_OK) != 0) {
+    return Status::InvalidArgument("the cluster file " + path + " says tls on but " + certs +
+                                   " has no certificate and key for '" + cert_name + "'");
+  }
+  return options;
+}
+
 Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {
   if (options.coordinators.empty()) {
     return Status::InvalidArgument("no coordinator address given");

@@ -171,6 +171,15 @@ struct ClientOptions {
   // `cert_name`, or a TLS cluster without that certificate and key.
   static Result<ClientOptions> FromClusterDir(const std::string& dir,
                                               const std::string& cert_name = "client");
+  // The same from a cluster file (docs/deploy.md; grammar in
+  // tools/cluster_config.h), e.g. /etc/dtx/cluster.conf on an application
+  // host: the coordinators it lists; TLS as its "tls"/"certs" lines say (or
+  // security.conf beside it), with ca.crt, NAME.crt and NAME.key of that
+  // certificate directory. NotFound when there is no such file;
+  // InvalidArgument as above, or when the file does not say whether the
+  // cluster uses TLS.
+  static Result<ClientOptions> FromClusterFile(const std::string& path,
+                                               const std::string& cert_name = "client");
 };
 
 // The outcome of a commit, for the async API (the sync API exposes the same
