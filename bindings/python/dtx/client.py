@@ -1,8 +1,9 @@
 """The dtx Python client: Client, Transaction and the exception types.
 
-Built on the Thrift-generated code for ``idl/dtx.thrift`` (package
-``dtx_thrift``, generated at build time into ``build/python``) and Debian's
-``python3-thrift``; it speaks the same framed binary protocol as every node.
+Built on the Thrift-generated code for ``idl/dtx.thrift`` (``dtx._gen``,
+generated at build time: idl/CMakeLists.txt, build_backend/dtx_build.py) and
+Debian's ``python3-thrift``; it speaks the same framed binary protocol as every
+node.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from dtx import tls as _tls
 from dtx.tls import TLS
 
 try:
-    from dtx_thrift import Coordinator, Participant
-    from dtx_thrift import ttypes
+    from dtx._gen.dtx_thrift import Coordinator, Participant
+    from dtx._gen.dtx_thrift import ttypes
 except ImportError as e:  # pragma: no cover - a set-up error, said plainly
     raise ImportError(
-        "dtx needs the Thrift-generated package 'dtx_thrift'; build the project "
-        "(./scripts/build) and put build/python on PYTHONPATH"
+        "dtx needs its Thrift-generated modules (dtx._gen): install the package "
+        "(pip install bindings/python), or build the project (./scripts/build), which "
+        "generates them into bindings/python/dtx/_gen"
     ) from e
 
 # Limits: the same numbers as common/types.h (the nodes enforce them too).
