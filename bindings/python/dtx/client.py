@@ -1,13 +1,21 @@
 """The dtx Python client: Client, Transaction and the exception types.
 
-Built on the Thrift-generated code for ``idl/dtx.thrift`` (package
-``dtx_thrift``, generated at build time into ``build/python``) and Debian's
-``python3-thrift``; it speaks the same framed binary protocol as every node.
+Built on the Thrift-generated code for ``idl/dtx.thrift`` (``dtx._gen``,
+generated at build time: idl/CMakeLists.txt, build_backend/dtx_build.py) and
+Debian's ``python3-thrift``; it speaks the same framed binary protocol as every
+node.
+
+Logging: the logger ``dtx`` at DEBUG, one line per connection that could not
+be made or was lost (the error itself reaches the caller as
+:class:`Unavailable`, or as a retry). Thrift's own loggers stay silent: the
+client opens its sockets itself (``_Socket``), never through
+``TSocket.open``, which logs every refused connection at ERROR.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import os
 import random
 import secrets
@@ -27,13 +35,16 @@ from dtx import tls as _tls
 from dtx.tls import TLS
 
 try:
-    from dtx_thrift import Coordinator, Participant
-    from dtx_thrift import ttypes
+    from dtx._gen.dtx_thrift import Coordinator, Participant
+    from dtx._gen.dtx_thrift import ttypes
 except ImportError as e:  # pragma: no cover - a set-up error, said plainly
     raise ImportError(
-        "dtx needs the Thrift-generated package 'dtx_thrift'; build the project "
-        "(./scripts/build) and put build/python on PYTHONPATH"
+        "dtx needs its Thrift-generated modules (dtx._gen): install the package "
+        "(pip install bindings/python), or build the project (./scripts/build), which "
+        "generates them into bindings/python/dtx/_gen"
     ) from e
+
+_log = logging.getLogger("dtx")
 
 # Limits: the same numbers as common/types.h (the nodes enforce them too).
 KEY_BYTES_MAX = 1024
@@ -258,6 +269,7 @@ class _Pool:
             try:
                 conn = self._open()
             except (TException, OSError, EOFError) as e:
+                _log.debug("%s: %s", self.address, _describe(e))
                 raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False,
                                       tls=isinstance(e, _TlsFailure)) from e
         try:
@@ -267,6 +279,7 @@ class _Pool:
             raise
         except (TException, socket.error, OSError, EOFError) as e:
             conn[0].close()
+            _log.debug("%s: %s failed: %s", self.address, method, _describe(e))
             if _tls.is_tls_required_reply(e):
                 raise _TransportError(f"{self.address}: {_tls.REQUIRES_TLS}", maybe_sent=False,
                                       tls=True) from e

@@ -3,8 +3,8 @@
 
 Run against a local cluster (see the README):
     build/tools/dtxctl cluster up --dir /tmp/c --participants 3
-    PYTHONPATH=bindings/python:build/python /usr/bin/python3 \
-        bindings/python/examples/bank.py /tmp/c
+    .venv/bin/python bindings/python/examples/bank.py /tmp/c   # pip-installed dtx
+    PYTHONPATH=bindings/python /usr/bin/python3 bindings/python/examples/bank.py /tmp/c
 The argument (default $DTX_CLUSTER_DIR, else ./dtx-cluster) is the `dtxctl
 cluster up --dir` directory: dtx.Client.from_cluster_dir reads the
 coordinators' addresses from its cluster.conf and, when the cluster runs TLS,

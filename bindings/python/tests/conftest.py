@@ -13,8 +13,10 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 BUILD = pathlib.Path(os.environ.get("DTX_BUILD_DIR", REPO / "build"))
-sys.path.insert(0, str(REPO / "bindings" / "python"))
-sys.path.insert(0, str(BUILD / "python"))
+# The package from the source tree; the build generated its dtx/_gen
+# (idl/CMakeLists.txt). test_package.py installs it with pip instead.
+BINDING = REPO / "bindings" / "python"
+sys.path.insert(0, str(BINDING))
 
 
 def dtxctl_path() -> pathlib.Path:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import dtx
-from conftest import BUILD, dtxctl_path, make_expired_cert, run_cluster
+from conftest import BINDING, dtxctl_path, make_expired_cert, run_cluster
 
 
 def _uniq(prefix: str) -> bytes:
@@ -345,9 +345,8 @@ def test_from_cluster_dir_of_an_insecure_cluster_is_plaintext(insecure_cluster):
 def test_bank_example_runs_against_a_cluster_directory(cluster):
     # examples/bank.py takes only the cluster directory (Client.from_cluster_dir).
     example = pathlib.Path(__file__).resolve().parents[1] / "examples" / "bank.py"
-    path = os.pathsep.join([str(example.parents[1]), str(BUILD / "python")])
     r = subprocess.run(["/usr/bin/python3", str(example), str(cluster.dir)], capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(BINDING)})
     assert r.returncode == 0, r.stdout + r.stderr
     assert "total balance 1000 (expected 1000)" in r.stdout
 

@@ -18,7 +18,7 @@ import pytest
 
 import dtx
 from conftest import dtxctl_path, make_expired_cert
-from dtx_thrift import Coordinator, Participant, ttypes
+from dtx._gen.dtx_thrift import Coordinator, Participant, ttypes
 from thrift.protocol import TBinaryProtocol
 from thrift.transport import TSocket, TTransport
 
