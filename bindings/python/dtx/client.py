@@ -528,6 +528,35 @@ class Client:
         addresses = [n.address for n in nodes if n.kind == _COORDINATOR_KIND]
         return cls(addresses, tls=TLS.from_cluster_dir(directory, name=name), **kwargs)
 
+    @classmethod
+    def from_cluster_file(cls, path: Union[str, "os.PathLike[str]"], name: str = "client",
+                          **kwargs) -> "Client":
+        """A client of the cluster a cluster file describes (docs/deploy.md),
+        e.g. ``/etc/dtx/cluster.conf`` on an application host: every
+        coordinator's client address (coordinator-0 first), and TLS as its
+        ``tls``/``certs`` lines say, with ``ca.crt``, ``NAME.crt`` and
+        ``NAME.key`` of that directory (relative to the file's directory).
+        A file without a ``tls`` line takes ``security.conf`` beside it (a
+        ``dtxctl cluster up`` directory); with neither it is refused: there
+        is no insecure default. ``kwargs`` as :meth:`from_cluster_dir`."""
+        if "tls" in kwargs or "addresses" in kwargs:
+            raise TypeError("from_cluster_file takes the addresses and TLS from the file; "
+                            "use name= for another certificate, or Client(addresses, tls=...)")
+        path = os.fspath(path)
+        parsed = _cluster_dir.load_cluster_file(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        addresses = [n.address for n in parsed.nodes if n.kind == _COORDINATOR_KIND]
+        if parsed.tls is None:
+            if not os.path.exists(os.path.join(directory, "security.conf")):
+                raise InvalidArgument(f"{path}: no 'tls on' or 'tls off' line, and no "
+                                      f"security.conf beside it")
+            tls = TLS.from_cluster_dir(directory, name=name)
+        elif parsed.tls:
+            tls = TLS.from_certs_dir(os.path.join(directory, parsed.certs), name=name)
+        else:
+            tls = None
+        return cls(addresses, tls=tls, **kwargs)
+
     # -- public API -----------------------------------------------------------
     def transaction(self) -> Transaction:
         """Begins a transaction (no round trip: nothing is sent until a read)."""

@@ -1,7 +1,9 @@
-"""Reading a cluster directory written by ``dtxctl cluster up``: its
-``cluster.conf`` (every node and its listeners), so that
-:meth:`dtx.Client.from_cluster_dir` finds the coordinators without addresses
-typed by hand. ``security.conf`` (TLS) is read by :meth:`dtx.TLS.from_cluster_dir`.
+"""Reading a cluster directory written by ``dtxctl cluster up``, or a cluster
+file (docs/deploy.md): its ``cluster.conf`` (every node and its listeners,
+and in a cluster file the settings ``tls``, ``certs``, ``data``), so that
+:meth:`dtx.Client.from_cluster_dir` and :meth:`dtx.Client.from_cluster_file`
+find the coordinators without addresses typed by hand. A directory's
+``security.conf`` (TLS) is read by :meth:`dtx.TLS.from_cluster_dir`.
 
 The grammar is tools/cluster_config.h's (``ClusterConfig::Parse`` in
 tools/cluster_config.cc), and this parser is as strict as that one: a file the
@@ -9,8 +11,11 @@ tools refuse is refused here, with an :class:`~dtx.InvalidArgument` naming the
 file and the line::
 
     file     = { line "\\n" }
-    line     = [ name ws address { ws listener } ] [ ws ] [ "#" comment ]
-    listener = ( "admin=" | "peer=" ) address    (each at most once, any order)
+    line     = [ node | setting ] [ ws ] [ "#" comment ]
+    node     = name ws address { ws listener }
+    listener = ( "admin=" | "peer=" | "metrics=" ) address   (each at most once)
+    setting  = "tls" ws ("on" | "off") | "certs" ws path | "data" ws path
+                                                 (each at most once; certs with tls on)
     name     = ("coordinator-" | "participant-") digits
     address  = host ":" port                     (port 1..65535; [v6host]:port)
 
@@ -48,6 +53,18 @@ class Node:
     address: str
     admin: str = ""
     peer: str = ""
+    metrics: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterFile:
+    """A parsed cluster file: its nodes and its settings (``None`` when the
+    file has no such line; a local cluster keeps TLS in security.conf)."""
+
+    nodes: List[Node]
+    tls: Optional[bool] = None
+    certs: Optional[str] = None
+    data: Optional[str] = None
 
 
 def check_address(address: str) -> Optional[str]:
@@ -78,8 +95,15 @@ def check_address(address: str) -> Optional[str]:
 def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
     """The nodes of a cluster.conf, coordinators first, each kind by index.
     Raises :class:`InvalidArgument` naming ``path`` and the line."""
+    return parse_cluster_file(text, path).nodes
+
+
+def parse_cluster_file(text: str, path: str = CLUSTER_CONF_FILE) -> ClusterFile:
+    """The nodes (as :func:`parse_cluster_conf`) and settings of a cluster
+    file. Raises :class:`InvalidArgument` naming ``path`` and the line."""
     nodes: List[Node] = []
     used = {}  # address -> the node that listens there
+    settings = {}  # "tls" -> bool, "certs"/"data" -> str
 
     def fail(line_no: int, what: str):
         raise InvalidArgument(f"{path} line {line_no}: {what}")
@@ -90,13 +114,26 @@ def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
             continue
         fields = re.split(r"[ \t]+", line)
         if len(fields) < 2:
-            fail(line_no, "expected 'NAME ADDRESS'")
+            fail(line_no, "expected 'NAME ADDRESS' or 'SETTING VALUE'")
+        if fields[0] in ("tls", "certs", "data"):
+            key = fields[0]
+            # A path may hold spaces: the rest of the line.
+            value = line[len(key):].strip(_WHITESPACE)
+            if key in settings:
+                fail(line_no, f"{key} given twice")
+            if key == "tls":
+                if value not in ("on", "off"):
+                    fail(line_no, "tls must be 'on' or 'off'")
+                settings[key] = value == "on"
+            else:
+                settings[key] = value
+            continue
         name, address, listeners = fields[0], fields[1], {}
         for item in fields[2:]:
             key, sep, value = item.partition("=")
-            if not sep or key not in ("admin", "peer"):
-                fail(line_no, f"expected 'admin=HOST:PORT' or 'peer=HOST:PORT' after the "
-                              f"address, got '{item}'")
+            if not sep or key not in ("admin", "peer", "metrics"):
+                fail(line_no, f"expected 'admin=HOST:PORT', 'peer=HOST:PORT' or "
+                              f"'metrics=HOST:PORT' after the address, got '{item}'")
             if not value:
                 fail(line_no, f"empty {key} address")
             if key in listeners:
@@ -114,19 +151,19 @@ def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
         if any(n.name == name for n in nodes):
             fail(line_no, f"node '{name}' listed twice")
         admin, peer = listeners.get("admin", ""), listeners.get("peer", "")
+        metrics = listeners.get("metrics", "")
         if admin and admin == address:
             fail(line_no, f"node '{name}': the admin address must differ from its address")
         if peer and peer in (address, admin):
             fail(line_no, f"node '{name}': the peer address must differ from its client and "
                           f"admin addresses")
-        for a in (address, admin, peer):
+        for a in (address, admin, peer, metrics):
             if a and a in used:
                 fail(line_no, f"address {a} used by both {used[a]} and {name}")
-        for a in (address, admin, peer):
             if a:
                 used[a] = name
         nodes.append(Node(name=name, kind=m.group(1), index=int(m.group(2)), address=address,
-                          admin=admin, peer=peer))
+                          admin=admin, peer=peer, metrics=metrics))
     nodes.sort(key=lambda n: (n.kind != "coordinator", n.index))
     if not any(n.name == "coordinator-0" for n in nodes):
         raise InvalidArgument(f"{path}: no coordinator-0")
@@ -137,7 +174,12 @@ def parse_cluster_conf(text: str, path: str = CLUSTER_CONF_FILE) -> List[Node]:
                                   f"participant-{expect} is missing")
     if not participants:
         raise InvalidArgument(f"{path}: no participants")
-    return nodes
+    if "certs" in settings and "tls" not in settings:
+        raise InvalidArgument(f"{path}: certs without a tls line")
+    if settings.get("tls") and "certs" not in settings:
+        raise InvalidArgument(f"{path}: tls on without a certs line")
+    return ClusterFile(nodes=nodes, tls=settings.get("tls"), certs=settings.get("certs"),
+                       data=settings.get("data"))
 
 
 def read_conf_text(path: str, max_bytes: int) -> Optional[str]:
@@ -172,3 +214,13 @@ def load_cluster_conf(directory: Union[str, os.PathLike]) -> List[Node]:
         raise InvalidArgument(f"{path}: no such file (is {directory} a directory made by "
                               f"`dtxctl cluster up --dir`?)")
     return parse_cluster_conf(text, path)
+
+
+def load_cluster_file(path: Union[str, os.PathLike]) -> ClusterFile:
+    """A cluster file (see :func:`parse_cluster_file`). Raises
+    :class:`InvalidArgument` for a missing or malformed file."""
+    path = os.fspath(path)
+    text = read_conf_text(path, _CONF_BYTES_MAX)
+    if text is None:
+        raise InvalidArgument(f"no cluster file {path!r}")
+    return parse_cluster_file(text, path)

@@ -120,13 +120,22 @@ class TLS:
         tls_on, certs = parse_security_conf(text, path)
         if not tls_on:
             return None
-        if not os.path.isabs(certs):
-            certs = os.path.join(directory, certs)
+        return cls.from_certs_dir(os.path.join(directory, certs), name=name)
+
+    @classmethod
+    def from_certs_dir(cls, certs: Union[str, os.PathLike], name: str = "client") -> "TLS":
+        """The TLS files of principal ``name`` in a certificate directory
+        (common/certs.h layout: ``ca.crt``, ``NAME.crt``, ``NAME.key``).
+        Raises :class:`InvalidArgument` for a bad name or a missing
+        certificate or key."""
+        certs = os.fspath(certs)
+        if not isinstance(name, str) or not _PRINCIPAL_NAME.fullmatch(name):
+            raise InvalidArgument(f"certificate name must match [a-z0-9-]{{1,64}}, got {name!r}")
         found = cls(ca=os.path.join(certs, "ca.crt"), cert=os.path.join(certs, name + ".crt"),
                     key=os.path.join(certs, name + ".key"))
         if not os.path.exists(found.cert) or not os.path.exists(found.key):
             raise InvalidArgument(
-                f"the cluster {directory} uses TLS but {certs} has no certificate and key for "
+                f"the cluster uses TLS but {certs} has no certificate and key for "
                 f"{name!r} (make one: dtxctl certs create-client {name} --dir {certs})")
         return found
 
