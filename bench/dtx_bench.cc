@@ -66,6 +66,8 @@
 #include <tuple>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "bench/dtx_bench_histogram.h"
 #include "bench/dtx_bench_lib.h"
 #include "bench/dtx_bench_plot.h"
@@ -920,14 +922,6 @@ std::string LoadAverage() {
   return a + " " + b + " " + c;
 }
 
-std::string HistJson(const LatencyHistogram& h) {
-  auto us = [&](double q) { return JsonNumber(static_cast<double>(h.ValueAtQuantile(q)) / 1e3); };
-  return "{\"count\": " + std::to_string(h.count()) + ", \"p50\": " + us(0.5) +
-         ", \"p90\": " + us(0.9) + ", \"p99\": " + us(0.99) + ", \"p999\": " + us(0.999) +
-         ", \"max\": " + JsonNumber(static_cast<double>(h.max()) / 1e3) +
-         ", \"mean\": " + JsonNumber(h.mean() / 1e3) + "}";
-}
-
 void PrintHist(const char* name, const LatencyHistogram& h) {
   auto us = [&](double q) { return static_cast<double>(h.ValueAtQuantile(q)) / 1e3; };
   std::printf("  %-8s %10.1f %10.1f %10.1f %10.1f %10.1f %10.1f\n", name, us(0.5), us(0.9),
@@ -1012,7 +1006,7 @@ bool MeasureAndPrintFloor(const Config& cfg, std::optional<Floor>* floor) {
 }
 
 void PrintRunHeader(const Config& cfg, const std::string& coordinator, size_t participants) {
-  std::string load_desc = cfg.open_loop() ? "open loop " + JsonNumber(cfg.rate) + " tx/s"
+  std::string load_desc = cfg.open_loop() ? "open loop " + FormatNumber(cfg.rate) + " tx/s"
                                           : std::to_string(cfg.clients) + " clients (closed loop)";
   std::printf(
       "dtx-bench %s: coordinator %s, %zu participants, %lld keys, %d keys/tx%s, %s, %s, "
@@ -1023,7 +1017,7 @@ void PrintRunHeader(const Config& cfg, const std::string& coordinator, size_t pa
           ? (" on " + std::to_string(cfg.participants_per_tx) + " participants").c_str()
           : "",
       cfg.distribution == KeyDistribution::kZipfian
-          ? ("zipfian theta " + JsonNumber(cfg.zipf_theta)).c_str()
+          ? ("zipfian theta " + FormatNumber(cfg.zipf_theta)).c_str()
           : "uniform",
       load_desc.c_str(), cfg.duration_s, cfg.warmup_s, LoadAverage().c_str());
   std::fflush(stdout);
@@ -1384,167 +1378,162 @@ InvariantResult CheckBankInvariant(Client& client, const Config& cfg, bool drain
   return inv;
 }
 
-// --json: every figure of the run in one object (bench/README.md). False if
-// the file cannot be written.
-// {"voluntary": V, "involuntary": I} or null.
-std::string SwitchesJson(const std::optional<std::pair<double, double>>& per_tx) {
-  if (!per_tx) return "null";
-  return "{\"voluntary\": " + JsonNumber(per_tx->first) +
-         ", \"involuntary\": " + JsonNumber(per_tx->second) + "}";
+// --json: every figure of the run in one object (bench/README.md), keys in
+// the order written. A non-finite double is written as null (nlohmann-json's
+// rule, as before).
+using Json = nlohmann::ordered_json;
+
+Json HistJson(const LatencyHistogram& h) {
+  auto us = [&](double q) { return static_cast<double>(h.ValueAtQuantile(q)) / 1e3; };
+  return Json{{"count", h.count()},    {"p50", us(0.5)},
+              {"p90", us(0.9)},        {"p99", us(0.99)},
+              {"p999", us(0.999)},     {"max", static_cast<double>(h.max()) / 1e3},
+              {"mean", h.mean() / 1e3}};
 }
 
+// {"voluntary": V, "involuntary": I} or null.
+Json SwitchesJson(const std::optional<std::pair<double, double>>& per_tx) {
+  if (!per_tx) return nullptr;
+  return Json{{"voluntary", per_tx->first}, {"involuntary", per_tx->second}};
+}
+
+template <typename T>
+Json OrNull(const std::optional<T>& v) {
+  return v ? Json(*v) : Json(nullptr);
+}
+
+// False if the file cannot be written.
 bool WriteJson(const Config& cfg, const std::string& command_line, const std::string& coordinator,
                size_t participants, double load_s, const RunResult& r, const Summary& sum,
                const std::optional<Floor>& floor, const InvariantResult& inv) {
   const Stats& st = r.st;
-  const double window_s = r.window_s;
-  const Clock::time_point t0 = r.t0;
-  const Clock::time_point stop_time = r.stop_time;
-  const Timeline& timeline = r.timeline;
-  const std::vector<FaultRecord>& fault_records = r.fault_records;
-  const std::vector<CheckResult>& checks = r.checks;
-  const uint64_t failed = sum.failed;
-  const double tps = sum.tps;
-  const double abort_rate = sum.abort_rate;
-  const std::optional<double>& cpu_per_tx_us = sum.cpu_per_tx_us;
-  const std::optional<double>& client_cpu_per_tx_us = sum.client_cpu_per_tx_us;
-  const bool restarted = sum.restarted;
-  const std::optional<int64_t>& total_balance = inv.total_balance;
-  const bool invariant_ok = inv.ok;
-  std::ostringstream o;
   utsname un{};
   ::uname(&un);
-  o << "{\n  \"workload\": \"" << cfg.workload_name << "\",\n"
-    << "  \"command\": \"" << JsonEscape(command_line) << "\",\n"
-    << "  \"machine\": {\"host\": \"" << JsonEscape(un.nodename) << "\", \"kernel\": \""
-    << JsonEscape(un.release) << "\", \"cpus\": " << std::thread::hardware_concurrency()
-    << ", \"load_average\": \"" << LoadAverage() << "\"},\n"
-    << "  \"coordinator\": \"" << JsonEscape(coordinator) << "\",\n"
-    << "  \"participants\": " << participants << ",\n"
-    << "  \"load\": \"" << (cfg.open_loop() ? "open" : "closed") << "\",\n"
-    << "  \"clients\": " << (cfg.open_loop() ? 0 : cfg.clients) << ",\n"
-    << "  \"rate\": " << JsonNumber(cfg.rate) << ",\n"
-    << "  \"keys\": " << cfg.key_count() << ",\n"
-    << "  \"accounts\": " << cfg.accounts << ",\n"
-    << "  \"value_size\": " << cfg.value_size << ",\n"
-    << "  \"keys_per_tx\": " << cfg.keys_per_tx << ",\n"
-    << "  \"participants_per_tx\": " << cfg.participants_per_tx << ",\n"
-    << "  \"distribution\": \""
-    << (cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform") << "\",\n"
-    << "  \"theta\": " << JsonNumber(cfg.zipf_theta) << ",\n"
-    << "  \"seed\": " << cfg.seed << ",\n"
-    << "  \"warmup_s\": " << JsonNumber(cfg.warmup_s) << ",\n"
-    << "  \"duration_s\": " << JsonNumber(window_s) << ",\n"
-    << "  \"load_s\": " << JsonNumber(load_s) << ",\n"
-    << "  \"committed\": " << st.committed << ",\n"
-    << "  \"committed_per_s\": " << JsonNumber(tps) << ",\n"
-    << "  \"not_committed\": " << failed << ",\n"
-    << "  \"abort_rate\": " << JsonNumber(abort_rate) << ",\n"
-    << "  \"not_committed_by_reason\": {";
-  bool first = true;
-  for (const auto& [why, n] : st.failures) {
-    o << (first ? "" : ",") << "\n    \"" << JsonEscape(why) << "\": " << n;
-    first = false;
-  }
-  o << (first ? "" : "\n  ") << "},\n"
-    << "  \"latency_us\": " << HistJson(st.total_ns) << ",\n"
-    << "  \"phases_us\": {\n    \"read\": " << HistJson(st.read_ns)
-    << ",\n    \"commit\": " << HistJson(st.commit_ns)
-    << ",\n    \"prepare\": " << HistJson(st.prepare_ns)
-    << ",\n    \"decision\": " << HistJson(st.decision_ns)
-    << ",\n    \"total\": " << HistJson(st.total_ns)
-    << ",\n    \"commit_2pc\": " << HistJson(st.commit_2pc_ns)
-    << ",\n    \"total_2pc\": " << HistJson(st.total_2pc_ns)
-    << ",\n    \"note\": \"client-side: read = begin to the last Get answer; commit = Commit call "
-       "to outcome; "
+  Json o;
+  o["workload"] = cfg.workload_name;
+  o["command"] = command_line;
+  o["machine"] = {{"host", un.nodename},
+                  {"kernel", un.release},
+                  {"cpus", std::thread::hardware_concurrency()},
+                  {"load_average", LoadAverage()}};
+  o["coordinator"] = coordinator;
+  o["participants"] = participants;
+  o["load"] = cfg.open_loop() ? "open" : "closed";
+  o["clients"] = cfg.open_loop() ? 0 : cfg.clients;
+  o["rate"] = cfg.rate;
+  o["keys"] = cfg.key_count();
+  o["accounts"] = cfg.accounts;
+  o["value_size"] = cfg.value_size;
+  o["keys_per_tx"] = cfg.keys_per_tx;
+  o["participants_per_tx"] = cfg.participants_per_tx;
+  o["distribution"] = cfg.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform";
+  o["theta"] = cfg.zipf_theta;
+  o["seed"] = cfg.seed;
+  o["warmup_s"] = cfg.warmup_s;
+  o["duration_s"] = r.window_s;
+  o["load_s"] = load_s;
+  o["committed"] = st.committed;
+  o["committed_per_s"] = sum.tps;
+  o["not_committed"] = sum.failed;
+  o["abort_rate"] = sum.abort_rate;
+  Json reasons = Json::object();
+  for (const auto& [why, n] : st.failures) reasons[why] = n;
+  o["not_committed_by_reason"] = std::move(reasons);
+  o["latency_us"] = HistJson(st.total_ns);
+  o["phases_us"] = {
+      {"read", HistJson(st.read_ns)},
+      {"commit", HistJson(st.commit_ns)},
+      {"prepare", HistJson(st.prepare_ns)},
+      {"decision", HistJson(st.decision_ns)},
+      {"total", HistJson(st.total_ns)},
+      {"commit_2pc", HistJson(st.commit_2pc_ns)},
+      {"total_2pc", HistJson(st.total_2pc_ns)},
+      {"note",
+       "client-side: read = begin to the last Get answer; commit = Commit call to outcome; "
        "total = intended start to outcome; *_2pc = only transactions that wrote on >= 2 "
-       "participants. "
-       "Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): prepare = first "
-       "PREPARE sent to "
-       "last vote in (one-phase: the whole Prepare); decision = DECISION appended to durable at "
-       "the coordinator "
-       "and acknowledged by its backup (full 2PC only); phase 2 is after the reply and in "
-       "neither\"},\n"
-    << "  \"start_delay_us\": " << (cfg.open_loop() ? HistJson(st.start_delay_ns) : "null") << ",\n"
-    << "  \"latency_cdf_us\": [";
+       "participants. Coordinator-side (CommitResult.prepare_us/decision_us, inside commit): "
+       "prepare = first PREPARE sent to last vote in (one-phase: the whole Prepare); decision = "
+       "DECISION appended to durable at the coordinator and acknowledged by its backup (full 2PC "
+       "only); phase 2 is after the reply and in neither"}};
+  o["start_delay_us"] = cfg.open_loop() ? HistJson(st.start_delay_ns) : Json(nullptr);
   std::vector<double> qs;
   for (int i = 0; i <= 99; ++i) qs.push_back(i / 100.0);
   for (double q : {0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0}) qs.push_back(q);
-  for (size_t i = 0; i < qs.size(); ++i) {
-    o << (i ? ", " : "") << "["
-      << JsonNumber(static_cast<double>(st.total_ns.ValueAtQuantile(qs[i])) / 1e3) << ", "
-      << JsonNumber(qs[i]) << "]";
+  Json cdf = Json::array();
+  for (double q : qs) {
+    cdf.push_back({static_cast<double>(st.total_ns.ValueAtQuantile(q)) / 1e3, q});
   }
-  o << "],\n  \"participants_per_committed_tx\": {";
-  first = true;
-  for (const auto& [p, n] : st.participants_per_tx) {
-    o << (first ? "" : ", ") << "\"" << p << "\": " << n;
-    first = false;
-  }
-  o << "},\n  \"timeline\": [";
-  double warm = cfg.warmup_s;
+  o["latency_cdf_us"] = std::move(cdf);
+  Json per_tx = Json::object();
+  for (const auto& [p, n] : st.participants_per_tx) per_tx[std::to_string(p)] = n;
+  o["participants_per_committed_tx"] = std::move(per_tx);
   // The last second(s) may be partial (the stop, then the drain).
-  double end_s = std::chrono::duration<double>(stop_time - t0).count();
-  for (size_t i = 0; i < timeline.seconds().size(); ++i) {
-    const TimelineSecond& s = timeline.seconds()[i];
-    auto us = [&](double q) {
-      return JsonNumber(static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3);
-    };
-    o << (i ? "," : "") << "\n    {\"t\": " << i << ", \"committed\": " << s.committed
-      << ", \"not_committed\": " << s.failed << ", \"p50_us\": " << us(0.5)
-      << ", \"p99_us\": " << us(0.99)
-      << ", \"max_us\": " << JsonNumber(static_cast<double>(s.latency_ns.max()) / 1e3)
-      << ", \"span_s\": " << JsonNumber(std::clamp(end_s - static_cast<double>(i), 0.0, 1.0))
-      << ", \"warmup\": " << (static_cast<double>(i) < warm ? "true" : "false") << "}";
+  const double end_s = std::chrono::duration<double>(r.stop_time - r.t0).count();
+  Json timeline = Json::array();
+  for (size_t i = 0; i < r.timeline.seconds().size(); ++i) {
+    const TimelineSecond& s = r.timeline.seconds()[i];
+    auto us = [&](double q) { return static_cast<double>(s.latency_ns.ValueAtQuantile(q)) / 1e3; };
+    timeline.push_back({{"t", i},
+                        {"committed", s.committed},
+                        {"not_committed", s.failed},
+                        {"p50_us", us(0.5)},
+                        {"p99_us", us(0.99)},
+                        {"max_us", static_cast<double>(s.latency_ns.max()) / 1e3},
+                        {"span_s", std::clamp(end_s - static_cast<double>(i), 0.0, 1.0)},
+                        {"warmup", static_cast<double>(i) < cfg.warmup_s}});
   }
-  o << "\n  ],\n  \"faults\": [";
-  for (size_t i = 0; i < fault_records.size(); ++i) {
-    const FaultRecord& f = fault_records[i];
-    o << (i ? "," : "") << "\n    {\"at_s\": " << JsonNumber(f.event.at_s)
-      << ", \"ran_at_s\": " << JsonNumber(f.ran_at_s) << ", \"took_s\": " << JsonNumber(f.took_s)
-      << ", \"event\": \"" << JsonEscape(f.event.text) << "\", \"action\": \"" << f.event.action
-      << "\", \"node\": \"" << f.event.node << "\", \"exit_code\": " << f.exit_code
-      << ", \"error\": \"" << JsonEscape(f.error) << "\"}";
+  o["timeline"] = std::move(timeline);
+  Json faults = Json::array();
+  for (const FaultRecord& f : r.fault_records) {
+    faults.push_back({{"at_s", f.event.at_s},
+                      {"ran_at_s", f.ran_at_s},
+                      {"took_s", f.took_s},
+                      {"event", f.event.text},
+                      {"action", f.event.action},
+                      {"node", f.event.node},
+                      {"exit_code", f.exit_code},
+                      {"error", f.error}});
   }
-  o << (fault_records.empty() ? "" : "\n  ") << "],\n  \"checks\": [";
-  for (size_t i = 0; i < checks.size(); ++i) {
-    const CheckResult& c = checks[i];
-    o << (i ? "," : "") << "\n    {\"t_s\": " << JsonNumber(c.t_s) << ", \"outcome\": \""
-      << c.outcome << "\", \"total\": " << c.total << ", \"attempts\": " << c.attempts
-      << ", \"quiesced\": " << (c.quiesced ? "true" : "false") << ", \"detail\": \""
-      << JsonEscape(c.detail) << "\"}";
+  o["faults"] = std::move(faults);
+  Json checks = Json::array();
+  for (const CheckResult& c : r.checks) {
+    checks.push_back({{"t_s", c.t_s},
+                      {"outcome", c.outcome},
+                      {"total", c.total},
+                      {"attempts", c.attempts},
+                      {"quiesced", c.quiesced},
+                      {"detail", c.detail}});
   }
-  o << (checks.empty() ? "" : "\n  ") << "],\n  \"floor\": ";
+  o["checks"] = std::move(checks);
+  o["floor"] = nullptr;
   if (floor) {
-    o << "{\"fsync_p50_us\": " << JsonNumber(floor->fsync_p50_us)
-      << ", \"fsync_p99_us\": " << JsonNumber(floor->fsync_p99_us)
-      << ", \"rtt_p50_us\": " << JsonNumber(floor->rtt_p50_us)
-      << ", \"rtt_p99_us\": " << JsonNumber(floor->rtt_p99_us) << ", \"fsync_dir\": \""
-      << JsonEscape(floor->fsync_dir)
-      << "\", \"commit_floor_us\": " << JsonNumber(floor->commit_floor_us())
-      << ", \"tx_floor_us\": " << JsonNumber(floor->tx_floor_us()) << ", \"commit_p50_ratio\": "
-      << JsonNumber(static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) / 1e3 /
-                    floor->commit_floor_us())
-      << ", \"total_p50_ratio\": "
-      << JsonNumber(static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) / 1e3 /
-                    floor->tx_floor_us())
-      << ", \"ratio_of\": \"p50 of committed transactions that wrote on >= 2 participants\""
-      << ", \"formula\": \"commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at "
-         "the coordinator); "
-         "tx = 3 RTT + 2 fdatasync\"}";
-  } else {
-    o << "null";
+    o["floor"] = {{"fsync_p50_us", floor->fsync_p50_us},
+                  {"fsync_p99_us", floor->fsync_p99_us},
+                  {"rtt_p50_us", floor->rtt_p50_us},
+                  {"rtt_p99_us", floor->rtt_p99_us},
+                  {"fsync_dir", floor->fsync_dir},
+                  {"commit_floor_us", floor->commit_floor_us()},
+                  {"tx_floor_us", floor->tx_floor_us()},
+                  {"commit_p50_ratio", static_cast<double>(st.commit_2pc_ns.ValueAtQuantile(0.5)) /
+                                           1e3 / floor->commit_floor_us()},
+                  {"total_p50_ratio", static_cast<double>(st.total_2pc_ns.ValueAtQuantile(0.5)) /
+                                          1e3 / floor->tx_floor_us()},
+                  {"ratio_of", "p50 of committed transactions that wrote on >= 2 participants"},
+                  {"formula",
+                   "commit = 2 RTT + 2 fdatasync (prepare at the participants, decision at the "
+                   "coordinator); tx = 3 RTT + 2 fdatasync"}};
   }
-  o << ",\n  \"cpu_per_tx_us\": " << (cpu_per_tx_us ? JsonNumber(*cpu_per_tx_us) : "null")
-    << ",\n  \"client_cpu_per_tx_us\": "
-    << (client_cpu_per_tx_us ? JsonNumber(*client_cpu_per_tx_us) : "null")
-    << ",\n  \"context_switches_per_tx\": " << SwitchesJson(sum.switches_per_tx)
-    << ",\n  \"client_context_switches_per_tx\": " << SwitchesJson(sum.client_switches_per_tx)
-    << ",\n  \"node_restarted\": " << (restarted ? "true" : "false")
-    << ",\n  \"total_balance\": " << (total_balance ? std::to_string(*total_balance) : "null")
-    << ",\n  \"invariant_ok\": " << (invariant_ok ? "true" : "false") << "\n}\n";
+  o["cpu_per_tx_us"] = OrNull(sum.cpu_per_tx_us);
+  o["client_cpu_per_tx_us"] = OrNull(sum.client_cpu_per_tx_us);
+  o["context_switches_per_tx"] = SwitchesJson(sum.switches_per_tx);
+  o["client_context_switches_per_tx"] = SwitchesJson(sum.client_switches_per_tx);
+  o["node_restarted"] = sum.restarted;
+  o["total_balance"] = OrNull(inv.total_balance);
+  o["invariant_ok"] = inv.ok;
   std::ofstream out(cfg.json_path);
-  out << o.str();
+  // Bytes that are not UTF-8 (a host name, an error text) become U+FFFD
+  // instead of an exception.
+  out << o.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
   out.flush();
   return static_cast<bool>(out);
 }

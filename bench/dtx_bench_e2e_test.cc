@@ -4,10 +4,10 @@
 // open loop runs, `plot` draws, bad flags exit 2.
 #include <gtest/gtest.h>
 
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
+#include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,7 +21,7 @@ using testing::CommandResult;
 using testing::LocalCluster;
 using testing::RunCommand;
 using testing::TempDir;
-namespace pt = boost::property_tree;
+using Json = nlohmann::json;
 
 class BenchE2eTest : public ::testing::Test {
  protected:
@@ -37,14 +37,20 @@ class BenchE2eTest : public ::testing::Test {
     if (HasFailure()) std::cerr << cluster_.LogTails(20);
     cluster_.Down();
   }
-  pt::ptree ReadJson(const std::string& path) {
-    pt::ptree t;
-    try {
-      pt::read_json(path, t);
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << path << ": " << e.what();
+  // The report at `path`; an empty object (and a failure) if it is not JSON.
+  Json ReadJson(const std::string& path) {
+    std::ifstream in(path);
+    Json t = Json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (t.is_discarded() || !t.is_object()) {
+      ADD_FAILURE() << path << ": not a JSON object";
+      return Json::object();
     }
     return t;
+  }
+  // The number at a JSON pointer ("/latency_us/p50"), or `fallback`.
+  static double Num(const Json& t, const char* pointer, double fallback) {
+    const Json::json_pointer p(pointer);
+    return t.contains(p) && t.at(p).is_number() ? t.at(p).get<double>() : fallback;
   }
   LocalCluster cluster_;
   TempDir out_{"dtx-bench-e2e"};
@@ -80,8 +86,8 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_NE(r.out.find("invariant: ok"), std::string::npos);
   EXPECT_NE(r.err.find("measuring"), std::string::npos) << "no progress line: " << r.err;
-  pt::ptree t = ReadJson(json);
-  for (const char* key : {"workload",
+  Json t = ReadJson(json);
+  for (std::string key : {"workload",
                           "command",
                           "machine.load_average",
                           "participants",
@@ -120,46 +126,47 @@ TEST_F(BenchE2eTest, BankReportIsCompleteAndTheInvariantHoldsThroughAKill) {
                           "client_context_switches_per_tx.voluntary",
                           "total_balance",
                           "invariant_ok"}) {
-    EXPECT_TRUE(t.get_child_optional(pt::ptree::path_type(key, '.')).has_value())
-        << "missing " << key;
+    std::replace(key.begin(), key.end(), '.', '/');
+    EXPECT_TRUE(t.contains(Json::json_pointer("/" + key))) << "missing " << key;
   }
-  EXPECT_EQ(t.get<std::string>("workload", ""), "bank");
-  EXPECT_EQ(t.get<int>("participants", 0), 3);
-  EXPECT_EQ(t.get<std::string>("invariant_ok", ""), "true");
-  EXPECT_EQ(t.get<int64_t>("total_balance", 0), int64_t{kAccounts} * 1000);
-  EXPECT_GT(t.get<int64_t>("committed", 0), 0);
+  EXPECT_EQ(t.value("workload", ""), "bank");
+  EXPECT_EQ(t.value("participants", 0), 3);
+  EXPECT_EQ(t.value("invariant_ok", false), true);
+  EXPECT_EQ(t.value("total_balance", int64_t{0}), int64_t{kAccounts} * 1000);
+  EXPECT_GT(t.value("committed", int64_t{0}), 0);
   // Every committed transaction made the nodes wait for a message or a disk.
-  EXPECT_GT(t.get<double>("context_switches_per_tx.voluntary", 0), 0);
-  double p50 = t.get<double>("latency_us.p50", -1), p99 = t.get<double>("latency_us.p99", -1),
-         mx = t.get<double>("latency_us.max", -1);
+  EXPECT_GT(Num(t, "/context_switches_per_tx/voluntary", 0), 0);
+  double p50 = Num(t, "/latency_us/p50", -1), p99 = Num(t, "/latency_us/p99", -1),
+         mx = Num(t, "/latency_us/max", -1);
   EXPECT_GT(p50, 0);
   EXPECT_LE(p50, p99);
   EXPECT_LE(p99, mx * (1 + 1.0 / 128));
   // The coordinator's per-phase split: every committed transaction reports
   // prepare; full-2PC ones report decision; both fit inside commit.
-  EXPECT_GT(t.get<int64_t>("phases_us.prepare.count", 0), 0);
-  EXPECT_GT(t.get<int64_t>("phases_us.decision.count", 0), 0);
-  EXPECT_GT(t.get<double>("phases_us.decision.p50", 0), 0);
-  EXPECT_LE(t.get<double>("phases_us.prepare.p50", 1e18), t.get<double>("phases_us.commit.p50", 0));
-  EXPECT_LE(t.get<double>("phases_us.decision.p50", 1e18),
-            t.get<double>("phases_us.commit.p50", 0));
-  EXPECT_GT(t.get<double>("floor.fsync_p50_us", 0), 0);
-  EXPECT_GT(t.get<double>("floor.rtt_p50_us", 0), 0);
+  EXPECT_GT(Num(t, "/phases_us/prepare/count", 0), 0);
+  EXPECT_GT(Num(t, "/phases_us/decision/count", 0), 0);
+  EXPECT_GT(Num(t, "/phases_us/decision/p50", 0), 0);
+  EXPECT_LE(Num(t, "/phases_us/prepare/p50", 1e18), Num(t, "/phases_us/commit/p50", 0));
+  EXPECT_LE(Num(t, "/phases_us/decision/p50", 1e18), Num(t, "/phases_us/commit/p50", 0));
+  EXPECT_GT(Num(t, "/floor/fsync_p50_us", 0), 0);
+  EXPECT_GT(Num(t, "/floor/rtt_p50_us", 0), 0);
   // The timeline covers warm-up + duration, one row per second.
-  EXPECT_GE(t.get_child("timeline").size(), 5u);
-  EXPECT_GE(t.get_child("latency_cdf_us").size(), 100u);
+  EXPECT_GE(t.value("timeline", Json::array()).size(), 5u);
+  EXPECT_GE(t.value("latency_cdf_us", Json::array()).size(), 100u);
   // The fault ran at ~2 s and succeeded.
-  ASSERT_EQ(t.get_child("faults").size(), 1u);
-  const pt::ptree& f = t.get_child("faults").front().second;
-  EXPECT_EQ(f.get<std::string>("event"), "at 2s kill participant-1");
-  EXPECT_EQ(f.get<int>("exit_code"), 0) << f.get<std::string>("error");
-  EXPECT_NEAR(f.get<double>("ran_at_s"), 2.0, 0.5);
+  const Json faults = t.value("faults", Json::array());
+  ASSERT_EQ(faults.size(), 1u);
+  const Json& f = faults.front();
+  EXPECT_EQ(f.value("event", ""), "at 2s kill participant-1");
+  EXPECT_EQ(f.value("exit_code", -1), 0) << f.value("error", "");
+  EXPECT_NEAR(f.value("ran_at_s", -1.0), 2.0, 0.5);
   // Periodic consistent checks ran; none saw a violation.
-  EXPECT_GE(t.get_child("checks").size(), 3u);
+  const Json checks = t.value("checks", Json::array());
+  EXPECT_GE(checks.size(), 3u);
   int ok = 0;
-  for (const auto& [k, c] : t.get_child("checks")) {
-    EXPECT_NE(c.get<std::string>("outcome"), "violated") << c.get<std::string>("detail");
-    ok += c.get<std::string>("outcome") == "ok" ? 1 : 0;
+  for (const Json& c : checks) {
+    EXPECT_NE(c.value("outcome", ""), "violated") << c.value("detail", "");
+    ok += c.value("outcome", "") == "ok" ? 1 : 0;
   }
   EXPECT_GE(ok, 1);
 
@@ -225,13 +232,13 @@ TEST_F(BenchE2eTest, YcsbOpenLoopAndClosedLoopReportsAndASweepPlot) {
                                120000);
   std::cout << r.out;
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
-  pt::ptree o = ReadJson(open_json);
-  EXPECT_EQ(o.get<std::string>("load", ""), "open");
-  EXPECT_GT(o.get<int64_t>("committed", 0), 100);  // ~400 offered
-  EXPECT_TRUE(o.get_child_optional("start_delay_us.p99").has_value());
+  Json o = ReadJson(open_json);
+  EXPECT_EQ(o.value("load", ""), "open");
+  EXPECT_GT(o.value("committed", int64_t{0}), 100);  // ~400 offered
+  EXPECT_TRUE(o.contains(Json::json_pointer("/start_delay_us/p99")));
   // Every committed transaction spanned exactly 2 participants.
-  EXPECT_EQ(o.get_child("participants_per_committed_tx").size(), 1u);
-  EXPECT_TRUE(o.get_child_optional("participants_per_committed_tx.2").has_value());
+  EXPECT_EQ(o.value("participants_per_committed_tx", Json::object()).size(), 1u);
+  EXPECT_TRUE(o.contains(Json::json_pointer("/participants_per_committed_tx/2")));
 
   std::vector<std::string> jsons;
   for (const char* w : {"ycsb-b", "ycsb-f"}) {
@@ -242,7 +249,7 @@ TEST_F(BenchE2eTest, YcsbOpenLoopAndClosedLoopReportsAndASweepPlot) {
            "--duration", "1", "--warmup", "0.2", "--keys", "500", "--json", j, "--no-progress"},
           120000);
       ASSERT_EQ(c2.exit_code, 0) << c2.Describe();
-      EXPECT_GT(ReadJson(j).get<int64_t>("committed", 0), 0) << j;
+      EXPECT_GT(ReadJson(j).value("committed", int64_t{0}), 0) << j;
       jsons.push_back(j);
     }
   }

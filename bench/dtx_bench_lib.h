@@ -1,7 +1,7 @@
 // dtx-bench's testable logic (no cluster, no client): flags, key choice
 // (uniform / zipfian), open-loop scheduling, the fault schedule, per-second
-// timeline buckets and a small JSON writer. The program is bench/dtx_bench.cc;
-// the tests are bench/dtx_bench_lib_test.cc.
+// timeline buckets. The program is bench/dtx_bench.cc (its --json report is
+// written with nlohmann-json); the tests are bench/dtx_bench_lib_test.cc.
 //
 // Thread-safety: every class here is a value without internal locking; the
 // caller serializes access.
@@ -196,9 +196,8 @@ class Timeline {
   std::vector<TimelineSecond> seconds_;
 };
 
-// Minimal JSON building (numbers, strings, nesting by hand).
-std::string JsonEscape(std::string_view s);
-std::string JsonNumber(double v);  // finite -> shortest round-trip-ish; else null
+// A number for text (headers, plot labels): printf's %g, e.g. "4000", "0.99".
+std::string FormatNumber(double v);
 
 // Parses "10s", "1.5s", "500ms" -> seconds. InvalidArgument otherwise.
 Result<double> ParseSeconds(std::string_view text);

@@ -272,10 +272,10 @@ TEST(TimelineTest, BucketsByFinishSecond) {
   EXPECT_EQ(t.seconds()[2].committed, 1u);
 }
 
-TEST(JsonTest, EscapesAndNumbers) {
-  EXPECT_EQ(JsonEscape("a\"b\\c\n"), "a\\\"b\\\\c\\u000a");
-  EXPECT_EQ(JsonNumber(1.5), "1.5");
-  EXPECT_EQ(JsonNumber(std::nan("")), "null");
+TEST(FormatNumberTest, ShortestReadableForm) {
+  EXPECT_EQ(FormatNumber(4000), "4000");
+  EXPECT_EQ(FormatNumber(0.99), "0.99");
+  EXPECT_EQ(FormatNumber(1.5), "1.5");
 }
 
 }  // namespace

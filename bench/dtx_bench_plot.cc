@@ -2,12 +2,11 @@
 
 #include <sys/wait.h>
 
-#include <boost/property_tree/json_parser.hpp>
-#include <boost/property_tree/ptree.hpp>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -17,63 +16,54 @@
 namespace dtx::bench {
 namespace {
 
-namespace pt = boost::property_tree;
+using Json = nlohmann::json;
 
-struct Report {
-  std::string path;
-  std::string workload;
-  int clients = 0;
-  double rate = 0;
-  double committed_per_s = 0;
-  double p99_us = 0;
-  double warmup_s = 0;
-  struct Sec {
-    int t;
-    double committed, p99;
-  };
-  std::vector<Sec> timeline;
-  std::vector<std::pair<double, double>> cdf;  // us, quantile
-  struct Fault {
-    double at;
-    std::string text;
-  };
-  std::vector<Fault> faults;
-};
+// The number at `key`, or `fallback` when the key is absent (a null or a
+// string there is an error).
+double NumberOr(const Json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it == j.end() ? fallback : it->get<double>();
+}
 
-Result<Report> ReadReport(const std::string& path) {
-  Report r;
+}  // namespace
+
+Result<PlotReport> ReadPlotReport(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::InvalidArgument(path + ": cannot open");
+  PlotReport r;
   r.path = path;
+  // parse() (not JSON, e.g. truncated), at() (a missing key) and get<>() (a
+  // wrong type) throw nlohmann::json::exception; it stops here.
   try {
-    pt::ptree t;
-    pt::read_json(path, t);
-    r.workload = t.get<std::string>("workload");
-    r.clients = t.get<int>("clients", 0);
-    r.rate = t.get<double>("rate", 0);
-    r.committed_per_s = t.get<double>("committed_per_s");
-    r.p99_us = t.get<double>("latency_us.p99");
-    r.warmup_s = t.get<double>("warmup_s", 0);
-    for (const auto& [k, s] : t.get_child("timeline")) {
+    const Json t = Json::parse(in);
+    r.workload = t.at("workload").get<std::string>();
+    r.clients = static_cast<int>(NumberOr(t, "clients", 0));
+    r.rate = NumberOr(t, "rate", 0);
+    r.committed_per_s = t.at("committed_per_s").get<double>();
+    r.p99_us = t.at("latency_us").at("p99").get<double>();
+    r.warmup_s = NumberOr(t, "warmup_s", 0);
+    for (const Json& s : t.at("timeline")) {
       // Per second; a partial last second is scaled by its span, a second
       // that only saw the drain after the stop is left out.
-      double span = s.get<double>("span_s", 1.0);
+      double span = NumberOr(s, "span_s", 1.0);
       if (span < 0.2) continue;
-      r.timeline.push_back(
-          {s.get<int>("t"), s.get<double>("committed") / span, s.get<double>("p99_us")});
+      r.timeline.push_back({s.at("t").get<int>(), s.at("committed").get<double>() / span,
+                            s.at("p99_us").get<double>()});
     }
-    for (const auto& [k, pair] : t.get_child("latency_cdf_us")) {
-      std::vector<double> v;
-      for (const auto& [k2, x] : pair) v.push_back(x.get_value<double>());
-      if (v.size() == 2) r.cdf.emplace_back(v[0], v[1]);
+    for (const Json& pair : t.at("latency_cdf_us")) {
+      if (pair.size() == 2) r.cdf.emplace_back(pair[0].get<double>(), pair[1].get<double>());
     }
-    if (auto f = t.get_child_optional("faults")) {
-      for (const auto& [k, e] : *f)
-        r.faults.push_back({e.get<double>("ran_at_s"), e.get<std::string>("event")});
+    if (auto f = t.find("faults"); f != t.end()) {
+      for (const Json& e : *f)
+        r.faults.push_back({e.at("ran_at_s").get<double>(), e.at("event").get<std::string>()});
     }
-  } catch (const std::exception& e) {
+  } catch (const Json::exception& e) {
     return Status::InvalidArgument(path + ": not a dtx-bench report: " + e.what());
   }
   return r;
 }
+
+namespace {
 
 std::string GpQuote(const std::string& s) {
   std::string o = "\"";
@@ -84,9 +74,9 @@ std::string GpQuote(const std::string& s) {
   return o + "\"";
 }
 
-std::string Label(const Report& r) {
+std::string Label(const PlotReport& r) {
   return r.workload +
-         (r.clients > 0 ? " c=" + std::to_string(r.clients) : " " + JsonNumber(r.rate) + " tx/s");
+         (r.clients > 0 ? " c=" + std::to_string(r.clients) : " " + FormatNumber(r.rate) + " tx/s");
 }
 
 }  // namespace
@@ -118,9 +108,9 @@ int PlotMain(int argc, char** argv) {
     std::cerr << "dtx-bench: plot: --format must be png or svg\n";
     return kExitUsage;
   }
-  std::vector<Report> reports;
+  std::vector<PlotReport> reports;
   for (const auto& f : files) {
-    auto r = ReadReport(f);
+    auto r = ReadPlotReport(f);
     if (!r.ok()) {
       std::cerr << "dtx-bench: plot: " << r.status().message() << "\n";
       return kExitFailed;
@@ -139,12 +129,12 @@ int PlotMain(int argc, char** argv) {
   gp << term << "set grid\nset key top left\n";
 
   if (reports.size() == 1) {
-    const Report& r = reports[0];
+    const PlotReport& r = reports[0];
     std::string dat = prefix + "-timeline.dat";
     std::ofstream d(dat);
     d << "# t committed_per_s p99_ms\n";
     for (const auto& s : r.timeline)
-      d << s.t + 0.5 << " " << s.committed << " " << s.p99 / 1e3 << "\n";
+      d << s.t + 0.5 << " " << s.committed_per_s << " " << s.p99_us / 1e3 << "\n";
     if (!d) {
       std::cerr << "dtx-bench: plot: cannot write " << dat << "\n";
       return kExitFailed;
@@ -163,10 +153,10 @@ int PlotMain(int argc, char** argv) {
     }
     int n = 2;
     for (const auto& f : r.faults) {
-      gp << "set arrow " << n << " from " << f.at << ", graph 0 to " << f.at
+      gp << "set arrow " << n << " from " << f.ran_at_s << ", graph 0 to " << f.ran_at_s
          << ", graph 1 nohead lc rgb 'red' dt 2 lw 1.5\n"
-         << "set label " << n << " " << GpQuote(f.text.substr(f.text.find(' ', 3) + 1)) << " at "
-         << f.at << ", graph " << (0.95 - 0.05 * ((n - 2) % 4))
+         << "set label " << n << " " << GpQuote(f.event.substr(f.event.find(' ', 3) + 1)) << " at "
+         << f.ran_at_s << ", graph " << (0.95 - 0.05 * ((n - 2) % 4))
          << " left offset 0.5,0 tc rgb 'red'\n";
       ++n;
     }
@@ -201,8 +191,8 @@ int PlotMain(int argc, char** argv) {
   }
 
   if (reports.size() > 1) {
-    std::map<std::string, std::map<int, const Report*>> by_workload;
-    for (const Report& r : reports) {
+    std::map<std::string, std::map<int, const PlotReport*>> by_workload;
+    for (const PlotReport& r : reports) {
       if (r.clients > 0) by_workload[r.workload][r.clients] = &r;
     }
     std::string out = prefix + "-sweep." + format;

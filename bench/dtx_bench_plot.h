@@ -10,8 +10,46 @@
 //                        clients, one line per workload
 // and PREFIX.gp (the gnuplot script) plus PREFIX-*.dat (its data). Exit 0 ok,
 // 1 a report could not be read or gnuplot failed, 2 bad usage.
+//
+// Thread-safety: plain functions; no shared state.
 #pragma once
 
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+
 namespace dtx::bench {
+
+// What `plot` takes from one dtx-bench --json report (bench/README.md).
+struct PlotReport {
+  std::string path;
+  std::string workload;
+  int clients = 0;  // 0: open loop
+  double rate = 0;  // open loop: tx/s
+  double committed_per_s = 0;
+  double p99_us = 0;
+  double warmup_s = 0;
+  struct Second {
+    int t = 0;
+    double committed_per_s = 0;  // scaled by the span of a partial second
+    double p99_us = 0;
+  };
+  std::vector<Second> timeline;  // seconds that saw less than 0.2 s of load are left out
+  std::vector<std::pair<double, double>> cdf;  // latency us, quantile
+  struct Fault {
+    double ran_at_s = 0;
+    std::string event;
+  };
+  std::vector<Fault> faults;
+};
+
+// Reads the report at `path`. InvalidArgument naming the file for a file
+// that cannot be read, is not JSON (e.g. truncated) or lacks a field plot
+// needs or has it with the wrong type; never throws.
+Result<PlotReport> ReadPlotReport(const std::string& path);
+
 int PlotMain(int argc, char** argv);
+
 }  // namespace dtx::bench

@@ -33,6 +33,7 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -243,16 +244,6 @@ class Cell {
   int outstanding_ = 0;
 };
 
-std::string JsonEscape(const std::string& in) {
-  std::string out;
-  for (char c : in) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
-}
-
 std::vector<int> ParseList(const std::string& s, const char* flag) {
   std::vector<int> out;
   std::stringstream ss(s);
@@ -370,22 +361,24 @@ int main(int argc, char** argv) {
   std::printf("dtx-wal-bench: %s\nmachine: nproc %u, CPU %s\ndir: %s, %s\n\n", command.c_str(),
               std::thread::hardware_concurrency(), cpu.c_str(), dir.c_str(), fsdesc.c_str());
 
-  std::ostringstream json;
-  json << "{\n  \"command\": \"" << JsonEscape(command)
-       << "\",\n  \"nproc\": " << std::thread::hardware_concurrency() << ",\n  \"cpu\": \""
-       << JsonEscape(cpu) << "\",\n  \"filesystem\": \"" << JsonEscape(fsdesc)
-       << "\",\n  \"seconds\": " << seconds << ",\n  \"cells\": [\n";
-  bool first_json = true;
+  // --json: keys in the order written; a non-finite double is written as null.
+  using Json = nlohmann::ordered_json;
+  Json json = {{"command", command}, {"nproc", std::thread::hardware_concurrency()},
+               {"cpu", cpu},         {"filesystem", fsdesc},
+               {"seconds", seconds}, {"cells", Json::array()}};
   auto json_row = [&](const std::string& kind, int n, int size, const Summary& s,
                       const Summary& floor) {
-    json << (first_json ? "" : ",\n") << "    {\"kind\": \"" << kind << "\", \"appenders\": " << n
-         << ", \"record_bytes\": " << size << ", \"durable_per_sec\": " << s.per_sec
-         << ", \"p50_us\": " << s.p50_us << ", \"p99_us\": " << s.p99_us
-         << ", \"max_us\": " << s.max_us << ", \"records\": " << s.count
-         << ", \"records_per_sync\": " << s.records_per_sync
-         << ", \"sync_us_avg\": " << s.sync_us_avg
-         << ", \"adjacent_floor_p50_us\": " << floor.p50_us << "}";
-    first_json = false;
+    json["cells"].push_back({{"kind", kind},
+                             {"appenders", n},
+                             {"record_bytes", size},
+                             {"durable_per_sec", s.per_sec},
+                             {"p50_us", s.p50_us},
+                             {"p99_us", s.p99_us},
+                             {"max_us", s.max_us},
+                             {"records", s.count},
+                             {"records_per_sync", s.records_per_sync},
+                             {"sync_us_avg", s.sync_us_avg},
+                             {"adjacent_floor_p50_us", floor.p50_us}});
   };
 
   // The disk of a shared machine drifts by 10x within seconds, so for each
@@ -469,13 +462,13 @@ int main(int argc, char** argv) {
       verdicts.push_back(line);
     }
   }
-  json << "\n  ]\n}\n";
   std::printf("\n");
   for (const auto& v : verdicts) std::printf("%s\n", v.c_str());
   if (!verdicts.empty()) std::printf("all targets %s\n", targets_ok ? "met" : "NOT met");
   if (!json_path.empty()) {
     std::ofstream out(json_path);
-    out << json.str();
+    // Bytes that are not UTF-8 (the CPU name, the command line) become U+FFFD.
+    out << json.dump(2, ' ', false, Json::error_handler_t::replace) << "\n";
     if (!out) std::fprintf(stderr, "could not write %s\n", json_path.c_str());
   }
   if (remove_dir) std::filesystem::remove_all(dir);

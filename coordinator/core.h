@@ -8,7 +8,7 @@
 // randomness or I/O of its own. Outputs collect in a Ready the caller drains
 // with TakeReady() after every input (see Ready for the ordering rule).
 //
-// Protocol (docs/design.md "Durability and the commit path (presumed abort)"):
+// Protocol (docs/design.md "Durability and the commit path (classic: presumed abort)"):
 //   * one participant involved: one-phase Prepare; its vote is the outcome.
 //   * several: PREPARE to all in parallel; all YES/READ_ONLY -> DECISION
 //     (forced) -> reply COMMITTED + COMMIT to every YES participant, re-sent
@@ -402,7 +402,7 @@ class CoordinatorCore {
   // A running core moves to `epoch` (> epoch()): its EPOCH record is persisted
   // (forced), every later message carries it, and new commits wait (refused
   // UNAVAILABLE) until the record is durable. The caller has made a majority
-  // of participants adopt it first (coordinator/README.md "Fencing").
+  // of participants adopt it first (coordinator/README.md "Epochs are owned").
   void BumpEpoch(uint64_t now_ms, Epoch epoch);
   // True while a forced EPOCH record is not yet durable.
   bool epoch_pending() const { return epoch_tag_ != 0; }

@@ -37,6 +37,7 @@
 #include "Coordinator.h"
 #include "Participant.h"
 #include "common/address.h"
+#include "common/failure_detector.h"
 #include "common/log.h"
 #include "dtx/client.h"
 #include "tests/harness.h"
@@ -534,7 +535,8 @@ TEST(FailoverTest, ParticipantKillDetectionAndOthersKeepCommitting) {
   std::sort(ms.begin(), ms.end());
   std::printf(
       "detection (SIGKILL real participant -> primary suspects it), 20 kills, heartbeat "
-      "100 ms, suspect-after 500 ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
+      "100 ms, suspect-after %llu ms: p50 %lld ms, p99 %lld ms, max %lld ms\n",
+      static_cast<unsigned long long>(kSuspectAfterMsDefault),
       static_cast<long long>(ms[ms.size() / 2]),
       static_cast<long long>(ms[std::min(ms.size() - 1, ms.size() * 99 / 100)]),
       static_cast<long long>(ms.back()));

@@ -6,7 +6,7 @@
 //                   [--log-level info] [--prepare-timeout-ms 2000]
 //                   [--role primary|backup] [--peer NAME=127.0.0.1:PEERPORT]
 //                   [--peer-client 127.0.0.1:PORT] [--peer-listen HOST:PORT]
-//                   [--heartbeat-ms 100] [--suspect-after-ms 500]
+//                   [--heartbeat-ms 100] [--suspect-after-ms 400]
 //                   [--failure-detector timeout|phi] [--phi-threshold 8]
 //                   [--replicate-timeout-ms 1000] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT] [--enable-failpoints]

@@ -853,7 +853,8 @@ TEST(ParticipantCoreTest, AdoptEpochGrantsEachEpochToOneCoordinatorOnly) {
 // checkpoint): a restarted participant still grants the epoch to that
 // coordinator's retry and to nobody else, and a refusal names the current
 // epoch and its owner (the coordinator's HaCore uses them to skip an epoch
-// nobody can have established; coordinator/README.md "Epoch livelock").
+// nobody can have established; coordinator/README.md "Skipping an epoch
+// nobody can establish").
 TEST(ParticipantCoreTest, AdoptedEpochOwnerSurvivesRestartAndCheckpointAndRefusalsNameIt) {
   Node n;
   Token a = n.AdoptEpoch(3, "c0");

@@ -41,7 +41,7 @@
 // A clean shutdown writes a last checkpoint, so the next start replays
 // little.
 //
-// Tracing (docs/observability.md "Span events on a participant"): with
+// Tracing (docs/observability.md "Span events on each node"): with
 // options.trace_events > 0 the runtime records span events of each txid in
 // trace_ (received, locked / conflict, logged, synced, voted, decided,
 // applied, acked, refused, in_doubt) and, at --log-level debug, in node.log;

@@ -1,6 +1,7 @@
 // dtx_fake_node: a test-only stand-in for dtx-participant / dtx-coordinator so
 // the supervisor and dtxctl can be tested without the real nodes. It takes the
-// nodes' flags (conventions.md), serves the client service its --name implies
+// nodes' flags (participant/main.cc, coordinator/main.cc; node/README.md
+// "Listeners and access"), serves the client service its --name implies
 // on --listen and the Admin service (GetStatus / ListInDoubt / SetFailpoint /
 // GetTrace) on --admin-listen, each with a stock TSimpleServer, and exits 0
 // on SIGTERM (over TLS with --certs-dir, plaintext with --insecure). Started

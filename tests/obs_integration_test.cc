@@ -11,6 +11,7 @@
 #include <cmath>
 #include <fstream>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -23,6 +24,14 @@ namespace dtx::testing {
 namespace {
 
 using ObsTest = ClusterTest;
+using Json = nlohmann::json;
+
+// `dtxctl trace --json` output parsed; an empty object if it is not one
+// JSON object.
+Json TraceJson(const CommandResult& r) {
+  Json j = Json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  return j.is_object() ? j : Json::object();
+}
 
 // Checks the text-format exposition of one node: every histogram series has
 // cumulative, non-decreasing buckets with increasing bounds ending in
@@ -264,9 +273,10 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
     r = cluster_.Dtxctl({"trace", Hex(txid), "--json", "--timeout-ms", "1000"}, 10000);
     last = r.Describe();
     // participant-1's own last event: its PREPARE is logged, not synced.
-    named = r.exit_code == 0 && r.out.find(
-                                    "\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\","
-                                    "\"last_event\":\"logged\"") != std::string::npos;
+    const Json waiting = TraceJson(r).value("waiting", Json());
+    named = r.exit_code == 0 && waiting.is_object() &&
+            waiting.value("node", "") == "participant-1" &&
+            waiting.value("phase", "") == "prepare" && waiting.value("last_event", "") == "logged";
   }
   EXPECT_TRUE(named) << last;
   // The text form says the same in words.
@@ -283,7 +293,8 @@ TEST_F(ObsTest, TraceNamesTheParticipantAndPhaseAStuckTransactionWaitsIn) {
   bool finished = false;
   for (int i = 0; i < 50 && !finished; ++i) {
     r = cluster_.Dtxctl({"trace", Hex(txid), "--json"}, 10000);
-    finished = r.exit_code == 0 && r.out.find("\"waiting\":null") != std::string::npos;
+    const Json trace = TraceJson(r);
+    finished = r.exit_code == 0 && trace.contains("waiting") && trace["waiting"].is_null();
     if (!finished) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(finished) << r.Describe();
@@ -301,13 +312,15 @@ TEST_F(ObsTest, TraceOfAFinishedTransactionStillPrintsTheOthersWhenANodeIsKilled
   CommandResult r;
   for (int i = 0; i < 50; ++i) {
     r = cluster_.Dtxctl({"trace", Hex(txid), "--json"}, 10000);
-    if (r.out.find("\"state\":\"complete\"") != std::string::npos) break;
+    if (TraceJson(r).value("state", "") == "complete") break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_EQ(0, r.exit_code) << r.Describe();
+  std::set<std::string> with_events;
+  for (const Json& e : TraceJson(r).value("events", Json::array()))
+    with_events.insert(e.value("node", ""));
   for (const char* n : {"coordinator-0", "participant-0", "participant-1", "participant-2"}) {
-    EXPECT_NE(std::string::npos, r.out.find(std::string("\"node\":\"") + n + "\",\"phase\""))
-        << n << r.out;
+    EXPECT_EQ(1u, with_events.count(n)) << n << r.out;
   }
   // Keep participant-2 down: stop the supervisor first, so nothing restarts it.
   auto sup = tools::ReadPidFile(cluster_.dir() + "/supervisor.pid");
@@ -327,9 +340,8 @@ TEST_F(ObsTest, TraceOfAFinishedTransactionStillPrintsTheOthersWhenANodeIsKilled
   EXPECT_NE(std::string::npos, r.out.find("coordinator-0   phase2    ended")) << r.Describe();
   r = cluster_.Dtxctl({"trace", Hex(txid), "--json"}, 10000);
   EXPECT_EQ(0, r.exit_code) << r.Describe();
-  EXPECT_NE(
-      std::string::npos,
-      r.out.find("\"unanswered\":[{\"node\":\"participant-2\",\"error\":\"connection refused\"}]"))
+  EXPECT_EQ(TraceJson(r).value("unanswered", Json()),
+            Json::parse(R"([{"node":"participant-2","error":"connection refused"}])"))
       << r.Describe();
 
   // dtxctl top shows it DOWN and the others up.

@@ -1,8 +1,10 @@
 #include "tools/trace_view.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 
 namespace dtx::tools {
@@ -259,11 +261,9 @@ std::optional<Waiting> FindWaiting(const std::vector<NodeAnswer>& nodes, int64_t
   return std::nullopt;
 }
 
-void AppendJsonNumber(std::string* out, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof(buf), "%.3f", v);
-  *out += buf;
-}
+// Milliseconds and seconds to 3 decimals (the text form's precision); a
+// non-finite value becomes null.
+double Round3(double v) { return std::round(v * 1000) / 1000; }
 
 }  // namespace
 
@@ -387,87 +387,58 @@ std::string RenderTraceText(const TraceReport& r) {
   return out;
 }
 
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x",
-                        static_cast<unsigned>(static_cast<unsigned char>(c)));
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string RenderTraceJson(const TraceReport& r) {
-  std::string out =
-      "{\"txid\":" + JsonString(r.txid.ToString()) + ",\"state\":" + JsonString(r.state);
-  out += ",\"nodes\":[";
-  for (size_t i = 0; i < r.nodes.size(); ++i) {
-    const NodeAnswer& n = r.nodes[i];
-    if (i) out += ",";
-    out += "{\"node\":" + JsonString(n.node) + ",\"answered\":" + (n.answered ? "true" : "false") +
-           ",\"events\":" + std::to_string(n.events.size());
-    if (!n.answered) out += ",\"error\":" + JsonString(n.error);
-    out += "}";
-  }
-  out += "],\"events\":[";
-  for (size_t i = 0; i < r.timeline.size(); ++i) {
-    const TimelineRow& row = r.timeline[i];
-    if (i) out += ",";
-    out += "{\"node\":" + JsonString(row.node) + ",\"phase\":" + JsonString(row.phase) +
-           ",\"event\":" + JsonString(row.event.event) +
-           ",\"detail\":" + JsonString(row.event.detail) +
-           ",\"unix_ns\":" + std::to_string(row.event.unix_ns) +
-           ",\"mono_ns\":" + std::to_string(row.event.mono_ns) +
-           ",\"seq\":" + std::to_string(row.event.seq) + ",\"offset_ms\":";
-    AppendJsonNumber(&out, row.offset_ms);
-    out += ",\"since_prev_ms\":";
-    AppendJsonNumber(&out, row.since_prev_ms);
-    out += "}";
-  }
-  out += "],\"phases\":[";
-  for (size_t i = 0; i < r.phases.size(); ++i) {
-    const PhaseSpan& p = r.phases[i];
-    if (i) out += ",";
-    out +=
-        "{\"node\":" + JsonString(p.node) + ",\"phase\":" + JsonString(p.phase) + ",\"start_ms\":";
-    AppendJsonNumber(&out, p.start_ms);
-    out += ",\"duration_ms\":";
-    AppendJsonNumber(&out, p.duration_ms);
-    out += ",\"events\":" + std::to_string(p.events) + "}";
-  }
-  out += "],\"unanswered\":[";
-  bool first = true;
+  using Json = nlohmann::ordered_json;  // keys in the order written
+  Json nodes = Json::array();
   for (const NodeAnswer& n : r.nodes) {
-    if (n.answered) continue;
-    if (!first) out += ",";
-    first = false;
-    out += "{\"node\":" + JsonString(n.node) + ",\"error\":" + JsonString(n.error) + "}";
+    Json node = {{"node", n.node}, {"answered", n.answered}, {"events", n.events.size()}};
+    if (!n.answered) node["error"] = n.error;
+    nodes.push_back(std::move(node));
   }
-  out += "],\"waiting\":";
+  Json events = Json::array();
+  for (const TimelineRow& row : r.timeline) {
+    events.push_back({{"node", row.node},
+                      {"phase", row.phase},
+                      {"event", row.event.event},
+                      {"detail", row.event.detail},
+                      {"unix_ns", row.event.unix_ns},
+                      {"mono_ns", row.event.mono_ns},
+                      {"seq", row.event.seq},
+                      {"offset_ms", Round3(row.offset_ms)},
+                      {"since_prev_ms", Round3(row.since_prev_ms)}});
+  }
+  Json phases = Json::array();
+  for (const PhaseSpan& p : r.phases) {
+    phases.push_back({{"node", p.node},
+                      {"phase", p.phase},
+                      {"start_ms", Round3(p.start_ms)},
+                      {"duration_ms", Round3(p.duration_ms)},
+                      {"events", p.events}});
+  }
+  Json unanswered = Json::array();
+  for (const NodeAnswer& n : r.nodes) {
+    if (!n.answered) unanswered.push_back({{"node", n.node}, {"error", n.error}});
+  }
+  Json waiting = nullptr;
   if (r.waiting) {
     const Waiting& w = *r.waiting;
-    out += "{\"node\":" + JsonString(w.node) + ",\"phase\":" + JsonString(w.phase) +
-           ",\"last_event\":" + JsonString(w.last_event) + ",\"for_s\":";
-    AppendJsonNumber(&out, w.for_s);
-    out += ",\"text\":" + JsonString(w.text) + "}";
-  } else {
-    out += "null";
+    waiting = {{"node", w.node},
+               {"phase", w.phase},
+               {"last_event", w.last_event},
+               {"for_s", Round3(w.for_s)},
+               {"text", w.text}};
   }
-  out += "}\n";
-  return out;
+  Json out = Json::object();
+  out["txid"] = r.txid.ToString();
+  out["state"] = r.state;
+  out["nodes"] = std::move(nodes);
+  out["events"] = std::move(events);
+  out["phases"] = std::move(phases);
+  out["unanswered"] = std::move(unanswered);
+  out["waiting"] = std::move(waiting);
+  // A detail is bytes from a node (a key may be in it): what is not UTF-8
+  // becomes U+FFFD instead of an exception.
+  return out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace dtx::tools

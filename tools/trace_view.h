@@ -89,11 +89,10 @@ TraceReport AnalyzeTrace(const TxId& txid, std::vector<NodeAnswer> nodes, int64_
 // (...)" per silent node, and the "waiting:" line.
 std::string RenderTraceText(const TraceReport& report);
 
-// One JSON object: {"txid","state","nodes":[...],"events":[...],"phases":[...],
-// "unanswered":[{"node","error"}],"waiting":{...}|null}.
+// One JSON object on one line: {"txid","state","nodes":[...],"events":[...],
+// "phases":[...],"unanswered":[{"node","error"}],"waiting":{...}|null};
+// times in ms (for_s in s) to 3 decimals. Bytes in a detail or an error
+// that are not UTF-8 are written as U+FFFD.
 std::string RenderTraceJson(const TraceReport& report);
-
-// JSON string literal (quotes included) with \" \\ \n \t and \u00XX escapes.
-std::string JsonString(std::string_view s);
 
 }  // namespace dtx::tools

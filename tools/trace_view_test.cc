@@ -5,8 +5,21 @@
 
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 namespace dtx::tools {
 namespace {
+
+using Json = nlohmann::json;
+
+// RenderTraceJson's output parsed back; a failure (and an empty object) if
+// it is not one JSON object.
+Json Parsed(const TraceReport& r) {
+  const std::string text = RenderTraceJson(r);
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(j.is_object()) << text;
+  return j.is_object() ? j : Json::object();
+}
 
 constexpr int64_t kT0 = 1'700'000'000'000'000'000;  // unix ns
 constexpr int64_t kMs = 1'000'000;
@@ -92,9 +105,18 @@ TEST(AnalyzeTrace, FinishedTwoPhaseCommitIsCompleteWithPhasesPerNode) {
   const std::string text = RenderTraceText(r);
   EXPECT_NE(std::string::npos, text.find("participant-1: no events for this txid")) << text;
   EXPECT_NE(std::string::npos, text.find("state: complete")) << text;
-  const std::string json = RenderTraceJson(r);
-  EXPECT_NE(std::string::npos, json.find("\"state\":\"complete\"")) << json;
-  EXPECT_NE(std::string::npos, json.find("\"waiting\":null")) << json;
+  const Json json = Parsed(r);
+  EXPECT_EQ(json.value("txid", ""), (TxId{1, 2}).ToString()) << json;
+  EXPECT_EQ(json.value("state", ""), "complete") << json;
+  EXPECT_TRUE(json.contains("waiting") && json["waiting"].is_null()) << json;
+  ASSERT_EQ(json.value("events", Json::array()).size(), r.timeline.size()) << json;
+  const Json& first = json["events"][0];
+  EXPECT_EQ(first.value("node", ""), "coordinator-0") << first;
+  EXPECT_EQ(first.value("event", ""), "received") << first;
+  EXPECT_EQ(first.value("unix_ns", int64_t{0}), kT0) << first;
+  EXPECT_EQ(first.value("offset_ms", -1.0), 0.0) << first;
+  EXPECT_EQ(json.value("phases", Json::array()).size(), r.phases.size()) << json;
+  EXPECT_EQ(json.value("unanswered", Json::object()), Json::array()) << json;
 }
 
 TEST(AnalyzeTrace, NamesTheParticipantThatHasNotVotedAndItsLastStep) {
@@ -117,10 +139,14 @@ TEST(AnalyzeTrace, NamesTheParticipantThatHasNotVotedAndItsLastStep) {
       std::string::npos,
       r.waiting->text.find("participant-1 in prepare (logged, not yet synced/voted) for 2.3 s"))
       << r.waiting->text;
-  const std::string json = RenderTraceJson(r);
-  EXPECT_NE(std::string::npos,
-            json.find("\"waiting\":{\"node\":\"participant-1\",\"phase\":\"prepare\""))
-      << json;
+  const Json json = Parsed(r);
+  EXPECT_EQ(json.value("state", ""), "waiting") << json;
+  const Json waiting = json.value("waiting", Json());
+  EXPECT_EQ(waiting.value("node", ""), "participant-1") << json;
+  EXPECT_EQ(waiting.value("phase", ""), "prepare") << json;
+  EXPECT_EQ(waiting.value("last_event", ""), "logged") << json;
+  EXPECT_NEAR(waiting.value("for_s", -1.0), r.waiting->for_s, 0.0005) << json;
+  EXPECT_EQ(waiting.value("text", ""), r.waiting->text) << json;
 }
 
 TEST(AnalyzeTrace, SilentNodeIsMarkedAndStillTheOthersArePrinted) {
@@ -139,10 +165,14 @@ TEST(AnalyzeTrace, SilentNodeIsMarkedAndStillTheOthersArePrinted) {
   EXPECT_EQ("participant-0", r.waiting->node);
   const std::string text = RenderTraceText(r);
   EXPECT_NE(std::string::npos, text.find("participant-1: NO ANSWER (connection refused)")) << text;
-  const std::string json = RenderTraceJson(r);
-  EXPECT_NE(
-      std::string::npos,
-      json.find("\"unanswered\":[{\"node\":\"participant-1\",\"error\":\"connection refused\"}]"))
+  const Json json = Parsed(r);
+  EXPECT_EQ(json.value("unanswered", Json()),
+            Json::parse(R"([{"node":"participant-1","error":"connection refused"}])"))
+      << json;
+  const Json answers = json.value("nodes", Json::array());
+  ASSERT_EQ(answers.size(), 3u) << json;
+  EXPECT_EQ(answers[2], Json::parse(R"({"node":"participant-1","answered":false,"events":0,)"
+                                    R"("error":"connection refused"})"))
       << json;
 }
 
@@ -208,7 +238,23 @@ TEST(AnalyzeTrace, NoEventsAnywhereIsNotFound) {
   EXPECT_NE(std::string::npos, RenderTraceText(r).find("no node that answered knows this txid"));
 }
 
-TEST(JsonString, Escapes) { EXPECT_EQ("\"a\\\"b\\\\c\\nd\\u0001\"", JsonString("a\"b\\c\nd\x01")); }
+TEST(RenderTraceJson, DetailsWithQuotesControlBytesAndNonUtf8StayOneValidObject) {
+  const std::string odd = "key \"a\\b\"\nnext\x01";
+  std::vector<NodeAnswer> nodes = {
+      Node("coordinator-0", {Ev("received", 0, odd), Ev("prepare", 1, "bad \xff\xfe utf-8")}),
+      Silent("participant-0", "refused \"x\""),
+  };
+  TraceReport r = AnalyzeTrace(TxId{1, 2}, nodes, kT0 + 5 * kMs);
+  const std::string text = RenderTraceJson(r);
+  EXPECT_EQ(text.back(), '\n');
+  EXPECT_EQ(text.find('\n'), text.size() - 1) << "one line: " << text;
+  const Json json = Parsed(r);
+  ASSERT_EQ(json.value("events", Json::array()).size(), 2u) << text;
+  EXPECT_EQ(json["events"][0].value("detail", ""), odd);
+  // Not UTF-8: each bad byte is U+FFFD, the rest is kept.
+  EXPECT_EQ(json["events"][1].value("detail", ""), "bad \uFFFD\uFFFD utf-8");
+  EXPECT_EQ(json["unanswered"][0].value("error", ""), "refused \"x\"");
+}
 
 }  // namespace
 }  // namespace dtx::tools

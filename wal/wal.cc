@@ -22,7 +22,7 @@ namespace f = format;
 // (<= 16 MiB + header) or kReadChunkBytes in memory at once, whatever the
 // length fields or the file size say.
 constexpr size_t kReadChunkBytes = 1u << 20;
-// The torn-tail check (docs/wal-format.md, "Torn tail or corruption") may
+// The torn-tail check (docs/wal-format.md "Recovery rules (Open)", rule 6) may
 // checksum candidate records after a bad one; past this many bytes of
 // checksumming it gives up and calls the segment corrupt (the safe answer).
 constexpr uint64_t kTornScanCrcBytesMax = 1ull << 30;
@@ -169,7 +169,7 @@ Result<Decoded> DecodeAt(SegmentReader& reader, uint64_t off) {
 }
 
 // Is there a valid frame starting anywhere in (bad_off, size)? See
-// docs/wal-format.md "Torn tail or corruption". Returns its offset, or 0.
+// docs/wal-format.md "Recovery rules (Open)", rule 6. Returns its offset, or 0.
 // Candidates are pre-filtered on the header in place (zero runs fail at once);
 // only plausible ones are checksummed.
 Result<uint64_t> FindValidFrameAfter(SegmentReader& reader, uint64_t bad_off) {

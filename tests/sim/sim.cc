@@ -1994,8 +1994,8 @@ void World::AdversaryNext() {
     // new (no is_retry: a misbehaving client; its answers are not judged,
     // what they do to everyone else is). Only while that client holds no
     // outcome: a retry after COMMITTED or ABORTED needs the client sessions
-    // that do not exist yet (README.md "Known gap: retries after an
-    // outcome").
+    // that do not exist yet (README.md "Known gap: aborts are
+    // forgotten").
     rpc::CommitRequest req = seen->request;
     const bool retry = rng_.Chance(0.5);
     if (retry) req.__set_is_retry(true);
