@@ -1,9 +1,11 @@
 // dtx-obs-overhead-bench: nanoseconds per hot-path observability call
-// (counter increment, histogram observe, gauge set, trace record), on one
-// thread and on two threads at once (same object: worst-case cache-line
-// sharing; separate objects: the usual per-phase layout), plus the cost of a
-// full scrape (Registry::Serialize) and of a trace Lookup over a full ring.
-// Not a test: prints a table. Numbers depend on the machine's load.
+// (prometheus-cpp counter increment, histogram observe, gauge set; trace
+// record), on one thread and on two threads at once (same object: worst-case
+// cache-line sharing and, for histograms, lock contention; separate objects:
+// the usual per-phase layout), plus the cost of a full scrape (Collect and
+// prometheus::TextSerializer of a node-shaped registry) and of a trace Lookup
+// over a full ring. Not a test: prints a table. Numbers depend on the
+// machine's load.
 #include <boost/program_options.hpp>
 #include <time.h>
 
@@ -17,13 +19,26 @@
 #include <thread>
 #include <vector>
 
-#include "common/metrics.h"
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
 #include "common/process_stats.h"
+#include "common/prometheus_support.h"
 #include "common/trace.h"
 
 namespace po = boost::program_options;
 using namespace dtx;
 using namespace dtx::obs;
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Counter;
+using prometheus::Gauge;
+using prometheus::Histogram;
 
 namespace {
 
@@ -100,15 +115,21 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  Registry r;
-  auto& commits = r.AddCounterFamily("dtx_commits_total", "Commits.", {"thread"});
-  Counter& shared_counter = r.AddCounter("dtx_shared_total", "Shared.");
-  Counter* own_counter[2] = {&commits.Get({"0"}), &commits.Get({"1"})};
-  auto& phase = r.AddHistogramFamily("dtx_phase_seconds", "Phase latency.", LatencyBucketsSeconds(),
-                                     {"phase"});
-  Histogram& shared_hist = r.AddHistogram("dtx_total_seconds", "Total.", LatencyBucketsSeconds());
-  Histogram* own_hist[2] = {&phase.Get({"prepare"}), &phase.Get({"decision"})};
-  Gauge* own_gauge[2] = {&r.AddGauge("dtx_g0", "G0."), &r.AddGauge("dtx_g1", "G1.")};
+  prometheus::Registry r;
+  auto& commits = BuildCounter().Name("dtx_commits_total").Help("Commits.").Register(r);
+  Counter& shared_counter =
+      BuildCounter().Name("dtx_shared_total").Help("Shared.").Register(r).Add({});
+  Counter* own_counter[2] = {&commits.Add({{"thread", "0"}}), &commits.Add({{"thread", "1"}})};
+  auto& phase = BuildHistogram().Name("dtx_phase_seconds").Help("Phase latency.").Register(r);
+  Histogram& shared_hist = BuildHistogram()
+                               .Name("dtx_total_seconds")
+                               .Help("Total.")
+                               .Register(r)
+                               .Add({}, LatencyBucketsSeconds());
+  Histogram* own_hist[2] = {&phase.Add({{"phase", "prepare"}}, LatencyBucketsSeconds()),
+                            &phase.Add({{"phase", "decision"}}, LatencyBucketsSeconds())};
+  auto& gauges = BuildGauge().Name("dtx_g").Help("G.").Register(r);
+  Gauge* own_gauge[2] = {&gauges.Add({{"g", "0"}}), &gauges.Add({{"g", "1"}})};
   TraceRing ring;  // default size, as a node has it
 
   std::printf("ns per call (wall, per thread; %llu calls per thread; min of %d runs)\n",
@@ -116,14 +137,14 @@ int main(int argc, char** argv) {
   std::printf("%-44s %9s %9s\n", "operation", "1 thread", "2 threads");
 
   auto counter_shared = [&](int, uint64_t n) {
-    for (uint64_t i = 0; i < n; ++i) shared_counter.Inc();
+    for (uint64_t i = 0; i < n; ++i) shared_counter.Increment();
   };
   auto counter_own = [&](int t, uint64_t n) {
-    for (uint64_t i = 0; i < n; ++i) own_counter[t]->Inc();
+    for (uint64_t i = 0; i < n; ++i) own_counter[t]->Increment();
   };
-  Row("Counter::Inc, same counter", Measure(1, iterations, counter_shared),
+  Row("Counter::Increment, same counter", Measure(1, iterations, counter_shared),
       Measure(2, iterations, counter_shared));
-  Row("Counter::Inc, one counter per thread", Measure(1, iterations, counter_own),
+  Row("Counter::Increment, one counter per thread", Measure(1, iterations, counter_own),
       Measure(2, iterations, counter_own));
 
   auto hist_shared = [&](int, uint64_t n) {
@@ -183,35 +204,48 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(ring.recorded()));
 
   // A registry shaped like a node's: ~20 families, ~60 series.
-  Registry node;
-  auto& aborts = node.AddCounterFamily("dtx_aborts_total", "Aborts by reason.", {"reason"});
+  prometheus::Registry node;
+  auto& aborts = BuildCounter().Name("dtx_aborts_total").Help("Aborts by reason.").Register(node);
   for (const char* reason :
        {"conflict", "participant_unavailable", "timeout", "client_abort", "coordinator_failover"}) {
-    aborts.Get({reason}).Inc(7);
+    aborts.Add({{"reason", reason}}).Increment(7);
   }
-  node.AddCounter("dtx_commits_total", "Commits.").Inc(1000);
-  auto& phases = node.AddHistogramFamily("dtx_phase_seconds", "Phase latency.",
-                                         LatencyBucketsSeconds(), {"phase"});
+  BuildCounter().Name("dtx_commits_total").Help("Commits.").Register(node).Add({}).Increment(1000);
+  auto& phases = BuildHistogram().Name("dtx_phase_seconds").Help("Phase latency.").Register(node);
   for (const char* p : {"prepare", "decision", "phase2", "total", "read"}) {
-    for (int i = 0; i < 100; ++i) phases.Get({p}).Observe(i * 1e-4);
+    Histogram& h = phases.Add({{"phase", p}}, LatencyBucketsSeconds());
+    for (int i = 0; i < 100; ++i) h.Observe(i * 1e-4);
   }
-  node.AddHistogram("dtx_wal_sync_seconds", "WAL sync latency.", LatencyBucketsSeconds())
+  BuildHistogram()
+      .Name("dtx_wal_sync_seconds")
+      .Help("WAL sync latency.")
+      .Register(node)
+      .Add({}, LatencyBucketsSeconds())
       .Observe(0.002);
-  node.AddHistogram("dtx_wal_records_per_sync", "Records per sync.", ExponentialBuckets(1, 2, 12))
+  BuildHistogram()
+      .Name("dtx_wal_records_per_sync")
+      .Help("Records per sync.")
+      .Register(node)
+      .Add({}, ExponentialBuckets(1, 2, 12))
       .Observe(8);
-  auto& hb = node.AddGaugeFamily("dtx_heartbeat_age_seconds", "Heartbeat age.", {"peer"});
-  for (int p = 0; p < 8; ++p) hb.Get({"participant-" + std::to_string(p)}).Set(0.1);
-  node.AddGauge("dtx_in_doubt", "In doubt.").Set(0);
-  node.AddGauge("dtx_lock_table_entries", "Locks.").Set(100);
-  RegisterProcessMetrics(&node);
+  auto& hb = BuildGauge().Name("dtx_heartbeat_age_seconds").Help("Heartbeat age.").Register(node);
+  for (int p = 0; p < 8; ++p) hb.Add({{"peer", "participant-" + std::to_string(p)}}).Set(0.1);
+  BuildGauge().Name("dtx_in_doubt").Help("In doubt.").Register(node).Add({}).Set(0);
+  BuildGauge().Name("dtx_lock_table_entries").Help("Locks.").Register(node).Add({}).Set(100);
+  const ProcessCollector process;
   size_t bytes = 0;
   double scrape_us = Measure(1, 200,
                              [&](int, uint64_t n) {
-                               for (uint64_t i = 0; i < n; ++i) bytes = node.Serialize().size();
+                               for (uint64_t i = 0; i < n; ++i) {
+                                 std::vector<prometheus::MetricFamily> families = node.Collect();
+                                 for (prometheus::MetricFamily& f : process.Collect())
+                                   families.push_back(std::move(f));
+                                 bytes = prometheus::TextSerializer().Serialize(families).size();
+                               }
                              }) /
                      1000.0;
-  std::printf("Registry::Serialize of a node-shaped registry: %.1f us (%zu bytes)\n", scrape_us,
-              bytes);
+  std::printf("Collect + TextSerializer of a node-shaped registry: %.1f us (%zu bytes)\n",
+              scrape_us, bytes);
   double lookup_us = Measure(1, 20,
                              [&](int, uint64_t n) {
                                for (uint64_t i = 0; i < n; ++i)

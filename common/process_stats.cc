@@ -5,11 +5,11 @@
 
 #include <cerrno>
 #include <charconv>
-#include <cmath>
-#include <limits>
 #include <string>
+#include <utility>
 
-#include "common/metrics.h"
+#include <prometheus/client_metric.h>
+#include <prometheus/metric_type.h>
 
 namespace dtx::obs {
 
@@ -80,21 +80,37 @@ Result<ProcessStats> ReadProcessStats() {
                        ::sysconf(_SC_PAGESIZE));
 }
 
-void RegisterProcessMetrics(Registry* registry) {
-  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-  registry->AddCounterCallback("process_cpu_seconds_total",
-                               "Total user and system CPU time spent in seconds.", [] {
-                                 auto s = ReadProcessStats();
-                                 return s.ok() ? s->cpu_seconds : kNaN;
-                               });
-  registry->AddGaugeCallback("process_resident_memory_bytes", "Resident memory size in bytes.", [] {
-    auto s = ReadProcessStats();
-    return s.ok() ? static_cast<double>(s->resident_memory_bytes) : kNaN;
-  });
-  registry->AddGaugeCallback("process_virtual_memory_bytes", "Virtual memory size in bytes.", [] {
-    auto s = ReadProcessStats();
-    return s.ok() ? static_cast<double>(s->virtual_memory_bytes) : kNaN;
-  });
+namespace {
+prometheus::MetricFamily OneValue(const char* name, const char* help, prometheus::MetricType type,
+                                  double value) {
+  prometheus::ClientMetric m;
+  if (type == prometheus::MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  return prometheus::MetricFamily{.name = name, .help = help, .type = type, .metric = {m}};
+}
+}  // namespace
+
+std::vector<prometheus::MetricFamily> ProcessCollector::Families(const ProcessStats& s) {
+  std::vector<prometheus::MetricFamily> out;
+  out.push_back(OneValue("process_cpu_seconds_total",
+                         "Total user and system CPU time spent in seconds.",
+                         prometheus::MetricType::Counter, s.cpu_seconds));
+  out.push_back(OneValue("process_resident_memory_bytes", "Resident memory size in bytes.",
+                         prometheus::MetricType::Gauge,
+                         static_cast<double>(s.resident_memory_bytes)));
+  out.push_back(OneValue("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                         prometheus::MetricType::Gauge,
+                         static_cast<double>(s.virtual_memory_bytes)));
+  return out;
+}
+
+std::vector<prometheus::MetricFamily> ProcessCollector::Collect() const {
+  auto s = ReadProcessStats();
+  if (!s.ok()) return {};
+  return Families(*s);
 }
 
 }  // namespace dtx::obs

@@ -3,67 +3,90 @@
 //   dtx_wal_sync_seconds, dtx_wal_records_per_sync  histograms, one observation
 //       per group commit, fed by wal::Options::on_sync on the WAL's flusher thread;
 //   dtx_wal_syncs_total, dtx_wal_records_synced_total, dtx_wal_sync_seconds_total
-//       counters, copied from wal::Log::stats() by Update().
+//       counters, advanced to wal::Log::stats() by Update().
 //
-// Thread-safety: Hook's callback runs on the flusher thread (Histogram::Observe
-// is thread-safe); Update() may run on any thread; scrapes read atomics.
-// Lifetime: a WalMetrics must outlive every Log whose options it hooked, and
-// the Registry's scrapes (its counter callbacks capture `this`).
+// Thread-safety: Hook's callback runs on the flusher thread
+// (prometheus::Histogram::Observe is thread-safe); Update() must always run on
+// the same thread (the node's loop thread: it keeps the totals it last saw).
+// Lifetime: a WalMetrics must outlive every Log whose options it hooked; the
+// registry must outlive the WalMetrics.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 
-#include "common/metrics.h"
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/prometheus_support.h"
 #include "wal/wal.h"
 
 namespace dtx::obs {
 
 class WalMetrics {
  public:
-  explicit WalMetrics(Registry& r)
-      : sync_(r.AddHistogram("dtx_wal_sync_seconds",
-                             "WAL fdatasync latency per group commit (the batch's syncs; two when "
-                             "it sealed a segment).",
-                             LatencyBucketsSeconds())),
-        records_per_sync_(r.AddHistogram("dtx_wal_records_per_sync",
-                                         "Records made durable by one WAL group commit.",
-                                         ExponentialBuckets(1, 2, 12))) {
-    r.AddCounterCallback("dtx_wal_syncs_total", "WAL fdatasync calls that succeeded.", [this] {
-      return static_cast<double>(syncs_.load(std::memory_order_relaxed));
-    });
-    r.AddCounterCallback("dtx_wal_records_synced_total", "WAL records made durable.", [this] {
-      return static_cast<double>(records_synced_.load(std::memory_order_relaxed));
-    });
-    r.AddCounterCallback(
-        "dtx_wal_sync_seconds_total", "Time spent in successful WAL fdatasync calls.", [this] {
-          return static_cast<double>(sync_micros_.load(std::memory_order_relaxed)) * 1e-6;
-        });
-  }
+  explicit WalMetrics(prometheus::Registry& r)
+      : sync_(prometheus::BuildHistogram()
+                  .Name("dtx_wal_sync_seconds")
+                  .Help("WAL fdatasync latency per group commit (the batch's syncs; two when it "
+                        "sealed a segment).")
+                  .Register(r)
+                  .Add({}, LatencyBucketsSeconds())),
+        records_per_sync_(prometheus::BuildHistogram()
+                              .Name("dtx_wal_records_per_sync")
+                              .Help("Records made durable by one WAL group commit.")
+                              .Register(r)
+                              .Add({}, ExponentialBuckets(1, 2, 12))),
+        syncs_(prometheus::BuildCounter()
+                   .Name("dtx_wal_syncs_total")
+                   .Help("WAL fdatasync calls that succeeded.")
+                   .Register(r)
+                   .Add({})),
+        records_synced_(prometheus::BuildCounter()
+                            .Name("dtx_wal_records_synced_total")
+                            .Help("WAL records made durable.")
+                            .Register(r)
+                            .Add({})),
+        sync_seconds_(prometheus::BuildCounter()
+                          .Name("dtx_wal_sync_seconds_total")
+                          .Help("Time spent in successful WAL fdatasync calls.")
+                          .Register(r)
+                          .Add({})) {}
   WalMetrics(const WalMetrics&) = delete;
   WalMetrics& operator=(const WalMetrics&) = delete;
 
   // Sets options.on_sync to feed the histograms.
   void Hook(wal::Options& options) {
     options.on_sync = [this](uint64_t records, uint64_t /*bytes*/, uint64_t sync_ns) {
-      sync_.ObserveNs(sync_ns);
+      sync_.Observe(static_cast<double>(sync_ns) * 1e-9);
       records_per_sync_.Observe(static_cast<double>(records));
     };
   }
 
-  // Copies the log's running totals into the counters.
+  // Advances the counters by what the log's running totals grew since the
+  // last call. A log opened anew (its totals restart from 0) adds all of its
+  // totals, so the counters never go down.
   void Update(const wal::Stats& s) {
-    syncs_.store(s.syncs, std::memory_order_relaxed);
-    records_synced_.store(s.records_synced, std::memory_order_relaxed);
-    sync_micros_.store(s.sync_micros_total, std::memory_order_relaxed);
+    Advance(syncs_, seen_.syncs, s.syncs, 1);
+    Advance(records_synced_, seen_.records_synced, s.records_synced, 1);
+    Advance(sync_seconds_, seen_.sync_micros, s.sync_micros_total, 1e-6);
   }
 
  private:
-  Histogram& sync_;
-  Histogram& records_per_sync_;
-  std::atomic<uint64_t> syncs_{0};
-  std::atomic<uint64_t> records_synced_{0};
-  std::atomic<uint64_t> sync_micros_{0};
+  static void Advance(prometheus::Counter& c, uint64_t& last, uint64_t now, double unit) {
+    const uint64_t delta = now >= last ? now - last : now;
+    if (delta != 0) c.Increment(static_cast<double>(delta) * unit);
+    last = now;
+  }
+
+  prometheus::Histogram& sync_;
+  prometheus::Histogram& records_per_sync_;
+  prometheus::Counter& syncs_;
+  prometheus::Counter& records_synced_;
+  prometheus::Counter& sync_seconds_;
+  struct {
+    uint64_t syncs = 0, records_synced = 0, sync_micros = 0;
+  } seen_;
 };
 
 }  // namespace dtx::obs

@@ -12,8 +12,13 @@
 #include "CoordinatorPeer.h"
 #include "common/event_loop.h"
 #include "common/log.h"
-#include "common/metrics.h"
-#include "common/process_stats.h"
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/prometheus_support.h"
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
@@ -34,26 +39,38 @@ constexpr uint64_t kTickIntervalMs = 10;
 constexpr uint64_t kTruncateIntervalMs = 1000;
 }  // namespace
 
-// The coordinator's metrics (names in docs/observability.md). Counters and
-// histograms are updated where things happen (loop thread); gauges are set
-// from the tick (loop thread); WAL totals are snapshotted into atomics on the
-// tick and read by scrape-time callbacks.
+// The coordinator's metrics (names in docs/observability.md), in node_'s
+// prometheus-cpp registry. Counters and histograms are updated where things
+// happen (loop thread); gauges and the counters that follow the core's and the
+// WAL's totals are set from the tick (loop thread). Every child the tick
+// touches is created once and kept: Family::Add allocates.
 struct CoordinatorMetrics {
-  explicit CoordinatorMetrics(obs::Registry& r);
-  obs::Counter& commits;
-  obs::CounterFamily& aborts;             // reason: AbortReasonName() (the core's abort reasons)
-  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value; client_abort never set here
-  obs::Counter& outcomes_unknown;
-  obs::HistogramFamily& phase;  // phase: prepare, decision, phase2, total
-  obs::Histogram& prepare;
-  obs::Histogram& decision;
-  obs::Histogram& phase2;
-  obs::Histogram& total;
-  obs::GaugeFamily& role;
-  obs::Gauge& epoch;
-  obs::Gauge& in_flight;
-  obs::GaugeFamily& heartbeat_age;  // peer: address; -1 never heard
-  obs::GaugeFamily& suspected;
+  explicit CoordinatorMetrics(prometheus::Registry& r);
+  // The heartbeat-age and suspected gauges of `peer`, created on first use.
+  struct PeerGauges {
+    prometheus::Gauge* heartbeat_age;  // seconds; -1 never heard
+    prometheus::Gauge* suspected;      // 0 or 1
+  };
+  PeerGauges& Peer(const std::string& peer);
+
+  prometheus::Counter& commits;
+  prometheus::Family<prometheus::Counter>& aborts;  // reason: AbortReasonName()
+  // index: AbortReason value; client_abort is never set here
+  prometheus::Counter* abort_by_reason[6] = {};
+  prometheus::Counter& outcomes_unknown;
+  prometheus::Family<prometheus::Histogram>& phase;  // phase: prepare, decision, phase2, total
+  prometheus::Histogram& prepare;
+  prometheus::Histogram& decision;
+  prometheus::Histogram& phase2;
+  prometheus::Histogram& total;
+  prometheus::Family<prometheus::Gauge>& role;
+  std::map<std::string, prometheus::Gauge*> role_by_name;  // primary, backup, starting
+  prometheus::Gauge& epoch;
+  prometheus::Gauge& in_flight;
+  prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: address
+  prometheus::Family<prometheus::Gauge>& suspected;
+  // Configured participants and the peer coordinator: bounded by the config.
+  std::map<std::string, PeerGauges> peers;
   obs::WalMetrics wal;  // common/wal_metrics.h
   // The core's counts at the last tick (loop thread), fed into the counters.
   struct CoreSeen {
@@ -322,45 +339,77 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
 
 // ---- metrics --------------------------------------------------------------------------
 
-CoordinatorMetrics::CoordinatorMetrics(obs::Registry& r)
-    : commits(r.AddCounter("dtx_commits_total",
-                           "Transactions committed (2PC, one-phase and read-only).")),
-      aborts(
-          r.AddCounterFamily("dtx_aborts_total", "Transactions aborted, by reason.", {"reason"})),
-      outcomes_unknown(r.AddCounter("dtx_outcomes_unknown_total",
-                                    "Commit requests answered UNKNOWN (e.g. on a step-down).")),
-      phase(r.AddHistogramFamily(
-          "dtx_phase_seconds",
-          "Commit phases: prepare (first PREPARE sent to last vote), decision (DECISION "
-          "appended to commit point), phase2 (commit point to END appended), total "
-          "(request received to result sent).",
-          obs::LatencyBucketsSeconds(), {"phase"})),
-      prepare(phase.Get({"prepare"})),
-      decision(phase.Get({"decision"})),
-      phase2(phase.Get({"phase2"})),
-      total(phase.Get({"total"})),
-      role(r.AddGaugeFamily(
-          "dtx_role", "1 for the node's current role (starting: a primary not yet established).",
-          {"role"})),
-      epoch(r.AddGauge("dtx_epoch", "The coordinator's epoch.")),
-      in_flight(r.AddGauge("dtx_in_flight", "Transactions in the core (undecided or committing).")),
-      heartbeat_age(r.AddGaugeFamily(
-          "dtx_heartbeat_age_seconds",
-          "Seconds since this peer last answered a heartbeat (-1: never).", {"peer"})),
-      suspected(r.AddGaugeFamily("dtx_peer_suspected", "1 if this peer is suspected.", {"peer"})),
+CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r)
+    : commits(prometheus::BuildCounter()
+                  .Name("dtx_commits_total")
+                  .Help("Transactions committed (2PC, one-phase and read-only).")
+                  .Register(r)
+                  .Add({})),
+      aborts(prometheus::BuildCounter()
+                 .Name("dtx_aborts_total")
+                 .Help("Transactions aborted, by reason.")
+                 .Register(r)),
+      outcomes_unknown(prometheus::BuildCounter()
+                           .Name("dtx_outcomes_unknown_total")
+                           .Help("Commit requests answered UNKNOWN (e.g. on a step-down).")
+                           .Register(r)
+                           .Add({})),
+      phase(prometheus::BuildHistogram()
+                .Name("dtx_phase_seconds")
+                .Help("Commit phases: prepare (first PREPARE sent to last vote), decision "
+                      "(DECISION appended to commit point), phase2 (commit point to END "
+                      "appended), total (request received to result sent).")
+                .Register(r)),
+      prepare(phase.Add({{"phase", "prepare"}}, obs::LatencyBucketsSeconds())),
+      decision(phase.Add({{"phase", "decision"}}, obs::LatencyBucketsSeconds())),
+      phase2(phase.Add({{"phase", "phase2"}}, obs::LatencyBucketsSeconds())),
+      total(phase.Add({{"phase", "total"}}, obs::LatencyBucketsSeconds())),
+      role(prometheus::BuildGauge()
+               .Name("dtx_role")
+               .Help("1 for the node's current role (starting: a primary not yet established).")
+               .Register(r)),
+      epoch(prometheus::BuildGauge()
+                .Name("dtx_epoch")
+                .Help("The coordinator's epoch.")
+                .Register(r)
+                .Add({})),
+      in_flight(prometheus::BuildGauge()
+                    .Name("dtx_in_flight")
+                    .Help("Transactions in the core (undecided or committing).")
+                    .Register(r)
+                    .Add({})),
+      heartbeat_age(prometheus::BuildGauge()
+                        .Name("dtx_heartbeat_age_seconds")
+                        .Help("Seconds since this peer last answered a heartbeat (-1: never).")
+                        .Register(r)),
+      suspected(prometheus::BuildGauge()
+                    .Name("dtx_peer_suspected")
+                    .Help("1 if this peer is suspected.")
+                    .Register(r)),
       wal(r) {
   for (AbortReason a : {AbortReason::kConflict, AbortReason::kParticipantUnavailable,
                         AbortReason::kTimeout, AbortReason::kCoordinatorFailover}) {
-    abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
+    abort_by_reason[static_cast<int>(a)] = &aborts.Add({{"reason", AbortReasonName(a)}});
   }
-  for (const char* x : {"primary", "backup", "starting"}) role.Get({x});
-  obs::RegisterProcessMetrics(&r);
+  for (const char* x : {"primary", "backup", "starting"}) {
+    role_by_name[x] = &role.Add({{"role", x}});
+  }
+}
+
+CoordinatorMetrics::PeerGauges& CoordinatorMetrics::Peer(const std::string& peer) {
+  auto it = peers.find(peer);
+  if (it == peers.end()) {
+    it = peers
+             .emplace(peer, PeerGauges{.heartbeat_age = &heartbeat_age.Add({{"peer", peer}}),
+                                       .suspected = &suspected.Add({{"peer", peer}})})
+             .first;
+  }
+  return it->second;
 }
 
 void Runtime::Impl::UpdateMetrics() {
   const std::string label = RoleLabel();
-  for (const char* x : {"primary", "backup", "starting"})
-    metrics_.role.Get({x}).Set(label == x ? 1 : 0);
+  for (const auto& [name, gauge] : metrics_.role_by_name) gauge->Set(label == name ? 1 : 0);
   metrics_.epoch.Set(static_cast<double>(ha_->epoch()));
   metrics_.in_flight.Set(static_cast<double>(ha_->core().in_flight()));
   const uint64_t now = NowMs();
@@ -368,19 +417,22 @@ void Runtime::Impl::UpdateMetrics() {
   for (const std::string& address : options_.participants) {
     const FailureDetector* fd = ha_->participant_detector(address);
     if (fd == nullptr) continue;
-    metrics_.heartbeat_age.Get({address}).Set(age(fd->AgeMs(now)));
-    metrics_.suspected.Get({address}).Set(ha_->participant_suspected(address) ? 1 : 0);
+    CoordinatorMetrics::PeerGauges& g = metrics_.Peer(address);
+    g.heartbeat_age->Set(age(fd->AgeMs(now)));
+    g.suspected->Set(ha_->participant_suspected(address) ? 1 : 0);
   }
   if (peer_stub_) {
-    metrics_.heartbeat_age.Get({options_.ha.peer}).Set(age(ha_->peer_detector().AgeMs(now)));
-    metrics_.suspected.Get({options_.ha.peer}).Set(ha_->peer_suspected() ? 1 : 0);
+    CoordinatorMetrics::PeerGauges& g = metrics_.Peer(options_.ha.peer);
+    g.heartbeat_age->Set(age(ha_->peer_detector().AgeMs(now)));
+    g.suspected->Set(ha_->peer_suspected() ? 1 : 0);
   }
   // Outcome counters follow the core's own counts (a retried Commit is
   // answered again but counted once). A rebuilt core (step-down) starts
   // again from 0: its counts are then new.
   const CoreStats& cs = ha_->core().stats();
-  auto feed = [](obs::Counter& c, uint64_t& last, uint64_t now_value) {
-    c.Inc(now_value >= last ? now_value - last : now_value);
+  auto feed = [](prometheus::Counter& c, uint64_t& last, uint64_t now_value) {
+    const uint64_t delta = now_value >= last ? now_value - last : now_value;
+    if (delta != 0) c.Increment(static_cast<double>(delta));
     last = now_value;
   };
   CoordinatorMetrics::CoreSeen& seen = metrics_.seen;
@@ -641,6 +693,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     c["wal_records_synced"] = static_cast<int64_t>(ws.records_synced);
     c["wal_bytes_written"] = static_cast<int64_t>(ws.bytes_written);
   }
+  if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   st.__set_counters(std::move(c));
   st.__set_listeners(node::ListenerStatuses(node_));
   return st;

@@ -861,6 +861,9 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   EXPECT_GE(m["dtx_wal_records_per_sync_sum"], m["dtx_wal_records_per_sync_count"]);
   EXPECT_EQ(m.count("dtx_wal_sync_seconds_bucket{le=\"+Inf\"}"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes"], 0);
+  rpc::NodeStatus st;
+  c->GetStatus(st);
+  EXPECT_EQ(st.counters["metrics_port"], metrics_port);
 
   p.Signal(SIGTERM);
   EXPECT_EQ(p.Wait(), 0);

@@ -86,23 +86,29 @@ void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
 }
 
 Status Node::StartMetrics() {
-  auto http =
-      obs::StartNodeMetricsEndpoint(&registry_, options_.metrics_enabled, options_.metrics_host,
-                                    options_.metrics_port, options_.dir);
-  if (!http.ok()) return http.status();
-  metrics_http_ = std::move(*http);
-  if (metrics_http_ != nullptr) DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
+  auto endpoint =
+      obs::StartNodeMetricsEndpoint({registry_, process_}, options_.metrics_enabled,
+                                    options_.metrics_host, options_.metrics_port, options_.dir);
+  if (!endpoint.ok()) return endpoint.status();
+  metrics_endpoint_ = std::move(*endpoint);
+  if (metrics_endpoint_ != nullptr) {
+    DTX_LOG_INFO("metrics on http://{}/metrics", metrics_address());
+  }
   return Status::OK();
 }
 
 std::string Node::metrics_address() const {
-  return metrics_http_ == nullptr ? "" : metrics_http_->address();
+  return metrics_endpoint_ == nullptr ? "" : metrics_endpoint_->address();
+}
+
+uint16_t Node::metrics_port() const {
+  return metrics_endpoint_ == nullptr ? 0 : metrics_endpoint_->port();
 }
 
 bool Node::Shutdown() {
   if (shut_down_) return false;
   shut_down_ = true;
-  if (metrics_http_) metrics_http_->Stop();
+  if (metrics_endpoint_) metrics_endpoint_->Stop();
   for (const std::shared_ptr<Detachable>& h : handlers_) h->Detach();
   for (TimerId t : timers_) loop_->Cancel(t);
   timers_.clear();

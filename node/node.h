@@ -6,7 +6,7 @@
 //     a runtime that is going away);
 //   - periodic timers, cancelled at shutdown;
 //   - the Prometheus endpoint (docs/observability.md) over the node's
-//     Registry, and metrics_address();
+//     prometheus::Registry and the process metrics, and metrics_address();
 //   - the span-event ring (common/trace.h) and Trace();
 //   - DrainGuard, the re-entry guard of a runtime's Process().
 // Fail-stop and failpoints are in node/fail_stop.h, the WAL appender in
@@ -21,9 +21,9 @@
 //
 // Threading: every method runs on the loop thread (or before the loop runs),
 // except trace() and Trace(), which are thread-safe.
-// Lifetime: `loop` must outlive the Node. The Registry lives as long as the
+// Lifetime: `loop` must outlive the Node. The registry lives as long as the
 // Node; Shutdown() (also run by the destructor) stops the metrics endpoint,
-// so objects that gauge callbacks read may be destroyed after it.
+// after which no scrape reads the registry.
 #pragma once
 
 #include <cstddef>
@@ -37,8 +37,10 @@
 
 #include "common/event_loop.h"
 #include "common/identity.h"
-#include "common/metrics.h"
-#include "common/metrics_http.h"
+#include <prometheus/registry.h>
+
+#include "common/process_stats.h"
+#include "common/prometheus_support.h"
 #include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/tls.h"
@@ -188,12 +190,15 @@ class Node {
   void RunEvery(uint64_t interval_ms, std::function<void()> fn);
 
   // ---- metrics ----
-  obs::Registry& registry() { return registry_; }
-  const obs::Registry& registry() const { return registry_; }
+  // The runtime's metric families (prometheus-cpp); each scrape also has the
+  // process metrics (common/process_stats.h ProcessCollector).
+  prometheus::Registry& registry() { return *registry_; }
   // Starts the endpoint (a no-op when !metrics_enabled).
   Status StartMetrics();
   // "host:port" of the metrics endpoint, "" when off.
   std::string metrics_address() const;
+  // Its port, 0 when off.
+  uint16_t metrics_port() const;
 
   // ---- tracing ----
   bool tracing() const { return tracing_; }
@@ -224,9 +229,11 @@ class Node {
   bool shut_down_ = false;
   const bool tracing_;
   obs::TraceRing trace_;
-  obs::Registry registry_;
+  // Shared with the endpoint's exposer, which holds weak references.
+  const std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
+  const std::shared_ptr<obs::ProcessCollector> process_ = std::make_shared<obs::ProcessCollector>();
   // Declared last: destroyed (stopped) before the registry its scrapes read.
-  std::unique_ptr<obs::MetricsHttpServer> metrics_http_;
+  std::unique_ptr<obs::MetricsEndpoint> metrics_endpoint_;
 };
 
 // The Start() of a runtime, the same for every node type: builds its Impl

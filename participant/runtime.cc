@@ -16,8 +16,13 @@
 #include "common/event_loop.h"
 #include "common/failpoint.h"
 #include "common/log.h"
-#include "common/metrics.h"
-#include "common/process_stats.h"
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include "common/prometheus_support.h"
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
@@ -58,30 +63,39 @@ constexpr uint64_t kTickIntervalMs = 10;
 constexpr size_t kCoordinatorChannelsMax = kCoordinatorsSeenMax;
 }  // namespace
 
-// The participant's metrics (names in docs/observability.md). Histograms and
-// counters are updated where things happen (loop thread); the gauges are set
-// from the tick (loop thread); WAL totals are snapshotted into atomics on the
-// tick and read by scrape-time callbacks.
+// The participant's metrics (names in docs/observability.md), in node_'s
+// prometheus-cpp registry. Histograms and counters are updated where things
+// happen (loop thread); the gauges and the WAL counters are set from the tick
+// (loop thread). Every child is created once and kept: Family::Add allocates.
 struct ParticipantMetrics {
-  explicit ParticipantMetrics(obs::Registry& r);
-  obs::Histogram& read;
-  obs::Histogram& prepare;
-  obs::Histogram& commit;
-  obs::Counter& commits;
-  obs::CounterFamily& aborts;  // reason: "coordinator" (Abort call) or a NO-vote reason
-  obs::CounterFamily& votes;   // vote: yes, no, read_only
-  // Children created at start-up, for the hot path (Get takes a mutex).
-  obs::Counter& vote_yes;
-  obs::Counter& vote_no;
-  obs::Counter& vote_read_only;
-  obs::Counter& abort_by_coordinator;
-  obs::Counter* abort_by_reason[6] = {};  // index: AbortReason value (1..5)
-  obs::Gauge& in_doubt;
-  obs::Gauge& in_doubt_oldest_age;
-  obs::Gauge& lock_table;
-  obs::Gauge& epoch;
-  obs::GaugeFamily& heartbeat_age;  // peer: coordinator address
-  obs::GaugeFamily& suspected;
+  explicit ParticipantMetrics(prometheus::Registry& r);
+  // The heartbeat-age and suspected gauges of coordinator `peer`, created on
+  // first use (at most kCoordinatorsSeenMax coordinators are tracked).
+  struct PeerGauges {
+    prometheus::Gauge* heartbeat_age;
+    prometheus::Gauge* suspected;
+  };
+  PeerGauges& Peer(const std::string& peer);
+
+  prometheus::Histogram& read;
+  prometheus::Histogram& prepare;
+  prometheus::Histogram& commit;
+  prometheus::Counter& commits;
+  // reason: "coordinator" (Abort call) or a NO-vote reason
+  prometheus::Family<prometheus::Counter>& aborts;
+  prometheus::Family<prometheus::Counter>& votes;  // vote: yes, no, read_only
+  prometheus::Counter& vote_yes;
+  prometheus::Counter& vote_no;
+  prometheus::Counter& vote_read_only;
+  prometheus::Counter& abort_by_coordinator;
+  prometheus::Counter* abort_by_reason[6] = {};  // index: AbortReason value (1..5)
+  prometheus::Gauge& in_doubt;
+  prometheus::Gauge& in_doubt_oldest_age;
+  prometheus::Gauge& lock_table;
+  prometheus::Gauge& epoch;
+  prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: coordinator address
+  prometheus::Family<prometheus::Gauge>& suspected;
+  std::map<std::string, PeerGauges> peers;
   obs::WalMetrics wal;  // common/wal_metrics.h
 };
 
@@ -212,46 +226,77 @@ class PeerHandler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runt
 
 }  // namespace
 
-ParticipantMetrics::ParticipantMetrics(obs::Registry& r)
-    : read(r.AddHistogram("dtx_read_seconds",
-                          "Read latency at this participant (request to reply).",
-                          obs::LatencyBucketsSeconds())),
-      prepare(r.AddHistogram("dtx_prepare_seconds", "Prepare received to vote sent.",
-                             obs::LatencyBucketsSeconds())),
-      commit(r.AddHistogram("dtx_commit_seconds", "Commit received to ack sent.",
-                            obs::LatencyBucketsSeconds())),
-      commits(r.AddCounter(
-          "dtx_commits_total",
-          "Commit calls acked here (one-phase commits count as dtx_votes_total{vote=\"yes\"}).")),
-      aborts(r.AddCounterFamily("dtx_aborts_total",
-                                "Transactions aborted here: reason=coordinator for an Abort call, "
-                                "else the NO vote's reason.",
-                                {"reason"})),
-      votes(r.AddCounterFamily("dtx_votes_total", "Prepare votes sent.", {"vote"})),
-      vote_yes(votes.Get({"yes"})),
-      vote_no(votes.Get({"no"})),
-      vote_read_only(votes.Get({"read_only"})),
-      abort_by_coordinator(aborts.Get({"coordinator"})),
-      in_doubt(r.AddGauge("dtx_in_doubt", "Prepared transactions without a known outcome.")),
-      in_doubt_oldest_age(r.AddGauge("dtx_in_doubt_oldest_age_seconds",
+namespace {
+prometheus::Histogram& LatencyHistogram(prometheus::Registry& r, const char* name,
+                                        const char* help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(r).Add(
+      {}, obs::LatencyBucketsSeconds());
+}
+prometheus::Gauge& PlainGauge(prometheus::Registry& r, const char* name, const char* help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
+}
+}  // namespace
+
+ParticipantMetrics::ParticipantMetrics(prometheus::Registry& r)
+    : read(LatencyHistogram(r, "dtx_read_seconds",
+                            "Read latency at this participant (request to reply).")),
+      prepare(LatencyHistogram(r, "dtx_prepare_seconds", "Prepare received to vote sent.")),
+      commit(LatencyHistogram(r, "dtx_commit_seconds", "Commit received to ack sent.")),
+      commits(prometheus::BuildCounter()
+                  .Name("dtx_commits_total")
+                  .Help("Commit calls acked here (one-phase commits count as "
+                        "dtx_votes_total{vote=\"yes\"}).")
+                  .Register(r)
+                  .Add({})),
+      aborts(prometheus::BuildCounter()
+                 .Name("dtx_aborts_total")
+                 .Help("Transactions aborted here: reason=coordinator for an Abort call, else "
+                       "the NO vote's reason.")
+                 .Register(r)),
+      votes(prometheus::BuildCounter()
+                .Name("dtx_votes_total")
+                .Help("Prepare votes sent.")
+                .Register(r)),
+      vote_yes(votes.Add({{"vote", "yes"}})),
+      vote_no(votes.Add({{"vote", "no"}})),
+      vote_read_only(votes.Add({{"vote", "read_only"}})),
+      abort_by_coordinator(aborts.Add({{"reason", "coordinator"}})),
+      in_doubt(PlainGauge(r, "dtx_in_doubt", "Prepared transactions without a known outcome.")),
+      in_doubt_oldest_age(PlainGauge(r, "dtx_in_doubt_oldest_age_seconds",
                                      "Age of the oldest in-doubt transaction (0: none).")),
-      lock_table(r.AddGauge("dtx_lock_table_entries", "Keys in the lock table.")),
-      epoch(r.AddGauge("dtx_epoch", "The participant's epoch.")),
-      heartbeat_age(r.AddGaugeFamily("dtx_heartbeat_age_seconds",
-                                     "Seconds since this coordinator was last heard from.",
-                                     {"peer"})),
-      suspected(
-          r.AddGaugeFamily("dtx_peer_suspected", "1 if this coordinator is suspected.", {"peer"})),
+      lock_table(PlainGauge(r, "dtx_lock_table_entries", "Keys in the lock table.")),
+      epoch(PlainGauge(r, "dtx_epoch", "The participant's epoch.")),
+      heartbeat_age(prometheus::BuildGauge()
+                        .Name("dtx_heartbeat_age_seconds")
+                        .Help("Seconds since this coordinator was last heard from.")
+                        .Register(r)),
+      suspected(prometheus::BuildGauge()
+                    .Name("dtx_peer_suspected")
+                    .Help("1 if this coordinator is suspected.")
+                    .Register(r)),
       wal(r) {
-  r.AddGaugeFamily("dtx_role", "1 for the node's current role.", {"role"})
-      .Get({"participant"})
+  prometheus::BuildGauge()
+      .Name("dtx_role")
+      .Help("1 for the node's current role.")
+      .Register(r)
+      .Add({{"role", "participant"}})
       .Set(1);
   for (AbortReason a :
        {AbortReason::kConflict, AbortReason::kParticipantUnavailable, AbortReason::kTimeout,
         AbortReason::kClientAbort, AbortReason::kCoordinatorFailover}) {
-    abort_by_reason[static_cast<int>(a)] = &aborts.Get({AbortReasonName(a)});
+    abort_by_reason[static_cast<int>(a)] = &aborts.Add({{"reason", AbortReasonName(a)}});
   }
-  obs::RegisterProcessMetrics(&r);
+}
+
+ParticipantMetrics::PeerGauges& ParticipantMetrics::Peer(const std::string& peer) {
+  auto it = peers.find(peer);
+  if (it == peers.end()) {
+    it = peers
+             .emplace(peer, PeerGauges{.heartbeat_age = &heartbeat_age.Add({{"peer", peer}}),
+                                       .suspected = &suspected.Add({{"peer", peer}})})
+             .first;
+  }
+  return it->second;
 }
 
 Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
@@ -339,18 +384,22 @@ class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks 
   uint64_t SteadyNs() override { return participant::SteadyNs(); }
   void Answered(Reply::Kind kind, uint64_t elapsed_ns) override {
     ParticipantMetrics& m = rt_->metrics_;
-    if (kind == Reply::Kind::kRead) m.read.ObserveNs(elapsed_ns);
-    if (kind == Reply::Kind::kPrepare) m.prepare.ObserveNs(elapsed_ns);
-    if (kind == Reply::Kind::kCommit) m.commit.ObserveNs(elapsed_ns);
+    const double seconds = static_cast<double>(elapsed_ns) * 1e-9;
+    if (kind == Reply::Kind::kRead) m.read.Observe(seconds);
+    if (kind == Reply::Kind::kPrepare) m.prepare.Observe(seconds);
+    if (kind == Reply::Kind::kCommit) m.commit.Observe(seconds);
   }
   void Voted(Vote vote, std::optional<AbortReason> reason) override {
     ParticipantMetrics& m = rt_->metrics_;
-    (vote == Vote::kYes ? m.vote_yes : vote == Vote::kNo ? m.vote_no : m.vote_read_only).Inc();
+    (vote == Vote::kYes  ? m.vote_yes
+     : vote == Vote::kNo ? m.vote_no
+                         : m.vote_read_only)
+        .Increment();
     const int r = reason ? static_cast<int>(*reason) : 0;
-    if (r >= 1 && r <= 5 && m.abort_by_reason[r] != nullptr) m.abort_by_reason[r]->Inc();
+    if (r >= 1 && r <= 5 && m.abort_by_reason[r] != nullptr) m.abort_by_reason[r]->Increment();
   }
-  void CommitAcked() override { rt_->metrics_.commits.Inc(); }
-  void AbortAcked() override { rt_->metrics_.abort_by_coordinator.Inc(); }
+  void CommitAcked() override { rt_->metrics_.commits.Increment(); }
+  void AbortAcked() override { rt_->metrics_.abort_by_coordinator.Increment(); }
   void UnmatchedReply(Token token) override {
     DTX_LOG_ERROR("the core answered unknown or already answered token {}", token);
   }
@@ -428,8 +477,9 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.in_doubt_oldest_age.Set(static_cast<double>(oldest_ms) * 1e-3);
   for (const auto& [address, seen] : driver_->coordinators_seen()) {
     const uint64_t age = NowMs() - seen.heard_ms;
-    metrics_.heartbeat_age.Get({address}).Set(static_cast<double>(age) * 1e-3);
-    metrics_.suspected.Get({address}).Set(age >= options_.coordinator_suspect_after_ms ? 1 : 0);
+    ParticipantMetrics::PeerGauges& g = metrics_.Peer(address);
+    g.heartbeat_age->Set(static_cast<double>(age) * 1e-3);
+    g.suspected->Set(age >= options_.coordinator_suspect_after_ms ? 1 : 0);
   }
 }
 
@@ -703,6 +753,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"checkpoint_retain_from", static_cast<int64_t>(checkpoint_stats_.retain_from)},
       {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
   };
+  if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   out.__set_counters(c);
   out.__set_listeners(node::ListenerStatuses(node_));
   return out;

@@ -759,7 +759,9 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
     std::string resp = HttpGetMetrics(metrics_port);
     ASSERT_EQ(resp.find(" 200 OK\r\n"), 8u) << resp.substr(0, 200);
-    ASSERT_NE(resp.find("text/plain; version=0.0.4"), std::string::npos);
+    // prometheus-cpp 1.0 labels the text format plainly ("text/plain;
+    // charset=utf-8", no version=0.0.4); Prometheus reads text/plain as it.
+    ASSERT_NE(resp.find("Content-Type: text/plain"), std::string::npos) << resp.substr(0, 200);
     m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
   } while ((m["dtx_wal_syncs_total"] < 1 || m["dtx_in_doubt"] != 1 ||
             m["dtx_in_doubt_oldest_age_seconds"] <= 0) &&
@@ -781,6 +783,9 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
   EXPECT_EQ(m.count("dtx_aborts_total{reason=\"conflict\"}"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes"], 0);
   EXPECT_EQ(m.count("process_cpu_seconds_total"), 1u);
+  rpc::NodeStatus st;
+  Client(port).GetStatus(st);
+  EXPECT_EQ(st.counters["metrics_port"], metrics_port);
 }
 
 TEST_F(ParticipantSmokeTest, MetricsCanBeTurnedOffAndBadMetricsFlagsExitWithTwo) {
@@ -791,6 +796,9 @@ TEST_F(ParticipantSmokeTest, MetricsCanBeTurnedOffAndBadMetricsFlagsExitWithTwo)
   extra_args_ = {"--metrics-listen", "off"};
   ASSERT_NO_FATAL_FAILURE(StartNode(port));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/node/metrics.addr"));
+  rpc::NodeStatus st;
+  Client(port).GetStatus(st);
+  EXPECT_EQ(st.counters.count("metrics_port"), 0u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Reading Prometheus text exposition (format 0.0.4) as the nodes serve it
-// (common/metrics.h): for `dtxctl top` (rates and p99 from two scrapes) and
+// (prometheus-cpp's TextSerializer, common/prometheus_support.h): for
+// `dtxctl top` (rates and p99 from two scrapes) and
 // for tests that check what a node exposes. Not a general parser: no
 // timestamps, no exemplars, one sample per line.
 //

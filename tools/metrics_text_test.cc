@@ -5,6 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include "common/prometheus_support.h"
 
 namespace dtx::tools {
 namespace {
@@ -35,6 +45,56 @@ TEST(MetricsText, ParsesSamplesLabelsAndTypes) {
   ASSERT_EQ(3u, b.size());
   EXPECT_TRUE(std::isinf(b.rbegin()->first));
   EXPECT_EQ(100, b.rbegin()->second);
+}
+
+// What the nodes serve: prometheus-cpp's TextSerializer over a node-shaped
+// registry parses back to the values put in.
+TEST(MetricsText, ParsesWhatPrometheusCppSerializes) {
+  prometheus::Registry r;
+  auto& aborts = prometheus::BuildCounter().Name("dtx_aborts_total").Help("Aborts.").Register(r);
+  aborts.Add({{"reason", "conflict"}}).Increment(3);
+  aborts.Add({{"reason", "we\"ird\\va\nlue"}}).Increment(2);
+  prometheus::BuildGauge().Name("dtx_epoch").Help("Epoch.").Register(r).Add({}).Set(7);
+  prometheus::BuildGauge()
+      .Name("dtx_in_doubt_oldest_age_seconds")
+      .Help("Age.")
+      .Register(r)
+      .Add({})
+      .Set(std::numeric_limits<double>::quiet_NaN());
+  prometheus::Histogram& total = prometheus::BuildHistogram()
+                                     .Name("dtx_phase_seconds")
+                                     .Help("Phases.")
+                                     .Register(r)
+                                     .Add({{"phase", "total"}}, obs::LatencyBucketsSeconds());
+  for (int i = 0; i < 90; ++i) total.Observe(0.0007);
+  for (int i = 0; i < 10; ++i) total.Observe(20);
+  const std::string text = prometheus::TextSerializer().Serialize(r.Collect());
+
+  auto e = ParseExposition(text);
+  ASSERT_TRUE(e.ok()) << e.status().ToString() << "\n" << text;
+  EXPECT_EQ("counter", e->types["dtx_aborts_total"]);
+  EXPECT_EQ("gauge", e->types["dtx_epoch"]);
+  EXPECT_EQ("histogram", e->types["dtx_phase_seconds"]);
+  EXPECT_EQ("Aborts.", e->help["dtx_aborts_total"]);
+  EXPECT_EQ(3, SumSamples(*e, "dtx_aborts_total", {{"reason", "conflict"}}));
+  EXPECT_EQ(2, SumSamples(*e, "dtx_aborts_total", {{"reason", "we\"ird\\va\nlue"}}));
+  EXPECT_EQ(7, SumSamples(*e, "dtx_epoch"));
+  EXPECT_TRUE(std::isnan(SumSamples(*e, "dtx_in_doubt_oldest_age_seconds")));
+  EXPECT_EQ(100, SumSamples(*e, "dtx_phase_seconds_count"));
+  EXPECT_DOUBLE_EQ(90 * 0.0007 + 10 * 20.0, SumSamples(*e, "dtx_phase_seconds_sum"));
+  auto b = HistogramBuckets(*e, "dtx_phase_seconds", {{"phase", "total"}});
+  ASSERT_EQ(obs::LatencyBucketsSeconds().size() + 1, b.size());
+  EXPECT_EQ(0, b[0.0005]);
+  EXPECT_EQ(90, b[0.001]);
+  EXPECT_EQ(90, b[10.0]);
+  EXPECT_EQ(100, b.rbegin()->second);
+  EXPECT_TRUE(std::isinf(b.rbegin()->first));
+  // 90 of 100 observations at 0.0007 s: the median is inside (0.0005, 0.001].
+  std::map<double, double> none;
+  for (const auto& [le, count] : b) none[le] = 0;
+  const double p50 = QuantileOfDelta(none, b, 0.5);
+  EXPECT_GT(p50, 0.0005);
+  EXPECT_LE(p50, 0.001);
 }
 
 TEST(MetricsText, MalformedLinesAreErrorsNamingTheLine) {
