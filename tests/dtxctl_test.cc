@@ -287,7 +287,7 @@ TEST_F(DtxctlTest, BackupCoordinatorStartsWithRolesAndRestartsAsBackupAfterFailo
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_TRUE(has(args_of("coordinator-0"), "--role", "backup"));
   EXPECT_NE(ReadFile(cluster_.dir() + "/supervisor.log")
-                .find("coordinator-1 is primary now; restarting coordinator-0 as backup"),
+                .find("coordinator-1 is primary now; starting coordinator-0 as backup"),
             std::string::npos);
   // The directory remembers it has a backup.
   ASSERT_EQ(cluster_.Dtxctl({"cluster", "down"}).exit_code, 0);
