@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -51,29 +52,27 @@ std::set<std::string> FilesUnder(const fs::path& root) {
 class InstallTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new TempDir("dtx-install");
+    tmp_ = std::make_unique<TempDir>("dtx-install");
     prefix_ = tmp_->path() + "/prefix";
     install_ = RunCommand(
         {DTX_CMAKE_COMMAND, "--install", DTX_BUILD_DIR, "--prefix", prefix_}, kInstallTimeoutMs);
   }
-  static void TearDownTestSuite() {
-    delete tmp_;
-    tmp_ = nullptr;
-  }
+  static void TearDownTestSuite() { tmp_.reset(); }
   void SetUp() override { ASSERT_EQ(install_.exit_code, 0) << install_.Describe(); }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << cluster_.LogTails(30);
+    cluster_.Down();
+  }
 
   static fs::path Bin(const std::string& name) {
     return fs::path(prefix_) / DTX_INSTALL_BINDIR / name;
   }
 
-  static TempDir* tmp_;
-  static std::string prefix_;
-  static CommandResult install_;
+  static inline std::unique_ptr<TempDir> tmp_;
+  static inline std::string prefix_;
+  static inline CommandResult install_;
+  LocalCluster cluster_;  // started by the test that needs one
 };
-
-TempDir* InstallTest::tmp_ = nullptr;
-std::string InstallTest::prefix_;
-CommandResult InstallTest::install_;
 
 TEST_F(InstallTest, InstallsTheProgramsAndOnlyThePublicHeaders) {
   for (const char* program : {"dtx-participant", "dtx-coordinator", "dtxctl", "dtx-bench"}) {
@@ -129,33 +128,32 @@ TEST_F(InstallTest, ApplicationBuiltWithFindPackageCommitsAndReadsBack) {
 
   // A TLS cluster (the default) started by the installed dtxctl, which finds
   // the installed nodes next to itself.
-  LocalCluster cluster;
   LocalCluster::Options options;
   options.participants = 1;
   options.dtxctl = Bin("dtxctl").string();
-  Status up = cluster.Up(options);
+  Status up = cluster_.Up(options);
   ASSERT_TRUE(up.ok()) << up.ToString();
   for (const auto& [node, program] :
        {std::pair{"coordinator-0", "dtx-coordinator"}, {"participant-0", "dtx-participant"}}) {
-    const pid_t pid = cluster.NodePid(node);
+    const pid_t pid = cluster_.NodePid(node);
     ASSERT_GT(pid, 0) << node;
     std::error_code ec;
     EXPECT_EQ(fs::read_symlink("/proc/" + std::to_string(pid) + "/exe", ec),
               fs::canonical(Bin(program)))
         << node << " is not the installed " << program << " " << ec.message();
   }
-  const std::string certs = cluster.dir() + "/" + tools::kCertsDirName;
+  const std::string certs = cluster_.dir() + "/" + tools::kCertsDirName;
   ASSERT_TRUE(fs::exists(certs + "/" + tools::kClientCertName + ".crt")) << "not a TLS cluster";
 
   const std::string key = "installed-app";
   const std::string value = "committed-by-" + std::to_string(::getpid());
   CommandResult app =
-      RunCommand({(app_build / "app").string(), cluster.dir(), key, value}, kAppRunTimeoutMs);
+      RunCommand({(app_build / "app").string(), cluster_.dir(), key, value}, kAppRunTimeoutMs);
   EXPECT_EQ(app.exit_code, 0) << app.Describe();
   EXPECT_EQ(app.out, key + "=" + value + "\n") << app.Describe();
 
   // The cluster holds it, seen by another client (this build's).
-  auto client = Client::Connect(cluster.ClientOptionsFor());
+  auto client = Client::Connect(cluster_.ClientOptionsFor());
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   std::optional<std::string> seen;
   Status read = (*client)->Run([&](Transaction& tx) -> Status {
@@ -166,7 +164,6 @@ TEST_F(InstallTest, ApplicationBuiltWithFindPackageCommitsAndReadsBack) {
   });
   ASSERT_TRUE(read.ok()) << read.ToString();
   EXPECT_EQ(seen, value);
-  if (HasFailure()) std::cerr << cluster.LogTails(30);
 }
 
 }  // namespace
