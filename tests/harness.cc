@@ -232,7 +232,8 @@ LocalCluster::LocalCluster() : dir_("dtx-cluster") {
 LocalCluster::~LocalCluster() { Down(); }
 
 Status LocalCluster::Up(const Options& options) {
-  std::vector<std::string> argv = {DtxctlPath(),
+  if (!options.dtxctl.empty()) dtxctl_ = options.dtxctl;
+  std::vector<std::string> argv = {dtxctl_,
                                    "cluster",
                                    "up",
                                    "--dir",
@@ -397,7 +398,7 @@ ClientOptions WithClusterTls(const std::string& cluster_dir, ClientOptions optio
 void LocalCluster::Down() {
   if (!up_) return;
   up_ = false;
-  RunCommand({DtxctlPath(), "cluster", "down", "--dir", dir()}, 30000);
+  RunCommand({dtxctl_, "cluster", "down", "--dir", dir()}, 30000);
   if (config_.nodes().empty()) {
     auto config = tools::ClusterConfig::Load(dir());
     if (config.ok()) config_ = *config;
@@ -420,7 +421,7 @@ void LocalCluster::Down() {
 }
 
 CommandResult LocalCluster::Dtxctl(std::vector<std::string> args, int timeout_ms) const {
-  args.insert(args.begin(), DtxctlPath());
+  args.insert(args.begin(), dtxctl_);
   args.push_back("--dir");
   args.push_back(dir());
   return RunCommand(args, timeout_ms);

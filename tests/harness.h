@@ -149,6 +149,7 @@ class LocalCluster {
  public:
   struct Options {
     int participants = 3;
+    std::string dtxctl;           // the dtxctl that starts and stops it; empty: DtxctlPath()
     std::string bin_dir;          // empty: dtxctl's own search
     std::string participant_bin;  // explicit paths (override bin_dir)
     std::string coordinator_bin;
@@ -194,6 +195,7 @@ class LocalCluster {
   TempDir dir_;
   tools::ClusterConfig config_;
   tools::ToolCredentials creds_;
+  std::string dtxctl_ = DtxctlPath();
   bool up_ = false;
 };
 
