@@ -301,6 +301,7 @@ void HaCore::Start(uint64_t now_ms) {
   }
   peer_fd_ = FailureDetector(fdo);
   peer_fd_.Start(now_ms);
+  last_tick_ms_ = now_ms;
   if (opts_.peer.empty()) {
     // Alone: nobody else could decide, whatever the configured role. A new
     // epoch of our own (CoordinatorCore::StartEpoch::kNew).
@@ -449,6 +450,25 @@ void HaCore::MaybeRelease(uint64_t now_ms, PersistTag tag) {
 
 void HaCore::Tick(uint64_t now_ms) {
   if (state_ == HaState::kInit) return;
+  // This node's own pause (SIGSTOP, a frozen VM, a starved loop): a tick more
+  // than half a detection window after the previous one. Whatever it did not
+  // hear meanwhile says nothing about its peers - it was not listening - and
+  // acting on it (a resumed backup promoting, a resumed primary dropping its
+  // backup) only fights the node that did keep running. So every detector of
+  // a peer not yet suspected starts over from now: what stays silent for a whole
+  // window after the resume is suspected as usual (docs/design.md "Failure detection,
+  // replication, fencing").
+  if (now_ms > last_tick_ms_ + opts_.detector.suspect_after_ms / 2) {
+    ++stats_.own_pauses;
+    Note(true, "no tick for " + std::to_string(now_ms - last_tick_ms_) +
+                   " ms (this node was paused or starved): failure detectors start over");
+    // A peer suspected before the pause stays so until it is heard.
+    for (auto& [address, w] : watches_) {
+      if (!w.suspected) w.fd.Start(now_ms);
+    }
+    if (!peer_suspected_) peer_fd_.Start(now_ms);
+  }
+  last_tick_ms_ = now_ms;
   if (core_->started()) core_->Tick(now_ms);
   if (now_ms >= next_heartbeat_ms_) {
     HeartbeatRound(now_ms);

@@ -263,6 +263,9 @@ struct HaStats {
   uint64_t step_downs = 0;
   uint64_t participant_suspicions = 0;
   uint64_t peer_suspicions = 0;
+  // Ticks that came after a pause of this node's own (HaCore::Tick): every
+  // failure detector started over.
+  uint64_t own_pauses = 0;
   uint64_t backup_losses = 0;
   uint64_t replicated_records = 0;  // backup: records received
   uint64_t epoch_bumps = 0;         // epochs moved to (majority reached)
@@ -527,6 +530,8 @@ class HaCore {
 
   std::map<std::string, Watch> watches_;  // participants, by address
   FailureDetector peer_fd_;
+  // The previous Tick's (or Start's) time, to notice this node's own pauses.
+  uint64_t last_tick_ms_ = 0;
   bool peer_probe_out_ = false;
   bool peer_suspected_ = false;
   PeerView peer_view_;

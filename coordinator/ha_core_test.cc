@@ -454,6 +454,32 @@ TEST(HaCore, InSyncBackupPromotesWhenThePrimaryIsSuspectedAndRedrivesDecisions) 
   EXPECT_EQ(std::get<Decision>(c1.out.replies.back().body), Decision::kAbort);
 }
 
+// A backup that was itself paused (its ticks stop for 3 s, as under SIGSTOP)
+// heard nothing meanwhile because it was not listening: its first tick after
+// the resume must not promote it. The detectors start over, so a primary that
+// stays silent for a whole window after the resume is suspected as usual.
+TEST(HaCore, OwnPauseIsNotTheSilenceOfThePeers) {
+  Node c0(Role::kPrimary, kC0, kC1), c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  c1.out.probes.clear();
+  c1.now += 3000;  // no tick for 3 s
+  c1.Tick(10);
+  EXPECT_FALSE(c1.ha().peer_suspected());
+  EXPECT_TRUE(c1.out.adopt.empty()) << "promoted on silence it slept through";
+  EXPECT_EQ(c1.ha().stats().own_pauses, 1u);
+  EXPECT_EQ(c1.ha().stats().peer_suspicions, 0u);
+  ASSERT_FALSE(c1.out.notes.empty());
+  EXPECT_NE(c1.out.notes.back().text.find("failure detectors start over"), std::string::npos);
+  // Still silent a whole window later: suspected, and the in-sync backup
+  // promotes as in the test above.
+  c1.Tick(400);
+  EXPECT_FALSE(c1.ha().peer_suspected());
+  c1.Tick(200);
+  EXPECT_TRUE(c1.ha().peer_suspected());
+  EXPECT_EQ(c1.out.adopt.size(), 3u);
+  EXPECT_EQ(c1.ha().stats().own_pauses, 1u) << "regular ticks are no pause";
+}
+
 TEST(HaCore, BackupThatIsNotInSyncNeverPromotes) {
   Node c1(Role::kBackup, kC1, kC0);
   c1.Start();

@@ -672,6 +672,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   c["promotions"] = static_cast<int64_t>(hs.promotions);
   c["participant_suspicions"] = static_cast<int64_t>(hs.participant_suspicions);
   c["peer_suspicions"] = static_cast<int64_t>(hs.peer_suspicions);
+  c["own_pauses"] = static_cast<int64_t>(hs.own_pauses);
   c["step_downs"] = static_cast<int64_t>(hs.step_downs);
   c["epoch_bump_in_progress"] = static_cast<int64_t>(ha_->bump_in_progress());
   if (ha_->role() == Role::kPrimary) {
