@@ -1382,6 +1382,10 @@ TEST(CoordinatorBinary, PausedPrimaryStepsDownAfterBackupPromotes) {
   ASSERT_GE(
       WaitStatus(pport, [](const rpc::NodeStatus& st) { return st.role == rpc::NodeRole::BACKUP; }),
       0);
+  // It knew it had been paused (stopped for at least the backup's detection
+  // window): its detectors started over instead of suspecting on silence it
+  // slept through (HaCore::Tick).
+  EXPECT_GE(StatusOf(pport).counters["own_pauses"], 1);
   {
     Client old(pport);
     ASSERT_TRUE(old.Open());
