@@ -29,15 +29,6 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return cond();
-}
-
 class DtxctlTest : public ::testing::Test {
  protected:
   void SetUp() override {

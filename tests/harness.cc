@@ -142,6 +142,15 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
 std::string DtxctlPath() { return DTX_DTXCTL_PATH; }
 
 ChildProcess::~ChildProcess() { Stop(0); }

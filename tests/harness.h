@@ -11,6 +11,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +56,11 @@ class TempDir {
 };
 
 std::string DtxctlPath();
+
+// Polls `pred` every 20 ms until it holds (true) or `timeout` passes (false,
+// after one last try). For states a test waits for, never as a timed
+// assertion of how fast they come.
+bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
 
 // A long-running child (argv[0] a path), stdin from /dev/null, stdout and
 // stderr appended to `output_path`. The destructor SIGKILLs and reaps it if

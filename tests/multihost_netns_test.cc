@@ -51,15 +51,6 @@ std::string NodeName(const std::string& host) {
   return (host[0] == 'c' ? "coordinator-" : "participant-") + host.substr(1);
 }
 
-bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return pred();
-}
-
 class MultiHostTest : public ::testing::Test {
  protected:
   void SetUp() override {

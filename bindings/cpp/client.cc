@@ -988,28 +988,24 @@ bool Transaction::finished() const { return tx_->finished(); }
 
 // ---- Client ----
 
-Result<ClientOptions> ClientOptions::FromClusterDir(const std::string& dir,
-                                                    const std::string& cert_name) {
-  DTX_RETURN_IF_ERROR(ValidatePrincipalName(cert_name));
-  auto config = tools::ClusterConfig::Load(dir);
-  if (!config.ok()) return config.status();
+namespace {
+
+// The options for the coordinators of `config` (coordinator-0 first); with
+// TLS (`certs` not empty) the CA and the certificate `cert_name` of `certs`,
+// which must exist. `where` names the cluster in errors.
+Result<ClientOptions> OptionsForCluster(const tools::ClusterConfig& config, const std::string& certs,
+                                        const std::string& cert_name, const std::string& where) {
   ClientOptions options;
-  for (const tools::NodeEntry& n : config->nodes()) {  // coordinators first, by index
+  for (const tools::NodeEntry& n : config.nodes()) {  // coordinators first, by index
     if (n.role == tools::NodeKind::kCoordinator) options.coordinators.push_back(n.address);
   }
-  auto security = tools::ClusterSecurity::Load(dir);
-  if (!security.ok()) {
-    if (security.status().IsNotFound()) return options;  // from before TLS: plaintext
-    return security.status();
-  }
-  if (!security->tls) return options;
-  const std::string certs = security->CertsDir(dir);
+  if (certs.empty()) return options;
   options.tls_ca_file = CaCertPath(certs);
   options.tls_cert_file = CertPath(certs, cert_name);
   options.tls_key_file = KeyPath(certs, cert_name);
   if (::access(options.tls_cert_file.c_str(), F_OK) != 0 ||
       ::access(options.tls_key_file.c_str(), F_OK) != 0) {
-    return Status::InvalidArgument("the cluster " + dir + " uses TLS but " + certs +
+    return Status::InvalidArgument("the cluster " + where + " uses TLS but " + certs +
                                    " has no certificate and key for '" + cert_name +
                                    "' (make one: dtxctl certs create-client " + cert_name +
                                    " --dir " + certs + ")");
@@ -1017,26 +1013,26 @@ Result<ClientOptions> ClientOptions::FromClusterDir(const std::string& dir,
   return options;
 }
 
+}  // namespace
+
+Result<ClientOptions> ClientOptions::FromClusterDir(const std::string& dir,
+                                                    const std::string& cert_name) {
+  DTX_RETURN_IF_ERROR(ValidatePrincipalName(cert_name));
+  auto config = tools::ClusterConfig::Load(dir);
+  if (!config.ok()) return config.status();
+  auto security = tools::ClusterSecurity::Load(dir);
+  if (!security.ok() && !security.status().IsNotFound()) return security.status();
+  // No security.conf: a directory from before TLS, plaintext.
+  const bool tls = security.ok() && security->tls;
+  return OptionsForCluster(*config, tls ? security->CertsDir(dir) : "", cert_name, dir);
+}
+
 Result<ClientOptions> ClientOptions::FromClusterFile(const std::string& path,
                                                      const std::string& cert_name) {
   DTX_RETURN_IF_ERROR(ValidatePrincipalName(cert_name));
   auto file = tools::ClusterFile::Load(path);
   if (!file.ok()) return file.status();
-  ClientOptions options;
-  for (const tools::NodeEntry& n : file->config.nodes()) {  // coordinators first, by index
-    if (n.role == tools::NodeKind::kCoordinator) options.coordinators.push_back(n.address);
-  }
-  if (!file->security.tls) return options;
-  const std::string certs = file->CertsDir();
-  options.tls_ca_file = CaCertPath(certs);
-  options.tls_cert_file = CertPath(certs, cert_name);
-  options.tls_key_file = KeyPath(certs, cert_name);
-  if (::access(options.tls_cert_file.c_str(), F_OK) != 0 ||
-      ::access(options.tls_key_file.c_str(), F_OK) != 0) {
-    return Status::InvalidArgument("the cluster file " + path + " says tls on but " + certs +
-                                   " has no certificate and key for '" + cert_name + "'");
-  }
-  return options;
+  return OptionsForCluster(file->config, file->CertsDir(), cert_name, path);
 }
 
 Result<std::unique_ptr<Client>> Client::Connect(ClientOptions options) {

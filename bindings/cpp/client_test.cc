@@ -878,6 +878,37 @@ TEST_F(ClusterDirTest, InsecureOrPreTlsClusterIsPlaintext) {
   EXPECT_TRUE(none->tls_ca_file.empty());
 }
 
+// A cluster file (docs/deploy.md): its own tls/certs lines, else the
+// security.conf beside it; with neither it is refused, never plaintext.
+TEST_F(ClusterDirTest, ClusterFileCarriesItsOwnTlsSettings) {
+  Write("hosts.conf",
+        "tls on\ncerts certs\n"
+        "coordinator-0 10.0.0.1:7000 peer=10.0.0.1:7100\n"
+        "participant-0 10.0.0.2:7000 peer=10.0.0.2:7100\n");
+  auto o = ClientOptions::FromClusterFile(dir_ + "/hosts.conf", "app");
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(o->coordinators, (std::vector<std::string>{"10.0.0.1:7000"}));
+  EXPECT_EQ(o->tls_ca_file, dir_ + "/certs/ca.crt");
+  EXPECT_EQ(o->tls_cert_file, dir_ + "/certs/app.crt");
+  EXPECT_TRUE(ClientOptions::FromClusterFile(dir_ + "/hosts.conf", "bench")
+                  .status()
+                  .IsInvalidArgument());
+  // The local cluster's own cluster.conf: TLS from security.conf beside it.
+  auto local = ClientOptions::FromClusterFile(dir_ + "/cluster.conf");
+  ASSERT_TRUE(local.ok()) << local.status().ToString();
+  EXPECT_EQ(local->tls_cert_file, dir_ + "/certs/client.crt");
+  Write("plain.conf", "tls off\ncoordinator-0 10.0.0.1:7000\nparticipant-0 10.0.0.2:7000\n");
+  auto plain = ClientOptions::FromClusterFile(dir_ + "/plain.conf");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_TRUE(plain->tls_ca_file.empty());
+  std::filesystem::remove(dir_ + "/security.conf");
+  auto neither = ClientOptions::FromClusterFile(dir_ + "/cluster.conf");
+  ASSERT_FALSE(neither.ok());
+  EXPECT_NE(neither.status().message().find("no 'tls on' or 'tls off' line"), std::string::npos)
+      << neither.status().ToString();
+  EXPECT_TRUE(ClientOptions::FromClusterFile(dir_ + "/missing.conf").status().IsNotFound());
+}
+
 TEST_F(ClusterDirTest, MistakesNameTheFileAndLine) {
   auto missing_cert = ClientOptions::FromClusterDir(dir_, "bench");
   ASSERT_FALSE(missing_cert.ok());
