@@ -53,23 +53,13 @@
 namespace dtx {
 namespace {
 
+using testing::FreePort;
+
 using Clock = std::chrono::steady_clock;
 
 // The cluster CA and every certificate, made once per test binary; the nodes
 // run with --certs-dir, the test talks to them over TLS.
 const testing::TestTls& Tls() { return testing::SharedTestTls(); }
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 std::string Addr(int port) { return "127.0.0.1:" + std::to_string(port); }
 

@@ -54,20 +54,8 @@ namespace dtx {
 namespace {
 
 using apache::thrift::TDelayedException;
+using testing::FreePort;
 using Clock = std::chrono::steady_clock;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 class TempDir {
  public:
@@ -973,6 +961,8 @@ TEST(CoordinatorBinary, CrashBeforeDecisionIsLoggedMeansAbort) {
 
 namespace dtx {
 namespace {
+
+using testing::FreePort;
 
 // Bounded load: 16 client threads commit two-participant transactions for
 // 2 s. Checks every one commits and prints the rate and the WAL's group

@@ -18,6 +18,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -364,18 +367,36 @@ ClientOptions TestTls::ForClient(ClientOptions options) const {
 }
 
 int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    if (fd >= 0) ::close(fd);
-    return -1;
+  // Below the kernel's ephemeral range (net.ipv4.ip_local_port_range, 32768
+  // and up by default) and below `dtxctl cluster up`'s 20000-31999: an
+  // outgoing connection's source port is never one of these, so a node
+  // restarted on its port finds it free. Each port is handed out once per
+  // process, so two nodes of one test never get the same one.
+  constexpr int kLow = 12000;
+  constexpr int kHigh = 20000;
+  static std::mutex mu;
+  static std::set<int> given;
+  static std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  std::lock_guard<std::mutex> lock(mu);
+  const int span = kHigh - kLow;
+  const int start = static_cast<int>(rng() % static_cast<unsigned>(span));
+  for (int i = 0; i < span; ++i) {
+    const int port = kLow + (start + i) % span;
+    if (given.count(port) != 0) continue;
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(fd);
+    if (free) {
+      given.insert(port);
+      return port;
+    }
   }
-  ::close(fd);
-  return ntohs(a.sin_port);
+  return -1;
 }
 
 const TestTls& SharedTestTls() {

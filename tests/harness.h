@@ -128,9 +128,11 @@ class TestTls {
   std::map<std::string, std::shared_ptr<const TlsContext>> server_;
 };
 
-// A loopback TCP port nothing listens on at the moment (bound and released
-// by the kernel's choice), or -1 if none could be had. Another process may
-// take it before the caller does; tests that start a node on it retry or fail.
+// A loopback TCP port nothing listens on at the moment, from 12000-19999
+// (below the ephemeral range, so no outgoing connection takes it later, and
+// below `dtxctl cluster up`'s ports), never the same one twice in a process;
+// -1 if none could be had. Another process may still take it before the
+// caller does.
 int FreePort();
 
 // One TestTls for the whole test binary, made at first use in a temporary
