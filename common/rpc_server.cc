@@ -12,6 +12,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/log_limiter.h"
 #include "common/rpc_framing.h"
 
 namespace dtx {
@@ -26,6 +27,12 @@ namespace {
 constexpr size_t kReadChunkBytes = 64u << 10;
 // How often connections are checked for a frame that is not whole in time.
 constexpr uint64_t kSlowSenderSweepMs = 1000;
+// Lines about single connections (refused, failed handshakes, slow senders,
+// bad input) per listener: at most this many per window, then one summary
+// line per window (common/log_limiter.h). Every such event is still counted
+// in RpcServerStats.
+constexpr uint32_t kConnectionLogLinesMax = 20;
+constexpr uint64_t kConnectionLogWindowMs = 10000;
 constexpr int kListenBacklog = 511;
 // A TLS ClientHello opens with a handshake record of version 3.x: 0x16 0x03.
 constexpr uint8_t kTlsHandshakeRecordByte = 0x16;
@@ -65,8 +72,16 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   uint64_t next_connection_id = 1;
   bool closed = false;
   std::vector<char> read_chunk = std::vector<char>(kReadChunkBytes);
-  TimerId sweep_timer = 0;  // closes slow senders (partial_frame_timeout_ms)
+  // Every second: closes slow senders (partial_frame_timeout_ms), writes the
+  // summary of suppressed connection lines.
+  TimerId sweep_timer = 0;
+  LogLimiter connection_log{kConnectionLogLinesMax, kConnectionLogWindowMs};
 
+  // True if a line about one connection may be written now.
+  bool LogConnection() { return connection_log.Allow(loop->NowMs()); }
+  // The summary of the lines LogConnection() suppressed, once their window
+  // has passed (from the sweep timer).
+  void LogSuppressed();
   void OnNewConnection(int status);
   void CloseAll();
   void SweepSlowSenders();
@@ -209,7 +224,7 @@ std::string TlsRequiredReply(const uint8_t* data, size_t len) {
 
 void RpcServer::State::OnNewConnection(int status) {
   if (status < 0) {
-    DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(status));
+    if (LogConnection()) DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(status));
     return;
   }
   auto conn = std::make_shared<Connection>();
@@ -223,7 +238,7 @@ void RpcServer::State::OnNewConnection(int status) {
   rc = uv_accept(reinterpret_cast<uv_stream_t*>(&listener->handle),
                  reinterpret_cast<uv_stream_t*>(&conn->handle));
   if (rc != 0) {
-    DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(rc));
+    if (LogConnection()) DTX_LOG_WARN("{}: accept failed: {}", options.name, uv_strerror(rc));
     conn->closing = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&conn->handle),
              [](uv_handle_t* h) { static_cast<Connection*>(h->data)->self.reset(); });
@@ -232,8 +247,10 @@ void RpcServer::State::OnNewConnection(int status) {
   conn->peer = PeerName(&conn->handle);
   if (connections.size() >= options.connections_max) {
     ++stats.connections_rejected;
-    DTX_LOG_WARN("{}: rejecting connection from {}: {} connections open (max {})", options.name,
-                 conn->peer, connections.size(), options.connections_max);
+    if (LogConnection()) {
+      DTX_LOG_WARN("{}: rejecting connection from {}: {} connections open (max {})", options.name,
+                   conn->peer, connections.size(), options.connections_max);
+    }
     conn->Close();
     return;
   }
@@ -276,7 +293,16 @@ void RpcServer::State::Connection::StartServing(const std::shared_ptr<State>& st
   DTX_CHECK_MSG(processor != nullptr, "RpcServer: the processor factory returned null");
 }
 
+void RpcServer::State::LogSuppressed() {
+  const uint64_t n = connection_log.TakeSuppressed(loop->NowMs());
+  if (n == 0) return;
+  DTX_LOG_WARN("{}: {} more lines about single connections (refused, failed TLS handshakes, slow "
+               "senders, bad input) suppressed in the last {} s; the counters have them all",
+               options.name, n, kConnectionLogWindowMs / 1000);
+}
+
 void RpcServer::State::SweepSlowSenders() {
+  LogSuppressed();
   const int timeout = options.partial_frame_timeout_ms;
   if (timeout <= 0) return;
   const uint64_t now = loop->NowMs();
@@ -289,9 +315,11 @@ void RpcServer::State::SweepSlowSenders() {
   }
   for (auto& c : slow) {
     ++stats.connections_closed_slow;
-    DTX_LOG_WARN("{}: closing connection {} from {}: a frame started {} ms ago is not whole yet "
-                 "({} bytes of it here; limit {} ms): a slow or stalled sender",
-                 options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
+    if (LogConnection()) {
+      DTX_LOG_WARN("{}: closing connection {} from {}: a frame started {} ms ago is not whole "
+                   "yet ({} bytes of it here; limit {} ms): a slow or stalled sender",
+                   options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
+    }
     c->Close();
   }
 }
@@ -418,10 +446,12 @@ void RpcServer::State::Connection::HandshakeFailed(const Status& why) {
   const std::string& name = st ? st->options.name : std::string("rpc");
   // A connection that closes without sending a byte (a port probe, a health
   // check) is routine; everything else is worth a warning.
-  if (!tls->received_any() && why.IsUnavailable()) {
-    DTX_LOG_INFO("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
-  } else {
-    DTX_LOG_WARN("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
+  if (!st || st->LogConnection()) {
+    if (!tls->received_any() && why.IsUnavailable()) {
+      DTX_LOG_INFO("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
+    } else {
+      DTX_LOG_WARN("{}: TLS handshake with {} failed: {}; closing", name, peer, why.message());
+    }
   }
   // Best effort: the alert that tells the client why, if the socket takes it.
   std::string alert;
@@ -662,8 +692,10 @@ void RpcServer::State::Connection::CloseForBadInput(const std::string& why) {
   if (closing) return;
   auto st = server.lock();
   if (st) ++st->stats.connections_closed_bad_input;
-  DTX_LOG_WARN("{}: closing connection {} from {}: {}", st ? st->options.name : "rpc", id, peer,
-               why);
+  if (!st || st->LogConnection()) {
+    DTX_LOG_WARN("{}: closing connection {} from {}: {}", st ? st->options.name : "rpc", id, peer,
+                 why);
+  }
   Close();
 }
 
@@ -760,7 +792,9 @@ Status RpcServer::Start() {
   port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   state_->listener = l;
-  if (o.partial_frame_timeout_ms > 0) {
+  // The sweep also writes the summary of suppressed connection lines, so it
+  // runs whatever the partial-frame limit.
+  {
     std::weak_ptr<State> weak = state_;
     state_->sweep_timer = loop_->RunEvery(kSlowSenderSweepMs, [weak] {
       if (auto st = weak.lock()) st->SweepSlowSenders();

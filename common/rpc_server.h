@@ -43,7 +43,10 @@
 // its first byte did (a slow or stalled sender, e.g. slowloris, is closed with
 // a log line and counted in connections_closed_slow; checked once a second,
 // not while the server itself stops reading). Memory for a frame grows with
-// the bytes that arrived, never with the length its header claims.
+// the bytes that arrived, never with the length its header claims. The log
+// lines about single connections (refused, failed handshakes, slow senders,
+// bad input) are limited to 20 per 10 s per server, with a summary of what was
+// suppressed (common/log_limiter.h); the counters below count every event.
 //
 // TLS (options.tls set): every connection first completes a TLS 1.3
 // handshake (common/tls.h); only then is the processor factory called, with

@@ -415,6 +415,23 @@ TEST_F(TlsRpcTest, ClientCertificateFromAnotherCaIsRefusedAtTheHandshake) {
       << log_.text();
 }
 
+// A flood of refused handshakes (every one counted) writes at most 20 lines
+// per 10 s window to the log, however long it lasts (common/log_limiter.h):
+// a log cannot be grown without bound from outside.
+TEST_F(TlsRpcTest, AFloodOfRefusedHandshakesLogsAtMostTwentyLines) {
+  StartServer(ServerContext("participant-1"));
+  TlsFiles foreign{CaCertPath(Certs().dir), CertPath(Certs().other_dir, "coordinator-0"),
+                   KeyPath(Certs().other_dir, "coordinator-0")};
+  constexpr int kAttempts = 60;
+  for (int i = 0; i < kAttempts; ++i) {
+    RpcStatus s = ReadOnce(ChannelOptions(Context(foreign, TlsSide::kClient)));
+    ASSERT_TRUE(s.IsPermissionDenied()) << s.ToString();
+  }
+  WaitForRefusals(kAttempts);
+  EXPECT_EQ(server_->stats().tls_handshakes_failed, static_cast<uint64_t>(kAttempts));
+  EXPECT_EQ(log_.Count("TLS handshake with 127.0.0.1:"), 20u) << log_.text();
+}
+
 TEST_F(TlsRpcTest, ExpiredClientCertificateIsRefusedAtTheHandshake) {
   StartServer(ServerContext("participant-1"));
   RpcStatus s = ReadOnce(ChannelOptions(ClientContext("old-bench")));
