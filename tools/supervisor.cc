@@ -134,13 +134,9 @@ class Supervisor {
   // certificate.
   Status LoadSecurity() {
     auto sec = ClusterSecurity::Load(options_.dir);
-    if (sec.ok() && sec->tls) {
-      security_args_ = {"--certs-dir", sec->CertsDir(options_.dir)};
-    } else if (sec.ok() || sec.status().IsNotFound()) {
-      security_args_ = {"--insecure"};
-    } else {
-      return sec.status();
-    }
+    if (!sec.ok() && !sec.status().IsNotFound()) return sec.status();
+    const ClusterSecurity security = sec.ok() ? *sec : ClusterSecurity{.tls = false, .certs_dir = ""};
+    security_args_ = SecurityArgs(security, security.CertsDir(options_.dir));
     auto creds = ToolCredentials::Load(options_.dir);
     if (!creds.ok()) return creds.status();
     creds_ = std::move(*creds);
