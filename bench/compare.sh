@@ -117,7 +117,14 @@ cleanup() {
   if [[ -n $cluster ]]; then
     "$dtxctl" cluster down --dir "$cluster" >/dev/null 2>&1 || echo "compare.sh: WARNING: could not stop the dtx cluster in $cluster" >&2
   fi
-  # run.sh stops its clusters only when it exits by itself (an EXIT trap), not when killed.
+  stop_pg
+  rm -rf "$work"
+  [[ $rc == 0 ]] || echo "compare.sh: stopped (exit $rc) after stopping what it started; what was written is in $out" >&2
+  exit "$rc"
+}
+# run.sh stops its clusters when it exits by itself (an EXIT trap), not when it is killed
+# (Ctrl-C, or our time limit); pg_ctl stops what is left, by its data directory.
+stop_pg() {
   local d
   for d in "$work"/pg/n1 "$work"/pg/n2 "$work"/pg/n3; do
     if [[ -f $d/postmaster.pid ]]; then
@@ -125,8 +132,6 @@ cleanup() {
         || echo "compare.sh: WARNING: could not stop PostgreSQL in $d" >&2
     fi
   done
-  rm -rf "$work"
-  exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -173,6 +178,7 @@ run_pg() {  # run_pg REP
   if [[ $rc != 0 ]]; then
     failures+=("rep $1: the anchor's run.sh exited $rc (rep$1/pg/run.log)")
     log "rep $1: the anchor's run.sh exited $rc; see $o/run.log"
+    stop_pg
   fi
 }
 
@@ -194,7 +200,8 @@ run_dtx() {  # run_dtx REP
   done
 }
 
-started_utc=$(date -u '+%Y-%m-%d %H:%M')
+started_utc=$(date -u '+%Y-%m-%d, %H:%M')
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((r = 1; r <= reps; r++)); do
   mkdir -p "$out/rep$r"
   if ((r % 2)); then run_pg "$r"; run_dtx "$r"; else run_dtx "$r"; run_pg "$r"; fi
@@ -211,8 +218,8 @@ mapfile -t cn_args < <(dtx_args D "$clients" "OUT/repR/dtx-c$clients.json")
 {
   echo "Machine: $(hostname), $(nproc) CPUs ($cpu_model), kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release);"
   echo "$("$pgbin/postgres" --version); dtx $commit, ${build_type:-unknown} build."
-  echo "Run: $started_utc-$ended_utc UTC, $reps repetition(s); odd ones PostgreSQL first, even ones dtx first;"
-  echo "${warmup} s warm-up + ${duration} s measured per run on both sides."
+  echo "Run: $started_utc-$ended_utc UTC (load average $load_at_start at the start), $reps repetition$( ((reps == 1)) || echo s);"
+  echo "odd ones PostgreSQL first, even ones dtx first; ${warmup} s warm-up + ${duration} s measured per run on both sides."
   echo
   echo "Each repetition:"
   echo
@@ -409,7 +416,7 @@ cat "$out/report.md"
 if [[ -n $results ]]; then
   {
     echo
-    echo "## dtx against PostgreSQL in one run (bench/compare.sh), $started_utc-$ended_utc UTC"
+    echo "## dtx against PostgreSQL ($started_utc-$ended_utc UTC): bench/compare.sh, issue 16"
     echo
     cat "$out/header.md"
     echo
