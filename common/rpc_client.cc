@@ -41,12 +41,19 @@ struct PeerChannel::Impl : std::enable_shared_from_this<PeerChannel::Impl> {
     std::vector<uint8_t> in;          // plaintext received, not yet consumed
     std::unique_ptr<TlsSession> tls;  // null: plaintext
     bool closing = false;
+    bool served = false;  // a reply arrived on it
   };
 
   struct Pending {
     OnReply on_reply;
     std::multimap<uint64_t, int32_t>::iterator deadline;
     bool written = false;  // handed to the socket
+    // Safe-to-repeat calls only: the frame, to send again once on a new
+    // connection if this one is lost (LostWith).
+    std::string repeat_frame;
+    bool repeated = false;  // sent again: it may have reached the peer before
+    // The peer may have seen it.
+    bool maybe_seen() const { return written || repeated; }
   };
   struct QueuedFrame {
     int32_t seqid;
@@ -233,7 +240,7 @@ void PeerChannel::Impl::FailAllPending(const RpcStatus& status) {
   queued.clear();
   CancelTimer(&deadline_timer);
   for (auto& [seqid, p] : failed) {
-    RpcStatus st = p.written ? status : RpcStatus::NotSent(status);
+    RpcStatus st = p.maybe_seen() ? status : RpcStatus::NotSent(status);
     internal::InvokeCallback("PeerChannel reply", [&] { p.on_reply(st, nullptr); });
   }
 }
@@ -257,6 +264,11 @@ void PeerChannel::Impl::TlsFailed(const Status& why, bool was_connected) {
 void PeerChannel::Impl::LostWith(const Status& failure, bool was_connected, bool log_it) {
   if (state == State::kClosed) return;
   auto keep = shared_from_this();
+  // A connection that served replies and then dropped: most likely the
+  // server closed it as idle or evicted it at its cap (rpc_server.h). No
+  // backoff: the next call connects at once (a peer that is really gone
+  // fails that connect, and backoff starts then).
+  const bool served = was_connected && conn != nullptr && conn->served;
   CloseConn();
   CancelTimer(&connect_timer);
   if (was_connected) {
@@ -264,24 +276,65 @@ void PeerChannel::Impl::LostWith(const Status& failure, bool was_connected, bool
   } else {
     ++stats.connect_failures;
   }
-  int base = backoff_ms == 0 ? options.reconnect_backoff_initial_ms
-                             : std::min(backoff_ms * 2, options.reconnect_backoff_max_ms);
-  backoff_ms = std::max(base, 1);
-  std::uniform_int_distribution<int> jitter(-backoff_ms / 5, backoff_ms / 5);
-  int wait_ms = std::max(1, backoff_ms + jitter(rng));
-  state = State::kBackoff;
-  std::weak_ptr<Impl> weak = weak_from_this();
-  backoff_timer = loop->RunAfter(static_cast<uint64_t>(wait_ms), [weak] {
-    auto self = weak.lock();
-    if (!self) return;
-    self->backoff_timer = 0;
-    if (self->state == State::kBackoff) self->state = State::kIdle;
-  });
-  if (log_it && (was_connected || !pending.empty())) {
-    DTX_LOG_INFO("{}; {} call(s) failed; retry in {} ms", failure.message(), pending.size(),
-                 wait_ms);
+  int wait_ms = 0;
+  if (served) {
+    state = State::kIdle;
+  } else {
+    int base = backoff_ms == 0 ? options.reconnect_backoff_initial_ms
+                               : std::min(backoff_ms * 2, options.reconnect_backoff_max_ms);
+    backoff_ms = std::max(base, 1);
+    std::uniform_int_distribution<int> jitter(-backoff_ms / 5, backoff_ms / 5);
+    wait_ms = std::max(1, backoff_ms + jitter(rng));
+    state = State::kBackoff;
+    std::weak_ptr<Impl> weak = weak_from_this();
+    backoff_timer = loop->RunAfter(static_cast<uint64_t>(wait_ms), [weak] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->backoff_timer = 0;
+      if (self->state == State::kBackoff) self->state = State::kIdle;
+    });
   }
-  FailAllPending(failure);
+  if (!served) {
+    if (log_it && (was_connected || !pending.empty())) {
+      DTX_LOG_INFO("{}; {} call(s) failed; retry in {} ms", failure.message(), pending.size(),
+                   wait_ms);
+    }
+    FailAllPending(failure);
+    return;
+  }
+  // Safe-to-repeat calls written to the lost connection go out once more on
+  // a new one (their deadlines stay); every other call fails. The new
+  // connection starts before any failure callback runs, so a call those
+  // callbacks make queues behind it.
+  std::unordered_map<int32_t, Pending> failed;
+  queued.clear();
+  for (auto it = pending.begin(); it != pending.end();) {
+    Pending& p = it->second;
+    if (p.written && !p.repeated && !p.repeat_frame.empty()) {
+      p.written = false;
+      p.repeated = true;
+      queued.push_back({it->first, std::move(p.repeat_frame)});
+      p.repeat_frame.clear();
+      ++it;
+      continue;
+    }
+    deadlines.erase(p.deadline);
+    failed.emplace(it->first, std::move(p));
+    it = pending.erase(it);
+  }
+  stats.calls_repeated += queued.size();
+  if (log_it && (!queued.empty() || !failed.empty())) {
+    DTX_LOG_INFO("{}; {} call(s) sent again on a new connection, {} failed", failure.message(),
+                 queued.size(), failed.size());
+  } else if (log_it) {
+    DTX_LOG_DEBUG("{}; the next call connects again", failure.message());
+  }
+  ArmDeadlineTimer();
+  if (!queued.empty()) StartConnect();
+  for (auto& [seqid, p] : failed) {
+    RpcStatus st = p.maybe_seen() ? RpcStatus(failure) : RpcStatus::NotSent(failure);
+    internal::InvokeCallback("PeerChannel reply", [&] { p.on_reply(st, nullptr); });
+  }
 }
 
 void PeerChannel::Impl::FlushTlsOutput() {
@@ -451,6 +504,7 @@ bool PeerChannel::Impl::HandleReply(const uint8_t* data, uint32_t len) {
     Lost(std::string("undecodable reply: ") + e.what(), true);
     return false;
   }
+  conn->served = true;
   auto it = pending.find(seqid);
   if (it == pending.end()) {
     ++stats.late_replies;
@@ -489,13 +543,13 @@ void PeerChannel::Impl::ArmDeadlineTimer() {
 void PeerChannel::Impl::OnDeadlineTimer() {
   auto keep = shared_from_this();
   uint64_t now = loop->NowMs();
-  std::vector<std::pair<OnReply, bool>> expired;  // callback, written
+  std::vector<std::pair<OnReply, bool>> expired;  // callback, maybe seen
   while (!deadlines.empty() && deadlines.begin()->first <= now) {
     int32_t seqid = deadlines.begin()->second;
     deadlines.erase(deadlines.begin());
     auto it = pending.find(seqid);
     if (it == pending.end()) continue;
-    expired.emplace_back(std::move(it->second.on_reply), it->second.written);
+    expired.emplace_back(std::move(it->second.on_reply), it->second.maybe_seen());
     pending.erase(it);
   }
   stats.timeouts += expired.size();
@@ -537,7 +591,7 @@ PeerChannel::PeerChannel(EventLoop* loop, std::string address, PeerChannelOption
 PeerChannel::~PeerChannel() { Close(); }
 
 void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, int timeout_ms,
-                       OnReply on_reply) {
+                       OnReply on_reply, bool safe_to_repeat) {
   Impl* d = impl_.get();
   DTX_CHECK(d->loop->InLoopThreadOrIdle());
   DTX_CHECK(timeout_ms > 0);
@@ -593,7 +647,10 @@ void PeerChannel::Call(const std::string& method, const WriteArgs& write_args, i
   uint64_t deadline = d->loop->NowMs() + static_cast<uint64_t>(timeout_ms);
   auto dl = d->deadlines.emplace(deadline, seqid);
   bool write_now = d->state == Impl::State::kConnected;
-  d->pending.emplace(seqid, Impl::Pending{std::move(on_reply), dl, write_now});
+  d->pending.emplace(seqid, Impl::Pending{.on_reply = std::move(on_reply),
+                                          .deadline = dl,
+                                          .written = write_now,
+                                          .repeat_frame = safe_to_repeat ? frame : std::string()});
   d->ArmDeadlineTimer();
   switch (d->state) {
     case Impl::State::kIdle:

@@ -19,7 +19,19 @@
 // - When the connection drops (EOF, error, undecodable framing), every call
 //   in flight fails at once with Unavailable, and the channel enters backoff:
 //   calls made during backoff fail at once with Unavailable (fail fast; no
-//   queueing for a peer known to be down). Backoff starts at
+//   queueing for a peer known to be down). Except when the connection had
+//   served a reply: then the drop most likely is the server closing a
+//   connection it found idle (common/rpc_server.h "Idle connections"), or
+//   evicting it at its connection cap, and the channel goes straight to idle:
+//   the next Call() connects anew, at once. If the peer is in fact gone, that
+//   connect fails and backoff starts then. Calls that are safe to repeat
+//   (Call's `safe_to_repeat`, kSafeToRepeat<M> for CallRpc: reads and status
+//   calls) and were written to such a connection are sent once more on the
+//   new connection, within their own timeout, instead of failing: the server
+//   may have closed the connection before our request reached it. Any other
+//   call fails with Unavailable (written: it may have run), and its caller
+//   follows its own rules (the client's commit retries with is_retry).
+//   Backoff starts at
 //   reconnect_backoff_initial_ms, doubles (with +-20% jitter) on every
 //   consecutive failure up to reconnect_backoff_max_ms, and resets after a
 //   successful connect. After backoff the next Call() reconnects.
@@ -115,6 +127,7 @@ struct PeerChannelStats {
   uint64_t calls = 0;
   uint64_t timeouts = 0;
   uint64_t late_replies = 0;  // reply for an unknown (timed-out) seqid
+  uint64_t calls_repeated = 0;  // safe-to-repeat calls sent again after a lost connection
   uint64_t writes = 0;        // socket writes of calls (all calls of one loop turn)
 };
 
@@ -141,8 +154,11 @@ class PeerChannel : public std::enable_shared_from_this<PeerChannel> {
 
   // Sends one call of `method` with a fresh seqid (see the class comment for
   // queueing, timeouts and failures). timeout_ms must be > 0.
+  // `safe_to_repeat`: the call changes nothing at the peer, so it may be sent
+  // a second time if the connection it was written to is lost (see the class
+  // comment); the channel then keeps a copy of its frame until it completes.
   void Call(const std::string& method, const WriteArgs& write_args, int timeout_ms,
-            OnReply on_reply);
+            OnReply on_reply, bool safe_to_repeat = false);
 
   // Closes the connection, fails every pending call with Unavailable, and
   // fails later calls likewise. Safe to call twice.
@@ -202,6 +218,32 @@ DTX_RPC_METHOD(CoordinatorPeer, QueryDecision);
 DTX_RPC_METHOD(CoordinatorPeer, Replicate);
 DTX_RPC_METHOD(CoordinatorPeer, Heartbeat);
 DTX_RPC_METHOD(CoordinatorPeer, GetStatus);
+
+// The methods that change nothing at the callee (reads, status, the shard
+// map, a transaction's outcome): PeerChannel sends such a call once more when
+// the connection it went out on is lost before the reply (a server closing an
+// idle connection races with the request). Commit, Prepare, Abort, Replicate,
+// AdoptEpoch, SetFailpoint are not: their callers have their own rules.
+template <typename M>
+inline constexpr bool kSafeToRepeat = false;
+template <>
+inline constexpr bool kSafeToRepeat<Participant_Read> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Participant_GetStatus> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Coordinator_GetShardMap> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Coordinator_GetOutcome> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Coordinator_GetStatus> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Admin_GetStatus> = true;
+template <>
+inline constexpr bool kSafeToRepeat<Admin_ListInDoubt> = true;
+template <>
+inline constexpr bool kSafeToRepeat<ParticipantPeer_GetStatus> = true;
+template <>
+inline constexpr bool kSafeToRepeat<CoordinatorPeer_GetStatus> = true;
 }  // namespace rpc_method
 
 namespace internal {
@@ -260,7 +302,8 @@ void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArg
         RpcStatus result = st.ok() ? internal::ReadReply<typename M::PResult>(in, &value) : st;
         if (!result.ok()) value = T{};
         done(result, value);  // outside ReadReply: a callback bug is not a bad reply
-      });
+      },
+      rpc_method::kSafeToRepeat<M>);
 }
 
 template <typename M>
@@ -272,7 +315,8 @@ void CallRpc(const std::shared_ptr<PeerChannel>& channel, const typename M::PArg
       M::kName, internal::WriteArgsOf(args), timeout_ms,
       [done = std::move(done)](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
         done(st.ok() ? internal::ReadReply<typename M::PResult, void>(in, nullptr) : st);
-      });
+      },
+      rpc_method::kSafeToRepeat<M>);
 }
 
 // Typed async stub for the Participant service (a participant's client

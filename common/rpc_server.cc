@@ -5,6 +5,7 @@
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 
+#include <boost/intrusive/list.hpp>
 #include <cstring>
 #include <unordered_map>
 #include <utility>
@@ -25,14 +26,18 @@ using apache::thrift::transport::TMemoryBuffer;
 namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
-// How often connections are checked for a frame that is not whole in time.
-constexpr uint64_t kSlowSenderSweepMs = 1000;
+// How often connections are checked for a frame that is not whole in time,
+// and for idle_timeout_ms.
+constexpr uint64_t kSweepMs = 1000;
 // Lines about single connections (refused, failed handshakes, slow senders,
 // bad input) per listener: at most this many per window, then one summary
 // line per window (common/log_limiter.h). Every such event is still counted
 // in RpcServerStats.
 constexpr uint32_t kConnectionLogLinesMax = 20;
 constexpr uint64_t kConnectionLogWindowMs = 10000;
+// Lines about connections closed for being idle (routine: info), limited on
+// their own so that they never use up the budget of the warnings above.
+constexpr uint32_t kIdleLogLinesMax = 20;
 constexpr int kListenBacklog = 511;
 // A TLS ClientHello opens with a handshake record of version 3.x: 0x16 0x03.
 constexpr uint8_t kTlsHandshakeRecordByte = 0x16;
@@ -58,6 +63,7 @@ struct WriteReq {
 
 struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   struct Connection;
+  using ActivityHook = boost::intrusive::list_member_hook<>;
   struct Listener {
     uv_tcp_t handle;
     std::weak_ptr<State> state;
@@ -68,23 +74,38 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   RpcServerOptions options;
   Listener* listener = nullptr;
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections;
+  // The open connections (not closing), least recently active first (see
+  // Touch): the front holds the idle-longest candidates for eviction and the
+  // idle sweep. Its size is what connections_max caps: a closed connection
+  // stays in `connections` until its close callback, but its socket is
+  // closed already.
+  struct ActivityList;  // a boost::intrusive::list of Connection, below
+  std::unique_ptr<ActivityList> by_activity = std::make_unique<ActivityList>();
   RpcServerStats stats;
   uint64_t next_connection_id = 1;
   bool closed = false;
   std::vector<char> read_chunk = std::vector<char>(kReadChunkBytes);
-  // Every second: closes slow senders (partial_frame_timeout_ms), writes the
-  // summary of suppressed connection lines.
+  // Every second: closes slow senders (partial_frame_timeout_ms) and idle
+  // connections (idle_timeout_ms), writes the summary of suppressed
+  // connection lines.
   TimerId sweep_timer = 0;
   LogLimiter connection_log{kConnectionLogLinesMax, kConnectionLogWindowMs};
+  LogLimiter idle_log{kIdleLogLinesMax, kConnectionLogWindowMs};
 
   // True if a line about one connection may be written now.
   bool LogConnection() { return connection_log.Allow(loop->NowMs()); }
+  // `c` did something (bytes arrived, a reply was written): to the back.
+  void Touch(Connection* c);
+  // Closes the open connection idle longest, if any is idle; true if it did.
+  bool EvictIdle();
+  void SweepIdle();
   // The summary of the lines LogConnection() suppressed, once their window
   // has passed (from the sweep timer).
   void LogSuppressed();
   void OnNewConnection(int status);
   void CloseAll();
   void SweepSlowSenders();
+  void Sweep();
 };
 
 struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
@@ -114,8 +135,19 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   bool close_after_writes = false;
   std::unique_ptr<TlsSession> tls;  // null: plaintext
   TimerId handshake_timer = 0;      // while the TLS handshake runs
+  // In State::by_activity while open; `active_ms`: when bytes last arrived or
+  // a reply was last written (or when it was accepted).
+  ActivityHook activity_hook;
+  uint64_t active_ms = 0;
 
   bool handshaking() const { return tls != nullptr && !tls->handshake_done(); }
+  // Nothing in flight, nothing queued, nothing half-received: closing it
+  // loses nothing (rpc_server.h, "Idle connections"). A TLS handshake counts
+  // as under way once the client sent its first bytes.
+  bool idle() const {
+    return !closing && !close_after_writes && in_flight == 0 && out_replies == 0 &&
+           partial_since_ms == 0 && !(handshaking() && tls->received_any());
+  }
   void StartReading();
   void OnRead(ssize_t nread, const uv_buf_t* buf);
   void OnEof();
@@ -138,6 +170,11 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   void CloseForBadInput(const std::string& why);
   void Close();
 };
+
+struct RpcServer::State::ActivityList
+    : boost::intrusive::list<Connection,
+                             boost::intrusive::member_hook<Connection, ActivityHook,
+                                                           &Connection::activity_hook>> {};
 
 namespace {
 
@@ -245,11 +282,11 @@ void RpcServer::State::OnNewConnection(int status) {
     return;
   }
   conn->peer = PeerName(&conn->handle);
-  if (connections.size() >= options.connections_max) {
+  if (by_activity->size() >= options.connections_max && !EvictIdle()) {
     ++stats.connections_rejected;
     if (LogConnection()) {
-      DTX_LOG_WARN("{}: rejecting connection from {}: {} connections open (max {})", options.name,
-                   conn->peer, connections.size(), options.connections_max);
+      DTX_LOG_WARN("{}: rejecting connection from {}: {} connections open (max {}), none idle",
+                   options.name, conn->peer, by_activity->size(), options.connections_max);
     }
     conn->Close();
     return;
@@ -258,6 +295,8 @@ void RpcServer::State::OnNewConnection(int status) {
   uv_tcp_nodelay(&conn->handle, 1);
   conn->identity.address = conn->peer;
   connections.emplace(conn.get(), conn);
+  conn->active_ms = loop->NowMs();
+  by_activity->push_back(*conn);
   DTX_LOG_DEBUG("{}: connection {} from {}", options.name, conn->id, conn->peer);
   if (options.tls != nullptr) {
     // The processor waits for the handshake, which tells who is calling.
@@ -295,14 +334,69 @@ void RpcServer::State::Connection::StartServing(const std::shared_ptr<State>& st
 
 void RpcServer::State::LogSuppressed() {
   const uint64_t n = connection_log.TakeSuppressed(loop->NowMs());
-  if (n == 0) return;
-  DTX_LOG_WARN("{}: {} more lines about single connections (refused, failed TLS handshakes, slow "
-               "senders, bad input) suppressed in the last {} s; the counters have them all",
-               options.name, n, kConnectionLogWindowMs / 1000);
+  if (n > 0) {
+    DTX_LOG_WARN("{}: {} more lines about single connections (refused, evicted, failed TLS "
+                 "handshakes, slow senders, bad input) suppressed in the last {} s; the counters "
+                 "have them all",
+                 options.name, n, kConnectionLogWindowMs / 1000);
+  }
+  const uint64_t idle = idle_log.TakeSuppressed(loop->NowMs());
+  if (idle > 0) {
+    DTX_LOG_INFO("{}: {} more idle connections closed in the last {} s", options.name, idle,
+                 kConnectionLogWindowMs / 1000);
+  }
+}
+
+void RpcServer::State::Touch(Connection* c) {
+  c->active_ms = loop->NowMs();
+  if (!c->activity_hook.is_linked()) return;  // closing
+  by_activity->erase(by_activity->iterator_to(*c));
+  by_activity->push_back(*c);
+}
+
+bool RpcServer::State::EvictIdle() {
+  // Least recently active first: the first idle one is the one idle longest.
+  for (Connection& c : *by_activity) {
+    if (!c.idle()) continue;
+    ++stats.connections_evicted;
+    if (LogConnection()) {
+      DTX_LOG_WARN("{}: {} connections open (max {}): closing connection {} from {}, idle for "
+                   "{} ms, to serve a new one",
+                   options.name, by_activity->size(), options.connections_max, c.id, c.peer,
+                   loop->NowMs() - c.active_ms);
+    }
+    c.Close();
+    return true;
+  }
+  return false;
+}
+
+void RpcServer::State::SweepIdle() {
+  const int timeout = options.idle_timeout_ms;
+  if (timeout <= 0) return;
+  const uint64_t now = loop->NowMs();
+  std::vector<std::shared_ptr<Connection>> idle;
+  for (Connection& c : *by_activity) {
+    if (now - c.active_ms < static_cast<uint64_t>(timeout)) break;  // and all after it
+    if (c.idle()) idle.push_back(c.shared_from_this());
+  }
+  for (auto& c : idle) {
+    ++stats.connections_closed_idle;
+    if (idle_log.Allow(now)) {
+      DTX_LOG_INFO("{}: closing connection {} from {}: idle for {} ms (limit {} ms)", options.name,
+                   c->id, c->peer, now - c->active_ms, timeout);
+    }
+    c->Close();
+  }
+}
+
+void RpcServer::State::Sweep() {
+  LogSuppressed();
+  SweepSlowSenders();
+  SweepIdle();
 }
 
 void RpcServer::State::SweepSlowSenders() {
-  LogSuppressed();
   const int timeout = options.partial_frame_timeout_ms;
   if (timeout <= 0) return;
   const uint64_t now = loop->NowMs();
@@ -369,6 +463,8 @@ void RpcServer::State::Connection::OnRead(ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread == 0) return;  // EAGAIN
+  auto st = server.lock();
+  if (st) st->Touch(this);
   if (partial_since_ms == 0) partial_since_ms = loop->NowMs();
   if (tls != nullptr) {
     if (!ReceiveTls(reinterpret_cast<const uint8_t*>(buf->base), static_cast<size_t>(nread))) {
@@ -666,7 +762,10 @@ void RpcServer::State::Connection::FlushReplies() {
 void RpcServer::State::Connection::OnWriteDone(int status, size_t replies) {
   in_flight -= replies;
   if (closing) return;
-  if (auto st = server.lock()) st->stats.replies_sent += replies;
+  if (auto st = server.lock()) {
+    st->stats.replies_sent += replies;
+    st->Touch(this);
+  }
   if (status < 0) {
     DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(status));
     Close();
@@ -719,6 +818,9 @@ void RpcServer::State::Connection::Close() {
   }
   closing = true;
   reading = false;
+  if (activity_hook.is_linked()) {
+    if (auto st = server.lock()) st->by_activity->erase(st->by_activity->iterator_to(*this));
+  }
   if (handshake_timer != 0) loop->Cancel(handshake_timer);
   handshake_timer = 0;
   uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
@@ -796,8 +898,8 @@ Status RpcServer::Start() {
   // runs whatever the partial-frame limit.
   {
     std::weak_ptr<State> weak = state_;
-    state_->sweep_timer = loop_->RunEvery(kSlowSenderSweepMs, [weak] {
-      if (auto st = weak.lock()) st->SweepSlowSenders();
+    state_->sweep_timer = loop_->RunEvery(kSweepMs, [weak] {
+      if (auto st = weak.lock()) st->Sweep();
     });
   }
   DTX_LOG_INFO("{}: listening on {}", o.name, address());

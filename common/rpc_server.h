@@ -36,7 +36,8 @@
 // connection with one log line; other connections are unaffected.
 //
 // Limits: frame_bytes_max per frame; connections_max open connections (an
-// accept past it is closed at once with a log line); in_flight_per_connection
+// accept past it evicts an idle connection, else it is closed at once with a
+// log line: see "Idle connections" below); in_flight_per_connection
 // _max requests dispatched and not yet answered per connection (past it the
 // server stops reading that connection until replies drain: back-pressure,
 // not an error); partial_frame_timeout_ms for a frame to arrive whole once
@@ -47,6 +48,37 @@
 // lines about single connections (refused, failed handshakes, slow senders,
 // bad input) are limited to 20 per 10 s per server, with a summary of what was
 // suppressed (common/log_limiter.h); the counters below count every event.
+//
+// Idle connections: a connection is idle while it has no request in flight,
+// no reply queued or being written, no partial frame (or TLS handshake) under
+// way; its idle time runs from the last byte received or reply written. One
+// idle for idle_timeout_ms is closed (connections_closed_idle; an info line,
+// limited like the others). Why minutes, not seconds (kRpcIdleTimeoutMs): the
+// clients keep connections open between calls (the C++ client's channels, the
+// Python client's pool), and an application that commits once a minute should
+// not pay a new connection (and TLS handshake) per transaction; peers
+// heartbeat every 100 ms, so a live peer is never near the limit. The timeout
+// reaps what nobody will use again (a client that went away without a FIN, a
+// connection a NAT forgot); it is not what protects the listener from a flood
+// of silent connections. Eviction does that:
+//
+// At the cap (connections_max open), a new connection is not refused while
+// some open connection is idle: the one idle longest is closed instead
+// (connections_evicted, a warning line, limited), and the new one is served.
+// Only when none is idle is the new connection refused (connections_rejected).
+// This is safe: an idle connection has nothing in flight and nothing queued,
+// so closing it loses no request and no reply, exactly as if the client had
+// closed it; the clients of this project open a new connection on their next
+// call (PeerChannel reconnects at once after losing a connection that served
+// it, and repeats once the calls that are safe to repeat if the close raced
+// with their request; the Python client checks a pooled connection before
+// using it). A busy connection (a request in flight, a reply being written, a
+// frame arriving) is never evicted. Connections that never sent a byte count
+// as idle: a flood of them can make the listener churn them, but it cannot
+// keep a new client out, nor close a busy one. Open connections are kept in
+// order of their last activity (a Boost.Intrusive list, no allocation), so the
+// one idle longest is found from the front, and the idle sweep (once a second)
+// stops at the first connection active within idle_timeout_ms.
 //
 // TLS (options.tls set): every connection first completes a TLS 1.3
 // handshake (common/tls.h); only then is the processor factory called, with
@@ -87,6 +119,8 @@ inline constexpr size_t kRpcServerConnectionsMax = 1024;
 inline constexpr size_t kRpcServerInFlightPerConnectionMax = 4096;
 // A whole 16 MiB frame at 0.6 MB/s; honest frames take milliseconds.
 inline constexpr int kRpcPartialFrameTimeoutMs = 30000;
+// 5 minutes: see "Idle connections" above.
+inline constexpr int kRpcIdleTimeoutMs = 5 * 60 * 1000;
 // Largest list/map/set length a decoded message may claim (Thrift's
 // container_limit). Bounds the allocation a hostile length can cause.
 inline constexpr size_t kRpcContainerItemsMax = 1u << 18;
@@ -103,12 +137,17 @@ struct RpcServerOptions {
   std::shared_ptr<const TlsContext> tls;
   int tls_handshake_timeout_ms = kTlsHandshakeTimeoutMs;
   int partial_frame_timeout_ms = kRpcPartialFrameTimeoutMs;  // 0: no limit
+  // An idle connection (see above) is closed after this long; 0: never (at
+  // the cap, idle connections are still evicted).
+  int idle_timeout_ms = kRpcIdleTimeoutMs;
 };
 
 // Counters since Start(), for tests and metrics. Loop thread only.
 struct RpcServerStats {
   uint64_t connections_accepted = 0;
-  uint64_t connections_rejected = 0;  // over connections_max
+  uint64_t connections_rejected = 0;  // over connections_max, none idle to evict
+  uint64_t connections_evicted = 0;   // idle, closed at the cap for a new connection
+  uint64_t connections_closed_idle = 0;  // idle for idle_timeout_ms
   uint64_t connections_closed_bad_input = 0;
   uint64_t connections_closed_slow = 0;  // a frame not whole within partial_frame_timeout_ms
   uint64_t frames_received = 0;

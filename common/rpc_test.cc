@@ -13,6 +13,7 @@
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <functional>
@@ -589,6 +590,8 @@ TEST_F(RpcTest, CompletionAfterServerClosedIsDropped) {
   EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
 }
 
+// At the cap with every connection busy (a request in flight), a new one is
+// refused; idle connections would be evicted instead (EvictionTest below).
 TEST_F(RpcTest, ConnectionLimitRejectsExtraConnections) {
   RpcServerOptions so;
   so.connections_max = 2;
@@ -598,21 +601,137 @@ TEST_F(RpcTest, ConnectionLimitRejectsExtraConnections) {
   std::vector<Status> results(3, Status::Internal("unset"));
   int done = 0;
   for (int i = 0; i < 2; ++i) {
-    stubs[i].Read("a", 2000, [&, i](const Status& s, const rpc::ReadResult&) {
-      results[i] = s;
-      ++done;
-    });
+    stubs[i].Read("hold:" + std::to_string(i), 5000,
+                  [&, i](const Status& s, const rpc::ReadResult&) {
+                    results[i] = s;
+                    ++done;
+                  });
   }
-  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 2; }));
+  ASSERT_TRUE(RunUntil(loop_, [&] { return handler_->held.size() == 2; }));
   stubs[2].Read("a", 2000, [&](const Status& s, const rpc::ReadResult&) {
     results[2] = s;
     ++done;
   });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return done == 1; }));
+  handler_->ReleaseReverse();
   ASSERT_TRUE(RunUntil(loop_, [&] { return done == 3; }));
   EXPECT_TRUE(results[0].ok());
   EXPECT_TRUE(results[1].ok());
   EXPECT_TRUE(results[2].IsUnavailable()) << results[2].ToString();
   EXPECT_EQ(server_->stats().connections_rejected, 1u);
+  EXPECT_EQ(server_->stats().connections_evicted, 0u);
+}
+
+// A channel whose connection the server closed for being idle serves its
+// next call on a new connection, at once (no backoff, no failed call).
+TEST_F(RpcTest, ChannelWhoseConnectionTheServerClosedIdleServesTheNextCall) {
+  RpcServerOptions so;
+  so.idle_timeout_ms = 200;
+  StartServer(so);
+  ParticipantStub stub(&loop_, Address());
+  Status first = Status::Internal("unset");
+  stub.Read("a", 2000, [&](const Status& s, const rpc::ReadResult&) { first = s; });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return first.ok(); })) << first.ToString();
+  ASSERT_TRUE(RunUntil(
+      loop_,
+      [&] {
+        return server_->stats().connections_closed_idle == 1 && !stub.channel()->connected();
+      },
+      10000));
+
+  Status next = Status::Internal("unset");
+  bool next_done = false;
+  rpc::ReadResult got;
+  stub.Read("b", 2000, [&](const Status& s, const rpc::ReadResult& r) {
+    next = s;
+    got = r;
+    next_done = true;
+  });
+  ASSERT_TRUE(RunUntil(loop_, [&] { return next_done; }));
+  EXPECT_TRUE(next.ok()) << next.ToString();
+  EXPECT_EQ(got.value, "v:b");
+  EXPECT_EQ(stub.channel()->stats().connects, 2u);
+  EXPECT_EQ(stub.channel()->stats().connect_failures, 0u);
+  EXPECT_EQ(stub.channel()->stats().calls_repeated, 0u);
+}
+
+// The race: the server closes an idle connection (here: evicts it at its cap
+// of 1 for a new connection) just as the client writes a call to it. A call
+// that is safe to repeat (Read) is sent again on a new connection and
+// succeeds; one that is not fails with Unavailable, flagged as possibly
+// seen, and the call after it connects anew at once.
+TEST_F(RpcTest, CallWrittenToAConnectionTheServerJustClosedIsRepeatedOnlyIfSafe) {
+  for (bool safe : {true, false}) {
+    SCOPED_TRACE(safe ? "safe to repeat" : "not safe to repeat");
+    handler_ = std::make_shared<TestParticipant>();
+    std::shared_ptr<PeerChannel> channel;
+    int accepted = 0;
+    RpcStatus racing = Status::Internal("unset");
+    bool racing_done = false;
+    auto issue_racing_call = [&] {
+      const std::string key = "race";
+      rpc::Participant_Read_pargs args;
+      args.key = &key;
+      channel->Call(
+          rpc_method::Participant_Read::kName, internal::WriteArgsOf(args), 5000,
+          [&](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
+            rpc::ReadResult r;
+            racing = st.ok() ? internal::ReadReply<rpc_method::Participant_Read::PResult>(in, &r)
+                             : st;
+            racing_done = true;
+          },
+          safe);
+    };
+    RpcServerOptions so;
+    so.connections_max = 1;
+    so.idle_timeout_ms = 0;
+    server_ = std::make_unique<RpcServer>(
+        &loop_,
+        [&](const PeerIdentity&) {
+          // The second connection has just evicted the channel's (idle): the
+          // channel has not seen the close yet and writes its call to it.
+          if (++accepted == 2) issue_racing_call();
+          return std::make_shared<rpc::ParticipantAsyncProcessor>(handler_);
+        },
+        so);
+    ASSERT_TRUE(server_->Start().ok());
+    channel = PeerChannel::Create(&loop_, Address());
+    ParticipantStub stub(channel);
+    Status first = Status::Internal("unset");
+    stub.Read("a", 2000, [&](const Status& s, const rpc::ReadResult&) { first = s; });
+    ASSERT_TRUE(RunUntil(loop_, [&] { return first.ok(); })) << first.ToString();
+
+    int intruder = socket(AF_INET, SOCK_STREAM, 0);  // connects, never sends
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(server_->port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(intruder, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ASSERT_TRUE(RunUntil(loop_, [&] { return racing_done; }));
+    if (safe) {
+      EXPECT_TRUE(racing.ok()) << racing.ToString();
+      EXPECT_EQ(channel->stats().calls_repeated, 1u);
+      EXPECT_EQ(handler_->reads, 2) << "a and the repeated race";
+    } else {
+      EXPECT_TRUE(racing.IsUnavailable()) << racing.ToString();
+      EXPECT_FALSE(racing.not_sent()) << "it was written: the peer may have seen it";
+      EXPECT_EQ(channel->stats().calls_repeated, 0u);
+      Status after = Status::Internal("unset");
+      bool after_done = false;
+      stub.Read("after", 2000, [&](const Status& s, const rpc::ReadResult&) {
+        after = s;
+        after_done = true;
+      });
+      ASSERT_TRUE(RunUntil(loop_, [&] { return after_done; }));
+      EXPECT_TRUE(after.ok()) << "no backoff after an idle close: " << after.ToString();
+    }
+    EXPECT_EQ(channel->stats().connect_failures, 0u);
+    EXPECT_GE(server_->stats().connections_evicted, 2u) << "the channel's, then the intruder's";
+    EXPECT_EQ(server_->stats().connections_rejected, 0u);
+    close(intruder);
+    channel->Close();
+    server_.reset();
+  }
 }
 
 TEST(RpcErrorTest, EveryDtxErrorCodeMapsToItsStatus) {
@@ -824,6 +943,139 @@ TEST_F(SlowSenderTest, AFrameTrickledInPiecesWithinTheLimitIsServed) {
   EXPECT_EQ(recv(fd, buf, sizeof(buf), MSG_WAITALL), 4);
   close(fd);
   EXPECT_EQ(ClosedSlow(), 0u);
+}
+
+// Idle connections: closed after idle_timeout_ms; a connection with a
+// request in flight, or one that keeps calling, is kept.
+class IdleTimeoutTest : public ThreadedServerTest {
+ protected:
+  void Tune(RpcServerOptions* o) override { o->idle_timeout_ms = 500; }
+  RpcServerStats Stats() {
+    RpcServerStats st;
+    loop_thread_.RunSync([&] { st = server_->stats(); });
+    return st;
+  }
+  size_t Held() {
+    size_t n = 0;
+    loop_thread_.RunSync([&] { n = handler_->held.size(); });
+    return n;
+  }
+  // One call on `fd` and its whole reply; false if the connection failed.
+  static bool CallAndAnswered(int fd, const std::string& key) {
+    SendAll(fd, Frame(CallPayload("Read", key)));
+    char header[4];
+    if (recv(fd, header, sizeof(header), MSG_WAITALL) != 4) return false;
+    std::string body(DecodeFrameLength(reinterpret_cast<uint8_t*>(header)), '\0');
+    return recv(fd, body.data(), body.size(), MSG_WAITALL) == static_cast<ssize_t>(body.size());
+  }
+};
+
+TEST_F(IdleTimeoutTest, AnIdleConnectionIsClosedAndBusyOnesAreKept) {
+  int idle = Connect();
+  ASSERT_TRUE(CallAndAnswered(idle, "served-then-idle"));
+  int waiting = Connect();  // a request in flight all along
+  SendAll(waiting, Frame(CallPayload("Read", "hold:w")));
+  int calling = Connect();  // calls every 50 ms
+  ASSERT_TRUE(CallAndAnswered(calling, "c"));
+  for (int i = 0; i < 200 && Held() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(Held(), 1u);
+
+  // Until the idle one is closed, then 1.5 s more (a sweep or two).
+  std::atomic<bool> idle_closed{false};
+  std::thread watcher([&] {
+    std::string ignored;
+    idle_closed = ReadUntilClosed(idle, &ignored);
+  });
+  auto stop = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  std::chrono::steady_clock::time_point after_close{};
+  bool calls_ok = true;
+  while (std::chrono::steady_clock::now() < stop) {
+    calls_ok = calls_ok && CallAndAnswered(calling, "c");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (Stats().connections_closed_idle > 0 && after_close == decltype(after_close){}) {
+      after_close = std::chrono::steady_clock::now();
+    }
+    if (after_close != decltype(after_close){} &&
+        std::chrono::steady_clock::now() - after_close > std::chrono::milliseconds(1500)) {
+      break;
+    }
+  }
+  watcher.join();
+  EXPECT_TRUE(idle_closed) << "the idle connection was not closed";
+  EXPECT_TRUE(calls_ok) << "the connection that keeps calling was closed";
+  EXPECT_EQ(Stats().connections_closed_idle, 1u);
+
+  // The connection with a request in flight is still open: its reply arrives.
+  loop_thread_.RunSync([&] { handler_->ReleaseReverse(); });
+  char header[4];
+  EXPECT_EQ(recv(waiting, header, sizeof(header), MSG_WAITALL), 4);
+  close(idle);
+  close(waiting);
+  close(calling);
+}
+
+// Eviction: at the cap, a new connection closes the one idle longest; a busy
+// connection is never closed for it, and with none idle the new one is
+// refused as before.
+class EvictionTest : public IdleTimeoutTest {
+ protected:
+  void Tune(RpcServerOptions* o) override {
+    o->connections_max = 3;
+    o->idle_timeout_ms = 0;  // eviction alone
+  }
+  void WaitHeld(size_t n) {
+    for (int i = 0; i < 400 && Held() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    ASSERT_EQ(Held(), n);
+  }
+};
+
+TEST_F(EvictionTest, AtTheCapTheConnectionIdleLongestMakesRoom) {
+  int oldest_idle = Connect();  // never sends a byte
+  int busy = Connect();
+  SendAll(busy, Frame(CallPayload("Read", "hold:b")));
+  WaitHeld(1);
+  int newer_idle = Connect();
+  ASSERT_TRUE(CallAndAnswered(newer_idle, "n"));
+
+  int newcomer = Connect();  // the 4th: the oldest idle one goes
+  EXPECT_TRUE(CallAndAnswered(newcomer, "new")) << "the new connection was refused";
+  std::string ignored;
+  EXPECT_TRUE(ReadUntilClosed(oldest_idle, &ignored)) << "the idle-longest was not evicted";
+  EXPECT_TRUE(CallAndAnswered(newer_idle, "still")) << "a newer idle one was evicted instead";
+  RpcServerStats st = Stats();
+  EXPECT_EQ(st.connections_evicted, 1u);
+  EXPECT_EQ(st.connections_rejected, 0u);
+
+  loop_thread_.RunSync([&] { handler_->ReleaseReverse(); });
+  char header[4];
+  EXPECT_EQ(recv(busy, header, sizeof(header), MSG_WAITALL), 4) << "the busy one was closed";
+  for (int fd : {oldest_idle, busy, newer_idle, newcomer}) close(fd);
+}
+
+TEST_F(EvictionTest, AtTheCapWithNoIdleConnectionTheNewOneIsRefused) {
+  std::vector<int> busy;
+  for (int i = 0; i < 3; ++i) {
+    busy.push_back(Connect());
+    SendAll(busy.back(), Frame(CallPayload("Read", "hold:" + std::to_string(i))));
+    WaitHeld(static_cast<size_t>(i + 1));
+  }
+  int refused = Connect();
+  std::string ignored;
+  EXPECT_TRUE(ReadUntilClosed(refused, &ignored));
+  RpcServerStats st = Stats();
+  EXPECT_EQ(st.connections_evicted, 0u);
+  EXPECT_EQ(st.connections_rejected, 1u);
+  loop_thread_.RunSync([&] { handler_->ReleaseReverse(); });
+  for (int fd : busy) {
+    char header[4];
+    EXPECT_EQ(recv(fd, header, sizeof(header), MSG_WAITALL), 4) << "a busy one was closed";
+    close(fd);
+  }
+  close(refused);
 }
 
 TEST_F(ThreadedServerTest, ZeroLengthFrameClosesConnection) {

@@ -45,6 +45,7 @@
 #include "coordinator/runtime.h"
 #include "node/access.h"
 #include "node/fail_stop.h"
+#include "node/listeners.h"
 #include "node/security.h"
 #include "tools/node_launch.h"
 
@@ -94,6 +95,7 @@ struct Flags {
   uint64_t heartbeat_ms = 0, suspect_after_ms = 0, replicate_timeout_ms = 0;
   double phi_threshold = 0;
   uint64_t trace_events = 0;
+  uint64_t idle_timeout_ms = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
 };
@@ -154,6 +156,9 @@ po::options_description DescribeFlags(Flags* flags) {
       "level debug; 0 turns tracing off")("certs-dir", po::value(&flags->security.certs_dir),
                                           dtx::node::kCertsDirFlagHelp)(
       "insecure", po::bool_switch(&flags->security.insecure), dtx::node::kInsecureFlagHelp)(
+      "idle-timeout-ms",
+      po::value(&flags->idle_timeout_ms)->default_value(dtx::kRpcIdleTimeoutMs),
+      dtx::node::kIdleTimeoutFlagHelp)(
       "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -247,7 +252,7 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   return dtx::Status::OK();
 }
 
-// --prepare-timeout-ms, --trace-events.
+// --prepare-timeout-ms, --trace-events, --idle-timeout-ms.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -259,6 +264,9 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   }
   options->trace_events = static_cast<size_t>(flags.trace_events);
   options->enable_failpoints = flags.enable_failpoints;
+  auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
+  if (!idle.ok()) return idle.status();
+  options->idle_timeout_ms = *idle;
   return dtx::Status::OK();
 }
 

@@ -6,6 +6,14 @@
 
 namespace dtx::node {
 
+Result<int> IdleTimeoutFromFlag(uint64_t ms) {
+  if (ms > kIdleTimeoutMsMax) {
+    return Status::InvalidArgument("--idle-timeout-ms must be in 0.." +
+                                   std::to_string(kIdleTimeoutMsMax) + " (0: never)");
+  }
+  return static_cast<int>(ms);
+}
+
 std::string ListenerAddresses::Describe() const {
   return "clients on " + client + ", peers on " + peer + ", admin on " + admin;
 }

@@ -9,6 +9,7 @@
 // Threading: loop thread (or before the loop runs), like Node.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <utility>
@@ -20,6 +21,17 @@
 #include "node/node.h"
 
 namespace dtx::node {
+
+// --idle-timeout-ms of both node binaries (NodeOptions::idle_timeout_ms).
+inline constexpr const char* kIdleTimeoutFlagHelp =
+    "close a connection (client, peer or admin listener) with nothing in flight and nothing "
+    "received for this long; 0: never. At a listener's connection cap the connection idle "
+    "longest is closed for a new one whatever this says (common/rpc_server.h)";
+inline constexpr uint64_t kIdleTimeoutMsMax = 24ull * 3600 * 1000;
+
+// The flag's value as NodeOptions::idle_timeout_ms; InvalidArgument past
+// kIdleTimeoutMsMax.
+Result<int> IdleTimeoutFromFlag(uint64_t ms);
 
 // Where a runtime's listeners bind (its --listen, --peer-listen and
 // --admin-listen flags), and what its start-up says without TLS.

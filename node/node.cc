@@ -55,6 +55,7 @@ Result<std::string> Node::Serve(std::string_view listener, RpcProcessorFactory f
   // The client, peer and admin listeners share what the open-file limit
   // leaves after the node's own files (common/fd_limit.h).
   so.connections_max = ConnectionsPerListener(fd_limit_, kListenersPerNode);
+  so.idle_timeout_ms = options_.idle_timeout_ms;
   servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
   DTX_RETURN_IF_ERROR(servers_.back()->Start());
   std::string bound = servers_.back()->address();

@@ -81,23 +81,31 @@ struct NodeOptions {
   // Server-side TLS context of every listener Serve() binds (node/security.h
   // NodeSecurity::server()); null: plaintext.
   std::shared_ptr<const TlsContext> tls = nullptr;
+  // Every listener Serve() binds closes a connection idle this long, and
+  // evicts the one idle longest when it is at its connection cap
+  // (common/rpc_server.h "Idle connections"); 0: no timeout (eviction stays).
+  // The flag --idle-timeout-ms (node/listeners.h kIdleTimeoutFlagHelp).
+  int idle_timeout_ms = kRpcIdleTimeoutMs;
 };
 
 // The NodeOptions of a runtime's options (coordinator/runtime.h,
 // participant/runtime.h RuntimeOptions: the same name, dir, metrics_,
 // trace_events, enable_failpoints, identify and security fields); every
 // listener gets the server TLS context of `security` (node/security.h).
+// A runtime without an idle_timeout_ms field gets the default.
 template <typename RuntimeOptions>
 NodeOptions NodeOptionsOf(const RuntimeOptions& o) {
-  return NodeOptions{.name = o.name,
-                     .dir = o.dir,
-                     .metrics_enabled = o.metrics_enabled,
-                     .metrics_host = o.metrics_host,
-                     .metrics_port = o.metrics_port,
-                     .trace_events = o.trace_events,
-                     .enable_failpoints = o.enable_failpoints,
-                     .identify = o.identify,
-                     .tls = o.security.server()};
+  NodeOptions n{.name = o.name,
+                .dir = o.dir,
+                .metrics_enabled = o.metrics_enabled,
+                .metrics_host = o.metrics_host,
+                .metrics_port = o.metrics_port,
+                .trace_events = o.trace_events,
+                .enable_failpoints = o.enable_failpoints,
+                .identify = o.identify,
+                .tls = o.security.server()};
+  if constexpr (requires { o.idle_timeout_ms; }) n.idle_timeout_ms = o.idle_timeout_ms;
+  return n;
 }
 
 // A listener Serve() bound, and how it is secured (GetStatus reports it:

@@ -177,7 +177,7 @@ class ClientTest : public ::testing::Test {
         participants_.push_back(std::make_shared<FakeParticipant>());
         servers_.push_back(std::make_unique<RpcServer>(
             nodes_.loop(), std::make_shared<rpc::ParticipantAsyncProcessor>(participants_[i]),
-            RpcServerOptions{}));
+            ServerOptions()));
         ASSERT_TRUE(servers_.back()->Start().ok());
         addresses.push_back(servers_.back()->address());
       }
@@ -208,10 +208,13 @@ class ClientTest : public ::testing::Test {
 
   std::unique_ptr<RpcServer> StartCoordinator(std::shared_ptr<FakeCoordinator> c) {
     auto s = std::make_unique<RpcServer>(
-        nodes_.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(c), RpcServerOptions{});
+        nodes_.loop(), std::make_shared<rpc::CoordinatorAsyncProcessor>(c), ServerOptions());
     EXPECT_TRUE(s->Start().ok());
     return s;
   }
+
+  // The fake nodes' server options (a derived fixture changes them).
+  virtual RpcServerOptions ServerOptions() const { return {}; }
 
   void ConnectClient(ClientOptions o = {}) {
     if (o.coordinators.empty()) o.coordinators = {coordinator_server_->address()};
@@ -241,6 +244,62 @@ class ClientTest : public ::testing::Test {
   std::shared_ptr<FakeCoordinator> backup_;  // set by tests that use a second coordinator
   std::unique_ptr<Client> client_;
 };
+
+// Nodes that close idle connections quickly (common/rpc_server.h).
+class IdleNodesClientTest : public ClientTest {
+ protected:
+  RpcServerOptions ServerOptions() const override {
+    RpcServerOptions o;
+    o.idle_timeout_ms = 300;
+    return o;
+  }
+  // Idle closes on the participant serving `key`, and on the coordinator.
+  uint64_t ParticipantIdleCloses(const std::string& key) {
+    uint64_t n = 0;
+    nodes_.RunSync([&] { n = servers_[client_->ShardOf(key)]->stats().connections_closed_idle; });
+    return n;
+  }
+  uint64_t CoordinatorIdleCloses() {
+    uint64_t n = 0;
+    nodes_.RunSync([&] { n = coordinator_server_->stats().connections_closed_idle; });
+    return n;
+  }
+};
+
+// The client's connections to the coordinator and to a participant are
+// closed by the nodes for being idle: the next transaction reads and commits
+// over new connections, with no error and no commit retry - also when the
+// read follows the close at once (a channel that backed off after the close
+// would fail it fast).
+TEST_F(IdleNodesClientTest, ClientWhoseConnectionsTheNodesClosedIdleWorksOnItsNextCalls) {
+  ConnectClient();
+  participants_[client_->ShardOf("k")]->Set("k", "v", 4);
+  {
+    Transaction tx = Begin();
+    ASSERT_TRUE(tx.Get("k").ok());
+    ASSERT_TRUE(tx.Put("k", "w").ok());
+    ASSERT_TRUE(tx.Commit().ok());
+  }
+  // Each node closes within ~1.3 s; the read goes out as soon as the
+  // participant has closed.
+  for (int i = 0; i < 10000 && ParticipantIdleCloses("k") == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  ASSERT_EQ(ParticipantIdleCloses("k"), 1u) << "the participant did not close the idle connection";
+  Transaction tx = Begin();
+  GetResult got = tx.Get("k");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(**got, "v");
+  ASSERT_TRUE(tx.Put("k", "x").ok());
+  for (int i = 0; i < 1000 && CoordinatorIdleCloses() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(CoordinatorIdleCloses(), 1u) << "the coordinator did not close the idle connection";
+  Status committed = tx.Commit();
+  EXPECT_TRUE(committed.ok()) << committed.ToString();
+  EXPECT_EQ(coordinator_->Requests(), 2u) << "one Commit each, none repeated";
+  EXPECT_FALSE(coordinator_->Last().__isset.is_retry && coordinator_->Last().is_retry);
+}
 
 TEST_F(ClientTest, ConnectFetchesAndCachesTheShardMap) {
   ConnectClient();

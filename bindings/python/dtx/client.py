@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import secrets
+import select
 import socket
 import ssl
 import threading
@@ -66,6 +67,11 @@ _COORDINATOR_KIND = "coordinator"
 _PARTICIPANT_KIND = "participant"
 
 _RETRYABLE_REASONS = ("conflict", "participant_unavailable", "timeout")
+# Calls that change nothing at the node (common/rpc_client.h kSafeToRepeat):
+# sent once more on a new connection when the pooled one they went out on
+# turns out closed (a node closes idle connections, common/rpc_server.h).
+# Commit is not: its retries are _commit's (same txid, is_retry).
+_SAFE_TO_REPEAT = frozenset(("Read", "GetShardMap", "GetStatus", "GetOutcome"))
 _REASON_NAMES = {
     ttypes.AbortReason.CONFLICT: "conflict",
     ttypes.AbortReason.PARTICIPANT_UNAVAILABLE: "participant_unavailable",
@@ -232,7 +238,17 @@ class _Pool:
     """Idle Thrift connections to one address; thread-safe. A connection is
     used by one thread at a time and dropped after any transport error.
     ``tls`` (an SSLContext and the CA path it trusts) makes every connection
-    TLS 1.3 to a server whose certificate names ``expected_kind``."""
+    TLS 1.3 to a server whose certificate names ``expected_kind``.
+
+    Nodes close connections that sit idle (``--idle-timeout-ms``, 5 minutes
+    by default) and, at their connection cap, the one idle longest
+    (common/rpc_server.h). So a pooled connection is checked before it is
+    used: one the server closed is dropped and the next (or a new one) is
+    taken. A close that races with the request (the server closed it just as
+    it was sent) costs a call that is safe to repeat (``_SAFE_TO_REPEAT``) one
+    more try on a new connection; any other call raises ``_TransportError``
+    with ``maybe_sent`` and its caller decides (a commit is retried with the
+    same txid)."""
 
     _IDLE_MAX = 16
 
@@ -245,7 +261,8 @@ class _Pool:
         self._timeout_s = timeout_s
         self._tls = tls
         self._expected_kind = expected_kind
-        self._idle: List[Tuple[TTransport.TTransportBase, object]] = []
+        # (framed transport, Thrift client, socket)
+        self._idle: List[Tuple[TTransport.TTransportBase, object, _Socket]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -254,39 +271,55 @@ class _Pool:
         transport = TTransport.TFramedTransport(sock)
         client = self._service.Client(TBinaryProtocol.TBinaryProtocol(transport))
         transport.open()
-        return transport, client
+        return transport, client, sock
+
+    def _take_idle(self):
+        """A pooled connection the server has not closed, or None."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise InvalidArgument("client is closed")
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or not _closed_by_peer(conn[2]):
+                return conn
+            _log.debug("%s: a pooled connection was closed by the server (idle); dropped",
+                       self.address)
+            conn[0].close()
 
     def call(self, method: str, *args):
         """Calls ``method`` on a pooled connection. Transport failures raise
         ``_TransportError`` (``maybe_sent`` False when no connection could be
         made, so the request never left); ``DtxError`` replies propagate as
         they are."""
-        with self._lock:
-            if self._closed:
-                raise InvalidArgument("client is closed")
-            conn = self._idle.pop() if self._idle else None
-        if conn is None:
+        conn = self._take_idle()
+        reused = conn is not None
+        while True:
+            if conn is None:
+                try:
+                    conn = self._open()
+                except (TException, OSError, EOFError) as e:
+                    _log.debug("%s: %s", self.address, _describe(e))
+                    raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False,
+                                          tls=isinstance(e, _TlsFailure)) from e
             try:
-                conn = self._open()
-            except (TException, OSError, EOFError) as e:
-                _log.debug("%s: %s", self.address, _describe(e))
-                raise _TransportError(f"{self.address}: {_describe(e)}", maybe_sent=False,
+                result = getattr(conn[1], method)(*args)
+            except ttypes.DtxError:
+                self._release(conn)
+                raise
+            except (TException, socket.error, OSError, EOFError) as e:
+                conn[0].close()
+                _log.debug("%s: %s failed: %s", self.address, method, _describe(e))
+                if _tls.is_tls_required_reply(e):
+                    raise _TransportError(f"{self.address}: {_tls.REQUIRES_TLS}",
+                                          maybe_sent=False, tls=True) from e
+                if reused and method in _SAFE_TO_REPEAT and _connection_lost(e):
+                    _log.debug("%s: %s once more on a new connection", self.address, method)
+                    conn, reused = None, False
+                    continue
+                raise _TransportError(f"{self.address}: {_describe(e)}",
                                       tls=isinstance(e, _TlsFailure)) from e
-        try:
-            result = getattr(conn[1], method)(*args)
-        except ttypes.DtxError:
             self._release(conn)
-            raise
-        except (TException, socket.error, OSError, EOFError) as e:
-            conn[0].close()
-            _log.debug("%s: %s failed: %s", self.address, method, _describe(e))
-            if _tls.is_tls_required_reply(e):
-                raise _TransportError(f"{self.address}: {_tls.REQUIRES_TLS}", maybe_sent=False,
-                                      tls=True) from e
-            raise _TransportError(f"{self.address}: {_describe(e)}",
-                                  tls=isinstance(e, _TlsFailure)) from e
-        self._release(conn)
-        return result
+            return result
 
     def _release(self, conn) -> None:
         with self._lock:
@@ -299,8 +332,32 @@ class _Pool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for transport, _ in idle:
+        for transport, _, _ in idle:
             transport.close()
+
+
+def _closed_by_peer(sock: _Socket) -> bool:
+    """True if an idle connection is no longer usable: anything to read on
+    it (the server's FIN or reset, or bytes nobody asked for) means so."""
+    handle = sock.handle
+    if handle is None:
+        return True
+    try:
+        if isinstance(handle, ssl.SSLSocket) and handle.pending():
+            return True
+        readable, _, _ = select.select([handle], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def _connection_lost(e: BaseException) -> bool:
+    """A connection closed under the call (not a timeout, not TLS refusing us)."""
+    if isinstance(e, _TlsFailure):
+        return False
+    if isinstance(e, TTransport.TTransportException):
+        return e.type == TTransport.TTransportException.END_OF_FILE
+    return isinstance(e, (ConnectionError, EOFError))
 
 
 def _describe(e: BaseException) -> str:
