@@ -162,7 +162,7 @@ struct Runtime::Impl {
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
   // (lsn, the driver's durability notice) of each.
-  std::vector<std::pair<wal::Lsn, node::RecordLog::DurableFn>> init_forced_;
+  std::vector<std::pair<wal::Lsn, std::function<void(uint64_t lsn)>>> init_forced_;
   // ---- high availability (the logic is in ha_) ----
   std::map<std::string, ParticipantPeerStub> adopt_stubs_;
   // Participants that do not serve ParticipantPeer.Heartbeat (older or
@@ -288,7 +288,7 @@ class Runtime::Impl::Glue final : public CoordinatorIo, public CoordinatorHooks 
                   std::function<void(uint64_t lsn)> on_durable) override {
     // Only a forced record's durability is news for the driver.
     node::RecordLog::DurableFn notice;
-    if (forced) notice = on_durable;
+    if (forced) notice = [on_durable](wal::Lsn lsn, bool /*more*/) { on_durable(lsn); };
     const wal::Lsn lsn = rt_->wal_.Append(static_cast<uint8_t>(type), payload, std::move(notice));
     if (rt_->initializing_ && forced) rt_->init_forced_.emplace_back(lsn, std::move(on_durable));
     return lsn;
@@ -534,7 +534,8 @@ Status Runtime::Impl::Init() {
   driver_->Process();
   // The EPOCH record of a fresh log must be durable before commits are
   // accepted: wait for it here so the node is ready once it serves.
-  std::vector<std::pair<wal::Lsn, node::RecordLog::DurableFn>> forced = std::move(init_forced_);
+  std::vector<std::pair<wal::Lsn, std::function<void(uint64_t lsn)>>> forced =
+      std::move(init_forced_);
   init_forced_.clear();
   initializing_ = false;
   for (const auto& [lsn, on_durable] : forced) {

@@ -60,7 +60,7 @@ TEST_F(WalAppenderTest, ForcedRecordsAreReportedDurableWithTheirLsnOnTheLoopThre
       const bool forced = i % 2 == 1;
       RecordLog::DurableFn on_durable;
       if (forced) {
-        on_durable = [&, i](wal::Lsn lsn) {
+        on_durable = [&, i](wal::Lsn lsn, bool /*more*/) {
           EXPECT_TRUE(loop_.loop()->InLoopThread());
           durable.push_back(lsn);
           if (i == 3) done.set_value();
@@ -83,7 +83,7 @@ TEST_F(WalAppenderTest, ForcedRecordsAreReportedDurableWithTheirLsnOnTheLoopThre
 TEST_F(WalAppenderTest, NoticesOfAClosedLogDoNothing) {
   int notices = 0;
   loop_.RunSync([&] {
-    appender_->Append(1, "x", [&](wal::Lsn) { ++notices; });
+    appender_->Append(1, "x", [&](wal::Lsn, bool) { ++notices; });
     // Close syncs the record; its notice is posted but must find the log's
     // lifetime over (as after the coordinator's log reload).
     appender_->Close();
@@ -94,9 +94,51 @@ TEST_F(WalAppenderTest, NoticesOfAClosedLogDoNothing) {
   std::promise<wal::Lsn> lsn;
   loop_.RunSync([&] {
     ASSERT_TRUE(appender_->Open(wal::Options{}, dir_ + "/wal", nullptr).ok());
-    appender_->Append(1, "y", [&](wal::Lsn l) { lsn.set_value(l); });
+    appender_->Append(1, "y", [&](wal::Lsn l, bool) { lsn.set_value(l); });
   });
   EXPECT_EQ(lsn.get_future().get(), 2u);
+}
+
+// Records made durable while the loop is busy reach it as one batch: one
+// wake-up, the notices back to back in LSN order, `more` on all but the last.
+TEST_F(WalAppenderTest, RecordsDurableTogetherArriveAsOneBatchWithMoreOnAllButTheLast) {
+  std::vector<std::pair<wal::Lsn, bool>> notices;
+  loop_.RunSync([&] {
+    wal::Lsn last = 0;
+    for (int i = 0; i < 8; ++i) {
+      last = appender_->Append(1, "r" + std::to_string(i),
+                               [&](wal::Lsn lsn, bool more) { notices.emplace_back(lsn, more); });
+    }
+    // The loop thread waits here, so every notice queues before any runs.
+    ASSERT_TRUE(appender_->log().WaitDurable(last).ok());
+    EXPECT_TRUE(notices.empty());
+  });
+  Drain();
+  loop_.RunSync([&] {
+    ASSERT_EQ(notices.size(), 8u);
+    for (size_t i = 0; i < notices.size(); ++i) {
+      EXPECT_EQ(notices[i].first, i + 1);
+      EXPECT_EQ(notices[i].second, i + 1 < notices.size()) << "notice " << i;
+    }
+  });
+}
+
+// A notice that closes the log (the coordinator's reload after a step-down)
+// ends its batch: the notices after it belong to the old log.
+TEST_F(WalAppenderTest, ABatchStopsAtTheNoticeThatClosedTheLog) {
+  int ran = 0;
+  loop_.RunSync([&] {
+    wal::Lsn last = 0;
+    for (int i = 0; i < 4; ++i) {
+      last = appender_->Append(1, "r", [&, i](wal::Lsn, bool) {
+        ++ran;
+        if (i == 1) appender_->Close();
+      });
+    }
+    ASSERT_TRUE(appender_->log().WaitDurable(last).ok());
+  });
+  Drain();
+  loop_.RunSync([&] { EXPECT_EQ(ran, 2); });
 }
 
 TEST(FailStopTest, ExitsWithStatusOne) {

@@ -25,6 +25,7 @@ void WalAppender::Close() {
   // First the token, then the log: ~Log runs the last durable callbacks,
   // whose notices must find the old lifetime over.
   alive_.Renew();
+  inbox_ = std::make_shared<Inbox>();
   log_.reset();
 }
 
@@ -38,31 +39,48 @@ wal::Lsn WalAppender::Append(uint8_t type, std::string_view payload, DurableFn o
   DTX_CHECK(log_ != nullptr);
   DTX_CHECK(loop_->InLoopThread());
   // wal::Log tells a record's callback only "durable", not its LSN, and
-  // hands the LSN out only when Append returns. The notice is Post()ed from
-  // the flusher and so runs on this (the loop) thread after the current
-  // callback - i.e. after `notice->lsn` is set below - never before.
-  struct Notice {
-    wal::Lsn lsn = 0;
-    DurableFn fn;
-  };
+  // hands the LSN out only when Append returns. The notice is delivered on
+  // this (the loop) thread after the current callback - i.e. after
+  // `notice->lsn` is set below - never before.
   std::shared_ptr<Notice> notice;
   if (on_durable) notice = std::make_shared<Notice>(Notice{0, std::move(on_durable)});
   // Captures `this`: the callback runs at the latest inside ~Log, which
   // Close() runs before the appender goes.
-  wal::DurableFn done = [this, watch = alive_.watch(), notice,
-                         on_synced = std::move(on_synced)](const Status& s) {
+  wal::DurableFn done = [this, watch = alive_.watch(), inbox = inbox_, notice,
+                         on_synced = std::move(on_synced)](const Status& s) mutable {
     if (!s.ok()) FailStop(what_ + ": record did not become durable: " + s.ToString());
     if (on_synced) on_synced();
-    if (notice == nullptr) return;
-    loop_->Post([watch, notice] {
-      if (watch.expired()) return;
-      notice->fn(notice->lsn);
-    });
+    if (notice != nullptr) Queue(watch, inbox, std::move(notice));
   };
   Result<wal::Lsn> lsn = log_->Append(type, payload, std::move(done));
   if (!lsn.ok()) FailStop(what_ + ": append failed: " + lsn.status().ToString());
   if (notice != nullptr) notice->lsn = *lsn;
   return *lsn;
+}
+
+void WalAppender::Queue(const LifetimeToken::Watch& watch, const std::shared_ptr<Inbox>& inbox,
+                        std::shared_ptr<Notice> notice) {
+  bool wake = false;
+  {
+    MutexLock lock(&inbox->mu);
+    wake = inbox->ready.empty();
+    inbox->ready.push_back(std::move(notice));
+  }
+  // A notice queued after this Post but before Deliver swaps the inbox
+  // rides along; one queued after the swap finds the inbox empty and posts.
+  if (wake) loop_->Post([watch, inbox] { Deliver(watch, inbox.get()); });
+}
+
+void WalAppender::Deliver(const LifetimeToken::Watch& watch, Inbox* inbox) {
+  std::vector<std::shared_ptr<Notice>> batch;
+  {
+    MutexLock lock(&inbox->mu);
+    batch.swap(inbox->ready);
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (watch.expired()) return;  // closed: by Close(), or by a notice of this batch
+    batch[i]->fn(batch[i]->lsn, i + 1 < batch.size());
+  }
 }
 
 }  // namespace dtx::node

@@ -11,11 +11,20 @@
 // WAL's error is sticky, nothing is retried, the node exits with status 1,
 // or 74 when a sync failed (node::StopExitCode()).
 //
+// Batches: the records one sync made durable reach the loop together - the
+// flusher queues their notices in an inbox and wakes the loop once (one
+// Post) per batch, not once per record - and run back to back with `more`
+// set on all but the last, so a receiver may leave its work to the last one
+// (the participant applies the batch's commits to its store in one write:
+// participant/driver.h). The flusher may deliver one sync's records in two
+// batches when the loop drains the inbox between them; never the reverse.
+//
 // Lifetime: the wal::Log's durable callbacks run on its flusher thread and
-// Post() to the loop; the notices carry a watch of the appender's own
+// hand notices to the loop; the notices carry a watch of the appender's own
 // lifetime token, so a notice of a log that was replaced (Open() again, the
-// coordinator's reload after a step-down) or closed does nothing. Callbacks
-// given to Append must stay valid while the appender is open.
+// coordinator's reload after a step-down) or closed does nothing, and a
+// batch stops at the first notice after one of its callbacks closed the
+// log. Callbacks given to Append must stay valid while the appender is open.
 //
 // Threading: every method runs on the loop thread (Append checks it); the
 // wal::Log that log() returns may be used from other threads for its
@@ -28,9 +37,11 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/event_loop.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "node/lifetime.h"
 #include "wal/wal.h"
 
@@ -38,8 +49,10 @@ namespace dtx::node {
 
 class RecordLog {
  public:
-  // Runs on the loop thread with the LSN of the record now durable.
-  using DurableFn = std::function<void(wal::Lsn lsn)>;
+  // Runs on the loop thread with the LSN of the record now durable. `more`:
+  // the notice of another record made durable with it runs right after this
+  // one (see WalAppender "Batches"); false on the last of a batch.
+  using DurableFn = std::function<void(wal::Lsn lsn, bool more)>;
   // Runs on the writer's own thread (the WAL flusher) as soon as the record
   // is durable, before any notice reaches the loop: short, non-blocking,
   // thread-safe (e.g. obs::TraceRing::Record).
@@ -77,10 +90,27 @@ class WalAppender final : public RecordLog {
   wal::Log& log() const;
 
  private:
+  struct Notice {
+    wal::Lsn lsn = 0;
+    DurableFn fn;
+  };
+  // Notices of durable records, from the flusher to the loop thread.
+  struct Inbox {
+    Mutex mu;
+    std::vector<std::shared_ptr<Notice>> ready GUARDED_BY(mu);
+  };
+  // Flusher thread: queues `notice`; the first into an empty inbox wakes
+  // the loop to Deliver. `watch`, `inbox`: of the lifetime that appended it.
+  void Queue(const LifetimeToken::Watch& watch, const std::shared_ptr<Inbox>& inbox,
+             std::shared_ptr<Notice> notice);
+  // Loop thread: runs every queued notice, in LSN order, while `watch` lives.
+  static void Deliver(const LifetimeToken::Watch& watch, Inbox* inbox);
+
   EventLoop* const loop_;
   const std::string what_;
   std::unique_ptr<wal::Log> log_;
   LifetimeToken alive_;  // renewed by every Close()
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();  // renewed with alive_
 };
 
 }  // namespace dtx::node

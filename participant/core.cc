@@ -722,23 +722,39 @@ void Core::StartCommit(Tx& tx) {
   on_durable_.emplace(tx.commit_tag, tx.txid);
 }
 
-void Core::FinishCommit(Tx& tx) {
-  Status s = store_->Apply(tx.writes, tx.commit_version);
+void Core::FinishCommits(const std::vector<TxId>& txids, std::vector<HeldPrepare>* resumed) {
+  if (txids.empty()) return;
+  std::vector<Store::Commit> batch;
+  batch.reserve(txids.size());
+  for (const TxId& txid : txids) {
+    const Tx& tx = txs_.at(txid);
+    batch.push_back(Store::Commit{&tx.writes, tx.commit_version});
+  }
+  Status s = store_->ApplyBatch(batch);
   if (!s.ok()) {
-    // The COMMIT is durable but the store refused it: reads would go stale.
-    Fail(Status::IOError("applying committed transaction " + tx.txid.ToString() +
-                         " failed: " + s.ToString()));
+    // The COMMITs are durable but the store refused them: reads would go stale.
+    Fail(Status::IOError("applying " + std::to_string(txids.size()) +
+                         " committed transaction(s) from " + txids.front().ToString() +
+                         " on failed: " + s.ToString()));
     return;
   }
-  ++stats_.commits;
-  if (tx.one_phase) ++stats_.votes_yes;
-  Remember(tx.txid, Outcome::kCommitted, tx.commit_version, tx.fingerprint, tx.attempt);
-  for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, tx.txid, Vote::kYes, w.wait_tag);
-  for (const Waiter& w : tx.commit_waiters)
-    RespondAck(w.token, Reply::Kind::kCommit, tx.txid, w.wait_tag);
-  TxId txid = tx.txid;
-  EraseTx(txs_.find(txid));
-  ReleaseLocks(txid);  // after the apply: woken reads see the new values
+  ++stats_.store_batches;
+  for (const TxId& txid : txids) {
+    auto it = txs_.find(txid);
+    Tx& tx = it->second;
+    ++stats_.commits;
+    if (tx.one_phase) ++stats_.votes_yes;
+    Remember(txid, Outcome::kCommitted, tx.commit_version, tx.fingerprint, tx.attempt);
+    for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, txid, Vote::kYes, w.wait_tag);
+    for (const Waiter& w : tx.commit_waiters)
+      RespondAck(w.token, Reply::Kind::kCommit, txid, w.wait_tag);
+    EraseTx(it);
+    ReleaseLocks(txid);  // after the apply: woken reads see the new values
+    if (auto h = held_prepares_.find(txid); h != held_prepares_.end()) {
+      for (HeldPrepare& p : h->second) resumed->push_back(std::move(p));
+      held_prepares_.erase(h);
+    }
+  }
 }
 
 void Core::DropAborted(Tx& tx, bool log_abort) {
@@ -911,6 +927,7 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
   if (tag <= durable_tag_) return;
   durable_tag_ = tag;
   std::vector<HeldPrepare> resumed;  // held behind a commit applied here
+  std::vector<TxId> committed;       // durable COMMITs, applied together below
   while (!on_durable_.empty() && on_durable_.begin()->first <= durable_tag_ && fatal_.ok()) {
     auto [t, txid] = *on_durable_.begin();
     on_durable_.erase(on_durable_.begin());
@@ -928,13 +945,10 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
       for (const Waiter& w : tx.prepare_waiters) RespondVote(w.token, txid, Vote::kYes, w.wait_tag);
       tx.prepare_waiters.clear();
     } else if (t == tx.commit_tag) {
-      FinishCommit(tx);
-      if (auto h = held_prepares_.find(txid); h != held_prepares_.end()) {
-        for (HeldPrepare& p : h->second) resumed.push_back(std::move(p));
-        held_prepares_.erase(h);
-      }
+      committed.push_back(txid);
     }
   }
+  FinishCommits(committed, &resumed);
   while (!deferred_.empty() && deferred_.begin()->first <= durable_tag_) {
     ready_.replies.push_back(std::move(deferred_.begin()->second));
     deferred_.erase(deferred_.begin());

@@ -76,6 +76,24 @@ class Store {
   // (participant/README.md says why). Need not be synced: the WAL holds
   // durability and replay re-applies.
   virtual Status Apply(const std::vector<WriteOp>& writes, Version version) = 0;
+
+  // One committed transaction for ApplyBatch.
+  struct Commit {
+    const std::vector<WriteOp>* writes = nullptr;
+    Version version = 0;
+  };
+  // Applies `commits` in order, as Apply would one after the other. A store
+  // may make them one write: the commits one WAL sync made durable are
+  // applied together (LevelStore: one WriteBatch, one LevelDB log write). On
+  // an error, any prefix of them may have been applied; the core stops, and
+  // replay re-applies (Apply is idempotent).
+  virtual Status ApplyBatch(const std::vector<Commit>& commits) {
+    for (const Commit& c : commits) {
+      Status s = Apply(*c.writes, c.version);
+      if (!s.ok()) return s;
+    }
+    return Status::OK();
+  }
 };
 
 // The wire vocabulary (common/types.h; checked against idl/dtx.thrift in
@@ -286,6 +304,9 @@ struct CoreStats {
   uint64_t votes_no = 0;
   uint64_t votes_read_only = 0;
   uint64_t commits = 0;  // transactions committed (applied) here, 1PC and 2PC
+  // Store writes (ApplyBatch calls) that applied them: commits / store_batches
+  // is how many COMMITs one WAL sync made durable together, on average.
+  uint64_t store_batches = 0;
   uint64_t aborts = 0;   // prepared transactions aborted here
   uint64_t read_timeouts = 0;
   uint64_t decision_queries = 0;
@@ -476,7 +497,12 @@ class Core {
   // Appends (forced) the PREPARE record of `tx` as it is now; its tag.
   uint64_t AppendPrepare(const Tx& tx);
   void StartCommit(Tx& tx);
-  void FinishCommit(Tx& tx);
+  struct HeldPrepare;
+  // The transactions whose COMMITs became durable (in LSN order): their
+  // writes go to the store in one ApplyBatch, then each is finished
+  // (remembered, answered, its locks released - after the apply, so woken
+  // reads see the new values). Prepares held behind them go to `resumed`.
+  void FinishCommits(const std::vector<TxId>& txids, std::vector<HeldPrepare>* resumed);
   void DropAborted(Tx& tx, bool log_abort);
   // `version`: the commit version of a committed outcome (0 for aborted).
   // A known `fingerprint` replaces the remembered one; an unknown one keeps it.

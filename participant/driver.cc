@@ -78,6 +78,14 @@ Status FailpointStore::Apply(const std::vector<WriteOp>& writes, Version version
   return Status::OK();
 }
 
+Status FailpointStore::ApplyBatch(const std::vector<Commit>& commits) {
+  DTX_RETURN_IF_ERROR(inner_->ApplyBatch(commits));
+  if (!live_) return Status::OK();
+  for (size_t i = 0; i < commits.size(); ++i)
+    DTX_RETURN_IF_ERROR(fp::Eval(fp::Point::kParticipantCommitAfterApply));
+  return Status::OK();
+}
+
 ParticipantDriver::ParticipantDriver(ParticipantDriverOptions options, Core* core,
                                      ParticipantIo* io, ParticipantHooks* hooks)
     : options_(std::move(options)), core_(core), io_(io), hooks_(hooks) {}
@@ -151,10 +159,10 @@ void ParticipantDriver::Append(const PersistOp& op) {
   if (stopped_) return;
   if (hooks_->tracing() && op.type != RecordType::kEpoch) TraceAppend(op);
   // Only a forced record's durability is news for the core.
-  std::function<void(uint64_t)> on_durable;
+  ParticipantIo::DurableFn on_durable;
   if (op.forced) {
-    on_durable = [this, type = op.type, txid = op.txid](uint64_t lsn) {
-      OnDurable(lsn, type, txid);
+    on_durable = [this, type = op.type, txid = op.txid](uint64_t lsn, bool more) {
+      OnDurable(lsn, type, txid, more);
     };
   }
   const uint64_t lsn = io_->Append(op.type, op.payload, op.forced, op.txid, std::move(on_durable));
@@ -178,15 +186,20 @@ void ParticipantDriver::TraceAppend(const PersistOp& op) {
   Trace(op.txid, obs::span::kLogged, RecordName(op.type));
 }
 
-void ParticipantDriver::OnDurable(uint64_t lsn, RecordType type, const TxId& txid) {
+void ParticipantDriver::OnDurable(uint64_t lsn, RecordType type, const TxId& txid, bool more) {
   if (stopped_) return;
   if (type == RecordType::kPrepare) EvalOrFailStop(fp::Point::kParticipantPrepareAfterLog, txid);
   if (type == RecordType::kCommit) EvalOrFailStop(fp::Point::kParticipantCommitAfterLog, txid);
   if (stopped_) return;
-  core_->OnPersisted(lsn, io_->NowMs());
-  // The core applies a durable COMMIT to the store inside OnPersisted (a
-  // failed apply makes Process() below stop the node).
-  if (type == RecordType::kCommit) Trace(txid, obs::span::kApplied);
+  durable_upto_ = std::max(durable_upto_, lsn);
+  if (type == RecordType::kCommit && hooks_->tracing()) durable_commits_.push_back(txid);
+  if (more) return;
+  // The core applies the durable COMMITs to the store inside OnPersisted,
+  // all of this batch in one store write (a failed apply makes Process()
+  // below stop the node).
+  core_->OnPersisted(durable_upto_, io_->NowMs());
+  for (const TxId& t : durable_commits_) Trace(t, obs::span::kApplied);
+  durable_commits_.clear();
   Process();
 }
 

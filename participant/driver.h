@@ -58,6 +58,13 @@ class ParticipantIo {
   virtual uint64_t NowMs() = 0;
 
   // ---- log ----
+  // Runs once the record is durable. `more`: the notice of another record
+  // made durable by the same sync runs right after this one, so the driver
+  // leaves the core's work to the last of them (the core then applies their
+  // commits to the store together); false on the last. An Io may always
+  // pass false (one record at a time), but never true without a next notice
+  // (unless the node stops meanwhile).
+  using DurableFn = std::function<void(uint64_t lsn, bool more)>;
   // Appends one record and returns its LSN (the core's tags are LSNs:
   // nothing else appends). A forced record's `on_durable` runs (after the
   // call returned) once the record is durable - never before its sync
@@ -65,7 +72,7 @@ class ParticipantIo {
   // sync is the Io's to handle (fail-stop): the driver never sees it.
   // `txid` is for logs and traces (zero for EPOCH).
   virtual uint64_t Append(RecordType type, const std::string& payload, bool forced,
-                          const TxId& txid, std::function<void(uint64_t lsn)> on_durable) = 0;
+                          const TxId& txid, DurableFn on_durable) = 0;
 
   // ---- transport: calls to coordinators (the in-doubt fall-back) ----
   // Coordinator.QueryDecision. The decision is read off the wire: the driver
@@ -133,6 +140,8 @@ class FailpointStore final : public Store {
   void set_live() { live_ = true; }
   Result<Item> Get(std::string_view key) override { return inner_->Get(key); }
   Status Apply(const std::vector<WriteOp>& writes, Version version) override;
+  // The inner store's ApplyBatch, then the failpoint once per commit.
+  Status ApplyBatch(const std::vector<Commit>& commits) override;
 
  private:
   Store* inner_;
@@ -225,7 +234,9 @@ class ParticipantDriver {
 
   Token NewToken(Pending p);
   void Append(const PersistOp& op);
-  void OnDurable(uint64_t lsn, RecordType type, const TxId& txid);
+  // A record's durability notice (ParticipantIo::DurableFn): the commit-path
+  // failpoints at once; the core hears of the batch with its last notice.
+  void OnDurable(uint64_t lsn, RecordType type, const TxId& txid, bool more);
   // Sends the core's question `m` (kAsk) and feeds the answer back to it.
   void AskDecision(const QueryDecisionMsg& m);
   // m.kind == kFindPrimary: every known coordinator's status, to the core.
@@ -253,6 +264,10 @@ class ParticipantDriver {
   node::DrainGuard drain_;  // Process() is not re-entered (node/node.h)
   bool stopped_ = false;
   PrepareInProgress preparing_;
+  // The batch of durability notices being received (OnDurable): the highest
+  // LSN, and the COMMITs to trace `applied` once the core has applied them.
+  uint64_t durable_upto_ = 0;
+  std::vector<TxId> durable_commits_;
   uint64_t coordinator_heard_ms_ = 0;
   std::map<std::string, CoordinatorSeen> coordinators_seen_;  // by address
   // Transactions in doubt after recovery and not resolved yet: each gets one

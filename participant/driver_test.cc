@@ -26,7 +26,7 @@ class RecordingIo final : public ParticipantIo {
   struct Appended {
     RecordType type;
     bool forced;
-    std::function<void(uint64_t)> on_durable;
+    DurableFn on_durable;
     uint64_t lsn;
   };
   using QueryDone = std::function<void(const RpcStatus&, const rpc::Decision::type&)>;
@@ -40,7 +40,7 @@ class RecordingIo final : public ParticipantIo {
 
   uint64_t NowMs() override { return now_ms; }
   uint64_t Append(RecordType type, const std::string&, bool forced, const TxId&,
-                  std::function<void(uint64_t)> on_durable) override {
+                  DurableFn on_durable) override {
     const uint64_t lsn = log.size() + 1;
     log.push_back(Appended{type, forced, std::move(on_durable), lsn});
     return lsn;
@@ -59,10 +59,12 @@ class RecordingIo final : public ParticipantIo {
   void SyncAll() {
     const uint64_t from = synced;
     synced = log.size();
-    std::vector<Appended> pending(log.begin() + static_cast<long>(from), log.end());
-    for (Appended& a : pending) {
-      if (a.forced && a.on_durable) a.on_durable(a.lsn);
+    std::vector<Appended> pending;  // the forced ones: one batch, as one sync's
+    for (auto it = log.begin() + static_cast<long>(from); it != log.end(); ++it) {
+      if (it->forced && it->on_durable) pending.push_back(*it);
     }
+    for (size_t i = 0; i < pending.size(); ++i)
+      pending[i].on_durable(pending[i].lsn, i + 1 < pending.size());
   }
 };
 
@@ -133,6 +135,27 @@ TEST_F(ParticipantDriverTest, NoVoteBeforeThePrepareIsDurable) {
   ASSERT_TRUE(vote_.has_value());
   EXPECT_EQ(vote_->vote, rpc::Vote::YES);
   EXPECT_FALSE(error_.has_value());
+}
+
+// The COMMITs one sync made durable go to the store in one write, and each
+// is acked.
+TEST_F(ParticipantDriverTest, CommitsDurableTogetherAreAppliedInOneStoreWrite) {
+  for (uint64_t i = 1; i <= 3; ++i) Prepare(TxId{7, i}, 0);
+  io_.SyncAll();
+  int acked = 0;
+  for (uint64_t i = 1; i <= 3; ++i) {
+    driver_->Commit(
+        ToRpc(TxId{7, i}), 0, [&] { ++acked; },
+        [](const rpc::DtxError& e) { ADD_FAILURE() << e.message; });
+  }
+  EXPECT_EQ(acked, 0);  // not before the COMMITs are durable
+  io_.SyncAll();
+  EXPECT_EQ(acked, 3);
+  EXPECT_EQ(store_.batches(), 1);
+  EXPECT_EQ(store_.applies(), 3);
+  for (uint64_t i = 1; i <= 3; ++i) EXPECT_EQ(store_.Get("k" + std::to_string(i))->value, "v");
+  EXPECT_EQ(core_.stats().store_batches, 1u);
+  EXPECT_EQ(core_.stats().commits, 3u);
 }
 
 // A request past kTxKeysMax is refused BAD_ARGUMENT before the core sees it.

@@ -281,6 +281,32 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
     return Status::OK();
   }
   leveldb::WriteBatch batch;
+  Result<size_t> changed = AddToBatch(writes, version, &batch);
+  if (!changed.ok()) return changed.status();
+  if (*changed == 0) return Status::OK();
+  leveldb::WriteOptions wo;
+  wo.sync = false;  // the WAL holds durability; see the header
+  return Error(db_->Write(wo, &batch), "LevelDB write");
+}
+
+Status LevelStore::ApplyBatch(const std::vector<Commit>& commits) {
+  if (replaying_) return Store::ApplyBatch(commits);  // the replay batch takes them
+  leveldb::WriteBatch batch;
+  size_t changed = 0;
+  for (const Commit& c : commits) {
+    DTX_CHECK(c.version > 0);
+    Result<size_t> n = AddToBatch(*c.writes, c.version, &batch);
+    if (!n.ok()) return n.status();
+    changed += *n;
+  }
+  if (changed == 0) return Status::OK();
+  leveldb::WriteOptions wo;
+  wo.sync = false;  // the WAL holds durability; see the header
+  return Error(db_->Write(wo, &batch), "LevelDB write");
+}
+
+Result<size_t> LevelStore::AddToBatch(const std::vector<WriteOp>& writes, Version version,
+                                      leveldb::WriteBatch* batch) {
   size_t changed = 0;
   for (const WriteOp& w : writes) {
     DTX_CHECK(!w.key.empty());  // the empty key holds the checkpoint
@@ -288,14 +314,11 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
     if (!cur.ok()) return cur.status();
     if (cur->version >= version) continue;  // already applied (replay); tombstones too
     leveldb::Slice key(w.key.data(), w.key.size());
-    batch.Put(key, EncodeStored(version, !w.value.has_value(),
-                                w.value ? std::string_view(*w.value) : std::string_view()));
+    batch->Put(key, EncodeStored(version, !w.value.has_value(),
+                                 w.value ? std::string_view(*w.value) : std::string_view()));
     ++changed;
   }
-  if (changed == 0) return Status::OK();
-  leveldb::WriteOptions wo;
-  wo.sync = false;  // the WAL holds durability; see the header
-  return Error(db_->Write(wo, &batch), "LevelDB write");
+  return changed;
 }
 
 Result<std::optional<Checkpoint>> LevelStore::ReadCheckpoint() {

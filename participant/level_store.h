@@ -61,6 +61,11 @@ class LevelStore final : public Store {
 
   Result<Item> Get(std::string_view key) override;
   Status Apply(const std::vector<WriteOp>& writes, Version version) override;
+  // One LevelDB write (one WriteBatch, one write(2) to LevelDB's log) for
+  // all of `commits`. Each key's stored version is read from LevelDB, not
+  // from the batch: two commits of one batch writing a key both put it, in
+  // version order, and the later one wins, as one Apply after the other.
+  Status ApplyBatch(const std::vector<Commit>& commits) override;
 
   // Replay mode (recovery, before the store serves anything): Apply appends
   // to one WriteBatch, written to LevelDB every kReplayBatchBytesMax, instead
@@ -87,6 +92,10 @@ class LevelStore final : public Store {
   class SyncTrackingEnv;
   LevelStore(std::string dir, std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db);
   Status FlushReplayBatch();
+  // Puts into `batch` the writes of one commit the store does not hold yet;
+  // how many.
+  Result<size_t> AddToBatch(const std::vector<WriteOp>& writes, Version version,
+                            leveldb::WriteBatch* batch);
   // A LevelDB error as a Status; a Corruption names the store, `what` and
   // the damaged sstable (LocateCorruptTable). Any thread.
   Status Error(const leveldb::Status& s, std::string_view what) const;

@@ -42,6 +42,11 @@ class MemStore final : public Store {
     return Status::OK();
   }
 
+  Status ApplyBatch(const std::vector<Commit>& commits) override {
+    ++batches_;
+    return Store::ApplyBatch(commits);
+  }
+
   // version -> value per key.
   const std::map<std::string, std::pair<Version, std::string>>& data() const { return data_; }
   // deleted key -> the version of its delete.
@@ -49,6 +54,7 @@ class MemStore final : public Store {
   void FailApplyWith(Status s) { fail_apply_ = std::move(s); }
   void FailGetWith(Status s) { fail_get_ = std::move(s); }
   int applies() const { return applies_; }
+  int batches() const { return batches_; }
   int gets() const { return gets_; }
 
  private:
@@ -57,6 +63,7 @@ class MemStore final : public Store {
   Status fail_apply_;
   Status fail_get_;
   int applies_ = 0;
+  int batches_ = 0;
   int gets_ = 0;
 };
 

@@ -332,11 +332,11 @@ class Runtime::Impl::Glue final : public ParticipantIo, public ParticipantHooks 
   uint64_t NowMs() override { return rt_->NowMs(); }
 
   uint64_t Append(RecordType type, const std::string& payload, bool forced, const TxId& txid,
-                  std::function<void(uint64_t lsn)> on_durable) override {
+                  DurableFn on_durable) override {
     node::RecordLog::DurableFn durable;
     if (forced)
-      durable = [this, f = std::move(on_durable)](wal::Lsn lsn) {
-        if (!rt_->shut_down_) f(lsn);
+      durable = [this, f = std::move(on_durable)](wal::Lsn lsn, bool more) {
+        if (!rt_->shut_down_) f(lsn, more);
       };
     // An ABORT is traced `synced` too; WAL flusher thread: the ring is thread-safe.
     node::RecordLog::SyncedFn on_synced;
@@ -728,6 +728,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"votes_no", static_cast<int64_t>(st.votes_no)},
       {"votes_read_only", static_cast<int64_t>(st.votes_read_only)},
       {"commits", static_cast<int64_t>(st.commits)},
+      {"store_batches", static_cast<int64_t>(st.store_batches)},
       {"aborts", static_cast<int64_t>(st.aborts)},
       {"read_timeouts", static_cast<int64_t>(st.read_timeouts)},
       {"parked_reads", static_cast<int64_t>(st.parked_reads)},

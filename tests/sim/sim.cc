@@ -366,8 +366,10 @@ struct WalEntry {
   uint64_t incarnation = 0;  // which core appended it
   TxId txid;
   // A forced record: the driver's durability notice (a coordinator's are
-  // cleared when its log is reloaded after a step-down).
-  std::function<void(uint64_t lsn)> on_durable;
+  // cleared when its log is reloaded after a step-down). `more`: as
+  // participant/driver.h ParticipantIo::DurableFn - the records one sync
+  // covers are one batch.
+  std::function<void(uint64_t lsn, bool more)> on_durable;
 };
 
 // An in-memory WAL: records, a "synced up to" LSN, one sync in flight at a
@@ -1158,8 +1160,10 @@ class CoordinatorGlue final : public cc::CoordinatorIo, public cc::CoordinatorHo
   uint64_t Append(cc::RecordType type, const std::string& payload, bool forced,
                   std::function<void(uint64_t lsn)> on_durable) override {
     Node& n = w_->nodes_[node_];
+    std::function<void(uint64_t, bool)> notice;
+    if (on_durable) notice = [f = std::move(on_durable)](uint64_t lsn, bool) { f(lsn); };
     WalEntry e{0,      static_cast<uint8_t>(type), payload, forced, n.incarnation,
-               TxId{}, std::move(on_durable)};
+               TxId{}, std::move(notice)};
     w_->Append(n, std::move(e));
     w_->KickSync(n);
     return n.wal.entries.back().lsn;
@@ -1240,7 +1244,7 @@ class ParticipantGlue final : public pc::ParticipantIo, public pc::ParticipantHo
   uint64_t NowMs() override { return w_->now_; }
 
   uint64_t Append(pc::RecordType type, const std::string& payload, bool forced, const TxId& txid,
-                  std::function<void(uint64_t lsn)> on_durable) override {
+                  DurableFn on_durable) override {
     Node& n = w_->nodes_[node_];
     w_->Append(n, WalEntry{0, static_cast<uint8_t>(type), payload, forced, n.incarnation, txid,
                            std::move(on_durable)});
@@ -1396,16 +1400,16 @@ void World::CompleteSync(Node& n, uint64_t target_lsn) {
   n.wal.syncing = false;
   if (trace_on_) Trace(TxId{}, n.name + " WAL synced to lsn=" + std::to_string(n.wal.synced_lsn));
   // The drivers' notices, in LSN order; each may append, reload or stop.
-  std::vector<std::pair<uint64_t, std::function<void(uint64_t)>>> notices;
+  std::vector<std::pair<uint64_t, std::function<void(uint64_t, bool)>>> notices;
   for (const WalEntry& e : n.wal.entries) {
     if (e.lsn <= old || e.lsn > target_lsn || e.incarnation != n.incarnation || !e.on_durable)
       continue;
     notices.emplace_back(e.lsn, e.on_durable);
   }
   const uint64_t inc = n.incarnation;
-  for (const auto& [lsn, notice] : notices) {
+  for (size_t i = 0; i < notices.size(); ++i) {
     if (!n.up || n.incarnation != inc) break;
-    notice(lsn);
+    notices[i].second(notices[i].first, i + 1 < notices.size());
   }
   if (n.up) MaybeStartSync(n);
 }
