@@ -34,6 +34,7 @@
 #include "common/address.h"
 #include "node/access.h"
 #include "node/fail_stop.h"
+#include "node/listeners.h"
 #include "node/security.h"
 #include "participant/runtime.h"
 #include "tools/node_launch.h"
@@ -56,6 +57,7 @@ int Usage(const po::options_description& desc, const std::string& error) {
 struct Flags {
   std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
       admin_listen, peer_listen;
+  uint64_t idle_timeout_ms = 0;
   dtx::node::SecurityFlags security;
 };
 
@@ -108,6 +110,9 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "certs-dir", po::value<std::string>(&flags->security.certs_dir),
       dtx::node::kCertsDirFlagHelp)("insecure", po::bool_switch(&flags->security.insecure),
                                     dtx::node::kInsecureFlagHelp)(
+      "idle-timeout-ms", po::value<uint64_t>(&flags->idle_timeout_ms)
+                             ->default_value(static_cast<uint64_t>(dtx::kRpcIdleTimeoutMs)),
+      dtx::node::kIdleTimeoutFlagHelp)(
       "enable-failpoints", po::bool_switch(&options->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -142,7 +147,7 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
 // The validation steps below check the flags in the order the usage errors
 // are reported and fill `*options`; InvalidArgument carries the usage error.
 
-// --dir, --wal-segment-bytes, --trace-events, the checkpoint intervals.
+// --dir, --wal-segment-bytes, --trace-events, --idle-timeout-ms, the checkpoint intervals.
 dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   options->name = flags.name;
   options->dir = flags.dir;
@@ -158,6 +163,9 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
     return dtx::Status::InvalidArgument("--trace-events must be at most " +
                                         std::to_string(dtx::obs::kTraceEventsMax));
   }
+  auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
+  if (!idle.ok()) return idle.status();
+  options->idle_timeout_ms = *idle;
   if (options->checkpoint_interval_records == 0 && options->checkpoint_interval_ms == 0) {
     return dtx::Status::InvalidArgument(
         "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL "

@@ -73,6 +73,7 @@
 
 #include "common/failure_detector.h"
 #include "common/identity.h"
+#include "common/rpc_server.h"
 #include "common/status.h"
 #include "common/trace.h"
 #include "node/access.h"
@@ -149,6 +150,9 @@ struct RuntimeOptions {
   // SetFailpoint and DTX_FAILPOINTS are honoured only when true
   // (node/node.h NodeOptions::enable_failpoints; --enable-failpoints).
   bool enable_failpoints = false;
+  // Every listener closes a connection idle this long (node/node.h
+  // NodeOptions::idle_timeout_ms; --idle-timeout-ms); 0: never.
+  int idle_timeout_ms = kRpcIdleTimeoutMs;
 };
 
 class Runtime {

@@ -17,15 +17,25 @@ IDLE_TIMEOUT_MS = 1000
 IDLE_WAIT_S = IDLE_TIMEOUT_MS / 1000 + 2.0
 
 
-@pytest.fixture(scope="module")
-def idle_cluster(tmp_path_factory):
-    real = BUILD / "coordinator" / "dtx-coordinator"
+def _with_idle_timeout(tmp_path_factory, name: str):
+    """A wrapper of the node binary `name` that adds --idle-timeout-ms."""
+    kind = name.removeprefix("dtx-")
+    real = BUILD / kind / name
     if not real.exists():
-        real = BUILD / "bin" / "dtx-coordinator"
-    wrapper = tmp_path_factory.mktemp("idle-bin") / "dtx-coordinator"
+        real = BUILD / "bin" / name
+    wrapper = tmp_path_factory.mktemp("idle-bin") / name
     wrapper.write_text(f'#!/bin/sh\nexec "{real}" --idle-timeout-ms {IDLE_TIMEOUT_MS} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    yield from run_cluster(tmp_path_factory, "idle-cluster", "--coordinator-bin", str(wrapper))
+    return wrapper
+
+
+@pytest.fixture(scope="module")
+def idle_cluster(tmp_path_factory):
+    yield from run_cluster(tmp_path_factory, "idle-cluster",
+                           "--coordinator-bin", str(_with_idle_timeout(tmp_path_factory,
+                                                                       "dtx-coordinator")),
+                           "--participant-bin", str(_with_idle_timeout(tmp_path_factory,
+                                                                       "dtx-participant")))
 
 
 def _wait_log(cluster, text: str, timeout_s: float = 10.0) -> bool:
@@ -41,9 +51,13 @@ def _wait_log(cluster, text: str, timeout_s: float = 10.0) -> bool:
         time.sleep(0.1)
 
 
-def _idle_closes(cluster) -> int:
-    log = (cluster.dir / "coordinator-0" / "node.log").read_text(errors="replace")
+def _idle_closes(cluster, node: str = "coordinator-0") -> int:
+    log = (cluster.dir / node / "node.log").read_text(errors="replace")
     return log.count("idle for")
+
+
+def _participant_idle_closes(cluster) -> int:
+    return sum(_idle_closes(cluster, d.name) for d in cluster.dir.glob("participant-*"))
 
 
 def test_client_idle_past_the_server_idle_timeout_then_commits(idle_cluster, caplog):
@@ -53,16 +67,21 @@ def test_client_idle_past_the_server_idle_timeout_then_commits(idle_cluster, cap
     try:
         key = b"idle-" + os.urandom(6).hex().encode()
         first = client.transaction()
+        assert first.get(key) is None  # a connection to the key's participant, pooled
         first.put(key, b"1")
         first.commit()
         closes_before = _idle_closes(idle_cluster)
+        participant_closes_before = _participant_idle_closes(idle_cluster)
 
-        time.sleep(IDLE_WAIT_S)  # the coordinator closes the client's connection
+        # The coordinator closes the client's connection, and the key's
+        # participant the client's read connection.
+        time.sleep(IDLE_WAIT_S)
         assert _idle_closes(idle_cluster) > closes_before, \
             "the coordinator did not close the idle connection: the test proves nothing"
+        assert _participant_idle_closes(idle_cluster) > participant_closes_before, \
+            "no participant closed an idle connection: the read below proves nothing"
         assert client.outcome(first.txid) == "committed"  # GetOutcome on the next call
 
-        time.sleep(IDLE_WAIT_S)
         with client.transaction() as tx:
             assert tx.get(key) == b"1"
             tx.put(key, b"2")
