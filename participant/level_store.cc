@@ -1,8 +1,10 @@
 #include "participant/level_store.h"
 
 #include <fcntl.h>
+#include <leveldb/cache.h>
 #include <leveldb/db.h>
 #include <leveldb/env.h>
+#include <leveldb/filter_policy.h>
 #include <leveldb/iterator.h>
 #include <leveldb/table.h>
 #include <leveldb/write_batch.h>
@@ -207,10 +209,12 @@ class LevelStore::SyncTrackingEnv final : public leveldb::EnvWrapper {
 
 Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
   auto env = std::make_unique<SyncTrackingEnv>(dir);
+  std::unique_ptr<const leveldb::FilterPolicy> filter(leveldb::NewBloomFilterPolicy(10));
   leveldb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
   options.env = env.get();
+  options.filter_policy = filter.get();
   leveldb::DB* db = nullptr;
   leveldb::Status s = leveldb::DB::Open(options, dir, &db);
   if (s.IsCorruption()) {
@@ -220,12 +224,48 @@ Result<std::unique_ptr<LevelStore>> LevelStore::Open(const std::string& dir) {
                               s.ToString() + " (LevelDB's own log " + dir + "/LOG names the file)");
   }
   if (!s.ok()) return FromLevel(s, "opening LevelDB in " + dir);
-  return std::unique_ptr<LevelStore>(new LevelStore(dir, std::move(env), db));
+  return std::unique_ptr<LevelStore>(new LevelStore(dir, std::move(env), std::move(filter), db));
 }
 
-LevelStore::LevelStore(std::string dir, std::unique_ptr<SyncTrackingEnv> env, leveldb::DB* db)
-    : dir_(std::move(dir)), env_(std::move(env)), db_(db) {}
+LevelStore::LevelStore(std::string dir, std::unique_ptr<SyncTrackingEnv> env,
+                       std::unique_ptr<const leveldb::FilterPolicy> filter, leveldb::DB* db)
+    : dir_(std::move(dir)),
+      env_(std::move(env)),
+      filter_(std::move(filter)),
+      db_(db),
+      rows_(leveldb::NewLRUCache(kRowCacheBytes)) {}
 LevelStore::~LevelStore() = default;
+
+std::optional<Store::Item> LevelStore::Cached(std::string_view key) const {
+  leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()));
+  if (h == nullptr) return std::nullopt;
+  Item item = *static_cast<const Item*>(rows_->Value(h));
+  rows_->Release(h);
+  return item;
+}
+
+void LevelStore::Cache(std::string_view key, const Item& item) {
+  auto* copy = new Item(item);
+  const size_t charge = sizeof(Item) + key.size() + item.value.size();
+  rows_->Release(rows_->Insert(leveldb::Slice(key.data(), key.size()), copy, charge,
+                               [](const leveldb::Slice&, void* v) { delete static_cast<Item*>(v); }));
+}
+
+void LevelStore::Uncache(std::string_view key) {
+  rows_->Erase(leveldb::Slice(key.data(), key.size()));
+}
+
+void LevelStore::CacheApplied(const std::vector<Commit>& commits) {
+  for (const Commit& c : commits) {
+    for (const WriteOp& w : *c.writes) {
+      // The version check of AddToBatch skipped a key holding a newer
+      // version already (replay): the cache must keep that one.
+      std::optional<Item> cur = Cached(w.key);
+      if (cur.has_value() && cur->version >= c.version) continue;
+      Cache(w.key, Item{w.value.has_value(), w.value.value_or(std::string()), c.version});
+    }
+  }
+}
 
 Status LevelStore::Error(const leveldb::Status& s, std::string_view what) const {
   if (!s.IsCorruption()) return FromLevel(s, what);
@@ -251,20 +291,28 @@ Status LevelStore::EndReplay() {
   Status s = FlushReplayBatch();
   replaying_ = false;
   replay_batch_.reset();
+  rows_->Prune();  // nothing is cached while replaying; an empty cache to start from
   return s;
 }
 
 Result<Store::Item> LevelStore::Get(std::string_view key) {
   if (replaying_) DTX_RETURN_IF_ERROR(FlushReplayBatch());
+  if (!replaying_) {
+    if (std::optional<Item> hit = Cached(key)) return *std::move(hit);
+  }
   std::string raw;
   leveldb::Status s = db_->Get(VerifiedRead(), leveldb::Slice(key.data(), key.size()), &raw);
-  if (s.IsNotFound()) return Item{};
+  if (s.IsNotFound()) {
+    if (!replaying_) Cache(key, Item{});
+    return Item{};
+  }
   if (!s.ok()) return Error(s, "reading a key of " + std::to_string(key.size()) + " bytes");
   auto item = DecodeStored(key, raw);
   if (!item.ok()) {
     return Status::Corruption("LevelDB store " + dir_ +
                               " holds a malformed value: " + item.status().message());
   }
+  if (!replaying_) Cache(key, *item);
   return item;
 }
 
@@ -280,13 +328,7 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
     if (replay_batch_->ApproximateSize() >= kReplayBatchBytesMax) return FlushReplayBatch();
     return Status::OK();
   }
-  leveldb::WriteBatch batch;
-  Result<size_t> changed = AddToBatch(writes, version, &batch);
-  if (!changed.ok()) return changed.status();
-  if (*changed == 0) return Status::OK();
-  leveldb::WriteOptions wo;
-  wo.sync = false;  // the WAL holds durability; see the header
-  return Error(db_->Write(wo, &batch), "LevelDB write");
+  return ApplyBatch({Commit{&writes, version}});
 }
 
 Status LevelStore::ApplyBatch(const std::vector<Commit>& commits) {
@@ -302,7 +344,16 @@ Status LevelStore::ApplyBatch(const std::vector<Commit>& commits) {
   if (changed == 0) return Status::OK();
   leveldb::WriteOptions wo;
   wo.sync = false;  // the WAL holds durability; see the header
-  return Error(db_->Write(wo, &batch), "LevelDB write");
+  Status s = Error(db_->Write(wo, &batch), "LevelDB write");
+  if (!s.ok()) {
+    // What LevelDB holds now is not known: read it again next time.
+    for (const Commit& c : commits) {
+      for (const WriteOp& w : *c.writes) Uncache(w.key);
+    }
+    return s;
+  }
+  CacheApplied(commits);
+  return s;
 }
 
 Result<size_t> LevelStore::AddToBatch(const std::vector<WriteOp>& writes, Version version,
