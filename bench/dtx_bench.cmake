@@ -15,7 +15,7 @@ dtx_test(dtx_bench_lib_test SOURCES dtx_bench_lib_test.cc dtx_bench_plot_test.cc
 if(TARGET dtx_client)
   add_executable(dtx-bench dtx_bench.cc)
   target_link_libraries(dtx-bench PRIVATE dtx_bench_lib dtx_client dtx_cluster_config Boost::program_options
-                        nlohmann_json::nlohmann_json)
+                        nlohmann_json::nlohmann_json ${DTX_MALLOC_LIBS})
   # End to end against a local cluster (tests/harness.h LocalCluster): the
   # JSON report is complete, the bank invariant holds, a fault schedule runs,
   # plot draws. About 25 s.
