@@ -17,16 +17,20 @@ IDLE_TIMEOUT_MS = 1000
 IDLE_WAIT_S = IDLE_TIMEOUT_MS / 1000 + 2.0
 
 
-def _with_idle_timeout(tmp_path_factory, name: str):
-    """A wrapper of the node binary `name` that adds --idle-timeout-ms."""
-    kind = name.removeprefix("dtx-")
-    real = BUILD / kind / name
+def _wrapped(tmp_path_factory, binary: str, prelude: str, args: str = ""):
+    """A shell wrapper of the node binary `binary` ("dtx-participant"): runs
+    `prelude` first and adds `args` to the command line."""
+    real = BUILD / binary.removeprefix("dtx-") / binary
     if not real.exists():
-        real = BUILD / "bin" / name
-    wrapper = tmp_path_factory.mktemp("idle-bin") / name
-    wrapper.write_text(f'#!/bin/sh\nexec "{real}" --idle-timeout-ms {IDLE_TIMEOUT_MS} "$@"\n')
+        real = BUILD / "bin" / binary
+    wrapper = tmp_path_factory.mktemp("wrapped-bin") / binary
+    wrapper.write_text(f'#!/bin/sh\n{prelude}\nexec "{real}" {args} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     return wrapper
+
+
+def _with_idle_timeout(tmp_path_factory, binary: str):
+    return _wrapped(tmp_path_factory, binary, ":", f"--idle-timeout-ms {IDLE_TIMEOUT_MS}")
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +109,7 @@ SILENT_PER_LISTENER = 150
 
 
 def _limited(tmp_path_factory, binary: str):
-    real = BUILD / binary.split("-")[1] / binary
-    if not real.exists():
-        real = BUILD / "bin" / binary
-    wrapper = tmp_path_factory.mktemp("small-cap-bin") / binary
-    wrapper.write_text(f'#!/bin/sh\nulimit -n {SMALL_FD_LIMIT}\nexec "{real}" "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return wrapper
+    return _wrapped(tmp_path_factory, binary, f"ulimit -n {SMALL_FD_LIMIT}")
 
 
 @pytest.fixture(scope="module")
