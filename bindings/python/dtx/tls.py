@@ -255,9 +255,14 @@ def connect(sock: socket.socket, context: ssl.SSLContext, ca_path: str,
     return tls_sock
 
 
+# As the C++ client says it (common/tls.cc TlsSession::ReceiveEof): a plaintext
+# server closes on the ClientHello, and so does a TLS server that refuses the
+# connection (every connection busy at its cap, shutting down); only its log
+# tells which.
 _CLOSED_DURING_HANDSHAKE = (
     "the server closed the connection during the TLS handshake without answering in TLS: a "
-    "plaintext server (a cluster started with --insecure?)")
+    "plaintext server (a cluster started with --insecure?), or it refused the connection (at "
+    "its connection cap, or stopping: see its log)")
 
 
 def _subject_entry(cert, key: str) -> str:
