@@ -255,18 +255,6 @@ void LevelStore::Uncache(std::string_view key) {
   rows_->Erase(leveldb::Slice(key.data(), key.size()));
 }
 
-void LevelStore::CacheApplied(const std::vector<Commit>& commits) {
-  for (const Commit& c : commits) {
-    for (const WriteOp& w : *c.writes) {
-      // The version check of AddToBatch skipped a key holding a newer
-      // version already (replay): the cache must keep that one.
-      std::optional<Item> cur = Cached(w.key);
-      if (cur.has_value() && cur->version >= c.version) continue;
-      Cache(w.key, Item{w.value.has_value(), w.value.value_or(std::string()), c.version});
-    }
-  }
-}
-
 Status LevelStore::Error(const leveldb::Status& s, std::string_view what) const {
   if (!s.IsCorruption()) return FromLevel(s, what);
   return Status::Corruption("LevelDB store " + dir_ + " is corrupt: " + std::string(what) +
@@ -334,31 +322,28 @@ Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
 Status LevelStore::ApplyBatch(const std::vector<Commit>& commits) {
   if (replaying_) return Store::ApplyBatch(commits);  // the replay batch takes them
   leveldb::WriteBatch batch;
-  size_t changed = 0;
+  std::vector<std::pair<std::string_view, Item>> put;  // what the batch writes, in order
   for (const Commit& c : commits) {
     DTX_CHECK(c.version > 0);
-    Result<size_t> n = AddToBatch(*c.writes, c.version, &batch);
-    if (!n.ok()) return n.status();
-    changed += *n;
+    DTX_RETURN_IF_ERROR(AddToBatch(*c.writes, c.version, &batch, &put));
   }
-  if (changed == 0) return Status::OK();
+  if (put.empty()) return Status::OK();
   leveldb::WriteOptions wo;
   wo.sync = false;  // the WAL holds durability; see the header
   Status s = Error(db_->Write(wo, &batch), "LevelDB write");
   if (!s.ok()) {
     // What LevelDB holds now is not known: read it again next time.
-    for (const Commit& c : commits) {
-      for (const WriteOp& w : *c.writes) Uncache(w.key);
-    }
+    for (const auto& [key, item] : put) Uncache(key);
     return s;
   }
-  CacheApplied(commits);
+  // In batch order: of two commits writing one key, the later one stays.
+  for (const auto& [key, item] : put) Cache(key, item);
   return s;
 }
 
-Result<size_t> LevelStore::AddToBatch(const std::vector<WriteOp>& writes, Version version,
-                                      leveldb::WriteBatch* batch) {
-  size_t changed = 0;
+Status LevelStore::AddToBatch(const std::vector<WriteOp>& writes, Version version,
+                              leveldb::WriteBatch* batch,
+                              std::vector<std::pair<std::string_view, Item>>* put) {
   for (const WriteOp& w : writes) {
     DTX_CHECK(!w.key.empty());  // the empty key holds the checkpoint
     auto cur = Get(w.key);
@@ -367,9 +352,9 @@ Result<size_t> LevelStore::AddToBatch(const std::vector<WriteOp>& writes, Versio
     leveldb::Slice key(w.key.data(), w.key.size());
     batch->Put(key, EncodeStored(version, !w.value.has_value(),
                                  w.value ? std::string_view(*w.value) : std::string_view()));
-    ++changed;
+    put->emplace_back(w.key, Item{w.value.has_value(), w.value.value_or(std::string()), version});
   }
-  return changed;
+  return Status::OK();
 }
 
 Result<std::optional<Checkpoint>> LevelStore::ReadCheckpoint() {

@@ -45,6 +45,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "participant/core.h"
 
@@ -113,13 +115,12 @@ class LevelStore final : public Store {
   std::optional<Item> Cached(std::string_view key) const;
   void Cache(std::string_view key, const Item& item);
   void Uncache(std::string_view key);
-  // After a successful write of `commits`: their items, in order, to the cache.
-  void CacheApplied(const std::vector<Commit>& commits);
   Status FlushReplayBatch();
-  // Puts into `batch` the writes of one commit the store does not hold yet;
-  // how many.
-  Result<size_t> AddToBatch(const std::vector<WriteOp>& writes, Version version,
-                            leveldb::WriteBatch* batch);
+  // Puts into `batch` the writes of one commit the store does not hold yet,
+  // and appends each to `put` (its key, viewing `writes`, and the item it
+  // makes) for the row cache.
+  Status AddToBatch(const std::vector<WriteOp>& writes, Version version,
+                    leveldb::WriteBatch* batch, std::vector<std::pair<std::string_view, Item>>* put);
   // A LevelDB error as a Status; a Corruption names the store, `what` and
   // the damaged sstable (LocateCorruptTable). Any thread.
   Status Error(const leveldb::Status& s, std::string_view what) const;
