@@ -452,10 +452,10 @@ void PeerChannel::Impl::OnRead(ssize_t nread, const uv_buf_t* buf) {
       Lost("bad reply frame", true);
       return;
     }
-    if (c->in.size() - pos < kFrameHeaderBytes + len) {
-      c->in.reserve(pos + kFrameHeaderBytes + len);
-      break;
-    }
+    // Not whole yet. Nothing is reserved for the length the header claims
+    // (a server must not make its client allocate on a claim): the buffer
+    // grows with the bytes that arrive.
+    if (c->in.size() - pos < kFrameHeaderBytes + len) break;
     // `c` (and its buffer) stays allocated until its close callback even if
     // a reply callback drops the connection.
     if (!HandleReply(c->in.data() + pos + kFrameHeaderBytes, len)) return;

@@ -7,6 +7,7 @@
 
 #include <boost/intrusive/list.hpp>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -55,8 +56,9 @@ struct Request {
 // bytes, replies == 0).
 struct WriteReq {
   uv_write_t req;
-  size_t replies = 0;  // how many replies the bytes carry
-  std::string bytes;   // what is written (TLS records with TLS)
+  size_t replies = 0;       // how many replies the bytes carry
+  size_t budget_bytes = 0;  // the replies' bytes counted against the budgets
+  std::string bytes;        // what is written (TLS records with TLS)
 };
 
 }  // namespace
@@ -91,6 +93,13 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   TimerId sweep_timer = 0;
   LogLimiter connection_log{kConnectionLogLinesMax, kConnectionLogWindowMs};
   LogLimiter idle_log{kIdleLogLinesMax, kConnectionLogWindowMs};
+  // Byte budgets (rpc_server.h): replies queued or being written on every
+  // connection; lengths reserved by large frames under way; connections
+  // waiting for a reservation, first come first served.
+  size_t reply_bytes = 0;
+  size_t frame_bytes_reserved = 0;
+  std::deque<std::weak_ptr<Connection>> frame_waiters;
+  bool frame_wake_queued = false;
 
   // True if a line about one connection may be written now.
   bool LogConnection() { return connection_log.Allow(loop->NowMs()); }
@@ -105,7 +114,11 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   void OnNewConnection(int status);
   void CloseAll();
   void SweepSlowSenders();
+  void SweepSlowReaders();
   void Sweep();
+  // A reservation was released: at the end of this turn, the connections
+  // waiting for one take theirs, in order, while they fit.
+  void WakeFrameWaiters();
 };
 
 struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
@@ -119,6 +132,16 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   std::shared_ptr<apache::thrift::async::TAsyncProcessor> processor;  // this connection's
   std::vector<uint8_t> in;  // bytes received, not yet consumed
   size_t in_flight = 0;     // dispatched, reply not yet written
+  // Byte budgets (rpc_server.h): this connection's replies queued or being
+  // written; the length reserved for the large frame under way; whether it
+  // waits in State::frame_waiters for that reservation.
+  size_t reply_bytes = 0;
+  size_t frame_reserved = 0;
+  bool waiting_frame_budget = false;
+  // Reply writes started and not completed, and when the oldest of them
+  // started or a write last completed: a slow reader makes no progress.
+  size_t writes_pending = 0;
+  uint64_t write_progress_ms = 0;
   // Replies completed this loop turn, framed, waiting for the turn's end
   // (FlushReplies): one write per connection per turn, one TLS record per
   // 16 KiB instead of one per reply.
@@ -165,16 +188,28 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   void Complete(const std::shared_ptr<Request>& req, bool ok);
   // Writes the replies queued this turn (loop's turn end).
   void FlushReplies();
-  void OnWriteDone(int status, size_t replies);
+  void OnWriteDone(int status, size_t replies, size_t budget_bytes);
   void MaybeResume();
+  // True if this connection takes no further frame now: too many requests
+  // in flight, or its replies (or the server's, while it has some of its
+  // own) reached their byte budget. Its own writes completing lift it.
+  bool HeldBack(const State& st) const;
+  // Counts `n` reply bytes in (delta > 0) or out of the budgets.
+  void AddReplyBytes(State* st, size_t n);
+  void SubReplyBytes(State* st, size_t n);
+  // Reserves the frame's claimed length; false (and queued as a waiter) if
+  // the server's reservations are full.
+  bool ReserveFrame(State* st, uint32_t len);
+  void ReleaseFrame(State* st);
+  void StopReading();
   void CloseForBadInput(const std::string& why);
   void Close();
 };
 
 struct RpcServer::State::ActivityList
-    : boost::intrusive::list<Connection,
-                             boost::intrusive::member_hook<Connection, ActivityHook,
-                                                           &Connection::activity_hook>> {};
+    : boost::intrusive::list<
+          Connection,
+          boost::intrusive::member_hook<Connection, ActivityHook, &Connection::activity_hook>> {};
 
 namespace {
 
@@ -335,10 +370,11 @@ void RpcServer::State::Connection::StartServing(const std::shared_ptr<State>& st
 void RpcServer::State::LogSuppressed() {
   const uint64_t n = connection_log.TakeSuppressed(loop->NowMs());
   if (n > 0) {
-    DTX_LOG_WARN("{}: {} more lines about single connections (refused, evicted, failed TLS "
-                 "handshakes, slow senders, bad input) suppressed in the last {} s; the counters "
-                 "have them all",
-                 options.name, n, kConnectionLogWindowMs / 1000);
+    DTX_LOG_WARN(
+        "{}: {} more lines about single connections (refused, evicted, failed TLS "
+        "handshakes, slow senders, bad input) suppressed in the last {} s; the counters "
+        "have them all",
+        options.name, n, kConnectionLogWindowMs / 1000);
   }
   const uint64_t idle = idle_log.TakeSuppressed(loop->NowMs());
   if (idle > 0) {
@@ -360,10 +396,11 @@ bool RpcServer::State::EvictIdle() {
     if (!c.idle()) continue;
     ++stats.connections_evicted;
     if (LogConnection()) {
-      DTX_LOG_WARN("{}: {} connections open (max {}): closing connection {} from {}, idle for "
-                   "{} ms, to serve a new one",
-                   options.name, by_activity->size(), options.connections_max, c.id, c.peer,
-                   loop->NowMs() - c.active_ms);
+      DTX_LOG_WARN(
+          "{}: {} connections open (max {}): closing connection {} from {}, idle for "
+          "{} ms, to serve a new one",
+          options.name, by_activity->size(), options.connections_max, c.id, c.peer,
+          loop->NowMs() - c.active_ms);
     }
     c.Close();
     return true;
@@ -393,7 +430,65 @@ void RpcServer::State::SweepIdle() {
 void RpcServer::State::Sweep() {
   LogSuppressed();
   SweepSlowSenders();
+  SweepSlowReaders();
   SweepIdle();
+}
+
+void RpcServer::State::SweepSlowReaders() {
+  const int timeout = options.partial_frame_timeout_ms;
+  if (timeout <= 0) return;
+  const uint64_t now = loop->NowMs();
+  std::vector<std::shared_ptr<Connection>> slow;
+  for (auto& [raw, c] : connections) {
+    if (c->closing || c->writes_pending == 0) continue;
+    if (now - c->write_progress_ms >= static_cast<uint64_t>(timeout)) slow.push_back(c);
+  }
+  for (auto& c : slow) {
+    ++stats.connections_closed_slow_reader;
+    if (LogConnection()) {
+      DTX_LOG_WARN(
+          "{}: closing connection {} from {}: no reply bytes taken for {} ms ({} bytes "
+          "of replies waiting; limit {} ms): a slow or stalled reader",
+          options.name, c->id, c->peer, now - c->write_progress_ms, c->reply_bytes, timeout);
+    }
+    c->Close();
+  }
+}
+
+void RpcServer::State::WakeFrameWaiters() {
+  if (frame_wake_queued) return;
+  frame_wake_queued = true;
+  loop->AtTurnEnd([weak = weak_from_this()] {
+    auto st = weak.lock();
+    if (!st) return;
+    st->frame_wake_queued = false;
+    // Closed waiters leave the queue wherever they are.
+    std::erase_if(st->frame_waiters, [](const std::weak_ptr<Connection>& w) {
+      auto c = w.lock();
+      return !c || c->closing || !c->waiting_frame_budget;
+    });
+    while (!st->frame_waiters.empty()) {
+      auto c = st->frame_waiters.front().lock();
+      if (!c || c->closing || !c->waiting_frame_budget) {  // closed by an earlier one's resume
+        st->frame_waiters.pop_front();
+        continue;
+      }
+      // The frame waiting is the first in the connection's buffer: its
+      // header was read before it queued, and nothing is read while it waits.
+      DTX_CHECK(c->in.size() >= kFrameHeaderBytes);
+      const uint32_t len = DecodeFrameLength(c->in.data());
+      if (st->frame_bytes_reserved > 0 &&
+          st->frame_bytes_reserved + len > st->options.frame_bytes_reserved_max) {
+        break;
+      }
+      st->frame_waiters.pop_front();
+      c->waiting_frame_budget = false;
+      c->frame_reserved = len;
+      st->frame_bytes_reserved += len;
+      c->partial_since_ms = st->loop->NowMs();  // its time to arrive starts now
+      c->MaybeResume();
+    }
+  });
 }
 
 void RpcServer::State::SweepSlowSenders() {
@@ -410,9 +505,10 @@ void RpcServer::State::SweepSlowSenders() {
   for (auto& c : slow) {
     ++stats.connections_closed_slow;
     if (LogConnection()) {
-      DTX_LOG_WARN("{}: closing connection {} from {}: a frame started {} ms ago is not whole "
-                   "yet ({} bytes of it here; limit {} ms): a slow or stalled sender",
-                   options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
+      DTX_LOG_WARN(
+          "{}: closing connection {} from {}: a frame started {} ms ago is not whole "
+          "yet ({} bytes of it here; limit {} ms): a slow or stalled sender",
+          options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
     }
     c->Close();
   }
@@ -560,7 +656,7 @@ void RpcServer::State::Connection::HandshakeFailed(const Status& why) {
 
 void RpcServer::State::Connection::FlushTlsOutput() {
   if (closing || !tls->has_output()) return;
-  auto* wr = new WriteReq{{}, 0, {}};
+  auto* wr = new WriteReq{{}, 0, 0, {}};
   wr->req.data = wr;
   tls->TakeOutput(&wr->bytes);
   uv_buf_t b = uv_buf_init(wr->bytes.data(), static_cast<unsigned>(wr->bytes.size()));
@@ -593,11 +689,11 @@ void RpcServer::State::Connection::ParseFrames() {
   parsing = true;
   size_t pos = 0;
   while (!closing && !close_after_writes) {
-    if (in_flight >= st->options.in_flight_per_connection_max) {
-      if (reading) {
-        uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
-        reading = false;
+    if (HeldBack(*st)) {
+      if (in_flight < st->options.in_flight_per_connection_max) {
+        ++st->stats.reads_paused_reply_budget;
       }
+      StopReading();
       break;
     }
     if (in.size() - pos < kFrameHeaderBytes) break;
@@ -618,13 +714,21 @@ void RpcServer::State::Connection::ParseFrames() {
                        " (garbage bytes or not a framed Thrift client)");
       break;
     }
-    // Not whole yet. Nothing is reserved for the length the header claims:
-    // a header alone must not pin frame_bytes_max of memory.
-    if (in.size() - pos < kFrameHeaderBytes + len) break;
+    // Not whole yet. Nothing is allocated for the length the header claims:
+    // a header alone must not pin frame_bytes_max of memory. A large frame
+    // reserves its length from the server's budget, or waits for it.
+    if (in.size() - pos < kFrameHeaderBytes + len) {
+      if (len > kReadChunkBytes && frame_reserved == 0 && !ReserveFrame(st.get(), len)) {
+        ++st->stats.reads_paused_frame_budget;
+        StopReading();
+      }
+      break;
+    }
     ++st->stats.frames_received;
     ++frames;
     Dispatch(in.data() + pos + kFrameHeaderBytes, len, st);
     pos += kFrameHeaderBytes + len;
+    if (frame_reserved > 0) ReleaseFrame(st.get());  // it was this frame's
   }
   parsing = false;
   if (closing) return;
@@ -634,9 +738,57 @@ void RpcServer::State::Connection::ParseFrames() {
   } else if (pos > 0) {
     partial_since_ms = loop->NowMs();  // a frame arrived whole: the rest starts now
   }
-  if (!reading && !close_after_writes && in_flight < st->options.in_flight_per_connection_max) {
-    StartReading();
+  if (!reading && !close_after_writes && !waiting_frame_budget && !HeldBack(*st)) StartReading();
+}
+
+bool RpcServer::State::Connection::HeldBack(const State& st) const {
+  if (in_flight >= st.options.in_flight_per_connection_max) return true;
+  if (reply_bytes >= st.options.reply_bytes_per_connection_max) return true;
+  return reply_bytes > 0 && st.reply_bytes >= st.options.reply_bytes_max;
+}
+
+void RpcServer::State::Connection::AddReplyBytes(State* st, size_t n) {
+  reply_bytes += n;
+  if (st != nullptr) st->reply_bytes += n;
+}
+
+void RpcServer::State::Connection::SubReplyBytes(State* st, size_t n) {
+  DTX_CHECK(reply_bytes >= n);
+  reply_bytes -= n;
+  if (st != nullptr) {
+    DTX_CHECK(st->reply_bytes >= n);
+    st->reply_bytes -= n;
   }
+}
+
+bool RpcServer::State::Connection::ReserveFrame(State* st, uint32_t len) {
+  if (waiting_frame_budget) return false;
+  // Behind the connections already waiting, first come first served.
+  const bool fits = st->frame_bytes_reserved == 0 ||
+                    st->frame_bytes_reserved + len <= st->options.frame_bytes_reserved_max;
+  if (fits && st->frame_waiters.empty()) {
+    frame_reserved = len;
+    st->frame_bytes_reserved += len;
+    return true;
+  }
+  waiting_frame_budget = true;
+  st->frame_waiters.push_back(weak_from_this());
+  return false;
+}
+
+void RpcServer::State::Connection::ReleaseFrame(State* st) {
+  if (st != nullptr) {
+    DTX_CHECK(st->frame_bytes_reserved >= frame_reserved);
+    st->frame_bytes_reserved -= frame_reserved;
+    if (!st->frame_waiters.empty()) st->WakeFrameWaiters();
+  }
+  frame_reserved = 0;
+}
+
+void RpcServer::State::Connection::StopReading() {
+  if (!reading) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
+  reading = false;
 }
 
 void RpcServer::State::Connection::Dispatch(const uint8_t* payload, uint32_t len,
@@ -711,6 +863,7 @@ void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req,
   out_plain.append(reinterpret_cast<const char*>(header), kFrameHeaderBytes);
   out_plain.append(reinterpret_cast<const char*>(data), len);
   ++out_replies;
+  AddReplyBytes(server.lock().get(), kFrameHeaderBytes + len);
   if (!flush_queued) {
     flush_queued = true;
     loop->AtTurnEnd([weak = weak_from_this()] {
@@ -722,14 +875,16 @@ void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req,
 void RpcServer::State::Connection::FlushReplies() {
   flush_queued = false;
   if (closing || out_replies == 0) return;
-  auto* wr = new WriteReq{{}, out_replies, {}};
+  auto* wr = new WriteReq{{}, out_replies, out_plain.size(), {}};
   wr->req.data = wr;
   out_replies = 0;
+  auto st = server.lock();
   if (tls != nullptr) {
     Status sent = tls->Send(reinterpret_cast<const uint8_t*>(out_plain.data()), out_plain.size());
     out_plain.clear();
     if (!sent.ok()) {
       in_flight -= wr->replies;
+      SubReplyBytes(st.get(), wr->budget_bytes);
       delete wr;
       CloseForBadInput("TLS: " + sent.message());
       return;
@@ -738,7 +893,8 @@ void RpcServer::State::Connection::FlushReplies() {
   } else {
     wr->bytes.swap(out_plain);
   }
-  if (auto st = server.lock()) ++st->stats.reply_writes;
+  if (st) ++st->stats.reply_writes;
+  if (writes_pending++ == 0) write_progress_ms = loop->NowMs();
   uv_buf_t buf = uv_buf_init(wr->bytes.data(), static_cast<unsigned>(wr->bytes.size()));
   // The write callback owns `wr` and finds the connection through the
   // stream, which stays valid until the close callback (after all write
@@ -747,22 +903,29 @@ void RpcServer::State::Connection::FlushReplies() {
                     [](uv_write_t* w, int status) {
                       auto* owned = static_cast<WriteReq*>(w->data);
                       auto* c = static_cast<Connection*>(w->handle->data);
-                      size_t replies = owned->replies;
+                      const size_t replies = owned->replies;
+                      const size_t budget_bytes = owned->budget_bytes;
                       delete owned;
-                      c->OnWriteDone(status, replies);
+                      c->OnWriteDone(status, replies, budget_bytes);
                     });
   if (rc != 0) {
     in_flight -= wr->replies;
+    --writes_pending;
+    SubReplyBytes(st.get(), wr->budget_bytes);
     delete wr;
     DTX_LOG_INFO("connection {} from {}: write failed: {}; closing", id, peer, uv_strerror(rc));
     Close();
   }
 }
 
-void RpcServer::State::Connection::OnWriteDone(int status, size_t replies) {
+void RpcServer::State::Connection::OnWriteDone(int status, size_t replies, size_t budget_bytes) {
   in_flight -= replies;
+  --writes_pending;
+  write_progress_ms = loop->NowMs();
+  auto st = server.lock();
+  SubReplyBytes(st.get(), budget_bytes);  // also after a close: the budget is the server's
   if (closing) return;
-  if (auto st = server.lock()) {
+  if (st) {
     st->stats.replies_sent += replies;
     st->Touch(this);
   }
@@ -781,9 +944,9 @@ void RpcServer::State::Connection::MaybeResume() {
     if (in_flight == 0) Close();
     return;
   }
-  if (parsing || reading) return;
+  if (parsing || reading || waiting_frame_budget) return;
   auto st = server.lock();
-  if (!st || in_flight >= st->options.in_flight_per_connection_max) return;
+  if (!st || HeldBack(*st)) return;
   ParseFrames();  // handles buffered frames, then restarts reading
 }
 
@@ -800,6 +963,13 @@ void RpcServer::State::Connection::CloseForBadInput(const std::string& why) {
 
 void RpcServer::State::Connection::Close() {
   if (closing) return;
+  {
+    // Budgets: what was queued leaves with the connection (writes started
+    // return theirs in their callbacks).
+    auto st = server.lock();
+    SubReplyBytes(st.get(), out_plain.size());
+    if (frame_reserved > 0) ReleaseFrame(st.get());
+  }
   // Replies completed this turn, before the cause of the close (pipelined
   // calls ahead of a bad frame): best effort, as the socket takes them; a
   // uv_write queued now would be cancelled by the close.
@@ -923,6 +1093,16 @@ void RpcServer::Close() {
              [](uv_handle_t* h) { delete static_cast<State::Listener*>(h->data); });
   }
   state_->CloseAll();
+}
+
+size_t RpcServer::reply_bytes_queued() const {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
+  return state_->reply_bytes;
+}
+
+size_t RpcServer::frame_bytes_reserved() const {
+  DTX_CHECK(loop_->InLoopThreadOrIdle());
+  return state_->frame_bytes_reserved;
 }
 
 size_t RpcServer::connection_count() const {

@@ -44,7 +44,8 @@
 // its first byte did (a slow or stalled sender, e.g. slowloris, is closed with
 // a log line and counted in connections_closed_slow; checked once a second,
 // not while the server itself stops reading). Memory for a frame grows with
-// the bytes that arrived, never with the length its header claims. The log
+// the bytes that arrived, never with the length its header claims. Byte
+// budgets bound the rest (see "Byte budgets" below). The log
 // lines about single connections (refused, failed handshakes, slow senders,
 // bad input) are limited to 20 per 10 s per server, with a summary of what was
 // suppressed (common/log_limiter.h); the counters below count every event.
@@ -79,6 +80,39 @@
 // order of their last activity (a Boost.Intrusive list, no allocation), so the
 // one idle longest is found from the front, and the idle sweep (once a second)
 // stops at the first connection active within idle_timeout_ms.
+//
+// Byte budgets: what a client makes the server hold is bounded in bytes, not
+// only in requests. A ~30-byte Read of a 1 MiB value pipelined thousands of
+// times by a client that never reads its replies must not pin gigabytes.
+// - Replies: the bytes of a connection's replies queued or being written
+//   count against reply_bytes_per_connection_max; once they reach it, the
+//   server takes no further frame from that connection (the frames already
+//   received wait in its buffer, and reading stops) until its writes drain.
+//   Replies are produced synchronously for most calls, so the check runs
+//   before every frame, not once per read. Over the whole server, once the
+//   replies of all connections reach reply_bytes_max, a connection that has
+//   replies of its own queued takes no further frame until they are
+//   written; one whose replies all left (a client that reads) is still
+//   served. A connection thus holds at most its budget plus one reply (and
+//   the replies of requests already in flight), and the server at most
+//   reply_bytes_max plus one reply per connection.
+// - Slow readers: a connection whose reply write makes no progress for
+//   partial_frame_timeout_ms (the peer does not read, its window is full) is
+//   closed (connections_closed_slow_reader), so budget it holds is freed.
+// - Large frames: a frame longer than one read (64 KiB) reserves its
+//   claimed length from the server's frame_bytes_reserved_max when its header
+//   arrives; the memory itself still grows with the bytes that arrive. While
+//   the reservation cannot be made the server stops reading that connection
+//   and serves waiting connections first come, first served as reservations
+//   are released (the frame was dispatched or its connection closed). One
+//   frame is always admitted, so a frame of frame_bytes_max gets through.
+//   The partial-frame timeout of a waiting connection restarts when it is
+//   admitted. Frames up to 64 KiB need no reservation: a connection holds at
+//   most one read of them beyond the frame under way.
+// None of this is an error: the client sees its replies later, and TCP
+// flow control slows the sender. The budgets are per server (per listener),
+// so a client flooding the client listener never stalls the peer listener
+// that carries heartbeats and votes.
 //
 // TLS (options.tls set): every connection first completes a TLS 1.3
 // handshake (common/tls.h); only then is the processor factory called, with
@@ -121,6 +155,12 @@ inline constexpr size_t kRpcServerInFlightPerConnectionMax = 4096;
 inline constexpr int kRpcPartialFrameTimeoutMs = 30000;
 // 5 minutes: see "Idle connections" above.
 inline constexpr int kRpcIdleTimeoutMs = 5 * 60 * 1000;
+// Byte budgets (see "Byte budgets" above). 4 MiB per connection: hundreds of
+// pipelined replies of an ordinary size, a few of the largest values.
+inline constexpr size_t kRpcReplyBytesPerConnectionMax = 4u << 20;
+inline constexpr size_t kRpcReplyBytesMax = 256u << 20;
+// Four frames of the largest size arriving at once.
+inline constexpr size_t kRpcFrameBytesReservedMax = 4 * kRpcFrameBytesMax;
 // Largest list/map/set length a decoded message may claim (Thrift's
 // container_limit). Bounds the allocation a hostile length can cause.
 inline constexpr size_t kRpcContainerItemsMax = 1u << 18;
@@ -140,16 +180,27 @@ struct RpcServerOptions {
   // An idle connection (see above) is closed after this long; 0: never (at
   // the cap, idle connections are still evicted).
   int idle_timeout_ms = kRpcIdleTimeoutMs;
+  // Byte budgets (see above).
+  size_t reply_bytes_per_connection_max = kRpcReplyBytesPerConnectionMax;
+  size_t reply_bytes_max = kRpcReplyBytesMax;
+  size_t frame_bytes_reserved_max = kRpcFrameBytesReservedMax;
 };
 
 // Counters since Start(), for tests and metrics. Loop thread only.
 struct RpcServerStats {
   uint64_t connections_accepted = 0;
-  uint64_t connections_rejected = 0;  // over connections_max, none idle to evict
-  uint64_t connections_evicted = 0;   // idle, closed at the cap for a new connection
+  uint64_t connections_rejected = 0;     // over connections_max, none idle to evict
+  uint64_t connections_evicted = 0;      // idle, closed at the cap for a new connection
   uint64_t connections_closed_idle = 0;  // idle for idle_timeout_ms
   uint64_t connections_closed_bad_input = 0;
   uint64_t connections_closed_slow = 0;  // a frame not whole within partial_frame_timeout_ms
+  // A reply write without progress for partial_frame_timeout_ms.
+  uint64_t connections_closed_slow_reader = 0;
+  // Times a connection stopped taking frames because its replies, or the
+  // server's, reached their byte budget; and because a large frame had to
+  // wait for frame_bytes_reserved_max.
+  uint64_t reads_paused_reply_budget = 0;
+  uint64_t reads_paused_frame_budget = 0;
   uint64_t frames_received = 0;
   uint64_t replies_sent = 0;
   uint64_t reply_writes = 0;           // socket writes of replies (one per connection per turn)
@@ -193,6 +244,10 @@ class RpcServer {
 
   size_t connection_count() const;
   const RpcServerStats& stats() const;
+  // Now: the bytes of replies queued or being written on all connections,
+  // and the bytes reserved for large frames under way (see "Byte budgets").
+  size_t reply_bytes_queued() const;
+  size_t frame_bytes_reserved() const;
 
  private:
   struct State;  // shared with connections and in-flight requests

@@ -38,6 +38,7 @@ using apache::thrift::TDelayedException;
 // Read(key) semantics for the tests:
 //   "hold:<anything>"  the reply is held until Release*() is called
 //   "notprimary"       DtxError NOT_PRIMARY with primary "10.0.0.9:7000"
+//   "big:<n>"          found=true, a value of n bytes
 //   anything else      found=true, value="v:"+key, version=key.size()
 class TestParticipant : virtual public rpc::ParticipantCobSvIf {
  public:
@@ -51,6 +52,12 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
     ++reads;
     if (key.rfind("hold:", 0) == 0) {
       held.push_back({key, std::move(cob)});
+      return;
+    }
+    if (key.rfind("big:", 0) == 0) {
+      rpc::ReadResult r = Result(key);
+      r.value.assign(std::stoul(key.substr(4)), 'b');
+      cob(r);
       return;
     }
     if (key == "notprimary") {
@@ -634,9 +641,7 @@ TEST_F(RpcTest, ChannelWhoseConnectionTheServerClosedIdleServesTheNextCall) {
   ASSERT_TRUE(RunUntil(loop_, [&] { return first.ok(); })) << first.ToString();
   ASSERT_TRUE(RunUntil(
       loop_,
-      [&] {
-        return server_->stats().connections_closed_idle == 1 && !stub.channel()->connected();
-      },
+      [&] { return server_->stats().connections_closed_idle == 1 && !stub.channel()->connected(); },
       10000));
 
   Status next = Status::Internal("unset");
@@ -676,8 +681,8 @@ TEST_F(RpcTest, CallWrittenToAConnectionTheServerJustClosedIsRepeatedOnlyIfSafe)
           rpc_method::Participant_Read::kName, internal::WriteArgsOf(args), 5000,
           [&](const RpcStatus& st, apache::thrift::protocol::TProtocol* in) {
             rpc::ReadResult r;
-            racing = st.ok() ? internal::ReadReply<rpc_method::Participant_Read::PResult>(in, &r)
-                             : st;
+            racing =
+                st.ok() ? internal::ReadReply<rpc_method::Participant_Read::PResult>(in, &r) : st;
             racing_done = true;
           },
           safe);
@@ -805,8 +810,11 @@ class ThreadedServerTest : public ::testing::Test {
     return r;
   }
 
-  int Connect() {
+  // `rcvbuf` > 0: a small receive buffer, so that a client that does not
+  // read leaves the replies with the server soon.
+  int Connect(int rcvbuf = 0) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port_));
@@ -834,6 +842,19 @@ class ThreadedServerTest : public ::testing::Test {
       if (n < 0) return errno == ECONNRESET;
       got->append(buf, static_cast<size_t>(n));
     }
+  }
+  // Reads one whole frame (header and payload); false on EOF or timeout.
+  static bool ReadFrame(int fd, std::string* payload) {
+    uint8_t header[4];
+    if (recv(fd, header, sizeof(header), MSG_WAITALL) != 4) return false;
+    payload->resize(DecodeFrameLength(header));
+    size_t off = 0;
+    while (off < payload->size()) {
+      ssize_t n = recv(fd, payload->data() + off, payload->size() - off, 0);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
   }
   static std::string Frame(const std::string& payload) {
     std::string f(4, '\0');
@@ -1140,6 +1161,152 @@ TEST_F(ThreadedServerTest, ValidCallsBeforeBadFrameStillAnswered) {
   // Replies were written before the close (they are synchronous here).
   EXPECT_EQ(ClosedForBadInput(), 1u);
   EXPECT_GT(got.size(), 8u);
+}
+
+// Byte budgets (rpc_server.h): replies and large frames held for clients
+// are bounded in bytes, and the server stops reading instead of growing.
+class ByteBudgetTest : public ThreadedServerTest {
+ protected:
+  static constexpr size_t kValueBytes = 256 << 10;
+  static constexpr size_t kConnectionBudget = 1 << 20;
+  static constexpr size_t kServerBudget = 3 << 20;
+  void Tune(RpcServerOptions* o) override {
+    o->frame_bytes_max = 2 << 20;
+    o->reply_bytes_per_connection_max = kConnectionBudget;
+    o->reply_bytes_max = kServerBudget;
+    o->frame_bytes_reserved_max = 1 << 20;
+    o->partial_frame_timeout_ms = partial_frame_timeout_ms_;
+  }
+  RpcServerStats Stats() {
+    RpcServerStats st;
+    loop_thread_.RunSync([&] { st = server_->stats(); });
+    return st;
+  }
+  size_t ReplyBytesQueued() {
+    size_t n = 0;
+    loop_thread_.RunSync([&] { n = server_->reply_bytes_queued(); });
+    return n;
+  }
+  size_t FrameBytesReserved() {
+    size_t n = 0;
+    loop_thread_.RunSync([&] { n = server_->frame_bytes_reserved(); });
+    return n;
+  }
+  int Reads() {
+    int n = 0;
+    loop_thread_.RunSync([&] { n = handler_->reads; });
+    return n;
+  }
+  // Waits until the server has read no request for 300 ms (at most 10 s).
+  void WaitUntilReadsStop() {
+    int last = -1;
+    for (int i = 0; i < 100; ++i) {
+      const int now = Reads();
+      if (now == last) return;
+      last = now;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    ADD_FAILURE() << "the server kept reading";
+  }
+  // Pipelines `n` Reads of a kValueBytes value on a connection that reads
+  // nothing back.
+  int FloodWithoutReading(int n) {
+    int fd = Connect(4096);
+    std::string calls;
+    for (int i = 0; i < n; ++i)
+      calls += Frame(CallPayload("Read", "big:" + std::to_string(kValueBytes)));
+    SendAll(fd, calls);
+    return fd;
+  }
+  static constexpr size_t kReplyFrameMax = kValueBytes + 1024;  // one reply, framed
+  // Polls `done` every 50 ms for up to 5 s.
+  static bool RunUntilTrue(const std::function<bool()>& done) {
+    for (int i = 0; i < 100 && !done(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return done();
+  }
+
+  int partial_frame_timeout_ms_ = 0;  // none: a client that does not read is kept
+};
+
+TEST_F(ByteBudgetTest, AClientThatDoesNotReadItsRepliesPinsAtMostItsBudget) {
+  constexpr int kCalls = 200;  // 50 MiB of replies
+  int fd = FloodWithoutReading(kCalls);
+  WaitUntilReadsStop();
+  EXPECT_LT(Reads(), kCalls) << "the server answered every call into its own memory";
+  EXPECT_LT(ReplyBytesQueued(), kConnectionBudget + kReplyFrameMax);
+  EXPECT_GE(Stats().reads_paused_reply_budget, 1u);
+  // Another client is served meanwhile.
+  EXPECT_EQ(StockRead("other").value, "v:other");
+  // Once the client reads, every call is answered, in order, whole.
+  std::string payload;
+  for (int i = 0; i < kCalls; ++i) {
+    ASSERT_TRUE(ReadFrame(fd, &payload)) << "reply " << i;
+    ASSERT_GT(payload.size(), kValueBytes) << "reply " << i;
+  }
+  close(fd);
+  EXPECT_EQ(Reads(), kCalls + 1);
+  EXPECT_EQ(ReplyBytesQueued(), 0u);
+}
+
+TEST_F(ByteBudgetTest, ManyClientsThatDoNotReadPinAtMostTheServerBudget) {
+  // Six connections could pin 6 x 1.25 MiB by their own budgets; the server's
+  // 3 MiB holds them to 3 MiB plus one reply each.
+  constexpr int kClients = 6;
+  std::vector<int> fds;
+  for (int i = 0; i < kClients; ++i) fds.push_back(FloodWithoutReading(50));
+  WaitUntilReadsStop();
+  EXPECT_LT(ReplyBytesQueued(), kServerBudget + kClients * kReplyFrameMax);
+  // A client that reads its replies is still served, large values too.
+  EXPECT_EQ(StockRead("big:1000").value.size(), 1000u);
+  for (int fd : fds) close(fd);
+  EXPECT_TRUE(RunUntilTrue([&] { return ReplyBytesQueued() == 0; }));
+}
+
+class SlowReaderTest : public ByteBudgetTest {
+ protected:
+  SlowReaderTest() { partial_frame_timeout_ms_ = 300; }
+};
+
+TEST_F(SlowReaderTest, AConnectionWhoseRepliesMakeNoProgressIsClosed) {
+  int fd = FloodWithoutReading(100);
+  ASSERT_TRUE(RunUntilTrue([&] { return Stats().connections_closed_slow_reader == 1; }));
+  EXPECT_TRUE(RunUntilTrue([&] { return ReplyBytesQueued() == 0; }));
+  close(fd);
+  EXPECT_EQ(StockRead("after").value, "v:after");
+  EXPECT_EQ(Stats().connections_closed_slow_reader, 1u) << "the reading client was closed too";
+}
+
+TEST_F(ByteBudgetTest, ALargeFrameWaitsForTheReservationOfAnotherAndIsServedAfterIt) {
+  // Two frames of 700 KiB each against a 1 MiB reservation budget: the
+  // second waits for the first, unread, then is served.
+  const std::string key_a(700 << 10, 'a');
+  const std::string key_b(700 << 10, 'b');
+  const std::string a = Frame(CallPayload("Read", key_a));
+  const std::string b = Frame(CallPayload("Read", key_b));
+  int fa = Connect();
+  SendAll(fa, a.substr(0, 10 << 10));
+  ASSERT_TRUE(RunUntilTrue([&] { return FrameBytesReserved() == a.size() - 4; }));
+  int fb = Connect();
+  SendAll(fb, b.substr(0, 10 << 10));
+  ASSERT_TRUE(RunUntilTrue([&] { return Stats().reads_paused_frame_budget == 1; }));
+  EXPECT_EQ(FrameBytesReserved(), a.size() - 4) << "the second frame reserved past the budget";
+  // The rest of the second frame arrives, but it waits (unread).
+  std::thread send_b([&] { SendAll(fb, b.substr(10 << 10)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(Reads(), 0);
+  SendAll(fa, a.substr(10 << 10));
+  std::string reply;
+  ASSERT_TRUE(ReadFrame(fa, &reply));
+  EXPECT_GT(reply.size(), key_a.size());
+  ASSERT_TRUE(ReadFrame(fb, &reply));
+  EXPECT_GT(reply.size(), key_b.size());
+  send_b.join();
+  close(fa);
+  close(fb);
+  EXPECT_EQ(Reads(), 2);
+  EXPECT_EQ(FrameBytesReserved(), 0u);
 }
 
 }  // namespace
