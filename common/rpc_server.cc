@@ -27,6 +27,9 @@ using apache::thrift::transport::TMemoryBuffer;
 namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
+// Fair service: a connection dispatches at most this many frames in a row;
+// then it yields the loop (rpc_server.h, "Fair service").
+constexpr size_t kFramesPerTurnMax = 128;
 // How often connections are checked for a frame that is not whole in time,
 // and for idle_timeout_ms.
 constexpr uint64_t kSweepMs = 1000;
@@ -138,6 +141,9 @@ struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
   size_t reply_bytes = 0;
   size_t frame_reserved = 0;
   bool waiting_frame_budget = false;
+  // Dispatched kFramesPerTurnMax frames in a row and yielded the loop; a
+  // posted task resumes it.
+  bool yielded = false;
   // Reply writes started and not completed, and when the oldest of them
   // started or a write last completed: a slow reader makes no progress.
   size_t writes_pending = 0;
@@ -688,7 +694,22 @@ void RpcServer::State::Connection::ParseFrames() {
   std::shared_ptr<Connection> keep = self;  // Close() inside dispatch must not free us
   parsing = true;
   size_t pos = 0;
+  size_t dispatched = 0;
   while (!closing && !close_after_writes) {
+    if (dispatched == kFramesPerTurnMax && in.size() - pos >= kFrameHeaderBytes) {
+      // Fair service: the other connections' callbacks of this turn run
+      // before the rest of these frames.
+      ++st->stats.parse_yields;
+      yielded = true;
+      StopReading();
+      loop->Post([weak = weak_from_this()] {
+        if (auto c = weak.lock()) {
+          c->yielded = false;
+          c->MaybeResume();
+        }
+      });
+      break;
+    }
     if (HeldBack(*st)) {
       if (in_flight < st->options.in_flight_per_connection_max) {
         ++st->stats.reads_paused_reply_budget;
@@ -727,6 +748,7 @@ void RpcServer::State::Connection::ParseFrames() {
     ++st->stats.frames_received;
     ++frames;
     Dispatch(in.data() + pos + kFrameHeaderBytes, len, st);
+    ++dispatched;
     pos += kFrameHeaderBytes + len;
     if (frame_reserved > 0) ReleaseFrame(st.get());  // it was this frame's
   }
@@ -738,7 +760,9 @@ void RpcServer::State::Connection::ParseFrames() {
   } else if (pos > 0) {
     partial_since_ms = loop->NowMs();  // a frame arrived whole: the rest starts now
   }
-  if (!reading && !close_after_writes && !waiting_frame_budget && !HeldBack(*st)) StartReading();
+  if (!reading && !close_after_writes && !waiting_frame_budget && !yielded && !HeldBack(*st)) {
+    StartReading();
+  }
 }
 
 bool RpcServer::State::Connection::HeldBack(const State& st) const {
@@ -944,7 +968,7 @@ void RpcServer::State::Connection::MaybeResume() {
     if (in_flight == 0) Close();
     return;
   }
-  if (parsing || reading || waiting_frame_budget) return;
+  if (parsing || reading || waiting_frame_budget || yielded) return;
   auto st = server.lock();
   if (!st || HeldBack(*st)) return;
   ParseFrames();  // handles buffered frames, then restarts reading

@@ -114,6 +114,12 @@
 // so a client flooding the client listener never stalls the peer listener
 // that carries heartbeats and votes.
 //
+// Fair service: a connection dispatches at most 128 frames in a row; with
+// more buffered, it stops reading and yields the loop (a posted task resumes
+// it after this turn's other callbacks), so a client pipelining thousands of
+// small calls in one read delays another connection's call by at most 128
+// dispatches, not by its whole backlog (parse_yields counts it).
+//
 // TLS (options.tls set): every connection first completes a TLS 1.3
 // handshake (common/tls.h); only then is the processor factory called, with
 // the identity of the client's verified certificate, and from then on every
@@ -201,6 +207,9 @@ struct RpcServerStats {
   // wait for frame_bytes_reserved_max.
   uint64_t reads_paused_reply_budget = 0;
   uint64_t reads_paused_frame_budget = 0;
+  // Times a connection yielded the loop with frames still buffered (see
+  // "Fair service").
+  uint64_t parse_yields = 0;
   uint64_t frames_received = 0;
   uint64_t replies_sent = 0;
   uint64_t reply_writes = 0;           // socket writes of replies (one per connection per turn)

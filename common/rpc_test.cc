@@ -13,10 +13,12 @@
 #include <thrift/transport/TBufferTransports.h>
 #include <thrift/transport/TSocket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,6 +52,7 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
   void Read(std::function<void(const rpc::ReadResult&)> cob,
             std::function<void(TDelayedException*)> exn_cob, const std::string& key) override {
     ++reads;
+    keys.push_back(key);
     if (key.rfind("hold:", 0) == 0) {
       held.push_back({key, std::move(cob)});
       return;
@@ -109,6 +112,7 @@ class TestParticipant : virtual public rpc::ParticipantCobSvIf {
   }
 
   int reads = 0;
+  std::vector<std::string> keys;  // of every Read, in the order served
   TxId last_commit;
   std::vector<Held> held;
 };
@@ -1307,6 +1311,41 @@ TEST_F(ByteBudgetTest, ALargeFrameWaitsForTheReservationOfAnotherAndIsServedAfte
   close(fb);
   EXPECT_EQ(Reads(), 2);
   EXPECT_EQ(FrameBytesReserved(), 0u);
+}
+
+// Fair service (rpc_server.h): a connection with thousands of pipelined
+// calls in one read yields the loop every 128 dispatches, so another
+// connection's call is not served after the whole backlog.
+TEST_F(ThreadedServerTest, ABacklogOfPipelinedCallsDoesNotDelayAnotherConnectionsCall) {
+  constexpr int kFlood = 2000;
+  int flood = Connect();
+  int other = Connect();
+  std::string calls;
+  for (int i = 0; i < kFlood; ++i) calls += Frame(CallPayload("Read", "f" + std::to_string(i)));
+  // Both arrive while the loop is busy, so both are readable in its next turn.
+  std::promise<void> busy;
+  loop_thread_.loop()->Post([&] {
+    busy.set_value();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  });
+  busy.get_future().wait();
+  SendAll(flood, calls);
+  SendAll(other, Frame(CallPayload("Read", "other")));
+  std::string reply;
+  ASSERT_TRUE(ReadFrame(other, &reply));
+  for (int i = 0; i < kFlood; ++i) ASSERT_TRUE(ReadFrame(flood, &reply)) << i;
+  close(flood);
+  close(other);
+  std::vector<std::string> keys;
+  uint64_t yields = 0;
+  loop_thread_.RunSync([&] {
+    keys = handler_->keys;
+    yields = server_->stats().parse_yields;
+  });
+  ASSERT_EQ(keys.size(), static_cast<size_t>(kFlood + 1));
+  const auto at = std::find(keys.begin(), keys.end(), "other") - keys.begin();
+  EXPECT_LT(at, 2 * 128) << "the other connection's call was served after " << at << " calls";
+  EXPECT_GE(yields, 2000u / 128 - 1);
 }
 
 }  // namespace
