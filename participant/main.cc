@@ -6,6 +6,7 @@
 //                   [--wal-segment-bytes BYTES] [--metrics-listen HOST:PORT|off]
 //                   [--admin-listen HOST:PORT] [--peer-listen HOST:PORT]
 //                   [--trace-events N] [--enable-failpoints]
+//                   [--disk-free-min-mb MB] [--disk-ballast-mb MB]
 //                   (--certs-dir DIR | --insecure)
 //   dtx-participant --cluster FILE --name participant-0 [flags above]
 //
@@ -58,6 +59,8 @@ struct Flags {
   std::string name, listen, dir, coordinator, coordinators, log_file, log_level, metrics_listen,
       admin_listen, peer_listen;
   uint64_t idle_timeout_ms = 0;
+  uint64_t disk_free_min_mb = 0;
+  uint64_t disk_ballast_mb = 0;
   dtx::node::SecurityFlags security;
 };
 
@@ -110,9 +113,19 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "certs-dir", po::value<std::string>(&flags->security.certs_dir),
       dtx::node::kCertsDirFlagHelp)("insecure", po::bool_switch(&flags->security.insecure),
                                     dtx::node::kInsecureFlagHelp)(
-      "idle-timeout-ms", po::value<uint64_t>(&flags->idle_timeout_ms)
-                             ->default_value(static_cast<uint64_t>(dtx::kRpcIdleTimeoutMs)),
+      "idle-timeout-ms",
+      po::value<uint64_t>(&flags->idle_timeout_ms)
+          ->default_value(static_cast<uint64_t>(dtx::kRpcIdleTimeoutMs)),
       dtx::node::kIdleTimeoutFlagHelp)(
+      "disk-free-min-mb",
+      po::value<uint64_t>(&flags->disk_free_min_mb)
+          ->default_value(dtx::node::kDiskFreeMinMbDefault),
+      "below this many MiB free in NODEDIR's filesystem, prepares that write are refused "
+      "(UNAVAILABLE, retryable) while reads and prepared transactions go on (0: off)")(
+      "disk-ballast-mb",
+      po::value<uint64_t>(&flags->disk_ballast_mb)->default_value(dtx::node::kDiskBallastMbDefault),
+      "MiB held in reserve in NODEDIR/ballast, released when the free space falls below "
+      "--disk-free-min-mb (0: no ballast)")(
       "enable-failpoints", po::bool_switch(&options->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -147,7 +160,8 @@ std::optional<int> ParseCommandLine(int argc, char** argv, const po::options_des
 // The validation steps below check the flags in the order the usage errors
 // are reported and fill `*options`; InvalidArgument carries the usage error.
 
-// --dir, --wal-segment-bytes, --trace-events, --idle-timeout-ms, the checkpoint intervals.
+// --dir, --wal-segment-bytes, --trace-events, --idle-timeout-ms, the checkpoint intervals,
+// --disk-free-min-mb, --disk-ballast-mb.
 dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* options) {
   options->name = flags.name;
   options->dir = flags.dir;
@@ -166,6 +180,13 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
   if (!idle.ok()) return idle.status();
   options->idle_timeout_ms = *idle;
+  constexpr uint64_t kDiskMbMax = uint64_t{1} << 30;  // 1 PiB: no overflow in bytes
+  if (flags.disk_free_min_mb > kDiskMbMax || flags.disk_ballast_mb > kDiskMbMax) {
+    return dtx::Status::InvalidArgument(
+        "--disk-free-min-mb and --disk-ballast-mb must be at most " + std::to_string(kDiskMbMax));
+  }
+  options->disk_free_min_bytes = flags.disk_free_min_mb << 20;
+  options->disk_ballast_bytes = flags.disk_ballast_mb << 20;
   if (options->checkpoint_interval_records == 0 && options->checkpoint_interval_ms == 0) {
     return dtx::Status::InvalidArgument(
         "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL "

@@ -28,6 +28,7 @@
 #include "common/wal_metrics.h"
 #include "node/fail_stop.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/handler.h"
 #include "node/listeners.h"
 #include "node/lifetime.h"
@@ -58,6 +59,8 @@ constexpr uint64_t kMetricsScanEveryTicks = 10;
 namespace {
 // How often the core's Tick runs (read timeouts, decision queries).
 constexpr uint64_t kTickIntervalMs = 10;
+// The free-space watermark is checked every 100 ticks: once a second.
+constexpr uint64_t kDiskCheckEveryTicks = 100;
 // Coordinator addresses (from PREPARE records) with their own channel; past
 // it, the configured coordinator is asked instead.
 constexpr size_t kCoordinatorChannelsMax = kCoordinatorsSeenMax;
@@ -137,7 +140,11 @@ struct Runtime::Impl {
   CoordinatorPeerStub& StubFor(const std::string& address);
   uint64_t NowMs() const { return node_.NowMs(); }
   Status RestoreAndReplay();
-  void MaybeCheckpoint();
+  // `force`: now, whatever the intervals (the disk guard went low: the
+  // checkpoint lets the WAL be truncated).
+  void MaybeCheckpoint(bool force = false);
+  // Every second: the free-space watermark (node/disk_guard.h).
+  void CheckDisk();
   void CheckpointWorkerLoop();
   void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
                         const Status& truncated);
@@ -181,6 +188,10 @@ struct Runtime::Impl {
   // Shutdown() stops the endpoint.
   ParticipantMetrics metrics_{node_.registry()};
   uint64_t metrics_ticks_ = 0;
+  // The free-space watermark and ballast of options_.dir (node/disk_guard.h).
+  std::unique_ptr<node::DiskGuard> disk_;
+  uint64_t disk_ticks_ = 0;
+  uint64_t disk_refusals_ = 0;  // PREPAREs refused while the disk was low
 };
 
 namespace {
@@ -414,6 +425,12 @@ Status Runtime::Impl::Init() {
   std::error_code ec;
   std::filesystem::create_directories(dir / "data", ec);
   if (ec) return Status::IOError("creating " + (dir / "data").string() + ": " + ec.message());
+  disk_ = std::make_unique<node::DiskGuard>(
+      node::DiskGuardOptions{.dir = options_.dir,
+                             .free_min_bytes = options_.disk_free_min_bytes,
+                             .ballast_bytes = options_.disk_ballast_bytes,
+                             .free_bytes = {}});
+  DTX_RETURN_IF_ERROR(disk_->Start());
 
   auto level = LevelStore::Open((dir / "data").string());
   if (!level.ok()) return level.status();
@@ -452,6 +469,7 @@ Status Runtime::Impl::Init() {
   listeners_ = std::move(*bound);
   node_.RunEvery(kTickIntervalMs, [this] {
     driver_->Tick();
+    CheckDisk();
     MaybeCheckpoint();
     UpdateMetrics();
   });
@@ -566,7 +584,12 @@ void Runtime::Impl::Shutdown() {
 // ---------------------------------------------------------------------------
 // Checkpoints
 
-void Runtime::Impl::MaybeCheckpoint() {
+void Runtime::Impl::CheckDisk() {
+  if (disk_ticks_++ % kDiskCheckEveryTicks != 0) return;
+  if (disk_->Check() && disk_->low()) MaybeCheckpoint(/*force=*/true);
+}
+
+void Runtime::Impl::MaybeCheckpoint(bool force) {
   if (checkpoint_in_flight_ || shut_down_) return;
   const uint64_t now = NowMs();
   const wal::Lsn last = wal_.log().last_lsn();
@@ -574,7 +597,7 @@ void Runtime::Impl::MaybeCheckpoint() {
                         last + 1 >= last_checkpoint_.lsn + options_.checkpoint_interval_records;
   const bool by_time = options_.checkpoint_interval_ms != 0 &&
                        now - last_checkpoint_ms_ >= options_.checkpoint_interval_ms;
-  if (!by_count && !by_time) return;
+  if (!force && !by_count && !by_time) return;
   std::optional<Checkpoint> cp = core_->TakeCheckpoint();
   if (!cp.has_value()) return;
   if (cp->lsn <= last_checkpoint_.lsn && cp->retain_from <= last_checkpoint_.retain_from) {
@@ -673,6 +696,14 @@ void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::R
 
 void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
                             std::function<void(const rpc::PrepareResponse&)> cob, Fail fail) {
+  // Below the free-space watermark nothing new that writes is taken on
+  // (a refused PREPARE aborts its attempt, which is always safe); reads,
+  // read-only validation and the prepared transactions' COMMIT/ABORT go on.
+  if (disk_->low() && !req.writes.empty()) {
+    ++disk_refusals_;
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
+    return;
+  }
   driver_->Prepare(req, std::move(cob), std::move(fail));
 }
 
@@ -753,6 +784,10 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"checkpoint_lsn", static_cast<int64_t>(checkpoint_stats_.lsn)},
       {"checkpoint_retain_from", static_cast<int64_t>(checkpoint_stats_.retain_from)},
       {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
+      {"disk_low", disk_->low() ? 1 : 0},
+      {"disk_free_bytes", static_cast<int64_t>(disk_->free_bytes())},
+      {"disk_ballast_present", disk_->ballast_present() ? 1 : 0},
+      {"disk_low_refusals", static_cast<int64_t>(disk_refusals_)},
   };
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   out.__set_counters(c);

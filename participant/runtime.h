@@ -77,6 +77,7 @@
 #include "common/status.h"
 #include "common/trace.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/security.h"
 #include "participant/core.h"
 #include "wal/wal.h"
@@ -137,6 +138,11 @@ struct RuntimeOptions {
   uint64_t checkpoint_interval_records = kCheckpointIntervalRecordsDefault;  // 0: not by count
   uint64_t checkpoint_interval_ms = kCheckpointIntervalMsDefault;            // 0: not by time
   bool checkpoint_on_shutdown = true;
+  // Full disk (node/disk_guard.h): below disk_free_min_bytes free in `dir`'s
+  // filesystem, PREPAREs with writes are refused (UNAVAILABLE, retryable)
+  // and the ballast file of disk_ballast_bytes is released; 0: off.
+  uint64_t disk_free_min_bytes = node::kDiskFreeMinMbDefault << 20;
+  uint64_t disk_ballast_bytes = node::kDiskBallastMbDefault << 20;
   // Prometheus endpoint (docs/observability.md): GET /metrics on
   // metrics_host:metrics_port (0: the kernel picks), the bound address
   // written to NODEDIR/metrics.addr. Off when !metrics_enabled.

@@ -1,0 +1,110 @@
+"""A participant whose filesystem fills up (docs/design.md "Full disk"):
+participant-0's directory is a 512 MiB tmpfs the test mounts, and a filler
+file leaves less than the default 256 MiB watermark free. New writes touching
+participant-0 are refused with a retryable error that says why, reads go on,
+nothing committed is lost, the node is not restarted, and once the filler is
+gone the participant takes writes again by itself.
+
+Needs root (mount); skipped otherwise."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Cluster, dtxctl_path
+
+TMPFS_MIB = 512
+# Leaves 200 MiB free: below the 256 MiB watermark (--disk-free-min-mb),
+# and still below it with the 64 MiB ballast released.
+FREE_WHEN_FULL_MIB = 200
+KEYS = [f"disk-{i:02d}".encode() for i in range(40)]  # on every participant
+
+
+def _mount_tmpfs(path: pathlib.Path) -> None:
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_MIB}m", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
+
+
+@pytest.fixture
+def small_disk_cluster(tmp_path):
+    d = tmp_path / "cluster"
+    node_dir = d / "participant-0"
+    node_dir.mkdir(parents=True)
+    _mount_tmpfs(node_dir)
+    dtxctl = dtxctl_path()
+    c = None
+    try:
+        up = subprocess.run([str(dtxctl), "cluster", "up", "--dir", str(d), "--participants", "3"],
+                            capture_output=True, text=True, timeout=90)
+        assert up.returncode == 0, f"cluster up failed:\n{up.stdout}\n{up.stderr}"
+        c = Cluster(d, dtxctl)
+        yield c
+    finally:
+        subprocess.run([str(dtxctl), "cluster", "down", "--dir", str(d)], capture_output=True,
+                       timeout=60)
+        for pid in (c.all_pids() if c else []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        subprocess.run(["umount", "-l", str(node_dir)], capture_output=True)
+
+
+def _wait_log(cluster, node: str, text: str, timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        log = (cluster.dir / node / "node.log").read_text(errors="replace")
+        if text in log:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _write_all(tx, value: bytes) -> None:
+    for k in KEYS:
+        tx.put(k, value)
+
+
+def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itself(
+        small_disk_cluster):
+    import dtx
+    cluster = small_disk_cluster
+    node_dir = cluster.dir / "participant-0"
+    client = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
+    try:
+        client.run(lambda tx: _write_all(tx, b"before"))
+        pid = cluster.pid("participant-0")
+        assert (node_dir / "ballast").stat().st_size == 64 << 20
+
+        st = os.statvfs(node_dir)
+        filler_bytes = st.f_bavail * st.f_frsize - (FREE_WHEN_FULL_MIB << 20)
+        assert filler_bytes > 0
+        with open(node_dir / "filler", "wb") as f:
+            f.truncate(0)
+            os.posix_fallocate(f.fileno(), 0, filler_bytes)
+        assert _wait_log(cluster, "participant-0", "disk space low"), "the node did not notice"
+        assert _wait_log(cluster, "participant-0", "deleted the ballast file")
+
+        with pytest.raises(dtx.Error) as refused:
+            client.run(lambda tx: _write_all(tx, b"while-full"), retries=2)
+        assert "disk space low" in str(refused.value), str(refused.value)
+        assert isinstance(refused.value, (dtx.Aborted, dtx.Unavailable)), repr(refused.value)
+        # Reads go on, and see what was committed before.
+        values = client.run(lambda tx: [tx.get(k) for k in KEYS])
+        assert values == [b"before"] * len(KEYS)
+        assert cluster.pid("participant-0") == pid, "the participant was restarted"
+
+        os.unlink(node_dir / "filler")
+        assert _wait_log(cluster, "participant-0", "new writes accepted again")
+        client.run(lambda tx: _write_all(tx, b"after"))
+        assert client.run(lambda tx: [tx.get(k) for k in KEYS]) == [b"after"] * len(KEYS)
+        assert (node_dir / "ballast").stat().st_size == 64 << 20, "the ballast was not remade"
+        assert cluster.pid("participant-0") == pid, "the participant was restarted"
+    finally:
+        client.close()
