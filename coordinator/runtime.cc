@@ -447,6 +447,7 @@ void Runtime::Impl::UpdateMetrics() {
        seen.failover, cs.aborts_failover);
   feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
   if (wal_.is_open()) metrics_.wal.Update(wal_.log().stats());
+  node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
 }
 
 // ---- Runtime ------------------------------------------------------------------------

@@ -815,6 +815,12 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   fakes.at(1).SetVote(rpc::Vote::NO);
   c->Commit(res, WriteReq(TxId{0xbeef, 2}, {KeyOn(0, 2), KeyOn(1, 2)}));
   ASSERT_EQ(res.outcome, rpc::Outcome::ABORTED);
+  // Plaintext garbage on the admin listener (nothing else calls it here):
+  // the TLS handshake fails.
+  const int admin_port = AdminPort(dir.path() + "/n");
+  ASSERT_GT(admin_port, 0);
+  EXPECT_TRUE(test_metrics::SendGarbage(admin_port));
+  const auto listener = test_metrics::ListenerSeries;
 
   std::map<std::string, double> m;
   auto deadline = Clock::now() + std::chrono::seconds(5);
@@ -824,7 +830,9 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
     ASSERT_EQ(resp.find(" 200 OK\r\n"), 8u) << resp.substr(0, 200);
     m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
   } while ((m["dtx_phase_seconds_count{phase=\"phase2\"}"] < 1 ||
-            m["dtx_heartbeat_age_seconds{peer=\"" + fakes.address(1) + "\"}"] < 0) &&
+            m["dtx_heartbeat_age_seconds{peer=\"" + fakes.address(1) + "\"}"] < 0 ||
+            m[listener("dtx_rpc_tls_handshakes_failed_total", "admin")] < 1 ||
+            m[listener("dtx_rpc_connections_open", "admin")] != 0) &&
            Clock::now() < deadline);
   EXPECT_EQ(m["dtx_commits_total"], 1);
   EXPECT_EQ(m["dtx_aborts_total{reason=\"conflict\"}"], 1);
@@ -849,6 +857,19 @@ TEST(CoordinatorBinary, MetricsCountOutcomesAndPhases) {
   EXPECT_GE(m["dtx_wal_records_per_sync_sum"], m["dtx_wal_records_per_sync_count"]);
   EXPECT_EQ(m.count("dtx_wal_sync_seconds_bucket{le=\"+Inf\"}"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes"], 0);
+  // Each listener's connections (node/listener_metrics.h): the client
+  // listener's GetStatus probes and the three commits over TLS, `c` still
+  // open; the garbage on the admin listener.
+  EXPECT_GE(m[listener("dtx_rpc_frames_received_total", "client")], 4);
+  EXPECT_GE(m[listener("dtx_rpc_replies_sent_total", "client")], 4);
+  EXPECT_GE(m[listener("dtx_rpc_reply_writes_total", "client")], 1);
+  EXPECT_GE(m[listener("dtx_rpc_tls_handshakes_total", "client")], 1);
+  EXPECT_GE(m[listener("dtx_rpc_connections_open", "client")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_connections_accepted_total", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_tls_handshakes_failed_total", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_tls_handshakes_total", "admin")], 0);
+  EXPECT_EQ(m[listener("dtx_rpc_connections_open", "admin")], 0);
+  EXPECT_EQ(m.count(listener("dtx_rpc_connections_accepted_total", "peer")), 1u);
   rpc::NodeStatus st;
   c->GetStatus(st);
   EXPECT_EQ(st.counters["metrics_port"], metrics_port);

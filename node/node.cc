@@ -58,6 +58,7 @@ Result<std::string> Node::Serve(std::string_view listener, RpcProcessorFactory f
   so.idle_timeout_ms = options_.idle_timeout_ms;
   servers_.push_back(std::make_unique<RpcServer>(loop_, std::move(factory), so));
   DTX_RETURN_IF_ERROR(servers_.back()->Start());
+  listener_metrics_.Add(listener, *servers_.back());
   std::string bound = servers_.back()->address();
   listeners_.push_back(
       ListenerInfo{.name = std::string(listener),
@@ -84,6 +85,10 @@ Status Node::RecordAddress(const std::string& file_name, const std::string& addr
 void Node::RunEvery(uint64_t interval_ms, std::function<void()> fn) {
   DTX_CHECK(!shut_down_);
   timers_.push_back(loop_->RunEvery(interval_ms, std::move(fn)));
+}
+
+void Node::UpdateMetrics() {
+  if (!shut_down_) listener_metrics_.Update();
 }
 
 Status Node::StartMetrics() {

@@ -7,6 +7,7 @@
 //   - periodic timers, cancelled at shutdown;
 //   - the Prometheus endpoint (docs/observability.md) over the node's
 //     prometheus::Registry and the process metrics, and metrics_address();
+//   - the listeners' own metrics (node/listener_metrics.h), in that registry;
 //   - the span-event ring (common/trace.h) and Trace();
 //   - DrainGuard, the re-entry guard of a runtime's Process().
 // Fail-stop and failpoints are in node/fail_stop.h, the WAL appender in
@@ -16,8 +17,9 @@
 //
 // A runtime owns one Node and starts it in this order: fill the registry
 // (metric families), Serve() its listeners (node/listeners.h
-// ServeListeners), RunEvery() its timers, StartMetrics(). Its Shutdown()
-// calls Node::Shutdown() first.
+// ServeListeners), RunEvery() its timers, StartMetrics(). The tick that sets
+// its own metrics calls UpdateMetrics() too. Its Shutdown() calls
+// Node::Shutdown() first.
 //
 // Threading: every method runs on the loop thread (or before the loop runs),
 // except trace() and Trace(), which are thread-safe.
@@ -46,6 +48,7 @@
 #include "common/tls.h"
 #include "common/trace.h"
 #include "common/types.h"
+#include "node/listener_metrics.h"
 
 namespace dtx::node {
 
@@ -198,9 +201,13 @@ class Node {
   void RunEvery(uint64_t interval_ms, std::function<void()> fn);
 
   // ---- metrics ----
-  // The runtime's metric families (prometheus-cpp); each scrape also has the
-  // process metrics (common/process_stats.h ProcessCollector).
+  // The runtime's metric families (prometheus-cpp), and the node's own (the
+  // listeners': node/listener_metrics.h); each scrape also has the process
+  // metrics (common/process_stats.h ProcessCollector).
   prometheus::Registry& registry() { return *registry_; }
+  // Copies what every listener Serve() bound counted into its metrics. The
+  // runtime calls it from its metrics tick; a no-op after Shutdown().
+  void UpdateMetrics();
   // Starts the endpoint (a no-op when !metrics_enabled).
   Status StartMetrics();
   // "host:port" of the metrics endpoint, "" when off.
@@ -240,6 +247,9 @@ class Node {
   // Shared with the endpoint's exposer, which holds weak references.
   const std::shared_ptr<prometheus::Registry> registry_ = std::make_shared<prometheus::Registry>();
   const std::shared_ptr<obs::ProcessCollector> process_ = std::make_shared<obs::ProcessCollector>();
+  // Declared after servers_ and registry_: destroyed before the servers it
+  // reads and the registry that holds its series.
+  ListenerMetrics listener_metrics_{*registry_};
   // Declared last: destroyed (stopped) before the registry its scrapes read.
   std::unique_ptr<obs::MetricsEndpoint> metrics_endpoint_;
 };

@@ -1,22 +1,34 @@
 // node/: the WAL appender hands each forced record's LSN to the loop and
 // drops notices of a closed log; fail-stop and failpoint semantics; the
-// lifetime token, the drain guard and the trace ring's minimum size.
+// lifetime token, the drain guard and the trace ring's minimum size; the
+// listeners' metrics.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <prometheus/text_serializer.h>
+#include <thrift/protocol/TBinaryProtocol.h>
+#include <thrift/transport/TBufferTransports.h>
+#include <thrift/transport/TSocket.h>
+
+#include <chrono>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "CoordinatorPeer.h"
+#include "common/address.h"
 #include "common/failpoint.h"
 #include "node/fail_stop.h"
 #include "node/handler.h"
 #include "node/lifetime.h"
 #include "node/node.h"
 #include "node/wal_appender.h"
+#include "tests/metrics_scrape.h"
 
 namespace dtx::node {
 namespace {
@@ -479,6 +491,114 @@ TEST(NodeTest, SetFailpointIsRefusedUnlessFailpointsAreEnabled) {
       shared->Detach();  // the second round: after shutdown
     }
   });
+  loop.Stop();
+}
+
+// The node's listener metrics as a scrape would show them: Node::UpdateMetrics
+// on the loop (what a runtime's tick does), then the registry in the text
+// format, series -> value.
+std::map<std::string, double> ScrapeListeners(LoopThread& loop, Node& node) {
+  std::string text;
+  loop.RunSync([&] {
+    node.UpdateMetrics();
+    text = prometheus::TextSerializer().Serialize(node.registry().Collect());
+  });
+  return test_metrics::ParseMetrics(text);
+}
+
+// node/listener_metrics.h: each listener's RpcServerStats counters and open
+// connections are in the registry under listener="NAME", each counted once
+// however often the tick copies them.
+TEST(NodeTest, ListenerMetricsCountEachListenersConnectionsUnderItsLabel) {
+  LoopThread loop;
+  loop.Start();
+  std::unique_ptr<Node> node;
+  Target target;
+  const AccessPolicy policy = AccessPolicy::Insecure();
+  int client_port = 0;
+  int admin_port = 0;
+  loop.RunSync([&] {
+    node = std::make_unique<Node>(
+        loop.loop(),
+        NodeOptions{.name = "node-m", .dir = "/tmp", .metrics_enabled = false, .identify = {}});
+    auto shared = std::make_shared<HandlerTarget<Target>>(&target, node.get(), &policy);
+    auto client = node->Serve(
+        "client", HandlerFactory<rpc::CoordinatorPeerAsyncProcessor, TestHandler>(shared), shared,
+        "127.0.0.1", 0);
+    ASSERT_TRUE(client.ok());
+    client_port = ParseHostPort(*client)->port;
+    auto admin = node->Serve("admin", TestAdmin::Factory(shared, rpc::NodeRole::PRIMARY), shared,
+                             "127.0.0.1", 0);
+    ASSERT_TRUE(admin.ok());
+    admin_port = ParseHostPort(*admin)->port;
+  });
+  ASSERT_GT(client_port, 0);
+  ASSERT_GT(admin_port, 0);
+  const auto series = test_metrics::ListenerSeries;
+
+  // Every family has a series per listener from the start, at 0.
+  std::map<std::string, double> m = ScrapeListeners(loop, *node);
+  for (const char* listener : {"client", "admin"}) {
+    for (const RpcServerCounter& c : kRpcServerCounters) {
+      EXPECT_EQ(m.count(series(c.name, listener)), 1u) << series(c.name, listener);
+      EXPECT_EQ(m[series(c.name, listener)], 0) << series(c.name, listener);
+    }
+    for (const RpcServerGauge& g : kRpcServerGauges) {
+      EXPECT_EQ(m.count(series(g.name, listener)), 1u) << series(g.name, listener);
+      EXPECT_EQ(m[series(g.name, listener)], 0) << series(g.name, listener);
+    }
+  }
+
+  // The client listener: one call answered on a stock Thrift connection,
+  // closed; then garbage (it reads as an absurd frame length) on another.
+  {
+    auto socket = std::make_shared<apache::thrift::transport::TSocket>("127.0.0.1", client_port);
+    socket->setRecvTimeout(5000);
+    auto transport = std::make_shared<apache::thrift::transport::TFramedTransport>(socket);
+    rpc::CoordinatorPeerClient stock(
+        std::make_shared<apache::thrift::protocol::TBinaryProtocol>(transport));
+    transport->open();
+    rpc::NodeStatus st;
+    stock.GetStatus(st);
+    EXPECT_EQ(st.name, "serving");
+    transport->close();
+  }
+  EXPECT_TRUE(test_metrics::SendGarbage(client_port));
+  // The admin listener: one connection held open, silent.
+  const int held = test_metrics::ConnectLoopback(admin_port);
+  EXPECT_GE(held, 0);
+
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    m = ScrapeListeners(loop, *node);
+    if (m[series("dtx_rpc_connections_accepted_total", "client")] == 2 &&
+        m[series("dtx_rpc_connections_open", "client")] == 0 &&
+        m[series("dtx_rpc_connections_open", "admin")] == 1) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  } while (std::chrono::steady_clock::now() < deadline);
+  // Scraped again: Update() adds only what the servers counted since.
+  m = ScrapeListeners(loop, *node);
+  EXPECT_EQ(m[series("dtx_rpc_connections_accepted_total", "client")], 2);
+  EXPECT_EQ(m[series("dtx_rpc_connections_closed_bad_input_total", "client")], 1);
+  EXPECT_EQ(m[series("dtx_rpc_frames_received_total", "client")], 1);
+  EXPECT_EQ(m[series("dtx_rpc_replies_sent_total", "client")], 1);
+  EXPECT_EQ(m[series("dtx_rpc_reply_writes_total", "client")], 1);
+  EXPECT_EQ(m[series("dtx_rpc_tls_handshakes_total", "client")], 0) << "plaintext";
+  EXPECT_EQ(m[series("dtx_rpc_connections_open", "client")], 0);
+  EXPECT_EQ(m[series("dtx_rpc_reply_bytes_queued", "client")], 0) << "the reply left";
+  EXPECT_EQ(m[series("dtx_rpc_connections_accepted_total", "admin")], 1);
+  EXPECT_EQ(m[series("dtx_rpc_connections_closed_bad_input_total", "admin")], 0);
+  EXPECT_EQ(m[series("dtx_rpc_frames_received_total", "admin")], 0);
+  EXPECT_EQ(m[series("dtx_rpc_connections_open", "admin")], 1);
+  EXPECT_EQ(m.count(series("dtx_rpc_connections_open", "peer")), 0u) << "not served here";
+
+  // A tick after Shutdown (the servers closed) is harmless.
+  loop.RunSync([&] { EXPECT_TRUE(node->Shutdown()); });
+  ScrapeListeners(loop, *node);
+  if (held >= 0) ::close(held);
+  loop.RunSync([&] { node.reset(); });
   loop.Stop();
 }
 

@@ -486,6 +486,7 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
   metrics_.wal.Update(wal_.log().stats());
+  node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
   uint64_t oldest_ms = 0;
   if (st.in_doubt != 0) {

@@ -751,6 +751,13 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
     c->Prepare(vote, Put(Tx(2), "k2", "v", /*one_phase=*/false));
     ASSERT_EQ(vote.vote, rpc::Vote::YES);  // stays prepared: holds a lock
   }
+  // The admin listener (nothing else calls it here): plaintext garbage, which
+  // fails the TLS handshake, then an operator's connection kept open.
+  EXPECT_TRUE(test_metrics::SendGarbage(AdminPort()));
+  AdminClient admin(AdminPort());
+  std::vector<rpc::InDoubtTx> doubt;
+  admin->ListInDoubt(doubt);
+  const auto listener = test_metrics::ListenerSeries;
   // Gauges are refreshed from the tick (every 10 ms; the in-doubt scan every
   // 100 ms). Tx 2 becomes in doubt once its decision is overdue (about 1 s).
   std::map<std::string, double> m;
@@ -764,7 +771,8 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
     ASSERT_NE(resp.find("Content-Type: text/plain"), std::string::npos) << resp.substr(0, 200);
     m = ParseMetrics(resp.substr(resp.find("\r\n\r\n") + 4));
   } while ((m["dtx_wal_syncs_total"] < 1 || m["dtx_in_doubt"] != 1 ||
-            m["dtx_in_doubt_oldest_age_seconds"] <= 0) &&
+            m["dtx_in_doubt_oldest_age_seconds"] <= 0 ||
+            m[listener("dtx_rpc_replies_sent_total", "admin")] < 1) &&
            std::chrono::steady_clock::now() < deadline);
   EXPECT_EQ(m["dtx_commits_total"], 1);
   EXPECT_EQ(m["dtx_votes_total{vote=\"yes\"}"], 2);
@@ -783,6 +791,22 @@ TEST_F(ParticipantSmokeTest, MetricsAreServedAndCountWhatHappened) {
   EXPECT_EQ(m.count("dtx_aborts_total{reason=\"conflict\"}"), 1u);
   EXPECT_GT(m["process_resident_memory_bytes"], 0);
   EXPECT_EQ(m.count("process_cpu_seconds_total"), 1u);
+  // Each listener's connections (node/listener_metrics.h). Client and peer:
+  // the start-up's GetStatus probes and the calls above, over TLS.
+  EXPECT_GE(m[listener("dtx_rpc_frames_received_total", "client")], 2);  // a probe, Read
+  EXPECT_GE(m[listener("dtx_rpc_replies_sent_total", "client")], 2);
+  EXPECT_GE(m[listener("dtx_rpc_frames_received_total", "peer")], 3);  // Prepare, Commit, Prepare
+  EXPECT_GE(m[listener("dtx_rpc_replies_sent_total", "peer")], 3);
+  EXPECT_GE(m[listener("dtx_rpc_tls_handshakes_total", "client")], 1);
+  EXPECT_GE(m[listener("dtx_rpc_tls_handshakes_total", "peer")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_connections_accepted_total", "admin")], 2);
+  EXPECT_EQ(m[listener("dtx_rpc_tls_handshakes_failed_total", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_tls_handshakes_total", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_frames_received_total", "admin")], 1);  // ListInDoubt
+  EXPECT_EQ(m[listener("dtx_rpc_replies_sent_total", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_connections_open", "admin")], 1);
+  EXPECT_EQ(m[listener("dtx_rpc_connections_closed_bad_input_total", "admin")], 0);
+  EXPECT_EQ(m.count(listener("dtx_rpc_connections_rejected_total", "peer")), 1u);
   rpc::NodeStatus st;
   Client(port).GetStatus(st);
   EXPECT_EQ(st.counters["metrics_port"], metrics_port);
