@@ -96,6 +96,8 @@ struct ParticipantMetrics {
   prometheus::Gauge& in_doubt_oldest_age;
   prometheus::Gauge& lock_table;
   prometheus::Gauge& epoch;
+  prometheus::Gauge& disk_low;  // node/disk_guard.h
+  prometheus::Gauge& disk_free;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: coordinator address
   prometheus::Family<prometheus::Gauge>& suspected;
   std::map<std::string, PeerGauges> peers;
@@ -277,6 +279,11 @@ ParticipantMetrics::ParticipantMetrics(prometheus::Registry& r)
                                      "Age of the oldest in-doubt transaction (0: none).")),
       lock_table(PlainGauge(r, "dtx_lock_table_entries", "Keys in the lock table.")),
       epoch(PlainGauge(r, "dtx_epoch", "The participant's epoch.")),
+      disk_low(PlainGauge(r, "dtx_disk_low",
+                          "1 while the free space is below the watermark (--disk-free-min-mb): "
+                          "prepares that write are refused.")),
+      disk_free(PlainGauge(r, "dtx_disk_free_bytes",
+                           "Free bytes in the node directory's filesystem, as last measured.")),
       heartbeat_age(prometheus::BuildGauge()
                         .Name("dtx_heartbeat_age_seconds")
                         .Help("Seconds since this coordinator was last heard from.")
@@ -485,6 +492,8 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
+  metrics_.disk_low.Set(disk_->low() ? 1 : 0);
+  metrics_.disk_free.Set(static_cast<double>(disk_->free_bytes()));
   metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;

@@ -90,6 +90,8 @@ def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itsel
             os.posix_fallocate(f.fileno(), 0, filler_bytes)
         assert _wait_log(cluster, "participant-0", "disk space low"), "the node did not notice"
         assert _wait_log(cluster, "participant-0", "deleted the ballast file")
+        metrics = cluster.ctl("metrics", "participant-0").stdout
+        assert "dtx_disk_low 1" in metrics, metrics
 
         with pytest.raises(dtx.Error) as refused:
             client.run(lambda tx: _write_all(tx, b"while-full"), retries=2)
@@ -102,6 +104,7 @@ def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itsel
 
         os.unlink(node_dir / "filler")
         assert _wait_log(cluster, "participant-0", "new writes accepted again")
+        assert "dtx_disk_low 0" in cluster.ctl("metrics", "participant-0").stdout
         client.run(lambda tx: _write_all(tx, b"after"))
         assert client.run(lambda tx: [tx.get(k) for k in KEYS]) == [b"after"] * len(KEYS)
         assert (node_dir / "ballast").stat().st_size == 64 << 20, "the ballast was not remade"
