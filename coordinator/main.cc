@@ -44,6 +44,7 @@
 #include "coordinator/records.h"
 #include "coordinator/runtime.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/fail_stop.h"
 #include "node/listeners.h"
 #include "node/security.h"
@@ -96,6 +97,8 @@ struct Flags {
   double phi_threshold = 0;
   uint64_t trace_events = 0;
   uint64_t idle_timeout_ms = 0;
+  uint64_t disk_free_min_mb = 0;
+  uint64_t disk_ballast_mb = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
 };
@@ -106,9 +109,10 @@ po::options_description DescribeFlags(Flags* flags) {
   desc.add_options()("help", "print this help")(
       "name", po::value(&flags->name)->default_value("coordinator-0"),
       "node name (in logs, GetStatus)")("cluster", po::value<std::string>(),
-                                         dtx::tools::kClusterFlagHelp)("listen", po::value(&flags->listen)->required(),
-                                        "host:port to serve the Coordinator service on")(
-      "dir", po::value(&flags->dir)->required(), "node directory: holds wal/ and node.log")(
+                                        dtx::tools::kClusterFlagHelp)(
+      "listen", po::value(&flags->listen)->required(),
+      "host:port to serve the Coordinator service on")("dir", po::value(&flags->dir)->required(),
+                                                       "node directory: holds wal/ and node.log")(
       "participants", po::value(&flags->participants)->default_value(""),
       "comma-separated participant NAME=HOST:PORT (or HOST:PORT) list of their peer listeners; "
       "the order is the shard index")(
@@ -156,9 +160,14 @@ po::options_description DescribeFlags(Flags* flags) {
       "level debug; 0 turns tracing off")("certs-dir", po::value(&flags->security.certs_dir),
                                           dtx::node::kCertsDirFlagHelp)(
       "insecure", po::bool_switch(&flags->security.insecure), dtx::node::kInsecureFlagHelp)(
-      "idle-timeout-ms",
-      po::value(&flags->idle_timeout_ms)->default_value(dtx::kRpcIdleTimeoutMs),
+      "idle-timeout-ms", po::value(&flags->idle_timeout_ms)->default_value(dtx::kRpcIdleTimeoutMs),
       dtx::node::kIdleTimeoutFlagHelp)(
+      "disk-free-min-mb",
+      po::value(&flags->disk_free_min_mb)->default_value(dtx::node::kDiskFreeMinMbDefault),
+      dtx::node::kDiskFreeMinFlagHelp)(
+      "disk-ballast-mb",
+      po::value(&flags->disk_ballast_mb)->default_value(dtx::node::kDiskBallastMbDefault),
+      dtx::node::kDiskBallastFlagHelp)(
       "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -252,7 +261,8 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
   return dtx::Status::OK();
 }
 
-// --prepare-timeout-ms, --trace-events, --idle-timeout-ms.
+// --prepare-timeout-ms, --trace-events, --idle-timeout-ms, --disk-free-min-mb,
+// --disk-ballast-mb.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -267,7 +277,8 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
   if (!idle.ok()) return idle.status();
   options->idle_timeout_ms = *idle;
-  return dtx::Status::OK();
+  return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
+                                       &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }
 
 // --role, --peer, --heartbeat-ms, --suspect-after-ms, --replicate-timeout-ms,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <set>
@@ -25,6 +26,7 @@
 #include "coordinator/driver.h"
 #include "node/fail_stop.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/handler.h"
 #include "node/listeners.h"
 #include "node/node.h"
@@ -35,6 +37,8 @@ namespace dtx::coordinator {
 namespace {
 // How often the core's Tick runs (timeouts, COMMIT re-sends).
 constexpr uint64_t kTickIntervalMs = 10;
+// The free-space watermark is checked every 100 ticks: once a second.
+constexpr uint64_t kDiskCheckEveryTicks = 100;
 // How often a pending WAL truncation is carried out.
 constexpr uint64_t kTruncateIntervalMs = 1000;
 }  // namespace
@@ -158,6 +162,9 @@ struct Runtime::Impl {
   std::map<std::string, ParticipantPeerStub> stubs_;
   uint64_t start_ms_ = 0;
   bool shut_down_ = false;
+  // The free-space watermark and ballast of options_.dir (node/disk_guard.h).
+  std::unique_ptr<node::DiskGuard> disk_;
+  uint64_t disk_ticks_ = 0;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
@@ -178,6 +185,7 @@ struct Runtime::Impl {
   // In node_'s registry, which outlives it; read by scrapes only until
   // Shutdown() stops the endpoint.
   CoordinatorMetrics metrics_{node_.registry()};
+  node::DiskMetrics disk_metrics_{node_.registry()};
 };
 
 namespace {
@@ -412,6 +420,7 @@ void Runtime::Impl::UpdateMetrics() {
   for (const auto& [name, gauge] : metrics_.role_by_name) gauge->Set(label == name ? 1 : 0);
   metrics_.epoch.Set(static_cast<double>(ha_->epoch()));
   metrics_.in_flight.Set(static_cast<double>(ha_->core().in_flight()));
+  disk_metrics_.Update(*disk_);
   const uint64_t now = NowMs();
   auto age = [](int64_t ms) { return ms < 0 ? -1.0 : static_cast<double>(ms) * 1e-3; };
   for (const std::string& address : options_.participants) {
@@ -476,6 +485,15 @@ std::string Runtime::peer_address() const { return impl_->listeners_.peer; }
 
 Status Runtime::Impl::Init() {
   start_ms_ = NowMs();
+  std::error_code ec;
+  std::filesystem::create_directories(options_.dir, ec);
+  if (ec) return Status::IOError("creating " + options_.dir + ": " + ec.message());
+  disk_ = std::make_unique<node::DiskGuard>(
+      node::DiskGuardOptions{.dir = options_.dir,
+                             .free_min_bytes = options_.disk_free_min_bytes,
+                             .ballast_bytes = options_.disk_ballast_bytes,
+                             .free_bytes = {}});
+  DTX_RETURN_IF_ERROR(disk_->Start());
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto bound = node::ServeListeners(
       &node_,
@@ -547,6 +565,10 @@ Status Runtime::Impl::Init() {
 
   node_.RunEvery(kTickIntervalMs, [this] {
     driver_->Tick();  // also heartbeats (every ha.heartbeat_ms) and suspicion
+    // Gone low: truncate the decision log now rather than at the next round.
+    if (disk_ticks_++ % kDiskCheckEveryTicks == 0 && disk_->Check() && disk_->low()) {
+      driver_->MaybeTruncate();
+    }
     UpdateMetrics();
   });
   node_.RunEvery(kTruncateIntervalMs, [this] { driver_->MaybeTruncate(); });
@@ -594,6 +616,15 @@ rpc::ShardMap Runtime::Impl::GetShardMap() const {
 void Runtime::Impl::Commit(const rpc::CommitRequest& req,
                            std::function<void(const rpc::CommitResult&)> cob,
                            std::function<void(const rpc::DtxError&)> fail) {
+  // Below the free-space watermark no new transaction that writes is taken
+  // on; nothing was done for it, so the client may retry. A retry
+  // (is_retry) goes through: its earlier attempt may have committed, and
+  // the client must learn that rather than "not committed".
+  if (disk_->low() && !req.writes.empty() && !(req.__isset.is_retry && req.is_retry)) {
+    disk_->CountRefusal();
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
+    return;
+  }
   const int64_t received_us = PhaseNow();
   const TxId txid = dtx::FromRpc(req.txid);
   driver_->Commit(
@@ -696,6 +727,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     c["wal_records_synced"] = static_cast<int64_t>(ws.records_synced);
     c["wal_bytes_written"] = static_cast<int64_t>(ws.bytes_written);
   }
+  disk_->AddStatusCounters(&c);
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   st.__set_counters(std::move(c));
   st.__set_listeners(node::ListenerStatuses(node_));

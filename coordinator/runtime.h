@@ -65,6 +65,7 @@
 #include "coordinator/core.h"
 #include "coordinator/ha_core.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/security.h"
 #include "wal/wal.h"
 
@@ -151,6 +152,11 @@ struct RuntimeOptions {
   // Every listener closes a connection idle this long (node/node.h
   // NodeOptions::idle_timeout_ms; --idle-timeout-ms); 0: never.
   int idle_timeout_ms = kRpcIdleTimeoutMs;
+  // Full disk (node/disk_guard.h): below disk_free_min_bytes free in `dir`'s
+  // filesystem, a client's first Commit that writes is refused (UNAVAILABLE,
+  // retryable) and the ballast file of disk_ballast_bytes is released; 0: off.
+  uint64_t disk_free_min_bytes = node::kDiskFreeMinMbDefault << 20;
+  uint64_t disk_ballast_bytes = node::kDiskBallastMbDefault << 20;
 };
 
 class Runtime {

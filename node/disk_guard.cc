@@ -20,6 +20,18 @@ std::string Mib(uint64_t bytes) { return std::to_string(bytes / kMiB) + " MiB"; 
 
 }  // namespace
 
+Status DiskBytesFromFlags(uint64_t free_min_mb, uint64_t ballast_mb, uint64_t* free_min_bytes,
+                          uint64_t* ballast_bytes) {
+  constexpr uint64_t kMbMax = uint64_t{1} << 30;
+  if (free_min_mb > kMbMax || ballast_mb > kMbMax) {
+    return Status::InvalidArgument("--disk-free-min-mb and --disk-ballast-mb must be at most " +
+                                   std::to_string(kMbMax));
+  }
+  *free_min_bytes = free_min_mb << 20;
+  *ballast_bytes = ballast_mb << 20;
+  return Status::OK();
+}
+
 DiskGuard::DiskGuard(DiskGuardOptions options) : options_(std::move(options)) {}
 
 std::string DiskGuard::BallastPath() const { return options_.dir + "/" + kBallastFileName; }
@@ -112,6 +124,31 @@ void DiskGuard::ReleaseBallast() {
                BallastPath(), Mib(options_.ballast_bytes));
   Result<uint64_t> free = Measure();
   if (free.ok()) free_ = *free;
+}
+
+void DiskGuard::AddStatusCounters(std::map<std::string, int64_t>* counters) const {
+  (*counters)["disk_low"] = low_ ? 1 : 0;
+  (*counters)["disk_free_bytes"] = static_cast<int64_t>(free_);
+  (*counters)["disk_ballast_present"] = ballast_present_ ? 1 : 0;
+  (*counters)["disk_low_refusals"] = static_cast<int64_t>(refusals_);
+}
+
+DiskMetrics::DiskMetrics(prometheus::Registry& registry)
+    : low_(prometheus::BuildGauge()
+               .Name("dtx_disk_low")
+               .Help("1 while the free space is below the watermark (--disk-free-min-mb): new "
+                     "writes are refused.")
+               .Register(registry)
+               .Add({})),
+      free_(prometheus::BuildGauge()
+                .Name("dtx_disk_free_bytes")
+                .Help("Free bytes in the node directory's filesystem, as last measured.")
+                .Register(registry)
+                .Add({})) {}
+
+void DiskMetrics::Update(const DiskGuard& guard) {
+  low_.Set(guard.low() ? 1 : 0);
+  free_.Set(static_cast<double>(guard.free_bytes()));
 }
 
 std::string DiskGuard::Describe() const {

@@ -24,8 +24,12 @@
 // Not thread-safe: the loop thread only.
 #pragma once
 
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 
 #include "common/status.h"
@@ -36,6 +40,17 @@ namespace dtx::node {
 inline constexpr uint64_t kDiskFreeMinMbDefault = 256;
 inline constexpr uint64_t kDiskBallastMbDefault = 64;
 inline constexpr const char* kBallastFileName = "ballast";
+inline constexpr const char* kDiskFreeMinFlagHelp =
+    "below this many MiB free in NODEDIR's filesystem, new writes are refused (UNAVAILABLE, "
+    "retryable) while reads and transactions already prepared or decided go on (0: off)";
+inline constexpr const char* kDiskBallastFlagHelp =
+    "MiB held in reserve in NODEDIR/ballast, released when the free space falls below "
+    "--disk-free-min-mb (0: no ballast)";
+
+// --disk-free-min-mb and --disk-ballast-mb in bytes; InvalidArgument past
+// 1 PiB (no overflow).
+Status DiskBytesFromFlags(uint64_t free_min_mb, uint64_t ballast_mb, uint64_t* free_min_bytes,
+                          uint64_t* ballast_bytes);
 
 struct DiskGuardOptions {
   std::string dir;              // the node's directory (WAL and store below it)
@@ -63,6 +78,11 @@ class DiskGuard {
   uint64_t free_bytes() const { return free_; }
   bool ballast_present() const { return ballast_present_; }
   const DiskGuardOptions& options() const { return options_; }
+  // The node refused a request because low() (counted for GetStatus).
+  void CountRefusal() { ++refusals_; }
+  // GetStatus counters: disk_low, disk_free_bytes, disk_ballast_present,
+  // disk_low_refusals.
+  void AddStatusCounters(std::map<std::string, int64_t>* counters) const;
   // For a refusal: "disk space low: 12 MiB free in DIR; new writes are
   // refused until 320 MiB are free (the 256 MiB watermark, ...".
   std::string Describe() const;
@@ -77,6 +97,20 @@ class DiskGuard {
   uint64_t free_ = 0;
   bool low_ = false;
   bool ballast_present_ = false;
+  uint64_t refusals_ = 0;
+};
+
+// The guard's Prometheus gauges, dtx_disk_low and dtx_disk_free_bytes
+// (docs/observability.md), in the node's registry.
+class DiskMetrics {
+ public:
+  explicit DiskMetrics(prometheus::Registry& registry);
+  // From the runtime's metrics tick (loop thread).
+  void Update(const DiskGuard& guard);
+
+ private:
+  prometheus::Gauge& low_;
+  prometheus::Gauge& free_;
 };
 
 }  // namespace dtx::node

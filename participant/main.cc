@@ -34,6 +34,7 @@
 #include "common/log.h"
 #include "common/address.h"
 #include "node/access.h"
+#include "node/disk_guard.h"
 #include "node/fail_stop.h"
 #include "node/listeners.h"
 #include "node/security.h"
@@ -116,16 +117,13 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "idle-timeout-ms",
       po::value<uint64_t>(&flags->idle_timeout_ms)
           ->default_value(static_cast<uint64_t>(dtx::kRpcIdleTimeoutMs)),
-      dtx::node::kIdleTimeoutFlagHelp)(
-      "disk-free-min-mb",
-      po::value<uint64_t>(&flags->disk_free_min_mb)
-          ->default_value(dtx::node::kDiskFreeMinMbDefault),
-      "below this many MiB free in NODEDIR's filesystem, prepares that write are refused "
-      "(UNAVAILABLE, retryable) while reads and prepared transactions go on (0: off)")(
+      dtx::node::kIdleTimeoutFlagHelp)("disk-free-min-mb",
+                                       po::value<uint64_t>(&flags->disk_free_min_mb)
+                                           ->default_value(dtx::node::kDiskFreeMinMbDefault),
+                                       dtx::node::kDiskFreeMinFlagHelp)(
       "disk-ballast-mb",
       po::value<uint64_t>(&flags->disk_ballast_mb)->default_value(dtx::node::kDiskBallastMbDefault),
-      "MiB held in reserve in NODEDIR/ballast, released when the free space falls below "
-      "--disk-free-min-mb (0: no ballast)")(
+      dtx::node::kDiskBallastFlagHelp)(
       "enable-failpoints", po::bool_switch(&options->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -180,13 +178,9 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
   if (!idle.ok()) return idle.status();
   options->idle_timeout_ms = *idle;
-  constexpr uint64_t kDiskMbMax = uint64_t{1} << 30;  // 1 PiB: no overflow in bytes
-  if (flags.disk_free_min_mb > kDiskMbMax || flags.disk_ballast_mb > kDiskMbMax) {
-    return dtx::Status::InvalidArgument(
-        "--disk-free-min-mb and --disk-ballast-mb must be at most " + std::to_string(kDiskMbMax));
-  }
-  options->disk_free_min_bytes = flags.disk_free_min_mb << 20;
-  options->disk_ballast_bytes = flags.disk_ballast_mb << 20;
+  DTX_RETURN_IF_ERROR(dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
+                                                    &options->disk_free_min_bytes,
+                                                    &options->disk_ballast_bytes));
   if (options->checkpoint_interval_records == 0 && options->checkpoint_interval_ms == 0) {
     return dtx::Status::InvalidArgument(
         "--checkpoint-interval-records and --checkpoint-interval-ms cannot both be 0 (the WAL "

@@ -96,8 +96,6 @@ struct ParticipantMetrics {
   prometheus::Gauge& in_doubt_oldest_age;
   prometheus::Gauge& lock_table;
   prometheus::Gauge& epoch;
-  prometheus::Gauge& disk_low;  // node/disk_guard.h
-  prometheus::Gauge& disk_free;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: coordinator address
   prometheus::Family<prometheus::Gauge>& suspected;
   std::map<std::string, PeerGauges> peers;
@@ -192,8 +190,8 @@ struct Runtime::Impl {
   uint64_t metrics_ticks_ = 0;
   // The free-space watermark and ballast of options_.dir (node/disk_guard.h).
   std::unique_ptr<node::DiskGuard> disk_;
+  node::DiskMetrics disk_metrics_{node_.registry()};
   uint64_t disk_ticks_ = 0;
-  uint64_t disk_refusals_ = 0;  // PREPAREs refused while the disk was low
 };
 
 namespace {
@@ -279,11 +277,6 @@ ParticipantMetrics::ParticipantMetrics(prometheus::Registry& r)
                                      "Age of the oldest in-doubt transaction (0: none).")),
       lock_table(PlainGauge(r, "dtx_lock_table_entries", "Keys in the lock table.")),
       epoch(PlainGauge(r, "dtx_epoch", "The participant's epoch.")),
-      disk_low(PlainGauge(r, "dtx_disk_low",
-                          "1 while the free space is below the watermark (--disk-free-min-mb): "
-                          "prepares that write are refused.")),
-      disk_free(PlainGauge(r, "dtx_disk_free_bytes",
-                           "Free bytes in the node directory's filesystem, as last measured.")),
       heartbeat_age(prometheus::BuildGauge()
                         .Name("dtx_heartbeat_age_seconds")
                         .Help("Seconds since this coordinator was last heard from.")
@@ -492,8 +485,7 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
-  metrics_.disk_low.Set(disk_->low() ? 1 : 0);
-  metrics_.disk_free.Set(static_cast<double>(disk_->free_bytes()));
+  disk_metrics_.Update(*disk_);
   metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
   if (metrics_ticks_++ % kMetricsScanEveryTicks != 0) return;
@@ -710,7 +702,7 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
   // (a refused PREPARE aborts its attempt, which is always safe); reads,
   // read-only validation and the prepared transactions' COMMIT/ABORT go on.
   if (disk_->low() && !req.writes.empty()) {
-    ++disk_refusals_;
+    disk_->CountRefusal();
     fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
     return;
   }
@@ -794,11 +786,8 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"checkpoint_lsn", static_cast<int64_t>(checkpoint_stats_.lsn)},
       {"checkpoint_retain_from", static_cast<int64_t>(checkpoint_stats_.retain_from)},
       {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
-      {"disk_low", disk_->low() ? 1 : 0},
-      {"disk_free_bytes", static_cast<int64_t>(disk_->free_bytes())},
-      {"disk_ballast_present", disk_->ballast_present() ? 1 : 0},
-      {"disk_low_refusals", static_cast<int64_t>(disk_refusals_)},
   };
+  disk_->AddStatusCounters(&c);
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   out.__set_counters(c);
   out.__set_listeners(node::ListenerStatuses(node_));

@@ -1,9 +1,10 @@
-"""A participant whose filesystem fills up (docs/design.md "Full disk"):
-participant-0's directory is a 512 MiB tmpfs the test mounts, and a filler
-file leaves less than the default 256 MiB watermark free. New writes touching
-participant-0 are refused with a retryable error that says why, reads go on,
-nothing committed is lost, the node is not restarted, and once the filler is
-gone the participant takes writes again by itself.
+"""A node whose filesystem fills up (docs/design.md "Full disk"): the node's
+directory (participant-0's, or coordinator-0's) is a 512 MiB tmpfs the test
+mounts, and a filler file leaves less than the default 256 MiB watermark free.
+New writes through that node are refused with a retryable error that says
+why (an abort for the participant, UNAVAILABLE for the coordinator), reads go
+on, nothing committed is lost, the node is not restarted, and once the filler
+is gone the node takes writes again by itself.
 
 Needs root (mount); skipped otherwise."""
 
@@ -31,10 +32,10 @@ def _mount_tmpfs(path: pathlib.Path) -> None:
         pytest.skip(f"cannot mount a tmpfs (needs root): {r.stderr.strip()}")
 
 
-@pytest.fixture
-def small_disk_cluster(tmp_path):
+@pytest.fixture(params=["participant-0", "coordinator-0"])
+def small_disk_cluster(request, tmp_path):
     d = tmp_path / "cluster"
-    node_dir = d / "participant-0"
+    node_dir = d / request.param
     node_dir.mkdir(parents=True)
     _mount_tmpfs(node_dir)
     dtxctl = dtxctl_path()
@@ -44,7 +45,7 @@ def small_disk_cluster(tmp_path):
                             capture_output=True, text=True, timeout=90)
         assert up.returncode == 0, f"cluster up failed:\n{up.stdout}\n{up.stderr}"
         c = Cluster(d, dtxctl)
-        yield c
+        yield c, request.param
     finally:
         subprocess.run([str(dtxctl), "cluster", "down", "--dir", str(d)], capture_output=True,
                        timeout=60)
@@ -74,12 +75,12 @@ def _write_all(tx, value: bytes) -> None:
 def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itself(
         small_disk_cluster):
     import dtx
-    cluster = small_disk_cluster
-    node_dir = cluster.dir / "participant-0"
+    cluster, node = small_disk_cluster
+    node_dir = cluster.dir / node
     client = dtx.Client(cluster.coordinator, timeout=5.0, tls=cluster.tls)
     try:
         client.run(lambda tx: _write_all(tx, b"before"))
-        pid = cluster.pid("participant-0")
+        pid = cluster.pid(node)
         assert (node_dir / "ballast").stat().st_size == 64 << 20
 
         st = os.statvfs(node_dir)
@@ -88,26 +89,30 @@ def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itsel
         with open(node_dir / "filler", "wb") as f:
             f.truncate(0)
             os.posix_fallocate(f.fileno(), 0, filler_bytes)
-        assert _wait_log(cluster, "participant-0", "disk space low"), "the node did not notice"
-        assert _wait_log(cluster, "participant-0", "deleted the ballast file")
-        metrics = cluster.ctl("metrics", "participant-0").stdout
+        assert _wait_log(cluster, node, "disk space low"), "the node did not notice"
+        assert _wait_log(cluster, node, "deleted the ballast file")
+        metrics = cluster.ctl("metrics", node).stdout
         assert "dtx_disk_low 1" in metrics, metrics
 
         with pytest.raises(dtx.Error) as refused:
             client.run(lambda tx: _write_all(tx, b"while-full"), retries=2)
-        assert "disk space low" in str(refused.value), str(refused.value)
-        assert isinstance(refused.value, (dtx.Aborted, dtx.Unavailable)), repr(refused.value)
+        assert f"{node}: disk space low" in str(refused.value), str(refused.value)
+        if node.startswith("participant"):
+            assert isinstance(refused.value, dtx.Aborted), repr(refused.value)
+            assert refused.value.reason == "participant_unavailable"
+        else:
+            assert isinstance(refused.value, dtx.Unavailable), repr(refused.value)
         # Reads go on, and see what was committed before.
         values = client.run(lambda tx: [tx.get(k) for k in KEYS])
         assert values == [b"before"] * len(KEYS)
-        assert cluster.pid("participant-0") == pid, "the participant was restarted"
+        assert cluster.pid(node) == pid, "the node was restarted"
 
         os.unlink(node_dir / "filler")
-        assert _wait_log(cluster, "participant-0", "new writes accepted again")
-        assert "dtx_disk_low 0" in cluster.ctl("metrics", "participant-0").stdout
+        assert _wait_log(cluster, node, "new writes accepted again")
+        assert "dtx_disk_low 0" in cluster.ctl("metrics", node).stdout
         client.run(lambda tx: _write_all(tx, b"after"))
         assert client.run(lambda tx: [tx.get(k) for k in KEYS]) == [b"after"] * len(KEYS)
         assert (node_dir / "ballast").stat().st_size == 64 << 20, "the ballast was not remade"
-        assert cluster.pid("participant-0") == pid, "the participant was restarted"
+        assert cluster.pid(node) == pid, "the node was restarted"
     finally:
         client.close()
