@@ -26,6 +26,8 @@
   X(coordinator_commit_call_failed,                                                               \
     "coordinator: a COMMIT call failed (timeout, refusal, no link)")                              \
   X(coordinator_outcome_unknown, "coordinator: a Commit answered UNKNOWN")                        \
+  X(coordinator_decision_relogged,                                                                \
+    "coordinator: an open DECISION far behind was written again, so the log could be truncated")  \
   X(coordinator_query_presumed_abort,                                                             \
     "coordinator: QueryDecision of an unknown txid answered ABORT")                               \
   X(coordinator_log_reload, "coordinator: a step-down reloaded the log into a fresh core")        \

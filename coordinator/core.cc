@@ -581,6 +581,23 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
     UpdateTruncation();
     return;
   }
+  if (tag != 0 && tag == relog_tag_) {
+    // The copy is durable: the transaction's DECISION is now the one at
+    // `lsn`, and the log may be truncated past the first (Replay keeps the
+    // newest copy of a txid's DECISION). If phase 2 ended meanwhile, its END
+    // follows the copy in the log, and nothing is open.
+    relog_tag_ = 0;
+    Tx* tx = FindTx(relog_txid_);
+    if (tx != nullptr && tx->phase == Phase::kCommitting && tx->decision_lsn < lsn) {
+      active_decisions_.erase({tx->decision_lsn, tx->txid});
+      tx->decision_lsn = lsn;
+      active_decisions_.emplace(lsn, tx->txid);
+      ++stats_.decisions_relogged;
+      DTX_PROBE(coordinator_decision_relogged);
+    }
+    UpdateTruncation();
+    return;
+  }
   auto pending = pending_decisions_.find(tag);
   if (pending == pending_decisions_.end()) return;
   TxId txid = pending->second;
@@ -706,15 +723,19 @@ std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {
   }
   for (const auto& [txid, tx] : txs_) {
     if (tx.phase == Phase::kPreparing) continue;
-    DecisionRecord d;
-    d.txid = txid;
-    d.epoch = epoch_;
-    d.commit = true;
-    for (const Part& p : tx.parts) d.participants.push_back(p.address);
-    d.fingerprint = tx.fingerprint;
-    out.push_back(std::move(d));
+    out.push_back(DecisionOf(tx));
   }
   return out;
+}
+
+DecisionRecord CoordinatorCore::DecisionOf(const Tx& tx) const {
+  DecisionRecord d;
+  d.txid = tx.txid;
+  d.epoch = epoch_;
+  d.commit = true;
+  for (const Part& p : tx.parts) d.participants.push_back(p.address);
+  d.fingerprint = tx.fingerprint;
+  return d;
 }
 
 // ---- transitions --------------------------------------------------------------------
@@ -732,14 +753,8 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
     Forget(tx.txid);
     return;
   }
-  DecisionRecord d;
-  d.txid = tx.txid;
-  d.epoch = epoch_;
-  d.commit = true;
-  for (const Part& p : tx.parts) d.participants.push_back(p.address);
-  d.fingerprint = tx.fingerprint;
   tx.phase = Phase::kDeciding;
-  tx.decision_tag = Persist(d, /*forced=*/true, tx.txid);
+  tx.decision_tag = Persist(DecisionOf(tx), /*forced=*/true, tx.txid);
   pending_decisions_.emplace(tx.decision_tag, tx.txid);
   // Its LSN is not known until OnPersisted, but it is above every LSN known
   // now: truncation must stay below that until the DECISION reached its
@@ -999,6 +1014,19 @@ void CoordinatorCore::UpdateTruncation() {
   // The oldest LSN still needed: an un-ENDed DECISION (must be re-driven
   // after a restart), a remembered committed outcome (idempotency), or the
   // EPOCH record.
+  if (relog_tag_ == 0 && !active_decisions_.empty()) {
+    // The oldest open DECISION far behind the head (a participant that does
+    // not acknowledge its COMMIT): write it again, so that truncation can
+    // move on once the copy is durable.
+    const auto& [lsn, txid] = *active_decisions_.begin();
+    if (max_lsn_seen_ > lsn && max_lsn_seen_ - lsn > opts_.decision_relog_lsn_gap) {
+      const Tx* tx = FindTx(txid);
+      DTX_CHECK(tx != nullptr && tx->phase == Phase::kCommitting);
+      relog_txid_ = txid;
+      relog_tag_ = Persist(DecisionOf(*tx), /*forced=*/true, txid);
+      ready_.persist.back().relog = true;
+    }
+  }
   uint64_t keep = max_lsn_seen_ + 1;
   if (!committed_fifo_.empty()) keep = std::min(keep, committed_fifo_.front().first);
   if (!active_decisions_.empty()) keep = std::min(keep, active_decisions_.begin()->first);

@@ -135,6 +135,10 @@ struct PersistRecord {
   std::string payload;
   bool forced = false;
   TxId txid;  // the record's transaction (DECISION, END); zero for EPOCH
+  // A DECISION written again for a transaction already in phase 2 (so the
+  // log can be truncated past the first copy), not a new decision: no
+  // commit point waits for it.
+  bool relog = false;
 };
 
 struct PrepareMsg {
@@ -280,6 +284,12 @@ struct CoreOptions {
   size_t other_outcomes_max = 100000;
   // Re-write EPOCH when it is this many LSNs behind, so truncation can move.
   uint64_t epoch_rewrite_lsn_gap = 100000;
+  // Re-write the oldest open DECISION (phase 2 not finished: a participant
+  // that does not acknowledge COMMIT, e.g. one down for hours) when it is
+  // this many LSNs behind, so truncation moves past it: the decision log
+  // stays bounded whatever is down and for how long (docs/design.md
+  // "Recovery").
+  uint64_t decision_relog_lsn_gap = 100000;
 };
 
 struct CoreStats {
@@ -298,6 +308,7 @@ struct CoreStats {
   uint64_t rejected_txid_reused = 0;
   uint64_t rejected_suspected = 0;  // new transactions touching a suspected participant
   uint64_t queries = 0;
+  uint64_t decisions_relogged = 0;  // open DECISIONs written again near the head
 };
 
 // ---- the core ---------------------------------------------------------------
@@ -502,6 +513,8 @@ class CoordinatorCore {
   const CommitResult* FindOutcome(const TxId& txid) const;
   void UpdateTruncation();
 
+  // The DECISION record of `tx` (decided commit), at the current epoch.
+  DecisionRecord DecisionOf(const Tx& tx) const;
   Tx* FindTx(const TxId& txid);
   size_t FindPart(const Tx& tx, std::string_view address) const;  // npos if absent
 
@@ -512,6 +525,8 @@ class CoordinatorCore {
   Epoch epoch_ = 0;
   uint64_t epoch_lsn_ = 0;         // LSN of the durable EPOCH record
   PersistTag epoch_tag_ = 0;       // pending EPOCH record, 0 if none
+  PersistTag relog_tag_ = 0;       // pending copy of an open DECISION, 0 if none
+  TxId relog_txid_;                // ... of this transaction
   uint64_t max_lsn_seen_ = 0;      // highest LSN replayed or persisted
   uint64_t truncate_emitted_ = 0;  // highest truncate_before handed out
 

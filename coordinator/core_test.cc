@@ -923,6 +923,47 @@ TEST(CoordinatorCore, TruncationKeepsUnendedDecisionsRememberedCommitsAndTheEpoc
   EXPECT_EQ(ResultFor(r, 99).outcome, Outcome::kCommitted);
 }
 
+// A participant that never acknowledges COMMIT (down for hours) must not pin
+// the decision log: its open DECISION is written again near the head, and
+// truncation moves past the first copy; a restart from the truncated log
+// still re-drives it.
+TEST(CoordinatorCore, AnOpenDecisionFarBehindIsWrittenAgainSoTheLogCanBeTruncated) {
+  CoreOptions o = Opts();
+  o.committed_outcomes_max = 2;
+  o.epoch_rewrite_lsn_gap = 3;
+  o.decision_relog_lsn_gap = 6;
+  Harness h(o);
+  h.StartFresh();  // EPOCH at LSN 1
+  // kTx1: DECISION at LSN 2; participant 0 never acknowledges.
+  auto first = CommitThrough(h, kTx1, 1, {0, 1});
+  for (auto& [m, c] : first) {
+    if (m.to == kParticipants[1]) h.core().OnCommitReply(h.now, Ack(m));
+  }
+  uint64_t truncate = 0;
+  for (uint64_t i = 10; i < 30; ++i) {
+    auto commits = CommitThrough(h, TxId{1, i}, i, {1, 2});
+    for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+    truncate = std::max(truncate, h.Drain().truncate_before);
+    truncate = std::max(truncate, h.Sync().truncate_before);
+  }
+  EXPECT_GE(h.core().stats().decisions_relogged, 2u) << "kTx1's DECISION was not carried forward";
+  EXPECT_GT(truncate, 30u) << "the log is still pinned by kTx1's first DECISION";
+
+  h.TruncateBefore(truncate);
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  Ready r = h.Drain();
+  bool redriven = false;
+  for (auto& [m, c] : Msgs<CommitMsg>(r)) {
+    if (c.txid == kTx1 && m.to == kParticipants[0]) redriven = true;
+    h.core().OnCommitReply(h.now, Ack(m));
+  }
+  EXPECT_TRUE(redriven) << "kTx1's COMMIT is not re-sent after the restart";
+  r = h.Drain();
+  bool ended = false;
+  for (const PersistRecord& p : r.persist) ended |= p.type == RecordType::kEnd && p.txid == kTx1;
+  EXPECT_TRUE(ended);
+}
+
 // ---- determinism ---------------------------------------------------------------------------
 
 std::string Trace(Harness& h) {

@@ -486,7 +486,8 @@ void HaCore::Drain(uint64_t now_ms) {
     if (r.empty()) break;
     for (PersistRecord& p : r.persist) {
       p.tag = Wrap(p.tag);
-      if ((p.type == RecordType::kDecision && p.forced) || p.type == RecordType::kEpoch) {
+      if ((p.type == RecordType::kDecision && p.forced && !p.relog) ||
+          p.type == RecordType::kEpoch) {
         // The core's own record: a decode failure is a bug, not an input.
         Result<Record> rec = DecodeRecord(static_cast<uint8_t>(p.type), p.payload);
         DTX_CHECK_MSG(rec.ok(), "the core persisted a record that does not decode");
@@ -501,7 +502,9 @@ void HaCore::Drain(uint64_t now_ms) {
       }
       if (state_ == HaState::kPrimaryInSync || state_ == HaState::kPrimarySyncing) {
         repl_batch_.push_back(ReplRecord{p.type, p.payload});
-        if (p.type == RecordType::kDecision && p.forced) repl_batch_tags_.push_back(p.tag);
+        if (p.type == RecordType::kDecision && p.forced && !p.relog) {
+          repl_batch_tags_.push_back(p.tag);
+        }
       }
       ready_.persist.push_back(std::move(p));
     }

@@ -1516,6 +1516,7 @@ void World::StartCore(Node& n) {
       o.committed_outcomes_max = kSmallTableMax;
       o.other_outcomes_max = kSmallTableMax;
       o.epoch_rewrite_lsn_gap = kSmallTableMax;
+      o.decision_relog_lsn_gap = kSmallTableMax;
     }
     cc::HaCoreOptions ho;
     const bool first = n.id == coordinators_[0];
