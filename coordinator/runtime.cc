@@ -488,12 +488,10 @@ Status Runtime::Impl::Init() {
   std::error_code ec;
   std::filesystem::create_directories(options_.dir, ec);
   if (ec) return Status::IOError("creating " + options_.dir + ": " + ec.message());
-  disk_ = std::make_unique<node::DiskGuard>(
-      node::DiskGuardOptions{.dir = options_.dir,
-                             .free_min_bytes = options_.disk_free_min_bytes,
-                             .ballast_bytes = options_.disk_ballast_bytes,
-                             .free_bytes = {}});
-  DTX_RETURN_IF_ERROR(disk_->Start());
+  auto disk = node::DiskGuard::Open(options_.dir, options_.disk_free_min_bytes,
+                                    options_.disk_ballast_bytes);
+  if (!disk.ok()) return disk.status();
+  disk_ = std::move(*disk);
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
   auto bound = node::ServeListeners(
       &node_,

@@ -45,6 +45,16 @@ Result<uint64_t> DiskGuard::Measure() const {
   return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
 }
 
+Result<std::unique_ptr<DiskGuard>> DiskGuard::Open(const std::string& dir, uint64_t free_min_bytes,
+                                                   uint64_t ballast_bytes) {
+  auto guard = std::make_unique<DiskGuard>(DiskGuardOptions{.dir = dir,
+                                                            .free_min_bytes = free_min_bytes,
+                                                            .ballast_bytes = ballast_bytes,
+                                                            .free_bytes = {}});
+  DTX_RETURN_IF_ERROR(guard->Start());
+  return guard;
+}
+
 Status DiskGuard::Start() {
   Result<uint64_t> free = Measure();
   if (!free.ok()) return free.status();

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 
 #include "common/status.h"
@@ -64,6 +65,9 @@ struct DiskGuardOptions {
 class DiskGuard {
  public:
   explicit DiskGuard(DiskGuardOptions options);
+  // A started guard of `dir` measured with statvfs (the runtimes' use).
+  static Result<std::unique_ptr<DiskGuard>> Open(const std::string& dir, uint64_t free_min_bytes,
+                                                 uint64_t ballast_bytes);
 
   // Measures once and makes the ballast if there is room for it. An error
   // only if the free space cannot be measured at all.

@@ -425,12 +425,10 @@ Status Runtime::Impl::Init() {
   std::error_code ec;
   std::filesystem::create_directories(dir / "data", ec);
   if (ec) return Status::IOError("creating " + (dir / "data").string() + ": " + ec.message());
-  disk_ = std::make_unique<node::DiskGuard>(
-      node::DiskGuardOptions{.dir = options_.dir,
-                             .free_min_bytes = options_.disk_free_min_bytes,
-                             .ballast_bytes = options_.disk_ballast_bytes,
-                             .free_bytes = {}});
-  DTX_RETURN_IF_ERROR(disk_->Start());
+  auto disk = node::DiskGuard::Open(options_.dir, options_.disk_free_min_bytes,
+                                    options_.disk_ballast_bytes);
+  if (!disk.ok()) return disk.status();
+  disk_ = std::move(*disk);
 
   auto level = LevelStore::Open((dir / "data").string());
   if (!level.ok()) return level.status();
