@@ -41,6 +41,8 @@
     "coordinator: an epoch nobody can establish was recorded, to be skipped")                     \
   X(coordinator_step_down, "coordinator: an established primary stepped down")                    \
   X(coordinator_backup_lost, "coordinator: the primary lost its backup (commits alone)")          \
+  X(participant_prepare_relogged,                                                                 \
+    "participant: a PREPARE far behind was written again, so the WAL could be truncated")         \
   X(participant_in_doubt_fallback,                                                                \
     "participant: in doubt, resolved by the other coordinator (fall-back)")                       \
   X(participant_stale_epoch_refusal, "participant: a call stamped with an old epoch refused")     \

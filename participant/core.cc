@@ -580,8 +580,8 @@ void Core::Prepare(Token token, PrepareRequest req, uint64_t now_ms) {
     ++stats_.stale_prepare_refusals;
     RespondError(token, Reply::Kind::kPrepare, txid, ErrorCode::kUnknownTx,
                  "outcome of transaction " + txid.ToString() + " attempt " +
-                     req.attempt.ToString() +
-                     " unknown: an outcome of attempt " + forgotten_attempt_.ToString() +
+                     req.attempt.ToString() + " unknown: an outcome of attempt " +
+                     forgotten_attempt_.ToString() +
                      " or newer was forgotten here, so this may be a late copy of a PREPARE "
                      "that ended here; a retry is evaluated afresh");
     return;
@@ -949,6 +949,16 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
     }
   }
   FinishCommits(committed, &resumed);
+  while (!relog_pending_.empty() && relog_pending_.begin()->first <= durable_tag_) {
+    auto [t, txid] = *relog_pending_.begin();
+    relog_pending_.erase(relog_pending_.begin());
+    auto it = txs_.find(txid);
+    if (it == txs_.end() || it->second.relog_tag != t) continue;  // ended, or a new one
+    it->second.prepare_tag = t;  // the checkpoint's retain_from may pass the first copy
+    it->second.relog_tag = 0;
+    ++stats_.prepares_relogged;
+    DTX_PROBE(participant_prepare_relogged);
+  }
   while (!deferred_.empty() && deferred_.begin()->first <= durable_tag_) {
     ready_.replies.push_back(std::move(deferred_.begin()->second));
     deferred_.erase(deferred_.begin());
@@ -965,8 +975,29 @@ void Core::OnPersisted(uint64_t tag, uint64_t now_ms) {
   }
 }
 
+void Core::CarryForwardPrepares() {
+  const uint64_t gap = options_.prepare_relog_lsn_gap;
+  if (gap == 0 || !fatal_.ok() || next_tag_ < relog_scan_tag_ + std::max<uint64_t>(gap / 4, 1)) {
+    return;
+  }
+  relog_scan_tag_ = next_tag_;
+  for (auto& [txid, tx] : txs_) {
+    if (tx.phase != Phase::kPrepared || tx.relog_tag != 0 || tx.prepare_tag == 0 ||
+        tx.prepare_tag + gap >= next_tag_) {
+      continue;
+    }
+    // The same content as the first (AppendPrepare writes the whole
+    // transaction), so either copy alone restores it (ReplayPrepare keeps
+    // the newest). prepare_tag moves only once the copy is durable
+    // (OnPersisted): until then the first is what a restart has.
+    tx.relog_tag = AppendPrepare(tx);
+    relog_pending_.emplace(tx.relog_tag, txid);
+  }
+}
+
 void Core::Tick(uint64_t now_ms) {
   if (recovering_) return;
+  CarryForwardPrepares();
   while (!read_deadlines_.empty() && read_deadlines_.begin()->first <= now_ms) {
     uint64_t id = read_deadlines_.begin()->second;
     read_deadlines_.erase(read_deadlines_.begin());
@@ -1080,13 +1111,16 @@ Status Core::ReplayPrepare(PrepareRecord r, uint64_t lsn) {
   attempt_seen_ = std::max(attempt_seen_, r.attempt);
   if (auto it = txs_.find(r.txid); it != txs_.end()) {
     // Prepared again: a newer attempt moved the transaction to its stamp
-    // (Prepare); anything else is a duplicate of the same state.
+    // (Prepare), or a copy carried it forward (CarryForwardPrepares);
+    // anything else is a duplicate of the same state. Every PREPARE record
+    // holds the whole transaction, so the newest is the one to retain.
     Tx& tx = it->second;
     if (r.attempt > tx.attempt) {
       tx.attempt = r.attempt;
       tx.epoch = r.epoch;
       tx.coordinator = std::move(r.coordinator);
     }
+    tx.prepare_tag = lsn;
     return Status::OK();
   }
   auto take = [&](const std::string& key, LockMode mode) -> Status {

@@ -284,6 +284,11 @@ struct CoreOptions {
   // answered kUnknownTx (see Prepare).
   size_t outcomes_remembered_max = kOutcomesRememberedMaxDefault;
   size_t decision_queries_per_tick_max = kDecisionQueriesPerTickMaxDefault;
+  // A transaction prepared here whose PREPARE record is this many records
+  // behind the head (in doubt for long: its coordinator gone) gets a copy of
+  // that record near the head; once the copy is durable the checkpoint's
+  // retain_from no longer holds the WAL back at the first (Tick). 0: never.
+  uint64_t prepare_relog_lsn_gap = 100000;
 };
 
 struct InDoubtInfo {
@@ -307,7 +312,7 @@ struct CoreStats {
   // Store writes (ApplyBatch calls) that applied them: commits / store_batches
   // is how many COMMITs one WAL sync made durable together, on average.
   uint64_t store_batches = 0;
-  uint64_t aborts = 0;   // prepared transactions aborted here
+  uint64_t aborts = 0;  // prepared transactions aborted here
   uint64_t read_timeouts = 0;
   uint64_t decision_queries = 0;
   uint64_t stale_epoch_refusals = 0;
@@ -328,6 +333,9 @@ struct CoreStats {
   // ABORTs (and ABORT answers) of an older attempt than the one prepared
   // here: acknowledged, the transaction stays prepared.
   uint64_t stale_attempt_aborts = 0;
+  // PREPARE records written again near the head for a transaction prepared
+  // long ago (CoreOptions::prepare_relog_lsn_gap), counted once durable.
+  uint64_t prepares_relogged = 0;
   // Prepares that met a lock of a transaction whose COMMIT was being made
   // durable: held until it was applied, then evaluated (Core::Prepare).
   uint64_t prepares_behind_commit = 0;
@@ -335,7 +343,7 @@ struct CoreStats {
   // PREPAREs refused kUnknownTx by the attempt fence (Core::Prepare): their
   // attempt was no newer than one whose outcome was forgotten here.
   uint64_t stale_prepare_refusals = 0;
-  Attempt forgotten_attempt;  // the fence
+  Attempt forgotten_attempt;      // the fence
   Version forgotten_version = 0;  // commits up to this version may be forgotten
 };
 
@@ -457,6 +465,7 @@ class Core {
     bool recovered = false;  // replayed from the log
     bool queried = false;    // a QueryDecision was sent
     uint64_t prepare_tag = 0;
+    uint64_t relog_tag = 0;  // a copy of its PREPARE near the head, not yet durable
     uint64_t commit_tag = 0;
     Version commit_version = 0;
     uint64_t prepared_at_ms = 0;
@@ -496,6 +505,9 @@ class Core {
   void ReleaseLocks(const TxId& txid);
   // Appends (forced) the PREPARE record of `tx` as it is now; its tag.
   uint64_t AppendPrepare(const Tx& tx);
+  // From Tick, once per quarter of prepare_relog_lsn_gap records: copies the
+  // PREPARE of every transaction prepared that far behind the head.
+  void CarryForwardPrepares();
   void StartCommit(Tx& tx);
   struct HeldPrepare;
   // The transactions whose COMMITs became durable (in LSN order): their
@@ -544,6 +556,8 @@ class Core {
   uint64_t next_tag_ = 1;
   uint64_t durable_tag_ = 0;
   std::map<uint64_t, TxId> on_durable_;      // PREPARE/COMMIT tag -> its transaction
+  std::map<uint64_t, TxId> relog_pending_;   // copied PREPARE's tag -> its transaction
+  uint64_t relog_scan_tag_ = 0;              // next_tag_ at the last CarryForwardPrepares
   std::multimap<uint64_t, Reply> deferred_;  // replies waiting for a tag
 
   // Parked reads, owned here; ordered by deadline for Tick.

@@ -1365,6 +1365,40 @@ TEST(ParticipantCoreTest,
   EXPECT_EQ(n.TakeCheckpoint().retain_from, 6u) << "T2's PREPARE is now the oldest needed";
 }
 
+// A transaction in doubt for long (its coordinator gone) must not pin the
+// WAL: its PREPARE is copied near the head, the checkpoint's retain_from moves
+// past the first copy once the copy is durable, and a crash after the
+// truncation still restores the transaction, locks and all.
+TEST(ParticipantCoreTest, APrepareFarBehindIsCarriedForwardSoTheWalCanBeTruncated) {
+  CoreOptions o;
+  o.prepare_relog_lsn_gap = 8;
+  Node n(o);
+  n.Prepare(Req(kT1, {}, {Put("held", "T1")}));  // stays prepared: no decision comes
+  n.Sync();
+  const uint64_t first = n.TakeCheckpoint().retain_from;
+  for (int i = 0; i < 12; ++i) Seed(n, "k" + std::to_string(i), "v");
+  EXPECT_EQ(n.TakeCheckpoint().retain_from, first) << "only the first copy so far";
+  n.Tick(1);  // the copy is appended, not durable yet
+  ASSERT_EQ(n.unsynced().size(), 1u);
+  EXPECT_EQ(n.unsynced()[0].type, RecordType::kPrepare);
+  EXPECT_EQ(n.TakeCheckpoint().retain_from, first) << "the copy is not durable yet";
+  EXPECT_EQ(n.core().stats().prepares_relogged, 0u);
+  n.Sync();
+  EXPECT_EQ(n.core().stats().prepares_relogged, 1u);
+  const Checkpoint cp = n.TakeCheckpoint();
+  EXPECT_GT(cp.retain_from, first + 8) << "the WAL is still pinned by the first PREPARE";
+  EXPECT_GT(n.log_base(), first);
+
+  ASSERT_TRUE(n.Crash(/*keep_store=*/true).ok());
+  ASSERT_EQ(n.core().ListInDoubt(n.now).size(), 1u) << "T1 was lost with the first copy";
+  EXPECT_EQ(n.core().ListInDoubt(n.now)[0].txid, kT1);
+  Token blocked = n.Prepare(Req(kT2, {}, {Put("held", "T2")}));
+  EXPECT_EQ(n.reply(blocked).vote, Vote::kNo) << "T1's lock was not restored";
+  n.Decide(kT1, Decision::kCommit);
+  n.Sync();
+  EXPECT_EQ(n.store().data().at("held").second, "T1");
+}
+
 // The WAL keeps only what the checkpoint needs: T3's PREPARE is gone, its
 // COMMIT is still there (below the checkpoint), T1's PREPARE is there. After a
 // crash the store is as of the checkpoint; records after it are re-applied.

@@ -83,13 +83,18 @@ constexpr uint64_t kHangMsMin = 50, kHangMsMax = 600;
 constexpr uint64_t kPartitionMsMin = 50, kPartitionMsMax = 800;
 constexpr int64_t kInitialBalance = 100;
 constexpr int kSabotageLostSyncedMax = 3;
-constexpr size_t kSmallTableMax = 16;         // SimOptions::small_tables
+constexpr size_t kSmallTableMax = 16;  // SimOptions::small_tables
+// With small tables, a participant copies a PREPARE this many records behind
+// the head: in the simulation a transaction is rarely in doubt for long while
+// others run at its participant.
+constexpr uint64_t kSmallRelogGap = 4;
 constexpr size_t kTraceLinesMax = 2'000'000;
 // SimOptions::adversary
-constexpr uint64_t kAdversaryPauseMsMax = 15;   // between its calls
-constexpr size_t kAdversarySeenMax = 64;        // other clients' Commits it remembers
+constexpr uint64_t kAdversaryPauseMsMax = 15;         // between its calls
+constexpr size_t kAdversarySeenMax = 64;              // other clients' Commits it remembers
 constexpr uint64_t kAdversaryCopyDelayMsMax = 10000;  // a copy of a Commit sent this much later
-constexpr const char* kJunkPrefix = "junk-";    // the keys its own transactions write  // bounded memory even for a very long --trace run
+constexpr const char* kJunkPrefix = "junk-";  // the keys its own transactions write  // bounded
+                                              // memory even for a very long --trace run
 
 const char* const kCoordinatorNames[] = {"coordinator-0", "coordinator-1"};
 
@@ -1477,7 +1482,10 @@ void World::StartCore(Node& n) {
     o.read_wait_ms = kReadWaitMs;
     o.decision_query_after_ms = kDecisionQueryAfterMs;
     o.decision_query_interval_ms = kDecisionQueryIntervalMs;
-    if (opts_.small_tables) o.outcomes_remembered_max = kSmallTableMax;
+    if (opts_.small_tables) {
+      o.outcomes_remembered_max = kSmallTableMax;
+      o.prepare_relog_lsn_gap = kSmallRelogGap;
+    }
     n.pstore = std::make_unique<pc::FailpointStore>(n.store.get());
     n.pcore = std::make_unique<pc::Core>(o, n.pstore.get());
     if (n.checkpoint) n.pcore->RestoreCheckpoint(*n.checkpoint);
@@ -2026,7 +2034,8 @@ void World::AdversaryGetOutcome(const TxId& txid, const TxId& check_id) {
               ++stats_.adversary_outcomes;
               claims_.push_back(OutcomeClaim{check_id, o->outcome, "GetOutcome"});
               if (trace_on_)
-                Trace(check_id, std::string("adversary told ") + OutcomeWord(o->outcome) + " by GetOutcome");
+                Trace(check_id,
+                      std::string("adversary told ") + OutcomeWord(o->outcome) + " by GetOutcome");
             });
 }
 
@@ -2335,8 +2344,7 @@ void World::FinalChecks() {
     if (it == txs_.end()) {
       if (c.outcome != rpc::Outcome::UNKNOWN) {
         Fail("false-outcome", c.check_id,
-             c.how + " answered " + OutcomeWord(c.outcome) +
-                 " for a txid no client ever sent");
+             c.how + " answered " + OutcomeWord(c.outcome) + " for a txid no client ever sent");
       }
       continue;
     }
@@ -2354,9 +2362,8 @@ void World::FinalChecks() {
       // forgotten"), kept apart so that every other false outcome still
       // fails the adversary's test.
       Fail("aborted-then-committed", c.check_id,
-           c.how + " answered ABORTED, but it was applied at " +
-               std::to_string(applied_at.size()) + " participants (its client was told " +
-               ClientReplyName(it->second.reply) + ")");
+           c.how + " answered ABORTED, but it was applied at " + std::to_string(applied_at.size()) +
+               " participants (its client was told " + ClientReplyName(it->second.reply) + ")");
     }
   }
   for (const auto& [key, lw] : last_writer) {
@@ -2410,11 +2417,11 @@ RunResult World::Run() {
   stats_.fingerprint = fp;
   // The most telling first: a lost commit explains the bank total, not the reverse.
   auto rank = [](const std::string& check) {
-    static const char* const kOrder[] = {"atomicity",     "committed-lost",  "aborted-visible",
-                                         "double-apply",  "two-primaries",   "stale-epoch-accepted",
-                                         "audit-total",   "bank-total",      "replay",
-                                         "final-replay",  "replay-mismatch", "participant-fatal",
-                                         "commit-refused",  "false-outcome",   "aborted-then-committed"};
+    static const char* const kOrder[] = {
+        "atomicity",      "committed-lost",       "aborted-visible",       "double-apply",
+        "two-primaries",  "stale-epoch-accepted", "audit-total",           "bank-total",
+        "replay",         "final-replay",         "replay-mismatch",       "participant-fatal",
+        "commit-refused", "false-outcome",        "aborted-then-committed"};
     for (size_t i = 0; i < sizeof(kOrder) / sizeof(kOrder[0]); ++i) {
       if (check == kOrder[i]) return i;
     }
