@@ -312,18 +312,23 @@ TEST(SimTest, Issue5SeedsPass) {
 }
 
 // Coverage probes (common/probe.h): 10 000 seeds - mostly the default model,
-// which is cheap, and enough failover seeds (with and without small tables,
-// which re-snapshot the backup) for the HA branches - must reach every probe
+// which is cheap, some with small tables (which carry old PREPAREs and
+// DECISIONs forward), and enough failover seeds (with and without small
+// tables, which re-snapshot the backup) for the HA branches - must reach every probe
 // listed, so the sweeps above exercise the rare branches they are meant to:
 // COMMIT re-sends, UNKNOWN outcomes, presumed aborts, fencing refusals,
 // promotions, step-downs, blocked epochs, lost backups, re-snapshots, the
 // participants' in-doubt fall-back. A probe no seed reaches fails the test:
 // the branch is dead, or the model no longer drives it.
-constexpr uint64_t kProbeSeeds = 8000, kProbeFailoverSeeds = 1500, kProbeFailoverSmallSeeds = 500;
-static_assert(kProbeSeeds + kProbeFailoverSeeds + kProbeFailoverSmallSeeds == 10000);
+constexpr uint64_t kProbeSeeds = 7500, kProbeSmallSeeds = 500, kProbeFailoverSeeds = 1500,
+                   kProbeFailoverSmallSeeds = 500;
+static_assert(kProbeSeeds + kProbeSmallSeeds + kProbeFailoverSeeds + kProbeFailoverSmallSeeds ==
+              10000);
 
 TEST(SimTest, TenThousandSeedsReachEveryProbe) {
   InstallAbortReporter();
+  SimOptions small;
+  small.small_tables = true;
   SimOptions failover;
   failover.failover = true;
   SimOptions failover_small = failover;
@@ -332,7 +337,8 @@ TEST(SimTest, TenThousandSeedsReachEveryProbe) {
   const uint64_t start = EnvOr("DTX_SIM_START_SEED", 1) + 5'000'000;
   ProbeTotals all;
   for (const auto& [count, o] :
-       {std::pair{kProbeSeeds, SimOptions{}}, std::pair{kProbeFailoverSeeds, failover},
+       {std::pair{kProbeSeeds, SimOptions{}}, std::pair{kProbeSmallSeeds, small},
+        std::pair{kProbeFailoverSeeds, failover},
         std::pair{kProbeFailoverSmallSeeds, failover_small}}) {
     Sweep s = RunSweep(start, count, o);
     EXPECT_EQ(s.failed, 0u) << s.first_failures;
@@ -448,12 +454,12 @@ TEST(SimTest, AdversaryBreaksNoCheckButTheKnownAbortGap) {
   const uint64_t count = EnvOr("DTX_SIM_ADVERSARY_SEEDS", kCiAdversarySeeds);
   Sweep s = RunSweep(start, count, o, "aborted-then-committed");
   const RunStats& t = s.totals;
-  std::printf("adversary: %llu known-gap violations; calls=%llu outcomes told=%llu retries "
-              "answered=%llu own commits=%llu\n",
-              (unsigned long long)s.known_gap, (unsigned long long)t.adversary_calls,
-              (unsigned long long)t.adversary_outcomes,
-              (unsigned long long)t.adversary_replays_answered,
-              (unsigned long long)t.adversary_committed);
+  std::printf(
+      "adversary: %llu known-gap violations; calls=%llu outcomes told=%llu retries "
+      "answered=%llu own commits=%llu\n",
+      (unsigned long long)s.known_gap, (unsigned long long)t.adversary_calls,
+      (unsigned long long)t.adversary_outcomes, (unsigned long long)t.adversary_replays_answered,
+      (unsigned long long)t.adversary_committed);
   EXPECT_EQ(s.failed, 0u) << s.first_failures;
   EXPECT_EQ(s.livelocked, 0u);
   // The adversary did what it is for: outcomes were claimed and judged.
