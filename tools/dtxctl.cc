@@ -89,7 +89,8 @@ const char* kUsage =
     "                        stop the supervisor and every node\n"
     "  status --dir DIR      node, address, pid, role, epoch, durable LSN, in-flight, in-doubt;\n"
     "                        each listener's address and security (mutual TLS, TLS, plaintext);\n"
-    "                        why a node is stopped (left down after a WAL sync failure)\n"
+    "                        why a node is stopped (left down after a WAL sync failure);\n"
+    "                        STATE disk-low: below its free-space watermark, new writes refused\n"
     "  kill NODE --dir DIR   SIGKILL a node (the supervisor restarts it)\n"
     "  restart NODE --dir DIR\n"
     "                        kill a node and wait until it answers again; a node left\n"
@@ -793,14 +794,24 @@ int CmdStatus(const std::vector<std::string>& args) {
     }
     auto st = GetNodeStatus(n, *creds, t);
     if (st.ok()) {
+      // Below its free-space watermark (docs/design.md "Full disk").
+      auto counter = [&](const char* name) -> long long {
+        auto it = st->counters.find(name);
+        return it == st->counters.end() ? 0 : static_cast<long long>(it->second);
+      };
+      const bool disk_low = counter("disk_low") == 1;
       std::printf("%-15s %-21s %-8s %-12s %6lld %12lld %9lld %8lld %s\n", n.name.c_str(),
                   n.address.c_str(), pid_text.c_str(), NodeRoleName(st->role),
                   static_cast<long long>(st->epoch), static_cast<long long>(st->durable_lsn),
                   static_cast<long long>(st->in_flight), static_cast<long long>(st->in_doubt),
-                  "up");
+                  disk_low ? "disk-low" : "up");
       // Indented, so that a row still starts with a node's name.
       const std::string listeners = DescribeListeners(*st);
       if (!listeners.empty()) std::printf("  listeners: %s\n", listeners.c_str());
+      if (disk_low) {
+        std::printf("  disk: %lld MiB free; new writes refused until space returns (%lld so far)\n",
+                    counter("disk_free_bytes") >> 20, counter("disk_low_refusals"));
+      }
     } else {
       const std::string stopped = dir.empty() ? "" : StoppedReason(dir, n.name);
       std::printf("%-15s %-21s %-8s %-12s %6s %12s %9s %8s %s\n", n.name.c_str(), n.address.c_str(),
@@ -890,7 +901,7 @@ int CmdKill(const std::vector<std::string>& args) {
   if (!pid.ok()) return Fail(pid.status().message());
   std::cout << "killed " << a.node << " (pid " << *pid << ")"
             << (SupervisorRunning(dir) ? "; the supervisor will restart it"
-                                         : "; no supervisor is running to restart it")
+                                       : "; no supervisor is running to restart it")
             << "\n";
   return kExitOk;
 }
@@ -936,7 +947,8 @@ int CmdRestart(const std::vector<std::string>& args) {
   }
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());
-  Status s = WaitUntilReady(*n, cluster->creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
+  Status s =
+      WaitUntilReady(*n, cluster->creds, static_cast<int>(std::max<int64_t>(left.count(), 1)));
   if (!s.ok()) {
     PrintNodeLogs(dir, a.node);
     return Fail(s.message());

@@ -93,6 +93,10 @@ def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itsel
         assert _wait_log(cluster, node, "deleted the ballast file")
         metrics = cluster.ctl("metrics", node).stdout
         assert "dtx_disk_low 1" in metrics, metrics
+        status = cluster.ctl("status").stdout
+        row = next(line for line in status.splitlines() if line.startswith(node))
+        assert row.endswith("disk-low"), status
+        assert "new writes refused until space returns" in status, status
 
         with pytest.raises(dtx.Error) as refused:
             client.run(lambda tx: _write_all(tx, b"while-full"), retries=2)
@@ -110,6 +114,9 @@ def test_a_full_disk_refuses_new_writes_with_a_clear_error_and_recovers_by_itsel
         os.unlink(node_dir / "filler")
         assert _wait_log(cluster, node, "new writes accepted again")
         assert "dtx_disk_low 0" in cluster.ctl("metrics", node).stdout
+        row = next(line for line in cluster.ctl("status").stdout.splitlines()
+                   if line.startswith(node))
+        assert row.endswith(" up"), row
         client.run(lambda tx: _write_all(tx, b"after"))
         assert client.run(lambda tx: [tx.get(k) for k in KEYS]) == [b"after"] * len(KEYS)
         assert (node_dir / "ballast").stat().st_size == 64 << 20, "the ballast was not remade"
