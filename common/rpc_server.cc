@@ -122,6 +122,11 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   // A reservation was released: at the end of this turn, the connections
   // waiting for one take theirs, in order, while they fit.
   void WakeFrameWaiters();
+  // True if a frame of `len` bytes may reserve now (one always may).
+  bool FrameFits(uint32_t len) const {
+    return frame_bytes_reserved == 0 ||
+           frame_bytes_reserved + len <= options.frame_bytes_reserved_max;
+  }
 };
 
 struct RpcServer::State::Connection : std::enable_shared_from_this<Connection> {
@@ -483,10 +488,7 @@ void RpcServer::State::WakeFrameWaiters() {
       // header was read before it queued, and nothing is read while it waits.
       DTX_CHECK(c->in.size() >= kFrameHeaderBytes);
       const uint32_t len = DecodeFrameLength(c->in.data());
-      if (st->frame_bytes_reserved > 0 &&
-          st->frame_bytes_reserved + len > st->options.frame_bytes_reserved_max) {
-        break;
-      }
+      if (!st->FrameFits(len)) break;
       st->frame_waiters.pop_front();
       c->waiting_frame_budget = false;
       c->frame_reserved = len;
@@ -629,8 +631,7 @@ void RpcServer::State::Connection::OnEof() {
   } else if (in_flight > 0) {
     // The peer finished sending; answer what it asked, then close.
     close_after_writes = true;
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
-    reading = false;
+    StopReading();
   } else {
     DTX_LOG_DEBUG("connection {} from {} closed by peer", id, peer);
     Close();
@@ -788,9 +789,7 @@ void RpcServer::State::Connection::SubReplyBytes(State* st, size_t n) {
 bool RpcServer::State::Connection::ReserveFrame(State* st, uint32_t len) {
   if (waiting_frame_budget) return false;
   // Behind the connections already waiting, first come first served.
-  const bool fits = st->frame_bytes_reserved == 0 ||
-                    st->frame_bytes_reserved + len <= st->options.frame_bytes_reserved_max;
-  if (fits && st->frame_waiters.empty()) {
+  if (st->FrameFits(len) && st->frame_waiters.empty()) {
     frame_reserved = len;
     st->frame_bytes_reserved += len;
     return true;
@@ -879,8 +878,7 @@ void RpcServer::State::Connection::Complete(const std::shared_ptr<Request>& req,
                  peer);
     if (auto st = server.lock()) ++st->stats.connections_closed_bad_input;
     close_after_writes = true;
-    uv_read_stop(reinterpret_cast<uv_stream_t*>(&handle));
-    reading = false;
+    StopReading();
   }
   uint8_t header[kFrameHeaderBytes];
   EncodeFrameLength(len, header);
