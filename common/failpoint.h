@@ -45,6 +45,8 @@ namespace dtx::fp {
   X(kParticipantCommitAfterLog, "participant.commit.after_log")                  \
   X(kParticipantCommitAfterApply, "participant.commit.after_apply")              \
   X(kParticipantCommitBeforeAck, "participant.commit.before_ack")                \
+  /* participant store worker: before each batch of commits is written */        \
+  X(kParticipantStoreApply, "participant.store.apply")                           \
   /* coordinator commit path */                                                  \
   X(kCoordinatorVotesAfterAll, "coordinator.votes.after_all")                    \
   X(kCoordinatorDecisionBeforeLog, "coordinator.decision.before_log")            \

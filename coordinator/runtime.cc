@@ -165,6 +165,7 @@ struct Runtime::Impl {
   // The free-space watermark and ballast of options_.dir (node/disk_guard.h).
   std::unique_ptr<node::DiskGuard> disk_;
   uint64_t disk_ticks_ = 0;
+  uint64_t overload_refusals_ = 0;  // Commits refused while the WAL is behind (Backlog)
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
@@ -623,6 +624,17 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
     fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
     return;
   }
+  // The same while the decision log is far behind the disk: what is under
+  // way gets its DECISION and END records, nothing new queues behind them,
+  // and Append never blocks the loop on a full queue (docs/design.md "The
+  // loop never blocks").
+  if (!req.writes.empty() && !(req.__isset.is_retry && req.is_retry)) {
+    if (std::string why = wal_.Backlog(); !why.empty()) {
+      ++overload_refusals_;
+      fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + why));
+      return;
+    }
+  }
   const int64_t received_us = PhaseNow();
   const TxId txid = dtx::FromRpc(req.txid);
   driver_->Commit(
@@ -724,7 +736,9 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     c["wal_syncs"] = static_cast<int64_t>(ws.syncs);
     c["wal_records_synced"] = static_cast<int64_t>(ws.records_synced);
     c["wal_bytes_written"] = static_cast<int64_t>(ws.bytes_written);
+    c["wal_queued_bytes"] = static_cast<int64_t>(wal_.log().queued_bytes());
   }
+  c["overload_refusals"] = static_cast<int64_t>(overload_refusals_);
   disk_->AddStatusCounters(&c);
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   st.__set_counters(std::move(c));

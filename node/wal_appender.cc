@@ -17,7 +17,17 @@ Status WalAppender::Open(const wal::Options& options, const std::string& dir,
   Result<std::unique_ptr<wal::Log>> log = wal::Log::Open(options, dir, replay);
   if (!log.ok()) return log.status();
   log_ = std::move(*log);
+  queue_bytes_max_ = options.queue_bytes_max;
   return Status::OK();
+}
+
+std::string WalAppender::Backlog() const {
+  if (log_ == nullptr) return {};
+  const uint64_t queued = log_->queued_bytes();
+  if (queued <= queue_bytes_max_ / 2) return {};
+  return "overloaded: " + std::to_string(queued >> 10) + " KiB of " + what_ +
+         " records wait for the disk (new transactions are refused past " +
+         std::to_string((queue_bytes_max_ / 2) >> 10) + " KiB); retry later";
 }
 
 void WalAppender::Close() {

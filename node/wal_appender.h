@@ -89,6 +89,14 @@ class WalAppender final : public RecordLog {
   // The open log (checked), for WaitDurable, TruncateBefore and stats.
   wal::Log& log() const;
 
+  // Non-empty while the log's queue holds more than half its
+  // queue_bytes_max (wal::Log::queued_bytes: a sync or write is slow): the
+  // words for an UNAVAILABLE "overloaded" refusal. The nodes take on no new
+  // transaction then, so Append - which blocks on a full queue - has the
+  // other half for the records of what they already promised and never
+  // blocks the loop (docs/design.md "The loop never blocks").
+  std::string Backlog() const;
+
  private:
   struct Notice {
     wal::Lsn lsn = 0;
@@ -109,6 +117,7 @@ class WalAppender final : public RecordLog {
   EventLoop* const loop_;
   const std::string what_;
   std::unique_ptr<wal::Log> log_;
+  uint64_t queue_bytes_max_ = 0;  // of the open log's options
   LifetimeToken alive_;  // renewed by every Close()
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();  // renewed with alive_
 };

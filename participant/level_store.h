@@ -37,9 +37,12 @@
 // Bloom filters (10 bits per key), so a lookup skips the level-0 tables that
 // lack the key.
 //
-// Thread-safety: Get and Apply may be called from any one thread at a time
-// (the participant calls them on its loop thread); WriteCheckpoint from one
-// other thread concurrently with them (the participant's checkpoint worker).
+// Thread-safety: Apply, ApplyBatch and WriteCheckpoint from one thread at a
+// time (the participant's store worker, participant/async_store.h); Get from
+// one other thread concurrently with them (the loop thread), for keys no
+// write under way touches - AsyncStore never reads a key from here while a
+// write of it is queued or running, so a Get cannot cache an item older than
+// one just written. LevelDB and the row cache are thread-safe.
 #pragma once
 
 #include <memory>

@@ -2,15 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <filesystem>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string_view>
 #include <system_error>
-#include <thread>
 
 #include "ParticipantPeer.h"
 #include "common/event_loop.h"
@@ -35,6 +32,7 @@
 #include "node/node.h"
 #include "node/wal_appender.h"
 #include "participant/driver.h"
+#include "participant/async_store.h"
 #include "participant/level_store.h"
 #include "common/wire.h"
 
@@ -145,10 +143,14 @@ struct Runtime::Impl {
   void MaybeCheckpoint(bool force = false);
   // Every second: the free-space watermark (node/disk_guard.h).
   void CheckDisk();
-  void CheckpointWorkerLoop();
+  // Store worker thread (AsyncStore::RunAfter): writes `cp`, truncates the
+  // WAL below its retain_from, posts OnCheckpointDone.
+  void WriteCheckpoint(const std::shared_ptr<const Checkpoint>& cp);
   void OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
                         const Status& truncated);
-  void StopCheckpointWorker();
+  // Why a new PREPARE that writes is refused now (UNAVAILABLE, overloaded):
+  // the store worker or the WAL is that far behind; empty: it is not.
+  std::string Overloaded() const;
   void UpdateMetrics();
   EventLoop* loop_;
   RuntimeOptions options_;
@@ -160,6 +162,9 @@ struct Runtime::Impl {
   const bool tracing_;                 // node_.tracing()
   obs::TraceRing& trace_;              // node_.trace()
   std::unique_ptr<LevelStore> level_;
+  // The core's store: FailpointStore over AsyncStore (its writes on the store
+  // worker thread, participant/async_store.h) over LevelStore.
+  std::unique_ptr<AsyncStore> async_;
   std::unique_ptr<FailpointStore> store_;
   std::unique_ptr<Core> core_;
   node::WalAppender wal_;
@@ -170,13 +175,10 @@ struct Runtime::Impl {
   uint64_t replayed_ = 0;
   bool shut_down_ = false;
 
-  // Checkpoints. Loop thread: the fields below the worker's.
-  std::thread checkpoint_thread_;
-  std::mutex checkpoint_mu_;
-  std::condition_variable checkpoint_cv_;
-  std::optional<Checkpoint> checkpoint_job_;  // GUARDED_BY(checkpoint_mu_)
-  bool checkpoint_stop_ = false;              // GUARDED_BY(checkpoint_mu_)
+  // Checkpoints (written on the store worker thread, behind the applies
+  // queued before them). Loop thread.
   bool checkpoint_in_flight_ = false;
+  uint64_t overload_refusals_ = 0;  // PREPAREs refused by Overloaded()
   Checkpoint last_checkpoint_;
   uint64_t last_checkpoint_ms_ = 0;
   CheckpointStats checkpoint_stats_;
@@ -433,7 +435,14 @@ Status Runtime::Impl::Init() {
   auto level = LevelStore::Open((dir / "data").string());
   if (!level.ok()) return level.status();
   level_ = std::move(level.value());
-  store_ = std::make_unique<FailpointStore>(level_.get());
+  async_ = std::make_unique<AsyncStore>(
+      level_.get(), [this](std::function<void()> fn) { loop_->Post(alive_.Guard(std::move(fn))); },
+      [](const Status& s) {
+        // Like a failed WAL sync: the core answered these commits and let
+        // their locks go; what the store holds no longer follows the WAL.
+        FailStop("applying committed writes to the store failed: " + s.ToString());
+      });
+  store_ = std::make_unique<FailpointStore>(async_.get());
   core_ = std::make_unique<Core>(options_.core, store_.get());
   glue_ = std::make_unique<Glue>(this);
   driver_ = std::make_unique<ParticipantDriver>(
@@ -443,6 +452,7 @@ Status Runtime::Impl::Init() {
       core_.get(), glue_.get(), glue_.get());
   DTX_RETURN_IF_ERROR(RestoreAndReplay());
   store_->set_live();
+  async_->Start();
   CoreStats st = core_->stats();
   DTX_LOG_INFO(
       "recovered: {} records replayed (from checkpoint lsn={}, retain_from={}), epoch={}, "
@@ -450,7 +460,6 @@ Status Runtime::Impl::Init() {
       replayed_, last_checkpoint_.lsn, last_checkpoint_.retain_from, st.epoch, st.commit_counter,
       st.in_flight, st.replay_inferred_aborts);
   last_checkpoint_ms_ = NowMs();
-  checkpoint_thread_ = std::thread([this] { CheckpointWorkerLoop(); });
   driver_->Start();  // notes the transactions in doubt; the first decision queries
 
   auto handlers = std::make_shared<node::HandlerTarget<Impl>>(this, &node_, &policy_);
@@ -548,7 +557,9 @@ Status Runtime::Impl::RestoreAndReplay() {
 
 Runtime::Impl::~Impl() {
   Shutdown();
-  StopCheckpointWorker();
+  // The applies still queued are written (the shutdown checkpoint below
+  // covers them), and a checkpoint queued is written too.
+  if (async_ != nullptr) async_->Stop();
   alive_.Expire();
   if (options_.checkpoint_on_shutdown && core_ != nullptr && level_ != nullptr && wal_.is_open()) {
     // Everything the core applied is in LevelDB: make it the restart point.
@@ -570,6 +581,7 @@ Runtime::Impl::~Impl() {
   driver_.reset();
   core_.reset();
   store_.reset();
+  async_.reset();
   level_.reset();
 }
 
@@ -606,40 +618,27 @@ void Runtime::Impl::MaybeCheckpoint(bool force) {
   }
   DTX_CHECK(cp->retain_from >= last_checkpoint_.retain_from);
   checkpoint_in_flight_ = true;
-  {
-    std::lock_guard<std::mutex> lock(checkpoint_mu_);
-    checkpoint_job_ = std::move(*cp);  // carries the outcome table: moved, not copied
-  }
-  checkpoint_cv_.notify_one();
+  // Carries the outcome table: moved, not copied (RunAfter takes a
+  // copyable function).
+  auto job = std::make_shared<Checkpoint>(std::move(*cp));
+  async_->RunAfter([this, job] { WriteCheckpoint(job); });
 }
 
-void Runtime::Impl::CheckpointWorkerLoop() {
-  for (;;) {
-    Checkpoint cp;
-    {
-      std::unique_lock<std::mutex> lock(checkpoint_mu_);
-      checkpoint_cv_.wait(lock, [this] { return checkpoint_stop_ || checkpoint_job_.has_value(); });
-      if (checkpoint_stop_) return;
-      cp = std::move(*checkpoint_job_);
-      checkpoint_job_.reset();
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    Status s = level_->WriteCheckpoint(cp);
-    // Like a failed WAL sync: what LevelDB holds can no longer be trusted to
-    // be on disk, and the WAL below the old checkpoint is still there.
-    if (!s.ok())
-      FailStop("checkpoint at lsn=" + std::to_string(cp.lsn) + " failed: " + s.ToString());
-    auto t1 = std::chrono::steady_clock::now();
-    Status truncated = wal_.log().TruncateBefore(cp.retain_from);
-    auto t2 = std::chrono::steady_clock::now();
-    auto us = [](auto d) {
-      return static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(d).count());
-    };
-    loop_->Post(
-        alive_.Guard([this, cp = std::move(cp), write_us = us(t1 - t0), truncate_us = us(t2 - t1),
-                      truncated] { OnCheckpointDone(cp, write_us, truncate_us, truncated); }));
-  }
+void Runtime::Impl::WriteCheckpoint(const std::shared_ptr<const Checkpoint>& cp) {
+  auto t0 = std::chrono::steady_clock::now();
+  Status s = level_->WriteCheckpoint(*cp);
+  // Like a failed WAL sync: what LevelDB holds can no longer be trusted to
+  // be on disk, and the WAL below the old checkpoint is still there.
+  if (!s.ok())
+    FailStop("checkpoint at lsn=" + std::to_string(cp->lsn) + " failed: " + s.ToString());
+  auto t1 = std::chrono::steady_clock::now();
+  Status truncated = wal_.log().TruncateBefore(cp->retain_from);
+  auto t2 = std::chrono::steady_clock::now();
+  auto us = [](auto d) {
+    return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+  };
+  loop_->Post(alive_.Guard([this, cp, write_us = us(t1 - t0), truncate_us = us(t2 - t1),
+                            truncated] { OnCheckpointDone(*cp, write_us, truncate_us, truncated); }));
 }
 
 void Runtime::Impl::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, uint64_t truncate_us,
@@ -662,15 +661,6 @@ void Runtime::Impl::OnCheckpointDone(const Checkpoint& cp, uint64_t write_us, ui
                 write_us, truncate_us);
 }
 
-void Runtime::Impl::StopCheckpointWorker() {
-  if (!checkpoint_thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> lock(checkpoint_mu_);
-    checkpoint_stop_ = true;
-  }
-  checkpoint_cv_.notify_one();
-  checkpoint_thread_.join();
-}
 
 CoordinatorPeerStub& Runtime::Impl::StubFor(const std::string& address) {
   auto it = stubs_.find(address);
@@ -704,7 +694,27 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
     fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
     return;
   }
+  // The same for a store worker or a WAL far behind the loop: what is
+  // prepared goes on, nothing new queues behind it (docs/design.md "The loop
+  // never blocks"). A retry (is_retry) is let through: it may be owed an
+  // outcome.
+  if (!req.writes.empty() && !req.is_retry) {
+    if (std::string why = Overloaded(); !why.empty()) {
+      ++overload_refusals_;
+      fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + why));
+      return;
+    }
+  }
   driver_->Prepare(req, std::move(cob), std::move(fail));
+}
+
+std::string Runtime::Impl::Overloaded() const {
+  if (async_->backlog_bytes() > kStoreBacklogBytesMax) {
+    return "overloaded: " + std::to_string(async_->backlog_bytes() >> 10) +
+           " KiB of committed writes wait for the store (new transactions are refused past " +
+           std::to_string(kStoreBacklogBytesMax >> 10) + " KiB); retry later";
+  }
+  return wal_.Backlog();
 }
 
 void Runtime::Impl::Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob,
@@ -784,6 +794,11 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"checkpoint_lsn", static_cast<int64_t>(checkpoint_stats_.lsn)},
       {"checkpoint_retain_from", static_cast<int64_t>(checkpoint_stats_.retain_from)},
       {"checkpoint_write_us", static_cast<int64_t>(checkpoint_stats_.last_write_us)},
+      {"store_backlog_bytes", static_cast<int64_t>(async_->backlog_bytes())},
+      {"store_backlog_batches", static_cast<int64_t>(async_->backlog_batches())},
+      {"store_batches_written", static_cast<int64_t>(async_->batches_written())},
+      {"wal_queued_bytes", static_cast<int64_t>(wal_.log().queued_bytes())},
+      {"overload_refusals", static_cast<int64_t>(overload_refusals_)},
   };
   disk_->AddStatusCounters(&c);
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();

@@ -17,8 +17,11 @@
 //                                    server (also a one-phase YES = committed)
 //   participant.commit.before_log    before a COMMIT is appended (2PC and 1PC)
 //   participant.commit.after_log     COMMIT durable, before it is applied
-//   participant.commit.after_apply   writes applied to LevelDB, locks not yet
-//                                    released, nothing acked
+//   participant.commit.after_apply   writes applied (queued for the store
+//                                    worker, read from its overlay), locks
+//                                    not yet released, nothing acked
+// and on the store worker thread:
+//   participant.store.apply          before a batch goes to LevelDB
 //   participant.commit.before_ack    before a Commit ack is sent
 // `crash` exits at once (86); `sleep` blocks the loop. `error` at a *_log
 // point or at after_apply is fail-stop (log, exit 1): the participant has no
@@ -32,8 +35,9 @@
 //
 // Checkpoints (participant/README.md "Checkpoints"): every
 // checkpoint_interval_records appended records or checkpoint_interval_ms, the
-// loop thread takes Core::TakeCheckpoint() and hands it to the checkpoint
-// worker thread, which makes LevelDB durable up to it and stores it
+// loop thread takes Core::TakeCheckpoint() and queues it on the store worker
+// thread (participant/async_store.h RunAfter: behind the committed writes
+// queued before it), which makes LevelDB durable up to it and stores it
 // (LevelStore::WriteCheckpoint), then deletes the WAL segments below its
 // retain_from (wal::Log::TruncateBefore), and posts back. One at a time; the
 // loop never waits for it. A failed checkpoint write stops the process like
@@ -50,8 +54,9 @@
 //
 // Threading: every method runs on the loop thread (common/event_loop.h); the
 // WAL's durable callbacks run on its flusher thread and only Post() to the
-// loop (or exit the process); the checkpoint worker touches only LevelStore::
-// WriteCheckpoint and wal::Log::TruncateBefore (both thread-safe) and Post()s.
+// loop (or exit the process); the store worker (participant/async_store.h)
+// writes LevelDB - applies, LevelStore::WriteCheckpoint - and
+// wal::Log::TruncateBefore (thread-safe), and Post()s.
 // What is common to both node types - serving, handler detach, the lifetime
 // token, the WAL appender, fail-stop and failpoints, the metrics endpoint
 // and the trace ring - is node/ (node/node.h); this runtime adds the

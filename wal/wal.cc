@@ -337,6 +337,10 @@ class Log::Impl {
     MutexLock lock(&mu_);
     return last_lsn_;
   }
+  uint64_t queued_bytes() const {
+    MutexLock lock(&mu_);
+    return pending_.bytes.size();
+  }
   Status health() const {
     MutexLock lock(&mu_);
     return error_;
@@ -819,5 +823,6 @@ Lsn Log::last_lsn() const { return impl_->last_lsn(); }
 Status Log::health() const { return impl_->health(); }
 Status Log::TruncateBefore(Lsn lsn) { return impl_->TruncateBefore(lsn); }
 Stats Log::stats() const { return impl_->stats(); }
+uint64_t Log::queued_bytes() const { return impl_->queued_bytes(); }
 
 }  // namespace dtx::wal

@@ -146,6 +146,9 @@ class Log {
   Status TruncateBefore(Lsn lsn);
 
   Stats stats() const;
+  // Bytes appended and not yet taken by the flusher (what queue_bytes_max
+  // bounds): grows while a write or sync is slow.
+  uint64_t queued_bytes() const;
 
  private:
   class Impl;
