@@ -150,9 +150,19 @@ class BatchRunner {
     r.batch_ = batch;
     r.attempt_ = attempt;
     for (int i = 0; i < in_flight; ++i) r.StartNext();
+    // This thread also makes the retries that must wait (a refusal to take
+    // on load: see Try), so that no client thread sleeps.
     std::unique_lock lock(r.mu_);
-    r.cv_.wait(lock, [&] { return r.running_ == 0; });
-    return r.error_;
+    for (;;) {
+      r.cv_.wait(lock, [&] { return r.running_ == 0 || !r.later_.empty(); });
+      if (r.running_ == 0) return r.error_;
+      Later next = r.later_.front();
+      r.later_.erase(r.later_.begin());
+      lock.unlock();
+      std::this_thread::sleep_until(next.due);
+      r.Try(next.first, next.count, next.attempt_no);
+      lock.lock();
+    }
   }
 
  private:
@@ -170,14 +180,25 @@ class BatchRunner {
 
   void Try(int64_t first, int64_t count, int attempt_no) {
     attempt_(first, count, [this, first, count, attempt_no](const Status& s) {
+      const bool overloaded = !s.ok() && s.message().find("overloaded") != std::string::npos;
       bool retry =
-          !s.ok() &&
+          !s.ok() && !overloaded &&
           (s.IsAborted() || s.IsTimeout() ||
            (s.IsUnavailable() && s.message().find("outcome unknown") == std::string::npos)) &&
           attempt_no < kBatchAttemptsMax;
       if (retry) {
         // Runs on the client's loop thread: retry at once, never sleep here.
         Try(first, count, attempt_no + 1);
+        return;
+      }
+      // A node or the client shedding load (Busy "overloaded" from Begin,
+      // Unavailable with retry_after_ms): ask again later, from Run's
+      // thread, with a growing delay.
+      if (overloaded && attempt_no < kBatchAttemptsMax) {
+        std::lock_guard lock(mu_);
+        later_.push_back(Later{first, count, attempt_no + 1,
+                               Clock::now() + std::chrono::milliseconds(10 << std::min(attempt_no, 6))});
+        cv_.notify_all();
         return;
       }
       {
@@ -195,8 +216,15 @@ class BatchRunner {
     });
   }
 
+  struct Later {
+    int64_t first = 0;
+    int64_t count = 0;
+    int attempt_no = 0;
+    Clock::time_point due;
+  };
   std::mutex mu_;
   std::condition_variable cv_;
+  std::vector<Later> later_;  // retries waiting for Run's thread, oldest first
   int64_t total_ = 0;
   int batch_ = 0;
   int64_t next_ = 0;

@@ -43,8 +43,16 @@ RpcStatus StatusFromDtxError(const rpc::DtxError& err) {
   if (err.__isset.current_epoch) current_epoch = err.current_epoch;
   std::optional<std::string> epoch_owner;
   if (err.__isset.epoch_owner) epoch_owner = err.epoch_owner;
-  return RpcStatus(std::move(s), err.code, std::move(primary), current_epoch,
-                   std::move(epoch_owner));
+  RpcStatus out(std::move(s), err.code, std::move(primary), current_epoch,
+                std::move(epoch_owner));
+  if (err.__isset.retry_after_ms) out.set_retry_after_ms(err.retry_after_ms);
+  return out;
+}
+
+rpc::DtxError SheddingError(std::string message, int32_t retry_after_ms) {
+  rpc::DtxError e = MakeDtxError(rpc::ErrorCode::UNAVAILABLE, std::move(message));
+  e.__set_retry_after_ms(retry_after_ms);
+  return e;
 }
 
 rpc::DtxError MakeDtxError(rpc::ErrorCode::type code, std::string message,

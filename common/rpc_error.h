@@ -55,6 +55,10 @@ class [[nodiscard]] RpcStatus : public Status {
   // coordinator that made it current, when it sent them (DtxError fields 4, 5).
   const std::optional<int64_t>& current_epoch() const { return current_epoch_; }
   const std::optional<std::string>& epoch_owner() const { return epoch_owner_; }
+  // With UNAVAILABLE from a node shedding load (DtxError field 6): how long
+  // to wait before asking again; the request was not acted on.
+  const std::optional<int32_t>& retry_after_ms() const { return retry_after_ms_; }
+  void set_retry_after_ms(int32_t ms) { retry_after_ms_ = ms; }
   // True when a transport failure (Unavailable, Timeout, Busy) struck before
   // any byte of the call was written to a socket: the peer certainly never
   // saw it. False for every other status.
@@ -71,12 +75,16 @@ class [[nodiscard]] RpcStatus : public Status {
   std::optional<std::string> primary_;
   std::optional<int64_t> current_epoch_;
   std::optional<std::string> epoch_owner_;
+  std::optional<int32_t> retry_after_ms_;
 };
 
 RpcStatus StatusFromDtxError(const rpc::DtxError& err);
 
 rpc::DtxError MakeDtxError(rpc::ErrorCode::type code, std::string message,
                            std::optional<std::string> primary = std::nullopt);
+// UNAVAILABLE from a node that sheds load: `message` says why, and
+// retry_after_ms when to ask again (idl/dtx.thrift DtxError).
+rpc::DtxError SheddingError(std::string message, int32_t retry_after_ms);
 // Requires !s.ok().
 rpc::DtxError DtxErrorFromStatus(const Status& s);
 

@@ -98,6 +98,7 @@ struct Flags {
   uint64_t trace_events = 0;
   uint64_t idle_timeout_ms = 0;
   uint64_t disk_free_min_mb = 0;
+  uint64_t overload_queue_ms = 0;
   uint64_t disk_ballast_mb = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
@@ -168,6 +169,10 @@ po::options_description DescribeFlags(Flags* flags) {
       "disk-ballast-mb",
       po::value(&flags->disk_ballast_mb)->default_value(dtx::node::kDiskBallastMbDefault),
       dtx::node::kDiskBallastFlagHelp)(
+      "overload-queue-ms", po::value(&flags->overload_queue_ms)->default_value(50),
+      "shed load above capacity: while client commits wait this many ms longer than unloaded "
+      "ones, fewer are taken on at once and the rest are refused UNAVAILABLE \"overloaded\" "
+      "(retryable; docs/design.md \"Overload\"); 0: no adaptive limit")(
       "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -262,7 +267,7 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
 }
 
 // --prepare-timeout-ms, --trace-events, --idle-timeout-ms, --disk-free-min-mb,
-// --disk-ballast-mb.
+// --disk-ballast-mb, --overload-queue-ms.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -277,6 +282,10 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   auto idle = dtx::node::IdleTimeoutFromFlag(flags.idle_timeout_ms);
   if (!idle.ok()) return idle.status();
   options->idle_timeout_ms = *idle;
+  if (flags.overload_queue_ms > 3600u * 1000) {
+    return dtx::Status::InvalidArgument("--overload-queue-ms must be in 0..3600000");
+  }
+  options->overload_queue_target_us = flags.overload_queue_ms * 1000;
   return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
                                        &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }

@@ -23,6 +23,7 @@
 #include "common/rpc_client.h"
 #include "common/rpc_error.h"
 #include "common/wal_metrics.h"
+#include "coordinator/admission.h"
 #include "coordinator/driver.h"
 #include "node/fail_stop.h"
 #include "node/access.h"
@@ -35,6 +36,29 @@
 
 namespace dtx::coordinator {
 namespace {
+
+// A Commit taken on under the admission limit: Done() (or, if its callbacks
+// are dropped unanswered, the destructor) tells the Admission once.
+class AdmissionTicket {
+ public:
+  AdmissionTicket(Admission* admission, int64_t received_us)
+      : admission_(admission), received_us_(received_us) {}
+  ~AdmissionTicket() { Done(); }
+  AdmissionTicket(const AdmissionTicket&) = delete;
+  AdmissionTicket& operator=(const AdmissionTicket&) = delete;
+  void Done() {
+    if (admission_ == nullptr) return;
+    const auto now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                               std::chrono::steady_clock::now().time_since_epoch())
+                                               .count());
+    admission_->Done(now, now - static_cast<uint64_t>(received_us_));
+    admission_ = nullptr;
+  }
+
+ private:
+  Admission* admission_;
+  int64_t received_us_;
+};
 // How often the core's Tick runs (timeouts, COMMIT re-sends).
 constexpr uint64_t kTickIntervalMs = 10;
 // The free-space watermark is checked every 100 ticks: once a second.
@@ -151,6 +175,10 @@ struct Runtime::Impl {
   // Who may call what (node/access.h): the configured participants and peer.
   const node::AccessPolicy policy_;
   const bool tracing_;  // node_.tracing()
+  // The adaptive limit on client Commits in flight (coordinator/admission.h).
+  // Before driver_: the tickets in the driver's dropped callbacks report to
+  // it when the driver goes.
+  Admission admission_;
   std::unique_ptr<HaCore> ha_;
   // The decision log; its notices of a log replaced by ReloadLog are dropped.
   node::WalAppender wal_;
@@ -165,7 +193,9 @@ struct Runtime::Impl {
   // The free-space watermark and ballast of options_.dir (node/disk_guard.h).
   std::unique_ptr<node::DiskGuard> disk_;
   uint64_t disk_ticks_ = 0;
-  uint64_t overload_refusals_ = 0;  // Commits refused while the WAL is behind (Backlog)
+  // Commits refused as overloaded: the WAL behind (Backlog) or past the
+  // admission limit.
+  uint64_t overload_refusals_ = 0;
   // While Init runs: forced records appended (the EPOCH of a fresh log),
   // waited for before the node serves, so "GetStatus answers" means "ready".
   bool initializing_ = true;
@@ -468,6 +498,8 @@ Runtime::Impl::Impl(EventLoop* loop, RuntimeOptions options)
       node_(loop, node::NodeOptionsOf(options_)),
       policy_(options_.secure || options_.security.tls(), options_.named_peers),
       tracing_(node_.tracing()),
+      admission_(AdmissionOptions{.queue_target_us = options_.overload_queue_target_us,
+                                  .limit_max = options_.core.in_flight_tx_max}),
       wal_(loop, "decision log") {}
 
 Result<std::unique_ptr<Runtime>> Runtime::Start(EventLoop* loop, RuntimeOptions options) {
@@ -621,31 +653,45 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
   // the client must learn that rather than "not committed".
   if (disk_->low() && !req.writes.empty() && !(req.__isset.is_retry && req.is_retry)) {
     disk_->CountRefusal();
-    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
+    fail(SheddingError(options_.name + ": " + disk_->Describe(), node::kDiskRetryAfterMs));
     return;
   }
   // The same while the decision log is far behind the disk: what is under
   // way gets its DECISION and END records, nothing new queues behind them,
   // and Append never blocks the loop on a full queue (docs/design.md "The
   // loop never blocks").
+  const int64_t received_us = PhaseNow();
+  // A ticket for a Commit taken on under the admission limit: Done when it
+  // is answered, or when the driver drops its callbacks unanswered.
+  std::shared_ptr<AdmissionTicket> ticket;
   if (!req.writes.empty() && !(req.__isset.is_retry && req.is_retry)) {
     if (std::string why = wal_.Backlog(); !why.empty()) {
       ++overload_refusals_;
-      fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + why));
+      fail(SheddingError(options_.name + ": " + why, node::kOverloadRetryAfterMs));
       return;
     }
+    // Above capacity, shed here rather than queue (docs/design.md
+    // "Overload"): nothing was done for it; the client may retry.
+    if (!admission_.Admit(static_cast<uint64_t>(received_us))) {
+      ++overload_refusals_;
+      fail(SheddingError(options_.name + ": " + admission_.RefusalMessage(),
+                         node::kOverloadRetryAfterMs));
+      return;
+    }
+    ticket = std::make_shared<AdmissionTicket>(&admission_, received_us);
   }
-  const int64_t received_us = PhaseNow();
   const TxId txid = dtx::FromRpc(req.txid);
   driver_->Commit(
       req,
-      [this, received_us, txid, cob = std::move(cob)](const rpc::CommitResult& res) {
+      [this, received_us, txid, ticket, cob = std::move(cob)](const rpc::CommitResult& res) {
+        if (ticket) ticket->Done();
         metrics_.total.Observe(static_cast<double>(PhaseNow() - received_us) * 1e-6);
         rpc::CommitResult out = res;
         FillTimings(txid, out);
         cob(out);
       },
-      [this, fail = std::move(fail)](const rpc::DtxError& e) {
+      [this, ticket, fail = std::move(fail)](const rpc::DtxError& e) {
+        if (ticket) ticket->Done();
         // The driver's NOT_PRIMARY hint is the other coordinator's peer
         // address; a client reaches it at its client address.
         if (!e.__isset.primary) return fail(e);
@@ -739,6 +785,9 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
     c["wal_queued_bytes"] = static_cast<int64_t>(wal_.log().queued_bytes());
   }
   c["overload_refusals"] = static_cast<int64_t>(overload_refusals_);
+  c["admission_limit"] = static_cast<int64_t>(admission_.limit());
+  c["admission_in_flight"] = static_cast<int64_t>(admission_.in_flight());
+  c["admission_last_mean_us"] = static_cast<int64_t>(admission_.last_mean_us());
   disk_->AddStatusCounters(&c);
   if (node_.metrics_port() != 0) c["metrics_port"] = node_.metrics_port();
   st.__set_counters(std::move(c));

@@ -47,6 +47,10 @@
 
 namespace dtx::node {
 
+// The retry_after_ms of an "overloaded" refusal (idl/dtx.thrift DtxError):
+// about one admission interval (coordinator/admission.h) or one slow sync.
+inline constexpr int32_t kOverloadRetryAfterMs = 100;
+
 class RecordLog {
  public:
   // Runs on the loop thread with the LSN of the record now durable. `more`:

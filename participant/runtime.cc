@@ -691,7 +691,7 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
   // read-only validation and the prepared transactions' COMMIT/ABORT go on.
   if (disk_->low() && !req.writes.empty()) {
     disk_->CountRefusal();
-    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
+    fail(SheddingError(options_.name + ": " + disk_->Describe(), node::kDiskRetryAfterMs));
     return;
   }
   // The same for a store worker or a WAL far behind the loop: what is
@@ -701,7 +701,7 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
   if (!req.writes.empty() && !req.is_retry) {
     if (std::string why = Overloaded(); !why.empty()) {
       ++overload_refusals_;
-      fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + why));
+      fail(SheddingError(options_.name + ": " + why, node::kOverloadRetryAfterMs));
       return;
     }
   }

@@ -30,6 +30,7 @@
 #include "common/thread_annotations.h"
 #include "common/tls.h"
 #include "common/wire.h"
+#include "bindings/cpp/shed_throttle.h"
 #include "tools/cluster_config.h"
 
 namespace dtx {
@@ -175,8 +176,25 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
       return Status::Busy(std::to_string(open_tx_) + " transactions open (max " +
                           std::to_string(options_.in_flight_tx_max) + ")");
     }
+    const int64_t now = SteadyNs();
+    if (throttle_.Refuse(now, std::uniform_real_distribution<double>(0, 1)(throttle_rng_))) {
+      return Status::Busy(
+          "overloaded: the coordinator refused commits lately (it sheds load); this client "
+          "refused this transaction before its first read, as it does " +
+          std::to_string(static_cast<int>(throttle_.RejectProbability(now) * 100)) +
+          " % of new ones now (docs/design.md \"Overload\"); retry later");
+    }
     ++open_tx_;
     return Status::OK();
+  }
+  static int64_t SteadyNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void NoteCommitAnswered(bool accepted) {
+    MutexLock lock(&mu_);
+    throttle_.Answered(SteadyNs(), accepted);
   }
   void ReleaseTxSlot() {
     MutexLock lock(&mu_);
@@ -232,6 +250,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
         std::move(req), txid, 1, false,
         [self = shared_from_this(), txid, done = std::move(done)](const CommitOutcome& o) {
           self->commit_deadline_ms_.erase(txid);
+          self->NoteCommitAnswered(/*accepted=*/self->shed_.erase(txid) == 0);
           done(o);
         });
   }
@@ -565,6 +584,13 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
           retry = true;
           break;
         case rpc::ErrorCode::UNAVAILABLE:
+          // A node shedding load (retry_after_ms) did nothing and is up:
+          // asking again at once, or the other coordinator, only adds load.
+          // The application gets the retryable Unavailable.
+          if (s.retry_after_ms()) {
+            shed_.insert(txid);
+            break;
+          }
           SwitchAwayFrom(addr);
           retry = true;
           delay_ms = RetryDelayMs(attempt);
@@ -687,6 +713,8 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   mutable Mutex mu_;
   bool closed_ GUARDED_BY(mu_) = false;
   size_t open_tx_ GUARDED_BY(mu_) = 0;
+  ShedThrottle throttle_ GUARDED_BY(mu_){options_.shed_throttle_k};
+  std::minstd_rand throttle_rng_ GUARDED_BY(mu_){std::random_device{}()};
   std::vector<std::string> participants_ GUARDED_BY(mu_);
   int64_t map_version_ GUARDED_BY(mu_) = 0;
 
@@ -703,6 +731,7 @@ class ClientCore : public std::enable_shared_from_this<ClientCore> {
   std::unordered_map<uint64_t, Delayed> delayed_;
   uint64_t next_delayed_ = 1;
   std::unordered_map<TxId, uint64_t, TxIdHash> commit_deadline_ms_;  // commits in progress
+  std::unordered_set<TxId, TxIdHash> shed_;  // commits refused as overloaded (ShedThrottle)
   std::unordered_map<uint64_t, Outstanding> outstanding_;            // Commit/GetShardMap calls out
   uint64_t next_outstanding_ = 1;
   bool probe_timer_armed_ = false;

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <chrono>
 #include <thread>
 
 #include "Coordinator.h"
@@ -569,6 +570,59 @@ TEST_F(ClientTest, CoordinatorDownBeforeCommitIsPlainUnavailable) {
   if (coordinator_->Requests() == 0) {
     EXPECT_FALSE(tx.outcome_unknown()) << s.ToString();
   }
+}
+
+// A coordinator shedding load (UNAVAILABLE with retry_after_ms) did nothing:
+// the commit is not retried (not even at the other coordinator) and comes
+// back as a plain, retryable Unavailable; once most recent commits were
+// refused so, Begin refuses new transactions itself (bindings/cpp/
+// shed_throttle.h) - and takes them on again once the coordinator does.
+TEST_F(ClientTest, AnOverloadedRefusalIsNotRetriedAndThrottlesNewTransactions) {
+  ConnectClient();
+  rpc::DtxError shed = SheddingError("coordinator-0: overloaded: 16 commits in flight", 100);
+  for (int i = 0; i < 20; ++i) {
+    coordinator_->Script({CommitAnswer{std::nullopt, shed, false}});
+  }
+  int refused_by_client = 0;
+  int refused_by_coordinator = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto begun = client_->Begin();
+    if (!begun.ok()) {
+      EXPECT_TRUE(begun.status().IsBusy()) << begun.status().ToString();
+      EXPECT_NE(begun.status().message().find("overloaded"), std::string::npos);
+      ++refused_by_client;
+      continue;
+    }
+    Transaction tx = std::move(begun).value();
+    ASSERT_TRUE(tx.Put("k" + std::to_string(i), "v").ok());
+    const size_t before = coordinator_->Requests();
+    Status s = tx.Commit();
+    EXPECT_TRUE(s.IsUnavailable()) << s.ToString();
+    EXPECT_NE(s.message().find("overloaded"), std::string::npos) << s.ToString();
+    EXPECT_FALSE(tx.outcome_unknown());
+    EXPECT_EQ(coordinator_->Requests(), before + 1) << "an overloaded refusal was retried";
+    ++refused_by_coordinator;
+  }
+  EXPECT_GT(refused_by_client, 0);
+  EXPECT_GT(refused_by_coordinator, 0);
+  // The coordinator takes everything on again (the script is used up or
+  // answers COMMITTED): the throttle lets transactions through again.
+  {
+    std::lock_guard<std::mutex> lock(coordinator_->mu);
+    coordinator_->script.clear();
+  }
+  int committed = 0;
+  for (int i = 0; i < 400 && committed < 50; ++i) {
+    auto begun = client_->Begin();
+    if (!begun.ok()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    Transaction tx = std::move(begun).value();
+    ASSERT_TRUE(tx.Put("k", "v").ok());
+    if (tx.Commit().ok()) ++committed;
+  }
+  EXPECT_EQ(committed, 50);
 }
 
 TEST_F(ClientTest, NotPrimaryRedirectsShardMapAndCommitToThePrimary) {

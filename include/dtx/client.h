@@ -133,6 +133,11 @@ struct ClientOptions {
   // probe (wait for commit_timeout_ms / request_timeout_ms as before).
   int primary_probe_delay_ms = kClientPrimaryProbeDelayMsDefault;
   size_t in_flight_tx_max = kClientInFlightTxMax;
+  // Adaptive throttling (docs/design.md "Overload"): after the coordinator
+  // refused commits as overloaded, Begin refuses a share of new transactions
+  // (Busy, "overloaded: ...") before any read, letting through about this
+  // many times what the coordinator took on lately. 0: off.
+  double shed_throttle_k = 1.1;
   // Run(): jittered exponential backoff between attempts.
   int retry_backoff_initial_ms = 2;
   int retry_backoff_max_ms = 200;

@@ -777,7 +777,10 @@ class Client:
                 if e.code == ttypes.ErrorCode.NOT_PRIMARY and n > 1:
                     self._follow(idx, e.primary)
                     delay = 0 if e.primary else delay
-                elif e.code == ttypes.ErrorCode.UNAVAILABLE and n > 1:
+                elif (e.code == ttypes.ErrorCode.UNAVAILABLE and n > 1 and
+                      e.retry_after_ms is None):
+                    # (With retry_after_ms the node sheds load and did
+                    # nothing: raised below as Unavailable, not retried.)
                     self._follow(idx, None)  # e.g. a primary still establishing itself
                 else:
                     if maybe_sent:
