@@ -1000,6 +1000,7 @@ bool ResolveTarget(const Config& cfg, Target* t, int* code) {
     t->client_options = *options;
     coordinator = t->client_options.coordinators.front();
   }
+  t->client_options.shed_throttle_k = cfg.shed_throttle_k;
   if (!cfg.faults.empty()) faults = *ParseFaultSchedule(cfg.faults);  // checked by ParseFlags
   if (!faults.empty()) {
     for (const FaultEvent& e : faults) {

@@ -39,6 +39,8 @@ po::options_description Options(Config* c, std::string* distribution) {
       "clients", po::value<int>(&c->clients), "closed loop: transactions in flight")(
       "rate", po::value<double>(&c->rate),
       "open loop: start R tx/s (latency from the intended start time)")(
+      "shed-throttle-k", po::value<double>(&c->shed_throttle_k)->default_value(1.1),
+      "the client's throttle after overloaded refusals (ClientOptions::shed_throttle_k; 0: off)")(
       "max-in-flight", po::value<int>(&c->open_loop_in_flight_max)->default_value(1000),
       "open loop: at most this many in flight (later starts wait, their latency counts)")(
       "duration", po::value<double>(&c->duration_s)->required(), "measured seconds")(
@@ -136,6 +138,9 @@ Result<Config> ParseFlags(int argc, const char* const* argv, bool* help, std::st
   }
   if (c.open_loop_in_flight_max < 1 || c.open_loop_in_flight_max > kClientsMax) {
     return Bad("--max-in-flight must be 1.." + std::to_string(kClientsMax));
+  }
+  if (!(c.shed_throttle_k >= 0) || c.shed_throttle_k > 100) {
+    return Bad("--shed-throttle-k must be in 0..100");
   }
   if (!(c.duration_s > 0) || c.duration_s > kDurationSecondsMax) {
     return Bad("--duration must be > 0 and <= " + std::to_string(kDurationSecondsMax));

@@ -52,6 +52,7 @@ struct Config {
   int clients = 0;                  // closed loop: transactions in flight
   double rate = 0;                  // > 0: open loop, tx/s
   int open_loop_in_flight_max = 0;  // open loop: cap on transactions in flight
+  double shed_throttle_k = 1.1;     // ClientOptions::shed_throttle_k
   double duration_s = 0;
   double warmup_s = 1.0;
   int64_t accounts = 100000;       // bank

@@ -653,7 +653,7 @@ void Runtime::Impl::Commit(const rpc::CommitRequest& req,
   // the client must learn that rather than "not committed".
   if (disk_->low() && !req.writes.empty() && !(req.__isset.is_retry && req.is_retry)) {
     disk_->CountRefusal();
-    fail(SheddingError(options_.name + ": " + disk_->Describe(), node::kDiskRetryAfterMs));
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
     return;
   }
   // The same while the decision log is far behind the disk: what is under

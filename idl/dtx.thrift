@@ -75,11 +75,13 @@ exception DtxError {
   // whose AdoptEpoch made it current (unset or empty: unknown).
   4: optional Epoch current_epoch,
   5: optional string epoch_owner,
-  // With UNAVAILABLE from a node that sheds load (overloaded, or below its
-  // free-space watermark: docs/design.md "Overload", "Full disk"): nothing was
-  // done for this request, the node is up, and asking again sooner than this
-  // is unlikely to be served. Clients do not retry such a refusal at once,
-  // nor elsewhere: they report it (a retryable error) to the application.
+  // With UNAVAILABLE from a node that sheds load (overloaded: docs/design.md
+  // "Overload"): nothing was done for this request, the node is up, and
+  // asking again sooner than this is unlikely to be served. Clients do not
+  // retry such a refusal at once, nor elsewhere: they report it (a retryable
+  // error) to the application, and hold back new transactions for a while.
+  // (A refusal below the disk watermark does not carry it: it is not load,
+  // and reads go on.)
   6: optional i32 retry_after_ms,
 }
 

@@ -40,9 +40,6 @@ namespace dtx::node {
 // --disk-free-min-mb and --disk-ballast-mb of the participant.
 inline constexpr uint64_t kDiskFreeMinMbDefault = 256;
 inline constexpr uint64_t kDiskBallastMbDefault = 64;
-// The retry_after_ms of a refusal below the watermark (idl/dtx.thrift
-// DtxError): the guard looks again once a second.
-inline constexpr int32_t kDiskRetryAfterMs = 1000;
 inline constexpr const char* kBallastFileName = "ballast";
 inline constexpr const char* kDiskFreeMinFlagHelp =
     "below this many MiB free in NODEDIR's filesystem, new writes are refused (UNAVAILABLE, "

@@ -691,7 +691,7 @@ void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
   // read-only validation and the prepared transactions' COMMIT/ABORT go on.
   if (disk_->low() && !req.writes.empty()) {
     disk_->CountRefusal();
-    fail(SheddingError(options_.name + ": " + disk_->Describe(), node::kDiskRetryAfterMs));
+    fail(MakeDtxError(rpc::ErrorCode::UNAVAILABLE, options_.name + ": " + disk_->Describe()));
     return;
   }
   // The same for a store worker or a WAL far behind the loop: what is

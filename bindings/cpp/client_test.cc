@@ -611,11 +611,15 @@ TEST_F(ClientTest, AnOverloadedRefusalIsNotRetriedAndThrottlesNewTransactions) {
     std::lock_guard<std::mutex> lock(coordinator_->mu);
     coordinator_->script.clear();
   }
+  // The refusals fade as the throttle's counts decay (a time constant of
+  // ShedThrottle::kDecayNs) and commits are taken on: a few seconds; the
+  // deadline only bounds the test (TSan runs it too).
   int committed = 0;
-  for (int i = 0; i < 400 && committed < 50; ++i) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (committed < 50 && std::chrono::steady_clock::now() < deadline) {
     auto begun = client_->Begin();
     if (!begun.ok()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
       continue;
     }
     Transaction tx = std::move(begun).value();

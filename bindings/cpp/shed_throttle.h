@@ -7,13 +7,15 @@
 // the coordinator took on (`accepts`: any answer but such a refusal) - both
 // when the answer arrives, so that commits still in flight do not count as
 // refused -
-// over the last few seconds (exponential decay, time constant kDecayNs), and
+// over the last seconds (exponential decay, time constant kDecayNs: 1 s), and
 // refuses a new transaction at Begin, before any read, with probability
 //
 //     max(0, (requests - K * accepts) / (requests + 1)).
 //
 // While the coordinator takes on everything asked, accepts = requests and the
-// probability is 0. When it sheds, the client lets through about K times what
+// probability is 0; after an overload it fades to 0 within a few time
+// constants of the coordinator taking everything on again (each generation of
+// counts lowers it by about (K - 1) (1 - p): some 5 s from p = 0.5). When it sheds, the client lets through about K times what
 // it took on lately and refuses the rest at no cost to any node. K = 1.1: the
 // book's 2 suits backends that refuse cheaply; a refused commit here has cost
 // a transaction's reads, so the client stays closer to what is accepted.
@@ -29,7 +31,7 @@ namespace dtx {
 
 class ShedThrottle {
  public:
-  static constexpr double kDecayNs = 2e9;
+  static constexpr double kDecayNs = 1e9;
 
   explicit ShedThrottle(double k) : k_(k) {}
 

@@ -54,7 +54,7 @@ TEST(ShedThrottleTest, AtTwiceTheCapacityTheClientRefusesMostOfTheExcessItself) 
   // Twice what the coordinator takes on: the client lets through about
   // K = 1.1 times its capacity, so it refuses about 45 % itself and the
   // coordinator about 5 % of all.
-  Offer(t, &now, 10000, 0.5, rng);  // five decay times to settle
+  Offer(t, &now, 10000, 0.5, rng);  // ten decay times to settle
   double shed = 0;
   double refused = Offer(t, &now, 20000, 0.5, rng, &shed);
   EXPECT_GT(refused, 0.35);

@@ -39,6 +39,8 @@ from dtx.client import (  # noqa: F401
     Client,
     Error,
     InvalidArgument,
+    Overloaded,
+    ShedThrottle,
     TLS,
     TLSError,
     Transaction,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import math
 import os
 import random
 import secrets
@@ -30,7 +31,8 @@ from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TException
 from thrift.transport import TSocket, TTransport
 
-from dtx.errors import Aborted, Error, InvalidArgument, TLSError, Unavailable, UnknownOutcome
+from dtx.errors import (Aborted, Error, InvalidArgument, Overloaded, TLSError, Unavailable,
+                        UnknownOutcome)
 from dtx import cluster_dir as _cluster_dir
 from dtx import tls as _tls
 from dtx.tls import TLS
@@ -381,6 +383,52 @@ def _unavailable(what: str, e: _TransportError) -> Unavailable:
     return (TLSError if e.tls else Unavailable)(f"{what}: {e}")
 
 
+SHED_THROTTLE_K_DEFAULT = 1.1
+
+
+class ShedThrottle:
+    """Client-side adaptive throttling, as the C++ client's
+    (bindings/cpp/shed_throttle.h, where the reasoning is): commits answered
+    (``requests``, with the transactions refused here) and commits the
+    coordinator took on (``accepts``), decayed over about a second; a new
+    transaction is refused with probability
+    ``max(0, (requests - k * accepts) / (requests + 1))``. Not thread-safe
+    (the client holds its lock)."""
+
+    DECAY_S = 1.0
+
+    def __init__(self, k: float) -> None:
+        self._k = k
+        self._requests = 0.0
+        self._accepts = 0.0
+        self._at = 0.0
+
+    def _decay(self, now: float) -> None:
+        if now > self._at:
+            f = math.exp(-(now - self._at) / self.DECAY_S)
+            self._requests *= f
+            self._accepts *= f
+            self._at = now
+
+    def reject_probability(self, now: float) -> float:
+        self._decay(now)
+        if self._k <= 0:
+            return 0.0
+        return max(0.0, (self._requests - self._k * self._accepts) / (self._requests + 1))
+
+    def refuse(self, now: float, draw: float) -> bool:
+        if draw >= self.reject_probability(now):
+            return False
+        self._requests += 1
+        return True
+
+    def answered(self, now: float, accepted: bool) -> None:
+        self._decay(now)
+        self._requests += 1
+        if accepted:
+            self._accepts += 1
+
+
 def _from_dtx_error(e: "ttypes.DtxError") -> Error:
     code = e.code
     if code == ttypes.ErrorCode.BAD_ARGUMENT:
@@ -389,6 +437,8 @@ def _from_dtx_error(e: "ttypes.DtxError") -> Error:
         return InvalidArgument(f"unknown transaction: {e.message}")
     if code == ttypes.ErrorCode.TIMEOUT:
         return Aborted("timeout", e.message)
+    if code == ttypes.ErrorCode.UNAVAILABLE and e.retry_after_ms is not None:
+        return Overloaded(f"UNAVAILABLE: {e.message}", max(0, e.retry_after_ms) / 1000.0)
     return Unavailable(f"{ttypes.ErrorCode._VALUES_TO_NAMES.get(code, code)}: {e.message}")
 
 
@@ -518,12 +568,19 @@ class Client:
     plaintext, which only an ``--insecure`` cluster accepts. A connection that
     fails raises :class:`Unavailable` saying why (another CA, an expired
     certificate, a plaintext server, a TLS server reached without ``tls``).
+
+    Overload: a commit the coordinator refuses as overloaded raises
+    :class:`Overloaded` at once (nothing was done; it is not retried
+    elsewhere), and after such refusals :meth:`transaction` refuses a share of
+    new transactions itself (:class:`ShedThrottle` with ``shed_throttle_k``;
+    0 turns that off).
     """
 
     def __init__(self, addresses: Union[str, Iterable[str]], timeout: float = 5.0,
                  probe_delay: float = PROBE_DELAY_DEFAULT,
                  failover_timeout: float = FAILOVER_TIMEOUT_DEFAULT,
-                 tls: Optional[_tls.TLS] = None) -> None:
+                 tls: Optional[_tls.TLS] = None,
+                 shed_throttle_k: float = SHED_THROTTLE_K_DEFAULT) -> None:
         if isinstance(addresses, str):
             addresses = [addresses]
         addresses = list(addresses)
@@ -563,6 +620,7 @@ class Client:
         # i64 stays positive.
         self._client_id = secrets.randbits(63) or 1
         self._counter = 0
+        self._throttle = ShedThrottle(shed_throttle_k)
         self._closed = False
         self._refresh_shard_map()
 
@@ -616,10 +674,20 @@ class Client:
 
     # -- public API -----------------------------------------------------------
     def transaction(self) -> Transaction:
-        """Begins a transaction (no round trip: nothing is sent until a read)."""
+        """Begins a transaction (no round trip: nothing is sent until a read).
+        Raises :class:`Overloaded` when the coordinator has been refusing this
+        client's commits as overloaded and this one is held back (the share
+        follows what the coordinator refuses: :class:`ShedThrottle`)."""
         if self._closed:
             raise InvalidArgument("client is closed")
         with self._lock:
+            now = time.monotonic()
+            if self._throttle.refuse(now, random.random()):
+                raise Overloaded(
+                    "overloaded: the coordinator refused commits lately (it sheds load); this "
+                    "client refused this transaction before its first read, as it does "
+                    f"{int(self._throttle.reject_probability(now) * 100)} % of new ones now "
+                    "(docs/design.md \"Overload\"); retry later", 0.1)
             self._counter += 1
             txid = (self._client_id, self._counter)
         return Transaction(self, txid)
@@ -645,6 +713,12 @@ class Client:
                 tx.abort()
                 if e.reason not in _RETRYABLE_REASONS or attempt == retries:
                     raise
+            except Overloaded as e:
+                # Nothing was done for it: wait at least as long as asked.
+                tx.abort()
+                if attempt == retries:
+                    raise
+                delay = max(delay, e.retry_after)
             except BaseException:
                 tx.abort()
                 raise
@@ -747,6 +821,20 @@ class Client:
             raise _from_dtx_error(e) from None
 
     def _commit(self, txid: Tuple[int, int], reads, writes) -> None:
+        try:
+            self._commit_attempts(txid, reads, writes)
+        except Overloaded:
+            with self._lock:
+                self._throttle.answered(time.monotonic(), accepted=False)
+            raise
+        except BaseException:
+            with self._lock:
+                self._throttle.answered(time.monotonic(), accepted=True)
+            raise
+        with self._lock:
+            self._throttle.answered(time.monotonic(), accepted=True)
+
+    def _commit_attempts(self, txid: Tuple[int, int], reads, writes) -> None:
         req = ttypes.CommitRequest(
             txid=ttypes.TxId(hi=txid[0], lo=txid[1]), reads=reads, writes=writes,
             shard_map_version=self._shard_version)
@@ -906,4 +994,4 @@ class _Moved(Exception):
 
 
 __all__ = ["Client", "Transaction", "Error", "Aborted", "Unavailable", "UnknownOutcome",
-           "InvalidArgument", "TLS", "KEY_BYTES_MAX", "VALUE_BYTES_MAX", "TX_KEYS_MAX"]
+           "Overloaded", "ShedThrottle", "InvalidArgument", "TLS", "KEY_BYTES_MAX", "VALUE_BYTES_MAX", "TX_KEYS_MAX"]

@@ -27,6 +27,19 @@ class Unavailable(Error):
     """A node could not be reached or cannot serve now; nothing was committed."""
 
 
+class Overloaded(Unavailable):
+    """A node sheds load - above capacity - and did nothing for
+    this request; or this client refused a new transaction itself because the
+    coordinator has been refusing its commits (docs/design.md "Overload").
+    ``retry_after`` (seconds) is when asking again may be served.
+    :meth:`Client.run` retries it with backoff; the client never retries it
+    on its own."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class TLSError(Unavailable):
     """A connection failed at TLS: a handshake that either side refused (a
     certificate from another CA, an expired one, a node of the wrong kind at

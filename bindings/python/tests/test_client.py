@@ -392,3 +392,36 @@ def test_txid_reused_with_other_content_is_refused_and_applies_nothing(client):
     same.put(first, b"1")
     same.commit()
     assert client.run(lambda t: t.get(first)) == b"1"
+
+
+def test_shed_throttle_refuses_nothing_while_all_is_taken_on_and_most_of_the_excess_when_not():
+    import random as _random
+    from dtx import ShedThrottle
+    rng = _random.Random(1)
+    t = ShedThrottle(1.1)
+    now = 1.0
+    for _ in range(5000):  # everything taken on
+        assert not t.refuse(now, rng.random())
+        t.answered(now, accepted=True)
+        now += 0.001
+    assert t.reject_probability(now) == 0.0
+    # Twice what the coordinator takes on (a token bucket of 0.5 per ms):
+    # after settling, the client refuses most of the excess itself.
+    tokens = 10.0
+    refused = shed = 0
+    for i in range(30000):
+        tokens = min(10.0, tokens + 0.5)
+        if t.refuse(now, rng.random()):
+            if i >= 10000:
+                refused += 1
+        else:
+            taken = tokens >= 1
+            if taken:
+                tokens -= 1
+            elif i >= 10000:
+                shed += 1
+            t.answered(now, accepted=taken)
+        now += 0.001
+    assert 0.35 < refused / 20000 < 0.5, refused
+    assert shed / 20000 < 0.1, shed
+    assert ShedThrottle(0).reject_probability(now) == 0.0

@@ -43,7 +43,8 @@ def test_an_overloaded_coordinator_refuses_new_commits_and_loses_none(slow_clust
                     with c.transaction() as tx:
                         tx.put(f"ov-{i}".encode(), str(n).encode())
                     committed[i] = n
-                except dtx.Unavailable as e:
+                except dtx.Overloaded as e:
+                    assert e.retry_after > 0, e
                     refusals.append(str(e))
                 except Exception as e:  # noqa: BLE001 - reported below
                     other.append(repr(e))
