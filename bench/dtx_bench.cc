@@ -375,6 +375,16 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
     backlog_at_stop_ = sched.DueBy(Clock::now()) - next;
   }
 
+  // Shard `shard` gets no new transaction's key while avoided (--avoid-stopped).
+  void Avoid(size_t shard, bool on) {
+    std::lock_guard lock(mu_);
+    if (on) {
+      avoided_.insert(shard);
+    } else {
+      avoided_.erase(shard);
+    }
+  }
+
   void BeginMeasuring() { measuring_.store(true); }
   // No new transactions until Resume() (those in flight run on); the closed
   // loop's slots wait, the open loop's schedule keeps running (its waits
@@ -466,6 +476,12 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
           idx = 0;  // fall back to the first unused index
           while (used.count(idx)) ++idx;
           break;
+        }
+        // An avoided shard is never picked while another is left (the
+        // chooser spreads keys over every shard: a few draws find one).
+        if (!avoided_.empty() && avoided_.size() < shards_ && attempt < 100 * kShardPickAttemptsMax &&
+            avoided_.count(client_->ShardOf(KeyName(cfg_, idx))) != 0) {
+          continue;
         }
         if (targets.empty() || attempt >= kShardPickAttemptsMax) break;
         if (client_->ShardOf(KeyName(cfg_, idx)) ==
@@ -639,6 +655,7 @@ class TxLoop : public std::enable_shared_from_this<TxLoop> {
   Stats stats_;                   // GUARDED_BY(mu_)
   Timeline timeline_;             // GUARDED_BY(mu_)
   size_t shards_;
+  std::set<size_t> avoided_;  // GUARDED_BY(mu_): shards of stopped participants
   int parked_ = 0;  // GUARDED_BY(mu_): closed-loop slots waiting for Resume()
   std::atomic<bool> measuring_{false};
   std::atomic<bool> stopping_{false};
@@ -1088,6 +1105,19 @@ struct RunResult {
   std::vector<CheckResult> checks;
 };
 
+// The shard index of participant `node` (its client address in the shard
+// map); nullopt for a coordinator or a node the map does not list.
+std::optional<size_t> ShardOfNode(Client& client, const tools::ClusterConfig& cluster,
+                                  const std::string& node) {
+  const tools::NodeEntry* n = cluster.Find(node);
+  if (n == nullptr) return std::nullopt;
+  const std::vector<std::string> participants = client.participants();
+  for (size_t i = 0; i < participants.size(); ++i) {
+    if (participants[i] == n->address) return i;
+  }
+  return std::nullopt;
+}
+
 // Runs the load (closed or open loop) with the fault schedule and the
 // periodic checks beside it: warm-up, the measured window, stop, drain.
 RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
@@ -1118,7 +1148,15 @@ RunResult RunTimed(Client& client, const Config& cfg, const Target& target) {
         if (side_cv.wait_until(lock, when, [&] { return done.load(); })) return;
         lock.unlock();
         if (cfg.progress) std::fprintf(stderr, "fault at %.1f s: %s\n", e.at_s, e.text.c_str());
+        // --avoid-stopped: the load leaves a participant before it stops and
+        // comes back after it continues.
+        std::optional<size_t> shard;
+        if (cfg.avoid_stopped && (e.action == "stop" || e.action == "cont")) {
+          shard = ShardOfNode(client, *target.cluster, e.node);
+        }
+        if (shard && e.action == "stop") loop->Avoid(*shard, true);
         FaultRecord f = RunFault(cfg, dtxctl, e, t0);
+        if (shard && e.action == "cont") loop->Avoid(*shard, false);
         if (!f.error.empty())
           std::fprintf(stderr, "dtx-bench: fault '%s' failed: %s\n", e.text.c_str(),
                        f.error.c_str());

@@ -63,6 +63,8 @@ po::options_description Options(Config* c, std::string* distribution) {
       "faults", po::value<std::string>(&c->faults),
       "fault schedule, e.g. \"at 10s kill participant-1; at 15s restart participant-1\"")(
       "dtxctl", po::value<std::string>(&c->dtxctl), "dtxctl path for --faults (default: search)")(
+      "avoid-stopped", po::bool_switch(&c->avoid_stopped),
+      "with --faults: while a participant is stopped, start no transaction that touches it")(
       "floor", po::bool_switch(&c->floor),
       "measure fdatasync and loopback round trip; state latency as a ratio to the 2PC floor")(
       "floor-dir", po::value<std::string>(&c->floor_dir),

@@ -53,6 +53,9 @@ struct Config {
   double rate = 0;                  // > 0: open loop, tx/s
   int open_loop_in_flight_max = 0;  // open loop: cap on transactions in flight
   double shed_throttle_k = 1.1;     // ClientOptions::shed_throttle_k
+  // With --faults: while a participant is stopped (stop .. cont), start no
+  // transaction with a key on it (a long outage that the load goes around).
+  bool avoid_stopped = false;
   double duration_s = 0;
   double warmup_s = 1.0;
   int64_t accounts = 100000;       // bank

@@ -48,6 +48,7 @@
 #include "node/fail_stop.h"
 #include "node/listeners.h"
 #include "node/security.h"
+#include "node/wal_appender.h"
 #include "tools/node_launch.h"
 
 namespace {
@@ -99,6 +100,7 @@ struct Flags {
   uint64_t idle_timeout_ms = 0;
   uint64_t disk_free_min_mb = 0;
   uint64_t overload_queue_ms = 0;
+  uint64_t wal_segment_bytes = 0;
   uint64_t disk_ballast_mb = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
@@ -169,10 +171,13 @@ po::options_description DescribeFlags(Flags* flags) {
       "disk-ballast-mb",
       po::value(&flags->disk_ballast_mb)->default_value(dtx::node::kDiskBallastMbDefault),
       dtx::node::kDiskBallastFlagHelp)(
+      "wal-segment-bytes",
+      po::value(&flags->wal_segment_bytes)->default_value(dtx::wal::Options{}.segment_bytes),
+      dtx::node::kWalSegmentBytesFlagHelp)(
       "overload-queue-ms", po::value(&flags->overload_queue_ms)->default_value(50),
-      "shed load above capacity: while client commits wait this many ms longer than unloaded "
-      "ones, fewer are taken on at once and the rest are refused UNAVAILABLE \"overloaded\" "
-      "(retryable; docs/design.md \"Overload\"); 0: no adaptive limit")(
+      "shed load above capacity: while client commits take longer than this many ms on "
+      "average, fewer are taken on at once and the rest are refused UNAVAILABLE "
+      "\"overloaded\" (retryable; docs/design.md \"Overload\"); 0: no adaptive limit")(
       "enable-failpoints", po::bool_switch(&flags->enable_failpoints),
       "honour SetFailpoint and DTX_FAILPOINTS (tests and demos; docs/failpoints.md); without "
       "it both are refused");
@@ -267,7 +272,7 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
 }
 
 // --prepare-timeout-ms, --trace-events, --idle-timeout-ms, --disk-free-min-mb,
-// --disk-ballast-mb, --overload-queue-ms.
+// --disk-ballast-mb, --overload-queue-ms, --wal-segment-bytes.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -286,6 +291,8 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
     return dtx::Status::InvalidArgument("--overload-queue-ms must be in 0..3600000");
   }
   options->overload_queue_target_us = flags.overload_queue_ms * 1000;
+  DTX_RETURN_IF_ERROR(dtx::node::CheckWalSegmentBytes(flags.wal_segment_bytes));
+  options->wal.segment_bytes = flags.wal_segment_bytes;
   return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
                                        &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }

@@ -158,8 +158,8 @@ struct RuntimeOptions {
   uint64_t disk_free_min_bytes = node::kDiskFreeMinMbDefault << 20;
   uint64_t disk_ballast_bytes = node::kDiskBallastMbDefault << 20;
   // Overload (coordinator/admission.h; --overload-queue-ms): the limit on
-  // client Commits in flight shrinks while commits wait this much longer
-  // than unloaded ones; 0: no adaptive limit (only core.in_flight_tx_max).
+  // client Commits in flight shrinks while they take longer than this on
+  // average; 0: no adaptive limit (only core.in_flight_tx_max).
   uint64_t overload_queue_target_us = 50'000;
 };
 

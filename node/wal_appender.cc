@@ -4,6 +4,7 @@
 
 #include "common/check.h"
 #include "node/fail_stop.h"
+#include "wal/format.h"
 
 namespace dtx::node {
 
@@ -19,6 +20,13 @@ Status WalAppender::Open(const wal::Options& options, const std::string& dir,
   log_ = std::move(*log);
   queue_bytes_max_ = options.queue_bytes_max;
   return Status::OK();
+}
+
+Status CheckWalSegmentBytes(uint64_t bytes) {
+  if (bytes >= wal::format::kSegmentBytesMin && bytes <= kWalSegmentBytesMax) return Status::OK();
+  return Status::InvalidArgument("--wal-segment-bytes must be in [" +
+                                 std::to_string(wal::format::kSegmentBytesMin) + ", " +
+                                 std::to_string(kWalSegmentBytesMax) + "]");
 }
 
 std::string WalAppender::Backlog() const {

@@ -47,6 +47,14 @@
 
 namespace dtx::node {
 
+// --wal-segment-bytes of both node binaries: the size of a WAL segment
+// (truncation deletes whole segments). The bound each accepts, and the check.
+inline constexpr uint64_t kWalSegmentBytesMax = uint64_t{1} << 30;
+inline constexpr const char* kWalSegmentBytesFlagHelp =
+    "WAL segment size in bytes; truncation deletes whole segments";
+// InvalidArgument naming the flag and its range, or OK.
+Status CheckWalSegmentBytes(uint64_t bytes);
+
 // The retry_after_ms of an "overloaded" refusal (idl/dtx.thrift DtxError):
 // about one admission interval (coordinator/admission.h) or one slow sync.
 inline constexpr int32_t kOverloadRetryAfterMs = 100;

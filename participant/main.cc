@@ -38,9 +38,9 @@
 #include "node/fail_stop.h"
 #include "node/listeners.h"
 #include "node/security.h"
+#include "node/wal_appender.h"
 #include "participant/runtime.h"
 #include "tools/node_launch.h"
-#include "wal/format.h"
 
 namespace po = boost::program_options;
 
@@ -96,7 +96,7 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "checkpoint at least this often when there is something new (0: not by time)")(
       "wal-segment-bytes",
       po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
-      "WAL segment size; truncation deletes whole segments")(
+      dtx::node::kWalSegmentBytesFlagHelp)(
       "peer-listen", po::value<std::string>(&flags->peer_listen)->default_value(""),
       "host:port of the peer listener, where the coordinators call (Prepare, Commit, Abort, "
       "Heartbeat, AdoptEpoch; default: the --listen host, any free port; the bound address is "
@@ -165,12 +165,7 @@ dtx::Status CheckStorage(const Flags& flags, dtx::participant::RuntimeOptions* o
   options->dir = flags.dir;
   options->coordinator = flags.coordinator;
   if (flags.dir.empty()) return dtx::Status::InvalidArgument("--dir must not be empty");
-  if (options->wal.segment_bytes < dtx::wal::format::kSegmentBytesMin ||
-      options->wal.segment_bytes > dtx::participant::kWalSegmentBytesMax) {
-    return dtx::Status::InvalidArgument(
-        "--wal-segment-bytes must be in [" + std::to_string(dtx::wal::format::kSegmentBytesMin) +
-        ", " + std::to_string(dtx::participant::kWalSegmentBytesMax) + "]");
-  }
+  DTX_RETURN_IF_ERROR(dtx::node::CheckWalSegmentBytes(options->wal.segment_bytes));
   if (options->trace_events > dtx::obs::kTraceEventsMax) {
     return dtx::Status::InvalidArgument("--trace-events must be at most " +
                                         std::to_string(dtx::obs::kTraceEventsMax));

@@ -97,8 +97,6 @@ namespace dtx::participant {
 // would move forward).
 inline constexpr uint64_t kCheckpointIntervalRecordsDefault = 50000;
 inline constexpr uint64_t kCheckpointIntervalMsDefault = 10000;
-// Largest WAL segment the participant accepts from its flag.
-inline constexpr uint64_t kWalSegmentBytesMax = uint64_t{1} << 30;
 
 struct RuntimeOptions {
   std::string name = "participant-0";
