@@ -1019,7 +1019,8 @@ void CoordinatorCore::UpdateTruncation() {
     // not acknowledge its COMMIT): write it again, so that truncation can
     // move on once the copy is durable.
     const auto& [lsn, txid] = *active_decisions_.begin();
-    if (max_lsn_seen_ > lsn && max_lsn_seen_ - lsn > opts_.decision_relog_lsn_gap) {
+    if (opts_.decision_relog_lsn_gap != 0 && max_lsn_seen_ > lsn &&
+        max_lsn_seen_ - lsn > opts_.decision_relog_lsn_gap) {
       const Tx* tx = FindTx(txid);
       DTX_CHECK(tx != nullptr && tx->phase == Phase::kCommitting);
       relog_txid_ = txid;

@@ -288,7 +288,7 @@ struct CoreOptions {
   // that does not acknowledge COMMIT, e.g. one down for hours) when it is
   // this many LSNs behind, so truncation moves past it: the decision log
   // stays bounded whatever is down and for how long (docs/design.md
-  // "Recovery").
+  // "Long outages"). 0: never (--carry-forward-records 0).
   uint64_t decision_relog_lsn_gap = 100000;
 };
 

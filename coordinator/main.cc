@@ -101,6 +101,7 @@ struct Flags {
   uint64_t disk_free_min_mb = 0;
   uint64_t overload_queue_ms = 0;
   uint64_t wal_segment_bytes = 0;
+  uint64_t carry_forward_records = 0;
   uint64_t disk_ballast_mb = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
@@ -174,6 +175,10 @@ po::options_description DescribeFlags(Flags* flags) {
       "wal-segment-bytes",
       po::value(&flags->wal_segment_bytes)->default_value(dtx::wal::Options{}.segment_bytes),
       dtx::node::kWalSegmentBytesFlagHelp)(
+      "carry-forward-records",
+      po::value(&flags->carry_forward_records)
+          ->default_value(dtx::node::kCarryForwardRecordsDefault),
+      dtx::node::kCarryForwardFlagHelp)(
       "overload-queue-ms", po::value(&flags->overload_queue_ms)->default_value(50),
       "shed load above capacity: while client commits take longer than this many ms on "
       "average, fewer are taken on at once and the rest are refused UNAVAILABLE "
@@ -272,7 +277,7 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
 }
 
 // --prepare-timeout-ms, --trace-events, --idle-timeout-ms, --disk-free-min-mb,
-// --disk-ballast-mb, --overload-queue-ms, --wal-segment-bytes.
+// --disk-ballast-mb, --overload-queue-ms, --wal-segment-bytes, --carry-forward-records.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -293,6 +298,7 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   options->overload_queue_target_us = flags.overload_queue_ms * 1000;
   DTX_RETURN_IF_ERROR(dtx::node::CheckWalSegmentBytes(flags.wal_segment_bytes));
   options->wal.segment_bytes = flags.wal_segment_bytes;
+  options->core.decision_relog_lsn_gap = flags.carry_forward_records;
   return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
                                        &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }

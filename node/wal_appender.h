@@ -54,6 +54,14 @@ inline constexpr const char* kWalSegmentBytesFlagHelp =
     "WAL segment size in bytes; truncation deletes whole segments";
 // InvalidArgument naming the flag and its range, or OK.
 Status CheckWalSegmentBytes(uint64_t bytes);
+// --carry-forward-records of both node binaries (docs/design.md "Long
+// outages"): the coordinator's CoreOptions::decision_relog_lsn_gap, the
+// participant's CoreOptions::prepare_relog_lsn_gap.
+inline constexpr uint64_t kCarryForwardRecordsDefault = 100000;
+inline constexpr const char* kCarryForwardFlagHelp =
+    "a record the log is kept for (an open DECISION at a coordinator, a PREPARE in doubt at a "
+    "participant) this many records behind the head is written again near it, so that the log "
+    "is truncated past it and stays within about this many records whatever is down; 0: never";
 
 // The retry_after_ms of an "overloaded" refusal (idl/dtx.thrift DtxError):
 // about one admission interval (coordinator/admission.h) or one slow sync.

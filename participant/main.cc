@@ -97,6 +97,10 @@ po::options_description DescribeFlags(Flags* flags, dtx::participant::RuntimeOpt
       "wal-segment-bytes",
       po::value<uint64_t>(&options->wal.segment_bytes)->default_value(options->wal.segment_bytes),
       dtx::node::kWalSegmentBytesFlagHelp)(
+      "carry-forward-records",
+      po::value<uint64_t>(&options->core.prepare_relog_lsn_gap)
+          ->default_value(dtx::node::kCarryForwardRecordsDefault),
+      dtx::node::kCarryForwardFlagHelp)(
       "peer-listen", po::value<std::string>(&flags->peer_listen)->default_value(""),
       "host:port of the peer listener, where the coordinators call (Prepare, Commit, Abort, "
       "Heartbeat, AdoptEpoch; default: the --listen host, any free port; the bound address is "

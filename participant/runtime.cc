@@ -783,6 +783,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"attempts_restamped", static_cast<int64_t>(st.attempts_restamped)},
       {"stale_attempt_aborts", static_cast<int64_t>(st.stale_attempt_aborts)},
       {"prepares_behind_commit", static_cast<int64_t>(st.prepares_behind_commit)},
+      {"prepares_relogged", static_cast<int64_t>(st.prepares_relogged)},
       {"prepares_waiting", static_cast<int64_t>(st.prepares_waiting)},
       {"stale_prepare_refusals", static_cast<int64_t>(st.stale_prepare_refusals)},
       {"forgotten_version", static_cast<int64_t>(st.forgotten_version)},
