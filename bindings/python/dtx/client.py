@@ -695,15 +695,26 @@ class Client:
     def run(self, fn: Callable[[Transaction], T], retries: int = 10,
             backoff: float = 0.005, backoff_max: float = 0.5) -> T:
         """Calls ``fn(tx)`` in a fresh transaction and commits it, retrying
-        aborts for conflict, an unavailable participant or a timeout up to
-        ``retries`` more times with jittered exponential backoff. Returns what
-        ``fn`` returned; raises the last error when the retries run out.
-        Exceptions raised by ``fn`` itself abort and propagate at once."""
+        aborts for conflict, an unavailable participant or a timeout, and
+        :class:`Overloaded` refusals (waiting at least half their
+        ``retry_after``), up to ``retries`` more times with jittered
+        exponential backoff. Returns what ``fn`` returned; raises the last
+        error when the retries run out. Exceptions raised by ``fn`` itself
+        abort and propagate at once."""
         if retries < 0:
             raise InvalidArgument("retries must be >= 0")
         delay = backoff
         for attempt in range(retries + 1):
-            tx = self.transaction()
+            try:
+                tx = self.transaction()
+            except Overloaded as e:
+                # Refused before any read (this client's throttle).
+                if attempt == retries:
+                    raise
+                time.sleep(random.uniform(e.retry_after / 2, max(delay, e.retry_after)))
+                delay = min(delay * 2, backoff_max)
+                continue
+            floor = 0.0
             try:
                 result = fn(tx)
                 if not tx.finished:
@@ -714,15 +725,15 @@ class Client:
                 if e.reason not in _RETRYABLE_REASONS or attempt == retries:
                     raise
             except Overloaded as e:
-                # Nothing was done for it: wait at least as long as asked.
+                # Nothing was done for it: wait about as long as asked.
                 tx.abort()
                 if attempt == retries:
                     raise
-                delay = max(delay, e.retry_after)
+                floor = e.retry_after / 2
             except BaseException:
                 tx.abort()
                 raise
-            time.sleep(random.uniform(0, delay))
+            time.sleep(random.uniform(floor, max(delay, 2 * floor)))
             delay = min(delay * 2, backoff_max)
         raise AssertionError("unreachable")
 

@@ -425,3 +425,29 @@ def test_shed_throttle_refuses_nothing_while_all_is_taken_on_and_most_of_the_exc
     assert 0.35 < refused / 20000 < 0.5, refused
     assert shed / 20000 < 0.1, shed
     assert ShedThrottle(0).reject_probability(now) == 0.0
+
+
+def test_run_retries_a_transaction_its_own_throttle_refused(monkeypatch):
+    """Client.run retries an Overloaded raised by transaction() (the client's
+    throttle, before any read) like one raised by the commit."""
+    c = dtx.Client.__new__(dtx.Client)  # no connection needed: transaction() is stubbed
+    calls = []
+
+    class FakeTx:
+        finished = True
+
+        def abort(self):
+            pass
+
+    def transaction():
+        calls.append(1)
+        if len(calls) < 3:
+            raise dtx.Overloaded("overloaded: refused here", 0.001)
+        return FakeTx()
+
+    monkeypatch.setattr(c, "transaction", transaction)
+    assert c.run(lambda tx: "done", retries=5) == "done"
+    assert len(calls) == 3
+    with pytest.raises(dtx.Overloaded):
+        calls.clear()
+        c.run(lambda tx: "never", retries=1)
