@@ -430,7 +430,7 @@ def test_shed_throttle_refuses_nothing_while_all_is_taken_on_and_most_of_the_exc
 def test_run_retries_a_transaction_its_own_throttle_refused(monkeypatch):
     """Client.run retries an Overloaded raised by transaction() (the client's
     throttle, before any read) like one raised by the commit."""
-    c = dtx.Client.__new__(dtx.Client)  # no connection needed: transaction() is stubbed
+    c = dtx.Client.__new__(dtx.Client)  # no connection needed: transaction() is replaced below
     calls = []
 
     class FakeTx:
