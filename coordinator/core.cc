@@ -12,6 +12,9 @@ namespace dtx::coordinator {
 namespace {
 
 constexpr size_t kNpos = std::numeric_limits<size_t>::max();
+// Open DECISIONs copied near the head in one UpdateTruncation: the rest wait
+// for the next call (a bound on one turn's work, not on correctness).
+constexpr size_t kRelogBatchMax = 4096;
 
 CommitResult Committed(std::string detail = {}) {
   return CommitResult{Outcome::kCommitted, std::nullopt, std::move(detail)};
@@ -581,19 +584,22 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
     UpdateTruncation();
     return;
   }
-  if (tag != 0 && tag == relog_tag_) {
+  if (auto relog = relog_pending_.find(tag); tag != 0 && relog != relog_pending_.end()) {
     // The copy is durable: the transaction's DECISION is now the one at
     // `lsn`, and the log may be truncated past the first (Replay keeps the
     // newest copy of a txid's DECISION). If phase 2 ended meanwhile, its END
     // follows the copy in the log, and nothing is open.
-    relog_tag_ = 0;
-    Tx* tx = FindTx(relog_txid_);
-    if (tx != nullptr && tx->phase == Phase::kCommitting && tx->decision_lsn < lsn) {
-      active_decisions_.erase({tx->decision_lsn, tx->txid});
-      tx->decision_lsn = lsn;
-      active_decisions_.emplace(lsn, tx->txid);
-      ++stats_.decisions_relogged;
-      DTX_PROBE(coordinator_decision_relogged);
+    Tx* tx = FindTx(relog->second);
+    relog_pending_.erase(relog);
+    if (tx != nullptr && tx->relog_tag == tag) {
+      tx->relog_tag = 0;
+      if (tx->phase == Phase::kCommitting && tx->decision_lsn < lsn) {
+        active_decisions_.erase({tx->decision_lsn, tx->txid});
+        tx->decision_lsn = lsn;
+        active_decisions_.emplace(lsn, tx->txid);
+        ++stats_.decisions_relogged;
+        DTX_PROBE(coordinator_decision_relogged);
+      }
     }
     UpdateTruncation();
     return;
@@ -1014,18 +1020,32 @@ void CoordinatorCore::UpdateTruncation() {
   // The oldest LSN still needed: an un-ENDed DECISION (must be re-driven
   // after a restart), a remembered committed outcome (idempotency), or the
   // EPOCH record.
-  if (relog_tag_ == 0 && !active_decisions_.empty()) {
-    // The oldest open DECISION far behind the head (a participant that does
-    // not acknowledge its COMMIT): write it again, so that truncation can
-    // move on once the copy is durable.
-    const auto& [lsn, txid] = *active_decisions_.begin();
-    if (opts_.decision_relog_lsn_gap != 0 && max_lsn_seen_ > lsn &&
-        max_lsn_seen_ - lsn > opts_.decision_relog_lsn_gap) {
-      const Tx* tx = FindTx(txid);
+  const uint64_t gap = opts_.decision_relog_lsn_gap;
+  if (gap != 0 && !active_decisions_.empty() &&
+      max_lsn_seen_ > active_decisions_.begin()->first &&
+      max_lsn_seen_ - active_decisions_.begin()->first > gap) {
+    // The oldest open DECISION is far behind the head (a participant that
+    // does not acknowledge its COMMIT): write it again, so that truncation
+    // can move on once the copy is durable - and with it every open DECISION
+    // more than half the distance behind, in one group commit. One copy at a
+    // time fell behind: with hundreds open (every transaction a participant
+    // was in when it stopped) each copy waited for the sync of the one
+    // before, and the log grew to seven times its budget
+    // (bindings/python/tests/test_long_outage.py). Copying the older half at
+    // once writes each open DECISION about once per half the distance.
+    size_t copies = 0;
+    for (auto it = active_decisions_.begin();
+         it != active_decisions_.end() && max_lsn_seen_ > it->first &&
+         max_lsn_seen_ - it->first > gap / 2 &&
+         copies < kRelogBatchMax;
+         ++it) {
+      Tx* tx = FindTx(it->second);
       DTX_CHECK(tx != nullptr && tx->phase == Phase::kCommitting);
-      relog_txid_ = txid;
-      relog_tag_ = Persist(DecisionOf(*tx), /*forced=*/true, txid);
+      if (tx->relog_tag != 0) continue;  // a copy is on its way
+      tx->relog_tag = Persist(DecisionOf(*tx), /*forced=*/true, tx->txid);
       ready_.persist.back().relog = true;
+      relog_pending_.emplace(tx->relog_tag, tx->txid);
+      ++copies;
     }
   }
   uint64_t keep = max_lsn_seen_ + 1;

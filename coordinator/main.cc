@@ -102,6 +102,7 @@ struct Flags {
   uint64_t overload_queue_ms = 0;
   uint64_t wal_segment_bytes = 0;
   uint64_t carry_forward_records = 0;
+  uint64_t remembered_commits = 0;
   uint64_t disk_ballast_mb = 0;
   bool enable_failpoints = false;
   dtx::node::SecurityFlags security;
@@ -179,6 +180,12 @@ po::options_description DescribeFlags(Flags* flags) {
       po::value(&flags->carry_forward_records)
           ->default_value(dtx::node::kCarryForwardRecordsDefault),
       dtx::node::kCarryForwardFlagHelp)(
+      "remembered-commits",
+      po::value(&flags->remembered_commits)
+          ->default_value(dtx::coordinator::CoreOptions{}.committed_outcomes_max),
+      "committed outcomes of full 2PC remembered for a client's retry; the log keeps their "
+      "DECISIONs, so with --carry-forward-records this bounds the log (docs/design.md \"Long "
+      "outages\"); at least 1")(
       "overload-queue-ms", po::value(&flags->overload_queue_ms)->default_value(50),
       "shed load above capacity: while client commits take longer than this many ms on "
       "average, fewer are taken on at once and the rest are refused UNAVAILABLE "
@@ -277,7 +284,8 @@ dtx::Status CheckAddresses(const Flags& flags, RuntimeOptions* options) {
 }
 
 // --prepare-timeout-ms, --trace-events, --idle-timeout-ms, --disk-free-min-mb,
-// --disk-ballast-mb, --overload-queue-ms, --wal-segment-bytes, --carry-forward-records.
+// --disk-ballast-mb, --overload-queue-ms, --wal-segment-bytes, --carry-forward-records,
+// --remembered-commits.
 dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   if (flags.prepare_timeout_ms == 0 || flags.prepare_timeout_ms > 3600u * 1000) {
     return dtx::Status::InvalidArgument("--prepare-timeout-ms must be in 1..3600000");
@@ -299,6 +307,15 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
   DTX_RETURN_IF_ERROR(dtx::node::CheckWalSegmentBytes(flags.wal_segment_bytes));
   options->wal.segment_bytes = flags.wal_segment_bytes;
   options->core.decision_relog_lsn_gap = flags.carry_forward_records;
+  // The EPOCH record is the other record the log is kept for: it follows the
+  // same distance, or the log's budget would be that of the default.
+  if (flags.carry_forward_records != 0) {
+    options->core.epoch_rewrite_lsn_gap = flags.carry_forward_records;
+  }
+  if (flags.remembered_commits == 0 || flags.remembered_commits > (uint64_t{1} << 32)) {
+    return dtx::Status::InvalidArgument("--remembered-commits must be in 1..4294967296");
+  }
+  options->core.committed_outcomes_max = static_cast<size_t>(flags.remembered_commits);
   return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
                                        &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }

@@ -1,0 +1,174 @@
+"""A long outage does not pin the logs (docs/design.md "Long outages"):
+participant-2 is stopped (SIGSTOP) while the bank workload goes around it
+(`dtx-bench --avoid-stopped`), for many times the coordinator's log budget in
+records. For the 0.3 s before it stops, participant-2 answers every COMMIT
+with an error (failpoint `participant.commit.before_ack`, armed by the
+bench's fault schedule), so the few hundred transactions it committed then
+stay without END at the coordinator for the whole outage, as they do when a
+participant dies between its vote and its ack. The coordinator writes each
+such DECISION again near the head once it is `--carry-forward-records`
+behind, so its log stays within its budget the whole time; without the copies
+(`--carry-forward-records 0`) the same test fails: the log grows with all the
+traffic of the outage. Afterwards a coordinator restart replays a log of the
+budget's size, not the outage's, every transaction ends, and the bank's
+invariant holds.
+
+Small numbers so that a CI machine reaches them in seconds: 64 KiB WAL
+segments; 5,000 records carried forward and 5,000 committed outcomes
+remembered (the log's budget). The coordinator must write at least twice the
+bound during the outage, or the test says the machine was too slow to show
+anything."""
+
+import json
+import re
+import subprocess
+import threading
+import time
+
+from conftest import BUILD, run_cluster
+
+SEGMENT_BYTES = 64 << 10
+BUDGET_RECORDS = 5000
+BENCH_SECONDS = 22
+STOP_AT_S = 3
+CONT_AT_S = 17
+FAILPOINT = "participant.commit.before_ack"
+# What the budget allows (records of about 60 bytes; a full 2PC commit writes
+# a DECISION and an END): the remembered commits' DECISIONs and ENDs, the
+# records between an open DECISION and its copy, the segment being written
+# and the one ahead of it: about 1.2 MiB.
+COORDINATOR_WAL_MAX_BYTES = 2 << 20
+NODES = ["coordinator-0", "participant-0", "participant-1", "participant-2"]
+
+
+def _bench_path():
+    bench = BUILD / "bench" / "dtx-bench"
+    return bench if bench.exists() else BUILD / "bin" / "dtx-bench"
+
+
+def _node_bin(kind):
+    for p in (BUILD / kind / f"dtx-{kind}", BUILD / "bin" / f"dtx-{kind}"):
+        if p.exists():
+            return p
+    raise AssertionError(f"dtx-{kind} not found under {BUILD}")
+
+
+def _wrapper(tmp, kind, extra):
+    """The node binary with this test's small segments and log budget."""
+    path = tmp / f"{kind}.sh"
+    path.write_text(f'#!/bin/sh\nexec "{_node_bin(kind)}" "$@" '
+                    f"--wal-segment-bytes {SEGMENT_BYTES} "
+                    f"--carry-forward-records {BUDGET_RECORDS} {extra}\n")
+    path.chmod(0o755)
+    return path
+
+
+def _wal_bytes(directory):
+    return sum(f.stat().st_size for f in directory.glob("*.wal"))
+
+
+def test_a_long_outage_keeps_the_coordinator_log_within_its_budget(tmp_path_factory):
+    import dtx
+
+    bins = tmp_path_factory.mktemp("outage-bins")
+    gen = run_cluster(
+        tmp_path_factory, "outage-cluster",
+        "--participant-bin", str(_wrapper(bins, "participant", "")),
+        "--coordinator-bin",
+        str(_wrapper(bins, "coordinator", f"--remembered-commits {BUDGET_RECORDS}")))
+    cluster = next(gen)
+    c = dtx.Client.from_cluster_dir(cluster.dir, timeout=10.0)
+    try:
+        coordinator_wal = cluster.dir / "coordinator-0" / "wal"
+        assert coordinator_wal.is_dir()
+        peak = 0
+        sizes = {}
+        written = {}  # time since the bench started -> the coordinator's wal_bytes_written
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def sample():
+            nonlocal peak
+            while not stop.is_set():
+                try:
+                    size = _wal_bytes(coordinator_wal)
+                    peak = max(peak, size)
+                    sizes[time.monotonic() - t0] = size
+                except OSError:
+                    pass  # a segment removed while listed
+                st = c._status(0)
+                if st is not None:
+                    written[time.monotonic() - t0] = st.counters["wal_bytes_written"]
+                stop.wait(0.2)
+
+        report = cluster.dir / "outage-bench.json"
+        bench = subprocess.Popen(
+            [str(_bench_path()), "--workload", "bank", "--cluster", str(cluster.dir),
+             "--clients", "32", "--duration", str(BENCH_SECONDS), "--warmup", "0",
+             "--no-progress", "--json", str(report), "--avoid-stopped", "--faults",
+             f"at {STOP_AT_S - 0.3}s failpoint participant-2 {FAILPOINT} error; "
+             f"at {STOP_AT_S}s stop participant-2; at {CONT_AT_S}s cont participant-2; "
+             f"at {CONT_AT_S + 0.5}s failpoint participant-2 {FAILPOINT} off"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            out, err = bench.communicate(timeout=BENCH_SECONDS + 120)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+                bench.wait()
+            stop.set()
+            sampler.join(timeout=10)
+        assert bench.returncode == 0, f"dtx-bench failed:\n{out}\n{err}"
+        r = json.loads(report.read_text())
+        assert r["invariant_ok"], r
+
+        # The sampler's clock starts before the bench's (which starts after
+        # loading the accounts): the outage is within these bounds.
+        in_outage = [v for t, v in sorted(written.items()) if STOP_AT_S <= t <= CONT_AT_S]
+        assert len(in_outage) >= 2, written
+        outage_bytes = in_outage[-1] - in_outage[0]
+        assert outage_bytes >= 2 * COORDINATOR_WAL_MAX_BYTES, (
+            f"the coordinator wrote only {outage_bytes} bytes during the outage: too few to show "
+            f"that its log does not grow with it (the test needs {2 * COORDINATOR_WAL_MAX_BYTES})")
+        counters = c._status(0).counters
+        relogged = counters["decisions_relogged"]
+        assert relogged > 0, "no DECISION was written again: none stayed open?"
+        assert peak <= COORDINATOR_WAL_MAX_BYTES, (
+            f"the coordinator's WAL reached {peak} bytes while it wrote {outage_bytes} "
+            f"(budget {BUDGET_RECORDS} records, {relogged} DECISIONs written again): "
+            f"{[(round(t, 1), b) for t, b in sorted(sizes.items())]}")
+
+        # Recovery after the outage reads a log of the budget's size.
+        restarted = cluster.ctl("restart", "coordinator-0")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        deadline = time.monotonic() + 10  # the log file is flushed a little later
+        while True:
+            log = (cluster.dir / "coordinator-0" / "node.log").read_text()
+            replays = re.findall(r"recovered the decision log: records=(\d+)", log)
+            if len(replays) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(replays) >= 2, log[-2000:]
+        replayed = int(replays[-1])
+        assert replayed <= 4 * BUDGET_RECORDS, (
+            f"the restart after the outage replayed {replayed} records (budget "
+            f"{BUDGET_RECORDS})")
+
+        # Every transaction ends: participant-2's COMMITs are acknowledged now.
+        deadline = time.monotonic() + 30
+        while True:
+            st = c._status(0)
+            if st is not None and st.counters["committing"] == 0:
+                break
+            assert time.monotonic() < deadline, f"transactions still committing: {st}"
+            time.sleep(0.2)
+        c.run(lambda tx: tx.put(b"after-the-outage", b"1"))
+        assert c.run(lambda tx: tx.get(b"after-the-outage")) == b"1"
+        print(f"outage: {outage_bytes} bytes logged at the coordinator around participant-2; "
+              f"WAL peak {peak} bytes; {relogged} DECISIONs written again; restart replayed "
+              f"{replayed} records")
+    finally:
+        c.close()
+        gen.close()
