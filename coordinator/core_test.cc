@@ -65,12 +65,17 @@ class Harness {
   // Drains the core's output, appending records to the in-memory log.
   Ready Drain() {
     Ready r = core_->TakeReady();
+    size_t copies = 0;
     for (const PersistRecord& p : r.persist) {
       log_.push_back(
           LogEntry{next_lsn_++, static_cast<uint8_t>(p.type), p.payload, p.tag, p.forced, false});
+      copies += p.relog ? 1 : 0;
     }
+    most_copies_at_once = std::max(most_copies_at_once, copies);
     return r;
   }
+  // The most DECISIONs written again (PersistRecord::relog) in one Ready.
+  size_t most_copies_at_once = 0;
 
   // Syncs the log: every appended record becomes durable, forced ones are
   // reported to the core in LSN order. Returns what that produced.
@@ -962,6 +967,34 @@ TEST(CoordinatorCore, AnOpenDecisionFarBehindIsWrittenAgainSoTheLogCanBeTruncate
   bool ended = false;
   for (const PersistRecord& p : r.persist) ended |= p.type == RecordType::kEnd && p.txid == kTx1;
   EXPECT_TRUE(ended);
+}
+
+TEST(CoordinatorCore, OpenDecisionsFarBehindAreCopiedTogetherInOneGroupCommit) {
+  // Five transactions participant 0 never acknowledges (it stopped after its
+  // votes). One copy at a time, each waiting for the sync of the one before,
+  // fell behind the traffic; the older half is copied at once.
+  CoreOptions o = Opts();
+  o.committed_outcomes_max = 2;
+  o.epoch_rewrite_lsn_gap = 8;
+  o.decision_relog_lsn_gap = 8;
+  Harness h(o);
+  h.StartFresh();
+  for (uint64_t i = 1; i <= 5; ++i) {
+    auto commits = CommitThrough(h, TxId{7, i}, i, {0, 1});
+    for (auto& [m, c] : commits) {
+      if (m.to == kParticipants[1]) h.core().OnCommitReply(h.now, Ack(m));
+    }
+  }
+  uint64_t truncate = 0;
+  for (uint64_t i = 10; i < 40; ++i) {
+    auto commits = CommitThrough(h, TxId{1, i}, i, {1, 2});
+    for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
+    truncate = std::max(truncate, h.Drain().truncate_before);
+    truncate = std::max(truncate, h.Sync().truncate_before);
+  }
+  EXPECT_EQ(h.most_copies_at_once, 5u) << "the open DECISIONs were not copied together";
+  EXPECT_GE(h.core().stats().decisions_relogged, 10u);
+  EXPECT_GT(truncate, 40u) << "the log is still pinned by the first DECISIONs";
 }
 
 // ---- determinism ---------------------------------------------------------------------------
