@@ -86,6 +86,7 @@ struct CoordinatorMetrics {
   // index: AbortReason value; client_abort is never set here
   prometheus::Counter* abort_by_reason[6] = {};
   prometheus::Counter& outcomes_unknown;
+  prometheus::Counter& carried_forward;  // open DECISIONs written again
   prometheus::Family<prometheus::Histogram>& phase;  // phase: prepare, decision, phase2, total
   prometheus::Histogram& prepare;
   prometheus::Histogram& decision;
@@ -103,6 +104,7 @@ struct CoordinatorMetrics {
   // The core's counts at the last tick (loop thread), fed into the counters.
   struct CoreSeen {
     uint64_t commits = 0, conflict = 0, unavailable = 0, timeout = 0, failover = 0, unknown = 0;
+    uint64_t carried_forward = 0;
   } seen;
 };
 
@@ -393,6 +395,11 @@ CoordinatorMetrics::CoordinatorMetrics(prometheus::Registry& r)
                            .Help("Commit requests answered UNKNOWN (e.g. on a step-down).")
                            .Register(r)
                            .Add({})),
+      carried_forward(prometheus::BuildCounter()
+                          .Name("dtx_carried_forward_total")
+                          .Help(node::kCarriedForwardHelp)
+                          .Register(r)
+                          .Add({})),
       phase(prometheus::BuildHistogram()
                 .Name("dtx_phase_seconds")
                 .Help("Commit phases: prepare (first PREPARE sent to last vote), decision "
@@ -486,6 +493,7 @@ void Runtime::Impl::UpdateMetrics() {
   feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)],
        seen.failover, cs.aborts_failover);
   feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
+  feed(metrics_.carried_forward, seen.carried_forward, cs.decisions_relogged);
   if (wal_.is_open()) metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
 }

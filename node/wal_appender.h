@@ -62,6 +62,11 @@ inline constexpr const char* kCarryForwardFlagHelp =
     "a record the log is kept for (an open DECISION at a coordinator, a PREPARE in doubt at a "
     "participant) this many records behind the head is written again near it, so that the log "
     "is truncated past it and stays within about this many records whatever is down; 0: never";
+// The help of dtx_carried_forward_total, on both node kinds.
+inline constexpr const char* kCarriedForwardHelp =
+    "Records written again near the head of the log so it could be truncated past the first "
+    "copy (--carry-forward-records): open DECISIONs at a coordinator, PREPAREs in doubt at a "
+    "participant. Climbing: something the log is kept for has been waiting long (a node down).";
 
 // The retry_after_ms of an "overloaded" refusal (idl/dtx.thrift DtxError):
 // about one admission interval (coordinator/admission.h) or one slow sync.

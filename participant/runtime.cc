@@ -92,6 +92,8 @@ struct ParticipantMetrics {
   prometheus::Counter* abort_by_reason[6] = {};  // index: AbortReason value (1..5)
   prometheus::Gauge& in_doubt;
   prometheus::Gauge& in_doubt_oldest_age;
+  prometheus::Counter& carried_forward;  // PREPAREs written again
+  uint64_t carried_forward_seen = 0;     // the core's count at the last update
   prometheus::Gauge& lock_table;
   prometheus::Gauge& epoch;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: coordinator address
@@ -277,6 +279,11 @@ ParticipantMetrics::ParticipantMetrics(prometheus::Registry& r)
       in_doubt(PlainGauge(r, "dtx_in_doubt", "Prepared transactions without a known outcome.")),
       in_doubt_oldest_age(PlainGauge(r, "dtx_in_doubt_oldest_age_seconds",
                                      "Age of the oldest in-doubt transaction (0: none).")),
+      carried_forward(prometheus::BuildCounter()
+                          .Name("dtx_carried_forward_total")
+                          .Help(node::kCarriedForwardHelp)
+                          .Register(r)
+                          .Add({})),
       lock_table(PlainGauge(r, "dtx_lock_table_entries", "Keys in the lock table.")),
       epoch(PlainGauge(r, "dtx_epoch", "The participant's epoch.")),
       heartbeat_age(prometheus::BuildGauge()
@@ -492,6 +499,13 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
+  // Follows the core's count (a core rebuilt at restart starts from 0 in a
+  // new process, with a new counter).
+  if (st.prepares_relogged > metrics_.carried_forward_seen) {
+    metrics_.carried_forward.Increment(
+        static_cast<double>(st.prepares_relogged - metrics_.carried_forward_seen));
+    metrics_.carried_forward_seen = st.prepares_relogged;
+  }
   disk_metrics_.Update(*disk_);
   metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
