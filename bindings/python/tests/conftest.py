@@ -2,7 +2,10 @@
 temporary directory (TLS on, its default: clients pass ``tls=cluster.tls``),
 stopped (and every pid it recorded killed) afterwards."""
 
+import contextlib
 import datetime
+import itertools
+import json
 import os
 import pathlib
 import signal
@@ -53,6 +56,47 @@ class Cluster:
             except (OSError, ValueError, IndexError):
                 pass
         return pids
+
+
+def bench_path() -> pathlib.Path:
+    for p in (BUILD / "bench" / "dtx-bench", BUILD / "bin" / "dtx-bench"):
+        if p.exists():
+            return p
+    pytest.fail(f"dtx-bench not found under {BUILD}: build the project first (./scripts/build)")
+
+
+class BenchRun:
+    """A dtx-bench process started by ``running_bench``."""
+    _numbers = itertools.count()
+
+    def __init__(self, cluster: "Cluster", args, timeout: float) -> None:
+        self.report = cluster.dir / f"bench-{next(BenchRun._numbers)}.json"
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [str(bench_path()), "--cluster", str(cluster.dir), "--no-progress", "--json",
+             str(self.report), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> dict:
+        """Waits for the bench to end; its JSON report (the bench must have
+        succeeded)."""
+        out, err = self.proc.communicate(timeout=self.timeout)
+        assert self.proc.returncode == 0, f"dtx-bench failed:\n{out}\n{err}"
+        return json.loads(self.report.read_text())
+
+
+@contextlib.contextmanager
+def running_bench(cluster: "Cluster", *args: str, timeout: float = 120):
+    """Runs `dtx-bench --cluster DIR --no-progress --json REPORT ARGS...` in
+    the background while the block runs (faults, failpoints, a full disk);
+    ``.result()`` waits for it. Killed if the block leaves early."""
+    run = BenchRun(cluster, args, timeout)
+    try:
+        yield run
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
 
 
 def run_cluster(tmp_path_factory, name, *extra_args):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, Cluster, dtxctl_path
+from conftest import Cluster, dtxctl_path, running_bench
 
 TMPFS_MIB = 512
 # Leaves 200 MiB free: below the 256 MiB watermark (--disk-free-min-mb),
@@ -133,17 +133,11 @@ def test_a_disk_filled_under_the_bank_workload_loses_nothing_and_resumes(small_d
     meanwhile, the others commit, the invariant holds (nothing acknowledged
     is lost), commits through the node resume, and the node is not
     restarted."""
-    import json
     cluster, node = small_disk_cluster
     node_dir = cluster.dir / node
     pid = cluster.pid(node)
-    bench_bin = BUILD / "bench" / "dtx-bench"
-    report = cluster.dir / "disk-bench.json"
-    bench = subprocess.Popen(
-        [str(bench_bin), "--workload", "bank", "--cluster", str(cluster.dir), "--clients", "8",
-         "--duration", "12", "--no-progress", "--json", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with running_bench(cluster, "--workload", "bank", "--clients", "8", "--duration",
+                       "12") as bench:
         time.sleep(3)
         st = os.statvfs(node_dir)
         filler_bytes = st.f_bavail * st.f_frsize - (32 << 20)
@@ -154,13 +148,7 @@ def test_a_disk_filled_under_the_bank_workload_loses_nothing_and_resumes(small_d
         time.sleep(4)
         os.unlink(node_dir / "filler")
         assert _wait_log(cluster, node, "new writes accepted again")
-        out, err = bench.communicate(timeout=120)
-    finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
-    assert bench.returncode == 0, f"dtx-bench failed:\n{out}\n{err}"
-    r = json.loads(report.read_text())
+        r = bench.result()
     assert r["invariant_ok"], r
     assert r["not_committed"] > 0, "nothing was refused while the disk was full"
     # Commits went on after the disk was freed (the last full seconds).

@@ -7,23 +7,16 @@ or restarts, and the bank's invariant holds. With the store stalled the bank
 keeps committing at full speed (reads see the queued writes); with a WAL
 stalled the transactions through that node wait or abort, and resume."""
 
-import json
 import os
-import subprocess
 import time
 
 import pytest
 
-from conftest import BUILD, run_cluster
+from conftest import run_cluster, running_bench
 
 BENCH_SECONDS = 9
 STALL_FROM_S = 2  # after the bench started
 STALL_FOR_S = 5
-
-
-def _bench_path():
-    bench = BUILD / "bench" / "dtx-bench"
-    return bench if bench.exists() else BUILD / "bin" / "dtx-bench"
 
 
 @pytest.mark.parametrize("node,point", [
@@ -37,25 +30,15 @@ def test_a_stalled_disk_does_not_stop_heartbeats(tmp_path_factory, node, point):
     try:
         nodes = ["coordinator-0", "participant-0", "participant-1", "participant-2"]
         pids = {n: cluster.pid(n) for n in nodes}
-        report = cluster.dir / "stall-bench.json"
-        bench = subprocess.Popen(
-            [str(_bench_path()), "--workload", "bank", "--cluster", str(cluster.dir), "--clients",
-             "8", "--duration", str(BENCH_SECONDS), "--no-progress", "--json", str(report)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
+        with running_bench(cluster, "--workload", "bank", "--clients", "8", "--duration",
+                           str(BENCH_SECONDS)) as bench:
             time.sleep(STALL_FROM_S)
             armed = cluster.ctl("failpoint", node, point, "sleep(2000)")
             assert armed.returncode == 0, armed.stdout + armed.stderr
             time.sleep(STALL_FOR_S)
             off = cluster.ctl("failpoint", node, point, "off")
             assert off.returncode == 0, off.stdout + off.stderr
-            out, err = bench.communicate(timeout=120)
-        finally:
-            if bench.poll() is None:
-                bench.kill()
-                bench.wait()
-        assert bench.returncode == 0, f"dtx-bench failed:\n{out}\n{err}"
-        r = json.loads(report.read_text())
+            r = bench.result()
         assert r["invariant_ok"], r
         status = cluster.ctl("status")
         for n in nodes:

@@ -11,11 +11,10 @@ import resource
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
-from conftest import BUILD, run_cluster
+from conftest import bench_path, run_cluster
 
 IDLE_PER_CLIENT_LISTENER = 2000
 SLOW_PER_CLIENT_LISTENER = 200
@@ -43,9 +42,7 @@ def test_idle_and_slow_connections_at_every_node_do_not_stop_the_bank(flood_clus
         pytest.skip(f"the hard open-file limit {hard} is below the {needed} sockets needed")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
     pids = {n.name: flood_cluster.pid(n.name) for n in nodes}
-    bench = BUILD / "bench" / "dtx-bench"
-    if not bench.exists():
-        bench = BUILD / "bin" / "dtx-bench"
+    bench = bench_path()
     idle, slow = [], []
     stop = threading.Event()
 

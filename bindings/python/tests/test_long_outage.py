@@ -19,13 +19,11 @@ remembered (the log's budget). The coordinator must write at least twice the
 bound during the outage, or the test says the machine was too slow to show
 anything."""
 
-import json
 import re
-import subprocess
 import threading
 import time
 
-from conftest import BUILD, run_cluster
+from conftest import BUILD, run_cluster, running_bench
 
 SEGMENT_BYTES = 64 << 10
 BUDGET_RECORDS = 5000
@@ -39,11 +37,6 @@ FAILPOINT = "participant.commit.before_ack"
 # and the one ahead of it: about 1.2 MiB.
 COORDINATOR_WAL_MAX_BYTES = 2 << 20
 NODES = ["coordinator-0", "participant-0", "participant-1", "participant-2"]
-
-
-def _bench_path():
-    bench = BUILD / "bench" / "dtx-bench"
-    return bench if bench.exists() else BUILD / "bin" / "dtx-bench"
 
 
 def _node_bin(kind):
@@ -101,27 +94,21 @@ def test_a_long_outage_keeps_the_coordinator_log_within_its_budget(tmp_path_fact
                     written[time.monotonic() - t0] = st.counters["wal_bytes_written"]
                 stop.wait(0.2)
 
-        report = cluster.dir / "outage-bench.json"
-        bench = subprocess.Popen(
-            [str(_bench_path()), "--workload", "bank", "--cluster", str(cluster.dir),
-             "--clients", "32", "--duration", str(BENCH_SECONDS), "--warmup", "0",
-             "--no-progress", "--json", str(report), "--avoid-stopped", "--faults",
-             f"at {STOP_AT_S - 0.3}s failpoint participant-2 {FAILPOINT} error; "
-             f"at {STOP_AT_S}s stop participant-2; at {CONT_AT_S}s cont participant-2; "
-             f"at {CONT_AT_S + 0.5}s failpoint participant-2 {FAILPOINT} off"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
         try:
-            out, err = bench.communicate(timeout=BENCH_SECONDS + 120)
+            with running_bench(
+                    cluster, "--workload", "bank", "--clients", "32", "--duration",
+                    str(BENCH_SECONDS), "--warmup", "0", "--avoid-stopped", "--faults",
+                    f"at {STOP_AT_S - 0.3}s failpoint participant-2 {FAILPOINT} error; "
+                    f"at {STOP_AT_S}s stop participant-2; at {CONT_AT_S}s cont participant-2; "
+                    f"at {CONT_AT_S + 0.5}s failpoint participant-2 {FAILPOINT} off",
+                    timeout=BENCH_SECONDS + 120) as bench:
+                sampler.start()
+                r = bench.result()
         finally:
-            if bench.poll() is None:
-                bench.kill()
-                bench.wait()
             stop.set()
-            sampler.join(timeout=10)
-        assert bench.returncode == 0, f"dtx-bench failed:\n{out}\n{err}"
-        r = json.loads(report.read_text())
+            if sampler.is_alive():
+                sampler.join(timeout=10)
         assert r["invariant_ok"], r
 
         # The sampler's clock starts before the bench's (which starts after
