@@ -118,6 +118,11 @@ struct RpcServer::State : std::enable_shared_from_this<RpcServer::State> {
   void CloseAll();
   void SweepSlowSenders();
   void SweepSlowReaders();
+  // Closes every open connection stalled for partial_frame_timeout_ms or
+  // more: since(c) is when its wait began (0: not waiting); counts each in
+  // *closed and logs it (rate-limited) with log(c, waited_ms, timeout_ms).
+  template <typename Since, typename Log>
+  void CloseStalled(Since since, uint64_t* closed, Log log);
   void Sweep();
   // A reservation was released: at the end of this turn, the connections
   // waiting for one take theirs, in order, while they fit.
@@ -446,22 +451,33 @@ void RpcServer::State::Sweep() {
 }
 
 void RpcServer::State::SweepSlowReaders() {
+  CloseStalled(
+      [](const Connection& c) -> uint64_t {
+        return c.writes_pending == 0 ? 0 : c.write_progress_ms;
+      },
+      &stats.connections_closed_slow_reader,
+      [this](const Connection& c, uint64_t waited, int timeout) {
+        DTX_LOG_WARN(
+            "{}: closing connection {} from {}: no reply bytes taken for {} ms ({} bytes "
+            "of replies waiting; limit {} ms): a slow or stalled reader",
+            options.name, c.id, c.peer, waited, c.reply_bytes, timeout);
+      });
+}
+
+template <typename Since, typename Log>
+void RpcServer::State::CloseStalled(Since since, uint64_t* closed, Log log) {
   const int timeout = options.partial_frame_timeout_ms;
   if (timeout <= 0) return;
   const uint64_t now = loop->NowMs();
-  std::vector<std::shared_ptr<Connection>> slow;
+  std::vector<std::shared_ptr<Connection>> stalled;
   for (auto& [raw, c] : connections) {
-    if (c->closing || c->writes_pending == 0) continue;
-    if (now - c->write_progress_ms >= static_cast<uint64_t>(timeout)) slow.push_back(c);
+    if (c->closing) continue;
+    const uint64_t from = since(*c);
+    if (from != 0 && now - from >= static_cast<uint64_t>(timeout)) stalled.push_back(c);
   }
-  for (auto& c : slow) {
-    ++stats.connections_closed_slow_reader;
-    if (LogConnection()) {
-      DTX_LOG_WARN(
-          "{}: closing connection {} from {}: no reply bytes taken for {} ms ({} bytes "
-          "of replies waiting; limit {} ms): a slow or stalled reader",
-          options.name, c->id, c->peer, now - c->write_progress_ms, c->reply_bytes, timeout);
-    }
+  for (auto& c : stalled) {
+    ++*closed;
+    if (LogConnection()) log(*c, now - since(*c), timeout);
     c->Close();
   }
 }
@@ -500,26 +516,19 @@ void RpcServer::State::WakeFrameWaiters() {
 }
 
 void RpcServer::State::SweepSlowSenders() {
-  const int timeout = options.partial_frame_timeout_ms;
-  if (timeout <= 0) return;
-  const uint64_t now = loop->NowMs();
-  std::vector<std::shared_ptr<Connection>> slow;
-  for (auto& [raw, c] : connections) {
-    // Not while the server stops reading (back-pressure) or handshakes (its
-    // own timeout).
-    if (c->closing || !c->reading || c->handshaking() || c->partial_since_ms == 0) continue;
-    if (now - c->partial_since_ms >= static_cast<uint64_t>(timeout)) slow.push_back(c);
-  }
-  for (auto& c : slow) {
-    ++stats.connections_closed_slow;
-    if (LogConnection()) {
-      DTX_LOG_WARN(
-          "{}: closing connection {} from {}: a frame started {} ms ago is not whole "
-          "yet ({} bytes of it here; limit {} ms): a slow or stalled sender",
-          options.name, c->id, c->peer, now - c->partial_since_ms, c->in.size(), timeout);
-    }
-    c->Close();
-  }
+  CloseStalled(
+      // Not while the server stops reading (back-pressure) or handshakes (its
+      // own timeout).
+      [](const Connection& c) -> uint64_t {
+        return !c.reading || c.handshaking() ? 0 : c.partial_since_ms;
+      },
+      &stats.connections_closed_slow,
+      [this](const Connection& c, uint64_t waited, int timeout) {
+        DTX_LOG_WARN(
+            "{}: closing connection {} from {}: a frame started {} ms ago is not whole "
+            "yet ({} bytes of it here; limit {} ms): a slow or stalled sender",
+            options.name, c.id, c.peer, waited, c.in.size(), timeout);
+      });
 }
 
 void RpcServer::State::CloseAll() {
