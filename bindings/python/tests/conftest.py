@@ -22,11 +22,21 @@ BINDING = REPO / "bindings" / "python"
 sys.path.insert(0, str(BINDING))
 
 
-def dtxctl_path() -> pathlib.Path:
-    for p in (BUILD / "bin" / "dtxctl", BUILD / "tools" / "dtxctl"):
+def built_binary(name: str, folder: str) -> pathlib.Path:
+    """A binary of the build: BUILD/FOLDER/NAME (the build tree) or
+    BUILD/bin/NAME (an installed layout)."""
+    for p in (BUILD / folder / name, BUILD / "bin" / name):
         if p.exists():
             return p
-    pytest.fail(f"dtxctl not found under {BUILD}: build the project first (./scripts/build)")
+    pytest.fail(f"{name} not found under {BUILD}: build the project first (./scripts/build)")
+
+
+def dtxctl_path() -> pathlib.Path:
+    return built_binary("dtxctl", "tools")
+
+
+def bench_path() -> pathlib.Path:
+    return built_binary("dtx-bench", "bench")
 
 
 class Cluster:
@@ -56,13 +66,6 @@ class Cluster:
             except (OSError, ValueError, IndexError):
                 pass
         return pids
-
-
-def bench_path() -> pathlib.Path:
-    for p in (BUILD / "bench" / "dtx-bench", BUILD / "bin" / "dtx-bench"):
-        if p.exists():
-            return p
-    pytest.fail(f"dtx-bench not found under {BUILD}: build the project first (./scripts/build)")
 
 
 class BenchRun:
