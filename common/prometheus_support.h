@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <prometheus/collectable.h>
+#include <prometheus/counter.h>
 
 #include "common/status.h"
 
@@ -38,6 +39,18 @@ std::vector<double> LatencyBucketsSeconds();
 // 1 <= count <= kHistogramBucketsMax.
 std::vector<double> ExponentialBuckets(double start, double factor, size_t count);
 inline constexpr size_t kHistogramBucketsMax = 64;
+
+// Advances counter `c`, which follows a running total kept elsewhere (a
+// core's or a log's stats), by what `total` grew since the last call
+// (`seen`: the total then; updated), times `unit`. A total that went down
+// restarted from 0 (a log opened anew, a core rebuilt): all of it is new, so
+// the counter never goes down.
+inline void AdvanceCounter(prometheus::Counter& c, uint64_t& seen, uint64_t total,
+                           double unit = 1) {
+  const uint64_t delta = total >= seen ? total - seen : total;
+  if (delta != 0) c.Increment(static_cast<double>(delta) * unit);
+  seen = total;
+}
 
 // prometheus::Exposer's civetweb worker threads (each serves one scrape at
 // a time) and the request timeout of the endpoint.

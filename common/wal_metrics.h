@@ -67,17 +67,12 @@ class WalMetrics {
   // last call. A log opened anew (its totals restart from 0) adds all of its
   // totals, so the counters never go down.
   void Update(const wal::Stats& s) {
-    Advance(syncs_, seen_.syncs, s.syncs, 1);
-    Advance(records_synced_, seen_.records_synced, s.records_synced, 1);
-    Advance(sync_seconds_, seen_.sync_micros, s.sync_micros_total, 1e-6);
+    AdvanceCounter(syncs_, seen_.syncs, s.syncs);
+    AdvanceCounter(records_synced_, seen_.records_synced, s.records_synced);
+    AdvanceCounter(sync_seconds_, seen_.sync_micros, s.sync_micros_total, 1e-6);
   }
 
  private:
-  static void Advance(prometheus::Counter& c, uint64_t& last, uint64_t now, double unit) {
-    const uint64_t delta = now >= last ? now - last : now;
-    if (delta != 0) c.Increment(static_cast<double>(delta) * unit);
-    last = now;
-  }
 
   prometheus::Histogram& sync_;
   prometheus::Histogram& records_per_sync_;

@@ -86,7 +86,7 @@ struct CoordinatorMetrics {
   // index: AbortReason value; client_abort is never set here
   prometheus::Counter* abort_by_reason[6] = {};
   prometheus::Counter& outcomes_unknown;
-  prometheus::Counter& carried_forward;  // open DECISIONs written again
+  prometheus::Counter& carried_forward;              // open DECISIONs written again
   prometheus::Family<prometheus::Histogram>& phase;  // phase: prepare, decision, phase2, total
   prometheus::Histogram& prepare;
   prometheus::Histogram& decision;
@@ -477,23 +477,20 @@ void Runtime::Impl::UpdateMetrics() {
   // answered again but counted once). A rebuilt core (step-down) starts
   // again from 0: its counts are then new.
   const CoreStats& cs = ha_->core().stats();
-  auto feed = [](prometheus::Counter& c, uint64_t& last, uint64_t now_value) {
-    const uint64_t delta = now_value >= last ? now_value - last : now_value;
-    if (delta != 0) c.Increment(static_cast<double>(delta));
-    last = now_value;
-  };
   CoordinatorMetrics::CoreSeen& seen = metrics_.seen;
-  feed(metrics_.commits, seen.commits, cs.commits + cs.commits_one_phase + cs.commits_read_only);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kConflict)], seen.conflict,
-       cs.aborts_conflict);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kParticipantUnavailable)],
-       seen.unavailable, cs.aborts_unavailable);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kTimeout)], seen.timeout,
-       cs.aborts_timeout);
-  feed(*metrics_.abort_by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)],
-       seen.failover, cs.aborts_failover);
-  feed(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
-  feed(metrics_.carried_forward, seen.carried_forward, cs.decisions_relogged);
+  auto* by_reason = metrics_.abort_by_reason;
+  obs::AdvanceCounter(metrics_.commits, seen.commits,
+                      cs.commits + cs.commits_one_phase + cs.commits_read_only);
+  obs::AdvanceCounter(*by_reason[static_cast<int>(AbortReason::kConflict)], seen.conflict,
+                      cs.aborts_conflict);
+  obs::AdvanceCounter(*by_reason[static_cast<int>(AbortReason::kParticipantUnavailable)],
+                      seen.unavailable, cs.aborts_unavailable);
+  obs::AdvanceCounter(*by_reason[static_cast<int>(AbortReason::kTimeout)], seen.timeout,
+                      cs.aborts_timeout);
+  obs::AdvanceCounter(*by_reason[static_cast<int>(AbortReason::kCoordinatorFailover)],
+                      seen.failover, cs.aborts_failover);
+  obs::AdvanceCounter(metrics_.outcomes_unknown, seen.unknown, cs.outcomes_unknown);
+  obs::AdvanceCounter(metrics_.carried_forward, seen.carried_forward, cs.decisions_relogged);
   if (wal_.is_open()) metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
 }

@@ -499,13 +499,8 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.lock_table.Set(static_cast<double>(st.locked_keys));
   metrics_.epoch.Set(static_cast<double>(st.epoch));
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
-  // Follows the core's count (a core rebuilt at restart starts from 0 in a
-  // new process, with a new counter).
-  if (st.prepares_relogged > metrics_.carried_forward_seen) {
-    metrics_.carried_forward.Increment(
-        static_cast<double>(st.prepares_relogged - metrics_.carried_forward_seen));
-    metrics_.carried_forward_seen = st.prepares_relogged;
-  }
+  obs::AdvanceCounter(metrics_.carried_forward, metrics_.carried_forward_seen,
+                      st.prepares_relogged);
   disk_metrics_.Update(*disk_);
   metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
