@@ -12,8 +12,8 @@ namespace dtx::coordinator {
 namespace {
 
 constexpr size_t kNpos = std::numeric_limits<size_t>::max();
-// Open DECISIONs copied near the head in one UpdateTruncation: the rest wait
-// for the next call (a bound on one turn's work, not on correctness).
+// Open DECISIONs copied near the head in one batch: the rest wait for the
+// next (a bound on one turn's work, not on correctness).
 constexpr size_t kRelogBatchMax = 4096;
 
 CommitResult Committed(std::string detail = {}) {
@@ -591,15 +591,12 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
     // follows the copy in the log, and nothing is open.
     Tx* tx = FindTx(relog->second);
     relog_pending_.erase(relog);
-    if (tx != nullptr && tx->relog_tag == tag) {
-      tx->relog_tag = 0;
-      if (tx->phase == Phase::kCommitting && tx->decision_lsn < lsn) {
-        active_decisions_.erase({tx->decision_lsn, tx->txid});
-        tx->decision_lsn = lsn;
-        active_decisions_.emplace(lsn, tx->txid);
-        ++stats_.decisions_relogged;
-        DTX_PROBE(coordinator_decision_relogged);
-      }
+    if (tx != nullptr && tx->phase == Phase::kCommitting && tx->decision_lsn < lsn) {
+      active_decisions_.erase({tx->decision_lsn, tx->txid});
+      tx->decision_lsn = lsn;
+      active_decisions_.emplace(lsn, tx->txid);
+      ++stats_.decisions_relogged;
+      DTX_PROBE(coordinator_decision_relogged);
     }
     UpdateTruncation();
     return;
@@ -1021,7 +1018,7 @@ void CoordinatorCore::UpdateTruncation() {
   // after a restart), a remembered committed outcome (idempotency), or the
   // EPOCH record.
   const uint64_t gap = opts_.decision_relog_lsn_gap;
-  if (gap != 0 && !active_decisions_.empty() &&
+  if (gap != 0 && relog_pending_.empty() && !active_decisions_.empty() &&
       max_lsn_seen_ > active_decisions_.begin()->first &&
       max_lsn_seen_ - active_decisions_.begin()->first > gap) {
     // The oldest open DECISION is far behind the head (a participant that
@@ -1032,20 +1029,17 @@ void CoordinatorCore::UpdateTruncation() {
     // was in when it stopped) each copy waited for the sync of the one
     // before, and the log grew to seven times its budget
     // (bindings/python/tests/test_long_outage.py). Copying the older half at
-    // once writes each open DECISION about once per half the distance.
-    size_t copies = 0;
+    // once writes each open DECISION about once per half the distance. No
+    // new batch while one is on its way: until it is durable the oldest is
+    // still behind, and every call would walk the batch again.
     for (auto it = active_decisions_.begin();
          it != active_decisions_.end() && max_lsn_seen_ > it->first &&
-         max_lsn_seen_ - it->first > gap / 2 &&
-         copies < kRelogBatchMax;
+         max_lsn_seen_ - it->first > gap / 2 && relog_pending_.size() < kRelogBatchMax;
          ++it) {
       Tx* tx = FindTx(it->second);
       DTX_CHECK(tx != nullptr && tx->phase == Phase::kCommitting);
-      if (tx->relog_tag != 0) continue;  // a copy is on its way
-      tx->relog_tag = Persist(DecisionOf(*tx), /*forced=*/true, tx->txid);
+      relog_pending_.emplace(Persist(DecisionOf(*tx), /*forced=*/true, tx->txid), tx->txid);
       ready_.persist.back().relog = true;
-      relog_pending_.emplace(tx->relog_tag, tx->txid);
-      ++copies;
     }
   }
   uint64_t keep = max_lsn_seen_ + 1;

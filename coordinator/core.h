@@ -461,7 +461,6 @@ class CoordinatorCore {
     uint64_t timer_ms = 0;                    // key in timers_, 0 if none
     PersistTag decision_tag = 0;
     uint64_t decision_lsn = 0;  // kCommitting: 0 until durable (recovered: from replay)
-    PersistTag relog_tag = 0;   // a copy of its DECISION near the head, not yet durable
     bool first_commit_sent = false;
     Fingerprint fingerprint = {};  // recovered from a DECISION of an old format: not known
     Attempt attempt;               // not known for a decision recovered from the log
@@ -524,9 +523,9 @@ class CoordinatorCore {
   bool epoch_durable_ = false;
   bool fenced_ = false;
   Epoch epoch_ = 0;
-  uint64_t epoch_lsn_ = 0;         // LSN of the durable EPOCH record
-  PersistTag epoch_tag_ = 0;       // pending EPOCH record, 0 if none
-  // Copies of open DECISIONs not yet durable: tag -> transaction (Tx::relog_tag).
+  uint64_t epoch_lsn_ = 0;    // LSN of the durable EPOCH record
+  PersistTag epoch_tag_ = 0;  // pending EPOCH record, 0 if none
+  // The batch of copies of open DECISIONs not yet durable: tag -> transaction.
   std::map<PersistTag, TxId> relog_pending_;
   uint64_t max_lsn_seen_ = 0;      // highest LSN replayed or persisted
   uint64_t truncate_emitted_ = 0;  // highest truncate_before handed out
