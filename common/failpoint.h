@@ -47,6 +47,8 @@ namespace dtx::fp {
   X(kParticipantCommitBeforeAck, "participant.commit.before_ack")                \
   /* participant store worker: before each batch of commits is written */        \
   X(kParticipantStoreApply, "participant.store.apply")                           \
+  /* participant store reader: after each batch of reads */                      \
+  X(kParticipantStoreRead, "participant.store.read")                             \
   /* coordinator commit path */                                                  \
   X(kCoordinatorVotesAfterAll, "coordinator.votes.after_all")                    \
   X(kCoordinatorDecisionBeforeLog, "coordinator.decision.before_log")            \

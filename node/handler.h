@@ -119,6 +119,8 @@ class Handler : public Service {
   }
 
   Target* target() const { return shared_->target(); }
+  // For a call answered later: its target is looked up again then.
+  const std::shared_ptr<HandlerTarget<Target>>& shared() const { return shared_; }
   const Node* node() const { return shared_->node(); }
   const AccessPolicy& policy() const { return shared_->policy(); }
 

@@ -1,5 +1,6 @@
 #include "participant/async_store.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/check.h"
@@ -13,8 +14,8 @@ namespace {
 constexpr size_t kWriteOverheadBytes = 64;
 }  // namespace
 
-AsyncStore::AsyncStore(Store* inner, Post post, OnError on_error)
-    : inner_(inner), post_(std::move(post)), on_error_(std::move(on_error)) {}
+AsyncStore::AsyncStore(Store* inner, Post post, OnError on_error, Warmable* warm)
+    : inner_(inner), post_(std::move(post)), on_error_(std::move(on_error)), warm_(warm) {}
 
 AsyncStore::~AsyncStore() { Stop(); }
 
@@ -22,6 +23,10 @@ void AsyncStore::Start() {
   if (started_) return;
   started_ = true;
   worker_ = std::thread([this] { WorkerLoop(); });
+  if (warm_ != nullptr) {
+    reading_ = true;
+    reader_ = std::thread([this] { ReaderLoop(); });
+  }
 }
 
 void AsyncStore::Stop() {
@@ -31,7 +36,10 @@ void AsyncStore::Stop() {
     stopping_ = true;
   }
   cv_.SignalAll();
+  read_cv_.SignalAll();
   worker_.join();
+  if (reader_.joinable()) reader_.join();
+  reading_ = false;
 }
 
 Result<Store::Item> AsyncStore::Get(std::string_view key) {
@@ -59,6 +67,12 @@ Status AsyncStore::ApplyBatch(const std::vector<Commit>& commits) {
   q.seq = job.seq;
   for (const Commit& c : commits) {
     for (const WriteOp& w : *c.writes) {
+      if (!watched_.empty()) {
+        // A read of this key under way may return what LevelDB held before
+        // this write: it must not be remembered (Warmed).
+        auto wt = watched_.find(w.key);
+        if (wt != watched_.end()) ++wt->second.applies;
+      }
       // The inner store skips a write no newer than what it holds (Apply is
       // idempotent by version); the overlay must agree with what it will hold.
       Version current = 0;
@@ -91,6 +105,82 @@ Status AsyncStore::ApplyBatch(const std::vector<Commit>& commits) {
   queued_.push_back(std::move(q));
   Enqueue(std::move(job));
   return Status::OK();
+}
+
+bool AsyncStore::InMemory(std::string_view key) const {
+  if (!overlay_.empty() && overlay_.count(std::string(key)) != 0) return true;
+  return warm_ == nullptr || warm_->IsCached(key);
+}
+
+bool AsyncStore::Warm(const std::vector<std::string_view>& keys, std::function<void()> done) {
+  if (!reading_) return false;
+  std::vector<std::string_view> cold;
+  for (std::string_view key : keys) {
+    if (!InMemory(key)) cold.push_back(key);
+  }
+  if (cold.empty()) return false;
+  std::sort(cold.begin(), cold.end());
+  cold.erase(std::unique(cold.begin(), cold.end()), cold.end());
+  auto job = std::make_shared<ReadJob>();
+  job->keys.reserve(cold.size());
+  job->applies.reserve(cold.size());
+  for (std::string_view key : cold) {
+    Watched& w = watched_[std::string(key)];
+    ++w.refs;
+    job->keys.emplace_back(key);
+    job->applies.push_back(w.applies);
+  }
+  job->done = std::move(done);
+  read_backlog_keys_ += job->keys.size();
+  {
+    MutexLock lock(&mu_);
+    reads_.push_back(std::move(job));
+  }
+  read_cv_.Signal();
+  return true;
+}
+
+void AsyncStore::ReaderLoop() {
+  for (;;) {
+    std::vector<std::shared_ptr<ReadJob>> batch;
+    {
+      MutexLock lock(&mu_);
+      while (reads_.empty() && !stopping_) read_cv_.Wait(&lock);
+      if (stopping_) return;  // the reads still queued are dropped
+      batch.swap(reads_);
+    }
+    // Only the loop thread touches a job's keys' entries in watched_ and its
+    // `done`; the reader fills `items`.
+    for (auto& job : batch) {
+      job->items.reserve(job->keys.size());
+      for (const std::string& key : job->keys) {
+        auto got = warm_->ReadThrough(key);
+        job->items.push_back(got.ok() ? std::optional<Item>(*std::move(got)) : std::nullopt);
+      }
+    }
+    // After the reads, before the loop hears of them: a `sleep` holds their
+    // results as a slow disk would; `error` loses them (the loop reads again).
+    if (!fp::Eval(fp::Point::kParticipantStoreRead).ok()) {
+      for (auto& job : batch) job->items.assign(job->keys.size(), std::nullopt);
+    }
+    post_([this, batch = std::move(batch)] {
+      for (const auto& job : batch) Warmed(*job);
+    });
+  }
+}
+
+void AsyncStore::Warmed(ReadJob& job) {
+  for (size_t i = 0; i < job.keys.size(); ++i) {
+    auto it = watched_.find(job.keys[i]);
+    DTX_CHECK(it != watched_.end());
+    if (job.items[i].has_value() && it->second.applies == job.applies[i]) {
+      warm_->Remember(job.keys[i], *job.items[i]);
+      ++keys_warmed_;
+    }
+    if (--it->second.refs == 0) watched_.erase(it);
+  }
+  read_backlog_keys_ -= job.keys.size();
+  job.done();
 }
 
 void AsyncStore::RunAfter(std::function<void()> job) {

@@ -34,13 +34,28 @@
 // kStoreBacklogBytesMax (participant/runtime.cc), so it stays bounded: past
 // the bound only the COMMITs of transactions already prepared add to it.
 //
-// Before Start() (recovery) every call goes straight to the inner store on
-// the calling thread; replay needs no overlay.
+// Reads (Warm): a key neither in the overlay nor in the inner store's row
+// cache would be read from the disk by Get, on the loop. The runtime first
+// calls Warm with the keys a request names; a reader thread reads the missing
+// ones (Warmable::ReadThrough, caching nothing) and the loop, told on its own
+// thread, puts each into the row cache (Remember) unless an apply of that key
+// was queued since Warm: the reader may have read the key before that write
+// reached LevelDB, and the worker caches what it writes, so what the reader
+// saw would be older. Watched keys count their applies (`watched_`); an item
+// is remembered only if the count did not move. The request then runs, and
+// its Gets are answered from memory. A key the row cache dropped meanwhile is
+// read on the loop as before: slower, never wrong. The reader runs apart from
+// the worker, so reads do not wait behind a stalled write.
 //
-// Threading: Get, Apply, ApplyBatch, RunAfter, backlog_bytes and Start on the
-// loop thread; `post` is called from the worker and must be thread-safe (the
-// runtime's posts to its loop, guarded by its lifetime token). Stop() (or the
-// destructor) runs the jobs still queued, then joins the worker.
+// Before Start() (recovery) every call goes straight to the inner store on
+// the calling thread; replay needs no overlay, and Warm never waits.
+//
+// Threading: Get, Apply, ApplyBatch, RunAfter, Warm, InMemory, the counters
+// and Start on the loop thread; `post` is called from the worker and the
+// reader and must be thread-safe (the runtime's posts to its loop, guarded by
+// its lifetime token). Stop() (or the destructor) runs the writes still
+// queued, drops the reads still queued (their `done` never runs), then joins
+// both threads.
 #pragma once
 
 #include <atomic>
@@ -48,6 +63,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -63,13 +80,31 @@ namespace dtx::participant {
 // runtime takes on no new PREPARE that writes (UNAVAILABLE, "overloaded").
 inline constexpr size_t kStoreBacklogBytesMax = size_t{64} << 20;
 
+// Past this many keys waiting for the reader, the runtime refuses a Read of
+// a key that is not in memory (UNAVAILABLE, "overloaded").
+inline constexpr size_t kReadBacklogKeysMax = 16384;
+
+// The inner store's side of AsyncStore::Warm (LevelStore: its row cache and
+// LevelDB).
+class Warmable {
+ public:
+  virtual ~Warmable() = default;
+  // Loop thread: a Get of `key` would be answered without reading the disk.
+  virtual bool IsCached(std::string_view key) const = 0;
+  // The reader thread: the key's item as the store holds it; caches nothing.
+  virtual Result<Store::Item> ReadThrough(std::string_view key) = 0;
+  // Loop thread: `item` is what `key` holds now; Get answers it from memory.
+  virtual void Remember(std::string_view key, const Store::Item& item) = 0;
+};
+
 class AsyncStore final : public Store {
  public:
   using Post = std::function<void(std::function<void()>)>;
   using OnError = std::function<void(const Status&)>;
 
-  // `inner` must outlive this object.
-  AsyncStore(Store* inner, Post post, OnError on_error);
+  // `inner` (and `warm`, if any: usually the same object) must outlive this
+  // object. Without `warm`, Warm never waits.
+  AsyncStore(Store* inner, Post post, OnError on_error, Warmable* warm = nullptr);
   ~AsyncStore() override;  // Stop()
   AsyncStore(const AsyncStore&) = delete;
   AsyncStore& operator=(const AsyncStore&) = delete;
@@ -87,6 +122,18 @@ class AsyncStore final : public Store {
   // Runs `job` on the worker after every apply queued so far was written
   // (not at all after a failed apply). Before Start: on the calling thread.
   void RunAfter(std::function<void()> job);
+
+  // False: every key of `keys` reads from memory now (the overlay or the row
+  // cache), or there is no reader (no Warmable, before Start, after Stop);
+  // `done` is dropped. True: the reader reads the others, and `done` runs
+  // later on the loop thread, once they are in the row cache (see the header).
+  // Failed reads are left out (the Get on the loop reads again and reports).
+  bool Warm(const std::vector<std::string_view>& keys, std::function<void()> done);
+  // A Get of `key` would not read the disk.
+  bool InMemory(std::string_view key) const;
+  // Keys queued for the reader or being read; keys read in all.
+  size_t read_backlog_keys() const { return read_backlog_keys_; }
+  uint64_t keys_warmed() const { return keys_warmed_; }
 
   size_t backlog_bytes() const { return backlog_bytes_; }
   // Applies queued and not yet written (batches), and written in all.
@@ -113,15 +160,32 @@ class AsyncStore final : public Store {
     uint64_t seq = 0;  // the apply that last wrote the key
   };
 
+  // Keys the reader reads for one Warm, and what it found (nullopt: failed).
+  struct ReadJob {
+    std::vector<std::string> keys;
+    std::vector<uint64_t> applies;  // watched_[key].applies when queued
+    std::vector<std::optional<Item>> items;
+    std::function<void()> done;
+  };
+  struct Watched {
+    size_t refs = 0;       // ReadJobs reading the key
+    uint64_t applies = 0;  // applies of the key queued since it is watched
+  };
+
   void Enqueue(Job job);
   void WorkerLoop();
+  void ReaderLoop();
+  // Loop thread: a ReadJob came back.
+  void Warmed(ReadJob& job);
   // Loop thread: drops from the overlay what the worker has written.
   void Drain();
 
   Store* const inner_;
   const Post post_;
   const OnError on_error_;
+  Warmable* const warm_;
   bool started_ = false;
+  bool reading_ = false;  // the reader runs (Start to Stop)
 
   // Loop thread.
   std::unordered_map<std::string, Pending> overlay_;
@@ -131,17 +195,23 @@ class AsyncStore final : public Store {
   size_t jobs_in_flight_ = 0;
   uint64_t batches_written_ = 0;
   bool error_reported_ = false;
+  std::unordered_map<std::string, Watched> watched_;
+  size_t read_backlog_keys_ = 0;
+  uint64_t keys_warmed_ = 0;
 
   // Shared with the worker.
   Mutex mu_;
   CondVar cv_;
   std::deque<Job> jobs_ GUARDED_BY(mu_);
+  CondVar read_cv_;
+  std::vector<std::shared_ptr<ReadJob>> reads_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> written_seq_{0};  // every apply up to it is written
   std::atomic<bool> drain_posted_{false};
   Status error_;  // set by the worker before failed_; read after it
   std::atomic<bool> failed_{false};
   std::thread worker_;
+  std::thread reader_;
 };
 
 }  // namespace dtx::participant

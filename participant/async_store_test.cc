@@ -67,8 +67,17 @@ class AsyncStoreTest : public ::testing::Test {
         [this](const Status& s) {
           ++errors_;
           error_ = s;
-        });
+        },
+        level_.get());
     store_->Start();
+  }
+  // Writes `key` = `value` at `version` to LevelDB the way replay does, so
+  // that the row cache does not hold it: a read of it goes to the disk.
+  void WriteCold(const std::string& key, const std::string& value, Version version) {
+    level_->BeginReplay();
+    ASSERT_TRUE(level_->Apply(Put(key, value), version).ok());
+    ASSERT_TRUE(level_->EndReplay().ok());
+    ASSERT_FALSE(level_->IsCached(key));
   }
   void TearDown() override {
     fp::DisarmAll();
@@ -195,6 +204,90 @@ TEST_F(AsyncStoreTest, StopWritesWhatIsQueued) {
   auto got = level_->Get("k");
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->value, "v");
+}
+
+TEST_F(AsyncStoreTest, WarmReadsAColdKeyOffTheCallingThreadAndThenGetIsAnsweredFromMemory) {
+  WriteCold("cold", "v", 4);
+  auto put = Put("hot", "h");
+  ASSERT_TRUE(store_->Apply(put, 5).ok());  // in the overlay, then in the row cache
+  ASSERT_TRUE(level_->Get("known").ok());   // read once: cached (as absent)
+  EXPECT_TRUE(store_->InMemory("hot"));
+  EXPECT_TRUE(store_->InMemory("known"));
+  EXPECT_FALSE(store_->InMemory("cold"));
+  bool called = false;
+  EXPECT_FALSE(store_->Warm({"hot", "known"}, [&] { called = true; }))
+      << "keys in memory must not wait for the reader";
+
+  ASSERT_TRUE(fp::Arm("participant.store.read", "sleep(200)").ok());
+  const auto t0 = std::chrono::steady_clock::now();
+  bool warmed = false;
+  ASSERT_TRUE(store_->Warm({"cold", "hot", "cold"}, [&] { warmed = true; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 150ms) << "Warm waited for the disk";
+  EXPECT_EQ(store_->read_backlog_keys(), 1u);  // "cold", once
+  ASSERT_TRUE(loop_.RunUntil([&] { return warmed; }));
+  EXPECT_FALSE(called);
+  EXPECT_EQ(store_->read_backlog_keys(), 0u);
+  EXPECT_EQ(store_->keys_warmed(), 1u);
+  EXPECT_TRUE(level_->IsCached("cold"));
+  auto got = store_->Get("cold");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value, "v");
+  EXPECT_EQ(got->version, 4);
+}
+
+TEST_F(AsyncStoreTest, AKeyWrittenWhileTheReaderHoldsItIsNotRememberedStale) {
+  WriteCold("k", "old", 3);
+  // The reader reads "old", then holds it 300 ms; meanwhile a commit of "new"
+  // is queued, written and cached by the worker, and leaves the overlay.
+  ASSERT_TRUE(fp::Arm("participant.store.read", "sleep(300)").ok());
+  bool warmed = false;
+  ASSERT_TRUE(store_->Warm({"k"}, [&] { warmed = true; }));
+  std::this_thread::sleep_for(100ms);  // the reader has read "old"
+  auto w = Put("k", "new");
+  ASSERT_TRUE(store_->Apply(w, 7).ok());
+  ASSERT_TRUE(Drained());
+  ASSERT_TRUE(loop_.RunUntil([&] { return warmed; }));
+  EXPECT_EQ(store_->keys_warmed(), 0u);
+  auto got = store_->Get("k");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value, "new") << "the reader's older item was remembered over the write";
+  EXPECT_EQ(got->version, 7);
+}
+
+TEST_F(AsyncStoreTest, AFailedReadIsLeftToTheLoopToReadAgain) {
+  WriteCold("k", "v", 2);
+  ASSERT_TRUE(fp::Arm("participant.store.read", "error").ok());
+  bool warmed = false;
+  ASSERT_TRUE(store_->Warm({"k"}, [&] { warmed = true; }));
+  ASSERT_TRUE(loop_.RunUntil([&] { return warmed; }));
+  EXPECT_EQ(store_->keys_warmed(), 0u);
+  EXPECT_FALSE(level_->IsCached("k"));
+  auto got = store_->Get("k");  // on the calling thread, as before Warm existed
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->value, "v");
+}
+
+TEST_F(AsyncStoreTest, ReadsDoNotWaitBehindAStalledWrite) {
+  WriteCold("cold", "v", 2);
+  ASSERT_TRUE(fp::Arm("participant.store.apply", "sleep(2000)").ok());
+  auto w = Put("other", "x");
+  ASSERT_TRUE(store_->Apply(w, 3).ok());  // the worker sleeps 2 s on it
+  const auto t0 = std::chrono::steady_clock::now();
+  bool warmed = false;
+  ASSERT_TRUE(store_->Warm({"cold"}, [&] { warmed = true; }));
+  ASSERT_TRUE(loop_.RunUntil([&] { return warmed; }));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1500ms);
+  fp::DisarmAll();
+}
+
+TEST_F(AsyncStoreTest, StopJoinsTheReaderAndWarmThenNeverWaits) {
+  WriteCold("k", "v", 2);
+  WriteCold("k2", "v", 2);
+  ASSERT_TRUE(fp::Arm("participant.store.read", "sleep(200)").ok());
+  ASSERT_TRUE(store_->Warm({"k"}, [] {}));
+  ASSERT_TRUE(store_->Warm({"k2"}, [] {}));
+  store_->Stop();  // returns once the reader has (at most one sleep)
+  EXPECT_FALSE(store_->Warm({"k"}, [] {})) << "no reader after Stop";
 }
 
 }  // namespace

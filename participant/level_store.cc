@@ -288,21 +288,32 @@ Result<Store::Item> LevelStore::Get(std::string_view key) {
   if (!replaying_) {
     if (std::optional<Item> hit = Cached(key)) return *std::move(hit);
   }
+  auto item = ReadThrough(key);
+  if (item.ok() && !replaying_) Cache(key, *item);
+  return item;
+}
+
+bool LevelStore::IsCached(std::string_view key) const {
+  leveldb::Cache::Handle* h = rows_->Lookup(leveldb::Slice(key.data(), key.size()));
+  if (h == nullptr) return false;
+  rows_->Release(h);
+  return true;
+}
+
+Result<Store::Item> LevelStore::ReadThrough(std::string_view key) {
   std::string raw;
   leveldb::Status s = db_->Get(VerifiedRead(), leveldb::Slice(key.data(), key.size()), &raw);
-  if (s.IsNotFound()) {
-    if (!replaying_) Cache(key, Item{});
-    return Item{};
-  }
+  if (s.IsNotFound()) return Item{};
   if (!s.ok()) return Error(s, "reading a key of " + std::to_string(key.size()) + " bytes");
   auto item = DecodeStored(key, raw);
   if (!item.ok()) {
     return Status::Corruption("LevelDB store " + dir_ +
                               " holds a malformed value: " + item.status().message());
   }
-  if (!replaying_) Cache(key, *item);
   return item;
 }
+
+void LevelStore::Remember(std::string_view key, const Item& item) { Cache(key, item); }
 
 Status LevelStore::Apply(const std::vector<WriteOp>& writes, Version version) {
   DTX_CHECK(version > 0);

@@ -38,11 +38,13 @@
 // lack the key.
 //
 // Thread-safety: Apply, ApplyBatch and WriteCheckpoint from one thread at a
-// time (the participant's store worker, participant/async_store.h); Get from
-// one other thread concurrently with them (the loop thread), for keys no
-// write under way touches - AsyncStore never reads a key from here while a
-// write of it is queued or running, so a Get cannot cache an item older than
-// one just written. LevelDB and the row cache are thread-safe.
+// time (the participant's store worker, participant/async_store.h); Get,
+// IsCached and Remember from one other thread concurrently with them (the
+// loop thread), for keys no write under way touches - AsyncStore never reads
+// a key from here while a write of it is queued or running, so a Get cannot
+// cache an item older than one just written; ReadThrough from any thread (the
+// store reader: AsyncStore remembers what it read only if no write of the key
+// was queued meanwhile). LevelDB and the row cache are thread-safe.
 #pragma once
 
 #include <memory>
@@ -51,6 +53,7 @@
 #include <utility>
 #include <vector>
 
+#include "participant/async_store.h"
 #include "participant/core.h"
 
 namespace leveldb {
@@ -74,13 +77,19 @@ inline constexpr uint64_t kCorruptionScanBytesMax = uint64_t{256} << 20;
 // The row cache's bound: keys, values and bookkeeping of the items it holds.
 inline constexpr size_t kRowCacheBytes = size_t{32} << 20;
 
-class LevelStore final : public Store {
+class LevelStore final : public Store, public Warmable {
  public:
   // Opens (creating if missing) the database in `dir`.
   static Result<std::unique_ptr<LevelStore>> Open(const std::string& dir);
   ~LevelStore() override;
 
   Result<Item> Get(std::string_view key) override;
+  // Warmable (participant/async_store.h): the row cache holds `key`; a
+  // LevelDB read of it that caches nothing (any thread, not in replay mode);
+  // `item` into the row cache.
+  bool IsCached(std::string_view key) const override;
+  Result<Item> ReadThrough(std::string_view key) override;
+  void Remember(std::string_view key, const Item& item) override;
   Status Apply(const std::vector<WriteOp>& writes, Version version) override;
   // One LevelDB write (one WriteBatch, one write(2) to LevelDB's log) for
   // all of `commits`. Each key's stored version is read from LevelDB, not

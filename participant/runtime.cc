@@ -33,6 +33,7 @@
 #include "node/wal_appender.h"
 #include "participant/driver.h"
 #include "participant/async_store.h"
+#include "participant/in_order.h"
 #include "participant/level_store.h"
 #include "common/wire.h"
 
@@ -123,6 +124,14 @@ struct Runtime::Impl {
   void Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
   void Prepare(const rpc::PrepareRequest& req, std::function<void(const rpc::PrepareResponse&)> cob,
                Fail fail);
+  // The keys a Prepare reads from the store (its reads' validation, and its
+  // writes' current versions when they are applied), and whether one of them
+  // is not in memory: the PeerHandler then queues the call behind a read
+  // off the loop (participant/in_order.h).
+  static std::vector<std::string> StoreKeysOf(const rpc::PrepareRequest& req);
+  bool ReadsDisk(const rpc::PrepareRequest& req) const;
+  // AsyncStore::Warm, counting the Prepares that waited.
+  bool WarmForPrepare(const std::vector<std::string_view>& keys, std::function<void()> done);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
   void Abort(const rpc::TxId& txid, rpc::Epoch epoch, const rpc::Attempt& attempt,
              std::function<void()> cob, Fail fail);
@@ -180,7 +189,9 @@ struct Runtime::Impl {
   // Checkpoints (written on the store worker thread, behind the applies
   // queued before them). Loop thread.
   bool checkpoint_in_flight_ = false;
-  uint64_t overload_refusals_ = 0;  // PREPAREs refused by Overloaded()
+  uint64_t overload_refusals_ = 0;  // PREPAREs refused by Overloaded(), Reads by the reader's backlog
+  uint64_t reads_waited_ = 0;       // Reads that waited for the store reader
+  uint64_t prepares_waited_ = 0;    // Prepares that did
   Checkpoint last_checkpoint_;
   uint64_t last_checkpoint_ms_ = 0;
   CheckpointStats checkpoint_stats_;
@@ -233,10 +244,20 @@ class PeerHandler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runt
                   const std::string& coordinator) override;
 
  private:
+  using Fail = Runtime::Impl::Fail;
   // A configured coordinator (any, when the policy is insecure).
   bool PermitCoordinator(std::string_view what, const ExnCob& exn_cob) {
     return Permit(policy().RequirePeer(caller(), PrincipalKind::kCoordinator, what), exn_cob);
   }
+  // Nothing of this connection waits for the store reader: a call may run
+  // at once (participant/in_order.h).
+  bool InTurn() const { return in_order_ == nullptr || in_order_->idle(); }
+  // `call` after the calls of this connection queued before it, once `keys`
+  // read from memory; UNAVAILABLE through `fail` if the node began shutting
+  // down meanwhile.
+  void Queue(std::vector<std::string> keys, std::function<void(Runtime::Impl*)> call, Fail fail);
+
+  std::shared_ptr<InOrder> in_order_;  // made when a call first waits
 };
 
 }  // namespace
@@ -448,7 +469,8 @@ Status Runtime::Impl::Init() {
         // Like a failed WAL sync: the core answered these commits and let
         // their locks go; what the store holds no longer follows the WAL.
         FailStop("applying committed writes to the store failed: " + s.ToString());
-      });
+      },
+      level_.get());
   store_ = std::make_unique<FailpointStore>(async_.get());
   core_ = std::make_unique<Core>(options_.core, store_.get());
   glue_ = std::make_unique<Glue>(this);
@@ -690,7 +712,52 @@ CoordinatorPeerStub& Runtime::Impl::StubFor(const std::string& address) {
 
 void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
                          Fail fail) {
+  // A key not in memory is read off the loop first (docs/design.md "The loop
+  // never blocks"); past kReadBacklogKeysMax keys waiting for the disk, such
+  // a read is refused rather than queued.
+  if (!async_->InMemory(key)) {
+    if (async_->read_backlog_keys() >= kReadBacklogKeysMax) {
+      ++overload_refusals_;
+      fail(SheddingError(options_.name + ": overloaded: " +
+                             std::to_string(async_->read_backlog_keys()) +
+                             " keys wait to be read from the disk (reads of keys not in memory are "
+                             "refused past " +
+                             std::to_string(kReadBacklogKeysMax) + "); retry later",
+                         node::kOverloadRetryAfterMs));
+      return;
+    }
+    std::vector<std::string_view> keys{key};
+    if (async_->Warm(keys, [this, key, cob, fail] { driver_->Read(key, cob, fail); })) {
+      ++reads_waited_;
+      return;
+    }
+  }
   driver_->Read(key, std::move(cob), std::move(fail));
+}
+
+std::vector<std::string> Runtime::Impl::StoreKeysOf(const rpc::PrepareRequest& req) {
+  std::vector<std::string> keys;
+  keys.reserve(req.reads.size() + req.writes.size());
+  for (const auto& r : req.reads) keys.push_back(r.key);
+  for (const auto& w : req.writes) keys.push_back(w.key);
+  return keys;
+}
+
+bool Runtime::Impl::ReadsDisk(const rpc::PrepareRequest& req) const {
+  for (const auto& r : req.reads) {
+    if (!async_->InMemory(r.key)) return true;
+  }
+  for (const auto& w : req.writes) {
+    if (!async_->InMemory(w.key)) return true;
+  }
+  return false;
+}
+
+bool Runtime::Impl::WarmForPrepare(const std::vector<std::string_view>& keys,
+                                   std::function<void()> done) {
+  if (!async_->Warm(keys, std::move(done))) return false;
+  ++prepares_waited_;
+  return true;
 }
 
 void Runtime::Impl::Prepare(const rpc::PrepareRequest& req,
@@ -807,6 +874,10 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"store_backlog_bytes", static_cast<int64_t>(async_->backlog_bytes())},
       {"store_backlog_batches", static_cast<int64_t>(async_->backlog_batches())},
       {"store_batches_written", static_cast<int64_t>(async_->batches_written())},
+      {"store_read_backlog_keys", static_cast<int64_t>(async_->read_backlog_keys())},
+      {"store_keys_warmed", static_cast<int64_t>(async_->keys_warmed())},
+      {"reads_waited", static_cast<int64_t>(reads_waited_)},
+      {"prepares_waited", static_cast<int64_t>(prepares_waited_)},
       {"wal_queued_bytes", static_cast<int64_t>(wal_.log().queued_bytes())},
       {"overload_refusals", static_cast<int64_t>(overload_refusals_)},
   };
@@ -834,25 +905,62 @@ void ClientHandler::Read(std::function<void(const rpc::ReadResult&)> cob, ExnCob
   target()->Read(key, std::move(cob), FailVia(std::move(exn_cob)));
 }
 
+void PeerHandler::Queue(std::vector<std::string> keys, std::function<void(Runtime::Impl*)> call,
+                        Fail fail) {
+  if (in_order_ == nullptr) {
+    in_order_ = std::make_shared<InOrder>(
+        [shared = shared()](const std::vector<std::string_view>& keys, std::function<void()> done) {
+          Runtime::Impl* t = shared->target();
+          return t != nullptr && t->WarmForPrepare(keys, std::move(done));
+        });
+  }
+  in_order_->Queue(std::move(keys), [shared = shared(), call = std::move(call),
+                                     fail = std::move(fail)] {
+    Runtime::Impl* t = shared->target();
+    if (t == nullptr) return fail(Unavailable());
+    call(t);
+  });
+}
+
 void PeerHandler::Prepare(std::function<void(const rpc::PrepareResponse&)> cob, ExnCob exn_cob,
                           const rpc::PrepareRequest& req) {
   if (!PermitCoordinator("Prepare", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  target()->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
+  if (InTurn() && !target()->ReadsDisk(req)) {
+    return target()->Prepare(req, std::move(cob), FailVia(std::move(exn_cob)));
+  }
+  Fail fail = FailVia(std::move(exn_cob));
+  Queue(
+      Runtime::Impl::StoreKeysOf(req),
+      [req, cob = std::move(cob), fail](Runtime::Impl* t) { t->Prepare(req, cob, fail); }, fail);
 }
 
 void PeerHandler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
                          const rpc::Epoch epoch) {
   if (!PermitCoordinator("Commit", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  target()->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  if (InTurn()) return target()->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
+  Fail fail = FailVia(std::move(exn_cob));
+  Queue(
+      {}, [txid, epoch, cob = std::move(cob), fail](Runtime::Impl* t) {
+        t->Commit(txid, epoch, cob, fail);
+      },
+      fail);
 }
 
 void PeerHandler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
                         const rpc::Epoch epoch, const rpc::Attempt& attempt) {
   if (!PermitCoordinator("Abort", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  target()->Abort(txid, epoch, attempt, std::move(cob), FailVia(std::move(exn_cob)));
+  if (InTurn()) {
+    return target()->Abort(txid, epoch, attempt, std::move(cob), FailVia(std::move(exn_cob)));
+  }
+  Fail fail = FailVia(std::move(exn_cob));
+  Queue(
+      {}, [txid, epoch, attempt, cob = std::move(cob), fail](Runtime::Impl* t) {
+        t->Abort(txid, epoch, attempt, cob, fail);
+      },
+      fail);
 }
 
 void PeerHandler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
@@ -878,7 +986,15 @@ void PeerHandler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rp
     return;
   }
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  target()->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
+  if (InTurn()) {
+    return target()->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
+  }
+  Fail fail = FailVia(std::move(exn_cob));
+  Queue(
+      {}, [epoch, coordinator, cob = std::move(cob), fail](Runtime::Impl* t) {
+        t->AdoptEpoch(epoch, coordinator, cob, fail);
+      },
+      fail);
 }
 
 namespace {
