@@ -95,6 +95,11 @@ struct ParticipantMetrics {
   prometheus::Gauge& in_doubt_oldest_age;
   prometheus::Counter& carried_forward;  // PREPAREs written again
   uint64_t carried_forward_seen = 0;     // the core's count at the last update
+  // Reads off the loop (participant/async_store.h Warm): calls that waited
+  // for the store reader, and the keys it has still to read.
+  prometheus::Counter& store_waits;
+  uint64_t store_waits_seen = 0;
+  prometheus::Gauge& store_read_backlog;
   prometheus::Gauge& lock_table;
   prometheus::Gauge& epoch;
   prometheus::Family<prometheus::Gauge>& heartbeat_age;  // peer: coordinator address
@@ -305,6 +310,14 @@ ParticipantMetrics::ParticipantMetrics(prometheus::Registry& r)
                           .Help(node::kCarriedForwardHelp)
                           .Register(r)
                           .Add({})),
+      store_waits(prometheus::BuildCounter()
+                      .Name("dtx_store_read_waits_total")
+                      .Help("Reads and Prepares that waited for keys to be read from the disk "
+                            "by the store reader thread.")
+                      .Register(r)
+                      .Add({})),
+      store_read_backlog(PlainGauge(r, "dtx_store_read_backlog_keys",
+                                    "Keys waiting to be read from the disk by the store reader.")),
       lock_table(PlainGauge(r, "dtx_lock_table_entries", "Keys in the lock table.")),
       epoch(PlainGauge(r, "dtx_epoch", "The participant's epoch.")),
       heartbeat_age(prometheus::BuildGauge()
@@ -523,6 +536,9 @@ void Runtime::Impl::UpdateMetrics() {
   metrics_.in_doubt.Set(static_cast<double>(st.in_doubt));
   obs::AdvanceCounter(metrics_.carried_forward, metrics_.carried_forward_seen,
                       st.prepares_relogged);
+  obs::AdvanceCounter(metrics_.store_waits, metrics_.store_waits_seen,
+                      reads_waited_ + prepares_waited_);
+  metrics_.store_read_backlog.Set(static_cast<double>(async_->read_backlog_keys()));
   disk_metrics_.Update(*disk_);
   metrics_.wal.Update(wal_.log().stats());
   node_.UpdateMetrics();  // the listeners' (node/listener_metrics.h)
