@@ -1131,6 +1131,8 @@ size_t RpcServer::reply_bytes_queued() const {
   return state_->reply_bytes;
 }
 
+size_t RpcServer::reply_bytes_max() const { return state_->options.reply_bytes_max; }
+
 size_t RpcServer::frame_bytes_reserved() const {
   DTX_CHECK(loop_->InLoopThreadOrIdle());
   return state_->frame_bytes_reserved;

@@ -257,6 +257,9 @@ class RpcServer {
   // and the bytes reserved for large frames under way (see "Byte budgets").
   size_t reply_bytes_queued() const;
   size_t frame_bytes_reserved() const;
+  // RpcServerOptions::reply_bytes_max: the bound reply_bytes_queued() is
+  // held to (plus one reply per connection).
+  size_t reply_bytes_max() const;
 
  private:
   struct State;  // shared with connections and in-flight requests

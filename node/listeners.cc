@@ -28,17 +28,17 @@ Result<ListenerAddresses> ServeListeners(Node* node, const ListenerOptions& opti
         options.insecure_exposes);
   }
   ListenerAddresses bound;
-  auto client = node->Serve("client", std::move(factories.client), handlers, options.listen_host,
+  auto client = node->Serve(kClientListener, std::move(factories.client), handlers, options.listen_host,
                             options.listen_port);
   if (!client.ok()) return client.status();
   bound.client = *client;
-  auto peer = node->Serve("peer", std::move(factories.peer), handlers,
+  auto peer = node->Serve(kPeerListener, std::move(factories.peer), handlers,
                           options.peer_host.empty() ? options.listen_host : options.peer_host,
                           options.peer_port);
   if (!peer.ok()) return peer.status();
   bound.peer = *peer;
   DTX_RETURN_IF_ERROR(node->RecordAddress(kPeerAddressFile, bound.peer));
-  auto admin = node->Serve("admin", std::move(factories.admin), handlers, options.admin_host,
+  auto admin = node->Serve(kAdminListener, std::move(factories.admin), handlers, options.admin_host,
                            options.admin_port);
   if (!admin.ok()) return admin.status();
   bound.admin = *admin;

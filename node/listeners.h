@@ -22,6 +22,11 @@
 
 namespace dtx::node {
 
+// The listeners' names (Node::Serve, ListenerInfo, the metrics' label).
+inline constexpr const char* kClientListener = "client";
+inline constexpr const char* kPeerListener = "peer";
+inline constexpr const char* kAdminListener = "admin";
+
 // --idle-timeout-ms of both node binaries (NodeOptions::idle_timeout_ms).
 inline constexpr const char* kIdleTimeoutFlagHelp =
     "close a connection (client, peer or admin listener) with nothing in flight and nothing "

@@ -69,6 +69,15 @@ Result<std::string> Node::Serve(std::string_view listener, RpcProcessorFactory f
   return bound;
 }
 
+bool Node::ReplyRoom(std::string_view listener) const {
+  for (size_t i = 0; i < listeners_.size() && i < servers_.size(); ++i) {
+    if (listeners_[i].name == listener) {
+      return servers_[i]->reply_bytes_queued() < servers_[i]->reply_bytes_max();
+    }
+  }
+  return true;
+}
+
 Status Node::RecordAddress(const std::string& file_name, const std::string& address) const {
   const std::filesystem::path file = std::filesystem::path(options_.dir) / file_name;
   const std::filesystem::path tmp = file.string() + ".tmp";

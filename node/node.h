@@ -192,6 +192,11 @@ class Node {
   std::string address() const { return listeners_.empty() ? "" : listeners_.front().address; }
   // Every listener Serve() bound, in the order of the calls.
   const std::vector<ListenerInfo>& listeners() const { return listeners_; }
+  // The replies `listener` has queued and not yet written are below its
+  // byte budget (common/rpc_server.h "Byte budgets"). A runtime whose answer
+  // comes later and may be large (a read that waited for the disk) answers
+  // only while this holds. True for a listener not bound.
+  bool ReplyRoom(std::string_view listener) const;
   // Writes "address\n" to NODEDIR/file_name atomically (temp file, rename),
   // so tools find a listener the kernel picked the port of (e.g. admin.addr).
   Status RecordAddress(const std::string& file_name, const std::string& address) const;

@@ -141,30 +141,57 @@ bool AsyncStore::Warm(const std::vector<std::string_view>& keys, std::function<v
 }
 
 void AsyncStore::ReaderLoop() {
+  std::deque<std::shared_ptr<ReadJob>> pending;  // taken from reads_, not read yet
   for (;;) {
-    std::vector<std::shared_ptr<ReadJob>> batch;
     {
       MutexLock lock(&mu_);
-      while (reads_.empty() && !stopping_) read_cv_.Wait(&lock);
+      while (((reads_.empty() && pending.empty()) || batch_posted_) && !stopping_) {
+        read_cv_.Wait(&lock);
+      }
       if (stopping_) return;  // the reads still queued are dropped
-      batch.swap(reads_);
+      while (!reads_.empty()) {
+        pending.push_back(std::move(reads_.front()));
+        reads_.pop_front();
+      }
+      batch_posted_ = true;
     }
-    // Only the loop thread touches a job's keys' entries in watched_ and its
-    // `done`; the reader fills `items`.
-    for (auto& job : batch) {
-      job->items.reserve(job->keys.size());
-      for (const std::string& key : job->keys) {
-        auto got = warm_->ReadThrough(key);
-        job->items.push_back(got.ok() ? std::optional<Item>(*std::move(got)) : std::nullopt);
+    // Requests in the order queued, until the batch's bytes are read. Only
+    // the loop thread touches a job's entries in watched_ and its `done`;
+    // the reader fills `items`.
+    std::vector<std::shared_ptr<ReadJob>> batch;
+    std::unordered_map<std::string_view, std::shared_ptr<const Item>> read;
+    size_t bytes = 0;
+    while (!pending.empty() && (batch.empty() || bytes < kReadBatchBytesMax)) {
+      batch.push_back(std::move(pending.front()));
+      pending.pop_front();
+      ReadJob& job = *batch.back();
+      job.items.reserve(job.keys.size());
+      for (const std::string& key : job.keys) {
+        auto it = read.find(key);
+        if (it == read.end()) {
+          auto got = warm_->ReadThrough(key);
+          std::shared_ptr<const Item> item;
+          if (got.ok()) {
+            bytes += key.size() + got->value.size();
+            item = std::make_shared<const Item>(*std::move(got));
+          }
+          it = read.emplace(key, std::move(item)).first;
+        }
+        job.items.push_back(it->second);
       }
     }
     // After the reads, before the loop hears of them: a `sleep` holds their
     // results as a slow disk would; `error` loses them (the loop reads again).
     if (!fp::Eval(fp::Point::kParticipantStoreRead).ok()) {
-      for (auto& job : batch) job->items.assign(job->keys.size(), std::nullopt);
+      for (auto& job : batch) job->items.assign(job->keys.size(), nullptr);
     }
     post_([this, batch = std::move(batch)] {
       for (const auto& job : batch) Warmed(*job);
+      {
+        MutexLock lock(&mu_);
+        batch_posted_ = false;
+      }
+      read_cv_.Signal();
     });
   }
 }
@@ -173,7 +200,7 @@ void AsyncStore::Warmed(ReadJob& job) {
   for (size_t i = 0; i < job.keys.size(); ++i) {
     auto it = watched_.find(job.keys[i]);
     DTX_CHECK(it != watched_.end());
-    if (job.items[i].has_value() && it->second.applies == job.applies[i]) {
+    if (job.items[i] != nullptr && it->second.applies == job.applies[i]) {
       warm_->Remember(job.keys[i], *job.items[i]);
       ++keys_warmed_;
     }

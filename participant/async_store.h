@@ -45,7 +45,9 @@
 // is remembered only if the count did not move. The request then runs, and
 // its Gets are answered from memory. A key the row cache dropped meanwhile is
 // read on the loop as before: slower, never wrong. The reader runs apart from
-// the worker, so reads do not wait behind a stalled write.
+// the worker, so reads do not wait behind a stalled write. A key that several
+// queued requests name is read once per batch; a batch is bounded in bytes
+// (kReadBatchBytesMax) and only one is handed to the loop at a time.
 //
 // Before Start() (recovery) every call goes straight to the inner store on
 // the calling thread; replay needs no overlay, and Warm never waits.
@@ -64,7 +66,6 @@
 #include <deque>
 #include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -83,6 +84,13 @@ inline constexpr size_t kStoreBacklogBytesMax = size_t{64} << 20;
 // Past this many keys waiting for the reader, the runtime refuses a Read of
 // a key that is not in memory (UNAVAILABLE, "overloaded").
 inline constexpr size_t kReadBacklogKeysMax = 16384;
+// The reader stops adding requests to a batch once it read this many bytes
+// of keys and values (at least one request per batch), and reads the next
+// batch only once the loop took the last. The loop puts what it read into
+// the row cache (32 MiB, participant/level_store.h), so more would only push
+// the first ones out before their calls ran; and it bounds what the reader
+// holds, whatever the values' size.
+inline constexpr size_t kReadBatchBytesMax = size_t{8} << 20;
 
 // The inner store's side of AsyncStore::Warm (LevelStore: its row cache and
 // LevelDB).
@@ -164,7 +172,7 @@ class AsyncStore final : public Store {
   struct ReadJob {
     std::vector<std::string> keys;
     std::vector<uint64_t> applies;  // watched_[key].applies when queued
-    std::vector<std::optional<Item>> items;
+    std::vector<std::shared_ptr<const Item>> items;  // null: the read failed
     std::function<void()> done;
   };
   struct Watched {
@@ -204,7 +212,8 @@ class AsyncStore final : public Store {
   CondVar cv_;
   std::deque<Job> jobs_ GUARDED_BY(mu_);
   CondVar read_cv_;
-  std::vector<std::shared_ptr<ReadJob>> reads_ GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<ReadJob>> reads_ GUARDED_BY(mu_);
+  bool batch_posted_ GUARDED_BY(mu_) = false;  // a batch of reads waits for the loop
   bool stopping_ GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> written_seq_{0};  // every apply up to it is written
   std::atomic<bool> drain_posted_{false};

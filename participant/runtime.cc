@@ -117,6 +117,9 @@ struct CheckpointStats {
   uint64_t truncate_errors = 0;
 };
 
+// How often reads held for reply room (AnswerWarmedRead) are tried again.
+constexpr uint64_t kHeldReadRetryMs = 10;
+
 struct Runtime::Impl {
   using Fail = std::function<void(const rpc::DtxError&)>;
 
@@ -135,6 +138,16 @@ struct Runtime::Impl {
   // off the loop (participant/in_order.h).
   static std::vector<std::string> StoreKeysOf(const rpc::PrepareRequest& req);
   bool ReadsDisk(const rpc::PrepareRequest& req) const;
+  // A Read whose key the store reader brought into memory: answered while
+  // the client listener's queued replies are under its byte budget
+  // (node::Node::ReplyRoom), else held in warmed_reads_ and tried again every
+  // kHeldReadRetryMs. Such a read was taken off its connection long before,
+  // so the transport's budget, checked before each frame, never saw it.
+  void AnswerWarmedRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
+                        Fail fail);
+  void AnswerHeldReads();
+  // Reads waiting for the store reader or for reply room.
+  size_t ReadsWaiting() const { return async_->read_backlog_keys() + warmed_reads_.size(); }
   // AsyncStore::Warm, counting the Prepares that waited.
   bool WarmForPrepare(const std::vector<std::string_view>& keys, std::function<void()> done);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
@@ -197,6 +210,13 @@ struct Runtime::Impl {
   uint64_t overload_refusals_ = 0;  // PREPAREs refused by Overloaded(), Reads by the reader's backlog
   uint64_t reads_waited_ = 0;       // Reads that waited for the store reader
   uint64_t prepares_waited_ = 0;    // Prepares that did
+  struct HeldRead {
+    std::string key;
+    std::function<void(const rpc::ReadResult&)> cob;
+    Fail fail;
+  };
+  std::deque<HeldRead> warmed_reads_;  // AnswerWarmedRead
+  bool held_retry_scheduled_ = false;
   Checkpoint last_checkpoint_;
   uint64_t last_checkpoint_ms_ = 0;
   CheckpointStats checkpoint_stats_;
@@ -732,23 +752,46 @@ void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::R
   // never blocks"); past kReadBacklogKeysMax keys waiting for the disk, such
   // a read is refused rather than queued.
   if (!async_->InMemory(key)) {
-    if (async_->read_backlog_keys() >= kReadBacklogKeysMax) {
+    if (ReadsWaiting() >= kReadBacklogKeysMax) {
       ++overload_refusals_;
-      fail(SheddingError(options_.name + ": overloaded: " +
-                             std::to_string(async_->read_backlog_keys()) +
-                             " keys wait to be read from the disk (reads of keys not in memory are "
+      fail(SheddingError(options_.name + ": overloaded: " + std::to_string(ReadsWaiting()) +
+                             " reads wait for the disk (reads of keys not in memory are "
                              "refused past " +
                              std::to_string(kReadBacklogKeysMax) + "); retry later",
                          node::kOverloadRetryAfterMs));
       return;
     }
     std::vector<std::string_view> keys{key};
-    if (async_->Warm(keys, [this, key, cob, fail] { driver_->Read(key, cob, fail); })) {
+    if (async_->Warm(keys, [this, key, cob, fail] { AnswerWarmedRead(key, cob, fail); })) {
       ++reads_waited_;
       return;
     }
   }
   driver_->Read(key, std::move(cob), std::move(fail));
+}
+
+void Runtime::Impl::AnswerWarmedRead(const std::string& key,
+                                     std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+  if (warmed_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
+    driver_->Read(key, std::move(cob), std::move(fail));
+    return;
+  }
+  warmed_reads_.push_back(HeldRead{key, std::move(cob), std::move(fail)});
+  if (held_retry_scheduled_) return;
+  held_retry_scheduled_ = true;
+  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { AnswerHeldReads(); }));
+}
+
+void Runtime::Impl::AnswerHeldReads() {
+  held_retry_scheduled_ = false;
+  while (!warmed_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
+    HeldRead r = std::move(warmed_reads_.front());
+    warmed_reads_.pop_front();
+    driver_->Read(r.key, std::move(r.cob), std::move(r.fail));
+  }
+  if (warmed_reads_.empty()) return;
+  held_retry_scheduled_ = true;
+  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { AnswerHeldReads(); }));
 }
 
 std::vector<std::string> Runtime::Impl::StoreKeysOf(const rpc::PrepareRequest& req) {
@@ -893,6 +936,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"store_read_backlog_keys", static_cast<int64_t>(async_->read_backlog_keys())},
       {"store_keys_warmed", static_cast<int64_t>(async_->keys_warmed())},
       {"reads_waited", static_cast<int64_t>(reads_waited_)},
+      {"reads_held_for_reply_room", static_cast<int64_t>(warmed_reads_.size())},
       {"prepares_waited", static_cast<int64_t>(prepares_waited_)},
       {"wal_queued_bytes", static_cast<int64_t>(wal_.log().queued_bytes())},
       {"overload_refusals", static_cast<int64_t>(overload_refusals_)},

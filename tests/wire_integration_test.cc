@@ -13,7 +13,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <optional>
 #include <random>
 #include <thread>
@@ -376,6 +378,125 @@ TEST_F(WireTest, ClientVanishingBeforeItsRepliesDoesNotKillTheNode) {
         << tools::TailFile(cluster_.dir() + "/supervisor.log", 5);
     EXPECT_TRUE(tools::GetNodeStatus(node, cluster_.creds()).ok()) << node.name;
   }
+}
+
+// A participant's resident memory, from /proc (0 if unreadable).
+size_t ResidentBytes(pid_t pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  size_t kb = 0;
+  while (std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %zu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
+
+// A binary-protocol Participant.Read(key) call.
+std::string ReadCall(const std::string& key, int32_t seqid) {
+  auto buf = std::make_shared<apache::thrift::transport::TMemoryBuffer>();
+  apache::thrift::protocol::TBinaryProtocol proto(buf);
+  proto.writeMessageBegin("Read", apache::thrift::protocol::T_CALL, seqid);
+  proto.writeStructBegin("Participant_Read_args");
+  proto.writeFieldBegin("key", apache::thrift::protocol::T_STRING, 1);
+  proto.writeBinary(key);
+  proto.writeFieldEnd();
+  proto.writeFieldStop();
+  proto.writeStructEnd();
+  proto.writeMessageEnd();
+  return buf->getBufferAsString();
+}
+
+// Issue 15, reply amplification, for reads that wait for the disk: a 1 MiB
+// value not in the participant's memory (it was restarted), read 1,000 times
+// in one pipelined burst by a client that never reads a reply. Those reads
+// are all taken off the connection before the first is answered (each waits
+// for the store reader), so the transport's reply budget, checked before each
+// frame, cannot hold them back; the participant answers them only while its
+// client listener's queued replies are under budget (256 MiB): without that it
+// would queue 1 GiB. Its resident memory stays under 512 MiB, and another
+// client is served meanwhile.
+TEST(WireColdReadTest, ReadsOfALargeColdValueByAClientThatDoesNotReadStayBounded) {
+  LocalCluster cluster;
+  LocalCluster::Options o;
+  o.participants = 1;
+  o.participant_bin = DTX_PARTICIPANT_PATH;
+  o.coordinator_bin = DTX_COORDINATOR_PATH;
+  o.up_flags = {"--insecure"};  // the raw connection below speaks plaintext
+  Status up = cluster.Up(o);
+  ASSERT_TRUE(up.ok()) << up.ToString();
+  const std::string key = "cold-large";
+  {
+    auto coord = tools::CoordinatorConnection::Open(cluster.coordinator_address(), {}, {});
+    ASSERT_TRUE(coord.ok()) << coord.status().ToString();
+    rpc::ShardMap map;
+    ASSERT_TRUE(tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }).ok());
+    rpc::CommitRequest req;
+    req.txid.hi = static_cast<int64_t>(std::random_device{}() | 1u);
+    req.txid.lo = 1;
+    req.shard_map_version = map.version;
+    req.writes = {Write(key, std::string(kValueBytesMax, 'v'))};
+    rpc::CommitResult res;
+    ASSERT_TRUE(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, req); }).ok());
+    ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED) << res.detail;
+  }
+  auto restarted = cluster.Dtxctl({"restart", "participant-0"}, 60000);
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.Describe();
+  const pid_t pid = cluster.NodePid("participant-0");
+  const std::string address = cluster.participant_addresses().at(0);
+  const size_t rss_before = ResidentBytes(pid);
+
+  constexpr int kReads = 1000;
+  std::string calls;
+  for (int i = 0; i < kReads; ++i) calls += Frame(ReadCall(key, i + 1));
+  RawConn greedy(address);
+  ASSERT_TRUE(greedy.connected());
+  greedy.Send(calls);  // and never reads
+
+  // Every read reaches the participant and waits for the reader; then the
+  // replies go out only as far as the budget lets them.
+  auto status = [&]() -> std::optional<rpc::NodeStatus> {
+    auto p = tools::ParticipantConnection::Open(address, {}, {});
+    if (!p.ok()) return std::nullopt;
+    rpc::NodeStatus st;
+    if (!tools::RunThrift("GetStatus", [&] { (*p)->client().GetStatus(st); }).ok()) {
+      return std::nullopt;
+    }
+    return st;
+  };
+  size_t rss_max = 0;
+  int64_t held = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    rss_max = std::max(rss_max, ResidentBytes(pid));
+    auto st = status();
+    ASSERT_TRUE(st.has_value()) << "participant-0 stopped answering another client";
+    held = std::max(held, st->counters["reads_held_for_reply_room"]);
+    if (st->counters["reads_waited"] >= kReads && st->counters["store_read_backlog_keys"] == 0 &&
+        held > 0) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (int i = 0; i < 10; ++i) {  // a second more, for whatever was still on its way
+    rss_max = std::max(rss_max, ResidentBytes(pid));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_GT(held, 0) << "no read was held for reply room: the test did not reach the bound";
+  EXPECT_LT(rss_max, size_t{512} << 20)
+      << "participant-0 grew from " << (rss_before >> 20) << " MiB to " << (rss_max >> 20)
+      << " MiB";
+  // Another client's read of the same key is answered (from memory now).
+  auto p = tools::ParticipantConnection::Open(address, {}, {});
+  ASSERT_TRUE(p.ok());
+  rpc::ReadResult r;
+  ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, key); }).ok());
+  EXPECT_EQ(r.value.size(), kValueBytesMax);
+  EXPECT_EQ(cluster.NodePid("participant-0"), pid) << "participant-0 was restarted";
+  std::cerr << "participant-0 RSS " << (rss_before >> 20) << " MiB before, at most "
+            << (rss_max >> 20) << " MiB with " << kReads << " reads of a cold 1 MiB value\n";
+  cluster.Down();
 }
 
 }  // namespace
