@@ -95,7 +95,10 @@
 //   written; one whose replies all left (a client that reads) is still
 //   served. A connection thus holds at most its budget plus one reply (and
 //   the replies of requests already in flight), and the server at most
-//   reply_bytes_max plus one reply per connection.
+//   reply_bytes_max plus one reply per connection. Replies of requests in
+//   flight are the handler's to bound: one that answers late and large
+//   answers only while reply_bytes_queued() < reply_bytes_max() (the
+//   participant's late reads: docs/design.md "The loop never blocks").
 // - Slow readers: a connection whose reply write makes no progress for
 //   partial_frame_timeout_ms (the peer does not read, its window is full) is
 //   closed (connections_closed_slow_reader), so budget it holds is freed.

@@ -117,7 +117,7 @@ struct CheckpointStats {
   uint64_t truncate_errors = 0;
 };
 
-// How often reads held for reply room (AnswerWarmedRead) are tried again.
+// How often reads held for reply room (HoldRead) are tried again.
 constexpr uint64_t kHeldReadRetryMs = 10;
 
 struct Runtime::Impl {
@@ -138,16 +138,25 @@ struct Runtime::Impl {
   // off the loop (participant/in_order.h).
   static std::vector<std::string> StoreKeysOf(const rpc::PrepareRequest& req);
   bool ReadsDisk(const rpc::PrepareRequest& req) const;
-  // A Read whose key the store reader brought into memory: answered while
-  // the client listener's queued replies are under its byte budget
-  // (node::Node::ReplyRoom), else held in warmed_reads_ and tried again every
-  // kHeldReadRetryMs. Such a read was taken off its connection long before,
-  // so the transport's budget, checked before each frame, never saw it.
-  void AnswerWarmedRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
-                        Fail fail);
-  void AnswerHeldReads();
+  // Late reads. A Read answered after its call returned - it waited for the
+  // store reader, or for a prepared transaction's lock in the core - was
+  // taken off its connection long before, so the transport's reply budget,
+  // checked before each frame, never saw it. Such a read is answered only
+  // while the client listener's queued replies are under its byte budget
+  // (node::Node::ReplyRoom); otherwise it is held (held_reads_: its key and
+  // callbacks, not its value) and served again once there is room, tried
+  // every kHeldReadRetryMs. Served again, it reads the key anew: a value
+  // current while the call was open, as any read's.
+  // ServeRead: the driver's Read, a late answer checked as above.
+  void ServeRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
+                 Fail fail);
+  // ServeRead now if nothing is held and there is room, else HoldRead.
+  void ServeLateRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
+                     Fail fail);
+  void HoldRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
+  void ServeHeldReads();
   // Reads waiting for the store reader or for reply room.
-  size_t ReadsWaiting() const { return async_->read_backlog_keys() + warmed_reads_.size(); }
+  size_t ReadsWaiting() const { return async_->read_backlog_keys() + held_reads_.size(); }
   // AsyncStore::Warm, counting the Prepares that waited.
   bool WarmForPrepare(const std::vector<std::string_view>& keys, std::function<void()> done);
   void Commit(const rpc::TxId& txid, rpc::Epoch epoch, std::function<void()> cob, Fail fail);
@@ -215,8 +224,11 @@ struct Runtime::Impl {
     std::function<void(const rpc::ReadResult&)> cob;
     Fail fail;
   };
-  std::deque<HeldRead> warmed_reads_;  // AnswerWarmedRead
+  std::deque<HeldRead> held_reads_;  // HoldRead
   bool held_retry_scheduled_ = false;
+  uint64_t reads_held_ = 0;     // HoldRead calls
+  uint64_t read_serial_ = 0;    // ServeRead calls
+  uint64_t serving_read_ = 0;   // the ServeRead under way (its serial), 0: none
   Checkpoint last_checkpoint_;
   uint64_t last_checkpoint_ms_ = 0;
   CheckpointStats checkpoint_stats_;
@@ -762,36 +774,56 @@ void Runtime::Impl::Read(const std::string& key, std::function<void(const rpc::R
       return;
     }
     std::vector<std::string_view> keys{key};
-    if (async_->Warm(keys, [this, key, cob, fail] { AnswerWarmedRead(key, cob, fail); })) {
+    if (async_->Warm(keys, [this, key, cob, fail] { ServeLateRead(key, cob, fail); })) {
       ++reads_waited_;
       return;
     }
   }
-  driver_->Read(key, std::move(cob), std::move(fail));
+  ServeRead(key, std::move(cob), std::move(fail));
 }
 
-void Runtime::Impl::AnswerWarmedRead(const std::string& key,
-                                     std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
-  if (warmed_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
-    driver_->Read(key, std::move(cob), std::move(fail));
-    return;
+void Runtime::Impl::ServeRead(const std::string& key,
+                              std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+  const uint64_t serial = ++read_serial_;
+  serving_read_ = serial;
+  driver_->Read(
+      key,
+      [this, serial, key, cob = std::move(cob), fail](const rpc::ReadResult& r) {
+        if (serving_read_ == serial || node_.ReplyRoom(node::kClientListener)) return cob(r);
+        HoldRead(key, cob, fail);  // late, and no room: its value is dropped
+      },
+      fail);
+  serving_read_ = 0;
+}
+
+void Runtime::Impl::ServeLateRead(const std::string& key,
+                                  std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+  if (held_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
+    ServeRead(key, std::move(cob), std::move(fail));
+  } else {
+    HoldRead(key, std::move(cob), std::move(fail));
   }
-  warmed_reads_.push_back(HeldRead{key, std::move(cob), std::move(fail)});
+}
+
+void Runtime::Impl::HoldRead(const std::string& key,
+                             std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
+  ++reads_held_;
+  held_reads_.push_back(HeldRead{key, std::move(cob), std::move(fail)});
   if (held_retry_scheduled_) return;
   held_retry_scheduled_ = true;
-  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { AnswerHeldReads(); }));
+  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { ServeHeldReads(); }));
 }
 
-void Runtime::Impl::AnswerHeldReads() {
+void Runtime::Impl::ServeHeldReads() {
   held_retry_scheduled_ = false;
-  while (!warmed_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
-    HeldRead r = std::move(warmed_reads_.front());
-    warmed_reads_.pop_front();
-    driver_->Read(r.key, std::move(r.cob), std::move(r.fail));
+  while (!held_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
+    HeldRead r = std::move(held_reads_.front());
+    held_reads_.pop_front();
+    ServeRead(r.key, std::move(r.cob), std::move(r.fail));
   }
-  if (warmed_reads_.empty()) return;
+  if (held_reads_.empty()) return;
   held_retry_scheduled_ = true;
-  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { AnswerHeldReads(); }));
+  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { ServeHeldReads(); }));
 }
 
 std::vector<std::string> Runtime::Impl::StoreKeysOf(const rpc::PrepareRequest& req) {
@@ -936,7 +968,8 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
       {"store_read_backlog_keys", static_cast<int64_t>(async_->read_backlog_keys())},
       {"store_keys_warmed", static_cast<int64_t>(async_->keys_warmed())},
       {"reads_waited", static_cast<int64_t>(reads_waited_)},
-      {"reads_held_for_reply_room", static_cast<int64_t>(warmed_reads_.size())},
+      {"reads_held_for_reply_room", static_cast<int64_t>(held_reads_.size())},
+      {"reads_held", static_cast<int64_t>(reads_held_)},
       {"prepares_waited", static_cast<int64_t>(prepares_waited_)},
       {"wal_queued_bytes", static_cast<int64_t>(wal_.log().queued_bytes())},
       {"overload_refusals", static_cast<int64_t>(overload_refusals_)},

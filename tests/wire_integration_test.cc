@@ -408,95 +408,155 @@ std::string ReadCall(const std::string& key, int32_t seqid) {
   return buf->getBufferAsString();
 }
 
-// Issue 15, reply amplification, for reads that wait for the disk: a 1 MiB
-// value not in the participant's memory (it was restarted), read 1,000 times
-// in one pipelined burst by a client that never reads a reply. Those reads
-// are all taken off the connection before the first is answered (each waits
-// for the store reader), so the transport's reply budget, checked before each
-// frame, cannot hold them back; the participant answers them only while its
-// client listener's queued replies are under budget (256 MiB): without that it
-// would queue 1 GiB. Its resident memory stays under 512 MiB, and another
-// client is served meanwhile.
-TEST(WireColdReadTest, ReadsOfALargeColdValueByAClientThatDoesNotReadStayBounded) {
-  LocalCluster cluster;
-  LocalCluster::Options o;
-  o.participants = 1;
-  o.participant_bin = DTX_PARTICIPANT_PATH;
-  o.coordinator_bin = DTX_COORDINATOR_PATH;
-  o.up_flags = {"--insecure"};  // the raw connection below speaks plaintext
-  Status up = cluster.Up(o);
-  ASSERT_TRUE(up.ok()) << up.ToString();
-  const std::string key = "cold-large";
-  {
-    auto coord = tools::CoordinatorConnection::Open(cluster.coordinator_address(), {}, {});
-    ASSERT_TRUE(coord.ok()) << coord.status().ToString();
-    rpc::ShardMap map;
-    ASSERT_TRUE(tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }).ok());
-    rpc::CommitRequest req;
-    req.txid.hi = static_cast<int64_t>(std::random_device{}() | 1u);
-    req.txid.lo = 1;
-    req.shard_map_version = map.version;
-    req.writes = {Write(key, std::string(kValueBytesMax, 'v'))};
-    rpc::CommitResult res;
-    ASSERT_TRUE(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, req); }).ok());
-    ASSERT_EQ(res.outcome, rpc::Outcome::COMMITTED) << res.detail;
+// Issue 15, reply amplification, for reads answered late: a client that
+// pipelines 1,000 reads of a 1 MiB value in one burst and never reads a reply.
+// Reads answered at once are held back by the transport's reply budget, which
+// it checks before each frame; but reads that wait - for the store reader (a
+// key not in memory) or for a prepared transaction's lock - are all taken off
+// the connection before the first is answered, and would then be answered
+// together: 1 GiB queued. The participant answers a late read only while its
+// client listener's queued replies are under budget (256 MiB), so its resident
+// memory stays under 512 MiB, and another client is served meanwhile.
+class LateReadTest : public ::testing::Test {
+ protected:
+  static constexpr int kReads = 1000;
+
+  void SetUp() override {
+    LocalCluster::Options o;
+    // Two participants: a write of the key and of another key on the other
+    // one prepares and votes (one participant would commit in one phase).
+    o.participants = 2;
+    o.participant_bin = DTX_PARTICIPANT_PATH;
+    o.coordinator_bin = DTX_COORDINATOR_PATH;
+    o.up_flags = {"--insecure"};  // the raw connection below speaks plaintext
+    Status up = cluster_.Up(o);
+    ASSERT_TRUE(up.ok()) << up.ToString();
+    const size_t shard = ShardHash(key_) % 2;
+    node_ = "participant-" + std::to_string(shard);
+    address_ = cluster_.participant_addresses().at(shard);
+    for (int i = 0;; ++i) {
+      other_key_ = "other-" + std::to_string(i);
+      if (ShardHash(other_key_) % 2 != shard) break;
+    }
+    Status first = CommitLarge(1);
+    ASSERT_TRUE(first.ok()) << first.ToString();
   }
-  auto restarted = cluster.Dtxctl({"restart", "participant-0"}, 60000);
-  ASSERT_EQ(restarted.exit_code, 0) << restarted.Describe();
-  const pid_t pid = cluster.NodePid("participant-0");
-  const std::string address = cluster.participant_addresses().at(0);
-  const size_t rss_before = ResidentBytes(pid);
+  void TearDown() override {
+    if (HasFailure()) std::cerr << cluster_.LogTails(30);
+    cluster_.Down();
+  }
 
-  constexpr int kReads = 1000;
-  std::string calls;
-  for (int i = 0; i < kReads; ++i) calls += Frame(ReadCall(key, i + 1));
-  RawConn greedy(address);
-  ASSERT_TRUE(greedy.connected());
-  greedy.Send(calls);  // and never reads
+  // Commits key_ = 1 MiB of `fill` through a stock coordinator client.
+  Status CommitLarge(int64_t lo) {
+    auto coord = tools::CoordinatorConnection::Open(cluster_.coordinator_address(), {}, {});
+    if (!coord.ok()) return coord.status();
+    rpc::ShardMap map;
+    DTX_RETURN_IF_ERROR(
+        tools::RunThrift("GetShardMap", [&] { (*coord)->client().GetShardMap(map); }));
+    rpc::CommitRequest req;
+    req.txid.hi = txid_hi_;
+    req.txid.lo = lo;
+    req.shard_map_version = map.version;
+    req.writes = {Write(key_, std::string(kValueBytesMax, static_cast<char>('a' + lo))),
+                  Write(other_key_, "o")};
+    rpc::CommitResult res;
+    DTX_RETURN_IF_ERROR(tools::RunThrift("Commit", [&] { (*coord)->client().Commit(res, req); }));
+    if (res.outcome != rpc::Outcome::COMMITTED) return Status::Internal("not committed: " + res.detail);
+    return Status::OK();
+  }
 
-  // Every read reaches the participant and waits for the reader; then the
-  // replies go out only as far as the budget lets them.
-  auto status = [&]() -> std::optional<rpc::NodeStatus> {
-    auto p = tools::ParticipantConnection::Open(address, {}, {});
+  std::optional<rpc::NodeStatus> ParticipantStatus() {
+    auto p = tools::ParticipantConnection::Open(address_, {}, {});
     if (!p.ok()) return std::nullopt;
     rpc::NodeStatus st;
     if (!tools::RunThrift("GetStatus", [&] { (*p)->client().GetStatus(st); }).ok()) {
       return std::nullopt;
     }
     return st;
-  };
-  size_t rss_max = 0;
-  int64_t held = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    rss_max = std::max(rss_max, ResidentBytes(pid));
-    auto st = status();
-    ASSERT_TRUE(st.has_value()) << "participant-0 stopped answering another client";
-    held = std::max(held, st->counters["reads_held_for_reply_room"]);
-    if (st->counters["reads_waited"] >= kReads && st->counters["store_read_backlog_keys"] == 0 &&
-        held > 0) {
-      break;
+  }
+
+  // Sends the burst on `greedy` (never read), then for `watch_ms` samples
+  // the key's participant's resident memory and checks another client is answered.
+  // Returns the largest resident size seen.
+  size_t BurstAndWatch(RawConn& greedy, int watch_ms) {
+    std::string calls;
+    for (int i = 0; i < kReads; ++i) calls += Frame(ReadCall(key_, i + 1));
+    greedy.Send(calls);
+    size_t rss_max = 0;
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(watch_ms);
+    while (std::chrono::steady_clock::now() < end) {
+      rss_max = std::max(rss_max, ResidentBytes(pid_));
+      EXPECT_TRUE(ParticipantStatus().has_value()) << node_ << " stopped answering";
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    return rss_max;
   }
-  for (int i = 0; i < 10; ++i) {  // a second more, for whatever was still on its way
-    rss_max = std::max(rss_max, ResidentBytes(pid));
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+
+  void ExpectBounded(size_t rss_before, size_t rss_max, const char* what) {
+    auto st = ParticipantStatus();
+    ASSERT_TRUE(st.has_value());
+    EXPECT_GT(st->counters["reads_held"], 0)
+        << "no late read was held for reply room: the test did not reach the bound";
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer keeps up to 256 MiB of freed memory in quarantine and
+    // more for its shadow: resident size says little there. The hold (above)
+    // is still checked.
+    (void)rss_before;
+#else
+    EXPECT_LT(rss_max, size_t{512} << 20)
+        << node_ << " grew from " << (rss_before >> 20) << " MiB to " << (rss_max >> 20) << " MiB";
+#endif
+    auto p = tools::ParticipantConnection::Open(address_, {}, {});
+    ASSERT_TRUE(p.ok());
+    rpc::ReadResult r;
+    ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, key_); }).ok());
+    EXPECT_EQ(r.value.size(), kValueBytesMax);
+    EXPECT_EQ(cluster_.NodePid(node_), pid_) << node_ << " was restarted";
+    std::cerr << what << ": " << node_ << " resident " << (rss_before >> 20) << " MiB before, at most "
+              << (rss_max >> 20) << " MiB with " << kReads << " late reads of a 1 MiB value ("
+              << st->counters["reads_held"] << " held for reply room)\n";
   }
-  EXPECT_GT(held, 0) << "no read was held for reply room: the test did not reach the bound";
-  EXPECT_LT(rss_max, size_t{512} << 20)
-      << "participant-0 grew from " << (rss_before >> 20) << " MiB to " << (rss_max >> 20)
-      << " MiB";
-  // Another client's read of the same key is answered (from memory now).
-  auto p = tools::ParticipantConnection::Open(address, {}, {});
-  ASSERT_TRUE(p.ok());
-  rpc::ReadResult r;
-  ASSERT_TRUE(tools::RunThrift("Read", [&] { (*p)->client().Read(r, key); }).ok());
-  EXPECT_EQ(r.value.size(), kValueBytesMax);
-  EXPECT_EQ(cluster.NodePid("participant-0"), pid) << "participant-0 was restarted";
-  std::cerr << "participant-0 RSS " << (rss_before >> 20) << " MiB before, at most "
-            << (rss_max >> 20) << " MiB with " << kReads << " reads of a cold 1 MiB value\n";
-  cluster.Down();
+
+  LocalCluster cluster_;
+  std::string address_;
+  const std::string key_ = "large";
+  std::string other_key_;  // on the other participant
+  std::string node_;       // the key's participant
+  const int64_t txid_hi_ = static_cast<int64_t>(std::random_device{}() | 1u);
+  pid_t pid_ = 0;  // the key's participant
+};
+
+TEST_F(LateReadTest, ReadsOfALargeColdValueByAClientThatDoesNotReadStayBounded) {
+  // Restarted: the value is on disk only, so every read waits for the reader.
+  auto restarted = cluster_.Dtxctl({"restart", node_}, 60000);
+  ASSERT_EQ(restarted.exit_code, 0) << restarted.Describe();
+  pid_ = cluster_.NodePid(node_);
+  const size_t rss_before = ResidentBytes(pid_);
+  RawConn greedy(address_);
+  ASSERT_TRUE(greedy.connected());
+  const size_t rss_max = BurstAndWatch(greedy, 3000);
+  ExpectBounded(rss_before, rss_max, "cold value");
+}
+
+TEST_F(LateReadTest, ReadsOfALargeLockedValueByAClientThatDoesNotReadStayBounded) {
+  // A second write of the key, held between its votes and its decision: the
+  // key stays locked (prepared) at the participant for 900 ms, and reads of
+  // it wait in the core (up to 1 s) until the commit releases them together.
+  pid_ = cluster_.NodePid(node_);
+  const size_t rss_before = ResidentBytes(pid_);
+  auto armed =
+      cluster_.Dtxctl({"failpoint", "coordinator-0", "coordinator.votes.after_all", "sleep(900)"});
+  ASSERT_EQ(armed.exit_code, 0) << armed.Describe();
+  Status second;
+  std::thread writer([&] { second = CommitLarge(2); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // prepared, and held
+  RawConn greedy(address_);
+  EXPECT_TRUE(greedy.connected());
+  const size_t rss_max = BurstAndWatch(greedy, 3000);
+  writer.join();
+  cluster_.Dtxctl({"failpoint", "coordinator-0", "coordinator.votes.after_all", "off"});
+  ASSERT_TRUE(second.ok()) << second.ToString();
+  ExpectBounded(rss_before, rss_max, "locked value");
 }
 
 }  // namespace
