@@ -532,24 +532,38 @@ TEST_F(LateReadTest, ReadsOfALargeColdValueByAClientThatDoesNotReadStayBounded) 
   ASSERT_EQ(restarted.exit_code, 0) << restarted.Describe();
   pid_ = cluster_.NodePid(node_);
   const size_t rss_before = ResidentBytes(pid_);
+  // The reader holds each batch 100 ms, so that the whole burst has arrived
+  // (and waits) before the first read brings the value into memory: without
+  // it, reads arriving after that are answered at once, and held back by the
+  // transport's own budget instead.
+  auto armed = cluster_.Dtxctl({"failpoint", node_, "participant.store.read", "sleep(100)"});
+  ASSERT_EQ(armed.exit_code, 0) << armed.Describe();
   RawConn greedy(address_);
   ASSERT_TRUE(greedy.connected());
   const size_t rss_max = BurstAndWatch(greedy, 3000);
+  cluster_.Dtxctl({"failpoint", node_, "participant.store.read", "off"});
   ExpectBounded(rss_before, rss_max, "cold value");
 }
 
 TEST_F(LateReadTest, ReadsOfALargeLockedValueByAClientThatDoesNotReadStayBounded) {
   // A second write of the key, held between its votes and its decision: the
-  // key stays locked (prepared) at the participant for 900 ms, and reads of
+  // key stays locked (prepared) at the participant for 600 ms, and reads of
   // it wait in the core (up to 1 s) until the commit releases them together.
   pid_ = cluster_.NodePid(node_);
   const size_t rss_before = ResidentBytes(pid_);
   auto armed =
-      cluster_.Dtxctl({"failpoint", "coordinator-0", "coordinator.votes.after_all", "sleep(900)"});
+      cluster_.Dtxctl({"failpoint", "coordinator-0", "coordinator.votes.after_all", "sleep(600)"});
   ASSERT_EQ(armed.exit_code, 0) << armed.Describe();
   Status second;
   std::thread writer([&] { second = CommitLarge(2); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // prepared, and held
+  // The burst goes once the participant holds the write prepared.
+  bool prepared = false;
+  for (int i = 0; i < 1000 && !prepared; ++i) {
+    auto st = ParticipantStatus();
+    prepared = st.has_value() && st->in_flight > 0;
+    if (!prepared) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_TRUE(prepared) << "the second write never showed as prepared";
   RawConn greedy(address_);
   EXPECT_TRUE(greedy.connected());
   const size_t rss_max = BurstAndWatch(greedy, 3000);
