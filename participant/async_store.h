@@ -81,8 +81,9 @@ namespace dtx::participant {
 // runtime takes on no new PREPARE that writes (UNAVAILABLE, "overloaded").
 inline constexpr size_t kStoreBacklogBytesMax = size_t{64} << 20;
 
-// Past this many keys waiting for the reader, the runtime refuses a Read of
-// a key that is not in memory (UNAVAILABLE, "overloaded").
+// Past this many reads waiting for the reader (or held for reply room), the
+// runtime refuses a Read of a key that is not in memory (UNAVAILABLE,
+// "overloaded"; participant/runtime.cc).
 inline constexpr size_t kReadBacklogKeysMax = 16384;
 // The reader stops adding requests to a batch once it read this many bytes
 // of keys and values (at least one request per batch), and reads the next
@@ -168,7 +169,7 @@ class AsyncStore final : public Store {
     uint64_t seq = 0;  // the apply that last wrote the key
   };
 
-  // Keys the reader reads for one Warm, and what it found (nullopt: failed).
+  // Keys the reader reads for one Warm, and what it found.
   struct ReadJob {
     std::vector<std::string> keys;
     std::vector<uint64_t> applies;  // watched_[key].applies when queued
