@@ -83,7 +83,8 @@ const char* kUsage =
     "             [--backup] [--no-obs] [--insecure]\n"
     "                        start a local cluster (coordinator-0, with --backup coordinator-1,\n"
     "                        participant-0..N-1) under a supervisor that restarts crashed\n"
-    "                        nodes; returns when all answer. Creates the CA and every\n"
+    "                        nodes; returns when all answer and the primary has heard\n"
+    "                        every participant. Creates the CA and every\n"
     "                        certificate in DIR/certs unless --insecure (plaintext)\n"
     "  cluster down --dir DIR\n"
     "                        stop the supervisor and every node\n"
@@ -638,6 +639,32 @@ int CmdClusterUp(const std::vector<std::string>& args) {
     if (!ready.ok()) {
       PrintNodeLogs(dir, n.name);
       return teardown(n.name + " (" + n.address + ") is not ready: " + ready.message());
+    }
+  }
+  // A node answering is not yet a cluster that commits: the primary
+  // coordinator suspects a participant it has not heard a heartbeat from
+  // (a slow start, e.g. under a sanitizer), and would refuse the first
+  // transactions. Wait until it has heard every participant.
+  for (const NodeEntry& n : config.nodes()) {
+    if (n.role != NodeKind::kCoordinator) continue;
+    std::string unheard;
+    for (;;) {
+      auto st = GetNodeStatus(n, *creds);
+      unheard.clear();
+      if (!st.ok()) {
+        unheard = st.status().ToString();
+      } else if (st->role == rpc::NodeRole::PRIMARY) {
+        for (const rpc::PeerStatus& p : st->peers) {
+          if (p.name.rfind("participant-", 0) != 0) continue;
+          if (p.suspected || p.heartbeat_age_ms < 0) unheard += (unheard.empty() ? "" : ", ") + p.name;
+        }
+      }
+      if (unheard.empty()) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        PrintNodeLogs(dir, n.name);
+        return teardown(n.name + " has not heard from " + unheard);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
   // A node can answer before the supervisor has written its pid file; users
