@@ -154,6 +154,8 @@ struct Runtime::Impl {
   void ServeLateRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob,
                      Fail fail);
   void HoldRead(const std::string& key, std::function<void(const rpc::ReadResult&)> cob, Fail fail);
+  // One retry of the held reads pending while any are held.
+  void ScheduleHeldReads();
   void ServeHeldReads();
   // Reads waiting for the store reader or for reply room.
   size_t ReadsWaiting() const { return async_->read_backlog_keys() + held_reads_.size(); }
@@ -293,6 +295,15 @@ class PeerHandler final : public node::Handler<rpc::ParticipantPeerCobSvIf, Runt
   // read from memory; UNAVAILABLE through `fail` if the node began shutting
   // down meanwhile.
   void Queue(std::vector<std::string> keys, std::function<void(Runtime::Impl*)> call, Fail fail);
+  // `call(target, fail)` at once when InTurn(), else through Queue (no keys:
+  // it waits only for the calls before it).
+  template <typename Call>
+  void InOrderOf(ExnCob exn_cob, Call call) {
+    Fail fail = FailVia(std::move(exn_cob));
+    if (InTurn()) return call(target(), std::move(fail));
+    Queue(
+        {}, [call = std::move(call), fail](Runtime::Impl* t) mutable { call(t, fail); }, fail);
+  }
 
   std::shared_ptr<InOrder> in_order_;  // made when a call first waits
 };
@@ -809,21 +820,25 @@ void Runtime::Impl::HoldRead(const std::string& key,
                              std::function<void(const rpc::ReadResult&)> cob, Fail fail) {
   ++reads_held_;
   held_reads_.push_back(HeldRead{key, std::move(cob), std::move(fail)});
-  if (held_retry_scheduled_) return;
+  ScheduleHeldReads();
+}
+
+void Runtime::Impl::ScheduleHeldReads() {
+  if (held_retry_scheduled_ || held_reads_.empty()) return;
   held_retry_scheduled_ = true;
-  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { ServeHeldReads(); }));
+  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] {
+    held_retry_scheduled_ = false;
+    ServeHeldReads();
+  }));
 }
 
 void Runtime::Impl::ServeHeldReads() {
-  held_retry_scheduled_ = false;
   while (!held_reads_.empty() && node_.ReplyRoom(node::kClientListener)) {
     HeldRead r = std::move(held_reads_.front());
     held_reads_.pop_front();
     ServeRead(r.key, std::move(r.cob), std::move(r.fail));
   }
-  if (held_reads_.empty()) return;
-  held_retry_scheduled_ = true;
-  loop_->RunAfter(kHeldReadRetryMs, alive_.Guard([this] { ServeHeldReads(); }));
+  ScheduleHeldReads();
 }
 
 std::vector<std::string> Runtime::Impl::StoreKeysOf(const rpc::PrepareRequest& req) {
@@ -1032,28 +1047,19 @@ void PeerHandler::Commit(std::function<void()> cob, ExnCob exn_cob, const rpc::T
                          const rpc::Epoch epoch) {
   if (!PermitCoordinator("Commit", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  if (InTurn()) return target()->Commit(txid, epoch, std::move(cob), FailVia(std::move(exn_cob)));
-  Fail fail = FailVia(std::move(exn_cob));
-  Queue(
-      {}, [txid, epoch, cob = std::move(cob), fail](Runtime::Impl* t) {
-        t->Commit(txid, epoch, cob, fail);
-      },
-      fail);
+  InOrderOf(std::move(exn_cob), [txid, epoch, cob = std::move(cob)](Runtime::Impl* t, Fail fail) {
+    t->Commit(txid, epoch, cob, std::move(fail));
+  });
 }
 
 void PeerHandler::Abort(std::function<void()> cob, ExnCob exn_cob, const rpc::TxId& txid,
                         const rpc::Epoch epoch, const rpc::Attempt& attempt) {
   if (!PermitCoordinator("Abort", exn_cob)) return;
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  if (InTurn()) {
-    return target()->Abort(txid, epoch, attempt, std::move(cob), FailVia(std::move(exn_cob)));
-  }
-  Fail fail = FailVia(std::move(exn_cob));
-  Queue(
-      {}, [txid, epoch, attempt, cob = std::move(cob), fail](Runtime::Impl* t) {
-        t->Abort(txid, epoch, attempt, cob, fail);
-      },
-      fail);
+  InOrderOf(std::move(exn_cob),
+            [txid, epoch, attempt, cob = std::move(cob)](Runtime::Impl* t, Fail fail) {
+              t->Abort(txid, epoch, attempt, cob, std::move(fail));
+            });
 }
 
 void PeerHandler::Heartbeat(std::function<void(const rpc::HeartbeatResponse&)> cob, ExnCob exn_cob,
@@ -1079,15 +1085,10 @@ void PeerHandler::AdoptEpoch(std::function<void()> cob, ExnCob exn_cob, const rp
     return;
   }
   if (target() == nullptr) return exn_cob(Delay(Unavailable()));
-  if (InTurn()) {
-    return target()->AdoptEpoch(epoch, coordinator, std::move(cob), FailVia(std::move(exn_cob)));
-  }
-  Fail fail = FailVia(std::move(exn_cob));
-  Queue(
-      {}, [epoch, coordinator, cob = std::move(cob), fail](Runtime::Impl* t) {
-        t->AdoptEpoch(epoch, coordinator, cob, fail);
-      },
-      fail);
+  InOrderOf(std::move(exn_cob),
+            [epoch, coordinator, cob = std::move(cob)](Runtime::Impl* t, Fail fail) {
+              t->AdoptEpoch(epoch, coordinator, cob, std::move(fail));
+            });
 }
 
 namespace {
