@@ -39,7 +39,8 @@ CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)
   DTX_CHECK(opts_.participants_per_tx_max <= kDecisionParticipantsMax);
   DTX_CHECK(opts_.commit_retry_initial_ms > 0 && opts_.commit_timeout_ms > 0);
   DTX_CHECK(opts_.prepare_timeout_ms > 0);
-  DTX_CHECK(opts_.committed_outcomes_max > 0 && opts_.other_outcomes_max > 0);
+  DTX_CHECK(opts_.committed_outcomes_max > 0 && opts_.other_outcomes_max > 0 &&
+            opts_.aborted_outcomes_max > 0);
 }
 
 // ---- recovery -------------------------------------------------------------------
@@ -61,6 +62,11 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
     epoch_lsn_ = lsn;
     epoch_durable_ = true;
   } else if (auto* d = std::get_if<DecisionRecord>(&*rec)) {
+    if (!d->commit) {
+      RememberAborted(d->txid, lsn, d->fingerprint,
+                      Aborted(d->reason, "aborted (the coordinator's log remembers it)"));
+      return Status::OK();
+    }
     RememberCommitted(d->txid, lsn, d->fingerprint);
     replayed_open_[d->txid] = {lsn, std::move(*d)};
   } else if (std::holds_alternative<SyncRecord>(*rec)) {
@@ -71,6 +77,8 @@ Status CoordinatorCore::Replay(uint64_t lsn, uint8_t type, std::string_view payl
     replayed_open_.clear();
     committed_.clear();
     committed_fifo_.clear();
+    aborted_.clear();
+    aborted_fifo_.clear();
   } else {
     replayed_open_.erase(std::get<EndRecord>(*rec).txid);
   }
@@ -141,6 +149,12 @@ void CoordinatorCore::Commit(uint64_t now_ms, RequestToken token, CommitRequest 
     return;
   }
   if (const CommitResult* outcome = FindOutcome(req.txid)) {
+    if (outcome->outcome == Outcome::kAborted && aborted_.count(req.txid) == 0) {
+      // A presumed abort answered to a participant, remembered in memory
+      // only: a client hears of it once it is logged like any other.
+      LogAbortOf(token, req.txid, fingerprint, *outcome);
+      return;
+    }
     ReplyTo(token, *outcome);
     return;
   }
@@ -170,6 +184,8 @@ std::pair<Fingerprint, const char*> CoordinatorCore::KnownFingerprint(const TxId
   if (auto t = txs_.find(txid); t != txs_.end()) return {t->second.fingerprint, "running here"};
   if (auto c = committed_.find(txid); c != committed_.end())
     return {c->second.fingerprint, "committed here"};
+  if (auto a = aborted_.find(txid); a != aborted_.end())
+    return {a->second.fingerprint, "aborted here"};
   if (auto o = other_.find(txid); o != other_.end())
     return {o->second.fingerprint, "finished here"};
   if (auto u = unknown_.find(txid); u != unknown_.end())
@@ -286,10 +302,9 @@ void CoordinatorCore::StartTx(uint64_t now_ms, RequestToken token, CommitRequest
         return;
       }
       ++stats_.aborts_unavailable;
-      CommitResult result = Aborted(AbortReason::kParticipantUnavailable,
-                                    "participant " + address + " is suspected (no heartbeat)");
-      ReplyTo(token, result);
-      RememberOther(req.txid, result, fingerprint);
+      LogAbortOf(token, req.txid, fingerprint,
+                 Aborted(AbortReason::kParticipantUnavailable,
+                         "participant " + address + " is suspected (no heartbeat)"));
       return;
     }
   }
@@ -364,6 +379,7 @@ void CoordinatorCore::QueryDecision(uint64_t /*now_ms*/, RequestToken token, TxI
   if (Tx* tx = FindTx(txid)) {
     switch (tx->phase) {
       case Phase::kCommitting: ReplyTo(token, Decision::kCommit); return;
+      case Phase::kAborting: ReplyTo(token, Decision::kAbort); return;
       case Phase::kDeciding:
         // DECISION is in the log but not yet durable: it cannot be taken
         // back, so answer COMMIT once it is durable.
@@ -435,8 +451,9 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
     // Late or duplicate vote. A YES for a transaction aborted here means
     // the participant holds locks (our ABORT may have overtaken its
     // PREPARE): tell it again. Anything else needs nothing.
-    if (tx == nullptr && r.status == CallStatus::kOk && r.vote == Vote::kYes) {
-      const CommitResult* outcome = FindOutcome(r.txid);
+    if (r.status == CallStatus::kOk && r.vote == Vote::kYes &&
+        (tx == nullptr || tx->phase == Phase::kAborting)) {
+      const CommitResult* outcome = tx != nullptr ? &tx->abort_result : FindOutcome(r.txid);
       if (outcome != nullptr && outcome->outcome == Outcome::kAborted) {
         DTX_PROBE(coordinator_late_yes_aborted_again);
         Send(r.participant, opts_.abort_timeout_ms, AbortMsg{r.txid, epoch_, r.attempt});
@@ -471,16 +488,15 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
                               "no answer from participant " + r.participant + ": " + r.error};
         break;
       case CallStatus::kStaleEpoch:
-        if (tx->retry) {
-          // This attempt was refused, but an earlier one may have committed.
-          result = CommitResult{Outcome::kUnknown, std::nullopt,
-                                "participant " + r.participant +
-                                    " has a newer coordinator epoch and an earlier attempt of "
-                                    "this transaction may have committed"};
-        } else {
-          result = Aborted(AbortReason::kCoordinatorFailover,
-                           "participant " + r.participant + " has a newer coordinator epoch");
-        }
+        // This message was refused, but the participant alone decides: it
+        // may have committed this attempt from another copy of the PREPARE
+        // that reached it before it adopted the newer epoch (found by the
+        // simulator: an ABORTED answer here, logged, outlived a step-down
+        // and was told to the client's retry). The newer coordinator asks it.
+        result = CommitResult{Outcome::kUnknown, std::nullopt,
+                              "participant " + r.participant +
+                                  " has a newer coordinator epoch; ask the new primary with the "
+                                  "same txid"};
         break;
       case CallStatus::kError:
         if (r.error_code == ErrorCode::kUnknownTx) {
@@ -598,6 +614,18 @@ void CoordinatorCore::OnPersisted(uint64_t now_ms, PersistTag tag, uint64_t lsn)
       ++stats_.decisions_relogged;
       DTX_PROBE(coordinator_decision_relogged);
     }
+    UpdateTruncation();
+    return;
+  }
+  if (auto aborted = pending_aborts_.find(tag); aborted != pending_aborts_.end()) {
+    // The abort is durable: only now may a client hear ABORTED.
+    Tx* tx = FindTx(aborted->second);
+    pending_aborts_.erase(aborted);
+    pending_floor_.erase(tag);
+    DTX_CHECK(tx != nullptr && tx->phase == Phase::kAborting);
+    RememberAborted(tx->txid, lsn, tx->fingerprint, tx->abort_result);
+    ReplyAll(*tx, tx->abort_result);
+    Forget(tx->txid);
     UpdateTruncation();
     return;
   }
@@ -724,6 +752,8 @@ std::vector<DecisionRecord> CoordinatorCore::OpenDecisions() const {
     for (const auto& [txid, entry] : replayed_open_) out.push_back(entry.second);
     return out;
   }
+  // A transaction whose abort DECISION is not durable yet is here too (as
+  // that record): its ABORTED answer waits for the backup like a commit.
   for (const auto& [txid, tx] : txs_) {
     if (tx.phase == Phase::kPreparing) continue;
     out.push_back(DecisionOf(tx));
@@ -735,9 +765,14 @@ DecisionRecord CoordinatorCore::DecisionOf(const Tx& tx) const {
   DecisionRecord d;
   d.txid = tx.txid;
   d.epoch = epoch_;
+  d.fingerprint = tx.fingerprint;
+  if (tx.phase == Phase::kAborting) {
+    d.commit = false;
+    d.reason = tx.abort_result.reason.value_or(AbortReason::kConflict);
+    return d;
+  }
   d.commit = true;
   for (const Part& p : tx.parts) d.participants.push_back(p.address);
-  d.fingerprint = tx.fingerprint;
   return d;
 }
 
@@ -768,10 +803,11 @@ void CoordinatorCore::Decide(uint64_t /*now_ms*/, Tx& tx) {
 
 void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool vote) {
   DTX_CHECK(tx.phase == Phase::kPreparing);
-  // Presumed abort: nothing is logged. No record means "not committed", which
-  // is what QueryDecision answers for a txid it does not know, so an ABORT
-  // record would change no answer; it would only cost log space (and backup
-  // traffic) for the common case under contention.
+  // Presumed abort towards the participants: no record is needed for them
+  // (no record means "not committed", which is what QueryDecision answers
+  // for a txid it does not know). The client's ABORTED answer is logged
+  // first (LogAbort): once told, no later attempt of the txid may commit,
+  // across a restart or a failover.
   for (const Part& p : tx.parts) {
     // NO voters released their locks; the rest may hold them.
     if (p.state == PState::kPrepareSent || p.state == PState::kYes || p.state == PState::kFailed) {
@@ -796,10 +832,30 @@ void CoordinatorCore::Abort(Tx& tx, AbortReason reason, std::string detail, bool
     case AbortReason::kCoordinatorFailover: ++stats_.aborts_failover; break;
     case AbortReason::kClientAbort: break;
   }
-  CommitResult result = Aborted(reason, std::move(detail));
-  ReplyAll(tx, result);
-  RememberOther(tx.txid, result, tx.fingerprint);
-  Forget(tx.txid);
+  LogAbort(tx, Aborted(reason, std::move(detail)));
+}
+
+void CoordinatorCore::LogAbort(Tx& tx, CommitResult result) {
+  DTX_CHECK(tx.phase == Phase::kPreparing && result.outcome == Outcome::kAborted);
+  DTX_CHECK(tx.query_waiters.empty());  // only a deciding transaction has them
+  SetTimer(tx, 0);
+  tx.phase = Phase::kAborting;
+  tx.abort_result = std::move(result);
+  const PersistTag tag = Persist(DecisionOf(tx), /*forced=*/true, tx.txid);
+  pending_aborts_.emplace(tag, tx.txid);
+  pending_floor_.emplace(tag, max_lsn_seen_ + 1);
+  ++stats_.aborts_logged;
+}
+
+void CoordinatorCore::LogAbortOf(RequestToken token, const TxId& txid,
+                                 const Fingerprint& fingerprint, CommitResult result) {
+  Tx tx;
+  tx.txid = txid;
+  tx.fingerprint = fingerprint;
+  tx.waiters.push_back(token);
+  auto [it, inserted] = txs_.emplace(txid, std::move(tx));
+  DTX_CHECK(inserted);
+  LogAbort(it->second, std::move(result));
 }
 
 void CoordinatorCore::RefuseReused(Tx& tx, const std::string& participant,
@@ -839,6 +895,12 @@ void CoordinatorCore::FinishOnePhase(Tx& tx, CommitResult result) {
       else ++stats_.aborts_unavailable;
       break;
     case Outcome::kUnknown: ++stats_.outcomes_unknown; break;
+  }
+  if (result.outcome == Outcome::kAborted) {
+    // A retry of a one-phase transaction is evaluated afresh by its
+    // participant, and may commit: the ABORTED answer is logged first.
+    LogAbort(tx, std::move(result));
+    return;
   }
   ReplyAll(tx, result);
   if (result.outcome != Outcome::kUnknown) {
@@ -917,7 +979,7 @@ void CoordinatorCore::SetTimer(Tx& tx, uint64_t at_ms) {
 
 uint64_t CoordinatorCore::NextTimer(const Tx& tx) const {
   if (tx.phase == Phase::kPreparing) return tx.deadline_ms;
-  if (tx.phase == Phase::kDeciding) return 0;
+  if (tx.phase == Phase::kDeciding || tx.phase == Phase::kAborting) return 0;
   uint64_t next = 0;
   for (const Part& p : tx.parts) {
     if (p.state == PState::kAcked) continue;
@@ -965,6 +1027,58 @@ void CoordinatorCore::RememberCommitted(const TxId& txid, uint64_t lsn,
   }
 }
 
+void CoordinatorCore::RememberAborted(const TxId& txid, uint64_t lsn,
+                                      const Fingerprint& fingerprint, const CommitResult& result) {
+  auto [it, inserted] = aborted_.emplace(txid, AbortedEntry{lsn, fingerprint, result});
+  if (!inserted) {
+    if (it->second.lsn >= lsn) return;
+    it->second.lsn = lsn;  // the newer record holds it in the log from now on
+  }
+  aborted_fifo_.emplace_back(lsn, txid);
+  while (aborted_fifo_.size() > opts_.aborted_outcomes_max) {
+    auto [old_lsn, old_txid] = aborted_fifo_.front();
+    aborted_fifo_.pop_front();
+    auto old = aborted_.find(old_txid);
+    if (old != aborted_.end() && old->second.lsn == old_lsn) aborted_.erase(old);
+  }
+}
+
+std::vector<Record> CoordinatorCore::ClosedOutcomes() const {
+  // Both tables in LSN order, so a backup replaying them forgets in the
+  // same order as this core. An entry whose txid has a newer one in its
+  // table (the fifo keeps the old pair) or is still running is skipped.
+  std::vector<Record> out;
+  auto c = committed_fifo_.begin();
+  auto a = aborted_fifo_.begin();
+  while (c != committed_fifo_.end() || a != aborted_fifo_.end()) {
+    const bool take_commit =
+        a == aborted_fifo_.end() || (c != committed_fifo_.end() && c->first < a->first);
+    if (take_commit) {
+      const auto& [lsn, txid] = *c++;
+      auto it = committed_.find(txid);
+      if (it == committed_.end() || it->second.lsn != lsn || txs_.count(txid) != 0) continue;
+      DecisionRecord d;
+      d.txid = txid;
+      d.epoch = epoch_;
+      d.fingerprint = it->second.fingerprint;
+      out.emplace_back(std::move(d));
+      out.emplace_back(EndRecord{txid});
+    } else {
+      const auto& [lsn, txid] = *a++;
+      auto it = aborted_.find(txid);
+      if (it == aborted_.end() || it->second.lsn != lsn) continue;
+      DecisionRecord d;
+      d.txid = txid;
+      d.epoch = epoch_;
+      d.commit = false;
+      d.reason = it->second.result.reason.value_or(AbortReason::kConflict);
+      d.fingerprint = it->second.fingerprint;
+      out.emplace_back(std::move(d));
+    }
+  }
+  return out;
+}
+
 void CoordinatorCore::RememberUnknown(const TxId& txid, const Fingerprint& fingerprint) {
   if (!unknown_.emplace(txid, fingerprint).second) return;
   unknown_fifo_.push_back(txid);
@@ -1008,6 +1122,7 @@ void CoordinatorCore::ImportMemory(const Memory& m) {
 const CommitResult* CoordinatorCore::FindOutcome(const TxId& txid) const {
   static const CommitResult kCommitted = Committed();
   if (committed_.count(txid) != 0) return &kCommitted;
+  if (auto a = aborted_.find(txid); a != aborted_.end()) return &a->second.result;
   auto it = other_.find(txid);
   return it == other_.end() ? nullptr : &it->second.result;
 }
@@ -1042,8 +1157,32 @@ void CoordinatorCore::UpdateTruncation() {
       ready_.persist.back().relog = true;
     }
   }
+  // Remembered outcomes are bounded by age in the log too, not only by
+  // count: aborts are sparse where commits are dense (and the other way
+  // round), and the oldest of the sparser kind would otherwise keep every
+  // record since it (bindings/python/tests/test_long_outage.py: the log grew
+  // from the start, held by the oldest of 1,000 remembered aborts).
+  const uint64_t window = 2 * (opts_.committed_outcomes_max + opts_.aborted_outcomes_max);
+  if (max_lsn_seen_ > window) {
+    const uint64_t oldest = max_lsn_seen_ - window;
+    while (!committed_fifo_.empty() && committed_fifo_.front().first < oldest) {
+      auto [old_lsn, old_txid] = committed_fifo_.front();
+      committed_fifo_.pop_front();
+      auto it = committed_.find(old_txid);
+      if (it != committed_.end() && it->second.lsn == old_lsn && FindTx(old_txid) == nullptr) {
+        committed_.erase(it);
+      }
+    }
+    while (!aborted_fifo_.empty() && aborted_fifo_.front().first < oldest) {
+      auto [old_lsn, old_txid] = aborted_fifo_.front();
+      aborted_fifo_.pop_front();
+      auto it = aborted_.find(old_txid);
+      if (it != aborted_.end() && it->second.lsn == old_lsn) aborted_.erase(it);
+    }
+  }
   uint64_t keep = max_lsn_seen_ + 1;
   if (!committed_fifo_.empty()) keep = std::min(keep, committed_fifo_.front().first);
+  if (!aborted_fifo_.empty()) keep = std::min(keep, aborted_fifo_.front().first);
   if (!active_decisions_.empty()) keep = std::min(keep, active_decisions_.begin()->first);
   if (!pending_floor_.empty())
     keep = std::min(keep, pending_floor_.begin()->second);  // oldest tag: lowest floor

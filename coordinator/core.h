@@ -276,11 +276,16 @@ struct CoreOptions {
   // Committed outcomes remembered for idempotency; the WAL is kept back far
   // enough (truncate_before) that these are exactly the DECISIONs it holds.
   size_t committed_outcomes_max = 100000;
-  // Aborted and one-phase (and read-only) outcomes remembered (memory only:
-  // presumed abort needs no record of aborts; one-phase commits are recorded
-  // by the participant, not here). The bound holds for the committed ones
-  // and the aborted ones apart: aborts - which any participant's
-  // QueryDecision of a random txid adds - never push a commit out.
+  // ABORTED outcomes answered to clients, each logged before it was
+  // answered (an abort DECISION), remembered and kept in the log the same
+  // way, apart from the committed ones so neither pushes the other out.
+  size_t aborted_outcomes_max = 100000;
+  // One-phase and read-only committed outcomes, and presumed aborts answered
+  // to a participant's QueryDecision, remembered in memory only (one-phase
+  // commits are recorded by the participant; a presumed abort is logged
+  // once a client is told it). The bound holds for the committed ones and
+  // the aborted ones apart: aborts - which any participant's QueryDecision
+  // of a random txid adds - never push a commit out.
   size_t other_outcomes_max = 100000;
   // Re-write EPOCH when it is this many LSNs behind, so truncation can move.
   uint64_t epoch_rewrite_lsn_gap = 100000;
@@ -309,6 +314,7 @@ struct CoreStats {
   uint64_t rejected_suspected = 0;  // new transactions touching a suspected participant
   uint64_t queries = 0;
   uint64_t decisions_relogged = 0;  // open DECISIONs written again near the head
+  uint64_t aborts_logged = 0;       // abort DECISIONs written before an ABORTED answer
 };
 
 // ---- the core ---------------------------------------------------------------
@@ -354,10 +360,14 @@ class CoordinatorCore {
                      const Fingerprint& fingerprint = Fingerprint{}, Attempt attempt = {});
   // A client's GetOutcome: the outcome remembered for txid (what a repeated
   // Commit would answer), or kUnknown (in flight, never seen, or forgotten).
-  // Reads only: unlike QueryDecision it never decides or aborts anything.
+  // Reads only: unlike QueryDecision it never decides or aborts anything, so
+  // an abort is reported only once it is logged (a presumed abort answered
+  // to a participant is not: a repeated Commit would log it first).
   Outcome RememberedOutcome(const TxId& txid) const {
     const CommitResult* r = FindOutcome(txid);
-    return r == nullptr ? Outcome::kUnknown : r->outcome;
+    if (r == nullptr) return Outcome::kUnknown;
+    if (r->outcome == Outcome::kAborted && aborted_.count(txid) == 0) return Outcome::kUnknown;
+    return r->outcome;
   }
 
   void OnPrepareReply(uint64_t now_ms, const PrepareReply& r);
@@ -385,6 +395,14 @@ class CoordinatorCore {
   // replayed. Valid before Start too (a backup's mirror of the primary).
   bool KnowsCommitted(const TxId& txid) const { return committed_.count(txid) != 0; }
 
+  // The outcomes the log keeps (committed, and aborted as answered to a
+  // client) of transactions with nothing left to do, oldest first, as
+  // records: an abort DECISION, or a commit DECISION naming no participant
+  // followed by its END. A primary's snapshot for its backup carries them
+  // (coordinator/ha_core.cc StartSync), so a promoted backup answers a
+  // repeated Commit as the primary did.
+  std::vector<Record> ClosedOutcomes() const;
+
   // The outcomes remembered only in memory (aborted and one-phase outcomes,
   // one-phase transactions left unknown), oldest first. HaCore carries them
   // into the fresh core it builds on a step-down: the process and its
@@ -406,8 +424,8 @@ class CoordinatorCore {
   void ImportMemory(const Memory& m);
 
   // Every decision not yet known to be delivered (DECISION appended, END not
-  // yet; before Start: replayed without END): what a backup must hold to take
-  // over. Ordered by txid.
+  // yet; before Start: replayed without END), and every abort DECISION not
+  // yet durable: what a backup must hold to take over. Ordered by txid.
   std::vector<DecisionRecord> OpenDecisions() const;
 
   // A running core moves to `epoch` (> epoch()): its EPOCH record is persisted
@@ -432,7 +450,9 @@ class CoordinatorCore {
   const CoreStats& stats() const { return stats_; }
 
  private:
-  enum class Phase { kPreparing, kDeciding, kCommitting };
+  // kAborting: decided abort, its abort DECISION not yet durable; the
+  // ABORTED answer waits for it (docs/design.md "Aborts answered are logged").
+  enum class Phase { kPreparing, kDeciding, kCommitting, kAborting };
   enum class PState { kPrepareSent, kYes, kNo, kReadOnly, kFailed, kCommitSent, kBackoff, kAcked };
 
   struct Part {
@@ -464,6 +484,7 @@ class CoordinatorCore {
     bool first_commit_sent = false;
     Fingerprint fingerprint = {};  // recovered from a DECISION of an old format: not known
     Attempt attempt;               // not known for a decision recovered from the log
+    CommitResult abort_result;     // kAborting: the answer once its record is durable
   };
 
   // nullopt when the request may run.
@@ -485,6 +506,14 @@ class CoordinatorCore {
   // decisions that were ENDed before its last snapshot).
   void Abort(Tx& tx, AbortReason reason, std::string detail, bool vote = false);
   void FinishOnePhase(Tx& tx, CommitResult result);
+  // Ends tx with an ABORTED answer: logs its abort DECISION (forced) and
+  // answers every waiter once it is durable (OnPersisted). Until then tx
+  // stays, in kAborting: repeats of the Commit wait with it.
+  void LogAbort(Tx& tx, CommitResult result);
+  // The same for a request that started no transaction here (a fast-failed
+  // one, or a presumed abort remembered only in memory): a Tx without parts.
+  void LogAbortOf(RequestToken token, const TxId& txid, const Fingerprint& fingerprint,
+                  CommitResult result);
   // Ends an undecided transaction that `participant` refused because it knows
   // the txid as another transaction: ABORT to whoever may have prepared this
   // attempt, BAD_ARGUMENT to the client, nothing remembered (the other
@@ -508,6 +537,8 @@ class CoordinatorCore {
   PersistTag Persist(const Record& r, bool forced, TxId txid);
 
   void RememberCommitted(const TxId& txid, uint64_t lsn, const Fingerprint& fingerprint);
+  void RememberAborted(const TxId& txid, uint64_t lsn, const Fingerprint& fingerprint,
+                       const CommitResult& result);
   void RememberOther(const TxId& txid, const CommitResult& result, const Fingerprint& fingerprint);
   void RememberUnknown(const TxId& txid, const Fingerprint& fingerprint);
   const CommitResult* FindOutcome(const TxId& txid) const;
@@ -542,6 +573,7 @@ class CoordinatorCore {
   size_t committing_count_ = 0;
   std::set<std::pair<uint64_t, TxId>> timers_;    // (at_ms, txid), one per tx at most
   std::map<PersistTag, TxId> pending_decisions_;  // DECISION appended, not yet durable
+  std::map<PersistTag, TxId> pending_aborts_;     // abort DECISION appended, not yet durable
   // Per pending DECISION: a lower bound of its LSN (max_lsn_seen_ + 1 when
   // appended); truncate_before never passes the lowest.
   std::map<PersistTag, uint64_t> pending_floor_;
@@ -554,6 +586,15 @@ class CoordinatorCore {
     Fingerprint fingerprint = {};
   };
   std::unordered_map<TxId, CommittedEntry, TxIdHash> committed_;
+  // ABORTED outcomes answered to clients (logged), oldest first, with the
+  // LSN of their abort DECISION.
+  std::deque<std::pair<uint64_t, TxId>> aborted_fifo_;
+  struct AbortedEntry {
+    uint64_t lsn = 0;
+    Fingerprint fingerprint = {};
+    CommitResult result;
+  };
+  std::unordered_map<TxId, AbortedEntry, TxIdHash> aborted_;
   // One-phase transactions whose participant did not answer (bounded like
   // other_): a retry of one while that participant is suspected must not be
   // fast-failed as ABORTED - it may have committed.

@@ -79,6 +79,11 @@ class Sim {
   struct PTx {
     PState state = PState::kNone;
     bool one_phase = false;
+    // The newest attempt whose PREPARE reached here: an ABORT stamped with
+    // an older one is ignored, as participant/core.cc does (an ABORT of an
+    // attempt whose abort never became durable may arrive after a retry's
+    // attempt committed).
+    Attempt attempt;
   };
   struct InFlight {
     OutMessage msg;
@@ -232,6 +237,7 @@ class Sim {
       rep.txid = p->txid;
       rep.participant = f.msg.to;
       t.one_phase = p->one_phase;
+      if (!t.attempt.known() || t.attempt < p->attempt) t.attempt = p->attempt;
       if (t.state == PState::kAborted) {
         rep.vote = Vote::kNo;
       } else if (t.state == PState::kPrepared || t.state == PState::kCommitted) {
@@ -261,6 +267,11 @@ class Sim {
     } else {
       const auto& a = std::get<AbortMsg>(f.msg.body);
       PTx& t = part_[shard][a.txid];
+      if (a.attempt.known() && t.attempt.known() && a.attempt < t.attempt) {
+        replies_.push_back(PendingReply{AckReply{f.msg.id, a.txid, f.msg.to, CallStatus::kOk, ""},
+                                        2, f.incarnation});
+        return;
+      }
       ASSERT_NE(t.state, PState::kCommitted) << "ABORT after COMMIT at " << f.msg.to;
       t.state = PState::kAborted;
       CheckNotBoth(a.txid);
@@ -331,7 +342,8 @@ class Sim {
     for (LogEntry& e : log_) {
       if (e.durable) continue;
       e.durable = true;
-      if (e.type == static_cast<uint8_t>(RecordType::kDecision)) {
+      if (e.type == static_cast<uint8_t>(RecordType::kDecision) &&
+          std::get<DecisionRecord>(*DecodeRecord(e.type, e.payload)).commit) {
         auto rec = DecodeRecord(e.type, e.payload);
         durable_decisions_.insert(std::get<DecisionRecord>(*rec).txid);
         decision_parts_[std::get<DecisionRecord>(*rec).txid] =

@@ -88,6 +88,18 @@ class Harness {
     return Drain();
   }
 
+  // Drain, then Sync: what an input produces once its records are durable
+  // (an ABORTED answer waits for its abort DECISION), in one Ready.
+  Ready Settle() {
+    Ready r = Drain();
+    Ready later = Sync();
+    for (PersistRecord& p : later.persist) r.persist.push_back(std::move(p));
+    for (OutMessage& m : later.send) r.send.push_back(std::move(m));
+    for (Reply& rep : later.replies) r.replies.push_back(std::move(rep));
+    r.truncate_before = std::max(r.truncate_before, later.truncate_before);
+    return r;
+  }
+
   void StartFresh() {
     core_->Start(now);
     Ready r = Drain();
@@ -321,7 +333,17 @@ TEST(CoordinatorCore, VoteNoAbortsWithConflictAndReleasesOnlyLockHolders) {
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
   h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kNo));
   Ready r = h.Drain();
-  EXPECT_TRUE(r.persist.empty()) << "presumed abort logs nothing";
+  EXPECT_TRUE(r.replies.empty()) << "ABORTED waits for its abort DECISION";
+  ASSERT_EQ(r.persist.size(), 1u);
+  EXPECT_TRUE(r.persist[0].forced);
+  Result<Record> logged = DecodeRecord(static_cast<uint8_t>(r.persist[0].type), r.persist[0].payload);
+  ASSERT_TRUE(logged.ok());
+  EXPECT_FALSE(std::get<DecisionRecord>(*logged).commit);
+  EXPECT_TRUE(std::get<DecisionRecord>(*logged).participants.empty());
+  EXPECT_EQ(std::get<DecisionRecord>(*logged).reason, AbortReason::kConflict);
+  EXPECT_EQ(h.core().stats().aborts_logged, 1u);
+  Ready answered = h.Sync();
+  for (Reply& rep : answered.replies) r.replies.push_back(std::move(rep));
   const CommitResult& c = ResultFor(r, 1);
   EXPECT_EQ(c.outcome, Outcome::kAborted);
   EXPECT_EQ(c.reason, AbortReason::kConflict);
@@ -334,7 +356,7 @@ TEST(CoordinatorCore, VoteNoAbortsWithConflictAndReleasesOnlyLockHolders) {
   // Abort acks (and their failures) need nothing.
   h.core().OnAbortReply(h.now, Ack(aborts[0].first));
   h.core().OnAbortReply(h.now, Ack(aborts[1].first, CallStatus::kUnavailable));
-  EXPECT_TRUE(h.Drain().empty());
+  EXPECT_TRUE(h.Settle().empty());
 }
 
 TEST(CoordinatorCore, PrepareTimeoutAbortsWithTimeout) {
@@ -344,15 +366,15 @@ TEST(CoordinatorCore, PrepareTimeoutAbortsWithTimeout) {
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
   h.core().Tick(h.now + 1999);
-  EXPECT_TRUE(h.Drain().empty());
+  EXPECT_TRUE(h.Settle().empty());
   h.core().Tick(h.now + 2000);
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kTimeout);
   EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);
   // The vote that arrives afterwards is late and harmless; a late YES gets
   // the ABORT again (it may have overtaken the PREPARE).
   h.core().OnPrepareReply(h.now + 2500, Vote_(prepares[1].first, Vote::kYes));
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_TRUE(r.replies.empty());
   EXPECT_TRUE(r.persist.empty());
   ASSERT_EQ(Msgs<AbortMsg>(r).size(), 1u);
@@ -365,7 +387,7 @@ TEST(CoordinatorCore, TransportFailureAbortsWithParticipantUnavailable) {
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, CallStatus::kUnavailable));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kParticipantUnavailable);
   EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);  // the failed one may have prepared
 }
@@ -376,12 +398,12 @@ TEST(CoordinatorCore, RpcTimeoutAndErrorRepliesAbort) {
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kTimeout));
-  EXPECT_EQ(ResultFor(h.Drain(), 1).reason, AbortReason::kTimeout);
+  EXPECT_EQ(ResultFor(h.Settle(), 1).reason, AbortReason::kTimeout);
 
   h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
   prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kError));
-  EXPECT_EQ(ResultFor(h.Drain(), 2).reason, AbortReason::kParticipantUnavailable);
+  EXPECT_EQ(ResultFor(h.Settle(), 2).reason, AbortReason::kParticipantUnavailable);
 }
 
 TEST(CoordinatorCore, DuplicateAndStaleVotesAreIgnored) {
@@ -495,14 +517,152 @@ TEST(CoordinatorCore, RepeatedCommitAfterAbortReturnsTheRecordedOutcome) {
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kConflict);
   EXPECT_EQ(ResultFor(r, 2).reason, AbortReason::kConflict);
   h.core().Commit(h.now, 3, Writes(kTx1, {0, 1}));
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kAborted);
   EXPECT_EQ(ResultFor(r, 3).reason, AbortReason::kConflict);
   EXPECT_TRUE(r.send.empty()) << "no new 2PC run";
+}
+
+// Found by the simulator's adversary (dtx-sim --adversary --seed 866): a
+// retry was told ABORTED, the coordinator restarted and forgot the abort
+// (presumed abort logged none), and another retry of the txid committed.
+// The ABORTED answer is now given only once its abort DECISION is durable,
+// and a restarted core answers from it.
+TEST(CoordinatorCore, AnAbortedAnswerIsLoggedFirstAndOutlivesARestart) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  Ready r = h.Drain();
+  EXPECT_TRUE(r.replies.empty());
+  EXPECT_EQ(Msgs<AbortMsg>(r).size(), 1u) << "the locks are released at once";
+  // Meanwhile a repeat waits with it, and a participant hears ABORT.
+  h.core().Commit(h.now, 2, Writes(kTx1, {0, 1}));
+  h.core().QueryDecision(h.now, 3, kTx1);
+  r = h.Drain();
+  EXPECT_EQ(DecisionFor(r, 3), Decision::kAbort);
+  EXPECT_EQ(ErrorFor(r, 2), nullptr);
+  r = h.Sync();
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(r, 2).reason, AbortReason::kConflict);
+  EXPECT_EQ(h.core().RememberedOutcome(kTx1), Outcome::kAborted);
+
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  h.Settle();  // the new EPOCH
+  CommitRequest retry = Writes(kTx1, {0, 1});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 4, retry);
+  r = h.Settle();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty()) << "never run again";
+  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(r, 4).reason, AbortReason::kConflict);
+  EXPECT_EQ(h.core().RememberedOutcome(kTx1), Outcome::kAborted);
+  // Other content under the txid is still refused.
+  h.core().Commit(h.now, 5, Writes(kTx1, {2}));
+  ASSERT_NE(ErrorFor(h.Settle(), 5), nullptr);
+}
+
+// An abort whose record never became durable was told to nobody: after a
+// crash the retry runs a new attempt.
+TEST(CoordinatorCore, AnAbortLostBeforeItsRecordWasDurableWasToldToNobody) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  EXPECT_TRUE(h.Drain().replies.empty());
+  ASSERT_TRUE(h.CrashAndRecover().ok());
+  h.Settle();  // the new EPOCH
+  CommitRequest retry = Writes(kTx1, {0, 1});
+  retry.is_retry = true;
+  h.core().Commit(h.now, 2, retry);
+  EXPECT_EQ(Msgs<PrepareMsg>(h.Settle()).size(), 2u);
+}
+
+// Aborts remembered are bounded (aborted_outcomes_max) apart from commits,
+// and a primary's snapshot restates what its log keeps (ClosedOutcomes).
+TEST(CoordinatorCore, AbortsRememberedBoundTheLogAndGoIntoTheSnapshot) {
+  CoreOptions o = Opts();
+  o.aborted_outcomes_max = 2;
+  Harness h(o);
+  h.StartFresh();
+  // One commit, ended.
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  for (auto& [m, p] : Msgs<PrepareMsg>(h.Drain())) {
+    h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+  }
+  h.Drain();
+  for (auto& [m, c] : Msgs<CommitMsg>(h.Sync())) h.core().OnCommitReply(h.now, Ack(m));
+  h.Settle();
+  // Three aborts: the first is forgotten.
+  for (uint64_t i = 0; i < 3; ++i) {
+    h.core().Commit(h.now, 10 + i, Writes(TxId{50, i}, {0, 1}));
+    auto prepares = Msgs<PrepareMsg>(h.Drain());
+    h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+    h.Drain();
+    EXPECT_EQ(ResultFor(h.Sync(), 10 + i).outcome, Outcome::kAborted);
+  }
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{50, 0}), Outcome::kUnknown);
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{50, 2}), Outcome::kAborted);
+  std::vector<Record> closed = h.core().ClosedOutcomes();
+  ASSERT_EQ(closed.size(), 4u);  // the commit (DECISION + END), then two aborts
+  const auto& commit = std::get<DecisionRecord>(closed[0]);
+  EXPECT_TRUE(commit.commit);
+  EXPECT_EQ(commit.txid, kTx1);
+  EXPECT_TRUE(commit.participants.empty()) << "nothing left to deliver";
+  EXPECT_EQ(std::get<EndRecord>(closed[1]).txid, kTx1);
+  EXPECT_EQ(std::get<DecisionRecord>(closed[2]).txid, (TxId{50, 1}));
+  EXPECT_FALSE(std::get<DecisionRecord>(closed[2]).commit);
+  EXPECT_EQ(std::get<DecisionRecord>(closed[3]).txid, (TxId{50, 2}));
+  // A fresh core fed the snapshot's records answers as this one does.
+  CoordinatorCore mirror(o);
+  uint64_t lsn = 1;
+  ASSERT_TRUE(mirror.Replay(lsn++, 1, EncodePayload(EpochRecord{1})).ok());
+  for (const Record& rec : closed) {
+    ASSERT_TRUE(mirror.Replay(lsn++, static_cast<uint8_t>(TypeOf(rec)), EncodePayload(rec)).ok());
+  }
+  mirror.Start(h.now);
+  EXPECT_EQ(mirror.RememberedOutcome(kTx1), Outcome::kCommitted);
+  EXPECT_EQ(mirror.RememberedOutcome(TxId{50, 2}), Outcome::kAborted);
+  EXPECT_TRUE(mirror.OpenDecisions().empty());
+}
+
+// A sparse abort among many commits does not hold the log back: outcomes
+// are bounded by age in the log too (2 x (commits + aborts remembered)
+// records), and the log is truncated past the forgotten abort.
+TEST(CoordinatorCore, ASparseAbortDoesNotPinTheLog) {
+  CoreOptions o = Opts();
+  o.committed_outcomes_max = 2;
+  o.aborted_outcomes_max = 2;
+  o.epoch_rewrite_lsn_gap = 4;  // the EPOCH record moves on too
+  Harness h(o);
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
+  h.Drain();
+  const uint64_t abort_lsn = h.log().back().lsn;
+  h.Settle();
+  uint64_t truncate_before = 0;
+  for (uint64_t i = 0; i < 10; ++i) {
+    h.core().Commit(h.now, 10 + i, Writes(TxId{60, i}, {0, 1}));
+    for (auto& [m, p] : Msgs<PrepareMsg>(h.Drain())) {
+      h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
+    }
+    Ready r = h.Settle();
+    truncate_before = std::max(truncate_before, r.truncate_before);
+    for (auto& [m, c] : Msgs<CommitMsg>(r)) h.core().OnCommitReply(h.now, Ack(m));
+    r = h.Settle();
+    truncate_before = std::max(truncate_before, r.truncate_before);
+  }
+  EXPECT_EQ(h.core().RememberedOutcome(kTx1), Outcome::kUnknown) << "forgotten by age";
+  EXPECT_GT(truncate_before, abort_lsn);
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{60, 9}), Outcome::kCommitted);
 }
 
 // ---- QueryDecision in every state -------------------------------------------------------
@@ -512,21 +672,21 @@ TEST(CoordinatorCore, QueryDecisionInEveryState) {
   h.StartFresh();
   // Unknown txid: presumed abort.
   h.core().QueryDecision(h.now, 100, TxId{9, 9});
-  EXPECT_EQ(DecisionFor(h.Drain(), 100), Decision::kAbort);
+  EXPECT_EQ(DecisionFor(h.Settle(), 100), Decision::kAbort);
 
   // Preparing: aborted on the spot, the client hears ABORTED.
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().QueryDecision(h.now, 101, kTx1);
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(DecisionFor(r, 101), Decision::kAbort);
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kAborted);
   EXPECT_EQ(Msgs<AbortMsg>(r).size(), 2u);
   // ... and stays aborted: a YES arriving now decides nothing.
   for (auto& [m, p] : prepares) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
-  EXPECT_TRUE(h.Drain().persist.empty());
+  EXPECT_TRUE(h.Settle().persist.empty());
   h.core().QueryDecision(h.now, 102, kTx1);
-  EXPECT_EQ(DecisionFor(h.Drain(), 102), Decision::kAbort);
+  EXPECT_EQ(DecisionFor(h.Settle(), 102), Decision::kAbort);
 
   // Deciding (DECISION appended, not durable): answered COMMIT once durable.
   h.core().Commit(h.now, 2, Writes(kTx2, {0, 1}));
@@ -541,18 +701,18 @@ TEST(CoordinatorCore, QueryDecisionInEveryState) {
 
   // Committing: COMMIT.
   h.core().QueryDecision(h.now, 104, kTx2);
-  EXPECT_EQ(DecisionFor(h.Drain(), 104), Decision::kCommit);
+  EXPECT_EQ(DecisionFor(h.Settle(), 104), Decision::kCommit);
   // Ended: COMMIT.
   for (auto& [m, c] : commits) h.core().OnCommitReply(h.now, Ack(m));
-  h.Drain();
+  h.Settle();
   h.core().QueryDecision(h.now, 105, kTx2);
-  EXPECT_EQ(DecisionFor(h.Drain(), 105), Decision::kCommit);
+  EXPECT_EQ(DecisionFor(h.Settle(), 105), Decision::kCommit);
 
   // One-phase in progress: only the participant knows.
   h.core().Commit(h.now, 3, Writes(kTx3, {2}));
-  h.Drain();
+  h.Settle();
   h.core().QueryDecision(h.now, 106, kTx3);
-  EXPECT_EQ(DecisionFor(h.Drain(), 106), Decision::kUnknown);
+  EXPECT_EQ(DecisionFor(h.Settle(), 106), Decision::kUnknown);
   EXPECT_EQ(h.core().in_flight(), 1u);
 }
 
@@ -620,21 +780,21 @@ TEST(CoordinatorCore, OnePhaseNoIsAbortedAndSilenceIsUnknown) {
   h.core().Commit(h.now, 1, Writes(kTx1, {0}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kConflict);
   EXPECT_TRUE(Msgs<AbortMsg>(r).empty()) << "a one-phase NO holds no locks";
 
   // No answer: the participant may have committed, so the outcome is UNKNOWN
   // and not remembered: a retry with the same txid asks the participant again.
   h.core().Commit(h.now, 2, Writes(kTx2, {0}));
-  h.Drain();
+  h.Settle();
   h.core().Tick(h.now + 2000);
-  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 2).outcome, Outcome::kUnknown);
   h.core().Commit(h.now, 3, Writes(kTx2, {0}));
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 1u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kUnavailable));
-  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 3).outcome, Outcome::kUnknown);
 }
 
 // ---- validation and limits ---------------------------------------------------------------
@@ -731,14 +891,14 @@ TEST(CoordinatorCore, StaleEpochFarAboveOursDoesNotFence) {
                CallStatus::kStaleEpoch, "boom", forged.current_epoch};
   h.core().OnCommitReply(h.now, ack);
   h.core().OnAbortReply(h.now, ack);
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_FALSE(h.core().fenced());
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kAborted) << "that participant failed the call";
   // The other transaction is unaffected and commits.
   for (const auto& [m, p] : prepares) {
     if (p.txid == kTx2) h.core().OnPrepareReply(h.now, Vote_(m, Vote::kYes));
   }
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_FALSE(r.persist.empty()) << "kTx2's DECISION";
   // Within the bound: a newer coordinator may exist.
   h.core().Commit(h.now, 3, Writes(kTx3, {0, 1}));
@@ -746,7 +906,7 @@ TEST(CoordinatorCore, StaleEpochFarAboveOursDoesNotFence) {
   PrepareReply newer = Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch);
   newer.current_epoch = h.core().epoch() + kEpochJumpMax;
   h.core().OnPrepareReply(h.now, newer);
-  h.Drain();
+  h.Settle();
   EXPECT_TRUE(h.core().fenced());
 }
 
@@ -757,20 +917,20 @@ TEST(CoordinatorCore, StaleEpochFencesTheCoordinator) {
   h.core().Commit(h.now, 2, Writes(kTx2, {0, 2}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_TRUE(h.core().fenced());
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kCoordinatorFailover);
   EXPECT_EQ(ResultFor(r, 2).reason, AbortReason::kCoordinatorFailover);
-  EXPECT_TRUE(r.persist.empty());
+  ASSERT_EQ(r.persist.size(), 2u) << "each ABORTED answer is logged first";
   h.core().Commit(h.now, 3, Writes(kTx3, {0, 1}));
   h.core().QueryDecision(h.now, 4, TxId{8, 8});
-  r = h.Drain();
+  r = h.Settle();
   ASSERT_NE(ErrorFor(r, 3), nullptr);
   EXPECT_EQ(ErrorFor(r, 3)->code, ErrorCode::kNotPrimary);
   EXPECT_EQ(DecisionFor(r, 4), Decision::kUnknown);
   // Known outcomes are still answered.
   h.core().Commit(h.now, 5, Writes(kTx1, {0, 1}));
-  EXPECT_EQ(ResultFor(h.Drain(), 5).reason, AbortReason::kCoordinatorFailover);
+  EXPECT_EQ(ResultFor(h.Settle(), 5).reason, AbortReason::kCoordinatorFailover);
 }
 
 // ---- recovery ------------------------------------------------------------------------------
@@ -1042,11 +1202,11 @@ TEST(CoordinatorCore, SuspectedParticipantAbortsUndecidedTransactionsWaitingForI
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));  // waits on 0 and 1
   h.core().Commit(h.now, 2, Writes(kTx2, {1, 2}));  // does not touch 0
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   auto prepares = Msgs<PrepareMsg>(r);
   ASSERT_EQ(prepares.size(), 4u);
   h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
-  r = h.Drain();
+  r = h.Settle();
   const CommitResult& c = ResultFor(r, 1);
   EXPECT_EQ(c.outcome, Outcome::kAborted);
   EXPECT_EQ(c.reason, AbortReason::kParticipantUnavailable);
@@ -1056,7 +1216,7 @@ TEST(CoordinatorCore, SuspectedParticipantAbortsUndecidedTransactionsWaitingForI
   EXPECT_EQ(h.core().in_flight(), 1u);
   // A repeated verdict changes nothing.
   h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
-  EXPECT_TRUE(h.Drain().empty());
+  EXPECT_TRUE(h.Settle().empty());
 }
 
 TEST(CoordinatorCore, NewTransactionTouchingASuspectedShardFailsFastWithoutSending) {
@@ -1065,7 +1225,7 @@ TEST(CoordinatorCore, NewTransactionTouchingASuspectedShardFailsFastWithoutSendi
   h.core().SetParticipantSuspected(h.now, kParticipants[2], true);
   EXPECT_TRUE(h.core().participant_suspected(kParticipants[2]));
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 2}));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_TRUE(r.send.empty());
   EXPECT_EQ(ResultFor(r, 1).reason, AbortReason::kParticipantUnavailable);
   // Transactions that do not touch it still commit.
@@ -1081,15 +1241,15 @@ TEST(CoordinatorCore, SuspectedOnePhaseParticipantGivesUnknownNotAbort) {
   Harness h;
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {1}));
-  h.Drain();
+  h.Settle();
   h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
-  EXPECT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 1).outcome, Outcome::kUnknown);
   // A retry of the same txid while it is suspected: still unknown, never a
   // fast-fail ABORTED (it may have committed there).
   h.core().Commit(h.now, 2, Writes(kTx1, {1}));
-  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 2).outcome, Outcome::kUnknown);
   h.core().Commit(h.now, 3, Writes(kTx2, {1}));
-  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(h.Settle(), 3).outcome, Outcome::kAborted);
 }
 
 // KB2a (tests/sim): after a coordinator restart the in-memory memory of an
@@ -1099,38 +1259,38 @@ TEST(CoordinatorCore, RetryAfterRestartIsNotFastFailedAsAborted) {
   Harness h;
   h.StartFresh();
   h.core().Commit(h.now, 1, Writes(kTx1, {1}));  // one-phase, answer lost
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   ASSERT_EQ(Msgs<PrepareMsg>(r).size(), 1u);
   ASSERT_TRUE(h.CrashAndRecover().ok());
-  h.Drain();
+  h.Settle();
   h.Sync();
   h.core().SetParticipantSuspected(h.now, kParticipants[1], true);
-  h.Drain();
+  h.Settle();
   CommitRequest retry = Writes(kTx1, {1});
   retry.is_retry = true;
   h.core().Commit(h.now, 2, retry);
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_TRUE(r.send.empty());
   EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kUnknown) << ResultFor(r, 2).detail;
   // Not remembered as anything: once the participant is back, a further retry asks it.
   h.core().SetParticipantSuspected(h.now, kParticipants[1], false);
-  h.Drain();
+  h.Settle();
   h.core().Commit(h.now, 3, retry);
-  r = h.Drain();
+  r = h.Settle();
   auto prepares = Msgs<PrepareMsg>(r);
   ASSERT_EQ(prepares.size(), 1u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
-  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kCommitted);
+  EXPECT_EQ(ResultFor(h.Settle(), 3).outcome, Outcome::kCommitted);
   // A multi-participant retry is not fast-failed as ABORTED either; a first
   // attempt (no is_retry) still is.
   h.core().SetParticipantSuspected(h.now, kParticipants[0], true);
-  h.Drain();
+  h.Settle();
   CommitRequest multi = Writes(kTx2, {0, 2});
   multi.is_retry = true;
   h.core().Commit(h.now, 4, multi);
-  EXPECT_EQ(ResultFor(h.Drain(), 4).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 4).outcome, Outcome::kUnknown);
   h.core().Commit(h.now, 5, Writes(kTx3, {0, 2}));
-  EXPECT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(h.Settle(), 5).outcome, Outcome::kAborted);
 }
 
 TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
@@ -1138,14 +1298,14 @@ TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
   h.StartFresh();
   // Not even a retry: the participant's "outcome unknown" alone decides it.
   h.core().Commit(h.now, 1, Writes(kTx1, {2}));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   auto prepares = Msgs<PrepareMsg>(r);
   ASSERT_EQ(prepares.size(), 1u);
   ASSERT_TRUE(prepares[0].second.one_phase);
   PrepareReply unknown = Vote_(prepares[0].first, Vote::kNo, CallStatus::kError);
   unknown.error_code = ErrorCode::kUnknownTx;
   h.core().OnPrepareReply(h.now, unknown);
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
   EXPECT_TRUE(Msgs<AbortMsg>(r).empty());
   // Another error code on a first attempt is still an abort ...
@@ -1155,7 +1315,7 @@ TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
   PrepareReply refused = Vote_(prepares[0].first, Vote::kNo, CallStatus::kError);
   refused.error_code = ErrorCode::kUnavailable;
   h.core().OnPrepareReply(h.now, refused);
-  EXPECT_EQ(ResultFor(h.Drain(), 2).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(h.Settle(), 2).outcome, Outcome::kAborted);
   // ... but not on a retry (an earlier attempt may have committed), nor a stale epoch.
   CommitRequest retry = Writes(kTx3, {2});
   retry.is_retry = true;
@@ -1165,14 +1325,14 @@ TEST(CoordinatorCore, OnePhaseUnknownTxFromParticipantIsUnknownNeverAborted) {
   refused.msg_id = prepares[0].first.id;
   refused.txid = kTx3;
   h.core().OnPrepareReply(h.now, refused);
-  EXPECT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 3).outcome, Outcome::kUnknown);
   CommitRequest retry2 = Writes(TxId{0xabc, 4}, {2});
   retry2.is_retry = true;
   h.core().Commit(h.now, 4, retry2);
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 1u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo, CallStatus::kStaleEpoch));
-  EXPECT_EQ(ResultFor(h.Drain(), 4).outcome, Outcome::kUnknown);
+  EXPECT_EQ(ResultFor(h.Settle(), 4).outcome, Outcome::kUnknown);
 }
 
 // Found by the failover simulator: after a failover the new primary does not
@@ -1190,7 +1350,7 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
   ASSERT_EQ(prepares.size(), 2u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
   h.core().OnPrepareReply(h.now, Vote_(prepares[1].first, Vote::kYes, CallStatus::kTimeout));
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown) << ResultFor(r, 1).detail;
   EXPECT_FALSE(Msgs<AbortMsg>(r).empty()) << "the locks of this attempt are still released";
   // Not remembered: the next retry runs again at once (a new attempt, which
@@ -1208,10 +1368,10 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
     return c;
   }());
   h.core().Commit(h.now, 4, Writes(kTx3, {0, 1}));
-  h.Drain();
+  h.Settle();
   h.now += 5000;
   h.core().Tick(h.now);
-  r = h.Drain();
+  r = h.Settle();
   EXPECT_EQ(ResultFor(r, 3).outcome, Outcome::kUnknown);
   EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kAborted);
   // A NO vote proves it: ABORTED even for a retry.
@@ -1221,7 +1381,7 @@ TEST(CoordinatorCore, MultiParticipantRetryFailingWithoutAVoteIsUnknown) {
   prepares = Msgs<PrepareMsg>(h.Drain());
   ASSERT_EQ(prepares.size(), 2u);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
-  EXPECT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kAborted);
+  EXPECT_EQ(ResultFor(h.Settle(), 5).outcome, Outcome::kAborted);
 }
 
 // Found by the simulator (tests/sim/README.md, `--small-tables --seed 21554`):
@@ -1333,18 +1493,26 @@ TEST(CoordinatorCore, PresumedAbortsOfRandomTxidsNeverPushAOnePhaseCommitOut) {
   ASSERT_EQ(prepares.size(), 1u);
   ASSERT_TRUE(prepares[0].second.one_phase);
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
-  ASSERT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kCommitted);
+  ASSERT_EQ(ResultFor(h.Settle(), 1).outcome, Outcome::kCommitted);
   for (uint64_t i = 0; i < 100; ++i) h.core().QueryDecision(h.now, 100 + i, TxId{0xbad, i});
-  h.Drain();
+  h.Settle();
   CommitRequest retry = Writes(kTx1, {0});
   retry.is_retry = true;
   h.core().Commit(h.now, 2, retry);
-  Ready r = h.Drain();
+  Ready r = h.Settle();
   EXPECT_TRUE(Msgs<PrepareMsg>(r).empty()) << "answered from memory";
   EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kCommitted);
   // The aborts stay bounded: the oldest presumed abort is forgotten.
-  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 0}), Outcome::kUnknown);
-  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 99}), Outcome::kAborted);
+  // (A client's GetOutcome reports a presumed abort only once it is logged,
+  // so what is remembered is seen through a repeated Commit.)
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 99}), Outcome::kUnknown);
+  h.core().Commit(h.now, 3, Writes(TxId{0xbad, 0}, {0}));
+  EXPECT_EQ(Msgs<PrepareMsg>(h.Settle()).size(), 1u) << "forgotten: runs";
+  h.core().Commit(h.now, 4, Writes(TxId{0xbad, 99}, {0}));
+  r = h.Settle();
+  EXPECT_TRUE(Msgs<PrepareMsg>(r).empty());
+  EXPECT_EQ(ResultFor(r, 4).outcome, Outcome::kAborted);
+  EXPECT_EQ(h.core().RememberedOutcome(TxId{0xbad, 99}), Outcome::kAborted) << "now logged";
 }
 
 // Found by the failover simulator: the HA layer holds a durable DECISION back
@@ -1503,9 +1671,9 @@ TEST(CoordinatorCore, TxidReuseIsRefusedAfterAbortOnePhaseAndUnknownOutcomes) {
   h.core().Commit(h.now, 1, Writes(kTx1, {0, 1}));
   auto prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kNo));
-  ASSERT_EQ(ResultFor(h.Drain(), 1).outcome, Outcome::kAborted);
+  ASSERT_EQ(ResultFor(h.Settle(), 1).outcome, Outcome::kAborted);
   h.core().Commit(h.now, 2, Writes(kTx1, {0, 2}));
-  Ready d2 = h.Drain();
+  Ready d2 = h.Settle();
   const Error* e = ErrorFor(d2, 2);
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->code, ErrorCode::kBadArgument);
@@ -1513,9 +1681,9 @@ TEST(CoordinatorCore, TxidReuseIsRefusedAfterAbortOnePhaseAndUnknownOutcomes) {
   h.core().Commit(h.now, 3, Writes(kTx2, {1}));
   prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes));
-  ASSERT_EQ(ResultFor(h.Drain(), 3).outcome, Outcome::kCommitted);
+  ASSERT_EQ(ResultFor(h.Settle(), 3).outcome, Outcome::kCommitted);
   h.core().Commit(h.now, 4, Writes(kTx2, {2}));
-  Ready d4 = h.Drain();
+  Ready d4 = h.Settle();
   e = ErrorFor(d4, 4);
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->code, ErrorCode::kBadArgument);
@@ -1523,9 +1691,9 @@ TEST(CoordinatorCore, TxidReuseIsRefusedAfterAbortOnePhaseAndUnknownOutcomes) {
   h.core().Commit(h.now, 5, Writes(kTx3, {1}));
   prepares = Msgs<PrepareMsg>(h.Drain());
   h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kUnavailable));
-  ASSERT_EQ(ResultFor(h.Drain(), 5).outcome, Outcome::kUnknown);
+  ASSERT_EQ(ResultFor(h.Settle(), 5).outcome, Outcome::kUnknown);
   h.core().Commit(h.now, 6, Writes(kTx3, {0}));
-  Ready d6 = h.Drain();
+  Ready d6 = h.Settle();
   e = ErrorFor(d6, 6);
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->code, ErrorCode::kBadArgument);

@@ -183,9 +183,9 @@ po::options_description DescribeFlags(Flags* flags) {
       "remembered-commits",
       po::value(&flags->remembered_commits)
           ->default_value(dtx::coordinator::CoreOptions{}.committed_outcomes_max),
-      "committed outcomes of full 2PC remembered for a client's retry; the log keeps their "
-      "DECISIONs, so with --carry-forward-records this bounds the log (docs/design.md \"Long "
-      "outages\"); at least 1")(
+      "committed outcomes of full 2PC remembered for a client's retry, and as many aborted "
+      "outcomes answered to clients; the log keeps their DECISIONs, so with "
+      "--carry-forward-records this bounds the log (docs/design.md \"Long outages\"); at least 1")(
       "overload-queue-ms", po::value(&flags->overload_queue_ms)->default_value(50),
       "shed load above capacity: while client commits take longer than this many ms on "
       "average, fewer are taken on at once and the rest are refused UNAVAILABLE "
@@ -316,6 +316,7 @@ dtx::Status CheckCoreLimits(const Flags& flags, RuntimeOptions* options) {
     return dtx::Status::InvalidArgument("--remembered-commits must be in 1..4294967296");
   }
   options->core.committed_outcomes_max = static_cast<size_t>(flags.remembered_commits);
+  options->core.aborted_outcomes_max = options->core.committed_outcomes_max;
   return dtx::node::DiskBytesFromFlags(flags.disk_free_min_mb, flags.disk_ballast_mb,
                                        &options->disk_free_min_bytes, &options->disk_ballast_bytes);
 }

@@ -19,8 +19,8 @@ std::string EncodePayload(const Record& r) {
   if (const auto* e = std::get_if<EpochRecord>(&r)) {
     out.I64(e->epoch);
   } else if (const auto* d = std::get_if<DecisionRecord>(&r)) {
-    DTX_CHECK(d->commit);
     DTX_CHECK(d->participants.size() <= kDecisionParticipantsMax);
+    DTX_CHECK(d->commit || d->participants.empty());
     out.Tx(d->txid);
     out.I64(d->epoch);
     out.U8(d->commit ? 1 : 0);
@@ -29,6 +29,7 @@ std::string EncodePayload(const Record& r) {
       DTX_CHECK(p.size() <= kParticipantAddressBytesMax);
       out.Bytes(p);
     }
+    if (!d->commit) out.U8(static_cast<uint8_t>(d->reason));
     if (d->fingerprint.known()) out.Fp(d->fingerprint);
   } else if (const auto* sync = std::get_if<SyncRecord>(&r)) {
     out.I64(sync->generation);
@@ -57,11 +58,11 @@ Result<Record> DecodeRecord(uint8_t type, std::string_view payload) {
       DTX_RETURN_IF_ERROR(in.I64(&d.epoch));
       uint8_t decision = 0;
       DTX_RETURN_IF_ERROR(in.U8(&decision));
-      if (decision != 1) {
+      if (decision > 1) {
         return Status::Corruption("coordinator DECISION record: unknown decision " +
                                   std::to_string(decision));
       }
-      d.commit = true;
+      d.commit = decision == 1;
       uint32_t count = 0;
       DTX_RETURN_IF_ERROR(in.U32(&count));
       if (count > kDecisionParticipantsMax) {
@@ -72,6 +73,20 @@ Result<Record> DecodeRecord(uint8_t type, std::string_view payload) {
       d.participants.resize(count);
       for (std::string& p : d.participants) {
         DTX_RETURN_IF_ERROR(in.Bytes(&p, kParticipantAddressBytesMax, "participant address"));
+      }
+      if (!d.commit) {
+        if (count != 0) {
+          return Status::Corruption("coordinator DECISION record: an abort names " +
+                                    std::to_string(count) + " participants");
+        }
+        uint8_t reason = 0;
+        DTX_RETURN_IF_ERROR(in.U8(&reason));
+        if (reason < static_cast<uint8_t>(AbortReason::kConflict) ||
+            reason > static_cast<uint8_t>(AbortReason::kCoordinatorFailover)) {
+          return Status::Corruption("coordinator DECISION record: unknown abort reason " +
+                                    std::to_string(reason));
+        }
+        d.reason = static_cast<AbortReason>(reason);
       }
       if (in.left() > 0) DTX_RETURN_IF_ERROR(in.Fp(&d.fingerprint));
       DTX_RETURN_IF_ERROR(in.End());

@@ -45,8 +45,11 @@ struct EpochRecord {
 struct DecisionRecord {
   TxId txid;
   Epoch epoch = 0;
-  bool commit = true;                     // the coordinator only ever writes commit decisions
-  std::vector<std::string> participants;  // host:port, shard order
+  // false: an ABORTED outcome answered to a client, logged before the answer
+  // (docs/design.md "Aborts answered are logged"); names no participant.
+  bool commit = true;
+  std::vector<std::string> participants;  // host:port, shard order (commit only)
+  AbortReason reason = AbortReason::kConflict;  // abort only
   // The transaction's content (common/types.h); not known in records written
   // before fingerprints (their payload ends after the participants).
   Fingerprint fingerprint = {};

@@ -104,11 +104,38 @@ TEST(CoordinatorRecords, HugeLengthsAreRejectedWithoutAllocating) {
 
 TEST(CoordinatorRecords, UnknownDecisionValueAndBadEpochAreCorruption) {
   std::string p = EncodePayload(SampleDecision());
-  p[24] = 0;
+  p[24] = 0;  // an abort naming participants
+  EXPECT_TRUE(DecodeRecord(2, p).status().IsCorruption());
+  p[24] = 2;
   EXPECT_TRUE(DecodeRecord(2, p).status().IsCorruption());
   EXPECT_TRUE(DecodeRecord(1, EncodePayload(EpochRecord{1})).ok());
   std::string zero(8, '\0');
   EXPECT_TRUE(DecodeRecord(1, zero).status().IsCorruption());
+}
+
+// An ABORTED outcome answered to a client (docs/design.md "Aborts answered
+// are logged"): decision 0, no participant, its reason, the fingerprint.
+TEST(CoordinatorRecords, AbortDecisionRoundTripsWithItsReason) {
+  DecisionRecord d;
+  d.txid = TxId{3, 4};
+  d.epoch = 2;
+  d.commit = false;
+  d.reason = AbortReason::kTimeout;
+  d.fingerprint = Fingerprint{0x11, 0x22};
+  EXPECT_EQ(RoundTrip(d), Record(d));
+  std::string p = EncodePayload(d);
+  // txid(16) epoch(8) decision(1) count(4) reason(1) fingerprint(16)
+  ASSERT_EQ(p.size(), 16u + 8 + 1 + 4 + 1 + 16);
+  EXPECT_EQ(static_cast<uint8_t>(p[24]), 0);
+  EXPECT_EQ(static_cast<uint8_t>(p[29]), static_cast<uint8_t>(AbortReason::kTimeout));
+  for (uint8_t bad : {0, 6, 255}) {
+    std::string q = p;
+    q[29] = static_cast<char>(bad);
+    EXPECT_TRUE(DecodeRecord(2, q).status().IsCorruption()) << int{bad};
+  }
+  for (size_t n = 0; n < 30; ++n) {
+    EXPECT_TRUE(DecodeRecord(2, p.substr(0, n)).status().IsCorruption()) << n;
+  }
 }
 
 }  // namespace

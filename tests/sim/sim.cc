@@ -1522,6 +1522,7 @@ void World::StartCore(Node& n) {
     o.commit_retry_max_ms = kCommitRetryMaxMs;
     if (opts_.small_tables) {
       o.committed_outcomes_max = kSmallTableMax;
+      o.aborted_outcomes_max = kSmallTableMax;
       o.other_outcomes_max = kSmallTableMax;
       o.epoch_rewrite_lsn_gap = kSmallTableMax;
       o.decision_relog_lsn_gap = kSmallTableMax;
