@@ -1043,40 +1043,45 @@ void CoordinatorCore::RememberAborted(const TxId& txid, uint64_t lsn,
   }
 }
 
-std::vector<Record> CoordinatorCore::ClosedOutcomes() const {
-  // Both tables in LSN order, so a backup replaying them forgets in the
-  // same order as this core. An entry whose txid has a newer one in its
-  // table (the fifo keeps the old pair) or is still running is skipped.
-  std::vector<Record> out;
-  auto c = committed_fifo_.begin();
-  auto a = aborted_fifo_.begin();
-  while (c != committed_fifo_.end() || a != aborted_fifo_.end()) {
+std::vector<Record> CoordinatorCore::ClosedOutcomes(size_t max_bytes) const {
+  // Both tables from the newest back, while the payloads fit in max_bytes,
+  // then in LSN order, so a backup replaying them forgets in the same order
+  // as this core. An entry whose txid has a newer one in its table (the fifo
+  // keeps the old pair) or is still running is skipped.
+  std::vector<Record> newest_first;
+  size_t bytes = 0;
+  auto c = committed_fifo_.rbegin();
+  auto a = aborted_fifo_.rbegin();
+  while (c != committed_fifo_.rend() || a != aborted_fifo_.rend()) {
     const bool take_commit =
-        a == aborted_fifo_.end() || (c != committed_fifo_.end() && c->first < a->first);
+        a == aborted_fifo_.rend() || (c != committed_fifo_.rend() && c->first > a->first);
+    DecisionRecord d;
     if (take_commit) {
       const auto& [lsn, txid] = *c++;
       auto it = committed_.find(txid);
       if (it == committed_.end() || it->second.lsn != lsn || txs_.count(txid) != 0) continue;
-      DecisionRecord d;
       d.txid = txid;
-      d.epoch = epoch_;
       d.fingerprint = it->second.fingerprint;
-      out.emplace_back(std::move(d));
-      out.emplace_back(EndRecord{txid});
     } else {
       const auto& [lsn, txid] = *a++;
       auto it = aborted_.find(txid);
       if (it == aborted_.end() || it->second.lsn != lsn) continue;
-      DecisionRecord d;
       d.txid = txid;
-      d.epoch = epoch_;
       d.commit = false;
       d.reason = it->second.result.reason.value_or(AbortReason::kConflict);
       d.fingerprint = it->second.fingerprint;
-      out.emplace_back(std::move(d));
     }
+    d.epoch = epoch_;
+    // Each record also costs its framing in the Replicate call (type, length).
+    constexpr size_t kRecordOverhead = 16;
+    const size_t size = EncodePayload(d).size() + kRecordOverhead +
+                        (d.commit ? EncodePayload(EndRecord{}).size() + kRecordOverhead : 0);
+    if (bytes + size > max_bytes) break;
+    bytes += size;
+    if (d.commit) newest_first.emplace_back(EndRecord{d.txid});
+    newest_first.emplace_back(std::move(d));
   }
-  return out;
+  return {newest_first.rbegin(), newest_first.rend()};
 }
 
 void CoordinatorCore::RememberUnknown(const TxId& txid, const Fingerprint& fingerprint) {

@@ -400,8 +400,9 @@ class CoordinatorCore {
   // records: an abort DECISION, or a commit DECISION naming no participant
   // followed by its END. A primary's snapshot for its backup carries them
   // (coordinator/ha_core.cc StartSync), so a promoted backup answers a
-  // repeated Commit as the primary did.
-  std::vector<Record> ClosedOutcomes() const;
+  // repeated Commit as the primary did. The newest whose payloads fit in
+  // max_bytes (a snapshot is one Replicate frame).
+  std::vector<Record> ClosedOutcomes(size_t max_bytes = SIZE_MAX) const;
 
   // The outcomes remembered only in memory (aborted and one-phase outcomes,
   // one-phase transactions left unknown), oldest first. HaCore carries them

@@ -619,6 +619,11 @@ TEST(CoordinatorCore, AbortsRememberedBoundTheLogAndGoIntoTheSnapshot) {
   EXPECT_EQ(std::get<DecisionRecord>(closed[2]).txid, (TxId{50, 1}));
   EXPECT_FALSE(std::get<DecisionRecord>(closed[2]).commit);
   EXPECT_EQ(std::get<DecisionRecord>(closed[3]).txid, (TxId{50, 2}));
+  // Within a byte budget: the newest that fit.
+  std::vector<Record> newest = h.core().ClosedOutcomes(EncodePayload(closed[3]).size() + 16);
+  ASSERT_EQ(newest.size(), 1u);
+  EXPECT_EQ(std::get<DecisionRecord>(newest[0]).txid, (TxId{50, 2}));
+  EXPECT_TRUE(h.core().ClosedOutcomes(10).empty());
   // A fresh core fed the snapshot's records answers as this one does.
   CoordinatorCore mirror(o);
   uint64_t lsn = 1;

@@ -706,7 +706,7 @@ void HaCore::StartSync(uint64_t /*now_ms*/) {
   // forgets everything before it, and a promoted backup must answer a
   // repeated Commit as we did (an ABORTED answer above all: a new attempt of
   // that txid must never commit; tests/sim/README.md "Aborts are logged").
-  for (const Record& r : core_->ClosedOutcomes()) add(r);
+  for (const Record& r : core_->ClosedOutcomes(kSnapshotOutcomeBytesMax)) add(r);
   // Every DECISION appended and not ENDed, including ones not yet durable
   // here: those wait for this snapshot's ack like any in-sync DECISION.
   for (const DecisionRecord& d : core_->OpenDecisions()) add(d);

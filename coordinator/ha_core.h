@@ -139,6 +139,12 @@ const char* HaStateName(HaState s);
 // Once this many records went to an in-sync backup since its last snapshot,
 // the primary sends a fresh snapshot (the backup then drops its older log).
 inline constexpr uint64_t kResyncAfterRecords = 200000;
+// A snapshot restates at most this many bytes of finished outcomes (the
+// newest; CoordinatorCore::ClosedOutcomes), so that with the open decisions
+// it stays within one Replicate frame (common/rpc_server.h kRpcFrameBytesMax,
+// 16 MiB). 100,000 remembered commits and as many aborts would take about
+// 14 MB with their framing: the newest ~60 % of them go.
+inline constexpr size_t kSnapshotOutcomeBytesMax = 8u << 20;
 
 struct HaCoreOptions {
   Role role = Role::kPrimary;

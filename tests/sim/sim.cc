@@ -2008,8 +2008,8 @@ void World::AdversaryNext() {
     // new (no is_retry: a misbehaving client; its answers are not judged,
     // what they do to everyone else is). Only while that client holds no
     // outcome: a retry after COMMITTED or ABORTED needs the client sessions
-    // that do not exist yet (README.md "Known gap: aborts are
-    // forgotten").
+    // that do not exist yet (README.md "Copies sent as new poison
+    // outcomes").
     rpc::CommitRequest req = seen->request;
     const bool retry = rng_.Chance(0.5);
     if (retry) req.__set_is_retry(true);
@@ -2359,9 +2359,10 @@ void World::FinalChecks() {
                std::to_string(it->second.shards.size()) + " participants (its client was told " +
                ClientReplyName(it->second.reply) + ")");
     } else if (c.outcome == rpc::Outcome::ABORTED && !applied_at.empty()) {
-      // Its own check: a known gap (README.md "Known gap: aborts are
-      // forgotten"), kept apart so that every other false outcome still
-      // fails the adversary's test.
+      // Its own check: a known gap (README.md "Copies sent as new poison
+      // outcomes"; the aborts a restart or failover forgot are closed), kept
+      // apart so that every other false outcome still fails the adversary's
+      // test.
       Fail("aborted-then-committed", c.check_id,
            c.how + " answered ABORTED, but it was applied at " + std::to_string(applied_at.size()) +
                " participants (its client was told " + ClientReplyName(it->second.reply) + ")");
