@@ -763,6 +763,7 @@ rpc::NodeStatus Runtime::Impl::GetStatus() const {
   c["fenced"] = ha_->core().fenced() ? 1 : 0;
   c["rejected_suspected"] = static_cast<int64_t>(cs.rejected_suspected);
   c["decisions_relogged"] = static_cast<int64_t>(cs.decisions_relogged);
+  c["aborts_logged"] = static_cast<int64_t>(cs.aborts_logged);
   c["established"] = ha_->established() ? 1 : 0;
   c["promotions"] = static_cast<int64_t>(hs.promotions);
   c["participant_suspicions"] = static_cast<int64_t>(hs.participant_suspicions);
