@@ -969,6 +969,61 @@ TEST(HaCore, InSyncPrimarySendsAFreshSnapshotAfterResyncAfterRecords) {
   EXPECT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
 }
 
+// The backup's SYNC forgets everything before it: a fresh snapshot restates
+// the outcomes the primary's log keeps, so a promoted backup answers a
+// repeated Commit of a finished transaction as the primary did - above all
+// an ABORTED one, which must never commit later (docs/design.md "Aborts
+// answered are logged"). Before, only the open decisions were restated.
+TEST(HaCore, AFreshSnapshotRestatesFinishedCommitsAndLoggedAborts) {
+  Node c0(Role::kPrimary, kC0, kC1, kParticipants, /*resync_after_records=*/1);
+  Node c1(Role::kBackup, kC1, kC0);
+  PairUp(c0, c1);
+  const TxId committed{22, 1}, aborted{22, 2};
+  // Committed and ended: every participant acknowledged its COMMIT.
+  c0.ha().Commit(c0.now, 5, Writes(committed, {0, 1}));
+  c0.Drain();
+  c0.VoteYes();
+  c0.Sync();
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.CommitResults().size(), 1u);
+  std::vector<OutMessage> sends = std::move(c0.out.send);
+  c0.out.send.clear();
+  for (const OutMessage& m : sends) {
+    if (std::holds_alternative<CommitMsg>(m.body)) {
+      c0.ha().OnCommitReply(c0.now, AckReply{m.id, committed, m.to, CallStatus::kOk, ""});
+      c0.Drain();
+    }
+  }
+  c0.Sync();
+  Replicate(c0, c1);
+  // Aborted: a NO vote; the ABORTED answer waits for the backup's ack.
+  c0.ha().Commit(c0.now, 6, Writes(aborted, {0, 1}));
+  c0.Drain();
+  const OutMessage prepare = c0.out.send.front();
+  PrepareReply no;
+  no.msg_id = prepare.id;
+  no.txid = aborted;
+  no.participant = prepare.to;
+  no.vote = Vote::kNo;
+  c0.ha().OnPrepareReply(c0.now, no);
+  c0.Drain();
+  c0.Sync();
+  EXPECT_EQ(c0.CommitResults().size(), 1u) << "not before the backup has the abort";
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.CommitResults().size(), 2u);
+  EXPECT_EQ(c0.CommitResults()[1].outcome, Outcome::kAborted);
+  // A fresh snapshot (resync_after_records = 1): the backup's SYNC forgets
+  // what came before it, and the snapshot restates it.
+  c0.Tick(100);
+  ASSERT_FALSE(c0.out.replicate.empty());
+  ASSERT_TRUE(c0.out.replicate.back().snapshot);
+  Replicate(c0, c1);
+  ASSERT_EQ(c0.ha().state(), HaState::kPrimaryInSync);
+  EXPECT_TRUE(c1.ha().core().KnowsCommitted(committed));
+  EXPECT_EQ(c1.ha().core().RememberedOutcome(aborted), Outcome::kAborted);
+  EXPECT_TRUE(c1.ha().core().OpenDecisions().empty());
+}
+
 // kBackupSyncing -> kStarting: both coordinators are backups; the newer log
 // takes over (and the older one does not).
 TEST(HaCore, TwoBackupsTheNewerLogTakesOver) {
