@@ -24,6 +24,16 @@ CommitResult Aborted(AbortReason reason, std::string detail) {
   return CommitResult{Outcome::kAborted, reason, std::move(detail)};
 }
 
+// Drops the oldest (LSN, txid) of an outcome table's fifo, and the outcome
+// with it unless a newer record of that txid holds it (its entry's LSN).
+template <typename Table>
+void ForgetOldest(std::deque<std::pair<uint64_t, TxId>>& fifo, Table& table) {
+  auto [old_lsn, old_txid] = fifo.front();
+  fifo.pop_front();
+  auto it = table.find(old_txid);
+  if (it != table.end() && it->second.lsn == old_lsn) table.erase(it);
+}
+
 }  // namespace
 
 CoordinatorCore::CoordinatorCore(CoreOptions options) : opts_(std::move(options)) {
@@ -1020,10 +1030,7 @@ void CoordinatorCore::RememberCommitted(const TxId& txid, uint64_t lsn,
   if (!committed_.emplace(txid, CommittedEntry{lsn, fingerprint}).second) return;
   committed_fifo_.emplace_back(lsn, txid);
   while (committed_fifo_.size() > opts_.committed_outcomes_max) {
-    auto [old_lsn, old_txid] = committed_fifo_.front();
-    committed_fifo_.pop_front();
-    auto it = committed_.find(old_txid);
-    if (it != committed_.end() && it->second.lsn == old_lsn) committed_.erase(it);
+    ForgetOldest(committed_fifo_, committed_);
   }
 }
 
@@ -1035,12 +1042,7 @@ void CoordinatorCore::RememberAborted(const TxId& txid, uint64_t lsn,
     it->second.lsn = lsn;  // the newer record holds it in the log from now on
   }
   aborted_fifo_.emplace_back(lsn, txid);
-  while (aborted_fifo_.size() > opts_.aborted_outcomes_max) {
-    auto [old_lsn, old_txid] = aborted_fifo_.front();
-    aborted_fifo_.pop_front();
-    auto old = aborted_.find(old_txid);
-    if (old != aborted_.end() && old->second.lsn == old_lsn) aborted_.erase(old);
-  }
+  while (aborted_fifo_.size() > opts_.aborted_outcomes_max) ForgetOldest(aborted_fifo_, aborted_);
 }
 
 std::vector<Record> CoordinatorCore::ClosedOutcomes(size_t max_bytes) const {
@@ -1171,18 +1173,10 @@ void CoordinatorCore::UpdateTruncation() {
   if (max_lsn_seen_ > window) {
     const uint64_t oldest = max_lsn_seen_ - window;
     while (!committed_fifo_.empty() && committed_fifo_.front().first < oldest) {
-      auto [old_lsn, old_txid] = committed_fifo_.front();
-      committed_fifo_.pop_front();
-      auto it = committed_.find(old_txid);
-      if (it != committed_.end() && it->second.lsn == old_lsn && FindTx(old_txid) == nullptr) {
-        committed_.erase(it);
-      }
+      ForgetOldest(committed_fifo_, committed_);
     }
     while (!aborted_fifo_.empty() && aborted_fifo_.front().first < oldest) {
-      auto [old_lsn, old_txid] = aborted_fifo_.front();
-      aborted_fifo_.pop_front();
-      auto it = aborted_.find(old_txid);
-      if (it != aborted_.end() && it->second.lsn == old_lsn) aborted_.erase(it);
+      ForgetOldest(aborted_fifo_, aborted_);
     }
   }
   uint64_t keep = max_lsn_seen_ + 1;
