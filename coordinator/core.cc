@@ -509,7 +509,15 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
                                   "same txid"};
         break;
       case CallStatus::kError:
-        if (r.error_code == ErrorCode::kUnknownTx) {
+        if (r_in.status == CallStatus::kStaleEpoch) {
+          // A STALE_EPOCH to a message of our previous epoch (or naming an
+          // unbelievable one): as above, another copy may have committed
+          // (dtx-sim --failover --seed 2633: a duplicate PREPARE stamped
+          // with the epoch this coordinator had just left).
+          result = CommitResult{Outcome::kUnknown, std::nullopt,
+                                "participant " + r.participant + " refused a stale epoch: " +
+                                    r.error + "; ask again with the same txid"};
+        } else if (r.error_code == ErrorCode::kUnknownTx) {
           // The participant forgot an old outcome of this txid and cannot
           // tell whether it committed: an ABORTED answer would be a lie.
           result = CommitResult{

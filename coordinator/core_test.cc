@@ -670,6 +670,33 @@ TEST(CoordinatorCore, ASparseAbortDoesNotPinTheLog) {
   EXPECT_EQ(h.core().RememberedOutcome(TxId{60, 9}), Outcome::kCommitted);
 }
 
+// A one-phase PREPARE refused STALE_EPOCH, whether it fences us or was
+// stamped with the epoch we just left, is UNKNOWN: the participant alone
+// decides, and another copy of the PREPARE may have committed before it
+// adopted the newer epoch (dtx-sim --failover --seed 2633 and
+// --failover --small-tables --seed 469, once ABORTED answers were logged).
+TEST(CoordinatorCore, OnePhaseStaleEpochIsUnknownNeverAborted) {
+  Harness h;
+  h.StartFresh();
+  h.core().Commit(h.now, 1, Writes(kTx1, {0}));
+  auto prepares = Msgs<PrepareMsg>(h.Drain());
+  ASSERT_TRUE(prepares[0].second.one_phase);
+  h.core().BumpEpoch(h.now, h.core().epoch() + 1);
+  h.Settle();
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch));
+  Ready r = h.Settle();
+  EXPECT_FALSE(h.core().fenced()) << "stamped with our previous epoch";
+  EXPECT_EQ(ResultFor(r, 1).outcome, Outcome::kUnknown);
+  EXPECT_EQ(h.core().stats().aborts_logged, 0u);
+
+  h.core().Commit(h.now, 2, Writes(kTx2, {1}));
+  prepares = Msgs<PrepareMsg>(h.Drain());
+  h.core().OnPrepareReply(h.now, Vote_(prepares[0].first, Vote::kYes, CallStatus::kStaleEpoch));
+  r = h.Settle();
+  EXPECT_TRUE(h.core().fenced());
+  EXPECT_EQ(ResultFor(r, 2).outcome, Outcome::kUnknown);
+}
+
 // ---- QueryDecision in every state -------------------------------------------------------
 
 TEST(CoordinatorCore, QueryDecisionInEveryState) {
