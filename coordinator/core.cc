@@ -482,7 +482,12 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
   }
   if (tx->one_phase) {
     CommitResult result;
-    switch (r.status) {
+    // The status as the participant sent it: a STALE_EPOCH that does not
+    // fence us (to a message of our previous epoch, or naming an
+    // unbelievable epoch; r.status says kError) is still a refusal of this
+    // copy only (dtx-sim --failover --seed 2633: a duplicate PREPARE stamped
+    // with the epoch this coordinator had just left).
+    switch (r_in.status) {
       case CallStatus::kOk:
         if (r.vote == Vote::kNo) {
           result = Aborted(r.reason.value_or(AbortReason::kConflict), r.detail);
@@ -502,22 +507,14 @@ void CoordinatorCore::OnPrepareReply(uint64_t now_ms, const PrepareReply& r_in) 
         // may have committed this attempt from another copy of the PREPARE
         // that reached it before it adopted the newer epoch (found by the
         // simulator: an ABORTED answer here, logged, outlived a step-down
-        // and was told to the client's retry). The newer coordinator asks it.
+        // and was told to the client's retry). A coordinator at the newer
+        // epoch asks it.
         result = CommitResult{Outcome::kUnknown, std::nullopt,
-                              "participant " + r.participant +
-                                  " has a newer coordinator epoch; ask the new primary with the "
-                                  "same txid"};
+                              "participant " + r.participant + " refused the PREPARE's epoch (" +
+                                  r.error + "); ask again with the same txid"};
         break;
       case CallStatus::kError:
-        if (r_in.status == CallStatus::kStaleEpoch) {
-          // A STALE_EPOCH to a message of our previous epoch (or naming an
-          // unbelievable one): as above, another copy may have committed
-          // (dtx-sim --failover --seed 2633: a duplicate PREPARE stamped
-          // with the epoch this coordinator had just left).
-          result = CommitResult{Outcome::kUnknown, std::nullopt,
-                                "participant " + r.participant + " refused a stale epoch: " +
-                                    r.error + "; ask again with the same txid"};
-        } else if (r.error_code == ErrorCode::kUnknownTx) {
+        if (r.error_code == ErrorCode::kUnknownTx) {
           // The participant forgot an old outcome of this txid and cannot
           // tell whether it committed: an ABORTED answer would be a lie.
           result = CommitResult{
@@ -1058,6 +1055,9 @@ std::vector<Record> CoordinatorCore::ClosedOutcomes(size_t max_bytes) const {
   // then in LSN order, so a backup replaying them forgets in the same order
   // as this core. An entry whose txid has a newer one in its table (the fifo
   // keeps the old pair) or is still running is skipped.
+  // Each record also costs its framing in the Replicate call (type, length).
+  constexpr size_t kRecordOverhead = 16;
+  const size_t end_size = EncodePayload(EndRecord{}).size() + kRecordOverhead;
   std::vector<Record> newest_first;
   size_t bytes = 0;
   auto c = committed_fifo_.rbegin();
@@ -1082,10 +1082,7 @@ std::vector<Record> CoordinatorCore::ClosedOutcomes(size_t max_bytes) const {
       d.fingerprint = it->second.fingerprint;
     }
     d.epoch = epoch_;
-    // Each record also costs its framing in the Replicate call (type, length).
-    constexpr size_t kRecordOverhead = 16;
-    const size_t size = EncodePayload(d).size() + kRecordOverhead +
-                        (d.commit ? EncodePayload(EndRecord{}).size() + kRecordOverhead : 0);
+    const size_t size = EncodePayload(d).size() + kRecordOverhead + (d.commit ? end_size : 0);
     if (bytes + size > max_bytes) break;
     bytes += size;
     if (d.commit) newest_first.emplace_back(EndRecord{d.txid});
